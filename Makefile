@@ -1,0 +1,81 @@
+# Throughline developer commands. Every target creates what it needs (.venv, .venv-sam) from pinned requirements.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Lambda runs python3.13: use it for the venv and for `sam build` when the machine has it (pyenv included).
+PYTHON313 := $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.13; do \
+	PYENV_VERSION=$$(ls $$HOME/.pyenv/versions 2>/dev/null | grep '^3\.13' | head -n1) $$p -c 'import sys' >/dev/null 2>&1 \
+	&& { PYENV_VERSION=$$(ls $$HOME/.pyenv/versions 2>/dev/null | grep '^3\.13' | head -n1) $$p -c 'import sys; print(sys.executable)'; break; }; done)
+PYTHON ?= $(if $(PYTHON313),$(PYTHON313),python3)
+VENV := .venv
+VENV_SAM := .venv-sam
+PY := $(VENV)/bin/python
+SAM := $(VENV_SAM)/bin/sam
+PORT ?= 3000
+STACK ?= throughline-dev
+
+.PHONY: help venv demo serve test test-unit test-integration test-e2e lint format build validate bench \
+	bitrix-setup replay-dlq clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(VENV_SAM)/.installed: requirements-sam.txt
+	$(PYTHON) -m venv $(VENV_SAM)
+	$(VENV_SAM)/bin/pip install --quiet --upgrade pip
+	$(VENV_SAM)/bin/pip install --quiet -r requirements-sam.txt
+	touch $@
+
+venv: $(VENV)/.installed ## Create .venv from the pinned requirements
+
+demo: venv ## Run the main job offline: local AWS, Bitrix24 sandbox, a burst of form posts, a table of leads
+	$(PY) -m local.demo
+
+serve: venv ## Keep the local stack up at http://127.0.0.1:$(PORT)
+	$(PY) -m local.serve --port $(PORT)
+
+test: venv ## Run every test: unit, integration (moto + sandboxes) and end-to-end over HTTP
+	$(PY) -m pytest
+
+test-unit: venv ## Unit tests only
+	$(PY) -m pytest tests/unit
+
+test-integration: venv ## Integration tests only
+	$(PY) -m pytest tests/integration
+
+test-e2e: venv ## End-to-end tests only
+	$(PY) -m pytest tests/e2e
+
+lint: venv $(VENV_SAM)/.installed ## ruff, and `sam validate --lint` on template.yaml
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	AWS_DEFAULT_REGION=eu-central-1 $(SAM) validate --lint
+
+format: venv ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+validate: $(VENV_SAM)/.installed ## `sam validate --lint` only
+	AWS_DEFAULT_REGION=eu-central-1 $(SAM) validate --lint
+
+build: $(VENV_SAM)/.installed ## `sam build` (needs python3.13; builds arm64 wheels without Docker)
+	@test -n "$(PYTHON313)" || { echo "sam build needs python3.13 on PATH (pyenv: PYENV_VERSION=3.13.0)"; exit 1; }
+	PATH="$(dir $(PYTHON313)):$$PATH" AWS_DEFAULT_REGION=eu-central-1 $(SAM) build
+
+bench: venv ## Cold-start proxy and CPU per submission (prints figures)
+	$(PY) -m benchmarks.handlers
+
+bitrix-setup: venv ## Create the journey field on leads and deals (idempotent); print the source dictionary
+	$(PY) -m throughline bitrix-setup
+
+replay-dlq: venv ## Move messages from the writer's DLQ back to its queue: STACK=<stack> or QUEUE_URL=… DLQ_URL=…
+	$(PY) -m throughline replay-dlq $(if $(QUEUE_URL),--queue-url $(QUEUE_URL) --dlq-url $(DLQ_URL),--stack-name $(STACK))
+
+clean: ## Remove build output and local run output
+	rm -rf .aws-sam out .pytest_cache .ruff_cache
