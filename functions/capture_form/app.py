@@ -1,0 +1,49 @@
+"""POST /v1/forms/{form_id}/submissions — a site's web form becomes a durable submission; answer 202 at once.
+
+Thin handler: HTTP in and out, then ``throughline.capture``; bad input maps to 4xx here and nowhere else.
+No Tracer on this path: the X-Ray SDK import would cost more than boto3 on every cold start (Lambda's own active
+tracing still records the invocation).
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+
+from throughline.adapters.http import HttpRequest, cors_headers, empty_response, json_response
+from throughline.capture import capture_from_settings
+from throughline.config import get_settings
+from throughline.forms import FormRejected
+from throughline.observability import logger, metrics
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@metrics.log_metrics
+def lambda_handler(event: dict, context: object) -> dict:
+    settings = get_settings()
+    request = HttpRequest.from_event(event)
+    cors = cors_headers(request, settings.allowed_origins)
+    if request.method == "OPTIONS":
+        return empty_response(204 if cors else 403, cors)
+    if request.method != "POST":
+        return json_response(405, {"error": "method not allowed", "fields": {}}, {**cors, "Allow": "POST, OPTIONS"})
+
+    capture, idempotency_config = capture_from_settings(settings)
+    idempotency_config.register_lambda_context(context)
+    try:
+        accepted = capture.receive(
+            request.path_parameters.get("form_id", ""), request.body, request.content_type, request.headers
+        )
+    except FormRejected as rejected:
+        metrics.add_metric(name="SubmissionsRejected", unit=MetricUnit.Count, value=1)
+        return json_response(rejected.status, rejected.body(), cors)
+    except Exception:
+        # Only our own side can fail here (storage, queue): say so, and let the site retry.
+        logger.exception("submission not stored")
+        return json_response(503, {"error": "temporarily unavailable, please retry"}, {**cors, "Retry-After": "5"})
+
+    metric = "SpamDropped" if accepted.spam else "DoubleSubmissions" if accepted.duplicate else "SubmissionsAccepted"
+    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+    if accepted.redirect_to:
+        return empty_response(303, {**cors, "Location": accepted.redirect_to})
+    return json_response(202, {"submission_id": accepted.submission_id}, cors)

@@ -1,0 +1,20 @@
+"""Raw copies of what arrived, in the data bucket: written before anything else, so nothing is lost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from throughline.adapters import aws
+
+
+class RawStore:
+    def __init__(self, bucket: str, client: Any = None):
+        self.bucket = bucket
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        return self._client or aws.client("s3")
+
+    def put(self, key: str, body: bytes, content_type: str = "application/json") -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)

@@ -1,0 +1,35 @@
+"""Bitrix24 REST: the client, its errors, and portal-wide pacing."""
+
+from throughline.bitrix24.client import BatchResult, Bitrix24Client, Deadline, Response, is_read_method
+from throughline.bitrix24.errors import (
+    BitrixAuthError,
+    BitrixBadRequest,
+    BitrixError,
+    BitrixMethodNotFound,
+    BitrixNotFound,
+    BitrixTransientError,
+    BitrixUnavailable,
+    NotEnoughTime,
+    OperationTimeLimit,
+    QueryLimitExceeded,
+)
+from throughline.bitrix24.pacing import LeakyBucket
+
+__all__ = [
+    "BatchResult",
+    "Bitrix24Client",
+    "BitrixAuthError",
+    "BitrixBadRequest",
+    "BitrixError",
+    "BitrixMethodNotFound",
+    "BitrixNotFound",
+    "BitrixTransientError",
+    "BitrixUnavailable",
+    "Deadline",
+    "LeakyBucket",
+    "NotEnoughTime",
+    "OperationTimeLimit",
+    "QueryLimitExceeded",
+    "Response",
+    "is_read_method",
+]

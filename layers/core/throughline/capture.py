@@ -1,0 +1,163 @@
+"""Receive a web-form post: decode, drop spam, validate, then make it durable (raw copy in S3, message in SQS).
+
+A double-submitted form (same content from the same form within the window) is accepted once: Powertools
+idempotency keyed on the submission's fingerprint answers the second post with the first post's submission id.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+from urllib.parse import urlsplit
+
+from throughline import forms
+from throughline.adapters.raw_store import RawStore
+from throughline.adapters.writes_queue import WritesQueue
+from throughline.config import Settings
+from throughline.contacts import mask_email, mask_phone
+from throughline.observability import logger
+from throughline.submissions import Submission
+
+IN_PROGRESS_WAIT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Accepted:
+    submission_id: str
+    spam: bool = False
+    duplicate: bool = False
+    redirect_to: str | None = None
+
+
+class Capture:
+    """The capture step with its dependencies, so tests can give it other stores."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        raw_store: RawStore,
+        queue: WritesQueue,
+        idempotent: Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        self.settings = settings
+        self.raw_store = raw_store
+        self.queue = queue
+        self._clock = clock
+        self._accept = idempotent(self._store_and_enqueue) if idempotent else self._store_and_enqueue
+
+    def receive(self, form_id: str, body: bytes, content_type: str | None, headers: Mapping[str, str]) -> Accepted:
+        """Raises ``forms.FormRejected`` for bad input; AWS errors propagate (the caller answers 503)."""
+        settings = self.settings
+        fields = forms.decode_body(body, content_type, settings.max_body_bytes)
+        received_at = self._clock()
+        submission_id = str(uuid.uuid4())
+        if forms.is_spam(fields, settings.honeypot_field):
+            day = received_at.strftime("%Y-%m-%d")
+            spam_key = f"raw/spam/date={day}/{submission_id}.bin"
+            self.raw_store.put(spam_key, body, content_type or "application/octet-stream")
+            logger.info("honeypot filled: dropped", extra={"form_id": form_id})
+            return Accepted(submission_id, spam=True)
+        try:
+            submission = forms.parse_submission(
+                form_id,
+                fields,
+                submission_id=submission_id,
+                received_at=received_at,
+                origin=headers.get("origin"),
+                default_region=settings.default_phone_region,
+                zone=settings.zone,
+            )
+        except forms.FormRejected as rejected:
+            self._keep_rejected(submission_id, received_at, body, content_type, rejected)
+            raise
+        submission = replace(submission, raw_key=forms.raw_key(submission))
+        record = forms.raw_record(submission, body, content_type, headers).decode()
+        result = self._accept_once(
+            {"fingerprint": submission.fingerprint(), "message": submission.to_message(), "raw": record}
+        )
+        accepted_id = result["submission_id"]
+        duplicate = accepted_id != submission_id
+        logger.info(
+            "submission accepted" if not duplicate else "double submission: answered with the first one",
+            extra={
+                "submission_id": accepted_id,
+                "form_id": form_id,
+                "phone": mask_phone(submission.phone),
+                "email": mask_email(submission.email),
+            },
+        )
+        return Accepted(accepted_id, duplicate=duplicate, redirect_to=self._redirect(fields.get("_next")))
+
+    def _accept_once(self, request: dict[str, Any]) -> dict[str, Any]:
+        from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+
+        waited = 0.0
+        while True:
+            try:
+                return self._accept(request=request)
+            except IdempotencyAlreadyInProgressError:
+                # The twin of this post is being stored right now; its answer is ours a moment later.
+                if waited >= IN_PROGRESS_WAIT_SECONDS:
+                    raise
+                time.sleep(0.1)
+                waited += 0.1
+
+    def _store_and_enqueue(self, *, request: dict[str, Any]) -> dict[str, Any]:
+        submission = Submission.from_message(request["message"])
+        self.raw_store.put(submission.raw_key or forms.raw_key(submission), request["raw"].encode())
+        self.queue.send(request["message"], group_id=submission.person_key(), deduplication_id=submission.submission_id)
+        return {"submission_id": submission.submission_id}
+
+    def _keep_rejected(
+        self, submission_id: str, received_at: datetime, body: bytes, content_type: str | None, rejected: Exception
+    ) -> None:
+        """Keep what we refused for a while: if our validation is ever wrong, the lead can still be recovered."""
+        day = received_at.strftime("%Y-%m-%d")
+        try:
+            self.raw_store.put(f"raw/rejected/date={day}/{submission_id}.bin", body, content_type or "text/plain")
+        except Exception:  # the sender still gets the 4xx that explains what to fix
+            logger.warning("could not keep a rejected submission", exc_info=True)
+        logger.info("submission rejected", extra={"reason": str(rejected)})
+
+    def _redirect(self, target: Any) -> str | None:
+        """Formspree's ``_next``: send a plain HTML form back to a thank-you page on one of our own sites."""
+        if not isinstance(target, str) or not target:
+            return None
+        parts = urlsplit(target)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        return target if parts.scheme in ("http", "https") and origin in self.settings.allowed_origins else None
+
+
+@cache
+def idempotency_for(table: str, window_seconds: int) -> tuple[Callable[..., Any], Any]:
+    """The idempotency decorator backed by the DynamoDB table, and its config (to register the Lambda context)."""
+    from aws_lambda_powertools.utilities.idempotency import (
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+
+    from throughline.adapters import aws
+
+    persistence = DynamoDBPersistenceLayer(table_name=table, boto3_client=aws.client("dynamodb"))
+    config = IdempotencyConfig(event_key_jmespath="fingerprint", expires_after_seconds=window_seconds)
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        return idempotent_function(
+            function, data_keyword_argument="request", persistence_store=persistence, config=config
+        )
+
+    return decorate, config
+
+
+def capture_from_settings(settings: Settings) -> tuple[Capture, Any]:
+    settings.require("data_bucket", "writes_queue_url", "idempotency_table")
+    decorate, config = idempotency_for(settings.idempotency_table, settings.double_submit_window_seconds)
+    capture = Capture(settings, RawStore(settings.data_bucket), WritesQueue(settings.writes_queue_url), decorate)
+    return capture, config

@@ -1,0 +1,245 @@
+"""Configuration: one validated, immutable model behind a cached getter.
+
+Values come from the environment (names in DESIGN.md). Every secret may instead live as a key of the JSON secret
+named by ``SECRETS_ARN``; an environment variable of the same name wins. The secret is fetched only when a secret
+value is actually missing from the environment, so functions that need no secret never call Secrets Manager.
+
+The model is a frozen dataclass with explicit parsers rather than a pydantic model: importing pydantic costs about
+as much as importing boto3, and this module sits on the HTTP path, where cold start is the budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+SECRET_NAMES = (
+    "BITRIX24_WEBHOOK_URL",
+    "BITRIX24_APP_TOKENS",
+    "YANDEX_DIRECT_TOKEN",
+    "GOOGLE_ADS_CLIENT_ID",
+    "GOOGLE_ADS_CLIENT_SECRET",
+    "GOOGLE_ADS_REFRESH_TOKEN",
+    "GOOGLE_ADS_DEVELOPER_TOKEN",
+)
+SETTINGS_MAX_AGE_SECONDS = 300  # re-read after this long, so a rotated secret reaches warm functions
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names every bad setting (never a secret value)."""
+
+
+def _text(value: str) -> str:
+    return value.strip()
+
+
+def _optional_text(value: str) -> str | None:
+    return value.strip() or None
+
+
+def _comma_list(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _flat_json_map(value: str) -> dict[str, str]:
+    try:
+        parsed = json.loads(value) if value.strip() else {}
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON ({error.msg})") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("must be a JSON object")
+    for key, item in parsed.items():
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            raise ValueError(f"value for {key!r} must be a string or a number")
+    return {str(key): str(item) for key, item in parsed.items()}
+
+
+def _integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise ValueError("must be an integer") from None
+        if (low is not None and number < low) or (high is not None and number > high):
+            raise ValueError(f"must be between {low} and {high}" if high is not None else f"must be at least {low}")
+        return number
+
+    return parse
+
+
+def _optional_integer(value: str) -> int | None:
+    return _integer(1)(value) if value.strip() else None
+
+
+def _positive_number(value: str) -> float:
+    try:
+        number = float(value.strip())
+    except ValueError:
+        raise ValueError("must be a number") from None
+    if number <= 0:
+        raise ValueError("must be greater than 0")
+    return number
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value.strip()!r}") from None
+    return value.strip()
+
+
+def _webhook_url(value: str) -> str | None:
+    value = value.strip()
+    if not value:
+        return None
+    if not value.startswith(("https://", "http://")) or "/rest/" not in value:
+        # Never echo the value: it carries the webhook secret.
+        raise ValueError("must look like https://<portal>/rest/<user>/<secret>/")
+    return value if value.endswith("/") else value + "/"
+
+
+def _user_field_name(value: str) -> str:
+    value = value.strip()
+    if not value.startswith("UF_CRM_") or not value.replace("_", "").isalnum() or value.upper() != value:
+        raise ValueError("must be an upper-case Bitrix24 user field name starting with UF_CRM_")
+    if len(value) > 50:
+        raise ValueError("must be at most 50 characters (a Bitrix24 limit)")
+    return value
+
+
+def _setting(default: Any, parse: Callable[[str], Any] = _text, *, secret: bool = False) -> Any:
+    factory = (lambda: dict(default)) if isinstance(default, dict) else None
+    metadata = {"parse": parse, "secret": secret}
+    if factory:
+        return field(default_factory=factory, metadata=metadata, repr=not secret)
+    return field(default=default, metadata=metadata, repr=not secret)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the bundle. Field names are the environment names in lower case."""
+
+    # Bitrix24
+    bitrix24_webhook_url: str | None = _setting(None, _webhook_url, secret=True)
+    bitrix24_app_tokens: tuple[str, ...] = _setting((), _comma_list, secret=True)
+    bitrix24_journey_field: str = _setting("UF_CRM_CUSTOMER_JOURNEY", _user_field_name)
+    bitrix24_source_map: dict[str, str] = _setting({}, _flat_json_map)
+    bitrix24_responsible_map: dict[str, str] = _setting({}, _flat_json_map)
+    bitrix24_default_responsible_id: int | None = _setting(None, _optional_integer)
+    bitrix24_rate_per_second: float = _setting(2.0, _positive_number)
+    bitrix24_burst: int = _setting(50, _integer(1))
+    bitrix24_writer_concurrency: int = _setting(2, _integer(1))
+    lead_title_template: str = _setting("Заявка с формы «{form}»")
+
+    # Ad platforms (used by the spend import)
+    yandex_direct_token: str | None = _setting(None, _optional_text, secret=True)
+    yandex_direct_client_logins: tuple[str, ...] = _setting((), _comma_list)
+    yandex_direct_api_url: str = _setting("https://api.direct.yandex.com/json/v5/")
+    google_ads_client_id: str | None = _setting(None, _optional_text, secret=True)
+    google_ads_client_secret: str | None = _setting(None, _optional_text, secret=True)
+    google_ads_refresh_token: str | None = _setting(None, _optional_text, secret=True)
+    google_ads_developer_token: str | None = _setting(None, _optional_text, secret=True)
+    google_ads_customer_ids: tuple[str, ...] = _setting((), _comma_list)
+    google_ads_login_customer_id: str | None = _setting(None, _optional_text)
+    google_ads_api_url: str = _setting("https://googleads.googleapis.com/v21/")
+    google_oauth_token_url: str = _setting("https://oauth2.googleapis.com/token")
+
+    # Web forms
+    allowed_origins: tuple[str, ...] = _setting((), _comma_list)
+    honeypot_field: str = _setting("_gotcha")
+    max_body_bytes: int = _setting(65536, _integer(1024, 1_000_000))
+    default_phone_region: str = _setting("RU")
+    double_submit_window_seconds: int = _setting(600, _integer(1, 86400))
+
+    # Reports
+    report_currency: str = _setting("RUB")
+    timezone: str = _setting("Europe/Moscow", _timezone)
+
+    # Resources (set by template.yaml)
+    data_bucket: str | None = _setting(None, _optional_text)
+    writes_queue_url: str | None = _setting(None, _optional_text)
+    idempotency_table: str | None = _setting(None, _optional_text)
+    journey_table: str | None = _setting(None, _optional_text)
+
+    # Writer retry pacing (seconds): a failed message returns after base × 2^(attempt−1), capped (SQS allows 12 h).
+    writer_retry_base_seconds: int = _setting(30, _integer(0, 43200))
+    writer_retry_max_seconds: int = _setting(900, _integer(0, 43200))
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def require(self, *names: str) -> None:
+        """Fail with one clear message when settings a job needs are absent."""
+        missing = [name.upper() for name in names if not getattr(self, name)]
+        if missing:
+            raise ConfigError(f"missing configuration: {', '.join(missing)}")
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    fetch_secret: Callable[[str], Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Build the settings from an environment mapping, filling absent secrets from ``SECRETS_ARN``."""
+    environ = os.environ if environ is None else environ
+    names = [spec.name for spec in dataclasses.fields(Settings)]
+    raw = {name: environ[name.upper()] for name in names if name.upper() in environ}
+    raw = {name: value for name, value in raw.items() if value != ""}
+    secrets_arn = environ.get("SECRETS_ARN")
+    if secrets_arn and any(name.lower() not in raw for name in SECRET_NAMES):
+        secret = (fetch_secret or _fetch_secret)(secrets_arn)
+        for name in SECRET_NAMES:
+            value = secret.get(name)
+            if name.lower() not in raw and value not in (None, ""):
+                raw[name.lower()] = ",".join(value) if isinstance(value, list) else str(value)
+
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for spec in dataclasses.fields(Settings):
+        if spec.name in raw:
+            try:
+                values[spec.name] = spec.metadata["parse"](raw[spec.name])
+            except ValueError as error:
+                problems.append(f"{spec.name.upper()}: {error}")
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    return Settings(**values)
+
+
+def _fetch_secret(arn: str) -> Mapping[str, Any]:
+    from aws_lambda_powertools.utilities.parameters import get_secret
+
+    secret = get_secret(arn, transform="json", max_age=SETTINGS_MAX_AGE_SECONDS)
+    if not isinstance(secret, dict):
+        raise ConfigError("the secret named by SECRETS_ARN must be a JSON object")
+    return secret
+
+
+_lock = threading.Lock()
+_cached: tuple[float, Settings] | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, re-read every few minutes."""
+    global _cached
+    with _lock:
+        now = time.monotonic()
+        if _cached is None or now - _cached[0] > SETTINGS_MAX_AGE_SECONDS:
+            _cached = (now, load_settings())
+        return _cached[1]
+
+
+def reset_settings_cache() -> None:
+    """Forget the cached settings (tests and the local stack change the environment)."""
+    global _cached
+    with _lock:
+        _cached = None

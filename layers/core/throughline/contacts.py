@@ -1,0 +1,64 @@
+"""Phone numbers and e-mail addresses: one canonical form for matching, and masks for logs.
+
+Bitrix24 compares phones as whole strings (``crm.duplicate.findbycomm``), so the same person typed two ways would be
+two people. Everything we write is therefore E.164 (``8 916 123-45-67`` → ``+79161234567``) and lower-cased e-mail.
+"""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+
+_EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[^@\s<>(),;:\"\[\]]+\.[^@\s<>(),;:\"\[\]]{2,}$")
+
+
+class InvalidContact(ValueError):
+    """A phone or e-mail that cannot be normalized; the message is safe to show to the sender."""
+
+
+def normalize_phone(raw: str, default_region: str = "RU") -> str:
+    """Return the number in E.164; national numbers are read in ``default_region``.
+
+    Russian habits are handled: a leading 8 is the trunk prefix (8 916 … → +7 916 …), and a ten-digit number
+    starting with 9 is a mobile number without its prefix.
+    """
+    text = raw.strip()
+    digits = re.sub(r"\D", "", text)
+    if len(digits) < 5:
+        raise InvalidContact("not a phone number")
+    if default_region == "RU" and not text.startswith("+") and len(digits) == 10 and digits[0] == "9":
+        text = "+7" + digits
+    try:
+        number = phonenumbers.parse(text, default_region)
+    except phonenumbers.NumberParseException:
+        raise InvalidContact("not a phone number") from None
+    if not phonenumbers.is_possible_number(number):
+        raise InvalidContact("not a possible phone number (wrong length)")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_email(raw: str) -> str:
+    """Lower-case and check the shape; deliverability is not our business."""
+    email = raw.strip().lower()
+    if len(email) > 254 or not _EMAIL.match(email):
+        raise InvalidContact("not an e-mail address")
+    return email
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """``+79161234567`` → ``+7916*****67``: enough to tell records apart in logs, not enough to call."""
+    if not phone:
+        return phone
+    keep_head = 5 if phone.startswith("+") else 4
+    if len(phone) <= keep_head + 2:
+        return "*" * len(phone)
+    return phone[:keep_head] + "*" * (len(phone) - keep_head - 2) + phone[-2:]
+
+
+def mask_email(email: str | None) -> str | None:
+    """``ivan.petrov@example.ru`` → ``i***@example.ru``."""
+    if not email:
+        return email
+    local, _, domain = email.partition("@")
+    return (local[:1] + "***@" + domain) if domain else "***"

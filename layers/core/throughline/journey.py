@@ -1,0 +1,125 @@
+"""The customer journey: structured touches, and the text lines of the «Путь клиента» field.
+
+One line per touch, oldest first, in the seed's format::
+
+    Первичный контакт: 15.01.2025 — Google — CPC — «Купить CRM систему»
+    16.01.2025 — Email — Рассылка — «Преимущества Битрикс24»
+
+Reports read the structured touches; the text is a projection for people working in Bitrix24.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from throughline.sources import CHANNEL_LABELS, SOURCE_LABELS
+
+FIRST_CONTACT = "Первичный контакт: "
+SEPARATOR = " — "
+
+# What a touch was. Labels are what the journey line says when there is no campaign to name.
+FIRST_VISIT = "first_visit"
+FORM = "form"
+REPEAT_REQUEST = "repeat_request"
+
+_MEDIUM_LABELS = {
+    "cpc": "CPC",
+    "ppc": "PPC",
+    "cpm": "CPM",
+    "cpv": "CPV",
+    "cpa": "CPA",
+    "organic": "Органический поиск",
+    "referral": "Переход с сайта",
+    "social": "Социальные сети",
+    "email": "Рассылка",
+    "newsletter": "Рассылка",
+    "(none)": "Прямой заход",
+    "messenger": "Мессенджер",
+    "display": "Медийная реклама",
+}
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]+")
+_MAX_PART = 120
+
+
+@dataclass(frozen=True)
+class Touch:
+    """One interaction of a person with the business, as stored in the journey store."""
+
+    touch_id: str
+    at: datetime
+    kind: str
+    channel: str
+    source: str
+    medium: str
+    campaign: str | None = None
+    content: str | None = None
+    term: str | None = None
+    detail: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_item(self) -> dict[str, Any]:
+        item = asdict(self)
+        item["at"] = self.at.isoformat()
+        return {key: value for key, value in item.items() if value not in (None, {}, "")}
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Touch:
+        values = {name: item.get(name) for name in cls.__dataclass_fields__}
+        values["at"] = datetime.fromisoformat(item["at"])
+        values["extra"] = dict(item.get("extra") or {})
+        return cls(**values)
+
+
+def format_line(touch: Touch, zone: ZoneInfo, *, first: bool = False) -> str:
+    """The journey line for one touch: ``DD.MM.YYYY — source — channel — campaign or detail``."""
+    date = touch.at.astimezone(zone).strftime("%d.%m.%Y")
+    source = SOURCE_LABELS.get(touch.source, touch.source)
+    medium = _MEDIUM_LABELS.get(touch.medium.lower(), touch.medium) if touch.medium else CHANNEL_LABELS[touch.channel]
+    last = _describe(touch)
+    line = SEPARATOR.join(_clean(part) for part in (date, source, medium, last) if part)
+    return (FIRST_CONTACT + line) if first else line
+
+
+def format_journey(touches: list[Touch], zone: ZoneInfo) -> str:
+    """The whole field for a new entity: the oldest touch is the first contact."""
+    ordered = sorted(touches, key=lambda touch: touch.at)
+    return "\n".join(format_line(touch, zone, first=index == 0) for index, touch in enumerate(ordered))
+
+
+def append_line(journey_text: str | None, line: str) -> str:
+    """Add a line at the end of an existing field value (which people may have edited by hand)."""
+    text = (journey_text or "").rstrip("\n")
+    return f"{text}\n{line}" if text else line
+
+
+def has_line(journey_text: str | None, line: str) -> bool:
+    """Whether the field already holds this exact line (ignoring the first-contact prefix and blanks)."""
+    wanted = line.removeprefix(FIRST_CONTACT).strip()
+    return any(
+        existing.strip().removeprefix(FIRST_CONTACT).strip() == wanted for existing in (journey_text or "").splitlines()
+    )
+
+
+def _describe(touch: Touch) -> str:
+    campaign = f"«{_clip(touch.campaign)}»" if touch.campaign else None
+    if touch.kind == REPEAT_REQUEST:
+        return "Повторное обращение" + (f": {campaign}" if campaign else (f": {touch.detail}" if touch.detail else ""))
+    if campaign:
+        return campaign
+    if touch.detail:
+        return touch.detail
+    return "Первый визит" if touch.kind == FIRST_VISIT else ""
+
+
+def _clip(text: str) -> str:
+    text = _UNSAFE.sub(" ", text).strip()
+    return text if len(text) <= _MAX_PART else text[: _MAX_PART - 1] + "…"
+
+
+def _clean(part: str) -> str:
+    # A line must stay one line whatever a visitor typed into a tag.
+    return _clip(part.replace(SEPARATOR, " - "))

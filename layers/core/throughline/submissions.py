@@ -1,0 +1,103 @@
+"""A web-form submission as it travels from the HTTP endpoint, through the queue, to the Bitrix24 writer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+MESSAGE_TYPE = "form_submission"
+MESSAGE_VERSION = 1
+UTM_TAGS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
+# Click ids set by ad platforms and search engines (what each implies: throughline.sources).
+CLICK_IDS = ("gclid", "gbraid", "wbraid", "yclid", "ysclid", "fbclid")
+
+
+@dataclass(frozen=True)
+class Visit:
+    """The tags of one visit: the last one (that sent the form) or the first one the site remembered."""
+
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_content: str | None = None
+    utm_term: str | None = None
+    referrer: str | None = None
+    landing_url: str | None = None
+    seen_at: datetime | None = None
+
+    def is_empty(self) -> bool:
+        return not any((*self.tags().values(), self.referrer, self.landing_url))
+
+    def tags(self) -> dict[str, str | None]:
+        return {name: getattr(self, name) for name in UTM_TAGS}
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated, normalized form submission. Contacts are E.164 / lower-case already."""
+
+    submission_id: str
+    form_id: str
+    received_at: datetime
+    last_visit: Visit
+    first_visit: Visit | None = None
+    name: str | None = None
+    last_name: str | None = None
+    second_name: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    comment: str | None = None
+    click_ids: dict[str, str] = field(default_factory=dict)
+    client_ids: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)
+    origin: str | None = None
+    raw_key: str | None = None
+
+    # -- identity -------------------------------------------------------------------------------------------------
+
+    def person_key(self) -> str:
+        """A stable, non-reversible key for the person: the queue's message group, so one person's writes stay
+        in order. Phone first, as Bitrix24 managers search by phone."""
+        contact = self.phone or self.email or self.submission_id
+        return hashlib.sha256(contact.encode()).hexdigest()[:40]
+
+    def fingerprint(self) -> str:
+        """Identical content from the same form: a double click or a resent request."""
+        content = asdict(replace(self, submission_id="", received_at=datetime.min, raw_key=None))
+        return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+    def contacts(self) -> set[str]:
+        return {value for value in (self.phone, self.email) if value}
+
+    # -- queue message --------------------------------------------------------------------------------------------
+
+    def to_message(self) -> dict[str, Any]:
+        return {"type": MESSAGE_TYPE, "version": MESSAGE_VERSION, "submission": _jsonable(asdict(self))}
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> Submission:
+        if message.get("type") != MESSAGE_TYPE:
+            raise ValueError(f"not a form submission message: {message.get('type')!r}")
+        data = dict(message["submission"])
+        data["received_at"] = datetime.fromisoformat(data["received_at"])
+        data["last_visit"] = _visit(data["last_visit"])
+        data["first_visit"] = _visit(data["first_visit"]) if data.get("first_visit") else None
+        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__ if name in data})
+
+
+def _visit(data: dict[str, Any]) -> Visit:
+    values = dict(data)
+    if values.get("seen_at"):
+        values["seen_at"] = datetime.fromisoformat(values["seen_at"])
+    return Visit(**{name: values.get(name) for name in Visit.__dataclass_fields__})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

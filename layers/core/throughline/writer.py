@@ -1,0 +1,123 @@
+"""The Bitrix24 writer's job: a batch of queued writes in, an outcome per message out.
+
+Failed messages go back to the queue with a growing delay (base × 2^(attempt−1), capped; at least until the end of
+an operating-time block), so an outage of the portal spends few receives and the redrive limit covers hours.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from throughline.adapters.journey_store import JourneyStore
+from throughline.adapters.writes_queue import WritesQueue
+from throughline.bitrix24 import Bitrix24Client, Deadline, LeakyBucket
+from throughline.bitrix24.client import new_session
+from throughline.config import Settings
+from throughline.leads import LeadRules, LeadWriter, Outcome
+from throughline.observability import logger
+from throughline.submissions import Submission
+
+
+@dataclass(frozen=True)
+class QueuedWrite:
+    message_id: str
+    body: str
+    receive_count: int = 1
+    receipt_handle: str | None = None
+
+
+class PoisonMessage(Exception):
+    """A message no retry can fix (not JSON, unknown type, missing fields); it ends in the DLQ for a human."""
+
+
+def write_queued(
+    items: list[QueuedWrite], writer: LeadWriter, queue: WritesQueue | None, settings: Settings
+) -> dict[str, Outcome]:
+    """Write every queued submission; schedule the failed ones' retries; return outcomes by message id."""
+    outcomes: dict[str, Outcome] = {}
+    submissions: dict[str, Submission] = {}
+    for item in items:
+        try:
+            submissions[item.message_id] = Submission.from_message(json.loads(item.body))
+        except (ValueError, KeyError, TypeError) as error:
+            logger.error("unreadable message", extra={"message_id": item.message_id, "error": str(error)})
+            outcomes[item.message_id] = Outcome(item.message_id, False, "failed", error=PoisonMessage(str(error)))
+    by_submission = writer.write(submissions.values())
+    for message_id, submission in submissions.items():
+        outcomes[message_id] = by_submission.get(
+            submission.submission_id,
+            Outcome(submission.submission_id, False, "skipped", error=RuntimeError("not reached in this invocation")),
+        )
+    if queue is not None:
+        for item in items:
+            outcome = outcomes[item.message_id]
+            if not outcome.ok and item.receipt_handle:
+                _schedule_retry(queue, item, outcome, settings)
+    return outcomes
+
+
+def retry_delay(receive_count: int, base: int, cap: int, retry_at: float | None = None) -> int:
+    delay = min(cap, base * 2 ** max(0, receive_count - 1))
+    if retry_at:
+        delay = max(delay, int(retry_at - time.time()) + 1)
+    return int(delay)
+
+
+def _schedule_retry(queue: WritesQueue, item: QueuedWrite, outcome: Outcome, settings: Settings) -> None:
+    delay = retry_delay(
+        item.receive_count, settings.writer_retry_base_seconds, settings.writer_retry_max_seconds, outcome.retry_at
+    )
+    try:
+        queue.retry_after(item.receipt_handle or "", delay)
+    except Exception:  # the message still returns after the queue's visibility timeout
+        logger.warning("could not set the retry delay", extra={"message_id": item.message_id}, exc_info=True)
+    logger.warning(
+        "write failed; will retry",
+        extra={
+            "message_id": item.message_id,
+            "attempt": item.receive_count,
+            "retry_in_seconds": delay,
+            "error": str(outcome.error),
+        },
+    )
+
+
+# -- wiring -----------------------------------------------------------------------------------------------------------
+
+_lock = threading.Lock()
+
+
+@cache
+def _portal_pacer(webhook_url: str, rate: float, burst: float) -> LeakyBucket:
+    # One bucket per portal per process: warm invocations keep what they know about the portal's counter.
+    return LeakyBucket(rate=rate, burst=burst)
+
+
+@cache
+def _session(webhook_url: str) -> Any:
+    return new_session()
+
+
+def bitrix_client(settings: Settings, deadline: Deadline | None = None, **options: Any) -> Bitrix24Client:
+    """A client for this invocation, sharing the process's HTTP session and its share of the portal's bucket."""
+    settings.require("bitrix24_webhook_url")
+    url = settings.bitrix24_webhook_url or ""
+    share = settings.bitrix24_writer_concurrency
+    with _lock:
+        pacer = _portal_pacer(url, settings.bitrix24_rate_per_second / share, max(1.0, settings.bitrix24_burst / share))
+        session = _session(url)
+    return Bitrix24Client(url, pacer=pacer, session=session, deadline=deadline, **options)
+
+
+def lead_writer(settings: Settings, deadline: Deadline | None = None, **client_options: Any) -> LeadWriter:
+    settings.require("journey_table")
+    return LeadWriter(
+        bitrix_client(settings, deadline, **client_options),
+        JourneyStore(settings.journey_table or ""),
+        LeadRules.from_settings(settings),
+    )

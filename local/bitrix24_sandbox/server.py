@@ -1,0 +1,761 @@
+"""The sandbox server: the public ``Sandbox`` class, the REST request pipeline and the admin endpoints.
+
+A REST request goes through these steps, in this order:
+
+1. outage check: during an outage the connection is closed without any HTTP response;
+2. leaky bucket (``QUERY_LIMIT_EXCEEDED``, 503); it comes before the faults, so a throttled request is always a 503;
+3. ``error_rate`` fault: 500 before anything is executed;
+4. webhook authentication, parameter decoding, method dispatch, the per-method operating-time limit, execution;
+5. ``lost_response_rate`` fault: the call has run (writes happened) but the client gets a 500 anyway;
+6. ``latency_ms`` delay, then the response.
+
+Admin endpoints under ``/_sandbox/`` skip all of that: no faults, no limits, no statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import random
+import re
+import secrets
+import socket
+import string
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from email.parser import BytesParser
+from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo
+
+from . import errors
+from .errors import RestError
+from .limits import LeakyBucket, OperatingTime
+from .methods import METHODS, MethodResult, normalize_method_name
+from .outbound import EVENT_NAMES, OutboundEvent, OutboundSender, event_body
+from .php import normalize_php_arrays, parse_query, php_assign, to_php_json
+from .schema import ENTITIES
+from .store import Portal
+
+__all__ = ["Sandbox"]
+
+BATCH_LIMIT = 50  # batch.md: "The number of requests in a batch is limited to 50."
+FAULT_KEYS = ("error_rate", "lost_response_rate", "latency_ms", "outage_seconds")
+_BATCH_REFERENCE = re.compile(r"\$(result|result_total|result_next)((?:\[[^\]]*\])+)")
+
+
+class Sandbox:
+    """An emulated Bitrix24 portal reachable through an inbound webhook URL, served from a background thread."""
+
+    def __init__(
+        self,
+        port: int = 0,
+        app_token: str | None = None,
+        outbound_url: str | None = None,
+        rate: float = 2.0,
+        burst: float = 50,
+        user_id: int = 1,
+        secret: str | None = None,
+        seed: int | None = None,
+        portal_domain: str = "sandbox.bitrix24.ru",
+        member_id: str | None = None,
+        timezone: str = "Europe/Moscow",
+        *,
+        host: str = "127.0.0.1",
+        events: Iterable[str] | None = None,
+        operating_limit_seconds: float = 480.0,
+        operating_cost_seconds: float = 0.01,
+        error_rate: float = 0.0,
+        lost_response_rate: float = 0.0,
+        latency_ms: float = 0.0,
+        outbound_timeout: float = 5.0,
+        log_requests: bool = False,
+    ) -> None:
+        self._random = random.Random(seed)
+        self._host = host
+        self._requested_port = port
+        self.user_id = int(user_id)
+        self.secret = secret or self._token(16)
+        self.app_token = app_token or self._token(32)
+        self.portal_domain = portal_domain
+        self.member_id = member_id or hashlib.md5(portal_domain.encode()).hexdigest()
+        self.outbound_url = outbound_url
+        self.events = frozenset(EVENT_NAMES if events is None else (name.upper() for name in events))
+        self.log_requests = log_requests
+        self.tz = ZoneInfo(timezone)
+
+        self._portal = Portal(webhook_user_id=self.user_id, tz=self.tz)
+        self._store_lock = threading.RLock()  # every REST call runs under it, so calls never interleave
+        self._bucket = LeakyBucket(rate, burst)
+        self._operating = OperatingTime(operating_limit_seconds, operating_cost_seconds)
+        self._sender = OutboundSender(timeout=outbound_timeout, on_result=self._count_delivery)
+        self._state_lock = threading.Lock()  # guards faults, statistics and the fault RNG
+        self._faults = _Faults()
+        self._stats = _empty_stats()
+        self._server: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.set_faults(error_rate=error_rate, lost_response_rate=lost_response_rate, latency_ms=latency_ms)
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------------
+
+    def start(self) -> Sandbox:
+        """Bind the port and serve in a daemon thread; returns ``self`` so it can be chained."""
+        if self._server is not None:
+            return self
+        self._server = _HTTPServer((self._host, self._requested_port), _RequestHandler, self)
+        self._sender.start()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="bitrix24-sandbox", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.close_open_connections()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._sender.stop()
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1] if self._server is not None else self._requested_port
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.base_url}/rest/{self.user_id}/{self.secret}/"
+
+    # ---- faults ----------------------------------------------------------------------------------------------------
+
+    def set_faults(
+        self,
+        error_rate: float | None = None,
+        lost_response_rate: float | None = None,
+        latency_ms: float | None = None,
+        outage_seconds: float | None = None,
+    ) -> None:
+        """Change any subset of the faults; ``outage_seconds`` > 0 starts an outage now, 0 ends it."""
+        with self._state_lock:
+            if error_rate is not None:
+                self._faults.error_rate = _probability(error_rate, "error_rate")
+            if lost_response_rate is not None:
+                self._faults.lost_response_rate = _probability(lost_response_rate, "lost_response_rate")
+            if latency_ms is not None:
+                self._faults.latency_ms = max(float(latency_ms), 0.0)
+        if outage_seconds is not None:
+            if float(outage_seconds) > 0:
+                self.start_outage(float(outage_seconds))
+            else:
+                self.end_outage()
+
+    def start_outage(self, seconds: float | None = None) -> None:
+        """Refuse REST connections for ``seconds`` (until ``end_outage()`` when ``None``)."""
+        with self._state_lock:
+            self._faults.outage_until = math.inf if seconds is None else time.monotonic() + float(seconds)
+
+    def end_outage(self) -> None:
+        with self._state_lock:
+            self._faults.outage_until = None
+
+    def faults(self) -> dict[str, Any]:
+        with self._state_lock:
+            left = self._outage_seconds_left()
+            return {
+                "error_rate": self._faults.error_rate,
+                "lost_response_rate": self._faults.lost_response_rate,
+                "latency_ms": self._faults.latency_ms,
+                "outage": left is not None,
+                "outage_seconds_left": None if left is None or math.isinf(left) else round(left, 3),
+            }
+
+    # ---- data and statistics ---------------------------------------------------------------------------------------
+
+    def entities(self, entity: str) -> list[dict[str, Any]]:
+        """Full records of ``lead``, ``deal`` or ``contact`` as ``crm.*.get`` returns them, ordered by ID."""
+        name = _entity_name(entity)
+        with self._store_lock:
+            records = sorted(self._portal.records[name].values(), key=lambda record: record["ID"])
+            return [self._portal.render(name, record) for record in records]
+
+    def stats(self) -> dict[str, Any]:
+        with self._state_lock:
+            return copy.deepcopy(self._stats)
+
+    def reset_stats(self) -> None:
+        with self._state_lock:
+            self._stats = _empty_stats()
+
+    def reset(self) -> None:
+        """Clear all data back to the seeded defaults and forget rate-limit and operating-time history."""
+        with self._store_lock:
+            self._portal.reset()
+        self._bucket.reset()
+        self._operating.reset()
+
+    def wait_for_outbound(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued outbound event has been attempted; ``False`` on timeout."""
+        return self._sender.wait_idle(timeout)
+
+    # ---- REST pipeline (called by the request handler) -------------------------------------------------------------
+
+    def _outage_active(self) -> bool:
+        with self._state_lock:
+            return self._outage_seconds_left() is not None
+
+    def _process_rest(self, request: _RestRequest) -> tuple[int, Any]:
+        """Steps 2-5 of the pipeline; returns the HTTP status and the JSON payload."""
+        if not self._bucket.try_acquire(request.client_ip):
+            self._count("rate_limited")
+            return _error_response(errors.query_limit_exceeded())
+        if self._roll("error_rate"):
+            self._count_fault("error")
+            return _error_response(errors.internal_server_error())
+        try:
+            self._authenticate(request.path)
+            status, payload = self._execute(request.path.method, request.params(), request.received_at)
+        except RestError as error:
+            status, payload = _error_response(error)
+        if self._roll("lost_response_rate"):
+            self._count_fault("lost_response")
+            return _error_response(errors.internal_server_error())
+        return status, payload
+
+    def _authenticate(self, path: _RestPath) -> None:
+        if path.kind == "invalid":
+            raise errors.method_not_found()
+        if path.kind == "anonymous":
+            raise errors.no_auth_found()
+        if path.user_id != str(self.user_id) or not secrets.compare_digest(path.secret, self.secret):
+            raise errors.invalid_credentials()
+
+    def _execute(self, method: str, params: dict[str, Any], received_at: float) -> tuple[int, Any]:
+        if method == "batch":
+            return 200, self._execute_batch(params, received_at)
+        outcome = self._call(method, params)
+        if outcome.error is not None:
+            return _error_response(outcome.error)
+        assert outcome.result is not None
+        payload: dict[str, Any] = {"result": to_php_json(outcome.result.result)}
+        if outcome.result.next is not None:
+            payload["next"] = outcome.result.next
+        if outcome.result.total is not None:
+            payload["total"] = outcome.result.total
+        payload["time"] = self._time_block(method, received_at, time.time(), outcome.processing)
+        return 200, payload
+
+    def _call(self, method: str, params: Mapping[str, Any]) -> _CallOutcome:
+        """Run one method (top-level or inside a batch) with operating-time accounting."""
+        handler = METHODS.get(method)
+        if handler is None:
+            return _CallOutcome(error=errors.method_not_found())
+        if self._operating.is_blocked(method):
+            self._count("operation_time_limited")
+            return _CallOutcome(error=errors.operation_time_limit())
+        # The CRM REST layer reads top-level parameters case-insensitively (id/ID, fields/FIELDS).
+        upper_params = {str(key).upper(): value for key, value in params.items()}
+        started = time.time()
+        with self._store_lock:
+            try:
+                outcome = _CallOutcome(result=handler(self._context(), upper_params))
+            except RestError as error:
+                outcome = _CallOutcome(error=error)
+        self._operating.record(method)
+        outcome.started, outcome.finished = started, time.time()
+        return outcome
+
+    def _execute_batch(self, params: Mapping[str, Any], received_at: float) -> dict[str, Any]:
+        commands = _batch_commands(params.get("cmd", params.get("CMD")))
+        if len(commands) > BATCH_LIMIT:
+            raise errors.batch_length_exceeded()
+        halt = _is_true(params.get("halt", params.get("HALT")))
+        results: dict[str, Any] = {}
+        failures: dict[str, Any] = {}
+        totals: dict[str, Any] = {}
+        nexts: dict[str, Any] = {}
+        times: dict[str, Any] = {}
+        sources = {"result": results, "result_total": totals, "result_next": nexts}
+        processing = 0.0
+        for key, command in commands:
+            raw_method, _, query = command.partition("?")
+            method = normalize_method_name(unquote(raw_method))
+            self._count_batch_command(method)
+            if method == "batch":
+                outcome = _CallOutcome(error=errors.batch_method_not_allowed())
+            else:
+                outcome = self._call(method, _substitute_references(parse_query(query), sources))
+            processing += outcome.processing
+            if outcome.error is not None:
+                failures[key] = outcome.error.body()
+                if halt:
+                    break  # halt=1 stops at the first failed command
+                continue
+            assert outcome.result is not None
+            results[key] = outcome.result.result
+            times[key] = self._time_block(method, outcome.started, outcome.finished, outcome.processing)
+            if outcome.result.total is not None:
+                totals[key] = outcome.result.total
+            if outcome.result.next is not None:
+                nexts[key] = outcome.result.next
+        return {
+            "result": {
+                "result": _php_keyed(results),
+                "result_error": _php_keyed(failures),
+                "result_total": _php_keyed(totals),
+                "result_next": _php_keyed(nexts),
+                "result_time": _php_keyed(times),
+            },
+            # The outer batch call is not charged to any method's operating time (limits.md).
+            "time": self._time_block("batch", received_at, time.time(), processing),
+        }
+
+    def _time_block(self, method: str, started: float, finished: float, processing: float) -> dict[str, Any]:
+        return {
+            "start": started,
+            "finish": finished,
+            "duration": finished - started,
+            "processing": processing,
+            "date_start": datetime.fromtimestamp(started, self.tz).isoformat(timespec="seconds"),
+            "date_finish": datetime.fromtimestamp(finished, self.tz).isoformat(timespec="seconds"),
+            "operating_reset_at": self._operating.reset_at(method),
+            "operating": self._operating.used(method),
+        }
+
+    def _context(self) -> _CallContext:
+        return _CallContext(self._portal, self._emit)
+
+    def _emit(self, event: str, record_id: int) -> None:
+        url = self.outbound_url
+        if not url or event not in self.events:
+            return
+        body = event_body(
+            event=event,
+            record_id=record_id,
+            domain=self.portal_domain,
+            member_id=self.member_id,
+            application_token=self.app_token,
+            timestamp=int(time.time()),
+        )
+        self._sender.enqueue(OutboundEvent(url, body))
+
+    def _latency_seconds(self) -> float:
+        with self._state_lock:
+            return self._faults.latency_ms / 1000
+
+    # ---- internals: randomness, statistics ---------------------------------------------------------------------------
+
+    def _token(self, length: int) -> str:
+        alphabet = string.ascii_lowercase + string.digits
+        return "".join(self._random.choice(alphabet) for _ in range(length))
+
+    def _roll(self, fault: str) -> bool:
+        # Draw for every request that reaches this point, so that one seed always yields one fault sequence.
+        with self._state_lock:
+            return self._random.random() < getattr(self._faults, fault)
+
+    def _outage_seconds_left(self) -> float | None:
+        until = self._faults.outage_until
+        if until is None:
+            return None
+        left = until - time.monotonic()
+        if left <= 0:
+            self._faults.outage_until = None
+            return None
+        return left
+
+    def _count(self, key: str) -> None:
+        with self._state_lock:
+            self._stats[key] += 1
+
+    def _count_fault(self, kind: str) -> None:
+        with self._state_lock:
+            self._stats["faults"][kind] += 1
+
+    def _count_request(self, method: str) -> None:
+        with self._state_lock:
+            self._stats["requests"] += 1
+            self._stats["by_method"][method] = self._stats["by_method"].get(method, 0) + 1
+
+    def _count_batch_command(self, method: str) -> None:
+        with self._state_lock:
+            self._stats["batch_commands"][method] = self._stats["batch_commands"].get(method, 0) + 1
+
+    def _count_status(self, status: int) -> None:
+        with self._state_lock:
+            codes = self._stats["status_codes"]
+            codes[str(status)] = codes.get(str(status), 0) + 1
+
+    def _count_delivery(self, delivered: bool) -> None:
+        with self._state_lock:
+            self._stats["outbound"]["sent" if delivered else "failed"] += 1
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# HTTP plumbing
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        with self._connections_lock:
+            self._connections.add(connection)
+        return connection, address
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_open_connections(self) -> None:
+        """End kept-alive client connections, which would otherwise outlive ``shutdown()`` in their threads."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a real portal offers
+    # Send status line, headers and body as one segment: split small writes on a kept-alive connection run into
+    # Nagle's algorithm and delayed ACKs, which would add ~40 ms to every call.
+    wbufsize = -1
+    disable_nagle_algorithm = True
+    server: _HTTPServer
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.sandbox.log_requests:
+            sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+
+    def _dispatch(self) -> None:
+        url = urlsplit(self.path)
+        if url.path.startswith("/_sandbox/"):
+            self._serve_admin(url)
+        else:
+            self._serve_rest(url)
+
+    def _serve_rest(self, url: SplitResult) -> None:
+        sandbox = self.server.sandbox
+        received_at = time.time()
+        path = _RestPath.parse(unquote(url.path))
+        sandbox._count_request(path.method)
+        if sandbox._outage_active():
+            sandbox._count_fault("outage")
+            self._drop_connection()
+            return
+        request = _RestRequest(
+            path=path,
+            query=url.query,
+            body=self._read_body(),
+            content_type=self.headers.get("Content-Type", ""),
+            client_ip=self.client_address[0],
+            received_at=received_at,
+        )
+        status, payload = sandbox._process_rest(request)
+        time.sleep(sandbox._latency_seconds())
+        self._send_json(status, payload)
+        sandbox._count_status(status)
+
+    def _serve_admin(self, url: SplitResult) -> None:
+        sandbox = self.server.sandbox
+        body = self._read_body()
+        route = (self.command, url.path.rstrip("/"))
+        try:
+            if route == ("GET", "/_sandbox/state"):
+                entity = parse_qs(url.query).get("entity", [""])[0]
+                self._send_json(200, sandbox.entities(entity))
+            elif route == ("GET", "/_sandbox/stats"):
+                self._send_json(200, sandbox.stats())
+            elif route == ("POST", "/_sandbox/stats/reset"):
+                sandbox.reset_stats()
+                self._send_json(200, {"ok": True})
+            elif route == ("GET", "/_sandbox/faults"):
+                self._send_json(200, sandbox.faults())
+            elif route == ("POST", "/_sandbox/faults"):
+                sandbox.set_faults(**_fault_settings(body))
+                self._send_json(200, sandbox.faults())
+            elif route == ("POST", "/_sandbox/reset"):
+                sandbox.reset()
+                self._send_json(200, {"ok": True})
+            else:
+                self._send_json(404, {"error": "not_found", "error_description": f"No admin endpoint {route}"})
+        except ValueError as error:
+            self._send_json(400, {"error": "bad_request", "error_description": str(error)})
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return self._read_chunked()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _read_chunked(self) -> bytes:
+        chunks = []
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
+
+    def _send_json(self, status: int, payload: Any) -> None:
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _drop_connection(self) -> None:
+        # An outage looks like a dead server: the request was read, but no status line ever comes back.
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Small value types and helpers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Faults:
+    error_rate: float = 0.0
+    lost_response_rate: float = 0.0
+    latency_ms: float = 0.0
+    outage_until: float | None = None  # time.monotonic() deadline; math.inf while open-ended
+
+
+@dataclass(frozen=True)
+class _RestPath:
+    """``/rest/<user_id>/<secret>/<method>``: ``webhook``; ``/rest/<method>``: ``anonymous``; else ``invalid``."""
+
+    kind: str
+    method: str
+    user_id: str = ""
+    secret: str = ""
+
+    @classmethod
+    def parse(cls, path: str) -> _RestPath:
+        if not path.startswith("/rest/"):
+            return cls("invalid", "")
+        parts = path[len("/rest/") :].strip("/").split("/")
+        if len(parts) == 1:
+            return cls("anonymous", normalize_method_name(parts[0]))
+        if len(parts) in (2, 3):
+            method = normalize_method_name(parts[2]) if len(parts) == 3 else ""
+            return cls("webhook", method, parts[0], parts[1])
+        return cls("invalid", "")
+
+
+@dataclass
+class _RestRequest:
+    path: _RestPath
+    query: str
+    body: bytes
+    content_type: str
+    client_ip: str
+    received_at: float
+
+    def params(self) -> dict[str, Any]:
+        """Query-string parameters merged with body parameters (JSON, form-encoded or multipart); the body wins."""
+        params = parse_query(self.query)
+        media_type = self.content_type.split(";")[0].strip().lower()
+        if not self.body.strip():
+            return params
+        if media_type == "application/json" or (not media_type and self.body.lstrip()[:1] == b"{"):
+            try:
+                decoded = json.loads(self.body)
+            except ValueError:
+                decoded = None  # like PHP, an unreadable JSON body simply carries no parameters
+            if isinstance(decoded, dict):
+                params.update(decoded)
+        elif media_type == "multipart/form-data":
+            params.update(_parse_multipart(self.content_type, self.body))
+        else:
+            params.update(parse_query(self.body.decode("utf-8", errors="replace")))
+        return params
+
+
+@dataclass
+class _CallOutcome:
+    result: MethodResult | None = None
+    error: RestError | None = None
+    started: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def processing(self) -> float:
+        return self.finished - self.started
+
+
+@dataclass
+class _CallContext:
+    portal: Portal
+    emit_callback: Callable[[str, int], None]
+
+    def emit(self, event: str, record_id: int) -> None:
+        self.emit_callback(event, record_id)
+
+
+def _empty_stats() -> dict[str, Any]:
+    return {
+        "requests": 0,
+        "by_method": {},
+        "batch_commands": {},
+        "rate_limited": 0,
+        "operation_time_limited": 0,
+        "faults": {"error": 0, "lost_response": 0, "outage": 0},
+        "outbound": {"sent": 0, "failed": 0},
+        "status_codes": {},
+    }
+
+
+def _error_response(error: RestError) -> tuple[int, dict[str, str]]:
+    return error.status, error.body()
+
+
+def _probability(value: float, name: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+    return number
+
+
+def _fault_settings(body: bytes) -> dict[str, Any]:
+    try:
+        settings = json.loads(body or b"{}")
+    except ValueError as error:
+        raise ValueError(f"body is not JSON: {error}") from error
+    if not isinstance(settings, dict):
+        raise ValueError("body must be a JSON object")
+    unknown = set(settings) - set(FAULT_KEYS)
+    if unknown:
+        raise ValueError(f"unknown fault settings: {sorted(unknown)}; known: {list(FAULT_KEYS)}")
+    return settings
+
+
+def _entity_name(entity: str) -> str:
+    name = str(entity).strip().lower()
+    name = name[:-1] if name.endswith("s") and name[:-1] in ENTITIES else name
+    if name not in ENTITIES:
+        raise ValueError(f"unknown entity {entity!r}; expected one of {sorted(ENTITIES)}")
+    return name
+
+
+def _is_true(value: Any) -> bool:
+    return value not in (None, "", 0, "0", False, "false", "N", "n")
+
+
+def _batch_commands(raw: Any) -> list[tuple[str, str]]:
+    if isinstance(raw, Mapping):
+        return [(str(key), str(command)) for key, command in raw.items()]
+    if isinstance(raw, list):
+        return [(str(index), str(command)) for index, command in enumerate(raw)]
+    return []
+
+
+def _php_keyed(mapping: dict[str, Any]) -> Any:
+    """A batch result map as PHP prints it: ``[]`` when empty, a list when the keys are ``0..n-1``."""
+    converted = to_php_json(mapping)
+    if isinstance(converted, dict) and list(converted) == [str(index) for index in range(len(converted))]:
+        return list(converted.values())
+    return converted
+
+
+def _substitute_references(value: Any, sources: Mapping[str, Mapping[str, Any]]) -> Any:
+    """Replace ``$result[key][path…]`` in batch parameters with values from earlier commands.
+
+    A parameter that is exactly one reference takes the referenced value as is, so a list can feed an ``@ID``
+    filter; references inside longer text are interpolated as strings. A reference that cannot be resolved becomes
+    an empty string.
+    """
+    if isinstance(value, dict):
+        return {key: _substitute_references(item, sources) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_substitute_references(item, sources) for item in value]
+    if not isinstance(value, str) or "$result" not in value:
+        return value
+    whole = _BATCH_REFERENCE.fullmatch(value)
+    if whole:
+        resolved = _resolve_reference(whole, sources)
+        return "" if resolved is None else resolved
+    return _BATCH_REFERENCE.sub(lambda match: _php_string(_resolve_reference(match, sources)), value)
+
+
+def _resolve_reference(match: re.Match[str], sources: Mapping[str, Mapping[str, Any]]) -> Any:
+    source_name, path = match.group(1), re.findall(r"\[([^\]]*)\]", match.group(2))
+    current: Any = sources[source_name]
+    for segment in path:
+        if isinstance(current, Mapping):
+            current = current.get(segment)
+        elif isinstance(current, list) and segment.isdigit() and int(segment) < len(current):
+            current = current[int(segment)]
+        else:
+            return None
+    return current
+
+
+def _php_string(value: Any) -> str:
+    if value is None or value is False:
+        return ""
+    if value is True:
+        return "1"
+    if isinstance(value, Mapping | list):
+        return "Array"  # what PHP prints when an array is used as a string
+    return str(value)
+
+
+def _parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    params: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            continue
+        payload = part.get_payload(decode=True) or b""
+        value = part.get_filename() or payload.decode("utf-8", errors="replace")
+        php_assign(params, str(name), value)
+    return {name: normalize_php_arrays(value) for name, value in params.items()}

@@ -1,0 +1,637 @@
+"""Integration tests of the Bitrix24 REST sandbox, spoken to over real HTTP as a client would."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+import requests
+
+from local.bitrix24_sandbox import Sandbox
+from local.bitrix24_sandbox.php import build_query, parse_query
+
+ISO_WITH_MOSCOW_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+03:00$")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(app_token="tok", seed=7) as running:
+        yield running
+
+
+def call(sandbox: Sandbox, method: str, payload: dict[str, Any] | None = None) -> requests.Response:
+    return requests.post(sandbox.webhook_url + method, json=payload or {}, timeout=5)
+
+
+def ok(sandbox: Sandbox, method: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = call(sandbox, method, payload)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+# ---- envelope, auth, parameter encodings ----------------------------------------------------------------------------
+
+
+def test_success_envelope_carries_result_and_full_time_block(sandbox: Sandbox) -> None:
+    body = ok(sandbox, "crm.lead.add", {"fields": {"TITLE": "Envelope"}})
+
+    assert body["result"] == 1 and isinstance(body["result"], int)
+    assert set(body["time"]) == {
+        "start", "finish", "duration", "processing", "date_start", "date_finish", "operating_reset_at", "operating",
+    }  # fmt: skip
+    assert ISO_WITH_MOSCOW_OFFSET.match(body["time"]["date_start"])
+    assert body["time"]["operating"] == pytest.approx(0.01)
+    assert body["time"]["operating_reset_at"] > time.time()
+    assert "total" not in body and "next" not in body
+
+
+def test_wrong_credentials_missing_credentials_and_unknown_method(sandbox: Sandbox) -> None:
+    wrong = requests.post(f"{sandbox.base_url}/rest/1/not-the-secret/crm.lead.list", json={}, timeout=5)
+    assert wrong.status_code == 401
+    assert wrong.json() == {"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"}
+
+    other_user = requests.post(f"{sandbox.base_url}/rest/2/{sandbox.secret}/crm.lead.list", json={}, timeout=5)
+    assert other_user.status_code == 401
+
+    anonymous = requests.post(f"{sandbox.base_url}/rest/crm.lead.list", json={}, timeout=5)
+    assert anonymous.status_code == 401
+    assert anonymous.json() == {"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"}
+
+    unknown = call(sandbox, "crm.lead.frobnicate")
+    assert unknown.status_code == 404
+    assert unknown.json() == {"error": "ERROR_METHOD_NOT_FOUND", "error_description": "Method not found!"}
+
+
+def test_json_form_encoded_and_query_string_parameters_are_equivalent(sandbox: Sandbox) -> None:
+    by_json = ok(sandbox, "crm.lead.add.json", {"fields": {"TITLE": "json", "PHONE": [{"VALUE": "+7001"}]}})
+    by_form = requests.post(
+        sandbox.webhook_url + "crm.lead.add",
+        data="fields[TITLE]=form&fields[PHONE][0][VALUE]=%2B7002&fields[PHONE][0][VALUE_TYPE]=MOBILE",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=5,
+    ).json()
+    by_query = requests.get(
+        sandbox.webhook_url + "crm.lead.add", params={"fields[TITLE]": "query", "fields[PHONE][0][VALUE]": "+7003"}
+    ).json()
+
+    leads = {lead["TITLE"]: lead for lead in sandbox.entities("lead")}
+    assert [by_json["result"], by_form["result"], by_query["result"]] == [1, 2, 3]
+    assert leads["json"]["PHONE"][0]["VALUE"] == "+7001"
+    assert leads["form"]["PHONE"][0] == {"ID": "2", "VALUE_TYPE": "MOBILE", "VALUE": "+7002", "TYPE_ID": "PHONE"}
+    assert leads["query"]["PHONE"][0]["VALUE"] == "+7003"
+
+    # Query and body parameters are merged; upper-case parameter names work like lower-case ones.
+    merged = requests.post(sandbox.webhook_url + "crm.lead.get?ID=2", json={}, timeout=5).json()
+    assert merged["result"]["TITLE"] == "form"
+    listed = requests.post(
+        sandbox.webhook_url + "crm.lead.list",
+        data="filter[@ID][]=1&filter[@ID][]=3&select[]=TITLE",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=5,
+    ).json()
+    assert [row["TITLE"] for row in listed["result"]] == ["json", "query"]
+
+
+# ---- CRUD and record shape ------------------------------------------------------------------------------------------
+
+
+def test_lead_add_get_update_list_delete(sandbox: Sandbox) -> None:
+    lead_id = ok(sandbox, "crm.lead.add", {"fields": {"TITLE": "Deal me", "OPPORTUNITY": 12500, "UNKNOWN": "x"}})[
+        "result"
+    ]
+    lead = ok(sandbox, "crm.lead.get", {"id": lead_id})["result"]
+    assert lead["ID"] == str(lead_id)
+    assert lead["ASSIGNED_BY_ID"] == "1" and lead["CREATED_BY_ID"] == "1"
+    assert lead["STATUS_ID"] == "NEW" and lead["STATUS_SEMANTIC_ID"] == "P"
+    assert lead["OPPORTUNITY"] == "12500.00"
+    assert lead["IS_RETURN_CUSTOMER"] == "N"
+    assert ISO_WITH_MOSCOW_OFFSET.match(lead["DATE_CREATE"])
+    assert "UNKNOWN" not in lead and "PHONE" not in lead
+
+    update = {"id": lead_id, "fields": {"STATUS_ID": "CONVERTED", "CONTACT_ID": 5, "IS_RETURN_CUSTOMER": "N"}}
+    assert ok(sandbox, "crm.lead.update", update)["result"] is True
+    lead = ok(sandbox, "crm.lead.get", {"ID": lead_id})["result"]
+    assert lead["STATUS_SEMANTIC_ID"] == "S"
+    assert lead["IS_RETURN_CUSTOMER"] == "Y"  # derived from CONTACT_ID, cannot be set directly
+    assert ISO_WITH_MOSCOW_OFFSET.match(lead["DATE_CLOSED"])
+
+    listed = ok(sandbox, "crm.lead.list", {"filter": {"STATUS_ID": "CONVERTED"}})
+    assert listed["total"] == 1 and listed["result"][0]["ID"] == str(lead_id) and "next" not in listed
+
+    assert ok(sandbox, "crm.lead.delete", {"id": lead_id})["result"] is True
+    gone = call(sandbox, "crm.lead.get", {"id": lead_id})
+    assert gone.status_code == 400
+    assert gone.json() == {"error": "", "error_description": "Not found"}
+    invalid = call(sandbox, "crm.lead.get", {"id": "abc"})
+    assert invalid.status_code == 400 and invalid.json()["error_description"] == "ID is not defined or invalid."
+
+
+def test_multifield_update_changes_deletes_and_adds_entries(sandbox: Sandbox) -> None:
+    phones = [{"VALUE": "+7 111", "VALUE_TYPE": "WORK"}, {"VALUE": "+7 222", "VALUE_TYPE": "HOME"}]
+    lead_id = ok(sandbox, "crm.lead.add", {"fields": {"PHONE": phones, "EMAIL": [{"VALUE": "a@x.ru"}]}})["result"]
+    first, second = ok(sandbox, "crm.lead.get", {"id": lead_id})["result"]["PHONE"]
+
+    changes = [
+        {"ID": first["ID"], "VALUE": "+7 999"},
+        {"ID": second["ID"], "VALUE": ""},
+        {"VALUE": "+7 333", "VALUE_TYPE": "MOBILE"},
+    ]
+    ok(sandbox, "crm.lead.update", {"id": lead_id, "fields": {"PHONE": changes}})
+    lead = ok(sandbox, "crm.lead.get", {"id": lead_id})["result"]
+
+    assert [(phone["VALUE"], phone["VALUE_TYPE"]) for phone in lead["PHONE"]] == [
+        ("+7 999", "WORK"),
+        ("+7 333", "MOBILE"),
+    ]
+    assert lead["PHONE"][0]["ID"] == first["ID"]
+    assert lead["EMAIL"][0]["VALUE"] == "a@x.ru"  # untouched multi-fields stay
+
+    ok(
+        sandbox,
+        "crm.lead.update",
+        {"id": lead_id, "fields": {"EMAIL": [{"ID": lead["EMAIL"][0]["ID"], "DELETE": "Y"}]}},
+    )
+    lead = ok(sandbox, "crm.lead.get", {"id": lead_id})["result"]
+    assert "EMAIL" not in lead and lead["HAS_EMAIL"] == "N" and lead["HAS_PHONE"] == "Y"
+
+
+def test_select_rules_for_standard_user_and_multi_fields(sandbox: Sandbox) -> None:
+    ok(sandbox, "crm.lead.userfield.add", {"fields": {"FIELD_NAME": "GCLID", "USER_TYPE_ID": "string"}})
+    ok(sandbox, "crm.lead.add", {"fields": {"TITLE": "T", "UF_CRM_GCLID": "g-1", "PHONE": [{"VALUE": "+7 1"}]}})
+
+    def first_row(select: Any) -> dict[str, Any]:
+        return ok(sandbox, "crm.lead.list", {"select": select} if select is not None else {})["result"][0]
+
+    default = first_row(None)
+    assert "TITLE" in default and "UF_CRM_GCLID" not in default and "PHONE" not in default
+    star = first_row(["*"])
+    assert star.keys() == default.keys()
+    with_uf = first_row(["*", "UF_*"])
+    assert with_uf["UF_CRM_GCLID"] == "g-1" and "PHONE" not in with_uf
+    assert first_row(["TITLE"]) == {"ID": "1", "TITLE": "T"}
+    phone_only = first_row(["PHONE"])
+    assert set(phone_only) == {"ID", "PHONE"} and phone_only["PHONE"][0]["VALUE"] == "+7 1"
+
+
+def test_filters_by_list_comparison_and_substring(sandbox: Sandbox) -> None:
+    for title, amount, status in (("Alpha", 100, "NEW"), ("Beta", 200, "JUNK"), ("alphabet", 300, "NEW")):
+        ok(sandbox, "crm.lead.add", {"fields": {"TITLE": title, "OPPORTUNITY": amount, "STATUS_ID": status}})
+
+    def titles(filter_: dict[str, Any], order: dict[str, str] | None = None) -> list[str]:
+        payload: dict[str, Any] = {"filter": filter_, "select": ["TITLE"]}
+        if order:
+            payload["order"] = order
+        return [row["TITLE"] for row in ok(sandbox, "crm.lead.list", payload)["result"]]
+
+    assert titles({"@ID": [1, 3]}) == ["Alpha", "alphabet"]
+    assert titles({"!@ID": ["1", "3"]}) == ["Beta"]
+    assert titles({"ID": [2]}) == ["Beta"]
+    assert titles({">OPPORTUNITY": 150}) == ["Beta", "alphabet"]
+    assert titles({">=ID": "2", "<ID": 3}) == ["Beta"]
+    assert titles({"%TITLE": "ALPHA"}) == ["Alpha", "alphabet"]
+    assert titles({"!STATUS_ID": "NEW"}) == ["Beta"]
+    assert titles({"=%TITLE": "alpha%"}) == ["Alpha", "alphabet"]
+    assert titles({"<DATE_CREATE": "2000-01-01T00:00:00+03:00"}) == []
+    assert titles({">=DATE_CREATE": "2000-01-01"}) == ["Alpha", "Beta", "alphabet"]
+    assert titles({}, order={"OPPORTUNITY": "DESC"}) == ["alphabet", "Beta", "Alpha"]
+
+
+def test_deal_stage_semantics_and_immutable_category(sandbox: Sandbox) -> None:
+    deal_id = ok(sandbox, "crm.deal.add", {"fields": {"TITLE": "D", "OPPORTUNITY": "99.5", "CATEGORY_ID": 1}})["result"]
+    deal = ok(sandbox, "crm.deal.get", {"id": deal_id})["result"]
+    assert (deal["STAGE_ID"], deal["CATEGORY_ID"], deal["STAGE_SEMANTIC_ID"]) == ("C1:NEW", "1", "P")
+    assert deal["OPPORTUNITY"] == "99.50" and deal["CLOSED"] == "N"
+
+    ok(sandbox, "crm.deal.update", {"id": deal_id, "fields": {"STAGE_ID": "C1:WON", "CATEGORY_ID": 0}})
+    deal = ok(sandbox, "crm.deal.get", {"id": deal_id})["result"]
+    assert (deal["CATEGORY_ID"], deal["STAGE_SEMANTIC_ID"], deal["CLOSED"]) == ("1", "S", "Y")
+
+    other = ok(sandbox, "crm.deal.add", {"fields": {"STAGE_ID": "APOLOGY"}})["result"]
+    assert ok(sandbox, "crm.deal.get", {"id": other})["result"]["STAGE_SEMANTIC_ID"] == "F"
+
+
+# ---- paging ---------------------------------------------------------------------------------------------------------
+
+
+def test_pages_of_fifty_with_total_next_and_the_fast_id_scan(sandbox: Sandbox) -> None:
+    for chunk in range(3):
+        commands = {f"c{index}": f"crm.lead.add?fields[TITLE]=Lead {chunk * 40 + index}" for index in range(40)}
+        assert ok(sandbox, "batch", {"halt": 1, "cmd": commands})["result"]["result_error"] == []
+
+    pages = [ok(sandbox, "crm.lead.list", {"start": start, "select": ["ID"]}) for start in (0, 50, 100)]
+    assert [len(page["result"]) for page in pages] == [50, 50, 20]
+    assert [page["total"] for page in pages] == [120, 120, 120]
+    assert [page.get("next") for page in pages] == [50, 100, None]
+
+    seen: list[int] = []
+    last_id = 0
+    while True:
+        page = ok(
+            sandbox,
+            "crm.lead.list",
+            {"order": {"ID": "ASC"}, "filter": {">ID": last_id}, "select": ["ID"], "start": -1},
+        )
+        assert page["total"] == 0 and "next" not in page
+        seen += [int(row["ID"]) for row in page["result"]]
+        if len(page["result"]) < 50:
+            break
+        last_id = seen[-1]
+    assert seen == list(range(1, 121))
+
+
+# ---- batch ----------------------------------------------------------------------------------------------------------
+
+
+def test_batch_references_errors_and_php_empty_maps(sandbox: Sandbox) -> None:
+    body = ok(
+        sandbox,
+        "batch",
+        {
+            "halt": 0,
+            "cmd": {
+                "new": "crm.lead.add?fields[TITLE]=Ref&fields[PHONE][0][VALUE]=%2B7%20555",
+                "find": "crm.duplicate.findbycomm?type=PHONE&values[]=%2B7%20555",
+                "get": "crm.lead.get?id=$result[find][LEAD][0]",
+                "list": "crm.lead.list?filter[ID]=$result[new]&select[]=TITLE",
+                "title": "crm.lead.update?id=$result[list][0][ID]&fields[COMMENTS]=copy of $result[get][TITLE]",
+                "broken": "crm.lead.get?id=999",
+                "missing": "crm.lead.get?id=$result[nothing][0]",
+            },
+        },
+    )
+    assert set(body) == {"result", "time"}
+    batch = body["result"]
+    assert batch["result"]["new"] == 1
+    assert batch["result"]["find"] == {"LEAD": [1]}
+    assert batch["result"]["get"]["TITLE"] == "Ref"
+    assert batch["result"]["title"] is True
+    assert batch["result_total"] == {"list": 1}
+    assert batch["result_next"] == []
+    assert set(batch["result_time"]) == {"new", "find", "get", "list", "title"}
+    assert batch["result_error"] == {
+        "broken": {"error": "", "error_description": "Not found"},
+        "missing": {"error": "", "error_description": "ID is not defined or invalid."},
+    }
+    assert sandbox.entities("lead")[0]["COMMENTS"] == "copy of Ref"
+    stats = sandbox.stats()
+    assert stats["by_method"] == {"batch": 1}
+    assert stats["batch_commands"]["crm.lead.get"] == 3
+
+    clean = ok(sandbox, "batch", {"cmd": {"only": "crm.lead.list?select[]=ID"}})["result"]
+    assert clean["result_error"] == [] and clean["result_next"] == []
+
+
+def test_batch_halt_limits_and_nesting(sandbox: Sandbox) -> None:
+    halted = ok(
+        sandbox,
+        "batch",
+        {"halt": 1, "cmd": {"a": "crm.lead.add?fields[TITLE]=1", "b": "crm.lead.get?id=42", "c": "crm.lead.add"}},
+    )["result"]
+    assert halted["result"] == {"a": 1}
+    assert list(halted["result_error"]) == ["b"]
+    assert len(sandbox.entities("lead")) == 1  # "c" never ran
+
+    numbered = ok(sandbox, "batch", {"cmd": ["crm.lead.get?id=1", "crm.lead.get?id=1"]})["result"]
+    assert isinstance(numbered["result"], list) and len(numbered["result"]) == 2  # PHP prints keys 0..n-1 as a list
+
+    too_many = call(sandbox, "batch", {"cmd": {f"k{index}": "profile" for index in range(51)}})
+    assert too_many.status_code == 400
+    assert too_many.json()["error"] == "ERROR_BATCH_LENGTH_EXCEEDED"
+
+    nested = ok(sandbox, "batch", {"cmd": {"inner": "batch?cmd[x]=profile"}})["result"]
+    assert nested["result_error"]["inner"]["error"] == "ERROR_BATCH_METHOD_NOT_ALLOWED"
+
+
+# ---- duplicates and user fields -------------------------------------------------------------------------------------
+
+
+def test_findbycomm_matches_whole_strings_and_limits_values(sandbox: Sandbox) -> None:
+    ok(sandbox, "crm.lead.add", {"fields": {"PHONE": [{"VALUE": "+7 999 123-45-67"}], "EMAIL": [{"VALUE": "A@X.ru"}]}})
+    ok(sandbox, "crm.contact.add", {"fields": {"NAME": "C", "PHONE": [{"VALUE": "+79991234567"}]}})
+
+    def find(payload: dict[str, Any]) -> Any:
+        return ok(sandbox, "crm.duplicate.findbycomm", payload)["result"]
+
+    assert find({"type": "PHONE", "values": ["+7 999 123-45-67"]}) == {"LEAD": [1]}
+    assert find({"type": "PHONE", "values": ["+79991234567"]}) == {"CONTACT": [1]}  # other formats do not match
+    assert find({"type": "PHONE", "values": ["+7 999 123-45-67 доб. 12"]}) == {"LEAD": [1]}  # extension ignored
+    assert find({"type": "PHONE", "values": ["89991234567"]}) == []
+    assert find({"type": "EMAIL", "values": ["a@x.RU"]}) == {"LEAD": [1]}
+    assert find({"type": "PHONE", "values": ["+79991234567"], "entity_type": "LEAD"}) == []
+
+    too_many = call(sandbox, "crm.duplicate.findbycomm", {"type": "PHONE", "values": [str(n) for n in range(21)]})
+    assert too_many.status_code == 400
+    no_type = call(sandbox, "crm.duplicate.findbycomm", {"values": ["1"]})
+    assert no_type.status_code == 400 and "Communication type" in no_type.json()["error_description"]
+
+    # Twenty or more lead matches hide the other entity types (crm-duplicate-find-by-comm.md).
+    commands = {f"l{n}": "crm.lead.add?fields[PHONE][0][VALUE]=%2B79991234567" for n in range(20)}
+    ok(sandbox, "batch", {"cmd": commands})
+    crowded = find({"type": "PHONE", "values": ["+79991234567"]})
+    assert list(crowded) == ["LEAD"] and len(crowded["LEAD"]) == 20
+
+
+def test_userfield_add_list_get_with_name_rules(sandbox: Sandbox) -> None:
+    created = ok(sandbox, "crm.lead.userfield.add", {"fields": {"FIELD_NAME": "gclid", "USER_TYPE_ID": "string"}})
+    field_id = created["result"]
+    assert isinstance(field_id, int)
+    ok(sandbox, "crm.lead.userfield.add", {"fields": {"FIELD_NAME": "UF_SCORE", "USER_TYPE_ID": "integer"}})
+
+    listed = ok(sandbox, "crm.lead.userfield.list", {"filter": {"FIELD_NAME": "UF_CRM_GCLID"}})
+    assert listed["total"] == 1
+    record = listed["result"][0]
+    assert (record["ID"], record["ENTITY_ID"], record["FIELD_NAME"]) == (str(field_id), "CRM_LEAD", "UF_CRM_GCLID")
+    assert (record["USER_TYPE_ID"], record["MULTIPLE"], record["MANDATORY"]) == ("string", "N", "N")
+    assert "EDIT_FORM_LABEL" not in record  # labels only with filter[LANG]
+    with_lang = ok(sandbox, "crm.lead.userfield.list", {"filter": {"FIELD_NAME": "UF_CRM_GCLID", "LANG": "en"}})
+    assert with_lang["result"][0]["EDIT_FORM_LABEL"] == ""
+    names = [row["FIELD_NAME"] for row in ok(sandbox, "crm.lead.userfield.list")["result"]]
+    assert names == ["UF_CRM_GCLID", "UF_CRM_SCORE"]
+    got = ok(sandbox, "crm.lead.userfield.get", {"id": field_id})["result"]
+    assert isinstance(got["EDIT_FORM_LABEL"], dict)
+
+    for bad_name, message in (
+        ("GCLID", "already exists"),
+        ("bad-name", "invalid characters"),
+        ("X" * 44, "too long"),
+    ):
+        response = call(
+            sandbox, "crm.lead.userfield.add", {"fields": {"FIELD_NAME": bad_name, "USER_TYPE_ID": "string"}}
+        )
+        assert response.status_code == 400, bad_name
+        assert response.json()["error"] == "ERROR_CORE" and message in response.json()["error_description"]
+    ok(sandbox, "crm.lead.userfield.add", {"fields": {"FIELD_NAME": "Y" * 43, "USER_TYPE_ID": "string"}})
+
+    lead_id = ok(sandbox, "crm.lead.add", {"fields": {"UF_CRM_GCLID": "abc", "UF_CRM_SCORE": "7", "UF_CRM_NOPE": 1}})[
+        "result"
+    ]
+    lead = ok(sandbox, "crm.lead.get", {"id": lead_id})["result"]
+    assert (lead["UF_CRM_GCLID"], lead["UF_CRM_SCORE"]) == ("abc", "7")
+    assert "UF_CRM_NOPE" not in lead
+    assert ok(sandbox, "crm.deal.userfield.list")["result"] == []
+    assert "UF_CRM_GCLID" in ok(sandbox, "crm.lead.fields")["result"]
+
+
+def test_dictionaries_users_and_currencies(sandbox: Sandbox) -> None:
+    sources = ok(sandbox, "crm.status.list", {"filter": {"ENTITY_ID": "SOURCE"}, "order": {"SORT": "ASC"}})
+    assert [row["STATUS_ID"] for row in sources["result"]][:3] == ["CALL", "EMAIL", "WEB"]
+    assert sources["result"][0]["NAME"] == "Звонок" and sources["total"] == 12
+    stages = ok(sandbox, "crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE"}})["result"]
+    won = next(stage for stage in stages if stage["STATUS_ID"] == "WON")
+    assert won["SEMANTICS"] == "S" and won["EXTRA"]["SEMANTICS"] == "success"
+    lead_statuses = ok(sandbox, "crm.status.list", {"filter": {"ENTITY_ID": "STATUS"}})["result"]
+    assert [row["STATUS_ID"] for row in lead_statuses] == ["NEW", "IN_PROCESS", "PROCESSED", "CONVERTED", "JUNK"]
+
+    new_id = ok(sandbox, "crm.status.add", {"fields": {"ENTITY_ID": "SOURCE", "STATUS_ID": "UC_X", "NAME": "X"}})
+    assert isinstance(new_id["result"], int)
+    duplicate = call(sandbox, "crm.status.add", {"fields": {"ENTITY_ID": "SOURCE", "STATUS_ID": "UC_X", "NAME": "X"}})
+    assert duplicate.status_code == 400
+
+    users = ok(sandbox, "user.get", {"filter": {"ACTIVE": True}})
+    assert users["total"] >= 3 and users["result"][0]["ID"] == "1"
+    assert ok(sandbox, "profile")["result"]["ID"] == "1"
+    currencies = ok(sandbox, "crm.currency.list")["result"]
+    assert [(row["CURRENCY"], row["BASE"]) for row in currencies] == [("RUB", "Y"), ("USD", "N"), ("EUR", "N")]
+
+
+# ---- limits ---------------------------------------------------------------------------------------------------------
+
+
+def test_leaky_bucket_rejects_bursts_and_drains() -> None:
+    with Sandbox(rate=2, burst=50) as sandbox, requests.Session() as session:
+        started = time.monotonic()
+        responses = [session.post(sandbox.webhook_url + "profile", json={}) for _ in range(60)]
+        elapsed = time.monotonic() - started
+        statuses = [response.status_code for response in responses]
+
+        # 50 requests fill the bucket, one more is let in at exactly 50; the drain during the burst may add a few.
+        assert 51 <= statuses.count(200) <= 51 + int(elapsed * 2) + 1
+        assert statuses.count(503) == 60 - statuses.count(200) > 0
+        rejected = next(response for response in responses if response.status_code == 503)
+        assert rejected.json() == {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
+        assert sandbox.stats()["rate_limited"] == statuses.count(503)
+
+        time.sleep(1.1)  # at 2 per second the counter falls back under the threshold
+        assert session.post(sandbox.webhook_url + "profile", json={}).status_code == 200
+
+
+def test_operating_time_limit_blocks_only_the_busy_method() -> None:
+    with Sandbox(operating_limit_seconds=0.05, operating_cost_seconds=0.01) as sandbox:
+        operating = [ok(sandbox, "crm.lead.list")["time"]["operating"] for _ in range(6)]
+        assert operating == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.05, 0.06])
+
+        blocked = call(sandbox, "crm.lead.list")
+        assert blocked.status_code == 429
+        assert blocked.json()["error"] == "OPERATION_TIME_LIMIT"
+        assert ok(sandbox, "crm.lead.add")["result"] == 1  # other methods keep working
+
+        inside_batch = ok(sandbox, "batch", {"cmd": {"l": "crm.lead.list", "p": "profile"}})["result"]
+        assert inside_batch["result_error"]["l"]["error"] == "OPERATION_TIME_LIMIT"
+        assert "p" in inside_batch["result"]
+        assert sandbox.stats()["operation_time_limited"] == 2
+
+
+# ---- faults ---------------------------------------------------------------------------------------------------------
+
+
+def test_error_fault_fails_before_executing(sandbox: Sandbox) -> None:
+    sandbox.set_faults(error_rate=1.0)
+    response = call(sandbox, "crm.lead.add", {"fields": {"TITLE": "lost"}})
+
+    assert response.status_code == 500
+    assert response.json() == {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}
+    assert sandbox.entities("lead") == []
+    assert sandbox.stats()["faults"]["error"] == 1
+
+
+def test_lost_response_fault_executes_but_answers_500(sandbox: Sandbox) -> None:
+    sandbox.set_faults(lost_response_rate=1.0)
+    response = call(sandbox, "crm.lead.add", {"fields": {"TITLE": "written"}})
+
+    assert response.status_code == 500
+    assert [lead["TITLE"] for lead in sandbox.entities("lead")] == ["written"]
+    assert sandbox.stats()["faults"]["lost_response"] == 1
+
+
+def test_faults_are_deterministic_with_a_seed() -> None:
+    def outcomes() -> list[int]:
+        with Sandbox(seed=42, error_rate=0.5) as sandbox, requests.Session() as session:
+            return [session.post(sandbox.webhook_url + "profile", json={}).status_code for _ in range(20)]
+
+    first = outcomes()
+    assert first == outcomes()
+    assert {200, 500} <= set(first)
+
+
+def test_outage_drops_connections_and_recovers(sandbox: Sandbox) -> None:
+    sandbox.start_outage(30)
+    with pytest.raises(requests.ConnectionError):
+        call(sandbox, "profile")
+    stats = requests.get(sandbox.base_url + "/_sandbox/stats", timeout=5)  # admin endpoints keep working
+    assert stats.json()["faults"]["outage"] == 1
+    sandbox.end_outage()
+    assert call(sandbox, "profile").status_code == 200
+
+    requests.post(sandbox.base_url + "/_sandbox/faults", json={"outage_seconds": 0.3}, timeout=5)
+    with pytest.raises(requests.ConnectionError):
+        call(sandbox, "profile")
+    time.sleep(0.4)
+    assert call(sandbox, "profile").status_code == 200
+
+
+def test_latency_delays_rest_responses_only(sandbox: Sandbox) -> None:
+    sandbox.set_faults(latency_ms=200)
+    started = time.monotonic()
+    call(sandbox, "profile")
+    assert time.monotonic() - started >= 0.2
+    started = time.monotonic()
+    requests.get(sandbox.base_url + "/_sandbox/stats", timeout=5)
+    assert time.monotonic() - started < 0.2
+
+
+# ---- outbound webhooks ----------------------------------------------------------------------------------------------
+
+
+class _Receiver:
+    """A tiny HTTP endpoint that records every POST it gets."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+        self.arrived = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                with receiver.arrived:
+                    receiver.requests.append((self.headers["Content-Type"], body))
+                    receiver.arrived.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/b24/events"
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[tuple[str, str]]:
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.requests) >= count, timeout)
+            return list(self.requests)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[_Receiver]:
+    running = _Receiver()
+    yield running
+    running.close()
+
+
+def test_outbound_webhooks_for_rest_and_batch_writes(receiver: _Receiver) -> None:
+    with Sandbox(app_token="tok", outbound_url=receiver.url, portal_domain="demo.bitrix24.ru") as sandbox:
+        lead_id = ok(sandbox, "crm.lead.add", {"fields": {"TITLE": "Hook"}})["result"]
+        ok(sandbox, "crm.lead.update", {"id": lead_id, "fields": {"TITLE": "Hook 2"}})
+        ok(sandbox, "batch", {"cmd": {"d": "crm.deal.add?fields[TITLE]=D", "x": f"crm.lead.delete?id={lead_id}"}})
+        delivered = receiver.wait_for(4)
+        assert sandbox.wait_for_outbound()
+
+    assert len(delivered) == 4
+    content_type, body = delivered[0]
+    assert content_type == "application/x-www-form-urlencoded"
+    assert body.startswith("event=ONCRMLEADADD&event_handler_id=")
+    assert "data%5BFIELDS%5D%5BID%5D=1&ts=" in body
+    form = {key: values[0] for key, values in parse_qs(body).items()}
+    assert form["data[FIELDS][ID]"] == str(lead_id)
+    assert form["auth[application_token]"] == "tok"
+    assert form["auth[domain]"] == "demo.bitrix24.ru"
+    assert form["auth[client_endpoint]"] == "https://demo.bitrix24.ru/rest/"
+    assert form["auth[server_endpoint]"] == "https://oauth.bitrix.info/rest/"
+    assert form["auth[member_id]"] == sandbox.member_id
+    assert abs(int(form["ts"]) - time.time()) < 10
+    events = [parse_qs(body)["event"][0] for _, body in delivered]
+    assert events == ["ONCRMLEADADD", "ONCRMLEADUPDATE", "ONCRMDEALADD", "ONCRMLEADDELETE"]
+    assert sandbox.stats()["outbound"] == {"sent": 4, "failed": 0}
+
+
+def test_outbound_event_filter_and_failed_delivery(receiver: _Receiver) -> None:
+    with Sandbox(outbound_url=receiver.url, events=["ONCRMDEALADD"]) as sandbox:
+        ok(sandbox, "crm.lead.add")
+        ok(sandbox, "crm.deal.add")
+        assert sandbox.wait_for_outbound()
+        assert [parse_qs(body)["event"][0] for _, body in receiver.requests] == ["ONCRMDEALADD"]
+
+        sandbox.outbound_url = "http://127.0.0.1:9/unreachable"  # discard port: nothing listens
+        ok(sandbox, "crm.deal.add")
+        assert sandbox.wait_for_outbound()
+        assert sandbox.stats()["outbound"] == {"sent": 1, "failed": 1}
+
+
+# ---- admin endpoints, CLI, PHP encoding -----------------------------------------------------------------------------
+
+
+def test_admin_endpoints(sandbox: Sandbox) -> None:
+    ok(sandbox, "crm.contact.add", {"fields": {"NAME": "Ann", "EMAIL": [{"VALUE": "ann@x.ru"}]}})
+    state = requests.get(sandbox.base_url + "/_sandbox/state", params={"entity": "contact"}, timeout=5).json()
+    assert state[0]["NAME"] == "Ann" and state[0]["EMAIL"][0]["VALUE"] == "ann@x.ru"
+    assert requests.get(sandbox.base_url + "/_sandbox/state?entity=nope", timeout=5).status_code == 400
+
+    stats = requests.get(sandbox.base_url + "/_sandbox/stats", timeout=5).json()
+    assert stats["requests"] == 1 and stats["status_codes"] == {"200": 1}
+    requests.post(sandbox.base_url + "/_sandbox/stats/reset", timeout=5)
+    assert sandbox.stats()["requests"] == 0
+
+    faults = requests.post(sandbox.base_url + "/_sandbox/faults", json={"error_rate": 1}, timeout=5).json()
+    assert faults["error_rate"] == 1
+    assert call(sandbox, "profile").status_code == 500
+    requests.post(sandbox.base_url + "/_sandbox/faults", json={"error_rate": 0}, timeout=5)
+    bad = requests.post(sandbox.base_url + "/_sandbox/faults", json={"typo": 1}, timeout=5)
+    assert bad.status_code == 400
+
+    requests.post(sandbox.base_url + "/_sandbox/reset", timeout=5)
+    assert sandbox.entities("contact") == []
+    assert ok(sandbox, "crm.contact.add")["result"] == 1  # ids start over after a reset
+
+
+def test_command_line_prints_the_webhook_url_and_stops_on_ctrl_c() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local.bitrix24_sandbox", "--port", "0", "--secret", "abc", "--user-id", "3"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        webhook_url = process.stdout.readline().strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/rest/3/abc/", webhook_url)
+        assert requests.post(webhook_url + "profile", json={}, timeout=5).json()["result"]["ID"] == "3"
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=5) == 0
+
+
+def test_php_query_codec_round_trips_nested_keys() -> None:
+    parsed = parse_query("fields[TITLE]=a+b&fields[PHONE][0][VALUE]=%2B7&filter[@ID][]=1&filter[@ID][]=2&x.y=1")
+    assert parsed == {"fields": {"TITLE": "a b", "PHONE": [{"VALUE": "+7"}]}, "filter": {"@ID": ["1", "2"]}, "x_y": "1"}
+    encoded = build_query({"data": {"FIELDS": {"ID": 5}}, "flag": True, "skip": None})
+    assert encoded == "data%5BFIELDS%5D%5BID%5D=5&flag=1"
+    assert json.loads(json.dumps(parse_query(encoded))) == {"data": {"FIELDS": {"ID": "5"}}, "flag": "1"}
