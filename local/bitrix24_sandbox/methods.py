@@ -165,10 +165,7 @@ def _currency_list(context: CallContext, params: dict[str, Any]) -> MethodResult
 
 def _user_get(context: CallContext, params: dict[str, Any]) -> MethodResult:
     users = context.portal.user_list(params)
-    try:
-        start = max(int(str(params.get("START") or 0).strip()), 0)
-    except ValueError:
-        start = 0
+    start = _to_start(params)
     page = users[start : start + PAGE_SIZE]
     next_start = start + PAGE_SIZE if start + PAGE_SIZE < len(users) else None
     return MethodResult(page, total=len(users), next=next_start)
@@ -176,6 +173,25 @@ def _user_get(context: CallContext, params: dict[str, Any]) -> MethodResult:
 
 def _user_current(context: CallContext, params: dict[str, Any]) -> MethodResult:
     return MethodResult(context.portal.user_list({"ID": context.portal.webhook_user_id})[0])
+
+
+def _timeline_comment_add(context: CallContext, params: dict[str, Any]) -> MethodResult:
+    # Since crm 23.100.0 only lower-case ``fields`` is accepted; top-level names are case-insensitive here anyway.
+    return MethodResult(context.portal.timeline_comment_add(_fields_param(params)))
+
+
+def _timeline_comment_list(context: CallContext, params: dict[str, Any]) -> MethodResult:
+    rows = context.portal.timeline_comment_list(params)
+    start = _to_start(params)
+    page = rows[start : start + PAGE_SIZE]
+    return MethodResult(page, total=len(rows), next=start + PAGE_SIZE if start + PAGE_SIZE < len(rows) else None)
+
+
+def _to_start(params: Mapping[str, Any]) -> int:
+    try:
+        return max(int(str(params.get("START") or 0).strip()), 0)
+    except ValueError:
+        return 0
 
 
 def _profile(context: CallContext, params: dict[str, Any]) -> MethodResult:
@@ -212,6 +228,8 @@ def _registry() -> dict[str, Handler]:
             "user.get": _user_get,
             "user.current": _user_current,
             "profile": _profile,
+            "crm.timeline.comment.add": _timeline_comment_add,
+            "crm.timeline.comment.list": _timeline_comment_list,
         }
     )
     return methods

@@ -202,6 +202,11 @@ class Sandbox:
             records = sorted(self._portal.records[name].values(), key=lambda record: record["ID"])
             return [self._portal.render(name, record) for record in records]
 
+    def timeline_comments(self) -> list[dict[str, Any]]:
+        """Comments added with crm.timeline.comment.add, oldest first."""
+        with self._store_lock:
+            return self._portal.timeline_comment_list({})
+
     def stats(self) -> dict[str, Any]:
         with self._state_lock:
             return copy.deepcopy(self._stats)

@@ -104,6 +104,7 @@ class Portal:
         self._next_enum_id = 1
         self.statuses: list[dict[str, Any]] = []
         self._seed_statuses()
+        self.timeline_comments: list[dict[str, Any]] = []
         self.users = self._seed_users()
 
     def now(self) -> datetime:
@@ -383,6 +384,41 @@ class Portal:
         descending = str(params.get("ORDER") or "ASC").upper() == "DESC"
         matched.sort(key=lambda user: _sortable_text(user.get(sort_key)), reverse=descending)
         return [copy.deepcopy(user) for user in matched]
+
+    # ---- timeline comments (crm.timeline.comment.*) -----------------------------------------------------------------
+
+    def timeline_comment_add(self, fields: Mapping[str, Any]) -> int:
+        """crm-timeline-comment-add.md: the owner must exist; an empty comment is INVALID_ARG_VALUE."""
+        owner_type = str(fields.get("ENTITY_TYPE") or "").strip().lower()
+        owner_id = _to_int(fields.get("ENTITY_ID"))
+        comment = str(fields.get("COMMENT") or "").strip()
+        if not comment:
+            raise errors.RestError("INVALID_ARG_VALUE", "Comment is empty", 400)
+        if owner_type not in ENTITIES or not owner_id or owner_id not in self.records[owner_type]:
+            raise errors.RestError("OWNER_NOT_FOUND", "Owner of timeline entry not found", 400)
+        comment_id = len(self.timeline_comments) + 1
+        self.timeline_comments.append(
+            {
+                "ID": str(comment_id),
+                "ENTITY_ID": str(owner_id),
+                "ENTITY_TYPE": owner_type,
+                "CREATED": self.now(),
+                "COMMENT": comment,
+                "AUTHOR_ID": str(self.webhook_user_id),
+            }
+        )
+        return comment_id
+
+    def timeline_comment_list(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        raw_filter = params.get("FILTER")
+        raw_filter = raw_filter if isinstance(raw_filter, Mapping) else {}
+        wanted = {str(key).upper(): str(value).lower() for key, value in raw_filter.items()}
+        rows = [
+            {**row, "CREATED": row["CREATED"].isoformat()}
+            for row in self.timeline_comments
+            if all(str(row.get(key, "")).lower() == value for key, value in wanted.items())
+        ]
+        return rows
 
     def profile(self) -> dict[str, Any]:
         user = next(user for user in self.users if user["ID"] == str(self.webhook_user_id))

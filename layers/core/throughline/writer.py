@@ -121,3 +121,10 @@ def lead_writer(settings: Settings, deadline: Deadline | None = None, **client_o
         JourneyStore(settings.journey_table or ""),
         LeadRules.from_settings(settings),
     )
+
+
+def reset_portal_state() -> None:
+    """Forget the process's pacers and sessions (the local stack and tests point at new portals)."""
+    with _lock:
+        _portal_pacer.cache_clear()
+        _session.cache_clear()

@@ -58,8 +58,9 @@ class JourneyStore:
                     "Keys": [
                         {"entity": {"S": entity}, "touch": {"S": touch}} for entity, touch in keys[start : start + 100]
                     ],
-                    "ProjectionExpression": "entity, touch, #s",
-                    "ExpressionAttributeNames": {"#s": "state"},
+                    # "touch" and "state" are DynamoDB reserved words.
+                    "ProjectionExpression": "#e, #t, #s",
+                    "ExpressionAttributeNames": {"#e": "entity", "#t": "touch", "#s": "state"},
                 }
             }
             while request:
@@ -78,7 +79,8 @@ class JourneyStore:
         while True:
             kwargs: dict[str, Any] = {
                 "TableName": self.table,
-                "KeyConditionExpression": "entity = :e",
+                "KeyConditionExpression": "#e = :e",
+                "ExpressionAttributeNames": {"#e": "entity"},
                 "ExpressionAttributeValues": {":e": {"S": entity}},
             }
             if start_key:

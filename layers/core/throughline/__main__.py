@@ -1,0 +1,76 @@
+"""Operator commands: ``python -m throughline bitrix-setup`` and ``python -m throughline replay-dlq``.
+
+Both read the same configuration as the functions (environment, or the stack's secret with ``--stack-name``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m throughline", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    setup = commands.add_parser("bitrix-setup", help="create the journey field; print sources and users")
+    setup.add_argument("--stack-name", help="read SECRETS_ARN from this deployed stack's outputs")
+
+    replay = commands.add_parser("replay-dlq", help="move the writer's dead letters back to its queue")
+    replay.add_argument("--stack-name", help="deployed stack whose queues to use")
+    replay.add_argument("--queue-url", help="the writes queue (instead of --stack-name)")
+    replay.add_argument("--dlq-url", help="its dead-letter queue (instead of --stack-name)")
+    replay.add_argument("--limit", type=int, help="move at most this many messages")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "bitrix-setup":
+            return _bitrix_setup(args)
+        return _replay(args)
+    except Exception as error:  # an operator tool: one clear line, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _bitrix_setup(args: argparse.Namespace) -> int:
+    from throughline.config import load_settings
+    from throughline.leads import LeadRules
+    from throughline.setup import report
+    from throughline.writer import bitrix_client
+
+    if args.stack_name:
+        os.environ.setdefault("SECRETS_ARN", _stack_outputs(args.stack_name)["SecretsArn"])
+    settings = load_settings()
+    print(report(bitrix_client(settings), LeadRules.from_settings(settings)))
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    import boto3
+
+    from throughline.dlq import replay_dead_letters
+
+    queue_url, dlq_url = args.queue_url, args.dlq_url
+    if args.stack_name and not (queue_url and dlq_url):
+        outputs = _stack_outputs(args.stack_name)
+        queue_url, dlq_url = outputs["WritesQueueUrl"], outputs["WritesDeadLetterQueueUrl"]
+    if not (queue_url and dlq_url):
+        raise SystemExit("give --stack-name, or both --queue-url and --dlq-url")
+    result = replay_dead_letters(
+        boto3.client("sqs"), dead_letter_queue_url=dlq_url, queue_url=queue_url, limit=args.limit, progress=print
+    )
+    print(f"done: {result.moved} moved, {result.failed} failed")
+    return 0 if result.failed == 0 else 1
+
+
+def _stack_outputs(stack_name: str) -> dict[str, Any]:
+    import boto3
+
+    stacks = boto3.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
+    return {output["OutputKey"]: output["OutputValue"] for output in stacks[0].get("Outputs", [])}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

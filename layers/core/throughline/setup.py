@@ -1,0 +1,98 @@
+"""Portal setup: create the journey user field on leads and deals (idempotent), and show the dictionaries an
+operator needs for the configuration maps (sources for BITRIX24_SOURCE_MAP, users for BITRIX24_RESPONSIBLE_MAP)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from throughline.bitrix24 import Bitrix24Client
+from throughline.leads import LeadRules
+from throughline.sources import CHANNEL_LABELS, Source
+
+JOURNEY_LABELS = {"ru": "Путь клиента", "en": "Customer journey", "de": "Customer Journey"}
+JOURNEY_ROWS = 8  # a multi-line text box in the card
+ENTITIES = ("lead", "deal")
+
+
+@dataclass(frozen=True)
+class FieldStatus:
+    entity: str
+    field_name: str
+    created: bool
+    user_type: str
+
+
+def ensure_journey_fields(bitrix: Bitrix24Client, field_name: str) -> list[FieldStatus]:
+    """Create ``field_name`` (``UF_CRM_…``) as a multi-line string field on leads and deals where it is missing."""
+    statuses = []
+    for entity in ENTITIES:
+        existing = bitrix.call(f"crm.{entity}.userfield.list", {"filter": {"FIELD_NAME": field_name}}).result or []
+        if existing:
+            statuses.append(FieldStatus(entity, field_name, False, str(existing[0].get("USER_TYPE_ID"))))
+            continue
+        bitrix.call(
+            f"crm.{entity}.userfield.add",
+            {
+                "fields": {
+                    "FIELD_NAME": field_name.removeprefix("UF_CRM_"),  # Bitrix24 adds the prefix itself
+                    "USER_TYPE_ID": "string",
+                    "XML_ID": "THROUGHLINE_JOURNEY",
+                    "MULTIPLE": "N",
+                    "MANDATORY": "N",
+                    "SHOW_FILTER": "Y",
+                    "SHOW_IN_LIST": "Y",
+                    "EDIT_IN_LIST": "N",
+                    "IS_SEARCHABLE": "Y",
+                    "EDIT_FORM_LABEL": JOURNEY_LABELS,
+                    "LIST_COLUMN_LABEL": JOURNEY_LABELS,
+                    "LIST_FILTER_LABEL": JOURNEY_LABELS,
+                    "SETTINGS": {"ROWS": JOURNEY_ROWS},
+                }
+            },
+        )
+        statuses.append(FieldStatus(entity, field_name, True, "string"))
+    return statuses
+
+
+def source_dictionary(bitrix: Bitrix24Client) -> list[dict[str, Any]]:
+    """The portal's lead sources (``crm.status.list`` ENTITY_ID=SOURCE): map channels onto these STATUS_IDs."""
+    rows = bitrix.call("crm.status.list", {"filter": {"ENTITY_ID": "SOURCE"}, "order": {"SORT": "ASC"}}).result
+    return list(rows or [])
+
+
+def active_users(bitrix: Bitrix24Client) -> list[dict[str, Any]]:
+    rows = bitrix.call("user.get", {"filter": {"ACTIVE": True}}).result
+    return list(rows or [])
+
+
+def channel_mapping(rules: LeadRules, known_source_ids: set[str]) -> list[tuple[str, str, str, bool]]:
+    """(channel code, label, SOURCE_ID used for an organic visit, whether that id exists in the portal)."""
+    rows = []
+    for code, label in CHANNEL_LABELS.items():
+        source_id = rules.source_id(Source(code, "", ""))
+        rows.append((code, label, source_id, source_id in known_source_ids))
+    return rows
+
+
+def report(bitrix: Bitrix24Client, rules: LeadRules) -> str:
+    """Run the setup and describe the result for an operator."""
+    lines = []
+    for status in ensure_journey_fields(bitrix, rules.journey_field):
+        action = "created" if status.created else f"already there ({status.user_type})"
+        lines.append(f"journey field {status.field_name} on {status.entity}s: {action}")
+    sources = source_dictionary(bitrix)
+    known = {str(row.get("STATUS_ID")) for row in sources}
+    lines += ["", "Lead sources in this portal (SOURCE_ID — name):"]
+    lines += [f"  {row.get('STATUS_ID'):<24} {row.get('NAME')}" for row in sources]
+    lines += ["", "Channel → SOURCE_ID now (BITRIX24_SOURCE_MAP changes it; paid visits use the 'paid' key):"]
+    for code, label, source_id, exists in channel_mapping(rules, known):
+        warning = "" if exists else "   ← not in this portal's dictionary!"
+        lines.append(f"  {code:<16} {label:<22} {source_id}{warning}")
+    paid_id = rules.source_id(Source("paid_search", "", "", paid=True))
+    lines.append(f"  {'paid':<16} {'(any paid click)':<22} {paid_id}{'' if paid_id in known else '   ← missing!'}")
+    lines += ["", "Active users (ids for BITRIX24_RESPONSIBLE_MAP / BITRIX24_DEFAULT_RESPONSIBLE_ID):"]
+    for user in active_users(bitrix):
+        name = " ".join(part for part in (user.get("NAME"), user.get("LAST_NAME")) if part)
+        lines.append(f"  {user.get('ID'):<6} {name}")
+    return "\n".join(lines)

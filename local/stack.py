@@ -1,0 +1,457 @@
+"""The Docker-free local stack: embedded AWS (moto server), the Bitrix24 sandbox, the HTTP API, the queue consumers.
+
+Functions run in this process, imported from ``functions/<name>/app.py`` exactly as Lambda imports them, with the
+environment template.yaml gives them. The HTTP server turns requests into API Gateway HTTP API (payload v2) events;
+pollers play the SQS event source (batch size, maximum concurrency, partial batch responses).
+
+Local differences, on purpose: queue messages are received with a short visibility timeout and failed writes come
+back after seconds instead of minutes, so a demo or a test does not wait for production back-off.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from local.template import HttpRoute, LocalStackResources, QueueSource, provision
+
+LOCAL_REGION = "eu-central-1"
+LOCAL_APP_TOKEN = "local-app-token"
+# Local pacing of retries and visibility (production values are in template.yaml and config.py).
+LOCAL_ENVIRONMENT = {
+    # One process shares one pacer between all local writer threads: give it the whole portal rate.
+    "BITRIX24_WRITER_CONCURRENCY": "1",
+    "WRITER_RETRY_BASE_SECONDS": "1",
+    "WRITER_RETRY_MAX_SECONDS": "8",
+    "POWERTOOLS_METRICS_NAMESPACE": "Throughline",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_SERVICE_NAME": "throughline-local",
+}
+_JSON = {"Content-Type": "application/json"}
+_TEXT_TYPES = ("application/json", "application/x-www-form-urlencoded", "text/")
+
+
+class LocalContext:
+    """Enough of the Lambda context for Powertools and for deadline-aware code."""
+
+    def __init__(self, function_name: str, timeout: int, memory: int):
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:{LOCAL_REGION}:123456789012:function:{function_name}"
+        self.memory_limit_in_mb = memory
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + timeout
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+class LocalStack:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        aws_endpoint_url: str | None = None,
+        bitrix_webhook_url: str | None = None,
+        sandbox_options: Mapping[str, Any] | None = None,
+        parameters: Mapping[str, str] | None = None,
+        poll_queues: bool = True,
+        queue_visibility_seconds: int = 20,
+        stack_name: str = "throughline-local",
+        log: Callable[[str], None] | None = None,
+    ):
+        self.host = host
+        self.port = port
+        self.aws_endpoint_url = aws_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+        self.bitrix_webhook_url = bitrix_webhook_url or os.environ.get("BITRIX24_WEBHOOK_URL")
+        self.sandbox_options = dict(sandbox_options or {})
+        self.parameters = dict(parameters or {})
+        self.poll_queues = poll_queues
+        self.queue_visibility_seconds = queue_visibility_seconds
+        self.stack_name = stack_name
+        self.log = log or (lambda message: None)
+        self.sandbox: Any = None
+        self.resources: LocalStackResources | None = None
+        self._moto: Any = None
+        self._http: ThreadingHTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        self._saved_environ: dict[str, str | None] = {}
+        self.invocations: dict[str, int] = {}
+        self._receive_locks: dict[str, threading.Lock] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    def start(self) -> LocalStack:
+        self._start_aws()
+        import boto3
+
+        session = boto3.session.Session(region_name=os.environ["AWS_DEFAULT_REGION"])
+        self._http = ThreadingHTTPServer((self.host, self.port), _make_handler(self))
+        self._http.daemon_threads = True
+        self.port = self._http.server_address[1]
+        self.parameters.setdefault("AllowedOrigins", self.url)
+        self.resources = provision(session, stack_name=self.stack_name, parameters=self.parameters)
+        self._start_bitrix(session)
+        self._set_environment({**self.resources.environment(), **LOCAL_ENVIRONMENT})
+        _reset_process_caches()
+        if self.sandbox:
+            self._prepare_sandbox()
+        self._spawn(self._http.serve_forever, "local-http")
+        if self.poll_queues:
+            for source in self.resources.queue_sources:
+                for index in range(source.maximum_concurrency):
+                    self._spawn(lambda source=source: self._poll(source), f"poller-{source.function}-{index}")
+        self.log(f"local stack up at {self.url} (AWS at {self.aws_endpoint_url})")
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._http:
+            self._http.shutdown()
+            self._http.server_close()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self.sandbox:
+            self.sandbox.stop()
+        if self._moto:
+            self._moto.stop()
+        for key, value in self._saved_environ.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        _reset_process_caches()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # -- running functions ----------------------------------------------------------------------------------------
+
+    def invoke(self, function: str, event: Mapping[str, Any]) -> Any:
+        """Run one function once, as Lambda would: a fresh context with the template's timeout."""
+        assert self.resources is not None, "start() the stack first"
+        if function not in self.resources.functions:
+            raise KeyError(f"no function {function!r}; known: {sorted(self.resources.functions)}")
+        spec = self.resources.functions[function]
+        module_name, _, attribute = spec.handler.rpartition(".")
+        handler = getattr(importlib.import_module(f"functions.{spec.name}.{module_name}"), attribute)
+        with self._busy_lock:
+            self._busy += 1
+            self.invocations[function] = self.invocations.get(function, 0) + 1
+        try:
+            return handler(dict(event), LocalContext(f"{self.stack_name}-{spec.name}", spec.timeout, spec.memory))
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+
+    def wait_until_idle(self, timeout: float = 300.0, settle: float = 0.5) -> bool:
+        """Wait until every consumed queue is empty and no function is running; False on timeout."""
+        assert self.resources is not None
+        import boto3
+
+        sqs = boto3.session.Session(region_name=os.environ["AWS_DEFAULT_REGION"]).client("sqs")
+        deadline = time.monotonic() + timeout
+        quiet_since = None
+        while time.monotonic() < deadline:
+            waiting = sum(self.queue_depth(sqs, source.queue_url) for source in self.resources.queue_sources)
+            with self._busy_lock:
+                busy = self._busy
+            if waiting == 0 and busy == 0:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= settle:
+                    return True
+            else:
+                quiet_since = None
+            time.sleep(0.2)
+        return False
+
+    @staticmethod
+    def queue_depth(sqs: Any, queue_url: str) -> int:
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
+        return sum(int(attributes.get(name, 0)) for name in names)
+
+    # -- internals ------------------------------------------------------------------------------------------------
+
+    def _start_aws(self) -> None:
+        defaults = {
+            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", LOCAL_REGION),
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+        }
+        if not self.aws_endpoint_url:
+            import logging
+
+            from moto.server import ThreadedMotoServer
+
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
+            self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            self._moto.start()
+            host, port = self._moto.get_host_and_port()
+            self.aws_endpoint_url = f"http://{host}:{port}"
+            defaults = {**defaults, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+        self._set_environment(
+            {**defaults, "AWS_REGION": defaults["AWS_DEFAULT_REGION"], "AWS_ENDPOINT_URL": self.aws_endpoint_url}
+        )
+
+    def _start_bitrix(self, session: Any) -> None:
+        """Start the sandbox unless a real portal is configured; put its webhook in the stack's secret."""
+        assert self.resources is not None
+        secret = {}
+        if not self.bitrix_webhook_url:
+            from local.bitrix24_sandbox import Sandbox
+
+            options = {"app_token": LOCAL_APP_TOKEN, **self.sandbox_options}
+            self.sandbox = Sandbox(**options).start()
+            secret = {"BITRIX24_WEBHOOK_URL": self.sandbox.webhook_url, "BITRIX24_APP_TOKENS": self.sandbox.app_token}
+            events_route = next((r for r in self.resources.routes if r.path == "/v1/bitrix/events"), None)
+            if events_route:
+                self.sandbox.outbound_url = self.url + events_route.path
+        secrets_arn = self.resources.environment().get("SECRETS_ARN")
+        if secrets_arn and secret:
+            # Functions read the webhook from the secret, as in production (an environment variable would win).
+            session.client("secretsmanager").put_secret_value(SecretId=secrets_arn, SecretString=json.dumps(secret))
+
+    def _prepare_sandbox(self) -> None:
+        """What an operator does once per portal (`make bitrix-setup`): create the journey field."""
+        from throughline.config import get_settings
+        from throughline.setup import ensure_journey_fields
+        from throughline.writer import bitrix_client
+
+        settings = get_settings()
+        ensure_journey_fields(bitrix_client(settings), settings.bitrix24_journey_field)
+        self.sandbox.reset_stats()
+
+    def _set_environment(self, values: Mapping[str, str]) -> None:
+        for key, value in values.items():
+            self._saved_environ.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _poll(self, source: QueueSource) -> None:
+        """One concurrent slot of an SQS event source: receive a batch, invoke, delete what succeeded."""
+        import boto3
+
+        sqs = boto3.session.Session(region_name=os.environ["AWS_DEFAULT_REGION"]).client("sqs")
+        receive_lock = self._receive_locks.setdefault(source.queue_url, threading.Lock())
+        while not self._stopping.is_set():
+            try:
+                # SQS never hands one FIFO group to two consumers at once; moto's server can when two receives race,
+                # so the local pollers of a queue take turns receiving.
+                with receive_lock:
+                    messages = sqs.receive_message(
+                        QueueUrl=source.queue_url,
+                        MaxNumberOfMessages=source.batch_size,
+                        WaitTimeSeconds=0,
+                        VisibilityTimeout=self.queue_visibility_seconds,
+                        MessageSystemAttributeNames=["All"],
+                        MessageAttributeNames=["All"],
+                    ).get("Messages", [])
+            except Exception as error:  # the stack is stopping, or moto hiccuped: try again
+                if not self._stopping.is_set():
+                    self.log(f"poll failed: {error}")
+                    time.sleep(0.5)
+                continue
+            if not messages:
+                self._stopping.wait(0.2)
+                continue
+            event = {"Records": [_sqs_record(message, source) for message in messages]}
+            try:
+                result = self.invoke(source.function, event) or {}
+            except Exception as error:
+                self.log(f"{source.function} failed: {error!r}; the batch returns after its visibility timeout")
+                continue
+            failed = {item["itemIdentifier"] for item in result.get("batchItemFailures", [])}
+            done = [m for m in messages if m["MessageId"] not in failed]
+            for start in range(0, len(done), 10):
+                entries = [
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done[start : start + 10])
+                ]
+                sqs.delete_message_batch(QueueUrl=source.queue_url, Entries=entries)
+            self.log(f"{source.function}: {len(messages)} messages, {len(failed)} to retry")
+
+    def route(self, method: str, path: str) -> tuple[HttpRoute, dict[str, str]] | None:
+        assert self.resources is not None
+        for candidate in self.resources.routes:
+            parameters = candidate.match(method, path)
+            if parameters is not None:
+                return candidate, parameters
+        return None
+
+
+def _sqs_record(message: Mapping[str, Any], source: QueueSource) -> dict[str, Any]:
+    attributes = dict(message.get("Attributes", {}))
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": attributes,
+        "messageAttributes": message.get("MessageAttributes", {}),
+        "md5OfBody": message.get("MD5OfBody"),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": source.queue_arn,
+        "awsRegion": os.environ.get("AWS_DEFAULT_REGION", LOCAL_REGION),
+    }
+
+
+def _reset_process_caches() -> None:
+    """Settings and AWS clients are cached per process; the stack has just changed what they point at."""
+    from throughline import capture, config, writer
+    from throughline.adapters import aws
+
+    config.reset_settings_cache()
+    aws.reset_clients()
+    capture.idempotency_for.cache_clear()
+    writer.reset_portal_state()
+
+
+def http_event(
+    method: str, path: str, query: str, headers: Mapping[str, str], body: bytes, route: HttpRoute, parameters: dict
+) -> dict[str, Any]:
+    """An API Gateway HTTP API payload v2 event, as the service builds it."""
+    lower = {key.lower(): value for key, value in headers.items()}
+    content_type = lower.get("content-type", "")
+    is_text = any(content_type.startswith(kind) for kind in _TEXT_TYPES)
+    try:
+        text_body = body.decode("utf-8") if is_text else None
+    except UnicodeDecodeError:
+        text_body = None
+    now = datetime.now(UTC)
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": f"{route.method} {route.path}",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": lower,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "local",
+            "domainName": lower.get("host", "127.0.0.1"),
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": lower.get("x-forwarded-for", "127.0.0.1"),
+                "userAgent": lower.get("user-agent", ""),
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": f"{route.method} {route.path}",
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "pathParameters": parameters,
+        "isBase64Encoded": text_body is None and bool(body),
+        "body": text_body if text_body is not None else (base64.b64encode(body).decode() if body else None),
+    }
+    if query:
+        event["queryStringParameters"] = dict(parse_qsl(query, keep_blank_values=True))
+    return event
+
+
+def _make_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self._dispatch()
+
+        def do_POST(self) -> None:
+            self._dispatch()
+
+        def do_OPTIONS(self) -> None:
+            self._dispatch()
+
+        def do_PUT(self) -> None:
+            self._dispatch()
+
+        def do_DELETE(self) -> None:
+            self._dispatch()
+
+        def _dispatch(self) -> None:
+            started = time.perf_counter()
+            url = urlsplit(self.path)
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                if url.path.startswith("/_local/invoke/") and self.command == "POST":
+                    function = url.path.removeprefix("/_local/invoke/").strip("/")
+                    event = json.loads(body or b"{}")
+                    try:
+                        result = stack.invoke(function, event)
+                    except KeyError as error:
+                        self._send(
+                            404, {"Content-Type": "application/json"}, json.dumps({"error": str(error)}).encode()
+                        )
+                        return
+                    self._send(200, {"Content-Type": "application/json"}, json.dumps(result, default=str).encode())
+                    return
+                if url.path == "/_local/health":
+                    self._send(200, {"Content-Type": "application/json"}, b'{"ok": true}')
+                    return
+                found = stack.route(self.command, url.path)
+                if found is None:
+                    self._send(404, {"Content-Type": "application/json"}, b'{"message":"Not Found"}')
+                    return
+                route, parameters = found
+                event = http_event(self.command, url.path, url.query, dict(self.headers), body, route, parameters)
+                response = stack.invoke(route.function, event)
+                self._send_lambda_response(response)
+            except Exception as error:
+                stack.log(f"{self.command} {url.path} failed: {error!r}")
+                # What API Gateway answers when the integration fails.
+                self._send(500, {"Content-Type": "application/json"}, b'{"message":"Internal Server Error"}')
+            finally:
+                stack.log(f"{self.command} {url.path} {(time.perf_counter() - started) * 1000:.0f} ms")
+
+        def _send_lambda_response(self, response: Any) -> None:
+            if not isinstance(response, dict) or "statusCode" not in response:
+                # Payload v2 rule: anything else is a 200 with the value as JSON.
+                self._send(200, {"Content-Type": "application/json"}, json.dumps(response).encode())
+                return
+            body = response.get("body") or ""
+            data = base64.b64decode(body) if response.get("isBase64Encoded") else str(body).encode("utf-8")
+            self._send(int(response["statusCode"]), response.get("headers") or {}, data)
+
+        def _send(self, status: int, headers: Mapping[str, str], data: bytes) -> None:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, str(value))
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler
