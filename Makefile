@@ -35,10 +35,10 @@ $(VENV_SAM)/.installed: requirements-sam.txt
 venv: $(VENV)/.installed ## Create .venv from the pinned requirements
 
 demo: venv ## Run the main job offline: local AWS, Bitrix24 sandbox, a burst of form posts, a table of leads
-	$(PY) -m local.demo
+	PYTHONPATH=layers/core:. $(PY) -m local.demo
 
 serve: venv ## Keep the local stack up at http://127.0.0.1:$(PORT)
-	$(PY) -m local.serve --port $(PORT)
+	PYTHONPATH=layers/core:. $(PY) -m local.serve --port $(PORT)
 
 test: venv ## Run every test: unit, integration (moto + sandboxes) and end-to-end over HTTP
 	$(PY) -m pytest
@@ -69,13 +69,13 @@ build: $(VENV_SAM)/.installed ## `sam build` (needs python3.13; builds arm64 whe
 	PATH="$(dir $(PYTHON313)):$$PATH" AWS_DEFAULT_REGION=eu-central-1 $(SAM) build
 
 bench: venv ## Cold-start proxy and CPU per submission (prints figures)
-	$(PY) -m benchmarks.handlers
+	PYTHONPATH=layers/core:. $(PY) -m benchmarks.handlers
 
 bitrix-setup: venv ## Create the journey field on leads and deals (idempotent); print the source dictionary
-	$(PY) -m throughline bitrix-setup
+	PYTHONPATH=layers/core $(PY) -m throughline bitrix-setup
 
 replay-dlq: venv ## Move messages from the writer's DLQ back to its queue: STACK=<stack> or QUEUE_URL=… DLQ_URL=…
-	$(PY) -m throughline replay-dlq $(if $(QUEUE_URL),--queue-url $(QUEUE_URL) --dlq-url $(DLQ_URL),--stack-name $(STACK))
+	PYTHONPATH=layers/core $(PY) -m throughline replay-dlq $(if $(QUEUE_URL),--queue-url $(QUEUE_URL) --dlq-url $(DLQ_URL),--stack-name $(STACK))
 
 clean: ## Remove build output and local run output
 	rm -rf .aws-sam out .pytest_cache .ruff_cache

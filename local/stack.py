@@ -71,6 +71,7 @@ class LocalStack:
         poll_queues: bool = True,
         queue_visibility_seconds: int = 20,
         stack_name: str = "throughline-local",
+        environment: Mapping[str, str] | None = None,
         log: Callable[[str], None] | None = None,
     ):
         self.host = host
@@ -82,6 +83,7 @@ class LocalStack:
         self.poll_queues = poll_queues
         self.queue_visibility_seconds = queue_visibility_seconds
         self.stack_name = stack_name
+        self.extra_environment = dict(environment or {})
         self.log = log or (lambda message: None)
         self.sandbox: Any = None
         self.resources: LocalStackResources | None = None
@@ -108,7 +110,7 @@ class LocalStack:
         self.parameters.setdefault("AllowedOrigins", self.url)
         self.resources = provision(session, stack_name=self.stack_name, parameters=self.parameters)
         self._start_bitrix(session)
-        self._set_environment({**self.resources.environment(), **LOCAL_ENVIRONMENT})
+        self._set_environment({**self.resources.environment(), **LOCAL_ENVIRONMENT, **self.extra_environment})
         _reset_process_caches()
         if self.sandbox:
             self._prepare_sandbox()

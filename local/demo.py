@@ -1,0 +1,113 @@
+"""`make demo`: the main job, offline. A burst of web-form posts from a mix of channels goes through the real
+functions on the local stack into the Bitrix24 sandbox; then a table of the leads per channel and source."""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import contextlib
+import csv
+import functools
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from local.stack import LocalStack
+from local.traffic import SITE, burst, send
+from throughline.sources import CHANNEL_LABELS, SOURCE_LABELS, classify
+
+OUT = Path(__file__).resolve().parent.parent / "out" / "demo"
+
+
+def main(argv: list[str] | None = None) -> int:
+    print = functools.partial(builtins.print, file=sys.stdout, flush=True)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--people", type=int, default=150, help="how many different people post a form")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--concurrency", type=int, default=6, help="form posts in flight at once")
+    parser.add_argument("--verbose", action="store_true", help="show the functions' logs and metrics")
+    args = parser.parse_args(argv)
+
+    traffic = burst(args.people, seed=args.seed)
+    print(f"Throughline demo: {len(traffic.posts)} form posts from {args.people} people, offline.")
+    started = time.monotonic()
+    OUT.mkdir(parents=True, exist_ok=True)
+    quiet = {} if args.verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING"}
+    functions_output = contextlib.nullcontext() if args.verbose else (OUT / "functions.log").open("w", encoding="utf-8")
+    with (
+        functions_output as log,
+        contextlib.redirect_stdout(log) if log else contextlib.nullcontext(),
+        LocalStack(parameters={"AllowedOrigins": SITE}, environment=quiet) as stack,
+    ):
+        print(f"  local stack at {stack.url}; Bitrix24 sandbox at {stack.sandbox.base_url} (2 req/s, burst 50)")
+        answers = send(stack.url, traffic.first_wave, concurrency=args.concurrency, progress=print)
+        answers += send(stack.url, traffic.second_wave, concurrency=args.concurrency, progress=print)
+        print("  waiting for the writer to drain the queue at the portal's pace…")
+        if not stack.wait_until_idle(timeout=600):
+            print("  the queue did not drain in 10 minutes")
+            return 1
+        leads = stack.sandbox.entities("lead")
+        stats = stack.sandbox.stats()
+        comments = stack.sandbox.timeline_comments()
+    elapsed = time.monotonic() - started
+
+    statuses = Counter((post.kind, status) for post, status, _ in answers)
+    print(f"\nAll posted and written to Bitrix24 in {elapsed:.1f} s. Answers to the form posts:")
+    for (kind, status), count in sorted(statuses.items()):
+        print(f"  {kind:<8} → HTTP {status}: {count}")
+
+    rows = _lead_rows(leads)
+    table = Counter((row["channel"], row["source"]) for row in rows)
+    print(f"\nLeads created in Bitrix24: {len(leads)} (people: {args.people}; repeat requests added to")
+    print(f"their open lead as journey lines: {len(comments)})\n")
+    print(f"  {'Канал':<22} {'Источник':<20} {'Лиды':>5}")
+    for (channel, source), count in sorted(table.items(), key=lambda item: (-item[1], item[0])):
+        print(f"  {channel:<22} {source:<20} {count:>5}")
+    calls = stats["requests"]
+    print(f"\nBitrix24 REST calls: {calls} HTTP requests ({dict(stats['batch_commands'])} inside batches)")
+    print(f"  calls per new lead: {calls / max(1, len(leads)):.2f}   503 QUERY_LIMIT_EXCEEDED: {stats['rate_limited']}")
+    example = next((row for row in rows if "\n" in row["journey"]), rows[0] if rows else None)
+    if example:
+        print(f"\nA journey («Путь клиента») of lead {example['id']}:\n  " + example["journey"].replace("\n", "\n  "))
+
+    with (OUT / "leads.csv").open("w", newline="", encoding="utf-8-sig") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else ["id"])
+        writer.writeheader()
+        writer.writerows(rows)
+    (OUT / "summary.json").write_text(
+        json.dumps(
+            {"leads": len(leads), "people": args.people, "rest_calls": calls, "rate_limited": stats["rate_limited"],
+             "by_channel": {f"{c} / {s}": n for (c, s), n in table.items()}},
+            ensure_ascii=False,
+            indent=2,
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    print(f"\nWritten: {OUT / 'leads.csv'}, {OUT / 'summary.json'} (functions' logs: {OUT / 'functions.log'})")
+    return 0
+
+
+def _lead_rows(leads: list[dict]) -> list[dict[str, str]]:
+    rows = []
+    for lead in leads:
+        source = classify(utm_source=lead.get("UTM_SOURCE"), utm_medium=lead.get("UTM_MEDIUM"))
+        rows.append(
+            {
+                "id": lead["ID"],
+                "name": lead.get("NAME") or "",
+                "channel": CHANNEL_LABELS[source.channel],
+                "source": SOURCE_LABELS.get(source.source, source.source),
+                "utm_source": lead.get("UTM_SOURCE") or "",
+                "utm_medium": lead.get("UTM_MEDIUM") or "",
+                "utm_campaign": lead.get("UTM_CAMPAIGN") or "",
+                "source_id": lead.get("SOURCE_ID") or "",
+                "journey": lead.get("UF_CRM_CUSTOMER_JOURNEY") or "",
+            }
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
