@@ -218,6 +218,10 @@ class LocalStack:
             self._moto.start()
             host, port = self._moto.get_host_and_port()
             self.aws_endpoint_url = f"http://{host}:{port}"
+            # moto keeps its state per process, not per server: start from nothing, like a new account.
+            import requests
+
+            requests.post(f"{self.aws_endpoint_url}/moto-api/reset", timeout=10).raise_for_status()
             defaults = {**defaults, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
         self._set_environment(
             {**defaults, "AWS_REGION": defaults["AWS_DEFAULT_REGION"], "AWS_ENDPOINT_URL": self.aws_endpoint_url}

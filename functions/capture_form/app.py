@@ -40,6 +40,7 @@ def lambda_handler(event: dict, context: object) -> dict:
     except Exception:
         # Only our own side can fail here (storage, queue): say so, and let the site retry.
         logger.exception("submission not stored")
+        metrics.add_metric(name="SubmissionsUnavailable", unit=MetricUnit.Count, value=1)
         return json_response(503, {"error": "temporarily unavailable, please retry"}, {**cors, "Retry-After": "5"})
 
     metric = "SpamDropped" if accepted.spam else "DoubleSubmissions" if accepted.duplicate else "SubmissionsAccepted"

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -58,7 +60,7 @@ def _flat_json_map(value: str) -> dict[str, str]:
         raise ValueError("must be a JSON object")
     for key, item in parsed.items():
         if isinstance(item, bool) or not isinstance(item, str | int):
-            raise ValueError(f"value for {key!r} must be a string or a number")
+            raise ValueError(f"value for {key!r} must be a string or a whole number")
     return {str(key): str(item) for key, item in parsed.items()}
 
 
@@ -84,8 +86,8 @@ def _positive_number(value: str) -> float:
         number = float(value.strip())
     except ValueError:
         raise ValueError("must be a number") from None
-    if number <= 0:
-        raise ValueError("must be greater than 0")
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError("must be a finite number greater than 0")
     return number
 
 
@@ -109,7 +111,7 @@ def _webhook_url(value: str) -> str | None:
 
 def _user_field_name(value: str) -> str:
     value = value.strip()
-    if not value.startswith("UF_CRM_") or not value.replace("_", "").isalnum() or value.upper() != value:
+    if not re.fullmatch(r"UF_CRM_[A-Z0-9_]+", value):
         raise ValueError("must be an upper-case Bitrix24 user field name starting with UF_CRM_")
     if len(value) > 50:
         raise ValueError("must be at most 50 characters (a Bitrix24 limit)")
@@ -200,7 +202,7 @@ def load_settings(
         for name in SECRET_NAMES:
             value = secret.get(name)
             if name.lower() not in raw and value not in (None, ""):
-                raw[name.lower()] = ",".join(value) if isinstance(value, list) else str(value)
+                raw[name.lower()] = ",".join(str(item) for item in value) if isinstance(value, list) else str(value)
 
     values: dict[str, Any] = {}
     problems: list[str] = []
@@ -216,9 +218,13 @@ def load_settings(
 
 
 def _fetch_secret(arn: str) -> Mapping[str, Any]:
-    from aws_lambda_powertools.utilities.parameters import get_secret
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
-    secret = get_secret(arn, transform="json", max_age=SETTINGS_MAX_AGE_SECONDS)
+    from throughline.adapters import aws
+
+    # Our cached client rather than Powertools' global provider: one place decides endpoints and retries.
+    provider = SecretsProvider(boto3_client=aws.client("secretsmanager"))
+    secret = provider.get(arn, transform="json", max_age=SETTINGS_MAX_AGE_SECONDS)
     if not isinstance(secret, dict):
         raise ConfigError("the secret named by SECRETS_ARN must be a JSON object")
     return secret

@@ -33,15 +33,17 @@ def normalize_phone(raw: str, default_region: str = "RU") -> str:
         number = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException:
         raise InvalidContact("not a phone number") from None
-    if not phonenumbers.is_possible_number(number):
-        raise InvalidContact("not a possible phone number (wrong length)")
+    if not phonenumbers.is_valid_number(number):
+        # Stricter than a length check: a Russian mobile typed one digit short is caught here, not in Bitrix24.
+        raise InvalidContact("not a valid phone number (check the digits)")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def normalize_email(raw: str) -> str:
     """Lower-case and check the shape; deliverability is not our business."""
     email = raw.strip().lower()
-    if len(email) > 254 or not _EMAIL.match(email):
+    domain = email.rpartition("@")[2]
+    if len(email) > 254 or not _EMAIL.match(email) or any(not label for label in domain.split(".")):
         raise InvalidContact("not an e-mail address")
     return email
 

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from throughline.contacts import InvalidContact, normalize_email, normalize_phone
 from throughline.submissions import CLICK_IDS, UTM_TAGS, Submission, Visit
 
-FORM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+FORM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_FIELD = 2000
 MAX_COMMENT = 10000
 MAX_EXTRA_FIELDS = 50
@@ -74,7 +74,9 @@ def decode_body(body: bytes, content_type: str | None, max_bytes: int) -> dict[s
             # text/plain carries JSON from pages that post without a CORS preflight (sendBeacon, no-cors fetch).
             return _json_object(body, charset)
         if media_type == "application/x-www-form-urlencoded":
-            return _flatten(parse_qs(body.decode(charset), keep_blank_values=True))
+            # Percent-escapes are bytes in the declared charset too (old sites still post windows-1251).
+            fields = parse_qs(body.decode(charset), keep_blank_values=True, encoding=charset, errors="strict")
+            return _flatten(fields)
         if media_type == "multipart/form-data":
             return _multipart(body, content_type or "")
     except (UnicodeDecodeError, LookupError):
@@ -104,7 +106,7 @@ def parse_submission(
 ) -> Submission:
     """Validate and normalize. Raises ``FormRejected(422)`` naming every bad field at once."""
     errors: dict[str, str] = {}
-    if not FORM_ID.match(form_id or ""):
+    if not FORM_ID.fullmatch(form_id or ""):
         errors["form_id"] = "use 1-64 letters, digits, '.', '_' or '-'"
     values: dict[str, str] = {}
     extra: dict[str, str] = {}

@@ -77,10 +77,9 @@ class Touch:
 def format_line(touch: Touch, zone: ZoneInfo, *, first: bool = False) -> str:
     """The journey line for one touch: ``DD.MM.YYYY — source — channel — campaign or detail``."""
     date = touch.at.astimezone(zone).strftime("%d.%m.%Y")
-    source = SOURCE_LABELS.get(touch.source, touch.source)
+    source = _text(SOURCE_LABELS.get(touch.source, touch.source))
     medium = _MEDIUM_LABELS.get(touch.medium.lower(), touch.medium) if touch.medium else CHANNEL_LABELS[touch.channel]
-    last = _describe(touch)
-    line = SEPARATOR.join(_clean(part) for part in (date, source, medium, last) if part)
+    line = SEPARATOR.join(part for part in (date, source, _text(medium), _describe(touch)) if part)
     return (FIRST_CONTACT + line) if first else line
 
 
@@ -105,21 +104,19 @@ def has_line(journey_text: str | None, line: str) -> bool:
 
 
 def _describe(touch: Touch) -> str:
-    campaign = f"«{_clip(touch.campaign)}»" if touch.campaign else None
+    campaign = f"«{_text(touch.campaign, _MAX_PART - 2)}»" if touch.campaign else None
+    detail = _text(touch.detail) if touch.detail else None
     if touch.kind == REPEAT_REQUEST:
-        return "Повторное обращение" + (f": {campaign}" if campaign else (f": {touch.detail}" if touch.detail else ""))
+        return "Повторное обращение" + (f": {campaign}" if campaign else (f": {detail}" if detail else ""))
     if campaign:
         return campaign
-    if touch.detail:
-        return touch.detail
+    if detail:
+        return detail
     return "Первый визит" if touch.kind == FIRST_VISIT else ""
 
 
-def _clip(text: str) -> str:
-    text = _UNSAFE.sub(" ", text).strip()
-    return text if len(text) <= _MAX_PART else text[: _MAX_PART - 1] + "…"
-
-
-def _clean(part: str) -> str:
-    # A line must stay one line whatever a visitor typed into a tag.
-    return _clip(part.replace(SEPARATOR, " - "))
+def _text(value: str, limit: int = _MAX_PART) -> str:
+    """One column's text: whatever a visitor typed into a tag, it stays one line and one column."""
+    text = _UNSAFE.sub(" ", value)
+    text = re.sub(r"\s*—\s*", " - ", text).strip()  # a dash with spaces around it would read as a separator
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -296,12 +296,9 @@ class LeadWriter:
                     {"fields": self._new_lead_fields(plan), "params": {"REGISTER_SONET_EVENT": "Y"}},
                 )
         for plan in pending_repeats:
-            self.journeys.put(
-                LEAD_ENTITY.format(plan.lead_id),
-                submission_touches(plan.submission, repeat=True),
-                state=PENDING,
-                lines={touch.touch_id: plan.line for touch in submission_touches(plan.submission, repeat=True)},
-            )
+            touches = submission_touches(plan.submission, self.rules.zone, repeat=True)
+            lines = {touch.touch_id: plan.line or "" for touch in touches}
+            self.journeys.put(LEAD_ENTITY.format(plan.lead_id), touches, state=PENDING, lines=lines)
         written = self.bitrix.batch(commands) if commands else BatchResult({}, {}, {}, {})
         for index, plan in enumerate(plans):
             item = plan.submission
@@ -313,7 +310,7 @@ class LeadWriter:
                 outcomes[item.submission_id] = Outcome(item.submission_id, False, "failed", plan.lead_id, error)
                 continue
             if plan.repeat:
-                touches = submission_touches(item, repeat=True)
+                touches = submission_touches(item, self.rules.zone, repeat=True)
                 self.journeys.put(LEAD_ENTITY.format(plan.lead_id), touches, state=APPLIED)
                 outcomes[item.submission_id] = Outcome(item.submission_id, True, "appended", plan.lead_id)
                 _log_outcome("repeat request added to lead", item, plan.lead_id)
@@ -329,7 +326,7 @@ class LeadWriter:
     def _repeat_already_applied(self, plan: _Plan) -> bool:
         """Prepare a repeat request's update; True when an earlier attempt already wrote it."""
         item, lead = plan.submission, plan.lead or {}
-        touch = submission_touches(item, repeat=True)[0]
+        touch = submission_touches(item, self.rules.zone, repeat=True)[0]
         plan.line = format_line(touch, self.rules.zone)
         current = lead.get(self.rules.journey_field) or ""
         entity = LEAD_ENTITY.format(plan.lead_id)
@@ -376,7 +373,7 @@ class LeadWriter:
             "ORIGIN_ID": item.submission_id,
             "CONTACT_ID": plan.contact_id,
             "OPENED": "Y",
-            self.rules.journey_field: format_journey(submission_touches(item), self.rules.zone),
+            self.rules.journey_field: format_journey(submission_touches(item, self.rules.zone), self.rules.zone),
         }
         if item.phone:
             fields["PHONE"] = [{"VALUE": item.phone, "VALUE_TYPE": "WORK"}]
@@ -385,7 +382,7 @@ class LeadWriter:
         return {key: value for key, value in fields.items() if value not in (None, "")}
 
     def _record_new_lead(self, lead_id: int | None, item: Submission) -> None:
-        touches = submission_touches(item)
+        touches = submission_touches(item, self.rules.zone)
         lines = {touch.touch_id: format_line(touch, self.rules.zone, first=i == 0) for i, touch in enumerate(touches)}
         self.journeys.put(LEAD_ENTITY.format(lead_id), touches, state=APPLIED, lines=lines)
 

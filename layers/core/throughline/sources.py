@@ -7,6 +7,7 @@ as a referral (sourcebuster-js #41). Raw tags are always kept next to the result
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -210,9 +211,8 @@ _HOST_RULES: tuple[tuple[str, str, str], ...] = (
     ("viber.com", "viber", MESSENGER),
     ("mail.ru", "mail.ru", REFERRAL),
 )
-_COUNTRY_TLDS = ("ru", "com", "by", "kz", "ua", "uz", "com.tr", "de", "fr", "co.uk", "com.ua", "co.il", "az",
-                 "am", "ge", "md", "kg", "tj", "tm", "lv", "lt", "ee", "es", "it", "pl", "com.br", "co.in", "ca",
-                 "com.au")  # fmt: skip
+# `{tld}`: any country domain, one label (yandex.kz, google.de) or two (google.co.uk, google.com.tr).
+_TLD_PATTERN = r"[a-z]{2,3}(?:\.[a-z]{2})?"
 
 # utm_medium families, compared after lower-casing and turning spaces into underscores.
 _PAID_MEDIUMS = frozenset({"cpc", "ppc", "cpv", "context", "kontekst", "контекст", "контекстная_реклама", "sem",
@@ -359,22 +359,18 @@ _HOST_MEDIUM = {
 }
 
 
-def _expand(rules: tuple[tuple[str, str, str], ...]) -> tuple[tuple[str, str, str], ...]:
-    expanded = []
-    for suffix, source, channel in rules:
-        if "{tld}" in suffix:
-            expanded.extend((suffix.replace("{tld}", tld), source, channel) for tld in _COUNTRY_TLDS)
-        else:
-            expanded.append((suffix, source, channel))
-    return tuple(expanded)
+def _compile(suffix: str) -> re.Pattern[str]:
+    """A host suffix as a pattern matching the host itself or any subdomain of it."""
+    body = re.escape(suffix).replace(re.escape("{tld}"), _TLD_PATTERN)
+    return re.compile(rf"(?:^|\.){body}$")
 
 
-HOST_RULES = _expand(_HOST_RULES)
+HOST_RULES = tuple((_compile(suffix), source, channel) for suffix, source, channel in _HOST_RULES)
 
 
 def _match_host(host: str) -> tuple[str, str] | None:
-    for suffix, source, channel in HOST_RULES:
-        if host == suffix or host.endswith("." + suffix):
+    for pattern, source, channel in HOST_RULES:
+        if pattern.search(host):
             return source, channel
     return None
 

@@ -5,6 +5,8 @@ Kept apart from ``submissions`` so the HTTP path (which only validates and store
 
 from __future__ import annotations
 
+from datetime import tzinfo
+
 from throughline import journey
 from throughline.journey import Touch
 from throughline.sources import Source, classify, referrer_host
@@ -31,9 +33,10 @@ def own_hosts(submission: Submission) -> tuple[str, ...]:
     return tuple(sorted(host for host in hosts if host))
 
 
-def submission_touches(submission: Submission, *, repeat: bool = False) -> list[Touch]:
+def submission_touches(submission: Submission, zone: tzinfo, *, repeat: bool = False) -> list[Touch]:
     """The touches a submission adds: for a new lead, the first remembered visit when it differs from the
-    converting one, then the form request itself; for a repeat request, the request alone."""
+    converting one (another source, or another day in ``zone``, the journey's time zone), then the form request
+    itself; for a repeat request, the request alone."""
     last = last_source(submission)
     visit = submission.last_visit
     form_touch = Touch(
@@ -54,7 +57,8 @@ def submission_touches(submission: Submission, *, repeat: bool = False) -> list[
         return [form_touch]
     first_visit = submission.first_visit
     first_at = min(first_visit.seen_at or submission.received_at, submission.received_at)
-    if _same_visit(first, first_visit, last, visit) and first_at.date() == submission.received_at.date():
+    same_day = first_at.astimezone(zone).date() == submission.received_at.astimezone(zone).date()
+    if _same_visit(first, first_visit, last, visit) and same_day:
         return [form_touch]
     first_touch = Touch(
         touch_id=f"{submission.submission_id}:first",

@@ -115,6 +115,10 @@ def error_from_response(status: int, body: Any, method: str | None = None) -> Bi
         return BitrixAuthError(code, description, status, method)
     if upper == "NOT_FOUND" or description.strip().lower() in _NOT_FOUND_DESCRIPTIONS:
         return BitrixNotFound(code, description, status, method)
-    if upper in _SERVER_CODES or status >= 500 or not isinstance(body, dict):
+    if upper in _SERVER_CODES or status >= 500 or (not isinstance(body, dict) and status in (408, 425)):
         return BitrixUnavailable(code or f"HTTP_{status}", description, status, method)
+    if not isinstance(body, dict):
+        # An HTML 404 or similar: not a Bitrix24 REST answer at all — most likely a wrong portal URL.
+        hint = "not a Bitrix24 REST response (check BITRIX24_WEBHOOK_URL)"
+        return BitrixBadRequest(f"HTTP_{status}", hint, status, method)
     return BitrixBadRequest(code, description, status, method)

@@ -12,6 +12,8 @@ def build_query(params: Mapping[str, Any]) -> str:
 
     As in PHP, ``None`` is left out and booleans become ``1``/``0``; Bitrix24 flags are passed as "Y"/"N" strings.
     """
+    if not isinstance(params, Mapping):
+        raise TypeError("the top level of a query must be a mapping")
     return urlencode(list(_pairs(params, None)))
 
 

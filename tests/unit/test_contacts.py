@@ -1,0 +1,192 @@
+"""Unit tests of throughline.contacts: E.164 phones, lower-case e-mail, masks."""
+
+from __future__ import annotations
+
+import pytest
+
+from throughline.contacts import InvalidContact, mask_email, mask_phone, normalize_email, normalize_phone
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # Russian habits, all one mobile number.
+        ("8 916 123-45-67", "+79161234567"),
+        ("+7 (916) 123-45-67", "+79161234567"),
+        ("+7 916 123 45 67", "+79161234567"),
+        ("9161234567", "+79161234567"),
+        ("916 123 45 67", "+79161234567"),
+        ("79161234567", "+79161234567"),
+        ("89161234567", "+79161234567"),
+        ("+79161234567", "+79161234567"),
+        ("  8(916)1234567  ", "+79161234567"),
+        ("8.916.123.45.67", "+79161234567"),
+        # Toll-free and landlines.
+        ("8-800-555-35-35", "+78005553535"),
+        ("8 800 555 3535", "+78005553535"),
+        ("+7 (495) 123-45-67", "+74951234567"),
+        ("8 (812) 123-45-67", "+78121234567"),
+        # Extensions are dropped: Bitrix24 compares the number itself.
+        ("8 (495) 123-45-67 доб. 123", "+74951234567"),
+        ("+7 916 123-45-67 ext. 12", "+79161234567"),
+        ("+7 495 123-45-67 #12", "+74951234567"),
+        # Foreign numbers.
+        ("+1 650 253 0000", "+16502530000"),
+        ("+44 20 7946 0958", "+442079460958"),
+        ("+49 30 123456", "+4930123456"),
+        ("+375 29 123-45-67", "+375291234567"),
+        ("+380 44 123 4567", "+380441234567"),
+        ("+7 701 123 45 67", "+77011234567"),  # Kazakhstan shares +7
+    ],
+)
+def test_normalize_phone(raw, expected):
+    assert normalize_phone(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "expected"),
+    [
+        ("030 123456", "DE", "+4930123456"),
+        ("(650) 253-0000", "US", "+16502530000"),
+        ("+79161234567", "DE", "+79161234567"),
+    ],
+)
+def test_normalize_phone_in_another_region(raw, region, expected):
+    assert normalize_phone(raw, region) == expected
+
+
+def test_ten_digits_starting_with_9_are_only_special_in_russia():
+    # In the US a ten-digit number starting with 9 is a national number of its own.
+    assert normalize_phone("6502530000", "US") == "+16502530000"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("", "not a phone number"),
+        ("   ", "not a phone number"),
+        ("abc", "not a phone number"),
+        ("позвоните мне", "not a phone number"),
+        ("1234", "not a phone number"),
+        ("+7 91", "not a phone number"),
+        ("12345", "not a valid phone number (check the digits)"),
+        ("916-123-45", "not a valid phone number (check the digits)"),
+        ("8 916 123-45-678", "not a valid phone number (check the digits)"),
+        ("+7 916 123 45 67 89 01 23", "not a valid phone number (check the digits)"),
+        ("+7 916 123 45 6", "not a valid phone number (check the digits)"),
+        ("+44 20 7946 0958 1234", "not a valid phone number (check the digits)"),
+        ("+44 20 7946 0958 1234 5678", "not a phone number"),  # too long even to parse
+    ],
+)
+def test_bad_phones_rejected(raw, message):
+    with pytest.raises(InvalidContact) as error:
+        normalize_phone(raw)
+    assert str(error.value) == message
+
+
+def test_russian_mobile_one_digit_short_with_trunk_prefix_rejected():
+    with pytest.raises(InvalidContact):
+        normalize_phone("8 916 123-45-6")
+
+
+def test_invalid_contact_is_a_value_error():
+    assert issubclass(InvalidContact, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Ivan.Petrov@Example.RU", "ivan.petrov@example.ru"),
+        ("  info@firma.ru  ", "info@firma.ru"),
+        ("USER+tag@Mail.Ru", "user+tag@mail.ru"),
+        ("a@b.co", "a@b.co"),
+        ("ИВАН@ПОЧТА.РФ", "иван@почта.рф"),
+        ("o'brien@example.com", "o'brien@example.com"),
+    ],
+)
+def test_normalize_email(raw, expected):
+    assert normalize_email(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "ivan",
+        "ivan@",
+        "@example.ru",
+        "ivan@example",
+        "ivan@example.r",
+        "ivan@@example.ru",
+        "iv an@example.ru",
+        "ivan@exa mple.ru",
+        "<ivan@example.ru>",
+        "ivan@example.ru, petr@example.ru",
+        "ivan@example.ru;",
+        "Ivan Petrov <ivan@example.ru>",
+        "a" * 250 + "@x.ru",
+    ],
+)
+def test_bad_emails_rejected(raw):
+    with pytest.raises(InvalidContact) as error:
+        normalize_email(raw)
+    assert str(error.value) == "not an e-mail address"
+
+
+def test_email_length_limit_is_254():
+    assert normalize_email("a" * 248 + "@x.ru") == "a" * 248 + "@x.ru"  # 254 characters
+
+
+def test_email_with_consecutive_dots_in_domain_rejected():
+    with pytest.raises(InvalidContact):
+        normalize_email("ivan@mail..ru")
+
+
+@pytest.mark.parametrize(
+    ("phone", "expected"),
+    [
+        ("+79161234567", "+7916*****67"),
+        ("+442079460958", "+4420******58"),
+        ("89161234567", "8916*****67"),
+        ("+7916", "*****"),
+        ("+79", "***"),
+        (None, None),
+        ("", ""),
+    ],
+)
+def test_mask_phone(phone, expected):
+    assert mask_phone(phone) == expected
+
+
+@pytest.mark.parametrize("phone", ["+79161234567", "+16502530000", "+4930123456", "+375291234567", "+7916123"])
+def test_mask_phone_never_reveals_the_number(phone):
+    masked = mask_phone(phone)
+    assert masked != phone
+    assert len(masked) == len(phone)
+    assert "*" in masked
+    digits = [char for char in phone if char.isdigit()]
+    shown = [char for char in masked if char.isdigit()]
+    assert len(shown) < len(digits)
+    assert set(masked[5:-2]) == {"*"}  # only the country code, two more digits and the last two are shown
+
+
+@pytest.mark.parametrize(
+    ("email", "expected"),
+    [
+        ("ivan.petrov@example.ru", "i***@example.ru"),
+        ("a@b.ru", "a***@b.ru"),
+        ("no-at-sign", "***"),
+        (None, None),
+        ("", ""),
+    ],
+)
+def test_mask_email(email, expected):
+    assert mask_email(email) == expected
+
+
+@pytest.mark.parametrize("email", ["ivan.petrov@example.ru", "ab@example.ru", "no-at-sign"])
+def test_mask_email_never_reveals_the_address(email):
+    masked = mask_email(email)
+    assert masked != email
+    assert "***" in masked
+    assert email.partition("@")[0] not in masked

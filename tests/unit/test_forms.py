@@ -1,0 +1,667 @@
+"""Unit tests of throughline.forms (decoding, validation) and throughline.submissions (Submission, Visit)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from throughline.forms import FormRejected, decode_body, is_spam, parse_submission, raw_key, raw_record
+from throughline.submissions import MESSAGE_TYPE, MESSAGE_VERSION, Submission, Visit
+
+MOSCOW = ZoneInfo("Europe/Moscow")
+RECEIVED = datetime(2025, 1, 15, 10, 0, tzinfo=UTC)
+LIMIT = 65536
+JSON = "application/json"
+URLENCODED = "application/x-www-form-urlencoded"
+
+
+def parse(fields, form_id="contact", **overrides) -> Submission:
+    options = {
+        "submission_id": "sub-1",
+        "received_at": RECEIVED,
+        "origin": "https://example.com",
+        "default_region": "RU",
+        "zone": MOSCOW,
+    }
+    return parse_submission(form_id, fields, **{**options, **overrides})
+
+
+def rejected(fields, form_id="contact") -> FormRejected:
+    with pytest.raises(FormRejected) as error:
+        parse(fields, form_id)
+    assert error.value.status == 422
+    assert error.value.message == "some fields are invalid"
+    return error.value
+
+
+def multipart(*parts: tuple[str, str | bytes, str | None], boundary: str = "XyZ") -> tuple[bytes, str]:
+    chunks = []
+    for name, value, filename in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+        if filename:
+            head += "Content-Type: application/octet-stream\r\n"
+        payload = value.encode() if isinstance(value, str) else value
+        chunks.append(head.encode() + b"\r\n" + payload + b"\r\n")
+    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+# -- decode_body ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        (b'{"phone": "+79161234567", "n": 1}', JSON, {"phone": "+79161234567", "n": 1}),
+        (b'{"a": "b"}', "Application/JSON; charset=UTF-8", {"a": "b"}),
+        ('{"name": "Иван"}'.encode(), JSON, {"name": "Иван"}),
+        ('{"name": "Иван"}'.encode("utf-16"), "application/json; charset=utf-16", {"name": "Иван"}),
+        (b'{"a": "b"}', "text/plain;charset=UTF-8", {"a": "b"}),  # sendBeacon / no-cors fetch
+        (b'{"a": "b"}', 'application/json; charset="utf-8"', {"a": "b"}),
+        (b"{}", JSON, {}),
+    ],
+)
+def test_decode_json(body, content_type, expected):
+    assert decode_body(body, content_type, LIMIT) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"name=Ivan&phone=%2B79161234567", {"name": "Ivan", "phone": "+79161234567"}),
+        (b"services=A&services=B&services=C", {"services": ["A", "B", "C"]}),
+        (b"comment=&name=Ivan", {"comment": "", "name": "Ivan"}),
+        (b"name=%D0%98%D0%B2%D0%B0%D0%BD+%D0%9F", {"name": "Иван П"}),
+        (b"fields%5BNAME%5D=x", {"fields[NAME]": "x"}),
+        (b"", {}),
+    ],
+)
+def test_decode_urlencoded(body, expected):
+    assert decode_body(body, URLENCODED, LIMIT) == expected
+
+
+def test_decode_urlencoded_raw_bytes_in_the_declared_charset():
+    body = "name=Иван".encode("cp1251")
+    assert decode_body(body, URLENCODED + "; charset=windows-1251", LIMIT) == {"name": "Иван"}
+
+
+def test_decode_urlencoded_percent_escapes_in_the_declared_charset():
+    body = b"name=%C8%E2%E0%ED"  # «Иван» in windows-1251
+    assert decode_body(body, URLENCODED + "; charset=windows-1251", LIMIT) == {"name": "Иван"}
+
+
+def test_decode_multipart_fields_and_repeated_keys():
+    body, content_type = multipart(("name", "Иван", None), ("services", "A", None), ("services", "B", None))
+    assert decode_body(body, content_type, LIMIT) == {"name": "Иван", "services": ["A", "B"]}
+
+
+def test_decode_multipart_rejects_a_file_part():
+    body, content_type = multipart(("name", "Ivan", None), ("cv", b"%PDF-1.4", "cv.pdf"))
+    with pytest.raises(FormRejected) as error:
+        decode_body(body, content_type, LIMIT)
+    assert error.value.status == 422
+    assert error.value.fields == {"cv": "file uploads are not accepted"}
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data; boundary=XyZ", "multipart/form-data"])
+def test_decode_multipart_without_parts(content_type):
+    with pytest.raises(FormRejected) as error:
+        decode_body(b"garbage", content_type, LIMIT)
+    assert (error.value.status, error.value.fields) == (400, {"body": "no parts found"})
+
+
+@pytest.mark.parametrize("content_type", [JSON, "application/xml", None, URLENCODED])
+def test_body_over_the_limit_is_413(content_type):
+    with pytest.raises(FormRejected) as error:
+        decode_body(b"x" * 1025, content_type, 1024)
+    assert error.value.status == 413
+    assert error.value.fields == {"body": "larger than 1024 bytes"}
+
+
+def test_body_at_the_limit_is_accepted():
+    body = b'{"a": "' + b"x" * 1015 + b'"}'
+    assert len(body) == 1024
+    assert decode_body(body, JSON, 1024) == {"a": "x" * 1015}
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/xml", "text/html", "application/vnd.api+json", "", None, "image/png"]
+)
+def test_other_content_types_are_415(content_type):
+    with pytest.raises(FormRejected) as error:
+        decode_body(b'{"a": 1}', content_type, LIMIT)
+    assert error.value.status == 415
+    assert "content-type" in error.value.fields
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        (b'{"a": ', JSON, "body is not valid JSON"),
+        (b"name=Ivan", JSON, "body is not valid JSON"),
+        (b"{'a': 1}", "text/plain", "body is not valid JSON"),
+        (b"[1, 2]", JSON, "body must be a JSON object"),
+        (b'"text"', JSON, "body must be a JSON object"),
+        (b"null", JSON, "body must be a JSON object"),
+        (b"", JSON, "body must be a JSON object"),
+        (b'{"a": "\xff\xfe"}', JSON, "body is not valid text in its charset"),
+        (b'{"a": 1}', "application/json; charset=klingon", "body is not valid text in its charset"),
+        (b"name=\xff", URLENCODED, "body is not valid text in its charset"),
+        (b"name=x", URLENCODED + "; charset=no-such-charset", "body is not valid text in its charset"),
+    ],
+)
+def test_bad_bodies_are_400(body, content_type, message):
+    with pytest.raises(FormRejected) as error:
+        decode_body(body, content_type, LIMIT)
+    assert error.value.status == 400
+    assert error.value.message == message
+    assert set(error.value.fields) == {"body"}
+    assert error.value.body() == {"error": message, "fields": error.value.fields}
+
+
+def test_bad_json_names_the_position():
+    with pytest.raises(FormRejected) as error:
+        decode_body(b'{"a" 1}', JSON, LIMIT)
+    assert error.value.fields == {"body": "Expecting ':' delimiter at position 5"}
+
+
+# -- honeypot -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"_gotcha": "http://spam.example"}, True),
+        ({"_gotcha": ["x"]}, True),
+        ({"_gotcha": 1}, True),
+        ({"_gotcha": ""}, False),
+        ({"_gotcha": "   "}, False),
+        ({"_gotcha": None}, False),
+        ({}, False),
+        ({"website": "x"}, False),
+    ],
+)
+def test_honeypot(fields, expected):
+    assert is_spam(fields, "_gotcha") is expected
+
+
+def test_honeypot_name_is_configurable():
+    assert is_spam({"website": "x"}, "website") is True
+
+
+# -- parse_submission: contacts and errors --------------------------------------------------------------------------
+
+
+def test_contacts_are_normalized():
+    submission = parse({"phone": "8 916 123-45-67", "email": " Ivan.Petrov@Example.RU ", "name": " Иван "})
+    assert submission.phone == "+79161234567"
+    assert submission.email == "ivan.petrov@example.ru"
+    assert submission.name == "Иван"
+    assert submission.submission_id == "sub-1"
+    assert submission.form_id == "contact"
+    assert submission.received_at == RECEIVED
+    assert submission.origin == "https://example.com"
+    assert submission.first_visit is None
+    assert submission.last_visit == Visit()
+    assert (submission.click_ids, submission.client_ids, submission.extra) == ({}, {}, {})
+
+
+def test_phone_in_another_default_region():
+    assert parse({"phone": "030 123456"}, default_region="DE").phone == "+4930123456"
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [({"email": "a@b.ru"}, (None, "a@b.ru")), ({"phone": "9161234567"}, ("+79161234567", None))],
+)
+def test_one_contact_is_enough(fields, expected):
+    submission = parse(fields)
+    assert (submission.phone, submission.email) == expected
+
+
+def test_every_bad_field_is_named_at_once():
+    error = rejected(
+        {
+            "phone": "12",
+            "email": "not-an-email",
+            "referrer": "yandex.ru",
+            "landing_url": "javascript:alert(1)",
+            "first_referrer": "ftp://x.ru/",
+            "first_landing_url": "/relative",
+            "first_seen_at": "yesterday",
+        },
+        form_id="bad id!",
+    )
+    assert error.fields == {
+        "form_id": "use 1-64 letters, digits, '.', '_' or '-'",
+        "phone": "not a phone number",
+        "email": "not an e-mail address",
+        "referrer": "not an absolute http(s) URL",
+        "landing_url": "not an absolute http(s) URL",
+        "first_referrer": "not an absolute http(s) URL",
+        "first_landing_url": "not an absolute http(s) URL",
+        "first_seen_at": "use ISO 8601 (2025-01-15T10:00:00+03:00) or Unix time",
+    }
+    assert error.body() == {"error": "some fields are invalid", "fields": error.fields}
+
+
+@pytest.mark.parametrize("fields", [{}, {"name": "Иван"}, {"phone": "", "email": "   "}, {"phone": None}])
+def test_phone_or_email_required(fields):
+    assert rejected(fields).fields == {
+        "phone": "give a phone number or an e-mail address",
+        "email": "give a phone number or an e-mail address",
+    }
+
+
+def test_bad_phone_with_no_email_names_only_the_phone():
+    assert rejected({"phone": "123"}).fields == {"phone": "not a phone number"}
+
+
+def test_bad_phone_is_rejected_even_with_a_good_email():
+    assert rejected({"phone": "12345", "email": "a@b.ru"}).fields == {
+        "phone": "not a valid phone number (check the digits)"
+    }
+
+
+@pytest.mark.parametrize("form_id", ["contact", "Landing-2025.v2", "a", "x" * 64, "0_form"])
+def test_good_form_ids(form_id):
+    assert parse({"phone": "9161234567"}, form_id=form_id).form_id == form_id
+
+
+@pytest.mark.parametrize("form_id", ["", "-lead", ".hidden", "x" * 65, "форма", "a/b", "a b", "a\nb", "a\r"])
+def test_bad_form_ids(form_id):
+    assert rejected({"phone": "9161234567"}, form_id=form_id).fields == {
+        "form_id": "use 1-64 letters, digits, '.', '_' or '-'"
+    }
+
+
+def test_form_id_with_a_trailing_newline_is_rejected():
+    assert rejected({"phone": "9161234567"}, form_id="contact\n").fields == {
+        "form_id": "use 1-64 letters, digits, '.', '_' or '-'"
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "bad"),
+    [
+        ({"phone": ["+79161234567", "+79161234568"]}, {"phone": "expected a single value, got several"}),
+        ({"phone": "+79161234567", "utm_source": ["a", "b"]}, {"utm_source": "expected a single value, got several"}),
+        ({"phone": "+79161234567", "company": {"name": "ООО"}}, {"company": "expected text"}),
+        ({"phone": "+79161234567", "list": [{"a": 1}]}, {"list": "expected text"}),
+        ({"phone": "+79161234567", "name": "x" * 2001}, {"name": "longer than 2000 characters"}),
+        ({"phone": "+79161234567", "comment": "x" * 10001}, {"comment": "longer than 10000 characters"}),
+    ],
+)
+def test_bad_values_are_named(fields, bad):
+    assert rejected(fields).fields == bad
+
+
+def test_long_comment_within_its_own_limit():
+    assert parse({"phone": "+79161234567", "comment": "x" * 10000}).comment == "x" * 10000
+
+
+def test_too_many_extra_fields():
+    fields = {"phone": "+79161234567", **{f"q{index:02}": "yes" for index in range(51)}}
+    assert rejected(fields).fields == {"q50": "too many fields (at most 50 extra fields)"}
+
+
+# -- parse_submission: field names ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw_name", "attribute"),
+    [
+        ("tel", "phone"),
+        ("Telephone", "phone"),
+        ("phone_number", "phone"),
+        ("mobile", "phone"),
+        ("PHONE", "phone"),
+        (" phone ", "phone"),
+    ],
+)
+def test_phone_aliases(raw_name, attribute):
+    assert getattr(parse({raw_name: "8 916 123-45-67"}), attribute) == "+79161234567"
+
+
+@pytest.mark.parametrize("raw_name", ["e-mail", "mail", "EMAIL"])
+def test_email_aliases(raw_name):
+    assert parse({raw_name: "A@B.RU"}).email == "a@b.ru"
+
+
+@pytest.mark.parametrize(
+    ("raw_name", "attribute"),
+    [
+        ("fio", "name"),
+        ("full_name", "name"),
+        ("first_name", "name"),
+        ("message", "comment"),
+        ("msg", "comment"),
+        ("question", "comment"),
+        ("text", "comment"),
+        ("surname", "last_name"),
+        ("last_name", "last_name"),
+        ("patronymic", "second_name"),
+        ("middle_name", "second_name"),
+    ],
+)
+def test_text_aliases(raw_name, attribute):
+    submission = parse({"phone": "9161234567", raw_name: " Значение "})
+    assert getattr(submission, attribute) == "Значение"
+    assert submission.extra == {}
+
+
+def test_first_spelling_of_a_field_wins():
+    assert parse({"phone": "9161234567", "tel": "9031234567"}).phone == "+79161234567"
+
+
+def test_extra_fields_are_kept_and_checkbox_lists_joined():
+    submission = parse(
+        {
+            "phone": "9161234567",
+            "services": ["CRM", " Телефония ", 3],
+            "Company ": "ООО «Ромашка»",
+            "agree": True,
+            "disagree": False,
+            "budget": 150000,
+            "ratio": 0.5,
+            "empty": "",
+            "nothing": None,
+        }
+    )
+    assert submission.extra == {
+        "services": "CRM, Телефония, 3",
+        "Company": "ООО «Ромашка»",
+        "agree": "да",
+        "disagree": "нет",
+        "budget": "150000",
+        "ratio": "0.5",
+    }
+
+
+def test_meta_fields_are_ignored():
+    submission = parse(
+        {"phone": "9161234567", "_gotcha": "", "_next": "https://example.com/thanks", "_subject": "New lead", "": "x"}
+    )
+    assert submission.extra == {}
+    assert submission.comment is None
+
+
+def test_long_extra_field_names_are_clipped():
+    assert parse({"phone": "9161234567", "q" * 150: "a"}).extra == {"q" * 100: "a"}
+
+
+# -- parse_submission: visits, click ids, client ids ----------------------------------------------------------------
+
+
+def test_last_visit_from_fields():
+    submission = parse(
+        {
+            "phone": "9161234567",
+            "utm_source": "google",
+            "utm_medium": "cpc",
+            "utm_campaign": "Купить CRM систему",
+            "utm_content": "ad-1",
+            "utm_term": "crm",
+            "referrer": "https://www.google.com/",
+            "landing_url": "https://example.com/?utm_source=yandex&utm_medium=cpm",
+        }
+    )
+    assert submission.last_visit == Visit(
+        utm_source="google",
+        utm_medium="cpc",
+        utm_campaign="Купить CRM систему",
+        utm_content="ad-1",
+        utm_term="crm",
+        referrer="https://www.google.com/",
+        landing_url="https://example.com/?utm_source=yandex&utm_medium=cpm",
+    )
+
+
+def test_tags_and_click_ids_read_from_the_landing_url():
+    landing = (
+        "https://example.com/crm?utm_source=yandex&utm_medium=cpc&utm_campaign=%D0%92%D0%B5%D1%81%D0%BD%D0%B0"
+        "&utm_content=&utm_term=crm+price&yclid=5423&gclid=Cj0&fbclid=IwAR"
+    )
+    submission = parse({"phone": "9161234567", "landing_url": landing, "gclid": "from-field"})
+    assert submission.last_visit.tags() == {
+        "utm_source": "yandex",
+        "utm_medium": "cpc",
+        "utm_campaign": "Весна",
+        "utm_content": None,
+        "utm_term": "crm price",
+    }
+    assert submission.click_ids == {"gclid": "from-field", "yclid": "5423", "fbclid": "IwAR"}
+
+
+def test_click_ids_from_fields():
+    fields = {"phone": "9161234567", "gclid": "g", "ysclid": "ys", "wbraid": "", "unknown_clid": "u"}
+    submission = parse(fields)
+    assert submission.click_ids == {"gclid": "g", "ysclid": "ys"}
+    assert submission.extra == {"unknown_clid": "u"}
+
+
+def test_first_touch_tags():
+    submission = parse(
+        {
+            "phone": "9161234567",
+            "first_utm_source": "yandex",
+            "first_utm_medium": "organic",
+            "first_referrer": "https://yandex.ru/",
+            "first_landing_url": "https://example.com/blog",
+            "first_seen_at": "2025-01-10T12:00:00+03:00",
+        }
+    )
+    assert submission.first_visit == Visit(
+        utm_source="yandex",
+        utm_medium="organic",
+        referrer="https://yandex.ru/",
+        landing_url="https://example.com/blog",
+        seen_at=datetime(2025, 1, 10, 9, 0, tzinfo=UTC),
+    )
+    assert submission.last_visit == Visit()
+
+
+def test_first_touch_tags_read_from_the_first_landing_url():
+    submission = parse(
+        {"phone": "9161234567", "first_landing_url": "https://example.com/?utm_source=vk&utm_medium=cpc&utm_term=x"}
+    )
+    assert submission.first_visit.tags() == {
+        "utm_source": "vk",
+        "utm_medium": "cpc",
+        "utm_campaign": None,
+        "utm_content": None,
+        "utm_term": "x",
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2025-01-10T12:00:00+03:00", datetime(2025, 1, 10, 9, 0, tzinfo=UTC)),
+        ("2025-01-10T09:00:00Z", datetime(2025, 1, 10, 9, 0, tzinfo=UTC)),
+        ("2025-01-10T12:00:00", datetime(2025, 1, 10, 9, 0, tzinfo=UTC)),  # naive: the configured zone
+        ("1736499600", datetime(2025, 1, 10, 9, 0, tzinfo=UTC)),  # Unix seconds
+        ("1736499600000", datetime(2025, 1, 10, 9, 0, tzinfo=UTC)),  # Unix milliseconds
+        (1736499600, datetime(2025, 1, 10, 9, 0, tzinfo=UTC)),  # a JSON number
+        ("2030-01-01T00:00:00Z", RECEIVED),  # the future is clipped to the receipt
+    ],
+)
+def test_first_seen_at(raw, expected):
+    submission = parse({"phone": "9161234567", "first_utm_source": "yandex", "first_seen_at": raw})
+    seen_at = submission.first_visit.seen_at
+    assert seen_at == expected
+    assert seen_at.tzinfo is not None
+
+
+def test_first_seen_at_keeps_the_senders_offset():
+    seen_at = parse({"phone": "9161234567", "first_seen_at": "2025-01-10T12:00:00+05:00"}).first_visit.seen_at
+    assert seen_at.utcoffset() == timedelta(hours=5)
+
+
+def test_first_seen_at_alone_still_gives_a_first_visit():
+    submission = parse({"phone": "9161234567", "first_seen_at": "1736499600"})
+    assert submission.first_visit == Visit(seen_at=datetime(2025, 1, 10, 9, 0, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("raw", ["yesterday", "173649960", "17364996000", "2025-13-01T00:00:00", "15.01.2025"])
+def test_bad_first_seen_at(raw):
+    assert rejected({"phone": "9161234567", "first_seen_at": raw}).fields == {
+        "first_seen_at": "use ISO 8601 (2025-01-15T10:00:00+03:00) or Unix time"
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"_ga": "GA1.1.123456789.1700000000"}, {"ga_client_id": "123456789.1700000000"}),
+        ({"_ga": "GA1.2.987.654"}, {"ga_client_id": "987.654"}),
+        ({"ga_client_id": "123456789.1700000000"}, {"ga_client_id": "123456789.1700000000"}),
+        ({"_ym_uid": "1700000000123456789"}, {"ym_client_id": "1700000000123456789"}),
+        ({"client_id": "c1", "visitor_id": "v1", "roistat_visit": "77"},
+         {"client_id": "c1", "visitor_id": "v1", "roistat_visit": "77"}),
+    ],
+)  # fmt: skip
+def test_client_ids(fields, expected):
+    assert parse({"phone": "9161234567", **fields}).client_ids == expected
+
+
+# -- Submission and Visit -------------------------------------------------------------------------------------------
+
+
+def full_submission(**overrides) -> Submission:
+    submission = parse(
+        {
+            "phone": "8 916 123-45-67",
+            "email": "Ivan@Example.ru",
+            "name": "Иван",
+            "last_name": "Петров",
+            "second_name": "Сергеевич",
+            "comment": "Перезвоните",
+            "landing_url": "https://example.com/?utm_source=google&utm_medium=cpc&utm_campaign=crm&gclid=g1",
+            "referrer": "https://www.google.com/",
+            "first_utm_source": "yandex",
+            "first_utm_medium": "organic",
+            "first_seen_at": "2025-01-10T12:00:00+03:00",
+            "_ga": "GA1.1.111.222",
+            "services": ["CRM", "Телефония"],
+        }
+    )
+    return replace(submission, raw_key="raw/forms/date=2025-01-15/form=contact/sub-1.json", **overrides)
+
+
+def test_message_round_trip():
+    submission = full_submission()
+    message = submission.to_message()
+    assert message["type"] == MESSAGE_TYPE == "form_submission"
+    assert message["version"] == MESSAGE_VERSION == 1
+    wire = json.loads(json.dumps(message))  # what SQS carries
+    assert wire["submission"]["received_at"] == "2025-01-15T10:00:00+00:00"
+    assert wire["submission"]["first_visit"]["seen_at"] == "2025-01-10T12:00:00+03:00"
+    assert Submission.from_message(wire) == submission
+
+
+def test_message_round_trip_without_a_first_visit():
+    submission = parse({"email": "a@b.ru"})
+    assert submission.first_visit is None
+    assert Submission.from_message(json.loads(json.dumps(submission.to_message()))) == submission
+
+
+def test_from_message_rejects_other_messages():
+    with pytest.raises(ValueError, match="not a form submission message: 'bitrix_event'"):
+        Submission.from_message({"type": "bitrix_event", "submission": {}})
+
+
+def test_fingerprint_ignores_ids_times_and_raw_key():
+    first = full_submission()
+    second = replace(first, submission_id="sub-2", received_at=RECEIVED + timedelta(seconds=3), raw_key=None)
+    assert first.fingerprint() == second.fingerprint()
+    assert len(first.fingerprint()) == 64
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"phone": "+79031234567"},
+        {"email": "other@example.ru"},
+        {"comment": "Другое"},
+        {"form_id": "order"},
+        {"extra": {"services": "CRM"}},
+        {"click_ids": {}},
+        {"last_visit": Visit(utm_source="yandex")},
+        {"first_visit": None},
+    ],
+)
+def test_fingerprint_differs_when_content_differs(change):
+    assert full_submission().fingerprint() != full_submission(**change).fingerprint()
+
+
+def test_person_key_same_for_the_same_phone():
+    one = parse({"phone": "8 916 123-45-67", "name": "Иван"}, submission_id="a")
+    two = parse({"phone": "+7 (916) 123-45-67", "email": "x@y.ru"}, submission_id="b")
+    assert one.person_key() == two.person_key()
+    assert len(one.person_key()) == 40
+
+
+def test_person_key_does_not_contain_the_contact():
+    submission = parse({"phone": "8 916 123-45-67", "email": "ivan@example.ru"})
+    key = submission.person_key()
+    for secret in ("79161234567", "9161234567", "1234567", "ivan", "example"):
+        assert secret not in key
+
+
+def test_person_key_falls_back_to_email_then_id():
+    by_email = parse({"email": "ivan@example.ru"}, submission_id="a")
+    assert by_email.person_key() == parse({"email": "IVAN@example.ru"}, submission_id="b").person_key()
+    assert by_email.person_key() != parse({"phone": "9161234567"}).person_key()
+    anonymous = replace(by_email, email=None)
+    assert anonymous.person_key() != replace(anonymous, submission_id="other").person_key()
+
+
+def test_contacts_set():
+    assert full_submission().contacts() == {"+79161234567", "ivan@example.ru"}
+    assert parse({"email": "a@b.ru"}).contacts() == {"a@b.ru"}
+
+
+@pytest.mark.parametrize(
+    ("visit", "empty"),
+    [
+        (Visit(), True),
+        (Visit(seen_at=RECEIVED), True),
+        (Visit(utm_term="x"), False),
+        (Visit(referrer="https://a.ru/"), False),
+        (Visit(landing_url="https://a.ru/"), False),
+    ],
+)
+def test_visit_is_empty(visit, empty):
+    assert visit.is_empty() is empty
+
+
+# -- raw copies -----------------------------------------------------------------------------------------------------
+
+
+def test_raw_key_uses_the_utc_date():
+    late = parse(
+        {"phone": "9161234567"}, received_at=datetime(2025, 1, 15, 23, 30, tzinfo=timezone(timedelta(hours=3)))
+    )
+    assert raw_key(late) == "raw/forms/date=2025-01-15/form=contact/sub-1.json"
+    assert raw_key(full_submission()) == "raw/forms/date=2025-01-15/form=contact/sub-1.json"
+
+
+def test_raw_record_keeps_the_body_and_only_harmless_headers():
+    submission = full_submission()
+    headers = {"Origin": "https://example.com", "Cookie": "session=1", "Authorization": "x", "User-Agent": "UA"}
+    record = json.loads(raw_record(submission, "name=Иван".encode(), URLENCODED, headers))
+    assert record["body"] == "name=Иван"
+    assert record["body_encoding"] == "utf-8"
+    assert record["headers"] == {"Origin": "https://example.com", "User-Agent": "UA"}
+    assert Submission.from_message(record["message"]) == submission
+
+
+def test_raw_record_hex_for_binary_bodies():
+    record = json.loads(raw_record(full_submission(), b"\xff\x00", None, {}))
+    assert (record["body"], record["body_encoding"]) == ("ff00", "hex")

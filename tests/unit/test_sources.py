@@ -1,0 +1,335 @@
+"""Unit tests of throughline.sources: the channel taxonomy of DESIGN.md."""
+
+from __future__ import annotations
+
+import pytest
+
+from throughline import sources
+from throughline.sources import (
+    CHANNEL_LABELS,
+    DIRECT,
+    DISPLAY,
+    EMAIL,
+    MESSENGER,
+    OFFLINE,
+    ORGANIC_SEARCH,
+    PAID_SEARCH,
+    REFERRAL,
+    SOCIAL,
+    Source,
+    canonical_source,
+    classify,
+    referrer_host,
+)
+
+DIRECT_SOURCE = Source(DIRECT, "(direct)", "(none)")
+
+# -- UTM tags -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("utm_source", "utm_medium", "expected"),
+    [
+        # Paid search.
+        ("google", "cpc", Source(PAID_SEARCH, "google", "cpc", paid=True)),
+        ("yandex", "cpc", Source(PAID_SEARCH, "yandex", "cpc", paid=True)),
+        ("Yandex.Direct", "CPC", Source(PAID_SEARCH, "yandex", "cpc", paid=True)),
+        ("yandex", "ppc", Source(PAID_SEARCH, "yandex", "ppc", paid=True)),
+        ("yandex", "paid_search", Source(PAID_SEARCH, "yandex", "paid_search", paid=True)),
+        ("yandex", "Контекстная реклама", Source(PAID_SEARCH, "yandex", "контекстная_реклама", paid=True)),
+        ("google", "retargeting", Source(PAID_SEARCH, "google", "retargeting", paid=True)),
+        (None, "cpc", Source(PAID_SEARCH, "(not set)", "cpc", paid=True)),
+        # Display.
+        ("yandex", "cpm", Source(DISPLAY, "yandex", "cpm", paid=True)),
+        ("google", "display", Source(DISPLAY, "google", "display", paid=True)),
+        ("yandex", "rsya", Source(DISPLAY, "yandex", "rsya", paid=True)),
+        # Paid social: a social network with a paid medium stays social, flagged paid.
+        ("vk", "cpc", Source(SOCIAL, "vk", "cpc", paid=True)),
+        ("vk_ads", "cpc", Source(SOCIAL, "vk", "cpc", paid=True)),
+        ("vk", "cpm", Source(SOCIAL, "vk", "cpm", paid=True)),
+        ("vk", "target", Source(SOCIAL, "vk", "target", paid=True)),
+        ("mytarget", "targeting", Source(SOCIAL, "vk", "targeting", paid=True)),
+        ("vk", "paid_social", Source(SOCIAL, "vk", "paid_social", paid=True)),
+        ("telegram", "cpc", Source(SOCIAL, "telegram", "cpc", paid=True)),
+        ("whatsapp", "cpc", Source(MESSENGER, "whatsapp", "cpc", paid=True)),
+        # Unpaid mediums.
+        ("mailchimp", "email", Source(EMAIL, "email", "email")),
+        ("newsletter", "Рассылка", Source(EMAIL, "email", "рассылка")),
+        ("unisender", "e-mail", Source(EMAIL, "email", "e-mail")),
+        ("facebook", "social", Source(SOCIAL, "facebook", "social")),
+        ("instagram", "stories", Source(SOCIAL, "instagram", "stories")),
+        ("vk", "smm", Source(SOCIAL, "vk", "smm")),
+        ("telegram", "messenger", Source(MESSENGER, "telegram", "messenger")),
+        ("wa", "chat", Source(MESSENGER, "whatsapp", "chat")),
+        ("partner.ru", "referral", Source(REFERRAL, "partner.ru", "referral")),
+        ("cityads", "cpa", Source(REFERRAL, "cityads", "cpa")),
+        ("billboard", "offline", Source(OFFLINE, "billboard", "offline")),
+        ("flyer", "QR", Source(OFFLINE, "flyer", "qr")),
+        ("radio", "radio", Source(OFFLINE, "radio", "radio")),
+        ("google", "organic", Source(ORGANIC_SEARCH, "google", "organic")),
+        ("yandex", "seo", Source(ORGANIC_SEARCH, "yandex", "seo")),
+        # Missing or unknown medium: judged by the source.
+        ("google", None, Source(ORGANIC_SEARCH, "google", "organic")),
+        ("ya", "", Source(ORGANIC_SEARCH, "yandex", "organic")),
+        ("vk", None, Source(SOCIAL, "vk", "social")),
+        ("viber", None, Source(MESSENGER, "viber", "messenger")),
+        ("newsletter", None, Source(EMAIL, "email", "email")),
+        ("some-blog", None, Source(REFERRAL, "some-blog", "referral")),
+        ("vk", "weird", Source(SOCIAL, "vk", "weird")),
+        ("partner", "weird", Source(REFERRAL, "partner", "weird")),
+        # Explicitly direct.
+        ("(direct)", "(none)", DIRECT_SOURCE),
+        ("direct", "none", DIRECT_SOURCE),
+        (None, "(none)", DIRECT_SOURCE),
+        # Blank tags are no tags.
+        ("  ", " ", DIRECT_SOURCE),
+    ],
+)
+def test_from_utm_tags(utm_source, utm_medium, expected):
+    assert classify(utm_source=utm_source, utm_medium=utm_medium) == expected
+
+
+@pytest.mark.parametrize(
+    ("click_ids", "referrer"),
+    [({"gclid": "abc"}, None), ({"yclid": "123"}, "https://vk.com/"), ({}, "https://yandex.ru/")],
+)
+def test_utm_tags_win_over_click_ids_and_referrer(click_ids, referrer):
+    result = classify(utm_source="newsletter", utm_medium="email", click_ids=click_ids, referrer=referrer)
+    assert result == Source(EMAIL, "email", "email")
+
+
+def test_ad_click_with_source_but_no_medium_is_paid():
+    assert classify(utm_source="yandex", click_ids={"yclid": "1"}) == Source(PAID_SEARCH, "yandex", "cpc", paid=True)
+    assert classify(utm_source="google", click_ids={"gclid": "1"}) == Source(PAID_SEARCH, "google", "cpc", paid=True)
+
+
+def test_ad_click_with_unknown_medium_is_paid():
+    result = classify(utm_source="yandex", utm_medium="weird", click_ids={"yclid": "1"})
+    assert result == Source(PAID_SEARCH, "yandex", "weird", paid=True)
+
+
+@pytest.mark.parametrize(
+    ("click_ids", "channel", "source"),
+    [
+        ({"gclid": "g"}, PAID_SEARCH, "google"),
+        ({"yclid": "y"}, PAID_SEARCH, "yandex"),
+        ({"fbclid": "f"}, SOCIAL, "facebook"),  # paid social
+    ],
+)
+def test_medium_without_source_takes_the_source_from_the_click_id(click_ids, channel, source):
+    assert classify(utm_medium="cpc", click_ids=click_ids) == Source(channel, source, "cpc", paid=True)
+
+
+# -- click ids ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("click_ids", "expected"),
+    [
+        ({"gclid": "Cj0KCQ"}, Source(PAID_SEARCH, "google", "cpc", paid=True)),
+        ({"gbraid": "x"}, Source(PAID_SEARCH, "google", "cpc", paid=True)),
+        ({"wbraid": "x"}, Source(PAID_SEARCH, "google", "cpc", paid=True)),
+        ({"yclid": "5423456789"}, Source(PAID_SEARCH, "yandex", "cpc", paid=True)),
+        ({"ysclid": "lq2x3"}, Source(ORGANIC_SEARCH, "yandex", "organic")),
+        ({"fbclid": "IwAR"}, Source(SOCIAL, "facebook", "social")),
+        ({"yclid": "1", "ysclid": "2"}, Source(PAID_SEARCH, "yandex", "cpc", paid=True)),
+        ({"gclid": "1", "yclid": "2"}, Source(PAID_SEARCH, "google", "cpc", paid=True)),
+    ],
+)
+def test_from_click_ids(click_ids, expected):
+    assert classify(click_ids=click_ids) == expected
+
+
+@pytest.mark.parametrize(
+    ("click_ids", "referrer", "expected"),
+    [
+        ({"gclid": "1"}, "https://vk.com/", Source(PAID_SEARCH, "google", "cpc", paid=True)),
+        ({"ysclid": "1"}, "https://example.org/", Source(ORGANIC_SEARCH, "yandex", "organic")),
+        ({"fbclid": "1"}, "https://yandex.ru/", Source(SOCIAL, "facebook", "social")),
+    ],
+)
+def test_click_ids_win_over_the_referrer(click_ids, referrer, expected):
+    assert classify(click_ids=click_ids, referrer=referrer) == expected
+
+
+def test_empty_click_ids_are_ignored():
+    assert classify(click_ids={"gclid": "", "yclid": ""}, referrer="https://vk.com/") == Source(SOCIAL, "vk", "social")
+    assert classify(click_ids={"gclid": ""}) == DIRECT_SOURCE
+
+
+# -- referrer hosts -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("referrer", "expected"),
+    [
+        ("https://yandex.ru/search/?text=crm", Source(ORGANIC_SEARCH, "yandex", "organic")),
+        ("https://ya.ru/", Source(ORGANIC_SEARCH, "yandex", "organic")),
+        ("https://yandex.kz/", Source(ORGANIC_SEARCH, "yandex", "organic")),
+        ("https://yandex.com.tr/", Source(ORGANIC_SEARCH, "yandex", "organic")),
+        ("https://www.google.co.uk/", Source(ORGANIC_SEARCH, "google", "organic")),
+        ("https://www.google.com/", Source(ORGANIC_SEARCH, "google", "organic")),
+        ("https://www.google.ru/", Source(ORGANIC_SEARCH, "google", "organic")),
+        ("https://go.mail.ru/search?q=crm", Source(ORGANIC_SEARCH, "mail.ru", "organic")),
+        ("https://www.bing.com/", Source(ORGANIC_SEARCH, "bing", "organic")),
+        ("https://duckduckgo.com/", Source(ORGANIC_SEARCH, "duckduckgo", "organic")),
+        ("https://dzen.ru/a/xyz", Source(SOCIAL, "dzen", "social")),
+        ("https://zen.yandex.ru/media", Source(SOCIAL, "dzen", "social")),
+        ("https://vk.com/wall-1_2", Source(SOCIAL, "vk", "social")),
+        ("https://m.vk.com/", Source(SOCIAL, "vk", "social")),
+        ("https://ok.ru/group", Source(SOCIAL, "ok", "social")),
+        ("https://t.me/channel", Source(SOCIAL, "telegram", "social")),
+        ("https://l.facebook.com/l.php", Source(SOCIAL, "facebook", "social")),
+        ("https://e.mail.ru/inbox/", Source(EMAIL, "email", "email")),
+        ("https://mail.yandex.ru/", Source(EMAIL, "email", "email")),
+        ("https://mail.google.com/mail/u/0/", Source(EMAIL, "email", "email")),
+        ("https://news.mail.ru/economics/", Source(REFERRAL, "mail.ru", "referral")),
+        ("https://mail.ru/", Source(REFERRAL, "mail.ru", "referral")),
+        ("https://market.yandex.ru/", Source(REFERRAL, "yandex", "referral")),
+        ("https://wa.me/79161234567", Source(MESSENGER, "whatsapp", "messenger")),
+        ("https://web.whatsapp.com/", Source(MESSENGER, "whatsapp", "messenger")),
+        ("https://yabs.yandex.ru/count/abc", Source(PAID_SEARCH, "yandex", "cpc", paid=True)),
+        ("https://an.yandex.ru/", Source(PAID_SEARCH, "yandex", "cpc", paid=True)),
+        ("https://www.googleadservices.com/pagead/aclk", Source(PAID_SEARCH, "google", "cpc", paid=True)),
+        ("https://googleads.g.doubleclick.net/", Source(DISPLAY, "google", "display", paid=True)),
+        # Unknown hosts: a referral named by the bare host.
+        ("https://www.some-blog.ru/post/1", Source(REFERRAL, "some-blog.ru", "referral")),
+        ("https://forum.example.org/t/1", Source(REFERRAL, "forum.example.org", "referral")),
+        ("https://notyandex.ru/", Source(REFERRAL, "notyandex.ru", "referral")),  # suffix only on a dot boundary
+        ("https://myvk.com/", Source(REFERRAL, "myvk.com", "referral")),
+        # Case, ports, trailing dots and scheme-less referrers.
+        ("HTTPS://WWW.YANDEX.RU./", Source(ORGANIC_SEARCH, "yandex", "organic")),
+        ("https://www.google.com:443/url", Source(ORGANIC_SEARCH, "google", "organic")),
+        ("vk.com/feed", Source(SOCIAL, "vk", "social")),
+    ],
+)
+def test_from_referrer_host(referrer, expected):
+    assert classify(referrer=referrer) == expected
+
+
+@pytest.mark.parametrize(
+    ("referrer", "own_hosts"),
+    [
+        ("https://example.com/pricing", ("example.com",)),
+        ("https://www.example.com/pricing", ("example.com",)),
+        ("https://example.com/pricing", ("www.example.com",)),
+        ("https://shop.example.com/", ("example.com",)),
+        ("https://EXAMPLE.com/", ("Example.COM",)),
+        ("https://landing.ru/", ("example.com", "landing.ru")),
+    ],
+)
+def test_own_host_is_direct(referrer, own_hosts):
+    assert classify(referrer=referrer, own_hosts=own_hosts) == DIRECT_SOURCE
+
+
+def test_a_host_that_merely_ends_like_the_own_host_is_not_internal():
+    result = classify(referrer="https://notexample.com/", own_hosts=("example.com",))
+    assert result == Source(REFERRAL, "notexample.com", "referral")
+
+
+@pytest.mark.parametrize("referrer", [None, "", "   ", "http://[::1", "https://", "://", "http://[bad/"])
+def test_missing_or_malformed_referrers_are_direct(referrer):
+    assert classify(referrer=referrer) == DIRECT_SOURCE
+
+
+@pytest.mark.parametrize("referrer", ["not a url", "http://exa mple.com/", "%%%", "javascript:alert(1)", "💥://x"])
+def test_odd_referrers_do_not_crash(referrer):
+    result = classify(referrer=referrer)
+    assert result.channel in CHANNEL_LABELS
+    assert result.paid is False
+
+
+@pytest.mark.parametrize(
+    ("referrer", "host"),
+    [
+        ("https://www.Google.com/search?q=1", "www.google.com"),
+        ("ya.ru", "ya.ru"),
+        ("//t.me/x", "t.me"),
+        ("https://yandex.ru.:443/", "yandex.ru"),
+        ("https://user:pw@vk.com/", "vk.com"),
+        ("", None),
+        (None, None),
+        ("http://[::1", None),
+        ("https://", None),
+    ],
+)
+def test_referrer_host(referrer, host):
+    assert referrer_host(referrer) == host
+
+
+# -- canonical sources and labels -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Yandex.Direct", "yandex"),
+        (" YANDEX ", "yandex"),
+        ("ya", "yandex"),
+        ("yandex_direct", "yandex"),
+        ("google_ads", "google"),
+        ("AdWords", "google"),
+        ("vkontakte", "vk"),
+        ("VK.com", "vk"),
+        ("mytarget", "vk"),
+        ("odnoklassniki", "ok"),
+        ("zen", "dzen"),
+        ("tg", "telegram"),
+        ("t.me", "telegram"),
+        ("fb", "facebook"),
+        ("insta", "instagram"),
+        ("x", "twitter"),
+        ("wa", "whatsapp"),
+        ("mailru", "mail.ru"),
+        ("newsletter", "email"),
+        ("SendPulse", "email"),
+        ("www.google.com", "google"),  # a host given as utm_source
+        ("news.mail.ru", "mail.ru"),
+        ("partner-site.ru", "partner-site.ru"),
+        ("Some Partner", "some partner"),
+    ],
+)
+def test_canonical_source(raw, expected):
+    assert canonical_source(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "code",
+    [ORGANIC_SEARCH, PAID_SEARCH, SOCIAL, EMAIL, DIRECT, REFERRAL, OFFLINE, DISPLAY, MESSENGER],
+)
+def test_every_channel_has_a_russian_label(code):
+    label = CHANNEL_LABELS[code]
+    assert label
+    assert Source(code, "x", "y").channel_label == label
+
+
+def test_channel_labels_are_the_seed_categories():
+    assert CHANNEL_LABELS == {
+        ORGANIC_SEARCH: "Органический поиск",
+        PAID_SEARCH: "Контекстная реклама",
+        SOCIAL: "Социальные сети",
+        EMAIL: "Email-маркетинг",
+        DIRECT: "Прямые переходы",
+        REFERRAL: "Рефералы",
+        OFFLINE: "Offline-каналы",
+        DISPLAY: "Медийная реклама",
+        MESSENGER: "Мессенджеры",
+    }
+
+
+def test_every_channel_a_rule_can_produce_has_a_label():
+    channels = {channel for _, _, channel in sources.HOST_RULES}
+    assert channels <= CHANNEL_LABELS.keys()
+
+
+@pytest.mark.parametrize(
+    ("source", "label"),
+    [("yandex", "Яндекс"), ("vk", "ВКонтакте"), ("(direct)", "Прямой заход"), ("acme.ru", "acme.ru")],
+)
+def test_source_label(source, label):
+    assert Source(REFERRAL, source, "referral").source_label == label
+
+
+def test_paid_flag_only_on_paid_host_channels():
+    assert classify(referrer="https://yabs.yandex.ru/").paid is True
+    assert classify(referrer="https://yandex.ru/").paid is False
