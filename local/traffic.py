@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import phonenumbers
+
 FIRST_NAMES = [
     "Иван",
     "Мария",
@@ -85,8 +87,8 @@ def people(count: int, rng: random.Random) -> list[Person]:
     crowd = []
     while len(crowd) < count:
         digits = "9" + "".join(rng.choice("0123456789") for _ in range(9))
-        if digits in used:
-            continue
+        if digits in used or not phonenumbers.is_valid_number(phonenumbers.parse("+7" + digits)):
+            continue  # a few 9xx ranges are not allocated
         used.add(digits)
         _, channel, tags = rng.choices(CHANNEL_MIX, weights=weights)[0]
         name = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"

@@ -26,6 +26,7 @@ class LeakyBucket:
         self._clock = clock
         self._levels: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+        self.peak = 0.0  # the highest counter reached: shows whether a client came close to the limit
 
     def try_acquire(self, key: str) -> bool:
         """Charge one request to ``key``; ``False`` means the request must be refused."""
@@ -37,11 +38,17 @@ class LeakyBucket:
                 self._levels[key] = (level, now)
                 return False
             self._levels[key] = (level + 1.0, now)
+            self.peak = max(self.peak, level + 1.0)
             return True
 
     def reset(self) -> None:
         with self._lock:
             self._levels.clear()
+            self.peak = 0.0
+
+    def reset_peak(self) -> None:
+        with self._lock:
+            self.peak = 0.0
 
 
 class OperatingTime:

@@ -209,11 +209,14 @@ class Sandbox:
 
     def stats(self) -> dict[str, Any]:
         with self._state_lock:
-            return copy.deepcopy(self._stats)
+            stats = copy.deepcopy(self._stats)
+        stats["bucket_peak"] = round(self._bucket.peak, 2)
+        return stats
 
     def reset_stats(self) -> None:
         with self._state_lock:
             self._stats = _empty_stats()
+        self._bucket.reset_peak()
 
     def reset(self) -> None:
         """Clear all data back to the seeded defaults and forget rate-limit and operating-time history."""

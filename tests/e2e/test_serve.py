@@ -1,0 +1,87 @@
+"""`make serve` as a user runs it: a separate process, spoken to over HTTP only."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def served():
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers/core'}:{ROOT}"}
+    for key in ("AWS_ENDPOINT_URL", "BITRIX24_WEBHOOK_URL"):
+        env.pop(key, None)  # a fresh stack of its own, as on a developer's machine
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local.serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    banner = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        banner.append(line)
+        if "Ctrl-C to stop" in line:
+            break
+    else:
+        process.kill()
+        pytest.fail("local.serve did not start:\n" + "".join(banner))
+    yield f"http://127.0.0.1:{port}", "".join(banner)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def test_a_form_post_becomes_a_lead_in_the_sandbox(served):
+    url, banner = served
+    sandbox = re.search(r"sandbox state: (http://127\.0\.0\.1:\d+)/_sandbox/state", banner).group(1)
+    assert requests.get(f"{url}/_local/health").json() == {"ok": True}
+
+    response = requests.post(
+        f"{url}/v1/forms/landing/submissions",
+        data={"name": "Мария", "phone": "+7 (926) 111-22-33", "utm_source": "google", "utm_medium": "cpc"},
+    )
+    assert response.status_code == 202
+    deadline = time.monotonic() + 30
+    leads = []
+    while not leads and time.monotonic() < deadline:
+        leads = requests.get(f"{sandbox}/_sandbox/state", params={"entity": "lead"}).json()
+        time.sleep(0.3)
+    [lead] = leads
+    assert lead["PHONE"][0]["VALUE"] == "+79261112233"
+    assert lead["UF_CRM_CUSTOMER_JOURNEY"].startswith("Первичный контакт: ")
+
+
+def test_any_function_can_be_invoked_once_with_a_json_event(served):
+    url, _ = served
+    event = {
+        "version": "2.0",
+        "requestContext": {"http": {"method": "POST", "path": "/v1/forms/x/submissions"}},
+        "pathParameters": {"form_id": "x"},
+        "headers": {"content-type": "application/json"},
+        "body": '{"name": "только имя"}',
+    }
+    result = requests.post(f"{url}/_local/invoke/capture_form", json=event).json()
+    assert result["statusCode"] == 422
+    assert requests.post(f"{url}/_local/invoke/nope", json={}).status_code == 404
+    assert requests.post(f"{url}/v1/unknown").status_code == 404
