@@ -69,7 +69,7 @@ build: $(VENV_SAM)/.installed ## `sam build` (needs python3.13; builds arm64 whe
 	PATH="$(dir $(PYTHON313)):$$PATH" AWS_DEFAULT_REGION=eu-central-1 $(SAM) build
 
 bench: venv ## Cold-start proxy and CPU per submission (prints figures)
-	PYTHONPATH=layers/core:. $(PY) -m benchmarks.handlers
+	PYTHONPATH=layers/core:. $(PY) -m benchmarks.handlers $(BENCH_ARGS)
 
 bitrix-setup: venv ## Create the journey field on leads and deals (idempotent); print the source dictionary
 	PYTHONPATH=layers/core $(PY) -m throughline bitrix-setup

@@ -24,6 +24,7 @@ def lambda_handler(event: dict, context: object) -> dict:
     request = HttpRequest.from_event(event)
     cors = cors_headers(request, settings.allowed_origins)
     if request.method == "OPTIONS":
+        metrics.add_metric(name="PreflightsAnswered" if cors else "PreflightsRefused", unit=MetricUnit.Count, value=1)
         return empty_response(204 if cors else 403, cors)
     if request.method != "POST":
         return json_response(405, {"error": "method not allowed", "fields": {}}, {**cors, "Allow": "POST, OPTIONS"})

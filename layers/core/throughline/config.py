@@ -219,12 +219,16 @@ def load_settings(
 
 def _fetch_secret(arn: str) -> Mapping[str, Any]:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
+    from aws_lambda_powertools.utilities.parameters.exceptions import TransformParameterError
 
     from throughline.adapters import aws
 
     # Our cached client rather than Powertools' global provider: one place decides endpoints and retries.
     provider = SecretsProvider(boto3_client=aws.client("secretsmanager"))
-    secret = provider.get(arn, transform="json", max_age=SETTINGS_MAX_AGE_SECONDS)
+    try:
+        secret = provider.get(arn, transform="json", max_age=SETTINGS_MAX_AGE_SECONDS)
+    except TransformParameterError:
+        raise ConfigError("the secret named by SECRETS_ARN must be a JSON object") from None
     if not isinstance(secret, dict):
         raise ConfigError("the secret named by SECRETS_ARN must be a JSON object")
     return secret

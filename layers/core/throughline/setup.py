@@ -62,8 +62,14 @@ def source_dictionary(bitrix: Bitrix24Client) -> list[dict[str, Any]]:
 
 
 def active_users(bitrix: Bitrix24Client) -> list[dict[str, Any]]:
-    rows = bitrix.call("user.get", {"filter": {"ACTIVE": True}}).result
-    return list(rows or [])
+    """Every active user (``user.get`` pages by ``start``; it has no ``>ID`` scan)."""
+    users: list[dict[str, Any]] = []
+    start: int | None = 0
+    while start is not None:
+        page = bitrix.call("user.get", {"filter": {"ACTIVE": True}, "start": start})
+        users += page.result or []
+        start = page.next
+    return users
 
 
 def channel_mapping(rules: LeadRules, known_source_ids: set[str]) -> list[tuple[str, str, str, bool]]:

@@ -144,7 +144,7 @@ class Bitrix24Client:
         """
         params = dict(params or {})
         base_filter = dict(params.pop("filter", {}) or {})
-        last_id = 0
+        last_id = int(base_filter.pop(f">{id_key}", 0) or 0)  # a caller may resume after a known id
         while True:
             page_params = {
                 **params,
@@ -167,6 +167,8 @@ class Bitrix24Client:
         attempt = 0
         while True:
             attempt += 1
+            if self._time_left_for_request() <= 0:
+                raise NotEnoughTime(0.0, method, f"{self._time_left():.1f} s left, less than a request may take")
             self.pacer.acquire(max_wait=self._time_left_for_request())
             try:
                 return self._post(method, payload)

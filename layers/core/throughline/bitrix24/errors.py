@@ -74,8 +74,8 @@ class NotEnoughTime(BitrixTransientError):
 
     maybe_executed = False
 
-    def __init__(self, wait_seconds: float, method: str | None = None):
-        super().__init__("NOT_ENOUGH_TIME", f"would need to wait {wait_seconds:.1f} s", method=method)
+    def __init__(self, wait_seconds: float, method: str | None = None, description: str | None = None):
+        super().__init__("NOT_ENOUGH_TIME", description or f"would need to wait {wait_seconds:.1f} s", method=method)
         self.wait_seconds = wait_seconds
 
 
