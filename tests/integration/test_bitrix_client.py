@@ -603,3 +603,21 @@ def test_operation_time_limit_is_not_retried_and_other_methods_still_work() -> N
         assert set(mixed.errors) == {"leads"}
         assert mixed.results == {"deals": []}
         assert portal.stats()["operation_time_limited"] == 2
+
+
+def test_debug_logging_never_shows_the_webhook_secret(sandbox: Sandbox, client: Bitrix24Client) -> None:
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)  # what an operator turns on to debug
+    try:
+        client.call("profile")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+    assert sandbox.secret not in stream.getvalue()

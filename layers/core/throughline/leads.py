@@ -21,7 +21,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from throughline.adapters.journey_store import APPLIED, PENDING, JourneyStore, touch_key
-from throughline.bitrix24 import BatchResult, Bitrix24Client, BitrixError, BitrixTransientError, NotEnoughTime
+from throughline.bitrix24 import (
+    BatchResult,
+    Bitrix24Client,
+    BitrixError,
+    BitrixTransientError,
+    NotEnoughTime,
+    OperationTimeLimit,
+)
 from throughline.config import Settings
 from throughline.contacts import mask_email, mask_phone
 from throughline.journey import append_line, format_journey, format_line, has_line
@@ -167,7 +174,7 @@ class LeadWriter:
                 error = result.error
                 can_retry = (
                     isinstance(error, BitrixTransientError)
-                    and not isinstance(error, NotEnoughTime)
+                    and not isinstance(error, NotEnoughTime | OperationTimeLimit)  # minutes away: the queue waits
                     and tries[submission.submission_id] < self.attempts
                     and self.bitrix.deadline.seconds_left() > self.retry_pause + 10
                 )

@@ -6,6 +6,7 @@ waits by the Lambda deadline, and fast_bitrix24 drags asyncio/aiohttp onto a col
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -24,6 +25,9 @@ from throughline.bitrix24.errors import (
 )
 from throughline.bitrix24.pacing import LeakyBucket
 from throughline.bitrix24.query import build_query
+
+# urllib3 logs each request line at DEBUG, and a webhook's request line carries its secret: never let it through.
+logging.getLogger("urllib3").setLevel(logging.INFO)
 
 PAGE_SIZE = 50
 MAX_BATCH = 50
