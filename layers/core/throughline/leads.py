@@ -317,6 +317,8 @@ class LeadWriter:
                 outcomes[item.submission_id] = Outcome(item.submission_id, False, "failed", plan.lead_id, error)
                 continue
             if plan.repeat:
+                if f"comment{index}" in written.errors:  # the line is in; only the manager's notice is missing
+                    logger.warning("timeline comment not added", extra={"lead_id": plan.lead_id})
                 touches = submission_touches(item, self.rules.zone, repeat=True)
                 self.journeys.put(LEAD_ENTITY.format(plan.lead_id), touches, state=APPLIED)
                 outcomes[item.submission_id] = Outcome(item.submission_id, True, "appended", plan.lead_id)
