@@ -18,18 +18,19 @@ STACK ?= throughline-dev
 	bitrix-setup replay-dlq clean
 
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install -qq --upgrade pip
+	$(PY) -m pip install -qq -r requirements-dev.txt
+	$(PY) -m pip install -qq --no-deps -r requirements-nodeps.txt
 	touch $@
 
 $(VENV_SAM)/.installed: requirements-sam.txt
 	$(PYTHON) -m venv $(VENV_SAM)
-	$(VENV_SAM)/bin/pip install --quiet --upgrade pip
-	$(VENV_SAM)/bin/pip install --quiet -r requirements-sam.txt
+	$(VENV_SAM)/bin/pip install -qq --upgrade pip
+	$(VENV_SAM)/bin/pip install -qq -r requirements-sam.txt
 	touch $@
 
 venv: $(VENV)/.installed ## Create .venv from the pinned requirements
@@ -37,7 +38,7 @@ venv: $(VENV)/.installed ## Create .venv from the pinned requirements
 demo: venv ## Run the main job offline: local AWS, Bitrix24 sandbox, a burst of form posts, a table of leads
 	PYTHONPATH=layers/core:. $(PY) -m local.demo
 
-serve: venv ## Keep the local stack up at http://127.0.0.1:$(PORT)
+serve: venv ## Keep the local stack up at http://127.0.0.1:3000 (another port: PORT=…)
 	PYTHONPATH=layers/core:. $(PY) -m local.serve --port $(PORT)
 
 test: venv ## Run every test: unit, integration (moto + sandboxes) and end-to-end over HTTP

@@ -1,7 +1,8 @@
 """Command line: ``python -m local.bitrix24_sandbox --port 8090``.
 
-The first line on stdout is the inbound webhook URL (flushed at once, so a parent process can read it); everything
-else goes to stderr. Ctrl-C or SIGTERM stops the server cleanly.
+The first line on stdout is the inbound webhook URL (flushed at once, so a parent process can read it); with
+``--tls`` a second line ``REQUESTS_CA_BUNDLE=<path>`` names the certificate to trust. Everything else goes to stderr.
+Ctrl-C or SIGTERM stops the server cleanly.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         lost_response_rate=args.lost_response_rate,
         latency_ms=args.latency_ms,
         log_requests=args.log_requests,
+        tls=args.tls,
     )
     stopped = threading.Event()
 
@@ -48,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     sandbox.start()
     print(sandbox.webhook_url, flush=True)
+    if sandbox.ca_file:
+        # Second line, in a form a shell can export: requests-based clients then trust the self-signed certificate.
+        print(f"REQUESTS_CA_BUNDLE={sandbox.ca_file}", flush=True)
     print(
         f"Bitrix24 sandbox on {sandbox.base_url} (portal {sandbox.portal_domain}, application token "
         f"{sandbox.app_token}, outbound {sandbox.outbound_url or 'off'}); admin at {sandbox.base_url}/_sandbox/",
@@ -82,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lost-response-rate", type=float, default=0.0, help="share executed but answered 500")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added before every REST response")
     parser.add_argument("--seed", type=int, help="seed for fault rolls and generated secrets")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a self-signed certificate for 127.0.0.1/localhost; prints REQUESTS_CA_BUNDLE=<path>",
+    )
     parser.add_argument("--log-requests", action="store_true", help="log every HTTP request to stderr")
     return parser
 

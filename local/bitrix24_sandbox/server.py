@@ -23,6 +23,7 @@ import random
 import re
 import secrets
 import socket
+import ssl
 import string
 import sys
 import threading
@@ -33,6 +34,7 @@ from datetime import datetime
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import ModuleType
 from typing import Any
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
@@ -49,6 +51,7 @@ from .store import Portal
 __all__ = ["Sandbox"]
 
 BATCH_LIMIT = 50  # batch.md: "The number of requests in a batch is limited to 50."
+TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a new HTTPS connection may take to finish its handshake
 FAULT_KEYS = ("error_rate", "lost_response_rate", "latency_ms", "outage_seconds")
 _BATCH_REFERENCE = re.compile(r"\$(result|result_total|result_next)((?:\[[^\]]*\])+)")
 
@@ -79,6 +82,7 @@ class Sandbox:
         latency_ms: float = 0.0,
         outbound_timeout: float = 5.0,
         log_requests: bool = False,
+        tls: bool = False,
     ) -> None:
         self._random = random.Random(seed)
         self._host = host
@@ -92,6 +96,9 @@ class Sandbox:
         self.events = frozenset(EVENT_NAMES if events is None else (name.upper() for name in events))
         self.log_requests = log_requests
         self.tz = ZoneInfo(timezone)
+        self.tls = bool(tls)
+        # With TLS: the self-signed certificate that clients must trust (REQUESTS_CA_BUNDLE, SSL_CERT_FILE, verify=).
+        self.ca_file: str | None = _tls().certificate_files().cert if self.tls else None
 
         self._portal = Portal(webhook_user_id=self.user_id, tz=self.tz)
         self._store_lock = threading.RLock()  # every REST call runs under it, so calls never interleave
@@ -111,7 +118,8 @@ class Sandbox:
         """Bind the port and serve in a daemon thread; returns ``self`` so it can be chained."""
         if self._server is not None:
             return self
-        self._server = _HTTPServer((self._host, self._requested_port), _RequestHandler, self)
+        tls_context = _tls().server_context() if self.tls else None
+        self._server = _HTTPServer((self._host, self._requested_port), _RequestHandler, self, tls_context)
         self._sender.start()
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="bitrix24-sandbox", daemon=True
@@ -144,7 +152,7 @@ class Sandbox:
     @property
     def base_url(self) -> str:
         host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     @property
     def webhook_url(self) -> str:
@@ -432,17 +440,48 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     block_on_close = False
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], sandbox: Sandbox) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        sandbox: Sandbox,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.sandbox = sandbox
+        self._tls_context = tls_context
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, handler)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         connection, address = super().get_request()
+        if self._tls_context is not None:
+            # The handshake is deferred to the connection's own thread (finish_request): done here, in the accept
+            # loop, one client that stalls or fails it would hold up or break every other connection.
+            connection = self._tls_context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
         with self._connections_lock:
             self._connections.add(connection)
         return connection, address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.settimeout(TLS_HANDSHAKE_TIMEOUT)
+                request.do_handshake()
+                request.settimeout(None)
+            except OSError:
+                # A client that does not trust our certificate aborts the handshake (SSLError), one that speaks
+                # plain HTTP to the HTTPS port fails it, one that never speaks times out. None of them gets a
+                # response; process_request_thread closes the socket and the server carries on.
+                return
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that vanishes mid-request (reset, or a TLS connection closed without close_notify) is routine
+        # and says nothing about the sandbox; anything else is still reported with its traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError | ssl.SSLError):
+            return
+        super().handle_error(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
         with self._connections_lock:
@@ -455,7 +494,10 @@ class _HTTPServer(ThreadingHTTPServer):
             connections = list(self._connections)
         for connection in connections:
             with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
+                # The plain socket's shutdown, also for TLS: SSLSocket.shutdown also drops the TLS state, and a
+                # connection thread about to start its handshake would then fail with an AttributeError instead of
+                # the OSError that finish_request expects.
+                socket.socket.shutdown(connection, socket.SHUT_RDWR)
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -502,8 +544,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
         )
         status, payload = sandbox._process_rest(request)
         time.sleep(sandbox._latency_seconds())
-        self._send_json(status, payload)
+        # Counted before the response goes out: a client that reads the statistics as soon as it has its answer
+        # must find that answer counted.
         sandbox._count_status(status)
+        self._send_json(status, payload)
 
     def _serve_admin(self, url: SplitResult) -> None:
         sandbox = self.server.sandbox
@@ -646,6 +690,13 @@ class _CallContext:
 
     def emit(self, event: str, record_id: int) -> None:
         self.emit_callback(event, record_id)
+
+
+def _tls() -> ModuleType:
+    """The TLS helpers, imported on demand: they need the third-party ``cryptography`` package."""
+    from . import tls
+
+    return tls
 
 
 def _empty_stats() -> dict[str, Any]:

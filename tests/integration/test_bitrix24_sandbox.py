@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -635,3 +637,90 @@ def test_php_query_codec_round_trips_nested_keys() -> None:
     encoded = build_query({"data": {"FIELDS": {"ID": 5}}, "flag": True, "skip": None})
     assert encoded == "data%5BFIELDS%5D%5BID%5D=5&flag=1"
     assert json.loads(json.dumps(parse_query(encoded))) == {"data": {"FIELDS": {"ID": "5"}}, "flag": "1"}
+
+
+# ---- TLS mode -------------------------------------------------------------------------------------------------------
+
+
+def test_tls_mode_serves_https_with_a_self_signed_certificate_for_localhost() -> None:
+    from cryptography import x509
+
+    with Sandbox(tls=True, secret="s3cret") as sandbox:
+        assert sandbox.ca_file is not None
+        assert sandbox.base_url == f"https://127.0.0.1:{sandbox.port}"
+        assert sandbox.webhook_url == f"https://127.0.0.1:{sandbox.port}/rest/1/s3cret/"
+
+        certificate = x509.load_pem_x509_certificate(Path(sandbox.ca_file).read_bytes())
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert names.get_values_for_type(x509.DNSName) == ["localhost"]
+        assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "::1"]
+
+        response = requests.post(sandbox.webhook_url + "profile", json={}, verify=sandbox.ca_file, timeout=5)
+        assert response.status_code == 200 and response.json()["result"]["ID"] == "1"
+        by_name = f"https://localhost:{sandbox.port}/rest/1/s3cret/crm.lead.add"
+        added = requests.post(by_name, json={"fields": {"TITLE": "TLS"}}, verify=sandbox.ca_file, timeout=5)
+        assert added.json()["result"] == 1
+        # Admin endpoints are served over HTTPS too.
+        state = requests.get(sandbox.base_url + "/_sandbox/state?entity=lead", verify=sandbox.ca_file, timeout=5)
+        assert [lead["TITLE"] for lead in state.json()] == ["TLS"]
+        assert sandbox.stats()["status_codes"] == {"200": 2}
+
+    with Sandbox() as plain:  # plain HTTP stays the default
+        assert plain.ca_file is None and plain.webhook_url.startswith("http://")
+
+
+def test_failed_tls_handshakes_neither_stop_nor_block_the_server(capsys: pytest.CaptureFixture[str]) -> None:
+    with Sandbox(tls=True) as sandbox:
+        assert sandbox.ca_file is not None
+        # A client that stays silent after connecting holds only its own thread, not the accept loop.
+        with socket.create_connection(("127.0.0.1", sandbox.port)):
+            with pytest.raises(requests.exceptions.SSLError):
+                requests.post(sandbox.webhook_url + "profile", json={}, timeout=5)  # the default trust store
+            with pytest.raises(requests.ConnectionError):
+                requests.post(sandbox.base_url.replace("https:", "http:") + "/rest/1/x/profile", json={}, timeout=5)
+            with socket.create_connection(("127.0.0.1", sandbox.port)) as garbage:
+                garbage.sendall(b"\x16\x03\x01\x00\x05hello")  # a TLS record header followed by nonsense
+                garbage.settimeout(5)  # a hang would end in TimeoutError and fail the test
+                with contextlib.suppress(ConnectionResetError):
+                    while garbage.recv(1024):
+                        pass  # at most a TLS alert, then the server closes the connection
+
+            started = time.monotonic()
+            response = requests.post(sandbox.webhook_url + "profile", json={}, verify=sandbox.ca_file, timeout=5)
+            assert response.status_code == 200
+            assert time.monotonic() - started < 1
+
+        # The failed handshakes never reached HTTP: only the one good call is counted, and nothing was logged.
+        assert sandbox.stats()["requests"] == 1
+    assert capsys.readouterr().err == ""
+
+
+def test_plain_mode_does_not_import_cryptography() -> None:
+    code = (
+        "import sys; from local.bitrix24_sandbox import Sandbox; Sandbox().start().stop(); "
+        "print(sorted(name for name in sys.modules if name.startswith(('cryptography', 'local.bitrix24_sandbox.tls'))))"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
+
+
+def test_command_line_tls_prints_the_https_url_and_the_ca_bundle() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local.bitrix24_sandbox", "--port", "0", "--secret", "abc", "--tls"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        webhook_url = process.stdout.readline().strip()
+        assert re.fullmatch(r"https://127\.0\.0\.1:\d+/rest/1/abc/", webhook_url)
+        variable, _, ca_bundle = process.stdout.readline().strip().partition("=")
+        assert variable == "REQUESTS_CA_BUNDLE" and Path(ca_bundle).is_file()
+        assert requests.post(webhook_url + "profile", json={}, verify=ca_bundle, timeout=5).status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=5) == 0
+    assert not Path(ca_bundle).exists()  # the temporary certificate directory goes with the process
