@@ -1,24 +1,55 @@
 """`make serve`: keep the local stack up — the HTTP routes of template.yaml, `POST /_local/invoke/<function>`, the
-queue consumed as Lambda would, and the Bitrix24 sandbox (unless BITRIX24_WEBHOOK_URL points at a real portal)."""
+queue consumed as Lambda would, and the Bitrix24 sandbox (unless BITRIX24_WEBHOOK_URL points at a real portal).
+
+Beside it, on another port (another origin, as a customer's site is), the demo shop from web/ with the capture
+snippet; that origin, and any in ALLOWED_ORIGINS, may post forms from the browser."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from local.stack import LocalStack
+
+WEB = Path(__file__).resolve().parent.parent / "web"
+
+
+class _SiteFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")  # edits to the snippet show on the next reload
+        super().end_headers()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--site-port", type=int, default=int(os.environ.get("SITE_PORT", "8000")), help="0: no demo site"
+    )
     parser.add_argument("--quiet", action="store_true", help="do not print each request and queue batch")
     args = parser.parse_args(argv)
 
-    stack = LocalStack(port=args.port, host=args.host, log=None if args.quiet else print)
+    site = None
+    origins = [origin for origin in os.environ.get("ALLOWED_ORIGINS", "").split(",") if origin.strip()]
+    if args.site_port:
+        site = ThreadingHTTPServer((args.host, args.site_port), functools.partial(_SiteFiles, directory=str(WEB)))
+        origins.append(f"http://{args.host}:{site.server_address[1]}")
+        threading.Thread(target=site.serve_forever, daemon=True).start()
+    stack = LocalStack(
+        port=args.port,
+        host=args.host,
+        parameters={"AllowedOrigins": ",".join(origins)} if origins else None,
+        log=None if args.quiet else print,
+    )
     stack.start()
     assert stack.resources is not None
     print(f"\nThroughline local stack at {stack.url}")
@@ -30,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  Bitrix24 sandbox webhook: {stack.sandbox.webhook_url}")
         print(f"  sandbox state: {stack.sandbox.base_url}/_sandbox/state?entity=lead   stats: /_sandbox/stats")
     print(f"  AWS (moto): {stack.aws_endpoint_url}   data bucket: {stack.resources.physical.get('DataBucket')}")
+    if site:
+        demo = f"http://{args.host}:{site.server_address[1]}/demo/?endpoint={stack.url}/v1/forms"
+        print(f"  demo shop with the capture snippet: {demo}")
+        print(f"    arriving from an ad: {demo}&utm_source=yandex&utm_medium=cpc&utm_campaign=zima&yclid=123")
     print("Ctrl-C to stop.\n")
 
     stopped = threading.Event()
@@ -40,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         stack.stop()
+        if site:
+            site.shutdown()
     return 0
 
 

@@ -29,6 +29,12 @@ def lambda_handler(event: dict, context: object) -> dict:
     if request.method != "POST":
         return json_response(405, {"error": "method not allowed", "fields": {}}, {**cors, "Allow": "POST, OPTIONS"})
 
+    origin = request.headers.get("origin")
+    if origin and not cors and origin != "null":
+        # Still stored (nothing lost), but the page cannot read our answer: a site missing from ALLOWED_ORIGINS.
+        logger.warning("form posted from an origin not in ALLOWED_ORIGINS", extra={"origin": origin[:200]})
+        metrics.add_metric(name="PostsFromUnlistedOrigins", unit=MetricUnit.Count, value=1)
+
     capture, idempotency_config = capture_from_settings(settings)
     idempotency_config.register_lambda_context(context)
     try:

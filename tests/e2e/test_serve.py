@@ -25,12 +25,12 @@ def free_port() -> int:
 
 @pytest.fixture
 def served():
-    port = free_port()
+    port, site_port = free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers/core'}:{ROOT}"}
     for key in ("AWS_ENDPOINT_URL", "BITRIX24_WEBHOOK_URL"):
         env.pop(key, None)  # a fresh stack of its own, as on a developer's machine
     process = subprocess.Popen(
-        [sys.executable, "-m", "local.serve", "--port", str(port)],
+        [sys.executable, "-m", "local.serve", "--port", str(port), "--site-port", str(site_port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -47,13 +47,13 @@ def served():
     else:
         process.kill()
         pytest.fail("local.serve did not start:\n" + "".join(banner))
-    yield f"http://127.0.0.1:{port}", "".join(banner)
+    yield f"http://127.0.0.1:{port}", "".join(banner), f"http://127.0.0.1:{site_port}"
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=30)
 
 
 def test_a_form_post_becomes_a_lead_in_the_sandbox(served):
-    url, banner = served
+    url, banner, _ = served
     sandbox = re.search(r"sandbox state: (http://127\.0\.0\.1:\d+)/_sandbox/state", banner).group(1)
     assert requests.get(f"{url}/_local/health").json() == {"ok": True}
 
@@ -73,7 +73,7 @@ def test_a_form_post_becomes_a_lead_in_the_sandbox(served):
 
 
 def test_any_function_can_be_invoked_once_with_a_json_event(served):
-    url, _ = served
+    url, _, _ = served
     event = {
         "version": "2.0",
         "requestContext": {"http": {"method": "POST", "path": "/v1/forms/x/submissions"}},
@@ -85,3 +85,14 @@ def test_any_function_can_be_invoked_once_with_a_json_event(served):
     assert result["statusCode"] == 422
     assert requests.post(f"{url}/_local/invoke/nope", json={}).status_code == 404
     assert requests.post(f"{url}/v1/unknown").status_code == 404
+
+
+def test_the_demo_shop_is_served_on_its_own_origin_and_allowed_to_post(served):
+    url, banner, site = served
+    assert f"{site}/demo/?endpoint={url}/v1/forms" in banner
+    page = requests.get(f"{site}/demo/")
+    assert page.status_code == 200 and "throughline.js" in page.text
+    assert requests.get(f"{site}/throughline.js").status_code == 200
+    preflight = requests.options(f"{url}/v1/forms/demo-lead/submissions", headers={"Origin": site})
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == site

@@ -143,7 +143,11 @@ def request_from(origin: str | None, method: str = "POST") -> HttpRequest:
 
 @pytest.mark.parametrize("origin", ALLOWED)
 def test_cors_for_an_allowed_origin(origin):
-    assert cors_headers(request_from(origin), ALLOWED) == {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    assert cors_headers(request_from(origin), ALLOWED) == {
+        "Access-Control-Allow-Origin": origin,
+        "Vary": "Origin",
+        "Access-Control-Expose-Headers": "Retry-After",
+    }
 
 
 @pytest.mark.parametrize(
@@ -185,4 +189,8 @@ def test_preflight_methods_are_configurable():
 
 def test_cors_from_a_real_event():
     request = HttpRequest.from_event(v2_event())
-    assert cors_headers(request, ALLOWED) == {"Access-Control-Allow-Origin": "https://example.com", "Vary": "Origin"}
+    assert cors_headers(request, ALLOWED) == {
+        "Access-Control-Allow-Origin": "https://example.com",
+        "Vary": "Origin",
+        "Access-Control-Expose-Headers": "Retry-After",
+    }

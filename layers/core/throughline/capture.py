@@ -92,7 +92,8 @@ class Capture:
                 "email": mask_email(submission.email),
             },
         )
-        return Accepted(accepted_id, duplicate=duplicate, redirect_to=self._redirect(fields.get("_next")))
+        redirect_to = self._redirect(fields.get("_next"), headers.get("origin"))
+        return Accepted(accepted_id, duplicate=duplicate, redirect_to=redirect_to)
 
     def _accept_once(self, request: dict[str, Any]) -> dict[str, Any]:
         from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
@@ -125,10 +126,13 @@ class Capture:
             logger.warning("could not keep a rejected submission", exc_info=True)
         logger.info("submission rejected", extra={"reason": str(rejected)})
 
-    def _redirect(self, target: Any) -> str | None:
-        """Formspree's ``_next``: send a plain HTML form back to a thank-you page on one of our own sites."""
+    def _redirect(self, target: Any, origin: str | None) -> str | None:
+        """Formspree's ``_next``: send a plain HTML form back to a thank-you page on one of our own sites.
+        A path (``/thanks``) is taken relative to the posting page's origin."""
         if not isinstance(target, str) or not target:
             return None
+        if target.startswith("/") and not target.startswith("//") and origin:
+            target = origin.rstrip("/") + target
         parts = urlsplit(target)
         origin = f"{parts.scheme}://{parts.netloc}"
         return target if parts.scheme in ("http", "https") and origin in self.settings.allowed_origins else None

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 from zoneinfo import ZoneInfo
 
 from throughline.contacts import InvalidContact, normalize_email, normalize_phone
-from throughline.submissions import CLICK_IDS, UTM_TAGS, Submission, Visit
+from throughline.submissions import CLICK_IDS, UTM_TAGS, Submission, Visit, click_ids_in
 
 FORM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_FIELD = 2000
@@ -47,7 +47,8 @@ _CONTACT_FIELDS = ("name", "last_name", "second_name", "phone", "email", "commen
 _VISIT_FIELDS = (*UTM_TAGS, "referrer", "landing_url")
 _FIRST_FIELDS = (*tuple(f"first_{name}" for name in _VISIT_FIELDS), "first_seen_at")
 _CLIENT_ID_FIELDS = ("ym_client_id", "ga_client_id", "client_id", "visitor_id", "roistat_visit")
-_KNOWN = frozenset((*_CONTACT_FIELDS, *_VISIT_FIELDS, *_FIRST_FIELDS, *CLICK_IDS, *_CLIENT_ID_FIELDS))
+_TRACKING = frozenset((*_VISIT_FIELDS, *_FIRST_FIELDS, *CLICK_IDS, *_CLIENT_ID_FIELDS))
+_KNOWN = frozenset((*_CONTACT_FIELDS, *_TRACKING))
 
 
 class FormRejected(Exception):
@@ -104,40 +105,57 @@ def parse_submission(
     default_region: str,
     zone: ZoneInfo,
 ) -> Submission:
-    """Validate and normalize. Raises ``FormRejected(422)`` naming every bad field at once."""
+    """Validate and normalize. Raises ``FormRejected(422)`` naming every bad field at once, by the name it was
+    posted under.
+
+    Only what the visitor typed can reject a post. Tracking fields (tags, referrers, click and client ids, the first
+    visit) are filled in by scripts and can be odd (an ``android-app://`` referrer, a cut-off URL): an unusable one
+    is left out of attribution and kept in the lead's comments instead, so no lead is lost over a tag.
+    """
     errors: dict[str, str] = {}
     if not FORM_ID.fullmatch(form_id or ""):
         errors["form_id"] = "use 1-64 letters, digits, '.', '_' or '-'"
     values: dict[str, str] = {}
+    posted_as: dict[str, str] = {}
     extra: dict[str, str] = {}
+
+    def keep_extra(name: str, value: str) -> None:
+        if len(extra) < MAX_EXTRA_FIELDS:
+            extra[name.strip()[:100]] = value[:MAX_FIELD]
+        else:
+            errors[name] = f"too many fields (at most {MAX_EXTRA_FIELDS} extra fields)"
+
     for raw_name, raw_value in fields.items():
-        name = _ALIASES.get(raw_name.strip().lower(), raw_name.strip().lower())
+        name = _canonical(raw_name)
         if name.startswith("_") or not name:
             continue  # meta fields (_gotcha, _next, _subject…) are instructions, not data
-        value, problem = _text_value(raw_value, known=name in _KNOWN)
+        tracking = name in _TRACKING
+        value, problem = _text_value(raw_value, single=name in _CONTACT_FIELDS, first_of_many=tracking)
         if problem:
             errors[raw_name] = problem
             continue
         if value is None or value == "":
             continue
         limit = MAX_COMMENT if name == "comment" else MAX_FIELD
-        if len(value) > limit:
+        if len(value) > limit and not tracking:
             errors[raw_name] = f"longer than {limit} characters"
-        elif name in _KNOWN:
-            values.setdefault(name, value)
-        elif len(extra) < MAX_EXTRA_FIELDS:
-            extra[raw_name.strip()[:100]] = value
-        else:
-            errors[raw_name] = f"too many fields (at most {MAX_EXTRA_FIELDS} extra fields)"
+        elif name in _KNOWN and name not in values:
+            values[name], posted_as[name] = value, raw_name
+        elif name not in _KNOWN:
+            keep_extra(raw_name, value)
 
-    phone = _contact(values, "phone", lambda raw: normalize_phone(raw, default_region), errors)
-    email = _contact(values, "email", normalize_email, errors)
-    if not phone and not email and "phone" not in errors and "email" not in errors:
-        errors["phone"] = errors["email"] = "give a phone number or an e-mail address"
+    phone = _contact(values, "phone", lambda raw: normalize_phone(raw, default_region), errors, posted_as)
+    email = _contact(values, "email", normalize_email, errors, posted_as)
+    if not phone and not email and not {"phone", "email"} & {_canonical(name) for name in errors}:
+        errors[posted_as.get("phone", "phone")] = errors[posted_as.get("email", "email")] = (
+            "give a phone number or an e-mail address"
+        )
     for name in ("referrer", "landing_url", "first_referrer", "first_landing_url"):
         if name in values and not _is_url(values[name]):
-            errors[name] = "not an absolute http(s) URL"
-    first_seen_at = _timestamp(values.get("first_seen_at"), zone, errors)
+            keep_extra(posted_as[name], values.pop(name))
+    first_seen_at = _timestamp(values.get("first_seen_at"), zone)
+    if values.get("first_seen_at") and first_seen_at is None:
+        keep_extra(posted_as["first_seen_at"], values.pop("first_seen_at"))
     if errors:
         raise FormRejected(422, "some fields are invalid", errors)
 
@@ -157,7 +175,7 @@ def parse_submission(
         phone=phone,
         email=email,
         comment=values.get("comment"),
-        click_ids=_click_ids(values),
+        click_ids={**click_ids_in(values.get("landing_url")), **_given(values, CLICK_IDS)},
         client_ids=_client_ids(values),
         extra=extra,
         origin=origin,
@@ -193,6 +211,11 @@ _KEPT_HEADERS = frozenset({"origin", "referer", "user-agent", "content-type", "a
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
+
+
+def _canonical(field_name: str) -> str:
+    name = field_name.strip().lower()
+    return _ALIASES.get(name, name)
 
 
 def _media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
@@ -240,7 +263,7 @@ def _multipart(body: bytes, content_type: str) -> dict[str, Any]:
     return _flatten(fields)
 
 
-def _text_value(value: Any, *, known: bool) -> tuple[str | None, str | None]:
+def _text_value(value: Any, *, single: bool, first_of_many: bool) -> tuple[str | None, str | None]:
     """One field's value as text, or a reason it is not acceptable."""
     if value is None:
         return None, None
@@ -251,19 +274,27 @@ def _text_value(value: Any, *, known: bool) -> tuple[str | None, str | None]:
     if isinstance(value, str):
         return value.strip(), None
     if isinstance(value, list) and all(isinstance(item, str | int | float) for item in value):
-        if known:
+        if single:
             return None, "expected a single value, got several"
+        if first_of_many:
+            return (str(value[0]).strip() if value else None), None
         return ", ".join(str(item).strip() for item in value), None  # a checkbox group
     return None, "expected text"
 
 
-def _contact(values: dict[str, str], name: str, normalize: Callable[[str], str], errors: dict[str, str]) -> str | None:
+def _contact(
+    values: dict[str, str],
+    name: str,
+    normalize: Callable[[str], str],
+    errors: dict[str, str],
+    posted_as: dict[str, str],
+) -> str | None:
     if name not in values:
         return None
     try:
         return normalize(values[name])
     except InvalidContact as error:
-        errors[name] = str(error)
+        errors[posted_as[name]] = str(error)
         return None
 
 
@@ -272,22 +303,21 @@ def _is_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
-def _timestamp(value: str | None, zone: ZoneInfo, errors: dict[str, str]) -> datetime | None:
+def _timestamp(value: str | None, zone: ZoneInfo) -> datetime | None:
+    """ISO 8601 (``2025-01-15T10:00:00+03:00``; without an offset: ``zone``) or Unix time in s or ms."""
     if not value:
         return None
     try:
         if re.fullmatch(r"\d{10}(\d{3})?", value):
-            seconds = int(value) / (1000 if len(value) == 13 else 1)
-            return datetime.fromtimestamp(seconds, UTC)
+            return datetime.fromtimestamp(int(value) / (1000 if len(value) == 13 else 1), UTC)
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except (ValueError, OverflowError):
-        errors["first_seen_at"] = "use ISO 8601 (2025-01-15T10:00:00+03:00) or Unix time"
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=zone)
 
 
 def _visit(values: dict[str, str], prefix: str) -> Visit:
-    visit = {name: values.get(prefix + name) for name in _VISIT_FIELDS}
+    visit = {name: (values[prefix + name][:MAX_FIELD] if values.get(prefix + name) else None) for name in _VISIT_FIELDS}
     landing = visit.get("landing_url")
     if landing and not any(visit[tag] for tag in UTM_TAGS):
         # Tags not given as fields: read them from the landing page's address.
@@ -297,19 +327,12 @@ def _visit(values: dict[str, str], prefix: str) -> Visit:
     return Visit(**visit)
 
 
-def _click_ids(values: dict[str, str]) -> dict[str, str]:
-    found = {name: values[name] for name in CLICK_IDS if values.get(name)}
-    landing = values.get("landing_url")
-    if landing:
-        query = dict(parse_qsl(urlsplit(landing).query))
-        for name in CLICK_IDS:
-            if query.get(name) and name not in found:
-                found[name] = query[name][:MAX_FIELD]
-    return found
+def _given(values: dict[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    return {name: values[name][:MAX_FIELD] for name in names if values.get(name)}
 
 
 def _client_ids(values: dict[str, str]) -> dict[str, str]:
-    found = {name: values[name] for name in _CLIENT_ID_FIELDS if values.get(name)}
+    found = _given(values, _CLIENT_ID_FIELDS)
     ga = found.get("ga_client_id")
     if ga and ga.count(".") >= 3 and ga.upper().startswith("GA"):
         found["ga_client_id"] = ".".join(ga.split(".")[-2:])  # _ga cookie "GA1.1.123.456" → client id "123.456"

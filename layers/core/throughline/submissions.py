@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 MESSAGE_TYPE = "form_submission"
 MESSAGE_VERSION = 1
@@ -86,6 +87,14 @@ class Submission:
         data["last_visit"] = _visit(data["last_visit"])
         data["first_visit"] = _visit(data["first_visit"]) if data.get("first_visit") else None
         return cls(**{name: data.get(name) for name in cls.__dataclass_fields__ if name in data})
+
+
+def click_ids_in(url: str | None) -> dict[str, str]:
+    """Click ids in a landing page's address (``?yclid=…``, ``?gclid=…``)."""
+    if not url:
+        return {}
+    query = dict(parse_qsl(urlsplit(url).query))
+    return {name: query[name][:2000] for name in CLICK_IDS if query.get(name)}
 
 
 def _visit(data: dict[str, Any]) -> Visit:

@@ -10,7 +10,7 @@ from datetime import tzinfo
 from throughline import journey
 from throughline.journey import Touch
 from throughline.sources import Source, classify, referrer_host
-from throughline.submissions import Submission, Visit
+from throughline.submissions import Submission, Visit, click_ids_in
 
 
 def last_source(submission: Submission) -> Source:
@@ -22,7 +22,7 @@ def first_source(submission: Submission) -> Source | None:
     """The first visit the site remembered (first-touch tags from the capture snippet), if any."""
     if submission.first_visit is None or submission.first_visit.is_empty():
         return None
-    return _classify(submission.first_visit, {}, own_hosts(submission))
+    return _classify(submission.first_visit, click_ids_in(submission.first_visit.landing_url), own_hosts(submission))
 
 
 def own_hosts(submission: Submission) -> tuple[str, ...]:

@@ -73,4 +73,6 @@ def cors_headers(
             "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
             "Access-Control-Max-Age": CORS_MAX_AGE,
         }
+    else:
+        headers["Access-Control-Expose-Headers"] = "Retry-After"  # so a page can honour our 503's advice
     return headers
