@@ -226,3 +226,27 @@ def test_logs_never_show_the_phone_or_email(site):
     assert "submission accepted" in output
     assert "79167654321" not in output and "765-43-21" not in output
     assert "secret.person" not in output
+
+
+def test_a_relative_next_goes_back_to_the_posting_site(site):
+    form = {**PERSON, "_next": "/thanks.html"}
+    response = requests.post(site.form_url, data=form, headers={"Origin": ORIGIN}, allow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"{ORIGIN}/thanks.html"
+
+
+def test_a_post_from_an_unlisted_origin_is_kept_and_reported(site):
+    from throughline.observability import logger
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    logger.addHandler(handler)
+    try:
+        response = requests.post(site.form_url, json=PERSON, headers={"Origin": "https://forgotten.example.ru"})
+    finally:
+        logger.removeHandler(handler)
+    assert response.status_code == 202
+    assert len(queued(site)) == 1  # nothing lost
+    assert "form posted from an origin not in ALLOWED_ORIGINS" in stream.getvalue()
+    assert "https://forgotten.example.ru" in stream.getvalue()

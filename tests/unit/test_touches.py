@@ -235,3 +235,9 @@ def test_click_ids_apply_to_the_last_visit_only():
     )
     assert first_source(item) == Source(SOCIAL, "vk", "social")
     assert last_source(item) == Source(PAID_SEARCH, "yandex", "cpc", paid=True)
+
+
+def test_a_first_visit_through_an_auto_tagged_ad_is_paid():
+    item = submission({"first_landing_url": "https://shop.example.ru/?yclid=777", "first_seen_at": "1736499600"})
+    source = first_source(item)
+    assert (source.channel, source.source, source.paid) == (PAID_SEARCH, "yandex", True)
