@@ -28,6 +28,7 @@ def lambda_handler(event: dict, context: object) -> dict:
     settings = get_settings()
     records = event.get("Records") or []
     writer = lead_writer(settings, Deadline.from_context(context))
+    paced_before = writer.bitrix.pacer.waited
     queue = WritesQueue(settings.writes_queue_url) if settings.writes_queue_url else None
     items = [
         QueuedWrite(
@@ -45,6 +46,9 @@ def lambda_handler(event: dict, context: object) -> dict:
     metrics.add_metric(name="RepeatRequests", unit=MetricUnit.Count, value=actions.count("appended"))
     metrics.add_metric(name="WritesFailed", unit=MetricUnit.Count, value=sum(not o.ok for o in outcomes.values()))
     metrics.add_metric(name="BitrixCalls", unit=MetricUnit.Count, value=writer.bitrix.calls)
+    metrics.add_metric(
+        name="BitrixPacingSeconds", unit=MetricUnit.Seconds, value=writer.bitrix.pacer.waited - paced_before
+    )
 
     def report(record: SQSRecord) -> None:
         outcome = outcomes[record.message_id]

@@ -32,6 +32,7 @@ class LeakyBucket:
         self._level = 0.0
         self._updated = clock()
         self._lock = threading.Lock()
+        self.waited = 0.0  # seconds slept so far: how much the portal's limit actually held us back
 
     def acquire(self, max_wait: float = float("inf")) -> float:
         """Take one request slot, sleeping if needed; returns the seconds waited.
@@ -46,6 +47,7 @@ class LeakyBucket:
                 raise NotEnoughTime(wait)
             if wait:
                 self._sleep(wait)
+                self.waited += wait
                 self._drain()
             self._level += 1
             return wait
