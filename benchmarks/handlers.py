@@ -104,7 +104,7 @@ def handler_cpu(count: int) -> dict[str, dict[str, float]]:
     import warnings
 
     warnings.filterwarnings("ignore", message="No application metrics to publish")
-    from local.stack import LocalStack, _sqs_record, http_event
+    from local.stack import LocalStack, http_event, sqs_record
     from local.template import HttpRoute
     from local.traffic import burst
 
@@ -134,7 +134,7 @@ def handler_cpu(count: int) -> dict[str, dict[str, float]]:
             cpu.append(time.thread_time() - started_cpu)
             wall.append(time.perf_counter() - started_wall)
             assert response["statusCode"] == 202, response
-        results["capture_form"] = _figures(cpu, wall, per=1)
+        results["capture_form"] = _figures(cpu, wall)
 
         import boto3
 
@@ -147,7 +147,7 @@ def handler_cpu(count: int) -> dict[str, dict[str, float]]:
             ).get("Messages", [])
             if not messages:
                 break
-            event = {"Records": [_sqs_record(message, source) for message in messages]}
+            event = {"Records": [sqs_record(message, source) for message in messages]}
             started_cpu, started_wall = time.thread_time(), time.perf_counter()
             result = stack.invoke("bitrix_writer", event)
             cpu.append((time.thread_time() - started_cpu) / len(messages))
@@ -155,11 +155,11 @@ def handler_cpu(count: int) -> dict[str, dict[str, float]]:
             assert result["batchItemFailures"] == [], result
             for message in messages:
                 sqs.delete_message(QueueUrl=source.queue_url, ReceiptHandle=message["ReceiptHandle"])
-        results["bitrix_writer"] = _figures(cpu, wall, per=1)
+        results["bitrix_writer"] = _figures(cpu, wall)
     return results
 
 
-def _figures(cpu: list[float], wall: list[float], per: int) -> dict[str, float]:
+def _figures(cpu: list[float], wall: list[float]) -> dict[str, float]:
     warm = sorted(cpu[1:]) or cpu
     return {
         "first_ms": cpu[0] * 1000,

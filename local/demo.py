@@ -4,7 +4,6 @@ functions on the local stack into the Bitrix24 sandbox; then a table of the lead
 from __future__ import annotations
 
 import argparse
-import builtins
 import contextlib
 import csv
 import functools
@@ -22,7 +21,7 @@ OUT = Path(__file__).resolve().parent.parent / "out" / "demo"
 
 
 def main(argv: list[str] | None = None) -> int:
-    print = functools.partial(builtins.print, file=sys.stdout, flush=True)
+    say = functools.partial(print, file=sys.stdout, flush=True)  # the terminal: stdout goes to the log below
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--people", type=int, default=150, help="how many different people post a form")
     parser.add_argument("--seed", type=int, default=7)
@@ -31,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     traffic = burst(args.people, seed=args.seed)
-    print(f"Throughline demo: {len(traffic.posts)} form posts from {args.people} people, offline.")
+    say(f"Throughline demo: {len(traffic.posts)} form posts from {args.people} people, offline.")
     started = time.monotonic()
     OUT.mkdir(parents=True, exist_ok=True)
     quiet = {} if args.verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING"}
@@ -41,12 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         contextlib.redirect_stdout(log) if log else contextlib.nullcontext(),
         LocalStack(parameters={"AllowedOrigins": SITE}, environment=quiet) as stack,
     ):
-        print(f"  local stack at {stack.url}; Bitrix24 sandbox at {stack.sandbox.base_url} (2 req/s, burst 50)")
-        answers = send(stack.url, traffic.first_wave, concurrency=args.concurrency, progress=print)
-        answers += send(stack.url, traffic.second_wave, concurrency=args.concurrency, progress=print)
-        print("  waiting for the writer to drain the queue at the portal's pace…")
+        say(f"  local stack at {stack.url}; Bitrix24 sandbox at {stack.sandbox.base_url} (2 req/s, burst 50)")
+        answers = send(stack.url, traffic.first_wave, concurrency=args.concurrency, progress=say)
+        answers += send(stack.url, traffic.second_wave, concurrency=args.concurrency, progress=say)
+        say("  waiting for the writer to drain the queue at the portal's pace…")
         if not stack.wait_until_idle(timeout=600):
-            print("  the queue did not drain in 10 minutes")
+            say("  the queue did not drain in 10 minutes")
             return 1
         leads = stack.sandbox.entities("lead")
         stats = stack.sandbox.stats()
@@ -54,23 +53,23 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
 
     statuses = Counter((post.kind, status) for post, status, _ in answers)
-    print(f"\nAll posted and written to Bitrix24 in {elapsed:.1f} s. Answers to the form posts:")
+    say(f"\nAll posted and written to Bitrix24 in {elapsed:.1f} s. Answers to the form posts:")
     for (kind, status), count in sorted(statuses.items()):
-        print(f"  {kind:<8} → HTTP {status}: {count}")
+        say(f"  {kind:<8} → HTTP {status}: {count}")
 
     rows = _lead_rows(leads)
     table = Counter((row["channel"], row["source"]) for row in rows)
-    print(f"\nLeads created in Bitrix24: {len(leads)} (people: {args.people}; repeat requests added to")
-    print(f"their open lead as journey lines: {len(comments)})\n")
-    print(f"  {'Канал':<22} {'Источник':<20} {'Лиды':>5}")
+    say(f"\nLeads created in Bitrix24: {len(leads)} (people: {args.people}; repeat requests added to")
+    say(f"their open lead as journey lines: {len(comments)})\n")
+    say(f"  {'Канал':<22} {'Источник':<20} {'Лиды':>5}")
     for (channel, source), count in sorted(table.items(), key=lambda item: (-item[1], item[0])):
-        print(f"  {channel:<22} {source:<20} {count:>5}")
+        say(f"  {channel:<22} {source:<20} {count:>5}")
     calls = stats["requests"]
-    print(f"\nBitrix24 REST calls: {calls} HTTP requests ({dict(stats['batch_commands'])} inside batches)")
-    print(f"  calls per new lead: {calls / max(1, len(leads)):.2f}   503 QUERY_LIMIT_EXCEEDED: {stats['rate_limited']}")
+    say(f"\nBitrix24 REST calls: {calls} HTTP requests ({dict(stats['batch_commands'])} inside batches)")
+    say(f"  calls per new lead: {calls / max(1, len(leads)):.2f}   503 QUERY_LIMIT_EXCEEDED: {stats['rate_limited']}")
     example = next((row for row in rows if "\n" in row["journey"]), rows[0] if rows else None)
     if example:
-        print(f"\nA journey («Путь клиента») of lead {example['id']}:\n  " + example["journey"].replace("\n", "\n  "))
+        say(f"\nA journey («Путь клиента») of lead {example['id']}:\n  " + example["journey"].replace("\n", "\n  "))
 
     with (OUT / "leads.csv").open("w", newline="", encoding="utf-8-sig") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else ["id"])
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         encoding="utf-8",
     )  # fmt: skip
-    print(f"\nWritten: {OUT / 'leads.csv'}, {OUT / 'summary.json'} (functions' logs: {OUT / 'functions.log'})")
+    say(f"\nWritten: {OUT / 'leads.csv'}, {OUT / 'summary.json'} (functions' logs: {OUT / 'functions.log'})")
     return 0
 
 

@@ -292,7 +292,7 @@ class LocalStack:
             if not messages:
                 self._stopping.wait(0.2)
                 continue
-            event = {"Records": [_sqs_record(message, source) for message in messages]}
+            event = {"Records": [sqs_record(message, source) for message in messages]}
             try:
                 result = self.invoke(source.function, event) or {}
             except Exception as error:
@@ -316,7 +316,7 @@ class LocalStack:
         return None
 
 
-def _sqs_record(message: Mapping[str, Any], source: QueueSource) -> dict[str, Any]:
+def sqs_record(message: Mapping[str, Any], source: QueueSource) -> dict[str, Any]:
     attributes = dict(message.get("Attributes", {}))
     return {
         "messageId": message["MessageId"],

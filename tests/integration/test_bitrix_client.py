@@ -444,10 +444,10 @@ def test_an_oversized_pacer_gets_a_503_then_follows_the_portal() -> None:
         pacer = LeakyBucket(rate=4, burst=50, sleep=pacer_waits)
         levels_at_backoff: list[float] = []
         backoff = Recorder(lambda seconds: levels_at_backoff.append(pacer.level))
-        outcomes: list[int | str] = []
-        client = Bitrix24Client(
-            portal.webhook_url, pacer=pacer, sleep=backoff, on_call=lambda method, outcome: outcomes.append(outcome)
-        )
+        outcomes: list[int] = []
+        session = new_session()
+        session.hooks["response"].append(lambda response, *args, **kwargs: outcomes.append(response.status_code))
+        client = Bitrix24Client(portal.webhook_url, pacer=pacer, sleep=backoff, session=session)
 
         titles = [client.call("crm.lead.get", {"id": 1}).result["TITLE"] for _ in range(15)]
 

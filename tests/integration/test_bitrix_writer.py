@@ -9,7 +9,7 @@ import boto3
 import pytest
 import requests
 
-from local.stack import _sqs_record
+from local.stack import sqs_record
 from throughline.adapters.journey_store import JourneyStore
 from throughline.bitrix24.client import new_session
 from throughline.config import get_settings
@@ -38,7 +38,7 @@ def receive(stack, visibility: int = 30) -> list[dict]:
 def invoke(stack, messages: list[dict]) -> set[str]:
     """Run the writer on these messages as the SQS event source does; returns the ids it reported failed."""
     source = stack.resources.queue_sources[0]
-    result = stack.invoke("bitrix_writer", {"Records": [_sqs_record(m, source) for m in messages]})
+    result = stack.invoke("bitrix_writer", {"Records": [sqs_record(m, source) for m in messages]})
     failed = {item["itemIdentifier"] for item in result["batchItemFailures"]}
     sqs = boto3.client("sqs")
     for message in messages:
@@ -276,7 +276,7 @@ def test_an_unreadable_message_fails_alone_and_its_group_waits(stack):
         "Body": json.dumps({"type": "something_else"}),
         "Attributes": {**good["Attributes"], "MessageGroupId": "another"},
     }
-    result = stack.invoke("bitrix_writer", {"Records": [_sqs_record(m, source) for m in (poison, good, other_group)]})
+    result = stack.invoke("bitrix_writer", {"Records": [sqs_record(m, source) for m in (poison, good, other_group)]})
     failed = {item["itemIdentifier"] for item in result["batchItemFailures"]}
     # The poison fails; the good message of the same group is held back to keep the group's order.
     assert failed == {"poison-1", good["MessageId"], "poison-2"}

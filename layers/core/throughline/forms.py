@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 
 from throughline.contacts import InvalidContact, normalize_email, normalize_phone
 from throughline.submissions import CLICK_IDS, UTM_TAGS, Submission, Visit, click_ids_in
+from throughline.submissions import MAX_VALUE as MAX_FIELD
 
 FORM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-MAX_FIELD = 2000
 MAX_COMMENT = 10000
 MAX_EXTRA_FIELDS = 50
 

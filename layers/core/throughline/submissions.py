@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 MESSAGE_TYPE = "form_submission"
 MESSAGE_VERSION = 1
 UTM_TAGS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
+MAX_VALUE = 2000  # the longest value of one field we keep
 # Click ids set by ad platforms and search engines (what each implies: throughline.sources).
 CLICK_IDS = ("gclid", "gbraid", "wbraid", "yclid", "ysclid", "fbclid")
 
@@ -94,7 +95,7 @@ def click_ids_in(url: str | None) -> dict[str, str]:
     if not url:
         return {}
     query = dict(parse_qsl(urlsplit(url).query))
-    return {name: query[name][:2000] for name in CLICK_IDS if query.get(name)}
+    return {name: query[name][:MAX_VALUE] for name in CLICK_IDS if query.get(name)}
 
 
 def _visit(data: dict[str, Any]) -> Visit:

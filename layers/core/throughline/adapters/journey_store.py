@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from datetime import UTC
 from typing import Any
 
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
 from throughline.adapters import aws
 from throughline.journey import Touch
 
@@ -34,8 +36,6 @@ class JourneyStore:
 
     def put(self, entity: str, touches: Iterable[Touch], *, state: str, lines: dict[str, str] | None = None) -> None:
         """Write touches of one entity (overwriting: the same touch written twice is one touch)."""
-        from boto3.dynamodb.types import TypeSerializer
-
         serializer = TypeSerializer()
         requests = []
         for touch in touches:
@@ -72,8 +72,6 @@ class JourneyStore:
 
     def journey(self, entity: str) -> list[Touch]:
         """All touches of one entity, oldest first."""
-        from boto3.dynamodb.types import TypeDeserializer
-
         deserializer = TypeDeserializer()
         touches, start_key = [], None
         while True:

@@ -94,7 +94,6 @@ class Bitrix24Client:
         max_attempts: int = 4,
         backoff_base: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
-        on_call: Callable[[str, int | str], None] | None = None,
     ):
         self._base = webhook_url if webhook_url.endswith("/") else webhook_url + "/"
         self.pacer = pacer or LeakyBucket(rate=2.0, burst=50)
@@ -105,7 +104,6 @@ class Bitrix24Client:
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self._sleep = sleep
-        self._on_call = on_call
         self.calls = 0  # HTTP requests sent by this client object (one per batch)
 
     def __repr__(self) -> str:
@@ -192,20 +190,16 @@ class Bitrix24Client:
         try:
             http = self.session.post(self._base + method + ".json", json=payload, timeout=timeout)
         except requests.ConnectTimeout as error:
-            self._report(method, "connect_timeout")
             raise BitrixUnavailable(
                 "CONNECT_TIMEOUT", type(error).__name__, None, method, maybe_executed=False
             ) from None
         except requests.Timeout as error:
-            self._report(method, "timeout")
             raise BitrixUnavailable("TIMEOUT", type(error).__name__, None, method) from None
         except requests.ConnectionError as error:
-            self._report(method, "connection_error")
             refused = "NewConnectionError" in repr(error) or "Connection refused" in str(error)
             raise BitrixUnavailable(
                 "CONNECTION_ERROR", type(error).__name__, None, method, maybe_executed=not refused
             ) from None
-        self._report(method, http.status_code)
         try:
             body = http.json()
         except ValueError:
@@ -237,10 +231,6 @@ class Bitrix24Client:
     def _time_left_for_request(self) -> float:
         # Keep room for the request itself: a connect plus a short answer.
         return self._time_left() - self.connect_timeout
-
-    def _report(self, method: str, outcome: int | str) -> None:
-        if self._on_call:
-            self._on_call(method, outcome)
 
 
 def new_session() -> requests.Session:
