@@ -247,9 +247,9 @@ class LocalStack:
 
     def _prepare_sandbox(self) -> None:
         """What an operator does once per portal (`make bitrix-setup`): create the journey field."""
+        from throughline.bitrix24.portal import bitrix_client
         from throughline.config import get_settings
         from throughline.setup import ensure_journey_fields
-        from throughline.writer import bitrix_client
 
         settings = get_settings()
         ensure_journey_fields(bitrix_client(settings), settings.bitrix24_journey_field)
@@ -333,13 +333,15 @@ def sqs_record(message: Mapping[str, Any], source: QueueSource) -> dict[str, Any
 
 def _reset_process_caches() -> None:
     """Settings and AWS clients are cached per process; the stack has just changed what they point at."""
-    from throughline import capture, config, writer
+    from throughline import config
     from throughline.adapters import aws
+    from throughline.bitrix24 import portal
+    from throughline.capture import receive
 
     config.reset_settings_cache()
     aws.reset_clients()
-    capture.idempotency_for.cache_clear()
-    writer.reset_portal_state()
+    receive.idempotency_for.cache_clear()
+    portal.reset_portal_state()
 
 
 def http_event(

@@ -14,7 +14,7 @@ from throughline.adapters.writes_queue import WritesQueue
 from throughline.bitrix24 import Deadline
 from throughline.config import get_settings
 from throughline.observability import logger, metrics, tracer
-from throughline.writer import QueuedWrite, lead_writer, write_queued
+from throughline.writer.queued import QueuedWrite, lead_writer, write_queued
 
 
 class WriteFailed(Exception):

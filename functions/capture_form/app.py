@@ -11,9 +11,9 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
 from throughline.adapters.http import HttpRequest, cors_headers, empty_response, json_response
-from throughline.capture import capture_from_settings
+from throughline.capture.forms import FormRejected
+from throughline.capture.receive import capture_from_settings
 from throughline.config import get_settings
-from throughline.forms import FormRejected
 from throughline.observability import logger, metrics
 
 

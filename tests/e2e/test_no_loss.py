@@ -15,9 +15,9 @@ import boto3
 import pytest
 
 from local.traffic import burst, send
+from throughline.bitrix24.portal import bitrix_client
 from throughline.config import get_settings
 from throughline.dlq import replay_dead_letters
-from throughline.writer import bitrix_client
 
 PEOPLE = 500
 BURST = 20

@@ -13,7 +13,7 @@ from local.stack import sqs_record
 from throughline.adapters.journey_store import JourneyStore
 from throughline.bitrix24.client import new_session
 from throughline.config import get_settings
-from throughline.writer import lead_writer
+from throughline.writer.queued import lead_writer
 
 JOURNEY = "UF_CRM_CUSTOMER_JOURNEY"
 
@@ -214,7 +214,7 @@ class LosesOneAnswer:
 
 
 def write_with(stack, session) -> dict:
-    from throughline.submissions import Submission
+    from throughline.capture.submissions import Submission
 
     messages = receive(stack)
     submissions = [Submission.from_message(json.loads(m["Body"])) for m in messages]

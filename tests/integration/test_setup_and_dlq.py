@@ -22,8 +22,8 @@ from local.bitrix24_sandbox import Sandbox
 from throughline.bitrix24 import Bitrix24Client
 from throughline.config import SECRET_NAMES, ConfigError, Settings, load_settings
 from throughline.dlq import ReplayResult, replay_dead_letters
-from throughline.leads import LeadRules
 from throughline.setup import FieldStatus, ensure_journey_fields, report
+from throughline.writer.leads import LeadRules
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIELD = "UF_CRM_CUSTOMER_JOURNEY"

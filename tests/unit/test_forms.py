@@ -1,4 +1,4 @@
-"""Unit tests of throughline.forms (decoding, validation) and throughline.submissions (Submission, Visit)."""
+"""Unit tests of capture.forms (decoding, validation) and capture.submissions (Submission, Visit)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from throughline.forms import FormRejected, decode_body, is_spam, parse_submission, raw_key, raw_record
-from throughline.submissions import MESSAGE_TYPE, MESSAGE_VERSION, Submission, Visit
+from throughline.capture.forms import FormRejected, decode_body, is_spam, parse_submission, raw_key, raw_record
+from throughline.capture.submissions import MESSAGE_TYPE, MESSAGE_VERSION, Submission, Visit
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 RECEIVED = datetime(2025, 1, 15, 10, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from throughline.journey import (
+from throughline.journey.lines import (
     FIRST_CONTACT,
     FIRST_VISIT,
     FORM,

@@ -1,4 +1,4 @@
-"""Unit tests of throughline.touches: the journey touches a form submission adds."""
+"""Unit tests of throughline.journey.touches: the journey touches a form submission adds."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from throughline.forms import parse_submission
-from throughline.journey import FIRST_VISIT, FORM, REPEAT_REQUEST, Touch, format_journey
+from throughline.capture.forms import parse_submission
+from throughline.capture.submissions import Submission
+from throughline.journey.lines import FIRST_VISIT, FORM, REPEAT_REQUEST, Touch, format_journey
+from throughline.journey.touches import first_source, last_source, own_hosts, submission_touches
 from throughline.sources import DIRECT, ORGANIC_SEARCH, PAID_SEARCH, REFERRAL, SOCIAL, Source
-from throughline.submissions import Submission
-from throughline.touches import first_source, last_source, own_hosts, submission_touches
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 RECEIVED = datetime(2025, 1, 15, 10, 0, tzinfo=UTC)

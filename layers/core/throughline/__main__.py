@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _bitrix_setup(args: argparse.Namespace) -> int:
+    from throughline.bitrix24.portal import bitrix_client
     from throughline.config import load_settings
-    from throughline.leads import LeadRules
     from throughline.setup import report
-    from throughline.writer import bitrix_client
+    from throughline.writer.leads import LeadRules
 
     if args.stack_name:
         os.environ.setdefault("SECRETS_ARN", _stack_outputs(args.stack_name)["SecretsArn"])

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from throughline.bitrix24 import Bitrix24Client
-from throughline.leads import LeadRules
 from throughline.sources import CHANNEL_LABELS, Source
+from throughline.writer.leads import LeadRules
 
 JOURNEY_LABELS = {"ru": "Путь клиента", "en": "Customer journey", "de": "Customer Journey"}
 JOURNEY_ROWS = 8  # a multi-line text box in the card

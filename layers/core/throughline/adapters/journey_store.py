@@ -15,7 +15,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from throughline.adapters import aws
-from throughline.journey import Touch
+from throughline.journey.lines import Touch
 
 PENDING = "pending"
 APPLIED = "applied"

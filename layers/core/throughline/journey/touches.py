@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from datetime import tzinfo
 
-from throughline import journey
-from throughline.journey import Touch
+from throughline.capture.submissions import Submission, Visit, click_ids_in
+from throughline.journey import lines as journey
+from throughline.journey.lines import Touch
 from throughline.sources import Source, classify, referrer_host
-from throughline.submissions import Submission, Visit, click_ids_in
 
 
 def last_source(submission: Submission) -> Source:

@@ -14,9 +14,9 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 from zoneinfo import ZoneInfo
 
+from throughline.capture.submissions import CLICK_IDS, UTM_TAGS, Submission, Visit, click_ids_in
+from throughline.capture.submissions import MAX_VALUE as MAX_FIELD
 from throughline.contacts import InvalidContact, normalize_email, normalize_phone
-from throughline.submissions import CLICK_IDS, UTM_TAGS, Submission, Visit, click_ids_in
-from throughline.submissions import MAX_VALUE as MAX_FIELD
 
 FORM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_COMMENT = 10000

@@ -29,9 +29,11 @@ from throughline.bitrix24 import (
     NotEnoughTime,
     OperationTimeLimit,
 )
+from throughline.capture.submissions import Submission
 from throughline.config import Settings
 from throughline.contacts import mask_email, mask_phone
-from throughline.journey import append_line, format_journey, format_line, has_line
+from throughline.journey.lines import append_line, format_journey, format_line, has_line
+from throughline.journey.touches import last_source, submission_touches
 from throughline.observability import logger
 from throughline.sources import (
     DIRECT,
@@ -45,8 +47,6 @@ from throughline.sources import (
     SOCIAL,
     Source,
 )
-from throughline.submissions import Submission
-from throughline.touches import last_source, submission_touches
 
 ORIGINATOR_ID = "throughline"
 LEAD_ENTITY = "LEAD#{}"

@@ -7,20 +7,18 @@ an operating-time block), so an outage of the portal spends few receives and the
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from throughline.adapters.journey_store import JourneyStore
 from throughline.adapters.writes_queue import WritesQueue
-from throughline.bitrix24 import Bitrix24Client, Deadline, LeakyBucket
-from throughline.bitrix24.client import new_session
+from throughline.bitrix24 import Deadline
+from throughline.bitrix24.portal import bitrix_client
+from throughline.capture.submissions import Submission
 from throughline.config import Settings
-from throughline.leads import LeadRules, LeadWriter, Outcome
 from throughline.observability import logger
-from throughline.submissions import Submission
+from throughline.writer.leads import LeadRules, LeadWriter, Outcome
 
 
 @dataclass(frozen=True)
@@ -89,30 +87,6 @@ def _schedule_retry(queue: WritesQueue, item: QueuedWrite, outcome: Outcome, set
 
 # -- wiring -----------------------------------------------------------------------------------------------------------
 
-_lock = threading.Lock()
-
-
-@cache
-def _portal_pacer(webhook_url: str, rate: float, burst: float) -> LeakyBucket:
-    # One bucket per portal per process: warm invocations keep what they know about the portal's counter.
-    return LeakyBucket(rate=rate, burst=burst)
-
-
-@cache
-def _session(webhook_url: str) -> Any:
-    return new_session()
-
-
-def bitrix_client(settings: Settings, deadline: Deadline | None = None, **options: Any) -> Bitrix24Client:
-    """A client for this invocation, sharing the process's HTTP session and its share of the portal's bucket."""
-    settings.require("bitrix24_webhook_url")
-    url = settings.bitrix24_webhook_url or ""
-    share = settings.bitrix24_writer_concurrency
-    with _lock:
-        pacer = _portal_pacer(url, settings.bitrix24_rate_per_second / share, max(1.0, settings.bitrix24_burst / share))
-        session = _session(url)
-    return Bitrix24Client(url, pacer=pacer, session=session, deadline=deadline, **options)
-
 
 def lead_writer(settings: Settings, deadline: Deadline | None = None, **client_options: Any) -> LeadWriter:
     settings.require("journey_table")
@@ -121,10 +95,3 @@ def lead_writer(settings: Settings, deadline: Deadline | None = None, **client_o
         JourneyStore(settings.journey_table or ""),
         LeadRules.from_settings(settings),
     )
-
-
-def reset_portal_state() -> None:
-    """Forget the process's pacers and sessions (the local stack and tests point at new portals)."""
-    with _lock:
-        _portal_pacer.cache_clear()
-        _session.cache_clear()

@@ -15,13 +15,13 @@ from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from throughline import forms
 from throughline.adapters.raw_store import RawStore
 from throughline.adapters.writes_queue import WritesQueue
+from throughline.capture import forms
+from throughline.capture.submissions import Submission
 from throughline.config import Settings
 from throughline.contacts import mask_email, mask_phone
 from throughline.observability import logger
-from throughline.submissions import Submission
 
 IN_PROGRESS_WAIT_SECONDS = 2.0
 

@@ -1,0 +1,42 @@
+"""One Bitrix24 client per invocation, sharing the process's HTTP session and its share of the portal's bucket."""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+from typing import Any
+
+from throughline.bitrix24.client import Bitrix24Client, Deadline, new_session
+from throughline.bitrix24.pacing import LeakyBucket
+from throughline.config import Settings
+
+_lock = threading.Lock()
+
+
+@cache
+def _portal_pacer(webhook_url: str, rate: float, burst: float) -> LeakyBucket:
+    # One bucket per portal per process: warm invocations keep what they know about the portal's counter.
+    return LeakyBucket(rate=rate, burst=burst)
+
+
+@cache
+def _session(webhook_url: str) -> Any:
+    return new_session()
+
+
+def bitrix_client(settings: Settings, deadline: Deadline | None = None, **options: Any) -> Bitrix24Client:
+    """A client for this invocation, sharing the process's HTTP session and its share of the portal's bucket."""
+    settings.require("bitrix24_webhook_url")
+    url = settings.bitrix24_webhook_url or ""
+    share = settings.bitrix24_writer_concurrency
+    with _lock:
+        pacer = _portal_pacer(url, settings.bitrix24_rate_per_second / share, max(1.0, settings.bitrix24_burst / share))
+        session = _session(url)
+    return Bitrix24Client(url, pacer=pacer, session=session, deadline=deadline, **options)
+
+
+def reset_portal_state() -> None:
+    """Forget the process's pacers and sessions (the local stack and tests point at new portals)."""
+    with _lock:
+        _portal_pacer.cache_clear()
+        _session.cache_clear()
