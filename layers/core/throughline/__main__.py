@@ -1,6 +1,7 @@
-"""Operator commands: ``python -m throughline bitrix-setup`` and ``python -m throughline replay-dlq``.
+"""Operator commands: ``python -m throughline bitrix-setup``, ``replay-dlq`` and ``attribute``.
 
-Both read the same configuration as the functions (environment, or the stack's secret with ``--stack-name``).
+The first two read the same configuration as the functions (environment, or the stack's secret with
+``--stack-name``); ``attribute`` only reads the path table it is given.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import argparse
 import os
 import sys
 from typing import Any
+
+from throughline.attribution import cli as attribution_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,11 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--queue-url", help="the writes queue (instead of --stack-name)")
     replay.add_argument("--dlq-url", help="its dead-letter queue (instead of --stack-name)")
     replay.add_argument("--limit", type=int, help="move at most this many messages")
+    attribution_cli.add_parser(commands)
 
     args = parser.parse_args(argv)
     try:
         if args.command == "bitrix-setup":
             return _bitrix_setup(args)
+        if args.command == "attribute":
+            return attribution_cli.run(args)
         return _replay(args)
     except Exception as error:  # an operator tool: one clear line, not a traceback
         print(f"error: {error}", file=sys.stderr)

@@ -1,0 +1,243 @@
+"""Journeys as paths: each person's touches, cut at each conversion, aggregated into a path table.
+
+The cut rule: a conversion's path is the person's touches after their previous conversion and up to this one,
+oldest first; a touch at the same instant as the conversion counts before it. Conversions of one person at the same
+instant share one path. Touches after a person's last conversion (or of a person who never converted in the window)
+form one non-converting path. A conversion with no touch in its window gets the one-touch path ``(UNTRACKED,)``, so
+every conversion and every rouble reaches some channel.
+
+Identical paths are aggregated, as in ChannelAttribution's path table (path, total_conversions,
+total_conversion_value, total_null): models then run on distinct paths with weights. Touch times are kept only for
+converting paths (time decay needs the age of each touch at its conversion).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+import numpy as np
+
+DIRECT = "direct"
+UNTRACKED = "(no touches)"
+CONVERSION_PLACES = Decimal("0.0001")
+MONEY_PLACES = Decimal("0.01")
+SECONDS_PER_DAY = 86_400.0
+
+
+class TouchPoint(NamedTuple):
+    """One touch of a journey. Anything with these attributes will do."""
+
+    person_key: str
+    at: datetime
+    channel: str
+    source: str = ""
+    campaign: str = ""
+
+
+class Conversion(NamedTuple):
+    """A conversion (a won deal; or a lead or created deal, as the caller decides), revenue in the report currency."""
+
+    person_key: str
+    at: datetime
+    revenue: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class TimedConversions:
+    """Conversions on one distinct path that share the touch ages (days from each touch to the conversion)."""
+
+    path_index: int
+    ages_days: tuple[float, ...]
+    conversions: float
+    revenue: float
+
+
+@dataclass(frozen=True)
+class PathTable:
+    """Distinct paths with their weights. Totals are exact (conversions to 4 places, revenue to kopecks)."""
+
+    paths: list[tuple[str, ...]]
+    conversions: np.ndarray
+    revenue: np.ndarray
+    nulls: np.ndarray
+    total_conversions: Decimal
+    total_revenue: Decimal
+    timed: list[TimedConversions] | None = None
+    direct_label: str = DIRECT
+    labels: list[str] = field(default_factory=list)
+
+    @property
+    def has_times(self) -> bool:
+        return self.timed is not None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+Label = Callable[[Any], str]
+LABELS: dict[str, Label] = {
+    "channel": lambda touch: touch.channel,
+    "source": lambda touch: touch.source or touch.channel,
+    "campaign": lambda touch: (
+        f"{touch.source or touch.channel} / {touch.campaign}" if touch.campaign else touch.source or touch.channel
+    ),
+}
+
+
+def build_paths(
+    touches: Iterable[Any],
+    conversions: Iterable[Any],
+    *,
+    by: str | Label = "channel",
+    direct_channel: str = DIRECT,
+    untracked_label: str = UNTRACKED,
+) -> PathTable:
+    """The path table of the given journeys (see the module docstring for the cut rule).
+
+    ``by`` names what a touch is credited as: ``channel`` (default), ``source`` (falls back to the channel) or
+    ``campaign`` (``source / campaign``, falling back to the source), or any function of a touch. A direct touch
+    (``channel == direct_channel``) is always labelled ``direct_channel``, so last-non-direct works at every level.
+    """
+    label_of = LABELS[by] if isinstance(by, str) else by
+    by_person: dict[Any, list[tuple[datetime, str]]] = defaultdict(list)
+    for touch in touches:
+        label = direct_channel if touch.channel == direct_channel else label_of(touch)
+        by_person[touch.person_key].append((touch.at, label))
+    won: dict[Any, list[tuple[datetime, Decimal]]] = defaultdict(list)
+    for conversion in conversions:
+        won[conversion.person_key].append((conversion.at, Decimal(conversion.revenue)))
+
+    table = _Aggregate()
+    for person, journey in by_person.items():
+        journey.sort(key=_at)
+        person_won = won.pop(person, None)
+        if not person_won:
+            table.add_null(tuple(label for _, label in journey))
+            continue
+        start = 0
+        for at, count, revenue in _by_instant(person_won):
+            end = start
+            while end < len(journey) and journey[end][0] <= at:
+                end += 1
+            window = journey[start:end]
+            if window:
+                path = tuple(label for _, label in window)
+                ages = tuple((at - moment).total_seconds() / SECONDS_PER_DAY for moment, _ in window)
+            else:
+                path, ages = (untracked_label,), (0.0,)
+            table.add_conversions(path, ages, count, revenue)
+            start = end
+        if start < len(journey):
+            table.add_null(tuple(label for _, label in journey[start:]))
+    for person_won in won.values():  # people who converted without a single touch
+        for at, count, revenue in _by_instant(person_won):
+            del at
+            table.add_conversions((untracked_label,), (0.0,), count, revenue)
+    return table.build(direct_channel)
+
+
+def path_table(
+    rows: Iterable[tuple[tuple[str, ...], Decimal, Decimal, Decimal, tuple[float, ...] | None]],
+    *,
+    direct_label: str = DIRECT,
+) -> PathTable:
+    """A path table from already aggregated rows ``(path, conversions, revenue, nulls, ages_days or None)``,
+    e.g. ChannelAttribution's path table. Rows with the same path are merged; the table has times only when every
+    row with conversions gives them."""
+    table = _Aggregate()
+    for path, conversions, revenue, nulls, ages_days in rows:
+        if not path:
+            raise ValueError("a path needs at least one touch")
+        if ages_days is not None and len(ages_days) != len(path):
+            raise ValueError(f"{len(ages_days)} touch ages for a path of {len(path)} touches")
+        table.add_conversions(path, ages_days, conversions, revenue)
+        if nulls:
+            table.add_null(path, float(nulls))
+    return table.build(direct_label)
+
+
+def _at(item: tuple[datetime, Any]) -> datetime:
+    return item[0]
+
+
+def _by_instant(conversions: list[tuple[datetime, Decimal]]) -> Iterable[tuple[datetime, int, Decimal]]:
+    conversions.sort(key=_at)
+    index = 0
+    while index < len(conversions):
+        at, revenue, count = conversions[index][0], Decimal(0), 0
+        while index < len(conversions) and conversions[index][0] == at:
+            revenue += conversions[index][1]
+            count += 1
+            index += 1
+        yield at, count, revenue
+
+
+class _Aggregate:
+    """Accumulates distinct paths; exact totals in integer units (1/10 000 conversion, kopecks)."""
+
+    def __init__(self) -> None:
+        self.index: dict[tuple[str, ...], int] = {}
+        self.paths: list[tuple[str, ...]] = []
+        self.conversion_units: list[int] = []
+        self.kopecks: list[int] = []
+        self.nulls: list[float] = []
+        self.timed: list[TimedConversions] | None = []
+
+    def _slot(self, path: tuple[str, ...]) -> int:
+        slot = self.index.get(path)
+        if slot is None:
+            slot = self.index[path] = len(self.paths)
+            self.paths.append(path)
+            self.conversion_units.append(0)
+            self.kopecks.append(0)
+            self.nulls.append(0.0)
+        return slot
+
+    def add_null(self, path: tuple[str, ...], count: float = 1.0) -> None:
+        self.nulls[self._slot(path)] += count
+
+    def add_conversions(
+        self, path: tuple[str, ...], ages_days: tuple[float, ...] | None, count: Decimal | int, revenue: Decimal
+    ) -> None:
+        if revenue < 0:
+            raise ValueError(f"negative revenue {revenue} on path {' > '.join(path)}")
+        units, kopecks = conversion_units(count), money_units(revenue)
+        if kopecks and not units:
+            raise ValueError(f"revenue {revenue} without a conversion on path {' > '.join(path)}")
+        slot = self._slot(path)
+        self.conversion_units[slot] += units
+        self.kopecks[slot] += kopecks
+        if ages_days is None:
+            if units:
+                self.timed = None
+        elif self.timed is not None and units:
+            self.timed.append(TimedConversions(slot, ages_days, units / 10_000, kopecks / 100))
+
+    def build(self, direct_label: str) -> PathTable:
+        labels = sorted({label for path in self.paths for label in path})
+        return PathTable(
+            paths=self.paths,
+            conversions=np.array(self.conversion_units, dtype=np.float64) / 10_000,
+            revenue=np.array(self.kopecks, dtype=np.float64) / 100,
+            nulls=np.array(self.nulls, dtype=np.float64),
+            total_conversions=Decimal(sum(self.conversion_units)) * CONVERSION_PLACES,
+            total_revenue=Decimal(sum(self.kopecks)) * MONEY_PLACES,
+            timed=self.timed,
+            direct_label=direct_label,
+            labels=labels,
+        )
+
+
+def conversion_units(count: Decimal | int | float) -> int:
+    """Conversions in units of 1/10 000 (exact for whole counts; other counts rounded half-even)."""
+    return int((Decimal(count) / CONVERSION_PLACES).to_integral_value())
+
+
+def money_units(amount: Decimal | int | float) -> int:
+    """An amount in kopecks, rounded half-even."""
+    return int((Decimal(amount) / MONEY_PLACES).to_integral_value())
