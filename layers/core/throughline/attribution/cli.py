@@ -38,7 +38,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=("csv", "json"), default="csv")
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     with open(args.paths, newline="", encoding="utf-8-sig") as file:
         table = read_path_table(file, sep=args.sep, direct=args.direct, name=args.paths)
     models = args.model or [model for model in ALL_MODELS if table.has_times or model not in TIMED_MODELS]

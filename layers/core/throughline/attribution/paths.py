@@ -13,11 +13,12 @@ converting paths (time decay needs the age of each touch at its conversion).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -103,21 +104,19 @@ def build_paths(
     ``campaign`` (``source / campaign``, falling back to the source), or any function of a touch. A direct touch
     (``channel == direct_channel``) is always labelled ``direct_channel``, so last-non-direct works at every level.
     """
-    label_of = LABELS[by] if isinstance(by, str) else by
-    by_person: dict[Any, list[tuple[datetime, str]]] = defaultdict(list)
-    for touch in touches:
-        label = direct_channel if touch.channel == direct_channel else label_of(touch)
-        by_person[touch.person_key].append((touch.at, label))
+    by_person = _journeys(touches, by, direct_channel)
     won: dict[Any, list[tuple[datetime, Decimal]]] = defaultdict(list)
     for conversion in conversions:
         won[conversion.person_key].append((conversion.at, Decimal(conversion.revenue)))
 
     table = _Aggregate()
+    nulls: Counter[tuple[str, ...]] = Counter()  # most journeys never convert: count them in one place
+    labels_of = itemgetter(1)
     for person, journey in by_person.items():
-        journey.sort(key=_at)
+        journey.sort()  # by time; touches at the same instant by label
         person_won = won.pop(person, None)
-        if not person_won:
-            table.add_null(tuple(label for _, label in journey))
+        if person_won is None:
+            nulls[tuple(map(labels_of, journey))] += 1
             continue
         start = 0
         for at, count, revenue in _by_instant(person_won):
@@ -126,18 +125,19 @@ def build_paths(
                 end += 1
             window = journey[start:end]
             if window:
-                path = tuple(label for _, label in window)
+                path = tuple(map(labels_of, window))
                 ages = tuple((at - moment).total_seconds() / SECONDS_PER_DAY for moment, _ in window)
             else:
                 path, ages = (untracked_label,), (0.0,)
             table.add_conversions(path, ages, count, revenue)
             start = end
         if start < len(journey):
-            table.add_null(tuple(label for _, label in journey[start:]))
+            nulls[tuple(map(labels_of, journey[start:]))] += 1
     for person_won in won.values():  # people who converted without a single touch
-        for at, count, revenue in _by_instant(person_won):
-            del at
+        for _, count, revenue in _by_instant(person_won):
             table.add_conversions((untracked_label,), (0.0,), count, revenue)
+    for path, count in nulls.items():
+        table.add_null(path, count)
     return table.build(direct_channel)
 
 
@@ -159,6 +159,19 @@ def path_table(
         if nulls:
             table.add_null(path, float(nulls))
     return table.build(direct_label)
+
+
+def _journeys(touches: Iterable[Any], by: str | Label, direct: str) -> dict[Any, list[tuple[datetime, str]]]:
+    """Each person's (time, label) pairs, unsorted."""
+    by_person: dict[Any, list[tuple[datetime, str]]] = defaultdict(list)
+    if by == "channel":  # the common case, without a call per touch
+        for touch in touches:
+            by_person[touch.person_key].append((touch.at, touch.channel))
+        return by_person
+    label_of = LABELS[by] if isinstance(by, str) else by
+    for touch in touches:
+        by_person[touch.person_key].append((touch.at, direct if touch.channel == direct else label_of(touch)))
+    return by_person
 
 
 def _at(item: tuple[datetime, Any]) -> datetime:

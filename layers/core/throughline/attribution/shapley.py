@@ -29,10 +29,12 @@ EXACT_LIMIT = 12
 def shapley_values(table: PathTable, *, exact_limit: int = EXACT_LIMIT) -> tuple[dict[str, float], dict[str, float]]:
     """Shapley values of every label, for conversions and for revenue."""
     labels = table.labels
-    sets = [frozenset(path) for path in table.paths]
+    converting = np.flatnonzero((table.conversions > 0) | (table.revenue > 0))  # v ignores the other paths
+    sets = [frozenset(table.paths[index]) for index in converting]
+    conversions, revenue = table.conversions[converting], table.revenue[converting]
     if len(labels) <= exact_limit:
-        return _by_coalitions(labels, sets, table.conversions), _by_coalitions(labels, sets, table.revenue)
-    return _by_dividends(labels, sets, table.conversions), _by_dividends(labels, sets, table.revenue)
+        return _by_coalitions(labels, sets, conversions), _by_coalitions(labels, sets, revenue)
+    return _by_dividends(labels, sets, conversions), _by_dividends(labels, sets, revenue)
 
 
 def _by_coalitions(labels: list[str], sets: list[frozenset[str]], amounts: np.ndarray) -> dict[str, float]:
