@@ -185,3 +185,23 @@ def test_apportion_is_exact_and_within_one_unit_of_each_quota(weights, total):
     whole = sum(weights)
     for label, weight in named.items():
         assert abs(parts[label] - total * weight / whole) < 1 + 1e-6 * total
+
+
+def test_shapley_above_twelve_channels_is_still_exact_and_ungrouped():
+    channels = [f"c{n:02d}" for n in range(14)]
+    rows = [(" > ".join(channels[i : i + 3]), 2, 100, 1) for i in range(12)] + [("c13", 1, 7, 0)]
+    result = {row.channel: row for row in attribute(table_of(*rows), ["shapley"])["shapley"]}
+    assert sorted(result) == channels  # every channel keeps its own row: nothing grouped into «Прочие»
+    # c00 is only on the first path (3 channels, 2 conversions, 100): 1/3 of it.
+    assert (result["c00"].conversions, result["c00"].revenue) == (D("0.6667"), D("33.33"))
+    # c13: 1/3 of the last three-channel path (c11 > c12 > c13) and all of its own one-touch path.
+    assert (result["c13"].conversions, result["c13"].revenue) == (D("1.6667"), D("40.33"))
+    assert sum(row.conversions for row in result.values()) == 25
+
+
+def test_markov_refuses_a_chain_too_large_to_solve_densely(monkeypatch):
+    from throughline.attribution import markov
+
+    monkeypatch.setattr(markov, "MAX_STATES", 3)
+    with pytest.raises(ValueError, match="use a lower order"):
+        attribute(table_of(("a > b > c", 1, 1, 0)), ["markov"], markov_order=1)
