@@ -1,7 +1,7 @@
 """Our models against the reference tools on the same paths (optional: requirements-compare.txt).
 
-- ChannelAttribution (GPL, C++): ``heuristic_models`` must equal our first/last/linear; ``markov_model`` (order 1,
-  non-converting paths via ``var_null``) is a Monte-Carlo estimate of what we solve exactly, so a precise run
+- ChannelAttribution (GPL, C++): ``heuristic_models`` must equal our first/last/linear; ``markov_model`` (orders 1
+  and 2, non-converting paths via ``var_null``) is a Monte-Carlo estimate of what we solve exactly, so a precise run
   (``nsim_start=1e6, conv_par=0.01``) must be within 2 % per channel. Its ``max_step`` defaults to the longest
   observed path and counts longer simulated walks as null, which biases removal effects when paths can loop
   (a > b > a): we pass a large ``max_step`` so it estimates the same quantity.
@@ -104,7 +104,8 @@ def test_first_last_and_linear_equal_channel_attribution_heuristics(channel_attr
             assert revenue == pytest.approx(theirs.loc[channel, f"{prefix}_value"], abs=0.01), model
 
 
-def test_markov_agrees_with_a_precise_channel_attribution_run_within_two_percent(channel_attribution):
+@pytest.mark.parametrize("order", [1, 2])
+def test_markov_agrees_with_a_precise_channel_attribution_run_within_two_percent(channel_attribution, order):
     with contextlib.redirect_stdout(io.StringIO()):
         theirs = channel_attribution.markov_model(
             frame(ROWS),
@@ -112,16 +113,16 @@ def test_markov_agrees_with_a_precise_channel_attribution_run_within_two_percent
             "total_conversions",
             var_value="total_conversion_value",
             var_null="total_null",
-            order=1,
-            nsim_start=1e6,
+            order=order,
+            nsim_start=1e6 * order**2,  # an order-2 chain has more states to visit: more walks for the same precision
             conv_par=0.01,
             max_step=100,
             seed=7,
             verbose=False,
             flg_pro=False,
         ).set_index("channel_name")
-    result = by_channel(attribute(ours(ROWS), ["markov"]), "markov")
-    report = []
+    result = by_channel(attribute(ours(ROWS), ["markov"], markov_order=order), "markov")
+    report = [f"order {order}"]
     for channel, (conversions, revenue) in sorted(result.items()):
         their_conversions = theirs.loc[channel, "total_conversions"]
         their_revenue = theirs.loc[channel, "total_conversion_value"]
