@@ -205,3 +205,45 @@ def test_markov_refuses_a_chain_too_large_to_solve_densely(monkeypatch):
     monkeypatch.setattr(markov, "MAX_STATES", 3)
     with pytest.raises(ValueError, match="use a lower order"):
         attribute(table_of(("a > b > c", 1, 1, 0)), ["markov"], markov_order=1)
+
+
+def _removal_effects_by_iteration(table):
+    """An independent order-1 computation: transition counts in dicts, absorption by value iteration."""
+    counts = {}
+    for path, conversions, nulls in zip(table.paths, table.conversions, table.nulls, strict=True):
+        states = ["(start)", *(label for i, label in enumerate(path) if i == 0 or path[i - 1] != label)]
+        for here, there in zip(states, [*states[1:], "(end)"], strict=True):
+            row = counts.setdefault(here, {})
+            if there == "(end)":
+                row["(conversion)"] = row.get("(conversion)", 0.0) + conversions
+                row["(null)"] = row.get("(null)", 0.0) + nulls
+            else:
+                row[there] = row.get(there, 0.0) + conversions + nulls
+
+    def probability(removed):
+        reach = dict.fromkeys(counts, 0.0)
+        for _ in range(3000):
+            for state, row in counts.items():
+                whole = sum(row.values())
+                if state == removed or not whole:
+                    reach[state] = 0.0
+                    continue
+                reach[state] = (
+                    sum(weight * (1.0 if to == "(conversion)" else reach.get(to, 0.0)) for to, weight in row.items())
+                    / whole
+                )
+        return reach["(start)"]
+
+    whole = probability(None)
+    return {label: max(0.0, 1 - probability(label) / whole) if whole else 0.0 for label in table.labels}
+
+
+@settings(max_examples=40, deadline=None)
+@given(path_tables(st.lists(st.sampled_from(CHANNELS[:4]), min_size=1, max_size=4)))
+def test_markov_removal_effects_equal_an_independent_value_iteration(table):
+    from throughline.attribution.markov import removal_effects
+
+    exact, _ = removal_effects(table)
+    iterated = _removal_effects_by_iteration(table)
+    for label in table.labels:
+        assert exact[label] == pytest.approx(iterated[label], abs=1e-6)
