@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from throughline.attribution import UNTRACKED, Conversion, TouchPoint, build_paths, path_table
 
@@ -104,3 +106,22 @@ def test_path_table_merges_rows_and_has_times_only_when_every_converting_row_has
     assert not path_table([(("a",), Decimal(1), Decimal(0), Decimal(0), None)]).has_times
     with pytest.raises(ValueError, match="2 touch ages for a path of 1"):
         path_table([(("a",), Decimal(1), Decimal(0), Decimal(0), (1.0, 0.0))])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from("abcd"), st.integers(0, 30), st.sampled_from(["seo", "cpc", "direct"]))),
+    st.lists(st.tuples(st.sampled_from("abcde"), st.integers(0, 30), st.integers(0, 10**7))),
+)
+def test_every_touch_lands_in_exactly_one_path_and_every_conversion_is_counted(touch_specs, conversion_specs):
+    touches = [TouchPoint(person, at(day), channel) for person, day, channel in touch_specs]
+    conversions = [Conversion(person, at(day), Decimal(kopecks) / 100) for person, day, kopecks in conversion_specs]
+    table = build_paths(touches, conversions)
+    assert table.total_conversions == len(conversions)
+    assert table.total_revenue == sum((conversion.revenue for conversion in conversions), Decimal(0))
+    in_null_paths = sum(len(path) * int(nulls) for path, nulls in zip(table.paths, table.nulls, strict=True))
+    in_converting_paths = sum(
+        len(timed.ages_days) for timed in table.timed if table.paths[timed.path_index] != (UNTRACKED,)
+    )
+    assert in_null_paths + in_converting_paths == len(touches)
+    assert all(age >= 0 for timed in table.timed for age in timed.ages_days)
