@@ -1,4 +1,4 @@
-"""Operator commands: ``python -m throughline bitrix-setup`` and ``python -m throughline replay-dlq``.
+"""Operator commands: ``python -m throughline bitrix-setup``, ``replay-dlq`` and ``import-spend``.
 
 Both read the same configuration as the functions (environment, or the stack's secret with ``--stack-name``).
 """
@@ -24,8 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--dlq-url", help="its dead-letter queue (instead of --stack-name)")
     replay.add_argument("--limit", type=int, help="move at most this many messages")
 
+    from throughline.spend import cli as spend_cli
+
+    spend_cli.register(commands)
+
     args = parser.parse_args(argv)
     try:
+        if args.command == "import-spend":
+            return spend_cli.run(args)
         if args.command == "bitrix-setup":
             return _bitrix_setup(args)
         return _replay(args)
