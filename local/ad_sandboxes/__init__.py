@@ -6,6 +6,7 @@ generated deterministically from (account, campaign, date), so tests can compare
 sandbox holds. See each module's docstring for its sources and the simplifications it makes.
 """
 
+from local.ad_sandboxes.google_ads import GoogleAdsSandbox
 from local.ad_sandboxes.yandex_direct import YandexDirectSandbox
 
-__all__ = ["YandexDirectSandbox"]
+__all__ = ["GoogleAdsSandbox", "YandexDirectSandbox"]
