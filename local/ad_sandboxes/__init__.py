@@ -7,6 +7,7 @@ sandbox holds. See each module's docstring for its sources and the simplificatio
 """
 
 from local.ad_sandboxes.google_ads import GoogleAdsSandbox
+from local.ad_sandboxes.vk_ads import VkAdsSandbox
 from local.ad_sandboxes.yandex_direct import YandexDirectSandbox
 
-__all__ = ["GoogleAdsSandbox", "YandexDirectSandbox"]
+__all__ = ["GoogleAdsSandbox", "VkAdsSandbox", "YandexDirectSandbox"]
