@@ -1,9 +1,9 @@
 """Nightly (and on-demand) ad-spend import into S3: Yandex Direct, Google Ads, VK Ads and manual CSV files.
 
 Events: the schedule's ``{}`` (the lookback window ending yesterday), an on-demand
-``{"date_from": "YYYY-MM-DD", "date_to": "YYYY-MM-DD", "platforms": [...]}``, or an S3 notification about a file
-in ``spend/manual/inbox/`` (manual files only). What succeeded is stored before the function fails on what did not,
-so the schedule's error alarm names the failing platform while the others' spend is in place.
+``{"date_from": "YYYY-MM-DD", "date_to": "YYYY-MM-DD", "platforms": [...]}``, or an EventBridge "Object Created"
+event about a file in ``spend/manual/inbox/`` (manual files only). What succeeded is stored before the function
+fails on what did not, so the schedule's error alarm names the failing platform while the others' spend is in place.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from throughline.bitrix24 import Deadline
 from throughline.config import get_settings
 from throughline.observability import logger, metrics, tracer
+from throughline.spend.manual import REJECTS_SUFFIX
 from throughline.spend.run import RunRequest, raise_for_failures, run_spend_import
 
 DEADLINE_RESERVE_SECONDS = 15.0  # time to write the state object and answer
@@ -23,9 +24,11 @@ DEADLINE_RESERVE_SECONDS = 15.0  # time to write the state object and answer
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict, context: object) -> dict:
     settings = get_settings()
-    records = event.get("Records") or []
-    if records and all(record.get("eventSource") == "aws:s3" for record in records):
-        event = {"platforms": ["manual"]}  # a file arrived in the inbox: import manual spend now
+    if event.get("source") == "aws.s3":  # EventBridge: a file arrived in the manual inbox
+        key = str((event.get("detail") or {}).get("object", {}).get("key", ""))
+        if key.endswith(REJECTS_SUFFIX):
+            return {"ignored": key}  # our own rejects file: importing again would write it again, for ever
+        event = {"platforms": ["manual"]}
     request = RunRequest.parse(event, settings)
     result = run_spend_import(settings, request, deadline=Deadline.from_context(context, DEADLINE_RESERVE_SECONDS))
     summary = result.summary()
