@@ -84,7 +84,8 @@ class SpendStore:
         return None if body is None else json.loads(body)
 
     def put_json(self, key: str, value: Any) -> None:
-        body = json.dumps(value, ensure_ascii=False, indent=1).encode("utf-8")
+        # One line: Athena's JSON SerDe reads one object per line (rates/ is a table too).
+        body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
 
     def put_bytes(self, key: str, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
