@@ -146,8 +146,12 @@ def _import_platform(
         _save_state(store, platform, outcome.pending)
         return outcome
 
+    # Work for accounts no longer configured is dropped, not retried for ever.
+    left_before = [chunk for chunk in left_before if chunk.account_id in accounts]
     wanted = [Chunk(platform, account, date_from, date_to) for account in accounts]
     chunks = plan_chunks([*left_before, *wanted], source.chunk_days)
+    # Recorded before the first request: if Lambda is stopped mid-run, the next run still knows what was asked for.
+    _save_state(store, platform, chunks)
     failed_accounts: set[str] = set()
     slowest = 0.0
     for index, chunk in enumerate(chunks):
@@ -179,6 +183,7 @@ def _import_platform(
         outcome.partitions += len(chunk.days())
         outcome.rows += rows
         slowest = max(slowest, time.monotonic() - started)
+        _save_state(store, platform, [*outcome.pending, *chunks[index + 1 :]])
         if progress:
             with lock:
                 progress(platform, chunk, index + 1, len(chunks), rows)

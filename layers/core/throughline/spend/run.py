@@ -77,8 +77,11 @@ def run_spend_import(
         try:
             source = source_factory.build(platform, settings, store=store, now=now)
         except ConfigError as error:
-            if request.explicit_platforms:
+            if request.explicit_platforms:  # the nightly run imports what is configured; a named one must be
                 failures.append(f"{platform}: {error}")
+            continue
+        except Exception as error:  # a malformed setting (e.g. a customer id) fails this platform, not the run
+            failures.append(f"{platform}: {error}")
             continue
         sources.append(source)
     result = import_spend(
