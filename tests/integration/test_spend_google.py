@@ -101,3 +101,19 @@ def test_stream_batches_int64_strings_and_omitted_zeros_parse():
         ("9007199254740993", Decimal("1.234567"), 3, 40),  # an id past 2**53 stays exact
         ("5", Decimal("0"), 0, 7),
     ]
+
+
+def test_a_sunset_api_version_fails_at_once_with_a_hint(google):
+    source = _source(google)
+    source._api = google.url + "/v21/"  # not served: sunset on 2026-08-05
+    with pytest.raises(GoogleAdsError, match="NOT_FOUND"):
+        list(source.fetch(Chunk("google_ads", "1112223334", date(2026, 11, 1), date(2026, 11, 1)), Clock()))
+    assert source.sleeps == []
+
+
+def test_an_html_error_page_is_not_retried_unless_it_is_a_server_error():
+    from throughline.spend.google_ads import _failure
+
+    not_found = _failure(404, {})
+    assert not not_found.retryable and "GOOGLE_ADS_API_URL" in str(not_found)
+    assert _failure(502, {}).retryable

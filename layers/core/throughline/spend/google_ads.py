@@ -186,7 +186,11 @@ def _failure(status: int, payload: Any) -> PlatformError | None:
         envelope = next((item["error"] for item in payload if isinstance(item, dict) and "error" in item), None)
     if envelope is None and status == 200:
         return None
-    envelope = envelope or {"code": status, "status": "UNKNOWN", "message": f"HTTP {status}"}
+    # No JSON error (e.g. the HTML 404 of a sunset API version): the HTTP status alone decides about retrying.
+    envelope = envelope or {
+        "code": status,
+        "message": f"HTTP {status} (is GOOGLE_ADS_API_URL a live API version?)" if status == 404 else f"HTTP {status}",
+    }
     grpc_status = str(envelope.get("status", ""))
     codes, retry_after, request_id = [], None, None
     for detail in envelope.get("details", []) or []:
