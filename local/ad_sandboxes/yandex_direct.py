@@ -181,7 +181,8 @@ class YandexDirectSandbox(SandboxServer):
                         return self._pending(202, who)
             elif mode == "online" and size > self.online_max_rows:
                 return json_answer(400, _error(8000, "Invalid request", "The report is too big for online mode"))
-        return 200, {"Content-Type": "text/tab-separated-values; charset=utf-8"}, self._tsv(who, params, headers)
+        # No charset parameter: the client must know reports are UTF-8 rather than trust a default.
+        return 200, {"Content-Type": "text/tab-separated-values"}, self._tsv(who, params, headers)
 
     def _pending(self, status: int, who: Advertiser) -> tuple[int, dict, bytes]:
         queued = sum(1 for r in who.reports.values() if r["polls_left"] > 0)

@@ -44,6 +44,7 @@ def test_offline_reports_are_polled_until_ready_per_agency_client_login(direct, 
     assert total(rows, "client-one") == direct.expected_cost("client-one", first, last)
     assert total(rows, "client-two") == direct.expected_cost("client-two", first, last)
     assert {r["currency"] for r in rows if r["account_id"] == "client-two"} == {"KZT"}
+    assert all(r["campaign_name"].startswith("Кампания ") for r in rows)  # UTF-8 whatever the Content-Type says
     assert all(r["include_vat"] is False and r["account_timezone"] == "Europe/Moscow" for r in rows)
     assert len(stored_objects(store)) == 2 * 31  # one object per login per day, days without spend included
     assert direct.max_in_queue <= direct.queue_limit

@@ -144,6 +144,7 @@ class YandexDirectSource:
         while True:
             response = self._post("reports", body, login, headers, stream=True)
             if response.status_code == 200:
+                response.encoding = "utf-8"  # reports are UTF-8; requests would guess Latin-1 for a bare text/* type
                 yield from self.parse(response.iter_lines(decode_unicode=True), chunk.account_id, currency)
                 return
             if response.status_code in (201, 202):
