@@ -1,5 +1,6 @@
 """`make demo`: the main job, offline. A burst of web-form posts from a mix of channels goes through the real
-functions on the local stack into the Bitrix24 sandbox; then a table of the leads per channel and source."""
+functions on the local stack into the Bitrix24 sandbox; then a table of the leads per channel and source, and a
+month of ad spend imported from the ad-platform sandboxes."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import argparse
 import contextlib
 import csv
 import functools
+import gzip
 import json
 import sys
 import time
 from collections import Counter
+from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 
+from local.ad_sandboxes import start_all as start_ad_sandboxes
 from local.stack import LocalStack
 from local.traffic import SITE, burst, send
 from throughline.sources import CHANNEL_LABELS, SOURCE_LABELS, classify
@@ -35,10 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     quiet = {} if args.verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING"}
     functions_output = contextlib.nullcontext() if args.verbose else (OUT / "functions.log").open("w", encoding="utf-8")
+    ad_servers, ad_environment = start_ad_sandboxes()
     with (
         functions_output as log,
         contextlib.redirect_stdout(log) if log else contextlib.nullcontext(),
-        LocalStack(parameters={"AllowedOrigins": SITE}, environment=quiet) as stack,
+        LocalStack(parameters={"AllowedOrigins": SITE}, environment={**quiet, **ad_environment}) as stack,
     ):
         say(f"  local stack at {stack.url}; Bitrix24 sandbox at {stack.sandbox.base_url} (2 req/s, burst 50)")
         answers = send(stack.url, traffic.first_wave, concurrency=args.concurrency, progress=say)
@@ -50,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         leads = stack.sandbox.entities("lead")
         stats = stack.sandbox.stats()
         comments = stack.sandbox.timeline_comments()
+        say("  importing 30 days of ad spend from the Yandex Direct, Google Ads and VK Ads sandboxes…")
+        spend = _import_spend(stack)
+    for server in ad_servers:
+        server.stop()
     elapsed = time.monotonic() - started
 
     statuses = Counter((post.kind, status) for post, status, _ in answers)
@@ -71,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     if example:
         say(f"\nA journey («Путь клиента») of lead {example['id']}:\n  " + example["journey"].replace("\n", "\n  "))
 
+    say("\nAd spend imported into S3 (spend/platform=…/date=…/<account>.json.gz), last 30 days:")
+    for (platform, currency), (rows_count, cost) in sorted(spend.items()):
+        say(f"  {platform:<14} {currency}  {cost:>14,.2f}  ({rows_count} campaign-days)".replace(",", " "))
+
     with (OUT / "leads.csv").open("w", newline="", encoding="utf-8-sig") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else ["id"])
         writer.writeheader()
@@ -86,6 +100,27 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     say(f"\nWritten: {OUT / 'leads.csv'}, {OUT / 'summary.json'} (functions' logs: {OUT / 'functions.log'})")
     return 0
+
+
+def _import_spend(stack: LocalStack) -> dict[tuple[str, str], tuple[int, Decimal]]:
+    """Run import_ad_spend once for the last 30 days and add up what it stored, per platform and currency."""
+    import boto3
+
+    today = date.today()
+    stack.invoke(
+        "import_ad_spend", {"date_from": str(today - timedelta(days=30)), "date_to": str(today - timedelta(days=1))}
+    )
+    s3 = boto3.session.Session().client("s3")
+    bucket = stack.resources.physical["DataBucket"]
+    totals: dict[tuple[str, str], tuple[int, Decimal]] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="spend/platform="):
+        for item in page.get("Contents", []):
+            body = gzip.decompress(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+            for line in body.decode().splitlines():
+                row = json.loads(line, parse_float=Decimal)
+                count, cost = totals.get((row["platform"], row["currency"]), (0, Decimal(0)))
+                totals[(row["platform"], row["currency"])] = (count + 1, cost + row["cost"])
+    return totals
 
 
 def _lead_rows(leads: list[dict]) -> list[dict[str, str]]:

@@ -44,10 +44,18 @@ def main(argv: list[str] | None = None) -> int:
         site = ThreadingHTTPServer((args.host, args.site_port), functools.partial(_SiteFiles, directory=str(WEB)))
         origins.append(f"http://{args.host}:{site.server_address[1]}")
         threading.Thread(target=site.serve_forever, daemon=True).start()
+    ad_servers, ad_environment = [], {}
+    if not any(
+        os.environ.get(name) for name in ("YANDEX_DIRECT_TOKEN", "GOOGLE_ADS_REFRESH_TOKEN", "VK_ADS_CLIENT_ID")
+    ):
+        from local.ad_sandboxes import start_all
+
+        ad_servers, ad_environment = start_all()  # the spend import reads the ad sandboxes unless real APIs are set
     stack = LocalStack(
         port=args.port,
         host=args.host,
         parameters={"AllowedOrigins": ",".join(origins)} if origins else None,
+        environment=ad_environment,
         log=None if args.quiet else print,
     )
     stack.start()
@@ -61,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  Bitrix24 sandbox webhook: {stack.sandbox.webhook_url}")
         print(f"  sandbox state: {stack.sandbox.base_url}/_sandbox/state?entity=lead   stats: /_sandbox/stats")
     print(f"  AWS (moto): {stack.aws_endpoint_url}   data bucket: {stack.resources.physical.get('DataBucket')}")
+    for server in ad_servers:
+        print(f"  {server.name}: {server.url}")
     if site:
         demo = f"http://{args.host}:{site.server_address[1]}/demo/?endpoint={stack.url}/v1/forms"
         print(f"  demo shop with the capture snippet: {demo}")
@@ -75,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         stack.stop()
+        for server in ad_servers:
+            server.stop()
         if site:
             site.shutdown()
     return 0

@@ -96,3 +96,13 @@ def test_the_demo_shop_is_served_on_its_own_origin_and_allowed_to_post(served):
     preflight = requests.options(f"{url}/v1/forms/demo-lead/submissions", headers={"Origin": site})
     assert preflight.status_code == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == site
+
+
+def test_the_spend_import_reads_the_ad_sandboxes(served):
+    url, banner, _ = served
+    assert "yandex-direct-sandbox: http://" in banner and "vk-ads-sandbox: http://" in banner
+    summary = requests.post(f"{url}/_local/invoke/import_ad_spend",
+                            json={"date_from": "2026-10-01", "date_to": "2026-10-07"}, timeout=120).json()  # fmt: skip
+    assert summary["ok"] is True
+    assert {name for name, platform in summary["platforms"].items() if platform["rows"]} == {
+        "yandex_direct", "google_ads", "vk_ads"}  # fmt: skip

@@ -109,7 +109,7 @@ def test_layer_is_built_by_sam_for_python313_arm64_with_the_same_pins_as_develop
     assert pins(ROOT / "layers/core/requirements.txt") == pins(ROOT / "requirements.txt")
 
 
-@pytest.mark.parametrize("name", ["capture_form", "bitrix_writer"])
+@pytest.mark.parametrize("name", ["capture_form", "bitrix_writer", "import_ad_spend"])
 def test_every_handler_named_in_design_exists(name):
     assert (ROOT / "functions" / name / "app.py").exists()
     assert any(f["Properties"]["CodeUri"] == f"functions/{name}/" for f in FUNCTIONS.values())
@@ -142,3 +142,49 @@ def test_local_stack_builds_the_template_resources(stack):
         ("POST", "/v1/forms/{form_id}/submissions"),
         ("OPTIONS", "/v1/forms/{form_id}/submissions"),
     }
+
+
+def test_spend_import_may_touch_only_spend_and_rates_and_read_the_secret():
+    statements = _statements("ImportAdSpendFunction")
+    assert _actions("ImportAdSpendFunction") == {
+        "secretsmanager:GetSecretValue",
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:ListBucket",
+    }
+    objects = next(s for s in statements if "s3:PutObject" in s["Action"])
+    assert objects["Resource"] == [{"Fn::Sub": "${DataBucket.Arn}/spend/*"}, {"Fn::Sub": "${DataBucket.Arn}/rates/*"}]
+    listing = next(s for s in statements if s["Action"] == "s3:ListBucket")
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["spend/*", "rates/*"]}}
+    assert all(s["Resource"] != "*" for s in statements)
+
+
+def test_spend_import_runs_nightly_in_moscow_time_with_retries_and_a_dead_letter_queue():
+    props = FUNCTIONS["ImportAdSpendFunction"]["Properties"]
+    nightly = props["Events"]["Nightly"]
+    assert nightly["Type"] == "ScheduleV2"
+    assert nightly["Properties"]["ScheduleExpressionTimezone"] == {"Ref": "TimeZone"}
+    assert TEMPLATE["Parameters"]["TimeZone"]["Default"] == "Europe/Moscow"
+    assert nightly["Properties"]["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    dead_letters = {"Fn::GetAtt": ["ImportAdSpendDeadLetterQueue", "Arn"]}
+    assert nightly["Properties"]["DeadLetterConfig"] == {"Arn": dead_letters}
+    manual = props["Events"]["ManualSpendFile"]["Properties"]["Pattern"]
+    assert manual["detail"]["object"]["key"] == [{"prefix": "spend/manual/inbox/"}]
+    assert props["Timeout"] == 900
+
+
+def test_athena_reads_spend_through_partition_projection_without_a_crawler():
+    assert not [r for r in RESOURCES.values() if r["Type"] == "AWS::Glue::Crawler"]
+    table = RESOURCES["SpendTable"]["Properties"]["TableInput"]
+    parameters = table["Parameters"]
+    assert parameters["projection.enabled"] == "true"
+    assert parameters["projection.platform.values"].split(",") == ["yandex_direct", "google_ads", "vk_ads", "manual"]
+    assert parameters["projection.date.type"] == "date"
+    template = parameters["storage.location.template"]["Fn::Sub"]
+    assert template == "s3://${DataBucket}/spend/platform=${!platform}/date=${!date}/"
+    assert [key["Name"] for key in table["PartitionKeys"]] == ["platform", "date"]
+    assert table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"] == "org.openx.data.jsonserde.JsonSerDe"
+    columns = {c["Name"] for c in table["StorageDescriptor"]["Columns"]}
+    assert {"campaign_id", "cost", "currency", "include_vat", "utm_source"} <= columns
+    assert not columns & {"platform", "date"}  # partition keys cannot repeat as columns

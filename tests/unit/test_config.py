@@ -19,9 +19,12 @@ ALL_SECRETS_ENV = {
     "GOOGLE_ADS_CLIENT_SECRET": "gads-cl1ent-s3cret",
     "GOOGLE_ADS_REFRESH_TOKEN": "gads-r3fresh-t0ken",
     "GOOGLE_ADS_DEVELOPER_TOKEN": "gads-d3v-t0ken",
+    "VK_ADS_CLIENT_ID": "vk-cl1ent-id",
+    "VK_ADS_CLIENT_SECRET": "vk-cl1ent-s3cret",
 }
 SECRET_VALUES = ("w3bh00ks3cr3t", "apptok3n-one", "apptok3n-two", "yd-t0ken-s3cret", "gads-cl1ent-id",
-                 "gads-cl1ent-s3cret", "gads-r3fresh-t0ken", "gads-d3v-t0ken")  # fmt: skip
+                 "gads-cl1ent-s3cret", "gads-r3fresh-t0ken", "gads-d3v-t0ken",
+                 "vk-cl1ent-id", "vk-cl1ent-s3cret")  # fmt: skip
 
 
 class FetchSpy:
@@ -61,7 +64,7 @@ def test_defaults_from_an_empty_environment():
     assert settings.yandex_direct_api_url == "https://api.direct.yandex.com/json/v5/"
     assert settings.google_ads_customer_ids == ()
     assert settings.google_ads_login_customer_id is None
-    assert settings.google_ads_api_url == "https://googleads.googleapis.com/v21/"
+    assert settings.google_ads_api_url == "https://googleads.googleapis.com/v26/"  # v21 was sunset on 2026-08-05
     assert settings.google_oauth_token_url == "https://oauth2.googleapis.com/token"
     assert settings.allowed_origins == ()
     assert settings.honeypot_field == "_gotcha"
@@ -510,3 +513,17 @@ def test_get_settings_is_cached_until_reset(monkeypatch):
         assert config.get_settings().report_currency == "USD"
     finally:
         config.reset_settings_cache()
+
+
+def test_spend_settings_parse_and_refuse_bad_values():
+    settings = load_settings(
+        {"SPEND_LOOKBACK_DAYS": "14", "SPEND_INCLUDE_VAT": "yes", "CURRENCY_RATES": '{"USD": "92.1234", "EUR": 100}'}
+    )
+    assert (settings.spend_lookback_days, settings.spend_include_vat) == (14, True)
+    assert settings.currency_rates == {"USD": "92.1234", "EUR": "100"}
+    assert load_settings({}).spend_lookback_days == 7 and load_settings({}).spend_include_vat is False
+    bad = [("SPEND_LOOKBACK_DAYS", "0"), ("SPEND_INCLUDE_VAT", "maybe"), ("CURRENCY_RATES", '{"usd": "1"}'),
+           ("CURRENCY_RATES", '{"USD": "-1"}'), ("CURRENCY_RATES", '{"USD": "abc"}')]  # fmt: skip
+    for name, value in bad:
+        with pytest.raises(ConfigError, match=name):
+            load_settings({name: value})

@@ -1,6 +1,6 @@
-"""Operator commands: ``python -m throughline bitrix-setup``, ``replay-dlq`` and ``attribute``.
+"""Operator commands: ``python -m throughline bitrix-setup``, ``replay-dlq``, ``import-spend`` and ``attribute``.
 
-The first two read the same configuration as the functions (environment, or the stack's secret with
+The first three read the same configuration as the functions (environment, or the stack's secret with
 ``--stack-name``); ``attribute`` only reads the path table it is given.
 """
 
@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from throughline.attribution import cli as attribution_cli
+from throughline.spend import cli as spend_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,9 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--dlq-url", help="its dead-letter queue (instead of --stack-name)")
     replay.add_argument("--limit", type=int, help="move at most this many messages")
     attribution_cli.add_parser(commands)
+    spend_cli.register(commands)
 
     args = parser.parse_args(argv)
     try:
+        if args.command == "import-spend":
+            return spend_cli.run(args)
         if args.command == "bitrix-setup":
             return _bitrix_setup(args)
         if args.command == "attribute":

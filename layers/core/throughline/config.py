@@ -31,6 +31,8 @@ SECRET_NAMES = (
     "GOOGLE_ADS_CLIENT_SECRET",
     "GOOGLE_ADS_REFRESH_TOKEN",
     "GOOGLE_ADS_DEVELOPER_TOKEN",
+    "VK_ADS_CLIENT_ID",
+    "VK_ADS_CLIENT_SECRET",
 )
 SETTINGS_MAX_AGE_SECONDS = 300  # re-read after this long, so a rotated secret reaches warm functions
 
@@ -79,6 +81,34 @@ def _integer(low: int | None = None, high: int | None = None) -> Callable[[str],
 
 def _optional_integer(value: str) -> int | None:
     return _integer(1)(value) if value.strip() else None
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _decimal_map(value: str) -> dict[str, str]:
+    """A JSON object of currency code → rate as a decimal string (never a float: rates are money)."""
+    from decimal import Decimal, InvalidOperation
+
+    parsed = _flat_json_map(value)
+    rates: dict[str, str] = {}
+    for code, rate in parsed.items():
+        if not re.fullmatch(r"[A-Z]{3}", code):
+            raise ValueError(f"{code!r} is not a three-letter currency code")
+        try:
+            number = Decimal(rate)
+        except InvalidOperation:
+            raise ValueError(f"rate for {code} must be a decimal number") from None
+        if not number.is_finite() or number <= 0:
+            raise ValueError(f"rate for {code} must be greater than 0")
+        rates[code] = rate
+    return rates
 
 
 def _positive_number(value: str) -> float:
@@ -152,8 +182,17 @@ class Settings:
     google_ads_developer_token: str | None = _setting(None, _optional_text, secret=True)
     google_ads_customer_ids: tuple[str, ...] = _setting((), _comma_list)
     google_ads_login_customer_id: str | None = _setting(None, _optional_text)
-    google_ads_api_url: str = _setting("https://googleads.googleapis.com/v21/")
+    google_ads_api_url: str = _setting("https://googleads.googleapis.com/v26/")
     google_oauth_token_url: str = _setting("https://oauth2.googleapis.com/token")
+    yandex_direct_ad_groups: bool = _setting(False, _boolean)  # import at ad-group grain (AdGroupId, AdGroupName)
+    vk_ads_client_id: str | None = _setting(None, _optional_text, secret=True)
+    vk_ads_client_secret: str | None = _setting(None, _optional_text, secret=True)
+    vk_ads_api_url: str = _setting("https://ads.vk.com/api/v2/")
+
+    # Spend import
+    spend_lookback_days: int = _setting(7, _integer(1, 365))
+    spend_include_vat: bool = _setting(False, _boolean)
+    currency_rates: dict[str, str] = _setting({}, _decimal_map)
 
     # Web forms
     allowed_origins: tuple[str, ...] = _setting((), _comma_list)

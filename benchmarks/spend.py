@@ -1,0 +1,150 @@
+"""Spend import at scale: 500 campaigns per platform from the three sandboxes, 3 months and 12 months.
+
+Each size runs in its own interpreter so its peak RSS is its own; the figure to watch is that the peak does not grow
+with the date range (the importer holds one chunk per platform, never the range). S3 is a counting stand-in that
+keeps only the byte count of each partition object, so the figures are the importer's (moto would keep every object
+in this process). The sandboxes run in the same process and stream their answers; their cost is included. Wall
+time is measured with tracemalloc on (it slows Python allocation down; the real import is faster). Yandex's
+offline queue answers at once here (retryIn 0): the wall time is our work, not a platform's report building.
+
+    PYTHONPATH=layers/core:. .venv/bin/python -m benchmarks.spend            # 3 and 12 months × 500 campaigns
+    PYTHONPATH=layers/core:. .venv/bin/python -m benchmarks.spend --quick    # the CI smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+LAST_DAY = date(2026, 10, 31)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20 campaigns, 1 and 2 months: a smoke run")
+    parser.add_argument("--campaigns", type=int, default=500)
+    parser.add_argument("--json", type=Path, help="also write the figures here (beside the handler benchmark's)")
+    parser.add_argument("--tracemalloc", action="store_true", help="also trace Python allocations (about 4× slower)")
+    parser.add_argument("--worker-days", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker_days:
+        print(json.dumps(_work(args.worker_days, args.campaigns, args.tracemalloc)))
+        return 0
+    campaigns = 20 if args.quick else args.campaigns
+    sizes = (31, 62) if args.quick else (92, 365)
+    print(f"spend import benchmark: {campaigns} campaigns per platform, 3 platforms in parallel")
+    header = ["days", "rows", "objects", "MB gz", "wall s", "rows/s", "base RSS MB", "peak RSS MB"]
+    header += ["peak traced MB"] if args.tracemalloc else []
+    print(" ".join(f"{name:>12}" for name in header))
+    figures = []
+    for days in sizes:
+        command = [sys.executable, "-m", "benchmarks.spend", "--worker-days", str(days), "--campaigns", str(campaigns)]
+        command += ["--tracemalloc"] if args.tracemalloc else []
+        environment = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers/core'}:{ROOT}"}
+        output = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, check=True).stdout
+        figure = json.loads(output.strip().splitlines()[-1])
+        figures.append(figure)
+        values = [days, figure["rows"], figure["objects"], f"{figure['bytes'] / 1e6:.1f}",
+                  f"{figure['wall_seconds']:.1f}", f"{figure['rows'] / figure['wall_seconds']:.0f}",
+                  f"{figure['baseline_rss_mb']:.1f}", f"{figure['peak_rss_mb']:.1f}"]  # fmt: skip
+        values += [f"{figure['traced_peak_mb']:.1f}"] if args.tracemalloc else []
+        print(" ".join(f"{value:>12}" for value in values))
+    small, large = figures
+    above = [figure["peak_rss_mb"] - figure["baseline_rss_mb"] for figure in figures]
+    summary = f"rows × {large['rows'] / small['rows']:.1f} → peak RSS above the baseline × {above[1] / above[0]:.2f}"
+    if args.tracemalloc:
+        summary += f", peak Python allocations × {large['traced_peak_mb'] / small['traced_peak_mb']:.2f}"
+    print(summary)
+    if args.json:
+        target = args.json.with_name(args.json.stem + "-spend" + args.json.suffix)
+        target.write_text(json.dumps({"campaigns": campaigns, "runs": figures}, indent=2), encoding="utf-8")
+    return 0
+
+
+def _work(days: int, campaigns: int, traced: bool) -> dict[str, Any]:
+    from local.ad_sandboxes import GoogleAdsSandbox, VkAdsSandbox, YandexDirectSandbox
+    from throughline.adapters.spend_store import SpendStore
+    from throughline.spend.google_ads import GoogleAdsSource
+    from throughline.spend.importer import import_spend
+    from throughline.spend.vk_ads import VkAdsSource
+    from throughline.spend.yandex_direct import YandexDirectSource
+
+    class Unbounded:
+        def seconds_left(self) -> float:
+            return float("inf")
+
+    s3 = CountingS3()
+    store = SpendStore("benchmark", client=s3)
+    now = datetime.now(UTC)
+    first = LAST_DAY - timedelta(days=days - 1)
+    with (
+        YandexDirectSandbox({"client-one": ("RUB", campaigns)}, offline_polls=1, retry_in=0) as direct,
+        GoogleAdsSandbox({"1112223334": ("RUB", "Europe/Moscow", campaigns)}) as google,
+        VkAdsSandbox(campaigns=campaigns) as vk,
+    ):
+        sources = [
+            YandexDirectSource("agency-token", direct.api_url, ("client-one",), run_date=now.date(), ingested_at=now),
+            GoogleAdsSource(client_id="sandbox-client-id", client_secret="sandbox-client-secret",
+                            refresh_token="sandbox-refresh-token", customer_ids=("1112223334",),
+                            api_url=google.api_url(), token_url=google.token_url, ingested_at=now),
+            VkAdsSource(client_id="vk-sandbox-client", client_secret="vk-sandbox-secret", api_url=vk.api_url,
+                        token_store=store, ingested_at=now),
+        ]  # fmt: skip
+        baseline = _rss_mb()
+        if traced:
+            tracemalloc.start()
+        started = time.perf_counter()
+        result = import_spend(sources, store, first, LAST_DAY, deadline=Unbounded(), ingested_at=now)
+        wall = time.perf_counter() - started
+        traced_peak = tracemalloc.get_traced_memory()[1] / 1e6 if traced else None
+        tracemalloc.stop()
+    if result.failures:
+        raise SystemExit(f"benchmark run failed: {result.failures}")
+    rows = sum(platform.rows for platform in result.platforms.values())
+    return {"days": days, "rows": rows, "objects": s3.objects, "bytes": s3.bytes, "wall_seconds": wall,
+            "baseline_rss_mb": baseline, "peak_rss_mb": _rss_mb(), "traced_peak_mb": traced_peak}  # fmt: skip
+
+
+class CountingS3:
+    """Enough of an S3 client for the spend store: partition bodies are counted, not kept; small objects are kept."""
+
+    class exceptions:
+        class NoSuchKey(Exception):
+            pass
+
+    def __init__(self) -> None:
+        self.objects = 0
+        self.bytes = 0
+        self.small: dict[str, bytes] = {}
+
+    def put_object(self, *, Bucket: str, Key: str, Body: bytes, **_: Any) -> None:
+        if Key.startswith("spend/platform="):
+            self.objects += 1
+            self.bytes += len(Body)
+        else:
+            self.small[Key] = Body
+
+    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        if Key not in self.small:
+            raise self.exceptions.NoSuchKey(Key)
+        import io
+
+        return {"Body": io.BytesIO(self.small[Key])}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+if __name__ == "__main__":
+    sys.exit(main())

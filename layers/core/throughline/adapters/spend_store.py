@@ -1,0 +1,105 @@
+"""Spend objects in the data bucket: whole-partition writes, small JSON state, the manual inbox.
+
+Layout (the storage contract the report reads):
+``spend/platform=<platform>/date=<YYYY-MM-DD>/<account_id>.json.gz`` — gzip'd JSON Lines, one object per
+platform × date × account, replaced whole by one PUT (S3 PUTs are atomic), so a rerun never double-counts and a
+failing account never touches another account's object.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator
+from datetime import date
+from typing import Any
+
+from throughline.adapters import aws
+
+SPEND_PREFIX = "spend/"
+STATE_PREFIX = "spend/_state/"
+MANUAL_INBOX = "spend/manual/inbox/"
+MANUAL_PROCESSED = "spend/manual/processed/"
+RATES_PREFIX = "rates/"
+_SAFE_ACCOUNT = re.compile(r"^[A-Za-z0-9._@+-]{1,200}$")
+
+
+def partition_key(platform: str, day: date, account_id: str) -> str:
+    if not _SAFE_ACCOUNT.fullmatch(account_id):
+        raise ValueError(f"account id {account_id!r} cannot name an object")
+    return f"{SPEND_PREFIX}platform={platform}/date={day.isoformat()}/{account_id}.json.gz"
+
+
+class SpendStore:
+    def __init__(self, bucket: str, client: Any = None):
+        self.bucket = bucket
+        self._client = client
+        self.objects_written = 0
+
+    @property
+    def client(self) -> Any:
+        return self._client or aws.client("s3")
+
+    # -- partitions -------------------------------------------------------------------------------------------------
+
+    def write_partition(self, platform: str, day: date, account_id: str, lines: Iterable[str]) -> str:
+        """Replace one partition object with these JSON lines (zero lines is a valid, 'imported, no spend' object)."""
+        buffer = io.BytesIO()
+        # mtime=0: the same rows give the same bytes, so a rerun writes an identical object.
+        with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz:
+            for line in lines:
+                gz.write(line.encode("utf-8") + b"\n")
+        key = partition_key(platform, day, account_id)
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=buffer.getvalue(),
+            ContentType="application/x-ndjson",
+            ContentEncoding="gzip",
+        )
+        self.objects_written += 1
+        return key
+
+    def read_partition(self, platform: str, day: date, account_id: str) -> list[str]:
+        body = self.get_bytes(partition_key(platform, day, account_id))
+        if body is None:
+            return []
+        return [line for line in gzip.decompress(body).decode("utf-8").splitlines() if line]
+
+    def delete_partition(self, platform: str, day: date, account_id: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=partition_key(platform, day, account_id))
+
+    # -- plain objects ----------------------------------------------------------------------------------------------
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def get_json(self, key: str) -> Any:
+        body = self.get_bytes(key)
+        return None if body is None else json.loads(body)
+
+    def put_json(self, key: str, value: Any) -> None:
+        # One line: Athena's JSON SerDe reads one object per line (rates/ is a table too).
+        body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+
+    def put_bytes(self, key: str, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def move(self, source: str, target: str) -> None:
+        self.client.copy_object(Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source})
+        self.client.delete_object(Bucket=self.bucket, Key=source)
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield item["Key"]

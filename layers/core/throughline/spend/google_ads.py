@@ -1,0 +1,233 @@
+"""Google Ads REST (no gRPC library): daily spend per campaign through ``googleAds:searchStream`` and GAQL.
+
+Protocol (developers.google.com/google-ads/api/rest): an OAuth access token from the refresh-token grant;
+``POST <api>/customers/{id}/googleAds:searchStream`` with ``{"query": GAQL}``; the answer is a JSON array of
+batches whose int64 values (ids, costMicros, clicks, impressions) are strings and whose zero values may be absent.
+``login-customer-id`` names the manager account when access goes through one; ``developer-token`` is optional
+(sunset 2026-09-09). Errors carry a GoogleAdsFailure; quota and transient errors are retried with backoff.
+Campaign level on purpose: Performance Max spend is missing at lower grains.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import requests
+
+from throughline.spend.http import CONNECT_TIMEOUT, MAX_ATTEMPTS, READ_TIMEOUT, PlatformError, RetryableError, backoff
+from throughline.spend.importer import Deadline
+from throughline.spend.plan import Chunk
+from throughline.spend.rows import SpendRow
+
+PLATFORM = "google_ads"
+FIELDS = (
+    "segments.date",
+    "campaign.id",
+    "campaign.name",
+    "metrics.cost_micros",
+    "metrics.clicks",
+    "metrics.impressions",
+    "customer.currency_code",
+    "customer.time_zone",
+)
+RETRY_STATUSES = {"RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL", "UNKNOWN", "DEADLINE_EXCEEDED", "ABORTED"}
+HINTS = {
+    "USER_PERMISSION_DENIED": "set GOOGLE_ADS_LOGIN_CUSTOMER_ID to the manager account that owns this customer",
+    "CUSTOMER_NOT_ENABLED": "the account is not active (cancelled or suspended)",
+    "OAUTH_TOKEN_REVOKED": "the refresh token was revoked — issue a new GOOGLE_ADS_REFRESH_TOKEN",
+    "invalid_grant": "the refresh token expired or was revoked — issue a new GOOGLE_ADS_REFRESH_TOKEN (an OAuth "
+    "consent screen in 'Testing' expires tokens after 7 days)",
+    "invalid_client": "GOOGLE_ADS_CLIENT_ID / GOOGLE_ADS_CLIENT_SECRET are wrong",
+}
+MICROS = Decimal(1_000_000)
+
+
+class GoogleAdsError(PlatformError):
+    pass
+
+
+def gaql(date_from: date, date_to: date) -> str:
+    return (
+        f"SELECT {', '.join(FIELDS)} FROM campaign "
+        f"WHERE segments.date BETWEEN '{date_from.isoformat()}' AND '{date_to.isoformat()}'"
+    )
+
+
+class GoogleAdsSource:
+    platform = PLATFORM
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        customer_ids: tuple[str, ...],
+        api_url: str,
+        token_url: str,
+        login_customer_id: str | None = None,
+        developer_token: str | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        chunk_days: int = 31,
+        ingested_at: datetime | None = None,
+    ):
+        self._client = (client_id, client_secret, refresh_token)
+        self.customer_ids = tuple(_digits(c) for c in customer_ids)
+        self.login_customer_id = _digits(login_customer_id) if login_customer_id else None
+        self._developer_token = developer_token
+        self._api = api_url if api_url.endswith("/") else api_url + "/"
+        self._token_url = token_url
+        self.session = session or requests.Session()
+        self.sleep = sleep
+        self.chunk_days = chunk_days
+        self.ingested_at = ingested_at
+        self._access: tuple[str, float] | None = None
+        self.tokens_issued = 0
+
+    def __repr__(self) -> str:
+        return f"GoogleAdsSource(customers={self.customer_ids!r})"
+
+    def accounts(self) -> list[str]:
+        return list(self.customer_ids)
+
+    # -- OAuth ------------------------------------------------------------------------------------------------------
+
+    def access_token(self, force: bool = False) -> str:
+        if self._access and not force and self._access[1] > time.monotonic() + 60:
+            return self._access[0]
+        client_id, client_secret, refresh_token = self._client
+        form = {"grant_type": "refresh_token", "client_id": client_id, "client_secret": client_secret,
+                "refresh_token": refresh_token}  # fmt: skip
+        try:
+            response = self.session.post(self._token_url, data=form, timeout=(CONNECT_TIMEOUT, 30))
+        except requests.RequestException as error:
+            raise RetryableError(f"Google OAuth unreachable: {type(error).__name__}") from None
+        payload = _json(response)
+        if response.status_code != 200 or "access_token" not in payload:
+            code = str(payload.get("error", f"HTTP {response.status_code}"))
+            hint = HINTS.get(code)
+            raise GoogleAdsError(f"Google OAuth refused the refresh token: {code}" + (f" ({hint})" if hint else ""))
+        self.tokens_issued += 1
+        self._access = (payload["access_token"], time.monotonic() + float(payload.get("expires_in", 3599)))
+        return self._access[0]
+
+    # -- reports ----------------------------------------------------------------------------------------------------
+
+    def fetch(self, chunk: Chunk, deadline: Deadline) -> Iterator[SpendRow]:
+        url = f"{self._api}customers/{chunk.account_id}/googleAds:searchStream"
+        body = json.dumps({"query": gaql(chunk.date_from, chunk.date_to)})
+        attempt = 0
+        refreshed = False
+        while True:
+            headers = {"Authorization": f"Bearer {self.access_token()}", "Content-Type": "application/json"}
+            if self.login_customer_id:
+                headers["login-customer-id"] = self.login_customer_id
+            if self._developer_token:
+                headers["developer-token"] = self._developer_token
+            try:
+                response = self.session.post(url, data=body, headers=headers, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+                payload = _json(response)
+            except requests.RequestException as error:
+                failure: PlatformError = RetryableError(f"Google Ads unreachable: {type(error).__name__}")
+            else:
+                failure_or_none = _failure(response.status_code, payload)
+                if failure_or_none is None:
+                    yield from self.parse(payload, chunk.account_id)
+                    return
+                failure = failure_or_none
+                if response.status_code == 401 and not refreshed:
+                    self.access_token(force=True)  # expired early or revoked: one fresh token, then give up
+                    refreshed = True
+                    continue
+            attempt += 1
+            if not failure.retryable or attempt >= MAX_ATTEMPTS:
+                raise failure
+            wait = getattr(failure, "retry_after", None) or backoff(attempt, base=2.0)
+            if deadline.seconds_left() < wait + 5:
+                raise failure
+            self.sleep(wait)
+
+    def parse(self, batches: Any, account_id: str) -> Iterator[SpendRow]:
+        if not isinstance(batches, list):
+            raise GoogleAdsError("Google Ads searchStream answered something other than a JSON array of batches")
+        for batch in batches:
+            for result in batch.get("results", []):
+                segments, campaign = result.get("segments", {}), result.get("campaign", {})
+                metrics, customer = result.get("metrics", {}), result.get("customer", {})
+                yield SpendRow(
+                    date=date.fromisoformat(segments["date"]),
+                    platform=PLATFORM,
+                    account_id=account_id,
+                    campaign_id=str(campaign["id"]),
+                    campaign_name=campaign.get("name", ""),
+                    impressions=int(metrics.get("impressions", "0")),
+                    clicks=int(metrics.get("clicks", "0")),
+                    cost=Decimal(str(metrics.get("costMicros", "0"))) / MICROS,
+                    currency=customer["currencyCode"],
+                    include_vat=False,  # Google reports cost before taxes
+                    account_timezone=customer["timeZone"],
+                    ingested_at=self.ingested_at or datetime.now().astimezone(),
+                )
+
+
+def _failure(status: int, payload: Any) -> PlatformError | None:
+    """None for a good answer; otherwise the error, from the envelope alone or wrapped in the stream's array."""
+    envelope = None
+    if isinstance(payload, dict) and "error" in payload:
+        envelope = payload["error"]
+    elif isinstance(payload, list):
+        envelope = next((item["error"] for item in payload if isinstance(item, dict) and "error" in item), None)
+    if envelope is None and status == 200:
+        return None
+    # No JSON error (e.g. the HTML 404 of a sunset API version): the HTTP status alone decides about retrying.
+    envelope = envelope or {
+        "code": status,
+        "message": f"HTTP {status} (is GOOGLE_ADS_API_URL a live API version?)" if status == 404 else f"HTTP {status}",
+    }
+    grpc_status = str(envelope.get("status", ""))
+    codes, retry_after, request_id = [], None, None
+    for detail in envelope.get("details", []) or []:
+        if "GoogleAdsFailure" not in str(detail.get("@type", "")):
+            continue
+        request_id = detail.get("requestId", request_id)
+        for error in detail.get("errors", []):
+            for category, value in (error.get("errorCode") or {}).items():
+                codes.append((f"{category}.{value}", value, error.get("message", "")))
+            delay = ((error.get("details") or {}).get("quotaErrorDetails") or {}).get("retryDelay")
+            if delay:
+                retry_after = _duration(delay)
+    if codes:
+        text = "; ".join(f"{name}: {message}" + (f" ({HINTS[value]})" if value in HINTS else "")
+                         for name, value, message in codes)  # fmt: skip
+    else:
+        text = str(envelope.get("message", ""))
+    message = f"Google Ads {grpc_status or status}: {text}" + (f" [request {request_id}]" if request_id else "")
+    if grpc_status in RETRY_STATUSES or status in (429, 500, 502, 503, 504):
+        return RetryableError(message, retry_after=retry_after)
+    return GoogleAdsError(message)
+
+
+def _duration(value: str) -> float | None:
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(value))
+    return float(found.group(1)) if found else None
+
+
+def _json(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return {}
+
+
+def _digits(customer_id: str) -> str:
+    digits = customer_id.replace("-", "").strip()
+    if not digits.isdigit():
+        raise PlatformError(f"Google Ads customer id {customer_id!r} must be 10 digits (dashes allowed)")
+    return digits

@@ -1,0 +1,211 @@
+"""One import run: for each platform, every account's chunks, each stored as whole partitions or not at all.
+
+A platform that fails does not stop the others; a chunk that cannot be finished before the deadline (or whose
+report the platform is still building) is recorded in ``spend/_state/<platform>.json`` and done first by the next
+run. The run ends by naming every failure, so the caller can fail loudly after storing what it got.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Protocol
+
+from throughline.adapters.spend_store import STATE_PREFIX, SpendStore
+from throughline.spend.plan import Chunk, plan_chunks
+from throughline.spend.rows import SpendRow, now_utc
+
+MIN_CHUNK_RESERVE_SECONDS = 20.0  # never start a chunk with less time than this left
+
+
+class NotReady(Exception):
+    """The platform is still building this report; the next run asks again (same request, same report)."""
+
+
+class Deadline(Protocol):
+    def seconds_left(self) -> float: ...
+
+
+class SpendSource(Protocol):
+    platform: str
+    chunk_days: int
+
+    def accounts(self) -> list[str]: ...
+
+    def fetch(self, chunk: Chunk, deadline: Deadline) -> Iterable[SpendRow]: ...
+
+
+class SpendImportFailed(RuntimeError):
+    """Some platform or account failed; what succeeded is stored. The message names each failure."""
+
+
+@dataclass
+class PlatformResult:
+    platform: str
+    chunks_done: int = 0
+    partitions: int = 0
+    rows: int = 0
+    pending: list[Chunk] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    date_from: date
+    date_to: date
+    platforms: dict[str, PlatformResult] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[str]:
+        return [failure for result in self.platforms.values() for failure in result.failures]
+
+    @property
+    def pending(self) -> list[Chunk]:
+        return [chunk for result in self.platforms.values() for chunk in result.pending]
+
+    def summary(self) -> dict:
+        return {
+            "date_from": self.date_from.isoformat(),
+            "date_to": self.date_to.isoformat(),
+            "platforms": {
+                name: {
+                    "chunks": r.chunks_done,
+                    "partitions": r.partitions,
+                    "rows": r.rows,
+                    "pending": [str(c) for c in r.pending],
+                    "failures": r.failures,
+                }
+                for name, r in self.platforms.items()
+            },
+            "ok": not self.failures,
+        }
+
+
+Progress = Callable[[str, Chunk, int, int, int], None]  # platform, chunk, chunks done, chunks planned, rows
+
+
+def state_key(platform: str) -> str:
+    return f"{STATE_PREFIX}{platform}.json"
+
+
+def import_spend(
+    sources: Iterable[SpendSource],
+    store: SpendStore,
+    date_from: date,
+    date_to: date,
+    *,
+    deadline: Deadline,
+    progress: Progress | None = None,
+    ingested_at: datetime | None = None,
+    parallel: bool = True,
+) -> RunResult:
+    """Import ``date_from..date_to`` (plus work left by earlier runs) from every source into ``store``."""
+    result = RunResult(date_from, date_to)
+    sources = list(sources)
+    ingested_at = ingested_at or now_utc()
+    lock = threading.Lock()
+
+    def run(source: SpendSource) -> None:
+        outcome = _import_platform(source, store, date_from, date_to, deadline, progress, ingested_at, lock)
+        result.platforms[source.platform] = outcome
+
+    if parallel and len(sources) > 1:
+        with ThreadPoolExecutor(max_workers=len(sources), thread_name_prefix="spend") as pool:
+            for future in [pool.submit(run, source) for source in sources]:
+                future.result()
+    else:
+        for source in sources:
+            run(source)
+    return result
+
+
+def _import_platform(
+    source: SpendSource,
+    store: SpendStore,
+    date_from: date,
+    date_to: date,
+    deadline: Deadline,
+    progress: Progress | None,
+    ingested_at: datetime,
+    lock: threading.Lock,
+) -> PlatformResult:
+    platform = source.platform
+    outcome = PlatformResult(platform)
+    state = store.get_json(state_key(platform)) or {}
+    left_before = [Chunk.from_json(platform, item) for item in state.get("pending", [])]
+    try:
+        accounts = source.accounts()
+    except Exception as error:
+        outcome.failures.append(f"{platform}: {_describe(error)}")
+        outcome.pending = left_before  # keep what earlier runs left; nothing new can be planned without accounts
+        _save_state(store, platform, outcome.pending)
+        return outcome
+
+    # Work for accounts no longer configured is dropped, not retried for ever.
+    left_before = [chunk for chunk in left_before if chunk.account_id in accounts]
+    wanted = [Chunk(platform, account, date_from, date_to) for account in accounts]
+    chunks = plan_chunks([*left_before, *wanted], source.chunk_days)
+    # Recorded before the first request: if Lambda is stopped mid-run, the next run still knows what was asked for.
+    _save_state(store, platform, chunks)
+    failed_accounts: set[str] = set()
+    slowest = 0.0
+    for index, chunk in enumerate(chunks):
+        if chunk.account_id in failed_accounts:
+            outcome.pending.append(chunk)
+            continue
+        if deadline.seconds_left() < max(MIN_CHUNK_RESERVE_SECONDS, 1.5 * slowest):
+            outcome.pending.append(chunk)
+            continue
+        started = time.monotonic()
+        try:
+            by_day = _collect(source.fetch(chunk, deadline), chunk)
+        except NotReady:
+            outcome.pending.append(chunk)
+            continue
+        except Exception as error:
+            outcome.failures.append(
+                f"{platform} account {chunk.account_id} ({chunk.date_from}…{chunk.date_to}): {_describe(error)}"
+            )
+            failed_accounts.add(chunk.account_id)
+            outcome.pending.append(chunk)
+            continue
+        rows = 0
+        for day in chunk.days():  # every day, empty ones too: a restated day with no spend left must be emptied
+            day_rows = by_day.get(day, [])
+            store.write_partition(platform, day, chunk.account_id, (r.to_json_line() for r in day_rows))
+            rows += len(day_rows)
+        outcome.chunks_done += 1
+        outcome.partitions += len(chunk.days())
+        outcome.rows += rows
+        slowest = max(slowest, time.monotonic() - started)
+        _save_state(store, platform, [*outcome.pending, *chunks[index + 1 :]])
+        if progress:
+            with lock:
+                progress(platform, chunk, index + 1, len(chunks), rows)
+    _save_state(store, platform, outcome.pending)
+    return outcome
+
+
+def _collect(rows: Iterable[SpendRow], chunk: Chunk) -> dict[date, list[SpendRow]]:
+    by_day: dict[date, list[SpendRow]] = defaultdict(list)
+    for row in rows:
+        if not (chunk.date_from <= row.date <= chunk.date_to) or row.account_id != chunk.account_id:
+            raise ValueError(f"the platform returned a row outside the request ({row.account_id} {row.date})")
+        by_day[row.date].append(row)
+    return by_day
+
+
+def _save_state(store: SpendStore, platform: str, pending: list[Chunk]) -> None:
+    store.put_json(
+        state_key(platform),
+        {"platform": platform, "pending": [c.to_json() for c in pending], "updated_at": now_utc().isoformat()},
+    )
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) or type(error).__name__

@@ -1,0 +1,196 @@
+"""Manual spend: CSV files dropped into ``spend/manual/inbox/``, validated row by row, all or nothing.
+
+Header ``date,utm_source,utm_medium,utm_campaign,cost,currency`` (optional ``impressions,clicks,campaign_name``),
+as Excel saves it too: ``;`` separators, a UTF-8 BOM or Windows-1251, comma decimals, ``DD.MM.YYYY`` dates.
+A file with any bad row is not imported: ``<file>.rejects.txt`` beside it names each row and reason. A good file
+becomes ``spend/platform=manual/date=<d>/<account>.json.gz`` (account = the file's stable name) and moves to
+``spend/manual/processed/``; dropping a corrected file of the same name replaces its spend, dates it no longer
+lists included.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections import defaultdict
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from throughline.adapters.spend_store import MANUAL_INBOX, MANUAL_PROCESSED, SpendStore
+from throughline.config import Settings
+from throughline.spend.importer import PlatformResult
+from throughline.spend.rows import SpendRow
+
+PLATFORM = "manual"
+REQUIRED = ("date", "utm_source", "utm_medium", "utm_campaign", "cost", "currency")
+OPTIONAL = ("impressions", "clicks", "campaign_name")
+REJECTS_SUFFIX = ".rejects.txt"
+MAX_FILE_BYTES = 20 * 1024 * 1024
+NO_CAMPAIGN = "(none)"
+
+
+class ManualSpendLine(BaseModel):
+    """One CSV line as a marketer types it."""
+
+    model_config = ConfigDict(str_strip_whitespace=True, extra="forbid")
+
+    date: date
+    utm_source: str = Field(min_length=1, max_length=200)
+    utm_medium: str = Field(min_length=1, max_length=200)
+    utm_campaign: str = Field(default="", max_length=500)
+    cost: Decimal = Field(ge=0, allow_inf_nan=False)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    impressions: int = Field(default=0, ge=0)
+    clicks: int = Field(default=0, ge=0)
+    campaign_name: str = Field(default="", max_length=500)
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _date(cls, value: Any) -> Any:
+        text = str(value).strip()
+        if re.fullmatch(r"\d{2}\.\d{2}\.\d{4}", text):  # Excel in a Russian locale
+            return datetime.strptime(text, "%d.%m.%Y").date()
+        return text
+
+    @field_validator("cost", mode="before")
+    @classmethod
+    def _money(cls, value: Any) -> Any:
+        text = re.sub(r"[\s\u00a0\u202f]", "", str(value))  # thousands separators Excel puts in
+        if text.count(",") == 1 and "." not in text:
+            text = text.replace(",", ".")
+        if not re.fullmatch(r"-?\d+(\.\d+)?", text):
+            raise ValueError("not a number (use 1234.56 or 1234,56)")
+        if Decimal(text).as_tuple().exponent < -2:  # type: ignore[operator]
+            raise ValueError("more than two decimals (kopecks/cents)")
+        return text
+
+    @field_validator("impressions", "clicks", mode="before")
+    @classmethod
+    def _count(cls, value: Any) -> Any:
+        text = re.sub(r"[\s\u00a0\u202f]", "", str(value))
+        return text or "0"
+
+    @field_validator("currency", mode="before")
+    @classmethod
+    def _currency(cls, value: Any) -> Any:
+        text = str(value).strip().upper()
+        return "RUB" if text in ("RUR", "РУБ", "₽") else text
+
+
+def process_inbox(store: SpendStore, settings: Settings, *, now: datetime) -> PlatformResult:
+    """Import every waiting file; a rejected file stays in the inbox (with its rejects) and is reported."""
+    result = PlatformResult(PLATFORM)
+    for key in sorted(store.keys(MANUAL_INBOX)):
+        if key.endswith(REJECTS_SUFFIX) or key.endswith("/"):
+            continue
+        name = key[len(MANUAL_INBOX) :]
+        try:
+            rows, rejects = parse_file(store.get_bytes(key) or b"", name, settings, now)
+        except ValueError as error:
+            rows, rejects = [], [f"file: {error}"]
+        if rejects:
+            store.put_bytes(key + REJECTS_SUFFIX, ("\n".join(rejects) + "\n").encode("utf-8"))
+            result.failures.append(
+                f"manual file {name} not imported: {len(rejects)} bad row(s), see {key}{REJECTS_SUFFIX}"
+            )
+            continue
+        account = account_id(name)
+        by_day: dict[date, list[SpendRow]] = defaultdict(list)
+        for row in rows:
+            by_day[row.date].append(row)
+        previous = store.get_bytes(MANUAL_PROCESSED + name)
+        if previous is not None:  # a corrected file replaces the old one whole, dates it dropped included
+            try:
+                old_rows, _ = parse_file(previous, name, settings, now)
+            except ValueError:
+                old_rows = []
+            for day in {row.date for row in old_rows} - set(by_day):
+                store.delete_partition(PLATFORM, day, account)
+        for day, day_rows in sorted(by_day.items()):
+            store.write_partition(PLATFORM, day, account, (row.to_json_line() for row in day_rows))
+            result.partitions += 1
+        result.rows += len(rows)
+        result.chunks_done += 1
+        store.move(key, MANUAL_PROCESSED + name)
+        if store.get_bytes(key + REJECTS_SUFFIX) is not None:
+            store.delete(key + REJECTS_SUFFIX)
+    return result
+
+
+def parse_file(body: bytes, name: str, settings: Settings, now: datetime) -> tuple[list[SpendRow], list[str]]:
+    """All rows of a file, or the reasons it cannot be imported (``line N: field: reason``)."""
+    if len(body) > MAX_FILE_BYTES:
+        raise ValueError(f"larger than {MAX_FILE_BYTES // 1024 // 1024} MB")
+    text = _decode(body)
+    first_line = text.split("\n", 1)[0]
+    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header = [(column or "").strip().lower() for column in (reader.fieldnames or [])]
+    missing = [column for column in REQUIRED if column not in header]
+    unknown = [column for column in header if column not in REQUIRED + OPTIONAL]
+    if missing or unknown:
+        problems = ([f"missing columns {missing}"] if missing else []) + (
+            [f"unknown columns {unknown}"] if unknown else []
+        )
+        raise ValueError("; ".join(problems) + f" (header: {','.join(REQUIRED + OPTIONAL)})")
+    reader.fieldnames = header
+    account = account_id(name)
+    rows, rejects = [], []
+    for number, raw in enumerate(reader, start=2):
+        if None in raw:
+            rejects.append(f"line {number}: more values than columns")
+            continue
+        values = {key: value for key, value in raw.items() if value is not None and (key in REQUIRED or value.strip())}
+        if not any((value or "").strip() for value in values.values()):
+            continue  # Excel leaves empty lines at the end
+        try:
+            line = ManualSpendLine.model_validate(values)
+        except ValidationError as error:
+            reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg']}" for e in error.errors())
+            rejects.append(f"line {number}: {reasons}")
+            continue
+        rows.append(
+            SpendRow(
+                date=line.date,
+                platform=PLATFORM,
+                account_id=account,
+                campaign_id=line.utm_campaign or NO_CAMPAIGN,
+                campaign_name=line.campaign_name or line.utm_campaign,
+                impressions=line.impressions,
+                clicks=line.clicks,
+                cost=line.cost,
+                currency=line.currency,
+                include_vat=settings.spend_include_vat,
+                account_timezone=settings.timezone,
+                ingested_at=now,
+                utm_source=line.utm_source,
+                utm_medium=line.utm_medium,
+                utm_campaign=line.utm_campaign,
+            )
+        )
+    if not rows and not rejects:
+        rejects.append("file: no rows")
+    return rows, rejects
+
+
+def account_id(name: str) -> str:
+    """A stable, object-name-safe id from the file's name (``Офлайн 2026.csv`` keeps a hash of its Cyrillic)."""
+    stem = name.rsplit("/", 1)[-1]
+    stem = stem[: -len(".csv")] if stem.lower().endswith(".csv") else stem
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "file"
+    if safe != stem:
+        safe = f"{safe[:80]}-{hashlib.sha256(stem.encode()).hexdigest()[:8]}"
+    return safe[:120]
+
+
+def _decode(body: bytes) -> str:
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = body.decode("cp1251")  # what Excel saves as "CSV" in a Russian Windows
+    return text.replace("\r\n", "\n").replace("\r", "\n")

@@ -1,0 +1,81 @@
+"""The normalized spend row (DESIGN.md) and its storage form: one JSON line, cost as an exact decimal number."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Platform = Literal["yandex_direct", "google_ads", "vk_ads", "manual"]
+PLATFORMS: tuple[str, ...] = ("yandex_direct", "google_ads", "vk_ads", "manual")
+API_PLATFORMS: tuple[str, ...] = ("yandex_direct", "google_ads", "vk_ads")
+
+
+class SpendRow(BaseModel):
+    """One date × platform × account × campaign (× ad group when imported at that grain)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    date: date
+    platform: Platform
+    account_id: str = Field(min_length=1)
+    campaign_id: str = Field(min_length=1)
+    campaign_name: str
+    impressions: int = Field(ge=0)
+    clicks: int = Field(ge=0)
+    cost: Decimal = Field(ge=0, allow_inf_nan=False)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    include_vat: bool
+    account_timezone: str
+    ingested_at: datetime
+    ad_group_id: str | None = None
+    ad_group_name: str | None = None
+    # Manual rows keep their tags: the report matches manual spend to leads by them.
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+
+    @field_validator("ingested_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("ingested_at must carry a time zone")
+        return value.astimezone(UTC)
+
+    def to_json_line(self) -> str:
+        """One line of JSON Lines. ``cost`` is written from the Decimal's digits, never through a float."""
+        parts = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            if name == "cost":
+                text = format(value, "f")
+            elif name == "date":
+                text = json.dumps(value.isoformat())
+            elif name == "ingested_at":
+                text = json.dumps(value.isoformat(timespec="seconds").replace("+00:00", "Z"))
+            else:
+                text = json.dumps(value, ensure_ascii=False)
+            parts.append(f"{json.dumps(name)}:{text}")
+        return "{" + ",".join(parts) + "}"
+
+    @classmethod
+    def from_json_line(cls, line: str) -> SpendRow:
+        # parse_float=Decimal keeps the written digits exactly.
+        return cls.model_validate(json.loads(line, parse_float=Decimal))
+
+
+_OPTIONAL = frozenset({"ad_group_id", "ad_group_name", "utm_source", "utm_medium", "utm_campaign"})
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def total_cost(rows: Iterable[SpendRow]) -> Decimal:
+    return sum((row.cost for row in rows), Decimal(0))

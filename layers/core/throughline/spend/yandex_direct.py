@@ -1,0 +1,282 @@
+"""Yandex Direct Reports API v5 over ``requests``: daily spend per campaign (or ad group) as TSV.
+
+Protocol (yandex.com/dev/direct/doc/en/reports): POST ``<api>/reports`` with ``{"params": …}``; 200 is the report,
+201/202 mean it was queued or is being built offline — send the identical request again after ``retryIn`` seconds.
+The report name is derived from the request and the run's date, so a run that stops waiting leaves a report the
+next run's identical request collects, while tomorrow's restatement asks for fresh figures. Money comes as
+currency with ``returnMoneyInMicros: false``; statistics are in Moscow time; the currency comes from Clients.get.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import requests
+
+from throughline.spend.http import CONNECT_TIMEOUT, MAX_ATTEMPTS, READ_TIMEOUT, PlatformError, RetryableError, backoff
+from throughline.spend.importer import Deadline, NotReady
+from throughline.spend.plan import Chunk
+from throughline.spend.rows import SpendRow
+
+PLATFORM = "yandex_direct"
+TIMEZONE = "Europe/Moscow"  # Direct reports statistics in Moscow time whatever the campaign's zone
+CAMPAIGN_FIELDS = ["Date", "CampaignId", "CampaignName", "Impressions", "Clicks", "Cost"]
+AD_GROUP_FIELDS = ["Date", "CampaignId", "CampaignName", "AdGroupId", "AdGroupName", "Impressions", "Clicks", "Cost"]
+RETRY_CODES = {52, 56, 506, 1000, 1001, 1002, 9000}  # auth server busy, limits, queue full, server errors
+ERROR_HINTS = {
+    53: "the OAuth token is invalid or expired — issue a new YANDEX_DIRECT_TOKEN",
+    54: "no rights — is the login a client of this agency, and does the token belong to it?",
+    58: "the application's API access is not approved yet",
+    152: "not enough API points (units) left today",
+    513: "this login is not connected to Yandex Direct",
+    8000: "the request is invalid",
+    9000: "too many offline reports in the queue",
+}
+
+
+class YandexDirectError(PlatformError):
+    def __init__(self, code: int, message: str, detail: str, request_id: str | None):
+        hint = ERROR_HINTS.get(code)
+        text = f"Yandex Direct error {code}: {message}" + (f" — {detail}" if detail else "")
+        text += f" ({hint})" if hint else ""
+        text += f" [request {request_id}]" if request_id else ""
+        super().__init__(text)
+        self.code = code
+
+
+class YandexDirectSource:
+    platform = PLATFORM
+
+    def __init__(
+        self,
+        token: str,
+        api_url: str,
+        client_logins: tuple[str, ...] = (),
+        *,
+        include_vat: bool = False,
+        ad_groups: bool = False,
+        run_date: date | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        chunk_days: int = 31,
+        ingested_at: datetime | None = None,
+    ):
+        self._token = token
+        self._api = api_url if api_url.endswith("/") else api_url + "/"
+        self.client_logins = tuple(client_logins)
+        self.include_vat = include_vat
+        self.fields = AD_GROUP_FIELDS if ad_groups else CAMPAIGN_FIELDS
+        self.run_date = run_date or date.today()
+        self.session = session or requests.Session()
+        self.sleep = sleep
+        self.chunk_days = chunk_days
+        self.ingested_at = ingested_at
+        self._currencies: dict[str, str] = {}
+        self.requests_sent = 0
+
+    def __repr__(self) -> str:  # never the token
+        return f"YandexDirectSource(logins={self.client_logins!r})"
+
+    # -- accounts ---------------------------------------------------------------------------------------------------
+
+    def accounts(self) -> list[str]:
+        """Agency: the configured client logins. Direct advertiser: the token's own login (from Clients.get)."""
+        if self.client_logins:
+            return list(self.client_logins)
+        login, currency = self._client_info(None)
+        self._currencies[login] = currency
+        return [login]
+
+    def _client_info(self, client_login: str | None) -> tuple[str, str]:
+        body = {"method": "get", "params": {"FieldNames": ["Login", "Currency"]}}
+        response = self._post("clients", body, client_login, {})
+        payload = response.json()
+        if "error" in payload:
+            raise _error(payload["error"])
+        clients = payload.get("result", {}).get("Clients", [])
+        if not clients:
+            raise PlatformError("Yandex Direct Clients.get returned no client")
+        return clients[0]["Login"], clients[0]["Currency"]
+
+    def currency(self, login: str) -> str:
+        if login not in self._currencies:
+            self._currencies[login] = self._client_info(login if self.client_logins else None)[1]
+        return self._currencies[login]
+
+    # -- reports ----------------------------------------------------------------------------------------------------
+
+    def report_request(self, chunk: Chunk) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "SelectionCriteria": {"DateFrom": chunk.date_from.isoformat(), "DateTo": chunk.date_to.isoformat()},
+            "FieldNames": list(self.fields),
+            "ReportType": "CUSTOM_REPORT",
+            "DateRangeType": "CUSTOM_DATE",
+            "Format": "TSV",
+            "IncludeVAT": "YES" if self.include_vat else "NO",
+            "IncludeDiscount": "NO",
+        }
+        # Same request on the same day → same name (the next run collects an unfinished report); a new day or other
+        # parameters → a new name (Direct refuses one name for different parameters).
+        digest = hashlib.sha256(
+            json.dumps([chunk.account_id, self.run_date.isoformat(), params], sort_keys=True).encode()
+        ).hexdigest()[:24]
+        params["ReportName"] = f"throughline-{digest}"
+        return {"params": params}
+
+    def fetch(self, chunk: Chunk, deadline: Deadline) -> Iterator[SpendRow]:
+        currency = self.currency(chunk.account_id)
+        body = self.report_request(chunk)
+        headers = {
+            "processingMode": "auto",
+            "returnMoneyInMicros": "false",
+            "skipReportHeader": "true",
+            "skipReportSummary": "true",
+        }
+        login = chunk.account_id if self.client_logins else None
+        attempt = 0
+        while True:
+            response = self._post("reports", body, login, headers, stream=True)
+            if response.status_code == 200:
+                response.encoding = "utf-8"  # reports are UTF-8; requests would guess Latin-1 for a bare text/* type
+                yield from self.parse(response.iter_lines(decode_unicode=True), chunk.account_id, currency)
+                return
+            if response.status_code in (201, 202):
+                wait = _seconds(response.headers.get("retryIn"), default=5.0)
+                response.close()
+                if deadline.seconds_left() < wait + 5:
+                    raise NotReady(f"report {body['params']['ReportName']} still being built")
+                self.sleep(wait)
+                continue
+            error = _error_from(response)
+            attempt += 1
+            if not error.retryable or attempt >= MAX_ATTEMPTS:
+                raise error
+            wait = error.retry_after or backoff(attempt, base=5.0)
+            if deadline.seconds_left() < wait + 5:
+                raise error
+            self.sleep(wait)
+
+    def parse(self, lines: Iterator[str], account_id: str, currency: str) -> Iterator[SpendRow]:
+        """Rows of a TSV report whose first line is the column header (parsed by name, not position)."""
+        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if header is None:
+            return
+        missing = [name for name in self.fields if name not in header]
+        if missing:
+            raise PlatformError(f"Yandex Direct report lacks columns {missing}")
+        position = {name: header.index(name) for name in self.fields}
+        for values in reader:
+            if not values or values == [""]:
+                continue
+            if len(values) != len(header):
+                raise PlatformError(f"Yandex Direct report row has {len(values)} columns, expected {len(header)}")
+            field = {name: values[index] for name, index in position.items()}
+            yield SpendRow(
+                date=date.fromisoformat(field["Date"]),
+                platform=PLATFORM,
+                account_id=account_id,
+                campaign_id=field["CampaignId"],
+                campaign_name=_text(field["CampaignName"]) or "",
+                impressions=_count(field["Impressions"]),
+                clicks=_count(field["Clicks"]),
+                cost=_money(field["Cost"]),
+                currency=currency,
+                include_vat=self.include_vat,
+                account_timezone=TIMEZONE,
+                ingested_at=self.ingested_at or datetime.now().astimezone(),
+                ad_group_id=_text(field.get("AdGroupId", "--")),
+                ad_group_name=_text(field.get("AdGroupName", "--")),
+            )
+
+    # -- transport --------------------------------------------------------------------------------------------------
+
+    def _post(
+        self, service: str, body: dict, client_login: str | None, extra: dict[str, str], stream: bool = False
+    ) -> requests.Response:
+        headers = {
+            "Authorization": f"Bearer {self._token}",
+            "Accept-Language": "en",
+            "Content-Type": "application/json; charset=utf-8",
+            **extra,
+        }
+        if client_login:
+            headers["Client-Login"] = client_login
+        self.requests_sent += 1
+        try:
+            return self.session.post(
+                self._api + service,
+                data=json.dumps(body),
+                headers=headers,
+                stream=stream,
+                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+            )
+        except requests.RequestException as error:
+            raise RetryableError(f"Yandex Direct unreachable: {type(error).__name__}") from None
+
+
+def _error_from(response: requests.Response) -> PlatformError:
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    response.close()
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        error = _error(payload["error"])
+        if response.status_code in (500, 502) and not error.retryable:
+            return RetryableError(str(error))
+        return error
+    message = f"Yandex Direct answered HTTP {response.status_code}"
+    return RetryableError(message) if response.status_code >= 500 else PlatformError(message)
+
+
+def _error(error: dict) -> PlatformError:
+    code = int(error.get("error_code", 0))
+    failure = YandexDirectError(
+        code, str(error.get("error_string", "")), str(error.get("error_detail", "")), error.get("request_id")
+    )
+    if code in RETRY_CODES:
+        return RetryableError(str(failure), retry_after=10.0)
+    return failure
+
+
+def _text(value: str) -> str | None:
+    """Direct writes ``--`` where a value does not exist (e.g. ad groups of Campaign Wizard campaigns)."""
+    value = value.strip()
+    return None if value in ("", "--") else value
+
+
+def _count(value: str) -> int:
+    text = _text(value)
+    if text is None:
+        return 0
+    if not text.isdigit():
+        raise PlatformError(f"Yandex Direct sent {value!r} where a count belongs")
+    return int(text)
+
+
+def _money(value: str) -> Decimal:
+    text = _text(value)
+    if text is None:
+        return Decimal("0")
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise PlatformError(f"Yandex Direct sent {value!r} where money belongs") from None
+    if not amount.is_finite():
+        raise PlatformError(f"Yandex Direct sent {value!r} where money belongs")
+    return amount
+
+
+def _seconds(value: str | None, default: float) -> float:
+    try:
+        return max(0.0, float(value)) if value is not None else default
+    except ValueError:
+        return default

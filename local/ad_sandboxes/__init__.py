@@ -1,0 +1,34 @@
+"""Sandboxes of the ad platforms' reporting APIs (Yandex Direct Reports v5, Google Ads REST, VK Ads v2).
+
+Each is a standard-library HTTP server on a free port that follows the documented protocol — request shapes,
+headers, status codes, error bodies, limits — and is never more forgiving than the real service. Statistics are
+generated deterministically from (account, campaign, date), so tests can compare what was imported with what the
+sandbox holds. See each module's docstring for its sources and the simplifications it makes.
+"""
+
+from local.ad_sandboxes.google_ads import GoogleAdsSandbox
+from local.ad_sandboxes.vk_ads import VkAdsSandbox
+from local.ad_sandboxes.yandex_direct import YandexDirectSandbox
+
+__all__ = ["GoogleAdsSandbox", "VkAdsSandbox", "YandexDirectSandbox"]
+
+
+def start_all(campaigns: int = 12) -> tuple[list, dict[str, str]]:
+    """Start the three sandboxes (an agency with two Yandex clients, two Google customers under a manager, one VK
+    account) and return them with the environment that points the spend import at them."""
+    direct = YandexDirectSandbox({"demo-client": ("RUB", campaigns), "demo-client-kz": ("KZT", campaigns // 2)})
+    google = GoogleAdsSandbox({"1234567890": ("RUB", "Europe/Moscow", campaigns),
+                               "2345678901": ("USD", "Europe/Berlin", campaigns // 2)},
+                              managed_by={"2345678901": "9876543210"})  # fmt: skip
+    vk = VkAdsSandbox(campaigns=campaigns)
+    servers = [direct.start(), google.start(), vk.start()]
+    environment = {
+        "YANDEX_DIRECT_TOKEN": direct.agency_token, "YANDEX_DIRECT_API_URL": direct.api_url,
+        "YANDEX_DIRECT_CLIENT_LOGINS": "demo-client,demo-client-kz",
+        "GOOGLE_ADS_CLIENT_ID": google.client[0], "GOOGLE_ADS_CLIENT_SECRET": google.client[1],
+        "GOOGLE_ADS_REFRESH_TOKEN": next(iter(google.refresh_tokens)), "GOOGLE_ADS_API_URL": google.api_url(),
+        "GOOGLE_OAUTH_TOKEN_URL": google.token_url, "GOOGLE_ADS_CUSTOMER_IDS": "123-456-7890,234-567-8901",
+        "GOOGLE_ADS_LOGIN_CUSTOMER_ID": "987-654-3210",
+        "VK_ADS_CLIENT_ID": vk.client[0], "VK_ADS_CLIENT_SECRET": vk.client[1], "VK_ADS_API_URL": vk.api_url,
+    }  # fmt: skip
+    return servers, environment

@@ -1,0 +1,119 @@
+"""Google Ads import against the sandbox: OAuth refresh, several customers, manager accounts, quota retries."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from local.ad_sandboxes import GoogleAdsSandbox
+from tests.integration.spend_helpers import NOW, Clock, days, store, stored_objects, stored_rows, total
+from throughline.spend.google_ads import GoogleAdsError, GoogleAdsSource
+from throughline.spend.importer import import_spend
+from throughline.spend.plan import Chunk
+
+__all__ = ["store"]
+MANAGER = "9998887776"
+
+
+@pytest.fixture
+def google():
+    customers = {"1112223334": ("RUB", "Europe/Moscow", 4), "5556667778": ("USD", "America/New_York", 3)}
+    with GoogleAdsSandbox(customers, managed_by={"5556667778": MANAGER}) as sandbox:
+        yield sandbox
+
+
+def _source(sandbox, customers=("111-222-3334", "555-666-7778"), login=MANAGER, **options):
+    sleeps: list[float] = []
+    source = GoogleAdsSource(client_id="sandbox-client-id", client_secret="sandbox-client-secret",
+                             refresh_token=options.pop("refresh_token", "sandbox-refresh-token"),
+                             customer_ids=customers, login_customer_id=login, api_url=sandbox.api_url(),
+                             token_url=sandbox.token_url, sleep=sleeps.append, ingested_at=NOW, **options)  # fmt: skip
+    source.sleeps = sleeps
+    return source
+
+
+def test_several_customers_through_a_manager_account(google, store):
+    source = _source(google)
+    first, last = days("2026-10-01", "2026-11-15")
+    result = import_spend([source], store, first, last, deadline=Clock(), ingested_at=NOW)
+    assert result.failures == []
+    rows = stored_rows(store, "google_ads")
+    for customer in ("1112223334", "5556667778"):
+        expected = Decimal(google.expected_micros(customer, first, last)) / 1_000_000
+        assert total(rows, customer) == expected
+    usd = [r for r in rows if r["account_id"] == "5556667778"]
+    assert {(r["currency"], r["account_timezone"]) for r in usd} == {("USD", "America/New_York")}
+    assert source.tokens_issued == 1  # one access token for every chunk and customer
+    assert len(stored_objects(store)) == 2 * 46
+
+
+def test_without_login_customer_id_the_managed_customer_fails_alone_with_a_hint(google, store):
+    result = import_spend([_source(google, login=None)], store, *days("2026-11-01", "2026-11-02"), deadline=Clock(),
+                          ingested_at=NOW)  # fmt: skip
+    [failure] = result.failures
+    assert "5556667778" in failure and "USER_PERMISSION_DENIED" in failure and "GOOGLE_ADS_LOGIN_CUSTOMER_ID" in failure
+    assert {r["account_id"] for r in stored_rows(store, "google_ads")} == {"1112223334"}
+
+
+def test_expired_access_token_is_refreshed_once(google):
+    source = _source(google)
+    chunk = Chunk("google_ads", "1112223334", date(2026, 11, 1), date(2026, 11, 1))
+    list(source.fetch(chunk, Clock()))
+    google.expire_access_tokens()
+    assert list(source.fetch(chunk, Clock()))
+    assert source.tokens_issued == 2 == google.tokens_issued
+
+
+def test_quota_and_transient_errors_are_retried_with_the_advised_delay(google, store):
+    google.faults = ["RESOURCE_EXHAUSTED", "UNAVAILABLE"]
+    source = _source(google, customers=("1112223334",))
+    result = import_spend([source], store, *days("2026-11-01", "2026-11-03"), deadline=Clock(), ingested_at=NOW)
+    assert result.failures == [] and google.faults == []
+    assert source.sleeps[0] == 1.0  # QuotaErrorDetails.retryDelay "1s"
+    assert len(source.sleeps) == 2
+
+
+def test_revoked_refresh_token_and_disabled_customers_are_clear_errors(google):
+    chunk = Chunk("google_ads", "1112223334", date(2026, 11, 1), date(2026, 11, 1))
+    with pytest.raises(GoogleAdsError, match=r"invalid_grant.*GOOGLE_ADS_REFRESH_TOKEN"):
+        list(_source(google, refresh_token="revoked").fetch(chunk, Clock()))
+    google.disabled.add("1112223334")
+    with pytest.raises(GoogleAdsError, match="CUSTOMER_NOT_ENABLED"):
+        list(_source(google).fetch(chunk, Clock()))
+
+
+def test_stream_batches_int64_strings_and_omitted_zeros_parse():
+    source = GoogleAdsSource(client_id="a", client_secret="b", refresh_token="c", customer_ids=("1",),
+                             api_url="http://unused/", token_url="http://unused/", ingested_at=NOW)  # fmt: skip
+    batches = [
+        {"results": [{"segments": {"date": "2026-11-01"}, "campaign": {"id": "9007199254740993", "name": "Бренд"},
+                      "metrics": {"costMicros": "1234567", "clicks": "3", "impressions": "40"},
+                      "customer": {"currencyCode": "RUB", "timeZone": "Europe/Moscow"}}], "fieldMask": "…"},
+        {"results": [{"segments": {"date": "2026-11-02"}, "campaign": {"id": "5", "name": "Медиа"},
+                      "metrics": {"impressions": "7"},
+                      "customer": {"currencyCode": "RUB", "timeZone": "Europe/Moscow"}}]},
+        {"fieldMask": "…", "requestId": "x"},
+    ]  # fmt: skip
+    rows = list(source.parse(batches, "1"))
+    assert [(r.campaign_id, r.cost, r.clicks, r.impressions) for r in rows] == [
+        ("9007199254740993", Decimal("1.234567"), 3, 40),  # an id past 2**53 stays exact
+        ("5", Decimal("0"), 0, 7),
+    ]
+
+
+def test_a_sunset_api_version_fails_at_once_with_a_hint(google):
+    source = _source(google)
+    source._api = google.url + "/v21/"  # not served: sunset on 2026-08-05
+    with pytest.raises(GoogleAdsError, match="NOT_FOUND"):
+        list(source.fetch(Chunk("google_ads", "1112223334", date(2026, 11, 1), date(2026, 11, 1)), Clock()))
+    assert source.sleeps == []
+
+
+def test_an_html_error_page_is_not_retried_unless_it_is_a_server_error():
+    from throughline.spend.google_ads import _failure
+
+    not_found = _failure(404, {})
+    assert not not_found.retryable and "GOOGLE_ADS_API_URL" in str(not_found)
+    assert _failure(502, {}).retryable

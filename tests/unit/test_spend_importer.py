@@ -1,0 +1,145 @@
+"""Unit tests of the import run with a fake platform and an in-memory bucket: chunks, state, failures, requests."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from throughline.adapters.spend_store import SpendStore
+from throughline.config import load_settings
+from throughline.spend.importer import import_spend, state_key
+from throughline.spend.plan import Chunk
+from throughline.spend.rates import rates_from_portal
+from throughline.spend.rows import SpendRow
+from throughline.spend.run import RunRequest
+
+NOW = datetime(2026, 11, 20, 0, 30, tzinfo=UTC)
+
+
+class MemoryS3:
+    class exceptions:
+        class NoSuchKey(Exception):
+            pass
+
+    def __init__(self):
+        self.objects: dict[str, bytes] = {}
+
+    def put_object(self, *, Bucket, Key, Body, **_):
+        self.objects[Key] = Body
+
+    def get_object(self, *, Bucket, Key):
+        if Key not in self.objects:
+            raise self.exceptions.NoSuchKey(Key)
+        return {"Body": io.BytesIO(self.objects[Key])}
+
+    def delete_object(self, *, Bucket, Key):
+        self.objects.pop(Key, None)
+
+
+class FakePlatform:
+    platform = "vk_ads"
+    chunk_days = 10
+
+    def __init__(self, accounts=("a",), fail_on=None, stop_on=None):
+        self._accounts = list(accounts)
+        self.fail_on = fail_on
+        self.stop_on = stop_on
+        self.fetched: list[Chunk] = []
+
+    def accounts(self):
+        return self._accounts
+
+    def fetch(self, chunk, deadline):
+        self.fetched.append(chunk)
+        if chunk.account_id == self.fail_on:
+            raise RuntimeError("refused")
+        if self.stop_on == chunk.date_from:
+            raise KeyboardInterrupt  # Lambda stopped the process: no Exception handler runs
+        for day in chunk.days():
+            yield SpendRow(date=day, platform="vk_ads", account_id=chunk.account_id, campaign_id="1", campaign_name="c",
+                           impressions=1, clicks=1, cost=Decimal("1.50"), currency="RUB", include_vat=False,
+                           account_timezone="Europe/Moscow", ingested_at=NOW)  # fmt: skip
+
+
+class Forever:
+    def seconds_left(self):
+        return 1e9
+
+
+@pytest.fixture
+def store():
+    return SpendStore("bucket", client=MemoryS3())
+
+
+def test_work_for_an_account_no_longer_configured_is_dropped(store):
+    store.put_json(state_key("vk_ads"), {"pending": [
+        {"account_id": "gone", "date_from": "2026-01-01", "date_to": "2026-01-31"},
+        {"account_id": "a", "date_from": "2026-01-01", "date_to": "2026-01-05"}]})  # fmt: skip
+    platform = FakePlatform(accounts=("a",))
+    result = import_spend([platform], store, date(2026, 11, 1), date(2026, 11, 2), deadline=Forever())
+    assert {c.account_id for c in platform.fetched} == {"a"}
+    assert Chunk("vk_ads", "a", date(2026, 1, 1), date(2026, 1, 5)) in platform.fetched
+    assert result.pending == [] and store.get_json(state_key("vk_ads"))["pending"] == []
+
+
+def test_a_run_stopped_mid_way_leaves_the_unfinished_chunks_recorded(store):
+    platform = FakePlatform(stop_on=date(2026, 10, 11))
+    with pytest.raises(KeyboardInterrupt):
+        import_spend([platform], store, date(2026, 10, 1), date(2026, 10, 30), deadline=Forever())
+    pending = store.get_json(state_key("vk_ads"))["pending"]
+    assert [(p["date_from"], p["date_to"]) for p in pending] == [
+        ("2026-10-11", "2026-10-20"),
+        ("2026-10-21", "2026-10-30"),
+    ]
+    assert len([k for k in store.client.objects if k.startswith("spend/platform=")]) == 10  # the first chunk, whole
+
+
+def test_a_failing_account_skips_its_other_chunks_but_not_other_accounts(store):
+    platform = FakePlatform(accounts=("a", "bad"), fail_on="bad")
+    result = import_spend([platform], store, date(2026, 10, 1), date(2026, 10, 30), deadline=Forever())
+    assert len(result.failures) == 1 and "bad" in result.failures[0] and "refused" in result.failures[0]
+    assert sum(1 for c in platform.fetched if c.account_id == "bad") == 1
+    assert [c.account_id for c in result.pending] == ["bad"] * 3
+
+
+def test_run_request_nightly_window_and_validation():
+    settings = load_settings({"SPEND_LOOKBACK_DAYS": "3"})
+    nightly = RunRequest.parse({}, settings, now=NOW)
+    assert (nightly.date_from, nightly.date_to, nightly.explicit_platforms) == (date(2026, 11, 17), date(2026, 11, 19),
+                                                                                False)  # fmt: skip
+    assert "manual" in nightly.platforms
+    backfill = RunRequest.parse({"date_from": "2026-01-01", "date_to": "2026-03-31", "platforms": ["vk_ads"]},
+                                settings, now=NOW)  # fmt: skip
+    assert backfill.platforms == ("vk_ads",) and backfill.explicit_platforms
+    for bad in ({"date_from": "2026-01-01"}, {"date_from": "2026-02-01", "date_to": "2026-01-01"},
+                {"date_from": "2026-11-01", "date_to": "2026-11-21"}, {"platforms": ["facebook"]},
+                {"date_from": "01.01.2026", "date_to": "02.01.2026"}):  # fmt: skip
+        with pytest.raises(ValueError):
+            RunRequest.parse(bad, settings, now=NOW)
+
+
+def test_portal_rates_are_restated_against_the_report_currency():
+    portal = [{"CURRENCY": "RUB", "AMOUNT": "1", "AMOUNT_CNT": "1"},
+              {"CURRENCY": "USD", "AMOUNT": "92.5", "AMOUNT_CNT": "1"},
+              {"CURRENCY": "KZT", "AMOUNT": "18.40", "AMOUNT_CNT": "100"}]  # fmt: skip
+    assert rates_from_portal(portal, "RUB") == {"KZT": "0.184", "RUB": "1", "USD": "92.5"}
+    in_usd = rates_from_portal(portal, "USD")
+    assert in_usd["USD"] == "1" and in_usd["RUB"] == "0.01081081"
+    with pytest.raises(ValueError, match="EUR"):
+        rates_from_portal(portal, "EUR")
+
+
+def test_google_errors_inside_the_stream_array_are_found():
+    from throughline.spend.google_ads import GoogleAdsError, _failure
+
+    failure = {"@type": "type.googleapis.com/google.ads.googleads.v26.errors.GoogleAdsFailure", "requestId": "r1",
+               "errors": [{"errorCode": {"queryError": "UNRECOGNIZED_FIELD"}, "message": "bad field"}]}  # fmt: skip
+    stream = [{"results": []}, {"error": {"code": 400, "status": "INVALID_ARGUMENT", "details": [failure]}}]
+    error = _failure(200, stream)
+    assert isinstance(error, GoogleAdsError) and not error.retryable
+    assert "queryError.UNRECOGNIZED_FIELD: bad field" in str(error) and "request r1" in str(error)
+    assert _failure(200, [{"results": []}]) is None
+    assert _failure(503, {"error": {"code": 503, "status": "UNAVAILABLE", "message": "x"}}).retryable

@@ -1,0 +1,153 @@
+"""Unit tests of the spend row and of parsing what the platforms send: ``--``, empty values, VAT, money."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+from pydantic import ValidationError
+
+from throughline.spend.plan import Chunk, nightly_window, plan_chunks, split
+from throughline.spend.rows import SpendRow
+from throughline.spend.yandex_direct import AD_GROUP_FIELDS, PlatformError, YandexDirectSource
+
+NOW = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
+
+
+def _row(**changes) -> SpendRow:
+    values = dict(
+        date=date(2026, 3, 1),
+        platform="yandex_direct",
+        account_id="client-one",
+        campaign_id="42",
+        campaign_name="Поиск «CRM»",
+        impressions=10,
+        clicks=2,
+        cost=Decimal("1234.50"),
+        currency="RUB",
+        include_vat=False,
+        account_timezone="Europe/Moscow",
+        ingested_at=NOW,
+    )
+    return SpendRow(**{**values, **changes})
+
+
+def test_cost_is_written_as_the_exact_decimal_never_a_float_repr():
+    line = _row(cost=Decimal("0.10")).to_json_line()
+    assert '"cost":0.10' in line
+    assert '"cost":12345678901234.57' in _row(cost=Decimal("12345678901234.57")).to_json_line()
+    assert SpendRow.from_json_line(line).cost == Decimal("0.10")
+    parsed = json.loads(line)
+    assert parsed["date"] == "2026-03-01" and parsed["ingested_at"] == "2026-03-02T01:00:00Z"
+    assert "ad_group_id" not in parsed and "utm_source" not in parsed  # optional columns only when they exist
+    assert parsed["campaign_name"] == "Поиск «CRM»"
+
+
+def test_row_refuses_bad_values():
+    for bad in (
+        {"cost": Decimal("-1")},
+        {"currency": "rub"},
+        {"platform": "facebook"},
+        {"impressions": -1},
+        {"ingested_at": datetime(2026, 1, 1)},
+        {"cost": Decimal("NaN")},
+    ):
+        with pytest.raises(ValidationError):
+            _row(**bad)
+
+
+def _source(**options) -> YandexDirectSource:
+    return YandexDirectSource("token", "http://unused/", ("client-one",), ingested_at=NOW, **options)
+
+
+def test_yandex_tsv_with_dashes_empty_values_and_vat_flag():
+    source = _source(include_vat=True, ad_groups=True)
+    lines = iter(
+        [
+            "\t".join(AD_GROUP_FIELDS),
+            "2026-03-01\t42\tПоиск\t4201\tГруппа\t100\t5\t123.45",
+            "2026-03-01\t43\tМастер\t--\t--\t--\t\t--",
+            "",
+        ]
+    )
+    rows = list(source.parse(lines, "client-one", "RUB"))
+    assert [(r.campaign_id, r.ad_group_id, r.impressions, r.clicks, r.cost) for r in rows] == [
+        ("42", "4201", 100, 5, Decimal("123.45")),
+        ("43", None, 0, 0, Decimal("0")),
+    ]
+    assert all(r.include_vat for r in rows)
+    assert rows[0].account_timezone == "Europe/Moscow"
+
+
+def test_yandex_columns_are_read_by_name_and_garbage_is_refused():
+    source = _source()
+    reordered = iter(["Cost\tClicks\tImpressions\tCampaignName\tCampaignId\tDate", "1.00\t1\t2\tA\t7\t2026-03-01"])
+    [row] = list(source.parse(reordered, "client-one", "USD"))
+    assert (row.campaign_id, row.cost, row.impressions, row.currency) == ("7", Decimal("1.00"), 2, "USD")
+    with pytest.raises(PlatformError, match="money"):
+        list(
+            source.parse(
+                iter(["Date\tCampaignId\tCampaignName\tImpressions\tClicks\tCost", "2026-03-01\t7\tA\t1\t1\t1,5"]),
+                "client-one",
+                "RUB",
+            )
+        )
+    with pytest.raises(PlatformError, match="lacks columns"):
+        list(source.parse(iter(["Date\tCampaignId"]), "client-one", "RUB"))
+
+
+def test_report_names_are_deterministic_per_request_and_day():
+    chunk = Chunk("yandex_direct", "client-one", date(2026, 1, 1), date(2026, 1, 31))
+    first = _source(run_date=date(2026, 3, 2)).report_request(chunk)["params"]["ReportName"]
+    assert first == _source(run_date=date(2026, 3, 2)).report_request(chunk)["params"]["ReportName"]
+    assert first != _source(run_date=date(2026, 3, 3)).report_request(chunk)["params"]["ReportName"]
+    assert first != _source(run_date=date(2026, 3, 2), include_vat=True).report_request(chunk)["params"]["ReportName"]
+
+
+def test_nightly_window_ends_yesterday_in_the_bundle_time_zone():
+    from zoneinfo import ZoneInfo
+
+    # 22:30 UTC on March 1 is already March 2 in Moscow: yesterday is March 1.
+    assert nightly_window(datetime(2026, 3, 1, 22, 30, tzinfo=UTC), ZoneInfo("Europe/Moscow"), 7) == (
+        date(2026, 2, 23),
+        date(2026, 3, 1),
+    )
+
+
+def test_split_and_plan_merge_overlapping_work():
+    assert split(date(2026, 1, 1), date(2026, 3, 1), 31) == [
+        (date(2026, 1, 1), date(2026, 1, 31)),
+        (date(2026, 2, 1), date(2026, 3, 1)),
+    ]
+    left = Chunk("vk_ads", "a", date(2026, 1, 10), date(2026, 1, 20))
+    tonight = Chunk("vk_ads", "a", date(2026, 1, 15), date(2026, 1, 25))
+    other = Chunk("vk_ads", "b", date(2026, 1, 1), date(2026, 1, 1))
+    assert plan_chunks([left, tonight, other], 10) == [
+        Chunk("vk_ads", "a", date(2026, 1, 10), date(2026, 1, 19)),
+        Chunk("vk_ads", "a", date(2026, 1, 20), date(2026, 1, 25)),
+        other,
+    ]
+
+
+def test_partition_object_is_byte_identical_for_identical_rows():
+    from throughline.adapters.spend_store import SpendStore
+
+    class FakeS3:
+        def __init__(self):
+            self.bodies = []
+
+        def put_object(self, **kwargs):
+            self.bodies.append(kwargs["Body"])
+
+    s3 = FakeS3()
+    store = SpendStore("bucket", client=s3)
+    for _ in range(2):
+        key = store.write_partition("yandex_direct", date(2026, 3, 1), "client-one", [_row().to_json_line()])
+    assert key == "spend/platform=yandex_direct/date=2026-03-01/client-one.json.gz"
+    assert s3.bodies[0] == s3.bodies[1]
+    assert gzip.decompress(s3.bodies[0]).decode().count("\n") == 1
+    with pytest.raises(ValueError):
+        store.write_partition("manual", date(2026, 3, 1), "../escape", [])
