@@ -243,7 +243,10 @@ class LocalStack:
         secrets_arn = self.resources.environment().get("SECRETS_ARN")
         if secrets_arn and secret:
             # Functions read the webhook from the secret, as in production (an environment variable would win).
-            session.client("secretsmanager").put_secret_value(SecretId=secrets_arn, SecretString=json.dumps(secret))
+            # Merged into what is there: the template generated PERSON_KEY_SECRET into the same JSON object.
+            client = session.client("secretsmanager")
+            current = json.loads(client.get_secret_value(SecretId=secrets_arn).get("SecretString") or "{}")
+            client.put_secret_value(SecretId=secrets_arn, SecretString=json.dumps({**current, **secret}))
 
     def _prepare_sandbox(self) -> None:
         """What an operator does once per portal (`make bitrix-setup`): create the journey field."""
