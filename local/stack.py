@@ -310,6 +310,20 @@ class LocalStack:
                 sqs.delete_message_batch(QueueUrl=source.queue_url, Entries=entries)
             self.log(f"{source.function}: {len(messages)} messages, {len(failed)} to retry")
 
+    def is_own_request(self, headers: Mapping[str, str]) -> bool:
+        """Not a browser's cross-site request: no ``Origin`` (curl, scripts, tests) or the stack's own loopback
+        origin, and no ``Sec-Fetch-Site`` other than same-origin or none (typed in, a bookmark)."""
+        origin = headers.get("Origin")
+        if origin is not None and origin.rstrip("/") not in self._own_origins():
+            return False
+        return headers.get("Sec-Fetch-Site", "none") in ("same-origin", "none")
+
+    def _own_origins(self) -> set[str]:
+        origins = {self.url}
+        if self.host in ("127.0.0.1", "localhost", "::1"):
+            origins |= {f"http://127.0.0.1:{self.port}", f"http://localhost:{self.port}", f"http://[::1]:{self.port}"}
+        return origins
+
     def route(self, method: str, path: str) -> tuple[HttpRoute, dict[str, str]] | None:
         assert self.resources is not None
         for candidate in self.resources.routes:
@@ -419,6 +433,11 @@ def _make_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             try:
                 if url.path.startswith("/_local/invoke/") and self.command == "POST":
+                    if not stack.is_own_request(self.headers):
+                        # A page the developer happens to open must not run functions (and, with a real
+                        # BITRIX24_WEBHOOK_URL, write leads): a cross-site text/plain post needs no preflight.
+                        self._send(403, _JSON, b'{"error": "cross-site requests may not invoke functions"}')
+                        return
                     function = url.path.removeprefix("/_local/invoke/").strip("/")
                     event = json.loads(body or b"{}")
                     try:
