@@ -983,3 +983,9 @@ def test_the_identity_is_phone_then_email_then_the_submission():
     assert parse({"phone": "8 916 123-45-67", "email": "a@b.ru"}).identity() == "+79161234567"
     assert parse({"email": "A@B.ru"}).identity() == "a@b.ru"
     assert replace(parse({"email": "a@b.ru"}), email=None).identity() == "sub-1"
+
+
+def test_an_unreadable_allowed_origin_spoils_no_other():
+    assert redirect_target(f"{SHOP}/thanks", None, ["https://[", "https://" + "a" * 64 + ".ru", SHOP]) == (
+        f"{SHOP}/thanks"
+    )

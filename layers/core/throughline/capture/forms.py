@@ -275,7 +275,7 @@ def redirect_target(target: Any, origin: str | None, allowed_origins: Iterable[s
             target = origin.rstrip("/") + target
         parts = urlsplit(target)
         own_origin = _origin_of(target)
-        if own_origin is None or own_origin not in {_origin_of(allowed) for allowed in allowed_origins}:
+        if own_origin is None or own_origin not in _origins(allowed_origins):
             return None
         path = quote(parts.path or "/", safe=_URL_SAFE)
         query = quote(parts.query, safe=_URL_SAFE + "?")
@@ -313,7 +313,18 @@ def _storable(data: Any, depth: int = 0) -> Any:
 
 
 def _reason(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"[:300]
+    return _text(f"{type(error).__name__}: {error}"[:300])
+
+
+def _origins(urls: Iterable[str]) -> set[str | None]:
+    """Configured origins in ``_origin_of``'s spelling; one unreadable entry spoils no other."""
+    origins: set[str | None] = set()
+    for url in urls:
+        try:
+            origins.add(_origin_of(url))
+        except (ValueError, UnicodeError):
+            continue
+    return origins - {None}
 
 
 def _origin_of(url: str) -> str | None:
