@@ -243,7 +243,10 @@ class LocalStack:
         secrets_arn = self.resources.environment().get("SECRETS_ARN")
         if secrets_arn and secret:
             # Functions read the webhook from the secret, as in production (an environment variable would win).
-            session.client("secretsmanager").put_secret_value(SecretId=secrets_arn, SecretString=json.dumps(secret))
+            # Merged into what is there: the template generated PERSON_KEY_SECRET into the same JSON object.
+            client = session.client("secretsmanager")
+            current = json.loads(client.get_secret_value(SecretId=secrets_arn).get("SecretString") or "{}")
+            client.put_secret_value(SecretId=secrets_arn, SecretString=json.dumps({**current, **secret}))
 
     def _prepare_sandbox(self) -> None:
         """What an operator does once per portal (`make bitrix-setup`): create the journey field."""
@@ -306,6 +309,20 @@ class LocalStack:
                 ]
                 sqs.delete_message_batch(QueueUrl=source.queue_url, Entries=entries)
             self.log(f"{source.function}: {len(messages)} messages, {len(failed)} to retry")
+
+    def is_own_request(self, headers: Mapping[str, str]) -> bool:
+        """Not a browser's cross-site request: no ``Origin`` (curl, scripts, tests) or the stack's own loopback
+        origin, and no ``Sec-Fetch-Site`` other than same-origin or none (typed in, a bookmark)."""
+        origin = headers.get("Origin")
+        if origin is not None and origin.rstrip("/") not in self._own_origins():
+            return False
+        return headers.get("Sec-Fetch-Site", "none") in ("same-origin", "none")
+
+    def _own_origins(self) -> set[str]:
+        origins = {self.url}
+        if self.host in ("127.0.0.1", "localhost", "::1"):
+            origins |= {f"http://127.0.0.1:{self.port}", f"http://localhost:{self.port}", f"http://[::1]:{self.port}"}
+        return origins
 
     def route(self, method: str, path: str) -> tuple[HttpRoute, dict[str, str]] | None:
         assert self.resources is not None
@@ -416,6 +433,11 @@ def _make_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             try:
                 if url.path.startswith("/_local/invoke/") and self.command == "POST":
+                    if not stack.is_own_request(self.headers):
+                        # A page the developer happens to open must not run functions (and, with a real
+                        # BITRIX24_WEBHOOK_URL, write leads): a cross-site text/plain post needs no preflight.
+                        self._send(403, _JSON, b'{"error": "cross-site requests may not invoke functions"}')
+                        return
                     function = url.path.removeprefix("/_local/invoke/").strip("/")
                     event = json.loads(body or b"{}")
                     try:

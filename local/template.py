@@ -258,11 +258,31 @@ def _create_secret(session: Any, resolver: _Resolver, logical_id: str, resource:
     name = props.get("Name") or _physical_name(resolver.stack_name, logical_id)
     secrets = session.client("secretsmanager")
     try:
-        arn = secrets.create_secret(Name=name, SecretString=props.get("SecretString", "{}"))["ARN"]
+        arn = secrets.create_secret(Name=name, SecretString=_secret_string(secrets, props))["ARN"]
     except secrets.exceptions.ResourceExistsException:
-        arn = secrets.describe_secret(SecretId=name)["ARN"]
+        arn = secrets.describe_secret(SecretId=name)["ARN"]  # reused as it is: its generated values stay
     resolver.arns[logical_id] = arn
     return arn
+
+
+def _secret_string(secrets: Any, props: Mapping[str, Any]) -> str:
+    """``SecretString``, or what CloudFormation makes of ``GenerateSecretString``: a random password (from the
+    service's own GetRandomPassword) put under ``GenerateStringKey`` of the JSON ``SecretStringTemplate``."""
+    generate = props.get("GenerateSecretString")
+    if not generate:
+        return props.get("SecretString", "{}")
+    options = {
+        option: generate[option]
+        for option in ("PasswordLength", "ExcludeCharacters", "ExcludeNumbers", "ExcludePunctuation",
+                       "ExcludeUppercase", "ExcludeLowercase", "IncludeSpace", "RequireEachIncludedType")
+        if option in generate
+    }  # fmt: skip
+    password = secrets.get_random_password(**options)["RandomPassword"]
+    if "SecretStringTemplate" not in generate:
+        return password
+    value = json.loads(generate["SecretStringTemplate"])
+    value[generate["GenerateStringKey"]] = password
+    return json.dumps(value)
 
 
 # -- intrinsic functions ---------------------------------------------------------------------------------------------

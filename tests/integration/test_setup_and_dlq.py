@@ -472,7 +472,8 @@ def test_the_secret_is_not_read_when_the_environment_has_every_secret(
     # SECRETS_ARN names a secret that does not exist: reading it would fail.
     monkeypatch.setenv("SECRETS_ARN", f"arn:aws:secretsmanager:{REGION}:123456789012:secret:absent-AbCdEf")
     for name in SECRET_NAMES:
-        monkeypatch.setenv(name, "https://env.bitrix24.ru/rest/1/x/" if name == "BITRIX24_WEBHOOK_URL" else "v")
+        value = {"BITRIX24_WEBHOOK_URL": "https://env.bitrix24.ru/rest/1/x/", "PERSON_KEY_SECRET": "k" * 64}
+        monkeypatch.setenv(name, value.get(name, "v"))
 
     settings = load_settings()
 

@@ -35,8 +35,9 @@ def test_every_function_has_its_own_log_group_with_retention():
         assert RESOURCES[group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
 
 
-def test_capture_form_may_only_write_raw_copies_enqueue_and_guard_double_submits():
+def test_capture_form_may_only_write_raw_copies_enqueue_guard_double_submits_and_read_the_person_key():
     assert _actions("CaptureFormFunction") == {
+        "secretsmanager:GetSecretValue",
         "s3:PutObject",
         "sqs:SendMessage",
         "dynamodb:GetItem",
@@ -47,6 +48,35 @@ def test_capture_form_may_only_write_raw_copies_enqueue_and_guard_double_submits
     resources = [s["Resource"] for s in _statements("CaptureFormFunction")]
     assert {"Fn::Sub": "${DataBucket.Arn}/raw/*"} in resources  # not the whole bucket
     assert all(resource != "*" for resource in resources)
+    [secret_read] = [s for s in _statements("CaptureFormFunction") if s["Action"] == "secretsmanager:GetSecretValue"]
+    assert secret_read["Resource"] == {"Ref": "Secrets"}  # the stack's own secret, no other
+    environment = FUNCTIONS["CaptureFormFunction"]["Properties"]["Environment"]["Variables"]
+    assert environment["SECRETS_ARN"] == {"Ref": "Secrets"}
+
+
+def test_the_person_key_is_generated_on_deploy_with_no_manual_step():
+    secret = RESOURCES["Secrets"]["Properties"]
+    assert "SecretString" not in secret  # CloudFormation allows one of the two
+    assert secret["GenerateSecretString"] == {
+        "SecretStringTemplate": "{}",
+        "GenerateStringKey": "PERSON_KEY_SECRET",
+        "PasswordLength": 64,
+        "ExcludePunctuation": True,
+    }
+
+
+def test_the_local_stack_generates_the_person_key_and_keeps_it_beside_the_sandbox_webhook(make_stack):
+    import json
+
+    stack = make_stack(poll_queues=False)
+    arn = stack.resources.environment()["SECRETS_ARN"]
+    value = json.loads(boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"])
+    assert value["BITRIX24_WEBHOOK_URL"] == stack.sandbox.webhook_url  # the sandbox's, merged in
+    key = value["PERSON_KEY_SECRET"]
+    assert len(key) == 64 and key.isalnum()  # generated as the template says: 64 characters, no punctuation
+    from throughline.config import get_settings
+
+    assert get_settings().person_key_secret == key
 
 
 def test_writer_reads_the_secret_and_the_journey_store_but_not_the_bucket():
@@ -54,7 +84,6 @@ def test_writer_reads_the_secret_and_the_journey_store_but_not_the_bucket():
     assert "secretsmanager:GetSecretValue" in actions
     assert not any(action.startswith("s3:") for action in actions)
     assert all(statement["Resource"] != "*" for statement in _statements("BitrixWriterFunction"))
-    assert "secretsmanager:GetSecretValue" not in _actions("CaptureFormFunction")
 
 
 def test_writer_consumes_the_fifo_queue_with_partial_failures_and_a_concurrency_cap():

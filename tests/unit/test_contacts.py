@@ -190,3 +190,80 @@ def test_mask_email_never_reveals_the_address(email):
     assert masked != email
     assert "***" in masked
     assert email.partition("@")[0] not in masked
+
+
+# -- one person, one e-mail address (issue 5, item 10) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "ivan@example.ru",
+        "IVAN@EXAMPLE.RU",
+        "ｉｖａｎ@example.ru",  # full-width letters (a Japanese or Chinese keyboard layout)
+        "ivan@ｅxample.ru",
+        "ivan＠example.ru",  # a full-width @
+        "ivan@example．ru",  # a full-width dot
+        "ivan@ＥＸＡＭＰＬＥ.ＲＵ",
+        "ⅰvan@example.ru",  # a compatibility character (ROMAN NUMERAL ONE)
+    ],
+)
+def test_compatibility_spellings_are_one_address(raw):
+    assert normalize_email(raw) == "ivan@example.ru"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "ivan@пример.рф",
+        "IVAN@ПРИМЕР.РФ",
+        "ivan@xn--e1afmkfd.xn--p1ai",  # the same domain in punycode
+        "ivan@XN--E1AFMKFD.XN--P1AI",
+    ],
+)
+def test_an_international_domain_is_stored_in_unicode_whatever_the_spelling(raw):
+    assert normalize_email(raw) == "ivan@пример.рф"
+
+
+@pytest.mark.parametrize(
+    "invisible",
+    [
+        "\u200b",  # zero-width space
+        "\u200c",  # zero-width non-joiner
+        "\u200d",  # zero-width joiner
+        "\u2060",  # word joiner
+        "\ufeff",  # byte order mark
+        "\u00ad",  # soft hyphen
+        "\u200e",  # left-to-right mark
+        "\u202e",  # right-to-left override
+        "\u2066",  # left-to-right isolate
+        "\x00",  # NUL
+        "\x1b",  # ESC
+        "\x7f",  # DEL
+        "\x85",  # a C1 control (NEL)
+        "\ud83d",  # a lone surrogate
+        "\ue000",  # private use
+        "\U000e0001",  # a language tag
+    ],
+)
+@pytest.mark.parametrize("where", ["start", "local", "domain", "end"])
+def test_invisible_and_control_characters_are_refused_with_a_clear_reason(invisible, where):
+    local, domain = "ivan", "example.ru"
+    raw = {
+        "start": invisible + f"{local}@{domain}",
+        "local": f"iv{invisible}an@{domain}",
+        "domain": f"{local}@exa{invisible}mple.ru",
+        "end": f"{local}@{domain}" + invisible,
+    }[where]
+    if where in ("start", "end") and invisible.isspace():
+        assert normalize_email(raw) == "ivan@example.ru"  # whitespace around a value is trimmed: the same person
+        return
+    with pytest.raises(InvalidContact) as error:
+        normalize_email(raw)
+    assert str(error.value) == "contains invisible or control characters"
+
+
+@pytest.mark.parametrize("raw", ["ivan@xn--.ru", "ivan@" + "a" * 64 + ".ru", "ivan@xn--zz-.ru"])
+def test_a_domain_idna_refuses_is_not_an_address(raw):
+    with pytest.raises(InvalidContact, match="not an e-mail address"):
+        normalize_email(raw)

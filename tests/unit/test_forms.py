@@ -9,7 +9,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from throughline.capture.forms import FormRejected, decode_body, is_spam, parse_submission, raw_key, raw_record
+from throughline.capture.forms import (
+    FormRejected,
+    decode_body,
+    is_spam,
+    parse_submission,
+    raw_key,
+    raw_record,
+    redirect_target,
+)
 from throughline.capture.submissions import MESSAGE_TYPE, MESSAGE_VERSION, Submission, Visit
 
 MOSCOW = ZoneInfo("Europe/Moscow")
@@ -295,8 +303,8 @@ def test_form_id_with_a_trailing_newline_is_rejected():
     ("fields", "bad"),
     [
         ({"phone": ["+79161234567", "+79161234568"]}, {"phone": "expected a single value, got several"}),
-        ({"phone": "+79161234567", "company": {"name": "ООО"}}, {"company": "expected text"}),
-        ({"phone": "+79161234567", "list": [{"a": 1}]}, {"list": "expected text"}),
+        ({"phone": "+79161234567", "name": {"first": "Иван"}}, {"name": "expected text"}),
+        ({"email": "a@b.ru", "phone": {"value": "+79161234567"}}, {"phone": "expected text"}),
         ({"phone": "+79161234567", "name": "x" * 2001}, {"name": "longer than 2000 characters"}),
         ({"phone": "+79161234567", "comment": "x" * 10001}, {"comment": "longer than 10000 characters"}),
     ],
@@ -492,7 +500,8 @@ def test_first_touch_tags_read_from_the_first_landing_url():
         ("1736499600", datetime(2025, 1, 10, 9, 0, tzinfo=UTC)),  # Unix seconds
         ("1736499600000", datetime(2025, 1, 10, 9, 0, tzinfo=UTC)),  # Unix milliseconds
         (1736499600, datetime(2025, 1, 10, 9, 0, tzinfo=UTC)),  # a JSON number
-        ("2030-01-01T00:00:00Z", RECEIVED),  # the future is clipped to the receipt
+        ("2025-01-15T10:59:59Z", RECEIVED),  # a visitor's clock a little fast: clipped to the receipt
+        ("2023-01-16T10:00:00Z", datetime(2023, 1, 16, 10, 0, tzinfo=UTC)),  # two years back: still plausible
     ],
 )
 def test_first_seen_at(raw, expected):
@@ -517,6 +526,33 @@ def test_unreadable_first_seen_at_is_kept_aside(raw):
     submission = parse({"phone": "9161234567", "first_seen_at": raw})
     assert submission.first_visit is None
     assert submission.extra == {"first_seen_at": raw}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Readable but implausible: each used to reach the writer and overflow its date arithmetic (issue 5, item 1).
+        "0001-01-01T00:00:00+14:00",
+        "0001-01-01",
+        "0001-01-01T00:00:00",
+        "9999-12-31T23:59:59-14:00",
+        "9999-12-31",
+        "2030-01-01T00:00:00Z",  # far future
+        "2025-01-15T11:00:01Z",  # just past the allowed skew
+        "2023-01-15T09:59:59Z",  # just older than two years
+        "1970-01-01T00:00:00Z",
+        "0000000000",  # Unix time 0
+        "9999999999",  # Unix seconds in 2286
+        "9999999999999",  # Unix milliseconds in 2286
+        1,  # a JSON number: 1970
+    ],
+)
+def test_an_implausible_first_seen_at_is_kept_in_the_comments_not_as_a_touch(raw):
+    submission = parse({"phone": "9161234567", "first_utm_source": "yandex", "first_seen_at": raw})
+    assert submission.first_visit == Visit(utm_source="yandex")  # the tags stay; the time does not
+    assert submission.extra == {"first_seen_at": str(raw)}
+    wire = json.loads(json.dumps(submission.to_message()))
+    assert Submission.from_message(wire) == submission
 
 
 @pytest.mark.parametrize(
@@ -669,3 +705,287 @@ def test_raw_record_keeps_the_body_and_only_harmless_headers():
 def test_raw_record_hex_for_binary_bodies():
     record = json.loads(raw_record(full_submission(), b"\xff\x00", None, {}))
     assert (record["body"], record["body_encoding"]) == ("ff00", "hex")
+
+
+# -- hostile input (issue 5): only FormRejected, and a 4xx for anything unreadable ----------------------------------
+
+
+def nested_multipart(levels: int) -> tuple[bytes, str]:
+    body = b'Content-Disposition: form-data; name="phone"\r\n\r\n+79161234567'
+    for level in range(levels):
+        boundary = f"b{level}".encode()
+        head = b"Content-Type: multipart/mixed; boundary=" + boundary + b"\r\n\r\n" if level else b""
+        body = head + b"--" + boundary + b"\r\n" + body + b"\r\n--" + boundary + b"--\r\n"
+    return body.split(b"\r\n\r\n", 1)[1], f"multipart/form-data; boundary=b{levels - 1}"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        (b'{"phone": ' + b"1" * 4301 + b"}", JSON, "body is not valid JSON"),  # Python's int digit limit
+        (b'{"a": ' + b"1" * 5000 + b"}", "text/plain", "body is not valid JSON"),
+        (b"[" * 32000, JSON, "body is nested too deeply"),  # RecursionError in the JSON scanner
+        (b'{"a": ' + b"[" * 40 + b"]" * 40 + b"}", JSON, "body is nested too deeply"),  # deeper than we read
+        (b'{"a": ' + b'{"b": ' * 40 + b"1" + b"}" * 40 + b"}", JSON, "body is nested too deeply"),
+        (b"name=x", URLENCODED + "; charset=undefined", "body is not valid text in its charset"),  # UnicodeError
+        (b"name=x", URLENCODED + "; charset=rot13", "body is not valid text in its charset"),  # not a text codec
+        (b"name=x", URLENCODED + "; charset=base64", "body is not valid text in its charset"),
+        (b'{"a": 1}', JSON + "; charset=undefined", "body is not valid text in its charset"),
+        (b"name=%FF", URLENCODED + "; charset=idna", "body is not valid text in its charset"),
+        (b"x", "multipart/form-data; boundary=\ud83d", "body is not valid text in its charset"),
+    ],
+)
+def test_unreadable_bodies_are_400_naming_the_problem(body, content_type, message):
+    with pytest.raises(FormRejected) as error:
+        decode_body(body, content_type, LIMIT)
+    assert (error.value.status, error.value.message) == (400, message)
+    assert set(error.value.fields) == {"body"} and error.value.fields["body"]
+
+
+def test_deeply_nested_multipart_is_400():
+    body, content_type = nested_multipart(1100)
+    with pytest.raises(FormRejected) as error:
+        decode_body(body, content_type, 10_000_000)
+    assert (error.value.status, error.value.message) == (400, "body is nested too deeply")
+
+
+def test_a_multipart_part_name_with_a_nul_is_just_an_odd_name():
+    body, content_type = multipart(("na\x00me", "x", None), ("phone", "+79161234567", None))
+    fields = decode_body(body, content_type, LIMIT)
+    submission = parse(fields)
+    assert submission.extra == {"na\x00me": "x"}
+    json.loads(raw_record(submission, body, content_type, {}))
+
+
+@pytest.mark.parametrize(
+    "escaped",
+    [
+        "\\ud83d",  # the snippet cut a value in the middle of an emoji: a high surrogate alone
+        "\\ude00",  # a low surrogate alone
+        "\\ude00\\ud83d",  # a pair in the wrong order
+        "\\uffff",  # a noncharacter SQS refuses
+    ],
+)
+def test_unstorable_text_is_stored_with_the_replacement_character_and_the_lead_accepted(escaped):
+    body = (
+        '{"name": "Иван ESC", "phone": "+7 916 123-45-67", "comment": "ESC", "utm_source": "yaESC",'
+        ' "referrer": "https://ya.ru/?q=ESC", "company ESC": "ESC", "first_seen_at": "ESC"}'
+    ).replace("ESC", escaped)
+    fields = decode_body(body.encode(), JSON, LIMIT)
+    submission = parse(fields, origin="https://example.com\ud83d")
+    replaced = "\ufffd" * escaped.count("\\u")
+    assert submission.name == f"Иван {replaced}"
+    assert submission.comment == replaced
+    assert submission.last_visit.utm_source == f"ya{replaced}"
+    assert submission.extra == {f"company {replaced}": replaced, "first_seen_at": replaced}
+    assert submission.origin == "https://example.com\ufffd"
+    message = json.dumps(submission.to_message(), ensure_ascii=False).encode("utf-8")  # what SQS carries
+    assert Submission.from_message(json.loads(message)) == submission
+    record = json.loads(raw_record(submission, body.encode(), JSON, {"User-Agent": "UA\ud83d"}))
+    assert record["headers"] == {"User-Agent": "UA\ufffd"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("referrer", "http://["),  # urlsplit raises ValueError
+        ("landing_url", "https://[::1"),
+        ("first_referrer", "http://]"),
+        ("first_landing_url", "https://shop.example.ru:99999/"),  # a port out of range
+        ("landing_url", "https://shop.example.ru:port/?utm_source=x"),
+        ("referrer", "https://"),  # no host
+        ("referrer", "https://@/"),
+    ],
+)
+def test_an_unreadable_address_is_kept_in_the_comments(field, value):
+    submission = parse({"phone": "9161234567", field: value})
+    assert submission.extra == {field: value}
+    assert submission.last_visit == Visit() and submission.click_ids == {}
+
+
+@pytest.mark.parametrize(
+    ("fields", "extra"),
+    [
+        ({"ga_client_id": ["GA1.1", None]}, {"ga_client_id": '["GA1.1",null]'}),
+        ({"utm_source": {"value": "yandex"}}, {"utm_source": '{"value":"yandex"}'}),
+        ({"first_utm_campaign": [["zima"]]}, {"first_utm_campaign": '[["zima"]]'}),
+        ({"yclid": {"id": 1, "ok": True}}, {"yclid": '{"id":1,"ok":true}'}),
+        ({"landing_url": [{"href": "https://a.ru/"}]}, {"landing_url": '[{"href":"https://a.ru/"}]'}),
+        ({"first_seen_at": {"t": 1736499600}}, {"first_seen_at": '{"t":1736499600}'}),
+        ({"company": {"name": "ООО"}}, {"company": '{"name":"ООО"}'}),  # not a contact field: kept too
+        ({"services": [{"a": 1}, None]}, {"services": '[{"a":1},null]'}),
+    ],
+)
+def test_non_text_tracking_values_are_kept_as_json_in_the_comments(fields, extra):
+    submission = parse({"phone": "9161234567", **fields})
+    assert submission.extra == extra
+    assert submission.last_visit == Visit() and submission.first_visit is None
+    assert submission.click_ids == {} and submission.client_ids == {}
+
+
+def test_a_tag_posted_twice_is_still_read_as_the_first():
+    assert parse({"phone": "9161234567", "utm_source": ["yandex", "google"]}).last_visit.utm_source == "yandex"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        None,
+        [],
+        "x",
+        {"type": MESSAGE_TYPE},
+        {"type": MESSAGE_TYPE, "submission": []},
+        {"type": MESSAGE_TYPE, "submission": {"received_at": "0001-01-01T00:00:00+14:00"}},
+        {"type": MESSAGE_TYPE, "submission": {"received_at": "2025-01-15T10:00:00"}},  # no offset
+        {"type": MESSAGE_TYPE, "submission": {"received_at": 1736935200}},
+    ],
+)
+def test_from_message_refuses_a_poison_message_with_a_value_error(message):
+    with pytest.raises(ValueError):
+        Submission.from_message(message)
+
+
+def test_from_message_refuses_an_implausible_first_visit_time():
+    wire = json.loads(json.dumps(full_submission().to_message()))
+    wire["submission"]["first_visit"]["seen_at"] = "9999-12-31T23:59:59-14:00"
+    with pytest.raises(ValueError, match="between 2000 and 2200"):
+        Submission.from_message(wire)
+
+
+# -- _next ----------------------------------------------------------------------------------------------------------
+
+SHOP = "https://shop.example.ru"
+ALLOWED = (SHOP, "https://xn--e1afmkfd.xn--p1ai", "http://127.0.0.1:8000")
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (f"{SHOP}/thanks", f"{SHOP}/thanks"),
+        (f"{SHOP}/thanks?order=1#top", f"{SHOP}/thanks?order=1#top"),
+        (f"{SHOP}", f"{SHOP}/"),
+        ("HTTPS://Shop.Example.RU/Thanks", f"{SHOP}/Thanks"),  # scheme and host in one spelling, path untouched
+        (f"{SHOP}:443/thanks", f"{SHOP}/thanks"),  # the default port is no other origin
+        (f"{SHOP}/спасибо", f"{SHOP}/%D1%81%D0%BF%D0%B0%D1%81%D0%B8%D0%B1%D0%BE"),  # a Cyrillic path, encoded
+        (f"{SHOP}/a%20b?q=%D0%B0", f"{SHOP}/a%20b?q=%D0%B0"),  # already encoded: not encoded twice
+        (f"{SHOP}/?q=и&x=<y>", f"{SHOP}/?q=%D0%B8&x=%3Cy%3E"),
+        ("https://пример.рф/спасибо", "https://xn--e1afmkfd.xn--p1ai/%D1%81%D0%BF%D0%B0%D1%81%D0%B8%D0%B1%D0%BE"),
+        ("https://ПРИМЕР.РФ/", "https://xn--e1afmkfd.xn--p1ai/"),
+        ("/thanks.html", f"{SHOP}/thanks.html"),  # relative to the posting page's origin
+        ("http://127.0.0.1:8000/demo/thanks.html", "http://127.0.0.1:8000/demo/thanks.html"),
+    ],
+)
+def test_next_is_returned_normalized_and_percent_encoded(target, expected):
+    assert redirect_target(target, SHOP, ALLOWED) == expected
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        # Header injection: urlsplit drops \r \n \t, so the host check passed while the raw string went out.
+        f"{SHOP}/thanks\r\nSet-Cookie: pwned=1",
+        f"{SHOP}/thanks\nLocation: https://evil.example.com/",
+        f"{SHOP}/tha\tnks",
+        f"{SHOP}/thanks\x00",
+        f"{SHOP}/thanks\x1b[31m",
+        f"{SHOP}/thanks page",  # whitespace
+        f"{SHOP}/thanks\u2028",  # a line separator
+        f"{SHOP}/thanks\u00a0",  # a no-break space
+        f"{SHOP}/\u202ethanks",  # a bidi override
+        f"{SHOP}/thanks\ud83d",  # a lone surrogate
+        " " + SHOP,
+        # Not one of our sites, however dressed up.
+        "https://evil.example.com/",
+        "//evil.example.com/",
+        f"{SHOP}.evil.example.com/",
+        f"https://evil.example.com\\@{SHOP.removeprefix('https://')}/",  # a browser reads \\ as /
+        "https://shop.example.ru\\evil.example.com/",
+        f"https://user:pass@{SHOP.removeprefix('https://')}/",
+        f"https://{SHOP.removeprefix('https://')}@evil.example.com/",
+        f"{SHOP}:8443/thanks",  # another port is another origin
+        "http://shop.example.ru/thanks",  # another scheme too
+        "javascript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        # Unreadable: urlsplit or IDNA would raise.
+        "https://[",
+        "https://[::1/",
+        f"{SHOP}:port/",
+        f"{SHOP}:99999/",
+        "https://" + "a" * 64 + ".ru/",  # an IDNA label longer than 63
+        "https://xn--.ru/",
+        "",
+        None,
+        ["https://shop.example.ru/"],
+        {"url": SHOP},
+        SHOP + "/" + "x" * 2000,
+    ],
+)
+def test_a_bad_next_is_no_redirect(target):
+    assert redirect_target(target, SHOP, ALLOWED) is None
+
+
+@pytest.mark.parametrize("origin", [None, "null", "https://[", "https://evil.example.com", "\ud83d"])
+def test_a_relative_next_needs_an_allowed_posting_origin(origin):
+    assert redirect_target("/thanks", origin, ALLOWED) is None
+
+
+def test_an_allowed_origin_may_be_configured_in_unicode():
+    assert redirect_target("https://xn--e1afmkfd.xn--p1ai/", None, ["https://Пример.рф"]) == (
+        "https://xn--e1afmkfd.xn--p1ai/"
+    )
+
+
+# -- person keys (issue 5, item 12) ---------------------------------------------------------------------------------
+
+KEY = "k" * 64
+
+
+def test_person_key_is_an_hmac_of_the_contact_with_the_stacks_key():
+    import hashlib
+    import hmac
+
+    from throughline.person_keys import person_key
+
+    assert person_key("+79161234567", KEY) == hmac.new(KEY.encode(), b"+79161234567", hashlib.sha256).hexdigest()
+    assert person_key("+79161234567", KEY) != person_key("+79161234567", "j" * 64)  # useless without the key
+    assert person_key("+79161234567", KEY) != hashlib.sha256(b"+79161234567").hexdigest()
+    assert person_key("+79161234567", KEY) != person_key("+79161234568", KEY)
+
+
+@pytest.mark.parametrize("secret", [None, ""])
+def test_person_key_without_a_key_is_a_config_error(secret):
+    from throughline.config import ConfigError
+    from throughline.person_keys import person_key
+
+    with pytest.raises(ConfigError, match="PERSON_KEY_SECRET"):
+        person_key("+79161234567", secret)
+
+
+def test_capture_refuses_to_start_without_the_person_key():
+    from throughline.capture.receive import capture_from_settings
+    from throughline.config import ConfigError, Settings
+
+    settings = Settings(data_bucket="b", writes_queue_url="https://sqs/q.fifo", idempotency_table="t")
+    with pytest.raises(ConfigError, match="PERSON_KEY_SECRET"):
+        capture_from_settings(settings)
+
+
+@pytest.mark.parametrize("value", ["short", "x" * 31])
+def test_a_short_person_key_is_a_config_error(value):
+    from throughline.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="PERSON_KEY_SECRET: must be at least 32 characters"):
+        load_settings({"PERSON_KEY_SECRET": value})
+    assert value not in repr(load_settings({"PERSON_KEY_SECRET": value * 10}))
+
+
+def test_the_identity_is_phone_then_email_then_the_submission():
+    assert parse({"phone": "8 916 123-45-67", "email": "a@b.ru"}).identity() == "+79161234567"
+    assert parse({"email": "A@B.ru"}).identity() == "a@b.ru"
+    assert replace(parse({"email": "a@b.ru"}), email=None).identity() == "sub-1"
+
+
+def test_an_unreadable_allowed_origin_spoils_no_other():
+    assert redirect_target(f"{SHOP}/thanks", None, ["https://[", "https://" + "a" * 64 + ".ru", SHOP]) == (
+        f"{SHOP}/thanks"
+    )

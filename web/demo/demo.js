@@ -1,14 +1,13 @@
-// Demo only (a real site writes its endpoint into the script tag): the API address may come from ?endpoint=,
-// remembered for the demo's other pages. The plain-HTML fallback (action, _next) is pointed at the same places,
-// so the form still posts if the snippet fails to load.
+// Demo only (a real site writes its endpoint into the script tag): the API address may come from ?endpoint=, for
+// this page only. It is never remembered: a stored endpoint from a crafted link would send every later form on the
+// site to whoever made the link. The plain-HTML fallback (action, _next) is pointed at the same places, so the form
+// still posts if the snippet fails to load.
 (() => {
   'use strict';
-  const key = 'throughline-demo:endpoint';
-  let endpoint = new URLSearchParams(location.search).get('endpoint');
+  const endpoint = new URLSearchParams(location.search).get('endpoint');
   try {
-    if (endpoint) localStorage.setItem(key, endpoint);
-    else endpoint = localStorage.getItem(key);
-  } catch (e) { /* storage blocked: the default endpoint stays */ }
+    localStorage.removeItem('throughline-demo:endpoint'); // what older versions of this demo remembered
+  } catch (e) { /* storage blocked: nothing was remembered either */ }
   if (endpoint && window.Throughline) window.Throughline.init({ endpoint });
   const form = document.getElementById('order');
   if (form) {

@@ -33,6 +33,7 @@ SECRET_NAMES = (
     "GOOGLE_ADS_DEVELOPER_TOKEN",
     "VK_ADS_CLIENT_ID",
     "VK_ADS_CLIENT_SECRET",
+    "PERSON_KEY_SECRET",
 )
 SETTINGS_MAX_AGE_SECONDS = 300  # re-read after this long, so a rotated secret reaches warm functions
 
@@ -139,6 +140,13 @@ def _webhook_url(value: str) -> str | None:
     return value if value.endswith("/") else value + "/"
 
 
+def _key_material(value: str) -> str | None:
+    value = value.strip()
+    if value and len(value) < 32:
+        raise ValueError("must be at least 32 characters (template.yaml generates 64)")
+    return value or None
+
+
 def _user_field_name(value: str) -> str:
     value = value.strip()
     if not re.fullmatch(r"UF_CRM_[A-Z0-9_]+", value):
@@ -200,6 +208,8 @@ class Settings:
     max_body_bytes: int = _setting(65536, _integer(1024, 1_000_000))
     default_phone_region: str = _setting("RU")
     double_submit_window_seconds: int = _setting(600, _integer(1, 86400))
+    # HMAC key for every key derived from a phone or e-mail that leaves a function (throughline.person_keys).
+    person_key_secret: str | None = _setting(None, _key_material, secret=True)
 
     # Reports
     report_currency: str = _setting("RUB")

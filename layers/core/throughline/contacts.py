@@ -1,16 +1,24 @@
 """Phone numbers and e-mail addresses: one canonical form for matching, and masks for logs.
 
 Bitrix24 compares phones as whole strings (``crm.duplicate.findbycomm``), so the same person typed two ways would be
-two people. Everything we write is therefore E.164 (``8 916 123-45-67`` → ``+79161234567``) and lower-cased e-mail.
+two people. Everything we write is therefore E.164 (``8 916 123-45-67`` → ``+79161234567``) and one form of each
+e-mail address: NFKC (full-width ``ｅxample`` is ``example``), lower case, and the domain in Unicode (``пример.рф``;
+a punycode ``xn--e1afmkfd.xn--p1ai`` is decoded to it), because that is what people type and managers read.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import phonenumbers
 
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[^@\s<>(),;:\"\[\]]+\.[^@\s<>(),;:\"\[\]]{2,}$")
+
+
+# Unicode categories never part of an address: control, format (zero-width, soft hyphen, bidi), surrogate, private,
+# unassigned.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 
 
 class InvalidContact(ValueError):
@@ -40,9 +48,22 @@ def normalize_phone(raw: str, default_region: str = "RU") -> str:
 
 
 def normalize_email(raw: str) -> str:
-    """Lower-case and check the shape; deliverability is not our business."""
-    email = raw.strip().lower()
-    domain = email.rpartition("@")[2]
+    """One canonical form per address (see the module's docstring); deliverability is not our business.
+
+    Invisible (format) and control characters are refused, never silently dropped: ``ivan@example.ru`` with a
+    zero-width space, a soft hyphen or a right-to-left override is a typo or a trick, and either way the sender
+    should see it rather than become a second person.
+    """
+    email = unicodedata.normalize("NFKC", raw).strip()
+    if any(unicodedata.category(char) in _INVISIBLE for char in email):
+        raise InvalidContact("contains invisible or control characters")
+    local, _, domain = email.lower().rpartition("@")
+    try:
+        # IDNA 2003 (the stdlib codec): a Unicode and a punycode spelling of one domain give one text.
+        domain = domain.encode("idna").decode("idna") if domain else domain
+    except UnicodeError:
+        raise InvalidContact("not an e-mail address (the domain is not a valid name)") from None
+    email = f"{local}@{domain}"
     if len(email) > 254 or not _EMAIL.match(email) or any(not label for label in domain.split(".")):
         raise InvalidContact("not an e-mail address")
     return email

@@ -1,17 +1,22 @@
 """Web-form capture: decode a posted body, validate and normalize it, and make it durable.
 
 Nothing here knows about API Gateway: the handler passes bytes, a content type and a few headers, and maps
-``FormRejected`` to an HTTP answer. Bad input is always a 4xx naming each bad field, never a 5xx.
+``FormRejected`` to an HTTP answer. Bad input is always a 4xx naming each bad field, never a 5xx: ``decode_body`` and
+``parse_submission`` are pure (no I/O), so any exception escaping them is, by construction, about the input, and
+``_rejecting_unreadable_input`` turns it into a 400 in that one place. Text is made storable on the way in: a lone
+surrogate (the snippet cutting a value in the middle of an emoji) and the noncharacters SQS refuses become U+FFFD.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import parse_qs, parse_qsl, urlsplit
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, parse_qsl, quote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 from throughline.capture.submissions import CLICK_IDS, UTM_TAGS, Submission, Visit, click_ids_in
@@ -21,6 +26,12 @@ from throughline.contacts import InvalidContact, normalize_email, normalize_phon
 FORM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_COMMENT = 10000
 MAX_EXTRA_FIELDS = 50
+MAX_NESTING = 32  # levels of JSON arrays and objects in a body; deeper is not a form
+# A first visit's time must be plausible next to the receipt: the snippet remembers a first touch for 180 days, and a
+# visitor's clock may run a little fast. Anything else (year 1, year 9999, a clock years off) is kept in the lead's
+# comments, never used for attribution or date arithmetic.
+FIRST_SEEN_MAX_AGE = timedelta(days=730)
+FIRST_SEEN_MAX_AHEAD = timedelta(hours=1)
 
 # Field names forms use in the wild, mapped onto the contract's names.
 _ALIASES = {
@@ -64,24 +75,49 @@ class FormRejected(Exception):
         return {"error": self.message, "fields": self.fields}
 
 
+_Parser = TypeVar("_Parser", bound=Callable[..., Any])
+
+
+def _rejecting_unreadable_input(parser: _Parser) -> _Parser:
+    """The one place where a failure to read the input becomes a 400 that names the problem.
+
+    The parsers below do no I/O, so whatever escapes them (``ValueError`` from ``urlsplit``, ``int`` or
+    ``fromisoformat``, ``UnicodeError`` from a codec or IDNA, ``RecursionError`` from deep nesting, …) was caused by
+    the input. A 503 would make the site retry the same bytes forever; a 400 tells it what to fix.
+    """
+
+    @functools.wraps(parser)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return parser(*args, **kwargs)
+        except FormRejected:
+            raise
+        except RecursionError:
+            raise FormRejected(400, "body is nested too deeply", {"body": "too many nested levels"}) from None
+        except (UnicodeError, LookupError) as error:
+            raise FormRejected(400, "body is not valid text in its charset", {"body": _reason(error)}) from None
+        except Exception as error:
+            raise FormRejected(400, "body could not be read", {"body": _reason(error)}) from None
+
+    return guarded  # type: ignore[return-value]
+
+
+@_rejecting_unreadable_input
 def decode_body(body: bytes, content_type: str | None, max_bytes: int) -> dict[str, Any]:
     """Turn a JSON, urlencoded or multipart body into a flat field map (repeated keys become lists)."""
     if len(body) > max_bytes:
         raise FormRejected(413, "request body too large", {"body": f"larger than {max_bytes} bytes"})
     media_type, params = _media_type(content_type)
     charset = params.get("charset", "utf-8")
-    try:
-        if media_type in ("application/json", "text/plain"):
-            # text/plain carries JSON from pages that post without a CORS preflight (sendBeacon, no-cors fetch).
-            return _json_object(body, charset)
-        if media_type == "application/x-www-form-urlencoded":
-            # Percent-escapes are bytes in the declared charset too (old sites still post windows-1251).
-            fields = parse_qs(body.decode(charset), keep_blank_values=True, encoding=charset, errors="strict")
-            return _flatten(fields)
-        if media_type == "multipart/form-data":
-            return _multipart(body, content_type or "")
-    except (UnicodeDecodeError, LookupError):
-        raise FormRejected(400, "body is not valid text in its charset", {"body": f"not valid {charset}"}) from None
+    if media_type in ("application/json", "text/plain"):
+        # text/plain carries JSON from pages that post without a CORS preflight (sendBeacon, no-cors fetch).
+        return _storable(_json_object(body, charset))
+    if media_type == "application/x-www-form-urlencoded":
+        # Percent-escapes are bytes in the declared charset too (old sites still post windows-1251).
+        fields = parse_qs(body.decode(charset), keep_blank_values=True, encoding=charset, errors="strict")
+        return _storable(_flatten(fields))
+    if media_type == "multipart/form-data":
+        return _storable(_multipart(body, content_type or ""))
     raise FormRejected(
         415,
         "unsupported content type",
@@ -95,6 +131,7 @@ def is_spam(fields: Mapping[str, Any], honeypot_field: str) -> bool:
     return bool(value.strip() if isinstance(value, str) else value)
 
 
+@_rejecting_unreadable_input
 def parse_submission(
     form_id: str,
     fields: Mapping[str, Any],
@@ -109,8 +146,9 @@ def parse_submission(
     posted under.
 
     Only what the visitor typed can reject a post. Tracking fields (tags, referrers, click and client ids, the first
-    visit) are filled in by scripts and can be odd (an ``android-app://`` referrer, a cut-off URL): an unusable one
-    is left out of attribution and kept in the lead's comments instead, so no lead is lost over a tag.
+    visit) are filled in by scripts and can be odd (an ``android-app://`` referrer, a cut-off URL, a JSON object, a
+    first visit in year 1): an unusable one is left out of attribution and kept in the lead's comments instead, so no
+    lead is lost over a tag.
     """
     errors: dict[str, str] = {}
     if not FORM_ID.fullmatch(form_id or ""):
@@ -125,15 +163,22 @@ def parse_submission(
         else:
             errors[name] = f"too many fields (at most {MAX_EXTRA_FIELDS} extra fields)"
 
-    for raw_name, raw_value in fields.items():
+    for posted_name, raw_value in fields.items():
+        raw_name = _text(str(posted_name))
         name = _canonical(raw_name)
         if name.startswith("_") or not name:
             continue  # meta fields (_gotcha, _next, _subject…) are instructions, not data
         tracking = name in _TRACKING
-        value, problem = _text_value(raw_value, single=name in _CONTACT_FIELDS, first_of_many=tracking)
-        if problem:
-            errors[raw_name] = problem
-            continue
+        if name in _CONTACT_FIELDS:
+            value, problem = _typed_value(raw_value)
+            if problem:
+                errors[raw_name] = problem
+                continue
+        else:
+            value, usable = _scripted_value(raw_value, first_of_many=tracking)
+            if value and not usable:
+                keep_extra(raw_name, value)  # a JSON object or the like: not a tag, but kept for the manager
+                continue
         if value is None or value == "":
             continue
         limit = MAX_COMMENT if name == "comment" else MAX_FIELD
@@ -154,6 +199,8 @@ def parse_submission(
         if name in values and not _is_url(values[name]):
             keep_extra(posted_as[name], values.pop(name))
     first_seen_at = _timestamp(values.get("first_seen_at"), zone)
+    if first_seen_at and not received_at - FIRST_SEEN_MAX_AGE <= first_seen_at <= received_at + FIRST_SEEN_MAX_AHEAD:
+        first_seen_at = None  # readable but implausible: year 1, year 9999, a clock years off
     if values.get("first_seen_at") and first_seen_at is None:
         keep_extra(posted_as["first_seen_at"], values.pop("first_seen_at"))
     if errors:
@@ -178,7 +225,7 @@ def parse_submission(
         click_ids={**click_ids_in(values.get("landing_url")), **_given(values, CLICK_IDS)},
         client_ids=_client_ids(values),
         extra=extra,
-        origin=origin,
+        origin=_text(origin)[:MAX_FIELD] if isinstance(origin, str) else None,
     )
 
 
@@ -199,7 +246,7 @@ def raw_record(submission: Submission, body: bytes, content_type: str | None, he
         "form_id": submission.form_id,
         "received_at": submission.received_at.isoformat(),
         "content_type": content_type,
-        "headers": {key: value for key, value in headers.items() if key.lower() in _KEPT_HEADERS},
+        "headers": {key: _text(str(value)) for key, value in headers.items() if key.lower() in _KEPT_HEADERS},
         "body": text if text is not None else body.hex(),
         "body_encoding": "utf-8" if text is not None else "hex",
         "message": submission.to_message(),
@@ -210,7 +257,86 @@ def raw_record(submission: Submission, body: bytes, content_type: str | None, he
 _KEPT_HEADERS = frozenset({"origin", "referer", "user-agent", "content-type", "accept-language"})
 
 
+def redirect_target(target: Any, origin: str | None, allowed_origins: Iterable[str]) -> str | None:
+    """Formspree's ``_next``: where to send a plain HTML form after the post, or None (answer 202 JSON instead).
+
+    Only a page on one of our own sites, and only as a clean URL: control characters, whitespace, backslashes and
+    user info are refused (a header injection or a browser reading ``https://ours\\@evil`` differently from us),
+    the host is IDNA-encoded and the rest percent-encoded, so the ``Location`` header is plain ASCII. A path
+    (``/thanks``) is taken relative to the posting page's origin. Never raises: a bad ``_next`` must not turn a
+    stored lead into an error.
+    """
+    try:
+        if not isinstance(target, str) or not target or len(target) > MAX_FIELD:
+            return None
+        if any(char.isspace() or char == "\\" or unicodedata.category(char)[0] == "C" for char in target):
+            return None
+        if target.startswith("/") and not target.startswith("//") and isinstance(origin, str):
+            target = origin.rstrip("/") + target
+        parts = urlsplit(target)
+        own_origin = _origin_of(target)
+        if own_origin is None or own_origin not in _origins(allowed_origins):
+            return None
+        path = quote(parts.path or "/", safe=_URL_SAFE)
+        query = quote(parts.query, safe=_URL_SAFE + "?")
+        fragment = quote(parts.fragment, safe=_URL_SAFE + "?")
+        location = urlunsplit((*own_origin.split("://", 1), path, query, fragment))
+        return location if location.isascii() else None
+    except (ValueError, UnicodeError):
+        return None
+
+
+_URL_SAFE = "/:@!$&'()*+,;=-._~%"
+
+
 # -- helpers --------------------------------------------------------------------------------------------------------
+
+# Text SQS and UTF-8 cannot carry: lone surrogates (JSON's "\\ud83d" decodes to one) and the noncharacters U+FFFE/FFFF.
+_UNSTORABLE = re.compile("[\ud800-\udfff\ufffe\uffff]")
+
+
+def _text(value: str) -> str:
+    return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
+
+
+def _storable(data: Any, depth: int = 0) -> Any:
+    """Every text in decoded data (keys too) made storable; nesting deeper than ``MAX_NESTING`` refused."""
+    if depth > MAX_NESTING:
+        raise FormRejected(400, "body is nested too deeply", {"body": f"more than {MAX_NESTING} nested levels"})
+    if isinstance(data, str):
+        return _text(data)
+    if isinstance(data, dict):
+        return {_text(str(key)): _storable(value, depth + 1) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_storable(value, depth + 1) for value in data]
+    return data
+
+
+def _reason(error: BaseException) -> str:
+    return _text(f"{type(error).__name__}: {error}"[:300])
+
+
+def _origins(urls: Iterable[str]) -> set[str | None]:
+    """Configured origins in ``_origin_of``'s spelling; one unreadable entry spoils no other."""
+    origins: set[str | None] = set()
+    for url in urls:
+        try:
+            origins.add(_origin_of(url))
+        except (ValueError, UnicodeError):
+            continue
+    return origins - {None}
+
+
+def _origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` in one spelling (lower case, IDNA host, no default port), or None."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname or parts.username is not None or parts.password:
+        return None
+    host = parts.hostname
+    host = f"[{host}]" if ":" in host else host.encode("idna").decode("ascii")
+    port = parts.port
+    return f"{scheme}://{host}" + (f":{port}" if port and port != {"http": 80, "https": 443}[scheme] else "")
 
 
 def _canonical(field_name: str) -> str:
@@ -231,10 +357,13 @@ def _media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
 
 
 def _json_object(body: bytes, charset: str) -> dict[str, Any]:
+    text = body.decode(charset)
     try:
-        data = json.loads(body.decode(charset) or "null")
+        data = json.loads(text or "null")
     except json.JSONDecodeError as error:
         raise FormRejected(400, "body is not valid JSON", {"body": f"{error.msg} at position {error.pos}"}) from None
+    except ValueError as error:  # a number longer than Python converts (4300 digits)
+        raise FormRejected(400, "body is not valid JSON", {"body": _reason(error)}) from None
     if not isinstance(data, dict):
         raise FormRejected(400, "body must be a JSON object", {"body": "expected an object of fields"})
     return data
@@ -263,23 +392,40 @@ def _multipart(body: bytes, content_type: str) -> dict[str, Any]:
     return _flatten(fields)
 
 
-def _text_value(value: Any, *, single: bool, first_of_many: bool) -> tuple[str | None, str | None]:
-    """One field's value as text, or a reason it is not acceptable."""
-    if value is None:
-        return None, None
-    if isinstance(value, bool):
-        return ("да" if value else "нет"), None
-    if isinstance(value, int | float):
-        return str(value), None
-    if isinstance(value, str):
-        return value.strip(), None
+def _typed_value(value: Any) -> tuple[str | None, str | None]:
+    """A contact field (what the visitor typed) as text, or the reason it is not acceptable."""
+    if isinstance(value, list):
+        return None, "expected a single value, got several"
+    scalar = _scalar_text(value)
+    return (scalar, None) if scalar is not _NOT_SCALAR else (None, "expected text")
+
+
+def _scripted_value(value: Any, *, first_of_many: bool) -> tuple[str | None, bool]:
+    """A field filled in by a script or the page (tags, ids, extra fields) as text, and whether it is usable as such.
+    Anything else (an object, a list holding objects or nulls) comes back as compact JSON to keep in the comments."""
+    scalar = _scalar_text(value)
+    if scalar is not _NOT_SCALAR:
+        return scalar, True
     if isinstance(value, list) and all(isinstance(item, str | int | float) for item in value):
-        if single:
-            return None, "expected a single value, got several"
-        if first_of_many:
-            return (str(value[0]).strip() if value else None), None
-        return ", ".join(str(item).strip() for item in value), None  # a checkbox group
-    return None, "expected text"
+        if first_of_many:  # a tag posted twice (``utm_source=a&utm_source=b``): the first
+            return (_scalar_text(value[0]) if value else None), True
+        return ", ".join(str(_scalar_text(item)) for item in value), True  # a checkbox group
+    return _text(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)), False
+
+
+_NOT_SCALAR: Any = object()
+
+
+def _scalar_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "да" if value else "нет"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return _text(value).strip()
+    return _NOT_SCALAR
 
 
 def _contact(
@@ -299,8 +445,13 @@ def _contact(
 
 
 def _is_url(value: str) -> bool:
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    """A web address we can read (urlsplit raises on ``http://[``: that is no web address, not an error)."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises for a port that is no number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _timestamp(value: str | None, zone: ZoneInfo) -> datetime | None:

@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
-from urllib.parse import urlsplit
 
 from throughline.adapters.raw_store import RawStore
 from throughline.adapters.writes_queue import WritesQueue
@@ -22,6 +21,7 @@ from throughline.capture.submissions import Submission
 from throughline.config import Settings
 from throughline.contacts import mask_email, mask_phone
 from throughline.observability import logger
+from throughline.person_keys import person_key
 
 IN_PROGRESS_WAIT_SECONDS = 2.0
 
@@ -78,6 +78,8 @@ class Capture:
             raise
         submission = replace(submission, raw_key=forms.raw_key(submission))
         record = forms.raw_record(submission, body, content_type, headers).decode()
+        # Decided before anything is stored, and it never raises: a bad _next cannot turn a stored lead into an error.
+        redirect_to = forms.redirect_target(fields.get("_next"), headers.get("origin"), settings.allowed_origins)
         result = self._accept_once(
             {"fingerprint": submission.fingerprint(), "message": submission.to_message(), "raw": record}
         )
@@ -92,7 +94,6 @@ class Capture:
                 "email": mask_email(submission.email),
             },
         )
-        redirect_to = self._redirect(fields.get("_next"), headers.get("origin"))
         return Accepted(accepted_id, duplicate=duplicate, redirect_to=redirect_to)
 
     def _accept_once(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +113,9 @@ class Capture:
     def _store_and_enqueue(self, *, request: dict[str, Any]) -> dict[str, Any]:
         submission = Submission.from_message(request["message"])
         self.raw_store.put(submission.raw_key or forms.raw_key(submission), request["raw"].encode())
-        self.queue.send(request["message"], group_id=submission.person_key(), deduplication_id=submission.submission_id)
+        # The group id shows in consoles and the DLQ: a keyed hash, never one anyone can reverse from a phone book.
+        group_id = person_key(submission.identity(), self.settings.person_key_secret)
+        self.queue.send(request["message"], group_id=group_id, deduplication_id=submission.submission_id)
         return {"submission_id": submission.submission_id}
 
     def _keep_rejected(
@@ -125,17 +128,6 @@ class Capture:
         except Exception:  # the sender still gets the 4xx that explains what to fix
             logger.warning("could not keep a rejected submission", exc_info=True)
         logger.info("submission rejected", extra={"reason": str(rejected)})
-
-    def _redirect(self, target: Any, origin: str | None) -> str | None:
-        """Formspree's ``_next``: send a plain HTML form back to a thank-you page on one of our own sites.
-        A path (``/thanks``) is taken relative to the posting page's origin."""
-        if not isinstance(target, str) or not target:
-            return None
-        if target.startswith("/") and not target.startswith("//") and origin:
-            target = origin.rstrip("/") + target
-        parts = urlsplit(target)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        return target if parts.scheme in ("http", "https") and origin in self.settings.allowed_origins else None
 
 
 @cache
@@ -161,7 +153,7 @@ def idempotency_for(table: str, window_seconds: int) -> tuple[Callable[..., Any]
 
 
 def capture_from_settings(settings: Settings) -> tuple[Capture, Any]:
-    settings.require("data_bucket", "writes_queue_url", "idempotency_table")
+    settings.require("data_bucket", "writes_queue_url", "idempotency_table", "person_key_secret")
     decorate, config = idempotency_for(settings.idempotency_table, settings.double_submit_window_seconds)
     capture = Capture(settings, RawStore(settings.data_bucket), WritesQueue(settings.writes_queue_url), decorate)
     return capture, config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -15,6 +15,9 @@ UTM_TAGS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term
 MAX_VALUE = 2000  # the longest value of one field we keep
 # Click ids set by ad platforms and search engines (what each implies: throughline.sources).
 CLICK_IDS = ("gclid", "gbraid", "wbraid", "yclid", "ysclid", "fbclid")
+# Every time in a message lies in here: date arithmetic (journey lines, store keys, time zones) never overflows, and a
+# message outside it is refused whole (capture keeps implausible visit times out of messages in the first place).
+SANE_TIMES = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC))
 
 
 @dataclass(frozen=True)
@@ -60,11 +63,17 @@ class Submission:
 
     # -- identity -------------------------------------------------------------------------------------------------
 
+    def identity(self) -> str:
+        """The contact that stands for the person: phone first (Bitrix24 managers search by phone), then e-mail,
+        else the submission itself. Key anything that leaves the process with ``person_keys.person_key(identity,
+        settings.person_key_secret)``; the queue's message group is made that way."""
+        return self.phone or self.email or self.submission_id
+
     def person_key(self) -> str:
-        """A stable, non-reversible key for the person: the queue's message group, so one person's writes stay
-        in order. Phone first, as Bitrix24 managers search by phone."""
-        contact = self.phone or self.email or self.submission_id
-        return hashlib.sha256(contact.encode()).hexdigest()[:40]
+        """Groups one person's submissions inside one process (the writer's rounds), nothing more. It is an
+        unkeyed hash, as reversible as the phone itself: never log it, send it or store it; use
+        ``throughline.person_keys.person_key(self.identity(), secret)`` for that."""
+        return hashlib.sha256(self.identity().encode()).hexdigest()[:40]
 
     def fingerprint(self) -> str:
         """Identical content from the same form: a double click or a resent request."""
@@ -80,11 +89,15 @@ class Submission:
         return {"type": MESSAGE_TYPE, "version": MESSAGE_VERSION, "submission": _jsonable(asdict(self))}
 
     @classmethod
-    def from_message(cls, message: dict[str, Any]) -> Submission:
-        if message.get("type") != MESSAGE_TYPE:
-            raise ValueError(f"not a form submission message: {message.get('type')!r}")
+    def from_message(cls, message: Any) -> Submission:
+        """Raises ``ValueError`` for anything that is not a well-formed submission message (a poison message)."""
+        if not isinstance(message, dict) or message.get("type") != MESSAGE_TYPE:
+            kind = message.get("type") if isinstance(message, dict) else type(message).__name__
+            raise ValueError(f"not a form submission message: {kind!r}")
+        if not isinstance(message.get("submission"), dict):
+            raise ValueError("a form submission message without its submission")
         data = dict(message["submission"])
-        data["received_at"] = datetime.fromisoformat(data["received_at"])
+        data["received_at"] = _sane_time(data.get("received_at"))
         data["last_visit"] = _visit(data["last_visit"])
         data["first_visit"] = _visit(data["first_visit"]) if data.get("first_visit") else None
         return cls(**{name: data.get(name) for name in cls.__dataclass_fields__ if name in data})
@@ -94,15 +107,27 @@ def click_ids_in(url: str | None) -> dict[str, str]:
     """Click ids in a landing page's address (``?yclid=…``, ``?gclid=…``)."""
     if not url:
         return {}
-    query = dict(parse_qsl(urlsplit(url).query))
+    try:
+        query = dict(parse_qsl(urlsplit(url).query))
+    except ValueError:  # no readable address, so no click ids in it
+        return {}
     return {name: query[name][:MAX_VALUE] for name in CLICK_IDS if query.get(name)}
 
 
-def _visit(data: dict[str, Any]) -> Visit:
+def _visit(data: Any) -> Visit:
+    if not isinstance(data, dict):
+        raise ValueError("a visit must be an object")
     values = dict(data)
     if values.get("seen_at"):
-        values["seen_at"] = datetime.fromisoformat(values["seen_at"])
+        values["seen_at"] = _sane_time(values["seen_at"])
     return Visit(**{name: values.get(name) for name in Visit.__dataclass_fields__})
+
+
+def _sane_time(value: Any) -> datetime:
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    if moment is None or moment.tzinfo is None or not SANE_TIMES[0] <= moment < SANE_TIMES[1]:
+        raise ValueError(f"not a time with an offset between {SANE_TIMES[0]:%Y} and {SANE_TIMES[1]:%Y}: {value!r}")
+    return moment
 
 
 def _jsonable(value: Any) -> Any:

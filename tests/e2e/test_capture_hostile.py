@@ -1,0 +1,259 @@
+"""Hostile and broken posts against `make serve` as a separate process, over HTTP only (issue 5: items 1, 2, 9, 15).
+
+Each body here answered 503 "please retry" before, so a site retried it forever and the lead never arrived; a
+crafted ``_next`` injected headers; a cross-site page could run functions on the developer's stack.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+PERSON = {"name": "Мария", "phone": "+7 (926) 111-22-33"}
+URLENCODED = "application/x-www-form-urlencoded"
+# Runs capture_form once; a 422 (no phone or e-mail) proves it ran without writing anything.
+INVOKE_EVENT = {
+    "version": "2.0",
+    "requestContext": {"http": {"method": "POST", "path": "/v1/forms/x/submissions"}},
+    "pathParameters": {"form_id": "x"},
+    "headers": {"content-type": "application/json"},
+    "body": '{"name": "только имя"}',
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Served:
+    def __init__(self, url: str, site: str, sandbox: str):
+        self.url, self.site, self.sandbox = url, site, sandbox
+        self.form_url = f"{url}/v1/forms/landing/submissions"
+
+    def leads(self) -> list[dict]:
+        return requests.get(f"{self.sandbox}/_sandbox/state", params={"entity": "lead"}, timeout=10).json()
+
+    def wait_for_leads(self, phones: set[str], timeout: float = 40) -> dict[str, dict]:
+        """The leads with these phones, by phone, once all of them are written (or the timeout passes)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            by_phone = {lead["PHONE"][0]["VALUE"]: lead for lead in self.leads() if lead.get("PHONE")}
+            if phones <= set(by_phone) or time.monotonic() > deadline:
+                return by_phone
+            time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[Served]:
+    port, site_port = free_port(), free_port()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers/core'}:{ROOT}"}
+    for key in ("AWS_ENDPOINT_URL", "BITRIX24_WEBHOOK_URL"):
+        env.pop(key, None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local.serve", "--port", str(port), "--site-port", str(site_port), "--quiet"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    banner = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        banner.append(line)
+        if "Ctrl-C to stop" in line:
+            break
+    else:
+        process.kill()
+        pytest.fail("local.serve did not start:\n" + "".join(banner))
+    sandbox = re.search(r"sandbox state: (http://127\.0\.0\.1:\d+)/_sandbox/state", "".join(banner)).group(1)
+    # Keep reading what it prints (tracebacks included): a full pipe would block the stack mid-request.
+    threading.Thread(target=lambda: collections.deque(process.stdout, maxlen=0), daemon=True).start()
+    yield Served(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{site_port}", sandbox)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def nested_multipart(levels: int) -> tuple[bytes, str]:
+    """A multipart body nested ``levels`` deep, as compact as the format allows (it must fit the 64 KiB limit)."""
+    inner = b'content-disposition:form-data;name="phone"\r\n\r\n+79261112233'
+    for level in range(levels):
+        boundary = format(level, "x").encode()
+        inner = b"--" + boundary + b"\r\n" + inner + b"\r\n--" + boundary + b"--"
+        if level < levels - 1:
+            inner = b"content-type:multipart/x;boundary=" + boundary + b"\r\n\r\n" + inner
+    return inner, f"multipart/form-data;boundary={format(levels - 1, 'x')}"
+
+
+def hostile_bodies() -> list[tuple[str, bytes, str]]:
+    nested, nested_type = nested_multipart(1100)
+    assert len(nested) < 65536
+    return [
+        ("json number over 4300 digits", b'{"phone": ' + b"7" * 4301 + b"}", "application/json"),
+        ("32000 nested brackets", b"[" * 32000, "application/json"),
+        ("1100 nested multipart levels", nested, nested_type),
+        ("charset=undefined", b"name=x&phone=%2B79261112233", URLENCODED + "; charset=undefined"),
+        ("charset=rot13", b"phone=%2B79261112233", URLENCODED + "; charset=rot13"),
+        ("json in charset=undefined", json.dumps(PERSON).encode(), "application/json; charset=undefined"),
+        ("a contact field as an object", json.dumps({"phone": {"v": "+79261112233"}}).encode(), "application/json"),
+        ("an e-mail with a zero-width space", json.dumps({"email": "ivan@exa\u200bmple.ru"}).encode(), "text/plain"),
+        ("an e-mail with a NUL", b'{"email": "ivan\\u0000@example.ru"}', "application/json"),
+    ]
+
+
+@pytest.mark.parametrize(("name", "body", "content_type"), hostile_bodies(), ids=[b[0] for b in hostile_bodies()])
+def test_each_unreadable_body_gets_a_4xx_that_names_the_problem(served, name, body, content_type):
+    response = requests.post(served.form_url, data=body, headers={"Content-Type": content_type}, timeout=30)
+    assert 400 <= response.status_code < 500, (name, response.status_code, response.text)
+    answer = response.json()
+    assert answer["error"] and answer["fields"]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "content_type"),
+    [
+        # What the snippet sends when it cuts a value in the middle of an emoji: stored with U+FFFD, accepted.
+        ("a lone surrogate", b'{"phone": "+79261112201", "name": "\\ud83d", "utm_term": "x\\ud83d"}', "text/plain"),
+        ("a noncharacter", b'{"phone": "+79261112202", "comment": "\\uffff"}', "application/json"),
+        ("a part name with a NUL", None, None),
+        ("an unreadable referrer", b'{"phone": "+79261112204", "referrer": "http://["}', "text/plain"),
+        ("a tag as an object", json.dumps({"phone": "+79261112205", "utm_source": {"v": 1}}).encode(), "text/plain"),
+        ("an unreadable _next", b"phone=%2B79261112206&_next=https%3A%2F%2F%5B", URLENCODED),
+    ],
+)
+def test_odd_but_harmless_posts_are_accepted(served, name, body, content_type):
+    if body is None:
+        body = (
+            b'--zz\r\ncontent-disposition: form-data; name="x\x00y"\r\n\r\n1\r\n'
+            b'--zz\r\ncontent-disposition: form-data; name="phone"\r\n\r\n+79261112203\r\n--zz--\r\n'
+        )
+        content_type = "multipart/form-data; boundary=zz"
+    response = requests.post(
+        served.form_url, data=body, headers={"Content-Type": content_type}, allow_redirects=False, timeout=30
+    )
+    assert response.status_code == 202, (name, response.text)
+    assert re.fullmatch(r"[0-9a-f-]{36}", response.json()["submission_id"])
+
+
+def test_an_injected_next_gets_no_header_of_its_own(served):
+    # %0D%0A decodes to CR LF in the field; urlsplit dropped them, so the host check passed and the raw text went out.
+    body = (
+        "phone=%2B79261112210&_next="
+        + quote(f"{served.site}/demo/thanks.html\r\nSet-Cookie: pwned=1\r\nX-Injected: 1", safe="")
+    ).encode()
+    response = requests.post(
+        served.form_url, data=body, headers={"Content-Type": URLENCODED}, allow_redirects=False, timeout=30
+    )
+    assert response.status_code in (202, 303) or 400 <= response.status_code < 500
+    assert "Set-Cookie" not in response.headers and "X-Injected" not in response.headers
+    assert "pwned" not in response.cookies
+    if response.status_code == 303:
+        assert response.headers["Location"].isascii() and "\r" not in response.headers["Location"]
+
+
+def test_a_cyrillic_next_is_a_clean_percent_encoded_redirect(served):
+    body = ("phone=%2B79261112211&_next=" + quote(f"{served.site}/demo/спасибо?от=формы", safe="")).encode()
+    response = requests.post(
+        served.form_url, data=body, headers={"Content-Type": URLENCODED}, allow_redirects=False, timeout=30
+    )
+    assert response.status_code == 303
+    assert response.headers["Location"] == (
+        f"{served.site}/demo/%D1%81%D0%BF%D0%B0%D1%81%D0%B8%D0%B1%D0%BE?%D0%BE%D1%82=%D1%84%D0%BE%D1%80%D0%BC%D1%8B"
+    )
+
+
+def test_a_first_visit_in_year_one_is_accepted_and_kept_in_the_leads_comments(served):
+    posts = [
+        {"phone": "+79261112220", "first_utm_source": "google", "first_seen_at": "0001-01-01T00:00:00+14:00"},
+        {"phone": "+79261112221", "first_seen_at": "0001-01-01"},
+        {"phone": "+79261112222", "first_seen_at": "9999-12-31T23:59:59-14:00", "utm_source": "yandex"},
+        {"phone": "+79261112223", "utm_source": "vk", "utm_medium": "cpc"},  # good posts beside them
+    ]
+    for post in posts:
+        assert requests.post(served.form_url, json=post, timeout=30).status_code == 202
+    by_phone = served.wait_for_leads({post["phone"] for post in posts})
+    assert set(by_phone) >= {post["phone"] for post in posts}
+    assert "first_seen_at: 0001-01-01T00:00:00+14:00" in by_phone["+79261112220"]["COMMENTS"]
+    assert "first_seen_at: 0001-01-01" in by_phone["+79261112221"]["COMMENTS"]
+    assert "first_seen_at: 9999-12-31T23:59:59-14:00" in by_phone["+79261112222"]["COMMENTS"]
+    for phone in ("+79261112220", "+79261112221", "+79261112222", "+79261112223"):
+        for line in by_phone[phone]["UF_CRM_CUSTOMER_JOURNEY"].splitlines():
+            day = re.search(r"(\d\d)\.(\d\d)\.(\d{4})", line)
+            assert day and 2020 <= int(day.group(3)) <= 2200, line  # no touch dated in year 1 or 9999
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example.com"},  # any page on the web
+        {"Origin": "null"},  # a sandboxed frame or a file:// page
+        {"Origin": "http://127.0.0.1:1"},  # another local origin (the demo shop is one)
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},  # another port on the same host
+    ],
+)
+def test_a_cross_site_browser_request_may_not_invoke_functions(served, headers):
+    response = requests.post(
+        f"{served.url}/_local/invoke/capture_form",
+        data=json.dumps(INVOKE_EVENT),
+        headers={"Content-Type": "text/plain", **headers},
+        timeout=30,
+    )
+    assert response.status_code == 403
+    assert "cross-site" in response.json()["error"]
+
+
+def test_the_demo_shop_cannot_invoke_functions_but_scripts_and_the_stack_itself_can(served):
+    invoke = f"{served.url}/_local/invoke/capture_form"
+    event = INVOKE_EVENT
+
+    def status(headers: dict[str, str]) -> int:
+        response = requests.post(invoke, json=event, headers=headers, timeout=30)
+        if response.status_code == 200:
+            assert response.json()["statusCode"] == 422  # it ran
+        return response.status_code
+
+    assert status({"Origin": served.site}) == 403
+    assert status({}) == 200  # curl, scripts, tests
+    assert status({"Origin": served.url, "Sec-Fetch-Site": "same-origin"}) == 200  # the stack's own page
+    assert status({"Sec-Fetch-Site": "none"}) == 200  # typed into the address bar
+
+
+def test_the_demo_shop_does_not_remember_an_endpoint_from_its_address(served):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip(f"no Chromium at {chromium}")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_context().new_page()
+            page.add_init_script("localStorage.setItem('throughline-demo:endpoint', 'https://old.example/v1/forms')")
+            page.goto(f"{served.site}/demo/?endpoint=https://evil.example.com/v1/forms")
+            # On the page the link opened, the form goes where the link said (a demo convenience) …
+            action = page.get_attribute("#order", "action")
+            assert action == "https://evil.example.com/v1/forms/demo-lead/submissions"
+            assert page.evaluate("localStorage.getItem('throughline-demo:endpoint')") is None  # … nothing is kept
+            page.goto(f"{served.site}/demo/")
+            action = page.get_attribute("#order", "action")
+            assert action == "http://127.0.0.1:3000/v1/forms/demo-lead/submissions"  # the page's own endpoint
+        finally:
+            browser.close()
