@@ -53,6 +53,7 @@ class Submission:
     email: str | None = None
     comment: str | None = None
     click_ids: dict[str, str] = field(default_factory=dict)
+    first_click_ids: dict[str, str] = field(default_factory=dict)  # the first visit's (first_gclid, first_yclid, …)
     client_ids: dict[str, str] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
     origin: str | None = None
