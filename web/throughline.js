@@ -1,4 +1,4 @@
-/*! Throughline capture snippet, Apache-2.0. Docs: web/README.md */
+/*! Throughline (Apache-2.0): web/README.md */
 // Remembers where a visitor came from and posts forms with it. Plain ES2017, no dependencies, no build step.
 (() => {
   'use strict';
@@ -59,9 +59,11 @@
     try { ls = localStorage; ls.setItem(P + 'probe', 1); ls.removeItem(P + 'probe'); } catch (e) { ls = null; }
     domain = cfg.cookieDomain;
     const parts = location.hostname.split('.');
-    // As Google Analytics' "auto": the shortest parent domain that takes a cookie (browsers refuse public suffixes).
+    // As Google Analytics' "auto": the shortest parent domain that takes a cookie (browsers refuse public suffixes),
+    // but never a site builder's shared domain, which the public suffix list lacks (mysite.tilda.ws is the site).
     for (let i = parts.length - 2; !domain && i >= 0 && !/^[\d.]+$|:/.test(location.hostname); i--) {
       const d = parts.slice(i).join('.');
+      if (/^(tilda\.ws|bitrix24\.site)$/.test(d)) continue;
       try {
         setCookie(C + 'probe', 1, Date.now() + 9e3, d);
         if (readCookie(C + 'probe')) { domain = d; setCookie(C + 'probe', 1, 0, d); }

@@ -29,6 +29,7 @@ except ImportError:
         raise
     pytest.skip("the playwright package is missing: make venv", allow_module_level=True)
 
+expect.set_options(timeout=15_000)  # the first post wakes the local functions; a shared 2-core machine is slow
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
