@@ -15,7 +15,7 @@
   const MAX = 2000; // the endpoint keeps at most this many characters of a value
   // Search engines' own hosts (not their login, payment or service subdomains) and their Android apps: a visit from
   // them overrides the current touch even inside a session. The server keeps the full host list (sources.py).
-  const SEARCH = /^((www|m)\.)?((yandex|google)\.[a-z]{2,3}(\.[a-z]{2})?|ya\.ru|bing\.com|duckduckgo\.com|baidu\.com|ecosia\.org)$|^((go|search)\.mail\.ru|nova\.rambler\.ru|search\.(yahoo|brave)\.com|com\.google\.android\.googlequicksearchbox|ru\.yandex\.searchplugin|com\.yandex\.browser)$/;
+  const SEARCH = /^((www|m)\.)?((yandex|google)\.[a-z]{2,3}(\.[a-z]{2})?|ya\.ru|bing\.com|duckduckgo\.com)$|^((go|search)\.mail\.ru|nova\.rambler\.ru|search\.yahoo\.com|com\.google\.android\.googlequicksearchbox|ru\.yandex\.searchplugin|com\.yandex\.browser)$/;
   // Payment, 3-D Secure and login hosts: coming back from them is no new visit. The same list as IGNORED_REFERRERS
   // in sources.py (a test checks that they agree).
   const IGNORE = /(^|\.)((yoomoney|yookassa|cloudpayments|paymaster|payanyway|paykeeper|unitpay)\.ru|robokassa\.(ru|com)|qiwi\.com|((money|pay|id|passport|oauth)\.yandex|securepayments\.sber(bank)?|id\.sber|(securepay|pay|id)\.t(inkoff|bank)|pay\.alfabank|esia\.gosuslugi)\.ru|(oauth|passport)\.yandex\.com|(accounts|pay)\.google\.com|(id|oauth|login)\.vk\.(com|ru))$|^(3ds|acs)[\w-]*\.[^.]+\.[^.]/;
@@ -25,7 +25,7 @@
   const attr = (name) => (script && script.getAttribute('data-' + name)) || '';
   const cfg = {
     endpoint: attr('endpoint'), honeypot: '_gotcha', attempts: 3, cookieDomain: attr('cookie-domain').replace(/^\./, ''),
-    ignoreReferrers: attr('ignore-referrers').split(/[\s,]+/).filter(Boolean), requireConsent: !!script && script.hasAttribute('data-require-consent'),
+    ignoreReferrers: attr('ignore-referrers').split(/[\s,]+/), requireConsent: script && script.hasAttribute('data-require-consent'),
   };
   const attached = new WeakMap();
   const busy = new WeakSet();
@@ -90,13 +90,15 @@
     const json = JSON.stringify(value);
     try { ls.setItem(P + key, json); } catch (e) { /* blocked or full */ }
     if (key === 'queue') return; // unsent forms hold contact details: never in a cookie that travels with requests
-    // A cookie holds about 4 KB: a touch too long for one leaves its landing page out there.
+    // Cookies travel with every request, and a long Cookie header makes some servers refuse the site's pages: a touch
+    // over 2 KB leaves its landing page out of the cookie, and one still longer lives in localStorage only.
     let text = encodeURIComponent(json);
-    if (text.length > 3800) text = encodeURIComponent(JSON.stringify(value, (name, v) => (name === 'landing_url' ? undefined : v)));
-    try { setCookie(C + key, text, value.expires, domain); } catch (e) { /* cookies blocked */ }
+    if (text.length > MAX) text = encodeURIComponent(JSON.stringify(value, (name, v) => (name === 'landing_url' ? undefined : v)));
+    try { setCookie(C + key, text, text.length > MAX ? 0 : value.expires, domain); } catch (e) { /* cookies blocked */ }
   }
 
   function forget() {
+    state.first = null;
     ['first', 'current', 'session'].forEach((key) => {
       try { setCookie(C + key, '', 0, domain); ls.removeItem(P + key); } catch (e) { /* nothing stored */ }
     });
@@ -105,7 +107,7 @@
   // Origin, path, and the tags; never other parameters (tokens, e-mails) and never the fragment.
   function cleanUrl(url) {
     const kept = new URLSearchParams();
-    new URLSearchParams(url.search).forEach((value, name) => { if (TAGS.indexOf(name) >= 0) kept.append(name, value); });
+    new URLSearchParams(url.search).forEach((value, name) => { if (TAGS.includes(name)) kept.append(name, value); });
     return clip(url.origin + url.pathname + (String(kept) ? '?' + kept : ''));
   }
 
@@ -119,8 +121,8 @@
     const ref = parse(document.referrer);
     const host = ref ? ref.hostname.toLowerCase() : '';
     const web = ref && /^https?:$/.test(ref.protocol);
-    const own = [domain || cfg.cookieDomain || bare(location.hostname)];
-    if (host && (web || ref.protocol === 'android-app:') && !within(bare(host), own) && !IGNORE.test(host) && !within(host, cfg.ignoreReferrers)) {
+    const own = within(host, [domain || cfg.cookieDomain || location.hostname]) || bare(host) === bare(location.hostname);
+    if (host && (web || ref.protocol === 'android-app:') && !own && !IGNORE.test(host) && !within(host, cfg.ignoreReferrers)) {
       touch.referrer = web ? cleanUrl(ref) : 'android-app://' + host + '/'; // the app's package, as Android sends it
       kind = kind || (SEARCH.test(host) ? 2 : 1);
     }
@@ -229,7 +231,7 @@
     for (let attempt = 1; ; attempt++) {
       const result = await post(url, JSON.stringify(p.fields));
       const bad = Object.keys(result.data.fields || {});
-      if (result.code >= 400 && result.code < 500 && bad.length && bad.every((name) => (p.added || []).indexOf(name) >= 0)) {
+      if (result.code >= 400 && result.code < 500 && bad.length && bad.every((name) => (p.added || []).includes(name))) {
         // Only fields we added were refused: a lead matters more than its tags, so send it without them.
         bad.forEach((name) => { delete p.fields[name]; });
         p.added = [];
@@ -246,7 +248,7 @@
   function enqueue(url, formId, p) {
     const body = JSON.stringify(p.fields);
     const queue = queued().filter((item) => JSON.stringify(item.fields) !== body);
-    queue.push({ id: Date.now().toString(36) + Math.random().toString(36).slice(2), url, form_id: formId, fields: p.fields, added: p.added, at: Date.now() });
+    queue.push({ id: Math.random().toString(36).slice(2), url, form_id: formId, fields: p.fields, added: p.added, at: Date.now() });
     save('queue', queue.slice(-20));
     return queued().length > 0;
   }

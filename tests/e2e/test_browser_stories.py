@@ -266,6 +266,11 @@ def test_1_a_paid_visit_on_the_bare_domain_carries_over_to_www(visitor: Visitor,
     assert lead["SOURCE_DESCRIPTION"].startswith("Контекстная реклама: Яндекс, кампания «zima»")
 
 
+def test_1_a_site_on_a_site_builders_domain_keeps_its_cookie_to_itself(visitor: Visitor, web: Web):
+    visitor.arrive(shop(web, "mysite.tilda.ws", query=VK_ADS), via="vk.com")
+    assert {cookie["domain"] for cookie in visitor.context.cookies()} == {".mysite.tilda.ws"}
+
+
 def test_1_a_subdomain_is_no_outside_visit_even_after_the_session(visitor: Visitor, web: Web):
     visitor.arrive(shop(web, query=YANDEX_DIRECT), via="yandex.ru")
     visitor.later(minutes=1)
@@ -280,6 +285,9 @@ def test_1_the_cookie_domain_can_be_set(visitor: Visitor, web: Web):
     web.script_attributes = 'data-cookie-domain="www.shop.ru"'  # e.g. a shop on a platform's shared domain
     visitor.arrive(shop(web, "www.shop.ru", query=VK_ADS), via="vk.com")
     assert {cookie["domain"] for cookie in visitor.context.cookies()} == {".www.shop.ru"}
+    visitor.later(minutes=40)
+    visitor.follow(shop(web, "www.shop.ru", "/demo/catalog.html"))  # the site's own page is no referrer
+    assert visitor.page.evaluate("Throughline.touch().current.utm_source") == "vk"
     visitor.later(minutes=40)
     visitor.arrive(shop(web, "www.shop.ru"), via="blog.shop.ru")  # not under www.shop.ru: another site
     assert visitor.page.evaluate("Throughline.touch().current.referrer") == web.url("blog.shop.ru", "/")
