@@ -249,6 +249,14 @@ def test_unusable_tracking_fields_never_reject_the_lead_and_are_kept_in_its_comm
     assert submission.first_visit is None
 
 
+def test_addresses_keep_only_origin_path_and_tags():
+    landing = "https://shop.ru/reset/?reset_token=s3cr3t&utm_source=vk&email=a%40b.ru&yclid=7#access_token=t0k3n"
+    submission = parse({"phone": "+79161234567", "landing_url": landing, "first_referrer": "https://m.ru/p?sid=1#x"})
+    assert submission.last_visit.landing_url == "https://shop.ru/reset/?utm_source=vk&yclid=7"
+    assert submission.first_visit.referrer == "https://m.ru/p"
+    assert submission.click_ids == {"yclid": "7"} and submission.last_visit.utm_source == "vk"
+
+
 def test_an_android_app_referrer_is_a_referrer():
     submission = parse({"phone": "+79161234567", "referrer": "android-app://org.telegram.messenger/"})
     assert submission.last_visit.referrer == "android-app://org.telegram.messenger/"

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 from zoneinfo import ZoneInfo
 
-from throughline.capture.submissions import CLICK_IDS, UTM_TAGS, Submission, Visit, click_ids_in
+from throughline.capture.submissions import CLICK_IDS, UTM_TAGS, Submission, Visit, click_ids_in, public_url
 from throughline.capture.submissions import MAX_VALUE as MAX_FIELD
 from throughline.contacts import InvalidContact, normalize_email, normalize_phone
 
@@ -327,6 +327,8 @@ def _visit(values: dict[str, str], prefix: str) -> Visit:
         query = dict(parse_qsl(urlsplit(landing).query))
         for tag in UTM_TAGS:
             visit[tag] = query.get(tag, "").strip()[:MAX_FIELD] or None
+    for name in ("referrer", "landing_url"):  # kept in the CRM: without tokens, e-mails or fragments
+        visit[name] = (public_url(values.get(prefix + name)) or "")[:MAX_FIELD] or None
     return Visit(**visit)
 
 
