@@ -31,10 +31,11 @@
   const busy = new WeakSet();
   let state = { first: null, current: null };
   let consented = false;
+  let referred; // this page's referrer is counted once: a single-page app's later track() calls are navigation
   let ls; // localStorage once it is allowed and works; null when it throws (blocked storage, some private modes)
   let domain; // the cookie domain: the registrable domain unless cookieDomain is set; '' = this host only
 
-  const warn = (error) => { try { console.warn('[throughline]', error); } catch (e) { /* no console */ } };
+  const warn = (error) => console.warn('[throughline]', error);
   const granted = () => !cfg.requireConsent || consented;
   // Clip by code point, never inside a surrogate pair (the endpoint counts code points too).
   const clip = (value) => Array.from(String(value)).slice(0, MAX).join('');
@@ -49,7 +50,7 @@
   };
   const setCookie = (name, value, expires, where) => {
     // max-age, not expires: a visitor's wrong clock must not delete the cookie at once (the value has its own expiry).
-    document.cookie = name + '=' + value + ';path=/;samesite=lax;max-age=' + Math.round((expires - Date.now()) / 1e3) +
+    document.cookie = name + '=' + value + ';path=/;samesite=lax;max-age=' + ((expires - Date.now()) / 1e3 | 0) +
       (where ? ';domain=' + where : '') + (location.protocol === 'https:' ? ';secure' : '');
   };
 
@@ -118,7 +119,7 @@
     const params = new URLSearchParams(location.search);
     TAGS.forEach((name) => { const value = (params.get(name) || '').trim(); if (value) touch[name] = clip(value); });
     let kind = Object.keys(touch).length ? 2 : 0;
-    const ref = parse(document.referrer);
+    const ref = !referred && parse(document.referrer);
     const host = ref ? ref.hostname.toLowerCase() : '';
     const web = ref && /^https?:$/.test(ref.protocol);
     const own = within(host, [domain || cfg.cookieDomain || location.hostname]) || bare(host) === bare(location.hostname);
@@ -139,6 +140,7 @@
     open();
     const seen = pageTouch(now);
     if (!granted()) { state = { first: null, current: seen.touch }; return; }
+    referred = 1;
     const inSession = (load('session') || {}).expires > now;
     save('session', { expires: now + SESSION });
     let current = fresh(load('current'), now);

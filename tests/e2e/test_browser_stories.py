@@ -303,6 +303,12 @@ def test_2_an_organic_search_click_inside_the_session_takes_over(visitor: Visito
     assert visitor.sources(sent) == ((ORGANIC_SEARCH, "google"), (PAID_SEARCH, "yandex"))
 
 
+def test_2_a_single_page_apps_route_change_is_no_new_search_visit(visitor: Visitor, web: Web):
+    visitor.arrive(shop(web), via="www.google.com")
+    visitor.page.evaluate("history.pushState({}, '', 'catalog.html'); Throughline.track()")  # the app's router
+    assert visitor.page.evaluate("Throughline.touch().current.landing_url") == shop(web)
+
+
 def test_3_a_return_from_yandex_id_is_no_search_visit(visitor: Visitor, web: Web):
     visitor.arrive(shop(web, query=VK_ADS), via="vk.com")
     visitor.later(minutes=45)
