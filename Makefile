@@ -33,7 +33,13 @@ $(VENV_SAM)/.installed: requirements-sam.txt
 	$(VENV_SAM)/bin/pip install -qq -r requirements-sam.txt
 	touch $@
 
-venv: $(VENV)/.installed ## Create .venv from the pinned requirements
+# The snippet's pinned minifier (dev only), for the size test; skipped where npm is missing (the test then says so).
+WEB_TOOLS := $(if $(shell command -v npm 2>/dev/null),web/node_modules/.installed)
+web/node_modules/.installed: web/package.json web/package-lock.json
+	npm ci --prefix web --no-audit --no-fund --silent
+	touch $@
+
+venv: $(VENV)/.installed $(WEB_TOOLS) ## Create .venv from the pinned requirements (and web/'s dev tools)
 
 demo: venv ## Run the main job offline: local AWS, Bitrix24 sandbox, a burst of form posts, a table of leads
 	PYTHONPATH=layers/core:. $(PY) -m local.demo
@@ -73,6 +79,7 @@ bench: venv ## Cold start and CPU per submission; spend import and attribution a
 	PYTHONPATH=layers/core:. $(PY) -m benchmarks.handlers $(BENCH_ARGS)
 	PYTHONPATH=layers/core:. $(PY) -m benchmarks.spend $(BENCH_ARGS)
 	PYTHONPATH=layers/core:. $(PY) -m benchmarks.attribution $(BENCH_ARGS)
+	PYTHONPATH=. $(PY) -m benchmarks.snippet_size $(BENCH_ARGS)
 
 bitrix-setup: venv ## Create the journey field on leads and deals (idempotent); print the source dictionary
 	PYTHONPATH=layers/core $(PY) -m throughline bitrix-setup

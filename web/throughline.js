@@ -1,91 +1,182 @@
-/*! Throughline form snippet: remembers where a visitor came from and posts forms with it. Apache-2.0.
- * Docs: web/README.md. Plain ES2017, no dependencies, no build step. */
+/*! Throughline (Apache-2.0): web/README.md */
+// Remembers where a visitor came from and posts forms with it. Plain ES2017, no dependencies, no build step.
 (() => {
   'use strict';
   if (window.Throughline && window.Throughline.version) return; // included twice: the first copy already listens
 
   const P = 'throughline:';
+  const C = '_tl_'; // cookie names: _tl_first, _tl_current, _tl_session
   const UTM = ['utm_source', 'utm_medium', 'utm_campaign', 'utm_content', 'utm_term'];
   const TAGS = UTM.concat(['gclid', 'gbraid', 'wbraid', 'yclid', 'ysclid', 'fbclid']);
+  const SENT = TAGS.concat(['referrer', 'landing_url']);
   const SESSION = 30 * 6e4;
   const LIFETIME = 180 * 864e5;
   const QUEUE_DAYS = 30 * 864e5;
-  const MAX = 2000; // the endpoint refuses longer values
+  const MAX = 2000; // the endpoint keeps at most this many characters of a value
+  // Search engines' own hosts (not their login, payment or service subdomains) and their Android apps: a visit from
+  // them overrides the current touch even inside a session. The server keeps the full host list (sources.py).
+  const SEARCH = /^((www|m)\.)?((yandex|google)\.[a-z]{2,3}(\.[a-z]{2})?|ya\.ru|bing\.com|duckduckgo\.com)$|^((go|search)\.mail\.ru|nova\.rambler\.ru|search\.yahoo\.com|com\.google\.android\.googlequicksearchbox|ru\.yandex\.searchplugin|com\.yandex\.browser)$/;
+  // Payment, 3-D Secure and login hosts: coming back from them is no new visit. The same list as IGNORED_REFERRERS
+  // in sources.py (a test checks that they agree).
+  const IGNORE = /(^|\.)((yoomoney|yookassa|cloudpayments|paymaster|payanyway|paykeeper|unitpay)\.ru|robokassa\.(ru|com)|qiwi\.com|((money|pay|id|passport|oauth)\.yandex|securepayments\.sber(bank)?|id\.sber|(securepay|pay|id)\.t(inkoff|bank)|pay\.alfabank|esia\.gosuslugi)\.ru|(oauth|passport)\.yandex\.com|(accounts|pay)\.google\.com|(id|oauth|login)\.vk\.(com|ru))$|^(3ds|acs)[\w-]*\.[^.]+\.[^.]/;
   // The endpoint names a bad phone or e-mail by its contract name, whatever the input was called.
   const ALIASES = { phone: ['tel', 'telephone', 'phone_number', 'mobile'], email: ['e-mail', 'mail'] };
   const script = document.currentScript;
-  const cfg = { endpoint: script && script.getAttribute('data-endpoint'), honeypot: '_gotcha', attempts: 3 };
+  const attr = (name) => (script && script.getAttribute('data-' + name)) || '';
+  const cfg = {
+    endpoint: attr('endpoint'), honeypot: '_gotcha', attempts: 3, cookieDomain: attr('cookie-domain').replace(/^\./, ''),
+    ignoreReferrers: attr('ignore-referrers').split(/[\s,]+/), requireConsent: script && script.hasAttribute('data-require-consent'),
+  };
   const attached = new WeakMap();
   const busy = new WeakSet();
   let state = { first: null, current: null };
+  let consented = false;
+  let referred; // this page's referrer is counted once: a single-page app's later track() calls are navigation
+  let ls; // localStorage once it is allowed and works; null when it throws (blocked storage, some private modes)
+  let domain; // the cookie domain: the registrable domain unless cookieDomain is set; '' = this host only
 
-  const warn = (error) => { try { console.warn('[throughline]', error); } catch (e) { /* no console */ } };
-  // Private mode or blocked storage: every read is null and every write false; the page then sends what it knows.
-  const store = (() => { try { localStorage.setItem(P + 'probe', '1'); localStorage.removeItem(P + 'probe'); return localStorage; } catch (e) { return null; } })();
-  const load = (key) => { try { return JSON.parse(store.getItem(P + key)); } catch (e) { return null; } };
-  const save = (key, value) => { try { store.setItem(P + key, JSON.stringify(value)); return true; } catch (e) { return false; } };
-  const clip = (value) => String(value).slice(0, MAX);
-  const webUrl = (value) => { try { const url = new URL(value); return /^https?:$/.test(url.protocol) ? url : null; } catch (e) { return null; } };
+  const warn = (error) => console.warn('[throughline]', error);
+  const granted = () => !cfg.requireConsent || consented;
+  // Clip by code point, never inside a surrogate pair (the endpoint counts code points too).
+  const clip = (value) => Array.from(String(value)).slice(0, MAX).join('');
+  const parse = (value) => { try { return new URL(value); } catch (e) { return null; } };
+  const webUrl = (value) => { const url = parse(value); return url && /^https?:$/.test(url.protocol) ? url : null; };
   const bare = (host) => host.replace(/^www\./, '');
+  const within = (host, list) => list.some((d) => host === d || host.slice(-d.length - 1) === '.' + d);
   const emit = (target, name, detail) => target.dispatchEvent(new CustomEvent('throughline:' + name, { bubbles: true, detail }));
-  const cookie = (name) => {
-    try { const m = document.cookie.match(new RegExp('(?:^|; *)' + name + '=([^;]+)')); return m ? clip(decodeURIComponent(m[1])) : ''; } catch (e) { return ''; }
+  const readCookie = (name) => {
+    const m = document.cookie.match(new RegExp('(?:^|; *)' + name + '=([^;]*)'));
+    return m ? decodeURIComponent(m[1]) : '';
   };
-  const fresh = (item, now) => (item && item.expires > now && item.touch) || null;
+  const setCookie = (name, value, expires, where) => {
+    // max-age, not expires: a visitor's wrong clock must not delete the cookie at once (the value has its own expiry).
+    document.cookie = name + '=' + value + ';path=/;samesite=lax;max-age=' + ((expires - Date.now()) / 1e3 | 0) +
+      (where ? ';domain=' + where : '') + (location.protocol === 'https:' ? ';secure' : '');
+  };
 
-  // What this page load knows: raw tags, an external referrer, the landing URL. The server classifies them.
+  // Nothing is read or written before consent, when the site asks for it.
+  function open() {
+    if (ls !== undefined || !granted()) return;
+    try { ls = localStorage; ls.setItem(P + 'probe', 1); ls.removeItem(P + 'probe'); } catch (e) { ls = null; }
+    domain = cfg.cookieDomain;
+    const parts = location.hostname.split('.');
+    // As Google Analytics' "auto": the shortest parent domain that takes a cookie (browsers refuse public suffixes),
+    // but never a site builder's shared domain, which the public suffix list lacks (mysite.tilda.ws is the site).
+    for (let i = parts.length - 2; !domain && i >= 0 && !/^[\d.]+$|:/.test(location.hostname); i--) {
+      const d = parts.slice(i).join('.');
+      if (/^(tilda\.ws|bitrix24\.site)$/.test(d)) continue;
+      try {
+        setCookie(C + 'probe', 1, Date.now() + 9e3, d);
+        if (readCookie(C + 'probe')) { domain = d; setCookie(C + 'probe', 1, 0, d); }
+      } catch (e) { /* cookies blocked */ }
+    }
+  }
+
+  // The cookie (shared by every subdomain) wins; localStorage (this origin only) when there is no cookie, and for the
+  // whole touch when the cookie had to leave its landing page out.
+  function load(key) {
+    if (!granted()) return null;
+    open();
+    let cookie, local;
+    try { cookie = JSON.parse(readCookie(C + key)); } catch (e) { /* none, or unreadable */ }
+    try { local = JSON.parse(ls.getItem(P + key)); } catch (e) { /* none, or blocked */ }
+    if (!cookie) return local || null;
+    const same = local && local.touch && cookie.touch && local.touch.seen_at === cookie.touch.seen_at;
+    return same ? Object.assign(cookie, { touch: local.touch }) : cookie;
+  }
+
+  function save(key, value) {
+    if (!granted()) return;
+    open();
+    const json = JSON.stringify(value);
+    try { ls.setItem(P + key, json); } catch (e) { /* blocked or full */ }
+    if (key === 'queue') return; // unsent forms hold contact details: never in a cookie that travels with requests
+    // Cookies travel with every request, and a long Cookie header makes some servers refuse the site's pages: a touch
+    // over 2 KB leaves its landing page out of the cookie, and one still longer lives in localStorage only.
+    let text = encodeURIComponent(json);
+    if (text.length > MAX) text = encodeURIComponent(JSON.stringify(value, (name, v) => (name === 'landing_url' ? undefined : v)));
+    try { setCookie(C + key, text, text.length > MAX ? 0 : value.expires, domain); } catch (e) { /* cookies blocked */ }
+  }
+
+  function forget() {
+    state.first = null;
+    ['first', 'current', 'session'].forEach((key) => {
+      try { setCookie(C + key, '', 0, domain); ls.removeItem(P + key); } catch (e) { /* nothing stored */ }
+    });
+  }
+
+  // Origin, path, and the tags; never other parameters (tokens, e-mails) and never the fragment.
+  function cleanUrl(url) {
+    const kept = new URLSearchParams();
+    new URLSearchParams(url.search).forEach((value, name) => { if (TAGS.includes(name)) kept.append(name, value); });
+    return clip(url.origin + url.pathname + (String(kept) ? '?' + kept : ''));
+  }
+
+  // What this page load knows: raw tags, an outside referrer, the landing page. The server classifies them.
+  // kind: 2 = tags or a search engine (always wins), 1 = another site (wins outside a session), 0 = direct.
   function pageTouch(now) {
     const touch = {};
     const params = new URLSearchParams(location.search);
     TAGS.forEach((name) => { const value = (params.get(name) || '').trim(); if (value) touch[name] = clip(value); });
-    const tagged = Object.keys(touch).length > 0;
-    const ref = webUrl(document.referrer); // android-app:// and the like would fail the endpoint's URL check
-    const external = ref && bare(ref.hostname) !== bare(location.hostname) ? clip(ref.href) : '';
-    if (external) touch.referrer = external;
-    if (webUrl(location.href)) touch.landing_url = clip(location.href);
+    let kind = Object.keys(touch).length ? 2 : 0;
+    const ref = !referred && parse(document.referrer);
+    const host = ref ? ref.hostname.toLowerCase() : '';
+    const web = ref && /^https?:$/.test(ref.protocol);
+    const own = within(host, [domain || cfg.cookieDomain || location.hostname]) || bare(host) === bare(location.hostname);
+    if (host && (web || ref.protocol === 'android-app:') && !own && !IGNORE.test(host) && !within(host, cfg.ignoreReferrers)) {
+      touch.referrer = web ? cleanUrl(ref) : 'android-app://' + host + '/'; // the app's package, as Android sends it
+      kind = kind || (SEARCH.test(host) ? 2 : 1);
+    }
+    const here = webUrl(location.href);
+    if (here) touch.landing_url = cleanUrl(here);
     touch.seen_at = new Date(now).toISOString();
-    return { touch, kind: tagged ? 'tagged' : external ? 'referral' : 'direct' };
+    return { touch, kind };
   }
 
-  // sourcebuster/GA rules: tags always win; a referrer wins only outside a session; a direct visit never wins.
-  // The first touch is written once and kept for its lifetime.
+  // sourcebuster/GA rules: tags and search engines always win; another site wins only outside a session; a direct
+  // visit never wins. Each page view renews the current touch's lifetime; the first touch is written once.
   function track() {
     const now = Date.now();
+    open();
     const seen = pageTouch(now);
-    const session = load('session');
-    const inSession = !!(session && session.expires > now);
+    if (!granted()) { state = { first: null, current: seen.touch }; return; }
+    referred = 1;
+    const inSession = (load('session') || {}).expires > now;
     save('session', { expires: now + SESSION });
     let current = fresh(load('current'), now);
-    if (!current || seen.kind === 'tagged' || (seen.kind === 'referral' && !inSession)) {
-      current = seen.touch;
-      save('current', { touch: current, expires: now + LIFETIME });
-    }
+    if (!current || seen.kind > 1 || (seen.kind && !inSession)) current = seen.touch;
+    save('current', { touch: current, expires: now + LIFETIME });
     let first = fresh(load('first'), now);
     if (!first) {
       first = current;
       save('first', { touch: first, expires: now + LIFETIME });
     }
-    state = { first: store ? first : null, current };
+    // Nothing could be kept (cookies and storage blocked): the first touch is unknown, so none is claimed.
+    state = { first: load('session') ? first : null, current };
   }
 
-  // Re-read storage at submit time: another tab may have brought a newer touch.
+  const fresh = (item, now) => (item && item.expires > now && item.touch) || null;
+
+  // Re-read at submit time: another tab may have brought a newer touch.
   function snapshot() {
     const now = Date.now();
-    return { first: store ? fresh(load('first'), now) || state.first : null, current: fresh(load('current'), now) || state.current };
+    return { first: fresh(load('first'), now) || state.first, current: fresh(load('current'), now) || state.current };
   }
 
   function touchFields() {
     const fields = {};
     const { first, current } = snapshot();
-    TAGS.concat(['referrer', 'landing_url']).forEach((name) => { if (current && current[name]) fields[name] = current[name]; });
-    if (first) {
-      UTM.concat(['referrer', 'landing_url']).forEach((name) => { if (first[name]) fields['first_' + name] = first[name]; });
-      fields.first_seen_at = first.seen_at;
+    SENT.forEach((name) => {
+      if (current && current[name]) fields[name] = current[name];
+      if (first && first[name]) fields['first_' + name] = first[name];
+    });
+    if (first) fields.first_seen_at = first.seen_at;
+    if (granted()) {
+      const ym = readCookie('_ym_uid');
+      const ga = readCookie('_ga');
+      if (ym) fields.ym_client_id = clip(ym);
+      if (ga) fields.ga_client_id = clip(ga);
     }
-    const ym = cookie('_ym_uid');
-    const ga = cookie('_ga');
-    if (ym) fields.ym_client_id = ym;
-    if (ga) fields.ga_client_id = ga;
     return fields;
   }
 
@@ -105,7 +196,10 @@
   function withTouch(fields, next) {
     const added = [];
     const touch = touchFields();
-    // The site's own non-empty tag fields win; empty hidden ones are filled in.
+    // Tags and click ids are one unit: when the visit has any, they replace the site's own tag fields whole (a
+    // CMS's hidden utm_source must not mix with another visit's campaign). Otherwise the site's non-empty fields win.
+    const tagged = TAGS.some((name) => touch[name]);
+    if (tagged) TAGS.forEach((name) => { delete fields[name]; });
     Object.keys(touch).forEach((name) => { if (!fields[name]) { fields[name] = touch[name]; added.push(name); } });
     return { fields, added, next };
   }
@@ -139,7 +233,7 @@
     for (let attempt = 1; ; attempt++) {
       const result = await post(url, JSON.stringify(p.fields));
       const bad = Object.keys(result.data.fields || {});
-      if (result.code >= 400 && result.code < 500 && bad.length && bad.every((name) => (p.added || []).indexOf(name) >= 0)) {
+      if (result.code >= 400 && result.code < 500 && bad.length && bad.every((name) => (p.added || []).includes(name))) {
         // Only fields we added were refused: a lead matters more than its tags, so send it without them.
         bad.forEach((name) => { delete p.fields[name]; });
         p.added = [];
@@ -150,25 +244,27 @@
     }
   }
 
-  // Kept until it is delivered (or refused, or a month old); resent on the next page load.
+  // Kept in localStorage until it is delivered (or refused, or a month old); resent on the next page load.
+  const queued = () => { const q = load('queue'); return Array.isArray(q) ? q : []; };
+
   function enqueue(url, formId, p) {
     const body = JSON.stringify(p.fields);
-    const queue = (Array.isArray(load('queue')) ? load('queue') : []).filter((item) => JSON.stringify(item.fields) !== body);
-    queue.push({ id: Date.now().toString(36) + Math.random().toString(36).slice(2), url, form_id: formId, fields: p.fields, added: p.added, at: Date.now() });
-    return !!store && save('queue', queue.slice(-20));
+    const queue = queued().filter((item) => JSON.stringify(item.fields) !== body);
+    queue.push({ id: Math.random().toString(36).slice(2), url, form_id: formId, fields: p.fields, added: p.added, at: Date.now() });
+    save('queue', queue.slice(-20));
+    return queued().length > 0;
   }
 
   function updateQueued(id, change) {
-    const queue = Array.isArray(load('queue')) ? load('queue') : [];
-    save('queue', queue.map((item) => (item.id === id ? change(item) : item)).filter(Boolean));
+    save('queue', queued().map((item) => (item.id === id ? change(item) : item)).filter(Boolean));
   }
 
   let flushing = false;
   async function flush() {
-    if (flushing || !store) return;
+    if (flushing || !granted()) return;
     flushing = true;
     try {
-      for (const item of Array.isArray(load('queue')) ? load('queue') : []) {
+      for (const item of queued()) {
         if (item.lock > Date.now()) continue; // another tab is sending it right now
         updateQueued(item.id, (it) => Object.assign(it, { lock: Date.now() + 3e4 }));
         const result = await deliver(item.url, item, 1); // one try per page load; the next load tries again
@@ -289,8 +385,11 @@
   const guard = (fn, fallback) => function () { try { return fn.apply(this, arguments); } catch (error) { warn(error); return fallback; } };
 
   window.Throughline = {
-    version: '1.0.0',
+    version: '1.1.0',
     init: guard((options) => { Object.assign(cfg, options || {}); return window.Throughline; }),
+    // For a cookie banner: true starts remembering touches (run it on every page once the visitor agreed); false
+    // forgets them. Only needed with data-require-consent.
+    consent: guard((yes) => { consented = !!yes; if (yes) track(); else forget(); }),
     attach: guard((form, formId) => { attached.set(form, String(formId)); addHoneypot(form); }),
     track: guard(track), // call after a single-page app changes its address
     touch: guard(() => JSON.parse(JSON.stringify(snapshot())), {}),

@@ -245,7 +245,7 @@ def test_every_bad_field_is_named_at_once_by_the_name_it_was_posted_under():
 
 def test_unusable_tracking_fields_never_reject_the_lead_and_are_kept_in_its_comments():
     tracking = {
-        "referrer": "android-app://com.google.android.gm/",
+        "referrer": "mailto:someone@example.ru",
         "landing_url": "javascript:alert(1)",
         "first_referrer": "ftp://x.ru/",
         "first_landing_url": "/relative",
@@ -255,6 +255,35 @@ def test_unusable_tracking_fields_never_reject_the_lead_and_are_kept_in_its_comm
     assert submission.extra == tracking
     assert submission.last_visit == Visit()
     assert submission.first_visit is None
+
+
+def test_addresses_keep_only_origin_path_and_tags():
+    landing = "https://shop.ru/reset/?reset_token=s3cr3t&utm_source=vk&email=a%40b.ru&yclid=7#access_token=t0k3n"
+    submission = parse({"phone": "+79161234567", "landing_url": landing, "first_referrer": "https://m.ru/p?sid=1#x"})
+    assert submission.last_visit.landing_url == "https://shop.ru/reset/?utm_source=vk&yclid=7"
+    assert submission.first_visit.referrer == "https://m.ru/p"
+    assert submission.click_ids == {"yclid": "7"} and submission.last_visit.utm_source == "vk"
+
+
+def test_an_android_app_referrer_is_a_referrer():
+    submission = parse({"phone": "+79161234567", "referrer": "android-app://org.telegram.messenger/"})
+    assert submission.last_visit.referrer == "android-app://org.telegram.messenger/"
+    assert submission.extra == {}
+
+
+def test_click_ids_and_tags_are_read_before_long_addresses_are_cut():
+    tail = "&utm_source=yandex&utm_medium=cpc&yclid=777"
+    landing = "https://shop.ru/?utm_content=" + "x" * 2100 + tail
+    submission = parse({"phone": "+79161234567", "landing_url": landing, "first_landing_url": landing})
+    assert submission.click_ids == submission.first_click_ids == {"yclid": "777"}
+    assert submission.first_visit.utm_source == "yandex" and len(submission.first_visit.landing_url) == 2000
+
+
+def test_first_touch_click_ids_are_posted_as_their_own_fields():
+    submission = parse({"phone": "+79161234567", "first_gclid": "Cj0", "first_ysclid": "ys", "gclid": "other"})
+    assert submission.first_click_ids == {"gclid": "Cj0", "ysclid": "ys"}
+    assert submission.click_ids == {"gclid": "other"}
+    assert submission.extra == {}
 
 
 def test_tracking_values_are_cut_to_length_and_lists_give_their_first_value():

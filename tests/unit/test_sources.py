@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from throughline import sources
@@ -38,7 +41,7 @@ DIRECT_SOURCE = Source(DIRECT, "(direct)", "(none)")
         ("yandex", "paid_search", Source(PAID_SEARCH, "yandex", "paid_search", paid=True)),
         ("yandex", "Контекстная реклама", Source(PAID_SEARCH, "yandex", "контекстная_реклама", paid=True)),
         ("google", "retargeting", Source(PAID_SEARCH, "google", "retargeting", paid=True)),
-        (None, "cpc", Source(PAID_SEARCH, "(not set)", "cpc", paid=True)),
+        (None, "cpc", Source(DISPLAY, "(not set)", "cpc", paid=True)),  # paid, no search source: not paid search
         # Display.
         ("yandex", "cpm", Source(DISPLAY, "yandex", "cpm", paid=True)),
         ("google", "display", Source(DISPLAY, "google", "display", paid=True)),
@@ -333,3 +336,201 @@ def test_source_label(source, label):
 def test_paid_flag_only_on_paid_host_channels():
     assert classify(referrer="https://yabs.yandex.ru/").paid is True
     assert classify(referrer="https://yandex.ru/").paid is False
+
+
+# -- the attribution table: real referrers and tag combinations (issue 10) ------------------------------------------
+
+WEB = Path(__file__).resolve().parents[2] / "web" / "throughline.js"
+
+# (utm_source, utm_medium, click ids, referrer) → (channel, source). Referrers as browsers send them: the origin only.
+ATTRIBUTION_TABLE = [
+    # Search engines on their own hosts are organic search, with or without a query.
+    (None, None, {}, "https://yandex.ru/", ORGANIC_SEARCH, "yandex"),
+    (None, None, {}, "https://yandex.ru/search/?text=тёплый+пол", ORGANIC_SEARCH, "yandex"),
+    (None, None, {}, "https://www.yandex.ru/", ORGANIC_SEARCH, "yandex"),
+    (None, None, {}, "https://m.yandex.ru/", ORGANIC_SEARCH, "yandex"),
+    (None, None, {}, "https://yandex.com/", ORGANIC_SEARCH, "yandex"),
+    (None, None, {}, "https://yandex.by/", ORGANIC_SEARCH, "yandex"),
+    (None, None, {}, "https://yandex.kz/", ORGANIC_SEARCH, "yandex"),
+    (None, None, {}, "https://yandex.uz/", ORGANIC_SEARCH, "yandex"),
+    (None, None, {}, "https://yandex.com.tr/", ORGANIC_SEARCH, "yandex"),
+    (None, None, {}, "https://ya.ru/", ORGANIC_SEARCH, "yandex"),
+    (None, None, {}, "https://www.google.com/", ORGANIC_SEARCH, "google"),
+    (None, None, {}, "https://google.com/", ORGANIC_SEARCH, "google"),
+    (None, None, {}, "https://www.google.ru/", ORGANIC_SEARCH, "google"),
+    (None, None, {}, "https://www.google.de/", ORGANIC_SEARCH, "google"),
+    (None, None, {}, "https://www.google.co.uk/", ORGANIC_SEARCH, "google"),
+    (None, None, {}, "https://www.google.com.tr/", ORGANIC_SEARCH, "google"),
+    (None, None, {}, "https://www.bing.com/", ORGANIC_SEARCH, "bing"),
+    (None, None, {}, "https://go.mail.ru/", ORGANIC_SEARCH, "mail.ru"),
+    (None, None, {}, "https://search.mail.ru/", ORGANIC_SEARCH, "mail.ru"),
+    (None, None, {}, "https://nova.rambler.ru/", ORGANIC_SEARCH, "rambler"),
+    (None, None, {}, "https://duckduckgo.com/", ORGANIC_SEARCH, "duckduckgo"),
+    (None, None, {}, "https://search.yahoo.com/", ORGANIC_SEARCH, "yahoo"),
+    (None, None, {}, "https://www.baidu.com/", ORGANIC_SEARCH, "baidu"),
+    (None, None, {}, "https://www.ecosia.org/", ORGANIC_SEARCH, "ecosia"),
+    (None, None, {}, "https://search.brave.com/", ORGANIC_SEARCH, "brave"),
+    (None, None, {"ysclid": "lq2x3"}, "https://yandex.ru/", ORGANIC_SEARCH, "yandex"),
+    # Login, payment and service subdomains of Yandex and Google: ignored (no source) or a referral, never search.
+    (None, None, {}, "https://oauth.yandex.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://passport.yandex.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://id.yandex.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://pay.yandex.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://money.yandex.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://oauth.yandex.com/", DIRECT, "(direct)"),
+    (None, None, {}, "https://accounts.google.com/", DIRECT, "(direct)"),
+    (None, None, {}, "https://pay.google.com/", DIRECT, "(direct)"),
+    (None, None, {}, "https://realty.yandex.ru/", REFERRAL, "realty.yandex.ru"),
+    (None, None, {}, "https://disk.yandex.ru/", REFERRAL, "disk.yandex.ru"),
+    (None, None, {}, "https://travel.yandex.ru/", REFERRAL, "travel.yandex.ru"),
+    (None, None, {}, "https://docs.google.com/", REFERRAL, "docs.google.com"),
+    (None, None, {}, "https://sites.google.com/", REFERRAL, "sites.google.com"),
+    (None, None, {}, "https://translate.google.com/", REFERRAL, "translate.google.com"),
+    (None, None, {}, "https://market.yandex.ru/", REFERRAL, "yandex"),
+    (None, None, {}, "https://news.mail.ru/", REFERRAL, "mail.ru"),
+    (None, None, {}, "https://otvet.mail.ru/", REFERRAL, "mail.ru"),
+    # Payment gateways, 3-D Secure and login services: ignored.
+    (None, None, {}, "https://yoomoney.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://yookassa.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://securepayments.sberbank.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://securepay.tinkoff.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://pay.tbank.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://widget.cloudpayments.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://auth.robokassa.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://paymaster.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://oplata.qiwi.com/", DIRECT, "(direct)"),
+    (None, None, {}, "https://3ds.sberbank.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://acs1.sbrf.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://acs-ru.mirconnect.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://id.vk.com/", DIRECT, "(direct)"),
+    (None, None, {}, "https://oauth.vk.com/", DIRECT, "(direct)"),
+    (None, None, {}, "https://esia.gosuslugi.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://id.sber.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://www.gosuslugi.ru/", REFERRAL, "gosuslugi.ru"),
+    (None, None, {}, "https://www.sberbank.ru/", REFERRAL, "sberbank.ru"),
+    (None, None, {}, "https://acs.ru/", REFERRAL, "acs.ru"),  # a site named acs, not a bank's server
+    # Social networks, messengers, webmail.
+    (None, None, {}, "https://vk.com/", SOCIAL, "vk"),
+    (None, None, {}, "https://m.vk.com/", SOCIAL, "vk"),
+    (None, None, {}, "https://away.vk.com/", SOCIAL, "vk"),
+    (None, None, {}, "https://vk.ru/", SOCIAL, "vk"),
+    (None, None, {}, "https://ok.ru/", SOCIAL, "ok"),
+    (None, None, {}, "https://dzen.ru/", SOCIAL, "dzen"),
+    (None, None, {}, "https://zen.yandex.ru/", SOCIAL, "dzen"),
+    (None, None, {}, "https://t.me/", SOCIAL, "telegram"),
+    (None, None, {}, "https://web.telegram.org/", SOCIAL, "telegram"),
+    (None, None, {}, "https://www.youtube.com/", SOCIAL, "youtube"),
+    (None, None, {}, "https://rutube.ru/", SOCIAL, "rutube"),
+    (None, None, {}, "https://l.instagram.com/", SOCIAL, "instagram"),
+    (None, None, {}, "https://t.co/", SOCIAL, "twitter"),
+    (None, None, {}, "https://habr.com/", SOCIAL, "habr"),
+    (None, None, {}, "https://vc.ru/", SOCIAL, "vc.ru"),
+    (None, None, {}, "https://pikabu.ru/", SOCIAL, "pikabu"),
+    (None, None, {}, "https://wa.me/", MESSENGER, "whatsapp"),
+    (None, None, {}, "https://e.mail.ru/", EMAIL, "email"),
+    (None, None, {}, "https://mail.yandex.ru/", EMAIL, "email"),
+    (None, None, {}, "https://mail.google.com/", EMAIL, "email"),
+    (None, None, {}, "https://outlook.live.com/", EMAIL, "email"),
+    # Android apps (android-app://<package>/).
+    (None, None, {}, "android-app://org.telegram.messenger/", SOCIAL, "telegram"),
+    (None, None, {}, "android-app://org.thunderdog.challegram/", SOCIAL, "telegram"),
+    (None, None, {}, "android-app://com.vkontakte.android/", SOCIAL, "vk"),
+    (None, None, {}, "android-app://ru.ok.android/", SOCIAL, "ok"),
+    (None, None, {}, "android-app://com.google.android.googlequicksearchbox/", ORGANIC_SEARCH, "google"),
+    (None, None, {}, "android-app://com.google.android.gm/", EMAIL, "email"),
+    (None, None, {}, "android-app://ru.yandex.searchplugin/", ORGANIC_SEARCH, "yandex"),
+    (None, None, {}, "android-app://com.yandex.browser/", ORGANIC_SEARCH, "yandex"),
+    (None, None, {}, "android-app://ru.mail.mailapp/", EMAIL, "email"),
+    (None, None, {}, "android-app://com.whatsapp/", MESSENGER, "whatsapp"),
+    (None, None, {}, "android-app://com.example.unknown/", REFERRAL, "com.example.unknown"),
+    # Ad redirects.
+    (None, None, {}, "https://yabs.yandex.ru/", PAID_SEARCH, "yandex"),
+    (None, None, {}, "https://an.yandex.ru/", PAID_SEARCH, "yandex"),
+    (None, None, {}, "https://www.googleadservices.com/", PAID_SEARCH, "google"),
+    # Click ids alone.
+    (None, None, {"gclid": "Cj0"}, "https://www.google.com/", PAID_SEARCH, "google"),
+    (None, None, {"yclid": "5423"}, "https://yandex.ru/", PAID_SEARCH, "yandex"),
+    (None, None, {"fbclid": "IwAR"}, "https://l.facebook.com/", SOCIAL, "facebook"),
+    # Tags: utm_source is normalised (case, spaces, "-", "_") before the aliases.
+    ("yandex", "cpc", {"yclid": "1"}, "https://yandex.ru/", PAID_SEARCH, "yandex"),
+    ("Yandex Direct", "CPC", {}, None, PAID_SEARCH, "yandex"),
+    ("yandex_direct", "cpc", {}, None, PAID_SEARCH, "yandex"),
+    ("yandex-direct", "cpc", {}, None, PAID_SEARCH, "yandex"),
+    ("YandexDirect", "cpc", {}, None, PAID_SEARCH, "yandex"),
+    ("Яндекс", "cpc", {}, None, PAID_SEARCH, "yandex"),
+    ("google", "cpc", {"gclid": "Cj0"}, "https://www.google.com/", PAID_SEARCH, "google"),
+    ("Google Ads", "CPC", {}, None, PAID_SEARCH, "google"),
+    ("google", "Paid Search", {}, None, PAID_SEARCH, "google"),
+    ("yandex", "cpm", {}, None, DISPLAY, "yandex"),
+    ("VK Ads", "CPC", {}, None, SOCIAL, "vk"),
+    ("vk ads", "cpm", {}, None, SOCIAL, "vk"),
+    ("vk_reklama", "cpc", {}, None, SOCIAL, "vk"),
+    ("ВКонтакте", "target", {}, None, SOCIAL, "vk"),
+    ("myTarget", "cpc", {}, None, SOCIAL, "vk"),
+    ("Telegram Ads", "cpc", {}, None, SOCIAL, "telegram"),
+    ("tg", "post", {}, None, SOCIAL, "telegram"),
+    ("avito", "cpc", {}, None, DISPLAY, "avito"),  # paid, but no search engine: not paid search
+    ("2gis", "cpc", {}, None, DISPLAY, "2gis"),
+    ("partner-network", "cpc", {"yclid": "1"}, None, PAID_SEARCH, "partner-network"),  # the yclid shows a Direct ad
+    ("newsletter", "email", {}, "https://e.mail.ru/", EMAIL, "email"),
+    ("Unisender", "E-mail", {}, None, EMAIL, "email"),
+    ("sendpulse", None, {}, None, EMAIL, "email"),
+    ("partner.ru", "referral", {}, None, REFERRAL, "partner.ru"),
+    ("flyer", "qr", {}, None, OFFLINE, "flyer"),
+    ("google", "organic", {}, None, ORGANIC_SEARCH, "google"),
+    ("Some  Partner", None, {}, None, REFERRAL, "some partner"),
+    # Tags win over the referrer; an ignored referrer does not matter beside tags.
+    ("vk", "cpc", {}, "https://id.yandex.ru/", SOCIAL, "vk"),
+    ("google", "cpc", {"gclid": "1"}, "https://yoomoney.ru/", PAID_SEARCH, "google"),
+    # Nothing at all.
+    (None, None, {}, None, DIRECT, "(direct)"),
+]
+
+
+def test_the_attribution_table_is_large_and_names_every_host_of_issue_10():
+    assert len(ATTRIBUTION_TABLE) >= 100
+    named = {referrer_host(row[3]) for row in ATTRIBUTION_TABLE if row[3]}
+    issue_hosts = {
+        "oauth.yandex.ru", "passport.yandex.ru", "id.yandex.ru", "pay.yandex.ru", "realty.yandex.ru",
+        "disk.yandex.ru", "accounts.google.com", "pay.google.com", "docs.google.com", "yoomoney.ru", "yandex.ru",
+        "www.google.com", "org.telegram.messenger",
+    }  # fmt: skip
+    assert issue_hosts <= named
+
+
+@pytest.mark.parametrize(("utm_source", "utm_medium", "click_ids", "referrer", "channel", "source"), ATTRIBUTION_TABLE)
+def test_attribution_table(utm_source, utm_medium, click_ids, referrer, channel, source):
+    result = classify(utm_source=utm_source, utm_medium=utm_medium, click_ids=click_ids, referrer=referrer)
+    assert (result.channel, result.source) == (channel, source)
+
+
+def test_a_stack_can_ignore_more_referrers():
+    assert classify(referrer="https://pay.myshop-bank.ru/").channel == REFERRAL
+    assert classify(referrer="https://pay.myshop-bank.ru/", ignored=("myshop-bank.ru",)) == DIRECT_SOURCE
+
+
+def _snippet_pattern(name: str) -> re.Pattern[str]:
+    """A regular expression literal of web/throughline.js (`const NAME = /…/;`), which Python reads alike."""
+    match = re.search(rf"^  const {name} = /(.+)/;$", WEB.read_text(encoding="utf-8"), re.MULTILINE)
+    assert match, f"no {name} in {WEB}"
+    return re.compile(match.group(1))
+
+
+def test_the_snippet_ignores_the_same_referrers_as_the_server():
+    ignore = _snippet_pattern("IGNORE")
+    for host in sources.IGNORED_REFERRERS:
+        assert ignore.search(host) and ignore.search("www." + host), host
+    hosts = {referrer_host(row[3]) for row in ATTRIBUTION_TABLE if row[3] and row[3].startswith("http")}
+    for host in hosts:
+        assert bool(ignore.search(host)) == sources.is_ignored(host), host
+
+
+# Organic search hosts the snippet leaves out to stay small: they override the current touch only outside a session.
+SERVER_ONLY_SEARCH_HOSTS = {"www.baidu.com", "www.ecosia.org", "search.brave.com"}
+
+
+def test_the_snippets_search_hosts_are_the_servers_organic_search_hosts():
+    search = _snippet_pattern("SEARCH")
+    for host in {referrer_host(row[3]) for row in ATTRIBUTION_TABLE if row[3]}:
+        organic = classify(referrer=f"//{host}/").channel == ORGANIC_SEARCH
+        assert bool(search.search(host)) == (organic and host not in SERVER_ONLY_SEARCH_HOSTS), host

@@ -241,3 +241,26 @@ def test_a_first_visit_through_an_auto_tagged_ad_is_paid():
     item = submission({"first_landing_url": "https://shop.example.ru/?yclid=777", "first_seen_at": "1736499600"})
     source = first_source(item)
     assert (source.channel, source.source, source.paid) == (PAID_SEARCH, "yandex", True)
+
+
+def test_the_first_visits_click_id_counts_even_when_its_address_was_cut():
+    landing = "https://shop.example.ru/?utm_content=" + "x" * 2100 + "&yclid=777"
+    item = submission({"first_landing_url": landing, "first_seen_at": "1736499600"})
+    assert first_source(item) == Source(PAID_SEARCH, "yandex", "cpc", paid=True)
+    posted = submission({"first_referrer": "https://yandex.ru/", "first_yclid": "777", "first_seen_at": "1736499600"})
+    assert first_source(posted) == Source(PAID_SEARCH, "yandex", "cpc", paid=True)
+
+
+def test_referrers_in_ignore_referrers_are_no_source(monkeypatch):
+    from throughline.config import reset_settings_cache
+
+    item = submission({"referrer": "https://checkout.partner-pay.ru/"})
+    assert last_source(item) == Source(REFERRAL, "checkout.partner-pay.ru", "referral")
+    monkeypatch.setenv("IGNORE_REFERRERS", "partner-pay.ru, other.example")
+    reset_settings_cache()
+    try:
+        assert last_source(item) == Source(DIRECT, "(direct)", "(none)")
+        assert last_source(submission({"referrer": "https://yoomoney.ru/"})) == Source(DIRECT, "(direct)", "(none)")
+    finally:
+        monkeypatch.delenv("IGNORE_REFERRERS")
+        reset_settings_cache()

@@ -54,6 +54,14 @@ def _comma_list(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _host_list(value: str) -> tuple[str, ...]:
+    hosts = tuple(host.lower().strip(".") for host in _comma_list(value))
+    bad = [host for host in hosts if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", host)]
+    if bad:
+        raise ValueError(f"not host names: {', '.join(bad)}")
+    return hosts
+
+
 def _flat_json_map(value: str) -> dict[str, str]:
     try:
         parsed = json.loads(value) if value.strip() else {}
@@ -210,6 +218,9 @@ class Settings:
     double_submit_window_seconds: int = _setting(600, _integer(1, 86400))
     # HMAC key for every key derived from a phone or e-mail that leaves a function (throughline.person_keys).
     person_key_secret: str | None = _setting(None, _key_material, secret=True)
+    # Referrer hosts that are no source (matched with their subdomains), on top of the built-in payment, 3-D Secure
+    # and login hosts (sources.IGNORED_REFERRERS); the snippet's data-ignore-referrers should list the same.
+    ignore_referrers: tuple[str, ...] = _setting((), _host_list)
 
     # Reports
     report_currency: str = _setting("RUB")

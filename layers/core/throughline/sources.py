@@ -3,6 +3,15 @@
 Precedence (as in GA4 and sourcebuster): explicit UTM tags > click ids > referrer host > direct. The referrer is judged
 by its host alone: Yandex stopped sending the query (``text=``) years ago, so query-based rules misfile Yandex organic
 as a referral (sourcebuster-js #41). Raw tags are always kept next to the result so a visit can be re-classified.
+
+Search engines count only on their own hosts (``yandex.ru``, ``www.google.de``), never on their login, payment or
+service subdomains (``id.yandex.ru``, ``accounts.google.com``, ``docs.google.com``): those are referrals, or ignored.
+Ignored referrers (payment gateways, 3-D Secure pages, login services: ``IGNORED_REFERRERS`` plus the stack's
+``IGNORE_REFERRERS``) are no source at all; the capture snippet applies the same list in the browser.
+
+Paid search needs a search source, as in GA4's channel rules: ``VK Ads`` + ``cpc`` is paid social. A paid medium from
+a source that is no search engine, social network or messenger (``avito`` + ``cpc``) is Медийная реклама, our channel
+for paid traffic outside search (GA4's "Paid Other"), unless an ad click id (gclid, yclid) shows a search ad.
 """
 
 from __future__ import annotations
@@ -91,10 +100,15 @@ SOCIAL_NETWORKS = frozenset(
 )  # fmt: skip
 MESSENGERS = frozenset({"whatsapp", "viber"})
 
-# utm_source spellings → canonical source.
+# utm_source spellings → canonical source. Looked up after lower-casing and dropping spaces, "-" and "_"
+# (``Yandex Direct``, ``yandex_direct`` and ``yandex-direct`` are one key), see ``canonical_source``.
 _SOURCE_ALIASES = {
     "ya": "yandex",
     "yandex": "yandex",
+    "яндекс": "yandex",
+    "яндекс.директ": "yandex",
+    "yandexads": "yandex",
+    "yandex.ru": "yandex",
     "yandex.direct": "yandex",
     "yandex_direct": "yandex",
     "yandexdirect": "yandex",
@@ -114,6 +128,10 @@ _SOURCE_ALIASES = {
     "vk.com": "vk",
     "vk_ads": "vk",
     "vkads": "vk",
+    "vkreklama": "vk",
+    "vkontakteads": "vk",
+    "вк": "vk",
+    "вконтакте": "vk",
     "mytarget": "vk",
     "ok": "ok",
     "ok.ru": "ok",
@@ -122,6 +140,8 @@ _SOURCE_ALIASES = {
     "zen": "dzen",
     "telegram": "telegram",
     "tg": "telegram",
+    "tgads": "telegram",
+    "telegramads": "telegram",
     "t.me": "telegram",
     "youtube": "youtube",
     "yt": "youtube",
@@ -151,7 +171,9 @@ _SOURCE_ALIASES = {
 }
 
 # Referrer hosts, matched by suffix on a dot boundary; the first match wins, so specific hosts come first.
-# (suffix, source, channel). `{tld}` rows are expanded below for the engines that live on many country domains.
+# (suffix, source, channel). A leading "=" matches the host itself only (with "www." or "m."), not its subdomains.
+# `{tld}` rows are expanded below for the engines that live on many country domains. Android apps send
+# ``android-app://<package>/``; the package stands where the host would be.
 _HOST_RULES: tuple[tuple[str, str, str], ...] = (
     # Paid clicks that arrive through an ad redirect.
     ("yabs.yandex.{tld}", "yandex", PAID_SEARCH),
@@ -168,22 +190,41 @@ _HOST_RULES: tuple[tuple[str, str, str], ...] = (
     ("outlook.live.com", "email", EMAIL),
     ("outlook.office.com", "email", EMAIL),
     ("mail.yahoo.com", "email", EMAIL),
+    # Android apps.
+    ("org.telegram.messenger", "telegram", SOCIAL),
+    ("org.telegram.plus", "telegram", SOCIAL),
+    ("org.thunderdog.challegram", "telegram", SOCIAL),
+    ("com.vkontakte.android", "vk", SOCIAL),
+    ("com.vk.vkvideo", "vk", SOCIAL),
+    ("ru.ok.android", "ok", SOCIAL),
+    ("com.google.android.youtube", "youtube", SOCIAL),
+    ("com.google.android.googlequicksearchbox", "google", ORGANIC_SEARCH),  # the Google app
+    ("com.google.android.gm", "email", EMAIL),  # Gmail
+    ("ru.yandex.searchplugin", "yandex", ORGANIC_SEARCH),  # the Yandex app (with Alice)
+    ("com.yandex.browser", "yandex", ORGANIC_SEARCH),  # Yandex Browser: its search and its feed
+    ("ru.yandex.mail", "email", EMAIL),
+    ("ru.mail.mailapp", "email", EMAIL),
+    ("com.whatsapp", "whatsapp", MESSENGER),
+    ("com.viber.voip", "viber", MESSENGER),
+    ("com.instagram.android", "instagram", SOCIAL),
+    ("com.facebook.katana", "facebook", SOCIAL),
     # Content and social platforms of Yandex before the search engine itself.
     ("dzen.ru", "dzen", SOCIAL),
     ("zen.yandex.{tld}", "dzen", SOCIAL),
     ("market.yandex.ru", "yandex", REFERRAL),
-    ("yandex.{tld}", "yandex", ORGANIC_SEARCH),
-    ("ya.ru", "yandex", ORGANIC_SEARCH),
-    ("google.{tld}", "google", ORGANIC_SEARCH),
-    ("bing.com", "bing", ORGANIC_SEARCH),
-    ("go.mail.ru", "mail.ru", ORGANIC_SEARCH),
-    ("search.mail.ru", "mail.ru", ORGANIC_SEARCH),
-    ("nova.rambler.ru", "rambler", ORGANIC_SEARCH),
-    ("duckduckgo.com", "duckduckgo", ORGANIC_SEARCH),
-    ("search.yahoo.com", "yahoo", ORGANIC_SEARCH),
-    ("baidu.com", "baidu", ORGANIC_SEARCH),
-    ("ecosia.org", "ecosia", ORGANIC_SEARCH),
-    ("search.brave.com", "brave", ORGANIC_SEARCH),
+    # Search engines: their own hosts only (other subdomains fall through to referral).
+    ("=yandex.{tld}", "yandex", ORGANIC_SEARCH),
+    ("=ya.ru", "yandex", ORGANIC_SEARCH),
+    ("=google.{tld}", "google", ORGANIC_SEARCH),
+    ("=bing.com", "bing", ORGANIC_SEARCH),
+    ("=go.mail.ru", "mail.ru", ORGANIC_SEARCH),
+    ("=search.mail.ru", "mail.ru", ORGANIC_SEARCH),
+    ("=nova.rambler.ru", "rambler", ORGANIC_SEARCH),
+    ("=duckduckgo.com", "duckduckgo", ORGANIC_SEARCH),
+    ("=search.yahoo.com", "yahoo", ORGANIC_SEARCH),
+    ("=baidu.com", "baidu", ORGANIC_SEARCH),
+    ("=ecosia.org", "ecosia", ORGANIC_SEARCH),
+    ("=search.brave.com", "brave", ORGANIC_SEARCH),
     ("vk.com", "vk", SOCIAL),
     ("vk.ru", "vk", SOCIAL),
     ("vkvideo.ru", "vk", SOCIAL),
@@ -211,6 +252,19 @@ _HOST_RULES: tuple[tuple[str, str, str], ...] = (
     ("viber.com", "viber", MESSENGER),
     ("mail.ru", "mail.ru", REFERRAL),
 )
+# Referrers that are no source: a visitor coming back from paying, from a bank's 3-D Secure page or from logging in
+# is on the same visit. Matched by suffix on a dot boundary; hosts whose first label starts with "3ds" or "acs"
+# (a bank's access control server: acs1.bank.ru, 3ds.bank.ru) count too. web/throughline.js holds the same list.
+IGNORED_REFERRERS: tuple[str, ...] = (
+    "yoomoney.ru", "yookassa.ru", "money.yandex.ru", "pay.yandex.ru", "cloudpayments.ru", "robokassa.ru",
+    "robokassa.com", "paymaster.ru", "payanyway.ru", "paykeeper.ru", "unitpay.ru", "qiwi.com",
+    "securepayments.sberbank.ru", "securepayments.sber.ru", "securepay.tinkoff.ru", "pay.tinkoff.ru",
+    "securepay.tbank.ru", "pay.tbank.ru", "pay.alfabank.ru", "pay.google.com",
+    "id.yandex.ru", "passport.yandex.ru", "oauth.yandex.ru", "passport.yandex.com", "oauth.yandex.com",
+    "accounts.google.com", "id.vk.com", "id.vk.ru", "oauth.vk.com", "oauth.vk.ru", "login.vk.com", "login.vk.ru",
+    "id.sber.ru", "id.tinkoff.ru", "id.tbank.ru", "esia.gosuslugi.ru",
+)  # fmt: skip
+_ACCESS_CONTROL_SERVER = re.compile(r"^(?:3ds|acs)[\w-]*\.[^.]+\.[^.]")
 # `{tld}`: any country domain, one label (yandex.kz, google.de) or two (google.co.uk, google.com.tr).
 _TLD_PATTERN = r"[a-z]{2,3}(?:\.[a-z]{2})?"
 
@@ -247,8 +301,10 @@ def classify(
     click_ids: dict[str, str] | None = None,
     referrer: str | None = None,
     own_hosts: tuple[str, ...] = (),
+    ignored: tuple[str, ...] = (),
 ) -> Source:
-    """Classify one visit. ``own_hosts``: the site's own hosts, whose referrers are internal navigation."""
+    """Classify one visit. ``own_hosts``: the site's own hosts, whose referrers are internal navigation;
+    ``ignored``: hosts to ignore besides ``IGNORED_REFERRERS`` (the stack's ``IGNORE_REFERRERS``)."""
     click_ids = {key: value for key, value in (click_ids or {}).items() if value}
     source_tag = (utm_source or "").strip()
     medium_tag = (utm_medium or "").strip().lower().replace(" ", "_")
@@ -257,18 +313,28 @@ def classify(
     if click_ids:
         return _from_click_ids(click_ids)
     host = referrer_host(referrer)
-    if host and not _is_own_host(host, own_hosts):
+    if host and not _is_own_host(host, own_hosts) and not is_ignored(host, ignored):
         return _from_host(host)
     return Source(DIRECT, "(direct)", "(none)")
 
 
 def canonical_source(utm_source: str) -> str:
-    """``Yandex.Direct`` → ``yandex``; unknown values are kept as given (lower-cased)."""
-    key = utm_source.strip().lower()
-    if key in _SOURCE_ALIASES:
-        return _SOURCE_ALIASES[key]
-    host_match = _match_host(key) if "." in key else None
-    return host_match[0] if host_match else key
+    """``Yandex.Direct``, ``Yandex Direct`` → ``yandex``; unknown values are kept as given (lower-cased, runs of
+    spaces made one)."""
+    text = " ".join(utm_source.lower().split())
+    key = _source_key(text)
+    if key in _ALIAS_KEYS:
+        return _ALIAS_KEYS[key]
+    host_match = _match_host(text) if "." in text and " " not in text else None
+    return host_match[0] if host_match else text
+
+
+def is_ignored(host: str, extra: tuple[str, ...] = ()) -> bool:
+    """A payment, 3-D Secure or login host (``IGNORED_REFERRERS``, or one of ``extra``): no source."""
+    host = host.lower().rstrip(".")
+    if _ACCESS_CONTROL_SERVER.match(host):
+        return True
+    return any(host == suffix or host.endswith("." + suffix) for suffix in (*IGNORED_REFERRERS, *extra))
 
 
 def referrer_host(referrer: str | None) -> str | None:
@@ -301,7 +367,9 @@ def _from_tags(source_tag: str, medium: str, click_ids: dict[str, str]) -> Sourc
             return Source(SOCIAL, source, medium, paid=True)
         if source in MESSENGERS:
             return Source(MESSENGER, source, medium, paid=True)
-        return Source(PAID_SEARCH, source, medium, paid=True)
+        if source in SEARCH_ENGINES or has_ad_click or "search" in medium:
+            return Source(PAID_SEARCH, source, medium, paid=True)
+        return Source(DISPLAY, source, medium, paid=True)  # paid, but not on a search engine: GA4's "Paid Other"
     for mediums, channel in _ORGANIC_FAMILIES:
         if medium in mediums:
             return Source(channel, source, medium)
@@ -360,9 +428,17 @@ _HOST_MEDIUM = {
 
 
 def _compile(suffix: str) -> re.Pattern[str]:
-    """A host suffix as a pattern matching the host itself or any subdomain of it."""
-    body = re.escape(suffix).replace(re.escape("{tld}"), _TLD_PATTERN)
-    return re.compile(rf"(?:^|\.){body}$")
+    """A host suffix as a pattern matching the host itself or any subdomain of it; ``=host``: the host itself, with
+    ``www.`` or ``m.`` in front."""
+    body = re.escape(suffix.lstrip("=")).replace(re.escape("{tld}"), _TLD_PATTERN)
+    return re.compile(rf"^(?:www\.|m\.)?{body}$" if suffix.startswith("=") else rf"(?:^|\.){body}$")
+
+
+def _source_key(text: str) -> str:
+    return re.sub(r"[\s_-]+", "", text)
+
+
+_ALIAS_KEYS = {_source_key(alias): source for alias, source in _SOURCE_ALIASES.items()}
 
 
 HOST_RULES = tuple((_compile(suffix), source, channel) for suffix, source, channel in _HOST_RULES)

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, parse_qsl, quote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
-from throughline.capture.submissions import CLICK_IDS, UTM_TAGS, Submission, Visit, click_ids_in
+from throughline.capture.submissions import CLICK_IDS, UTM_TAGS, Submission, Visit, click_ids_in, public_url
 from throughline.capture.submissions import MAX_VALUE as MAX_FIELD
 from throughline.contacts import InvalidContact, normalize_email, normalize_phone
 
@@ -56,7 +56,7 @@ _ALIASES = {
 }
 _CONTACT_FIELDS = ("name", "last_name", "second_name", "phone", "email", "comment")
 _VISIT_FIELDS = (*UTM_TAGS, "referrer", "landing_url")
-_FIRST_FIELDS = (*tuple(f"first_{name}" for name in _VISIT_FIELDS), "first_seen_at")
+_FIRST_FIELDS = (*tuple(f"first_{name}" for name in (*_VISIT_FIELDS, *CLICK_IDS)), "first_seen_at")
 _CLIENT_ID_FIELDS = ("ym_client_id", "ga_client_id", "client_id", "visitor_id", "roistat_visit")
 _TRACKING = frozenset((*_VISIT_FIELDS, *_FIRST_FIELDS, *CLICK_IDS, *_CLIENT_ID_FIELDS))
 _KNOWN = frozenset((*_CONTACT_FIELDS, *_TRACKING))
@@ -196,7 +196,7 @@ def parse_submission(
             "give a phone number or an e-mail address"
         )
     for name in ("referrer", "landing_url", "first_referrer", "first_landing_url"):
-        if name in values and not _is_url(values[name]):
+        if name in values and not _is_url(values[name], app=name.endswith("referrer")):
             keep_extra(posted_as[name], values.pop(name))
     first_seen_at = _timestamp(values.get("first_seen_at"), zone)
     if first_seen_at and not received_at - FIRST_SEEN_MAX_AGE <= first_seen_at <= received_at + FIRST_SEEN_MAX_AHEAD:
@@ -222,7 +222,9 @@ def parse_submission(
         phone=phone,
         email=email,
         comment=values.get("comment"),
+        # Click ids are read from the whole, unclipped addresses, and fields win over them.
         click_ids={**click_ids_in(values.get("landing_url")), **_given(values, CLICK_IDS)},
+        first_click_ids={**click_ids_in(values.get("first_landing_url")), **_given(values, CLICK_IDS, "first_")},
         client_ids=_client_ids(values),
         extra=extra,
         origin=_text(origin)[:MAX_FIELD] if isinstance(origin, str) else None,
@@ -444,14 +446,15 @@ def _contact(
         return None
 
 
-def _is_url(value: str) -> bool:
-    """A web address we can read (urlsplit raises on ``http://[``: that is no web address, not an error)."""
+def _is_url(value: str, *, app: bool = False) -> bool:
+    """A web address we can read; with ``app``, also an Android app's referrer (``android-app://org.telegram.messenger/``).
+    urlsplit raises on ``http://[``: that is no web address, not an error."""
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 -- raises for a port that is no number
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    return parts.scheme in ("http", "https", *(("android-app",) if app else ())) and bool(parts.hostname)
 
 
 def _timestamp(value: str | None, zone: ZoneInfo) -> datetime | None:
@@ -469,17 +472,19 @@ def _timestamp(value: str | None, zone: ZoneInfo) -> datetime | None:
 
 def _visit(values: dict[str, str], prefix: str) -> Visit:
     visit = {name: (values[prefix + name][:MAX_FIELD] if values.get(prefix + name) else None) for name in _VISIT_FIELDS}
-    landing = visit.get("landing_url")
+    landing = values.get(prefix + "landing_url")  # unclipped: tags at the end of a long address count too
     if landing and not any(visit[tag] for tag in UTM_TAGS):
         # Tags not given as fields: read them from the landing page's address.
         query = dict(parse_qsl(urlsplit(landing).query))
         for tag in UTM_TAGS:
             visit[tag] = query.get(tag, "").strip()[:MAX_FIELD] or None
+    for name in ("referrer", "landing_url"):  # kept in the CRM: without tokens, e-mails or fragments
+        visit[name] = (public_url(values.get(prefix + name)) or "")[:MAX_FIELD] or None
     return Visit(**visit)
 
 
-def _given(values: dict[str, str], names: tuple[str, ...]) -> dict[str, str]:
-    return {name: values[name][:MAX_FIELD] for name in names if values.get(name)}
+def _given(values: dict[str, str], names: tuple[str, ...], prefix: str = "") -> dict[str, str]:
+    return {name: values[prefix + name][:MAX_FIELD] for name in names if values.get(prefix + name)}
 
 
 def _client_ids(values: dict[str, str]) -> dict[str, str]:

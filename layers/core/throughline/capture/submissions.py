@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 MESSAGE_TYPE = "form_submission"
 MESSAGE_VERSION = 1
@@ -56,6 +56,7 @@ class Submission:
     email: str | None = None
     comment: str | None = None
     click_ids: dict[str, str] = field(default_factory=dict)
+    first_click_ids: dict[str, str] = field(default_factory=dict)  # the first visit's (first_gclid, first_yclid, …)
     client_ids: dict[str, str] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
     origin: str | None = None
@@ -112,6 +113,19 @@ def click_ids_in(url: str | None) -> dict[str, str]:
     except ValueError:  # no readable address, so no click ids in it
         return {}
     return {name: query[name][:MAX_VALUE] for name in CLICK_IDS if query.get(name)}
+
+
+def public_url(url: str | None) -> str | None:
+    """An address as it may be kept and shown in the CRM: scheme, host, path and the UTM and click-id parameters.
+    Other parameters (reset tokens, e-mails, session ids) and the fragment are dropped."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    kept = [(name, value) for name, value in parse_qsl(parts.query, keep_blank_values=True) if name in _URL_TAGS]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), ""))
+
+
+_URL_TAGS = frozenset((*UTM_TAGS, *CLICK_IDS))
 
 
 def _visit(data: Any) -> Visit:

@@ -22,7 +22,9 @@ def first_source(submission: Submission) -> Source | None:
     """The first visit the site remembered (first-touch tags from the capture snippet), if any."""
     if submission.first_visit is None or submission.first_visit.is_empty():
         return None
-    return _classify(submission.first_visit, click_ids_in(submission.first_visit.landing_url), own_hosts(submission))
+    # Messages queued before first_click_ids existed carry them only in the (clipped) first landing address.
+    click_ids = submission.first_click_ids or click_ids_in(submission.first_visit.landing_url)
+    return _classify(submission.first_visit, click_ids, own_hosts(submission))
 
 
 def own_hosts(submission: Submission) -> tuple[str, ...]:
@@ -90,4 +92,12 @@ def _classify(visit: Visit, click_ids: dict[str, str], hosts: tuple[str, ...]) -
         click_ids=click_ids,
         referrer=visit.referrer,
         own_hosts=hosts,
+        ignored=_ignored_referrers(),
     )
+
+
+def _ignored_referrers() -> tuple[str, ...]:
+    """The stack's IGNORE_REFERRERS, on top of the built-in list (sources.IGNORED_REFERRERS)."""
+    from throughline.config import get_settings
+
+    return get_settings().ignore_referrers
