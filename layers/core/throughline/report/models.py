@@ -187,3 +187,16 @@ class RoiReport(_Model):
     attribution: dict[str, list[AttributionRow]] | None = Field(
         default=None, description="model id → rows (throughline.attribution); null when the package is absent"
     )
+
+
+def json_schema() -> str:
+    """The committed ``docs/roi.schema.json``: ``python -m throughline.report.models > docs/roi.schema.json``."""
+    import json
+
+    schema = RoiReport.model_json_schema(mode="serialization")
+    schema["$id"] = "https://github.com/throughline/throughline/docs/roi.schema.json"
+    return json.dumps(schema, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    print(json_schema(), end="")
