@@ -818,3 +818,37 @@ def _parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
         value = part.get_filename() or payload.decode("utf-8", errors="replace")
         php_assign(params, str(name), value)
     return {name: normalize_php_arrays(value) for name, value in params.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# History for demos and tests (appended for the ROI report)
+# --------------------------------------------------------------------------------------------------------------------
+
+_HISTORY_FIELDS = ("DATE_CREATE", "DATE_MODIFY", "LEAD_ID")
+
+
+def seed_history(sandbox: Sandbox, entity: str, records: Iterable[Mapping[str, Any]]) -> list[int]:
+    """Add records as if the portal already had them.
+
+    ``DATE_CREATE``, ``DATE_MODIFY`` (default: the creation time) and ``LEAD_ID`` — read-only through REST — are
+    taken as given, so a demo or test can hold months of history. No events are sent and nothing is counted in the
+    statistics: this is a seeding tool beside the emulated API, not part of it.
+    """
+    from .store import parse_datetime
+
+    ids = []
+    with sandbox._store_lock:
+        portal = sandbox._portal
+        for fields in records:
+            record_id = portal.add(entity, {key: value for key, value in fields.items() if key not in _HISTORY_FIELDS})
+            record = portal.records[entity][record_id]
+            created = parse_datetime(fields.get("DATE_CREATE"), portal.tz)
+            if created is not None:
+                record["DATE_CREATE"] = record["DATE_MODIFY"] = created
+            modified = parse_datetime(fields.get("DATE_MODIFY"), portal.tz)
+            if modified is not None:
+                record["DATE_MODIFY"] = modified
+            if fields.get("LEAD_ID") and "LEAD_ID" in record:
+                record["LEAD_ID"] = int(fields["LEAD_ID"])
+            ids.append(record_id)
+    return ids
