@@ -510,3 +510,13 @@ def test_get_settings_is_cached_until_reset(monkeypatch):
         assert config.get_settings().report_currency == "USD"
     finally:
         config.reset_settings_cache()
+
+
+def test_report_margin_accepts_a_share_or_a_percentage() -> None:
+    from decimal import Decimal
+
+    assert load_settings({"REPORT_MARGIN": "0.3"}).report_margin == Decimal("0.3")
+    assert load_settings({"REPORT_MARGIN": "25%"}).report_margin == Decimal("0.25")
+    assert load_settings({}).report_margin is None
+    with pytest.raises(ConfigError, match="REPORT_MARGIN"):
+        load_settings({"REPORT_MARGIN": "140%"})
