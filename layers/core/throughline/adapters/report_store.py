@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
@@ -10,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from throughline.adapters import aws
+from throughline.report import jsonlines
 
 REPORT_PREFIX = "reports/roi/"
 CONTENT_TYPES = {
@@ -68,10 +68,7 @@ def read_spend(objects: S3Objects, date_from: date, date_to: date) -> Iterator[d
                 continue
             if day > date_to.isoformat():
                 break
-            data = objects.get(key) or b""
-            for line in gzip.decompress(data).splitlines():
-                if line.strip():
-                    yield json.loads(line, parse_float=Decimal)
+            yield from jsonlines.decode(objects.get(key) or b"", decimals=True)
 
 
 def read_rates(objects: S3Objects, date_from: date, date_to: date) -> list[dict[str, Any]]:

@@ -3,24 +3,26 @@
 Counting rules (per period, dates in the portal's time zone as Bitrix24 writes them):
 - leads: leads created in the period; deals: deals created in the period;
 - won deals and revenue: deals in a success stage whose ``CLOSEDATE`` falls in the period;
-- a deal belongs to the row of its lead (the lead's UTM tags), else its own tags, else its ``SOURCE_ID``;
+- a deal belongs to the row of its lead (the lead's UTM tags), else its own tags, else its ``SOURCE_ID``; in the
+  medium × content × term drill-down it counts by its own tags (Bitrix24 copies the lead's onto the deal);
 - new customers: won deals whose contact (or, without one, the deal itself) had no earlier won deal.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from itertools import repeat
 from typing import Any
 
 from throughline.report import metrics
 from throughline.report.channels import (
     NO_CAMPAIGN,
     UNKNOWN,
-    Origin,
     SourceIds,
     channel_label,
     is_known_source,
@@ -91,8 +93,8 @@ def build_report(
     builder = _Builder(period, previous, rates, options)
     builder.add_spend(spend)
     builder.add_leads(leads)
-    deal_list = builder.add_deals(deals)
-    funnels = build_funnels(builder.period_leads, deal_list, stages, period_of=builder.period_of)
+    builder.add_deals(deals)
+    funnels = build_funnels(builder.lead_statuses, builder.deal_stages, stages)
     return builder.finish(funnels, crm_info or {}, attribution, now)
 
 
@@ -111,7 +113,19 @@ class _Campaign:
     drill: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Slot:
+    """What a distinct combination of tags means: its campaign row and its data-quality flags."""
+
+    campaign: _Campaign
+    known: bool
+    unknown_tag: str | None
+
+
 class _Builder:
+    """One pass over spend and leads and two over a compact copy of the deals; memory grows with the number of
+    distinct tag combinations, not with the number of leads (a lead costs two integers in arrays indexed by ID)."""
+
     def __init__(self, period: Period, previous: Period, rates: RateBook, options: ReportOptions):
         self.period, self.previous, self.rates, self.options = period, previous, rates, options
         self._bounds = (
@@ -121,10 +135,13 @@ class _Builder:
         self.source_ids = SourceIds(options.source_map)
         self.campaigns: dict[tuple, _Campaign] = {}
         self._by_tag: dict[tuple[str, str], tuple] = {}  # (source, campaign id or name) → spend campaign key
-        self._drill_keys: list[tuple[tuple, tuple[str, str, str]]] = []
-        self._drill_index: dict[tuple, int] = {}
-        self.lead_rows: dict[int, tuple[int, str]] = {}  # lead id → (drill index, creation date)
-        self.period_leads: list[tuple[str, str]] = []  # (status id, semantics) of the period's leads
+        self._slot_index: dict[tuple[str, str, str, str], int] = {}  # (utm_source, medium, campaign, SOURCE_ID)
+        self._slots: list[_Slot] = []
+        self._days: dict[str, tuple[int | None, int]] = {}  # "YYYY-MM-DD" → (period index, ordinal)
+        self._lead_slot = array("i")  # by lead ID: slot, or -1
+        self._lead_day = array("i")  # by lead ID: creation day ordinal
+        self.lead_statuses: Counter[str] = Counter()  # STATUS_ID of the period's leads
+        self.deal_stages: dict[int, Counter[str]] = defaultdict(Counter)  # CATEGORY_ID → STAGE_ID of its deals
         self.spend_rows_with_vat = 0
         self.deals_without_rate = 0
         self.leads_total = 0
@@ -133,20 +150,24 @@ class _Builder:
         self.duplicates = 0
         self._person_keys: set[str] = set()
 
-    def period_of(self, day: str | None) -> int | None:
-        if not day:
-            return None
-        day = day[:10]
-        for index, (low, high) in enumerate(self._bounds):
-            if low <= day <= high:
-                return index
-        return None
+    def day(self, value: Any) -> tuple[int | None, int]:
+        """(0 = the period, 1 = the previous one, None = neither; the day's ordinal, 0 when there is no date)."""
+        text = str(value or "")[:10]
+        found = self._days.get(text)
+        if found is None:
+            which = next((index for index, (low, high) in enumerate(self._bounds) if low <= text <= high), None)
+            try:
+                ordinal = date.fromisoformat(text).toordinal()
+            except ValueError:
+                which, ordinal = None, 0
+            found = self._days[text] = (which, ordinal)
+        return found
 
     # -- spend ------------------------------------------------------------------------------------------------------
 
     def add_spend(self, rows: Iterable[Mapping[str, Any]]) -> None:
         for row in rows:
-            which = self.period_of(str(row.get("date") or ""))
+            which = self.day(row.get("date"))[0]
             if which is None:
                 continue
             platform = str(row["platform"])
@@ -179,98 +200,116 @@ class _Builder:
 
     # -- leads ------------------------------------------------------------------------------------------------------
 
-    def origin(self, record: Mapping[str, Any]) -> Origin:
-        utm_source = record.get("UTM_SOURCE") or ""
-        utm_medium = record.get("UTM_MEDIUM") or ""
-        if utm_source or utm_medium:
-            return origin_from_tags(utm_source, utm_medium)
-        return self.source_ids.origin(record.get("SOURCE_ID"))
-
-    def drill_index(self, record: Mapping[str, Any], origin: Origin) -> int:
-        campaign_tag = record.get("UTM_CAMPAIGN") or ""
-        cache_key = (origin, campaign_tag, record.get("UTM_MEDIUM") or "", record.get("UTM_CONTENT") or "",
-                     record.get("UTM_TERM") or "")  # fmt: skip
-        index = self._drill_index.get(cache_key)
-        if index is not None:
-            return index
-        spend_key = self._by_tag.get((origin.source, tag_key(campaign_tag))) if campaign_tag else None
-        if spend_key is not None:
-            key = spend_key
-        else:
-            key = ("tags", origin.channel, origin.source, tag_key(campaign_tag))
-            if key not in self.campaigns:
-                self.campaigns[key] = _Campaign(origin.channel, origin.source, campaign_tag.strip() or NO_CAMPAIGN)
-        index = self._drill_index[cache_key] = len(self._drill_keys)
-        self._drill_keys.append((key, cache_key[2:]))
+    def slot(self, record: Mapping[str, Any]) -> int:
+        tags = (record.get("UTM_SOURCE") or "", record.get("UTM_MEDIUM") or "", record.get("UTM_CAMPAIGN") or "",
+                record.get("SOURCE_ID") or "")  # fmt: skip
+        index = self._slot_index.get(tags)
+        if index is None:
+            index = self._slot_index[tags] = len(self._slots)
+            self._slots.append(self._new_slot(*tags))
         return index
 
+    def _new_slot(self, utm_source: str, utm_medium: str, utm_campaign: str, source_id: str) -> _Slot:
+        if utm_source or utm_medium:
+            origin = origin_from_tags(utm_source, utm_medium)
+        else:
+            origin = self.source_ids.origin(source_id)
+        spend_key = self._by_tag.get((origin.source, tag_key(utm_campaign))) if utm_campaign else None
+        if spend_key is not None:
+            campaign = self.campaigns[spend_key]
+        else:
+            key = ("tags", origin.channel, origin.source, tag_key(utm_campaign))
+            campaign = self.campaigns.get(key) or self.campaigns.setdefault(
+                key, _Campaign(origin.channel, origin.source, utm_campaign.strip() or NO_CAMPAIGN)
+            )
+        unknown = utm_source.strip() if utm_source and not is_known_source(origin.source) else None
+        return _Slot(campaign, origin.known, unknown)
+
     def add_leads(self, leads: Iterable[Mapping[str, Any]]) -> None:
+        # The hot loop of the report (a million leads): lookups are bound to locals, the common case is two dict hits.
+        slots, slot_index, days = self._slots, self._slot_index, self._days
+        lead_slot, lead_day = self._lead_slot, self._lead_day
         for lead in leads:
-            created = str(lead.get("DATE_CREATE") or "")[:10]
-            origin = self.origin(lead)
-            index = self.drill_index(lead, origin)
-            self.lead_rows[int(lead["ID"])] = (index, created)
-            which = self.period_of(created)
+            get = lead.get
+            tags = (get("UTM_SOURCE") or "", get("UTM_MEDIUM") or "", get("UTM_CAMPAIGN") or "", get("SOURCE_ID") or "")
+            index = slot_index.get(tags)
+            if index is None:
+                index = self.slot(lead)
+            created = get("DATE_CREATE") or ""
+            which, ordinal = days.get(created[:10]) or self.day(created)
+            lead_id = int(lead["ID"])
+            if lead_id >= len(lead_slot):
+                grow = max(lead_id + 1 - len(lead_slot), len(lead_slot), 1024)
+                lead_slot.extend(repeat(-1, grow))
+                lead_day.extend(repeat(0, grow))
+            lead_slot[lead_id] = index
+            lead_day[lead_id] = ordinal
             if which is None:
                 continue
-            key, drill = self._drill_keys[index]
-            campaign = self.campaigns[key]
-            campaign.totals[which].leads += 1
-            if which != CURRENT:
-                continue
-            self._drill(campaign, drill)[0] += 1
-            self.period_leads.append((str(lead.get("STATUS_ID") or ""), str(lead.get("STATUS_SEMANTIC_ID") or "")))
-            self.leads_total += 1
-            if origin.known:
-                self.leads_with_source += 1
-            utm_source = lead.get("UTM_SOURCE")
-            if utm_source and not is_known_source(origin.source):
-                self.unknown_tags[str(utm_source).strip()] += 1
-            keys = lead.get("PERSON_KEYS") or ()
-            if keys:
-                if any(person in self._person_keys for person in keys):
-                    self.duplicates += 1
-                self._person_keys.update(keys)
+            slot = slots[index]
+            slot.campaign.totals[which].leads += 1
+            if which == CURRENT:
+                self._count_current_lead(lead, slot)
+
+    def _count_current_lead(self, lead: Mapping[str, Any], slot: _Slot) -> None:
+        self._drill(slot.campaign, lead)[0] += 1
+        self.lead_statuses[str(lead.get("STATUS_ID") or "")] += 1
+        self.leads_total += 1
+        self.leads_with_source += slot.known
+        if slot.unknown_tag:
+            self.unknown_tags[slot.unknown_tag] += 1
+        keys = lead.get("PERSON_KEYS")
+        if keys:
+            if not self._person_keys.isdisjoint(keys):
+                self.duplicates += 1
+            self._person_keys.update(keys)
 
     @staticmethod
-    def _drill(campaign: _Campaign, drill: tuple[str, str, str]) -> list[Any]:
-        cell = campaign.drill.get(drill)
+    def _drill(campaign: _Campaign, record: Mapping[str, Any]) -> list[Any]:
+        key = (record.get("UTM_MEDIUM") or "", record.get("UTM_CONTENT") or "", record.get("UTM_TERM") or "")
+        cell = campaign.drill.get(key)
         if cell is None:
-            cell = campaign.drill[drill] = [0, 0, 0, ZERO]
+            cell = campaign.drill[key] = [0, 0, 0, ZERO]
         return cell
 
     # -- deals ------------------------------------------------------------------------------------------------------
 
-    def add_deals(self, deals: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        deal_list = [deal for deal in deals]
-        first_won: dict[str, str] = {}
-        for deal in deal_list:
-            if deal.get("STAGE_SEMANTIC_ID") == "S":
-                customer = _customer(deal)
-                closed = str(deal.get("CLOSEDATE") or "")[:10]
-                if closed and (customer not in first_won or closed < first_won[customer]):
-                    first_won[customer] = closed
-        for deal in deal_list:
-            created = str(deal.get("DATE_CREATE") or "")[:10]
+    def add_deals(self, deals: Iterable[Mapping[str, Any]]) -> None:
+        """First pass: each deal to a compact tuple (its row, when it counts) and every customer's first win; second
+        pass: the totals, now that "new customer" can be told."""
+        first_won: dict[str, int] = {}
+        compact = []
+        lead_slot, lead_day = self._lead_slot, self._lead_day
+        for deal in deals:
+            created_which, created = self.day(deal.get("DATE_CREATE"))
             won = deal.get("STAGE_SEMANTIC_ID") == "S"
-            closed = str(deal.get("CLOSEDATE") or "")[:10] if won else ""
-            created_which, won_which = self.period_of(created), self.period_of(closed)
+            won_which, closed = self.day(deal.get("CLOSEDATE")) if won else (None, 0)
+            customer = _customer(deal)
+            if won and closed and (customer not in first_won or closed < first_won[customer]):
+                first_won[customer] = closed
             if created_which is None and won_which is None:
                 continue
-            lead_row = self.lead_rows.get(int(deal.get("LEAD_ID") or 0))
-            if lead_row is not None:
-                index, started = lead_row
+            if created_which == CURRENT:
+                self.deal_stages[int(deal.get("CATEGORY_ID") or 0)][str(deal.get("STAGE_ID") or "")] += 1
+            lead_id = int(deal.get("LEAD_ID") or 0)
+            if 0 < lead_id < len(lead_slot) and lead_slot[lead_id] >= 0:
+                index, started = lead_slot[lead_id], lead_day[lead_id]
             else:
-                index, started = self.drill_index(deal, self.origin(deal)), created
-            key, drill = self._drill_keys[index]
-            campaign = self.campaigns[key]
+                index, started = self.slot(deal), created
+            profit = deal.get(self.options.profit_field) if self.options.profit_field else None
+            drill = (deal.get("UTM_MEDIUM") or "", deal.get("UTM_CONTENT") or "", deal.get("UTM_TERM") or "")
+            compact.append((index, created_which, won_which, closed, started, customer, deal.get("OPPORTUNITY"),
+                            str(deal.get("CURRENCY_ID") or ""), profit, drill))  # fmt: skip
+        for index, created_which, won_which, closed, started, customer, amount, currency, profit, drill in compact:
+            campaign = self._slots[index].campaign
             if created_which is not None:
                 campaign.totals[created_which].deals += 1
                 if created_which == CURRENT:
-                    self._drill(campaign, drill)[1] += 1
+                    self._drill(campaign, _tags(drill))[1] += 1
             if won_which is None:
                 continue
-            revenue = self.rates.convert(_decimal(deal.get("OPPORTUNITY")), str(deal.get("CURRENCY_ID") or ""), closed)
+            day = date.fromordinal(closed).isoformat()
+            revenue = self.rates.convert(_decimal(amount), currency, day)
             if revenue is None:
                 self.deals_without_rate += 1
                 continue
@@ -278,21 +317,17 @@ class _Builder:
             totals.won_deals += 1
             totals.revenue += revenue
             if self.options.profit_field:
-                profit = self.rates.convert(
-                    _decimal(deal.get(self.options.profit_field)), str(deal.get("CURRENCY_ID") or ""), closed
-                )
-                totals.gross_profit = (totals.gross_profit or ZERO) + (profit or ZERO)
-            if first_won.get(_customer(deal)) == closed:
+                gross = self.rates.convert(_decimal(profit), currency, day)
+                totals.gross_profit = (totals.gross_profit or ZERO) + (gross or ZERO)
+            if first_won.get(customer) == closed:
                 totals.new_customers += 1
             if started:
-                days = (date.fromisoformat(closed) - date.fromisoformat(started)).days
-                totals.cycle_days_sum += max(days, 0)
+                totals.cycle_days_sum += max(closed - started, 0)
                 totals.cycle_deals += 1
             if won_which == CURRENT:
-                cell = self._drill(campaign, drill)
+                cell = self._drill(campaign, _tags(drill))
                 cell[2] += 1
                 cell[3] += revenue
-        return deal_list
 
     # -- output -----------------------------------------------------------------------------------------------------
 
@@ -388,6 +423,10 @@ class _Builder:
         )
 
 
+def _tags(drill: tuple[str, str, str]) -> dict[str, str]:
+    return {"UTM_MEDIUM": drill[0], "UTM_CONTENT": drill[1], "UTM_TERM": drill[2]}
+
+
 def _customer(deal: Mapping[str, Any]) -> str:
     contact = deal.get("CONTACT_ID")
     return f"c{contact}" if contact and str(contact) != "0" else f"d{deal.get('ID')}"
@@ -429,8 +468,17 @@ def _matched(campaign: _Campaign) -> str:
     return "leads_only" if has_records else "none"
 
 
+DRILLDOWN_LIMIT = 50
+
+
 def _drilldown(campaign: _Campaign) -> list[Drilldown]:
-    cells = sorted(campaign.drill.items(), key=lambda item: (-item[1][0], item[0]))
+    """The campaign's medium × content × term cells, most leads first; past the first fifty, one "(другие)" cell."""
+    cells = sorted(campaign.drill.items(), key=lambda item: (-item[1][0], -item[1][3], item[0]))
+    if len(cells) > DRILLDOWN_LIMIT:
+        rest = [0, 0, 0, ZERO]
+        for _, values in cells[DRILLDOWN_LIMIT - 1 :]:
+            rest = [total + value for total, value in zip(rest, values, strict=True)]
+        cells = [*cells[: DRILLDOWN_LIMIT - 1], (("(другие)", "", ""), rest)]
     return [
         Drilldown(
             medium=medium,

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from throughline.bitrix24.client import MAX_BATCH, PAGE_SIZE, Bitrix24Client
+from throughline.report import jsonlines
 
 SNAPSHOT_PREFIX = "crm/snapshot/"
 STATE_KEY = SNAPSHOT_PREFIX + "state.json"
@@ -318,17 +319,12 @@ def _count_lines(data: bytes) -> int:
     return gzip.decompress(data).count(b"\n") if data else 0
 
 
-def _read_lines(data: bytes) -> Iterator[dict[str, Any]]:
-    if not data:
-        return
-    for line in gzip.decompress(data).splitlines():
-        if line:
-            yield json.loads(line)
+def _read_lines(data: bytes) -> list[dict[str, Any]]:
+    return jsonlines.decode(data)
 
 
 def _write_lines(rows: Iterable[Mapping[str, Any]]) -> bytes:
-    text = "".join(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n" for row in rows)
-    return gzip.compress(text.encode(), compresslevel=6, mtime=0)
+    return jsonlines.encode(rows)
 
 
 def _parse_time(value: Any) -> datetime | None:

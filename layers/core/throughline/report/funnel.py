@@ -8,7 +8,7 @@ fell out is not known from its current stage) and under its failure stage as the
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from throughline.report import metrics
@@ -39,27 +39,19 @@ class StageBook:
 
 
 def build_funnels(
-    period_leads: list[tuple[str, str]],
-    deals: Iterable[Mapping[str, Any]],
-    stages: StageBook,
-    *,
-    period_of: Callable[[str | None], int | None],
+    lead_statuses: Mapping[str, int], deal_stages: Mapping[int, Mapping[str, int]], stages: StageBook
 ) -> list[Pipeline]:
+    """Funnels of the period's leads (by ``STATUS_ID``) and deals (by pipeline and ``STAGE_ID``)."""
     funnels = []
-    if period_leads:
-        counts = Counter(status for status, _ in period_leads)
-        funnels.append(_pipeline("lead", None, "Лиды", counts, stages.stages.get("STATUS", [])))
-    by_category: dict[int, Counter[str]] = defaultdict(Counter)
-    for deal in deals:
-        if period_of(str(deal.get("DATE_CREATE") or "")) == 0:
-            by_category[int(deal.get("CATEGORY_ID") or 0)][str(deal.get("STAGE_ID") or "")] += 1
-    for category_id in sorted(by_category):
+    if lead_statuses:
+        funnels.append(_pipeline("lead", None, "Лиды", Counter(lead_statuses), stages.stages.get("STATUS", [])))
+    for category_id in sorted(deal_stages):
         funnels.append(
             _pipeline(
                 "deal",
                 category_id,
                 stages.pipeline_name(category_id),
-                by_category[category_id],
+                Counter(deal_stages[category_id]),
                 stages.deal_stages(category_id),
             )
         )
