@@ -154,3 +154,14 @@ def test_glue_tables_project_the_snapshot_partitions() -> None:
         assert template == f"s3://${{DataBucket}}/crm/snapshot/entity={entity}/bucket=${{!bucket}}/"
     alarms = [r["Properties"] for r in RESOURCES.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
     assert any(a["Dimensions"][0]["Value"] == {"Ref": "BuildRoiReportFunction"} for a in alarms)
+
+
+def test_cli_builds_the_report_with_progress_and_writes_out(report_stack, tmp_path, capsys) -> None:
+    from throughline.__main__ import main
+
+    assert main(["report", "--from", "2026-11-01", "--to", "2026-11-30", "--out", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "CRM: full scan" in err and "building the report" in err
+    assert "Контекстная реклама" in out and "525,00 %" in out and out.strip().endswith("latest/index.html")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["index.html", "roi.csv", "roi.json"]
+    assert json.loads((tmp_path / "roi.json").read_text())["headline"]["romi"] == 422.73

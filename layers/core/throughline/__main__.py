@@ -1,4 +1,4 @@
-"""Operator commands: ``python -m throughline bitrix-setup`` and ``python -m throughline replay-dlq``.
+"""Operator commands: ``python -m throughline bitrix-setup``, ``replay-dlq`` and ``report``.
 
 Both read the same configuration as the functions (environment, or the stack's secret with ``--stack-name``).
 """
@@ -24,10 +24,16 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--dlq-url", help="its dead-letter queue (instead of --stack-name)")
     replay.add_argument("--limit", type=int, help="move at most this many messages")
 
+    from throughline.report import cli as report_cli
+
+    report_cli.add_parser(commands)
+
     args = parser.parse_args(argv)
     try:
         if args.command == "bitrix-setup":
             return _bitrix_setup(args)
+        if args.command == "report":
+            return report_cli.run(args, _stack_outputs)
         return _replay(args)
     except Exception as error:  # an operator tool: one clear line, not a traceback
         print(f"error: {error}", file=sys.stderr)

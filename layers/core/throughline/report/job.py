@@ -22,6 +22,7 @@ from throughline.report.render import render_csv, render_html, render_json
 class RunResult:
     report: RoiReport
     locations: dict[str, str]
+    files: dict[str, bytes]
 
 
 def periods_for(date_from: date | None, date_to: date | None, today: date) -> tuple[Period, Period]:
@@ -88,7 +89,7 @@ def run_report(
     files = {"roi.json": render_json(report), "roi.csv": render_csv(report), "index.html": render_html(report)}
     locations = publish(objects, started.date(), files)
     progress(f"written {locations['dated']} and {locations['latest']}")
-    return RunResult(report, locations)
+    return RunResult(report, locations, files)
 
 
 def _person_key(settings: Settings) -> bytes:

@@ -146,7 +146,7 @@ def _date(value: Any) -> str:
     return value.strftime("%d.%m.%Y")
 
 
-def _format(value: Any, kind: str, currency: str = "") -> str:
+def format_number(value: Any, kind: str, currency: str = "") -> str:
     if value is None:
         return "—"
     if kind == "int":
@@ -168,22 +168,22 @@ def _delta(value: Decimal | None, *, points: bool = False, good_when_up: bool = 
     css = "flat" if value == 0 else ("good" if up == good_when_up else "bad")
     arrow = "▲" if up else ("▼" if value < 0 else "•")
     unit = " п.п." if points else " %"
-    text = f"{arrow} {_format(abs(value), 'plain')}{unit}".replace(" %", "\u00a0%")
+    text = f"{arrow} {format_number(abs(value), 'plain')}{unit}".replace(" %", "\u00a0%")
     return f'<span class="delta {css}">{html.escape(text)} к пред. периоду</span>'
 
 
 def _cards(report: RoiReport) -> str:
     head, change, currency = report.headline, report.headline_change, report.currency
     cards = [
-        ("Расход", _format(head.spend, "money") + f" {currency}", _delta(change.spend_pct, good_when_up=False)),
-        ("Выручка", _format(head.revenue, "money") + f" {currency}", _delta(change.revenue_pct)),
-        ("ROMI", _format(head.romi, "pct"), _delta(change.romi_pp, points=True)),
-        ("Лиды", _format(head.leads, "int"), _delta(change.leads_pct)),
-        ("CPL", _format(head.cpl, "money") + (f" {currency}" if head.cpl is not None else ""),
+        ("Расход", format_number(head.spend, "money") + f" {currency}", _delta(change.spend_pct, good_when_up=False)),
+        ("Выручка", format_number(head.revenue, "money") + f" {currency}", _delta(change.revenue_pct)),
+        ("ROMI", format_number(head.romi, "pct"), _delta(change.romi_pp, points=True)),
+        ("Лиды", format_number(head.leads, "int"), _delta(change.leads_pct)),
+        ("CPL", format_number(head.cpl, "money") + (f" {currency}" if head.cpl is not None else ""),
          _delta(change.cpl_pct, good_when_up=False)),
-        ("Успешные сделки", _format(head.won_deals, "int"), _delta(change.won_deals_pct)),
-        ("CR лид → сделка", _format(head.cr, "pct"), _delta(change.cr_pp, points=True)),
-        ("CAC", _format(head.cac, "money") + (f" {currency}" if head.cac is not None else ""), ""),
+        ("Успешные сделки", format_number(head.won_deals, "int"), _delta(change.won_deals_pct)),
+        ("CR лид → сделка", format_number(head.cr, "pct"), _delta(change.cr_pp, points=True)),
+        ("CAC", format_number(head.cac, "money") + (f" {currency}" if head.cac is not None else ""), ""),
     ]  # fmt: skip
     return "\n".join(
         f'<div class="card"><div class="label">{html.escape(label)}</div>'
@@ -194,7 +194,7 @@ def _cards(report: RoiReport) -> str:
 
 def _quality(report: RoiReport) -> str:
     quality = report.data_quality
-    share = _format(quality.known_source_share, "pct")
+    share = format_number(quality.known_source_share, "pct")
     verdict = (
         "нет лидов за период"
         if quality.meets_target is None
@@ -202,9 +202,9 @@ def _quality(report: RoiReport) -> str:
     )
     css = "good" if quality.meets_target else "bad"
     items = [
-        f"<li>Лидов без источника: <b>{_format(quality.leads_without_source, 'int')}</b></li>",
-        f"<li>Возможных дублей (телефон / e-mail): <b>{_format(quality.suspected_duplicates, 'int')}</b></li>",
-        f"<li>Расход без лидов: <b>{_format(quality.unmatched_spend, 'money')} {html.escape(report.currency)}</b>"
+        f"<li>Лидов без источника: <b>{format_number(quality.leads_without_source, 'int')}</b></li>",
+        f"<li>Возможных дублей (телефон / e-mail): <b>{format_number(quality.suspected_duplicates, 'int')}</b></li>",
+        f"<li>Расход без лидов: <b>{format_number(quality.unmatched_spend, 'money')} {html.escape(report.currency)}</b>"
         + (
             " — "
             + ", ".join(html.escape(c.campaign or c.campaign_id or "?") for c in quality.unmatched_spend_campaigns[:5])
@@ -230,14 +230,14 @@ def _funnel_tables(report: RoiReport) -> str:
     parts = []
     for funnel in report.funnels:
         rows = "".join(
-            f"<tr><td>{html.escape(stage.name)}</td><td>{_format(stage.count, 'int')}</td>"
-            f"<td>{_format(stage.reached, 'int') if stage.semantics != 'failure' else '—'}</td>"
-            f"<td>{_format(stage.conversion_from_previous, 'pct')}</td></tr>"
+            f"<tr><td>{html.escape(stage.name)}</td><td>{format_number(stage.count, 'int')}</td>"
+            f"<td>{format_number(stage.reached, 'int') if stage.semantics != 'failure' else '—'}</td>"
+            f"<td>{format_number(stage.conversion_from_previous, 'pct')}</td></tr>"
             for stage in funnel.stages
         )
         parts.append(
-            f"<h3>{html.escape(funnel.name)}: {_format(funnel.total, 'int')} · успешно {_format(funnel.won, 'int')}"
-            f" · проиграно {_format(funnel.lost, 'int')}</h3>"
+            f"<h3>{html.escape(funnel.name)}: {format_number(funnel.total, 'int')}"
+            f" · успешно {format_number(funnel.won, 'int')} · проиграно {format_number(funnel.lost, 'int')}</h3>"
             '<table class="compact"><thead><tr><th>Стадия</th><th>Сейчас</th><th>Дошли</th><th>Конверсия</th></tr>'
             f"</thead><tbody>{rows}</tbody></table>"
         )
@@ -254,13 +254,13 @@ def _table(report: RoiReport) -> str:
     for row in report.rows:
         body.append(
             f'<tr class="{row.level}"><td class="name">{html.escape(_row_name(row))}</td>'
-            + "".join(f"<td>{_format(getattr(row.metrics, name), kind)}</td>" for name, _, kind in columns)
+            + "".join(f"<td>{format_number(getattr(row.metrics, name), kind)}</td>" for name, _, kind in columns)
             + "</tr>"
         )
     total = report.headline
     body.append(
         '<tr class="total"><td class="name">Итого</td>'
-        + "".join(f"<td>{_format(getattr(total, name), kind)}</td>" for name, _, kind in columns)
+        + "".join(f"<td>{format_number(getattr(total, name), kind)}</td>" for name, _, kind in columns)
         + "</tr>"
     )
     return f'<table class="main"><thead><tr><th>Канал / источник / кампания</th>{head}</tr></thead>' + (
