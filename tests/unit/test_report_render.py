@@ -62,9 +62,11 @@ def test_page_is_self_contained_and_escaped() -> None:
     assert "src=" not in page and "https://" not in page.split("Chart.js v4.6.1")[0]
     assert "<script>alert(1)</script>" not in page
     assert page.count("</script>") == 3  # data, Chart.js, ours — the payload could not close a tag
-    assert "ROMI по каналам" in page and "Качество данных" in page and "525,00 %" in page
+    assert "ROMI по каналам с расходом" in page and "Качество данных" in page and "525,00 %" in page
     data = page.split('id="report-data">')[1].split("</script>")[0]
-    assert json.loads(data)["romi"][:2] == [525.0, 150.0]
+    chart = json.loads(data)
+    assert chart["romi"] == [525.0, 150.0] and chart["paid_channels"] == ["Контекстная реклама", "Социальные сети"]
+    assert "Рефералы" in chart["channels"]  # no spend: in the money chart, not in the ROMI one
 
 
 def test_numbers_in_page_are_russian() -> None:

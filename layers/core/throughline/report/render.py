@@ -126,9 +126,11 @@ def _chart_data(report: RoiReport) -> dict[str, Any]:
         return None if value is None else float(value)
 
     path = [stage for stage in deal_funnel.stages if stage.semantics != "failure"] if deal_funnel else []
+    paid = [row for row in channels if row.metrics.spend]
     return {
+        "paid_channels": [row.channel_label for row in paid],
+        "romi": [number(row.metrics.romi) for row in paid],
         "channels": [row.channel_label for row in channels],
-        "romi": [number(row.metrics.romi) for row in channels],
         "spend": [number(row.metrics.spend) for row in channels],
         "revenue": [number(row.metrics.revenue) for row in channels],
         "leads": [row.metrics.leads for row in channels],
@@ -251,9 +253,11 @@ def _table(report: RoiReport) -> str:
     columns.sort(key=lambda column: shown.index(column[0]))
     head = "".join(f"<th>{html.escape(header)}</th>" for _, header, _ in columns)
     body = []
+    paid_sources = {(row.channel, row.source) for row in report.rows if row.level == "source" and row.metrics.spend}
     for row in report.rows:
+        name = _row_name(row, (row.channel, row.source) in paid_sources)
         body.append(
-            f'<tr class="{row.level}"><td class="name">{html.escape(_row_name(row))}</td>'
+            f'<tr class="{row.level}"><td class="name">{html.escape(name)}</td>'
             + "".join(f"<td>{format_number(getattr(row.metrics, name), kind)}</td>" for name, _, kind in columns)
             + "</tr>"
         )
@@ -268,13 +272,15 @@ def _table(report: RoiReport) -> str:
     )
 
 
-def _row_name(row: Row) -> str:
+def _row_name(row: Row, paid_source: bool) -> str:
+    """Campaign rows say when spend and leads did not meet — where it matters: in a source that has spend."""
     if row.level == "channel":
         return row.channel_label
     if row.level == "source":
         return row.source_label or ""
     note = MATCHED.get(row.matched or "none", "")
-    return (row.campaign or "") + (f" · {note}" if note and row.matched != "spend_and_leads" else "")
+    flagged = row.matched == "spend_only" or (row.matched == "leads_only" and paid_source)
+    return (row.campaign or "") + (f" · {note}" if flagged else "")
 
 
 def _rates(report: RoiReport) -> str:
@@ -340,7 +346,7 @@ _SCRIPT = """
     const canvas = document.getElementById(id);
     if (canvas) window.throughlineCharts.push(new Chart(canvas, config));
   }
-  add('chart-romi', {type: 'bar', data: {labels: data.channels, datasets: [{label: 'ROMI, %', data: data.romi,
+  add('chart-romi', {type: 'bar', data: {labels: data.paid_channels, datasets: [{label: 'ROMI, %', data: data.romi,
       backgroundColor: data.romi.map(v => v === null ? grey : (v >= 0 ? good : bad))}]},
     options: {indexAxis: 'y', maintainAspectRatio: false, plugins: {legend: {display: false},
       tooltip: {callbacks: {label: c => c.raw === null ? 'нет расхода' : money.format(c.raw) + ' %'}}},
@@ -369,7 +375,7 @@ _PAGE = """<!doctype html>
 <main>
 <section class="cards">{cards}</section>
 <section class="grid">
- <div class="panel"><h2>ROMI по каналам</h2><div class="chart"><canvas id="chart-romi"></canvas></div></div>
+ <div class="panel"><h2>ROMI по каналам с расходом</h2><div class="chart"><canvas id="chart-romi"></canvas></div></div>
  <div class="panel"><h2>Расход и выручка по каналам</h2>
   <div class="chart"><canvas id="chart-money"></canvas></div></div>
  <div class="panel"><h2>Воронка продаж</h2><div class="chart"><canvas id="chart-funnel"></canvas></div></div>
