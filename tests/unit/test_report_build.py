@@ -177,3 +177,17 @@ def test_default_periods() -> None:
     current, previous = default_periods(date(2026, 12, 1))
     assert (current.date_from, current.date_to, previous.date_from) == (date(2026, 11, 1), date(2026, 11, 30),
                                                                          date(2026, 10, 1))  # fmt: skip
+
+
+def test_portal_sources_read_back_through_the_writers_source_map() -> None:
+    leads = [lead(SOURCE_ID="UC_DIRECT"), lead(SOURCE_ID="UC_UNMAPPED"), lead(SOURCE_ID="TRADE_SHOW")]
+    report = build(leads, [], [], source_map={"paid_search/yandex": "UC_DIRECT", "paid": "ADVERTISING"})
+    assert row(report, "source", source="yandex").channel == "paid_search"
+    assert row(report, "source", source="UC_UNMAPPED").channel == "unknown"  # kept visible, not guessed
+    assert row(report, "source", source="trade_show").source_label == "Выставка"
+
+
+def test_spend_in_another_currency_uses_the_rate_of_its_day() -> None:
+    report = build([], [], [spend("google_ads", "100", campaign_id="1", currency="USD")])
+    assert report.headline.spend == Decimal("9050.00")  # 100 × 90.5 (rates of 2026-11-01)
+    assert report.data_quality.unmatched_spend == Decimal("9050.00")

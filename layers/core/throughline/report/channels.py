@@ -73,7 +73,6 @@ class Origin:
     channel: str
     source: str
     known: bool  # a UTM source or a meaningful CRM source was there
-    tagged: bool  # decided by UTM tags
 
 
 class SourceIds:
@@ -90,14 +89,14 @@ class SourceIds:
         mapped = self._map.get(source_id or "")
         if mapped is None:
             # OTHER, empty, or a portal's own source the operator did not map: kept visible, not guessed.
-            return Origin(UNKNOWN, source_id if source_id and source_id != "OTHER" else NOT_SET, False, False)
-        return Origin(mapped[0], mapped[1], True, False)
+            return Origin(UNKNOWN, source_id if source_id and source_id != "OTHER" else NOT_SET, False)
+        return Origin(mapped[0], mapped[1], True)
 
 
 @lru_cache(maxsize=65536)
 def origin_from_tags(utm_source: str, utm_medium: str) -> Origin:
     visit = classify(utm_source=utm_source or None, utm_medium=utm_medium or None)
-    return Origin(visit.channel, visit.source, bool(utm_source), True)
+    return Origin(visit.channel, visit.source, bool(utm_source))
 
 
 @lru_cache(maxsize=4096)
