@@ -831,20 +831,31 @@ def seed_history(sandbox: Sandbox, entity: str, records: Iterable[Mapping[str, A
     """Add records as if the portal already had them.
 
     ``DATE_CREATE``, ``DATE_MODIFY`` (default: the creation time) and ``LEAD_ID`` — read-only through REST — are
-    taken as given, so a demo or test can hold months of history. No events are sent and nothing is counted in the
-    statistics: this is a seeding tool beside the emulated API, not part of it.
+    taken as given, so a demo or test can hold months of history. ``STAGE_MOVES`` (deals and leads), a list of
+    ``(stage, ISO time)``, moves the record through stages at those times, as ``crm.stagehistory.list`` then shows
+    them. No events are sent and nothing is counted in the statistics: a seeding tool beside the emulated API.
     """
     from .store import parse_datetime
 
     ids = []
+    stage_field = "STATUS_ID" if entity == "lead" else "STAGE_ID"
     with sandbox._store_lock:
         portal = sandbox._portal
+        real_now = portal._now
         for fields in records:
-            record_id = portal.add(entity, {key: value for key, value in fields.items() if key not in _HISTORY_FIELDS})
-            record = portal.records[entity][record_id]
             created = parse_datetime(fields.get("DATE_CREATE"), portal.tz)
-            if created is not None:
-                record["DATE_CREATE"] = record["DATE_MODIFY"] = created
+            skip = (*_HISTORY_FIELDS, "STAGE_MOVES")
+            try:
+                if created is not None:
+                    portal._now = lambda at=created: at
+                record_id = portal.add(entity, {key: value for key, value in fields.items() if key not in skip})
+                for stage, at in fields.get("STAGE_MOVES") or ():
+                    moved = parse_datetime(at, portal.tz)
+                    portal._now = lambda at=moved: at
+                    portal.update(entity, record_id, {stage_field: stage})
+            finally:
+                portal._now = real_now
+            record = portal.records[entity][record_id]
             modified = parse_datetime(fields.get("DATE_MODIFY"), portal.tz)
             if modified is not None:
                 record["DATE_MODIFY"] = modified

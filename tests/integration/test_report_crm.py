@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:There is no current event loop:D
 MSK = ZoneInfo("Europe/Moscow")
 DEALS = 6_000
 LEADS = 120
+DEALS_ONLY = SnapshotOptions(stage_history=False)  # the N-deal budget is about deals; history is tested below
 
 
 class MemoryObjects:
@@ -72,7 +74,7 @@ def test_full_then_unchanged_then_changed_and_deleted(portal: Sandbox) -> None:
     start = datetime.now(MSK)
     portal.reset_stats()
     began = time.perf_counter()
-    first = refresh_snapshot(client_for(portal), objects, now=lambda: start)
+    first = refresh_snapshot(client_for(portal), objects, now=lambda: start, options=DEALS_ONLY)
     full_seconds = time.perf_counter() - began
     stats = portal.stats()
     budget = math.ceil(DEALS / 2500) + 1
@@ -90,7 +92,7 @@ def test_full_then_unchanged_then_changed_and_deleted(portal: Sandbox) -> None:
     # Nothing changed: one batch (dictionaries + empty change scans), and no snapshot bucket rewritten.
     portal.reset_stats()
     objects.puts.clear()
-    second = refresh_snapshot(client_for(portal), objects, now=lambda: datetime.now(MSK))
+    second = refresh_snapshot(client_for(portal), objects, now=lambda: datetime.now(MSK), options=DEALS_ONLY)
     assert second.info["mode"] == "incremental" and portal.stats()["requests"] == 1
     assert (second.info["leads_read"], second.info["deals_read"]) == (0, 0)
     assert objects.puts == [STATE_KEY]
@@ -103,7 +105,7 @@ def test_full_then_unchanged_then_changed_and_deleted(portal: Sandbox) -> None:
     objects.put("crm/deleted/lead/5.json", b"{}")
     portal.reset_stats()
     later = datetime.now(MSK)
-    third = refresh_snapshot(client_for(portal), objects, now=lambda: later)
+    third = refresh_snapshot(client_for(portal), objects, now=lambda: later, options=DEALS_ONLY)
     assert third.info["deals_read"] == 1 and portal.stats()["requests"] == 1
     deals = {int(deal["ID"]): deal for deal in read_snapshot(objects, "deal")}
     assert deals[2]["STAGE_SEMANTIC_ID"] == "S" and len(deals) == DEALS
@@ -112,7 +114,10 @@ def test_full_then_unchanged_then_changed_and_deleted(portal: Sandbox) -> None:
 
     # After REPORT_FULL_RESCAN_DAYS the next run scans everything again.
     fourth = refresh_snapshot(
-        client_for(portal), objects, now=lambda: later + timedelta(days=8), options=SnapshotOptions(full_rescan_days=7)
+        client_for(portal),
+        objects,
+        now=lambda: later + timedelta(days=8),
+        options=replace(DEALS_ONLY, full_rescan_days=7),
     )
     assert fourth.info["mode"] == "full" and fourth.info["deals_read"] == DEALS
 
@@ -138,3 +143,28 @@ def test_fast_bitrix24_get_all_on_the_same_portal(portal: Sandbox) -> None:
     assert len(found) == DEALS and our_calls <= math.ceil(DEALS / 2500) + 1
     print(f"\n{DEALS} deals: fast_bitrix24 get_all {their_calls} REST calls {theirs:.2f} s; "
           f"throughline scan {our_calls} calls {ours:.2f} s")  # fmt: skip
+
+
+def test_stage_history_is_read_once_then_only_new_entries() -> None:
+    with Sandbox(app_token="tok", seed=9) as sandbox:
+        seed_history(
+            sandbox,
+            "deal",
+            [
+                {"DATE_CREATE": "2026-11-02T10:00:00+03:00", "OPPORTUNITY": 100,
+                 "STAGE_MOVES": [("PREPARATION", "2026-11-04T10:00:00+03:00"), ("WON", "2026-11-09T10:00:00+03:00")]}
+                for _ in range(40)
+            ],
+        )  # fmt: skip
+        objects = MemoryObjects()
+        first = refresh_snapshot(client_for(sandbox), objects, now=lambda: datetime.now(MSK))
+        history = list(read_snapshot(objects, "deal_history"))
+        assert first.info["stage_history_read"] == 120 and len(history) == 120
+        assert [(row["STAGE_ID"], row["CREATED_TIME"][:10]) for row in history if row["OWNER_ID"] == 1] == [
+            ("NEW", "2026-11-02"), ("PREPARATION", "2026-11-04"), ("WON", "2026-11-09")]  # fmt: skip
+        sandbox.reset_stats()
+        client = client_for(sandbox)
+        client.call("crm.deal.update", {"id": 3, "fields": {"STAGE_ID": "LOSE"}})
+        second = refresh_snapshot(client_for(sandbox), objects, now=lambda: datetime.now(MSK))
+        assert second.info["stage_history_read"] == 1 and second.info["rest_calls"] == 1
+        assert len(list(read_snapshot(objects, "deal_history"))) == 121

@@ -7,6 +7,7 @@
   skew between us and the portal, records saved while the last run read), and merge them into the snapshot.
 - Deletions come from the journey issue's ``crm/deleted/<lead|deal|contact>/<id>.json`` marks; the periodic full
   rescan catches any deletion that left no mark.
+- Deals' stage history (``crm.stagehistory.list``, append-only) is read the same way after the last entry seen.
 - Dictionaries (stages, currencies) ride in the first batch, so a run with nothing changed costs one REST call.
 
 The snapshot is gzip JSON Lines in ``crm/snapshot/entity=<lead|deal>/bucket=<id // 100 000>/part.json.gz``, so a
@@ -22,7 +23,7 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -40,6 +41,8 @@ LEAD_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "STATUS_ID", "STATUS_SEMANTIC
 DEAL_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID", "OPPORTUNITY",
                "CURRENCY_ID", "CLOSEDATE", "LEAD_ID", "CONTACT_ID", "SOURCE_ID", *UTM)  # fmt: skip
 PERSON_FIELDS = ("PHONE", "EMAIL")  # read from leads, kept only as PERSON_KEYS
+HISTORY = "deal_history"  # crm.stagehistory.list of deals (entityTypeId 2)
+HISTORY_FIELDS = ("ID", "TYPE_ID", "OWNER_ID", "CREATED_TIME", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID")
 
 
 class Objects(Protocol):
@@ -58,6 +61,7 @@ class SnapshotOptions:
     modify_margin: timedelta = timedelta(hours=1)
     profit_field: str | None = None
     person_key: bytes = b""  # HMAC key for PERSON_KEYS (derived from the stack's secret)
+    stage_history: bool = True  # also keep deals' stage history (time in stage, where lost deals fell out)
 
 
 @dataclass
@@ -91,6 +95,12 @@ def refresh_snapshot(
         _Scan("lead", "crm.lead.list", (*LEAD_FIELDS, *PERSON_FIELDS), since, sink=writers["lead"].add),
         _Scan("deal", "crm.deal.list", (*DEAL_FIELDS, *profit), since, sink=writers["deal"].add),
     ]
+    if options.stage_history:
+        # Stage history only grows: each run reads the entries after the last one it has (all of them when full).
+        writers[HISTORY] = _SnapshotWriter(objects, HISTORY, options, replace=full)
+        after = 0 if full else int(state.get("history_last_id") or 0)
+        history = _Scan(HISTORY, "crm.stagehistory.list", HISTORY_FIELDS, sink=writers[HISTORY].add, last_id=after)
+        scans.append(replace(history, extra={"entityTypeId": 2}, wrapped=True))
     extra = {
         "statuses": ("crm.status.list", {"order": {"SORT": "ASC"}}),
         "currencies": ("crm.currency.list", {}),
@@ -99,6 +109,9 @@ def refresh_snapshot(
     dictionaries = scan(client, scans, extra, progress=progress)
     statuses = _all_statuses(client, dictionaries.get("statuses") or [])
     counts = {entity: writers[entity].finish(_deleted_ids(objects, entity)) for entity in ENTITIES}
+    if HISTORY in writers:
+        counts[HISTORY] = writers[HISTORY].finish(set())
+    history_last_id = max((item.last_id_seen for item in scans if item.entity == HISTORY), default=0)
     objects.put(
         STATE_KEY,
         json.dumps(
@@ -107,6 +120,7 @@ def refresh_snapshot(
                 "last_run_started": started.isoformat(),
                 "last_full_scan": started.isoformat() if full else state.get("last_full_scan"),
                 "counts": counts,
+                "history_last_id": max(history_last_id, 0 if full else int(state.get("history_last_id") or 0)),
             }
         ).encode(),
     )
@@ -118,6 +132,7 @@ def refresh_snapshot(
         "deals_read": writers["deal"].read,
         "leads": counts["lead"],
         "deals": counts["deal"],
+        "stage_history_read": writers[HISTORY].read if HISTORY in writers else None,
     }
     progress(f"CRM: {info['rest_calls']} REST calls, {info['leads_read']} leads and {info['deals_read']} deals read")
     return CrmData(statuses, dictionaries.get("currencies") or [], info)
@@ -133,15 +148,22 @@ class _Scan:
     select: tuple[str, ...]
     modified_since: datetime | None = None
     sink: Callable[[list[dict[str, Any]]], None] = lambda rows: None
+    extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. entityTypeId for crm.stagehistory.list
+    wrapped: bool = False  # rows come as {"items": [...]} (crm.stagehistory.list, crm.item.list)
     last_id: int = 0
     done: bool = False
     read: int = 0
+    last_id_seen: int = 0
 
     def params(self, after: int | str) -> dict[str, Any]:
         filter_: dict[str, Any] = {">ID": after}
         if self.modified_since is not None:
             filter_[">=DATE_MODIFY"] = self.modified_since.isoformat()
-        return {"order": {"ID": "ASC"}, "filter": filter_, "select": list(self.select), "start": -1}
+        return {**self.extra, "order": {"ID": "ASC"}, "filter": filter_, "select": list(self.select), "start": -1}
+
+    def last_row_of(self, command: str) -> str:
+        """A batch reference to the ID of the last row of an earlier command's full page."""
+        return f"$result[{command}]{'[items]' if self.wrapped else ''}[{PAGE_SIZE - 1}][ID]"
 
 
 def scan(
@@ -163,9 +185,7 @@ def scan(
         shares = _shares(slots, len(active))
         for item, share in zip(active, shares, strict=True):
             for index in range(share):
-                after: int | str = (
-                    item.last_id if index == 0 else f"$result[{item.entity}{index - 1}][{PAGE_SIZE - 1}][ID]"
-                )
+                after: int | str = item.last_id if index == 0 else item.last_row_of(f"{item.entity}{index - 1}")
                 commands[f"{item.entity}{index}"] = (item.method, item.params(after))
         result = client.batch(commands)
         for name in pending_extra:
@@ -176,8 +196,12 @@ def scan(
                 # Only pages up to the first short one count: after it, a chained reference has nothing to point
                 # at, and whatever those commands returned is not ours to read.
                 rows = result.get(f"{item.entity}{index}") or []
+                if item.wrapped:
+                    rows = rows.get("items") or [] if isinstance(rows, dict) else []
                 item.sink(rows)
                 item.read += len(rows)
+                if rows:
+                    item.last_id_seen = max(item.last_id_seen, int(rows[-1]["ID"]))
                 if len(rows) < PAGE_SIZE:
                     item.done = True
                     break
