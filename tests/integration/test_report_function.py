@@ -76,6 +76,8 @@ def test_invoke_writes_dated_and_latest_with_the_seed_figures(report_stack) -> N
     assert channels["social"]["spend"] == 29999.99 and channels["social"]["romi"] == 150.0  # 45000.01 / 29999.99
     assert latest["data_quality"]["unmatched_spend"] == 0.01  # the flyer: spend with no lead, still in the total
     assert latest["headline"]["spend"] == 110000.0
+    [deal_funnel] = [funnel for funnel in latest["funnels"] if funnel["entity"] == "deal"]
+    assert deal_funnel["source"] == "stage_history" and deal_funnel["won"] == 30  # crm.stagehistory.list was read
     dated = [item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix="reports/roi/")["Contents"]]
     assert {key.rsplit("/", 1)[1] for key in dated} == {"roi.json", "roi.csv", "index.html"}
     assert len(dated) == 6

@@ -191,3 +191,25 @@ def test_spend_in_another_currency_uses_the_rate_of_its_day() -> None:
     report = build([], [], [spend("google_ads", "100", campaign_id="1", currency="USD")])
     assert report.headline.spend == Decimal("9050.00")  # 100 × 90.5 (rates of 2026-11-01)
     assert report.data_quality.unmatched_spend == Decimal("9050.00")
+
+
+def test_funnel_from_stage_history_counts_where_lost_deals_fell_out_and_time_in_stage() -> None:
+    won = deal(None, won=True, day="2026-11-02")
+    lost = deal(None, won=False, day="2026-11-02", STAGE_ID="LOSE", STAGE_SEMANTIC_ID="F")
+    fresh = deal(None, won=False, day="2026-11-02", STAGE_ID="NEW")
+    moves = [(won, "NEW", "02"), (won, "EXECUTING", "04"), (won, "WON", "09"), (lost, "NEW", "02"),
+             (lost, "EXECUTING", "03"), (lost, "LOSE", "06"), (fresh, "NEW", "02")]  # fmt: skip
+    history = [{"ID": index, "OWNER_ID": item["ID"], "STAGE_ID": stage, "CREATED_TIME": f"2026-11-{day}T10:00:00+03:00"}
+               for index, (item, stage, day) in enumerate(moves, start=1)]  # fmt: skip
+    report = build_report(
+        period=PERIOD, previous=PREVIOUS, leads=[], deals=[won, lost, fresh], spend=[], rates=RateBook("RUB"),
+        stages=StageBook(STATUSES), stage_history=history, now=lambda: datetime(2026, 12, 1),
+    )  # fmt: skip
+    [pipeline] = report.funnels
+    stages = {stage.stage_id: stage for stage in pipeline.stages}
+    assert pipeline.source == "stage_history"
+    assert [stages[s].reached for s in ("NEW", "EXECUTING", "WON")] == [3, 2, 1]  # the lost deal got to EXECUTING
+    assert stages["NEW"].mean_days_in_stage == Decimal("1.5")  # (2 + 1) / 2; the fresh deal has not left NEW
+    assert stages["EXECUTING"].mean_days_in_stage == Decimal("4.0")  # (5 + 3) / 2
+    assert stages["WON"].mean_days_in_stage is None
+    assert pipeline.loss_reasons == {"Сделка провалена": 1}

@@ -85,6 +85,7 @@ def build_report(
     spend: Iterable[Mapping[str, Any]],
     rates: RateBook,
     stages: StageBook,
+    stage_history: Iterable[Mapping[str, Any]] = (),
     options: ReportOptions = ReportOptions(),
     crm_info: Mapping[str, int | str | None] | None = None,
     attribution: Mapping[str, Any] | None = None,
@@ -94,7 +95,7 @@ def build_report(
     builder.add_spend(spend)
     builder.add_leads(leads)
     builder.add_deals(deals)
-    funnels = build_funnels(builder.lead_statuses, builder.deal_stages, stages)
+    funnels = build_funnels(builder.lead_statuses, builder.deal_stages, stages, builder.deal_paths(stage_history))
     return builder.finish(funnels, crm_info or {}, attribution, now)
 
 
@@ -111,6 +112,9 @@ class _Campaign:
     has_spend: bool = False
     totals: tuple[Totals, Totals] = field(default_factory=lambda: (Totals(), Totals()))
     drill: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
+
+
+_Path = tuple[str, list[tuple[str, datetime]]]  # a deal's current stage and its moves (stage, entered), oldest first
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ class _Builder:
         self._lead_day = array("i")  # by lead ID: creation day ordinal
         self.lead_statuses: Counter[str] = Counter()  # STATUS_ID of the period's leads
         self.deal_stages: dict[int, Counter[str]] = defaultdict(Counter)  # CATEGORY_ID → STAGE_ID of its deals
+        self.period_deals: dict[int, tuple[int, str]] = {}  # the period's deals: ID → (CATEGORY_ID, STAGE_ID)
         self.spend_rows_with_vat = 0
         self.deals_without_rate = 0
         self.leads_total = 0
@@ -290,7 +295,9 @@ class _Builder:
             if created_which is None and won_which is None:
                 continue
             if created_which == CURRENT:
-                self.deal_stages[int(deal.get("CATEGORY_ID") or 0)][str(deal.get("STAGE_ID") or "")] += 1
+                category, stage = int(deal.get("CATEGORY_ID") or 0), str(deal.get("STAGE_ID") or "")
+                self.deal_stages[category][stage] += 1
+                self.period_deals[int(deal["ID"])] = (category, stage)
             lead_id = int(deal.get("LEAD_ID") or 0)
             if 0 < lead_id < len(lead_slot) and lead_slot[lead_id] >= 0:
                 index, started = lead_slot[lead_id], lead_day[lead_id]
@@ -328,6 +335,21 @@ class _Builder:
                 cell = self._drill(campaign, _tags(drill))
                 cell[2] += 1
                 cell[3] += revenue
+
+    def deal_paths(
+        self, history: Iterable[Mapping[str, Any]]
+    ) -> dict[int, list[tuple[str, list[tuple[str, datetime]]]]]:
+        """The stage history of the period's deals, per pipeline: (current stage, [(stage, entered)…] oldest first)."""
+        entries: dict[int, list[tuple[int, str, datetime]]] = defaultdict(list)
+        for row in history:
+            owner = int(row.get("OWNER_ID") or 0)
+            if owner in self.period_deals and row.get("CREATED_TIME"):
+                entries[owner].append((int(row["ID"]), str(row.get("STAGE_ID") or ""), _time(row["CREATED_TIME"])))
+        paths: dict[int, list[_Path]] = defaultdict(list)
+        for owner, (category, current) in self.period_deals.items():
+            moves = [(stage, at) for _, stage, at in sorted(entries.get(owner, ()))]
+            paths[category].append((current, moves))
+        return paths
 
     # -- output -----------------------------------------------------------------------------------------------------
 
@@ -425,6 +447,10 @@ class _Builder:
 
 def _tags(drill: tuple[str, str, str]) -> dict[str, str]:
     return {"UTM_MEDIUM": drill[0], "UTM_CONTENT": drill[1], "UTM_TERM": drill[2]}
+
+
+def _time(value: Any) -> datetime:
+    return datetime.fromisoformat(str(value))
 
 
 def _customer(deal: Mapping[str, Any]) -> str:

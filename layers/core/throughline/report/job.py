@@ -11,7 +11,7 @@ from throughline.adapters.report_store import S3Objects, publish, read_rates, re
 from throughline.bitrix24.client import Bitrix24Client
 from throughline.config import Settings
 from throughline.report.build import ReportOptions, build_report, default_periods, previous_period
-from throughline.report.crm import SnapshotOptions, read_snapshot, refresh_snapshot
+from throughline.report.crm import HISTORY, SnapshotOptions, read_snapshot, refresh_snapshot
 from throughline.report.funnel import StageBook
 from throughline.report.models import Period, RoiReport
 from throughline.report.rates import RateBook
@@ -71,6 +71,7 @@ def run_report(
         previous=previous,
         leads=read_snapshot(objects, "lead"),
         deals=read_snapshot(objects, "deal"),
+        stage_history=read_snapshot(objects, HISTORY),
         spend=read_spend(objects, earliest, latest),
         rates=rates,
         stages=StageBook(crm.statuses),

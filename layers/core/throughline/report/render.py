@@ -234,13 +234,15 @@ def _funnel_tables(report: RoiReport) -> str:
         rows = "".join(
             f"<tr><td>{html.escape(stage.name)}</td><td>{format_number(stage.count, 'int')}</td>"
             f"<td>{format_number(stage.reached, 'int') if stage.semantics != 'failure' else '—'}</td>"
-            f"<td>{format_number(stage.conversion_from_previous, 'pct')}</td></tr>"
+            f"<td>{format_number(stage.conversion_from_previous, 'pct')}</td>"
+            f"<td>{format_number(stage.mean_days_in_stage, 'days')}</td></tr>"
             for stage in funnel.stages
         )
         parts.append(
             f"<h3>{html.escape(funnel.name)}: {format_number(funnel.total, 'int')}"
             f" · успешно {format_number(funnel.won, 'int')} · проиграно {format_number(funnel.lost, 'int')}</h3>"
-            '<table class="compact"><thead><tr><th>Стадия</th><th>Сейчас</th><th>Дошли</th><th>Конверсия</th></tr>'
+            '<table class="compact"><thead><tr><th>Стадия</th><th>Сейчас</th><th>Дошли</th><th>Конверсия</th>'
+            "<th>Дней на стадии</th></tr>"
             f"</thead><tbody>{rows}</tbody></table>"
         )
     return "\n".join(parts) or "<p>Нет записей за период.</p>"
