@@ -165,12 +165,41 @@ def _generate(folder: Path, leads: int, deals: int, days: int, campaigns: int) -
                 "CONTACT_ID": str(rng.randrange(1, leads // 2)),
             }
 
+    history: list[dict] = []  # crm.stagehistory.list of deals: creation, then each move
+
+    def moves(deal: dict) -> None:
+        created = datetime.fromisoformat(deal["DATE_CREATE"])
+        closed = datetime.fromisoformat(deal["CLOSEDATE"])
+        steps = [("NEW", created)]
+        if deal["STAGE_ID"] != "NEW":
+            steps.append(("EXECUTING", created + (closed - created) / 3))
+        if deal["STAGE_ID"] in ("WON", "LOSE"):
+            steps.append((deal["STAGE_ID"], closed))
+        for stage, at in steps:
+            history.append(
+                {
+                    "ID": len(history) + 1,
+                    "TYPE_ID": 1 if stage == "NEW" else 2,
+                    "OWNER_ID": int(deal["ID"]),
+                    "CREATED_TIME": at.isoformat(),
+                    "CATEGORY_ID": 0,
+                    "STAGE_ID": stage,
+                }
+            )
+
     all_deals = deal_rows()
     for bucket in range(deals // bucket_size + 1):
         ids = range(max(1, bucket * bucket_size), min((bucket + 1) * bucket_size, deals + 1))
         if ids:
             chunk = [next(all_deals) for _ in ids]
+            for deal in chunk:
+                moves(deal)
             write(folder / f"crm/snapshot/entity=deal/bucket={bucket:05d}/part.json.gz", iter(chunk))
+    for bucket in range(len(history) // bucket_size + 1):
+        ids = range(max(1, bucket * bucket_size), min((bucket + 1) * bucket_size, len(history) + 1))
+        if ids:
+            part = history[ids.start - 1 : ids.stop - 1]
+            write(folder / f"crm/snapshot/entity=deal_history/bucket={bucket:05d}/part.json.gz", iter(part))
 
     for offset in range(days):
         day = (first_day + timedelta(days=offset)).isoformat()
@@ -243,6 +272,7 @@ def _build(folder: Path, whole_year: bool) -> int:
         previous=previous,
         leads=read_snapshot(objects, "lead"),
         deals=read_snapshot(objects, "deal"),
+        stage_history=read_snapshot(objects, "deal_history"),
         spend=read_spend(objects, previous.date_from, period.date_to),  # type: ignore[arg-type]
         rates=RateBook("RUB", [{"date": "2025-01-01", "base": "RUB", "rates": {"USD": "92.12"}, "source": "bench"}]),
         stages=StageBook(stages),
