@@ -149,7 +149,11 @@ def test_report_function_least_privilege() -> None:
 
 
 def test_glue_tables_project_the_snapshot_partitions() -> None:
-    for name, entity in (("CrmLeadsTable", "lead"), ("CrmDealsTable", "deal")):
+    for name, entity in (
+        ("CrmLeadsTable", "lead"),
+        ("CrmDealsTable", "deal"),
+        ("CrmDealStageHistoryTable", "deal_history"),
+    ):
         table = RESOURCES[name]["Properties"]["TableInput"]
         assert table["Parameters"]["projection.enabled"] == "true"
         template = table["Parameters"]["storage.location.template"]["Fn::Sub"]
