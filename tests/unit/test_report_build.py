@@ -213,3 +213,12 @@ def test_funnel_from_stage_history_counts_where_lost_deals_fell_out_and_time_in_
     assert stages["EXECUTING"].mean_days_in_stage == Decimal("4.0")  # (5 + 3) / 2
     assert stages["WON"].mean_days_in_stage is None
     assert pipeline.loss_reasons == {"Сделка провалена": 1}
+
+
+def test_mytarget_and_vk_ads_tags_meet_vk_ads_spend_by_campaign_name() -> None:
+    leads = [lead(UTM_SOURCE="mytarget", UTM_MEDIUM="cpm", UTM_CAMPAIGN="Лето"),
+             lead(UTM_SOURCE="vk_ads", UTM_MEDIUM="cpc", UTM_CAMPAIGN="лето ")]  # fmt: skip
+    report = build(leads, [], [spend("vk_ads", "3000", campaign_id="9001", name="Лето")])
+    campaign = row(report, "campaign", campaign_id="9001")
+    assert campaign.metrics.leads == 2 and campaign.metrics.cpl == Decimal("1500.00")
+    assert campaign.matched == "spend_and_leads" and campaign.channel == "social"
