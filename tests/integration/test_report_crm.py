@@ -86,7 +86,7 @@ def test_full_then_unchanged_then_changed_and_deleted(portal: Sandbox) -> None:
     assert [int(deal["ID"]) for deal in deals] == list(range(1, DEALS + 1))  # all, once, in order
     assert len(leads) == LEADS and all("PHONE" not in lead and lead["PERSON_KEYS"] for lead in leads)
     assert deals[0]["LEAD_ID"] == "1" and deals[0]["STAGE_SEMANTIC_ID"] == "S" and "TITLE" not in deals[0]
-    assert {row["ENTITY_ID"] for row in first.statuses} >= {"STATUS", "DEAL_STAGE", "SOURCE"}
+    assert {row["ENTITY_ID"] for row in first.statuses} == {"STATUS", "DEAL_STAGE"}
     assert {row["CURRENCY"] for row in first.currencies} >= {"RUB", "USD"}
 
     # Nothing changed: one batch (dictionaries + empty change scans), and no snapshot bucket rewritten.
@@ -168,3 +168,21 @@ def test_stage_history_is_read_once_then_only_new_entries() -> None:
         second = refresh_snapshot(client_for(sandbox), objects, now=lambda: datetime.now(MSK))
         assert second.info["stage_history_read"] == 1 and second.info["rest_calls"] == 1
         assert len(list(read_snapshot(objects, "deal_history"))) == 121
+
+
+def test_a_new_pipeline_brings_its_stage_dictionary_once() -> None:
+    with Sandbox(app_token="tok", seed=10) as sandbox:
+        client = client_for(sandbox)
+        for sort, (stage, name) in enumerate((("C1:NEW", "Заявка B2B"), ("C1:WON", "Оплачено")), start=1):
+            fields = {"ENTITY_ID": "DEAL_STAGE_1", "STATUS_ID": stage, "NAME": name, "SORT": sort * 10}
+            client.call("crm.status.add", {"fields": {**fields, "SEMANTICS": "S" if stage == "C1:WON" else None}})
+        client.call("crm.deal.add", {"fields": {"TITLE": "B2B", "CATEGORY_ID": 1, "STAGE_ID": "C1:NEW"}})
+        objects = MemoryObjects()
+        sandbox.reset_stats()
+        first = refresh_snapshot(client_for(sandbox), objects, now=lambda: datetime.now(MSK))
+        assert first.info["rest_calls"] == 2  # the pipeline was new: one more call for its stages
+        b2b = [row["NAME"] for row in first.statuses if row["ENTITY_ID"] == "DEAL_STAGE_1"]
+        assert b2b == ["Заявка B2B", "Оплачено"]
+        second = refresh_snapshot(client_for(sandbox), objects, now=lambda: datetime.now(MSK))
+        assert second.info["rest_calls"] == 1  # known since: its dictionary rides in the first batch
+        assert {row["ENTITY_ID"] for row in second.statuses} == {"STATUS", "DEAL_STAGE", "DEAL_STAGE_1"}

@@ -91,9 +91,16 @@ def refresh_snapshot(
     since = None if full or last_run is None else last_run - options.modify_margin
     profit = (options.profit_field,) if options.profit_field else ()
     writers = {entity: _SnapshotWriter(objects, entity, options, replace=full) for entity in ENTITIES}
+    known_categories = {int(category) for category in state.get("categories") or [0]}
+    categories = set(known_categories)
+
+    def add_deals(rows: list[dict[str, Any]]) -> None:
+        categories.update(int(row.get("CATEGORY_ID") or 0) for row in rows)
+        writers["deal"].add(rows)
+
     scans = [
         _Scan("lead", "crm.lead.list", (*LEAD_FIELDS, *PERSON_FIELDS), since, sink=writers["lead"].add),
-        _Scan("deal", "crm.deal.list", (*DEAL_FIELDS, *profit), since, sink=writers["deal"].add),
+        _Scan("deal", "crm.deal.list", (*DEAL_FIELDS, *profit), since, sink=add_deals),
     ]
     if options.stage_history:
         # Stage history only grows: each run reads the entries after the last one it has (all of them when full).
@@ -101,13 +108,14 @@ def refresh_snapshot(
         after = 0 if full else int(state.get("history_last_id") or 0)
         history = _Scan(HISTORY, "crm.stagehistory.list", HISTORY_FIELDS, sink=writers[HISTORY].add, last_id=after)
         scans.append(replace(history, extra={"entityTypeId": 2}, wrapped=True))
-    extra = {
-        "statuses": ("crm.status.list", {"order": {"SORT": "ASC"}}),
-        "currencies": ("crm.currency.list", {}),
-    }
+    # Stage dictionaries by name (an unfiltered crm.status.list stops at 50 rows): leads, every known pipeline.
+    extra = {"currencies": ("crm.currency.list", {}), **_stage_commands({-1, *known_categories})}
     progress("CRM: full scan" if since is None else f"CRM: changes since {since.isoformat()}")
     dictionaries = scan(client, scans, extra, progress=progress)
-    statuses = _all_statuses(client, dictionaries.get("statuses") or [])
+    new_categories = categories - known_categories
+    if new_categories:  # a pipeline first seen in this run: one more call for its stages
+        dictionaries.update(client.batch(_stage_commands(new_categories)).results)
+    statuses = [row for name, rows in dictionaries.items() if name.startswith("stages") for row in rows or []]
     counts = {entity: writers[entity].finish(_deleted_ids(objects, entity)) for entity in ENTITIES}
     if HISTORY in writers:
         counts[HISTORY] = writers[HISTORY].finish(set())
@@ -121,6 +129,7 @@ def refresh_snapshot(
                 "last_full_scan": started.isoformat() if full else state.get("last_full_scan"),
                 "counts": counts,
                 "history_last_id": max(history_last_id, 0 if full else int(state.get("history_last_id") or 0)),
+                "categories": sorted(categories),
             }
         ).encode(),
     )
@@ -216,23 +225,14 @@ def _shares(slots: int, active: int) -> list[int]:
     return [base + (1 if index < rest else 0) for index in range(active)]
 
 
-def _all_statuses(client: Bitrix24Client, first_page: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """crm.status.list answers one page of at most 50 rows; read the stage dictionaries by entity when it is full."""
-    if len(first_page) < PAGE_SIZE:
-        return first_page
-    rows: list[dict[str, Any]] = []
-    entity_ids = sorted({row["ENTITY_ID"] for row in first_page} | {"STATUS", "DEAL_STAGE"})
-    for start in range(0, len(entity_ids), MAX_BATCH):
-        chunk = entity_ids[start : start + MAX_BATCH]
-        result = client.batch(
-            {
-                f"s{index}": ("crm.status.list", {"filter": {"ENTITY_ID": entity_id}})
-                for index, entity_id in enumerate(chunk)
-            }
-        )
-        for index in range(len(chunk)):
-            rows.extend(result.get(f"s{index}") or [])
-    return rows
+def _stage_commands(categories: set[int]) -> dict[str, tuple[str, Mapping[str, Any]]]:
+    """crm.status.list of lead statuses (-1) and of each deal pipeline's stages (0: DEAL_STAGE, n: DEAL_STAGE_n)."""
+    commands: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    for category in sorted(categories)[: MAX_BATCH - 2]:
+        entity_id = "STATUS" if category < 0 else "DEAL_STAGE" if category == 0 else f"DEAL_STAGE_{category}"
+        name = "stages_lead" if category < 0 else f"stages_c{category}"
+        commands[name] = ("crm.status.list", {"filter": {"ENTITY_ID": entity_id}, "order": {"SORT": "ASC"}})
+    return commands
 
 
 # ---- the snapshot ---------------------------------------------------------------------------------------------------
