@@ -236,3 +236,19 @@ def _registry() -> dict[str, Handler]:
 
 
 METHODS: dict[str, Handler] = _registry()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# crm.stagehistory.list (appended for the ROI report)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _stage_history_list(context: CallContext, params: dict[str, Any]) -> MethodResult:
+    from .store import stage_history_list
+
+    page = stage_history_list(context.portal, params)
+    # crm-stage-history-list.md: the rows come wrapped in "items", like crm.item.list.
+    return MethodResult({"items": page.rows}, total=page.total, next=page.next)
+
+
+METHODS["crm.stagehistory.list"] = _stage_history_list

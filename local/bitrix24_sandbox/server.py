@@ -818,3 +818,48 @@ def _parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
         value = part.get_filename() or payload.decode("utf-8", errors="replace")
         php_assign(params, str(name), value)
     return {name: normalize_php_arrays(value) for name, value in params.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# History for demos and tests (appended for the ROI report)
+# --------------------------------------------------------------------------------------------------------------------
+
+_HISTORY_FIELDS = ("DATE_CREATE", "DATE_MODIFY", "LEAD_ID")
+
+
+def seed_history(sandbox: Sandbox, entity: str, records: Iterable[Mapping[str, Any]]) -> list[int]:
+    """Add records as if the portal already had them.
+
+    ``DATE_CREATE``, ``DATE_MODIFY`` (default: the creation time) and ``LEAD_ID`` — read-only through REST — are
+    taken as given, so a demo or test can hold months of history. ``STAGE_MOVES`` (deals and leads), a list of
+    ``(stage, ISO time)``, moves the record through stages at those times, as ``crm.stagehistory.list`` then shows
+    them. No events are sent and nothing is counted in the statistics: a seeding tool beside the emulated API.
+    """
+    from .store import parse_datetime
+
+    ids = []
+    stage_field = "STATUS_ID" if entity == "lead" else "STAGE_ID"
+    with sandbox._store_lock:
+        portal = sandbox._portal
+        real_now = portal._now
+        for fields in records:
+            created = parse_datetime(fields.get("DATE_CREATE"), portal.tz)
+            skip = (*_HISTORY_FIELDS, "STAGE_MOVES")
+            try:
+                if created is not None:
+                    portal._now = lambda at=created: at
+                record_id = portal.add(entity, {key: value for key, value in fields.items() if key not in skip})
+                for stage, at in fields.get("STAGE_MOVES") or ():
+                    moved = parse_datetime(at, portal.tz)
+                    portal._now = lambda at=moved: at
+                    portal.update(entity, record_id, {stage_field: stage})
+            finally:
+                portal._now = real_now
+            record = portal.records[entity][record_id]
+            modified = parse_datetime(fields.get("DATE_MODIFY"), portal.tz)
+            if modified is not None:
+                record["DATE_MODIFY"] = modified
+            if fields.get("LEAD_ID") and "LEAD_ID" in record:
+                record["LEAD_ID"] = int(fields["LEAD_ID"])
+            ids.append(record_id)
+    return ids

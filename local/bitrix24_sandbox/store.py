@@ -1115,3 +1115,133 @@ def _normalize_phone(value: Any) -> str:
 
 def _normalize_email(value: Any) -> str:
     return str(value).strip().lower()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# crm.stagehistory.list (appended for the ROI report: stage history of leads and deals)
+# --------------------------------------------------------------------------------------------------------------------
+# crm-stage-history-list.md: one record per creation (TYPE_ID 1), move to an intermediate stage (2), move to a final
+# stage (3) and change of pipeline (5); leads carry STATUS_ID/STATUS_SEMANTIC_ID, deals CATEGORY_ID/STAGE_ID/
+# STAGE_SEMANTIC_ID. The history is recorded where the portal already notices a stage move (_track_move).
+
+HISTORY_ENTITY_TYPES = {1: "lead", 2: "deal"}
+_HISTORY_TYPES = {"P": 2, "S": 3, "F": 3}
+
+
+def _stage_history(portal: Portal) -> list[dict[str, Any]]:
+    history = portal.__dict__.get("stage_history")
+    if history is None:
+        history = portal.__dict__["stage_history"] = []
+    return history
+
+
+def _record_stage_move(
+    portal: Portal, record: dict[str, Any], previous: dict[str, Any] | None, stage_field: str, now: datetime
+) -> None:
+    is_lead = stage_field == "STATUS_ID"
+    if previous is None:
+        type_id = 1
+    elif not is_lead and (previous.get("CATEGORY_ID") or 0) != (record.get("CATEGORY_ID") or 0):
+        type_id = 5
+    elif previous.get(stage_field) != record.get(stage_field):
+        semantic = record.get("STATUS_SEMANTIC_ID" if is_lead else "STAGE_SEMANTIC_ID") or "P"
+        type_id = _HISTORY_TYPES.get(semantic, 2)
+    else:
+        return
+    history = _stage_history(portal)
+    entry: dict[str, Any] = {"ID": len(history) + 1, "TYPE_ID": type_id, "OWNER_ID": record["ID"], "CREATED_TIME": now}
+    if is_lead:
+        entry["ENTITY"] = "lead"
+        entry["STATUS_SEMANTIC_ID"] = record.get("STATUS_SEMANTIC_ID")
+        entry["STATUS_ID"] = record.get("STATUS_ID")
+    else:
+        entry["ENTITY"] = "deal"
+        entry["CATEGORY_ID"] = record.get("CATEGORY_ID") or 0
+        entry["STAGE_SEMANTIC_ID"] = record.get("STAGE_SEMANTIC_ID")
+        entry["STAGE_ID"] = record.get("STAGE_ID")
+    history.append(entry)
+
+
+def _track_move_with_history(
+    self: Portal, record: dict[str, Any], previous: dict[str, Any] | None, stage_field: str, now: datetime
+) -> None:
+    _track_move_without_history(self, record, previous, stage_field, now)
+    _record_stage_move(self, record, previous, stage_field, now)
+
+
+def _reset_with_history(self: Portal) -> None:
+    _reset_without_history(self)
+    self.__dict__["stage_history"] = []
+
+
+def stage_history_list(portal: Portal, params: Mapping[str, Any]) -> ListPage:
+    """``crm.stagehistory.list`` for leads and deals: filter (with the documented prefixes), order, 50-row pages."""
+    try:
+        entity_type = int(str(params.get("ENTITYTYPEID") or params.get("ENTITY_TYPE_ID") or ""))
+    except ValueError:
+        entity_type = 0
+    entity = HISTORY_ENTITY_TYPES.get(entity_type)
+    if entity is None:
+        raise RestError("ENTITY_TYPE_NOT_SUPPORTED", f"Entity type `{entity_type}` is not supported", status=400)
+    rows = [entry for entry in _stage_history(portal) if entry["ENTITY"] == entity]
+    raw_filter = params.get("FILTER") if isinstance(params.get("FILTER"), Mapping) else {}
+    for key, expected in raw_filter.items():
+        operator, name = _split_filter_key(str(key))
+        name = name.upper()
+        if rows and name not in rows[0]:
+            raise RestError("INVALID_ARG_VALUE", f"Invalid filter: field '{name}' is not allowed in filter", status=400)
+        kind = (
+            "date"
+            if name == "CREATED_TIME"
+            else "number"
+            if name in ("ID", "TYPE_ID", "OWNER_ID", "CATEGORY_ID")
+            else "text"
+        )
+        rows = [entry for entry in rows if _history_match(entry.get(name), operator, expected, kind, portal.tz)]
+    order = params.get("ORDER") if isinstance(params.get("ORDER"), Mapping) else {"ID": "ASC"}
+    for field_name, direction in reversed(list(order.items())):
+        name = str(field_name).upper()
+        rows = sorted(
+            rows, key=lambda entry: _history_sort_key(entry.get(name)), reverse=str(direction).upper() == "DESC"
+        )
+    start = _to_int(params.get("START")) or 0
+    if start < 0:
+        page, total, next_start = rows[:PAGE_SIZE], 0, None
+    else:
+        page, total = rows[start : start + PAGE_SIZE], len(rows)
+        next_start = start + PAGE_SIZE if start + PAGE_SIZE < total else None
+    select = [str(name).upper() for name in (params.get("SELECT") or []) if str(name) != "*"]
+    rendered = []
+    for entry in page:
+        item = {key: value for key, value in entry.items() if key != "ENTITY" and (not select or key in select)}
+        if "CREATED_TIME" in item:
+            item["CREATED_TIME"] = _render_datetime(item["CREATED_TIME"], portal.tz)
+        rendered.append(item)
+    return ListPage(rendered, total, next_start)
+
+
+def _history_match(value: Any, operator: str, expected: Any, kind: str, tz: tzinfo) -> bool:
+    expected_values = list(expected.values()) if isinstance(expected, Mapping) else expected
+    if operator in ("@", "!@"):
+        options = expected_values if isinstance(expected_values, list) else [expected_values]
+        found = any(_comparable(value, kind, tz) == _comparable(option, kind, tz) for option in options)
+        return found if operator == "@" else not found
+    left, right = _comparable(value, kind, tz), _comparable(expected, kind, tz)
+    if left is None or right is None:
+        return False
+    return {
+        "": left == right, "=": left == right, "!": left != right, "!=": left != right, ">": left > right,
+        ">=": left >= right, "<": left < right, "<=": left <= right,
+    }.get(operator, False)  # fmt: skip
+
+
+def _history_sort_key(value: Any) -> tuple[int, Any]:
+    if isinstance(value, datetime):
+        return (1, value.timestamp())
+    return (0, value) if isinstance(value, int) else (2, str(value))
+
+
+_track_move_without_history = Portal._track_move
+_reset_without_history = Portal.reset
+Portal._track_move = _track_move_with_history  # type: ignore[method-assign]
+Portal.reset = _reset_with_history  # type: ignore[method-assign]

@@ -138,7 +138,7 @@ def test_layer_is_built_by_sam_for_python313_arm64_with_the_same_pins_as_develop
     assert pins(ROOT / "layers/core/requirements.txt") == pins(ROOT / "requirements.txt")
 
 
-@pytest.mark.parametrize("name", ["capture_form", "bitrix_writer", "import_ad_spend"])
+@pytest.mark.parametrize("name", ["capture_form", "bitrix_writer", "import_ad_spend", "build_roi_report"])
 def test_every_handler_named_in_design_exists(name):
     assert (ROOT / "functions" / name / "app.py").exists()
     assert any(f["Properties"]["CodeUri"] == f"functions/{name}/" for f in FUNCTIONS.values())

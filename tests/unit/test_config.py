@@ -528,3 +528,13 @@ def test_spend_settings_parse_and_refuse_bad_values():
     for name, value in bad:
         with pytest.raises(ConfigError, match=name):
             load_settings({name: value})
+
+
+def test_report_margin_accepts_a_share_or_a_percentage() -> None:
+    from decimal import Decimal
+
+    assert load_settings({"REPORT_MARGIN": "0.3"}).report_margin == Decimal("0.3")
+    assert load_settings({"REPORT_MARGIN": "25%"}).report_margin == Decimal("0.25")
+    assert load_settings({}).report_margin is None
+    with pytest.raises(ConfigError, match="REPORT_MARGIN"):
+        load_settings({"REPORT_MARGIN": "140%"})

@@ -1,6 +1,7 @@
-"""Operator commands: ``python -m throughline bitrix-setup``, ``replay-dlq``, ``import-spend`` and ``attribute``.
+"""Operator commands: ``python -m throughline bitrix-setup``, ``replay-dlq``, ``import-spend``, ``report`` and
+``attribute``.
 
-The first three read the same configuration as the functions (environment, or the stack's secret with
+The first four read the same configuration as the functions (environment, or the stack's secret with
 ``--stack-name``); ``attribute`` only reads the path table it is given.
 """
 
@@ -12,6 +13,7 @@ import sys
 from typing import Any
 
 from throughline.attribution import cli as attribution_cli
+from throughline.report import cli as report_cli
 from throughline.spend import cli as spend_cli
 
 
@@ -29,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--limit", type=int, help="move at most this many messages")
     attribution_cli.add_parser(commands)
     spend_cli.register(commands)
+    report_cli.add_parser(commands)
 
     args = parser.parse_args(argv)
     try:
@@ -38,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             return _bitrix_setup(args)
         if args.command == "attribute":
             return attribution_cli.run(args)
+        if args.command == "report":
+            return report_cli.run(args, _stack_outputs)
         return _replay(args)
     except Exception as error:  # an operator tool: one clear line, not a traceback
         print(f"error: {error}", file=sys.stderr)

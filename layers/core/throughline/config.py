@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -130,6 +131,20 @@ def _positive_number(value: str) -> float:
     return number
 
 
+def _margin(value: str) -> Decimal | None:
+    """Gross margin as a share of revenue: ``0.3`` or ``30%``; empty means none (ROI then equals ROMI)."""
+    text = value.strip().replace(",", ".")
+    if not text:
+        return None
+    try:
+        margin = Decimal(text.rstrip("%").strip()) / (100 if text.endswith("%") else 1)
+    except InvalidOperation:
+        raise ValueError("must be a share like 0.3 or a percentage like 30%") from None
+    if not Decimal(0) <= margin <= Decimal(1):
+        raise ValueError("must be between 0 and 1 (0 % and 100 %)")
+    return margin
+
+
 def _timezone(value: str) -> str:
     try:
         ZoneInfo(value.strip())
@@ -225,6 +240,10 @@ class Settings:
     # Reports
     report_currency: str = _setting("RUB")
     timezone: str = _setting("Europe/Moscow", _timezone)
+    report_margin: Decimal | None = _setting(None, _margin)
+    report_profit_field: str | None = _setting(None, _optional_text)  # a deal field with gross profit
+    report_full_rescan_days: int = _setting(7, _integer(1, 366))
+    report_modify_margin_minutes: int = _setting(60, _integer(0, 1440))
 
     # Resources (set by template.yaml)
     data_bucket: str | None = _setting(None, _optional_text)

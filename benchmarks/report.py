@@ -1,0 +1,307 @@
+"""The ROI report at portal scale: 1 000 000 leads, 200 000 deals, 365 × 1 000 spend rows, built in one process.
+
+The data is written first as the report reads it in production — the CRM snapshot as gzip JSON Lines buckets, spend
+rows as gzip JSON Lines partitions — then a fresh child process reads it all and builds the report and its three
+files. The child prints its wall time and peak memory (ru_maxrss), the figures to compare with the targets: under
+30 s and under 1 GB.
+
+    PYTHONPATH=layers/core:. python benchmarks/report.py            # full size
+    PYTHONPATH=layers/core:. python benchmarks/report.py --quick    # a CI smoke run (a hundredth of the size)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_SECONDS = 30.0
+TARGET_MB = 1024.0
+LAST_DAY = date(2026, 11, 30)
+SOURCES = (  # (utm_source, utm_medium, platform, share of leads)
+    ("yandex", "cpc", "yandex_direct", 0.40),
+    ("google", "cpc", "google_ads", 0.20),
+    ("vk", "cpc", "vk_ads", 0.12),
+    ("yandex", "organic", None, 0.08),
+    ("telegram", "social", None, 0.05),
+    ("email", "newsletter", None, 0.04),
+    ("partner-xyz", "referral", None, 0.03),
+    ("", "", None, 0.08),  # no tags: SOURCE_ID decides, or nothing does
+)
+PLATFORM_CAMPAIGNS = {"yandex_direct": 500, "google_ads": 300, "vk_ads": 200}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a hundredth of the size: a smoke run")
+    parser.add_argument("--run", type=Path, help=argparse.SUPPRESS)  # the child: build from this folder
+    parser.add_argument("--year", action="store_true", help=argparse.SUPPRESS)  # the child: a 365-day period
+    args = parser.parse_args(argv)
+    if args.run:
+        return _build(args.run, args.year)
+    scale = 100 if args.quick else 1
+    leads, deals, days, campaigns = 1_000_000 // scale, 200_000 // scale, 365, 1_000 // scale
+    with tempfile.TemporaryDirectory(prefix="roi-bench-") as folder:
+        started = time.perf_counter()
+        sizes = _generate(Path(folder), leads, deals, days, campaigns)
+        print(
+            f"data: {leads} leads, {deals} deals, {days} × {campaigns} spend rows "
+            f"({sizes / 1e6:.0f} MB gzip) written in {time.perf_counter() - started:.1f} s"
+        )
+        env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers/core'}:{ROOT}"}
+        runs = []
+        for year in (False, True):
+            command = [sys.executable, __file__, "--run", folder, *(["--year"] if year else [])]
+            child = subprocess.run(command, env=env, capture_output=True, text=True)
+            if child.returncode != 0:
+                print(child.stdout, child.stderr, file=sys.stderr)
+                return child.returncode
+            runs.append((year, json.loads(child.stdout.strip().splitlines()[-1])))
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: wall time here includes waiting for a CPU;")
+    print("CPU time is what an unshared Lambda vCPU (1769 MB) would take, and the figure held against the target")
+    for year, figures in runs:
+        ok = figures["cpu_seconds"] < TARGET_SECONDS and figures["peak_mb"] < TARGET_MB
+        what = "a 365-day period (every spend row)" if year else "the nightly period (month to date + previous month)"
+        print(f"{what}, {figures['period']}: {figures['leads']} leads in the period")
+        print(
+            f"  CPU {figures['cpu_seconds']:.1f} s, wall {figures['seconds']:.1f} s (target < {TARGET_SECONDS:.0f} s);"
+            f" peak memory {figures['peak_mb']:.0f} MB (target < {TARGET_MB:.0f} MB): {'OK' if ok else 'MISSED'}"
+        )
+        print(
+            f"  wall: read + build {figures['build_seconds']:.1f} s, render {figures['render_seconds']:.1f} s; "
+            f"{figures['rows']} rows; roi.json {figures['json_kb']} kB, index.html {figures['html_kb']} kB"
+        )
+    return 0
+
+
+# ---- the data ------------------------------------------------------------------------------------------------------
+
+
+def _generate(folder: Path, leads: int, deals: int, days: int, campaigns: int) -> int:
+    rng = random.Random(42)
+    first_day = LAST_DAY - timedelta(days=days - 1)
+    weights = [share for *_, share in SOURCES]
+    per_platform = {platform: max(1, count * campaigns // 1000) for platform, count in PLATFORM_CAMPAIGNS.items()}
+    written = 0
+
+    def write(path: Path, rows: Iterator[dict]) -> None:
+        nonlocal written
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = gzip.compress(
+            "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in rows).encode(),
+            compresslevel=1,
+        )
+        path.write_bytes(data)
+        written += len(data)
+
+    lead_days: list[str] = []
+
+    def lead_rows(start: int, stop: int) -> Iterator[dict]:
+        for lead_id in range(start, stop):
+            source, medium, platform, _ = rng.choices(SOURCES, weights)[0]
+            day = (first_day + timedelta(days=rng.randrange(days))).isoformat()
+            lead_days.append(day)
+            row = {
+                "ID": str(lead_id),
+                "DATE_CREATE": f"{day}T12:00:00+03:00",
+                "DATE_MODIFY": f"{day}T13:00:00+03:00",
+                "STATUS_ID": rng.choice(("NEW", "IN_PROCESS", "CONVERTED", "JUNK")),
+                "STATUS_SEMANTIC_ID": "P",
+                "SOURCE_ID": rng.choice(("WEB", "CALL", "OTHER", "ADVERTISING")),
+                "PERSON_KEYS": [f"{rng.getrandbits(72):018x}"],
+            }
+            if source:
+                row.update(
+                    {
+                        "UTM_SOURCE": source,
+                        "UTM_MEDIUM": medium,
+                        "UTM_CONTENT": f"ad{rng.randrange(20)}",
+                        "UTM_TERM": f"kw{rng.randrange(50)}",
+                    }
+                )
+                if platform:
+                    number = rng.randrange(per_platform[platform])
+                    # Yandex advertisers tag {campaign_id}; the others tag the campaign's name.
+                    row["UTM_CAMPAIGN"] = (
+                        f"{platform[:2]}{number}" if platform == "yandex_direct" else f"Кампания {platform} {number}"
+                    )
+                else:
+                    row["UTM_CAMPAIGN"] = f"post{rng.randrange(30)}"
+            yield row
+
+    bucket_size = 100_000
+    for bucket in range(leads // bucket_size + 1):
+        ids = range(max(1, bucket * bucket_size), min((bucket + 1) * bucket_size, leads + 1))
+        if ids:
+            write(folder / f"crm/snapshot/entity=lead/bucket={bucket:05d}/part.json.gz", lead_rows(ids.start, ids.stop))
+
+    def deal_rows() -> Iterator[dict]:
+        for deal_id in range(1, deals + 1):
+            lead_id = rng.randrange(1, leads + 1)
+            created = date.fromisoformat(lead_days[lead_id - 1]) + timedelta(days=rng.randrange(0, 5))
+            won = rng.random() < 0.4
+            closed = created + timedelta(days=rng.randrange(1, 40))
+            yield {
+                "ID": str(deal_id),
+                "DATE_CREATE": f"{created}T12:00:00+03:00",
+                "CATEGORY_ID": "0",
+                "STAGE_ID": "WON" if won else rng.choice(("NEW", "EXECUTING", "LOSE")),
+                "STAGE_SEMANTIC_ID": "S" if won else "P",
+                "OPPORTUNITY": f"{rng.randrange(5_000, 200_000)}.00",
+                "CURRENCY_ID": "RUB" if rng.random() < 0.97 else "USD",
+                "CLOSEDATE": f"{closed}T00:00:00+03:00",
+                "LEAD_ID": str(lead_id),
+                "CONTACT_ID": str(rng.randrange(1, leads // 2)),
+            }
+
+    history: list[dict] = []  # crm.stagehistory.list of deals: creation, then each move
+
+    def moves(deal: dict) -> None:
+        created = datetime.fromisoformat(deal["DATE_CREATE"])
+        closed = datetime.fromisoformat(deal["CLOSEDATE"])
+        steps = [("NEW", created)]
+        if deal["STAGE_ID"] != "NEW":
+            steps.append(("EXECUTING", created + (closed - created) / 3))
+        if deal["STAGE_ID"] in ("WON", "LOSE"):
+            steps.append((deal["STAGE_ID"], closed))
+        for stage, at in steps:
+            history.append(
+                {
+                    "ID": len(history) + 1,
+                    "TYPE_ID": 1 if stage == "NEW" else 2,
+                    "OWNER_ID": int(deal["ID"]),
+                    "CREATED_TIME": at.isoformat(),
+                    "CATEGORY_ID": 0,
+                    "STAGE_ID": stage,
+                }
+            )
+
+    all_deals = deal_rows()
+    for bucket in range(deals // bucket_size + 1):
+        ids = range(max(1, bucket * bucket_size), min((bucket + 1) * bucket_size, deals + 1))
+        if ids:
+            chunk = [next(all_deals) for _ in ids]
+            for deal in chunk:
+                moves(deal)
+            write(folder / f"crm/snapshot/entity=deal/bucket={bucket:05d}/part.json.gz", iter(chunk))
+    for bucket in range(len(history) // bucket_size + 1):
+        ids = range(max(1, bucket * bucket_size), min((bucket + 1) * bucket_size, len(history) + 1))
+        if ids:
+            part = history[ids.start - 1 : ids.stop - 1]
+            write(folder / f"crm/snapshot/entity=deal_history/bucket={bucket:05d}/part.json.gz", iter(part))
+
+    for offset in range(days):
+        day = (first_day + timedelta(days=offset)).isoformat()
+        for platform, count in per_platform.items():
+            write(
+                folder / f"spend/platform={platform}/date={day}/acc.json.gz",
+                (
+                    {
+                        "date": day,
+                        "platform": platform,
+                        "account_id": "acc",
+                        "campaign_id": f"{platform[:2]}{number}",
+                        "campaign_name": f"Кампания {platform} {number}",
+                        "impressions": rng.randrange(100, 20_000),
+                        "clicks": rng.randrange(1, 400),
+                        "cost": float(f"{rng.randrange(100, 50_000)}.{rng.randrange(100):02d}"),
+                        "currency": "RUB",
+                        "include_vat": False,
+                        "account_timezone": "Europe/Moscow",
+                        "ingested_at": f"{day}T02:00:00Z",
+                    }
+                    for number in range(count)
+                ),
+            )
+    return written
+
+
+# ---- the child: read and build -------------------------------------------------------------------------------------
+
+
+class FolderObjects:
+    """The S3 side of the report on a local folder: the same keys, the same readers as in production."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def get(self, key: str) -> bytes | None:
+        path = self.root / key
+        return path.read_bytes() if path.exists() else None
+
+    def keys(self, prefix: str, start_after: str = "") -> Iterator[str]:
+        found = sorted(str(path.relative_to(self.root)) for path in self.root.rglob("*") if path.is_file())
+        return iter([key for key in found if key.startswith(prefix) and key > start_after])
+
+    def prefixes(self, prefix: str) -> list[str]:
+        return sorted(f"{prefix}{path.name}/" for path in (self.root / prefix).iterdir() if path.is_dir())
+
+
+def _build(folder: Path, whole_year: bool) -> int:
+    from throughline.adapters.report_store import read_spend
+    from throughline.report.build import ReportOptions, build_report, default_periods, previous_period
+    from throughline.report.crm import read_snapshot
+    from throughline.report.funnel import StageBook
+    from throughline.report.models import Period
+    from throughline.report.rates import RateBook
+    from throughline.report.render import render_csv, render_html, render_json
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    period, previous = default_periods(LAST_DAY + timedelta(days=1))
+    if whole_year:
+        period = Period(date_from=LAST_DAY - timedelta(days=364), date_to=LAST_DAY)
+        previous = previous_period(period)
+    objects = FolderObjects(folder)
+    stages = [
+        {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": stage, "NAME": stage, "SORT": str(sort), "SEMANTICS": semantics}
+        for sort, (stage, semantics) in enumerate((("NEW", None), ("EXECUTING", None), ("WON", "S"), ("LOSE", "F")))
+    ]
+    report = build_report(
+        period=period,
+        previous=previous,
+        leads=read_snapshot(objects, "lead"),
+        deals=read_snapshot(objects, "deal"),
+        stage_history=read_snapshot(objects, "deal_history"),
+        spend=read_spend(objects, previous.date_from, period.date_to),  # type: ignore[arg-type]
+        rates=RateBook("RUB", [{"date": "2025-01-01", "base": "RUB", "rates": {"USD": "92.12"}, "source": "bench"}]),
+        stages=StageBook(stages),
+        options=ReportOptions(),
+        now=lambda: datetime(2026, 12, 1, 5),
+    )
+    built = time.perf_counter()
+    files = {"json": render_json(report), "csv": render_csv(report), "html": render_html(report)}
+    finished = time.perf_counter()
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    print(
+        json.dumps(
+            {
+                "seconds": finished - started,
+                "cpu_seconds": time.process_time() - cpu_started,
+                "build_seconds": built - started,
+                "render_seconds": finished - built,
+                "peak_mb": peak_kb / 1024,
+                "rows": len(report.rows),
+                "json_kb": len(files["json"]) // 1024,
+                "html_kb": len(files["html"]) // 1024,
+                "spend": float(report.headline.spend),
+                "leads": report.headline.leads,
+                "period": f"{period.date_from} … {period.date_to}",
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,542 @@
+"""Build the ROI report from the CRM snapshot, the spend rows and the currency rates (pure logic, one pass each).
+
+Counting rules (per period, dates in the portal's time zone as Bitrix24 writes them):
+- leads: leads created in the period; deals: deals created in the period;
+- won deals and revenue: deals in a success stage whose ``CLOSEDATE`` falls in the period;
+- a deal belongs to the row of its lead (the lead's UTM tags), else its own tags, else its ``SOURCE_ID``; in the
+  medium × content × term drill-down it counts by its own tags (Bitrix24 copies the lead's onto the deal);
+- new customers: won deals whose contact (or, without one, the deal itself) had no earlier won deal.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from itertools import repeat
+from typing import Any
+
+from throughline.report import metrics
+from throughline.report.channels import (
+    NO_CAMPAIGN,
+    UNKNOWN,
+    SourceIds,
+    channel_label,
+    is_known_source,
+    origin_from_tags,
+    source_label,
+    spend_channel,
+    spend_source,
+    tag_key,
+)
+from throughline.report.funnel import StageBook, build_funnels
+from throughline.report.metrics import ZERO, Totals
+from throughline.report.models import (
+    Change,
+    CurrencyRate,
+    DataQuality,
+    Drilldown,
+    MetricValues,
+    Period,
+    RoiReport,
+    Row,
+    UnknownTag,
+    UnmatchedSpend,
+)
+from throughline.report.rates import RateBook
+
+CURRENT, PREVIOUS = 0, 1
+ATTRIBUTION_BASIS = "last touch on the lead: its UTM tags, else the deal's own tags, else its CRM source (SOURCE_ID)"
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    currency: str = "RUB"
+    timezone: str = "Europe/Moscow"
+    margin: Decimal | None = None  # 0..1
+    profit_field: str | None = None  # a deal field holding gross profit in the deal's currency
+    source_map: Mapping[str, str] = field(default_factory=dict)  # BITRIX24_SOURCE_MAP
+
+
+def default_periods(today: date) -> tuple[Period, Period]:
+    """Month to date (through yesterday) beside the previous full month; on the 1st, the previous month whole."""
+    yesterday = today - timedelta(days=1)
+    start = yesterday.replace(day=1)
+    previous_end = start - timedelta(days=1)
+    previous = Period(date_from=previous_end.replace(day=1), date_to=previous_end)
+    return Period(date_from=start, date_to=yesterday), previous
+
+
+def previous_period(period: Period) -> Period:
+    """The same number of days right before ``period``."""
+    end = period.date_from - timedelta(days=1)
+    return Period(date_from=end - timedelta(days=period.days - 1), date_to=end)
+
+
+def build_report(
+    *,
+    period: Period,
+    previous: Period,
+    leads: Iterable[Mapping[str, Any]],
+    deals: Iterable[Mapping[str, Any]],
+    spend: Iterable[Mapping[str, Any]],
+    rates: RateBook,
+    stages: StageBook,
+    stage_history: Iterable[Mapping[str, Any]] = (),
+    options: ReportOptions = ReportOptions(),
+    crm_info: Mapping[str, int | str | None] | None = None,
+    attribution: Mapping[str, Any] | None = None,
+    now: Callable[[], datetime] = datetime.now,
+) -> RoiReport:
+    builder = _Builder(period, previous, rates, options)
+    builder.add_spend(spend)
+    builder.add_leads(leads)
+    builder.add_deals(deals)
+    funnels = build_funnels(builder.lead_statuses, builder.deal_stages, stages, builder.deal_paths(stage_history))
+    return builder.finish(funnels, crm_info or {}, attribution, now)
+
+
+# ---- internals --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Campaign:
+    channel: str
+    source: str
+    campaign: str
+    campaign_id: str | None = None
+    platform: str | None = None
+    has_spend: bool = False
+    totals: tuple[Totals, Totals] = field(default_factory=lambda: (Totals(), Totals()))
+    drill: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
+
+
+_Path = tuple[str, list[tuple[str, datetime]]]  # a deal's current stage and its moves (stage, entered), oldest first
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """What a distinct combination of tags means: its campaign row and its data-quality flags."""
+
+    campaign: _Campaign
+    known: bool
+    unknown_tag: str | None
+
+
+class _Builder:
+    """One pass over spend and leads and two over a compact copy of the deals; memory grows with the number of
+    distinct tag combinations, not with the number of leads (a lead costs two integers in arrays indexed by ID)."""
+
+    def __init__(self, period: Period, previous: Period, rates: RateBook, options: ReportOptions):
+        self.period, self.previous, self.rates, self.options = period, previous, rates, options
+        self._bounds = (
+            (period.date_from.isoformat(), period.date_to.isoformat()),
+            (previous.date_from.isoformat(), previous.date_to.isoformat()),
+        )
+        self.source_ids = SourceIds(options.source_map)
+        self.campaigns: dict[tuple, _Campaign] = {}
+        self._by_tag: dict[tuple[str, str], tuple] = {}  # (source, campaign id or name) → spend campaign key
+        self._slot_index: dict[tuple[str, str, str, str], int] = {}  # (utm_source, medium, campaign, SOURCE_ID)
+        self._slots: list[_Slot] = []
+        self._days: dict[str, tuple[int | None, int]] = {}  # "YYYY-MM-DD" → (period index, ordinal)
+        self._lead_slot = array("i")  # by lead ID: slot, or -1
+        self._lead_day = array("i")  # by lead ID: creation day ordinal
+        self.lead_statuses: Counter[str] = Counter()  # STATUS_ID of the period's leads
+        self.deal_stages: dict[int, Counter[str]] = defaultdict(Counter)  # CATEGORY_ID → STAGE_ID of its deals
+        self.period_deals: dict[int, tuple[int, str]] = {}  # the period's deals: ID → (CATEGORY_ID, STAGE_ID)
+        self.spend_rows_with_vat = 0
+        self.deals_without_rate = 0
+        self.leads_total = 0
+        self.leads_with_source = 0
+        self.unknown_tags: Counter[str] = Counter()
+        self.duplicates = 0
+        self._person_keys: set[str] = set()
+
+    def day(self, value: Any) -> tuple[int | None, int]:
+        """(0 = the period, 1 = the previous one, None = neither; the day's ordinal, 0 when there is no date)."""
+        text = str(value or "")[:10]
+        found = self._days.get(text)
+        if found is None:
+            which = next((index for index, (low, high) in enumerate(self._bounds) if low <= text <= high), None)
+            try:
+                ordinal = date.fromisoformat(text).toordinal()
+            except ValueError:
+                which, ordinal = None, 0
+            found = self._days[text] = (which, ordinal)
+        return found
+
+    # -- spend ------------------------------------------------------------------------------------------------------
+
+    def add_spend(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        for row in rows:
+            which = self.day(row.get("date"))[0]
+            if which is None:
+                continue
+            platform = str(row["platform"])
+            utm_source, utm_medium = row.get("utm_source"), row.get("utm_medium")
+            source = spend_source(platform, utm_source)
+            if platform == "manual":
+                campaign_id, name = None, str(row.get("utm_campaign") or row.get("campaign_name") or "")
+                key = ("spend", platform, source, tag_key(name))
+            else:
+                campaign_id, name = str(row.get("campaign_id") or ""), str(row.get("campaign_name") or "")
+                key = ("spend", platform, source, campaign_id or tag_key(name))
+            campaign = self.campaigns.get(key)
+            if campaign is None:
+                channel = spend_channel(platform, utm_source, utm_medium)
+                campaign = self.campaigns[key] = _Campaign(
+                    channel, source, name or campaign_id or NO_CAMPAIGN, campaign_id or None, platform, True
+                )
+                for tag in (campaign_id, name):
+                    if tag:
+                        self._by_tag.setdefault((source, tag_key(tag)), key)
+            cost = self.rates.convert(_decimal(row.get("cost")), str(row.get("currency") or ""), str(row["date"]))
+            if cost is None:
+                raise ValueError(f"no rate for spend currency {row.get('currency')!r} on {row['date']}")
+            if row.get("include_vat") in (True, "true", "True", "YES", "Y"):
+                self.spend_rows_with_vat += 1
+            totals = campaign.totals[which]
+            totals.spend += cost
+            totals.impressions += int(row.get("impressions") or 0)
+            totals.clicks += int(row.get("clicks") or 0)
+
+    # -- leads ------------------------------------------------------------------------------------------------------
+
+    def slot(self, record: Mapping[str, Any]) -> int:
+        tags = (record.get("UTM_SOURCE") or "", record.get("UTM_MEDIUM") or "", record.get("UTM_CAMPAIGN") or "",
+                record.get("SOURCE_ID") or "")  # fmt: skip
+        index = self._slot_index.get(tags)
+        if index is None:
+            index = self._slot_index[tags] = len(self._slots)
+            self._slots.append(self._new_slot(*tags))
+        return index
+
+    def _new_slot(self, utm_source: str, utm_medium: str, utm_campaign: str, source_id: str) -> _Slot:
+        if utm_source or utm_medium:
+            origin = origin_from_tags(utm_source, utm_medium)
+        else:
+            origin = self.source_ids.origin(source_id)
+        spend_key = self._by_tag.get((origin.source, tag_key(utm_campaign))) if utm_campaign else None
+        if spend_key is not None:
+            campaign = self.campaigns[spend_key]
+        else:
+            key = ("tags", origin.channel, origin.source, tag_key(utm_campaign))
+            campaign = self.campaigns.get(key) or self.campaigns.setdefault(
+                key, _Campaign(origin.channel, origin.source, utm_campaign.strip() or NO_CAMPAIGN)
+            )
+        unknown = utm_source.strip() if utm_source and not is_known_source(origin.source) else None
+        return _Slot(campaign, origin.known, unknown)
+
+    def add_leads(self, leads: Iterable[Mapping[str, Any]]) -> None:
+        # The hot loop of the report (a million leads): lookups are bound to locals, the common case is two dict hits.
+        slots, slot_index, days = self._slots, self._slot_index, self._days
+        lead_slot, lead_day = self._lead_slot, self._lead_day
+        for lead in leads:
+            get = lead.get
+            tags = (get("UTM_SOURCE") or "", get("UTM_MEDIUM") or "", get("UTM_CAMPAIGN") or "", get("SOURCE_ID") or "")
+            index = slot_index.get(tags)
+            if index is None:
+                index = self.slot(lead)
+            created = get("DATE_CREATE") or ""
+            which, ordinal = days.get(created[:10]) or self.day(created)
+            lead_id = int(lead["ID"])
+            if lead_id >= len(lead_slot):
+                grow = max(lead_id + 1 - len(lead_slot), len(lead_slot), 1024)
+                lead_slot.extend(repeat(-1, grow))
+                lead_day.extend(repeat(0, grow))
+            lead_slot[lead_id] = index
+            lead_day[lead_id] = ordinal
+            if which is None:
+                continue
+            slot = slots[index]
+            slot.campaign.totals[which].leads += 1
+            if which == CURRENT:
+                self._count_current_lead(lead, slot)
+
+    def _count_current_lead(self, lead: Mapping[str, Any], slot: _Slot) -> None:
+        self._drill(slot.campaign, lead)[0] += 1
+        self.lead_statuses[str(lead.get("STATUS_ID") or "")] += 1
+        self.leads_total += 1
+        self.leads_with_source += slot.known
+        if slot.unknown_tag:
+            self.unknown_tags[slot.unknown_tag] += 1
+        keys = lead.get("PERSON_KEYS")
+        if keys:
+            if not self._person_keys.isdisjoint(keys):
+                self.duplicates += 1
+            self._person_keys.update(keys)
+
+    @staticmethod
+    def _drill(campaign: _Campaign, record: Mapping[str, Any]) -> list[Any]:
+        key = (record.get("UTM_MEDIUM") or "", record.get("UTM_CONTENT") or "", record.get("UTM_TERM") or "")
+        cell = campaign.drill.get(key)
+        if cell is None:
+            cell = campaign.drill[key] = [0, 0, 0, ZERO]
+        return cell
+
+    # -- deals ------------------------------------------------------------------------------------------------------
+
+    def add_deals(self, deals: Iterable[Mapping[str, Any]]) -> None:
+        """First pass: each deal to a compact tuple (its row, when it counts) and every customer's first win; second
+        pass: the totals, now that "new customer" can be told."""
+        first_won: dict[str, int] = {}
+        compact = []
+        lead_slot, lead_day = self._lead_slot, self._lead_day
+        for deal in deals:
+            created_which, created = self.day(deal.get("DATE_CREATE"))
+            won = deal.get("STAGE_SEMANTIC_ID") == "S"
+            won_which, closed = self.day(deal.get("CLOSEDATE")) if won else (None, 0)
+            customer = _customer(deal)
+            if won and closed and (customer not in first_won or closed < first_won[customer]):
+                first_won[customer] = closed
+            if created_which is None and won_which is None:
+                continue
+            if created_which == CURRENT:
+                category, stage = int(deal.get("CATEGORY_ID") or 0), str(deal.get("STAGE_ID") or "")
+                self.deal_stages[category][stage] += 1
+                self.period_deals[int(deal["ID"])] = (category, stage)
+            lead_id = int(deal.get("LEAD_ID") or 0)
+            if 0 < lead_id < len(lead_slot) and lead_slot[lead_id] >= 0:
+                index, started = lead_slot[lead_id], lead_day[lead_id]
+            else:
+                index, started = self.slot(deal), created
+            profit = deal.get(self.options.profit_field) if self.options.profit_field else None
+            drill = (deal.get("UTM_MEDIUM") or "", deal.get("UTM_CONTENT") or "", deal.get("UTM_TERM") or "")
+            compact.append((index, created_which, won_which, closed, started, customer, deal.get("OPPORTUNITY"),
+                            str(deal.get("CURRENCY_ID") or ""), profit, drill))  # fmt: skip
+        for index, created_which, won_which, closed, started, customer, amount, currency, profit, drill in compact:
+            campaign = self._slots[index].campaign
+            if created_which is not None:
+                campaign.totals[created_which].deals += 1
+                if created_which == CURRENT:
+                    self._drill(campaign, _tags(drill))[1] += 1
+            if won_which is None:
+                continue
+            day = date.fromordinal(closed).isoformat()
+            revenue = self.rates.convert(_decimal(amount), currency, day)
+            if revenue is None:
+                self.deals_without_rate += 1
+                continue
+            totals = campaign.totals[won_which]
+            totals.won_deals += 1
+            totals.revenue += revenue
+            if self.options.profit_field:
+                gross = self.rates.convert(_decimal(profit), currency, day)
+                totals.gross_profit = (totals.gross_profit or ZERO) + (gross or ZERO)
+            if first_won.get(customer) == closed:
+                totals.new_customers += 1
+            if started:
+                totals.cycle_days_sum += max(closed - started, 0)
+                totals.cycle_deals += 1
+            if won_which == CURRENT:
+                cell = self._drill(campaign, _tags(drill))
+                cell[2] += 1
+                cell[3] += revenue
+
+    def deal_paths(
+        self, history: Iterable[Mapping[str, Any]]
+    ) -> dict[int, list[tuple[str, list[tuple[str, datetime]]]]]:
+        """The stage history of the period's deals, per pipeline: (current stage, [(stage, entered)…] oldest first)."""
+        entries: dict[int, list[tuple[int, str, datetime]]] = defaultdict(list)
+        for row in history:
+            owner = int(row.get("OWNER_ID") or 0)
+            if owner in self.period_deals and row.get("CREATED_TIME"):
+                entries[owner].append((int(row["ID"]), str(row.get("STAGE_ID") or ""), _time(row["CREATED_TIME"])))
+        paths: dict[int, list[_Path]] = defaultdict(list)
+        for owner, (category, current) in self.period_deals.items():
+            moves = [(stage, at) for _, stage, at in sorted(entries.get(owner, ()))]
+            paths[category].append((current, moves))
+        return paths
+
+    # -- output -----------------------------------------------------------------------------------------------------
+
+    def finish(self, funnels: list, crm_info: Mapping[str, Any], attribution: Any, now: Callable[[], datetime]):
+        margin = self.options.margin
+        channels: dict[str, dict[str, list[_Campaign]]] = defaultdict(lambda: defaultdict(list))
+        for campaign in self.campaigns.values():
+            if any(_nonempty(totals) for totals in campaign.totals):
+                channels[campaign.channel][campaign.source].append(campaign)
+        rows: list[Row] = []
+        grand = (Totals(), Totals())
+
+        def add_row(level: str, channel: str, source: str | None, totals: tuple[Totals, Totals], **extra: Any) -> None:
+            current, previous = (_values(metrics.compute(part, margin=margin)) for part in totals)
+            rows.append(
+                Row(
+                    level=level,
+                    channel=channel,
+                    channel_label=channel_label(channel),
+                    source=source,
+                    source_label=source_label(source) if source is not None else None,
+                    metrics=current,
+                    previous=previous if _nonempty(totals[PREVIOUS]) else None,
+                    change=_change(current, previous) if _nonempty(totals[PREVIOUS]) else None,
+                    **{"campaign": None, "campaign_id": None, "platform": None, "matched": None, **extra},
+                )
+            )
+
+        for channel, sources in sorted(channels.items(), key=lambda item: _rank(item[1])):
+            channel_totals = _sum(campaign for campaigns in sources.values() for campaign in campaigns)
+            add_row("channel", channel, None, channel_totals)
+            for source, campaigns in sorted(sources.items(), key=lambda item: _rank({"": item[1]})):
+                add_row("source", channel, source, _sum(campaigns))
+                for campaign in sorted(campaigns, key=lambda item: _rank({"": [item]})):
+                    add_row(
+                        "campaign",
+                        channel,
+                        source,
+                        campaign.totals,
+                        campaign=campaign.campaign,
+                        campaign_id=campaign.campaign_id,
+                        platform=campaign.platform,
+                        matched=_matched(campaign),
+                        drilldown=_drilldown(campaign),
+                    )
+            for part, total in zip(grand, channel_totals, strict=True):
+                part.add(total)
+        headline = _values(metrics.compute(grand[CURRENT], margin=margin))
+        headline_previous = _values(metrics.compute(grand[PREVIOUS], margin=margin))
+        return RoiReport(
+            generated_at=now(),
+            currency=self.options.currency,
+            timezone=self.options.timezone,
+            period=self.period,
+            previous_period=self.previous,
+            attribution_basis=ATTRIBUTION_BASIS,
+            roi_basis="profit_field" if self.options.profit_field else "margin" if margin is not None else "romi",
+            headline=headline,
+            headline_previous=headline_previous,
+            headline_change=_change(headline, headline_previous),
+            rows=rows,
+            funnels=funnels,
+            data_quality=self._quality(),
+            currency_rates=[CurrencyRate(**rate) for rate in self.rates.used(self.period.date_to.isoformat())],
+            crm=dict(crm_info),
+            attribution=attribution,
+        )
+
+    def _quality(self) -> DataQuality:
+        unmatched = [c for c in self.campaigns.values() if c.has_spend and _matched(c) == "spend_only"]
+        unmatched.sort(key=lambda c: -c.totals[CURRENT].spend)
+        share = metrics.percent(self.leads_with_source, self.leads_total)
+        return DataQuality(
+            leads=self.leads_total,
+            leads_with_source=self.leads_with_source,
+            known_source_share=share,
+            meets_target=None if share is None else share >= 95,
+            leads_without_source=self.leads_total - self.leads_with_source,
+            unknown_tags=[UnknownTag(utm_source=tag, leads=count) for tag, count in self.unknown_tags.most_common(20)],
+            suspected_duplicates=self.duplicates,
+            unmatched_spend=metrics.money(sum((c.totals[CURRENT].spend for c in unmatched), ZERO)),
+            unmatched_spend_campaigns=[
+                UnmatchedSpend(
+                    platform=c.platform or "",
+                    campaign_id=c.campaign_id,
+                    campaign=c.campaign,
+                    spend=metrics.money(c.totals[CURRENT].spend),
+                )
+                for c in unmatched[:50]
+            ],
+            spend_rows_with_vat=self.spend_rows_with_vat,
+            deals_without_rate=self.deals_without_rate,
+        )
+
+
+def _tags(drill: tuple[str, str, str]) -> dict[str, str]:
+    return {"UTM_MEDIUM": drill[0], "UTM_CONTENT": drill[1], "UTM_TERM": drill[2]}
+
+
+def _time(value: Any) -> datetime:
+    return datetime.fromisoformat(str(value))
+
+
+def _customer(deal: Mapping[str, Any]) -> str:
+    contact = deal.get("CONTACT_ID")
+    return f"c{contact}" if contact and str(contact) != "0" else f"d{deal.get('ID')}"
+
+
+def _decimal(value: Any) -> Decimal:
+    if value is None or value == "":
+        return ZERO
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"not a number: {value!r}") from None
+
+
+def _nonempty(totals: Totals) -> bool:
+    return bool(totals.spend or totals.leads or totals.deals or totals.won_deals or totals.impressions)
+
+
+def _sum(campaigns: Iterable[_Campaign]) -> tuple[Totals, Totals]:
+    result = (Totals(), Totals())
+    for campaign in campaigns:
+        for part, totals in zip(result, campaign.totals, strict=True):
+            part.add(totals)
+    return result
+
+
+def _rank(sources: Mapping[str, list[_Campaign]]) -> tuple:
+    """Most money first (spend, then revenue), then most leads; names break ties so the order is stable."""
+    current = _sum(c for campaigns in sources.values() for c in campaigns)[CURRENT]
+    names = min((c.channel, c.source, c.campaign) for campaigns in sources.values() for c in campaigns)
+    return (-current.spend, -current.revenue, -current.leads, names)
+
+
+def _matched(campaign: _Campaign) -> str:
+    current = campaign.totals[CURRENT]
+    has_records = bool(current.leads or current.deals or current.won_deals)
+    if campaign.has_spend and current.spend:
+        return "spend_and_leads" if has_records else "spend_only"
+    return "leads_only" if has_records else "none"
+
+
+DRILLDOWN_LIMIT = 50
+
+
+def _drilldown(campaign: _Campaign) -> list[Drilldown]:
+    """The campaign's medium × content × term cells, most leads first; past the first fifty, one "(другие)" cell."""
+    cells = sorted(campaign.drill.items(), key=lambda item: (-item[1][0], -item[1][3], item[0]))
+    if len(cells) > DRILLDOWN_LIMIT:
+        rest = [0, 0, 0, ZERO]
+        for _, values in cells[DRILLDOWN_LIMIT - 1 :]:
+            rest = [total + value for total, value in zip(rest, values, strict=True)]
+        cells = [*cells[: DRILLDOWN_LIMIT - 1], (("(другие)", "", ""), rest)]
+    return [
+        Drilldown(
+            medium=medium,
+            content=content,
+            term=term,
+            leads=leads,
+            deals=deals,
+            won_deals=won,
+            revenue=metrics.money(revenue),
+        )
+        for (medium, content, term), (leads, deals, won, revenue) in cells
+    ]
+
+
+def _values(computed: metrics.Metrics) -> MetricValues:
+    return MetricValues(**computed.__dict__)
+
+
+def _change(current: MetricValues, previous: MetricValues) -> Change:
+    def points(now: Decimal | None, before: Decimal | None) -> Decimal | None:
+        return None if now is None or before is None else now - before
+
+    return Change(
+        spend_pct=metrics.change(current.spend, previous.spend),
+        leads_pct=metrics.change(current.leads, previous.leads),
+        deals_pct=metrics.change(current.deals, previous.deals),
+        won_deals_pct=metrics.change(current.won_deals, previous.won_deals),
+        revenue_pct=metrics.change(current.revenue, previous.revenue),
+        cpl_pct=metrics.change(current.cpl, previous.cpl),
+        romi_pp=points(current.romi, previous.romi),
+        cr_pp=points(current.cr, previous.cr),
+    )
+
+
+__all__ = ["UNKNOWN", "ReportOptions", "build_report", "default_periods", "previous_period"]

@@ -1,0 +1,355 @@
+"""Reading the CRM fast, and only what changed: a compact snapshot of leads and deals kept in S3.
+
+- The first run (and every ``REPORT_FULL_RESCAN_DAYS``) scans everything: ``>ID`` windows with ``order ID ASC`` and
+  ``start=-1`` (no COUNT query, research/bitrix24.md §3), fifty list commands to a ``batch``, each command starting
+  after the last ID of the one before it (``$result[lead3][49][ID]``). One REST call reads up to 2 500 records.
+- Later runs read only records with ``DATE_MODIFY`` at or after the last run's start minus a safety margin (clock
+  skew between us and the portal, records saved while the last run read), and merge them into the snapshot.
+- Deletions come from the journey issue's ``crm/deleted/<lead|deal|contact>/<id>.json`` marks; the periodic full
+  rescan catches any deletion that left no mark.
+- Deals' stage history (``crm.stagehistory.list``, append-only) is read the same way after the last entry seen.
+- Dictionaries (stages, currencies) ride in the first batch, so a run with nothing changed costs one REST call.
+
+The snapshot is gzip JSON Lines in ``crm/snapshot/entity=<lead|deal>/bucket=<id // 100 000>/part.json.gz``, so a
+merge rewrites only the buckets that changed and Athena reads it through partition projection. Phones and e-mails
+never enter it: only ``PERSON_KEYS``, HMACs of their normalized forms, for duplicate detection.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from throughline.bitrix24.client import MAX_BATCH, PAGE_SIZE, Bitrix24Client
+from throughline.report import jsonlines
+
+SNAPSHOT_PREFIX = "crm/snapshot/"
+STATE_KEY = SNAPSHOT_PREFIX + "state.json"
+DELETED_PREFIX = "crm/deleted/"
+BUCKET_SIZE = 100_000
+ENTITIES = ("lead", "deal")
+UTM = ("UTM_SOURCE", "UTM_MEDIUM", "UTM_CAMPAIGN", "UTM_CONTENT", "UTM_TERM")
+LEAD_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "STATUS_ID", "STATUS_SEMANTIC_ID", "SOURCE_ID", "CONTACT_ID",
+               "DATE_CLOSED", *UTM)  # fmt: skip
+DEAL_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID", "OPPORTUNITY",
+               "CURRENCY_ID", "CLOSEDATE", "LEAD_ID", "CONTACT_ID", "SOURCE_ID", *UTM)  # fmt: skip
+PERSON_FIELDS = ("PHONE", "EMAIL")  # read from leads, kept only as PERSON_KEYS
+HISTORY = "deal_history"  # crm.stagehistory.list of deals (entityTypeId 2)
+HISTORY_FIELDS = ("ID", "TYPE_ID", "OWNER_ID", "CREATED_TIME", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID")
+
+
+class Objects(Protocol):
+    """The few object-store operations the snapshot needs (S3 in ``adapters.report_store``; a dict in tests)."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, body: bytes) -> None: ...
+
+    def keys(self, prefix: str) -> Iterator[str]: ...
+
+
+@dataclass(frozen=True)
+class SnapshotOptions:
+    full_rescan_days: int = 7
+    modify_margin: timedelta = timedelta(hours=1)
+    profit_field: str | None = None
+    person_key: bytes = b""  # HMAC key for PERSON_KEYS (derived from the stack's secret)
+    stage_history: bool = True  # also keep deals' stage history (time in stage, where lost deals fell out)
+
+
+@dataclass
+class CrmData:
+    """Dictionaries read with the snapshot; the records themselves are streamed from it (``read_snapshot``)."""
+
+    statuses: list[dict[str, Any]]
+    currencies: list[dict[str, Any]]
+    info: dict[str, int | str | None] = field(default_factory=dict)
+
+
+def refresh_snapshot(
+    client: Bitrix24Client,
+    objects: Objects,
+    *,
+    options: SnapshotOptions = SnapshotOptions(),
+    now: Callable[[], datetime],
+    progress: Callable[[str], None] = lambda message: None,
+) -> CrmData:
+    """Bring the snapshot up to date with as few REST calls as possible and save it."""
+    started = now()
+    calls_before = client.calls
+    state = json.loads(objects.get(STATE_KEY) or b"{}")
+    last_full = _parse_time(state.get("last_full_scan"))
+    last_run = _parse_time(state.get("last_run_started"))
+    full = last_full is None or last_run is None or started - last_full >= timedelta(days=options.full_rescan_days)
+    since = None if full or last_run is None else last_run - options.modify_margin
+    profit = (options.profit_field,) if options.profit_field else ()
+    writers = {entity: _SnapshotWriter(objects, entity, options, replace=full) for entity in ENTITIES}
+    known_categories = {int(category) for category in state.get("categories") or [0]}
+    categories = set(known_categories)
+
+    def add_deals(rows: list[dict[str, Any]]) -> None:
+        categories.update(int(row.get("CATEGORY_ID") or 0) for row in rows)
+        writers["deal"].add(rows)
+
+    scans = [
+        _Scan("lead", "crm.lead.list", (*LEAD_FIELDS, *PERSON_FIELDS), since, sink=writers["lead"].add),
+        _Scan("deal", "crm.deal.list", (*DEAL_FIELDS, *profit), since, sink=add_deals),
+    ]
+    if options.stage_history:
+        # Stage history only grows: each run reads the entries after the last one it has (all of them when full).
+        writers[HISTORY] = _SnapshotWriter(objects, HISTORY, options, replace=full)
+        after = 0 if full else int(state.get("history_last_id") or 0)
+        history = _Scan(HISTORY, "crm.stagehistory.list", HISTORY_FIELDS, sink=writers[HISTORY].add, last_id=after)
+        scans.append(replace(history, extra={"entityTypeId": 2}, wrapped=True))
+    # Stage dictionaries by name (an unfiltered crm.status.list stops at 50 rows): leads, every known pipeline.
+    extra = {"currencies": ("crm.currency.list", {}), **_stage_commands({-1, *known_categories})}
+    progress("CRM: full scan" if since is None else f"CRM: changes since {since.isoformat()}")
+    dictionaries = scan(client, scans, extra, progress=progress)
+    new_categories = categories - known_categories
+    if new_categories:  # a pipeline first seen in this run: one more call for its stages
+        dictionaries.update(client.batch(_stage_commands(new_categories)).results)
+    statuses = [row for name, rows in dictionaries.items() if name.startswith("stages") for row in rows or []]
+    counts = {entity: writers[entity].finish(_deleted_ids(objects, entity)) for entity in ENTITIES}
+    if HISTORY in writers:
+        counts[HISTORY] = writers[HISTORY].finish(set())
+    history_last_id = max((item.last_id_seen for item in scans if item.entity == HISTORY), default=0)
+    objects.put(
+        STATE_KEY,
+        json.dumps(
+            {
+                "version": 1,
+                "last_run_started": started.isoformat(),
+                "last_full_scan": started.isoformat() if full else state.get("last_full_scan"),
+                "counts": counts,
+                "history_last_id": max(history_last_id, 0 if full else int(state.get("history_last_id") or 0)),
+                "categories": sorted(categories),
+            }
+        ).encode(),
+    )
+    info: dict[str, int | str | None] = {
+        "mode": "full" if full else "incremental",
+        "modified_since": since.isoformat() if since else None,
+        "rest_calls": client.calls - calls_before,
+        "leads_read": writers["lead"].read,
+        "deals_read": writers["deal"].read,
+        "leads": counts["lead"],
+        "deals": counts["deal"],
+        "stage_history_read": writers[HISTORY].read if HISTORY in writers else None,
+    }
+    progress(f"CRM: {info['rest_calls']} REST calls, {info['leads_read']} leads and {info['deals_read']} deals read")
+    return CrmData(statuses, dictionaries.get("currencies") or [], info)
+
+
+# ---- the batched fast scan ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scan:
+    entity: str
+    method: str
+    select: tuple[str, ...]
+    modified_since: datetime | None = None
+    sink: Callable[[list[dict[str, Any]]], None] = lambda rows: None
+    extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. entityTypeId for crm.stagehistory.list
+    wrapped: bool = False  # rows come as {"items": [...]} (crm.stagehistory.list, crm.item.list)
+    last_id: int = 0
+    done: bool = False
+    read: int = 0
+    last_id_seen: int = 0
+
+    def params(self, after: int | str) -> dict[str, Any]:
+        filter_: dict[str, Any] = {">ID": after}
+        if self.modified_since is not None:
+            filter_[">=DATE_MODIFY"] = self.modified_since.isoformat()
+        return {**self.extra, "order": {"ID": "ASC"}, "filter": filter_, "select": list(self.select), "start": -1}
+
+    def last_row_of(self, command: str) -> str:
+        """A batch reference to the ID of the last row of an earlier command's full page."""
+        return f"$result[{command}]{'[items]' if self.wrapped else ''}[{PAGE_SIZE - 1}][ID]"
+
+
+def scan(
+    client: Bitrix24Client,
+    scans: list[_Scan],
+    extra: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None,
+    *,
+    progress: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Run every scan to its end, fifty chained list commands per ``batch``; ``extra`` commands ride in the first."""
+    extra_results: dict[str, Any] = {}
+    pending_extra = dict(extra or {})
+    while True:
+        active = [item for item in scans if not item.done]
+        if not active and not pending_extra:
+            return extra_results
+        commands: dict[str, tuple[str, Mapping[str, Any]]] = dict(pending_extra)
+        slots = MAX_BATCH - len(commands)
+        shares = _shares(slots, len(active))
+        for item, share in zip(active, shares, strict=True):
+            for index in range(share):
+                after: int | str = item.last_id if index == 0 else item.last_row_of(f"{item.entity}{index - 1}")
+                commands[f"{item.entity}{index}"] = (item.method, item.params(after))
+        result = client.batch(commands)
+        for name in pending_extra:
+            extra_results[name] = result.get(name)
+        pending_extra = {}
+        for item, share in zip(active, shares, strict=True):
+            for index in range(share):
+                # Only pages up to the first short one count: after it, a chained reference has nothing to point
+                # at, and whatever those commands returned is not ours to read.
+                rows = result.get(f"{item.entity}{index}") or []
+                if item.wrapped:
+                    rows = rows.get("items") or [] if isinstance(rows, dict) else []
+                item.sink(rows)
+                item.read += len(rows)
+                if rows:
+                    item.last_id_seen = max(item.last_id_seen, int(rows[-1]["ID"]))
+                if len(rows) < PAGE_SIZE:
+                    item.done = True
+                    break
+                item.last_id = int(rows[-1]["ID"])
+            progress(f"CRM: {item.entity}s read {item.read}")
+
+
+def _shares(slots: int, active: int) -> list[int]:
+    if not active:
+        return []
+    base, rest = divmod(slots, active)
+    return [base + (1 if index < rest else 0) for index in range(active)]
+
+
+def _stage_commands(categories: set[int]) -> dict[str, tuple[str, Mapping[str, Any]]]:
+    """crm.status.list of lead statuses (-1) and of each deal pipeline's stages (0: DEAL_STAGE, n: DEAL_STAGE_n)."""
+    commands: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    for category in sorted(categories)[: MAX_BATCH - 2]:
+        entity_id = "STATUS" if category < 0 else "DEAL_STAGE" if category == 0 else f"DEAL_STAGE_{category}"
+        name = "stages_lead" if category < 0 else f"stages_c{category}"
+        commands[name] = ("crm.status.list", {"filter": {"ENTITY_ID": entity_id}, "order": {"SORT": "ASC"}})
+    return commands
+
+
+# ---- the snapshot ---------------------------------------------------------------------------------------------------
+
+
+def snapshot_key(entity: str, bucket: int) -> str:
+    return f"{SNAPSHOT_PREFIX}entity={entity}/bucket={bucket:05d}/part.json.gz"
+
+
+def read_snapshot(objects: Objects, entity: str) -> Iterator[dict[str, Any]]:
+    for key in sorted(objects.keys(f"{SNAPSHOT_PREFIX}entity={entity}/")):
+        if key.endswith(".json.gz"):
+            yield from _read_lines(objects.get(key) or b"")
+
+
+class _SnapshotWriter:
+    """Compacts rows as they arrive and writes the buckets they belong to.
+
+    A full scan arrives in ID order, so each bucket is written as soon as the scan has passed it and memory holds one
+    bucket at a time; an incremental run holds only the changed rows and rewrites only the buckets they touch.
+    """
+
+    def __init__(self, objects: Objects, entity: str, options: SnapshotOptions, *, replace: bool):
+        self.objects, self.entity, self.options, self.replace = objects, entity, options, replace
+        self.pending: dict[int, dict[int, dict[str, Any]]] = {}
+        self.written: set[int] = set()
+        self.read = 0
+        self.count = 0
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            record_id = int(row["ID"])
+            self.pending.setdefault(record_id // BUCKET_SIZE, {})[record_id] = _compact(row, self.options)
+            self.read += 1
+        if self.replace and rows:
+            passed = int(rows[-1]["ID"]) // BUCKET_SIZE
+            for bucket in [bucket for bucket in self.pending if bucket < passed]:
+                self._write(bucket, self.pending.pop(bucket))
+
+    def finish(self, deleted: set[int]) -> int:
+        """Write what is left, apply deletions; returns how many records the snapshot holds."""
+        prefix = f"{SNAPSHOT_PREFIX}entity={self.entity}/"
+        existing = {int(key.split("bucket=")[1].split("/")[0]) for key in self.objects.keys(prefix)}
+        deleted_buckets = {record_id // BUCKET_SIZE for record_id in deleted}
+        for bucket in sorted(existing | set(self.pending) | self.written):
+            if bucket in self.written:
+                continue
+            changed = self.pending.pop(bucket, {})
+            if self.replace:
+                rows = changed
+            elif changed or bucket in deleted_buckets:
+                rows = {
+                    int(row["ID"]): row
+                    for row in _read_lines(self.objects.get(snapshot_key(self.entity, bucket)) or b"")
+                }
+                rows.update(changed)
+            else:
+                self.count += _count_lines(self.objects.get(snapshot_key(self.entity, bucket)) or b"")
+                continue
+            self._write(bucket, {key: row for key, row in rows.items() if key not in deleted})
+        return self.count
+
+    def _write(self, bucket: int, rows: dict[int, dict[str, Any]]) -> None:
+        self.objects.put(snapshot_key(self.entity, bucket), _write_lines(rows[key] for key in sorted(rows)))
+        self.written.add(bucket)
+        self.count += len(rows)
+
+
+def _deleted_ids(objects: Objects, entity: str) -> set[int]:
+    found = set()
+    for key in objects.keys(f"{DELETED_PREFIX}{entity}/"):
+        name = key.rsplit("/", 1)[-1].removesuffix(".json")
+        if name.isdigit():
+            found.add(int(name))
+    return found
+
+
+def _compact(row: Mapping[str, Any], options: SnapshotOptions) -> dict[str, Any]:
+    compact = {key: value for key, value in row.items() if key not in PERSON_FIELDS and value not in (None, "")}
+    keys = sorted(
+        {
+            _person_key(kind, entry.get("VALUE"), options.person_key)
+            for kind in PERSON_FIELDS
+            for entry in row.get(kind) or []
+        }
+        - {None}
+    )
+    if keys:
+        compact["PERSON_KEYS"] = keys
+    return compact
+
+
+def _person_key(kind: str, value: Any, secret: bytes) -> str | None:
+    text = str(value or "").strip().lower()
+    if kind == "PHONE":
+        digits = re.sub(r"\D", "", text)
+        if len(digits) == 11 and digits[0] == "8":
+            digits = "7" + digits[1:]  # Russian trunk prefix: 8 916 … is +7 916 …
+        elif len(digits) == 10 and digits[0] == "9":
+            digits = "7" + digits
+        text = digits if len(digits) >= 7 else ""
+    if not text:
+        return None
+    return hmac.new(secret, f"{kind}:{text}".encode(), hashlib.sha256).hexdigest()[:20]
+
+
+def _count_lines(data: bytes) -> int:
+    return gzip.decompress(data).count(b"\n") if data else 0
+
+
+def _read_lines(data: bytes) -> list[dict[str, Any]]:
+    return jsonlines.decode(data)
+
+
+def _write_lines(rows: Iterable[Mapping[str, Any]]) -> bytes:
+    return jsonlines.encode(rows)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

@@ -1,0 +1,99 @@
+"""One report run: refresh the CRM snapshot, read spend and rates, build, render, publish dated then ``latest``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from throughline.adapters.report_store import S3Objects, publish, read_rates, read_spend
+from throughline.bitrix24.client import Bitrix24Client
+from throughline.config import Settings
+from throughline.report.build import ReportOptions, build_report, default_periods, previous_period
+from throughline.report.crm import HISTORY, SnapshotOptions, read_snapshot, refresh_snapshot
+from throughline.report.funnel import StageBook
+from throughline.report.models import Period, RoiReport
+from throughline.report.rates import RateBook
+from throughline.report.render import render_csv, render_html, render_json
+
+
+@dataclass(frozen=True)
+class RunResult:
+    report: RoiReport
+    locations: dict[str, str]
+    files: dict[str, bytes]
+
+
+def periods_for(date_from: date | None, date_to: date | None, today: date) -> tuple[Period, Period]:
+    """An on-demand period (with the same number of days before it to compare), or the nightly default."""
+    if date_from is None and date_to is None:
+        return default_periods(today)
+    date_to = date_to or today - timedelta(days=1)
+    date_from = date_from or date_to.replace(day=1)
+    if date_from > date_to:
+        raise ValueError(f"date_from {date_from} is after date_to {date_to}")
+    period = Period(date_from=date_from, date_to=date_to)
+    return period, previous_period(period)
+
+
+def run_report(
+    settings: Settings,
+    client: Bitrix24Client,
+    objects: S3Objects,
+    *,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    now: Callable[[], datetime] | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> RunResult:
+    clock = now or (lambda: datetime.now(settings.zone))
+    started = clock()
+    period, previous = periods_for(date_from, date_to, started.date())
+    progress(f"period {period.date_from} … {period.date_to}, compared with {previous.date_from} … {previous.date_to}")
+    crm = refresh_snapshot(
+        client,
+        objects,
+        options=SnapshotOptions(
+            full_rescan_days=settings.report_full_rescan_days,
+            modify_margin=timedelta(minutes=settings.report_modify_margin_minutes),
+            profit_field=settings.report_profit_field,
+            person_key=_person_key(settings),
+        ),
+        now=clock,
+        progress=progress,
+    )
+    earliest, latest = previous.date_from, period.date_to
+    rates = RateBook(settings.report_currency, read_rates(objects, earliest, latest), crm.currencies)
+    progress("building the report")
+    report = build_report(
+        period=period,
+        previous=previous,
+        leads=read_snapshot(objects, "lead"),
+        deals=read_snapshot(objects, "deal"),
+        stage_history=read_snapshot(objects, HISTORY),
+        spend=read_spend(objects, earliest, latest),
+        rates=rates,
+        stages=StageBook(crm.statuses),
+        options=ReportOptions(
+            currency=settings.report_currency,
+            timezone=settings.timezone,
+            margin=settings.report_margin,
+            profit_field=settings.report_profit_field,
+            source_map=settings.bitrix24_source_map,
+        ),
+        crm_info=crm.info,
+        attribution=None,  # throughline.attribution (another issue) fills roi.json's attribution section here
+        now=clock,
+    )
+    # Render all three before writing any: a failure here leaves both the dated folder and latest/ untouched.
+    files = {"roi.json": render_json(report), "roi.csv": render_csv(report), "index.html": render_html(report)}
+    locations = publish(objects, started.date(), files)
+    progress(f"written {locations['dated']} and {locations['latest']}")
+    return RunResult(report, locations, files)
+
+
+def _person_key(settings: Settings) -> bytes:
+    # PERSON_KEYS are HMACs keyed by material from the stack's secret (the webhook URL carries it), never plain hashes.
+    secret = settings.bitrix24_webhook_url or ""
+    return hashlib.sha256(b"throughline-person-key\0" + secret.encode()).digest()

@@ -1,0 +1,135 @@
+"""The report's metrics from a row's totals, exactly as DESIGN.md defines them.
+
+Every division by zero gives ``None`` (an empty cell), never ``inf`` or an error; so do cost metrics of a row
+without spend (an organic channel has no CPL, not a CPL of 0). Money stays ``Decimal`` all the
+way and is rounded to kopecks only here, at the end; percentages are rounded to hundredths of a percent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+KOPECK = Decimal("0.01")
+HUNDRED = Decimal(100)
+THOUSAND = Decimal(1000)
+ZERO = Decimal(0)
+
+
+@dataclass
+class Totals:
+    """What a row adds up: counts, money in the report currency, and the sums behind averages."""
+
+    impressions: int = 0
+    clicks: int = 0
+    spend: Decimal = ZERO
+    leads: int = 0
+    deals: int = 0
+    won_deals: int = 0
+    revenue: Decimal = ZERO
+    gross_profit: Decimal | None = None  # known only with a margin or a profit field
+    new_customers: int = 0
+    cycle_days_sum: Decimal = ZERO  # over won deals with a known start
+    cycle_deals: int = 0
+
+    def add(self, other: Totals) -> None:
+        self.impressions += other.impressions
+        self.clicks += other.clicks
+        self.spend += other.spend
+        self.leads += other.leads
+        self.deals += other.deals
+        self.won_deals += other.won_deals
+        self.revenue += other.revenue
+        if other.gross_profit is not None:
+            self.gross_profit = (self.gross_profit or ZERO) + other.gross_profit
+        self.new_customers += other.new_customers
+        self.cycle_days_sum += other.cycle_days_sum
+        self.cycle_deals += other.cycle_deals
+
+
+@dataclass(frozen=True)
+class Metrics:
+    impressions: int
+    clicks: int
+    ctr: Decimal | None  # %
+    cpc: Decimal | None
+    cpm: Decimal | None
+    spend: Decimal
+    leads: int
+    cpl: Decimal | None
+    deals: int
+    cr: Decimal | None  # %
+    won_deals: int
+    revenue: Decimal
+    average_check: Decimal | None
+    cpo: Decimal | None
+    new_customers: int
+    cac: Decimal | None
+    romi: Decimal | None  # %
+    roi: Decimal | None  # %
+    roas: Decimal | None  # %
+    drr: Decimal | None  # % (ДРР)
+    sales_cycle_days: Decimal | None
+
+
+def compute(totals: Totals, *, margin: Decimal | None = None) -> Metrics:
+    """Metrics of one row. ``margin`` (0..1) turns revenue into gross profit when no profit field gave one."""
+    spend, revenue = totals.spend, totals.revenue
+    gross_profit = totals.gross_profit
+    if gross_profit is None and margin is not None:
+        gross_profit = revenue * margin
+    romi = percent(revenue - spend, spend)
+    paid = bool(spend)  # without spend, cost-per metrics are empty cells rather than a misleading 0
+    return Metrics(
+        impressions=totals.impressions,
+        clicks=totals.clicks,
+        ctr=percent(totals.clicks, totals.impressions),
+        cpc=money_ratio(spend, totals.clicks) if paid else None,
+        cpm=money_ratio(spend * THOUSAND, totals.impressions) if paid else None,
+        spend=money(spend),
+        leads=totals.leads,
+        cpl=money_ratio(spend, totals.leads) if paid else None,
+        deals=totals.deals,
+        cr=percent(totals.deals, totals.leads),
+        won_deals=totals.won_deals,
+        revenue=money(revenue),
+        average_check=money_ratio(revenue, totals.won_deals),
+        cpo=money_ratio(spend, totals.won_deals) if paid else None,
+        new_customers=totals.new_customers,
+        cac=money_ratio(spend, totals.new_customers) if paid else None,
+        romi=romi,
+        roi=percent(gross_profit - spend, spend) if gross_profit is not None else romi,
+        roas=percent(revenue, spend),
+        drr=percent(spend, revenue) if paid else None,
+        sales_cycle_days=_round(Decimal(totals.cycle_days_sum) / totals.cycle_deals, Decimal("0.1"))
+        if totals.cycle_deals
+        else None,
+    )
+
+
+def money(value: Decimal) -> Decimal:
+    return _round(Decimal(value), KOPECK)
+
+
+def money_ratio(numerator: Decimal | int, denominator: Decimal | int) -> Decimal | None:
+    if not denominator:
+        return None
+    return _round(Decimal(numerator) / Decimal(denominator), KOPECK)
+
+
+def percent(numerator: Decimal | int, denominator: Decimal | int) -> Decimal | None:
+    """``numerator / denominator × 100 %``; ``None`` when the denominator is zero (nothing to compare with)."""
+    if not denominator:
+        return None
+    return _round(Decimal(numerator) * HUNDRED / Decimal(denominator), KOPECK)
+
+
+def change(current: Decimal | int | None, previous: Decimal | int | None) -> Decimal | None:
+    """Relative change in %, ``None`` when there is no previous value to compare with (or it was zero)."""
+    if current is None or previous is None or not previous:
+        return None
+    return percent(Decimal(current) - Decimal(previous), abs(Decimal(previous)))
+
+
+def _round(value: Decimal, quantum: Decimal) -> Decimal:
+    return value.quantize(quantum, rounding=ROUND_HALF_UP)

@@ -1,0 +1,202 @@
+"""``roi.json``: the report's pydantic models. ``docs/roi.schema.json`` is generated from ``RoiReport``.
+
+Money and percentages are exact decimals rounded at the end (kopecks, hundredths of a percent) and written as JSON
+numbers; an empty cell (nothing to divide by) is ``null``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+SCHEMA_VERSION = 1
+
+Number = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Period(_Model):
+    date_from: date
+    date_to: date
+
+    @property
+    def days(self) -> int:
+        return (self.date_to - self.date_from).days + 1
+
+
+class MetricValues(_Model):
+    """One row's figures. Percentages are in % (525 means 525 %); money is in the report currency."""
+
+    impressions: int
+    clicks: int
+    ctr: Number | None = Field(description="clicks / impressions × 100 %")
+    cpc: Number | None = Field(description="spend / clicks")
+    cpm: Number | None = Field(description="spend / impressions × 1000")
+    spend: Number
+    leads: int
+    cpl: Number | None = Field(description="spend / leads")
+    deals: int
+    cr: Number | None = Field(description="deals / leads × 100 %")
+    won_deals: int
+    revenue: Number
+    average_check: Number | None = Field(description="revenue / won deals")
+    cpo: Number | None = Field(description="spend / won deals")
+    new_customers: int
+    cac: Number | None = Field(description="spend / new paying customers")
+    romi: Number | None = Field(description="(revenue − spend) / spend × 100 %")
+    roi: Number | None = Field(description="(gross profit − spend) / spend × 100 %; equals ROMI without a margin")
+    roas: Number | None = Field(description="revenue / spend × 100 %")
+    drr: Number | None = Field(description="ДРР: spend / revenue × 100 %")
+    sales_cycle_days: Number | None = Field(description="mean days from lead (or deal) creation to the won close")
+
+
+class Change(_Model):
+    """Against the previous period: relative change in % for amounts, difference in points for ROMI and CR."""
+
+    spend_pct: Number | None
+    leads_pct: Number | None
+    deals_pct: Number | None
+    won_deals_pct: Number | None
+    revenue_pct: Number | None
+    cpl_pct: Number | None
+    romi_pp: Number | None
+    cr_pp: Number | None
+
+
+class Drilldown(_Model):
+    """Leads and deals of a campaign by utm_medium × utm_content × utm_term (spend is not imported at this grain)."""
+
+    medium: str
+    content: str
+    term: str
+    leads: int
+    deals: int
+    won_deals: int
+    revenue: Number
+
+
+class Row(_Model):
+    level: Literal["total", "channel", "source", "campaign"]
+    channel: str = Field(description="channel code (sources taxonomy), e.g. paid_search")
+    channel_label: str = Field(description="the channel's Russian label")
+    source: str | None = Field(description="canonical source, e.g. yandex")
+    source_label: str | None
+    campaign: str | None = Field(description="campaign name (or the utm_campaign value when no spend matched)")
+    campaign_id: str | None = Field(description="the ad platform's campaign id when spend matched")
+    platform: str | None = Field(description="spend platform: yandex_direct, google_ads, vk_ads, manual")
+    matched: Literal["spend_and_leads", "spend_only", "leads_only", "none"] | None = Field(
+        description="campaign rows: whether spend and CRM records met in this row"
+    )
+    metrics: MetricValues
+    previous: MetricValues | None
+    change: Change | None
+    drilldown: list[Drilldown] = Field(default_factory=list)
+
+
+class StageCount(_Model):
+    stage_id: str
+    name: str
+    semantics: Literal["process", "success", "failure"]
+    count: int = Field(description="records now in this stage")
+    reached: int = Field(description="records that reached this stage or a later one (process and success stages)")
+    conversion_from_previous: Number | None = Field(description="% of the previous stage's `reached`")
+    mean_days_in_stage: Number | None = Field(description="from stage history; null when no history was read")
+
+
+class Pipeline(_Model):
+    entity: Literal["lead", "deal"]
+    category_id: int | None
+    name: str
+    total: int
+    won: int
+    lost: int
+    stages: list[StageCount]
+    loss_reasons: dict[str, int] = Field(description="failure stage name → records that ended there")
+    source: Literal["stage_history", "current_stage"] = Field(
+        description="how `reached` was counted: from crm.stagehistory.list, or derived from current stages"
+    )
+
+
+class UnknownTag(_Model):
+    utm_source: str
+    leads: int
+
+
+class UnmatchedSpend(_Model):
+    platform: str
+    campaign_id: str | None
+    campaign: str | None
+    spend: Number
+
+
+class DataQuality(_Model):
+    leads: int
+    leads_with_source: int
+    known_source_share: Number | None = Field(description="% of leads with a UTM source or a CRM source")
+    target_share: Number = Decimal(95)
+    meets_target: bool | None
+    leads_without_source: int
+    unknown_tags: list[UnknownTag] = Field(description="utm_source values the taxonomy does not know, most leads first")
+    suspected_duplicates: int = Field(description="leads of the period sharing a phone or e-mail with an earlier one")
+    unmatched_spend: Number = Field(description="spend whose campaign matched no lead in the period")
+    unmatched_spend_campaigns: list[UnmatchedSpend]
+    spend_rows_with_vat: int = Field(description="spend rows imported with VAT (the rest are without)")
+    deals_without_rate: int = Field(description="won deals in a currency with no known rate (left out of revenue)")
+
+
+class CurrencyRate(_Model):
+    currency: str
+    rate: Number = Field(description="1 unit = rate × report currency")
+    date: date | None
+    source: str = Field(description="rates/ file source, or crm.currency.list")
+
+
+class AttributionRow(_Model):
+    channel: str
+    channel_label: str
+    conversions: Number
+    revenue: Number
+    romi: Number | None
+
+
+class RoiReport(_Model):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    generated_at: datetime
+    currency: str
+    timezone: str
+    period: Period
+    previous_period: Period
+    attribution_basis: str = Field(
+        description="how leads and deals are assigned to rows: the lead's UTM tags, else the deal's, else SOURCE_ID"
+    )
+    roi_basis: Literal["margin", "profit_field", "romi"]
+    headline: MetricValues
+    headline_previous: MetricValues
+    headline_change: Change
+    rows: list[Row] = Field(description="channel → source → campaign, in that order, each followed by its children")
+    funnels: list[Pipeline]
+    data_quality: DataQuality
+    currency_rates: list[CurrencyRate]
+    crm: dict[str, int | str | None] = Field(description="how the CRM snapshot was read: calls, records, mode")
+    attribution: dict[str, list[AttributionRow]] | None = Field(
+        default=None, description="model id → rows (throughline.attribution); null when the package is absent"
+    )
+
+
+def json_schema() -> str:
+    """The committed ``docs/roi.schema.json``: ``python -m throughline.report.models > docs/roi.schema.json``."""
+    import json
+
+    schema = RoiReport.model_json_schema(mode="serialization")
+    schema["$id"] = "https://github.com/throughline/throughline/docs/roi.schema.json"
+    return json.dumps(schema, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    print(json_schema(), end="")

@@ -1,0 +1,395 @@
+"""The report's three files: ``roi.json`` (everything), ``roi.csv`` (the main table) and ``index.html``.
+
+``roi.csv`` is for Excel in a Russian locale, which opens a double-clicked CSV with the locale's list separator and
+decimal mark: UTF-8 with BOM (or Cyrillic turns into mojibake), ``;`` between fields, a decimal comma, no thousands
+separator, CRLF line ends. Programs should read ``roi.json`` instead.
+
+``index.html`` is one self-contained file that works offline: the data as JSON, Chart.js inlined (pinned, MIT,
+license in ``assets/``), the tables rendered here so they read even with scripts off.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from decimal import Decimal
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from throughline.report.models import RoiReport, Row
+
+CHART_JS = "chart.umd.min.js"
+LEVELS = {"total": "Итого", "channel": "Канал", "source": "Источник", "campaign": "Кампания"}
+MATCHED = {
+    "spend_and_leads": "расход и лиды",
+    "spend_only": "расход без лидов",
+    "leads_only": "лиды без расхода",
+    "none": "",
+}
+# (field, header, kind) — kind: int, money, pct, days
+COLUMNS = (
+    ("impressions", "Показы", "int"),
+    ("clicks", "Клики", "int"),
+    ("ctr", "CTR, %", "pct"),
+    ("cpc", "CPC", "money"),
+    ("cpm", "CPM", "money"),
+    ("spend", "Расход", "money"),
+    ("leads", "Лиды", "int"),
+    ("cpl", "CPL", "money"),
+    ("deals", "Сделки", "int"),
+    ("cr", "CR, %", "pct"),
+    ("won_deals", "Успешные сделки", "int"),
+    ("revenue", "Выручка", "money"),
+    ("average_check", "Средний чек", "money"),
+    ("cpo", "CPO", "money"),
+    ("new_customers", "Новые клиенты", "int"),
+    ("cac", "CAC", "money"),
+    ("romi", "ROMI, %", "pct"),
+    ("roi", "ROI, %", "pct"),
+    ("roas", "ROAS, %", "pct"),
+    ("drr", "ДРР, %", "pct"),
+    ("sales_cycle_days", "Цикл сделки, дн.", "days"),
+)
+PREVIOUS_COLUMNS = (("spend", "Расход (пред.)"), ("leads", "Лиды (пред.)"), ("revenue", "Выручка (пред.)"),
+                    ("romi", "ROMI (пред.), %"))  # fmt: skip
+
+
+def render_json(report: RoiReport) -> bytes:
+    return report.model_dump_json(indent=1).encode()
+
+
+def render_csv(report: RoiReport) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
+    writer.writerow(["Уровень", "Канал", "Источник", "Кампания", "ID кампании", "Площадка", "Сопоставление"]
+                    + [header for _, header, _ in COLUMNS] + [header for _, header in PREVIOUS_COLUMNS])  # fmt: skip
+    for row in report.rows:
+        previous = row.previous
+        writer.writerow(
+            [LEVELS[row.level], row.channel_label, row.source_label or "", row.campaign or "", row.campaign_id or "",
+             row.platform or "", MATCHED.get(row.matched or "none", "")]
+            + [_csv_number(getattr(row.metrics, name)) for name, _, _ in COLUMNS]
+            + [_csv_number(getattr(previous, name)) if previous else "" for name, _ in PREVIOUS_COLUMNS]
+        )  # fmt: skip
+    totals = [_csv_number(getattr(report.headline, name)) for name, _, _ in COLUMNS]
+    previous_totals = [_csv_number(getattr(report.headline_previous, name)) for name, _ in PREVIOUS_COLUMNS]
+    writer.writerow(["Итого", "", "", "", "", "", "", *totals, *previous_totals])
+    return ("\ufeff" + buffer.getvalue()).encode("utf-8")
+
+
+def _csv_number(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value).replace(".", ",")
+
+
+# ---- the page ------------------------------------------------------------------------------------------------------
+
+
+def render_html(report: RoiReport) -> bytes:
+    data = _chart_data(report)
+    page = _PAGE.format(
+        title=html.escape(f"ROI: {_date(report.period.date_from)} — {_date(report.period.date_to)}"),
+        period=html.escape(f"{_date(report.period.date_from)} — {_date(report.period.date_to)}"),
+        previous=html.escape(f"{_date(report.previous_period.date_from)} — {_date(report.previous_period.date_to)}"),
+        generated=html.escape(report.generated_at.strftime("%d.%m.%Y %H:%M")),
+        currency=html.escape(report.currency),
+        cards=_cards(report),
+        quality=_quality(report),
+        funnels=_funnel_tables(report),
+        table=_table(report),
+        rates=_rates(report),
+        basis=html.escape(_basis(report)),
+        data=json.dumps(data, ensure_ascii=False).replace("</", "<\\/"),
+        chart_js=_chart_js(),
+        script=_SCRIPT,
+        style=_STYLE,
+    )
+    return page.encode("utf-8")
+
+
+@cache
+def _chart_js() -> str:
+    return (resources.files("throughline.report") / "assets" / CHART_JS).read_text(encoding="utf-8")
+
+
+def _chart_data(report: RoiReport) -> dict[str, Any]:
+    channels = [row for row in report.rows if row.level == "channel"]
+    deal_funnel = next((f for f in report.funnels if f.entity == "deal"), None)
+    lead_funnel = next((f for f in report.funnels if f.entity == "lead"), None)
+    quality = report.data_quality
+
+    def number(value: Decimal | int | None) -> float | None:
+        return None if value is None else float(value)
+
+    path = [stage for stage in deal_funnel.stages if stage.semantics != "failure"] if deal_funnel else []
+    paid = [row for row in channels if row.metrics.spend]
+    return {
+        "paid_channels": [row.channel_label for row in paid],
+        "romi": [number(row.metrics.romi) for row in paid],
+        "channels": [row.channel_label for row in channels],
+        "spend": [number(row.metrics.spend) for row in channels],
+        "revenue": [number(row.metrics.revenue) for row in channels],
+        "leads": [row.metrics.leads for row in channels],
+        "funnel": {
+            "labels": ["Лиды"] + [stage.name for stage in path],
+            "values": [lead_funnel.total if lead_funnel else report.headline.leads] + [stage.reached for stage in path],
+            "name": deal_funnel.name if deal_funnel else "",
+        },
+        "quality": {"with_source": quality.leads_with_source, "without_source": quality.leads_without_source},
+        "currency": report.currency,
+    }
+
+
+def _date(value: Any) -> str:
+    return value.strftime("%d.%m.%Y")
+
+
+def format_number(value: Any, kind: str, currency: str = "") -> str:
+    if value is None:
+        return "—"
+    if kind == "int":
+        return f"{int(value):,}".replace(",", "\u202f")
+    if kind == "days":
+        return f"{Decimal(value):.1f}".replace(".", ",")
+    number = Decimal(value)
+    if kind == "money" and number == 0:
+        return "0"
+    text = f"{number:,.0f}" if kind == "money" and abs(number) >= 1000 else f"{number:,.2f}"
+    text = text.replace(",", "\u202f").replace(".", ",")
+    return text + (" %" if kind == "pct" else "")
+
+
+def _delta(value: Decimal | None, *, points: bool = False, good_when_up: bool = True) -> str:
+    if value is None:
+        return '<span class="delta">нет данных для сравнения</span>'
+    up = value > 0
+    css = "flat" if value == 0 else ("good" if up == good_when_up else "bad")
+    arrow = "▲" if up else ("▼" if value < 0 else "•")
+    unit = " п.п." if points else " %"
+    text = f"{arrow} {format_number(abs(value), 'plain')}{unit}".replace(" %", "\u00a0%")
+    return f'<span class="delta {css}">{html.escape(text)} к пред. периоду</span>'
+
+
+def _cards(report: RoiReport) -> str:
+    head, change, currency = report.headline, report.headline_change, report.currency
+    cards = [
+        ("Расход", format_number(head.spend, "money") + f" {currency}", _delta(change.spend_pct, good_when_up=False)),
+        ("Выручка", format_number(head.revenue, "money") + f" {currency}", _delta(change.revenue_pct)),
+        ("ROMI", format_number(head.romi, "pct"), _delta(change.romi_pp, points=True)),
+        ("Лиды", format_number(head.leads, "int"), _delta(change.leads_pct)),
+        ("CPL", format_number(head.cpl, "money") + (f" {currency}" if head.cpl is not None else ""),
+         _delta(change.cpl_pct, good_when_up=False)),
+        ("Успешные сделки", format_number(head.won_deals, "int"), _delta(change.won_deals_pct)),
+        ("CR лид → сделка", format_number(head.cr, "pct"), _delta(change.cr_pp, points=True)),
+        ("CAC", format_number(head.cac, "money") + (f" {currency}" if head.cac is not None else ""), ""),
+    ]  # fmt: skip
+    return "\n".join(
+        f'<div class="card"><div class="label">{html.escape(label)}</div>'
+        f'<div class="value">{html.escape(value)}</div>{delta}</div>'
+        for label, value, delta in cards
+    )
+
+
+def _quality(report: RoiReport) -> str:
+    quality = report.data_quality
+    share = format_number(quality.known_source_share, "pct")
+    verdict = (
+        "нет лидов за период"
+        if quality.meets_target is None
+        else ("цель 95 % выполнена" if quality.meets_target else "ниже цели 95 %")
+    )
+    css = "good" if quality.meets_target else "bad"
+    items = [
+        f"<li>Лидов без источника: <b>{format_number(quality.leads_without_source, 'int')}</b></li>",
+        f"<li>Возможных дублей (телефон / e-mail): <b>{format_number(quality.suspected_duplicates, 'int')}</b></li>",
+        f"<li>Расход без лидов: <b>{format_number(quality.unmatched_spend, 'money')} {html.escape(report.currency)}</b>"
+        + (
+            " — "
+            + ", ".join(html.escape(c.campaign or c.campaign_id or "?") for c in quality.unmatched_spend_campaigns[:5])
+            if quality.unmatched_spend_campaigns
+            else ""
+        )
+        + "</li>",
+    ]
+    if quality.unknown_tags:
+        tags = ", ".join(f"{html.escape(t.utm_source)} ({t.leads})" for t in quality.unknown_tags[:8])
+        items.append(f"<li>Неизвестные utm_source: {tags}</li>")
+    if quality.spend_rows_with_vat:
+        items.append(f"<li>Строк расхода с НДС: <b>{quality.spend_rows_with_vat}</b> (остальные без НДС)</li>")
+    if quality.deals_without_rate:
+        items.append(f"<li>Сделок без курса валюты (не в выручке): <b>{quality.deals_without_rate}</b></li>")
+    return (
+        f'<div class="share {css}"><span class="big">{share}</span> лидов с известным источником — {verdict}</div>'
+        f"<ul>{''.join(items)}</ul>"
+    )
+
+
+def _funnel_tables(report: RoiReport) -> str:
+    parts = []
+    for funnel in report.funnels:
+        rows = "".join(
+            f"<tr><td>{html.escape(stage.name)}</td><td>{format_number(stage.count, 'int')}</td>"
+            f"<td>{format_number(stage.reached, 'int') if stage.semantics != 'failure' else '—'}</td>"
+            f"<td>{format_number(stage.conversion_from_previous, 'pct')}</td>"
+            f"<td>{format_number(stage.mean_days_in_stage, 'days')}</td></tr>"
+            for stage in funnel.stages
+        )
+        parts.append(
+            f"<h3>{html.escape(funnel.name)}: {format_number(funnel.total, 'int')}"
+            f" · успешно {format_number(funnel.won, 'int')} · проиграно {format_number(funnel.lost, 'int')}</h3>"
+            '<table class="compact"><thead><tr><th>Стадия</th><th>Сейчас</th><th>Дошли</th><th>Конверсия</th>'
+            "<th>Дней на стадии</th></tr>"
+            f"</thead><tbody>{rows}</tbody></table>"
+        )
+    return "\n".join(parts) or "<p>Нет записей за период.</p>"
+
+
+def _table(report: RoiReport) -> str:
+    shown = ("spend", "leads", "cpl", "deals", "cr", "won_deals", "revenue", "average_check", "cac", "romi", "roas",
+             "drr", "clicks", "ctr", "cpc", "sales_cycle_days")  # fmt: skip
+    columns = [column for column in COLUMNS if column[0] in shown]
+    columns.sort(key=lambda column: shown.index(column[0]))
+    head = "".join(f"<th>{html.escape(header)}</th>" for _, header, _ in columns)
+    body = []
+    paid_sources = {(row.channel, row.source) for row in report.rows if row.level == "source" and row.metrics.spend}
+    for row in report.rows:
+        name = _row_name(row, (row.channel, row.source) in paid_sources)
+        body.append(
+            f'<tr class="{row.level}"><td class="name">{html.escape(name)}</td>'
+            + "".join(f"<td>{format_number(getattr(row.metrics, name), kind)}</td>" for name, _, kind in columns)
+            + "</tr>"
+        )
+    total = report.headline
+    body.append(
+        '<tr class="total"><td class="name">Итого</td>'
+        + "".join(f"<td>{format_number(getattr(total, name), kind)}</td>" for name, _, kind in columns)
+        + "</tr>"
+    )
+    return f'<table class="main"><thead><tr><th>Канал / источник / кампания</th>{head}</tr></thead>' + (
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _row_name(row: Row, paid_source: bool) -> str:
+    """Campaign rows say when spend and leads did not meet — where it matters: in a source that has spend."""
+    if row.level == "channel":
+        return row.channel_label
+    if row.level == "source":
+        return row.source_label or ""
+    note = MATCHED.get(row.matched or "none", "")
+    flagged = row.matched == "spend_only" or (row.matched == "leads_only" and paid_source)
+    return (row.campaign or "") + (f" · {note}" if flagged else "")
+
+
+def _rates(report: RoiReport) -> str:
+    if not report.currency_rates:
+        return ""
+    return "Курсы: " + "; ".join(
+        html.escape(f"{rate.currency} = {rate.rate:.4f} {report.currency} ({rate.source}"
+                    + (f", {_date(rate.date)})" if rate.date else ")"))
+        for rate in report.currency_rates
+    ) + "."  # fmt: skip
+
+
+def _basis(report: RoiReport) -> str:
+    roi = {"margin": "ROI по заданной марже", "profit_field": "ROI по полю прибыли сделки", "romi": "ROI = ROMI"}
+    return f"Атрибуция: последнее касание лида (UTM лида, иначе сделки, иначе источник CRM). {roi[report.roi_basis]}."
+
+
+_STYLE = """
+:root { --ink:#1d2433; --muted:#6b7385; --line:#e6e8ee; --bg:#f5f6f9; --good:#178a4c; --bad:#c8372d;
+        --accent:#2f6fed; }
+* { box-sizing:border-box; }
+body { margin:0; font:14px/1.45 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       color:var(--ink); background:var(--bg); }
+header { padding:24px 32px 8px; }
+h1 { font-size:24px; margin:0 0 4px; }
+h2 { font-size:17px; margin:0 0 12px; }
+h3 { font-size:14px; margin:16px 0 6px; }
+.sub { color:var(--muted); }
+main { padding:8px 32px 32px; }
+.cards { display:grid; grid-template-columns:repeat(4, minmax(0, 1fr)); gap:12px; margin:12px 0 20px; }
+@media (max-width:900px) { .cards { grid-template-columns:repeat(2, minmax(0, 1fr)); } }
+.card, .panel { background:#fff; border:1px solid var(--line); border-radius:10px; padding:14px 16px; }
+.card .label { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
+.card .value { font-size:24px; font-weight:650; margin:4px 0; white-space:nowrap; }
+.delta { font-size:12px; color:var(--muted); }
+.delta.good, .share.good { color:var(--good); } .delta.bad, .share.bad { color:var(--bad); }
+.grid { display:grid; grid-template-columns:repeat(auto-fit, minmax(480px, 1fr)); gap:16px; margin-bottom:16px; }
+.chart { position:relative; height:300px; }
+.share .big { font-size:28px; font-weight:700; }
+table { border-collapse:collapse; width:100%; background:#fff; }
+th, td { padding:6px 8px; border-bottom:1px solid var(--line); text-align:right; white-space:nowrap; }
+th { position:sticky; top:0; background:#fafbfc; font-weight:600; font-size:12px; color:var(--muted); }
+td.name, th:first-child { text-align:left; white-space:normal; min-width:220px; }
+tr.channel td { font-weight:650; background:#f0f4fe; }
+tr.source td.name { padding-left:22px; font-weight:600; }
+tr.campaign td.name { padding-left:40px; color:#3a4254; }
+tr.total td { font-weight:700; border-top:2px solid var(--ink); }
+table.compact { width:auto; min-width:420px; }
+table.compact td:first-child { text-align:left; }
+.scroll { overflow:auto; max-height:80vh; border:1px solid var(--line); border-radius:10px; }
+footer { color:var(--muted); font-size:12px; padding:0 32px 24px; }
+"""
+
+_SCRIPT = """
+(function () {
+  const data = JSON.parse(document.getElementById('report-data').textContent);
+  const money = new Intl.NumberFormat('ru-RU', {maximumFractionDigits: 0});
+  const good = '#178a4c', bad = '#c8372d', blue = '#2f6fed', grey = '#b8c0d0';
+  Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+  Chart.defaults.animation = false;
+  window.throughlineCharts = [];
+  function add(id, config) {
+    const canvas = document.getElementById(id);
+    if (canvas) window.throughlineCharts.push(new Chart(canvas, config));
+  }
+  add('chart-romi', {type: 'bar', data: {labels: data.paid_channels, datasets: [{label: 'ROMI, %', data: data.romi,
+      backgroundColor: data.romi.map(v => v === null ? grey : (v >= 0 ? good : bad))}]},
+    options: {indexAxis: 'y', maintainAspectRatio: false, plugins: {legend: {display: false},
+      tooltip: {callbacks: {label: c => c.raw === null ? 'нет расхода' : money.format(c.raw) + ' %'}}},
+      scales: {x: {ticks: {callback: v => v + ' %'}}}}});
+  add('chart-money', {type: 'bar', data: {labels: data.channels, datasets: [
+      {label: 'Расход', data: data.spend, backgroundColor: bad},
+      {label: 'Выручка', data: data.revenue, backgroundColor: good}]},
+    options: {maintainAspectRatio: false, plugins: {tooltip: {callbacks: {
+      label: c => c.dataset.label + ': ' + money.format(c.raw) + ' ' + data.currency}}},
+      scales: {y: {ticks: {callback: v => money.format(v)}}}}});
+  add('chart-funnel', {type: 'bar', data: {labels: data.funnel.labels, datasets: [{label: 'Дошли до стадии',
+      data: data.funnel.values, backgroundColor: blue}]},
+    options: {indexAxis: 'y', maintainAspectRatio: false, plugins: {legend: {display: false}}}});
+  add('chart-quality', {type: 'doughnut', data: {labels: ['С источником', 'Без источника'], datasets: [{
+      data: [data.quality.with_source, data.quality.without_source], backgroundColor: [good, bad]}]},
+    options: {maintainAspectRatio: false, plugins: {legend: {position: 'bottom'}}}});
+})();
+"""
+
+_PAGE = """<!doctype html>
+<html lang="ru"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title><style>{style}</style></head>
+<body>
+<header><h1>Сквозная аналитика: окупаемость рекламы</h1>
+<div class="sub">Период {period} · сравнение с {previous} · валюта {currency} · отчёт от {generated}</div></header>
+<main>
+<section class="cards">{cards}</section>
+<section class="grid">
+ <div class="panel"><h2>ROMI по каналам с расходом</h2><div class="chart"><canvas id="chart-romi"></canvas></div></div>
+ <div class="panel"><h2>Расход и выручка по каналам</h2>
+  <div class="chart"><canvas id="chart-money"></canvas></div></div>
+ <div class="panel"><h2>Воронка продаж</h2><div class="chart"><canvas id="chart-funnel"></canvas></div></div>
+ <div class="panel"><h2>Качество данных</h2><div class="chart" style="height:180px">
+  <canvas id="chart-quality"></canvas></div>{quality}</div>
+</section>
+<section class="panel"><h2>Каналы, источники и кампании</h2><div class="scroll">{table}</div></section>
+<section class="panel" style="margin-top:16px"><h2>Воронки по стадиям</h2>{funnels}</section>
+</main>
+<footer>{basis} {rates} Пустая ячейка (—) — делить не на что: нет расхода, лидов или выручки.</footer>
+<script type="application/json" id="report-data">{data}</script>
+<script>{chart_js}</script>
+<script>{script}</script>
+</body></html>
+"""

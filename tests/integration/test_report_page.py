@@ -1,0 +1,175 @@
+"""index.html in a real, offline Chromium: every chart drawn (Chart.js objects exist, canvases not blank), no script
+errors, no network; the screenshot is kept for a human to look at (``REPORT_SCREENSHOT=path`` to keep it there)."""
+
+from __future__ import annotations
+
+import os
+import random
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from throughline.report.build import ReportOptions, build_report
+from throughline.report.funnel import StageBook
+from throughline.report.models import Period, RoiReport
+from throughline.report.rates import RateBook
+from throughline.report.render import render_html
+
+IN_CI = os.environ.get("CI") == "true"
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:
+    if IN_CI:
+        raise
+    pytest.skip("the playwright package is missing: make venv", allow_module_level=True)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+if not CHROMIUM.exists() and not IN_CI:
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium); CI installs it", allow_module_level=True)
+
+STATUSES = [
+    {"ENTITY_ID": "STATUS", "STATUS_ID": status, "NAME": name, "SORT": str(sort), "SEMANTICS": semantics}
+    for sort, (status, name, semantics) in enumerate(
+        (
+            ("NEW", "Не обработан", None),
+            ("IN_PROCESS", "В работе", None),
+            ("CONVERTED", "Качественный лид", "S"),
+            ("JUNK", "Некачественный лид", "F"),
+        )
+    )
+] + [
+    {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": stage, "NAME": name, "SORT": str(sort), "SEMANTICS": semantics}
+    for sort, (stage, name, semantics) in enumerate(
+        (
+            ("NEW", "Новая", None),
+            ("PREPARATION", "Подготовка документов", None),
+            ("EXECUTING", "В работе", None),
+            ("WON", "Сделка успешна", "S"),
+            ("LOSE", "Сделка провалена", "F"),
+            ("APOLOGY", "Анализ причины провала", "F"),
+        )
+    )
+]
+# (utm_source, utm_medium, campaign, SOURCE_ID, leads, deal share, win share, average check)
+TRAFFIC = (
+    ("yandex", "cpc", "101", "", 320, 0.30, 0.45, 21000),
+    ("yandex", "cpc", "102", "", 140, 0.22, 0.40, 18000),
+    ("google", "cpc", "Бренд", "", 110, 0.28, 0.50, 24000),
+    ("vk", "cpc", "Ретаргетинг", "", 150, 0.12, 0.35, 15000),
+    ("telegram", "social", "", "", 40, 0.15, 0.4, 12000),
+    ("yandex", "organic", "", "", 120, 0.25, 0.5, 19000),
+    ("email", "newsletter", "ноябрь", "", 60, 0.2, 0.5, 9000),
+    ("", "", "", "CALL", 50, 0.3, 0.5, 16000),
+    ("", "", "", "", 12, 0.1, 0.5, 10000),
+)
+SPEND = (
+    ("yandex_direct", "101", "Поиск — CRM", "210000"),
+    ("yandex_direct", "102", "РСЯ — CRM", "95000"),
+    ("google_ads", "77", "Бренд", "60000"),
+    ("vk_ads", "55", "Ретаргетинг", "70000"),
+    ("google_ads", "78", "КМС — тест", "15000"),
+)
+
+
+def sample_report() -> RoiReport:
+    rng = random.Random(7)
+    leads, deals, spend = [], [], []
+    next_id = iter(range(1, 100_000))
+    for month, scale in (("2026-10", 0.8), ("2026-11", 1.0)):
+        for source, medium, campaign, source_id, count, deal_share, win_share, check in TRAFFIC:
+            for _ in range(int(count * scale)):
+                lead_id = next(next_id)
+                day = f"{month}-{rng.randrange(1, 29):02d}"
+                status = rng.choice(("NEW", "IN_PROCESS", "CONVERTED", "CONVERTED", "JUNK"))
+                leads.append(
+                    {
+                        "ID": str(lead_id),
+                        "DATE_CREATE": f"{day}T11:00:00+03:00",
+                        "STATUS_ID": status,
+                        "UTM_SOURCE": source,
+                        "UTM_MEDIUM": medium,
+                        "UTM_CAMPAIGN": campaign,
+                        "SOURCE_ID": source_id,
+                        "PERSON_KEYS": [f"p{rng.randrange(2000)}"],
+                    }
+                )
+                if rng.random() < deal_share:
+                    won = rng.random() < win_share
+                    stage = "WON" if won else rng.choice(("NEW", "PREPARATION", "EXECUTING", "LOSE", "APOLOGY"))
+                    deals.append(
+                        {
+                            "ID": str(next(next_id)),
+                            "LEAD_ID": str(lead_id),
+                            "DATE_CREATE": f"{day}T15:00:00+03:00",
+                            "STAGE_ID": stage,
+                            "STAGE_SEMANTIC_ID": "S" if won else ("F" if stage in ("LOSE", "APOLOGY") else "P"),
+                            "CLOSEDATE": f"{month}-{min(28, int(day[-2:]) + rng.randrange(1, 10)):02d}",
+                            "OPPORTUNITY": str(check + rng.randrange(-3000, 3000)),
+                            "CURRENCY_ID": "RUB",
+                            "CONTACT_ID": str(lead_id),
+                            "CATEGORY_ID": "0",
+                        }
+                    )
+        for platform, campaign_id, name, cost in SPEND:
+            spend.append(
+                {
+                    "date": f"{month}-15",
+                    "platform": platform,
+                    "campaign_id": campaign_id,
+                    "campaign_name": name,
+                    "impressions": 180000,
+                    "clicks": 4200,
+                    "cost": Decimal(cost) * Decimal(str(scale)),
+                    "currency": "RUB",
+                    "include_vat": False,
+                }
+            )
+    return build_report(
+        period=Period(date_from=date(2026, 11, 1), date_to=date(2026, 11, 30)),
+        previous=Period(date_from=date(2026, 10, 1), date_to=date(2026, 10, 31)),
+        leads=leads,
+        deals=deals,
+        spend=spend,
+        rates=RateBook("RUB"),
+        stages=StageBook(STATUSES),
+        options=ReportOptions(),
+        now=lambda: datetime(2026, 12, 1, 5, 0),
+    )
+
+
+def test_the_page_draws_every_chart_offline(tmp_path: Path) -> None:
+    page_file = tmp_path / "index.html"
+    page_file.write_bytes(render_html(sample_report()))
+    screenshot = Path(os.environ.get("REPORT_SCREENSHOT") or tmp_path / "report.png")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            errors: list[str] = []
+            requests: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(page_file.as_uri())
+            page.wait_for_function("window.throughlineCharts && window.throughlineCharts.length === 4")
+            drawn = page.evaluate(
+                """() => [...document.querySelectorAll('canvas')].map(canvas => {
+                    const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+                    let painted = 0;
+                    for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) painted++;
+                    return {id: canvas.id, width: canvas.width, painted};
+                })"""
+            )
+            kinds = page.evaluate("window.throughlineCharts.map(chart => chart.config.type)")
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    assert errors == []
+    assert requests == [page_file.as_uri()]  # nothing fetched: Chart.js and the data are in the page
+    assert kinds == ["bar", "bar", "bar", "doughnut"]
+    assert {item["id"] for item in drawn} == {"chart-romi", "chart-money", "chart-funnel", "chart-quality"}
+    for item in drawn:
+        assert item["width"] > 100 and item["painted"] > 2000, item  # bars, axes and labels, not a blank canvas
+    assert screenshot.stat().st_size > 50_000
