@@ -36,6 +36,8 @@ LOCAL_ENVIRONMENT = {
     "POWERTOOLS_METRICS_NAMESPACE": "Throughline",
     "POWERTOOLS_TRACE_DISABLED": "true",
     "POWERTOOLS_SERVICE_NAME": "throughline-local",
+    # Deployed, this lives in the stack's secret; a fixed local key keeps local person keys stable between runs.
+    "PERSON_KEY_SECRET": "local-person-key-secret",
 }
 _JSON = {"Content-Type": "application/json"}
 _TEXT_TYPES = ("application/json", "application/x-www-form-urlencoded", "text/")

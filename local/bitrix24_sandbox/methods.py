@@ -236,3 +236,9 @@ def _registry() -> dict[str, Handler]:
 
 
 METHODS: dict[str, Handler] = _registry()
+
+
+# Activities and stage history live in their own module; they extend the registry above.
+from .activities import register as _register_activities  # noqa: E402
+
+_register_activities(METHODS)

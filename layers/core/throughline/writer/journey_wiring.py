@@ -1,0 +1,63 @@
+"""Wiring of the journey into the writer: the CRM-event writer from settings, and what a form write tells the journey
+(the person index learns our new leads; a repeat request's lead is re-rendered from the store)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from throughline.adapters.journey_store import JourneyStore
+from throughline.adapters.raw_store import RawStore
+from throughline.bitrix24 import Bitrix24Client, BitrixError
+from throughline.capture.submissions import Submission
+from throughline.config import Settings
+from throughline.journey.projection import Projector
+from throughline.observability import logger
+from throughline.person_keys import first_contact, person_key
+from throughline.writer.crm_events import CrmEventWriter, deletion_marker
+from throughline.writer.leads import Outcome
+
+
+def crm_event_writer(settings: Settings, bitrix: Bitrix24Client, store: JourneyStore) -> CrmEventWriter:
+    settings.require("person_key_secret")
+    bucket = RawStore(settings.data_bucket) if settings.data_bucket else None
+
+    def mark_deleted(entity: str, entity_id: int, details: dict[str, Any]) -> None:
+        if bucket is not None:
+            key, body = deletion_marker(entity, entity_id, details)
+            bucket.put(key, body)
+
+    projector = Projector(bitrix, store, settings.bitrix24_journey_field, settings.zone, settings.journey_max_chars)
+    return CrmEventWriter(
+        bitrix, store, projector, person_secret=settings.person_key_secret or "", mark_deleted=mark_deleted
+    )
+
+
+def follow_form_writes(
+    journeys: CrmEventWriter, submissions: Mapping[str, Submission], outcomes: Mapping[str, Outcome]
+) -> None:
+    """New leads enter the person index; a repeat request's lead is re-rendered from the store, so a CRM event
+    handled at the same moment (another FIFO group) keeps its line. Failures here are logged, never raised: the
+    leads are written, and the lead's own update event repairs its field."""
+    by_id = {submission.submission_id: submission for submission in submissions.values()}
+    repeats = []
+    for submission_id, outcome in outcomes.items():
+        submission = by_id.get(submission_id)
+        if submission is None or not outcome.ok or not outcome.lead_id:
+            continue
+        entity = f"LEAD#{outcome.lead_id}"
+        if outcome.action == "created":
+            contacts = [value for value in (submission.phone, submission.email) if value]
+            keys = [person_key(value, journeys.person_secret) for value in contacts]
+            journeys.store.index_put(keys, entity)
+            first = first_contact(contacts[:1] if submission.phone else [], contacts[-1:] if submission.email else [])
+            if first:
+                journeys.store.put_meta(entity, {"person_key": person_key(first, journeys.person_secret)})
+        elif outcome.action == "appended":
+            journeys.store.bump_version(entity)
+            repeats.append(entity)
+    if repeats:
+        try:
+            journeys.projector.project(repeats)
+        except BitrixError as error:
+            logger.warning("repeat request's journey not re-rendered", extra={"error": str(error)})
