@@ -24,8 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--dlq-url", help="its dead-letter queue (instead of --stack-name)")
     replay.add_argument("--limit", type=int, help="move at most this many messages")
 
+    from throughline.journey.cli import register as register_journey_commands
+
+    register_journey_commands(commands, _stack_outputs)
+
     args = parser.parse_args(argv)
     try:
+        if hasattr(args, "run"):
+            return args.run(args)
         if args.command == "bitrix-setup":
             return _bitrix_setup(args)
         return _replay(args)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from throughline.adapters.journey_store import JourneyStore
@@ -61,3 +61,19 @@ def follow_form_writes(
             journeys.projector.project(repeats)
         except BitrixError as error:
             logger.warning("repeat request's journey not re-rendered", extra={"error": str(error)})
+
+
+def person_index(store: JourneyStore, secret: str) -> Callable[[Submission], tuple[set[int], set[int]]]:
+    """The lead writer's lookup in our person index: (lead ids, contact ids) filed under the submission's phone or
+    e-mail, however a manager typed them. An entry may be stale (a lead since deleted, merged or closed): the writer
+    reads every candidate from the portal and keeps only open leads, so the portal wins a disagreement, and the
+    delete and update events (and the sweep) drop stale entries."""
+
+    def lookup(submission: Submission) -> tuple[set[int], set[int]]:
+        contacts = [value for value in (submission.phone, submission.email) if value]
+        found = store.index_lookup(person_key(value, secret) for value in contacts)
+        leads = {int(entity.split("#")[1]) for entity in found if entity.startswith("LEAD#")}
+        people = {int(entity.split("#")[1]) for entity in found if entity.startswith("CONTACT#")}
+        return leads, people
+
+    return lookup

@@ -20,7 +20,7 @@ from throughline.config import Settings
 from throughline.journey.events import MESSAGE_TYPE as EVENT_MESSAGE
 from throughline.journey.events import CrmEvent
 from throughline.observability import logger
-from throughline.writer.journey_wiring import crm_event_writer, follow_form_writes
+from throughline.writer.journey_wiring import crm_event_writer, follow_form_writes, person_index
 from throughline.writer.leads import LeadRules, LeadWriter, Outcome
 
 
@@ -102,8 +102,11 @@ def _schedule_retry(queue: WritesQueue, item: QueuedWrite, outcome: Outcome, set
 
 def lead_writer(settings: Settings, deadline: Deadline | None = None, **client_options: Any) -> LeadWriter:
     settings.require("journey_table")
-    return LeadWriter(
+    writer = LeadWriter(
         bitrix_client(settings, deadline, **client_options),
         JourneyStore(settings.journey_table or ""),
         LeadRules.from_settings(settings),
     )
+    if settings.person_key_secret:
+        writer.person_index = person_index(writer.journeys, settings.person_key_secret)
+    return writer
