@@ -119,9 +119,11 @@ def parse_form(body: bytes) -> dict[str, Any]:
         raise EventRejected(400, "body too large")
     try:
         text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=500)
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=500)
     except (UnicodeDecodeError, ValueError):
         raise EventRejected(400, "not a form-encoded body") from None
+    if not pairs:
+        raise EventRejected(400, "not a form-encoded body")
     root: dict[str, Any] = {}
     for key, value in pairs:
         name, _, rest = key.partition("[")
