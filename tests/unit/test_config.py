@@ -19,9 +19,10 @@ ALL_SECRETS_ENV = {
     "GOOGLE_ADS_CLIENT_SECRET": "gads-cl1ent-s3cret",
     "GOOGLE_ADS_REFRESH_TOKEN": "gads-r3fresh-t0ken",
     "GOOGLE_ADS_DEVELOPER_TOKEN": "gads-d3v-t0ken",
+    "PERSON_KEY_SECRET": "p3rs0n-k3y-s3cret",
 }
 SECRET_VALUES = ("w3bh00ks3cr3t", "apptok3n-one", "apptok3n-two", "yd-t0ken-s3cret", "gads-cl1ent-id",
-                 "gads-cl1ent-s3cret", "gads-r3fresh-t0ken", "gads-d3v-t0ken")  # fmt: skip
+                 "gads-cl1ent-s3cret", "gads-r3fresh-t0ken", "gads-d3v-t0ken", "p3rs0n-k3y-s3cret")  # fmt: skip
 
 
 class FetchSpy:

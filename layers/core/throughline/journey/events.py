@@ -55,7 +55,8 @@ class CrmEvent:
 
     @property
     def action(self) -> str:
-        return next(action for action in _ACTIONS if self.name.endswith(action))
+        prefix = next(name for name, _, _ in _ENTITY_PREFIXES if self.name.startswith(name))
+        return self.name.removeprefix(prefix)
 
     @property
     def group_id(self) -> str:
@@ -159,8 +160,8 @@ def parse_event(fields: dict[str, Any]) -> CrmEvent | None:
     name = _text(fields.get("event")).upper()
     if not name:
         raise EventRejected(400, "no event name")
-    known = next(((entity, prefix) for prefix, entity, _ in _ENTITY_PREFIXES if name.startswith(prefix)), None)
-    if known is None or not name.endswith(_ACTIONS):
+    known = next((entity for prefix, entity, _ in _ENTITY_PREFIXES if name.removeprefix(prefix) in _ACTIONS), None)
+    if known is None:
         return None  # authentic, but not an event the journey follows (a user-field change, a company…)
     data = fields.get("data")
     data = data if isinstance(data, dict) else {}
@@ -173,7 +174,7 @@ def parse_event(fields: dict[str, Any]) -> CrmEvent | None:
         raise EventRejected(400, "no entity id in data[FIELDS][ID]")
     return CrmEvent(
         name=name,
-        entity=known[0],
+        entity=known,
         entity_id=int(raw_id),
         ts=_text(fields.get("ts")),
         handler_id=_text(fields.get("event_handler_id")),
