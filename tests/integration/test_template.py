@@ -49,12 +49,29 @@ def test_capture_form_may_only_write_raw_copies_enqueue_and_guard_double_submits
     assert all(resource != "*" for resource in resources)
 
 
-def test_writer_reads_the_secret_and_the_journey_store_but_not_the_bucket():
+def test_writer_reads_the_secret_and_the_journey_store_and_writes_only_deletion_markers_to_the_bucket():
     actions = _actions("BitrixWriterFunction")
     assert "secretsmanager:GetSecretValue" in actions
-    assert not any(action.startswith("s3:") for action in actions)
+    s3 = [s for s in _statements("BitrixWriterFunction") if str(s["Action"]).startswith("s3:")]
+    assert [(s["Action"], s["Resource"]) for s in s3] == [
+        ("s3:PutObject", {"Fn::Sub": "${DataBucket.Arn}/crm/deleted/*"})
+    ]
     assert all(statement["Resource"] != "*" for statement in _statements("BitrixWriterFunction"))
     assert "secretsmanager:GetSecretValue" not in _actions("CaptureFormFunction")
+
+
+def test_events_receiver_may_only_read_the_secret_and_enqueue():
+    assert _actions("BitrixEventsFunction") == {"secretsmanager:GetSecretValue", "sqs:SendMessage"}
+    resources = [s["Resource"] for s in _statements("BitrixEventsFunction")]
+    assert resources == [{"Ref": "Secrets"}, {"Fn::GetAtt": ["WritesQueue", "Arn"]}]
+    [event] = FUNCTIONS["BitrixEventsFunction"]["Properties"]["Events"].values()
+    assert (event["Properties"]["Method"], event["Properties"]["Path"]) == ("POST", "/v1/bitrix/events")
+
+
+def test_the_sweep_runs_on_a_schedule():
+    [event] = FUNCTIONS["JourneySweepFunction"]["Properties"]["Events"].values()
+    assert event["Type"] == "ScheduleV2"
+    assert not any(action.startswith("sqs:") for action in _actions("JourneySweepFunction"))
 
 
 def test_writer_consumes_the_fifo_queue_with_partial_failures_and_a_concurrency_cap():

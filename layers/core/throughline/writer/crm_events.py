@@ -127,8 +127,17 @@ class CrmEventWriter:
         keys = list(dict.fromkeys((event.entity, event.entity_id) for event in live))
         batch.records.update(records or {})
         batch.metas = self.store.metas(_entity(kind, id_) for kind, id_ in keys if kind != ACTIVITY)
+        # Our own new lead coming back: the form writer recorded everything its ADD event could tell.
+        ours = {
+            (LEAD, event.entity_id)
+            for event in live
+            if event.name == "ONCRMLEADADD" and (batch.metas.get(_entity(LEAD, event.entity_id)) or {}).get("ours")
+        }
+        others = {(event.entity, event.entity_id) for event in live if event.name != "ONCRMLEADADD"}
+        keys = [key for key in keys if key not in ours or key in others or key in batch.records]
         self._read(batch, [key for key in keys if key not in batch.records])
         self._resolve_links(batch, keys)
+        self._refresh_dictionary_for(batch)
         for kind in (CONTACT, LEAD, DEAL, ACTIVITY):  # people first: deals and activities inherit from them
             for key in keys:
                 if key[0] == kind and key in batch.records:
@@ -173,6 +182,25 @@ class CrmEventWriter:
                 history = found.results.get(f"hist{kind}{id_}")
                 if isinstance(history, dict):
                     batch.records[("history", kind, id_)] = {"rows": history.get("items") or []}
+
+    def _refresh_dictionary_for(self, batch: _Batch) -> None:
+        """A stage added since the names were read (a new loss reason, a new pipeline step): read the names again."""
+        known = {**self._dictionary.get("STATUS", {}), **self._dictionary.get("DEALSTAGE", {})}
+        stages = set()
+        for key, record in batch.records.items():
+            rows = record.get("rows") if key[0] == "history" else [record] if key[0] in STAGE_FIELDS else []
+            for row in rows or []:
+                stages |= {str(row.get(name) or "") for name in ("STATUS_ID", "STAGE_ID")}
+        if not {stage for stage in stages if stage and stage.split(":")[-1] not in known and stage not in known}:
+            return
+        found = self.bitrix.batch(
+            {f"dict{name.replace('_', '')}": ("crm.status.list", {"filter": {"ENTITY_ID": name}})
+             for name in ("STATUS", "DEAL_STAGE")}
+        )  # fmt: skip
+        for name in ("STATUS", "DEALSTAGE"):
+            rows = found.results.get(f"dict{name}")
+            if isinstance(rows, list):
+                self._dictionary[name] = {row["STATUS_ID"]: row["NAME"] for row in rows}
 
     def _resolve_links(self, batch: _Batch, keys: list[tuple[str, int]]) -> None:
         """Second read, only when needed: a contact's deals and leads (an activity on a contact; a deal not converted
@@ -356,7 +384,8 @@ class CrmEventWriter:
             source=CRM,
             medium="deal",
             detail=f"«{title}»",
-            extra={"label_source": "CRM", "label_medium": "Сделка", "seq": str(record["ID"])},
+            # After its lead's conversion moves of the same second (a conversion does both at once).
+            extra={"label_source": "CRM", "label_medium": "Сделка", "seq": str(10**9)},
         )
 
     def _stage_touch(

@@ -51,8 +51,20 @@ def follow_form_writes(
             keys = [person_key(value, journeys.person_secret) for value in contacts]
             journeys.store.index_put(keys, entity)
             first = first_contact(contacts[:1] if submission.phone else [], contacts[-1:] if submission.email else [])
-            if first:
-                journeys.store.put_meta(entity, {"person_key": person_key(first, journeys.person_secret)})
+            # What the lead's ONCRMLEADADD would tell: the event is then answered without reading the lead.
+            journeys.store.put_meta(
+                entity,
+                {
+                    "kind": "lead",
+                    "id": outcome.lead_id,
+                    "ours": True,
+                    "deleted": False,
+                    "stage": "NEW",
+                    "semantic": "P",
+                    "index_keys": keys,
+                    "person_key": person_key(first, journeys.person_secret) if first else None,
+                },
+            )
         elif outcome.action == "appended":
             journeys.store.bump_version(entity)
             repeats.append(entity)
