@@ -373,3 +373,60 @@ def test_export_writes_touches_entities_and_latest(live):
     deal_row = next(json.loads(line) for line in entities if json.loads(line)["entity_type"] == "deal")
     assert deal_row["entity_id"] == deal and deal_row["lead_id"] == lead
     assert deal_row["person_key"] == call_row["person_key"]
+
+
+def test_contact_activity_goes_to_the_open_deal_and_a_contacts_deal_inherits_the_lead(live):
+    lead = manager_lead(live)
+    settle(live)
+    deal = live.sandbox.convert_lead(lead)
+    settle(live)
+    contact = int(next(row for row in live.sandbox.entities("deal") if int(row["ID"]) == deal)["CONTACT_ID"])
+    call(live, (3, contact), "Звонок контакту", start="2026-11-21T10:00:00+03:00")
+    settle(live)
+    assert lines(live, "deal", deal)[-1] == "21.11.2026 — Телефон — Исходящий звонок — Звонок контакту"
+    second = live.sandbox.call("crm.deal.add", {"fields": {"TITLE": "Повторная продажа", "CONTACT_ID": contact}})
+    settle(live)
+    assert store().metas([f"DEAL#{second}"])[f"DEAL#{second}"]["lead_id"] == lead
+    text = lines(live, "deal", second)
+    assert text[0].startswith("Первичный контакт: ") and text[0].endswith("Звонок на номер с сайта")
+    assert text[-1].endswith(" — CRM — Сделка — «Повторная продажа»")
+
+
+def test_a_manager_changing_a_phone_moves_the_person_index(live):
+    lead = manager_lead(live)
+    settle(live)
+    settings = get_settings()
+    from throughline.person_keys import person_key
+
+    old, new = (
+        person_key("+79161234567", settings.person_key_secret),
+        person_key("+79035550011", settings.person_key_secret),
+    )
+    assert store().index_lookup([old]) == {f"LEAD#{lead}"}
+    phone_id = next(row for row in live.sandbox.entities("lead") if int(row["ID"]) == lead)["PHONE"][0]["ID"]
+    live.sandbox.call(
+        "crm.lead.update", {"id": lead, "fields": {"PHONE": [{"ID": phone_id, "VALUE": "+7 903 555-00-11"}]}}
+    )
+    settle(live)
+    assert store().index_lookup([old]) == set()
+    assert store().index_lookup([new]) == {f"LEAD#{lead}"}
+    live.sandbox.call("crm.lead.delete", {"id": lead})
+    settle(live)
+    assert store().index_lookup([new]) == set()
+
+
+def test_index_seed_scans_every_lead_and_contact(stack):
+    from throughline.bitrix24.portal import bitrix_client
+    from throughline.journey.sweep import seed_index
+    from throughline.person_keys import person_key
+    from throughline.writer.journey_wiring import crm_event_writer
+
+    stack.sandbox.outbound_url = None  # leads that existed before the webhook was registered
+    for index in range(60):
+        manager_lead(stack, PHONE=[{"VALUE": f"8 (916) 000-{index // 100:02d}-{index % 100:02d}"}])
+    settings = get_settings()
+    messages: list[str] = []
+    counts = seed_index(crm_event_writer(settings, bitrix_client(settings), store()), progress=messages.append)
+    assert counts == {"lead": 60, "contact": 0}
+    assert messages[-1] == "indexed 60 leads, 0 contacts"
+    assert store().index_lookup([person_key("+79160000059", settings.person_key_secret)]) == {"LEAD#60"}
