@@ -7,6 +7,12 @@
 - ``journeys/latest.json`` = ``{"snapshot": "<date>", "parts": [...]}``, written last, so a reader never sees a
   half-written snapshot.
 
+``kind`` says what a touch was: ``first_visit``, ``form``, ``repeat_request`` (the site); ``crm_lead`` / ``crm_deal``
+(a record typed in the CRM: its own first touch, channel from its UTM tags or SOURCE_ID); ``incoming_call``,
+``missed_call``, ``incoming_email``, ``chat`` (the person reached out: channel ``offline``, ``email``, ``messenger``);
+``outgoing_call``, ``outgoing_email``, ``meeting``, ``task``, ``activity``, ``deal_created``, ``stage``, ``won``,
+``lost`` (sales-side: channel ``crm``, which is not a marketing channel and should not take attribution credit).
+
 The table is read with a parallel scan (one thread per segment) and each part is written as soon as it is full.
 People who never converted are included: every lead's touches are, whatever became of it.
 """
