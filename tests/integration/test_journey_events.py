@@ -430,3 +430,14 @@ def test_index_seed_scans_every_lead_and_contact(stack):
     assert counts == {"lead": 60, "contact": 0}
     assert messages[-1] == "indexed 60 leads, 0 contacts"
     assert store().index_lookup([person_key("+79160000059", settings.person_key_secret)]) == {"LEAD#60"}
+
+
+def test_a_rescheduled_meeting_is_still_one_line(live):
+    lead = manager_lead(live)
+    meeting = call(live, (1, lead), "Встреча в офисе", type_id=1, start="2026-11-20T15:00:00+03:00")
+    settle(live)
+    before = lines(live, "lead", lead)
+    live.sandbox.call("crm.activity.update", {"id": meeting, "fields": {"START_TIME": "2026-11-22T11:00:00+03:00"}})
+    settle(live)
+    assert lines(live, "lead", lead) == before
+    assert len(store().journey(f"LEAD#{lead}")) == 2

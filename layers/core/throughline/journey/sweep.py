@@ -16,7 +16,7 @@ from typing import Any
 
 from throughline.bitrix24 import Bitrix24Client
 from throughline.journey.events import CrmEvent
-from throughline.writer.crm_events import ACTIVITY, CONTACT, DEAL, LEAD, CrmEventWriter, _entity
+from throughline.writer.crm_events import ACTIVITY, CONTACT, DEAL, LEAD, SWEEP_TS, CrmEventWriter, _entity
 
 CURSOR = "#SWEEP"
 OVERLAP = timedelta(minutes=5)  # re-read a little before the cursor: clocks and commits are not instantaneous
@@ -66,7 +66,7 @@ def sweep(
             for row in rows:
                 id_ = int(row["ID"])
                 records[(kind, id_)] = row
-                events.append(CrmEvent(f"ONCRM{kind.upper()}UPDATE", kind, id_, ts="sweep"))
+                events.append(CrmEvent(f"ONCRM{kind.upper()}UPDATE", kind, id_, ts=SWEEP_TS))
                 if kind == ACTIVITY:
                     max_activity = max(max_activity, id_)
         for start in range(0, len(events), ENTITIES_PER_HANDLE):

@@ -35,6 +35,7 @@ CRM = "crm"  # the channel of sales-side touches (a manager's call, a stage move
 DICTIONARY_TTL_SECONDS = 600
 STAGE_FIELDS = {LEAD: ("STATUS_ID", "STATUS_SEMANTIC_ID"), DEAL: ("STAGE_ID", "STAGE_SEMANTIC_ID")}
 HISTORY_TYPES = {LEAD: 1, DEAL: 2}  # crm.stagehistory.list entityTypeId
+SWEEP_TS = "sweep"  # the ``ts`` of events the sweep makes up for records it read
 
 # SOURCE_ID of a lead with no tags → (channel, canonical source, medium), for the classifier's taxonomy.
 SOURCE_CHANNELS = {
@@ -123,7 +124,15 @@ class CrmEventWriter:
         for event in events:
             if event.action == "DELETE":
                 self._delete(event)
-        live = [e for e in events if e.action != "DELETE" and e.entity in (LEAD, DEAL, CONTACT, ACTIVITY)]
+        # An activity is a touch once, when added (a rescheduled meeting is not a second touch; the sweep finds an
+        # activity whose add event was lost).
+        live = [
+            e
+            for e in events
+            if e.action != "DELETE"
+            and e.entity in (LEAD, DEAL, CONTACT, ACTIVITY)
+            and (e.entity != ACTIVITY or e.action == "ADD" or e.ts == SWEEP_TS)
+        ]
         keys = list(dict.fromkeys((event.entity, event.entity_id) for event in live))
         batch.records.update(records or {})
         batch.metas = self.store.metas(_entity(kind, id_) for kind, id_ in keys if kind != ACTIVITY)
