@@ -441,3 +441,20 @@ def test_a_rescheduled_meeting_is_still_one_line(live):
     settle(live)
     assert lines(live, "lead", lead) == before
     assert len(store().journey(f"LEAD#{lead}")) == 2
+
+
+def test_without_a_person_key_secret_forms_are_written_and_events_wait(make_stack):
+    stack = make_stack(poll_queues=False, environment={"PERSON_KEY_SECRET": ""})
+    stack.sandbox.outbound_url = None
+    response = requests.post(f"{stack.url}/v1/forms/contact/submissions", json={"phone": "+79161234567"})
+    assert response.status_code == 202
+    assert post_event(stack, body("ONCRMLEADUPDATE", 1)).status_code == 200
+    source = stack.resources.queue_sources[0]
+    messages = boto3.client("sqs").receive_message(
+        QueueUrl=source.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=60, MessageSystemAttributeNames=["All"]
+    )["Messages"]
+    assert len(messages) == 2
+    result = stack.invoke("bitrix_writer", {"Records": [sqs_record(m, source) for m in messages]})
+    event_message = next(m["MessageId"] for m in messages if "bitrix_event" in m["Body"])
+    assert [item["itemIdentifier"] for item in result["batchItemFailures"]] == [event_message]
+    assert len(stack.sandbox.entities("lead")) == 1

@@ -116,6 +116,9 @@ class CrmEventWriter:
         except BitrixError as error:
             logger.warning("bitrix24 events failed", extra={"error": str(error), "events": len(events)})
             return {key: Outcome(key, False, "failed", error=error) for key in events}
+        except Exception as error:  # the journey store, or a record we cannot read: the queue brings them back
+            logger.exception("events failed", extra={"events": len(events)})
+            return {key: Outcome(key, False, "failed", error=error) for key in events}
         return {key: Outcome(key, True, "event") for key in events}
 
     def handle(self, events: list[CrmEvent], *, records: dict[tuple[str, int], dict[str, Any]] | None = None) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 
 from throughline.adapters.journey_store import JourneyStore
 from throughline.adapters.raw_store import RawStore
-from throughline.bitrix24 import Bitrix24Client, BitrixError
+from throughline.bitrix24 import Bitrix24Client
 from throughline.capture.submissions import Submission
 from throughline.config import Settings
 from throughline.journey.projection import Projector
@@ -39,6 +39,15 @@ def follow_form_writes(
     """New leads enter the person index; a repeat request's lead is re-rendered from the store, so a CRM event
     handled at the same moment (another FIFO group) keeps its line. Failures here are logged, never raised: the
     leads are written, and the lead's own update event repairs its field."""
+    try:
+        _follow_form_writes(journeys, submissions, outcomes)
+    except Exception:  # the store or the portal failed: the leads are written; their update events repair the rest
+        logger.warning("journey bookkeeping of form writes failed", exc_info=True)
+
+
+def _follow_form_writes(
+    journeys: CrmEventWriter, submissions: Mapping[str, Submission], outcomes: Mapping[str, Outcome]
+) -> None:
     by_id = {submission.submission_id: submission for submission in submissions.values()}
     repeats = []
     for submission_id, outcome in outcomes.items():
@@ -69,10 +78,7 @@ def follow_form_writes(
             journeys.store.bump_version(entity)
             repeats.append(entity)
     if repeats:
-        try:
-            journeys.projector.project(repeats)
-        except BitrixError as error:
-            logger.warning("repeat request's journey not re-rendered", extra={"error": str(error)})
+        journeys.projector.project(repeats)
 
 
 def person_index(store: JourneyStore, secret: str) -> Callable[[Submission], tuple[set[int], set[int]]]:

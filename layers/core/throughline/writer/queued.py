@@ -16,7 +16,7 @@ from throughline.adapters.writes_queue import WritesQueue
 from throughline.bitrix24 import Deadline
 from throughline.bitrix24.portal import bitrix_client
 from throughline.capture.submissions import Submission
-from throughline.config import Settings
+from throughline.config import ConfigError, Settings
 from throughline.journey.events import MESSAGE_TYPE as EVENT_MESSAGE
 from throughline.journey.events import CrmEvent
 from throughline.observability import logger
@@ -60,9 +60,14 @@ def write_queued(
             Outcome(submission.submission_id, False, "skipped", error=RuntimeError("not reached in this invocation")),
         )
     if events or any(outcome.action in ("created", "appended") for outcome in by_submission.values()):
-        journeys = crm_event_writer(settings, writer.bitrix, writer.journeys)
-        follow_form_writes(journeys, submissions, by_submission)
-        outcomes.update(journeys.write(events) if events else {})
+        try:
+            journeys = crm_event_writer(settings, writer.bitrix, writer.journeys)
+        except ConfigError as error:  # no PERSON_KEY_SECRET: the leads are written, the events wait for it
+            logger.error("journey events need configuration", extra={"error": str(error)})
+            outcomes.update({key: Outcome(key, False, "failed", error=error) for key in events})
+        else:
+            follow_form_writes(journeys, submissions, by_submission)
+            outcomes.update(journeys.write(events) if events else {})
     if queue is not None:
         for item in items:
             outcome = outcomes[item.message_id]
