@@ -458,3 +458,13 @@ def test_without_a_person_key_secret_forms_are_written_and_events_wait(make_stac
     event_message = next(m["MessageId"] for m in messages if "bitrix_event" in m["Body"])
     assert [item["itemIdentifier"] for item in result["batchItemFailures"]] == [event_message]
     assert len(stack.sandbox.entities("lead")) == 1
+
+
+def test_the_field_is_rendered_from_the_store_not_from_what_it_said(live):
+    lead = manager_lead(live)
+    call(live, (1, lead), "Консультация", start="2026-11-17T12:00:00+03:00")
+    settle(live)
+    rendered = lines(live, "lead", lead)
+    live.sandbox.call("crm.lead.update", {"id": lead, "fields": {JOURNEY: "кто-то стёр путь"}})
+    settle(live)
+    assert lines(live, "lead", lead) == rendered
