@@ -1,5 +1,7 @@
 """`make demo`: the main job, offline. A burst of web-form posts from a mix of channels goes through the real
-functions on the local stack into the Bitrix24 sandbox; then a table of the leads per channel and source."""
+functions on the local stack into the Bitrix24 sandbox; then a table of the leads per channel and source; then a
+month of CRM work (calls, e-mails, meetings, conversions, wins and losses) reaches the journeys through outbound
+webhooks, and a few journeys are printed."""
 
 from __future__ import annotations
 
@@ -122,7 +124,7 @@ def _play_month(stack: LocalStack, seed: int, say) -> dict:
     for title, record in (
         ("a won deal", deals.get(summary.won[0]) if summary.won else None),
         ("a lost deal", deals.get(summary.lost[0]) if summary.lost else None),
-        ("a lead a manager typed in after a call", typed[0] if typed else None),
+        ("a lead a manager typed in", typed[0] if typed else None),
     ):
         if record:
             examples.append((title, record["ID"], record.get("UF_CRM_CUSTOMER_JOURNEY") or ""))
