@@ -266,6 +266,7 @@ def test_delete_marks_the_entity_and_keeps_its_touches(live):
 
 
 def test_sweep_restores_every_touch_lost_with_a_fifth_of_the_webhooks(live):
+    live.sandbox.set_clock_offset(0)  # the sweep reads what changed since its last run by the portal's clock
     live.sandbox.set_outbound_drop_rate(0.2, seed=7)
     leads = [manager_lead(live, PHONE=[{"VALUE": f"+7999000{index:04d}"}]) for index in range(6)]
     for lead in leads:
@@ -291,6 +292,7 @@ def test_sweep_restores_every_touch_lost_with_a_fifth_of_the_webhooks(live):
         stages = [touch.extra.get("stage_id") for touch in store().journey(f"DEAL#{deal}")]
         assert "EXECUTING" in stages and "WON" in stages
     assert result["touches_added"] > 0
+    assert result["scanned"]["lead"] == 6 and result["scanned"]["deal"] == 3 and result["scanned"]["activity"] == 18
     # A second sweep after a complete stream adds nothing.
     assert live.invoke("journey_sweep", {})["touches_added"] == 0
 

@@ -101,7 +101,7 @@ def _export_segment(
     count = 0
 
     def flush() -> None:
-        name = f"{folder}/part-{segment:03d}-{len(names):04d}.json.gz"
+        name = f"{folder}/part-{segment * 10000 + len(names):05d}.json.gz"  # unique across parallel segments
         target.put(name, _gzip(lines), "application/gzip")
         names.append(name)
         lines.clear()

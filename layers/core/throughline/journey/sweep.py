@@ -52,7 +52,8 @@ def sweep(
         LEAD: {">=DATE_MODIFY": (modified_since - OVERLAP).isoformat()},
         DEAL: {">=DATE_MODIFY": (modified_since - OVERLAP).isoformat()},
         CONTACT: {">=DATE_MODIFY": (modified_since - OVERLAP).isoformat()},
-        ACTIVITY: {},
+        # The first sweep starts a day back for activities too (a portal may hold millions), then follows their ids.
+        ACTIVITY: {} if after_activity else {">=CREATED": (modified_since - OVERLAP).isoformat()},
     }
     starts = {LEAD: 0, DEAL: 0, CONTACT: 0, ACTIVITY: after_activity}
     scanned = dict.fromkeys(SCANNED, 0)
