@@ -32,6 +32,8 @@ def stage_history(portal: Portal) -> list[dict[str, Any]]:
 
 
 def register(methods: dict[str, Callable[[CallContext, dict[str, Any]], MethodResult]]) -> None:
+    for action in ("userfield.add", "userfield.list", "userfield.get"):
+        methods.pop(f"crm.activity.{action}", None)  # activities have no user fields in the REST API
     methods["crm.activity.add"] = _activity_add
     methods["crm.stagehistory.list"] = _stage_history_list
     for entity in STAGE_FIELDS:

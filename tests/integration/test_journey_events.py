@@ -470,3 +470,27 @@ def test_the_field_is_rendered_from_the_store_not_from_what_it_said(live):
     live.sandbox.call("crm.lead.update", {"id": lead, "fields": {JOURNEY: "кто-то стёр путь"}})
     settle(live)
     assert lines(live, "lead", lead) == rendered
+
+
+def test_sandbox_activities_follow_the_docs(sandbox):
+    lead = sandbox.call("crm.lead.add", {"fields": {"TITLE": "x"}})
+    fields = {"OWNER_TYPE_ID": 1, "OWNER_ID": lead, "TYPE_ID": 2, "SUBJECT": "Звонок", "RESPONSIBLE_ID": 1,
+              "COMMUNICATIONS": [{"VALUE": "+79161234567"}], "DIRECTION": 1}  # fmt: skip
+    for missing in ("SUBJECT", "RESPONSIBLE_ID", "TYPE_ID", "COMMUNICATIONS"):
+        with pytest.raises(Exception, match=missing):
+            sandbox.call("crm.activity.add", {"fields": {k: v for k, v in fields.items() if k != missing}})
+    with pytest.raises(Exception, match="Could not build binding"):
+        sandbox.call("crm.activity.add", {"fields": {**fields, "OWNER_ID": 999}})
+    activity = sandbox.call("crm.activity.add", {"fields": fields})
+    record = sandbox.call("crm.activity.get", {"id": activity})
+    assert (record["ID"], record["OWNER_TYPE_ID"], record["DIRECTION"], record["COMPLETED"]) == (
+        str(activity),
+        "1",
+        "1",
+        "N",
+    )
+    with pytest.raises(Exception, match=r"(?i)not found"):
+        sandbox.call("crm.activity.userfield.list", {})
+    sandbox.call("crm.lead.update", {"id": lead, "fields": {"STATUS_ID": "IN_PROCESS"}})
+    history = sandbox.call("crm.stagehistory.list", {"entityTypeId": 1, "filter": {"OWNER_ID": lead}})["items"]
+    assert [(row["TYPE_ID"], row["STATUS_ID"]) for row in history] == [(1, "NEW"), (2, "IN_PROCESS")]
