@@ -2,10 +2,10 @@
 
 1. Import time of each ``functions/<name>/app.py`` in a fresh interpreter, interleaved with ``import boto3`` runs
    so both see the same machine state; the ratio to the boto3 median is the figure to watch (target for the HTTP
-   path: capture_form < 1.5 × boto3). Peak memory after the import is shown beside it.
-2. CPU time per submission of capture_form and of bitrix_writer, measured with ``time.thread_time`` in the
-   invoking thread, so the local AWS (moto) and Bitrix24 sandbox threads are not counted — only the handler's
-   own work: parsing, validation, building and signing requests, JSON.
+   path: capture_form and bitrix_events < 1.5 × boto3). Peak memory after the import is shown beside it.
+2. CPU time per submission of capture_form and of bitrix_writer, and per event of bitrix_events, measured with
+   ``time.thread_time`` in the invoking thread, so the local AWS (moto) and Bitrix24 sandbox threads are not
+   counted — only the handler's own work: parsing, validation, building and signing requests, JSON.
 
     make bench                       # full run
     make bench BENCH_ARGS=--quick    # the CI smoke run
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         median, best = statistics.median(sample["seconds"]), min(sample["seconds"])
         ratio = median / baseline
         note = ""
-        if name == "capture_form":
+        if name in ("capture_form", "bitrix_events"):
             note = f"   target < {TARGET_RATIO}× boto3: {'met' if ratio < TARGET_RATIO else 'MISSED'}"
         label = "python -c 'import boto3'" if name == "boto3" else f"functions/{name}/app.py"
         rss = statistics.median(sample["rss_kib"]) / 1024
@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, figures in cpu.items():
         print(
             f"  {name:<14} first call {figures['first_ms']:6.1f} ms   then median {figures['median_ms']:5.2f} ms, "
-            f"p95 {figures['p95_ms']:5.2f} ms  (wall median {figures['wall_median_ms']:5.1f} ms incl. local AWS)"
+            f"p95 {figures['p95_ms']:5.2f} ms, p99 {figures['p99_ms']:5.2f} ms  "
+            f"(wall median {figures['wall_median_ms']:5.1f} ms incl. local AWS)"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -156,6 +157,30 @@ def handler_cpu(count: int) -> dict[str, dict[str, float]]:
             for message in messages:
                 sqs.delete_message(QueueUrl=source.queue_url, ReceiptHandle=message["ReceiptHandle"])
         results["bitrix_writer"] = _figures(cpu, wall)
+
+        from local.bitrix24_sandbox.outbound import event_body
+        from local.stack import LOCAL_APP_TOKEN
+
+        route = HttpRoute("POST", "/v1/bitrix/events", "bitrix_events")
+        cpu, wall = [], []
+        for index in range(count):
+            body = event_body(
+                event=("ONCRMDEALUPDATE", "ONCRMACTIVITYADD", "ONCRMLEADADD")[index % 3],
+                record_id=index + 1,
+                domain="sandbox.bitrix24.ru",
+                member_id="bench",
+                application_token=LOCAL_APP_TOKEN,
+                timestamp=1766047124 + index,
+            )
+            event = http_event(
+                "POST", "/v1/bitrix/events", "", {"content-type": "application/x-www-form-urlencoded"}, body, route, {}
+            )
+            started_cpu, started_wall = time.thread_time(), time.perf_counter()
+            response = stack.invoke("bitrix_events", event)
+            cpu.append(time.thread_time() - started_cpu)
+            wall.append(time.perf_counter() - started_wall)
+            assert response["statusCode"] == 200, response
+        results["bitrix_events"] = _figures(cpu, wall)
     return results
 
 
@@ -165,6 +190,7 @@ def _figures(cpu: list[float], wall: list[float]) -> dict[str, float]:
         "first_ms": cpu[0] * 1000,
         "median_ms": statistics.median(warm) * 1000,
         "p95_ms": warm[int(len(warm) * 0.95) - 1] * 1000 if len(warm) > 1 else warm[0] * 1000,
+        "p99_ms": warm[max(0, int(len(warm) * 0.99) - 1)] * 1000,
         "wall_median_ms": statistics.median(wall[1:] or wall) * 1000,
     }
 

@@ -1,6 +1,7 @@
 """`make demo`: the main job, offline. A burst of web-form posts from a mix of channels goes through the real
-functions on the local stack into the Bitrix24 sandbox; then a table of the leads per channel and source, and a
-month of ad spend imported from the ad-platform sandboxes."""
+functions on the local stack into the Bitrix24 sandbox; then a month of CRM work (calls, e-mails, meetings,
+conversions, wins and losses) reaches the journeys through outbound webhooks; then a month of ad spend is imported
+from the ad-platform sandboxes."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--concurrency", type=int, default=6, help="form posts in flight at once")
     parser.add_argument("--verbose", action="store_true", help="show the functions' logs and metrics")
+    parser.add_argument("--no-month", dest="month", action="store_false", help="skip the month of CRM work")
     args = parser.parse_args(argv)
 
     traffic = burst(args.people, seed=args.seed)
@@ -60,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         spend = _import_spend(stack)
     for server in ad_servers:
         server.stop()
+        if args.month:
+            month = _play_month(stack, args.seed, say)
     elapsed = time.monotonic() - started
 
     statuses = Counter((post.kind, status) for post, status, _ in answers)
@@ -84,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     say("\nAd spend imported into S3 (spend/platform=…/date=…/<account>.json.gz), last 30 days:")
     for (platform, currency), (rows_count, cost) in sorted(spend.items()):
         say(f"  {platform:<14} {currency}  {cost:>14,.2f}  ({rows_count} campaign-days)".replace(",", " "))
+    if args.month:
+        _show_month(month, say)
 
     with (OUT / "leads.csv").open("w", newline="", encoding="utf-8-sig") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else ["id"])
@@ -121,6 +127,53 @@ def _import_spend(stack: LocalStack) -> dict[tuple[str, str], tuple[int, Decimal
                 count, cost = totals.get((row["platform"], row["currency"]), (0, Decimal(0)))
                 totals[(row["platform"], row["currency"])] = (count + 1, cost + row["cost"])
     return totals
+
+
+def _play_month(stack: LocalStack, seed: int, say) -> dict:
+    """After the burst: a month of calls, e-mails, meetings, conversions and stage moves, all through outbound
+    webhooks; then one reconciliation sweep; returns the figures and a few journeys."""
+    from local.crm_month import play_month
+
+    sandbox = stack.sandbox
+
+    def settle() -> None:
+        for _ in range(2):  # our field writes come back as update events
+            sandbox.wait_for_outbound(30)
+            stack.wait_until_idle(timeout=300, settle=0.2)
+
+    say("\nA month in the CRM: managers call, write, meet, convert, win and lose (outbound webhooks → journeys)…")
+    sandbox.reset_stats()
+    summary = play_month(sandbox, seed=seed, settle=settle, progress=say)
+    settle()
+    stats = sandbox.stats()
+    events = stats["outbound"]["sent"]
+    calls = stats["requests"] - sum(stats["by_method"].get(m, 0) for m in ("crm.activity.add",))
+    sweep = stack.invoke("journey_sweep", {})
+    settle()
+    deals = {int(deal["ID"]): deal for deal in sandbox.entities("deal")}
+    leads = {int(lead["ID"]): lead for lead in sandbox.entities("lead")}
+    typed = [lead for lead in leads.values() if lead.get("ORIGINATOR_ID") != "throughline"]
+    examples = []
+    for title, record in (
+        ("a won deal", deals.get(summary.won[0]) if summary.won else None),
+        ("a lost deal", deals.get(summary.lost[0]) if summary.lost else None),
+        ("a lead a manager typed in", typed[0] if typed else None),
+    ):
+        if record:
+            examples.append((title, record["ID"], record.get("UF_CRM_CUSTOMER_JOURNEY") or ""))
+    return {"summary": summary, "events": events, "calls": calls, "sweep": sweep, "examples": examples}
+
+
+def _show_month(month: dict, say) -> None:
+    summary = month["summary"]
+    say(f"\nThe month: {summary.activities} calls, e-mails and meetings; {summary.typed_leads} leads typed by")
+    say(f"managers; {summary.conversions} leads converted to deals; {len(summary.won)} won, {len(summary.lost)} lost.")
+    say(f"Outbound webhooks delivered: {month['events']}; Bitrix24 REST calls by the journey (our writer): "
+        f"{month['calls']} ({month['calls'] / max(1, month['events']):.2f} per event).")  # fmt: skip
+    say(f"The sweep afterwards: {month['sweep']['touches_added']} touches missing (0 = no event was lost), "
+        f"{month['sweep']['rest_calls']} REST calls.")  # fmt: skip
+    for title, record_id, journey in month["examples"]:
+        say(f"\nJourney of {title} (№{record_id}):\n  " + journey.replace("\n", "\n  "))
 
 
 def _lead_rows(leads: list[dict]) -> list[dict[str, str]]:

@@ -238,9 +238,10 @@ def _registry() -> dict[str, Handler]:
 METHODS: dict[str, Handler] = _registry()
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# crm.stagehistory.list (appended for the ROI report)
-# --------------------------------------------------------------------------------------------------------------------
+# Activities and stage history live in their own module; they extend the registry above.
+from .activities import register as _register_activities  # noqa: E402
+
+_register_activities(METHODS)
 
 
 def _stage_history_list(context: CallContext, params: dict[str, Any]) -> MethodResult:

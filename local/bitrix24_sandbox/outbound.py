@@ -26,7 +26,9 @@ from .php import build_query
 __all__ = ["EVENT_NAMES", "OutboundEvent", "OutboundSender"]
 
 EVENT_NAMES = tuple(
-    f"ONCRM{entity}{action}" for entity in ("LEAD", "DEAL", "CONTACT") for action in ("ADD", "UPDATE", "DELETE")
+    f"ONCRM{entity}{action}"
+    for entity in ("LEAD", "DEAL", "CONTACT", "ACTIVITY")
+    for action in ("ADD", "UPDATE", "DELETE")
 )
 USER_AGENT = "Bitrix24 Webhook Engine"
 

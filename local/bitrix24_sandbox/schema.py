@@ -271,3 +271,44 @@ CURRENCIES = (
     ("USD", "Доллар США", "90.0000", "N", 200, "$#"),
     ("EUR", "Евро", "98.0000", "N", 300, "€#"),
 )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Activities (crm.activity.*): calls, e-mails, meetings, tasks, open-channel chats in the timeline
+# --------------------------------------------------------------------------------------------------------------------
+
+# Field list and types follow crm-activity-fields.md; the crm_enum_* types are integers on the wire (as strings).
+ACTIVITY = EntitySpec(
+    name="activity",
+    entity_id="CRM_ACTIVITY",
+    event_prefix="ONCRMACTIVITY",
+    has_multifields=False,
+    fields=(
+        Field("ID", "integer", "ID", read_only=True),
+        Field("OWNER_ID", "integer", "Owner ID", immutable=True),
+        Field("OWNER_TYPE_ID", "integer", "Owner Type", immutable=True),
+        Field("TYPE_ID", "integer", "Type", immutable=True),
+        Field("PROVIDER_ID", "string", "Provider ID"),
+        Field("PROVIDER_TYPE_ID", "string", "Provider Type"),
+        Field("ASSOCIATED_ENTITY_ID", "integer", "ID of the entity associated with the activity", read_only=True),
+        Field("SUBJECT", "string", "Subject"),
+        Field("CREATED", "datetime", "Creation Date", read_only=True),
+        Field("LAST_UPDATED", "datetime", "Last Updated", read_only=True),
+        Field("START_TIME", "datetime", "Start"),
+        Field("END_TIME", "datetime", "Deadline"),
+        Field("DEADLINE", "datetime", "Due Date", read_only=True),
+        Field("COMPLETED", "char", "Completed"),
+        Field("STATUS", "integer", "Status"),
+        Field("RESPONSIBLE_ID", "user", "Responsible"),
+        Field("PRIORITY", "integer", "Priority"),
+        Field("DESCRIPTION", "string", "Description"),
+        Field("DESCRIPTION_TYPE", "integer", "Description Type"),
+        Field("DIRECTION", "integer", "Direction"),
+        Field("LOCATION", "string", "Location"),
+        Field("AUTHOR_ID", "user", "Created By", read_only=True),
+        Field("EDITOR_ID", "user", "Edited By", read_only=True),
+        Field("ORIGINATOR_ID", "string", "External Source"),
+        Field("ORIGIN_ID", "string", "External Code"),
+    ),
+)
+ENTITIES[ACTIVITY.name] = ACTIVITY

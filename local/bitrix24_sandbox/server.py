@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -85,6 +85,7 @@ class Sandbox:
         tls: bool = False,
     ) -> None:
         self._random = random.Random(seed)
+        self._drop_random = random.Random(seed)
         self._host = host
         self._requested_port = port
         self.user_id = int(user_id)
@@ -237,6 +238,53 @@ class Sandbox:
         """Wait until every queued outbound event has been attempted; ``False`` on timeout."""
         return self._sender.wait_idle(timeout)
 
+    # ---- journeys: outbound losses, a manager's lead conversion, a movable clock -------------------------------------
+
+    outbound_drop_rate = 0.0  # share of outbound events lost before delivery
+
+    def set_outbound_drop_rate(self, rate: float, seed: int | None = None) -> None:
+        self.outbound_drop_rate = _probability(rate, "outbound_drop_rate")
+        self._drop_random = random.Random(seed)
+
+    def set_clock_offset(self, seconds: float) -> None:
+        """Shift the portal's clock (creation, modification and stage-move times): a demo can play a month."""
+        offset = timedelta(seconds=seconds)
+        self._portal._now = lambda: datetime.now(self.tz) + offset
+
+    def convert_lead(self, lead_id: int, deal_fields: Mapping[str, Any] | None = None) -> int:
+        """What a manager's «Создать на основании → Сделка + Контакт» does: a contact with the lead's phones and
+        e-mails (unless the lead has one), a deal with ``LEAD_ID`` and the lead's source and UTM fields, the lead
+        moved to CONVERTED; each change sends its outbound event. Returns the deal id."""
+        with self._store_lock:
+            lead = self._portal.render("lead", self._portal.get_record("lead", int(lead_id)))
+            contact_id = int(lead.get("CONTACT_ID") or 0)
+            if not contact_id:
+                contact = {name: lead.get(name) for name in ("NAME", "LAST_NAME", "SOURCE_ID", "ASSIGNED_BY_ID")}
+                contact.update({kind: lead.get(kind) or [] for kind in ("PHONE", "EMAIL")})
+                contact_id = self._checked_call("crm.contact.add", {"fields": contact})
+            copied = ("SOURCE_ID", "SOURCE_DESCRIPTION", "ASSIGNED_BY_ID", "OPPORTUNITY", "CURRENCY_ID", "UTM_SOURCE",
+                      "UTM_MEDIUM", "UTM_CAMPAIGN", "UTM_CONTENT", "UTM_TERM")  # fmt: skip
+            deal = {name: lead.get(name) for name in copied}
+            deal.update(TITLE=lead.get("TITLE") or f"Сделка по лиду №{lead_id}", CONTACT_ID=contact_id)
+            deal.update(deal_fields or {})
+            deal_id = self._checked_call("crm.deal.add", {"fields": deal})
+            self._portal.records["deal"][deal_id]["LEAD_ID"] = int(lead_id)  # read-only: set by the conversion
+            self._checked_call("crm.lead.update", {"id": lead_id, "fields": {"STATUS_ID": "CONVERTED",
+                                                                             "CONTACT_ID": contact_id}})  # fmt: skip
+            return deal_id
+
+    def call(self, method: str, params: Mapping[str, Any]) -> Any:
+        """Run one REST method as the webhook user would, without the HTTP pipeline (faults, limits, statistics)."""
+        with self._store_lock:
+            return self._checked_call(method, params)
+
+    def _checked_call(self, method: str, params: Mapping[str, Any]) -> Any:
+        outcome = self._call(method, params)
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.result is not None
+        return outcome.result.result
+
     # ---- REST pipeline (called by the request handler) -------------------------------------------------------------
 
     def _outage_active(self) -> bool:
@@ -367,6 +415,10 @@ class Sandbox:
     def _emit(self, event: str, record_id: int) -> None:
         url = self.outbound_url
         if not url or event not in self.events:
+            return
+        if self.outbound_drop_rate and self._drop_random.random() < self.outbound_drop_rate:
+            # The queue server lost it (or the handler failed): never retried, as documented.
+            self._count_delivery(False)
             return
         body = event_body(
             event=event,

@@ -394,7 +394,7 @@ class Portal:
         comment = str(fields.get("COMMENT") or "").strip()
         if not comment:
             raise errors.RestError("INVALID_ARG_VALUE", "Comment is empty", 400)
-        if owner_type not in ENTITIES or not owner_id or owner_id not in self.records[owner_type]:
+        if owner_type not in ("lead", "deal", "contact") or not owner_id or owner_id not in self.records[owner_type]:
             raise errors.RestError("OWNER_NOT_FOUND", "Owner of timeline entry not found", 400)
         comment_id = len(self.timeline_comments) + 1
         self.timeline_comments.append(

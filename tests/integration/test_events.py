@@ -35,3 +35,12 @@ def test_bitrix_writer_event_creates_the_lead(site):
     assert lead["ORIGIN_ID"] == "7f0c9a52-3b1e-4d7a-9a43-5f1f0f6c2b11"
     assert lead["UTM_CAMPAIGN"] == "zima_sale"
     assert lead["UF_CRM_CUSTOMER_JOURNEY"].startswith("Первичный контакт: 01.11.2026 — Google — Органический поиск")
+
+
+def test_bitrix_events_event_is_queued(site):
+    assert site.invoke("bitrix_events", load("bitrix_events_lead_add.json"))["statusCode"] == 200
+
+
+def test_journey_sweep_event_runs_a_sweep(site):
+    result = site.invoke("journey_sweep", load("journey_sweep_schedule.json"))
+    assert result["touches_added"] == 0 and result["rest_calls"] >= 1

@@ -79,11 +79,28 @@ def test_the_local_stack_generates_the_person_key_and_keeps_it_beside_the_sandbo
     assert get_settings().person_key_secret == key
 
 
-def test_writer_reads_the_secret_and_the_journey_store_but_not_the_bucket():
+def test_writer_reads_the_secret_and_the_journey_store_and_writes_only_deletion_markers_to_the_bucket():
     actions = _actions("BitrixWriterFunction")
     assert "secretsmanager:GetSecretValue" in actions
-    assert not any(action.startswith("s3:") for action in actions)
+    s3 = [s for s in _statements("BitrixWriterFunction") if str(s["Action"]).startswith("s3:")]
+    assert [(s["Action"], s["Resource"]) for s in s3] == [
+        ("s3:PutObject", {"Fn::Sub": "${DataBucket.Arn}/crm/deleted/*"})
+    ]
     assert all(statement["Resource"] != "*" for statement in _statements("BitrixWriterFunction"))
+
+
+def test_events_receiver_may_only_read_the_secret_and_enqueue():
+    assert _actions("BitrixEventsFunction") == {"secretsmanager:GetSecretValue", "sqs:SendMessage"}
+    resources = [s["Resource"] for s in _statements("BitrixEventsFunction")]
+    assert resources == [{"Ref": "Secrets"}, {"Fn::GetAtt": ["WritesQueue", "Arn"]}]
+    [event] = FUNCTIONS["BitrixEventsFunction"]["Properties"]["Events"].values()
+    assert (event["Properties"]["Method"], event["Properties"]["Path"]) == ("POST", "/v1/bitrix/events")
+
+
+def test_the_sweep_runs_on_a_schedule():
+    [event] = FUNCTIONS["JourneySweepFunction"]["Properties"]["Events"].values()
+    assert event["Type"] == "ScheduleV2"
+    assert not any(action.startswith("sqs:") for action in _actions("JourneySweepFunction"))
 
 
 def test_writer_consumes_the_fifo_queue_with_partial_failures_and_a_concurrency_cap():

@@ -33,8 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     spend_cli.register(commands)
     report_cli.add_parser(commands)
 
+    from throughline.journey.cli import register as register_journey_commands
+
+    register_journey_commands(commands, _stack_outputs)
+
     args = parser.parse_args(argv)
     try:
+        if hasattr(args, "run"):
+            return args.run(args)
         if args.command == "import-spend":
             return spend_cli.run(args)
         if args.command == "bitrix-setup":

@@ -202,6 +202,13 @@ class Settings:
     bitrix24_burst: int = _setting(50, _integer(1))
     bitrix24_writer_concurrency: int = _setting(2, _integer(1))
     lead_title_template: str = _setting("Заявка с формы «{form}»")
+    # Outbound webhooks: when set, an event from another portal (member_id / domain) is refused like a wrong token.
+    bitrix24_member_id: str | None = _setting(None, _optional_text)
+    bitrix24_domain: str | None = _setting(None, _optional_text)
+
+    # Journeys
+    journey_max_chars: int = _setting(4000, _integer(200, 1_000_000))
+    person_key_secret: str | None = _setting(None, _optional_text, secret=True)
 
     # Ad platforms (used by the spend import)
     yandex_direct_token: str | None = _setting(None, _optional_text, secret=True)

@@ -3,6 +3,11 @@
 Key: ``entity`` = ``LEAD#<id>`` (or ``DEAL#…``), ``touch`` = ``<UTC time>#<touch id>`` so a query returns an entity's
 journey in order. ``state`` is ``pending`` while the matching line is being written to Bitrix24 and ``applied`` once
 it is there: a retried write checks it instead of adding the line twice.
+
+Beside the touches, sort keys starting with ``#`` (which sort before any time) hold per-entity bookkeeping:
+``#meta`` (the last seen CRM state: stage, person key, links, deleted) and ``#version`` (``v`` counts touch writes,
+``applied`` is the version last rendered into the field). The person index lives under ``PERSON#<hmac>`` partitions
+(one item per lead/deal/contact of that phone or e-mail) and the sweep's cursor under ``#SWEEP``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from throughline.journey.lines import Touch
 
 PENDING = "pending"
 APPLIED = "applied"
+META = "#meta"
+VERSION = "#version"
+TOUCHES_AFTER = "#~"  # every touch sort key (a UTC time) sorts after this; bookkeeping keys sort before it
+PERSON_PREFIX = "PERSON#"
 
 
 def touch_key(entity: str, touch: Touch) -> tuple[str, str]:
@@ -77,9 +86,10 @@ class JourneyStore:
         while True:
             kwargs: dict[str, Any] = {
                 "TableName": self.table,
-                "KeyConditionExpression": "#e = :e",
-                "ExpressionAttributeNames": {"#e": "entity"},
-                "ExpressionAttributeValues": {":e": {"S": entity}},
+                "KeyConditionExpression": "#e = :e AND #t > :after",
+                "ExpressionAttributeNames": {"#e": "entity", "#t": "touch"},
+                "ExpressionAttributeValues": {":e": {"S": entity}, ":after": {"S": TOUCHES_AFTER}},
+                "ConsistentRead": True,
             }
             if start_key:
                 kwargs["ExclusiveStartKey"] = start_key
@@ -99,3 +109,134 @@ class JourneyStore:
                 return
             time.sleep(0.05 * 2**attempt)  # throttled: DynamoDB asks callers to back off
         raise RuntimeError(f"DynamoDB left {len(pending.get(self.table, []))} journey items unprocessed")
+
+    # -- bookkeeping: last seen state, versions, person index, scans (see the module docstring) -----------------------
+
+    def new_touches(self, entity: str, touches: Iterable[Touch], *, lines: dict[str, str] | None = None) -> list[Touch]:
+        """Store the touches not stored yet (as applied); return those. Stored touches are left as they are."""
+        touches = list({touch.touch_id: touch for touch in touches}.values())
+        known = self.states([touch_key(entity, touch) for touch in touches])
+        fresh = [touch for touch in touches if touch_key(entity, touch) not in known]
+        if fresh:
+            self.put(entity, fresh, state=APPLIED, lines=lines)
+        return fresh
+
+    def metas(self, entities: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The ``#meta`` item of each entity that has one."""
+        found = self._get_items([(entity, META) for entity in entities])
+        return {entity: item for (entity, _), item in found.items()}
+
+    def put_meta(self, entity: str, meta: dict[str, Any]) -> None:
+        """Set these attributes of the entity's ``#meta`` (others are kept)."""
+        values = {key: value for key, value in meta.items() if key not in ("entity", "touch")}
+        if not values:
+            return
+        serializer = TypeSerializer()
+        names = {f"#a{index}": key for index, key in enumerate(values)}
+        self.client.update_item(
+            TableName=self.table,
+            Key={"entity": {"S": entity}, "touch": {"S": META}},
+            UpdateExpression="SET " + ", ".join(f"{name} = :v{index}" for index, name in enumerate(names)),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={f":v{i}": serializer.serialize(v) for i, v in enumerate(values.values())},
+        )
+
+    def bump_version(self, entity: str) -> int:
+        """Count a change of the entity's touches; returns the new version."""
+        response = self.client.update_item(
+            TableName=self.table,
+            Key={"entity": {"S": entity}, "touch": {"S": VERSION}},
+            UpdateExpression="ADD v :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(response["Attributes"]["v"]["N"])
+
+    def versions(self, entities: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """``(version, applied)`` per entity; ``(0, 0)`` for one never written."""
+        entities = list(entities)
+        found = self._get_items([(entity, VERSION) for entity in entities])
+        result = {}
+        for entity in entities:
+            item = found.get((entity, VERSION)) or {}
+            result[entity] = (int(item.get("v", 0)), int(item.get("applied", 0)))
+        return result
+
+    def mark_applied(self, entity: str, version: int) -> bool:
+        """Record that the field now shows ``version``; False when a newer version was recorded first."""
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"entity": {"S": entity}, "touch": {"S": VERSION}},
+                UpdateExpression="SET applied = :v",
+                ConditionExpression="attribute_not_exists(applied) OR applied < :v",
+                ExpressionAttributeValues={":v": {"N": str(version)}},
+            )
+            return True
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+
+    def index_put(self, person_keys: Iterable[str], entity: str) -> None:
+        requests = [
+            {"PutRequest": {"Item": {"entity": {"S": PERSON_PREFIX + key}, "touch": {"S": entity}}}}
+            for key in dict.fromkeys(person_keys)
+        ]
+        for start in range(0, len(requests), 25):
+            self._write(requests[start : start + 25])
+
+    def index_drop(self, person_keys: Iterable[str], entity: str) -> None:
+        requests = [
+            {"DeleteRequest": {"Key": {"entity": {"S": PERSON_PREFIX + key}, "touch": {"S": entity}}}}
+            for key in dict.fromkeys(person_keys)
+        ]
+        for start in range(0, len(requests), 25):
+            self._write(requests[start : start + 25])
+
+    def index_lookup(self, person_keys: Iterable[str]) -> set[str]:
+        """Entities (``LEAD#5``, ``CONTACT#7``…) indexed under any of these keys."""
+        found: set[str] = set()
+        for key in dict.fromkeys(person_keys):
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "KeyConditionExpression": "#e = :e",
+                "ExpressionAttributeNames": {"#e": "entity"},
+                "ExpressionAttributeValues": {":e": {"S": PERSON_PREFIX + key}},
+            }
+            while True:
+                response = self.client.query(**kwargs)
+                found |= {item["touch"]["S"] for item in response.get("Items", [])}
+                if not response.get("LastEvaluatedKey"):
+                    break
+                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return found
+
+    def scan(self, segment: int = 0, total_segments: int = 1) -> Iterable[dict[str, Any]]:
+        """Every item of one parallel-scan segment, deserialized, page by page (streaming)."""
+        deserializer = TypeDeserializer()
+        kwargs: dict[str, Any] = {"TableName": self.table, "Segment": segment, "TotalSegments": total_segments}
+        while True:
+            response = self.client.scan(**kwargs)
+            for item in response.get("Items", []):
+                yield {key: deserializer.deserialize(value) for key, value in item.items()}
+            if not response.get("LastEvaluatedKey"):
+                return
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def _get_items(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        deserializer = TypeDeserializer()
+        keys = list(dict.fromkeys(keys))
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for start in range(0, len(keys), 100):
+            request = {
+                self.table: {
+                    "Keys": [{"entity": {"S": e}, "touch": {"S": t}} for e, t in keys[start : start + 100]],
+                    "ConsistentRead": True,
+                }
+            }
+            while request:
+                response = self.client.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(self.table, []):
+                    plain = {key: deserializer.deserialize(value) for key, value in item.items()}
+                    found[(plain["entity"], plain["touch"])] = plain
+                request = response.get("UnprocessedKeys") or None
+        return found

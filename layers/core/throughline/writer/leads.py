@@ -150,6 +150,9 @@ class LeadWriter:
         self.attempts = attempts
         self.retry_pause = retry_pause
         self._sleep = sleep
+        # Our own index of normalized phones and e-mails (journey.person_index): findbycomm compares whole strings
+        # and misses a lead typed as "8 (916) 123-45-67". Its hits are candidates; the portal still decides.
+        self.person_index: Callable[[Submission], tuple[set[int], set[int]]] | None = None
 
     def write(self, submissions: Iterable[Submission]) -> dict[str, Outcome]:
         """Write every submission; returns an outcome per submission id (failures included, never raised)."""
@@ -246,6 +249,10 @@ class LeadWriter:
                 plan.lead_id, plan.done = created[item.submission_id], True
             else:
                 plan.candidate_leads, contacts = _matches(found, f"phone{index}", f"email{index}")
+                if self.person_index is not None:
+                    indexed_leads, indexed_contacts = self.person_index(item)
+                    plan.candidate_leads |= indexed_leads
+                    contacts |= indexed_contacts
                 plan.contact_id = max(contacts) if contacts else None
             plans.append(plan)
         return plans

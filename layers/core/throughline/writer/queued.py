@@ -16,8 +16,11 @@ from throughline.adapters.writes_queue import WritesQueue
 from throughline.bitrix24 import Deadline
 from throughline.bitrix24.portal import bitrix_client
 from throughline.capture.submissions import Submission
-from throughline.config import Settings
+from throughline.config import ConfigError, Settings
+from throughline.journey.events import MESSAGE_TYPE as EVENT_MESSAGE
+from throughline.journey.events import CrmEvent
 from throughline.observability import logger
+from throughline.writer.journey_wiring import crm_event_writer, follow_form_writes, person_index
 from throughline.writer.leads import LeadRules, LeadWriter, Outcome
 
 
@@ -39,18 +42,32 @@ def write_queued(
     """Write every queued submission; schedule the failed ones' retries; return outcomes by message id."""
     outcomes: dict[str, Outcome] = {}
     submissions: dict[str, Submission] = {}
+    events: dict[str, CrmEvent] = {}
     for item in items:
         try:
-            submissions[item.message_id] = Submission.from_message(json.loads(item.body))
-        except (ValueError, KeyError, TypeError) as error:
+            message = json.loads(item.body)
+            if message.get("type") == EVENT_MESSAGE:
+                events[item.message_id] = CrmEvent.from_message(message)
+            else:
+                submissions[item.message_id] = Submission.from_message(message)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             logger.error("unreadable message", extra={"message_id": item.message_id, "error": str(error)})
             outcomes[item.message_id] = Outcome(item.message_id, False, "failed", error=PoisonMessage(str(error)))
-    by_submission = writer.write(submissions.values())
+    by_submission = writer.write(submissions.values()) if submissions else {}
     for message_id, submission in submissions.items():
         outcomes[message_id] = by_submission.get(
             submission.submission_id,
             Outcome(submission.submission_id, False, "skipped", error=RuntimeError("not reached in this invocation")),
         )
+    if events or any(outcome.action in ("created", "appended") for outcome in by_submission.values()):
+        try:
+            journeys = crm_event_writer(settings, writer.bitrix, writer.journeys)
+        except ConfigError as error:  # no PERSON_KEY_SECRET: the leads are written, the events wait for it
+            logger.error("journey events need configuration", extra={"error": str(error)})
+            outcomes.update({key: Outcome(key, False, "failed", error=error) for key in events})
+        else:
+            follow_form_writes(journeys, submissions, by_submission)
+            outcomes.update(journeys.write(events) if events else {})
     if queue is not None:
         for item in items:
             outcome = outcomes[item.message_id]
@@ -90,8 +107,11 @@ def _schedule_retry(queue: WritesQueue, item: QueuedWrite, outcome: Outcome, set
 
 def lead_writer(settings: Settings, deadline: Deadline | None = None, **client_options: Any) -> LeadWriter:
     settings.require("journey_table")
-    return LeadWriter(
+    writer = LeadWriter(
         bitrix_client(settings, deadline, **client_options),
         JourneyStore(settings.journey_table or ""),
         LeadRules.from_settings(settings),
     )
+    if settings.person_key_secret:
+        writer.person_index = person_index(writer.journeys, settings.person_key_secret)
+    return writer

@@ -1,0 +1,164 @@
+"""The journey store exported for attribution and Athena: gzip JSON Lines under ``journeys/snapshot=<date>/``.
+
+- ``part-<n>.json.gz``: one touch per line, ``{"person_key", "entity_type", "entity_id", "touch_id", "at" (ISO 8601
+  UTC), "kind", "channel", "source", "medium", "campaign", "content", "term", "detail"}``;
+- ``entities.json.gz``: one line per entity, ``{"entity_type", "entity_id", "person_key", "deleted", "lead_id"}``
+  (a deal's ``lead_id`` links it to the lead it came from, whose touches are its journey before the deal);
+- ``journeys/latest.json`` = ``{"snapshot": "<date>", "parts": [...]}``, written last, so a reader never sees a
+  half-written snapshot.
+
+``kind`` says what a touch was: ``first_visit``, ``form``, ``repeat_request`` (the site); ``crm_lead`` / ``crm_deal``
+(a record typed in the CRM: its own first touch, channel from its UTM tags or SOURCE_ID); ``incoming_call``,
+``missed_call``, ``incoming_email``, ``chat`` (the person reached out: channel ``offline``, ``email``, ``messenger``);
+``outgoing_call``, ``outgoing_email``, ``meeting``, ``task``, ``activity``, ``deal_created``, ``stage``, ``won``,
+``lost`` (sales-side: channel ``crm``, which is not a marketing channel and should not take attribution credit).
+
+The table is read with a parallel scan (one thread per segment) and each part is written as soon as it is full.
+People who never converted are included: every lead's touches are, whatever became of it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
+from typing import Any
+
+from throughline.adapters.journey_store import META, PERSON_PREFIX, JourneyStore
+from throughline.adapters.raw_store import RawStore
+
+PREFIX = "journeys"
+ENTITY_TYPES = {"LEAD": "lead", "DEAL": "deal", "CONTACT": "contact"}
+TOUCH_FIELDS = ("kind", "channel", "source", "medium", "campaign", "content", "term", "detail")
+
+
+def export_journeys(
+    store: JourneyStore,
+    bucket: str | RawStore,
+    day: date,
+    *,
+    segments: int = 4,
+    lines_per_part: int = 100_000,
+) -> dict[str, Any]:
+    """Write one snapshot; returns ``latest.json``'s content (with line counts)."""
+    target = bucket if isinstance(bucket, RawStore) else RawStore(bucket)
+    folder = f"{PREFIX}/snapshot={day.isoformat()}"
+    entities = _entities(store, segments)
+    with ThreadPoolExecutor(max_workers=segments) as pool:
+        results = list(
+            pool.map(
+                lambda segment: _export_segment(store, target, folder, entities, segment, segments, lines_per_part),
+                range(segments),
+            )
+        )
+    parts = [name for names, _ in results for name in names]
+    touches = sum(count for _, count in results)
+    lines = [_entity_line(entity, meta, entities) for entity, meta in sorted(entities.items())]
+    target.put(f"{folder}/entities.json.gz", _gzip(lines), "application/gzip")
+    latest = {"snapshot": day.isoformat(), "parts": parts}
+    target.put(f"{PREFIX}/latest.json", json.dumps(latest).encode(), "application/json")
+    return {**latest, "touches": touches, "entities": len(lines)}
+
+
+def _entities(store: JourneyStore, segments: int) -> dict[str, dict[str, Any]]:
+    """Every CRM entity with its ``#meta`` (empty for an entity known only by its touches)."""
+
+    def read(segment: int) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for item in store.scan(segment, segments):
+            entity = item["entity"]
+            if entity.split("#")[0] not in ENTITY_TYPES:
+                continue
+            if item["touch"] == META:
+                found[entity] = item
+            else:
+                found.setdefault(entity, {})
+        return found
+
+    merged: dict[str, dict[str, Any]] = {}
+    with ThreadPoolExecutor(max_workers=segments) as pool:
+        for part in pool.map(read, range(segments)):
+            for entity, meta in part.items():
+                if meta or entity not in merged:
+                    merged[entity] = meta
+    return merged
+
+
+def _export_segment(
+    store: JourneyStore,
+    target: RawStore,
+    folder: str,
+    entities: dict[str, dict[str, Any]],
+    segment: int,
+    segments: int,
+    lines_per_part: int,
+) -> tuple[list[str], int]:
+    names: list[str] = []
+    lines: list[str] = []
+    count = 0
+
+    def flush() -> None:
+        name = f"{folder}/part-{segment * 10000 + len(names):05d}.json.gz"  # unique across parallel segments
+        target.put(name, _gzip(lines), "application/gzip")
+        names.append(name)
+        lines.clear()
+
+    for item in store.scan(segment, segments):
+        entity, touch = item["entity"], item["touch"]
+        if touch.startswith("#") or entity.startswith(PERSON_PREFIX) or entity.split("#")[0] not in ENTITY_TYPES:
+            continue
+        lines.append(json.dumps(_touch_line(entity, item, entities), ensure_ascii=False))
+        count += 1
+        if len(lines) >= lines_per_part:
+            flush()
+    if lines:
+        flush()
+    return names, count
+
+
+def _touch_line(entity: str, item: dict[str, Any], entities: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    kind, _, id_ = entity.partition("#")
+    at = datetime.fromisoformat(item["at"]).astimezone(UTC)
+    line = {
+        "person_key": _person_key(entity, entities),
+        "entity_type": ENTITY_TYPES[kind],
+        "entity_id": int(id_),
+        "touch_id": item["touch_id"],
+        "at": at.isoformat().replace("+00:00", "Z"),
+    }
+    line.update({name: item.get(name) for name in TOUCH_FIELDS})
+    return line
+
+
+def _entity_line(entity: str, meta: dict[str, Any], entities: dict[str, dict[str, Any]]) -> str:
+    kind, _, id_ = entity.partition("#")
+    lead_id = meta.get("lead_id")
+    return json.dumps(
+        {
+            "entity_type": ENTITY_TYPES[kind],
+            "entity_id": int(id_),
+            "person_key": _person_key(entity, entities),
+            "deleted": bool(meta.get("deleted")),
+            "lead_id": int(lead_id) if lead_id else None,
+        }
+    )
+
+
+def _person_key(entity: str, entities: dict[str, dict[str, Any]]) -> str | None:
+    meta = entities.get(entity) or {}
+    if meta.get("person_key"):
+        return str(meta["person_key"])
+    if meta.get("lead_id"):  # a deal whose person we know through its lead
+        return (entities.get(f"LEAD#{int(meta['lead_id'])}") or {}).get("person_key")
+    return None
+
+
+def _gzip(lines: Iterable[str]) -> bytes:
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as archive:
+        for line in lines:
+            archive.write(line.encode("utf-8") + b"\n")
+    return buffer.getvalue()

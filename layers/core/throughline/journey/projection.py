@@ -1,0 +1,163 @@
+"""The «Путь клиента» field is a projection of the journey store: rendered from the stored touches, never appended to.
+
+Two writers may add touches to one entity at the same moment (a form's repeat request grouped per person, a CRM event
+grouped per entity). Each bumps the entity's version after storing its touches, then calls ``Projector.project``,
+which renders the field from the store and writes it only while the version it rendered is still current:
+
+1. read the version ``v`` (and ``applied``, the version the field is known to show); render all touches;
+2. skip the write when ``applied >= v`` (someone already wrote this or a newer render) or the field already says it;
+3. write the field, then read the version again: unchanged → record ``applied = v`` (a conditional update that never
+   moves backwards); changed → a touch arrived meanwhile and our text may be the older one: render again.
+
+Whichever write lands last was followed by a version check, so the field ends with every stored touch.
+
+For the writer's repeat-request path (``writer/leads.py``): after its touch is stored and the version bumped
+(``JourneyStore.bump_version``), call ``Projector.project(["LEAD#<id>"])`` instead of appending to the text it read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from throughline.adapters.journey_store import JourneyStore
+from throughline.bitrix24 import Bitrix24Client
+from throughline.journey.lines import FIRST_CONTACT, SEPARATOR, Touch, _text, format_line
+
+UPDATE_METHODS = {"LEAD": "crm.lead.update", "DEAL": "crm.deal.update"}
+MAX_ROUNDS = 5
+
+
+@dataclass
+class Projection:
+    entity: str
+    version: int
+    text: str
+
+
+class Projector:
+    def __init__(self, bitrix: Bitrix24Client, store: JourneyStore, field: str, zone: ZoneInfo, max_chars: int = 4000):
+        self.bitrix = bitrix
+        self.store = store
+        self.field = field
+        self.zone = zone
+        self.max_chars = max_chars
+
+    def render(self, entity: str) -> str:
+        return render_journey(self.touches(entity), self.zone, self.max_chars)
+
+    def touches(self, entity: str) -> list[Touch]:
+        """The entity's own touches, and for a deal those of the lead it came from (its journey before the deal)."""
+        touches = {touch.touch_id: touch for touch in self.store.journey(entity)}
+        if entity.startswith("DEAL#"):
+            lead_id = (self.store.metas([entity]).get(entity) or {}).get("lead_id")
+            if lead_id:
+                for touch in self.store.journey(f"LEAD#{int(lead_id)}"):
+                    touches.setdefault(touch.touch_id, touch)
+        return list(touches.values())
+
+    def project(self, entities: Iterable[str], current: Mapping[str, str | None] | None = None) -> int:
+        """Bring each entity's field up to its stored journey; returns the number of fields written.
+
+        ``current``: field values just read from Bitrix24, where known (a field that already says it is not written).
+        Raises Bitrix24 errors; the caller retries (every step is safe to repeat).
+        """
+        current = dict(current or {})
+        pending = {entity for entity in entities if entity.split("#")[0] in UPDATE_METHODS}
+        written = 0
+        for _ in range(MAX_ROUNDS):
+            if not pending:
+                break
+            versions = self.store.versions(pending)
+            to_write: list[Projection] = []
+            for entity in sorted(pending):
+                version, applied = versions[entity]
+                if entity not in current and version and applied >= version:
+                    continue
+                text = self.render(entity)
+                if current.get(entity) is not None and current[entity] == text:
+                    if version:
+                        self.store.mark_applied(entity, version)
+                    continue
+                to_write.append(Projection(entity, version, text))
+            pending = set()
+            if not to_write:
+                break
+            commands = {
+                f"field{index}": (
+                    UPDATE_METHODS[item.entity.split("#")[0]],
+                    {"id": int(item.entity.split("#")[1]), "fields": {self.field: item.text}},
+                )
+                for index, item in enumerate(to_write)
+            }
+            result = self.bitrix.batch(commands)
+            for error in result.errors.values():
+                if "not found" in str(error).lower():
+                    continue  # deleted meanwhile: nothing to show the journey in
+                raise error
+            written += len(to_write) - len(result.errors)
+            after = self.store.versions(item.entity for item in to_write)
+            for item in to_write:
+                current.pop(item.entity, None)
+                if after[item.entity][0] == item.version:
+                    if item.version:
+                        self.store.mark_applied(item.entity, item.version)
+                else:
+                    pending.add(item.entity)  # a touch arrived while we wrote: our text may be the older one
+        return written
+
+
+def render_journey(touches: list[Touch], zone: ZoneInfo, max_chars: int = 4000) -> str:
+    """All touches in time order, the oldest as the first contact; folded to ``max_chars`` (see ``fold``)."""
+    ordered = sorted(touches, key=_order)
+    lines = [render_line(touch, zone, first=index == 0) for index, touch in enumerate(ordered)]
+    return fold(lines, ordered, zone, max_chars)
+
+
+def render_line(touch: Touch, zone: ZoneInfo, *, first: bool = False) -> str:
+    """A CRM touch carries its own labels (``label_source``, ``label_medium``); a site touch uses the seed format."""
+    labels = touch.extra or {}
+    if "label_source" not in labels:
+        return format_line(touch, zone, first=first)
+    date = touch.at.astimezone(zone).strftime("%d.%m.%Y")
+    parts = (date, _text(labels["label_source"]), _text(labels.get("label_medium", "")), _text(touch.detail or ""))
+    line = SEPARATOR.join(part for part in parts if part)
+    return (FIRST_CONTACT + line) if first else line
+
+
+def fold(lines: list[str], touches: list[Touch], zone: ZoneInfo, max_chars: int) -> str:
+    """Keep the first contact and the newest lines; the oldest middle lines become one summary line."""
+    text = "\n".join(lines)
+    if len(text) <= max_chars or len(lines) <= 2:
+        return text[:max_chars]
+    first, rest = lines[0], lines[1:]
+    kept: list[str] = []
+    for count in range(len(rest) - 1, 0, -1):  # fold at least one line
+        folded = rest[: len(rest) - count]
+        summary = _summary(touches[1 : 1 + len(folded)], zone)
+        candidate = "\n".join([first, summary, *rest[len(rest) - count :]])
+        if len(candidate) <= max_chars:
+            return candidate
+    summary = _summary(touches[1 : len(touches) - 1], zone)
+    kept = [first, summary, rest[-1]]
+    return "\n".join(kept)[:max_chars]
+
+
+def _summary(folded: list[Touch], zone: ZoneInfo) -> str:
+    start = folded[0].at.astimezone(zone).strftime("%d.%m.%Y")
+    end = folded[-1].at.astimezone(zone).strftime("%d.%m.%Y")
+    return f"… ещё {len(folded)} {_touches_word(len(folded))} с {start} по {end} (полный путь — в отчёте)"
+
+
+def _touches_word(count: int) -> str:
+    if count % 10 == 1 and count % 100 != 11:
+        return "касание"
+    if 2 <= count % 10 <= 4 and not 12 <= count % 100 <= 14:
+        return "касания"
+    return "касаний"
+
+
+def _order(touch: Touch) -> tuple[Any, ...]:
+    return (touch.at, int((touch.extra or {}).get("seq", 0) or 0), touch.touch_id)

@@ -1,0 +1,134 @@
+"""Reconciliation: what lost outbound webhooks would have added. Bitrix24 never retries an event, so on a schedule we
+read the leads, deals and contacts changed since the last sweep (``DATE_MODIFY``) and the activities created since
+(``>ID``), with fast scans (``>ID`` windows, ``order ID``, ``start=-1``) packed into ``batch`` calls, and hand them
+to the event writer as if their events had arrived. Touch ids come from the CRM (activity id, stage-history id), so a
+sweep after a complete event stream adds nothing: it costs its scan and one stage-history read per changed record.
+
+Also the person index's seed (``python -m throughline journey-index``): every lead's and contact's phones and e-mails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from throughline.bitrix24 import Bitrix24Client
+from throughline.journey.events import CrmEvent
+from throughline.writer.crm_events import ACTIVITY, CONTACT, DEAL, LEAD, SWEEP_TS, CrmEventWriter, _entity
+
+CURSOR = "#SWEEP"
+OVERLAP = timedelta(minutes=5)  # re-read a little before the cursor: clocks and commits are not instantaneous
+SCANNED = {LEAD: "crm.lead.list", DEAL: "crm.deal.list", CONTACT: "crm.contact.list", ACTIVITY: "crm.activity.list"}
+SELECT = {
+    LEAD: ["*", "UF_*", "PHONE", "EMAIL"],
+    DEAL: ["*", "UF_*"],
+    CONTACT: ["ID", "DATE_MODIFY", "PHONE", "EMAIL"],
+    ACTIVITY: ["*"],
+}
+PAGE = 50
+ENTITIES_PER_HANDLE = 40  # each changed lead or deal adds a stage-history command to a batch of at most 50
+
+
+@dataclass
+class SweepResult:
+    scanned: dict[str, int]
+    touches_added: int
+    rest_calls: int
+
+
+def sweep(
+    writer: CrmEventWriter, *, since: datetime | None = None, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> SweepResult:
+    """Run one sweep from the stored cursor (or ``since``); moves the cursor on success."""
+    store, bitrix = writer.store, writer.bitrix
+    calls_before = bitrix.calls
+    cursor = store.metas([CURSOR]).get(CURSOR) or {}
+    started = now()
+    modified_since = since or _parse(cursor.get("modified_since")) or started - timedelta(days=1)
+    after_activity = int(cursor.get("activity_id") or 0)
+    filters = {
+        LEAD: {">=DATE_MODIFY": (modified_since - OVERLAP).isoformat()},
+        DEAL: {">=DATE_MODIFY": (modified_since - OVERLAP).isoformat()},
+        CONTACT: {">=DATE_MODIFY": (modified_since - OVERLAP).isoformat()},
+        # The first sweep starts a day back for activities too (a portal may hold millions), then follows their ids.
+        ACTIVITY: {} if after_activity else {">=CREATED": (modified_since - OVERLAP).isoformat()},
+    }
+    starts = {LEAD: 0, DEAL: 0, CONTACT: 0, ACTIVITY: after_activity}
+    scanned = dict.fromkeys(SCANNED, 0)
+    added = 0
+    max_activity = after_activity
+    for rows_by_kind in scan(bitrix, filters, starts):
+        records: dict[tuple[str, int], dict[str, Any]] = {}
+        events: list[CrmEvent] = []
+        for kind, rows in rows_by_kind.items():
+            scanned[kind] += len(rows)
+            for row in rows:
+                id_ = int(row["ID"])
+                records[(kind, id_)] = row
+                events.append(CrmEvent(f"ONCRM{kind.upper()}UPDATE", kind, id_, ts=SWEEP_TS))
+                if kind == ACTIVITY:
+                    max_activity = max(max_activity, id_)
+        for start in range(0, len(events), ENTITIES_PER_HANDLE):
+            part = events[start : start + ENTITIES_PER_HANDLE]
+            wanted = {(event.entity, event.entity_id) for event in part}
+            added += writer.handle(part, records={key: row for key, row in records.items() if key in wanted})
+    store.put_meta(CURSOR, {"modified_since": started.isoformat(), "activity_id": max_activity})
+    return SweepResult(scanned, added, bitrix.calls - calls_before)
+
+
+def scan(
+    bitrix: Bitrix24Client, filters: dict[str, dict[str, Any]], starts: dict[str, int]
+) -> Iterator[dict[str, list[dict[str, Any]]]]:
+    """Pages of every kind at once: one ``batch`` per round holds the next ``>ID`` window of each unfinished scan."""
+    last = dict(starts)
+    open_kinds = list(filters)
+    while open_kinds:
+        commands = {
+            kind: (
+                SCANNED[kind],
+                {
+                    "filter": {**filters[kind], ">ID": last[kind]},
+                    "order": {"ID": "ASC"},
+                    "select": SELECT[kind],
+                    "start": -1,
+                },
+            )
+            for kind in open_kinds
+        }
+        found = bitrix.batch(commands)
+        for error in found.errors.values():
+            raise error
+        page: dict[str, list[dict[str, Any]]] = {}
+        for kind in list(open_kinds):
+            rows = found.results.get(kind) or []
+            page[kind] = rows
+            if rows:
+                last[kind] = int(rows[-1]["ID"])
+            if len(rows) < PAGE:
+                open_kinds.remove(kind)
+        yield page
+
+
+def seed_index(writer: CrmEventWriter, progress: Callable[[str], None] = print) -> dict[str, int]:
+    """Index every lead's and contact's phones and e-mails (a full scan; safe to run again)."""
+    counts = {LEAD: 0, CONTACT: 0}
+    for page in scan(writer.bitrix, {LEAD: {}, CONTACT: {}}, {LEAD: 0, CONTACT: 0}):
+        for kind, rows in page.items():
+            for row in rows:
+                keys = writer._contact_keys(row)
+                if keys:
+                    entity = _entity(kind, int(row["ID"]))
+                    writer.store.index_put(keys, entity)
+                    writer.store.put_meta(entity, {"index_keys": keys, "person_key": writer._person_key(row)})
+            counts[kind] += len(rows)
+        progress(f"indexed {counts[LEAD]} leads, {counts[CONTACT]} contacts")
+    return counts
+
+
+def _parse(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
