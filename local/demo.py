@@ -1,7 +1,14 @@
-"""`make demo`: the main job, offline. A burst of web-form posts from a mix of channels goes through the real
-functions on the local stack into the Bitrix24 sandbox; then a month of CRM work (calls, e-mails, meetings,
-conversions, wins and losses) reaches the journeys through outbound webhooks; then a month of ad spend is imported
-from the ad-platform sandboxes."""
+"""`make demo`: the main job, offline, end to end.
+
+1. A burst of web-form posts from a mix of channels goes through the real functions on the local stack into the
+   Bitrix24 sandbox (leads with their UTM source and the first line of «Путь клиента»).
+2. A month of CRM work (calls, e-mails, meetings, conversions, wins and losses) reaches the journeys through
+   outbound webhooks; a reconciliation sweep follows.
+3. Ad spend for the last 30 days is imported from the Yandex Direct, Google Ads and VK Ads sandboxes, and offline
+   spend from a manual CSV dropped into the inbox.
+4. The journeys are exported for attribution and the ROI report is built; its headline table is printed and its
+   files are written under ``out/demo/report/`` (open ``index.html``).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +31,18 @@ from local.traffic import SITE, burst, send
 from throughline.sources import CHANNEL_LABELS, SOURCE_LABELS, classify
 
 OUT = Path(__file__).resolve().parent.parent / "out" / "demo"
+# The ad accounts' first campaigns carry the names the demo traffic tags its links with, as an advertiser's would.
+CAMPAIGN_NAMES = {
+    "yandex_direct": ["zima_sale", "brand"],
+    "google_ads": ["generic"],
+    "vk_ads": ["lookalike", "retarget"],
+}
+# Offline and e-mail spend that no ad API knows: the marketer's manual CSV (the DESIGN.md header, Excel's `;`).
+MANUAL_SPEND = """date;utm_source;utm_medium;utm_campaign;cost;currency;campaign_name
+{d1};flyer;offline;metro_november;18000,00;RUB;Листовки у метро
+{d2};newsletter;email;november_digest;4500,50;RUB;Рассылка «Ноябрь»
+"""
+REPORT_FILES = ("index.html", "roi.json", "roi.csv")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,32 +61,37 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     quiet = {} if args.verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING"}
     functions_output = contextlib.nullcontext() if args.verbose else (OUT / "functions.log").open("w", encoding="utf-8")
-    ad_servers, ad_environment = start_ad_sandboxes()
-    with (
-        functions_output as log,
-        contextlib.redirect_stdout(log) if log else contextlib.nullcontext(),
-        LocalStack(parameters={"AllowedOrigins": SITE}, environment={**quiet, **ad_environment}) as stack,
-    ):
-        say(f"  local stack at {stack.url}; Bitrix24 sandbox at {stack.sandbox.base_url} (2 req/s, burst 50)")
-        answers = send(stack.url, traffic.first_wave, concurrency=args.concurrency, progress=say)
-        answers += send(stack.url, traffic.second_wave, concurrency=args.concurrency, progress=say)
-        say("  waiting for the writer to drain the queue at the portal's pace…")
-        if not stack.wait_until_idle(timeout=600):
-            say("  the queue did not drain in 10 minutes")
-            return 1
-        leads = stack.sandbox.entities("lead")
-        stats = stack.sandbox.stats()
-        comments = stack.sandbox.timeline_comments()
-        say("  importing 30 days of ad spend from the Yandex Direct, Google Ads and VK Ads sandboxes…")
-        spend = _import_spend(stack)
-    for server in ad_servers:
-        server.stop()
-        if args.month:
-            month = _play_month(stack, args.seed, say)
-    elapsed = time.monotonic() - started
+    ad_servers, ad_environment = start_ad_sandboxes(campaigns=3, names=CAMPAIGN_NAMES)
+    month = None
+    try:
+        with (
+            functions_output as log,
+            contextlib.redirect_stdout(log) if log else contextlib.nullcontext(),
+            LocalStack(parameters={"AllowedOrigins": SITE}, environment={**quiet, **ad_environment}) as stack,
+        ):
+            say(f"  local stack at {stack.url}; Bitrix24 sandbox at {stack.sandbox.base_url} (2 req/s, burst 50)")
+            answers = send(stack.url, traffic.first_wave, concurrency=args.concurrency, progress=say)
+            answers += send(stack.url, traffic.second_wave, concurrency=args.concurrency, progress=say)
+            say("  waiting for the writer to drain the queue at the portal's pace…")
+            if not stack.wait_until_idle(timeout=600):
+                say("  the queue did not drain in 10 minutes")
+                return 1
+            leads = stack.sandbox.entities("lead")
+            stats = stack.sandbox.stats()
+            comments = stack.sandbox.timeline_comments()
+            burst_seconds = time.monotonic() - started
+            if args.month:
+                month = _play_month(stack, args.seed, say)
+            say("  importing 30 days of ad spend (Yandex Direct, Google Ads, VK Ads sandboxes) and a manual CSV…")
+            spend = _import_spend(stack)
+            say("  exporting the journeys and building the ROI report…")
+            report = _build_report(stack, say)
+    finally:
+        for server in ad_servers:
+            server.stop()
 
     statuses = Counter((post.kind, status) for post, status, _ in answers)
-    say(f"\nAll posted and written to Bitrix24 in {elapsed:.1f} s. Answers to the form posts:")
+    say(f"\nAll posted and written to Bitrix24 in {burst_seconds:.1f} s. Answers to the form posts:")
     for (kind, status), count in sorted(statuses.items()):
         say(f"  {kind:<8} → HTTP {status}: {count}")
 
@@ -84,12 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     example = next((row for row in rows if "\n" in row["journey"]), rows[0] if rows else None)
     if example:
         say(f"\nA journey («Путь клиента») of lead {example['id']}:\n  " + example["journey"].replace("\n", "\n  "))
-
-    say("\nAd spend imported into S3 (spend/platform=…/date=…/<account>.json.gz), last 30 days:")
-    for (platform, currency), (rows_count, cost) in sorted(spend.items()):
-        say(f"  {platform:<14} {currency}  {cost:>14,.2f}  ({rows_count} campaign-days)".replace(",", " "))
-    if args.month:
+    if month:
         _show_month(month, say)
+
+    say("\nAd spend imported into S3 (spend/platform=…/date=…/<account>.json.gz):")
+    for (platform, currency), (rows_count, cost) in sorted(spend.items()):
+        say(f"  {platform:<14} {currency}  {cost:>14,.2f}  ({rows_count} rows)".replace(",", " "))
+
+    _show_report(report, say)
 
     with (OUT / "leads.csv").open("w", newline="", encoding="utf-8-sig") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else ["id"])
@@ -98,26 +124,31 @@ def main(argv: list[str] | None = None) -> int:
     (OUT / "summary.json").write_text(
         json.dumps(
             {"leads": len(leads), "people": args.people, "rest_calls": calls, "rate_limited": stats["rate_limited"],
-             "by_channel": {f"{c} / {s}": n for (c, s), n in table.items()}},
+             "by_channel": {f"{c} / {s}": n for (c, s), n in table.items()}, "report": report["result"]},
             ensure_ascii=False,
             indent=2,
+            default=str,
         ),
         encoding="utf-8",
     )  # fmt: skip
     say(f"\nWritten: {OUT / 'leads.csv'}, {OUT / 'summary.json'} (functions' logs: {OUT / 'functions.log'})")
+    say(f"The report a marketer opens: {OUT / 'report' / 'index.html'}")
     return 0
 
 
 def _import_spend(stack: LocalStack) -> dict[tuple[str, str], tuple[int, Decimal]]:
-    """Run import_ad_spend once for the last 30 days and add up what it stored, per platform and currency."""
+    """Drop the manual CSV into the inbox, run import_ad_spend once for the last 30 days, and add up what it stored
+    per platform and currency."""
     import boto3
 
     today = date.today()
+    s3 = boto3.session.Session().client("s3")
+    bucket = stack.resources.physical["DataBucket"]
+    manual = MANUAL_SPEND.format(d1=today - timedelta(days=20), d2=today - timedelta(days=10))
+    s3.put_object(Bucket=bucket, Key="spend/manual/inbox/offline-november.csv", Body=manual.encode("utf-8-sig"))
     stack.invoke(
         "import_ad_spend", {"date_from": str(today - timedelta(days=30)), "date_to": str(today - timedelta(days=1))}
     )
-    s3 = boto3.session.Session().client("s3")
-    bucket = stack.resources.physical["DataBucket"]
     totals: dict[tuple[str, str], tuple[int, Decimal]] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="spend/platform="):
         for item in page.get("Contents", []):
@@ -127,6 +158,53 @@ def _import_spend(stack: LocalStack) -> dict[tuple[str, str], tuple[int, Decimal
                 count, cost = totals.get((row["platform"], row["currency"]), (0, Decimal(0)))
                 totals[(row["platform"], row["currency"])] = (count + 1, cost + row["cost"])
     return totals
+
+
+def _build_report(stack: LocalStack, say) -> dict:
+    """Export the journeys (the attribution input), run build_roi_report over the spend month and the CRM month,
+    and copy its files under out/demo/report/."""
+    import boto3
+
+    from throughline.adapters.journey_store import JourneyStore
+    from throughline.config import get_settings
+    from throughline.journey.export import export_journeys
+
+    settings = get_settings()
+    today = date.today()
+    export_journeys(JourneyStore(settings.journey_table or ""), settings.data_bucket or "", today)
+    # The spend month is behind us and the CRM month (played forward on the sandbox's clock) ahead: report both.
+    event = {"date_from": str(today - timedelta(days=30)), "date_to": str(today + timedelta(days=31))}
+    result = stack.invoke("build_roi_report", event)
+    s3 = boto3.session.Session().client("s3")
+    bucket = stack.resources.physical["DataBucket"]
+    folder = OUT / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = result["locations"]["latest"].split(f"{bucket}/", 1)[-1]
+    for name in REPORT_FILES:
+        body = s3.get_object(Bucket=bucket, Key=prefix + name)["Body"].read()
+        (folder / name).write_bytes(body)
+    return {"result": result, "roi": json.loads((folder / "roi.json").read_text(encoding="utf-8"))}
+
+
+def _show_report(report: dict, say) -> None:
+    roi = report["roi"]
+    period = roi["period"]
+    say(f"\nROI report, {period['date_from']} … {period['date_to']} ({roi.get('currency', 'RUB')}):")
+    say(f"  {'Канал':<22} {'Расход':>12} {'Лиды':>6} {'CPL':>9} {'Сделки':>7} {'Выручка':>12} {'ROMI':>9}")
+    channels = [row for row in roi["rows"] if row["level"] == "channel"]
+    for label, values in [*((row["channel_label"], row["metrics"]) for row in channels), ("Итого", roi["headline"])]:
+        say(
+            f"  {label:<22} {_money(values['spend']):>12} {values['leads']:>6} {_money(values['cpl']):>9} "
+            f"{values['won_deals']:>7} {_money(values['revenue']):>12} {_percent(values['romi']):>9}"
+        )
+
+
+def _money(value: object) -> str:
+    return "—" if value is None else f"{Decimal(str(value)):,.0f}".replace(",", " ")
+
+
+def _percent(value: object) -> str:
+    return "—" if value is None else f"{Decimal(str(value)):.0f} %"
 
 
 def _play_month(stack: LocalStack, seed: int, say) -> dict:

@@ -13,14 +13,19 @@ from local.ad_sandboxes.yandex_direct import YandexDirectSandbox
 __all__ = ["GoogleAdsSandbox", "VkAdsSandbox", "YandexDirectSandbox"]
 
 
-def start_all(campaigns: int = 12) -> tuple[list, dict[str, str]]:
+def start_all(campaigns: int = 12, names: dict[str, list[str]] | None = None) -> tuple[list, dict[str, str]]:
     """Start the three sandboxes (an agency with two Yandex clients, two Google customers under a manager, one VK
-    account) and return them with the environment that points the spend import at them."""
+    account) and return them with the environment that points the spend import at them. ``names``: platform → the
+    names of its first campaigns (the demo names them after the ``utm_campaign`` tags its traffic carries)."""
     direct = YandexDirectSandbox({"demo-client": ("RUB", campaigns), "demo-client-kz": ("KZT", campaigns // 2)})
     google = GoogleAdsSandbox({"1234567890": ("RUB", "Europe/Moscow", campaigns),
                                "2345678901": ("USD", "Europe/Berlin", campaigns // 2)},
                               managed_by={"2345678901": "9876543210"})  # fmt: skip
     vk = VkAdsSandbox(campaigns=campaigns)
+    first_accounts = {"yandex_direct": direct.campaigns("demo-client"), "google_ads": google.campaigns("1234567890"),
+                      "vk_ads": vk.campaigns()}  # fmt: skip
+    for platform, sandbox in (("yandex_direct", direct), ("google_ads", google), ("vk_ads", vk)):
+        sandbox.campaign_names = dict(zip(first_accounts[platform], (names or {}).get(platform, []), strict=False))
     servers = [direct.start(), google.start(), vk.start()]
     environment = {
         "YANDEX_DIRECT_TOKEN": direct.agency_token, "YANDEX_DIRECT_API_URL": direct.api_url,

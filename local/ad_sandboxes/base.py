@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -28,8 +28,11 @@ def campaign_ids(account: str, count: int, start: int = 1000) -> list[str]:
     return [str((start + seed) * 1000 + n) for n in range(1, count + 1)]
 
 
-def daily_stats(account: str, campaigns: list[str], day_from: date, day_to: date) -> Iterator[DailyStat]:
-    """Deterministic figures; about one campaign-day in seven has no impressions (and is not reported)."""
+def daily_stats(
+    account: str, campaigns: list[str], day_from: date, day_to: date, *, names: Mapping[str, str] | None = None
+) -> Iterator[DailyStat]:
+    """Deterministic figures; about one campaign-day in seven has no impressions (and is not reported). ``names``
+    gives campaigns the names an advertiser tags their links with (the demo), else «Кампания <id> «Поиск»»."""
     day = day_from
     while day <= day_to:
         for campaign in campaigns:
@@ -39,7 +42,8 @@ def daily_stats(account: str, campaigns: list[str], day_from: date, day_to: date
             impressions = int.from_bytes(digest[1:3], "big") % 5000 + 1
             clicks = impressions * (digest[3] % 10) // 100
             cost = Decimal(int.from_bytes(digest[4:7], "big") % 500_000) / 100 if clicks else Decimal("0.00")
-            yield DailyStat(day, campaign, f"Кампания {campaign} «Поиск»", impressions, clicks, cost)
+            name = (names or {}).get(campaign) or f"Кампания {campaign} «Поиск»"
+            yield DailyStat(day, campaign, name, impressions, clicks, cost)
         day += timedelta(days=1)
 
 
@@ -55,6 +59,7 @@ class SandboxServer:
         self._thread: threading.Thread | None = None
         self.lock = threading.RLock()
         self.requests: list[tuple[str, str]] = []
+        self.campaign_names: dict[str, str] = {}  # campaign id → name; unnamed campaigns get a generated name
 
     @property
     def url(self) -> str:

@@ -81,7 +81,10 @@ class GoogleAdsSandbox(SandboxServer):
         return campaign_ids(customer, self.customers[customer][2], start=2000)
 
     def expected_micros(self, customer: str, day_from: date, day_to: date) -> int:
-        return sum(int(s.cost * 1_000_000) for s in daily_stats(customer, self.campaigns(customer), day_from, day_to))
+        return sum(
+            int(s.cost * 1_000_000)
+            for s in daily_stats(customer, self.campaigns(customer), day_from, day_to, names=self.campaign_names)
+        )
 
     def expire_access_tokens(self) -> None:
         with self.lock:
@@ -229,7 +232,7 @@ class GoogleAdsSandbox(SandboxServer):
         yield b"["
         rows: list[dict] = []
         first = True
-        for stat in daily_stats(customer, self.campaigns(customer), day_from, day_to):
+        for stat in daily_stats(customer, self.campaigns(customer), day_from, day_to, names=self.campaign_names):
             values = {
                 "segments.date": stat.day.isoformat(), "campaign.id": stat.campaign_id,
                 "campaign.name": stat.campaign_name, "campaign.status": "ENABLED",

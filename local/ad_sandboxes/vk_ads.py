@@ -71,7 +71,7 @@ class VkAdsSandbox(SandboxServer):
         return self.campaigns().index(campaign) % self.deleted_every == self.deleted_every - 1
 
     def expected_cost(self, day_from: date, day_to: date) -> Decimal:
-        stats = daily_stats(str(self.account_id), self.campaigns(), day_from, day_to)
+        stats = daily_stats(str(self.account_id), self.campaigns(), day_from, day_to, names=self.campaign_names)
         return sum((s.cost for s in stats), Decimal(0))
 
     def active_tokens(self) -> int:
@@ -178,8 +178,9 @@ class VkAdsSandbox(SandboxServer):
         if query.get("metrics", "base") != "base":
             return _error(400, "invalid_parameter", "the sandbox serves metrics=base")
         known = set(self.campaigns())
-        by_key = {(s.campaign_id, s.day): s for s in daily_stats(str(self.account_id), [i for i in ids if i in known],
-                                                                  day_from, day_to)}  # fmt: skip
+        asked = [i for i in ids if i in known]
+        stats = daily_stats(str(self.account_id), asked, day_from, day_to, names=self.campaign_names)
+        by_key = {(s.campaign_id, s.day): s for s in stats}
         items = []
         for campaign in ids:
             if campaign not in known:

@@ -79,7 +79,11 @@ class YandexDirectSandbox(SandboxServer):
 
     def expected_cost(self, login: str, day_from: date, day_to: date, include_vat: bool = False) -> Decimal:
         return sum(
-            (_vat(s.cost, include_vat) for s in daily_stats(login, self.campaigns(login), day_from, day_to)), Decimal(0)
+            (
+                _vat(s.cost, include_vat)
+                for s in daily_stats(login, self.campaigns(login), day_from, day_to, names=self.campaign_names)
+            ),
+            Decimal(0),
         )
 
     # -- HTTP -------------------------------------------------------------------------------------------------------
@@ -201,7 +205,7 @@ class YandexDirectSandbox(SandboxServer):
         count = 0
         batch: list[str] = []
         grouped = "AdGroupId" in fields
-        for stat in daily_stats(who.login, self.campaigns(who.login), day_from, day_to):
+        for stat in daily_stats(who.login, self.campaigns(who.login), day_from, day_to, names=self.campaign_names):
             for row in _split_ad_groups(stat) if grouped else [_campaign_row(stat)]:
                 cost = _vat(row["Cost"], vat)
                 row = {
