@@ -11,6 +11,7 @@ as much as importing boto3, and this module sits on the HTTP path, where cold st
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 SECRET_NAMES = (
@@ -100,13 +102,37 @@ def _timezone(value: str) -> str:
 
 
 def _webhook_url(value: str) -> str | None:
+    """An inbound webhook URL. Never echo the value in an error: it carries the webhook secret.
+
+    Bitrix24 answers ``http://`` with 400 ``INVALID_REQUEST`` "Https required" (system-errors.md), so a plain-HTTP
+    URL would only fill the DLQ. It is accepted for a loopback host alone (127.0.0.0/8, ::1, localhost): the local
+    stack serves its sandbox portal over HTTP there.
+    """
     value = value.strip()
     if not value:
         return None
-    if not value.startswith(("https://", "http://")) or "/rest/" not in value:
-        # Never echo the value: it carries the webhook secret.
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname or ""
+    except ValueError:
+        parts, host = None, ""
+    if parts is None or parts.scheme.lower() not in ("https", "http") or not host or "/rest/" not in parts.path:
         raise ValueError("must look like https://<portal>/rest/<user>/<secret>/")
+    if parts.scheme.lower() == "http" and not _is_loopback(host):
+        raise ValueError(
+            "must start with https:// (Bitrix24 refuses http:// with 400 INVALID_REQUEST 'Https required'); "
+            "http:// is accepted only for a loopback host such as the local sandbox"
+        )
     return value if value.endswith("/") else value + "/"
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _user_field_name(value: str) -> str:
