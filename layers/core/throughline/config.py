@@ -197,10 +197,13 @@ class Settings:
     writes_queue_url: str | None = _setting(None, _optional_text)
     idempotency_table: str | None = _setting(None, _optional_text)
     journey_table: str | None = _setting(None, _optional_text)
+    locks_table: str | None = _setting(None, _optional_text)
 
     # Writer retry pacing (seconds): a failed message returns after base × 2^(attempt−1), capped (SQS allows 12 h).
     writer_retry_base_seconds: int = _setting(30, _integer(0, 43200))
     writer_retry_max_seconds: int = _setting(900, _integer(0, 43200))
+    # A write whose outcome is unknown is looked at again only after the portal surely ended the request (60 s).
+    writer_settle_seconds: int = _setting(65, _integer(0, 3600))
 
     @cached_property
     def zone(self) -> ZoneInfo:

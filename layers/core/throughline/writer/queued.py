@@ -1,24 +1,37 @@
 """The Bitrix24 writer's job: a batch of queued writes in, an outcome per message out.
 
+Every message is decoded on its own and dispatched by its ``type`` to the module that writes that kind of message
+(``form_submission`` → ``writer.leads``). A message that is not JSON, not an object, of an unknown type or that its
+module cannot plan is a poison message: it fails alone (and ends in the DLQ for a human); its batch-mates are written.
+
 Failed messages go back to the queue with a growing delay (base × 2^(attempt−1), capped; at least until the end of
-an operating-time block), so an outage of the portal spends few receives and the redrive limit covers hours.
+an operating-time block, or until the portal has surely finished a write whose outcome is unknown), so an outage of
+the portal spends few receives and the redrive limit covers hours. A message whose person another writer is writing
+right now comes back within seconds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from throughline.adapters.journey_store import JourneyStore
+from throughline.adapters.locks import Locks
 from throughline.adapters.writes_queue import WritesQueue
 from throughline.bitrix24 import Deadline
 from throughline.bitrix24.portal import bitrix_client
-from throughline.capture.submissions import Submission
+from throughline.capture.submissions import MESSAGE_TYPE, Submission
 from throughline.config import Settings
 from throughline.observability import logger
-from throughline.writer.leads import LeadRules, LeadWriter, Outcome
+from throughline.writer.leads import PORTAL_REQUEST_LIMIT_SECONDS, LeadRules, LeadWriter, Outcome, PortalState
+
+BUSY_RETRY_SECONDS = 3  # another writer holds this person: look again soon, the lease is short
 
 
 @dataclass(frozen=True)
@@ -32,25 +45,64 @@ class QueuedWrite:
 class PoisonMessage(Exception):
     """A message no retry can fix (not JSON, unknown type, missing fields); it ends in the DLQ for a human."""
 
+    retryable = False
 
-def write_queued(
-    items: list[QueuedWrite], writer: LeadWriter, queue: WritesQueue | None, settings: Settings
-) -> dict[str, Outcome]:
-    """Write every queued submission; schedule the failed ones' retries; return outcomes by message id."""
+
+# One writer per message type: it gets the decoded messages of its type (message id → body) and returns an outcome
+# for each message id. Add a type here (and its module) to let the queue carry it.
+Processor = Callable[[dict[str, dict[str, Any]], LeadWriter], dict[str, Outcome]]
+
+
+def write_form_submissions(messages: dict[str, dict[str, Any]], writer: LeadWriter) -> dict[str, Outcome]:
     outcomes: dict[str, Outcome] = {}
     submissions: dict[str, Submission] = {}
-    for item in items:
+    for message_id, body in messages.items():
         try:
-            submissions[item.message_id] = Submission.from_message(json.loads(item.body))
-        except (ValueError, KeyError, TypeError) as error:
-            logger.error("unreadable message", extra={"message_id": item.message_id, "error": str(error)})
-            outcomes[item.message_id] = Outcome(item.message_id, False, "failed", error=PoisonMessage(str(error)))
+            submission = Submission.from_message(body)
+            if not isinstance(submission.submission_id, str) or not submission.submission_id:
+                raise ValueError("submission_id must be a non-empty string")
+            submissions[message_id] = submission
+        except Exception as error:
+            outcomes[message_id] = _poison(message_id, error)
     by_submission = writer.write(submissions.values())
     for message_id, submission in submissions.items():
         outcomes[message_id] = by_submission.get(
             submission.submission_id,
             Outcome(submission.submission_id, False, "skipped", error=RuntimeError("not reached in this invocation")),
         )
+    return outcomes
+
+
+PROCESSORS: dict[str, Processor] = {MESSAGE_TYPE: write_form_submissions}
+
+
+def write_queued(
+    items: list[QueuedWrite], writer: LeadWriter, queue: WritesQueue | None, settings: Settings
+) -> dict[str, Outcome]:
+    """Write every queued message; schedule the failed ones' retries; return outcomes by message id."""
+    outcomes: dict[str, Outcome] = {}
+    by_type: dict[str, dict[str, dict[str, Any]]] = {}
+    for item in items:
+        try:
+            body = json.loads(item.body)
+            if not isinstance(body, dict):
+                raise ValueError(f"a message must be a JSON object, not {type(body).__name__}")
+            kind = body.get("type")
+            if not isinstance(kind, str) or kind not in PROCESSORS:
+                raise ValueError(f"unknown message type {str(kind)[:40]!r}")
+            by_type.setdefault(kind, {})[item.message_id] = body
+        except Exception as error:
+            outcomes[item.message_id] = _poison(item.message_id, error)
+    for kind, messages in by_type.items():
+        try:
+            results = PROCESSORS[kind](messages, writer)
+        except Exception as error:  # a processor must return outcomes; if it breaks, its messages retry
+            logger.error("writer failed", extra={"type": kind}, exc_info=True)
+            results = {message_id: Outcome(message_id, False, "failed", error=error) for message_id in messages}
+        for message_id in messages:
+            outcomes[message_id] = results.get(
+                message_id, Outcome(message_id, False, "skipped", error=RuntimeError("no outcome"))
+            )
     if queue is not None:
         for item in items:
             outcome = outcomes[item.message_id]
@@ -66,10 +118,18 @@ def retry_delay(receive_count: int, base: int, cap: int, retry_at: float | None 
     return int(delay)
 
 
+def _poison(message_id: str, error: BaseException) -> Outcome:
+    logger.error("unreadable message", extra={"message_id": message_id, "error": repr(error)[:500]})
+    return Outcome(message_id, False, "failed", error=PoisonMessage(repr(error)[:500]))
+
+
 def _schedule_retry(queue: WritesQueue, item: QueuedWrite, outcome: Outcome, settings: Settings) -> None:
-    delay = retry_delay(
-        item.receive_count, settings.writer_retry_base_seconds, settings.writer_retry_max_seconds, outcome.retry_at
-    )
+    if outcome.action == "busy":
+        delay = BUSY_RETRY_SECONDS
+    else:
+        delay = retry_delay(
+            item.receive_count, settings.writer_retry_base_seconds, settings.writer_retry_max_seconds, outcome.retry_at
+        )
     try:
         queue.retry_after(item.receipt_handle or "", delay)
     except Exception:  # the message still returns after the queue's visibility timeout
@@ -80,18 +140,47 @@ def _schedule_retry(queue: WritesQueue, item: QueuedWrite, outcome: Outcome, set
             "message_id": item.message_id,
             "attempt": item.receive_count,
             "retry_in_seconds": delay,
-            "error": str(outcome.error),
+            "error": str(outcome.error)[:500],
         },
     )
 
 
 # -- wiring -----------------------------------------------------------------------------------------------------------
 
+_lock = threading.Lock()
+
+
+@cache
+def _portal_state(webhook_url: str) -> PortalState:
+    # What this process learned about the portal (mode, cost of a write) outlives the invocation.
+    return PortalState()
+
 
 def lead_writer(settings: Settings, deadline: Deadline | None = None, **client_options: Any) -> LeadWriter:
     settings.require("journey_table")
+    # Wait for an answer as long as the portal may work on a request (it cuts off at 60 s), never less: a read
+    # timeout turns a slow but successful write into one whose outcome is unknown.
+    client_options.setdefault("read_timeout", PORTAL_REQUEST_LIMIT_SECONDS + 5)
+    bitrix = bitrix_client(settings, deadline, **client_options)
+    url = settings.bitrix24_webhook_url or ""
+    with _lock:
+        portal = _portal_state(url)
+    locks = None
+    if settings.locks_table:
+        # The lease keys are HMACs keyed by the webhook secret: no contact leaves the function in clear or as a
+        # plain hash.
+        locks = Locks(settings.locks_table, hashlib.sha256(b"throughline-locks\0" + url.encode()).digest())
     return LeadWriter(
-        bitrix_client(settings, deadline, **client_options),
+        bitrix,
         JourneyStore(settings.journey_table or ""),
         LeadRules.from_settings(settings),
+        locks=locks,
+        portal=portal,
+        settle_seconds=settings.writer_settle_seconds,
     )
+
+
+def reset_portal_states() -> None:
+    """Forget what the process learned about portals (tests and the local stack point at new ones)."""
+    with _lock:
+        _portal_state.cache_clear()
