@@ -821,3 +821,21 @@ def test_operation_time_limit_retry_at_comes_from_the_last_successful_answer() -
         with pytest.raises(OperationTimeLimit) as unknown:
             fresh.call("crm.lead.list")
         assert 59 <= unknown.value.retry_at - time.time() <= 61
+
+
+def test_a_batch_cut_off_makes_the_next_one_smaller_until_answers_give_the_real_cost() -> None:
+    with Sandbox(method_seconds={"crm.lead.add": 5.0}, time_scale=0.01) as portal:
+        client = Bitrix24Client(portal.webhook_url)
+
+        def adds(count: int, tag: str) -> dict[str, tuple[str, dict[str, Any]]]:
+            return {f"{tag}{n}": ("crm.lead.add", {"fields": {"TITLE": f"{tag}{n}"}}) for n in range(count)}
+
+        assert client.batch_capacity(["crm.lead.add"]) == 15  # 2 s assumed: 75 s on this portal
+        with pytest.raises(BitrixUnavailable):
+            client.batch(adds(15, "a"))
+        assert client.method_seconds("crm.lead.add") == 4.0
+        assert client.batch_capacity(["crm.lead.add"]) == 7  # 35 s: inside the limit
+        assert client.batch(adds(7, "b")).errors == {}
+        assert 5.0 <= client.method_seconds("crm.lead.add") < 5.5  # learned, the guess is gone
+        assert client.batch_capacity(["crm.lead.add"]) == 5
+        assert portal.stats()["cut_off"] == 1

@@ -339,3 +339,23 @@ def test_method_times_retry_at_follows_the_last_operating_reset_at():
     assert times.retry_at("crm.lead.add") == 1_000_360
     now[0] = 1_000_425.0
     assert times.retry_at("crm.lead.add") == 1_000_480
+
+
+@pytest.mark.parametrize("body", [None, [], "<html>ok</html>", 1])
+def test_a_2xx_without_a_json_object_is_unavailable_and_maybe_executed(body):
+    error = error_from_response(200, body, "crm.lead.add")
+    assert isinstance(error, BitrixUnavailable)
+    assert error.code == "BROKEN_RESPONSE" and error.maybe_executed is True and error.retryable is True
+
+
+def test_method_times_penalty_doubles_until_an_answer_says():
+    times = MethodTimes()
+    times.penalize(["crm.lead.add", "crm.lead.add"])
+    assert times.seconds("crm.lead.add") == 4.0
+    times.penalize(["crm.lead.add"])
+    assert times.seconds("crm.lead.add") == 8.0
+    for _ in range(5):
+        times.penalize(["crm.lead.add"])
+    assert times.seconds("crm.lead.add") == 60.0  # never more than a whole request
+    times.observe("crm.lead.add", {"duration": 0.3})
+    assert times.seconds("crm.lead.add") == 0.3

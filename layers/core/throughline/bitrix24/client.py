@@ -10,7 +10,9 @@ included, so a batch can run part-way: the commands that finished are done, the 
 - ``client.method_seconds(method)``: seconds one call of ``method`` took on this portal (the longest of the last 20
   answers' ``time.duration``, batch ``result_time`` included), ``UNKNOWN_METHOD_SECONDS`` (2 s) before any answer;
 - ``client.batch_capacity(methods_per_item)``: how many items fit in one batch when each item sends these methods,
-  so the batch stays within ``request_budget`` (half the portal's 60 s by default) and 50 commands;
+  so the batch stays within ``request_budget`` (half the portal's 60 s by default) and 50 commands; a batch of
+  several commands that got no answer (5xx, timeout, broken body) doubles its methods' estimates until an answer
+  gives their real cost, so a batch that is always cut off shrinks instead of coming back for ever;
 - ``read_timeout`` defaults to 75 s, past the portal's 60 s, so we see the portal's own answer (or cut-off) instead
   of timing out first; it is still capped by the Lambda deadline;
 - an ``OperationTimeLimit`` carries ``retry_at`` from the last successful answer's ``operating_reset_at`` for that
@@ -179,7 +181,13 @@ class Bitrix24Client:
                 raise ValueError(f"batch command keys must be non-numeric words, got {key!r}")
         cmd = {key: f"{method}?{build_query(params)}" for key, (method, params) in commands.items()}
         idempotent = all(is_read_method(method) for method, _ in commands.values())
-        response = self._send("batch", {"halt": 1 if halt else 0, "cmd": cmd}, idempotent=idempotent)
+        try:
+            response = self._send("batch", {"halt": 1 if halt else 0, "cmd": cmd}, idempotent=idempotent)
+        except BitrixUnavailable as error:
+            if error.maybe_executed and len(commands) > 1:
+                # No answer: perhaps cut off at the portal's 60 s. Plan the next batch of these methods smaller.
+                self.times.penalize(method for method, _ in commands.values())
+            raise
         body = response.result if isinstance(response.result, dict) else {}
         for key, time_block in _as_map(body.get("result_time")).items():
             if key in commands:

@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from throughline.bitrix24.errors import NotEnoughTime
@@ -89,7 +89,9 @@ class MethodTimes:
     Fed with every successful answer's ``time`` block (batch sub-commands give theirs in ``result_time``):
 
     - ``seconds(method)``: the longest ``duration`` among the last ``window`` answers, for sizing batches against the
-      60-second request limit;
+      60-second request limit; after a batch failed without an answer (cut off at 60 s, or lost), ``penalize``
+      doubles the estimate of its methods until an answer tells their real cost, so the next batch is smaller and a
+      batch that is always cut off cannot come back for ever;
     - ``retry_at(method)``: when a method blocked with 429 ``OPERATION_TIME_LIMIT`` may be tried again. The 429 body
       has no ``time`` block; limits.md says "For the first retry, refer to ``operating_reset_at`` from the last
       successful response. If the error persists, wait for the next bucket reset."
@@ -102,6 +104,7 @@ class MethodTimes:
         self._clock = clock
         self._durations: dict[str, deque[float]] = {}
         self._reset_at: dict[str, float] = {}
+        self._floors: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def observe(self, method: str, time_block: Any) -> None:
@@ -113,13 +116,21 @@ class MethodTimes:
         with self._lock:
             if duration is not None and duration >= 0:
                 self._durations.setdefault(method, deque(maxlen=self._window)).append(duration)
+                self._floors.pop(method, None)  # a real answer beats a guess
             if reset_at is not None:
                 self._reset_at[method] = reset_at
 
     def seconds(self, method: str, default: float = UNKNOWN_METHOD_SECONDS) -> float:
         with self._lock:
             durations = self._durations.get(method.lower())
-            return max(durations) if durations else default
+            return max(max(durations) if durations else default, self._floors.get(method.lower(), 0.0))
+
+    def penalize(self, methods: Iterable[str], default: float = UNKNOWN_METHOD_SECONDS) -> None:
+        """A batch of these methods got no answer: assume each costs twice what we thought, until an answer says."""
+        for method in set(methods):
+            doubled = 2 * self.seconds(method, default)
+            with self._lock:
+                self._floors[method.lower()] = min(doubled, PORTAL_REQUEST_LIMIT_SECONDS)
 
     def known(self, method: str) -> bool:
         with self._lock:
