@@ -57,6 +57,7 @@ LOWER_CASE_PARAMETERS = frozenset({"crm.timeline.comment.add"})  # methods that 
 BATCH_LIMIT = 50  # batch.md: "The number of requests in a batch is limited to 50."
 TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a new HTTPS connection may take to finish its handshake
 FAULT_KEYS = ("error_rate", "lost_response_rate", "latency_ms", "outage_seconds")
+SETTING_KEYS = ("crm_mode", "method_seconds", "operating_cost_seconds", "time_scale", "request_time_limit")
 
 _BATCH_REFERENCE = re.compile(r"\$(result|result_total|result_next)((?:\[[^\]]*\])+)")
 
@@ -190,6 +191,42 @@ class Sandbox:
             raise ValueError(f"crm_mode must be one of {sorted(CRM_MODE_IDS)}, got {mode!r}")
         with self._store_lock:
             self._portal.crm_mode = name
+
+    def settings(self) -> dict[str, Any]:
+        """The portal's speed and mode, as ``GET /_sandbox/settings`` shows them."""
+        return {
+            "crm_mode": self.crm_mode,
+            "method_seconds": dict(sorted(self.method_seconds.items())),
+            "operating_cost_seconds": self.operating_cost_seconds,
+            "time_scale": self.time_scale,
+            "request_time_limit": self.request_time_limit,
+        }
+
+    def configure(
+        self,
+        crm_mode: str | None = None,
+        method_seconds: Mapping[str, float] | None = None,
+        operating_cost_seconds: float | None = None,
+        time_scale: float | None = None,
+        request_time_limit: float | None = None,
+    ) -> None:
+        """Change the portal's speed or mode while it runs; ``method_seconds`` adds to (or overrides) the costs."""
+        if time_scale is not None and not 0 <= float(time_scale) <= 1:
+            raise ValueError(f"time_scale must be between 0 and 1, got {time_scale!r}")
+        if crm_mode is not None:
+            self.crm_mode = crm_mode
+        if method_seconds is not None:
+            if not isinstance(method_seconds, Mapping):
+                raise ValueError("method_seconds must map method names to seconds")
+            self.method_seconds.update(
+                {normalize_method_name(name): float(seconds) for name, seconds in method_seconds.items()}
+            )
+        if operating_cost_seconds is not None:
+            self.operating_cost_seconds = float(operating_cost_seconds)
+        if time_scale is not None:
+            self.time_scale = float(time_scale)
+        if request_time_limit is not None:
+            self.request_time_limit = float(request_time_limit)
 
     def cost_of(self, method: str) -> float:
         """Simulated seconds one executed call of ``method`` takes (and adds to its operating time)."""
@@ -633,8 +670,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             elif route == ("GET", "/_sandbox/faults"):
                 self._send_json(200, sandbox.faults())
             elif route == ("POST", "/_sandbox/faults"):
-                sandbox.set_faults(**_fault_settings(body))
+                sandbox.set_faults(**_json_settings(body, FAULT_KEYS))
                 self._send_json(200, sandbox.faults())
+            elif route == ("GET", "/_sandbox/settings"):
+                self._send_json(200, sandbox.settings())
+            elif route == ("POST", "/_sandbox/settings"):
+                sandbox.configure(**_json_settings(body, SETTING_KEYS))
+                self._send_json(200, sandbox.settings())
             elif route == ("POST", "/_sandbox/reset"):
                 sandbox.reset()
                 self._send_json(200, {"ok": True})
@@ -801,16 +843,16 @@ def _probability(value: float, name: str) -> float:
     return number
 
 
-def _fault_settings(body: bytes) -> dict[str, Any]:
+def _json_settings(body: bytes, known: tuple[str, ...]) -> dict[str, Any]:
     try:
         settings = json.loads(body or b"{}")
     except ValueError as error:
         raise ValueError(f"body is not JSON: {error}") from error
     if not isinstance(settings, dict):
         raise ValueError("body must be a JSON object")
-    unknown = set(settings) - set(FAULT_KEYS)
+    unknown = set(settings) - set(known)
     if unknown:
-        raise ValueError(f"unknown fault settings: {sorted(unknown)}; known: {list(FAULT_KEYS)}")
+        raise ValueError(f"unknown settings: {sorted(unknown)}; known: {list(known)}")
     return settings
 
 

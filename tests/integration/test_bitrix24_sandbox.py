@@ -570,13 +570,19 @@ def test_simple_mode_converts_a_new_lead_into_a_contact_and_a_deal(receiver: _Re
         open_deals = {"CONTACT_ID": contact_id, "STAGE_SEMANTIC_ID": "P"}
         assert [row["ID"] for row in ok(sandbox, "crm.deal.list", {"filter": open_deals})["result"]] == [deal["ID"]]
 
+        # A lead added inside a batch is converted as well.
+        batch = ok(sandbox, "batch", {"cmd": {"l": "crm.lead.add?fields[TITLE]=B&fields[NAME]=Олег"}})["result"]
+        batched = batch["result"]["l"]
+        assert ok(sandbox, "crm.lead.get", {"id": batched})["result"]["STATUS_ID"] == "CONVERTED"
+        assert len(ok(sandbox, "crm.deal.list", {"filter": {"LEAD_ID": batched}})["result"]) == 1
+
         # A lead without a first name is not converted (how-to-add-objects-with-crm-mode.md, troubleshooting).
         nameless = ok(sandbox, "crm.lead.add", {"fields": {"TITLE": "No name"}})["result"]
         assert ok(sandbox, "crm.lead.get", {"id": nameless})["result"]["STATUS_ID"] == "NEW"
-        assert len(sandbox.entities("deal")) == 1
+        assert len(sandbox.entities("deal")) == 2
 
-        events = [parse_qs(body)["event"][0] for _, body in receiver.wait_for(4)]
-        assert events == ["ONCRMLEADADD", "ONCRMCONTACTADD", "ONCRMDEALADD", "ONCRMLEADADD"]
+        events = [parse_qs(body)["event"][0] for _, body in receiver.wait_for(7)]
+        assert events == ["ONCRMLEADADD", "ONCRMCONTACTADD", "ONCRMDEALADD"] * 2 + ["ONCRMLEADADD"]
 
 
 def test_deals_filter_by_links_money_and_dates_and_record_stage_history(sandbox: Sandbox) -> None:
@@ -783,6 +789,27 @@ def test_admin_endpoints(sandbox: Sandbox) -> None:
     requests.post(sandbox.base_url + "/_sandbox/reset", timeout=5)
     assert sandbox.entities("contact") == []
     assert ok(sandbox, "crm.contact.add")["result"] == 1  # ids start over after a reset
+
+
+def test_admin_settings_change_speed_and_mode_at_run_time(sandbox: Sandbox) -> None:
+    url = sandbox.base_url + "/_sandbox/settings"
+    before = requests.get(url, timeout=5).json()
+    assert before["crm_mode"] == "classic" and before["method_seconds"]["crm.lead.add"] == 0.1
+    assert (before["time_scale"], before["request_time_limit"], before["operating_cost_seconds"]) == (1.0, 60.0, 0.01)
+
+    changed = requests.post(
+        url, json={"crm_mode": "simple", "method_seconds": {"CRM.LEAD.LIST": 0.5}, "time_scale": 0}, timeout=5
+    ).json()
+    assert changed["crm_mode"] == "simple" and changed["time_scale"] == 0
+    assert changed["method_seconds"]["crm.lead.list"] == 0.5 and changed["method_seconds"]["crm.lead.add"] == 0.1
+    assert ok(sandbox, "crm.settings.mode.get")["result"] == 2
+    assert ok(sandbox, "crm.lead.list")["time"]["operating"] == pytest.approx(0.5)
+
+    for bad in ({"crm_mode": "weird"}, {"time_scale": 2}, {"typo": 1}):
+        assert requests.post(url, json=bad, timeout=5).status_code == 400
+    assert sandbox.crm_mode == "simple"  # the mode survives a data reset, like a portal setting
+    requests.post(sandbox.base_url + "/_sandbox/reset", timeout=5)
+    assert sandbox.crm_mode == "simple"
 
 
 def test_command_line_prints_the_webhook_url_and_stops_on_ctrl_c() -> None:
