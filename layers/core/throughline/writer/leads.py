@@ -68,7 +68,9 @@ MODE_MAX_AGE_SECONDS = 600  # an administrator may switch the mode: look again n
 # sized from what a write took there lately, to end well inside that limit.
 PORTAL_REQUEST_LIMIT_SECONDS = 60.0
 BATCH_SECONDS_BUDGET = 25.0
-INITIAL_SECONDS_PER_WRITE = 1.5  # until measured: real portals take up to seconds per crm.lead.add
+# Until measured: real portals take up to seconds per crm.lead.add, and a cold writer's first batch must not be the
+# one that runs into the cut-off. A fast portal is learned within a round or two.
+INITIAL_SECONDS_PER_WRITE = 4.0
 MAX_WRITES_PER_BATCH = 40
 
 # Where each channel lands in the portal's default source dictionary (crm.status.list ENTITY_ID=SOURCE).
@@ -675,8 +677,14 @@ class LeadWriter:
             return BatchResult({}, {}, {}, {})
         started = time.monotonic()
         self._sent = True
-        written = self.bitrix.batch(commands)
         writes = sum(1 for method, _ in commands.values() if not method.endswith(".list"))
+        try:
+            written = self.bitrix.batch(commands)
+        except BitrixError:
+            elapsed = time.monotonic() - started
+            if elapsed > BATCH_SECONDS_BUDGET:  # a request this long (a cut-off, a timeout) says writes are slow
+                self.portal.learn_write_cost(elapsed, writes)
+            raise
         self.portal.learn_write_cost(time.monotonic() - started, writes)
         return written
 
