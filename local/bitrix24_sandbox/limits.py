@@ -92,10 +92,11 @@ class OperatingTime:
         with self._lock:
             return self._used_micros(method) > round(self.limit_seconds * 1_000_000)
 
-    def record(self, method: str, seconds: float) -> None:
-        """Charge ``seconds`` of execution time to ``method``'s current basket, opening one if none is open."""
+    def record(self, method: str, seconds: float, started_at: float | None = None) -> None:
+        """Charge ``seconds`` of execution time to ``method``'s basket open at ``started_at`` (when the call began,
+        default now), opening one if none is open then."""
         with self._lock:
-            now = self._clock()
+            now = self._clock() if started_at is None else started_at
             self._used_micros(method)  # prunes expired baskets
             baskets = self._baskets.setdefault(method, [])
             if not baskets or now >= baskets[-1][0] + self.BASKET_SECONDS:

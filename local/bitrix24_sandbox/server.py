@@ -388,7 +388,7 @@ class Sandbox:
         if clock.elapsed + cost > clock.limit:
             ran = clock.limit - clock.elapsed
             self._sleep_simulated(ran)
-            self._operating.record(method, ran)
+            self._operating.record(method, ran, started)
             clock.elapsed = clock.limit
             raise _RequestCutOff
         self._sleep_simulated(cost)
@@ -397,7 +397,7 @@ class Sandbox:
                 outcome = _CallOutcome(result=handler(self._context(), upper_params))
             except RestError as error:
                 outcome = _CallOutcome(error=error)
-        self._operating.record(method, cost)
+        self._operating.record(method, cost, started)
         clock.elapsed += cost
         outcome.started, outcome.finished, outcome.cost = started, time.time(), cost
         return outcome

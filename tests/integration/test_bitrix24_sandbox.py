@@ -462,6 +462,9 @@ def test_operating_baskets_open_with_the_first_call_not_on_the_calendar_minute()
     now[0] = 1_800_000_000 + 20 + 600  # 10:15:20: the first basket (2 + 3 s) drops out, the second stays
     assert operating.used("crm.lead.add") == pytest.approx(4.0)
     assert operating.reset_at("crm.lead.add") == 1_800_000_000 + 20 + 65 + 600
+    # A call is charged to the basket open when it began: a 5 s call ending now opened its basket 5 s ago.
+    operating.record("crm.deal.add", 5.0, started_at=now[0] - 5)
+    assert operating.reset_at("crm.deal.add") == now[0] - 5 + 600
 
 
 def test_method_cost_is_configurable_slept_scaled_and_charged_in_full() -> None:
@@ -475,6 +478,7 @@ def test_method_cost_is_configurable_slept_scaled_and_charged_in_full() -> None:
         assert body["time"]["operating"] == pytest.approx(2.0)  # operating time counts the full cost
         assert body["time"]["processing"] == pytest.approx(2.0)
         assert body["time"]["duration"] >= 2.0  # the portal's duration, not our scaled sleep
+        assert 0 <= body["time"]["operating_reset_at"] - (body["time"]["start"] + 600) <= 1
 
         batch = session.post(
             sandbox.webhook_url + "batch",
