@@ -620,8 +620,25 @@ def test_deals_filter_by_links_money_and_dates_and_record_stage_history(sandbox:
     ]  # fmt: skip
     assert history["total"] == 3 and ISO_WITH_MOSCOW_OFFSET.match(rows[0]["CREATED_TIME"])
     assert set(rows[0]) == {"ID", "TYPE_ID", "OWNER_ID", "CREATED_TIME", "CATEGORY_ID", "STAGE_SEMANTIC_ID", "STAGE_ID"}
-    leads = ok(sandbox, "crm.stagehistory.list", {"entityTypeId": 1})["result"]["items"]
-    assert leads == []
+    assert ok(sandbox, "crm.stagehistory.list", {"entityTypeId": 1})["result"]["items"] == []
+    lead_id = ok(sandbox, "crm.lead.add", {"fields": {"TITLE": "L"}})["result"]
+    ok(sandbox, "crm.lead.update", {"id": lead_id, "fields": {"STATUS_ID": "IN_PROCESS"}})
+    ok(sandbox, "crm.lead.update", {"id": lead_id, "fields": {"COMMENTS": "no stage change"}})
+    ok(sandbox, "crm.lead.update", {"id": lead_id, "fields": {"STATUS_ID": "JUNK"}})
+    leads = ok(
+        sandbox,
+        "crm.stagehistory.list",
+        {"entityTypeId": 1, "order": {"ID": "DESC"}, "select": ["TYPE_ID", "STATUS_ID", "STATUS_SEMANTIC_ID"]},
+    )["result"]["items"]
+    assert leads == [
+        {"TYPE_ID": 3, "STATUS_ID": "JUNK", "STATUS_SEMANTIC_ID": "F"},
+        {"TYPE_ID": 2, "STATUS_ID": "IN_PROCESS", "STATUS_SEMANTIC_ID": "P"},
+        {"TYPE_ID": 1, "STATUS_ID": "NEW", "STATUS_SEMANTIC_ID": "P"},
+    ]
+    # A pipeline change is its own kind of row.
+    ok(sandbox, "crm.deal.update", {"id": second, "fields": {"STAGE_ID": "C1:PREPARATION"}})
+    moved = ok(sandbox, "crm.stagehistory.list", {"entityTypeId": 2, "filter": {"OWNER_ID": second, ">TYPE_ID": 1}})
+    assert [row["STAGE_ID"] for row in moved["result"]["items"]] == ["C1:PREPARATION"]
     refused = call(sandbox, "crm.stagehistory.list", {"entityTypeId": 2, "filter": {"TITLE": "x"}})
     assert refused.status_code == 400 and refused.json()["error"] == "INVALID_ARG_VALUE"
     assert call(sandbox, "crm.stagehistory.list", {"entityTypeId": 7}).json()["error"] == "ENTITY_TYPE_NOT_SUPPORTED"
