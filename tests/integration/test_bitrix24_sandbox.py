@@ -574,6 +574,14 @@ def test_simple_mode_converts_a_new_lead_into_a_contact_and_a_deal(receiver: _Re
         open_deals = {"CONTACT_ID": contact_id, "STAGE_SEMANTIC_ID": "P"}
         assert [row["ID"] for row in ok(sandbox, "crm.deal.list", {"filter": open_deals})["result"]] == [deal["ID"]]
 
+        # A lead that names a known contact keeps it: no second contact, and it counts as a repeat lead.
+        repeat = ok(sandbox, "crm.lead.add", {"fields": {"NAME": "Иван", "CONTACT_ID": contact_id}})["result"]
+        repeat_lead = ok(sandbox, "crm.lead.get", {"id": repeat})["result"]
+        assert (repeat_lead["STATUS_ID"], repeat_lead["IS_RETURN_CUSTOMER"]) == ("CONVERTED", "Y")
+        [repeat_deal] = ok(sandbox, "crm.deal.list", {"filter": {"LEAD_ID": repeat}})["result"]
+        assert ok(sandbox, "crm.deal.get", {"id": repeat_deal["ID"]})["result"]["CONTACT_ID"] == contact_id
+        assert len(sandbox.entities("contact")) == 1
+
         # A lead added inside a batch is converted as well.
         batch = ok(sandbox, "batch", {"cmd": {"l": "crm.lead.add?fields[TITLE]=B&fields[NAME]=Олег"}})["result"]
         batched = batch["result"]["l"]
@@ -583,10 +591,11 @@ def test_simple_mode_converts_a_new_lead_into_a_contact_and_a_deal(receiver: _Re
         # A lead without a first name is not converted (how-to-add-objects-with-crm-mode.md, troubleshooting).
         nameless = ok(sandbox, "crm.lead.add", {"fields": {"TITLE": "No name"}})["result"]
         assert ok(sandbox, "crm.lead.get", {"id": nameless})["result"]["STATUS_ID"] == "NEW"
-        assert len(sandbox.entities("deal")) == 2
+        assert len(sandbox.entities("deal")) == 3
 
-        events = [parse_qs(body)["event"][0] for _, body in receiver.wait_for(7)]
-        assert events == ["ONCRMLEADADD", "ONCRMCONTACTADD", "ONCRMDEALADD"] * 2 + ["ONCRMLEADADD"]
+        events = [parse_qs(body)["event"][0] for _, body in receiver.wait_for(9)]
+        converted = ["ONCRMLEADADD", "ONCRMCONTACTADD", "ONCRMDEALADD"]
+        assert events == [*converted, "ONCRMLEADADD", "ONCRMDEALADD", *converted, "ONCRMLEADADD"]
 
 
 def test_deals_filter_by_links_money_and_dates_and_record_stage_history(sandbox: Sandbox) -> None:
