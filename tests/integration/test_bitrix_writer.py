@@ -183,17 +183,19 @@ def test_same_person_twice_in_one_batch_is_one_lead_and_one_repeat_line(stack):
 
 
 def test_ten_new_people_cost_two_rest_calls(stack):
+    # A warm writer: it has seen what a create takes on this portal (a cold one sizes its first batch for a slow
+    # portal, seven creates at most).
+    post(stack, {"phone": "+79163334499", "utm_source": "yandex", "utm_medium": "cpc"})
+    drain(stack)
     for index in range(10):
         post(stack, {"phone": f"+7916333440{index}", "utm_source": "yandex", "utm_medium": "cpc"})
     messages = receive(stack)
     assert len(messages) == 10
     stack.sandbox.reset_stats()
     assert invoke(stack, messages) == set()
-    assert len(leads(stack)) == 10
+    assert len(leads(stack)) == 11
     stats = stack.sandbox.stats()
-    # One lookup batch, one write batch; and the portal's CRM mode, asked once per process (then every 10 minutes).
-    assert stats["by_method"].get("crm.settings.mode.get", 0) == 1
-    assert stats["requests"] - stats["by_method"]["crm.settings.mode.get"] == 2
+    assert stats["requests"] == 2  # one lookup batch, one write batch (the CRM mode is known: asked every 10 min)
     assert stats["batch_commands"]["crm.lead.add"] == 10
 
 

@@ -33,8 +33,13 @@ class FakeBitrix:
         self.known = known  # whether every phone/e-mail belongs to lead 7 / contact 9 with an open deal 11
         self.deadline = Deadline()
         self.pacer = LeakyBucket(rate=100, burst=100)
+        self.request_budget = 30.0
+        self.seconds: dict[str, float] = {}
         self.calls = 0
         self.next_id = 100
+
+    def method_seconds(self, method: str, default: float = 2.0) -> float:
+        return self.seconds.get(method, default)
 
     def call(self, method: str, params: dict | None = None) -> Response:
         self.calls += 1
@@ -205,15 +210,16 @@ def test_a_poison_submission_does_not_fail_its_round_mates():
     assert (outcomes["poison"].ok, type(outcomes["poison"].error).__name__) == (False, "Unwritable")
 
 
-def test_write_batches_fit_well_inside_the_portal_cut_off_and_follow_its_speed():
-    portal = PortalState()
-    assert portal.writes_per_batch() * portal.seconds_per_write <= 30  # a cold writer is careful
-    for _ in range(10):
-        portal.learn_write_cost(seconds=1.0, writes=10)  # 0.1 s per write
-    fast = portal.writes_per_batch()
-    portal.learn_write_cost(seconds=65.0, writes=10)  # one slow answer (or a cut-off) is believed at once
-    slow = portal.writes_per_batch()
-    assert slow * 6.5 <= 60 and slow < fast
-    for _ in range(20):
-        portal.learn_write_cost(seconds=1.0, writes=10)
-    assert portal.writes_per_batch() == fast
+def test_rounds_fit_well_inside_the_portal_cut_off_and_follow_its_speed():
+    lead_writer = writer()
+    lead_writer.portal.mode = CLASSIC
+    cold = lead_writer._round_limit()
+    assert cold >= 1 and cold * 7.0 <= 60  # before any answer: careful enough for 7 s per create
+    lead_writer.bitrix.seconds = {"crm.lead.add": 0.1}
+    assert lead_writer._round_limit() == 20  # a fast portal: as many as one look-up batch carries
+    lead_writer.bitrix.seconds = {"crm.lead.add": 6.5}
+    slow = lead_writer._round_limit()
+    assert slow >= 1 and slow * 6.5 <= 30
+    lead_writer.portal.mode = SIMPLE  # a contact and a deal per new person
+    lead_writer.bitrix.seconds = {"crm.contact.add": 3.0, "crm.deal.add": 3.0}
+    assert lead_writer._round_limit() == 5

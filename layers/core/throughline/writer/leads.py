@@ -65,13 +65,12 @@ MAX_FINDBYCOMM_PER_ROUND = 20  # two commands per person; keeps a round's lookup
 CLASSIC, SIMPLE = 1, 2  # crm.settings.mode.get: 1 classic (with leads), 2 simple (no leads)
 MODE_MAX_AGE_SECONDS = 600  # an administrator may switch the mode: look again now and then
 # A portal cuts a request off after 60 s, batch sub-calls included, so a batch can run part-way. Write batches are
-# sized from what a write took there lately, to end well inside that limit.
+# sized from what a write took there lately (the client keeps the answers' ``time`` blocks) to end well inside it.
 PORTAL_REQUEST_LIMIT_SECONDS = 60.0
-BATCH_SECONDS_BUDGET = 25.0
+BATCH_SECONDS_BUDGET = PORTAL_REQUEST_LIMIT_SECONDS / 2
 # Until measured: real portals take up to seconds per crm.lead.add, and a cold writer's first batch must not be the
-# one that runs into the cut-off. A fast portal is learned within a round or two.
+# one that runs into the cut-off (up to 7 s per create stays inside it). A fast portal is learned from one answer.
 INITIAL_SECONDS_PER_WRITE = 4.0
-MAX_WRITES_PER_BATCH = 40
 
 # Where each channel lands in the portal's default source dictionary (crm.status.list ENTITY_ID=SOURCE).
 DEFAULT_SOURCE_IDS = {
@@ -159,23 +158,10 @@ class InDoubt(Exception):
 
 @dataclass
 class PortalState:
-    """What one writer process learns about a portal: its CRM mode and what a write costs there."""
+    """What one writer process learns about a portal beyond method times (those the client keeps): its CRM mode."""
 
     mode: int | None = None
     mode_checked_at: float = 0.0
-    seconds_per_write: float = INITIAL_SECONDS_PER_WRITE
-
-    def learn_write_cost(self, seconds: float, writes: int) -> None:
-        if writes <= 0:
-            return
-        measured = seconds / writes
-        # Quick to believe a slower portal, slow to trust a faster one.
-        weight = 0.7 if measured > self.seconds_per_write else 0.3
-        self.seconds_per_write = max(0.01, (1 - weight) * self.seconds_per_write + weight * measured)
-
-    def writes_per_batch(self) -> int:
-        """Write commands that fit in one request well inside the portal's 60-second cut-off."""
-        return max(1, min(MAX_WRITES_PER_BATCH, int(BATCH_SECONDS_BUDGET / self.seconds_per_write)))
 
 
 @dataclass
@@ -372,13 +358,17 @@ class LeadWriter:
         return chosen
 
     def _round_limit(self) -> int:
-        per_new_person = 2 if self.portal.mode == SIMPLE else 1  # simple mode: a contact and a deal
-        limit = min(MAX_FINDBYCOMM_PER_ROUND, max(1, self.portal.writes_per_batch() // per_new_person))
+        """New people per round: their creates must end well inside the portal's 60 s request limit (half of it, the
+        client's ``request_budget``), priced by what each create took on this portal lately (the answers' ``time``
+        blocks), and inside the time this invocation has left."""
+        methods = ("crm.contact.add", "crm.deal.add") if self.portal.mode == SIMPLE else ("crm.lead.add",)
+        per_person = sum(self.bitrix.method_seconds(method, INITIAL_SECONDS_PER_WRITE) for method in methods)
+        budget = getattr(self.bitrix, "request_budget", BATCH_SECONDS_BUDGET)
+        limit = min(MAX_FINDBYCOMM_PER_ROUND, max(1, int(budget // max(per_person, 1e-3))))
         seconds_left = self.bitrix.deadline.seconds_left()
         if seconds_left != float("inf"):
-            # Three requests per round; never start a round the invocation cannot finish.
-            affordable = int((seconds_left - 10) / (self.portal.seconds_per_write * per_new_person + 1e-9))
-            limit = min(limit, affordable)
+            # Never start a round the invocation cannot finish (its reads take a few seconds more).
+            limit = min(limit, int((seconds_left - 10) // max(per_person, 1e-3)))
         return max(0, limit)
 
     def _run_round(self, round_: list[_Prepared]) -> dict[str, Outcome]:
@@ -675,18 +665,8 @@ class LeadWriter:
     def _send(self, commands: dict[str, tuple[str, dict[str, Any]]]) -> BatchResult:
         if not commands:
             return BatchResult({}, {}, {}, {})
-        started = time.monotonic()
-        self._sent = True
-        writes = sum(1 for method, _ in commands.values() if not method.endswith(".list"))
-        try:
-            written = self.bitrix.batch(commands)
-        except BitrixError:
-            elapsed = time.monotonic() - started
-            if elapsed > BATCH_SECONDS_BUDGET:  # a request this long (a cut-off, a timeout) says writes are slow
-                self.portal.learn_write_cost(elapsed, writes)
-            raise
-        self.portal.learn_write_cost(time.monotonic() - started, writes)
-        return written
+        self._sent = True  # from here on, an error leaves the outcome in doubt
+        return self.bitrix.batch(commands)
 
     def _add_comments(self, comments: list[tuple[_Plan, str]], entity: str) -> None:
         """The manager's timeline notice of a repeat request, sent only once its line is in the field, and at most
@@ -787,7 +767,7 @@ class LeadWriter:
         """Simple mode: the contact of a new person (a deal cannot hold a phone or an e-mail)."""
         source = last_source(item)
         fields: dict[str, Any] = {
-            "NAME": item.name or item.email or item.phone,
+            "NAME": item.name,
             "LAST_NAME": item.last_name,
             "SECOND_NAME": item.second_name,
             "SOURCE_ID": self.rules.source_id(source),

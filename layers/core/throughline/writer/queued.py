@@ -29,7 +29,7 @@ from throughline.bitrix24.portal import bitrix_client
 from throughline.capture.submissions import MESSAGE_TYPE, Submission
 from throughline.config import Settings
 from throughline.observability import logger
-from throughline.writer.leads import PORTAL_REQUEST_LIMIT_SECONDS, LeadRules, LeadWriter, Outcome, PortalState
+from throughline.writer.leads import LeadRules, LeadWriter, Outcome, PortalState
 
 BUSY_RETRY_SECONDS = 3  # another writer holds this person: look again soon, the lease is short
 
@@ -152,15 +152,12 @@ _lock = threading.Lock()
 
 @cache
 def _portal_state(webhook_url: str) -> PortalState:
-    # What this process learned about the portal (mode, cost of a write) outlives the invocation.
+    # What this process learned about the portal (its CRM mode) outlives the invocation.
     return PortalState()
 
 
 def lead_writer(settings: Settings, deadline: Deadline | None = None, **client_options: Any) -> LeadWriter:
     settings.require("journey_table")
-    # Wait for an answer as long as the portal may work on a request (it cuts off at 60 s), never less: a read
-    # timeout turns a slow but successful write into one whose outcome is unknown.
-    client_options.setdefault("read_timeout", PORTAL_REQUEST_LIMIT_SECONDS + 5)
     bitrix = bitrix_client(settings, deadline, **client_options)
     url = settings.bitrix24_webhook_url or ""
     with _lock:
