@@ -33,6 +33,7 @@ LOCAL_ENVIRONMENT = {
     "BITRIX24_WRITER_CONCURRENCY": "1",
     "WRITER_RETRY_BASE_SECONDS": "1",
     "WRITER_RETRY_MAX_SECONDS": "8",
+    "WRITER_SETTLE_SECONDS": "2",  # a write in doubt is looked at again after seconds, not the production minute
     "POWERTOOLS_METRICS_NAMESPACE": "Throughline",
     "POWERTOOLS_TRACE_DISABLED": "true",
     "POWERTOOLS_SERVICE_NAME": "throughline-local",

@@ -236,7 +236,7 @@ class LeadWriter:
         outcomes: dict[str, Outcome] = {}
         try:
             self._mode()  # what to write (leads, or deals and contacts) shapes the preparation
-        except BitrixError as error:
+        except Exception as error:  # the portal is unreachable: every submission waits in the queue
             logger.warning("bitrix24 unavailable", extra={"error": str(error)})
             for submission in submissions:
                 submission_id = str(getattr(submission, "submission_id", ""))
@@ -466,7 +466,8 @@ class LeadWriter:
         state = self.portal
         if state.mode is None or time.monotonic() - state.mode_checked_at > MODE_MAX_AGE_SECONDS:
             try:
-                mode = int(self.bitrix.call("crm.settings.mode.get").result or CLASSIC)
+                answer = _to_int(self.bitrix.call("crm.settings.mode.get").result)
+                mode = answer if answer in (CLASSIC, SIMPLE) else CLASSIC
             except BitrixMethodNotFound:
                 mode = CLASSIC
             if mode != state.mode:
