@@ -28,7 +28,7 @@ def poison_bodies() -> list[str]:
 
 
 def test_poison_messages_fail_alone_and_the_good_posts_become_leads(make_stack):
-    stack = make_stack(environment={"WRITER_RETRY_MAX_SECONDS": "1", "POWERTOOLS_LOG_LEVEL": "CRITICAL"})
+    stack = make_stack(environment={"POWERTOOLS_LOG_LEVEL": "CRITICAL"})
     sqs = boto3.client("sqs")
     queue = stack.resources.physical["WritesQueue"]
     dead_letters = stack.resources.physical["WritesDeadLetterQueue"]

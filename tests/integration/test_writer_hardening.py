@@ -299,3 +299,21 @@ def test_simple_mode_writes_a_contact_and_a_deal_and_a_repeat_request_goes_to_th
     lines = deal[JOURNEY].split("\n")
     assert len(lines) == 3 and lines[0].startswith("Первичный контакт: ")
     assert len(stack.sandbox.timeline_comments()) == 2
+
+
+# -- 17. a batch the portal cuts off part-way -------------------------------------------------------------------
+
+
+def test_a_batch_cut_off_at_60_seconds_part_way_is_completed_without_duplicates(make_stack):
+    # 20 s per create (simulated; the sandbox sleeps a hundredth of it): a cold writer's first batch of seven creates
+    # runs into the portal's 60 s limit after three. The three stay done, the rest not; the client sees a 500.
+    stack = make_stack(
+        poll_queues=False,
+        sandbox_options={"method_seconds": {"crm.lead.add": 20.0}, "time_scale": 0.01},
+    )
+    phones = [f"+7916000800{index}" for index in range(7)]
+    for phone in phones:
+        post(stack, {"phone": phone, "utm_source": "yandex", "utm_medium": "cpc"})
+    drain(stack, timeout=120)
+    assert stack.sandbox.stats()["cut_off"] >= 1
+    assert sorted(lead["PHONE"][0]["VALUE"] for lead in stack.sandbox.entities("lead")) == phones

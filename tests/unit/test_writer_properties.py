@@ -223,3 +223,36 @@ def test_rounds_fit_well_inside_the_portal_cut_off_and_follow_its_speed():
     lead_writer.portal.mode = SIMPLE  # a contact and a deal per new person
     lead_writer.bitrix.seconds = {"crm.contact.add": 3.0, "crm.deal.add": 3.0}
     assert lead_writer._round_limit() == 5
+
+
+class RecordingQueue:
+    def __init__(self):
+        self.delays: dict[str, int] = {}
+
+    def retry_after(self, receipt_handle: str, seconds: int) -> None:
+        self.delays[receipt_handle] = seconds
+
+
+def test_a_poison_message_leaves_its_group_within_seconds_and_other_failures_back_off():
+    good = Submission(
+        submission_id="good",
+        form_id="contact",
+        received_at=datetime(2026, 11, 29, 12, tzinfo=UTC),
+        last_visit=Visit(utm_source="yandex", utm_medium="cpc"),
+        phone="+79161234567",
+    )
+    poison = {**good.to_message(), "submission": {**good.to_message()["submission"], "submission_id": "p"}}
+    poison["submission"]["first_visit"] = {"utm_source": "vk", "seen_at": "0001-01-01T00:00:00+14:00"}
+    items = [
+        QueuedWrite("m1", "null", receipt_handle="r1"),
+        QueuedWrite("m2", json.dumps(poison), receipt_handle="r2"),
+        QueuedWrite("m3", json.dumps(good.to_message()), receipt_handle="r3"),
+    ]
+    queue = RecordingQueue()
+    unreachable = writer()
+    unreachable.bitrix.call = lambda *args, **kwargs: (_ for _ in ()).throw(ConnectionError("down"))
+    unreachable.portal.mode = None
+    outcomes = write_queued(items, unreachable, queue, Settings())  # type: ignore[arg-type]
+    assert not any(outcome.ok for outcome in outcomes.values())
+    assert queue.delays["r1"] == 1  # poison: to the DLQ within seconds, unblocking the person's group
+    assert queue.delays["r3"] >= Settings().writer_retry_base_seconds  # the portal is down: the usual back-off

@@ -29,9 +29,12 @@ from throughline.bitrix24.portal import bitrix_client
 from throughline.capture.submissions import MESSAGE_TYPE, Submission
 from throughline.config import Settings
 from throughline.observability import logger
-from throughline.writer.leads import LeadRules, LeadWriter, Outcome, PortalState
+from throughline.writer.leads import LeadRules, LeadWriter, Outcome, PortalState, Unwritable
 
 BUSY_RETRY_SECONDS = 3  # another writer holds this person: look again soon, the lease is short
+# A poison message holds up its FIFO group (the person's later posts) until it leaves: let it use up its receives
+# within seconds and wait in the DLQ (alarm) instead of retrying for hours.
+POISON_RETRY_SECONDS = 1
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,8 @@ def _poison(message_id: str, error: BaseException) -> Outcome:
 def _schedule_retry(queue: WritesQueue, item: QueuedWrite, outcome: Outcome, settings: Settings) -> None:
     if outcome.action == "busy":
         delay = BUSY_RETRY_SECONDS
+    elif isinstance(outcome.error, PoisonMessage | Unwritable):
+        delay = POISON_RETRY_SECONDS
     else:
         delay = retry_delay(
             item.receive_count, settings.writer_retry_base_seconds, settings.writer_retry_max_seconds, outcome.retry_at
