@@ -256,3 +256,25 @@ def test_a_poison_message_leaves_its_group_within_seconds_and_other_failures_bac
     assert not any(outcome.ok for outcome in outcomes.values())
     assert queue.delays["r1"] == 1  # poison: to the DLQ within seconds, unblocking the person's group
     assert queue.delays["r3"] >= Settings().writer_retry_base_seconds  # the portal is down: the usual back-off
+
+
+def test_a_write_the_batch_answer_does_not_mention_is_in_doubt_not_done():
+    lead_writer = writer(CLASSIC, known=True)  # the person has open lead 7: a repeat request updates it
+    answer = lead_writer.bitrix.batch
+
+    def silent_about_writes(commands, *, halt=False):
+        result = answer(commands, halt=halt)
+        return BatchResult({k: v for k, v in result.results.items() if not k.startswith(("update", "add"))}, {}, {}, {})
+
+    lead_writer.bitrix.batch = silent_about_writes
+    submission = Submission(
+        submission_id="repeat",
+        form_id="contact",
+        received_at=datetime(2026, 11, 29, 12, tzinfo=UTC),
+        last_visit=Visit(utm_source="vk", utm_medium="cpc"),
+        phone="+79161234567",
+    )
+    outcome = lead_writer.write([submission])["repeat"]
+    assert (outcome.ok, outcome.in_doubt) == (False, True)
+    [state] = lead_writer.journeys.items.values()
+    assert state["state"] == "pending"  # not marked applied on no evidence

@@ -35,6 +35,7 @@ from throughline.bitrix24 import (
     Bitrix24Client,
     BitrixError,
     BitrixMethodNotFound,
+    BitrixUnavailable,
     NotEnoughTime,
     OperationTimeLimit,
 )
@@ -636,6 +637,8 @@ class LeadWriter:
             if item.submission_id in outcomes or (plan.repeat and f"update{index}" not in commands):
                 continue
             key = f"update{index}" if plan.repeat else f"add{index}"
+            if key not in written.errors and key not in written.results:  # no word on it: it may or may not have run
+                written.errors[key] = BitrixUnavailable("NO_RESULT", "the batch answered without this command", None)
             if key in written.errors:
                 error = written.errors[key]
                 in_doubt = error.maybe_executed and not isinstance(error, NotEnoughTime | OperationTimeLimit)
