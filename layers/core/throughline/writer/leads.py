@@ -466,11 +466,7 @@ class LeadWriter:
         then, as an administrator may switch it."""
         state = self.portal
         if state.mode is None or time.monotonic() - state.mode_checked_at > MODE_MAX_AGE_SECONDS:
-            try:
-                answer = _to_int(self.bitrix.call("crm.settings.mode.get").result)
-                mode = answer if answer in (CLASSIC, SIMPLE) else CLASSIC
-            except BitrixMethodNotFound:
-                mode = CLASSIC
+            mode = read_crm_mode(self.bitrix)
             if mode != state.mode:
                 logger.info("crm mode", extra={"mode": "simple" if mode == SIMPLE else "classic"})
             state.mode, state.mode_checked_at = mode, time.monotonic()
@@ -806,6 +802,15 @@ class _Isolate(Exception):
     def __init__(self, cause: BaseException):
         super().__init__(repr(cause))
         self.cause = cause
+
+
+def read_crm_mode(bitrix: Bitrix24Client) -> int:
+    """``crm.settings.mode.get``: 1 classic CRM (with leads), 2 simple CRM (no leads); classic when unanswered."""
+    try:
+        answer = _to_int(bitrix.call("crm.settings.mode.get").result)
+    except BitrixMethodNotFound:
+        return CLASSIC
+    return answer if answer in (CLASSIC, SIMPLE) else CLASSIC
 
 
 def _matches(found: BatchResult, *keys: str) -> tuple[set[int], set[int]]:
