@@ -33,6 +33,7 @@ LOCAL_ENVIRONMENT = {
     "BITRIX24_WRITER_CONCURRENCY": "1",
     "WRITER_RETRY_BASE_SECONDS": "1",
     "WRITER_RETRY_MAX_SECONDS": "8",
+    "WRITER_SETTLE_SECONDS": "2",  # a write in doubt is looked at again after seconds, not the production minute
     "POWERTOOLS_METRICS_NAMESPACE": "Throughline",
     "POWERTOOLS_TRACE_DISABLED": "true",
     "POWERTOOLS_SERVICE_NAME": "throughline-local",
@@ -354,11 +355,13 @@ def _reset_process_caches() -> None:
     from throughline.adapters import aws
     from throughline.bitrix24 import portal
     from throughline.capture import receive
+    from throughline.writer import queued
 
     config.reset_settings_cache()
     aws.reset_clients()
     receive.idempotency_for.cache_clear()
     portal.reset_portal_state()
+    queued.reset_portal_states()
 
 
 def http_event(

@@ -14,7 +14,8 @@ from throughline.adapters.writes_queue import WritesQueue
 from throughline.bitrix24 import Deadline
 from throughline.config import get_settings
 from throughline.observability import logger, metrics, tracer
-from throughline.writer.queued import QueuedWrite, lead_writer, write_queued
+from throughline.writer.leads import Unwritable
+from throughline.writer.queued import PoisonMessage, QueuedWrite, lead_writer, write_queued
 
 
 class WriteFailed(Exception):
@@ -45,6 +46,9 @@ def lambda_handler(event: dict, context: object) -> dict:
     metrics.add_metric(name="LeadsCreated", unit=MetricUnit.Count, value=actions.count("created"))
     metrics.add_metric(name="RepeatRequests", unit=MetricUnit.Count, value=actions.count("appended"))
     metrics.add_metric(name="WritesFailed", unit=MetricUnit.Count, value=sum(not o.ok for o in outcomes.values()))
+    poison = sum(isinstance(o.error, PoisonMessage | Unwritable) for o in outcomes.values())
+    metrics.add_metric(name="PoisonMessages", unit=MetricUnit.Count, value=poison)
+    metrics.add_metric(name="WritesDeferredBusy", unit=MetricUnit.Count, value=actions.count("busy"))
     metrics.add_metric(name="BitrixCalls", unit=MetricUnit.Count, value=writer.bitrix.calls)
     metrics.add_metric(
         name="BitrixPacingSeconds", unit=MetricUnit.Seconds, value=writer.bitrix.pacer.waited - paced_before

@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         timezone=args.timezone,
         operating_limit_seconds=args.operating_limit_seconds,
         operating_cost_seconds=args.operating_cost_seconds,
+        method_seconds=args.method_seconds,
+        time_scale=args.time_scale,
+        request_time_limit=args.request_time_limit,
+        crm_mode=args.crm_mode,
         error_rate=args.error_rate,
         lost_response_rate=args.lost_response_rate,
         latency_ms=args.latency_ms,
@@ -54,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         # Second line, in a form a shell can export: requests-based clients then trust the self-signed certificate.
         print(f"REQUESTS_CA_BUNDLE={sandbox.ca_file}", flush=True)
     print(
-        f"Bitrix24 sandbox on {sandbox.base_url} (portal {sandbox.portal_domain}, application token "
+        f"Bitrix24 sandbox on {sandbox.base_url} (portal {sandbox.portal_domain}, {sandbox.crm_mode} CRM, "
+        f"application token "
         f"{sandbox.app_token}, outbound {sandbox.outbound_url or 'off'}); admin at {sandbox.base_url}/_sandbox/",
         file=sys.stderr,
         flush=True,
@@ -82,7 +87,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, default=2.0, help="leaky bucket drain per second (default 2)")
     parser.add_argument("--burst", type=float, default=50, help="leaky bucket threshold (default 50)")
     parser.add_argument("--operating-limit-seconds", type=float, default=480.0, help="per-method limit per 10 min")
-    parser.add_argument("--operating-cost-seconds", type=float, default=0.01, help="simulated cost of one call")
+    parser.add_argument(
+        "--operating-cost-seconds", type=float, default=0.01, help="simulated seconds of one call of a method not set"
+    )
+    parser.add_argument(
+        "--method-seconds",
+        type=_method_seconds,
+        default={},
+        help="simulated seconds per call of some methods, e.g. crm.lead.add=2,crm.lead.list=0.3",
+    )
+    parser.add_argument(
+        "--time-scale", type=float, default=1.0, help="share of the simulated seconds really slept, 0..1 (default 1)"
+    )
+    parser.add_argument(
+        "--request-time-limit", type=float, default=60.0, help="simulated seconds after which a request is cut off"
+    )
+    parser.add_argument(
+        "--crm-mode", choices=("classic", "simple"), default="classic", help="simple: leads are converted at once"
+    )
     parser.add_argument("--error-rate", type=float, default=0.0, help="share of requests failing with 500 unexecuted")
     parser.add_argument("--lost-response-rate", type=float, default=0.0, help="share executed but answered 500")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added before every REST response")
@@ -94,6 +116,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-requests", action="store_true", help="log every HTTP request to stderr")
     return parser
+
+
+def _method_seconds(text: str) -> dict[str, float]:
+    costs = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        method, _, seconds = item.partition("=")
+        try:
+            costs[method.strip()] = float(seconds)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected method=seconds, got {item!r}") from None
+    return costs
 
 
 if __name__ == "__main__":

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["LeakyBucket", "OperatingTime"]
+__all__ = ["DEFAULT_METHOD_SECONDS", "REQUEST_TIME_LIMIT_SECONDS", "LeakyBucket", "OperatingTime"]
+
+# limits.md, "Request Execution Time Limit": "one REST request must finish within 60 seconds"; batch sub-calls count.
+REQUEST_TIME_LIMIT_SECONDS = 60.0
+# Simulated seconds per executed call for writes, which cost most (a real portal runs automation, duplicate checks
+# and events on each); every other method costs ``operating_cost_seconds`` (0.01 s by default). Real portals vary
+# from tens of milliseconds to seconds per crm.lead.add: pass ``method_seconds`` to model a slow one.
+DEFAULT_METHOD_SECONDS = {
+    "crm.lead.add": 0.1,
+    "crm.deal.add": 0.1,
+    "crm.contact.add": 0.1,
+    "crm.lead.update": 0.05,
+    "crm.deal.update": 0.05,
+    "crm.contact.update": 0.05,
+    "crm.timeline.comment.add": 0.05,
+}
 
 
 class LeakyBucket:
@@ -52,32 +68,40 @@ class LeakyBucket:
 
 
 class OperatingTime:
-    """Per-method execution time summed over ten one-minute baskets.
+    """Per-method execution time summed over ten one-minute baskets (limits.md, "Resource Consumption Limits").
 
-    Every executed call of a method adds ``cost_seconds`` to the current minute's basket. Once the sum over the last
-    ten minutes is above ``limit_seconds``, further calls of that method are refused with ``OPERATION_TIME_LIMIT``
-    until old baskets drop out; other methods are unaffected. Time is kept in whole microseconds so that repeated
-    small costs add up exactly.
+    A method's basket opens with the first call after the previous basket's minute is over and collects the cost of
+    every call for 60 s from then; it drops out of the sum 10 minutes after it opened ("The countdown for the basket
+    starts from the first recorded method call in the corresponding minute and lasts 10 minutes"), so baskets are
+    not aligned to the calendar minute. The sum is checked before each call: once it is above ``limit_seconds``,
+    further calls of that method are refused with ``OPERATION_TIME_LIMIT`` until old baskets drop out; the call that
+    crosses the limit still completes. Other methods are unaffected. Time is kept in whole microseconds so that
+    repeated small costs add up exactly.
     """
 
-    WINDOW_MINUTES = 10
+    WINDOW_SECONDS = 600
+    BASKET_SECONDS = 60
 
-    def __init__(self, limit_seconds: float, cost_seconds: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, limit_seconds: float, clock: Callable[[], float] = time.time) -> None:
         self.limit_seconds = limit_seconds
-        self.cost_seconds = cost_seconds
         self._clock = clock
-        self._baskets: dict[str, dict[int, int]] = {}
+        self._baskets: dict[str, list[list[float]]] = {}  # method -> [[opened_at, micros], ...], oldest first
         self._lock = threading.Lock()
 
     def is_blocked(self, method: str) -> bool:
         with self._lock:
             return self._used_micros(method) > round(self.limit_seconds * 1_000_000)
 
-    def record(self, method: str) -> None:
+    def record(self, method: str, seconds: float, started_at: float | None = None) -> None:
+        """Charge ``seconds`` of execution time to ``method``'s basket open at ``started_at`` (when the call began,
+        default now), opening one if none is open then."""
         with self._lock:
-            minute = int(self._clock() // 60)
-            baskets = self._baskets.setdefault(method, {})
-            baskets[minute] = baskets.get(minute, 0) + round(self.cost_seconds * 1_000_000)
+            now = self._clock() if started_at is None else started_at
+            self._used_micros(method)  # prunes expired baskets
+            baskets = self._baskets.setdefault(method, [])
+            if not baskets or now >= baskets[-1][0] + self.BASKET_SECONDS:
+                baskets.append([now, 0])
+            baskets[-1][1] += round(seconds * 1_000_000)
 
     def used(self, method: str) -> float:
         """Seconds used by ``method`` in the current window (``time.operating``)."""
@@ -85,13 +109,12 @@ class OperatingTime:
             return self._used_micros(method) / 1_000_000
 
     def reset_at(self, method: str) -> int:
-        """Unix time at which the oldest basket of ``method`` drops out (``time.operating_reset_at``)."""
+        """Unix time at which the oldest basket of ``method`` drops out (``time.operating_reset_at``), rounded up."""
         with self._lock:
             self._used_micros(method)  # prunes expired baskets
             baskets = self._baskets.get(method)
-            if baskets:
-                return (min(baskets) + self.WINDOW_MINUTES) * 60
-            return int(self._clock()) + self.WINDOW_MINUTES * 60
+            opened = baskets[0][0] if baskets else self._clock()
+            return math.ceil(opened + self.WINDOW_SECONDS)
 
     def reset(self) -> None:
         with self._lock:
@@ -101,7 +124,7 @@ class OperatingTime:
         baskets = self._baskets.get(method)
         if not baskets:
             return 0
-        oldest_kept = int(self._clock() // 60) - self.WINDOW_MINUTES + 1
-        for minute in [minute for minute in baskets if minute < oldest_kept]:
-            del baskets[minute]
-        return sum(baskets.values())
+        now = self._clock()
+        while baskets and baskets[0][0] + self.WINDOW_SECONDS <= now:
+            baskets.pop(0)
+        return int(sum(micros for _, micros in baskets))

@@ -21,6 +21,7 @@ __all__ = ["METHODS", "CallContext", "MethodResult", "normalize_method_name"]
 
 FINDBYCOMM_MAX_VALUES = 20  # crm-duplicate-find-by-comm.md
 FINDBYCOMM_ENTITY_TYPES = ("LEAD", "CONTACT", "COMPANY")
+CRM_MODE_IDS = {"classic": 1, "simple": 2}  # crm.enum.settings.mode
 
 
 @dataclass
@@ -57,6 +58,11 @@ def _add(entity: str, context: CallContext, params: dict[str, Any]) -> MethodRes
     fields = _fields_param(params)
     record_id = context.portal.add(entity, fields)
     context.emit(ENTITIES[entity].event_prefix + "ADD", record_id)
+    if entity == "lead" and context.portal.crm_mode == "simple":
+        # Simple CRM mode has no leads: the new lead is converted at once (see Portal.convert_lead).
+        created = context.portal.convert_lead(record_id)
+        for created_entity, created_id in created:
+            context.emit(ENTITIES[created_entity].event_prefix + "ADD", created_id)
     return MethodResult(record_id)  # the new id is an integer, unlike the string IDs inside records
 
 
@@ -176,8 +182,38 @@ def _user_current(context: CallContext, params: dict[str, Any]) -> MethodResult:
 
 
 def _timeline_comment_add(context: CallContext, params: dict[str, Any]) -> MethodResult:
-    # Since crm 23.100.0 only lower-case ``fields`` is accepted; top-level names are case-insensitive here anyway.
+    # The server passes only lower-case parameter names to this method (crm 23.100.0); a missing ``fields`` is the
+    # engine controller's error for a missing action parameter (code 100 in crm-timeline-comment-add.md).
+    if "FIELDS" not in params:
+        raise RestError("100", "Could not find value for parameter {fields}", 400)
     return MethodResult(context.portal.timeline_comment_add(_fields_param(params)))
+
+
+def _stage_history_list(context: CallContext, params: dict[str, Any]) -> MethodResult:
+    """crm.stagehistory.list for leads (entityTypeId 1) and deals (2); rows come wrapped in ``items``."""
+    raw_type = str(params.get("ENTITYTYPEID") or "").strip()
+    if raw_type not in ("1", "2"):
+        raise RestError("ENTITY_TYPE_NOT_SUPPORTED", f"Entity type {raw_type or '0'} is not supported")
+    rows = context.portal.stage_history_list(int(raw_type), params)
+    start = _to_start(params)
+    next_start = start + PAGE_SIZE if start + PAGE_SIZE < len(rows) else None
+    return MethodResult({"items": rows[start : start + PAGE_SIZE]}, total=len(rows), next=next_start)
+
+
+def _settings_mode_get(context: CallContext, params: dict[str, Any]) -> MethodResult:
+    """crm-settings-mode-get.md: 1 for classic CRM (with leads), 2 for simple CRM (without leads)."""
+    return MethodResult(CRM_MODE_IDS[context.portal.crm_mode])
+
+
+def _enum_settings_mode(context: CallContext, params: dict[str, Any]) -> MethodResult:
+    """crm-enum-settings-mode.md: the modes that crm.settings.mode.get's number stands for."""
+    names = {"classic": "Classic CRM", "simple": "Simple CRM"}
+    return MethodResult(
+        [
+            {"ID": mode_id, "NAME": names[mode], "SYMBOL_CODE": None, "SYMBOL_CODE_SHORT": None}
+            for mode, mode_id in CRM_MODE_IDS.items()
+        ]
+    )
 
 
 def _timeline_comment_list(context: CallContext, params: dict[str, Any]) -> MethodResult:
@@ -230,6 +266,9 @@ def _registry() -> dict[str, Handler]:
             "profile": _profile,
             "crm.timeline.comment.add": _timeline_comment_add,
             "crm.timeline.comment.list": _timeline_comment_list,
+            "crm.settings.mode.get": _settings_mode_get,
+            "crm.stagehistory.list": _stage_history_list,
+            "crm.enum.settings.mode": _enum_settings_mode,
         }
     )
     return methods
@@ -238,18 +277,7 @@ def _registry() -> dict[str, Handler]:
 METHODS: dict[str, Handler] = _registry()
 
 
-# Activities and stage history live in their own module; they extend the registry above.
+# Activities live in their own module; they extend the registry above.
 from .activities import register as _register_activities  # noqa: E402
 
 _register_activities(METHODS)
-
-
-def _stage_history_list(context: CallContext, params: dict[str, Any]) -> MethodResult:
-    from .store import stage_history_list
-
-    page = stage_history_list(context.portal, params)
-    # crm-stage-history-list.md: the rows come wrapped in "items", like crm.item.list.
-    return MethodResult({"items": page.rows}, total=page.total, next=page.next)
-
-
-METHODS["crm.stagehistory.list"] = _stage_history_list

@@ -5,7 +5,10 @@ A REST request goes through these steps, in this order:
 1. outage check: during an outage the connection is closed without any HTTP response;
 2. leaky bucket (``QUERY_LIMIT_EXCEEDED``, 503); it comes before the faults, so a throttled request is always a 503;
 3. ``error_rate`` fault: 500 before anything is executed;
-4. webhook authentication, parameter decoding, method dispatch, the per-method operating-time limit, execution;
+4. webhook authentication, parameter decoding, method dispatch, the per-method operating-time limit, execution:
+   each executed call costs its method's simulated seconds (``method_seconds``), slept for real scaled by
+   ``time_scale``; a request whose calls add up to more than 60 simulated seconds is cut off part-way with a 500
+   (``request_time_limit``), the calls that finished before the cut-off stay done;
 5. ``lost_response_rate`` fault: the call has run (writes happened) but the client gets a 500 anyway;
 6. ``latency_ms`` delay, then the response.
 
@@ -41,8 +44,8 @@ from zoneinfo import ZoneInfo
 
 from . import errors
 from .errors import RestError
-from .limits import LeakyBucket, OperatingTime
-from .methods import METHODS, MethodResult, normalize_method_name
+from .limits import DEFAULT_METHOD_SECONDS, REQUEST_TIME_LIMIT_SECONDS, LeakyBucket, OperatingTime
+from .methods import CRM_MODE_IDS, METHODS, MethodResult, normalize_method_name
 from .outbound import EVENT_NAMES, OutboundEvent, OutboundSender, event_body
 from .php import normalize_php_arrays, parse_query, php_assign, to_php_json
 from .schema import ENTITIES
@@ -50,9 +53,12 @@ from .store import Portal
 
 __all__ = ["Sandbox"]
 
+LOWER_CASE_PARAMETERS = frozenset({"crm.timeline.comment.add"})  # methods that read only lower-case parameter names
 BATCH_LIMIT = 50  # batch.md: "The number of requests in a batch is limited to 50."
 TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a new HTTPS connection may take to finish its handshake
 FAULT_KEYS = ("error_rate", "lost_response_rate", "latency_ms", "outage_seconds")
+SETTING_KEYS = ("crm_mode", "method_seconds", "operating_cost_seconds", "time_scale", "request_time_limit")
+
 _BATCH_REFERENCE = re.compile(r"\$(result|result_total|result_next)((?:\[[^\]]*\])+)")
 
 
@@ -77,6 +83,10 @@ class Sandbox:
         events: Iterable[str] | None = None,
         operating_limit_seconds: float = 480.0,
         operating_cost_seconds: float = 0.01,
+        method_seconds: Mapping[str, float] | None = None,
+        time_scale: float = 1.0,
+        request_time_limit: float = REQUEST_TIME_LIMIT_SECONDS,
+        crm_mode: str = "classic",
         error_rate: float = 0.0,
         lost_response_rate: float = 0.0,
         latency_ms: float = 0.0,
@@ -103,8 +113,19 @@ class Sandbox:
 
         self._portal = Portal(webhook_user_id=self.user_id, tz=self.tz)
         self._store_lock = threading.RLock()  # every REST call runs under it, so calls never interleave
+        self.crm_mode = crm_mode
+        # Simulated seconds of one executed call, per method; methods not listed cost ``operating_cost_seconds``.
+        self.method_seconds: dict[str, float] = {
+            **DEFAULT_METHOD_SECONDS,
+            **{normalize_method_name(name): float(seconds) for name, seconds in (method_seconds or {}).items()},
+        }
+        self.operating_cost_seconds = float(operating_cost_seconds)
+        if not 0 <= float(time_scale) <= 1:
+            raise ValueError(f"time_scale must be between 0 and 1, got {time_scale!r}")
+        self.time_scale = float(time_scale)
+        self.request_time_limit = float(request_time_limit)
         self._bucket = LeakyBucket(rate, burst)
-        self._operating = OperatingTime(operating_limit_seconds, operating_cost_seconds)
+        self._operating = OperatingTime(operating_limit_seconds)
         self._sender = OutboundSender(timeout=outbound_timeout, on_result=self._count_delivery)
         self._state_lock = threading.Lock()  # guards faults, statistics and the fault RNG
         self._faults = _Faults()
@@ -158,6 +179,59 @@ class Sandbox:
     @property
     def webhook_url(self) -> str:
         return f"{self.base_url}/rest/{self.user_id}/{self.secret}/"
+
+    @property
+    def crm_mode(self) -> str:
+        """``classic`` (leads stay leads) or ``simple`` (a lead added through REST is converted at once)."""
+        return self._portal.crm_mode
+
+    @crm_mode.setter
+    def crm_mode(self, mode: str) -> None:
+        name = str(mode).strip().lower()
+        if name not in CRM_MODE_IDS:
+            raise ValueError(f"crm_mode must be one of {sorted(CRM_MODE_IDS)}, got {mode!r}")
+        with self._store_lock:
+            self._portal.crm_mode = name
+
+    def settings(self) -> dict[str, Any]:
+        """The portal's speed and mode, as ``GET /_sandbox/settings`` shows them."""
+        return {
+            "crm_mode": self.crm_mode,
+            "method_seconds": dict(sorted(self.method_seconds.items())),
+            "operating_cost_seconds": self.operating_cost_seconds,
+            "time_scale": self.time_scale,
+            "request_time_limit": self.request_time_limit,
+        }
+
+    def configure(
+        self,
+        crm_mode: str | None = None,
+        method_seconds: Mapping[str, float] | None = None,
+        operating_cost_seconds: float | None = None,
+        time_scale: float | None = None,
+        request_time_limit: float | None = None,
+    ) -> None:
+        """Change the portal's speed or mode while it runs; ``method_seconds`` adds to (or overrides) the costs."""
+        if time_scale is not None and not 0 <= float(time_scale) <= 1:
+            raise ValueError(f"time_scale must be between 0 and 1, got {time_scale!r}")
+        if crm_mode is not None:
+            self.crm_mode = crm_mode
+        if method_seconds is not None:
+            if not isinstance(method_seconds, Mapping):
+                raise ValueError("method_seconds must map method names to seconds")
+            self.method_seconds.update(
+                {normalize_method_name(name): float(seconds) for name, seconds in method_seconds.items()}
+            )
+        if operating_cost_seconds is not None:
+            self.operating_cost_seconds = float(operating_cost_seconds)
+        if time_scale is not None:
+            self.time_scale = float(time_scale)
+        if request_time_limit is not None:
+            self.request_time_limit = float(request_time_limit)
+
+    def cost_of(self, method: str) -> float:
+        """Simulated seconds one executed call of ``method`` takes (and adds to its operating time)."""
+        return self.method_seconds.get(normalize_method_name(method), self.operating_cost_seconds)
 
     # ---- faults ----------------------------------------------------------------------------------------------------
 
@@ -279,7 +353,8 @@ class Sandbox:
             return self._checked_call(method, params)
 
     def _checked_call(self, method: str, params: Mapping[str, Any]) -> Any:
-        outcome = self._call(method, params)
+        # What a manager does in the UI: the method's cost is spent, but no HTTP request's 60 s limit applies.
+        outcome = self._call(method, params, _RequestClock(limit=float("inf")))
         if outcome.error is not None:
             raise outcome.error
         assert outcome.result is not None
@@ -304,6 +379,11 @@ class Sandbox:
             status, payload = self._execute(request.path.method, request.params(), request.received_at)
         except RestError as error:
             status, payload = _error_response(error)
+        except _RequestCutOff:
+            # limits.md: a request that runs longer than 60 s "is interrupted by timeout"; the userfield pages name
+            # the error the client then gets, INTERNAL_SERVER_ERROR. Calls that finished before stay done.
+            self._count("cut_off")
+            status, payload = _error_response(errors.internal_server_error())
         if self._roll("lost_response_rate"):
             self._count_fault("lost_response")
             return _error_response(errors.internal_server_error())
@@ -318,9 +398,10 @@ class Sandbox:
             raise errors.invalid_credentials()
 
     def _execute(self, method: str, params: dict[str, Any], received_at: float) -> tuple[int, Any]:
+        clock = _RequestClock(self.request_time_limit)
         if method == "batch":
-            return 200, self._execute_batch(params, received_at)
-        outcome = self._call(method, params)
+            return 200, self._execute_batch(params, received_at, clock)
+        outcome = self._call(method, params, clock)
         if outcome.error is not None:
             return _error_response(outcome.error)
         assert outcome.result is not None
@@ -329,30 +410,52 @@ class Sandbox:
             payload["next"] = outcome.result.next
         if outcome.result.total is not None:
             payload["total"] = outcome.result.total
-        payload["time"] = self._time_block(method, received_at, time.time(), outcome.processing)
+        payload["time"] = self._time_block(method, received_at, time.time(), outcome.cost, clock.elapsed)
         return 200, payload
 
-    def _call(self, method: str, params: Mapping[str, Any]) -> _CallOutcome:
-        """Run one method (top-level or inside a batch) with operating-time accounting."""
+    def _call(self, method: str, params: Mapping[str, Any], clock: _RequestClock) -> _CallOutcome:
+        """Run one method (top-level or inside a batch) with its simulated cost and operating-time accounting.
+
+        The cost is slept (scaled by ``time_scale``) before the call takes effect, as a real write commits at the end
+        of its transaction. A call that would end past the request's time limit is cut off: it sleeps until the
+        limit, is charged the time it ran, has no effect, and the whole request ends in ``_RequestCutOff``.
+        """
         handler = METHODS.get(method)
         if handler is None:
             return _CallOutcome(error=errors.method_not_found())
         if self._operating.is_blocked(method):
             self._count("operation_time_limited")
             return _CallOutcome(error=errors.operation_time_limit())
+        if method in LOWER_CASE_PARAMETERS:
+            # crm-timeline-comment-add.md: since crm 23.100.0 only lower-case ``fields`` is accepted; ``FIELDS``,
+            # ``Fields`` and the like are not seen at all, so the controller reports the parameter as missing.
+            params = {key: value for key, value in params.items() if str(key) == str(key).lower()}
         # The CRM REST layer reads top-level parameters case-insensitively (id/ID, fields/FIELDS).
         upper_params = {str(key).upper(): value for key, value in params.items()}
+        cost = self.cost_of(method)
         started = time.time()
+        if clock.elapsed + cost > clock.limit:
+            ran = clock.limit - clock.elapsed
+            self._sleep_simulated(ran)
+            self._operating.record(method, ran, started)
+            clock.elapsed = clock.limit
+            raise _RequestCutOff
+        self._sleep_simulated(cost)
         with self._store_lock:
             try:
                 outcome = _CallOutcome(result=handler(self._context(), upper_params))
             except RestError as error:
                 outcome = _CallOutcome(error=error)
-        self._operating.record(method)
-        outcome.started, outcome.finished = started, time.time()
+        self._operating.record(method, cost, started)
+        clock.elapsed += cost
+        outcome.started, outcome.finished, outcome.cost = started, time.time(), cost
         return outcome
 
-    def _execute_batch(self, params: Mapping[str, Any], received_at: float) -> dict[str, Any]:
+    def _sleep_simulated(self, seconds: float) -> None:
+        if seconds > 0 and self.time_scale > 0:
+            time.sleep(seconds * self.time_scale)
+
+    def _execute_batch(self, params: Mapping[str, Any], received_at: float, clock: _RequestClock) -> dict[str, Any]:
         commands = _batch_commands(params.get("cmd", params.get("CMD")))
         if len(commands) > BATCH_LIMIT:
             raise errors.batch_length_exceeded()
@@ -363,7 +466,6 @@ class Sandbox:
         nexts: dict[str, Any] = {}
         times: dict[str, Any] = {}
         sources = {"result": results, "result_total": totals, "result_next": nexts}
-        processing = 0.0
         for key, command in commands:
             raw_method, _, query = command.partition("?")
             method = normalize_method_name(unquote(raw_method))
@@ -371,8 +473,7 @@ class Sandbox:
             if method == "batch":
                 outcome = _CallOutcome(error=errors.batch_method_not_allowed())
             else:
-                outcome = self._call(method, _substitute_references(parse_query(query), sources))
-            processing += outcome.processing
+                outcome = self._call(method, _substitute_references(parse_query(query), sources), clock)
             if outcome.error is not None:
                 failures[key] = outcome.error.body()
                 if halt:
@@ -380,7 +481,7 @@ class Sandbox:
                 continue
             assert outcome.result is not None
             results[key] = outcome.result.result
-            times[key] = self._time_block(method, outcome.started, outcome.finished, outcome.processing)
+            times[key] = self._time_block(method, outcome.started, outcome.finished, outcome.cost, outcome.cost)
             if outcome.result.total is not None:
                 totals[key] = outcome.result.total
             if outcome.result.next is not None:
@@ -394,14 +495,19 @@ class Sandbox:
                 "result_time": _php_keyed(times),
             },
             # The outer batch call is not charged to any method's operating time (limits.md).
-            "time": self._time_block("batch", received_at, time.time(), processing),
+            "time": self._time_block("batch", received_at, time.time(), clock.elapsed, clock.elapsed),
         }
 
-    def _time_block(self, method: str, started: float, finished: float, processing: float) -> dict[str, Any]:
+    def _time_block(
+        self, method: str, started: float, finished: float, processing: float, simulated: float
+    ) -> dict[str, Any]:
+        """The ``time`` block. ``processing`` is the simulated cost of the call(s); ``duration`` is the wall time with
+        the slept share of the simulated time counted in full, so it shows the portal's duration at any
+        ``time_scale`` (and equals ``finish - start`` at ``time_scale`` 1)."""
         return {
             "start": started,
             "finish": finished,
-            "duration": finished - started,
+            "duration": finished - started + simulated * (1 - self.time_scale),
             "processing": processing,
             "date_start": datetime.fromtimestamp(started, self.tz).isoformat(timespec="seconds"),
             "date_finish": datetime.fromtimestamp(finished, self.tz).isoformat(timespec="seconds"),
@@ -617,8 +723,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             elif route == ("GET", "/_sandbox/faults"):
                 self._send_json(200, sandbox.faults())
             elif route == ("POST", "/_sandbox/faults"):
-                sandbox.set_faults(**_fault_settings(body))
+                sandbox.set_faults(**_json_settings(body, FAULT_KEYS))
                 self._send_json(200, sandbox.faults())
+            elif route == ("GET", "/_sandbox/settings"):
+                self._send_json(200, sandbox.settings())
+            elif route == ("POST", "/_sandbox/settings"):
+                sandbox.configure(**_json_settings(body, SETTING_KEYS))
+                self._send_json(200, sandbox.settings())
             elif route == ("POST", "/_sandbox/reset"):
                 sandbox.reset()
                 self._send_json(200, {"ok": True})
@@ -729,10 +840,19 @@ class _CallOutcome:
     error: RestError | None = None
     started: float = 0.0
     finished: float = 0.0
+    cost: float = 0.0  # simulated seconds
 
-    @property
-    def processing(self) -> float:
-        return self.finished - self.started
+
+@dataclass
+class _RequestClock:
+    """Simulated seconds spent so far by one HTTP request (a batch's commands add up) and the limit it may use."""
+
+    limit: float
+    elapsed: float = 0.0
+
+
+class _RequestCutOff(Exception):
+    """The request ran past the portal's execution time limit and was interrupted."""
 
 
 @dataclass
@@ -758,6 +878,7 @@ def _empty_stats() -> dict[str, Any]:
         "batch_commands": {},
         "rate_limited": 0,
         "operation_time_limited": 0,
+        "cut_off": 0,
         "faults": {"error": 0, "lost_response": 0, "outage": 0},
         "outbound": {"sent": 0, "failed": 0},
         "status_codes": {},
@@ -775,16 +896,16 @@ def _probability(value: float, name: str) -> float:
     return number
 
 
-def _fault_settings(body: bytes) -> dict[str, Any]:
+def _json_settings(body: bytes, known: tuple[str, ...]) -> dict[str, Any]:
     try:
         settings = json.loads(body or b"{}")
     except ValueError as error:
         raise ValueError(f"body is not JSON: {error}") from error
     if not isinstance(settings, dict):
         raise ValueError("body must be a JSON object")
-    unknown = set(settings) - set(FAULT_KEYS)
+    unknown = set(settings) - set(known)
     if unknown:
-        raise ValueError(f"unknown fault settings: {sorted(unknown)}; known: {list(FAULT_KEYS)}")
+        raise ValueError(f"unknown settings: {sorted(unknown)}; known: {list(known)}")
     return settings
 
 

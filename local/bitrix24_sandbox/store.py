@@ -69,6 +69,42 @@ _INTEGER_TYPES = frozenset({"integer", "user", "crm_company", "crm_contact", "cr
 _NUMBER_TYPES = _INTEGER_TYPES | {"double"}
 _DATE_TYPES = frozenset({"date", "datetime"})
 _BLANK = (None, "")
+_STAGE_HISTORY_COMMON = {"ID": "number", "TYPE_ID": "number", "OWNER_ID": "number", "CREATED_TIME": "date"}
+_STAGE_HISTORY_KINDS = {
+    1: _STAGE_HISTORY_COMMON | {"STATUS_SEMANTIC_ID": "text", "STATUS_ID": "text"},
+    2: _STAGE_HISTORY_COMMON | {"CATEGORY_ID": "number", "STAGE_SEMANTIC_ID": "text", "STAGE_ID": "text"},
+}
+# Fields a lead hands on when simple CRM mode converts it (see Portal.convert_lead).
+_CONVERTED_CONTACT_FIELDS = (
+    "HONORIFIC",
+    "NAME",
+    "SECOND_NAME",
+    "LAST_NAME",
+    "BIRTHDATE",
+    "POST",
+    "SOURCE_ID",
+    "SOURCE_DESCRIPTION",
+    "ASSIGNED_BY_ID",
+    "UTM_SOURCE",
+    "UTM_MEDIUM",
+    "UTM_CAMPAIGN",
+    "UTM_CONTENT",
+    "UTM_TERM",
+)
+_CONVERTED_DEAL_FIELDS = (
+    "TITLE",
+    "OPPORTUNITY",
+    "CURRENCY_ID",
+    "SOURCE_ID",
+    "SOURCE_DESCRIPTION",
+    "COMMENTS",
+    "ASSIGNED_BY_ID",
+    "UTM_SOURCE",
+    "UTM_MEDIUM",
+    "UTM_CAMPAIGN",
+    "UTM_CONTENT",
+    "UTM_TERM",
+)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -92,6 +128,7 @@ class Portal:
         self.webhook_user_id = webhook_user_id
         self.tz = tz
         self._now = now or (lambda: datetime.now(self.tz))
+        self.crm_mode = "classic"  # or "simple": kept across reset(), like a portal setting
         self.reset()
 
     def reset(self) -> None:
@@ -105,6 +142,8 @@ class Portal:
         self.statuses: list[dict[str, Any]] = []
         self._seed_statuses()
         self.timeline_comments: list[dict[str, Any]] = []
+        # Every stage a lead or deal entered, oldest first: what crm.stagehistory.list reads.
+        self.stage_history: list[dict[str, Any]] = []
         self.users = self._seed_users()
 
     def now(self) -> datetime:
@@ -137,6 +176,82 @@ class Portal:
         now = self.now()
         record.update({"DATE_MODIFY": now, "MODIFY_BY_ID": self.webhook_user_id})
         self._derive(spec, record, previous=previous, now=now)
+
+    def convert_lead(self, lead_id: int) -> list[tuple[str, int]]:
+        """Simple CRM mode: convert a lead just added into a contact and a deal; returns what was created, in order.
+
+        What the docs say (leads/index.md; tutorials/crm/how-to-add-crm-objects/how-to-add-objects-with-crm-mode.md):
+        in simple mode "the system automatically converts a new lead into a deal, and the lead receives the
+        ``CONVERTED`` status"; the deal is found by ``crm.deal.list`` with ``filter[LEAD_ID]``; a lead without a
+        first name is not converted and keeps ``NEW``. The contact comes from the lead's name and communications
+        (a lead that names a ``CONTACT_ID`` keeps that contact instead). Which fields go across is not
+        documented: we copy the common standard ones (title, amount, source, UTM, responsible, comments) but not
+        ``ORIGINATOR_ID``/``ORIGIN_ID`` nor user fields, so a client cannot find the deal by them.
+        """
+        lead = self.get_record("lead", lead_id)
+        if not str(lead.get("NAME") or "").strip():
+            return []
+        created: list[tuple[str, int]] = []
+        contact_id = lead.get("CONTACT_ID") if lead.get("CONTACT_ID") in self.records["contact"] else None
+        if contact_id is None:
+            person = {name: lead.get(name) for name in _CONVERTED_CONTACT_FIELDS if lead.get(name) not in _BLANK}
+            for type_id in MULTI_FIELD_TYPES:
+                person[type_id] = [
+                    {"VALUE": entry["VALUE"], "VALUE_TYPE": entry["VALUE_TYPE"]} for entry in lead.get(type_id) or []
+                ]
+            contact_id = self.add("contact", person)
+            self.records["contact"][contact_id]["LEAD_ID"] = lead_id
+            created.append(("contact", contact_id))
+        deal_fields = {name: lead.get(name) for name in _CONVERTED_DEAL_FIELDS if lead.get(name) not in _BLANK}
+        deal_id = self.add("deal", {**deal_fields, "CONTACT_ID": contact_id})
+        self.records["deal"][deal_id]["LEAD_ID"] = lead_id
+        created.append(("deal", deal_id))
+        previous = dict(lead)
+        lead.update({"STATUS_ID": "CONVERTED", "CONTACT_ID": contact_id})
+        self._derive(LEAD, lead, previous=previous, now=self.now())
+        lead["IS_RETURN_CUSTOMER"] = previous["IS_RETURN_CUSTOMER"]  # a converted lead is not a repeat one
+        return created
+
+    def stage_history_list(self, entity_type_id: int, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """crm-stage-history-list.md rows for leads (``entityTypeId`` 1) or deals (2), filtered and ordered.
+
+        ``filter`` takes the row fields with the usual prefixes (``OWNER_ID``, ``@OWNER_ID``, ``>=CREATED_TIME``…);
+        an unknown field is refused as the docs show. ``order`` defaults to ``ID ASC``.
+        """
+        rows = [row for row in self.stage_history if row["ENTITY_TYPE_ID"] == entity_type_id]
+        kinds = _STAGE_HISTORY_KINDS[entity_type_id]
+        raw_filter = params.get("FILTER")
+        for raw_key, expected in raw_filter.items() if isinstance(raw_filter, Mapping) else []:
+            operator, name = _split_filter_key(str(raw_key))
+            if name.upper() not in kinds:
+                raise errors.RestError("INVALID_ARG_VALUE", f"Invalid filter: field '{name}' is not allowed in filter")
+            condition = _make_condition(name.upper(), kinds[name.upper()], False, operator, expected, self.tz)
+            rows = [row for row in rows if condition is None or condition(row)]
+        raw_order = params.get("ORDER")
+        rows.sort(key=lambda row: row["ID"])
+        for raw_name, direction in reversed(list(raw_order.items()) if isinstance(raw_order, Mapping) else []):
+            name, direction = str(raw_name).upper(), str(direction).strip().upper()
+            if name not in kinds:
+                raise errors.RestError(
+                    "INVALID_ARG_VALUE", f"Invalid order: field '{raw_name}' is not allowed in order"
+                )
+            if direction not in ("ASC", "DESC"):
+                raise errors.RestError(
+                    "INVALID_ARG_VALUE",
+                    "Invalid order: allowed sort directions are ASC, DESC. "
+                    f"But got '{direction}' for field '{raw_name}'",
+                )
+            rows.sort(key=lambda row, n=name: _sort_key(row.get(n), kinds[n], self.tz), reverse=direction == "DESC")
+        select = params.get("SELECT")
+        names = [str(name).upper() for name in select] if isinstance(select, list) and select else list(kinds)
+        return [
+            {
+                name: _render_datetime(row[name], self.tz) if name == "CREATED_TIME" else row[name]
+                for name in names
+                if name in row
+            }
+            for row in rows
+        ]
 
     def delete(self, entity: str, record_id: int) -> None:
         self.get_record(entity, record_id)
@@ -546,6 +661,31 @@ class Portal:
         if previous is None or previous.get(stage_field) != record.get(stage_field):
             record["MOVED_BY_ID"] = self.webhook_user_id
             record["MOVED_TIME"] = now
+            self._record_stage(record, previous, stage_field, now)
+
+    def _record_stage(self, record: dict[str, Any], previous: dict[str, Any] | None, stage_field: str, now: datetime):
+        """One crm.stagehistory.list row (crm-stage-history-list.md): TYPE_ID 1 creation, 2 an intermediate stage,
+        3 a final stage, 5 a change of pipeline."""
+        is_lead = stage_field == "STATUS_ID"
+        semantic = record.get("STATUS_SEMANTIC_ID" if is_lead else "STAGE_SEMANTIC_ID")
+        if previous is None:
+            type_id = 1
+        elif not is_lead and previous.get("CATEGORY_ID") != record.get("CATEGORY_ID"):
+            type_id = 5
+        else:
+            type_id = 2 if semantic == "P" else 3
+        row: dict[str, Any] = {
+            "ID": len(self.stage_history) + 1,
+            "TYPE_ID": type_id,
+            "OWNER_ID": record["ID"],
+            "CREATED_TIME": now,
+        }
+        if is_lead:
+            row |= {"STATUS_SEMANTIC_ID": semantic, "STATUS_ID": record.get("STATUS_ID")}
+        else:
+            row |= {"CATEGORY_ID": record.get("CATEGORY_ID") or 0, "STAGE_SEMANTIC_ID": semantic}
+            row["STAGE_ID"] = record.get("STAGE_ID")
+        self.stage_history.append({"ENTITY_TYPE_ID": 1 if is_lead else 2, **row})
 
     def _deal_stage_semantics(self, category: int, stage_id: str) -> str | None:
         entity_id = "DEAL_STAGE" if category == 0 else f"DEAL_STAGE_{category}"
@@ -1115,133 +1255,3 @@ def _normalize_phone(value: Any) -> str:
 
 def _normalize_email(value: Any) -> str:
     return str(value).strip().lower()
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# crm.stagehistory.list (appended for the ROI report: stage history of leads and deals)
-# --------------------------------------------------------------------------------------------------------------------
-# crm-stage-history-list.md: one record per creation (TYPE_ID 1), move to an intermediate stage (2), move to a final
-# stage (3) and change of pipeline (5); leads carry STATUS_ID/STATUS_SEMANTIC_ID, deals CATEGORY_ID/STAGE_ID/
-# STAGE_SEMANTIC_ID. The history is recorded where the portal already notices a stage move (_track_move).
-
-HISTORY_ENTITY_TYPES = {1: "lead", 2: "deal"}
-_HISTORY_TYPES = {"P": 2, "S": 3, "F": 3}
-
-
-def _stage_history(portal: Portal) -> list[dict[str, Any]]:
-    history = portal.__dict__.get("stage_history")
-    if history is None:
-        history = portal.__dict__["stage_history"] = []
-    return history
-
-
-def _record_stage_move(
-    portal: Portal, record: dict[str, Any], previous: dict[str, Any] | None, stage_field: str, now: datetime
-) -> None:
-    is_lead = stage_field == "STATUS_ID"
-    if previous is None:
-        type_id = 1
-    elif not is_lead and (previous.get("CATEGORY_ID") or 0) != (record.get("CATEGORY_ID") or 0):
-        type_id = 5
-    elif previous.get(stage_field) != record.get(stage_field):
-        semantic = record.get("STATUS_SEMANTIC_ID" if is_lead else "STAGE_SEMANTIC_ID") or "P"
-        type_id = _HISTORY_TYPES.get(semantic, 2)
-    else:
-        return
-    history = _stage_history(portal)
-    entry: dict[str, Any] = {"ID": len(history) + 1, "TYPE_ID": type_id, "OWNER_ID": record["ID"], "CREATED_TIME": now}
-    if is_lead:
-        entry["ENTITY"] = "lead"
-        entry["STATUS_SEMANTIC_ID"] = record.get("STATUS_SEMANTIC_ID")
-        entry["STATUS_ID"] = record.get("STATUS_ID")
-    else:
-        entry["ENTITY"] = "deal"
-        entry["CATEGORY_ID"] = record.get("CATEGORY_ID") or 0
-        entry["STAGE_SEMANTIC_ID"] = record.get("STAGE_SEMANTIC_ID")
-        entry["STAGE_ID"] = record.get("STAGE_ID")
-    history.append(entry)
-
-
-def _track_move_with_history(
-    self: Portal, record: dict[str, Any], previous: dict[str, Any] | None, stage_field: str, now: datetime
-) -> None:
-    _track_move_without_history(self, record, previous, stage_field, now)
-    _record_stage_move(self, record, previous, stage_field, now)
-
-
-def _reset_with_history(self: Portal) -> None:
-    _reset_without_history(self)
-    self.__dict__["stage_history"] = []
-
-
-def stage_history_list(portal: Portal, params: Mapping[str, Any]) -> ListPage:
-    """``crm.stagehistory.list`` for leads and deals: filter (with the documented prefixes), order, 50-row pages."""
-    try:
-        entity_type = int(str(params.get("ENTITYTYPEID") or params.get("ENTITY_TYPE_ID") or ""))
-    except ValueError:
-        entity_type = 0
-    entity = HISTORY_ENTITY_TYPES.get(entity_type)
-    if entity is None:
-        raise RestError("ENTITY_TYPE_NOT_SUPPORTED", f"Entity type `{entity_type}` is not supported", status=400)
-    rows = [entry for entry in _stage_history(portal) if entry["ENTITY"] == entity]
-    raw_filter = params.get("FILTER") if isinstance(params.get("FILTER"), Mapping) else {}
-    for key, expected in raw_filter.items():
-        operator, name = _split_filter_key(str(key))
-        name = name.upper()
-        if rows and name not in rows[0]:
-            raise RestError("INVALID_ARG_VALUE", f"Invalid filter: field '{name}' is not allowed in filter", status=400)
-        kind = (
-            "date"
-            if name == "CREATED_TIME"
-            else "number"
-            if name in ("ID", "TYPE_ID", "OWNER_ID", "CATEGORY_ID")
-            else "text"
-        )
-        rows = [entry for entry in rows if _history_match(entry.get(name), operator, expected, kind, portal.tz)]
-    order = params.get("ORDER") if isinstance(params.get("ORDER"), Mapping) else {"ID": "ASC"}
-    for field_name, direction in reversed(list(order.items())):
-        name = str(field_name).upper()
-        rows = sorted(
-            rows, key=lambda entry: _history_sort_key(entry.get(name)), reverse=str(direction).upper() == "DESC"
-        )
-    start = _to_int(params.get("START")) or 0
-    if start < 0:
-        page, total, next_start = rows[:PAGE_SIZE], 0, None
-    else:
-        page, total = rows[start : start + PAGE_SIZE], len(rows)
-        next_start = start + PAGE_SIZE if start + PAGE_SIZE < total else None
-    select = [str(name).upper() for name in (params.get("SELECT") or []) if str(name) != "*"]
-    rendered = []
-    for entry in page:
-        item = {key: value for key, value in entry.items() if key != "ENTITY" and (not select or key in select)}
-        if "CREATED_TIME" in item:
-            item["CREATED_TIME"] = _render_datetime(item["CREATED_TIME"], portal.tz)
-        rendered.append(item)
-    return ListPage(rendered, total, next_start)
-
-
-def _history_match(value: Any, operator: str, expected: Any, kind: str, tz: tzinfo) -> bool:
-    expected_values = list(expected.values()) if isinstance(expected, Mapping) else expected
-    if operator in ("@", "!@"):
-        options = expected_values if isinstance(expected_values, list) else [expected_values]
-        found = any(_comparable(value, kind, tz) == _comparable(option, kind, tz) for option in options)
-        return found if operator == "@" else not found
-    left, right = _comparable(value, kind, tz), _comparable(expected, kind, tz)
-    if left is None or right is None:
-        return False
-    return {
-        "": left == right, "=": left == right, "!": left != right, "!=": left != right, ">": left > right,
-        ">=": left >= right, "<": left < right, "<=": left <= right,
-    }.get(operator, False)  # fmt: skip
-
-
-def _history_sort_key(value: Any) -> tuple[int, Any]:
-    if isinstance(value, datetime):
-        return (1, value.timestamp())
-    return (0, value) if isinstance(value, int) else (2, str(value))
-
-
-_track_move_without_history = Portal._track_move
-_reset_without_history = Portal.reset
-Portal._track_move = _track_move_with_history  # type: ignore[method-assign]
-Portal.reset = _reset_with_history  # type: ignore[method-assign]

@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from local.bitrix24_sandbox import Sandbox
+from local.bitrix24_sandbox.limits import OperatingTime
 from local.bitrix24_sandbox.php import build_query, parse_query
 
 ISO_WITH_MOSCOW_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+03:00$")
@@ -54,7 +55,7 @@ def test_success_envelope_carries_result_and_full_time_block(sandbox: Sandbox) -
         "start", "finish", "duration", "processing", "date_start", "date_finish", "operating_reset_at", "operating",
     }  # fmt: skip
     assert ISO_WITH_MOSCOW_OFFSET.match(body["time"]["date_start"])
-    assert body["time"]["operating"] == pytest.approx(0.01)
+    assert body["time"]["operating"] == pytest.approx(0.1)  # DEFAULT_METHOD_SECONDS["crm.lead.add"]
     assert body["time"]["operating_reset_at"] > time.time()
     assert "total" not in body and "next" not in body
 
@@ -445,6 +446,213 @@ def test_operating_time_limit_blocks_only_the_busy_method() -> None:
         assert sandbox.stats()["operation_time_limited"] == 2
 
 
+def test_operating_baskets_open_with_the_first_call_not_on_the_calendar_minute() -> None:
+    # limits.md: "The countdown for the basket starts from the first recorded method call in the corresponding minute
+    # and lasts 10 minutes": a first call at 10:05:20 resets at 10:15:20, not at 10:15:00.
+    now = [1_800_000_000.0 + 20]  # a whole minute + 20 s
+    operating = OperatingTime(limit_seconds=480, clock=lambda: now[0])
+    assert operating.reset_at("crm.lead.add") == now[0] + 600  # nothing used yet: a basket would open now
+    operating.record("crm.lead.add", 2.0)
+    now[0] += 50  # 10:06:10, past the calendar minute but inside the basket that opened at 10:05:20
+    operating.record("crm.lead.add", 3.0)
+    now[0] += 15  # 10:06:25: the first basket has closed, a second one opens
+    operating.record("crm.lead.add", 4.0)
+    assert operating.used("crm.lead.add") == pytest.approx(9.0)
+    assert operating.reset_at("crm.lead.add") == 1_800_000_000 + 20 + 600
+    now[0] = 1_800_000_000 + 20 + 600  # 10:15:20: the first basket (2 + 3 s) drops out, the second stays
+    assert operating.used("crm.lead.add") == pytest.approx(4.0)
+    assert operating.reset_at("crm.lead.add") == 1_800_000_000 + 20 + 65 + 600
+    # A call is charged to the basket open when it began: a 5 s call ending now opened its basket 5 s ago.
+    operating.record("crm.deal.add", 5.0, started_at=now[0] - 5)
+    assert operating.reset_at("crm.deal.add") == now[0] - 5 + 600
+
+
+def test_method_cost_is_configurable_slept_scaled_and_charged_in_full() -> None:
+    with Sandbox(method_seconds={"crm.lead.add": 2.0}, time_scale=0.1) as sandbox, requests.Session() as session:
+        assert sandbox.cost_of("crm.lead.add") == 2.0
+        assert sandbox.cost_of("crm.lead.list") == 0.01  # operating_cost_seconds for methods not listed
+        started = time.monotonic()
+        body = session.post(sandbox.webhook_url + "crm.lead.add", json={"fields": {"TITLE": "Slow"}}).json()
+        elapsed = time.monotonic() - started
+        assert 0.2 <= elapsed < 1.5  # 2 s simulated, slept at a tenth
+        assert body["time"]["operating"] == pytest.approx(2.0)  # operating time counts the full cost
+        assert body["time"]["processing"] == pytest.approx(2.0)
+        assert body["time"]["duration"] >= 2.0  # the portal's duration, not our scaled sleep
+        assert 0 <= body["time"]["operating_reset_at"] - (body["time"]["start"] + 600) <= 1
+
+        batch = session.post(
+            sandbox.webhook_url + "batch",
+            json={"cmd": {"a": "crm.lead.add?fields[TITLE]=A", "b": "crm.lead.add?fields[TITLE]=B"}},
+        ).json()["result"]
+        assert batch["result_time"]["a"]["operating"] == pytest.approx(4.0)
+        assert batch["result_time"]["b"]["operating"] == pytest.approx(6.0)
+        assert batch["result_time"]["b"]["duration"] >= 2.0
+
+
+def test_a_request_over_sixty_seconds_is_cut_off_part_way_with_a_500() -> None:
+    # limits.md: one request must finish within 60 s, batch sub-calls included; the userfield pages name the error.
+    with Sandbox(method_seconds={"crm.lead.add": 25.0}, time_scale=0.01, outbound_url=None) as sandbox:
+        started = time.monotonic()
+        cmd = {f"c{index}": f"crm.lead.add?fields[TITLE]=L{index}" for index in range(4)}
+        response = requests.post(sandbox.webhook_url + "batch", json={"cmd": cmd}, timeout=10)
+        elapsed = time.monotonic() - started
+
+        assert response.status_code == 500
+        assert response.json() == {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}
+        # Two commands (50 s) finished and stay done; the third ran into the limit and the fourth never started.
+        assert [lead["TITLE"] for lead in sandbox.entities("lead")] == ["L0", "L1"]
+        assert 0.55 <= elapsed < 3  # cut at 60 simulated seconds, slept at a hundredth
+        assert sandbox.stats()["cut_off"] == 1
+
+        # A single call longer than the limit never takes effect.
+        sandbox.method_seconds["crm.deal.add"] = 61.0
+        single = requests.post(sandbox.webhook_url + "crm.deal.add", json={"fields": {"TITLE": "D"}}, timeout=10)
+        assert single.status_code == 500 and sandbox.entities("deal") == []
+
+        # The time a cut-off call ran is still charged to its method.
+        assert ok(sandbox, "crm.lead.list")["time"]["operating"] == pytest.approx(0.01)
+        listed = ok(sandbox, "batch", {"cmd": {"x": "crm.lead.add?fields[TITLE]=X"}})["result"]["result_time"]["x"]
+        assert listed["operating"] == pytest.approx(25 + 25 + 10 + 25)
+
+
+def test_timeline_comment_add_accepts_only_lower_case_fields(sandbox: Sandbox) -> None:
+    lead_id = ok(sandbox, "crm.lead.add", {"fields": {"TITLE": "Owner"}})["result"]
+    comment = {"ENTITY_ID": lead_id, "ENTITY_TYPE": "lead", "COMMENT": "Hello"}
+    for spelling in ("FIELDS", "Fields"):
+        refused = call(sandbox, "crm.timeline.comment.add", {spelling: comment})
+        assert refused.status_code == 400
+        assert refused.json() == {"error": "100", "error_description": "Could not find value for parameter {fields}"}
+    assert ok(sandbox, "crm.timeline.comment.add", {"fields": comment})["result"] == 1
+    # Other methods still read top-level names case-insensitively.
+    assert ok(sandbox, "crm.lead.get", {"ID": lead_id})["result"]["TITLE"] == "Owner"
+    assert len(sandbox.timeline_comments()) == 1
+
+
+def test_crm_mode_is_reported_and_classic_keeps_leads(sandbox: Sandbox) -> None:
+    assert ok(sandbox, "crm.settings.mode.get")["result"] == 1
+    modes = ok(sandbox, "crm.enum.settings.mode")["result"]
+    assert [(mode["ID"], mode["NAME"]) for mode in modes] == [(1, "Classic CRM"), (2, "Simple CRM")]
+    lead_id = ok(sandbox, "crm.lead.add", {"fields": {"TITLE": "Stays", "NAME": "Ivan"}})["result"]
+    assert ok(sandbox, "crm.lead.get", {"id": lead_id})["result"]["STATUS_ID"] == "NEW"
+    assert sandbox.entities("deal") == [] and sandbox.entities("contact") == []
+
+
+def test_simple_mode_converts_a_new_lead_into_a_contact_and_a_deal(receiver: _Receiver) -> None:
+    with Sandbox(crm_mode="simple", outbound_url=receiver.url, app_token="tok") as sandbox:
+        assert ok(sandbox, "crm.settings.mode.get")["result"] == 2
+        fields = {
+            "TITLE": "Заявка с сайта",
+            "NAME": "Иван",
+            "LAST_NAME": "Петров",
+            "PHONE": [{"VALUE": "+79990000001", "VALUE_TYPE": "WORK"}],
+            "EMAIL": [{"VALUE": "ivan@example.ru", "VALUE_TYPE": "HOME"}],
+            "SOURCE_ID": "WEB",
+            "UTM_SOURCE": "yandex",
+            "OPPORTUNITY": 1500,
+            "ORIGINATOR_ID": "throughline",
+            "ORIGIN_ID": "sub-1",
+        }
+        lead_id = ok(sandbox, "crm.lead.add", {"fields": fields})["result"]
+
+        lead = ok(sandbox, "crm.lead.get", {"id": lead_id})["result"]
+        assert lead["STATUS_ID"] == "CONVERTED" and lead["STATUS_SEMANTIC_ID"] == "S"
+        [deal] = ok(sandbox, "crm.deal.list", {"filter": {"LEAD_ID": lead_id}, "select": ["*"]})["result"]
+        contact_id = deal["CONTACT_ID"]
+        assert lead["CONTACT_ID"] == contact_id and lead["IS_RETURN_CUSTOMER"] == "N"
+        assert deal["LEAD_ID"] == str(lead_id) and deal["STAGE_ID"] == "NEW" and deal["STAGE_SEMANTIC_ID"] == "P"
+        assert (deal["TITLE"], deal["OPPORTUNITY"], deal["SOURCE_ID"], deal["UTM_SOURCE"]) == (
+            "Заявка с сайта", "1500.00", "WEB", "yandex",
+        )  # fmt: skip
+        assert deal["ORIGIN_ID"] is None  # not carried over: a client cannot find the deal by it
+        contact = ok(sandbox, "crm.contact.get", {"id": contact_id})["result"]
+        assert (contact["NAME"], contact["LAST_NAME"], contact["LEAD_ID"]) == ("Иван", "Петров", str(lead_id))
+        assert [entry["VALUE"] for entry in contact["PHONE"]] == ["+79990000001"]
+
+        # Duplicates are found as the contact; deals are found by contact and stage semantics.
+        found = ok(sandbox, "crm.duplicate.findbycomm", {"type": "PHONE", "values": ["+79990000001"]})["result"]
+        assert found["CONTACT"] == [int(contact_id)]
+        open_deals = {"CONTACT_ID": contact_id, "STAGE_SEMANTIC_ID": "P"}
+        assert [row["ID"] for row in ok(sandbox, "crm.deal.list", {"filter": open_deals})["result"]] == [deal["ID"]]
+
+        # A lead that names a known contact keeps it: no second contact, and it counts as a repeat lead.
+        repeat = ok(sandbox, "crm.lead.add", {"fields": {"NAME": "Иван", "CONTACT_ID": contact_id}})["result"]
+        repeat_lead = ok(sandbox, "crm.lead.get", {"id": repeat})["result"]
+        assert (repeat_lead["STATUS_ID"], repeat_lead["IS_RETURN_CUSTOMER"]) == ("CONVERTED", "Y")
+        [repeat_deal] = ok(sandbox, "crm.deal.list", {"filter": {"LEAD_ID": repeat}})["result"]
+        assert ok(sandbox, "crm.deal.get", {"id": repeat_deal["ID"]})["result"]["CONTACT_ID"] == contact_id
+        assert len(sandbox.entities("contact")) == 1
+
+        # A lead added inside a batch is converted as well.
+        batch = ok(sandbox, "batch", {"cmd": {"l": "crm.lead.add?fields[TITLE]=B&fields[NAME]=Олег"}})["result"]
+        batched = batch["result"]["l"]
+        assert ok(sandbox, "crm.lead.get", {"id": batched})["result"]["STATUS_ID"] == "CONVERTED"
+        assert len(ok(sandbox, "crm.deal.list", {"filter": {"LEAD_ID": batched}})["result"]) == 1
+
+        # A lead without a first name is not converted (how-to-add-objects-with-crm-mode.md, troubleshooting).
+        nameless = ok(sandbox, "crm.lead.add", {"fields": {"TITLE": "No name"}})["result"]
+        assert ok(sandbox, "crm.lead.get", {"id": nameless})["result"]["STATUS_ID"] == "NEW"
+        assert len(sandbox.entities("deal")) == 3
+
+        events = [parse_qs(body)["event"][0] for _, body in receiver.wait_for(9)]
+        converted = ["ONCRMLEADADD", "ONCRMCONTACTADD", "ONCRMDEALADD"]
+        assert events == [*converted, "ONCRMLEADADD", "ONCRMDEALADD", *converted, "ONCRMLEADADD"]
+
+
+def test_deals_filter_by_links_money_and_dates_and_record_stage_history(sandbox: Sandbox) -> None:
+    contact_id = ok(sandbox, "crm.contact.add", {"fields": {"NAME": "Anna"}})["result"]
+    first = ok(
+        sandbox,
+        "crm.deal.add",
+        {"fields": {"CONTACT_ID": contact_id, "OPPORTUNITY": 1000, "CURRENCY_ID": "RUB", "CLOSEDATE": "2026-01-10"}},
+    )["result"]
+    second = ok(sandbox, "crm.deal.add", {"fields": {"CATEGORY_ID": 1, "OPPORTUNITY": 50, "CLOSEDATE": "2026-02-01"}})[
+        "result"
+    ]
+    ok(sandbox, "crm.deal.update", {"id": first, "fields": {"STAGE_ID": "EXECUTING"}})
+    ok(sandbox, "crm.deal.update", {"id": first, "fields": {"STAGE_ID": "WON"}})
+
+    def ids(filter_: dict[str, Any]) -> list[str]:
+        return [row["ID"] for row in ok(sandbox, "crm.deal.list", {"filter": filter_})["result"]]
+
+    assert ids({"CONTACT_ID": contact_id}) == [str(first)]
+    assert ids({"CATEGORY_ID": 1}) == [str(second)] and ids({"STAGE_ID": "C1:NEW"}) == [str(second)]
+    assert ids({"STAGE_SEMANTIC_ID": "S"}) == [str(first)]
+    assert ids({">OPPORTUNITY": 100, "CURRENCY_ID": "RUB"}) == [str(first)]
+    assert ids({">=CLOSEDATE": "2026-01-15"}) == [str(second)]
+    won = ok(sandbox, "crm.deal.get", {"id": first})["result"]
+    assert (won["OPPORTUNITY"], won["CLOSED"], won["CLOSEDATE"][:10]) == ("1000.00", "Y", "2026-01-10")
+
+    history = ok(sandbox, "crm.stagehistory.list", {"entityTypeId": 2, "filter": {"OWNER_ID": first}})
+    rows = history["result"]["items"]
+    assert [(row["TYPE_ID"], row["STAGE_ID"], row["STAGE_SEMANTIC_ID"]) for row in rows] == [
+        (1, "NEW", "P"), (2, "EXECUTING", "P"), (3, "WON", "S"),
+    ]  # fmt: skip
+    assert history["total"] == 3 and ISO_WITH_MOSCOW_OFFSET.match(rows[0]["CREATED_TIME"])
+    assert set(rows[0]) == {"ID", "TYPE_ID", "OWNER_ID", "CREATED_TIME", "CATEGORY_ID", "STAGE_SEMANTIC_ID", "STAGE_ID"}
+    assert ok(sandbox, "crm.stagehistory.list", {"entityTypeId": 1})["result"]["items"] == []
+    lead_id = ok(sandbox, "crm.lead.add", {"fields": {"TITLE": "L"}})["result"]
+    ok(sandbox, "crm.lead.update", {"id": lead_id, "fields": {"STATUS_ID": "IN_PROCESS"}})
+    ok(sandbox, "crm.lead.update", {"id": lead_id, "fields": {"COMMENTS": "no stage change"}})
+    ok(sandbox, "crm.lead.update", {"id": lead_id, "fields": {"STATUS_ID": "JUNK"}})
+    leads = ok(
+        sandbox,
+        "crm.stagehistory.list",
+        {"entityTypeId": 1, "order": {"ID": "DESC"}, "select": ["TYPE_ID", "STATUS_ID", "STATUS_SEMANTIC_ID"]},
+    )["result"]["items"]
+    assert leads == [
+        {"TYPE_ID": 3, "STATUS_ID": "JUNK", "STATUS_SEMANTIC_ID": "F"},
+        {"TYPE_ID": 2, "STATUS_ID": "IN_PROCESS", "STATUS_SEMANTIC_ID": "P"},
+        {"TYPE_ID": 1, "STATUS_ID": "NEW", "STATUS_SEMANTIC_ID": "P"},
+    ]
+    # A pipeline change is its own kind of row.
+    ok(sandbox, "crm.deal.update", {"id": second, "fields": {"STAGE_ID": "C1:PREPARATION"}})
+    moved = ok(sandbox, "crm.stagehistory.list", {"entityTypeId": 2, "filter": {"OWNER_ID": second, ">TYPE_ID": 1}})
+    assert [row["STAGE_ID"] for row in moved["result"]["items"]] == ["C1:PREPARATION"]
+    refused = call(sandbox, "crm.stagehistory.list", {"entityTypeId": 2, "filter": {"TITLE": "x"}})
+    assert refused.status_code == 400 and refused.json()["error"] == "INVALID_ARG_VALUE"
+    assert call(sandbox, "crm.stagehistory.list", {"entityTypeId": 7}).json()["error"] == "ENTITY_TYPE_NOT_SUPPORTED"
+
+
 # ---- faults ---------------------------------------------------------------------------------------------------------
 
 
@@ -611,6 +819,27 @@ def test_admin_endpoints(sandbox: Sandbox) -> None:
     requests.post(sandbox.base_url + "/_sandbox/reset", timeout=5)
     assert sandbox.entities("contact") == []
     assert ok(sandbox, "crm.contact.add")["result"] == 1  # ids start over after a reset
+
+
+def test_admin_settings_change_speed_and_mode_at_run_time(sandbox: Sandbox) -> None:
+    url = sandbox.base_url + "/_sandbox/settings"
+    before = requests.get(url, timeout=5).json()
+    assert before["crm_mode"] == "classic" and before["method_seconds"]["crm.lead.add"] == 0.1
+    assert (before["time_scale"], before["request_time_limit"], before["operating_cost_seconds"]) == (1.0, 60.0, 0.01)
+
+    changed = requests.post(
+        url, json={"crm_mode": "simple", "method_seconds": {"CRM.LEAD.LIST": 0.5}, "time_scale": 0}, timeout=5
+    ).json()
+    assert changed["crm_mode"] == "simple" and changed["time_scale"] == 0
+    assert changed["method_seconds"]["crm.lead.list"] == 0.5 and changed["method_seconds"]["crm.lead.add"] == 0.1
+    assert ok(sandbox, "crm.settings.mode.get")["result"] == 2
+    assert ok(sandbox, "crm.lead.list")["time"]["operating"] == pytest.approx(0.5)
+
+    for bad in ({"crm_mode": "weird"}, {"time_scale": 2}, {"typo": 1}):
+        assert requests.post(url, json=bad, timeout=5).status_code == 400
+    assert sandbox.crm_mode == "simple"  # the mode survives a data reset, like a portal setting
+    requests.post(sandbox.base_url + "/_sandbox/reset", timeout=5)
+    assert sandbox.crm_mode == "simple"
 
 
 def test_command_line_prints_the_webhook_url_and_stops_on_ctrl_c() -> None:

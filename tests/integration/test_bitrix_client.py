@@ -8,7 +8,9 @@ to change the portal between two attempts it does so from the client's injectabl
 from __future__ import annotations
 
 import json
+import re
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from throughline.bitrix24 import (
     BitrixUnavailable,
     Deadline,
     LeakyBucket,
+    MethodTimes,
     NotEnoughTime,
     OperationTimeLimit,
 )
@@ -116,7 +119,7 @@ def test_call_parses_the_envelope_of_add_get_and_list_pages(sandbox: Sandbox, cl
     assert added.result == 1 and isinstance(added.result, int)
     assert added.total is None and added.next is None
     assert set(added.time) == TIME_KEYS
-    assert added.time["operating"] == pytest.approx(0.01)
+    assert added.time["operating"] == pytest.approx(0.1)  # DEFAULT_METHOD_SECONDS["crm.lead.add"]
 
     got = client.call("crm.lead.get", {"id": 1})
     assert got.result["ID"] == "1"
@@ -465,7 +468,7 @@ def test_an_oversized_pacer_gets_a_503_then_follows_the_portal() -> None:
 
 
 def test_a_write_refused_with_503_is_sent_again_and_runs_once() -> None:
-    with Sandbox(app_token="test-token", seed=1, rate=5, burst=1) as portal:
+    with Sandbox(app_token="test-token", seed=1, rate=5, burst=1, time_scale=0) as portal:
         client = Bitrix24Client(portal.webhook_url, pacer=LeakyBucket(rate=4, burst=50))
 
         ids = [client.call("crm.lead.add", {"fields": {"TITLE": f"w{n}"}}).result for n in range(3)]
@@ -621,3 +624,218 @@ def test_debug_logging_never_shows_the_webhook_secret(sandbox: Sandbox, client: 
         root.removeHandler(handler)
         root.setLevel(previous)
     assert sandbox.secret not in stream.getvalue()
+
+
+# -- transport failures that are not HTTP errors (issue 5, item 7) ----------------------------------------------------
+
+
+class BrokenPortal:
+    """A real socket server that answers every request in one broken way.
+
+    ``cut_body``: a 200 whose body stops half-way and the connection closes (the portal ran the call);
+    ``bad_gzip``: a 200 that claims gzip but is not; ``redirect_loop``: a 307 to itself, for ever.
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.requests = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/rest/1/s3cr3tbr0k3n/"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            with connection:
+                self._answer(connection)
+
+    def _answer(self, connection: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = connection.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1)) if b"ength" in head else 0
+        while len(body) < length:
+            body += connection.recv(65536)
+        self.requests += 1
+        path = head.split(b" ")[1].decode()
+        if self.mode == "cut_body":
+            payload = b'{"result": 1, "time": {"duration": 0.1}}'
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                + payload[:10]
+            )
+        elif self.mode == "bad_gzip":
+            payload = b"this is not gzip at all"
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+                + f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+                + payload
+            )
+        else:
+            connection.sendall(
+                f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {path}\r\nContent-Length: 0\r\n\r\n".encode()
+            )
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.mark.parametrize("mode", ["cut_body", "bad_gzip", "redirect_loop"])
+def test_a_broken_answer_is_unavailable_maybe_executed_and_a_write_is_not_repeated(mode: str) -> None:
+    portal = BrokenPortal(mode)
+    try:
+        client = Bitrix24Client(portal.url, backoff_base=0.01, max_attempts=3)
+        with pytest.raises(BitrixUnavailable) as caught:
+            client.call("crm.lead.add", {"fields": {"TITLE": "x"}})
+        error = caught.value
+        assert error.maybe_executed is True  # the portal got the request and may have run it
+        assert error.retryable is True and error.method == "crm.lead.add"
+        assert client.calls == 1
+        for text in (str(error), repr(error), full_traceback(error)):
+            assert "s3cr3tbr0k3n" not in text
+    finally:
+        portal.close()
+
+
+@pytest.mark.parametrize("mode", ["cut_body", "bad_gzip", "redirect_loop"])
+def test_a_read_with_a_broken_answer_is_retried(mode: str) -> None:
+    portal = BrokenPortal(mode)
+    try:
+        client = Bitrix24Client(portal.url, backoff_base=0.01, max_attempts=3)
+        with pytest.raises(BitrixUnavailable):
+            client.call("crm.lead.list")
+        assert client.calls == 3
+    finally:
+        portal.close()
+
+
+def test_a_body_that_cannot_be_json_is_unavailable_and_surely_not_sent(sandbox: Sandbox) -> None:
+    client = Bitrix24Client(sandbox.webhook_url, backoff_base=0.01, max_attempts=2)
+    with pytest.raises(BitrixUnavailable) as caught:
+        client.call("crm.lead.add", {"fields": {"OPPORTUNITY": float("nan")}})  # requests refuses NaN in JSON
+    assert caught.value.maybe_executed is False
+    assert sandbox.stats()["requests"] == 0
+
+
+def test_an_untrusted_certificate_is_unavailable_and_surely_not_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(variable, raising=False)
+    with Sandbox(tls=True) as portal:
+        client = Bitrix24Client(portal.webhook_url, backoff_base=0.01, max_attempts=2)
+        with pytest.raises(BitrixUnavailable) as caught:
+            client.call("crm.lead.add", {"fields": {"TITLE": "x"}})
+        assert caught.value.code == "TLS_ERROR" and caught.value.maybe_executed is False
+        assert portal.entities("lead") == []
+        assert portal.secret not in full_traceback(caught.value)
+
+
+# -- slow portals: the 60 s cut-off and per-method cost (issue 5, item 17) -------------------------------------------
+
+
+def test_the_read_timeout_outlasts_the_portals_own_cut_off(sandbox: Sandbox) -> None:
+    client = Bitrix24Client(sandbox.webhook_url)
+    assert client.read_timeout > 60  # the portal ends any request at 60 s: its answer must reach us first
+
+
+def test_a_batch_cut_off_part_way_is_unavailable_maybe_executed_and_not_repeated() -> None:
+    with Sandbox(method_seconds={"crm.lead.add": 25.0}, time_scale=0.01) as portal:
+        client = Bitrix24Client(portal.webhook_url, backoff_base=0.01)
+        commands = {f"add_{n}": ("crm.lead.add", {"fields": {"TITLE": f"L{n}"}}) for n in range(4)}
+        with pytest.raises(BitrixUnavailable) as caught:
+            client.batch(commands)
+        assert caught.value.status == 500 and caught.value.maybe_executed is True
+        assert client.calls == 1
+        assert [lead["TITLE"] for lead in portal.entities("lead")] == ["L0", "L1"]
+
+
+def test_method_seconds_are_learned_from_answers_and_size_batches_within_the_limit() -> None:
+    costs = {"crm.lead.add": 3.0, "crm.timeline.comment.add": 0.5}
+    with Sandbox(method_seconds=costs, time_scale=0.01) as portal:
+        client = Bitrix24Client(portal.webhook_url)
+        assert client.method_seconds("crm.lead.add") == 2.0  # nothing learned yet: UNKNOWN_METHOD_SECONDS
+        assert client.batch_capacity(["crm.lead.add"]) == 15
+
+        lead_id = client.call("crm.lead.add", {"fields": {"TITLE": "first"}}).result
+        assert 3.0 <= client.method_seconds("crm.lead.add") < 3.5
+        comment = {"fields": {"ENTITY_TYPE": "lead", "ENTITY_ID": lead_id, "COMMENT": "c"}}
+        client.batch({"c1": ("crm.timeline.comment.add", comment), "c2": ("crm.timeline.comment.add", comment)})
+        assert 0.5 <= client.method_seconds("crm.timeline.comment.add") < 1.0  # from batch result_time
+
+        capacity = client.batch_capacity(["crm.lead.add", "crm.timeline.comment.add"])
+        assert capacity == int(
+            30 // (client.method_seconds("crm.lead.add") + client.method_seconds("crm.timeline.comment.add"))
+        )
+        assert 7 <= capacity <= 8
+        assert client.batch_capacity(["crm.lead.list"], budget=30) == 15  # unknown: 2 s assumed
+        assert client.batch_capacity(["profile", "profile"], budget=1e6) == 25  # 50 commands at most
+
+        # A batch of that size finishes inside the portal's 60 s.
+        many = {
+            f"a{n}": ("crm.lead.add", {"fields": {"TITLE": f"n{n}"}})
+            for n in range(client.batch_capacity(["crm.lead.add"]))
+        }
+        assert client.batch(many).errors == {}
+        assert portal.stats()["cut_off"] == 0
+
+
+def test_a_shared_method_times_carries_what_one_client_learned_to_the_next() -> None:
+    with Sandbox(method_seconds={"crm.lead.add": 4.0}, time_scale=0.01) as portal:
+        times = MethodTimes()
+        Bitrix24Client(portal.webhook_url, times=times).call("crm.lead.add", {"fields": {"TITLE": "x"}})
+        assert Bitrix24Client(portal.webhook_url, times=times).method_seconds("crm.lead.add") >= 4.0
+
+
+# -- OPERATION_TIME_LIMIT: when to come back (issue 5, item 18) ------------------------------------------------------
+
+
+def test_operation_time_limit_retry_at_comes_from_the_last_successful_answer() -> None:
+    with Sandbox(app_token="test-token", seed=1, operating_limit_seconds=0.015) as portal:
+        client = Bitrix24Client(portal.webhook_url, backoff_base=0.01)
+        client.call("crm.lead.list")
+        last = client.call("crm.lead.list")
+        reset_at = last.time["operating_reset_at"]
+        assert reset_at > time.time()
+
+        blocked = requests.post(portal.webhook_url + "crm.lead.list", json={}, timeout=5)
+        assert blocked.status_code == 429 and "time" not in blocked.json()  # the body has no time block
+
+        with pytest.raises(OperationTimeLimit) as caught:
+            client.call("crm.lead.list")
+        assert caught.value.retry_at == reset_at
+
+        in_batch = client.batch({"leads": ("crm.lead.list", {}), "me": ("profile", {})})
+        assert in_batch.errors["leads"].retry_at == reset_at
+
+        # A fresh client that saw no successful answer for the method waits a basket (60 s).
+        fresh = Bitrix24Client(portal.webhook_url)
+        with pytest.raises(OperationTimeLimit) as unknown:
+            fresh.call("crm.lead.list")
+        assert 59 <= unknown.value.retry_at - time.time() <= 61
+
+
+def test_a_batch_cut_off_makes_the_next_one_smaller_until_answers_give_the_real_cost() -> None:
+    with Sandbox(method_seconds={"crm.lead.add": 5.0}, time_scale=0.01) as portal:
+        client = Bitrix24Client(portal.webhook_url)
+
+        def adds(count: int, tag: str) -> dict[str, tuple[str, dict[str, Any]]]:
+            return {f"{tag}{n}": ("crm.lead.add", {"fields": {"TITLE": f"{tag}{n}"}}) for n in range(count)}
+
+        assert client.batch_capacity(["crm.lead.add"]) == 15  # 2 s assumed: 75 s on this portal
+        with pytest.raises(BitrixUnavailable):
+            client.batch(adds(15, "a"))
+        assert client.method_seconds("crm.lead.add") == 4.0
+        assert client.batch_capacity(["crm.lead.add"]) == 7  # 35 s: inside the limit
+        assert client.batch(adds(7, "b")).errors == {}
+        assert 5.0 <= client.method_seconds("crm.lead.add") < 5.5  # learned, the guess is gone
+        assert client.batch_capacity(["crm.lead.add"]) == 5
+        assert portal.stats()["cut_off"] == 1

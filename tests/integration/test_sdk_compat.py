@@ -54,7 +54,7 @@ def test_b24pysdk_add_get_batches_lists_and_findbycomm(tls_sandbox: Sandbox) -> 
         fields={"TITLE": "SDK lead", "OPPORTUNITY": 1500, "PHONE": [{"VALUE": "+79990000001", "VALUE_TYPE": "WORK"}]}
     )
     assert added.result == 1
-    assert added.time.operating == pytest.approx(0.01)
+    assert added.time.operating == pytest.approx(0.1)
 
     lead = client.crm.lead.get(bitrix_id=1).result
     assert (lead["ID"], lead["TITLE"], lead["OPPORTUNITY"], lead["HAS_PHONE"]) == ("1", "SDK lead", "1500.00", "Y")

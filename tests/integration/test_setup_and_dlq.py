@@ -244,9 +244,8 @@ def test_report_lists_sources_and_users_and_flags_unknown_source_ids(sandbox: Sa
     flagged = [line.split()[0] for line in lines if "←" in line]
     assert flagged == ["social", "paid"]
 
-    users = lines[
-        lines.index("Active users (ids for BITRIX24_RESPONSIBLE_MAP / BITRIX24_DEFAULT_RESPONSIBLE_ID):") + 1 :
-    ]
+    first_user = lines.index("Active users (ids for BITRIX24_RESPONSIBLE_MAP / BITRIX24_DEFAULT_RESPONSIBLE_ID):") + 1
+    users = lines[first_user : lines.index("", first_user)]
     assert [line.split() for line in users] == [
         ["1", "Анна", "Смирнова"],
         ["2", "Иван", "Петров"],
@@ -262,6 +261,14 @@ def test_report_lists_sources_and_users_and_flags_unknown_source_ids(sandbox: Sa
     ]
     assert [line.split()[0] for line in again if "←" in line] == ["paid"]
     assert any(line.split() == ["UC_SOCIAL", "Соцсети"] for line in again)
+
+
+def test_report_prints_the_crm_mode(sandbox: Sandbox) -> None:
+    client = Bitrix24Client(sandbox.webhook_url)
+    assert report(client, LeadRules()).splitlines()[-1].startswith("CRM mode: classic (crm.settings.mode.get = 1)")
+    sandbox.crm_mode = "simple"
+    last = report(client, LeadRules()).splitlines()[-1]
+    assert last.startswith("CRM mode: simple (crm.settings.mode.get = 2)") and "contact and a deal" in last
 
 
 # -- the bitrix-setup command -----------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from throughline.bitrix24.errors import (
     QueryLimitExceeded,
     error_from_response,
 )
-from throughline.bitrix24.pacing import LeakyBucket
+from throughline.bitrix24.pacing import LeakyBucket, MethodTimes
 from throughline.bitrix24.query import build_query
 
 # -- build_query ----------------------------------------------------------------------------------------------------
@@ -307,3 +307,55 @@ def test_error_without_method_or_code():
 def test_unavailable_maybe_executed_can_be_cleared():
     error = BitrixUnavailable("CONNECT_ERROR", "refused", None, "crm.lead.add", maybe_executed=False)
     assert (error.retryable, error.maybe_executed) == (True, False)
+
+
+# -- MethodTimes ----------------------------------------------------------------------------------------------------
+
+
+def test_method_times_keep_the_longest_recent_duration_per_method():
+    times = MethodTimes(window=3)
+    assert times.seconds("crm.lead.add") == 2.0 and not times.known("crm.lead.add")
+    for duration in (0.5, 4.0, 1.0):
+        times.observe("CRM.LEAD.ADD", {"duration": duration})
+    assert times.seconds("crm.lead.add") == 4.0 and times.known("crm.lead.add")
+    times.observe("crm.lead.add", {"duration": 1.5})
+    times.observe("crm.lead.add", {"duration": 0.7})
+    assert times.seconds("crm.lead.add") == 1.5  # 4.0 fell out of the last three
+    times.observe("crm.lead.add", {"duration": "nan"})
+    times.observe("crm.lead.add", None)
+    times.observe("crm.lead.add", {"duration": True})
+    assert times.seconds("crm.lead.add") == 1.5
+    assert times.seconds("crm.deal.add", default=7.0) == 7.0
+
+
+def test_method_times_retry_at_follows_the_last_operating_reset_at():
+    now = [1_000_000.0]
+    times = MethodTimes(clock=lambda: now[0])
+    assert times.retry_at("crm.lead.add") == now[0] + 60  # nothing known: wait one basket
+    times.observe("crm.lead.add", {"duration": 0.1, "operating_reset_at": 1_000_300})
+    assert times.retry_at("crm.lead.add") == 1_000_300
+    assert times.retry_at("crm.deal.add") == now[0] + 60  # per method
+    now[0] = 1_000_300.0  # the basket has dropped out and we are still blocked: the next one goes a minute later
+    assert times.retry_at("crm.lead.add") == 1_000_360
+    now[0] = 1_000_425.0
+    assert times.retry_at("crm.lead.add") == 1_000_480
+
+
+@pytest.mark.parametrize("body", [None, [], "<html>ok</html>", 1])
+def test_a_2xx_without_a_json_object_is_unavailable_and_maybe_executed(body):
+    error = error_from_response(200, body, "crm.lead.add")
+    assert isinstance(error, BitrixUnavailable)
+    assert error.code == "BROKEN_RESPONSE" and error.maybe_executed is True and error.retryable is True
+
+
+def test_method_times_penalty_doubles_until_an_answer_says():
+    times = MethodTimes()
+    times.penalize(["crm.lead.add", "crm.lead.add"])
+    assert times.seconds("crm.lead.add") == 4.0
+    times.penalize(["crm.lead.add"])
+    assert times.seconds("crm.lead.add") == 8.0
+    for _ in range(5):
+        times.penalize(["crm.lead.add"])
+    assert times.seconds("crm.lead.add") == 60.0  # never more than a whole request
+    times.observe("crm.lead.add", {"duration": 0.3})
+    assert times.seconds("crm.lead.add") == 0.3

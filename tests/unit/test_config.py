@@ -274,6 +274,11 @@ def test_time_zone_rejected(zone):
         ("https://portal.bitrix24.ru/rest/1/abc/", "https://portal.bitrix24.ru/rest/1/abc/"),
         ("https://portal.bitrix24.ru/rest/1/abc", "https://portal.bitrix24.ru/rest/1/abc/"),
         ("  http://127.0.0.1:8080/rest/1/abc  ", "http://127.0.0.1:8080/rest/1/abc/"),
+        # Plain HTTP only on loopback, where the local stack runs its sandbox portal.
+        ("http://127.5.6.7:8090/rest/1/abc/", "http://127.5.6.7:8090/rest/1/abc/"),
+        ("http://localhost:8090/rest/1/abc/", "http://localhost:8090/rest/1/abc/"),
+        ("http://[::1]:8090/rest/1/abc/", "http://[::1]:8090/rest/1/abc/"),
+        ("HTTPS://Portal.Bitrix24.ru/rest/1/abc/", "HTTPS://Portal.Bitrix24.ru/rest/1/abc/"),
         ("", None),
         ("   ", None),
     ],
@@ -288,6 +293,9 @@ def test_webhook_url(raw, expected):
         "portal.bitrix24.ru/rest/1/w3bh00ks3cr3t/",
         "ftp://portal.bitrix24.ru/rest/1/w3bh00ks3cr3t/",
         "https://portal.bitrix24.ru/api/1/w3bh00ks3cr3t/",
+        "https://portal.bitrix24.ru/api/?next=/rest/1/w3bh00ks3cr3t/",
+        "https:///rest/1/w3bh00ks3cr3t/",
+        "https://[/rest/1/w3bh00ks3cr3t/",
         "w3bh00ks3cr3t",
     ],
 )
@@ -300,6 +308,24 @@ def test_webhook_url_rejected_without_echoing_the_secret(raw):
     )
     assert "w3bh00ks3cr3t" not in message
     assert "w3bh00ks3cr3t" not in repr(error.value)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "http://portal.bitrix24.ru/rest/1/w3bh00ks3cr3t/",
+        "http://10.0.0.5/rest/1/w3bh00ks3cr3t/",
+        "http://127.0.0.1.evil.example/rest/1/w3bh00ks3cr3t/",
+        "http://localhost.evil.example/rest/1/w3bh00ks3cr3t/",
+        "http://[::2]/rest/1/w3bh00ks3cr3t/",
+    ],
+)
+def test_plain_http_webhook_refused_outside_loopback(raw):
+    # A real portal answers http:// with 400 INVALID_REQUEST "Https required": every write would end in the DLQ.
+    with pytest.raises(ConfigError) as error:
+        load_settings({"BITRIX24_WEBHOOK_URL": raw})
+    assert "https://" in str(error.value) and "loopback" in str(error.value)
+    assert "w3bh00ks3cr3t" not in str(error.value)
 
 
 # -- user field name ------------------------------------------------------------------------------------------------

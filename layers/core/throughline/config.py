@@ -11,6 +11,7 @@ as much as importing boto3, and this module sits on the HTTP path, where cold st
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 SECRET_NAMES = (
@@ -154,12 +156,27 @@ def _timezone(value: str) -> str:
 
 
 def _webhook_url(value: str) -> str | None:
+    """An inbound webhook URL. Never echo the value in an error: it carries the webhook secret.
+
+    Bitrix24 answers ``http://`` with 400 ``INVALID_REQUEST`` "Https required" (system-errors.md), so a plain-HTTP
+    URL would only fill the DLQ. It is accepted for a loopback host alone (127.0.0.0/8, ::1, localhost): the local
+    stack serves its sandbox portal over HTTP there.
+    """
     value = value.strip()
     if not value:
         return None
-    if not value.startswith(("https://", "http://")) or "/rest/" not in value:
-        # Never echo the value: it carries the webhook secret.
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname or ""
+    except ValueError:
+        parts, host = None, ""
+    if parts is None or parts.scheme.lower() not in ("https", "http") or not host or "/rest/" not in parts.path:
         raise ValueError("must look like https://<portal>/rest/<user>/<secret>/")
+    if parts.scheme.lower() == "http" and not _is_loopback(host):
+        raise ValueError(
+            "must start with https:// (Bitrix24 refuses http:// with 400 INVALID_REQUEST 'Https required'); "
+            "http:// is accepted only for a loopback host such as the local sandbox"
+        )
     return value if value.endswith("/") else value + "/"
 
 
@@ -168,6 +185,15 @@ def _key_material(value: str) -> str | None:
     if value and len(value) < 32:
         raise ValueError("must be at least 32 characters (template.yaml generates 64)")
     return value or None
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _user_field_name(value: str) -> str:
@@ -257,10 +283,13 @@ class Settings:
     writes_queue_url: str | None = _setting(None, _optional_text)
     idempotency_table: str | None = _setting(None, _optional_text)
     journey_table: str | None = _setting(None, _optional_text)
+    locks_table: str | None = _setting(None, _optional_text)
 
     # Writer retry pacing (seconds): a failed message returns after base × 2^(attempt−1), capped (SQS allows 12 h).
     writer_retry_base_seconds: int = _setting(30, _integer(0, 43200))
     writer_retry_max_seconds: int = _setting(900, _integer(0, 43200))
+    # A write whose outcome is unknown is looked at again only after the portal surely ended the request (60 s).
+    writer_settle_seconds: int = _setting(65, _integer(0, 3600))
 
     @cached_property
     def zone(self) -> ZoneInfo:

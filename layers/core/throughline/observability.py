@@ -3,6 +3,9 @@
 The tracer is created on first use: Powertools' Tracer imports the X-Ray SDK when it is built, which costs more than
 importing boto3. The HTTP-path functions never touch it (Lambda's own active tracing still records their segments);
 the queue and scheduled functions use it for subsegments.
+
+Only botocore (and so boto3) is patched for tracing. Patching ``requests`` would record every Bitrix24 call's URL
+in the trace, and a webhook URL carries its secret (``/rest/<user>/<secret>/``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
 
 NAMESPACE = "Throughline"
+TRACED_MODULES = ("botocore",)
 
 # The service name comes from POWERTOOLS_SERVICE_NAME, which template.yaml sets per function.
 logger = Logger()
@@ -29,6 +33,6 @@ def __getattr__(name: str) -> Any:
         if _tracer is None:
             from aws_lambda_powertools import Tracer
 
-            _tracer = Tracer()
+            _tracer = Tracer(patch_modules=TRACED_MODULES)
         return _tracer
     raise AttributeError(name)

@@ -1,5 +1,6 @@
-"""Portal setup: create the journey user field on leads and deals (idempotent), and show the dictionaries an
-operator needs for the configuration maps (sources for BITRIX24_SOURCE_MAP, users for BITRIX24_RESPONSIBLE_MAP)."""
+"""Portal setup: create the journey user field on leads and deals (idempotent), show the dictionaries an operator
+needs for the configuration maps (sources for BITRIX24_SOURCE_MAP, users for BITRIX24_RESPONSIBLE_MAP), and the
+portal's CRM mode (classic with leads, or simple: every lead converted at once into a contact and a deal)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,21 @@ def active_users(bitrix: Bitrix24Client) -> list[dict[str, Any]]:
     return users
 
 
+CRM_MODES = {
+    1: "classic (crm.settings.mode.get = 1): leads stay leads; Throughline writes leads",
+    2: (
+        "simple (crm.settings.mode.get = 2): no leads, each new lead is converted at once into a contact and a deal;"
+        " Throughline writes deals and contacts"
+    ),
+}
+
+
+def crm_mode(bitrix: Bitrix24Client) -> str:
+    """The portal's CRM mode as a line for an operator (``crm.settings.mode.get``: 1 classic, 2 simple)."""
+    value = bitrix.call("crm.settings.mode.get").result
+    return CRM_MODES.get(value if isinstance(value, int) else -1, f"unknown ({value!r})")
+
+
 def channel_mapping(rules: LeadRules, known_source_ids: set[str]) -> list[tuple[str, str, str, bool]]:
     """(channel code, label, SOURCE_ID used for an organic visit, whether that id exists in the portal)."""
     rows = []
@@ -101,4 +117,5 @@ def report(bitrix: Bitrix24Client, rules: LeadRules) -> str:
     for user in active_users(bitrix):
         name = " ".join(part for part in (user.get("NAME"), user.get("LAST_NAME")) if part)
         lines.append(f"  {user.get('ID'):<6} {name}")
+    lines += ["", f"CRM mode: {crm_mode(bitrix)}"]
     return "\n".join(lines)

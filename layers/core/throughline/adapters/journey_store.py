@@ -2,7 +2,10 @@
 
 Key: ``entity`` = ``LEAD#<id>`` (or ``DEAL#…``), ``touch`` = ``<UTC time>#<touch id>`` so a query returns an entity's
 journey in order. ``state`` is ``pending`` while the matching line is being written to Bitrix24 and ``applied`` once
-it is there: a retried write checks it instead of adding the line twice.
+it is there: a retried write checks it instead of adding the line twice. A pending touch also keeps ``before``, how
+many equal lines the field held just before the write, so a retry proves that *its own* line arrived (the count
+grew), not merely that an equal line from an earlier request exists. ``comment`` = ``sent`` once the manager's
+timeline notice for the touch was sent (at most once).
 
 Beside the touches, sort keys starting with ``#`` (which sort before any time) hold per-entity bookkeeping:
 ``#meta`` (the last seen CRM state: stage, person key, links, deleted) and ``#version`` (``v`` counts touch writes,
@@ -34,6 +37,14 @@ def touch_key(entity: str, touch: Touch) -> tuple[str, str]:
     return entity, f"{touch.at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{touch.touch_id}"
 
 
+def encode_item(entity: str, touch: Touch, state: str, **attributes: Any) -> dict[str, Any]:
+    """The DynamoDB item of one touch (raises for a touch DynamoDB cannot hold: a writer checks this early)."""
+    serializer = TypeSerializer()
+    entity_key, sort_key = touch_key(entity, touch)
+    item = {**touch.to_item(), **attributes, "entity": entity_key, "touch": sort_key, "state": state}
+    return {key: serializer.serialize(value) for key, value in item.items() if value is not None}
+
+
 class JourneyStore:
     def __init__(self, table: str, client: Any = None):
         self.table = table
@@ -43,24 +54,30 @@ class JourneyStore:
     def client(self) -> Any:
         return self._client or aws.client("dynamodb")
 
-    def put(self, entity: str, touches: Iterable[Touch], *, state: str, lines: dict[str, str] | None = None) -> None:
+    def put(
+        self,
+        entity: str,
+        touches: Iterable[Touch],
+        *,
+        state: str,
+        lines: dict[str, str] | None = None,
+        **attributes: Any,
+    ) -> None:
         """Write touches of one entity (overwriting: the same touch written twice is one touch)."""
-        serializer = TypeSerializer()
         requests = []
         for touch in touches:
-            entity_key, sort_key = touch_key(entity, touch)
-            item = {**touch.to_item(), "entity": entity_key, "touch": sort_key, "state": state}
-            if lines and touch.touch_id in lines:
-                item["line"] = lines[touch.touch_id]
-            encoded = {key: serializer.serialize(value) for key, value in item.items()}
-            requests.append({"PutRequest": {"Item": encoded}})
+            line = (lines or {}).get(touch.touch_id)
+            item = encode_item(entity, touch, state, line=line, **attributes)
+            requests.append({"PutRequest": {"Item": item}})
         for start in range(0, len(requests), 25):
             self._write(requests[start : start + 25])
 
-    def states(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        """``state`` of each stored touch among ``keys``; touches never written are absent."""
+    def states(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """``state`` (with ``before`` and ``comment`` where kept) of each stored touch among ``keys``; touches
+        never written are absent."""
         keys = list(dict.fromkeys(keys))
-        found: dict[tuple[str, str], str] = {}
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        deserializer = TypeDeserializer()
         for start in range(0, len(keys), 100):
             request = {
                 self.table: {
@@ -68,14 +85,21 @@ class JourneyStore:
                         {"entity": {"S": entity}, "touch": {"S": touch}} for entity, touch in keys[start : start + 100]
                     ],
                     # "touch" and "state" are DynamoDB reserved words.
-                    "ProjectionExpression": "#e, #t, #s",
-                    "ExpressionAttributeNames": {"#e": "entity", "#t": "touch", "#s": "state"},
+                    "ProjectionExpression": "#e, #t, #s, #b, #c",
+                    "ExpressionAttributeNames": {
+                        "#e": "entity",
+                        "#t": "touch",
+                        "#s": "state",
+                        "#b": "before",
+                        "#c": "comment",
+                    },
                 }
             }
             while request:
                 response = self.client.batch_get_item(RequestItems=request)
                 for item in response.get("Responses", {}).get(self.table, []):
-                    found[(item["entity"]["S"], item["touch"]["S"])] = item["state"]["S"]
+                    values = {key: deserializer.deserialize(value) for key, value in item.items()}
+                    found[(values.pop("entity"), values.pop("touch"))] = values
                 request = response.get("UnprocessedKeys") or None
         return found
 

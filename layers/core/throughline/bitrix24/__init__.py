@@ -13,7 +13,7 @@ from throughline.bitrix24.errors import (
     OperationTimeLimit,
     QueryLimitExceeded,
 )
-from throughline.bitrix24.pacing import LeakyBucket
+from throughline.bitrix24.pacing import LeakyBucket, MethodTimes
 
 __all__ = [
     "BatchResult",
@@ -27,6 +27,7 @@ __all__ = [
     "BitrixUnavailable",
     "Deadline",
     "LeakyBucket",
+    "MethodTimes",
     "NotEnoughTime",
     "OperationTimeLimit",
     "QueryLimitExceeded",

@@ -2,6 +2,25 @@
 
 Why not b24pysdk or fast_bitrix24: neither paces to the portal's leaky bucket across Lambda instances nor bounds its
 waits by the Lambda deadline, and fast_bitrix24 drags asyncio/aiohttp onto a cold start (research/bitrix24.md §5).
+
+Slow portals and the 60-second limit (limits.md). A cloud portal interrupts a request after 60 s, batch sub-calls
+included, so a batch can run part-way: the commands that finished are done, the rest are not, and the client gets
+500 ``INTERNAL_SERVER_ERROR`` (``BitrixUnavailable`` with ``maybe_executed``). What a caller uses:
+
+- ``client.method_seconds(method)``: seconds one call of ``method`` took on this portal (the longest of the last 20
+  answers' ``time.duration``, batch ``result_time`` included), ``UNKNOWN_METHOD_SECONDS`` (2 s) before any answer;
+- ``client.batch_capacity(methods_per_item)``: how many items fit in one batch when each item sends these methods,
+  so the batch stays within ``request_budget`` (half the portal's 60 s by default) and 50 commands; a batch of
+  several commands that got no answer (5xx, timeout, broken body) doubles its methods' estimates until an answer
+  gives their real cost, so a batch that is always cut off shrinks instead of coming back for ever;
+- ``read_timeout`` defaults to 75 s, past the portal's 60 s, so we see the portal's own answer (or cut-off) instead
+  of timing out first; it is still capped by the Lambda deadline;
+- an ``OperationTimeLimit`` carries ``retry_at`` from the last successful answer's ``operating_reset_at`` for that
+  method (the 429 body has none), as limits.md advises.
+
+What a client learns is kept in a ``MethodTimes`` that ``bitrix24.portal`` shares per portal within the process.
+Every ``requests`` failure (cut-off bodies, bad gzip, redirect loops, TLS errors…) becomes ``BitrixUnavailable``:
+``maybe_executed`` unless the request surely never left.
 """
 
 from __future__ import annotations
@@ -9,11 +28,12 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+import urllib3
 
 from throughline.bitrix24.errors import (
     BitrixError,
@@ -23,7 +43,12 @@ from throughline.bitrix24.errors import (
     QueryLimitExceeded,
     error_from_response,
 )
-from throughline.bitrix24.pacing import LeakyBucket
+from throughline.bitrix24.pacing import (
+    PORTAL_REQUEST_LIMIT_SECONDS,
+    UNKNOWN_METHOD_SECONDS,
+    LeakyBucket,
+    MethodTimes,
+)
 from throughline.bitrix24.query import build_query
 
 # urllib3 logs each request line at DEBUG, and a webhook's request line carries its secret: never let it through.
@@ -32,6 +57,10 @@ logging.getLogger("urllib3").setLevel(logging.INFO)
 PAGE_SIZE = 50
 MAX_BATCH = 50
 USER_AGENT = "throughline/0.1 (+https://github.com/throughline)"
+# Past the portal's own 60 s limit, so its answer (or its cut-off) reaches us before our timeout does.
+DEFAULT_READ_TIMEOUT = PORTAL_REQUEST_LIMIT_SECONDS + 15
+# How much of the portal's 60 s a batch may plan to use: observed costs vary from call to call.
+DEFAULT_REQUEST_BUDGET = PORTAL_REQUEST_LIMIT_SECONDS / 2
 # Methods that only read: safe to repeat after an error that may have reached the portal.
 _READ_SUFFIXES = (".get", ".list", ".fields", ".findbycomm", ".current")
 _READ_METHODS = {"profile", "user.get", "methods", "scope", "app.info", "server.time"}
@@ -90,10 +119,12 @@ class Bitrix24Client:
         session: requests.Session | None = None,
         deadline: Deadline | None = None,
         connect_timeout: float = 3.05,
-        read_timeout: float = 30.0,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
         max_attempts: int = 4,
         backoff_base: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
+        times: MethodTimes | None = None,
+        request_budget: float = DEFAULT_REQUEST_BUDGET,
     ):
         self._base = webhook_url if webhook_url.endswith("/") else webhook_url + "/"
         self.pacer = pacer or LeakyBucket(rate=2.0, burst=50)
@@ -104,10 +135,34 @@ class Bitrix24Client:
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self._sleep = sleep
+        self.times = times or MethodTimes()
+        self.request_budget = request_budget
         self.calls = 0  # HTTP requests sent by this client object (one per batch)
 
     def __repr__(self) -> str:
         return "Bitrix24Client(<webhook hidden>)"  # the URL carries the webhook secret
+
+    # -- what answers taught us -------------------------------------------------------------------------------------
+
+    def method_seconds(self, method: str, default: float = UNKNOWN_METHOD_SECONDS) -> float:
+        """Seconds one call of ``method`` takes on this portal: the longest ``time.duration`` of its last 20 answers
+        (top-level or batch ``result_time``), or ``default`` before any answer."""
+        return self.times.seconds(method, default)
+
+    def batch_capacity(self, methods_per_item: Iterable[str], budget: float | None = None) -> int:
+        """How many items fit in one batch when each item sends one command of each of ``methods_per_item``.
+
+        The batch's expected seconds (the sum of ``method_seconds``) stay within ``budget`` (``request_budget``, half
+        of the portal's 60 s limit, by default) and its commands within 50. At least 1: an item whose own commands
+        take longer than the budget still has to go alone.
+        """
+        methods = list(methods_per_item)
+        if not methods:
+            raise ValueError("an item sends at least one command")
+        per_item = sum(self.method_seconds(method) for method in methods)
+        budget = self.request_budget if budget is None else budget
+        by_time = int(budget // per_item) if per_item > 0 else MAX_BATCH
+        return max(1, min(by_time, MAX_BATCH // len(methods)))
 
     # -- calls ----------------------------------------------------------------------------------------------------
 
@@ -126,10 +181,19 @@ class Bitrix24Client:
                 raise ValueError(f"batch command keys must be non-numeric words, got {key!r}")
         cmd = {key: f"{method}?{build_query(params)}" for key, (method, params) in commands.items()}
         idempotent = all(is_read_method(method) for method, _ in commands.values())
-        response = self._send("batch", {"halt": 1 if halt else 0, "cmd": cmd}, idempotent=idempotent)
+        try:
+            response = self._send("batch", {"halt": 1 if halt else 0, "cmd": cmd}, idempotent=idempotent)
+        except BitrixUnavailable as error:
+            if error.maybe_executed and len(commands) > 1:
+                # No answer: perhaps cut off at the portal's 60 s. Plan the next batch of these methods smaller.
+                self.times.penalize(method for method, _ in commands.values())
+            raise
         body = response.result if isinstance(response.result, dict) else {}
+        for key, time_block in _as_map(body.get("result_time")).items():
+            if key in commands:
+                self.times.observe(commands[key][0], time_block)
         errors = {
-            key: error_from_response(400, value, commands[key][0] if key in commands else None)
+            key: self._with_retry_at(error_from_response(400, value, commands[key][0] if key in commands else None))
             for key, value in _as_map(body.get("result_error")).items()
         }
         return BatchResult(
@@ -173,8 +237,9 @@ class Bitrix24Client:
                 raise NotEnoughTime(0.0, method, f"{self._time_left():.1f} s left, less than a request may take")
             self.pacer.acquire(max_wait=self._time_left_for_request())
             try:
-                return self._post(method, payload)
+                response = self._post(method, payload)
             except BitrixError as error:
+                self._with_retry_at(error)
                 if isinstance(error, QueryLimitExceeded):
                     self.pacer.saturated()
                 if not self._should_retry(error, attempt, idempotent):
@@ -183,23 +248,23 @@ class Bitrix24Client:
                 if delay > self._time_left_for_request():
                     raise
                 self._sleep(delay)
+                continue
+            self.times.observe(method, response.time)
+            return response
+
+    def _with_retry_at(self, error: BitrixError) -> BitrixError:
+        """A 429 body has no ``time`` block: take the retry time from the last successful answer for the method."""
+        if isinstance(error, OperationTimeLimit) and error.retry_at is None and error.method:
+            error.retry_at = self.times.retry_at(error.method)
+        return error
 
     def _post(self, method: str, payload: dict[str, Any]) -> Response:
         self.calls += 1
         timeout = (self.connect_timeout, max(1.0, min(self.read_timeout, self._time_left())))
         try:
             http = self.session.post(self._base + method + ".json", json=payload, timeout=timeout)
-        except requests.ConnectTimeout as error:
-            raise BitrixUnavailable(
-                "CONNECT_TIMEOUT", type(error).__name__, None, method, maybe_executed=False
-            ) from None
-        except requests.Timeout as error:
-            raise BitrixUnavailable("TIMEOUT", type(error).__name__, None, method) from None
-        except requests.ConnectionError as error:
-            refused = "NewConnectionError" in repr(error) or "Connection refused" in str(error)
-            raise BitrixUnavailable(
-                "CONNECTION_ERROR", type(error).__name__, None, method, maybe_executed=not refused
-            ) from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
+            raise _unavailable(error, method) from None
         try:
             body = http.json()
         except ValueError:
@@ -233,6 +298,48 @@ class Bitrix24Client:
         return self._time_left() - self.connect_timeout
 
 
+def _unavailable(error: BaseException, method: str) -> BitrixUnavailable:
+    """Any transport failure as ``BitrixUnavailable``; ``maybe_executed`` is False only when the request surely never
+    reached the portal. ``from None`` at the raise site and the class name as the description keep the webhook URL
+    (and its secret), which requests puts in its messages, out of logs and tracebacks."""
+    name = type(error).__name__
+    text = f"{error!r} {error}"
+    if isinstance(error, requests.ConnectTimeout):
+        return BitrixUnavailable("CONNECT_TIMEOUT", name, None, method, maybe_executed=False)
+    if isinstance(error, requests.Timeout):
+        return BitrixUnavailable("TIMEOUT", name, None, method)
+    if isinstance(error, requests.exceptions.SSLError):
+        # A failed handshake (untrusted certificate, wrong protocol) happens before the request is sent; a TLS error
+        # while reading the answer may come after the portal ran it.
+        unsent = any(mark in text for mark in _TLS_BEFORE_SENDING)
+        return BitrixUnavailable("TLS_ERROR", name, None, method, maybe_executed=not unsent)
+    if isinstance(error, requests.ConnectionError):
+        unsent = any(mark in text for mark in _NOT_CONNECTED)
+        return BitrixUnavailable("CONNECTION_ERROR", name, None, method, maybe_executed=not unsent)
+    if isinstance(error, requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError):
+        # The portal answered, so it ran the request; only its body was cut off or unreadable.
+        return BitrixUnavailable("BROKEN_RESPONSE", name, None, method)
+    if isinstance(error, requests.TooManyRedirects):
+        return BitrixUnavailable("TOO_MANY_REDIRECTS", name, None, method)
+    if isinstance(error, _NEVER_SENT):
+        # Raised while preparing the request (a body that is not JSON, a malformed URL or header): nothing left.
+        return BitrixUnavailable("REQUEST_NOT_SENT", name, None, method, maybe_executed=False)
+    return BitrixUnavailable("TRANSPORT_ERROR", name, None, method)
+
+
+# Marks of a connection that was never made, in requests'/urllib3's messages.
+_NOT_CONNECTED = ("NewConnectionError", "NameResolutionError", "Connection refused", "Failed to resolve")
+_TLS_BEFORE_SENDING = ("CERTIFICATE_VERIFY_FAILED", "WRONG_VERSION_NUMBER", "handshake", "doesn't match", "hostname")
+_NEVER_SENT = (
+    requests.exceptions.InvalidJSONError,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.URLRequired,
+)
+
+
 def new_session() -> requests.Session:
     session = requests.Session()
     session.headers.update({"Accept": "application/json", "User-Agent": USER_AGENT})
@@ -249,11 +356,15 @@ def _as_map(value: Any) -> dict[str, Any]:
 
 
 __all__ = [
+    "DEFAULT_READ_TIMEOUT",
     "MAX_BATCH",
     "PAGE_SIZE",
+    "PORTAL_REQUEST_LIMIT_SECONDS",
+    "UNKNOWN_METHOD_SECONDS",
     "BatchResult",
     "Bitrix24Client",
     "Deadline",
+    "MethodTimes",
     "NotEnoughTime",
     "Response",
     "is_read_method",

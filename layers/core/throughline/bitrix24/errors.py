@@ -117,6 +117,10 @@ def error_from_response(status: int, body: Any, method: str | None = None) -> Bi
         return BitrixNotFound(code, description, status, method)
     if upper in _SERVER_CODES or status >= 500 or (not isinstance(body, dict) and status in (408, 425)):
         return BitrixUnavailable(code or f"HTTP_{status}", description, status, method)
+    if 200 <= status < 300 and not isinstance(body, dict):
+        # The portal answered "OK" but the body is not a REST envelope (cut short, or mangled on the way): it ran the
+        # call, so a write must be treated as maybe done, never as refused.
+        return BitrixUnavailable("BROKEN_RESPONSE", "a 2xx answer without a JSON object body", status, method)
     if not isinstance(body, dict):
         # An HTML 404 or similar: not a Bitrix24 REST answer at all — most likely a wrong portal URL.
         hint = "not a Bitrix24 REST response (check BITRIX24_WEBHOOK_URL)"

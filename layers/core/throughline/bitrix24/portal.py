@@ -7,7 +7,7 @@ from functools import cache
 from typing import Any
 
 from throughline.bitrix24.client import Bitrix24Client, Deadline, new_session
-from throughline.bitrix24.pacing import LeakyBucket
+from throughline.bitrix24.pacing import LeakyBucket, MethodTimes
 from throughline.config import Settings
 
 _lock = threading.Lock()
@@ -17,6 +17,12 @@ _lock = threading.Lock()
 def _portal_pacer(webhook_url: str, rate: float, burst: float) -> LeakyBucket:
     # One bucket per portal per process: warm invocations keep what they know about the portal's counter.
     return LeakyBucket(rate=rate, burst=burst)
+
+
+@cache
+def _portal_times(webhook_url: str) -> MethodTimes:
+    # What answers taught about each method (seconds per call, operating_reset_at) outlives one invocation too.
+    return MethodTimes()
 
 
 @cache
@@ -32,6 +38,7 @@ def bitrix_client(settings: Settings, deadline: Deadline | None = None, **option
     with _lock:
         pacer = _portal_pacer(url, settings.bitrix24_rate_per_second / share, max(1.0, settings.bitrix24_burst / share))
         session = _session(url)
+        options.setdefault("times", _portal_times(url))
     return Bitrix24Client(url, pacer=pacer, session=session, deadline=deadline, **options)
 
 
@@ -40,3 +47,4 @@ def reset_portal_state() -> None:
     with _lock:
         _portal_pacer.cache_clear()
         _session.cache_clear()
+        _portal_times.cache_clear()

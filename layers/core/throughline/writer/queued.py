@@ -1,27 +1,44 @@
 """The Bitrix24 writer's job: a batch of queued writes in, an outcome per message out.
 
+Every message is decoded on its own and dispatched by its ``type`` to the module that writes that kind of message
+(``form_submission`` → ``writer.leads``, ``bitrix_event`` → ``writer.crm_events``). A message that is not JSON, not
+an object, of an unknown type or that its module cannot plan is a poison message: it fails alone (and ends in the DLQ
+for a human); its batch-mates are written.
+
 Failed messages go back to the queue with a growing delay (base × 2^(attempt−1), capped; at least until the end of
-an operating-time block), so an outage of the portal spends few receives and the redrive limit covers hours.
+an operating-time block, or until the portal has surely finished a write whose outcome is unknown), so an outage of
+the portal spends few receives and the redrive limit covers hours. A message whose person another writer is writing
+right now comes back within seconds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from throughline.adapters.journey_store import JourneyStore
+from throughline.adapters.locks import Locks
 from throughline.adapters.writes_queue import WritesQueue
 from throughline.bitrix24 import Deadline
 from throughline.bitrix24.portal import bitrix_client
-from throughline.capture.submissions import Submission
+from throughline.capture.submissions import MESSAGE_TYPE, Submission
 from throughline.config import ConfigError, Settings
 from throughline.journey.events import MESSAGE_TYPE as EVENT_MESSAGE
 from throughline.journey.events import CrmEvent
 from throughline.observability import logger
 from throughline.writer.journey_wiring import crm_event_writer, follow_form_writes, person_index
-from throughline.writer.leads import LeadRules, LeadWriter, Outcome
+from throughline.writer.leads import LeadRules, LeadWriter, Outcome, PortalState, Unwritable
+
+BUSY_RETRY_SECONDS = 3  # another writer holds this person: look again soon, the lease is short
+# A poison message holds up its FIFO group (the person's later posts) until it leaves: let it use up its receives
+# within seconds and wait in the DLQ (alarm) instead of retrying for hours.
+POISON_RETRY_SECONDS = 1
 
 
 @dataclass(frozen=True)
@@ -35,39 +52,84 @@ class QueuedWrite:
 class PoisonMessage(Exception):
     """A message no retry can fix (not JSON, unknown type, missing fields); it ends in the DLQ for a human."""
 
+    retryable = False
 
-def write_queued(
-    items: list[QueuedWrite], writer: LeadWriter, queue: WritesQueue | None, settings: Settings
-) -> dict[str, Outcome]:
-    """Write every queued submission; schedule the failed ones' retries; return outcomes by message id."""
+
+# One writer per message type: it gets the decoded messages of its type (message id → body) and returns an outcome
+# for each message id. Add a type here (and its module) to let the queue carry it.
+Processor = Callable[[dict[str, dict[str, Any]], LeadWriter], dict[str, Outcome]]
+
+
+def write_form_submissions(messages: dict[str, dict[str, Any]], writer: LeadWriter) -> dict[str, Outcome]:
     outcomes: dict[str, Outcome] = {}
     submissions: dict[str, Submission] = {}
-    events: dict[str, CrmEvent] = {}
-    for item in items:
+    for message_id, body in messages.items():
         try:
-            message = json.loads(item.body)
-            if message.get("type") == EVENT_MESSAGE:
-                events[item.message_id] = CrmEvent.from_message(message)
-            else:
-                submissions[item.message_id] = Submission.from_message(message)
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            logger.error("unreadable message", extra={"message_id": item.message_id, "error": str(error)})
-            outcomes[item.message_id] = Outcome(item.message_id, False, "failed", error=PoisonMessage(str(error)))
-    by_submission = writer.write(submissions.values()) if submissions else {}
+            submission = Submission.from_message(body)
+            if not isinstance(submission.submission_id, str) or not submission.submission_id:
+                raise ValueError("submission_id must be a non-empty string")
+            submissions[message_id] = submission
+        except Exception as error:
+            outcomes[message_id] = _poison(message_id, error)
+    by_submission = writer.write(submissions.values())
     for message_id, submission in submissions.items():
         outcomes[message_id] = by_submission.get(
             submission.submission_id,
             Outcome(submission.submission_id, False, "skipped", error=RuntimeError("not reached in this invocation")),
         )
-    if events or any(outcome.action in ("created", "appended") for outcome in by_submission.values()):
+    journeys = writer.crm_events
+    if journeys is not None and any(outcome.action in ("created", "appended") for outcome in by_submission.values()):
+        follow_form_writes(journeys, submissions, by_submission)  # the person index and the field's projection
+    return outcomes
+
+
+def write_crm_events(messages: dict[str, dict[str, Any]], writer: LeadWriter) -> dict[str, Outcome]:
+    """Bitrix24 outbound-webhook events (``journey.events``) become journey touches (``writer.crm_events``)."""
+    outcomes: dict[str, Outcome] = {}
+    events: dict[str, CrmEvent] = {}
+    for message_id, body in messages.items():
         try:
-            journeys = crm_event_writer(settings, writer.bitrix, writer.journeys)
-        except ConfigError as error:  # no PERSON_KEY_SECRET: the leads are written, the events wait for it
-            logger.error("journey events need configuration", extra={"error": str(error)})
-            outcomes.update({key: Outcome(key, False, "failed", error=error) for key in events})
-        else:
-            follow_form_writes(journeys, submissions, by_submission)
-            outcomes.update(journeys.write(events) if events else {})
+            events[message_id] = CrmEvent.from_message(body)
+        except Exception as error:
+            outcomes[message_id] = _poison(message_id, error)
+    journeys = writer.crm_events
+    if journeys is None:  # no PERSON_KEY_SECRET: the events wait in the queue for the configuration
+        error = ConfigError("missing configuration: PERSON_KEY_SECRET (journey events need it)")
+        logger.error("journey events need configuration", extra={"error": str(error)})
+        return outcomes | {key: Outcome(key, False, "failed", error=error) for key in events}
+    return outcomes | (journeys.write(events) if events else {})
+
+
+PROCESSORS: dict[str, Processor] = {MESSAGE_TYPE: write_form_submissions, EVENT_MESSAGE: write_crm_events}
+
+
+def write_queued(
+    items: list[QueuedWrite], writer: LeadWriter, queue: WritesQueue | None, settings: Settings
+) -> dict[str, Outcome]:
+    """Write every queued message; schedule the failed ones' retries; return outcomes by message id."""
+    outcomes: dict[str, Outcome] = {}
+    by_type: dict[str, dict[str, dict[str, Any]]] = {}
+    for item in items:
+        try:
+            body = json.loads(item.body)
+            if not isinstance(body, dict):
+                raise ValueError(f"a message must be a JSON object, not {type(body).__name__}")
+            kind = body.get("type")
+            if not isinstance(kind, str) or kind not in PROCESSORS:
+                raise ValueError(f"unknown message type {str(kind)[:40]!r}")
+            by_type.setdefault(kind, {})[item.message_id] = body
+        except Exception as error:
+            outcomes[item.message_id] = _poison(item.message_id, error)
+    for kind, messages in by_type.items():
+        try:
+            results = PROCESSORS[kind](messages, writer)
+        except Exception as error:  # a processor must return outcomes; if it breaks, its messages retry
+            logger.error("writer failed", extra={"type": kind}, exc_info=True)
+            results = {message_id: Outcome(message_id, False, "failed", error=error) for message_id in messages}
+        for message_id in messages:
+            outcomes[message_id] = results.get(
+                message_id, Outcome(message_id, False, "skipped", error=RuntimeError("no outcome"))
+            )
     if queue is not None:
         for item in items:
             outcome = outcomes[item.message_id]
@@ -83,10 +145,20 @@ def retry_delay(receive_count: int, base: int, cap: int, retry_at: float | None 
     return int(delay)
 
 
+def _poison(message_id: str, error: BaseException) -> Outcome:
+    logger.error("unreadable message", extra={"message_id": message_id, "error": repr(error)[:500]})
+    return Outcome(message_id, False, "failed", error=PoisonMessage(repr(error)[:500]))
+
+
 def _schedule_retry(queue: WritesQueue, item: QueuedWrite, outcome: Outcome, settings: Settings) -> None:
-    delay = retry_delay(
-        item.receive_count, settings.writer_retry_base_seconds, settings.writer_retry_max_seconds, outcome.retry_at
-    )
+    if outcome.action == "busy":
+        delay = BUSY_RETRY_SECONDS
+    elif isinstance(outcome.error, PoisonMessage | Unwritable):
+        delay = POISON_RETRY_SECONDS
+    else:
+        delay = retry_delay(
+            item.receive_count, settings.writer_retry_base_seconds, settings.writer_retry_max_seconds, outcome.retry_at
+        )
     try:
         queue.retry_after(item.receipt_handle or "", delay)
     except Exception:  # the message still returns after the queue's visibility timeout
@@ -97,21 +169,49 @@ def _schedule_retry(queue: WritesQueue, item: QueuedWrite, outcome: Outcome, set
             "message_id": item.message_id,
             "attempt": item.receive_count,
             "retry_in_seconds": delay,
-            "error": str(outcome.error),
+            "error": str(outcome.error)[:500],
         },
     )
 
 
 # -- wiring -----------------------------------------------------------------------------------------------------------
 
+_lock = threading.Lock()
+
+
+@cache
+def _portal_state(webhook_url: str) -> PortalState:
+    # What this process learned about the portal (its CRM mode) outlives the invocation.
+    return PortalState()
+
 
 def lead_writer(settings: Settings, deadline: Deadline | None = None, **client_options: Any) -> LeadWriter:
     settings.require("journey_table")
+    bitrix = bitrix_client(settings, deadline, **client_options)
+    url = settings.bitrix24_webhook_url or ""
+    with _lock:
+        portal = _portal_state(url)
+    locks = None
+    if settings.locks_table:
+        # The lease keys are HMACs keyed by PERSON_KEY_SECRET (else a key derived from the webhook secret): no contact
+        # leaves the function in clear or as a plain hash.
+        key = settings.person_key_secret or hashlib.sha256(b"throughline-locks\0" + url.encode()).hexdigest()
+        locks = Locks(settings.locks_table, key.encode())
     writer = LeadWriter(
-        bitrix_client(settings, deadline, **client_options),
+        bitrix,
         JourneyStore(settings.journey_table or ""),
         LeadRules.from_settings(settings),
+        locks=locks,
+        portal=portal,
+        settle_seconds=settings.writer_settle_seconds,
     )
     if settings.person_key_secret:
         writer.person_index = person_index(writer.journeys, settings.person_key_secret)
+        writer.crm_events = crm_event_writer(settings, writer.bitrix, writer.journeys)
     return writer
+
+
+def reset_portal_states() -> None:
+    """Forget what the process learned about portals (tests and the local stack point at new ones)."""
+    with _lock:
+        _portal_state.cache_clear()
