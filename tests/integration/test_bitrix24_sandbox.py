@@ -406,7 +406,12 @@ def test_dictionaries_users_and_currencies(sandbox: Sandbox) -> None:
     assert users["total"] >= 3 and users["result"][0]["ID"] == "1"
     assert ok(sandbox, "profile")["result"]["ID"] == "1"
     currencies = ok(sandbox, "crm.currency.list")["result"]
-    assert [(row["CURRENCY"], row["BASE"]) for row in currencies] == [("RUB", "Y"), ("USD", "N"), ("EUR", "N")]
+    assert [(row["CURRENCY"], row["BASE"]) for row in currencies] == [
+        ("RUB", "Y"),
+        ("USD", "N"),
+        ("EUR", "N"),
+        ("KZT", "N"),
+    ]
 
 
 # ---- limits ---------------------------------------------------------------------------------------------------------

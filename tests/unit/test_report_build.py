@@ -193,6 +193,15 @@ def test_spend_in_another_currency_uses_the_rate_of_its_day() -> None:
     assert report.data_quality.unmatched_spend == Decimal("9050.00")
 
 
+def test_spend_in_a_currency_without_a_rate_is_shown_not_crashed_on() -> None:
+    rows = [spend("yandex_direct", "1000", campaign_id="7", currency="KZT"),
+            spend("yandex_direct", "250.50", campaign_id="8", currency="KZT"),
+            spend("yandex_direct", "300", campaign_id="9")]  # fmt: skip
+    report = build([], [], rows)
+    assert report.headline.spend == Decimal("300.00")  # the KZT rows are left out of the money, not guessed
+    assert report.data_quality.spend_without_rate == {"KZT": Decimal("1250.50")}
+
+
 def test_funnel_from_stage_history_counts_where_lost_deals_fell_out_and_time_in_stage() -> None:
     won = deal(None, won=True, day="2026-11-02")
     lost = deal(None, won=False, day="2026-11-02", STAGE_ID="LOSE", STAGE_SEMANTIC_ID="F")

@@ -149,6 +149,7 @@ class _Builder:
         self.period_deals: dict[int, tuple[int, str]] = {}  # the period's deals: ID → (CATEGORY_ID, STAGE_ID)
         self.spend_rows_with_vat = 0
         self.deals_without_rate = 0
+        self.spend_without_rate: dict[str, Decimal] = {}
         self.leads_total = 0
         self.leads_with_source = 0
         self.unknown_tags: Counter[str] = Counter()
@@ -195,7 +196,11 @@ class _Builder:
                         self._by_tag.setdefault((source, tag_key(tag)), key)
             cost = self.rates.convert(_decimal(row.get("cost")), str(row.get("currency") or ""), str(row["date"]))
             if cost is None:
-                raise ValueError(f"no rate for spend currency {row.get('currency')!r} on {row['date']}")
+                # Never a crash of the whole night and never a silent loss: shown in data quality, per currency.
+                currency = str(row.get("currency") or "?")
+                left_out = self.spend_without_rate.get(currency, Decimal(0))
+                self.spend_without_rate[currency] = left_out + _decimal(row.get("cost"))
+                continue
             if row.get("include_vat") in (True, "true", "True", "YES", "Y"):
                 self.spend_rows_with_vat += 1
             totals = campaign.totals[which]
@@ -442,6 +447,7 @@ class _Builder:
             ],
             spend_rows_with_vat=self.spend_rows_with_vat,
             deals_without_rate=self.deals_without_rate,
+            spend_without_rate={name: metrics.money(cost) for name, cost in sorted(self.spend_without_rate.items())},
         )
 
 

@@ -222,6 +222,9 @@ def _quality(report: RoiReport) -> str:
         items.append(f"<li>Строк расхода с НДС: <b>{quality.spend_rows_with_vat}</b> (остальные без НДС)</li>")
     if quality.deals_without_rate:
         items.append(f"<li>Сделок без курса валюты (не в выручке): <b>{quality.deals_without_rate}</b></li>")
+    for currency, cost in quality.spend_without_rate.items():
+        amount = f"{format_number(cost, 'money')} {html.escape(currency)}"
+        items.append(f"<li>Расход без курса валюты (не в расходе): <b>{amount}</b> — задайте CURRENCY_RATES</li>")
     return (
         f'<div class="share {css}"><span class="big">{share}</span> лидов с известным источником — {verdict}</div>'
         f"<ul>{''.join(items)}</ul>"
