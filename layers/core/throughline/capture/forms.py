@@ -16,10 +16,18 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, parse_qsl, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
-from throughline.capture.submissions import CLICK_IDS, UTM_TAGS, Submission, Visit, click_ids_in, public_url
+from throughline.capture.submissions import (
+    CLICK_IDS,
+    UTM_TAGS,
+    Submission,
+    Visit,
+    click_ids_in,
+    public_url,
+    query_values,
+)
 from throughline.capture.submissions import MAX_VALUE as MAX_FIELD
 from throughline.contacts import InvalidContact, normalize_email, normalize_phone
 
@@ -475,7 +483,7 @@ def _visit(values: dict[str, str], prefix: str) -> Visit:
     landing = values.get(prefix + "landing_url")  # unclipped: tags at the end of a long address count too
     if landing and not any(visit[tag] for tag in UTM_TAGS):
         # Tags not given as fields: read them from the landing page's address.
-        query = dict(parse_qsl(urlsplit(landing).query))
+        query = query_values(urlsplit(landing).query)
         for tag in UTM_TAGS:
             visit[tag] = query.get(tag, "").strip()[:MAX_FIELD] or None
     for name in ("referrer", "landing_url"):  # kept in the CRM: without tokens, e-mails or fragments
