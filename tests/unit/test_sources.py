@@ -409,6 +409,15 @@ ATTRIBUTION_TABLE = [
     (None, None, {}, "https://www.gosuslugi.ru/", REFERRAL, "gosuslugi.ru"),
     (None, None, {}, "https://www.sberbank.ru/", REFERRAL, "sberbank.ru"),
     (None, None, {}, "https://acs.ru/", REFERRAL, "acs.ru"),  # a site named acs, not a bank's server
+    # Sites on regional and commercial second-level domains whose names merely start with "3ds" or "acs".
+    (None, None, {}, "https://3dstroy.spb.ru/", REFERRAL, "3dstroy.spb.ru"),
+    (None, None, {}, "https://acsent.msk.ru/", REFERRAL, "acsent.msk.ru"),
+    (None, None, {}, "https://3dshop.com.ru/", REFERRAL, "3dshop.com.ru"),
+    (None, None, {}, "https://acs2.sbrf.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://3ds2.bank.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://3dsecure.bank.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://yoomoney.ru.evil.com/", REFERRAL, "yoomoney.ru.evil.com"),
+    (None, None, {}, "https://evilyoomoney.ru/", REFERRAL, "evilyoomoney.ru"),
     # Social networks, messengers, webmail.
     (None, None, {}, "https://vk.com/", SOCIAL, "vk"),
     (None, None, {}, "https://m.vk.com/", SOCIAL, "vk"),

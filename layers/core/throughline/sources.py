@@ -253,8 +253,9 @@ _HOST_RULES: tuple[tuple[str, str, str], ...] = (
     ("mail.ru", "mail.ru", REFERRAL),
 )
 # Referrers that are no source: a visitor coming back from paying, from a bank's 3-D Secure page or from logging in
-# is on the same visit. Matched by suffix on a dot boundary; hosts whose first label starts with "3ds" or "acs"
-# (a bank's access control server: acs1.bank.ru, 3ds.bank.ru) count too. web/throughline.js holds the same list.
+# is on the same visit. Matched by suffix on a dot boundary; hosts whose first label is "3ds", "3dsecure" or "acs",
+# alone or followed by digits or "-…" (a bank's access control server: acs1.bank.ru, 3ds.bank.ru, acs-ru.bank.ru),
+# count too, but not sites whose names merely start so (3dstroy.spb.ru). web/throughline.js holds the same list.
 IGNORED_REFERRERS: tuple[str, ...] = (
     "yoomoney.ru", "yookassa.ru", "money.yandex.ru", "pay.yandex.ru", "cloudpayments.ru", "robokassa.ru",
     "robokassa.com", "paymaster.ru", "payanyway.ru", "paykeeper.ru", "unitpay.ru", "qiwi.com",
@@ -264,7 +265,7 @@ IGNORED_REFERRERS: tuple[str, ...] = (
     "accounts.google.com", "id.vk.com", "id.vk.ru", "oauth.vk.com", "oauth.vk.ru", "login.vk.com", "login.vk.ru",
     "id.sber.ru", "id.tinkoff.ru", "id.tbank.ru", "esia.gosuslugi.ru",
 )  # fmt: skip
-_ACCESS_CONTROL_SERVER = re.compile(r"^(?:3ds|acs)[\w-]*\.[^.]+\.[^.]")
+_ACCESS_CONTROL_SERVER = re.compile(r"^(3ds(ecure)?|acs)(\d*|-[\w-]*)\.[^.]+\.[^.]")
 # `{tld}`: any country domain, one label (yandex.kz, google.de) or two (google.co.uk, google.com.tr).
 _TLD_PATTERN = r"[a-z]{2,3}(?:\.[a-z]{2})?"
 
