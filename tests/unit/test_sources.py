@@ -290,10 +290,30 @@ def test_referrer_host(referrer, host):
         ("news.mail.ru", "mail.ru"),
         ("partner-site.ru", "partner-site.ru"),
         ("Some Partner", "some partner"),
+        # How Russian marketers write them: with spaces where the alias has a dot, or in Cyrillic.
+        ("Яндекс Директ", "yandex"),
+        ("яндекс_директ", "yandex"),
+        ("ЯндексДирект", "yandex"),
+        ("Google AdWords", "google"),
+        ("google-adwords", "google"),
+        ("ВК Реклама", "vk"),
+        ("VK Реклама", "vk"),
     ],
 )
 def test_canonical_source(raw, expected):
     assert canonical_source(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("utm_source", "utm_medium", "expected"),
+    [
+        ("Яндекс Директ", "cpc", Source(PAID_SEARCH, "yandex", "cpc", paid=True)),
+        ("Google AdWords", "cpc", Source(PAID_SEARCH, "google", "cpc", paid=True)),
+        ("ВК Реклама", "cpc", Source(SOCIAL, "vk", "cpc", paid=True)),
+    ],
+)
+def test_common_russian_spellings_of_the_ad_platforms_keep_their_channel(utm_source, utm_medium, expected):
+    assert classify(utm_source=utm_source, utm_medium=utm_medium) == expected
 
 
 @pytest.mark.parametrize(

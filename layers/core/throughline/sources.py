@@ -100,8 +100,8 @@ SOCIAL_NETWORKS = frozenset(
 )  # fmt: skip
 MESSENGERS = frozenset({"whatsapp", "viber"})
 
-# utm_source spellings → canonical source. Looked up after lower-casing and dropping spaces, "-" and "_"
-# (``Yandex Direct``, ``yandex_direct`` and ``yandex-direct`` are one key), see ``canonical_source``.
+# utm_source spellings → canonical source. Looked up after lower-casing and dropping spaces, ".", "-" and "_"
+# (``Yandex Direct``, ``yandex_direct``, ``Яндекс Директ`` and ``Яндекс.Директ`` are one key), see ``canonical_source``.
 _SOURCE_ALIASES = {
     "ya": "yandex",
     "yandex": "yandex",
@@ -118,6 +118,7 @@ _SOURCE_ALIASES = {
     "google_ads": "google",
     "googleads": "google",
     "adwords": "google",
+    "google_adwords": "google",
     "bing": "bing",
     "mail": "mail.ru",
     "mail.ru": "mail.ru",
@@ -132,6 +133,8 @@ _SOURCE_ALIASES = {
     "vkontakteads": "vk",
     "вк": "vk",
     "вконтакте": "vk",
+    "вк_реклама": "vk",
+    "vk_реклама": "vk",
     "mytarget": "vk",
     "ok": "ok",
     "ok.ru": "ok",
@@ -436,7 +439,7 @@ def _compile(suffix: str) -> re.Pattern[str]:
 
 
 def _source_key(text: str) -> str:
-    return re.sub(r"[\s_-]+", "", text)
+    return re.sub(r"[\s._-]+", "", text)
 
 
 _ALIAS_KEYS = {_source_key(alias): source for alias, source in _SOURCE_ALIASES.items()}
