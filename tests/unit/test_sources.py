@@ -316,6 +316,14 @@ def test_common_russian_spellings_of_the_ad_platforms_keep_their_channel(utm_sou
     assert classify(utm_source=utm_source, utm_medium=utm_medium) == expected
 
 
+def test_invisible_characters_pasted_into_tags_do_not_make_another_source():
+    # A zero-width space or a right-to-left mark that came with a link copied from a chat or a spreadsheet.
+    expected = Source(PAID_SEARCH, "yandex", "cpc", paid=True)
+    assert classify(utm_source="yandex\u200b", utm_medium="\u200fcpc") == expected
+    assert canonical_source("\ufeffЯндекс\u200d") == "yandex"
+    assert canonical_source("partner\u200b.ru") == "partner.ru"
+
+
 @pytest.mark.parametrize(
     "code",
     [ORGANIC_SEARCH, PAID_SEARCH, SOCIAL, EMAIL, DIRECT, REFERRAL, OFFLINE, DISPLAY, MESSENGER],

@@ -310,8 +310,8 @@ def classify(
     """Classify one visit. ``own_hosts``: the site's own hosts, whose referrers are internal navigation;
     ``ignored``: hosts to ignore besides ``IGNORED_REFERRERS`` (the stack's ``IGNORE_REFERRERS``)."""
     click_ids = {key: value for key, value in (click_ids or {}).items() if value}
-    source_tag = (utm_source or "").strip()
-    medium_tag = (utm_medium or "").strip().lower().replace(" ", "_")
+    source_tag = _visible(utm_source or "").strip()
+    medium_tag = _visible(utm_medium or "").strip().lower().replace(" ", "_")
     if source_tag or medium_tag:
         return _from_tags(source_tag, medium_tag, click_ids)
     if click_ids:
@@ -325,7 +325,7 @@ def classify(
 def canonical_source(utm_source: str) -> str:
     """``Yandex.Direct``, ``Yandex Direct`` → ``yandex``; unknown values are kept as given (lower-cased, runs of
     spaces made one)."""
-    text = " ".join(utm_source.lower().split())
+    text = " ".join(_visible(utm_source).lower().split())
     key = _source_key(text)
     if key in _ALIAS_KEYS:
         return _ALIAS_KEYS[key]
@@ -436,6 +436,15 @@ def _compile(suffix: str) -> re.Pattern[str]:
     ``www.`` or ``m.`` in front."""
     body = re.escape(suffix.lstrip("=")).replace(re.escape("{tld}"), _TLD_PATTERN)
     return re.compile(rf"^(?:www\.|m\.)?{body}$" if suffix.startswith("=") else rf"(?:^|\.){body}$")
+
+
+def _visible(text: str) -> str:
+    """Without invisible format characters (zero-width spaces and joiners, direction marks, a byte order mark) that
+    come along with a link copied from a chat or a spreadsheet and would make ``yandex`` another source."""
+    return _INVISIBLE.sub("", text)
+
+
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 
 
 def _source_key(text: str) -> str:
