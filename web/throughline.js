@@ -131,7 +131,8 @@
     const here = webUrl(location);
     if (here) touch.landing_url = cleanUrl(here);
     touch.seen_at = new Date(now).toISOString();
-    return { touch, kind };
+    // A reload, or back and forward, is no new arrival: a tab restored days later must not bring its old ad back.
+    return { touch, kind: (performance.navigation || {}).type ? 0 : kind };
   }
 
   // sourcebuster/GA rules: tags and search engines always win; another site wins only outside a session; a direct
@@ -220,11 +221,9 @@
 
   async function post(url, body) {
     try {
-      // text/plain keeps the request "simple": no CORS preflight. keepalive lets it finish if the visitor leaves.
-      const response = await fetch(url, {
-        method: 'POST', body, headers: { 'Content-Type': 'text/plain;charset=UTF-8' },
-        keepalive: body.length < 2e4, credentials: 'omit', cache: 'no-store',
-      });
+      // A text body goes as text/plain;charset=UTF-8 (the Fetch standard's default), which keeps the request "simple":
+      // no CORS preflight. keepalive lets it finish if the visitor leaves. A POST is never answered from a cache.
+      const response = await fetch(url, { method: 'POST', body, keepalive: body.length < 2e4, credentials: 'omit' });
       const data = await response.json().catch(() => ({}));
       return { code: response.status, data: data || {}, wait: Number(response.headers.get('Retry-After')) || 0 };
     } catch (e) {

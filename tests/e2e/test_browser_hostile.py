@@ -6,9 +6,15 @@ a fixed fake clock.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
 from tests.e2e import test_browser_stories as stories
 from tests.e2e.test_browser_stories import Visitor, Web, shop
 from throughline.sources import DIRECT, SOCIAL
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 browser, web, visitor = stories.browser, stories.web, stories.visitor  # the stories' fixtures
 
@@ -63,3 +69,34 @@ def test_the_sites_ignore_list_is_read_as_host_names(visitor: Visitor, web: Web)
     visitor.later(minutes=45)
     visitor.arrive(shop(web), via="my.crm.example")
     assert visitor.sources(visitor.send_form())[0] == (SOCIAL, "vk")
+
+
+def test_a_reloaded_tab_does_not_bring_its_old_ad_back(browser: Browser, web: Web):
+    # No fake clock here: Playwright's clock replaces `performance`, and with it the navigation type. None is needed:
+    # an organic search click takes over at any time.
+    context = browser.new_context()
+    try:
+        old_tab, new_tab = context.new_page(), context.new_page()
+        old_tab.goto(shop(web, query="utm_source=yandex&utm_medium=cpc&utm_campaign=zima&yclid=123"))
+        new_tab.goto(web.url("www.google.com", "/link?to=" + quote(shop(web), safe="")))
+        with new_tab.expect_navigation(url=lambda address: "/link?" not in address):
+            new_tab.click("#go")  # found the shop again through organic search
+        current = "Throughline.touch().current"
+        assert new_tab.evaluate(current + ".referrer") == web.url("www.google.com", "/")
+        old_tab.reload()  # the phone's browser restores the tab it had put away, or the visitor presses F5
+        assert old_tab.evaluate("performance.navigation.type") == 1
+        assert old_tab.evaluate(current) == new_tab.evaluate(current)  # still the organic visit
+        old_tab.go_back()  # back and forward: no new arrival either
+        old_tab.go_forward()
+        assert old_tab.evaluate(current + ".referrer") == web.url("www.google.com", "/")
+    finally:
+        context.close()
+
+
+def test_the_form_posts_text_plain_so_there_is_no_preflight(visitor: Visitor, web: Web):
+    visitor.type_in(shop(web, query=VK_ADS))
+    with visitor.page.expect_request(lambda request: request.method == "POST") as posted:
+        visitor.page.fill("#f-name", "Анна")
+        visitor.page.fill("#f-phone", "8 916 123-45-67")
+        visitor.page.click("#order button[type=submit]")
+    assert posted.value.headers["content-type"] == "text/plain;charset=UTF-8"
