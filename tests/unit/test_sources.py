@@ -316,6 +316,23 @@ def test_common_russian_spellings_of_the_ad_platforms_keep_their_channel(utm_sou
     assert classify(utm_source=utm_source, utm_medium=utm_medium) == expected
 
 
+@pytest.mark.parametrize(
+    ("utm_source", "utm_medium", "expected"),
+    [
+        # "organic" meaning "not paid" on a post: GA4 checks Organic Social (a social source) before Organic Search.
+        ("vk", "organic", Source(SOCIAL, "vk", "organic")),
+        ("telegram", "organic", Source(SOCIAL, "telegram", "organic")),
+        ("whatsapp", "organic", Source(MESSENGER, "whatsapp", "organic")),
+        ("dzen", "referral", Source(SOCIAL, "dzen", "referral")),  # and before Referral
+        ("google", "organic", Source(ORGANIC_SEARCH, "google", "organic")),
+        ("partner.ru", "organic", Source(ORGANIC_SEARCH, "partner.ru", "organic")),
+        ("vk", "email", Source(EMAIL, "vk", "email")),  # a newsletter stays e-mail
+    ],
+)
+def test_a_social_source_with_an_unpaid_medium_is_social_as_in_ga4(utm_source, utm_medium, expected):
+    assert classify(utm_source=utm_source, utm_medium=utm_medium) == expected
+
+
 def test_invisible_characters_pasted_into_tags_do_not_make_another_source():
     # A zero-width space or a right-to-left mark that came with a link copied from a chat or a spreadsheet.
     expected = Source(PAID_SEARCH, "yandex", "cpc", paid=True)

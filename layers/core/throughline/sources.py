@@ -11,7 +11,8 @@ Ignored referrers (payment gateways, 3-D Secure pages, login services: ``IGNORED
 
 Paid search needs a search source, as in GA4's channel rules: ``VK Ads`` + ``cpc`` is paid social. A paid medium from
 a source that is no search engine, social network or messenger (``avito`` + ``cpc``) is Медийная реклама, our channel
-for paid traffic outside search (GA4's "Paid Other"), unless an ad click id (gclid, yclid) shows a search ad.
+for paid traffic outside search (GA4's "Paid Other"), unless an ad click id (gclid, yclid) shows a search ad. An
+unpaid medium from a social network or messenger (``vk`` + ``organic``) is social, as GA4 checks Organic Social first.
 """
 
 from __future__ import annotations
@@ -374,6 +375,9 @@ def _from_tags(source_tag: str, medium: str, click_ids: dict[str, str]) -> Sourc
         if source in SEARCH_ENGINES or has_ad_click or "search" in medium:
             return Source(PAID_SEARCH, source, medium, paid=True)
         return Source(DISPLAY, source, medium, paid=True)  # paid, but not on a search engine: GA4's "Paid Other"
+    if medium in _ORGANIC_MEDIUMS | _REFERRAL_MEDIUMS and source in SOCIAL_NETWORKS | MESSENGERS:
+        # An unpaid post ("vk / organic"): GA4 checks Organic Social, by source, before Organic Search and Referral.
+        return Source(SOCIAL if source in SOCIAL_NETWORKS else MESSENGER, source, medium)
     for mediums, channel in _ORGANIC_FAMILIES:
         if medium in mediums:
             return Source(channel, source, medium)
