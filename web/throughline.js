@@ -23,7 +23,7 @@
   const script = document.currentScript;
   const attr = (name) => (script && script.getAttribute('data-' + name)) || '';
   const cfg = {
-    endpoint: attr('endpoint'), honeypot: '_gotcha', attempts: 3, cookieDomain: attr('cookie-domain').replace(/^\./, ''),
+    endpoint: attr('endpoint'), honeypot: '_gotcha', attempts: 3, cookieDomain: attr('cookie-domain').toLowerCase().replace(/^\./, ''),
     ignoreReferrers: attr('ignore-referrers').toLowerCase().match(/[^\s,.][^\s,]*/g) || [], // Pay.Bank.ru, .bank.ru
     requireConsent: script && script.hasAttribute('data-require-consent'),
   };

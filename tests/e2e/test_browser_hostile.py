@@ -100,3 +100,13 @@ def test_the_form_posts_text_plain_so_there_is_no_preflight(visitor: Visitor, we
         visitor.page.fill("#f-phone", "8 916 123-45-67")
         visitor.page.click("#order button[type=submit]")
     assert posted.value.headers["content-type"] == "text/plain;charset=UTF-8"
+
+
+def test_the_cookie_domain_is_read_case_blind(visitor: Visitor, web: Web):
+    web.script_attributes = 'data-cookie-domain="Shop.RU"'  # typed by hand into the tag
+    visitor.arrive(shop(web, query=VK_ADS), via="vk.com")
+    visitor.later(minutes=1)
+    visitor.follow(shop(web, "blog.shop.ru", "/demo/catalog.html"))
+    visitor.later(minutes=50)  # reading the blog
+    visitor.follow(shop(web))  # back to the shop: navigation inside the site, not a referral from the blog
+    assert visitor.sources(visitor.send_form()) == ((SOCIAL, "vk"), (SOCIAL, "vk"))
