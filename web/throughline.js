@@ -6,8 +6,7 @@
 
   const P = 'throughline:';
   const C = '_tl_'; // cookie names: _tl_first, _tl_current, _tl_session
-  const UTM = ['utm_source', 'utm_medium', 'utm_campaign', 'utm_content', 'utm_term'];
-  const TAGS = UTM.concat(['gclid', 'gbraid', 'wbraid', 'yclid', 'ysclid', 'fbclid']);
+  const TAGS = ['utm_source', 'utm_medium', 'utm_campaign', 'utm_content', 'utm_term', 'gclid', 'gbraid', 'wbraid', 'yclid', 'ysclid', 'fbclid'];
   const SENT = TAGS.concat(['referrer', 'landing_url']);
   const SESSION = 30 * 6e4;
   const LIFETIME = 180 * 864e5;
@@ -15,24 +14,25 @@
   const MAX = 2000; // the endpoint keeps at most this many characters of a value
   // Search engines' own hosts (not their login, payment or service subdomains) and their Android apps: a visit from
   // them overrides the current touch even inside a session. The server keeps the full host list (sources.py).
-  const SEARCH = /^((www|m)\.)?((yandex|google)\.[a-z]{2,3}(\.[a-z]{2})?|ya\.ru|bing\.com|duckduckgo\.com)$|^((go|search)\.mail\.ru|nova\.rambler\.ru|search\.yahoo\.com|com\.google\.android\.googlequicksearchbox|ru\.yandex\.searchplugin|com\.yandex\.browser)$/;
+  const SEARCH = /^(((www|m)\.)?((yandex|google)\.[a-z]{2,3}(\.[a-z]{2})?|ya\.ru|bing\.com|duckduckgo\.com)|(go|search)\.mail\.ru|nova\.rambler\.ru|search\.yahoo\.com|com\.google\.android\.googlequicksearchbox|ru\.yandex\.searchplugin|com\.yandex\.browser)$/;
   // Payment, 3-D Secure and login hosts: coming back from them is no new visit. The same list as IGNORED_REFERRERS
   // in sources.py (a test checks that they agree).
-  const IGNORE = /(^|\.)((yoomoney|yookassa|cloudpayments|paymaster|payanyway|paykeeper|unitpay)\.ru|robokassa\.(ru|com)|qiwi\.com|((money|pay|id|passport|oauth)\.yandex|securepayments\.sber(bank)?|id\.sber|(securepay|pay|id)\.t(inkoff|bank)|pay\.alfabank|esia\.gosuslugi)\.ru|(oauth|passport)\.yandex\.com|(accounts|pay)\.google\.com|(id|oauth|login)\.vk\.(com|ru))$|^(3ds|acs)[\w-]*\.[^.]+\.[^.]/;
+  const IGNORE = /(^|\.)((yoomoney|yookassa|cloudpayments|paymaster|payanyway|paykeeper|unitpay)\.ru|robokassa\.(ru|com)|qiwi\.com|((money|pay|id|passport|oauth)\.yandex|securepayments\.sber(bank)?|id\.sber|(securepay|pay|id)\.t(inkoff|bank)|pay\.alfabank|esia\.gosuslugi)\.ru|(oauth|passport)\.yandex\.com|(accounts|pay)\.google\.com|(id|oauth|login)\.vk\.(com|ru))$|^(3ds(ecure)?|acs)(\d*|-[\w-]*)\.[^.]+\.[^.]/;
   // The endpoint names a bad phone or e-mail by its contract name, whatever the input was called.
   const ALIASES = { phone: ['tel', 'telephone', 'phone_number', 'mobile'], email: ['e-mail', 'mail'] };
   const script = document.currentScript;
   const attr = (name) => (script && script.getAttribute('data-' + name)) || '';
   const cfg = {
-    endpoint: attr('endpoint'), honeypot: '_gotcha', attempts: 3, cookieDomain: attr('cookie-domain').replace(/^\./, ''),
-    ignoreReferrers: attr('ignore-referrers').split(/[\s,]+/), requireConsent: script && script.hasAttribute('data-require-consent'),
+    endpoint: attr('endpoint'), honeypot: '_gotcha', attempts: 3, cookieDomain: attr('cookie-domain').toLowerCase().replace(/^\./, ''),
+    ignoreReferrers: attr('ignore-referrers').toLowerCase().match(/[^\s,.][^\s,]*/g) || [], // Pay.Bank.ru, .bank.ru
+    requireConsent: script && script.hasAttribute('data-require-consent'),
   };
   const attached = new WeakMap();
   const busy = new WeakSet();
   let state = { first: null, current: null };
   let consented = false;
   let referred; // this page's referrer is counted once: a single-page app's later track() calls are navigation
-  let ls; // localStorage once it is allowed and works; null when it throws (blocked storage, some private modes)
+  let ls; // localStorage once it is allowed; null when touching it throws (blocked storage). Every use is in a try.
   let domain; // the cookie domain: the registrable domain unless cookieDomain is set; '' = this host only
 
   const warn = (error) => console.warn('[throughline]', error);
@@ -42,11 +42,11 @@
   const parse = (value) => { try { return new URL(value); } catch (e) { return null; } };
   const webUrl = (value) => { const url = parse(value); return url && /^https?:$/.test(url.protocol) ? url : null; };
   const bare = (host) => host.replace(/^www\./, '');
-  const within = (host, list) => list.some((d) => host === d || host.slice(-d.length - 1) === '.' + d);
-  const emit = (target, name, detail) => target.dispatchEvent(new CustomEvent('throughline:' + name, { bubbles: true, detail }));
+  const within = (host, list) => list.some((d) => ('.' + host).endsWith('.' + d));
+  const emit = (target, name, detail) => target.dispatchEvent(new CustomEvent(P + name, { bubbles: true, detail }));
   const readCookie = (name) => {
-    const m = document.cookie.match(new RegExp('(?:^|; *)' + name + '=([^;]*)'));
-    return m ? decodeURIComponent(m[1]) : '';
+    // '' when there is none, or when another script wrote it with malformed percent-encoding
+    try { return decodeURIComponent(document.cookie.match(new RegExp('(?:^|; *)' + name + '=([^;]*)'))[1]); } catch (e) { return ''; }
   };
   const setCookie = (name, value, expires, where) => {
     // max-age, not expires: a visitor's wrong clock must not delete the cookie at once (the value has its own expiry).
@@ -54,17 +54,17 @@
       (where ? ';domain=' + where : '') + (location.protocol === 'https:' ? ';secure' : '');
   };
 
-  // Nothing is read or written before consent, when the site asks for it.
-  function open() {
-    if (ls !== undefined || !granted()) return;
-    try { ls = localStorage; ls.setItem(P + 'probe', 1); ls.removeItem(P + 'probe'); } catch (e) { ls = null; }
+  // Nothing is read or written before consent, when the site asks for it (force: to forget it all).
+  function open(force) {
+    if (ls !== undefined || !(force || granted())) return;
+    try { ls = localStorage; } catch (e) { ls = null; }
     domain = cfg.cookieDomain;
     const parts = location.hostname.split('.');
     // As Google Analytics' "auto": the shortest parent domain that takes a cookie (browsers refuse public suffixes),
     // but never a site builder's shared domain, which the public suffix list lacks (mysite.tilda.ws is the site).
     for (let i = parts.length - 2; !domain && i >= 0 && !/^[\d.]+$|:/.test(location.hostname); i--) {
       const d = parts.slice(i).join('.');
-      if (/^(tilda\.ws|bitrix24\.site)$/.test(d)) continue;
+      if (/^(tilda\.ws|bitrix24\.site|(nethouse|ucoz|narod)\.ru)$/.test(d)) continue;
       try {
         setCookie(C + 'probe', 1, Date.now() + 9e3, d);
         if (readCookie(C + 'probe')) { domain = d; setCookie(C + 'probe', 1, 0, d); }
@@ -100,6 +100,7 @@
 
   function forget() {
     state.first = null;
+    open(1); // withdrawn on a page where consent was never given: find the cookie domain and storage all the same
     ['first', 'current', 'session'].forEach((key) => {
       try { setCookie(C + key, '', 0, domain); ls.removeItem(P + key); } catch (e) { /* nothing stored */ }
     });
@@ -121,16 +122,17 @@
     let kind = Object.keys(touch).length ? 2 : 0;
     const ref = !referred && parse(document.referrer);
     const host = ref ? ref.hostname.toLowerCase() : '';
-    const web = ref && /^https?:$/.test(ref.protocol);
+    const web = webUrl(ref);
     const own = within(host, [domain || cfg.cookieDomain || location.hostname]) || bare(host) === bare(location.hostname);
     if (host && (web || ref.protocol === 'android-app:') && !own && !IGNORE.test(host) && !within(host, cfg.ignoreReferrers)) {
       touch.referrer = web ? cleanUrl(ref) : 'android-app://' + host + '/'; // the app's package, as Android sends it
       kind = kind || (SEARCH.test(host) ? 2 : 1);
     }
-    const here = webUrl(location.href);
+    const here = webUrl(location);
     if (here) touch.landing_url = cleanUrl(here);
     touch.seen_at = new Date(now).toISOString();
-    return { touch, kind };
+    // A reload, or back and forward, is no new arrival: a tab restored days later must not bring its old ad back.
+    return { touch, kind: (performance.navigation || {}).type ? 0 : kind };
   }
 
   // sourcebuster/GA rules: tags and search engines always win; another site wins only outside a session; a direct
@@ -141,7 +143,9 @@
     const seen = pageTouch(now);
     if (!granted()) { state = { first: null, current: seen.touch }; return; }
     referred = 1;
-    const inSession = (load('session') || {}).expires > now;
+    // A session ending more than 30 minutes ahead was written before the clock went back: it is over.
+    const left = (load('session') || {}).expires - now;
+    const inSession = left > 0 && left <= SESSION;
     save('session', { expires: now + SESSION });
     let current = fresh(load('current'), now);
     if (!current || seen.kind > 1 || (seen.kind && !inSession)) current = seen.touch;
@@ -217,11 +221,9 @@
 
   async function post(url, body) {
     try {
-      // text/plain keeps the request "simple": no CORS preflight. keepalive lets it finish if the visitor leaves.
-      const response = await fetch(url, {
-        method: 'POST', body, headers: { 'Content-Type': 'text/plain;charset=UTF-8' },
-        keepalive: body.length < 2e4, credentials: 'omit', cache: 'no-store',
-      });
+      // A text body goes as text/plain;charset=UTF-8 (the Fetch standard's default), which keeps the request "simple":
+      // no CORS preflight. keepalive lets it finish if the visitor leaves. A POST is never answered from a cache.
+      const response = await fetch(url, { method: 'POST', body, keepalive: body.length < 2e4, credentials: 'omit' });
       const data = await response.json().catch(() => ({}));
       return { code: response.status, data: data || {}, wait: Number(response.headers.get('Retry-After')) || 0 };
     } catch (e) {
@@ -240,7 +242,7 @@
         return deliver(url, p, attempts);
       }
       if (!transient(result.code) || attempt >= attempts) return result;
-      await sleep(Math.min(result.wait, 10) * 1000 || 1000 * Math.pow(3, attempt - 1) * (0.8 + Math.random() * 0.4));
+      await sleep(Math.min(result.wait, 10) * 1000 || 1000 * 3 ** (attempt - 1) * (0.8 + Math.random() * 0.4));
     }
   }
 
@@ -250,7 +252,7 @@
   function enqueue(url, formId, p) {
     const body = JSON.stringify(p.fields);
     const queue = queued().filter((item) => JSON.stringify(item.fields) !== body);
-    queue.push({ id: Math.random().toString(36).slice(2), url, form_id: formId, fields: p.fields, added: p.added, at: Date.now() });
+    queue.push({ id: String(Math.random()).slice(2), url, form_id: formId, fields: p.fields, added: p.added, at: Date.now() });
     save('queue', queue.slice(-20));
     return queued().length > 0;
   }
@@ -303,7 +305,7 @@
       const key = name.toLowerCase();
       const inputs = [key].concat(ALIASES[key] || []).map((n) => named(form, n)).find((list) => list.length) || [];
       inputs.forEach((el) => { el.setAttribute('aria-invalid', 'true'); el.setAttribute('data-throughline-error', reason); });
-      const label = inputs[0] && inputs[0].labels && inputs[0].labels[0] ? inputs[0].labels[0].textContent.trim() : name;
+      const label = ((((inputs[0] || {}).labels || [])[0] || {}).textContent || name).trim();
       byReason.set(reason, (byReason.get(reason) || []).concat(label));
     });
     const box = form.querySelector('[data-throughline-errors]');
@@ -319,7 +321,7 @@
   async function submitForm(form, formId, url, p) {
     busy.add(form);
     const buttons = Array.prototype.filter.call(form.querySelectorAll('button, input[type=submit], input[type=image]'),
-      (b) => (b.type === 'submit' || b.type === 'image') && !b.disabled);
+      (b) => /^(submit|image)$/.test(b.type) && !b.disabled);
     buttons.forEach((b) => { b.disabled = true; });
     form.setAttribute('aria-busy', 'true');
     clearErrors(form);
@@ -375,7 +377,7 @@
     input.type = 'text';
     input.name = cfg.honeypot;
     input.tabIndex = -1;
-    input.setAttribute('autocomplete', 'off');
+    input.autocomplete = 'off';
     input.setAttribute('aria-hidden', 'true');
     // Off-screen rather than display:none, which bots skip.
     input.style.cssText = 'position:absolute!important;left:-10000px!important;width:1px;height:1px;opacity:0';
@@ -386,7 +388,7 @@
 
   window.Throughline = {
     version: '1.1.0',
-    init: guard((options) => { Object.assign(cfg, options || {}); return window.Throughline; }),
+    init: guard((options) => { Object.assign(cfg, options); return window.Throughline; }),
     // For a cookie banner: true starts remembering touches (run it on every page once the visitor agreed); false
     // forgets them. Only needed with data-require-consent.
     consent: guard((yes) => { consented = !!yes; if (yes) track(); else forget(); }),

@@ -18,7 +18,7 @@ from throughline.capture.forms import (
     raw_record,
     redirect_target,
 )
-from throughline.capture.submissions import MESSAGE_TYPE, MESSAGE_VERSION, Submission, Visit
+from throughline.capture.submissions import MESSAGE_TYPE, MESSAGE_VERSION, Submission, Visit, public_url
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 RECEIVED = datetime(2025, 1, 15, 10, 0, tzinfo=UTC)
@@ -263,6 +263,25 @@ def test_addresses_keep_only_origin_path_and_tags():
     assert submission.last_visit.landing_url == "https://shop.ru/reset/?utm_source=vk&yclid=7"
     assert submission.first_visit.referrer == "https://m.ru/p"
     assert submission.click_ids == {"yclid": "7"} and submission.last_visit.utm_source == "vk"
+
+
+def test_addresses_never_keep_credentials():
+    landing = "https://anna:s3cr3t@Shop.ru:8443/p/?utm_source=vk"
+    submission = parse({"phone": "+79161234567", "landing_url": landing, "referrer": "http://bot:t0k3n@[::1]:8080/"})
+    assert submission.last_visit.landing_url == "https://shop.ru:8443/p/?utm_source=vk"
+    assert submission.last_visit.referrer == "http://[::1]:8080/"
+
+
+def test_public_url_of_an_unreadable_address_is_none():
+    assert public_url("http://[::1") is None
+
+
+def test_a_tag_given_twice_in_an_address_counts_by_its_first_value_as_in_the_snippet():
+    # URLSearchParams.get() in the snippet, and the first of a field posted twice, on the server.
+    landing = "https://shop.ru/?utm_source=yandex&utm_medium=cpc&yclid=1&utm_source=google&yclid=2"
+    submission = parse({"phone": "+79161234567", "landing_url": landing, "first_landing_url": landing})
+    assert submission.last_visit.utm_source == submission.first_visit.utm_source == "yandex"
+    assert submission.click_ids == submission.first_click_ids == {"yclid": "1"}
 
 
 def test_an_android_app_referrer_is_a_referrer():

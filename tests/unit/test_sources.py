@@ -290,10 +290,55 @@ def test_referrer_host(referrer, host):
         ("news.mail.ru", "mail.ru"),
         ("partner-site.ru", "partner-site.ru"),
         ("Some Partner", "some partner"),
+        # How Russian marketers write them: with spaces where the alias has a dot, or in Cyrillic.
+        ("Яндекс Директ", "yandex"),
+        ("яндекс_директ", "yandex"),
+        ("ЯндексДирект", "yandex"),
+        ("Google AdWords", "google"),
+        ("google-adwords", "google"),
+        ("ВК Реклама", "vk"),
+        ("VK Реклама", "vk"),
     ],
 )
 def test_canonical_source(raw, expected):
     assert canonical_source(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("utm_source", "utm_medium", "expected"),
+    [
+        ("Яндекс Директ", "cpc", Source(PAID_SEARCH, "yandex", "cpc", paid=True)),
+        ("Google AdWords", "cpc", Source(PAID_SEARCH, "google", "cpc", paid=True)),
+        ("ВК Реклама", "cpc", Source(SOCIAL, "vk", "cpc", paid=True)),
+    ],
+)
+def test_common_russian_spellings_of_the_ad_platforms_keep_their_channel(utm_source, utm_medium, expected):
+    assert classify(utm_source=utm_source, utm_medium=utm_medium) == expected
+
+
+@pytest.mark.parametrize(
+    ("utm_source", "utm_medium", "expected"),
+    [
+        # "organic" meaning "not paid" on a post: GA4 checks Organic Social (a social source) before Organic Search.
+        ("vk", "organic", Source(SOCIAL, "vk", "organic")),
+        ("telegram", "organic", Source(SOCIAL, "telegram", "organic")),
+        ("whatsapp", "organic", Source(MESSENGER, "whatsapp", "organic")),
+        ("dzen", "referral", Source(SOCIAL, "dzen", "referral")),  # and before Referral
+        ("google", "organic", Source(ORGANIC_SEARCH, "google", "organic")),
+        ("partner.ru", "organic", Source(ORGANIC_SEARCH, "partner.ru", "organic")),
+        ("vk", "email", Source(EMAIL, "vk", "email")),  # a newsletter stays e-mail
+    ],
+)
+def test_a_social_source_with_an_unpaid_medium_is_social_as_in_ga4(utm_source, utm_medium, expected):
+    assert classify(utm_source=utm_source, utm_medium=utm_medium) == expected
+
+
+def test_invisible_characters_pasted_into_tags_do_not_make_another_source():
+    # A zero-width space or a right-to-left mark that came with a link copied from a chat or a spreadsheet.
+    expected = Source(PAID_SEARCH, "yandex", "cpc", paid=True)
+    assert classify(utm_source="yandex\u200b", utm_medium="\u200fcpc") == expected
+    assert canonical_source("\ufeffЯндекс\u200d") == "yandex"
+    assert canonical_source("partner\u200b.ru") == "partner.ru"
 
 
 @pytest.mark.parametrize(
@@ -409,6 +454,15 @@ ATTRIBUTION_TABLE = [
     (None, None, {}, "https://www.gosuslugi.ru/", REFERRAL, "gosuslugi.ru"),
     (None, None, {}, "https://www.sberbank.ru/", REFERRAL, "sberbank.ru"),
     (None, None, {}, "https://acs.ru/", REFERRAL, "acs.ru"),  # a site named acs, not a bank's server
+    # Sites on regional and commercial second-level domains whose names merely start with "3ds" or "acs".
+    (None, None, {}, "https://3dstroy.spb.ru/", REFERRAL, "3dstroy.spb.ru"),
+    (None, None, {}, "https://acsent.msk.ru/", REFERRAL, "acsent.msk.ru"),
+    (None, None, {}, "https://3dshop.com.ru/", REFERRAL, "3dshop.com.ru"),
+    (None, None, {}, "https://acs2.sbrf.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://3ds2.bank.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://3dsecure.bank.ru/", DIRECT, "(direct)"),
+    (None, None, {}, "https://yoomoney.ru.evil.com/", REFERRAL, "yoomoney.ru.evil.com"),
+    (None, None, {}, "https://evilyoomoney.ru/", REFERRAL, "evilyoomoney.ru"),
     # Social networks, messengers, webmail.
     (None, None, {}, "https://vk.com/", SOCIAL, "vk"),
     (None, None, {}, "https://m.vk.com/", SOCIAL, "vk"),

@@ -264,3 +264,11 @@ def test_referrers_in_ignore_referrers_are_no_source(monkeypatch):
     finally:
         monkeypatch.delenv("IGNORE_REFERRERS")
         reset_settings_cache()
+
+
+@pytest.mark.parametrize("seen_at", [{"first_seen_at": "2025-01-10T10:00:00+03:00"}, {}])
+def test_a_first_visit_known_only_by_its_click_id_is_still_the_first_touch(seen_at):
+    # A Google Ads click with auto-tagging (no UTM tags), no referrer, and no landing address kept.
+    item = submission({"phone": "+79161234567", "first_gclid": "Cj0KCQ", **seen_at})
+    assert first_source(item) == Source(PAID_SEARCH, "google", "cpc", paid=True)
+    assert [touch.kind for touch in submission_touches(item, ZoneInfo("Europe/Moscow"))] == [FIRST_VISIT, FORM]

@@ -11,7 +11,8 @@ Ignored referrers (payment gateways, 3-D Secure pages, login services: ``IGNORED
 
 Paid search needs a search source, as in GA4's channel rules: ``VK Ads`` + ``cpc`` is paid social. A paid medium from
 a source that is no search engine, social network or messenger (``avito`` + ``cpc``) is Медийная реклама, our channel
-for paid traffic outside search (GA4's "Paid Other"), unless an ad click id (gclid, yclid) shows a search ad.
+for paid traffic outside search (GA4's "Paid Other"), unless an ad click id (gclid, yclid) shows a search ad. An
+unpaid medium from a social network or messenger (``vk`` + ``organic``) is social, as GA4 checks Organic Social first.
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ SOCIAL_NETWORKS = frozenset(
 )  # fmt: skip
 MESSENGERS = frozenset({"whatsapp", "viber"})
 
-# utm_source spellings → canonical source. Looked up after lower-casing and dropping spaces, "-" and "_"
-# (``Yandex Direct``, ``yandex_direct`` and ``yandex-direct`` are one key), see ``canonical_source``.
+# utm_source spellings → canonical source. Looked up after lower-casing and dropping spaces, ".", "-" and "_"
+# (``Yandex Direct``, ``yandex_direct``, ``Яндекс Директ`` and ``Яндекс.Директ`` are one key), see ``canonical_source``.
 _SOURCE_ALIASES = {
     "ya": "yandex",
     "yandex": "yandex",
@@ -118,6 +119,7 @@ _SOURCE_ALIASES = {
     "google_ads": "google",
     "googleads": "google",
     "adwords": "google",
+    "google_adwords": "google",
     "bing": "bing",
     "mail": "mail.ru",
     "mail.ru": "mail.ru",
@@ -132,6 +134,8 @@ _SOURCE_ALIASES = {
     "vkontakteads": "vk",
     "вк": "vk",
     "вконтакте": "vk",
+    "вк_реклама": "vk",
+    "vk_реклама": "vk",
     "mytarget": "vk",
     "ok": "ok",
     "ok.ru": "ok",
@@ -253,8 +257,9 @@ _HOST_RULES: tuple[tuple[str, str, str], ...] = (
     ("mail.ru", "mail.ru", REFERRAL),
 )
 # Referrers that are no source: a visitor coming back from paying, from a bank's 3-D Secure page or from logging in
-# is on the same visit. Matched by suffix on a dot boundary; hosts whose first label starts with "3ds" or "acs"
-# (a bank's access control server: acs1.bank.ru, 3ds.bank.ru) count too. web/throughline.js holds the same list.
+# is on the same visit. Matched by suffix on a dot boundary; hosts whose first label is "3ds", "3dsecure" or "acs",
+# alone or followed by digits or "-…" (a bank's access control server: acs1.bank.ru, 3ds.bank.ru, acs-ru.bank.ru),
+# count too, but not sites whose names merely start so (3dstroy.spb.ru). web/throughline.js holds the same list.
 IGNORED_REFERRERS: tuple[str, ...] = (
     "yoomoney.ru", "yookassa.ru", "money.yandex.ru", "pay.yandex.ru", "cloudpayments.ru", "robokassa.ru",
     "robokassa.com", "paymaster.ru", "payanyway.ru", "paykeeper.ru", "unitpay.ru", "qiwi.com",
@@ -264,7 +269,7 @@ IGNORED_REFERRERS: tuple[str, ...] = (
     "accounts.google.com", "id.vk.com", "id.vk.ru", "oauth.vk.com", "oauth.vk.ru", "login.vk.com", "login.vk.ru",
     "id.sber.ru", "id.tinkoff.ru", "id.tbank.ru", "esia.gosuslugi.ru",
 )  # fmt: skip
-_ACCESS_CONTROL_SERVER = re.compile(r"^(?:3ds|acs)[\w-]*\.[^.]+\.[^.]")
+_ACCESS_CONTROL_SERVER = re.compile(r"^(3ds(ecure)?|acs)(\d*|-[\w-]*)\.[^.]+\.[^.]")
 # `{tld}`: any country domain, one label (yandex.kz, google.de) or two (google.co.uk, google.com.tr).
 _TLD_PATTERN = r"[a-z]{2,3}(?:\.[a-z]{2})?"
 
@@ -306,8 +311,8 @@ def classify(
     """Classify one visit. ``own_hosts``: the site's own hosts, whose referrers are internal navigation;
     ``ignored``: hosts to ignore besides ``IGNORED_REFERRERS`` (the stack's ``IGNORE_REFERRERS``)."""
     click_ids = {key: value for key, value in (click_ids or {}).items() if value}
-    source_tag = (utm_source or "").strip()
-    medium_tag = (utm_medium or "").strip().lower().replace(" ", "_")
+    source_tag = _visible(utm_source or "").strip()
+    medium_tag = _visible(utm_medium or "").strip().lower().replace(" ", "_")
     if source_tag or medium_tag:
         return _from_tags(source_tag, medium_tag, click_ids)
     if click_ids:
@@ -321,7 +326,7 @@ def classify(
 def canonical_source(utm_source: str) -> str:
     """``Yandex.Direct``, ``Yandex Direct`` → ``yandex``; unknown values are kept as given (lower-cased, runs of
     spaces made one)."""
-    text = " ".join(utm_source.lower().split())
+    text = " ".join(_visible(utm_source).lower().split())
     key = _source_key(text)
     if key in _ALIAS_KEYS:
         return _ALIAS_KEYS[key]
@@ -370,6 +375,9 @@ def _from_tags(source_tag: str, medium: str, click_ids: dict[str, str]) -> Sourc
         if source in SEARCH_ENGINES or has_ad_click or "search" in medium:
             return Source(PAID_SEARCH, source, medium, paid=True)
         return Source(DISPLAY, source, medium, paid=True)  # paid, but not on a search engine: GA4's "Paid Other"
+    if medium in _ORGANIC_MEDIUMS | _REFERRAL_MEDIUMS and source in SOCIAL_NETWORKS | MESSENGERS:
+        # An unpaid post ("vk / organic"): GA4 checks Organic Social, by source, before Organic Search and Referral.
+        return Source(SOCIAL if source in SOCIAL_NETWORKS else MESSENGER, source, medium)
     for mediums, channel in _ORGANIC_FAMILIES:
         if medium in mediums:
             return Source(channel, source, medium)
@@ -434,8 +442,17 @@ def _compile(suffix: str) -> re.Pattern[str]:
     return re.compile(rf"^(?:www\.|m\.)?{body}$" if suffix.startswith("=") else rf"(?:^|\.){body}$")
 
 
+def _visible(text: str) -> str:
+    """Without invisible format characters (zero-width spaces and joiners, direction marks, a byte order mark) that
+    come along with a link copied from a chat or a spreadsheet and would make ``yandex`` another source."""
+    return _INVISIBLE.sub("", text)
+
+
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
 def _source_key(text: str) -> str:
-    return re.sub(r"[\s_-]+", "", text)
+    return re.sub(r"[\s._-]+", "", text)
 
 
 _ALIAS_KEYS = {_source_key(alias): source for alias, source in _SOURCE_ALIASES.items()}

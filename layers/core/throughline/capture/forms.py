@@ -16,10 +16,18 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, parse_qsl, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
-from throughline.capture.submissions import CLICK_IDS, UTM_TAGS, Submission, Visit, click_ids_in, public_url
+from throughline.capture.submissions import (
+    CLICK_IDS,
+    UTM_TAGS,
+    Submission,
+    Visit,
+    click_ids_in,
+    public_url,
+    query_values,
+)
 from throughline.capture.submissions import MAX_VALUE as MAX_FIELD
 from throughline.contacts import InvalidContact, normalize_email, normalize_phone
 
@@ -208,6 +216,7 @@ def parse_submission(
 
     last_visit = _visit(values, "")
     first_visit = _visit(values, "first_")
+    first_click_ids = {**click_ids_in(values.get("first_landing_url")), **_given(values, CLICK_IDS, "first_")}
     if first_seen_at:
         first_visit = Visit(**{**first_visit.__dict__, "seen_at": min(first_seen_at, received_at)})
     return Submission(
@@ -215,7 +224,8 @@ def parse_submission(
         form_id=form_id,
         received_at=received_at,
         last_visit=last_visit,
-        first_visit=None if first_visit.is_empty() and not first_seen_at else first_visit,
+        # A first visit known only by its click id (auto-tagged Google Ads, no referrer) is a first visit too.
+        first_visit=None if first_visit.is_empty() and not first_seen_at and not first_click_ids else first_visit,
         name=values.get("name"),
         last_name=values.get("last_name"),
         second_name=values.get("second_name"),
@@ -224,7 +234,7 @@ def parse_submission(
         comment=values.get("comment"),
         # Click ids are read from the whole, unclipped addresses, and fields win over them.
         click_ids={**click_ids_in(values.get("landing_url")), **_given(values, CLICK_IDS)},
-        first_click_ids={**click_ids_in(values.get("first_landing_url")), **_given(values, CLICK_IDS, "first_")},
+        first_click_ids=first_click_ids,
         client_ids=_client_ids(values),
         extra=extra,
         origin=_text(origin)[:MAX_FIELD] if isinstance(origin, str) else None,
@@ -475,7 +485,7 @@ def _visit(values: dict[str, str], prefix: str) -> Visit:
     landing = values.get(prefix + "landing_url")  # unclipped: tags at the end of a long address count too
     if landing and not any(visit[tag] for tag in UTM_TAGS):
         # Tags not given as fields: read them from the landing page's address.
-        query = dict(parse_qsl(urlsplit(landing).query))
+        query = query_values(urlsplit(landing).query)
         for tag in UTM_TAGS:
             visit[tag] = query.get(tag, "").strip()[:MAX_FIELD] or None
     for name in ("referrer", "landing_url"):  # kept in the CRM: without tokens, e-mails or fragments

@@ -109,20 +109,37 @@ def click_ids_in(url: str | None) -> dict[str, str]:
     if not url:
         return {}
     try:
-        query = dict(parse_qsl(urlsplit(url).query))
+        query = query_values(urlsplit(url).query)
     except ValueError:  # no readable address, so no click ids in it
         return {}
     return {name: query[name][:MAX_VALUE] for name in CLICK_IDS if query.get(name)}
 
 
+def query_values(query: str) -> dict[str, str]:
+    """A query's parameters; one given twice (``utm_source=a&utm_source=b``) counts by its first value, as the
+    snippet's ``URLSearchParams.get()`` reads it."""
+    values: dict[str, str] = {}
+    for name, value in parse_qsl(query):
+        values.setdefault(name, value)
+    return values
+
+
 def public_url(url: str | None) -> str | None:
-    """An address as it may be kept and shown in the CRM: scheme, host, path and the UTM and click-id parameters.
-    Other parameters (reset tokens, e-mails, session ids) and the fragment are dropped."""
+    """An address as it may be kept and shown in the CRM: scheme, host, port, path and the UTM and click-id
+    parameters. Credentials (``user:password@``), other parameters (reset tokens, e-mails, session ids) and the
+    fragment are dropped; an unreadable address gives None."""
     if not url:
         return url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    netloc = ""
+    if host:
+        netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port is not None else "")
     kept = [(name, value) for name, value in parse_qsl(parts.query, keep_blank_values=True) if name in _URL_TAGS]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), ""))
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(kept), ""))
 
 
 _URL_TAGS = frozenset((*UTM_TAGS, *CLICK_IDS))

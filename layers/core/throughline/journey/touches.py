@@ -20,10 +20,12 @@ def last_source(submission: Submission) -> Source:
 
 def first_source(submission: Submission) -> Source | None:
     """The first visit the site remembered (first-touch tags from the capture snippet), if any."""
-    if submission.first_visit is None or submission.first_visit.is_empty():
+    if submission.first_visit is None:
         return None
     # Messages queued before first_click_ids existed carry them only in the (clipped) first landing address.
     click_ids = submission.first_click_ids or click_ids_in(submission.first_visit.landing_url)
+    if submission.first_visit.is_empty() and not click_ids:  # a click id alone (auto-tagged Google Ads) is a visit
+        return None
     return _classify(submission.first_visit, click_ids, own_hosts(submission))
 
 
