@@ -138,7 +138,10 @@ class _Builder:
         )
         self.source_ids = SourceIds(options.source_map)
         self.campaigns: dict[tuple, _Campaign] = {}
-        self._by_tag: dict[tuple[str, str], tuple] = {}  # (source, campaign id or name) → spend campaign key
+        # (source, tag_key of a campaign id) and (source, tag_key of a name) → spend campaign key. Two maps, ids first:
+        # one campaign's id may be another's name, and the match must not depend on which spend row came first.
+        self._by_id: dict[tuple[str, str], tuple] = {}
+        self._by_name: dict[tuple[str, str], tuple] = {}
         self._slot_index: dict[tuple[str, str, str, str], int] = {}  # (utm_source, medium, campaign, SOURCE_ID)
         self._slots: list[_Slot] = []
         self._days: dict[str, tuple[int | None, int]] = {}  # "YYYY-MM-DD" → (period index, ordinal)
@@ -149,6 +152,7 @@ class _Builder:
         self.period_deals: dict[int, tuple[int, str]] = {}  # the period's deals: ID → (CATEGORY_ID, STAGE_ID)
         self.spend_rows_with_vat = 0
         self.deals_without_rate = 0
+        self.deals_without_amount = 0
         self.leads_total = 0
         self.leads_with_source = 0
         self.unknown_tags: Counter[str] = Counter()
@@ -190,10 +194,11 @@ class _Builder:
                 campaign = self.campaigns[key] = _Campaign(
                     channel, source, name or campaign_id or NO_CAMPAIGN, campaign_id or None, platform, True
                 )
-                for tag in (campaign_id, name):
-                    if tag:
-                        self._by_tag.setdefault((source, tag_key(tag)), key)
-            cost = self.rates.convert(_decimal(row.get("cost")), str(row.get("currency") or ""), str(row["date"]))
+                if campaign_id:
+                    self._by_id.setdefault((source, tag_key(campaign_id)), key)
+                if name:
+                    self._by_name.setdefault((source, tag_key(name)), key)
+            cost = self._money(_decimal(row.get("cost")), str(row.get("currency") or ""), str(row["date"]))
             if cost is None:
                 raise ValueError(f"no rate for spend currency {row.get('currency')!r} on {row['date']}")
             if row.get("include_vat") in (True, "true", "True", "YES", "Y"):
@@ -202,6 +207,13 @@ class _Builder:
             totals.spend += cost
             totals.impressions += int(row.get("impressions") or 0)
             totals.clicks += int(row.get("clicks") or 0)
+
+    def _money(self, amount: Decimal, currency: str, day: str) -> Decimal | None:
+        """``amount`` in the report currency, rounded to kopecks here, once per spend row or deal: every row, total
+        and file then adds up the same kopecks (rounding only the sums made campaign rows disagree with their total).
+        """
+        converted = self.rates.convert(amount, currency, day)
+        return None if converted is None else metrics.money(converted)
 
     # -- leads ------------------------------------------------------------------------------------------------------
 
@@ -219,7 +231,10 @@ class _Builder:
             origin = origin_from_tags(utm_source, utm_medium)
         else:
             origin = self.source_ids.origin(source_id)
-        spend_key = self._by_tag.get((origin.source, tag_key(utm_campaign))) if utm_campaign else None
+        spend_key = None
+        if utm_campaign:
+            tag = (origin.source, tag_key(utm_campaign))
+            spend_key = self._by_id.get(tag) or self._by_name.get(tag)
         if spend_key is not None:
             campaign = self.campaigns[spend_key]
         else:
@@ -282,22 +297,22 @@ class _Builder:
     def add_deals(self, deals: Iterable[Mapping[str, Any]]) -> None:
         """First pass: each deal to a compact tuple (its row, when it counts) and every customer's first win; second
         pass: the totals, now that "new customer" can be told."""
-        first_won: dict[str, int] = {}
+        first_won: dict[str, tuple[int, int]] = {}  # customer → (day, deal ID) of their first won deal
         compact = []
         lead_slot, lead_day = self._lead_slot, self._lead_day
         for deal in deals:
             created_which, created = self.day(deal.get("DATE_CREATE"))
             won = deal.get("STAGE_SEMANTIC_ID") == "S"
             won_which, closed = self.day(deal.get("CLOSEDATE")) if won else (None, 0)
-            customer = _customer(deal)
-            if won and closed and (customer not in first_won or closed < first_won[customer]):
-                first_won[customer] = closed
+            customer, deal_id = _customer(deal), int(deal["ID"])
+            if won and closed and (customer not in first_won or (closed, deal_id) < first_won[customer]):
+                first_won[customer] = (closed, deal_id)
             if created_which is None and won_which is None:
                 continue
             if created_which == CURRENT:
                 category, stage = int(deal.get("CATEGORY_ID") or 0), str(deal.get("STAGE_ID") or "")
                 self.deal_stages[category][stage] += 1
-                self.period_deals[int(deal["ID"])] = (category, stage)
+                self.period_deals[deal_id] = (category, stage)
             lead_id = int(deal.get("LEAD_ID") or 0)
             if 0 < lead_id < len(lead_slot) and lead_slot[lead_id] >= 0:
                 index, started = lead_slot[lead_id], lead_day[lead_id]
@@ -305,9 +320,9 @@ class _Builder:
                 index, started = self.slot(deal), created
             profit = deal.get(self.options.profit_field) if self.options.profit_field else None
             drill = (deal.get("UTM_MEDIUM") or "", deal.get("UTM_CONTENT") or "", deal.get("UTM_TERM") or "")
-            compact.append((index, created_which, won_which, closed, started, customer, deal.get("OPPORTUNITY"),
-                            str(deal.get("CURRENCY_ID") or ""), profit, drill))  # fmt: skip
-        for index, created_which, won_which, closed, started, customer, amount, currency, profit, drill in compact:
+            compact.append((index, created_which, won_which, closed, started, (customer, deal_id),
+                            deal.get("OPPORTUNITY"), str(deal.get("CURRENCY_ID") or ""), profit, drill))  # fmt: skip
+        for index, created_which, won_which, closed, started, buyer, amount, currency, profit, drill in compact:
             campaign = self._slots[index].campaign
             if created_which is not None:
                 campaign.totals[created_which].deals += 1
@@ -316,7 +331,11 @@ class _Builder:
             if won_which is None:
                 continue
             day = date.fromordinal(closed).isoformat()
-            revenue = self.rates.convert(_decimal(amount), currency, day)
+            try:
+                revenue = self._money(_decimal(amount), currency, day)
+            except ValueError:
+                self.deals_without_amount += 1
+                continue
             if revenue is None:
                 self.deals_without_rate += 1
                 continue
@@ -324,9 +343,13 @@ class _Builder:
             totals.won_deals += 1
             totals.revenue += revenue
             if self.options.profit_field:
-                gross = self.rates.convert(_decimal(profit), currency, day)
+                try:
+                    gross = self._money(_decimal(profit), currency, day)
+                except ValueError:
+                    gross = None
                 totals.gross_profit = (totals.gross_profit or ZERO) + (gross or ZERO)
-            if first_won.get(customer) == closed:
+            customer, deal_id = buyer
+            if first_won.get(customer) == (closed, deal_id):
                 totals.new_customers += 1
             if started:
                 totals.cycle_days_sum += max(closed - started, 0)
@@ -442,6 +465,7 @@ class _Builder:
             ],
             spend_rows_with_vat=self.spend_rows_with_vat,
             deals_without_rate=self.deals_without_rate,
+            deals_without_amount=self.deals_without_amount,
         )
 
 
@@ -458,13 +482,20 @@ def _customer(deal: Mapping[str, Any]) -> str:
     return f"c{contact}" if contact and str(contact) != "0" else f"d{deal.get('ID')}"
 
 
+MAX_AMOUNT = Decimal("1e15")  # Bitrix24 keeps OPPORTUNITY as DECIMAL(18,2); anything past this is no money
+
+
 def _decimal(value: Any) -> Decimal:
+    """A money amount; ``ValueError`` for text that is no finite amount ("NaN", "Infinity", "1e400")."""
     if value is None or value == "":
         return ZERO
     try:
-        return Decimal(str(value))
+        number = Decimal(str(value).strip())
     except InvalidOperation:
         raise ValueError(f"not a number: {value!r}") from None
+    if not number.is_finite() or abs(number) >= MAX_AMOUNT:
+        raise ValueError(f"not an amount of money: {value!r}")
+    return number
 
 
 def _nonempty(totals: Totals) -> bool:

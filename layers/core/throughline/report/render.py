@@ -222,6 +222,8 @@ def _quality(report: RoiReport) -> str:
         items.append(f"<li>Строк расхода с НДС: <b>{quality.spend_rows_with_vat}</b> (остальные без НДС)</li>")
     if quality.deals_without_rate:
         items.append(f"<li>Сделок без курса валюты (не в выручке): <b>{quality.deals_without_rate}</b></li>")
+    if quality.deals_without_amount:
+        items.append(f"<li>Сделок с нечитаемой суммой (не в выручке): <b>{quality.deals_without_amount}</b></li>")
     return (
         f'<div class="share {css}"><span class="big">{share}</span> лидов с известным источником — {verdict}</div>'
         f"<ul>{''.join(items)}</ul>"

@@ -1,0 +1,81 @@
+"""Hostile cases against the report's money, matching and outputs (each one failed before its fix)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tests.unit.test_report_build import build, deal, lead, row, spend
+from throughline.report.rates import RateBook
+
+
+def _rows_sum(report, level: str, name: str) -> Decimal:
+    return sum((getattr(r.metrics, name) for r in report.rows if r.level == level), Decimal(0))
+
+
+def test_rows_add_up_to_the_headline_to_the_kopeck() -> None:
+    # Three campaigns of 0.005 each (converted or imported with half-kopecks): each row shows 0.01, so must the total.
+    leads = [lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN=str(n)) for n in range(3)]
+    deals = [deal(item, won=True, amount="100.005") for item in leads]
+    rows = [spend("yandex_direct", "0.005", campaign_id=str(n), name=f"c{n}") for n in range(3)]
+    report = build(leads, deals, rows)
+    for name in ("spend", "revenue"):
+        headline = getattr(report.headline, name)
+        assert _rows_sum(report, "campaign", name) == _rows_sum(report, "channel", name) == headline
+    assert report.headline.revenue == Decimal("300.03")
+
+
+def test_usd_spend_rows_add_up_to_the_kopeck() -> None:
+    leads = [lead(UTM_SOURCE="google", UTM_MEDIUM="cpc", UTM_CAMPAIGN=str(n)) for n in range(7)]
+    rows = [spend("google_ads", "0.11", campaign_id=str(n), name=f"g{n}", currency="USD") for n in range(7)]
+    report = build(leads, [], rows)  # 0.11 USD × 90.5 = 9.955 RUB a campaign
+    assert _rows_sum(report, "campaign", "spend") == report.headline.spend
+
+
+def test_a_rate_of_zero_is_no_rate() -> None:
+    rates = RateBook("RUB", [{"date": "2026-11-01", "base": "RUB", "rates": {"USD": "0"}, "source": "cbr"}])
+    assert rates.convert(Decimal(10), "USD", "2026-11-05") is None
+    zero_base = RateBook("USD", [{"date": "2026-11-01", "base": "RUB", "rates": {"USD": "90", "EUR": "0"}}])
+    assert zero_base.convert(Decimal(10), "EUR", "2026-11-05") is None
+    # A zero on one day does not hide the good rate of the day before.
+    both = RateBook("RUB", [{"date": "2026-11-01", "base": "RUB", "rates": {"USD": "90"}},
+                            {"date": "2026-11-02", "base": "RUB", "rates": {"USD": "0"}}])  # fmt: skip
+    assert both.convert(Decimal(1), "USD", "2026-11-05") == Decimal(90)
+
+
+@pytest.mark.parametrize("amount", ["NaN", "Infinity", "-Infinity", "sNaN", "1e400"])
+def test_a_deal_amount_that_is_no_money_is_left_out_not_fatal(amount: str) -> None:
+    good, bad = (lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1") for _ in range(2))
+    report = build([good, bad], [deal(good, won=True, amount="1000"), deal(bad, won=True, amount=amount)], [])
+    assert report.headline.revenue == Decimal("1000.00")
+    assert report.headline.won_deals == 1
+    assert report.data_quality.deals_without_amount == 1
+    report.model_dump_json()  # still valid JSON
+
+
+def test_amounts_in_exponent_form_and_with_more_decimals() -> None:
+    item = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")
+    other = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")
+    report = build([item, other], [deal(item, won=True, amount="1e5"), deal(other, won=True, amount="0.125")], [])
+    assert report.headline.revenue == Decimal("100000.13")
+
+
+def test_campaign_id_that_is_another_campaigns_name_matches_the_id() -> None:
+    # Campaign 555 is called "777"; campaign 777 is called "Бренд". A lead tagged 777 belongs to campaign 777,
+    # whatever order the spend rows come in.
+    for order in (1, -1):
+        rows = [spend("yandex_direct", "100", campaign_id="555", name="777"),
+                spend("yandex_direct", "200", campaign_id="777", name="Бренд")][::order]  # fmt: skip
+        report = build([lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="777")], [], rows)
+        assert row(report, "campaign", campaign_id="777").metrics.leads == 1
+        assert row(report, "campaign", campaign_id="555").metrics.leads == 0
+
+
+def test_two_wins_of_one_customer_on_one_day_are_one_new_customer() -> None:
+    first = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")
+    deals = [deal(first, won=True, amount="10", CONTACT_ID="5"), deal(first, won=True, amount="20", CONTACT_ID="5")]
+    report = build([first], deals, [spend("yandex_direct", "100", campaign_id="1")])
+    assert report.headline.won_deals == 2
+    assert report.headline.new_customers == 1
+    assert report.headline.cac == Decimal("100.00")
