@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from datetime import datetime
 from decimal import Decimal
 
 import pytest
+from test_report_build import PERIOD, PREVIOUS, STATUSES, build, deal, lead, row, spend
 
-from tests.unit.test_report_build import build, deal, lead, row, spend
+from throughline.report.build import build_report
+from throughline.report.funnel import StageBook
 from throughline.report.rates import RateBook
+from throughline.report.render import render_csv, render_html
 
 
 def _rows_sum(report, level: str, name: str) -> Decimal:
@@ -79,3 +86,47 @@ def test_two_wins_of_one_customer_on_one_day_are_one_new_customer() -> None:
     assert report.headline.won_deals == 2
     assert report.headline.new_customers == 1
     assert report.headline.cac == Decimal("100.00")
+
+
+# ---- outputs ----------------------------------------------------------------------------------------------------
+
+HOSTILE = ["=cmd|'/c calc'!A1", "+7 (916) 000", "-2+3", "@SUM(A1)", "\t=1+1", "\r=1"]
+
+
+def test_csv_text_cells_cannot_become_formulas_in_excel() -> None:
+    leads = [lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN=name) for name in HOSTILE]
+    leads.append(lead(UTM_SOURCE='=HYPERLINK("http://x")', UTM_MEDIUM="referral"))
+    report = build(leads, [deal(leads[0], won=True, amount="-100")], [spend("yandex_direct", "50", campaign_id="9")])
+    rows = list(csv.reader(io.StringIO(render_csv(report).decode("utf-8-sig")), delimiter=";"))
+    header = rows[0]
+    text_columns = range(header.index("ID кампании") + 2)
+    for line in rows[1:]:
+        for index in text_columns:
+            assert not line[index] or line[index][0] not in "=+-@\t\r", line[index]
+    names = {line[header.index("Кампания")] for line in rows}
+    assert "'=cmd|'/c calc'!A1" in names and "'-2+3" in names  # kept readable, only disarmed
+    romi = [line[header.index("ROMI, %")] for line in rows if line[0] == "Кампания" and line[4] == "9"]
+    assert romi == ["-100,00"]  # numbers stay numbers, minus sign included
+
+
+def test_names_in_the_page_data_cannot_end_or_comment_out_the_script() -> None:
+    # "<!--<script>" in a script element makes the parser skip the next "</script>": the page data would swallow
+    # Chart.js and no chart would render. Stage names come from the portal, so anyone with CRM settings can try.
+    statuses = [{**item, "NAME": "<!--<script>" if item["STATUS_ID"] == "EXECUTING" else item["NAME"]}
+                for item in STATUSES]  # fmt: skip
+    item = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="</script><!--")
+    report = build_report(
+        period=PERIOD,
+        previous=PREVIOUS,
+        leads=[item],
+        deals=[deal(item, won=False)],
+        spend=[],
+        rates=RateBook("RUB"),
+        stages=StageBook(statuses),
+        now=lambda: datetime(2026, 12, 1),
+    )
+    page = render_html(report).decode("utf-8")
+    data = page.split('id="report-data">')[1].split("</script>")[0]
+    assert "<" not in data and ">" not in data
+    assert "<!--<script>" in json.loads(data)["funnel"]["labels"]
+    assert page.count("<script") == 3 and page.count("</script>") == 3
