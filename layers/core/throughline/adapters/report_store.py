@@ -86,17 +86,28 @@ def read_rates(objects: S3Objects, date_from: date, date_to: date) -> list[dict[
 
 
 def publish(objects: S3Objects, day: date, files: Mapping[str, bytes]) -> dict[str, str]:
-    """Write ``reports/roi/<day>/`` first, then copy to ``latest/``: a failed run leaves ``latest`` as it was."""
+    """Write ``reports/roi/<day>/`` first, then copy to ``latest/``: a failed run leaves ``latest`` as it was.
+
+    S3 has no multi-object transaction, so ``latest/`` is kept whole by hand: its files are read before the copies
+    and, when a copy fails, written back (a file that did not exist before stays new: the function may not delete),
+    so the page, the JSON and the CSV there always come from one run.
+    """
     dated = f"{REPORT_PREFIX}{day.isoformat()}/"
+    latest = f"{REPORT_PREFIX}latest/"
     for name, body in files.items():
         objects.put(dated + name, body, CONTENT_TYPES.get(name, "application/octet-stream"))
-    for name in files:
-        objects.client.copy_object(
-            Bucket=objects.bucket,
-            Key=f"{REPORT_PREFIX}latest/{name}",
-            CopySource={"Bucket": objects.bucket, "Key": dated + name},
-        )
-    return {"dated": f"s3://{objects.bucket}/{dated}", "latest": f"s3://{objects.bucket}/{REPORT_PREFIX}latest/"}
+    previous = {name: objects.get(latest + name) for name in files}
+    try:
+        for name in files:
+            objects.client.copy_object(
+                Bucket=objects.bucket, Key=latest + name, CopySource={"Bucket": objects.bucket, "Key": dated + name}
+            )
+    except Exception:
+        for name, body in previous.items():
+            if body is not None:
+                objects.put(latest + name, body, CONTENT_TYPES.get(name, "application/octet-stream"))
+        raise
+    return {"dated": f"s3://{objects.bucket}/{dated}", "latest": f"s3://{objects.bucket}/{latest}"}
 
 
 def _partition_value(key: str, name: str) -> str | None:

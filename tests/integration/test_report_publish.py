@@ -1,0 +1,58 @@
+"""Publishing the report: the dated folder first, then ``latest/``, which a failure at any write leaves as it was."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from throughline.adapters.report_store import REPORT_PREFIX, S3Objects, publish
+
+BUCKET = "data"
+NAMES = ("roi.json", "roi.csv", "index.html")
+
+
+class Flaky:
+    """An S3 client whose write of one key fails, as S3 or the network may at any of the report's writes."""
+
+    def __init__(self, client, method: str, key: str):
+        self._client, self._method, self._key = client, method, key
+
+    def __getattr__(self, name):
+        call = getattr(self._client, name)
+        if name != self._method:
+            return call
+
+        def failing(**kwargs):
+            if kwargs["Key"] == self._key:
+                raise ConnectionError(f"{name} {kwargs['Key']} failed")
+            return call(**kwargs)
+
+        return failing
+
+
+def files(run: str) -> dict[str, bytes]:
+    return {name: f"{run} {name}".encode() for name in NAMES}
+
+
+def latest(s3) -> dict[str, bytes]:
+    return {name: s3.get_object(Bucket=BUCKET, Key=f"{REPORT_PREFIX}latest/{name}")["Body"].read() for name in NAMES}
+
+
+@pytest.mark.parametrize(
+    ("method", "name"),
+    [("put_object", name) for name in NAMES] + [("copy_object", name) for name in NAMES],
+)
+def test_latest_is_the_previous_report_whichever_write_fails(method: str, name: str) -> None:
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-central-1")
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        publish(S3Objects(BUCKET, s3), date(2026, 11, 30), files("old"))
+        failing_key = f"{REPORT_PREFIX}{'2026-12-01' if method == 'put_object' else 'latest'}/{name}"
+        with pytest.raises(ConnectionError):
+            publish(S3Objects(BUCKET, Flaky(s3, method, failing_key)), date(2026, 12, 1), files("new"))
+        assert latest(s3) == files("old")
+        publish(S3Objects(BUCKET, s3), date(2026, 12, 1), files("new"))  # the retry publishes all three
+        assert latest(s3) == files("new")
