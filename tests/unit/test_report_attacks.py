@@ -130,3 +130,28 @@ def test_names_in_the_page_data_cannot_end_or_comment_out_the_script() -> None:
     assert "<" not in data and ">" not in data
     assert "<!--<script>" in json.loads(data)["funnel"]["labels"]
     assert page.count("<script") == 3 and page.count("</script>") == 3
+
+
+# ---- dates ------------------------------------------------------------------------------------------------------
+
+
+def test_times_with_another_offset_count_on_the_report_time_zones_day() -> None:
+    # 21:30 UTC on 30 November is 00:30 in Moscow on 1 December: outside a November report in Europe/Moscow;
+    # 20:30 UTC is 23:30 in Moscow, still the last day of the period.
+    late = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1", DATE_CREATE="2026-11-30T21:30:00+00:00")
+    last = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1", DATE_CREATE="2026-11-30T20:30:00+00:00")
+    moscow = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1", DATE_CREATE="2026-11-30T23:30:00+03:00")
+    early = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1", DATE_CREATE="2026-11-01T01:00:00+05:00")
+    report = build([late, last, moscow, early], [], [])
+    assert report.headline.leads == 2  # last and moscow; early is 23:00 on 31 October in Moscow
+    assert report.headline_previous.leads == 1
+    zulu = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1", DATE_CREATE="2026-11-30T22:00:00Z")
+    assert build([zulu], [], []).headline.leads == 0
+    # In a report kept in UTC the same records fall the other way: early is 20:00 on 31 October there.
+    assert build([late, last, moscow, early], [], [], timezone="UTC").headline.leads == 3
+
+
+def test_a_deal_created_at_another_offset_counts_on_the_report_day() -> None:
+    item = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")
+    made = deal(item, won=False, DATE_CREATE="2026-10-31T22:00:00+00:00")  # 01:00 on 1 November in Moscow
+    assert build([item], [made], []).headline.deals == 1

@@ -1,6 +1,7 @@
 """Build the ROI report from the CRM snapshot, the spend rows and the currency rates (pure logic, one pass each).
 
-Counting rules (per period, dates in the portal's time zone as Bitrix24 writes them):
+Counting rules (per period, days in the report's ``TIMEZONE``: a creation time Bitrix24 writes with another offset is
+moved into that zone first; ``CLOSEDATE`` and spend dates are calendar days and are taken as written):
 - leads: leads created in the period; deals: deals created in the period;
 - won deals and revenue: deals in a success stage whose ``CLOSEDATE`` falls in the period;
 - a deal belongs to the row of its lead (the lead's UTM tags), else its own tags, else its ``SOURCE_ID``; in the
@@ -14,10 +15,11 @@ from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from itertools import repeat
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from throughline.report import metrics
 from throughline.report.channels import (
@@ -136,6 +138,7 @@ class _Builder:
             (period.date_from.isoformat(), period.date_to.isoformat()),
             (previous.date_from.isoformat(), previous.date_to.isoformat()),
         )
+        self.zone = ZoneInfo(options.timezone)
         self.source_ids = SourceIds(options.source_map)
         self.campaigns: dict[tuple, _Campaign] = {}
         # (source, tag_key of a campaign id) and (source, tag_key of a name) → spend campaign key. Two maps, ids first:
@@ -144,7 +147,9 @@ class _Builder:
         self._by_name: dict[tuple[str, str], tuple] = {}
         self._slot_index: dict[tuple[str, str, str, str], int] = {}  # (utm_source, medium, campaign, SOURCE_ID)
         self._slots: list[_Slot] = []
-        self._days: dict[str, tuple[int | None, int]] = {}  # "YYYY-MM-DD" → (period index, ordinal)
+        # "YYYY-MM-DD" of a calendar day, or the date and offset of a moment ("YYYY-MM-DD+03:00") whose offset is the
+        # report zone's all that day → (period index, ordinal of the report-zone day)
+        self._days: dict[str, tuple[int | None, int]] = {}
         self._lead_slot = array("i")  # by lead ID: slot, or -1
         self._lead_day = array("i")  # by lead ID: creation day ordinal
         self.lead_statuses: Counter[str] = Counter()  # STATUS_ID of the period's leads
@@ -159,18 +164,40 @@ class _Builder:
         self.duplicates = 0
         self._person_keys: set[str] = set()
 
-    def day(self, value: Any) -> tuple[int | None, int]:
-        """(0 = the period, 1 = the previous one, None = neither; the day's ordinal, 0 when there is no date)."""
-        text = str(value or "")[:10]
-        found = self._days.get(text)
+    def day(self, value: Any, *, moment: bool = False) -> tuple[int | None, int]:
+        """(0 = the period, 1 = the previous one, None = neither; the day's ordinal, 0 when there is no date).
+
+        A ``moment`` (DATE_CREATE: a time with an offset) counts on its day in the report's zone; a calendar day
+        (CLOSEDATE, a spend date) as written. Moments whose offset is the zone's all day (every record of a portal
+        in that zone) are cached by date and offset, so the hot loops parse one string per day, not per record."""
+        text = str(value or "")
+        key = text[:10] + text[19:] if moment else text[:10]
+        found = self._days.get(key)
         if found is None:
-            which = next((index for index, (low, high) in enumerate(self._bounds) if low <= text <= high), None)
+            local, cacheable = self._local_day(text) if moment else (text[:10], True)
+            which = next((index for index, (low, high) in enumerate(self._bounds) if low <= local <= high), None)
             try:
-                ordinal = date.fromisoformat(text).toordinal()
+                ordinal = date.fromisoformat(local).toordinal()
             except ValueError:
                 which, ordinal = None, 0
-            found = self._days[text] = (which, ordinal)
+            found = (which, ordinal)
+            if cacheable:
+                self._days[key] = found
         return found
+
+    def _local_day(self, text: str) -> tuple[str, bool]:
+        """The report-zone day of an ISO time, and whether every time of that date and offset falls on it."""
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return text[:10], True
+        if moment.tzinfo is None:
+            return text[:10], True
+        local = moment.astimezone(self.zone).date()
+        offset = moment.utcoffset()
+        same = offset == datetime.combine(local, time(0), self.zone).utcoffset()
+        same = same and offset == datetime.combine(local, time(23, 59, 59), self.zone).utcoffset()
+        return local.isoformat(), same and local.isoformat() == text[:10]
 
     # -- spend ------------------------------------------------------------------------------------------------------
 
@@ -256,7 +283,7 @@ class _Builder:
             if index is None:
                 index = self.slot(lead)
             created = get("DATE_CREATE") or ""
-            which, ordinal = days.get(created[:10]) or self.day(created)
+            which, ordinal = days.get(created[:10] + created[19:]) or self.day(created, moment=True)
             lead_id = int(lead["ID"])
             if lead_id >= len(lead_slot):
                 grow = max(lead_id + 1 - len(lead_slot), len(lead_slot), 1024)
@@ -301,7 +328,7 @@ class _Builder:
         compact = []
         lead_slot, lead_day = self._lead_slot, self._lead_day
         for deal in deals:
-            created_which, created = self.day(deal.get("DATE_CREATE"))
+            created_which, created = self.day(deal.get("DATE_CREATE"), moment=True)
             won = deal.get("STAGE_SEMANTIC_ID") == "S"
             won_which, closed = self.day(deal.get("CLOSEDATE")) if won else (None, 0)
             customer, deal_id = _customer(deal), int(deal["ID"])
