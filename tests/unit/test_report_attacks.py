@@ -155,3 +155,12 @@ def test_a_deal_created_at_another_offset_counts_on_the_report_day() -> None:
     item = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")
     made = deal(item, won=False, DATE_CREATE="2026-10-31T22:00:00+00:00")  # 01:00 on 1 November in Moscow
     assert build([item], [made], []).headline.deals == 1
+
+
+def test_a_won_deal_without_closedate_counts_on_its_last_change() -> None:
+    item = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")
+    won = deal(item, won=True, amount="5000", CLOSEDATE="", DATE_MODIFY="2026-11-15T18:00:00+03:00")
+    report = build([item], [won], [])
+    assert (report.headline.won_deals, report.headline.revenue) == (1, Decimal("5000.00"))
+    late = deal(item, won=True, amount="5000", CLOSEDATE=None, DATE_MODIFY="2026-11-30T22:00:00+00:00")
+    assert build([item], [late], []).headline.won_deals == 0  # 1 December in Moscow

@@ -3,7 +3,7 @@
 Counting rules (per period, days in the report's ``TIMEZONE``: a creation time Bitrix24 writes with another offset is
 moved into that zone first; ``CLOSEDATE`` and spend dates are calendar days and are taken as written):
 - leads: leads created in the period; deals: deals created in the period;
-- won deals and revenue: deals in a success stage whose ``CLOSEDATE`` falls in the period;
+- won deals and revenue: deals in a success stage whose ``CLOSEDATE`` (empty: ``DATE_MODIFY``) falls in the period;
 - a deal belongs to the row of its lead (the lead's UTM tags), else its own tags, else its ``SOURCE_ID``; in the
   medium × content × term drill-down it counts by its own tags (Bitrix24 copies the lead's onto the deal);
 - new customers: won deals whose contact (or, without one, the deal itself) had no earlier won deal.
@@ -330,7 +330,7 @@ class _Builder:
         for deal in deals:
             created_which, created = self.day(deal.get("DATE_CREATE"), moment=True)
             won = deal.get("STAGE_SEMANTIC_ID") == "S"
-            won_which, closed = self.day(deal.get("CLOSEDATE")) if won else (None, 0)
+            won_which, closed = self._closed(deal) if won else (None, 0)
             customer, deal_id = _customer(deal), int(deal["ID"])
             if won and closed and (customer not in first_won or (closed, deal_id) < first_won[customer]):
                 first_won[customer] = (closed, deal_id)
@@ -385,6 +385,13 @@ class _Builder:
                 cell = self._drill(campaign, _tags(drill))
                 cell[2] += 1
                 cell[3] += revenue
+
+    def _closed(self, deal: Mapping[str, Any]) -> tuple[int | None, int]:
+        """A won deal's day: its ``CLOSEDATE``, or, when a portal or an import left that empty, its last change (the
+        move into the success stage is one) — rather than dropping the deal and its revenue without a word."""
+        if deal.get("CLOSEDATE"):
+            return self.day(deal["CLOSEDATE"])
+        return self.day(deal.get("DATE_MODIFY"), moment=True)
 
     def deal_paths(
         self, history: Iterable[Mapping[str, Any]]
@@ -509,7 +516,7 @@ def _customer(deal: Mapping[str, Any]) -> str:
     return f"c{contact}" if contact and str(contact) != "0" else f"d{deal.get('ID')}"
 
 
-MAX_AMOUNT = Decimal("1e15")  # Bitrix24 keeps OPPORTUNITY as DECIMAL(18,2); anything past this is no money
+MAX_AMOUNT = Decimal("1e16")  # Bitrix24 keeps OPPORTUNITY as DECIMAL(18,2): anything past it is no money
 
 
 def _decimal(value: Any) -> Decimal:
