@@ -1,14 +1,17 @@
-"""Publishing the report: the dated folder first, then ``latest/``, which a failure at any write leaves as it was."""
+"""Publishing the report: the dated folder first, then ``latest/``, which a failure at any write leaves as it was;
+one run at a time."""
 
 from __future__ import annotations
 
-from datetime import date
+import json
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from throughline.adapters.report_store import REPORT_PREFIX, S3Objects, publish
+from throughline.adapters.report_store import LOCK_KEY, REPORT_PREFIX, ReportBusy, S3Objects, publish, run_lock
 
 BUCKET = "data"
 NAMES = ("roi.json", "roi.csv", "index.html")
@@ -56,3 +59,49 @@ def test_latest_is_the_previous_report_whichever_write_fails(method: str, name: 
         assert latest(s3) == files("old")
         publish(S3Objects(BUCKET, s3), date(2026, 12, 1), files("new"))  # the retry publishes all three
         assert latest(s3) == files("new")
+
+
+# ---- one run at a time ------------------------------------------------------------------------------------------
+
+NOW = datetime(2026, 12, 1, 5, 0, tzinfo=ZoneInfo("Europe/Moscow"))
+LEASE = timedelta(minutes=20)
+
+
+class Blind:
+    """A client that does not see the lock yet: the other run read before this one wrote."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def __getattr__(self, name):
+        if name == "get_object":
+
+            def missing(**kwargs):
+                raise self._client.exceptions.NoSuchKey({"Error": {"Code": "NoSuchKey"}}, "GetObject")
+
+            return missing
+        return getattr(self._client, name)
+
+
+def test_a_second_run_waits_for_the_first_and_a_crashed_runs_lease_runs_out() -> None:
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-central-1")
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        objects = S3Objects(BUCKET, s3)
+        with run_lock(objects, "first", NOW, LEASE):
+            later = NOW + timedelta(minutes=5)
+            with pytest.raises(ReportBusy, match="first"), run_lock(objects, "second", later, LEASE):
+                pass
+            blind = S3Objects(BUCKET, Blind(s3))  # both saw no lock: S3's conditional write lets one win
+            with pytest.raises(ReportBusy, match="same moment"), run_lock(blind, "third", NOW, LEASE):
+                pass
+        with run_lock(objects, "after", NOW + timedelta(minutes=6), LEASE):  # released: free again
+            pass
+
+        crashed = {"owner": "crashed", "since": NOW.isoformat(), "until": (NOW + LEASE).isoformat()}
+        s3.put_object(Bucket=BUCKET, Key=LOCK_KEY, Body=json.dumps(crashed).encode())  # taken, never released
+        with pytest.raises(ReportBusy), run_lock(objects, "too early", NOW + timedelta(minutes=19), LEASE):
+            pass
+        with run_lock(objects, "later", NOW + timedelta(minutes=21), LEASE):
+            held = json.loads(s3.get_object(Bucket=BUCKET, Key=LOCK_KEY)["Body"].read())
+            assert held["owner"] == "later"

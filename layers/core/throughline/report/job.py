@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from throughline.adapters.report_store import S3Objects, publish, read_rates, read_spend
+from throughline.adapters.report_store import S3Objects, publish, read_rates, read_spend, run_lock
 from throughline.bitrix24.client import Bitrix24Client
 from throughline.config import Settings
 from throughline.report.build import ReportOptions, build_report, default_periods, previous_period
@@ -16,6 +17,9 @@ from throughline.report.funnel import StageBook
 from throughline.report.models import Period, RoiReport
 from throughline.report.rates import RateBook
 from throughline.report.render import render_csv, render_html, render_json
+
+# Longer than the function's 900 s timeout: a lease that ran out belongs to a run that no longer exists.
+LOCK_LEASE = timedelta(minutes=20)
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,20 @@ def run_report(
     clock = now or (lambda: datetime.now(settings.zone))
     started = clock()
     period, previous = periods_for(date_from, date_to, started.date())
+    with run_lock(objects, f"run {uuid.uuid4().hex[:12]} at {started.isoformat()}", started, LOCK_LEASE):
+        return _run(settings, client, objects, period, previous, started, clock, progress)
+
+
+def _run(
+    settings: Settings,
+    client: Bitrix24Client,
+    objects: S3Objects,
+    period: Period,
+    previous: Period,
+    started: datetime,
+    clock: Callable[[], datetime],
+    progress: Callable[[str], None],
+) -> RunResult:
     progress(f"period {period.date_from} … {period.date_to}, compared with {previous.date_from} … {previous.date_to}")
     crm = refresh_snapshot(
         client,
