@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import tracemalloc
 from datetime import datetime
 from decimal import Decimal
 
@@ -164,3 +165,18 @@ def test_a_won_deal_without_closedate_counts_on_its_last_change() -> None:
     assert (report.headline.won_deals, report.headline.revenue) == (1, Decimal("5000.00"))
     late = deal(item, won=True, amount="5000", CLOSEDATE=None, DATE_MODIFY="2026-11-30T22:00:00+00:00")
     assert build([item], [late], []).headline.won_deals == 0  # 1 December in Moscow
+
+
+def test_lead_ids_far_apart_cost_no_memory_for_the_gap() -> None:
+    # A migrated or on-premise portal may number leads from a billion: the per-ID arrays must not span the gap.
+    tracemalloc.start()
+    try:
+        far = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1", ID="50000000")
+        near = lead(UTM_SOURCE="google", UTM_MEDIUM="cpc", UTM_CAMPAIGN="2", ID="7")
+        won = deal(far, won=True, amount="100", UTM_SOURCE="", UTM_CAMPAIGN="")
+        report = build([near, far], [won], [])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20, f"{peak / 2**20:.0f} MB"
+    assert row(report, "source", source="yandex").metrics.revenue == Decimal("100.00")  # the deal still finds its lead

@@ -51,6 +51,7 @@ from throughline.report.models import (
 from throughline.report.rates import RateBook
 
 CURRENT, PREVIOUS = 0, 1
+DENSE_SPAN, DENSE_BASE = 4, 1 << 20  # per-ID arrays cover IDs below 4 × leads read + 1 M (8 bytes an ID)
 ATTRIBUTION_BASIS = "last touch on the lead: its UTM tags, else the deal's own tags, else its CRM source (SOURCE_ID)"
 
 
@@ -152,6 +153,8 @@ class _Builder:
         self._days: dict[str, tuple[int | None, int]] = {}
         self._lead_slot = array("i")  # by lead ID: slot, or -1
         self._lead_day = array("i")  # by lead ID: creation day ordinal
+        self._far_leads: dict[int, tuple[int, int]] = {}  # lead ID past the dense arrays → (slot, day ordinal)
+        self._leads_seen = 0
         self.lead_statuses: Counter[str] = Counter()  # STATUS_ID of the period's leads
         self.deal_stages: dict[int, Counter[str]] = defaultdict(Counter)  # CATEGORY_ID → STAGE_ID of its deals
         self.period_deals: dict[int, tuple[int, str]] = {}  # the period's deals: ID → (CATEGORY_ID, STAGE_ID)
@@ -275,7 +278,8 @@ class _Builder:
     def add_leads(self, leads: Iterable[Mapping[str, Any]]) -> None:
         # The hot loop of the report (a million leads): lookups are bound to locals, the common case is two dict hits.
         slots, slot_index, days = self._slots, self._slot_index, self._days
-        lead_slot, lead_day = self._lead_slot, self._lead_day
+        lead_slot, lead_day, far = self._lead_slot, self._lead_day, self._far_leads
+        seen = self._leads_seen
         for lead in leads:
             get = lead.get
             tags = (get("UTM_SOURCE") or "", get("UTM_MEDIUM") or "", get("UTM_CAMPAIGN") or "", get("SOURCE_ID") or "")
@@ -285,18 +289,27 @@ class _Builder:
             created = get("DATE_CREATE") or ""
             which, ordinal = days.get(created[:10] + created[19:]) or self.day(created, moment=True)
             lead_id = int(lead["ID"])
+            seen += 1
             if lead_id >= len(lead_slot):
-                grow = max(lead_id + 1 - len(lead_slot), len(lead_slot), 1024)
-                lead_slot.extend(repeat(-1, grow))
-                lead_day.extend(repeat(0, grow))
-            lead_slot[lead_id] = index
-            lead_day[lead_id] = ordinal
+                # The arrays stay dense: they grow only while IDs are near the number of leads read (a portal that
+                # numbers from a billion would otherwise cost gigabytes of gap); far IDs go to a dict.
+                if lead_id >= DENSE_SPAN * seen + DENSE_BASE:
+                    far[lead_id] = (index, ordinal)
+                    lead_id = -1
+                else:
+                    grow = max(lead_id + 1 - len(lead_slot), len(lead_slot), 1024)
+                    lead_slot.extend(repeat(-1, grow))
+                    lead_day.extend(repeat(0, grow))
+            if lead_id >= 0:
+                lead_slot[lead_id] = index
+                lead_day[lead_id] = ordinal
             if which is None:
                 continue
             slot = slots[index]
             slot.campaign.totals[which].leads += 1
             if which == CURRENT:
                 self._count_current_lead(lead, slot)
+        self._leads_seen = seen
 
     def _count_current_lead(self, lead: Mapping[str, Any], slot: _Slot) -> None:
         self._drill(slot.campaign, lead)[0] += 1
@@ -326,7 +339,7 @@ class _Builder:
         pass: the totals, now that "new customer" can be told."""
         first_won: dict[str, tuple[int, int]] = {}  # customer → (day, deal ID) of their first won deal
         compact = []
-        lead_slot, lead_day = self._lead_slot, self._lead_day
+        lead_slot, lead_day, far = self._lead_slot, self._lead_day, self._far_leads
         for deal in deals:
             created_which, created = self.day(deal.get("DATE_CREATE"), moment=True)
             won = deal.get("STAGE_SEMANTIC_ID") == "S"
@@ -343,6 +356,8 @@ class _Builder:
             lead_id = int(deal.get("LEAD_ID") or 0)
             if 0 < lead_id < len(lead_slot) and lead_slot[lead_id] >= 0:
                 index, started = lead_slot[lead_id], lead_day[lead_id]
+            elif lead_id in far:
+                index, started = far[lead_id]
             else:
                 index, started = self.slot(deal), created
             profit = deal.get(self.options.profit_field) if self.options.profit_field else None
