@@ -180,3 +180,23 @@ def test_lead_ids_far_apart_cost_no_memory_for_the_gap() -> None:
         tracemalloc.stop()
     assert peak < 50 * 2**20, f"{peak / 2**20:.0f} MB"
     assert row(report, "source", source="yandex").metrics.revenue == Decimal("100.00")  # the deal still finds its lead
+
+
+def test_loss_reasons_of_two_failure_stages_with_one_name_add_up() -> None:
+    statuses = [*STATUSES, {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": "LOSE2", "NAME": "Сделка провалена", "SORT": "50",
+                            "SEMANTICS": "F"}]  # fmt: skip
+    item = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")
+    deals = [deal(item, won=False, STAGE_ID="LOSE", STAGE_SEMANTIC_ID="F"),
+             deal(item, won=False, STAGE_ID="LOSE2", STAGE_SEMANTIC_ID="F")]  # fmt: skip
+    report = build_report(
+        period=PERIOD,
+        previous=PREVIOUS,
+        leads=[item],
+        deals=deals,
+        spend=[],
+        rates=RateBook("RUB"),
+        stages=StageBook(statuses),
+        now=lambda: datetime(2026, 12, 1),
+    )
+    funnel = next(f for f in report.funnels if f.entity == "deal")
+    assert funnel.lost == 2 and funnel.loss_reasons == {"Сделка провалена": 2}
