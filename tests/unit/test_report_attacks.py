@@ -10,12 +10,14 @@ from datetime import datetime
 from decimal import Decimal
 
 import pytest
-from test_report_build import PERIOD, PREVIOUS, STATUSES, build, deal, lead, row, spend
+from jsonschema import Draft202012Validator
+from test_report_build import PERIOD, PREVIOUS, STATUSES, build, deal, lead, row, seed_records, spend
+from test_report_render import SCHEMA
 
 from throughline.report.build import build_report
 from throughline.report.funnel import StageBook
 from throughline.report.rates import RateBook
-from throughline.report.render import render_csv, render_html
+from throughline.report.render import render_csv, render_html, render_json
 
 
 def _rows_sum(report, level: str, name: str) -> Decimal:
@@ -200,3 +202,15 @@ def test_loss_reasons_of_two_failure_stages_with_one_name_add_up() -> None:
     )
     funnel = next(f for f in report.funnels if f.entity == "deal")
     assert funnel.lost == 2 and funnel.loss_reasons == {"Сделка провалена": 2}
+
+
+@pytest.mark.parametrize("case", ["seed", "empty", "hostile"])
+def test_roi_json_validates_against_the_committed_schema(case: str) -> None:
+    leads, deals, spend_rows = seed_records() if case == "seed" else ([], [], [])
+    if case == "hostile":
+        item = lead(UTM_SOURCE="<b>", UTM_MEDIUM="cpc", UTM_CAMPAIGN="=1+1")
+        leads, deals = [item], [deal(item, won=True, amount="NaN"), deal(item, won=True, amount="1e5")]
+    data = json.loads(render_json(build(leads, deals, spend_rows)))
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    errors = [f"{list(error.path)}: {error.message}" for error in Draft202012Validator(schema).iter_errors(data)]
+    assert errors == []
