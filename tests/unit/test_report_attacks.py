@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import tracemalloc
 from datetime import datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -15,6 +17,7 @@ from test_report_build import PERIOD, PREVIOUS, STATUSES, build, deal, lead, row
 from test_report_render import SCHEMA
 
 from throughline.report.build import build_report
+from throughline.report.crm import _Scan
 from throughline.report.funnel import StageBook
 from throughline.report.rates import RateBook
 from throughline.report.render import render_csv, render_html, render_json
@@ -214,3 +217,15 @@ def test_roi_json_validates_against_the_committed_schema(case: str) -> None:
     schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
     errors = [f"{list(error.path)}: {error.message}" for error in Draft202012Validator(schema).iter_errors(data)]
     assert errors == []
+
+
+# ---- reading the CRM --------------------------------------------------------------------------------------------
+
+
+def test_the_modified_since_filter_is_in_the_documented_datetime_format() -> None:
+    # api-reference/data-types.md: datetime is YYYY-MM-DDThh:mm:ss±hh:mm — no fractions of a second, which a run's
+    # clock (datetime.now) always has. Floored to the second, the window only grows: nothing is missed.
+    since = datetime(2026, 11, 30, 4, 0, 0, 987654, tzinfo=ZoneInfo("Europe/Moscow"))
+    params = _Scan("deal", "crm.deal.list", ("ID",), since).params(0)
+    assert params["filter"][">=DATE_MODIFY"] == "2026-11-30T04:00:00+03:00"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", params["filter"][">=DATE_MODIFY"])
