@@ -12,6 +12,7 @@ import pytest
 from moto import mock_aws
 
 from throughline.adapters.report_store import LOCK_KEY, REPORT_PREFIX, ReportBusy, S3Objects, publish, run_lock
+from throughline.report.job import LOCK_LEASE, LOCK_MARGIN, lock_lease
 
 BUCKET = "data"
 NAMES = ("roi.json", "roi.csv", "index.html")
@@ -105,3 +106,10 @@ def test_a_second_run_waits_for_the_first_and_a_crashed_runs_lease_runs_out() ->
         with run_lock(objects, "later", NOW + timedelta(minutes=21), LEASE):
             held = json.loads(s3.get_object(Bucket=BUCKET, Key=LOCK_KEY)["Body"].read())
             assert held["owner"] == "later"
+
+
+def test_the_lease_ends_soon_after_the_invocation_must_have() -> None:
+    assert lock_lease(float("inf")) == LOCK_LEASE  # the CLI: no deadline
+    assert lock_lease(840.0) == timedelta(seconds=840) + LOCK_MARGIN  # Lambda: 14 min left → free 2 min after
+    assert lock_lease(-5.0) == LOCK_MARGIN
+    assert lock_lease(10_000.0) == LOCK_LEASE

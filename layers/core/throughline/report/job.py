@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,15 @@ from throughline.report.render import render_csv, render_html, render_json
 
 # Longer than the function's 900 s timeout: a lease that ran out belongs to a run that no longer exists.
 LOCK_LEASE = timedelta(minutes=20)
+LOCK_MARGIN = timedelta(minutes=2)  # past the invocation's own end: its reserve, clock skew between runs
+
+
+def lock_lease(seconds_left: float) -> timedelta:
+    """How long a run holds the lock: until its invocation must have ended (a run killed at the timeout then blocks
+    the retries Lambda makes a minute or three later no longer than needed), at most ``LOCK_LEASE``."""
+    if not math.isfinite(seconds_left):
+        return LOCK_LEASE
+    return min(LOCK_LEASE, timedelta(seconds=max(seconds_left, 0.0)) + LOCK_MARGIN)
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,8 @@ def run_report(
     clock = now or (lambda: datetime.now(settings.zone))
     started = clock()
     period, previous = periods_for(date_from, date_to, started.date())
-    with run_lock(objects, f"run {uuid.uuid4().hex[:12]} at {started.isoformat()}", started, LOCK_LEASE):
+    lease = lock_lease(client.deadline.seconds_left() + client.deadline.reserve)
+    with run_lock(objects, f"run {uuid.uuid4().hex[:12]} at {started.isoformat()}", started, lease):
         return _run(settings, client, objects, period, previous, started, clock, progress)
 
 
