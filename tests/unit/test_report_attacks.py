@@ -229,3 +229,12 @@ def test_the_modified_since_filter_is_in_the_documented_datetime_format() -> Non
     params = _Scan("deal", "crm.deal.list", ("ID",), since).params(0)
     assert params["filter"][">=DATE_MODIFY"] == "2026-11-30T04:00:00+03:00"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", params["filter"][">=DATE_MODIFY"])
+
+
+def test_leads_tagged_with_a_renamed_campaigns_new_name_meet_its_spend() -> None:
+    rows = [spend("yandex_direct", "100", campaign_id="5", name="Осень", day="2026-11-03"),
+            spend("yandex_direct", "100", campaign_id="5", name="Зима", day="2026-11-20")]  # fmt: skip
+    leads = [lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN=name) for name in ("Осень", "зима ")]
+    report = build(leads, [], rows)
+    campaign = row(report, "campaign", campaign_id="5")
+    assert (campaign.metrics.leads, campaign.matched, campaign.campaign) == (2, "spend_and_leads", "Зима")

@@ -113,6 +113,7 @@ class _Campaign:
     campaign_id: str | None = None
     platform: str | None = None
     has_spend: bool = False
+    named_on: str = ""  # the spend date of the name shown: a renamed campaign shows its latest name
     totals: tuple[Totals, Totals] = field(default_factory=lambda: (Totals(), Totals()))
     drill: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
 
@@ -226,8 +227,10 @@ class _Builder:
                 )
                 if campaign_id:
                     self._by_id.setdefault((source, tag_key(campaign_id)), key)
-                if name:
-                    self._by_name.setdefault((source, tag_key(name)), key)
+            if name:  # every name a campaign had in the period: one renamed mid-month is tagged with both
+                self._by_name.setdefault((source, tag_key(name)), key)
+                if platform != "manual" and str(row["date"]) >= campaign.named_on:
+                    campaign.campaign, campaign.named_on = name, str(row["date"])
             cost = self._money(_decimal(row.get("cost")), str(row.get("currency") or ""), str(row["date"]))
             if cost is None:
                 raise ValueError(f"no rate for spend currency {row.get('currency')!r} on {row['date']}")
