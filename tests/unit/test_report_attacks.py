@@ -238,3 +238,11 @@ def test_leads_tagged_with_a_renamed_campaigns_new_name_meet_its_spend() -> None
     report = build(leads, [], rows)
     campaign = row(report, "campaign", campaign_id="5")
     assert (campaign.metrics.leads, campaign.matched, campaign.campaign) == (2, "spend_and_leads", "Зима")
+
+
+def test_unknown_tags_group_case_and_space_variants_like_the_rows_do() -> None:
+    variants = ("Partner-XYZ ", "partner-xyz", " PARTNER-xyz")
+    leads = [lead(UTM_SOURCE=source, UTM_MEDIUM="referral") for source in variants]
+    report = build(leads, [], [])
+    assert [(tag.utm_source, tag.leads) for tag in report.data_quality.unknown_tags] == [("partner-xyz", 3)]
+    assert row(report, "source", source="partner-xyz").metrics.leads == 3

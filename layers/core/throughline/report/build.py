@@ -275,7 +275,8 @@ class _Builder:
             campaign = self.campaigns.get(key) or self.campaigns.setdefault(
                 key, _Campaign(origin.channel, origin.source, utm_campaign.strip() or NO_CAMPAIGN)
             )
-        unknown = utm_source.strip() if utm_source and not is_known_source(origin.source) else None
+        # The canonical source, as the rows group it: "Partner-XYZ " and "partner-xyz" are one unknown tag, not two.
+        unknown = origin.source if utm_source.strip() and not is_known_source(origin.source) else None
         return _Slot(campaign, origin.known, unknown)
 
     def add_leads(self, leads: Iterable[Mapping[str, Any]]) -> None:
