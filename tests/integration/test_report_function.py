@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import date
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import boto3
 import pytest
 
 from local.bitrix24_sandbox.server import seed_history
 from local.template import load_template
+from throughline.adapters.report_store import ReportBusy, S3Objects, run_lock
 from throughline.report import job
 
 RESOURCES = load_template()["Resources"]
@@ -171,3 +173,14 @@ def test_cli_builds_the_report_with_progress_and_writes_out(report_stack, tmp_pa
     assert "Контекстная реклама" in out and "525,00 %" in out and out.strip().endswith("latest/index.html")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["index.html", "roi.csv", "roi.json"]
     assert json.loads((tmp_path / "roi.json").read_text())["headline"]["romi"] == 422.73
+
+
+def test_a_run_while_another_holds_the_lock_touches_nothing(report_stack) -> None:
+    stack, s3, bucket = report_stack
+    objects = S3Objects(bucket, s3)
+    with run_lock(objects, "the nightly run", datetime.now(ZoneInfo("Europe/Moscow")), timedelta(minutes=20)):
+        with pytest.raises(ReportBusy, match="the nightly run"):
+            stack.invoke("build_roi_report", {"date_from": "2026-11-01", "date_to": "2026-11-30"})
+        assert not list(objects.keys("reports/")) and not list(objects.keys("crm/snapshot/entity="))
+    stack.invoke("build_roi_report", {"date_from": "2026-11-01", "date_to": "2026-11-30"})
+    assert s3.get_object(Bucket=bucket, Key="reports/roi/latest/index.html")["Body"].read()

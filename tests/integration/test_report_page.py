@@ -173,3 +173,102 @@ def test_the_page_draws_every_chart_offline(tmp_path: Path) -> None:
     for item in drawn:
         assert item["width"] > 100 and item["painted"] > 2000, item  # bars, axes and labels, not a blank canvas
     assert screenshot.stat().st_size > 50_000
+
+
+def _open(page_file: Path, screenshot: Path) -> tuple[list[str], int, dict]:
+    """Open the page offline: script errors, how many charts were made, and the page's size and overflow."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(page_file.as_uri())
+            page.wait_for_load_state("load")
+            charts = page.evaluate("(window.throughlineCharts || []).length")
+            layout = page.evaluate(
+                """() => ({width: document.documentElement.scrollWidth,
+                          text: document.body.innerText,
+                          names: Math.max(0, ...[...document.querySelectorAll('td.name')].map(
+                              cell => cell.getBoundingClientRect().width)),
+                          empty: [...document.querySelectorAll('.chart .empty')].map(node => node.innerText)})"""
+            )
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    return errors, charts, layout
+
+
+def test_names_from_the_portal_cannot_stop_the_charts(tmp_path: Path) -> None:
+    statuses = [{**item, "NAME": "<!--<script>"} if item["STATUS_ID"] == "PREPARATION" else item for item in STATUSES]
+    report = sample_report()
+    hostile = build_report(
+        period=report.period,
+        previous=report.previous_period,
+        leads=[
+            dict(
+                ID="1",
+                DATE_CREATE="2026-11-02T10:00:00+03:00",
+                UTM_SOURCE="yandex",
+                UTM_MEDIUM="cpc",
+                UTM_CAMPAIGN="</script><script>window.pwned=1</script>",
+            )
+        ],
+        deals=[
+            dict(
+                ID="2",
+                LEAD_ID="1",
+                DATE_CREATE="2026-11-03T10:00:00+03:00",
+                STAGE_ID="PREPARATION",
+                STAGE_SEMANTIC_ID="P",
+                CATEGORY_ID="0",
+            )
+        ],
+        spend=[],
+        rates=RateBook("RUB"),
+        stages=StageBook(statuses),
+        now=lambda: datetime(2026, 12, 1, 6, 0),
+    )
+    page_file = tmp_path / "index.html"
+    page_file.write_bytes(render_html(hostile))
+    errors, charts, layout = _open(page_file, tmp_path / "hostile.png")
+    assert errors == [] and charts == 2  # the funnel and data quality (no money: those two panels say so)
+    assert layout["empty"] == ["Нет данных за период"] * 2
+    assert "</script><script>window.pwned=1</script>" in layout["text"]  # shown as text, not run
+
+
+def test_an_empty_report_says_so_and_a_huge_one_stays_in_the_window(tmp_path: Path) -> None:
+    empty = build_report(
+        period=Period(date_from=date(2026, 11, 1), date_to=date(2026, 11, 30)),
+        previous=Period(date_from=date(2026, 10, 2), date_to=date(2026, 10, 31)),
+        leads=[],
+        deals=[],
+        spend=[],
+        rates=RateBook("RUB"),
+        stages=StageBook([]),
+        now=lambda: datetime(2026, 12, 1, 6, 0),
+    )
+    page_file = tmp_path / "empty.html"
+    page_file.write_bytes(render_html(empty))
+    errors, _, layout = _open(page_file, tmp_path / "empty.png")
+    assert errors == []
+    assert len(layout["empty"]) == 4, layout["empty"]  # each chart panel says there is nothing to draw
+
+    long_name = "Кампания_" + "x" * 3000  # no spaces to break at
+    leads = [{"ID": str(index), "DATE_CREATE": "2026-11-02T10:00:00+03:00", "UTM_SOURCE": "yandex",
+              "UTM_MEDIUM": "cpc", "UTM_CAMPAIGN": f"{long_name}{index}"} for index in range(1, 3000)]  # fmt: skip
+    huge = build_report(
+        period=empty.period,
+        previous=empty.previous_period,
+        leads=leads,
+        deals=[],
+        spend=[],
+        rates=RateBook("RUB"),
+        stages=StageBook(STATUSES),
+        now=lambda: datetime(2026, 12, 1, 6, 0),
+    )
+    page_file = tmp_path / "huge.html"
+    page_file.write_bytes(render_html(huge))
+    errors, charts, layout = _open(page_file, tmp_path / "huge.png")
+    assert errors == [] and charts == 2 and len(layout["empty"]) == 2
+    assert layout["width"] <= 1440 and layout["names"] <= 500  # a long name wraps in its cell; numbers stay in view

@@ -1,8 +1,9 @@
 """Build the ROI report from the CRM snapshot, the spend rows and the currency rates (pure logic, one pass each).
 
-Counting rules (per period, dates in the portal's time zone as Bitrix24 writes them):
+Counting rules (per period, days in the report's ``TIMEZONE``: a creation time Bitrix24 writes with another offset is
+moved into that zone first; ``CLOSEDATE`` and spend dates are calendar days and are taken as written):
 - leads: leads created in the period; deals: deals created in the period;
-- won deals and revenue: deals in a success stage whose ``CLOSEDATE`` falls in the period;
+- won deals and revenue: deals in a success stage whose ``CLOSEDATE`` (empty: ``DATE_MODIFY``) falls in the period;
 - a deal belongs to the row of its lead (the lead's UTM tags), else its own tags, else its ``SOURCE_ID``; in the
   medium × content × term drill-down it counts by its own tags (Bitrix24 copies the lead's onto the deal);
 - new customers: won deals whose contact (or, without one, the deal itself) had no earlier won deal.
@@ -14,10 +15,11 @@ from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from itertools import repeat
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from throughline.report import metrics
 from throughline.report.channels import (
@@ -49,6 +51,7 @@ from throughline.report.models import (
 from throughline.report.rates import RateBook
 
 CURRENT, PREVIOUS = 0, 1
+DENSE_SPAN, DENSE_BASE = 4, 1 << 20  # per-ID arrays cover IDs below 4 × leads read + 1 M (8 bytes an ID)
 ATTRIBUTION_BASIS = "last touch on the lead: its UTM tags, else the deal's own tags, else its CRM source (SOURCE_ID)"
 
 
@@ -110,6 +113,7 @@ class _Campaign:
     campaign_id: str | None = None
     platform: str | None = None
     has_spend: bool = False
+    named_on: str = ""  # the spend date of the name shown: a renamed campaign shows its latest name
     totals: tuple[Totals, Totals] = field(default_factory=lambda: (Totals(), Totals()))
     drill: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
 
@@ -136,38 +140,69 @@ class _Builder:
             (period.date_from.isoformat(), period.date_to.isoformat()),
             (previous.date_from.isoformat(), previous.date_to.isoformat()),
         )
+        self.zone = ZoneInfo(options.timezone)
         self.source_ids = SourceIds(options.source_map)
         self.campaigns: dict[tuple, _Campaign] = {}
-        self._by_tag: dict[tuple[str, str], tuple] = {}  # (source, campaign id or name) → spend campaign key
+        # (source, tag_key of a campaign id) and (source, tag_key of a name) → spend campaign key. Two maps, ids first:
+        # one campaign's id may be another's name, and the match must not depend on which spend row came first.
+        self._by_id: dict[tuple[str, str], tuple] = {}
+        self._by_name: dict[tuple[str, str], tuple] = {}
         self._slot_index: dict[tuple[str, str, str, str], int] = {}  # (utm_source, medium, campaign, SOURCE_ID)
         self._slots: list[_Slot] = []
-        self._days: dict[str, tuple[int | None, int]] = {}  # "YYYY-MM-DD" → (period index, ordinal)
+        # "YYYY-MM-DD" of a calendar day, or the date and offset of a moment ("YYYY-MM-DD+03:00") whose offset is the
+        # report zone's all that day → (period index, ordinal of the report-zone day)
+        self._days: dict[str, tuple[int | None, int]] = {}
         self._lead_slot = array("i")  # by lead ID: slot, or -1
         self._lead_day = array("i")  # by lead ID: creation day ordinal
+        self._far_leads: dict[int, tuple[int, int]] = {}  # lead ID past the dense arrays → (slot, day ordinal)
+        self._leads_seen = 0
         self.lead_statuses: Counter[str] = Counter()  # STATUS_ID of the period's leads
         self.deal_stages: dict[int, Counter[str]] = defaultdict(Counter)  # CATEGORY_ID → STAGE_ID of its deals
         self.period_deals: dict[int, tuple[int, str]] = {}  # the period's deals: ID → (CATEGORY_ID, STAGE_ID)
         self.spend_rows_with_vat = 0
         self.deals_without_rate = 0
         self.spend_without_rate: dict[str, Decimal] = {}
+        self.deals_without_amount = 0
         self.leads_total = 0
         self.leads_with_source = 0
         self.unknown_tags: Counter[str] = Counter()
         self.duplicates = 0
         self._person_keys: set[str] = set()
 
-    def day(self, value: Any) -> tuple[int | None, int]:
-        """(0 = the period, 1 = the previous one, None = neither; the day's ordinal, 0 when there is no date)."""
-        text = str(value or "")[:10]
-        found = self._days.get(text)
+    def day(self, value: Any, *, moment: bool = False) -> tuple[int | None, int]:
+        """(0 = the period, 1 = the previous one, None = neither; the day's ordinal, 0 when there is no date).
+
+        A ``moment`` (DATE_CREATE: a time with an offset) counts on its day in the report's zone; a calendar day
+        (CLOSEDATE, a spend date) as written. Moments whose offset is the zone's all day (every record of a portal
+        in that zone) are cached by date and offset, so the hot loops parse one string per day, not per record."""
+        text = str(value or "")
+        key = text[:10] + text[19:] if moment else text[:10]
+        found = self._days.get(key)
         if found is None:
-            which = next((index for index, (low, high) in enumerate(self._bounds) if low <= text <= high), None)
+            local, cacheable = self._local_day(text) if moment else (text[:10], True)
+            which = next((index for index, (low, high) in enumerate(self._bounds) if low <= local <= high), None)
             try:
-                ordinal = date.fromisoformat(text).toordinal()
+                ordinal = date.fromisoformat(local).toordinal()
             except ValueError:
                 which, ordinal = None, 0
-            found = self._days[text] = (which, ordinal)
+            found = (which, ordinal)
+            if cacheable:
+                self._days[key] = found
         return found
+
+    def _local_day(self, text: str) -> tuple[str, bool]:
+        """The report-zone day of an ISO time, and whether every time of that date and offset falls on it."""
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return text[:10], True
+        if moment.tzinfo is None:
+            return text[:10], True
+        local = moment.astimezone(self.zone).date()
+        offset = moment.utcoffset()
+        same = offset == datetime.combine(local, time(0), self.zone).utcoffset()
+        same = same and offset == datetime.combine(local, time(23, 59, 59), self.zone).utcoffset()
+        return local.isoformat(), same and local.isoformat() == text[:10]
 
     # -- spend ------------------------------------------------------------------------------------------------------
 
@@ -191,10 +226,13 @@ class _Builder:
                 campaign = self.campaigns[key] = _Campaign(
                     channel, source, name or campaign_id or NO_CAMPAIGN, campaign_id or None, platform, True
                 )
-                for tag in (campaign_id, name):
-                    if tag:
-                        self._by_tag.setdefault((source, tag_key(tag)), key)
-            cost = self.rates.convert(_decimal(row.get("cost")), str(row.get("currency") or ""), str(row["date"]))
+                if campaign_id:
+                    self._by_id.setdefault((source, tag_key(campaign_id)), key)
+            if name:  # every name a campaign had in the period: one renamed mid-month is tagged with both
+                self._by_name.setdefault((source, tag_key(name)), key)
+                if platform != "manual" and str(row["date"]) >= campaign.named_on:
+                    campaign.campaign, campaign.named_on = name, str(row["date"])
+            cost = self._money(_decimal(row.get("cost")), str(row.get("currency") or ""), str(row["date"]))
             if cost is None:
                 # Never a crash of the whole night and never a silent loss: shown in data quality, per currency.
                 currency = str(row.get("currency") or "?")
@@ -207,6 +245,13 @@ class _Builder:
             totals.spend += cost
             totals.impressions += int(row.get("impressions") or 0)
             totals.clicks += int(row.get("clicks") or 0)
+
+    def _money(self, amount: Decimal, currency: str, day: str) -> Decimal | None:
+        """``amount`` in the report currency, rounded to kopecks here, once per spend row or deal: every row, total
+        and file then adds up the same kopecks (rounding only the sums made campaign rows disagree with their total).
+        """
+        converted = self.rates.convert(amount, currency, day)
+        return None if converted is None else metrics.money(converted)
 
     # -- leads ------------------------------------------------------------------------------------------------------
 
@@ -224,7 +269,10 @@ class _Builder:
             origin = origin_from_tags(utm_source, utm_medium)
         else:
             origin = self.source_ids.origin(source_id)
-        spend_key = self._by_tag.get((origin.source, tag_key(utm_campaign))) if utm_campaign else None
+        spend_key = None
+        if utm_campaign:
+            tag = (origin.source, tag_key(utm_campaign))
+            spend_key = self._by_id.get(tag) or self._by_name.get(tag)
         if spend_key is not None:
             campaign = self.campaigns[spend_key]
         else:
@@ -232,13 +280,15 @@ class _Builder:
             campaign = self.campaigns.get(key) or self.campaigns.setdefault(
                 key, _Campaign(origin.channel, origin.source, utm_campaign.strip() or NO_CAMPAIGN)
             )
-        unknown = utm_source.strip() if utm_source and not is_known_source(origin.source) else None
+        # The canonical source, as the rows group it: "Partner-XYZ " and "partner-xyz" are one unknown tag, not two.
+        unknown = origin.source if utm_source.strip() and not is_known_source(origin.source) else None
         return _Slot(campaign, origin.known, unknown)
 
     def add_leads(self, leads: Iterable[Mapping[str, Any]]) -> None:
         # The hot loop of the report (a million leads): lookups are bound to locals, the common case is two dict hits.
         slots, slot_index, days = self._slots, self._slot_index, self._days
-        lead_slot, lead_day = self._lead_slot, self._lead_day
+        lead_slot, lead_day, far = self._lead_slot, self._lead_day, self._far_leads
+        seen = self._leads_seen
         for lead in leads:
             get = lead.get
             tags = (get("UTM_SOURCE") or "", get("UTM_MEDIUM") or "", get("UTM_CAMPAIGN") or "", get("SOURCE_ID") or "")
@@ -246,20 +296,29 @@ class _Builder:
             if index is None:
                 index = self.slot(lead)
             created = get("DATE_CREATE") or ""
-            which, ordinal = days.get(created[:10]) or self.day(created)
+            which, ordinal = days.get(created[:10] + created[19:]) or self.day(created, moment=True)
             lead_id = int(lead["ID"])
+            seen += 1
             if lead_id >= len(lead_slot):
-                grow = max(lead_id + 1 - len(lead_slot), len(lead_slot), 1024)
-                lead_slot.extend(repeat(-1, grow))
-                lead_day.extend(repeat(0, grow))
-            lead_slot[lead_id] = index
-            lead_day[lead_id] = ordinal
+                # The arrays stay dense: they grow only while IDs are near the number of leads read (a portal that
+                # numbers from a billion would otherwise cost gigabytes of gap); far IDs go to a dict.
+                if lead_id >= DENSE_SPAN * seen + DENSE_BASE:
+                    far[lead_id] = (index, ordinal)
+                    lead_id = -1
+                else:
+                    grow = max(lead_id + 1 - len(lead_slot), len(lead_slot), 1024)
+                    lead_slot.extend(repeat(-1, grow))
+                    lead_day.extend(repeat(0, grow))
+            if lead_id >= 0:
+                lead_slot[lead_id] = index
+                lead_day[lead_id] = ordinal
             if which is None:
                 continue
             slot = slots[index]
             slot.campaign.totals[which].leads += 1
             if which == CURRENT:
                 self._count_current_lead(lead, slot)
+        self._leads_seen = seen
 
     def _count_current_lead(self, lead: Mapping[str, Any], slot: _Slot) -> None:
         self._drill(slot.campaign, lead)[0] += 1
@@ -287,32 +346,34 @@ class _Builder:
     def add_deals(self, deals: Iterable[Mapping[str, Any]]) -> None:
         """First pass: each deal to a compact tuple (its row, when it counts) and every customer's first win; second
         pass: the totals, now that "new customer" can be told."""
-        first_won: dict[str, int] = {}
+        first_won: dict[str, tuple[int, int]] = {}  # customer → (day, deal ID) of their first won deal
         compact = []
-        lead_slot, lead_day = self._lead_slot, self._lead_day
+        lead_slot, lead_day, far = self._lead_slot, self._lead_day, self._far_leads
         for deal in deals:
-            created_which, created = self.day(deal.get("DATE_CREATE"))
+            created_which, created = self.day(deal.get("DATE_CREATE"), moment=True)
             won = deal.get("STAGE_SEMANTIC_ID") == "S"
-            won_which, closed = self.day(deal.get("CLOSEDATE")) if won else (None, 0)
-            customer = _customer(deal)
-            if won and closed and (customer not in first_won or closed < first_won[customer]):
-                first_won[customer] = closed
+            won_which, closed = self._closed(deal) if won else (None, 0)
+            customer, deal_id = _customer(deal), int(deal["ID"])
+            if won and closed and (customer not in first_won or (closed, deal_id) < first_won[customer]):
+                first_won[customer] = (closed, deal_id)
             if created_which is None and won_which is None:
                 continue
             if created_which == CURRENT:
                 category, stage = int(deal.get("CATEGORY_ID") or 0), str(deal.get("STAGE_ID") or "")
                 self.deal_stages[category][stage] += 1
-                self.period_deals[int(deal["ID"])] = (category, stage)
+                self.period_deals[deal_id] = (category, stage)
             lead_id = int(deal.get("LEAD_ID") or 0)
             if 0 < lead_id < len(lead_slot) and lead_slot[lead_id] >= 0:
                 index, started = lead_slot[lead_id], lead_day[lead_id]
+            elif lead_id in far:
+                index, started = far[lead_id]
             else:
                 index, started = self.slot(deal), created
             profit = deal.get(self.options.profit_field) if self.options.profit_field else None
             drill = (deal.get("UTM_MEDIUM") or "", deal.get("UTM_CONTENT") or "", deal.get("UTM_TERM") or "")
-            compact.append((index, created_which, won_which, closed, started, customer, deal.get("OPPORTUNITY"),
-                            str(deal.get("CURRENCY_ID") or ""), profit, drill))  # fmt: skip
-        for index, created_which, won_which, closed, started, customer, amount, currency, profit, drill in compact:
+            compact.append((index, created_which, won_which, closed, started, (customer, deal_id),
+                            deal.get("OPPORTUNITY"), str(deal.get("CURRENCY_ID") or ""), profit, drill))  # fmt: skip
+        for index, created_which, won_which, closed, started, buyer, amount, currency, profit, drill in compact:
             campaign = self._slots[index].campaign
             if created_which is not None:
                 campaign.totals[created_which].deals += 1
@@ -321,7 +382,11 @@ class _Builder:
             if won_which is None:
                 continue
             day = date.fromordinal(closed).isoformat()
-            revenue = self.rates.convert(_decimal(amount), currency, day)
+            try:
+                revenue = self._money(_decimal(amount), currency, day)
+            except ValueError:
+                self.deals_without_amount += 1
+                continue
             if revenue is None:
                 self.deals_without_rate += 1
                 continue
@@ -329,9 +394,13 @@ class _Builder:
             totals.won_deals += 1
             totals.revenue += revenue
             if self.options.profit_field:
-                gross = self.rates.convert(_decimal(profit), currency, day)
+                try:
+                    gross = self._money(_decimal(profit), currency, day)
+                except ValueError:
+                    gross = None
                 totals.gross_profit = (totals.gross_profit or ZERO) + (gross or ZERO)
-            if first_won.get(customer) == closed:
+            customer, deal_id = buyer
+            if first_won.get(customer) == (closed, deal_id):
                 totals.new_customers += 1
             if started:
                 totals.cycle_days_sum += max(closed - started, 0)
@@ -340,6 +409,13 @@ class _Builder:
                 cell = self._drill(campaign, _tags(drill))
                 cell[2] += 1
                 cell[3] += revenue
+
+    def _closed(self, deal: Mapping[str, Any]) -> tuple[int | None, int]:
+        """A won deal's day: its ``CLOSEDATE``, or, when a portal or an import left that empty, its last change (the
+        move into the success stage is one) — rather than dropping the deal and its revenue without a word."""
+        if deal.get("CLOSEDATE"):
+            return self.day(deal["CLOSEDATE"])
+        return self.day(deal.get("DATE_MODIFY"), moment=True)
 
     def deal_paths(
         self, history: Iterable[Mapping[str, Any]]
@@ -448,6 +524,7 @@ class _Builder:
             spend_rows_with_vat=self.spend_rows_with_vat,
             deals_without_rate=self.deals_without_rate,
             spend_without_rate={name: metrics.money(cost) for name, cost in sorted(self.spend_without_rate.items())},
+            deals_without_amount=self.deals_without_amount,
         )
 
 
@@ -464,13 +541,20 @@ def _customer(deal: Mapping[str, Any]) -> str:
     return f"c{contact}" if contact and str(contact) != "0" else f"d{deal.get('ID')}"
 
 
+MAX_AMOUNT = Decimal("1e16")  # Bitrix24 keeps OPPORTUNITY as DECIMAL(18,2): anything past it is no money
+
+
 def _decimal(value: Any) -> Decimal:
+    """A money amount; ``ValueError`` for text that is no finite amount ("NaN", "Infinity", "1e400")."""
     if value is None or value == "":
         return ZERO
     try:
-        return Decimal(str(value))
+        number = Decimal(str(value).strip())
     except InvalidOperation:
         raise ValueError(f"not a number: {value!r}") from None
+    if not number.is_finite() or abs(number) >= MAX_AMOUNT:
+        raise ValueError(f"not an amount of money: {value!r}")
+    return number
 
 
 def _nonempty(totals: Totals) -> bool:

@@ -167,7 +167,9 @@ class _Scan:
     def params(self, after: int | str) -> dict[str, Any]:
         filter_: dict[str, Any] = {">ID": after}
         if self.modified_since is not None:
-            filter_[">=DATE_MODIFY"] = self.modified_since.isoformat()
+            # The documented datetime form, YYYY-MM-DDThh:mm:ss±hh:mm (api-reference/data-types.md): a run's clock
+            # has microseconds a portal may not read; floored to the second the window only grows.
+            filter_[">=DATE_MODIFY"] = self.modified_since.replace(microsecond=0).isoformat(timespec="seconds")
         return {**self.extra, "order": {"ID": "ASC"}, "filter": filter_, "select": list(self.select), "start": -1}
 
     def last_row_of(self, command: str) -> str:

@@ -136,6 +136,10 @@ def _pipeline(
         if on_path:
             previous = here
     won = sum(counts[stage_id] for stage_id, _, semantics in path if semantics == "success")
+    reasons: Counter[str] = Counter()  # by name: two failure stages may share one (the counts add up, not overwrite)
+    for stage_id, stage_name, _ in failures:
+        if counts[stage_id]:
+            reasons[stage_name] += counts[stage_id]
     return Pipeline(
         entity=entity,
         category_id=category_id,
@@ -144,6 +148,6 @@ def _pipeline(
         won=won,
         lost=lost,
         stages=rows,
-        loss_reasons={stage_name: counts[stage_id] for stage_id, stage_name, _ in failures if counts[stage_id]},
+        loss_reasons=dict(reasons),
         source="stage_history" if with_history else "current_stage",
     )

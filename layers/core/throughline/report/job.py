@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import math
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from throughline.adapters.report_store import S3Objects, publish, read_rates, read_spend
+from throughline.adapters.report_store import S3Objects, publish, read_rates, read_spend, run_lock
 from throughline.bitrix24.client import Bitrix24Client
 from throughline.config import Settings
 from throughline.report.build import ReportOptions, build_report, default_periods, previous_period
@@ -16,6 +18,18 @@ from throughline.report.funnel import StageBook
 from throughline.report.models import Period, RoiReport
 from throughline.report.rates import RateBook
 from throughline.report.render import render_csv, render_html, render_json
+
+# Longer than the function's 900 s timeout: a lease that ran out belongs to a run that no longer exists.
+LOCK_LEASE = timedelta(minutes=20)
+LOCK_MARGIN = timedelta(minutes=2)  # past the invocation's own end: its reserve, clock skew between runs
+
+
+def lock_lease(seconds_left: float) -> timedelta:
+    """How long a run holds the lock: until its invocation must have ended (a run killed at the timeout then blocks
+    the retries Lambda makes a minute or three later no longer than needed), at most ``LOCK_LEASE``."""
+    if not math.isfinite(seconds_left):
+        return LOCK_LEASE
+    return min(LOCK_LEASE, timedelta(seconds=max(seconds_left, 0.0)) + LOCK_MARGIN)
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,21 @@ def run_report(
     clock = now or (lambda: datetime.now(settings.zone))
     started = clock()
     period, previous = periods_for(date_from, date_to, started.date())
+    lease = lock_lease(client.deadline.seconds_left() + client.deadline.reserve)
+    with run_lock(objects, f"run {uuid.uuid4().hex[:12]} at {started.isoformat()}", started, lease):
+        return _run(settings, client, objects, period, previous, started, clock, progress)
+
+
+def _run(
+    settings: Settings,
+    client: Bitrix24Client,
+    objects: S3Objects,
+    period: Period,
+    previous: Period,
+    started: datetime,
+    clock: Callable[[], datetime],
+    progress: Callable[[str], None],
+) -> RunResult:
     progress(f"period {period.date_from} … {period.date_to}, compared with {previous.date_from} … {previous.date_to}")
     crm = refresh_snapshot(
         client,

@@ -148,6 +148,9 @@ class DataQuality(_Model):
     unmatched_spend_campaigns: list[UnmatchedSpend]
     spend_rows_with_vat: int = Field(description="spend rows imported with VAT (the rest are without)")
     deals_without_rate: int = Field(description="won deals in a currency with no known rate (left out of revenue)")
+    deals_without_amount: int = Field(
+        default=0, description="won deals whose OPPORTUNITY is no finite amount, e.g. NaN (left out of revenue)"
+    )
     spend_without_rate: dict[str, Number] = Field(
         default_factory=dict,
         description="spend in a currency with no known rate, per currency in that currency (left out of spend)",

@@ -30,7 +30,7 @@ class RateBook:
             amount, count = Decimal(str(row.get("AMOUNT") or "0")), Decimal(str(row.get("AMOUNT_CNT") or "1"))
             if row.get("BASE") == "Y":
                 self._crm_base = code
-            if code and amount and count:
+            if code and amount > 0 and count > 0:  # a rate of 0 (or less) is no rate
                 self._crm[code] = amount / count
         self._cache: dict[tuple[str, str], tuple[Decimal, str | None, str] | None] = {}
         self._used: set[str] = set()
@@ -68,10 +68,10 @@ class RateBook:
         position = bisect_right(self._dates, day)
         ordered = list(reversed(self._files[:position])) + self._files[position:]
         for item in ordered:
-            rates = {str(code).upper(): Decimal(str(value)) for code, value in (item.get("rates") or {}).items()}
+            rates = {str(code).upper(): _rate(value) for code, value in (item.get("rates") or {}).items()}
             base = str(item.get("base") or "").upper()
             rates[base] = Decimal(1)
-            if currency in rates and self.currency in rates and rates[self.currency]:
+            if rates.get(currency) and rates.get(self.currency):
                 return rates[currency] / rates[self.currency], str(item["date"]), f"rates/{item.get('source') or ''}"
         return None
 
@@ -79,3 +79,12 @@ class RateBook:
         if currency not in self._crm or self.currency not in self._crm or not self._crm[self.currency]:
             return None
         return self._crm[currency] / self._crm[self.currency], None, "crm.currency.list"
+
+
+def _rate(value: Any) -> Decimal | None:
+    """A usable rate: a finite number above zero (a 0 from a feed would turn money into nothing), else ``None``."""
+    try:
+        rate = Decimal(str(value))
+    except ArithmeticError:
+        return None
+    return rate if rate.is_finite() and rate > 0 else None

@@ -69,8 +69,8 @@ def render_csv(report: RoiReport) -> bytes:
     for row in report.rows:
         previous = row.previous
         writer.writerow(
-            [LEVELS[row.level], row.channel_label, row.source_label or "", row.campaign or "", row.campaign_id or "",
-             row.platform or "", MATCHED.get(row.matched or "none", "")]
+            [_csv_text(text) for text in (LEVELS[row.level], row.channel_label, row.source_label, row.campaign,
+                                          row.campaign_id, row.platform, MATCHED.get(row.matched or "none"))]
             + [_csv_number(getattr(row.metrics, name)) for name, _, _ in COLUMNS]
             + [_csv_number(getattr(previous, name)) if previous else "" for name, _ in PREVIOUS_COLUMNS]
         )  # fmt: skip
@@ -78,6 +78,17 @@ def render_csv(report: RoiReport) -> bytes:
     previous_totals = [_csv_number(getattr(report.headline_previous, name)) for name, _ in PREVIOUS_COLUMNS]
     writer.writerow(["Итого", "", "", "", "", "", "", *totals, *previous_totals])
     return ("\ufeff" + buffer.getvalue()).encode("utf-8")
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def _csv_text(value: str | None) -> str:
+    """A text cell Excel will not run: names come from ad platforms and UTM tags anyone can put in a link, and a
+    cell starting with ``= + - @`` (or a tab or line break before one) is a formula. A leading apostrophe disarms it
+    and keeps the name readable (OWASP "CSV injection")."""
+    text = value or ""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def _csv_number(value: Any) -> str:
@@ -103,12 +114,20 @@ def render_html(report: RoiReport) -> bytes:
         table=_table(report),
         rates=_rates(report),
         basis=html.escape(_basis(report)),
-        data=json.dumps(data, ensure_ascii=False).replace("</", "<\\/"),
+        data=_script_json(data),
         chart_js=_chart_js(),
         script=_SCRIPT,
         style=_STYLE,
     )
     return page.encode("utf-8")
+
+
+def _script_json(data: Any) -> str:
+    """JSON to inline in a ``<script>`` element. ``<``, ``>`` and ``&`` become ``\\u`` escapes (JSON.parse reads them
+    back): not only ``</script>`` ends the element early, ``<!--<script>`` also makes the parser skip the closing tag
+    and swallow the scripts after it; no ``<`` at all leaves nothing for the parser to see."""
+    text = json.dumps(data, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 @cache
@@ -225,6 +244,8 @@ def _quality(report: RoiReport) -> str:
     for currency, cost in quality.spend_without_rate.items():
         amount = f"{format_number(cost, 'money')} {html.escape(currency)}"
         items.append(f"<li>Расход без курса валюты (не в расходе): <b>{amount}</b> — задайте CURRENCY_RATES</li>")
+    if quality.deals_without_amount:
+        items.append(f"<li>Сделок с нечитаемой суммой (не в выручке): <b>{quality.deals_without_amount}</b></li>")
     return (
         f'<div class="share {css}"><span class="big">{share}</span> лидов с известным источником — {verdict}</div>'
         f"<ul>{''.join(items)}</ul>"
@@ -328,7 +349,9 @@ main { padding:8px 32px 32px; }
 table { border-collapse:collapse; width:100%; background:#fff; }
 th, td { padding:6px 8px; border-bottom:1px solid var(--line); text-align:right; white-space:nowrap; }
 th { position:sticky; top:0; background:#fafbfc; font-weight:600; font-size:12px; color:var(--muted); }
-td.name, th:first-child { text-align:left; white-space:normal; min-width:220px; }
+td.name, th:first-child { text-align:left; white-space:normal; min-width:220px; max-width:480px;
+                          overflow-wrap:anywhere; }
+.chart .empty { display:flex; align-items:center; justify-content:center; height:100%; color:var(--muted); }
 tr.channel td { font-weight:650; background:#f0f4fe; }
 tr.source td.name { padding-left:22px; font-weight:600; }
 tr.campaign td.name { padding-left:40px; color:#3a4254; }
@@ -347,27 +370,38 @@ _SCRIPT = """
   Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
   Chart.defaults.animation = false;
   window.throughlineCharts = [];
-  function add(id, config) {
+  const some = values => values.some(v => v !== null && v !== 0);
+  function add(id, config, hasData) {
     const canvas = document.getElementById(id);
-    if (canvas) window.throughlineCharts.push(new Chart(canvas, config));
+    if (!canvas) return;
+    if (!hasData) {  // empty axes with made-up ticks read as data; say there is nothing instead
+      const note = document.createElement('div');
+      note.className = 'empty';
+      note.textContent = 'Нет данных за период';
+      canvas.replaceWith(note);
+      return;
+    }
+    window.throughlineCharts.push(new Chart(canvas, config));
   }
   add('chart-romi', {type: 'bar', data: {labels: data.paid_channels, datasets: [{label: 'ROMI, %', data: data.romi,
       backgroundColor: data.romi.map(v => v === null ? grey : (v >= 0 ? good : bad))}]},
     options: {indexAxis: 'y', maintainAspectRatio: false, plugins: {legend: {display: false},
       tooltip: {callbacks: {label: c => c.raw === null ? 'нет расхода' : money.format(c.raw) + ' %'}}},
-      scales: {x: {ticks: {callback: v => v + ' %'}}}}});
+      scales: {x: {ticks: {callback: v => v + ' %'}}}}}, some(data.romi));
   add('chart-money', {type: 'bar', data: {labels: data.channels, datasets: [
       {label: 'Расход', data: data.spend, backgroundColor: bad},
       {label: 'Выручка', data: data.revenue, backgroundColor: good}]},
     options: {maintainAspectRatio: false, plugins: {tooltip: {callbacks: {
       label: c => c.dataset.label + ': ' + money.format(c.raw) + ' ' + data.currency}}},
-      scales: {y: {ticks: {callback: v => money.format(v)}}}}});
+      scales: {y: {ticks: {callback: v => money.format(v)}}}}}, some(data.spend) || some(data.revenue));
   add('chart-funnel', {type: 'bar', data: {labels: data.funnel.labels, datasets: [{label: 'Дошли до стадии',
       data: data.funnel.values, backgroundColor: blue}]},
-    options: {indexAxis: 'y', maintainAspectRatio: false, plugins: {legend: {display: false}}}});
+    options: {indexAxis: 'y', maintainAspectRatio: false, plugins: {legend: {display: false}}}},
+    some(data.funnel.values));
   add('chart-quality', {type: 'doughnut', data: {labels: ['С источником', 'Без источника'], datasets: [{
       data: [data.quality.with_source, data.quality.without_source], backgroundColor: [good, bad]}]},
-    options: {maintainAspectRatio: false, plugins: {legend: {position: 'bottom'}}}});
+    options: {maintainAspectRatio: false, plugins: {legend: {position: 'bottom'}}}},
+    some([data.quality.with_source, data.quality.without_source]));
 })();
 """
 
