@@ -18,8 +18,10 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from itertools import repeat
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from throughline.report import metrics
+from throughline.report.attribution import AttributionOptions, Journeys, WonDeal, attribution_section, cohort_rows
 from throughline.report.channels import (
     NO_CAMPAIGN,
     UNKNOWN,
@@ -49,6 +51,8 @@ from throughline.report.models import (
 from throughline.report.rates import RateBook
 
 CURRENT, PREVIOUS = 0, 1
+DEFAULT_ATTRIBUTION = AttributionOptions()
+NO_JOURNEYS = "нет выгрузки путей клиентов (journeys/latest.json): атрибуция по моделям появится после первой"
 ATTRIBUTION_BASIS = "last touch on the lead: its UTM tags, else the deal's own tags, else its CRM source (SOURCE_ID)"
 
 
@@ -88,15 +92,18 @@ def build_report(
     stage_history: Iterable[Mapping[str, Any]] = (),
     options: ReportOptions = ReportOptions(),
     crm_info: Mapping[str, int | str | None] | None = None,
-    attribution: Mapping[str, Any] | None = None,
+    journeys: Journeys | None = None,
+    attribution: AttributionOptions = DEFAULT_ATTRIBUTION,
     now: Callable[[], datetime] = datetime.now,
 ) -> RoiReport:
+    """``journeys``: the newest journey export (``report.attribution.read_journeys``); without one, roi.json's
+    attribution section is null and data quality says why."""
     builder = _Builder(period, previous, rates, options)
     builder.add_spend(spend)
     builder.add_leads(leads)
     builder.add_deals(deals)
     funnels = build_funnels(builder.lead_statuses, builder.deal_stages, stages, builder.deal_paths(stage_history))
-    return builder.finish(funnels, crm_info or {}, attribution, now)
+    return builder.finish(funnels, crm_info or {}, journeys, attribution, now)
 
 
 # ---- internals --------------------------------------------------------------------------------------------------
@@ -154,6 +161,9 @@ class _Builder:
         self.unknown_tags: Counter[str] = Counter()
         self.duplicates = 0
         self._person_keys: set[str] = set()
+        self._end = period.date_to.toordinal()
+        self.won: list[WonDeal] = []  # the period's won deals with a rate: the conversions of attribution
+        self.won_to_date: list[WonDeal] = []  # every won deal up to the period's end: the cohorts
 
     def day(self, value: Any) -> tuple[int | None, int]:
         """(0 = the period, 1 = the previous one, None = neither; the day's ordinal, 0 when there is no date)."""
@@ -284,7 +294,6 @@ class _Builder:
         pass: the totals, now that "new customer" can be told."""
         first_won: dict[str, int] = {}
         compact = []
-        lead_slot, lead_day = self._lead_slot, self._lead_day
         for deal in deals:
             created_which, created = self.day(deal.get("DATE_CREATE"))
             won = deal.get("STAGE_SEMANTIC_ID") == "S"
@@ -292,22 +301,28 @@ class _Builder:
             customer = _customer(deal)
             if won and closed and (customer not in first_won or closed < first_won[customer]):
                 first_won[customer] = closed
+            if won and closed and closed <= self._end:
+                index, _ = self._deal_slot(deal, created)
+                revenue = self.rates.convert(_decimal(deal.get("OPPORTUNITY")), str(deal.get("CURRENCY_ID") or ""),
+                                             date.fromordinal(closed).isoformat())  # fmt: skip
+                if revenue is not None:
+                    self.won_to_date.append(WonDeal(int(deal["ID"]), int(deal.get("LEAD_ID") or 0),
+                                                    date.fromordinal(closed), revenue, customer,
+                                                    self._slots[index].campaign.source))  # fmt: skip
             if created_which is None and won_which is None:
                 continue
             if created_which == CURRENT:
                 category, stage = int(deal.get("CATEGORY_ID") or 0), str(deal.get("STAGE_ID") or "")
                 self.deal_stages[category][stage] += 1
                 self.period_deals[int(deal["ID"])] = (category, stage)
-            lead_id = int(deal.get("LEAD_ID") or 0)
-            if 0 < lead_id < len(lead_slot) and lead_slot[lead_id] >= 0:
-                index, started = lead_slot[lead_id], lead_day[lead_id]
-            else:
-                index, started = self.slot(deal), created
+            index, started = self._deal_slot(deal, created)
             profit = deal.get(self.options.profit_field) if self.options.profit_field else None
             drill = (deal.get("UTM_MEDIUM") or "", deal.get("UTM_CONTENT") or "", deal.get("UTM_TERM") or "")
             compact.append((index, created_which, won_which, closed, started, customer, deal.get("OPPORTUNITY"),
-                            str(deal.get("CURRENCY_ID") or ""), profit, drill))  # fmt: skip
-        for index, created_which, won_which, closed, started, customer, amount, currency, profit, drill in compact:
+                            str(deal.get("CURRENCY_ID") or ""), profit, drill, int(deal["ID"]),
+                            int(deal.get("LEAD_ID") or 0)))  # fmt: skip
+        for (index, created_which, won_which, closed, started, customer, amount, currency, profit, drill, deal_id,
+             lead_id) in compact:  # fmt: skip
             campaign = self._slots[index].campaign
             if created_which is not None:
                 campaign.totals[created_which].deals += 1
@@ -335,6 +350,14 @@ class _Builder:
                 cell = self._drill(campaign, _tags(drill))
                 cell[2] += 1
                 cell[3] += revenue
+                self.won.append(WonDeal(deal_id, lead_id, date.fromordinal(closed), revenue, customer))
+
+    def _deal_slot(self, deal: Mapping[str, Any], created: int) -> tuple[int, int]:
+        """A deal's row (its lead's, else its own tags') and the day its sales cycle started."""
+        lead_id = int(deal.get("LEAD_ID") or 0)
+        if 0 < lead_id < len(self._lead_slot) and self._lead_slot[lead_id] >= 0:
+            return self._lead_slot[lead_id], self._lead_day[lead_id]
+        return self.slot(deal), created
 
     def deal_paths(
         self, history: Iterable[Mapping[str, Any]]
@@ -353,7 +376,14 @@ class _Builder:
 
     # -- output -----------------------------------------------------------------------------------------------------
 
-    def finish(self, funnels: list, crm_info: Mapping[str, Any], attribution: Any, now: Callable[[], datetime]):
+    def finish(
+        self,
+        funnels: list,
+        crm_info: Mapping[str, Any],
+        journeys: Journeys | None,
+        options: AttributionOptions,
+        now: Callable[[], datetime],
+    ):
         margin = self.options.margin
         channels: dict[str, dict[str, list[_Campaign]]] = defaultdict(lambda: defaultdict(list))
         for campaign in self.campaigns.values():
@@ -398,6 +428,11 @@ class _Builder:
             for part, total in zip(grand, channel_totals, strict=True):
                 part.add(total)
         headline = _values(metrics.compute(grand[CURRENT], margin=margin))
+        zone = ZoneInfo(self.options.timezone)
+        section = None
+        if journeys is not None:
+            spend = {row.channel: row.metrics.spend for row in rows if row.level == "channel"}
+            section = attribution_section(journeys, self.won, spend, options, zone)
         headline_previous = _values(metrics.compute(grand[PREVIOUS], margin=margin))
         return RoiReport(
             generated_at=now(),
@@ -412,13 +447,14 @@ class _Builder:
             headline_change=_change(headline, headline_previous),
             rows=rows,
             funnels=funnels,
-            data_quality=self._quality(),
+            data_quality=self._quality(journeys),
             currency_rates=[CurrencyRate(**rate) for rate in self.rates.used(self.period.date_to.isoformat())],
             crm=dict(crm_info),
-            attribution=attribution,
+            attribution=section,
+            cohorts=cohort_rows(self.won_to_date, self.period.date_to, zone),
         )
 
-    def _quality(self) -> DataQuality:
+    def _quality(self, journeys: Journeys | None) -> DataQuality:
         unmatched = [c for c in self.campaigns.values() if c.has_spend and _matched(c) == "spend_only"]
         unmatched.sort(key=lambda c: -c.totals[CURRENT].spend)
         share = metrics.percent(self.leads_with_source, self.leads_total)
@@ -442,6 +478,7 @@ class _Builder:
             ],
             spend_rows_with_vat=self.spend_rows_with_vat,
             deals_without_rate=self.deals_without_rate,
+            journeys=None if journeys is not None else NO_JOURNEYS,
         )
 
 
