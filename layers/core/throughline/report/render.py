@@ -176,14 +176,26 @@ def _attribution_chart(report: RoiReport) -> dict[str, Any] | None:
     section = report.attribution
     if section is None:
         return None
-    first = next(iter(section.models.values()), [])
+    order = _channel_order(report)
+    labels = {row.channel: row.channel_label for rows in section.models.values() for row in rows}
     return {
-        "channels": [row.channel_label for row in first],
+        "channels": [labels[channel] for channel in order],
         "models": [
-            {"label": MODEL_LABELS.get(model, model), "revenue": [float(row.revenue) for row in rows]}
-            for model, rows in section.models.items()
+            {"label": MODEL_LABELS.get(model, model), "revenue": [float(by_channel[channel]) for channel in order]}
+            for model, by_channel in (
+                (model, {row.channel: row.revenue for row in rows}) for model, rows in section.models.items()
+            )
         ],
     }
+
+
+def _channel_order(report: RoiReport) -> list[str]:
+    """Channels by the most revenue any model credits them, so the bars that matter come first."""
+    best: dict[str, Decimal] = {}
+    for rows in report.attribution.models.values() if report.attribution else ():
+        for row in rows:
+            best[row.channel] = max(best.get(row.channel, Decimal(0)), row.revenue)
+    return sorted(best, key=lambda channel: (-best[channel], channel))
 
 
 def _date(value: Any) -> str:
@@ -336,7 +348,8 @@ def _attribution(report: RoiReport) -> str:
     models = [model for model in section.models if model != "last_click"]
     head = "".join(f"<th>{html.escape(MODEL_LABELS.get(model, model))}</th>" for model in models)
     body = []
-    for channel, last in base.items():
+    for channel in _channel_order(report):
+        last = base[channel]
         cells = []
         for model in models:
             row = next(item for item in section.models[model] if item.channel == channel)
@@ -351,7 +364,7 @@ def _attribution(report: RoiReport) -> str:
             + "</tr>"
         )
     note = (
-        f"Успешных сделок: {format_number(section.conversions, 'plain')}, выручка "
+        f"Успешных сделок: {format_number(section.conversions, 'int')}, выручка "
         f"{format_number(section.revenue, 'money')} {html.escape(report.currency)} — каждая модель делит ровно её. "
         f"Модель для roi.csv: {html.escape(MODEL_LABELS.get(section.default_model, section.default_model))}. "
         f"Выгрузка путей от {html.escape(section.snapshot)}; касаний {format_number(section.touches, 'int')}, "
@@ -373,7 +386,7 @@ def _cohorts(report: RoiReport) -> str:
         return "<p>Нет успешных сделок.</p>"
     months = max(len(cohort.revenue) for cohort in cohorts)
     top = max((value for cohort in cohorts for value in cohort.ltv), default=Decimal(0)) or Decimal(1)
-    head = "".join(f"<th>{month}</th>" for month in range(months))
+    head = "".join(f"<th>{month} мес.</th>" for month in range(months))
     body = []
     for cohort in cohorts:
         cells = []
@@ -450,7 +463,7 @@ table.compact { width:auto; min-width:420px; }
 table.compact td:first-child { text-align:left; }
 .scroll { overflow:auto; max-height:80vh; border:1px solid var(--line); border-radius:10px; }
 table.diff td.good { color:var(--good); } table.diff td.bad { color:var(--bad); }
-table.cohorts td { text-align:right; }
+table.cohorts td.name { text-align:left; }
 footer { color:var(--muted); font-size:12px; padding:0 32px 24px; }
 """
 
