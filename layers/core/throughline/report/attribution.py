@@ -15,13 +15,12 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
 from throughline.attribution import (
     ALL_MODELS,
@@ -33,7 +32,7 @@ from throughline.attribution import (
     build_paths,
 )
 from throughline.attribution import attribute as run_models
-from throughline.report import metrics
+from throughline.report import jsonlines, metrics
 from throughline.report.channels import channel_label, source_label
 from throughline.report.models import AttributionRow, AttributionSection, CohortRow
 
@@ -76,10 +75,12 @@ class Journeys:
     deal_lead: dict[int, int] = field(default_factory=dict)
     lead_person: dict[int, str | None] = field(default_factory=dict)
     won_at: dict[int, datetime] = field(default_factory=dict)  # deal → its `won` touch, filled while streaming
+    streamed: bool = False  # every part read: won_at is complete
 
     def touches(self) -> Iterator[TouchPoint]:
+        self.streamed = False
         for key in self.parts:
-            for line in _lines(self.objects.get(key)):
+            for line in jsonlines.decode(self.objects.get(key) or b""):
                 if line.get("entity_type") == "deal" and line.get("kind") == "won":
                     at = _at(line["at"])
                     deal = int(line["entity_id"])
@@ -89,6 +90,7 @@ class Journeys:
                 if not person or not channel or channel == SALES_CHANNEL:
                     continue
                 yield TouchPoint(person, _at(line["at"]), channel, line.get("source") or "", line.get("campaign") or "")
+        self.streamed = True
 
     def person_of(self, deal: WonDeal) -> str | None:
         person = self.deal_person.get(deal.deal_id)
@@ -106,7 +108,7 @@ def read_journeys(objects: Objects) -> Journeys | None:
     latest = json.loads(raw)
     snapshot = str(latest["snapshot"])
     journeys = Journeys(objects, snapshot, list(latest.get("parts") or []))
-    for line in _lines(objects.get(f"journeys/snapshot={snapshot}/entities.json.gz")):
+    for line in jsonlines.decode(objects.get(f"journeys/snapshot={snapshot}/entities.json.gz") or b""):
         kind, entity_id = line.get("entity_type"), int(line["entity_id"])
         if kind == "deal":
             journeys.deal_person[entity_id] = line.get("person_key")
@@ -125,16 +127,27 @@ def attribution_section(
     zone: tzinfo,
 ) -> AttributionSection:
     """Every model over the export's paths and the period's won deals."""
-    touches = list(journeys.touches())  # streams the parts; also collects each deal's `won` moment
-    conversions, without_person = [], 0
-    for deal in won:
-        person = journeys.person_of(deal)
-        if person is None:
-            without_person += 1
-            person = f"deal#{deal.deal_id}"  # no touches: the "(no touches)" path, revenue still counted
-        at = journeys.won_at.get(deal.deal_id) or _end_of_day(deal.closed, zone)
-        conversions.append(Conversion(person, at, deal.revenue))
-    table = build_paths(touches, conversions)
+    counted = {"touches": 0, "without_person": 0}
+
+    def touches() -> Iterator[TouchPoint]:
+        for touch in journeys.touches():
+            counted["touches"] += 1
+            yield touch
+
+    def conversions() -> Iterator[Conversion]:
+        # build_paths reads every touch before the first conversion; the parts are streamed once, never held whole,
+        # and each deal's `won` moment is known by the time its conversion is asked for.
+        if not journeys.streamed:
+            raise RuntimeError("conversions asked for before every journey part was read")
+        for deal in won:
+            person = journeys.person_of(deal)
+            if person is None:
+                counted["without_person"] += 1
+                person = f"deal#{deal.deal_id}"  # no touches: the "(no touches)" path, revenue still counted
+            at = journeys.won_at.get(deal.deal_id) or _end_of_day(deal.closed, zone)
+            yield Conversion(person, at, deal.revenue)
+
+    table = build_paths(touches(), conversions())
     results = run_models(table, ALL_MODELS, half_life_days=options.half_life_days, markov_order=options.markov_order)
     models = {
         model: [
@@ -160,10 +173,10 @@ def attribution_section(
         markov_order=options.markov_order,
         conversions=table.total_conversions,
         revenue=table.total_revenue,
-        touches=len(touches),
+        touches=counted["touches"],
         converting_paths=int((table.conversions > 0).sum()),
         non_converting_journeys=int(table.nulls.sum()),
-        deals_without_person=without_person,
+        deals_without_person=counted["without_person"],
         models=models,
     )
 
@@ -197,11 +210,3 @@ def _end_of_day(day: date, zone: tzinfo) -> datetime:
 def _at(text: str) -> datetime:
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _lines(data: bytes | None) -> Iterator[dict[str, Any]]:
-    if not data:
-        return
-    for raw in gzip.decompress(data).splitlines():
-        if raw.strip():
-            yield json.loads(raw)
