@@ -206,3 +206,25 @@ def test_crm_snapshot_keys_people_as_the_journey_export_does() -> None:
     assert compact["PERSON_KEYS"] == sorted([person_key(phone, "s3cret"), person_key(email, "s3cret")])
     assert "PHONE" not in compact and "EMAIL" not in compact
     assert "PERSON_KEY" not in _compact(row, SnapshotOptions())  # no secret, no keys
+
+
+def test_attribution_settings_are_parsed_and_the_template_offers_every_model() -> None:
+    import pytest
+
+    from local.template import load_template
+    from throughline.attribution import ALL_MODELS
+    from throughline.config import ATTRIBUTION_MODELS, ConfigError, load_settings
+
+    assert ATTRIBUTION_MODELS == ALL_MODELS
+    settings = load_settings(
+        {"ATTRIBUTION_DEFAULT_MODEL": "markov", "ATTRIBUTION_HALF_LIFE_DAYS": "3.5", "ATTRIBUTION_MARKOV_ORDER": "2"}
+    )
+    assert (settings.attribution_default_model, settings.attribution_half_life_days) == ("markov", 3.5)
+    assert settings.attribution_markov_order == 2
+    assert load_settings({}).attribution_default_model == "last_click"
+    with pytest.raises(ConfigError, match="ATTRIBUTION_DEFAULT_MODEL"):
+        load_settings({"ATTRIBUTION_DEFAULT_MODEL": "last_touch"})
+    template = load_template()
+    assert tuple(template["Parameters"]["AttributionDefaultModel"]["AllowedValues"]) == ALL_MODELS
+    variables = template["Resources"]["BuildRoiReportFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["ATTRIBUTION_MARKOV_ORDER"] == {"Ref": "AttributionMarkovOrder"}
