@@ -15,12 +15,16 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
 
 from throughline.attribution import (
     ALL_MODELS,
@@ -66,7 +70,8 @@ class WonDeal:
 
 @dataclass
 class Journeys:
-    """The newest journey export: entities in memory (small), touches streamed part by part."""
+    """The newest journey export. Touches are streamed part by part; of the entities, only the won deals' and their
+    leads' lines are kept (a portal has millions of leads, a period thousands of won deals)."""
 
     objects: Objects
     snapshot: str
@@ -79,8 +84,10 @@ class Journeys:
 
     def touches(self) -> Iterator[TouchPoint]:
         self.streamed = False
+        names: dict[str, str] = {}  # one string object per distinct channel, source, campaign: millions of touches
+        name = names.setdefault
         for key in self.parts:
-            for line in jsonlines.decode(self.objects.get(key) or b""):
+            for line in _lines(self.objects.get(key)):
                 if line.get("entity_type") == "deal" and line.get("kind") == "won":
                     at = _at(line["at"])
                     deal = int(line["entity_id"])
@@ -89,8 +96,31 @@ class Journeys:
                 person, channel = line.get("person_key"), line.get("channel")
                 if not person or not channel or channel == SALES_CHANNEL:
                     continue
-                yield TouchPoint(person, _at(line["at"]), channel, line.get("source") or "", line.get("campaign") or "")
+                source, campaign = line.get("source") or "", line.get("campaign") or ""
+                yield TouchPoint(person, _at(line["at"]), name(channel, channel), name(source, source),
+                                 name(campaign, campaign))  # fmt: skip
         self.streamed = True
+
+    def read_entities(self, won: list[WonDeal]) -> None:
+        """The people of the won deals: their own lines, and the lines of the leads they came from."""
+        deals = {deal.deal_id for deal in won}
+        leads = {deal.lead_id for deal in won if deal.lead_id}
+        key = f"journeys/snapshot={self.snapshot}/entities.json.gz"
+        missing: set[int] = set()
+        for line in jsonlines.decode(self.objects.get(key) or b""):
+            kind, entity_id = line.get("entity_type"), int(line["entity_id"])
+            if kind == "deal" and entity_id in deals:
+                self.deal_person[entity_id] = line.get("person_key")
+                if line.get("lead_id"):
+                    self.deal_lead[entity_id] = int(line["lead_id"])
+                    if not line.get("person_key") and int(line["lead_id"]) not in leads:
+                        missing.add(int(line["lead_id"]))
+            elif kind == "lead" and entity_id in leads:
+                self.lead_person[entity_id] = line.get("person_key")
+        if missing:  # a deal linked to a lead the CRM's LEAD_ID does not name: read those leads too
+            for line in jsonlines.decode(self.objects.get(key) or b""):
+                if line.get("entity_type") == "lead" and int(line["entity_id"]) in missing:
+                    self.lead_person[int(line["entity_id"])] = line.get("person_key")
 
     def person_of(self, deal: WonDeal) -> str | None:
         person = self.deal_person.get(deal.deal_id)
@@ -106,17 +136,7 @@ def read_journeys(objects: Objects) -> Journeys | None:
     if not raw:
         return None
     latest = json.loads(raw)
-    snapshot = str(latest["snapshot"])
-    journeys = Journeys(objects, snapshot, list(latest.get("parts") or []))
-    for line in jsonlines.decode(objects.get(f"journeys/snapshot={snapshot}/entities.json.gz") or b""):
-        kind, entity_id = line.get("entity_type"), int(line["entity_id"])
-        if kind == "deal":
-            journeys.deal_person[entity_id] = line.get("person_key")
-            if line.get("lead_id"):
-                journeys.deal_lead[entity_id] = int(line["lead_id"])
-        elif kind == "lead":
-            journeys.lead_person[entity_id] = line.get("person_key")
-    return journeys
+    return Journeys(objects, str(latest["snapshot"]), list(latest.get("parts") or []))
 
 
 def attribution_section(
@@ -127,6 +147,7 @@ def attribution_section(
     zone: tzinfo,
 ) -> AttributionSection:
     """Every model over the export's paths and the period's won deals."""
+    journeys.read_entities(won)
     counted = {"touches": 0, "without_person": 0}
 
     def touches() -> Iterator[TouchPoint]:
@@ -201,6 +222,14 @@ def cohort_rows(deals: list[WonDeal], as_of: date, zone: tzinfo) -> list[CohortR
         )
         for cohort in cohorts
     ]
+
+
+def _lines(data: bytes | None) -> Iterator[dict[str, Any]]:
+    """A gzip JSON Lines object decoded one line at a time: a part of 100 000 touches never becomes 100 000 dicts."""
+    if data:
+        for raw in io.BytesIO(gzip.decompress(data)):
+            if raw.strip():
+                yield orjson.loads(raw)
 
 
 def _end_of_day(day: date, zone: tzinfo) -> datetime:
