@@ -39,6 +39,9 @@ SOURCES = (  # (utm_source, utm_medium, platform, share of leads)
     ("partner-xyz", "referral", None, 0.03),
     ("", "", None, 0.08),  # no tags: SOURCE_ID decides, or nothing does
 )
+# The channel of each of SOURCES, and the channels of touches before the one that brought the lead.
+CHANNELS = ("paid_search", "paid_search", "social", "organic_search", "social", "email", "referral", "direct")
+ASSISTS = ("organic_search", "social", "email", "direct", "referral", "display", "messenger", "paid_search")
 PLATFORM_CAMPAIGNS = {"yandex_direct": 500, "google_ads": 300, "vk_ads": 200}
 
 
@@ -47,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a hundredth of the size: a smoke run")
     parser.add_argument("--run", type=Path, help=argparse.SUPPRESS)  # the child: build from this folder
     parser.add_argument("--year", action="store_true", help=argparse.SUPPRESS)  # the child: a 365-day period
+    parser.add_argument("--no-journeys", action="store_true", help=argparse.SUPPRESS)  # the child: no attribution
     args = parser.parse_args(argv)
     if args.run:
-        return _build(args.run, args.year)
+        return _build(args.run, args.year, not args.no_journeys)
     scale = 100 if args.quick else 1
     leads, deals, days, campaigns = 1_000_000 // scale, 200_000 // scale, 365, 1_000 // scale
     with tempfile.TemporaryDirectory(prefix="roi-bench-") as folder:
@@ -61,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers/core'}:{ROOT}"}
         runs = []
-        for year in (False, True):
-            command = [sys.executable, __file__, "--run", folder, *(["--year"] if year else [])]
+        for year, journeys in ((False, False), (False, True), (True, True)):
+            command = [sys.executable, __file__, "--run", folder, *(["--year"] if year else []),
+                       *([] if journeys else ["--no-journeys"])]  # fmt: skip
             child = subprocess.run(command, env=env, capture_output=True, text=True)
             if child.returncode != 0:
                 print(child.stdout, child.stderr, file=sys.stderr)
@@ -73,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     for year, figures in runs:
         ok = figures["cpu_seconds"] < TARGET_SECONDS and figures["peak_mb"] < TARGET_MB
         what = "a 365-day period (every spend row)" if year else "the nightly period (month to date + previous month)"
-        print(f"{what}, {figures['period']}: {figures['leads']} leads in the period")
+        attribution = (
+            f"attribution: {figures['touches']} touches, {figures['conversions']:.0f} won deals, eight models"
+            if figures["touches"] is not None
+            else "without the journey export (no attribution)"
+        )
+        print(f"{what}, {figures['period']}: {figures['leads']} leads in the period; {attribution}")
         print(
             f"  CPU {figures['cpu_seconds']:.1f} s, wall {figures['seconds']:.1f} s (target < {TARGET_SECONDS:.0f} s);"
             f" peak memory {figures['peak_mb']:.0f} MB (target < {TARGET_MB:.0f} MB): {'OK' if ok else 'MISSED'}"
@@ -106,12 +116,15 @@ def _generate(folder: Path, leads: int, deals: int, days: int, campaigns: int) -
         written += len(data)
 
     lead_days: list[str] = []
+    lead_channels: list[int] = []  # index into SOURCES, for the journey export
 
     def lead_rows(start: int, stop: int) -> Iterator[dict]:
         for lead_id in range(start, stop):
-            source, medium, platform, _ = rng.choices(SOURCES, weights)[0]
+            index = rng.choices(range(len(SOURCES)), weights)[0]
+            source, medium, platform, _ = SOURCES[index]
             day = (first_day + timedelta(days=rng.randrange(days))).isoformat()
             lead_days.append(day)
+            lead_channels.append(index)
             row = {
                 "ID": str(lead_id),
                 "DATE_CREATE": f"{day}T12:00:00+03:00",
@@ -188,18 +201,53 @@ def _generate(folder: Path, leads: int, deals: int, days: int, campaigns: int) -
             )
 
     all_deals = deal_rows()
+    deal_leads: list[tuple[int, int, str | None]] = []  # (deal, lead, won at) for the journey export
     for bucket in range(deals // bucket_size + 1):
         ids = range(max(1, bucket * bucket_size), min((bucket + 1) * bucket_size, deals + 1))
         if ids:
             chunk = [next(all_deals) for _ in ids]
             for deal in chunk:
                 moves(deal)
+                won_at = deal["CLOSEDATE"].replace("T00:00:00", "T15:00:00") if deal["STAGE_ID"] == "WON" else None
+                deal_leads.append((int(deal["ID"]), int(deal["LEAD_ID"]), won_at))
             write(folder / f"crm/snapshot/entity=deal/bucket={bucket:05d}/part.json.gz", iter(chunk))
     for bucket in range(len(history) // bucket_size + 1):
         ids = range(max(1, bucket * bucket_size), min((bucket + 1) * bucket_size, len(history) + 1))
         if ids:
             part = history[ids.start - 1 : ids.stop - 1]
             write(folder / f"crm/snapshot/entity=deal_history/bucket={bucket:05d}/part.json.gz", iter(part))
+
+    # The journey export (journey/export.py): each lead's own touch, 0–2 earlier ones (about one on average), each
+    # won deal's sales-side `won` touch; entities link deals to their leads' people.
+    folder_name = "journeys/snapshot=2026-12-01"
+    parts: list[str] = []
+
+    def touch_rows(start: int, stop: int) -> Iterator[dict]:
+        for lead_id in range(start, stop):
+            person, day = f"p{lead_id}", date.fromisoformat(lead_days[lead_id - 1])
+            for back in range(rng.choice((0, 1, 1, 2)), 0, -1):
+                at = f"{day - timedelta(days=back * rng.randrange(1, 6))}T09:00:00Z"
+                yield {"person_key": person, "entity_type": "lead", "entity_id": lead_id, "at": at,
+                       "kind": "first_visit", "channel": rng.choice(ASSISTS), "source": "", "campaign": ""}  # fmt: skip
+            yield {"person_key": person, "entity_type": "lead", "entity_id": lead_id, "at": f"{day}T09:00:00Z",
+                   "kind": "form", "channel": CHANNELS[lead_channels[lead_id - 1]],
+                   "source": SOURCES[lead_channels[lead_id - 1]][0], "campaign": ""}  # fmt: skip
+
+    for number, start in enumerate(range(1, leads + 1, bucket_size)):
+        name = f"{folder_name}/part-{number:05d}.json.gz"
+        write(folder / name, touch_rows(start, min(start + bucket_size, leads + 1)))
+        parts.append(name)
+    name = f"{folder_name}/part-{len(parts):05d}.json.gz"
+    write(folder / name, ({"person_key": f"p{lead_id}", "entity_type": "deal", "entity_id": deal_id, "at": won_at,
+                           "kind": "won", "channel": "crm", "source": "", "campaign": ""}
+                          for deal_id, lead_id, won_at in deal_leads if won_at))  # fmt: skip
+    parts.append(name)
+    write(folder / f"{folder_name}/entities.json.gz", (
+        *({"entity_type": "lead", "entity_id": lead_id, "person_key": f"p{lead_id}", "deleted": False, "lead_id": None}
+          for lead_id in range(1, leads + 1)),
+        *({"entity_type": "deal", "entity_id": deal_id, "person_key": f"p{lead_id}", "deleted": False,
+           "lead_id": lead_id} for deal_id, lead_id, _ in deal_leads)))  # fmt: skip
+    (folder / "journeys/latest.json").write_text(json.dumps({"snapshot": "2026-12-01", "parts": parts}))
 
     for offset in range(days):
         day = (first_day + timedelta(days=offset)).isoformat()
@@ -248,8 +296,9 @@ class FolderObjects:
         return sorted(f"{prefix}{path.name}/" for path in (self.root / prefix).iterdir() if path.is_dir())
 
 
-def _build(folder: Path, whole_year: bool) -> int:
+def _build(folder: Path, whole_year: bool, with_journeys: bool = True) -> int:
     from throughline.adapters.report_store import read_spend
+    from throughline.report.attribution import read_journeys
     from throughline.report.build import ReportOptions, build_report, default_periods, previous_period
     from throughline.report.crm import read_snapshot
     from throughline.report.funnel import StageBook
@@ -277,6 +326,7 @@ def _build(folder: Path, whole_year: bool) -> int:
         rates=RateBook("RUB", [{"date": "2025-01-01", "base": "RUB", "rates": {"USD": "92.12"}, "source": "bench"}]),
         stages=StageBook(stages),
         options=ReportOptions(),
+        journeys=read_journeys(objects) if with_journeys else None,
         now=lambda: datetime(2026, 12, 1, 5),
     )
     built = time.perf_counter()
@@ -297,6 +347,8 @@ def _build(folder: Path, whole_year: bool) -> int:
                 "spend": float(report.headline.spend),
                 "leads": report.headline.leads,
                 "period": f"{period.date_from} … {period.date_to}",
+                "touches": report.attribution.touches if report.attribution else None,
+                "conversions": float(report.attribution.conversions) if report.attribution else None,
             }
         )
     )

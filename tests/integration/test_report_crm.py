@@ -22,7 +22,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:There is no current event loop:D
 MSK = ZoneInfo("Europe/Moscow")
 DEALS = 6_000
 LEADS = 120
-DEALS_ONLY = SnapshotOptions(stage_history=False)  # the N-deal budget is about deals; history is tested below
+# The N-deal budget is about deals; history is tested below.
+DEALS_ONLY = SnapshotOptions(stage_history=False, person_key_secret="test-secret")
 
 
 class MemoryObjects:
@@ -85,6 +86,7 @@ def test_full_then_unchanged_then_changed_and_deleted(portal: Sandbox) -> None:
     leads = list(read_snapshot(objects, "lead"))
     assert [int(deal["ID"]) for deal in deals] == list(range(1, DEALS + 1))  # all, once, in order
     assert len(leads) == LEADS and all("PHONE" not in lead and lead["PERSON_KEYS"] for lead in leads)
+    assert all(lead["PERSON_KEY"] in lead["PERSON_KEYS"] and len(lead["PERSON_KEY"]) == 64 for lead in leads)
     assert deals[0]["LEAD_ID"] == "1" and deals[0]["STAGE_SEMANTIC_ID"] == "S" and "TITLE" not in deals[0]
     assert {row["ENTITY_ID"] for row in first.statuses} == {"STATUS", "DEAL_STAGE"}
     assert {row["CURRENCY"] for row in first.currencies} >= {"RUB", "USD"}

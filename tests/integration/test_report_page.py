@@ -3,15 +3,19 @@ errors, no network; the screenshot is kept for a human to look at (``REPORT_SCRE
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import random
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from throughline.report.attribution import read_journeys
 from throughline.report.build import ReportOptions, build_report
+from throughline.report.channels import origin_from_tags
 from throughline.report.funnel import StageBook
 from throughline.report.models import Period, RoiReport
 from throughline.report.rates import RateBook
@@ -74,11 +78,47 @@ SPEND = (
 )
 
 
+class Objects(dict):
+    def get(self, key: str, default=None):
+        return super().get(key, default)
+
+
+ASSISTS = ("organic_search", "social", "email", "direct", "referral")  # touches before the one that brought the lead
+
+
+def journey_export(leads: list[dict], deals: list[dict], rng: random.Random) -> Objects:
+    """What export_journeys would write for these leads: each lead's own touch, often after an earlier one or two
+    (search, social, e-mail, a direct visit), and a manager's call (sales-side, no credit); deals via their lead."""
+    touches, entities = [], []
+    for lead in leads:
+        person = f"p{lead['ID']}"
+        at = datetime.fromisoformat(lead["DATE_CREATE"])
+        channel = origin_from_tags(lead["UTM_SOURCE"], lead["UTM_MEDIUM"]).channel
+        own = [(at, channel, lead["UTM_SOURCE"])]
+        for days in range(rng.choice((0, 0, 1, 2))):
+            own.append((at.replace(hour=9) - timedelta(days=3 * days + rng.randrange(1, 4)), rng.choice(ASSISTS), ""))
+        own.append((at + timedelta(hours=2), "crm", "phone"))
+        for moment, touch_channel, source in own:
+            touches.append({"person_key": person, "entity_type": "lead", "entity_id": int(lead["ID"]),
+                            "at": moment.astimezone(UTC).isoformat(), "kind": "first_visit", "channel": touch_channel,
+                            "source": source, "campaign": lead["UTM_CAMPAIGN"]})  # fmt: skip
+        entities.append({"entity_type": "lead", "entity_id": int(lead["ID"]), "person_key": person, "lead_id": None})
+    for deal in deals:
+        entities.append({"entity_type": "deal", "entity_id": int(deal["ID"]), "person_key": f"p{deal['LEAD_ID']}",
+                         "lead_id": int(deal["LEAD_ID"])})  # fmt: skip
+    objects = Objects()
+    folder = "journeys/snapshot=2026-12-01"
+    for key, rows in ((f"{folder}/part-00000.json.gz", touches), (f"{folder}/entities.json.gz", entities)):
+        objects[key] = gzip.compress("".join(json.dumps(row) + "\n" for row in rows).encode())
+    objects["journeys/latest.json"] = json.dumps({"snapshot": "2026-12-01", "parts": [f"{folder}/part-00000.json.gz"]})
+    return objects
+
+
 def sample_report() -> RoiReport:
     rng = random.Random(7)
     leads, deals, spend = [], [], []
     next_id = iter(range(1, 100_000))
-    for month, scale in (("2026-10", 0.8), ("2026-11", 1.0)):
+    for month, scale in (("2026-08", 0.5), ("2026-09", 0.7), ("2026-10", 0.8), ("2026-11", 1.0)):
         for source, medium, campaign, source_id, count, deal_share, win_share, check in TRAFFIC:
             for _ in range(int(count * scale)):
                 lead_id = next(next_id)
@@ -113,6 +153,9 @@ def sample_report() -> RoiReport:
                             "CATEGORY_ID": "0",
                         }
                     )
+                    if won and month < "2026-11" and rng.random() < 0.3:  # a customer who came back
+                        deals.append({**deals[-1], "ID": str(next(next_id)), "CLOSEDATE": "2026-11-20",
+                                      "DATE_CREATE": "2026-11-18T15:00:00+03:00"})  # fmt: skip
         for platform, campaign_id, name, cost in SPEND:
             spend.append(
                 {
@@ -136,6 +179,7 @@ def sample_report() -> RoiReport:
         rates=RateBook("RUB"),
         stages=StageBook(STATUSES),
         options=ReportOptions(),
+        journeys=read_journeys(journey_export(leads, deals, rng)),
         now=lambda: datetime(2026, 12, 1, 5, 0),
     )
 
@@ -153,7 +197,7 @@ def test_the_page_draws_every_chart_offline(tmp_path: Path) -> None:
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.on("request", lambda request: requests.append(request.url))
             page.goto(page_file.as_uri())
-            page.wait_for_function("window.throughlineCharts && window.throughlineCharts.length === 4")
+            page.wait_for_function("window.throughlineCharts && window.throughlineCharts.length === 5")
             drawn = page.evaluate(
                 """() => [...document.querySelectorAll('canvas')].map(canvas => {
                     const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
@@ -163,13 +207,24 @@ def test_the_page_draws_every_chart_offline(tmp_path: Path) -> None:
                 })"""
             )
             kinds = page.evaluate("window.throughlineCharts.map(chart => chart.config.type)")
+            models = page.evaluate(
+                "window.throughlineCharts.find(c => c.canvas.id === 'chart-attribution').data.datasets.length"
+            )
+            cohort_cells = page.evaluate(
+                """() => [...document.querySelectorAll('table.cohorts tbody td[style]')].map(
+                    cell => getComputedStyle(cell).backgroundColor)"""
+            )
+            differences = page.locator("table.diff tbody tr").count()
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
     assert errors == []
     assert requests == [page_file.as_uri()]  # nothing fetched: Chart.js and the data are in the page
-    assert kinds == ["bar", "bar", "bar", "doughnut"]
-    assert {item["id"] for item in drawn} == {"chart-romi", "chart-money", "chart-funnel", "chart-quality"}
+    assert kinds == ["bar", "bar", "bar", "bar", "doughnut"]
+    assert {item["id"] for item in drawn} == {"chart-romi", "chart-money", "chart-funnel", "chart-attribution",
+                                              "chart-quality"}  # fmt: skip
+    assert models == 8 and differences >= 6  # every model side by side; a row per channel against last click
+    assert len(cohort_cells) >= 4 * 6 and len(set(cohort_cells)) > 5  # a heat map: shades differ with the value
     for item in drawn:
         assert item["width"] > 100 and item["painted"] > 2000, item  # bars, axes and labels, not a blank canvas
     assert screenshot.stat().st_size > 50_000

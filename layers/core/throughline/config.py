@@ -123,6 +123,18 @@ def _decimal_map(value: str) -> dict[str, str]:
     return rates
 
 
+# throughline.attribution.ALL_MODELS, repeated here so that numpy stays off the HTTP path
+ATTRIBUTION_MODELS = ("first_click", "last_click", "last_non_direct", "linear", "time_decay", "position_based",
+                      "markov", "shapley")  # fmt: skip
+
+
+def _attribution_model(value: str) -> str:
+    model = value.strip()
+    if model not in ATTRIBUTION_MODELS:
+        raise ValueError(f"one of {', '.join(ATTRIBUTION_MODELS)}")
+    return model
+
+
 def _positive_number(value: str) -> float:
     try:
         number = float(value.strip())
@@ -234,7 +246,6 @@ class Settings:
 
     # Journeys
     journey_max_chars: int = _setting(4000, _integer(200, 1_000_000))
-    person_key_secret: str | None = _setting(None, _optional_text, secret=True)
 
     # Ad platforms (used by the spend import)
     yandex_direct_token: str | None = _setting(None, _optional_text, secret=True)
@@ -277,6 +288,10 @@ class Settings:
     report_profit_field: str | None = _setting(None, _optional_text)  # a deal field with gross profit
     report_full_rescan_days: int = _setting(7, _integer(1, 366))
     report_modify_margin_minutes: int = _setting(60, _integer(0, 1440))
+    # Attribution in the report (throughline.attribution): the model roi.csv uses, time decay's half-life, Markov order
+    attribution_default_model: str = _setting("last_click", _attribution_model)
+    attribution_half_life_days: float = _setting(7.0, _positive_number)
+    attribution_markov_order: int = _setting(1, _integer(1, 4))
 
     # Resources (set by template.yaml)
     data_bucket: str | None = _setting(None, _optional_text)

@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from throughline.report import metrics
+from throughline.report.attribution import AttributionOptions, Journeys, WonDeal, attribution_section, cohort_rows
 from throughline.report.channels import (
     NO_CAMPAIGN,
     UNKNOWN,
@@ -52,6 +53,8 @@ from throughline.report.rates import RateBook
 
 CURRENT, PREVIOUS = 0, 1
 DENSE_SPAN, DENSE_BASE = 4, 1 << 20  # per-ID arrays cover IDs below 4 × leads read + 1 M (8 bytes an ID)
+DEFAULT_ATTRIBUTION = AttributionOptions()
+NO_JOURNEYS = "нет выгрузки путей клиентов (journeys/latest.json): атрибуция по моделям появится после первой"
 ATTRIBUTION_BASIS = "last touch on the lead: its UTM tags, else the deal's own tags, else its CRM source (SOURCE_ID)"
 
 
@@ -91,15 +94,18 @@ def build_report(
     stage_history: Iterable[Mapping[str, Any]] = (),
     options: ReportOptions = ReportOptions(),
     crm_info: Mapping[str, int | str | None] | None = None,
-    attribution: Mapping[str, Any] | None = None,
+    journeys: Journeys | None = None,
+    attribution: AttributionOptions = DEFAULT_ATTRIBUTION,
     now: Callable[[], datetime] = datetime.now,
 ) -> RoiReport:
+    """``journeys``: the newest journey export (``report.attribution.read_journeys``); without one, roi.json's
+    attribution section is null and data quality says why."""
     builder = _Builder(period, previous, rates, options)
     builder.add_spend(spend)
     builder.add_leads(leads)
     builder.add_deals(deals)
     funnels = build_funnels(builder.lead_statuses, builder.deal_stages, stages, builder.deal_paths(stage_history))
-    return builder.finish(funnels, crm_info or {}, attribution, now)
+    return builder.finish(funnels, crm_info or {}, journeys, attribution, now)
 
 
 # ---- internals --------------------------------------------------------------------------------------------------
@@ -168,6 +174,9 @@ class _Builder:
         self.unknown_tags: Counter[str] = Counter()
         self.duplicates = 0
         self._person_keys: set[str] = set()
+        self._end = period.date_to.toordinal()
+        self.won: list[WonDeal] = []  # the period's won deals with a rate: the conversions of attribution
+        self.won_to_date: list[WonDeal] = []  # every won deal up to the period's end: the cohorts
 
     def day(self, value: Any, *, moment: bool = False) -> tuple[int | None, int]:
         """(0 = the period, 1 = the previous one, None = neither; the day's ordinal, 0 when there is no date).
@@ -348,7 +357,6 @@ class _Builder:
         pass: the totals, now that "new customer" can be told."""
         first_won: dict[str, tuple[int, int]] = {}  # customer → (day, deal ID) of their first won deal
         compact = []
-        lead_slot, lead_day, far = self._lead_slot, self._lead_day, self._far_leads
         for deal in deals:
             created_which, created = self.day(deal.get("DATE_CREATE"), moment=True)
             won = deal.get("STAGE_SEMANTIC_ID") == "S"
@@ -356,24 +364,30 @@ class _Builder:
             customer, deal_id = _customer(deal), int(deal["ID"])
             if won and closed and (customer not in first_won or (closed, deal_id) < first_won[customer]):
                 first_won[customer] = (closed, deal_id)
+            if won and closed and closed <= self._end:
+                index, _ = self._deal_slot(deal, created)
+                try:
+                    revenue = self._money(_decimal(deal.get("OPPORTUNITY")), str(deal.get("CURRENCY_ID") or ""),
+                                          date.fromordinal(closed).isoformat())  # fmt: skip
+                except ValueError:
+                    revenue = None  # no amount: counted once below, in deals_without_amount
+                if revenue is not None:
+                    self.won_to_date.append(WonDeal(deal_id, int(deal.get("LEAD_ID") or 0), date.fromordinal(closed),
+                                                    revenue, customer, self._slots[index].campaign.source))  # fmt: skip
             if created_which is None and won_which is None:
                 continue
             if created_which == CURRENT:
                 category, stage = int(deal.get("CATEGORY_ID") or 0), str(deal.get("STAGE_ID") or "")
                 self.deal_stages[category][stage] += 1
                 self.period_deals[deal_id] = (category, stage)
-            lead_id = int(deal.get("LEAD_ID") or 0)
-            if 0 < lead_id < len(lead_slot) and lead_slot[lead_id] >= 0:
-                index, started = lead_slot[lead_id], lead_day[lead_id]
-            elif lead_id in far:
-                index, started = far[lead_id]
-            else:
-                index, started = self.slot(deal), created
+            index, started = self._deal_slot(deal, created)
             profit = deal.get(self.options.profit_field) if self.options.profit_field else None
             drill = (deal.get("UTM_MEDIUM") or "", deal.get("UTM_CONTENT") or "", deal.get("UTM_TERM") or "")
-            compact.append((index, created_which, won_which, closed, started, (customer, deal_id),
-                            deal.get("OPPORTUNITY"), str(deal.get("CURRENCY_ID") or ""), profit, drill))  # fmt: skip
-        for index, created_which, won_which, closed, started, buyer, amount, currency, profit, drill in compact:
+            compact.append((index, created_which, won_which, closed, started, customer, deal.get("OPPORTUNITY"),
+                            str(deal.get("CURRENCY_ID") or ""), profit, drill, deal_id,
+                            int(deal.get("LEAD_ID") or 0)))  # fmt: skip
+        for (index, created_which, won_which, closed, started, customer, amount, currency, profit, drill, deal_id,
+             lead_id) in compact:  # fmt: skip
             campaign = self._slots[index].campaign
             if created_which is not None:
                 campaign.totals[created_which].deals += 1
@@ -399,7 +413,6 @@ class _Builder:
                 except ValueError:
                     gross = None
                 totals.gross_profit = (totals.gross_profit or ZERO) + (gross or ZERO)
-            customer, deal_id = buyer
             if first_won.get(customer) == (closed, deal_id):
                 totals.new_customers += 1
             if started:
@@ -409,6 +422,16 @@ class _Builder:
                 cell = self._drill(campaign, _tags(drill))
                 cell[2] += 1
                 cell[3] += revenue
+                self.won.append(WonDeal(deal_id, lead_id, date.fromordinal(closed), revenue, customer))
+
+    def _deal_slot(self, deal: Mapping[str, Any], created: int) -> tuple[int, int]:
+        """A deal's row (its lead's, else its own tags') and the day its sales cycle started."""
+        lead_id = int(deal.get("LEAD_ID") or 0)
+        if 0 < lead_id < len(self._lead_slot) and self._lead_slot[lead_id] >= 0:
+            return self._lead_slot[lead_id], self._lead_day[lead_id]
+        if lead_id in self._far_leads:  # a lead far beyond the dense arrays' span
+            return self._far_leads[lead_id]
+        return self.slot(deal), created
 
     def _closed(self, deal: Mapping[str, Any]) -> tuple[int | None, int]:
         """A won deal's day: its ``CLOSEDATE``, or, when a portal or an import left that empty, its last change (the
@@ -434,7 +457,14 @@ class _Builder:
 
     # -- output -----------------------------------------------------------------------------------------------------
 
-    def finish(self, funnels: list, crm_info: Mapping[str, Any], attribution: Any, now: Callable[[], datetime]):
+    def finish(
+        self,
+        funnels: list,
+        crm_info: Mapping[str, Any],
+        journeys: Journeys | None,
+        options: AttributionOptions,
+        now: Callable[[], datetime],
+    ):
         margin = self.options.margin
         channels: dict[str, dict[str, list[_Campaign]]] = defaultdict(lambda: defaultdict(list))
         for campaign in self.campaigns.values():
@@ -479,6 +509,11 @@ class _Builder:
             for part, total in zip(grand, channel_totals, strict=True):
                 part.add(total)
         headline = _values(metrics.compute(grand[CURRENT], margin=margin))
+        zone = ZoneInfo(self.options.timezone)
+        section = None
+        if journeys is not None:
+            spend = {row.channel: row.metrics.spend for row in rows if row.level == "channel"}
+            section = attribution_section(journeys, self.won, spend, options, zone)
         headline_previous = _values(metrics.compute(grand[PREVIOUS], margin=margin))
         return RoiReport(
             generated_at=now(),
@@ -493,13 +528,14 @@ class _Builder:
             headline_change=_change(headline, headline_previous),
             rows=rows,
             funnels=funnels,
-            data_quality=self._quality(),
+            data_quality=self._quality(journeys),
             currency_rates=[CurrencyRate(**rate) for rate in self.rates.used(self.period.date_to.isoformat())],
             crm=dict(crm_info),
-            attribution=attribution,
+            attribution=section,
+            cohorts=cohort_rows(self.won_to_date, self.period.date_to, zone),
         )
 
-    def _quality(self) -> DataQuality:
+    def _quality(self, journeys: Journeys | None) -> DataQuality:
         unmatched = [c for c in self.campaigns.values() if c.has_spend and _matched(c) == "spend_only"]
         unmatched.sort(key=lambda c: -c.totals[CURRENT].spend)
         share = metrics.percent(self.leads_with_source, self.leads_total)
@@ -525,6 +561,7 @@ class _Builder:
             deals_without_rate=self.deals_without_rate,
             spend_without_rate={name: metrics.money(cost) for name, cost in sorted(self.spend_without_rate.items())},
             deals_without_amount=self.deals_without_amount,
+            journeys=None if journeys is not None else NO_JOURNEYS,
         )
 
 

@@ -12,28 +12,30 @@
 
 The snapshot is gzip JSON Lines in ``crm/snapshot/entity=<lead|deal>/bucket=<id // 100 000>/part.json.gz``, so a
 merge rewrites only the buckets that changed and Athena reads it through partition projection. Phones and e-mails
-never enter it: only ``PERSON_KEYS``, HMACs of their normalized forms, for duplicate detection.
+never enter it: only ``PERSON_KEYS``, the person keys of every phone and e-mail (duplicate detection), and
+``PERSON_KEY``, the key of the first one: the person key of the journey export (``throughline.person_keys``, the one
+HMAC-SHA256 with ``PERSON_KEY_SECRET`` over ``contacts``' normalized forms), so the two join.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
-import hmac
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from throughline.bitrix24.client import MAX_BATCH, PAGE_SIZE, Bitrix24Client
+from throughline.contacts import InvalidContact, normalize_email, normalize_phone
+from throughline.person_keys import first_contact, person_key
 from throughline.report import jsonlines
 
 SNAPSHOT_PREFIX = "crm/snapshot/"
 STATE_KEY = SNAPSHOT_PREFIX + "state.json"
 DELETED_PREFIX = "crm/deleted/"
 BUCKET_SIZE = 100_000
+SNAPSHOT_VERSION = 2  # 2: person keys of throughline.person_keys; a snapshot of another version is rescanned whole
 ENTITIES = ("lead", "deal")
 UTM = ("UTM_SOURCE", "UTM_MEDIUM", "UTM_CAMPAIGN", "UTM_CONTENT", "UTM_TERM")
 LEAD_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "STATUS_ID", "STATUS_SEMANTIC_ID", "SOURCE_ID", "CONTACT_ID",
@@ -60,7 +62,7 @@ class SnapshotOptions:
     full_rescan_days: int = 7
     modify_margin: timedelta = timedelta(hours=1)
     profit_field: str | None = None
-    person_key: bytes = b""  # HMAC key for PERSON_KEYS (derived from the stack's secret)
+    person_key_secret: str | None = None  # PERSON_KEY_SECRET; without it the snapshot holds no person keys
     stage_history: bool = True  # also keep deals' stage history (time in stage, where lost deals fell out)
 
 
@@ -87,7 +89,12 @@ def refresh_snapshot(
     state = json.loads(objects.get(STATE_KEY) or b"{}")
     last_full = _parse_time(state.get("last_full_scan"))
     last_run = _parse_time(state.get("last_run_started"))
-    full = last_full is None or last_run is None or started - last_full >= timedelta(days=options.full_rescan_days)
+    full = (
+        last_full is None
+        or last_run is None
+        or state.get("version") != SNAPSHOT_VERSION
+        or started - last_full >= timedelta(days=options.full_rescan_days)
+    )
     since = None if full or last_run is None else last_run - options.modify_margin
     profit = (options.profit_field,) if options.profit_field else ()
     writers = {entity: _SnapshotWriter(objects, entity, options, replace=full) for entity in ENTITIES}
@@ -124,7 +131,7 @@ def refresh_snapshot(
         STATE_KEY,
         json.dumps(
             {
-                "version": 1,
+                "version": SNAPSHOT_VERSION,
                 "last_run_started": started.isoformat(),
                 "last_full_scan": started.isoformat() if full else state.get("last_full_scan"),
                 "counts": counts,
@@ -314,31 +321,25 @@ def _deleted_ids(objects: Objects, entity: str) -> set[int]:
 
 def _compact(row: Mapping[str, Any], options: SnapshotOptions) -> dict[str, Any]:
     compact = {key: value for key, value in row.items() if key not in PERSON_FIELDS and value not in (None, "")}
-    keys = sorted(
-        {
-            _person_key(kind, entry.get("VALUE"), options.person_key)
-            for kind in PERSON_FIELDS
-            for entry in row.get(kind) or []
-        }
-        - {None}
-    )
-    if keys:
-        compact["PERSON_KEYS"] = keys
+    if options.person_key_secret:
+        phones = _normalized(row.get("PHONE"), normalize_phone)
+        emails = _normalized(row.get("EMAIL"), normalize_email)
+        keys = [person_key(contact, options.person_key_secret) for contact in (*phones, *emails)]
+        if keys:
+            compact["PERSON_KEYS"] = sorted(set(keys))
+            compact["PERSON_KEY"] = person_key(first_contact(phones, emails) or "", options.person_key_secret)
     return compact
 
 
-def _person_key(kind: str, value: Any, secret: bytes) -> str | None:
-    text = str(value or "").strip().lower()
-    if kind == "PHONE":
-        digits = re.sub(r"\D", "", text)
-        if len(digits) == 11 and digits[0] == "8":
-            digits = "7" + digits[1:]  # Russian trunk prefix: 8 916 … is +7 916 …
-        elif len(digits) == 10 and digits[0] == "9":
-            digits = "7" + digits
-        text = digits if len(digits) >= 7 else ""
-    if not text:
-        return None
-    return hmac.new(secret, f"{kind}:{text}".encode(), hashlib.sha256).hexdigest()[:20]
+def _normalized(entries: Any, normalize: Callable[[str], str]) -> list[str]:
+    """The valid values of a multi-field, normalized, in the CRM's order, without repeats (as the journey keys them)."""
+    found = []
+    for entry in entries or []:
+        try:
+            found.append(normalize(str(entry.get("VALUE") or "")))
+        except InvalidContact:
+            continue
+    return list(dict.fromkeys(found))
 
 
 def _count_lines(data: bytes) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import uuid
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from datetime import date, datetime, timedelta
 from throughline.adapters.report_store import S3Objects, publish, read_rates, read_spend, run_lock
 from throughline.bitrix24.client import Bitrix24Client
 from throughline.config import Settings
+from throughline.report.attribution import AttributionOptions, read_journeys
 from throughline.report.build import ReportOptions, build_report, default_periods, previous_period
 from throughline.report.crm import HISTORY, SnapshotOptions, read_snapshot, refresh_snapshot
 from throughline.report.funnel import StageBook
@@ -87,13 +87,22 @@ def _run(
             full_rescan_days=settings.report_full_rescan_days,
             modify_margin=timedelta(minutes=settings.report_modify_margin_minutes),
             profit_field=settings.report_profit_field,
-            person_key=_person_key(settings),
+            person_key_secret=settings.person_key_secret,
         ),
         now=clock,
         progress=progress,
     )
     earliest, latest = previous.date_from, period.date_to
     rates = RateBook(settings.report_currency, read_rates(objects, earliest, latest), crm.currencies)
+    if settings.journey_table:
+        # The nightly export of the journey store (journeys/, Athena-readable) is the attribution's input.
+        from throughline.adapters.journey_store import JourneyStore
+        from throughline.journey.export import export_journeys
+
+        exported = export_journeys(JourneyStore(settings.journey_table), objects.bucket, started.date())
+        progress(f"journeys exported: snapshot {exported.get('snapshot')}")
+    journeys = read_journeys(objects)
+    progress(f"journeys: snapshot {journeys.snapshot}" if journeys else "journeys: no export yet, no attribution")
     progress("building the report")
     report = build_report(
         period=period,
@@ -112,7 +121,12 @@ def _run(
             source_map=settings.bitrix24_source_map,
         ),
         crm_info=crm.info,
-        attribution=None,  # throughline.attribution (another issue) fills roi.json's attribution section here
+        journeys=journeys,
+        attribution=AttributionOptions(
+            default_model=settings.attribution_default_model,
+            half_life_days=settings.attribution_half_life_days,
+            markov_order=settings.attribution_markov_order,
+        ),
         now=clock,
     )
     # Render all three before writing any: a failure here leaves both the dated folder and latest/ untouched.
@@ -120,9 +134,3 @@ def _run(
     locations = publish(objects, started.date(), files)
     progress(f"written {locations['dated']} and {locations['latest']}")
     return RunResult(report, locations, files)
-
-
-def _person_key(settings: Settings) -> bytes:
-    # PERSON_KEYS are HMACs keyed by material from the stack's secret (the webhook URL carries it), never plain hashes.
-    secret = settings.bitrix24_webhook_url or ""
-    return hashlib.sha256(b"throughline-person-key\0" + secret.encode()).digest()

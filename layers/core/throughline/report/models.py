@@ -155,6 +155,7 @@ class DataQuality(_Model):
         default_factory=dict,
         description="spend in a currency with no known rate, per currency in that currency (left out of spend)",
     )
+    journeys: str | None = Field(default=None, description="why attribution is missing (no journey export yet)")
 
 
 class CurrencyRate(_Model):
@@ -165,11 +166,41 @@ class CurrencyRate(_Model):
 
 
 class AttributionRow(_Model):
-    channel: str
+    channel: str = Field(description='channel code, or "(no touches)" for won deals with no known journey')
     channel_label: str
-    conversions: Number
-    revenue: Number
-    romi: Number | None
+    conversions: Number = Field(description="won deals credited to the channel (fractions to 0.0001)")
+    revenue: Number = Field(description="revenue credited to the channel, in the report currency")
+    spend: Number = Field(description="the channel's spend in the period")
+    romi: Number | None = Field(description="(credited revenue − spend) / spend × 100 %; null without spend")
+
+
+class AttributionSection(_Model):
+    """The period's won deals credited over whole journeys (throughline.attribution, docs/attribution.md)."""
+
+    default_model: str = Field(description="the model roi.csv's attributed columns use (ATTRIBUTION_DEFAULT_MODEL)")
+    snapshot: str = Field(description="the journey export read (journeys/snapshot=<date>)")
+    half_life_days: Number = Field(description="time decay's half-life (ATTRIBUTION_HALF_LIFE_DAYS)")
+    markov_order: int = Field(description="the Markov chain's order (ATTRIBUTION_MARKOV_ORDER)")
+    conversions: Number = Field(description="won deals attributed: every model's rows add up to this")
+    revenue: Number = Field(description="their revenue: every model's rows add up to this, to the kopeck")
+    touches: int = Field(description="marketing touches read (sales-side `crm` touches left out)")
+    converting_paths: int = Field(description="distinct paths that ended in a won deal")
+    non_converting_journeys: int = Field(description="journeys (or journey tails) without a won deal")
+    deals_without_person: int = Field(description='won deals the export links to no person: path "(no touches)"')
+    models: dict[str, list[AttributionRow]] = Field(description="model id → one row per channel, sorted by code")
+
+
+class CohortRow(_Model):
+    """Customers (contacts) by the month and source of their first won deal."""
+
+    month: str = Field(description="YYYY-MM of the first won deal")
+    source: str
+    source_label: str
+    customers: int
+    repeat_customers: int = Field(description="customers with two or more won deals")
+    repeat_rate: Number | None = Field(description="repeat customers / customers × 100 %")
+    revenue: list[Number] = Field(description="cumulative revenue by month since acquisition (0 = that month)")
+    ltv: list[Number] = Field(description="cumulative revenue per customer, by month since acquisition")
 
 
 class RoiReport(_Model):
@@ -191,8 +222,11 @@ class RoiReport(_Model):
     data_quality: DataQuality
     currency_rates: list[CurrencyRate]
     crm: dict[str, int | str | None] = Field(description="how the CRM snapshot was read: calls, records, mode")
-    attribution: dict[str, list[AttributionRow]] | None = Field(
-        default=None, description="model id → rows (throughline.attribution); null when the package is absent"
+    attribution: AttributionSection | None = Field(
+        default=None, description="every attribution model over the journeys; null before the first journey export"
+    )
+    cohorts: list[CohortRow] = Field(
+        default_factory=list, description="monthly acquisition cohorts by source, up to the period's end"
     )
 
 

@@ -53,6 +53,17 @@ COLUMNS = (
     ("drr", "ДРР, %", "pct"),
     ("sales_cycle_days", "Цикл сделки, дн.", "days"),
 )
+MODEL_LABELS = {
+    "first_click": "Первый клик",
+    "last_click": "Последний клик",
+    "last_non_direct": "Последний непрямой клик",
+    "linear": "Линейная",
+    "time_decay": "С затуханием во времени",
+    "position_based": "По позициям 40/20/40",
+    "markov": "Марковские цепи",
+    "shapley": "Шепли",
+}
+ATTRIBUTED_COLUMNS = ("Модель атрибуции", "Успешные сделки (модель)", "Выручка (модель)", "ROMI (модель), %")
 PREVIOUS_COLUMNS = (("spend", "Расход (пред.)"), ("leads", "Лиды (пред.)"), ("revenue", "Выручка (пред.)"),
                     ("romi", "ROMI (пред.), %"))  # fmt: skip
 
@@ -62,21 +73,34 @@ def render_json(report: RoiReport) -> bytes:
 
 
 def render_csv(report: RoiReport) -> bytes:
+    """The main table; channel rows also carry the default attribution model's won deals, revenue and ROMI, with the
+    model's name in a column of its own (empty when there is no journey export yet)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
     writer.writerow(["Уровень", "Канал", "Источник", "Кампания", "ID кампании", "Площадка", "Сопоставление"]
-                    + [header for _, header, _ in COLUMNS] + [header for _, header in PREVIOUS_COLUMNS])  # fmt: skip
+                    + [header for _, header, _ in COLUMNS] + [header for _, header in PREVIOUS_COLUMNS]
+                    + list(ATTRIBUTED_COLUMNS))  # fmt: skip
+    attribution = report.attribution
+    model = attribution.default_model if attribution else None
+    credited = {row.channel: row for row in attribution.models.get(model or "", [])} if attribution else {}
     for row in report.rows:
         previous = row.previous
+        credit = credited.get(row.channel) if row.level == "channel" else None
         writer.writerow(
             [_csv_text(text) for text in (LEVELS[row.level], row.channel_label, row.source_label, row.campaign,
                                           row.campaign_id, row.platform, MATCHED.get(row.matched or "none"))]
             + [_csv_number(getattr(row.metrics, name)) for name, _, _ in COLUMNS]
             + [_csv_number(getattr(previous, name)) if previous else "" for name, _ in PREVIOUS_COLUMNS]
+            + ([MODEL_LABELS.get(model or "", model), _csv_number(credit.conversions), _csv_number(credit.revenue),
+                _csv_number(credit.romi)] if credit else ["", "", "", ""])
         )  # fmt: skip
     totals = [_csv_number(getattr(report.headline, name)) for name, _, _ in COLUMNS]
     previous_totals = [_csv_number(getattr(report.headline_previous, name)) for name, _ in PREVIOUS_COLUMNS]
-    writer.writerow(["Итого", "", "", "", "", "", "", *totals, *previous_totals])
+    attributed = ["", "", "", ""]
+    if attribution:
+        attributed = [MODEL_LABELS.get(model or "", model), _csv_number(attribution.conversions),
+                      _csv_number(attribution.revenue), ""]  # fmt: skip
+    writer.writerow(["Итого", "", "", "", "", "", "", *totals, *previous_totals, *attributed])
     return ("\ufeff" + buffer.getvalue()).encode("utf-8")
 
 
@@ -111,6 +135,8 @@ def render_html(report: RoiReport) -> bytes:
         cards=_cards(report),
         quality=_quality(report),
         funnels=_funnel_tables(report),
+        attribution=_attribution(report),
+        cohorts=_cohorts(report),
         table=_table(report),
         rates=_rates(report),
         basis=html.escape(_basis(report)),
@@ -160,7 +186,35 @@ def _chart_data(report: RoiReport) -> dict[str, Any]:
         },
         "quality": {"with_source": quality.leads_with_source, "without_source": quality.leads_without_source},
         "currency": report.currency,
+        "attribution": _attribution_chart(report),
     }
+
+
+def _attribution_chart(report: RoiReport) -> dict[str, Any] | None:
+    """Revenue credited per channel, one dataset per model (grouped bars)."""
+    section = report.attribution
+    if section is None:
+        return None
+    order = _channel_order(report)
+    labels = {row.channel: row.channel_label for rows in section.models.values() for row in rows}
+    return {
+        "channels": [labels[channel] for channel in order],
+        "models": [
+            {"label": MODEL_LABELS.get(model, model), "revenue": [float(by_channel[channel]) for channel in order]}
+            for model, by_channel in (
+                (model, {row.channel: row.revenue for row in rows}) for model, rows in section.models.items()
+            )
+        ],
+    }
+
+
+def _channel_order(report: RoiReport) -> list[str]:
+    """Channels by the most revenue any model credits them, so the bars that matter come first."""
+    best: dict[str, Decimal] = {}
+    for rows in report.attribution.models.values() if report.attribution else ():
+        for row in rows:
+            best[row.channel] = max(best.get(row.channel, Decimal(0)), row.revenue)
+    return sorted(best, key=lambda channel: (-best[channel], channel))
 
 
 def _date(value: Any) -> str:
@@ -309,6 +363,81 @@ def _row_name(row: Row, paid_source: bool) -> str:
     return (row.campaign or "") + (f" · {note}" if flagged else "")
 
 
+def _attribution(report: RoiReport) -> str:
+    section = report.attribution
+    if section is None:
+        reason = report.data_quality.journeys or "нет данных"
+        return f'<p class="sub">Атрибуция по моделям: {html.escape(reason)}.</p>'
+    base = {row.channel: row for row in section.models.get("last_click", [])}
+    models = [model for model in section.models if model != "last_click"]
+    head = "".join(f"<th>{html.escape(MODEL_LABELS.get(model, model))}</th>" for model in models)
+    body = []
+    for channel in _channel_order(report):
+        last = base[channel]
+        cells = []
+        for model in models:
+            row = next(item for item in section.models[model] if item.channel == channel)
+            delta = row.revenue - last.revenue
+            css = "flat" if delta == 0 else ("good" if delta > 0 else "bad")
+            sign = "+" if delta > 0 else ("−" if delta < 0 else "")
+            cells.append(f'<td class="{css}">{sign}{format_number(abs(delta), "money")}</td>')
+        body.append(
+            f'<tr><td class="name">{html.escape(last.channel_label)}</td>'
+            f"<td>{format_number(last.revenue, 'money')}</td><td>{format_number(last.romi, 'pct')}</td>"
+            + "".join(cells)
+            + "</tr>"
+        )
+    note = (
+        f"Успешных сделок: {format_number(section.conversions, 'int')}, выручка "
+        f"{format_number(section.revenue, 'money')} {html.escape(report.currency)} — каждая модель делит ровно её. "
+        f"Модель для roi.csv: {html.escape(MODEL_LABELS.get(section.default_model, section.default_model))}. "
+        f"Выгрузка путей от {html.escape(section.snapshot)}; касаний {format_number(section.touches, 'int')}, "
+        f"путей без сделки {format_number(section.non_converting_journeys, 'int')}, "
+        f"сделок без известного клиента {format_number(section.deals_without_person, 'int')}."
+    )
+    return (
+        '<div class="chart" style="height:340px"><canvas id="chart-attribution"></canvas></div>'
+        f'<p class="sub">{note}</p>'
+        "<h3>Разница с моделью «последний клик», выручка</h3>"
+        '<div class="scroll"><table class="diff"><thead><tr><th>Канал</th><th>Последний клик</th><th>ROMI, %</th>'
+        f"{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _cohorts(report: RoiReport) -> str:
+    cohorts = report.cohorts
+    if not cohorts:
+        return "<p>Нет успешных сделок.</p>"
+    months = max(len(cohort.revenue) for cohort in cohorts)
+    top = max((value for cohort in cohorts for value in cohort.ltv), default=Decimal(0)) or Decimal(1)
+    head = "".join(f"<th>{month} мес.</th>" for month in range(months))
+    body = []
+    for cohort in cohorts:
+        cells = []
+        for month in range(months):
+            if month >= len(cohort.ltv):
+                cells.append("<td></td>")
+                continue
+            share = float(cohort.ltv[month] / top)
+            cells.append(
+                f'<td style="background:rgba(47,111,237,{0.08 + 0.72 * share:.2f});'
+                f'color:{"#fff" if share > 0.6 else "inherit"}" title="выручка накопленно '
+                f'{format_number(cohort.revenue[month], "money")}">{format_number(cohort.ltv[month], "money")}</td>'
+            )
+        body.append(
+            f'<tr><td class="name">{html.escape(cohort.month)} · {html.escape(cohort.source_label)}</td>'
+            f"<td>{format_number(cohort.customers, 'int')}</td><td>{format_number(cohort.repeat_rate, 'pct')}</td>"
+            + "".join(cells)
+            + "</tr>"
+        )
+    return (
+        '<div class="scroll"><table class="cohorts"><thead><tr><th>Когорта (месяц первой сделки · источник)</th>'
+        f"<th>Клиенты</th><th>Повторные покупки</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        '<p class="sub">Ячейка — LTV: накопленная выручка на клиента к N-му месяцу после первой сделки '
+        "(0 — месяц первой сделки); цвет тем гуще, чем больше.</p>"
+    )
+
+
 def _rates(report: RoiReport) -> str:
     if not report.currency_rates:
         return ""
@@ -359,6 +488,8 @@ tr.total td { font-weight:700; border-top:2px solid var(--ink); }
 table.compact { width:auto; min-width:420px; }
 table.compact td:first-child { text-align:left; }
 .scroll { overflow:auto; max-height:80vh; border:1px solid var(--line); border-radius:10px; }
+table.diff td.good { color:var(--good); } table.diff td.bad { color:var(--bad); }
+table.cohorts td.name { text-align:left; }
 footer { color:var(--muted); font-size:12px; padding:0 32px 24px; }
 """
 
@@ -398,6 +529,16 @@ _SCRIPT = """
       data: data.funnel.values, backgroundColor: blue}]},
     options: {indexAxis: 'y', maintainAspectRatio: false, plugins: {legend: {display: false}}}},
     some(data.funnel.values));
+  if (data.attribution) {
+    const palette = ['#2f6fed', '#9db7f5', '#178a4c', '#7fc8a0', '#e09b2d', '#c8372d', '#7a4fd6', '#5b6478'];
+    add('chart-attribution', {type: 'bar', data: {labels: data.attribution.channels,
+        datasets: data.attribution.models.map((m, i) => ({label: m.label, data: m.revenue,
+          backgroundColor: palette[i % palette.length]}))},
+      options: {maintainAspectRatio: false, plugins: {legend: {position: 'bottom'}, tooltip: {callbacks: {
+        label: c => c.dataset.label + ': ' + money.format(c.raw) + ' ' + data.currency}}},
+        scales: {y: {ticks: {callback: v => money.format(v)}}}}},
+      data.attribution.models.some(m => some(m.revenue)));
+  }
   add('chart-quality', {type: 'doughnut', data: {labels: ['С источником', 'Без источника'], datasets: [{
       data: [data.quality.with_source, data.quality.without_source], backgroundColor: [good, bad]}]},
     options: {maintainAspectRatio: false, plugins: {legend: {position: 'bottom'}}}},
@@ -422,6 +563,9 @@ _PAGE = """<!doctype html>
   <canvas id="chart-quality"></canvas></div>{quality}</div>
 </section>
 <section class="panel"><h2>Каналы, источники и кампании</h2><div class="scroll">{table}</div></section>
+<section class="panel" style="margin-top:16px"><h2>Выручка по каналам в разных моделях атрибуции</h2>
+{attribution}</section>
+<section class="panel" style="margin-top:16px"><h2>Когорты клиентов: LTV по месяцам</h2>{cohorts}</section>
 <section class="panel" style="margin-top:16px"><h2>Воронки по стадиям</h2>{funnels}</section>
 </main>
 <footer>{basis} {rates} Пустая ячейка (—) — делить не на что: нет расхода, лидов или выручки.</footer>

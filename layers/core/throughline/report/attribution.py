@@ -1,0 +1,241 @@
+"""roi.json's ``attribution`` and ``cohorts`` sections: the journey export meets the period's won deals.
+
+- Touches come from the journey export (``journey/export.py``): ``journeys/latest.json`` names the snapshot's parts,
+  read one at a time. Sales-side touches (channel ``crm``: calls we made, stages, the win itself) take no credit;
+  direct visits stay (last non-direct needs them).
+- Conversions are the period's won deals whose revenue converted into the report currency: exactly the deals behind
+  the headline revenue, so every model's total equals it to the kopeck.
+- A deal's person: its line in ``entities.json.gz`` (the export resolves it through the deal's lead or contact),
+  else the person of the lead it came from (its ``lead_id`` there, else the CRM's ``LEAD_ID``). A deal with no known
+  person converts on the one-touch path "(no touches)": its revenue is still counted.
+- A conversion happens when the journey recorded the deal's ``won`` touch; without one, at the end of its
+  ``CLOSEDATE`` day in the report's time zone.
+- ROMI of a channel under a model: (credited revenue − the channel's spend) / spend × 100 %.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from decimal import Decimal
+from typing import Any, Protocol
+
+import orjson
+
+from throughline.attribution import (
+    ALL_MODELS,
+    UNTRACKED,
+    CohortDeal,
+    Conversion,
+    TouchPoint,
+    acquisition_cohorts,
+    build_paths,
+)
+from throughline.attribution import attribute as run_models
+from throughline.report import jsonlines, metrics
+from throughline.report.channels import channel_label, source_label
+from throughline.report.models import AttributionRow, AttributionSection, CohortRow
+
+LATEST_KEY = "journeys/latest.json"
+SALES_CHANNEL = "crm"  # sales-side touches in the journey export: not a marketing channel
+UNTRACKED_LABEL = "Без касаний"
+
+
+class Objects(Protocol):
+    def get(self, key: str) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class AttributionOptions:
+    default_model: str = "last_click"
+    half_life_days: float = 7.0
+    markov_order: int = 1
+
+
+@dataclass(frozen=True)
+class WonDeal:
+    """A won deal of the report: revenue already in the report currency."""
+
+    deal_id: int
+    lead_id: int
+    closed: date
+    revenue: Decimal
+    customer: str = ""
+    source: str = ""
+
+
+@dataclass
+class Journeys:
+    """The newest journey export. Touches are streamed part by part; of the entities, only the won deals' and their
+    leads' lines are kept (a portal has millions of leads, a period thousands of won deals)."""
+
+    objects: Objects
+    snapshot: str
+    parts: list[str]
+    deal_person: dict[int, str | None] = field(default_factory=dict)
+    deal_lead: dict[int, int] = field(default_factory=dict)
+    lead_person: dict[int, str | None] = field(default_factory=dict)
+    won_at: dict[int, datetime] = field(default_factory=dict)  # deal → its `won` touch, filled while streaming
+    streamed: bool = False  # every part read: won_at is complete
+
+    def touches(self) -> Iterator[TouchPoint]:
+        self.streamed = False
+        names: dict[str, str] = {}  # one string object per distinct channel, source, campaign: millions of touches
+        name = names.setdefault
+        for key in self.parts:
+            for line in _lines(self.objects.get(key)):
+                if line.get("entity_type") == "deal" and line.get("kind") == "won":
+                    at = _at(line["at"])
+                    deal = int(line["entity_id"])
+                    if deal not in self.won_at or at > self.won_at[deal]:
+                        self.won_at[deal] = at
+                person, channel = line.get("person_key"), line.get("channel")
+                if not person or not channel or channel == SALES_CHANNEL:
+                    continue
+                source, campaign = line.get("source") or "", line.get("campaign") or ""
+                yield TouchPoint(person, _at(line["at"]), name(channel, channel), name(source, source),
+                                 name(campaign, campaign))  # fmt: skip
+        self.streamed = True
+
+    def read_entities(self, won: list[WonDeal]) -> None:
+        """The people of the won deals: their own lines, and the lines of the leads they came from."""
+        deals = {deal.deal_id for deal in won}
+        leads = {deal.lead_id for deal in won if deal.lead_id}
+        key = f"journeys/snapshot={self.snapshot}/entities.json.gz"
+        missing: set[int] = set()
+        for line in jsonlines.decode(self.objects.get(key) or b""):
+            kind, entity_id = line.get("entity_type"), int(line["entity_id"])
+            if kind == "deal" and entity_id in deals:
+                self.deal_person[entity_id] = line.get("person_key")
+                if line.get("lead_id"):
+                    self.deal_lead[entity_id] = int(line["lead_id"])
+                    if not line.get("person_key") and int(line["lead_id"]) not in leads:
+                        missing.add(int(line["lead_id"]))
+            elif kind == "lead" and entity_id in leads:
+                self.lead_person[entity_id] = line.get("person_key")
+        if missing:  # a deal linked to a lead the CRM's LEAD_ID does not name: read those leads too
+            for line in jsonlines.decode(self.objects.get(key) or b""):
+                if line.get("entity_type") == "lead" and int(line["entity_id"]) in missing:
+                    self.lead_person[int(line["entity_id"])] = line.get("person_key")
+
+    def person_of(self, deal: WonDeal) -> str | None:
+        person = self.deal_person.get(deal.deal_id)
+        if person:
+            return person
+        lead_id = self.deal_lead.get(deal.deal_id) or deal.lead_id
+        return self.lead_person.get(lead_id) if lead_id else None
+
+
+def read_journeys(objects: Objects) -> Journeys | None:
+    """The export named by ``journeys/latest.json``, or ``None`` when there is none yet."""
+    raw = objects.get(LATEST_KEY)
+    if not raw:
+        return None
+    latest = json.loads(raw)
+    return Journeys(objects, str(latest["snapshot"]), list(latest.get("parts") or []))
+
+
+def attribution_section(
+    journeys: Journeys,
+    won: list[WonDeal],
+    spend_by_channel: Mapping[str, Decimal],
+    options: AttributionOptions,
+    zone: tzinfo,
+) -> AttributionSection:
+    """Every model over the export's paths and the period's won deals."""
+    journeys.read_entities(won)
+    counted = {"touches": 0, "without_person": 0}
+
+    def touches() -> Iterator[TouchPoint]:
+        for touch in journeys.touches():
+            counted["touches"] += 1
+            yield touch
+
+    def conversions() -> Iterator[Conversion]:
+        # build_paths reads every touch before the first conversion; the parts are streamed once, never held whole,
+        # and each deal's `won` moment is known by the time its conversion is asked for.
+        if not journeys.streamed:
+            raise RuntimeError("conversions asked for before every journey part was read")
+        for deal in won:
+            person = journeys.person_of(deal)
+            if person is None:
+                counted["without_person"] += 1
+                person = f"deal#{deal.deal_id}"  # no touches: the "(no touches)" path, revenue still counted
+            at = journeys.won_at.get(deal.deal_id) or _end_of_day(deal.closed, zone)
+            yield Conversion(person, at, deal.revenue)
+
+    table = build_paths(touches(), conversions())
+    results = run_models(table, ALL_MODELS, half_life_days=options.half_life_days, markov_order=options.markov_order)
+    models = {
+        model: [
+            AttributionRow(
+                channel=credit.channel,
+                channel_label=UNTRACKED_LABEL if credit.channel == UNTRACKED else channel_label(credit.channel),
+                conversions=credit.conversions,
+                revenue=credit.revenue,
+                spend=metrics.money(spend_by_channel.get(credit.channel, metrics.ZERO)),
+                romi=metrics.percent(
+                    credit.revenue - spend_by_channel.get(credit.channel, metrics.ZERO),
+                    spend_by_channel.get(credit.channel, metrics.ZERO),
+                ),
+            )
+            for credit in credits
+        ]
+        for model, credits in results.items()
+    }
+    return AttributionSection(
+        default_model=options.default_model,
+        snapshot=journeys.snapshot,
+        half_life_days=Decimal(str(options.half_life_days)),
+        markov_order=options.markov_order,
+        conversions=table.total_conversions,
+        revenue=table.total_revenue,
+        touches=counted["touches"],
+        converting_paths=int((table.conversions > 0).sum()),
+        non_converting_journeys=int(table.nulls.sum()),
+        deals_without_person=counted["without_person"],
+        models=models,
+    )
+
+
+def cohort_rows(deals: list[WonDeal], as_of: date, zone: tzinfo) -> list[CohortRow]:
+    """Monthly acquisition cohorts by source (``throughline.attribution.acquisition_cohorts``)."""
+    cohorts = acquisition_cohorts(
+        (CohortDeal(deal.customer, _end_of_day(deal.closed, zone), deal.revenue, deal.source) for deal in deals),
+        _end_of_day(as_of, zone),
+        zone,
+    )
+    return [
+        CohortRow(
+            month=cohort.month,
+            source=cohort.source,
+            source_label=source_label(cohort.source),
+            customers=cohort.customers,
+            repeat_customers=cohort.repeat_customers,
+            repeat_rate=metrics.percent(cohort.repeat_customers, cohort.customers),
+            revenue=list(cohort.revenue),
+            ltv=list(cohort.ltv),
+        )
+        for cohort in cohorts
+    ]
+
+
+def _lines(data: bytes | None) -> Iterator[dict[str, Any]]:
+    """A gzip JSON Lines object decoded one line at a time: a part of 100 000 touches never becomes 100 000 dicts."""
+    if data:
+        for raw in io.BytesIO(gzip.decompress(data)):
+            if raw.strip():
+                yield orjson.loads(raw)
+
+
+def _end_of_day(day: date, zone: tzinfo) -> datetime:
+    return datetime.combine(day + timedelta(days=1), time(), zone) - timedelta(microseconds=1)
+
+
+def _at(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
