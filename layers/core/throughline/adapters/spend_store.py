@@ -99,7 +99,12 @@ class SpendStore:
         self.client.delete_object(Bucket=self.bucket, Key=source)
 
     def keys(self, prefix: str) -> Iterator[str]:
+        for key, _ in self.sizes(prefix):
+            yield key
+
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """``(key, size in bytes)`` under ``prefix``: what a reader can refuse before reading it."""
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             for item in page.get("Contents", []):
-                yield item["Key"]
+                yield item["Key"], int(item.get("Size", 0))

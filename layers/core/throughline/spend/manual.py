@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from throughline.adapters.spend_store import MANUAL_INBOX, MANUAL_PROCESSED, SpendStore
 from throughline.config import Settings
 from throughline.spend.importer import PlatformResult
-from throughline.spend.rows import SpendRow
+from throughline.spend.rows import EARLIEST_DATE, MAX_COST, SpendRow
 
 PLATFORM = "manual"
 REQUIRED = ("date", "utm_source", "utm_medium", "utm_campaign", "cost", "currency")
@@ -43,7 +43,7 @@ class ManualSpendLine(BaseModel):
     utm_source: str = Field(min_length=1, max_length=200)
     utm_medium: str = Field(min_length=1, max_length=200)
     utm_campaign: str = Field(default="", max_length=500)
-    cost: Decimal = Field(ge=0, allow_inf_nan=False)
+    cost: Decimal = Field(ge=0, lt=MAX_COST, allow_inf_nan=False)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     impressions: int = Field(default=0, ge=0)
     clicks: int = Field(default=0, ge=0)
@@ -85,11 +85,13 @@ class ManualSpendLine(BaseModel):
 def process_inbox(store: SpendStore, settings: Settings, *, now: datetime) -> PlatformResult:
     """Import every waiting file; a rejected file stays in the inbox (with its rejects) and is reported."""
     result = PlatformResult(PLATFORM)
-    for key in sorted(store.keys(MANUAL_INBOX)):
+    for key, size in sorted(store.sizes(MANUAL_INBOX)):
         if key.endswith(REJECTS_SUFFIX) or key.endswith("/"):
             continue
         name = key[len(MANUAL_INBOX) :]
         try:
+            if size > MAX_FILE_BYTES:  # refused from the listing: reading it could exhaust the function's memory
+                raise ValueError(_too_big())
             rows, rejects = parse_file(store.get_bytes(key) or b"", name, settings, now)
         except ValueError as error:
             rows, rejects = [], [f"file: {error}"]
@@ -125,7 +127,7 @@ def process_inbox(store: SpendStore, settings: Settings, *, now: datetime) -> Pl
 def parse_file(body: bytes, name: str, settings: Settings, now: datetime) -> tuple[list[SpendRow], list[str]]:
     """All rows of a file, or the reasons it cannot be imported (``line N: field: reason``)."""
     if len(body) > MAX_FILE_BYTES:
-        raise ValueError(f"larger than {MAX_FILE_BYTES // 1024 // 1024} MB")
+        raise ValueError(_too_big())
     text = _decode(body)
     first_line = text.split("\n", 1)[0]
     delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
@@ -140,7 +142,9 @@ def parse_file(body: bytes, name: str, settings: Settings, now: datetime) -> tup
         raise ValueError("; ".join(problems) + f" (header: {','.join(REQUIRED + OPTIONAL)})")
     reader.fieldnames = header
     account = account_id(name)
+    today = now.astimezone(settings.zone).date()
     rows, rejects = [], []
+    seen: dict[tuple[Any, ...], int] = {}
     for number, raw in enumerate(reader, start=2):
         if None in raw:
             rejects.append(f"line {number}: more values than columns")
@@ -154,6 +158,17 @@ def parse_file(body: bytes, name: str, settings: Settings, now: datetime) -> tup
             reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg']}" for e in error.errors())
             rejects.append(f"line {number}: {reasons}")
             continue
+        if not EARLIEST_DATE <= line.date <= today:
+            rejects.append(f"line {number}: date: {line.date} is not between {EARLIEST_DATE} and today ({today})")
+            continue
+        # One spend per date and tags (compared as the report matches them): a line pasted twice is a mistake that
+        # would double the spend, and two real costs belong in one line with their sum.
+        same = (line.date, *(tag.strip().lower() for tag in (line.utm_source, line.utm_medium, line.utm_campaign)),
+                line.currency)  # fmt: skip
+        if same in seen:
+            rejects.append(f"line {number}: the same date and tags as line {seen[same]} (put the total in one line)")
+            continue
+        seen[same] = number
         rows.append(
             SpendRow(
                 date=line.date,
@@ -179,13 +194,23 @@ def parse_file(body: bytes, name: str, settings: Settings, now: datetime) -> tup
 
 
 def account_id(name: str) -> str:
-    """A stable, object-name-safe id from the file's name (``Офлайн 2026.csv`` keeps a hash of its Cyrillic)."""
-    stem = name.rsplit("/", 1)[-1]
-    stem = stem[: -len(".csv")] if stem.lower().endswith(".csv") else stem
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "file"
-    if safe != stem:
-        safe = f"{safe[:80]}-{hashlib.sha256(stem.encode()).hexdigest()[:8]}"
-    return safe[:120]
+    """A stable, object-name-safe id, one per file name (its folders and the case of its extension included).
+
+    A plain ``spend-2026.csv`` keeps its stem (``spend-2026``); any other name (``Офлайн 2026.csv``, ``a/x.csv``,
+    ``x.CSV``, a very long name) gets a readable part, ``@`` and a hash of the whole name. A plain stem never holds
+    ``@``, so two files never share an id — and so never overwrite each other's partitions.
+    """
+    stem = name[: -len(".csv")] if name.endswith(".csv") else ""
+    if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}", stem) and not stem.endswith("."):
+        return stem
+    last = name.rsplit("/", 1)[-1]
+    last = last[: -len(".csv")] if last.lower().endswith(".csv") else last
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", last).strip("-.")[:80] or "file"
+    return f"{readable}@{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+def _too_big() -> str:
+    return f"larger than {MAX_FILE_BYTES // 1024 // 1024} MB: split it into smaller files"
 
 
 def _decode(body: bytes) -> str:

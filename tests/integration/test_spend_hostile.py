@@ -1,0 +1,113 @@
+"""Hostile manual files: names that collide, dates Athena cannot see, duplicated lines, files too big to read."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from pathlib import Path
+
+from tests.integration.spend_helpers import NOW, settings, store, stored_rows, total
+from throughline.spend.manual import MAX_FILE_BYTES, account_id, process_inbox
+from throughline.spend.rows import EARLIEST_DATE
+from throughline.spend.run import RunRequest
+
+__all__ = ["store"]
+INBOX = "spend/manual/inbox/"
+HEADER = "date,utm_source,utm_medium,utm_campaign,cost,currency\n"
+
+
+def _drop(store, name: str, text: str) -> None:
+    store.put_bytes(INBOX + name, text.encode("utf-8"))
+
+
+def _rejects(store, name: str) -> str:
+    return (store.get_bytes(INBOX + name + ".rejects.txt") or b"").decode()
+
+
+def test_files_of_the_same_base_name_in_other_folders_or_cases_keep_their_own_spend(store):
+    # Before: "a/spend.csv", "b/spend.csv", "spend.CSV" and "spend" all became account "spend" and overwrote each
+    # other's partitions for the same date — spend silently lost.
+    names = ["a/spend.csv", "b/spend.csv", "spend.CSV", "spend.csv", "spend"]
+    for number, name in enumerate(names, start=1):
+        _drop(store, name, HEADER + f"2026-11-01,radio,offline,autumn,{number}00,RUB\n")
+    result = process_inbox(store, settings(), now=NOW)
+    assert result.failures == []
+    assert total(stored_rows(store, "manual")) == Decimal(100 + 200 + 300 + 400 + 500)
+    assert len({account_id(name) for name in names}) == len(names)
+
+
+def test_long_names_that_share_a_prefix_do_not_collide():
+    stem = "x" * 130
+    assert account_id(stem + "1.csv") != account_id(stem + "2.csv")
+    assert all(len(account_id(name)) <= 120 for name in (stem + "1.csv", "a/" * 100 + "b.csv"))
+    assert account_id("spend-2026.csv") == "spend-2026"  # a plain name stays readable
+
+
+def test_dates_athena_cannot_see_or_that_have_not_happened_are_rejected(store):
+    # The Glue table projects dates from EARLIEST_DATE to NOW: a row outside was stored but never queryable.
+    today = NOW.date()
+    text = HEADER + (
+        f"{today},radio,offline,a,1,RUB\n"
+        "2019-12-31,radio,offline,a,1,RUB\n"
+        "2062-03-01,radio,offline,a,1,RUB\n"
+        "0001-01-01,radio,offline,a,1,RUB\n"
+        "2026-02-30,radio,offline,a,1,RUB\n"
+    )
+    _drop(store, "dates.csv", text)
+    result = process_inbox(store, settings(), now=NOW)
+    assert result.rows == 0 and stored_rows(store, "manual") == []
+    rejects = _rejects(store, "dates.csv").splitlines()
+    assert [line.split(":")[0] for line in rejects] == ["line 3", "line 4", "line 5", "line 6"]
+
+
+def test_the_earliest_date_is_the_one_the_glue_tables_project():
+    template = (Path(__file__).parents[2] / "template.yaml").read_text()
+    ranges = set(re.findall(r"projection\.date\.range:\s*(\S+),NOW", template))
+    assert ranges == {EARLIEST_DATE.isoformat()}
+
+
+def test_a_back_fill_before_the_earliest_date_is_refused():
+    try:
+        RunRequest.parse({"date_from": "2019-12-01", "date_to": "2020-01-31"}, settings(), now=NOW)
+    except ValueError as error:
+        assert EARLIEST_DATE.isoformat() in str(error)
+    else:
+        raise AssertionError("a range Athena cannot see was accepted")
+
+
+def test_a_cost_beyond_the_athena_decimal_is_rejected(store):
+    # decimal(18,6) holds at most 12 integer digits; one bigger value fails every Athena query over spend.
+    _drop(store, "huge.csv", HEADER + "2026-11-01,radio,offline,a,1000000000000,RUB\n")
+    result = process_inbox(store, settings(), now=NOW)
+    assert result.rows == 0 and "cost" in _rejects(store, "huge.csv")
+
+
+def test_a_line_repeated_in_one_file_is_rejected_not_counted_twice(store):
+    text = HEADER + (
+        "2026-11-01,radio,offline,autumn,100,RUB\n"
+        "2026-11-02,radio,offline,autumn,100,RUB\n"
+        "01.11.2026,Radio ,offline,autumn,100,rub\n"  # the same date and tags, as Excel and hands type them
+    )
+    _drop(store, "twice.csv", text)
+    result = process_inbox(store, settings(), now=NOW)
+    assert result.rows == 0 and stored_rows(store, "manual") == []
+    [reject] = _rejects(store, "twice.csv").splitlines()
+    assert reject.startswith("line 4:") and "line 2" in reject
+
+
+def test_a_file_too_big_is_rejected_without_being_read(store):
+    store.put_bytes(INBOX + "big.csv", HEADER.encode() + b"x" * (MAX_FILE_BYTES + 1))
+    _drop(store, "ok.csv", HEADER + "2026-11-01,radio,offline,a,5,RUB\n")
+    read: list[str] = []
+    get_bytes = store.get_bytes
+
+    def spy(key: str) -> bytes | None:
+        read.append(key)
+        return get_bytes(key)
+
+    store.get_bytes = spy  # type: ignore[method-assign]
+    result = process_inbox(store, settings(), now=NOW)
+    assert INBOX + "big.csv" not in read
+    assert result.rows == 1 and len(result.failures) == 1 and "big.csv" in result.failures[0]
+    store.get_bytes = get_bytes  # type: ignore[method-assign]
+    assert "MB" in _rejects(store, "big.csv")
