@@ -1,14 +1,17 @@
-"""Hostile manual files: names that collide, dates Athena cannot see, duplicated lines, files too big to read."""
+"""Hostile input and concurrent runs: manual files whose names collide, dates Athena cannot see, repeated lines,
+files too big to read; a back-fill and the nightly run recording their unfinished work at the same time."""
 
 from __future__ import annotations
 
 import re
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-from tests.integration.spend_helpers import NOW, settings, store, stored_rows, total
+from tests.integration.spend_helpers import NOW, Clock, settings, store, stored_rows, total
+from throughline.spend.importer import NotReady, import_spend, state_key
 from throughline.spend.manual import MAX_FILE_BYTES, account_id, process_inbox
-from throughline.spend.rows import EARLIEST_DATE
+from throughline.spend.rows import EARLIEST_DATE, SpendRow
 from throughline.spend.run import RunRequest
 
 __all__ = ["store"]
@@ -111,3 +114,70 @@ def test_a_file_too_big_is_rejected_without_being_read(store):
     assert result.rows == 1 and len(result.failures) == 1 and "big.csv" in result.failures[0]
     store.get_bytes = get_bytes  # type: ignore[method-assign]
     assert "MB" in _rejects(store, "big.csv")
+
+
+class _Platform:
+    """A platform whose reports for days from ``not_ready_from`` on are still being built; ``during`` runs inside
+    the first fetch, as another run would progress while this one waits for an answer."""
+
+    platform = "vk_ads"
+    chunk_days = 31
+
+    def __init__(self, not_ready_from: date | None = None, during=None):
+        self.not_ready_from = not_ready_from
+        self.during = during
+
+    def accounts(self):
+        return ["a"]
+
+    def fetch(self, chunk, deadline):
+        if self.during:
+            during, self.during = self.during, None
+            during()
+        if self.not_ready_from and chunk.date_from >= self.not_ready_from:
+            raise NotReady("still building")
+        for day in chunk.days():
+            yield SpendRow(date=day, platform="vk_ads", account_id="a", campaign_id="1", campaign_name="c",
+                           impressions=1, clicks=1, cost=Decimal("1.00"), currency="RUB", include_vat=False,
+                           account_timezone="Europe/Moscow", ingested_at=NOW)  # fmt: skip
+
+
+def _pending(store) -> list[tuple[str, str]]:
+    return [(c["date_from"], c["date_to"]) for c in store.get_json(state_key("vk_ads"))["pending"]]
+
+
+def test_a_back_fill_beside_the_nightly_run_keeps_the_work_both_left(store):
+    # Before: each run wrote the state whole, so the nightly run, ending after a CLI back-fill that had started and
+    # ended meanwhile, erased the back-fill's unfinished months: they were never imported.
+    def back_fill():
+        result = import_spend([_Platform(not_ready_from=date(2026, 2, 1))], store, date(2026, 1, 1),
+                              date(2026, 3, 31), deadline=Clock(), ingested_at=NOW)  # fmt: skip
+        # It also takes on the work the nightly run recorded (and cannot finish it either, here).
+        assert [str(c) for c in result.pending] == [
+            "vk_ads a 2026-02-01…2026-03-03", "vk_ads a 2026-03-04…2026-03-31", "vk_ads a 2026-11-13…2026-11-19"
+        ]  # fmt: skip
+
+    nightly = import_spend([_Platform(during=back_fill)], store, date(2026, 11, 13), date(2026, 11, 19),
+                           deadline=Clock(), ingested_at=NOW)  # fmt: skip
+    assert nightly.failures == [] and nightly.pending == []
+    assert _pending(store) == [("2026-02-01", "2026-03-03"), ("2026-03-04", "2026-03-31")]
+    # The next run does that work, and the state empties.
+    import_spend([_Platform()], store, date(2026, 11, 14), date(2026, 11, 20), deadline=Clock(), ingested_at=NOW)
+    assert _pending(store) == []
+    assert total(stored_rows(store, "vk_ads")) == Decimal(31 + 28 + 31 + 8)
+
+
+def test_the_state_update_is_atomic_against_a_writer_in_between(store):
+    key = state_key("vk_ads")
+    store.put_json(key, {"pending": []})
+    calls = []
+
+    def change(state):
+        calls.append(state)
+        if len(calls) == 1:  # another run writes between this read and this write
+            store.put_json(key, {"pending": [{"account_id": "b", "date_from": "2026-01-01", "date_to": "2026-01-01"}]})
+        return {"pending": [*state["pending"], {"account_id": "a", "date_from": "2026-02-01", "date_to": "2026-02-01"}]}
+
+    store.update_json(key, change)
+    assert len(calls) == 2
+    assert [c["account_id"] for c in store.get_json(key)["pending"]] == ["b", "a"]

@@ -12,9 +12,11 @@ import gzip
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from throughline.adapters import aws
 
@@ -87,6 +89,29 @@ class SpendStore:
         # One line: Athena's JSON SerDe reads one object per line (rates/ is a table too).
         body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+
+    def update_json(self, key: str, change: Callable[[Any], Any], attempts: int = 20) -> Any:
+        """Read-modify-write one small JSON object, atomic against other writers: the PUT is conditional on the
+        object being the one read (S3 conditional writes), and ``change`` runs again on the newer one otherwise."""
+        for _ in range(attempts):
+            try:
+                answer = self.client.get_object(Bucket=self.bucket, Key=key)
+                current, etag = json.loads(answer["Body"].read()), answer.get("ETag")
+            except self.client.exceptions.NoSuchKey:
+                current, etag = None, None
+            value = change(current)
+            body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+            condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"} if current is None else {}
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=key, Body=body, ContentType="application/json", **condition
+                )
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    continue  # another writer came first: apply the change to what it wrote
+                raise
+            return value
+        raise RuntimeError(f"{key} kept changing under {attempts} attempts to update it")
 
     def put_bytes(self, key: str, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
