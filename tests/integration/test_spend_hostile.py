@@ -3,6 +3,7 @@ files too big to read; a back-fill and the nightly run recording their unfinishe
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from datetime import date
 from decimal import Decimal
@@ -13,6 +14,7 @@ from throughline.spend.importer import NotReady, import_spend, state_key
 from throughline.spend.manual import MAX_FILE_BYTES, account_id, process_inbox
 from throughline.spend.rows import EARLIEST_DATE, SpendRow
 from throughline.spend.run import RunRequest
+from throughline.spend.vk_ads import TOKEN_KEY
 
 __all__ = ["store"]
 INBOX = "spend/manual/inbox/"
@@ -181,3 +183,35 @@ def test_the_state_update_is_atomic_against_a_writer_in_between(store):
     store.update_json(key, change)
     assert len(calls) == 2
     assert [c["account_id"] for c in store.get_json(key)["pending"]] == ["b", "a"]
+
+
+def test_no_function_but_the_import_and_no_athena_table_can_read_the_vk_token():
+    # Before: the token (and its refresh token, which manages the ad account) lay in spend/_state/, readable by the
+    # report function's spend/* grant and by every analyst granted the spend table's location.
+    from local.template import load_template
+
+    resources = load_template()["Resources"]
+
+    def patterns(value) -> list[str]:
+        if isinstance(value, list):
+            return [p for item in value for p in patterns(item)]
+        if isinstance(value, dict) and "Fn::Sub" in value:
+            return [str(value["Fn::Sub"]).replace("${DataBucket.Arn}/", "").replace("${DataBucket}/", "")]
+        return []
+
+    readers = set()
+    for name, resource in resources.items():
+        properties = resource.get("Properties", {})
+        for policy in properties.get("Policies", []) if isinstance(properties.get("Policies"), list) else []:
+            for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+                actions = statement.get("Action")
+                actions = actions if isinstance(actions, list) else [actions]
+                if any(a in ("s3:GetObject", "s3:*") for a in actions) and any(
+                    fnmatch.fnmatchcase(TOKEN_KEY, p) for p in patterns(statement.get("Resource"))
+                ):
+                    readers.add(name)
+        location = (properties.get("TableInput") or {}).get("StorageDescriptor", {}).get("Location")
+        for prefix in patterns(location):
+            prefix = prefix.removeprefix("s3://")
+            assert not TOKEN_KEY.startswith(prefix), f"the Athena table {name} reads {prefix}"
+    assert readers == {"ImportAdSpendFunction"}

@@ -25,6 +25,9 @@ STATE_PREFIX = "spend/_state/"
 MANUAL_INBOX = "spend/manual/inbox/"
 MANUAL_PROCESSED = "spend/manual/processed/"
 RATES_PREFIX = "rates/"
+# Credentials a platform hands out at run time (VK's tokens): outside spend/, which the report function and anyone
+# querying the Athena tables may read; only the import function may touch it.
+PRIVATE_PREFIX = "private/"
 _SAFE_ACCOUNT = re.compile(r"^[A-Za-z0-9._@+-]{1,200}$")
 
 

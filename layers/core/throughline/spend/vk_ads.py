@@ -2,7 +2,8 @@
 
 Auth (ads.vk.com/en/doc/api/info/Authorization): ``POST oauth2/token.json`` with the client-credentials grant gives
 an access token (about a day) and a refresh token. VK allows only a few active tokens per client and blocks clients
-that keep issuing new ones, so the token is cached in the bucket (``spend/_state/vk_ads_token.json``) and renewed
+that keep issuing new ones, so the token is cached in the bucket (``private/vk_ads/token.json``, outside
+the ``spend/`` that the report and Athena users read) and renewed
 with the refresh-token grant; a new token is issued only when there is none or the refresh token is refused.
 Statistics requests stay within the documented limits: at most 92 days and 50 campaign ids per request.
 Figures are in the account's currency (roubles for accounts in Russia) and Moscow time.
@@ -18,7 +19,7 @@ from typing import Any
 
 import requests
 
-from throughline.adapters.spend_store import STATE_PREFIX, SpendStore
+from throughline.adapters.spend_store import PRIVATE_PREFIX, SpendStore
 from throughline.spend.http import CONNECT_TIMEOUT, MAX_ATTEMPTS, READ_TIMEOUT, PlatformError, RetryableError, backoff
 from throughline.spend.importer import Deadline
 from throughline.spend.plan import Chunk, split
@@ -27,7 +28,7 @@ from throughline.spend.rows import SpendRow
 PLATFORM = "vk_ads"
 TIMEZONE = "Europe/Moscow"
 CURRENCY = "RUB"
-TOKEN_KEY = f"{STATE_PREFIX}vk_ads_token.json"
+TOKEN_KEY = f"{PRIVATE_PREFIX}vk_ads/token.json"
 MAX_DAYS_PER_REQUEST = 92
 MAX_IDS_PER_REQUEST = 50
 PAGE_LIMIT = 250
