@@ -71,6 +71,7 @@ def test_yandex_tsv_with_dashes_empty_values_and_vat_flag():
             "2026-03-01\t42\tПоиск\t4201\tГруппа\t100\t5\t123.45",
             "2026-03-01\t43\tМастер\t--\t--\t--\t\t--",
             "",
+            "Total rows: 2",
         ]
     )
     rows = list(source.parse(lines, "client-one", "RUB"))
@@ -84,7 +85,9 @@ def test_yandex_tsv_with_dashes_empty_values_and_vat_flag():
 
 def test_yandex_columns_are_read_by_name_and_garbage_is_refused():
     source = _source()
-    reordered = iter(["Cost\tClicks\tImpressions\tCampaignName\tCampaignId\tDate", "1.00\t1\t2\tA\t7\t2026-03-01"])
+    reordered = iter(
+        ["Cost\tClicks\tImpressions\tCampaignName\tCampaignId\tDate", "1.00\t1\t2\tA\t7\t2026-03-01", "Total rows: 1"]
+    )
     [row] = list(source.parse(reordered, "client-one", "USD"))
     assert (row.campaign_id, row.cost, row.impressions, row.currency) == ("7", Decimal("1.00"), 2, "USD")
     with pytest.raises(PlatformError, match="money"):
@@ -151,3 +154,38 @@ def test_partition_object_is_byte_identical_for_identical_rows():
     assert gzip.decompress(s3.bodies[0]).decode().count("\n") == 1
     with pytest.raises(ValueError):
         store.write_partition("manual", date(2026, 3, 1), "../escape", [])
+
+
+@pytest.mark.parametrize(
+    ("lines", "reason"),
+    [
+        ([], "empty report"),
+        (["2026-03-01\t7\tA\t1\t1\t1.00", "Total rows: 1"], "summary says 1 rows, 2 arrived"),  # two rows arrived
+        ([], "without its summary"),  # rows, then nothing: the body was cut at a line's end
+        (["Total rows: 1", "2026-03-02\t7\tA\t1\t1\t1.00"], "after its summary"),
+        (["Total rows: 3"], "summary says 3 rows, 1 arrived"),
+        (["--", "Total rows: 1"], "neither a row nor a summary"),
+    ],
+)
+def test_yandex_reports_that_do_not_add_up_are_refused(lines, reason):
+    header = "Date\tCampaignId\tCampaignName\tImpressions\tClicks\tCost"
+    body = [] if reason == "empty report" else [header, "2026-03-01\t7\tA\t1\t1\t1.00", *lines]
+    with pytest.raises(PlatformError, match=reason):
+        list(_source().parse(iter(body), "client-one", "RUB"))
+
+
+@pytest.mark.parametrize("value", ["2026-02-30", "20260301", "2026-W09-7", "0000-01-01"])
+def test_yandex_dates_must_be_real_calendar_days_in_the_documented_form(value):
+    body = ["Date\tCampaignId\tCampaignName\tImpressions\tClicks\tCost", f"{value}\t7\tA\t1\t1\t1.00", "Total rows: 1"]
+    with pytest.raises(PlatformError, match="date"):
+        list(_source().parse(iter(body), "client-one", "RUB"))
+
+
+def test_yandex_counts_are_ascii_digits():
+    body = [
+        "Date\tCampaignId\tCampaignName\tImpressions\tClicks\tCost",
+        "2026-03-01\t7\tA\t²\t1\t1.00",
+        "Total rows: 1",
+    ]
+    with pytest.raises(PlatformError, match="count"):
+        list(_source().parse(iter(body), "client-one", "RUB"))
