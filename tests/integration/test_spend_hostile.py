@@ -215,3 +215,31 @@ def test_no_function_but_the_import_and_no_athena_table_can_read_the_vk_token():
             prefix = prefix.removeprefix("s3://")
             assert not TOKEN_KEY.startswith(prefix), f"the Athena table {name} reads {prefix}"
     assert readers == {"ImportAdSpendFunction"}
+
+
+def test_a_platform_named_twice_is_imported_once():
+    # Before: ["vk_ads", "vk_ads"] started two VK importers in parallel, racing for the state and the token.
+    request = RunRequest.parse({"platforms": ["vk_ads", "manual", "vk_ads"]}, settings(), now=NOW)
+    assert request.platforms == ("vk_ads", "manual")
+    for bad in ({"platforms": [["vk_ads"]]}, {"platforms": {"vk_ads": 1}}, {"platforms": 7}):
+        try:
+            RunRequest.parse(bad, settings(), now=NOW)
+        except ValueError as error:
+            assert "platforms" in str(error)
+        else:
+            raise AssertionError(f"{bad} was accepted")
+
+
+def test_a_file_taken_by_another_run_between_listing_and_reading_is_left_to_it(store):
+    # Before: the vanished file read as empty, was "rejected" (a stray rejects file, a failure, the alarm).
+    _drop(store, "mine.csv", HEADER + "2026-11-01,radio,offline,a,5,RUB\n")
+    listed = store.sizes
+
+    def sizes(prefix):
+        yield from listed(prefix)
+        yield INBOX + "theirs.csv", 100
+
+    store.sizes = sizes  # type: ignore[method-assign]
+    result = process_inbox(store, settings(), now=NOW)
+    assert result.failures == [] and result.rows == 1
+    assert store.get_bytes(INBOX + "theirs.csv.rejects.txt") is None

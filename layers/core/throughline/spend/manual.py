@@ -92,7 +92,10 @@ def process_inbox(store: SpendStore, settings: Settings, *, now: datetime) -> Pl
         try:
             if size > MAX_FILE_BYTES:  # refused from the listing: reading it could exhaust the function's memory
                 raise ValueError(_too_big())
-            rows, rejects = parse_file(store.get_bytes(key) or b"", name, settings, now)
+            body = store.get_bytes(key)
+            if body is None:
+                continue  # listed, then taken by another run (an inbox event beside the nightly run): it is theirs
+            rows, rejects = parse_file(body, name, settings, now)
         except ValueError as error:
             rows, rejects = [], [f"file: {error}"]
         if rejects:

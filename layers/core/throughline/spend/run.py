@@ -49,6 +49,10 @@ class RunRequest:
         platforms = event.get("platforms") or ()
         if isinstance(platforms, str):
             platforms = [platforms]
+        if not isinstance(platforms, list | tuple) or not all(isinstance(p, str) for p in platforms):
+            raise ValueError(f"platforms must be a list of names; known: {list(PLATFORMS)}")
+        # Once each: two importers of one platform in one run would race for its state and its token.
+        platforms = list(dict.fromkeys(platforms))
         unknown = sorted(set(platforms) - set(PLATFORMS))
         if unknown:
             raise ValueError(f"unknown platforms {unknown}; known: {list(PLATFORMS)}")
