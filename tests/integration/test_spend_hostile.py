@@ -243,3 +243,17 @@ def test_a_file_taken_by_another_run_between_listing_and_reading_is_left_to_it(s
     result = process_inbox(store, settings(), now=NOW)
     assert result.failures == [] and result.rows == 1
     assert store.get_bytes(INBOX + "theirs.csv.rejects.txt") is None
+
+
+def test_a_file_with_more_rows_than_the_function_can_hold_is_rejected_whole(store, monkeypatch):
+    # Before: a valid 20 MB file (450,000 short rows) peaked at 1 GB while parsed, past the function's 512 MB: the
+    # run died, the file stayed in the inbox, and every later run died on it too.
+    from throughline.spend import manual
+
+    monkeypatch.setattr(manual, "MAX_ROWS", 30)
+    lines = "".join(f"2026-11-{day:02d},radio,offline,c{n},1,RUB\n" for day in range(1, 11) for n in range(3))
+    _drop(store, "fits.csv", HEADER + lines)
+    _drop(store, "too-long.csv", HEADER + lines + "2026-11-11,radio,offline,c0,1,RUB\n")
+    result = process_inbox(store, settings(), now=NOW)
+    assert result.rows == 30 and len(result.failures) == 1 and "too-long.csv" in result.failures[0]
+    assert "more than 30 rows" in _rejects(store, "too-long.csv")
