@@ -102,6 +102,10 @@ class VkAdsSource:
         except requests.RequestException as error:
             raise RetryableError(f"VK Ads unreachable: {type(error).__name__}") from None
         payload = _json(response)
+        if response.status_code == 429 or response.status_code >= 500:
+            # Not a refusal: a new token now would take one of the few slots VK allows, for nothing. Retried later.
+            raise RetryableError(f"VK Ads could not answer the {form['grant_type']} grant: HTTP {response.status_code}",
+                                 retry_after=_seconds(response.headers.get("Retry-After")))  # fmt: skip
         if response.status_code != 200 or "access_token" not in payload:
             code = payload.get("error", f"HTTP {response.status_code}")
             description = payload.get("error_description", "")
@@ -168,12 +172,14 @@ class VkAdsSource:
         attempt = 0
         renewed = False
         while True:
-            headers = {"Authorization": f"Bearer {self.access_token()}"}
             try:
+                headers = {"Authorization": f"Bearer {self.access_token()}"}
                 response = self.session.get(self._api + path, params=params, headers=headers,
                                             timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))  # fmt: skip
+            except RetryableError as error:  # the token endpoint could not answer: back off like any call
+                failure: PlatformError = error
             except requests.RequestException as error:
-                failure: PlatformError = RetryableError(f"VK Ads unreachable: {type(error).__name__}")
+                failure = RetryableError(f"VK Ads unreachable: {type(error).__name__}")
             else:
                 if response.status_code == 200:
                     return response.json()
