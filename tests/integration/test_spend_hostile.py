@@ -257,3 +257,11 @@ def test_a_file_with_more_rows_than_the_function_can_hold_is_rejected_whole(stor
     result = process_inbox(store, settings(), now=NOW)
     assert result.rows == 30 and len(result.failures) == 1 and "too-long.csv" in result.failures[0]
     assert "more than 30 rows" in _rejects(store, "too-long.csv")
+
+
+def test_a_column_named_twice_is_refused_rather_than_read_from_one_copy(store):
+    # Before: "cost" twice was read from its last copy; the first (here the real spend) silently ignored.
+    _drop(store, "two-costs.csv", "date,utm_source,utm_medium,utm_campaign,cost,currency,Cost\n"
+          "2026-11-01,radio,offline,a,1000,RUB,0\n")  # fmt: skip
+    result = process_inbox(store, settings(), now=NOW)
+    assert result.rows == 0 and "columns named twice ['cost']" in _rejects(store, "two-costs.csv")

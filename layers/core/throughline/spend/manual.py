@@ -142,9 +142,13 @@ def parse_file(body: bytes, name: str, settings: Settings, now: datetime) -> tup
     header = [(column or "").strip().lower() for column in (reader.fieldnames or [])]
     missing = [column for column in REQUIRED if column not in header]
     unknown = [column for column in header if column not in REQUIRED + OPTIONAL]
-    if missing or unknown:
-        problems = ([f"missing columns {missing}"] if missing else []) + (
-            [f"unknown columns {unknown}"] if unknown else []
+    # A column named twice would be read from its last copy only: which of two costs is the spend cannot be guessed.
+    repeated = sorted({column for column in header if header.count(column) > 1})
+    if missing or unknown or repeated:
+        problems = (
+            ([f"missing columns {missing}"] if missing else [])
+            + ([f"unknown columns {unknown}"] if unknown else [])
+            + ([f"columns named twice {repeated}"] if repeated else [])
         )
         raise ValueError("; ".join(problems) + f" (header: {','.join(REQUIRED + OPTIONAL)})")
     reader.fieldnames = header
