@@ -265,3 +265,33 @@ def test_a_column_named_twice_is_refused_rather_than_read_from_one_copy(store):
           "2026-11-01,radio,offline,a,1000,RUB,0\n")  # fmt: skip
     result = process_inbox(store, settings(), now=NOW)
     assert result.rows == 0 and "columns named twice ['cost']" in _rejects(store, "two-costs.csv")
+
+
+def test_a_corrected_file_clears_the_days_it_dropped_even_when_the_old_file_is_gone(store):
+    # Before: the days to clear came from re-reading the old file in processed/: once a user tidied processed/ (or the
+    # old file read differently under today's rules), a dropped day kept its old spend for ever.
+    _drop(store, "radio.csv", HEADER + "2026-11-01,radio,offline,a,100,RUB\n2026-11-02,radio,offline,a,200,RUB\n")
+    process_inbox(store, settings(), now=NOW)
+    store.delete("spend/manual/processed/radio.csv")
+    _drop(store, "radio.csv", HEADER + "2026-11-02,radio,offline,a,250,RUB\n")
+    assert process_inbox(store, settings(), now=NOW).failures == []
+    assert [(r["date"], r["cost"]) for r in stored_rows(store, "manual")] == [("2026-11-02", Decimal("250"))]
+
+
+def test_one_file_that_cannot_be_stored_does_not_stop_the_others(store):
+    # Before: an S3 error on one file (here its move out of the inbox) ended the whole run: later files, the
+    # currency rates and the run's summary were lost.
+    _drop(store, "a.csv", HEADER + "2026-11-01,radio,offline,a,1,RUB\n")
+    _drop(store, "b.csv", HEADER + "2026-11-01,tv,offline,b,2,RUB\n")
+    move = store.move
+
+    def flaky(source: str, target: str) -> None:
+        if source.endswith("/a.csv"):
+            raise RuntimeError("S3 said no")
+        move(source, target)
+
+    store.move = flaky  # type: ignore[method-assign]
+    result = process_inbox(store, settings(), now=NOW)
+    assert result.failures == ["manual file a.csv: RuntimeError: S3 said no"]
+    assert INBOX + "b.csv" not in set(store.keys(INBOX)) and INBOX + "a.csv" in set(store.keys(INBOX))
+    assert total(stored_rows(store, "manual")) == Decimal(3)  # a.csv's rows are stored; it is done again next run

@@ -73,6 +73,16 @@ class SpendStore:
             return []
         return [line for line in gzip.decompress(body).decode("utf-8").splitlines() if line]
 
+    def partition_days(self, platform: str, account_id: str) -> set[date]:
+        """The days that hold an object of this account (what a replacement of the account's spend must clear)."""
+        prefix = f"{SPEND_PREFIX}platform={platform}/date="
+        suffix = f"/{account_id}.json.gz"
+        return {
+            date.fromisoformat(key[len(prefix) : -len(suffix)])
+            for key in self.keys(prefix)
+            if key.endswith(suffix) and len(key) == len(prefix) + 10 + len(suffix)
+        }
+
     def delete_partition(self, platform: str, day: date, account_id: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=partition_key(platform, day, account_id))
 

@@ -108,27 +108,30 @@ def process_inbox(store: SpendStore, settings: Settings, *, now: datetime) -> Pl
                 f"manual file {name} not imported: {len(rejects)} bad row(s), see {key}{REJECTS_SUFFIX}"
             )
             continue
-        account = account_id(name)
-        by_day: dict[date, list[SpendRow]] = defaultdict(list)
-        for row in rows:
-            by_day[row.date].append(row)
-        previous = store.get_bytes(MANUAL_PROCESSED + name)
-        if previous is not None:  # a corrected file replaces the old one whole, dates it dropped included
-            try:
-                old_rows, _ = parse_file(previous, name, settings, now)
-            except ValueError:
-                old_rows = []
-            for day in {row.date for row in old_rows} - set(by_day):
-                store.delete_partition(PLATFORM, day, account)
-        for day, day_rows in sorted(by_day.items()):
-            store.write_partition(PLATFORM, day, account, (row.to_json_line() for row in day_rows))
-            result.partitions += 1
-        result.rows += len(rows)
-        result.chunks_done += 1
-        store.move(key, MANUAL_PROCESSED + name)
-        if store.get_bytes(key + REJECTS_SUFFIX) is not None:
-            store.delete(key + REJECTS_SUFFIX)
+        try:
+            _store_file(store, key, name, rows, result)
+        except Exception as error:  # one file's trouble (a vanished object, S3 refusing) leaves the others and rates
+            result.failures.append(f"manual file {name}: {type(error).__name__}: {error}")
     return result
+
+
+def _store_file(store: SpendStore, key: str, name: str, rows: list[SpendRow], result: PlatformResult) -> None:
+    account = account_id(name)
+    by_day: dict[date, list[SpendRow]] = defaultdict(list)
+    for row in rows:
+        by_day[row.date].append(row)
+    # A file replaces its earlier version whole: every day the account holds and the new file does not list is
+    # cleared — read from the stored partitions, not from the old file (which may be gone, or read differently now).
+    for day in store.partition_days(PLATFORM, account) - set(by_day):
+        store.delete_partition(PLATFORM, day, account)
+    for day, day_rows in sorted(by_day.items()):
+        store.write_partition(PLATFORM, day, account, (row.to_json_line() for row in day_rows))
+        result.partitions += 1
+    result.rows += len(rows)
+    result.chunks_done += 1
+    store.move(key, MANUAL_PROCESSED + name)
+    if store.get_bytes(key + REJECTS_SUFFIX) is not None:
+        store.delete(key + REJECTS_SUFFIX)
 
 
 def parse_file(body: bytes, name: str, settings: Settings, now: datetime) -> tuple[list[SpendRow], list[str]]:
