@@ -295,3 +295,27 @@ def test_one_file_that_cannot_be_stored_does_not_stop_the_others(store):
     assert result.failures == ["manual file a.csv: RuntimeError: S3 said no"]
     assert INBOX + "b.csv" not in set(store.keys(INBOX)) and INBOX + "a.csv" in set(store.keys(INBOX))
     assert total(stored_rows(store, "manual")) == Decimal(3)  # a.csv's rows are stored; it is done again next run
+
+
+def test_a_storage_error_in_one_platform_is_named_and_the_others_are_kept(store):
+    # Before: an S3 error while storing one platform's partitions escaped the run: the other platforms' results, the
+    # manual files and the rates that come after were lost, and the error named no platform.
+    class Other(_Platform):
+        platform = "google_ads"
+
+        def fetch(self, chunk, deadline):
+            for row in super().fetch(chunk, deadline):
+                yield row.model_copy(update={"platform": "google_ads"})
+
+    write = store.write_partition
+
+    def refusing(platform, day, account_id, lines):
+        if platform == "vk_ads":
+            raise RuntimeError("SlowDown")
+        return write(platform, day, account_id, lines)
+
+    store.write_partition = refusing  # type: ignore[method-assign]
+    result = import_spend([_Platform(), Other()], store, date(2026, 11, 1), date(2026, 11, 3), deadline=Clock())
+    assert result.failures == ["vk_ads: storing failed: SlowDown"]
+    assert result.platforms["google_ads"].rows == 3 and total(stored_rows(store, "google_ads")) == Decimal(3)
+    assert _pending(store) == [("2026-11-01", "2026-11-03")]  # recorded for the next run

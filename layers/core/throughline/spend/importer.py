@@ -111,7 +111,12 @@ def import_spend(
     lock = threading.Lock()
 
     def run(source: SpendSource) -> None:
-        outcome = _import_platform(source, store, date_from, date_to, deadline, progress, ingested_at, lock)
+        try:
+            outcome = _import_platform(source, store, date_from, date_to, deadline, progress, ingested_at, lock)
+        except Exception as error:  # the bucket refused a write: the state still holds this platform's unfinished work
+            outcome = PlatformResult(
+                source.platform, failures=[f"{source.platform}: storing failed: {_describe(error)}"]
+            )
         result.platforms[source.platform] = outcome
 
     if parallel and len(sources) > 1:
