@@ -174,3 +174,19 @@ def test_a_report_at_the_row_limit_is_refused_rather_than_stored_cut(direct, sto
                           deadline=Clock(), ingested_at=NOW)  # fmt: skip
     assert len(result.failures) == 1 and "row limit" in result.failures[0]
     assert stored_objects(store) == {}
+
+
+def test_campaign_names_with_unicode_line_separators_stay_in_their_row(direct, store, monkeypatch):
+    # Before: iter_lines() split the TSV with str.splitlines(), which also breaks at U+2028, U+0085 and U+001C — a name
+    # pasted from a web page cut its row in two and the login's import failed every night.
+    from local.ad_sandboxes import yandex_direct as sandbox
+
+    original = sandbox._campaign_row
+    odd = "Весна\u2028Лето\x85Осень\x1cЗима"
+    monkeypatch.setattr(sandbox, "_campaign_row", lambda stat: {**original(stat), "CampaignName": odd})
+    first, last = days("2026-11-01", "2026-11-05")
+    result = import_spend([_source(direct, logins=("client-one",))], store, first, last, deadline=Clock())
+    assert result.failures == []
+    rows = stored_rows(store, "yandex_direct")
+    assert total(rows) == direct.expected_cost("client-one", first, last)
+    assert {r["campaign_name"] for r in rows} == {odd}

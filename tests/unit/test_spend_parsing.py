@@ -189,3 +189,12 @@ def test_yandex_counts_are_ascii_digits():
     ]
     with pytest.raises(PlatformError, match="count"):
         list(_source().parse(iter(body), "client-one", "RUB"))
+
+
+def test_a_json_line_stays_one_line_for_every_line_reader():
+    # Before: U+2028, U+2029 and U+0085 went out raw (valid JSON), and readers that split with str.splitlines cut the
+    # row in two.
+    name = "Весна\u2028Лето\u2029Осень\x85Зима\x1c"
+    line = _row(campaign_name=name).to_json_line()
+    assert len(line.splitlines()) == 1
+    assert SpendRow.from_json_line(line).campaign_name == name

@@ -71,7 +71,8 @@ class SpendStore:
         body = self.get_bytes(partition_key(platform, day, account_id))
         if body is None:
             return []
-        return [line for line in gzip.decompress(body).decode("utf-8").splitlines() if line]
+        # Lines end at "\n" only (str.splitlines would also cut at U+2028 and the like).
+        return [line for line in gzip.decompress(body).decode("utf-8").split("\n") if line]
 
     def partition_days(self, platform: str, account_id: str) -> set[date]:
         """The days that hold an object of this account (what a replacement of the account's spend must clear)."""

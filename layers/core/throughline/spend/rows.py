@@ -72,7 +72,7 @@ class SpendRow(BaseModel):
             elif name == "ingested_at":
                 text = json.dumps(value.isoformat(timespec="seconds").replace("+00:00", "Z"))
             else:
-                text = json.dumps(value, ensure_ascii=False)
+                text = json.dumps(value, ensure_ascii=False).translate(_LINE_BREAKS)
             parts.append(f"{json.dumps(name)}:{text}")
         return "{" + ",".join(parts) + "}"
 
@@ -82,6 +82,9 @@ class SpendRow(BaseModel):
         return cls.model_validate(json.loads(line, parse_float=Decimal))
 
 
+# Characters that some line readers (Python's str.splitlines among them) take for the end of a line, though JSON may
+# carry them raw: escaped, a campaign name holding one cannot cut its JSON line in two for any reader.
+_LINE_BREAKS = {ord(ch): f"\\u{ord(ch):04x}" for ch in "\x85\u2028\u2029"}
 _OPTIONAL = frozenset({"ad_group_id", "ad_group_name", "utm_source", "utm_medium", "utm_campaign"})
 
 

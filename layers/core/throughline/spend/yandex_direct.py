@@ -148,7 +148,10 @@ class YandexDirectSource:
             response = self._post("reports", body, login, headers, stream=True)
             if response.status_code == 200:
                 response.encoding = "utf-8"  # reports are UTF-8; requests would guess Latin-1 for a bare text/* type
-                yield from self.parse(response.iter_lines(decode_unicode=True), chunk.account_id, currency)
+                # Rows end at "\n" only: without a delimiter iter_lines() uses str.splitlines(), which also breaks
+                # inside a campaign name at U+2028, U+0085, U+001C and the like.
+                lines = response.iter_lines(decode_unicode=True, delimiter="\n")
+                yield from self.parse(lines, chunk.account_id, currency)
                 return
             if response.status_code in (201, 202):
                 wait = _seconds(response.headers.get("retryIn"), default=5.0)
