@@ -198,3 +198,11 @@ def test_a_json_line_stays_one_line_for_every_line_reader():
     line = _row(campaign_name=name).to_json_line()
     assert len(line.splitlines()) == 1
     assert SpendRow.from_json_line(line).campaign_name == name
+
+
+def test_yandex_names_may_hold_quotes_and_carriage_returns():
+    # Before: the csv module refused a carriage return inside an unquoted value ("new-line character seen").
+    header = "Date\tCampaignId\tCampaignName\tImpressions\tClicks\tCost"
+    body = [header + "\r", '2026-03-01\t7\t"Акция" 50%\rитоги\t1\t1\t1.00', "Total rows: 1"]
+    [row] = list(_source().parse(iter(body), "client-one", "RUB"))
+    assert row.campaign_name == '"Акция" 50%\rитоги' and row.cost == Decimal("1.00")

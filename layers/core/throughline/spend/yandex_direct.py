@@ -9,7 +9,6 @@ currency with ``returnMoneyInMicros: false``; statistics are in Moscow time; the
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import re
@@ -173,7 +172,9 @@ class YandexDirectSource:
         """Rows of a TSV report: the column header first (columns are read by name, not position), the statistics,
         and the summary line with their number last. A report without its summary, or whose summary disagrees with
         the rows read, was cut short and is refused whole (nothing of the chunk is stored)."""
-        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+        # TSV as Direct writes it: no quoting, a tab between values, "\n" after each line. Split by hand: the csv module
+        # refuses a carriage return inside a value, which a name may hold.
+        reader = (line.removesuffix("\r").split("\t") for line in lines)
         header = next(reader, None)
         if header is None:
             raise PlatformError("Yandex Direct sent an empty report (not even the column names)")
