@@ -319,3 +319,13 @@ def test_a_storage_error_in_one_platform_is_named_and_the_others_are_kept(store)
     assert result.failures == ["vk_ads: storing failed: SlowDown"]
     assert result.platforms["google_ads"].rows == 3 and total(stored_rows(store, "google_ads")) == Decimal(3)
     assert _pending(store) == [("2026-11-01", "2026-11-03")]  # recorded for the next run
+
+
+def test_an_unclosed_quote_is_the_files_reject_not_the_end_of_the_run(store):
+    # Before: the csv module's error ("field larger than field limit") escaped the inbox: the run died, and so did
+    # every later run while the file waited.
+    _drop(store, "quote.csv", HEADER + '2026-11-01,radio,offline,"Акция,1,RUB\n' + "x" * 200_000 + "\n")
+    _drop(store, "fine.csv", HEADER + "2026-11-01,tv,offline,b,2,RUB\n")
+    result = process_inbox(store, settings(), now=NOW)
+    assert result.rows == 1 and len(result.failures) == 1 and "quote.csv" in result.failures[0]
+    assert "unclosed quote" in _rejects(store, "quote.csv")

@@ -15,6 +15,7 @@ import hashlib
 import io
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -159,7 +160,7 @@ def parse_file(body: bytes, name: str, settings: Settings, now: datetime) -> tup
     today = now.astimezone(settings.zone).date()
     rows, rejects = [], []
     seen: dict[tuple[Any, ...], int] = {}
-    for number, raw in enumerate(reader, start=2):
+    for number, raw in enumerate(_records(reader), start=2):
         if None in raw:
             rejects.append(f"line {number}: more values than columns")
             continue
@@ -207,6 +208,15 @@ def parse_file(body: bytes, name: str, settings: Settings, now: datetime) -> tup
     if not rows and not rejects:
         rejects.append("file: no rows")
     return rows, rejects
+
+
+def _records(reader: csv.DictReader) -> Iterator[dict[str, Any]]:
+    """The reader's records; what the csv module cannot read (an unclosed quote running into a huge field) is the
+    file's reject, not an exception that would stop the run and every later one while the file waits."""
+    try:
+        yield from reader
+    except csv.Error as error:
+        raise ValueError(f"unreadable after line {reader.line_num}: {error} (an unclosed quote?)") from None
 
 
 def account_id(name: str) -> str:
