@@ -329,3 +329,18 @@ def test_an_unclosed_quote_is_the_files_reject_not_the_end_of_the_run(store):
     result = process_inbox(store, settings(), now=NOW)
     assert result.rows == 1 and len(result.failures) == 1 and "quote.csv" in result.failures[0]
     assert "unclosed quote" in _rejects(store, "quote.csv")
+
+
+def test_a_file_that_cannot_be_read_waits_and_the_others_go_on(store):
+    _drop(store, "a.csv", HEADER + "2026-11-01,radio,offline,a,1,RUB\n")
+    _drop(store, "b.csv", HEADER + "2026-11-01,tv,offline,b,2,RUB\n")
+    get_bytes = store.get_bytes
+
+    def refusing(key: str) -> bytes | None:
+        if key.endswith("inbox/a.csv"):
+            raise RuntimeError("InternalError")
+        return get_bytes(key)
+
+    store.get_bytes = refusing  # type: ignore[method-assign]
+    result = process_inbox(store, settings(), now=NOW)
+    assert result.failures == ["manual file a.csv: RuntimeError: InternalError"] and result.rows == 1

@@ -103,6 +103,9 @@ def process_inbox(store: SpendStore, settings: Settings, *, now: datetime) -> Pl
             rows, rejects = parse_file(body, name, settings, now)
         except ValueError as error:
             rows, rejects = [], [f"file: {error}"]
+        except Exception as error:  # reading it failed (S3 refused): the file waits, the others go on
+            result.failures.append(f"manual file {name}: {type(error).__name__}: {error}")
+            continue
         if rejects:
             store.put_bytes(key + REJECTS_SUFFIX, ("\n".join(rejects) + "\n").encode("utf-8"))
             result.failures.append(
