@@ -344,3 +344,17 @@ def test_a_file_that_cannot_be_read_waits_and_the_others_go_on(store):
     store.get_bytes = refusing  # type: ignore[method-assign]
     result = process_inbox(store, settings(), now=NOW)
     assert result.failures == ["manual file a.csv: RuntimeError: InternalError"] and result.rows == 1
+
+
+def test_excel_unicode_text_is_read_and_nul_bytes_are_refused_plainly(store):
+    # Before: a UTF-16 file (Excel's "Unicode text", tab-separated) was read as Windows-1251 — a rejects file full of
+    # NUL bytes and mojibake column names; NUL bytes in a UTF-8 file went into the tags.
+    text = "date\tutm_source\tutm_medium\tutm_campaign\tcost\tcurrency\r\n"
+    text += "01.11.2026\tрадио\toffline\tосень\t1 500,50\tRUB\r\n"
+    store.put_bytes(INBOX + "unicode.txt", text.encode("utf-16"))
+    store.put_bytes(INBOX + "nul.csv", (HEADER + "2026-11-01,radio,offline,a\x00b,1,RUB\n").encode())
+    result = process_inbox(store, settings(), now=NOW)
+    [row] = stored_rows(store, "manual")
+    assert (row["utm_source"], row["utm_campaign"], row["cost"]) == ("радио", "осень", Decimal("1500.50"))
+    assert len(result.failures) == 1 and "nul.csv" in result.failures[0]
+    assert "NUL" in _rejects(store, "nul.csv") and "\x00" not in _rejects(store, "nul.csv")

@@ -144,7 +144,8 @@ def parse_file(body: bytes, name: str, settings: Settings, now: datetime) -> tup
         raise ValueError(_too_big())
     text = _decode(body)
     first_line = text.split("\n", 1)[0]
-    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+    # The separator the header uses most: "," or ";" (Excel's CSV by locale), or a tab (Excel's "Unicode text").
+    delimiter = max((",", ";", "\t"), key=first_line.count)
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = [(column or "").strip().lower() for column in (reader.fieldnames or [])]
     missing = [column for column in REQUIRED if column not in header]
@@ -243,6 +244,13 @@ def _too_big() -> str:
 
 
 def _decode(body: bytes) -> str:
+    if body[:2] in (b"\xff\xfe", b"\xfe\xff"):  # Excel's "Unicode text": UTF-16 with its byte-order mark
+        try:
+            return body.decode("utf-16").replace("\r\n", "\n").replace("\r", "\n")
+        except UnicodeDecodeError:
+            raise ValueError("not readable as UTF-16, though it starts like it") from None
+    if b"\x00" in body:
+        raise ValueError("holds NUL bytes: save it as CSV (UTF-8, or Windows-1251)")
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
