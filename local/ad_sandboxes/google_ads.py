@@ -68,6 +68,7 @@ class GoogleAdsSandbox(SandboxServer):
         self.access_tokens: dict[str, float] = {}
         self.tokens_issued = 0
         self.faults: list[str] = []  # gRPC statuses answered to the next searchStream requests
+        self.token_faults: list[int] = []  # HTTP statuses answered to the next token requests (an outage)
         self.stream_requests = 0
 
     @property
@@ -101,6 +102,10 @@ class GoogleAdsSandbox(SandboxServer):
         return _error(404, "NOT_FOUND", f"The requested URL {path} was not found on this server.")
 
     def _token(self, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
+        with self.lock:
+            if self.token_faults:
+                status = self.token_faults.pop(0)
+                return json_answer(status, {"error": "internal_failure", "error_description": "Backend Error"})
         if not headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             return json_answer(400, {"error": "invalid_request", "error_description": "form body required"})
         form = dict(parse_qsl(body.decode()))

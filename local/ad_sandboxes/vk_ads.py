@@ -58,6 +58,7 @@ class VkAdsSandbox(SandboxServer):
         self.tokens_refreshed = 0
         self.refused_grants = 0
         self.faults: list[int] = []  # HTTP statuses answered to the next API calls
+        self.token_faults: list[int] = []  # HTTP statuses answered to the next token requests (an outage)
         self.stat_requests: list[dict[str, str]] = []
 
     @property
@@ -110,6 +111,9 @@ class VkAdsSandbox(SandboxServer):
         return _error(404, "not_found", f"Unknown resource {parts.path}")
 
     def _token(self, form: dict[str, str]) -> tuple[int, dict, bytes]:
+        with self.lock:
+            if self.token_faults:
+                return _error(self.token_faults.pop(0), "internal_error", "Try again later")
         if (form.get("client_id"), form.get("client_secret")) != self.client:
             return json_answer(401, {"error": "invalid_client", "error_description": "Client authentication failed"})
         with self.lock:

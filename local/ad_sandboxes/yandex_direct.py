@@ -10,6 +10,9 @@ Follows yandex.com/dev/direct/doc/en/reports (spec, headers, mode, codes, report
 - ``skipReportHeader`` / ``skipColumnHeader`` / ``skipReportSummary`` drop the title line, the column names and the
   ``Total rows: N`` line. Values that do not exist are ``--``; campaign-day rows without impressions are absent.
 - At most 20 report requests per 10 seconds per advertiser (error 56 beyond).
+- A report holds at most ``Page.Limit`` rows (1,000,000 when not given); the summary counts the rows sent.
+- ``cut_reports``: the next reports end early, cleanly, after that many rows and without the summary line — what a
+  client sees when the service stops streaming a report half way; only the summary tells.
 Simplification: an offline report becomes ready after a number of polls (``offline_polls``), not after time.
 """
 
@@ -67,6 +70,8 @@ class YandexDirectSandbox(SandboxServer):
         self.queue_limit = queue_limit
         self.rate_limit = rate_limit
         self.faults: list[tuple[int, int]] = []  # (HTTP status, error_code) answered to the next report requests
+        self.cut_reports: list[int] = []  # the next reports stop after this many rows, without their summary
+        self.row_limit = 1_000_000
         self.report_requests = 0
         self.max_in_queue = 0
 
@@ -205,8 +210,16 @@ class YandexDirectSandbox(SandboxServer):
         count = 0
         batch: list[str] = []
         grouped = "AdGroupId" in fields
+        limit = int((params.get("Page") or {}).get("Limit") or self.row_limit)
+        with self.lock:
+            cut = self.cut_reports.pop(0) if self.cut_reports else None
         for stat in daily_stats(who.login, self.campaigns(who.login), day_from, day_to, names=self.campaign_names):
             for row in _split_ad_groups(stat) if grouped else [_campaign_row(stat)]:
+                if count == cut:
+                    yield ("\n".join(batch) + "\n").encode() if batch else b""
+                    return
+                if count == limit:
+                    break
                 cost = _vat(row["Cost"], vat)
                 row = {
                     **row,

@@ -117,3 +117,14 @@ def test_an_html_error_page_is_not_retried_unless_it_is_a_server_error():
     not_found = _failure(404, {})
     assert not not_found.retryable and "GOOGLE_ADS_API_URL" in str(not_found)
     assert _failure(502, {}).retryable
+
+
+def test_a_brief_outage_of_the_oauth_endpoint_is_retried(google, store):
+    # Before: a 503 from the token endpoint was a refusal: the customer failed for the night with no retry.
+    google.token_faults = [503, 500]
+    source = _source(google, customers=("111-222-3334",), login=None)
+    first, last = days("2026-11-01", "2026-11-03")
+    result = import_spend([source], store, first, last, deadline=Clock(), ingested_at=NOW)
+    assert result.failures == [] and google.token_faults == [] and len(source.sleeps) == 2
+    expected = Decimal(google.expected_micros("1112223334", first, last)) / 1_000_000
+    assert total(stored_rows(store, "google_ads")) == expected

@@ -77,3 +77,22 @@ def test_rate_limited_calls_are_retried(vk, store):
     result = import_spend([_source(vk, store)], store, *days("2026-11-01", "2026-11-01"), deadline=Clock(),
                           ingested_at=NOW)  # fmt: skip
     assert result.failures == [] and vk.faults == []
+
+
+def test_an_outage_of_the_token_endpoint_never_costs_a_new_token(vk, store):
+    # Before: a 5xx on the refresh grant counted as a refusal, so the client issued a brand-new token — one more of
+    # the few VK allows; a few flaky nights and the client is blocked.
+    _source(vk, store).access_token()
+    vk.expire_access_tokens()
+    vk.token_faults = [503, 502]
+    first, last = days("2026-11-01", "2026-11-02")
+    result = import_spend([_source(vk, store)], store, first, last, deadline=Clock(), ingested_at=NOW)
+    assert result.failures == [] and vk.token_faults == []
+    assert vk.tokens_issued == 1 and vk.tokens_refreshed == 1 and vk.active_tokens() == 1
+    assert total(stored_rows(store, "vk_ads")) == vk.expected_cost(first, last)
+    # An outage that outlasts the retries fails the night, and still issues nothing.
+    vk.expire_access_tokens()
+    vk.token_faults = [503] * 10
+    result = import_spend([_source(vk, store)], store, first, last, deadline=Clock(), ingested_at=NOW)
+    assert len(result.failures) == 1 and "HTTP 503" in result.failures[0]
+    assert vk.tokens_issued == 1

@@ -8,6 +8,7 @@ import pytest
 
 from local.ad_sandboxes import YandexDirectSandbox
 from tests.integration.spend_helpers import NOW, Clock, days, store, stored_objects, stored_rows, total
+from throughline.spend import yandex_direct
 from throughline.spend.importer import import_spend, state_key
 from throughline.spend.plan import Chunk
 from throughline.spend.yandex_direct import YandexDirectError, YandexDirectSource
@@ -148,3 +149,44 @@ def test_same_report_name_with_other_parameters_is_refused_by_the_sandbox(direct
     body["params"]["IncludeVAT"] = "YES"
     answer = requests.post(direct.api_url + "reports", data=json.dumps(body), headers=headers)
     assert answer.status_code == 400 and answer.json()["error"]["error_code"] == 4000
+
+
+def test_a_report_cut_short_is_refused_whole_and_its_days_keep_their_earlier_figures(direct, store):
+    # Before: skipReportSummary hid the one line that says how many rows a report has, so a report that stopped
+    # half way (cleanly, at a line's end) was stored as if complete — its missing days emptied, their spend gone.
+    first, last = days("2026-11-01", "2026-11-10")
+    source = _source(direct, logins=("client-one",))
+    import_spend([source], store, first, last, deadline=Clock(), ingested_at=NOW)
+    before = stored_objects(store)
+    direct.cut_reports.append(7)
+    result = import_spend([_source(direct, logins=("client-one",))], store, first, last, deadline=Clock())
+    assert len(result.failures) == 1 and "summary" in result.failures[0]
+    assert stored_objects(store) == before
+    assert store.get_json(state_key("yandex_direct"))["pending"] == [
+        {"account_id": "client-one", "date_from": "2026-11-01", "date_to": "2026-11-10"}
+    ]
+
+
+def test_a_report_at_the_row_limit_is_refused_rather_than_stored_cut(direct, store, monkeypatch):
+    direct.row_limit = 20  # stands for the 1,000,000 rows a report holds when Page.Limit is not given
+    monkeypatch.setattr(yandex_direct, "ROW_LIMIT", 20)
+    result = import_spend([_source(direct, logins=("client-one",))], store, *days("2026-11-01", "2026-11-10"),
+                          deadline=Clock(), ingested_at=NOW)  # fmt: skip
+    assert len(result.failures) == 1 and "row limit" in result.failures[0]
+    assert stored_objects(store) == {}
+
+
+def test_campaign_names_with_unicode_line_separators_stay_in_their_row(direct, store, monkeypatch):
+    # Before: iter_lines() split the TSV with str.splitlines(), which also breaks at U+2028, U+0085 and U+001C — a name
+    # pasted from a web page cut its row in two and the login's import failed every night.
+    from local.ad_sandboxes import yandex_direct as sandbox
+
+    original = sandbox._campaign_row
+    odd = "Весна\u2028Лето\x85Осень\x1cЗима"
+    monkeypatch.setattr(sandbox, "_campaign_row", lambda stat: {**original(stat), "CampaignName": odd})
+    first, last = days("2026-11-01", "2026-11-05")
+    result = import_spend([_source(direct, logins=("client-one",))], store, first, last, deadline=Clock())
+    assert result.failures == []
+    rows = stored_rows(store, "yandex_direct")
+    assert total(rows) == direct.expected_cost("client-one", first, last)
+    assert {r["campaign_name"] for r in rows} == {odd}

@@ -306,10 +306,13 @@ def test_spend_import_may_touch_only_spend_and_rates_and_read_the_secret():
         "s3:DeleteObject",
         "s3:ListBucket",
     }
-    objects = next(s for s in statements if "s3:PutObject" in s["Action"])
+    objects = next(s for s in statements if s.get("Sid") == "SpendAndRatesObjects")
     assert objects["Resource"] == [{"Fn::Sub": "${DataBucket.Arn}/spend/*"}, {"Fn::Sub": "${DataBucket.Arn}/rates/*"}]
+    tokens = next(s for s in statements if s.get("Sid") == "PlatformTokens")
+    assert tokens["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/private/vk_ads/*"}
+    # No s3:prefix condition: GetObject of a missing key needs plain s3:ListBucket to be a 404, not a 403.
     listing = next(s for s in statements if s["Action"] == "s3:ListBucket")
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["spend/*", "rates/*"]}}
+    assert "Condition" not in listing and listing["Resource"] == {"Fn::GetAtt": ["DataBucket", "Arn"]}
     assert all(s["Resource"] != "*" for s in statements)
 
 

@@ -38,7 +38,7 @@ def _row(**changes) -> SpendRow:
 def test_cost_is_written_as_the_exact_decimal_never_a_float_repr():
     line = _row(cost=Decimal("0.10")).to_json_line()
     assert '"cost":0.10' in line
-    assert '"cost":12345678901234.57' in _row(cost=Decimal("12345678901234.57")).to_json_line()
+    assert '"cost":999999999999.999999' in _row(cost=Decimal("999999999999.999999")).to_json_line()  # 18 digits
     assert SpendRow.from_json_line(line).cost == Decimal("0.10")
     parsed = json.loads(line)
     assert parsed["date"] == "2026-03-01" and parsed["ingested_at"] == "2026-03-02T01:00:00Z"
@@ -71,6 +71,7 @@ def test_yandex_tsv_with_dashes_empty_values_and_vat_flag():
             "2026-03-01\t42\tПоиск\t4201\tГруппа\t100\t5\t123.45",
             "2026-03-01\t43\tМастер\t--\t--\t--\t\t--",
             "",
+            "Total rows: 2",
         ]
     )
     rows = list(source.parse(lines, "client-one", "RUB"))
@@ -84,7 +85,9 @@ def test_yandex_tsv_with_dashes_empty_values_and_vat_flag():
 
 def test_yandex_columns_are_read_by_name_and_garbage_is_refused():
     source = _source()
-    reordered = iter(["Cost\tClicks\tImpressions\tCampaignName\tCampaignId\tDate", "1.00\t1\t2\tA\t7\t2026-03-01"])
+    reordered = iter(
+        ["Cost\tClicks\tImpressions\tCampaignName\tCampaignId\tDate", "1.00\t1\t2\tA\t7\t2026-03-01", "Total rows: 1"]
+    )
     [row] = list(source.parse(reordered, "client-one", "USD"))
     assert (row.campaign_id, row.cost, row.impressions, row.currency) == ("7", Decimal("1.00"), 2, "USD")
     with pytest.raises(PlatformError, match="money"):
@@ -151,3 +154,55 @@ def test_partition_object_is_byte_identical_for_identical_rows():
     assert gzip.decompress(s3.bodies[0]).decode().count("\n") == 1
     with pytest.raises(ValueError):
         store.write_partition("manual", date(2026, 3, 1), "../escape", [])
+
+
+@pytest.mark.parametrize(
+    ("lines", "reason"),
+    [
+        ([], "empty report"),
+        (["2026-03-01\t7\tA\t1\t1\t1.00", "Total rows: 1"], "summary says 1 rows, 2 arrived"),  # two rows arrived
+        ([], "without its summary"),  # rows, then nothing: the body was cut at a line's end
+        (["Total rows: 1", "2026-03-02\t7\tA\t1\t1\t1.00"], "after its summary"),
+        (["Total rows: 3"], "summary says 3 rows, 1 arrived"),
+        (["--", "Total rows: 1"], "neither a row nor a summary"),
+    ],
+)
+def test_yandex_reports_that_do_not_add_up_are_refused(lines, reason):
+    header = "Date\tCampaignId\tCampaignName\tImpressions\tClicks\tCost"
+    body = [] if reason == "empty report" else [header, "2026-03-01\t7\tA\t1\t1\t1.00", *lines]
+    with pytest.raises(PlatformError, match=reason):
+        list(_source().parse(iter(body), "client-one", "RUB"))
+
+
+@pytest.mark.parametrize("value", ["2026-02-30", "20260301", "2026-W09-7", "0000-01-01"])
+def test_yandex_dates_must_be_real_calendar_days_in_the_documented_form(value):
+    body = ["Date\tCampaignId\tCampaignName\tImpressions\tClicks\tCost", f"{value}\t7\tA\t1\t1\t1.00", "Total rows: 1"]
+    with pytest.raises(PlatformError, match="date"):
+        list(_source().parse(iter(body), "client-one", "RUB"))
+
+
+def test_yandex_counts_are_ascii_digits():
+    body = [
+        "Date\tCampaignId\tCampaignName\tImpressions\tClicks\tCost",
+        "2026-03-01\t7\tA\t²\t1\t1.00",
+        "Total rows: 1",
+    ]
+    with pytest.raises(PlatformError, match="count"):
+        list(_source().parse(iter(body), "client-one", "RUB"))
+
+
+def test_a_json_line_stays_one_line_for_every_line_reader():
+    # Before: U+2028, U+2029 and U+0085 went out raw (valid JSON), and readers that split with str.splitlines cut the
+    # row in two.
+    name = "Весна\u2028Лето\u2029Осень\x85Зима\x1c"
+    line = _row(campaign_name=name).to_json_line()
+    assert len(line.splitlines()) == 1
+    assert SpendRow.from_json_line(line).campaign_name == name
+
+
+def test_yandex_names_may_hold_quotes_and_carriage_returns():
+    # Before: the csv module refused a carriage return inside an unquoted value ("new-line character seen").
+    header = "Date\tCampaignId\tCampaignName\tImpressions\tClicks\tCost"
+    body = [header + "\r", '2026-03-01\t7\t"Акция" 50%\rитоги\t1\t1\t1.00', "Total rows: 1"]
+    [row] = list(_source().parse(iter(body), "client-one", "RUB"))
+    assert row.campaign_name == '"Акция" 50%\rитоги' and row.cost == Decimal("1.00")

@@ -12,9 +12,11 @@ import gzip
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from throughline.adapters import aws
 
@@ -23,6 +25,9 @@ STATE_PREFIX = "spend/_state/"
 MANUAL_INBOX = "spend/manual/inbox/"
 MANUAL_PROCESSED = "spend/manual/processed/"
 RATES_PREFIX = "rates/"
+# Credentials a platform hands out at run time (VK's tokens): outside spend/, which the report function and anyone
+# querying the Athena tables may read; only the import function may touch it.
+PRIVATE_PREFIX = "private/"
 _SAFE_ACCOUNT = re.compile(r"^[A-Za-z0-9._@+-]{1,200}$")
 
 
@@ -66,7 +71,18 @@ class SpendStore:
         body = self.get_bytes(partition_key(platform, day, account_id))
         if body is None:
             return []
-        return [line for line in gzip.decompress(body).decode("utf-8").splitlines() if line]
+        # Lines end at "\n" only (str.splitlines would also cut at U+2028 and the like).
+        return [line for line in gzip.decompress(body).decode("utf-8").split("\n") if line]
+
+    def partition_days(self, platform: str, account_id: str) -> set[date]:
+        """The days that hold an object of this account (what a replacement of the account's spend must clear)."""
+        prefix = f"{SPEND_PREFIX}platform={platform}/date="
+        suffix = f"/{account_id}.json.gz"
+        return {
+            date.fromisoformat(key[len(prefix) : -len(suffix)])
+            for key in self.keys(prefix)
+            if key.endswith(suffix) and len(key) == len(prefix) + 10 + len(suffix)
+        }
 
     def delete_partition(self, platform: str, day: date, account_id: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=partition_key(platform, day, account_id))
@@ -88,6 +104,29 @@ class SpendStore:
         body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
 
+    def update_json(self, key: str, change: Callable[[Any], Any], attempts: int = 20) -> Any:
+        """Read-modify-write one small JSON object, atomic against other writers: the PUT is conditional on the
+        object being the one read (S3 conditional writes), and ``change`` runs again on the newer one otherwise."""
+        for _ in range(attempts):
+            try:
+                answer = self.client.get_object(Bucket=self.bucket, Key=key)
+                current, etag = json.loads(answer["Body"].read()), answer.get("ETag")
+            except self.client.exceptions.NoSuchKey:
+                current, etag = None, None
+            value = change(current)
+            body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+            condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"} if current is None else {}
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=key, Body=body, ContentType="application/json", **condition
+                )
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    continue  # another writer came first: apply the change to what it wrote
+                raise
+            return value
+        raise RuntimeError(f"{key} kept changing under {attempts} attempts to update it")
+
     def put_bytes(self, key: str, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
 
@@ -99,7 +138,12 @@ class SpendStore:
         self.client.delete_object(Bucket=self.bucket, Key=source)
 
     def keys(self, prefix: str) -> Iterator[str]:
+        for key, _ in self.sizes(prefix):
+            yield key
+
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """``(key, size in bytes)`` under ``prefix``: what a reader can refuse before reading it."""
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             for item in page.get("Contents", []):
-                yield item["Key"]
+                yield item["Key"], int(item.get("Size", 0))

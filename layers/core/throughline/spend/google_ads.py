@@ -110,6 +110,8 @@ class GoogleAdsSource:
         except requests.RequestException as error:
             raise RetryableError(f"Google OAuth unreachable: {type(error).__name__}") from None
         payload = _json(response)
+        if response.status_code == 429 or response.status_code >= 500:
+            raise RetryableError(f"Google OAuth could not answer: HTTP {response.status_code}")
         if response.status_code != 200 or "access_token" not in payload:
             code = str(payload.get("error", f"HTTP {response.status_code}"))
             hint = HINTS.get(code)
@@ -126,16 +128,18 @@ class GoogleAdsSource:
         attempt = 0
         refreshed = False
         while True:
-            headers = {"Authorization": f"Bearer {self.access_token()}", "Content-Type": "application/json"}
-            if self.login_customer_id:
-                headers["login-customer-id"] = self.login_customer_id
-            if self._developer_token:
-                headers["developer-token"] = self._developer_token
             try:
+                headers = {"Authorization": f"Bearer {self.access_token()}", "Content-Type": "application/json"}
+                if self.login_customer_id:
+                    headers["login-customer-id"] = self.login_customer_id
+                if self._developer_token:
+                    headers["developer-token"] = self._developer_token
                 response = self.session.post(url, data=body, headers=headers, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
                 payload = _json(response)
+            except RetryableError as error:  # the OAuth endpoint could not answer: back off like any call
+                failure: PlatformError = error
             except requests.RequestException as error:
-                failure: PlatformError = RetryableError(f"Google Ads unreachable: {type(error).__name__}")
+                failure = RetryableError(f"Google Ads unreachable: {type(error).__name__}")
             else:
                 failure_or_none = _failure(response.status_code, payload)
                 if failure_or_none is None:

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from throughline.adapters.spend_store import STATE_PREFIX, SpendStore
-from throughline.spend.plan import Chunk, plan_chunks
+from throughline.spend.plan import Chunk, plan_chunks, without
 from throughline.spend.rows import SpendRow, now_utc
 
 MIN_CHUNK_RESERVE_SECONDS = 20.0  # never start a chunk with less time than this left
@@ -111,7 +111,12 @@ def import_spend(
     lock = threading.Lock()
 
     def run(source: SpendSource) -> None:
-        outcome = _import_platform(source, store, date_from, date_to, deadline, progress, ingested_at, lock)
+        try:
+            outcome = _import_platform(source, store, date_from, date_to, deadline, progress, ingested_at, lock)
+        except Exception as error:  # the bucket refused a write: the state still holds this platform's unfinished work
+            outcome = PlatformResult(
+                source.platform, failures=[f"{source.platform}: storing failed: {_describe(error)}"]
+            )
         result.platforms[source.platform] = outcome
 
     if parallel and len(sources) > 1:
@@ -136,22 +141,30 @@ def _import_platform(
 ) -> PlatformResult:
     platform = source.platform
     outcome = PlatformResult(platform)
-    state = store.get_json(state_key(platform)) or {}
-    left_before = [Chunk.from_json(platform, item) for item in state.get("pending", [])]
     try:
         accounts = source.accounts()
     except Exception as error:
         outcome.failures.append(f"{platform}: {_describe(error)}")
-        outcome.pending = left_before  # keep what earlier runs left; nothing new can be planned without accounts
-        _save_state(store, platform, outcome.pending)
+        # The recorded work stays as it is: nothing new can be planned without accounts.
+        outcome.pending = [
+            Chunk.from_json(platform, c) for c in (store.get_json(state_key(platform)) or {}).get("pending", [])
+        ]
         return outcome
 
-    # Work for accounts no longer configured is dropped, not retried for ever.
-    left_before = [chunk for chunk in left_before if chunk.account_id in accounts]
     wanted = [Chunk(platform, account, date_from, date_to) for account in accounts]
-    chunks = plan_chunks([*left_before, *wanted], source.chunk_days)
-    # Recorded before the first request: if Lambda is stopped mid-run, the next run still knows what was asked for.
-    _save_state(store, platform, chunks)
+    planned: list[Chunk] = []
+
+    def claim(state: Any) -> dict:
+        # Recorded before the first request: if Lambda is stopped mid-run, the next run still knows what was asked
+        # for. Work for accounts no longer configured is dropped, not retried for ever. A run never overwrites the
+        # state whole — another run (a back-fill from the CLI, say) may be recording its own work at the same time.
+        left = [Chunk.from_json(platform, c) for c in (state or {}).get("pending", [])]
+        left = [chunk for chunk in left if chunk.account_id in accounts]
+        planned[:] = plan_chunks([*left, *wanted], source.chunk_days)
+        return _state(platform, planned)
+
+    store.update_json(state_key(platform), claim)
+    chunks = list(planned)
     failed_accounts: set[str] = set()
     slowest = 0.0
     for index, chunk in enumerate(chunks):
@@ -183,11 +196,11 @@ def _import_platform(
         outcome.partitions += len(chunk.days())
         outcome.rows += rows
         slowest = max(slowest, time.monotonic() - started)
-        _save_state(store, platform, [*outcome.pending, *chunks[index + 1 :]])
+        _done(store, platform, chunk, source.chunk_days)
         if progress:
             with lock:
                 progress(platform, chunk, index + 1, len(chunks), rows)
-    _save_state(store, platform, outcome.pending)
+    # What is left (deadline, unfinished report, failure) is still recorded: only finished chunks leave the state.
     return outcome
 
 
@@ -200,11 +213,16 @@ def _collect(rows: Iterable[SpendRow], chunk: Chunk) -> dict[date, list[SpendRow
     return by_day
 
 
-def _save_state(store: SpendStore, platform: str, pending: list[Chunk]) -> None:
-    store.put_json(
-        state_key(platform),
-        {"platform": platform, "pending": [c.to_json() for c in pending], "updated_at": now_utc().isoformat()},
-    )
+def _state(platform: str, pending: list[Chunk]) -> dict:
+    return {"platform": platform, "pending": [c.to_json() for c in pending], "updated_at": now_utc().isoformat()}
+
+
+def _done(store: SpendStore, platform: str, chunk: Chunk, max_days: int) -> None:
+    def finish(state: Any) -> dict:
+        left = [Chunk.from_json(platform, c) for c in (state or {}).get("pending", [])]
+        return _state(platform, without(left, chunk, max_days))
+
+    store.update_json(state_key(platform), finish)
 
 
 def _describe(error: BaseException) -> str:

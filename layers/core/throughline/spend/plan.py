@@ -74,6 +74,16 @@ def plan_chunks(chunks: Iterable[Chunk], max_days: int) -> list[Chunk]:
     return sorted(planned, key=lambda c: (c.account_id, c.date_from))
 
 
+def without(chunks: Iterable[Chunk], done: Chunk, max_days: int) -> list[Chunk]:
+    """``chunks`` less the days of ``done`` (for its account), planned again in pieces of at most ``max_days``."""
+    days_by_account: dict[tuple[str, str], set[date]] = defaultdict(set)
+    for chunk in chunks:
+        days_by_account[(chunk.platform, chunk.account_id)].update(chunk.days())
+    days_by_account[(done.platform, done.account_id)].difference_update(done.days())
+    left = [Chunk(p, a, day, day) for (p, a), days in days_by_account.items() for day in days]
+    return plan_chunks(left, max_days)
+
+
 def _runs(days: list[date]) -> Iterable[tuple[date, date]]:
     start = previous = days[0]
     for day in days[1:]:

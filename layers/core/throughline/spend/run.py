@@ -11,7 +11,7 @@ from throughline.adapters.spend_store import SpendStore
 from throughline.config import ConfigError, Settings
 from throughline.spend.importer import Deadline, Progress, RunResult, SpendImportFailed, SpendSource, import_spend
 from throughline.spend.plan import nightly_window
-from throughline.spend.rows import API_PLATFORMS, PLATFORMS, now_utc
+from throughline.spend.rows import API_PLATFORMS, EARLIEST_DATE, PLATFORMS, now_utc
 
 MAX_RANGE_DAYS = 3 * 366 + 31  # Direct keeps statistics for three years back from the current month
 
@@ -40,6 +40,8 @@ class RunRequest:
         today = now.astimezone(settings.zone).date()
         if date_to < date_from:
             raise ValueError("date_to is before date_from")
+        if date_from < EARLIEST_DATE:
+            raise ValueError(f"date_from {date_from} is before {EARLIEST_DATE}, the first date the Athena tables show")
         if date_to > today:
             raise ValueError(f"date_to {date_to} is in the future (today is {today} in {settings.timezone})")
         if (date_to - date_from).days + 1 > MAX_RANGE_DAYS:
@@ -47,6 +49,10 @@ class RunRequest:
         platforms = event.get("platforms") or ()
         if isinstance(platforms, str):
             platforms = [platforms]
+        if not isinstance(platforms, list | tuple) or not all(isinstance(p, str) for p in platforms):
+            raise ValueError(f"platforms must be a list of names; known: {list(PLATFORMS)}")
+        # Once each: two importers of one platform in one run would race for its state and its token.
+        platforms = list(dict.fromkeys(platforms))
         unknown = sorted(set(platforms) - set(PLATFORMS))
         if unknown:
             raise ValueError(f"unknown platforms {unknown}; known: {list(PLATFORMS)}")

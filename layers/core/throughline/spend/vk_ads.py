@@ -2,7 +2,8 @@
 
 Auth (ads.vk.com/en/doc/api/info/Authorization): ``POST oauth2/token.json`` with the client-credentials grant gives
 an access token (about a day) and a refresh token. VK allows only a few active tokens per client and blocks clients
-that keep issuing new ones, so the token is cached in the bucket (``spend/_state/vk_ads_token.json``) and renewed
+that keep issuing new ones, so the token is cached in the bucket (``private/vk_ads/token.json``, outside
+the ``spend/`` that the report and Athena users read) and renewed
 with the refresh-token grant; a new token is issued only when there is none or the refresh token is refused.
 Statistics requests stay within the documented limits: at most 92 days and 50 campaign ids per request.
 Figures are in the account's currency (roubles for accounts in Russia) and Moscow time.
@@ -18,7 +19,7 @@ from typing import Any
 
 import requests
 
-from throughline.adapters.spend_store import STATE_PREFIX, SpendStore
+from throughline.adapters.spend_store import PRIVATE_PREFIX, SpendStore
 from throughline.spend.http import CONNECT_TIMEOUT, MAX_ATTEMPTS, READ_TIMEOUT, PlatformError, RetryableError, backoff
 from throughline.spend.importer import Deadline
 from throughline.spend.plan import Chunk, split
@@ -27,7 +28,7 @@ from throughline.spend.rows import SpendRow
 PLATFORM = "vk_ads"
 TIMEZONE = "Europe/Moscow"
 CURRENCY = "RUB"
-TOKEN_KEY = f"{STATE_PREFIX}vk_ads_token.json"
+TOKEN_KEY = f"{PRIVATE_PREFIX}vk_ads/token.json"
 MAX_DAYS_PER_REQUEST = 92
 MAX_IDS_PER_REQUEST = 50
 PAGE_LIMIT = 250
@@ -101,6 +102,10 @@ class VkAdsSource:
         except requests.RequestException as error:
             raise RetryableError(f"VK Ads unreachable: {type(error).__name__}") from None
         payload = _json(response)
+        if response.status_code == 429 or response.status_code >= 500:
+            # Not a refusal: a new token now would take one of the few slots VK allows, for nothing. Retried later.
+            raise RetryableError(f"VK Ads could not answer the {form['grant_type']} grant: HTTP {response.status_code}",
+                                 retry_after=_seconds(response.headers.get("Retry-After")))  # fmt: skip
         if response.status_code != 200 or "access_token" not in payload:
             code = payload.get("error", f"HTTP {response.status_code}")
             description = payload.get("error_description", "")
@@ -167,12 +172,14 @@ class VkAdsSource:
         attempt = 0
         renewed = False
         while True:
-            headers = {"Authorization": f"Bearer {self.access_token()}"}
             try:
+                headers = {"Authorization": f"Bearer {self.access_token()}"}
                 response = self.session.get(self._api + path, params=params, headers=headers,
                                             timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))  # fmt: skip
+            except RetryableError as error:  # the token endpoint could not answer: back off like any call
+                failure: PlatformError = error
             except requests.RequestException as error:
-                failure: PlatformError = RetryableError(f"VK Ads unreachable: {type(error).__name__}")
+                failure = RetryableError(f"VK Ads unreachable: {type(error).__name__}")
             else:
                 if response.status_code == 200:
                     return response.json()

@@ -9,9 +9,9 @@ currency with ``returnMoneyInMicros: false``; statistics are in Moscow time; the
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
@@ -29,6 +29,8 @@ PLATFORM = "yandex_direct"
 TIMEZONE = "Europe/Moscow"  # Direct reports statistics in Moscow time whatever the campaign's zone
 CAMPAIGN_FIELDS = ["Date", "CampaignId", "CampaignName", "Impressions", "Clicks", "Cost"]
 AD_GROUP_FIELDS = ["Date", "CampaignId", "CampaignName", "AdGroupId", "AdGroupName", "Impressions", "Clicks", "Cost"]
+# A report holds at most this many rows unless Page.Limit says otherwise (the spec): one that reaches it may be cut.
+ROW_LIMIT = 1_000_000
 RETRY_CODES = {52, 56, 506, 1000, 1001, 1002, 9000}  # auth server busy, limits, queue full, server errors
 ERROR_HINTS = {
     53: "the OAuth token is invalid or expired — issue a new YANDEX_DIRECT_TOKEN",
@@ -137,7 +139,7 @@ class YandexDirectSource:
             "processingMode": "auto",
             "returnMoneyInMicros": "false",
             "skipReportHeader": "true",
-            "skipReportSummary": "true",
+            # The summary line (the number of rows) is kept: it is the only proof that the whole report arrived.
         }
         login = chunk.account_id if self.client_logins else None
         attempt = 0
@@ -145,7 +147,10 @@ class YandexDirectSource:
             response = self._post("reports", body, login, headers, stream=True)
             if response.status_code == 200:
                 response.encoding = "utf-8"  # reports are UTF-8; requests would guess Latin-1 for a bare text/* type
-                yield from self.parse(response.iter_lines(decode_unicode=True), chunk.account_id, currency)
+                # Rows end at "\n" only: without a delimiter iter_lines() uses str.splitlines(), which also breaks
+                # inside a campaign name at U+2028, U+0085, U+001C and the like.
+                lines = response.iter_lines(decode_unicode=True, delimiter="\n")
+                yield from self.parse(lines, chunk.account_id, currency)
                 return
             if response.status_code in (201, 202):
                 wait = _seconds(response.headers.get("retryIn"), default=5.0)
@@ -164,23 +169,37 @@ class YandexDirectSource:
             self.sleep(wait)
 
     def parse(self, lines: Iterator[str], account_id: str, currency: str) -> Iterator[SpendRow]:
-        """Rows of a TSV report whose first line is the column header (parsed by name, not position)."""
-        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+        """Rows of a TSV report: the column header first (columns are read by name, not position), the statistics,
+        and the summary line with their number last. A report without its summary, or whose summary disagrees with
+        the rows read, was cut short and is refused whole (nothing of the chunk is stored)."""
+        # TSV as Direct writes it: no quoting, a tab between values, "\n" after each line. Split by hand: the csv module
+        # refuses a carriage return inside a value, which a name may hold.
+        reader = (line.removesuffix("\r").split("\t") for line in lines)
         header = next(reader, None)
         if header is None:
-            return
+            raise PlatformError("Yandex Direct sent an empty report (not even the column names)")
         missing = [name for name in self.fields if name not in header]
         if missing:
             raise PlatformError(f"Yandex Direct report lacks columns {missing}")
         position = {name: header.index(name) for name in self.fields}
+        count, summary = 0, None
         for values in reader:
             if not values or values == [""]:
+                continue
+            if summary is not None:
+                raise PlatformError("Yandex Direct report has rows after its summary line")
+            if len(values) == 1:
+                found = re.search(r"(\d+)\s*$", values[0])
+                if not found:
+                    raise PlatformError(f"Yandex Direct report line {values[0][:80]!r} is neither a row nor a summary")
+                summary = int(found.group(1))
                 continue
             if len(values) != len(header):
                 raise PlatformError(f"Yandex Direct report row has {len(values)} columns, expected {len(header)}")
             field = {name: values[index] for name, index in position.items()}
+            count += 1
             yield SpendRow(
-                date=date.fromisoformat(field["Date"]),
+                date=_date(field["Date"]),
                 platform=PLATFORM,
                 account_id=account_id,
                 campaign_id=field["CampaignId"],
@@ -194,6 +213,14 @@ class YandexDirectSource:
                 ingested_at=self.ingested_at or datetime.now().astimezone(),
                 ad_group_id=_text(field.get("AdGroupId", "--")),
                 ad_group_name=_text(field.get("AdGroupName", "--")),
+            )
+        if summary is None:
+            raise PlatformError(f"Yandex Direct report ended after {count} rows without its summary line (cut short)")
+        if summary != count:
+            raise PlatformError(f"Yandex Direct report summary says {summary} rows, {count} arrived")
+        if count >= ROW_LIMIT:
+            raise PlatformError(
+                f"Yandex Direct report reached its {ROW_LIMIT} row limit and may be cut: import fewer days at a time"
             )
 
     # -- transport --------------------------------------------------------------------------------------------------
@@ -247,6 +274,15 @@ def _error(error: dict) -> PlatformError:
     return failure
 
 
+def _date(value: str) -> date:
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):  # fromisoformat also takes 20260301 and 2026-W09-7
+        raise PlatformError(f"Yandex Direct sent {value!r} where a date belongs")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise PlatformError(f"Yandex Direct sent {value!r} where a date belongs") from None
+
+
 def _text(value: str) -> str | None:
     """Direct writes ``--`` where a value does not exist (e.g. ad groups of Campaign Wizard campaigns)."""
     value = value.strip()
@@ -257,7 +293,7 @@ def _count(value: str) -> int:
     text = _text(value)
     if text is None:
         return 0
-    if not text.isdigit():
+    if not re.fullmatch(r"[0-9]+", text):  # str.isdigit() also takes "²" and other digits int() refuses
         raise PlatformError(f"Yandex Direct sent {value!r} where a count belongs")
     return int(text)
 
