@@ -142,9 +142,11 @@ def test_report_function_least_privilege() -> None:
     statements = [s for policy in REPORT["Policies"] for s in policy["Statement"]]
     by_sid = {statement["Sid"]: statement for statement in statements}
     assert {s["Action"] if isinstance(s["Action"], str) else tuple(s["Action"]) for s in statements} == {
-        "secretsmanager:GetSecretValue", "s3:GetObject", "s3:ListBucket", "s3:PutObject"}  # fmt: skip
-    writes = {item["Fn::Sub"] for item in by_sid["WriteReportsAndSnapshot"]["Resource"]}
-    assert writes == {"${DataBucket.Arn}/reports/*", "${DataBucket.Arn}/crm/snapshot/*"}
+        "secretsmanager:GetSecretValue", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "dynamodb:Scan"}  # fmt: skip
+    writes = {item["Fn::Sub"] for item in by_sid["WriteReportsSnapshotAndJourneys"]["Resource"]}
+    assert writes == {"${DataBucket.Arn}/reports/*", "${DataBucket.Arn}/crm/snapshot/*", "${DataBucket.Arn}/journeys/*"}
+    # The nightly journey export reads the journey table, and nothing else of DynamoDB.
+    assert by_sid["ExportJourneys"]["Resource"] == {"Fn::GetAtt": ["JourneyTable", "Arn"]}
     reads = {item["Fn::Sub"].split("/", 1)[1] for item in by_sid["ReadInputs"]["Resource"]}
     assert reads == {"spend/*", "rates/*", "journeys/*", "crm/*", "reports/roi/*"}
     assert "raw/*" not in str(statements)
