@@ -6,8 +6,8 @@
    outbound webhooks; a reconciliation sweep follows.
 3. Ad spend for the last 30 days is imported from the Yandex Direct, Google Ads and VK Ads sandboxes, and offline
    spend from a manual CSV dropped into the inbox.
-4. The journeys are exported for attribution and the ROI report is built; its headline table is printed and its
-   files are written under ``out/demo/report/`` (open ``index.html``).
+4. The ROI report is built (the run exports the journeys for attribution first); its headline table is printed and
+   its files are written under ``out/demo/report/`` (open ``index.html``).
 """
 
 from __future__ import annotations
@@ -164,17 +164,11 @@ def _import_spend(stack: LocalStack) -> dict[tuple[str, str], tuple[int, Decimal
 
 
 def _build_report(stack: LocalStack, say) -> dict:
-    """Export the journeys (the attribution input), run build_roi_report over the spend month and the CRM month,
+    """Run build_roi_report (it exports the journeys for attribution first) over the spend month and the CRM month,
     and copy its files under out/demo/report/."""
     import boto3
 
-    from throughline.adapters.journey_store import JourneyStore
-    from throughline.config import get_settings
-    from throughline.journey.export import export_journeys
-
-    settings = get_settings()
     today = date.today()
-    export_journeys(JourneyStore(settings.journey_table or ""), settings.data_bucket or "", today)
     # The spend month is behind us and the CRM month (played forward on the sandbox's clock) ahead: report both.
     event = {"date_from": str(today - timedelta(days=30)), "date_to": str(today + timedelta(days=31))}
     result = stack.invoke("build_roi_report", event)
