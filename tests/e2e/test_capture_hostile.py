@@ -26,6 +26,10 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 PERSON = {"name": "Мария", "phone": "+7 (926) 111-22-33"}
 URLENCODED = "application/x-www-form-urlencoded"
+# moto checks no signature: a made-up Authorization header names the service, and that is all it needs.
+FORGED_SIGNATURE = (
+    "AWS4-HMAC-SHA256 Credential=x/20260101/eu-central-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=0"
+)
 # Runs capture_form once; a 422 (no phone or e-mail) proves it ran without writing anything.
 INVOKE_EVENT = {
     "version": "2.0",
@@ -43,8 +47,8 @@ def free_port() -> int:
 
 
 class Served:
-    def __init__(self, url: str, site: str, sandbox: str):
-        self.url, self.site, self.sandbox = url, site, sandbox
+    def __init__(self, url: str, site: str, sandbox: str, aws: str):
+        self.url, self.site, self.sandbox, self.aws = url, site, sandbox, aws
         self.form_url = f"{url}/v1/forms/landing/submissions"
 
     def leads(self) -> list[dict]:
@@ -85,9 +89,10 @@ def served() -> Iterator[Served]:
         process.kill()
         pytest.fail("local.serve did not start:\n" + "".join(banner))
     sandbox = re.search(r"sandbox state: (http://127\.0\.0\.1:\d+)/_sandbox/state", "".join(banner)).group(1)
+    aws = re.search(r"AWS \(moto\): (http://127\.0\.0\.1:\d+)", "".join(banner)).group(1)
     # Keep reading what it prints (tracebacks included): a full pipe would block the stack mid-request.
     threading.Thread(target=lambda: collections.deque(process.stdout, maxlen=0), daemon=True).start()
-    yield Served(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{site_port}", sandbox)
+    yield Served(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{site_port}", sandbox, aws)
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=30)
 
@@ -208,6 +213,7 @@ def test_a_first_visit_in_year_one_is_accepted_and_kept_in_the_leads_comments(se
         {"Origin": "http://127.0.0.1:1"},  # another local origin (the demo shop is one)
         {"Sec-Fetch-Site": "cross-site"},
         {"Sec-Fetch-Site": "same-site"},  # another port on the same host
+        {"Host": "rebind.example:3000", "Sec-Fetch-Site": "same-origin"},  # DNS rebinding: same-origin to the browser
     ],
 )
 def test_a_cross_site_browser_request_may_not_invoke_functions(served, headers):
@@ -257,3 +263,52 @@ def test_the_demo_shop_does_not_remember_an_endpoint_from_its_address(served):
             assert action == "http://127.0.0.1:3000/v1/forms/demo-lead/submissions"  # the page's own endpoint
         finally:
             browser.close()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example.com"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},  # an <img> or a form: no Origin on a GET
+        {"Host": "rebind.example"},  # DNS rebinding: the page's own origin, so no Origin on a GET either
+    ],
+)
+def test_a_web_page_cannot_read_the_stacks_secret_or_bucket_through_the_local_aws_endpoint(served, headers):
+    # moto answers CORS for any origin and checks no signature: a page the developer opened could read
+    # PERSON_KEY_SECRET (and a sandbox webhook) with a made-up Authorization header, list the raw submissions in S3,
+    # or send messages into the writes queue.
+    read_secret = requests.post(
+        served.aws,
+        data=json.dumps({"SecretId": "throughline-local-secrets"}),
+        headers={
+            "Authorization": FORGED_SIGNATURE,
+            "X-Amz-Target": "secretsmanager.GetSecretValue",
+            "Content-Type": "application/x-amz-json-1.1",
+            **headers,
+        },
+        timeout=30,
+    )
+    assert read_secret.status_code == 403 and "PERSON_KEY_SECRET" not in read_secret.text
+    preflight = requests.options(
+        served.aws,
+        headers={"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-amz-target", **headers},
+        timeout=30,
+    )
+    assert "Access-Control-Allow-Origin" not in preflight.headers
+    listing = requests.get(served.aws, headers=headers, timeout=30)
+    assert listing.status_code == 403 and "Bucket" not in listing.text
+
+
+def test_the_sdk_still_reaches_the_local_aws_endpoint(served):
+    answer = requests.post(
+        served.aws,
+        data=json.dumps({"SecretId": "throughline-local-secrets"}),
+        headers={
+            "Authorization": FORGED_SIGNATURE,
+            "X-Amz-Target": "secretsmanager.GetSecretValue",
+            "Content-Type": "application/x-amz-json-1.1",
+        },
+        timeout=30,
+    )
+    assert answer.status_code == 200 and "PERSON_KEY_SECRET" in answer.json()["SecretString"]
