@@ -194,3 +194,35 @@ def test_cors_from_a_real_event():
         "Vary": "Origin",
         "Access-Control-Expose-Headers": "Retry-After",
     }
+
+
+@pytest.mark.parametrize(
+    ("configured", "origin"),
+    [
+        ("https://Shop.Example.ru/", "https://shop.example.ru"),  # copied from the address bar
+        ("https://shop.example.ru:443", "https://shop.example.ru"),  # the default port spelled out
+        ("https://shop.example.ru/landing?utm_source=x", "https://shop.example.ru"),  # a page, not an origin
+        (" HTTPS://shop.example.ru ", "https://shop.example.ru"),
+        ("https://пример.рф", "https://xn--e1afmkfd.xn--p1ai"),  # what a browser sends for an IDN host
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+    ],
+)
+def test_an_allowed_origin_is_matched_in_the_spelling_browsers_send(configured, origin):
+    # Compared as typed, a listed site got no CORS headers: its JSON posts failed their preflight and never arrived.
+    allowed = ("https://[", configured)  # an unreadable entry spoils no other
+    assert cors_headers(request_from(origin), allowed)["Access-Control-Allow-Origin"] == origin
+    assert cors_headers(request_from(origin, "OPTIONS"), allowed)["Access-Control-Allow-Origin"] == origin
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://Example.com",  # not how a browser spells it: never echoed
+        "https://example.com/",
+        "https://example.com:443",
+        "https://example.com\r\nSet-Cookie: x=1",
+        "https://user@example.com",
+    ],
+)
+def test_an_origin_in_another_spelling_is_not_echoed(origin):
+    assert cors_headers(request_from(origin), ALLOWED) == {}

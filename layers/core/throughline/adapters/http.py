@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 CORS_ALLOW_HEADERS = "Content-Type"
 CORS_MAX_AGE = "600"
@@ -62,9 +63,14 @@ def empty_response(status: int, headers: Mapping[str, str] | None = None) -> dic
 def cors_headers(
     request: HttpRequest, allowed_origins: Iterable[str], methods: str = "POST, OPTIONS"
 ) -> dict[str, str]:
-    """CORS headers for an allowed ``Origin``; none for others (the browser then keeps the answer from the page)."""
+    """CORS headers for an allowed ``Origin``; none for others (the browser then keeps the answer from the page).
+
+    ``allowed_origins`` are compared in one spelling (``origin_of``): an operator's ``https://Shop.example.ru/`` or
+    ``https://пример.рф`` is the origin a browser sends as ``https://shop.example.ru`` or ``https://xn--e1afmkfd.xn--p1ai``.
+    The answer echoes only an ``Origin`` already in that spelling, which is how browsers send it.
+    """
     origin = request.headers.get("origin")
-    if not origin or origin not in allowed_origins:
+    if not origin or _clean_origin(origin) != origin or origin not in origins(allowed_origins):
         return {}
     headers = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
     if request.method == "OPTIONS":
@@ -76,3 +82,28 @@ def cors_headers(
     else:
         headers["Access-Control-Expose-Headers"] = "Retry-After"  # so a page can honour our 503's advice
     return headers
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) address in the spelling browsers send in ``Origin`` (lower case, IDNA
+    host, no default port), or None. Raises ``ValueError`` or ``UnicodeError`` for an unreadable address."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname or parts.username is not None or parts.password:
+        return None
+    host = parts.hostname
+    host = f"[{host}]" if ":" in host else host.encode("idna").decode("ascii")
+    port = parts.port
+    return f"{scheme}://{host}" + (f":{port}" if port and port != {"http": 80, "https": 443}[scheme] else "")
+
+
+def origins(urls: Iterable[str]) -> set[str]:
+    """Configured origins in ``origin_of``'s spelling; one unreadable entry spoils no other."""
+    return {origin for origin in map(_clean_origin, urls) if origin}
+
+
+def _clean_origin(url: str) -> str | None:
+    try:
+        return origin_of(url)
+    except (ValueError, UnicodeError):
+        return None

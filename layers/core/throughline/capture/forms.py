@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, parse_qsl, quote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
+from throughline.adapters.http import origin_of, origins
 from throughline.capture.submissions import CLICK_IDS, UTM_TAGS, Submission, Visit, click_ids_in, public_url
 from throughline.capture.submissions import MAX_VALUE as MAX_FIELD
 from throughline.contacts import InvalidContact, normalize_email, normalize_phone
@@ -276,8 +277,8 @@ def redirect_target(target: Any, origin: str | None, allowed_origins: Iterable[s
         if target.startswith("/") and not target.startswith("//") and isinstance(origin, str):
             target = origin.rstrip("/") + target
         parts = urlsplit(target)
-        own_origin = _origin_of(target)
-        if own_origin is None or own_origin not in _origins(allowed_origins):
+        own_origin = origin_of(target)
+        if own_origin is None or own_origin not in origins(allowed_origins):
             return None
         path = quote(parts.path or "/", safe=_URL_SAFE)
         query = quote(parts.query, safe=_URL_SAFE + "?")
@@ -316,29 +317,6 @@ def _storable(data: Any, depth: int = 0) -> Any:
 
 def _reason(error: BaseException) -> str:
     return _text(f"{type(error).__name__}: {error}"[:300])
-
-
-def _origins(urls: Iterable[str]) -> set[str | None]:
-    """Configured origins in ``_origin_of``'s spelling; one unreadable entry spoils no other."""
-    origins: set[str | None] = set()
-    for url in urls:
-        try:
-            origins.add(_origin_of(url))
-        except (ValueError, UnicodeError):
-            continue
-    return origins - {None}
-
-
-def _origin_of(url: str) -> str | None:
-    """``scheme://host[:port]`` in one spelling (lower case, IDNA host, no default port), or None."""
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname or parts.username is not None or parts.password:
-        return None
-    host = parts.hostname
-    host = f"[{host}]" if ":" in host else host.encode("idna").decode("ascii")
-    port = parts.port
-    return f"{scheme}://{host}" + (f":{port}" if port and port != {"http": 80, "https": 443}[scheme] else "")
 
 
 def _canonical(field_name: str) -> str:
