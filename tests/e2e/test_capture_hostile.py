@@ -312,3 +312,16 @@ def test_the_sdk_still_reaches_the_local_aws_endpoint(served):
         timeout=30,
     )
     assert answer.status_code == 200 and "PERSON_KEY_SECRET" in answer.json()["SecretString"]
+
+
+def test_a_form_with_its_honeypot_twice_still_makes_a_lead(served):
+    # A page with the hidden field twice posts two empty values: a person, not a bot (it was dropped as spam, with
+    # a 202 that told nobody).
+    posts = [
+        (b"phone=%2B79261112230&_gotcha=&_gotcha=", URLENCODED),
+        (json.dumps({"phone": "+79261112231", "_gotcha": {"value": " "}}).encode(), "application/json"),
+    ]
+    for body, content_type in posts:
+        response = requests.post(served.form_url, data=body, headers={"Content-Type": content_type}, timeout=30)
+        assert response.status_code == 202
+    assert {"+79261112230", "+79261112231"} <= set(served.wait_for_leads({"+79261112230", "+79261112231"}))

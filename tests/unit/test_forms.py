@@ -192,6 +192,17 @@ def test_bad_json_names_the_position():
         ({"_gotcha": None}, False),
         ({}, False),
         ({"website": "x"}, False),
+        # A page with the field twice, or a script posting it as a list or an object: empty is empty at any depth.
+        ({"_gotcha": ["", ""]}, False),
+        ({"_gotcha": [" ", "\n"]}, False),
+        ({"_gotcha": [None]}, False),
+        ({"_gotcha": {"value": ""}}, False),
+        ({"_gotcha": [[], {}]}, False),
+        ({"_gotcha": False}, False),
+        ({"_gotcha": ["", "x"]}, True),
+        ({"_gotcha": {"value": "x"}}, True),
+        ({"_gotcha": [[0]]}, True),
+        ({"_gotcha": True}, True),
     ],
 )
 def test_honeypot(fields, expected):

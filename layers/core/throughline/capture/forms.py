@@ -127,9 +127,19 @@ def decode_body(body: bytes, content_type: str | None, max_bytes: int) -> dict[s
 
 
 def is_spam(fields: Mapping[str, Any], honeypot_field: str) -> bool:
-    """A filled honeypot: a field people never see, which bots fill in."""
-    value = fields.get(honeypot_field)
-    return bool(value.strip() if isinstance(value, str) else value)
+    """A filled honeypot: a field people never see, which bots fill in. Filled means some text or number in it, at any
+    depth: a page with the field twice posts ``_gotcha=&_gotcha=`` (a list of two empty texts), and that is a person."""
+    return _filled(fields.get(honeypot_field))
+
+
+def _filled(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value.strip())
+    if isinstance(value, list):
+        return any(_filled(item) for item in value)
+    if isinstance(value, dict):
+        return any(_filled(item) for item in value.values())
+    return value is not None and value is not False
 
 
 @_rejecting_unreadable_input
