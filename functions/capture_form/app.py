@@ -10,7 +10,13 @@ from __future__ import annotations
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
-from throughline.adapters.http import HttpRequest, cors_headers, empty_response, json_response
+from throughline.adapters.http import (
+    HttpRequest,
+    UnreadableRequest,
+    cors_headers,
+    empty_response,
+    json_response,
+)
 from throughline.capture.forms import FormRejected
 from throughline.capture.receive import capture_from_settings
 from throughline.config import get_settings
@@ -21,7 +27,11 @@ from throughline.observability import logger, metrics
 @metrics.log_metrics
 def lambda_handler(event: dict, context: object) -> dict:
     settings = get_settings()
-    request = HttpRequest.from_event(event)
+    try:
+        request = HttpRequest.from_event(event)
+    except UnreadableRequest as unreadable:
+        metrics.add_metric(name="SubmissionsRejected", unit=MetricUnit.Count, value=1)
+        return json_response(400, {"error": "request could not be read", "fields": {"body": str(unreadable)}})
     cors = cors_headers(request, settings.allowed_origins)
     if request.method == "OPTIONS":
         metrics.add_metric(name="PreflightsAnswered" if cors else "PreflightsRefused", unit=MetricUnit.Count, value=1)

@@ -260,3 +260,26 @@ def test_a_post_from_an_unlisted_origin_is_kept_and_reported(site):
     assert len(queued(site)) == 1  # nothing lost
     assert "form posted from an origin not in ALLOWED_ORIGINS" in stream.getvalue()
     assert "https://forgotten.example.ru" in stream.getvalue()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"body": "!!!notbase64", "isBase64Encoded": True},
+        {"body": {"phone": "+79161234567"}},
+        {"body": '{"phone": "+79161234567", "name": "\ud83d"}'},  # a lone surrogate in a direct invocation's text
+    ],
+)
+def test_an_unreadable_event_is_a_400_not_a_function_error(site, overrides):
+    # A function error is API Gateway's 500; invalid base64 raised binascii.Error out of the handler.
+    event = {
+        "version": "2.0",
+        "requestContext": {"http": {"method": "POST", "path": "/v1/forms/contact/submissions"}},
+        "pathParameters": {"form_id": "contact"},
+        "headers": {"content-type": "application/json"},
+        **overrides,
+    }
+    response = site.invoke("capture_form", event)
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["fields"]["body"]
+    assert queued(site) == []

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from throughline.adapters.http import HttpRequest, cors_headers, empty_response, json_response
+from throughline.adapters.http import HttpRequest, UnreadableRequest, cors_headers, empty_response, json_response
 
 ALLOWED = ("https://example.com", "https://www.example.com")
 
@@ -68,6 +68,29 @@ def test_from_event_base64_body():
     assert request.body == raw
     request = HttpRequest.from_event(v2_event(body=base64.b64encode(binary).decode(), isBase64Encoded=True))
     assert request.body == binary
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"body": "!!!notbase64", "isBase64Encoded": True},  # binascii.Error escaped: a function error, a 500
+        {"body": "YWJj=", "isBase64Encoded": True},  # excess padding was read as "abc"
+        {"body": "YW Jj", "isBase64Encoded": True},
+        {"body": {"phone": "+79161234567"}},  # a direct invocation with the body as an object
+        {"body": 42},
+    ],
+)
+def test_an_unreadable_event_body_is_refused_as_such(overrides):
+    with pytest.raises(UnreadableRequest):
+        HttpRequest.from_event(v2_event(**overrides))
+
+
+def test_odd_event_parts_are_read_without_failing():
+    request = HttpRequest.from_event(
+        v2_event(body='{"name": "\ud83d"}', headers={"Origin": None, "X-Count": 3, "Content-Type": "text/plain"})
+    )
+    assert request.headers == {"x-count": "3", "content-type": "text/plain"}
+    assert request.body == b'{"name": "\xed\xa0\xbd"}'  # no UTF-8: the body's reader refuses it with a 400
 
 
 def test_header_names_are_lower_cased_and_values_kept():

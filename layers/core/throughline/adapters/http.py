@@ -7,6 +7,7 @@ import on every cold start (it loads every resolver, AppSync's asyncio included)
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,15 +30,17 @@ class HttpRequest:
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> HttpRequest:
+        """Raises ``UnreadableRequest`` for a body that cannot be bytes (invalid base64, not text): the caller
+        answers 400, never a function error (which API Gateway turns into a 500)."""
         http = (event.get("requestContext") or {}).get("http") or {}
-        raw = event.get("body") or ""
-        body = base64.b64decode(raw) if event.get("isBase64Encoded") else raw.encode("utf-8")
         return cls(
             method=(http.get("method") or "GET").upper(),
             path=event.get("rawPath") or http.get("path") or "/",
             path_parameters=dict(event.get("pathParameters") or {}),
-            headers={key.lower(): value for key, value in (event.get("headers") or {}).items()},
-            body=body,
+            headers={
+                str(key).lower(): str(value) for key, value in (event.get("headers") or {}).items() if value is not None
+            },
+            body=_body(event.get("body"), bool(event.get("isBase64Encoded"))),
             source_ip=http.get("sourceIp"),
             query=dict(event.get("queryStringParameters") or {}),
         )
@@ -45,6 +48,24 @@ class HttpRequest:
     @property
     def content_type(self) -> str | None:
         return self.headers.get("content-type")
+
+
+class UnreadableRequest(ValueError):
+    """The event's body cannot be read as bytes; the message says why and is safe to send back."""
+
+
+def _body(raw: Any, is_base64: bool) -> bytes:
+    if raw is None:
+        return b""
+    if not isinstance(raw, str):
+        raise UnreadableRequest(f"the body must be text, got {type(raw).__name__}")
+    if not is_base64:
+        # surrogatepass: a lone surrogate becomes bytes that are no UTF-8, which the body's reader refuses with a 400
+        return raw.encode("utf-8", "surrogatepass")
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise UnreadableRequest("the body is marked base64 but is not valid base64") from None
 
 
 def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
