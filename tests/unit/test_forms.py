@@ -793,7 +793,7 @@ def test_a_multipart_part_name_with_a_nul_is_just_an_odd_name():
     body, content_type = multipart(("na\x00me", "x", None), ("phone", "+79161234567", None))
     fields = decode_body(body, content_type, LIMIT)
     submission = parse(fields)
-    assert submission.extra == {"na\x00me": "x"}
+    assert submission.extra == {"name": "x"}  # the NUL is no part of the name
     json.loads(raw_record(submission, body, content_type, {}))
 
 
@@ -1029,3 +1029,37 @@ def test_an_unreadable_allowed_origin_spoils_no_other():
     assert redirect_target(f"{SHOP}/thanks", None, ["https://[", "https://" + "a" * 64 + ".ru", SHOP]) == (
         f"{SHOP}/thanks"
     )
+
+
+@pytest.mark.parametrize(
+    ("posted", "kept"),
+    [
+        ("Иван\x00Петров", "ИванПетров"),
+        ("Иван\u202eвортеП", "ИванвортеП"),  # a right-to-left override made the name read backwards in the CRM
+        ("Иван\u2066Петров\u2069", "ИванПетров"),
+        ("\x1b[31mИван", "[31mИван"),  # a terminal escape
+        ("Иван\r\nBcc: x@evil.example", "Иван Bcc: x@evil.example"),  # a name is one line
+        ("Иван\tПетров", "Иван Петров"),
+        ("Мария\u200dЖ", "Мария\u200dЖ"),  # a zero-width joiner belongs to emoji and scripts: kept
+    ],
+)
+def test_typed_text_is_kept_without_control_characters(posted, kept):
+    submission = parse({"phone": "+79161234567", "name": posted, "city": posted, "utm_term": posted})
+    assert submission.name == kept
+    assert submission.last_visit.utm_term == kept
+    assert submission.extra["city"] == kept.replace(" Bcc", "\nBcc").replace("Иван Петров", "Иван\tПетров")
+
+
+def test_a_comment_keeps_its_lines_and_tabs_but_no_other_controls():
+    submission = parse({"phone": "+79161234567", "comment": "строка 1\r\nстрока 2\rстрока\t3\x00\x07\x85", "x\ny": "1"})
+    assert submission.comment == "строка 1\nстрока 2\nстрока\t3"
+    assert submission.extra == {"x y": "1"}
+
+
+def test_a_body_of_control_characters_stays_well_inside_an_sqs_message():
+    # json.dumps writes each control character as six bytes (\u0001): a 64 KiB form of raw ones was a 377 KB
+    # message, over the queue's 256 KiB default, so SQS refused it and the post got a 503 "retry" forever.
+    body = b"phone=%2B79161234567&comment=" + b"\x01" * 9000
+    body += b"".join(b"&x%d=" % index + b"\x01" * 1990 for index in range(27))
+    submission = parse(decode_body(body, "application/x-www-form-urlencoded", LIMIT))
+    assert len(json.dumps(submission.to_message(), ensure_ascii=False).encode()) < 262144

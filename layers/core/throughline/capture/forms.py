@@ -170,7 +170,7 @@ def parse_submission(
 
     def keep_extra(name: str, value: str) -> None:
         if len(extra) < MAX_EXTRA_FIELDS:
-            extra[name.strip()[:100]] = value[:MAX_FIELD]
+            extra[_clean(name, lines=False)[:100]] = _clean(value, lines=True)[:MAX_FIELD]
         else:
             errors[name] = f"too many fields (at most {MAX_EXTRA_FIELDS} extra fields)"
 
@@ -190,6 +190,8 @@ def parse_submission(
             if value and not usable:
                 keep_extra(raw_name, value)  # a JSON object or the like: not a tag, but kept for the manager
                 continue
+        if value and name not in ("phone", "email"):  # contacts refuse such characters: see throughline.contacts
+            value = _clean(value, lines=name == "comment" or name not in _KNOWN)
         if value is None or value == "":
             continue
         limit = MAX_COMMENT if name == "comment" else MAX_FIELD
@@ -310,6 +312,18 @@ _UNSTORABLE = re.compile("[\ud800-\udfff\ufffe\uffff]")
 
 def _text(value: str) -> str:
     return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
+
+
+# Never part of what a person wrote: C0 and C1 controls (NUL, ESC, …; tab and line breaks only where lines are allowed)
+# and the bidi embeddings, overrides and isolates that make a name read backwards in the CRM.
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_LINE_BREAKS = re.compile("[\r\n\t\x0b\x0c\x85\u2028\u2029]+")
+
+
+def _clean(value: str, *, lines: bool) -> str:
+    """Text as it may be kept and shown: without control characters; one line unless ``lines`` (comments)."""
+    value = value.replace("\r\n", "\n").replace("\r", "\n") if lines else _LINE_BREAKS.sub(" ", value)
+    return _CONTROLS.sub("", value).strip()
 
 
 def _storable(data: Any, depth: int = 0) -> Any:
