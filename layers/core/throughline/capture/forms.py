@@ -115,7 +115,7 @@ def decode_body(body: bytes, content_type: str | None, max_bytes: int) -> dict[s
         return _storable(_json_object(body, charset))
     if media_type == "application/x-www-form-urlencoded":
         # Percent-escapes are bytes in the declared charset too (old sites still post windows-1251).
-        fields = parse_qs(body.decode(charset), keep_blank_values=True, encoding=charset, errors="strict")
+        fields = parse_qs(_decoded(body, charset), keep_blank_values=True, encoding=charset, errors="strict")
         return _storable(_flatten(fields))
     if media_type == "multipart/form-data":
         return _storable(_multipart(body, content_type or ""))
@@ -360,8 +360,13 @@ def _media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
     return media_type.strip().lower(), params
 
 
+def _decoded(body: bytes, charset: str) -> str:
+    """The body as text; a byte order mark (JSON allows one, RFC 8259 section 8.1) is no part of it."""
+    return body.decode(charset).removeprefix("\ufeff")
+
+
 def _json_object(body: bytes, charset: str) -> dict[str, Any]:
-    text = body.decode(charset)
+    text = _decoded(body, charset)
     try:
         data = json.loads(text or "null")
     except json.JSONDecodeError as error:
