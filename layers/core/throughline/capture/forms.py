@@ -27,6 +27,7 @@ from throughline.contacts import InvalidContact, normalize_email, normalize_phon
 FORM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_COMMENT = 10000
 MAX_EXTRA_FIELDS = 50
+OVERFLOW_FIELD = "другие поля"  # extra fields past MAX_EXTRA_FIELDS, as "name: value" lines, in the lead's comments
 MAX_NESTING = 32  # levels of JSON arrays and objects in a body; deeper is not a form
 # A first visit's time must be plausible next to the receipt: the snippet remembers a first touch for 180 days, and a
 # visitor's clock may run a little fast. Anything else (year 1, year 9999, a clock years off) is kept in the lead's
@@ -168,11 +169,14 @@ def parse_submission(
     posted_as: dict[str, str] = {}
     extra: dict[str, str] = {}
 
+    overflow: list[str] = []
+
     def keep_extra(name: str, value: str) -> None:
+        name, value = _clean(name, lines=False)[:100], _clean(value, lines=True)
         if len(extra) < MAX_EXTRA_FIELDS:
-            extra[_clean(name, lines=False)[:100]] = _clean(value, lines=True)[:MAX_FIELD]
-        else:
-            errors[name] = f"too many fields (at most {MAX_EXTRA_FIELDS} extra fields)"
+            extra[name] = value[:MAX_FIELD]
+        else:  # a long quiz or a site builder's hidden fields: nothing the visitor could fix, so no reason to refuse
+            overflow.append(f"{name}: {value}")
 
     for posted_name, raw_value in fields.items():
         raw_name = _text(str(posted_name))
@@ -218,6 +222,8 @@ def parse_submission(
         keep_extra(posted_as["first_seen_at"], values.pop("first_seen_at"))
     if errors:
         raise FormRejected(422, "some fields are invalid", errors)
+    if overflow:  # the whole post is in the raw copy; the lead gets what fits
+        extra[OVERFLOW_FIELD] = "\n".join(overflow)[:MAX_FIELD]
 
     last_visit = _visit(values, "")
     first_visit = _visit(values, "first_")
