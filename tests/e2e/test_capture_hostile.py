@@ -142,6 +142,9 @@ def test_each_unreadable_body_gets_a_4xx_that_names_the_problem(served, name, bo
         ("an unreadable referrer", b'{"phone": "+79261112204", "referrer": "http://["}', "text/plain"),
         ("a tag as an object", json.dumps({"phone": "+79261112205", "utm_source": {"v": 1}}).encode(), "text/plain"),
         ("an unreadable _next", b"phone=%2B79261112206&_next=https%3A%2F%2F%5B", URLENCODED),
+        ("a field twice, one copy empty", b"phone=&phone=%2B79261112207&name=%D0%98&name=", URLENCODED),
+        ("a byte order mark", b"\xef\xbb\xbf" + json.dumps({"phone": "+79261112208"}).encode(), "application/json"),
+        ("60 quiz answers", ("phone=%2B79261112209&" + "&".join(f"q{i}=1" for i in range(60))).encode(), URLENCODED),
     ],
 )
 def test_odd_but_harmless_posts_are_accepted(served, name, body, content_type):

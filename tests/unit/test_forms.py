@@ -1088,3 +1088,26 @@ def test_a_byte_order_mark_is_no_part_of_the_body(body, content_type):
     # A BOM answered 400 "Unexpected UTF-8 BOM": servers that relay forms save their templates with one.
     body = body.encode("utf-16") if isinstance(body, str) else body
     assert parse(decode_body(body, content_type, LIMIT)).phone == "+79161234567"
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        ["", "+79161234567"],  # a hidden mobile copy of the field, left empty
+        ["+79161234567", " "],
+        ["+79161234567", "+79161234567"],
+        ["+79161234567", None],
+    ],
+)
+def test_a_contact_posted_twice_with_one_value_is_that_value(phone):
+    # Answered 422 "expected a single value, got several", which the visitor cannot fix: the lead was lost.
+    assert parse({"phone": phone, "name": ["Иван", ""]}).phone == "+79161234567"
+
+
+def test_a_contact_posted_twice_with_different_values_is_still_refused():
+    assert rejected({"phone": ["+79161234567", "+79161234568"]}).fields == {
+        "phone": "expected a single value, got several"
+    }
+    assert rejected({"phone": "+79161234567", "name": ["Иван", {"x": 1}]}).fields == {
+        "name": "expected a single value, got several"
+    }

@@ -410,7 +410,12 @@ def _multipart(body: bytes, content_type: str) -> dict[str, Any]:
 def _typed_value(value: Any) -> tuple[str | None, str | None]:
     """A contact field (what the visitor typed) as text, or the reason it is not acceptable."""
     if isinstance(value, list):
-        return None, "expected a single value, got several"
+        # A page with the field twice (a desktop and a mobile copy, one left empty) sends it twice: one value is
+        # one value. Only different values are a question for the visitor.
+        texts = {_scalar_text(item) for item in value} - {None, ""}
+        if len(texts) > 1 or _NOT_SCALAR in texts:
+            return None, "expected a single value, got several"
+        value = texts.pop() if texts else None
     scalar = _scalar_text(value)
     return (scalar, None) if scalar is not _NOT_SCALAR else (None, "expected text")
 
