@@ -198,7 +198,7 @@ def test_no_cors_when_nothing_is_allowed():
 def test_preflight_headers():
     assert cors_headers(request_from("https://example.com", "OPTIONS"), ALLOWED) == {
         "Access-Control-Allow-Origin": "https://example.com",
-        "Vary": "Origin",
+        "Vary": "Origin, Access-Control-Request-Headers",
         "Access-Control-Allow-Methods": "POST, OPTIONS",
         "Access-Control-Allow-Headers": "Content-Type",
         "Access-Control-Max-Age": "600",
@@ -249,3 +249,26 @@ def test_an_allowed_origin_is_matched_in_the_spelling_browsers_send(configured, 
 )
 def test_an_origin_in_another_spelling_is_not_echoed(origin):
     assert cors_headers(request_from(origin), ALLOWED) == {}
+
+
+@pytest.mark.parametrize(
+    ("requested", "allowed"),
+    [
+        ("content-type,x-requested-with", "content-type,x-requested-with"),  # Laravel's axios on every request
+        ("Content-Type, X-CSRF-Token", "Content-Type, X-CSRF-Token"),
+        (None, "Content-Type"),
+        ("", "Content-Type"),
+        ("x-a\r\nSet-Cookie: x=1", "Content-Type"),  # never echoed unless a clean list of names
+        ("x-a, ,x-b", "Content-Type"),
+        ("x" * 1001, "Content-Type"),
+    ],
+)
+def test_a_preflight_allows_the_headers_an_allowed_sites_script_asks_for(requested, allowed):
+    # Only Content-Type was allowed: a site whose script adds X-Requested-With failed its preflight, so the browser
+    # never sent the post.
+    request = request_from("https://example.com", "OPTIONS")
+    if requested is not None:
+        request.headers["access-control-request-headers"] = requested
+    headers = cors_headers(request, ALLOWED)
+    assert headers["Access-Control-Allow-Headers"] == allowed
+    assert headers["Vary"] == "Origin, Access-Control-Request-Headers"
