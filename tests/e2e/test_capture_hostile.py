@@ -340,3 +340,21 @@ def test_a_part_header_of_endless_parameters_is_answered_at_once(served, unit):
         served.form_url, data=body, headers={"Content-Type": "multipart/form-data; boundary=x"}, timeout=20
     )
     assert response.status_code == 202 or 400 <= response.status_code < 500, response.text
+
+
+@pytest.mark.parametrize("endpoint", ["javascript:alert(document.domain)//", "data:text/html,x", " javascript:x"])
+def test_the_demo_shop_takes_only_a_web_address_as_its_endpoint(served, endpoint):
+    # ?endpoint=javascript:… became the plain HTML form's action: script on the demo's origin when the form posts.
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip(f"no Chromium at {chromium}")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_context().new_page()
+            page.goto(f"{served.site}/demo/?endpoint={quote(endpoint, safe='')}")
+            action = page.get_attribute("#order", "action")
+            assert action == "http://127.0.0.1:3000/v1/forms/demo-lead/submissions"
+        finally:
+            browser.close()
