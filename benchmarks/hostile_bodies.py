@@ -34,6 +34,11 @@ def bodies() -> dict[str, tuple[bytes, str]]:
             + b"--x--",
             MULTIPART,
         ),
+        "multipart: near-miss delimiters": (
+            (b"--" + b"b" * 70 + b"\r\ncontent-disposition:form-data;name=c\r\n\r\n")
+            + (b"\r\n--" + b"b" * 69 + b"c") * 850,
+            "multipart/form-data; boundary=" + "b" * 70,
+        ),
         "multipart: 8000 header lines": (b"--x\r\n" + b"x-a: b\r\n" * 8000 + b"\r\n1\r\n--x--", MULTIPART),
         "urlencoded: 10 000 fields": (
             b"&".join(b"a%d=1" % i for i in range(10000))[:LIMIT],

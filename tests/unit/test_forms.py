@@ -1159,3 +1159,9 @@ def test_a_part_header_of_endless_parameters_is_read(unit):
     head = b"--x\r\ncontent-disposition:form-data" + unit * (60000 // len(unit)) + b";name=phone\r\n\r\n"
     body = head + b"+79161234567\r\n--x--"
     assert decode_body(body, "multipart/form-data;boundary=x", LIMIT) in ({"phone": "+79161234567"}, {})
+
+
+def test_the_boundary_inside_a_value_is_no_delimiter():
+    value = "see --XyZ here\r\n--XyZ-not-a-delimiter\r\n--XyZz"
+    body, content_type = multipart(("comment", value, None), ("phone", "+79161234567", None))
+    assert decode_body(body, content_type, LIMIT) == {"comment": value, "phone": "+79161234567"}

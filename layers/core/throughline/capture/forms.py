@@ -399,18 +399,18 @@ def _multipart(body: bytes, params: Mapping[str, str], charset: str) -> dict[str
     boundary = params.get("boundary")
     if not boundary:
         raise FormRejected(400, "malformed multipart body", {"body": "no parts found"})
-    chunks = body.split(b"--" + boundary.encode())
+    # A delimiter is the boundary at the start of a line, then "--" (the last one) or the end of that line: the same
+    # text inside a value is no delimiter. Bare line feeds are read as CRLF.
+    delimiter = re.compile(rb"(?:\A|\r?\n)--" + re.escape(boundary.encode()) + rb"(--|[ \t]*\r?\n)")
     fields: dict[str, list[str]] = {}
     closed = False
-    for chunk in chunks[1:]:
-        if chunk.startswith(b"--"):
-            closed = True
+    matches = list(delimiter.finditer(body))
+    for match, following in zip(matches, [*matches[1:], None], strict=False):
+        if match.group(1) == b"--" or following is None:
+            closed = match.group(1) == b"--"
             break
-        head, separator, payload = chunk.partition(b"\r\n\r\n")
-        if not separator:
-            head, separator, payload = chunk.partition(b"\n\n")
+        head, _, payload = _split_head(body[match.end() : following.start()])
         headers = _part_headers(head)
-        payload = payload.removesuffix(b"\r\n") if separator == b"\r\n\r\n" else payload.removesuffix(b"\n")
         media_type, part_params = _media_type(headers.get("content-type"))
         if media_type.startswith("multipart/"):
             raise FormRejected(400, "body is nested too deeply", {"body": "a part holds parts of its own"})
@@ -429,6 +429,15 @@ def _multipart(body: bytes, params: Mapping[str, str], charset: str) -> dict[str
     if not closed and not fields:
         raise FormRejected(400, "malformed multipart body", {"body": "no parts found"})
     return _flatten(fields)
+
+
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _split_head(part: bytes) -> tuple[bytes, bytes, bytes]:
+    """A part's headers, the empty line that ends them (CRLF or a bare line feed), and its content."""
+    end = _HEAD_END.search(part)
+    return (part, b"", b"") if end is None else (part[: end.start()], end.group(), part[end.end() :])
 
 
 def _part_headers(head: bytes) -> dict[str, str]:
