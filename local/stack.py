@@ -39,6 +39,7 @@ LOCAL_ENVIRONMENT = {
     "POWERTOOLS_SERVICE_NAME": "throughline-local",
 }
 _JSON = {"Content-Type": "application/json"}
+API_PAYLOAD_LIMIT = 10 * 1024 * 1024  # API Gateway's request payload quota
 _TEXT_TYPES = ("application/json", "application/x-www-form-urlencoded", "text/")
 
 
@@ -489,7 +490,14 @@ def _make_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
         def _dispatch(self) -> None:
             started = time.perf_counter()
             url = urlsplit(self.path)
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            length = (self.headers.get("Content-Length") or "0").strip()
+            if not (length.isascii() and length.isdigit()) or int(length) > API_PAYLOAD_LIMIT:
+                # What API Gateway answers; reading "-1" bytes waited for the client to hang up, holding a thread.
+                self.close_connection = True
+                too_large = length.isascii() and length.isdigit()
+                self._send(413 if too_large else 400, _JSON, b'{"message":"Bad Request"}')
+                return
+            body = self.rfile.read(int(length))
             try:
                 if url.path.startswith("/_local/invoke/") and self.command == "POST":
                     if not stack.is_own_request(self.headers):

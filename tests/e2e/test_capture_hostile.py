@@ -358,3 +358,17 @@ def test_the_demo_shop_takes_only_a_web_address_as_its_endpoint(served, endpoint
             assert action == "http://127.0.0.1:3000/v1/forms/demo-lead/submissions"
         finally:
             browser.close()
+
+
+@pytest.mark.parametrize(("length", "status"), [("-1", 400), ("abc", 400), ("１２", 400), (str(11 * 1024 * 1024), 413)])
+def test_a_bad_content_length_is_answered_at_once(served, length, status):
+    # int("-1") read until the client hung up: the thread (and the client) waited forever.
+    host, port = served.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            f"POST /v1/forms/landing/submissions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n\r\n".encode()
+            + b'{"phone": "+79261112250"}'
+        )
+        answer = connection.recv(1000).decode(errors="replace")
+    assert answer.startswith(f"HTTP/1.1 {status}"), answer
