@@ -1165,3 +1165,8 @@ def test_the_boundary_inside_a_value_is_no_delimiter():
     value = "see --XyZ here\r\n--XyZ-not-a-delimiter\r\n--XyZz"
     body, content_type = multipart(("comment", value, None), ("phone", "+79161234567", None))
     assert decode_body(body, content_type, LIMIT) == {"comment": value, "phone": "+79161234567"}
+
+
+def test_a_part_name_may_hold_any_character_but_a_line_break():
+    body, content_type = multipart(("вопрос\u2028второй\x85", "да", None), ("phone", "+79161234567", None))
+    assert decode_body(body, content_type, LIMIT)["вопрос\u2028второй\x85"] == "да"

@@ -443,7 +443,7 @@ def _split_head(part: bytes) -> tuple[bytes, bytes, bytes]:
 def _part_headers(head: bytes) -> dict[str, str]:
     """A part's header lines by lower-case name. Names in them are UTF-8 (browsers send them raw, RFC 7578 5.1)."""
     headers: dict[str, str] = {}
-    for line in head.decode("utf-8", "replace").splitlines():
+    for line in re.split(r"\r?\n", head.decode("utf-8", "replace")):  # not splitlines: U+2028 may be in a name
         name, colon, value = line.partition(":")
         if colon and name.strip():
             headers.setdefault(name.strip().lower(), value.strip())
