@@ -421,6 +421,13 @@ def test_first_spelling_of_a_field_wins():
     assert parse({"phone": "9161234567", "tel": "9031234567"}).phone == "+79161234567"
 
 
+def test_another_spelling_with_another_value_is_kept_in_the_comments():
+    # A second number the visitor typed under another name ("tel") vanished from the lead.
+    submission = parse({"phone": "9161234567", "tel": "9031234567", "Name": "Иван", "name": "Иван", "fio": "Пётр"})
+    assert (submission.phone, submission.name) == ("+79161234567", "Иван")
+    assert submission.extra == {"tel": "9031234567", "fio": "Пётр"}  # the same value again is no news
+
+
 def test_extra_fields_are_kept_and_checkbox_lists_joined():
     submission = parse(
         {

@@ -205,8 +205,8 @@ def parse_submission(
             errors[raw_name] = f"longer than {limit} characters"
         elif name in _KNOWN and name not in values:
             values[name], posted_as[name] = value, raw_name
-        elif name not in _KNOWN:
-            keep_extra(raw_name, value)
+        elif name not in _KNOWN or value != values[name]:
+            keep_extra(raw_name, value)  # another spelling of a field already given: the manager still sees it
 
     phone = _contact(values, "phone", lambda raw: normalize_phone(raw, default_region), errors, posted_as)
     email = _contact(values, "email", normalize_email, errors, posted_as)
