@@ -303,6 +303,12 @@ def test_tracking_values_are_cut_to_length_and_lists_give_their_first_value():
     assert submission.last_visit.utm_source == "vk"
 
 
+def test_a_tag_posted_twice_gives_its_first_nonempty_value():
+    # A site builder's empty hidden utm_source beside the snippet's: the empty one won and the lead lost its source.
+    submission = parse({"phone": "+79161234567", "utm_source": ["", "yandex"], "yclid": [" ", "42"]})
+    assert (submission.last_visit.utm_source, submission.click_ids) == ("yandex", {"yclid": "42"})
+
+
 @pytest.mark.parametrize("fields", [{}, {"name": "Иван"}, {"phone": "", "email": "   "}, {"phone": None}])
 def test_phone_or_email_required(fields):
     assert rejected(fields).fields == {

@@ -490,8 +490,8 @@ def _scripted_value(value: Any, *, first_of_many: bool) -> tuple[str | None, boo
     if scalar is not _NOT_SCALAR:
         return scalar, True
     if isinstance(value, list) and all(isinstance(item, str | int | float) for item in value):
-        if first_of_many:  # a tag posted twice (``utm_source=a&utm_source=b``): the first
-            return (_scalar_text(value[0]) if value else None), True
+        if first_of_many:  # a tag posted twice (``utm_source=a&utm_source=b``): the first one given
+            return next((text for text in map(_scalar_text, value) if text), None), True
         return ", ".join(str(_scalar_text(item)) for item in value), True  # a checkbox group
     return _text(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)), False
 
