@@ -238,6 +238,31 @@ def test_logs_never_show_the_phone_or_email(site):
     assert "secret.person" not in output
 
 
+def test_logs_never_show_the_phone_even_with_event_logging_switched_on(site, monkeypatch):
+    # POWERTOOLS_LOGGER_LOG_EVENT=true, the usual debugging switch, logged every event: phones and e-mails in clear.
+    import importlib
+
+    from throughline.observability import logger
+
+    app = importlib.import_module("functions.capture_form.app")
+    monkeypatch.setenv("POWERTOOLS_LOGGER_LOG_EVENT", "true")
+    importlib.reload(app)  # Powertools reads the switch when the handler is decorated
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    logger.addHandler(handler)
+    try:
+        response = requests.post(site.form_url, json={"phone": "+7 916 765-43-21", "email": "secret.person@example.ru"})
+    finally:
+        logger.removeHandler(handler)
+        monkeypatch.delenv("POWERTOOLS_LOGGER_LOG_EVENT")
+        importlib.reload(app)
+    assert response.status_code == 202
+    output = stream.getvalue()
+    assert "submission accepted" in output
+    assert "765-43-21" not in output and "secret.person" not in output
+
+
 def test_a_relative_next_goes_back_to_the_posting_site(site):
     form = {**PERSON, "_next": "/thanks.html"}
     response = requests.post(site.form_url, data=form, headers={"Origin": ORIGIN}, allow_redirects=False)
