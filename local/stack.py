@@ -487,6 +487,9 @@ def _make_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
         def do_DELETE(self) -> None:
             self._dispatch()
 
+        def do_PATCH(self) -> None:  # no route has it: API Gateway's 404, not http.server's HTML 501
+            self._dispatch()
+
         def _dispatch(self) -> None:
             started = time.perf_counter()
             url = urlsplit(self.path)

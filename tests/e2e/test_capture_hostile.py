@@ -372,3 +372,11 @@ def test_a_bad_content_length_is_answered_at_once(served, length, status):
         )
         answer = connection.recv(1000).decode(errors="replace")
     assert answer.startswith(f"HTTP/1.1 {status}"), answer
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+def test_other_methods_on_the_form_route_get_api_gateways_404(served, method):
+    response = requests.request(
+        method, served.form_url, data=b"phone=1", headers={"Content-Type": URLENCODED}, timeout=30
+    )
+    assert (response.status_code, response.json()) == (404, {"message": "Not Found"})
