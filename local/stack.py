@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import base64
 import importlib
+import ipaddress
 import json
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -39,6 +40,7 @@ LOCAL_ENVIRONMENT = {
     "POWERTOOLS_SERVICE_NAME": "throughline-local",
 }
 _JSON = {"Content-Type": "application/json"}
+API_PAYLOAD_LIMIT = 10 * 1024 * 1024  # API Gateway's request payload quota
 _TEXT_TYPES = ("application/json", "application/x-www-form-urlencoded", "text/")
 
 
@@ -212,10 +214,8 @@ class LocalStack:
         if not self.aws_endpoint_url:
             import logging
 
-            from moto.server import ThreadedMotoServer
-
             logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
-            self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            self._moto = _guarded_moto_server(ip_address="127.0.0.1", port=0, verbose=False)
             self._moto.start()
             host, port = self._moto.get_host_and_port()
             self.aws_endpoint_url = f"http://{host}:{port}"
@@ -312,12 +312,8 @@ class LocalStack:
             self.log(f"{source.function}: {len(messages)} messages, {len(failed)} to retry")
 
     def is_own_request(self, headers: Mapping[str, str]) -> bool:
-        """Not a browser's cross-site request: no ``Origin`` (curl, scripts, tests) or the stack's own loopback
-        origin, and no ``Sec-Fetch-Site`` other than same-origin or none (typed in, a bookmark)."""
-        origin = headers.get("Origin")
-        if origin is not None and origin.rstrip("/") not in self._own_origins():
-            return False
-        return headers.get("Sec-Fetch-Site", "none") in ("same-origin", "none")
+        """Not a browser's request from another site (see ``is_browser_request_from_elsewhere``)."""
+        return not is_browser_request_from_elsewhere(headers, self._own_origins())
 
     def _own_origins(self) -> set[str]:
         origins = {self.url}
@@ -332,6 +328,70 @@ class LocalStack:
             if parameters is not None:
                 return candidate, parameters
         return None
+
+
+def is_browser_request_from_elsewhere(headers: Mapping[str, str], own_origins: Collection[str] = ()) -> bool:
+    """A request a web page made, not the developer: refused by everything the local stack serves beside the API.
+
+    That is an ``Origin`` other than ``own_origins``, a ``Sec-Fetch-Site`` other than same-origin or none (typed in,
+    a bookmark), or a ``Host`` that is a DNS name other than localhost: a DNS-rebinding page (``evil.example`` made
+    to resolve to 127.0.0.1) is same-origin to the browser, and its GETs carry no ``Origin``. curl, scripts, tests and
+    the AWS SDK send no ``Origin`` and reach us by IP or localhost, so they pass.
+    """
+    origin = headers.get("Origin")
+    if origin is not None and origin.rstrip("/") not in own_origins:
+        return True
+    if headers.get("Sec-Fetch-Site", "none") not in ("same-origin", "none"):
+        return True
+    host = headers.get("Host")
+    return host is not None and not _is_loopback_or_ip(host)
+
+
+def _is_loopback_or_ip(host: str) -> bool:
+    try:
+        name = urlsplit(f"//{host.strip()}").hostname or ""
+    except ValueError:
+        return False
+    if name == "localhost" or name.endswith(".localhost"):  # .localhost: boto3's virtual-hosted S3 buckets
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class _GuardedMoto:
+    """WSGI middleware in front of the moto server. moto answers CORS for any origin and needs no signature, so
+    without this any web page the developer opens could read the stack's secret (PERSON_KEY_SECRET, the webhook) and
+    the raw submissions in S3, or send messages into the writes queue: no browser has business with our AWS."""
+
+    def __init__(self, app: Callable[..., Any]):
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        headers = {
+            key[5:].replace("_", "-").title(): value for key, value in environ.items() if key.startswith("HTTP_")
+        }
+        if is_browser_request_from_elsewhere(headers):
+            start_response("403 Forbidden", [("Content-Type", "application/json")])
+            return [b'{"error": "browsers may not call the local AWS endpoint"}']
+        return self.app(environ, start_response)
+
+
+def _guarded_moto_server(**options: Any) -> Any:
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    class GuardedMotoServer(ThreadedMotoServer):
+        def _server_entry(self) -> None:  # moto's own, with the guard around its application
+            app = _GuardedMoto(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return GuardedMotoServer(**options)
 
 
 def sqs_record(message: Mapping[str, Any], source: QueueSource) -> dict[str, Any]:
@@ -430,10 +490,20 @@ def _make_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
         def do_DELETE(self) -> None:
             self._dispatch()
 
+        def do_PATCH(self) -> None:  # no route has it: API Gateway's 404, not http.server's HTML 501
+            self._dispatch()
+
         def _dispatch(self) -> None:
             started = time.perf_counter()
             url = urlsplit(self.path)
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            length = (self.headers.get("Content-Length") or "0").strip()
+            if not (length.isascii() and length.isdigit()) or int(length) > API_PAYLOAD_LIMIT:
+                # What API Gateway answers; reading "-1" bytes waited for the client to hang up, holding a thread.
+                self.close_connection = True
+                too_large = length.isascii() and length.isdigit()
+                self._send(413 if too_large else 400, _JSON, b'{"message":"Bad Request"}')
+                return
+            body = self.rfile.read(int(length))
             try:
                 if url.path.startswith("/_local/invoke/") and self.command == "POST":
                     if not stack.is_own_request(self.headers):

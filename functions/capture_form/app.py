@@ -10,18 +10,29 @@ from __future__ import annotations
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
-from throughline.adapters.http import HttpRequest, cors_headers, empty_response, json_response
+from throughline.adapters.http import (
+    HttpRequest,
+    UnreadableRequest,
+    cors_headers,
+    empty_response,
+    json_response,
+)
 from throughline.capture.forms import FormRejected
 from throughline.capture.receive import capture_from_settings
 from throughline.config import get_settings
 from throughline.observability import logger, metrics
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+# log_event=False whatever POWERTOOLS_LOGGER_LOG_EVENT says: the event holds the phone and e-mail unmasked.
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: object) -> dict:
     settings = get_settings()
-    request = HttpRequest.from_event(event)
+    try:
+        request = HttpRequest.from_event(event)
+    except UnreadableRequest as unreadable:
+        metrics.add_metric(name="SubmissionsRejected", unit=MetricUnit.Count, value=1)
+        return json_response(400, {"error": "request could not be read", "fields": {"body": str(unreadable)}})
     cors = cors_headers(request, settings.allowed_origins)
     if request.method == "OPTIONS":
         metrics.add_metric(name="PreflightsAnswered" if cors else "PreflightsRefused", unit=MetricUnit.Count, value=1)

@@ -26,6 +26,10 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 PERSON = {"name": "Мария", "phone": "+7 (926) 111-22-33"}
 URLENCODED = "application/x-www-form-urlencoded"
+# moto checks no signature: a made-up Authorization header names the service, and that is all it needs.
+FORGED_SIGNATURE = (
+    "AWS4-HMAC-SHA256 Credential=x/20260101/eu-central-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=0"
+)
 # Runs capture_form once; a 422 (no phone or e-mail) proves it ran without writing anything.
 INVOKE_EVENT = {
     "version": "2.0",
@@ -43,8 +47,8 @@ def free_port() -> int:
 
 
 class Served:
-    def __init__(self, url: str, site: str, sandbox: str):
-        self.url, self.site, self.sandbox = url, site, sandbox
+    def __init__(self, url: str, site: str, sandbox: str, aws: str):
+        self.url, self.site, self.sandbox, self.aws = url, site, sandbox, aws
         self.form_url = f"{url}/v1/forms/landing/submissions"
 
     def leads(self) -> list[dict]:
@@ -85,9 +89,10 @@ def served() -> Iterator[Served]:
         process.kill()
         pytest.fail("local.serve did not start:\n" + "".join(banner))
     sandbox = re.search(r"sandbox state: (http://127\.0\.0\.1:\d+)/_sandbox/state", "".join(banner)).group(1)
+    aws = re.search(r"AWS \(moto\): (http://127\.0\.0\.1:\d+)", "".join(banner)).group(1)
     # Keep reading what it prints (tracebacks included): a full pipe would block the stack mid-request.
     threading.Thread(target=lambda: collections.deque(process.stdout, maxlen=0), daemon=True).start()
-    yield Served(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{site_port}", sandbox)
+    yield Served(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{site_port}", sandbox, aws)
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=30)
 
@@ -137,6 +142,9 @@ def test_each_unreadable_body_gets_a_4xx_that_names_the_problem(served, name, bo
         ("an unreadable referrer", b'{"phone": "+79261112204", "referrer": "http://["}', "text/plain"),
         ("a tag as an object", json.dumps({"phone": "+79261112205", "utm_source": {"v": 1}}).encode(), "text/plain"),
         ("an unreadable _next", b"phone=%2B79261112206&_next=https%3A%2F%2F%5B", URLENCODED),
+        ("a field twice, one copy empty", b"phone=&phone=%2B79261112207&name=%D0%98&name=", URLENCODED),
+        ("a byte order mark", b"\xef\xbb\xbf" + json.dumps({"phone": "+79261112208"}).encode(), "application/json"),
+        ("60 quiz answers", ("phone=%2B79261112209&" + "&".join(f"q{i}=1" for i in range(60))).encode(), URLENCODED),
     ],
 )
 def test_odd_but_harmless_posts_are_accepted(served, name, body, content_type):
@@ -208,6 +216,7 @@ def test_a_first_visit_in_year_one_is_accepted_and_kept_in_the_leads_comments(se
         {"Origin": "http://127.0.0.1:1"},  # another local origin (the demo shop is one)
         {"Sec-Fetch-Site": "cross-site"},
         {"Sec-Fetch-Site": "same-site"},  # another port on the same host
+        {"Host": "rebind.example:3000", "Sec-Fetch-Site": "same-origin"},  # DNS rebinding: same-origin to the browser
     ],
 )
 def test_a_cross_site_browser_request_may_not_invoke_functions(served, headers):
@@ -257,3 +266,117 @@ def test_the_demo_shop_does_not_remember_an_endpoint_from_its_address(served):
             assert action == "http://127.0.0.1:3000/v1/forms/demo-lead/submissions"  # the page's own endpoint
         finally:
             browser.close()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example.com"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},  # an <img> or a form: no Origin on a GET
+        {"Host": "rebind.example"},  # DNS rebinding: the page's own origin, so no Origin on a GET either
+    ],
+)
+def test_a_web_page_cannot_read_the_stacks_secret_or_bucket_through_the_local_aws_endpoint(served, headers):
+    # moto answers CORS for any origin and checks no signature: a page the developer opened could read
+    # PERSON_KEY_SECRET (and a sandbox webhook) with a made-up Authorization header, list the raw submissions in S3,
+    # or send messages into the writes queue.
+    read_secret = requests.post(
+        served.aws,
+        data=json.dumps({"SecretId": "throughline-local-secrets"}),
+        headers={
+            "Authorization": FORGED_SIGNATURE,
+            "X-Amz-Target": "secretsmanager.GetSecretValue",
+            "Content-Type": "application/x-amz-json-1.1",
+            **headers,
+        },
+        timeout=30,
+    )
+    assert read_secret.status_code == 403 and "PERSON_KEY_SECRET" not in read_secret.text
+    preflight = requests.options(
+        served.aws,
+        headers={"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-amz-target", **headers},
+        timeout=30,
+    )
+    assert "Access-Control-Allow-Origin" not in preflight.headers
+    listing = requests.get(served.aws, headers=headers, timeout=30)
+    assert listing.status_code == 403 and "Bucket" not in listing.text
+
+
+def test_the_sdk_still_reaches_the_local_aws_endpoint(served):
+    answer = requests.post(
+        served.aws,
+        data=json.dumps({"SecretId": "throughline-local-secrets"}),
+        headers={
+            "Authorization": FORGED_SIGNATURE,
+            "X-Amz-Target": "secretsmanager.GetSecretValue",
+            "Content-Type": "application/x-amz-json-1.1",
+        },
+        timeout=30,
+    )
+    assert answer.status_code == 200 and "PERSON_KEY_SECRET" in answer.json()["SecretString"]
+
+
+def test_a_form_with_its_honeypot_twice_still_makes_a_lead(served):
+    # A page with the hidden field twice posts two empty values: a person, not a bot (it was dropped as spam, with
+    # a 202 that told nobody).
+    posts = [
+        (b"phone=%2B79261112230&_gotcha=&_gotcha=", URLENCODED),
+        (json.dumps({"phone": "+79261112231", "_gotcha": {"value": " "}}).encode(), "application/json"),
+    ]
+    for body, content_type in posts:
+        response = requests.post(served.form_url, data=body, headers={"Content-Type": content_type}, timeout=30)
+        assert response.status_code == 202
+    assert {"+79261112230", "+79261112231"} <= set(served.wait_for_leads({"+79261112230", "+79261112231"}))
+
+
+@pytest.mark.parametrize("unit", [b";", b';a="b"'])
+def test_a_part_header_of_endless_parameters_is_answered_at_once(served, unit):
+    # One 64 KiB part header of ";;;…" cost the email package's parser 90 s of CPU: past the function's 10 s
+    # timeout (a 5xx for bad input), and a few such posts a second starved every real one.
+    head = b"--x\r\ncontent-disposition:form-data" + unit * (60000 // len(unit)) + b";name=phone\r\n\r\n"
+    body = head + b"+79261112240\r\n--x--\r\n"
+    response = requests.post(
+        served.form_url, data=body, headers={"Content-Type": "multipart/form-data; boundary=x"}, timeout=20
+    )
+    assert response.status_code == 202 or 400 <= response.status_code < 500, response.text
+
+
+@pytest.mark.parametrize("endpoint", ["javascript:alert(document.domain)//", "data:text/html,x", " javascript:x"])
+def test_the_demo_shop_takes_only_a_web_address_as_its_endpoint(served, endpoint):
+    # ?endpoint=javascript:… became the plain HTML form's action: script on the demo's origin when the form posts.
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip(f"no Chromium at {chromium}")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_context().new_page()
+            page.goto(f"{served.site}/demo/?endpoint={quote(endpoint, safe='')}")
+            action = page.get_attribute("#order", "action")
+            assert action == "http://127.0.0.1:3000/v1/forms/demo-lead/submissions"
+        finally:
+            browser.close()
+
+
+@pytest.mark.parametrize(("length", "status"), [("-1", 400), ("abc", 400), ("１２", 400), (str(11 * 1024 * 1024), 413)])
+def test_a_bad_content_length_is_answered_at_once(served, length, status):
+    # int("-1") read until the client hung up: the thread (and the client) waited forever.
+    host, port = served.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            f"POST /v1/forms/landing/submissions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n\r\n".encode()
+            + b'{"phone": "+79261112250"}'
+        )
+        answer = connection.recv(1000).decode(errors="replace")
+    assert answer.startswith(f"HTTP/1.1 {status}"), answer
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+def test_other_methods_on_the_form_route_get_api_gateways_404(served, method):
+    response = requests.request(
+        method, served.form_url, data=b"phone=1", headers={"Content-Type": URLENCODED}, timeout=30
+    )
+    assert (response.status_code, response.json()) == (404, {"message": "Not Found"})

@@ -238,6 +238,31 @@ def test_logs_never_show_the_phone_or_email(site):
     assert "secret.person" not in output
 
 
+def test_logs_never_show_the_phone_even_with_event_logging_switched_on(site, monkeypatch):
+    # POWERTOOLS_LOGGER_LOG_EVENT=true, the usual debugging switch, logged every event: phones and e-mails in clear.
+    import importlib
+
+    from throughline.observability import logger
+
+    app = importlib.import_module("functions.capture_form.app")
+    monkeypatch.setenv("POWERTOOLS_LOGGER_LOG_EVENT", "true")
+    importlib.reload(app)  # Powertools reads the switch when the handler is decorated
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    logger.addHandler(handler)
+    try:
+        response = requests.post(site.form_url, json={"phone": "+7 916 765-43-21", "email": "secret.person@example.ru"})
+    finally:
+        logger.removeHandler(handler)
+        monkeypatch.delenv("POWERTOOLS_LOGGER_LOG_EVENT")
+        importlib.reload(app)
+    assert response.status_code == 202
+    output = stream.getvalue()
+    assert "submission accepted" in output
+    assert "765-43-21" not in output and "secret.person" not in output
+
+
 def test_a_relative_next_goes_back_to_the_posting_site(site):
     form = {**PERSON, "_next": "/thanks.html"}
     response = requests.post(site.form_url, data=form, headers={"Origin": ORIGIN}, allow_redirects=False)
@@ -260,3 +285,26 @@ def test_a_post_from_an_unlisted_origin_is_kept_and_reported(site):
     assert len(queued(site)) == 1  # nothing lost
     assert "form posted from an origin not in ALLOWED_ORIGINS" in stream.getvalue()
     assert "https://forgotten.example.ru" in stream.getvalue()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"body": "!!!notbase64", "isBase64Encoded": True},
+        {"body": {"phone": "+79161234567"}},
+        {"body": '{"phone": "+79161234567", "name": "\ud83d"}'},  # a lone surrogate in a direct invocation's text
+    ],
+)
+def test_an_unreadable_event_is_a_400_not_a_function_error(site, overrides):
+    # A function error is API Gateway's 500; invalid base64 raised binascii.Error out of the handler.
+    event = {
+        "version": "2.0",
+        "requestContext": {"http": {"method": "POST", "path": "/v1/forms/contact/submissions"}},
+        "pathParameters": {"form_id": "contact"},
+        "headers": {"content-type": "application/json"},
+        **overrides,
+    }
+    response = site.invoke("capture_form", event)
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["fields"]["body"]
+    assert queued(site) == []

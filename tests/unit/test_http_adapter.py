@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from throughline.adapters.http import HttpRequest, cors_headers, empty_response, json_response
+from throughline.adapters.http import HttpRequest, UnreadableRequest, cors_headers, empty_response, json_response
 
 ALLOWED = ("https://example.com", "https://www.example.com")
 
@@ -68,6 +68,29 @@ def test_from_event_base64_body():
     assert request.body == raw
     request = HttpRequest.from_event(v2_event(body=base64.b64encode(binary).decode(), isBase64Encoded=True))
     assert request.body == binary
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"body": "!!!notbase64", "isBase64Encoded": True},  # binascii.Error escaped: a function error, a 500
+        {"body": "YWJj=", "isBase64Encoded": True},  # excess padding was read as "abc"
+        {"body": "YW Jj", "isBase64Encoded": True},
+        {"body": {"phone": "+79161234567"}},  # a direct invocation with the body as an object
+        {"body": 42},
+    ],
+)
+def test_an_unreadable_event_body_is_refused_as_such(overrides):
+    with pytest.raises(UnreadableRequest):
+        HttpRequest.from_event(v2_event(**overrides))
+
+
+def test_odd_event_parts_are_read_without_failing():
+    request = HttpRequest.from_event(
+        v2_event(body='{"name": "\ud83d"}', headers={"Origin": None, "X-Count": 3, "Content-Type": "text/plain"})
+    )
+    assert request.headers == {"x-count": "3", "content-type": "text/plain"}
+    assert request.body == b'{"name": "\xed\xa0\xbd"}'  # no UTF-8: the body's reader refuses it with a 400
 
 
 def test_header_names_are_lower_cased_and_values_kept():
@@ -175,7 +198,7 @@ def test_no_cors_when_nothing_is_allowed():
 def test_preflight_headers():
     assert cors_headers(request_from("https://example.com", "OPTIONS"), ALLOWED) == {
         "Access-Control-Allow-Origin": "https://example.com",
-        "Vary": "Origin",
+        "Vary": "Origin, Access-Control-Request-Headers",
         "Access-Control-Allow-Methods": "POST, OPTIONS",
         "Access-Control-Allow-Headers": "Content-Type",
         "Access-Control-Max-Age": "600",
@@ -194,3 +217,58 @@ def test_cors_from_a_real_event():
         "Vary": "Origin",
         "Access-Control-Expose-Headers": "Retry-After",
     }
+
+
+@pytest.mark.parametrize(
+    ("configured", "origin"),
+    [
+        ("https://Shop.Example.ru/", "https://shop.example.ru"),  # copied from the address bar
+        ("https://shop.example.ru:443", "https://shop.example.ru"),  # the default port spelled out
+        ("https://shop.example.ru/landing?utm_source=x", "https://shop.example.ru"),  # a page, not an origin
+        (" HTTPS://shop.example.ru ", "https://shop.example.ru"),
+        ("https://пример.рф", "https://xn--e1afmkfd.xn--p1ai"),  # what a browser sends for an IDN host
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+    ],
+)
+def test_an_allowed_origin_is_matched_in_the_spelling_browsers_send(configured, origin):
+    # Compared as typed, a listed site got no CORS headers: its JSON posts failed their preflight and never arrived.
+    allowed = ("https://[", configured)  # an unreadable entry spoils no other
+    assert cors_headers(request_from(origin), allowed)["Access-Control-Allow-Origin"] == origin
+    assert cors_headers(request_from(origin, "OPTIONS"), allowed)["Access-Control-Allow-Origin"] == origin
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://Example.com",  # not how a browser spells it: never echoed
+        "https://example.com/",
+        "https://example.com:443",
+        "https://example.com\r\nSet-Cookie: x=1",
+        "https://user@example.com",
+    ],
+)
+def test_an_origin_in_another_spelling_is_not_echoed(origin):
+    assert cors_headers(request_from(origin), ALLOWED) == {}
+
+
+@pytest.mark.parametrize(
+    ("requested", "allowed"),
+    [
+        ("content-type,x-requested-with", "content-type,x-requested-with"),  # Laravel's axios on every request
+        ("Content-Type, X-CSRF-Token", "Content-Type, X-CSRF-Token"),
+        (None, "Content-Type"),
+        ("", "Content-Type"),
+        ("x-a\r\nSet-Cookie: x=1", "Content-Type"),  # never echoed unless a clean list of names
+        ("x-a, ,x-b", "Content-Type"),
+        ("x" * 1001, "Content-Type"),
+    ],
+)
+def test_a_preflight_allows_the_headers_an_allowed_sites_script_asks_for(requested, allowed):
+    # Only Content-Type was allowed: a site whose script adds X-Requested-With failed its preflight, so the browser
+    # never sent the post.
+    request = request_from("https://example.com", "OPTIONS")
+    if requested is not None:
+        request.headers["access-control-request-headers"] = requested
+    headers = cors_headers(request, ALLOWED)
+    assert headers["Access-Control-Allow-Headers"] == allowed
+    assert headers["Vary"] == "Origin, Access-Control-Request-Headers"

@@ -4,7 +4,9 @@
 // still posts if the snippet fails to load.
 (() => {
   'use strict';
-  const endpoint = new URLSearchParams(location.search).get('endpoint');
+  // Only a web address: `?endpoint=javascript:…` became the plain form's action, script run on submit.
+  const webAddress = (text) => { try { return /^https?:$/.test(new URL(text).protocol) ? text : null; } catch (e) { return null; } };
+  const endpoint = webAddress(new URLSearchParams(location.search).get('endpoint') || '');
   try {
     localStorage.removeItem('throughline-demo:endpoint'); // what older versions of this demo remembered
   } catch (e) { /* storage blocked: nothing was remembered either */ }
