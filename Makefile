@@ -75,11 +75,13 @@ build: $(VENV_SAM)/.installed ## `sam build` (needs python3.13; builds arm64 whe
 	@test -n "$(PYTHON313)" || { echo "sam build needs python3.13 on PATH (pyenv: PYENV_VERSION=3.13.0)"; exit 1; }
 	PATH="$(dir $(PYTHON313)):$$PATH" AWS_DEFAULT_REGION=eu-central-1 $(SAM) build
 
-bench: venv ## Cold start and CPU per submission; spend import and attribution at scale (prints figures)
+bench: venv ## Cold start, CPU per submission, spend import, attribution and the report at scale, snippet size (figures)
 	PYTHONPATH=layers/core:. $(PY) -m benchmarks.handlers $(BENCH_ARGS)
 	PYTHONPATH=layers/core:. $(PY) -m benchmarks.spend $(BENCH_ARGS)
 	PYTHONPATH=layers/core:. $(PY) -m benchmarks.attribution $(BENCH_ARGS)
+	PYTHONPATH=layers/core:. $(PY) -m benchmarks.report $(BENCH_ARGS)
 	PYTHONPATH=. $(PY) -m benchmarks.snippet_size $(BENCH_ARGS)
+	PYTHONPATH=layers/core:. $(PY) -m benchmarks.hostile_bodies $(BENCH_ARGS)
 
 bitrix-setup: venv ## Create the journey field on leads and deals (idempotent); print the source dictionary
 	PYTHONPATH=layers/core $(PY) -m throughline bitrix-setup

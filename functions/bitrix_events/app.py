@@ -17,7 +17,8 @@ from throughline.journey.events import EventRejected, receive_event
 from throughline.observability import logger, metrics
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+# log_event=False whatever POWERTOOLS_LOGGER_LOG_EVENT says: the body carries the application token.
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: object) -> dict:
     request = HttpRequest.from_event(event)

@@ -22,7 +22,8 @@ class WriteFailed(Exception):
     """Reported for a message whose write did not succeed; the queue brings it back later."""
 
 
-@logger.inject_lambda_context
+# log_event=False whatever POWERTOOLS_LOGGER_LOG_EVENT says: queued submissions hold phones and e-mails unmasked.
+@logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict, context: object) -> dict:
