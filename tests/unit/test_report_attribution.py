@@ -102,6 +102,23 @@ def scenario():
     return [lead_a, lead_b, lead_c], [deal_a, deal_b, deal_c, lost], export(touches, entities)
 
 
+def test_the_persons_replies_in_the_sales_process_take_no_credit() -> None:
+    """An incoming call or e-mail on a record already being sold (channel offline / email in the export) is the
+    sales process: last click stays with the ad that brought the person, not with whoever phoned last."""
+    won_lead = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc")
+    won = deal(won_lead, won=True, amount="1000", day="2026-11-10")
+    touches = [
+        touch("P1", "2026-11-01T09:00:00Z", "paid_search", kind="form", source="yandex"),
+        touch("P1", "2026-11-04T09:00:00Z", "offline", kind="incoming_call", source="phone"),
+        touch("P1", "2026-11-05T09:00:00Z", "email", kind="incoming_email", source="email"),
+        touch("P1", "2026-11-06T09:00:00Z", "messenger", kind="chat", source="telegram"),
+    ]
+    entities = [entity("lead", won_lead["ID"], "P1"), entity("deal", won["ID"], "P1", won_lead["ID"])]
+    report = build([won_lead], [won], export(touches, entities))
+    assert credit(report, "last_click") == {"paid_search": (1, Decimal("1000"))}
+    assert report.attribution.touches == 1
+
+
 def test_paths_from_export_lines_and_won_deals() -> None:
     leads, deals, objects = scenario()
     report = build(leads, deals, objects)

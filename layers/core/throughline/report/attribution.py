@@ -1,8 +1,11 @@
 """roi.json's ``attribution`` and ``cohorts`` sections: the journey export meets the period's won deals.
 
 - Touches come from the journey export (``journey/export.py``): ``journeys/latest.json`` names the snapshot's parts,
-  read one at a time. Sales-side touches (channel ``crm``: calls we made, stages, the win itself) take no credit;
-  direct visits stay (last non-direct needs them).
+  read one at a time. Only marketing touches take credit: the site's visits, forms and repeat requests, and the
+  first touch of a record typed in the CRM (its source: an ad, a call, an e-mail). Activities on a record already in
+  the sales process — our calls, e-mails and meetings, and the person's replies to them (incoming calls, e-mails,
+  chats), stage moves, the win itself — are the sales process, not a channel, and take no credit (else last click
+  would hand the deal to whoever phoned last). Direct visits stay (last non-direct needs them).
 - Conversions are the period's won deals whose revenue converted into the report currency: exactly the deals behind
   the headline revenue, so every model's total equals it to the kopeck.
 - A deal's person: its line in ``entities.json.gz`` (the export resolves it through the deal's lead or contact),
@@ -42,6 +45,8 @@ from throughline.report.models import AttributionRow, AttributionSection, Cohort
 
 LATEST_KEY = "journeys/latest.json"
 SALES_CHANNEL = "crm"  # sales-side touches in the journey export: not a marketing channel
+# Journey-export kinds that are marketing touches (journey/export.py lists them all); the rest are the sales process.
+MARKETING_KINDS = frozenset({"first_visit", "form", "repeat_request", "crm_lead", "crm_deal"})
 UNTRACKED_LABEL = "Без касаний"
 
 
@@ -94,7 +99,7 @@ class Journeys:
                     if deal not in self.won_at or at > self.won_at[deal]:
                         self.won_at[deal] = at
                 person, channel = line.get("person_key"), line.get("channel")
-                if not person or not channel or channel == SALES_CHANNEL:
+                if not person or not channel or channel == SALES_CHANNEL or line.get("kind") not in MARKETING_KINDS:
                     continue
                 source, campaign = line.get("source") or "", line.get("campaign") or ""
                 yield TouchPoint(person, _at(line["at"]), name(channel, channel), name(source, source),
