@@ -131,6 +131,7 @@ class Outcome:
     lead_id: int | None = None  # the lead (classic mode) or the deal (simple mode) written
     error: BaseException | None = None
     in_doubt: bool = False  # the write may have run although we saw an error: never repeat it in this invocation
+    entity: str | None = None  # the journey store's key of the record written: LEAD#<id>, or DEAL#<id> in simple mode
 
     @property
     def retry_at(self) -> float | None:
@@ -668,7 +669,14 @@ class LeadWriter:
             except Exception as error:  # written, but our bookkeeping failed: a retry finds it and finishes
                 logger.error("bookkeeping failed", extra={"submission_id": item.submission_id}, exc_info=True)
                 outcomes[item.submission_id] = Outcome(item.submission_id, False, "failed", plan.entity_id, error)
-        self._add_comments(comments, entity)
+        for submission_id, error in self._add_comments(comments, entity).items():
+            # Its line is in but its notice surely never ran: the message comes back, and the retry finds the line
+            # applied and sends only the notice.
+            entity_id = outcomes[submission_id].lead_id if submission_id in outcomes else None
+            outcomes[submission_id] = Outcome(submission_id, False, "failed", entity_id, error)
+        for outcome in outcomes.values():
+            if outcome.lead_id is not None:
+                outcome.entity = prefix.format(outcome.lead_id)  # a deal's number may also be some lead's number
         return outcomes
 
     def _send(self, commands: dict[str, tuple[str, dict[str, Any]]]) -> BatchResult:
@@ -677,11 +685,14 @@ class LeadWriter:
         self._sent = True  # from here on, an error leaves the outcome in doubt
         return self.bitrix.batch(commands)
 
-    def _add_comments(self, comments: list[tuple[_Plan, str]], entity: str) -> None:
+    def _add_comments(self, comments: list[tuple[_Plan, str]], entity: str) -> dict[str, BaseException]:
         """The manager's timeline notice of a repeat request, sent only once its line is in the field, and at most
-        once: it is marked sent whatever the answer (a lost answer is a missing notice, never a double one)."""
+        once: a notice that may have run (a lost answer) or that the portal refused is marked sent (a missing notice,
+        never a double one). A notice that surely never ran and may run later (no connection, the leaky bucket, the
+        operating-time block, the deadline) is not: its submission id and error are returned, so its message comes
+        back and the retry sends it."""
         if not comments:
-            return
+            return {}
         commands = {
             f"comment{index}": (
                 "crm.timeline.comment.add",
@@ -694,14 +705,19 @@ class LeadWriter:
             errors = dict(self.bitrix.batch(commands).errors)
         except BitrixError as error:
             errors = dict.fromkeys(commands, error)
-        finally:
-            for index, (plan, prefix) in enumerate(comments):
-                try:
-                    self._mark_repeat(plan, prefix, APPLIED, comment="sent")
-                except Exception:
-                    logger.warning("comment state not stored", extra={"entity_id": plan.entity_id}, exc_info=True)
-                if f"comment{index}" in errors:
-                    logger.warning("timeline comment not added", extra={"entity_id": plan.entity_id})
+        unsent: dict[str, BaseException] = {}
+        for index, (plan, prefix) in enumerate(comments):
+            error = errors.get(f"comment{index}")
+            if error is not None:
+                logger.warning("timeline comment not added", extra={"entity_id": plan.entity_id, "error": str(error)})
+                if getattr(error, "retryable", False) and not getattr(error, "maybe_executed", True):
+                    unsent[plan.item.submission_id] = error
+                    continue
+            try:
+                self._mark_repeat(plan, prefix, APPLIED, comment="sent")
+            except Exception:
+                logger.warning("comment state not stored", extra={"entity_id": plan.entity_id}, exc_info=True)
+        return unsent
 
     # -- details --------------------------------------------------------------------------------------------------
 
