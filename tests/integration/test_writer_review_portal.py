@@ -129,3 +129,26 @@ def test_a_simple_mode_deal_is_never_filed_as_the_lead_of_the_same_number(stack)
     by_id = {str(lead["ID"]): lead for lead in stack.sandbox.entities("lead")}
     assert by_id[str(stranger["ID"])][JOURNEY] == stranger[JOURNEY]  # no stranger's line in it
     assert [p["VALUE"] for p in by_id[str(stranger["ID"])]["PHONE"]] == ["+79160009101"]
+
+
+def test_a_simple_mode_deal_is_never_written_without_the_contact_that_holds_the_phone(make_stack):
+    # In simple mode the phone and e-mail live on the contact; the deal only links it. Contact and deal went in one
+    # batch (halt=0, CONTACT_ID = $result[contact…]): when the contact add failed, the portal ran the deal add with
+    # an empty reference, and the deal was reported created without any way to reach the customer.
+    stack = make_stack(poll_queues=False, sandbox_options={"crm_mode": "simple"})
+    post(stack, {"name": "Пётр", "phone": "+79160009303", "utm_source": "yandex", "utm_medium": "cpc"})
+
+    def refuse_the_contact(session, url, kwargs, hits):
+        if hits > 1:
+            return session.post(url, **kwargs)
+        text = json.dumps(kwargs["json"]).replace("crm.contact.add?", "crm.contact.refused?")
+        return session.post(url, **{**kwargs, "json": json.loads(text)})
+
+    session = Session("crm.contact.add", refuse_the_contact)
+    history = deliver_until_done(receive(stack), session)
+    assert session.hits >= 1
+    assert all(outcome.ok for outcome in history[-1])
+    [deal] = stack.sandbox.entities("deal")
+    contacts = {str(contact["ID"]): contact for contact in stack.sandbox.entities("contact")}
+    assert str(deal.get("CONTACT_ID") or "") in contacts
+    assert [p["VALUE"] for p in contacts[str(deal["CONTACT_ID"])]["PHONE"]] == ["+79160009303"]

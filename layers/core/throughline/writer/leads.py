@@ -602,8 +602,14 @@ class LeadWriter:
         targeted: set[int] = set()
         comments: list[tuple[_Plan, str]] = []
         pending_repeats: list[_Plan] = []
+        if mode == SIMPLE:
+            # The phone and e-mail live on the contact: a deal is written only once its contact exists (in one
+            # batch, a failed contact add would leave the deal's $result reference empty and the deal unreachable).
+            outcomes |= self._add_contacts([plan for plan in plans if not plan.done and not plan.repeat])
         for index, plan in enumerate(plans):
             item = plan.item
+            if item.submission_id in outcomes:
+                continue
             if plan.done:
                 self._record_new(prefix.format(plan.entity_id), item)  # created earlier, its answer lost
                 outcomes[item.submission_id] = Outcome(item.submission_id, True, "already_done", plan.entity_id)
@@ -626,10 +632,7 @@ class LeadWriter:
                 pending_repeats.append(plan)
             else:
                 fields = {**item.fields}
-                if mode == SIMPLE and not plan.contact_id:
-                    commands[f"contact{index}"] = ("crm.contact.add", {"fields": item.contact_fields})
-                    fields["CONTACT_ID"] = f"$result[contact{index}]"
-                elif plan.contact_id:
+                if plan.contact_id:
                     fields["CONTACT_ID"] = plan.contact_id
                 commands[f"add{index}"] = (
                     f"crm.{entity}.add",
@@ -660,8 +663,6 @@ class LeadWriter:
                     outcomes[item.submission_id] = Outcome(item.submission_id, True, "appended", plan.entity_id)
                     _log_outcome(f"repeat request added to {entity}", item.submission, plan.entity_id)
                 else:
-                    if f"contact{index}" in written.errors:
-                        logger.warning("contact not created", extra={"submission_id": item.submission_id})
                     record_id = int(written.results[key])
                     self._record_new(prefix.format(record_id), item)
                     outcomes[item.submission_id] = Outcome(item.submission_id, True, "created", record_id)
@@ -678,6 +679,26 @@ class LeadWriter:
             if outcome.lead_id is not None:
                 outcome.entity = prefix.format(outcome.lead_id)  # a deal's number may also be some lead's number
         return outcomes
+
+    def _add_contacts(self, plans: list[_Plan]) -> dict[str, Outcome]:
+        """Simple mode: the contacts of new people who have none yet, before their deals. Returns the failures: a
+        contact add that may have run is in doubt (the retry's look-up finds the contact by its phone or e-mail)."""
+        new = {f"contact{index}": plan for index, plan in enumerate(plans) if not plan.contact_id}
+        commands = {key: ("crm.contact.add", {"fields": plan.item.contact_fields}) for key, plan in new.items()}
+        written = self._send(commands)
+        failures: dict[str, Outcome] = {}
+        for key, plan in new.items():
+            submission_id = plan.item.submission_id
+            contact_id = _to_int(written.results.get(key)) if key not in written.errors else None
+            if contact_id:
+                plan.contact_id = contact_id
+                continue
+            error = written.errors.get(key) or BitrixUnavailable("NO_RESULT", "the batch gave no contact id", None)
+            in_doubt = error.maybe_executed and not isinstance(error, NotEnoughTime | OperationTimeLimit)
+            failure = InDoubt(error, time.time() + self.settle_seconds) if in_doubt else error
+            logger.warning("contact not created", extra={"submission_id": submission_id, "error": str(error)})
+            failures[submission_id] = Outcome(submission_id, False, "failed", None, failure, in_doubt)
+        return failures
 
     def _send(self, commands: dict[str, tuple[str, dict[str, Any]]]) -> BatchResult:
         if not commands:
