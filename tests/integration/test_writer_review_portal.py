@@ -152,3 +152,27 @@ def test_a_simple_mode_deal_is_never_written_without_the_contact_that_holds_the_
     contacts = {str(contact["ID"]): contact for contact in stack.sandbox.entities("contact")}
     assert str(deal.get("CONTACT_ID") or "") in contacts
     assert [p["VALUE"] for p in contacts[str(deal["CONTACT_ID"])]["PHONE"]] == ["+79160009303"]
+
+
+def test_a_lookup_the_portal_refuses_for_one_person_fails_that_person_alone(stack):
+    # The portal refused one person's crm.duplicate.findbycomm (a value it will not take): the whole round failed,
+    # every time, and the nine others in the batch went to the DLQ with that one.
+    for index in range(3):
+        post(stack, {"phone": f"+7916000950{index}", "utm_source": "yandex", "utm_medium": "cpc"})
+    messages = receive(stack)
+    assert len(messages) == 3
+
+    def refuse_one_value(session, url, kwargs, hits):
+        text = json.dumps(kwargs["json"]).replace("type=PHONE&values%5B0%5D=%2B79160009501", "type=BAD&values%5B0%5D=x")
+        return session.post(url, **{**kwargs, "json": json.loads(text)})
+
+    session = Session("crm.duplicate.findbycomm", refuse_one_value)
+    outcomes = writer_with(session).write(submissions_of(messages))
+    assert session.hits >= 1
+    by_phone = {s.phone: outcomes[s.submission_id] for s in submissions_of(messages)}
+    assert not by_phone["+79160009501"].ok
+    assert [by_phone[f"+7916000950{index}"].action for index in (0, 2)] == ["created", "created"]
+    assert sorted(lead["PHONE"][0]["VALUE"] for lead in stack.sandbox.entities("lead")) == [
+        "+79160009500",
+        "+79160009502",
+    ]

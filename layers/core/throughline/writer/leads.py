@@ -33,8 +33,10 @@ from throughline.adapters.locks import LEASE_SECONDS, Busy, Locks
 from throughline.bitrix24 import (
     BatchResult,
     Bitrix24Client,
+    BitrixBadRequest,
     BitrixError,
     BitrixMethodNotFound,
+    BitrixNotFound,
     BitrixUnavailable,
     NotEnoughTime,
     OperationTimeLimit,
@@ -400,6 +402,10 @@ class LeadWriter:
             outcomes |= self._write(plans, mode)
             return outcomes
         except BitrixError as error:
+            if not self._sent and len(round_) > 1 and isinstance(error, BitrixBadRequest | BitrixNotFound):
+                # The portal refused a read of this round for good, before anything was written: one submission's
+                # lookup no retry will fix. Run them one by one, so only that one fails.
+                raise _Isolate(error) from error
             logger.warning("bitrix24 round failed", extra={"error": str(error), "submissions": len(round_)})
             in_doubt = self._sent and error.maybe_executed
             failure = InDoubt(error, time.time() + self.settle_seconds) if in_doubt else error
