@@ -86,6 +86,9 @@ class JourneyStore:
                     ],
                     # "touch" and "state" are DynamoDB reserved words.
                     "ProjectionExpression": "#e, #t, #s, #b, #c",
+                    # A retry decides by what its own attempt stored moments ago (pending/before, comment sent):
+                    # an eventually consistent read may not see it yet, and the line or notice would go twice.
+                    "ConsistentRead": True,
                     "ExpressionAttributeNames": {
                         "#e": "entity",
                         "#t": "touch",

@@ -303,7 +303,13 @@ class CrmEventWriter:
             contact_meta = batch.meta(_entity(CONTACT, update["contact_id"])) if update["contact_id"] else None
             update["person_key"] = (lead_meta or {}).get("person_key") or (contact_meta or {}).get("person_key")
             update["index_keys"] = (lead_meta or {}).get("index_keys") or (contact_meta or {}).get("index_keys") or []
-            if meta is None:
+            # Our own deal (simple CRM mode writes deals): the form's touches are its first lines, as for our leads.
+            # A deal converted from a lead is never "ours" this way, even if the conversion copied the origin fields.
+            update["ours"] = record.get("ORIGINATOR_ID") == ORIGINATOR_ID and not _int(record.get("LEAD_ID"))
+            if meta is None and update["ours"]:
+                if update["index_keys"]:
+                    self.store.index_put(update["index_keys"], entity)
+            elif meta is None:
                 if not lead_id and (record.get("UTM_SOURCE") or record.get("UTM_MEDIUM")):
                     touches.append(self._lead_created(record, kind=DEAL))  # a deal with its own first touch
                 created = [row for row in (batch.records.get(("history", DEAL, id_)) or {}).get("rows") or []

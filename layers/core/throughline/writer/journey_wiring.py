@@ -52,10 +52,14 @@ def _follow_form_writes(
     repeats = []
     for submission_id, outcome in outcomes.items():
         submission = by_id.get(submission_id)
-        if submission is None or not outcome.ok or not outcome.lead_id:
+        if submission is None or not outcome.ok or not outcome.entity:
             continue
-        entity = f"LEAD#{outcome.lead_id}"
-        if outcome.action == "created":
+        entity = outcome.entity  # LEAD#<id>, or DEAL#<id> in simple mode (the numbers of the two may meet)
+        if outcome.action == "created" and not entity.startswith("LEAD#"):
+            # A simple-mode deal: only the index learns it; its stage and links come with its ONCRMDEALADD event.
+            contacts = [value for value in (submission.phone, submission.email) if value]
+            journeys.store.index_put([person_key(value, journeys.person_secret) for value in contacts], entity)
+        elif outcome.action == "created":
             contacts = [value for value in (submission.phone, submission.email) if value]
             keys = [person_key(value, journeys.person_secret) for value in contacts]
             journeys.store.index_put(keys, entity)

@@ -33,8 +33,10 @@ from throughline.adapters.locks import LEASE_SECONDS, Busy, Locks
 from throughline.bitrix24 import (
     BatchResult,
     Bitrix24Client,
+    BitrixBadRequest,
     BitrixError,
     BitrixMethodNotFound,
+    BitrixNotFound,
     BitrixUnavailable,
     NotEnoughTime,
     OperationTimeLimit,
@@ -131,6 +133,7 @@ class Outcome:
     lead_id: int | None = None  # the lead (classic mode) or the deal (simple mode) written
     error: BaseException | None = None
     in_doubt: bool = False  # the write may have run although we saw an error: never repeat it in this invocation
+    entity: str | None = None  # the journey store's key of the record written: LEAD#<id>, or DEAL#<id> in simple mode
 
     @property
     def retry_at(self) -> float | None:
@@ -399,6 +402,10 @@ class LeadWriter:
             outcomes |= self._write(plans, mode)
             return outcomes
         except BitrixError as error:
+            if not self._sent and len(round_) > 1 and isinstance(error, BitrixBadRequest | BitrixNotFound):
+                # The portal refused a read of this round for good, before anything was written: one submission's
+                # lookup no retry will fix. Run them one by one, so only that one fails.
+                raise _Isolate(error) from error
             logger.warning("bitrix24 round failed", extra={"error": str(error), "submissions": len(round_)})
             in_doubt = self._sent and error.maybe_executed
             failure = InDoubt(error, time.time() + self.settle_seconds) if in_doubt else error
@@ -601,8 +608,14 @@ class LeadWriter:
         targeted: set[int] = set()
         comments: list[tuple[_Plan, str]] = []
         pending_repeats: list[_Plan] = []
+        if mode == SIMPLE:
+            # The phone and e-mail live on the contact: a deal is written only once its contact exists (in one
+            # batch, a failed contact add would leave the deal's $result reference empty and the deal unreachable).
+            outcomes |= self._add_contacts([plan for plan in plans if not plan.done and not plan.repeat])
         for index, plan in enumerate(plans):
             item = plan.item
+            if item.submission_id in outcomes:
+                continue
             if plan.done:
                 self._record_new(prefix.format(plan.entity_id), item)  # created earlier, its answer lost
                 outcomes[item.submission_id] = Outcome(item.submission_id, True, "already_done", plan.entity_id)
@@ -625,10 +638,7 @@ class LeadWriter:
                 pending_repeats.append(plan)
             else:
                 fields = {**item.fields}
-                if mode == SIMPLE and not plan.contact_id:
-                    commands[f"contact{index}"] = ("crm.contact.add", {"fields": item.contact_fields})
-                    fields["CONTACT_ID"] = f"$result[contact{index}]"
-                elif plan.contact_id:
+                if plan.contact_id:
                     fields["CONTACT_ID"] = plan.contact_id
                 commands[f"add{index}"] = (
                     f"crm.{entity}.add",
@@ -659,8 +669,6 @@ class LeadWriter:
                     outcomes[item.submission_id] = Outcome(item.submission_id, True, "appended", plan.entity_id)
                     _log_outcome(f"repeat request added to {entity}", item.submission, plan.entity_id)
                 else:
-                    if f"contact{index}" in written.errors:
-                        logger.warning("contact not created", extra={"submission_id": item.submission_id})
                     record_id = int(written.results[key])
                     self._record_new(prefix.format(record_id), item)
                     outcomes[item.submission_id] = Outcome(item.submission_id, True, "created", record_id)
@@ -668,8 +676,35 @@ class LeadWriter:
             except Exception as error:  # written, but our bookkeeping failed: a retry finds it and finishes
                 logger.error("bookkeeping failed", extra={"submission_id": item.submission_id}, exc_info=True)
                 outcomes[item.submission_id] = Outcome(item.submission_id, False, "failed", plan.entity_id, error)
-        self._add_comments(comments, entity)
+        for submission_id, error in self._add_comments(comments, entity).items():
+            # Its line is in but its notice surely never ran: the message comes back, and the retry finds the line
+            # applied and sends only the notice.
+            entity_id = outcomes[submission_id].lead_id if submission_id in outcomes else None
+            outcomes[submission_id] = Outcome(submission_id, False, "failed", entity_id, error)
+        for outcome in outcomes.values():
+            if outcome.lead_id is not None:
+                outcome.entity = prefix.format(outcome.lead_id)  # a deal's number may also be some lead's number
         return outcomes
+
+    def _add_contacts(self, plans: list[_Plan]) -> dict[str, Outcome]:
+        """Simple mode: the contacts of new people who have none yet, before their deals. Returns the failures: a
+        contact add that may have run is in doubt (the retry's look-up finds the contact by its phone or e-mail)."""
+        new = {f"contact{index}": plan for index, plan in enumerate(plans) if not plan.contact_id}
+        commands = {key: ("crm.contact.add", {"fields": plan.item.contact_fields}) for key, plan in new.items()}
+        written = self._send(commands)
+        failures: dict[str, Outcome] = {}
+        for key, plan in new.items():
+            submission_id = plan.item.submission_id
+            contact_id = _to_int(written.results.get(key)) if key not in written.errors else None
+            if contact_id:
+                plan.contact_id = contact_id
+                continue
+            error = written.errors.get(key) or BitrixUnavailable("NO_RESULT", "the batch gave no contact id", None)
+            in_doubt = error.maybe_executed and not isinstance(error, NotEnoughTime | OperationTimeLimit)
+            failure = InDoubt(error, time.time() + self.settle_seconds) if in_doubt else error
+            logger.warning("contact not created", extra={"submission_id": submission_id, "error": str(error)})
+            failures[submission_id] = Outcome(submission_id, False, "failed", None, failure, in_doubt)
+        return failures
 
     def _send(self, commands: dict[str, tuple[str, dict[str, Any]]]) -> BatchResult:
         if not commands:
@@ -677,11 +712,14 @@ class LeadWriter:
         self._sent = True  # from here on, an error leaves the outcome in doubt
         return self.bitrix.batch(commands)
 
-    def _add_comments(self, comments: list[tuple[_Plan, str]], entity: str) -> None:
+    def _add_comments(self, comments: list[tuple[_Plan, str]], entity: str) -> dict[str, BaseException]:
         """The manager's timeline notice of a repeat request, sent only once its line is in the field, and at most
-        once: it is marked sent whatever the answer (a lost answer is a missing notice, never a double one)."""
+        once: a notice that may have run (a lost answer) or that the portal refused is marked sent (a missing notice,
+        never a double one). A notice that surely never ran and may run later (no connection, the leaky bucket, the
+        operating-time block, the deadline) is not: its submission id and error are returned, so its message comes
+        back and the retry sends it."""
         if not comments:
-            return
+            return {}
         commands = {
             f"comment{index}": (
                 "crm.timeline.comment.add",
@@ -694,14 +732,19 @@ class LeadWriter:
             errors = dict(self.bitrix.batch(commands).errors)
         except BitrixError as error:
             errors = dict.fromkeys(commands, error)
-        finally:
-            for index, (plan, prefix) in enumerate(comments):
-                try:
-                    self._mark_repeat(plan, prefix, APPLIED, comment="sent")
-                except Exception:
-                    logger.warning("comment state not stored", extra={"entity_id": plan.entity_id}, exc_info=True)
-                if f"comment{index}" in errors:
-                    logger.warning("timeline comment not added", extra={"entity_id": plan.entity_id})
+        unsent: dict[str, BaseException] = {}
+        for index, (plan, prefix) in enumerate(comments):
+            error = errors.get(f"comment{index}")
+            if error is not None:
+                logger.warning("timeline comment not added", extra={"entity_id": plan.entity_id, "error": str(error)})
+                if getattr(error, "retryable", False) and not getattr(error, "maybe_executed", True):
+                    unsent[plan.item.submission_id] = error
+                    continue
+            try:
+                self._mark_repeat(plan, prefix, APPLIED, comment="sent")
+            except Exception:
+                logger.warning("comment state not stored", extra={"entity_id": plan.entity_id}, exc_info=True)
+        return unsent
 
     # -- details --------------------------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from functools import cache
 from typing import Any
 
 from throughline.adapters.journey_store import JourneyStore
-from throughline.adapters.locks import Locks
+from throughline.adapters.locks import LEASE_SECONDS, Locks
 from throughline.adapters.writes_queue import WritesQueue
 from throughline.bitrix24 import Deadline
 from throughline.bitrix24.portal import bitrix_client
@@ -36,6 +37,8 @@ from throughline.writer.journey_wiring import crm_event_writer, follow_form_writ
 from throughline.writer.leads import LeadRules, LeadWriter, Outcome, PortalState, Unwritable
 
 BUSY_RETRY_SECONDS = 3  # another writer holds this person: look again soon, the lease is short
+# ... but a lease may be held for its whole length (a crashed invocation, a slow portal): busy waits double, up to the
+# lease's length, so a message's receives (maxReceiveCount) always outlast a lease and "busy" never ends in the DLQ.
 # A poison message holds up its FIFO group (the person's later posts) until it leaves: let it use up its receives
 # within seconds and wait in the DLQ (alarm) instead of retrying for hours.
 POISON_RETRY_SECONDS = 1
@@ -152,7 +155,7 @@ def _poison(message_id: str, error: BaseException) -> Outcome:
 
 def _schedule_retry(queue: WritesQueue, item: QueuedWrite, outcome: Outcome, settings: Settings) -> None:
     if outcome.action == "busy":
-        delay = BUSY_RETRY_SECONDS
+        delay = retry_delay(item.receive_count, BUSY_RETRY_SECONDS, math.ceil(LEASE_SECONDS))
     elif isinstance(outcome.error, PoisonMessage | Unwritable):
         delay = POISON_RETRY_SECONDS
     else:
