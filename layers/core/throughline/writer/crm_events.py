@@ -75,6 +75,10 @@ class _Batch:
     touches: dict[str, list[Touch]] = field(default_factory=dict)
     meta_updates: dict[str, dict[str, Any]] = field(default_factory=dict)
     fields: dict[str, str | None] = field(default_factory=dict)  # journey field values as read
+    # Stage-bearing entities whose history could not be read (scope, an old portal): their stage is compared with
+    # the last seen one instead. Entities seen only in passing (an activity's owner, a contact's deals) are in
+    # neither: their own event or the sweep reads their stage moves.
+    no_history: set[tuple[str, int]] = field(default_factory=set)
 
     def meta(self, entity: str) -> dict[str, Any] | None:
         if entity in self.meta_updates:
@@ -147,7 +151,11 @@ class CrmEventWriter:
         }
         others = {(event.entity, event.entity_id) for event in live if event.name != "ONCRMLEADADD"}
         keys = [key for key in keys if key not in ours or key in others or key in batch.records]
-        self._read(batch, [key for key in keys if key not in batch.records])
+        # Stage moves are read from the stage history for every lead and deal an event (or the sweep) names, also
+        # when the sweep has read the record itself: the history row names the touch, whichever path sees it first.
+        self._read(
+            batch, [key for key in keys if key not in batch.records], [key for key in keys if key[0] in STAGE_FIELDS]
+        )
         self._resolve_links(batch, keys)
         self._refresh_dictionary_for(batch)
         for kind in (CONTACT, LEAD, DEAL, ACTIVITY):  # people first: deals and activities inherit from them
@@ -158,11 +166,11 @@ class CrmEventWriter:
 
     # -- reading --------------------------------------------------------------------------------------------------
 
-    def _read(self, batch: _Batch, keys: list[tuple[str, int]]) -> None:
+    def _read(self, batch: _Batch, keys: list[tuple[str, int]], history_keys: list[tuple[str, int]]) -> None:
         commands: dict[str, tuple[str, dict[str, Any]]] = {
             f"{kind}{id_}": (f"crm.{kind}.get", {"id": id_}) for kind, id_ in keys
         }
-        for kind, id_ in keys:
+        for kind, id_ in history_keys:
             if kind in STAGE_FIELDS:
                 # Every stage move since the last one we saw, in the same request: two moves inside one second share
                 # one event (and one deduplication id), and a lost event loses no stage.
@@ -182,6 +190,7 @@ class CrmEventWriter:
                 if key.startswith("hist"):
                     # No stage history for this webhook (scope, an old portal): fall back to the last seen stage.
                     logger.warning("stage history not readable", extra={"error": str(error)})
+                    batch.no_history |= {(kind, id_) for kind, id_ in history_keys if key == f"hist{kind}{id_}"}
                 elif "not found" not in str(error).lower():
                     raise error  # a deleted entity is "not found": its delete event tells the rest
             for kind, id_ in keys:
@@ -193,7 +202,7 @@ class CrmEventWriter:
                 if isinstance(rows, list):
                     self._dictionary[name] = {row["STATUS_ID"]: row["NAME"] for row in rows}
                     _DICTIONARY_AT[0] = time.monotonic()
-            for kind, id_ in keys:
+            for kind, id_ in history_keys:
                 history = found.results.get(f"hist{kind}{id_}")
                 if isinstance(history, dict):
                     batch.records[("history", kind, id_)] = {"rows": history.get("items") or []}
@@ -314,8 +323,9 @@ class CrmEventWriter:
         if kind in STAGE_FIELDS:
             stage_field, semantic_field = STAGE_FIELDS[kind]
             stage, semantic = str(record.get(stage_field) or ""), str(record.get(semantic_field) or "P")
-            update.update(stage=stage, semantic=semantic)
             history = batch.records.get(("history", kind, id_))
+            if history is not None or (kind, id_) in batch.no_history:
+                update.update(stage=stage, semantic=semantic)
             if history is not None:
                 seen = int((meta or {}).get("history_id") or 0)
                 for row in history["rows"]:
@@ -324,7 +334,7 @@ class CrmEventWriter:
                         row_semantic = str(row.get(semantic_field) or "P")
                         touches.append(self._stage_touch(kind, record, row_stage, row_semantic, row))
                     update["history_id"] = max(int(update.get("history_id") or seen), int(row["ID"]))
-            else:  # no stage history (not allowed for this webhook): compare with the last seen stage
+            elif (kind, id_) in batch.no_history:  # not allowed for this webhook: compare with the last seen stage
                 last = (meta or {}).get("stage")
                 initial = stage == "NEW" or stage.endswith(":NEW")
                 if stage and (stage != last if meta is not None else not initial):
