@@ -128,21 +128,46 @@ def render_line(touch: Touch, zone: ZoneInfo, *, first: bool = False) -> str:
 
 
 def fold(lines: list[str], touches: list[Touch], zone: ZoneInfo, max_chars: int) -> str:
-    """Keep the first contact and the newest lines; the oldest middle lines become one summary line."""
+    """Keep the first contact and as many of the newest lines as fit; the oldest middle lines become one summary line.
+
+    Lines too long to fit even so (a small limit, long details) are shortened with «…»; the summary never is, so it
+    always says how many touches it stands for. Linear in the number of lines.
+    """
     text = "\n".join(lines)
-    if len(text) <= max_chars or len(lines) <= 2:
-        return text[:max_chars]
+    if len(text) <= max_chars:
+        return text
+    if len(lines) <= 2:
+        return _fit(lines, max_chars, keep=set())
     first, rest = lines[0], lines[1:]
-    kept: list[str] = []
-    for count in range(len(rest) - 1, 0, -1):  # fold at least one line
-        folded = rest[: len(rest) - count]
-        summary = _summary(touches[1 : 1 + len(folded)], zone)
-        candidate = "\n".join([first, summary, *rest[len(rest) - count :]])
-        if len(candidate) <= max_chars:
-            return candidate
-    summary = _summary(touches[1 : len(touches) - 1], zone)
-    kept = [first, summary, rest[-1]]
-    return "\n".join(kept)[:max_chars]
+    # Newest first: how many of the newest lines fit beside the first contact and the summary of the others?
+    kept, used = 1, len(first) + 1 + len(rest[-1])
+    while kept < len(rest) - 1:
+        candidate = used + 1 + len(rest[-kept - 1])
+        summary = _summary(touches[1 : len(touches) - kept - 1], zone)
+        if candidate + 1 + len(summary) > max_chars:
+            break
+        kept, used = kept + 1, candidate
+    summary = _summary(touches[1 : len(touches) - kept], zone)
+    return _fit([first, summary, *rest[len(rest) - kept :]], max_chars, keep={1})
+
+
+def _fit(lines: list[str], max_chars: int, keep: set[int]) -> str:
+    """Shorten the longest lines (never those in ``keep``) to one common length, with «…», until the text fits."""
+
+    def clipped(cap: int) -> list[str]:
+        return [
+            line if index in keep or len(line) <= cap else line[: cap - 1].rstrip() + "…"
+            for index, line in enumerate(lines)
+        ]
+
+    low, high = 2, max((len(line) for line in lines), default=2)
+    while low < high:  # the longest common length that fits
+        cap = (low + high + 1) // 2
+        if len("\n".join(clipped(cap))) <= max_chars:
+            low = cap
+        else:
+            high = cap - 1
+    return "\n".join(clipped(low))[:max_chars]
 
 
 def _summary(folded: list[Touch], zone: ZoneInfo) -> str:
