@@ -5,7 +5,9 @@ grouped per entity). Each bumps the entity's version after storing its touches, 
 which renders the field from the store and writes it only while the version it rendered is still current:
 
 1. read the version ``v`` (and ``applied``, the version the field is known to show); render all touches;
-2. skip the write when ``applied >= v`` (someone already wrote this or a newer render) or the field already says it;
+2. skip the write when ``applied >= v`` (someone already wrote this or a newer render) or the field already says it
+   — but not in a second round: a writer that rendered the newer text may have recorded ``applied`` before our older
+   write landed over it;
 3. write the field, then read the version again: unchanged → record ``applied = v`` (a conditional update that never
    moves backwards); changed → a touch arrived meanwhile and our text may be the older one: render again.
 
@@ -66,6 +68,9 @@ class Projector:
         """
         current = dict(current or {})
         pending = {entity for entity in entities if entity.split("#")[0] in UPDATE_METHODS}
+        # Entities whose write may have landed after a newer one (the version moved while we wrote): whatever
+        # ``applied`` says now, the field may show our older text, so they are written again.
+        overwritten: set[str] = set()
         written = 0
         for _ in range(MAX_ROUNDS):
             if not pending:
@@ -74,7 +79,7 @@ class Projector:
             to_write: list[Projection] = []
             for entity in sorted(pending):
                 version, applied = versions[entity]
-                if entity not in current and version and applied >= version:
+                if entity not in current and entity not in overwritten and version and applied >= version:
                     continue
                 text = self.render(entity)
                 if current.get(entity) is not None and current[entity] == text:
@@ -102,10 +107,12 @@ class Projector:
             for item in to_write:
                 current.pop(item.entity, None)
                 if after[item.entity][0] == item.version:
+                    overwritten.discard(item.entity)
                     if item.version:
                         self.store.mark_applied(item.entity, item.version)
                 else:
                     pending.add(item.entity)  # a touch arrived while we wrote: our text may be the older one
+                    overwritten.add(item.entity)
         return written
 
 
