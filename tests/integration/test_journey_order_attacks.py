@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tests.integration.test_journey_events import lines, live, manager_lead, settle, store  # noqa: F401
+import boto3
+
+from local.stack import sqs_record
+from tests.integration.test_journey_events import (  # noqa: F401
+    body,
+    lines,
+    live,
+    manager_lead,
+    post_event,
+    settle,
+    store,
+)
 
 
 def stage_counts(kind: str, record_id: int) -> Counter:
@@ -29,3 +40,30 @@ def test_a_stage_move_the_sweep_restored_is_not_added_again_by_the_next_event(li
     text = lines(live, "lead", lead)
     assert len(text) == 3, text
     assert live.invoke("journey_sweep", {})["touches_added"] == 0
+
+
+def run_queue(stack) -> None:
+    source = stack.resources.queue_sources[0]
+    sqs = boto3.client("sqs")
+    while messages := sqs.receive_message(
+        QueueUrl=source.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=60, MessageSystemAttributeNames=["All"]
+    ).get("Messages", []):
+        assert stack.invoke("bitrix_writer", {"Records": [sqs_record(m, source) for m in messages]}) == {
+            "batchItemFailures": []
+        }
+        for message in messages:
+            sqs.delete_message(QueueUrl=source.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def test_a_deal_whose_event_comes_before_its_leads_still_inherits_the_first_contact(stack):
+    stack.sandbox.outbound_url = None  # this test delivers the events itself, in the order a race could
+    lead = manager_lead(stack)
+    deal = stack.sandbox.convert_lead(lead)
+    post_event(stack, body("ONCRMDEALADD", deal, ts=1))  # the deal's group ran first
+    run_queue(stack)
+    post_event(stack, body("ONCRMLEADADD", lead, ts=1))
+    run_queue(stack)
+    deal_lines = lines(stack, "deal", deal)
+    assert deal_lines[0] == lines(stack, "lead", lead)[0]
+    assert deal_lines[0].startswith("Первичный контакт: ") and "Звонок на номер с сайта" in deal_lines[0]
+    assert store().metas([f"DEAL#{deal}"])[f"DEAL#{deal}"]["lead_id"] == lead

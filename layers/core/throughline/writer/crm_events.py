@@ -307,6 +307,10 @@ class CrmEventWriter:
         if kind == DEAL:
             lead_id = _int(record.get("LEAD_ID")) or self._contact_lead(batch, _int(record.get("CONTACT_ID")))
             update["lead_id"] = lead_id or None
+            if lead_id and int((meta or {}).get("lead_id") or 0) != lead_id:
+                # The deal shows its lead's touches: when they change (the lead's own event may come later, in
+                # another FIFO group), the deal is rendered again.
+                self.store.add_links(_entity(LEAD, lead_id), [entity])
             update["contact_id"] = _int(record.get("CONTACT_ID")) or None
             lead_meta = batch.meta(_entity(LEAD, lead_id)) if lead_id else None
             contact_meta = batch.meta(_entity(CONTACT, update["contact_id"])) if update["contact_id"] else None
@@ -519,6 +523,11 @@ class CrmEventWriter:
                 self.store.bump_version(entity)
                 changed.add(entity)
                 added += len(fresh)
+        # A lead's new touches are also its deals' journey before the deal: render those deals again.
+        grown_leads = [entity for entity in changed if entity.startswith("LEAD#")]
+        for deal in {deal for linked in self.store.links(grown_leads).values() for deal in linked} - changed:
+            self.store.bump_version(deal)
+            changed.add(deal)
         # Also repair a field that no longer says what the store says (a manager typed into it; a lost write).
         for entity, value in batch.fields.items():
             known = batch.metas.get(entity) or entity in batch.touches
