@@ -10,6 +10,7 @@ import boto3
 from local.stack import sqs_record
 from tests.integration.test_journey_events import (  # noqa: F401
     body,
+    call,
     lines,
     live,
     manager_lead,
@@ -67,3 +68,15 @@ def test_a_deal_whose_event_comes_before_its_leads_still_inherits_the_first_cont
     assert deal_lines[0] == lines(stack, "lead", lead)[0]
     assert deal_lines[0].startswith("Первичный контакт: ") and "Звонок на номер с сайта" in deal_lines[0]
     assert store().metas([f"DEAL#{deal}"])[f"DEAL#{deal}"]["lead_id"] == lead
+
+
+def test_a_call_with_a_contact_who_has_no_lead_or_deal_is_kept_in_the_store(live):  # noqa: F811
+    contact = live.sandbox.call(
+        "crm.contact.add", {"fields": {"NAME": "Олег", "PHONE": [{"VALUE": "8 (916) 555-44-33", "VALUE_TYPE": "WORK"}]}}
+    )
+    call(live, (3, contact), "Звонок контакту", direction=1, start="2026-11-21T10:00:00+03:00")
+    settle(live)
+    [touch] = store().journey(f"CONTACT#{contact}")
+    assert (touch.kind, touch.channel, touch.detail) == ("incoming_call", "offline", "Звонок контакту")
+    meta = store().metas([f"CONTACT#{contact}"])[f"CONTACT#{contact}"]
+    assert len(meta["person_key"]) == 64  # the export keys the touch by the contact's person

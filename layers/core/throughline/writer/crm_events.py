@@ -362,6 +362,10 @@ class CrmEventWriter:
                 target = (DEAL, max(int(row["ID"]) for row in open_deals))
             elif leads:
                 target = (LEAD, max(int(row["ID"]) for row in leads))
+            else:
+                # A person with neither (a contact typed by a manager): the touch stays in the store under the
+                # contact (keyed by its person for attribution); there is no journey field to show it in.
+                target = (CONTACT, owner_id)
         if target is None:
             logger.info("activity without a lead or deal", extra={"activity_id": record.get("ID")})
             return
