@@ -80,3 +80,19 @@ def test_a_call_with_a_contact_who_has_no_lead_or_deal_is_kept_in_the_store(live
     assert (touch.kind, touch.channel, touch.detail) == ("incoming_call", "offline", "Звонок контакту")
     meta = store().metas([f"CONTACT#{contact}"])[f"CONTACT#{contact}"]
     assert len(meta["person_key"]) == 64  # the export keys the touch by the contact's person
+
+
+def test_a_stage_of_another_pipeline_is_named_from_that_pipelines_dictionary(live):  # noqa: F811
+    for status_id, name in (("NEW", "Заявка на опт"), ("PREPARATION", "Расчёт оптовой цены"), ("UC_TEST", "Тест")):
+        live.sandbox.call("crm.status.add", {"fields": {"ENTITY_ID": "DEAL_STAGE_1", "STATUS_ID": status_id,
+                                                        "NAME": name, "SORT": 10}})  # fmt: skip
+    deal = live.sandbox.call("crm.deal.add", {"fields": {"TITLE": "Опт", "CATEGORY_ID": 1, "STAGE_ID": "C1:NEW"}})
+    settle(live)
+    live.sandbox.call("crm.deal.update", {"id": deal, "fields": {"STAGE_ID": "C1:PREPARATION"}})
+    settle(live)
+    live.sandbox.call("crm.deal.update", {"id": deal, "fields": {"STAGE_ID": "C1:UC_TEST"}})
+    settle(live)
+    assert lines(live, "deal", deal)[-2:] == [
+        lines(live, "deal", deal)[-2].split(" — ")[0] + " — CRM — Стадия — «Расчёт оптовой цены»",
+        lines(live, "deal", deal)[-1].split(" — ")[0] + " — CRM — Стадия — «Тест»",
+    ]

@@ -12,6 +12,7 @@ twice. The changed entities' fields are then re-rendered from the store (``journ
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -62,8 +63,9 @@ CALL_LABELS = {
 }
 
 
-_DICTIONARY: dict[str, dict[str, str]] = {}
+_DICTIONARY: dict[str, dict[str, str]] = {}  # crm.status.list ENTITY_ID → STATUS_ID → NAME
 _DICTIONARY_AT = [0.0]
+_DICTIONARY_TRIED: dict[str, float] = {}  # ENTITY_ID → when a missing stage last made us read it again
 
 
 @dataclass
@@ -197,8 +199,8 @@ class CrmEventWriter:
                 record = found.results.get(f"{kind}{id_}")
                 if isinstance(record, dict):
                     batch.records[(kind, id_)] = record
-            for name in ("STATUS", "DEALSTAGE", "SOURCE"):
-                rows = found.results.get(f"dict{name}")
+            for name in ("STATUS", "DEAL_STAGE", "SOURCE"):
+                rows = found.results.get(f"dict{name.replace('_', '')}")
                 if isinstance(rows, list):
                     self._dictionary[name] = {row["STATUS_ID"]: row["NAME"] for row in rows}
                     _DICTIONARY_AT[0] = time.monotonic()
@@ -208,21 +210,28 @@ class CrmEventWriter:
                     batch.records[("history", kind, id_)] = {"rows": history.get("items") or []}
 
     def _refresh_dictionary_for(self, batch: _Batch) -> None:
-        """A stage added since the names were read (a new loss reason, a new pipeline step): read the names again."""
-        known = {**self._dictionary.get("STATUS", {}), **self._dictionary.get("DEALSTAGE", {})}
-        stages = set()
+        """A stage added since the names were read (a new loss reason, a new pipeline step, another pipeline, whose
+        stages have a dictionary of their own, ``DEAL_STAGE_<id>``): read those names again, at most once a minute."""
+        missing: set[str] = set()
         for key, record in batch.records.items():
+            kind = key[1] if key[0] == "history" else key[0]
             rows = record.get("rows") if key[0] == "history" else [record] if key[0] in STAGE_FIELDS else []
             for row in rows or []:
-                stages |= {str(row.get(name) or "") for name in ("STATUS_ID", "STAGE_ID")}
-        if not {stage for stage in stages if stage and stage.split(":")[-1] not in known and stage not in known}:
+                stage = str(row.get(STAGE_FIELDS[kind][0]) or "")
+                name = _stage_dictionary(kind, stage)
+                if stage and stage not in self._dictionary.get(name, {}):
+                    missing.add(name)
+        now = time.monotonic()
+        missing = {name for name in missing if now - _DICTIONARY_TRIED.get(name, -60.0) >= 60}
+        if not missing:
             return
         found = self.bitrix.batch(
             {f"dict{name.replace('_', '')}": ("crm.status.list", {"filter": {"ENTITY_ID": name}})
-             for name in ("STATUS", "DEAL_STAGE")}
+             for name in sorted(missing)}
         )  # fmt: skip
-        for name in ("STATUS", "DEALSTAGE"):
-            rows = found.results.get(f"dict{name}")
+        for name in missing:
+            _DICTIONARY_TRIED[name] = now
+            rows = found.results.get(f"dict{name.replace('_', '')}")
             if isinstance(rows, list):
                 self._dictionary[name] = {row["STATUS_ID"]: row["NAME"] for row in rows}
 
@@ -430,8 +439,9 @@ class CrmEventWriter:
         the sweep name it alike), else from the record's current stage and ``MOVED_TIME``."""
         at = _time((history or {}).get("CREATED_TIME")) or _time(record.get("MOVED_TIME"))
         at = at or _time(record.get("DATE_MODIFY")) or self._clock()
-        dictionary = self._dictionary.get("STATUS" if kind == LEAD else "DEALSTAGE", {})
-        name = dictionary.get(stage) or dictionary.get(stage.split(":")[-1]) or stage
+        dictionary = self._dictionary.get(_stage_dictionary(kind, stage), {})
+        default = self._dictionary.get("DEAL_STAGE", {}) if kind == DEAL else {}
+        name = dictionary.get(stage) or default.get(stage.split(":")[-1]) or stage
         if semantic == "S":
             touch_kind, label = "won", ("Лид сконвертирован" if kind == LEAD else "Сделка выиграна")
         elif semantic == "F":
@@ -553,6 +563,15 @@ class CrmEventWriter:
         self.store.index_drop(meta.get("index_keys") or [], entity)
         if self.mark_deleted:
             self.mark_deleted(event.entity, event.entity_id, {"deleted_at": deleted_at, "event_ts": event.ts})
+
+
+def _stage_dictionary(kind: str, stage: str) -> str:
+    """The crm.status.list ENTITY_ID naming a stage: STATUS for leads; DEAL_STAGE, or DEAL_STAGE_<id> for the stages
+    of pipeline <id> (``C<id>:…``) (crm-status docs)."""
+    if kind == LEAD:
+        return "STATUS"
+    pipeline = re.match(r"C(\d+):", stage)
+    return f"DEAL_STAGE_{pipeline[1]}" if pipeline else "DEAL_STAGE"
 
 
 def _entity(kind: str, id_: int) -> str:
