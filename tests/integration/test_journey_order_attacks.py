@@ -9,6 +9,7 @@ import boto3
 
 from local.stack import sqs_record
 from tests.integration.test_journey_events import (  # noqa: F401
+    MANAGER_PHONE,
     body,
     call,
     lines,
@@ -18,6 +19,13 @@ from tests.integration.test_journey_events import (  # noqa: F401
     settle,
     store,
 )
+from throughline.bitrix24.portal import bitrix_client
+from throughline.config import get_settings
+from throughline.contacts import normalize_phone
+from throughline.journey.events import CrmEvent
+from throughline.person_keys import person_key
+from throughline.writer.crm_events import SWEEP_TS
+from throughline.writer.journey_wiring import crm_event_writer
 
 
 def stage_counts(kind: str, record_id: int) -> Counter:
@@ -96,3 +104,17 @@ def test_a_stage_of_another_pipeline_is_named_from_that_pipelines_dictionary(liv
         lines(live, "deal", deal)[-2].split(" — ")[0] + " — CRM — Стадия — «Расчёт оптовой цены»",
         lines(live, "deal", deal)[-1].split(" — ")[0] + " — CRM — Стадия — «Тест»",
     ]
+
+
+def test_a_record_read_before_its_deletion_does_not_bring_it_back(live):  # noqa: F811
+    settings = get_settings()
+    lead = manager_lead(live)
+    settle(live)
+    [row] = live.sandbox.call("crm.lead.list", {"filter": {"ID": lead}, "select": ["*", "UF_*", "PHONE", "EMAIL"]})
+    live.sandbox.call("crm.lead.delete", {"id": lead})  # the sweep read the row just before the manager deleted it
+    settle(live)
+    writer = crm_event_writer(settings, bitrix_client(settings), store())
+    writer.handle([CrmEvent("ONCRMLEADUPDATE", "lead", lead, ts=SWEEP_TS)], records={("lead", lead): row})
+    assert store().metas([f"LEAD#{lead}"])[f"LEAD#{lead}"]["deleted"] is True
+    key = person_key(normalize_phone(MANAGER_PHONE), settings.person_key_secret)
+    assert f"LEAD#{lead}" not in store().index_lookup([key])  # the person index does not point at a dead lead

@@ -81,6 +81,7 @@ class _Batch:
     # the last seen one instead. Entities seen only in passing (an activity's owner, a contact's deals) are in
     # neither: their own event or the sweep reads their stage moves.
     no_history: set[tuple[str, int]] = field(default_factory=set)
+    passed: set[tuple[Any, ...]] = field(default_factory=set)  # records read by the caller (the sweep), maybe stale
 
     def meta(self, entity: str) -> dict[str, Any] | None:
         if entity in self.meta_updates:
@@ -144,6 +145,7 @@ class CrmEventWriter:
         ]
         keys = list(dict.fromkeys((event.entity, event.entity_id) for event in live))
         batch.records.update(records or {})
+        batch.passed = set(records or {})
         batch.metas = self.store.metas(_entity(kind, id_) for kind, id_ in keys if kind != ACTIVITY)
         # Our own new lead coming back: the form writer recorded everything its ADD event could tell.
         ours = {
@@ -298,6 +300,10 @@ class CrmEventWriter:
         if entity in batch.meta_updates:
             return entity  # already observed in this batch
         meta = batch.metas.get(entity)
+        if (meta or {}).get("deleted") and (kind, id_) in batch.passed:
+            # The sweep read it before the manager deleted it: a stale row must not bring the entity (or its person
+            # index entries) back. A record read afresh by its id, after a restore from the recycle bin, does.
+            return entity
         update: dict[str, Any] = {"kind": kind, "id": id_, "deleted": False, "modified": record.get("DATE_MODIFY")}
         touches: list[Touch] = []
         if kind in (LEAD, CONTACT):
