@@ -21,7 +21,11 @@ from throughline.observability import logger, metrics
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: object) -> dict:
-    request = HttpRequest.from_event(event)
+    try:
+        request = HttpRequest.from_event(event)
+    except ValueError:  # a body flagged base64 that is not (binascii.Error is a ValueError)
+        metrics.add_metric(name="EventsMalformed", unit=MetricUnit.Count, value=1)
+        return json_response(400, {"error": "body is not valid base64"})
     if request.method != "POST":
         return json_response(405, {"error": "method not allowed"}, {"Allow": "POST"})
     settings = get_settings()

@@ -8,9 +8,10 @@ grew), not merely that an equal line from an earlier request exists. ``comment``
 timeline notice for the touch was sent (at most once).
 
 Beside the touches, sort keys starting with ``#`` (which sort before any time) hold per-entity bookkeeping:
-``#meta`` (the last seen CRM state: stage, person key, links, deleted) and ``#version`` (``v`` counts touch writes,
-``applied`` is the version last rendered into the field). The person index lives under ``PERSON#<hmac>`` partitions
-(one item per lead/deal/contact of that phone or e-mail) and the sweep's cursor under ``#SWEEP``.
+``#meta`` (the last seen CRM state: stage, person key, links, deleted), ``#version`` (``v`` counts touch writes,
+``applied`` is the version last rendered into the field) and ``#links`` (a lead's deals, re-rendered with it).
+The person index lives under ``PERSON#<hmac>`` partitions (one item per lead/deal/contact of that phone or e-mail)
+and the sweep's cursor under ``#SWEEP``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ PENDING = "pending"
 APPLIED = "applied"
 META = "#meta"
 VERSION = "#version"
+LINKS = "#links"  # entities whose rendered journey includes this entity's touches (a lead → its deals)
 TOUCHES_AFTER = "#~"  # every touch sort key (a UTC time) sorts after this; bookkeeping keys sort before it
 PERSON_PREFIX = "PERSON#"
 
@@ -202,6 +204,22 @@ class JourneyStore:
             return True
         except self.client.exceptions.ConditionalCheckFailedException:
             return False
+
+    def add_links(self, entity: str, linked: Iterable[str]) -> None:
+        """Remember entities whose journey includes this one's touches (a lead's deals), under ``#links``."""
+        linked = sorted(set(linked))
+        if linked:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"entity": {"S": entity}, "touch": {"S": LINKS}},
+                UpdateExpression="ADD linked :l",
+                ExpressionAttributeValues={":l": {"SS": linked}},
+            )
+
+    def links(self, entities: Iterable[str]) -> dict[str, set[str]]:
+        """The linked entities of each entity that has some."""
+        found = self._get_items([(entity, LINKS) for entity in entities])
+        return {entity: set(item.get("linked") or ()) for (entity, _), item in found.items()}
 
     def index_put(self, person_keys: Iterable[str], entity: str) -> None:
         requests = [

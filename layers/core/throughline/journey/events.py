@@ -15,6 +15,7 @@ Every value is a string. Event names are compared case-insensitively (the docs s
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,6 +23,10 @@ from urllib.parse import parse_qsl
 
 MAX_BODY_BYTES = 65536
 MESSAGE_TYPE = "bitrix_event"
+# An entity id and ``ts`` go into the FIFO group and deduplication ids, which SQS limits to 128 letters, digits and
+# punctuation; Bitrix24 sends both as decimal integers (ids fit a signed 64-bit column, ts is Unix seconds).
+_ID = re.compile(r"[0-9]{1,18}")
+_TS = re.compile(r"[0-9]{0,20}")
 
 # Event name prefix → (entity kind, FIFO group prefix). Longest prefixes first.
 _ENTITY_PREFIXES = (
@@ -170,13 +175,17 @@ def parse_event(fields: dict[str, Any]) -> CrmEvent | None:
     if raw_id is None:
         raw_id = data.get("ID")  # onCrmTimelineComment* sends data[ID]
     raw_id = _text(raw_id)
-    if not raw_id.isdigit() or int(raw_id) <= 0:
+    # ASCII digits only: str.isdigit() also accepts "²" (which int() refuses) and other scripts' digits.
+    if not _ID.fullmatch(raw_id) or int(raw_id) <= 0:
         raise EventRejected(400, "no entity id in data[FIELDS][ID]")
+    ts = _text(fields.get("ts"))
+    if not _TS.fullmatch(ts):
+        raise EventRejected(400, "ts is not a Unix time")
     return CrmEvent(
         name=name,
         entity=known,
         entity_id=int(raw_id),
-        ts=_text(fields.get("ts")),
+        ts=ts,
         handler_id=_text(fields.get("event_handler_id")),
     )
 

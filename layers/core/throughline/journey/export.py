@@ -151,8 +151,12 @@ def _person_key(entity: str, entities: dict[str, dict[str, Any]]) -> str | None:
     meta = entities.get(entity) or {}
     if meta.get("person_key"):
         return str(meta["person_key"])
-    if meta.get("lead_id"):  # a deal whose person we know through its lead
-        return (entities.get(f"LEAD#{int(meta['lead_id'])}") or {}).get("person_key")
+    # A deal whose person we know through its lead or its contact (either may have been seen after the deal).
+    for link, kind in (("lead_id", "LEAD"), ("contact_id", "CONTACT")):
+        if meta.get(link):
+            found = (entities.get(f"{kind}#{int(meta[link])}") or {}).get("person_key")
+            if found:
+                return str(found)
     return None
 
 

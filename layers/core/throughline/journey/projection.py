@@ -5,7 +5,9 @@ grouped per entity). Each bumps the entity's version after storing its touches, 
 which renders the field from the store and writes it only while the version it rendered is still current:
 
 1. read the version ``v`` (and ``applied``, the version the field is known to show); render all touches;
-2. skip the write when ``applied >= v`` (someone already wrote this or a newer render) or the field already says it;
+2. skip the write when ``applied >= v`` (someone already wrote this or a newer render) or the field already says it
+   — but not in a second round: a writer that rendered the newer text may have recorded ``applied`` before our older
+   write landed over it;
 3. write the field, then read the version again: unchanged → record ``applied = v`` (a conditional update that never
    moves backwards); changed → a touch arrived meanwhile and our text may be the older one: render again.
 
@@ -66,6 +68,9 @@ class Projector:
         """
         current = dict(current or {})
         pending = {entity for entity in entities if entity.split("#")[0] in UPDATE_METHODS}
+        # Entities whose write may have landed after a newer one (the version moved while we wrote): whatever
+        # ``applied`` says now, the field may show our older text, so they are written again.
+        overwritten: set[str] = set()
         written = 0
         for _ in range(MAX_ROUNDS):
             if not pending:
@@ -74,7 +79,7 @@ class Projector:
             to_write: list[Projection] = []
             for entity in sorted(pending):
                 version, applied = versions[entity]
-                if entity not in current and version and applied >= version:
+                if entity not in current and entity not in overwritten and version and applied >= version:
                     continue
                 text = self.render(entity)
                 if current.get(entity) is not None and current[entity] == text:
@@ -102,10 +107,12 @@ class Projector:
             for item in to_write:
                 current.pop(item.entity, None)
                 if after[item.entity][0] == item.version:
+                    overwritten.discard(item.entity)
                     if item.version:
                         self.store.mark_applied(item.entity, item.version)
                 else:
                     pending.add(item.entity)  # a touch arrived while we wrote: our text may be the older one
+                    overwritten.add(item.entity)
         return written
 
 
@@ -128,21 +135,46 @@ def render_line(touch: Touch, zone: ZoneInfo, *, first: bool = False) -> str:
 
 
 def fold(lines: list[str], touches: list[Touch], zone: ZoneInfo, max_chars: int) -> str:
-    """Keep the first contact and the newest lines; the oldest middle lines become one summary line."""
+    """Keep the first contact and as many of the newest lines as fit; the oldest middle lines become one summary line.
+
+    Lines too long to fit even so (a small limit, long details) are shortened with «…»; the summary never is, so it
+    always says how many touches it stands for. Linear in the number of lines.
+    """
     text = "\n".join(lines)
-    if len(text) <= max_chars or len(lines) <= 2:
-        return text[:max_chars]
+    if len(text) <= max_chars:
+        return text
+    if len(lines) <= 2:
+        return _fit(lines, max_chars, keep=set())
     first, rest = lines[0], lines[1:]
-    kept: list[str] = []
-    for count in range(len(rest) - 1, 0, -1):  # fold at least one line
-        folded = rest[: len(rest) - count]
-        summary = _summary(touches[1 : 1 + len(folded)], zone)
-        candidate = "\n".join([first, summary, *rest[len(rest) - count :]])
-        if len(candidate) <= max_chars:
-            return candidate
-    summary = _summary(touches[1 : len(touches) - 1], zone)
-    kept = [first, summary, rest[-1]]
-    return "\n".join(kept)[:max_chars]
+    # Newest first: how many of the newest lines fit beside the first contact and the summary of the others?
+    kept, used = 1, len(first) + 1 + len(rest[-1])
+    while kept < len(rest) - 1:
+        candidate = used + 1 + len(rest[-kept - 1])
+        summary = _summary(touches[1 : len(touches) - kept - 1], zone)
+        if candidate + 1 + len(summary) > max_chars:
+            break
+        kept, used = kept + 1, candidate
+    summary = _summary(touches[1 : len(touches) - kept], zone)
+    return _fit([first, summary, *rest[len(rest) - kept :]], max_chars, keep={1})
+
+
+def _fit(lines: list[str], max_chars: int, keep: set[int]) -> str:
+    """Shorten the longest lines (never those in ``keep``) to one common length, with «…», until the text fits."""
+
+    def clipped(cap: int) -> list[str]:
+        return [
+            line if index in keep or len(line) <= cap else line[: cap - 1].rstrip() + "…"
+            for index, line in enumerate(lines)
+        ]
+
+    low, high = 2, max((len(line) for line in lines), default=2)
+    while low < high:  # the longest common length that fits
+        cap = (low + high + 1) // 2
+        if len("\n".join(clipped(cap))) <= max_chars:
+            low = cap
+        else:
+            high = cap - 1
+    return "\n".join(clipped(low))[:max_chars]
 
 
 def _summary(folded: list[Touch], zone: ZoneInfo) -> str:

@@ -45,15 +45,17 @@ def sweep(
     store, bitrix = writer.store, writer.bitrix
     calls_before = bitrix.calls
     cursor = store.metas([CURSOR]).get(CURSOR) or {}
-    started = now()
+    # Floored to the second: the documented datetime form has no fractions, and the window only grows.
+    started = now().replace(microsecond=0)
     modified_since = since or _parse(cursor.get("modified_since")) or started - timedelta(days=1)
     after_activity = int(cursor.get("activity_id") or 0)
+    window = _datetime(modified_since - OVERLAP)
     filters = {
-        LEAD: {">=DATE_MODIFY": (modified_since - OVERLAP).isoformat()},
-        DEAL: {">=DATE_MODIFY": (modified_since - OVERLAP).isoformat()},
-        CONTACT: {">=DATE_MODIFY": (modified_since - OVERLAP).isoformat()},
+        LEAD: {">=DATE_MODIFY": window},
+        DEAL: {">=DATE_MODIFY": window},
+        CONTACT: {">=DATE_MODIFY": window},
         # The first sweep starts a day back for activities too (a portal may hold millions), then follows their ids.
-        ACTIVITY: {} if after_activity else {">=CREATED": (modified_since - OVERLAP).isoformat()},
+        ACTIVITY: {} if after_activity else {">=CREATED": window},
     }
     starts = {LEAD: 0, DEAL: 0, CONTACT: 0, ACTIVITY: after_activity}
     scanned = dict.fromkeys(SCANNED, 0)
@@ -74,7 +76,7 @@ def sweep(
             part = events[start : start + ENTITIES_PER_HANDLE]
             wanted = {(event.entity, event.entity_id) for event in part}
             added += writer.handle(part, records={key: row for key, row in records.items() if key in wanted})
-    store.put_meta(CURSOR, {"modified_since": started.isoformat(), "activity_id": max_activity})
+    store.put_meta(CURSOR, {"modified_since": _datetime(started), "activity_id": max_activity})
     return SweepResult(scanned, added, bitrix.calls - calls_before)
 
 
@@ -125,6 +127,12 @@ def seed_index(writer: CrmEventWriter, progress: Callable[[str], None] = print) 
             counts[kind] += len(rows)
         progress(f"indexed {counts[LEAD]} leads, {counts[CONTACT]} contacts")
     return counts
+
+
+def _datetime(moment: datetime) -> str:
+    """A filter value in the documented datetime form ``YYYY-MM-DDThh:mm:ss±hh:mm`` (api-reference/data-types.md),
+    floored to the second (a time from our clock has microseconds a portal may not read)."""
+    return moment.replace(microsecond=0).isoformat(timespec="seconds")
 
 
 def _parse(value: Any) -> datetime | None:

@@ -12,6 +12,7 @@ twice. The changed entities' fields are then re-rendered from the store (``journ
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -62,8 +63,9 @@ CALL_LABELS = {
 }
 
 
-_DICTIONARY: dict[str, dict[str, str]] = {}
+_DICTIONARY: dict[str, dict[str, str]] = {}  # crm.status.list ENTITY_ID → STATUS_ID → NAME
 _DICTIONARY_AT = [0.0]
+_DICTIONARY_TRIED: dict[str, float] = {}  # ENTITY_ID → when a missing stage last made us read it again
 
 
 @dataclass
@@ -75,6 +77,11 @@ class _Batch:
     touches: dict[str, list[Touch]] = field(default_factory=dict)
     meta_updates: dict[str, dict[str, Any]] = field(default_factory=dict)
     fields: dict[str, str | None] = field(default_factory=dict)  # journey field values as read
+    # Stage-bearing entities whose history could not be read (scope, an old portal): their stage is compared with
+    # the last seen one instead. Entities seen only in passing (an activity's owner, a contact's deals) are in
+    # neither: their own event or the sweep reads their stage moves.
+    no_history: set[tuple[str, int]] = field(default_factory=set)
+    passed: set[tuple[Any, ...]] = field(default_factory=set)  # records read by the caller (the sweep), maybe stale
 
     def meta(self, entity: str) -> dict[str, Any] | None:
         if entity in self.meta_updates:
@@ -138,6 +145,7 @@ class CrmEventWriter:
         ]
         keys = list(dict.fromkeys((event.entity, event.entity_id) for event in live))
         batch.records.update(records or {})
+        batch.passed = set(records or {})
         batch.metas = self.store.metas(_entity(kind, id_) for kind, id_ in keys if kind != ACTIVITY)
         # Our own new lead coming back: the form writer recorded everything its ADD event could tell.
         ours = {
@@ -147,7 +155,11 @@ class CrmEventWriter:
         }
         others = {(event.entity, event.entity_id) for event in live if event.name != "ONCRMLEADADD"}
         keys = [key for key in keys if key not in ours or key in others or key in batch.records]
-        self._read(batch, [key for key in keys if key not in batch.records])
+        # Stage moves are read from the stage history for every lead and deal an event (or the sweep) names, also
+        # when the sweep has read the record itself: the history row names the touch, whichever path sees it first.
+        self._read(
+            batch, [key for key in keys if key not in batch.records], [key for key in keys if key[0] in STAGE_FIELDS]
+        )
         self._resolve_links(batch, keys)
         self._refresh_dictionary_for(batch)
         for kind in (CONTACT, LEAD, DEAL, ACTIVITY):  # people first: deals and activities inherit from them
@@ -158,11 +170,11 @@ class CrmEventWriter:
 
     # -- reading --------------------------------------------------------------------------------------------------
 
-    def _read(self, batch: _Batch, keys: list[tuple[str, int]]) -> None:
+    def _read(self, batch: _Batch, keys: list[tuple[str, int]], history_keys: list[tuple[str, int]]) -> None:
         commands: dict[str, tuple[str, dict[str, Any]]] = {
             f"{kind}{id_}": (f"crm.{kind}.get", {"id": id_}) for kind, id_ in keys
         }
-        for kind, id_ in keys:
+        for kind, id_ in history_keys:
             if kind in STAGE_FIELDS:
                 # Every stage move since the last one we saw, in the same request: two moves inside one second share
                 # one event (and one deduplication id), and a lost event loses no stage.
@@ -182,38 +194,46 @@ class CrmEventWriter:
                 if key.startswith("hist"):
                     # No stage history for this webhook (scope, an old portal): fall back to the last seen stage.
                     logger.warning("stage history not readable", extra={"error": str(error)})
+                    batch.no_history |= {(kind, id_) for kind, id_ in history_keys if key == f"hist{kind}{id_}"}
                 elif "not found" not in str(error).lower():
                     raise error  # a deleted entity is "not found": its delete event tells the rest
             for kind, id_ in keys:
                 record = found.results.get(f"{kind}{id_}")
                 if isinstance(record, dict):
                     batch.records[(kind, id_)] = record
-            for name in ("STATUS", "DEALSTAGE", "SOURCE"):
-                rows = found.results.get(f"dict{name}")
+            for name in ("STATUS", "DEAL_STAGE", "SOURCE"):
+                rows = found.results.get(f"dict{name.replace('_', '')}")
                 if isinstance(rows, list):
                     self._dictionary[name] = {row["STATUS_ID"]: row["NAME"] for row in rows}
                     _DICTIONARY_AT[0] = time.monotonic()
-            for kind, id_ in keys:
+            for kind, id_ in history_keys:
                 history = found.results.get(f"hist{kind}{id_}")
                 if isinstance(history, dict):
                     batch.records[("history", kind, id_)] = {"rows": history.get("items") or []}
 
     def _refresh_dictionary_for(self, batch: _Batch) -> None:
-        """A stage added since the names were read (a new loss reason, a new pipeline step): read the names again."""
-        known = {**self._dictionary.get("STATUS", {}), **self._dictionary.get("DEALSTAGE", {})}
-        stages = set()
+        """A stage added since the names were read (a new loss reason, a new pipeline step, another pipeline, whose
+        stages have a dictionary of their own, ``DEAL_STAGE_<id>``): read those names again, at most once a minute."""
+        missing: set[str] = set()
         for key, record in batch.records.items():
+            kind = key[1] if key[0] == "history" else key[0]
             rows = record.get("rows") if key[0] == "history" else [record] if key[0] in STAGE_FIELDS else []
             for row in rows or []:
-                stages |= {str(row.get(name) or "") for name in ("STATUS_ID", "STAGE_ID")}
-        if not {stage for stage in stages if stage and stage.split(":")[-1] not in known and stage not in known}:
+                stage = str(row.get(STAGE_FIELDS[kind][0]) or "")
+                name = _stage_dictionary(kind, stage)
+                if stage and stage not in self._dictionary.get(name, {}):
+                    missing.add(name)
+        now = time.monotonic()
+        missing = {name for name in missing if now - _DICTIONARY_TRIED.get(name, -60.0) >= 60}
+        if not missing:
             return
         found = self.bitrix.batch(
             {f"dict{name.replace('_', '')}": ("crm.status.list", {"filter": {"ENTITY_ID": name}})
-             for name in ("STATUS", "DEAL_STAGE")}
+             for name in sorted(missing)}
         )  # fmt: skip
-        for name in ("STATUS", "DEALSTAGE"):
-            rows = found.results.get(f"dict{name}")
+        for name in missing:
+            _DICTIONARY_TRIED[name] = now
+            rows = found.results.get(f"dict{name.replace('_', '')}")
             if isinstance(rows, list):
                 self._dictionary[name] = {row["STATUS_ID"]: row["NAME"] for row in rows}
 
@@ -280,6 +300,10 @@ class CrmEventWriter:
         if entity in batch.meta_updates:
             return entity  # already observed in this batch
         meta = batch.metas.get(entity)
+        if (meta or {}).get("deleted") and (kind, id_) in batch.passed:
+            # The sweep read it before the manager deleted it: a stale row must not bring the entity (or its person
+            # index entries) back. A record read afresh by its id, after a restore from the recycle bin, does.
+            return entity
         update: dict[str, Any] = {"kind": kind, "id": id_, "deleted": False, "modified": record.get("DATE_MODIFY")}
         touches: list[Touch] = []
         if kind in (LEAD, CONTACT):
@@ -298,6 +322,10 @@ class CrmEventWriter:
         if kind == DEAL:
             lead_id = _int(record.get("LEAD_ID")) or self._contact_lead(batch, _int(record.get("CONTACT_ID")))
             update["lead_id"] = lead_id or None
+            if lead_id and int((meta or {}).get("lead_id") or 0) != lead_id:
+                # The deal shows its lead's touches: when they change (the lead's own event may come later, in
+                # another FIFO group), the deal is rendered again.
+                self.store.add_links(_entity(LEAD, lead_id), [entity])
             update["contact_id"] = _int(record.get("CONTACT_ID")) or None
             lead_meta = batch.meta(_entity(LEAD, lead_id)) if lead_id else None
             contact_meta = batch.meta(_entity(CONTACT, update["contact_id"])) if update["contact_id"] else None
@@ -320,8 +348,9 @@ class CrmEventWriter:
         if kind in STAGE_FIELDS:
             stage_field, semantic_field = STAGE_FIELDS[kind]
             stage, semantic = str(record.get(stage_field) or ""), str(record.get(semantic_field) or "P")
-            update.update(stage=stage, semantic=semantic)
             history = batch.records.get(("history", kind, id_))
+            if history is not None or (kind, id_) in batch.no_history:
+                update.update(stage=stage, semantic=semantic)
             if history is not None:
                 seen = int((meta or {}).get("history_id") or 0)
                 for row in history["rows"]:
@@ -330,7 +359,7 @@ class CrmEventWriter:
                         row_semantic = str(row.get(semantic_field) or "P")
                         touches.append(self._stage_touch(kind, record, row_stage, row_semantic, row))
                     update["history_id"] = max(int(update.get("history_id") or seen), int(row["ID"]))
-            else:  # no stage history (not allowed for this webhook): compare with the last seen stage
+            elif (kind, id_) in batch.no_history:  # not allowed for this webhook: compare with the last seen stage
                 last = (meta or {}).get("stage")
                 initial = stage == "NEW" or stage.endswith(":NEW")
                 if stage and (stage != last if meta is not None else not initial):
@@ -354,6 +383,10 @@ class CrmEventWriter:
                 target = (DEAL, max(int(row["ID"]) for row in open_deals))
             elif leads:
                 target = (LEAD, max(int(row["ID"]) for row in leads))
+            else:
+                # A person with neither (a contact typed by a manager): the touch stays in the store under the
+                # contact (keyed by its person for attribution); there is no journey field to show it in.
+                target = (CONTACT, owner_id)
         if target is None:
             logger.info("activity without a lead or deal", extra={"activity_id": record.get("ID")})
             return
@@ -418,8 +451,9 @@ class CrmEventWriter:
         the sweep name it alike), else from the record's current stage and ``MOVED_TIME``."""
         at = _time((history or {}).get("CREATED_TIME")) or _time(record.get("MOVED_TIME"))
         at = at or _time(record.get("DATE_MODIFY")) or self._clock()
-        dictionary = self._dictionary.get("STATUS" if kind == LEAD else "DEALSTAGE", {})
-        name = dictionary.get(stage) or dictionary.get(stage.split(":")[-1]) or stage
+        dictionary = self._dictionary.get(_stage_dictionary(kind, stage), {})
+        default = self._dictionary.get("DEAL_STAGE", {}) if kind == DEAL else {}
+        name = dictionary.get(stage) or default.get(stage.split(":")[-1]) or stage
         if semantic == "S":
             touch_kind, label = "won", ("Лид сконвертирован" if kind == LEAD else "Сделка выиграна")
         elif semantic == "F":
@@ -515,6 +549,11 @@ class CrmEventWriter:
                 self.store.bump_version(entity)
                 changed.add(entity)
                 added += len(fresh)
+        # A lead's new touches are also its deals' journey before the deal: render those deals again.
+        grown_leads = [entity for entity in changed if entity.startswith("LEAD#")]
+        for deal in {deal for linked in self.store.links(grown_leads).values() for deal in linked} - changed:
+            self.store.bump_version(deal)
+            changed.add(deal)
         # Also repair a field that no longer says what the store says (a manager typed into it; a lost write).
         for entity, value in batch.fields.items():
             known = batch.metas.get(entity) or entity in batch.touches
@@ -536,6 +575,15 @@ class CrmEventWriter:
         self.store.index_drop(meta.get("index_keys") or [], entity)
         if self.mark_deleted:
             self.mark_deleted(event.entity, event.entity_id, {"deleted_at": deleted_at, "event_ts": event.ts})
+
+
+def _stage_dictionary(kind: str, stage: str) -> str:
+    """The crm.status.list ENTITY_ID naming a stage: STATUS for leads; DEAL_STAGE, or DEAL_STAGE_<id> for the stages
+    of pipeline <id> (``C<id>:…``) (crm-status docs)."""
+    if kind == LEAD:
+        return "STATUS"
+    pipeline = re.match(r"C(\d+):", stage)
+    return f"DEAL_STAGE_{pipeline[1]}" if pipeline else "DEAL_STAGE"
 
 
 def _entity(kind: str, id_: int) -> str:
