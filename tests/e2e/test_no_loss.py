@@ -96,9 +96,11 @@ def report(name: str, stack, run: dict, people: int) -> dict:
 def test_500_people_under_faults_outage_and_rate_limit_make_500_leads(make_stack):
     # A portal whose bucket (2/s, burst 20) the writer must respect: with burst 50 a run this size fits in the
     # burst on a slow machine, and then the pacing would not be tested at all. The writer is told the same limits.
+    # Its methods answer at once (time_scale 0): a portal that takes seconds per call paces the writer by itself
+    # (the slow-portal test below), and the bucket would then never fill.
     people = 500
     stack = make_stack(
-        sandbox_options={"seed": 500, "rate": 2.0, "burst": BURST},
+        sandbox_options={"seed": 500, "rate": 2.0, "burst": BURST, "time_scale": 0},
         environment={**LOCAL_WRITER, "WRITER_SETTLE_SECONDS": "2"},
     )
     stack.sandbox.set_faults(error_rate=0.2, lost_response_rate=0.1)  # 30 % of calls fail, a third after the work
