@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -47,7 +48,7 @@ def daily_stats(
         day += timedelta(days=1)
 
 
-class SandboxServer:
+class SandboxServer(ABC):
     """Start/stop a ThreadingHTTPServer on a free port around a ``handle(method, path, headers, body)`` method."""
 
     name = "sandbox"
@@ -85,10 +86,11 @@ class SandboxServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    @abstractmethod
     def handle(
         self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes | Iterator[bytes]]:
-        raise NotImplementedError
+        """One request of the platform's protocol: (status, headers, body or streamed body parts)."""
 
 
 def json_answer(status: int, payload: Any, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
