@@ -12,40 +12,13 @@ import pytest
 import requests
 
 from local.stack import sqs_record
+from tests.integration.test_bitrix_writer import invoke, post, receive
 from throughline.bitrix24.client import new_session
 from throughline.capture.submissions import Submission
 from throughline.config import get_settings
 from throughline.writer.queued import lead_writer
 
 JOURNEY = "UF_CRM_CUSTOMER_JOURNEY"
-
-
-def post(stack, body: dict, form_id: str = "contact") -> str:
-    response = requests.post(f"{stack.url}/v1/forms/{form_id}/submissions", json=body)
-    assert response.status_code == 202, response.text
-    return response.json()["submission_id"]
-
-
-def receive(stack, visibility: int = 30) -> list[dict]:
-    source = stack.resources.queue_sources[0]
-    messages = boto3.client("sqs").receive_message(
-        QueueUrl=source.queue_url,
-        MaxNumberOfMessages=10,
-        VisibilityTimeout=visibility,
-        MessageSystemAttributeNames=["All"],
-    )
-    return messages.get("Messages", [])
-
-
-def invoke(stack, messages: list[dict]) -> set[str]:
-    source = stack.resources.queue_sources[0]
-    result = stack.invoke("bitrix_writer", {"Records": [sqs_record(m, source) for m in messages]})
-    failed = {item["itemIdentifier"] for item in result["batchItemFailures"]}
-    sqs = boto3.client("sqs")
-    for message in messages:
-        if message["MessageId"] not in failed:
-            sqs.delete_message(QueueUrl=source.queue_url, ReceiptHandle=message["ReceiptHandle"])
-    return failed
 
 
 def drain(stack, timeout: float = 60) -> None:

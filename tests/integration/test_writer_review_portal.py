@@ -9,26 +9,10 @@ import boto3
 import requests
 
 from local.stack import sqs_record
-from throughline.bitrix24.client import new_session
-from throughline.capture.submissions import Submission
-from throughline.config import get_settings
-from throughline.writer.queued import lead_writer
+from tests.integration.test_writer_hardening import Session, post, receive, submissions_of
+from tests.integration.test_writer_hardening import writer_with as hardened_writer_with
 
 JOURNEY = "UF_CRM_CUSTOMER_JOURNEY"
-
-
-def post(stack, body: dict, form_id: str = "contact") -> str:
-    response = requests.post(f"{stack.url}/v1/forms/{form_id}/submissions", json=body)
-    assert response.status_code == 202, response.text
-    return response.json()["submission_id"]
-
-
-def receive(stack) -> list[dict]:
-    source = stack.resources.queue_sources[0]
-    messages = boto3.client("sqs").receive_message(
-        QueueUrl=source.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=30, MessageSystemAttributeNames=["All"]
-    )
-    return messages.get("Messages", [])
 
 
 def drain(stack) -> None:
@@ -41,35 +25,8 @@ def drain(stack) -> None:
             sqs.delete_message(QueueUrl=source.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
-def submissions_of(messages: list[dict]) -> list[Submission]:
-    return [Submission.from_message(json.loads(m["Body"])) for m in messages]
-
-
 def writer_with(session=None, **options):
-    writer = lead_writer(get_settings())
-    if session is not None:
-        writer.bitrix.session = session
-    writer.retry_pause = 0
-    for key, value in options.items():
-        setattr(writer, key, value)
-    return writer
-
-
-class Session:
-    """A requests session that lets a test change what happens to the requests calling ``method``."""
-
-    def __init__(self, method: str, action):
-        self.method = method
-        self.action = action
-        self.hits = 0
-        self._session = new_session()
-        self.headers = self._session.headers
-
-    def post(self, url, **kwargs):
-        if self.method in json.dumps(kwargs.get("json", {})):
-            self.hits += 1
-            return self.action(self._session, url, kwargs, self.hits)
-        return self._session.post(url, **kwargs)
+    return hardened_writer_with(session, **{"retry_pause": 0, **options})
 
 
 def deliver_until_done(messages: list[dict], first_session, rounds: int = 4) -> list:
