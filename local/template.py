@@ -10,6 +10,8 @@ the local HTTP server reads the routes from the functions' HttpApi events instea
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -81,7 +83,15 @@ class LocalStackResources:
 
 
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)
+    """The parsed template: a fresh copy each call, parsed once per process and file version (a stack starts in
+    about a second; parsing the YAML took a third of it)."""
+    text = path.read_text(encoding="utf-8")
+    return copy.deepcopy(_parsed(text))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(text: str) -> dict[str, Any]:
+    return yaml.load(text, Loader=_CfnLoader)
 
 
 def provision(
