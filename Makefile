@@ -12,6 +12,8 @@ VENV_SAM := .venv-sam
 PY := $(VENV)/bin/python
 SAM := $(VENV_SAM)/bin/sam
 PORT ?= 3000
+# Parallel test workers: most integration tests wait on sandboxes and queues, so three workers fit two cores.
+TEST_WORKERS ?= 3
 STACK ?= throughline-dev
 
 .PHONY: help venv demo serve test test-unit test-integration test-e2e lint format build validate bench \
@@ -47,8 +49,8 @@ demo: venv ## Run the main job offline: local AWS, Bitrix24 sandbox, a burst of 
 serve: venv ## Keep the local stack up at http://127.0.0.1:3000 (another port: PORT=…)
 	PYTHONPATH=layers/core:. $(PY) -m local.serve --port $(PORT)
 
-test: venv ## Run every test: unit, integration (moto + sandboxes) and end-to-end over HTTP
-	$(PY) -m pytest
+test: venv ## Run every test: unit, integration (moto + sandboxes) and end-to-end over HTTP (TEST_WORKERS=3)
+	$(PY) -m pytest -n $(TEST_WORKERS) --durations=15
 
 test-unit: venv ## Unit tests only
 	$(PY) -m pytest tests/unit

@@ -37,3 +37,9 @@ def make_stack() -> Iterator[Callable[..., LocalStack]]:
 def stack(make_stack: Callable[..., LocalStack]) -> LocalStack:
     """A local stack whose queue is not consumed: tests invoke the writer themselves."""
     return make_stack(poll_queues=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long end-to-end runs (marked ``slow``) start first, so that parallel workers (``make test`` runs
+    pytest-xdist) finish together instead of one worker starting a three-minute run at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
