@@ -10,6 +10,7 @@ from throughline.config import ConfigError, load_settings
 
 def test_tilda_check_is_only_test_equals_test():
     assert translate("tilda", {"test": "test"}, "f").check
+    assert translate("tilda", {"test": "test", "COOKIES": "_ym_uid=1"}, "f").check
     assert not translate("tilda", {"test": "test", "Phone": "+79160000000"}, "f").check
     assert not translate("tilda", {"test": "yes"}, "f").check
 
@@ -163,3 +164,14 @@ def test_bad_form_field_maps_are_refused_by_name(value):
 def test_form_field_maps_are_read():
     settings = load_settings({"FORM_FIELD_MAPS": '{"q": {"phone": " contacts.phone "}}'})
     assert settings.form_field_maps == {"q": {"phone": "contacts.phone"}}
+
+
+def test_two_fields_for_one_contact_field_keep_both_values():
+    tilda = translate("tilda", {"Phone": "+79160000001", "phone": "+79160000002", "Телефон": "3"}, "f").fields
+    assert tilda == {"phone": "+79160000001", "phone (2)": "+79160000002", "Телефон": "3"}
+    simple = translate("elementor", {"Телефон": "1", "Ваш телефон": "2"}, "f").fields
+    assert simple == {"phone": "1", "Ваш телефон": "2"}
+    body = {"phone": "top", "contacts": {"phone": "mapped"}}
+    mapped = translate("json", body, "q", field_maps={"q": {"phone": "contacts.phone"}})
+    assert mapped.fields == {"phone": "mapped", "phone (2)": "top"}
+    assert mapped.name_in_post("phone") == "contacts.phone"

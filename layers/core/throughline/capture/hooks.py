@@ -112,7 +112,7 @@ def translate(
 
 
 def _tilda(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Translated:
-    if set(fields) == {"test"} and fields["test"] == "test":
+    if set(fields) - {"COOKIES"} == {"test"} and fields["test"] == "test":  # the check, whether cookies are on or off
         return Translated(check=True)
     out: dict[str, Any] = {}
     posted_as: dict[str, str] = {}
@@ -120,10 +120,7 @@ def _tilda(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Translated:
     for name, value in fields.items():
         if name in ("tranid", "formid", "COOKIES"):
             continue
-        ours = aliases.get(_label(name), name)
-        out[ours] = value
-        if ours != name:
-            posted_as[ours] = name
+        _put(out, posted_as, aliases.get(_label(name), name), value, name)
     formid = _first_text(fields.get("formid"))
     if formid:
         out["tilda_formid"] = formid
@@ -187,10 +184,7 @@ def _elementor(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Transla
             value = item.get("value", item.get("raw_value"))
             # A meta field (a honeypot ``_gotcha``) keeps its id: it is an instruction, not data.
             name = field_id if field_id.startswith("_") else _our_name(field_id, aliases) or _our_name(title, aliases)
-            name = name or title
-            if name not in out:
-                out[name] = value
-                posted_as[name] = f"fields[{field_id}][value]"
+            _put(out, posted_as, name or title, value, title, posted=f"fields[{field_id}][value]")
         meta = nested.get("meta") if isinstance(nested.get("meta"), dict) else {}
         page_url = _meta_value(meta, "page_url")
         if page_url:
@@ -203,10 +197,7 @@ def _elementor(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Transla
         for label, value in fields.items():
             if label in ("form_id", "form_name"):
                 continue
-            name = _our_name(label, aliases) or label
-            if name not in out:
-                out[name] = value
-                posted_as[name] = label
+            _put(out, posted_as, _our_name(label, aliases) or label, value, label)
         form_name = _first_text(fields.get("form_name"))
     if form_name:
         out["elementor_form"] = form_name
@@ -256,9 +247,7 @@ def _json(fields: Mapping[str, Any], field_map: Mapping[str, str] | None, aliase
         if any(path == taken or path.startswith(taken + ".") for taken in used):
             continue
         name = (_our_name(path, aliases) or path) if "." not in path else path  # top level: as the form route
-        if name not in out:
-            out[name] = value
-            posted_as[name] = path
+        _put(out, posted_as, name, value, path)
     return Translated(out, posted_as=posted_as)
 
 
@@ -290,6 +279,18 @@ def _leaves(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
+
+
+def _put(
+    out: dict[str, Any], posted_as: dict[str, str], name: str, value: Any, label: str, posted: str | None = None
+) -> None:
+    """``value`` under our field ``name``; when that field is taken already (two fields both called «Телефон», a
+    top-level ``phone`` beside a mapped one), under its own label, so nothing the visitor typed is dropped."""
+    key, copy = name, 1
+    while key in out:
+        key, copy = (label if copy == 1 else f"{label} ({copy})"), copy + 1
+    out[key] = value
+    posted_as[key] = posted or label
 
 
 def _label(text: str) -> str:
