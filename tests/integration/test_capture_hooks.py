@@ -250,3 +250,13 @@ def test_hooks_answer_no_preflight(held):
         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
     )
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_tilda_retries_arriving_at_once_are_one_submission(held):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: replay(held, "capture_hook_tilda.json"), range(4)))
+    assert {answer.status_code for answer in answers} == {200}
+    assert len({answer.json()["submission_id"] for answer in answers}) == 1
+    assert len(queued(held)) == 1
