@@ -175,3 +175,17 @@ def test_two_fields_for_one_contact_field_keep_both_values():
     mapped = translate("json", body, "q", field_maps={"q": {"phone": "contacts.phone"}})
     assert mapped.fields == {"phone": "mapped", "phone (2)": "top"}
     assert mapped.name_in_post("phone") == "contacts.phone"
+
+
+def test_the_http_path_with_the_hooks_imports_nothing_heavy():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys; sys.path[:0] = ['functions/capture_form', 'layers/core']; import app; "
+        "print(sorted(m for m in ('pydantic', 'numpy', 'orjson', 'duckdb') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "[]", result.stderr
