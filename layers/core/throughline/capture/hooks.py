@@ -127,10 +127,12 @@ def _tilda(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Translated:
     if tranid:
         out["tilda_tranid"] = tranid
     cookies = tilda_cookies(_first_text(fields.get("COOKIES")) or "")
-    for tag, value in cookies.items():
-        # Fields the form carries itself (hidden utm_* fields) win over the cookie.
-        if value and not _first_text(out.get(tag)):
-            out[tag] = value
+    # Tags are one unit: the form's own hidden utm_* fields, when it has any, win whole over the cookie's (one visit's
+    # campaign never mixes with another's source).
+    tagged = any(_first_text(out.get(tag)) for tag in UTM_TAGS)
+    for name, value in cookies.items():
+        if value and not _first_text(out.get(name)) and not (tagged and name in UTM_TAGS):
+            out[name] = value
     return Translated(out, delivery_id=tranid, posted_as=posted_as)
 
 
