@@ -21,7 +21,7 @@ SNIPPET = ROOT / "web" / "throughline.js"
 TERSER = ROOT / "web" / "node_modules" / ".bin" / "terser"
 TERSER_OPTIONS = ("--compress", "passes=2", "--mangle")
 SOURCEBUSTER_MINIFIED = 14_125
-SOURCEBUSTER_GZIPPED = 4_560
+SOURCEBUSTER_GZIPPED = 4_540  # counted as measure() counts ours: gzip -9 without a file name in the header
 
 
 @dataclass(frozen=True)

@@ -250,13 +250,14 @@ class LocalStack:
             client.put_secret_value(SecretId=secrets_arn, SecretString=json.dumps({**current, **secret}))
 
     def _prepare_sandbox(self) -> None:
-        """What an operator does once per portal (`make bitrix-setup`): create the journey field."""
+        """What an operator does once per portal (`make bitrix-setup`): create the journey and client id fields."""
         from throughline.bitrix24.portal import bitrix_client
         from throughline.config import get_settings
-        from throughline.setup import ensure_journey_fields
+        from throughline.setup import ensure_client_id_fields, ensure_journey_fields
 
         settings = get_settings()
         ensure_journey_fields(bitrix_client(settings), settings.bitrix24_journey_field)
+        ensure_client_id_fields(bitrix_client(settings))
         self.sandbox.reset_stats()
 
     def _set_environment(self, values: Mapping[str, str]) -> None:

@@ -6,8 +6,8 @@
 
   const P = 'throughline:';
   const C = '_tl_'; // cookie names: _tl_first, _tl_current, _tl_session
-  const TAGS = ['utm_source', 'utm_medium', 'utm_campaign', 'utm_content', 'utm_term', 'gclid', 'gbraid', 'wbraid', 'yclid', 'ysclid', 'fbclid'];
-  const SENT = TAGS.concat(['referrer', 'landing_url']);
+  const TAGS = ['utm_source', 'utm_medium', 'utm_campaign', 'utm_content', 'utm_term', 'gclid', 'gbraid', 'wbraid', 'yclid', 'ysclid', 'fbclid', 'rb_clickid'];
+  const SENT = [...TAGS, 'referrer', 'landing_url'];
   const SESSION = 30 * 6e4;
   const LIFETIME = 180 * 864e5;
   const QUEUE_DAYS = 30 * 864e5;
@@ -26,6 +26,7 @@
     endpoint: attr('endpoint'), honeypot: '_gotcha', attempts: 3, cookieDomain: attr('cookie-domain').toLowerCase().replace(/^\./, ''),
     ignoreReferrers: attr('ignore-referrers').toLowerCase().match(/[^\s,.][^\s,]*/g) || [], // Pay.Bank.ru, .bank.ru
     requireConsent: script && script.hasAttribute('data-require-consent'),
+    counter: attr('metrica-counter'), // Yandex Metrica's counter id: its ClientID comes from ym(), not the cookie
   };
   const attached = new WeakMap();
   const busy = new WeakSet();
@@ -34,8 +35,9 @@
   let referred; // this page's referrer is counted once: a single-page app's later track() calls are navigation
   let ls; // localStorage once it is allowed; null when touching it throws (blocked storage). Every use is in a try.
   let domain; // the cookie domain: the registrable domain unless cookieDomain is set; '' = this host only
+  let ymId; // Metrica's ClientID as ym() answered it
 
-  const warn = (error) => console.warn('[throughline]', error);
+  const warn = (error) => console.warn(error);
   const granted = () => !cfg.requireConsent || consented;
   // Clip by code point, never inside a surrogate pair (the endpoint counts code points too).
   const clip = (value) => Array.from(String(value)).slice(0, MAX).join('');
@@ -176,9 +178,11 @@
     });
     if (first) fields.first_seen_at = first.seen_at;
     if (granted()) {
-      const ym = readCookie('_ym_uid');
+      // ym() answers once its counter is up (often later): asked again at every submit, the cookie until then.
+      try { if (cfg.counter) ym(cfg.counter, 'getClientID', (id) => { ymId = id; }); } catch (e) { /* no counter */ }
+      const metrica = ymId || readCookie('_ym_uid');
       const ga = readCookie('_ga');
-      if (ym) fields.ym_client_id = clip(ym);
+      if (metrica) fields.ym_client_id = clip(metrica);
       if (ga) fields.ga_client_id = clip(ga);
     }
     return fields;
@@ -213,7 +217,7 @@
     if (base) return base.replace(/\/+$/, '') + '/' + encodeURIComponent(formId) + '/submissions';
     const action = form && form.getAttribute('action');
     const url = action ? new URL(action, document.baseURI).href : '';
-    return /\/submissions\/?$/.test(url) ? url : '';
+    return /\/submissions\/?$/.test(url) && url;
   }
 
   const transient = (code) => code === 0 || code >= 500 || code === 408 || code === 429;
@@ -223,9 +227,9 @@
     try {
       // A text body goes as text/plain;charset=UTF-8 (the Fetch standard's default), which keeps the request "simple":
       // no CORS preflight. keepalive lets it finish if the visitor leaves. A POST is never answered from a cache.
-      const response = await fetch(url, { method: 'POST', body, keepalive: body.length < 2e4, credentials: 'omit' });
+      const response = await fetch(url, { method: 'POST', body, keepalive: !body[2e4], credentials: 'omit' });
       const data = await response.json().catch(() => ({}));
-      return { code: response.status, data: data || {}, wait: Number(response.headers.get('Retry-After')) || 0 };
+      return { code: response.status, data: data || {}, wait: +response.headers.get('Retry-After') || 0 };
     } catch (e) {
       return { code: 0, data: {}, wait: 0 }; // offline, refused, or CORS hid the answer
     }
@@ -272,8 +276,7 @@
         const result = await deliver(item.url, item, 1); // one try per page load; the next load tries again
         const stale = Date.now() - item.at > QUEUE_DAYS;
         updateQueued(item.id, (it) => (transient(result.code) && !stale ? Object.assign(it, { lock: 0 }) : null));
-        const detail = { form_id: item.form_id, submission_id: result.data.submission_id, resent: true };
-        if (!transient(result.code)) emit(document, result.code < 300 ? 'sent' : 'invalid', Object.assign(detail, result.data));
+        if (!transient(result.code)) emit(document, result.code < 300 ? 'sent' : 'invalid', Object.assign({ form_id: item.form_id, resent: true }, result.data));
       }
     } catch (error) {
       warn(error);
@@ -374,20 +377,19 @@
   function addHoneypot(form) {
     if (named(form, cfg.honeypot.toLowerCase()).length) return;
     const input = document.createElement('input');
-    input.type = 'text';
     input.name = cfg.honeypot;
     input.tabIndex = -1;
     input.autocomplete = 'off';
     input.setAttribute('aria-hidden', 'true');
     // Off-screen rather than display:none, which bots skip.
-    input.style.cssText = 'position:absolute!important;left:-10000px!important;width:1px;height:1px;opacity:0';
+    input.style.cssText = 'position:absolute!important;left:-10000px!important';
     form.appendChild(input);
   }
 
-  const guard = (fn, fallback) => function () { try { return fn.apply(this, arguments); } catch (error) { warn(error); return fallback; } };
+  const guard = (fn, fallback) => (...args) => { try { return fn(...args); } catch (error) { warn(error); return fallback; } };
 
   window.Throughline = {
-    version: '1.1.0',
+    version: '1.2.0',
     init: guard((options) => { Object.assign(cfg, options); return window.Throughline; }),
     // For a cookie banner: true starts remembering touches (run it on every page once the visitor agreed); false
     // forgets them. Only needed with data-require-consent.
@@ -409,7 +411,7 @@
     }
   });
   const ready = () => {
-    try { document.querySelectorAll('form[data-throughline-form]').forEach(addHoneypot); } catch (error) { warn(error); }
+    try { document.querySelectorAll('form[data-throughline-form]').forEach(addHoneypot); touchFields(); } catch (error) { warn(error); }
     window.Throughline.flush();
   };
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', ready); else ready();

@@ -1,5 +1,9 @@
 """POST /v1/forms/{form_id}/submissions — a site's web form becomes a durable submission; answer 202 at once.
 
+Also the form builders' webhooks, ``POST /v1/hooks/{tilda|elementor|json}/{form_id}``: the same capture after the
+builder's format is read (``throughline.capture.hooks``), answered 200 as each builder expects (Tilda's ``test=test``
+connection check included), without CORS (a builder's server posts, not a browser).
+
 Thin handler: HTTP in and out, then ``throughline.capture``; bad input maps to 4xx here and nowhere else.
 No Tracer on this path: the X-Ray SDK import would cost more than boto3 on every cold start (Lambda's own active
 tracing still records the invocation).
@@ -18,6 +22,7 @@ from throughline.adapters.http import (
     json_response,
 )
 from throughline.capture.forms import FormRejected
+from throughline.capture.hooks import BUILDERS
 from throughline.capture.receive import capture_from_settings
 from throughline.config import get_settings
 from throughline.observability import logger, metrics
@@ -33,15 +38,17 @@ def lambda_handler(event: dict, context: object) -> dict:
     except UnreadableRequest as unreadable:
         metrics.add_metric(name="SubmissionsRejected", unit=MetricUnit.Count, value=1)
         return json_response(400, {"error": "request could not be read", "fields": {"body": str(unreadable)}})
-    cors = cors_headers(request, settings.allowed_origins)
-    if request.method == "OPTIONS":
+    builder = _builder(str(event.get("routeKey") or "").rpartition(" ")[2] or request.path)
+    cors = {} if builder else cors_headers(request, settings.allowed_origins)
+    if request.method == "OPTIONS" and not builder:
         metrics.add_metric(name="PreflightsAnswered" if cors else "PreflightsRefused", unit=MetricUnit.Count, value=1)
         return empty_response(204 if cors else 403, cors)
     if request.method != "POST":
-        return json_response(405, {"error": "method not allowed", "fields": {}}, {**cors, "Allow": "POST, OPTIONS"})
+        allow = "POST" if builder else "POST, OPTIONS"
+        return json_response(405, {"error": "method not allowed", "fields": {}}, {**cors, "Allow": allow})
 
     origin = request.headers.get("origin")
-    if origin and not cors and origin != "null":
+    if origin and not cors and origin != "null" and not builder:
         # Still stored (nothing lost), but the page cannot read our answer: a site missing from ALLOWED_ORIGINS.
         logger.warning("form posted from an origin not in ALLOWED_ORIGINS", extra={"origin": origin[:200]})
         metrics.add_metric(name="PostsFromUnlistedOrigins", unit=MetricUnit.Count, value=1)
@@ -50,7 +57,11 @@ def lambda_handler(event: dict, context: object) -> dict:
     idempotency_config.register_lambda_context(context)
     try:
         accepted = capture.receive(
-            request.path_parameters.get("form_id", ""), request.body, request.content_type, request.headers
+            request.path_parameters.get("form_id", ""),
+            request.body,
+            request.content_type,
+            request.headers,
+            builder=builder,
         )
     except FormRejected as rejected:
         metrics.add_metric(name="SubmissionsRejected", unit=MetricUnit.Count, value=1)
@@ -61,8 +72,22 @@ def lambda_handler(event: dict, context: object) -> dict:
         metrics.add_metric(name="SubmissionsUnavailable", unit=MetricUnit.Count, value=1)
         return json_response(503, {"error": "temporarily unavailable, please retry"}, {**cors, "Retry-After": "5"})
 
+    if accepted.check:
+        metrics.add_metric(name="HookChecksAnswered", unit=MetricUnit.Count, value=1)
+        return json_response(200, {"ok": True})
     metric = "SpamDropped" if accepted.spam else "DoubleSubmissions" if accepted.duplicate else "SubmissionsAccepted"
     metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+    if builder:  # Tilda and Elementor count anything but 200 as a failed delivery
+        return json_response(200, {"submission_id": accepted.submission_id})
     if accepted.redirect_to:
         return empty_response(303, {**cors, "Location": accepted.redirect_to})
     return json_response(202, {"submission_id": accepted.submission_id}, cors)
+
+
+def _builder(route: str) -> str | None:
+    """``tilda`` for the route ``/v1/hooks/tilda/{form_id}`` (one route per builder in template.yaml; the route key,
+    not the raw path, which a custom domain's base path may prefix), None for the form route."""
+    parts = route.strip("/").split("/")
+    if len(parts) == 4 and parts[:2] == ["v1", "hooks"] and parts[2] in BUILDERS:
+        return parts[2]
+    return None

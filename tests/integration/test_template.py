@@ -107,6 +107,21 @@ def test_capture_form_may_only_write_raw_copies_enqueue_guard_double_submits_and
     assert environment["SECRETS_ARN"] == {"Ref": "Secrets"}
 
 
+def test_form_builders_post_to_the_capture_function_one_route_each_without_a_preflight():
+    events = FUNCTIONS["CaptureFormFunction"]["Properties"]["Events"]
+    routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events.values() if e["Type"] == "HttpApi"}
+    hooks = {route for route in routes if route[1].startswith("/v1/hooks/")}
+    # A builder's server posts, not a browser: no OPTIONS route, so no CORS answer either.
+    assert hooks == {
+        ("POST", "/v1/hooks/tilda/{form_id}"),
+        ("POST", "/v1/hooks/elementor/{form_id}"),
+        ("POST", "/v1/hooks/json/{form_id}"),
+    }
+    environment = FUNCTIONS["CaptureFormFunction"]["Properties"]["Environment"]["Variables"]
+    assert environment["FORM_FIELD_MAPS"] == {"Ref": "FormFieldMaps"}
+    assert environment["FORM_LABEL_ALIASES"] == {"Ref": "FormLabelAliases"}
+
+
 def test_the_person_key_is_generated_on_deploy_with_no_manual_step():
     secret = RESOURCES["Secrets"]["Properties"]
     assert "SecretString" not in secret  # CloudFormation allows one of the two
@@ -294,6 +309,9 @@ def test_local_stack_builds_the_template_resources(stack):
     assert {(route.method, route.path) for route in resources.routes} >= {
         ("POST", "/v1/forms/{form_id}/submissions"),
         ("OPTIONS", "/v1/forms/{form_id}/submissions"),
+        ("POST", "/v1/hooks/tilda/{form_id}"),
+        ("POST", "/v1/hooks/elementor/{form_id}"),
+        ("POST", "/v1/hooks/json/{form_id}"),
     }
 
 

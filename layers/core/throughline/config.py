@@ -78,6 +78,28 @@ def _flat_json_map(value: str) -> dict[str, str]:
     return {str(key): str(item) for key, item in parsed.items()}
 
 
+def _field_maps(value: str) -> dict[str, dict[str, str]]:
+    """FORM_FIELD_MAPS: form id → {our field: dotted path in the sender's JSON}, e.g.
+    ``{"quiz1": {"phone": "contacts.phone", "comment": "answers.0.text"}}``."""
+    try:
+        parsed = json.loads(value) if value.strip() else {}
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON ({error.msg})") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("must be a JSON object of form id → {field: path}")
+    maps: dict[str, dict[str, str]] = {}
+    for form_id, mapping in parsed.items():
+        if not isinstance(mapping, dict):
+            raise ValueError(f"the map of form {form_id!r} must be an object of field → dotted path")
+        for ours, path in mapping.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", str(ours)):
+                raise ValueError(f"form {form_id!r}: {ours!r} is not a field name (lower-case letters, digits, _)")
+            if not isinstance(path, str) or not path.strip() or any(not part for part in path.strip().split(".")):
+                raise ValueError(f"form {form_id!r}: the path of {ours!r} must be a dotted path like contacts.phone")
+        maps[str(form_id)] = {str(ours): path.strip() for ours, path in mapping.items()}
+    return maps
+
+
 def _integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
     def parse(value: str) -> int:
         try:
@@ -280,6 +302,10 @@ class Settings:
     # Referrer hosts that are no source (matched with their subdomains), on top of the built-in payment, 3-D Secure
     # and login hosts (sources.IGNORED_REFERRERS); the snippet's data-ignore-referrers should list the same.
     ignore_referrers: tuple[str, ...] = _setting((), _host_list)
+    # Form builders' webhooks (/v1/hooks/...): labels → our fields on top of the Russian defaults (capture.hooks), and
+    # per JSON form, our fields → dotted paths in the sender's body.
+    form_label_aliases: dict[str, str] = _setting({}, _flat_json_map)
+    form_field_maps: dict[str, dict[str, str]] = _setting({}, _field_maps)
 
     # Reports
     report_currency: str = _setting("RUB")

@@ -9,7 +9,7 @@ from typing import Any
 
 from throughline.bitrix24 import Bitrix24Client
 from throughline.sources import CHANNEL_LABELS, Source
-from throughline.writer.leads import LeadRules
+from throughline.writer.leads import CLIENT_ID_FIELDS, LeadRules
 
 JOURNEY_LABELS = {"ru": "Путь клиента", "en": "Customer journey", "de": "Customer Journey"}
 JOURNEY_ROWS = 8  # a multi-line text box in the card
@@ -26,6 +26,20 @@ class FieldStatus:
 
 def ensure_journey_fields(bitrix: Bitrix24Client, field_name: str) -> list[FieldStatus]:
     """Create ``field_name`` (``UF_CRM_…``) as a multi-line string field on leads and deals where it is missing."""
+    return _ensure_string_field(bitrix, field_name, "THROUGHLINE_JOURNEY", JOURNEY_LABELS, JOURNEY_ROWS)
+
+
+def ensure_client_id_fields(bitrix: Bitrix24Client) -> list[FieldStatus]:
+    """Create the analytics client id fields (Metrica, Google Analytics, VK Ads' rb_clickid) on leads and deals."""
+    statuses = []
+    for key, (field_name, labels) in CLIENT_ID_FIELDS.items():
+        statuses += _ensure_string_field(bitrix, field_name, f"THROUGHLINE_{key.upper()}", labels, 1)
+    return statuses
+
+
+def _ensure_string_field(
+    bitrix: Bitrix24Client, field_name: str, xml_id: str, labels: dict[str, str], rows: int
+) -> list[FieldStatus]:
     statuses = []
     for entity in ENTITIES:
         existing = bitrix.call(f"crm.{entity}.userfield.list", {"filter": {"FIELD_NAME": field_name}}).result or []
@@ -38,17 +52,17 @@ def ensure_journey_fields(bitrix: Bitrix24Client, field_name: str) -> list[Field
                 "fields": {
                     "FIELD_NAME": field_name.removeprefix("UF_CRM_"),  # Bitrix24 adds the prefix itself
                     "USER_TYPE_ID": "string",
-                    "XML_ID": "THROUGHLINE_JOURNEY",
+                    "XML_ID": xml_id,
                     "MULTIPLE": "N",
                     "MANDATORY": "N",
                     "SHOW_FILTER": "Y",
                     "SHOW_IN_LIST": "Y",
                     "EDIT_IN_LIST": "N",
                     "IS_SEARCHABLE": "Y",
-                    "EDIT_FORM_LABEL": JOURNEY_LABELS,
-                    "LIST_COLUMN_LABEL": JOURNEY_LABELS,
-                    "LIST_FILTER_LABEL": JOURNEY_LABELS,
-                    "SETTINGS": {"ROWS": JOURNEY_ROWS},
+                    "EDIT_FORM_LABEL": labels,
+                    "LIST_COLUMN_LABEL": labels,
+                    "LIST_FILTER_LABEL": labels,
+                    "SETTINGS": {"ROWS": rows},
                 }
             },
         )
@@ -103,6 +117,9 @@ def report(bitrix: Bitrix24Client, rules: LeadRules) -> str:
     for status in ensure_journey_fields(bitrix, rules.journey_field):
         action = "created" if status.created else f"already there ({status.user_type})"
         lines.append(f"journey field {status.field_name} on {status.entity}s: {action}")
+    for status in ensure_client_id_fields(bitrix):
+        action = "created" if status.created else f"already there ({status.user_type})"
+        lines.append(f"client id field {status.field_name} on {status.entity}s: {action}")
     sources = source_dictionary(bitrix)
     known = {str(row.get("STATUS_ID")) for row in sources}
     lines += ["", "Lead sources in this portal (SOURCE_ID — name):"]

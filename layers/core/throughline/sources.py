@@ -402,6 +402,8 @@ def _source_from_click_ids(click_ids: dict[str, str]) -> str | None:
         return "yandex"
     if "fbclid" in click_ids:
         return "facebook"
+    if "rb_clickid" in click_ids:
+        return "vk"
     return None
 
 
@@ -412,6 +414,8 @@ def _from_click_ids(click_ids: dict[str, str]) -> Source:
         return Source(PAID_SEARCH, "yandex", "cpc", paid=True)
     if "ysclid" in click_ids:  # set by Yandex Search on organic results, not by ads
         return Source(ORGANIC_SEARCH, "yandex", "organic")
+    if "rb_clickid" in click_ids and "fbclid" not in click_ids:  # VK Ads (ads.vk.com) adds it to its ads' links
+        return Source(SOCIAL, "vk", "cpc", paid=True)
     return Source(SOCIAL, "facebook", "social")  # fbclid marks every outbound Meta link, paid or not
 
 

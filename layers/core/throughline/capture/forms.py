@@ -114,6 +114,9 @@ def _rejecting_unreadable_input(parser: _Parser) -> _Parser:
     return guarded  # type: ignore[return-value]
 
 
+rejecting_unreadable_input = _rejecting_unreadable_input
+
+
 @_rejecting_unreadable_input
 def decode_body(body: bytes, content_type: str | None, max_bytes: int) -> dict[str, Any]:
     """Turn a JSON, urlencoded or multipart body into a flat field map (repeated keys become lists)."""
@@ -268,8 +271,15 @@ def raw_key(submission: Submission) -> str:
     return f"raw/forms/date={day}/form={submission.form_id}/{submission.submission_id}.json"
 
 
-def raw_record(submission: Submission, body: bytes, content_type: str | None, headers: Mapping[str, str]) -> bytes:
-    """The raw copy: the body exactly as received (decoded as text where possible) beside what we made of it."""
+def raw_record(
+    submission: Submission,
+    body: bytes,
+    content_type: str | None,
+    headers: Mapping[str, str],
+    builder: str | None = None,
+) -> bytes:
+    """The raw copy: the body exactly as received (decoded as text where possible) beside what we made of it, and
+    the form builder whose webhook format it is (``tilda``, ``elementor``, ``json``; absent for the form route)."""
     try:
         text: str | None = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -284,6 +294,8 @@ def raw_record(submission: Submission, body: bytes, content_type: str | None, he
         "body_encoding": "utf-8" if text is not None else "hex",
         "message": submission.to_message(),
     }
+    if builder:
+        record["builder"] = builder
     return json.dumps(record, ensure_ascii=False).encode()
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from throughline.adapters.raw_store import RawStore
 from throughline.adapters.writes_queue import WritesQueue
-from throughline.capture import forms
+from throughline.capture import forms, hooks
 from throughline.capture.submissions import Submission
 from throughline.config import Settings
 from throughline.contacts import mask_email, mask_phone
@@ -24,6 +24,10 @@ from throughline.observability import logger
 from throughline.person_keys import person_key
 
 IN_PROGRESS_WAIT_SECONDS = 2.0
+# Submission ids of builders' posts that carry their own delivery id (Tilda's tranid) are derived from it and the
+# content, so a retry is the same submission however late it comes (the writer finds its lead by ORIGIN_ID).
+DELIVERY_NAMESPACE = uuid.UUID("6b1f3c1e-2f4d-5a7e-9c2b-7e0d4f1a8b35")
+_translate = forms.rejecting_unreadable_input(hooks.translate)
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class Accepted:
     spam: bool = False
     duplicate: bool = False
     redirect_to: str | None = None
+    check: bool = False  # a form builder's connection check: answered, nothing stored
 
 
 class Capture:
@@ -51,17 +56,46 @@ class Capture:
         self._clock = clock
         self._accept = idempotent(self._store_and_enqueue) if idempotent else self._store_and_enqueue
 
-    def receive(self, form_id: str, body: bytes, content_type: str | None, headers: Mapping[str, str]) -> Accepted:
-        """Raises ``forms.FormRejected`` for bad input; AWS errors propagate (the caller answers 503)."""
+    def receive(
+        self,
+        form_id: str,
+        body: bytes,
+        content_type: str | None,
+        headers: Mapping[str, str],
+        builder: str | None = None,
+    ) -> Accepted:
+        """Raises ``forms.FormRejected`` for bad input; AWS errors propagate (the caller answers 503).
+
+        ``builder`` (``tilda``, ``elementor``, ``json``): the body is that form builder's webhook, read by
+        ``hooks.translate`` into our fields first; everything after that is the form route's path."""
         settings = self.settings
         fields = forms.decode_body(body, content_type, settings.max_body_bytes)
         received_at = self._clock()
         submission_id = str(uuid.uuid4())
-        if forms.is_spam(fields, settings.honeypot_field):
+        delivery_id, translated = None, None
+        spam = forms.is_spam(fields, settings.honeypot_field)
+        if builder:
+            try:
+                translated = _translate(
+                    builder,
+                    fields,
+                    form_id,
+                    label_aliases=settings.form_label_aliases,
+                    field_maps=settings.form_field_maps,
+                )
+            except forms.FormRejected as rejected:
+                self._keep_rejected(submission_id, received_at, body, content_type, rejected)
+                raise
+            if translated.check:
+                logger.info("form builder's connection check answered", extra={"form_id": form_id, "builder": builder})
+                return Accepted("", check=True)
+            fields, delivery_id = translated.fields, translated.delivery_id
+            spam = spam or forms.is_spam(fields, settings.honeypot_field)
+        if spam:
             day = received_at.strftime("%Y-%m-%d")
             spam_key = f"raw/spam/date={day}/{submission_id}.bin"
             self.raw_store.put(spam_key, body, content_type or "application/octet-stream")
-            logger.info("honeypot filled: dropped", extra={"form_id": form_id})
+            logger.info("honeypot filled: dropped", extra={"form_id": form_id, "builder": builder})
             return Accepted(submission_id, spam=True)
         try:
             submission = forms.parse_submission(
@@ -75,21 +109,29 @@ class Capture:
             )
         except forms.FormRejected as rejected:
             self._keep_rejected(submission_id, received_at, body, content_type, rejected)
+            if translated is not None:  # name each field as the builder posted it: that is what its user sees
+                rejected.fields = {translated.name_in_post(name): reason for name, reason in rejected.fields.items()}
             raise
+        if delivery_id:
+            derived = uuid.uuid5(DELIVERY_NAMESPACE, f"{builder}|{form_id}|{delivery_id}|{submission.fingerprint()}")
+            submission = replace(submission, submission_id=str(derived))
         submission = replace(submission, raw_key=forms.raw_key(submission))
-        record = forms.raw_record(submission, body, content_type, headers).decode()
+        record = forms.raw_record(submission, body, content_type, headers, builder=builder).decode()
         # Decided before anything is stored, and it never raises: a bad _next cannot turn a stored lead into an error.
-        redirect_to = forms.redirect_target(fields.get("_next"), headers.get("origin"), settings.allowed_origins)
+        redirect_to = None
+        if not builder:  # a builder's server posts, not a browser: nobody to send to a thank-you page
+            redirect_to = forms.redirect_target(fields.get("_next"), headers.get("origin"), settings.allowed_origins)
         result = self._accept_once(
             {"fingerprint": submission.fingerprint(), "message": submission.to_message(), "raw": record}
         )
         accepted_id = result["submission_id"]
-        duplicate = accepted_id != submission_id
+        duplicate = accepted_id != submission.submission_id
         logger.info(
             "submission accepted" if not duplicate else "double submission: answered with the first one",
             extra={
                 "submission_id": accepted_id,
                 "form_id": form_id,
+                "builder": builder,
                 "phone": mask_phone(submission.phone),
                 "email": mask_email(submission.email),
             },

@@ -13,8 +13,8 @@ MESSAGE_TYPE = "form_submission"
 MESSAGE_VERSION = 1
 UTM_TAGS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
 MAX_VALUE = 2000  # the longest value of one field we keep
-# Click ids set by ad platforms and search engines (what each implies: throughline.sources).
-CLICK_IDS = ("gclid", "gbraid", "wbraid", "yclid", "ysclid", "fbclid")
+# Click ids set by ad platforms and search engines (what each implies: throughline.sources); rb_clickid is VK Ads'.
+CLICK_IDS = ("gclid", "gbraid", "wbraid", "yclid", "ysclid", "fbclid", "rb_clickid")
 # Every time in a message lies in here: date arithmetic (journey lines, store keys, time zones) never overflows, and a
 # message outside it is refused whole (capture keeps implausible visit times out of messages in the first place).
 SANE_TIMES = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC))

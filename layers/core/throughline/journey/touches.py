@@ -54,7 +54,8 @@ def submission_touches(submission: Submission, zone: tzinfo, *, repeat: bool = F
         content=visit.utm_content,
         term=visit.utm_term,
         detail=f"форма «{submission.form_id}»" if repeat else f"Заявка: форма «{submission.form_id}»",
-        extra={"form_id": submission.form_id, **submission.click_ids},
+        # Click and analytics client ids: what offline conversions are sent back to the ad platforms with.
+        extra={"form_id": submission.form_id, **submission.client_ids, **submission.click_ids},
     )
     first = None if repeat else first_source(submission)
     if first is None or submission.first_visit is None:

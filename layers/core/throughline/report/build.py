@@ -173,6 +173,7 @@ class _Builder:
         self.leads_with_source = 0
         self.unknown_tags: Counter[str] = Counter()
         self.duplicates = 0
+        self.webform_leads_without_tags = 0  # Bitrix24's own CRM forms (SOURCE_ID WEBFORM) posted without UTM tags
         self._person_keys: set[str] = set()
         self._end = period.date_to.toordinal()
         self.won: list[WonDeal] = []  # the period's won deals with a rate: the conversions of attribution
@@ -336,6 +337,8 @@ class _Builder:
         self.leads_with_source += slot.known
         if slot.unknown_tag:
             self.unknown_tags[slot.unknown_tag] += 1
+        if lead.get("SOURCE_ID") == "WEBFORM" and not (lead.get("UTM_SOURCE") or lead.get("UTM_MEDIUM")):
+            self.webform_leads_without_tags += 1
         keys = lead.get("PERSON_KEYS")
         if keys:
             if not self._person_keys.isdisjoint(keys):
@@ -547,6 +550,7 @@ class _Builder:
             leads_without_source=self.leads_total - self.leads_with_source,
             unknown_tags=[UnknownTag(utm_source=tag, leads=count) for tag, count in self.unknown_tags.most_common(20)],
             suspected_duplicates=self.duplicates,
+            webform_leads_without_tags=self.webform_leads_without_tags,
             unmatched_spend=metrics.money(sum((c.totals[CURRENT].spend for c in unmatched), ZERO)),
             unmatched_spend_campaigns=[
                 UnmatchedSpend(

@@ -144,6 +144,11 @@ class DataQuality(_Model):
     leads_without_source: int
     unknown_tags: list[UnknownTag] = Field(description="utm_source values the taxonomy does not know, most leads first")
     suspected_duplicates: int = Field(description="leads of the period sharing a phone or e-mail with an earlier one")
+    webform_leads_without_tags: int = Field(
+        default=0,
+        description="leads of Bitrix24's own CRM forms (SOURCE_ID WEBFORM) without utm_source or utm_medium: a form "
+        "embedded without its UTM fields, so the ad that brought them is unknown",
+    )
     unmatched_spend: Number = Field(description="spend whose campaign matched no lead in the period")
     unmatched_spend_campaigns: list[UnmatchedSpend]
     spend_rows_with_vat: int = Field(description="spend rows imported with VAT (the rest are without)")

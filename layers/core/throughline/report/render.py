@@ -279,6 +279,8 @@ def _quality(report: RoiReport) -> str:
     items = [
         f"<li>Лидов без источника: <b>{format_number(quality.leads_without_source, 'int')}</b></li>",
         f"<li>Возможных дублей (телефон / e-mail): <b>{format_number(quality.suspected_duplicates, 'int')}</b></li>",
+        f"<li>Лидов из CRM-форм Битрикс24 без UTM-меток: "
+        f"<b>{format_number(quality.webform_leads_without_tags, 'int')}</b></li>",
         f"<li>Расход без лидов: <b>{format_number(quality.unmatched_spend, 'money')} {html.escape(report.currency)}</b>"
         + (
             " — "

@@ -87,6 +87,13 @@ DEFAULT_SOURCE_IDS = {
     EMAIL: "EMAIL",
     OFFLINE: "OTHER",
 }
+# Analytics client ids and VK Ads' click id, each in a lead (and deal) user field that ``bitrix-setup`` creates: offline
+# conversions are sent back to the platforms with them. A portal without the fields ignores them (unknown keys).
+CLIENT_ID_FIELDS = {
+    "ym_client_id": ("UF_CRM_TL_YM_CLIENT_ID", {"ru": "ClientID Яндекс Метрики", "en": "Yandex Metrica ClientID"}),
+    "ga_client_id": ("UF_CRM_TL_GA_CLIENT_ID", {"ru": "Client ID Google Analytics", "en": "Google Analytics ClientID"}),
+    "rb_clickid": ("UF_CRM_TL_VK_CLICK_ID", {"ru": "rb_clickid VK Рекламы", "en": "VK Ads click id (rb_clickid)"}),
+}
 
 
 @dataclass(frozen=True)
@@ -805,6 +812,8 @@ class LeadWriter:
             "OPENED": "Y",
             self.rules.journey_field: journey_text,
         }
+        ids = {**item.client_ids, **item.click_ids}
+        fields |= {name: ids[key] for key, (name, _) in CLIENT_ID_FIELDS.items() if ids.get(key)}
         if self.portal.mode == SIMPLE:
             for name in ("NAME", "LAST_NAME", "SECOND_NAME"):
                 fields.pop(name)  # a deal has no person's name: it is the contact's

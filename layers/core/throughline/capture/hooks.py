@@ -1,0 +1,314 @@
+"""Form builders' own webhooks: Tilda, Elementor Pro and any JSON sender, read into the fields the form route takes.
+
+Each builder posts its own shape; ``translate`` turns it into the flat field map ``forms.parse_submission`` reads
+(``name``, ``phone``, ``utm_source``, …, anything else kept in the lead's comments by the name the site shows), so a
+builder's lead is validated, stored and written exactly like a lead from our own snippet. Pure and I/O-free, like
+``forms``: whatever escapes it was caused by the input and becomes a 400.
+
+- Tilda (help-ru.tilda.cc/formsscript): ``application/x-www-form-urlencoded`` with the fields as named in the form
+  (``Name``, ``Phone``, ``Email``, ``Comments``, …), ``tranid`` (the submission's id: Tilda sends the same post again
+  when it got no 200 within 5 s), ``formid`` (the form block) and, with «Отправлять Cookies», ``COOKIES`` holding the
+  page's cookie string: ``TILDAUTM`` (URL-encoded ``utm_source=…|||utm_medium=…``) and ``_ym_uid`` among them. The
+  connection check is a post of ``test=test`` alone: answered with success, nothing stored.
+- Elementor Pro (action «Webhook»): fields keyed by their labels plus ``form_id`` and ``form_name``; or, with
+  «Advanced Data», PHP-style keys ``form[id]``, ``form[name]``, ``fields[<id>][title|value|…]`` and
+  ``meta[page_url][value]``, ``meta[remote_ip][value]``, … Labels become our fields through aliases (Russian
+  defaults in ``DEFAULT_LABEL_ALIASES``, more in ``FORM_LABEL_ALIASES``).
+- JSON (``/v1/hooks/json/{form_id}``): ``FORM_FIELD_MAPS[form_id]`` maps our field names to dotted paths in the
+  sender's JSON (``contacts.phone``, ``answers.0.text``); every value not mapped is kept in the comments under its
+  path. A form without a map is read like the form route reads JSON (top-level names), labels aliased.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+BUILDERS = ("tilda", "elementor", "json")
+UTM_TAGS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
+MAX_LEAVES = 200  # values read out of one JSON body; the rest stays in the raw copy
+
+# Labels forms show, lower-case, without a trailing '*' or ':', mapped onto our field names.
+DEFAULT_LABEL_ALIASES = {
+    "имя": "name",
+    "ваше имя": "name",
+    "как вас зовут": "name",
+    "как к вам обращаться": "name",
+    "фио": "name",
+    "имя и фамилия": "name",
+    "name": "name",
+    "your name": "name",
+    "first name": "name",
+    "your-name": "name",
+    "фамилия": "last_name",
+    "last name": "last_name",
+    "отчество": "second_name",
+    "телефон": "phone",
+    "ваш телефон": "phone",
+    "номер телефона": "phone",
+    "мобильный телефон": "phone",
+    "phone": "phone",
+    "tel": "phone",
+    "your-phone": "phone",
+    "your-tel": "phone",
+    "почта": "email",
+    "эл. почта": "email",
+    "электронная почта": "email",
+    "ваша почта": "email",
+    "ваш e-mail": "email",
+    "ваш email": "email",
+    "e-mail": "email",
+    "email": "email",
+    "your email": "email",
+    "your-email": "email",
+    "сообщение": "comment",
+    "ваше сообщение": "comment",
+    "комментарий": "comment",
+    "комментарии": "comment",
+    "вопрос": "comment",
+    "ваш вопрос": "comment",
+    "message": "comment",
+    "comments": "comment",
+    "your-message": "comment",
+}
+
+
+@dataclass(frozen=True)
+class Translated:
+    """A builder's post as our fields. ``check``: a connection check (answer success, store nothing).
+    ``delivery_id``: the builder's own id of this submission, sent again with every retry of it."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    check: bool = False
+    delivery_id: str | None = None
+    posted_as: dict[str, str] = field(default_factory=dict)  # our field → the builder's name of it, for errors
+
+    def name_in_post(self, ours: str) -> str:
+        return self.posted_as.get(ours, ours)
+
+
+def translate(
+    builder: str,
+    fields: Mapping[str, Any],
+    form_id: str,
+    *,
+    label_aliases: Mapping[str, str] | None = None,
+    field_maps: Mapping[str, Mapping[str, str]] | None = None,
+) -> Translated:
+    aliases = {**DEFAULT_LABEL_ALIASES, **{_label(key): value for key, value in (label_aliases or {}).items()}}
+    if builder == "tilda":
+        return _tilda(fields, aliases)
+    if builder == "elementor":
+        return _elementor(fields, aliases)
+    if builder == "json":
+        return _json(fields, (field_maps or {}).get(form_id), aliases)
+    raise ValueError(f"unknown form builder {builder!r}")
+
+
+# -- Tilda ----------------------------------------------------------------------------------------------------------
+
+
+def _tilda(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Translated:
+    if set(fields) - {"COOKIES"} == {"test"} and fields["test"] == "test":  # the check, whether cookies are on or off
+        return Translated(check=True)
+    out: dict[str, Any] = {}
+    posted_as: dict[str, str] = {}
+    tranid = _first_text(fields.get("tranid"))
+    for name, value in fields.items():
+        if name in ("tranid", "formid", "COOKIES"):
+            continue
+        _put(out, posted_as, aliases.get(_label(name), name), value, name)
+    formid = _first_text(fields.get("formid"))
+    if formid:
+        out["tilda_formid"] = formid
+    if tranid:
+        out["tilda_tranid"] = tranid
+    cookies = tilda_cookies(_first_text(fields.get("COOKIES")) or "")
+    # Tags are one unit: the form's own hidden utm_* fields, when it has any, win whole over the cookie's (one visit's
+    # campaign never mixes with another's source).
+    tagged = any(_first_text(out.get(tag)) for tag in UTM_TAGS)
+    for name, value in cookies.items():
+        if value and not _first_text(out.get(name)) and not (tagged and name in UTM_TAGS):
+            out[name] = value
+    return Translated(out, delivery_id=tranid, posted_as=posted_as)
+
+
+def tilda_cookies(header: str) -> dict[str, str]:
+    """What we read from Tilda's ``COOKIES`` (the page's ``document.cookie``): the tags of ``TILDAUTM`` and the
+    Metrica and GA client ids. Nothing else of it is kept on the lead (a cookie string may hold session tokens)."""
+    found: dict[str, str] = {}
+    for part in header.split(";"):
+        name, equals, value = part.strip().partition("=")
+        if not equals:
+            continue
+        if name == "TILDAUTM":
+            found |= _tilda_utm(value)
+        elif name == "_ym_uid" and value.strip().isdigit():
+            found["ym_client_id"] = value.strip()
+        elif name == "_ga" and value.strip():
+            found["ga_client_id"] = value.strip()
+    return found
+
+
+def _tilda_utm(value: str) -> dict[str, str]:
+    # URL-encoded once by Tilda, sometimes once more on the way: decode until it holds the separators.
+    for _ in range(3):
+        if "=" in value:
+            break
+        value = unquote(value)
+    tags: dict[str, str] = {}
+    for part in value.split("|||"):
+        name, equals, tag = part.partition("=")
+        name = unquote(name).strip().lower()
+        if equals and name in UTM_TAGS and name not in tags:
+            tags[name] = unquote(tag).strip()
+    return tags
+
+
+# -- Elementor Pro --------------------------------------------------------------------------------------------------
+
+_BRACKETS = re.compile(r"\[([^\[\]]*)\]")
+
+
+def _elementor(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Translated:
+    nested = _php_nested(fields)
+    out: dict[str, Any] = {}
+    posted_as: dict[str, str] = {}
+    if isinstance(nested.get("fields"), dict):  # «Advanced Data»
+        form = nested.get("form") if isinstance(nested.get("form"), dict) else {}
+        for field_id, item in nested["fields"].items():
+            if not isinstance(item, dict):
+                continue
+            title = _first_text(item.get("title")) or field_id
+            value = item.get("value", item.get("raw_value"))
+            # A meta field (a honeypot ``_gotcha``) keeps its id: it is an instruction, not data.
+            name = field_id if field_id.startswith("_") else _our_name(field_id, aliases) or _our_name(title, aliases)
+            _put(out, posted_as, name or title, value, title, posted=f"fields[{field_id}][value]")
+        meta = nested.get("meta") if isinstance(nested.get("meta"), dict) else {}
+        page_url = _meta_value(meta, "page_url")
+        if page_url:
+            out.setdefault("landing_url", page_url)
+        referrer = _meta_value(meta, "referrer")
+        if referrer:
+            out.setdefault("referrer", referrer)
+        form_name = _first_text(form.get("name"))
+    else:  # the simple format: fields keyed by their labels
+        for label, value in fields.items():
+            if label in ("form_id", "form_name"):
+                continue
+            _put(out, posted_as, _our_name(label, aliases) or label, value, label)
+        form_name = _first_text(fields.get("form_name"))
+    if form_name:
+        out["elementor_form"] = form_name
+    return Translated(out, posted_as=posted_as)
+
+
+def _php_nested(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``a[b][c]=v`` keys (PHP's ``http_build_query``, what WordPress posts) as nested dicts; other keys as they are."""
+    nested: dict[str, Any] = {}
+    for key, value in fields.items():
+        head, bracket, _ = key.partition("[")
+        if not bracket or not key.endswith("]"):
+            nested.setdefault(key, value)
+            continue
+        path = [head, *_BRACKETS.findall(key[len(head) :])]
+        node = nested
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node.setdefault(path[-1], value)
+    return nested
+
+
+def _meta_value(meta: Mapping[str, Any], name: str) -> str | None:
+    item = meta.get(name)
+    return _first_text(item.get("value") if isinstance(item, dict) else item)
+
+
+# -- JSON -----------------------------------------------------------------------------------------------------------
+
+
+def _json(fields: Mapping[str, Any], field_map: Mapping[str, str] | None, aliases: Mapping[str, str]) -> Translated:
+    out: dict[str, Any] = {}
+    posted_as: dict[str, str] = {}
+    used: list[str] = []
+    for ours, path in (field_map or {}).items():
+        found, value = resolve(fields, path)
+        if found and value not in (None, ""):
+            out[ours] = value
+            posted_as[ours] = path
+            used.append(path)
+    leaves = _leaves(fields)
+    for path, value in leaves:
+        if any(path == taken or path.startswith(taken + ".") for taken in used):
+            continue
+        name = (_our_name(path, aliases) or path) if "." not in path else path  # top level: as the form route
+        _put(out, posted_as, name, value, path)
+    return Translated(out, posted_as=posted_as)
+
+
+def resolve(data: Any, path: str) -> tuple[bool, Any]:
+    """The value at a dotted path (``contacts.phone``, ``answers.0.text``): dict keys, list items by index."""
+    node = data
+    for part in path.split("."):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False, None
+    return True, node
+
+
+def _leaves(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    found: list[tuple[str, Any]] = []
+    stack: list[tuple[str, Any]] = [(prefix, data)]
+    while stack and len(found) < MAX_LEAVES:
+        path, node = stack.pop()
+        if isinstance(node, Mapping) and node:
+            stack.extend((f"{path}.{key}" if path else str(key), value) for key, value in reversed(node.items()))
+        elif isinstance(node, list) and node and not all(isinstance(item, str | int | float) for item in node):
+            stack.extend((f"{path}.{index}", value) for index, value in reversed(list(enumerate(node))))
+        elif path and node not in (None, "", [], {}):
+            found.append((path, node))
+    return found
+
+
+# -- helpers --------------------------------------------------------------------------------------------------------
+
+
+def _put(
+    out: dict[str, Any], posted_as: dict[str, str], name: str, value: Any, label: str, posted: str | None = None
+) -> None:
+    """``value`` under our field ``name``; when that field is taken already (two fields both called «Телефон», a
+    top-level ``phone`` beside a mapped one), under its own label, so nothing the visitor typed is dropped."""
+    key, copy = name, 1
+    while key in out:
+        key, copy = (label if copy == 1 else f"{label} ({copy})"), copy + 1
+    out[key] = value
+    posted_as[key] = posted or label
+
+
+def _label(text: str) -> str:
+    return " ".join(str(text).replace("\xa0", " ").split()).strip().rstrip("*:").strip().lower()
+
+
+def _our_name(label: str, aliases: Mapping[str, str]) -> str | None:
+    key = _label(label)
+    if key in aliases:
+        return aliases[key]
+    if key in (*UTM_TAGS, "referrer", "landing_url", "gclid", "yclid", "ysclid", "fbclid", "rb_clickid"):
+        return key
+    return None
+
+
+def _first_text(value: Any) -> str | None:
+    if isinstance(value, list):
+        value = next((item for item in value if isinstance(item, str) and item.strip()), None)
+    return value.strip() if isinstance(value, str) and value.strip() else None

@@ -1,0 +1,191 @@
+"""Unit tests of capture.hooks: form builders' webhook formats read into our fields."""
+
+from __future__ import annotations
+
+import pytest
+
+from throughline.capture.hooks import resolve, tilda_cookies, translate
+from throughline.config import ConfigError, load_settings
+
+
+def test_tilda_check_is_only_test_equals_test():
+    assert translate("tilda", {"test": "test"}, "f").check
+    assert translate("tilda", {"test": "test", "COOKIES": "_ym_uid=1"}, "f").check
+    assert not translate("tilda", {"test": "test", "Phone": "+79160000000"}, "f").check
+    assert not translate("tilda", {"test": "yes"}, "f").check
+
+
+def test_tilda_fields_tranid_formid_and_cookies():
+    cookies = "_ym_uid=1701; TILDAUTM=utm_source%3Dvk%7C%7C%7Cutm_campaign%3D%D0%B7%D0%B8%D0%BC%D0%B0; sid=secret"
+    translated = translate(
+        "tilda",
+        {
+            "Name": "A",
+            "Phone": "1",
+            "Comments": "c",
+            "Size": "XL",
+            "tranid": "1:2",
+            "formid": "form9",
+            "COOKIES": cookies,
+        },
+        "f",
+    )
+    assert translated.delivery_id == "1:2"
+    assert translated.fields == {
+        "name": "A",
+        "phone": "1",
+        "comment": "c",
+        "Size": "XL",
+        "tilda_formid": "form9",
+        "tilda_tranid": "1:2",
+        "utm_source": "vk",
+        "utm_campaign": "зима",
+        "ym_client_id": "1701",
+    }
+    assert translated.name_in_post("phone") == "Phone"
+
+
+def test_tilda_hidden_utm_fields_win_over_the_cookie_whole():
+    fields = {"Phone": "1", "utm_source": "google", "COOKIES": "TILDAUTM=utm_source%3Dvk%7C%7C%7Cutm_medium%3Dcpc"}
+    assert translate("tilda", fields, "f").fields == {"phone": "1", "utm_source": "google"}  # no cpc from the cookie
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("", {}),
+        ("TILDAUTM=utm_source%253Dya%257C%257C%257Cutm_medium%253Dcpc", {"utm_source": "ya", "utm_medium": "cpc"}),
+        ("TILDAUTM=utm_source=ya|||utm_bogus=1|||nonsense", {"utm_source": "ya"}),
+        ("_ym_uid=not-a-number; _ga=GA1.1.1.2", {"ga_client_id": "GA1.1.1.2"}),
+        ("TILDAUTM; =; ;;", {}),
+    ],
+)
+def test_tilda_cookie_string(header, expected):
+    assert tilda_cookies(header) == expected
+
+
+def test_elementor_simple_format_maps_russian_labels():
+    fields = {
+        "Имя*": "Пётр",
+        "Телефон:": "8 903",
+        "Ваш E-mail": "a@b.ru",
+        "Город": "Казань",
+        "form_id": "x",
+        "form_name": "F",
+    }
+    translated = translate("elementor", fields, "f")
+    assert translated.fields == {
+        "name": "Пётр",
+        "phone": "8 903",
+        "email": "a@b.ru",
+        "Город": "Казань",
+        "elementor_form": "F",
+    }
+
+
+def test_elementor_advanced_data():
+    fields = {
+        "form[id]": "x",
+        "form[name]": "Звонок",
+        "fields[field_1][title]": "Телефон",
+        "fields[field_1][value]": "+7 903",
+        "fields[name][title]": "Как вас зовут",
+        "fields[name][value]": "Пётр",
+        "fields[field_2][title]": "Город",
+        "fields[field_2][value]": "Казань",
+        "fields[_gotcha][title]": "Не заполняйте",
+        "fields[_gotcha][value]": "",
+        "meta[page_url][value]": "https://wp.example.ru/?utm_source=vk",
+        "meta[remote_ip][value]": "203.0.113.7",
+    }
+    translated = translate("elementor", fields, "f")
+    assert translated.fields == {
+        "phone": "+7 903",
+        "name": "Пётр",
+        "Город": "Казань",
+        "_gotcha": "",
+        "landing_url": "https://wp.example.ru/?utm_source=vk",
+        "elementor_form": "Звонок",
+    }
+    assert translated.name_in_post("phone") == "fields[field_1][value]"
+
+
+def test_configured_aliases_extend_the_defaults():
+    translated = translate("elementor", {"Ваш номер": "1", "Имя": "A"}, "f", label_aliases={"ВАШ НОМЕР": "phone"})
+    assert translated.fields == {"phone": "1", "name": "A"}
+
+
+def test_json_map_with_list_indexes_and_unmapped_values_in_paths():
+    body = {"contacts": {"phone": "1", "name": "A"}, "answers": [{"q": "Q1", "a": "A1"}], "tags": ["x", "y"], "n": None}
+    maps = {"q": {"phone": "contacts.phone", "comment": "answers.0.a", "missing": "nope.0"}}
+    translated = translate("json", body, "q", field_maps=maps)
+    assert translated.fields == {
+        "phone": "1",
+        "comment": "A1",
+        "contacts.name": "A",
+        "answers.0.q": "Q1",
+        "tags": ["x", "y"],
+    }
+
+
+def test_json_without_a_map_reads_top_level_names_like_the_form_route():
+    translated = translate("json", {"your-name": "A", "your-email": "a@b.ru", "utm_source": "vk"}, "cf7")
+    assert translated.fields == {"name": "A", "email": "a@b.ru", "utm_source": "vk"}
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("a.b", (True, 1)),
+        ("l.1", (True, "y")),
+        ("l.5", (False, None)),
+        ("l.x", (False, None)),
+        ("a.b.c", (False, None)),
+    ],
+)
+def test_resolve(path, expected):
+    assert resolve({"a": {"b": 1}, "l": ["x", "y"]}, path) == expected
+
+
+def test_json_bodies_with_many_values_keep_a_bounded_number():
+    body = {f"k{index}": {"v": index} for index in range(5000)}
+    assert len(translate("json", body, "f").fields) == 200
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["[1]", '{"f": []}', '{"f": {"Phone": "x"}}', '{"f": {"phone": ""}}', '{"f": {"phone": "a..b"}}', "{"],
+)
+def test_bad_form_field_maps_are_refused_by_name(value):
+    with pytest.raises(ConfigError, match="FORM_FIELD_MAPS"):
+        load_settings({"FORM_FIELD_MAPS": value})
+
+
+def test_form_field_maps_are_read():
+    settings = load_settings({"FORM_FIELD_MAPS": '{"q": {"phone": " contacts.phone "}}'})
+    assert settings.form_field_maps == {"q": {"phone": "contacts.phone"}}
+
+
+def test_two_fields_for_one_contact_field_keep_both_values():
+    tilda = translate("tilda", {"Phone": "+79160000001", "phone": "+79160000002", "Телефон": "3"}, "f").fields
+    assert tilda == {"phone": "+79160000001", "phone (2)": "+79160000002", "Телефон": "3"}
+    simple = translate("elementor", {"Телефон": "1", "Ваш телефон": "2"}, "f").fields
+    assert simple == {"phone": "1", "Ваш телефон": "2"}
+    body = {"phone": "top", "contacts": {"phone": "mapped"}}
+    mapped = translate("json", body, "q", field_maps={"q": {"phone": "contacts.phone"}})
+    assert mapped.fields == {"phone": "mapped", "phone (2)": "top"}
+    assert mapped.name_in_post("phone") == "contacts.phone"
+
+
+def test_the_http_path_with_the_hooks_imports_nothing_heavy():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys; sys.path[:0] = ['functions/capture_form', 'layers/core']; import app; "
+        "print(sorted(m for m in ('pydantic', 'numpy', 'orjson', 'duckdb') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "[]", result.stderr
