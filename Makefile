@@ -76,6 +76,8 @@ validate: $(VENV_SAM)/.installed ## `sam validate --lint` only
 build: $(VENV_SAM)/.installed ## `sam build` (needs python3.13; builds arm64 wheels without Docker)
 	@test -n "$(PYTHON313)" || { echo "sam build needs python3.13 on PATH (pyenv: PYENV_VERSION=3.13.0)"; exit 1; }
 	PATH="$(dir $(PYTHON313)):$$PATH" AWS_DEFAULT_REGION=eu-central-1 $(SAM) build
+	@# Lambda mounts layers read-only: ship the byte code, or every cold start compiles the sources.
+	$(PYTHON313) -m local.precompile .aws-sam/build
 
 bench: venv ## Cold start, CPU per submission, spend import, attribution and the report at scale, snippet size (figures)
 	PYTHONPATH=layers/core:. $(PY) -m benchmarks.handlers $(BENCH_ARGS)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import boto3
 import pytest
@@ -47,6 +49,12 @@ def invoke(stack, messages: list[dict]) -> set[str]:
     return failed
 
 
+# Capture keeps a first visit up to two years old: the test's visit is a month before the day it runs.
+FIRST_SEEN = (datetime.now(ZoneInfo("Europe/Moscow")) - timedelta(days=30)).replace(
+    hour=12, minute=0, second=0, microsecond=0
+)
+
+
 def drain(stack) -> None:
     while messages := receive(stack):
         assert invoke(stack, messages) == set()
@@ -67,7 +75,7 @@ def test_new_lead_carries_contacts_tags_source_and_journey(stack):
             "company": "ООО Ромашка",
             "landing_url": "https://shop.example.ru/l?utm_source=yandex&utm_medium=cpc&utm_campaign=zima&utm_term=crm",
             "first_referrer": "https://www.google.com/",
-            "first_seen_at": "2026-11-01T12:00:00+03:00",
+            "first_seen_at": FIRST_SEEN.isoformat(),
         },
     )
     drain(stack)
@@ -87,7 +95,7 @@ def test_new_lead_carries_contacts_tags_source_and_journey(stack):
     assert lead["COMMENTS"] == "Перезвоните после 18:00\n\ncompany: ООО Ромашка"
     assert (lead["ORIGINATOR_ID"], lead["ORIGIN_ID"]) == ("throughline", submission_id)
     first, second = lead[JOURNEY].split("\n")
-    assert first == "Первичный контакт: 01.11.2026 — Google — Органический поиск — Первый визит"
+    assert first == f"Первичный контакт: {FIRST_SEEN:%d.%m.%Y} — Google — Органический поиск — Первый визит"
     assert second.endswith(" — Яндекс — CPC — «zima»")
 
     touches = JourneyStore(get_settings().journey_table).journey(f"LEAD#{lead['ID']}")

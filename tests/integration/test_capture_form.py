@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import random
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -58,7 +59,7 @@ def test_json_submission_is_stored_enqueued_and_answered_202(site):
         "landing_url": "https://shop.example.ru/l?utm_source=yandex&utm_medium=cpc&utm_campaign=zima&yclid=42",
         "first_utm_source": "google",
         "first_utm_medium": "organic",
-        "first_seen_at": "2026-11-01T10:00:00+03:00",
+        "first_seen_at": (datetime.now(UTC) - timedelta(days=35)).isoformat(timespec="seconds"),  # kept: < 2 years
         "company": "ООО Ромашка",
     }
     response = requests.post(site.form_url, json=body, headers={"Origin": ORIGIN})
