@@ -66,10 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.root.is_dir():
         parser.error(f"{args.root} is not a folder")
     tag = sys.implementation.cache_tag
-    if not args.check:
-        if not compile_tree(args.root):
-            print(f"some sources below {args.root} did not compile", file=sys.stderr)
-            return 1
+    if not args.check and not compile_tree(args.root):
+        print(f"some sources below {args.root} did not compile", file=sys.stderr)
+        return 1
     missing = missing_bytecode(args.root)
     total = sum(1 for _ in _sources(args.root))
     if missing:
