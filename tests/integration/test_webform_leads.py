@@ -29,6 +29,7 @@ def test_a_crm_form_lead_without_tags_is_named_by_its_source(live):  # noqa: F81
     lead = manager_lead(live, TITLE="CRM-форма «Заявка»", SOURCE_ID="WEBFORM", SOURCE_DESCRIPTION="CRM-форма «Заявка»")
     settle(live)
     [line] = lines(live, "lead", lead)
-    assert line.startswith("Первичный контакт: ") and line.endswith(" — CRM-форма — Прямые переходы — CRM-форма «Заявка»")
+    assert line.startswith("Первичный контакт: ")
+    assert line.endswith(" — CRM-форма — Прямые переходы — CRM-форма «Заявка»")
     [touch] = store().journey(f"LEAD#{lead}")
     assert touch.channel == "direct" and touch.extra["source_id"] == "WEBFORM"
