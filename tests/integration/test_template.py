@@ -264,17 +264,40 @@ def test_idempotency_table_expires_records():
     assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
 
 
-def test_layer_is_built_by_sam_for_python313_arm64_with_the_same_pins_as_development():
-    layer = RESOURCES["CoreLayer"]
-    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+HEAVY = ("numpy", "pydantic", "orjson")
+
+
+def pins(path: Path) -> set[str]:
+    lines = path.read_text().splitlines()
+    return {line.strip() for line in lines if line.strip() and not line.startswith(("#", "-r"))}
+
+
+def test_layers_are_built_by_sam_for_python313_arm64_with_the_same_pins_as_development():
+    for name in ("CoreLayer", "AnalyticsLayer"):
+        assert RESOURCES[name]["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
     assert TEMPLATE["Globals"]["Function"]["Runtime"] == "python3.13"
     assert TEMPLATE["Globals"]["Function"]["Architectures"] == ["arm64"]
+    assert TEMPLATE["Globals"]["Function"]["Layers"] == [{"Ref": "CoreLayer"}]
+    core, analytics = pins(ROOT / "layers/core/requirements.txt"), pins(ROOT / "layers/analytics/requirements.txt")
+    assert core | analytics == pins(ROOT / "requirements.txt") and not core & analytics
+    assert not [pin for pin in core if pin.split("=")[0].split("[")[0] in HEAVY]  # the HTTP path's layer stays small
 
-    def pins(path: Path) -> set[str]:
-        lines = path.read_text().splitlines()
-        return {line.strip() for line in lines if line.strip() and not line.startswith(("#", "-r"))}
 
-    assert pins(ROOT / "layers/core/requirements.txt") == pins(ROOT / "requirements.txt")
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_a_function_mounts_the_analytics_layer_exactly_when_its_code_imports_those_libraries(name):
+    import subprocess
+    import sys
+
+    folder = FUNCTIONS[name]["Properties"]["CodeUri"].rstrip("/").split("/")[-1]
+    probe = (
+        f"import importlib, sys; importlib.import_module('functions.{folder}.app'); "
+        f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    env = {"PYTHONPATH": f"{ROOT / 'layers/core'}:{ROOT}", "PATH": "/usr/bin:/bin"}
+    env["AWS_DEFAULT_REGION"] = "eu-central-1"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+    mounts = FUNCTIONS[name]["Properties"].get("Layers", [])
+    assert bool(out.stdout.split()) == ({"Ref": "AnalyticsLayer"} in mounts), (name, out.stdout)
 
 
 @pytest.mark.parametrize("name", ["capture_form", "bitrix_writer", "import_ad_spend", "build_roi_report"])
