@@ -344,3 +344,59 @@ def test_athena_reads_spend_through_partition_projection_without_a_crawler():
     columns = {c["Name"] for c in table["StorageDescriptor"]["Columns"]}
     assert {"campaign_id", "cost", "currency", "include_vat", "utm_source"} <= columns
     assert not columns & {"platform", "date"}  # partition keys cannot repeat as columns
+
+
+def _lifecycle_rules() -> dict[str, dict]:
+    rules = RESOURCES["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert all(rule["Status"] == "Enabled" for rule in rules)
+    return {rule["Id"]: rule for rule in rules}
+
+
+def test_raw_form_copies_expire_after_the_raw_retention_parameter_and_their_old_versions_a_day_later():
+    parameter = TEMPLATE["Parameters"]["RawRetentionDays"]
+    assert (parameter["Type"], parameter["Default"], parameter["MinValue"]) == ("Number", 30, 1)
+    rule = _lifecycle_rules()["ExpireRawForms"]
+    assert rule["Prefix"] == "raw/forms/"
+    assert rule["ExpirationInDays"] == {"Ref": "RawRetentionDays"}
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+    # The writer's index of a person's raw copies expires with them (RAW_RETENTION_DAYS, a setting).
+    environment = FUNCTIONS["BitrixWriterFunction"]["Properties"]["Environment"]["Variables"]
+    assert environment["RAW_RETENTION_DAYS"] == {"Ref": "RawRetentionDays"}
+
+
+def test_journey_snapshots_expire_after_seven_days_but_never_latest_json():
+    rule = _lifecycle_rules()["ExpireJourneySnapshots"]
+    assert rule["Prefix"] == "journeys/snapshot="
+    assert not "journeys/latest.json".startswith(rule["Prefix"])
+    # latest.json names the snapshot written the same night; the nightly report (a daily cron) replaces it long
+    # before a 7-day-old snapshot expires.
+    events = FUNCTIONS["BuildRoiReportFunction"]["Properties"]["Events"].values()
+    assert {"Ref": "ReportSchedule"} in [event["Properties"].get("ScheduleExpression") for event in events]
+    assert TEMPLATE["Parameters"]["ReportSchedule"]["Default"] == "cron(0 5 * * ? *)"  # every night
+    assert rule["ExpirationInDays"] == 7
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+
+
+def test_incomplete_uploads_are_aborted_and_old_versions_and_dangling_delete_markers_go():
+    rules = _lifecycle_rules()
+    abort = rules["AbortIncompleteMultipartUploads"]
+    assert abort["Prefix"] == "" and abort["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    versions = rules["ExpireOldVersions"]
+    assert versions["Prefix"] == "" and versions["ExpiredObjectDeleteMarker"] is True
+    assert versions["NoncurrentVersionExpiration"]["NoncurrentDays"] <= 30
+    # Every prefix holding personal data has an expiry.
+    prefixes = {rule["Prefix"] for rule in rules.values() if "ExpirationInDays" in rule}
+    assert {"raw/forms/", "raw/rejected/", "raw/spam/", "journeys/snapshot="} <= prefixes
+
+
+def test_the_local_bucket_gets_the_lifecycle_rules_with_the_retention_given(make_stack):
+    stack = make_stack(poll_queues=False, parameters={"RawRetentionDays": "45"})
+    s3 = boto3.session.Session().client("s3")
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=stack.resources.physical["DataBucket"])["Rules"]
+    by_id = {rule["ID"]: rule for rule in rules}
+    assert by_id["ExpireRawForms"]["Expiration"] == {"Days": 45}
+    assert by_id["ExpireRawForms"]["Filter"] == {"Prefix": "raw/forms/"}
+    assert by_id["ExpireJourneySnapshots"]["Expiration"] == {"Days": 7}
+    assert by_id["AbortIncompleteMultipartUploads"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    assert by_id["ExpireOldVersions"]["Expiration"] == {"ExpiredObjectDeleteMarker": True}
+    assert stack.resources.functions["bitrix_writer"].environment["RAW_RETENTION_DAYS"] == "45"
