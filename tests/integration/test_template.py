@@ -400,3 +400,29 @@ def test_the_local_bucket_gets_the_lifecycle_rules_with_the_retention_given(make
     assert by_id["AbortIncompleteMultipartUploads"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
     assert by_id["ExpireOldVersions"]["Expiration"] == {"ExpiredObjectDeleteMarker": True}
     assert stack.resources.functions["bitrix_writer"].environment["RAW_RETENTION_DAYS"] == "45"
+
+
+def test_forget_person_may_only_find_and_delete_a_persons_items_copies_and_snapshot_rows():
+    assert _actions("ForgetPersonFunction") == {
+        "secretsmanager:GetSecretValue",
+        "dynamodb:Query",
+        "dynamodb:BatchGetItem",
+        "dynamodb:BatchWriteItem",
+        "s3:ListBucket",
+        "s3:ListBucketVersions",
+        "s3:DeleteObject",
+        "s3:DeleteObjectVersion",
+        "s3:GetObject",
+        "s3:PutObject",
+    }
+    statements = {s["Sid"]: s for s in _statements("ForgetPersonFunction")}
+    assert statements["DeleteRawCopies"]["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/raw/forms/*"}
+    assert statements["RewriteSnapshots"]["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/journeys/snapshot=*"}
+    assert statements["ListRawCopiesAndSnapshots"]["Condition"] == {
+        "StringLike": {"s3:prefix": ["raw/forms/*", "journeys/snapshot=*"]}
+    }
+    assert "Events" not in FUNCTIONS["ForgetPersonFunction"]["Properties"]  # no route: an operator invokes it
+    assert RESOURCES["JourneyTable"]["Properties"]["TimeToLiveSpecification"] == {
+        "AttributeName": "expires_at",
+        "Enabled": True,
+    }
