@@ -26,6 +26,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from throughline.adapters import aws
 from throughline.journey.lines import Touch
+from throughline.privacy.masking import mask_contacts
 
 PENDING = "pending"
 APPLIED = "applied"
@@ -42,10 +43,15 @@ def touch_key(entity: str, touch: Touch) -> tuple[str, str]:
 
 
 def encode_item(entity: str, touch: Touch, state: str, **attributes: Any) -> dict[str, Any]:
-    """The DynamoDB item of one touch (raises for a touch DynamoDB cannot hold: a writer checks this early)."""
+    """The DynamoDB item of one touch (raises for a touch DynamoDB cannot hold: a writer checks this early).
+    Phones and e-mails in its free text (``detail``, the rendered ``line``) are masked: the store keeps what kind of
+    touch it was, never a contact (``throughline.privacy.masking``)."""
     serializer = TypeSerializer()
     entity_key, sort_key = touch_key(entity, touch)
     item = {**touch.to_item(), **attributes, "entity": entity_key, "touch": sort_key, "state": state}
+    for name in ("detail", "line"):
+        if isinstance(item.get(name), str):
+            item[name] = mask_contacts(item[name])
     return {key: serializer.serialize(value) for key, value in item.items() if value is not None}
 
 
