@@ -426,3 +426,41 @@ def test_forget_person_may_only_find_and_delete_a_persons_items_copies_and_snaps
         "AttributeName": "expires_at",
         "Enabled": True,
     }
+
+
+def test_every_setting_that_is_a_template_parameter_can_come_from_the_environment():
+    from local.template import parameters_from_environment
+
+    pairs = {
+        (name, value["Ref"])
+        for variables in [TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]]
+        + [f["Properties"].get("Environment", {}).get("Variables", {}) for f in FUNCTIONS.values()]
+        for name, value in variables.items()
+        if isinstance(value, dict) and value.get("Ref") in TEMPLATE["Parameters"]
+    }
+    assert ("GOOGLE_ADS_CUSTOMER_IDS", "GoogleAdsCustomerIds") in pairs and len(pairs) >= 20
+    for variable, parameter in pairs:
+        assert parameters_from_environment(TEMPLATE, {variable: "from-env"}) == {parameter: "from-env"}, variable
+    assert parameters_from_environment(TEMPLATE, {"UNRELATED": "x"}) == {}
+
+
+def test_the_local_stack_takes_settings_from_the_environment_over_template_defaults(make_stack, monkeypatch):
+    from throughline.config import get_settings
+
+    monkeypatch.setenv("GOOGLE_ADS_CUSTOMER_IDS", "111-222-3333,444-555-6666")
+    monkeypatch.setenv("TIMEZONE", "Asia/Yekaterinburg")
+    monkeypatch.setenv("BITRIX24_BURST", "250")
+    monkeypatch.setenv("RAW_RETENTION_DAYS", "3")
+    monkeypatch.setenv("BITRIX24_JOURNEY_FIELD", "UF_CRM_FROM_ENV")
+    stack = make_stack(poll_queues=False, parameters={"JourneyField": "UF_CRM_GIVEN"})
+    settings = get_settings()
+    assert settings.google_ads_customer_ids == ("111-222-3333", "444-555-6666")
+    assert settings.timezone == "Asia/Yekaterinburg" and settings.bitrix24_burst == 250
+    assert settings.raw_retention_days == 3
+    assert settings.bitrix24_journey_field == "UF_CRM_GIVEN"  # a parameter given to the stack wins over both
+    assert stack.resources.functions["import_ad_spend"].environment["GOOGLE_ADS_CUSTOMER_IDS"] == (
+        "111-222-3333,444-555-6666"
+    )
+    s3 = boto3.session.Session().client("s3")
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=stack.resources.physical["DataBucket"])["Rules"]
+    assert {rule["ID"]: rule for rule in rules}["ExpireRawForms"]["Expiration"] == {"Days": 3}
