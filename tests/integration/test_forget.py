@@ -12,7 +12,7 @@ import boto3
 import pytest
 import requests
 
-from tests.integration.test_journey_events import settle
+from tests.integration.test_journey_events import manager_lead, settle
 from throughline.__main__ import main
 from throughline.adapters.journey_store import PERSON_PREFIX, RAW_PREFIX, JourneyStore
 from throughline.config import get_settings
@@ -25,7 +25,7 @@ OLGA = {"name": "Ольга", "phone": "+79035550101", "email": "olga@example.ru
 
 
 def post(stack, fields: dict) -> str:
-    response = requests.post(f"{stack.url}/v1/forms/contact/submissions", json=fields, timeout=10)
+    response = requests.post(f"{stack.url}/v1/forms/contact/submissions", json=fields, timeout=60)
     assert response.status_code == 202, response.text
     return response.json()["submission_id"]
 
@@ -41,6 +41,11 @@ def snapshot_rows(s3, bucket: str) -> list[dict]:
 def versions(s3, bucket: str, prefix: str) -> list[dict]:
     page = s3.list_object_versions(Bucket=bucket, Prefix=prefix)
     return [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+
+
+def partition(store: JourneyStore, entity: str) -> list[dict]:
+    query = {"KeyConditionExpression": "entity = :e", "ExpressionAttributeValues": {":e": {"S": entity}}}
+    return store.client.query(TableName=store.table, **query)["Items"]
 
 
 @pytest.fixture
@@ -91,14 +96,9 @@ def test_forget_by_phone_removes_their_touches_index_raw_copies_and_exported_row
     # Olga is untouched; the e-mail key of Ivan went too (the index filed him under both).
     assert store.index_lookup(olga) == {olga_lead} and len(store.journey(olga_lead)) >= 1
     assert len(store.raw_keys(olga)) == 1 and any(row["person_key"] == olga[0] for row in rows)
-    assert (
-        store.client.query(
-            TableName=store.table,
-            KeyConditionExpression="entity = :e",
-            ExpressionAttributeValues={":e": {"S": PERSON_PREFIX + ivan[1]}},
-        )["Items"]
-        == []
-    )
+    for prefix in (PERSON_PREFIX, RAW_PREFIX):  # his e-mail's entries for what was erased went too
+        assert partition(store, prefix + ivan[1]) == []
+    assert "also carried 1 other phone(s) or e-mail(s)" in printed
 
     assert main(["forget", "--phone", "+79161234567"]) == 0  # again: nothing left, no error
     assert "raw copies: 0 deleted" in capsys.readouterr().out
@@ -150,3 +150,22 @@ def test_raw_copy_index_entries_expire_with_the_copies():
     [(keys, raw_key, expires_at)] = recorder.calls
     assert keys == [person_key("+79161234567", "k" * 32)] and raw_key == "raw/forms/x.json"
     assert expires_at == int(datetime(2027, 1, 1, 12, 0, tzinfo=UTC).timestamp())  # 30 days + 1 after arrival
+
+
+def test_a_shared_phone_on_another_record_does_not_widen_the_erasure(make_stack):
+    """Two leads a manager typed share an office phone: forgetting Ivan by his e-mail erases his lead only; the
+    office phone's entry for Olga's lead stays, and his lead's entry under it goes."""
+    stack = make_stack()
+    office = [{"VALUE": "+74951234567", "VALUE_TYPE": "WORK"}]
+    ivan = manager_lead(stack, TITLE="Иван", PHONE=office, EMAIL=[{"VALUE": "ivan@example.ru", "VALUE_TYPE": "WORK"}])
+    olga = manager_lead(stack, TITLE="Ольга", PHONE=office, EMAIL=[{"VALUE": "olga@example.ru", "VALUE_TYPE": "WORK"}])
+    settle(stack)
+    settings = get_settings()
+    store, secret = JourneyStore(settings.journey_table), settings.person_key_secret
+    office_key, ivan_mail = person_key("+74951234567", secret), person_key("ivan@example.ru", secret)
+    assert store.index_lookup([office_key]) == {f"LEAD#{ivan}", f"LEAD#{olga}"}
+    assert store.index_lookup([ivan_mail]) == {f"LEAD#{ivan}"}
+    assert main(["forget", "--email", "ivan@example.ru"]) == 0
+    assert store.index_lookup([office_key]) == {f"LEAD#{olga}"}
+    assert store.index_lookup([ivan_mail]) == set()
+    assert store.journey(f"LEAD#{olga}") and not store.journey(f"LEAD#{ivan}")

@@ -293,6 +293,15 @@ class JourneyStore:
             self._write(requests[start : start + 25])
         return sort_keys
 
+    def delete_items(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Delete these ``(entity, touch)`` items (absent ones are no error)."""
+        requests = [
+            {"DeleteRequest": {"Key": {"entity": {"S": entity}, "touch": {"S": touch}}}}
+            for entity, touch in dict.fromkeys(keys)
+        ]
+        for start in range(0, len(requests), 25):
+            self._write(requests[start : start + 25])
+
     def _sort_keys(self, entity: str) -> list[str]:
         kwargs: dict[str, Any] = {
             "TableName": self.table,

@@ -2,9 +2,11 @@
 and e-mail (``throughline.person_keys``), never by scanning for the contact itself.
 
 Removed: the raw copies of their form posts (every version: the bucket is versioned), their rows in every journey
-snapshot (the parts are rewritten without them, and the older versions of those parts deleted), their entities'
+snapshot (the parts are rewritten without them, and the older versions of those parts deleted), their records'
 touches and bookkeeping in the journey store, and their person-index and raw-copy index entries, in that order —
-the indexes are what finds the rest, so a run that fails half-way can simply be run again.
+the indexes are what finds the rest, so a run that fails half-way can simply be run again. Only the contacts given
+are searched by: the other contacts the records carried lose their index entries for those records, nothing more
+(a shared office phone must not widen one person's erasure to everyone who ever gave it).
 
 Not touched: Bitrix24. The portal owner erases the person there (the leads, deals and contacts); until then the
 portal's next event about those records brings their journey back. Messages still waiting in the writes queue
@@ -43,6 +45,7 @@ class Forgotten:
     raw_copies: list[str] = field(default_factory=list)  # S3 keys whose every version was deleted
     snapshot_rows: int = 0  # lines dropped from journey snapshots
     snapshot_objects: list[str] = field(default_factory=list)  # snapshot objects rewritten
+    other_contacts: int = 0  # further phones or e-mails the erased records carried (not searched by)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +56,7 @@ class Forgotten:
             "raw_copies": self.raw_copies,
             "snapshot_rows": self.snapshot_rows,
             "snapshot_objects": self.snapshot_objects,
+            "other_contacts": self.other_contacts,
             "bitrix24": NOT_BITRIX24,
         }
 
@@ -66,6 +70,14 @@ class Forgotten:
             *(f"  {key}" for key in self.raw_copies),
             f"journey snapshots: {self.snapshot_rows} rows removed from {len(self.snapshot_objects)} objects",
             *(f"  {key}" for key in self.snapshot_objects),
+            *(
+                [
+                    f"these records also carried {self.other_contacts} other phone(s) or e-mail(s): their index entries"
+                    " for these records are gone; give them too (--phone/--email) to erase posts made with them alone"
+                ]
+                if self.other_contacts
+                else []
+            ),
             NOT_BITRIX24,
         ]
 
@@ -96,8 +108,14 @@ def forget_person(
     if not keys:
         raise ValueError("give a phone or an e-mail")
     result = Forgotten(contacts=list(keys.values()))
-    person, entities = _find(store, set(keys))
+    person = set(keys)
+    entities = store.index_lookup(person)
+    entities |= {entity for values in store.links(entities).values() for entity in values}  # a lead's deals
     result.entities = sorted(entities)
+    # The other contacts these records were filed under (#meta's index_keys): their entries pointing at the erased
+    # records go too. Nothing is searched by them: a shared office phone must not widen the erasure to other people.
+    others = {str(key) for meta in store.metas(entities).values() for key in meta.get("index_keys") or ()} - person
+    result.other_contacts = len(others)
 
     for raw_key in sorted(store.raw_keys(person)):
         if _delete_every_version(s3, bucket, raw_key):
@@ -105,26 +123,16 @@ def forget_person(
     _forget_in_snapshots(s3, bucket, person, entities, result)
     for entity in result.entities:
         result.touches += sum(1 for key in store.delete_partition(entity) if not key.startswith("#"))
+    if others:
+        # Their entries that point at what was erased: the records, and the raw copies just deleted.
+        store.delete_items(
+            [(PERSON_PREFIX + key, entity) for key in sorted(others) for entity in result.entities]
+            + [(RAW_PREFIX + key, raw_key) for key in sorted(others) for raw_key in result.raw_copies]
+        )
     for key in sorted(person):
         result.index_entries += len(store.delete_partition(PERSON_PREFIX + key))
         result.index_entries += len(store.delete_partition(RAW_PREFIX + key))
     return result
-
-
-def _find(store: JourneyStore, keys: set[str], rounds: int = 3) -> tuple[set[str], set[str]]:
-    """The person's keys and records: the records indexed under the keys given, their linked records (a lead's deals
-    carry its touches), and the other keys those records were indexed under (``#meta``'s ``index_keys``: erasing by
-    phone also drops the e-mail's index entries and raw copies)."""
-    entities: set[str] = set()
-    for _ in range(rounds):
-        found = store.index_lookup(keys)
-        found |= {entity for values in store.links(found).values() for entity in values}
-        more = {str(key) for meta in store.metas(found).values() for key in meta.get("index_keys") or ()}
-        if found <= entities and more <= keys:
-            break
-        entities |= found
-        keys |= more
-    return keys, entities
 
 
 def _forget_in_snapshots(s3: Any, bucket: str, keys: set[str], entities: set[str], result: Forgotten) -> None:
