@@ -13,7 +13,9 @@ import re
 
 from throughline.contacts import mask_email, mask_phone
 
-_EMAIL = re.compile(r"[\w.+%-]+@[\w-]+(?:\.[\w-]+)+")
+# Starts only where a run of address characters starts: otherwise a long run without "@" is scanned again from each
+# of its characters (quadratic: 20 000 letters took 2.7 s).
+_EMAIL = re.compile(r"(?<![\w.+%-])[\w.+%-]{1,64}@[\w-]+(?:\.[\w-]+)+")
 # A run starting with an optional + and a digit, made of digits and the separators of typed numbers, ending in a digit.
 _PHONE = re.compile(r"(?<![\w+*])\+?\d[\d \t().\-\u00a0\u2010-\u2015]{8,24}\d(?![\w*])")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{2}\.\d{2}\.\d{4}|\d{2}:\d{2}")
