@@ -24,7 +24,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from local.template import HttpRoute, LocalStackResources, QueueSource, provision
+from local.template import (
+    HttpRoute,
+    LocalStackResources,
+    QueueSource,
+    load_template,
+    parameters_from_environment,
+    provision,
+)
 
 LOCAL_REGION = "eu-central-1"
 LOCAL_APP_TOKEN = "local-app-token"
@@ -110,6 +117,9 @@ class LocalStack:
         self._http = ThreadingHTTPServer((self.host, self.port), _make_handler(self))
         self._http.daemon_threads = True
         self.port = self._http.server_address[1]
+        # The environment wins over a parameter's default (GOOGLE_ADS_CUSTOMER_IDS=… make serve); parameters given
+        # to LocalStack win over both.
+        self.parameters = {**parameters_from_environment(load_template(), os.environ), **self.parameters}
         self.parameters.setdefault("AllowedOrigins", self.url)
         self.resources = provision(session, stack_name=self.stack_name, parameters=self.parameters)
         self._start_bitrix(session)

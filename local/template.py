@@ -94,6 +94,22 @@ def _parsed(text: str) -> dict[str, Any]:
     return yaml.load(text, Loader=_CfnLoader)
 
 
+def parameters_from_environment(template: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """Template parameters whose setting is in ``environ``: for every function variable that is a ``Ref`` to a
+    parameter (``GOOGLE_ADS_CUSTOMER_IDS: !Ref GoogleAdsCustomerIds``), the environment's value of that variable.
+    Locally the environment wins over a parameter's default, as the README promises."""
+    parameters = template.get("Parameters", {})
+    functions = [r for r in template.get("Resources", {}).values() if r.get("Type") == "AWS::Serverless::Function"]
+    variables = [template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})]
+    variables += [function.get("Properties", {}).get("Environment", {}).get("Variables", {}) for function in functions]
+    found: dict[str, str] = {}
+    for mapping in variables:
+        for name, value in mapping.items():
+            if isinstance(value, dict) and value.get("Ref") in parameters and name in environ:
+                found[value["Ref"]] = environ[name]
+    return found
+
+
 def provision(
     session: Any,
     *,
@@ -236,6 +252,11 @@ def _lifecycle_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
     }
     if "ExpirationInDays" in rule:
         converted["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    if rule.get("ExpiredObjectDeleteMarker"):
+        converted["Expiration"] = {"ExpiredObjectDeleteMarker": True}
+    if "AbortIncompleteMultipartUpload" in rule:
+        days = int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
+        converted["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": days}
     if "NoncurrentVersionExpiration" in rule:
         converted["NoncurrentVersionExpiration"] = {
             "NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])

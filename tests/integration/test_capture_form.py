@@ -15,6 +15,7 @@ import pytest
 import requests
 
 ORIGIN = "https://shop.example.ru"
+URLENCODED = "application/x-www-form-urlencoded"
 PERSON = {"name": "Иван Петров", "phone": "8 916 123-45-67", "email": "Ivan@Example.RU"}
 
 
@@ -309,3 +310,21 @@ def test_an_unreadable_event_is_a_400_not_a_function_error(site, overrides):
     assert response["statusCode"] == 400
     assert json.loads(response["body"])["fields"]["body"]
     assert queued(site) == []
+
+
+def test_a_charset_outside_the_short_list_is_415_naming_it(site):
+    response = requests.post(
+        site.form_url, data=b"phone=%2B79161234567", headers={"Content-Type": f"{URLENCODED}; charset=utf-7"}
+    )
+    assert response.status_code == 415
+    answer = response.json()
+    assert answer["error"] == "unsupported charset" and "'utf-7'" in answer["fields"]["charset"]
+    assert queued(site) == []
+    legacy = requests.post(
+        site.form_url,
+        data="name=Иван&phone=89161234567".encode("koi8-r"),
+        headers={"Content-Type": f"{URLENCODED}; charset=KOI8-R"},
+    )
+    assert legacy.status_code == 202
+    [message] = queued(site)
+    assert json.loads(message["Body"])["submission"]["name"] == "Иван"

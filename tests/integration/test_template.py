@@ -385,3 +385,123 @@ def test_athena_reads_spend_through_partition_projection_without_a_crawler():
     columns = {c["Name"] for c in table["StorageDescriptor"]["Columns"]}
     assert {"campaign_id", "cost", "currency", "include_vat", "utm_source"} <= columns
     assert not columns & {"platform", "date"}  # partition keys cannot repeat as columns
+
+
+def _lifecycle_rules() -> dict[str, dict]:
+    rules = RESOURCES["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert all(rule["Status"] == "Enabled" for rule in rules)
+    return {rule["Id"]: rule for rule in rules}
+
+
+def test_raw_form_copies_expire_after_the_raw_retention_parameter_and_their_old_versions_a_day_later():
+    parameter = TEMPLATE["Parameters"]["RawRetentionDays"]
+    assert (parameter["Type"], parameter["Default"], parameter["MinValue"]) == ("Number", 30, 1)
+    rule = _lifecycle_rules()["ExpireRawForms"]
+    assert rule["Prefix"] == "raw/forms/"
+    assert rule["ExpirationInDays"] == {"Ref": "RawRetentionDays"}
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+    # The writer's index of a person's raw copies expires with them (RAW_RETENTION_DAYS, a setting).
+    environment = FUNCTIONS["BitrixWriterFunction"]["Properties"]["Environment"]["Variables"]
+    assert environment["RAW_RETENTION_DAYS"] == {"Ref": "RawRetentionDays"}
+
+
+def test_journey_snapshots_expire_after_seven_days_but_never_latest_json():
+    rule = _lifecycle_rules()["ExpireJourneySnapshots"]
+    assert rule["Prefix"] == "journeys/snapshot="
+    assert not "journeys/latest.json".startswith(rule["Prefix"])
+    # latest.json names the snapshot written the same night; the nightly report (a daily cron) replaces it long
+    # before a 7-day-old snapshot expires.
+    events = FUNCTIONS["BuildRoiReportFunction"]["Properties"]["Events"].values()
+    assert {"Ref": "ReportSchedule"} in [event["Properties"].get("ScheduleExpression") for event in events]
+    assert TEMPLATE["Parameters"]["ReportSchedule"]["Default"] == "cron(0 5 * * ? *)"  # every night
+    assert rule["ExpirationInDays"] == 7
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+
+
+def test_incomplete_uploads_are_aborted_and_old_versions_and_dangling_delete_markers_go():
+    rules = _lifecycle_rules()
+    abort = rules["AbortIncompleteMultipartUploads"]
+    assert abort["Prefix"] == "" and abort["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    versions = rules["ExpireOldVersions"]
+    assert versions["Prefix"] == "" and versions["ExpiredObjectDeleteMarker"] is True
+    assert versions["NoncurrentVersionExpiration"]["NoncurrentDays"] <= 30
+    # Every prefix holding personal data has an expiry.
+    prefixes = {rule["Prefix"] for rule in rules.values() if "ExpirationInDays" in rule}
+    assert {"raw/forms/", "raw/rejected/", "raw/spam/", "journeys/snapshot="} <= prefixes
+
+
+def test_the_local_bucket_gets_the_lifecycle_rules_with_the_retention_given(make_stack):
+    stack = make_stack(poll_queues=False, parameters={"RawRetentionDays": "45"})
+    s3 = boto3.session.Session().client("s3")
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=stack.resources.physical["DataBucket"])["Rules"]
+    by_id = {rule["ID"]: rule for rule in rules}
+    assert by_id["ExpireRawForms"]["Expiration"] == {"Days": 45}
+    assert by_id["ExpireRawForms"]["Filter"] == {"Prefix": "raw/forms/"}
+    assert by_id["ExpireJourneySnapshots"]["Expiration"] == {"Days": 7}
+    assert by_id["AbortIncompleteMultipartUploads"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    assert by_id["ExpireOldVersions"]["Expiration"] == {"ExpiredObjectDeleteMarker": True}
+    assert stack.resources.functions["bitrix_writer"].environment["RAW_RETENTION_DAYS"] == "45"
+
+
+def test_forget_person_may_only_find_and_delete_a_persons_items_copies_and_snapshot_rows():
+    assert _actions("ForgetPersonFunction") == {
+        "secretsmanager:GetSecretValue",
+        "dynamodb:Query",
+        "dynamodb:BatchGetItem",
+        "dynamodb:BatchWriteItem",
+        "s3:ListBucket",
+        "s3:ListBucketVersions",
+        "s3:DeleteObject",
+        "s3:DeleteObjectVersion",
+        "s3:GetObject",
+        "s3:PutObject",
+    }
+    statements = {s["Sid"]: s for s in _statements("ForgetPersonFunction")}
+    assert statements["DeleteRawCopies"]["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/raw/forms/*"}
+    assert statements["RewriteSnapshots"]["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/journeys/snapshot=*"}
+    assert statements["ListRawCopiesAndSnapshots"]["Condition"] == {
+        "StringLike": {"s3:prefix": ["raw/forms/*", "journeys/snapshot=*"]}
+    }
+    assert "Events" not in FUNCTIONS["ForgetPersonFunction"]["Properties"]  # no route: an operator invokes it
+    assert RESOURCES["JourneyTable"]["Properties"]["TimeToLiveSpecification"] == {
+        "AttributeName": "expires_at",
+        "Enabled": True,
+    }
+
+
+def test_every_setting_that_is_a_template_parameter_can_come_from_the_environment():
+    from local.template import parameters_from_environment
+
+    pairs = {
+        (name, value["Ref"])
+        for variables in [TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]]
+        + [f["Properties"].get("Environment", {}).get("Variables", {}) for f in FUNCTIONS.values()]
+        for name, value in variables.items()
+        if isinstance(value, dict) and value.get("Ref") in TEMPLATE["Parameters"]
+    }
+    assert ("GOOGLE_ADS_CUSTOMER_IDS", "GoogleAdsCustomerIds") in pairs and len(pairs) >= 20
+    for variable, parameter in pairs:
+        assert parameters_from_environment(TEMPLATE, {variable: "from-env"}) == {parameter: "from-env"}, variable
+    assert parameters_from_environment(TEMPLATE, {"UNRELATED": "x"}) == {}
+
+
+def test_the_local_stack_takes_settings_from_the_environment_over_template_defaults(make_stack, monkeypatch):
+    from throughline.config import get_settings
+
+    monkeypatch.setenv("GOOGLE_ADS_CUSTOMER_IDS", "111-222-3333,444-555-6666")
+    monkeypatch.setenv("TIMEZONE", "Asia/Yekaterinburg")
+    monkeypatch.setenv("BITRIX24_BURST", "250")
+    monkeypatch.setenv("RAW_RETENTION_DAYS", "3")
+    monkeypatch.setenv("BITRIX24_JOURNEY_FIELD", "UF_CRM_FROM_ENV")
+    stack = make_stack(poll_queues=False, parameters={"JourneyField": "UF_CRM_GIVEN"})
+    settings = get_settings()
+    assert settings.google_ads_customer_ids == ("111-222-3333", "444-555-6666")
+    assert settings.timezone == "Asia/Yekaterinburg" and settings.bitrix24_burst == 250
+    assert settings.raw_retention_days == 3
+    assert settings.bitrix24_journey_field == "UF_CRM_GIVEN"  # a parameter given to the stack wins over both
+    assert stack.resources.functions["import_ad_spend"].environment["GOOGLE_ADS_CUSTOMER_IDS"] == (
+        "111-222-3333,444-555-6666"
+    )
+    s3 = boto3.session.Session().client("s3")
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=stack.resources.physical["DataBucket"])["Rules"]
+    assert {rule["ID"]: rule for rule in rules}["ExpireRawForms"]["Expiration"] == {"Days": 3}

@@ -297,6 +297,9 @@ class Settings:
     max_body_bytes: int = _setting(65536, _integer(1024, 1_000_000))
     default_phone_region: str = _setting("RU")
     double_submit_window_seconds: int = _setting(600, _integer(1, 86400))
+    # Days a raw copy of a post (raw/forms/) is kept: the bucket's lifecycle rule (template RawRetentionDays) deletes
+    # it, and the index that finds a person's copies (throughline.privacy) expires with it.
+    raw_retention_days: int = _setting(30, _integer(1, 3650))
     # HMAC key for every key derived from a phone or e-mail that leaves a function (throughline.person_keys).
     person_key_secret: str | None = _setting(None, _key_material, secret=True)
     # Referrer hosts that are no source (matched with their subdomains), on top of the built-in payment, 3-D Secure

@@ -69,14 +69,26 @@ def normalize_email(raw: str) -> str:
     return email
 
 
+MASK = "*******"  # always seven: a mask shows neither the digits nor how many there were
+
+
 def mask_phone(phone: str | None) -> str | None:
-    """``+79161234567`` → ``+7916*****67``: enough to tell records apart in logs, not enough to call."""
+    """``+79161234567`` → ``+7*******67``: the country code and the last two digits, enough to tell records apart in
+    logs, not enough to call or to narrow a number down to a region or an operator. A number without ``+`` shows
+    only its last two digits; anything shorter than five digits is all stars."""
     if not phone:
         return phone
-    keep_head = 5 if phone.startswith("+") else 4
-    if len(phone) <= keep_head + 2:
+    digits = re.sub(r"\D", "", phone)
+    if len(digits) < 5:
         return "*" * len(phone)
-    return phone[:keep_head] + "*" * (len(phone) - keep_head - 2) + phone[-2:]
+    country = ""
+    if phone.lstrip().startswith("+"):
+        try:
+            country = str(phonenumbers.parse("+" + digits, None).country_code)
+        except phonenumbers.NumberParseException:
+            country = ""
+        country = "+" + (country if digits.startswith(country) else "")
+    return country + MASK + digits[-2:]
 
 
 def mask_email(email: str | None) -> str | None:

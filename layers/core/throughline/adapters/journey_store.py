@@ -10,8 +10,9 @@ timeline notice for the touch was sent (at most once).
 Beside the touches, sort keys starting with ``#`` (which sort before any time) hold per-entity bookkeeping:
 ``#meta`` (the last seen CRM state: stage, person key, links, deleted), ``#version`` (``v`` counts touch writes,
 ``applied`` is the version last rendered into the field) and ``#links`` (a lead's deals, re-rendered with it).
-The person index lives under ``PERSON#<hmac>`` partitions (one item per lead/deal/contact of that phone or e-mail)
-and the sweep's cursor under ``#SWEEP``.
+The person index lives under ``PERSON#<hmac>`` partitions (one item per lead/deal/contact of that phone or e-mail),
+the raw copies of a person's form posts under ``RAW#<hmac>`` (sort key = the S3 key, ``expires_at`` = when the
+bucket's lifecycle deletes the copy, DynamoDB's TTL), and the sweep's cursor under ``#SWEEP``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from throughline.adapters import aws
 from throughline.journey.lines import Touch
+from throughline.privacy.masking import mask_contacts
 
 PENDING = "pending"
 APPLIED = "applied"
@@ -33,6 +35,7 @@ VERSION = "#version"
 LINKS = "#links"  # entities whose rendered journey includes this entity's touches (a lead → its deals)
 TOUCHES_AFTER = "#~"  # every touch sort key (a UTC time) sorts after this; bookkeeping keys sort before it
 PERSON_PREFIX = "PERSON#"
+RAW_PREFIX = "RAW#"
 
 
 def touch_key(entity: str, touch: Touch) -> tuple[str, str]:
@@ -40,10 +43,15 @@ def touch_key(entity: str, touch: Touch) -> tuple[str, str]:
 
 
 def encode_item(entity: str, touch: Touch, state: str, **attributes: Any) -> dict[str, Any]:
-    """The DynamoDB item of one touch (raises for a touch DynamoDB cannot hold: a writer checks this early)."""
+    """The DynamoDB item of one touch (raises for a touch DynamoDB cannot hold: a writer checks this early).
+    Phones and e-mails in its free text (``detail``, the rendered ``line``) are masked: the store keeps what kind of
+    touch it was, never a contact (``throughline.privacy.masking``)."""
     serializer = TypeSerializer()
     entity_key, sort_key = touch_key(entity, touch)
     item = {**touch.to_item(), **attributes, "entity": entity_key, "touch": sort_key, "state": state}
+    for name in ("detail", "line"):
+        if isinstance(item.get(name), str):
+            item[name] = mask_contacts(item[name])
     return {key: serializer.serialize(value) for key, value in item.items() if value is not None}
 
 
@@ -254,6 +262,62 @@ class JourneyStore:
                     break
                 kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         return found
+
+    def raw_keys_put(self, person_keys: Iterable[str], raw_key: str, expires_at: int) -> None:
+        """File the S3 key of a raw copy under each of the person's keys, until ``expires_at`` (epoch seconds)."""
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "entity": {"S": RAW_PREFIX + key},
+                        "touch": {"S": raw_key},
+                        "expires_at": {"N": str(int(expires_at))},
+                    }
+                }
+            }
+            for key in dict.fromkeys(person_keys)
+        ]
+        for start in range(0, len(requests), 25):
+            self._write(requests[start : start + 25])
+
+    def raw_keys(self, person_keys: Iterable[str]) -> set[str]:
+        """The S3 keys of raw copies filed under any of these person keys."""
+        return {sort_key for key in dict.fromkeys(person_keys) for sort_key in self._sort_keys(RAW_PREFIX + key)}
+
+    def delete_partition(self, entity: str) -> list[str]:
+        """Delete every item of one partition (an entity's touches and bookkeeping, or an index partition);
+        returns the sort keys deleted."""
+        sort_keys = self._sort_keys(entity)
+        requests = [{"DeleteRequest": {"Key": {"entity": {"S": entity}, "touch": {"S": key}}}} for key in sort_keys]
+        for start in range(0, len(requests), 25):
+            self._write(requests[start : start + 25])
+        return sort_keys
+
+    def delete_items(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Delete these ``(entity, touch)`` items (absent ones are no error)."""
+        requests = [
+            {"DeleteRequest": {"Key": {"entity": {"S": entity}, "touch": {"S": touch}}}}
+            for entity, touch in dict.fromkeys(keys)
+        ]
+        for start in range(0, len(requests), 25):
+            self._write(requests[start : start + 25])
+
+    def _sort_keys(self, entity: str) -> list[str]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "#e = :e",
+            "ProjectionExpression": "#t",
+            "ExpressionAttributeNames": {"#e": "entity", "#t": "touch"},
+            "ExpressionAttributeValues": {":e": {"S": entity}},
+            "ConsistentRead": True,
+        }
+        found: list[str] = []
+        while True:
+            response = self.client.query(**kwargs)
+            found += [item["touch"]["S"] for item in response.get("Items", [])]
+            if not response.get("LastEvaluatedKey"):
+                return found
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def scan(self, segment: int = 0, total_segments: int = 1) -> Iterable[dict[str, Any]]:
         """Every item of one parallel-scan segment, deserialized, page by page (streaming)."""

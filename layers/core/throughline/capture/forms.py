@@ -123,7 +123,7 @@ def decode_body(body: bytes, content_type: str | None, max_bytes: int) -> dict[s
     if len(body) > max_bytes:
         raise FormRejected(413, "request body too large", {"body": f"larger than {max_bytes} bytes"})
     media_type, params = _media_type(content_type)
-    charset = params.get("charset", "utf-8")
+    charset = accepted_charset(params.get("charset"))
     if media_type in ("application/json", "text/plain"):
         # text/plain carries JSON from pages that post without a CORS preflight (sendBeacon, no-cors fetch).
         return _storable(_json_object(body, charset))
@@ -138,6 +138,39 @@ def decode_body(body: bytes, content_type: str | None, max_bytes: int) -> dict[s
         "unsupported content type",
         {"content-type": "send application/json, application/x-www-form-urlencoded or multipart/form-data"},
     )
+
+
+# The charsets forms are posted in (IANA labels and their common aliases), each to its Python codec.
+# Any other label is refused: Python's codec registry also holds rot13, zlib, base64, utf-7 and hundreds of legacy
+# code pages no browser sends, and a label picks one of them by name.
+CHARSETS = {
+    "utf-8": "utf-8",
+    "utf8": "utf-8",
+    "windows-1251": "cp1251",
+    "cp1251": "cp1251",
+    "koi8-r": "koi8_r",
+    "iso-8859-1": "latin-1",
+    "latin-1": "latin-1",
+    "latin1": "latin-1",
+    "us-ascii": "ascii",
+    "ascii": "ascii",
+    # JSON in UTF-16 with its byte order mark (RFC 7159 allowed it; some servers relaying forms still send it).
+    "utf-16": "utf-16",
+}
+
+
+def accepted_charset(label: str | None) -> str:
+    """The codec of a ``charset`` parameter (utf-8 when absent); 415 naming it for any other charset."""
+    if label is None:
+        return "utf-8"
+    codec = CHARSETS.get(label.strip().lower())
+    if codec is None:
+        raise FormRejected(
+            415,
+            "unsupported charset",
+            {"charset": f"{label[:40]!r} is not accepted: send utf-8 (or windows-1251, koi8-r, iso-8859-1, us-ascii)"},
+        )
+    return codec
 
 
 def is_spam(fields: Mapping[str, Any], honeypot_field: str) -> bool:
@@ -447,7 +480,8 @@ def _multipart(body: bytes, params: Mapping[str, str], charset: str) -> dict[str
             payload = base64.b64decode(payload)
         elif encoding == "quoted-printable":
             payload = binascii.a2b_qp(payload)
-        fields.setdefault(name, []).append(payload.decode(part_params.get("charset") or charset))
+        part_charset = accepted_charset(part_params["charset"]) if part_params.get("charset") else charset
+        fields.setdefault(name, []).append(payload.decode(part_charset))
     if not closed and not fields:
         raise FormRejected(400, "malformed multipart body", {"body": "no parts found"})
     return _flatten(fields)

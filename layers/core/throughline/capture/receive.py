@@ -1,11 +1,15 @@
 """Receive a web-form post: decode, drop spam, validate, then make it durable (raw copy in S3, message in SQS).
 
 A double-submitted form (same content from the same form within the window) is accepted once: Powertools
-idempotency keyed on the submission's fingerprint answers the second post with the first post's submission id.
+idempotency keyed on the submission's fingerprint answers the second post with the first post's submission id. When
+that record fails to save after the submission was stored, the sender still gets 202, and a claim of the content
+(``adapters.submission_claims``) makes any retry store the same submission again rather than a second one.
 """
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -15,6 +19,7 @@ from functools import cache
 from typing import Any
 
 from throughline.adapters.raw_store import RawStore
+from throughline.adapters.submission_claims import SubmissionClaims
 from throughline.adapters.writes_queue import WritesQueue
 from throughline.capture import forms, hooks
 from throughline.capture.submissions import Submission
@@ -49,11 +54,14 @@ class Capture:
         queue: WritesQueue,
         idempotent: Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        claims: SubmissionClaims | None = None,
     ):
         self.settings = settings
         self.raw_store = raw_store
         self.queue = queue
+        self.claims = claims
         self._clock = clock
+        self._stored = threading.local()  # what this thread's last _store_and_enqueue made durable
         self._accept = idempotent(self._store_and_enqueue) if idempotent else self._store_and_enqueue
 
     def receive(
@@ -139,12 +147,24 @@ class Capture:
         return Accepted(accepted_id, duplicate=duplicate, redirect_to=redirect_to)
 
     def _accept_once(self, request: dict[str, Any]) -> dict[str, Any]:
-        from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+        from aws_lambda_powertools.utilities.idempotency.exceptions import (
+            IdempotencyAlreadyInProgressError,
+            IdempotencyPersistenceLayerError,
+        )
 
         waited = 0.0
         while True:
+            self._stored.result = None
             try:
                 return self._accept(request=request)
+            except IdempotencyPersistenceLayerError:
+                stored = self._stored.result
+                if stored is None:
+                    raise
+                # The raw copy and the message are stored; only the record of that failed. The submission is durable:
+                # say so (a 503 would make the site post again), and a retry still finds the claim.
+                logger.warning("idempotency record not saved after the submission was stored", exc_info=True)
+                return stored
             except IdempotencyAlreadyInProgressError:
                 # The twin of this post is being stored right now; its answer is ours a moment later.
                 if waited >= IN_PROGRESS_WAIT_SECONDS:
@@ -154,11 +174,28 @@ class Capture:
 
     def _store_and_enqueue(self, *, request: dict[str, Any]) -> dict[str, Any]:
         submission = Submission.from_message(request["message"])
-        self.raw_store.put(submission.raw_key or forms.raw_key(submission), request["raw"].encode())
+        message, raw = request["message"], request["raw"]
+        if self.claims is not None:
+            first_id, first_at = self.claims.claim(
+                request["fingerprint"], submission.submission_id, submission.received_at.isoformat()
+            )
+            if first_id != submission.submission_id:
+                # A retry of content an earlier attempt claimed (and may have queued): store that submission again.
+                submission = replace(
+                    submission, submission_id=first_id, received_at=datetime.fromisoformat(first_at), raw_key=None
+                )
+                submission = replace(submission, raw_key=forms.raw_key(submission))
+                message = submission.to_message()
+                record = json.loads(raw)
+                record.update(submission_id=first_id, received_at=first_at, message=message)
+                raw = json.dumps(record, ensure_ascii=False)
+        self.raw_store.put(submission.raw_key or forms.raw_key(submission), raw.encode())
         # The group id shows in consoles and the DLQ: a keyed hash, never one anyone can reverse from a phone book.
         group_id = person_key(submission.identity(), self.settings.person_key_secret)
-        self.queue.send(request["message"], group_id=group_id, deduplication_id=submission.submission_id)
-        return {"submission_id": submission.submission_id}
+        self.queue.send(message, group_id=group_id, deduplication_id=submission.submission_id)
+        result = {"submission_id": submission.submission_id}
+        self._stored.result = result
+        return result
 
     def _keep_rejected(
         self, submission_id: str, received_at: datetime, body: bytes, content_type: str | None, rejected: Exception
@@ -197,5 +234,10 @@ def idempotency_for(table: str, window_seconds: int) -> tuple[Callable[..., Any]
 def capture_from_settings(settings: Settings) -> tuple[Capture, Any]:
     settings.require("data_bucket", "writes_queue_url", "idempotency_table", "person_key_secret")
     decorate, config = idempotency_for(settings.idempotency_table, settings.double_submit_window_seconds)
-    capture = Capture(settings, RawStore(settings.data_bucket), WritesQueue(settings.writes_queue_url), decorate)
+    claims = SubmissionClaims(
+        settings.idempotency_table or "", settings.person_key_secret or "", settings.double_submit_window_seconds
+    )
+    capture = Capture(
+        settings, RawStore(settings.data_bucket), WritesQueue(settings.writes_queue_url), decorate, claims=claims
+    )
     return capture, config

@@ -1,7 +1,8 @@
 """The journey store exported for attribution and Athena: gzip JSON Lines under ``journeys/snapshot=<date>/``.
 
 - ``part-<n>.json.gz``: one touch per line, ``{"person_key", "entity_type", "entity_id", "touch_id", "at" (ISO 8601
-  UTC), "kind", "channel", "source", "medium", "campaign", "content", "term", "detail"}``;
+  UTC), "kind", "channel", "source", "medium", "campaign", "content", "term", "detail"}`` (phones and e-mails in
+  ``detail`` masked);
 - ``entities.json.gz``: one line per entity, ``{"entity_type", "entity_id", "person_key", "deleted", "lead_id"}``
   (a deal's ``lead_id`` links it to the lead it came from, whose touches are its journey before the deal);
 - ``journeys/latest.json`` = ``{"snapshot": "<date>", "parts": [...]}``, written last, so a reader never sees a
@@ -29,6 +30,7 @@ from typing import Any
 
 from throughline.adapters.journey_store import META, PERSON_PREFIX, JourneyStore
 from throughline.adapters.raw_store import RawStore
+from throughline.privacy.masking import mask_contacts
 
 PREFIX = "journeys"
 ENTITY_TYPES = {"LEAD": "lead", "DEAL": "deal", "CONTACT": "contact"}
@@ -130,6 +132,7 @@ def _touch_line(entity: str, item: dict[str, Any], entities: dict[str, dict[str,
         "at": at.isoformat().replace("+00:00", "Z"),
     }
     line.update({name: item.get(name) for name in TOUCH_FIELDS})
+    line["detail"] = mask_contacts(line["detail"])  # touches stored before the store masked them
     return line
 
 

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from throughline.adapters.journey_store import JourneyStore
@@ -83,6 +84,20 @@ def _follow_form_writes(
             repeats.append(entity)
     if repeats:
         journeys.projector.project(repeats)
+
+
+def index_raw_copies(store: JourneyStore, secret: str, submissions: Iterable[Submission], retention_days: int) -> None:
+    """File each submission's raw copy (``raw/forms/…``) under its phone's and e-mail's person keys, so that
+    ``python -m throughline forget`` finds a person's copies. Done here, off the HTTP path: capture only writes the
+    copy. The entries expire a day after the bucket's lifecycle rule deletes the copies (``RAW_RETENTION_DAYS``)."""
+    for submission in submissions:
+        contacts = [value for value in (submission.phone, submission.email) if value]
+        if not submission.raw_key or not contacts:
+            continue
+        expires_at = submission.received_at + timedelta(days=retention_days + 1)
+        store.raw_keys_put(
+            [person_key(value, secret) for value in contacts], submission.raw_key, int(expires_at.timestamp())
+        )
 
 
 def person_index(store: JourneyStore, secret: str) -> Callable[[Submission], tuple[set[int], set[int]]]:

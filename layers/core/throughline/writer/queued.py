@@ -29,11 +29,11 @@ from throughline.adapters.writes_queue import WritesQueue
 from throughline.bitrix24 import Deadline
 from throughline.bitrix24.portal import bitrix_client
 from throughline.capture.submissions import MESSAGE_TYPE, Submission
-from throughline.config import ConfigError, Settings
+from throughline.config import ConfigError, Settings, get_settings
 from throughline.journey.events import MESSAGE_TYPE as EVENT_MESSAGE
 from throughline.journey.events import CrmEvent
 from throughline.observability import logger
-from throughline.writer.journey_wiring import crm_event_writer, follow_form_writes, person_index
+from throughline.writer.journey_wiring import crm_event_writer, follow_form_writes, index_raw_copies, person_index
 from throughline.writer.leads import LeadRules, LeadWriter, Outcome, PortalState, Unwritable
 
 BUSY_RETRY_SECONDS = 3  # another writer holds this person: look again soon, the lease is short
@@ -74,13 +74,18 @@ def write_form_submissions(messages: dict[str, dict[str, Any]], writer: LeadWrit
             submissions[message_id] = submission
         except Exception as error:
             outcomes[message_id] = _poison(message_id, error)
+    journeys = writer.crm_events
+    if journeys is not None and submissions and writer.journeys.table:
+        # Before the leads: a person's raw copies must be findable (forget) even when their write fails for good.
+        index_raw_copies(
+            writer.journeys, journeys.person_secret, submissions.values(), get_settings().raw_retention_days
+        )
     by_submission = writer.write(submissions.values())
     for message_id, submission in submissions.items():
         outcomes[message_id] = by_submission.get(
             submission.submission_id,
             Outcome(submission.submission_id, False, "skipped", error=RuntimeError("not reached in this invocation")),
         )
-    journeys = writer.crm_events
     if journeys is not None and any(outcome.action in ("created", "appended") for outcome in by_submission.values()):
         follow_form_writes(journeys, submissions, by_submission)  # the person index and the field's projection
     return outcomes

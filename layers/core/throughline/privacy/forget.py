@@ -1,0 +1,190 @@
+"""Erase one person from what this stack stores (152-FZ Art. 21, GDPR Art. 17): found by the HMAC keys of their phone
+and e-mail (``throughline.person_keys``), never by scanning for the contact itself.
+
+Removed: the raw copies of their form posts (every version: the bucket is versioned), their rows in every journey
+snapshot (the parts are rewritten without them, and the older versions of those parts deleted), their records'
+touches and bookkeeping in the journey store, and their person-index and raw-copy index entries, in that order —
+the indexes are what finds the rest, so a run that fails half-way can simply be run again. Only the contacts given
+are searched by: the other contacts the records carried lose their index entries for those records, nothing more
+(a shared office phone must not widen one person's erasure to everyone who ever gave it).
+
+Not touched: Bitrix24. The portal owner erases the person there (the leads, deals and contacts); until then the
+portal's next event about those records brings their journey back. Messages still waiting in the writes queue
+(minutes) are not reachable one by one either.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from throughline.adapters.journey_store import PERSON_PREFIX, RAW_PREFIX, JourneyStore
+from throughline.contacts import mask_email, mask_phone, normalize_email, normalize_phone
+from throughline.journey.export import ENTITY_TYPES, PREFIX
+from throughline.person_keys import person_key
+
+SNAPSHOTS = f"{PREFIX}/snapshot="
+NOT_BITRIX24 = (
+    "Bitrix24 is not touched: the portal owner erases this person's leads, deals and contacts in the portal "
+    "(until then the portal's next event about them records their journey again)."
+)
+
+
+@dataclass
+class Forgotten:
+    """What one ``forget`` removed."""
+
+    contacts: list[str] = field(default_factory=list)  # masked
+    entities: list[str] = field(default_factory=list)  # LEAD#5, CONTACT#7, …
+    touches: int = 0  # touch items deleted from the journey store (bookkeeping items not counted)
+    index_entries: int = 0  # person-index and raw-copy index items deleted
+    raw_copies: list[str] = field(default_factory=list)  # S3 keys whose every version was deleted
+    snapshot_rows: int = 0  # lines dropped from journey snapshots
+    snapshot_objects: list[str] = field(default_factory=list)  # snapshot objects rewritten
+    other_contacts: int = 0  # further phones or e-mails the erased records carried (not searched by)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "contacts": self.contacts,
+            "entities": self.entities,
+            "touches": self.touches,
+            "index_entries": self.index_entries,
+            "raw_copies": self.raw_copies,
+            "snapshot_rows": self.snapshot_rows,
+            "snapshot_objects": self.snapshot_objects,
+            "other_contacts": self.other_contacts,
+            "bitrix24": NOT_BITRIX24,
+        }
+
+    def lines(self) -> list[str]:
+        return [
+            f"person: {', '.join(self.contacts)}",
+            f"journey store: {len(self.entities)} records ({', '.join(self.entities) or 'none'}), "
+            f"{self.touches} touches deleted",
+            f"indexes: {self.index_entries} entries deleted",
+            f"raw copies: {len(self.raw_copies)} deleted with every version",
+            *(f"  {key}" for key in self.raw_copies),
+            f"journey snapshots: {self.snapshot_rows} rows removed from {len(self.snapshot_objects)} objects",
+            *(f"  {key}" for key in self.snapshot_objects),
+            *(
+                [
+                    f"these records also carried {self.other_contacts} other phone(s) or e-mail(s): their index entries"
+                    " for these records are gone; give them too (--phone/--email) to erase posts made with them alone"
+                ]
+                if self.other_contacts
+                else []
+            ),
+            NOT_BITRIX24,
+        ]
+
+
+def contact_keys(phones: Iterable[str], emails: Iterable[str], secret: str, region: str = "RU") -> dict[str, str]:
+    """Person key → masked contact, for the phones and e-mails given (normalized as capture normalizes them)."""
+    keys: dict[str, str] = {}
+    for phone in phones:
+        normalized = normalize_phone(phone, region)
+        keys[person_key(normalized, secret)] = mask_phone(normalized) or ""
+    for email in emails:
+        normalized = normalize_email(email)
+        keys[person_key(normalized, secret)] = mask_email(normalized) or ""
+    return keys
+
+
+def forget_person(
+    store: JourneyStore,
+    s3: Any,
+    bucket: str,
+    secret: str,
+    *,
+    phones: Iterable[str] = (),
+    emails: Iterable[str] = (),
+    region: str = "RU",
+) -> Forgotten:
+    keys = contact_keys(phones, emails, secret, region)
+    if not keys:
+        raise ValueError("give a phone or an e-mail")
+    result = Forgotten(contacts=list(keys.values()))
+    person = set(keys)
+    entities = store.index_lookup(person)
+    entities |= {entity for values in store.links(entities).values() for entity in values}  # a lead's deals
+    result.entities = sorted(entities)
+    # The other contacts these records were filed under (#meta's index_keys): their entries pointing at the erased
+    # records go too. Nothing is searched by them: a shared office phone must not widen the erasure to other people.
+    others = {str(key) for meta in store.metas(entities).values() for key in meta.get("index_keys") or ()} - person
+    result.other_contacts = len(others)
+
+    for raw_key in sorted(store.raw_keys(person)):
+        if _delete_every_version(s3, bucket, raw_key):
+            result.raw_copies.append(raw_key)
+    _forget_in_snapshots(s3, bucket, person, entities, result)
+    for entity in result.entities:
+        result.touches += sum(1 for key in store.delete_partition(entity) if not key.startswith("#"))
+    if others:
+        # Their entries that point at what was erased: the records, and the raw copies just deleted.
+        store.delete_items(
+            [(PERSON_PREFIX + key, entity) for key in sorted(others) for entity in result.entities]
+            + [(RAW_PREFIX + key, raw_key) for key in sorted(others) for raw_key in result.raw_copies]
+        )
+    for key in sorted(person):
+        result.index_entries += len(store.delete_partition(PERSON_PREFIX + key))
+        result.index_entries += len(store.delete_partition(RAW_PREFIX + key))
+    return result
+
+
+def _forget_in_snapshots(s3: Any, bucket: str, keys: set[str], entities: set[str], result: Forgotten) -> None:
+    """Rewrite every snapshot object that holds the person's rows without them (touch parts and entities.json.gz
+    share the columns used here: person_key, entity_type, entity_id)."""
+    ids = {(ENTITY_TYPES.get(entity.split("#")[0]), entity.partition("#")[2]) for entity in entities}
+    for key in _keys(s3, bucket, SNAPSHOTS):
+        if not key.endswith(".json.gz"):
+            continue
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        lines = gzip.decompress(body).decode("utf-8").splitlines()
+        kept = [line for line in lines if not _theirs(line, keys, ids)]
+        if len(kept) == len(lines):
+            continue
+        s3.put_object(Bucket=bucket, Key=key, Body=_gzip(kept), ContentType="application/gzip")
+        _delete_every_version(s3, bucket, key, keep_current=True)
+        result.snapshot_rows += len(lines) - len(kept)
+        result.snapshot_objects.append(key)
+
+
+def _theirs(line: str, keys: set[str], ids: set[tuple[str | None, str]]) -> bool:
+    if not line.strip():
+        return False
+    row = json.loads(line)
+    return row.get("person_key") in keys or (row.get("entity_type"), str(row.get("entity_id"))) in ids
+
+
+def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [item["Key"] for item in page.get("Contents", [])]
+    return keys
+
+
+def _delete_every_version(s3: Any, bucket: str, key: str, *, keep_current: bool = False) -> bool:
+    """Delete the object's versions and delete markers (all, or all but the current version); True if any."""
+    doomed: list[dict[str, str]] = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+        for version in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+            if version["Key"] != key or (keep_current and version.get("IsLatest") and "Size" in version):
+                continue
+            doomed.append({"Key": key, "VersionId": version["VersionId"]})
+    for start in range(0, len(doomed), 1000):
+        response = s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed[start : start + 1000], "Quiet": True})
+        if response.get("Errors"):
+            raise RuntimeError(f"could not delete {len(response['Errors'])} versions of {key}")
+    return bool(doomed)
+
+
+def _gzip(lines: list[str]) -> bytes:
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as archive:
+        for line in lines:
+            archive.write(line.encode("utf-8") + b"\n")
+    return buffer.getvalue()

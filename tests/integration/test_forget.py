@@ -1,0 +1,171 @@
+"""Erasing one person on the local stack: posts become leads (raw copies filed under the person's keys), the
+journey is exported, then ``forget`` (the CLI, and the function) removes their touches, index entries, raw copies
+(every version) and exported rows — and nobody else's."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import date
+
+import boto3
+import pytest
+import requests
+
+from tests.integration.test_journey_events import manager_lead, settle
+from throughline.__main__ import main
+from throughline.adapters.journey_store import PERSON_PREFIX, RAW_PREFIX, JourneyStore
+from throughline.config import get_settings
+from throughline.contacts import mask_phone
+from throughline.journey.export import export_journeys
+from throughline.person_keys import person_key
+
+IVAN = {"name": "Иван", "phone": "8 (916) 123-45-67", "email": "Ivan@Example.ru", "utm_source": "yandex"}
+OLGA = {"name": "Ольга", "phone": "+79035550101", "email": "olga@example.ru", "utm_source": "vk"}
+
+
+def post(stack, fields: dict) -> str:
+    response = requests.post(f"{stack.url}/v1/forms/contact/submissions", json=fields, timeout=60)
+    assert response.status_code == 202, response.text
+    return response.json()["submission_id"]
+
+
+def snapshot_rows(s3, bucket: str) -> list[dict]:
+    rows = []
+    for item in s3.list_objects_v2(Bucket=bucket, Prefix="journeys/snapshot=").get("Contents", []):
+        body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+        rows += [json.loads(line) for line in gzip.decompress(body).decode().splitlines() if line]
+    return rows
+
+
+def versions(s3, bucket: str, prefix: str) -> list[dict]:
+    page = s3.list_object_versions(Bucket=bucket, Prefix=prefix)
+    return [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+
+
+def partition(store: JourneyStore, entity: str) -> list[dict]:
+    query = {"KeyConditionExpression": "entity = :e", "ExpressionAttributeValues": {":e": {"S": entity}}}
+    return store.client.query(TableName=store.table, **query)["Items"]
+
+
+@pytest.fixture
+def two_people(make_stack):
+    stack = make_stack()
+    post(stack, IVAN)
+    post(stack, OLGA)
+    settle(stack)
+    post(stack, {**IVAN, "comment": "перезвоните"})  # a repeat request: a second raw copy of Ivan
+    settle(stack)
+    settings = get_settings()
+    export_journeys(JourneyStore(settings.journey_table), settings.data_bucket, date(2026, 12, 1))
+    return stack
+
+
+def test_forget_by_phone_removes_their_touches_index_raw_copies_and_exported_rows_only(two_people, capsys):
+    settings = get_settings()
+    bucket, secret = settings.data_bucket, settings.person_key_secret
+    store, s3 = JourneyStore(settings.journey_table), boto3.client("s3")
+    ivan = [person_key("+79161234567", secret), person_key("ivan@example.ru", secret)]
+    olga = [person_key("+79035550101", secret), person_key("olga@example.ru", secret)]
+    [ivan_lead] = store.index_lookup(ivan[:1])
+    [olga_lead] = store.index_lookup(olga[:1])
+    ivan_raw = store.raw_keys(ivan)
+    assert len(ivan_raw) == 2 and all(key.startswith("raw/forms/date=") for key in ivan_raw)
+    assert len(store.raw_keys(olga)) == 1
+    assert len(store.journey(ivan_lead)) >= 2  # the form and the repeat request
+    rows = snapshot_rows(s3, bucket)
+    assert {row["person_key"] for row in rows if row.get("touch_id")} == {ivan[0], olga[0]}
+
+    assert main(["forget", "--phone", "+7 916 123 45 67"]) == 0
+    printed = capsys.readouterr().out
+    assert "Bitrix24 is not touched" in printed
+    assert mask_phone("+79161234567") in printed and "+79161234567" not in printed
+    assert f"journey store: 1 records ({ivan_lead})" in printed
+    assert "raw copies: 2 deleted" in printed
+
+    assert store.journey(ivan_lead) == [] and store.metas([ivan_lead]) == {}
+    assert store.index_lookup(ivan) == set() and store.raw_keys(ivan) == set()
+    for key in ivan_raw:
+        assert versions(s3, bucket, key) == []  # not merely a delete marker over the old version
+    rows = snapshot_rows(s3, bucket)
+    assert rows and all(row["person_key"] != ivan[0] for row in rows)
+    assert all(f"{row['entity_type'].upper()}#{row['entity_id']}" != ivan_lead for row in rows)
+    # Rewritten snapshot objects keep no older version holding Ivan's rows.
+    for item in s3.list_objects_v2(Bucket=bucket, Prefix="journeys/snapshot=")["Contents"]:
+        assert len(versions(s3, bucket, item["Key"])) == 1
+    # Olga is untouched; the e-mail key of Ivan went too (the index filed him under both).
+    assert store.index_lookup(olga) == {olga_lead} and len(store.journey(olga_lead)) >= 1
+    assert len(store.raw_keys(olga)) == 1 and any(row["person_key"] == olga[0] for row in rows)
+    for prefix in (PERSON_PREFIX, RAW_PREFIX):  # his e-mail's entries for what was erased went too
+        assert partition(store, prefix + ivan[1]) == []
+    assert "also carried 1 other phone(s) or e-mail(s)" in printed
+
+    assert main(["forget", "--phone", "+79161234567"]) == 0  # again: nothing left, no error
+    assert "raw copies: 0 deleted" in capsys.readouterr().out
+
+
+def test_the_function_forgets_by_e_mail_and_answers_what_it_removed(two_people):
+    settings = get_settings()
+    store = JourneyStore(settings.journey_table)
+    olga = [
+        person_key("+79035550101", settings.person_key_secret),
+        person_key("olga@example.ru", settings.person_key_secret),
+    ]
+    [olga_lead] = store.index_lookup(olga)
+    answer = two_people.invoke("forget_person", {"email": "OLGA@example.ru"})
+    assert answer["entities"] == [olga_lead] and len(answer["raw_copies"]) == 1 and answer["touches"] >= 1
+    assert answer["snapshot_rows"] >= 2 and answer["contacts"] == ["o***@example.ru"]  # a touch row and its entity
+    assert "Bitrix24 is not touched" in answer["bitrix24"]
+    assert store.index_lookup(olga) == set() and store.raw_keys(olga) == set()
+    assert (
+        store.client.query(
+            TableName=store.table,
+            KeyConditionExpression="entity = :e",
+            ExpressionAttributeValues={":e": {"S": RAW_PREFIX + olga[0]}},
+        )["Items"]
+        == []
+    )
+    # Bitrix24 still has her lead: erasing there is the portal owner's step.
+    assert any(row.get("NAME") == "Ольга" for row in two_people.sandbox.entities("lead"))
+
+
+def test_raw_copy_index_entries_expire_with_the_copies():
+    from datetime import UTC, datetime
+
+    from throughline.capture.submissions import Submission, Visit
+    from throughline.writer.journey_wiring import index_raw_copies
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def raw_keys_put(self, keys, raw_key, expires_at):
+            self.calls.append((list(keys), raw_key, expires_at))
+
+    at = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    submission = Submission("s1", "contact", at, Visit(), phone="+79161234567", raw_key="raw/forms/x.json")
+    no_contact = Submission("s2", "contact", at, Visit(), raw_key="raw/forms/y.json")
+    recorder = Recorder()
+    index_raw_copies(recorder, "k" * 32, [submission, no_contact], 30)
+    [(keys, raw_key, expires_at)] = recorder.calls
+    assert keys == [person_key("+79161234567", "k" * 32)] and raw_key == "raw/forms/x.json"
+    assert expires_at == int(datetime(2027, 1, 1, 12, 0, tzinfo=UTC).timestamp())  # 30 days + 1 after arrival
+
+
+def test_a_shared_phone_on_another_record_does_not_widen_the_erasure(make_stack):
+    """Two leads a manager typed share an office phone: forgetting Ivan by his e-mail erases his lead only; the
+    office phone's entry for Olga's lead stays, and his lead's entry under it goes."""
+    stack = make_stack()
+    office = [{"VALUE": "+74951234567", "VALUE_TYPE": "WORK"}]
+    ivan = manager_lead(stack, TITLE="Иван", PHONE=office, EMAIL=[{"VALUE": "ivan@example.ru", "VALUE_TYPE": "WORK"}])
+    olga = manager_lead(stack, TITLE="Ольга", PHONE=office, EMAIL=[{"VALUE": "olga@example.ru", "VALUE_TYPE": "WORK"}])
+    settle(stack)
+    settings = get_settings()
+    store, secret = JourneyStore(settings.journey_table), settings.person_key_secret
+    office_key, ivan_mail = person_key("+74951234567", secret), person_key("ivan@example.ru", secret)
+    assert store.index_lookup([office_key]) == {f"LEAD#{ivan}", f"LEAD#{olga}"}
+    assert store.index_lookup([ivan_mail]) == {f"LEAD#{ivan}"}
+    assert main(["forget", "--email", "ivan@example.ru"]) == 0
+    assert store.index_lookup([office_key]) == {f"LEAD#{olga}"}
+    assert store.index_lookup([ivan_mail]) == set()
+    assert store.journey(f"LEAD#{olga}") and not store.journey(f"LEAD#{ivan}")
