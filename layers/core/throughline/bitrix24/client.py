@@ -46,6 +46,7 @@ import urllib3
 
 from throughline.bitrix24.errors import (
     BatchIncomplete,
+    BitrixAccessDenied,
     BitrixBadRequest,
     BitrixError,
     BitrixUnavailable,
@@ -153,6 +154,8 @@ class Bitrix24Client:
         self.request_budget = request_budget
         self.calls = 0  # HTTP requests sent by this client object (one per batch)
         self.moved_to: str | None = None  # the portal's new address (scheme://host) after a redirect, if any
+        # «Access denied» answers seen (per batch command or call): records the webhook's user may not read or write.
+        self.access_denied = 0
 
     def __repr__(self) -> str:
         return "Bitrix24Client(<webhook hidden>)"  # the URL carries the webhook secret
@@ -212,6 +215,7 @@ class Bitrix24Client:
             key: self._with_retry_at(error_from_response(400, value, commands[key][0] if key in commands else None))
             for key, value in _as_map(body.get("result_error")).items()
         }
+        self.access_denied += sum(isinstance(error, BitrixAccessDenied) for error in errors.values())
         return BatchResult(
             results=_as_map(body.get("result")),
             errors=errors,
@@ -256,6 +260,8 @@ class Bitrix24Client:
                 response = self._post(method, payload)
             except BitrixError as error:
                 self._with_retry_at(error)
+                if isinstance(error, BitrixAccessDenied):
+                    self.access_denied += 1
                 if isinstance(error, QueryLimitExceeded):
                     self.pacer.saturated()
                 if not self._should_retry(error, attempt, idempotent):

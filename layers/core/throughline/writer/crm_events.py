@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from throughline.adapters.journey_store import JourneyStore
-from throughline.bitrix24 import Bitrix24Client, BitrixError
+from throughline.bitrix24 import Bitrix24Client, BitrixAccessDenied, BitrixError
 from throughline.contacts import InvalidContact, normalize_email, normalize_phone
 from throughline.journey.events import CrmEvent
 from throughline.journey.lines import Touch
@@ -195,6 +195,8 @@ class CrmEventWriter:
                     # No stage history for this webhook (scope, an old portal): fall back to the last seen stage.
                     logger.warning("stage history not readable", extra={"error": str(error)})
                     batch.no_history |= {(kind, id_) for kind, id_ in history_keys if key == f"hist{kind}{id_}"}
+                elif isinstance(error, BitrixAccessDenied):
+                    _skip_denied(key)
                 elif "not found" not in str(error).lower():
                     raise error  # a deleted entity is "not found": its delete event tells the rest
             for kind, id_ in keys:
@@ -270,8 +272,10 @@ class CrmEventWriter:
         if not commands:
             return
         found = self.bitrix.batch(commands)
-        for error in found.errors.values():
-            if "not found" not in str(error).lower():
+        for key, error in found.errors.items():
+            if isinstance(error, BitrixAccessDenied):
+                _skip_denied(key)
+            elif "not found" not in str(error).lower():
                 raise error
         for kind, id_ in owners:
             record = found.results.get(f"{kind}{id_}")
@@ -575,6 +579,12 @@ class CrmEventWriter:
         self.store.index_drop(meta.get("index_keys") or [], entity)
         if self.mark_deleted:
             self.mark_deleted(event.entity, event.entity_id, {"deleted_at": deleted_at, "event_ts": event.ts})
+
+
+def _skip_denied(key: str) -> None:
+    """«Access denied» for one record (the webhook's user may not read it): skipped, never failing the records read
+    with it; the client counts it (``RecordsAccessDenied``). Run ``bitrix-setup`` to check the webhook's user."""
+    logger.warning("record not readable by the webhook's user: skipped", extra={"command": key})
 
 
 def _stage_dictionary(kind: str, stage: str) -> str:
