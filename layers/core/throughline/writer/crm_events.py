@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from throughline.adapters.journey_store import JourneyStore
+from throughline.adapters.locks import LEASE_SECONDS, Busy, Locks
 from throughline.bitrix24 import Bitrix24Client, BitrixAccessDenied, BitrixError
 from throughline.contacts import InvalidContact, normalize_email, normalize_phone
 from throughline.journey.events import CrmEvent
@@ -102,8 +103,10 @@ class CrmEventWriter:
         person_secret: str,
         mark_deleted: Callable[[str, int, dict[str, Any]], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        locks: Locks | None = None,
     ):
         self.bitrix = bitrix
+        self.locks = locks  # the form writer's leases: taken around the store commit and the field's redraw
         self.store = store
         self.projector = projector
         self.field = projector.field
@@ -120,6 +123,9 @@ class CrmEventWriter:
         which is safe: everything here can be repeated."""
         try:
             self.handle(list(events.values()))
+        except Busy as busy:  # the form writer holds one of these people or records: look again shortly
+            logger.info("events wait for a lease", extra={"events": len(events)})
+            return {key: Outcome(key, False, "busy", error=busy) for key in events}
         except BitrixError as error:
             logger.warning("bitrix24 events failed", extra={"error": str(error), "events": len(events)})
             return {key: Outcome(key, False, "failed", error=error) for key in events}
@@ -166,7 +172,12 @@ class CrmEventWriter:
             for key in keys:
                 if key[0] == kind and key in batch.records:
                     self._observe(batch, kind, batch.records[key])
-        return self._commit(batch)
+        lease = self._lease(batch)
+        try:
+            return self._commit(batch)
+        finally:
+            if lease is not None:
+                self.locks.release(lease)  # type: ignore[union-attr]
 
     # -- reading --------------------------------------------------------------------------------------------------
 
@@ -541,6 +552,35 @@ class CrmEventWriter:
         return person_key(contact, self.person_secret) if contact else None
 
     # -- writing --------------------------------------------------------------------------------------------------
+
+    def _lease(self, batch: _Batch) -> Any:
+        """The form writer's leases on what this commit changes and redraws: ``lead:<id>`` (a repeat request's lead),
+        ``contact-record:<id>`` (a contact, or a deal's contact: simple mode's repeat requests) and ``contact:<phone
+        or e-mail>`` of the leads and contacts read. Raises ``Busy`` when another writer holds one."""
+        if self.locks is None:
+            return None
+        names: set[str] = set()
+        for entity in {*batch.meta_updates, *batch.touches}:
+            kind, _, id_ = entity.partition("#")
+            meta = batch.meta(entity) or {}
+            if kind == "LEAD":
+                names.add(f"lead:{id_}")
+            elif kind == "CONTACT":
+                names.add(f"contact-record:{id_}")
+            elif kind == "DEAL" and meta.get("contact_id"):
+                names.add(f"contact-record:{int(meta['contact_id'])}")
+        for key, record in batch.records.items():
+            if len(key) == 2 and key[0] in (LEAD, CONTACT) and _entity(*key) in batch.meta_updates:
+                phones, emails = self._contacts(record)
+                names |= {f"contact:{value}" for value in (*phones, *emails)}
+        if not names:
+            return None
+        left = self.bitrix.deadline.seconds_left()
+        seconds = min(LEASE_SECONDS, left + 15) if left != float("inf") else LEASE_SECONDS
+        lease = self.locks.acquire(sorted(names), lease_seconds=seconds)
+        if lease is None:
+            raise Busy()
+        return lease
 
     def _commit(self, batch: _Batch) -> int:
         changed: set[str] = set()
