@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from datetime import UTC, date, datetime
 from typing import Any
 
 import boto3
@@ -15,7 +16,9 @@ from local.stack import LOCAL_APP_TOKEN, sqs_record
 from throughline.adapters.journey_store import JourneyStore
 from throughline.bitrix24.portal import bitrix_client
 from throughline.config import get_settings
+from throughline.journey.export import export_journeys
 from throughline.journey.lines import Touch
+from throughline.report.attribution import read_journeys
 from throughline.writer.journey_wiring import crm_event_writer
 
 JOURNEY = "UF_CRM_CUSTOMER_JOURNEY"
@@ -69,7 +72,17 @@ def test_an_event_for_a_record_the_webhook_cannot_see_is_skipped_and_its_batch_m
     assert "Исходящий звонок — Консультация" in field(stack, seen)
     assert field(stack, hidden) == ""  # never read, never written
     assert ("records skipped: access denied", {"records": 2}) in warnings  # the hidden lead and its call
-    assert JourneyStore(get_settings().journey_table or "").journey(f"LEAD#{hidden}") == []
+    store = JourneyStore(get_settings().journey_table or "")
+    assert store.journey(f"LEAD#{hidden}") == []
+    # Counted where the report reads it: the journey export's latest.json, then the report's data quality.
+    assert store.access_denied() == 2
+    bucket = get_settings().data_bucket or ""
+    export_journeys(store, bucket, date(2026, 11, 30))
+    latest = boto3.client("s3").get_object(Bucket=bucket, Key="journeys/latest.json")["Body"].read()
+    assert json.loads(latest)["access_denied"] == 2
+    objects = {"journeys/latest.json": latest}
+    journeys = read_journeys(objects)  # type: ignore[arg-type]
+    assert journeys is not None and journeys.access_denied == 2
 
 
 def test_a_field_the_webhook_may_not_write_does_not_stop_the_others(stack):

@@ -13,6 +13,7 @@ DOCUMENTED_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d")
 
 class FakePortal:
     calls = 0
+    access_denied = 0
 
     def __init__(self) -> None:
         self.commands: list[dict[str, Any]] = []
@@ -38,6 +39,9 @@ class FakeStore:
 
     def put_meta(self, entity: str, meta: dict[str, Any]) -> None:
         self.meta.setdefault(entity, {}).update(meta)
+
+    def count_access_denied(self, answers: int) -> None:
+        self.denied = getattr(self, "denied", 0) + answers
 
 
 class FakeWriter:

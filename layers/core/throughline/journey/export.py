@@ -4,8 +4,8 @@
   UTC), "kind", "channel", "source", "medium", "campaign", "content", "term", "detail"}``;
 - ``entities.json.gz``: one line per entity, ``{"entity_type", "entity_id", "person_key", "deleted", "lead_id"}``
   (a deal's ``lead_id`` links it to the lead it came from, whose touches are its journey before the deal);
-- ``journeys/latest.json`` = ``{"snapshot": "<date>", "parts": [...]}``, written last, so a reader never sees a
-  half-written snapshot.
+- ``journeys/latest.json`` = ``{"snapshot": "<date>", "parts": [...], "access_denied": <count>}``, written last, so a
+  reader never sees a half-written snapshot (``access_denied``: «Access denied» answers the writers met so far).
 
 ``kind`` says what a touch was: ``first_visit``, ``form``, ``repeat_request`` (the site); ``crm_lead`` / ``crm_deal``
 (a record typed in the CRM: its own first touch, channel from its UTM tags or SOURCE_ID); ``incoming_call``,
@@ -58,7 +58,8 @@ def export_journeys(
     touches = sum(count for _, count in results)
     lines = [_entity_line(entity, meta, entities) for entity, meta in sorted(entities.items())]
     target.put(f"{folder}/entities.json.gz", _gzip(lines), "application/gzip")
-    latest = {"snapshot": day.isoformat(), "parts": parts}
+    # «Access denied» answers so far: records the webhook's user may not see, missing from every journey.
+    latest = {"snapshot": day.isoformat(), "parts": parts, "access_denied": store.access_denied()}
     target.put(f"{PREFIX}/latest.json", json.dumps(latest).encode(), "application/json")
     return {**latest, "touches": touches, "entities": len(lines)}
 

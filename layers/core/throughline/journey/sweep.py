@@ -46,7 +46,7 @@ class SweepResult:
 def sweep(writer: CrmEventWriter, *, since: datetime | None = None) -> SweepResult:
     """Run one sweep from the stored cursor (or ``since``); moves the cursor on success."""
     store, bitrix = writer.store, writer.bitrix
-    calls_before = bitrix.calls
+    calls_before, denied_before = bitrix.calls, bitrix.access_denied
     cursor = store.metas([CURSOR]).get(CURSOR) or {}
     modified_since = since or _parse(cursor.get("modified_since"))
     if modified_since is None:
@@ -90,6 +90,7 @@ def sweep(writer: CrmEventWriter, *, since: datetime | None = None) -> SweepResu
     if newest_seen is not None:
         cursor_update["modified_since"] = _datetime(newest_seen)
     store.put_meta(CURSOR, cursor_update)
+    store.count_access_denied(bitrix.access_denied - denied_before)  # for the report's data quality
     return SweepResult(scanned, added, bitrix.calls - calls_before)
 
 

@@ -132,6 +132,11 @@ def write_queued(
             outcomes[message_id] = results.get(
                 message_id, Outcome(message_id, False, "skipped", error=RuntimeError("no outcome"))
             )
+    if writer.bitrix.access_denied:
+        try:  # for the report's data quality; the metric and the log say it too
+            writer.journeys.count_access_denied(writer.bitrix.access_denied)
+        except Exception:
+            logger.warning("could not count access-denied answers", exc_info=True)
     if queue is not None:
         for item in items:
             outcome = outcomes[item.message_id]
