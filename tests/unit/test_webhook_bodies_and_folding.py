@@ -69,6 +69,11 @@ def test_a_renamed_portal_is_recognised_by_its_member_id():
     receive_event(DOCS_BODY, app_tokens=(TOKEN,), member_id="d897063e1ce7c5eb9f04b9751eef5915",
                   domain="Some-Domain.bitrix24.com", queue=queue, moved=moved.append)  # fmt: skip
     assert moved == []
+    # No domain at all, but our token and member_id: accepted, and nothing to announce.
+    no_domain = DOCS_BODY.replace(b"auth%5Bdomain%5D=some-domain.bitrix24.com&", b"")
+    assert receive_event(no_domain, app_tokens=(TOKEN,), member_id="d897063e1ce7c5eb9f04b9751eef5915",
+                         domain="old-name.bitrix24.com", queue=queue, moved=moved.append) is not None  # fmt: skip
+    assert moved == []
 
 
 @pytest.mark.parametrize(

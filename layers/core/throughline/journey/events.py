@@ -181,7 +181,7 @@ def verify(
     if domain and sent_domain != domain.lower():
         if not member_id:
             raise EventRejected(401, "event from another portal (domain)")
-        return sent_domain
+        return sent_domain or None  # our member_id: accepted; a new domain is announced, a missing one is not
     return None
 
 
