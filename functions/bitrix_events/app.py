@@ -36,6 +36,8 @@ def lambda_handler(event: dict, context: object) -> dict:
             member_id=settings.bitrix24_member_id,
             domain=settings.bitrix24_domain,
             queue=WritesQueue(settings.writes_queue_url or ""),
+            request_id=(event.get("requestContext") or {}).get("requestId"),
+            moved=_portal_moved,
         )
     except EventRejected as rejected:
         logger.warning("event refused", extra={"status": rejected.status, "reason": rejected.reason})
@@ -53,3 +55,13 @@ def lambda_handler(event: dict, context: object) -> dict:
     logger.info("event queued", extra={"event": received.name, "entity_id": received.entity_id})
     metrics.add_metric(name="EventsQueued", unit=MetricUnit.Count, value=1)
     return json_response(200, {"queued": True})
+
+
+def _portal_moved(new_domain: str) -> None:
+    """An event from our portal (member_id matches) at another address: accepted, and said loudly."""
+    logger.warning(
+        "the portal moved: events come from a new address (member_id matches); update BITRIX24_DOMAIN and "
+        "BITRIX24_WEBHOOK_URL",
+        extra={"new_domain": new_domain},
+    )
+    metrics.add_metric(name="PortalMoved", unit=MetricUnit.Count, value=1)

@@ -51,6 +51,9 @@ def lambda_handler(event: dict, context: object) -> dict:
     metrics.add_metric(name="PoisonMessages", unit=MetricUnit.Count, value=poison)
     metrics.add_metric(name="WritesDeferredBusy", unit=MetricUnit.Count, value=actions.count("busy"))
     metrics.add_metric(name="BitrixCalls", unit=MetricUnit.Count, value=writer.bitrix.calls)
+    metrics.add_metric(name="RecordsAccessDenied", unit=MetricUnit.Count, value=writer.bitrix.access_denied)
+    if writer.bitrix.access_denied:
+        logger.warning("records skipped: access denied", extra={"records": writer.bitrix.access_denied})
     metrics.add_metric(
         name="BitrixPacingSeconds", unit=MetricUnit.Seconds, value=writer.bitrix.pacer.waited - paced_before
     )

@@ -30,4 +30,7 @@ def lambda_handler(event: dict, context: object) -> dict:
     logger.info("sweep done", extra={"scanned": result.scanned, "touches_added": result.touches_added})
     metrics.add_metric(name="SweepTouchesAdded", unit=MetricUnit.Count, value=result.touches_added)
     metrics.add_metric(name="SweepBitrixCalls", unit=MetricUnit.Count, value=result.rest_calls)
+    metrics.add_metric(name="RecordsAccessDenied", unit=MetricUnit.Count, value=writer.bitrix.access_denied)
+    if writer.bitrix.access_denied:
+        logger.warning("records skipped: access denied", extra={"records": writer.bitrix.access_denied})
     return {"scanned": result.scanned, "touches_added": result.touches_added, "rest_calls": result.rest_calls}

@@ -35,6 +35,8 @@ class MethodResult:
 
 class CallContext(Protocol):
     portal: Portal
+    # Records the webhook's user may not see (entity → ids); empty for what a manager does in the UI.
+    hidden: Mapping[str, frozenset[int]]
 
     def emit(self, event: str, record_id: int) -> None:
         """Queue an outbound event such as ONCRMLEADADD for the record."""
@@ -66,25 +68,60 @@ def _add(entity: str, context: CallContext, params: dict[str, Any]) -> MethodRes
     return MethodResult(record_id)  # the new id is an integer, unlike the string IDs inside records
 
 
+def _check_access(entity: str, context: CallContext, record_id: int) -> None:
+    """A record the webhook's user may not see answers «Access denied» (crm-lead-get.md) — once it exists: a
+    missing one is still «Not found». An activity is hidden with its owner."""
+    record = context.portal.records[entity].get(record_id)
+    if record is None:
+        return
+    if record_id in context.hidden.get(entity, ()):
+        raise errors.access_denied()
+    if entity == "activity":
+        owner = {1: "lead", 2: "deal", 3: "contact", 4: "company"}.get(_as_int(record.get("OWNER_TYPE_ID")))
+        if owner and _as_int(record.get("OWNER_ID")) in context.hidden.get(owner, ()):
+            raise errors.access_denied()
+
+
+def _visible(entity: str, context: CallContext, record: Mapping[str, Any]) -> bool:
+    try:
+        _check_access(entity, context, _as_int(record.get("ID")))
+    except RestError:
+        return False
+    return True
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return 0
+
+
 def _update(entity: str, context: CallContext, params: dict[str, Any]) -> MethodResult:
     record_id = _required_id(params)
+    _check_access(entity, context, record_id)
     context.portal.update(entity, record_id, _fields_param(params))
     context.emit(ENTITIES[entity].event_prefix + "UPDATE", record_id)
     return MethodResult(True)
 
 
 def _get(entity: str, context: CallContext, params: dict[str, Any]) -> MethodResult:
-    record = context.portal.get_record(entity, _required_id(params))
+    record_id = _required_id(params)
+    _check_access(entity, context, record_id)
+    record = context.portal.get_record(entity, record_id)
     return MethodResult(context.portal.render(entity, record))
 
 
 def _list(entity: str, context: CallContext, params: dict[str, Any]) -> MethodResult:
-    page = context.portal.list_page(entity, params)
+    # A list shows only what the user may see: hidden records are left out, with no error (as permissions filter).
+    visible = None if not context.hidden else (lambda record: _visible(entity, context, record))
+    page = context.portal.list_page(entity, params, visible=visible)
     return MethodResult(page.rows, total=page.total, next=page.next)
 
 
 def _delete(entity: str, context: CallContext, params: dict[str, Any]) -> MethodResult:
     record_id = _required_id(params)
+    _check_access(entity, context, record_id)
     context.portal.delete(entity, record_id)
     context.emit(ENTITIES[entity].event_prefix + "DELETE", record_id)
     return MethodResult(True)
@@ -234,6 +271,12 @@ def _profile(context: CallContext, params: dict[str, Any]) -> MethodResult:
     return MethodResult(context.portal.profile())
 
 
+def _user_admin(context: CallContext, params: dict[str, Any]) -> MethodResult:
+    """user-admin.md: whether the current user (the webhook's) may manage the portal's applications; no parameters,
+    any user may call it, ``{"result": true}``."""
+    return MethodResult(bool(context.portal.webhook_user_admin))
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # The registry
 # --------------------------------------------------------------------------------------------------------------------
@@ -264,6 +307,7 @@ def _registry() -> dict[str, Handler]:
             "user.get": _user_get,
             "user.current": _user_current,
             "profile": _profile,
+            "user.admin": _user_admin,
             "crm.timeline.comment.add": _timeline_comment_add,
             "crm.timeline.comment.list": _timeline_comment_list,
             "crm.settings.mode.get": _settings_mode_get,

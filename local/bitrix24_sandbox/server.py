@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -132,6 +132,9 @@ class Sandbox:
         self._stats = _empty_stats()
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # Addresses the portal answered at before a rename (see ``rename``): each now answers 302 to the current one.
+        self._retired: list[tuple[_HTTPServer, threading.Thread]] = []
+        self._hidden: dict[str, frozenset[int]] = {}  # records the webhook's user may not see (``set_access``)
         self.set_faults(error_rate=error_rate, lost_response_rate=lost_response_rate, latency_ms=latency_ms)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------------
@@ -140,26 +143,62 @@ class Sandbox:
         """Bind the port and serve in a daemon thread; returns ``self`` so it can be chained."""
         if self._server is not None:
             return self
-        tls_context = _tls().server_context() if self.tls else None
-        self._server = _HTTPServer((self._host, self._requested_port), _RequestHandler, self, tls_context)
+        self._server, self._thread = self._serve(self._requested_port)
         self._sender.start()
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="bitrix24-sandbox", daemon=True
-        )
-        self._thread.start()
         return self
+
+    def _serve(self, port: int) -> tuple[_HTTPServer, threading.Thread]:
+        tls_context = _tls().server_context() if self.tls else None
+        server = _HTTPServer((self._host, port), _RequestHandler, self, tls_context)
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="bitrix24-sandbox", daemon=True
+        )
+        thread.start()
+        return server, thread
 
     def stop(self) -> None:
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.close_open_connections()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for server, thread in [*self._retired, (self._server, self._thread)]:
+            server.shutdown()
+            server.close_open_connections()
+            server.server_close()
+            if thread is not None:
+                thread.join(timeout=5)
         self._sender.stop()
         self._server = None
         self._thread = None
+        self._retired = []
+
+    # ---- the portal's address and its user's rights -----------------------------------------------------------------
+
+    def rename(self, portal_domain: str) -> str:
+        """What an administrator's address change does (settings/how-to-call-rest-api/change-domen.md): the portal
+        answers at a new address (here: a new port), every request to the old one gets ``302`` with a ``Location``
+        naming the same path (and query) at the new address, and events carry the new ``auth[domain]`` — with the
+        same ``member_id``, which never changes. Returns the new inbound-webhook URL (``webhook_url`` says it too).
+        A client that follows the 302 as curl and requests do turns the POST into a GET and loses its parameters."""
+        if self._server is None:
+            raise RuntimeError("start the sandbox before renaming it")
+        server, thread = self._serve(0)
+        self._retired.append((self._server, self._thread))  # type: ignore[arg-type]
+        self._server, self._thread = server, thread
+        for old, _ in self._retired:
+            old.redirect_to = self.base_url
+        self.portal_domain = portal_domain
+        return self.webhook_url
+
+    def set_access(self, *, admin: bool | None = None, hidden: Mapping[str, Iterable[int]] | None = None) -> None:
+        """The rights of the webhook's user: a webhook works with the rights of the employee who created it. ``admin``
+        is what ``user.admin`` answers; ``hidden`` (entity → ids: ``lead``, ``deal``, ``contact``, ``activity``) are
+        records that user may not read: ``crm.*.get``/``update``/``delete`` answer ``{"error": "", "error_description":
+        "Access denied"}`` (403; per command inside a batch), lists leave them out, and an activity is hidden with its
+        owner. ``hidden={}`` shows everything again. Managers (``call``, ``convert_lead``) see everything."""
+        with self._store_lock:
+            if admin is not None:
+                self._portal.webhook_user_admin = bool(admin)
+            if hidden is not None:
+                self._hidden = {_entity_name(name): frozenset(int(i) for i in ids) for name, ids in hidden.items()}
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -355,13 +394,14 @@ class Sandbox:
             return deal_id
 
     def call(self, method: str, params: Mapping[str, Any]) -> Any:
-        """Run one REST method as the webhook user would, without the HTTP pipeline (faults, limits, statistics)."""
+        """Run one REST method as a manager with full rights would (no ``set_access`` restrictions), without the HTTP
+        pipeline (faults, limits, statistics)."""
         with self._store_lock:
             return self._checked_call(method, params)
 
     def _checked_call(self, method: str, params: Mapping[str, Any]) -> Any:
         # What a manager does in the UI: the method's cost is spent, but no HTTP request's 60 s limit applies.
-        outcome = self._call(method, params, _RequestClock(limit=float("inf")))
+        outcome = self._call(method, params, _RequestClock(limit=float("inf")), restricted=False)
         if outcome.error is not None:
             raise outcome.error
         assert outcome.result is not None
@@ -420,7 +460,9 @@ class Sandbox:
         payload["time"] = self._time_block(method, received_at, time.time(), outcome.cost, clock.elapsed)
         return 200, payload
 
-    def _call(self, method: str, params: Mapping[str, Any], clock: _RequestClock) -> _CallOutcome:
+    def _call(
+        self, method: str, params: Mapping[str, Any], clock: _RequestClock, *, restricted: bool = True
+    ) -> _CallOutcome:
         """Run one method (top-level or inside a batch) with its simulated cost and operating-time accounting.
 
         The cost is slept (scaled by ``time_scale``) before the call takes effect, as a real write commits at the end
@@ -450,7 +492,7 @@ class Sandbox:
         self._sleep_simulated(cost)
         with self._store_lock:
             try:
-                outcome = _CallOutcome(result=handler(self._context(), upper_params))
+                outcome = _CallOutcome(result=handler(self._context(restricted), upper_params))
             except RestError as error:
                 outcome = _CallOutcome(error=error)
         self._operating.record(method, cost, started)
@@ -522,8 +564,8 @@ class Sandbox:
             "operating": self._operating.used(method),
         }
 
-    def _context(self) -> _CallContext:
-        return _CallContext(self._portal, self._emit)
+    def _context(self, restricted: bool = True) -> _CallContext:
+        return _CallContext(self._portal, self._emit, self._hidden if restricted else {})
 
     def _emit(self, event: str, record_id: int) -> None:
         url = self.outbound_url
@@ -613,6 +655,7 @@ class _HTTPServer(ThreadingHTTPServer):
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.sandbox = sandbox
+        self.redirect_to = ""  # after a rename: the portal's current base URL, where REST requests are sent with 302
         self._tls_context = tls_context
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -692,6 +735,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _serve_rest(self, url: SplitResult) -> None:
         sandbox = self.server.sandbox
+        if self.server.redirect_to:
+            self._redirect(self.server.redirect_to + self.path)
+            return
         received_at = time.time()
         path = _RestPath.parse(unquote(url.path))
         sandbox._count_request(path.method)
@@ -766,6 +812,19 @@ class _RequestHandler(BaseHTTPRequestHandler):
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _redirect(self, location: str) -> None:
+        # change-domen.md: the old address answers 301 or 302 with the new address in Location, the called path kept.
+        # The request's body is read (and dropped) so the kept-alive connection stays usable.
+        self._read_body()
+        self.server.sandbox._count("redirected")
+        body = b"<html><body>Moved</body></html>"
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -866,6 +925,7 @@ class _RequestCutOff(Exception):
 class _CallContext:
     portal: Portal
     emit_callback: Callable[[str, int], None]
+    hidden: Mapping[str, frozenset[int]] = field(default_factory=dict)
 
     def emit(self, event: str, record_id: int) -> None:
         self.emit_callback(event, record_id)
@@ -886,6 +946,7 @@ def _empty_stats() -> dict[str, Any]:
         "rate_limited": 0,
         "operation_time_limited": 0,
         "cut_off": 0,
+        "redirected": 0,
         "faults": {"error": 0, "lost_response": 0, "outage": 0},
         "outbound": {"sent": 0, "failed": 0},
         "status_codes": {},

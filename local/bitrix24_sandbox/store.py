@@ -129,6 +129,7 @@ class Portal:
         self.tz = tz
         self._now = now or (lambda: datetime.now(self.tz))
         self.crm_mode = "classic"  # or "simple": kept across reset(), like a portal setting
+        self.webhook_user_admin = True  # user.admin for the webhook's user (Sandbox.set_access)
         self.reset()
 
     def reset(self) -> None:
@@ -282,10 +283,15 @@ class Portal:
                     rendered[name] = _render_value(field.type, record.get(name), self.tz)
         return rendered
 
-    def list_page(self, entity: str, params: Mapping[str, Any]) -> ListPage:
-        """Filter, order, page and select rows the way ``crm.*.list`` does."""
+    def list_page(
+        self, entity: str, params: Mapping[str, Any], visible: Callable[[Mapping[str, Any]], bool] | None = None
+    ) -> ListPage:
+        """Filter, order, page and select rows the way ``crm.*.list`` does; ``visible`` leaves out what the caller
+        may not see."""
         spec = ENTITIES[entity]
         conditions = self._compile_filter(spec, params.get("FILTER"))
+        if visible is not None:
+            conditions.append(visible)
         rows = [record for record in self.records[entity].values() if all(test(record) for test in conditions)]
         rows = self._order(spec, rows, params.get("ORDER"))
         start = _to_int(params.get("START")) or 0
@@ -540,7 +546,7 @@ class Portal:
         offset = self.now().utcoffset() or timedelta()
         return {
             "ID": user["ID"],
-            "ADMIN": True,
+            "ADMIN": bool(self.webhook_user_admin),
             "NAME": user["NAME"],
             "LAST_NAME": user["LAST_NAME"],
             "PERSONAL_GENDER": user["PERSONAL_GENDER"],

@@ -958,3 +958,88 @@ def test_command_line_tls_prints_the_https_url_and_the_ca_bundle() -> None:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=5) == 0
     assert not Path(ca_bundle).exists()  # the temporary certificate directory goes with the process
+
+
+# -- address change (settings/how-to-call-rest-api/change-domen.md) -------------------------------------------------
+
+
+def test_a_renamed_portal_answers_302_at_the_old_address_and_events_carry_the_new_domain() -> None:
+    received: list[bytes] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    outbound = f"http://127.0.0.1:{receiver.server_address[1]}/events"
+    with Sandbox(app_token="tok", outbound_url=outbound, member_id="m-1", portal_domain="old.bitrix24.ru") as sb:
+        old = sb.webhook_url
+        lead = requests.post(old + "crm.lead.add.json", json={"fields": {"TITLE": "До"}}, timeout=5).json()["result"]
+        new = sb.rename("new.bitrix24.ru")
+        assert new != old and new.endswith(f"/rest/1/{sb.secret}/") and sb.webhook_url == new
+        # The old address: 302 with the same path and query at the new one, nothing executed.
+        moved = requests.post(old + "crm.lead.get.json?x=1", json={"id": lead}, allow_redirects=False, timeout=5)
+        assert moved.status_code == 302 and moved.headers["Location"] == new + "crm.lead.get.json?x=1"
+        # What curl and requests do with a followed 302: the POST becomes a GET and loses its body, so a batch runs
+        # no command and answers 200 with empty maps; a get reports its missing id (the docs' example).
+        batch = requests.post(old + "batch.json", json={"cmd": {"a": f"crm.lead.get?id={lead}"}}, timeout=5)
+        assert batch.status_code == 200 and batch.history[0].status_code == 302
+        assert batch.json()["result"] == {"result": [], "result_error": [], "result_total": [], "result_next": [],
+                                          "result_time": []}  # fmt: skip
+        lost = requests.post(old + "crm.lead.get.json", json={"id": lead}, timeout=5)
+        assert lost.status_code == 400
+        assert lost.json() == {"error": "", "error_description": "ID is not defined or invalid."}
+        # Re-posting to the Location works, and the record is the same portal's.
+        again = requests.post(moved.headers["Location"], json={"id": lead}, timeout=5)
+        assert again.status_code == 200 and again.json()["result"]["TITLE"] == "До"
+        assert sb.stats()["redirected"] == 3
+        sb.call("crm.lead.update", {"id": lead, "fields": {"TITLE": "После"}})
+        assert sb.wait_for_outbound(5)
+    receiver.shutdown()
+    events = [parse_query(body.decode()) for body in received]
+    assert [e["auth"]["domain"] for e in events] == ["old.bitrix24.ru", "new.bitrix24.ru"]
+    assert {e["auth"]["member_id"] for e in events} == {"m-1"}  # member_id never changes
+    assert events[1]["auth"]["client_endpoint"] == "https://new.bitrix24.ru/rest/"
+
+
+# -- the webhook user's rights ----------------------------------------------------------------------------------------
+
+
+def test_user_admin_answers_as_the_docs_show(sandbox: Sandbox) -> None:
+    body = ok(sandbox, "user.admin")
+    assert body["result"] is True and "operating" in body["time"]
+    sandbox.set_access(admin=False)
+    assert ok(sandbox, "user.admin")["result"] is False
+    assert ok(sandbox, "profile")["result"]["ADMIN"] is False
+
+
+def test_records_the_webhook_user_may_not_see_answer_access_denied_per_command(sandbox: Sandbox) -> None:
+    seen = sandbox.call("crm.lead.add", {"fields": {"TITLE": "Видно"}})
+    secret = sandbox.call("crm.lead.add", {"fields": {"TITLE": "Скрыто"}})
+    activity = sandbox.call("crm.activity.add", {"fields": {
+        "OWNER_TYPE_ID": 1, "OWNER_ID": secret, "TYPE_ID": 2, "SUBJECT": "Звонок", "RESPONSIBLE_ID": 1,
+        "COMMUNICATIONS": [{"VALUE": "+79161234567", "ENTITY_TYPE_ID": 1, "ENTITY_ID": secret}]}})  # fmt: skip
+    sandbox.set_access(hidden={"lead": [secret]})
+    denied = call(sandbox, "crm.lead.get", {"id": secret})
+    assert denied.status_code == 403 and denied.json() == {"error": "", "error_description": "Access denied"}
+    assert call(sandbox, "crm.lead.update", {"id": secret, "fields": {"TITLE": "x"}}).status_code == 403
+    assert call(sandbox, "crm.lead.get", {"id": 999}).json()["error_description"] == "Not found"  # still not found
+    batch = ok(sandbox, "batch", {"cmd": {"a": f"crm.lead.get?id={seen}", "b": f"crm.lead.get?id={secret}",
+                                          "c": f"crm.activity.get?id={activity}"}})["result"]  # fmt: skip
+    assert batch["result"]["a"]["TITLE"] == "Видно"
+    assert batch["result_error"] == {"b": {"error": "", "error_description": "Access denied"},
+                                     "c": {"error": "", "error_description": "Access denied"}}  # fmt: skip
+    listed = ok(sandbox, "crm.lead.list", {"select": ["ID"]})
+    assert [row["ID"] for row in listed["result"]] == [str(seen)] and listed["total"] == 1
+    assert ok(sandbox, "crm.activity.list", {"select": ["ID"]})["result"] == []
+    # What a manager does in the UI is not restricted; and hidden={} shows everything again.
+    assert sandbox.call("crm.lead.get", {"id": secret})["TITLE"] == "Скрыто"
+    sandbox.set_access(hidden={})
+    assert ok(sandbox, "crm.lead.get", {"id": secret})["result"]["TITLE"] == "Скрыто"

@@ -21,8 +21,10 @@ import requests
 
 from local.bitrix24_sandbox import Sandbox
 from throughline.bitrix24 import (
+    BatchIncomplete,
     BatchResult,
     Bitrix24Client,
+    BitrixAccessDenied,
     BitrixAuthError,
     BitrixBadRequest,
     BitrixMethodNotFound,
@@ -839,3 +841,132 @@ def test_a_batch_cut_off_makes_the_next_one_smaller_until_answers_give_the_real_
         assert 5.0 <= client.method_seconds("crm.lead.add") < 5.5  # learned, the guess is gone
         assert client.batch_capacity(["crm.lead.add"]) == 5
         assert portal.stats()["cut_off"] == 1
+
+
+# -- a renamed portal, incomplete batches, per-record access (issue 14) ----------------------------------------------
+
+
+@pytest.fixture
+def moves(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
+    """The warnings the client logs (Powertools' logger writes to the stdout it saw at import, out of capsys' reach)."""
+    from throughline.observability import logger, metrics
+
+    seen: list[tuple[str, dict]] = []
+    monkeypatch.setattr(logger, "warning", lambda message, *args, **kwargs: seen.append((message, kwargs["extra"])))
+    metrics.clear_metrics()
+    return seen
+
+
+def test_after_a_rename_a_batch_is_posted_again_to_the_new_address_and_the_move_is_logged_and_counted(
+    sandbox: Sandbox, moves: list[tuple[str, dict]]
+) -> None:
+    from throughline.observability import metrics
+
+    lead = sandbox.call("crm.lead.add", {"fields": {"TITLE": "Переезд"}})
+    old = sandbox.webhook_url
+    new = sandbox.rename("moved.bitrix24.ru")
+    client = Bitrix24Client(old)
+    found = client.batch({"lead": ("crm.lead.get", {"id": lead})})
+    assert found.results["lead"]["TITLE"] == "Переезд"  # followed as a GET, the batch ran nothing and said nothing
+    assert client.moved_to == new.split("/rest/")[0] and client.calls == 2
+    # Later calls go to the new address at once: no second redirect.
+    assert client.call("crm.lead.get", {"id": lead}).result["ID"] == str(lead)
+    assert client.calls == 3 and sandbox.stats()["redirected"] == 1
+    [(message, extra)] = moves
+    assert message == "the portal moved: update BITRIX24_WEBHOOK_URL"
+    assert extra["new_address"] == client.moved_to and sandbox.secret not in json.dumps(extra)
+    assert metrics.metric_set["PortalMoved"]["Value"] == [1.0]
+    metrics.clear_metrics()
+
+
+def test_a_write_after_a_rename_runs_once_at_the_new_address(sandbox: Sandbox, moves: list) -> None:
+    old = sandbox.webhook_url
+    sandbox.rename("moved.bitrix24.ru")
+    lead = Bitrix24Client(old).call("crm.lead.add", {"fields": {"TITLE": "Один"}}).result
+    assert [row["TITLE"] for row in sandbox.entities("lead")] == ["Один"] and int(lead) == 1
+
+
+class Redirecting:
+    """A session whose first answer redirects to ``location``; records the URLs it was asked for."""
+
+    def __init__(self, location: str, then: dict | None = None) -> None:
+        self.location, self.then, self.urls = location, then, []
+        self.headers: dict[str, str] = {}
+
+    def post(self, url: str, **kwargs: Any) -> requests.Response:
+        assert kwargs.get("allow_redirects") is False
+        self.urls.append(url)
+        response = requests.Response()
+        if len(self.urls) == 1 or self.then is None:
+            response.status_code, response.headers["Location"] = 302, self.location
+            response._content = b""
+        else:
+            response.status_code, response._content = 200, json.dumps(self.then).encode()
+        return response
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://evil.example.com/rest/1/s3cr3tw3bh00k/profile.json",  # plain http to a public host
+        "https://moved.bitrix24.ru/login/?back=/rest/",  # another path
+        "https://moved.bitrix24.ru/rest/1/other/profile.json",  # another webhook's path
+    ],
+)
+def test_a_redirect_to_another_path_or_an_insecure_address_is_not_followed(location: str, moves: list) -> None:
+    session = Redirecting(location, then={"result": True})
+    client = Bitrix24Client("https://old.bitrix24.ru/rest/1/s3cr3tw3bh00k/", session=session)  # type: ignore[arg-type]
+    with pytest.raises(BitrixBadRequest) as caught:
+        client.call("profile")
+    assert session.urls == ["https://old.bitrix24.ru/rest/1/s3cr3tw3bh00k/profile.json"]  # the secret stayed home
+    assert "update BITRIX24_WEBHOOK_URL" in str(caught.value) and "s3cr3tw3bh00k" not in str(caught.value)
+    assert moves == []
+
+
+def test_a_new_address_that_redirects_again_is_unavailable(moves: list) -> None:
+    session = Redirecting("https://moved.bitrix24.ru/rest/1/s3cr3tw3bh00k/profile.json")
+    client = Bitrix24Client("https://old.bitrix24.ru/rest/1/s3cr3tw3bh00k/", session=session, max_attempts=1)  # type: ignore[arg-type]
+    with pytest.raises(BitrixUnavailable) as caught:
+        client.call("profile")
+    assert caught.value.code == "TOO_MANY_REDIRECTS" and len(session.urls) == 2
+
+
+class Answering:
+    """A session answering every POST with one JSON body."""
+
+    def __init__(self, body: dict) -> None:
+        self.body, self.headers = body, {}
+
+    def post(self, url: str, **kwargs: Any) -> requests.Response:
+        response = requests.Response()
+        response.status_code, response._content = 200, json.dumps(self.body).encode()
+        return response
+
+
+def test_a_batch_answer_lacking_a_commands_key_is_an_error_not_not_found() -> None:
+    empty = {"result": {"result": [], "result_error": [], "result_total": [], "result_next": [], "result_time": []}}
+    client = Bitrix24Client("https://p.bitrix24.ru/rest/1/x/", session=Answering(empty), max_attempts=1)  # type: ignore[arg-type]
+    with pytest.raises(BatchIncomplete) as caught:
+        client.batch({"lead": ("crm.lead.get", {"id": 1})})
+    assert caught.value.retryable and caught.value.code == "BATCH_INCOMPLETE"
+    partial = {"result": {"result": {"a": {"ID": "1"}}, "result_error": []}}
+    client = Bitrix24Client("https://p.bitrix24.ru/rest/1/x/", session=Answering(partial), max_attempts=1)  # type: ignore[arg-type]
+    with pytest.raises(BatchIncomplete):
+        client.batch({"a": ("crm.lead.get", {"id": 1}), "b": ("crm.lead.get", {"id": 2})})
+    # With halt, commands after the first failed one have no answer, as asked.
+    halted = {"result": {"result": [], "result_error": {"a": {"error": "", "error_description": "Not found"}}}}
+    client = Bitrix24Client("https://p.bitrix24.ru/rest/1/x/", session=Answering(halted), max_attempts=1)  # type: ignore[arg-type]
+    found = client.batch({"a": ("crm.lead.get", {"id": 1}), "b": ("crm.lead.get", {"id": 2})}, halt=True)
+    assert isinstance(found.errors["a"], BitrixNotFound) and "b" not in found.results
+
+
+def test_access_denied_for_one_command_is_its_own_error_and_the_others_answer(sandbox: Sandbox) -> None:
+    seen = sandbox.call("crm.lead.add", {"fields": {"TITLE": "Видно"}})
+    hidden = sandbox.call("crm.lead.add", {"fields": {"TITLE": "Скрыто"}})
+    sandbox.set_access(hidden={"lead": [hidden]})
+    client = Bitrix24Client(sandbox.webhook_url)
+    found = client.batch({"a": ("crm.lead.get", {"id": seen}), "b": ("crm.lead.get", {"id": hidden})})
+    assert found.results["a"]["TITLE"] == "Видно"
+    assert isinstance(found.errors["b"], BitrixAccessDenied) and isinstance(found.errors["b"], BitrixAuthError)
+    with pytest.raises(BitrixAccessDenied):
+        client.call("crm.lead.get", {"id": hidden})

@@ -106,7 +106,9 @@ def test_receiver_queues_one_message_per_entity_group(stack):
         "handler_id": "5",
     }  # fmt: skip
     assert message["Attributes"]["MessageGroupId"] == "DEAL#42"
-    assert message["Attributes"]["MessageDeduplicationId"] == "ONCRMDEALUPDATE:42:1766047124"
+    # Deduplicated by the API Gateway request id: a second update of deal 42 in the same second is its own message.
+    assert post_event(stack, body("ONCRMDEALUPDATE", 42)).status_code == 200
+    assert len({m["Attributes"]["MessageDeduplicationId"] for m in queued(stack)}) == 2
 
 
 def test_receiver_reads_lower_case_names_data_id_and_base64_bodies(stack):

@@ -271,6 +271,18 @@ def test_report_prints_the_crm_mode(sandbox: Sandbox) -> None:
     assert last.startswith("CRM mode: simple (crm.settings.mode.get = 2)") and "contact and a deal" in last
 
 
+def test_report_says_whether_the_webhooks_user_is_an_administrator_and_what_is_lost_if_not(sandbox: Sandbox) -> None:
+    client = Bitrix24Client(sandbox.webhook_url)
+    lines = report(client, LeadRules()).splitlines()
+    assert "Webhook user: administrator (user.admin = true): every CRM record is readable" in lines
+    assert not any(line.startswith("WARNING") for line in lines)
+    sandbox.set_access(admin=False)
+    [warning] = [line for line in report(client, LeadRules()).splitlines() if line.startswith("WARNING")]
+    assert "not an administrator (user.admin = false)" in warning and "«Access denied»" in warning
+    assert "never reach the journey" in warning and "ROI report" in warning
+    assert sandbox.stats()["by_method"]["user.admin"] == 2
+
+
 # -- the bitrix-setup command -----------------------------------------------------------------------------------------
 
 

@@ -250,12 +250,29 @@ def test_bucket_is_encrypted_private_versioned_and_tls_only():
 
 def test_alarms_watch_the_dead_letter_queue_the_backlog_and_every_function():
     alarms = [r["Properties"] for r in RESOURCES.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
-    watched = {(a["MetricName"], str(a["Dimensions"][0]["Value"])) for a in alarms}
+    watched = {(a["MetricName"], str(a["Dimensions"][0]["Value"])) for a in alarms if "MetricName" in a}
     dead_letters = str({"Fn::GetAtt": ["WritesDeadLetterQueue", "QueueName"]})
     assert ("ApproximateNumberOfMessagesVisible", dead_letters) in watched
     assert ("ApproximateAgeOfOldestMessage", str({"Fn::GetAtt": ["WritesQueue", "QueueName"]})) in watched
     for name in FUNCTIONS:
         assert ("Errors", str({"Ref": name})) in watched
+
+
+def test_a_moved_portal_alarms_from_every_function_that_meets_it():
+    alarm = RESOURCES["PortalMovedAlarm"]["Properties"]
+    stats = [m["MetricStat"]["Metric"] for m in alarm["Metrics"] if "MetricStat" in m]
+    assert {m["MetricName"] for m in stats} == {"PortalMoved"} and {m["Namespace"] for m in stats} == {"Throughline"}
+    services = {m["Dimensions"][0]["Value"] for m in stats}
+    names = {
+        name: f["Properties"].get("Environment", {}).get("Variables", {}).get("POWERTOOLS_SERVICE_NAME")
+        for name, f in FUNCTIONS.items()
+    }
+    expected = {names[f] for f in ("BitrixEventsFunction", "BitrixWriterFunction", "JourneySweepFunction",
+                                    "BuildRoiReportFunction")}  # fmt: skip
+    assert services == expected and None not in expected
+    [expression] = [m["Expression"] for m in alarm["Metrics"] if m.get("ReturnData")]
+    assert all(m["Id"] in expression for m in alarm["Metrics"] if "MetricStat" in m)
+    assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
 
 
 def test_idempotency_table_expires_records():

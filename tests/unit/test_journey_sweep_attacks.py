@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 from throughline.bitrix24.client import BatchResult
@@ -14,6 +13,7 @@ DOCUMENTED_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d")
 
 class FakePortal:
     calls = 0
+    access_denied = 0
 
     def __init__(self) -> None:
         self.commands: list[dict[str, Any]] = []
@@ -21,7 +21,13 @@ class FakePortal:
     def batch(self, commands: dict[str, Any], **_: Any) -> BatchResult:
         self.calls += 1
         self.commands.append(dict(commands))
-        return BatchResult(results={key: [] for key in commands}, errors={}, totals={}, nexts={})
+        # The newest change (asked for by DATE_MODIFY DESC) was at 07:00 Moscow time; the scans find nothing.
+        newest = [{"ID": "5", "DATE_MODIFY": "2026-11-30T07:00:00+03:00"}]
+        return BatchResult(
+            results={key: newest if params.get("order") == {"DATE_MODIFY": "DESC"} else [] for key, (_, params) in
+                     commands.items()},
+            errors={}, totals={}, nexts={},
+        )  # fmt: skip
 
 
 class FakeStore:
@@ -34,6 +40,9 @@ class FakeStore:
     def put_meta(self, entity: str, meta: dict[str, Any]) -> None:
         self.meta.setdefault(entity, {}).update(meta)
 
+    def count_access_denied(self, answers: int) -> None:
+        self.denied = getattr(self, "denied", 0) + answers
+
 
 class FakeWriter:
     def __init__(self) -> None:
@@ -43,13 +52,32 @@ class FakeWriter:
         return 0
 
 
-def test_the_modified_since_filter_is_in_the_documented_datetime_format():
+def test_the_modified_since_filter_is_in_the_documented_datetime_format_on_the_portals_clock():
     writer = FakeWriter()
-    clock = datetime(2026, 11, 30, 4, 0, 0, 987654, tzinfo=UTC)
-    sweep(writer, now=lambda: clock)  # the first sweep: a day back
-    sweep(writer, now=lambda: clock)  # from the stored cursor
-    filters = [params["filter"] for commands in writer.bitrix.commands for _, params in commands.values()]
+    sweep(writer)  # the first sweep: a day before the portal's newest change
+    sweep(writer)  # from the stored cursor
+    filters = [params["filter"] for commands in writer.bitrix.commands for _, params in commands.values()
+               if "filter" in params]  # fmt: skip
     dates = [value for found in filters for key, value in found.items() if key.startswith(">=")]
-    assert len(dates) == 2 * 4
+    assert len(dates) == 2 * 4  # no activity id seen yet: activities are still found by date
     assert all(DOCUMENTED_DATETIME.fullmatch(value) for value in dates), dates
-    assert writer.store.meta["#SWEEP"]["modified_since"] == "2026-11-30T04:00:00+00:00"  # floored: nothing missed
+    assert set(dates) == {"2026-11-29T06:55:00+03:00"}  # the portal's offset, OVERLAP before its day-back start
+    assert writer.store.meta["#SWEEP"]["modified_since"] == "2026-11-29T07:00:00+03:00"
+
+
+def test_the_cursor_follows_the_newest_change_read_never_our_clock():
+    writer = FakeWriter()
+    writer.store.meta["#SWEEP"] = {"modified_since": "2026-11-29T07:00:00+03:00", "activity_id": 3}
+    rows = {"lead": [{"ID": "8", "DATE_MODIFY": "2026-11-29T09:30:00+03:00"}],
+            "contact": [{"ID": "2", "DATE_MODIFY": "2026-11-29T08:00:00+03:00"}]}  # fmt: skip
+
+    def batch(commands: dict[str, Any], **_: Any) -> BatchResult:
+        writer.bitrix.commands.append(dict(commands))
+        return BatchResult(results={key: rows.get(key, []) for key in commands}, errors={}, totals={}, nexts={})
+
+    writer.bitrix.batch = batch  # type: ignore[method-assign]
+    sweep(writer)
+    assert writer.store.meta["#SWEEP"] == {"modified_since": "2026-11-29T09:30:00+03:00", "activity_id": 3}
+    [first] = writer.bitrix.commands
+    assert first["lead"][1]["filter"][">=DATE_MODIFY"] == "2026-11-29T06:55:00+03:00"
+    assert ">=CREATED" not in first["activity"][1]["filter"]  # activities follow their ids

@@ -245,3 +245,19 @@ def test_attribution_settings_are_parsed_and_the_template_offers_every_model() -
     assert tuple(template["Parameters"]["AttributionDefaultModel"]["AllowedValues"]) == ALL_MODELS
     variables = template["Resources"]["BuildRoiReportFunction"]["Properties"]["Environment"]["Variables"]
     assert variables["ATTRIBUTION_MARKOV_ORDER"] == {"Ref": "AttributionMarkovOrder"}
+
+
+def test_access_denied_answers_from_the_export_reach_the_data_quality_and_the_page() -> None:
+    objects = export([], [])
+    assert build([lead()], [], objects).data_quality.records_access_denied == 0  # an older export: no such key
+    latest = json.loads(objects["journeys/latest.json"])
+    objects["journeys/latest.json"] = json.dumps({**latest, "access_denied": 7}).encode()
+    report = build([lead()], [], objects)
+    assert report.data_quality.records_access_denied == 7
+    page = render_html(report).decode("utf-8")
+    assert (
+        "Ответов «Access denied» (записи CRM, скрытые от пользователя вебхука; их касаний нет в путях): <b>7</b>"
+        in page
+    )
+    objects["journeys/latest.json"] = json.dumps({**latest, "access_denied": "7; drop"}).encode()
+    assert build([lead()], [], objects).data_quality.records_access_denied == 0  # only a count is believed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -43,7 +44,36 @@ def test_an_authentic_event_is_queued_in_its_entitys_group():
     queue = Queue()
     event = receive_event(DOCS_BODY, app_tokens=("other", TOKEN), member_id=None, domain=None, queue=queue)
     assert event is not None and event.group_id == "LEAD#7405"
-    assert queue.sent == [(event.to_message(), "LEAD#7405", "ONCRMLEADADD:7405:1766047124")]
+    assert queue.sent == [(event.to_message(), "LEAD#7405", hashlib.sha256(DOCS_BODY).hexdigest())]
+
+
+def test_two_events_for_one_record_in_one_second_are_two_messages():
+    # Two updates of lead 7405 within one second send the same body twice; each delivery has its own request id.
+    queue = Queue()
+    for request_id in ("Ab1Cd2Ef3gh=", "Ab1Cd2Ef3gi="):
+        receive_event(DOCS_BODY, app_tokens=(TOKEN,), member_id=None, domain=None, queue=queue, request_id=request_id)
+    assert [dedup for _, _, dedup in queue.sent] == ["Ab1Cd2Ef3gh=", "Ab1Cd2Ef3gi="]
+    # A request id SQS would refuse (spaces, over 128 characters) falls back to the body's hash.
+    for bad in ("a b", "x" * 129, ""):
+        assert events.deduplication_id(DOCS_BODY, bad) == hashlib.sha256(DOCS_BODY).hexdigest()
+
+
+def test_a_renamed_portal_is_recognised_by_its_member_id():
+    queue, moved = Queue(), []
+    event = receive_event(DOCS_BODY, app_tokens=(TOKEN,), member_id="d897063e1ce7c5eb9f04b9751eef5915",
+                          domain="old-name.bitrix24.com", queue=queue, moved=moved.append)  # fmt: skip
+    assert event is not None and len(queue.sent) == 1
+    assert moved == ["some-domain.bitrix24.com"]
+    # The configured domain itself (any case) is no move.
+    moved.clear()
+    receive_event(DOCS_BODY, app_tokens=(TOKEN,), member_id="d897063e1ce7c5eb9f04b9751eef5915",
+                  domain="Some-Domain.bitrix24.com", queue=queue, moved=moved.append)  # fmt: skip
+    assert moved == []
+    # No domain at all, but our token and member_id: accepted, and nothing to announce.
+    no_domain = DOCS_BODY.replace(b"auth%5Bdomain%5D=some-domain.bitrix24.com&", b"")
+    assert receive_event(no_domain, app_tokens=(TOKEN,), member_id="d897063e1ce7c5eb9f04b9751eef5915",
+                         domain="old-name.bitrix24.com", queue=queue, moved=moved.append) is not None  # fmt: skip
+    assert moved == []
 
 
 @pytest.mark.parametrize(
@@ -52,7 +82,8 @@ def test_an_authentic_event_is_queued_in_its_entitys_group():
         (("nope",), None, None),
         ((), None, None),
         ((TOKEN,), "another-portal", None),
-        ((TOKEN,), None, "evil.bitrix24.ru"),
+        ((TOKEN,), None, "evil.bitrix24.ru"),  # no member_id configured: the domain alone decides
+        ((TOKEN,), "another-portal", "some-domain.bitrix24.com"),  # the domain matches, the member_id does not
     ],
 )
 def test_forged_or_foreign_events_are_refused_and_not_queued(tokens, member_id, domain):

@@ -34,6 +34,7 @@ class FakeBitrix:
         self.deadline = Deadline()
         self.pacer = LeakyBucket(rate=100, burst=100)
         self.request_budget = 30.0
+        self.access_denied = 0  # «Access denied» answers seen (the real client counts them)
         self.seconds: dict[str, float] = {}
         self.calls = 0
         self.next_id = 100

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from throughline.bitrix24 import Bitrix24Client
+from throughline.bitrix24 import Bitrix24Client, BitrixError
 from throughline.sources import CHANNEL_LABELS, Source
 from throughline.writer.leads import CLIENT_ID_FIELDS, LeadRules
 
@@ -96,6 +96,27 @@ CRM_MODES = {
 }
 
 
+NOT_ADMIN = (
+    "WARNING: the webhook's user is not an administrator (user.admin = false). A webhook works with the rights of "
+    "the employee who created it, so the leads, deals, contacts and activities that user may not see answer «Access "
+    "denied»: their calls, e-mails and stage moves never reach the journey, the sweep does not see them, their "
+    "«Путь клиента» is not written, and the ROI report's CRM scan misses them (the writer skips and counts them as "
+    "RecordsAccessDenied). Create the inbound webhook as an administrator, or give that user read and write access "
+    "to all CRM records."
+)
+
+
+def webhook_user_admin(bitrix: Bitrix24Client) -> str:
+    """Whether the webhook's user is an administrator (``user.admin``, user-admin.md), and what is lost if not."""
+    try:
+        admin = bitrix.call("user.admin").result
+    except BitrixError as error:
+        return f"Webhook user: could not check administrator rights (user.admin: {error.code or error.description})"
+    if admin is True or str(admin).lower() in ("true", "1", "y"):
+        return "Webhook user: administrator (user.admin = true): every CRM record is readable"
+    return NOT_ADMIN
+
+
 def crm_mode(bitrix: Bitrix24Client) -> str:
     """The portal's CRM mode as a line for an operator (``crm.settings.mode.get``: 1 classic, 2 simple)."""
     value = bitrix.call("crm.settings.mode.get").result
@@ -134,5 +155,6 @@ def report(bitrix: Bitrix24Client, rules: LeadRules) -> str:
     for user in active_users(bitrix):
         name = " ".join(part for part in (user.get("NAME"), user.get("LAST_NAME")) if part)
         lines.append(f"  {user.get('ID'):<6} {name}")
+    lines += ["", webhook_user_admin(bitrix)]
     lines += ["", f"CRM mode: {crm_mode(bitrix)}"]
     return "\n".join(lines)

@@ -32,6 +32,7 @@ PENDING = "pending"
 APPLIED = "applied"
 META = "#meta"
 VERSION = "#version"
+ACCESS_DENIED = "#ACCESS_DENIED"  # the count of «Access denied» answers (not an entity: the export skips it)
 LINKS = "#links"  # entities whose rendered journey includes this entity's touches (a lead → its deals)
 TOUCHES_AFTER = "#~"  # every touch sort key (a UTC time) sorts after this; bookkeeping keys sort before it
 PERSON_PREFIX = "PERSON#"
@@ -177,6 +178,23 @@ class JourneyStore:
             ExpressionAttributeNames=names,
             ExpressionAttributeValues={f":v{i}": serializer.serialize(v) for i, v in enumerate(values.values())},
         )
+
+    def count_access_denied(self, answers: int) -> None:
+        """Add «Access denied» answers (records the webhook's user may not read or write) to the running count that
+        the journey export hands to the report's data quality."""
+        if answers <= 0:
+            return
+        self.client.update_item(
+            TableName=self.table,
+            Key={"entity": {"S": ACCESS_DENIED}, "touch": {"S": META}},
+            UpdateExpression="ADD answers :n",
+            ExpressionAttributeValues={":n": {"N": str(int(answers))}},
+        )
+
+    def access_denied(self) -> int:
+        """The running count of «Access denied» answers (0 when none was ever seen)."""
+        item = self._get_items([(ACCESS_DENIED, META)]).get((ACCESS_DENIED, META)) or {}
+        return int(item.get("answers", 0))
 
     def bump_version(self, entity: str) -> int:
         """Count a change of the entity's touches; returns the new version."""

@@ -45,6 +45,17 @@ class Busy(Exception):
 
 
 class Locks:
+    @classmethod
+    def for_settings(cls, settings: Any) -> Locks | None:
+        """The writers' leases (``LOCKS_TABLE``), or None without one. The form writer and the CRM-events writer share
+        them, so a repeat request and an event's redraw of one record never interleave. Keys are HMACs keyed by
+        PERSON_KEY_SECRET (else a key derived from the webhook secret): no contact leaves in clear or plainly hashed."""
+        if not settings.locks_table:
+            return None
+        url = settings.bitrix24_webhook_url or ""
+        key = settings.person_key_secret or hashlib.sha256(b"throughline-locks\0" + url.encode()).hexdigest()
+        return cls(settings.locks_table, key.encode())
+
     def __init__(
         self,
         table: str,

@@ -2,6 +2,8 @@
 
 from throughline.bitrix24.client import BatchResult, Bitrix24Client, Deadline, Response, is_read_method
 from throughline.bitrix24.errors import (
+    BatchIncomplete,
+    BitrixAccessDenied,
     BitrixAuthError,
     BitrixBadRequest,
     BitrixError,
@@ -16,8 +18,10 @@ from throughline.bitrix24.errors import (
 from throughline.bitrix24.pacing import LeakyBucket, MethodTimes
 
 __all__ = [
+    "BatchIncomplete",
     "BatchResult",
     "Bitrix24Client",
+    "BitrixAccessDenied",
     "BitrixAuthError",
     "BitrixBadRequest",
     "BitrixError",

@@ -21,21 +21,33 @@ included, so a batch can run part-way: the commands that finished are done, the 
 What a client learns is kept in a ``MethodTimes`` that ``bitrix24.portal`` shares per portal within the process.
 Every ``requests`` failure (cut-off bodies, bad gzip, redirect loops, TLS errors…) becomes ``BitrixUnavailable``:
 ``maybe_executed`` unless the request surely never left.
+
+A renamed portal (settings/how-to-call-rest-api/change-domen.md) answers 301/302 at its old address, and a client
+that follows it turns the POST into a GET without parameters: ``batch`` then answers 200 with no results and no
+errors. So redirects are never followed: the same POST is sent once more to the ``Location`` (same path, https or
+loopback only), the client keeps the new address for its later calls, and the log and the ``PortalMoved`` metric
+say «the portal moved: update BITRIX24_WEBHOOK_URL». A ``batch`` answer that lacks a command's key is
+``BatchIncomplete``, never «not found».
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
 
 from throughline.bitrix24.errors import (
+    BatchIncomplete,
+    BitrixAccessDenied,
+    BitrixBadRequest,
     BitrixError,
     BitrixUnavailable,
     NotEnoughTime,
@@ -50,6 +62,9 @@ from throughline.bitrix24.pacing import (
     MethodTimes,
 )
 from throughline.bitrix24.query import build_query
+
+PORTAL_MOVED = "the portal moved: update BITRIX24_WEBHOOK_URL"
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 # urllib3 logs each request line at DEBUG, and a webhook's request line carries its secret: never let it through.
 logging.getLogger("urllib3").setLevel(logging.INFO)
@@ -138,6 +153,9 @@ class Bitrix24Client:
         self.times = times or MethodTimes()
         self.request_budget = request_budget
         self.calls = 0  # HTTP requests sent by this client object (one per batch)
+        self.moved_to: str | None = None  # the portal's new address (scheme://host) after a redirect, if any
+        # «Access denied» answers seen (per batch command or call): records the webhook's user may not read or write.
+        self.access_denied = 0
 
     def __repr__(self) -> str:
         return "Bitrix24Client(<webhook hidden>)"  # the URL carries the webhook secret
@@ -189,6 +207,7 @@ class Bitrix24Client:
                 self.times.penalize(method for method, _ in commands.values())
             raise
         body = response.result if isinstance(response.result, dict) else {}
+        _check_complete(commands, body, halt)
         for key, time_block in _as_map(body.get("result_time")).items():
             if key in commands:
                 self.times.observe(commands[key][0], time_block)
@@ -196,6 +215,7 @@ class Bitrix24Client:
             key: self._with_retry_at(error_from_response(400, value, commands[key][0] if key in commands else None))
             for key, value in _as_map(body.get("result_error")).items()
         }
+        self.access_denied += sum(isinstance(error, BitrixAccessDenied) for error in errors.values())
         return BatchResult(
             results=_as_map(body.get("result")),
             errors=errors,
@@ -240,6 +260,8 @@ class Bitrix24Client:
                 response = self._post(method, payload)
             except BitrixError as error:
                 self._with_retry_at(error)
+                if isinstance(error, BitrixAccessDenied):
+                    self.access_denied += 1
                 if isinstance(error, QueryLimitExceeded):
                     self.pacer.saturated()
                 if not self._should_retry(error, attempt, idempotent):
@@ -259,12 +281,14 @@ class Bitrix24Client:
         return error
 
     def _post(self, method: str, payload: dict[str, Any]) -> Response:
-        self.calls += 1
-        timeout = (self.connect_timeout, max(1.0, min(self.read_timeout, self._time_left())))
-        try:
-            http = self.session.post(self._base + method + ".json", json=payload, timeout=timeout)
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
-            raise _unavailable(error, method) from None
+        url = self._base + method + ".json"
+        http = self._post_once(url, method, payload)
+        if http.status_code in _REDIRECTS:
+            url = self._moved(url, http, method)
+            http = self._post_once(url, method, payload)
+            if http.status_code in _REDIRECTS:
+                raise BitrixUnavailable("TOO_MANY_REDIRECTS", "the new address redirects again", http.status_code,
+                                        method)  # fmt: skip
         try:
             body = http.json()
         except ValueError:
@@ -277,6 +301,35 @@ class Bitrix24Client:
                 time=body.get("time") or {},
             )
         raise error_from_response(http.status_code, body, method)
+
+    def _post_once(self, url: str, method: str, payload: dict[str, Any]) -> requests.Response:
+        self.calls += 1
+        timeout = (self.connect_timeout, max(1.0, min(self.read_timeout, self._time_left())))
+        try:
+            # Never follow a redirect: requests would repeat a POST after a 301/302 as a GET without its body.
+            return self.session.post(url, json=payload, timeout=timeout, allow_redirects=False)
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
+            raise _unavailable(error, method) from None
+
+    def _moved(self, url: str, http: requests.Response, method: str) -> str:
+        """The address a redirect names, checked: the same path (a renamed portal keeps the called method's path,
+        change-domen.md) over https, or http on a loopback host. Remembered for this client's later calls; logged
+        (origin only: the path holds the webhook's secret) and counted as ``PortalMoved``."""
+        location = urljoin(url, http.headers.get("Location") or "")
+        old, new = urlsplit(url), urlsplit(location)
+        if new.scheme == old.scheme and new.netloc == old.netloc and new.path == old.path:
+            # A redirect to itself is no move but a loop (a broken proxy); the request may have reached the portal.
+            raise BitrixUnavailable("TOO_MANY_REDIRECTS", "the portal redirects to the same address", None, method)
+        safe_scheme = new.scheme == "https" or (new.scheme == "http" and _is_loopback(new.hostname or ""))
+        if not safe_scheme or new.path != old.path or not new.hostname:
+            # Never send the webhook's secret to an address that is not the same portal path over a safe scheme.
+            raise BitrixBadRequest("PORTAL_MOVED", f"{PORTAL_MOVED}; the redirect is not followed: it names "
+                                   "another path or an insecure address", http.status_code, method)  # fmt: skip
+        origin = f"{new.scheme}://{new.netloc}"
+        self._base = origin + urlsplit(self._base).path
+        self.moved_to = origin
+        _announce_move(origin, http.status_code, method)
+        return location
 
     def _should_retry(self, error: BitrixError, attempt: int, idempotent: bool) -> bool:
         if not error.retryable or attempt >= self.max_attempts:
@@ -338,6 +391,39 @@ _NEVER_SENT = (
     requests.exceptions.InvalidHeader,
     requests.exceptions.URLRequired,
 )
+
+
+def _announce_move(origin: str, status: int, method: str) -> None:
+    """The warning and the ``PortalMoved`` metric that template.yaml alarms on (imported here: the client itself
+    needs no Powertools)."""
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    from throughline.observability import logger, metrics
+
+    logger.warning(PORTAL_MOVED, extra={"new_address": origin, "status": status, "method": method})
+    metrics.add_metric(name="PortalMoved", unit=MetricUnit.Count, value=1)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_complete(commands: Mapping[str, Any], body: Mapping[str, Any], halt: bool) -> None:
+    """Every command of a batch answers in ``result`` or ``result_error`` (batch.md). A missing key is no «not
+    found»: the request lost its parameters (a followed redirect) or was cut short, so nothing can be concluded."""
+    results, errors = _as_map(body.get("result")), _as_map(body.get("result_error"))
+    if halt and errors:
+        return  # halt=1 stops at the first failed command: the later ones have no answer, as asked
+    missing = [key for key in commands if key not in results and key not in errors]
+    if missing:
+        raise BatchIncomplete(
+            "BATCH_INCOMPLETE", f"the batch answer lacks {len(missing)} of {len(commands)} commands", 200, "batch"
+        )
 
 
 def new_session() -> requests.Session:

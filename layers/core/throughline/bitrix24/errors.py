@@ -53,8 +53,18 @@ class BitrixUnavailable(BitrixTransientError):
         self.maybe_executed = maybe_executed
 
 
+class BatchIncomplete(BitrixUnavailable):
+    """A ``batch`` answer without some of its commands' keys: the portal did not run what we sent (a redirect turned
+    the POST into a GET) or the answer is cut short. Retry later; never read a missing key as «not found»."""
+
+
 class BitrixAuthError(BitrixError):
     """Wrong or expired webhook, missing scope or permission, or REST not available on the portal's plan."""
+
+
+class BitrixAccessDenied(BitrixAuthError):
+    """«Access denied» for one record (crm-lead-get.md): the webhook's user may not read it. Inside a batch it
+    concerns that command alone; the others ran."""
 
 
 class BitrixNotFound(BitrixError):
@@ -101,6 +111,8 @@ def error_from_response(status: int, body: Any, method: str | None = None) -> Bi
         code = str(body.get("error") or "")
         description = str(body.get("error_description") or "")
     upper = code.upper()
+    if description.strip().lower() == "access denied" and upper in ("", "ACCESS_DENIED"):
+        return BitrixAccessDenied(code, description, status, method)
     if upper == "QUERY_LIMIT_EXCEEDED":
         return QueryLimitExceeded(code, description, status, method)
     if upper == "OPERATION_TIME_LIMIT":

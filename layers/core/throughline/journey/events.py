@@ -14,9 +14,10 @@ Every value is a string. Event names are compared case-insensitively (the docs s
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -27,6 +28,7 @@ MESSAGE_TYPE = "bitrix_event"
 # punctuation; Bitrix24 sends both as decimal integers (ids fit a signed 64-bit column, ts is Unix seconds).
 _ID = re.compile(r"[0-9]{1,18}")
 _TS = re.compile(r"[0-9]{0,20}")
+_DEDUP = re.compile(r"[!-~]{1,128}")  # SQS: alphanumeric and punctuation, up to 128
 
 # Event name prefix → (entity kind, FIFO group prefix). Longest prefixes first.
 _ENTITY_PREFIXES = (
@@ -69,10 +71,6 @@ class CrmEvent:
         prefix = next(group for name, _, group in _ENTITY_PREFIXES if self.name.startswith(name))
         return f"{prefix}#{self.entity_id}"
 
-    @property
-    def deduplication_id(self) -> str:
-        return f"{self.name}:{self.entity_id}:{self.ts}"
-
     def to_message(self) -> dict[str, Any]:
         return {
             "type": MESSAGE_TYPE,
@@ -105,18 +103,36 @@ def receive_event(
     member_id: str | None,
     domain: str | None,
     queue: Queue,
+    request_id: str | None = None,
+    moved: Callable[[str], None] | None = None,
 ) -> CrmEvent | None:
     """Check and queue one event. Returns it, or ``None`` for an authentic event we do not follow.
 
     Raises ``EventRejected``: 400 for a body that is not a form or not an event, 401 when the application token (or
-    the configured member_id / domain) does not match. Nothing is queued in either case.
+    the configured member_id / domain) does not match. Nothing is queued in either case. An event whose
+    ``auth[domain]`` is not the configured domain but whose ``member_id`` is the configured one comes from our
+    portal at its new address (an address change keeps ``member_id``, change-domen.md): it is queued and ``moved``
+    is told the new domain.
+
+    The queue's deduplication id is ``request_id`` (API Gateway's, one per delivery), else a hash of the whole body:
+    two events for one record in one second are two messages, never one.
     """
     fields = parse_form(body)
-    verify(fields, app_tokens=app_tokens, member_id=member_id, domain=domain)
+    new_domain = verify(fields, app_tokens=app_tokens, member_id=member_id, domain=domain)
     event = parse_event(fields)
+    if new_domain and moved is not None:
+        moved(new_domain)
     if event is not None:
-        queue.send(event.to_message(), group_id=event.group_id, deduplication_id=event.deduplication_id)
+        queue.send(event.to_message(), group_id=event.group_id, deduplication_id=deduplication_id(body, request_id))
     return event
+
+
+def deduplication_id(body: bytes, request_id: str | None = None) -> str:
+    """An SQS deduplication id (at most 128 of ``[A-Za-z0-9!-/:-@[-`{-~]``): the request id when it is one, else
+    the body's SHA-256."""
+    if request_id and _DEDUP.fullmatch(request_id):
+        return request_id
+    return hashlib.sha256(body).hexdigest()
 
 
 def parse_form(body: bytes) -> dict[str, Any]:
@@ -144,8 +160,12 @@ def parse_form(body: bytes) -> dict[str, Any]:
     return root
 
 
-def verify(fields: dict[str, Any], *, app_tokens: Iterable[str], member_id: str | None, domain: str | None) -> None:
-    """The token must equal one of ours; member_id and domain must equal the configured portal's when set."""
+def verify(
+    fields: dict[str, Any], *, app_tokens: Iterable[str], member_id: str | None, domain: str | None
+) -> str | None:
+    """The token must equal one of ours; member_id and domain must equal the configured portal's when set — but a
+    configured member_id that matches outweighs the domain: the portal was renamed (its member_id never changes).
+    Returns the event's domain in that case, else ``None``."""
     auth = fields.get("auth")
     auth = auth if isinstance(auth, dict) else {}
     token = _text(auth.get("application_token"))
@@ -157,8 +177,12 @@ def verify(fields: dict[str, Any], *, app_tokens: Iterable[str], member_id: str 
         raise EventRejected(401, "unknown application token")
     if member_id and not hmac.compare_digest(_text(auth.get("member_id")).encode(), member_id.encode()):
         raise EventRejected(401, "event from another portal (member_id)")
-    if domain and _text(auth.get("domain")).lower() != domain.lower():
-        raise EventRejected(401, "event from another portal (domain)")
+    sent_domain = _text(auth.get("domain")).lower()
+    if domain and sent_domain != domain.lower():
+        if not member_id:
+            raise EventRejected(401, "event from another portal (domain)")
+        return sent_domain or None  # our member_id: accepted; a new domain is announced, a missing one is not
+    return None
 
 
 def parse_event(fields: dict[str, Any]) -> CrmEvent | None:

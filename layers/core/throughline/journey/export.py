@@ -5,8 +5,8 @@
   ``detail`` masked);
 - ``entities.json.gz``: one line per entity, ``{"entity_type", "entity_id", "person_key", "deleted", "lead_id"}``
   (a deal's ``lead_id`` links it to the lead it came from, whose touches are its journey before the deal);
-- ``journeys/latest.json`` = ``{"snapshot": "<date>", "parts": [...]}``, written last, so a reader never sees a
-  half-written snapshot.
+- ``journeys/latest.json`` = ``{"snapshot": "<date>", "parts": [...], "access_denied": <count>}``, written last, so a
+  reader never sees a half-written snapshot (``access_denied``: «Access denied» answers the writers met so far).
 
 ``kind`` says what a touch was: ``first_visit``, ``form``, ``repeat_request`` (the site); ``crm_lead`` / ``crm_deal``
 (a record typed in the CRM: its own first touch, channel from its UTM tags or SOURCE_ID); ``incoming_call``,
@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any
 
-from throughline.adapters.journey_store import META, PERSON_PREFIX, JourneyStore
+from throughline.adapters.journey_store import ACCESS_DENIED, META, PERSON_PREFIX, JourneyStore
 from throughline.adapters.raw_store import RawStore
 from throughline.privacy.masking import mask_contacts
 
@@ -48,7 +48,8 @@ def export_journeys(
     """Write one snapshot; returns ``latest.json``'s content (with line counts)."""
     target = bucket if isinstance(bucket, RawStore) else RawStore(bucket)
     folder = f"{PREFIX}/snapshot={day.isoformat()}"
-    entities = _entities(store, segments)
+    denied: list[int] = []  # the «Access denied» count, met in the same scan (the report's role may only Scan)
+    entities = _entities(store, segments, denied)
     with ThreadPoolExecutor(max_workers=segments) as pool:
         results = list(
             pool.map(
@@ -60,18 +61,22 @@ def export_journeys(
     touches = sum(count for _, count in results)
     lines = [_entity_line(entity, meta, entities) for entity, meta in sorted(entities.items())]
     target.put(f"{folder}/entities.json.gz", _gzip(lines), "application/gzip")
-    latest = {"snapshot": day.isoformat(), "parts": parts}
+    # «Access denied» answers so far: records the webhook's user may not see, missing from every journey.
+    latest = {"snapshot": day.isoformat(), "parts": parts, "access_denied": sum(denied)}
     target.put(f"{PREFIX}/latest.json", json.dumps(latest).encode(), "application/json")
     return {**latest, "touches": touches, "entities": len(lines)}
 
 
-def _entities(store: JourneyStore, segments: int) -> dict[str, dict[str, Any]]:
-    """Every CRM entity with its ``#meta`` (empty for an entity known only by its touches)."""
+def _entities(store: JourneyStore, segments: int, denied: list[int]) -> dict[str, dict[str, Any]]:
+    """Every CRM entity with its ``#meta`` (empty for an entity known only by its touches); the «Access denied»
+    count, when the scan meets it, goes into ``denied``."""
 
     def read(segment: int) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         for item in store.scan(segment, segments):
             entity = item["entity"]
+            if entity == ACCESS_DENIED and item["touch"] == META:
+                denied.append(int(item.get("answers") or 0))
             if entity.split("#")[0] not in ENTITY_TYPES:
                 continue
             if item["touch"] == META:

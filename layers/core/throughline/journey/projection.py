@@ -25,7 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from throughline.adapters.journey_store import JourneyStore
-from throughline.bitrix24 import Bitrix24Client
+from throughline.bitrix24 import Bitrix24Client, BitrixAccessDenied
 from throughline.journey.lines import FIRST_CONTACT, SEPARATOR, Touch, _text, format_line
 
 UPDATE_METHODS = {"LEAD": "crm.lead.update", "DEAL": "crm.deal.update"}
@@ -101,6 +101,8 @@ class Projector:
             for error in result.errors.values():
                 if "not found" in str(error).lower():
                     continue  # deleted meanwhile: nothing to show the journey in
+                if isinstance(error, BitrixAccessDenied):
+                    continue  # the webhook's user may not change it (counted by the client): the store keeps it all
                 raise error
             written += len(to_write) - len(result.errors)
             after = self.store.versions(item.entity for item in to_write)

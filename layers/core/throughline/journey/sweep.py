@@ -4,6 +4,11 @@ read the leads, deals and contacts changed since the last sweep (``DATE_MODIFY``
 to the event writer as if their events had arrived. Touch ids come from the CRM (activity id, stage-history id), so a
 sweep after a complete event stream adds nothing: it costs its scan and one stage-history read per changed record.
 
+The window is on the portal's own clock, never ours: the cursor is the newest ``DATE_MODIFY`` the sweep has read,
+kept as the portal wrote it (with its offset), and the next window starts a little before it, in that same offset
+(a portal may read a filter's offset its own way, b24-rest-docs#215). The first sweep starts a day before the
+portal's newest change. A portal whose clock (or zone) is far from ours therefore loses nothing.
+
 Also the person index's seed (``python -m throughline journey-index``): every lead's and contact's phones and e-mails.
 """
 
@@ -38,29 +43,29 @@ class SweepResult:
     rest_calls: int
 
 
-def sweep(
-    writer: CrmEventWriter, *, since: datetime | None = None, now: Callable[[], datetime] = lambda: datetime.now(UTC)
-) -> SweepResult:
+def sweep(writer: CrmEventWriter, *, since: datetime | None = None) -> SweepResult:
     """Run one sweep from the stored cursor (or ``since``); moves the cursor on success."""
     store, bitrix = writer.store, writer.bitrix
-    calls_before = bitrix.calls
+    calls_before, denied_before = bitrix.calls, bitrix.access_denied
     cursor = store.metas([CURSOR]).get(CURSOR) or {}
-    # Floored to the second: the documented datetime form has no fractions, and the window only grows.
-    started = now().replace(microsecond=0)
-    modified_since = since or _parse(cursor.get("modified_since")) or started - timedelta(days=1)
+    modified_since = since or _parse(cursor.get("modified_since"))
+    if modified_since is None:
+        newest = portal_newest_change(bitrix)
+        modified_since = newest - timedelta(days=1) if newest else None  # None: an empty portal, read it all
     after_activity = int(cursor.get("activity_id") or 0)
-    window = _datetime(modified_since - OVERLAP)
+    window = {">=DATE_MODIFY": _datetime(modified_since - OVERLAP)} if modified_since else {}
     filters = {
-        LEAD: {">=DATE_MODIFY": window},
-        DEAL: {">=DATE_MODIFY": window},
-        CONTACT: {">=DATE_MODIFY": window},
+        LEAD: window,
+        DEAL: window,
+        CONTACT: window,
         # The first sweep starts a day back for activities too (a portal may hold millions), then follows their ids.
-        ACTIVITY: {} if after_activity else {">=CREATED": window},
+        ACTIVITY: {} if after_activity or not window else {">=CREATED": window[">=DATE_MODIFY"]},
     }
     starts = {LEAD: 0, DEAL: 0, CONTACT: 0, ACTIVITY: after_activity}
     scanned = dict.fromkeys(SCANNED, 0)
     added = 0
     max_activity = after_activity
+    newest_seen = modified_since
     for rows_by_kind in scan(bitrix, filters, starts):
         records: dict[tuple[str, int], dict[str, Any]] = {}
         events: list[CrmEvent] = []
@@ -72,12 +77,35 @@ def sweep(
                 events.append(CrmEvent(f"ONCRM{kind.upper()}UPDATE", kind, id_, ts=SWEEP_TS))
                 if kind == ACTIVITY:
                     max_activity = max(max_activity, id_)
+                else:
+                    modified = _parse(row.get("DATE_MODIFY"))
+                    if modified is not None and (newest_seen is None or modified > newest_seen):
+                        newest_seen = modified
         for start in range(0, len(events), ENTITIES_PER_HANDLE):
             part = events[start : start + ENTITIES_PER_HANDLE]
             wanted = {(event.entity, event.entity_id) for event in part}
             added += writer.handle(part, records={key: row for key, row in records.items() if key in wanted})
-    store.put_meta(CURSOR, {"modified_since": _datetime(started), "activity_id": max_activity})
+    # The newest change read, as the portal wrote it; the next window opens OVERLAP before it.
+    cursor_update: dict[str, Any] = {"activity_id": max_activity}
+    if newest_seen is not None:
+        cursor_update["modified_since"] = _datetime(newest_seen)
+    store.put_meta(CURSOR, cursor_update)
+    store.count_access_denied(bitrix.access_denied - denied_before)  # for the report's data quality
     return SweepResult(scanned, added, bitrix.calls - calls_before)
+
+
+def portal_newest_change(bitrix: Bitrix24Client) -> datetime | None:
+    """The portal's newest ``DATE_MODIFY`` of a lead, deal or contact (one ``batch``): the portal's own «now» for a
+    first sweep, whatever our clock says."""
+    commands = {
+        kind: (SCANNED[kind], {"order": {"DATE_MODIFY": "DESC"}, "select": ["ID", "DATE_MODIFY"], "start": -1})
+        for kind in (LEAD, DEAL, CONTACT)
+    }
+    found = bitrix.batch(commands)
+    for error in found.errors.values():
+        raise error
+    moments = [_parse((found.results.get(kind) or [{}])[0].get("DATE_MODIFY")) for kind in commands]
+    return max((moment for moment in moments if moment is not None), default=None)
 
 
 def scan(
@@ -136,7 +164,9 @@ def _datetime(moment: datetime) -> str:
 
 
 def _parse(value: Any) -> datetime | None:
+    """A portal datetime (ISO 8601 with its offset); one without an offset is taken as UTC."""
     try:
-        return datetime.fromisoformat(value) if value else None
+        parsed = datetime.fromisoformat(value) if value and isinstance(value, str) else None
     except ValueError:
         return None
+    return parsed.replace(tzinfo=UTC) if parsed is not None and parsed.tzinfo is None else parsed

@@ -85,6 +85,7 @@ class Journeys:
     deal_lead: dict[int, int] = field(default_factory=dict)
     lead_person: dict[int, str | None] = field(default_factory=dict)
     won_at: dict[int, datetime] = field(default_factory=dict)  # deal → its `won` touch, filled while streaming
+    access_denied: int = 0  # «Access denied» answers the writers met (records the webhook's user may not see)
     streamed: bool = False  # every part read: won_at is complete
 
     def touches(self) -> Iterator[TouchPoint]:
@@ -141,7 +142,13 @@ def read_journeys(objects: Objects) -> Journeys | None:
     if not raw:
         return None
     latest = json.loads(raw)
-    return Journeys(objects, str(latest["snapshot"]), list(latest.get("parts") or []))
+    denied = latest.get("access_denied")
+    return Journeys(
+        objects,
+        str(latest["snapshot"]),
+        list(latest.get("parts") or []),
+        access_denied=denied if isinstance(denied, int) and denied > 0 else 0,
+    )
 
 
 def attribution_section(

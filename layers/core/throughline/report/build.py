@@ -566,6 +566,7 @@ class _Builder:
             spend_without_rate={name: metrics.money(cost) for name, cost in sorted(self.spend_without_rate.items())},
             deals_without_amount=self.deals_without_amount,
             journeys=None if journeys is not None else NO_JOURNEYS,
+            records_access_denied=journeys.access_denied if journeys is not None else 0,
         )
 
 

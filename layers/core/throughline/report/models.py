@@ -161,6 +161,11 @@ class DataQuality(_Model):
         description="spend in a currency with no known rate, per currency in that currency (left out of spend)",
     )
     journeys: str | None = Field(default=None, description="why attribution is missing (no journey export yet)")
+    records_access_denied: int = Field(
+        default=0,
+        description="«Access denied» answers the writers met: CRM records the webhook's user may not see, whose "
+        "touches are missing from journeys (make the webhook's user an administrator)",
+    )
 
 
 class CurrencyRate(_Model):

@@ -302,6 +302,11 @@ def _quality(report: RoiReport) -> str:
         items.append(f"<li>Расход без курса валюты (не в расходе): <b>{amount}</b> — задайте CURRENCY_RATES</li>")
     if quality.deals_without_amount:
         items.append(f"<li>Сделок с нечитаемой суммой (не в выручке): <b>{quality.deals_without_amount}</b></li>")
+    if quality.records_access_denied:
+        items.append(
+            "<li>Ответов «Access denied» (записи CRM, скрытые от пользователя вебхука; их касаний нет в путях): "
+            f"<b>{format_number(quality.records_access_denied, 'int')}</b></li>"
+        )
     return (
         f'<div class="share {css}"><span class="big">{share}</span> лидов с известным источником — {verdict}</div>'
         f"<ul>{''.join(items)}</ul>"

@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from throughline.adapters.journey_store import JourneyStore
-from throughline.bitrix24 import Bitrix24Client, BitrixError
+from throughline.adapters.locks import LEASE_SECONDS, Busy, Locks
+from throughline.bitrix24 import Bitrix24Client, BitrixAccessDenied, BitrixError
 from throughline.contacts import InvalidContact, normalize_email, normalize_phone
 from throughline.journey.events import CrmEvent
 from throughline.journey.lines import Touch
@@ -102,8 +103,10 @@ class CrmEventWriter:
         person_secret: str,
         mark_deleted: Callable[[str, int, dict[str, Any]], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        locks: Locks | None = None,
     ):
         self.bitrix = bitrix
+        self.locks = locks  # the form writer's leases: taken around the store commit and the field's redraw
         self.store = store
         self.projector = projector
         self.field = projector.field
@@ -120,6 +123,9 @@ class CrmEventWriter:
         which is safe: everything here can be repeated."""
         try:
             self.handle(list(events.values()))
+        except Busy as busy:  # the form writer holds one of these people or records: look again shortly
+            logger.info("events wait for a lease", extra={"events": len(events)})
+            return {key: Outcome(key, False, "busy", error=busy) for key in events}
         except BitrixError as error:
             logger.warning("bitrix24 events failed", extra={"error": str(error), "events": len(events)})
             return {key: Outcome(key, False, "failed", error=error) for key in events}
@@ -166,7 +172,12 @@ class CrmEventWriter:
             for key in keys:
                 if key[0] == kind and key in batch.records:
                     self._observe(batch, kind, batch.records[key])
-        return self._commit(batch)
+        lease = self._lease(batch)
+        try:
+            return self._commit(batch)
+        finally:
+            if lease is not None:
+                self.locks.release(lease)  # type: ignore[union-attr]
 
     # -- reading --------------------------------------------------------------------------------------------------
 
@@ -195,6 +206,8 @@ class CrmEventWriter:
                     # No stage history for this webhook (scope, an old portal): fall back to the last seen stage.
                     logger.warning("stage history not readable", extra={"error": str(error)})
                     batch.no_history |= {(kind, id_) for kind, id_ in history_keys if key == f"hist{kind}{id_}"}
+                elif isinstance(error, BitrixAccessDenied):
+                    _skip_denied(key)
                 elif "not found" not in str(error).lower():
                     raise error  # a deleted entity is "not found": its delete event tells the rest
             for kind, id_ in keys:
@@ -270,8 +283,10 @@ class CrmEventWriter:
         if not commands:
             return
         found = self.bitrix.batch(commands)
-        for error in found.errors.values():
-            if "not found" not in str(error).lower():
+        for key, error in found.errors.items():
+            if isinstance(error, BitrixAccessDenied):
+                _skip_denied(key)
+            elif "not found" not in str(error).lower():
                 raise error
         for kind, id_ in owners:
             record = found.results.get(f"{kind}{id_}")
@@ -538,6 +553,35 @@ class CrmEventWriter:
 
     # -- writing --------------------------------------------------------------------------------------------------
 
+    def _lease(self, batch: _Batch) -> Any:
+        """The form writer's leases on what this commit changes and redraws: ``lead:<id>`` (a repeat request's lead),
+        ``contact-record:<id>`` (a contact, or a deal's contact: simple mode's repeat requests) and ``contact:<phone
+        or e-mail>`` of the leads and contacts read. Raises ``Busy`` when another writer holds one."""
+        if self.locks is None:
+            return None
+        names: set[str] = set()
+        for entity in {*batch.meta_updates, *batch.touches}:
+            kind, _, id_ = entity.partition("#")
+            meta = batch.meta(entity) or {}
+            if kind == "LEAD":
+                names.add(f"lead:{id_}")
+            elif kind == "CONTACT":
+                names.add(f"contact-record:{id_}")
+            elif kind == "DEAL" and meta.get("contact_id"):
+                names.add(f"contact-record:{int(meta['contact_id'])}")
+        for key, record in batch.records.items():
+            if len(key) == 2 and key[0] in (LEAD, CONTACT) and _entity(*key) in batch.meta_updates:
+                phones, emails = self._contacts(record)
+                names |= {f"contact:{value}" for value in (*phones, *emails)}
+        if not names:
+            return None
+        left = self.bitrix.deadline.seconds_left()
+        seconds = min(LEASE_SECONDS, left + 15) if left != float("inf") else LEASE_SECONDS
+        lease = self.locks.acquire(sorted(names), lease_seconds=seconds)
+        if lease is None:
+            raise Busy()
+        return lease
+
     def _commit(self, batch: _Batch) -> int:
         changed: set[str] = set()
         added = 0
@@ -575,6 +619,12 @@ class CrmEventWriter:
         self.store.index_drop(meta.get("index_keys") or [], entity)
         if self.mark_deleted:
             self.mark_deleted(event.entity, event.entity_id, {"deleted_at": deleted_at, "event_ts": event.ts})
+
+
+def _skip_denied(key: str) -> None:
+    """«Access denied» for one record (the webhook's user may not read it): skipped, never failing the records read
+    with it; the client counts it (``RecordsAccessDenied``). Run ``bitrix-setup`` to check the webhook's user."""
+    logger.warning("record not readable by the webhook's user: skipped", extra={"command": key})
 
 
 def _stage_dictionary(kind: str, stage: str) -> str:

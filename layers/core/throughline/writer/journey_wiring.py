@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from throughline.adapters.journey_store import JourneyStore
+from throughline.adapters.locks import Locks
 from throughline.adapters.raw_store import RawStore
 from throughline.bitrix24 import Bitrix24Client
 from throughline.capture.submissions import Submission
@@ -19,7 +20,9 @@ from throughline.writer.crm_events import CrmEventWriter, deletion_marker
 from throughline.writer.leads import Outcome
 
 
-def crm_event_writer(settings: Settings, bitrix: Bitrix24Client, store: JourneyStore) -> CrmEventWriter:
+def crm_event_writer(
+    settings: Settings, bitrix: Bitrix24Client, store: JourneyStore, *, locks: Locks | None = None
+) -> CrmEventWriter:
     settings.require("person_key_secret")
     bucket = RawStore(settings.data_bucket) if settings.data_bucket else None
 
@@ -30,7 +33,7 @@ def crm_event_writer(settings: Settings, bitrix: Bitrix24Client, store: JourneyS
 
     projector = Projector(bitrix, store, settings.bitrix24_journey_field, settings.zone, settings.journey_max_chars)
     return CrmEventWriter(
-        bitrix, store, projector, person_secret=settings.person_key_secret or "", mark_deleted=mark_deleted
+        bitrix, store, projector, person_secret=settings.person_key_secret or "", mark_deleted=mark_deleted, locks=locks
     )
 
 

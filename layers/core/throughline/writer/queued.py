@@ -13,7 +13,6 @@ right now comes back within seconds.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import threading
@@ -138,6 +137,11 @@ def write_queued(
             outcomes[message_id] = results.get(
                 message_id, Outcome(message_id, False, "skipped", error=RuntimeError("no outcome"))
             )
+    if writer.bitrix.access_denied:
+        try:  # for the report's data quality; the metric and the log say it too
+            writer.journeys.count_access_denied(writer.bitrix.access_denied)
+        except Exception:
+            logger.warning("could not count access-denied answers", exc_info=True)
     if queue is not None:
         for item in items:
             outcome = outcomes[item.message_id]
@@ -199,12 +203,7 @@ def lead_writer(settings: Settings, deadline: Deadline | None = None, **client_o
     url = settings.bitrix24_webhook_url or ""
     with _lock:
         portal = _portal_state(url)
-    locks = None
-    if settings.locks_table:
-        # The lease keys are HMACs keyed by PERSON_KEY_SECRET (else a key derived from the webhook secret): no contact
-        # leaves the function in clear or as a plain hash.
-        key = settings.person_key_secret or hashlib.sha256(b"throughline-locks\0" + url.encode()).hexdigest()
-        locks = Locks(settings.locks_table, key.encode())
+    locks = Locks.for_settings(settings)
     writer = LeadWriter(
         bitrix,
         JourneyStore(settings.journey_table or ""),
@@ -215,7 +214,7 @@ def lead_writer(settings: Settings, deadline: Deadline | None = None, **client_o
     )
     if settings.person_key_secret:
         writer.person_index = person_index(writer.journeys, settings.person_key_secret)
-        writer.crm_events = crm_event_writer(settings, writer.bitrix, writer.journeys)
+        writer.crm_events = crm_event_writer(settings, writer.bitrix, writer.journeys, locks=locks)
     return writer
 
 
