@@ -168,3 +168,33 @@ def test_merged_duplicates_keep_the_deleted_ones_touches(live):  # noqa: F811
     settle(live)
     assert "19.11.2026 — Телефон — Исходящий звонок — Звонок по дублю" in lines(live, "lead", main)
     assert store().metas([f"LEAD#{duplicate}"])[f"LEAD#{duplicate}"]["merged_into"] == f"LEAD#{main}"
+
+
+def test_end_to_end_a_merge_a_two_record_call_and_an_automation_todo(live):  # noqa: F811
+    """The whole path over HTTP, with the REST calls the journey spends per outbound event."""
+    live.sandbox.reset_stats()
+    main = manager_lead(live)
+    deal = deal_add(live, SOURCE_ID="WEB", TITLE="Заказ с сайта")
+    settle(live)
+    duplicate = manager_lead(live, TITLE="Дубль", SOURCE_DESCRIPTION="Второй звонок")
+    call(live, (1, duplicate), "Уточнение по дублю", start="2026-11-19T10:00:00+03:00")
+    telephony_call(live.sandbox, (1, main), incoming=True, start="2026-11-20T12:00:00+03:00", duration=300,
+                   also=((2, deal),))  # fmt: skip
+    live.sandbox.call("crm.activity.todo.add", {"ownerTypeId": 2, "ownerId": deal, "title": "Выставить счёт",
+                                                "deadline": "2026-12-24T12:00:00+03:00"})  # fmt: skip
+    settle(live)
+    live.sandbox.call("crm.entity.mergeBatch", {"params": {"entityTypeId": 1, "entityIds": [main, duplicate]}})
+    settle(live)
+    lead_text = lines(live, "lead", main)
+    assert lead_text[0].startswith(FIRST) and sum(line.startswith(FIRST) for line in lead_text) == 1
+    assert "19.11.2026 — Телефон — Исходящий звонок — Уточнение по дублю" in lead_text  # moved by the merge
+    assert lead_text[-1] == "20.11.2026 — Телефон — Входящий звонок — Входящий звонок от +79161234567"
+    deal_text = lines(live, "deal", deal)
+    assert deal_text[0].startswith(FIRST) and " — Веб-сайт — " in deal_text[0]
+    assert deal_text[1].endswith(" — CRM — Сделка — «Заказ с сайта»")
+    assert deal_text[2:] == ["20.11.2026 — Телефон — Входящий звонок — Входящий звонок от +79161234567"]
+    assert not any("Выставить счёт" in line for line in lead_text + deal_text)  # the to-do is planned, not a touch
+    stats = live.sandbox.stats()
+    events, calls = stats["outbound"]["sent"], stats["requests"]
+    print(f"REST calls {calls} for {events} outbound events ({calls / events:.2f} per event); {stats['by_method']}")
+    assert calls / events < 1.0
