@@ -198,3 +198,19 @@ def test_end_to_end_a_merge_a_two_record_call_and_an_automation_todo(live):  # n
     events, calls = stats["outbound"]["sent"], stats["requests"]
     print(f"REST calls {calls} for {events} outbound events ({calls / events:.2f} per event); {stats['by_method']}")
     assert calls / events < 1.0
+
+
+def test_a_call_linked_to_sixty_unseen_leads_is_filed_on_each(live):  # noqa: F811
+    url, live.sandbox.outbound_url = live.sandbox.outbound_url, None  # leads that existed before the webhook
+    leads = [manager_lead(live, PHONE=[{"VALUE": f"+7999100{index:04d}"}]) for index in range(60)]
+    live.sandbox.outbound_url = url
+    also = tuple((1, lead) for lead in leads[1:])
+    telephony_call(live.sandbox, (1, leads[0]), incoming=False, start="2026-11-18T09:00:00+03:00", duration=60,
+                   also=also)  # fmt: skip
+    settle(live)
+    for lead in (leads[0], leads[30], leads[59]):
+        text = lines(live, "lead", lead)
+        assert text[0].startswith(FIRST) and text[-1].endswith(
+            " — Телефон — Исходящий звонок — Исходящий звонок +79161234567"
+        )
+    assert len(store().metas(["ACTIVITY#1"])["ACTIVITY#1"]["filed"]) == 60

@@ -109,12 +109,19 @@ class Projector:
                 )
                 for index, item in enumerate(to_write)
             }
-            result = self.bitrix.batch(commands)
-            for error in result.errors.values():
-                if "not found" in str(error).lower():
-                    continue  # deleted meanwhile: nothing to show the journey in
-                raise error
-            written += len(to_write) - len(result.errors)
+            # At most 50 commands a batch, and as many field writes as the portal's pace allows in one request (one
+            # call linked to a hundred records re-renders a hundred fields).
+            size = self.bitrix.batch_capacity(["crm.lead.update"])
+            items = list(commands.items())
+            failed = 0
+            for start in range(0, len(items), size):
+                result = self.bitrix.batch(dict(items[start : start + size]))
+                for error in result.errors.values():
+                    if "not found" in str(error).lower():
+                        continue  # deleted meanwhile: nothing to show the journey in
+                    raise error
+                failed += len(result.errors)
+            written += len(to_write) - failed
             after = self.store.versions(item.entity for item in to_write)
             for item in to_write:
                 current.pop(item.entity, None)

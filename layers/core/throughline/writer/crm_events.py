@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from throughline.adapters.journey_store import JourneyStore
-from throughline.bitrix24 import Bitrix24Client, BitrixError
+from throughline.bitrix24 import BatchResult, Bitrix24Client, BitrixError
 from throughline.contacts import InvalidContact, normalize_email, normalize_phone
 from throughline.journey.events import CrmEvent
 from throughline.journey.lines import Touch
@@ -303,7 +303,7 @@ class CrmEventWriter:
                                                                "select": select})  # fmt: skip
         if not commands:
             return
-        found = self.bitrix.batch(commands)
+        found = self._batch(commands)  # an activity linked to 100 records may need more than one request
         for error in found.errors.values():
             if "not found" not in str(error).lower():
                 raise error
@@ -707,9 +707,9 @@ class CrmEventWriter:
         wanted = sorted({other for others in candidates.values() for other in others})
         if not wanted:
             return
-        found = self.bitrix.batch({f"live{index}": (f"crm.{other.split('#')[0].lower()}.get",
-                                                    {"id": int(other.split("#")[1])})
-                                   for index, other in enumerate(wanted)})  # fmt: skip
+        found = self._batch({f"live{index}": (f"crm.{other.split('#')[0].lower()}.get",
+                                              {"id": int(other.split("#")[1])})
+                             for index, other in enumerate(wanted)})  # fmt: skip
         for error in found.errors.values():
             if "not found" not in str(error).lower():
                 raise error
@@ -733,6 +733,16 @@ class CrmEventWriter:
             changed.append(deal)
         if changed:
             self.projector.project(changed)
+
+    def _batch(self, commands: dict[str, tuple[str, dict[str, Any]]]) -> BatchResult:
+        """Commands in batches of at most 50, answers merged."""
+        merged = BatchResult({}, {}, {}, {})
+        items = list(commands.items())
+        for start in range(0, len(items), 50):
+            found = self.bitrix.batch(dict(items[start : start + 50]))
+            merged.results.update(found.results)
+            merged.errors.update(found.errors)
+        return merged
 
     def _delete(self, event: CrmEvent) -> None:
         if event.entity not in (LEAD, DEAL, CONTACT):
