@@ -178,6 +178,8 @@ class Portal:
         self._write_fields(spec, record, fields, is_add=False)
         now = self.now()
         record.update({"DATE_MODIFY": now, "MODIFY_BY_ID": self.webhook_user_id})
+        if entity == "activity":  # crm-activity-fields.md: LAST_UPDATED and EDITOR_ID follow every change
+            record.update({"LAST_UPDATED": now, "EDITOR_ID": self.webhook_user_id})
         self._derive(spec, record, previous=previous, now=now)
 
     def convert_lead(self, lead_id: int) -> list[tuple[str, int]]:

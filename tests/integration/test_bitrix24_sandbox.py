@@ -1099,3 +1099,14 @@ def test_todos_are_planned_and_calls_have_statistics_by_their_origin_id(sandbox:
                                                     "SORT": "ID", "ORDER": "DESC"})["result"]  # fmt: skip
     assert [int(row["CRM_ACTIVITY_ID"]) for row in both] == [missed, answered]
     assert call(sandbox, "voximplant.statistic.get", {"FILTER": {"NOPE": 1}}).status_code == 400
+
+
+def test_an_activity_update_moves_its_last_updated_time(sandbox: Sandbox) -> None:
+    lead = sandbox.call("crm.lead.add", {"fields": {"TITLE": "x"}})
+    todo = sandbox.call("crm.activity.todo.add", {"ownerTypeId": 1, "ownerId": lead, "deadline": "2026-12-20T15:00:00"})
+    before = sandbox.call("crm.activity.get", {"id": todo["id"]})
+    sandbox.set_clock_offset(86400)
+    sandbox.call("crm.activity.update", {"id": todo["id"], "fields": {"COMPLETED": "Y"}})
+    after = sandbox.call("crm.activity.get", {"id": todo["id"]})
+    assert after["COMPLETED"] == "Y" and after["CREATED"] == before["CREATED"]
+    assert after["LAST_UPDATED"] > before["LAST_UPDATED"]

@@ -214,3 +214,13 @@ def test_a_call_linked_to_sixty_unseen_leads_is_filed_on_each(live):  # noqa: F8
             " — Телефон — Исходящий звонок — Исходящий звонок +79161234567"
         )
     assert len(store().metas(["ACTIVITY#1"])["ACTIVITY#1"]["filed"]) == 60
+
+
+def test_a_portal_clock_ahead_of_ours_keeps_its_activity_dates(live):  # noqa: F811
+    # The demo plays a month forward on the portal's clock: "never in the future" is judged by the portal's last
+    # change of the activity too, not by our clock alone.
+    live.sandbox.set_clock_offset((datetime(2099, 1, 10, tzinfo=UTC) - datetime.now(UTC)).total_seconds())
+    lead = manager_lead(live)
+    call(live, (1, lead), "Звонок из будущего месяца", start="2099-01-05T10:00:00+03:00")
+    settle(live)
+    assert FIRST + "05.01.2099 — Телефон — Исходящий звонок — Звонок из будущего месяца" in lines(live, "lead", lead)

@@ -618,9 +618,11 @@ class CrmEventWriter:
             kind, label_source, channel, source, label = "task", "CRM", CRM, CRM, "Задача"
         else:
             kind, label_source, channel, source, label = "activity", "CRM", CRM, CRM, "Дело"
-        # When it happened: its end, else its start; never later than now (a meeting closed before its planned end).
+        # When it happened: its end, else its start; never in the future (a meeting closed before its planned end):
+        # not after now, or after the portal's last change of it when the portal's clock runs ahead of ours.
         at = _time(record.get("END_TIME")) or _time(record.get("START_TIME")) or _time(record.get("CREATED"))
-        at = min(at, self._clock()) if at else self._clock()
+        now = max(self._clock(), _time(record.get("LAST_UPDATED")) or self._clock())
+        at = min(at, now) if at else now
         return Touch(
             touch_id=f"activity:{record['ID']}",
             at=at,
