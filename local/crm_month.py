@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from local.bitrix24_sandbox import Sandbox
+from local.bitrix24_sandbox.links import telephony_call
 
 LOSS_STAGES = (("PRICE", "Дорого"), ("COMPETITOR", "Выбрали конкурента"), ("NO_ANSWER", "Не выходит на связь"))
 CALL_TOPICS = ("Консультация", "Уточнение задачи", "Обсуждение КП", "Повторный звонок", "Согласование договора")
@@ -136,8 +137,18 @@ def _activity(sandbox: Sandbox, owner: tuple[int, int], type_id: int, direction:
     }  # fmt: skip
     if direction:
         fields["DIRECTION"] = direction
-    if type_id == 2 and direction == 1 and rng.random() < 0.2:
-        fields.update(SUBJECT="Пропущенный звонок", COMPLETED="N")
+    if type_id == 2:
+        # Calls go through the portal's telephony: added when they start, updated when they end, with statistics;
+        # a fifth of the incoming ones are missed (and stay open: a call-back to do).
+        missed = direction == 1 and rng.random() < 0.2
+        duration = 0 if missed else rng.choice((40, 95, 300, 900))
+        activity = telephony_call(sandbox, owner, incoming=direction == 1, start=start.isoformat(), duration=duration,
+                                  failed_code="304" if missed else "200", subject=subject)  # fmt: skip
+        if rng.random() < 0.3:  # an automation rule plans the next step: a to-do, not a touch
+            deadline = (start + timedelta(days=2)).isoformat()
+            sandbox.call("crm.activity.todo.add", {"ownerTypeId": owner[0], "ownerId": owner[1], "deadline": deadline,
+                                                   "title": "Перезвонить клиенту"})  # fmt: skip
+        return activity
     return sandbox.call("crm.activity.add", {"fields": fields})
 
 

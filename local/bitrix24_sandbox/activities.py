@@ -8,11 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import RestError
+from .links import add_activity
 from .methods import CallContext, MethodResult, _fields_param
 
 __all__ = ["register"]
 
-OWNER_TYPES = {1: "lead", 2: "deal", 3: "contact"}
+OWNER_TYPES = {1: "lead", 2: "deal", 3: "contact", 4: "company"}
 ENTITY_TYPE_IDS = {1: "lead", 2: "deal"}
 STAGE_FIELDS = {"lead": ("STATUS_ID", "STATUS_SEMANTIC_ID"), "deal": ("STAGE_ID", "STAGE_SEMANTIC_ID")}
 
@@ -37,17 +38,8 @@ def _activity_add(context: CallContext, params: dict[str, Any]) -> MethodResult:
         raise RestError(
             "", "Could not build binding. Please ensure that owner info and communications are defined correctly."
         )
-    portal = context.portal
-    record_id = portal.add("activity", fields)
-    record = portal.records["activity"][record_id]
-    now = portal.now()
-    record.update(CREATED=now, LAST_UPDATED=now, AUTHOR_ID=portal.webhook_user_id, EDITOR_ID=portal.webhook_user_id)
-    record["COMPLETED"] = record.get("COMPLETED") or "N"
-    record["START_TIME"] = record.get("START_TIME") or now
-    # DEADLINE is START_TIME for calls and meetings, END_TIME for tasks (crm-activity-fields.md).
-    record["DEADLINE"] = record.get("END_TIME") if record.get("TYPE_ID") == 3 else record["START_TIME"]
-    context.emit("ONCRMACTIVITYADD", record_id)
-    return MethodResult(record_id)
+    # The owner is the activity's first binding (crm.activity.binding.list); more come with crm.activity.binding.add.
+    return MethodResult(add_activity(context, fields))
 
 
 def _int(value: Any) -> int:

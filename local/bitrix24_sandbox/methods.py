@@ -325,3 +325,8 @@ METHODS: dict[str, Handler] = _registry()
 from .activities import register as _register_activities  # noqa: E402
 
 _register_activities(METHODS)
+
+# Activity bindings, to-dos, a deal's contacts, merges and call statistics (links.py).
+from .links import register as _register_links  # noqa: E402
+
+_register_links(METHODS)

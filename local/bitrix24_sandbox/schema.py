@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "COMPANY",
     "CONTACT",
     "CURRENCIES",
     "DEAL",
@@ -217,7 +218,39 @@ CONTACT = EntitySpec(
     ),
 )
 
-ENTITIES: dict[str, EntitySpec] = {spec.name: spec for spec in (LEAD, DEAL, CONTACT)}
+# Companies: the field list of the crm.company.get response example (the fields a journey reads, and the common ones).
+COMPANY = EntitySpec(
+    name="company",
+    entity_id="CRM_COMPANY",
+    event_prefix="ONCRMCOMPANY",
+    has_multifields=True,
+    fields=(
+        Field("ID", "integer", "ID", read_only=True),
+        Field("COMPANY_TYPE", "crm_status", "Company type", status_type="COMPANY_TYPE"),
+        Field("TITLE", "string", "Company name"),
+        Field("LEAD_ID", "crm_lead", "Lead", read_only=True),
+        Field("HAS_PHONE", "char", "Has phone", read_only=True),
+        Field("HAS_EMAIL", "char", "Has email", read_only=True),
+        Field("HAS_IMOL", "char", "Has Open Channel", read_only=True),
+        Field("ASSIGNED_BY_ID", "user", "Responsible person"),
+        Field("CREATED_BY_ID", "user", "Created by", read_only=True),
+        Field("MODIFY_BY_ID", "user", "Modified by", read_only=True),
+        Field("INDUSTRY", "crm_status", "Industry", status_type="INDUSTRY"),
+        Field("CURRENCY_ID", "crm_currency", "Currency"),
+        Field("REVENUE", "double", "Annual revenue"),
+        Field("COMMENTS", "string", "Comment"),
+        Field("DATE_CREATE", "datetime", "Created on", read_only=True),
+        Field("DATE_MODIFY", "datetime", "Modified on", read_only=True),
+        Field("OPENED", "char", "Available to everyone"),
+        Field("IS_MY_COMPANY", "char", "My Company"),
+        Field("ORIGINATOR_ID", "string", "External source"),
+        Field("ORIGIN_ID", "string", "Item ID in data source"),
+        *_utm_fields(),
+        *_activity_fields(),
+    ),
+)
+
+ENTITIES: dict[str, EntitySpec] = {spec.name: spec for spec in (LEAD, DEAL, CONTACT, COMPANY)}
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -397,7 +397,7 @@ class Sandbox:
         """Run one REST method as a manager with full rights would (no ``set_access`` restrictions), without the HTTP
         pipeline (faults, limits, statistics)."""
         with self._store_lock:
-            return self._checked_call(method, params)
+            return self._checked_call(normalize_method_name(method), params)  # names are case-insensitive
 
     def _checked_call(self, method: str, params: Mapping[str, Any]) -> Any:
         # What a manager does in the UI: the method's cost is spent, but no HTTP request's 60 s limit applies.

@@ -19,6 +19,7 @@ from typing import Any
 from . import errors
 from .errors import RestError
 from .schema import (
+    COMPANY,
     CONTACT,
     CURRENCIES,
     DEAL,
@@ -145,6 +146,8 @@ class Portal:
         self.timeline_comments: list[dict[str, Any]] = []
         # Every stage a lead or deal entered, oldest first: what crm.stagehistory.list reads.
         self.stage_history: list[dict[str, Any]] = []
+        # Telephony statistics (voximplant.statistic.get): one row per call, written when the call ends.
+        self.call_statistics: list[dict[str, Any]] = []
         self.users = self._seed_users()
 
     def now(self) -> datetime:
@@ -176,6 +179,8 @@ class Portal:
         self._write_fields(spec, record, fields, is_add=False)
         now = self.now()
         record.update({"DATE_MODIFY": now, "MODIFY_BY_ID": self.webhook_user_id})
+        if entity == "activity":  # crm-activity-fields.md: LAST_UPDATED and EDITOR_ID follow every change
+            record.update({"LAST_UPDATED": now, "EDITOR_ID": self.webhook_user_id})
         self._derive(spec, record, previous=previous, now=now)
 
     def convert_lead(self, lead_id: int) -> list[tuple[str, int]]:
@@ -592,7 +597,11 @@ class Portal:
                 "BEGINDATE": now.date(),
                 "CLOSEDATE": now.date() + timedelta(days=7),
             }
-        return common | {"TYPE_ID": "CLIENT", "COMPANY_ID": 0, "EXPORT": "Y"}
+        if spec is COMPANY:
+            return common | {"COMPANY_TYPE": "CUSTOMER", "CURRENCY_ID": "RUB", "REVENUE": 0.0, "IS_MY_COMPANY": "N"}
+        if spec is CONTACT:
+            return common | {"TYPE_ID": "CLIENT", "COMPANY_ID": 0, "EXPORT": "Y"}
+        return common
 
     def _write_fields(
         self, spec: EntitySpec, record: dict[str, Any], fields: Mapping[str, Any], *, is_add: bool
@@ -605,13 +614,28 @@ class Portal:
             elif name in userfields:
                 record[name] = _coerce_userfield_value(userfields[name], value, self.tz)
             elif name == "CONTACT_IDS" and spec is not CONTACT:
-                contact_ids = [_to_int(item) for item in _as_list(value)]
-                record["CONTACT_ID"] = next((item for item in contact_ids if item), None)
+                contact_ids = [item for item in (_to_int(item) for item in _as_list(value)) if item]
+                record["CONTACT_ID"] = next(iter(contact_ids), None)
+                if spec is DEAL:
+                    # Every contact of the deal (crm.deal.contact.items.get); CONTACT_ID names only the first.
+                    record["_CONTACT_IDS"] = list(dict.fromkeys(contact_ids))
             else:
                 field = spec.field(name)
                 if field is None or field.read_only or (field.immutable and not is_add):
                     continue
                 record[name] = _coerce_value(field.type, value, self.tz)
+                if spec is DEAL and name == "CONTACT_ID" and "CONTACT_IDS" not in fields:
+                    # The deprecated single field binds that one contact as the first (primary) one.
+                    others = [item for item in record.get("_CONTACT_IDS") or [] if item != record[name]]
+                    record["_CONTACT_IDS"] = ([record[name]] if record[name] else []) + others
+
+    def deal_contact_ids(self, deal_id: int) -> list[int]:
+        """The contacts of a deal, the primary one first (crm.deal.contact.items.get)."""
+        record = self.get_record("deal", deal_id)
+        ids = record.get("_CONTACT_IDS")
+        if ids is None:
+            ids = [record["CONTACT_ID"]] if record.get("CONTACT_ID") else []
+        return [item for item in ids if item in self.records["contact"]]
 
     def _write_multifield(self, record: dict[str, Any], type_id: str, value: Any, *, is_add: bool) -> None:
         """Apply crm_multifield entries: new ones are added; on update an entry with an ``ID`` changes that value,
@@ -645,8 +669,10 @@ class Portal:
             record["STATUS_ID"] = record.get("STATUS_ID") or "NEW"
             semantic = self.status_semantics("STATUS", record["STATUS_ID"]) or "P"
             record["STATUS_SEMANTIC_ID"] = semantic
-            # crm-lead-add.md: IS_RETURN_CUSTOMER becomes Y when CONTACT_ID or COMPANY_ID is given.
-            record["IS_RETURN_CUSTOMER"] = "Y" if record.get("CONTACT_ID") or record.get("COMPANY_ID") else "N"
+            # crm-lead-add.md: IS_RETURN_CUSTOMER becomes Y when CONTACT_ID or COMPANY_ID is given (on add: a lead
+            # converted later into a new contact is not a returning customer's).
+            if previous is None:
+                record["IS_RETURN_CUSTOMER"] = "Y" if record.get("CONTACT_ID") or record.get("COMPANY_ID") else "N"
             if semantic == "P":
                 record["DATE_CLOSED"] = None
             elif previous is None or previous.get("STATUS_SEMANTIC_ID") == "P":
@@ -680,8 +706,10 @@ class Portal:
             type_id = 5
         else:
             type_id = 2 if semantic == "P" else 3
+        # Each entity type keeps its own stage-history table, so lead and deal rows number apart (both start at 1).
+        entity_type_id = 1 if is_lead else 2
         row: dict[str, Any] = {
-            "ID": len(self.stage_history) + 1,
+            "ID": sum(1 for old in self.stage_history if old["ENTITY_TYPE_ID"] == entity_type_id) + 1,
             "TYPE_ID": type_id,
             "OWNER_ID": record["ID"],
             "CREATED_TIME": now,
@@ -691,7 +719,7 @@ class Portal:
         else:
             row |= {"CATEGORY_ID": record.get("CATEGORY_ID") or 0, "STAGE_SEMANTIC_ID": semantic}
             row["STAGE_ID"] = record.get("STAGE_ID")
-        self.stage_history.append({"ENTITY_TYPE_ID": 1 if is_lead else 2, **row})
+        self.stage_history.append({"ENTITY_TYPE_ID": entity_type_id, **row})
 
     def _deal_stage_semantics(self, category: int, stage_id: str) -> str | None:
         entity_id = "DEAL_STAGE" if category == 0 else f"DEAL_STAGE_{category}"

@@ -1043,3 +1043,155 @@ def test_records_the_webhook_user_may_not_see_answer_access_denied_per_command(s
     assert sandbox.call("crm.lead.get", {"id": secret})["TITLE"] == "Скрыто"
     sandbox.set_access(hidden={})
     assert ok(sandbox, "crm.lead.get", {"id": secret})["result"]["TITLE"] == "Скрыто"
+
+
+# ---- links between records: companies, activity bindings, deal contacts, merges, to-dos, call statistics ---------
+
+
+def _record_events(sandbox: Sandbox) -> list[tuple[str, int]]:
+    events: list[tuple[str, int]] = []
+    sandbox._emit = lambda event, record_id: events.append((event, record_id))  # type: ignore[method-assign]
+    return events
+
+
+def test_activity_bindings_list_every_linked_record_as_the_docs_example(sandbox: Sandbox) -> None:
+    lead = ok(sandbox, "crm.lead.add", {"fields": {"TITLE": "Звонок"}})["result"]
+    deal = ok(sandbox, "crm.deal.add", {"fields": {"TITLE": "Сделка"}})["result"]
+    company = ok(sandbox, "crm.company.add", {"fields": {"TITLE": "ООО Ромашка"}})["result"]
+    assert ok(sandbox, "crm.company.get", {"id": company})["result"]["TITLE"] == "ООО Ромашка"
+    fields = {"OWNER_TYPE_ID": 1, "OWNER_ID": lead, "TYPE_ID": 2, "SUBJECT": "Звонок", "RESPONSIBLE_ID": 1,
+              "COMMUNICATIONS": [{"VALUE": "+79161234567"}], "DIRECTION": 1, "COMPLETED": "Y"}  # fmt: skip
+    activity = ok(sandbox, "crm.activity.add", {"fields": fields})["result"]
+    assert ok(sandbox, "crm.activity.binding.list", {"activityId": activity})["result"] == [
+        {"entityTypeId": 1, "entityId": lead}
+    ]
+    for type_id, entity_id in ((2, deal), (4, company), (2, deal)):
+        link = {"activityId": activity, "entityTypeId": type_id, "entityId": entity_id}
+        assert ok(sandbox, "crm.activity.binding.add", link)["result"] is True
+    assert ok(sandbox, "crm.activity.binding.list", {"activityId": activity})["result"] == [
+        {"entityTypeId": 1, "entityId": lead}, {"entityTypeId": 2, "entityId": deal},
+        {"entityTypeId": 4, "entityId": company},
+    ]  # fmt: skip
+    assert (
+        call(sandbox, "crm.activity.binding.add", {"activityId": activity, "entityTypeId": 2, "entityId": 99}).json()[
+            "error_description"
+        ]
+        == "Not found."
+    )
+    # A company owns activities too; in a batch the bindings come beside the activity.
+    fields.update(OWNER_TYPE_ID=4, OWNER_ID=company)
+    second = ok(sandbox, "crm.activity.add", {"fields": fields})["result"]
+    commands = {"a": f"crm.activity.get?id={second}", "b": f"crm.activity.binding.list?activityId={second}"}
+    body = ok(sandbox, "batch", {"halt": 0, "cmd": commands})
+    assert body["result"]["result"]["b"] == [{"entityTypeId": 4, "entityId": company}]
+    assert body["result"]["result"]["a"]["OWNER_TYPE_ID"] == "4"
+
+
+def test_an_activity_takes_at_most_a_hundred_bindings(sandbox: Sandbox) -> None:
+    leads = [sandbox.call("crm.lead.add", {"fields": {"TITLE": f"L{index}"}}) for index in range(101)]
+    fields = {"OWNER_TYPE_ID": 1, "OWNER_ID": leads[0], "TYPE_ID": 2, "SUBJECT": "Звонок", "RESPONSIBLE_ID": 1,
+              "COMMUNICATIONS": [{"VALUE": "+79161234567"}]}  # fmt: skip
+    activity = sandbox.call("crm.activity.add", {"fields": fields})
+    for lead in leads[1:100]:
+        sandbox.call("crm.activity.binding.add", {"activityId": activity, "entityTypeId": 1, "entityId": lead})
+    with pytest.raises(Exception, match="100"):
+        sandbox.call("crm.activity.binding.add", {"activityId": activity, "entityTypeId": 1, "entityId": leads[100]})
+    assert len(sandbox.call("crm.activity.binding.list", {"activityId": activity})) == 100
+
+
+def test_deal_contacts_come_from_contact_items_get_with_the_primary_first(sandbox: Sandbox) -> None:
+    first, second = (sandbox.call("crm.contact.add", {"fields": {"NAME": name}}) for name in ("Анна", "Иван"))
+    deal = sandbox.call("crm.deal.add", {"fields": {"TITLE": "Сделка", "CONTACT_IDS": [second, first]}})
+    assert ok(sandbox, "crm.deal.contact.items.get", {"id": deal})["result"] == [
+        {"CONTACT_ID": second, "SORT": 100, "ROLE_ID": 0, "IS_PRIMARY": "Y"},
+        {"CONTACT_ID": first, "SORT": 200, "ROLE_ID": 0, "IS_PRIMARY": "N"},
+    ]
+    assert ok(sandbox, "crm.deal.get", {"id": deal})["result"]["CONTACT_ID"] == str(second)  # only the first
+    assert call(sandbox, "crm.deal.contact.items.get", {"id": 999}).json()["error_description"] == "Not found."
+
+
+def test_stage_history_ids_are_kept_per_entity_type(sandbox: Sandbox) -> None:
+    lead = sandbox.call("crm.lead.add", {"fields": {"TITLE": "x"}})
+    deal = sandbox.call("crm.deal.add", {"fields": {"TITLE": "y"}})
+    sandbox.call("crm.deal.update", {"id": deal, "fields": {"STAGE_ID": "PREPARATION"}})
+    leads = sandbox.call("crm.stagehistory.list", {"entityTypeId": 1, "filter": {"OWNER_ID": lead}})["items"]
+    deals = sandbox.call("crm.stagehistory.list", {"entityTypeId": 2, "filter": {"OWNER_ID": deal}})["items"]
+    assert [row["ID"] for row in leads] == [1] and [row["ID"] for row in deals] == [1, 2]
+
+
+def test_merge_moves_data_and_activities_to_the_first_record_and_sends_only_delete_events(sandbox: Sandbox) -> None:
+    main = sandbox.call("crm.lead.add", {"fields": {"TITLE": "Основной", "PHONE": [{"VALUE": "+79161234567"}]}})
+    seed = sandbox.call("crm.lead.add", {"fields": {"TITLE": "Дубль", "SOURCE_DESCRIPTION": "Выставка",
+                                                    "PHONE": [{"VALUE": "+79161234567"}],
+                                                    "EMAIL": [{"VALUE": "ivan@example.ru"}]}})  # fmt: skip
+    fields = {"OWNER_TYPE_ID": 1, "OWNER_ID": seed, "TYPE_ID": 2, "SUBJECT": "Звонок", "RESPONSIBLE_ID": 1,
+              "COMMUNICATIONS": [{"VALUE": "+79161234567"}]}  # fmt: skip
+    activity = sandbox.call("crm.activity.add", {"fields": fields})
+    events = _record_events(sandbox)
+    body = ok(sandbox, "crm.entity.mergeBatch", {"params": {"entityTypeId": 1, "entityIds": [main, seed]}})
+    assert body["result"] == {"STATUS": "SUCCESS", "ENTITY_IDS": [str(seed)]}
+    assert events == [("ONCRMLEADDELETE", seed)]
+    assert call(sandbox, "crm.lead.get", {"id": seed}).status_code == 400
+    merged = ok(sandbox, "crm.lead.get", {"id": main})["result"]
+    assert merged["TITLE"] == "Основной" and merged["SOURCE_DESCRIPTION"] == "Выставка"
+    assert [entry["VALUE"] for entry in merged["EMAIL"]] == ["ivan@example.ru"] and len(merged["PHONE"]) == 1
+    assert ok(sandbox, "crm.activity.get", {"id": activity})["result"]["OWNER_ID"] == str(main)
+    assert ok(sandbox, "crm.activity.binding.list", {"activityId": activity})["result"] == [
+        {"entityTypeId": 1, "entityId": main}
+    ]
+    missing = ok(sandbox, "crm.entity.mergeBatch", {"params": {"entityTypeId": 1, "entityIds": [main, 999]}})
+    assert missing["result"]["STATUS"] == "ERROR"
+
+
+def test_todos_are_planned_and_calls_have_statistics_by_their_origin_id(sandbox: Sandbox) -> None:
+    from local.bitrix24_sandbox.links import telephony_call
+
+    lead = sandbox.call("crm.lead.add", {"fields": {"TITLE": "x"}})
+    events = _record_events(sandbox)
+    todo = ok(sandbox, "crm.activity.todo.add", {"ownerTypeId": 1, "ownerId": lead, "deadline": "2026-12-20T15:00:00",
+                                                 "title": "Перезвонить"})["result"]  # fmt: skip
+    assert set(todo) == {"id"}
+    record = ok(sandbox, "crm.activity.get", {"id": todo["id"]})["result"]
+    assert (record["PROVIDER_ID"], record["COMPLETED"], record["DEADLINE"]) == (
+        "CRM_TODO",
+        "N",
+        "2026-12-20T15:00:00+03:00",
+    )
+    missing = call(sandbox, "crm.activity.todo.add", {"ownerTypeId": 1, "ownerId": lead})
+    assert missing.status_code == 400 and missing.json()["error"] == "100"
+    answered = telephony_call(sandbox, (1, lead), incoming=True, start="2026-11-20T10:00:00+03:00", duration=95)
+    missed = telephony_call(sandbox, (1, lead), incoming=True, start="2026-11-20T11:00:00+03:00", duration=0,
+                            failed_code="304")  # fmt: skip
+    # Telephony adds the activity when the call starts and updates it when the call ends.
+    assert events == [("ONCRMACTIVITYADD", todo["id"]), ("ONCRMACTIVITYADD", answered),
+                      ("ONCRMACTIVITYUPDATE", answered), ("ONCRMACTIVITYADD", missed),
+                      ("ONCRMACTIVITYUPDATE", missed)]  # fmt: skip
+    call_record = ok(sandbox, "crm.activity.get", {"id": missed})["result"]
+    assert call_record["PROVIDER_ID"] == "VOXIMPLANT_CALL" and call_record["COMPLETED"] == "N"
+    assert ok(sandbox, "crm.activity.get", {"id": answered})["result"]["COMPLETED"] == "Y"
+    call_id = call_record["ORIGIN_ID"].removeprefix("VI_")
+    body = ok(sandbox, "voximplant.statistic.get", {"FILTER": {"CALL_ID": call_id}})
+    [row] = body["result"]
+    assert body["total"] == 1
+    assert (row["CALL_FAILED_CODE"], row["CALL_DURATION"], row["CRM_ACTIVITY_ID"], row["CALL_TYPE"]) == (
+        "304",
+        "0",
+        str(missed),
+        "2",
+    )
+    assert ISO_WITH_MOSCOW_OFFSET.match(row["CALL_START_DATE"])
+    both = ok(sandbox, "voximplant.statistic.get", {"FILTER": {"CRM_ACTIVITY_ID": [answered, missed]},
+                                                    "SORT": "ID", "ORDER": "DESC"})["result"]  # fmt: skip
+    assert [int(row["CRM_ACTIVITY_ID"]) for row in both] == [missed, answered]
+    assert call(sandbox, "voximplant.statistic.get", {"FILTER": {"NOPE": 1}}).status_code == 400
+
+
+def test_an_activity_update_moves_its_last_updated_time(sandbox: Sandbox) -> None:
+    lead = sandbox.call("crm.lead.add", {"fields": {"TITLE": "x"}})
+    todo = sandbox.call("crm.activity.todo.add", {"ownerTypeId": 1, "ownerId": lead, "deadline": "2026-12-20T15:00:00"})
+    before = sandbox.call("crm.activity.get", {"id": todo["id"]})
+    sandbox.set_clock_offset(86400)
+    sandbox.call("crm.activity.update", {"id": todo["id"], "fields": {"COMPLETED": "Y"}})
+    after = sandbox.call("crm.activity.get", {"id": todo["id"]})
+    assert after["COMPLETED"] == "Y" and after["CREATED"] == before["CREATED"]
+    assert after["LAST_UPDATED"] > before["LAST_UPDATED"]

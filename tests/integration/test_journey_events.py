@@ -13,6 +13,7 @@ import boto3
 import pytest
 import requests
 
+from local.bitrix24_sandbox.links import telephony_call
 from local.bitrix24_sandbox.outbound import event_body
 from local.stack import LOCAL_APP_TOKEN, sqs_record
 from throughline.adapters.journey_store import JourneyStore
@@ -57,14 +58,16 @@ def store() -> JourneyStore:
     return JourneyStore(get_settings().journey_table or "")
 
 
-def call(stack, lead_or_deal: tuple[int, int], subject: str, *, direction: int = 2, start: str, type_id: int = 2):
+def call(stack, lead_or_deal: tuple[int, int], subject: str, *, direction: int = 2, start: str, type_id: int = 2,
+         completed: str = "Y"):  # fmt: skip
+    """An activity a manager records (completed: a call made, an e-mail sent, a meeting held)."""
     owner_type, owner_id = lead_or_deal
     return stack.sandbox.call(
         "crm.activity.add",
         {
             "fields": {
                 "OWNER_TYPE_ID": owner_type, "OWNER_ID": owner_id, "TYPE_ID": type_id, "DIRECTION": direction,
-                "SUBJECT": subject, "RESPONSIBLE_ID": 1, "START_TIME": start,
+                "SUBJECT": subject, "RESPONSIBLE_ID": 1, "START_TIME": start, "COMPLETED": completed,
                 "COMMUNICATIONS": [{"VALUE": "+79161234567", "ENTITY_TYPE_ID": owner_type, "ENTITY_ID": owner_id}],
             }
         },
@@ -167,7 +170,9 @@ def test_malformed_bodies_get_400(stack, data):
 def test_lead_typed_by_a_manager_gets_its_journey_from_events(live):
     lead = manager_lead(live, SOURCE_DESCRIPTION="Звонок на номер с сайта")
     call(live, (1, lead), "Консультация", start="2026-11-17T12:00:00+03:00")
-    call(live, (1, lead), "Пропущенный звонок", direction=1, start="2026-11-18T09:00:00+03:00")
+    # Telephony's own record says the call was missed (a failure code, no duration), not the subject's words.
+    telephony_call(live.sandbox, (1, lead), incoming=True, start="2026-11-18T09:00:00+03:00", duration=0,
+                   failed_code="304", subject="Пропущенный звонок")  # fmt: skip
     call(live, (1, lead), "Коммерческое предложение", type_id=4, start="2026-11-19T10:00:00+03:00")
     call(live, (1, lead), "Встреча в офисе", type_id=1, start="2026-11-20T15:00:00+03:00")
     settle(live)

@@ -34,6 +34,9 @@ class Portal:
         self.fields = fields
         self.before_write: Any = None
 
+    def batch_capacity(self, methods_per_item: Any, budget: float | None = None) -> int:
+        return 50
+
     def batch(self, commands: dict[str, Any], **_: Any) -> BatchResult:
         self.calls += 1
         hook, self.before_write = self.before_write, None

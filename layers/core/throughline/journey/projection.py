@@ -51,13 +51,25 @@ class Projector:
         return render_journey(self.touches(entity), self.zone, self.max_chars)
 
     def touches(self, entity: str) -> list[Touch]:
-        """The entity's own touches, and for a deal those of the lead it came from (its journey before the deal)."""
+        """The entity's own touches; for a deal those of the lead it came from (its journey before the deal); for a
+        returning person's lead (and its deals) the person's earlier touches (``earlier`` in the lead's meta: their
+        entities), those before the lead's own."""
         touches = {touch.touch_id: touch for touch in self.store.journey(entity)}
-        if entity.startswith("DEAL#"):
-            lead_id = (self.store.metas([entity]).get(entity) or {}).get("lead_id")
-            if lead_id:
-                for touch in self.store.journey(f"LEAD#{int(lead_id)}"):
-                    touches.setdefault(touch.touch_id, touch)
+        meta = self.store.metas([entity]).get(entity) or {}
+        lead = entity
+        if entity.startswith("DEAL#") and meta.get("lead_id"):
+            lead = f"LEAD#{int(meta['lead_id'])}"
+            meta = self.store.metas([lead]).get(lead) or {}
+            for touch in self.store.journey(lead):
+                touches.setdefault(touch.touch_id, touch)
+        earlier = [other for other in meta.get("earlier") or [] if other not in (entity, lead)]
+        if earlier:
+            own = [touch.at for touch in self.store.journey(lead)] or [touch.at for touch in touches.values()]
+            before = min(own) if own else None
+            for other in earlier:
+                for touch in self.store.journey(other):
+                    if before is None or touch.at <= before:
+                        touches.setdefault(touch.touch_id, touch)
         return list(touches.values())
 
     def project(self, entities: Iterable[str], current: Mapping[str, str | None] | None = None) -> int:
@@ -97,14 +109,21 @@ class Projector:
                 )
                 for index, item in enumerate(to_write)
             }
-            result = self.bitrix.batch(commands)
-            for error in result.errors.values():
-                if "not found" in str(error).lower():
-                    continue  # deleted meanwhile: nothing to show the journey in
-                if isinstance(error, BitrixAccessDenied):
-                    continue  # the webhook's user may not change it (counted by the client): the store keeps it all
-                raise error
-            written += len(to_write) - len(result.errors)
+            # At most 50 commands a batch, and as many field writes as the portal's pace allows in one request (one
+            # call linked to a hundred records re-renders a hundred fields).
+            size = self.bitrix.batch_capacity(["crm.lead.update"])
+            items = list(commands.items())
+            failed = 0
+            for start in range(0, len(items), size):
+                result = self.bitrix.batch(dict(items[start : start + size]))
+                for error in result.errors.values():
+                    if "not found" in str(error).lower():
+                        continue  # deleted meanwhile: nothing to show the journey in
+                    if isinstance(error, BitrixAccessDenied):
+                        continue  # the webhook's user may not change it (counted by the client): the store keeps it all
+                    raise error
+                failed += len(result.errors)
+            written += len(to_write) - failed
             after = self.store.versions(item.entity for item in to_write)
             for item in to_write:
                 current.pop(item.entity, None)
@@ -121,7 +140,11 @@ class Projector:
 def render_journey(touches: list[Touch], zone: ZoneInfo, max_chars: int = 4000) -> str:
     """All touches in time order, the oldest as the first contact; folded to ``max_chars`` (see ``fold``)."""
     ordered = sorted(touches, key=_order)
-    lines = [render_line(touch, zone, first=index == 0) for index, touch in enumerate(ordered)]
+    # A returning person's lead never opens with a second «Первичный контакт» (when no earlier touch is stored).
+    lines = [
+        render_line(touch, zone, first=index == 0 and not (touch.extra or {}).get("repeat"))
+        for index, touch in enumerate(ordered)
+    ]
     return fold(lines, ordered, zone, max_chars)
 
 
@@ -193,5 +216,23 @@ def _touches_word(count: int) -> str:
     return "касаний"
 
 
+# Touches of one second: the record's creation first, then a form, then activities, then stage moves; inside one kind
+# by id (an activity id, a stage-history row id), which only orders touches of the same kind.
+_CREATED_KINDS = frozenset({"crm_lead", "crm_deal", "deal_created"})
+_FORM_KINDS = frozenset({"first_visit", "form", "repeat_request"})
+_STAGE_KINDS = frozenset({"stage", "won", "lost"})
+
+
+def _rank(touch: Touch) -> int:
+    if touch.kind in _CREATED_KINDS:
+        return 0
+    if touch.kind in _FORM_KINDS:
+        return 1
+    return 3 if touch.kind in _STAGE_KINDS else 2
+
+
 def _order(touch: Touch) -> tuple[Any, ...]:
-    return (touch.at, int((touch.extra or {}).get("seq", 0) or 0), touch.touch_id)
+    seq = str((touch.extra or {}).get("seq", 0) or 0)
+    # A lead's touches before its deal's (ids of the two stage histories are numbered apart).
+    deal_side = 0 if touch.touch_id.startswith("lead:") else 1
+    return (touch.at, _rank(touch), deal_side, int(seq) if seq.isdigit() else 0, touch.touch_id)

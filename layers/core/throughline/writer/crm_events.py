@@ -15,13 +15,13 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from throughline.adapters.journey_store import JourneyStore
 from throughline.adapters.locks import LEASE_SECONDS, Busy, Locks
-from throughline.bitrix24 import Bitrix24Client, BitrixAccessDenied, BitrixError
+from throughline.bitrix24 import BatchResult, Bitrix24Client, BitrixAccessDenied, BitrixError
 from throughline.contacts import InvalidContact, normalize_email, normalize_phone
 from throughline.journey.events import CrmEvent
 from throughline.journey.lines import Touch
@@ -31,8 +31,8 @@ from throughline.person_keys import first_contact, person_key
 from throughline.sources import CHANNEL_LABELS, DIRECT, EMAIL, MESSENGER, OFFLINE, PAID_SEARCH, REFERRAL, classify
 from throughline.writer.leads import ORIGINATOR_ID, Outcome
 
-LEAD, DEAL, CONTACT, ACTIVITY = "lead", "deal", "contact", "activity"
-OWNER_TYPES = {1: LEAD, 2: DEAL, 3: CONTACT}
+LEAD, DEAL, CONTACT, COMPANY, ACTIVITY = "lead", "deal", "contact", "company", "activity"
+OWNER_TYPES = {1: LEAD, 2: DEAL, 3: CONTACT, 4: COMPANY}  # CRM object type ids (crm/data-types.md)
 CRM = "crm"  # the channel of sales-side touches (a manager's call, a stage move): not a marketing channel
 DICTIONARY_TTL_SECONDS = 600
 STAGE_FIELDS = {LEAD: ("STATUS_ID", "STATUS_SEMANTIC_ID"), DEAL: ("STAGE_ID", "STAGE_SEMANTIC_ID")}
@@ -57,6 +57,8 @@ SOURCE_CHANNELS = {
 # Activity TYPE_ID (crm_enum_activitytype): 1 meeting, 2 call, 3 task, 4 e-mail, 6 provider (chat, to-do…).
 # DIRECTION (crm_enum_activitydirection): 1 incoming, 2 outgoing.
 INCOMING, OUTGOING = "1", "2"
+ANSWERED = "200"  # voximplant.statistic.get CALL_FAILED_CODE of a call that was answered
+REPEAT = "Повторное обращение"
 CALL_LABELS = {
     "missed_call": "Пропущенный звонок",
     "incoming_call": "Входящий звонок",
@@ -140,19 +142,14 @@ class CrmEventWriter:
         for event in events:
             if event.action == "DELETE":
                 self._delete(event)
-        # An activity is a touch once, when added (a rescheduled meeting is not a second touch; the sweep finds an
-        # activity whose add event was lost).
-        live = [
-            e
-            for e in events
-            if e.action != "DELETE"
-            and e.entity in (LEAD, DEAL, CONTACT, ACTIVITY)
-            and (e.entity != ACTIVITY or e.action == "ADD" or e.ts == SWEEP_TS)
-        ]
+        self._link_merged(events)
+        # An activity is a touch once it happened: added completed, or completed later (its UPDATE event); its id
+        # names the touch, so a rescheduled meeting or a second update adds nothing.
+        live = [e for e in events if e.action != "DELETE" and e.entity in (LEAD, DEAL, CONTACT, ACTIVITY)]
         keys = list(dict.fromkeys((event.entity, event.entity_id) for event in live))
         batch.records.update(records or {})
         batch.passed = set(records or {})
-        batch.metas = self.store.metas(_entity(kind, id_) for kind, id_ in keys if kind != ACTIVITY)
+        batch.metas = self.store.metas(_entity(kind, id_) for kind, id_ in keys)  # an activity's: where it is filed
         # Our own new lead coming back: the form writer recorded everything its ADD event could tell.
         ours = {
             (LEAD, event.entity_id)
@@ -164,8 +161,9 @@ class CrmEventWriter:
         # Stage moves are read from the stage history for every lead and deal an event (or the sweep) names, also
         # when the sweep has read the record itself: the history row names the touch, whichever path sees it first.
         self._read(
-            batch, [key for key in keys if key not in batch.records], [key for key in keys if key[0] in STAGE_FIELDS]
-        )
+            batch, [key for key in keys if key not in batch.records], [key for key in keys if key[0] in STAGE_FIELDS],
+            [key for key in keys if key[0] in (ACTIVITY, DEAL)],
+        )  # fmt: skip
         self._resolve_links(batch, keys)
         self._refresh_dictionary_for(batch)
         for kind in (CONTACT, LEAD, DEAL, ACTIVITY):  # people first: deals and activities inherit from them
@@ -181,10 +179,27 @@ class CrmEventWriter:
 
     # -- reading --------------------------------------------------------------------------------------------------
 
-    def _read(self, batch: _Batch, keys: list[tuple[str, int]], history_keys: list[tuple[str, int]]) -> None:
-        commands: dict[str, tuple[str, dict[str, Any]]] = {
-            f"{kind}{id_}": (f"crm.{kind}.get", {"id": id_}) for kind, id_ in keys
-        }
+    def _read(
+        self,
+        batch: _Batch,
+        keys: list[tuple[str, int]],
+        history_keys: list[tuple[str, int]],
+        link_keys: list[tuple[str, int]] | None = None,
+    ) -> None:
+        """One batch (or more, 50 commands each): the records, their stage history, and what links them: an
+        activity's bindings and call statistics, a deal's contacts (also for records the sweep passed in)."""
+        commands: dict[str, tuple[str, dict[str, Any]]] = {}
+        for kind, id_ in keys:
+            commands[f"{kind}{id_}"] = (f"crm.{kind}.get", {"id": id_})
+        link_keys = link_keys or []
+        for kind, id_ in link_keys:
+            if kind == ACTIVITY:
+                # Every record the activity is linked to (a call to a lead and its deal), and, for a call, what
+                # telephony recorded of it: read beside the activity, in the same request.
+                commands[f"bind{id_}"] = ("crm.activity.binding.list", {"activityId": id_})
+                commands[f"vox{id_}"] = ("voximplant.statistic.get", {"FILTER": {"CRM_ACTIVITY_ID": id_}})
+            elif kind == DEAL:
+                commands[f"dcont{id_}"] = ("crm.deal.contact.items.get", {"id": id_})  # CONTACT_ID is deprecated
         for kind, id_ in history_keys:
             if kind in STAGE_FIELDS:
                 # Every stage move since the last one we saw, in the same request: two moves inside one second share
@@ -208,12 +223,21 @@ class CrmEventWriter:
                     batch.no_history |= {(kind, id_) for kind, id_ in history_keys if key == f"hist{kind}{id_}"}
                 elif isinstance(error, BitrixAccessDenied):
                     _skip_denied(key)
+                elif key.startswith(("bind", "vox", "dcont")):
+                    # Not readable for this webhook (no telephony scope or right; a record deleted meanwhile): the
+                    # activity's owner, the deal's CONTACT_ID stand in for what is missing.
+                    logger.info("links not readable", extra={"command": key.rstrip("0123456789"), "error": str(error)})
                 elif "not found" not in str(error).lower():
                     raise error  # a deleted entity is "not found": its delete event tells the rest
             for kind, id_ in keys:
                 record = found.results.get(f"{kind}{id_}")
                 if isinstance(record, dict):
                     batch.records[(kind, id_)] = record
+            for _kind, id_ in link_keys:
+                for prefix, name in (("bind", "bindings"), ("vox", "calls"), ("dcont", "deal_contacts")):
+                    rows = found.results.get(f"{prefix}{id_}")
+                    if f"{prefix}{id_}" in part and (isinstance(rows, list) or rows == {}):
+                        batch.records[(name, id_)] = {"rows": [row for row in rows or [] if isinstance(row, dict)]}
             for name in ("STATUS", "DEAL_STAGE", "SOURCE"):
                 rows = found.results.get(f"dict{name.replace('_', '')}")
                 if isinstance(rows, list):
@@ -255,19 +279,25 @@ class CrmEventWriter:
         from a lead), and owners we have never seen (their first line comes from their own fields)."""
         commands: dict[str, tuple[str, dict[str, Any]]] = {}
         contacts: set[int] = set()
+        companies: set[int] = set()
         owners: set[tuple[str, int]] = set()
         for kind, id_ in keys:
             record = batch.records.get((kind, id_))
             if record is None:
                 continue
             if kind == ACTIVITY:
-                owner_kind, owner_id = _owner(record)
-                if owner_kind == CONTACT:
-                    contacts.add(owner_id)
-                elif owner_kind in (LEAD, DEAL) and (owner_kind, owner_id) not in batch.records:
-                    owners.add((owner_kind, owner_id))
-            elif kind == DEAL and not _int(record.get("LEAD_ID")) and _int(record.get("CONTACT_ID")):
-                contacts.add(_int(record.get("CONTACT_ID")))
+                if not self._happened(batch, record):
+                    continue  # a planned to-do, call or meeting: nothing to file yet
+                links = _activity_links(batch, record)
+                for link_kind, link_id in links:
+                    if link_kind in (LEAD, DEAL) and (link_kind, link_id) not in batch.records:
+                        owners.add((link_kind, link_id))
+                    elif link_kind == COMPANY:
+                        companies.add(link_id)
+                if not any(link_kind in (LEAD, DEAL, COMPANY) for link_kind, _ in links):
+                    contacts |= {link_id for link_kind, link_id in links if link_kind == CONTACT}
+            elif kind == DEAL and not _int(record.get("LEAD_ID")):
+                contacts |= set(_deal_contacts(batch, record))
         known = self.store.metas(_entity(kind, id_) for kind, id_ in owners)
         owners = {(kind, id_) for kind, id_ in owners if _entity(kind, id_) not in known}
         batch.metas.update(known)
@@ -280,9 +310,13 @@ class CrmEventWriter:
                                                               "select": select})  # fmt: skip
             commands[f"cleads{contact}"] = ("crm.lead.list", {"filter": {"CONTACT_ID": contact}, "order": order,
                                                               "select": select})  # fmt: skip
+        for company in sorted(companies):
+            open_deals = {"COMPANY_ID": company, "STAGE_SEMANTIC_ID": "P"}
+            commands[f"codeals{company}"] = ("crm.deal.list", {"filter": open_deals, "order": {"ID": "DESC"},
+                                                               "select": select})  # fmt: skip
         if not commands:
             return
-        found = self.bitrix.batch(commands)
+        found = self._batch(commands)  # an activity linked to 100 records may need more than one request
         for key, error in found.errors.items():
             if isinstance(error, BitrixAccessDenied):
                 _skip_denied(key)
@@ -295,13 +329,15 @@ class CrmEventWriter:
         for contact in contacts:
             batch.records[("contact_deals", contact)] = {"rows": found.results.get(f"cdeals{contact}") or []}
             batch.records[("contact_leads", contact)] = {"rows": found.results.get(f"cleads{contact}") or []}
-        linked = [(LEAD, int(row["ID"])) for c in contacts for row in batch.records[("contact_leads", c)]["rows"]]
-        linked += [(DEAL, int(row["ID"])) for c in contacts for row in batch.records[("contact_deals", c)]["rows"]]
+        for company in companies:
+            batch.records[("company_deals", company)] = {"rows": found.results.get(f"codeals{company}") or []}
+        lists = [(LEAD, ("contact_leads", c)) for c in contacts] + [(DEAL, ("contact_deals", c)) for c in contacts]
+        lists += [(DEAL, ("company_deals", c)) for c in companies]
+        linked = [(kind, int(row["ID"])) for kind, key in lists for row in batch.records[key]["rows"]]
         batch.metas.update(self.store.metas(_entity(kind, id_) for kind, id_ in linked))
-        for contact in contacts:
-            for kind, rows in ((LEAD, "contact_leads"), (DEAL, "contact_deals")):
-                for row in batch.records[(rows, contact)]["rows"]:
-                    batch.records.setdefault((kind, int(row["ID"])), row)
+        for kind, key in lists:
+            for row in batch.records[key]["rows"]:
+                batch.records.setdefault((kind, int(row["ID"])), row)
 
     # -- deciding -------------------------------------------------------------------------------------------------
 
@@ -321,11 +357,14 @@ class CrmEventWriter:
             return entity
         update: dict[str, Any] = {"kind": kind, "id": id_, "deleted": False, "modified": record.get("DATE_MODIFY")}
         touches: list[Touch] = []
+        earlier: list[str] = []
         if kind in (LEAD, CONTACT):
             keys = self._contact_keys(record)
             update["index_keys"] = keys
             update["person_key"] = self._person_key(record)
             old_keys = set((meta or {}).get("index_keys") or [])
+            if kind == LEAD and meta is None and record.get("ORIGINATOR_ID") != ORIGINATOR_ID:
+                earlier = self._earlier_history(record, keys)
             if set(keys) != old_keys:
                 self.store.index_put(keys, entity)
                 self.store.index_drop(old_keys - set(keys), entity)  # a manager changed a phone or e-mail
@@ -333,15 +372,22 @@ class CrmEventWriter:
             update["ours"] = record.get("ORIGINATOR_ID") == ORIGINATOR_ID
             update["contact_id"] = _int(record.get("CONTACT_ID")) or None
             if meta is None and not update["ours"]:
-                touches.append(self._lead_created(record))
+                # A returning person (IS_RETURN_CUSTOMER=Y: the lead names a contact or company; or someone the person
+                # index knows): the lead shows the person's earlier history, then «Повторное обращение».
+                repeat = str(record.get("IS_RETURN_CUSTOMER") or "N").upper() == "Y" or bool(earlier)
+                if earlier:
+                    update["earlier"] = earlier
+                touches.append(self._lead_created(record, repeat=repeat))
         if kind == DEAL:
-            lead_id = _int(record.get("LEAD_ID")) or self._contact_lead(batch, _int(record.get("CONTACT_ID")))
+            lead_id = _int(record.get("LEAD_ID")) or max(
+                (self._contact_lead(batch, contact) for contact in _deal_contacts(batch, record)), default=0
+            )
             update["lead_id"] = lead_id or None
             if lead_id and int((meta or {}).get("lead_id") or 0) != lead_id:
                 # The deal shows its lead's touches: when they change (the lead's own event may come later, in
                 # another FIFO group), the deal is rendered again.
                 self.store.add_links(_entity(LEAD, lead_id), [entity])
-            update["contact_id"] = _int(record.get("CONTACT_ID")) or None
+            update["contact_id"] = next(iter(_deal_contacts(batch, record)), None)
             lead_meta = batch.meta(_entity(LEAD, lead_id)) if lead_id else None
             contact_meta = batch.meta(_entity(CONTACT, update["contact_id"])) if update["contact_id"] else None
             update["person_key"] = (lead_meta or {}).get("person_key") or (contact_meta or {}).get("person_key")
@@ -353,8 +399,10 @@ class CrmEventWriter:
                 if update["index_keys"]:
                     self.store.index_put(update["index_keys"], entity)
             elif meta is None:
-                if not lead_id and (record.get("UTM_SOURCE") or record.get("UTM_MEDIUM")):
-                    touches.append(self._lead_created(record, kind=DEAL))  # a deal with its own first touch
+                if not lead_id:
+                    # A deal with no lead behind it (every deal in simple CRM mode): its first line is its own
+                    # source, from its UTM tags or SOURCE_ID, as a lead's is.
+                    touches.append(self._lead_created(record, kind=DEAL))
                 created = [row for row in (batch.records.get(("history", DEAL, id_)) or {}).get("rows") or []
                            if int(row.get("TYPE_ID") or 0) == 1]  # fmt: skip
                 touches.append(self._deal_created(record, int(created[0]["ID"]) if created else 0))
@@ -386,29 +434,87 @@ class CrmEventWriter:
         return entity
 
     def _observe_activity(self, batch: _Batch, record: dict[str, Any]) -> None:
-        owner_kind, owner_id = _owner(record)
-        target = None
-        if owner_kind in (LEAD, DEAL):
-            target = (owner_kind, owner_id)
-        elif owner_kind == CONTACT:
-            deals = batch.records.get(("contact_deals", owner_id), {}).get("rows") or []
-            leads = batch.records.get(("contact_leads", owner_id), {}).get("rows") or []
-            open_deals = [row for row in deals if str(row.get("STAGE_SEMANTIC_ID") or "P") == "P"]
-            if open_deals:
-                target = (DEAL, max(int(row["ID"]) for row in open_deals))
-            elif leads:
-                target = (LEAD, max(int(row["ID"]) for row in leads))
-            else:
-                # A person with neither (a contact typed by a manager): the touch stays in the store under the
-                # contact (keyed by its person for attribution); there is no journey field to show it in.
-                target = (CONTACT, owner_id)
-        if target is None:
-            logger.info("activity without a lead or deal", extra={"activity_id": record.get("ID")})
+        """File an activity that happened on every lead and deal it is linked to (crm.activity.binding.list); a
+        company's activity on the company's open deals; a contact's activity, when it names no lead or deal, on the
+        contact's newest open deal, else newest lead, else under the contact itself."""
+        if not self._happened(batch, record):
             return
-        entity = _entity(*target)
-        if target in batch.records and entity not in batch.meta_updates:
-            self._observe(batch, target[0], batch.records[target])  # first sight of the owner: its own first line
-        batch.add(entity, [self._activity_touch(record)])
+        links = _activity_links(batch, record)
+        targets = [(kind, id_) for kind, id_ in links if kind in (LEAD, DEAL)]
+        for kind, id_ in links:
+            if kind == COMPANY:
+                rows = batch.records.get(("company_deals", id_), {}).get("rows") or []
+                targets += [(DEAL, int(row["ID"])) for row in rows if str(row.get("STAGE_SEMANTIC_ID") or "P") == "P"]
+        if not targets:
+            for kind, id_ in links:
+                if kind != CONTACT:
+                    continue
+                deals = batch.records.get(("contact_deals", id_), {}).get("rows") or []
+                leads = batch.records.get(("contact_leads", id_), {}).get("rows") or []
+                open_deals = [row for row in deals if str(row.get("STAGE_SEMANTIC_ID") or "P") == "P"]
+                if open_deals:
+                    targets.append((DEAL, max(int(row["ID"]) for row in open_deals)))
+                elif leads:
+                    targets.append((LEAD, max(int(row["ID"]) for row in leads)))
+                else:
+                    # A person with neither (a contact typed by a manager): the touch stays in the store under the
+                    # contact (keyed by its person for attribution); there is no journey field to show it in.
+                    targets.append((CONTACT, id_))
+        if not targets:
+            logger.info("activity without a lead, deal or contact", extra={"activity_id": record.get("ID")})
+            return
+        touch = self._activity_touch(record, batch.records.get(("calls", int(record["ID"]))))
+        # Filed once: a later update (a rescheduled meeting, a binding added) keeps the time first filed, so it names
+        # the same stored touch; only records linked since then get it.
+        activity = _entity(ACTIVITY, int(record["ID"]))
+        filed = batch.meta(activity) or {}
+        if _time(filed.get("at")):
+            touch = replace(touch, at=_time(filed.get("at")))
+        where = sorted({*(filed.get("filed") or []), *map(_entity_of, targets)})
+        batch.meta_updates[activity] = {"kind": ACTIVITY, "id": int(record["ID"]), "at": touch.at.isoformat(),
+                                        "filed": where}  # fmt: skip
+        for target in dict.fromkeys(targets):
+            entity = _entity(*target)
+            if target in batch.records and entity not in batch.meta_updates:
+                self._observe(batch, target[0], batch.records[target])  # first sight of the owner: its first line
+            batch.add(entity, [touch])
+
+    def _happened(self, batch: _Batch, record: dict[str, Any]) -> bool:
+        """Planned activities are not touches: a to-do or task (automation adds them with future deadlines), a
+        meeting or call still to come. An activity counts once completed; an incoming e-mail or chat, and a call
+        telephony recorded (answered or missed), count as they come. To-dos never do: they are reminders."""
+        provider = str(record.get("PROVIDER_ID") or "").upper()
+        if provider == "CRM_TODO":
+            return False
+        if str(record.get("COMPLETED") or "N").upper() == "Y":
+            return True
+        if batch.records.get(("calls", int(record["ID"])), {}).get("rows"):
+            return True
+        type_id, direction = str(record.get("TYPE_ID") or ""), str(record.get("DIRECTION") or "")
+        incoming_mail = (type_id == "4" or provider == "CRM_EMAIL") and direction == INCOMING
+        return incoming_mail or provider.startswith("IMOPENLINES")
+
+    def _earlier_history(self, record: dict[str, Any], keys: list[str]) -> list[str]:
+        """The entities holding a new lead's person's earlier touches: its contact, the leads and contacts the person
+        index files under the same phones and e-mails, and those leads' deals (no REST call: the journey store)."""
+        own = _entity(LEAD, int(record["ID"]))
+        found = set(self.store.index_lookup(keys)) if keys else set()
+        contact = _entity(CONTACT, _int(record.get("CONTACT_ID"))) if _int(record.get("CONTACT_ID")) else None
+        if contact and str(record.get("IS_RETURN_CUSTOMER") or "N").upper() == "Y":
+            found.add(contact)  # named when the lead was created: someone known before
+        elif contact:
+            found.discard(contact)  # made from this very lead by its conversion (simple CRM mode does it at once)
+        found.discard(own)
+        # The person's other phones and e-mails, as their contacts have them (a returning lead may name its contact
+        # and give no phone of its own).
+        more = [key for meta in self.store.metas(e for e in found if e.startswith("CONTACT#")).values()
+                for key in meta.get("index_keys") or [] if key not in keys]  # fmt: skip
+        if more:
+            found |= self.store.index_lookup(more)
+            found.discard(own)
+        for linked in self.store.links([entity for entity in found if entity.startswith("LEAD#")]).values():
+            found |= linked
+        return sorted(found)
 
     def _contact_lead(self, batch: _Batch, contact_id: int) -> int:
         leads = batch.records.get(("contact_leads", contact_id), {}).get("rows") or []
@@ -416,12 +522,14 @@ class CrmEventWriter:
 
     # -- touches --------------------------------------------------------------------------------------------------
 
-    def _lead_created(self, record: dict[str, Any], kind: str = LEAD) -> Touch:
-        """The first line of a lead we did not create: its UTM tags, else its SOURCE_ID (the portal's name for it)."""
+    def _lead_created(self, record: dict[str, Any], kind: str = LEAD, *, repeat: bool = False) -> Touch:
+        """The first line of a lead we did not create (or of a deal with no lead): its UTM tags, else its SOURCE_ID
+        (the portal's name for it). A returning person's lead says «Повторное обращение» (``repeat``)."""
         at = _time(record.get("DATE_CREATE")) or self._clock()
         tags = {name: (record.get(f"UTM_{name.upper()}") or None) for name in ("source", "medium", "campaign")}
         common = dict(
-            touch_id=f"{kind}:{record['ID']}:created",
+            # A deal's own source line is not its «Сделка» line (deal:<id>:created): both are kept.
+            touch_id=f"{kind}:{record['ID']}:" + ("created" if kind == LEAD else "source"),
             at=at,
             kind="crm_" + kind,
             campaign=tags["campaign"],
@@ -430,20 +538,22 @@ class CrmEventWriter:
         )
         if tags["source"] or tags["medium"]:
             source = classify(utm_source=tags["source"], utm_medium=tags["medium"])
-            return Touch(**common, channel=source.channel, source=source.source, medium=source.medium,
-                         detail=record.get("TITLE") or None)  # fmt: skip
+            detail = record.get("TITLE") or None
+            extra = {"repeat": "1"} if repeat else {}
+            if repeat:
+                common["kind"] = "repeat_request"  # the seed's line format names a repeat request by its kind
+            return Touch(**common, channel=source.channel, source=source.source, medium=source.medium, detail=detail,
+                         extra=extra)  # fmt: skip
         source_id = str(record.get("SOURCE_ID") or "OTHER")
         channel, source, medium = SOURCE_CHANNELS.get(source_id, (OFFLINE, source_id.lower(), "offline"))
         name = self._dictionary.get("SOURCE", {}).get(source_id, source_id)
-        detail = (record.get("SOURCE_DESCRIPTION") or record.get("TITLE") or "").splitlines()
-        return Touch(
-            **common,
-            channel=channel,
-            source=source,
-            medium=medium,
-            detail=detail[0] if detail else None,
-            extra={"label_source": name, "label_medium": CHANNEL_LABELS[channel], "source_id": source_id},
-        )
+        lines = (record.get("SOURCE_DESCRIPTION") or record.get("TITLE") or "").splitlines()
+        detail = lines[0] if lines else None
+        extra = {"label_source": name, "label_medium": CHANNEL_LABELS[channel], "source_id": source_id}
+        if repeat:
+            detail = f"{REPEAT}: {detail}" if detail else REPEAT
+            extra["repeat"] = "1"
+        return Touch(**common, channel=channel, source=source, medium=medium, detail=detail, extra=extra)
 
     def _deal_created(self, record: dict[str, Any], history_id: int = 0) -> Touch:
         title = record.get("TITLE") or f"Сделка №{record['ID']}"
@@ -496,14 +606,21 @@ class CrmEventWriter:
             extra=extra,
         )
 
-    def _activity_touch(self, record: dict[str, Any]) -> Touch:
+    def _activity_touch(self, record: dict[str, Any], calls: dict[str, Any] | None = None) -> Touch:
+        """One activity's touch. A call is missed (or, outgoing, unanswered) when telephony says so: its statistics
+        row has a failure code or no duration (voximplant.statistic.get), never judged by the subject's words."""
         type_id, provider = str(record.get("TYPE_ID") or ""), str(record.get("PROVIDER_ID") or "").upper()
         direction, subject = str(record.get("DIRECTION") or ""), (record.get("SUBJECT") or "").strip()
         if type_id == "2" or provider == "VOXIMPLANT_CALL":
-            missed = direction == INCOMING and _looks_missed(record)
-            kind = "missed_call" if missed else ("incoming_call" if direction == INCOMING else "outgoing_call")
+            rows = (calls or {}).get("rows") or []
+            failed = bool(rows) and not any(
+                str(row.get("CALL_FAILED_CODE") or "") == ANSWERED and _int(row.get("CALL_DURATION")) > 0
+                for row in rows
+            )
+            kind = "incoming_call" if direction == INCOMING else "outgoing_call"
+            kind = "missed_call" if failed and direction == INCOMING else kind
             label_source, channel, source = "Телефон", OFFLINE if direction == INCOMING else CRM, "phone"
-            label = CALL_LABELS[kind]
+            label = CALL_LABELS[kind] + (" без ответа" if failed and direction != INCOMING else "")
         elif type_id == "4" or provider == "CRM_EMAIL":
             kind = "incoming_email" if direction == INCOMING else "outgoing_email"
             label_source, channel, source = "Email", EMAIL if direction == INCOMING else CRM, "email"
@@ -516,9 +633,14 @@ class CrmEventWriter:
             kind, label_source, channel, source, label = "task", "CRM", CRM, CRM, "Задача"
         else:
             kind, label_source, channel, source, label = "activity", "CRM", CRM, CRM, "Дело"
+        # When it happened: its end, else its start; never in the future (a meeting closed before its planned end):
+        # not after now, or after the portal's last change of it when the portal's clock runs ahead of ours.
+        at = _time(record.get("END_TIME")) or _time(record.get("START_TIME")) or _time(record.get("CREATED"))
+        now = max(self._clock(), _time(record.get("LAST_UPDATED")) or self._clock())
+        at = min(at, now) if at else now
         return Touch(
             touch_id=f"activity:{record['ID']}",
-            at=_time(record.get("START_TIME")) or _time(record.get("CREATED")) or self._clock(),
+            at=at,
             kind=kind,
             channel=channel,
             source=source,
@@ -608,6 +730,66 @@ class CrmEventWriter:
         self.touches_added += added
         return added
 
+    def _link_merged(self, events: list[CrmEvent]) -> None:
+        """Merged duplicates (crm.entity.mergeBatch): the portal moves the others' data and activities to the record
+        that remains and deletes them, sending only their DELETE events. A deleted lead's or contact's touches are
+        copied to the live record of its kind that shares its person keys (read from the portal to be sure it
+        lives; the lowest id when several do), and rendered there: the person's journey is kept."""
+        deleted = list(dict.fromkeys((e.entity, e.entity_id) for e in events if e.action == "DELETE"
+                                     and e.entity in (LEAD, CONTACT)))  # fmt: skip
+        if not deleted:
+            return
+        gone = {_entity(kind, id_) for kind, id_ in deleted}
+        metas = self.store.metas(gone)
+        candidates: dict[str, list[str]] = {}
+        for kind, id_ in deleted:
+            entity = _entity(kind, id_)
+            keys = (metas.get(entity) or {}).get("index_keys") or []
+            found = self.store.index_lookup(keys) if keys else set()
+            candidates[entity] = sorted(
+                (other for other in found if other.startswith(kind.upper() + "#") and other not in gone),
+                key=lambda other: int(other.split("#")[1]),
+            )
+        wanted = sorted({other for others in candidates.values() for other in others})
+        if not wanted:
+            return
+        found = self._batch({f"live{index}": (f"crm.{other.split('#')[0].lower()}.get",
+                                              {"id": int(other.split("#")[1])})
+                             for index, other in enumerate(wanted)})  # fmt: skip
+        for error in found.errors.values():
+            if "not found" not in str(error).lower():
+                raise error
+        live = {other for index, other in enumerate(wanted) if isinstance(found.results.get(f"live{index}"), dict)}
+        changed: list[str] = []
+        for entity, others in candidates.items():
+            target = next((other for other in others if other in live), None)
+            if target is None:
+                continue
+            fresh = self.store.new_touches(target, self.store.journey(entity))
+            self.store.put_meta(entity, {"merged_into": target})
+            logger.info("deleted record's touches kept on its duplicate", extra={"entity": entity, "into": target,
+                                                                                  "touches": len(fresh)})  # fmt: skip
+            if fresh:
+                self.store.bump_version(target)
+                self.touches_added += len(fresh)
+                changed.append(target)
+        for deal in {deal for linked in self.store.links([e for e in changed if e.startswith("LEAD#")]).values()
+                     for deal in linked}:  # fmt: skip
+            self.store.bump_version(deal)
+            changed.append(deal)
+        if changed:
+            self.projector.project(changed)
+
+    def _batch(self, commands: dict[str, tuple[str, dict[str, Any]]]) -> BatchResult:
+        """Commands in batches of at most 50, answers merged."""
+        merged = BatchResult({}, {}, {}, {})
+        items = list(commands.items())
+        for start in range(0, len(items), 50):
+            found = self.bitrix.batch(dict(items[start : start + 50]))
+            merged.results.update(found.results)
+            merged.errors.update(found.errors)
+        return merged
+
     def _delete(self, event: CrmEvent) -> None:
         if event.entity not in (LEAD, DEAL, CONTACT):
             return  # a deleted activity keeps its touch: it happened
@@ -640,8 +822,34 @@ def _entity(kind: str, id_: int) -> str:
     return f"{kind.upper()}#{int(id_)}"
 
 
+def _entity_of(target: tuple[str, int]) -> str:
+    return _entity(*target)
+
+
 def _owner(record: dict[str, Any]) -> tuple[str | None, int]:
     return OWNER_TYPES.get(_int(record.get("OWNER_TYPE_ID"))), _int(record.get("OWNER_ID"))
+
+
+def _activity_links(batch: _Batch, record: dict[str, Any]) -> list[tuple[str, int]]:
+    """The records an activity is linked to (crm.activity.binding.list, read beside it), its owner first; only the
+    owner when the bindings could not be read."""
+    owner = _owner(record)
+    links = [owner] if owner[0] and owner[1] else []
+    for row in batch.records.get(("bindings", int(record["ID"])), {}).get("rows") or []:
+        kind, id_ = OWNER_TYPES.get(_int(row.get("entityTypeId"))), _int(row.get("entityId"))
+        if kind and id_:
+            links.append((kind, id_))
+    return list(dict.fromkeys(links))
+
+
+def _deal_contacts(batch: _Batch, record: dict[str, Any]) -> list[int]:
+    """A deal's contacts, the primary first (crm.deal.contact.items.get); its deprecated CONTACT_ID, which names only
+    the first, when they could not be read."""
+    rows = batch.records.get(("deal_contacts", int(record["ID"])), {}).get("rows")
+    if rows is None:
+        return [_int(record.get("CONTACT_ID"))] if _int(record.get("CONTACT_ID")) else []
+    rows = sorted(rows, key=lambda row: (str(row.get("IS_PRIMARY")) != "Y", _int(row.get("SORT"))))
+    return list(dict.fromkeys(_int(row.get("CONTACT_ID")) for row in rows if _int(row.get("CONTACT_ID"))))
 
 
 def _int(value: Any) -> int:
@@ -659,13 +867,6 @@ def _time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _looks_missed(record: dict[str, Any]) -> bool:
-    """No documented flag marks a missed call in crm.activity fields; telephony names it in the subject
-    («Пропущенный звонок», "Missed call") and leaves it not completed."""
-    subject = str(record.get("SUBJECT") or "").lower()
-    return "пропущ" in subject or "missed" in subject
 
 
 def deletion_marker(entity: str, entity_id: int, details: dict[str, Any]) -> tuple[str, bytes]:
