@@ -11,7 +11,7 @@ from decimal import Decimal
 from tests.unit.test_report_attribution import entity, export, touch
 from tests.unit.test_report_build import PERIOD, STATUSES, build, deal, lead, row, spend
 from throughline.report.attribution import read_journeys
-from throughline.report.build import build_report, default_periods
+from throughline.report.build import ReportOptions, build_report, default_periods
 from throughline.report.funnel import StageBook
 from throughline.report.models import Period
 from throughline.report.rates import RateBook
@@ -94,9 +94,9 @@ def test_won_deals_with_negative_empty_or_text_amounts_are_flagged_not_lost() ->
 def test_attributed_columns_add_up_and_spend_without_touches_is_minus_100() -> None:
     item = lead(UTM_SOURCE="yandex", UTM_MEDIUM="organic")
     sale = deal(item, won=True, amount="19550.55")
-    objects = export([touch("p9", "2026-11-05T07:00:00+00:00", "email", entity=("lead", 999999))],
-                     [entity("lead", 999999, "p9")])  # the won deal's lead is unknown to the export
-    report = build([item], [sale], [spend("vk_ads", "3000", campaign_id="5", name="X")])
+    objects = export(
+        [touch("p9", "2026-11-05T07:00:00+00:00", "email", entity=("lead", 999999))], [entity("lead", 999999, "p9")]
+    )  # the won deal's lead is unknown to the export
     report = build_report(period=PERIOD, previous=PERIOD, leads=[item], deals=[sale],
                           spend=[spend("vk_ads", "3000", campaign_id="5", name="X")], rates=RateBook("RUB"),
                           stages=StageBook(STATUSES), journeys=read_journeys(objects))  # fmt: skip
@@ -247,3 +247,119 @@ def test_roi_json_money_is_exact_decimal_strings() -> None:
     yandex = next(r for r in data["rows"] if r["level"] == "channel" and r["channel"] == "paid_search")
     assert yandex["metrics"]["spend"] == "80000.00" and yandex["metrics"]["romi"] == "525.00"
     assert data["headline"]["revenue"] == "575000.00"
+
+
+# ---- 4. one channel per deal -----------------------------------------------------------------------------------------
+
+
+def test_a_crm_typed_deal_has_one_channel_in_the_table_and_under_last_click() -> None:
+    other = lead(SOURCE_ID="OTHER")
+    mapped = lead(SOURCE_ID="UC_DIRECT")
+    deals = [deal(other, won=True, amount="300"), deal(mapped, won=True, amount="700")]
+    objects = export([touch("p1", "2026-11-05T07:00:00+00:00", "offline", kind="crm_lead",
+                            entity=("lead", int(other["ID"]))),
+                      touch("p2", "2026-11-05T07:00:00+00:00", "offline", kind="crm_lead",
+                            entity=("lead", int(mapped["ID"])))],
+                     [entity("lead", other["ID"], "p1"), entity("lead", mapped["ID"], "p2")])  # fmt: skip
+    report = build_report(period=PERIOD, previous=PERIOD, leads=[other, mapped], deals=deals, spend=[],
+                          rates=RateBook("RUB"), stages=StageBook(STATUSES), journeys=read_journeys(objects),
+                          options=ReportOptions(source_map={"paid_search/yandex": "UC_DIRECT"}))  # fmt: skip
+    assert row(report, "channel", channel="unknown").metrics.revenue == Decimal("300.00")
+    assert row(report, "channel", channel="paid_search").metrics.revenue == Decimal("700.00")
+    last = {r.channel: r.revenue for r in report.attribution.models["last_click"]}
+    assert last == {"unknown": Decimal("300.00"), "paid_search": Decimal("700.00")}
+
+
+# ---- 6. simple CRM mode ----------------------------------------------------------------------------------------------
+
+
+def test_simple_crm_mode_counts_requests_from_deals() -> None:
+    deals = [deal(None, won=index < 2, amount="5000", UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")
+             for index in range(4)]  # fmt: skip
+    report = build([], deals, [spend("yandex_direct", "2000", campaign_id="1")])
+    head = report.headline
+    assert (head.leads, head.deals, head.won_deals) == (4, 4, 2)  # before: 0 leads, CPL and CR empty
+    assert report.simple_crm is True
+    assert head.cpl == Decimal("500.00") and head.cr == Decimal("50.00")  # 2 000 / 4; 2 of 4 requests won
+    assert report.data_quality.leads == 4
+    assert "Обращения" in render_html(report).decode()
+    assert "Обращения" in render_csv(report).decode("utf-8-sig").splitlines()[0]
+
+
+# ---- 8. one campaign name in two accounts ----------------------------------------------------------------------------
+
+
+def test_one_name_in_two_accounts_is_one_row_with_both_spends() -> None:
+    by_name = [lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="Бренд") for _ in range(4)]
+    by_id = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="102")
+    rows = [spend("yandex_direct", "1000", campaign_id="101", name="Бренд", account_id="a1"),
+            spend("yandex_direct", "3000", campaign_id="102", name="Бренд", account_id="a2")]  # fmt: skip
+    report = build([*by_name, by_id], [], rows)
+    campaigns = [r for r in report.rows if r.level == "campaign"]
+    assert len(campaigns) == 1
+    assert campaigns[0].metrics.spend == Decimal("4000.00") and campaigns[0].metrics.leads == 5
+    assert campaigns[0].metrics.cpl == Decimal("800.00")
+    [shared] = report.data_quality.shared_campaign_names
+    assert shared.campaign_ids == ["101", "102"]
+    only_ids = build([by_id], [], rows)  # no lead matched by the shared name alone: rows stay apart
+    assert row(only_ids, "campaign", campaign_id="102").metrics.leads == 1
+    assert only_ids.data_quality.shared_campaign_names == []
+
+
+# ---- 9. spend without an exchange rate -------------------------------------------------------------------------------
+
+
+def test_spend_without_a_rate_is_its_own_row_out_of_every_ratio() -> None:
+    leads = [lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="7")]
+    sale = deal(leads[0], won=True, amount="9000")
+    paid = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="9")
+    rows = [spend("yandex_direct", "1000", campaign_id="7", currency="KZT"),
+            spend("yandex_direct", "250.50", campaign_id="7", currency="KZT"),
+            spend("yandex_direct", "300", campaign_id="9")]  # fmt: skip
+    report = build([*leads, paid], [sale], rows)
+    kzt = row(report, "campaign", campaign_id="7")
+    assert kzt.matched == "no_rate" and kzt.unconverted_spend == {"KZT": Decimal("1250.50")}
+    assert kzt.metrics.romi is None and kzt.metrics.cpl is None
+    assert report.headline.spend == Decimal("300.00") and report.headline.romi == Decimal("-100.00")
+    assert report.headline.unpaid_revenue == Decimal("9000.00")
+    page = render_html(report).decode()
+    assert "нет курса" in page and "KZT без курса" in page and "лиды без расхода" not in page
+
+
+# ---- 12. the page shows what the README promises ---------------------------------------------------------------------
+
+
+def test_page_shows_roi_cpo_cpm_impressions_new_customers_and_hides_empty_columns() -> None:
+    item = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")
+    report = build([item], [deal(item, won=True, amount="5000", CONTACT_ID="1")],
+                   [spend("yandex_direct", "1000", campaign_id="1")], margin=Decimal("0.5"))  # fmt: skip
+    table = render_html(report).decode().split('<table class="main">')[1].split("</thead>")[0]
+    for header in ("ROI, %", "CPO", "CPM", "Показы", "Новые клиенты"):
+        assert f"<th>{header}</th>" in table, header
+    bare = build([lead(SOURCE_ID="CALL")], [], [])
+    table = render_html(bare).decode().split('<table class="main">')[1].split("</thead>")[0]
+    for header in ("Показы", "CPM", "Расход", "ROI, %", "Новые клиенты"):
+        assert f"<th>{header}</th>" not in table, header
+    assert "<th>Лиды</th>" in table
+
+
+# ---- VAT -------------------------------------------------------------------------------------------------------------
+
+
+def test_spend_on_one_vat_basis_net_by_default() -> None:
+    rows = [spend("yandex_direct", "1220", campaign_id="1", include_vat=True),
+            spend("yandex_direct", "1000", campaign_id="1", include_vat=False)]  # fmt: skip
+    net = build([], [], rows)
+    assert net.headline.spend == Decimal("2000.00")  # 1 220 / 1.22 + 1 000
+    assert (net.data_quality.spend_vat_basis, net.data_quality.spend_rows_vat_converted) == ("net", 1)
+    gross = build([], [], rows, spend_with_vat=True, vat_rate=Decimal("0.2"))
+    assert gross.headline.spend == Decimal("2420.00")  # 1 220 + 1 000 × 1.2
+    assert gross.data_quality.spend_vat_basis == "gross"
+
+
+def test_settings_read_vat() -> None:
+    from throughline.config import load_settings
+
+    settings = load_settings({"REPORT_SPEND_WITH_VAT": "true", "VAT_RATE": "0.2"})
+    assert settings.report_spend_with_vat is True and settings.vat_rate == Decimal("0.2")
+    assert load_settings({}).vat_rate == Decimal("0.22")

@@ -441,7 +441,7 @@ def _row_name(row: Row, paid_source: bool) -> str:
     if row.level == "source":
         return row.source_label or ""
     note = MATCHED.get(row.matched or "none", "")
-    flagged = row.matched == "spend_only" or (row.matched == "leads_only" and paid_source)
+    flagged = row.matched in ("spend_only", "no_rate") or (row.matched == "leads_only" and paid_source)
     return (row.campaign or "") + (f" · {note}" if flagged else "")
 
 
@@ -558,6 +558,8 @@ main { padding:8px 32px 32px; }
 .chart { position:relative; height:300px; }
 .share .big { font-size:28px; font-weight:700; }
 table { border-collapse:collapse; width:100%; background:#fff; }
+table.main { width:auto; }  /* hidden empty columns must not leave the name column to fill the page */
+table.main td.name, table.main th:first-child { width:480px; }
 th, td { padding:6px 8px; border-bottom:1px solid var(--line); text-align:right; white-space:nowrap; }
 th { position:sticky; top:0; background:#fafbfc; font-weight:600; font-size:12px; color:var(--muted); }
 td.name, th:first-child { text-align:left; white-space:normal; min-width:220px; max-width:480px;
