@@ -231,7 +231,10 @@ class _Builder:
         self.deals_without_profit = 0
         self.won_without_date = 0
         self.win_moments: dict[int, str] = {}  # deal ID → its last move into a success stage (stage history)
-        self._deal_rows: dict[int, int] = {}  # deal ID → slot: the journey's crm_deal touches take the table's channel
+        # deal ID → slot + 1 of a deal with no lead read: its journey's crm_deal touch takes the table's channel.
+        # Dense like the leads' arrays (4 bytes a deal); far IDs go to a dict.
+        self._deal_rows = array("i")
+        self._far_deals: dict[int, int] = {}
         self.simple = bool(options.simple_crm)
         self.leads_total = 0
         self.leads_with_source = 0
@@ -512,7 +515,7 @@ class _Builder:
                 index, started = found
             else:  # a deal typed in the CRM: its journey's crm_deal touch takes this row's channel
                 index, started = self.slot(deal), created
-                self._deal_rows[deal_id] = index
+                self._remember_deal(deal_id, index)
             if won and closed and closed <= self._end:
                 amount, _ = _amount(deal.get("OPPORTUNITY"))
                 revenue = None
@@ -590,6 +593,20 @@ class _Builder:
                 if problem is None:
                     cell[3] += revenue
                     self.won.append(WonDeal(deal_id, lead_id, date.fromordinal(closed), revenue, customer))
+
+    def _remember_deal(self, deal_id: int, index: int) -> None:
+        rows = self._deal_rows
+        if deal_id >= len(rows):
+            if deal_id >= DENSE_SPAN * (self._leads_seen + len(rows)) + DENSE_BASE:
+                self._far_deals[deal_id] = index
+                return
+            rows.extend(repeat(0, max(deal_id + 1 - len(rows), len(rows), 1024)))
+        rows[deal_id] = index + 1
+
+    def _deal_row(self, deal_id: int) -> int | None:
+        if 0 <= deal_id < len(self._deal_rows) and self._deal_rows[deal_id]:
+            return self._deal_rows[deal_id] - 1
+        return self._far_deals.get(deal_id)
 
     def _closed(self, deal: Mapping[str, Any]) -> tuple[int | None, int]:
         """A won deal's day: its ``CLOSEDATE``, else its last move into a success stage in the stage history; never
@@ -719,7 +736,7 @@ class _Builder:
             found = self._lead_of(entity_id)
             index = found[0] if found is not None else None
         else:
-            index = self._deal_rows.get(entity_id)
+            index = self._deal_row(entity_id)
         return None if index is None else self._slots[index].campaign.channel
 
     def _merge_shared(self) -> list[SharedCampaign]:
