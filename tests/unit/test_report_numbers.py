@@ -363,3 +363,16 @@ def test_settings_read_vat() -> None:
     settings = load_settings({"REPORT_SPEND_WITH_VAT": "true", "VAT_RATE": "0.2"})
     assert settings.report_spend_with_vat is True and settings.vat_rate == Decimal("0.2")
     assert load_settings({}).vat_rate == Decimal("0.22")
+
+
+def test_a_malformed_stage_history_entry_dates_nothing_and_crashes_nothing() -> None:
+    item = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc")
+    sale = deal(item, won=True, amount="700", CLOSEDATE="")
+    history = [{"ID": 1, "OWNER_ID": sale["ID"], "STAGE_ID": "WON", "STAGE_SEMANTIC_ID": "S", "CREATED_TIME": "вчера"},
+               {"ID": 2, "OWNER_ID": "x", "STAGE_ID": "WON", "STAGE_SEMANTIC_ID": "S",
+                "CREATED_TIME": "2026-11-20T12:00:00+03:00"},
+               {"ID": 3, "OWNER_ID": sale["ID"], "STAGE_ID": "WON",
+                "CREATED_TIME": "2026-11-21T12:00:00+03:00"}]  # fmt: skip
+    report = build_report(period=PERIOD, previous=PERIOD, leads=[item], deals=[sale], spend=[], rates=RateBook("RUB"),
+                          stages=StageBook(STATUSES), stage_history=iter(history))  # fmt: skip
+    assert report.headline.revenue == Decimal("700.00")  # dated by the one readable win (a success stage by name)

@@ -106,8 +106,8 @@ class Journeys:
                 if not person or not channel or channel == SALES_CHANNEL or line.get("kind") not in MARKETING_KINDS:
                     continue
                 source, campaign = line.get("source") or "", line.get("campaign") or ""
-                if channel_of is not None and line.get("kind") in CRM_KINDS:
-                    channel = channel_of(str(line.get("entity_type")), int(line.get("entity_id") or 0)) or channel
+                if channel_of is not None and line.get("kind") in CRM_KINDS and str(line.get("entity_id")).isdigit():
+                    channel = channel_of(str(line.get("entity_type")), int(line["entity_id"])) or channel
                 yield TouchPoint(person, _at(line["at"]), name(channel, channel), name(source, source),
                                  name(campaign, campaign))  # fmt: skip
         self.streamed = True

@@ -473,12 +473,19 @@ class _Builder:
 
     def read_wins(self, history: Iterable[Mapping[str, Any]]) -> None:
         """Each deal's last move into a success stage: the day of a won deal without ``CLOSEDATE``."""
-        wins = self.win_moments
+        wins: dict[int, tuple[datetime, str]] = {}
         for row in history:
             if row.get("STAGE_SEMANTIC_ID") == "S" or row.get("STAGE_ID") in self._success_stages:
-                owner, at = int(row.get("OWNER_ID") or 0), str(row.get("CREATED_TIME") or "")
-                if at and (owner not in wins or _time(at) > _time(wins[owner])):
-                    wins[owner] = at
+                try:  # a malformed entry dates nothing; it must not stop the night's report
+                    owner, text = int(row.get("OWNER_ID") or 0), str(row.get("CREATED_TIME") or "")
+                    at = _time(text)
+                    if at.tzinfo is None:
+                        at = at.replace(tzinfo=self.zone)
+                except (TypeError, ValueError):
+                    continue
+                if owner not in wins or at > wins[owner][0]:
+                    wins[owner] = (at, text)
+        self.win_moments = {owner: text for owner, (_, text) in wins.items()}
 
     def _which(self, ordinal: int) -> int | None:
         return next((index for index, (low, high) in enumerate(self._ordinals) if low <= ordinal <= high), None)
@@ -625,9 +632,14 @@ class _Builder:
         """The stage history of the period's deals, per pipeline: (current stage, [(stage, entered)…] oldest first)."""
         entries: dict[int, list[tuple[int, str, datetime]]] = defaultdict(list)
         for row in history:
-            owner = int(row.get("OWNER_ID") or 0)
-            if owner in self.period_deals and row.get("CREATED_TIME"):
-                entries[owner].append((int(row["ID"]), str(row.get("STAGE_ID") or ""), _time(row["CREATED_TIME"])))
+            try:  # a malformed entry is skipped, not fatal
+                owner = int(row.get("OWNER_ID") or 0)
+                if owner in self.period_deals and row.get("CREATED_TIME"):
+                    at = _time(row["CREATED_TIME"])
+                    at = at if at.tzinfo else at.replace(tzinfo=self.zone)
+                    entries[owner].append((int(row["ID"]), str(row.get("STAGE_ID") or ""), at))
+            except (TypeError, ValueError):
+                continue
         paths: dict[int, list[_Path]] = defaultdict(list)
         for owner, (category, current) in self.period_deals.items():
             moves = [(stage, at) for _, stage, at in sorted(entries.get(owner, ()))]
