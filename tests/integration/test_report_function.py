@@ -74,10 +74,10 @@ def test_invoke_writes_dated_and_latest_with_the_seed_figures(report_stack) -> N
     assert result["crm"]["mode"] == "full" and result["crm"]["rest_calls"] == 1
     latest = json.loads(s3.get_object(Bucket=bucket, Key="reports/roi/latest/roi.json")["Body"].read())
     channels = {row["channel"]: row["metrics"] for row in latest["rows"] if row["level"] == "channel"}
-    assert channels["paid_search"]["romi"] == 525.0
-    assert channels["social"]["spend"] == 29999.99 and channels["social"]["romi"] == 150.0  # 45000.01 / 29999.99
-    assert latest["data_quality"]["unmatched_spend"] == 0.01  # the flyer: spend with no lead, still in the total
-    assert latest["headline"]["spend"] == 110000.0
+    assert channels["paid_search"]["romi"] == "525.00"  # money and percentages: exact decimal strings
+    assert channels["social"]["spend"] == "29999.99" and channels["social"]["romi"] == "150.00"  # 45000.01 / 29999.99
+    assert latest["data_quality"]["unmatched_spend"] == "0.01"  # the flyer: spend with no lead, still in the total
+    assert latest["headline"]["spend"] == "110000.00"
     [deal_funnel] = [funnel for funnel in latest["funnels"] if funnel["entity"] == "deal"]
     assert deal_funnel["source"] == "stage_history" and deal_funnel["won"] == 30  # crm.stagehistory.list was read
     dated = [item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix="reports/roi/")["Contents"]]
@@ -117,7 +117,7 @@ def test_bad_dates_are_refused(report_stack) -> None:
 def test_periods_default_to_month_to_date_and_custom_ones_compare_with_as_many_days_before() -> None:
     current, previous = job.periods_for(None, None, date(2026, 11, 15))
     assert (current.date_from, current.date_to, previous.date_from, previous.date_to) == (
-        date(2026, 11, 1), date(2026, 11, 14), date(2026, 10, 1), date(2026, 10, 31))  # fmt: skip
+        date(2026, 11, 1), date(2026, 11, 14), date(2026, 10, 1), date(2026, 10, 14))  # fmt: skip
     current, previous = job.periods_for(date(2026, 11, 10), date(2026, 11, 12), date(2026, 11, 15))
     assert (previous.date_from, previous.date_to) == (date(2026, 11, 7), date(2026, 11, 9))
 
@@ -174,7 +174,7 @@ def test_cli_builds_the_report_with_progress_and_writes_out(report_stack, tmp_pa
     assert "CRM: full scan" in err and "building the report" in err
     assert "Контекстная реклама" in out and "525,00 %" in out and out.strip().endswith("latest/index.html")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["index.html", "roi.csv", "roi.json"]
-    assert json.loads((tmp_path / "roi.json").read_text())["headline"]["romi"] == 422.73
+    assert json.loads((tmp_path / "roi.json").read_text())["headline"]["romi"] == "422.73"
 
 
 def test_a_run_while_another_holds_the_lock_touches_nothing(report_stack) -> None:

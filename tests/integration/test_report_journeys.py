@@ -53,22 +53,22 @@ def test_every_model_splits_the_won_revenue_to_the_kopeck(live) -> None:
     assert boto3.client("s3").get_object(Bucket=bucket, Key="journeys/latest.json")
     report = roi(bucket)
     section = report["attribution"]
-    revenue = report["headline"]["revenue"]
+    revenue = Decimal(report["headline"]["revenue"])  # money in roi.json: exact decimal strings
     assert revenue > Decimal("12345.67") and report["headline"]["won_deals"] == 2
-    assert section is not None and section["revenue"] == revenue and section["conversions"] == 2
+    assert section is not None and Decimal(section["revenue"]) == revenue and Decimal(section["conversions"]) == 2
     assert set(section["models"]) == {"first_click", "last_click", "last_non_direct", "linear", "time_decay",
                                       "position_based", "markov", "shapley"}  # fmt: skip
     for model, rows in section["models"].items():
-        assert sum(row["revenue"] for row in rows) == revenue, model
-        assert sum(row["conversions"] for row in rows) == 2, model
-    last = {row["channel"]: row["revenue"] for row in section["models"]["last_click"]}
+        assert sum(Decimal(row["revenue"]) for row in rows) == revenue, model
+        assert sum(Decimal(row["conversions"]) for row in rows) == 2, model
+    last = {row["channel"]: Decimal(row["revenue"]) for row in section["models"]["last_click"]}
     assert last["paid_search"] == Decimal("12345.67")  # the yandex lead's own first touch
     assert last["social"] == revenue - Decimal("12345.67")  # 99.99 USD at the portal's rate
     assert last["paid_search"] + last["social"] == revenue and last.get("crm") is None  # sales touches take nothing
     assert section["deals_without_person"] == 0 and section["non_converting_journeys"] >= 1  # the google lead
     assert report["data_quality"]["journeys"] is None
     [cohort] = [row for row in report["cohorts"] if row["source"] == "yandex"]
-    assert cohort["customers"] == 1 and cohort["ltv"][-1] == Decimal("12345.67")
+    assert cohort["customers"] == 1 and Decimal(cohort["ltv"][-1]) == Decimal("12345.67")
     csv_text = boto3.client("s3").get_object(Bucket=bucket, Key="reports/roi/latest/roi.csv")["Body"].read()
     assert "Последний клик" in csv_text.decode("utf-8-sig")
 

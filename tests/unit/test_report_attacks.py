@@ -61,9 +61,10 @@ def test_a_rate_of_zero_is_no_rate() -> None:
 def test_a_deal_amount_that_is_no_money_is_left_out_not_fatal(amount: str) -> None:
     good, bad = (lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1") for _ in range(2))
     report = build([good, bad], [deal(good, won=True, amount="1000"), deal(bad, won=True, amount=amount)], [])
-    assert report.headline.revenue == Decimal("1000.00")
-    assert report.headline.won_deals == 1
-    assert report.data_quality.deals_without_amount == 1
+    assert report.headline.revenue == Decimal("1000.00") and report.headline.average_check == Decimal("1000.00")
+    assert report.headline.won_deals == 2  # still a won deal, with no revenue (issue 13)
+    assert report.data_quality.deals_invalid_amount == 1
+    assert [item.problem for item in report.data_quality.bad_amount_deals] == ["not_a_number"]
     report.model_dump_json()  # still valid JSON
 
 
@@ -163,13 +164,13 @@ def test_a_deal_created_at_another_offset_counts_on_the_report_day() -> None:
     assert build([item], [made], []).headline.deals == 1
 
 
-def test_a_won_deal_without_closedate_counts_on_its_last_change() -> None:
+def test_a_won_deal_without_closedate_or_win_in_history_is_in_no_period_and_counted() -> None:
+    # Never by DATE_MODIFY: any later edit would move the revenue to another month (issue 13).
     item = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")
     won = deal(item, won=True, amount="5000", CLOSEDATE="", DATE_MODIFY="2026-11-15T18:00:00+03:00")
     report = build([item], [won], [])
-    assert (report.headline.won_deals, report.headline.revenue) == (1, Decimal("5000.00"))
-    late = deal(item, won=True, amount="5000", CLOSEDATE=None, DATE_MODIFY="2026-11-30T22:00:00+00:00")
-    assert build([item], [late], []).headline.won_deals == 0  # 1 December in Moscow
+    assert (report.headline.won_deals, report.headline.revenue) == (0, Decimal("0.00"))
+    assert report.data_quality.won_deals_without_date == 1
 
 
 def test_lead_ids_far_apart_cost_no_memory_for_the_gap() -> None:

@@ -173,7 +173,7 @@ def test_suspected_duplicates_by_person_keys() -> None:
 def test_default_periods() -> None:
     current, previous = default_periods(date(2026, 11, 20))
     assert (current.date_from, current.date_to) == (date(2026, 11, 1), date(2026, 11, 19))
-    assert (previous.date_from, previous.date_to) == (date(2026, 10, 1), date(2026, 10, 31))
+    assert (previous.date_from, previous.date_to) == (date(2026, 10, 1), date(2026, 10, 19))  # like for like
     current, previous = default_periods(date(2026, 12, 1))
     assert (current.date_from, current.date_to, previous.date_from) == (date(2026, 11, 1), date(2026, 11, 30),
                                                                          date(2026, 10, 1))  # fmt: skip

@@ -10,7 +10,17 @@ from throughline.report.metrics import Totals, change, compute
 
 
 def test_seed_example_yandex_direct_romi_525() -> None:
-    result = compute(Totals(spend=Decimal(80000), leads=100, deals=25, won_deals=25, revenue=Decimal(500000)))
+    result = compute(
+        Totals(
+            spend=Decimal(80000),
+            leads=100,
+            deals=25,
+            won_deals=25,
+            revenue=Decimal(500000),
+            priced_deals=25,
+            converted_leads=25,
+        )
+    )
     assert result.romi == Decimal("525.00")
     assert result.cpl == Decimal("800.00")  # 80 000 / 100
     assert result.cr == Decimal("25.00")  # 25 / 100
@@ -22,7 +32,17 @@ def test_seed_example_yandex_direct_romi_525() -> None:
 
 
 def test_seed_example_social_romi_150() -> None:
-    result = compute(Totals(spend=Decimal(30000), leads=50, deals=5, won_deals=5, revenue=Decimal(75000)))
+    result = compute(
+        Totals(
+            spend=Decimal(30000),
+            leads=50,
+            deals=5,
+            won_deals=5,
+            revenue=Decimal(75000),
+            priced_deals=5,
+            converted_leads=5,
+        )
+    )
     assert result.romi == Decimal("150.00")
     assert (result.cpl, result.cr, result.average_check) == (Decimal("600.00"), Decimal("10.00"), Decimal("15000.00"))
     assert (result.roas, result.drr) == (Decimal("250.00"), Decimal("40.00"))
@@ -47,11 +67,11 @@ def test_roi_with_margin_and_cac_and_cycle() -> None:
 
 def test_profit_field_wins_over_margin() -> None:
     totals = Totals(spend=Decimal(100), revenue=Decimal(1000), gross_profit=Decimal(300), won_deals=1)
-    assert compute(totals, margin=Decimal("0.9")).roi == Decimal("200.00")
+    assert compute(totals, margin=Decimal("0.9"), profit_field=True).roi == Decimal("200.00")
 
 
 def test_zero_spend_gives_empty_cells() -> None:
-    result = compute(Totals(leads=10, deals=2, won_deals=1, revenue=Decimal(5000)))
+    result = compute(Totals(leads=10, deals=2, won_deals=1, revenue=Decimal(5000), priced_deals=1, converted_leads=2))
     for name in ("cpc", "cpm", "ctr", "cpl", "cpo", "cac", "romi", "roi", "roas", "drr"):
         assert getattr(result, name) is None, name
     assert (result.cr, result.average_check) == (Decimal("20.00"), Decimal("5000.00"))

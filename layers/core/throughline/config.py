@@ -167,6 +167,14 @@ def _positive_number(value: str) -> float:
     return number
 
 
+def _vat_rate(value: str) -> Decimal:
+    """A VAT rate: ``0.22`` or ``22%``, between 0 and 1."""
+    rate = _margin(value)
+    if rate is None:
+        raise ValueError("must be a rate like 0.22 or 22%")
+    return rate
+
+
 def _margin(value: str) -> Decimal | None:
     """Gross margin as a share of revenue: ``0.3`` or ``30%``; empty means none (ROI then equals ROMI)."""
     text = value.strip().replace(",", ".")
@@ -317,6 +325,9 @@ class Settings:
     report_profit_field: str | None = _setting(None, _optional_text)  # a deal field with gross profit
     report_full_rescan_days: int = _setting(7, _integer(1, 366))
     report_modify_margin_minutes: int = _setting(60, _integer(0, 1440))
+    # Spend on one VAT basis: net by default; rows imported on the other basis are converted with VAT_RATE
+    report_spend_with_vat: bool = _setting(False, _boolean)
+    vat_rate: Decimal = _setting(Decimal("0.22"), _vat_rate)  # 22 % for Russian accounts since 2026
     # Attribution in the report (throughline.attribution): the model roi.csv uses, time decay's half-life, Markov order
     attribution_default_model: str = _setting("last_click", _attribution_model)
     attribution_half_life_days: float = _setting(7.0, _positive_number)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
@@ -47,6 +47,7 @@ LATEST_KEY = "journeys/latest.json"
 SALES_CHANNEL = "crm"  # sales-side touches in the journey export: not a marketing channel
 # Journey-export kinds that are marketing touches (journey/export.py lists them all); the rest are the sales process.
 MARKETING_KINDS = frozenset({"first_visit", "form", "repeat_request", "crm_lead", "crm_deal"})
+CRM_KINDS = frozenset({"crm_lead", "crm_deal"})  # records typed in the CRM: their channel is the report's
 UNTRACKED_LABEL = "Без касаний"
 
 
@@ -71,6 +72,7 @@ class WonDeal:
     revenue: Decimal
     customer: str = ""
     source: str = ""
+    channel: str = ""
 
 
 @dataclass
@@ -88,7 +90,9 @@ class Journeys:
     access_denied: int = 0  # «Access denied» answers the writers met (records the webhook's user may not see)
     streamed: bool = False  # every part read: won_at is complete
 
-    def touches(self) -> Iterator[TouchPoint]:
+    def touches(self, channel_of: Callable[[str, int], str | None] | None = None) -> Iterator[TouchPoint]:
+        """``channel_of(entity_type, entity_id)``: the report's channel of a record typed in the CRM; its
+        ``crm_lead`` / ``crm_deal`` touch takes it, so a deal has one channel in the table and in every model."""
         self.streamed = False
         names: dict[str, str] = {}  # one string object per distinct channel, source, campaign: millions of touches
         name = names.setdefault
@@ -103,6 +107,8 @@ class Journeys:
                 if not person or not channel or channel == SALES_CHANNEL or line.get("kind") not in MARKETING_KINDS:
                     continue
                 source, campaign = line.get("source") or "", line.get("campaign") or ""
+                if channel_of is not None and line.get("kind") in CRM_KINDS and str(line.get("entity_id")).isdigit():
+                    channel = channel_of(str(line.get("entity_type")), int(line["entity_id"])) or channel
                 yield TouchPoint(person, _at(line["at"]), name(channel, channel), name(source, source),
                                  name(campaign, campaign))  # fmt: skip
         self.streamed = True
@@ -157,13 +163,15 @@ def attribution_section(
     spend_by_channel: Mapping[str, Decimal],
     options: AttributionOptions,
     zone: tzinfo,
+    channel_of: Callable[[str, int], str | None] | None = None,
 ) -> AttributionSection:
-    """Every model over the export's paths and the period's won deals."""
+    """Every model over the export's paths and the period's won deals. Each model has a row for every channel it
+    credits and every channel with spend (0 and −100 % when no path reached it): the rows add up to the total."""
     journeys.read_entities(won)
     counted = {"touches": 0, "without_person": 0}
 
     def touches() -> Iterator[TouchPoint]:
-        for touch in journeys.touches():
+        for touch in journeys.touches(channel_of):
             counted["touches"] += 1
             yield touch
 
@@ -182,23 +190,25 @@ def attribution_section(
 
     table = build_paths(touches(), conversions())
     results = run_models(table, ALL_MODELS, half_life_days=options.half_life_days, markov_order=options.markov_order)
-    models = {
-        model: [
+    models = {}
+    for model, credits in results.items():
+        credited = {credit.channel: (credit.conversions, credit.revenue) for credit in credits}
+        for channel, spent in spend_by_channel.items():
+            if spent and channel not in credited:
+                credited[channel] = (Decimal(0), Decimal(0))
+        models[model] = [
             AttributionRow(
-                channel=credit.channel,
-                channel_label=UNTRACKED_LABEL if credit.channel == UNTRACKED else channel_label(credit.channel),
-                conversions=credit.conversions,
-                revenue=credit.revenue,
-                spend=metrics.money(spend_by_channel.get(credit.channel, metrics.ZERO)),
+                channel=channel,
+                channel_label=UNTRACKED_LABEL if channel == UNTRACKED else channel_label(channel),
+                conversions=conversions,
+                revenue=revenue,
+                spend=metrics.money(spend_by_channel.get(channel, metrics.ZERO)),
                 romi=metrics.percent(
-                    credit.revenue - spend_by_channel.get(credit.channel, metrics.ZERO),
-                    spend_by_channel.get(credit.channel, metrics.ZERO),
+                    revenue - spend_by_channel.get(channel, metrics.ZERO), spend_by_channel.get(channel, metrics.ZERO)
                 ),
             )
-            for credit in credits
+            for channel, (conversions, revenue) in sorted(credited.items())
         ]
-        for model, credits in results.items()
-    }
     return AttributionSection(
         default_model=options.default_model,
         snapshot=journeys.snapshot,
@@ -215,25 +225,36 @@ def attribution_section(
 
 
 def cohort_rows(deals: list[WonDeal], as_of: date, zone: tzinfo) -> list[CohortRow]:
-    """Monthly acquisition cohorts by source (``throughline.attribution.acquisition_cohorts``)."""
+    """Monthly acquisition cohorts by channel and source (``throughline.attribution.acquisition_cohorts``): Yandex
+    Direct and Yandex organic are two cohorts."""
     cohorts = acquisition_cohorts(
-        (CohortDeal(deal.customer, _end_of_day(deal.closed, zone), deal.revenue, deal.source) for deal in deals),
+        (
+            CohortDeal(deal.customer, _end_of_day(deal.closed, zone), deal.revenue, f"{deal.channel}\t{deal.source}")
+            for deal in deals
+        ),
         _end_of_day(as_of, zone),
         zone,
     )
-    return [
-        CohortRow(
-            month=cohort.month,
-            source=cohort.source,
-            source_label=source_label(cohort.source),
-            customers=cohort.customers,
-            repeat_customers=cohort.repeat_customers,
-            repeat_rate=metrics.percent(cohort.repeat_customers, cohort.customers),
-            revenue=list(cohort.revenue),
-            ltv=list(cohort.ltv),
-        )
-        for cohort in cohorts
-    ]
+    rows = []
+    for cohort in cohorts:
+        channel, _, source = cohort.source.partition("\t")
+        rows.append(_cohort_row(cohort, channel, source))
+    return rows
+
+
+def _cohort_row(cohort: Any, channel: str, source: str) -> CohortRow:
+    return CohortRow(
+        month=cohort.month,
+        channel=channel,
+        channel_label=channel_label(channel) if channel else "",
+        source=source,
+        source_label=source_label(source),
+        customers=cohort.customers,
+        repeat_customers=cohort.repeat_customers,
+        repeat_rate=metrics.percent(cohort.repeat_customers, cohort.customers),
+        revenue=list(cohort.revenue),
+        ltv=list(cohort.ltv),
+    )
 
 
 def _lines(data: bytes | None) -> Iterator[dict[str, Any]]:

@@ -3,10 +3,19 @@
 Counting rules (per period, days in the report's ``TIMEZONE``: a creation time Bitrix24 writes with another offset is
 moved into that zone first; ``CLOSEDATE`` and spend dates are calendar days and are taken as written):
 - leads: leads created in the period; deals: deals created in the period;
-- won deals and revenue: deals in a success stage whose ``CLOSEDATE`` (empty: ``DATE_MODIFY``) falls in the period;
+- won deals and revenue: deals in a success stage whose ``CLOSEDATE`` falls in the period (empty: the day of the
+  deal's last move into a success stage in the stage history, never ``DATE_MODIFY``: a later edit must not move
+  revenue between months); a won deal with an empty, negative or non-numeric amount is a won deal with no revenue,
+  left out of the average check and listed in data quality;
+- the paid rule: ROMI, ROI, ROAS, ДРР, CPL, CPO and CAC of a source, channel or the headline count only the leads,
+  won deals and revenue of the campaign rows that carry spend in that period; the rest is shown beside them
+  («выручка без расхода»);
+- CR: the share of the period's leads that became a deal (whenever it was created);
+- simple CRM mode (no leads at all): a deal's creation is the request, and CR is the share of them that was won;
 - a deal belongs to the row of its lead (the lead's UTM tags), else its own tags, else its ``SOURCE_ID``; in the
   medium × content × term drill-down it counts by its own tags (Bitrix24 copies the lead's onto the deal);
-- new customers: won deals whose contact (or, without one, the deal itself) had no earlier won deal.
+- new customers: won deals whose contact (without one, the company; without either, the deal itself) had no earlier
+  won deal.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from throughline.report.channels import (
 from throughline.report.funnel import StageBook, build_funnels
 from throughline.report.metrics import ZERO, Totals
 from throughline.report.models import (
+    BadAmountDeal,
     Change,
     CurrencyRate,
     DataQuality,
@@ -46,6 +56,7 @@ from throughline.report.models import (
     Period,
     RoiReport,
     Row,
+    SharedCampaign,
     UnknownTag,
     UnmatchedSpend,
 )
@@ -65,15 +76,36 @@ class ReportOptions:
     margin: Decimal | None = None  # 0..1
     profit_field: str | None = None  # a deal field holding gross profit in the deal's currency
     source_map: Mapping[str, str] = field(default_factory=dict)  # BITRIX24_SOURCE_MAP
+    spend_with_vat: bool = False  # REPORT_SPEND_WITH_VAT: show spend with VAT (default: net)
+    vat_rate: Decimal = Decimal("0.22")  # VAT_RATE: converts spend rows imported on the other basis
+    simple_crm: bool | None = None  # simple CRM mode; None: detected (no lead in the snapshot, some deals)
 
 
 def default_periods(today: date) -> tuple[Period, Period]:
-    """Month to date (through yesterday) beside the previous full month; on the 1st, the previous month whole."""
+    """Month to date (through yesterday) beside the same days of the previous month (1–15 Nov against 1–15 Oct; days
+    the shorter month lacks are cut: 1–30 Mar against 1–28 Feb); on the 1st, the previous month whole against the
+    month before it."""
     yesterday = today - timedelta(days=1)
     start = yesterday.replace(day=1)
     previous_end = start - timedelta(days=1)
-    previous = Period(date_from=previous_end.replace(day=1), date_to=previous_end)
+    whole = (yesterday + timedelta(days=1)).day == 1
+    last = previous_end.day if whole else min(yesterday.day, previous_end.day)
+    previous = Period(date_from=previous_end.replace(day=1), date_to=previous_end.replace(day=last))
     return Period(date_from=start, date_to=yesterday), previous
+
+
+def comparison_kind(period: Period, previous: Period) -> str:
+    """What the comparison period is, for the page to name it."""
+    month_before = period.date_from.replace(day=1) - timedelta(days=1)
+    if period.date_from.day == 1 and previous.date_from == month_before.replace(day=1):
+        whole = (period.date_to + timedelta(days=1)).day == 1
+        if whole and previous.date_to == month_before:
+            return "previous_month"
+        if not whole and previous.date_to == month_before.replace(day=min(period.date_to.day, month_before.day)):
+            return "same_days_previous_month"
+    if previous.date_to == period.date_from - timedelta(days=1) and previous.days == period.days:
+        return "preceding_days"
+    return "custom"
 
 
 def previous_period(period: Period) -> Period:
@@ -91,7 +123,7 @@ def build_report(
     spend: Iterable[Mapping[str, Any]],
     rates: RateBook,
     stages: StageBook,
-    stage_history: Iterable[Mapping[str, Any]] = (),
+    stage_history: Iterable[Mapping[str, Any]] | Callable[[], Iterable[Mapping[str, Any]]] = (),
     options: ReportOptions = ReportOptions(),
     crm_info: Mapping[str, int | str | None] | None = None,
     journeys: Journeys | None = None,
@@ -99,12 +131,19 @@ def build_report(
     now: Callable[[], datetime] = datetime.now,
 ) -> RoiReport:
     """``journeys``: the newest journey export (``report.attribution.read_journeys``); without one, roi.json's
-    attribution section is null and data quality says why."""
-    builder = _Builder(period, previous, rates, options)
+    attribution section is null and data quality says why. ``stage_history`` is read twice (the win of a deal without
+    ``CLOSEDATE``, then the funnel): a function returning a fresh iterable, or a list; a one-shot iterator is listed."""
+    if callable(stage_history):
+        history = stage_history
+    else:
+        kept = stage_history if isinstance(stage_history, list | tuple) else list(stage_history)
+        history = lambda: kept  # noqa: E731
+    builder = _Builder(period, previous, rates, options, stages)
     builder.add_spend(spend)
     builder.add_leads(leads)
+    builder.read_wins(history())
     builder.add_deals(deals)
-    funnels = build_funnels(builder.lead_statuses, builder.deal_stages, stages, builder.deal_paths(stage_history))
+    funnels = build_funnels(builder.lead_statuses, builder.deal_stages, stages, builder.deal_paths(history()))
     return builder.finish(funnels, crm_info or {}, journeys, attribution, now)
 
 
@@ -122,6 +161,8 @@ class _Campaign:
     named_on: str = ""  # the spend date of the name shown: a renamed campaign shows its latest name
     totals: tuple[Totals, Totals] = field(default_factory=lambda: (Totals(), Totals()))
     drill: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
+    unconverted: tuple[dict[str, Decimal], dict[str, Decimal]] = field(default_factory=lambda: ({}, {}))
+    shared_of: list[tuple] = field(default_factory=list)  # a name two accounts share: their spend campaigns' keys
 
 
 _Path = tuple[str, list[tuple[str, datetime]]]  # a deal's current stage and its moves (stage, entered), oldest first
@@ -134,14 +175,25 @@ class _Slot:
     campaign: _Campaign
     known: bool
     unknown_tag: str | None
+    by_content: bool = False  # utm_campaign met no spend: the row depends on utm_content (a campaign id there)
 
 
 class _Builder:
     """One pass over spend and leads and two over a compact copy of the deals; memory grows with the number of
     distinct tag combinations, not with the number of leads (a lead costs two integers in arrays indexed by ID)."""
 
-    def __init__(self, period: Period, previous: Period, rates: RateBook, options: ReportOptions):
+    def __init__(
+        self, period: Period, previous: Period, rates: RateBook, options: ReportOptions, stages: StageBook | None = None
+    ):
         self.period, self.previous, self.rates, self.options = period, previous, rates, options
+        self._success_stages = {
+            stage_id for entries in (stages.stages.values() if stages else ()) for stage_id, _, kind in entries
+            if kind == "success"
+        }  # fmt: skip
+        self._ordinals = tuple(
+            (low.toordinal(), high.toordinal())
+            for low, high in ((period.date_from, period.date_to), (previous.date_from, previous.date_to))
+        )
         self._bounds = (
             (period.date_from.isoformat(), period.date_to.isoformat()),
             (previous.date_from.isoformat(), previous.date_to.isoformat()),
@@ -152,7 +204,11 @@ class _Builder:
         # (source, tag_key of a campaign id) and (source, tag_key of a name) → spend campaign key. Two maps, ids first:
         # one campaign's id may be another's name, and the match must not depend on which spend row came first.
         self._by_id: dict[tuple[str, str], tuple] = {}
-        self._by_name: dict[tuple[str, str], tuple] = {}
+        self._by_name: dict[tuple[str, str], list[tuple]] = {}  # a name two accounts share: both campaigns' keys
+        self._no_rate_ids: dict[tuple[str, str], tuple] = {}  # the same for spend with no exchange rate
+        self._no_rate_names: dict[tuple[str, str], tuple] = {}
+        self._blank: dict[tuple[str, str], tuple] = {}  # manual spend without utm_campaign: (source, medium) → key
+        self._id_sources: set[str] = set()  # sources with campaign ids: their leads' utm_content may carry one
         self._slot_index: dict[tuple[str, str, str, str], int] = {}  # (utm_source, medium, campaign, SOURCE_ID)
         self._slots: list[_Slot] = []
         # "YYYY-MM-DD" of a calendar day, or the date and offset of a moment ("YYYY-MM-DD+03:00") whose offset is the
@@ -166,9 +222,20 @@ class _Builder:
         self.deal_stages: dict[int, Counter[str]] = defaultdict(Counter)  # CATEGORY_ID → STAGE_ID of its deals
         self.period_deals: dict[int, tuple[int, str]] = {}  # the period's deals: ID → (CATEGORY_ID, STAGE_ID)
         self.spend_rows_with_vat = 0
+        self.spend_rows_vat_converted = 0
         self.deals_without_rate = 0
         self.spend_without_rate: dict[str, Decimal] = {}
         self.deals_without_amount = 0
+        self.deals_invalid_amount = 0
+        self.bad_amounts: list[BadAmountDeal] = []
+        self.deals_without_profit = 0
+        self.won_without_date = 0
+        self.win_moments: dict[int, str] = {}  # deal ID → its last move into a success stage (stage history)
+        # deal ID → slot + 1 of a deal with no lead read: its journey's crm_deal touch takes the table's channel.
+        # Dense like the leads' arrays (4 bytes a deal); far IDs go to a dict.
+        self._deal_rows = array("i")
+        self._far_deals: dict[int, int] = {}
+        self.simple = bool(options.simple_crm)
         self.leads_total = 0
         self.leads_with_source = 0
         self.unknown_tags: Counter[str] = Counter()
@@ -217,6 +284,7 @@ class _Builder:
     # -- spend ------------------------------------------------------------------------------------------------------
 
     def add_spend(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        vat = Decimal(1) + self.options.vat_rate
         for row in rows:
             which = self.day(row.get("date"))[0]
             if which is None:
@@ -224,12 +292,23 @@ class _Builder:
             platform = str(row["platform"])
             utm_source, utm_medium = row.get("utm_source"), row.get("utm_medium")
             source = spend_source(platform, utm_source)
+            amount = _decimal(row.get("cost"))
+            with_vat = row.get("include_vat") in (True, "true", "True", "YES", "Y")
+            if with_vat != self.options.spend_with_vat:  # one VAT basis for every row (net by default)
+                amount = amount / vat if with_vat else amount * vat
+                self.spend_rows_vat_converted += which == CURRENT
+            self.spend_rows_with_vat += with_vat and which == CURRENT
+            cost = self._money(amount, str(row.get("currency") or ""), str(row["date"]))
+            rated = cost is not None
             if platform == "manual":
                 campaign_id, name = None, str(row.get("utm_campaign") or row.get("campaign_name") or "")
-                key = ("spend", platform, source, tag_key(name))
+                key = ("spend", platform, source, tag_key(name)) if name else ("spend", platform, source, "",
+                                                                               tag_key(utm_medium))  # fmt: skip
             else:
                 campaign_id, name = str(row.get("campaign_id") or ""), str(row.get("campaign_name") or "")
                 key = ("spend", platform, source, campaign_id or tag_key(name))
+            if not rated:
+                key = (*key, "no_rate")
             campaign = self.campaigns.get(key)
             if campaign is None:
                 channel = spend_channel(platform, utm_source, utm_medium)
@@ -237,20 +316,29 @@ class _Builder:
                     channel, source, name or campaign_id or NO_CAMPAIGN, campaign_id or None, platform, True
                 )
                 if campaign_id:
-                    self._by_id.setdefault((source, tag_key(campaign_id)), key)
+                    (self._by_id if rated else self._no_rate_ids).setdefault((source, tag_key(campaign_id)), key)
+                    self._id_sources.add(source)
             if name:  # every name a campaign had in the period: one renamed mid-month is tagged with both
-                self._by_name.setdefault((source, tag_key(name)), key)
+                if rated:
+                    keys = self._by_name.setdefault((source, tag_key(name)), [])
+                    if key not in keys:
+                        keys.append(key)
+                else:
+                    self._no_rate_names.setdefault((source, tag_key(name)), key)
                 if platform != "manual" and str(row["date"]) >= campaign.named_on:
                     campaign.campaign, campaign.named_on = name, str(row["date"])
-            cost = self._money(_decimal(row.get("cost")), str(row.get("currency") or ""), str(row["date"]))
+            elif platform == "manual" and (utm_source or utm_medium):
+                # Manual spend without a campaign meets the leads of its source and medium that carry none.
+                self._blank.setdefault((source, tag_key(utm_medium)), key)
             if cost is None:
-                # Never a crash of the whole night and never a silent loss: shown in data quality, per currency.
-                currency = str(row.get("currency") or "?")
-                left_out = self.spend_without_rate.get(currency, Decimal(0))
-                self.spend_without_rate[currency] = left_out + _decimal(row.get("cost"))
+                # Never a crash of the whole night and never a silent loss: a row of its own in its own currency,
+                # out of every ratio, and named in data quality and on the headline.
+                currency = str(row.get("currency") or "?").upper()
+                left_out = campaign.unconverted[which]
+                left_out[currency] = left_out.get(currency, ZERO) + amount
+                if which == CURRENT:
+                    self.spend_without_rate[currency] = self.spend_without_rate.get(currency, ZERO) + amount
                 continue
-            if row.get("include_vat") in (True, "true", "True", "YES", "Y"):
-                self.spend_rows_with_vat += 1
             totals = campaign.totals[which]
             totals.spend += cost
             totals.impressions += int(row.get("impressions") or 0)
@@ -272,17 +360,48 @@ class _Builder:
         if index is None:
             index = self._slot_index[tags] = len(self._slots)
             self._slots.append(self._new_slot(*tags))
+        if self._slots[index].by_content:
+            return self._content_slot(tags, record.get("UTM_CONTENT") or "")
         return index
 
-    def _new_slot(self, utm_source: str, utm_medium: str, utm_campaign: str, source_id: str) -> _Slot:
+    def _content_slot(self, tags: tuple[str, str, str, str], content: str) -> int:
+        """A row whose utm_campaign met no spend: a campaign id in utm_content (Yandex ``{campaign_id}``, Google
+        ``{campaignid}``, VK ``{{campaign_id}}`` put there) still meets its spend."""
+        key = (*tags, content)
+        index = self._slot_index.get(key)
+        if index is None:
+            index = self._slot_index[key] = len(self._slots)
+            self._slots.append(self._new_slot(*tags, content=content))
+        return index
+
+    def _new_slot(self, utm_source: str, utm_medium: str, utm_campaign: str, source_id: str, *,
+                  content: str | None = None) -> _Slot:  # fmt: skip
         if utm_source or utm_medium:
             origin = origin_from_tags(utm_source, utm_medium)
         else:
             origin = self.source_ids.origin(source_id)
         spend_key = None
+        tag = (origin.source, tag_key(utm_campaign))
         if utm_campaign:
-            tag = (origin.source, tag_key(utm_campaign))
-            spend_key = self._by_id.get(tag) or self._by_name.get(tag)
+            spend_key = self._by_id.get(tag)
+            if spend_key is None:
+                keys = self._by_name.get(tag) or []
+                if len(keys) > 1:  # one name in two accounts: one row with both spends, said in data quality
+                    spend_key = ("shared", origin.source, tag[1])
+                    if spend_key not in self.campaigns:
+                        self.campaigns[spend_key] = _Campaign(origin.channel, origin.source, utm_campaign.strip(),
+                                                              shared_of=list(keys))  # fmt: skip
+                elif keys:
+                    spend_key = keys[0]
+        elif utm_source or utm_medium:
+            spend_key = self._blank.get((origin.source, tag_key(utm_medium)))
+        if spend_key is None and content:
+            spend_key = self._by_id.get((origin.source, tag_key(content)))
+        if spend_key is None and utm_campaign:
+            spend_key = self._no_rate_ids.get(tag) or self._no_rate_names.get(tag)
+        if spend_key is None and content is None and origin.source in self._id_sources:
+            # Never counted: ``slot`` sends each record on to the row of its utm_content.
+            return _Slot(_Campaign(origin.channel, origin.source, ""), origin.known, None, by_content=True)
         if spend_key is not None:
             campaign = self.campaigns[spend_key]
         else:
@@ -303,7 +422,7 @@ class _Builder:
             get = lead.get
             tags = (get("UTM_SOURCE") or "", get("UTM_MEDIUM") or "", get("UTM_CAMPAIGN") or "", get("SOURCE_ID") or "")
             index = slot_index.get(tags)
-            if index is None:
+            if index is None or slots[index].by_content:
                 index = self.slot(lead)
             created = get("DATE_CREATE") or ""
             which, ordinal = days.get(created[:10] + created[19:]) or self.day(created, moment=True)
@@ -355,10 +474,38 @@ class _Builder:
 
     # -- deals ------------------------------------------------------------------------------------------------------
 
+    def read_wins(self, history: Iterable[Mapping[str, Any]]) -> None:
+        """Each deal's last move into a success stage: the day of a won deal without ``CLOSEDATE``."""
+        wins: dict[int, tuple[datetime, str]] = {}
+        for row in history:
+            if row.get("STAGE_SEMANTIC_ID") == "S" or row.get("STAGE_ID") in self._success_stages:
+                try:  # a malformed entry dates nothing; it must not stop the night's report
+                    owner, text = int(row.get("OWNER_ID") or 0), str(row.get("CREATED_TIME") or "")
+                    at = _time(text)
+                    if at.tzinfo is None:
+                        at = at.replace(tzinfo=self.zone)
+                except (TypeError, ValueError):
+                    continue
+                if owner not in wins or at > wins[owner][0]:
+                    wins[owner] = (at, text)
+        self.win_moments = {owner: text for owner, (_, text) in wins.items()}
+
+    def _which(self, ordinal: int) -> int | None:
+        return next((index for index, (low, high) in enumerate(self._ordinals) if low <= ordinal <= high), None)
+
+    def _lead_of(self, lead_id: int) -> tuple[int, int] | None:
+        """(slot, creation day ordinal) of a lead read, or ``None``."""
+        if 0 < lead_id < len(self._lead_slot) and self._lead_slot[lead_id] >= 0:
+            return self._lead_slot[lead_id], self._lead_day[lead_id]
+        return self._far_leads.get(lead_id)
+
     def add_deals(self, deals: Iterable[Mapping[str, Any]]) -> None:
         """First pass: each deal to a compact tuple (its row, when it counts) and every customer's first win; second
         pass: the totals, now that "new customer" can be told."""
+        if self.options.simple_crm is None:
+            self.simple = self._leads_seen == 0  # no lead at all: the portal works in simple mode (deals only)
         first_won: dict[str, tuple[int, int]] = {}  # customer → (day, deal ID) of their first won deal
+        converted: set[int] = set()  # leads that became a deal: counted once however many deals they have
         compact = []
         for deal in deals:
             created_which, created = self.day(deal.get("DATE_CREATE"), moment=True)
@@ -367,55 +514,84 @@ class _Builder:
             customer, deal_id = _customer(deal), int(deal["ID"])
             if won and closed and (customer not in first_won or (closed, deal_id) < first_won[customer]):
                 first_won[customer] = (closed, deal_id)
+            lead_id = int(deal.get("LEAD_ID") or 0)
+            if lead_id and lead_id not in converted:
+                found = self._lead_of(lead_id)
+                if found is not None and (which := self._which(found[1])) is not None:
+                    converted.add(lead_id)
+                    self._slots[found[0]].campaign.totals[which].converted_leads += 1
+            found = self._lead_of(lead_id)
+            if found is not None:
+                index, started = found
+            else:  # a deal typed in the CRM: its journey's crm_deal touch takes this row's channel
+                index, started = self.slot(deal), created
+                self._remember_deal(deal_id, index)
             if won and closed and closed <= self._end:
-                index, _ = self._deal_slot(deal, created)
-                try:
-                    revenue = self._money(_decimal(deal.get("OPPORTUNITY")), str(deal.get("CURRENCY_ID") or ""),
+                amount, _ = _amount(deal.get("OPPORTUNITY"))
+                revenue = None
+                if amount is not None:
+                    revenue = self._money(amount, str(deal.get("CURRENCY_ID") or ""),
                                           date.fromordinal(closed).isoformat())  # fmt: skip
-                except ValueError:
-                    revenue = None  # no amount: counted once below, in deals_without_amount
                 if revenue is not None:
-                    self.won_to_date.append(WonDeal(deal_id, int(deal.get("LEAD_ID") or 0), date.fromordinal(closed),
-                                                    revenue, customer, self._slots[index].campaign.source))  # fmt: skip
+                    campaign = self._slots[index].campaign
+                    self.won_to_date.append(WonDeal(deal_id, lead_id, date.fromordinal(closed), revenue, customer,
+                                                    campaign.source, campaign.channel))  # fmt: skip
             if created_which is None and won_which is None:
                 continue
             if created_which == CURRENT:
                 category, stage = int(deal.get("CATEGORY_ID") or 0), str(deal.get("STAGE_ID") or "")
                 self.deal_stages[category][stage] += 1
                 self.period_deals[deal_id] = (category, stage)
-            index, started = self._deal_slot(deal, created)
             profit = deal.get(self.options.profit_field) if self.options.profit_field else None
             drill = (deal.get("UTM_MEDIUM") or "", deal.get("UTM_CONTENT") or "", deal.get("UTM_TERM") or "")
             compact.append((index, created_which, won_which, closed, started, customer, deal.get("OPPORTUNITY"),
-                            str(deal.get("CURRENCY_ID") or ""), profit, drill, deal_id,
-                            int(deal.get("LEAD_ID") or 0)))  # fmt: skip
-        for (index, created_which, won_which, closed, started, customer, amount, currency, profit, drill, deal_id,
+                            str(deal.get("CURRENCY_ID") or ""), profit, drill, deal_id, lead_id))  # fmt: skip
+        for (index, created_which, won_which, closed, started, customer, raw, currency, profit, drill, deal_id,
              lead_id) in compact:  # fmt: skip
-            campaign = self._slots[index].campaign
+            slot = self._slots[index]
+            campaign = slot.campaign
             if created_which is not None:
-                campaign.totals[created_which].deals += 1
+                totals = campaign.totals[created_which]
+                totals.deals += 1
+                if self.simple:  # the deal is the request
+                    totals.leads += 1
+                    totals.converted_leads += bool(closed)
                 if created_which == CURRENT:
                     self._drill(campaign, _tags(drill))[1] += 1
+                    if self.simple:
+                        self._drill(campaign, _tags(drill))[0] += 1
+                        self.leads_total += 1
+                        self.leads_with_source += slot.known
+                        if slot.unknown_tag:
+                            self.unknown_tags[slot.unknown_tag] += 1
             if won_which is None:
                 continue
             day = date.fromordinal(closed).isoformat()
-            try:
-                revenue = self._money(_decimal(amount), currency, day)
-            except ValueError:
-                self.deals_without_amount += 1
-                continue
+            amount, problem = _amount(raw)
+            revenue = self._money(amount, currency, day) if amount is not None else ZERO
             if revenue is None:
-                self.deals_without_rate += 1
+                self.deals_without_rate += won_which == CURRENT
                 continue
             totals = campaign.totals[won_which]
             totals.won_deals += 1
-            totals.revenue += revenue
-            if self.options.profit_field:
-                try:
-                    gross = self._money(_decimal(profit), currency, day)
-                except ValueError:
-                    gross = None
-                totals.gross_profit = (totals.gross_profit or ZERO) + (gross or ZERO)
+            if problem is None:
+                totals.revenue += revenue
+                totals.priced_deals += 1
+            elif won_which == CURRENT:
+                if problem == "empty":
+                    self.deals_without_amount += 1
+                else:
+                    self.deals_invalid_amount += 1
+                if len(self.bad_amounts) < BAD_AMOUNTS_LISTED:
+                    self.bad_amounts.append(BadAmountDeal(deal_id=deal_id, amount=str(raw or "")[:40],
+                                                          problem=problem))  # fmt: skip
+            if self.options.profit_field and problem is None:
+                gross, _ = _amount(profit, negative=True)
+                gross = self._money(gross, currency, day) if gross is not None else None
+                if gross is None:  # unknown profit, not zero profit: out of ROI, counted
+                    self.deals_without_profit += won_which == CURRENT
+                else:
+                    totals.gross_profit = (totals.gross_profit or ZERO) + gross
             if first_won.get(customer) == (closed, deal_id):
                 totals.new_customers += 1
             if started:
@@ -424,24 +600,34 @@ class _Builder:
             if won_which == CURRENT:
                 cell = self._drill(campaign, _tags(drill))
                 cell[2] += 1
-                cell[3] += revenue
-                self.won.append(WonDeal(deal_id, lead_id, date.fromordinal(closed), revenue, customer))
+                if problem is None:
+                    cell[3] += revenue
+                    self.won.append(WonDeal(deal_id, lead_id, date.fromordinal(closed), revenue, customer))
 
-    def _deal_slot(self, deal: Mapping[str, Any], created: int) -> tuple[int, int]:
-        """A deal's row (its lead's, else its own tags') and the day its sales cycle started."""
-        lead_id = int(deal.get("LEAD_ID") or 0)
-        if 0 < lead_id < len(self._lead_slot) and self._lead_slot[lead_id] >= 0:
-            return self._lead_slot[lead_id], self._lead_day[lead_id]
-        if lead_id in self._far_leads:  # a lead far beyond the dense arrays' span
-            return self._far_leads[lead_id]
-        return self.slot(deal), created
+    def _remember_deal(self, deal_id: int, index: int) -> None:
+        rows = self._deal_rows
+        if deal_id >= len(rows):
+            if deal_id >= DENSE_SPAN * (self._leads_seen + len(rows)) + DENSE_BASE:
+                self._far_deals[deal_id] = index
+                return
+            rows.extend(repeat(0, max(deal_id + 1 - len(rows), len(rows), 1024)))
+        rows[deal_id] = index + 1
+
+    def _deal_row(self, deal_id: int) -> int | None:
+        if 0 <= deal_id < len(self._deal_rows) and self._deal_rows[deal_id]:
+            return self._deal_rows[deal_id] - 1
+        return self._far_deals.get(deal_id)
 
     def _closed(self, deal: Mapping[str, Any]) -> tuple[int | None, int]:
-        """A won deal's day: its ``CLOSEDATE``, or, when a portal or an import left that empty, its last change (the
-        move into the success stage is one) — rather than dropping the deal and its revenue without a word."""
+        """A won deal's day: its ``CLOSEDATE``, else its last move into a success stage in the stage history; never
+        ``DATE_MODIFY`` (any later edit would move the revenue to another month). Without either: in no period."""
         if deal.get("CLOSEDATE"):
             return self.day(deal["CLOSEDATE"])
-        return self.day(deal.get("DATE_MODIFY"), moment=True)
+        won_at = self.win_moments.get(int(deal["ID"]))
+        if won_at:
+            return self.day(won_at, moment=True)
+        self.won_without_date += 1
+        return None, 0
 
     def deal_paths(
         self, history: Iterable[Mapping[str, Any]]
@@ -449,9 +635,14 @@ class _Builder:
         """The stage history of the period's deals, per pipeline: (current stage, [(stage, entered)…] oldest first)."""
         entries: dict[int, list[tuple[int, str, datetime]]] = defaultdict(list)
         for row in history:
-            owner = int(row.get("OWNER_ID") or 0)
-            if owner in self.period_deals and row.get("CREATED_TIME"):
-                entries[owner].append((int(row["ID"]), str(row.get("STAGE_ID") or ""), _time(row["CREATED_TIME"])))
+            try:  # a malformed entry is skipped, not fatal
+                owner = int(row.get("OWNER_ID") or 0)
+                if owner in self.period_deals and row.get("CREATED_TIME"):
+                    at = _time(row["CREATED_TIME"])
+                    at = at if at.tzinfo else at.replace(tzinfo=self.zone)
+                    entries[owner].append((int(row["ID"]), str(row.get("STAGE_ID") or ""), at))
+            except (TypeError, ValueError):
+                continue
         paths: dict[int, list[_Path]] = defaultdict(list)
         for owner, (category, current) in self.period_deals.items():
             moves = [(stage, at) for _, stage, at in sorted(entries.get(owner, ()))]
@@ -468,16 +659,26 @@ class _Builder:
         options: AttributionOptions,
         now: Callable[[], datetime],
     ):
-        margin = self.options.margin
+        margin, profit_field = self.options.margin, bool(self.options.profit_field)
+        shared = self._merge_shared()
         channels: dict[str, dict[str, list[_Campaign]]] = defaultdict(lambda: defaultdict(list))
         for campaign in self.campaigns.values():
-            if any(_nonempty(totals) for totals in campaign.totals):
+            if any(_nonempty(totals) for totals in campaign.totals) or any(campaign.unconverted):
                 channels[campaign.channel][campaign.source].append(campaign)
         rows: list[Row] = []
         grand = (Totals(), Totals())
+        grand_paid = (Totals(), Totals())
 
-        def add_row(level: str, channel: str, source: str | None, totals: tuple[Totals, Totals], **extra: Any) -> None:
-            current, previous = (_values(metrics.compute(part, margin=margin)) for part in totals)
+        def values(part: Totals, paid: Totals | None) -> MetricValues:
+            return _values(metrics.compute(part, paid, margin=margin, profit_field=profit_field))
+
+        def add_row(level: str, channel: str, source: str | None, campaigns: list[_Campaign], **extra: Any) -> None:
+            totals, paid = _sum(campaigns)
+            current, previous = values(totals[CURRENT], paid[CURRENT]), values(totals[PREVIOUS], paid[PREVIOUS])
+            unconverted: dict[str, Decimal] = {}
+            for campaign in campaigns:
+                for currency, amount in campaign.unconverted[CURRENT].items():
+                    unconverted[currency] = unconverted.get(currency, ZERO) + amount
             rows.append(
                 Row(
                     level=level,
@@ -488,42 +689,47 @@ class _Builder:
                     metrics=current,
                     previous=previous if _nonempty(totals[PREVIOUS]) else None,
                     change=_change(current, previous) if _nonempty(totals[PREVIOUS]) else None,
+                    unconverted_spend={name: metrics.money(amount) for name, amount in sorted(unconverted.items())},
                     **{"campaign": None, "campaign_id": None, "platform": None, "matched": None, **extra},
                 )
             )
 
         for channel, sources in sorted(channels.items(), key=lambda item: _rank(item[1])):
-            channel_totals = _sum(campaign for campaigns in sources.values() for campaign in campaigns)
-            add_row("channel", channel, None, channel_totals)
+            everything = [campaign for campaigns in sources.values() for campaign in campaigns]
+            add_row("channel", channel, None, everything)
             for source, campaigns in sorted(sources.items(), key=lambda item: _rank({"": item[1]})):
-                add_row("source", channel, source, _sum(campaigns))
+                add_row("source", channel, source, campaigns)
                 for campaign in sorted(campaigns, key=lambda item: _rank({"": [item]})):
                     add_row(
                         "campaign",
                         channel,
                         source,
-                        campaign.totals,
+                        [campaign],
                         campaign=campaign.campaign,
                         campaign_id=campaign.campaign_id,
                         platform=campaign.platform,
                         matched=_matched(campaign),
                         drilldown=_drilldown(campaign),
                     )
-            for part, total in zip(grand, channel_totals, strict=True):
-                part.add(total)
-        headline = _values(metrics.compute(grand[CURRENT], margin=margin))
+            totals, paid = _sum(everything)
+            for index in (CURRENT, PREVIOUS):
+                grand[index].add(totals[index])
+                grand_paid[index].add(paid[index])
+        headline = values(grand[CURRENT], grand_paid[CURRENT])
         zone = ZoneInfo(self.options.timezone)
         section = None
         if journeys is not None:
             spend = {row.channel: row.metrics.spend for row in rows if row.level == "channel"}
-            section = attribution_section(journeys, self.won, spend, options, zone)
-        headline_previous = _values(metrics.compute(grand[PREVIOUS], margin=margin))
+            section = attribution_section(journeys, self.won, spend, options, zone, self._touch_channel)
+        headline_previous = values(grand[PREVIOUS], grand_paid[PREVIOUS])
         return RoiReport(
             generated_at=now(),
             currency=self.options.currency,
             timezone=self.options.timezone,
             period=self.period,
             previous_period=self.previous,
+            comparison=comparison_kind(self.period, self.previous),
+            simple_crm=self.simple,
             attribution_basis=ATTRIBUTION_BASIS,
             roi_basis="profit_field" if self.options.profit_field else "margin" if margin is not None else "romi",
             headline=headline,
@@ -531,14 +737,54 @@ class _Builder:
             headline_change=_change(headline, headline_previous),
             rows=rows,
             funnels=funnels,
-            data_quality=self._quality(journeys),
+            data_quality=self._quality(journeys, shared),
             currency_rates=[CurrencyRate(**rate) for rate in self.rates.used(self.period.date_to.isoformat())],
             crm=dict(crm_info),
             attribution=section,
             cohorts=cohort_rows(self.won_to_date, self.period.date_to, zone),
         )
 
-    def _quality(self, journeys: Journeys | None) -> DataQuality:
+    def _touch_channel(self, entity_type: str, entity_id: int) -> str | None:
+        """The table's channel of a record typed in the CRM, for its journey's crm_lead / crm_deal touch: one mapping
+        of SOURCE_ID and tags (BITRIX24_SOURCE_MAP included) for the table and the attribution paths."""
+        if entity_type == "lead":
+            found = self._lead_of(entity_id)
+            index = found[0] if found is not None else None
+        else:
+            index = self._deal_row(entity_id)
+        return None if index is None else self._slots[index].campaign.channel
+
+    def _merge_shared(self) -> list[SharedCampaign]:
+        """A name two accounts share whose leads matched by name only: one row with both accounts' spend (and the
+        records matched by either id), so no spend and no lead is counted twice or given to whichever came first."""
+        merged = []
+        for target in list(self.campaigns.values()):
+            if not target.shared_of or not any(_nonempty(totals) for totals in target.totals):
+                continue
+            ids, platforms = [], []
+            for spend_key in target.shared_of:
+                source = self.campaigns.pop(spend_key, None)
+                if source is None:
+                    continue
+                for mine, theirs in zip(target.totals, source.totals, strict=True):
+                    mine.add(theirs)
+                for cell, values in source.drill.items():
+                    mine_cell = target.drill.setdefault(cell, [0, 0, 0, ZERO])
+                    for position, value in enumerate(values):
+                        mine_cell[position] += value
+                for index, part in enumerate(source.unconverted):
+                    for currency, amount in part.items():
+                        target.unconverted[index][currency] = target.unconverted[index].get(currency, ZERO) + amount
+                ids.append(source.campaign_id or source.campaign)
+                platforms.append(source.platform or "")
+                target.channel = source.channel
+            target.has_spend, target.platform = True, platforms[0] if platforms else None
+            target.campaign_id = ", ".join(sorted(ids))
+            merged.append(SharedCampaign(platform=target.platform or "", campaign=target.campaign,
+                                         campaign_ids=sorted(ids)))  # fmt: skip
+        return merged
+
+    def _quality(self, journeys: Journeys | None, shared: list[SharedCampaign]) -> DataQuality:
         unmatched = [c for c in self.campaigns.values() if c.has_spend and _matched(c) == "spend_only"]
         unmatched.sort(key=lambda c: -c.totals[CURRENT].spend)
         share = metrics.percent(self.leads_with_source, self.leads_total)
@@ -565,6 +811,14 @@ class _Builder:
             deals_without_rate=self.deals_without_rate,
             spend_without_rate={name: metrics.money(cost) for name, cost in sorted(self.spend_without_rate.items())},
             deals_without_amount=self.deals_without_amount,
+            deals_invalid_amount=self.deals_invalid_amount,
+            bad_amount_deals=self.bad_amounts,
+            deals_without_profit=self.deals_without_profit,
+            won_deals_without_date=self.won_without_date,
+            spend_vat_basis="gross" if self.options.spend_with_vat else "net",
+            vat_rate=self.options.vat_rate,
+            spend_rows_vat_converted=self.spend_rows_vat_converted,
+            shared_campaign_names=shared,
             journeys=None if journeys is not None else NO_JOURNEYS,
             records_access_denied=journeys.access_denied if journeys is not None else 0,
         )
@@ -579,8 +833,11 @@ def _time(value: Any) -> datetime:
 
 
 def _customer(deal: Mapping[str, Any]) -> str:
-    contact = deal.get("CONTACT_ID")
-    return f"c{contact}" if contact and str(contact) != "0" else f"d{deal.get('ID')}"
+    """The contact; without one, the company (its deals are one customer's); without either, the deal itself."""
+    contact, company = deal.get("CONTACT_ID"), deal.get("COMPANY_ID")
+    if contact and str(contact) != "0":
+        return f"c{contact}"
+    return f"o{company}" if company and str(company) != "0" else f"d{deal.get('ID')}"
 
 
 MAX_AMOUNT = Decimal("1e16")  # Bitrix24 keeps OPPORTUNITY as DECIMAL(18,2): anything past it is no money
@@ -599,21 +856,41 @@ def _decimal(value: Any) -> Decimal:
     return number
 
 
+BAD_AMOUNTS_LISTED = 100
+
+
+def _amount(value: Any, *, negative: bool = False) -> tuple[Decimal | None, str | None]:
+    """A won deal's amount, or why it has none: ``empty``, ``negative`` (unless allowed: a profit may be a loss),
+    ``not_a_number``."""
+    if value is None or str(value).strip() == "":
+        return None, "empty"
+    try:
+        number = _decimal(value)
+    except ValueError:
+        return None, "not_a_number"
+    if number < 0 and not negative:
+        return None, "negative"
+    return number, None
+
+
 def _nonempty(totals: Totals) -> bool:
     return bool(totals.spend or totals.leads or totals.deals or totals.won_deals or totals.impressions)
 
 
-def _sum(campaigns: Iterable[_Campaign]) -> tuple[Totals, Totals]:
-    result = (Totals(), Totals())
+def _sum(campaigns: Iterable[_Campaign]) -> tuple[tuple[Totals, Totals], tuple[Totals, Totals]]:
+    """Per period: the totals of the campaigns, and of those that carry spend in that period (the paid rule)."""
+    result, paid = (Totals(), Totals()), (Totals(), Totals())
     for campaign in campaigns:
-        for part, totals in zip(result, campaign.totals, strict=True):
+        for part, paid_part, totals in zip(result, paid, campaign.totals, strict=True):
             part.add(totals)
-    return result
+            if totals.spend:
+                paid_part.add(totals)
+    return result, paid
 
 
 def _rank(sources: Mapping[str, list[_Campaign]]) -> tuple:
     """Most money first (spend, then revenue), then most leads; names break ties so the order is stable."""
-    current = _sum(c for campaigns in sources.values() for c in campaigns)[CURRENT]
+    current = _sum(c for campaigns in sources.values() for c in campaigns)[0][CURRENT]
     names = min((c.channel, c.source, c.campaign) for campaigns in sources.values() for c in campaigns)
     return (-current.spend, -current.revenue, -current.leads, names)
 
@@ -623,6 +900,8 @@ def _matched(campaign: _Campaign) -> str:
     has_records = bool(current.leads or current.deals or current.won_deals)
     if campaign.has_spend and current.spend:
         return "spend_and_leads" if has_records else "spend_only"
+    if campaign.unconverted[CURRENT]:
+        return "no_rate"  # never «лиды без расхода»: there is spend, in a currency with no rate
     return "leads_only" if has_records else "none"
 
 

@@ -7,9 +7,11 @@ own tags.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from urllib.parse import unquote_plus
 
 from throughline.sources import (
     CHANNEL_LABELS,
@@ -118,5 +120,12 @@ def spend_channel(platform: str, utm_source: str | None, utm_medium: str | None)
     return classify(utm_source=utm_source or None, utm_medium=utm_medium or None).channel
 
 
+@lru_cache(maxsize=65536)
 def tag_key(value: str | None) -> str:
-    return (value or "").strip().lower()
+    """A campaign name or id as matching compares it: URL-decoded (``%D0%97…``, ``+`` → space), NFKC (full-width
+    letters, no-break spaces), case-folded, ``ё`` → ``е``, runs of whitespace collapsed, ends trimmed."""
+    text = value or ""
+    if "%" in text or "+" in text:
+        text = unquote_plus(text)
+    text = unicodedata.normalize("NFKC", text).casefold().replace("ё", "е")
+    return " ".join(text.split())

@@ -35,13 +35,14 @@ SNAPSHOT_PREFIX = "crm/snapshot/"
 STATE_KEY = SNAPSHOT_PREFIX + "state.json"
 DELETED_PREFIX = "crm/deleted/"
 BUCKET_SIZE = 100_000
-SNAPSHOT_VERSION = 2  # 2: person keys of throughline.person_keys; a snapshot of another version is rescanned whole
+# 2: person keys of throughline.person_keys; 3: deals' COMPANY_ID. A snapshot of another version is rescanned whole.
+SNAPSHOT_VERSION = 3
 ENTITIES = ("lead", "deal")
 UTM = ("UTM_SOURCE", "UTM_MEDIUM", "UTM_CAMPAIGN", "UTM_CONTENT", "UTM_TERM")
 LEAD_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "STATUS_ID", "STATUS_SEMANTIC_ID", "SOURCE_ID", "CONTACT_ID",
                "DATE_CLOSED", *UTM)  # fmt: skip
 DEAL_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID", "OPPORTUNITY",
-               "CURRENCY_ID", "CLOSEDATE", "LEAD_ID", "CONTACT_ID", "SOURCE_ID", *UTM)  # fmt: skip
+               "CURRENCY_ID", "CLOSEDATE", "LEAD_ID", "CONTACT_ID", "COMPANY_ID", "SOURCE_ID", *UTM)  # fmt: skip
 PERSON_FIELDS = ("PHONE", "EMAIL")  # read from leads, kept only as PERSON_KEYS
 HISTORY = "deal_history"  # crm.stagehistory.list of deals (entityTypeId 2)
 HISTORY_FIELDS = ("ID", "TYPE_ID", "OWNER_ID", "CREATED_TIME", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID")

@@ -109,7 +109,7 @@ def _run(
         previous=previous,
         leads=read_snapshot(objects, "lead"),
         deals=read_snapshot(objects, "deal"),
-        stage_history=read_snapshot(objects, HISTORY),
+        stage_history=lambda: read_snapshot(objects, HISTORY),  # read twice: wins without CLOSEDATE, the funnel
         spend=read_spend(objects, earliest, latest),
         rates=rates,
         stages=StageBook(crm.statuses),
@@ -119,6 +119,8 @@ def _run(
             margin=settings.report_margin,
             profit_field=settings.report_profit_field,
             source_map=settings.bitrix24_source_map,
+            spend_with_vat=settings.report_spend_with_vat,
+            vat_rate=settings.vat_rate,
         ),
         crm_info=crm.info,
         journeys=journeys,

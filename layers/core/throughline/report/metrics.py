@@ -31,6 +31,8 @@ class Totals:
     new_customers: int = 0
     cycle_days_sum: Decimal = ZERO  # over won deals with a known start
     cycle_deals: int = 0
+    priced_deals: int = 0  # won deals with a usable amount: the average check's denominator
+    converted_leads: int = 0  # leads of the period that became a deal (the cohort CR's numerator)
 
     def add(self, other: Totals) -> None:
         self.impressions += other.impressions
@@ -45,6 +47,8 @@ class Totals:
         self.new_customers += other.new_customers
         self.cycle_days_sum += other.cycle_days_sum
         self.cycle_deals += other.cycle_deals
+        self.priced_deals += other.priced_deals
+        self.converted_leads += other.converted_leads
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,8 @@ class Metrics:
     leads: int
     cpl: Decimal | None
     deals: int
-    cr: Decimal | None  # %
+    cr: Decimal | None  # %: the share of the period's leads that became deals
+    deals_per_lead: Decimal | None  # %: deals created / leads created (the old ratio; can pass 100 %)
     won_deals: int
     revenue: Decimal
     average_check: Decimal | None
@@ -70,16 +75,35 @@ class Metrics:
     roas: Decimal | None  # %
     drr: Decimal | None  # % (ДРР)
     sales_cycle_days: Decimal | None
+    paid_leads: int
+    paid_won_deals: int
+    paid_revenue: Decimal
+    unpaid_revenue: Decimal  # «выручка без расхода»: revenue of the rows below this one that carry no spend
 
 
-def compute(totals: Totals, *, margin: Decimal | None = None) -> Metrics:
-    """Metrics of one row. ``margin`` (0..1) turns revenue into gross profit when no profit field gave one."""
+def compute(
+    totals: Totals, paid_part: Totals | None = None, *, margin: Decimal | None = None, profit_field: bool = False
+) -> Metrics:
+    """Metrics of one row. ``paid_part``: the totals of the rows under this one that carry spend (the paid rule:
+    ROMI, ROI, ROAS, ДРР, CPL, CPO and CAC count only their leads, deals and revenue); by default the row itself
+    when it has spend. ``margin`` (0..1) turns revenue into gross profit; with ``profit_field`` the deals' own gross
+    profit is used, and a row with no known profit has no ROI (unknown, not −100 %)."""
     spend, revenue = totals.spend, totals.revenue
-    gross_profit = totals.gross_profit
-    if gross_profit is None and margin is not None:
-        gross_profit = revenue * margin
-    romi = percent(revenue - spend, spend)
+    if paid_part is None:
+        paid_part = totals if spend else Totals()
+    paid_revenue = paid_part.revenue
+    if profit_field:
+        gross_profit = paid_part.gross_profit
+    elif margin is not None:
+        gross_profit = paid_revenue * margin
+    else:
+        gross_profit = None
+    romi = percent(paid_revenue - spend, spend)
     paid = bool(spend)  # without spend, cost-per metrics are empty cells rather than a misleading 0
+    if profit_field or margin is not None:
+        roi = percent(gross_profit - spend, spend) if gross_profit is not None else None
+    else:
+        roi = romi
     return Metrics(
         impressions=totals.impressions,
         clicks=totals.clicks,
@@ -88,22 +112,27 @@ def compute(totals: Totals, *, margin: Decimal | None = None) -> Metrics:
         cpm=money_ratio(spend * THOUSAND, totals.impressions) if paid else None,
         spend=money(spend),
         leads=totals.leads,
-        cpl=money_ratio(spend, totals.leads) if paid else None,
+        cpl=money_ratio(spend, paid_part.leads) if paid else None,
         deals=totals.deals,
-        cr=percent(totals.deals, totals.leads),
+        cr=percent(totals.converted_leads, totals.leads),
+        deals_per_lead=percent(totals.deals, totals.leads),
         won_deals=totals.won_deals,
         revenue=money(revenue),
-        average_check=money_ratio(revenue, totals.won_deals),
-        cpo=money_ratio(spend, totals.won_deals) if paid else None,
+        average_check=money_ratio(revenue, totals.priced_deals),
+        cpo=money_ratio(spend, paid_part.won_deals) if paid else None,
         new_customers=totals.new_customers,
-        cac=money_ratio(spend, totals.new_customers) if paid else None,
+        cac=money_ratio(spend, paid_part.new_customers) if paid else None,
         romi=romi,
-        roi=percent(gross_profit - spend, spend) if gross_profit is not None else romi,
-        roas=percent(revenue, spend),
-        drr=percent(spend, revenue) if paid else None,
+        roi=roi,
+        roas=percent(paid_revenue, spend),
+        drr=percent(spend, paid_revenue) if paid else None,
         sales_cycle_days=_round(Decimal(totals.cycle_days_sum) / totals.cycle_deals, Decimal("0.1"))
         if totals.cycle_deals
         else None,
+        paid_leads=paid_part.leads,
+        paid_won_deals=paid_part.won_deals,
+        paid_revenue=money(paid_revenue),
+        unpaid_revenue=money(revenue - paid_revenue),
     )
 
 

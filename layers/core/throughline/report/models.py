@@ -1,7 +1,8 @@
 """``roi.json``: the report's pydantic models. ``docs/roi.schema.json`` is generated from ``RoiReport``.
 
 Money and percentages are exact decimals rounded at the end (kopecks, hundredths of a percent) and written as JSON
-numbers; an empty cell (nothing to divide by) is ``null``.
+strings of that decimal (``"525.00"``: a float would turn kopecks into binary fractions); an empty cell (nothing to
+divide by) is ``null``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: money and percentages as decimal strings, the paid rule, cohort CR
 
-Number = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
+Number = Annotated[Decimal, PlainSerializer(str, return_type=str, when_used="json")]
 
 
 class _Model(BaseModel):
@@ -42,18 +43,29 @@ class MetricValues(_Model):
     leads: int
     cpl: Number | None = Field(description="spend / leads")
     deals: int
-    cr: Number | None = Field(description="deals / leads × 100 %")
+    cr: Number | None = Field(description="leads of the period that became a deal / leads × 100 % (a cohort rate)")
+    deals_per_lead: Number | None = Field(
+        default=None, description="deals created / leads created × 100 % (the old CR: different cohorts, can pass 100)"
+    )
     won_deals: int
     revenue: Number
-    average_check: Number | None = Field(description="revenue / won deals")
-    cpo: Number | None = Field(description="spend / won deals")
+    average_check: Number | None = Field(description="revenue / won deals with an amount")
+    cpo: Number | None = Field(description="spend / paid won deals")
     new_customers: int
-    cac: Number | None = Field(description="spend / new paying customers")
-    romi: Number | None = Field(description="(revenue − spend) / spend × 100 %")
-    roi: Number | None = Field(description="(gross profit − spend) / spend × 100 %; equals ROMI without a margin")
-    roas: Number | None = Field(description="revenue / spend × 100 %")
-    drr: Number | None = Field(description="ДРР: spend / revenue × 100 %")
+    cac: Number | None = Field(description="spend / paid new customers")
+    romi: Number | None = Field(description="(paid revenue − spend) / spend × 100 %")
+    roi: Number | None = Field(
+        description="(gross profit of paid rows − spend) / spend × 100 %; equals ROMI without a margin or profit field"
+    )
+    roas: Number | None = Field(description="paid revenue / spend × 100 %")
+    drr: Number | None = Field(description="ДРР: spend / paid revenue × 100 %")
     sales_cycle_days: Number | None = Field(description="mean days from lead (or deal) creation to the won close")
+    paid_leads: int = Field(default=0, description="leads of the rows below that carry spend (the paid rule)")
+    paid_won_deals: int = Field(default=0, description="won deals of the rows below that carry spend")
+    paid_revenue: Number = Field(default=Decimal(0), description="revenue of the rows below that carry spend")
+    unpaid_revenue: Number = Field(
+        default=Decimal(0), description="«выручка без расхода»: revenue of the rows below without spend"
+    )
 
 
 class Change(_Model):
@@ -90,8 +102,12 @@ class Row(_Model):
     campaign: str | None = Field(description="campaign name (or the utm_campaign value when no spend matched)")
     campaign_id: str | None = Field(description="the ad platform's campaign id when spend matched")
     platform: str | None = Field(description="spend platform: yandex_direct, google_ads, vk_ads, manual")
-    matched: Literal["spend_and_leads", "spend_only", "leads_only", "none"] | None = Field(
-        description="campaign rows: whether spend and CRM records met in this row"
+    matched: Literal["spend_and_leads", "spend_only", "leads_only", "no_rate", "none"] | None = Field(
+        description="campaign rows: whether spend and CRM records met in this row; no_rate: spend with no exchange rate"
+    )
+    unconverted_spend: dict[str, Number] = Field(
+        default_factory=dict,
+        description="spend with no exchange rate, per currency in that currency: out of `spend` and every ratio",
     )
     metrics: MetricValues
     previous: MetricValues | None
@@ -135,6 +151,18 @@ class UnmatchedSpend(_Model):
     spend: Number
 
 
+class BadAmountDeal(_Model):
+    deal_id: int
+    amount: str = Field(description="OPPORTUNITY as the CRM gave it")
+    problem: Literal["empty", "negative", "not_a_number"]
+
+
+class SharedCampaign(_Model):
+    platform: str
+    campaign: str
+    campaign_ids: list[str]
+
+
 class DataQuality(_Model):
     leads: int
     leads_with_source: int
@@ -151,10 +179,33 @@ class DataQuality(_Model):
     )
     unmatched_spend: Number = Field(description="spend whose campaign matched no lead in the period")
     unmatched_spend_campaigns: list[UnmatchedSpend]
-    spend_rows_with_vat: int = Field(description="spend rows imported with VAT (the rest are without)")
+    spend_rows_with_vat: int = Field(description="spend rows of the period imported with VAT (the rest without)")
     deals_without_rate: int = Field(description="won deals in a currency with no known rate (left out of revenue)")
     deals_without_amount: int = Field(
-        default=0, description="won deals whose OPPORTUNITY is no finite amount, e.g. NaN (left out of revenue)"
+        default=0, description="won deals with an empty OPPORTUNITY: counted as won, left out of the average check"
+    )
+    deals_invalid_amount: int = Field(
+        default=0, description="won deals whose OPPORTUNITY is negative or no number: counted as won, no revenue"
+    )
+    bad_amount_deals: list[BadAmountDeal] = Field(
+        default_factory=list, description="the won deals above by id (the first 100)"
+    )
+    deals_without_profit: int = Field(
+        default=0, description="won deals whose profit field is empty: unknown profit, left out of ROI"
+    )
+    won_deals_without_date: int = Field(
+        default=0, description="won deals with no CLOSEDATE and no win in the stage history: in no period"
+    )
+    spend_vat_basis: Literal["net", "gross"] = Field(
+        default="net", description="spend is shown without VAT (net) or with it (REPORT_SPEND_WITH_VAT)"
+    )
+    vat_rate: Number = Field(default=Decimal("0.22"), description="VAT_RATE used to convert spend rows")
+    spend_rows_vat_converted: int = Field(
+        default=0, description="spend rows imported on the other VAT basis and converted with VAT_RATE"
+    )
+    shared_campaign_names: list[SharedCampaign] = Field(
+        default_factory=list,
+        description="campaign names two accounts share whose leads matched by name only: one row with both spends",
     )
     spend_without_rate: dict[str, Number] = Field(
         default_factory=dict,
@@ -201,9 +252,11 @@ class AttributionSection(_Model):
 
 
 class CohortRow(_Model):
-    """Customers (contacts) by the month and source of their first won deal."""
+    """Customers (contacts, else companies) by the month, channel and source of their first won deal."""
 
     month: str = Field(description="YYYY-MM of the first won deal")
+    channel: str = Field(default="", description="channel code: Yandex Direct and Yandex organic are two cohorts")
+    channel_label: str = ""
     source: str
     source_label: str
     customers: int
@@ -214,12 +267,18 @@ class CohortRow(_Model):
 
 
 class RoiReport(_Model):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     generated_at: datetime
     currency: str
     timezone: str
     period: Period
     previous_period: Period
+    comparison: Literal["same_days_previous_month", "previous_month", "preceding_days", "custom"] = Field(
+        default="custom", description="what previous_period is: like for like (the same days of the month before)"
+    )
+    simple_crm: bool = Field(
+        default=False, description="simple CRM mode (no leads): a deal's creation is the request («Обращения»)"
+    )
     attribution_basis: str = Field(
         description="how leads and deals are assigned to rows: the lead's UTM tags, else the deal's, else SOURCE_ID"
     )

@@ -27,7 +27,14 @@ MATCHED = {
     "spend_and_leads": "расход и лиды",
     "spend_only": "расход без лидов",
     "leads_only": "лиды без расхода",
+    "no_rate": "нет курса",
     "none": "",
+}
+COMPARISONS = {
+    "same_days_previous_month": "те же дни прошлого месяца",
+    "previous_month": "прошлый месяц целиком",
+    "preceding_days": "столько же дней перед периодом",
+    "custom": "заданный период",
 }
 # (field, header, kind) — kind: int, money, pct, days
 COLUMNS = (
@@ -43,6 +50,7 @@ COLUMNS = (
     ("cr", "CR, %", "pct"),
     ("won_deals", "Успешные сделки", "int"),
     ("revenue", "Выручка", "money"),
+    ("unpaid_revenue", "Выручка без расхода", "money"),
     ("average_check", "Средний чек", "money"),
     ("cpo", "CPO", "money"),
     ("new_customers", "Новые клиенты", "int"),
@@ -72,14 +80,26 @@ def render_json(report: RoiReport) -> bytes:
     return report.model_dump_json(indent=1).encode()
 
 
+def _header(report: RoiReport, header: str) -> str:
+    """Simple CRM mode has no leads: its requests are deals, «Обращения»."""
+    return header.replace("Лиды", "Обращения") if report.simple_crm else header
+
+
+def _unconverted(row_spend: dict[str, Decimal]) -> str:
+    return ", ".join(f"{_csv_number(amount)} {currency}" for currency, amount in row_spend.items())
+
+
 def render_csv(report: RoiReport) -> bytes:
     """The main table; channel rows also carry the default attribution model's won deals, revenue and ROMI, with the
-    model's name in a column of its own (empty when there is no journey export yet)."""
+    model's name in a column of its own (empty when there is no journey export yet). A channel the model credits that
+    has no row of the table («Без касаний», a channel seen only in journeys) gets a row of its own, so the channel
+    rows of the attributed columns add up to «Итого»."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
     writer.writerow(["Уровень", "Канал", "Источник", "Кампания", "ID кампании", "Площадка", "Сопоставление"]
-                    + [header for _, header, _ in COLUMNS] + [header for _, header in PREVIOUS_COLUMNS]
-                    + list(ATTRIBUTED_COLUMNS))  # fmt: skip
+                    + [_header(report, header) for _, header, _ in COLUMNS]
+                    + [_header(report, header) for _, header in PREVIOUS_COLUMNS]
+                    + list(ATTRIBUTED_COLUMNS) + ["Расход без курса"])  # fmt: skip
     attribution = report.attribution
     model = attribution.default_model if attribution else None
     credited = {row.channel: row for row in attribution.models.get(model or "", [])} if attribution else {}
@@ -93,14 +113,23 @@ def render_csv(report: RoiReport) -> bytes:
             + [_csv_number(getattr(previous, name)) if previous else "" for name, _ in PREVIOUS_COLUMNS]
             + ([MODEL_LABELS.get(model or "", model), _csv_number(credit.conversions), _csv_number(credit.revenue),
                 _csv_number(credit.romi)] if credit else ["", "", "", ""])
+            + [_unconverted(row.unconverted_spend)]
         )  # fmt: skip
+    in_table = {row.channel for row in report.rows if row.level == "channel"}
+    for channel, credit in credited.items():
+        if channel not in in_table:
+            writer.writerow(["Канал", _csv_text(credit.channel_label), "", "", "", "", ""]
+                            + [""] * (len(COLUMNS) + len(PREVIOUS_COLUMNS))
+                            + [MODEL_LABELS.get(model or "", model), _csv_number(credit.conversions),
+                               _csv_number(credit.revenue), _csv_number(credit.romi), ""])  # fmt: skip
     totals = [_csv_number(getattr(report.headline, name)) for name, _, _ in COLUMNS]
     previous_totals = [_csv_number(getattr(report.headline_previous, name)) for name, _ in PREVIOUS_COLUMNS]
     attributed = ["", "", "", ""]
     if attribution:
         attributed = [MODEL_LABELS.get(model or "", model), _csv_number(attribution.conversions),
                       _csv_number(attribution.revenue), ""]  # fmt: skip
-    writer.writerow(["Итого", "", "", "", "", "", "", *totals, *previous_totals, *attributed])
+    unconverted = _unconverted(report.data_quality.spend_without_rate)
+    writer.writerow(["Итого", "", "", "", "", "", "", *totals, *previous_totals, *attributed, unconverted])
     return ("\ufeff" + buffer.getvalue()).encode("utf-8")
 
 
@@ -129,7 +158,10 @@ def render_html(report: RoiReport) -> bytes:
     page = _PAGE.format(
         title=html.escape(f"ROI: {_date(report.period.date_from)} — {_date(report.period.date_to)}"),
         period=html.escape(f"{_date(report.period.date_from)} — {_date(report.period.date_to)}"),
-        previous=html.escape(f"{_date(report.previous_period.date_from)} — {_date(report.previous_period.date_to)}"),
+        previous=html.escape(
+            f"{_date(report.previous_period.date_from)} — {_date(report.previous_period.date_to)}"
+            f" ({COMPARISONS[report.comparison]})"
+        ),
         generated=html.escape(report.generated_at.strftime("%d.%m.%Y %H:%M")),
         currency=html.escape(report.currency),
         cards=_cards(report),
@@ -249,15 +281,30 @@ def _delta(value: Decimal | None, *, points: bool = False, good_when_up: bool = 
 
 def _cards(report: RoiReport) -> str:
     head, change, currency = report.headline, report.headline_change, report.currency
+    no_rate = report.data_quality.spend_without_rate
+    spend_note = ""
+    if no_rate:  # named on the headline: out of the spend and of every ratio
+        amounts = ", ".join(f"{format_number(amount, 'money')} {currency_code}" for currency_code, amount in
+                            no_rate.items())  # fmt: skip
+        spend_note = f'<div class="delta bad">+ {html.escape(amounts)} без курса (не в расходе и ROMI)</div>'
+    unpaid = (
+        f'<div class="delta">из них выручка без расхода: {html.escape(format_number(head.unpaid_revenue, "money"))}'
+        f" {html.escape(currency)}</div>"
+    )
+    requests = "Обращения" if report.simple_crm else "Лиды"
     cards = [
-        ("Расход", format_number(head.spend, "money") + f" {currency}", _delta(change.spend_pct, good_when_up=False)),
-        ("Выручка", format_number(head.revenue, "money") + f" {currency}", _delta(change.revenue_pct)),
-        ("ROMI", format_number(head.romi, "pct"), _delta(change.romi_pp, points=True)),
-        ("Лиды", format_number(head.leads, "int"), _delta(change.leads_pct)),
+        ("Расход", format_number(head.spend, "money") + f" {currency}",
+         _delta(change.spend_pct, good_when_up=False) + spend_note),
+        ("Выручка (вся)", format_number(head.revenue, "money") + f" {currency}", _delta(change.revenue_pct) + unpaid),
+        ("ROMI платных каналов", format_number(head.romi, "pct"), _delta(change.romi_pp, points=True)
+         + f'<div class="delta">по выручке каналов с расходом: {html.escape(format_number(head.paid_revenue, "money"))}'
+         f" {html.escape(currency)}</div>"),
+        (requests, format_number(head.leads, "int"), _delta(change.leads_pct)),
         ("CPL", format_number(head.cpl, "money") + (f" {currency}" if head.cpl is not None else ""),
          _delta(change.cpl_pct, good_when_up=False)),
         ("Успешные сделки", format_number(head.won_deals, "int"), _delta(change.won_deals_pct)),
-        ("CR лид → сделка", format_number(head.cr, "pct"), _delta(change.cr_pp, points=True)),
+        ("CR обращение → успешная сделка" if report.simple_crm else "CR лид → сделка", format_number(head.cr, "pct"),
+         _delta(change.cr_pp, points=True)),
         ("CAC", format_number(head.cac, "money") + (f" {currency}" if head.cac is not None else ""), ""),
     ]  # fmt: skip
     return "\n".join(
@@ -294,18 +341,44 @@ def _quality(report: RoiReport) -> str:
         tags = ", ".join(f"{html.escape(t.utm_source)} ({t.leads})" for t in quality.unknown_tags[:8])
         items.append(f"<li>Неизвестные utm_source: {tags}</li>")
     if quality.spend_rows_with_vat:
-        items.append(f"<li>Строк расхода с НДС: <b>{quality.spend_rows_with_vat}</b> (остальные без НДС)</li>")
+        items.append(f"<li>Строк расхода, загруженных с НДС: <b>{quality.spend_rows_with_vat}</b></li>")
     if quality.deals_without_rate:
         items.append(f"<li>Сделок без курса валюты (не в выручке): <b>{quality.deals_without_rate}</b></li>")
     for currency, cost in quality.spend_without_rate.items():
         amount = f"{format_number(cost, 'money')} {html.escape(currency)}"
         items.append(f"<li>Расход без курса валюты (не в расходе): <b>{amount}</b> — задайте CURRENCY_RATES</li>")
-    if quality.deals_without_amount:
-        items.append(f"<li>Сделок с нечитаемой суммой (не в выручке): <b>{quality.deals_without_amount}</b></li>")
     if quality.records_access_denied:
         items.append(
             "<li>Ответов «Access denied» (записи CRM, скрытые от пользователя вебхука; их касаний нет в путях): "
             f"<b>{format_number(quality.records_access_denied, 'int')}</b></li>"
+        )
+    if quality.deals_without_amount or quality.deals_invalid_amount:
+        ids = ", ".join(f"№{item.deal_id}" for item in quality.bad_amount_deals[:20])
+        items.append(
+            f"<li>Успешных сделок без суммы: <b>{quality.deals_without_amount}</b>, с отрицательной или нечитаемой "
+            f"суммой: <b>{quality.deals_invalid_amount}</b> (не в выручке и среднем чеке): {html.escape(ids)}</li>"
+        )
+    if quality.deals_without_profit:
+        items.append(
+            f"<li>Успешных сделок с пустым полем прибыли (не в ROI): <b>{quality.deals_without_profit}</b></li>"
+        )
+    if quality.won_deals_without_date:
+        items.append(
+            f"<li>Успешных сделок без даты закрытия и без перехода в успех в истории стадий (ни в одном периоде): "
+            f"<b>{quality.won_deals_without_date}</b></li>"
+        )
+    if quality.spend_rows_vat_converted:
+        basis = "с НДС" if quality.spend_vat_basis == "gross" else "без НДС"
+        items.append(
+            f"<li>Расход показан {basis}; строк пересчитано по ставке НДС "
+            f"{html.escape(format_number(quality.vat_rate * 100, 'pct'))}: "
+            f"<b>{quality.spend_rows_vat_converted}</b></li>"
+        )
+    for shared in quality.shared_campaign_names:
+        items.append(
+            f"<li>Название кампании «{html.escape(shared.campaign)}» есть в нескольких кабинетах "
+            f"({html.escape(', '.join(shared.campaign_ids))}): лиды без ID кампании — одной строкой с расходом "
+            "всех</li>"
         )
     return (
         f'<div class="share {css}"><span class="big">{share}</span> лидов с известным источником — {verdict}</div>'
@@ -333,12 +406,21 @@ def _funnel_tables(report: RoiReport) -> str:
     return "\n".join(parts) or "<p>Нет записей за период.</p>"
 
 
+TABLE_COLUMNS = ("spend", "leads", "cpl", "deals", "cr", "won_deals", "revenue", "unpaid_revenue", "average_check",
+                 "cpo", "new_customers", "cac", "romi", "roi", "roas", "drr", "impressions", "clicks", "ctr", "cpc",
+                 "cpm", "sales_cycle_days")  # fmt: skip
+
+
 def _table(report: RoiReport) -> str:
-    shown = ("spend", "leads", "cpl", "deals", "cr", "won_deals", "revenue", "average_check", "cac", "romi", "roas",
-             "drr", "clicks", "ctr", "cpc", "sales_cycle_days")  # fmt: skip
-    columns = [column for column in COLUMNS if column[0] in shown]
-    columns.sort(key=lambda column: shown.index(column[0]))
-    head = "".join(f"<th>{html.escape(header)}</th>" for _, header, _ in columns)
+    """The main table: every metric the README promises; a column with no data in any row is hidden (an empty
+    column of zeros reads as data), and ROI only when a margin or profit field makes it differ from ROMI."""
+    every = [row.metrics for row in report.rows] + [report.headline]
+    columns = [
+        column
+        for column in sorted((c for c in COLUMNS if c[0] in TABLE_COLUMNS), key=lambda c: TABLE_COLUMNS.index(c[0]))
+        if any(getattr(values, column[0]) for values in every) and (column[0] != "roi" or report.roi_basis != "romi")
+    ]
+    head = "".join(f"<th>{html.escape(_header(report, header))}</th>" for _, header, _ in columns)
     body = []
     paid_sources = {(row.channel, row.source) for row in report.rows if row.level == "source" and row.metrics.spend}
     for row in report.rows:
@@ -366,7 +448,7 @@ def _row_name(row: Row, paid_source: bool) -> str:
     if row.level == "source":
         return row.source_label or ""
     note = MATCHED.get(row.matched or "none", "")
-    flagged = row.matched == "spend_only" or (row.matched == "leads_only" and paid_source)
+    flagged = row.matched in ("spend_only", "no_rate") or (row.matched == "leads_only" and paid_source)
     return (row.campaign or "") + (f" · {note}" if flagged else "")
 
 
@@ -483,6 +565,8 @@ main { padding:8px 32px 32px; }
 .chart { position:relative; height:300px; }
 .share .big { font-size:28px; font-weight:700; }
 table { border-collapse:collapse; width:100%; background:#fff; }
+table.main { width:auto; }  /* hidden empty columns must not leave the name column to fill the page */
+table.main td.name, table.main th:first-child { width:480px; }
 th, td { padding:6px 8px; border-bottom:1px solid var(--line); text-align:right; white-space:nowrap; }
 th { position:sticky; top:0; background:#fafbfc; font-weight:600; font-size:12px; color:var(--muted); }
 td.name, th:first-child { text-align:left; white-space:normal; min-width:220px; max-width:480px;
