@@ -10,6 +10,8 @@ from typing import Any
 
 import phonenumbers
 
+from local.ad_sandboxes.base import campaign_ids
+
 FIRST_NAMES = [
     "Иван",
     "Мария",
@@ -41,13 +43,25 @@ LAST_NAMES = [
 ]
 SITE = "https://shop.example.ru"
 
-# (weight, name, what the visit looks like): the channel mix of a small Russian B2C site.
+# How advertisers tag their ads, as the demo's ad accounts (local.ad_sandboxes.start_all) are tagged: some campaigns
+# by a name in utm_campaign, others by the platform's URL macro, which puts the campaign's id there (Yandex Direct
+# `{campaign_id}`, Google Ads `{campaignid}`, VK Ads `{{campaign_id}}`) or in utm_content. The ids are the sandboxes'.
+_YANDEX = campaign_ids("demo-client", 3)
+_YANDEX_KZ = campaign_ids("demo-client-kz", 1)
+_GOOGLE = campaign_ids("1234567890", 3, start=2000)
+_VK = campaign_ids("7700123", 3, start=3000)
+YANDEX_CAMPAIGNS = ("zima_sale", "brand", _YANDEX[2], {"utm_campaign": "kz_promo", "utm_content": _YANDEX_KZ[0]})
+GOOGLE_CAMPAIGNS = ("generic", _GOOGLE[1], _GOOGLE[2])
+VK_CAMPAIGNS = ("lookalike", "retarget", _VK[2])
+
+# (weight, name, what the visit looks like): the channel mix of a small Russian B2C site. A campaign is the
+# utm_campaign value, or the tags an ad carries besides source and medium.
 CHANNEL_MIX: tuple[tuple[int, str, dict[str, Any]], ...] = (
-    (24, "yandex_direct", {"utm_source": "yandex", "utm_medium": "cpc", "campaigns": ("zima_sale", "brand")}),
-    (12, "google_ads", {"utm_source": "google", "utm_medium": "cpc", "campaigns": ("generic",), "click": "gclid"}),
+    (24, "yandex_direct", {"utm_source": "yandex", "utm_medium": "cpc", "campaigns": YANDEX_CAMPAIGNS}),
+    (12, "google_ads", {"utm_source": "google", "utm_medium": "cpc", "campaigns": GOOGLE_CAMPAIGNS, "click": "gclid"}),
     (14, "yandex_organic", {"referrer": "https://yandex.ru/", "click": "ysclid"}),
     (6, "google_organic", {"referrer": "https://www.google.com/"}),
-    (10, "vk_ads", {"utm_source": "vk", "utm_medium": "cpc", "campaigns": ("lookalike", "retarget")}),
+    (10, "vk_ads", {"utm_source": "vk", "utm_medium": "cpc", "campaigns": VK_CAMPAIGNS}),
     (5, "telegram", {"referrer": "https://t.me/"}),
     (7, "newsletter", {"utm_source": "newsletter", "utm_medium": "email", "campaigns": ("november_digest",)}),
     (10, "direct", {}),
@@ -55,6 +69,16 @@ CHANNEL_MIX: tuple[tuple[int, str, dict[str, Any]], ...] = (
     (3, "dzen", {"referrer": "https://dzen.ru/a/xyz"}),
     (3, "offline_flyer", {"utm_source": "flyer", "utm_medium": "offline", "campaigns": ("metro_november",)}),
 )  # fmt: skip
+
+
+def campaign_tags(campaign: str | dict[str, str]) -> dict[str, str]:
+    """A CHANNEL_MIX campaign as the tags its ads carry besides source and medium."""
+    return dict(campaign) if isinstance(campaign, dict) else {"utm_campaign": campaign}
+
+
+def utm_campaigns(tags: dict[str, Any]) -> set[str]:
+    """The utm_campaign values a channel's posts may carry."""
+    return {campaign_tags(campaign)["utm_campaign"] for campaign in tags.get("campaigns", ())}
 
 
 @dataclass
@@ -108,13 +132,14 @@ def form_post(person: Person, rng: random.Random, *, form_id: str = "contact", n
     tags = person.tags
     landing = f"{SITE}/catalog"
     if "utm_source" in tags:
-        campaign = rng.choice(tags["campaigns"])
-        query = f"utm_source={tags['utm_source']}&utm_medium={tags['utm_medium']}&utm_campaign={campaign}"
+        ad = campaign_tags(rng.choice(tags["campaigns"]))
+        tagged = {"utm_source": tags["utm_source"], "utm_medium": tags["utm_medium"], **ad}
+        query = "&".join(f"{name}={value}" for name, value in tagged.items())
         if tags.get("click") == "gclid":
             query += f"&gclid=Cj0K{rng.randrange(10**8)}"
         landing = f"{SITE}/landing?{query}"
         if rng.random() < 0.5:  # half the snippets send tags as fields, half leave them in the landing URL
-            body |= {"utm_source": tags["utm_source"], "utm_medium": tags["utm_medium"], "utm_campaign": campaign}
+            body |= tagged
     elif tags.get("click") == "ysclid":
         landing = f"{SITE}/?ysclid=l{rng.randrange(10**8)}"
     body["landing_url"] = landing

@@ -20,7 +20,7 @@ from collections import Counter
 import boto3
 import pytest
 
-from local.traffic import burst, send
+from local.traffic import burst, send, utm_campaigns
 from throughline.bitrix24.portal import bitrix_client
 from throughline.config import get_settings
 from throughline.dlq import replay_dead_letters
@@ -71,7 +71,7 @@ def check_one_record_per_person(records: list[dict], phone_of, traffic) -> None:
         tags = expected[phone].tags
         if "utm_source" in tags:
             assert (record["UTM_SOURCE"], record["UTM_MEDIUM"]) == (tags["utm_source"], tags["utm_medium"])
-            assert record["UTM_CAMPAIGN"] in tags["campaigns"]
+            assert record["UTM_CAMPAIGN"] in utm_campaigns(tags)
         assert record["UF_CRM_CUSTOMER_JOURNEY"].startswith("Первичный контакт: ")
 
 
