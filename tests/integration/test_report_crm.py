@@ -70,6 +70,15 @@ def client_for(sandbox: Sandbox) -> Bitrix24Client:
     return Bitrix24Client(sandbox.webhook_url)
 
 
+def test_a_simple_mode_portal_says_so_and_its_deals_are_read() -> None:
+    with Sandbox(app_token="tok", seed=9, crm_mode="simple") as sandbox:
+        seed_history(sandbox, "deal", [{"TITLE": "Заявка", "DATE_CREATE": "2026-11-03T10:00:00+03:00",
+                                        "UTM_SOURCE": "yandex", "UTM_MEDIUM": "cpc"}])  # fmt: skip
+        objects = MemoryObjects()
+        data = refresh_snapshot(client_for(sandbox), objects, now=lambda: datetime.now(MSK), options=DEALS_ONLY)
+    assert data.info["crm_mode"] == "simple" and data.info["deals"] == 1 and data.info["leads"] == 0
+
+
 def test_full_then_unchanged_then_changed_and_deleted(portal: Sandbox) -> None:
     objects = MemoryObjects()
     start = datetime.now(MSK)
@@ -81,7 +90,7 @@ def test_full_then_unchanged_then_changed_and_deleted(portal: Sandbox) -> None:
     budget = math.ceil(DEALS / 2500) + 1
     assert stats["requests"] == first.info["rest_calls"] <= budget, stats
     assert stats["by_method"] == {"batch": stats["requests"]}
-    assert first.info["mode"] == "full"
+    assert first.info["mode"] == "full" and first.info["crm_mode"] == "classic"  # in the first batch, no extra call
     deals = list(read_snapshot(objects, "deal"))
     leads = list(read_snapshot(objects, "lead"))
     assert [int(deal["ID"]) for deal in deals] == list(range(1, DEALS + 1))  # all, once, in order

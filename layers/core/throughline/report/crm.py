@@ -38,6 +38,7 @@ BUCKET_SIZE = 100_000
 # 2: person keys of throughline.person_keys; 3: deals' COMPANY_ID. A snapshot of another version is rescanned whole.
 SNAPSHOT_VERSION = 3
 ENTITIES = ("lead", "deal")
+CRM_MODES = {"1": "classic", "2": "simple"}  # crm.settings.mode.get
 UTM = ("UTM_SOURCE", "UTM_MEDIUM", "UTM_CAMPAIGN", "UTM_CONTENT", "UTM_TERM")
 LEAD_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "STATUS_ID", "STATUS_SEMANTIC_ID", "SOURCE_ID", "CONTACT_ID",
                "DATE_CLOSED", *UTM)  # fmt: skip
@@ -117,7 +118,9 @@ def refresh_snapshot(
         history = _Scan(HISTORY, "crm.stagehistory.list", HISTORY_FIELDS, sink=writers[HISTORY].add, last_id=after)
         scans.append(replace(history, extra={"entityTypeId": 2}, wrapped=True))
     # Stage dictionaries by name (an unfiltered crm.status.list stops at 50 rows): leads, every known pipeline.
-    extra = {"currencies": ("crm.currency.list", {}), **_stage_commands({-1, *known_categories})}
+    # ... and the CRM mode (1 classic, 2 simple: no leads, a deal is the request), in the same first batch.
+    extra = {"currencies": ("crm.currency.list", {}), "crm_mode": ("crm.settings.mode.get", {}),
+             **_stage_commands({-1, *known_categories})}  # fmt: skip
     progress("CRM: full scan" if since is None else f"CRM: changes since {since.isoformat()}")
     dictionaries = scan(client, scans, extra, progress=progress)
     new_categories = categories - known_categories
@@ -150,6 +153,7 @@ def refresh_snapshot(
         "leads": counts["lead"],
         "deals": counts["deal"],
         "stage_history_read": writers[HISTORY].read if HISTORY in writers else None,
+        "crm_mode": CRM_MODES.get(str(dictionaries.get("crm_mode"))),  # None when the portal did not say
     }
     progress(f"CRM: {info['rest_calls']} REST calls, {info['leads_read']} leads and {info['deals_read']} deals read")
     return CrmData(statuses, dictionaries.get("currencies") or [], info)

@@ -120,6 +120,7 @@ def _run(
             profit_field=settings.report_profit_field,
             source_map=settings.bitrix24_source_map,
             spend_with_vat=settings.report_spend_with_vat,
+            simple_crm={"simple": True, "classic": False}.get(str(crm.info.get("crm_mode"))),  # None: no leads → simple
             vat_rate=settings.vat_rate,
         ),
         crm_info=crm.info,
