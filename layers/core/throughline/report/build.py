@@ -35,6 +35,7 @@ from throughline.report.channels import (
     spend_source,
     tag_key,
 )
+from throughline.report.dynamics import DynamicsBook
 from throughline.report.funnel import StageBook, build_funnels
 from throughline.report.metrics import ZERO, Totals
 from throughline.report.models import (
@@ -177,6 +178,7 @@ class _Builder:
         self._end = period.date_to.toordinal()
         self.won: list[WonDeal] = []  # the period's won deals with a rate: the conversions of attribution
         self.won_to_date: list[WonDeal] = []  # every won deal up to the period's end: the cohorts
+        self.dynamics = DynamicsBook()  # the period's figures by row and day (report.dynamics)
 
     def day(self, value: Any, *, moment: bool = False) -> tuple[int | None, int]:
         """(0 = the period, 1 = the previous one, None = neither; the day's ordinal, 0 when there is no date).
@@ -217,7 +219,7 @@ class _Builder:
 
     def add_spend(self, rows: Iterable[Mapping[str, Any]]) -> None:
         for row in rows:
-            which = self.day(row.get("date"))[0]
+            which, spend_day = self.day(row.get("date"))
             if which is None:
                 continue
             platform = str(row["platform"])
@@ -254,6 +256,8 @@ class _Builder:
             totals.spend += cost
             totals.impressions += int(row.get("impressions") or 0)
             totals.clicks += int(row.get("clicks") or 0)
+            if which == CURRENT:
+                self.dynamics.spend(campaign, spend_day, cost)
 
     def _money(self, amount: Decimal, currency: str, day: str) -> Decimal | None:
         """``amount`` in the report currency, rounded to kopecks here, once per spend row or deal: every row, total
@@ -327,6 +331,7 @@ class _Builder:
             slot.campaign.totals[which].leads += 1
             if which == CURRENT:
                 self._count_current_lead(lead, slot)
+                self.dynamics.lead(slot.campaign, ordinal)
         self._leads_seen = seen
 
     def _count_current_lead(self, lead: Mapping[str, Any], slot: _Slot) -> None:
@@ -423,6 +428,7 @@ class _Builder:
                 cell[2] += 1
                 cell[3] += revenue
                 self.won.append(WonDeal(deal_id, lead_id, date.fromordinal(closed), revenue, customer))
+                self.dynamics.won(campaign, closed, revenue)
 
     def _deal_slot(self, deal: Mapping[str, Any], created: int) -> tuple[int, int]:
         """A deal's row (its lead's, else its own tags') and the day its sales cycle started."""
@@ -533,6 +539,7 @@ class _Builder:
             crm=dict(crm_info),
             attribution=section,
             cohorts=cohort_rows(self.won_to_date, self.period.date_to, zone),
+            dynamics=self.dynamics.section(self.period, lambda campaign: bool(campaign.totals[CURRENT].spend)),
         )
 
     def _quality(self, journeys: Journeys | None) -> DataQuality:
