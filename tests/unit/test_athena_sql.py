@@ -182,8 +182,15 @@ def test_views_are_created_in_order_and_a_failure_stops_them() -> None:
 
     texts = athena.statements(currency="usd", timezone="Asia/Almaty")
     assert any("'USD'" in text for text in texts) and any("'Asia/Almaty'" in text for text in texts)
-    assert [text.split()[4] for text in texts][-4:] == ["roi_facts", "roi_campaign_month", "roi_by_campaign",
-                                                        "roi_by_channel"]  # fmt: skip
+    names = [text.split()[4] for text in texts]
+    assert names[-6:] == [
+        "roi_rates",
+        "roi_deals",
+        "roi_facts",
+        "roi_campaign_month",
+        "roi_by_campaign",
+        "roi_by_channel",
+    ]
     client = Athena()
     ids = athena.create_views(client, database="throughline_dev", output="s3://b/athena/", workgroup=None,
                               texts=texts, sleep=lambda seconds: None)  # fmt: skip

@@ -10,7 +10,8 @@ views are tested on DuckDB over the very objects a report run reads (tests/integ
   deals, revenue, new customers;
 - ``roi_by_campaign.sql`` and ``roi_by_channel.sql`` — the main table by calendar month, DESIGN.md's metric
   definitions and paid rule;
-- ``attribution_paths.sql`` — the attribution path table (path, conversions, value, nulls) from the journeys export.
+- ``attribution_paths.sql`` — a query (``python -m throughline athena-paths``): the attribution path table (path,
+  conversions, value, nulls) of a period from the journeys export, for ``python -m throughline attribute``.
 
 ``{{currency}}`` and ``{{timezone}}`` in the files are the report's ``REPORT_CURRENCY`` and ``TIMEZONE``; the
 taxonomy carries ``BITRIX24_SOURCE_MAP``. ``python -m throughline athena-views`` renders them with the stack's
@@ -22,14 +23,16 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Mapping
+from datetime import date
 from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from throughline import sources
-from throughline.report.channels import NOT_SET, PLATFORM_CHANNELS, PLATFORM_SOURCES, SourceIds
+from throughline.report.channels import PLATFORM_CHANNELS, PLATFORM_SOURCES, SourceIds
 
 VIEW_FILES = ("taxonomy.sql", "roi_facts.sql", "roi_by_campaign.sql", "roi_by_channel.sql")
+PATHS_FILE = "attribution_paths.sql"
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -50,6 +53,21 @@ def statements(
         text = taxonomy_sql(source_map) if name == "taxonomy.sql" else sql_text(name)
         texts.append(text.replace("{{currency}}", currency).replace("{{timezone}}", timezone))
     return [part.strip() for text in texts for part in _split(text) if part.strip()]
+
+
+def paths_query(
+    *, snapshot: str, date_from: date, date_to: date, currency: str = "RUB", timezone: str = "Europe/Moscow"
+) -> str:
+    """``attribution_paths.sql`` for one journey snapshot (YYYY-MM-DD) and period."""
+    date.fromisoformat(snapshot)  # a date, nothing else, goes into the query
+    if date_to < date_from:
+        raise ValueError(f"the period ends ({date_to}) before it starts ({date_from})")
+    ZoneInfo(timezone)
+    text = sql_text(PATHS_FILE)
+    for name, value in (("snapshot", snapshot), ("date_from", date_from.isoformat()), ("date_to", date_to.isoformat()),
+                        ("currency", currency.upper()), ("timezone", timezone)):  # fmt: skip
+        text = text.replace("{{" + name + "}}", value)
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--")).strip()
 
 
 def _split(text: str) -> list[str]:
@@ -139,28 +157,44 @@ def create_views(
     sleep: Any = time.sleep,
 ) -> list[str]:
     """Run each statement in order, waiting for each (a view needs the ones it reads); the query ids."""
-    ids = []
-    for text in texts:
-        request: dict[str, Any] = {"QueryString": text, "QueryExecutionContext": {"Database": database}}
-        if output:
-            request["ResultConfiguration"] = {"OutputLocation": output}
-        if workgroup:
-            request["WorkGroup"] = workgroup
-        query_id = athena.start_query_execution(**request)["QueryExecutionId"]
-        waited = 0.0
-        while True:
-            status = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]["Status"]
-            if status["State"] == "SUCCEEDED":
-                break
-            if status["State"] in ("FAILED", "CANCELLED"):
-                first = text.splitlines()[0]
-                raise RuntimeError(f"{first}: {status['State']} {status.get('StateChangeReason', '')}".strip())
-            if waited >= timeout:
-                raise TimeoutError(f"{text.splitlines()[0]}: still {status['State']} after {timeout:.0f} s")
-            sleep(poll)
-            waited += poll
-        ids.append(query_id)
-    return ids
+    return [
+        run_query(athena, text, database=database, output=output, workgroup=workgroup, poll=poll, timeout=timeout,
+                  sleep=sleep)["QueryExecutionId"]
+        for text in texts
+    ]  # fmt: skip
+
+
+def run_query(
+    athena: Any,
+    text: str,
+    *,
+    database: str,
+    output: str | None,
+    workgroup: str | None,
+    poll: float = 1.0,
+    timeout: float = 300.0,
+    sleep: Any = time.sleep,
+) -> dict[str, Any]:
+    """Start one query and wait for it; its ``QueryExecution`` (the result file is ``ResultConfiguration``'s)."""
+    request: dict[str, Any] = {"QueryString": text, "QueryExecutionContext": {"Database": database}}
+    if output:
+        request["ResultConfiguration"] = {"OutputLocation": output}
+    if workgroup:
+        request["WorkGroup"] = workgroup
+    query_id = athena.start_query_execution(**request)["QueryExecutionId"]
+    waited = 0.0
+    while True:
+        execution = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
+        status = execution["Status"]
+        if status["State"] == "SUCCEEDED":
+            return {**execution, "QueryExecutionId": query_id}
+        if status["State"] in ("FAILED", "CANCELLED"):
+            first = text.splitlines()[0]
+            raise RuntimeError(f"{first}: {status['State']} {status.get('StateChangeReason', '')}".strip())
+        if waited >= timeout:
+            raise TimeoutError(f"{text.splitlines()[0]}: still {status['State']} after {timeout:.0f} s")
+        sleep(poll)
+        waited += poll
 
 
 # ---- python -m throughline athena-views -----------------------------------------------------------------------------
@@ -169,7 +203,7 @@ def create_views(
 def register(commands: Any, stack_outputs: Any) -> None:
     views = commands.add_parser(
         "athena-views",
-        help="create the Athena views roi_by_campaign, roi_by_channel and attribution_paths in the Glue database",
+        help="create the Athena views roi_by_campaign and roi_by_channel in the Glue database",
     )
     views.add_argument("--stack-name", help="read the database, bucket and secret from this deployed stack")
     views.add_argument("--database", help="the Glue database (default: the stack's AnalyticsDatabaseName)")
@@ -179,14 +213,24 @@ def register(commands: Any, stack_outputs: Any) -> None:
     views.add_argument("--print-taxonomy", action="store_true", help="print taxonomy.sql with the default source map")
     views.set_defaults(run=lambda args: run(args, stack_outputs))
 
+    paths = commands.add_parser(
+        "athena-paths", help="the attribution path table of a period, built by Athena from the journeys export"
+    )
+    paths.add_argument("--from", dest="date_from", type=date.fromisoformat, required=True, help="first day")
+    paths.add_argument("--to", dest="date_to", type=date.fromisoformat, required=True, help="last day")
+    paths.add_argument("--snapshot", help="journeys/snapshot=<date> to read (default: journeys/latest.json's)")
+    paths.add_argument("--out", required=True, help="write the path table here (CSV for `throughline attribute`)")
+    paths.add_argument("--stack-name", help="read the database, bucket and secret from this deployed stack")
+    paths.add_argument("--database", help="the Glue database (default: the stack's AnalyticsDatabaseName)")
+    paths.add_argument("--output", help="s3:// folder for Athena's results (default: s3://<data bucket>/athena/)")
+    paths.add_argument("--workgroup", help="an Athena workgroup")
+    paths.set_defaults(run=lambda args: run_paths(args, stack_outputs))
 
-def run(args: Any, stack_outputs: Any) -> int:
+
+def _target(args: Any, stack_outputs: Any) -> tuple[Any, str, str | None]:
+    """The settings, database and output location of an Athena command."""
     import os
-    import sys
 
-    if args.print_taxonomy:
-        sys.stdout.write(taxonomy_sql())
-        return 0
     outputs = stack_outputs(args.stack_name) if args.stack_name else {}
     if outputs:
         os.environ.setdefault("SECRETS_ARN", outputs.get("SecretsArn", ""))
@@ -194,11 +238,6 @@ def run(args: Any, stack_outputs: Any) -> int:
     from throughline.config import load_settings
 
     settings = load_settings()
-    texts = statements(currency=settings.report_currency, timezone=settings.timezone,
-                       source_map=settings.bitrix24_source_map)  # fmt: skip
-    if args.print_only:
-        sys.stdout.write(";\n\n".join(texts) + ";\n")
-        return 0
     database = args.database or outputs.get("AnalyticsDatabaseName")
     if not database:
         raise ValueError("name the Glue database: --database throughline_<stage>, or --stack-name")
@@ -206,12 +245,54 @@ def run(args: Any, stack_outputs: Any) -> int:
                              else None)  # fmt: skip
     if not output and not args.workgroup:
         raise ValueError("say where Athena writes results: --output s3://…/ or --workgroup")
+    return settings, database, output
+
+
+def run_paths(args: Any, stack_outputs: Any) -> int:
+    import json
+
+    import boto3
+
+    settings, database, output = _target(args, stack_outputs)
+    s3 = boto3.client("s3")
+    snapshot = args.snapshot
+    if not snapshot:
+        latest = s3.get_object(Bucket=settings.data_bucket, Key="journeys/latest.json")["Body"].read()
+        snapshot = str(json.loads(latest)["snapshot"])
+    text = paths_query(snapshot=snapshot, date_from=args.date_from, date_to=args.date_to,
+                       currency=settings.report_currency, timezone=settings.timezone)  # fmt: skip
+    execution = run_query(boto3.client("athena"), text, database=database, output=output, workgroup=args.workgroup)
+    location = execution["ResultConfiguration"]["OutputLocation"]
+    bucket, _, key = location.removeprefix("s3://").partition("/")
+    with open(args.out, "wb") as file:
+        file.write(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    print(f"{args.out}: the path table of {args.date_from} … {args.date_to} (journeys snapshot {snapshot})")
+    return 0
+
+
+def run(args: Any, stack_outputs: Any) -> int:
+    import sys
+
+    if args.print_taxonomy:
+        sys.stdout.write(taxonomy_sql())
+        return 0
+    if args.print_only:
+        from throughline.config import load_settings
+
+        settings = load_settings()
+    else:
+        settings, database, output = _target(args, stack_outputs)
+    texts = statements(currency=settings.report_currency, timezone=settings.timezone,
+                       source_map=settings.bitrix24_source_map)  # fmt: skip
+    if args.print_only:
+        sys.stdout.write(";\n\n".join(texts) + ";\n")
+        return 0
     import boto3
 
     ids = create_views(boto3.client("athena"), database=database, output=output, workgroup=args.workgroup,
                        texts=texts)  # fmt: skip
-    print(f"{len(ids)} views created in {database}: roi_by_campaign, roi_by_channel, attribution_paths (+ helpers)")
+    print(f"{len(ids)} views created in {database}: roi_by_campaign, roi_by_channel (and the helpers they read)")
     return 0
 
 
-__all__ = ["NOT_SET", "VIEW_FILES", "create_views", "sql_text", "statements", "taxonomy_sql"]
+__all__ = ["VIEW_FILES", "create_views", "paths_query", "run_query", "sql_text", "statements", "taxonomy_sql"]

@@ -1,30 +1,24 @@
--- roi_facts: the report's rows (a spend campaign, or the tags of CRM records no spend matched) by day, counted as
--- throughline.report.build counts them (its module docstring has the rules):
--- - spend: each spend row converted to {{currency}} with the rate of its day (the latest rates file on or before it,
---   else the earliest after it) and rounded to kopecks; a row without a rate is left out, as in the report;
--- - leads: by the day of DATE_CREATE in {{timezone}}; deals: by the day of their DATE_CREATE;
--- - won deals and revenue: STAGE_SEMANTIC_ID = 'S', dated by CLOSEDATE (empty: DATE_MODIFY's day in the zone);
---   an OPPORTUNITY that is no amount is left out; a new customer is the first won deal of a contact (or deal);
--- - a record belongs to the row of its lead (the lead's tags), else its own tags, else its SOURCE_ID; a tag
---   utm_campaign meets a spend campaign of its source by campaign id first, then by any name the campaign had.
--- Written for both Trino (Athena engine v3) and DuckDB: no engine-only functions.
-CREATE OR REPLACE VIEW roi_facts AS
+-- roi_rates: the rate of every currency into {{currency}} in each rates file (1 unit = rate × base there, the base
+-- itself 1): rates/date=<d>/rates.json as the spend import writes them.
+CREATE OR REPLACE VIEW roi_rates AS
+WITH rate_points AS (
+  SELECT r."date" AS rate_day, upper(k.code) AS code, try_cast(r.rates[k.code] AS decimal(38, 10)) AS rate
+  FROM spend_rates AS r
+  CROSS JOIN UNNEST(map_keys(r.rates)) AS k (code)
+  WHERE upper(k.code) <> upper(coalesce(r.base, ''))
+  UNION ALL
+  SELECT "date", upper(base), CAST(1 AS decimal(38, 10)) FROM spend_rates WHERE coalesce(base, '') <> ''
+)
+SELECT c.rate_day, c.code,
+  CAST(CAST(c.rate AS double) / CAST(report.rate AS double) AS decimal(38, 10)) AS rate
+FROM rate_points AS c
+JOIN rate_points AS report ON report.rate_day = c.rate_day AND report.code = '{{currency}}'
+WHERE c.rate > 0 AND report.rate > 0;
+
+-- roi_deals: every deal with its report-zone days and, when won, its revenue in {{currency}} (money: NULL when the
+-- amount is no money or its currency has no rate) and whether it is its customer's first win.
+CREATE OR REPLACE VIEW roi_deals AS
 WITH
-leads AS (
-  SELECT
-    CAST(id AS bigint) AS lead_id,
-    coalesce(utm_source, '') AS utm_source,
-    coalesce(utm_medium, '') AS utm_medium,
-    coalesce(utm_campaign, '') AS utm_campaign,
-    coalesce(source_id, '') AS source_id,
-    CASE
-      WHEN length(date_create) >= 25 AND substr(date_create, 20, 1) IN ('+', '-') THEN CAST(
-        try_cast(replace(substr(date_create, 1, 25), 'T', ' ') AS timestamp with time zone)
-        AT TIME ZONE '{{timezone}}' AS date)
-      ELSE try_cast(substr(date_create, 1, 10) AS date)
-    END AS day
-  FROM crm_leads
-),
 deals AS (
   SELECT
     CAST(id AS bigint) AS deal_id,
@@ -55,6 +49,64 @@ deals AS (
     CASE WHEN coalesce(contact_id, '') NOT IN ('', '0') THEN 'c' || contact_id ELSE 'd' || id END AS customer
   FROM crm_deals
 ),
+needed AS (
+  SELECT DISTINCT currency AS code, closed AS day FROM deals
+  WHERE won AND currency <> '{{currency}}' AND amount <> 0 AND closed IS NOT NULL
+),
+day_rates AS (
+  SELECT code, day, rate FROM (
+    SELECT n.code, n.day, f.rate,
+      row_number() OVER (
+        PARTITION BY n.code, n.day
+        ORDER BY CASE WHEN f.rate_day <= n.day THEN 0 ELSE 1 END,
+                 abs(date_diff('day', f.rate_day, n.day))
+      ) AS pick
+    FROM needed AS n JOIN roi_rates AS f ON f.code = n.code
+  ) AS ranked
+  WHERE pick = 1
+),
+first_won AS (
+  SELECT deal_id, row_number() OVER (PARTITION BY customer ORDER BY closed, deal_id) = 1 AS first
+  FROM deals WHERE won AND closed IS NOT NULL
+)
+SELECT d.*, coalesce(f.first, false) AS first_won,
+  CASE
+    WHEN NOT d.won OR d.closed IS NULL OR d.amount IS NULL OR abs(d.amount) >= 10000000000000000 THEN NULL
+    WHEN d.currency = '{{currency}}' OR d.amount = 0 THEN round(d.amount, 2)
+    ELSE round(d.amount * r.rate, 2)
+  END AS money
+FROM deals AS d
+LEFT JOIN first_won AS f ON f.deal_id = d.deal_id
+LEFT JOIN day_rates AS r ON r.code = d.currency AND r.day = d.closed;
+
+-- roi_facts: the report's rows (a spend campaign, or the tags of CRM records no spend matched) by day, counted as
+-- throughline.report.build counts them (its module docstring has the rules):
+-- - spend: each spend row converted to {{currency}} with the rate of its day (the latest rates file on or before it,
+--   else the earliest after it) and rounded to kopecks; a row without a rate is left out, as in the report;
+-- - leads: by the day of DATE_CREATE in {{timezone}}; deals: by the day of their DATE_CREATE;
+-- - won deals and revenue: STAGE_SEMANTIC_ID = 'S', dated by CLOSEDATE (empty: DATE_MODIFY's day in the zone);
+--   an OPPORTUNITY that is no amount is left out; a new customer is the first won deal of a contact (or deal);
+-- - a record belongs to the row of its lead (the lead's tags), else its own tags, else its SOURCE_ID; a tag
+--   utm_campaign meets a spend campaign of its source by campaign id first, then by any name the campaign had.
+-- Written for both Trino (Athena engine v3) and DuckDB: no engine-only functions.
+CREATE OR REPLACE VIEW roi_facts AS
+WITH
+leads AS (
+  SELECT
+    CAST(id AS bigint) AS lead_id,
+    coalesce(utm_source, '') AS utm_source,
+    coalesce(utm_medium, '') AS utm_medium,
+    coalesce(utm_campaign, '') AS utm_campaign,
+    coalesce(source_id, '') AS source_id,
+    CASE
+      WHEN length(date_create) >= 25 AND substr(date_create, 20, 1) IN ('+', '-') THEN CAST(
+        try_cast(replace(substr(date_create, 1, 25), 'T', ' ') AS timestamp with time zone)
+        AT TIME ZONE '{{timezone}}' AS date)
+      ELSE try_cast(substr(date_create, 1, 10) AS date)
+    END AS day
+  FROM crm_leads
+),
+deals AS (SELECT * FROM roi_deals),
 spend_rows AS (
   SELECT
     platform,
@@ -70,27 +122,8 @@ spend_rows AS (
     upper(coalesce(nullif(currency, ''), '{{currency}}')) AS currency
   FROM spend
 ),
--- Currency rates: 1 unit = rate × base in each rates file; the base itself is 1.
-rate_points AS (
-  SELECT r."date" AS rate_day, upper(k.code) AS code, try_cast(r.rates[k.code] AS decimal(38, 10)) AS rate
-  FROM spend_rates AS r
-  CROSS JOIN UNNEST(map_keys(r.rates)) AS k (code)
-  WHERE upper(k.code) <> upper(coalesce(r.base, ''))
-  UNION ALL
-  SELECT "date", upper(base), CAST(1 AS decimal(38, 10)) FROM spend_rates WHERE coalesce(base, '') <> ''
-),
-file_rates AS (
-  SELECT c.rate_day, c.code,
-    CAST(CAST(c.rate AS double) / CAST(report.rate AS double) AS decimal(38, 10)) AS rate
-  FROM rate_points AS c
-  JOIN rate_points AS report ON report.rate_day = c.rate_day AND report.code = '{{currency}}'
-  WHERE c.rate > 0 AND report.rate > 0
-),
 needed AS (
   SELECT DISTINCT currency AS code, day FROM spend_rows WHERE currency <> '{{currency}}' AND cost <> 0
-  UNION
-  SELECT DISTINCT currency, closed FROM deals
-  WHERE won AND currency <> '{{currency}}' AND amount <> 0 AND closed IS NOT NULL
 ),
 day_rates AS (
   SELECT code, day, rate FROM (
@@ -100,7 +133,7 @@ day_rates AS (
         ORDER BY CASE WHEN f.rate_day <= n.day THEN 0 ELSE 1 END,
                  abs(date_diff('day', f.rate_day, n.day))
       ) AS pick
-    FROM needed AS n JOIN file_rates AS f ON f.code = n.code
+    FROM needed AS n JOIN roi_rates AS f ON f.code = n.code
   ) AS ranked
   WHERE pick = 1
 ),
@@ -276,21 +309,6 @@ deal_rows AS (
     ON r.utm_source = d.utm_source AND r.utm_medium = d.utm_medium AND r.utm_campaign = d.utm_campaign
     AND r.source_id = d.source_id
 ),
-first_won AS (
-  SELECT deal_id, row_number() OVER (PARTITION BY customer ORDER BY closed, deal_id) = 1 AS first
-  FROM deals WHERE won AND closed IS NOT NULL
-),
-won_money AS (
-  SELECT d.*, f.first,
-    CASE
-      WHEN d.amount IS NULL OR abs(d.amount) >= 10000000000000000 THEN NULL
-      WHEN d.currency = '{{currency}}' OR d.amount = 0 THEN round(d.amount, 2)
-      ELSE round(d.amount * r.rate, 2)
-    END AS money
-  FROM deal_rows AS d
-  JOIN first_won AS f ON f.deal_id = d.deal_id
-  LEFT JOIN day_rates AS r ON r.code = d.currency AND r.day = d.closed
-),
 facts AS (
   SELECT s.platform, 'spend' AS kind, s.channel, s.source, s.campaign_key, c.campaign, c.campaign_id, s.day,
     s.money AS spend, s.impressions, s.clicks, 0 AS leads, 0 AS leads_with_deal, 0 AS deals, 0 AS won_deals,
@@ -313,10 +331,10 @@ facts AS (
   WHERE created IS NOT NULL
   UNION ALL
   SELECT platform, kind, channel, source, campaign_key, campaign, campaign_id, closed,
-    CAST(0 AS decimal(38, 2)), 0, 0, 0, 0, 0, 1, money, CASE WHEN first THEN 1 ELSE 0 END,
+    CAST(0 AS decimal(38, 2)), 0, 0, 0, 0, 0, 1, money, CASE WHEN first_won THEN 1 ELSE 0 END,
     CASE WHEN started IS NULL THEN 0 ELSE greatest(date_diff('day', started, closed), 0) END,
     CASE WHEN started IS NULL THEN 0 ELSE 1 END
-  FROM won_money
+  FROM deal_rows
   WHERE won AND money IS NOT NULL
 )
 SELECT
