@@ -113,7 +113,7 @@ def taxonomy_sql(source_map: Mapping[str, str] | None = None) -> str:
         "-- Regenerate: PYTHONPATH=layers/core python -m throughline athena-views --print-taxonomy "
         "> layers/core/throughline/report/sql/taxonomy.sql\n",
         _values_view("tl_source_alias", ("alias_key", "source"), aliases),
-        _values_view("tl_host_rule", ("position", "pattern", "source", "channel"), hosts),
+        _values_view("tl_host_rule", ("rule_order", "pattern", "source", "channel"), hosts),
         _values_view("tl_medium_family", ("medium", "family"), sorted(seen.items())),
         _values_view("tl_source_kind", ("source", "kind"), kinds),
         _values_view(

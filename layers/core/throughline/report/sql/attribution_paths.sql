@@ -67,8 +67,8 @@ journeys_cut AS (
   FROM assigned
   GROUP BY person, converted
 ),
-rows AS (
-  SELECT coalesce(j.path, '(no touches)') AS path, c.conversions, c.revenue, 0 AS nulls
+path_rows AS (
+  SELECT coalesce(j.path, '(no touches)') AS path, c.conversions, c.revenue, 0 AS null_journeys
   FROM instants AS c
   LEFT JOIN journeys_cut AS j ON j.person = c.person AND j.converted = c.moment
   UNION ALL
@@ -78,7 +78,7 @@ SELECT
   path,
   CAST(sum(conversions) AS bigint) AS total_conversions,
   CAST(sum(revenue) AS decimal(38, 2)) AS total_conversion_value,
-  CAST(sum(nulls) AS bigint) AS total_null
-FROM rows
+  CAST(sum(null_journeys) AS bigint) AS total_null
+FROM path_rows
 GROUP BY path
 ORDER BY path

@@ -7,7 +7,7 @@
 -- empty cell (nothing to divide by, or a cost ratio of a row without spend) is NULL. They are computed in double and
 -- rounded with a 1e-6 margin so an exact half rounds up in both engines (DuckDB divides decimals in double).
 CREATE OR REPLACE VIEW roi_by_channel AS
-WITH rows AS (
+WITH campaign_rows AS (
   SELECT *, spend <> 0 AS paid
   FROM roi_campaign_month
   WHERE spend <> 0 OR leads <> 0 OR deals <> 0 OR won_deals <> 0 OR impressions <> 0
@@ -32,7 +32,7 @@ grouped AS (
     CAST(sum(CASE WHEN paid THEN won_deals ELSE 0 END) AS bigint) AS paid_won_deals,
     CAST(sum(CASE WHEN paid THEN new_customers ELSE 0 END) AS bigint) AS paid_new_customers,
     CAST(sum(CASE WHEN paid THEN revenue ELSE 0 END) AS decimal(38, 2)) AS paid_revenue
-  FROM rows
+  FROM campaign_rows
   GROUP BY GROUPING SETS ((month), (month, channel), (month, channel, source))
 ),
 raw AS (

@@ -66,10 +66,10 @@ day_rates AS (
   WHERE pick = 1
 ),
 first_won AS (
-  SELECT deal_id, row_number() OVER (PARTITION BY customer ORDER BY closed, deal_id) = 1 AS first
+  SELECT deal_id, row_number() OVER (PARTITION BY customer ORDER BY closed, deal_id) = 1 AS is_first
   FROM deals WHERE won AND closed IS NOT NULL
 )
-SELECT d.*, coalesce(f.first, false) AS first_won,
+SELECT d.*, coalesce(f.is_first, false) AS first_won,
   CASE
     WHEN NOT d.won OR d.closed IS NULL OR d.amount IS NULL OR abs(d.amount) >= 10000000000000000 THEN NULL
     WHEN d.currency = '{{currency}}' OR d.amount = 0 THEN round(d.amount, 2)
@@ -160,7 +160,7 @@ tag_text AS (
   FROM tag_pairs
 ),
 host_sources AS (
-  SELECT t.source_text, min_by(h.source, h.position) AS source
+  SELECT t.source_text, min_by(h.source, h.rule_order) AS source
   FROM (SELECT DISTINCT source_text FROM tag_text) AS t
   JOIN tl_host_rule AS h
     ON strpos(t.source_text, '.') > 0 AND strpos(t.source_text, ' ') = 0

@@ -139,7 +139,7 @@ SELECT * FROM (VALUES
   (68, '(?:^|\.)whatsapp\.com$', 'whatsapp', 'messenger'),
   (69, '(?:^|\.)viber\.com$', 'viber', 'messenger'),
   (70, '(?:^|\.)mail\.ru$', 'mail.ru', 'referral')
-) AS t (position, pattern, source, channel);
+) AS t (rule_order, pattern, source, channel);
 
 CREATE OR REPLACE VIEW tl_medium_family AS
 SELECT * FROM (VALUES
