@@ -204,3 +204,22 @@ def test_views_are_created_in_order_and_a_failure_stops_them() -> None:
     assert len(failing.started) == 2 and failing.started[0]["WorkGroup"] == "primary"
     with pytest.raises(ValueError, match="currency"):
         athena.statements(currency="RUB'; DROP")
+
+
+def test_source_map_text_cannot_break_out_of_its_literal_and_settings_are_checked() -> None:
+    hostile = {"offline/it's;\nDROP TABLE spend;--": "7"}
+    texts = athena.statements(source_map=hostile)
+    crm = next(text for text in texts if text.startswith("CREATE OR REPLACE VIEW tl_crm_source"))
+    assert "'it''s;\nDROP TABLE spend;--'" in crm and not any(text.startswith("DROP") for text in texts)
+    db = duckdb.connect()
+    db.execute(crm)
+    assert ("7", "offline", "it's;\nDROP TABLE spend;--") in db.execute("SELECT * FROM tl_crm_source").fetchall()
+    with pytest.raises(ValueError):
+        athena.statements(timezone="Europe/Moscow' --")
+    with pytest.raises(ValueError):
+        athena.paths_query(snapshot="2026-12-01' OR 1=1", date_from=date(2026, 11, 1), date_to=date(2026, 11, 30))
+    with pytest.raises(ValueError, match="before it starts"):
+        athena.paths_query(snapshot="2026-12-01", date_from=date(2026, 11, 30), date_to=date(2026, 11, 1))
+    with pytest.raises(ValueError, match="currency"):
+        athena.paths_query(snapshot="2026-12-01", date_from=date(2026, 11, 1), date_to=date(2026, 11, 1),
+                           currency="RU'B")  # fmt: skip
