@@ -223,3 +223,24 @@ def test_source_map_text_cannot_break_out_of_its_literal_and_settings_are_checke
     with pytest.raises(ValueError, match="currency"):
         athena.paths_query(snapshot="2026-12-01", date_from=date(2026, 11, 1), date_to=date(2026, 11, 1),
                            currency="RU'B")  # fmt: skip
+
+
+def test_the_cli_prints_the_views_for_the_stacks_settings(capsys, monkeypatch) -> None:
+    from throughline.__main__ import main
+
+    monkeypatch.setenv("REPORT_CURRENCY", "EUR")
+    monkeypatch.setenv("TIMEZONE", "Asia/Yekaterinburg")
+    monkeypatch.delenv("SECRETS_ARN", raising=False)
+    assert main(["athena-views", "--print"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("CREATE OR REPLACE VIEW") == 12 and "'EUR'" in printed and "'Asia/Yekaterinburg'" in printed
+    db = duckdb.connect()
+    db.execute("CREATE TABLE spend (platform VARCHAR, \"date\" DATE, campaign_id VARCHAR, campaign_name VARCHAR,"
+               " impressions BIGINT, clicks BIGINT, cost DECIMAL(18, 6), currency VARCHAR, utm_source VARCHAR,"
+               " utm_medium VARCHAR, utm_campaign VARCHAR)")  # fmt: skip
+    db.execute('CREATE TABLE spend_rates ("date" DATE, base VARCHAR, rates MAP(VARCHAR, VARCHAR))')
+    db.execute("CREATE TABLE crm_leads (" + ", ".join(f"{c} VARCHAR" for c in LEAD_COLUMNS) + ")")
+    db.execute("CREATE TABLE crm_deals (" + ", ".join(f"{c} VARCHAR" for c in DEAL_COLUMNS) + ")")
+    for statement in printed.split(";\n\n"):
+        db.execute(statement.strip().removesuffix(";"))  # what --print shows runs as it is
+    assert db.execute("SELECT count(*) FROM roi_by_channel").fetchone() == (0,)
