@@ -222,7 +222,7 @@ def test_the_page_draws_every_chart_offline(tmp_path: Path) -> None:
     assert requests == [page_file.as_uri()]  # nothing fetched: Chart.js and the data are in the page
     assert kinds == ["bar", "bar", "bar", "bar", "doughnut"]
     assert {item["id"] for item in drawn} == {"chart-romi", "chart-money", "chart-funnel", "chart-attribution",
-                                              "chart-quality"}  # fmt: skip
+                                              "chart-quality", "chart-dynamics", "chart-romi-weeks"}  # fmt: skip
     assert models == 8 and differences >= 6  # every model side by side; a row per channel against last click
     assert len(cohort_cells) >= 4 * 6 and len(set(cohort_cells)) > 5  # a heat map: shades differ with the value
     for item in drawn:
@@ -288,7 +288,7 @@ def test_names_from_the_portal_cannot_stop_the_charts(tmp_path: Path) -> None:
     page_file.write_bytes(render_html(hostile))
     errors, charts, layout = _open(page_file, tmp_path / "hostile.png")
     assert errors == [] and charts == 2  # the funnel and data quality (no money: those two panels say so)
-    assert layout["empty"] == ["Нет данных за период"] * 2
+    assert layout["empty"] == ["Нет данных за период"] * 3  # and weekly ROMI (the dynamics draw the one lead)
     assert "</script><script>window.pwned=1</script>" in layout["text"]  # shown as text, not run
 
 
@@ -307,7 +307,7 @@ def test_an_empty_report_says_so_and_a_huge_one_stays_in_the_window(tmp_path: Pa
     page_file.write_bytes(render_html(empty))
     errors, _, layout = _open(page_file, tmp_path / "empty.png")
     assert errors == []
-    assert len(layout["empty"]) == 4, layout["empty"]  # each chart panel says there is nothing to draw
+    assert len(layout["empty"]) == 6, layout["empty"]  # each chart panel says there is nothing to draw
 
     long_name = "Кампания_" + "x" * 3000  # no spaces to break at
     leads = [{"ID": str(index), "DATE_CREATE": "2026-11-02T10:00:00+03:00", "UTM_SOURCE": "yandex",
@@ -325,5 +325,5 @@ def test_an_empty_report_says_so_and_a_huge_one_stays_in_the_window(tmp_path: Pa
     page_file = tmp_path / "huge.html"
     page_file.write_bytes(render_html(huge))
     errors, charts, layout = _open(page_file, tmp_path / "huge.png")
-    assert errors == [] and charts == 2 and len(layout["empty"]) == 2
+    assert errors == [] and charts == 2 and len(layout["empty"]) == 3  # leads by day drawn, weekly ROMI empty
     assert layout["width"] <= 1440 and layout["names"] <= 500  # a long name wraps in its cell; numbers stay in view

@@ -1,5 +1,5 @@
 """Operator commands: ``python -m throughline bitrix-setup``, ``replay-dlq``, ``import-spend``, ``report``,
-``attribute``, the journey commands and ``forget``.
+``attribute``, ``athena-views``, ``athena-paths``, the journey commands and ``forget``.
 
 The first four read the same configuration as the functions (environment, or the stack's secret with
 ``--stack-name``); ``attribute`` only reads the path table it is given.
@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     from throughline.privacy.cli import register as register_privacy_commands
 
     register_privacy_commands(commands, _stack_outputs)
+    from throughline.report.athena import register as register_athena_views
+
+    register_athena_views(commands, _stack_outputs)
 
     args = parser.parse_args(argv)
     try:

@@ -119,7 +119,7 @@ class Journeys:
         leads = {deal.lead_id for deal in won if deal.lead_id}
         key = f"journeys/snapshot={self.snapshot}/entities.json.gz"
         missing: set[int] = set()
-        for line in jsonlines.decode(self.objects.get(key) or b""):
+        for line in jsonlines.iter_decode(self.objects.get(key) or b""):
             kind, entity_id = line.get("entity_type"), int(line["entity_id"])
             if kind == "deal" and entity_id in deals:
                 self.deal_person[entity_id] = line.get("person_key")
@@ -130,7 +130,7 @@ class Journeys:
             elif kind == "lead" and entity_id in leads:
                 self.lead_person[entity_id] = line.get("person_key")
         if missing:  # a deal linked to a lead the CRM's LEAD_ID does not name: read those leads too
-            for line in jsonlines.decode(self.objects.get(key) or b""):
+            for line in jsonlines.iter_decode(self.objects.get(key) or b""):
                 if line.get("entity_type") == "lead" and int(line["entity_id"]) in missing:
                     self.lead_person[int(line["entity_id"])] = line.get("person_key")
 

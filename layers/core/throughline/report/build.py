@@ -44,6 +44,7 @@ from throughline.report.channels import (
     spend_source,
     tag_key,
 )
+from throughline.report.dynamics import DynamicsBook
 from throughline.report.funnel import StageBook, build_funnels
 from throughline.report.metrics import ZERO, Totals
 from throughline.report.models import (
@@ -245,6 +246,7 @@ class _Builder:
         self._end = period.date_to.toordinal()
         self.won: list[WonDeal] = []  # the period's won deals with a rate: the conversions of attribution
         self.won_to_date: list[WonDeal] = []  # every won deal up to the period's end: the cohorts
+        self.dynamics = DynamicsBook()  # the period's figures by row and day (report.dynamics)
 
     def day(self, value: Any, *, moment: bool = False) -> tuple[int | None, int]:
         """(0 = the period, 1 = the previous one, None = neither; the day's ordinal, 0 when there is no date).
@@ -286,7 +288,7 @@ class _Builder:
     def add_spend(self, rows: Iterable[Mapping[str, Any]]) -> None:
         vat = Decimal(1) + self.options.vat_rate
         for row in rows:
-            which = self.day(row.get("date"))[0]
+            which, spend_day = self.day(row.get("date"))
             if which is None:
                 continue
             platform = str(row["platform"])
@@ -343,6 +345,8 @@ class _Builder:
             totals.spend += cost
             totals.impressions += int(row.get("impressions") or 0)
             totals.clicks += int(row.get("clicks") or 0)
+            if which == CURRENT:
+                self.dynamics.spend(campaign, spend_day, cost)
 
     def _money(self, amount: Decimal, currency: str, day: str) -> Decimal | None:
         """``amount`` in the report currency, rounded to kopecks here, once per spend row or deal: every row, total
@@ -447,6 +451,7 @@ class _Builder:
             slot.campaign.totals[which].leads += 1
             if which == CURRENT:
                 self._count_current_lead(lead, slot)
+                self.dynamics.lead(slot.campaign, ordinal)
         self._leads_seen = seen
 
     def _count_current_lead(self, lead: Mapping[str, Any], slot: _Slot) -> None:
@@ -603,6 +608,7 @@ class _Builder:
                 if problem is None:
                     cell[3] += revenue
                     self.won.append(WonDeal(deal_id, lead_id, date.fromordinal(closed), revenue, customer))
+                self.dynamics.won(campaign, closed, revenue if problem is None else ZERO)  # a won deal all the same
 
     def _remember_deal(self, deal_id: int, index: int) -> None:
         rows = self._deal_rows
@@ -742,6 +748,7 @@ class _Builder:
             crm=dict(crm_info),
             attribution=section,
             cohorts=cohort_rows(self.won_to_date, self.period.date_to, zone),
+            dynamics=self.dynamics.section(self.period, lambda campaign: bool(campaign.totals[CURRENT].spend)),
         )
 
     def _touch_channel(self, entity_type: str, entity_id: int) -> str | None:

@@ -259,7 +259,7 @@ def snapshot_key(entity: str, bucket: int) -> str:
 def read_snapshot(objects: Objects, entity: str) -> Iterator[dict[str, Any]]:
     for key in sorted(objects.keys(f"{SNAPSHOT_PREFIX}entity={entity}/")):
         if key.endswith(".json.gz"):
-            yield from _read_lines(objects.get(key) or b"")
+            yield from jsonlines.iter_decode(objects.get(key) or b"")  # a chunk of a bucket at a time
 
 
 class _SnapshotWriter:

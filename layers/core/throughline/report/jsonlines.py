@@ -8,9 +8,11 @@ Spend rows are read with the standard decoder instead, because their costs must 
 from __future__ import annotations
 
 import gzip
+import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -29,6 +31,22 @@ def decode(data: bytes, *, decimals: bool = False) -> list[dict[str, Any]]:
     if decimals:
         return _DECIMAL.decode("[" + ",".join(line.decode("utf-8") for line in lines) + "]")
     return orjson.loads(b"[" + b",".join(lines) + b"]")
+
+
+CHUNK_LINES = 10_000
+
+
+def iter_decode(data: bytes, *, chunk_lines: int = CHUNK_LINES) -> Iterator[dict[str, Any]]:
+    """The rows of a gzip JSON Lines object (strings and integers, as ``decode``), ``chunk_lines`` at a time: the
+    object is decompressed as it is read and never held whole, decoded or not (a bucket of 100 000 leads decoded at
+    once held some 200 MB of dicts; the journey export's entities, 1.2 M lines, several times that)."""
+    if not data:
+        return
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as file:
+        while chunk := list(islice(file, chunk_lines)):
+            lines = [line for line in chunk if line.strip()]
+            if lines:
+                yield from orjson.loads(b"[" + b",".join(lines) + b"]")
 
 
 def encode(rows: Iterable[Mapping[str, Any]]) -> bytes:

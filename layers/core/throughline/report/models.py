@@ -266,6 +266,38 @@ class CohortRow(_Model):
     ltv: list[Number] = Field(description="cumulative revenue per customer, by month since acquisition")
 
 
+class Span(_Model):
+    """A day or an ISO week (clipped to the period) of the dynamics."""
+
+    date_from: date
+    date_to: date
+    label: str = Field(description="YYYY-MM-DD of a day, or the ISO week YYYY-Www")
+
+
+class DynamicsPoint(Span):
+    spend: Number
+    leads: int
+    won_deals: int
+    revenue: Number
+
+
+class ChannelWeeks(_Model):
+    channel: str
+    channel_label: str
+    spend: list[Number] = Field(description="the channel's spend by week")
+    revenue: list[Number] = Field(description="by week, revenue of the channel's rows that carry spend (paid rule)")
+    romi: list[Number | None] = Field(description="(revenue − spend) / spend × 100 % by week; null without spend")
+
+
+class Dynamics(_Model):
+    """The period by day (by ISO week past 62 days): the points add up to the headline; ROMI by channel by week."""
+
+    granularity: Literal["day", "week"]
+    points: list[DynamicsPoint]
+    weeks: list[Span] = Field(description="the ISO weeks of romi_by_channel, clipped to the period")
+    romi_by_channel: list[ChannelWeeks] = Field(description="channels with spend in the period, most spend first")
+
+
 class RoiReport(_Model):
     schema_version: Literal[2] = SCHEMA_VERSION
     generated_at: datetime
@@ -297,6 +329,7 @@ class RoiReport(_Model):
     cohorts: list[CohortRow] = Field(
         default_factory=list, description="monthly acquisition cohorts by source, up to the period's end"
     )
+    dynamics: Dynamics | None = Field(default=None, description="the period by day or week (report.dynamics)")
 
 
 def json_schema() -> str:

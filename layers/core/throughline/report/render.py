@@ -19,6 +19,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from throughline.report import dynamics
 from throughline.report.models import RoiReport, Row
 
 CHART_JS = "chart.umd.min.js"
@@ -165,6 +166,7 @@ def render_html(report: RoiReport) -> bytes:
         generated=html.escape(report.generated_at.strftime("%d.%m.%Y %H:%M")),
         currency=html.escape(report.currency),
         cards=_cards(report),
+        dynamics=dynamics.PANEL if report.dynamics else "",
         quality=_quality(report),
         funnels=_funnel_tables(report),
         attribution=_attribution(report),
@@ -174,7 +176,7 @@ def render_html(report: RoiReport) -> bytes:
         basis=html.escape(_basis(report)),
         data=_script_json(data),
         chart_js=_chart_js(),
-        script=_SCRIPT,
+        script=_SCRIPT + dynamics.SCRIPT,
         style=_STYLE,
     )
     return page.encode("utf-8")
@@ -219,6 +221,7 @@ def _chart_data(report: RoiReport) -> dict[str, Any]:
         "quality": {"with_source": quality.leads_with_source, "without_source": quality.leads_without_source},
         "currency": report.currency,
         "attribution": _attribution_chart(report),
+        "dynamics": dynamics.chart_data(report),
     }
 
 
@@ -645,6 +648,7 @@ _PAGE = """<!doctype html>
 <div class="sub">Период {period} · сравнение с {previous} · валюта {currency} · отчёт от {generated}</div></header>
 <main>
 <section class="cards">{cards}</section>
+{dynamics}
 <section class="grid">
  <div class="panel"><h2>ROMI по каналам с расходом</h2><div class="chart"><canvas id="chart-romi"></canvas></div></div>
  <div class="panel"><h2>Расход и выручка по каналам</h2>

@@ -1,0 +1,246 @@
+"""The Athena views' SQL on DuckDB against throughline.report.build on the same records: tags classified as
+throughline.sources classifies them, days in the report's zone, amounts that are no money, rates; and the taxonomy
+file is the generated one; and the views are created in order through Athena."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from throughline.report import athena
+from throughline.report.build import ReportOptions, build_report, previous_period
+from throughline.report.channels import origin_from_tags
+from throughline.report.funnel import StageBook
+from throughline.report.models import Period
+from throughline.report.rates import RateBook
+
+SQL = Path(athena.__file__).parent / "sql"
+NOVEMBER = Period(date_from=date(2026, 11, 1), date_to=date(2026, 11, 30))
+LEAD_COLUMNS = ("id", "date_create", "date_modify", "source_id", "contact_id", "utm_source", "utm_medium",
+                "utm_campaign")  # fmt: skip
+DEAL_COLUMNS = ("id", "date_create", "date_modify", "stage_semantic_id", "opportunity", "currency_id", "closedate",
+                "lead_id", "contact_id", "source_id", "utm_source", "utm_medium", "utm_campaign")  # fmt: skip
+
+
+def test_the_committed_taxonomy_is_the_generated_one() -> None:
+    assert (SQL / "taxonomy.sql").read_text(encoding="utf-8") == athena.taxonomy_sql(), (
+        "regenerate: PYTHONPATH=layers/core python -m throughline athena-views --print-taxonomy "
+        "> layers/core/throughline/report/sql/taxonomy.sql"
+    )
+
+
+def database(leads, deals, spend, rates=(), **settings) -> duckdb.DuckDBPyConnection:
+    db = duckdb.connect()
+    db.execute("CREATE TABLE crm_leads (" + ", ".join(f"{c} VARCHAR" for c in LEAD_COLUMNS) + ")")
+    db.execute("CREATE TABLE crm_deals (" + ", ".join(f"{c} VARCHAR" for c in DEAL_COLUMNS) + ")")
+    db.execute("CREATE TABLE spend (platform VARCHAR, \"date\" DATE, campaign_id VARCHAR, campaign_name VARCHAR,"
+               " impressions BIGINT, clicks BIGINT, cost DECIMAL(18, 6), currency VARCHAR, utm_source VARCHAR,"
+               " utm_medium VARCHAR, utm_campaign VARCHAR)")  # fmt: skip
+    db.execute('CREATE TABLE spend_rates ("date" DATE, base VARCHAR, rates MAP(VARCHAR, VARCHAR))')
+    for table, columns, records in (("crm_leads", LEAD_COLUMNS, leads), ("crm_deals", DEAL_COLUMNS, deals)):
+        for record in records:
+            values = [record.get(column.upper()) for column in columns]
+            db.execute(f"INSERT INTO {table} VALUES ({', '.join('?' * len(columns))})", values)
+    for row in spend:
+        db.execute("INSERT INTO spend VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   [row["platform"], row["date"], row.get("campaign_id"), row.get("campaign_name"),
+                    row.get("impressions"), row.get("clicks"), row["cost"], row.get("currency"),
+                    row.get("utm_source"), row.get("utm_medium"), row.get("utm_campaign")])  # fmt: skip
+    for item in rates:
+        db.execute("INSERT INTO spend_rates VALUES (?, ?, MAP(?, ?))",
+                   [item["date"], item["base"], list(item["rates"]), list(item["rates"].values())])  # fmt: skip
+    for text in athena.statements(**settings):
+        db.execute(text)
+    return db
+
+
+def report(leads, deals, spend, rates=(), source_map=None, timezone="Europe/Moscow"):
+    return build_report(period=NOVEMBER, previous=previous_period(NOVEMBER), leads=leads, deals=deals, spend=spend,
+                        rates=RateBook("RUB", rates), stages=StageBook([]),
+                        options=ReportOptions(timezone=timezone, source_map=source_map or {}),
+                        now=lambda: datetime(2026, 12, 1))  # fmt: skip
+
+
+def campaign_rows(db) -> dict[tuple, dict]:
+    cursor = db.execute("SELECT * FROM roi_by_campaign WHERE month = DATE '2026-11-01'")
+    names = [column[0] for column in cursor.description]
+    rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return {(r["channel"], r["source"], r["platform"], r["campaign_id"], r["campaign"]): r for r in rows}
+
+
+def assert_same_campaign_rows(db, built) -> int:
+    views = campaign_rows(db)
+    rows = {(r.channel, r.source, r.platform, r.campaign_id, r.campaign): r.metrics
+            for r in built.rows if r.level == "campaign"}  # fmt: skip
+    active = {key for key, m in rows.items() if m.spend or m.leads or m.deals or m.won_deals}
+    assert set(views) == active, set(views) ^ active
+    for key, view in views.items():
+        for name in ("spend", "leads", "deals", "won_deals", "revenue", "new_customers", "cpl", "romi",
+                     "average_check", "sales_cycle_days"):  # fmt: skip
+            assert view[name] == getattr(rows[key], name), (key, name)
+    return len(views)
+
+
+TAGS = [
+    ("yandex", "cpc"), ("Yandex Direct", "CPC"), ("яндекс.директ", "context"), ("google", "organic"),
+    ("vk", "cpc"), ("vk", "organic"), ("vk", "cpm"), ("avito", "cpc"), ("avito", "paid_listing"),
+    ("telegram", "post"), ("whatsapp", ""), ("wa", "cpc"), ("mailchimp", ""), ("newsletter", "email"),
+    ("partner_site", "referral"), ("flyer", "offline"), ("(direct)", "(none)"), ("", "(none)"), ("", "cpc"),
+    ("l.facebook.com", ""), ("www.google.de", ""), ("dzen.ru", ""), ("yabs.yandex.ru", ""), ("mail.yandex.ru", ""),
+    ("unknown.example", "banner"), ("bing", ""), ("google", "search_cpc"), ("VK  Ads", "target"),
+    ("  ", "  "), ("Habr", "smm"), ("yandex", "rsya"), ("ok", "referral"), ("viber", "messenger"),
+    ("avito", "paid_search"), ("Партнёр", ""), ("e-mail", "Рассылка"),
+]  # fmt: skip
+
+
+def test_tags_are_classified_as_throughline_sources_classifies_them() -> None:
+    leads = [{"ID": str(n), "DATE_CREATE": "2026-11-05T10:00:00+03:00", "UTM_SOURCE": s, "UTM_MEDIUM": m,
+              "UTM_CAMPAIGN": f"c{n}"} for n, (s, m) in enumerate(TAGS, start=1)]  # fmt: skip
+    views = campaign_rows(database(leads, [], []))
+    got = {key[4]: (key[0], key[1]) for key in views}
+    for n, (source, medium) in enumerate(TAGS, start=1):
+        origin = origin_from_tags(source, medium)
+        assert got[f"c{n}"] == (origin.channel, origin.source), (source, medium)
+
+
+def test_days_in_the_report_zone_amounts_that_are_no_money_and_rates() -> None:
+    leads = [
+        {"ID": "1", "DATE_CREATE": "2026-11-30T23:30:00+02:00", "UTM_SOURCE": "yandex", "UTM_MEDIUM": "cpc",
+         "UTM_CAMPAIGN": "777"},  # 1 December in Moscow: not November
+        {"ID": "2", "DATE_CREATE": "2026-10-31T22:30:00+00:00", "UTM_SOURCE": "yandex", "UTM_MEDIUM": "cpc",
+         "UTM_CAMPAIGN": "777"},  # 1 November in Moscow
+        {"ID": "3", "DATE_CREATE": "2026-11-03T10:00:00+03:00", "SOURCE_ID": "7"},  # the portal's own source
+        {"ID": "4", "DATE_CREATE": "2026-11-03T10:00:00+03:00", "SOURCE_ID": "OTHER"},
+        {"ID": "5", "DATE_CREATE": "2026-11-03T10:00:00+03:00", "UTM_SOURCE": "vk", "UTM_MEDIUM": "cpc",
+         "UTM_CAMPAIGN": "Зима"},
+    ]  # fmt: skip
+
+    def won(deal_id, lead, amount, closed, **fields):
+        return {"ID": str(deal_id), "LEAD_ID": lead, "DATE_CREATE": "2026-11-04T10:00:00+03:00",
+                "STAGE_SEMANTIC_ID": "S", "OPPORTUNITY": amount, "CURRENCY_ID": "RUB", "CLOSEDATE": closed,
+                **fields}  # fmt: skip
+
+    deals = [
+        won(10, "2", "1000.005", "2026-11-10"),  # half a kopeck: rounds up
+        won(11, "2", "abc", "2026-11-11"),  # no amount: left out of won deals and revenue
+        won(12, "2", "", "2026-11-12"),  # empty: a won deal of 0
+        won(13, "3", "50", "2026-11-13", CURRENCY_ID="USD"),  # the rate of 1 November
+        won(14, "3", "70", "2026-11-14", CURRENCY_ID="GBP"),  # no rate: left out
+        won(15, "5", "300", "", DATE_MODIFY="2026-11-30T22:30:00+00:00"),  # no CLOSEDATE: 1 December in Moscow
+        won(16, "5", "200", "", DATE_MODIFY="2026-11-29T22:30:00+00:00"),  # 30 November in Moscow
+        won(17, None, "900", "2026-11-20", UTM_SOURCE="google", UTM_MEDIUM="organic", CONTACT_ID="5"),
+        won(18, None, "100", "2026-11-21", UTM_SOURCE="google", UTM_MEDIUM="organic", CONTACT_ID="5"),
+    ]
+    spend = [
+        {"platform": "yandex_direct", "date": "2026-11-02", "campaign_id": "777", "campaign_name": "Поиск",
+         "impressions": 100, "clicks": 7, "cost": Decimal("333.333"), "currency": "RUB"},
+        {"platform": "vk_ads", "date": "2026-11-02", "campaign_id": "55", "campaign_name": "Зима",
+         "impressions": 10, "clicks": 1, "cost": Decimal("10"), "currency": "USD"},
+        {"platform": "vk_ads", "date": "2026-11-03", "campaign_id": "55", "campaign_name": "Зима",
+         "impressions": 10, "clicks": 1, "cost": Decimal("10"), "currency": "KZT"},  # no rate: left out
+        {"platform": "manual", "date": "2026-11-03", "cost": Decimal("5"), "currency": "", "utm_source": "",
+         "utm_medium": "", "utm_campaign": "Листовки"},
+    ]  # fmt: skip
+    rates = [{"date": "2026-11-01", "base": "RUB", "rates": {"USD": "92.5", "EUR": "0"}},
+             {"date": "2026-11-20", "base": "RUB", "rates": {"USD": "95"}}]  # fmt: skip
+    source_map = {"offline/partner_event": "7"}
+    db = database(leads, deals, spend, rates, source_map=source_map)
+    built = report(leads, deals, spend, rates, source_map=source_map)
+    assert assert_same_campaign_rows(db, built) == 6
+    views = campaign_rows(db)
+    search = views[("paid_search", "yandex", "yandex_direct", "777", "Поиск")]
+    assert (search["leads"], search["won_deals"], search["revenue"]) == (1, 2, Decimal("1000.01"))
+    assert search["spend"] == Decimal("333.33") and search["cpl"] == Decimal("333.33")
+    assert views[("social", "vk", "vk_ads", "55", "Зима")]["spend"] == Decimal("925.00")  # 10 × 92.5; KZT left out
+    assert views[("social", "vk", "vk_ads", "55", "Зима")]["revenue"] == Decimal("200.00")
+    assert views[("offline", "partner_event", None, None, "(не указана)")]["revenue"] == Decimal("4625.00")
+    organic = views[("organic_search", "google", None, None, "(не указана)")]
+    assert (organic["won_deals"], organic["new_customers"]) == (2, 1)  # one contact, two won deals
+
+
+def test_views_are_created_in_order_and_a_failure_stops_them() -> None:
+    class Athena:
+        def __init__(self, fail_at: int | None = None):
+            self.started: list[dict] = []
+            self.polls = 0
+            self.fail_at = fail_at
+
+        def start_query_execution(self, **request):
+            self.started.append(request)
+            return {"QueryExecutionId": str(len(self.started))}
+
+        def get_query_execution(self, QueryExecutionId):
+            self.polls += 1
+            if self.fail_at is not None and int(QueryExecutionId) == self.fail_at:
+                return {"QueryExecution": {"Status": {"State": "FAILED", "StateChangeReason": "bad SQL"}}}
+            state = "RUNNING" if self.polls % 2 else "SUCCEEDED"
+            return {"QueryExecution": {"Status": {"State": state}}}
+
+    texts = athena.statements(currency="usd", timezone="Asia/Almaty")
+    assert any("'USD'" in text for text in texts) and any("'Asia/Almaty'" in text for text in texts)
+    names = [text.split()[4] for text in texts]
+    assert names[-6:] == [
+        "roi_rates",
+        "roi_deals",
+        "roi_facts",
+        "roi_campaign_month",
+        "roi_by_campaign",
+        "roi_by_channel",
+    ]
+    client = Athena()
+    ids = athena.create_views(client, database="throughline_dev", output="s3://b/athena/", workgroup=None,
+                              texts=texts, sleep=lambda seconds: None)  # fmt: skip
+    assert ids == [str(n) for n in range(1, len(texts) + 1)]
+    assert client.started[0]["QueryExecutionContext"] == {"Database": "throughline_dev"}
+    assert client.started[0]["ResultConfiguration"] == {"OutputLocation": "s3://b/athena/"}
+    failing = Athena(fail_at=2)
+    with pytest.raises(RuntimeError, match="FAILED bad SQL"):
+        athena.create_views(failing, database="d", output=None, workgroup="primary", texts=texts,
+                            sleep=lambda seconds: None)  # fmt: skip
+    assert len(failing.started) == 2 and failing.started[0]["WorkGroup"] == "primary"
+    with pytest.raises(ValueError, match="currency"):
+        athena.statements(currency="RUB'; DROP")
+
+
+def test_source_map_text_cannot_break_out_of_its_literal_and_settings_are_checked() -> None:
+    hostile = {"offline/it's;\nDROP TABLE spend;--": "7"}
+    texts = athena.statements(source_map=hostile)
+    crm = next(text for text in texts if text.startswith("CREATE OR REPLACE VIEW tl_crm_source"))
+    assert "'it''s;\nDROP TABLE spend;--'" in crm and not any(text.startswith("DROP") for text in texts)
+    db = duckdb.connect()
+    db.execute(crm)
+    assert ("7", "offline", "it's;\nDROP TABLE spend;--") in db.execute("SELECT * FROM tl_crm_source").fetchall()
+    with pytest.raises(ValueError):
+        athena.statements(timezone="Europe/Moscow' --")
+    with pytest.raises(ValueError):
+        athena.paths_query(snapshot="2026-12-01' OR 1=1", date_from=date(2026, 11, 1), date_to=date(2026, 11, 30))
+    with pytest.raises(ValueError, match="before it starts"):
+        athena.paths_query(snapshot="2026-12-01", date_from=date(2026, 11, 30), date_to=date(2026, 11, 1))
+    with pytest.raises(ValueError, match="currency"):
+        athena.paths_query(snapshot="2026-12-01", date_from=date(2026, 11, 1), date_to=date(2026, 11, 1),
+                           currency="RU'B")  # fmt: skip
+
+
+def test_the_cli_prints_the_views_for_the_stacks_settings(capsys, monkeypatch) -> None:
+    from throughline.__main__ import main
+
+    monkeypatch.setenv("REPORT_CURRENCY", "EUR")
+    monkeypatch.setenv("TIMEZONE", "Asia/Yekaterinburg")
+    monkeypatch.delenv("SECRETS_ARN", raising=False)
+    assert main(["athena-views", "--print"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("CREATE OR REPLACE VIEW") == 12 and "'EUR'" in printed and "'Asia/Yekaterinburg'" in printed
+    db = duckdb.connect()
+    db.execute("CREATE TABLE spend (platform VARCHAR, \"date\" DATE, campaign_id VARCHAR, campaign_name VARCHAR,"
+               " impressions BIGINT, clicks BIGINT, cost DECIMAL(18, 6), currency VARCHAR, utm_source VARCHAR,"
+               " utm_medium VARCHAR, utm_campaign VARCHAR)")  # fmt: skip
+    db.execute('CREATE TABLE spend_rates ("date" DATE, base VARCHAR, rates MAP(VARCHAR, VARCHAR))')
+    db.execute("CREATE TABLE crm_leads (" + ", ".join(f"{c} VARCHAR" for c in LEAD_COLUMNS) + ")")
+    db.execute("CREATE TABLE crm_deals (" + ", ".join(f"{c} VARCHAR" for c in DEAL_COLUMNS) + ")")
+    for statement in printed.split(";\n\n"):
+        db.execute(statement.strip().removesuffix(";"))  # what --print shows runs as it is
+    assert db.execute("SELECT count(*) FROM roi_by_channel").fetchone() == (0,)
