@@ -911,6 +911,7 @@ class Redirecting:
         "http://evil.example.com/rest/1/s3cr3tw3bh00k/profile.json",  # plain http to a public host
         "https://moved.bitrix24.ru/login/?back=/rest/",  # another path
         "https://moved.bitrix24.ru/rest/1/other/profile.json",  # another webhook's path
+        "https://user:pw@moved.bitrix24.ru/rest/1/s3cr3tw3bh00k/profile.json",  # credentials in the address
     ],
 )
 def test_a_redirect_to_another_path_or_an_insecure_address_is_not_followed(location: str, moves: list) -> None:

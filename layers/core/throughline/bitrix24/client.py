@@ -321,11 +321,11 @@ class Bitrix24Client:
             # A redirect to itself is no move but a loop (a broken proxy); the request may have reached the portal.
             raise BitrixUnavailable("TOO_MANY_REDIRECTS", "the portal redirects to the same address", None, method)
         safe_scheme = new.scheme == "https" or (new.scheme == "http" and _is_loopback(new.hostname or ""))
-        if not safe_scheme or new.path != old.path or not new.hostname:
+        if not safe_scheme or new.path != old.path or not new.hostname or new.username or new.password:
             # Never send the webhook's secret to an address that is not the same portal path over a safe scheme.
             raise BitrixBadRequest("PORTAL_MOVED", f"{PORTAL_MOVED}; the redirect is not followed: it names "
                                    "another path or an insecure address", http.status_code, method)  # fmt: skip
-        origin = f"{new.scheme}://{new.netloc}"
+        origin = f"{new.scheme}://{new.netloc}"  # no user or password (refused above): safe to log
         self._base = origin + urlsplit(self._base).path
         self.moved_to = origin
         _announce_move(origin, http.status_code, method)

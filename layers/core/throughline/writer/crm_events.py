@@ -37,7 +37,9 @@ CRM = "crm"  # the channel of sales-side touches (a manager's call, a stage move
 DICTIONARY_TTL_SECONDS = 600
 STAGE_FIELDS = {LEAD: ("STATUS_ID", "STATUS_SEMANTIC_ID"), DEAL: ("STAGE_ID", "STAGE_SEMANTIC_ID")}
 HISTORY_TYPES = {LEAD: 1, DEAL: 2}  # crm.stagehistory.list entityTypeId
-SWEEP_TS = "sweep"  # the ``ts`` of events the sweep makes up for records it read
+SWEEP_TS = "sweep"
+LEASE_WAIT_SECONDS = 3.0  # how long a commit waits for the form writer's lease before its events go back
+LEASE_POLL_SECONDS = 0.2  # the ``ts`` of events the sweep makes up for records it read
 
 # SOURCE_ID of a lead with no tags → (channel, canonical source, medium), for the classifier's taxonomy.
 SOURCE_CHANNELS = {
@@ -676,9 +678,10 @@ class CrmEventWriter:
     # -- writing --------------------------------------------------------------------------------------------------
 
     def _lease(self, batch: _Batch) -> Any:
-        """The form writer's leases on what this commit changes and redraws: ``lead:<id>`` (a repeat request's lead),
-        ``contact-record:<id>`` (a contact, or a deal's contact: simple mode's repeat requests) and ``contact:<phone
-        or e-mail>`` of the leads and contacts read. Raises ``Busy`` when another writer holds one."""
+        """The form writer's leases on what this commit changes and redraws: ``lead:<id>`` (the lead a repeat request
+        extends its lease to) and ``contact-record:<id>`` (a contact, or a deal's contact: simple mode's repeat
+        requests). A lease held by another writer is waited for a few seconds (its holder writes one round), then
+        ``Busy`` is raised and the events come back shortly."""
         if self.locks is None:
             return None
         names: set[str] = set()
@@ -691,18 +694,18 @@ class CrmEventWriter:
                 names.add(f"contact-record:{id_}")
             elif kind == "DEAL" and meta.get("contact_id"):
                 names.add(f"contact-record:{int(meta['contact_id'])}")
-        for key, record in batch.records.items():
-            if len(key) == 2 and key[0] in (LEAD, CONTACT) and _entity(*key) in batch.meta_updates:
-                phones, emails = self._contacts(record)
-                names |= {f"contact:{value}" for value in (*phones, *emails)}
         if not names:
             return None
-        left = self.bitrix.deadline.seconds_left()
-        seconds = min(LEASE_SECONDS, left + 15) if left != float("inf") else LEASE_SECONDS
-        lease = self.locks.acquire(sorted(names), lease_seconds=seconds)
-        if lease is None:
-            raise Busy()
-        return lease
+        give_up = time.monotonic() + LEASE_WAIT_SECONDS
+        while True:
+            left = self.bitrix.deadline.seconds_left()
+            seconds = min(LEASE_SECONDS, left + 15) if left != float("inf") else LEASE_SECONDS
+            lease = self.locks.acquire(sorted(names), lease_seconds=seconds)
+            if lease is not None:
+                return lease
+            if time.monotonic() >= give_up or left < LEASE_WAIT_SECONDS + 10:
+                raise Busy()
+            time.sleep(LEASE_POLL_SECONDS)
 
     def _commit(self, batch: _Batch) -> int:
         changed: set[str] = set()
