@@ -139,17 +139,24 @@ def test_raw_copy_index_entries_expire_with_the_copies():
         def __init__(self):
             self.calls = []
 
-        def raw_keys_put(self, keys, raw_key, expires_at):
-            self.calls.append((list(keys), raw_key, expires_at))
+        def raw_keys_put(self, entries):
+            self.calls.append(list(entries))
 
     at = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     submission = Submission("s1", "contact", at, Visit(), phone="+79161234567", raw_key="raw/forms/x.json")
     no_contact = Submission("s2", "contact", at, Visit(), raw_key="raw/forms/y.json")
     recorder = Recorder()
-    index_raw_copies(recorder, "k" * 32, [submission, no_contact], 30)
-    [(keys, raw_key, expires_at)] = recorder.calls
-    assert keys == [person_key("+79161234567", "k" * 32)] and raw_key == "raw/forms/x.json"
-    assert expires_at == int(datetime(2027, 1, 1, 12, 0, tzinfo=UTC).timestamp())  # 30 days + 1 after arrival
+    expires_at = int(datetime(2027, 1, 1, 12, 0, tzinfo=UTC).timestamp())  # 30 days + 1 after arrival
+    both = Submission("s3", "contact", at, Visit(), phone="+79035550101", email="o@example.ru", raw_key="raw/forms/z")
+    recorder.calls.clear()
+    index_raw_copies(recorder, "k" * 32, [submission, no_contact, both], 30)
+    assert recorder.calls == [  # one call for the whole batch
+        [
+            (person_key("+79161234567", "k" * 32), "raw/forms/x.json", expires_at),
+            (person_key("+79035550101", "k" * 32), "raw/forms/z", expires_at),
+            (person_key("o@example.ru", "k" * 32), "raw/forms/z", expires_at),
+        ]
+    ]
 
 
 def test_a_shared_phone_on_another_record_does_not_widen_the_erasure(make_stack):

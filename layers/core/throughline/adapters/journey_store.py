@@ -281,8 +281,9 @@ class JourneyStore:
                 kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         return found
 
-    def raw_keys_put(self, person_keys: Iterable[str], raw_key: str, expires_at: int) -> None:
-        """File the S3 key of a raw copy under each of the person's keys, until ``expires_at`` (epoch seconds)."""
+    def raw_keys_put(self, entries: Iterable[tuple[str, str, int]]) -> None:
+        """File raw copies under person keys: ``(person key, S3 key, expires_at in epoch seconds)`` each, written
+        25 to a call (a writer's batch of ten posts is one call)."""
         requests = [
             {
                 "PutRequest": {
@@ -293,7 +294,7 @@ class JourneyStore:
                     }
                 }
             }
-            for key in dict.fromkeys(person_keys)
+            for key, raw_key, expires_at in dict.fromkeys(entries)
         ]
         for start in range(0, len(requests), 25):
             self._write(requests[start : start + 25])

@@ -93,14 +93,15 @@ def index_raw_copies(store: JourneyStore, secret: str, submissions: Iterable[Sub
     """File each submission's raw copy (``raw/forms/…``) under its phone's and e-mail's person keys, so that
     ``python -m throughline forget`` finds a person's copies. Done here, off the HTTP path: capture only writes the
     copy. The entries expire a day after the bucket's lifecycle rule deletes the copies (``RAW_RETENTION_DAYS``)."""
+    entries = []
     for submission in submissions:
         contacts = [value for value in (submission.phone, submission.email) if value]
         if not submission.raw_key or not contacts:
             continue
-        expires_at = submission.received_at + timedelta(days=retention_days + 1)
-        store.raw_keys_put(
-            [person_key(value, secret) for value in contacts], submission.raw_key, int(expires_at.timestamp())
-        )
+        expires_at = int((submission.received_at + timedelta(days=retention_days + 1)).timestamp())
+        entries += [(person_key(value, secret), submission.raw_key, expires_at) for value in contacts]
+    if entries:
+        store.raw_keys_put(entries)
 
 
 def person_index(store: JourneyStore, secret: str) -> Callable[[Submission], tuple[set[int], set[int]]]:
