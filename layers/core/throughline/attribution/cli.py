@@ -15,7 +15,7 @@ import json
 import sys
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
-from typing import TextIO
+from typing import Any, TextIO
 
 from throughline.attribution.models import ALL_MODELS, DEFAULT_HALF_LIFE_DAYS, TIMED_MODELS, attribute
 from throughline.attribution.paths import DIRECT, PathTable, path_table
@@ -23,7 +23,7 @@ from throughline.attribution.paths import DIRECT, PathTable, path_table
 REQUIRED = ("path", "total_conversions")
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction, stack_outputs: Any = None) -> None:
     parser = commands.add_parser(
         "attribute", help="every attribution model over a path table (ChannelAttribution's format)"
     )
@@ -36,6 +36,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--sep", default=">", help="channel separator in path (default >)")
     parser.add_argument("--direct", default=DIRECT, help="the direct channel's name, for last_non_direct")
     parser.add_argument("--format", choices=("csv", "json"), default="csv")
+    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:

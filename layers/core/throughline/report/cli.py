@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 
-def add_parser(commands: Any) -> None:
+def register(commands: Any, stack_outputs: Any) -> None:
     report = commands.add_parser("report", help="build the ROI report for a period (default: month to date)")
     report.add_argument("--from", dest="date_from", type=date.fromisoformat, help="first day, YYYY-MM-DD")
     report.add_argument("--to", dest="date_to", type=date.fromisoformat, help="last day, YYYY-MM-DD")
     report.add_argument("--out", type=Path, help="also write roi.json, roi.csv and index.html here")
     report.add_argument("--stack-name", help="read SECRETS_ARN and DATA_BUCKET from this deployed stack's outputs")
+    report.set_defaults(run=lambda args: run(args, stack_outputs))
 
 
 def run(args: argparse.Namespace, stack_outputs: Any = None) -> int:

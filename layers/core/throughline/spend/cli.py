@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from throughline.spend.plan import Chunk
 from throughline.spend.rows import PLATFORMS
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction, stack_outputs: Any = None) -> None:
     spend = commands.add_parser("import-spend", help="import ad spend for a date range (a back-fill)")
     spend.add_argument("--from", dest="date_from", help="first date, YYYY-MM-DD (default: the lookback window)")
     spend.add_argument("--to", dest="date_to", help="last date, YYYY-MM-DD")
     spend.add_argument("--platform", action="append", choices=PLATFORMS, help="only this platform (repeatable)")
     spend.add_argument("--stack-name", help="use this deployed stack's bucket and secret")
+    spend.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -30,9 +31,9 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     from throughline.spend.run import RunRequest, run_spend_import
 
     if args.stack_name:
-        from throughline.__main__ import _stack_outputs
+        from throughline.adapters.stack import stack_outputs
 
-        outputs = _stack_outputs(args.stack_name)
+        outputs = stack_outputs(args.stack_name)
         os.environ.setdefault("SECRETS_ARN", outputs["SecretsArn"])
         os.environ.setdefault("DATA_BUCKET", outputs["DataBucketName"])
     settings = load_settings()

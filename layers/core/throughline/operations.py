@@ -1,0 +1,52 @@
+"""The portal and queue operator commands: ``bitrix-setup`` (create our fields, check the webhook's rights, print the
+sources and users) and ``replay-dlq`` (move the writer's dead letters back to its queue)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+
+def register(commands: Any, stack_outputs: Any) -> None:
+    setup = commands.add_parser("bitrix-setup", help="create the journey field; print sources and users")
+    setup.add_argument("--stack-name", help="read SECRETS_ARN from this deployed stack's outputs")
+    setup.set_defaults(run=lambda args: bitrix_setup(args, stack_outputs))
+
+    replay = commands.add_parser("replay-dlq", help="move the writer's dead letters back to its queue")
+    replay.add_argument("--stack-name", help="deployed stack whose queues to use")
+    replay.add_argument("--queue-url", help="the writes queue (instead of --stack-name)")
+    replay.add_argument("--dlq-url", help="its dead-letter queue (instead of --stack-name)")
+    replay.add_argument("--limit", type=int, help="move at most this many messages")
+    replay.set_defaults(run=lambda args: replay_dlq(args, stack_outputs))
+
+
+def bitrix_setup(args: argparse.Namespace, stack_outputs: Any) -> int:
+    from throughline.bitrix24.portal import bitrix_client
+    from throughline.config import load_settings
+    from throughline.setup import report
+    from throughline.writer.leads import LeadRules
+
+    if args.stack_name:
+        os.environ.setdefault("SECRETS_ARN", stack_outputs(args.stack_name)["SecretsArn"])
+    settings = load_settings()
+    print(report(bitrix_client(settings), LeadRules.from_settings(settings)))
+    return 0
+
+
+def replay_dlq(args: argparse.Namespace, stack_outputs: Any) -> int:
+    import boto3
+
+    from throughline.dlq import replay_dead_letters
+
+    queue_url, dlq_url = args.queue_url, args.dlq_url
+    if args.stack_name and not (queue_url and dlq_url):
+        outputs = stack_outputs(args.stack_name)
+        queue_url, dlq_url = outputs["WritesQueueUrl"], outputs["WritesDeadLetterQueueUrl"]
+    if not (queue_url and dlq_url):
+        raise SystemExit("give --stack-name, or both --queue-url and --dlq-url")
+    result = replay_dead_letters(
+        boto3.client("sqs"), dead_letter_queue_url=dlq_url, queue_url=queue_url, limit=args.limit, progress=print
+    )
+    print(f"done: {result.moved} moved, {result.failed} failed")
+    return 0 if result.failed == 0 else 1
