@@ -669,10 +669,8 @@ class Portal:
             record["STATUS_ID"] = record.get("STATUS_ID") or "NEW"
             semantic = self.status_semantics("STATUS", record["STATUS_ID"]) or "P"
             record["STATUS_SEMANTIC_ID"] = semantic
-            # crm-lead-add.md: IS_RETURN_CUSTOMER becomes Y when CONTACT_ID or COMPANY_ID is given (on add: a lead
-            # converted later into a new contact is not a returning customer's).
-            if previous is None:
-                record["IS_RETURN_CUSTOMER"] = "Y" if record.get("CONTACT_ID") or record.get("COMPANY_ID") else "N"
+            # crm-lead-add.md: IS_RETURN_CUSTOMER becomes Y when CONTACT_ID or COMPANY_ID is given.
+            record["IS_RETURN_CUSTOMER"] = "Y" if record.get("CONTACT_ID") or record.get("COMPANY_ID") else "N"
             if semantic == "P":
                 record["DATE_CLOSED"] = None
             elif previous is None or previous.get("STATUS_SEMANTIC_ID") == "P":

@@ -376,7 +376,7 @@ class CrmEventWriter:
             if meta is None and not update["ours"]:
                 # A returning person (IS_RETURN_CUSTOMER=Y: the lead names a contact or company; or someone the person
                 # index knows): the lead shows the person's earlier history, then «Повторное обращение».
-                repeat = str(record.get("IS_RETURN_CUSTOMER") or "N").upper() == "Y" or bool(earlier)
+                repeat = _returning(record) or bool(earlier)
                 if earlier:
                     update["earlier"] = earlier
                 touches.append(self._lead_created(record, repeat=repeat))
@@ -502,10 +502,10 @@ class CrmEventWriter:
         own = _entity(LEAD, int(record["ID"]))
         found = set(self.store.index_lookup(keys)) if keys else set()
         contact = _entity(CONTACT, _int(record.get("CONTACT_ID"))) if _int(record.get("CONTACT_ID")) else None
-        if contact and str(record.get("IS_RETURN_CUSTOMER") or "N").upper() == "Y":
+        if contact and _returning(record):
             found.add(contact)  # named when the lead was created: someone known before
         elif contact:
-            found.discard(contact)  # made from this very lead by its conversion (simple CRM mode does it at once)
+            found.discard(contact)  # maybe made from this very lead by its conversion (simple CRM mode does it at once)
         found.discard(own)
         # The person's other phones and e-mails, as their contacts have them (a returning lead may name its contact
         # and give no phone of its own).
@@ -823,6 +823,13 @@ def _stage_dictionary(kind: str, stage: str) -> str:
 
 def _entity(kind: str, id_: int) -> str:
     return f"{kind.upper()}#{int(id_)}"
+
+
+def _returning(record: dict[str, Any]) -> bool:
+    """IS_RETURN_CUSTOMER=Y: the lead named a contact or company (crm-lead-add.md). A lead first seen already
+    converted may name the contact its own conversion made: no evidence then."""
+    converted = str(record.get("STATUS_SEMANTIC_ID") or "P").upper() == "S"
+    return str(record.get("IS_RETURN_CUSTOMER") or "N").upper() == "Y" and not converted
 
 
 def _entity_of(target: tuple[str, int]) -> str:
