@@ -214,7 +214,7 @@ def _webhook_url(value: str) -> str | None:
         parts, host = None, ""
     if parts is None or parts.scheme.lower() not in ("https", "http") or not host or "/rest/" not in parts.path:
         raise ValueError("must look like https://<portal>/rest/<user>/<secret>/")
-    if parts.scheme.lower() == "http" and not _is_loopback(host):
+    if parts.scheme.lower() == "http" and not is_loopback(host):
         raise ValueError(
             "must start with https:// (Bitrix24 refuses http:// with 400 INVALID_REQUEST 'Https required'); "
             "http:// is accepted only for a loopback host such as the local sandbox"
@@ -229,7 +229,8 @@ def _key_material(value: str) -> str | None:
     return value or None
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine (``localhost`` or a loopback address): the only place plain http is allowed."""
     if host.lower() == "localhost":
         return True
     try:

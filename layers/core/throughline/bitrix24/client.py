@@ -32,7 +32,6 @@ say «the portal moved: update BITRIX24_WEBHOOK_URL». A ``batch`` answer that l
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
 import time
@@ -62,6 +61,7 @@ from throughline.bitrix24.pacing import (
     MethodTimes,
 )
 from throughline.bitrix24.query import build_query
+from throughline.config import is_loopback
 
 PORTAL_MOVED = "the portal moved: update BITRIX24_WEBHOOK_URL"
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -320,7 +320,7 @@ class Bitrix24Client:
         if new.scheme == old.scheme and new.netloc == old.netloc and new.path == old.path:
             # A redirect to itself is no move but a loop (a broken proxy); the request may have reached the portal.
             raise BitrixUnavailable("TOO_MANY_REDIRECTS", "the portal redirects to the same address", None, method)
-        safe_scheme = new.scheme == "https" or (new.scheme == "http" and _is_loopback(new.hostname or ""))
+        safe_scheme = new.scheme == "https" or (new.scheme == "http" and is_loopback(new.hostname or ""))
         if not safe_scheme or new.path != old.path or not new.hostname or new.username or new.password:
             # Never send the webhook's secret to an address that is not the same portal path over a safe scheme.
             raise BitrixBadRequest("PORTAL_MOVED", f"{PORTAL_MOVED}; the redirect is not followed: it names "
@@ -402,15 +402,6 @@ def _announce_move(origin: str, status: int, method: str) -> None:
 
     logger.warning(PORTAL_MOVED, extra={"new_address": origin, "status": status, "method": method})
     metrics.add_metric(name="PortalMoved", unit=MetricUnit.Count, value=1)
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_complete(commands: Mapping[str, Any], body: Mapping[str, Any], halt: bool) -> None:
