@@ -60,6 +60,11 @@ def test_every_route_of_the_template_is_described_and_nothing_else_outside_the_l
     assert described == template_routes()
 
 
+def test_the_document_is_valid_openapi_3_1():
+    validator = pytest.importorskip("openapi_spec_validator")  # comes with moto[server]
+    validator.validate(yaml.safe_load(DOCUMENT.read_text()))
+
+
 def json_error(response: requests.Response) -> str | None:
     """The problem a 4xx names: ``error`` (ours) or ``message`` (API Gateway's own answers)."""
     try:
