@@ -14,7 +14,7 @@ import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from local.stack import LocalStack
+from local.stack import OPENAPI_PATH, LocalStack
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {route.method:<7} {stack.url}{route.path}  → functions/{route.function}")
     for name in stack.resources.functions:
         print(f"  POST    {stack.url}/_local/invoke/{name}  (any JSON event)")
+    print(f"  GET     {stack.url}{OPENAPI_PATH}  (these routes, OpenAPI 3.1)")
     if stack.sandbox:
         print(f"  Bitrix24 sandbox webhook: {stack.sandbox.webhook_url}")
         print(f"  sandbox state: {stack.sandbox.base_url}/_sandbox/state?entity=lead   stats: /_sandbox/stats")

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -49,6 +50,9 @@ LOCAL_ENVIRONMENT = {
 _JSON = {"Content-Type": "application/json"}
 API_PAYLOAD_LIMIT = 10 * 1024 * 1024  # API Gateway's request payload quota
 _TEXT_TYPES = ("application/json", "application/x-www-form-urlencoded", "text/")
+# The HTTP routes described (OpenAPI 3.1), served at OPENAPI_PATH.
+OPENAPI_DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
+OPENAPI_PATH = "/_local/openapi.yaml"
 
 
 class LocalContext:
@@ -512,7 +516,8 @@ def _make_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
                 # What API Gateway answers; reading "-1" bytes waited for the client to hang up, holding a thread.
                 self.close_connection = True
                 too_large = length.isascii() and length.isdigit()
-                self._send(413 if too_large else 400, _JSON, b'{"message":"Bad Request"}')
+                message = b'{"message":"Request Entity Too Large"}' if too_large else b'{"message":"Bad Request"}'
+                self._send(413 if too_large else 400, _JSON, message)
                 return
             body = self.rfile.read(int(length))
             try:
@@ -522,19 +527,13 @@ def _make_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
                         # BITRIX24_WEBHOOK_URL, write leads): a cross-site text/plain post needs no preflight.
                         self._send(403, _JSON, b'{"error": "cross-site requests may not invoke functions"}')
                         return
-                    function = url.path.removeprefix("/_local/invoke/").strip("/")
-                    event = json.loads(body or b"{}")
-                    try:
-                        result = stack.invoke(function, event)
-                    except KeyError as error:
-                        self._send(
-                            404, {"Content-Type": "application/json"}, json.dumps({"error": str(error)}).encode()
-                        )
-                        return
-                    self._send(200, {"Content-Type": "application/json"}, json.dumps(result, default=str).encode())
+                    self._invoke(url.path.removeprefix("/_local/invoke/").strip("/"), body)
                     return
                 if url.path == "/_local/health":
                     self._send(200, {"Content-Type": "application/json"}, b'{"ok": true}')
+                    return
+                if url.path == OPENAPI_PATH and self.command == "GET":
+                    self._send(200, {"Content-Type": "application/yaml; charset=utf-8"}, OPENAPI_DOCUMENT.read_bytes())
                     return
                 found = stack.route(self.command, url.path)
                 if found is None:
@@ -550,6 +549,30 @@ def _make_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
                 self._send(500, {"Content-Type": "application/json"}, b'{"message":"Internal Server Error"}')
             finally:
                 stack.log(f"{self.command} {url.path} {(time.perf_counter() - started) * 1000:.0f} ms")
+
+        def _invoke(self, function: str, body: bytes) -> None:
+            """Lambda's Invoke API: a body that is no JSON is a 400, an unknown function a 404, and a function that
+            raised a 200 with ``X-Amz-Function-Error`` (never a 5xx: the stack did its part)."""
+            try:
+                event = json.loads(body.decode("utf-8") or "{}")
+            except (UnicodeDecodeError, ValueError) as error:
+                self._send(400, _JSON, json.dumps({"error": f"the event is not JSON: {error}"}).encode())
+                return
+            if not isinstance(event, dict):
+                self._send(400, _JSON, b'{"error": "the event must be a JSON object"}')
+                return
+            if function not in (stack.resources.functions if stack.resources else {}):
+                known = sorted(stack.resources.functions) if stack.resources else []
+                self._send(404, _JSON, json.dumps({"error": f"no function {function!r}; known: {known}"}).encode())
+                return
+            try:
+                result = stack.invoke(function, event)
+            except Exception as error:
+                stack.log(f"{function} raised {error!r}")
+                answer = {"errorType": type(error).__name__, "errorMessage": str(error)}
+                self._send(200, {**_JSON, "X-Amz-Function-Error": "Unhandled"}, json.dumps(answer).encode())
+                return
+            self._send(200, _JSON, json.dumps(result, default=str).encode())
 
         def _send_lambda_response(self, response: Any) -> None:
             if not isinstance(response, dict) or "statusCode" not in response:

@@ -73,7 +73,7 @@ def test_a_form_post_becomes_a_lead_in_the_sandbox(served):
 
 
 def test_any_function_can_be_invoked_once_with_a_json_event(served):
-    url, _, _ = served
+    url, banner, _ = served
     event = {
         "version": "2.0",
         "requestContext": {"http": {"method": "POST", "path": "/v1/forms/x/submissions"}},
@@ -85,6 +85,9 @@ def test_any_function_can_be_invoked_once_with_a_json_event(served):
     assert result["statusCode"] == 422
     assert requests.post(f"{url}/_local/invoke/nope", json={}).status_code == 404
     assert requests.post(f"{url}/v1/unknown").status_code == 404
+    document = requests.get(f"{url}/_local/openapi.yaml")  # the routes, described (tests/e2e/test_openapi.py)
+    assert document.status_code == 200 and document.text.startswith("openapi: 3.1.0")
+    assert "/_local/openapi.yaml" in banner
 
 
 def test_the_demo_shop_is_served_on_its_own_origin_and_allowed_to_post(served):

@@ -21,6 +21,8 @@ from throughline.attribution.models import ALL_MODELS, DEFAULT_HALF_LIFE_DAYS, T
 from throughline.attribution.paths import DIRECT, PathTable, path_table
 
 REQUIRED = ("path", "total_conversions")
+# No count, amount or age in a path table comes near this; past it, floats lose whole units and then overflow.
+MAX_NUMBER = Decimal(10) ** 15
 
 
 def register(commands: argparse._SubParsersAction, stack_outputs: Any = None) -> None:
@@ -73,6 +75,13 @@ def read_path_table(file: TextIO, *, sep: str = ">", direct: str = DIRECT, name:
 
 def _rows(file: TextIO, sep: str, name: str) -> Iterator[tuple]:
     reader = csv.DictReader(file)
+    try:
+        yield from _records(reader, sep, name)
+    except csv.Error as error:  # a field past the csv module's limit (128 KiB), a stray carriage return…
+        raise ValueError(f"{name}: unreadable CSV after line {reader.line_num} ({error})") from None
+
+
+def _records(reader: csv.DictReader, sep: str, name: str) -> Iterator[tuple]:
     header = [column.strip() for column in reader.fieldnames or ()]
     missing = [column for column in REQUIRED if column not in header]
     if missing:
@@ -109,4 +118,6 @@ def _number(record: dict[str, str | None], column: str) -> Decimal:
         raise ValueError(f"{column} is not a number: {text!r}") from None
     if not number.is_finite() or number < 0:
         raise ValueError(f"{column} must be a non-negative number, not {text!r}")
+    if number >= MAX_NUMBER:  # 1e400 conversions overflowed a float64 (OverflowError), 1e400 nulls became inf
+        raise ValueError(f"{column} is too large: {text[:40]!r} (at most {MAX_NUMBER:,.0f})")
     return number

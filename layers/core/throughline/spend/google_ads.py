@@ -19,11 +19,12 @@ from decimal import Decimal
 from typing import Any
 
 import requests
+from pydantic import ValidationError
 
 from throughline.spend.http import CONNECT_TIMEOUT, MAX_ATTEMPTS, READ_TIMEOUT, PlatformError, RetryableError, backoff
 from throughline.spend.importer import Deadline
 from throughline.spend.plan import Chunk
-from throughline.spend.rows import SpendRow
+from throughline.spend.rows import SpendRow, invalid_reason
 
 PLATFORM = "google_ads"
 FIELDS = (
@@ -161,24 +162,40 @@ class GoogleAdsSource:
     def parse(self, batches: Any, account_id: str) -> Iterator[SpendRow]:
         if not isinstance(batches, list):
             raise GoogleAdsError("Google Ads searchStream answered something other than a JSON array of batches")
+        number = 0
         for batch in batches:
-            for result in batch.get("results", []):
-                segments, campaign = result.get("segments", {}), result.get("campaign", {})
-                metrics, customer = result.get("metrics", {}), result.get("customer", {})
-                yield SpendRow(
-                    date=date.fromisoformat(segments["date"]),
-                    platform=PLATFORM,
-                    account_id=account_id,
-                    campaign_id=str(campaign["id"]),
-                    campaign_name=campaign.get("name", ""),
-                    impressions=int(metrics.get("impressions", "0")),
-                    clicks=int(metrics.get("clicks", "0")),
-                    cost=Decimal(str(metrics.get("costMicros", "0"))) / MICROS,
-                    currency=customer["currencyCode"],
-                    include_vat=False,  # Google reports cost before taxes
-                    account_timezone=customer["timeZone"],
-                    ingested_at=self.ingested_at or datetime.now().astimezone(),
-                )
+            results = batch.get("results", []) if isinstance(batch, dict) else None
+            if not isinstance(results, list):
+                raise GoogleAdsError("Google Ads searchStream sent a batch that is no object with a list of results")
+            for result in results:
+                number += 1
+                try:
+                    yield self._row(result, account_id)
+                except (KeyError, TypeError, AttributeError, ValueError, ArithmeticError) as error:
+                    # A result without its date or currency, a count that is no integer, a negative cost…: the
+                    # answer is not what the API documents, and the chunk is refused whole with the reason.
+                    raise GoogleAdsError(f"Google Ads searchStream result {number}: {_reason(error)}") from None
+
+    def _row(self, result: dict[str, Any], account_id: str) -> SpendRow:
+        segments, campaign = result.get("segments", {}), result.get("campaign", {})
+        metrics, customer = result.get("metrics", {}), result.get("customer", {})
+        costs = str(metrics.get("costMicros", "0"))
+        if not re.fullmatch(r"[0-9]{1,20}", costs):  # int64 micros as a decimal string (or a JSON number)
+            raise ValueError(f"costMicros {costs[:40]!r} is not a count of micros")
+        return SpendRow(
+            date=date.fromisoformat(segments["date"]),
+            platform=PLATFORM,
+            account_id=account_id,
+            campaign_id=str(campaign["id"]),
+            campaign_name=campaign.get("name", ""),
+            impressions=int(metrics.get("impressions", "0")),
+            clicks=int(metrics.get("clicks", "0")),
+            cost=Decimal(costs) / MICROS,
+            currency=customer["currencyCode"],
+            include_vat=False,  # Google reports cost before taxes
+            account_timezone=customer["timeZone"],
+            ingested_at=self.ingested_at or datetime.now().astimezone(),
+        )
 
 
 def _failure(status: int, payload: Any) -> PlatformError | None:
@@ -216,6 +233,14 @@ def _failure(status: int, payload: Any) -> PlatformError | None:
     if grpc_status in RETRY_STATUSES or status in (429, 500, 502, 503, 504):
         return RetryableError(message, retry_after=retry_after)
     return GoogleAdsError(message)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, ValidationError):
+        return invalid_reason(error)
+    if isinstance(error, KeyError):
+        return f"no {error.args[0]!r}"
+    return f"{type(error).__name__}: {error}"[:300]
 
 
 def _duration(value: str) -> float | None:

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 Platform = Literal["yandex_direct", "google_ads", "vk_ads", "manual"]
 PLATFORMS: tuple[str, ...] = ("yandex_direct", "google_ads", "vk_ads", "manual")
@@ -86,6 +86,11 @@ class SpendRow(BaseModel):
 # carry them raw: escaped, a campaign name holding one cannot cut its JSON line in two for any reader.
 _LINE_BREAKS = {ord(ch): f"\\u{ord(ch):04x}" for ch in "\x85\u2028\u2029"}
 _OPTIONAL = frozenset({"ad_group_id", "ad_group_name", "utm_source", "utm_medium", "utm_campaign"})
+
+
+def invalid_reason(error: ValidationError) -> str:
+    """A refused row's problems in one line (``cost: Input should be greater than or equal to 0``)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'row'}: {e['msg']}" for e in error.errors())
 
 
 def now_utc() -> datetime:

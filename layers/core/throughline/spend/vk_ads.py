@@ -11,6 +11,7 @@ Figures are in the account's currency (roubles for accounts in Russia) and Mosco
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
@@ -18,12 +19,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import requests
+from pydantic import ValidationError
 
 from throughline.adapters.spend_store import PRIVATE_PREFIX, SpendStore
 from throughline.spend.http import CONNECT_TIMEOUT, MAX_ATTEMPTS, READ_TIMEOUT, PlatformError, RetryableError, backoff
 from throughline.spend.importer import Deadline
 from throughline.spend.plan import Chunk, split
-from throughline.spend.rows import SpendRow
+from throughline.spend.rows import SpendRow, invalid_reason
 
 PLATFORM = "vk_ads"
 TIMEZONE = "Europe/Moscow"
@@ -150,23 +152,45 @@ class VkAdsSource:
                 params = {"id": ",".join(batch), "date_from": start.isoformat(), "date_to": end.isoformat(),
                           "metrics": "base"}  # fmt: skip
                 payload = self._get("statistics/ad_plans/day.json", params, deadline)
-                for item in payload.get("items", []):
-                    campaign_id = str(item["id"])
-                    for row in item.get("rows", []):
-                        base = row.get("base") or {}
-                        shows, clicks, spent = (
-                            int(base.get("shows") or 0),
-                            int(base.get("clicks") or 0),
-                            _money(base.get("spent")),
-                        )
-                        if not (shows or clicks or spent):
-                            continue  # VK lists every day of the range; the other platforms omit empty days
-                        yield SpendRow(
-                            date=date.fromisoformat(row["date"]), platform=PLATFORM, account_id=chunk.account_id,
-                            campaign_id=campaign_id, campaign_name=campaigns.get(campaign_id, ""), impressions=shows,
-                            clicks=clicks, cost=spent, currency=CURRENCY, include_vat=False,
-                            account_timezone=TIMEZONE, ingested_at=self.ingested_at or datetime.now().astimezone(),
-                        )  # fmt: skip
+                yield from self.parse(payload, campaigns, chunk.account_id)
+
+    def parse(self, payload: Any, campaigns: dict[str, str], account_id: str) -> Iterator[SpendRow]:
+        """Rows of one ``statistics/ad_plans/day.json`` answer (``items`` of campaigns, each with daily ``rows``)."""
+        items = payload.get("items", []) if isinstance(payload, dict) else None
+        if not isinstance(items, list):
+            raise VkAdsError("VK Ads statistics: no list of items")
+        for item in items:
+            try:
+                campaign_id = str(item["id"])
+                rows = item.get("rows", [])
+                if not isinstance(rows, list):
+                    raise TypeError("rows is no list")
+            except (KeyError, TypeError, AttributeError) as error:
+                raise VkAdsError(
+                    f"VK Ads statistics: a campaign item without its id or rows ({_reason(error)})"
+                ) from None
+            for row in rows:
+                try:
+                    spend = self._row(row, campaign_id, campaigns, account_id)
+                except (KeyError, TypeError, AttributeError, ValueError, ArithmeticError) as error:
+                    # The answer is not what the API documents: the chunk is refused whole, with the reason.
+                    raise VkAdsError(f"VK Ads statistics of campaign {campaign_id[:40]}: {_reason(error)}") from None
+                if spend is not None:
+                    yield spend
+
+    def _row(
+        self, row: dict[str, Any], campaign_id: str, campaigns: dict[str, str], account_id: str
+    ) -> SpendRow | None:
+        base = row.get("base") or {}
+        shows, clicks, spent = _count(base.get("shows")), _count(base.get("clicks")), _money(base.get("spent"))
+        if not (shows or clicks or spent):
+            return None  # VK lists every day of the range; the other platforms omit empty days
+        return SpendRow(
+            date=date.fromisoformat(row["date"]), platform=PLATFORM, account_id=account_id,
+            campaign_id=campaign_id, campaign_name=campaigns.get(campaign_id, ""), impressions=shows,
+            clicks=clicks, cost=spent, currency=CURRENCY, include_vat=False,
+            account_timezone=TIMEZONE, ingested_at=self.ingested_at or datetime.now().astimezone(),
+        )  # fmt: skip
 
     def _get(self, path: str, params: dict[str, Any], deadline: Deadline) -> Any:
         attempt = 0
@@ -210,6 +234,23 @@ class _Unbounded:
 
     def seconds_left(self) -> float:
         return float("inf")
+
+
+def _count(value: Any) -> int:
+    """``shows`` and ``clicks``: whole numbers, sent as JSON integers (or their decimal text)."""
+    if value in (None, ""):
+        return 0
+    if isinstance(value, bool) or not re.fullmatch(r"[0-9]{1,18}", str(value)):
+        raise VkAdsError(f"VK Ads sent {str(value)[:40]!r} where a count belongs")
+    return int(value)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, ValidationError):
+        return invalid_reason(error)
+    if isinstance(error, KeyError):
+        return f"no {error.args[0]!r}"
+    return f"{type(error).__name__}: {error}"[:300]
 
 
 def _money(value: Any) -> Decimal:

@@ -19,11 +19,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import requests
+from pydantic import ValidationError
 
 from throughline.spend.http import CONNECT_TIMEOUT, MAX_ATTEMPTS, READ_TIMEOUT, PlatformError, RetryableError, backoff
 from throughline.spend.importer import Deadline, NotReady
 from throughline.spend.plan import Chunk
-from throughline.spend.rows import SpendRow
+from throughline.spend.rows import SpendRow, invalid_reason
 
 PLATFORM = "yandex_direct"
 TIMEZONE = "Europe/Moscow"  # Direct reports statistics in Moscow time whatever the campaign's zone
@@ -189,7 +190,8 @@ class YandexDirectSource:
             if summary is not None:
                 raise PlatformError("Yandex Direct report has rows after its summary line")
             if len(values) == 1:
-                found = re.search(r"(\d+)\s*$", values[0])
+                # ASCII digits, few enough for int(): "Total rows: ٣" or 5,000 digits are no summary Direct writes.
+                found = re.search(r"(?<![0-9])([0-9]{1,12})\s*$", values[0])
                 if not found:
                     raise PlatformError(f"Yandex Direct report line {values[0][:80]!r} is neither a row nor a summary")
                 summary = int(found.group(1))
@@ -198,7 +200,8 @@ class YandexDirectSource:
                 raise PlatformError(f"Yandex Direct report row has {len(values)} columns, expected {len(header)}")
             field = {name: values[index] for name, index in position.items()}
             count += 1
-            yield SpendRow(
+            yield _row(
+                count,
                 date=_date(field["Date"]),
                 platform=PLATFORM,
                 account_id=account_id,
@@ -247,6 +250,19 @@ class YandexDirectSource:
             )
         except requests.RequestException as error:
             raise RetryableError(f"Yandex Direct unreachable: {type(error).__name__}") from None
+
+
+def _row(number: int, **values: Any) -> SpendRow:
+    """A report row as a spend row; one the row cannot be (a negative cost, a date before the Athena tables, a cost
+    past decimal(18,6)) refuses the report with its line, as any other bad value does."""
+    try:
+        return SpendRow(**values)
+    except ValueError as error:  # pydantic's ValidationError
+        raise PlatformError(f"Yandex Direct report row {number}: {_reason(error)}") from None
+
+
+def _reason(error: ValueError) -> str:
+    return invalid_reason(error) if isinstance(error, ValidationError) else str(error)
 
 
 def _error_from(response: requests.Response) -> PlatformError:
