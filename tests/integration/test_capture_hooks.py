@@ -260,3 +260,16 @@ def test_tilda_retries_arriving_at_once_are_one_submission(held):
     assert {answer.status_code for answer in answers} == {200}
     assert len({answer.json()["submission_id"] for answer in answers}) == 1
     assert len(queued(held)) == 1
+
+
+def test_a_tilda_form_sent_twice_is_one_submission_like_the_form_route(held):
+    # The visitor sends the same form twice (a second click after the first «спасибо»): Tilda gives each post its own
+    # tranid. Same content from the same form within the window is one submission, whatever the tranids say.
+    path, body, content_type = recorded("capture_hook_tilda.json")
+    again = body.replace(b"tranid=4235609%3A5361738361", b"tranid=4235609%3A5361738999")
+    assert again != body
+    first = replay(held, "capture_hook_tilda.json")
+    second = requests.post(held.url + path, data=again, headers={"Content-Type": content_type})
+    assert first.status_code == second.status_code == 200
+    assert first.json()["submission_id"] == second.json()["submission_id"]
+    assert len(queued(held)) == 1

@@ -30,6 +30,9 @@ from urllib.parse import unquote
 BUILDERS = ("tilda", "elementor", "json")
 UTM_TAGS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
 MAX_LEAVES = 200  # values read out of one JSON body; the rest stays in the raw copy
+# Fields holding a builder's id of one post (kept on the lead for the manager): no part of what the visitor sent, so
+# no part of the content that makes two posts one double submission.
+DELIVERY_ID_FIELDS = frozenset({"tilda_tranid"})
 
 # Labels forms show, lower-case, without a trailing '*' or ':', mapped onto our field names.
 DEFAULT_LABEL_ALIASES = {
@@ -125,7 +128,7 @@ def _tilda(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Translated:
     if formid:
         out["tilda_formid"] = formid
     if tranid:
-        out["tilda_tranid"] = tranid
+        out["tilda_tranid"] = tranid  # one of DELIVERY_ID_FIELDS
     cookies = tilda_cookies(_first_text(fields.get("COOKIES")) or "")
     # Tags are one unit: the form's own hidden utm_* fields, when it has any, win whole over the cookie's (one visit's
     # campaign never mixes with another's source).

@@ -112,8 +112,13 @@ class Capture:
             if translated is not None:  # name each field as the builder posted it: that is what its user sees
                 rejected.fields = {translated.name_in_post(name): reason for name, reason in rejected.fields.items()}
             raise
+        # The content alone, without the builder's id of this post: Tilda gives a form sent twice two tranids, and
+        # that is a double submission all the same.
+        delivery_fields = hooks.DELIVERY_ID_FIELDS if builder else frozenset()
+        content = {name: value for name, value in submission.extra.items() if name not in delivery_fields}
+        fingerprint = replace(submission, extra=content).fingerprint()
         if delivery_id:
-            derived = uuid.uuid5(DELIVERY_NAMESPACE, f"{builder}|{form_id}|{delivery_id}|{submission.fingerprint()}")
+            derived = uuid.uuid5(DELIVERY_NAMESPACE, f"{builder}|{form_id}|{delivery_id}|{fingerprint}")
             submission = replace(submission, submission_id=str(derived))
         submission = replace(submission, raw_key=forms.raw_key(submission))
         record = forms.raw_record(submission, body, content_type, headers, builder=builder).decode()
@@ -121,9 +126,7 @@ class Capture:
         redirect_to = None
         if not builder:  # a builder's server posts, not a browser: nobody to send to a thank-you page
             redirect_to = forms.redirect_target(fields.get("_next"), headers.get("origin"), settings.allowed_origins)
-        result = self._accept_once(
-            {"fingerprint": submission.fingerprint(), "message": submission.to_message(), "raw": record}
-        )
+        result = self._accept_once({"fingerprint": fingerprint, "message": submission.to_message(), "raw": record})
         accepted_id = result["submission_id"]
         duplicate = accepted_id != submission.submission_id
         logger.info(
