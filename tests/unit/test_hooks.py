@@ -152,6 +152,14 @@ def test_json_bodies_with_many_values_keep_a_bounded_number():
     assert len(translate("json", body, "f").fields) == 200
 
 
+def test_json_top_level_fields_are_read_whatever_comes_before_them():
+    # A quiz's long list of answers first, the contacts after it: the cap on values read must not eat the phone.
+    body = {"answers": [{"q": f"Вопрос {index}", "a": "да"} for index in range(150)], "phone": "+79161112233"}
+    body |= {"name": "Ольга", "utm_source": "yandex"}
+    fields = translate("json", body, "f").fields
+    assert (fields["phone"], fields["name"], fields["utm_source"]) == ("+79161112233", "Ольга", "yandex")
+
+
 @pytest.mark.parametrize(
     "value",
     ["[1]", '{"f": []}', '{"f": {"Phone": "x"}}', '{"f": {"phone": ""}}', '{"f": {"phone": "a..b"}}', "{"],

@@ -269,18 +269,32 @@ def resolve(data: Any, path: str) -> tuple[bool, Any]:
     return True, node
 
 
-def _leaves(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    found: list[tuple[str, Any]] = []
-    stack: list[tuple[str, Any]] = [(prefix, data)]
-    while stack and len(found) < MAX_LEAVES:
+def _leaves(data: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The values in ``data`` by path: every top-level one, as the form route reads them (a phone after a long list of
+    quiz answers is still read), then nested ones, ``MAX_LEAVES`` of them at most."""
+    found = [(str(key), value) for key, value in data.items() if not _is_container(value) and _given(value)]
+    limit = len(found) + MAX_LEAVES
+    stack = [(str(key), value) for key, value in reversed(data.items()) if _is_container(value)]
+    while stack and len(found) < limit:
         path, node = stack.pop()
         if isinstance(node, Mapping) and node:
-            stack.extend((f"{path}.{key}" if path else str(key), value) for key, value in reversed(node.items()))
-        elif isinstance(node, list) and node and not all(isinstance(item, str | int | float) for item in node):
+            stack.extend((f"{path}.{key}", value) for key, value in reversed(node.items()))
+        elif _is_container(node):
             stack.extend((f"{path}.{index}", value) for index, value in reversed(list(enumerate(node))))
-        elif path and node not in (None, "", [], {}):
+        elif _given(node):
             found.append((path, node))
     return found
+
+
+def _given(value: Any) -> bool:
+    return value not in (None, "", [], {})
+
+
+def _is_container(value: Any) -> bool:
+    """A value ``_leaves`` goes into: an object, or a list holding more than plain texts and numbers."""
+    if isinstance(value, Mapping):
+        return bool(value)
+    return isinstance(value, list) and bool(value) and not all(isinstance(item, str | int | float) for item in value)
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
