@@ -273,3 +273,19 @@ def test_a_tilda_form_sent_twice_is_one_submission_like_the_form_route(held):
     assert first.status_code == second.status_code == 200
     assert first.json()["submission_id"] == second.json()["submission_id"]
     assert len(queued(held)) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        # A post in windows-1251 that does not say so: refused, but the lead is in its bytes and can be recovered.
+        (b"Name=%C8%F0%E8%ED%E0&Phone=%2B79161112233&tranid=1%3A2", "application/x-www-form-urlencoded", 400),
+        (b"Name=Ira&Phone=%2B79161112233", "text/html", 415),
+        (b'{"phone": "+79161112233", "name": "\xff"}', "application/json", 400),
+    ],
+)
+def test_an_unreadable_builder_post_is_kept_for_recovery(held, body, content_type, status):
+    response = requests.post(f"{held.url}/v1/hooks/tilda/okna", data=body, headers={"Content-Type": content_type})
+    assert response.status_code == status
+    assert list(objects(held, "raw/rejected/").values()) == [body]
+    assert queued(held) == []

@@ -69,9 +69,16 @@ class Capture:
         ``builder`` (``tilda``, ``elementor``, ``json``): the body is that form builder's webhook, read by
         ``hooks.translate`` into our fields first; everything after that is the form route's path."""
         settings = self.settings
-        fields = forms.decode_body(body, content_type, settings.max_body_bytes)
         received_at = self._clock()
         submission_id = str(uuid.uuid4())
+        try:
+            fields = forms.decode_body(body, content_type, settings.max_body_bytes)
+        except forms.FormRejected as rejected:
+            # Unreadable as sent (a charset it does not declare, a content type we do not read) is still somebody's
+            # lead, and a builder's server cannot fix it: keep the bytes. Not a body over the limit.
+            if rejected.status != 413:
+                self._keep_rejected(submission_id, received_at, body, content_type, rejected)
+            raise
         delivery_id, translated = None, None
         spam = forms.is_spam(fields, settings.honeypot_field)
         if builder:
