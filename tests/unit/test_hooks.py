@@ -15,6 +15,15 @@ def test_tilda_check_is_only_test_equals_test():
     assert not translate("tilda", {"test": "yes"}, "f").check
 
 
+def test_tilda_check_with_an_api_key_in_the_post_is_the_check():
+    # Tilda's webhook settings can add an API key as a POST parameter of any name; its check carries it too.
+    assert translate("tilda", {"test": "test", "apikey": "s3cr3t"}, "f").check
+    assert translate("tilda", {"test": "test", "X-Api-Key": "s3cr3t", "COOKIES": "_ym_uid=1"}, "f").check
+    # A real submission always has its tranid, and a form's own contact fields are never a check.
+    assert not translate("tilda", {"test": "test", "apikey": "k", "tranid": "1:2", "Phone": "+79160000000"}, "f").check
+    assert not translate("tilda", {"test": "test", "Email": "a@b.ru"}, "f").check
+
+
 def test_tilda_fields_tranid_formid_and_cookies():
     cookies = "_ym_uid=1701; TILDAUTM=utm_source%3Dvk%7C%7C%7Cutm_campaign%3D%D0%B7%D0%B8%D0%BC%D0%B0; sid=secret"
     translated = translate(

@@ -9,7 +9,8 @@ builder's lead is validated, stored and written exactly like a lead from our own
   (``Name``, ``Phone``, ``Email``, ``Comments``, …), ``tranid`` (the submission's id: Tilda sends the same post again
   when it got no 200 within 5 s), ``formid`` (the form block) and, with «Отправлять Cookies», ``COOKIES`` holding the
   page's cookie string: ``TILDAUTM`` (URL-encoded ``utm_source=…|||utm_medium=…``) and ``_ym_uid`` among them. The
-  connection check is a post of ``test=test`` alone: answered with success, nothing stored.
+  connection check is a post of ``test=test`` (with the API key when the settings put it in the post): answered with
+  success, nothing stored.
 - Elementor Pro (action «Webhook»): fields keyed by their labels plus ``form_id`` and ``form_name``; or, with
   «Advanced Data», PHP-style keys ``form[id]``, ``form[name]``, ``fields[<id>][title|value|…]`` and
   ``meta[page_url][value]``, ``meta[remote_ip][value]``, … Labels become our fields through aliases (Russian
@@ -115,7 +116,7 @@ def translate(
 
 
 def _tilda(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Translated:
-    if set(fields) - {"COOKIES"} == {"test"} and fields["test"] == "test":  # the check, whether cookies are on or off
+    if _tilda_check(fields, aliases):
         return Translated(check=True)
     out: dict[str, Any] = {}
     posted_as: dict[str, str] = {}
@@ -137,6 +138,18 @@ def _tilda(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Translated:
         if value and not _first_text(out.get(name)) and not (tagged and name in UTM_TAGS):
             out[name] = value
     return Translated(out, delivery_id=tranid, posted_as=posted_as)
+
+
+def _tilda_check(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> bool:
+    """Tilda's connection check: ``test=test``, with ``COOKIES`` when cookies are on and the API key as a parameter of
+    the name set in the webhook's settings when it goes in the post. Never a post with a ``tranid`` (every submission
+    has one) or with a contact field."""
+    if fields.get("test") != "test" or "tranid" in fields:
+        return False
+    return not any(aliases.get(_label(name)) in _CONTACT_FIELDS for name in fields)
+
+
+_CONTACT_FIELDS = frozenset({"name", "last_name", "second_name", "phone", "email", "comment"})
 
 
 def tilda_cookies(header: str) -> dict[str, str]:
