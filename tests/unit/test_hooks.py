@@ -119,6 +119,32 @@ def test_elementor_advanced_data():
     assert translated.name_in_post("phone") == "fields[field_1][value]"
 
 
+def test_elementor_advanced_data_reads_the_label_and_type_before_the_field_id():
+    # Elementor's default form has the fields name, email and message; a site owner retitles and retypes them and the
+    # ids stay. What the visitor saw (the label, the input type) says what the value is, not the id.
+    fields = {
+        "fields[email][type]": "tel",
+        "fields[email][title]": "Телефон для связи",
+        "fields[email][value]": "+7 916 111-22-33",
+        "fields[name][type]": "text",
+        "fields[name][title]": "Город",
+        "fields[name][value]": "Казань",
+        "fields[message][type]": "email",
+        "fields[message][title]": "Куда прислать расчёт",
+        "fields[message][value]": "olga@example.ru",
+        "fields[field_9][type]": "text",
+        "fields[field_9][title]": "Ваше имя",
+        "fields[field_9][value]": "Ольга",
+    }
+    translated = translate("elementor", fields, "f")
+    assert translated.fields == {
+        "phone": "+7 916 111-22-33",
+        "Город": "Казань",
+        "email": "olga@example.ru",
+        "name": "Ольга",
+    }
+
+
 def test_configured_aliases_extend_the_defaults():
     translated = translate("elementor", {"Ваш номер": "1", "Имя": "A"}, "f", label_aliases={"ВАШ НОМЕР": "phone"})
     assert translated.fields == {"phone": "1", "name": "A"}

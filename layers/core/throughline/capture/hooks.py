@@ -200,9 +200,8 @@ def _elementor(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Transla
                 continue
             title = _first_text(item.get("title")) or field_id
             value = item.get("value", item.get("raw_value"))
-            # A meta field (a honeypot ``_gotcha``) keeps its id: it is an instruction, not data.
-            name = field_id if field_id.startswith("_") else _our_name(field_id, aliases) or _our_name(title, aliases)
-            _put(out, posted_as, name or title, value, title, posted=f"fields[{field_id}][value]")
+            name = _elementor_name(field_id, item, aliases)
+            _put(out, posted_as, name, value, title, posted=f"fields[{field_id}][value]")
         meta = nested.get("meta") if isinstance(nested.get("meta"), dict) else {}
         page_url = _meta_value(meta, "page_url")
         if page_url:
@@ -220,6 +219,29 @@ def _elementor(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Transla
     if form_name:
         out["elementor_form"] = form_name
     return Translated(out, posted_as=posted_as)
+
+
+_INPUT_TYPES = {"tel": "phone", "email": "email"}
+
+
+def _elementor_name(field_id: str, item: Mapping[str, Any], aliases: Mapping[str, str]) -> str:
+    """Our name of an «Advanced Data» field: by what the visitor saw (its label, then its input type) before its id.
+    Elementor's default form has the ids ``name``, ``email`` and ``message``, and they stay when the owner retitles and
+    retypes the fields («Телефон для связи», type ``tel``, id ``email``). The id still names a field without a label,
+    and a tracking field (a hidden ``utm_source`` labelled «Источник»)."""
+    if field_id.startswith("_"):  # a meta field (a honeypot ``_gotcha``) keeps its id: an instruction, not data
+        return field_id
+    title = _first_text(item.get("title"))
+    by_title = _our_name(title, aliases) if title else None
+    if by_title:
+        return by_title
+    by_type = _INPUT_TYPES.get((_first_text(item.get("type")) or "").lower())
+    if by_type:
+        return by_type
+    by_id = _our_name(field_id, aliases)
+    if by_id and (not title or by_id not in _CONTACT_FIELDS):
+        return by_id
+    return title or field_id
 
 
 def _php_nested(fields: Mapping[str, Any]) -> dict[str, Any]:
