@@ -92,6 +92,32 @@ def test_elementor_simple_format_maps_russian_labels():
     }
 
 
+def test_elementor_simple_format_reads_unlabelled_fields_by_id_and_the_page_url():
+    # Elementor's get_formatted_data(true): a field without a label is keyed «No Label <id>» (the hidden utm_* fields
+    # the setup page asks for), and the form's metadata follows under its titles.
+    fields = {
+        "Телефон": "+7 903 111-22-33",
+        "No Label utm_source": "yandex",
+        "No Label utm_medium": "cpc",
+        "No Label field_5": "x",
+        "Date": "06.12.2026",
+        "Page URL": "https://wp.example.ru/okna/?utm_campaign=brand",
+        "User Agent": "Mozilla/5.0",
+        "Remote IP": "203.0.113.7",
+        "form_id": "x",
+        "form_name": "F",
+    }
+    assert translate("elementor", fields, "f").fields == {
+        "phone": "+7 903 111-22-33",
+        "utm_source": "yandex",
+        "utm_medium": "cpc",
+        "No Label field_5": "x",
+        "Date": "06.12.2026",
+        "landing_url": "https://wp.example.ru/okna/?utm_campaign=brand",
+        "elementor_form": "F",
+    }  # the visitor's IP and browser stay in the raw copy, never on the lead
+
+
 def test_elementor_advanced_data():
     fields = {
         "form[id]": "x",

@@ -210,11 +210,15 @@ def _elementor(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Transla
         if referrer:
             out.setdefault("referrer", referrer)
         form_name = _first_text(form.get("name"))
-    else:  # the simple format: fields keyed by their labels
+    else:  # the simple format: fields keyed by their labels («No Label <id>» without one), then the form's metadata
         for label, value in fields.items():
-            if label in ("form_id", "form_name"):
+            if label in ("form_id", "form_name") or label in _SIMPLE_META_DROPPED:
                 continue
-            _put(out, posted_as, _our_name(label, aliases) or label, value, label)
+            unlabelled = label.removeprefix(_NO_LABEL) if label.startswith(_NO_LABEL) else None
+            name = _our_name(label, aliases) or (unlabelled and _our_name(unlabelled, aliases))
+            if label == _SIMPLE_PAGE_URL:
+                name = "landing_url"
+            _put(out, posted_as, name or label, value, label)
         form_name = _first_text(fields.get("form_name"))
     if form_name:
         out["elementor_form"] = form_name
@@ -222,6 +226,10 @@ def _elementor(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Transla
 
 
 _INPUT_TYPES = {"tel": "phone", "email": "email"}
+# Elementor's get_formatted_data(): «No Label <id>» for a field without a label; the metadata by its (English) titles.
+_NO_LABEL = "No Label "
+_SIMPLE_PAGE_URL = "Page URL"
+_SIMPLE_META_DROPPED = frozenset({"User Agent", "Remote IP"})  # the visitor's browser and IP: raw copy only
 
 
 def _elementor_name(field_id: str, item: Mapping[str, Any], aliases: Mapping[str, str]) -> str:
