@@ -258,3 +258,17 @@ def test_the_http_path_with_the_hooks_imports_nothing_heavy():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_a_map_onto_a_list_or_an_object_gives_its_text_not_a_refusal():
+    # {"comment": "answers"}: the quiz's answers in the comment is a natural map; a 422 would refuse every lead.
+    body = {
+        "contacts": {"phone": "+79161112233"},
+        "answers": [{"q": "Какие окна?", "a": "Пластиковые"}, {"q": "Сколько?", "a": "3"}],
+        "tags": ["опт", "срочно"],
+    }
+    maps = {"q": {"phone": "contacts.phone", "comment": "answers", "utm_content": "tags"}}
+    fields = translate("json", body, "q", field_maps=maps).fields
+    assert fields["comment"] == "0.q: Какие окна?\n0.a: Пластиковые\n1.q: Сколько?\n1.a: 3"
+    assert fields["utm_content"] == ["опт", "срочно"]  # a list of texts: the form route's rules (a tag: the first)
+    assert fields["phone"] == "+79161112233"

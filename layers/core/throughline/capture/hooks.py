@@ -287,7 +287,7 @@ def _json(fields: Mapping[str, Any], field_map: Mapping[str, str] | None, aliase
     for ours, path in (field_map or {}).items():
         found, value = resolve(fields, path)
         if found and value not in (None, ""):
-            out[ours] = value
+            out[ours] = _as_lines(value) if _is_container(value) else value
             posted_as[ours] = path
             used.append(path)
     leaves = _leaves(fields)
@@ -331,6 +331,15 @@ def _leaves(data: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 def _given(value: Any) -> bool:
     return value not in (None, "", [], {})
+
+
+def _as_lines(value: Mapping[str, Any] | list[Any]) -> str:
+    """An object or a list a map points at (``{"comment": "answers"}``) as ``path: value`` lines, one per value in it:
+    text the lead can hold, where the object itself would be refused as no text."""
+    data = value if isinstance(value, Mapping) else {str(index): item for index, item in enumerate(value)}
+    return "\n".join(
+        f"{path}: {', '.join(map(str, item)) if isinstance(item, list) else item}" for path, item in _leaves(data)
+    )
 
 
 def _is_container(value: Any) -> bool:
