@@ -357,9 +357,15 @@ def _put(
 ) -> None:
     """``value`` under our field ``name``; when that field is taken already (two fields both called «Телефон», a
     top-level ``phone`` beside a mapped one), under its own label, so nothing the visitor typed is dropped."""
-    key, copy = name, 1
-    while key in out:
-        key, copy = (label if copy == 1 else f"{label} ({copy})"), copy + 1
+    key = name if name not in out else label
+    if key in out:  # «label (2)», «label (3)», …: the first free number, found by galloping, not by trying each
+        taken, free = 1, 2  # 1 stands for the bare label
+        while f"{label} ({free})" in out:
+            taken, free = free, free * 2
+        while free - taken > 1:
+            middle = (taken + free) // 2
+            taken, free = (middle, free) if f"{label} ({middle})" in out else (taken, middle)
+        key = f"{label} ({free})"
     out[key] = value
     posted_as[key] = posted or label
 
