@@ -24,6 +24,10 @@ from throughline.observability import logger
 from throughline.person_keys import person_key
 
 IN_PROGRESS_WAIT_SECONDS = 2.0
+# A builder's server posts urlencoded text where our snippet posts JSON: a Cyrillic letter is 6 bytes there (2 in
+# UTF-8 JSON), and Elementor's «Advanced Data» sends every value twice (value, raw_value). The same text may take
+# this many times MAX_BODY_BYTES on a hook.
+HOOK_BODY_FACTOR = 8
 # Submission ids of builders' posts that carry their own delivery id (Tilda's tranid) are derived from it and the
 # content, so a retry is the same submission however late it comes (the writer finds its lead by ORIGIN_ID).
 DELIVERY_NAMESPACE = uuid.UUID("6b1f3c1e-2f4d-5a7e-9c2b-7e0d4f1a8b35")
@@ -72,7 +76,8 @@ class Capture:
         received_at = self._clock()
         submission_id = str(uuid.uuid4())
         try:
-            fields = forms.decode_body(body, content_type, settings.max_body_bytes)
+            limit = settings.max_body_bytes * (HOOK_BODY_FACTOR if builder else 1)
+            fields = forms.decode_body(body, content_type, limit)
         except forms.FormRejected as rejected:
             # Unreadable as sent (a charset it does not declare, a content type we do not read) is still somebody's
             # lead, and a builder's server cannot fix it: keep the bytes. Not a body over the limit.
