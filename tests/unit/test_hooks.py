@@ -15,6 +15,15 @@ def test_tilda_check_is_only_test_equals_test():
     assert not translate("tilda", {"test": "yes"}, "f").check
 
 
+def test_tilda_check_with_an_api_key_in_the_post_is_the_check():
+    # Tilda's webhook settings can add an API key as a POST parameter of any name; its check carries it too.
+    assert translate("tilda", {"test": "test", "apikey": "s3cr3t"}, "f").check
+    assert translate("tilda", {"test": "test", "X-Api-Key": "s3cr3t", "COOKIES": "_ym_uid=1"}, "f").check
+    # A real submission always has its tranid, and a form's own contact fields are never a check.
+    assert not translate("tilda", {"test": "test", "apikey": "k", "tranid": "1:2", "Phone": "+79160000000"}, "f").check
+    assert not translate("tilda", {"test": "test", "Email": "a@b.ru"}, "f").check
+
+
 def test_tilda_fields_tranid_formid_and_cookies():
     cookies = "_ym_uid=1701; TILDAUTM=utm_source%3Dvk%7C%7C%7Cutm_campaign%3D%D0%B7%D0%B8%D0%BC%D0%B0; sid=secret"
     translated = translate(
@@ -83,6 +92,32 @@ def test_elementor_simple_format_maps_russian_labels():
     }
 
 
+def test_elementor_simple_format_reads_unlabelled_fields_by_id_and_the_page_url():
+    # Elementor's get_formatted_data(true): a field without a label is keyed «No Label <id>» (the hidden utm_* fields
+    # the setup page asks for), and the form's metadata follows under its titles.
+    fields = {
+        "Телефон": "+7 903 111-22-33",
+        "No Label utm_source": "yandex",
+        "No Label utm_medium": "cpc",
+        "No Label field_5": "x",
+        "Date": "06.12.2026",
+        "Page URL": "https://wp.example.ru/okna/?utm_campaign=brand",
+        "User Agent": "Mozilla/5.0",
+        "Remote IP": "203.0.113.7",
+        "form_id": "x",
+        "form_name": "F",
+    }
+    assert translate("elementor", fields, "f").fields == {
+        "phone": "+7 903 111-22-33",
+        "utm_source": "yandex",
+        "utm_medium": "cpc",
+        "No Label field_5": "x",
+        "Date": "06.12.2026",
+        "landing_url": "https://wp.example.ru/okna/?utm_campaign=brand",
+        "elementor_form": "F",
+    }  # the visitor's IP and browser stay in the raw copy, never on the lead
+
+
 def test_elementor_advanced_data():
     fields = {
         "form[id]": "x",
@@ -108,6 +143,32 @@ def test_elementor_advanced_data():
         "elementor_form": "Звонок",
     }
     assert translated.name_in_post("phone") == "fields[field_1][value]"
+
+
+def test_elementor_advanced_data_reads_the_label_and_type_before_the_field_id():
+    # Elementor's default form has the fields name, email and message; a site owner retitles and retypes them and the
+    # ids stay. What the visitor saw (the label, the input type) says what the value is, not the id.
+    fields = {
+        "fields[email][type]": "tel",
+        "fields[email][title]": "Телефон для связи",
+        "fields[email][value]": "+7 916 111-22-33",
+        "fields[name][type]": "text",
+        "fields[name][title]": "Город",
+        "fields[name][value]": "Казань",
+        "fields[message][type]": "email",
+        "fields[message][title]": "Куда прислать расчёт",
+        "fields[message][value]": "olga@example.ru",
+        "fields[field_9][type]": "text",
+        "fields[field_9][title]": "Ваше имя",
+        "fields[field_9][value]": "Ольга",
+    }
+    translated = translate("elementor", fields, "f")
+    assert translated.fields == {
+        "phone": "+7 916 111-22-33",
+        "Город": "Казань",
+        "email": "olga@example.ru",
+        "name": "Ольга",
+    }
 
 
 def test_configured_aliases_extend_the_defaults():
@@ -152,6 +213,14 @@ def test_json_bodies_with_many_values_keep_a_bounded_number():
     assert len(translate("json", body, "f").fields) == 200
 
 
+def test_json_top_level_fields_are_read_whatever_comes_before_them():
+    # A quiz's long list of answers first, the contacts after it: the cap on values read must not eat the phone.
+    body = {"answers": [{"q": f"Вопрос {index}", "a": "да"} for index in range(150)], "phone": "+79161112233"}
+    body |= {"name": "Ольга", "utm_source": "yandex"}
+    fields = translate("json", body, "f").fields
+    assert (fields["phone"], fields["name"], fields["utm_source"]) == ("+79161112233", "Ольга", "yandex")
+
+
 @pytest.mark.parametrize(
     "value",
     ["[1]", '{"f": []}', '{"f": {"Phone": "x"}}', '{"f": {"phone": ""}}', '{"f": {"phone": "a..b"}}', "{"],
@@ -189,3 +258,32 @@ def test_the_http_path_with_the_hooks_imports_nothing_heavy():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_a_map_onto_a_list_or_an_object_gives_its_text_not_a_refusal():
+    # {"comment": "answers"}: the quiz's answers in the comment is a natural map; a 422 would refuse every lead.
+    body = {
+        "contacts": {"phone": "+79161112233"},
+        "answers": [{"q": "Какие окна?", "a": "Пластиковые"}, {"q": "Сколько?", "a": "3"}],
+        "tags": ["опт", "срочно"],
+    }
+    maps = {"q": {"phone": "contacts.phone", "comment": "answers", "utm_content": "tags"}}
+    fields = translate("json", body, "q", field_maps=maps).fields
+    assert fields["comment"] == "0.q: Какие окна?\n0.a: Пластиковые\n1.q: Сколько?\n1.a: 3"
+    assert fields["utm_content"] == ["опт", "срочно"]  # a list of texts: the form route's rules (a tag: the first)
+    assert fields["phone"] == "+79161112233"
+
+
+def test_many_fields_with_one_label_are_read_in_linear_time():
+    # Half a megabyte of Elementor fields all titled «x» took 37 s to name one by one («x (2)», «x (3)», … tried from
+    # the start each time): past the function's timeout, a 5xx for bad input.
+    import time
+
+    fields = {f"fields[a{index}][title]": "x" for index in range(11000)}
+    fields |= {f"fields[a{index}][value]": "1" for index in range(11000)}
+    started = time.monotonic()
+    translated = translate("elementor", fields, "f")
+    assert time.monotonic() - started < 3
+    assert len(translated.fields) == 11000
+    assert {"x", "x (2)", "x (11000)"} <= set(translated.fields)
+

@@ -9,7 +9,8 @@ builder's lead is validated, stored and written exactly like a lead from our own
   (``Name``, ``Phone``, ``Email``, ``Comments``, …), ``tranid`` (the submission's id: Tilda sends the same post again
   when it got no 200 within 5 s), ``formid`` (the form block) and, with «Отправлять Cookies», ``COOKIES`` holding the
   page's cookie string: ``TILDAUTM`` (URL-encoded ``utm_source=…|||utm_medium=…``) and ``_ym_uid`` among them. The
-  connection check is a post of ``test=test`` alone: answered with success, nothing stored.
+  connection check is a post of ``test=test`` (with the API key when the settings put it in the post): answered with
+  success, nothing stored.
 - Elementor Pro (action «Webhook»): fields keyed by their labels plus ``form_id`` and ``form_name``; or, with
   «Advanced Data», PHP-style keys ``form[id]``, ``form[name]``, ``fields[<id>][title|value|…]`` and
   ``meta[page_url][value]``, ``meta[remote_ip][value]``, … Labels become our fields through aliases (Russian
@@ -30,6 +31,9 @@ from urllib.parse import unquote
 BUILDERS = ("tilda", "elementor", "json")
 UTM_TAGS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
 MAX_LEAVES = 200  # values read out of one JSON body; the rest stays in the raw copy
+# Fields holding a builder's id of one post (kept on the lead for the manager): no part of what the visitor sent, so
+# no part of the content that makes two posts one double submission.
+DELIVERY_ID_FIELDS = frozenset({"tilda_tranid"})
 
 # Labels forms show, lower-case, without a trailing '*' or ':', mapped onto our field names.
 DEFAULT_LABEL_ALIASES = {
@@ -112,7 +116,7 @@ def translate(
 
 
 def _tilda(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Translated:
-    if set(fields) - {"COOKIES"} == {"test"} and fields["test"] == "test":  # the check, whether cookies are on or off
+    if _tilda_check(fields, aliases):
         return Translated(check=True)
     out: dict[str, Any] = {}
     posted_as: dict[str, str] = {}
@@ -125,7 +129,7 @@ def _tilda(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Translated:
     if formid:
         out["tilda_formid"] = formid
     if tranid:
-        out["tilda_tranid"] = tranid
+        out["tilda_tranid"] = tranid  # one of DELIVERY_ID_FIELDS
     cookies = tilda_cookies(_first_text(fields.get("COOKIES")) or "")
     # Tags are one unit: the form's own hidden utm_* fields, when it has any, win whole over the cookie's (one visit's
     # campaign never mixes with another's source).
@@ -134,6 +138,18 @@ def _tilda(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Translated:
         if value and not _first_text(out.get(name)) and not (tagged and name in UTM_TAGS):
             out[name] = value
     return Translated(out, delivery_id=tranid, posted_as=posted_as)
+
+
+def _tilda_check(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> bool:
+    """Tilda's connection check: ``test=test``, with ``COOKIES`` when cookies are on and the API key as a parameter of
+    the name set in the webhook's settings when it goes in the post. Never a post with a ``tranid`` (every submission
+    has one) or with a contact field."""
+    if fields.get("test") != "test" or "tranid" in fields:
+        return False
+    return not any(aliases.get(_label(name)) in _CONTACT_FIELDS for name in fields)
+
+
+_CONTACT_FIELDS = frozenset({"name", "last_name", "second_name", "phone", "email", "comment"})
 
 
 def tilda_cookies(header: str) -> dict[str, str]:
@@ -184,9 +200,8 @@ def _elementor(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Transla
                 continue
             title = _first_text(item.get("title")) or field_id
             value = item.get("value", item.get("raw_value"))
-            # A meta field (a honeypot ``_gotcha``) keeps its id: it is an instruction, not data.
-            name = field_id if field_id.startswith("_") else _our_name(field_id, aliases) or _our_name(title, aliases)
-            _put(out, posted_as, name or title, value, title, posted=f"fields[{field_id}][value]")
+            name = _elementor_name(field_id, item, aliases)
+            _put(out, posted_as, name, value, title, posted=f"fields[{field_id}][value]")
         meta = nested.get("meta") if isinstance(nested.get("meta"), dict) else {}
         page_url = _meta_value(meta, "page_url")
         if page_url:
@@ -195,15 +210,46 @@ def _elementor(fields: Mapping[str, Any], aliases: Mapping[str, str]) -> Transla
         if referrer:
             out.setdefault("referrer", referrer)
         form_name = _first_text(form.get("name"))
-    else:  # the simple format: fields keyed by their labels
+    else:  # the simple format: fields keyed by their labels («No Label <id>» without one), then the form's metadata
         for label, value in fields.items():
-            if label in ("form_id", "form_name"):
+            if label in ("form_id", "form_name") or label in _SIMPLE_META_DROPPED:
                 continue
-            _put(out, posted_as, _our_name(label, aliases) or label, value, label)
+            unlabelled = label.removeprefix(_NO_LABEL) if label.startswith(_NO_LABEL) else None
+            name = _our_name(label, aliases) or (unlabelled and _our_name(unlabelled, aliases))
+            if label == _SIMPLE_PAGE_URL:
+                name = "landing_url"
+            _put(out, posted_as, name or label, value, label)
         form_name = _first_text(fields.get("form_name"))
     if form_name:
         out["elementor_form"] = form_name
     return Translated(out, posted_as=posted_as)
+
+
+_INPUT_TYPES = {"tel": "phone", "email": "email"}
+# Elementor's get_formatted_data(): «No Label <id>» for a field without a label; the metadata by its (English) titles.
+_NO_LABEL = "No Label "
+_SIMPLE_PAGE_URL = "Page URL"
+_SIMPLE_META_DROPPED = frozenset({"User Agent", "Remote IP"})  # the visitor's browser and IP: raw copy only
+
+
+def _elementor_name(field_id: str, item: Mapping[str, Any], aliases: Mapping[str, str]) -> str:
+    """Our name of an «Advanced Data» field: by what the visitor saw (its label, then its input type) before its id.
+    Elementor's default form has the ids ``name``, ``email`` and ``message``, and they stay when the owner retitles and
+    retypes the fields («Телефон для связи», type ``tel``, id ``email``). The id still names a field without a label,
+    and a tracking field (a hidden ``utm_source`` labelled «Источник»)."""
+    if field_id.startswith("_"):  # a meta field (a honeypot ``_gotcha``) keeps its id: an instruction, not data
+        return field_id
+    title = _first_text(item.get("title"))
+    by_title = _our_name(title, aliases) if title else None
+    if by_title:
+        return by_title
+    by_type = _INPUT_TYPES.get((_first_text(item.get("type")) or "").lower())
+    if by_type:
+        return by_type
+    by_id = _our_name(field_id, aliases)
+    if by_id and (not title or by_id not in _CONTACT_FIELDS):
+        return by_id
+    return title or field_id
 
 
 def _php_nested(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -241,7 +287,7 @@ def _json(fields: Mapping[str, Any], field_map: Mapping[str, str] | None, aliase
     for ours, path in (field_map or {}).items():
         found, value = resolve(fields, path)
         if found and value not in (None, ""):
-            out[ours] = value
+            out[ours] = _as_lines(value) if _is_container(value) else value
             posted_as[ours] = path
             used.append(path)
     leaves = _leaves(fields)
@@ -266,18 +312,41 @@ def resolve(data: Any, path: str) -> tuple[bool, Any]:
     return True, node
 
 
-def _leaves(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    found: list[tuple[str, Any]] = []
-    stack: list[tuple[str, Any]] = [(prefix, data)]
-    while stack and len(found) < MAX_LEAVES:
+def _leaves(data: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The values in ``data`` by path: every top-level one, as the form route reads them (a phone after a long list of
+    quiz answers is still read), then nested ones, ``MAX_LEAVES`` of them at most."""
+    found = [(str(key), value) for key, value in data.items() if not _is_container(value) and _given(value)]
+    limit = len(found) + MAX_LEAVES
+    stack = [(str(key), value) for key, value in reversed(data.items()) if _is_container(value)]
+    while stack and len(found) < limit:
         path, node = stack.pop()
         if isinstance(node, Mapping) and node:
-            stack.extend((f"{path}.{key}" if path else str(key), value) for key, value in reversed(node.items()))
-        elif isinstance(node, list) and node and not all(isinstance(item, str | int | float) for item in node):
+            stack.extend((f"{path}.{key}", value) for key, value in reversed(node.items()))
+        elif _is_container(node):
             stack.extend((f"{path}.{index}", value) for index, value in reversed(list(enumerate(node))))
-        elif path and node not in (None, "", [], {}):
+        elif _given(node):
             found.append((path, node))
     return found
+
+
+def _given(value: Any) -> bool:
+    return value not in (None, "", [], {})
+
+
+def _as_lines(value: Mapping[str, Any] | list[Any]) -> str:
+    """An object or a list a map points at (``{"comment": "answers"}``) as ``path: value`` lines, one per value in it:
+    text the lead can hold, where the object itself would be refused as no text."""
+    data = value if isinstance(value, Mapping) else {str(index): item for index, item in enumerate(value)}
+    return "\n".join(
+        f"{path}: {', '.join(map(str, item)) if isinstance(item, list) else item}" for path, item in _leaves(data)
+    )
+
+
+def _is_container(value: Any) -> bool:
+    """A value ``_leaves`` goes into: an object, or a list holding more than plain texts and numbers."""
+    if isinstance(value, Mapping):
+        return bool(value)
+    return isinstance(value, list) and bool(value) and not all(isinstance(item, str | int | float) for item in value)
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
@@ -288,9 +357,15 @@ def _put(
 ) -> None:
     """``value`` under our field ``name``; when that field is taken already (two fields both called «Телефон», a
     top-level ``phone`` beside a mapped one), under its own label, so nothing the visitor typed is dropped."""
-    key, copy = name, 1
-    while key in out:
-        key, copy = (label if copy == 1 else f"{label} ({copy})"), copy + 1
+    key = name if name not in out else label
+    if key in out:  # «label (2)», «label (3)», …: the first free number, found by galloping, not by trying each
+        taken, free = 1, 2  # 1 stands for the bare label
+        while f"{label} ({free})" in out:
+            taken, free = free, free * 2
+        while free - taken > 1:
+            middle = (taken + free) // 2
+            taken, free = (middle, free) if f"{label} ({middle})" in out else (taken, middle)
+        key = f"{label} ({free})"
     out[key] = value
     posted_as[key] = posted or label
 

@@ -29,6 +29,10 @@ from throughline.observability import logger
 from throughline.person_keys import person_key
 
 IN_PROGRESS_WAIT_SECONDS = 2.0
+# A builder's server posts urlencoded text where our snippet posts JSON: a Cyrillic letter is 6 bytes there (2 in
+# UTF-8 JSON), and Elementor's «Advanced Data» sends every value twice (value, raw_value). The same text may take
+# this many times MAX_BODY_BYTES on a hook.
+HOOK_BODY_FACTOR = 8
 # Submission ids of builders' posts that carry their own delivery id (Tilda's tranid) are derived from it and the
 # content, so a retry is the same submission however late it comes (the writer finds its lead by ORIGIN_ID).
 DELIVERY_NAMESPACE = uuid.UUID("6b1f3c1e-2f4d-5a7e-9c2b-7e0d4f1a8b35")
@@ -77,9 +81,17 @@ class Capture:
         ``builder`` (``tilda``, ``elementor``, ``json``): the body is that form builder's webhook, read by
         ``hooks.translate`` into our fields first; everything after that is the form route's path."""
         settings = self.settings
-        fields = forms.decode_body(body, content_type, settings.max_body_bytes)
         received_at = self._clock()
         submission_id = str(uuid.uuid4())
+        try:
+            limit = settings.max_body_bytes * (HOOK_BODY_FACTOR if builder else 1)
+            fields = forms.decode_body(body, content_type, limit)
+        except forms.FormRejected as rejected:
+            # Unreadable as sent (a charset it does not declare, a content type we do not read) is still somebody's
+            # lead, and a builder's server cannot fix it: keep the bytes. Not a body over the limit.
+            if rejected.status != 413:
+                self._keep_rejected(submission_id, received_at, body, content_type, rejected)
+            raise
         delivery_id, translated = None, None
         spam = forms.is_spam(fields, settings.honeypot_field)
         if builder:
@@ -120,8 +132,13 @@ class Capture:
             if translated is not None:  # name each field as the builder posted it: that is what its user sees
                 rejected.fields = {translated.name_in_post(name): reason for name, reason in rejected.fields.items()}
             raise
+        # The content alone, without the builder's id of this post: Tilda gives a form sent twice two tranids, and
+        # that is a double submission all the same.
+        delivery_fields = hooks.DELIVERY_ID_FIELDS if builder else frozenset()
+        content = {name: value for name, value in submission.extra.items() if name not in delivery_fields}
+        fingerprint = replace(submission, extra=content).fingerprint()
         if delivery_id:
-            derived = uuid.uuid5(DELIVERY_NAMESPACE, f"{builder}|{form_id}|{delivery_id}|{submission.fingerprint()}")
+            derived = uuid.uuid5(DELIVERY_NAMESPACE, f"{builder}|{form_id}|{delivery_id}|{fingerprint}")
             submission = replace(submission, submission_id=str(derived))
         submission = replace(submission, raw_key=forms.raw_key(submission))
         record = forms.raw_record(submission, body, content_type, headers, builder=builder).decode()
@@ -129,9 +146,7 @@ class Capture:
         redirect_to = None
         if not builder:  # a builder's server posts, not a browser: nobody to send to a thank-you page
             redirect_to = forms.redirect_target(fields.get("_next"), headers.get("origin"), settings.allowed_origins)
-        result = self._accept_once(
-            {"fingerprint": submission.fingerprint(), "message": submission.to_message(), "raw": record}
-        )
+        result = self._accept_once({"fingerprint": fingerprint, "message": submission.to_message(), "raw": record})
         accepted_id = result["submission_id"]
         duplicate = accepted_id != submission.submission_id
         logger.info(
