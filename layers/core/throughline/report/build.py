@@ -883,7 +883,7 @@ def _sum(campaigns: Iterable[_Campaign]) -> tuple[tuple[Totals, Totals], tuple[T
     for campaign in campaigns:
         for part, paid_part, totals in zip(result, paid, campaign.totals, strict=True):
             part.add(totals)
-            if totals.spend:
+            if totals.spend > 0:  # a refund larger than the cost is no paid row
                 paid_part.add(totals)
     return result, paid
 
