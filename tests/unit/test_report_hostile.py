@@ -222,3 +222,16 @@ def test_attribution_romi_of_a_channel_with_negative_spend_is_empty() -> None:
     for model, rows in report.attribution.models.items():
         paid = [r for r in rows if r.channel == "paid_search"]
         assert paid and paid[0].romi is None, model  # not (1 000 + 100) / −100 = −1 100 %
+
+
+def test_hidden_columns_keep_columns_whose_value_is_zero_percent() -> None:
+    # Spend 100, no revenue: ROAS is 0 % — data, not an empty column.
+    item = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")
+    report = build([item], [], [spend("yandex_direct", "100", campaign_id="1")])
+    page = render_html(report).decode()
+    assert "ROAS" in page and "CR" in page
+    # Revenue exactly equals spend: ROMI 0 % is a result, not a hidden column.
+    sale = deal(item, won=True, amount="100")
+    even = render_html(build([item], [sale], [spend("yandex_direct", "100", campaign_id="1")])).decode()
+    table = even[even.index('<table class="main">') :]
+    assert "<th>ROMI, %</th>" in table

@@ -418,7 +418,8 @@ def _table(report: RoiReport) -> str:
     columns = [
         column
         for column in sorted((c for c in COLUMNS if c[0] in TABLE_COLUMNS), key=lambda c: TABLE_COLUMNS.index(c[0]))
-        if any(getattr(values, column[0]) for values in every) and (column[0] != "roi" or report.roi_basis != "romi")
+        if any(_has_data(getattr(values, column[0]), column[0]) for values in every)
+        and (column[0] != "roi" or report.roi_basis != "romi")
     ]
     head = "".join(f"<th>{html.escape(_header(report, header))}</th>" for _, header, _ in columns)
     body = []
@@ -439,6 +440,16 @@ def _table(report: RoiReport) -> str:
     return f'<table class="main"><thead><tr><th>Канал / источник / кампания</th>{head}</tr></thead>' + (
         f"<tbody>{''.join(body)}</tbody></table>"
     )
+
+
+SUMS = frozenset({"impressions", "clicks", "spend", "leads", "deals", "won_deals", "revenue", "unpaid_revenue",
+                  "new_customers"})  # fmt: skip
+
+
+def _has_data(value: Any, name: str) -> bool:
+    """A sum of zero everywhere is no data (no impressions imported); a ratio of zero is a result (ROAS 0 %, ROMI 0 %,
+    CR 0 %): only an empty cell (nothing to divide by) is no data."""
+    return bool(value) if name in SUMS else value is not None
 
 
 def _row_name(row: Row, paid_source: bool) -> str:
