@@ -235,3 +235,88 @@ def test_hidden_columns_keep_columns_whose_value_is_zero_percent() -> None:
     even = render_html(build([item], [sale], [spend("yandex_direct", "100", campaign_id="1")])).decode()
     table = even[even.index('<table class="main">') :]
     assert "<th>ROMI, %</th>" in table
+
+
+def test_simple_crm_mode_hand_computed() -> None:
+    # No leads: 4 requests (deals) in November from Yandex campaign 1, one won for 2 000; one October deal won now.
+    tags = {"UTM_SOURCE": "yandex", "UTM_MEDIUM": "cpc", "UTM_CAMPAIGN": "1"}
+    deals = [deal(None, won=True, amount="2000", **tags)] + [deal(None, won=False, **tags) for _ in range(3)]
+    deals.append(deal(None, won=True, amount="1000", day="2026-10-20", CLOSEDATE="2026-11-02T00:00:00+03:00", **tags))
+    report = build([], deals, [spend("yandex_direct", "400", campaign_id="1")])
+    m = row(report, "campaign", campaign_id="1").metrics
+    assert report.simple_crm is True
+    assert (m.leads, m.deals, m.won_deals, m.revenue) == (4, 4, 2, Decimal("3000.00"))
+    assert m.cpl == Decimal("100.00")  # 400 / 4 requests
+    assert m.cr == Decimal("25.00")  # 1 of the 4 November requests was won
+    assert m.romi == Decimal("650.00")  # (3 000 − 400) / 400
+    header = csv_rows(report)[0]
+    assert "Обращения" in header and "Лиды" not in header
+
+
+def test_one_name_in_two_accounts_hand_computed() -> None:
+    by_name = [lead(UTM_SOURCE="vk", UTM_MEDIUM="cpc", UTM_CAMPAIGN="Зима") for _ in range(3)]
+    by_id = lead(UTM_SOURCE="vk", UTM_MEDIUM="cpc", UTM_CAMPAIGN="66")
+    rows = [spend("vk_ads", "300.10", campaign_id="55", name="Зима", account_id="a1"),
+            spend("vk_ads", "99.90", campaign_id="66", name="Зима", account_id="a2")]  # fmt: skip
+    deals = [deal(by_name[0], won=True, amount="1000"), deal(by_id, won=True, amount="500")]
+    report = build([*by_name, by_id], deals, rows)
+    campaigns = [r for r in report.rows if r.level == "campaign"]
+    assert len(campaigns) == 1
+    m = campaigns[0].metrics
+    assert (m.spend, m.leads, m.revenue) == (Decimal("400.00"), 4, Decimal("1500.00"))
+    assert m.romi == Decimal("275.00") and m.cpl == Decimal("100.00")  # (1 500 − 400) / 400; 400 / 4
+    assert report.headline.spend == Decimal("400.00")
+    assert [s.campaign_ids for s in report.data_quality.shared_campaign_names] == [["55", "66"]]
+
+
+def test_won_deal_without_closedate_is_dated_in_the_report_zone() -> None:
+    item = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")
+    late = deal(item, won=True, amount="900", CLOSEDATE="", DATE_MODIFY="2026-11-15T10:00:00+03:00")
+    history = [{"ID": "1", "OWNER_ID": late["ID"], "STAGE_ID": "WON", "STAGE_SEMANTIC_ID": "S",
+                "CREATED_TIME": "2026-10-31T21:30:00+00:00"}]  # 1 Nov 00:30 in Moscow  # fmt: skip
+    report = build_report(period=PERIOD, previous=PREVIOUS, leads=[item], deals=[late],
+                          spend=[spend("yandex_direct", "100", campaign_id="1")], rates=RateBook("RUB"),
+                          stages=StageBook(STATUSES), stage_history=history)  # fmt: skip
+    assert report.headline.revenue == Decimal("900.00") and report.headline.romi == Decimal("800.00")
+    assert report.headline_previous.revenue == Decimal("0.00")
+
+
+def test_quality_counters_ignore_the_comparison_period() -> None:
+    old = lead(day="2026-10-10", UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")
+    deals = [deal(old, won=True, amount="", day="2026-10-12"), deal(old, won=True, amount="-1", day="2026-10-12"),
+             deal(old, won=True, amount="10", day="2026-10-12", CURRENCY_ID="EUR")]  # fmt: skip
+    rows = [spend("yandex_direct", "5", campaign_id="1", day="2026-10-03", currency="EUR", include_vat=True)]
+    report = build([old, lead(day="2026-10-11", SOURCE_ID="OTHER")], deals, rows)
+    q = report.data_quality
+    assert (q.leads, q.deals_without_amount, q.deals_invalid_amount, q.deals_without_rate) == (0, 0, 0, 0)
+    assert (q.spend_rows_with_vat, q.spend_rows_vat_converted, q.spend_without_rate) == (0, 0, {})
+    assert q.bad_amount_deals == [] and q.unknown_tags == []
+
+
+def test_lead_with_two_deals_in_two_periods_is_one_conversion() -> None:
+    item = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")
+    deals = [deal(item, won=True, amount="100"), deal(item, won=False, day="2026-11-20")]
+    report = build([item], deals, [spend("yandex_direct", "10", campaign_id="1")])
+    m = report.headline
+    assert m.cr == Decimal("100.00") and m.deals_per_lead == Decimal("200.00") and m.deals == 2
+
+
+def test_page_rounds_whole_roubles_half_up_like_the_report() -> None:
+    from throughline.report.render import format_number
+
+    # 1 000,50 → 1 001 (half-up, as every kopeck of the report is rounded), not 1 000 (banker's rounding of format()).
+    assert format_number(Decimal("1000.50"), "money") == "1\u202f001"
+    assert format_number(Decimal("1002.50"), "money") == "1\u202f003"
+    assert format_number(Decimal("-2500.50"), "money") == "-2\u202f501"
+    assert format_number(Decimal("0.25"), "days") == "0,3"
+    item = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")
+    report = build([item], [], [spend("yandex_direct", "1000.50", campaign_id="1")])
+    page = render_html(report).decode()
+    assert "1\u202f001 RUB" in page and "1\u202f000 RUB" not in page
+
+
+def test_demo_prints_roi_json_decimal_strings_half_up() -> None:
+    from local.demo import _money, _percent
+
+    assert _money("1000.50") == "1 001" and _money(None) == "—" and _money("-2.50") == "-3"
+    assert _percent("150.50") == "151 %" and _percent("-39.50") == "-40 %" and _percent(None) == "—"

@@ -14,7 +14,7 @@ import csv
 import html
 import io
 import json
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -253,17 +253,23 @@ def _date(value: Any) -> str:
     return value.strftime("%d.%m.%Y")
 
 
+TENTH, HUNDREDTH = Decimal("0.1"), Decimal("0.01")
+
+
 def format_number(value: Any, kind: str, currency: str = "") -> str:
     if value is None:
         return "—"
     if kind == "int":
         return f"{int(value):,}".replace(",", "\u202f")
     if kind == "days":
-        return f"{Decimal(value):.1f}".replace(".", ",")
+        return f"{Decimal(value).quantize(TENTH, ROUND_HALF_UP):.1f}".replace(".", ",")
     number = Decimal(value)
     if kind == "money" and number == 0:
         return "0"
-    text = f"{number:,.0f}" if kind == "money" and abs(number) >= 1000 else f"{number:,.2f}"
+    # Rounded half-up here, as every kopeck of the report is: format() alone rounds half to even (1 000,50 → 1 000).
+    whole = kind == "money" and abs(number) >= 1000
+    number = number.quantize(Decimal(1) if whole else HUNDREDTH, ROUND_HALF_UP)
+    text = f"{number:,.0f}" if whole else f"{number:,.2f}"
     text = text.replace(",", "\u202f").replace(".", ",")
     return text + (" %" if kind == "pct" else "")
 
