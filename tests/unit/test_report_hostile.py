@@ -320,3 +320,15 @@ def test_demo_prints_roi_json_decimal_strings_half_up() -> None:
 
     assert _money("1000.50") == "1 001" and _money(None) == "—" and _money("-2.50") == "-3"
     assert _percent("150.50") == "151 %" and _percent("-39.50") == "-40 %" and _percent(None) == "—"
+
+
+def test_a_ratio_that_rounds_to_zero_is_zero_not_minus_zero() -> None:
+    item = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")
+    sale = deal(item, won=True, amount="99999.99")
+    report = build([item], [sale], [spend("yandex_direct", "100000", campaign_id="1")])
+    # (99 999.99 − 100 000) / 100 000 × 100 = −0.00001 % → 0.00, never "-0.00" in roi.json, roi.csv or the page.
+    assert str(report.headline.romi) == "0.00"
+    assert json.loads(render_json(report))["headline"]["romi"] == "0.00"
+    header, *_, total = csv_rows(report)
+    assert total[header.index("ROMI, %")] == "0,00"
+    assert "-0,00" not in render_html(report).decode()

@@ -162,4 +162,6 @@ def change(current: Decimal | int | None, previous: Decimal | int | None) -> Dec
 
 
 def _round(value: Decimal, quantum: Decimal) -> Decimal:
-    return value.quantize(quantum, rounding=ROUND_HALF_UP)
+    """Half-up; a result that rounds to zero is zero, never ``-0.00`` (−0.00001 % of ROMI is "0.00" in every file)."""
+    rounded = value.quantize(quantum, rounding=ROUND_HALF_UP)
+    return rounded.copy_abs() if rounded.is_zero() else rounded
