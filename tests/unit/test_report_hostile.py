@@ -332,3 +332,12 @@ def test_a_ratio_that_rounds_to_zero_is_zero_not_minus_zero() -> None:
     header, *_, total = csv_rows(report)
     assert total[header.index("ROMI, %")] == "0,00"
     assert "-0,00" not in render_html(report).decode()
+
+
+def test_campaign_id_in_utm_content_meets_spend_without_a_rate_too() -> None:
+    # As utm_campaign=9 would: the lead belongs to the «нет курса» row of campaign 9, not to a row of its own.
+    by_content = lead(UTM_SOURCE="google", UTM_MEDIUM="cpc", UTM_CAMPAIGN="{campaign}", UTM_CONTENT="9")
+    by_campaign = lead(UTM_SOURCE="google", UTM_MEDIUM="cpc", UTM_CAMPAIGN="9")
+    report = build([by_content, by_campaign], [], [spend("google_ads", "100", campaign_id="9", currency="EUR")])
+    campaigns = [r for r in report.rows if r.level == "campaign"]
+    assert [(r.campaign_id, r.matched, r.metrics.leads) for r in campaigns] == [("9", "no_rate", 2)]

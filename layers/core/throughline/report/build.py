@@ -399,6 +399,8 @@ class _Builder:
             spend_key = self._by_id.get((origin.source, tag_key(content)))
         if spend_key is None and utm_campaign:
             spend_key = self._no_rate_ids.get(tag) or self._no_rate_names.get(tag)
+        if spend_key is None and content:  # an id in utm_content of spend with no exchange rate: its «нет курса» row
+            spend_key = self._no_rate_ids.get((origin.source, tag_key(content)))
         if spend_key is None and content is None and origin.source in self._id_sources:
             # Never counted: ``slot`` sends each record on to the row of its utm_content.
             return _Slot(_Campaign(origin.channel, origin.source, ""), origin.known, None, by_content=True)
