@@ -341,3 +341,17 @@ def test_campaign_id_in_utm_content_meets_spend_without_a_rate_too() -> None:
     report = build([by_content, by_campaign], [], [spend("google_ads", "100", campaign_id="9", currency="EUR")])
     campaigns = [r for r in report.rows if r.level == "campaign"]
     assert [(r.campaign_id, r.matched, r.metrics.leads) for r in campaigns] == [("9", "no_rate", 2)]
+
+
+def test_simple_mode_set_by_the_portal_counts_each_request_once_despite_old_leads() -> None:
+    # The portal switched to simple mode on 10 Nov: its two November leads were converted into deals then. The deals
+    # are the requests (2), not the leads plus their deals (4); one more request came as a deal on 20 Nov.
+    tags = {"UTM_SOURCE": "yandex", "UTM_MEDIUM": "cpc", "UTM_CAMPAIGN": "1"}
+    leads = [lead(day="2026-11-03", **tags), lead(day="2026-11-04", **tags)]
+    deals = [deal(leads[0], won=True, amount="500", **tags), deal(leads[1], won=False, **tags),
+             deal(None, won=False, day="2026-11-20", **tags)]  # fmt: skip
+    report = build(leads, deals, [spend("yandex_direct", "300", campaign_id="1")], simple_crm=True)
+    m = report.headline
+    assert (m.leads, m.deals, m.won_deals) == (3, 3, 1)
+    assert m.cpl == Decimal("100.00") and m.cr == Decimal("33.33")  # 300 / 3; 1 of 3 requests won
+    assert report.data_quality.leads == 3

@@ -11,7 +11,8 @@ moved into that zone first; ``CLOSEDATE`` and spend dates are calendar days and 
   won deals and revenue of the campaign rows that carry spend in that period; the rest is shown beside them
   («выручка без расхода»);
 - CR: the share of the period's leads that became a deal (whenever it was created);
-- simple CRM mode (no leads at all): a deal's creation is the request, and CR is the share of them that was won;
+- simple CRM mode (crm.settings.mode.get says so, or no lead at all): a deal's creation is the request, and CR is the
+  share of them that was won; leads left from before the switch are no requests (their deals are), only lend tags;
 - a deal belongs to the row of its lead (the lead's UTM tags), else its own tags, else its ``SOURCE_ID``; in the
   medium × content × term drill-down it counts by its own tags (Bitrix24 copies the lead's onto the deal);
 - new customers: won deals whose contact (without one, the company; without either, the deal itself) had no earlier
@@ -419,7 +420,7 @@ class _Builder:
         # The hot loop of the report (a million leads): lookups are bound to locals, the common case is two dict hits.
         slots, slot_index, days = self._slots, self._slot_index, self._days
         lead_slot, lead_day, far = self._lead_slot, self._lead_day, self._far_leads
-        seen = self._leads_seen
+        seen, simple = self._leads_seen, self.simple  # simple mode set by the portal (leads left from before it)
         for lead in leads:
             get = lead.get
             tags = (get("UTM_SOURCE") or "", get("UTM_MEDIUM") or "", get("UTM_CAMPAIGN") or "", get("SOURCE_ID") or "")
@@ -443,7 +444,7 @@ class _Builder:
             if lead_id >= 0:
                 lead_slot[lead_id] = index
                 lead_day[lead_id] = ordinal
-            if which is None:
+            if which is None or simple:  # simple mode: the deal is the request; a lead only lends it its tags
                 continue
             slot = slots[index]
             slot.campaign.totals[which].leads += 1
@@ -517,7 +518,7 @@ class _Builder:
             if won and closed and (customer not in first_won or (closed, deal_id) < first_won[customer]):
                 first_won[customer] = (closed, deal_id)
             lead_id = int(deal.get("LEAD_ID") or 0)
-            if lead_id and lead_id not in converted:
+            if lead_id and lead_id not in converted and not self.simple:
                 found = self._lead_of(lead_id)
                 if found is not None and (which := self._which(found[1])) is not None:
                     converted.add(lead_id)
