@@ -355,3 +355,14 @@ def test_simple_mode_set_by_the_portal_counts_each_request_once_despite_old_lead
     assert (m.leads, m.deals, m.won_deals) == (3, 3, 1)
     assert m.cpl == Decimal("100.00") and m.cr == Decimal("33.33")  # 300 / 3; 1 of 3 requests won
     assert report.data_quality.leads == 3
+
+
+def test_spend_without_a_rate_rows_add_up_to_its_total_after_vat() -> None:
+    # Two campaigns of 100 EUR with VAT each, no EUR rate: 100 / 1.22 = 81.967… → 81.97 each; the total is their sum,
+    # 163.94, not round(163.934…) = 163.93.
+    rows = [spend("google_ads", "100", campaign_id=str(n), currency="EUR", include_vat=True) for n in (1, 2)]
+    report = build([], [], rows)
+    campaigns = [r for r in report.rows if r.level == "campaign"]
+    assert [r.unconverted_spend for r in campaigns] == [{"EUR": Decimal("81.97")}] * 2
+    assert row(report, "channel", channel="paid_search").unconverted_spend == {"EUR": Decimal("163.94")}
+    assert report.data_quality.spend_without_rate == {"EUR": Decimal("163.94")}

@@ -335,6 +335,7 @@ class _Builder:
                 # Never a crash of the whole night and never a silent loss: a row of its own in its own currency,
                 # out of every ratio, and named in data quality and on the headline.
                 currency = str(row.get("currency") or "?").upper()
+                amount = metrics.money(amount)  # to the cent per row, as rated spend: rows then add up to the total
                 left_out = campaign.unconverted[which]
                 left_out[currency] = left_out.get(currency, ZERO) + amount
                 if which == CURRENT:
