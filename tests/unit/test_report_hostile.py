@@ -366,3 +366,12 @@ def test_spend_without_a_rate_rows_add_up_to_its_total_after_vat() -> None:
     assert [r.unconverted_spend for r in campaigns] == [{"EUR": Decimal("81.97")}] * 2
     assert row(report, "channel", channel="paid_search").unconverted_spend == {"EUR": Decimal("163.94")}
     assert report.data_quality.spend_without_rate == {"EUR": Decimal("163.94")}
+
+
+def test_roi_json_decimals_are_plain_never_exponents() -> None:
+    # A rates file with base USD where 1 RUB = 0.01 USD: the USD rate is 1 / 0.01, which Decimal writes "1E+2".
+    rates = RateBook("RUB", [{"date": "2026-11-01", "base": "USD", "rates": {"RUB": Decimal("0.01")}, "source": "x"}])
+    report = build_report(period=PERIOD, previous=PREVIOUS, leads=[], deals=[], rates=rates, stages=StageBook(STATUSES),
+                          spend=[spend("google_ads", "5", campaign_id="1", currency="USD")])  # fmt: skip
+    data = json.loads(render_json(report))
+    assert data["currency_rates"][0]["rate"] == "100" and data["headline"]["spend"] == "500.00"
