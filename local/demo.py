@@ -22,7 +22,7 @@ import sys
 import time
 from collections import Counter
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from local.ad_sandboxes import start_all as start_ad_sandboxes
@@ -197,11 +197,16 @@ def _show_report(report: dict, say) -> None:
 
 
 def _money(value: object) -> str:
-    return "—" if value is None else f"{Decimal(str(value)):,.0f}".replace(",", " ")
+    """roi.json's decimal string in whole roubles, rounded half-up as the report rounds (format() alone: half-even)."""
+    return "—" if value is None else f"{_whole(value):,.0f}".replace(",", " ")
 
 
 def _percent(value: object) -> str:
-    return "—" if value is None else f"{Decimal(str(value)):.0f} %"
+    return "—" if value is None else f"{_whole(value):.0f} %"
+
+
+def _whole(value: object) -> Decimal:
+    return Decimal(str(value)).quantize(Decimal(1), ROUND_HALF_UP)
 
 
 def _play_month(stack: LocalStack, seed: int, say) -> dict:

@@ -203,9 +203,7 @@ def attribution_section(
                 conversions=conversions,
                 revenue=revenue,
                 spend=metrics.money(spend_by_channel.get(channel, metrics.ZERO)),
-                romi=metrics.percent(
-                    revenue - spend_by_channel.get(channel, metrics.ZERO), spend_by_channel.get(channel, metrics.ZERO)
-                ),
+                romi=_romi(revenue, spend_by_channel.get(channel, metrics.ZERO)),
             )
             for channel, (conversions, revenue) in sorted(credited.items())
         ]
@@ -222,6 +220,11 @@ def attribution_section(
         deals_without_person=counted["without_person"],
         models=models,
     )
+
+
+def _romi(revenue: Decimal, spend: Decimal) -> Decimal | None:
+    """A model's ROMI of a channel; none without positive spend (a refund larger than the cost)."""
+    return metrics.percent(revenue - spend, spend) if spend > 0 else None
 
 
 def cohort_rows(deals: list[WonDeal], as_of: date, zone: tzinfo) -> list[CohortRow]:

@@ -11,7 +11,8 @@ moved into that zone first; ``CLOSEDATE`` and spend dates are calendar days and 
   won deals and revenue of the campaign rows that carry spend in that period; the rest is shown beside them
   («выручка без расхода»);
 - CR: the share of the period's leads that became a deal (whenever it was created);
-- simple CRM mode (no leads at all): a deal's creation is the request, and CR is the share of them that was won;
+- simple CRM mode (crm.settings.mode.get says so, or no lead at all): a deal's creation is the request, and CR is the
+  share of them that was won; leads left from before the switch are no requests (their deals are), only lend tags;
 - a deal belongs to the row of its lead (the lead's UTM tags), else its own tags, else its ``SOURCE_ID``; in the
   medium × content × term drill-down it counts by its own tags (Bitrix24 copies the lead's onto the deal);
 - new customers: won deals whose contact (without one, the company; without either, the deal itself) had no earlier
@@ -336,6 +337,7 @@ class _Builder:
                 # Never a crash of the whole night and never a silent loss: a row of its own in its own currency,
                 # out of every ratio, and named in data quality and on the headline.
                 currency = str(row.get("currency") or "?").upper()
+                amount = metrics.money(amount)  # to the cent per row, as rated spend: rows then add up to the total
                 left_out = campaign.unconverted[which]
                 left_out[currency] = left_out.get(currency, ZERO) + amount
                 if which == CURRENT:
@@ -403,6 +405,8 @@ class _Builder:
             spend_key = self._by_id.get((origin.source, tag_key(content)))
         if spend_key is None and utm_campaign:
             spend_key = self._no_rate_ids.get(tag) or self._no_rate_names.get(tag)
+        if spend_key is None and content:  # an id in utm_content of spend with no exchange rate: its «нет курса» row
+            spend_key = self._no_rate_ids.get((origin.source, tag_key(content)))
         if spend_key is None and content is None and origin.source in self._id_sources:
             # Never counted: ``slot`` sends each record on to the row of its utm_content.
             return _Slot(_Campaign(origin.channel, origin.source, ""), origin.known, None, by_content=True)
@@ -421,7 +425,7 @@ class _Builder:
         # The hot loop of the report (a million leads): lookups are bound to locals, the common case is two dict hits.
         slots, slot_index, days = self._slots, self._slot_index, self._days
         lead_slot, lead_day, far = self._lead_slot, self._lead_day, self._far_leads
-        seen = self._leads_seen
+        seen, simple = self._leads_seen, self.simple  # simple mode set by the portal (leads left from before it)
         for lead in leads:
             get = lead.get
             tags = (get("UTM_SOURCE") or "", get("UTM_MEDIUM") or "", get("UTM_CAMPAIGN") or "", get("SOURCE_ID") or "")
@@ -445,7 +449,7 @@ class _Builder:
             if lead_id >= 0:
                 lead_slot[lead_id] = index
                 lead_day[lead_id] = ordinal
-            if which is None:
+            if which is None or simple:  # simple mode: the deal is the request; a lead only lends it its tags
                 continue
             slot = slots[index]
             slot.campaign.totals[which].leads += 1
@@ -520,7 +524,7 @@ class _Builder:
             if won and closed and (customer not in first_won or (closed, deal_id) < first_won[customer]):
                 first_won[customer] = (closed, deal_id)
             lead_id = int(deal.get("LEAD_ID") or 0)
-            if lead_id and lead_id not in converted:
+            if lead_id and lead_id not in converted and not self.simple:
                 found = self._lead_of(lead_id)
                 if found is not None and (which := self._which(found[1])) is not None:
                     converted.add(lead_id)
@@ -890,7 +894,7 @@ def _sum(campaigns: Iterable[_Campaign]) -> tuple[tuple[Totals, Totals], tuple[T
     for campaign in campaigns:
         for part, paid_part, totals in zip(result, paid, campaign.totals, strict=True):
             part.add(totals)
-            if totals.spend:
+            if totals.spend > 0:  # a refund larger than the cost is no paid row
                 paid_part.add(totals)
     return result, paid
 

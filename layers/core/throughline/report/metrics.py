@@ -87,10 +87,12 @@ def compute(
     """Metrics of one row. ``paid_part``: the totals of the rows under this one that carry spend (the paid rule:
     ROMI, ROI, ROAS, ДРР, CPL, CPO and CAC count only their leads, deals and revenue); by default the row itself
     when it has spend. ``margin`` (0..1) turns revenue into gross profit; with ``profit_field`` the deals' own gross
-    profit is used, and a row with no known profit has no ROI (unknown, not −100 %)."""
+    profit is used, and a row with no known profit has no ROI (unknown, not −100 %). A row whose spend is not
+    positive (a platform's refund larger than the cost) has no ROMI, ROI, ROAS, ДРР or cost-per metric."""
     spend, revenue = totals.spend, totals.revenue
+    paid = spend > 0  # no spend, or a refund larger than the cost: no cost-per metric and no return on it
     if paid_part is None:
-        paid_part = totals if spend else Totals()
+        paid_part = totals if paid else Totals()
     paid_revenue = paid_part.revenue
     if profit_field:
         gross_profit = paid_part.gross_profit
@@ -98,10 +100,9 @@ def compute(
         gross_profit = paid_revenue * margin
     else:
         gross_profit = None
-    romi = percent(paid_revenue - spend, spend)
-    paid = bool(spend)  # without spend, cost-per metrics are empty cells rather than a misleading 0
+    romi = percent(paid_revenue - spend, spend) if paid else None
     if profit_field or margin is not None:
-        roi = percent(gross_profit - spend, spend) if gross_profit is not None else None
+        roi = percent(gross_profit - spend, spend) if gross_profit is not None and paid else None
     else:
         roi = romi
     return Metrics(
@@ -124,7 +125,7 @@ def compute(
         cac=money_ratio(spend, paid_part.new_customers) if paid else None,
         romi=romi,
         roi=roi,
-        roas=percent(paid_revenue, spend),
+        roas=percent(paid_revenue, spend) if paid else None,
         drr=percent(spend, paid_revenue) if paid else None,
         sales_cycle_days=_round(Decimal(totals.cycle_days_sum) / totals.cycle_deals, Decimal("0.1"))
         if totals.cycle_deals
@@ -161,4 +162,6 @@ def change(current: Decimal | int | None, previous: Decimal | int | None) -> Dec
 
 
 def _round(value: Decimal, quantum: Decimal) -> Decimal:
-    return value.quantize(quantum, rounding=ROUND_HALF_UP)
+    """Half-up; a result that rounds to zero is zero, never ``-0.00`` (−0.00001 % of ROMI is "0.00" in every file)."""
+    rounded = value.quantize(quantum, rounding=ROUND_HALF_UP)
+    return rounded.copy_abs() if rounded.is_zero() else rounded

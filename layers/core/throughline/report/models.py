@@ -15,7 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 SCHEMA_VERSION = 2  # 2: money and percentages as decimal strings, the paid rule, cohort CR
 
-Number = Annotated[Decimal, PlainSerializer(str, return_type=str, when_used="json")]
+
+def _plain(value: Decimal) -> str:
+    """A decimal string without exponent: ``Decimal(1) / Decimal("0.01")`` is "100", never "1E+2"."""
+    return format(value, "f")
+
+
+Number = Annotated[Decimal, PlainSerializer(_plain, return_type=str, when_used="json")]
 
 
 class _Model(BaseModel):

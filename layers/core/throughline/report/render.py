@@ -14,7 +14,7 @@ import csv
 import html
 import io
 import json
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -256,17 +256,23 @@ def _date(value: Any) -> str:
     return value.strftime("%d.%m.%Y")
 
 
+TENTH, HUNDREDTH = Decimal("0.1"), Decimal("0.01")
+
+
 def format_number(value: Any, kind: str, currency: str = "") -> str:
     if value is None:
         return "—"
     if kind == "int":
         return f"{int(value):,}".replace(",", "\u202f")
     if kind == "days":
-        return f"{Decimal(value):.1f}".replace(".", ",")
+        return f"{Decimal(value).quantize(TENTH, ROUND_HALF_UP):.1f}".replace(".", ",")
     number = Decimal(value)
     if kind == "money" and number == 0:
         return "0"
-    text = f"{number:,.0f}" if kind == "money" and abs(number) >= 1000 else f"{number:,.2f}"
+    # Rounded half-up here, as every kopeck of the report is: format() alone rounds half to even (1 000,50 → 1 000).
+    whole = kind == "money" and abs(number) >= 1000
+    number = number.quantize(Decimal(1) if whole else HUNDREDTH, ROUND_HALF_UP)
+    text = f"{number:,.0f}" if whole else f"{number:,.2f}"
     text = text.replace(",", "\u202f").replace(".", ",")
     return text + (" %" if kind == "pct" else "")
 
@@ -421,7 +427,8 @@ def _table(report: RoiReport) -> str:
     columns = [
         column
         for column in sorted((c for c in COLUMNS if c[0] in TABLE_COLUMNS), key=lambda c: TABLE_COLUMNS.index(c[0]))
-        if any(getattr(values, column[0]) for values in every) and (column[0] != "roi" or report.roi_basis != "romi")
+        if any(_has_data(getattr(values, column[0]), column[0]) for values in every)
+        and (column[0] != "roi" or report.roi_basis != "romi")
     ]
     head = "".join(f"<th>{html.escape(_header(report, header))}</th>" for _, header, _ in columns)
     body = []
@@ -442,6 +449,16 @@ def _table(report: RoiReport) -> str:
     return f'<table class="main"><thead><tr><th>Канал / источник / кампания</th>{head}</tr></thead>' + (
         f"<tbody>{''.join(body)}</tbody></table>"
     )
+
+
+SUMS = frozenset({"impressions", "clicks", "spend", "leads", "deals", "won_deals", "revenue", "unpaid_revenue",
+                  "new_customers"})  # fmt: skip
+
+
+def _has_data(value: Any, name: str) -> bool:
+    """A sum of zero everywhere is no data (no impressions imported); a ratio of zero is a result (ROAS 0 %, ROMI 0 %,
+    CR 0 %): only an empty cell (nothing to divide by) is no data."""
+    return bool(value) if name in SUMS else value is not None
 
 
 def _row_name(row: Row, paid_source: bool) -> str:
