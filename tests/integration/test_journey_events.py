@@ -189,7 +189,12 @@ def test_lead_typed_by_a_manager_gets_its_journey_from_events(live):
     ]
     touches = {touch.touch_id: touch for touch in store().journey(f"LEAD#{lead}")}
     first = touches[f"lead:{lead}:created"]
-    assert (first.kind, first.channel, first.source, first.medium) == ("crm_lead", "offline", "phone", "call")
+    assert (first.kind, first.channel, first.source, first.medium) == (
+        "crm_lead",
+        "offline",
+        "call",
+        "call",
+    )  # the report's SOURCE_ID mapping
     missed = next(touch for touch in touches.values() if touch.kind == "missed_call")
     assert (missed.channel, missed.source, missed.detail) == ("offline", "phone", "Пропущенный звонок")
     meta = store().metas([f"LEAD#{lead}"])[f"LEAD#{lead}"]

@@ -8,91 +8,38 @@ own tags.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import unquote_plus
 
+# SOURCE_ID → channel lives beside the classifier, shared with the journey's first lines; re-exported for the report.
+from throughline.source_ids import (  # noqa: F401
+    LABELS,
+    NOT_SET,
+    SOURCE_ID_CHANNELS,
+    SOURCE_ID_LABELS,
+    UNKNOWN,
+    Origin,
+    SourceIds,
+    channel_label,
+)
 from throughline.sources import (
-    CHANNEL_LABELS,
-    DIRECT,
-    EMAIL,
     OFFLINE,
     PAID_SEARCH,
-    REFERRAL,
     SOCIAL,
     SOURCE_LABELS,
     canonical_source,
     classify,
 )
 
-UNKNOWN = "unknown"
-LABELS = {**CHANNEL_LABELS, UNKNOWN: "Источник не указан"}
-NOT_SET = "(not set)"
 NO_CAMPAIGN = "(не указана)"
 
 # Spend platforms: the canonical utm_source their ads carry and the channel their campaigns belong to.
 PLATFORM_SOURCES = {"yandex_direct": "yandex", "google_ads": "google", "vk_ads": "vk"}
 PLATFORM_CHANNELS = {"yandex_direct": PAID_SEARCH, "google_ads": PAID_SEARCH, "vk_ads": SOCIAL}
 
-# The portal's default source dictionary (crm.status.list ENTITY_ID=SOURCE) → (channel, source). OTHER means unknown.
-SOURCE_ID_CHANNELS = {
-    "CALL": (OFFLINE, "call"),
-    "EMAIL": (EMAIL, "email"),
-    "WEB": (DIRECT, "(direct)"),
-    "WEBFORM": (DIRECT, "(direct)"),
-    "STORE": (DIRECT, "(direct)"),
-    "ADVERTISING": (PAID_SEARCH, NOT_SET),
-    "PARTNER": (REFERRAL, "partner"),
-    "RECOMMENDATION": (REFERRAL, "recommendation"),
-    "TRADE_SHOW": (OFFLINE, "trade_show"),
-    "CALLBACK": (OFFLINE, "callback"),
-    "RC_GENERATOR": (OFFLINE, "rc_generator"),
-}
-SOURCE_ID_LABELS = {
-    "call": "Звонок",
-    "partner": "Существующий клиент",
-    "recommendation": "По рекомендации",
-    "trade_show": "Выставка",
-    "callback": "Обратный звонок",
-    "rc_generator": "Генератор продаж",
-    NOT_SET: "Не указан",
-}
-
 
 def source_label(source: str) -> str:
     return SOURCE_LABELS.get(source) or SOURCE_ID_LABELS.get(source) or source
-
-
-def channel_label(channel: str) -> str:
-    return LABELS.get(channel, channel)
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a CRM record came from, as the report groups it."""
-
-    channel: str
-    source: str
-    known: bool  # a UTM source or a meaningful CRM source was there
-
-
-class SourceIds:
-    """``SOURCE_ID`` → channel: the defaults above, overridden by ``BITRIX24_SOURCE_MAP`` read backwards."""
-
-    def __init__(self, source_map: Mapping[str, str] | None = None):
-        self._map = dict(SOURCE_ID_CHANNELS)
-        for key, source_id in (source_map or {}).items():
-            channel, _, source = key.partition("/")
-            if channel in CHANNEL_LABELS and source_id not in ("ADVERTISING", "WEB", "OTHER"):
-                self._map[source_id] = (channel, source or NOT_SET)
-
-    def origin(self, source_id: str | None) -> Origin:
-        mapped = self._map.get(source_id or "")
-        if mapped is None:
-            # OTHER, empty, or a portal's own source the operator did not map: kept visible, not guessed.
-            return Origin(UNKNOWN, source_id if source_id and source_id != "OTHER" else NOT_SET, False)
-        return Origin(mapped[0], mapped[1], True)
 
 
 @lru_cache(maxsize=65536)

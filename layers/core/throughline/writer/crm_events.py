@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +28,8 @@ from throughline.journey.lines import Touch
 from throughline.journey.projection import Projector
 from throughline.observability import logger
 from throughline.person_keys import first_contact, person_key
-from throughline.sources import CHANNEL_LABELS, DIRECT, EMAIL, MESSENGER, OFFLINE, PAID_SEARCH, REFERRAL, classify
+from throughline.source_ids import SourceIds, channel_label
+from throughline.sources import DIRECT, EMAIL, MESSENGER, OFFLINE, PAID_SEARCH, REFERRAL, classify
 from throughline.writer.leads import ORIGINATOR_ID, Outcome
 
 LEAD, DEAL, CONTACT, COMPANY, ACTIVITY = "lead", "deal", "contact", "company", "activity"
@@ -41,20 +42,10 @@ SWEEP_TS = "sweep"
 LEASE_WAIT_SECONDS = 3.0  # how long a commit waits for the form writer's lease before its events go back
 LEASE_POLL_SECONDS = 0.2  # the ``ts`` of events the sweep makes up for records it read
 
-# SOURCE_ID of a lead with no tags → (channel, canonical source, medium), for the classifier's taxonomy.
-SOURCE_CHANNELS = {
-    "CALL": (OFFLINE, "phone", "call"),
-    "CALLBACK": (OFFLINE, "callback", "call"),
-    "EMAIL": (EMAIL, "email", "email"),
-    "WEB": (DIRECT, "(direct)", "(none)"),
-    "WEBFORM": (DIRECT, "(direct)", "(none)"),
-    "STORE": (DIRECT, "(direct)", "(none)"),
-    "ADVERTISING": (PAID_SEARCH, "advertising", "cpc"),
-    "PARTNER": (REFERRAL, "partner", "referral"),
-    "RECOMMENDATION": (REFERRAL, "recommendation", "referral"),
-    "TRADE_SHOW": (OFFLINE, "trade_show", "offline"),
-    "RC_GENERATOR": (OFFLINE, "rc_generator", "offline"),
-}
+# The medium a CRM-typed record's SOURCE_ID line carries (its channel comes from ``SourceIds``); a source the
+# operator mapped to a channel with BITRIX24_SOURCE_MAP takes that channel's usual medium.
+SOURCE_MEDIUMS = {"CALL": "call", "CALLBACK": "call", "EMAIL": "email", "ADVERTISING": "cpc"}
+CHANNEL_MEDIUMS = {OFFLINE: "offline", EMAIL: "email", PAID_SEARCH: "cpc", REFERRAL: "referral", DIRECT: "(none)"}
 
 # Activity TYPE_ID (crm_enum_activitytype): 1 meeting, 2 call, 3 task, 4 e-mail, 6 provider (chat, to-do…).
 # DIRECTION (crm_enum_activitydirection): 1 incoming, 2 outgoing.
@@ -108,8 +99,10 @@ class CrmEventWriter:
         mark_deleted: Callable[[str, int, dict[str, Any]], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         locks: Locks | None = None,
+        source_map: Mapping[str, str] | None = None,
     ):
         self.bitrix = bitrix
+        self.source_ids = SourceIds(source_map)  # SOURCE_ID → channel, as the report reads it
         self.locks = locks  # the form writer's leases: taken around the store commit and the field's redraw
         self.store = store
         self.projector = projector
@@ -547,11 +540,14 @@ class CrmEventWriter:
             return Touch(**common, channel=source.channel, source=source.source, medium=source.medium, detail=detail,
                          extra=extra)  # fmt: skip
         source_id = str(record.get("SOURCE_ID") or "OTHER")
-        channel, source, medium = SOURCE_CHANNELS.get(source_id, (OFFLINE, source_id.lower(), "offline"))
+        # One mapping for this line, the report's table and the attribution paths (BITRIX24_SOURCE_MAP included).
+        origin = self.source_ids.origin(source_id)
+        channel, source = origin.channel, origin.source
+        medium = SOURCE_MEDIUMS.get(source_id) or CHANNEL_MEDIUMS.get(channel, "(none)")
         name = self._dictionary.get("SOURCE", {}).get(source_id, source_id)
         lines = (record.get("SOURCE_DESCRIPTION") or record.get("TITLE") or "").splitlines()
         detail = lines[0] if lines else None
-        extra = {"label_source": name, "label_medium": CHANNEL_LABELS[channel], "source_id": source_id}
+        extra = {"label_source": name, "label_medium": channel_label(channel), "source_id": source_id}
         if repeat:
             detail = f"{REPEAT}: {detail}" if detail else REPEAT
             extra["repeat"] = "1"

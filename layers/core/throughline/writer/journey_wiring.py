@@ -33,7 +33,13 @@ def crm_event_writer(
 
     projector = Projector(bitrix, store, settings.bitrix24_journey_field, settings.zone, settings.journey_max_chars)
     return CrmEventWriter(
-        bitrix, store, projector, person_secret=settings.person_key_secret or "", mark_deleted=mark_deleted, locks=locks
+        bitrix,
+        store,
+        projector,
+        person_secret=settings.person_key_secret or "",
+        mark_deleted=mark_deleted,
+        locks=locks,
+        source_map=settings.bitrix24_source_map,
     )
 
 
