@@ -375,3 +375,22 @@ def test_roi_json_decimals_are_plain_never_exponents() -> None:
                           spend=[spend("google_ads", "5", campaign_id="1", currency="USD")])  # fmt: skip
     data = json.loads(render_json(report))
     assert data["currency_rates"][0]["rate"] == "100" and data["headline"]["spend"] == "500.00"
+
+
+def test_seed_example_with_a_margin_gives_roi_beside_romi() -> None:
+    from tests.unit.test_report_build import seed_records
+
+    organic = lead(UTM_SOURCE="google", UTM_MEDIUM="organic")
+    leads, deals, rows = seed_records()
+    report = build([*leads, organic], [*deals, deal(organic, won=True, amount="100000")], rows, margin=Decimal("0.3"))
+    search = row(report, "channel", channel="paid_search")
+    assert (search.metrics.romi, search.metrics.roi) == (Decimal("525.00"), Decimal("87.50"))  # 150 000 − 80 000
+    social = row(report, "channel", channel="social")
+    assert (social.metrics.romi, social.metrics.roi) == (Decimal("150.00"), Decimal("-25.00"))  # 22 500 − 30 000
+    head = report.headline  # paid: 575 000 (× 0.3 = 172 500) against 110 000; organic 100 000 beside
+    assert (head.romi, head.roi) == (Decimal("422.73"), Decimal("56.82"))
+    assert head.revenue == Decimal("675000.00") and head.unpaid_revenue == Decimal("100000.00")
+    assert head.cpl == Decimal("733.33") and head.cpo == Decimal("3666.67")  # 110 000 / 150 leads; / 30 won deals
+    assert head.roas == Decimal("522.73") and head.drr == Decimal("19.13")  # 575 000 / 110 000; 110 000 / 575 000
+    assert head.cr == Decimal("20.53")  # 31 of 151 leads became a deal (30 paid, the organic one)
+    assert "<th>ROI, %</th>" in render_html(report).decode()
