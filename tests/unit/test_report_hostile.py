@@ -394,3 +394,17 @@ def test_seed_example_with_a_margin_gives_roi_beside_romi() -> None:
     assert head.roas == Decimal("522.73") and head.drr == Decimal("19.13")  # 575 000 / 110 000; 110 000 / 575 000
     assert head.cr == Decimal("20.53")  # 31 of 151 leads became a deal (30 paid, the organic one)
     assert "<th>ROI, %</th>" in render_html(report).decode()
+
+
+def test_page_shows_spend_without_a_rate_in_its_own_currency_on_its_row() -> None:
+    item = lead(UTM_SOURCE="google", UTM_MEDIUM="cpc", UTM_CAMPAIGN="9")
+    rows = [spend("google_ads", "100", campaign_id="9", name="Поиск EUR", currency="EUR"),
+            spend("yandex_direct", "1500", campaign_id="1", name="Директ")]  # fmt: skip
+    page = render_html(build([item], [], rows)).decode()
+    table = page[page.index('<table class="main">') :]
+    campaign = table[table.index("Поиск EUR") : table.index("</tr>", table.index("Поиск EUR"))]
+    assert "<td>100,00 EUR (нет курса)</td>" in campaign  # not a spend of 0
+    total = table[table.index('<tr class="total">') :]
+    assert "<td>1\u202f500 + 100,00 EUR (нет курса)</td>" in total
+    only = render_html(build([item], [], rows[:1])).decode()  # no rated spend at all: the spend column still shows it
+    assert "<th>Расход</th>" in only and "100,00 EUR (нет курса)" in only
