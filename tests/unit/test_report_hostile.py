@@ -408,3 +408,20 @@ def test_page_shows_spend_without_a_rate_in_its_own_currency_on_its_row() -> Non
     assert "<td>1\u202f500 + 100,00 EUR (нет курса)</td>" in total
     only = render_html(build([item], [], rows[:1])).decode()  # no rated spend at all: the spend column still shows it
     assert "<th>Расход</th>" in only and "100,00 EUR (нет курса)" in only
+
+
+def test_seed_example_in_the_csv_to_the_kopeck() -> None:
+    from tests.unit.test_report_build import seed_records
+
+    header, *lines = csv_rows(build(*seed_records()))
+    search = next(line for line in lines if line[0] == "Канал" and line[1] == "Контекстная реклама")
+    cells = {name: search[header.index(name)] for name in ("Расход", "Лиды", "CPL", "CR, %", "Выручка", "Средний чек",
+                                                            "CPO", "ROMI, %", "ROAS, %", "ДРР, %")}  # fmt: skip
+    assert cells == {"Расход": "80000,00", "Лиды": "100", "CPL": "800,00", "CR, %": "25,00", "Выручка": "500000,00",
+                     "Средний чек": "20000,00", "CPO": "3200,00", "ROMI, %": "525,00", "ROAS, %": "625,00",
+                     "ДРР, %": "16,00"}  # fmt: skip
+    social = next(line for line in lines if line[0] == "Канал" and line[1] == "Социальные сети")
+    assert [social[header.index(name)] for name in ("CPL", "CR, %", "CPO", "ROMI, %", "ROAS, %", "ДРР, %")] == [
+        "600,00", "10,00", "6000,00", "150,00", "250,00", "40,00"]  # fmt: skip
+    total = lines[-1]
+    assert total[0] == "Итого" and total[header.index("ROMI, %")] == "422,73"  # (575 000 − 110 000) / 110 000
