@@ -375,3 +375,53 @@ def test_roi_json_decimals_are_plain_never_exponents() -> None:
                           spend=[spend("google_ads", "5", campaign_id="1", currency="USD")])  # fmt: skip
     data = json.loads(render_json(report))
     assert data["currency_rates"][0]["rate"] == "100" and data["headline"]["spend"] == "500.00"
+
+
+def test_seed_example_with_a_margin_gives_roi_beside_romi() -> None:
+    from tests.unit.test_report_build import seed_records
+
+    organic = lead(UTM_SOURCE="google", UTM_MEDIUM="organic")
+    leads, deals, rows = seed_records()
+    report = build([*leads, organic], [*deals, deal(organic, won=True, amount="100000")], rows, margin=Decimal("0.3"))
+    search = row(report, "channel", channel="paid_search")
+    assert (search.metrics.romi, search.metrics.roi) == (Decimal("525.00"), Decimal("87.50"))  # 150 000 − 80 000
+    social = row(report, "channel", channel="social")
+    assert (social.metrics.romi, social.metrics.roi) == (Decimal("150.00"), Decimal("-25.00"))  # 22 500 − 30 000
+    head = report.headline  # paid: 575 000 (× 0.3 = 172 500) against 110 000; organic 100 000 beside
+    assert (head.romi, head.roi) == (Decimal("422.73"), Decimal("56.82"))
+    assert head.revenue == Decimal("675000.00") and head.unpaid_revenue == Decimal("100000.00")
+    assert head.cpl == Decimal("733.33") and head.cpo == Decimal("3666.67")  # 110 000 / 150 leads; / 30 won deals
+    assert head.roas == Decimal("522.73") and head.drr == Decimal("19.13")  # 575 000 / 110 000; 110 000 / 575 000
+    assert head.cr == Decimal("20.53")  # 31 of 151 leads became a deal (30 paid, the organic one)
+    assert "<th>ROI, %</th>" in render_html(report).decode()
+
+
+def test_page_shows_spend_without_a_rate_in_its_own_currency_on_its_row() -> None:
+    item = lead(UTM_SOURCE="google", UTM_MEDIUM="cpc", UTM_CAMPAIGN="9")
+    rows = [spend("google_ads", "100", campaign_id="9", name="Поиск EUR", currency="EUR"),
+            spend("yandex_direct", "1500", campaign_id="1", name="Директ")]  # fmt: skip
+    page = render_html(build([item], [], rows)).decode()
+    table = page[page.index('<table class="main">') :]
+    campaign = table[table.index("Поиск EUR") : table.index("</tr>", table.index("Поиск EUR"))]
+    assert "<td>100,00 EUR (нет курса)</td>" in campaign  # not a spend of 0
+    total = table[table.index('<tr class="total">') :]
+    assert "<td>1\u202f500 + 100,00 EUR (нет курса)</td>" in total
+    only = render_html(build([item], [], rows[:1])).decode()  # no rated spend at all: the spend column still shows it
+    assert "<th>Расход</th>" in only and "100,00 EUR (нет курса)" in only
+
+
+def test_seed_example_in_the_csv_to_the_kopeck() -> None:
+    from tests.unit.test_report_build import seed_records
+
+    header, *lines = csv_rows(build(*seed_records()))
+    search = next(line for line in lines if line[0] == "Канал" and line[1] == "Контекстная реклама")
+    cells = {name: search[header.index(name)] for name in ("Расход", "Лиды", "CPL", "CR, %", "Выручка", "Средний чек",
+                                                            "CPO", "ROMI, %", "ROAS, %", "ДРР, %")}  # fmt: skip
+    assert cells == {"Расход": "80000,00", "Лиды": "100", "CPL": "800,00", "CR, %": "25,00", "Выручка": "500000,00",
+                     "Средний чек": "20000,00", "CPO": "3200,00", "ROMI, %": "525,00", "ROAS, %": "625,00",
+                     "ДРР, %": "16,00"}  # fmt: skip
+    social = next(line for line in lines if line[0] == "Канал" and line[1] == "Социальные сети")
+    assert [social[header.index(name)] for name in ("CPL", "CR, %", "CPO", "ROMI, %", "ROAS, %", "ДРР, %")] == [
+        "600,00", "10,00", "6000,00", "150,00", "250,00", "40,00"]  # fmt: skip
+    total = lines[-1]
+    assert total[0] == "Итого" and total[header.index("ROMI, %")] == "422,73"  # (575 000 − 110 000) / 110 000

@@ -427,7 +427,10 @@ def _table(report: RoiReport) -> str:
     columns = [
         column
         for column in sorted((c for c in COLUMNS if c[0] in TABLE_COLUMNS), key=lambda c: TABLE_COLUMNS.index(c[0]))
-        if any(_has_data(getattr(values, column[0]), column[0]) for values in every)
+        if (
+            any(_has_data(getattr(values, column[0]), column[0]) for values in every)
+            or (column[0] == "spend" and bool(report.data_quality.spend_without_rate))
+        )
         and (column[0] != "roi" or report.roi_basis != "romi")
     ]
     head = "".join(f"<th>{html.escape(_header(report, header))}</th>" for _, header, _ in columns)
@@ -437,18 +440,29 @@ def _table(report: RoiReport) -> str:
         name = _row_name(row, (row.channel, row.source) in paid_sources)
         body.append(
             f'<tr class="{row.level}"><td class="name">{html.escape(name)}</td>'
-            + "".join(f"<td>{format_number(getattr(row.metrics, name), kind)}</td>" for name, _, kind in columns)
+            + "".join(f"<td>{_cell(row.metrics, name, kind, row.unconverted_spend)}</td>" for name, _, kind in columns)
             + "</tr>"
         )
-    total = report.headline
+    total, no_rate = report.headline, report.data_quality.spend_without_rate
     body.append(
         '<tr class="total"><td class="name">Итого</td>'
-        + "".join(f"<td>{format_number(getattr(total, name), kind)}</td>" for name, _, kind in columns)
+        + "".join(f"<td>{_cell(total, name, kind, no_rate)}</td>" for name, _, kind in columns)
         + "</tr>"
     )
     return f'<table class="main"><thead><tr><th>Канал / источник / кампания</th>{head}</tr></thead>' + (
         f"<tbody>{''.join(body)}</tbody></table>"
     )
+
+
+def _cell(values: Any, name: str, kind: str, unconverted: dict[str, Decimal]) -> str:
+    """A table cell; the spend cell of a row with spend in a currency without a rate shows that amount in its own
+    currency beside it («нет курса»): a row of its own, never a spend of 0."""
+    text = format_number(getattr(values, name), kind)
+    if name == "spend" and unconverted:
+        foreign = " + ".join(f"{format_number(amount, 'money')} {code}" for code, amount in unconverted.items())
+        text = foreign if not getattr(values, name) else f"{text} + {foreign}"
+        text = html.escape(f"{text} (нет курса)")
+    return text
 
 
 SUMS = frozenset({"impressions", "clicks", "spend", "leads", "deals", "won_deals", "revenue", "unpaid_revenue",
