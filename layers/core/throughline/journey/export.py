@@ -1,7 +1,7 @@
 """The journey store exported for attribution and Athena: gzip JSON Lines under ``journeys/snapshot=<date>/``.
 
-- ``part-<bucket>-<seq>.json.gz``: one touch per line, ``{"person_key", "entity_type", "entity_id", "touch_id", "at" (ISO 8601
-  UTC), "kind", "channel", "source", "medium", "campaign", "content", "term", "detail"}``;
+- ``part-<bucket>-<seq>.json.gz``: one touch per line, ``{"person_key", "entity_type", "entity_id", "touch_id",
+  "at" (ISO 8601 UTC), "kind", "channel", "source", "medium", "campaign", "content", "term", "detail"}``;
 - ``entities.json.gz``: one line per entity, ``{"entity_type", "entity_id", "person_key", "deleted", "lead_id",
   "contact_id"}`` (a deal's ``lead_id`` links it to the lead it came from, whose touches are its journey before the
   deal; ``contact_id`` to its contact), sorted by ``<TYPE>#<id>``;
@@ -37,6 +37,7 @@ import gzip
 import heapq
 import io
 import json
+import re
 import threading
 import zlib
 from collections.abc import Iterable, Iterator
@@ -56,6 +57,7 @@ FULL_EVERY_DAYS = 7  # a full rebuild at least weekly: what no change mark names
 # A write is marked before it lands; the mark's day is read again by the next run, less this margin for a write
 # in flight when a run began (a Lambda's longest life) and for eventually consistent reads.
 CHANGE_MARGIN = timedelta(minutes=20)
+PART_NAME = re.compile(r"part-\d{4}-\d{4}\.json\.gz")
 BUFFER_BUDGET = 64 * 2**20  # compressed bytes a full rebuild holds before writing its largest bucket early
 
 
@@ -111,6 +113,8 @@ def _full_reason(
         return "no previous snapshot"
     if not previous.get("changes_since") or not previous.get("buckets") or not previous.get("rebuilt"):
         return "the previous snapshot predates the change log"
+    if not all(PART_NAME.fullmatch(name.rsplit("/", 1)[-1]) for name in previous.get("parts") or []):
+        return "the previous parts are not buckets"  # rewritten by another tool: their entities' buckets are unknown
     if buckets and int(previous["buckets"]) != buckets:
         return "bucket count changed"
     if previous["snapshot"] == day.isoformat():
