@@ -253,3 +253,17 @@ def test_parts_renamed_by_another_tool_mean_a_full_rebuild(aws):
     s3.put_object(Bucket="data", Key="journeys/latest.json", Body=json.dumps(latest).encode())
     result = export_journeys(store_at(dynamodb, SECOND), "data", date(2026, 12, 1), now=SECOND)
     assert result["reason"] == "the previous parts are not buckets"
+
+
+@pytest.mark.parametrize("lost", ["part", "entities.json.gz"])
+def test_a_lost_previous_object_means_a_full_rebuild_not_lost_lines(aws, lost):
+    dynamodb, s3 = aws
+    seed_history(dynamodb, 200)
+    first = export_journeys(store_at(dynamodb, FIRST), "data", date(2026, 11, 30), buckets=8, now=FIRST)
+    store_at(dynamodb, TODAY).put("LEAD#3", [touch("new", TODAY)], state="applied")
+    gone = first["parts"][-1] if lost == "part" else "journeys/snapshot=2026-11-30/entities.json.gz"
+    s3.delete_object(Bucket="data", Key=gone)
+    result = export_journeys(store_at(dynamodb, SECOND), "data", date(2026, 12, 1), now=SECOND)
+    assert result["mode"] == "full" and "missing" in result["reason"]
+    export_journeys(store_at(dynamodb, SECOND), "full", date(2026, 12, 1), buckets=8, now=SECOND)
+    assert snapshot(s3, "data") == snapshot(s3, "full")

@@ -78,15 +78,18 @@ def export_journeys(
     folder = f"{PREFIX}/snapshot={day.isoformat()}"
     previous = _previous(target)
     reason = _full_reason(previous, day, started, buckets, full)
+    if not reason:
+        assert previous is not None
+        count = int(previous["buckets"])
+        try:
+            parts, touches, entities = _incremental(store, target, folder, previous, count, started, lines_per_part)
+            rebuilt = str(previous["rebuilt"])
+        except _Rebuild as missing:
+            reason = str(missing)
     if reason:
         count = buckets or _bucket_count(store, lines_per_part)
         parts, touches, entities = _full(store, target, folder, count, segments, lines_per_part)
         rebuilt = day.isoformat()
-    else:
-        assert previous is not None
-        count = int(previous["buckets"])
-        parts, touches, entities = _incremental(store, target, folder, previous, count, started, lines_per_part)
-        rebuilt = str(previous["rebuilt"])
     latest = {
         "snapshot": day.isoformat(),
         "parts": parts,
@@ -96,6 +99,10 @@ def export_journeys(
     }
     target.put(LATEST, json.dumps(latest).encode(), "application/json")  # last: the snapshot is complete
     return {**latest, "mode": "full" if reason else "incremental", "reason": reason, **touches, "entities": entities}
+
+
+class _Rebuild(Exception):
+    """The previous snapshot cannot be built upon (an object it names is gone): rebuild in full."""
 
 
 def _previous(target: RawStore) -> dict[str, Any] | None:
@@ -254,7 +261,7 @@ def _incremental(
     changed = {entity for entity in store.changed(days) if entity.split("#")[0] in ENTITY_TYPES}
     old_entities = target.get(f"{old_folder}/entities.json.gz")
     if old_entities is None:
-        raise RuntimeError(f"{old_folder}/entities.json.gz is missing: run the export with full=True")
+        raise _Rebuild("the previous entities.json.gz is missing")
     affected = changed | _dependents(old_entities, changed)
 
     # Each affected entity read whole (one Query), and the #meta of the leads and contacts they borrow a person from.
@@ -288,12 +295,7 @@ def _incremental(
     gone = {(ENTITY_TYPES[e.split("#")[0]], int(e.split("#")[1])) for e in affected}
 
     def rewrite(bucket: int) -> list[str]:
-        kept = [
-            line
-            for name in old_parts.get(bucket, [])
-            for line in _lines(target.get(name) or b"")
-            if _owner(line) not in gone
-        ]
+        kept = [line for name in old_parts.get(bucket, []) for line in _lines(_part(name)) if _owner(line) not in gone]
         lines = kept + fresh.get(bucket, [])
         names = []
         for seq, start in enumerate(range(0, len(lines), lines_per_part)):
@@ -301,9 +303,20 @@ def _incremental(
             target.put(names[-1], _gzip(lines[start : start + lines_per_part]), "application/gzip")
         return names
 
+    def _part(name: str) -> bytes:
+        body = target.get(name)
+        if body is None:
+            raise _Rebuild("a previous part is missing")
+        return body
+
     def copy(name: str) -> str:
         new = f"{folder}/{name.rsplit('/', 1)[-1]}"
-        target.copy(name, new)
+        try:
+            target.copy(name, new)
+        except target.client.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                raise
+            raise _Rebuild("a previous part is missing") from error
         return new
 
     copies = [name for bucket, names in old_parts.items() if bucket not in rewritten for name in names]
