@@ -11,8 +11,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tests.integration.test_journey_events import live  # noqa: F401 (the fixture)
 from throughline.adapters.journey_store import JourneyStore, encode_item
 from throughline.adapters.raw_store import RawStore
+from throughline.config import get_settings
 from throughline.journey.export import export_journeys
 from throughline.journey.lines import Touch
 
@@ -267,3 +269,31 @@ def test_a_lost_previous_object_means_a_full_rebuild_not_lost_lines(aws, lost):
     assert result["mode"] == "full" and "missing" in result["reason"]
     export_journeys(store_at(dynamodb, SECOND), "full", date(2026, 12, 1), buckets=8, now=SECOND)
     assert snapshot(s3, "data") == snapshot(s3, "full")
+
+
+def test_the_writer_marks_what_it_writes_and_the_next_export_follows(live):  # noqa: F811 (the imported fixture)
+    """The real path: Bitrix24 events through the queue and the writer mark the entities; the next night's export
+    reads only those and equals a full one."""
+    from tests.integration.test_journey_events import call, manager_lead, settle, store
+
+    lead = manager_lead(live)
+    call(live, (1, lead), "Консультация", start="2026-11-17T12:00:00+03:00")
+    settle(live)
+    bucket = get_settings().data_bucket
+    first = export_journeys(store(), bucket, date(2026, 11, 30), segments=2, buckets=8)
+    assert first["mode"] == "full"
+    deal = live.sandbox.convert_lead(lead)  # a new deal linked to the lead, and the lead's new stage
+    call(live, (1, lead), "Повторный звонок", start="2026-11-18T12:00:00+03:00")
+    settle(live)
+    second = export_journeys(store(), bucket, date(2026, 12, 1), segments=2)
+    assert second["mode"] == "incremental" and {f"LEAD#{lead}", f"DEAL#{deal}"} <= set(_changed(store()))
+    boto3.client("s3").create_bucket(Bucket="full-copy", CreateBucketConfiguration={"LocationConstraint": REGION})
+    export_journeys(store(), "full-copy", date(2026, 12, 1), segments=2, buckets=8, full=True)
+    s3 = boto3.client("s3")
+    data, full = snapshot(s3, bucket), snapshot(s3, "full-copy")
+    assert data == full and any("Повторный звонок" in line for line in data[0])
+
+
+def _changed(journeys: JourneyStore) -> set[str]:
+    today = datetime.now(UTC).date()
+    return journeys.changed([today - timedelta(days=1), today])
