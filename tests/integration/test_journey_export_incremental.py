@@ -152,6 +152,7 @@ def test_incremental_equals_full_after_a_day_of_changes(aws):
     day.put_meta("CONTACT#7", {"kind": "contact", "id": 7, "person_key": "carol"})  # DEAL#30's contact arrives
     day.put_meta("LEAD#9001", {"kind": "lead", "id": 9001, "person_key": "erin"})  # a new lead
     day.put("LEAD#9001", [touch("n1", TODAY)], state="applied")
+    day.add_links("LEAD#77", ["DEAL#78"])  # a deal's event came before its lead's: the lead is known by #links only
     # LEAD#5's touches are removed (as a forget would), leaving no item: it leaves the export.
     for item in dynamodb.query(
         TableName=TABLE, KeyConditionExpression="entity = :e", ExpressionAttributeValues={":e": {"S": "LEAD#5"}}
@@ -161,8 +162,8 @@ def test_incremental_equals_full_after_a_day_of_changes(aws):
 
     second = export_journeys(store_at(dynamodb, SECOND), "data", date(2026, 12, 1), now=SECOND)
     assert second["mode"] == "incremental"
-    # changed: LEAD#1, #2, #4, #5, #9001, DEAL#40, CONTACT#7; affected besides them: DEAL#20 (bob), DEAL#30 (carol)
-    assert (second["changed"], second["affected"]) == (7, 9)
+    # changed: LEAD#1, #2, #4, #5, #77, #9001, DEAL#40, CONTACT#7; affected besides: DEAL#20 (bob), DEAL#30 (carol)
+    assert (second["changed"], second["affected"]) == (8, 10)
     export_journeys(store_at(dynamodb, SECOND), "full", date(2026, 12, 1), buckets=16, now=SECOND)
     incremental, full = snapshot(s3, "data"), snapshot(s3, "full")
     assert incremental == full

@@ -13,10 +13,11 @@ Beside the touches, sort keys starting with ``#`` (which sort before any time) h
 The person index lives under ``PERSON#<hmac>`` partitions (one item per lead/deal/contact of that phone or e-mail)
 and the sweep's cursor under ``#SWEEP``.
 
-The change log: every write of an entity's touches or ``#meta`` first puts ``#CHANGED#<UTC day>#<shard>`` /
-``<entity>`` (at most once per entity, day and store object; expiring after ``CHANGE_LOG_DAYS`` by the table's TTL
-attribute ``expires``), so the nightly export queries the day's changed entities instead of scanning the table.
-The mark goes before the data: a crash between the two costs a needless re-export, never a missed change.
+The change log: every write into an entity's partition (touches, ``#meta``, ``#version``, ``#links``) first puts
+``#CHANGED#<UTC day>#<shard>`` / ``<entity>`` (at most once per entity, day and store object; expiring after
+``CHANGE_LOG_DAYS`` by the table's TTL attribute ``expires``), so the nightly export queries the day's changed
+entities instead of scanning the table. The mark goes before the data: a crash between the two costs a needless
+re-export, never a missed change.
 """
 
 from __future__ import annotations
@@ -191,6 +192,7 @@ class JourneyStore:
 
     def bump_version(self, entity: str) -> int:
         """Count a change of the entity's touches; returns the new version."""
+        self.mark_changed(entity)  # every write into an entity's partition is marked: the export lists the entity
         response = self.client.update_item(
             TableName=self.table,
             Key={"entity": {"S": entity}, "touch": {"S": VERSION}},
@@ -212,6 +214,7 @@ class JourneyStore:
 
     def mark_applied(self, entity: str, version: int) -> bool:
         """Record that the field now shows ``version``; False when a newer version was recorded first."""
+        self.mark_changed(entity)
         try:
             self.client.update_item(
                 TableName=self.table,
@@ -228,6 +231,7 @@ class JourneyStore:
         """Remember entities whose journey includes this one's touches (a lead's deals), under ``#links``."""
         linked = sorted(set(linked))
         if linked:
+            self.mark_changed(entity)
             self.client.update_item(
                 TableName=self.table,
                 Key={"entity": {"S": entity}, "touch": {"S": LINKS}},
