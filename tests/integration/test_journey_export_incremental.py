@@ -176,6 +176,7 @@ def test_incremental_equals_full_after_a_day_of_changes(aws):
     assert lead4["deleted"] is True
 
 
+@pytest.mark.slow  # moto scans and queries in time linear in the table: two minutes
 def test_reads_follow_the_changes_not_the_table(aws):
     dynamodb, s3 = aws
     seed_history(dynamodb, 5000)
