@@ -142,7 +142,8 @@ def test_report_function_least_privilege() -> None:
     statements = [s for policy in REPORT["Policies"] for s in policy["Statement"]]
     by_sid = {statement["Sid"]: statement for statement in statements}
     assert {s["Action"] if isinstance(s["Action"], str) else tuple(s["Action"]) for s in statements} == {
-        "secretsmanager:GetSecretValue", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "dynamodb:Scan"}  # fmt: skip
+        "secretsmanager:GetSecretValue", "s3:GetObject", "s3:ListBucket", "s3:PutObject",
+        ("dynamodb:Scan", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:DescribeTable")}  # fmt: skip
     writes = {item["Fn::Sub"] for item in by_sid["WriteReportsSnapshotAndJourneys"]["Resource"]}
     assert writes == {"${DataBucket.Arn}/reports/*", "${DataBucket.Arn}/crm/snapshot/*", "${DataBucket.Arn}/journeys/*"}
     # The nightly journey export reads the journey table, and nothing else of DynamoDB.

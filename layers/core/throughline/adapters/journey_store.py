@@ -13,13 +13,20 @@ Beside the touches, sort keys starting with ``#`` (which sort before any time) h
 The person index lives under ``PERSON#<hmac>`` partitions (one item per lead/deal/contact of that phone or e-mail),
 the raw copies of a person's form posts under ``RAW#<hmac>`` (sort key = the S3 key, ``expires_at`` = when the
 bucket's lifecycle deletes the copy, DynamoDB's TTL), and the sweep's cursor under ``#SWEEP``.
+
+The change log: every write into an entity's partition (touches, ``#meta``, ``#version``, ``#links``) first puts
+``#CHANGED#<UTC day>#<shard>`` / ``<entity>`` (at most once per entity, day and store object; expiring after
+``CHANGE_LOG_DAYS`` by the table's TTL attribute ``expires_at``), so the nightly export queries the day's changed
+entities instead of scanning the table. The mark goes before the data: a crash between the two costs a needless
+re-export, never a missed change.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from datetime import UTC
+import zlib
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -37,6 +44,13 @@ LINKS = "#links"  # entities whose rendered journey includes this entity's touch
 TOUCHES_AFTER = "#~"  # every touch sort key (a UTC time) sorts after this; bookkeeping keys sort before it
 PERSON_PREFIX = "PERSON#"
 RAW_PREFIX = "RAW#"
+CHANGED_PREFIX = "#CHANGED#"  # the change log's partitions: #CHANGED#<UTC day>#<shard>, sort key = the entity
+CHANGE_SHARDS = 8  # a day's marks spread over this many partitions (no hot key when a sweep touches thousands)
+CHANGE_LOG_DAYS = 35  # marks expire (TTL attribute `expires_at`) after this; the export rebuilds in full weekly
+
+
+def changed_partition(day: date, entity: str) -> str:
+    return f"{CHANGED_PREFIX}{day.isoformat()}#{zlib.crc32(entity.encode()) % CHANGE_SHARDS}"
 
 
 def touch_key(entity: str, touch: Touch) -> tuple[str, str]:
@@ -57,9 +71,11 @@ def encode_item(entity: str, touch: Touch, state: str, **attributes: Any) -> dic
 
 
 class JourneyStore:
-    def __init__(self, table: str, client: Any = None):
+    def __init__(self, table: str, client: Any = None, clock: Callable[[], datetime] | None = None):
         self.table = table
         self._client = client
+        self.clock = clock or (lambda: datetime.now(UTC))  # the change log's day
+        self._marked: tuple[date | None, set[str]] = (None, set())  # entities marked changed today by this object
 
     @property
     def client(self) -> Any:
@@ -76,6 +92,9 @@ class JourneyStore:
     ) -> None:
         """Write touches of one entity (overwriting: the same touch written twice is one touch)."""
         requests = []
+        touches = list(touches)
+        if touches:
+            self.mark_changed(entity)
         for touch in touches:
             line = (lines or {}).get(touch.touch_id)
             item = encode_item(entity, touch, state, line=line, **attributes)
@@ -169,6 +188,7 @@ class JourneyStore:
         values = {key: value for key, value in meta.items() if key not in ("entity", "touch")}
         if not values:
             return
+        self.mark_changed(entity)
         serializer = TypeSerializer()
         names = {f"#a{index}": key for index, key in enumerate(values)}
         self.client.update_item(
@@ -198,6 +218,7 @@ class JourneyStore:
 
     def bump_version(self, entity: str) -> int:
         """Count a change of the entity's touches; returns the new version."""
+        self.mark_changed(entity)  # every write into an entity's partition is marked: the export lists the entity
         response = self.client.update_item(
             TableName=self.table,
             Key={"entity": {"S": entity}, "touch": {"S": VERSION}},
@@ -219,6 +240,7 @@ class JourneyStore:
 
     def mark_applied(self, entity: str, version: int) -> bool:
         """Record that the field now shows ``version``; False when a newer version was recorded first."""
+        self.mark_changed(entity)
         try:
             self.client.update_item(
                 TableName=self.table,
@@ -235,6 +257,7 @@ class JourneyStore:
         """Remember entities whose journey includes this one's touches (a lead's deals), under ``#links``."""
         linked = sorted(set(linked))
         if linked:
+            self.mark_changed(entity)
             self.client.update_item(
                 TableName=self.table,
                 Key={"entity": {"S": entity}, "touch": {"S": LINKS}},
@@ -349,6 +372,61 @@ class JourneyStore:
             if not response.get("LastEvaluatedKey"):
                 return
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    # -- the change log (see the module docstring) ---------------------------------------------------------------
+
+    def mark_changed(self, entity: str) -> None:
+        """Record that the entity's exported lines may have changed today (bookkeeping keys are not entities)."""
+        if entity.startswith(("#", PERSON_PREFIX)):
+            return
+        now = self.clock()
+        day = now.astimezone(UTC).date()
+        if self._marked[0] != day:
+            self._marked = (day, set())
+        if entity in self._marked[1]:
+            return
+        expires = int((now + timedelta(days=CHANGE_LOG_DAYS)).timestamp())
+        self.client.put_item(
+            TableName=self.table,
+            Item={
+                "entity": {"S": changed_partition(day, entity)},
+                "touch": {"S": entity},
+                "expires_at": {"N": str(expires)},
+            },
+        )
+        self._marked[1].add(entity)
+
+    def changed(self, days: Iterable[date]) -> set[str]:
+        """Entities marked changed on any of these UTC days (a Query per day and shard, never a Scan)."""
+        found: set[str] = set()
+        for day in days:
+            for shard in range(CHANGE_SHARDS):
+                found |= {item["touch"] for item in self._query(f"{CHANGED_PREFIX}{day.isoformat()}#{shard}")}
+        return found
+
+    def entity_items(self, entity: str) -> list[dict[str, Any]]:
+        """Every item of one entity: bookkeeping (``#meta``, ``#version``, ``#links``) and touches."""
+        return self._query(entity)
+
+    def _query(self, partition: str) -> list[dict[str, Any]]:
+        deserializer = TypeDeserializer()
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "#e = :e",
+            "ExpressionAttributeNames": {"#e": "entity"},
+            "ExpressionAttributeValues": {":e": {"S": partition}},
+        }
+        items: list[dict[str, Any]] = []
+        while True:
+            response = self.client.query(**kwargs)
+            items += [{k: deserializer.deserialize(v) for k, v in item.items()} for item in response.get("Items", [])]
+            if not response.get("LastEvaluatedKey"):
+                return items
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def item_count(self) -> int:
+        """DynamoDB's estimate of the table's item count (refreshed about every six hours)."""
+        return int(self.client.describe_table(TableName=self.table)["Table"].get("ItemCount") or 0)
 
     def _get_items(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         deserializer = TypeDeserializer()

@@ -18,3 +18,14 @@ class RawStore:
 
     def put(self, key: str, body: bytes, content_type: str = "application/json") -> None:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+
+    def get(self, key: str) -> bytes | None:
+        """The object's body, or ``None`` when there is none."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def copy(self, source: str, key: str) -> None:
+        """A server-side copy within the bucket (no bytes pass through the caller)."""
+        self.client.copy_object(Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": source})

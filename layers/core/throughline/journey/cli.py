@@ -18,6 +18,9 @@ def register(commands: Any, stack_outputs: Any) -> None:
         parser.add_argument("--stack-name", help="read SECRETS_ARN and resources from this deployed stack")
         parser.set_defaults(run=lambda args, name=name: run(name, args, stack_outputs))
     commands.choices["journey-export"].add_argument("--date", help="snapshot date, YYYY-MM-DD (default: today)")
+    commands.choices["journey-export"].add_argument(
+        "--full", action="store_true", help="rebuild from a scan of the whole table instead of the day's changes"
+    )
 
 
 def run(name: str, args: argparse.Namespace, stack_outputs: Any) -> int:
@@ -39,7 +42,7 @@ def run(name: str, args: argparse.Namespace, stack_outputs: Any) -> int:
     if name == "journey-export":
         settings.require("data_bucket")
         day = date.fromisoformat(args.date) if args.date else datetime.now(UTC).date()
-        print(export_journeys(store, settings.data_bucket or "", day))
+        print(export_journeys(store, settings.data_bucket or "", day, full=bool(getattr(args, "full", False))))
         return 0
     writer = crm_event_writer(settings, bitrix_client(settings), store)
     if name == "journey-index":

@@ -1,12 +1,14 @@
 """The journey store exported for attribution and Athena: gzip JSON Lines under ``journeys/snapshot=<date>/``.
 
-- ``part-<n>.json.gz``: one touch per line, ``{"person_key", "entity_type", "entity_id", "touch_id", "at" (ISO 8601
-  UTC), "kind", "channel", "source", "medium", "campaign", "content", "term", "detail"}`` (phones and e-mails in
-  ``detail`` masked);
-- ``entities.json.gz``: one line per entity, ``{"entity_type", "entity_id", "person_key", "deleted", "lead_id"}``
-  (a deal's ``lead_id`` links it to the lead it came from, whose touches are its journey before the deal);
-- ``journeys/latest.json`` = ``{"snapshot": "<date>", "parts": [...], "access_denied": <count>}``, written last, so a
-  reader never sees a half-written snapshot (``access_denied``: «Access denied» answers the writers met so far).
+- ``part-<bucket>-<seq>.json.gz``: one touch per line, ``{"person_key", "entity_type", "entity_id", "touch_id",
+  "at" (ISO 8601 UTC), "kind", "channel", "source", "medium", "campaign", "content", "term", "detail"}`` (phones
+  and e-mails in ``detail`` masked);
+- ``entities.json.gz``: one line per entity, ``{"entity_type", "entity_id", "person_key", "deleted", "lead_id",
+  "contact_id"}`` (a deal's ``lead_id`` links it to the lead it came from, whose touches are its journey before the
+  deal; ``contact_id`` to its contact), sorted by ``<TYPE>#<id>``;
+- ``journeys/latest.json`` = ``{"snapshot": "<date>", "parts": [...], "access_denied": <count>, ...}``, written last,
+  so a reader never sees a half-written snapshot (``access_denied``: «Access denied» answers the writers met so far).
+  A snapshot folder is complete by itself.
 
 ``kind`` says what a touch was: ``first_visit``, ``form``, ``repeat_request`` (the site); ``crm_lead`` / ``crm_deal``
 (a record typed in the CRM: its own first touch, channel from its UTM tags or SOURCE_ID); ``incoming_call``,
@@ -14,27 +16,52 @@
 ``outgoing_call``, ``outgoing_email``, ``meeting``, ``task``, ``activity``, ``deal_created``, ``stage``, ``won``,
 ``lost`` (sales-side: channel ``crm``, which is not a marketing channel and should not take attribution credit).
 
-The table is read with a parallel scan (one thread per segment) and each part is written as soon as it is full.
+Parts are buckets: an entity's touch lines all sit in bucket ``crc32("LEAD#5") % buckets``, in
+``part-<bucket:04d>-<seq:04d>.json.gz`` (a bucket may span several files). ``latest.json`` also says how the snapshot
+was made: ``buckets``, ``changes_since`` (when the run began reading the store: the next run reads the change log
+from there) and ``rebuilt`` (the day of the last full rebuild).
+
+Two ways to a snapshot, with equal output (the tests compare them line for line):
+- **full** (the first export, ``full=True``, a changed bucket count, a change log older than the previous run's
+  start allows, a same-day rerun, and weekly): two parallel scans of the table (one thread per segment): the entities'
+  ``#meta`` first, then every touch, each bucket's file written as it fills (or when the buffers pass a memory budget);
+- **incremental**: the store's change log (``JourneyStore.changed``: a Query per day and shard) names the entities
+  written since the previous run began (less a margin); with the deals that borrow their person from a changed lead or
+  contact (``lead_id`` / ``contact_id`` in the previous ``entities.json.gz``) each is read whole by one Query; the
+  buckets holding one of them are rewritten from the previous snapshot's files, the others copied server-side, and
+  ``entities.json.gz`` is patched. DynamoDB reads follow the day's changes, not the table's history.
 People who never converted are included: every lead's touches are, whatever became of it.
 """
 
 from __future__ import annotations
 
 import gzip
+import heapq
 import io
 import json
-from collections.abc import Iterable
+import re
+import threading
+import zlib
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from throughline.adapters.journey_store import ACCESS_DENIED, META, PERSON_PREFIX, JourneyStore
+from throughline.adapters.journey_store import CHANGE_LOG_DAYS, META, PERSON_PREFIX, JourneyStore
 from throughline.adapters.raw_store import RawStore
 from throughline.privacy.masking import mask_contacts
 
 PREFIX = "journeys"
+LATEST = f"{PREFIX}/latest.json"
 ENTITY_TYPES = {"LEAD": "lead", "DEAL": "deal", "CONTACT": "contact"}
+KINDS = {value: key for key, value in ENTITY_TYPES.items()}
 TOUCH_FIELDS = ("kind", "channel", "source", "medium", "campaign", "content", "term", "detail")
+FULL_EVERY_DAYS = 7  # a full rebuild at least weekly: what no change mark names (a hand edit) heals within a week
+# A write is marked before it lands; the mark's day is read again by the next run, less this margin for a write
+# in flight when a run began (a Lambda's longest life) and for eventually consistent reads.
+CHANGE_MARGIN = timedelta(minutes=20)
+PART_NAME = re.compile(r"part-\d{4}-\d{4}\.json\.gz")
+BUFFER_BUDGET = 64 * 2**20  # compressed bytes a full rebuild holds before writing its largest bucket early
 
 
 def export_journeys(
@@ -44,39 +71,166 @@ def export_journeys(
     *,
     segments: int = 4,
     lines_per_part: int = 100_000,
+    buckets: int | None = None,
+    full: bool = False,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Write one snapshot; returns ``latest.json``'s content (with line counts)."""
+    """Write one snapshot; returns ``latest.json``'s content (with line counts, the mode and why)."""
+    started = (now or datetime.now(UTC)).astimezone(UTC)
     target = bucket if isinstance(bucket, RawStore) else RawStore(bucket)
     folder = f"{PREFIX}/snapshot={day.isoformat()}"
-    denied: list[int] = []  # the «Access denied» count, met in the same scan (the report's role may only Scan)
-    entities = _entities(store, segments, denied)
+    previous = _previous(target)
+    reason = _full_reason(previous, day, started, buckets, full)
+    if not reason:
+        assert previous is not None
+        count = int(previous["buckets"])
+        try:
+            parts, touches, entities = _incremental(store, target, folder, previous, count, started, lines_per_part)
+            rebuilt = str(previous["rebuilt"])
+        except _Rebuild as missing:
+            reason = str(missing)
+    if reason:
+        count = buckets or _bucket_count(store, lines_per_part)
+        parts, touches, entities = _full(store, target, folder, count, segments, lines_per_part)
+        rebuilt = day.isoformat()
+    latest = {
+        "snapshot": day.isoformat(),
+        "parts": parts,
+        "buckets": count,
+        "changes_since": started.isoformat(),
+        "rebuilt": rebuilt,
+        # «Access denied» answers so far: records the webhook's user may not see, missing from every journey.
+        "access_denied": store.access_denied(),
+    }
+    target.put(LATEST, json.dumps(latest).encode(), "application/json")  # last: the snapshot is complete
+    return {**latest, "mode": "full" if reason else "incremental", "reason": reason, **touches, "entities": entities}
+
+
+class _Rebuild(Exception):
+    """The previous snapshot cannot be built upon (an object it names is gone): rebuild in full."""
+
+
+def _previous(target: RawStore) -> dict[str, Any] | None:
+    raw = target.get(LATEST)
+    return json.loads(raw) if raw else None
+
+
+def _full_reason(
+    previous: dict[str, Any] | None, day: date, started: datetime, buckets: int | None, full: bool
+) -> str | None:
+    """Why this run rebuilds in full, or ``None`` when the change log may be followed."""
+    if full:
+        return "asked"
+    if not previous:
+        return "no previous snapshot"
+    if not previous.get("changes_since") or not previous.get("buckets") or not previous.get("rebuilt"):
+        return "the previous snapshot predates the change log"
+    if not all(PART_NAME.fullmatch(name.rsplit("/", 1)[-1]) for name in previous.get("parts") or []):
+        return "the previous parts are not buckets"  # rewritten by another tool: their entities' buckets are unknown
+    if buckets and int(previous["buckets"]) != buckets:
+        return "bucket count changed"
+    if previous["snapshot"] == day.isoformat():
+        return "same-day rerun"  # never rewrite, file by file, the folder latest.json points to
+    if (day - date.fromisoformat(previous["rebuilt"])).days >= FULL_EVERY_DAYS:
+        return "weekly rebuild"
+    since = datetime.fromisoformat(previous["changes_since"])
+    if started - since > timedelta(days=CHANGE_LOG_DAYS - 1) or since > started:
+        return "change log does not cover the gap"
+    return None
+
+
+def _bucket_count(store: JourneyStore, lines_per_part: int) -> int:
+    """Buckets of about ``lines_per_part`` items each (a power of two, 8 to 4096)."""
+    wanted = max(1, -(-store.item_count() // lines_per_part))
+    count = 8
+    while count < wanted and count < 4096:
+        count *= 2
+    return count
+
+
+def bucket_of(entity: str, buckets: int) -> int:
+    return zlib.crc32(entity.encode()) % buckets
+
+
+def _part_name(folder: str, bucket: int, seq: int) -> str:
+    return f"{folder}/part-{bucket:04d}-{seq:04d}.json.gz"
+
+
+def _bucket_of_part(name: str) -> int:
+    return int(name.rsplit("/", 1)[-1].split("-")[1])
+
+
+# -- full rebuild ----------------------------------------------------------------------------------------------------
+
+
+def _full(
+    store: JourneyStore, target: RawStore, folder: str, buckets: int, segments: int, lines_per_part: int
+) -> tuple[list[str], dict[str, int], int]:
+    entities = _entities(store, segments)
+    writer = _BucketWriter(target, folder, buckets, lines_per_part)
+    touches = [0] * segments
+
+    def export(segment: int) -> None:
+        for item in store.scan(segment, segments):
+            entity, touch = item["entity"], item["touch"]
+            if touch.startswith("#") or entity.startswith(PERSON_PREFIX) or entity.split("#")[0] not in ENTITY_TYPES:
+                continue
+            writer.add(bucket_of(entity, buckets), json.dumps(_touch_line(entity, item, entities), ensure_ascii=False))
+            touches[segment] += 1
+
     with ThreadPoolExecutor(max_workers=segments) as pool:
-        results = list(
-            pool.map(
-                lambda segment: _export_segment(store, target, folder, entities, segment, segments, lines_per_part),
-                range(segments),
-            )
-        )
-    parts = [name for names, _ in results for name in names]
-    touches = sum(count for _, count in results)
+        list(pool.map(export, range(segments)))
+    parts = writer.close()
     lines = [_entity_line(entity, meta, entities) for entity, meta in sorted(entities.items())]
     target.put(f"{folder}/entities.json.gz", _gzip(lines), "application/gzip")
-    # «Access denied» answers so far: records the webhook's user may not see, missing from every journey.
-    latest = {"snapshot": day.isoformat(), "parts": parts, "access_denied": sum(denied)}
-    target.put(f"{PREFIX}/latest.json", json.dumps(latest).encode(), "application/json")
-    return {**latest, "touches": touches, "entities": len(lines)}
+    return parts, {"touches": sum(touches)}, len(lines)
 
 
-def _entities(store: JourneyStore, segments: int, denied: list[int]) -> dict[str, dict[str, Any]]:
-    """Every CRM entity with its ``#meta`` (empty for an entity known only by its touches); the «Access denied»
-    count, when the scan meets it, goes into ``denied``."""
+class _BucketWriter:
+    """One gzip stream per bucket, shared by the scan threads; a bucket's file is written when it holds
+    ``lines_per_part`` lines, or early (its largest first) when the buffers pass ``BUFFER_BUDGET``."""
+
+    def __init__(self, target: RawStore, folder: str, buckets: int, lines_per_part: int):
+        self.target, self.folder, self.lines_per_part = target, folder, lines_per_part
+        self.lock = threading.Lock()
+        self.streams: dict[int, tuple[io.BytesIO, gzip.GzipFile, list[int]]] = {}
+        self.seq = [0] * buckets
+        self.names: list[str] = []
+
+    def add(self, bucket: int, line: str) -> None:
+        with self.lock:
+            if bucket not in self.streams:
+                buffer = io.BytesIO()
+                self.streams[bucket] = (buffer, gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0), [0])
+            buffer, archive, count = self.streams[bucket]
+            archive.write(line.encode("utf-8") + b"\n")
+            count[0] += 1
+            if count[0] >= self.lines_per_part:
+                self._flush(bucket)
+            elif sum(stream[0].tell() for stream in self.streams.values()) > BUFFER_BUDGET:
+                self._flush(max(self.streams, key=lambda b: self.streams[b][0].tell()))
+
+    def _flush(self, bucket: int) -> None:
+        buffer, archive, _ = self.streams.pop(bucket)
+        archive.close()
+        name = _part_name(self.folder, bucket, self.seq[bucket])
+        self.seq[bucket] += 1
+        self.target.put(name, buffer.getvalue(), "application/gzip")
+        self.names.append(name)
+
+    def close(self) -> list[str]:
+        for bucket in sorted(self.streams):
+            self._flush(bucket)
+        return sorted(self.names)
+
+
+def _entities(store: JourneyStore, segments: int) -> dict[str, dict[str, Any]]:
+    """Every CRM entity with its ``#meta`` (empty for an entity known only by its touches)."""
 
     def read(segment: int) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         for item in store.scan(segment, segments):
             entity = item["entity"]
-            if entity == ACCESS_DENIED and item["touch"] == META:
-                denied.append(int(item.get("answers") or 0))
             if entity.split("#")[0] not in ENTITY_TYPES:
                 continue
             if item["touch"] == META:
@@ -94,36 +248,130 @@ def _entities(store: JourneyStore, segments: int, denied: list[int]) -> dict[str
     return merged
 
 
-def _export_segment(
+# -- incremental -----------------------------------------------------------------------------------------------------
+
+
+def _incremental(
     store: JourneyStore,
     target: RawStore,
     folder: str,
-    entities: dict[str, dict[str, Any]],
-    segment: int,
-    segments: int,
+    previous: dict[str, Any],
+    buckets: int,
+    started: datetime,
     lines_per_part: int,
-) -> tuple[list[str], int]:
-    names: list[str] = []
-    lines: list[str] = []
-    count = 0
+) -> tuple[list[str], dict[str, int], int]:
+    old_folder = f"{PREFIX}/snapshot={previous['snapshot']}"
+    since = datetime.fromisoformat(previous["changes_since"]) - CHANGE_MARGIN
+    days = [since.date() + timedelta(days=n) for n in range((started.date() - since.date()).days + 1)]
+    changed = {entity for entity in store.changed(days) if entity.split("#")[0] in ENTITY_TYPES}
+    old_entities = target.get(f"{old_folder}/entities.json.gz")
+    if old_entities is None:
+        raise _Rebuild("the previous entities.json.gz is missing")
+    affected = changed | _dependents(old_entities, changed)
 
-    def flush() -> None:
-        name = f"{folder}/part-{segment * 10000 + len(names):05d}.json.gz"  # unique across parallel segments
-        target.put(name, _gzip(lines), "application/gzip")
-        names.append(name)
-        lines.clear()
+    # Each affected entity read whole (one Query), and the #meta of the leads and contacts they borrow a person from.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        items = dict(zip(sorted(affected), pool.map(store.entity_items, sorted(affected)), strict=True))
+    entities: dict[str, dict[str, Any]] = {}
+    for entity, found in items.items():
+        if found:
+            entities[entity] = next((item for item in found if item["touch"] == META), {})
+    linked = {
+        f"{kind}#{int(meta[link])}"
+        for meta in entities.values()
+        for link, kind in (("lead_id", "LEAD"), ("contact_id", "CONTACT"))
+        if meta.get(link)
+    } - set(entities)
+    lookup = {**store.metas(sorted(linked)), **entities}
 
-    for item in store.scan(segment, segments):
-        entity, touch = item["entity"], item["touch"]
-        if touch.startswith("#") or entity.startswith(PERSON_PREFIX) or entity.split("#")[0] not in ENTITY_TYPES:
-            continue
-        lines.append(json.dumps(_touch_line(entity, item, entities), ensure_ascii=False))
-        count += 1
-        if len(lines) >= lines_per_part:
-            flush()
-    if lines:
-        flush()
-    return names, count
+    # Touch lines by bucket: the affected buckets rewritten, the others copied.
+    fresh: dict[int, list[str]] = {}
+    touches = 0
+    for entity in sorted(entities):
+        for item in items[entity]:
+            if not item["touch"].startswith("#"):
+                line = json.dumps(_touch_line(entity, item, lookup), ensure_ascii=False)
+                fresh.setdefault(bucket_of(entity, buckets), []).append(line)
+                touches += 1
+    rewritten = {bucket_of(entity, buckets) for entity in affected}
+    old_parts: dict[int, list[str]] = {}
+    for name in previous["parts"]:
+        old_parts.setdefault(_bucket_of_part(name), []).append(name)
+    gone = {(ENTITY_TYPES[e.split("#")[0]], int(e.split("#")[1])) for e in affected}
+
+    def rewrite(bucket: int) -> list[str]:
+        kept = [line for name in old_parts.get(bucket, []) for line in _lines(_part(name)) if _owner(line) not in gone]
+        lines = kept + fresh.get(bucket, [])
+        names = []
+        for seq, start in enumerate(range(0, len(lines), lines_per_part)):
+            names.append(_part_name(folder, bucket, seq))
+            target.put(names[-1], _gzip(lines[start : start + lines_per_part]), "application/gzip")
+        return names
+
+    def _part(name: str) -> bytes:
+        body = target.get(name)
+        if body is None:
+            raise _Rebuild("a previous part is missing")
+        return body
+
+    def copy(name: str) -> str:
+        new = f"{folder}/{name.rsplit('/', 1)[-1]}"
+        try:
+            target.copy(name, new)
+        except target.client.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                raise
+            raise _Rebuild("a previous part is missing") from error
+        return new
+
+    copies = [name for bucket, names in old_parts.items() if bucket not in rewritten for name in names]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parts = [name for names in pool.map(rewrite, sorted(rewritten)) for name in names]
+        parts += list(pool.map(copy, copies))
+
+    # entities.json.gz: the previous lines, less the affected entities, merged in order with their new lines.
+    new_lines = [(entity, _entity_line(entity, meta, lookup)) for entity, meta in sorted(entities.items())]
+    kept_lines = ((key, line) for key, line in _entity_keys(old_entities) if key not in affected)
+    merged = [line for _, line in heapq.merge(kept_lines, new_lines, key=lambda pair: pair[0])]
+    target.put(f"{folder}/entities.json.gz", _gzip(merged), "application/gzip")
+    return (
+        sorted(parts),
+        {"touches_rewritten": touches, "changed": len(changed), "affected": len(affected)},
+        len(merged),
+    )
+
+
+def _dependents(entities_gz: bytes, changed: set[str]) -> set[str]:
+    """Entities whose person comes from a changed lead or contact (their lines carry that person's key)."""
+    leads = {int(e.split("#")[1]) for e in changed if e.startswith("LEAD#")}
+    contacts = {int(e.split("#")[1]) for e in changed if e.startswith("CONTACT#")}
+    if not leads and not contacts:
+        return set()
+    found = set()
+    for key, raw in _entity_keys(entities_gz):
+        line = json.loads(raw)
+        if line.get("lead_id") in leads or line.get("contact_id") in contacts:
+            found.add(key)
+    return found
+
+
+def _entity_keys(entities_gz: bytes) -> Iterator[tuple[str, str]]:
+    """``(LEAD#5, line)`` per line of an ``entities.json.gz``, in the file's order."""
+    for raw in _lines(entities_gz):
+        line = json.loads(raw)
+        yield f"{KINDS[line['entity_type']]}#{line['entity_id']}", raw
+
+
+def _owner(raw: str) -> tuple[str, int]:
+    line = json.loads(raw)
+    return line["entity_type"], int(line["entity_id"])
+
+
+def _lines(body: bytes) -> Iterator[str]:
+    with gzip.GzipFile(fileobj=io.BytesIO(body)) as archive:
+        for raw in archive:
+            if raw.strip():
+                yield raw.decode("utf-8").rstrip("\n")
 
 
 def _touch_line(entity: str, item: dict[str, Any], entities: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -143,7 +391,7 @@ def _touch_line(entity: str, item: dict[str, Any], entities: dict[str, dict[str,
 
 def _entity_line(entity: str, meta: dict[str, Any], entities: dict[str, dict[str, Any]]) -> str:
     kind, _, id_ = entity.partition("#")
-    lead_id = meta.get("lead_id")
+    lead_id, contact_id = meta.get("lead_id"), meta.get("contact_id")
     return json.dumps(
         {
             "entity_type": ENTITY_TYPES[kind],
@@ -151,6 +399,7 @@ def _entity_line(entity: str, meta: dict[str, Any], entities: dict[str, dict[str
             "person_key": _person_key(entity, entities),
             "deleted": bool(meta.get("deleted")),
             "lead_id": int(lead_id) if lead_id else None,
+            "contact_id": int(contact_id) if contact_id else None,
         }
     )
 

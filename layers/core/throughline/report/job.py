@@ -100,7 +100,8 @@ def _run(
         from throughline.journey.export import export_journeys
 
         exported = export_journeys(JourneyStore(settings.journey_table), objects.bucket, started.date())
-        progress(f"journeys exported: snapshot {exported.get('snapshot')}")
+        why = exported.get("reason") or "the changes since the previous export"
+        progress(f"journeys exported: snapshot {exported.get('snapshot')}, {exported.get('mode')} ({why})")
     journeys = read_journeys(objects)
     progress(f"journeys: snapshot {journeys.snapshot}" if journeys else "journeys: no export yet, no attribution")
     progress("building the report")
