@@ -286,4 +286,3 @@ def test_many_fields_with_one_label_are_read_in_linear_time():
     assert time.monotonic() - started < 3
     assert len(translated.fields) == 11000
     assert {"x", "x (2)", "x (11000)"} <= set(translated.fields)
-
