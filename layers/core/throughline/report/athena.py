@@ -88,8 +88,9 @@ def tag_key_sql(column: str) -> str:
                f" THEN url_decode({plus}) ELSE {plus} END")  # fmt: skip
     spaces = " || ".join(f"chr({code})" for code in _WHITESPACE)
     text = f"translate(replace(lower({decoded}), 'ё', 'е'), {spaces}, '{' ' * len(_WHITESPACE)}')"
-    for _ in range(7):  # a run of up to 128 spaces becomes one
-        text = f"replace({text}, '  ', ' ')"
+    # A run of spaces of any length becomes one: each space gets a marker (chr(28), whitespace to Python, so the
+    # translation above left none in the text), a marker before a space goes, then the markers.
+    text = f"replace(replace(replace({text}, ' ', ' ' || chr(28)), chr(28) || ' ', ''), chr(28), '')"
     return f"trim({text})"
 
 
