@@ -220,12 +220,14 @@ def test_views_are_created_in_order_and_a_failure_stops_them() -> None:
     texts = athena.statements(currency="usd", timezone="Asia/Almaty")
     assert any("'USD'" in text for text in texts) and any("'Asia/Almaty'" in text for text in texts)
     names = [text.split()[4] for text in texts]
-    assert names[-10:] == [
+    assert names[-12:] == [
         "roi_rates",
         "roi_deals",
         "roi_spend_rows",
         "roi_spend_keyed",
         "roi_spend_campaigns",
+        "roi_shared_names",
+        "roi_shared_rows",
         "roi_records",
         "roi_facts",
         "roi_campaign_month",
@@ -274,7 +276,7 @@ def test_the_cli_prints_the_views_for_the_stacks_settings(capsys, monkeypatch) -
     monkeypatch.delenv("SECRETS_ARN", raising=False)
     assert main(["athena-views", "--print"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("CREATE OR REPLACE VIEW") == 16 and "'EUR'" in printed and "'Asia/Yekaterinburg'" in printed
+    assert printed.count("CREATE OR REPLACE VIEW") == 18 and "'EUR'" in printed and "'Asia/Yekaterinburg'" in printed
     db = duckdb.connect()
     db.execute(SPEND_TABLE)
     db.execute(HISTORY_TABLE)
@@ -360,3 +362,38 @@ def test_tag_key_in_sql_equals_the_reports_for_what_both_engines_can_express() -
             assert got[n] == " ".join(name.replace("+", " ").lower().split()) != expected, name
         else:
             assert got[n] == expected, (name, got[n], expected)
+
+
+def test_one_campaign_name_in_two_accounts_is_one_row_with_both_spends() -> None:
+    """Leads tagged with a name two accounts' campaigns share: one row with both spends and both ids, and the leads
+    that met either id on it too; another name of one of them, and a month without such leads, stay apart."""
+    leads = [
+        {"ID": "1", "DATE_CREATE": "2026-11-05T10:00:00+03:00", "UTM_SOURCE": "yandex", "UTM_MEDIUM": "cpc",
+         "UTM_CAMPAIGN": "Зима "},  # by the shared name
+        {"ID": "2", "DATE_CREATE": "2026-11-05T10:00:00+03:00", "UTM_SOURCE": "yandex", "UTM_MEDIUM": "cpc",
+         "UTM_CAMPAIGN": "501"},  # by the first account's id
+        {"ID": "3", "DATE_CREATE": "2026-11-06T10:00:00+03:00", "UTM_SOURCE": "yandex", "UTM_MEDIUM": "cpc",
+         "UTM_CAMPAIGN": "Лето"},  # a name only the third campaign has
+        {"ID": "4", "DATE_CREATE": "2026-11-06T10:00:00+03:00", "UTM_SOURCE": "vk", "UTM_MEDIUM": "cpc",
+         "UTM_CAMPAIGN": "Весна"},
+    ]  # fmt: skip
+    deals = [{"ID": "10", "LEAD_ID": "1", "DATE_CREATE": "2026-11-07T10:00:00+03:00", "STAGE_SEMANTIC_ID": "S",
+              "OPPORTUNITY": "5000", "CURRENCY_ID": "RUB", "CLOSEDATE": "2026-11-20"}]  # fmt: skip
+
+    def row(day, campaign_id, name, cost, platform="yandex_direct"):
+        return {"platform": platform, "date": day, "campaign_id": campaign_id, "campaign_name": name,
+                "impressions": 100, "clicks": 10, "cost": Decimal(cost), "currency": "RUB"}  # fmt: skip
+
+    spend = [row("2026-11-02", "501", "Зима", "1000"), row("2026-11-03", "502", "зима", "2000"),
+             row("2026-11-04", "503", "Лето", "400"), row("2026-11-04", "71", "Весна", "300", "vk_ads"),
+             row("2026-11-05", "72", "Весна", "200", "vk_ads")]  # fmt: skip
+    db = database(leads, deals, spend)
+    built = report(leads, deals, spend)
+    assert assert_same_campaign_rows(db, built) == 3
+    views = campaign_rows(db)
+    winter = views[("paid_search", "yandex", "yandex_direct", "501, 502", "Зима", False)]
+    assert (winter["spend"], winter["leads"], winter["won_deals"], winter["revenue"]) == (
+        Decimal("3000.00"), 2, 1, Decimal("5000.00"))  # fmt: skip
+    assert views[("paid_search", "yandex", "yandex_direct", "503", "Лето", False)]["leads"] == 1
+    spring = views[("social", "vk", "vk_ads", "71, 72", "Весна", False)]
+    assert (spring["spend"], spring["leads"]) == (Decimal("500.00"), 1)

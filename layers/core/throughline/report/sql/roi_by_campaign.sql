@@ -33,7 +33,7 @@ CREATE OR REPLACE VIEW roi_by_campaign AS
 WITH raw AS (
   SELECT *,
     CASE
-      WHEN kind = 'spend' AND spend <> 0 THEN
+      WHEN kind IN ('spend', 'shared') AND spend <> 0 THEN
         CASE WHEN leads + deals + won_deals > 0 THEN 'spend_and_leads' ELSE 'spend_only' END
       WHEN unconverted_spend <> 0 THEN 'no_rate'
       WHEN leads + deals + won_deals > 0 THEN 'leads_only'

@@ -253,6 +253,26 @@ SELECT platform, source, campaign_key, min(channel) AS channel,
 FROM roi_spend_keyed
 GROUP BY platform, source, campaign_key;
 
+-- roi_shared_names: a campaign name (as tag_key compares it) that spend campaigns of two accounts or ids share, and
+-- those campaigns: the records that meet it by name only get one row with all their spend (and what met either id).
+CREATE OR REPLACE VIEW roi_shared_names AS
+WITH
+members AS (
+  SELECT DISTINCT source, name_key, platform, campaign_key FROM roi_spend_keyed WHERE NOT no_rate AND name <> ''
+),
+shared AS (SELECT source, name_key FROM members GROUP BY source, name_key HAVING count(*) > 1)
+SELECT m.source, m.name_key, m.platform, m.campaign_key, c.channel, coalesce(c.campaign_id, c.campaign) AS label
+FROM members AS m
+JOIN shared AS g ON g.source = m.source AND g.name_key = m.name_key
+JOIN roi_spend_campaigns AS c ON c.platform = m.platform AND c.source = m.source AND c.campaign_key = m.campaign_key;
+
+-- roi_shared_rows: the one row of a shared name: the first platform, the campaigns' channel and their ids.
+CREATE OR REPLACE VIEW roi_shared_rows AS
+SELECT source, name_key, 'shared|' || name_key AS campaign_key, min(platform) AS platform, min(channel) AS channel,
+  concat_ws(', ', array_agg(label ORDER BY label)) AS campaign_id
+FROM roi_shared_names
+GROUP BY source, name_key;
+
 -- roi_records: the report row of every lead and deal (a deal: its lead's row, else its own tags', else its
 -- SOURCE_ID's), as throughline.report.build gives them (its module docstring has the rules):
 -- - a record's tags mean (channel, source) as throughline.sources.classify reads them; without tags its SOURCE_ID
@@ -373,8 +393,12 @@ spend_tags AS (
   SELECT DISTINCT source, id_key AS tag, CASE WHEN no_rate THEN 5 ELSE 1 END AS way, platform, campaign_key
   FROM roi_spend_keyed WHERE platform <> 'manual' AND campaign_id <> ''
   UNION
-  SELECT DISTINCT source, name_key, CASE WHEN no_rate THEN 6 ELSE 2 END, platform, campaign_key
-  FROM roi_spend_keyed WHERE name <> ''
+  SELECT DISTINCT k.source, k.name_key, CASE WHEN k.no_rate THEN 6 ELSE 2 END,
+    CASE WHEN g.name_key IS NULL OR k.no_rate THEN k.platform ELSE '' END,
+    CASE WHEN g.name_key IS NULL OR k.no_rate THEN k.campaign_key ELSE g.campaign_key END
+  FROM roi_spend_keyed AS k
+  LEFT JOIN roi_shared_rows AS g ON g.source = k.source AND g.name_key = k.name_key
+  WHERE k.name <> ''
   UNION
   SELECT DISTINCT source, medium_key, 3, platform, campaign_key
   FROM roi_spend_keyed WHERE platform = 'manual' AND name = '' AND (utm_source <> '' OR utm_medium <> '')
@@ -407,19 +431,20 @@ spend_match AS (
 ),
 slot_rows AS (
   SELECT s.utm_source, s.utm_medium, s.utm_campaign, s.utm_content, s.source_id,
-    CASE WHEN m.platform IS NULL THEN 'tags' ELSE 'spend' END AS kind,
-    coalesce(m.platform, '') AS platform,
-    coalesce(c.channel, s.channel) AS channel,
+    CASE WHEN m.platform IS NULL THEN 'tags' WHEN m.platform = '' THEN 'shared' ELSE 'spend' END AS kind,
+    coalesce(g.platform, m.platform, '') AS platform,
+    coalesce(c.channel, g.channel, s.channel) AS channel,
     s.source,
     coalesce(m.campaign_key, s.campaign_tag) AS campaign_key,
     coalesce(c.campaign, nullif(trim(s.utm_campaign), ''), '(не указана)') AS campaign,
-    c.campaign_id
+    coalesce(c.campaign_id, g.campaign_id) AS campaign_id
   FROM slot_origin AS s
   LEFT JOIN spend_match AS m
     ON m.utm_source = s.utm_source AND m.utm_medium = s.utm_medium AND m.utm_campaign = s.utm_campaign
     AND m.utm_content = s.utm_content AND m.source_id = s.source_id
   LEFT JOIN roi_spend_campaigns AS c
     ON c.platform = m.platform AND c.source = s.source AND c.campaign_key = m.campaign_key
+  LEFT JOIN roi_shared_rows AS g ON m.platform = '' AND g.source = s.source AND g.campaign_key = m.campaign_key
 ),
 lead_rows AS (
   SELECT l.lead_id, l.day, r.kind, r.platform, r.channel, r.source, r.campaign_key, r.campaign, r.campaign_id
@@ -496,6 +521,39 @@ facts AS (
     0, CAST(NULL AS varchar)
   FROM deal_rows
   WHERE won AND money IS NOT NULL
+),
+-- A shared name's row, in a month with records: its campaigns' spend and records move onto it.
+shared_months AS (
+  SELECT DISTINCT source, campaign_key, date_trunc('month', day) AS month FROM facts WHERE kind = 'shared'
+),
+member_of AS (
+  SELECT n.platform, n.campaign_key, n.source, min(r.campaign_key) AS shared_key
+  FROM roi_shared_names AS n
+  JOIN roi_shared_rows AS r ON r.source = n.source AND r.name_key = n.name_key
+  GROUP BY n.platform, n.campaign_key, n.source
+),
+merged AS (
+  SELECT
+    CASE WHEN h.month IS NULL THEN f.kind ELSE 'shared' END AS kind,
+    CASE WHEN h.month IS NULL THEN f.platform ELSE r.platform END AS platform,
+    CASE WHEN h.month IS NULL THEN f.channel ELSE r.channel END AS channel,
+    f.source,
+    CASE WHEN h.month IS NULL THEN f.campaign_key ELSE r.campaign_key END AS campaign_key,
+    CASE WHEN h.month IS NULL THEN f.campaign END AS campaign,
+    CASE WHEN h.month IS NULL THEN f.campaign_id ELSE r.campaign_id END AS campaign_id,
+    f.day, f.spend, f.impressions, f.clicks, f.leads, f.leads_with_deal, f.deals, f.won_deals, f.priced_deals,
+    f.revenue, f.new_customers, f.cycle_days, f.cycle_deals, f.unconverted_spend, f.unconverted_currency
+  FROM facts AS f
+  LEFT JOIN member_of AS m ON m.platform = f.platform AND m.campaign_key = f.campaign_key AND m.source = f.source
+  LEFT JOIN shared_months AS h
+    ON h.source = f.source AND h.campaign_key = m.shared_key AND h.month = date_trunc('month', f.day)
+  LEFT JOIN roi_shared_rows AS r ON r.source = f.source AND r.campaign_key = m.shared_key
+  WHERE f.kind <> 'shared'
+  UNION ALL
+  SELECT kind, platform, channel, source, campaign_key, campaign, campaign_id, day, spend, impressions, clicks, leads,
+    leads_with_deal, deals, won_deals, priced_deals, revenue, new_customers, cycle_days, cycle_deals,
+    unconverted_spend, unconverted_currency
+  FROM facts WHERE kind = 'shared'
 )
 SELECT
   kind, platform, channel, source, campaign_key,
@@ -516,5 +574,5 @@ SELECT
   CAST(sum(cycle_deals) AS bigint) AS cycle_deals,
   CAST(sum(unconverted_spend) AS decimal(38, 2)) AS unconverted_spend,
   max(unconverted_currency) AS unconverted_currency
-FROM facts
+FROM merged
 GROUP BY kind, platform, channel, source, campaign_key, day;
