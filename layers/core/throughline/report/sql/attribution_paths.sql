@@ -6,9 +6,9 @@
 -- - touches: the export's marketing touches (site visits, forms, repeat requests, a CRM record's first touch), never
 --   the sales process (channel crm, calls, letters, stage moves); a record typed in the CRM (crm_lead, crm_deal of a
 --   deal without a lead) takes its report row's channel (roi_records), as in the report's table;
--- - conversions: the period's won deals with an amount that is money (roi_deals.priced) and their revenue in {{currency}} (roi_deals), each at its `won` touch, else
---   at the end of its CLOSEDATE day in {{timezone}}; its person from the export's entity lines (the deal's, else the
---   lead's), else none: the path "(no touches)";
+-- - conversions: the period's won deals whose amount is money (roi_deals.priced), with their revenue in {{currency}},
+--   each at its `won` touch, else at the end of its win day (CLOSEDATE, else the stage history) in {{timezone}}; its
+--   person from the export's entity lines (the deal's, else the lead's), else none: the path "(no touches)";
 -- - a conversion's path is its person's touches after their previous conversion up to it (same instant: before);
 --   touches after a person's last conversion form one journey without a conversion (total_null).
 WITH
