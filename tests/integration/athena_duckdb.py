@@ -14,8 +14,10 @@ from throughline.report import athena
 LEAD_COLUMNS = ("ID", "DATE_CREATE", "DATE_MODIFY", "DATE_CLOSED", "STATUS_ID", "STATUS_SEMANTIC_ID", "SOURCE_ID",
                 "CONTACT_ID", "UTM_SOURCE", "UTM_MEDIUM", "UTM_CAMPAIGN", "UTM_CONTENT", "UTM_TERM")  # fmt: skip
 DEAL_COLUMNS = ("ID", "DATE_CREATE", "DATE_MODIFY", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID", "OPPORTUNITY",
-                "CURRENCY_ID", "CLOSEDATE", "LEAD_ID", "CONTACT_ID", "SOURCE_ID", "UTM_SOURCE", "UTM_MEDIUM",
-                "UTM_CAMPAIGN", "UTM_CONTENT", "UTM_TERM")  # fmt: skip
+                "CURRENCY_ID", "CLOSEDATE", "LEAD_ID", "CONTACT_ID", "COMPANY_ID", "SOURCE_ID", "UTM_SOURCE",
+                "UTM_MEDIUM", "UTM_CAMPAIGN", "UTM_CONTENT", "UTM_TERM")  # fmt: skip
+HISTORY_COLUMNS = {"ID": "BIGINT", "TYPE_ID": "INTEGER", "OWNER_ID": "BIGINT", "CREATED_TIME": "VARCHAR",
+                   "CATEGORY_ID": "INTEGER", "STAGE_ID": "VARCHAR", "STAGE_SEMANTIC_ID": "VARCHAR"}  # fmt: skip
 SPEND_COLUMNS = {"account_id": "VARCHAR", "campaign_id": "VARCHAR", "campaign_name": "VARCHAR",
                  "ad_group_id": "VARCHAR", "ad_group_name": "VARCHAR", "impressions": "BIGINT", "clicks": "BIGINT",
                  "cost": "DECIMAL(18,6)", "currency": "VARCHAR", "include_vat": "BOOLEAN",
@@ -66,6 +68,17 @@ def glue_tables(root: Path) -> duckdb.DuckDBPyConnection:
         spec = _struct(dict.fromkeys(names, "VARCHAR"))
         db.execute(f"CREATE VIEW {table} AS SELECT {select} FROM read_json({files!r}, format = 'newline_delimited',"
                    f" columns = {spec})")  # fmt: skip
+    files = sorted(str(path) for path in root.glob("crm/snapshot/entity=deal_history/bucket=*/*.json.gz"))
+    select = ", ".join(f'"{name}" AS {name.lower()}' for name in HISTORY_COLUMNS)
+    if files:
+        db.execute(f"CREATE VIEW crm_deal_stage_history AS SELECT {select} FROM read_json({files!r},"
+                   f" format = 'newline_delimited', columns = {_struct(HISTORY_COLUMNS)})")  # fmt: skip
+    else:
+        db.execute(
+            "CREATE VIEW crm_deal_stage_history AS SELECT "
+            + ", ".join(f"CAST(NULL AS {kind}) AS {name.lower()}" for name, kind in HISTORY_COLUMNS.items())
+            + " WHERE false"
+        )
     return db
 
 

@@ -111,6 +111,11 @@ def records(rng: random.Random):
     deals.append({"ID": str(next(ids)), "LEAD_ID": "", "DATE_CREATE": "2026-11-03T10:00:00+03:00",
                   "STAGE_SEMANTIC_ID": "S", "OPPORTUNITY": "777", "CURRENCY_ID": "RUB", "CLOSEDATE": "2026-11-04",
                   "UTM_SOURCE": "vk", "UTM_MEDIUM": "cpc"})  # fmt: skip
+    # Won deals whose amount is no money: won, but no conversion of any path (nor a crash).
+    for amount in ("-500", "", "abc"):
+        deals.append({"ID": str(next(ids)), "LEAD_ID": leads[7]["ID"], "DATE_CREATE": "2026-11-03T10:00:00+03:00",
+                      "STAGE_SEMANTIC_ID": "S", "OPPORTUNITY": amount, "CURRENCY_ID": "RUB",
+                      "CLOSEDATE": "2026-11-16"})  # fmt: skip
     return leads, deals, touches, entities
 
 
@@ -167,7 +172,7 @@ def test_the_path_table_equals_build_paths_for_the_same_export(both) -> None:
     sql = {path: (Decimal(conv), value, nulls) for path, conv, value, nulls in rows}
     assert sql == python
     assert sum(value for _, value, _ in sql.values()) == report.attribution.revenue == report.headline.revenue
-    assert sum(conv for conv, _, _ in sql.values()) == report.headline.won_deals
+    assert sum(conv for conv, _, _ in sql.values()) == report.headline.won_deals - 3  # the three without money
     assert sql["(no touches)"][0] >= 1 and sum(nulls for _, _, nulls in sql.values()) > 50
     assert len(sql) > 20 and any(" > " in path and conv for path, (conv, _, _) in sql.items())
     assert any(conv == 2 and path != "(no touches)" for path, (conv, _, _) in sql.items())  # two at one instant

@@ -117,8 +117,10 @@ def test_the_json_and_the_page_carry_the_series() -> None:
     report = november()
     data = json.loads(render_json(report))
     assert data["dynamics"]["points"][2] == {"date_from": "2026-11-03", "date_to": "2026-11-03",
-                                             "label": "2026-11-03", "spend": 1000.0, "leads": 2, "won_deals": 0,
-                                             "revenue": 0.0}  # fmt: skip
+                                             "label": "2026-11-03", "spend": "1000.00", "leads": 2, "won_deals": 0,
+                                             "revenue": "0.00"}  # fmt: skip
+    paid = data["dynamics"]["romi_by_channel"][0]  # money and percentages are exact decimal strings (schema v2)
+    assert (paid["spend"][1], paid["revenue"][2], paid["romi"][2]) == ("1000.00", "3000.00", "499.34")
     page = render_html(report).decode()
     assert 'id="chart-dynamics"' in page and 'id="chart-romi-weeks"' in page
     embedded = page.split('<script type="application/json" id="report-data">')[1].split("</script>")[0]

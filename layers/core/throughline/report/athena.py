@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from datetime import date
+from decimal import Decimal
 from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -41,20 +42,66 @@ def sql_text(name: str) -> str:
 
 
 def statements(
-    *, currency: str = "RUB", timezone: str = "Europe/Moscow", source_map: Mapping[str, str] | None = None
+    *,
+    currency: str = "RUB",
+    timezone: str = "Europe/Moscow",
+    source_map: Mapping[str, str] | None = None,
+    spend_with_vat: bool = False,
+    vat_rate: Decimal = Decimal("0.22"),
 ) -> list[str]:
-    """Every ``CREATE OR REPLACE VIEW`` in dependency order, rendered for one stack's settings."""
+    """Every ``CREATE OR REPLACE VIEW`` in dependency order, rendered for one stack's settings (``REPORT_CURRENCY``,
+    ``TIMEZONE``, ``BITRIX24_SOURCE_MAP``, ``REPORT_SPEND_WITH_VAT``, ``VAT_RATE``)."""
     currency = currency.upper()
     if not _CURRENCY.match(currency):
         raise ValueError(f"not a currency code: {currency!r}")
     _zone(timezone)
+    factor = Decimal(1) + Decimal(vat_rate)
+    if not factor.is_finite() or not Decimal(1) <= factor < Decimal(10):
+        raise ValueError(f"not a VAT rate: {vat_rate!r}")
     # The taxonomy's statements come one by one (its literals carry BITRIX24_SOURCE_MAP, whatever text that holds);
     # the files are split at a ";" that ends a line.
     result = [text.strip().removesuffix(";") for text in _taxonomy_views(source_map)]
     for name in VIEW_FILES[1:]:
-        text = sql_text(name).replace("{{currency}}", currency).replace("{{timezone}}", timezone)
+        text = render(sql_text(name), currency=currency, timezone=timezone, spend_with_vat=spend_with_vat,
+                      vat_factor=f"CAST('{factor:f}' AS decimal(12, 10))")  # fmt: skip
         result.extend(part.strip() for part in _split(text) if part.strip())
     return result
+
+
+_TAG_KEY = re.compile(r"\{\{tag_key\((.+?)\)\}\}")
+# Python's str.split() whitespace (report.channels.tag_key collapses it): one space each, then runs of spaces as one.
+_WHITESPACE = (9, 10, 11, 12, 13, 28, 29, 30, 31, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F,
+               0x205F, 0x3000)  # fmt: skip
+# Percent escapes that decode to valid UTF-8 (DuckDB's url_decode refuses others; report.channels.tag_key replaces
+# them, so a name with one is compared undecoded: a documented gap).
+_ESCAPES = (
+    r"^(?:[^%]|%[0-7][0-9A-Fa-f]|%[Cc][2-9A-Fa-f]%[89ABab][0-9A-Fa-f]|%[Dd][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]"
+    r"|%[Ee][0-9A-Fa-f](?:%[89ABab][0-9A-Fa-f]){2}|%[Ff][0-4](?:%[89ABab][0-9A-Fa-f]){3})*$"
+)
+
+
+def tag_key_sql(column: str) -> str:
+    """``report.channels.tag_key`` in SQL both engines run: URL-decoding (``+`` a space), lower case, ``ё`` → ``е``,
+    whitespace runs as one space, ends trimmed. NFKC and full case folding have no DuckDB function (README)."""
+    plus = f"replace({column}, '+', ' ')"
+    decoded = (f"CASE WHEN strpos({column}, '%') = 0 THEN {plus} WHEN regexp_extract({column}, '{_ESCAPES}') = {column}"
+               f" THEN url_decode({plus}) ELSE {plus} END")  # fmt: skip
+    spaces = " || ".join(f"chr({code})" for code in _WHITESPACE)
+    text = f"translate(replace(lower({decoded}), 'ё', 'е'), {spaces}, '{' ' * len(_WHITESPACE)}')"
+    # A run of spaces of any length becomes one: each space gets a marker (chr(28), whitespace to Python, so the
+    # translation above left none in the text), a marker before a space goes, then the markers.
+    text = f"replace(replace(replace({text}, ' ', ' ' || chr(28)), chr(28) || ' ', ''), chr(28), '')"
+    return f"trim({text})"
+
+
+def render(text: str, **values: Any) -> str:
+    """The ``{{name}}`` placeholders of a SQL file and its ``{{tag_key(column)}}`` expressions."""
+    text = _TAG_KEY.sub(lambda match: tag_key_sql(match.group(1)), text)
+    for name, value in values.items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        text = text.replace("{{" + name + "}}", str(value))
+    return text
 
 
 def paths_query(
@@ -300,7 +347,8 @@ def run(args: Any, stack_outputs: Any) -> int:
     else:
         settings, database, output = _target(args, stack_outputs)
     texts = statements(currency=settings.report_currency, timezone=settings.timezone,
-                       source_map=settings.bitrix24_source_map)  # fmt: skip
+                       source_map=settings.bitrix24_source_map, spend_with_vat=settings.report_spend_with_vat,
+                       vat_rate=settings.vat_rate)  # fmt: skip
     if args.print_only:
         sys.stdout.write(";\n\n".join(texts) + ";\n")
         return 0

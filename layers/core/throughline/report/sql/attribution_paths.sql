@@ -2,12 +2,13 @@
 -- it (throughline.attribution.paths.build_paths over report.attribution's touches and conversions): one row per
 -- distinct path (channels joined by ' > '), with total_conversions, total_conversion_value and total_null, the table
 -- `python -m throughline attribute PATHS.csv` reads. A query, not a view: {{snapshot}} (journeys/latest.json),
--- {{date_from}} and {{date_to}} are filled in by `python -m throughline athena-paths` (the roi_deals view must exist).
+-- {{date_from}} and {{date_to}} are filled in by `python -m throughline athena-paths` (the views must exist).
 -- - touches: the export's marketing touches (site visits, forms, repeat requests, a CRM record's first touch), never
---   the sales process (channel crm, calls, letters, stage moves);
--- - conversions: the period's won deals with their revenue in {{currency}} (roi_deals), each at its `won` touch, else
---   at the end of its CLOSEDATE day in {{timezone}}; its person from the export's entity lines (the deal's, else the
---   lead's), else none: the path "(no touches)";
+--   the sales process (channel crm, calls, letters, stage moves); a record typed in the CRM (crm_lead, crm_deal of a
+--   deal without a lead) takes its report row's channel (roi_records), as in the report's table;
+-- - conversions: the period's won deals whose amount is money (roi_deals.priced), with their revenue in {{currency}},
+--   each at its `won` touch, else at the end of its win day (CLOSEDATE, else the stage history) in {{timezone}}; its
+--   person from the export's entity lines (the deal's, else the lead's), else none: the path "(no touches)";
 -- - a conversion's path is its person's touches after their previous conversion up to it (same instant: before);
 --   touches after a person's last conversion form one journey without a conversion (total_null).
 WITH
@@ -17,10 +18,13 @@ lines AS (
   WHERE snapshot = '{{snapshot}}' AND touch_id IS NOT NULL
 ),
 touches AS (
-  SELECT touch_id, person_key AS person, channel, moment
-  FROM lines
-  WHERE coalesce(person_key, '') <> '' AND coalesce(channel, '') NOT IN ('', 'crm')
-    AND kind IN ('first_visit', 'form', 'repeat_request', 'crm_lead', 'crm_deal')
+  SELECT l.touch_id, l.person_key AS person, coalesce(r.channel, l.channel) AS channel, l.moment
+  FROM lines AS l
+  LEFT JOIN roi_records AS r
+    ON l.kind IN ('crm_lead', 'crm_deal') AND r.entity_type = l.entity_type AND r.entity_id = l.entity_id
+    AND (r.entity_type = 'lead' OR r.typed)
+  WHERE coalesce(l.person_key, '') <> '' AND coalesce(l.channel, '') NOT IN ('', 'crm')
+    AND l.kind IN ('first_visit', 'form', 'repeat_request', 'crm_lead', 'crm_deal')
 ),
 won_touches AS (
   SELECT entity_id AS deal_id, max(moment) AS moment
@@ -49,7 +53,7 @@ conversions AS (
   LEFT JOIN entities AS lead
     ON lead.entity_type = 'lead' AND lead.entity_id = coalesce(nullif(deal.lead_id, 0), nullif(w.lead_id, 0))
   LEFT JOIN won_touches AS t ON t.deal_id = w.deal_id
-  WHERE w.won AND w.money IS NOT NULL AND w.closed BETWEEN DATE '{{date_from}}' AND DATE '{{date_to}}'
+  WHERE w.won AND w.priced AND w.money IS NOT NULL AND w.closed BETWEEN DATE '{{date_from}}' AND DATE '{{date_to}}'
 ),
 instants AS (
   SELECT person, moment, count(*) AS conversions, sum(revenue) AS revenue

@@ -2,7 +2,7 @@
 -- 'source'. DESIGN.md's paid rule: the cost ratios (CPL, CPO, CAC, ROMI, ROI, ROAS, ДРР) count only the leads, won
 -- deals, new customers and revenue of the campaign rows that carry spend in the month (paid_*); the rest is shown
 -- beside them (unpaid_*), never mixed in. CTR, CPC and CPM come from spend rows; CR (cohort) and the average check
--- count every row.
+-- count every row (the average check: the won deals whose amount is money).
 -- Ratios as throughline.report.metrics computes them: money to kopecks and percentages to hundredths, half up; an
 -- empty cell (nothing to divide by, or a cost ratio of a row without spend) is NULL. They are computed in double and
 -- rounded with a 1e-6 margin so an exact half rounds up in both engines (DuckDB divides decimals in double).
@@ -24,6 +24,7 @@ grouped AS (
     CAST(sum(leads_with_deal) AS bigint) AS leads_with_deal,
     CAST(sum(deals) AS bigint) AS deals,
     CAST(sum(won_deals) AS bigint) AS won_deals,
+    CAST(sum(priced_deals) AS bigint) AS priced_deals,
     CAST(sum(revenue) AS decimal(38, 2)) AS revenue,
     CAST(sum(new_customers) AS bigint) AS new_customers,
     CAST(sum(cycle_days) AS bigint) AS cycle_days,
@@ -42,7 +43,7 @@ raw AS (
     CASE WHEN spend <> 0 THEN CAST(spend AS double) * 1000 / nullif(impressions, 0) END AS cpm,
     CASE WHEN spend <> 0 THEN CAST(spend AS double) / nullif(paid_leads, 0) END AS cpl,
     CAST(leads_with_deal AS double) * 100 / nullif(leads, 0) AS cr,
-    CAST(revenue AS double) / nullif(won_deals, 0) AS average_check,
+    CAST(revenue AS double) / nullif(priced_deals, 0) AS average_check,
     CASE WHEN spend <> 0 THEN CAST(spend AS double) / nullif(paid_won_deals, 0) END AS cpo,
     CASE WHEN spend <> 0 THEN CAST(spend AS double) / nullif(paid_new_customers, 0) END AS cac,
     CAST(paid_revenue - spend AS double) * 100 / nullif(CAST(spend AS double), 0) AS romi,
