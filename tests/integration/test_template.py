@@ -335,7 +335,7 @@ def test_local_stack_builds_the_template_resources(stack):
     keys = dynamodb.describe_table(TableName=resources.physical["JourneyTable"])["Table"]["KeySchema"]
     assert keys == [{"AttributeName": "entity", "KeyType": "HASH"}, {"AttributeName": "touch", "KeyType": "RANGE"}]
     ttl = dynamodb.describe_time_to_live(TableName=resources.physical["JourneyTable"])["TimeToLiveDescription"]
-    assert ttl["AttributeName"] == "expires"  # the change log's marks expire; nothing else carries the attribute
+    assert ttl["AttributeName"] == "expires_at"  # the change log's marks and the raw-copy index expire
     s3 = session.client("s3")
     assert s3.get_bucket_versioning(Bucket=resources.physical["DataBucket"])["Status"] == "Enabled"
 
