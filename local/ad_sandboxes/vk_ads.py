@@ -164,8 +164,9 @@ class VkAdsSandbox(SandboxServer):
         statuses = set(query.get("_status__in", "active,blocked").split(","))
         visible = [c for c in self.campaigns() if ("deleted" if self.is_deleted(c) else "active") in statuses]
         fields = query.get("fields", "id").split(",")
-        items = [{k: v for k, v in {"id": int(c), "name": f"VK кампания {c}", "status": "deleted" if self.is_deleted(c)
-                  else "active"}.items() if k in fields} for c in visible[offset : offset + limit]]  # fmt: skip
+        items = [{k: v for k, v in {"id": int(c), "name": self.campaign_names.get(c) or f"VK кампания {c}",
+                                    "status": "deleted" if self.is_deleted(c) else "active"}.items() if k in fields}
+                 for c in visible[offset : offset + limit]]  # fmt: skip
         return json_answer(200, {"count": len(visible), "offset": offset, "items": items})
 
     def _statistics(self, query: dict[str, str]) -> tuple[int, dict, bytes]:

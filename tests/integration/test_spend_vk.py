@@ -96,3 +96,16 @@ def test_an_outage_of_the_token_endpoint_never_costs_a_new_token(vk, store):
     result = import_spend([_source(vk, store)], store, first, last, deadline=Clock(), ingested_at=NOW)
     assert len(result.failures) == 1 and "HTTP 503" in result.failures[0]
     assert vk.tokens_issued == 1
+
+
+def test_campaign_names_an_advertiser_gave_reach_the_spend_rows(vk, store):
+    # The demo names its first VK campaigns after the utm_campaign its ads carry; the campaign list (where the
+    # import reads names) must say so, or the report never meets those leads.
+    first_id = vk.campaigns()[0]
+    vk.campaign_names = {first_id: "lookalike"}
+    first, last = days("2026-10-01", "2026-10-07")
+    result = import_spend([_source(vk, store)], store, first, last, deadline=Clock(), ingested_at=NOW)
+    assert result.failures == []
+    names = {r["campaign_id"]: r["campaign_name"] for r in stored_rows(store, "vk_ads")}
+    assert names[first_id] == "lookalike"
+    assert all(name == f"VK кампания {key}" for key, name in names.items() if key != first_id)
