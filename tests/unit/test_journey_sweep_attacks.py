@@ -14,6 +14,7 @@ DOCUMENTED_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d")
 class FakePortal:
     calls = 0
     access_denied = 0
+    portal_time: str | None = None  # no time block in these answers
 
     def __init__(self) -> None:
         self.commands: list[dict[str, Any]] = []
