@@ -1087,6 +1087,21 @@ def test_activity_bindings_list_every_linked_record_as_the_docs_example(sandbox:
     assert body["result"]["result"]["a"]["OWNER_TYPE_ID"] == "4"
 
 
+def test_activity_bindings_list_only_what_the_webhooks_user_may_read(sandbox: Sandbox) -> None:
+    """crm-activity-binding-list.md: «The result will only include elements that the current user has read access
+    to» — a hidden record is left out, with no error."""
+    lead = sandbox.call("crm.lead.add", {"fields": {"TITLE": "Звонок"}})
+    deal = sandbox.call("crm.deal.add", {"fields": {"TITLE": "Чужая сделка"}})
+    fields = {"OWNER_TYPE_ID": 1, "OWNER_ID": lead, "TYPE_ID": 2, "SUBJECT": "Звонок", "RESPONSIBLE_ID": 1,
+              "COMMUNICATIONS": [{"VALUE": "+79161234567"}]}  # fmt: skip
+    activity = sandbox.call("crm.activity.add", {"fields": fields})
+    sandbox.call("crm.activity.binding.add", {"activityId": activity, "entityTypeId": 2, "entityId": deal})
+    sandbox.set_access(hidden={"deal": [deal]})
+    assert ok(sandbox, "crm.activity.binding.list", {"activityId": activity})["result"] == [
+        {"entityTypeId": 1, "entityId": lead}
+    ]
+
+
 def test_an_activity_takes_at_most_a_hundred_bindings(sandbox: Sandbox) -> None:
     leads = [sandbox.call("crm.lead.add", {"fields": {"TITLE": f"L{index}"}}) for index in range(101)]
     fields = {"OWNER_TYPE_ID": 1, "OWNER_ID": leads[0], "TYPE_ID": 2, "SUBJECT": "Звонок", "RESPONSIBLE_ID": 1,
