@@ -36,7 +36,7 @@ def test_a_call_linked_to_a_lead_and_a_deal_is_a_line_on_both(live):  # noqa: F8
     telephony_call(live.sandbox, (1, lead), incoming=True, start="2026-11-18T09:00:00+03:00", duration=95,
                    also=((2, deal),))  # fmt: skip
     settle(live)
-    expected = "18.11.2026 — Телефон — Входящий звонок — Входящий звонок от +79161234567"
+    expected = "18.11.2026 — Телефон — Входящий звонок — Входящий звонок от +7*******67"  # phone masked
     assert lines(live, "lead", lead)[-1] == expected
     assert lines(live, "deal", deal)[-1] == expected
     assert sorted(store().metas(["ACTIVITY#1"])["ACTIVITY#1"]["filed"]) == [f"DEAL#{deal}", f"LEAD#{lead}"]
@@ -188,11 +188,11 @@ def test_end_to_end_a_merge_a_two_record_call_and_an_automation_todo(live):  # n
     lead_text = lines(live, "lead", main)
     assert lead_text[0].startswith(FIRST) and sum(line.startswith(FIRST) for line in lead_text) == 1
     assert "19.11.2026 — Телефон — Исходящий звонок — Уточнение по дублю" in lead_text  # moved by the merge
-    assert lead_text[-1] == "20.11.2026 — Телефон — Входящий звонок — Входящий звонок от +79161234567"
+    assert lead_text[-1] == "20.11.2026 — Телефон — Входящий звонок — Входящий звонок от +7*******67"
     deal_text = lines(live, "deal", deal)
     assert deal_text[0].startswith(FIRST) and " — Веб-сайт — " in deal_text[0]
     assert deal_text[1].endswith(" — CRM — Сделка — «Заказ с сайта»")
-    assert deal_text[2:] == ["20.11.2026 — Телефон — Входящий звонок — Входящий звонок от +79161234567"]
+    assert deal_text[2:] == ["20.11.2026 — Телефон — Входящий звонок — Входящий звонок от +7*******67"]
     assert not any("Выставить счёт" in line for line in lead_text + deal_text)  # the to-do is planned, not a touch
     stats = live.sandbox.stats()
     events, calls = stats["outbound"]["sent"], stats["requests"]
@@ -211,7 +211,7 @@ def test_a_call_linked_to_sixty_unseen_leads_is_filed_on_each(live):  # noqa: F8
     for lead in (leads[0], leads[30], leads[59]):
         text = lines(live, "lead", lead)
         assert text[0].startswith(FIRST) and text[-1].endswith(
-            " — Телефон — Исходящий звонок — Исходящий звонок +79161234567"
+            " — Телефон — Исходящий звонок — Исходящий звонок +7*******67"
         )
     assert len(store().metas(["ACTIVITY#1"])["ACTIVITY#1"]["filed"]) == 60
 
