@@ -77,7 +77,8 @@ def invalid_id() -> RestError:
     return RestError("", "ID is not defined or invalid.", 400)
 
 
-def access_denied() -> RestError:
+def access_denied(write: bool = False) -> RestError:
     # crm-lead-get.md (and the other crm.*.get pages): "Access denied" when the user may not read the record; the
-    # old crm.* methods leave the code empty. The webhook runs with the rights of the user who created it.
-    return RestError("", "Access denied", 403)
+    # old crm.* methods leave the code empty. The webhook runs with the rights of the user who created it. A write
+    # (crm-lead-add.md's example) says "Access denied." with a period.
+    return RestError("", "Access denied." if write else "Access denied", 403)

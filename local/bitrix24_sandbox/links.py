@@ -72,6 +72,8 @@ def _binding_list(context: CallContext, params: dict[str, Any]) -> MethodResult:
         {"entityTypeId": type_id, "entityId": entity_id}
         for type_id, entity_id in record.get("_BINDINGS") or []
         if entity_id in context.portal.records[TYPE_NAMES[type_id]]
+        # crm-activity-binding-list.md: only what the current user may read, with no error for the rest.
+        and entity_id not in context.hidden.get(TYPE_NAMES[type_id], ())
     ]
     return MethodResult(rows)
 

@@ -68,18 +68,18 @@ def _add(entity: str, context: CallContext, params: dict[str, Any]) -> MethodRes
     return MethodResult(record_id)  # the new id is an integer, unlike the string IDs inside records
 
 
-def _check_access(entity: str, context: CallContext, record_id: int) -> None:
+def _check_access(entity: str, context: CallContext, record_id: int, *, write: bool = False) -> None:
     """A record the webhook's user may not see answers «Access denied» (crm-lead-get.md) — once it exists: a
     missing one is still «Not found». An activity is hidden with its owner."""
     record = context.portal.records[entity].get(record_id)
     if record is None:
         return
     if record_id in context.hidden.get(entity, ()):
-        raise errors.access_denied()
+        raise errors.access_denied(write)
     if entity == "activity":
         owner = {1: "lead", 2: "deal", 3: "contact", 4: "company"}.get(_as_int(record.get("OWNER_TYPE_ID")))
         if owner and _as_int(record.get("OWNER_ID")) in context.hidden.get(owner, ()):
-            raise errors.access_denied()
+            raise errors.access_denied(write)
 
 
 def _visible(entity: str, context: CallContext, record: Mapping[str, Any]) -> bool:
@@ -99,7 +99,7 @@ def _as_int(value: Any) -> int:
 
 def _update(entity: str, context: CallContext, params: dict[str, Any]) -> MethodResult:
     record_id = _required_id(params)
-    _check_access(entity, context, record_id)
+    _check_access(entity, context, record_id, write=True)
     context.portal.update(entity, record_id, _fields_param(params))
     context.emit(ENTITIES[entity].event_prefix + "UPDATE", record_id)
     return MethodResult(True)
@@ -121,7 +121,7 @@ def _list(entity: str, context: CallContext, params: dict[str, Any]) -> MethodRe
 
 def _delete(entity: str, context: CallContext, params: dict[str, Any]) -> MethodResult:
     record_id = _required_id(params)
-    _check_access(entity, context, record_id)
+    _check_access(entity, context, record_id, write=True)
     context.portal.delete(entity, record_id)
     context.emit(ENTITIES[entity].event_prefix + "DELETE", record_id)
     return MethodResult(True)

@@ -354,6 +354,7 @@ class Sandbox:
     # ---- journeys: outbound losses, a manager's lead conversion, a movable clock -------------------------------------
 
     outbound_drop_rate = 0.0  # share of outbound events lost before delivery
+    _clock_offset = 0.0  # seconds the portal's clock is ahead of ours
 
     def set_outbound_drop_rate(self, rate: float, seed: int | None = None) -> None:
         self.outbound_drop_rate = _probability(rate, "outbound_drop_rate")
@@ -362,6 +363,7 @@ class Sandbox:
     def set_clock_offset(self, seconds: float) -> None:
         """Shift the portal's clock (creation, modification and stage-move times): a demo can play a month."""
         offset = timedelta(seconds=seconds)
+        self._clock_offset = seconds  # the answers' time.date_start/date_finish are on the portal's clock too
         self._portal._now = lambda: datetime.now(self.tz) + offset
 
     def set_clock(self, at: datetime) -> None:
@@ -558,8 +560,9 @@ class Sandbox:
             "finish": finished,
             "duration": finished - started + simulated * (1 - self.time_scale),
             "processing": processing,
-            "date_start": datetime.fromtimestamp(started, self.tz).isoformat(timespec="seconds"),
-            "date_finish": datetime.fromtimestamp(finished, self.tz).isoformat(timespec="seconds"),
+            # The portal's own clock (shifted by set_clock_offset), as a real portal's server time is.
+            "date_start": datetime.fromtimestamp(started + self._clock_offset, self.tz).isoformat(timespec="seconds"),
+            "date_finish": datetime.fromtimestamp(finished + self._clock_offset, self.tz).isoformat(timespec="seconds"),
             "operating_reset_at": self._operating.reset_at(method),
             "operating": self._operating.used(method),
         }

@@ -1029,7 +1029,9 @@ def test_records_the_webhook_user_may_not_see_answer_access_denied_per_command(s
     sandbox.set_access(hidden={"lead": [secret]})
     denied = call(sandbox, "crm.lead.get", {"id": secret})
     assert denied.status_code == 403 and denied.json() == {"error": "", "error_description": "Access denied"}
-    assert call(sandbox, "crm.lead.update", {"id": secret, "fields": {"TITLE": "x"}}).status_code == 403
+    # crm-lead-add.md's example (and the update page's style): a write's refusal ends with a period.
+    refused = call(sandbox, "crm.lead.update", {"id": secret, "fields": {"TITLE": "x"}})
+    assert refused.status_code == 403 and refused.json() == {"error": "", "error_description": "Access denied."}
     assert call(sandbox, "crm.lead.get", {"id": 999}).json()["error_description"] == "Not found"  # still not found
     batch = ok(sandbox, "batch", {"cmd": {"a": f"crm.lead.get?id={seen}", "b": f"crm.lead.get?id={secret}",
                                           "c": f"crm.activity.get?id={activity}"}})["result"]  # fmt: skip
@@ -1085,6 +1087,21 @@ def test_activity_bindings_list_every_linked_record_as_the_docs_example(sandbox:
     body = ok(sandbox, "batch", {"halt": 0, "cmd": commands})
     assert body["result"]["result"]["b"] == [{"entityTypeId": 4, "entityId": company}]
     assert body["result"]["result"]["a"]["OWNER_TYPE_ID"] == "4"
+
+
+def test_activity_bindings_list_only_what_the_webhooks_user_may_read(sandbox: Sandbox) -> None:
+    """crm-activity-binding-list.md: «The result will only include elements that the current user has read access
+    to» — a hidden record is left out, with no error."""
+    lead = sandbox.call("crm.lead.add", {"fields": {"TITLE": "Звонок"}})
+    deal = sandbox.call("crm.deal.add", {"fields": {"TITLE": "Чужая сделка"}})
+    fields = {"OWNER_TYPE_ID": 1, "OWNER_ID": lead, "TYPE_ID": 2, "SUBJECT": "Звонок", "RESPONSIBLE_ID": 1,
+              "COMMUNICATIONS": [{"VALUE": "+79161234567"}]}  # fmt: skip
+    activity = sandbox.call("crm.activity.add", {"fields": fields})
+    sandbox.call("crm.activity.binding.add", {"activityId": activity, "entityTypeId": 2, "entityId": deal})
+    sandbox.set_access(hidden={"deal": [deal]})
+    assert ok(sandbox, "crm.activity.binding.list", {"activityId": activity})["result"] == [
+        {"entityTypeId": 1, "entityId": lead}
+    ]
 
 
 def test_an_activity_takes_at_most_a_hundred_bindings(sandbox: Sandbox) -> None:

@@ -971,3 +971,7 @@ def test_access_denied_for_one_command_is_its_own_error_and_the_others_answer(sa
     assert isinstance(found.errors["b"], BitrixAccessDenied) and isinstance(found.errors["b"], BitrixAuthError)
     with pytest.raises(BitrixAccessDenied):
         client.call("crm.lead.get", {"id": hidden})
+    # A write's refusal reads «Access denied.» (crm-lead-add.md): the same per-record denial, never a failed webhook.
+    written = client.batch({"a": ("crm.lead.update", {"id": seen, "fields": {"TITLE": "x"}}),
+                            "b": ("crm.lead.update", {"id": hidden, "fields": {"TITLE": "x"}})})  # fmt: skip
+    assert written.results["a"] is True and isinstance(written.errors["b"], BitrixAccessDenied)

@@ -16,6 +16,7 @@ from local.stack import LOCAL_APP_TOKEN, sqs_record
 from throughline.adapters.journey_store import JourneyStore
 from throughline.bitrix24.portal import bitrix_client
 from throughline.config import get_settings
+from throughline.journey.events import CrmEvent
 from throughline.journey.export import export_journeys
 from throughline.journey.lines import Touch
 from throughline.report.attribution import read_journeys
@@ -103,3 +104,22 @@ def test_a_field_the_webhook_may_not_write_does_not_stop_the_others(stack):
     assert field(stack, seen).endswith("Телефон — Исходящий звонок — Звонок") and field(stack, hidden) == ""
     assert client.access_denied == 1
     assert [t.touch_id for t in writer.store.journey(f"LEAD#{hidden}")] == [f"test:{hidden}"]  # kept in the store
+
+
+def test_a_deleted_duplicate_whose_twin_the_webhook_cannot_see_fails_nothing(stack):
+    """A merge's DELETE event: the deleted lead's touches go to the live lead sharing its phone, read first to be sure
+    it lives. When the webhook's user may not see that lead, «Access denied» must not fail the event for ever (the
+    queue would retry it into the DLQ): it is skipped and counted, as any other record the user cannot read."""
+    stack.sandbox.outbound_url = None
+    phone = [{"VALUE": "+79161234567", "VALUE_TYPE": "WORK"}]
+    twin = stack.sandbox.call("crm.lead.add", {"fields": {"TITLE": "Скрыто", "PHONE": phone}})
+    duplicate = stack.sandbox.call("crm.lead.add", {"fields": {"TITLE": "Дубль", "PHONE": phone}})
+    settings = get_settings()
+    client = bitrix_client(settings)
+    writer = crm_event_writer(settings, client, JourneyStore(settings.journey_table or ""))
+    writer.handle([CrmEvent("ONCRMLEADADD", "lead", twin, "1"), CrmEvent("ONCRMLEADADD", "lead", duplicate, "1")])
+    stack.sandbox.call("crm.lead.delete", {"id": duplicate})
+    stack.sandbox.set_access(hidden={"lead": [twin]})
+    writer.handle([CrmEvent("ONCRMLEADDELETE", "lead", duplicate, "2")])
+    assert client.access_denied == 1
+    assert writer.store.metas([f"LEAD#{duplicate}"])[f"LEAD#{duplicate}"]["deleted"] is True

@@ -36,7 +36,7 @@ def test_a_call_linked_to_a_lead_and_a_deal_is_a_line_on_both(live):  # noqa: F8
     telephony_call(live.sandbox, (1, lead), incoming=True, start="2026-11-18T09:00:00+03:00", duration=95,
                    also=((2, deal),))  # fmt: skip
     settle(live)
-    expected = "18.11.2026 — Телефон — Входящий звонок — Входящий звонок от +7*******67"
+    expected = "18.11.2026 — Телефон — Входящий звонок — Входящий звонок от +7*******67"  # phone masked
     assert lines(live, "lead", lead)[-1] == expected
     assert lines(live, "deal", deal)[-1] == expected
     assert sorted(store().metas(["ACTIVITY#1"])["ACTIVITY#1"]["filed"]) == [f"DEAL#{deal}", f"LEAD#{lead}"]

@@ -49,3 +49,39 @@ def test_the_sweep_reads_what_changed_by_the_portals_clock_when_it_is_months_beh
     assert result["touches_added"] >= 3  # two calls and a stage move of the second lead
     cursor = JourneyStore(get_settings().journey_table or "").metas(["#SWEEP"])["#SWEEP"]
     assert cursor["modified_since"].startswith("2026-10-02T10:00") and cursor["modified_since"].endswith("+03:00")
+
+
+def lead_moved(stack, phone: str) -> int:
+    """A lead typed by a manager and moved a stage: no activity (which the sweep would follow by its id)."""
+    lead = stack.sandbox.call("crm.lead.add", {"fields": {"TITLE": "Звонок", "SOURCE_ID": "CALL",
+                                                          "PHONE": [{"VALUE": phone}]}})  # fmt: skip
+    stack.sandbox.call("crm.lead.update", {"id": lead, "fields": {"STATUS_ID": "IN_PROCESS"}})
+    return lead
+
+
+def lines_of(lead: int) -> list[str]:
+    return [touch.kind for touch in JourneyStore(get_settings().journey_table or "").journey(f"LEAD#{lead}")]
+
+
+def test_the_sweep_finds_changes_after_the_portals_clock_jumps_back(make_stack) -> None:
+    """A portal whose clock ran a day ahead and is then set right: the cursor (its newest DATE_MODIFY, a day ahead)
+    must not hide the changes made since, dated by the corrected clock."""
+    stack = make_stack()
+    stack.sandbox.set_outbound_drop_rate(1.0)  # every event lost: only the sweep can find the touches
+    set_clock(stack, datetime.fromisoformat("2026-10-02T10:00:00+03:00"))  # a day ahead
+    first = lead_moved(stack, "+79990000011")
+    stack.invoke("journey_sweep", {})
+    assert stack.wait_until_idle(60)
+    assert len(lines_of(first)) == 2  # created, stage move
+    set_clock(stack, PORTAL_NOW)  # the portal's clock is set right: a day back
+    second = lead_moved(stack, "+79990000012")
+    stack.invoke("journey_sweep", {})
+    assert stack.wait_until_idle(60)
+    assert len(lines_of(second)) == 2
+    # The cursor follows the corrected clock, so the next change is found too.
+    cursor = JourneyStore(get_settings().journey_table or "").metas(["#SWEEP"])["#SWEEP"]
+    assert cursor["modified_since"].startswith("2026-10-01T10:0")
+    third = lead_moved(stack, "+79990000013")
+    stack.invoke("journey_sweep", {})
+    assert stack.wait_until_idle(60)
+    assert len(lines_of(third)) == 2

@@ -156,6 +156,8 @@ class Bitrix24Client:
         self.moved_to: str | None = None  # the portal's new address (scheme://host) after a redirect, if any
         # «Access denied» answers seen (per batch command or call): records the webhook's user may not read or write.
         self.access_denied = 0
+        # The portal's clock as its last answer gave it (``time.date_finish``, with its offset), if any.
+        self.portal_time: str | None = None
 
     def __repr__(self) -> str:
         return "Bitrix24Client(<webhook hidden>)"  # the URL carries the webhook secret
@@ -272,6 +274,9 @@ class Bitrix24Client:
                 self._sleep(delay)
                 continue
             self.times.observe(method, response.time)
+            finished = response.time.get("date_finish") if isinstance(response.time, Mapping) else None
+            if isinstance(finished, str) and finished:
+                self.portal_time = finished
             return response
 
     def _with_retry_at(self, error: BitrixError) -> BitrixError:

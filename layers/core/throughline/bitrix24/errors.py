@@ -111,7 +111,8 @@ def error_from_response(status: int, body: Any, method: str | None = None) -> Bi
         code = str(body.get("error") or "")
         description = str(body.get("error_description") or "")
     upper = code.upper()
-    if description.strip().lower() == "access denied" and upper in ("", "ACCESS_DENIED"):
+    # crm.*.get says «Access denied», a write «Access denied.» (crm-lead-add.md): one record refused either way.
+    if description.strip().rstrip(".").lower() == "access denied" and upper in ("", "ACCESS_DENIED"):
         return BitrixAccessDenied(code, description, status, method)
     if upper == "QUERY_LIMIT_EXCEEDED":
         return QueryLimitExceeded(code, description, status, method)

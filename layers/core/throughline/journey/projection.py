@@ -235,4 +235,6 @@ def _order(touch: Touch) -> tuple[Any, ...]:
     seq = str((touch.extra or {}).get("seq", 0) or 0)
     # A lead's touches before its deal's (ids of the two stage histories are numbered apart).
     deal_side = 0 if touch.touch_id.startswith("lead:") else 1
-    return (touch.at, _rank(touch), deal_side, int(seq) if seq.isdigit() else 0, touch.touch_id)
+    # Ties within one second by kind: the portal dates in whole seconds, a form's time (our clock) has microseconds.
+    second = touch.at.replace(microsecond=0)
+    return (second, _rank(touch), touch.at, deal_side, int(seq) if seq.isdigit() else 0, touch.touch_id)

@@ -21,6 +21,7 @@ from typing import Any
 
 from throughline.bitrix24 import Bitrix24Client
 from throughline.journey.events import CrmEvent
+from throughline.observability import logger
 from throughline.writer.crm_events import ACTIVITY, CONTACT, DEAL, LEAD, SWEEP_TS, CrmEventWriter, _entity
 
 CURSOR = "#SWEEP"
@@ -53,6 +54,38 @@ def sweep(writer: CrmEventWriter, *, since: datetime | None = None) -> SweepResu
         newest = portal_newest_change(bitrix)
         modified_since = newest - timedelta(days=1) if newest else None  # None: an empty portal, read it all
     after_activity = int(cursor.get("activity_id") or 0)
+    swept_at = datetime.now(UTC)  # our clock: only the time passed between two sweeps is read from it
+    scanned = dict.fromkeys(SCANNED, 0)
+    added, newest_seen, max_activity = _sweep_window(writer, modified_since, after_activity, scanned)
+    portal_now = _parse(bitrix.portal_time)
+    if modified_since is not None and portal_now is not None and portal_now + OVERLAP < modified_since:
+        # The portal's clock went back (set right after running ahead): what changed since carries DATE_MODIFY
+        # values before the cursor. Read again from where the portal's clock stood at the last sweep: its «now» less
+        # the time that passed on ours.
+        last = _parse(cursor.get("swept_at"))
+        passed = max(swept_at - last, timedelta(0)) if last else timedelta(days=1)
+        logger.warning("the portal's clock went back: the sweep reads again from its present",
+                       extra={"cursor": _datetime(modified_since), "portal_now": _datetime(portal_now)})  # fmt: skip
+        more, newest_seen, max_activity = _sweep_window(writer, portal_now - passed, max_activity, scanned)
+        added += more
+    # The newest change read, as the portal wrote it, but never past the portal's present (records its clock dated
+    # ahead, before it was set right); the next window opens OVERLAP before it.
+    if newest_seen is not None and portal_now is not None and newest_seen > portal_now:
+        newest_seen = portal_now
+    cursor_update: dict[str, Any] = {"activity_id": max_activity, "swept_at": swept_at.isoformat()}
+    if newest_seen is not None:
+        cursor_update["modified_since"] = _datetime(newest_seen)
+    store.put_meta(CURSOR, cursor_update)
+    store.count_access_denied(bitrix.access_denied - denied_before)  # for the report's data quality
+    return SweepResult(scanned, added, bitrix.calls - calls_before)
+
+
+def _sweep_window(
+    writer: CrmEventWriter, modified_since: datetime | None, after_activity: int, scanned: dict[str, int]
+) -> tuple[int, datetime | None, int]:
+    """Hand the writer every lead, deal and contact changed since ``modified_since`` (less OVERLAP) and every
+    activity after ``after_activity``; returns the touches added, the newest DATE_MODIFY read (``modified_since``
+    when none is newer) and the newest activity id read."""
     window = {">=DATE_MODIFY": _datetime(modified_since - OVERLAP)} if modified_since else {}
     filters = {
         LEAD: window,
@@ -62,11 +95,10 @@ def sweep(writer: CrmEventWriter, *, since: datetime | None = None) -> SweepResu
         ACTIVITY: {} if after_activity or not window else {">=CREATED": window[">=DATE_MODIFY"]},
     }
     starts = {LEAD: 0, DEAL: 0, CONTACT: 0, ACTIVITY: after_activity}
-    scanned = dict.fromkeys(SCANNED, 0)
     added = 0
     max_activity = after_activity
     newest_seen = modified_since
-    for rows_by_kind in scan(bitrix, filters, starts):
+    for rows_by_kind in scan(writer.bitrix, filters, starts):
         records: dict[tuple[str, int], dict[str, Any]] = {}
         events: list[CrmEvent] = []
         for kind, rows in rows_by_kind.items():
@@ -85,13 +117,7 @@ def sweep(writer: CrmEventWriter, *, since: datetime | None = None) -> SweepResu
             part = events[start : start + ENTITIES_PER_HANDLE]
             wanted = {(event.entity, event.entity_id) for event in part}
             added += writer.handle(part, records={key: row for key, row in records.items() if key in wanted})
-    # The newest change read, as the portal wrote it; the next window opens OVERLAP before it.
-    cursor_update: dict[str, Any] = {"activity_id": max_activity}
-    if newest_seen is not None:
-        cursor_update["modified_since"] = _datetime(newest_seen)
-    store.put_meta(CURSOR, cursor_update)
-    store.count_access_denied(bitrix.access_denied - denied_before)  # for the report's data quality
-    return SweepResult(scanned, added, bitrix.calls - calls_before)
+    return added, newest_seen, max_activity
 
 
 def portal_newest_change(bitrix: Bitrix24Client) -> datetime | None:

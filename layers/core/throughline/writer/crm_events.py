@@ -755,8 +755,10 @@ class CrmEventWriter:
         found = self._batch({f"live{index}": (f"crm.{other.split('#')[0].lower()}.get",
                                               {"id": int(other.split("#")[1])})
                              for index, other in enumerate(wanted)})  # fmt: skip
-        for error in found.errors.values():
-            if "not found" not in str(error).lower():
+        for key, error in found.errors.items():
+            if isinstance(error, BitrixAccessDenied):
+                _skip_denied(key)  # not readable by the webhook's user: not taken for the live duplicate
+            elif "not found" not in str(error).lower():
                 raise error
         live = {other for index, other in enumerate(wanted) if isinstance(found.results.get(f"live{index}"), dict)}
         changed: list[str] = []
