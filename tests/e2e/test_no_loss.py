@@ -101,14 +101,17 @@ def test_500_people_under_faults_outage_and_rate_limit_make_500_leads(make_stack
     people = 500
     stack = make_stack(
         sandbox_options={"seed": 500, "rate": 2.0, "burst": BURST, "time_scale": 0},
-        environment={**LOCAL_WRITER, "WRITER_SETTLE_SECONDS": "2"},
+        # The writer is told a smaller burst than the portal allows (5 of 20): it must pace itself after five quick
+        # calls, however fast or slow the machine runs it, so the pacing is always exercised, never only on a fast
+        # machine; the portal's own bucket stays the judge of whether it kept under the limit.
+        environment={**LOCAL_WRITER, "BITRIX24_BURST": "5", "WRITER_SETTLE_SECONDS": "2"},
     )
     stack.sandbox.set_faults(error_rate=0.2, lost_response_rate=0.1)  # 30 % of calls fail, a third after the work
     run = run_burst(stack, people, seed=500, outage=15)
     check_one_record_per_person(stack.sandbox.entities("lead"), lambda lead: lead["PHONE"][0]["VALUE"], run["traffic"])
     stats = report("normal portal", stack, run, people)
-    # The writer really pressed against the limit (so the pacing was needed, not idle), yet stayed under it.
-    assert stats["paced"] > 5
+    # The writer really pressed against its limit (so the pacing was needed, not idle), yet stayed under the portal's.
+    assert stats["paced"] > 1
 
 
 def test_a_slow_portal_with_the_60_second_cut_off_loses_no_lead(make_stack):

@@ -504,7 +504,9 @@ def test_every_setting_that_is_a_template_parameter_can_come_from_the_environmen
     assert parameters_from_environment(TEMPLATE, {"UNRELATED": "x"}) == {}
 
 
-def test_the_local_stack_takes_settings_from_the_environment_over_template_defaults(make_stack, monkeypatch):
+def test_the_local_stack_takes_settings_from_the_environment_over_template_defaults(monkeypatch, make_stack):
+    # monkeypatch before make_stack: the stack is stopped (restoring what it saw at start) before monkeypatch undoes
+    # its settings, so none of them leaks into the next test of this process.
     from throughline.config import get_settings
 
     monkeypatch.setenv("GOOGLE_ADS_CUSTOMER_IDS", "111-222-3333,444-555-6666")
