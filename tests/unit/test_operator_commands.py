@@ -52,3 +52,20 @@ def test_an_unknown_command_is_refused_and_a_failing_one_says_why_in_one_line(ca
     assert main(["attribute", str(tmp_path / "missing.csv")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_a_stacks_outputs_fill_only_the_settings_the_environment_lacks(monkeypatch):
+    from throughline.adapters.stack import use_stack
+
+    monkeypatch.delenv("JOURNEY_TABLE", raising=False)
+    monkeypatch.setenv("DATA_BUCKET", "mine")
+    outputs = {"SecretsArn": "arn:secret", "DataBucketName": "theirs", "JourneyTableName": "journeys"}
+    monkeypatch.setenv("SECRETS_ARN", "arn:given")
+    use_stack(outputs, "SecretsArn", "DataBucketName", "JourneyTableName")
+    import os
+
+    assert (os.environ["SECRETS_ARN"], os.environ["DATA_BUCKET"], os.environ["JOURNEY_TABLE"]) == (
+        "arn:given",
+        "mine",
+        "journeys",
+    )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from datetime import UTC, date, datetime
 from typing import Any
+
+from throughline.adapters.stack import use_stack
 
 
 def register(commands: Any, stack_outputs: Any) -> None:
@@ -33,9 +34,7 @@ def run(name: str, args: argparse.Namespace, stack_outputs: Any) -> int:
 
     if args.stack_name:
         outputs = stack_outputs(args.stack_name)
-        os.environ.setdefault("SECRETS_ARN", outputs["SecretsArn"])
-        os.environ.setdefault("JOURNEY_TABLE", outputs["JourneyTableName"])
-        os.environ.setdefault("DATA_BUCKET", outputs["DataBucketName"])
+        use_stack(outputs, "SecretsArn", "JourneyTableName", "DataBucketName")
     settings = load_settings()
     settings.require("journey_table")
     store = JourneyStore(settings.journey_table or "")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
+
+from throughline.adapters.stack import use_stack
 
 
 def register(commands: Any, stack_outputs: Any) -> None:
@@ -27,9 +28,7 @@ def run(args: argparse.Namespace, stack_outputs: Any) -> int:
         raise SystemExit("give --phone or --email")
     if args.stack_name:
         outputs = stack_outputs(args.stack_name)
-        os.environ.setdefault("SECRETS_ARN", outputs["SecretsArn"])
-        os.environ.setdefault("JOURNEY_TABLE", outputs["JourneyTableName"])
-        os.environ.setdefault("DATA_BUCKET", outputs["DataBucketName"])
+        use_stack(outputs, "SecretsArn", "JourneyTableName", "DataBucketName")
     settings = load_settings()
     settings.require("journey_table", "data_bucket", "person_key_secret")
     result = forget_person(

@@ -16,7 +16,6 @@ portal's next event about those records brings their journey back. Messages stil
 from __future__ import annotations
 
 import gzip
-import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Any
 
 from throughline.adapters.journey_store import PERSON_PREFIX, RAW_PREFIX, JourneyStore
 from throughline.contacts import mask_email, mask_phone, normalize_email, normalize_phone
-from throughline.journey.export import ENTITY_TYPES, PREFIX
+from throughline.journey.export import ENTITY_TYPES, PREFIX, gzip_lines
 from throughline.person_keys import person_key
 
 SNAPSHOTS = f"{PREFIX}/snapshot="
@@ -147,7 +146,7 @@ def _forget_in_snapshots(s3: Any, bucket: str, keys: set[str], entities: set[str
         kept = [line for line in lines if not _theirs(line, keys, ids)]
         if len(kept) == len(lines):
             continue
-        s3.put_object(Bucket=bucket, Key=key, Body=_gzip(kept), ContentType="application/gzip")
+        s3.put_object(Bucket=bucket, Key=key, Body=gzip_lines(kept), ContentType="application/gzip")
         _delete_every_version(s3, bucket, key, keep_current=True)
         result.snapshot_rows += len(lines) - len(kept)
         result.snapshot_objects.append(key)
@@ -180,11 +179,3 @@ def _delete_every_version(s3: Any, bucket: str, key: str, *, keep_current: bool 
         if response.get("Errors"):
             raise RuntimeError(f"could not delete {len(response['Errors'])} versions of {key}")
     return bool(doomed)
-
-
-def _gzip(lines: list[str]) -> bytes:
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as archive:
-        for line in lines:
-            archive.write(line.encode("utf-8") + b"\n")
-    return buffer.getvalue()

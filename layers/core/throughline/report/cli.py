@@ -14,6 +14,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from throughline.adapters.stack import use_stack
+
 
 def register(commands: Any, stack_outputs: Any) -> None:
     report = commands.add_parser("report", help="build the ROI report for a period (default: month to date)")
@@ -25,12 +27,10 @@ def register(commands: Any, stack_outputs: Any) -> None:
 
 
 def run(args: argparse.Namespace, stack_outputs: Any = None) -> int:
-    import os
 
     if args.stack_name:
         outputs = stack_outputs(args.stack_name)
-        os.environ.setdefault("SECRETS_ARN", outputs["SecretsArn"])
-        os.environ.setdefault("DATA_BUCKET", outputs["DataBucketName"])
+        use_stack(outputs, "SecretsArn", "DataBucketName")
 
     from throughline.adapters.report_store import S3Objects
     from throughline.bitrix24.portal import bitrix_client

@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Any, TextIO
 
+from throughline.adapters.stack import use_stack
 from throughline.spend.plan import Chunk
 from throughline.spend.rows import PLATFORMS
 
@@ -24,7 +25,6 @@ def register(commands: argparse._SubParsersAction, stack_outputs: Any = None) ->
 
 
 def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    import os
 
     from throughline.bitrix24 import Deadline
     from throughline.config import load_settings
@@ -34,8 +34,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         from throughline.adapters.stack import stack_outputs
 
         outputs = stack_outputs(args.stack_name)
-        os.environ.setdefault("SECRETS_ARN", outputs["SecretsArn"])
-        os.environ.setdefault("DATA_BUCKET", outputs["DataBucketName"])
+        use_stack(outputs, "SecretsArn", "DataBucketName")
     settings = load_settings()
     event = {"date_from": args.date_from, "date_to": args.date_to, "platforms": args.platform or []}
     request = RunRequest.parse(event, settings)
