@@ -34,6 +34,8 @@ def lambda_handler(event: dict, context: object) -> dict:
     report = result.report
     metrics.add_metric(name="ReportBitrixCalls", unit=MetricUnit.Count, value=client.calls)
     metrics.add_metric(name="ReportLeads", unit=MetricUnit.Count, value=report.headline.leads)
+    # One per finished report: the ReportNotBuilt alarm fires when a day passes without one.
+    metrics.add_metric(name="ReportsBuilt", unit=MetricUnit.Count, value=1)
     return {
         "period": {"date_from": report.period.date_from.isoformat(), "date_to": report.period.date_to.isoformat()},
         "locations": result.locations,

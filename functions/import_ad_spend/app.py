@@ -24,7 +24,8 @@ DEADLINE_RESERVE_SECONDS = 15.0  # time to write the state object and answer
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict, context: object) -> dict:
     settings = get_settings()
-    if event.get("source") == "aws.s3":  # EventBridge: a file arrived in the manual inbox
+    manual_file = event.get("source") == "aws.s3"
+    if manual_file:  # EventBridge: a file arrived in the manual inbox
         key = str((event.get("detail") or {}).get("object", {}).get("key", ""))
         if key.endswith(REJECTS_SUFFIX):
             return {"ignored": key}  # our own rejects file: importing again would write it again, for ever
@@ -40,4 +41,8 @@ def lambda_handler(event: dict, context: object) -> dict:
     metrics.add_metric(name="SpendFailures", unit=MetricUnit.Count, value=len(result.failures))
     logger.info("spend import finished", extra={"spend": summary})
     raise_for_failures(result)
+    if not manual_file:
+        # One per complete platform import (the nightly run, an on-demand one): the SpendImportNotRun alarm fires
+        # when a day passes without one. A manual file alone is not the nightly import.
+        metrics.add_metric(name="SpendImportsCompleted", unit=MetricUnit.Count, value=1)
     return summary
