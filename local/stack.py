@@ -36,6 +36,8 @@ from local.template import (
 
 LOCAL_REGION = "eu-central-1"
 LOCAL_APP_TOKEN = "local-app-token"
+# The template secret (logical id) that holds each secret the local stack fills in (template.yaml, one per consumer).
+SECRET_HOMES = {"BITRIX24_WEBHOOK_URL": "CrmSecret", "BITRIX24_APP_TOKENS": "EventsSecret"}
 # Local pacing of retries and visibility (production values are in template.yaml and config.py).
 LOCAL_ENVIRONMENT = {
     # One process shares one pacer between all local writer threads: give it the whole portal rate.
@@ -255,13 +257,15 @@ class LocalStack:
             events_route = next((r for r in self.resources.routes if r.path == "/v1/bitrix/events"), None)
             if events_route:
                 self.sandbox.outbound_url = self.url + events_route.path
-        secrets_arn = self.resources.environment().get("SECRETS_ARN")
-        if secrets_arn and secret:
-            # Functions read the webhook from the secret, as in production (an environment variable would win).
-            # Merged into what is there: the template generated PERSON_KEY_SECRET into the same JSON object.
-            client = session.client("secretsmanager")
-            current = json.loads(client.get_secret_value(SecretId=secrets_arn).get("SecretString") or "{}")
-            client.put_secret_value(SecretId=secrets_arn, SecretString=json.dumps({**current, **secret}))
+        client = session.client("secretsmanager")
+        for key, value in secret.items():
+            # Functions read the webhook and the tokens from their secrets, as in production (an environment
+            # variable would win); each into the secret the template keeps it in, merged into what is there.
+            arn = self.resources.physical.get(SECRET_HOMES[key])
+            if arn is None:
+                continue
+            current = json.loads(client.get_secret_value(SecretId=arn).get("SecretString") or "{}")
+            client.put_secret_value(SecretId=arn, SecretString=json.dumps({**current, key: value}))
 
     def _prepare_sandbox(self) -> None:
         """What an operator does once per portal (`make bitrix-setup`): create the journey and client id fields."""

@@ -70,11 +70,17 @@ class LocalStackResources:
     outputs: dict[str, str]
 
     def environment(self) -> dict[str, str]:
-        """Every function's environment merged (they share one process locally); conflicting values are an error."""
+        """Every function's environment merged (they share one process locally); conflicting values are an error,
+        except ``SECRETS_ARN``: each function lists the secrets it uses, and the one process gets them all."""
         merged: dict[str, str] = {}
+        secret_arns: list[str] = []
         for spec in self.functions.values():
             for key, value in spec.environment.items():
                 if key == "POWERTOOLS_SERVICE_NAME":
+                    continue
+                if key == "SECRETS_ARN":
+                    secret_arns += [arn for arn in value.split(",") if arn and arn not in secret_arns]
+                    merged[key] = ",".join(secret_arns)
                     continue
                 if key in merged and merged[key] != value:
                     raise ValueError(f"functions disagree on {key}; the local stack runs them in one process")

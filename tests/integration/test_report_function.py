@@ -92,9 +92,24 @@ def test_invoke_writes_dated_and_latest_with_the_seed_figures(report_stack) -> N
     assert again["crm"]["mode"] == "incremental" and again["crm"]["rest_calls"] == 1
 
 
-def test_a_failed_run_leaves_latest_intact(report_stack, monkeypatch) -> None:
+def emitted_metrics(out: str) -> dict[str, list]:
+    """Metric name -> values, from the CloudWatch embedded-metric-format lines Powertools printed."""
+    metrics: dict[str, list] = {}
+    for line in out.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            record = json.loads(line)
+            for directive in record["_aws"]["CloudWatchMetrics"]:
+                for metric in directive["Metrics"]:
+                    value = record[metric["Name"]]
+                    metrics.setdefault(metric["Name"], []).extend(value if isinstance(value, list) else [value])
+    return metrics
+
+
+def test_a_failed_run_leaves_latest_intact(report_stack, monkeypatch, capsys) -> None:
     stack, s3, bucket = report_stack
     stack.invoke("build_roi_report", {"date_from": "2026-11-01", "date_to": "2026-11-30"})
+    # The ReportNotBuilt alarm counts these: one per finished report, none for a failed one.
+    assert emitted_metrics(capsys.readouterr().out)["ReportsBuilt"] == [1]
     before = s3.get_object(Bucket=bucket, Key="reports/roi/latest/roi.json")["Body"].read()
 
     def broken(report):
@@ -104,6 +119,7 @@ def test_a_failed_run_leaves_latest_intact(report_stack, monkeypatch) -> None:
     with pytest.raises(RuntimeError, match="chart failed"):
         stack.invoke("build_roi_report", {"date_from": "2026-11-10", "date_to": "2026-11-12"})
     assert s3.get_object(Bucket=bucket, Key="reports/roi/latest/roi.json")["Body"].read() == before
+    assert "ReportsBuilt" not in emitted_metrics(capsys.readouterr().out)
 
 
 def test_bad_dates_are_refused(report_stack) -> None:
@@ -139,11 +155,16 @@ def test_report_function_schedule_retries_and_dead_letters() -> None:
 
 
 def test_report_function_least_privilege() -> None:
-    statements = [s for policy in REPORT["Policies"] for s in policy["Statement"]]
+    assert REPORT["Role"] == {"Fn::GetAtt": ["BuildRoiReportRole", "Arn"]}
+    role = RESOURCES["BuildRoiReportRole"]["Properties"]
+    statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+    statements = [s for s in statements if s["Sid"] not in ("OwnLogs", "Traces")]
     by_sid = {statement["Sid"]: statement for statement in statements}
     assert {s["Action"] if isinstance(s["Action"], str) else tuple(s["Action"]) for s in statements} == {
-        "secretsmanager:GetSecretValue", "s3:GetObject", "s3:ListBucket", "s3:PutObject",
+        "secretsmanager:GetSecretValue", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "sqs:SendMessage",
         ("dynamodb:Scan", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:DescribeTable")}  # fmt: skip
+    assert by_sid["ReadSecrets"]["Resource"] == [{"Ref": "CrmSecret"}, {"Ref": "Secrets"}]
+    assert by_sid["FailedRuns"]["Resource"] == {"Fn::GetAtt": ["ReportDeadLetterQueue", "Arn"]}
     writes = {item["Fn::Sub"] for item in by_sid["WriteReportsSnapshotAndJourneys"]["Resource"]}
     assert writes == {"${DataBucket.Arn}/reports/*", "${DataBucket.Arn}/crm/snapshot/*", "${DataBucket.Arn}/journeys/*"}
     # The nightly journey export reads the journey table, and nothing else of DynamoDB.

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from local.ad_sandboxes import GoogleAdsSandbox, VkAdsSandbox, YandexDirectSandbox
+from tests.integration.test_report_function import emitted_metrics
 from throughline.spend.importer import SpendImportFailed
 
 GOOGLE_CUSTOMER = "1112223334"
@@ -87,7 +88,7 @@ def test_a_90_day_backfill_is_complete_and_a_rerun_changes_nothing(make_stack, a
     assert vk.tokens_issued == 1 and google.tokens_issued == 2  # VK's token came from the bucket the second time
 
 
-def test_a_failing_platform_does_not_block_the_others_and_the_run_fails_naming_it(make_stack, ads):
+def test_a_failing_platform_does_not_block_the_others_and_the_run_fails_naming_it(make_stack, ads, capsys):
     direct, google, vk = ads
     stack = make_stack(poll_queues=False, environment=_environment(direct, google, vk,
                                                                    GOOGLE_ADS_REFRESH_TOKEN="revoked"))  # fmt: skip
@@ -99,9 +100,12 @@ def test_a_failing_platform_does_not_block_the_others_and_the_run_fails_naming_i
     assert "revoked" not in message.replace("expired or was revoked", "")  # never the secret itself
     platforms = {key.split("/")[1] for key in _objects(stack)}
     assert platforms == {"platform=yandex_direct", "platform=vk_ads"}
+    # An incomplete import is no import for the SpendImportNotRun alarm; its failures are counted.
+    metrics = emitted_metrics(capsys.readouterr().out)
+    assert "SpendImportsCompleted" not in metrics and metrics["SpendFailures"] == [1]
 
 
-def test_the_nightly_event_imports_the_lookback_window_and_stores_rates(make_stack, ads):
+def test_the_nightly_event_imports_the_lookback_window_and_stores_rates(make_stack, ads, capsys):
     direct, google, vk = ads
     stack = make_stack(poll_queues=False, environment=_environment(direct, google, vk, SPEND_LOOKBACK_DAYS="3"))
     answer = requests.post(f"{stack.url}/_local/invoke/import_ad_spend", json={}, timeout=120)
@@ -121,9 +125,10 @@ def test_the_nightly_event_imports_the_lookback_window_and_stores_rates(make_sta
     rates = json.loads(s3.get_object(Bucket=bucket, Key=rates_key)["Body"].read())
     assert rates["base"] == "RUB" and rates["source"] == "bitrix24" and rates["rates"]["RUB"] == "1"
     assert Decimal(rates["rates"]["USD"]) > 1
+    assert emitted_metrics(capsys.readouterr().out)["SpendImportsCompleted"] == [1]  # the alarm's heartbeat
 
 
-def test_an_inbox_event_imports_manual_files_and_ignores_its_own_rejects(make_stack, ads):
+def test_an_inbox_event_imports_manual_files_and_ignores_its_own_rejects(make_stack, ads, capsys):
     direct, google, vk = ads
     stack = make_stack(poll_queues=False, environment=_environment(direct, google, vk))
     s3 = boto3.session.Session().client("s3")
@@ -135,5 +140,6 @@ def test_an_inbox_event_imports_manual_files_and_ignores_its_own_rejects(make_st
              "detail": {"bucket": {"name": bucket}, "object": {"key": "spend/manual/inbox/radio.csv"}}}  # fmt: skip
     summary = stack.invoke("import_ad_spend", event)
     assert summary["platforms"]["manual"]["rows"] == 1 and set(summary["platforms"]) == {"manual"}
+    assert "SpendImportsCompleted" not in emitted_metrics(capsys.readouterr().out)  # a file is not the nightly run
     rejects = {**event, "detail": {"object": {"key": "spend/manual/inbox/x.csv.rejects.txt"}}}
     assert stack.invoke("import_ad_spend", rejects) == {"ignored": "spend/manual/inbox/x.csv.rejects.txt"}

@@ -73,12 +73,21 @@ def _managed_policies(function: str) -> set[str]:
     return names
 
 
+# What every function's own role grants beside its work: its log group, and X-Ray (which has no resources).
+RUNTIME_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+
+
 def _actions(function: str) -> set[str]:
+    """The actions the function's code needs: every action of its role but its logging and tracing."""
     actions: set[str] = set()
     for statement in _statements(function):
         value = statement["Action"]
         actions |= {value} if isinstance(value, str) else set(value)
-    return actions
+    return actions - RUNTIME_ACTIONS
+
+
+def _resources(value: object) -> list:
+    return value if isinstance(value, list) else [value]
 
 
 def test_every_function_has_its_own_log_group_with_retention():
@@ -98,11 +107,11 @@ def test_capture_form_may_only_write_raw_copies_enqueue_guard_double_submits_and
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
     }
-    resources = [s["Resource"] for s in _statements("CaptureFormFunction")]
+    resources = [s["Resource"] for s in _statements("CaptureFormFunction") if s["Sid"] != "Traces"]
     assert {"Fn::Sub": "${DataBucket.Arn}/raw/*"} in resources  # not the whole bucket
     assert all(resource != "*" for resource in resources)
     [secret_read] = [s for s in _statements("CaptureFormFunction") if s["Action"] == "secretsmanager:GetSecretValue"]
-    assert secret_read["Resource"] == {"Ref": "Secrets"}  # the stack's own secret, no other
+    assert secret_read["Resource"] == {"Ref": "Secrets"}  # the person-key secret, no other
     environment = FUNCTIONS["CaptureFormFunction"]["Properties"]["Environment"]["Variables"]
     assert environment["SECRETS_ARN"] == {"Ref": "Secrets"}
 
@@ -133,18 +142,32 @@ def test_the_person_key_is_generated_on_deploy_with_no_manual_step():
     }
 
 
-def test_the_local_stack_generates_the_person_key_and_keeps_it_beside_the_sandbox_webhook(make_stack):
+def test_the_local_stack_generates_the_person_key_and_puts_the_sandbox_webhook_and_token_in_their_secrets(
+    make_stack,
+):
     import json
 
     stack = make_stack(poll_queues=False)
-    arn = stack.resources.environment()["SECRETS_ARN"]
-    value = json.loads(boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"])
-    assert value["BITRIX24_WEBHOOK_URL"] == stack.sandbox.webhook_url  # the sandbox's, merged in
-    key = value["PERSON_KEY_SECRET"]
+    client = boto3.client("secretsmanager")
+
+    def secret(logical_id: str) -> dict:
+        return json.loads(client.get_secret_value(SecretId=stack.resources.physical[logical_id])["SecretString"])
+
+    assert secret("CrmSecret") == {"BITRIX24_WEBHOOK_URL": stack.sandbox.webhook_url}
+    assert secret("EventsSecret") == {"BITRIX24_APP_TOKENS": stack.sandbox.app_token}
+    assert secret("AdsSecret") == {}
+    person = secret("Secrets")
+    assert list(person) == ["PERSON_KEY_SECRET"]  # the public capture function's secret holds nothing else
+    key = person["PERSON_KEY_SECRET"]
     assert len(key) == 64 and key.isalnum()  # generated as the template says: 64 characters, no punctuation
+    # Locally the functions share one process, which reads every secret.
+    arns = stack.resources.environment()["SECRETS_ARN"].split(",")
+    assert sorted(arns) == sorted(stack.resources.physical[s] for s in ("CrmSecret", "EventsSecret", "AdsSecret",
+                                                                         "Secrets"))  # fmt: skip
     from throughline.config import get_settings
 
-    assert get_settings().person_key_secret == key
+    settings = get_settings()
+    assert settings.person_key_secret == key and settings.bitrix24_webhook_url == stack.sandbox.webhook_url
 
 
 def test_writer_reads_the_secret_and_the_journey_store_and_writes_only_deletion_markers_to_the_bucket():
@@ -159,10 +182,10 @@ def test_writer_reads_the_secret_and_the_journey_store_and_writes_only_deletion_
             assert set(statement["Action"]) <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 
 
-def test_events_receiver_may_only_read_the_secret_and_enqueue():
+def test_events_receiver_may_only_read_the_application_tokens_and_enqueue():
     assert _actions("BitrixEventsFunction") == {"secretsmanager:GetSecretValue", "sqs:SendMessage"}
-    resources = [s["Resource"] for s in _statements("BitrixEventsFunction")]
-    assert resources == [{"Ref": "Secrets"}, {"Fn::GetAtt": ["WritesQueue", "Arn"]}]
+    resources = [s["Resource"] for s in _statements("BitrixEventsFunction") if s["Sid"] not in ("OwnLogs", "Traces")]
+    assert resources == [{"Ref": "EventsSecret"}, {"Fn::GetAtt": ["WritesQueue", "Arn"]}]
     [event] = FUNCTIONS["BitrixEventsFunction"]["Properties"]["Events"].values()
     assert (event["Properties"]["Method"], event["Properties"]["Path"]) == ("POST", "/v1/bitrix/events")
 
@@ -184,7 +207,7 @@ def test_writer_role_names_its_own_queue_log_group_secret_and_tables():
         assert resources[action] == queue
     assert resources["logs:PutLogEvents"] == {"Fn::GetAtt": ["BitrixWriterLogs", "Arn"]}
     assert "logs:CreateLogGroup" not in resources  # the template creates it, with retention
-    assert resources["secretsmanager:GetSecretValue"] == {"Ref": "Secrets"}
+    assert resources["secretsmanager:GetSecretValue"] == [{"Ref": "CrmSecret"}, {"Ref": "Secrets"}]
     assert resources["dynamodb:Query"] == {"Fn::GetAtt": ["JourneyTable", "Arn"]}
     assert resources["dynamodb:DeleteItem"] == {"Fn::GetAtt": ["WriterLocksTable", "Arn"]}
     assert not any(action.endswith(":*") or action == "*" for action in resources)
@@ -197,10 +220,9 @@ def test_the_writer_carries_no_managed_policy():
 
 @pytest.mark.parametrize("function", sorted(FUNCTIONS))
 def test_no_function_carries_a_managed_policy_for_every_queue_table_or_bucket(function):
-    account_wide = _managed_policies(function) & ALL_RESOURCES_POLICIES
-    # Every function without its own role still gets Lambda's basic logging and X-Ray policies from SAM; nothing
-    # beyond them. (capture_form: see the issue-5 note — it moves to an explicit role with the capture changes.)
-    assert account_wide <= {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}, account_wide
+    # Every function has its own role: not even Lambda's basic logging policy (logs on every log group).
+    assert _managed_policies(function) == set()
+    assert FUNCTIONS[function]["Properties"].get("Policies") is None  # SAM would generate a role with them
 
 
 def test_locks_table_expires_leases():
@@ -365,7 +387,10 @@ def test_spend_import_may_touch_only_spend_and_rates_and_read_the_secret():
         "s3:PutObject",
         "s3:DeleteObject",
         "s3:ListBucket",
+        "sqs:SendMessage",  # its failed asynchronous runs, into its dead-letter queue
     }
+    dead_letters = next(s for s in statements if s["Action"] == "sqs:SendMessage")
+    assert dead_letters["Resource"] == {"Fn::GetAtt": ["ImportAdSpendDeadLetterQueue", "Arn"]}
     objects = next(s for s in statements if s.get("Sid") == "SpendAndRatesObjects")
     assert objects["Resource"] == [{"Fn::Sub": "${DataBucket.Arn}/spend/*"}, {"Fn::Sub": "${DataBucket.Arn}/rates/*"}]
     tokens = next(s for s in statements if s.get("Sid") == "PlatformTokens")
@@ -373,7 +398,7 @@ def test_spend_import_may_touch_only_spend_and_rates_and_read_the_secret():
     # No s3:prefix condition: GetObject of a missing key needs plain s3:ListBucket to be a 404, not a 403.
     listing = next(s for s in statements if s["Action"] == "s3:ListBucket")
     assert "Condition" not in listing and listing["Resource"] == {"Fn::GetAtt": ["DataBucket", "Arn"]}
-    assert all(s["Resource"] != "*" for s in statements)
+    assert all(s["Resource"] != "*" for s in statements if s["Sid"] != "Traces")
 
 
 def test_spend_import_runs_nightly_in_moscow_time_with_retries_and_a_dead_letter_queue():

@@ -460,6 +460,33 @@ def test_secret_not_fetched_when_secrets_arn_is_empty():
     assert load_settings({"SECRETS_ARN": ""}, fetch_secret=_must_not_fetch).yandex_direct_token is None
 
 
+def test_several_secrets_are_read_in_order_and_each_fills_what_it_holds():
+    # The stack gives the writer the CRM secret and the person-key secret: one ARN list, each secret read once.
+    secrets = {
+        "arn:crm": {"BITRIX24_WEBHOOK_URL": "https://p.bitrix24.ru/rest/9/crm/"},
+        "arn:person": {"PERSON_KEY_SECRET": "k" * 64, "BITRIX24_WEBHOOK_URL": "https://old.bitrix24.ru/rest/1/x/"},
+    }
+    calls: list[str] = []
+
+    def fetch(arn: str) -> dict:
+        calls.append(arn)
+        return secrets[arn]
+
+    settings = load_settings({"SECRETS_ARN": " arn:crm , arn:person,arn:crm"}, fetch_secret=fetch)
+    assert calls == ["arn:crm", "arn:person"]  # in order, once each
+    assert settings.bitrix24_webhook_url == "https://p.bitrix24.ru/rest/9/crm/"  # the first listed wins
+    assert settings.person_key_secret == "k" * 64
+    assert settings.yandex_direct_token is None  # no listed secret holds it: never another secret's
+
+
+def test_a_function_given_only_the_person_key_secret_never_sees_the_webhook():
+    fetch = FetchSpy({"PERSON_KEY_SECRET": "p" * 64})
+    settings = load_settings({"SECRETS_ARN": "arn:person"}, fetch_secret=fetch)
+    assert fetch.calls == ["arn:person"]
+    assert settings.person_key_secret == "p" * 64
+    assert settings.bitrix24_webhook_url is None and settings.bitrix24_app_tokens == ()
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [

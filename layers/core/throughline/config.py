@@ -1,8 +1,11 @@
 """Configuration: one validated, immutable model behind a cached getter.
 
-Values come from the environment (names in DESIGN.md). Every secret may instead live as a key of the JSON secret
-named by ``SECRETS_ARN``; an environment variable of the same name wins. The secret is fetched only when a secret
-value is actually missing from the environment, so functions that need no secret never call Secrets Manager.
+Values come from the environment (names in DESIGN.md). Every secret may instead live as a key of a JSON secret
+named by ``SECRETS_ARN`` — one ARN, or several separated by commas (the stack gives each function only the secrets
+it uses: the person key, the CRM webhook, the events' application tokens, the ad platforms). An environment variable
+of the same name wins; among the secrets, the first listed that holds a key wins. The secrets are fetched only when
+a secret value is actually missing from the environment, so functions that need no secret never call Secrets
+Manager.
 
 The model is a frozen dataclass with explicit parsers rather than a pydantic model: importing pydantic costs about
 as much as importing boto3, and this module sits on the HTTP path, where cold start is the budget.
@@ -367,13 +370,14 @@ def load_settings(
     names = [spec.name for spec in dataclasses.fields(Settings)]
     raw = {name: environ[name.upper()] for name in names if name.upper() in environ}
     raw = {name: value for name, value in raw.items() if value != ""}
-    secrets_arn = environ.get("SECRETS_ARN")
-    if secrets_arn and any(name.lower() not in raw for name in SECRET_NAMES):
-        secret = (fetch_secret or _fetch_secret)(secrets_arn)
-        for name in SECRET_NAMES:
-            value = secret.get(name)
-            if name.lower() not in raw and value not in (None, ""):
-                raw[name.lower()] = ",".join(str(item) for item in value) if isinstance(value, list) else str(value)
+    secret_arns = secret_arns_of(environ.get("SECRETS_ARN", ""))
+    if secret_arns and any(name.lower() not in raw for name in SECRET_NAMES):
+        for arn in secret_arns:
+            secret = (fetch_secret or _fetch_secret)(arn)
+            for name in SECRET_NAMES:
+                value = secret.get(name)
+                if name.lower() not in raw and value not in (None, ""):
+                    raw[name.lower()] = ",".join(str(i) for i in value) if isinstance(value, list) else str(value)
 
     values: dict[str, Any] = {}
     problems: list[str] = []
@@ -386,6 +390,11 @@ def load_settings(
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
     return Settings(**values)
+
+
+def secret_arns_of(value: str) -> list[str]:
+    """The secret ARNs of ``SECRETS_ARN``: comma-separated, in order, each once (an ARN holds no comma)."""
+    return list(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
 
 
 def _fetch_secret(arn: str) -> Mapping[str, Any]:
