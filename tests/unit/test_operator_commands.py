@@ -11,8 +11,8 @@ from throughline.__main__ import COMMAND_MODULES, build_parser, main
 
 PACKAGE = Path(__file__).resolve().parents[2] / "layers" / "core" / "throughline"
 COMMANDS = {
-    "bitrix-setup", "replay-dlq", "attribute", "import-spend", "report", "athena-views", "athena-paths",
-    "journey-index", "journey-sweep", "journey-export", "forget",
+    "bitrix-setup", "replay-dlq", "split-secrets", "attribute", "import-spend", "report", "athena-views",
+    "athena-paths", "journey-index", "journey-sweep", "journey-export", "forget",
 }  # fmt: skip
 
 

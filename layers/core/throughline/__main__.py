@@ -1,6 +1,6 @@
 """Operator commands: ``python -m throughline <command>`` — ``bitrix-setup``, ``replay-dlq``, ``import-spend``,
-``report``, ``attribute``, ``athena-views``, ``athena-paths``, ``journey-index``, ``journey-sweep``,
-``journey-export`` and ``forget``.
+``split-secrets``, ``report``, ``attribute``, ``athena-views``, ``athena-paths``, ``journey-index``,
+``journey-sweep``, ``journey-export`` and ``forget``.
 
 Each capability plugs its commands in through one registry: a module whose ``register(commands, stack_outputs)``
 adds its subcommands, each with a ``run(args)`` default. Commands that touch the stack read the same configuration

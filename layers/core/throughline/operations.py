@@ -1,5 +1,6 @@
-"""The portal and queue operator commands: ``bitrix-setup`` (create our fields, check the webhook's rights, print the
-sources and users) and ``replay-dlq`` (move the writer's dead letters back to its queue)."""
+"""The portal, queue and secret operator commands: ``bitrix-setup`` (create our fields, check the webhook's rights,
+print the sources and users), ``replay-dlq`` (move the writer's dead letters back to its queue) and
+``split-secrets`` (move an older stack's keys out of the person-key secret, one secret per consumer)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ def register(commands: Any, stack_outputs: Any) -> None:
     replay.add_argument("--dlq-url", help="its dead-letter queue (instead of --stack-name)")
     replay.add_argument("--limit", type=int, help="move at most this many messages")
     replay.set_defaults(run=lambda args: replay_dlq(args, stack_outputs))
+
+    split = commands.add_parser("split-secrets", help="move the other keys out of the person-key secret")
+    split.add_argument("--stack-name", required=True, help="the deployed (updated) stack")
+    split.add_argument("--dry-run", action="store_true", help="say what would move; change nothing")
+    split.set_defaults(run=lambda args: split_secrets(args, stack_outputs))
 
 
 def bitrix_setup(args: argparse.Namespace, stack_outputs: Any) -> int:
@@ -50,3 +56,14 @@ def replay_dlq(args: argparse.Namespace, stack_outputs: Any) -> int:
     )
     print(f"done: {result.moved} moved, {result.failed} failed")
     return 0 if result.failed == 0 else 1
+
+
+def split_secrets(args: argparse.Namespace, stack_outputs: Any) -> int:
+    import boto3
+
+    from throughline.secret_split import split_secrets as split
+
+    result = split(boto3.client("secretsmanager"), stack_outputs(args.stack_name), dry_run=args.dry_run)
+    for line in result.lines():
+        print(line)
+    return 0
