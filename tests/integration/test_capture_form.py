@@ -42,7 +42,9 @@ def queued(stack) -> list[dict]:
 
 
 def person_key_secret(stack) -> str:
-    secret = boto3.client("secretsmanager").get_secret_value(SecretId=stack.resources.environment()["SECRETS_ARN"])
+    # capture_form's own secret (the person key's), not the list the local stack's one process reads.
+    arn = stack.resources.functions["capture_form"].environment["SECRETS_ARN"]
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=arn)
     return json.loads(secret["SecretString"])["PERSON_KEY_SECRET"]
 
 
