@@ -19,7 +19,7 @@ def person_key(contact: str, secret: str | None) -> str:
     """The key of the person behind ``contact`` (a normalized phone or e-mail; see ``throughline.contacts``):
     64 hex characters, the same for the same contact and secret, useless without the secret."""
     if not secret:
-        raise ConfigError("missing configuration: PERSON_KEY_SECRET (a key of the stack's secret, SECRETS_ARN)")
+        raise ConfigError("missing configuration: PERSON_KEY_SECRET (in the person-key secret, PersonKeySecretArn)")
     return hmac.new(secret.encode(), contact.encode(), hashlib.sha256).hexdigest()
 
 
