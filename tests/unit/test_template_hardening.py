@@ -158,6 +158,8 @@ def _service_statements():
             documents.append(props["AssumeRolePolicyDocument"])
         if resource["Type"] in ("AWS::SQS::QueuePolicy", "AWS::S3::BucketPolicy", "AWS::SNS::TopicPolicy"):
             documents.append(props["PolicyDocument"])
+        if resource["Type"] == "AWS::KMS::Key":
+            documents.append(props["KeyPolicy"])
         for document in documents:
             for statement in document["Statement"]:
                 principal = statement.get("Principal")
@@ -169,7 +171,8 @@ def _service_statements():
 def test_every_service_principal_is_limited_to_this_account():
     found = list(_service_statements())
     services = {service for _, statement in found for service in _list(statement["Principal"]["Service"])}
-    assert {"scheduler.amazonaws.com", "events.amazonaws.com", "logging.s3.amazonaws.com"} <= services
+    assert {"scheduler.amazonaws.com", "events.amazonaws.com", "logging.s3.amazonaws.com",
+            "cloudwatch.amazonaws.com"} <= services  # fmt: skip
     for name, statement in found:
         assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}, name
 
