@@ -95,6 +95,11 @@ class Crash(BaseException):
     Exception catches it."""
 
 
+def _text_of(request) -> str:
+    body = request.body or b""
+    return (request.url or "") + (body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body))
+
+
 @contextlib.contextmanager
 def crash_after_the_portal_answers(method: str) -> Iterator[list[str]]:
     """The first request to the portal calling ``method`` is done and answered, then the invocation dies."""
@@ -103,7 +108,7 @@ def crash_after_the_portal_answers(method: str) -> Iterator[list[str]]:
 
     def send(session, request, **kwargs):
         response = original(session, request, **kwargs)
-        if not crashed and method in (request.url or "") + (request.body or b"").decode("utf-8", "replace"):
+        if not crashed and method in _text_of(request):
             crashed.append(method)
             raise Crash(f"killed after {method} answered")
         return response
@@ -202,7 +207,7 @@ def watch_the_portal(method: str) -> Iterator[list[str]]:
 
     def send(session, request, **kwargs):
         response = original(session, request, **kwargs)
-        if method in (request.url or "") + (request.body or b"").decode("utf-8", "replace"):
+        if method in _text_of(request):
             answered.append(method)
         return response
 
