@@ -253,6 +253,40 @@ def test_an_sqs_error_on_the_writers_retry_scheduling_loses_nothing(stack, aws_f
     assert_one_lead_and_one_touch_each(stack, PHONES)
 
 
+def test_the_portals_operating_time_limit_defers_the_writes_a_minute_or_more_and_then_each_is_one_lead(
+    make_stack, monkeypatch
+):
+    # 429 OPERATION_TIME_LIMIT: crm.lead.add has used its 480 s of the last ten minutes. The writer must not retry
+    # within the invocation nor on its usual back-off (1-8 s locally): with no answer of ours that said when the
+    # basket drops out (the limit came inside a batch, before any crm.lead.add of ours), it waits a minute, doubling.
+    stack = make_stack(poll_queues=False, sandbox_options={"operating_limit_seconds": 480.0})
+    stack.sandbox._operating.record("crm.lead.add", 481.0)  # the portal's own busy ten minutes (white box)
+    post_people(stack)
+    delays: list[int] = []
+    original = botocore.client.BaseClient._make_api_call
+
+    def make_api_call(client, operation_name, api_params):
+        if operation_name == "ChangeMessageVisibility":
+            delays.append(api_params["VisibilityTimeout"])
+        return original(client, operation_name, api_params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", make_api_call)
+    messages = receive(stack, visibility=30)
+    assert invoke(stack, messages) == {m["MessageId"] for m in messages}
+    assert stack.sandbox.entities("lead") == [] and stack.sandbox.stats()["operation_time_limited"] > 0
+    assert len(delays) == 3 and all(delay >= 60 for delay in delays)  # the penalty, not the usual back-off
+    # Ten minutes later: the basket dropped out (the portal) and the messages are visible again (the queue).
+    stack.sandbox._operating.reset()
+    sqs = boto3.client("sqs")
+    for message in messages:
+        sqs.change_message_visibility(
+            QueueUrl=stack.resources.queue_sources[0].queue_url, ReceiptHandle=message["ReceiptHandle"],
+            VisibilityTimeout=0,
+        )  # fmt: skip
+    drain(stack)
+    assert_one_lead_and_one_touch_each(stack, PHONES)
+
+
 # -- capture --------------------------------------------------------------------------------------------------------
 
 
