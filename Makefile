@@ -91,13 +91,8 @@ build: $(VENV_SAM)/.installed ## `sam build` (needs python3.13; builds arm64 whe
 	@# Lambda mounts layers read-only: ship the byte code, or every cold start compiles the sources.
 	$(PYTHON313) -m local.precompile .aws-sam/build
 
-bench: venv ## Cold start, CPU per submission, spend import, attribution and the report at scale, snippet size (figures)
-	PYTHONPATH=layers/core:. $(PY) -m benchmarks.handlers $(BENCH_ARGS)
-	PYTHONPATH=layers/core:. $(PY) -m benchmarks.spend $(BENCH_ARGS)
-	PYTHONPATH=layers/core:. $(PY) -m benchmarks.attribution $(BENCH_ARGS)
-	PYTHONPATH=layers/core:. $(PY) -m benchmarks.report $(BENCH_ARGS)
-	PYTHONPATH=. $(PY) -m benchmarks.snippet_size $(BENCH_ARGS)
-	PYTHONPATH=layers/core:. $(PY) -m benchmarks.hostile_bodies $(BENCH_ARGS)
+bench: venv ## Every benchmark's figures, then one table: each target beside its figure (BENCH_ARGS=--quick: CI's smoke run)
+	PYTHONPATH=layers/core:. $(PY) -m benchmarks.summary $(BENCH_ARGS)
 
 bitrix-setup: venv ## Create the journey field on leads and deals (idempotent); print the source dictionary
 	PYTHONPATH=layers/core $(PY) -m throughline bitrix-setup

@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import resource
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import numpy as np
 
@@ -90,11 +92,12 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 000 people: a CI smoke run")
     parser.add_argument("--people", type=int, help="people to simulate (default 1 000 000)")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
     people = args.people or (20_000 if args.quick else 1_000_000)
 
     started = time.perf_counter()
@@ -126,17 +129,24 @@ def main() -> None:
     print(f"  {'paths + all eight':<18} {wall:7.2f}s {cpu:7.2f}s ({verdict} the {TARGET_SECONDS:.0f} s target, wall)")
     print(f"peak memory of the process: {peak_mb():.0f} MB ({peak_mb() - data_mb:.0f} MB above the generated data)")
 
-    _channel_attribution(table, timings["markov"], results["markov"], precise=not args.quick)
+    figures = {"people": people, "touches": len(touches), "wall_seconds": wall, "cpu_seconds": cpu,
+               "peak_mb": peak_mb(), "markov_cpu_seconds": timings["markov"][1]}  # fmt: skip
+    figures["channel_attribution"] = _channel_attribution(
+        table, timings["markov"], results["markov"], precise=not args.quick
+    )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
-def _channel_attribution(table, ours_seconds: tuple[float, float], ours, *, precise: bool) -> None:
+def _channel_attribution(table, ours_seconds: tuple[float, float], ours, *, precise: bool) -> dict | None:
+    """ChannelAttribution's markov_model on the same paths; its figures (the first run's), or None without it."""
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             import ChannelAttribution
         import pandas
     except Exception as error:
         print(f"ChannelAttribution: not compared ({error!r}; pip install -r requirements-compare.txt)")
-        return
+        return None
     frame = pandas.DataFrame(
         {
             "path": [" > ".join(path) for path in table.paths],
@@ -147,6 +157,7 @@ def _channel_attribution(table, ours_seconds: tuple[float, float], ours, *, prec
     )
     mine = {row.channel: float(row.conversions) for row in ours}
     runs = [("defaults", {}), ("precise", {"nsim_start": 1e6, "conv_par": 0.01})]
+    compared: dict | None = None
     for label, options in runs if precise else runs[:1]:
         started, cpu = time.perf_counter(), time.process_time()
         with contextlib.redirect_stdout(io.StringIO()):
@@ -174,6 +185,10 @@ def _channel_attribution(table, ours_seconds: tuple[float, float], ours, *, prec
             f"largest per-channel difference in conversions {max(map(abs, differences.values())):.2f} %"
         )
         print("    ours vs theirs, conversions: " + ", ".join(f"{c} {d:+.2f} %" for c, d in differences.items()))
+        if compared is None:
+            largest = max(map(abs, differences.values()))
+            compared = {"cpu_seconds": seconds[1], "wall_seconds": seconds[0], "largest_difference_pct": largest}
+    return compared
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ PLATFORM_CAMPAIGNS = {"yandex_direct": 500, "google_ads": 300, "vk_ads": 200}
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a hundredth of the size: a smoke run")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--run", type=Path, help=argparse.SUPPRESS)  # the child: build from this folder
     parser.add_argument("--year", action="store_true", help=argparse.SUPPRESS)  # the child: a 365-day period
     parser.add_argument("--no-journeys", action="store_true", help=argparse.SUPPRESS)  # the child: no attribution
@@ -92,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             f"  wall: read + build {figures['build_seconds']:.1f} s, render {figures['render_seconds']:.1f} s; "
             f"{figures['rows']} rows; roi.json {figures['json_kb']} kB, index.html {figures['html_kb']} kB"
         )
+    if args.json:
+        labelled = [{"run": "year" if year else ("nightly" if f["touches"] is not None else "nightly, no journeys"),
+                     "leads_generated": leads, **f} for year, f in runs]  # fmt: skip
+        args.json.write_text(json.dumps(labelled, indent=2))
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -47,15 +48,22 @@ def measure(path: Path = SNIPPET) -> Size:
     return Size(path.stat().st_size, len(minified), len(gzip.compress(minified, compresslevel=9, mtime=0)))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="accepted for `make bench`; the run is quick anyway")
-    parser.parse_args()
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
     reason = minifier_missing()
     if reason:
         print(f"snippet size: not measured ({reason})")
+        if args.json:
+            args.json.write_text(json.dumps({"missing": reason}))
         return
     size = measure()
+    if args.json:
+        args.json.write_text(json.dumps({"source": size.source, "minified": size.minified, "gzipped": size.gzipped,
+                                         "limit_minified": SOURCEBUSTER_MINIFIED,
+                                         "limit_gzipped": SOURCEBUSTER_GZIPPED}))  # fmt: skip
     print(
         f"snippet size: {size.source} B source, {size.minified} B minified "
         f"(sourcebuster {SOURCEBUSTER_MINIFIED} B), {size.gzipped} B gzipped (sourcebuster {SOURCEBUSTER_GZIPPED} B)"

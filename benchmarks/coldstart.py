@@ -1,0 +1,237 @@
+"""Cold start of the HTTP functions as Lambda runs them: a fresh interpreter imports the handler from a read-only
+layer and calls it once (a form post, a Bitrix24 event) against the local stack's AWS; the figure is that first
+invocation (import + first call) over ``import boto3`` in a fresh interpreter (the runtime's own, precompiled).
+
+The layer is laid out as ``sam build`` ships it — ``<tmp>/layer/python/`` with throughline and the core layer's
+libraries (the installed distributions named by its requirements.txt, with their dependencies), ``<tmp>/task/`` with
+the function's ``app.py`` — and, as shipped since issue 15 #6, compiled with ``local.precompile`` (unchecked-hash byte
+code). ``PYTHONDONTWRITEBYTECODE=1`` stands for Lambda's read-only mount: without the byte code every start compiles.
+
+``--before COMMIT`` measures the sources and layer requirements of an older commit (e.g. the one before the two
+layers and the precompile step: ``git log --oneline -- layers/ template.yaml``), shipped without byte code as they
+were then. Libraries are the installed versions in both cases (only their byte code differs).
+
+    PYTHONPATH=layers/core:. .venv/bin/python -m benchmarks.coldstart                  # as shipped now
+    PYTHONPATH=layers/core:. .venv/bin/python -m benchmarks.coldstart --before 520f269 # and as it was
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import io
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_RATIO = 1.6  # issue 15 #9: the first invocation within 1.6 × `import boto3`
+FUNCTIONS = ("capture_form", "bitrix_events")
+_PROBE = r"""
+import json, os, sys, time
+started = time.perf_counter()
+import app
+imported = time.perf_counter()
+event = json.loads(os.environ["BENCH_EVENT"])
+class Context:
+    function_name = os.environ["AWS_LAMBDA_FUNCTION_NAME"]; function_version = "$LATEST"; memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:eu-central-1:123456789012:function:" + function_name
+    aws_request_id = "bench"; log_group_name = "/aws/lambda/bench"; log_stream_name = "bench"
+    def get_remaining_time_in_millis(self): return 10_000
+called = time.perf_counter()
+answer = app.lambda_handler(event, Context())
+finished = time.perf_counter()
+assert answer["statusCode"] in (200, 202), answer
+peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")]  # ru_maxrss survives exec
+print(json.dumps({"import": imported - started, "call": finished - called, "rss_kib": int(peak[0].split()[1])}))
+"""
+_BASELINE = (
+    "import time, json; t = time.perf_counter(); import boto3; elapsed = time.perf_counter() - t; "
+    "peak = [line for line in open('/proc/self/status') if line.startswith('VmHWM:')]; "
+    "print(json.dumps({'import': elapsed, 'call': 0.0, 'rss_kib': int(peak[0].split()[1])}))"
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="5 rounds: a smoke run")
+    parser.add_argument("--rounds", type=int, help="fresh interpreters per variant (default 15)")
+    parser.add_argument("--before", metavar="COMMIT", help="also measure this commit's layer, shipped without .pyc")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (5 if args.quick else 15)
+    figures = measure(rounds, before=args.before)
+    print(f"First invocation in a fresh interpreter (import + first call), {rounds} runs each, interleaved; median:")
+    for name, figure in figures.items():
+        note = f"   target ≤ {TARGET_RATIO}×: {'met' if figure['ratio'] <= TARGET_RATIO else 'MISSED'}"
+        print(
+            f"  {name:<34} import {figure['import_ms']:6.1f} ms + call {figure['call_ms']:6.1f} ms = "
+            f"{figure['total_ms']:6.1f} ms  {figure['ratio']:4.2f}× boto3  {figure['rss_mib']:5.1f} MiB"
+            + ("" if name == "import boto3" else note)
+        )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+def measure(rounds: int, before: str | None = None) -> dict[str, dict[str, float]]:
+    """Median figures per variant: ``import boto3``, then each HTTP function as shipped (and as it was)."""
+    from local.stack import LocalStack
+
+    with (
+        tempfile.TemporaryDirectory(prefix="coldstart-") as folder,
+        contextlib.redirect_stdout(io.StringIO()),
+        LocalStack(
+            poll_queues=False, environment={"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+        ),
+    ):
+        variants: dict[str, tuple[list[str], dict[str, str]]] = {"import boto3": (["-c", _BASELINE], {})}
+        shipped = build_layer(Path(folder) / "now", ROOT, compile_it=True)
+        for function in FUNCTIONS:
+            variants[f"{function} (as shipped)"] = _variant(shipped, function)
+        if before:
+            source = Path(folder) / "source"
+            _export(before, source)
+            old = build_layer(Path(folder) / "before", source, compile_it=False)
+            for function in FUNCTIONS:
+                variants[f"{function} (before {before[:7]})"] = _variant(old, function)
+        environment = {
+            key: value for key, value in os.environ.items() if not key.startswith("PYTHON") and key != "VIRTUAL_ENV"
+        }
+        samples: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+        for index in range(rounds):
+            for variant, (name, (command, extra)) in enumerate(variants.items()):
+                event = _event(name, index, variant)
+                env = {**environment, **extra, "PYTHONDONTWRITEBYTECODE": "1", "BENCH_EVENT": json.dumps(event)}
+                output = subprocess.run(
+                    [sys.executable, *command], env=env, capture_output=True, text=True, check=False, cwd=folder
+                )
+                if output.returncode != 0:
+                    raise RuntimeError(f"{name}: {output.stderr.strip()[-2000:]}")
+                samples[name].append(json.loads(output.stdout.strip().splitlines()[-1]))
+    baseline = statistics.median(sample["import"] + sample["call"] for sample in samples["import boto3"])
+    figures = {}
+    for name, runs in samples.items():
+        total = statistics.median(run["import"] + run["call"] for run in runs)
+        figures[name] = {
+            "import_ms": statistics.median(run["import"] for run in runs) * 1000,
+            "call_ms": statistics.median(run["call"] for run in runs) * 1000,
+            "total_ms": total * 1000,
+            "ratio": total / baseline,
+            "rss_mib": statistics.median(run["rss_kib"] for run in runs) / 1024,
+        }
+    return figures
+
+
+def build_layer(target: Path, source: Path, *, compile_it: bool) -> Path:
+    """``target/layer/python`` (throughline + the core layer's libraries) and ``target/task/<function>/app.py``."""
+    python = target / "layer" / "python"
+    python.mkdir(parents=True)
+    shutil.copytree(source / "layers/core/throughline", python / "throughline", ignore=_no_bytecode)
+    for path in _distribution_files(source / "layers/core/requirements.txt"):
+        destination = python.joinpath(*path.parts[_site_depth(path) + 1 :])
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.symlink_to(path)  # the byte code goes next to the link (in the layer), not into the venv
+    for function in FUNCTIONS:
+        shutil.copytree(source / "functions" / function, target / "task" / function, ignore=_no_bytecode)
+    if compile_it:
+        from local.precompile import compile_tree, missing_bytecode
+
+        assert compile_tree(target), "the layer did not compile"
+        assert not missing_bytecode(target), "sources without byte code"
+    return target
+
+
+def _variant(layer: Path, function: str) -> tuple[list[str], dict[str, str]]:
+    path = f"{layer / 'task' / function}:{layer / 'layer' / 'python'}"
+    environment = {"PYTHONPATH": path, "AWS_LAMBDA_FUNCTION_NAME": function, "POWERTOOLS_SERVICE_NAME": function}
+    return ["-c", _PROBE], environment
+
+
+def _event(name: str, index: int, variant: int) -> dict:
+    from local.bitrix24_sandbox.outbound import event_body
+    from local.stack import LOCAL_APP_TOKEN, http_event
+    from local.template import HttpRoute
+
+    if name.startswith("bitrix_events"):
+        route = HttpRoute("POST", "/v1/bitrix/events", "bitrix_events")
+        body = event_body(
+            event="ONCRMDEALUPDATE", record_id=index + 1, domain="sandbox.bitrix24.ru", member_id="bench",
+            application_token=LOCAL_APP_TOKEN, timestamp=1766047124 + index,
+        )  # fmt: skip
+        headers = {"content-type": "application/x-www-form-urlencoded"}
+        return http_event("POST", "/v1/bitrix/events", "", headers, body, route, {})
+    route = HttpRoute("POST", "/v1/forms/{form_id}/submissions", "capture_form")
+    person = {"name": "Иван", "phone": f"+7916{variant:03d}{index:04d}", "utm_source": "yandex"}  # a new one each time
+    body, headers = json.dumps(person).encode(), {"content-type": "application/json"}
+    return http_event("POST", "/v1/forms/contact/submissions", "", headers, body, route, {"form_id": "contact"})
+
+
+def _export(commit: str, target: Path) -> None:
+    """The commit's layers/ and functions/ (git archive: no checkout, no worktree)."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", commit, "layers", "functions"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    target.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+
+
+def _distribution_files(requirements: Path) -> Iterator[Path]:
+    """Every installed file of the distributions a requirements file names, and of their dependencies."""
+    wanted = [
+        re.split(r"[\[=<>~! ;]", line.strip(), maxsplit=1)[0]
+        for line in requirements.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    extras = {"aws-lambda-powertools": {"tracer"}}
+    seen: set[str] = set()
+    while wanted:
+        name = wanted.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            distribution = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            if name == "phonenumbers":  # the full build shares the module with the lite one installed here
+                wanted.append("phonenumberslite")
+                continue
+            raise
+        for requirement in distribution.requires or []:
+            requirement_name, _, marker = requirement.partition(";")
+            if "extra ==" in marker and not any(f'"{extra}"' in marker for extra in extras.get(name, ())):
+                continue
+            if "python_version" in marker and '< "3' in marker:
+                continue
+            wanted.append(re.split(r"[\[=<>~! (]", requirement_name.strip(), maxsplit=1)[0])
+        for file in distribution.files or []:
+            path = Path(distribution.locate_file(file)).resolve()
+            skipped = path.suffix == ".pyc" or "__pycache__" in path.parts or ".dist-info" in str(file)
+            if not skipped and path.is_file() and not str(file).startswith(".."):
+                yield path
+
+
+def _site_depth(path: Path) -> int:
+    """How many parts of ``path`` (from the root) make up its site-packages folder."""
+    parts = path.parts
+    return max(index for index, part in enumerate(parts) if part in ("site-packages", "dist-packages"))
+
+
+def _no_bytecode(folder: str, names: list[str]) -> set[str]:
+    return {name for name in names if name == "__pycache__" or name.endswith(".pyc")}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
