@@ -129,6 +129,7 @@ class LocalStack:
         self._start_bitrix(session)
         self._set_environment({**self.resources.environment(), **LOCAL_ENVIRONMENT, **self.extra_environment})
         _reset_process_caches()
+        _guard_metrics()
         if self.sandbox:
             self._prepare_sandbox()
         self._spawn(lambda: self._http.serve_forever(poll_interval=0.05), "local-http")  # a quick stop()
@@ -415,6 +416,29 @@ def _guarded_moto_server(**options: Any) -> Any:
             self._server.serve_forever(poll_interval=0.05)  # stop() returns within 50 ms, not moto's 0.5 s
 
     return GuardedMotoServer(**options)
+
+
+_metrics_lock = threading.RLock()
+
+
+def _guard_metrics() -> None:
+    """Powertools keeps one metric set per process, and a Lambda process runs one invocation at a time. Here every
+    function shares this process and invocations run in threads: without a lock, two flushes could print the same
+    metrics twice, or a metric added during another's flush be cleared unprinted. Each addition and each flush
+    (serialize, print, clear) runs alone, so the EMF lines printed add up to what the functions counted."""
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+    if getattr(AmazonCloudWatchEMFProvider, "_local_guarded", False):
+        return
+    for name in ("add_metric", "flush_metrics"):
+        method = getattr(AmazonCloudWatchEMFProvider, name)
+
+        def guarded(self: Any, *args: Any, _method: Callable[..., Any] = method, **kwargs: Any) -> Any:
+            with _metrics_lock:
+                return _method(self, *args, **kwargs)
+
+        setattr(AmazonCloudWatchEMFProvider, name, guarded)
+    AmazonCloudWatchEMFProvider._local_guarded = True
 
 
 def sqs_record(message: Mapping[str, Any], source: QueueSource) -> dict[str, Any]:
