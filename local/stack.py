@@ -87,6 +87,7 @@ class LocalStack:
         stack_name: str = "throughline-local",
         environment: Mapping[str, str] | None = None,
         log: Callable[[str], None] | None = None,
+        captcha: str | None = None,
     ):
         self.host = host
         self.port = port
@@ -100,6 +101,9 @@ class LocalStack:
         self.extra_environment = dict(environment or {})
         self.log = log or (lambda message: None)
         self.sandbox: Any = None
+        # "smartcaptcha" or "turnstile": that provider's verification sandbox, its key in the stack's secret
+        self.captcha = captcha
+        self.captcha_sandbox: Any = None
         self.resources: LocalStackResources | None = None
         self._moto: Any = None
         self._http: ThreadingHTTPServer | None = None
@@ -127,7 +131,10 @@ class LocalStack:
         self.parameters.setdefault("AllowedOrigins", self.url)
         self.resources = provision(session, stack_name=self.stack_name, parameters=self.parameters)
         self._start_bitrix(session)
-        self._set_environment({**self.resources.environment(), **LOCAL_ENVIRONMENT, **self.extra_environment})
+        captcha_environment = self._start_captcha(session)
+        self._set_environment(
+            {**self.resources.environment(), **LOCAL_ENVIRONMENT, **captcha_environment, **self.extra_environment}
+        )
         _reset_process_caches()
         _guard_metrics()
         if self.sandbox:
@@ -149,6 +156,8 @@ class LocalStack:
             thread.join(timeout=10)
         if self.sandbox:
             self.sandbox.stop()
+        if self.captcha_sandbox:
+            self.captcha_sandbox.stop()
         if self._moto:
             self._moto.stop()
         for key, value in self._saved_environ.items():
@@ -263,6 +272,21 @@ class LocalStack:
             client = session.client("secretsmanager")
             current = json.loads(client.get_secret_value(SecretId=secrets_arn).get("SecretString") or "{}")
             client.put_secret_value(SecretId=secrets_arn, SecretString=json.dumps({**current, **secret}))
+
+    def _start_captcha(self, session: Any) -> dict[str, str]:
+        """Start the captcha sandbox asked for; its server key goes into the stack's secret, as an operator puts the
+        real one there. Returns the environment that points the capture at the sandbox."""
+        if not self.captcha:
+            return {}
+        from local.captcha_sandboxes import start_captcha
+
+        self.captcha_sandbox, environment, secret = start_captcha(self.captcha)
+        assert self.resources is not None
+        secrets_arn = self.resources.environment()["SECRETS_ARN"]
+        client = session.client("secretsmanager")
+        current = json.loads(client.get_secret_value(SecretId=secrets_arn).get("SecretString") or "{}")
+        client.put_secret_value(SecretId=secrets_arn, SecretString=json.dumps({**current, **secret}))
+        return environment
 
     def _prepare_sandbox(self) -> None:
         """What an operator does once per portal (`make bitrix-setup`): create the journey and client id fields."""
