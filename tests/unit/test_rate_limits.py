@@ -85,9 +85,29 @@ def test_a_flood_does_not_grow_the_counter_past_the_limit(table):
     assert item["n"]["N"] == "4"
 
 
+class AtomicCalls:
+    """DynamoDB applies each request to an item atomically; moto in-process does not (two threads' conditional
+    updates can both pass the condition). This gives moto that guarantee and nothing more: each call runs alone,
+    threads interleave between calls. A limiter that read the count and then wrote it (two calls) would still let
+    more than the limit through here; only a conditional update in one call keeps to it."""
+
+    def __init__(self, client):
+        self._client, self._lock = client, threading.Lock()
+        self.exceptions = client.exceptions
+
+    def __getattr__(self, name):
+        method = getattr(self._client, name)
+
+        def call(*args, **kwargs):
+            with self._lock:
+                return method(*args, **kwargs)
+
+        return call
+
+
 def test_writers_counting_at_once_let_exactly_the_limit_through(table):
     limit, writers, each = 10, 8, 6
-    limiter = RateLimiter("idem", SECRET, 3600, {"contact": limit}, table, clock=lambda: T0)
+    limiter = RateLimiter("idem", SECRET, 3600, {"contact": limit}, AtomicCalls(table), clock=lambda: T0)
     start = threading.Barrier(writers)
     passed: list[int] = []
     lock = threading.Lock()
@@ -112,3 +132,14 @@ def test_retry_after_is_the_rest_of_the_window():
     limiter = RateLimiter("idem", SECRET, 600, {}, clock=lambda: 1_795_999_900.0)  # 100 s into a 600 s window
     assert 1_795_999_900 % 600 == 100
     assert limiter.seconds_left() == 500
+
+
+def test_an_ipv6_client_is_its_64_network_and_a_mapped_ipv4_is_the_ipv4_address(table):
+    limiter = RateLimiter("idem", SECRET, 3600, {"ip": 2}, table, clock=lambda: T0)
+    # A bot rotating addresses inside its own /64 is one client.
+    answers = [limiter.over_limit({"ip": f"2001:db8:1:2::{n:x}"}) for n in range(1, 4)]
+    assert answers == [None, None, "ip"]
+    assert limiter.over_limit({"ip": "2001:db8:1:3::1"}) is None  # the next /64 is somebody else
+    assert RateLimiter.client("::ffff:203.0.113.7") == RateLimiter.client("203.0.113.7") == "203.0.113.7"
+    assert RateLimiter.client("2001:DB8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert RateLimiter.client(None) is None

@@ -15,6 +15,7 @@ does not queue it (``python -m throughline release-held`` queues it later if a r
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -45,8 +46,24 @@ class RateLimiter:
         self._clock = clock
 
     @property
-    def client(self) -> Any:
+    def dynamodb(self) -> Any:
         return self._client or aws.client("dynamodb")
+
+    @staticmethod
+    def client(ip: str | None) -> str | None:
+        """The client an address stands for: an IPv4 address itself, an IPv6 address its /64 network (one household
+        or server gets a whole /64 and can post from any address in it), an IPv4-mapped one its IPv4 address."""
+        if not ip:
+            return None
+        try:
+            address = ipaddress.ip_address(ip.strip())
+        except ValueError:
+            return ip.strip()[:100]  # not an address (a local test's header): counted as given
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped:
+                return str(address.ipv4_mapped)
+            return str(ipaddress.IPv6Network((address, 64), strict=False))
+        return str(address)
 
     def key(self, kind: str, value: str, window: int) -> str:
         return f"{PREFIX}{kind}#{person_key(f'{kind}|{value}', self.secret)}#{window}"
@@ -57,6 +74,7 @@ class RateLimiter:
         now = self._clock()
         window = int(now // self.window_seconds)
         expiration = (window + 1) * self.window_seconds + EXPIRY_GRACE_SECONDS
+        values = {**values, "ip": self.client(values.get("ip"))}
         for kind in KINDS:
             value, limit = values.get(kind), self.limits.get(kind)
             if not value or not limit:
@@ -71,7 +89,7 @@ class RateLimiter:
 
     def _count(self, key: str, limit: int, expiration: int) -> bool:
         """One more post on ``key`` if it is under ``limit``; False (nothing written) when it is not."""
-        client = self.client
+        client = self.dynamodb
         try:
             client.update_item(
                 TableName=self.table,
