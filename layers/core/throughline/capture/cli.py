@@ -48,7 +48,19 @@ def run(args: argparse.Namespace, stack_outputs: Any) -> int:
     )
     s3, bucket, queue = aws.client("s3"), settings.data_bucket or "", settings.writes_queue_url or ""
     reasons: Counter[str] = Counter()
+    # The same form sent again while held (the snippet retries a 429, a visitor clicks twice) is one post: released
+    # once, its copies dropped, as capture answers a double submission once.
+    seen: dict[str, str] = {}
+    copies = 0
     for post in held_posts(s3, bucket, selection):
+        fingerprint = post.submission.fingerprint()
+        if fingerprint in seen:
+            copies += 1
+            if args.release:
+                s3.delete_object(Bucket=bucket, Key=post.key)
+            print(f"{'dropped' if args.release else 'copy'} (the same form as {seen[fingerprint]})", post.line())
+            continue
+        seen[fingerprint] = post.submission.submission_id
         reasons[post.reason] += 1
         if args.release:
             release(s3, aws.client("sqs"), bucket, queue, settings.person_key_secret or "", post)
@@ -57,5 +69,5 @@ def run(args: argparse.Namespace, stack_outputs: Any) -> int:
             print(post.line())
     total = sum(reasons.values())
     summary = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items())) or "none"
-    print(f"{'released' if args.release else 'held'}: {total} ({summary})")
+    print(f"{'released' if args.release else 'held'}: {total} ({summary}); copies of the same form: {copies}")
     return 0
