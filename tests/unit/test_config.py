@@ -601,7 +601,10 @@ def test_the_template_passes_the_flood_limits_to_capture_form_with_the_same_defa
     ):
         assert variables[variable] == {"Ref": parameter}
         assert template["Parameters"][parameter]["Default"] == getattr(defaults, variable.lower())
-    stage = template["Resources"]["HttpApi"]["Properties"]["DefaultRouteSettings"]
+    api = template["Resources"]["HttpApi"]["Properties"]
+    # Bitrix24 never retries an outbound webhook: its route is not held to the forms' low stage limit.
+    assert api["RouteSettings"]["POST /v1/bitrix/events"] == {"ThrottlingBurstLimit": 200, "ThrottlingRateLimit": 100}
+    stage = api["DefaultRouteSettings"]
     assert stage == {
         "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurst"},
         "ThrottlingRateLimit": {"Ref": "ApiThrottlingRate"},
