@@ -30,9 +30,9 @@ pytestmark = pytest.mark.slow
 
 BOT_IP = "203.0.113.99"
 BOT_PHONE = "+79991112233"
-# Every real lead written within this many seconds of the first post. The 71 leads need about 50 REST calls, inside
-# the sandbox portal's burst of 50 at 2 per second: seconds. 340 unlimited posts would queue the real ones behind
-# about 250 more calls of the portal's rate.
+# Every real lead written within this many seconds of the last post's answer. The 71 leads need about 50 REST calls,
+# about the sandbox portal's burst of 50 at 2 per second: seconds. With the limits off the same traffic made 241 leads
+# with 497 calls, and the last real lead came about two minutes after the posting ended (README, Floods and abuse).
 REAL_LEADS_WITHIN = 60
 
 
@@ -90,7 +90,7 @@ def test_a_flood_is_held_and_counted_while_real_visitors_become_leads_promptly(m
 
     # Every real visitor's lead is written promptly: the portal is not busy with 300 fake ones.
     real_phones = {post.person.e164 for post in real}
-    deadline = started + REAL_LEADS_WITHIN
+    deadline = time.monotonic() + REAL_LEADS_WITHIN
     while time.monotonic() < deadline:
         phones = {lead["PHONE"][0]["VALUE"] for lead in stack.sandbox.entities("lead") if lead.get("PHONE")}
         if real_phones <= phones:
@@ -139,7 +139,8 @@ def test_a_flood_is_held_and_counted_while_real_visitors_become_leads_promptly(m
         f"(real {len(real_phones)}, flood {len(leads) - len(real_phones)}); held {len(held)} {dict(reasons)}; "
         f"SubmissionsHeld {held_metric:.0f} > alarm threshold {threshold:.0f} per {period} s; REST calls "
         f"{requests_spent} ({requests_spent / len(leads):.2f} per lead); every real lead written "
-        f"{real_done:.1f} s after the first post, queue drained after {elapsed:.1f} s"
+        f"{real_done:.1f} s after the first post ({real_done - posted:.1f} s after the last), queue drained after "
+        f"{elapsed:.1f} s"
     )
     # What 75 leads cost, never what 340 would: at most two calls per lead written (batched, it is far fewer).
     assert requests_spent <= 2 * len(leads)
