@@ -119,7 +119,8 @@ def handler_cpu(count: int) -> dict[str, dict[str, float]]:
                 "POST",
                 f"/v1/forms/{post.form_id}/submissions",
                 "",
-                {"content-type": "application/json"},
+                # each visitor from their own address, as the per-IP flood limit expects of real traffic
+                {"content-type": "application/json", "x-forwarded-for": post.person.ip},
                 body,
                 route,
                 {"form_id": post.form_id},

@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         "--site-port", type=int, default=int(os.environ.get("SITE_PORT", "8000")), help="0: no demo site"
     )
     parser.add_argument("--quiet", action="store_true", help="do not print each request and queue batch")
+    parser.add_argument(
+        "--captcha",
+        choices=("smartcaptcha", "turnstile"),
+        default=os.environ.get("CAPTCHA") or None,
+        help="verify form posts against this captcha provider's local sandbox (tokens: its /_sandbox/token)",
+    )
     args = parser.parse_args(argv)
 
     site = None
@@ -57,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         parameters={"AllowedOrigins": ",".join(origins)} if origins else None,
         environment=ad_environment,
         log=None if args.quiet else print,
+        captcha=args.captcha,
     )
     stack.start()
     assert stack.resources is not None
@@ -72,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  AWS (moto): {stack.aws_endpoint_url}   data bucket: {stack.resources.physical.get('DataBucket')}")
     for server in ad_servers:
         print(f"  {server.name}: {server.url}")
+    if stack.captcha_sandbox:
+        print(f"  {stack.captcha_sandbox.name}: {stack.captcha_sandbox.url} (a token: POST /_sandbox/token)")
     if site:
         demo = f"http://{args.host}:{site.server_address[1]}/demo/?endpoint={stack.url}/v1/forms"
         print(f"  demo shop with the capture snippet: {demo}")

@@ -89,6 +89,7 @@ class LocalStack:
         stack_name: str = "throughline-local",
         environment: Mapping[str, str] | None = None,
         log: Callable[[str], None] | None = None,
+        captcha: str | None = None,
     ):
         self.host = host
         self.port = port
@@ -102,6 +103,9 @@ class LocalStack:
         self.extra_environment = dict(environment or {})
         self.log = log or (lambda message: None)
         self.sandbox: Any = None
+        # "smartcaptcha" or "turnstile": that provider's verification sandbox, its key in the stack's secret
+        self.captcha = captcha
+        self.captcha_sandbox: Any = None
         self.resources: LocalStackResources | None = None
         self._moto: Any = None
         self._http: ThreadingHTTPServer | None = None
@@ -129,8 +133,12 @@ class LocalStack:
         self.parameters.setdefault("AllowedOrigins", self.url)
         self.resources = provision(session, stack_name=self.stack_name, parameters=self.parameters)
         self._start_bitrix(session)
-        self._set_environment({**self.resources.environment(), **LOCAL_ENVIRONMENT, **self.extra_environment})
+        captcha_environment = self._start_captcha(session)
+        self._set_environment(
+            {**self.resources.environment(), **LOCAL_ENVIRONMENT, **captcha_environment, **self.extra_environment}
+        )
         _reset_process_caches()
+        _guard_metrics()
         if self.sandbox:
             self._prepare_sandbox()
         self._spawn(lambda: self._http.serve_forever(poll_interval=0.05), "local-http")  # a quick stop()
@@ -150,6 +158,8 @@ class LocalStack:
             thread.join(timeout=10)
         if self.sandbox:
             self.sandbox.stop()
+        if self.captcha_sandbox:
+            self.captcha_sandbox.stop()
         if self._moto:
             self._moto.stop()
         for key, value in self._saved_environ.items():
@@ -266,6 +276,21 @@ class LocalStack:
                 continue
             current = json.loads(client.get_secret_value(SecretId=arn).get("SecretString") or "{}")
             client.put_secret_value(SecretId=arn, SecretString=json.dumps({**current, key: value}))
+
+    def _start_captcha(self, session: Any) -> dict[str, str]:
+        """Start the captcha sandbox asked for; its server key goes into the stack's secret, as an operator puts the
+        real one there. Returns the environment that points the capture at the sandbox."""
+        if not self.captcha:
+            return {}
+        from local.captcha_sandboxes import start_captcha
+
+        self.captcha_sandbox, environment, secret = start_captcha(self.captcha)
+        assert self.resources is not None
+        secrets_arn = self.resources.environment()["SECRETS_ARN"]
+        client = session.client("secretsmanager")
+        current = json.loads(client.get_secret_value(SecretId=secrets_arn).get("SecretString") or "{}")
+        client.put_secret_value(SecretId=secrets_arn, SecretString=json.dumps({**current, **secret}))
+        return environment
 
     def _prepare_sandbox(self) -> None:
         """What an operator does once per portal (`make bitrix-setup`): create the journey and client id fields."""
@@ -419,6 +444,29 @@ def _guarded_moto_server(**options: Any) -> Any:
             self._server.serve_forever(poll_interval=0.05)  # stop() returns within 50 ms, not moto's 0.5 s
 
     return GuardedMotoServer(**options)
+
+
+_metrics_lock = threading.RLock()
+
+
+def _guard_metrics() -> None:
+    """Powertools keeps one metric set per process, and a Lambda process runs one invocation at a time. Here every
+    function shares this process and invocations run in threads: without a lock, two flushes could print the same
+    metrics twice, or a metric added during another's flush be cleared unprinted. Each addition and each flush
+    (serialize, print, clear) runs alone, so the EMF lines printed add up to what the functions counted."""
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+    if getattr(AmazonCloudWatchEMFProvider, "_local_guarded", False):
+        return
+    for name in ("add_metric", "flush_metrics"):
+        method = getattr(AmazonCloudWatchEMFProvider, name)
+
+        def guarded(self: Any, *args: Any, _method: Callable[..., Any] = method, **kwargs: Any) -> Any:
+            with _metrics_lock:
+                return _method(self, *args, **kwargs)
+
+        setattr(AmazonCloudWatchEMFProvider, name, guarded)
+    AmazonCloudWatchEMFProvider._local_guarded = True
 
 
 def sqs_record(message: Mapping[str, Any], source: QueueSource) -> dict[str, Any]:

@@ -3,6 +3,7 @@ way, sometimes coming back, double-clicking, or being bots."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,7 @@ LAST_NAMES = [
     "Волков",
 ]
 SITE = "https://shop.example.ru"
+BOT_IP = "203.0.113.66"  # posts of no person (honeypot bots, typos) come from one address (RFC 5737)
 
 # How advertisers tag their ads, as the demo's ad accounts (local.ad_sandboxes.start_all) are tagged: some campaigns
 # by a name in utm_campaign, others by the platform's URL macro, which puts the campaign's id there (Yandex Direct
@@ -93,6 +95,17 @@ class Person:
     def e164(self) -> str:
         return "+7" + self.phone_digits
 
+    @property
+    def ip(self) -> str:
+        """The visitor's address: distinct people post from distinct addresses (198.18.0.0/15, the range RFC 2544
+        sets aside for tests), so the per-IP flood limit sees a crowd, not one client."""
+        return visitor_ip(self.phone_digits)
+
+
+def visitor_ip(seed: str) -> str:
+    digest = hashlib.sha256(seed.encode()).digest()
+    return f"198.{18 + digest[0] % 2}.{digest[1]}.{digest[2]}"
+
 
 @dataclass
 class Post:
@@ -103,6 +116,7 @@ class Post:
     person: Person | None
     kind: str  # new | repeat | double | spam | invalid
     as_json: bool = True
+    ip: str | None = None  # the address it comes from; else the person's (or the bots' one)
 
 
 def people(count: int, rng: random.Random) -> list[Person]:
@@ -224,7 +238,8 @@ def send(base_url: str, posts: list[Post], *, concurrency: int = 6, progress=Non
         session = getattr(local, "session", None) or requests.Session()
         local.session = session
         url = f"{base_url}/v1/forms/{post.form_id}/submissions"
-        headers = {"Origin": SITE}
+        # The local stack takes X-Forwarded-For as API Gateway's sourceIp (in AWS it is the connection's address).
+        headers = {"Origin": SITE, "X-Forwarded-For": post.ip or (post.person.ip if post.person else BOT_IP)}
         if post.as_json:
             response = session.post(url, json=post.body, headers=headers, timeout=30)
         else:

@@ -245,7 +245,8 @@
         p.added = [];
         return deliver(url, p, attempts);
       }
-      if (!transient(result.code) || attempt >= attempts) return result;
+      // A 429 that says "not for a while" (a flood limit's window) is kept for a later page, not hammered now.
+      if (!transient(result.code) || attempt >= attempts || result.wait > 10) return result;
       await sleep(Math.min(result.wait, 10) * 1000 || 1000 * 3 ** (attempt - 1) * (0.8 + Math.random() * 0.4));
     }
   }

@@ -62,6 +62,7 @@ def lambda_handler(event: dict, context: object) -> dict:
             request.content_type,
             request.headers,
             builder=builder,
+            source_ip=request.source_ip,
         )
     except FormRejected as rejected:
         metrics.add_metric(name="SubmissionsRejected", unit=MetricUnit.Count, value=1)
@@ -72,6 +73,19 @@ def lambda_handler(event: dict, context: object) -> dict:
         metrics.add_metric(name="SubmissionsUnavailable", unit=MetricUnit.Count, value=1)
         return json_response(503, {"error": "temporarily unavailable, please retry"}, {**cors, "Retry-After": "5"})
 
+    if accepted.captcha_unavailable:
+        metrics.add_metric(name="CaptchaUnavailable", unit=MetricUnit.Count, value=1)
+    if accepted.held:
+        # Kept under raw/held/, not queued (python -m throughline release-held queues it if it was a real customer).
+        metrics.add_metric(name="SubmissionsHeld", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=f"HeldBy{accepted.held.title()}", unit=MetricUnit.Count, value=1)
+        if builder:  # a builder's server would retry anything but 200, and each retry would be held again
+            return json_response(200, {"submission_id": accepted.submission_id})
+        if accepted.held == "captcha":
+            fields = {"captcha": "the captcha was not passed; please solve it again"}
+            return json_response(422, {"error": "captcha not passed", "fields": fields}, cors)
+        body = {"error": "too many submissions, please retry later", "submission_id": accepted.submission_id}
+        return json_response(429, body, {**cors, "Retry-After": str(accepted.retry_after)})
     if accepted.check:
         metrics.add_metric(name="HookChecksAnswered", unit=MetricUnit.Count, value=1)
         return json_response(200, {"ok": True})

@@ -429,3 +429,42 @@ def test_a_first_visit_through_an_auto_tagged_ad_is_a_paid_first_touch(site: Sit
     expect(page.locator("[data-throughline-success]")).to_be_visible()
     first = the_lead(api)["UF_CRM_CUSTOMER_JOURNEY"].splitlines()[0]
     assert re.fullmatch(rf"Первичный контакт: {DATE} — Яндекс — CPC — .+", first)
+
+
+def test_the_captcha_widgets_token_inside_the_form_is_posted_and_verified(
+    site: Site, make_stack: Callable[..., LocalStack], page: Page
+):
+    stack = make_stack(parameters={"AllowedOrigins": site.origin}, captcha="smartcaptcha")
+    page.goto(f"{site.origin}/demo/?endpoint={stack.url}/v1/forms&{PAID}")
+    token = stack.captcha_sandbox.issue(urlsplit(site.origin).hostname)
+    # What SmartCaptcha's widget leaves in the form once the visitor passed: a hidden smart-token field.
+    page.evaluate(
+        """(token) => document.querySelector('#order').insertAdjacentHTML('beforeend',
+        `<div class="smart-captcha"><input type="hidden" name="smart-token" value="${token}"></div>`)""",
+        token,
+    )
+    fill_order(page)
+    submit(page)
+    expect(page.locator("[data-throughline-success]")).to_be_visible()
+    lead = the_lead(stack)
+    assert lead["PHONE"][0]["VALUE"] == "+79161234567" and token not in json.dumps(lead, ensure_ascii=False)
+    assert stack.captcha_sandbox.verifications == 1
+
+
+def test_a_post_held_by_a_flood_limit_is_kept_for_a_later_page_not_retried_now(
+    site: Site, make_stack: Callable[..., LocalStack], page: Page
+):
+    stack = make_stack(parameters={"AllowedOrigins": site.origin, "RateLimitPerContact": "1"})
+    page.goto(f"{site.origin}/demo/?endpoint={stack.url}/v1/forms&{PAID}")
+    fill_order(page)
+    submit(page)
+    expect(page.locator("[data-throughline-success]")).to_be_visible()
+    page.reload()  # the same visitor sends another form
+    fill_order(page)
+    page.fill("#f-comment", "И ещё вопрос")
+    submit(page)
+    # 429 with Retry-After of the window's rest (up to an hour): kept in the browser at once, one post only.
+    expect(page.locator("#order")).to_have_class(re.compile(r"\bthroughline-queued\b"), timeout=5_000)
+    assert [event["type"] for event in events(page)] == ["queued"]
+    assert len(queued(page)) == 1
+    assert stack.invocations.get("capture_form") == 2

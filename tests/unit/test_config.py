@@ -22,10 +22,13 @@ ALL_SECRETS_ENV = {
     "VK_ADS_CLIENT_ID": "vk-cl1ent-id",
     "VK_ADS_CLIENT_SECRET": "vk-cl1ent-s3cret",
     "PERSON_KEY_SECRET": "p3rson-k3y-" + "x" * 32,
+    "SMARTCAPTCHA_SERVER_KEY": "ysc2_sm4rtc4ptch4-s3rver",
+    "TURNSTILE_SECRET_KEY": "0x4-turnst1le-s3cret",
 }
 SECRET_VALUES = ("w3bh00ks3cr3t", "apptok3n-one", "apptok3n-two", "yd-t0ken-s3cret", "gads-cl1ent-id",
                  "gads-cl1ent-s3cret", "gads-r3fresh-t0ken", "gads-d3v-t0ken",
-                 "vk-cl1ent-id", "vk-cl1ent-s3cret", "p3rson-k3y-")  # fmt: skip
+                 "vk-cl1ent-id", "vk-cl1ent-s3cret", "p3rson-k3y-", "sm4rtc4ptch4-s3rver",
+                 "turnst1le-s3cret")  # fmt: skip
 
 
 class FetchSpy:
@@ -591,3 +594,49 @@ def test_report_margin_accepts_a_share_or_a_percentage() -> None:
     assert load_settings({}).report_margin is None
     with pytest.raises(ConfigError, match="REPORT_MARGIN"):
         load_settings({"REPORT_MARGIN": "140%"})
+
+
+def test_flood_limits_and_captcha_settings_have_documented_defaults_and_refuse_bad_values():
+    settings = load_settings({})
+    assert (settings.rate_limit_per_ip, settings.rate_limit_per_contact) == (30, 5)
+    assert settings.rate_limit_window_seconds == 3600
+    assert settings.smartcaptcha_server_key is None and settings.turnstile_secret_key is None
+    assert settings.smartcaptcha_validate_url == "https://smartcaptcha.yandexcloud.net/validate"
+    assert settings.turnstile_verify_url == "https://challenges.cloudflare.com/turnstile/v0/siteverify"
+    off = load_settings({"RATE_LIMIT_PER_IP": "0", "RATE_LIMIT_PER_CONTACT": "0", "RATE_LIMIT_WINDOW_SECONDS": "60"})
+    assert (off.rate_limit_per_ip, off.rate_limit_per_contact, off.rate_limit_window_seconds) == (0, 0, 60)
+    local = load_settings({"TURNSTILE_VERIFY_URL": "http://127.0.0.1:8123/turnstile/v0/siteverify"})
+    assert local.turnstile_verify_url.startswith("http://127.0.0.1")
+    bad = [("RATE_LIMIT_PER_IP", "-1"), ("RATE_LIMIT_PER_CONTACT", "five"), ("RATE_LIMIT_WINDOW_SECONDS", "59"),
+           ("RATE_LIMIT_WINDOW_SECONDS", "86401"), ("SMARTCAPTCHA_VALIDATE_URL", "http://captcha.example.com/v"),
+           ("TURNSTILE_VERIFY_URL", "ftp://challenges.cloudflare.com/")]  # fmt: skip
+    for name, value in bad:
+        with pytest.raises(ConfigError, match=name):
+            load_settings({name: value})
+
+
+def test_the_template_passes_the_flood_limits_to_capture_form_with_the_same_defaults():
+    from local.template import load_template
+
+    template = load_template()
+    variables = template["Resources"]["CaptureFormFunction"]["Properties"]["Environment"]["Variables"]
+    defaults = Settings()
+    for variable, parameter in (
+        ("RATE_LIMIT_PER_IP", "RateLimitPerIp"),
+        ("RATE_LIMIT_PER_CONTACT", "RateLimitPerContact"),
+        ("RATE_LIMIT_WINDOW_SECONDS", "RateLimitWindowSeconds"),
+    ):
+        assert variables[variable] == {"Ref": parameter}
+        assert template["Parameters"][parameter]["Default"] == getattr(defaults, variable.lower())
+    api = template["Resources"]["HttpApi"]["Properties"]
+    # Bitrix24 never retries an outbound webhook: its route is not held to the forms' low stage limit.
+    assert api["RouteSettings"]["POST /v1/bitrix/events"] == {"ThrottlingBurstLimit": 200, "ThrottlingRateLimit": 100}
+    stage = api["DefaultRouteSettings"]
+    assert stage == {
+        "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurst"},
+        "ThrottlingRateLimit": {"Ref": "ApiThrottlingRate"},
+    }
+    assert (
+        template["Parameters"]["ApiThrottlingRate"]["Default"],
+        template["Parameters"]["ApiThrottlingBurst"]["Default"],
+    ) == (5, 20)

@@ -1,6 +1,6 @@
 """Operator commands: ``python -m throughline <command>`` — ``bitrix-setup``, ``replay-dlq``, ``import-spend``,
 ``split-secrets``, ``report``, ``attribute``, ``athena-views``, ``athena-paths``, ``journey-index``,
-``journey-sweep``, ``journey-export`` and ``forget``.
+``journey-sweep``, ``journey-export``, ``forget`` and ``release-held``.
 
 Each capability plugs its commands in through one registry: a module whose ``register(commands, stack_outputs)``
 adds its subcommands, each with a ``run(args)`` default. Commands that touch the stack read the same configuration
@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "throughline.report.athena",
     "throughline.journey.cli",
     "throughline.privacy.cli",
+    "throughline.capture.cli",
 )
 
 

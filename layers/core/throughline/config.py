@@ -40,6 +40,8 @@ SECRET_NAMES = (
     "VK_ADS_CLIENT_ID",
     "VK_ADS_CLIENT_SECRET",
     "PERSON_KEY_SECRET",
+    "SMARTCAPTCHA_SERVER_KEY",
+    "TURNSTILE_SECRET_KEY",
 )
 SETTINGS_MAX_AGE_SECONDS = 300  # re-read after this long, so a rotated secret reaches warm functions
 
@@ -225,6 +227,21 @@ def _webhook_url(value: str) -> str | None:
     return value if value.endswith("/") else value + "/"
 
 
+def _service_url(value: str) -> str:
+    """A service's API URL: https, or http on a loopback host (the local sandboxes)."""
+    value = value.strip()
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname or ""
+    except ValueError:
+        parts, host = None, ""
+    if parts is None or not host or parts.scheme.lower() not in ("https", "http"):
+        raise ValueError("must be an https:// URL")
+    if parts.scheme.lower() == "http" and not is_loopback(host):
+        raise ValueError("must start with https:// (http:// only for a loopback host such as a local sandbox)")
+    return value
+
+
 def _key_material(value: str) -> str | None:
     value = value.strip()
     if value and len(value) < 32:
@@ -321,6 +338,16 @@ class Settings:
     # per JSON form, our fields → dotted paths in the sender's body.
     form_label_aliases: dict[str, str] = _setting({}, _flat_json_map)
     form_field_maps: dict[str, dict[str, str]] = _setting({}, _field_maps)
+    # Floods (throughline.capture.limits): valid posts per client IP and per contact (phone, else e-mail) in a fixed
+    # window; a post over a limit is held under raw/held/ and answered 429, not queued. 0 turns a limit off.
+    rate_limit_per_ip: int = _setting(30, _integer(0, 1_000_000))
+    rate_limit_per_contact: int = _setting(5, _integer(0, 1_000_000))
+    rate_limit_window_seconds: int = _setting(3600, _integer(60, 86400))
+    # Captcha (throughline.capture.captcha): off unless a server key is set (keys of the stack's secret).
+    smartcaptcha_server_key: str | None = _setting(None, _optional_text, secret=True)
+    smartcaptcha_validate_url: str = _setting("https://smartcaptcha.yandexcloud.net/validate", _service_url)
+    turnstile_secret_key: str | None = _setting(None, _optional_text, secret=True)
+    turnstile_verify_url: str = _setting("https://challenges.cloudflare.com/turnstile/v0/siteverify", _service_url)
 
     # Reports
     report_currency: str = _setting("RUB")

@@ -22,6 +22,8 @@ from throughline.adapters.raw_store import RawStore
 from throughline.adapters.submission_claims import SubmissionClaims
 from throughline.adapters.writes_queue import WritesQueue
 from throughline.capture import forms, hooks
+from throughline.capture.captcha import TOKEN_FIELDS, CaptchaVerifier
+from throughline.capture.limits import RateLimiter
 from throughline.capture.submissions import Submission
 from throughline.config import Settings
 from throughline.contacts import mask_email, mask_phone
@@ -46,6 +48,9 @@ class Accepted:
     duplicate: bool = False
     redirect_to: str | None = None
     check: bool = False  # a form builder's connection check: answered, nothing stored
+    held: str | None = None  # "ip", "contact" or "captcha": kept under raw/held/, not queued
+    retry_after: int = 0  # held by a rate limit: seconds until its window ends
+    captcha_unavailable: bool = False  # the captcha could not be verified and the post passed (see capture.captcha)
 
 
 class Capture:
@@ -59,8 +64,12 @@ class Capture:
         idempotent: Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         claims: SubmissionClaims | None = None,
+        limiter: RateLimiter | None = None,
+        captcha: CaptchaVerifier | None = None,
     ):
         self.settings = settings
+        self.limiter = limiter
+        self.captcha = captcha
         self.raw_store = raw_store
         self.queue = queue
         self.claims = claims
@@ -75,11 +84,14 @@ class Capture:
         content_type: str | None,
         headers: Mapping[str, str],
         builder: str | None = None,
+        source_ip: str | None = None,
     ) -> Accepted:
         """Raises ``forms.FormRejected`` for bad input; AWS errors propagate (the caller answers 503).
 
         ``builder`` (``tilda``, ``elementor``, ``json``): the body is that form builder's webhook, read by
-        ``hooks.translate`` into our fields first; everything after that is the form route's path."""
+        ``hooks.translate`` into our fields first; everything after that is the form route's path.
+        ``source_ip``: the client's address (API Gateway's ``sourceIp``) for the per-IP limit and the captcha; a
+        builder's post comes from the builder's servers, so neither applies to it (the per-contact limit does)."""
         settings = self.settings
         received_at = self._clock()
         submission_id = str(uuid.uuid4())
@@ -117,6 +129,8 @@ class Capture:
             self.raw_store.put(spam_key, body, content_type or "application/octet-stream")
             logger.info("honeypot filled: dropped", extra={"form_id": form_id, "builder": builder})
             return Accepted(submission_id, spam=True)
+        # A captcha token is for us, not the manager: never stored in the lead, never part of the fingerprint.
+        tokens = {name: str(fields.pop(name)) for name in TOKEN_FIELDS if name in fields}
         try:
             submission = forms.parse_submission(
                 form_id,
@@ -146,6 +160,20 @@ class Capture:
         redirect_to = None
         if not builder:  # a builder's server posts, not a browser: nobody to send to a thank-you page
             redirect_to = forms.redirect_target(fields.get("_next"), headers.get("origin"), settings.allowed_origins)
+        captcha_unavailable = False
+        if self.captcha is not None and self.captcha.enabled and not builder:
+            verdict = self.captcha.verify(tokens, source_ip)
+            if not verdict.passed:
+                return self._hold(submission, record, "captcha", verdict.reason)
+            if verdict.unavailable:
+                captcha_unavailable = True
+                logger.error("captcha not verified; the post passes", extra={"reason": verdict.reason})
+        if self.limiter is not None:
+            contact = submission.phone or submission.email
+            over = self.limiter.over_limit({"ip": None if builder else source_ip, "contact": contact})
+            if over:
+                held = self._hold(submission, record, over, f"more than the {over} limit in the window")
+                return replace(held, retry_after=self.limiter.seconds_left())
         result = self._accept_once({"fingerprint": fingerprint, "message": submission.to_message(), "raw": record})
         accepted_id = result["submission_id"]
         duplicate = accepted_id != submission.submission_id
@@ -159,7 +187,28 @@ class Capture:
                 "email": mask_email(submission.email),
             },
         )
-        return Accepted(accepted_id, duplicate=duplicate, redirect_to=redirect_to)
+        return Accepted(
+            accepted_id, duplicate=duplicate, redirect_to=redirect_to, captcha_unavailable=captcha_unavailable
+        )
+
+    def _hold(self, submission: Submission, record: str, reason: str, detail: str) -> Accepted:
+        """Keep a post that a limit or the captcha stopped, with the reason, where ``release-held`` finds it; it is
+        not queued, so it costs the portal nothing. Storage errors propagate (503: the sender retries)."""
+        kept = json.loads(record)
+        kept["held"] = {"reason": reason, "detail": detail}
+        self.raw_store.put(held_key(submission), json.dumps(kept, ensure_ascii=False).encode())
+        logger.warning(
+            "submission held",
+            extra={
+                "submission_id": submission.submission_id,
+                "form_id": submission.form_id,
+                "reason": reason,
+                "detail": detail,
+                "phone": mask_phone(submission.phone),
+                "email": mask_email(submission.email),
+            },
+        )
+        return Accepted(submission.submission_id, held=reason)
 
     def _accept_once(self, request: dict[str, Any]) -> dict[str, Any]:
         from aws_lambda_powertools.utilities.idempotency.exceptions import (
@@ -224,6 +273,14 @@ class Capture:
         logger.info("submission rejected", extra={"reason": str(rejected)})
 
 
+HELD_PREFIX = "raw/held/"
+
+
+def held_key(submission: Submission) -> str:
+    """Where a held post is kept: ``raw/held/date=<day>/form=<form>/<submission id>.json`` (the raw copy's layout)."""
+    return HELD_PREFIX + forms.raw_key(submission).removeprefix("raw/forms/")
+
+
 @cache
 def idempotency_for(table: str, window_seconds: int) -> tuple[Callable[..., Any], Any]:
     """The idempotency decorator backed by the DynamoDB table, and its config (to register the Lambda context)."""
@@ -252,7 +309,25 @@ def capture_from_settings(settings: Settings) -> tuple[Capture, Any]:
     claims = SubmissionClaims(
         settings.idempotency_table or "", settings.person_key_secret or "", settings.double_submit_window_seconds
     )
+    limiter = RateLimiter(
+        settings.idempotency_table or "",
+        settings.person_key_secret or "",
+        settings.rate_limit_window_seconds,
+        {"ip": settings.rate_limit_per_ip, "contact": settings.rate_limit_per_contact},
+    )
+    captcha = CaptchaVerifier(
+        smartcaptcha_key=settings.smartcaptcha_server_key,
+        smartcaptcha_url=settings.smartcaptcha_validate_url,
+        turnstile_key=settings.turnstile_secret_key,
+        turnstile_url=settings.turnstile_verify_url,
+    )
     capture = Capture(
-        settings, RawStore(settings.data_bucket), WritesQueue(settings.writes_queue_url), decorate, claims=claims
+        settings,
+        RawStore(settings.data_bucket),
+        WritesQueue(settings.writes_queue_url),
+        decorate,
+        claims=claims,
+        limiter=limiter,
+        captcha=captcha,
     )
     return capture, config

@@ -1,0 +1,73 @@
+"""``python -m throughline release-held``: list the form posts a rate limit or the captcha held, and queue the ones a
+real customer sent (``--release``), so they become leads like any other post."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from typing import Any
+
+from throughline.adapters.stack import use_stack
+
+
+def register(commands: Any, stack_outputs: Any) -> None:
+    parser = commands.add_parser(
+        "release-held",
+        help="list form posts held by the flood limits or the captcha (raw/held/); --release queues them as leads",
+    )
+    parser.add_argument("--date", action="append", default=[], help="day they arrived, YYYY-MM-DD UTC (repeatable)")
+    parser.add_argument("--reason", action="append", default=[], choices=("ip", "contact", "captcha"))
+    parser.add_argument("--phone", action="append", default=[], help="the customer's phone, any format (repeatable)")
+    parser.add_argument("--email", action="append", default=[], help="the customer's e-mail (repeatable)")
+    parser.add_argument("--form", action="append", default=[], help="a form id (repeatable)")
+    parser.add_argument("--submission-id", action="append", default=[], help="as the 429 answer named it")
+    parser.add_argument("--release", action="store_true", help="queue what matches (without it: only list)")
+    parser.add_argument("--stack-name", help="read SECRETS_ARN and resources from this deployed stack")
+    parser.set_defaults(run=lambda args: run(args, stack_outputs))
+
+
+def run(args: argparse.Namespace, stack_outputs: Any) -> int:
+    from throughline.adapters import aws
+    from throughline.capture.held import Selection, held_posts, release
+    from throughline.config import load_settings
+    from throughline.contacts import normalize_email, normalize_phone
+
+    if args.stack_name:
+        use_stack(stack_outputs(args.stack_name), "SecretsArn", "DataBucketName", "WritesQueueUrl")
+    settings = load_settings()
+    settings.require("data_bucket", *(("writes_queue_url", "person_key_secret") if args.release else ()))
+    if args.release and not (args.date or args.reason or args.phone or args.email or args.form or args.submission_id):
+        raise SystemExit("--release needs a filter (--phone, --email, --submission-id, --date, --reason, --form)")
+    selection = Selection(
+        days=tuple(args.date),
+        reasons=tuple(args.reason),
+        phones=tuple(normalize_phone(phone, settings.default_phone_region) for phone in args.phone),
+        emails=tuple(normalize_email(email) for email in args.email),
+        submission_ids=tuple(args.submission_id),
+        forms=tuple(args.form),
+    )
+    s3, bucket, queue = aws.client("s3"), settings.data_bucket or "", settings.writes_queue_url or ""
+    reasons: Counter[str] = Counter()
+    # The same form sent again while held (the snippet retries a 429, a visitor clicks twice) is one post: released
+    # once, its copies dropped, as capture answers a double submission once.
+    seen: dict[str, str] = {}
+    copies = 0
+    for post in held_posts(s3, bucket, selection):
+        fingerprint = post.submission.fingerprint()
+        if fingerprint in seen:
+            copies += 1
+            if args.release:
+                s3.delete_object(Bucket=bucket, Key=post.key)
+            print(f"{'dropped' if args.release else 'copy'} (the same form as {seen[fingerprint]})", post.line())
+            continue
+        seen[fingerprint] = post.submission.submission_id
+        reasons[post.reason] += 1
+        if args.release:
+            release(s3, aws.client("sqs"), bucket, queue, settings.person_key_secret or "", post)
+            print("released", post.line())
+        else:
+            print(post.line())
+    total = sum(reasons.values())
+    summary = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items())) or "none"
+    print(f"{'released' if args.release else 'held'}: {total} ({summary}); copies of the same form: {copies}")
+    return 0

@@ -1,0 +1,119 @@
+"""The flood controls through capture_form on the local stack: the captcha (sandboxed), what a held post gets and
+where it is kept, a form builder's post over the limit, and ``release-held`` turning a held post into a lead."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+import requests
+
+from throughline.__main__ import main
+
+ORIGIN = "https://shop.example.ru"
+
+
+def form_url(stack, form: str = "contact") -> str:
+    return f"{stack.url}/v1/forms/{form}/submissions"
+
+
+def objects(stack, prefix: str) -> dict[str, dict]:
+    s3 = boto3.client("s3")
+    bucket = stack.resources.physical["DataBucket"]
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    return {item["Key"]: json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()) for item in listing}
+
+
+def queued(stack) -> list[dict]:
+    sqs = boto3.client("sqs")
+    messages = sqs.receive_message(
+        QueueUrl=stack.resources.physical["WritesQueue"], MaxNumberOfMessages=10, VisibilityTimeout=60
+    ).get("Messages", [])
+    return [json.loads(message["Body"]) for message in messages]
+
+
+def post(stack, body: dict, ip: str, form: str = "contact") -> requests.Response:
+    headers = {"Origin": ORIGIN, "X-Forwarded-For": ip}
+    return requests.post(form_url(stack, form), json=body, headers=headers, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("provider", "field"), [("smartcaptcha", "smart-token"), ("turnstile", "cf-turnstile-response")]
+)
+def test_with_a_captcha_a_post_needs_a_fresh_token_and_one_without_is_held_not_lost(make_stack, provider, field):
+    stack = make_stack(poll_queues=False, captcha=provider, parameters={"AllowedOrigins": ORIGIN})
+    person = {"name": "Мария", "phone": "+7 926 111-22-33"}
+
+    missing = post(stack, person, "198.51.100.1")
+    assert missing.status_code == 422
+    assert missing.json() == {
+        "error": "captcha not passed",
+        "fields": {"captcha": "the captcha was not passed; please solve it again"},
+    }
+    token = stack.captcha_sandbox.issue()
+    passed = post(stack, {**person, field: token, "comment": "с капчей"}, "198.51.100.1")
+    assert passed.status_code == 202
+    reused = post(stack, {**person, field: token, "comment": "второй раз"}, "198.51.100.1")
+    assert reused.status_code == 422
+
+    [message] = queued(stack)  # only the post with a valid token is queued, and without its token
+    assert message["submission"]["submission_id"] == passed.json()["submission_id"]
+    assert token not in json.dumps(message) and field not in json.dumps(message)
+    held = objects(stack, "raw/held/")
+    assert sorted(record["held"]["reason"] for record in held.values()) == ["captcha", "captcha"]
+    assert all(record["message"]["submission"]["phone"] == "+79261112233" for record in held.values())
+    assert stack.captcha_sandbox.verifications == 2  # the post without a token never reached the provider
+
+
+def test_a_post_over_the_ip_limit_is_answered_429_kept_and_released_into_a_lead(make_stack, capsys):
+    stack = make_stack(parameters={"AllowedOrigins": ORIGIN, "RateLimitPerIp": "1"})
+    first = post(stack, {"name": "Анна", "phone": "+79261110001"}, "198.51.100.7")
+    assert first.status_code == 202
+    oleg = {"name": "Олег", "phone": "+79261110002", "email": "Oleg@Example.ru"}
+    held = post(stack, oleg, "198.51.100.7")
+    assert held.status_code == 429
+    assert held.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert 1 <= int(held.headers["Retry-After"]) <= 3600
+    submission_id = held.json()["submission_id"]
+    again = post(stack, oleg, "198.51.100.7")  # the snippet's retry: the same form, held again
+    assert again.status_code == 429 and again.json()["submission_id"] != submission_id
+    assert post(stack, {"name": "Ира", "phone": "+79261110003"}, "198.51.100.8").status_code == 202  # another IP
+    assert stack.wait_until_idle(timeout=120)
+    phones = lambda: [lead["PHONE"][0]["VALUE"] for lead in stack.sandbox.entities("lead")]  # noqa: E731
+    assert sorted(phones()) == ["+79261110001", "+79261110003"]
+    held_copies = objects(stack, "raw/held/")
+    assert len(held_copies) == 2 and {record["held"]["reason"] for record in held_copies.values()} == {"ip"}
+    assert any(key.endswith(f"/form=contact/{submission_id}.json") for key in held_copies)
+
+    capsys.readouterr()
+    assert main(["release-held"]) == 0  # a listing, nothing released
+    listing = capsys.readouterr().out
+    assert "held: 1 (ip 1); copies of the same form: 1" in listing
+    assert "+7*******02" in listing and "79261110002" not in listing  # masked
+    with pytest.raises(SystemExit, match="needs a filter"):  # never everything at once by mistake
+        main(["release-held", "--release"])
+    assert main(["release-held", "--email", "oleg@example.ru", "--release"]) == 0
+    assert "released: 1 (ip 1); copies of the same form: 1" in capsys.readouterr().out
+
+    assert stack.wait_until_idle(timeout=120)
+    assert sorted(phones()) == ["+79261110001", "+79261110002", "+79261110003"]  # one lead for the two copies
+    assert objects(stack, "raw/held/") == {}
+    released = [record for record in objects(stack, "raw/forms/").values() if "released" in record]
+    assert len(released) == 1 and released[0]["released"]["reason"] == "ip"
+    assert released[0]["message"]["submission"]["phone"] == "+79261110002"
+    # Run again (an operator re-runs it after a crash): nothing is held any more, nothing is queued.
+    assert main(["release-held", "--submission-id", submission_id, "--release"]) == 0
+    assert "released: 0 (none); copies of the same form: 0" in capsys.readouterr().out
+
+
+def test_a_builders_post_over_the_contact_limit_gets_200_and_is_held(make_stack):
+    stack = make_stack(poll_queues=False, parameters={"RateLimitPerContact": "1"})
+    url = f"{stack.url}/v1/hooks/tilda/landing"
+    answers = [
+        requests.post(url, data={"Name": "Мария", "Phone": "+79261112233", "tranid": f"t{n}", "Comments": f"c{n}"})
+        for n in range(3)
+    ]
+    assert [answer.status_code for answer in answers] == [200, 200, 200]  # Tilda would retry anything else
+    assert len(queued(stack)) == 1
+    assert sorted(record["held"]["reason"] for record in objects(stack, "raw/held/").values()) == ["contact"] * 2
