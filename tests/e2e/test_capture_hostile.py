@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import re
 import socket
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 import requests
+
+from tests.chromium import chromium, skip_without_chromium
 
 PERSON = {"name": "Мария", "phone": "+7 (926) 111-22-33"}
 URLENCODED = "application/x-www-form-urlencoded"
@@ -181,25 +182,18 @@ def test_the_demo_shop_cannot_invoke_functions_but_scripts_and_the_stack_itself_
 
 
 def test_the_demo_shop_does_not_remember_an_endpoint_from_its_address(served):
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
-        pytest.skip(f"no Chromium at {chromium}")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium), headless=True, args=["--no-sandbox"])
-        try:
-            page = browser.new_context().new_page()
-            page.add_init_script("localStorage.setItem('throughline-demo:endpoint', 'https://old.example/v1/forms')")
-            page.goto(f"{served.site}/demo/?endpoint=https://evil.example.com/v1/forms")
-            # On the page the link opened, the form goes where the link said (a demo convenience) …
-            action = page.get_attribute("#order", "action")
-            assert action == "https://evil.example.com/v1/forms/demo-lead/submissions"
-            assert page.evaluate("localStorage.getItem('throughline-demo:endpoint')") is None  # … nothing is kept
-            page.goto(f"{served.site}/demo/")
-            action = page.get_attribute("#order", "action")
-            assert action == "http://127.0.0.1:3000/v1/forms/demo-lead/submissions"  # the page's own endpoint
-        finally:
-            browser.close()
+    skip_without_chromium()
+    with chromium() as browser:
+        page = browser.new_context().new_page()
+        page.add_init_script("localStorage.setItem('throughline-demo:endpoint', 'https://old.example/v1/forms')")
+        page.goto(f"{served.site}/demo/?endpoint=https://evil.example.com/v1/forms")
+        # On the page the link opened, the form goes where the link said (a demo convenience) …
+        action = page.get_attribute("#order", "action")
+        assert action == "https://evil.example.com/v1/forms/demo-lead/submissions"
+        assert page.evaluate("localStorage.getItem('throughline-demo:endpoint')") is None  # … nothing is kept
+        page.goto(f"{served.site}/demo/")
+        action = page.get_attribute("#order", "action")
+        assert action == "http://127.0.0.1:3000/v1/forms/demo-lead/submissions"  # the page's own endpoint
 
 
 @pytest.mark.parametrize(
@@ -279,19 +273,12 @@ def test_a_part_header_of_endless_parameters_is_answered_at_once(served, unit):
 @pytest.mark.parametrize("endpoint", ["javascript:alert(document.domain)//", "data:text/html,x", " javascript:x"])
 def test_the_demo_shop_takes_only_a_web_address_as_its_endpoint(served, endpoint):
     # ?endpoint=javascript:… became the plain HTML form's action: script on the demo's origin when the form posts.
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
-        pytest.skip(f"no Chromium at {chromium}")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium), headless=True, args=["--no-sandbox"])
-        try:
-            page = browser.new_context().new_page()
-            page.goto(f"{served.site}/demo/?endpoint={quote(endpoint, safe='')}")
-            action = page.get_attribute("#order", "action")
-            assert action == "http://127.0.0.1:3000/v1/forms/demo-lead/submissions"
-        finally:
-            browser.close()
+    skip_without_chromium()
+    with chromium() as browser:
+        page = browser.new_context().new_page()
+        page.goto(f"{served.site}/demo/?endpoint={quote(endpoint, safe='')}")
+        action = page.get_attribute("#order", "action")
+        assert action == "http://127.0.0.1:3000/v1/forms/demo-lead/submissions"
 
 
 @pytest.mark.parametrize(("length", "status"), [("-1", 400), ("abc", 400), ("１２", 400), (str(11 * 1024 * 1024), 413)])
