@@ -77,3 +77,14 @@ class WebFolderHandler(SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+def open_page(browser: Browser, page_file: Path) -> tuple[Any, list[str], list[str]]:
+    """``page_file`` in a 1440×1000 page: the page, its script errors and every address it requested, as they come."""
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(page_file.as_uri())
+    return page, errors, requests

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from test_report_page import sample_report
 
-from tests.chromium import chromium
+from tests.chromium import chromium, open_page
 from throughline.report.render import render_html
 
 
@@ -15,12 +15,7 @@ def test_the_dynamics_charts_draw_offline(tmp_path: Path) -> None:
     page_file = tmp_path / "index.html"
     page_file.write_bytes(render_html(report))
     with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        errors: list[str] = []
-        requests: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.on("request", lambda request: requests.append(request.url))
-        page.goto(page_file.as_uri())
+        page, errors, requests = open_page(browser, page_file)
         page.wait_for_function("window.throughlineDynamicsCharts && window.throughlineCharts")
         charts = page.evaluate(
             """() => window.throughlineDynamicsCharts.map(chart => {

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from tests.chromium import chromium, skip_without_chromium
+from tests.chromium import chromium, open_page, skip_without_chromium
 from throughline.report.attribution import read_journeys
 from throughline.report.build import ReportOptions, build_report
 from throughline.report.channels import origin_from_tags
@@ -177,12 +177,7 @@ def test_the_page_draws_every_chart_offline(tmp_path: Path) -> None:
     page_file.write_bytes(render_html(sample_report()))
     screenshot = Path(os.environ.get("REPORT_SCREENSHOT") or tmp_path / "report.png")
     with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        errors: list[str] = []
-        requests: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.on("request", lambda request: requests.append(request.url))
-        page.goto(page_file.as_uri())
+        page, errors, requests = open_page(browser, page_file)
         page.wait_for_function("window.throughlineCharts && window.throughlineCharts.length === 5")
         drawn = page.evaluate(
             """() => [...document.querySelectorAll('canvas')].map(canvas => {
@@ -217,10 +212,7 @@ def test_the_page_draws_every_chart_offline(tmp_path: Path) -> None:
 def _open(page_file: Path, screenshot: Path) -> tuple[list[str], int, dict]:
     """Open the page offline: script errors, how many charts were made, and the page's size and overflow."""
     with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(page_file.as_uri())
+        page, errors, _ = open_page(browser, page_file)
         page.wait_for_load_state("load")
         charts = page.evaluate("(window.throughlineCharts || []).length")
         layout = page.evaluate(
