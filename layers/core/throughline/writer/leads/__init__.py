@@ -21,9 +21,11 @@ contact, a repeat request goes to their open deal, a new person gets a contact a
 """
 
 from throughline.writer.leads.fields import CLIENT_ID_FIELDS, DEFAULT_SOURCE_IDS, LeadRules
-from throughline.writer.leads.lookup import read_crm_mode
+from throughline.writer.leads.lookup import MODE_MAX_AGE_SECONDS, read_crm_mode
 from throughline.writer.leads.model import (
     CLASSIC,
+    DEAL_ENTITY,
+    LEAD_ENTITY,
     ORIGINATOR_ID,
     SIMPLE,
     InDoubt,
@@ -31,14 +33,27 @@ from throughline.writer.leads.model import (
     PortalState,
     Unwritable,
 )
+from throughline.writer.leads.rounds import (
+    BATCH_SECONDS_BUDGET,
+    INITIAL_SECONDS_PER_WRITE,
+    MAX_FINDBYCOMM_PER_ROUND,
+    PORTAL_REQUEST_LIMIT_SECONDS,
+)
 from throughline.writer.leads.write import count_line
 from throughline.writer.leads.writer import LeadWriter
 
 __all__ = [
+    "BATCH_SECONDS_BUDGET",
     "CLASSIC",
     "CLIENT_ID_FIELDS",
+    "DEAL_ENTITY",
     "DEFAULT_SOURCE_IDS",
+    "INITIAL_SECONDS_PER_WRITE",
+    "LEAD_ENTITY",
+    "MAX_FINDBYCOMM_PER_ROUND",
+    "MODE_MAX_AGE_SECONDS",
     "ORIGINATOR_ID",
+    "PORTAL_REQUEST_LIMIT_SECONDS",
     "SIMPLE",
     "InDoubt",
     "LeadRules",
