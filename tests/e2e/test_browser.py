@@ -7,12 +7,10 @@ deployment's `ALLOWED_ORIGINS` would. Chromium is the system one (`/usr/bin/chro
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import threading
 from collections.abc import Callable, Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,29 +18,13 @@ from urllib.parse import urlsplit
 import pytest
 
 from local.stack import LocalStack
+from tests.chromium import WebFolderHandler, chromium, skip_without_chromium
+from tests.e2e.serving import free_port
 
-IN_CI = os.environ.get("CI") == "true"
-try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
-except ImportError:
-    if IN_CI:
-        raise
-    pytest.skip("the playwright package is missing: make venv", allow_module_level=True)
+skip_without_chromium()
+from playwright.sync_api import Browser, Page, expect  # noqa: E402 -- after the skip
 
 expect.set_options(timeout=15_000)  # the first post wakes the local functions; a shared 2-core machine is slow
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-if not CHROMIUM.exists() and not IN_CI:
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium); CI installs it", allow_module_level=True)
-
-WEB = Path(__file__).resolve().parents[2] / "web"
 # The demo's plain-HTML addresses (what the page posts to without JavaScript). Like a customer writing their own
 # endpoint into their page, the site fixture points them at this test's stack and origin.
 DEMO_API = "http://127.0.0.1:3000"
@@ -66,12 +48,6 @@ Object.defineProperty(Document.prototype, 'cookie', {get() { return ''; }, set(v
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Site(ThreadingHTTPServer):
     """`web/` served as the customer's site."""
 
@@ -83,18 +59,8 @@ class Site(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class SiteHandler(SimpleHTTPRequestHandler):
+class SiteHandler(WebFolderHandler):
     server: Site
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, directory=str(WEB), **kwargs)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def end_headers(self) -> None:
-        self.send_header("Cache-Control", "no-store")
-        super().end_headers()
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
@@ -103,22 +69,13 @@ class SiteHandler(SimpleHTTPRequestHandler):
             super().do_GET()
             return
         html = target.read_text(encoding="utf-8")
-        data = html.replace(DEMO_API, self.server.api_url).replace(DEMO_SITE, self.server.origin).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_html(html.replace(DEMO_API, self.server.api_url).replace(DEMO_SITE, self.server.origin))
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"CI=true but there is no Chromium at {CHROMIUM}: the CI job must install it")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    with chromium() as running:
+        yield running
 
 
 @pytest.fixture

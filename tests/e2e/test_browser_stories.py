@@ -11,12 +11,11 @@ local stack to the Bitrix24 sandbox.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -25,31 +24,16 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from local.stack import LocalStack
+from tests.chromium import WebFolderHandler, chromium, skip_without_chromium
 from throughline.capture.forms import parse_submission
 from throughline.journey.touches import first_source, last_source
 from throughline.sources import DIRECT, EMAIL, ORGANIC_SEARCH, PAID_SEARCH, REFERRAL, SOCIAL
 
-IN_CI = os.environ.get("CI") == "true"
-try:
-    from playwright.sync_api import Browser, BrowserContext, Route, sync_playwright
-except ImportError:
-    if IN_CI:
-        raise
-    pytest.skip("the playwright package is missing: make venv", allow_module_level=True)
+skip_without_chromium()
+from playwright.sync_api import Browser, BrowserContext, Route  # noqa: E402 -- after the skip
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists() and not IN_CI:
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium); CI installs it", allow_module_level=True)
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * 127.0.0.1",  # every fake hostname is this machine; the port says which server
-]
-WEB = Path(__file__).resolve().parents[2] / "web"
+# Every fake hostname is this machine; the port says which server.
+HOST_RULES = "--host-resolver-rules=MAP * 127.0.0.1"
 DEMO_API = "http://127.0.0.1:3000"  # what the demo pages post to; replaced by the test's endpoint
 DEMO_SITE = "http://127.0.0.1:8000"
 STUB_API = "http://api.test"  # answered by the browser context's route: no server, the post is only recorded
@@ -76,18 +60,8 @@ class Web(ThreadingHTTPServer):
         return f"http://{host}:{self.server_address[1]}{path}"
 
 
-class WebHandler(SimpleHTTPRequestHandler):
+class WebHandler(WebFolderHandler):
     server: Web
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, directory=str(WEB), **kwargs)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def end_headers(self) -> None:
-        self.send_header("Cache-Control", "no-store")
-        super().end_headers()
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
@@ -101,7 +75,7 @@ class WebHandler(SimpleHTTPRequestHandler):
         if url.path == "/link":
             policy = parse_qs(url.query).get("policy", ["strict-origin-when-cross-origin"])[0]
             html = f'<!doctype html><title>link</title><a id="go" referrerpolicy="{policy}" href="{target}">go</a>'
-            self._html(html)
+            self.send_html(html)
             return
         path = url.path + ("index.html" if url.path.endswith("/") else "")
         file = Path(self.translate_path(path))
@@ -113,15 +87,7 @@ class WebHandler(SimpleHTTPRequestHandler):
         html = html.replace(
             '<script src="../throughline.js"', f'<script src="../throughline.js" {self.server.script_attributes}'
         )
-        self._html(html)
-
-    def _html(self, html: str) -> None:
-        data = html.encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_html(html)
 
 
 @pytest.fixture(scope="module")
@@ -135,13 +101,9 @@ def web() -> Iterator[Web]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"CI=true but there is no Chromium at {CHROMIUM}: the CI job must install it")
     started = time.perf_counter()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    with chromium(HOST_RULES) as running:
+        yield running
     print(f"\nbrowser stories: {time.perf_counter() - started:.1f} s with the browser up")
 
 

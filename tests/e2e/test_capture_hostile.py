@@ -6,24 +6,16 @@ crafted ``_next`` injected headers; a cross-site page could run functions on the
 
 from __future__ import annotations
 
-import collections
 import json
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.chromium import chromium, skip_without_chromium
+
 PERSON = {"name": "Мария", "phone": "+7 (926) 111-22-33"}
 URLENCODED = "application/x-www-form-urlencoded"
 # moto checks no signature: a made-up Authorization header names the service, and that is all it needs.
@@ -38,63 +30,6 @@ INVOKE_EVENT = {
     "headers": {"content-type": "application/json"},
     "body": '{"name": "только имя"}',
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Served:
-    def __init__(self, url: str, site: str, sandbox: str, aws: str):
-        self.url, self.site, self.sandbox, self.aws = url, site, sandbox, aws
-        self.form_url = f"{url}/v1/forms/landing/submissions"
-
-    def leads(self) -> list[dict]:
-        return requests.get(f"{self.sandbox}/_sandbox/state", params={"entity": "lead"}, timeout=10).json()
-
-    def wait_for_leads(self, phones: set[str], timeout: float = 40) -> dict[str, dict]:
-        """The leads with these phones, by phone, once all of them are written (or the timeout passes)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            by_phone = {lead["PHONE"][0]["VALUE"]: lead for lead in self.leads() if lead.get("PHONE")}
-            if phones <= set(by_phone) or time.monotonic() > deadline:
-                return by_phone
-            time.sleep(0.3)
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[Served]:
-    port, site_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers/core'}:{ROOT}"}
-    for key in ("AWS_ENDPOINT_URL", "BITRIX24_WEBHOOK_URL"):
-        env.pop(key, None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local.serve", "--port", str(port), "--site-port", str(site_port), "--quiet"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    banner = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        banner.append(line)
-        if "Ctrl-C to stop" in line:
-            break
-    else:
-        process.kill()
-        pytest.fail("local.serve did not start:\n" + "".join(banner))
-    sandbox = re.search(r"sandbox state: (http://127\.0\.0\.1:\d+)/_sandbox/state", "".join(banner)).group(1)
-    aws = re.search(r"AWS \(moto\): (http://127\.0\.0\.1:\d+)", "".join(banner)).group(1)
-    # Keep reading what it prints (tracebacks included): a full pipe would block the stack mid-request.
-    threading.Thread(target=lambda: collections.deque(process.stdout, maxlen=0), daemon=True).start()
-    yield Served(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{site_port}", sandbox, aws)
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=30)
 
 
 def nested_multipart(levels: int) -> tuple[bytes, str]:
@@ -247,25 +182,18 @@ def test_the_demo_shop_cannot_invoke_functions_but_scripts_and_the_stack_itself_
 
 
 def test_the_demo_shop_does_not_remember_an_endpoint_from_its_address(served):
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
-        pytest.skip(f"no Chromium at {chromium}")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium), headless=True, args=["--no-sandbox"])
-        try:
-            page = browser.new_context().new_page()
-            page.add_init_script("localStorage.setItem('throughline-demo:endpoint', 'https://old.example/v1/forms')")
-            page.goto(f"{served.site}/demo/?endpoint=https://evil.example.com/v1/forms")
-            # On the page the link opened, the form goes where the link said (a demo convenience) …
-            action = page.get_attribute("#order", "action")
-            assert action == "https://evil.example.com/v1/forms/demo-lead/submissions"
-            assert page.evaluate("localStorage.getItem('throughline-demo:endpoint')") is None  # … nothing is kept
-            page.goto(f"{served.site}/demo/")
-            action = page.get_attribute("#order", "action")
-            assert action == "http://127.0.0.1:3000/v1/forms/demo-lead/submissions"  # the page's own endpoint
-        finally:
-            browser.close()
+    skip_without_chromium()
+    with chromium() as browser:
+        page = browser.new_context().new_page()
+        page.add_init_script("localStorage.setItem('throughline-demo:endpoint', 'https://old.example/v1/forms')")
+        page.goto(f"{served.site}/demo/?endpoint=https://evil.example.com/v1/forms")
+        # On the page the link opened, the form goes where the link said (a demo convenience) …
+        action = page.get_attribute("#order", "action")
+        assert action == "https://evil.example.com/v1/forms/demo-lead/submissions"
+        assert page.evaluate("localStorage.getItem('throughline-demo:endpoint')") is None  # … nothing is kept
+        page.goto(f"{served.site}/demo/")
+        action = page.get_attribute("#order", "action")
+        assert action == "http://127.0.0.1:3000/v1/forms/demo-lead/submissions"  # the page's own endpoint
 
 
 @pytest.mark.parametrize(
@@ -345,19 +273,12 @@ def test_a_part_header_of_endless_parameters_is_answered_at_once(served, unit):
 @pytest.mark.parametrize("endpoint", ["javascript:alert(document.domain)//", "data:text/html,x", " javascript:x"])
 def test_the_demo_shop_takes_only_a_web_address_as_its_endpoint(served, endpoint):
     # ?endpoint=javascript:… became the plain HTML form's action: script on the demo's origin when the form posts.
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
-        pytest.skip(f"no Chromium at {chromium}")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium), headless=True, args=["--no-sandbox"])
-        try:
-            page = browser.new_context().new_page()
-            page.goto(f"{served.site}/demo/?endpoint={quote(endpoint, safe='')}")
-            action = page.get_attribute("#order", "action")
-            assert action == "http://127.0.0.1:3000/v1/forms/demo-lead/submissions"
-        finally:
-            browser.close()
+    skip_without_chromium()
+    with chromium() as browser:
+        page = browser.new_context().new_page()
+        page.goto(f"{served.site}/demo/?endpoint={quote(endpoint, safe='')}")
+        action = page.get_attribute("#order", "action")
+        assert action == "http://127.0.0.1:3000/v1/forms/demo-lead/submissions"
 
 
 @pytest.mark.parametrize(("length", "status"), [("-1", 400), ("abc", 400), ("１２", 400), (str(11 * 1024 * 1024), 413)])

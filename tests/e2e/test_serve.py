@@ -2,58 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import pytest
 import requests
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def served():
-    port, site_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers/core'}:{ROOT}"}
-    for key in ("AWS_ENDPOINT_URL", "BITRIX24_WEBHOOK_URL"):
-        env.pop(key, None)  # a fresh stack of its own, as on a developer's machine
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local.serve", "--port", str(port), "--site-port", str(site_port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    banner = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        banner.append(line)
-        if "Ctrl-C to stop" in line:
-            break
-    else:
-        process.kill()
-        pytest.fail("local.serve did not start:\n" + "".join(banner))
-    yield f"http://127.0.0.1:{port}", "".join(banner), f"http://127.0.0.1:{site_port}"
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=30)
 
 
 def test_a_form_post_becomes_a_lead_in_the_sandbox(served):
-    url, banner, _ = served
+    url, banner = served.url, served.banner
     sandbox = re.search(r"sandbox state: (http://127\.0\.0\.1:\d+)/_sandbox/state", banner).group(1)
     assert requests.get(f"{url}/_local/health").json() == {"ok": True}
 
@@ -73,7 +29,7 @@ def test_a_form_post_becomes_a_lead_in_the_sandbox(served):
 
 
 def test_any_function_can_be_invoked_once_with_a_json_event(served):
-    url, banner, _ = served
+    url, banner = served.url, served.banner
     event = {
         "version": "2.0",
         "requestContext": {"http": {"method": "POST", "path": "/v1/forms/x/submissions"}},
@@ -91,7 +47,7 @@ def test_any_function_can_be_invoked_once_with_a_json_event(served):
 
 
 def test_the_demo_shop_is_served_on_its_own_origin_and_allowed_to_post(served):
-    url, banner, site = served
+    url, banner, site = served.url, served.banner, served.site
     assert f"{site}/demo/?endpoint={url}/v1/forms" in banner
     page = requests.get(f"{site}/demo/")
     assert page.status_code == 200 and "throughline.js" in page.text
@@ -102,7 +58,7 @@ def test_the_demo_shop_is_served_on_its_own_origin_and_allowed_to_post(served):
 
 
 def test_the_spend_import_reads_the_ad_sandboxes(served):
-    url, banner, _ = served
+    url, banner = served.url, served.banner
     assert "yandex-direct-sandbox: http://" in banner and "vk-ads-sandbox: http://" in banner
     summary = requests.post(f"{url}/_local/invoke/import_ad_spend",
                             json={"date_from": "2026-10-01", "date_to": "2026-10-07"}, timeout=120).json()  # fmt: skip

@@ -9,10 +9,9 @@ from typing import Any
 
 import boto3
 import pytest
-import requests
+from journey_events_helpers import deliver_event
 
-from local.bitrix24_sandbox.outbound import event_body
-from local.stack import LOCAL_APP_TOKEN, sqs_record
+from local.stack import sqs_record
 from throughline.adapters.journey_store import JourneyStore
 from throughline.bitrix24.portal import bitrix_client
 from throughline.config import get_settings
@@ -43,14 +42,6 @@ def lead_with_call(stack, title: str, subject: str) -> tuple[int, int]:
     return lead, activity
 
 
-def post(stack, event: str, record_id: int) -> None:
-    data = event_body(event=event, record_id=record_id, domain="sandbox.bitrix24.ru", member_id="m1",
-                      application_token=LOCAL_APP_TOKEN, timestamp=1)  # fmt: skip
-    response = requests.post(f"{stack.url}/v1/bitrix/events", data=data,
-                             headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10)  # fmt: skip
-    assert response.status_code == 200
-
-
 def field(stack, lead: int) -> str:
     return next(row for row in stack.sandbox.entities("lead") if int(row["ID"]) == lead).get(JOURNEY) or ""
 
@@ -62,7 +53,7 @@ def test_an_event_for_a_record_the_webhook_cannot_see_is_skipped_and_its_batch_m
     stack.sandbox.set_access(hidden={"lead": [hidden]})
     for event, record in (("ONCRMLEADADD", seen), ("ONCRMLEADADD", hidden), ("ONCRMACTIVITYADD", seen_call),
                           ("ONCRMACTIVITYADD", hidden_call)):  # fmt: skip
-        post(stack, event, record)
+        deliver_event(stack, event, record)
     source = stack.resources.queue_sources[0]
     sqs = boto3.client("sqs")
     messages = sqs.receive_message(QueueUrl=source.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=60,

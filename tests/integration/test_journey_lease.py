@@ -7,10 +7,9 @@ import threading
 import time
 
 import boto3
-import requests
+from journey_events_helpers import deliver_event
 
-from local.bitrix24_sandbox.outbound import event_body
-from local.stack import LOCAL_APP_TOKEN, sqs_record
+from local.stack import sqs_record
 from throughline.adapters.journey_store import JourneyStore
 from throughline.adapters.locks import Locks
 from throughline.config import get_settings
@@ -19,11 +18,7 @@ JOURNEY = "UF_CRM_CUSTOMER_JOURNEY"
 
 
 def queued_event(stack, event: str, record_id: int) -> dict:
-    data = event_body(event=event, record_id=record_id, domain="sandbox.bitrix24.ru", member_id="m1",
-                      application_token=LOCAL_APP_TOKEN, timestamp=1)  # fmt: skip
-    response = requests.post(f"{stack.url}/v1/bitrix/events", data=data,
-                             headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10)  # fmt: skip
-    assert response.status_code == 200
+    deliver_event(stack, event, record_id)
     source = stack.resources.queue_sources[0]
     [message] = boto3.client("sqs").receive_message(QueueUrl=source.queue_url, VisibilityTimeout=0,
                                                     MessageSystemAttributeNames=["All"])["Messages"]  # fmt: skip

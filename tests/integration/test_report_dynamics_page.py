@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_report_page import CHROMIUM, CHROMIUM_ARGS, sample_report, sync_playwright
+from test_report_page import sample_report
 
+from tests.chromium import chromium, open_page
 from throughline.report.render import render_html
 
 
@@ -13,29 +14,20 @@ def test_the_dynamics_charts_draw_offline(tmp_path: Path) -> None:
     report = sample_report()
     page_file = tmp_path / "index.html"
     page_file.write_bytes(render_html(report))
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1000})
-            errors: list[str] = []
-            requests: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.on("request", lambda request: requests.append(request.url))
-            page.goto(page_file.as_uri())
-            page.wait_for_function("window.throughlineDynamicsCharts && window.throughlineCharts")
-            charts = page.evaluate(
-                """() => window.throughlineDynamicsCharts.map(chart => {
-                    const canvas = chart.canvas;
-                    const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-                    let painted = 0;
-                    for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) painted++;
-                    return {id: canvas.id, type: chart.config.type, points: chart.data.labels.length,
-                            datasets: chart.data.datasets.length, painted};
-                })"""
-            )
-            others = page.evaluate("window.throughlineCharts.length")
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page, errors, requests = open_page(browser, page_file)
+        page.wait_for_function("window.throughlineDynamicsCharts && window.throughlineCharts")
+        charts = page.evaluate(
+            """() => window.throughlineDynamicsCharts.map(chart => {
+                const canvas = chart.canvas;
+                const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+                let painted = 0;
+                for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) painted++;
+                return {id: canvas.id, type: chart.config.type, points: chart.data.labels.length,
+                        datasets: chart.data.datasets.length, painted};
+            })"""
+        )
+        others = page.evaluate("window.throughlineCharts.length")
     assert errors == [] and requests == [page_file.as_uri()]
     assert others == 5  # the page's own charts are untouched
     assert [(c["id"], c["type"]) for c in charts] == [("chart-dynamics", "bar"), ("chart-romi-weeks", "line")]

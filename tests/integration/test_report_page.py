@@ -11,8 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
-
+from tests.chromium import chromium, open_page, skip_without_chromium
 from throughline.report.attribution import read_journeys
 from throughline.report.build import ReportOptions, build_report
 from throughline.report.channels import origin_from_tags
@@ -21,18 +20,7 @@ from throughline.report.models import Period, RoiReport
 from throughline.report.rates import RateBook
 from throughline.report.render import render_html
 
-IN_CI = os.environ.get("CI") == "true"
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:
-    if IN_CI:
-        raise
-    pytest.skip("the playwright package is missing: make venv", allow_module_level=True)
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-if not CHROMIUM.exists() and not IN_CI:
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium); CI installs it", allow_module_level=True)
+skip_without_chromium()
 
 STATUSES = [
     {"ENTITY_ID": "STATUS", "STATUS_ID": status, "NAME": name, "SORT": str(sort), "SEMANTICS": semantics}
@@ -188,36 +176,27 @@ def test_the_page_draws_every_chart_offline(tmp_path: Path) -> None:
     page_file = tmp_path / "index.html"
     page_file.write_bytes(render_html(sample_report()))
     screenshot = Path(os.environ.get("REPORT_SCREENSHOT") or tmp_path / "report.png")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1000})
-            errors: list[str] = []
-            requests: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.on("request", lambda request: requests.append(request.url))
-            page.goto(page_file.as_uri())
-            page.wait_for_function("window.throughlineCharts && window.throughlineCharts.length === 5")
-            drawn = page.evaluate(
-                """() => [...document.querySelectorAll('canvas')].map(canvas => {
-                    const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-                    let painted = 0;
-                    for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) painted++;
-                    return {id: canvas.id, width: canvas.width, painted};
-                })"""
-            )
-            kinds = page.evaluate("window.throughlineCharts.map(chart => chart.config.type)")
-            models = page.evaluate(
-                "window.throughlineCharts.find(c => c.canvas.id === 'chart-attribution').data.datasets.length"
-            )
-            cohort_cells = page.evaluate(
-                """() => [...document.querySelectorAll('table.cohorts tbody td[style]')].map(
-                    cell => getComputedStyle(cell).backgroundColor)"""
-            )
-            differences = page.locator("table.diff tbody tr").count()
-            page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page, errors, requests = open_page(browser, page_file)
+        page.wait_for_function("window.throughlineCharts && window.throughlineCharts.length === 5")
+        drawn = page.evaluate(
+            """() => [...document.querySelectorAll('canvas')].map(canvas => {
+                const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+                let painted = 0;
+                for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) painted++;
+                return {id: canvas.id, width: canvas.width, painted};
+            })"""
+        )
+        kinds = page.evaluate("window.throughlineCharts.map(chart => chart.config.type)")
+        models = page.evaluate(
+            "window.throughlineCharts.find(c => c.canvas.id === 'chart-attribution').data.datasets.length"
+        )
+        cohort_cells = page.evaluate(
+            """() => [...document.querySelectorAll('table.cohorts tbody td[style]')].map(
+                cell => getComputedStyle(cell).backgroundColor)"""
+        )
+        differences = page.locator("table.diff tbody tr").count()
+        page.screenshot(path=str(screenshot), full_page=True)
     assert errors == []
     assert requests == [page_file.as_uri()]  # nothing fetched: Chart.js and the data are in the page
     assert kinds == ["bar", "bar", "bar", "bar", "doughnut"]
@@ -232,25 +211,18 @@ def test_the_page_draws_every_chart_offline(tmp_path: Path) -> None:
 
 def _open(page_file: Path, screenshot: Path) -> tuple[list[str], int, dict]:
     """Open the page offline: script errors, how many charts were made, and the page's size and overflow."""
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1000})
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(page_file.as_uri())
-            page.wait_for_load_state("load")
-            charts = page.evaluate("(window.throughlineCharts || []).length")
-            layout = page.evaluate(
-                """() => ({width: document.documentElement.scrollWidth,
-                          text: document.body.innerText,
-                          names: Math.max(0, ...[...document.querySelectorAll('td.name')].map(
-                              cell => cell.getBoundingClientRect().width)),
-                          empty: [...document.querySelectorAll('.chart .empty')].map(node => node.innerText)})"""
-            )
-            page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page, errors, _ = open_page(browser, page_file)
+        page.wait_for_load_state("load")
+        charts = page.evaluate("(window.throughlineCharts || []).length")
+        layout = page.evaluate(
+            """() => ({width: document.documentElement.scrollWidth,
+                      text: document.body.innerText,
+                      names: Math.max(0, ...[...document.querySelectorAll('td.name')].map(
+                          cell => cell.getBoundingClientRect().width)),
+                      empty: [...document.querySelectorAll('.chart .empty')].map(node => node.innerText)})"""
+        )
+        page.screenshot(path=str(screenshot), full_page=True)
     return errors, charts, layout
 
 

@@ -13,7 +13,7 @@ which renders the field from the store and writes it only while the version it r
 
 Whichever write lands last was followed by a version check, so the field ends with every stored touch.
 
-For the writer's repeat-request path (``writer/leads.py``): after its touch is stored and the version bumped
+For the writer's repeat-request path (``writer/leads/write.py``): after its touch is stored and the version bumped
 (``JourneyStore.bump_version``), call ``Projector.project(["LEAD#<id>"])`` instead of appending to the text it read.
 """
 
