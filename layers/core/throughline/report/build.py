@@ -21,9 +21,11 @@ moved into that zone first; ``CLOSEDATE`` and spend dates are calendar days and 
 
 from __future__ import annotations
 
+import gc
 from array import array
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
@@ -137,18 +139,35 @@ def build_report(
     """``journeys``: the newest journey export (``report.attribution.read_journeys``); without one, roi.json's
     attribution section is null and data quality says why. ``stage_history`` is read twice (the win of a deal without
     ``CLOSEDATE``, then the funnel): a function returning a fresh iterable, or a list; a one-shot iterator is listed."""
-    if callable(stage_history):
-        history = stage_history
-    else:
-        kept = stage_history if isinstance(stage_history, list | tuple) else list(stage_history)
-        history = lambda: kept  # noqa: E731
-    builder = _Builder(period, previous, rates, options, stages)
-    builder.add_spend(spend)
-    builder.add_leads(leads)
-    builder.read_wins(history())
-    builder.add_deals(deals)
-    funnels = build_funnels(builder.lead_statuses, builder.deal_stages, stages, builder.deal_paths(history()))
-    return builder.finish(funnels, crm_info or {}, journeys, attribution, now)
+    with _collector_paused():
+        if callable(stage_history):
+            history = stage_history
+        else:
+            kept = stage_history if isinstance(stage_history, list | tuple) else list(stage_history)
+            history = lambda: kept  # noqa: E731
+        builder = _Builder(period, previous, rates, options, stages)
+        builder.add_spend(spend)
+        builder.add_leads(leads)
+        builder.read_wins(history())
+        builder.add_deals(deals)
+        funnels = build_funnels(builder.lead_statuses, builder.deal_stages, stages, builder.deal_paths(history()))
+        return builder.finish(funnels, crm_info or {}, journeys, attribution, now)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while the report is built: the build allocates tens of millions of dicts,
+    tuples and lists (a million decoded leads, two million touches) and makes no reference cycles, yet each 2 000
+    allocations started a collection that walked the young objects, and the full collections walked everything kept
+    so far (a sixth of the 365-day benchmark's CPU time). Reference counting still frees every record as it is passed;
+    the collector is switched back on (if it was on) whatever happens."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 # ---- internals --------------------------------------------------------------------------------------------------
