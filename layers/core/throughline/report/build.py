@@ -898,10 +898,13 @@ def _decimal(value: Any) -> Decimal:
     """A money amount; ``ValueError`` for text that is no finite amount ("NaN", "Infinity", "1e400")."""
     if value is None or value == "":
         return ZERO
-    try:
-        number = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise ValueError(f"not a number: {value!r}") from None
+    if type(value) is Decimal:  # a spend row's cost, decoded as Decimal: a copy through str would be the same number
+        number = value
+    else:
+        try:
+            number = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise ValueError(f"not a number: {value!r}") from None
     if not number.is_finite() or abs(number) >= MAX_AMOUNT:
         raise ValueError(f"not an amount of money: {value!r}")
     return number
