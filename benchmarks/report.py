@@ -2,8 +2,8 @@
 
 The data is written first as the report reads it in production — the CRM snapshot as gzip JSON Lines buckets, spend
 rows as gzip JSON Lines partitions — then a fresh child process reads it all and builds the report and its three
-files. The child prints its wall time and peak memory (ru_maxrss), the figures to compare with the targets: under
-30 s and under 1 GB.
+files. The child prints its CPU and wall time and its own peak memory (VmHWM), the figures to compare with the
+targets: under 30 s of CPU and under 1 000 MB.
 
     PYTHONPATH=layers/core:. python benchmarks/report.py            # full size
     PYTHONPATH=layers/core:. python benchmarks/report.py --quick    # a CI smoke run (a hundredth of the size)
@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_SECONDS = 30.0
-TARGET_MB = 1024.0
+TARGET_MB = 1000.0  # a Lambda of 1 GB, with room for the runtime
 LAST_DAY = date(2026, 11, 30)
 SOURCES = (  # (utm_source, utm_medium, platform, share of leads)
     ("yandex", "cpc", "yandex_direct", 0.40),
@@ -294,11 +294,32 @@ class FolderObjects:
         return path.read_bytes() if path.exists() else None
 
     def keys(self, prefix: str, start_after: str = "") -> Iterator[str]:
-        found = sorted(str(path.relative_to(self.root)) for path in self.root.rglob("*") if path.is_file())
+        # As S3 lists a prefix: only the folder the prefix names is walked (the whole tree per call, seven calls,
+        # was some of the CPU time the benchmark reported).
+        folder = self.root / prefix.rpartition("/")[0]
+        paths = folder.rglob("*") if folder.is_dir() else ()
+        found = sorted(str(path.relative_to(self.root)) for path in paths if path.is_file())
         return iter([key for key in found if key.startswith(prefix) and key > start_after])
 
     def prefixes(self, prefix: str) -> list[str]:
         return sorted(f"{prefix}{path.name}/" for path in (self.root / prefix).iterdir() if path.is_dir())
+
+
+def _own_peak_kb() -> float:
+    """This process's own peak resident memory, in kilobytes.
+
+    Not ``ru_maxrss``: on Linux a child started by ``subprocess`` inherits its parent's high-water mark through fork
+    and exec, so every child reported at least the peak of the parent that had just generated the data (981 MB for a
+    nightly run whose own peak was about 320 MB). ``VmHWM`` is the high-water mark of the memory the process itself
+    mapped after exec; ``ru_maxrss`` only where there is no /proc (macOS, in bytes there)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 if sys.platform == "darwin" else float(peak)
 
 
 def _build(folder: Path, whole_year: bool, with_journeys: bool = True) -> int:
@@ -337,7 +358,7 @@ def _build(folder: Path, whole_year: bool, with_journeys: bool = True) -> int:
     built = time.perf_counter()
     files = {"json": render_json(report), "csv": render_csv(report), "html": render_html(report)}
     finished = time.perf_counter()
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    peak_kb = _own_peak_kb()
     print(
         json.dumps(
             {

@@ -95,21 +95,23 @@ class Journeys:
         ``crm_lead`` / ``crm_deal`` touch takes it, so a deal has one channel in the table and in every model."""
         self.streamed = False
         names: dict[str, str] = {}  # one string object per distinct channel, source, campaign: millions of touches
-        name = names.setdefault
+        name, won_at, parse = names.setdefault, self.won_at, _at
         for key in self.parts:
-            for line in _lines(self.objects.get(key)):
-                if line.get("entity_type") == "deal" and line.get("kind") == "won":
-                    at = _at(line["at"])
+            for line in _lines(self.objects.get(key)):  # the hot loop: two million touches a year
+                get = line.get
+                kind = get("kind")
+                if kind == "won" and get("entity_type") == "deal":
+                    at = parse(line["at"])
                     deal = int(line["entity_id"])
-                    if deal not in self.won_at or at > self.won_at[deal]:
-                        self.won_at[deal] = at
-                person, channel = line.get("person_key"), line.get("channel")
-                if not person or not channel or channel == SALES_CHANNEL or line.get("kind") not in MARKETING_KINDS:
+                    if deal not in won_at or at > won_at[deal]:
+                        won_at[deal] = at
+                person, channel = get("person_key"), get("channel")
+                if not person or not channel or channel == SALES_CHANNEL or kind not in MARKETING_KINDS:
                     continue
-                source, campaign = line.get("source") or "", line.get("campaign") or ""
-                if channel_of is not None and line.get("kind") in CRM_KINDS and str(line.get("entity_id")).isdigit():
-                    channel = channel_of(str(line.get("entity_type")), int(line["entity_id"])) or channel
-                yield TouchPoint(person, _at(line["at"]), name(channel, channel), name(source, source),
+                source, campaign = get("source") or "", get("campaign") or ""
+                if channel_of is not None and kind in CRM_KINDS and str(get("entity_id")).isdigit():
+                    channel = channel_of(str(get("entity_type")), int(line["entity_id"])) or channel
+                yield TouchPoint(person, parse(line["at"]), name(channel, channel), name(source, source),
                                  name(campaign, campaign))  # fmt: skip
         self.streamed = True
 
@@ -230,9 +232,17 @@ def _romi(revenue: Decimal, spend: Decimal) -> Decimal | None:
 def cohort_rows(deals: list[WonDeal], as_of: date, zone: tzinfo) -> list[CohortRow]:
     """Monthly acquisition cohorts by channel and source (``throughline.attribution.acquisition_cohorts``): Yandex
     Direct and Yandex organic are two cohorts."""
+    ends: dict[date, datetime] = {}  # a year's won deals close on a few hundred days
+
+    def end_of(day: date) -> datetime:
+        found = ends.get(day)
+        if found is None:
+            found = ends[day] = _end_of_day(day, zone)
+        return found
+
     cohorts = acquisition_cohorts(
         (
-            CohortDeal(deal.customer, _end_of_day(deal.closed, zone), deal.revenue, f"{deal.channel}\t{deal.source}")
+            CohortDeal(deal.customer, end_of(deal.closed), deal.revenue, f"{deal.channel}\t{deal.source}")
             for deal in deals
         ),
         _end_of_day(as_of, zone),
@@ -273,5 +283,5 @@ def _end_of_day(day: date, zone: tzinfo) -> datetime:
 
 
 def _at(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    moment = datetime.fromisoformat(text)  # reads a trailing "Z" as UTC (Python 3.11+)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

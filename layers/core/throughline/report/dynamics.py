@@ -36,15 +36,21 @@ class _Cells:
 
 
 class DynamicsBook:
-    """Per row and day; memory grows with rows × days, never with records."""
+    """Per row and point; memory grows with rows × points, never with records. Given the period, a day is kept under
+    the first day of its point (its ISO week past 62 days): a 365-day period holds 53 cells a row, not 365."""
 
-    def __init__(self) -> None:
+    def __init__(self, period: Period | None = None) -> None:
         self._rows: dict[int, _Cells] = {}
+        weekly = period is not None and period.days > DAILY_LIMIT
+        self._weeks = (period.date_from.toordinal(), period.date_to.toordinal()) if weekly else None  # type: ignore[union-attr]
 
     def _cell(self, row: Any, day: int) -> list:
         cells = self._rows.get(id(row))
         if cells is None:
             cells = self._rows[id(row)] = _Cells(row, {})
+        weeks = self._weeks
+        if weeks is not None and weeks[0] <= day <= weeks[1]:  # its ISO week's Monday (ordinal 1 is one) or the start
+            day = max(day - (day - 1) % 7, weeks[0])
         cell = cells.days.get(day)
         if cell is None:
             cell = cells.days[day] = [ZERO, 0, 0, ZERO]
@@ -53,8 +59,8 @@ class DynamicsBook:
     def spend(self, row: Any, day: int, cost: Decimal) -> None:
         self._cell(row, day)[SPEND] += cost
 
-    def lead(self, row: Any, day: int) -> None:
-        self._cell(row, day)[LEADS] += 1
+    def lead(self, row: Any, day: int, count: int = 1) -> None:
+        self._cell(row, day)[LEADS] += count
 
     def won(self, row: Any, day: int, revenue: Decimal) -> None:
         cell = self._cell(row, day)
