@@ -75,6 +75,8 @@ def lambda_handler(event: dict, context: object) -> dict:
 
     if accepted.captcha_unavailable:
         metrics.add_metric(name="CaptchaUnavailable", unit=MetricUnit.Count, value=1)
+    if accepted.limits_unavailable:
+        metrics.add_metric(name="RateLimitsUnavailable", unit=MetricUnit.Count, value=1)
     if accepted.held:
         # Kept under raw/held/, not queued (python -m throughline release-held queues it if it was a real customer).
         metrics.add_metric(name="SubmissionsHeld", unit=MetricUnit.Count, value=1)

@@ -305,7 +305,7 @@ def test_s3_down_when_a_form_is_posted_answers_503_queues_nothing_and_the_sites_
 
 def test_dynamodb_down_for_the_idempotency_claim_answers_503_and_the_retry_makes_one_lead(stack, aws_faults):
     body = {"phone": PHONES[1], "utm_source": "yandex", "utm_medium": "cpc"}
-    aws_faults.fail("dynamodb", {"PutItem", "UpdateItem", "GetItem"}, "InternalServerError", times=1)
+    aws_faults.fail("dynamodb", {"PutItem", "GetItem"}, "InternalServerError", times=1)
     first = post(stack, body)
     assert aws_faults.raised
     assert (first.status_code, aws_faults.raised) == (503, {"PutItem": 1})  # the claim could not be saved
@@ -313,6 +313,16 @@ def test_dynamodb_down_for_the_idempotency_claim_answers_503_and_the_retry_makes
     assert post(stack, body).status_code == 202
     drain(stack)
     assert_one_lead_and_one_touch_each(stack, PHONES[1:2])
+
+
+def test_dynamodb_down_for_the_rate_limit_counters_lets_the_post_pass_once(stack, aws_faults):
+    """The rate limits are a defence, not a gate: a counter that cannot be counted must not turn a real lead away."""
+    body = {"phone": PHONES[2], "utm_source": "yandex", "utm_medium": "cpc"}
+    aws_faults.fail("dynamodb", {"UpdateItem"}, "InternalServerError", times=2)  # the IP's and the contact's counter
+    assert post(stack, body).status_code == 202
+    assert aws_faults.raised == {"UpdateItem": 2}
+    drain(stack)
+    assert_one_lead_and_one_touch_each(stack, PHONES[2:3])
 
 
 # -- the journey ----------------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from throughline.adapters.raw_store import RawStore
 from throughline.adapters.submission_claims import SubmissionClaims
 from throughline.adapters.writes_queue import WritesQueue
@@ -51,6 +53,7 @@ class Accepted:
     held: str | None = None  # "ip", "contact" or "captcha": kept under raw/held/, not queued
     retry_after: int = 0  # held by a rate limit: seconds until its window ends
     captcha_unavailable: bool = False  # the captcha could not be verified and the post passed (see capture.captcha)
+    limits_unavailable: bool = False  # the rate limits could not be counted and the post passed
 
 
 class Capture:
@@ -168,9 +171,16 @@ class Capture:
             if verdict.unavailable:
                 captcha_unavailable = True
                 logger.error("captcha not verified; the post passes", extra={"reason": verdict.reason})
+        limits_unavailable = False
         if self.limiter is not None:
             contact = submission.phone or submission.email
-            over = self.limiter.over_limit({"ip": None if builder else source_ip, "contact": contact})
+            try:
+                over = self.limiter.over_limit({"ip": None if builder else source_ip, "contact": contact})
+            except (ClientError, BotoCoreError) as error:
+                # A defence must not turn real leads away: a counter that cannot be read lets the post pass (the
+                # claim below still answers 503 when DynamoDB is down for it too), logged and counted.
+                over, limits_unavailable = None, True
+                logger.error("rate limits not counted; the post passes", extra={"error": type(error).__name__})
             if over:
                 held = self._hold(submission, record, over, f"more than the {over} limit in the window")
                 return replace(held, retry_after=self.limiter.seconds_left())
@@ -188,7 +198,11 @@ class Capture:
             },
         )
         return Accepted(
-            accepted_id, duplicate=duplicate, redirect_to=redirect_to, captcha_unavailable=captcha_unavailable
+            accepted_id,
+            duplicate=duplicate,
+            redirect_to=redirect_to,
+            captcha_unavailable=captcha_unavailable,
+            limits_unavailable=limits_unavailable,
         )
 
     def _hold(self, submission: Submission, record: str, reason: str, detail: str) -> Accepted:
