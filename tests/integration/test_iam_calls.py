@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,8 +53,22 @@ def calls(monkeypatch) -> list[tuple[str, str, str, dict]]:
         finally:
             _running.function = outer
 
+    def submit(pool, fn, /, *args, **kwargs):  # a function's worker threads (the export's parallel scan) are its own
+        function = getattr(_running, "function", None)
+
+        def run():
+            _running.function = function
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _running.function = None
+
+        return pool_submit(pool, run)
+
+    pool_submit = ThreadPoolExecutor.submit
     monkeypatch.setattr(BaseClient, "_make_api_call", recording_call)
     monkeypatch.setattr(LocalStack, "invoke", recording_invoke)
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", submit)
     return recorded
 
 
