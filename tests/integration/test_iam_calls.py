@@ -151,7 +151,9 @@ def test_every_call_each_function_makes_is_allowed_by_its_own_role(make_stack, c
     ivan = {"name": "Иван", "phone": "+79161234567", "email": "ivan@example.ru", "utm_source": "yandex"}
     assert requests.post(form, json=ivan, timeout=60).status_code == 202
     assert requests.post(form, json={**ivan, "comment": "ещё"}, timeout=60).status_code == 429  # held
-    manager_lead(stack)  # the portal's own lead: an outbound event through bitrix_events
+    lead = manager_lead(stack)  # the portal's own lead: an outbound event through bitrix_events
+    settle(stack)
+    stack.sandbox.call("crm.lead.delete", {"id": lead})  # the writer marks it deleted (crm/deleted/)
     settle(stack)
     bucket = stack.resources.physical["DataBucket"]
     csv = "date;utm_source;utm_medium;utm_campaign;cost;currency\n2026-11-20;flyer;offline;metro;1500,00;RUB\n"
@@ -168,6 +170,7 @@ def test_every_call_each_function_makes_is_allowed_by_its_own_role(make_stack, c
         "capture_form", "bitrix_writer", "bitrix_events", "import_ad_spend", "journey_sweep", "build_roi_report",
         "forget_person",
     }  # fmt: skip
+    assert ("bitrix_writer", "s3", "PutObject") in {call[:3] for call in calls}  # the deletion marker
     denied = set()
     for function, service, operation, params in calls:
         if service == "secretsmanager":
