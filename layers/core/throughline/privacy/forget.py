@@ -123,9 +123,6 @@ def forget_person(
     for raw_key in sorted(store.raw_keys(person)):
         if _delete_every_version(s3, bucket, raw_key):
             result.raw_copies.append(raw_key)
-    for held_key in _held_copies(s3, bucket, person, secret):
-        if _delete_every_version(s3, bucket, held_key):
-            result.raw_copies.append(held_key)
     _forget_in_snapshots(s3, bucket, person, entities, result)
     for entity in result.entities:
         result.touches += sum(1 for key in store.delete_partition(entity) if not key.startswith("#"))
@@ -138,6 +135,11 @@ def forget_person(
     for key in sorted(person):
         result.index_entries += len(store.delete_partition(PERSON_PREFIX + key))
         result.index_entries += len(store.delete_partition(RAW_PREFIX + key))
+    # Last: held posts are found by reading each one (a flood may have left many), and need no index to be found
+    # again, so a run that runs out of time here has erased everything else and can simply be run again.
+    for held_key in _held_copies(s3, bucket, person, secret):
+        if _delete_every_version(s3, bucket, held_key):
+            result.raw_copies.append(held_key)
     return result
 
 
