@@ -286,7 +286,8 @@ class LocalStack:
 
         self.captcha_sandbox, environment, secret = start_captcha(self.captcha)
         assert self.resources is not None
-        secrets_arn = self.resources.environment()["SECRETS_ARN"]
+        # The person-key secret (template.yaml's Secrets), the one capture_form reads; SECRETS_ARN lists them all here.
+        secrets_arn = self.resources.physical["Secrets"]
         client = session.client("secretsmanager")
         current = json.loads(client.get_secret_value(SecretId=secrets_arn).get("SecretString") or "{}")
         client.put_secret_value(SecretId=secrets_arn, SecretString=json.dumps({**current, **secret}))

@@ -4,6 +4,7 @@ sandboxes against their providers' documentation: one-time tokens valid five min
 from __future__ import annotations
 
 import socket
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Thread
 
@@ -153,3 +154,35 @@ def test_a_provider_that_cannot_answer_lets_posts_through(smart):
 def test_without_a_key_the_captcha_is_off():
     assert not CaptchaVerifier().enabled
     assert CaptchaVerifier(turnstile_key="k").enabled
+
+
+def test_a_provider_that_answers_a_byte_at_a_time_cannot_hold_the_post_past_the_timeout():
+    # The socket timeout is per read: a provider (or a proxy in front of it) trickling its answer a byte at a time
+    # never trips it, and capture_form would wait until Lambda kills it (10 s) and the post is lost unstored.
+    class Trickling(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for byte in b'Content-Type: application/json\r\nContent-Length: 15\r\n\r\n{"status":"ok"}'[:12]:
+                time.sleep(0.4)
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:
+                    return
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Trickling)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/validate"
+        client = CaptchaVerifier(smartcaptcha_key="k", smartcaptcha_url=url, timeout=1.0)
+        started = time.monotonic()
+        verdict = client.verify({"smart-token": "t"}, IP)
+        assert time.monotonic() - started < 2.0  # the answer would take 4.8 s
+        assert verdict.passed and verdict.unavailable
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -117,3 +117,28 @@ def test_a_builders_post_over_the_contact_limit_gets_200_and_is_held(make_stack)
     assert [answer.status_code for answer in answers] == [200, 200, 200]  # Tilda would retry anything else
     assert len(queued(stack)) == 1
     assert sorted(record["held"]["reason"] for record in objects(stack, "raw/held/").values()) == ["contact"] * 2
+
+
+def test_a_retry_of_an_accepted_post_is_answered_with_it_not_held_for_its_spent_token_or_the_limit(make_stack):
+    # The answer to a post with a valid token is lost (or a double click): the snippet posts the same form with the
+    # same one-time token, which the provider now refuses (timeout-or-duplicate), and which counts against the IP
+    # limit again. It is the lead already stored: answered with it, nothing held (release-held would make a second).
+    stack = make_stack(
+        poll_queues=False, captcha="turnstile", parameters={"AllowedOrigins": ORIGIN, "RateLimitPerIp": "1"}
+    )
+    form = {"name": "Мария", "phone": "+7 926 111-22-44", "cf-turnstile-response": stack.captcha_sandbox.issue()}
+    first = post(stack, form, "198.51.100.21")
+    assert first.status_code == 202
+    retry = post(stack, form, "198.51.100.21")
+    assert (retry.status_code, retry.json()) == (202, first.json())
+    assert stack.captcha_sandbox.verifications == 2  # the retry was asked about, and refused
+    assert objects(stack, "raw/held/") == {}
+    [message] = queued(stack)
+    assert message["submission"]["submission_id"] == first.json()["submission_id"]
+    # A new form from that address is still over the limit, and one without a fresh token still fails the captcha.
+    other = {"name": "Мария", "phone": "+7 926 111-22-44", "comment": "ещё вопрос"}
+    assert (
+        post(stack, {**other, "cf-turnstile-response": stack.captcha_sandbox.issue()}, "198.51.100.21").status_code
+        == 429
+    )
+    assert post(stack, other, "198.51.100.22").status_code == 422

@@ -176,3 +176,29 @@ def test_a_shared_phone_on_another_record_does_not_widen_the_erasure(make_stack)
     assert store.index_lookup([office_key]) == {f"LEAD#{olga}"}
     assert store.index_lookup([ivan_mail]) == set()
     assert store.journey(f"LEAD#{olga}") and not store.journey(f"LEAD#{ivan}")
+
+
+def test_forget_removes_the_persons_posts_held_by_a_flood_limit_and_nobody_elses(make_stack, capsys):
+    # A held post (raw/held/) carries the name, phone and e-mail like a raw copy, but never reaches the journey
+    # store's raw-copy index: forget must find it all the same.
+    stack = make_stack(parameters={"RateLimitPerContact": "1"})
+    url = f"{stack.url}/v1/forms/contact/submissions"
+    post(stack, IVAN)
+    post(stack, OLGA)
+    for person in (IVAN, OLGA):
+        held = requests.post(url, json={**person, "comment": "ещё раз"}, timeout=60)
+        assert held.status_code == 429, held.text
+    settle(stack)
+    s3, bucket = boto3.client("s3"), get_settings().data_bucket
+    held = {
+        item["Key"]: json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())["message"]["submission"]
+        for item in s3.list_objects_v2(Bucket=bucket, Prefix="raw/held/").get("Contents", [])
+    }
+    [ivan_held] = [key for key, submission in held.items() if submission["phone"] == "+79161234567"]
+    [olga_held] = [key for key, submission in held.items() if submission["phone"] == "+79035550101"]
+
+    assert main(["forget", "--email", "IVAN@example.ru"]) == 0
+    printed = capsys.readouterr().out
+    assert "raw copies: 2 deleted" in printed and ivan_held in printed
+    assert versions(s3, bucket, ivan_held) == []  # every version, not merely a delete marker
+    assert len(versions(s3, bucket, olga_held)) == 1

@@ -501,8 +501,10 @@ def test_forget_person_may_only_find_and_delete_a_persons_items_copies_and_snaps
     assert statements["DeleteRawCopies"]["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/raw/forms/*"}
     assert statements["RewriteSnapshots"]["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/journeys/snapshot=*"}
     assert statements["ListRawCopiesAndSnapshots"]["Condition"] == {
-        "StringLike": {"s3:prefix": ["raw/forms/*", "journeys/snapshot=*"]}
+        "StringLike": {"s3:prefix": ["raw/forms/*", "raw/held/*", "journeys/snapshot=*"]}
     }
+    # Held posts (the flood limits, the captcha) are read for their contact and deleted; nothing else under raw/.
+    assert statements["FindAndDeleteHeldPosts"]["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/raw/held/*"}
     assert "Events" not in FUNCTIONS["ForgetPersonFunction"]["Properties"]  # no route: an operator invokes it
     assert RESOURCES["JourneyTable"]["Properties"]["TimeToLiveSpecification"] == {
         "AttributeName": "expires_at",

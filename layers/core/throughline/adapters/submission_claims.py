@@ -32,10 +32,23 @@ class SubmissionClaims:
     def client(self) -> Any:
         return self._client or aws.client("dynamodb")
 
+    def _key_of(self, fingerprint: str) -> str:
+        return PREFIX + hmac.new(self._key, fingerprint.encode(), hashlib.sha256).hexdigest()
+
+    def claimed(self, fingerprint: str) -> str | None:
+        """The submission id the content was accepted under within the window, or None (nothing is written)."""
+        item = self.client.get_item(
+            TableName=self.table, Key={"id": {"S": self._key_of(fingerprint)}}, ConsistentRead=True
+        )
+        item = item.get("Item")
+        if not item or int(item.get("expiration", {}).get("N", "0")) < int(time.time()):
+            return None
+        return item["submission_id"]["S"]
+
     def claim(self, fingerprint: str, submission_id: str, received_at: str) -> tuple[str, str]:
         """``(submission_id, received_at)`` the content was first claimed under within the window: the ones given
         when this is the first claim."""
-        key = PREFIX + hmac.new(self._key, fingerprint.encode(), hashlib.sha256).hexdigest()
+        key = self._key_of(fingerprint)
         now = int(time.time())
         try:
             self.client.put_item(

@@ -23,6 +23,7 @@ still apply. The HTTP client (urllib) is imported only when a key is configured.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 
 SMARTCAPTCHA_FIELD = "smart-token"
@@ -106,7 +107,17 @@ class CaptchaVerifier:
         return Verdict(True, f"Turnstile refused our request: {', '.join(codes) or 'no code'}"[:200], unavailable=True)
 
     def _post(self, url: str, fields: dict[str, str]) -> tuple[int, object]:
-        """(HTTP status, parsed JSON or None); status 0 when the service could not be reached."""
+        """(HTTP status, parsed JSON or None); status 0 when the service could not be reached or did not answer
+        within ``timeout`` in all. urllib's timeout bounds each socket read, not the request: an answer trickled a
+        byte at a time (or a slow DNS lookup) would hold the post until Lambda ends the invocation, unstored. So the
+        request runs in a daemon thread that is left to its own socket timeouts if it overruns."""
+        answer: list[tuple[int, object]] = []
+        worker = threading.Thread(target=lambda: answer.append(self._request(url, fields)), daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        return answer[0] if answer else (0, None)
+
+    def _request(self, url: str, fields: dict[str, str]) -> tuple[int, object]:
         import urllib.error
         import urllib.request
         from urllib.parse import urlencode

@@ -76,7 +76,10 @@ def held_posts(s3: Any, bucket: str, selection: Selection) -> Iterator[HeldPost]
             for item in page.get("Contents", []):
                 if not item["Key"].endswith(".json"):
                     continue
-                record = json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+                try:
+                    record = json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+                except s3.exceptions.NoSuchKey:
+                    continue  # released (or dropped as a copy) by another run since this one listed it
                 post = HeldPost(item["Key"], record)
                 if selection.matches(post):
                     yield post

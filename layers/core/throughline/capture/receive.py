@@ -166,7 +166,7 @@ class Capture:
         captcha_unavailable = False
         if self.captcha is not None and self.captcha.enabled and not builder:
             verdict = self.captcha.verify(tokens, source_ip)
-            if not verdict.passed:
+            if not verdict.passed and not self._accepted_before(fingerprint):
                 return self._hold(submission, record, "captcha", verdict.reason)
             if verdict.unavailable:
                 captcha_unavailable = True
@@ -181,7 +181,7 @@ class Capture:
                 # claim below still answers 503 when DynamoDB is down for it too), logged and counted.
                 over, limits_unavailable = None, True
                 logger.error("rate limits not counted; the post passes", extra={"error": type(error).__name__})
-            if over:
+            if over and not self._accepted_before(fingerprint):
                 held = self._hold(submission, record, over, f"more than the {over} limit in the window")
                 return replace(held, retry_after=self.limiter.seconds_left())
         result = self._accept_once({"fingerprint": fingerprint, "message": submission.to_message(), "raw": record})
@@ -204,6 +204,19 @@ class Capture:
             captcha_unavailable=captcha_unavailable,
             limits_unavailable=limits_unavailable,
         )
+
+    def _accepted_before(self, fingerprint: str) -> bool:
+        """This content was accepted within the double-submit window: the post is a retry of it (its answer was
+        lost, a 503 after the captcha passed, a double click), not a new lead. Its one-time captcha token is spent
+        and it counts against the limits again, but holding it would answer «solve the captcha again» or 429 for a
+        lead already stored, and leave a copy that ``release-held`` would turn into a second lead; accepting it
+        answers with the first submission and queues nothing new. Asked only when a post would be held."""
+        if self.claims is None:
+            return False
+        first = self.claims.claimed(fingerprint)
+        if first:
+            logger.info("a held post repeats an accepted one: answered as a double submission", extra={"first": first})
+        return first is not None
 
     def _hold(self, submission: Submission, record: str, reason: str, detail: str) -> Accepted:
         """Keep a post that a limit or the captcha stopped, with the reason, where ``release-held`` finds it; it is

@@ -1,7 +1,10 @@
 """Erase one person from what this stack stores (152-FZ Art. 21, GDPR Art. 17): found by the HMAC keys of their phone
 and e-mail (``throughline.person_keys``), never by scanning for the contact itself.
 
-Removed: the raw copies of their form posts (every version: the bucket is versioned), their rows in every journey
+Removed: the raw copies of their form posts (every version: the bucket is versioned), their posts held by the flood
+limits or the captcha (``raw/held/``: never written to the journey store, so found by reading each held copy's
+contact's person key — they expire with the raw copies, so there are at most that many days of them), their rows in
+every journey
 snapshot (the parts are rewritten without them, and the older versions of those parts deleted), their records'
 touches and bookkeeping in the journey store, and their person-index and raw-copy index entries, in that order —
 the indexes are what finds the rest, so a run that fails half-way can simply be run again. Only the contacts given
@@ -27,6 +30,7 @@ from throughline.journey.export import ENTITY_TYPES, PREFIX, gzip_lines
 from throughline.person_keys import person_key
 
 SNAPSHOTS = f"{PREFIX}/snapshot="
+HELD = "raw/held/"  # throughline.capture.receive.HELD_PREFIX (not imported: it would load the capture path)
 NOT_BITRIX24 = (
     "Bitrix24 is not touched: the portal owner erases this person's leads, deals and contacts in the portal "
     "(until then the portal's next event about them records their journey again)."
@@ -131,7 +135,29 @@ def forget_person(
     for key in sorted(person):
         result.index_entries += len(store.delete_partition(PERSON_PREFIX + key))
         result.index_entries += len(store.delete_partition(RAW_PREFIX + key))
+    # Last: held posts are found by reading each one (a flood may have left many), and need no index to be found
+    # again, so a run that runs out of time here has erased everything else and can simply be run again.
+    for held_key in _held_copies(s3, bucket, person, secret):
+        if _delete_every_version(s3, bucket, held_key):
+            result.raw_copies.append(held_key)
     return result
+
+
+def _held_copies(s3: Any, bucket: str, keys: set[str], secret: str) -> list[str]:
+    """Held posts (``raw/held/``) whose phone or e-mail is one of the person's keys."""
+    found = []
+    for key in _keys(s3, bucket, HELD):
+        if not key.endswith(".json"):
+            continue
+        try:
+            record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            submission = record["message"]["submission"]
+        except (s3.exceptions.NoSuchKey, ValueError, KeyError, TypeError):
+            continue  # released or expired since listed, or not a held post
+        contacts = [submission.get("phone"), submission.get("email")]
+        if any(contact and person_key(str(contact), secret) in keys for contact in contacts):
+            found.append(key)
+    return found
 
 
 def _forget_in_snapshots(s3: Any, bucket: str, keys: set[str], entities: set[str], result: Forgotten) -> None:

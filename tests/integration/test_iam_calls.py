@@ -1,0 +1,182 @@
+"""Every AWS call each function makes on the local stack is allowed by its own role in template.yaml.
+
+The local stack does not enforce IAM, so a call a role lacks (a new S3 prefix, a DynamoDB operation, a queue) passes
+every other test and fails only in production. Here each function is run on its real paths (a form, a held post, the
+writer, CRM events, the sweep, the spend import with a manual file, the report, forget), every botocore call made
+while a function runs is recorded, mapped to the IAM action and resource it needs, and checked against the
+statements of that function's role: action, resource and the ``s3:prefix`` condition.
+
+Secrets Manager is left out: on the local stack one process reads the settings (and so every secret) once for all
+functions; the template test checks which secrets each function may read.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+import requests
+from botocore.client import BaseClient
+
+from local.stack import LocalStack
+from local.template import load_template
+from tests.integration.test_journey_events import manager_lead, settle
+
+RESOURCES = load_template()["Resources"]
+TODAY = date(2026, 12, 1)
+_running = threading.local()
+
+
+@pytest.fixture
+def calls(monkeypatch) -> list[tuple[str, str, str, dict]]:
+    """(function, service, operation, params) of every call made while a function runs on this thread."""
+    recorded: list[tuple[str, str, str, dict]] = []
+    make_call, invoke = BaseClient._make_api_call, LocalStack.invoke
+
+    def recording_call(client, operation, params):
+        function = getattr(_running, "function", None)
+        if function:
+            recorded.append((function, client.meta.service_model.service_name, operation, dict(params)))
+        return make_call(client, operation, params)
+
+    def recording_invoke(stack, function, event):
+        outer = getattr(_running, "function", None)
+        _running.function = function
+        try:
+            return invoke(stack, function, event)
+        finally:
+            _running.function = outer
+
+    def submit(pool, fn, /, *args, **kwargs):  # a function's worker threads (the export's parallel scan) are its own
+        function = getattr(_running, "function", None)
+
+        def run():
+            _running.function = function
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _running.function = None
+
+        return pool_submit(pool, run)
+
+    pool_submit = ThreadPoolExecutor.submit
+    monkeypatch.setattr(BaseClient, "_make_api_call", recording_call)
+    monkeypatch.setattr(LocalStack, "invoke", recording_invoke)
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", submit)
+    return recorded
+
+
+def needs(service: str, operation: str, params: dict, queues: dict[str, str]) -> list[tuple[str, str, dict]]:
+    """(IAM action, resource, condition keys) one call needs; resources as ``s3:<bucket>/<key>``,
+    ``dynamodb:table/<name>``, ``sqs:<queue name>``."""
+    if service == "s3":
+        bucket = params["Bucket"]
+        obj = lambda key: f"s3:{bucket}/{key}"  # noqa: E731
+        if operation in ("ListObjectsV2", "ListObjects"):
+            return [("s3:ListBucket", f"s3:{bucket}", {"s3:prefix": params.get("Prefix")})]
+        if operation == "ListObjectVersions":
+            return [("s3:ListBucketVersions", f"s3:{bucket}", {"s3:prefix": params.get("Prefix")})]
+        if operation == "CopyObject":
+            source = params["CopySource"]
+            return [
+                ("s3:GetObject", f"s3:{source['Bucket']}/{source['Key']}", {}),
+                ("s3:PutObject", obj(params["Key"]), {}),
+            ]
+        if operation == "DeleteObjects":
+            return [
+                ("s3:DeleteObjectVersion" if "VersionId" in item else "s3:DeleteObject", obj(item["Key"]), {})
+                for item in params["Delete"]["Objects"]
+            ]
+        if operation == "DeleteObject" and "VersionId" in params:
+            return [("s3:DeleteObjectVersion", obj(params["Key"]), {})]
+        action = {"HeadObject": "GetObject"}.get(operation, operation)
+        return [(f"s3:{action}", obj(params["Key"]), {})]
+    if service == "dynamodb":
+        tables = list(params["RequestItems"]) if operation.startswith("Batch") else [params["TableName"]]
+        return [(f"dynamodb:{operation}", f"dynamodb:table/{table}", {}) for table in tables]
+    if service == "sqs":
+        action = operation.removesuffix("Batch")
+        return [(f"sqs:{action}", f"sqs:{urlsplit(params['QueueUrl']).path.rsplit('/', 1)[-1]}", {})]
+    raise AssertionError(f"a function calls {service}:{operation}: add it to this test and to its role")
+
+
+def resolve(resource: Any, physical: dict[str, str]) -> list[str]:
+    if isinstance(resource, list):
+        return [pattern for item in resource for pattern in resolve(item, physical)]
+    if resource == "*":
+        return ["*"]
+    if isinstance(resource, dict) and "Fn::GetAtt" in resource:
+        logical = resource["Fn::GetAtt"][0]
+        kind = RESOURCES[logical]["Type"]
+        if kind == "AWS::DynamoDB::Table":
+            return [f"dynamodb:table/{physical[logical]}"]
+        if kind == "AWS::SQS::Queue":
+            return [f"sqs:{physical[logical].rsplit('/', 1)[-1]}"]
+        if kind == "AWS::S3::Bucket":
+            return [f"s3:{physical[logical]}"]
+        return [f"other:{logical}"]
+    if isinstance(resource, dict) and "Fn::Sub" in resource:
+        text = resource["Fn::Sub"]
+        assert text.startswith("${DataBucket.Arn}"), text
+        return [f"s3:{physical['DataBucket']}{text.removeprefix('${DataBucket.Arn}')}"]
+    return [f"other:{resource}"]
+
+
+def allowed(role: str, action: str, resource: str, condition: dict, physical: dict[str, str]) -> bool:
+    for policy in RESOURCES[role]["Properties"].get("Policies", []):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            if statement["Effect"] != "Allow" or not any(fnmatch.fnmatchcase(action, a) for a in actions):
+                continue
+            if not any(fnmatch.fnmatchcase(resource, p) for p in resolve(statement["Resource"], physical)):
+                continue
+            like = (statement.get("Condition") or {}).get("StringLike", {})
+            if all(
+                condition.get(key) is not None and any(fnmatch.fnmatchcase(condition[key], p) for p in patterns)
+                for key, patterns in like.items()
+            ):
+                return True
+    return False
+
+
+def test_every_call_each_function_makes_is_allowed_by_its_own_role(make_stack, calls):
+    stack = make_stack(parameters={"RateLimitPerContact": "1"})
+    form = f"{stack.url}/v1/forms/contact/submissions"
+    ivan = {"name": "Иван", "phone": "+79161234567", "email": "ivan@example.ru", "utm_source": "yandex"}
+    assert requests.post(form, json=ivan, timeout=60).status_code == 202
+    assert requests.post(form, json={**ivan, "comment": "ещё"}, timeout=60).status_code == 429  # held
+    lead = manager_lead(stack)  # the portal's own lead: an outbound event through bitrix_events
+    settle(stack)
+    stack.sandbox.call("crm.lead.delete", {"id": lead})  # the writer marks it deleted (crm/deleted/)
+    settle(stack)
+    bucket = stack.resources.physical["DataBucket"]
+    csv = "date;utm_source;utm_medium;utm_campaign;cost;currency\n2026-11-20;flyer;offline;metro;1500,00;RUB\n"
+    boto3.client("s3").put_object(Bucket=bucket, Key="spend/manual/inbox/leaflets.csv", Body=csv.encode())
+    stack.invoke("import_ad_spend", {"date_from": str(TODAY - timedelta(days=14)), "date_to": str(TODAY)})
+    stack.invoke("journey_sweep", {})
+    stack.invoke("build_roi_report", {"date_from": "2026-11-01", "date_to": "2026-12-31"})
+    stack.invoke("forget_person", {"phone": "+79161234567"})
+
+    physical = stack.resources.physical
+    queues = {url.rsplit("/", 1)[-1]: logical for logical, url in physical.items() if str(url).startswith("http")}
+    ran = {function for function, *_ in calls}
+    assert ran >= {
+        "capture_form", "bitrix_writer", "bitrix_events", "import_ad_spend", "journey_sweep", "build_roi_report",
+        "forget_person",
+    }  # fmt: skip
+    assert ("bitrix_writer", "s3", "PutObject") in {call[:3] for call in calls}  # the deletion marker
+    denied = set()
+    for function, service, operation, params in calls:
+        if service == "secretsmanager":
+            continue
+        role = RESOURCES[stack.resources.functions[function].logical_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+        for action, resource, condition in needs(service, operation, params, queues):
+            if not allowed(role, action, resource, condition, physical):
+                denied.add(f"{function}: {action} on {resource} {condition or ''}".strip())
+    assert not denied, "\n".join(sorted(denied))
