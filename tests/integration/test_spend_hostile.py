@@ -199,17 +199,40 @@ def test_no_function_but_the_import_and_no_athena_table_can_read_the_vk_token():
             return [str(value["Fn::Sub"]).replace("${DataBucket.Arn}/", "").replace("${DataBucket}/", "")]
         return []
 
-    readers = set()
+    def role_of(properties) -> str | None:
+        role = properties.get("Role")
+        return role["Fn::GetAtt"][0] if isinstance(role, dict) and "Fn::GetAtt" in role else None
+
+    # Who holds each statement: a function's own SAM policies, its role's inline policies, or a policy on its role.
+    functions_of = {}
+    for name, resource in resources.items():
+        if resource.get("Type") == "AWS::Serverless::Function":
+            functions_of.setdefault(role_of(resource.get("Properties", {})) or name, set()).add(name)
+    holders = []  # (statement, names of the functions that hold it)
     for name, resource in resources.items():
         properties = resource.get("Properties", {})
-        for policy in properties.get("Policies", []) if isinstance(properties.get("Policies"), list) else []:
-            for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
-                actions = statement.get("Action")
-                actions = actions if isinstance(actions, list) else [actions]
-                if any(a in ("s3:GetObject", "s3:*") for a in actions) and any(
-                    fnmatch.fnmatchcase(TOKEN_KEY, p) for p in patterns(statement.get("Resource"))
-                ):
-                    readers.add(name)
+        kind = resource.get("Type")
+        policies = properties.get("Policies") if isinstance(properties.get("Policies"), list) else []
+        if kind == "AWS::Serverless::Function":
+            holders += [(st, {name}) for p in policies if isinstance(p, dict) for st in p.get("Statement", [])]
+        elif kind == "AWS::IAM::Role":
+            for policy in policies:
+                for statement in policy.get("PolicyDocument", {}).get("Statement", []):
+                    holders.append((statement, functions_of.get(name, {name})))
+        elif kind == "AWS::IAM::Policy":
+            roles = [r["Ref"] for r in properties.get("Roles", []) if isinstance(r, dict) and "Ref" in r]
+            for statement in properties.get("PolicyDocument", {}).get("Statement", []):
+                holders.append((statement, set().union(*(functions_of.get(r, {r}) for r in roles))))
+    readers = set()
+    for statement, names in holders:
+        actions = statement.get("Action")
+        actions = actions if isinstance(actions, list) else [actions]
+        if any(a in ("s3:GetObject", "s3:*") for a in actions) and any(
+            fnmatch.fnmatchcase(TOKEN_KEY, p) for p in patterns(statement.get("Resource"))
+        ):
+            readers |= names
+    for name, resource in resources.items():
+        properties = resource.get("Properties", {})
         location = (properties.get("TableInput") or {}).get("StorageDescriptor", {}).get("Location")
         for prefix in patterns(location):
             prefix = prefix.removeprefix("s3://")
