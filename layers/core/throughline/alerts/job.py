@@ -1,0 +1,48 @@
+"""One run of ``check_alerts`` or ``send_digests``: rules from the bucket, the report's data, the ledger, delivery."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from throughline.adapters.alert_ledger import AlertLedger
+from throughline.alerts.delivery import Notifier, optional_channels
+from throughline.alerts.store import load_rules
+
+
+def parse_day(value: object) -> date | None:
+    if value in (None, ""):
+        return None
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def notifier_for(settings: Any, objects: Any, client: Any) -> Notifier:
+    settings.require("alerts_table")
+    config = load_rules(objects)
+    channels = optional_channels(settings)
+    return Notifier(config, AlertLedger(settings.alerts_table or ""), client, webhook_url=settings.bitrix24_webhook_url,
+                    telegram=channels.get("telegram"), email=channels.get("email"))  # fmt: skip
+
+
+def run_check_alerts(settings: Any, objects: Any, client: Any, *, day: date | None = None,
+                     now: datetime | None = None) -> dict[str, Any]:  # fmt: skip
+    """Every schedule-based rule for ``day`` (default: yesterday in ``TIMEZONE``, the last complete day)."""
+    from throughline.alerts.checks import load_report_data, run_checks
+
+    now = now or datetime.now(settings.zone)
+    day = day or (now.date() - timedelta(days=1))
+    if day >= now.date():
+        raise ValueError(f"{day} is not over yet: alerts look at complete days only (yesterday or earlier)")
+    notifier = notifier_for(settings, objects, client)
+    data = load_report_data(settings, objects, day)
+    result = run_checks(data, day, now, notifier.config, notifier, webhook_url=settings.bitrix24_webhook_url)
+    return {
+        "date": day.isoformat(),
+        "fired": result.fired,
+        "failed": result.failed,
+        "report_data": data is not None,
+        "bitrix_calls": client.calls if client is not None else 0,
+    }
