@@ -46,3 +46,19 @@ def run_check_alerts(settings: Any, objects: Any, client: Any, *, day: date | No
         "report_data": data is not None,
         "bitrix_calls": client.calls if client is not None else 0,
     }
+
+
+def run_send_digests(settings: Any, objects: Any, client: Any, *, kind: str, day: date | None = None,
+                     now: datetime | None = None) -> dict[str, Any]:  # fmt: skip
+    """The ``kind`` digest sent on ``day`` (default today in ``TIMEZONE``): daily covers the day before, weekly the
+    week before, monthly the month before."""
+    from throughline.alerts.checks import load_report_data
+    from throughline.alerts.digests import send_digest, user_names
+
+    now = now or datetime.now(settings.zone)
+    day = day or now.date()
+    notifier = notifier_for(settings, objects, client)
+    data = load_report_data(settings, objects, day - timedelta(days=1))
+    result = send_digest(kind, day, data, notifier, users=(lambda: user_names(client)) if client else None)
+    result["bitrix_calls"] = client.calls if client is not None else 0
+    return result
