@@ -23,6 +23,9 @@ ALL_SECRETS_ENV = {
     "VK_ADS_CLIENT_SECRET": "vk-cl1ent-s3cret",
     "PERSON_KEY_SECRET": "p3rson-k3y-" + "x" * 32,
     "TELEGRAM_BOT_TOKEN": "123:tg-b0t-t0ken",
+    "TELEGRAM_CHAT_ID": "-1001234567",
+    "ALERT_EMAIL_FROM": "alerts@example.ru",
+    "ALERT_EMAILS": "team@example.ru",
 }
 SECRET_VALUES = ("w3bh00ks3cr3t", "apptok3n-one", "apptok3n-two", "yd-t0ken-s3cret", "gads-cl1ent-id",
                  "gads-cl1ent-s3cret", "gads-r3fresh-t0ken", "gads-d3v-t0ken",

@@ -38,6 +38,9 @@ SECRET_NAMES = (
     "VK_ADS_CLIENT_SECRET",
     "PERSON_KEY_SECRET",
     "TELEGRAM_BOT_TOKEN",
+    "TELEGRAM_CHAT_ID",
+    "ALERT_EMAIL_FROM",
+    "ALERT_EMAILS",
 )
 SETTINGS_MAX_AGE_SECONDS = 300  # re-read after this long, so a rotated secret reaches warm functions
 
@@ -345,10 +348,10 @@ class Settings:
     # Alerts and digests (throughline.alerts): the ledger table, and the optional Telegram and e-mail channels
     alerts_table: str | None = _setting(None, _optional_text)
     telegram_bot_token: str | None = _setting(None, _optional_text, secret=True)
-    telegram_chat_id: str | None = _setting(None, _optional_text)
+    telegram_chat_id: str | None = _setting(None, _optional_text, secret=True)
     telegram_api_url: str = _setting("https://api.telegram.org/")
-    alert_email_from: str | None = _setting(None, _optional_text)
-    alert_emails: tuple[str, ...] = _setting((), _comma_list)
+    alert_email_from: str | None = _setting(None, _optional_text, secret=True)
+    alert_emails: tuple[str, ...] = _setting((), _comma_list, secret=True)  # people's addresses: kept out of logs
 
     # Writer retry pacing (seconds): a failed message returns after base × 2^(attempt−1), capped (SQS allows 12 h).
     writer_retry_base_seconds: int = _setting(30, _integer(0, 43200))
