@@ -7,7 +7,7 @@ from typing import Any
 
 from throughline.adapters.alert_ledger import AlertLedger
 from throughline.alerts.delivery import Notifier, optional_channels
-from throughline.alerts.store import load_rules
+from throughline.alerts.store import load_rules, publish_realtime
 
 
 def parse_day(value: object) -> date | None:
@@ -37,6 +37,7 @@ def run_check_alerts(settings: Any, objects: Any, client: Any, *, day: date | No
     if day >= now.date():
         raise ValueError(f"{day} is not over yet: alerts look at complete days only (yesterday or earlier)")
     notifier = notifier_for(settings, objects, client)
+    publish_realtime(objects, notifier.config)  # the writer's real-time rules follow the validated file
     data = load_report_data(settings, objects, day)
     result = run_checks(data, day, now, notifier.config, notifier, webhook_url=settings.bitrix24_webhook_url)
     return {

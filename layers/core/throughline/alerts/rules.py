@@ -10,6 +10,7 @@ pydantic and PyYAML live in the analytics layer: nothing on the HTTP path import
 
 from __future__ import annotations
 
+import json
 import string
 from decimal import Decimal
 from typing import Any, Literal
@@ -337,3 +338,20 @@ def format_number(value: Decimal | int | float | None, places: int = 2) -> str:
     if "," in text:
         text = text.rstrip("0").rstrip(",")
     return text
+
+
+def realtime_json(config: AlertsConfig) -> bytes:
+    """The enabled real-time rules as plain JSON (``config/alerts.realtime.json``): the writer reads this, not the
+    YAML, so it needs neither PyYAML nor pydantic."""
+    rules = {}
+    for rule_id in ("hot_lead", "repeat_request", "big_deal"):
+        rule = config.rule(rule_id)
+        if rule is not None:
+            rules[rule_id] = {
+                "threshold": None if rule.threshold is None else str(rule.threshold),
+                "cooldown_hours": rule.cooldown_hours,
+                "recipients": rule.recipients,
+                "also_notify": rule.also_notify,
+                "message": rule.message,
+            }
+    return json.dumps({"version": 1, "rules": rules}, ensure_ascii=False, sort_keys=True).encode("utf-8")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from throughline.alerts.rules import CONFIG_KEY, DEFAULT_YAML, AlertsConfig, parse_rules
+from throughline.alerts.realtime import REALTIME_KEY
+from throughline.alerts.rules import CONFIG_KEY, DEFAULT_YAML, AlertsConfig, parse_rules, realtime_json
 
 
 def load_rules(objects: Any) -> AlertsConfig:
@@ -21,4 +22,14 @@ def ensure_default_rules(objects: Any) -> bool:
     if objects.get(CONFIG_KEY) is not None:
         return False
     objects.put(CONFIG_KEY, DEFAULT_YAML.encode("utf-8"), "application/yaml")
+    publish_realtime(objects, parse_rules(DEFAULT_YAML))
+    return True
+
+
+def publish_realtime(objects: Any, config: AlertsConfig) -> bool:
+    """Write ``config/alerts.realtime.json`` for the writer when it differs from what is there; True when written."""
+    body = realtime_json(config)
+    if objects.get(REALTIME_KEY) == body:
+        return False
+    objects.put(REALTIME_KEY, body, "application/json")
     return True
