@@ -89,5 +89,7 @@ def _realtime_alerts(settings, writer, items: list[QueuedWrite], outcomes: dict)
         done = after_writes(settings, writer.bitrix, bodies, outcomes)
         if done.get("tasks"):
             metrics.add_metric(name="AlertTasks", unit=MetricUnit.Count, value=done["tasks"])
+        if done.get("calls"):
+            metrics.add_metric(name="AlertsBitrixCalls", unit=MetricUnit.Count, value=done["calls"])
     except Exception:
         logger.warning("real-time alerts failed; the writes stand", exc_info=True)

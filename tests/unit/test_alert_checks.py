@@ -279,8 +279,13 @@ def test_a_hot_lead_without_a_call_tells_the_supervisor_once(ledger):
     ledger.add_pending("hot_lead", "lead:41", due, {"title": "Заявка с сайта", "created": str(due - 300)})
     ledger.add_pending("hot_lead", "lead:42", due, {"title": "Позвонили", "created": str(due - 300)})
     ledger.add_pending("hot_lead", "lead:43", due + 3600, {"title": "Ещё рано", "created": str(due)})
+    ledger.add_pending("hot_lead", "lead:44", due, {"title": "Вторая", "created": str(due - 600)})
     result, bitrix = run(ledger, config, None, FakeBitrix({"42": [{"ID": "9"}]}))
-    assert result.fired == ["hot_lead_missed lead:41"]
-    assert bitrix.calls == 2  # one batch of activity lists, one batch of notifications
-    assert "Лид Заявка с сайта без звонка и письма 6 мин" in bitrix.sent[0]["MESSAGE"]
+    assert result.fired == ["hot_lead_missed lead:41", "hot_lead_missed lead:44"]
+    assert bitrix.calls == 2  # one batch of activity lists, one notification for both
+    assert bitrix.sent[0]["MESSAGE"].splitlines() == [
+        "Лиды без звонка и письма в срок (2):",
+        "• лид Заявка с сайта: 6 мин после поступления — https://p.bitrix24.ru/crm/lead/details/41/",
+        "• лид Вторая: 11 мин после поступления — https://p.bitrix24.ru/crm/lead/details/44/",
+    ]
     assert run(ledger, config, None)[0].fired == []

@@ -362,6 +362,7 @@ def check_hot_leads(notifier: Notifier, now: datetime, config: AlertsConfig, res
     due = notifier.ledger.due_pending("hot_lead", int(now.timestamp()))
     if not due or notifier.bitrix is None:
         return
+    missed: list[tuple[str, str, dict[str, Any]]] = []
     for start in range(0, len(due), 50):
         chunk = due[start : start + 50]
         commands = {
@@ -371,16 +372,23 @@ def check_hot_leads(notifier: Notifier, now: datetime, config: AlertsConfig, res
         }  # fmt: skip
         answers = notifier.bitrix.batch(commands)
         for index, item in enumerate(chunk):
-            if answers.get(f"a{index}"):
-                notifier.ledger.done_pending("hot_lead", item["obj"])
-                continue
-            if rule is not None:
+            if not answers.get(f"a{index}") and rule is not None:
                 lead_id = item["obj"].split(":")[1]
                 minutes = int((now.timestamp() - float(item.get("created") or item["due_at"])) // 60)
                 values = {"lead_id": lead_id, "title": item.get("title") or f"№{lead_id}", "minutes": minutes,
                           "link": record_link(webhook_url, "lead", lead_id)}  # fmt: skip
-                result.send(f"hot_lead_missed {item['obj']}", notifier, "hot_lead_missed", item["obj"], "once", values)
-            notifier.ledger.done_pending("hot_lead", item["obj"])
+                missed.append((item["obj"], "once", values))
+    if missed:
+        # One message for the run (one REST call), each lead still claimed once in the ledger.
+        try:
+            outcome = notifier.send_grouped("hot_lead_missed", missed, header="Лиды без звонка и письма в срок")
+        except DeliveryFailed as error:
+            result.failed.append(str(error))
+            return  # pending items stay: the next run tries again
+        if outcome.sent:
+            result.fired += [f"hot_lead_missed {obj}" for obj, _, _ in missed]
+    for item in due:
+        notifier.ledger.done_pending("hot_lead", item["obj"])
 
 
 # ---- one run ------------------------------------------------------------------------------------------------------

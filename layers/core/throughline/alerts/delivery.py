@@ -149,6 +149,42 @@ class Notifier:
         self.ledger.release(claim)
         raise DeliveryFailed(f"{rule_id} {obj} {period}: no channel delivered ({'; '.join(errors) or 'none set up'})")
 
+    def send_grouped(self, rule_id: str, items: Sequence[tuple[str, str, Mapping[str, Any]]], *, header: str,
+                     recipients: Sequence[int] = ()) -> Outcome:  # fmt: skip
+        """Many alerts of one rule in one message (one REST call): each (object, period, values) is claimed in the
+        ledger on its own, so each is still sent once; the message lists the claimed ones under ``header``."""
+        rule = self.config.rule(rule_id)
+        if rule is None:
+            return Outcome(False, skipped="rule off")
+        claimed = []
+        for obj, period, values in items:
+            claim = self.ledger.claim(rule_id, obj, period, rule.cooldown_hours * 3600)
+            if claim is not None:
+                claimed.append((claim, obj, period, render(rule, dict(values))))
+        if not claimed:
+            return Outcome(False, skipped="already sent or cooling down")
+        text = "\n".join([f"{header} ({len(claimed)}):", *(f"• {line}" for *_, line in claimed)])
+        users = self.recipients(rule, recipients)
+        errors = []
+        for channel in rule.channels if not self.config.settings.quiet else ():
+            try:
+                if not self._deliver(channel, rule_id, "group", text, users, header):
+                    continue
+            except Exception as error:
+                errors.append(f"{channel}: {type(error).__name__} {getattr(error, 'code', '')}".strip())
+                continue
+            for claim, *_ in claimed:
+                self.ledger.mark_sent(claim, channel)
+            self.delivered.append(Delivered(rule_id, "group", claimed[0][2], channel, text, users))
+            return Outcome(True, channel)
+        if self.config.settings.quiet:
+            for claim, *_ in claimed:
+                self.ledger.mark_sent(claim, "quiet")
+            return Outcome(False, skipped="quiet")
+        for claim, *_ in claimed:
+            self.ledger.release(claim)
+        raise DeliveryFailed(f"{rule_id}: no channel delivered ({'; '.join(errors) or 'none set up'})")
+
     def _deliver(self, channel: str, rule_id: str, obj: str, text: str, users: list[int], subject: str) -> bool:
         if channel == "bitrix":
             if self.bitrix is None or not users:

@@ -92,7 +92,9 @@ def daily(report: RoiReport, data: ReportData) -> str:
     sources = [row for row in report.rows if row.level == "source" and (row.metrics.leads or row.metrics.spend
                                                                         or row.metrics.won_deals)]  # fmt: skip
     sources.sort(key=lambda row: (-row.metrics.leads, -row.metrics.spend, row.source_label or ""))
-    lines += [f"• {row.source_label or row.source}: {_figures(row.metrics)}" for row in sources] or ["• нет данных"]
+    lines += [
+        f"• {row.source_label or row.source} ({row.channel_label}): {_figures(row.metrics)}" for row in sources
+    ] or ["• нет данных"]
     return "\n".join(lines)
 
 
@@ -114,7 +116,7 @@ def weekly(report: RoiReport, data: ReportData, users: Mapping[str, str]) -> str
         stages = ", ".join(f"{stage.name} {stage.reached}" for stage in pipeline.stages if stage.semantics != "failure")
         lines.append(f"Воронка «{pipeline.name}»: {pipeline.total} сделок; дошли до этапов: {stages}; "
                      f"проиграно {pipeline.lost}")  # fmt: skip
-    lines.append("Менеджеры (сделок создано, выиграно, выручка, проиграно):")
+    lines.append("Менеджеры (сделок создано; закрыто за неделю: выиграно, выручка, проиграно):")
     low, high = report.period.date_from.isoformat(), report.period.date_to.isoformat()
     created: Counter[str] = Counter()
     won: Counter[str] = Counter()

@@ -36,6 +36,8 @@ CACHE_SECONDS = 300.0
 LINKS = {"LEAD": ("L", "lead"), "DEAL": ("D", "deal")}
 _lock = threading.Lock()
 _cache: dict[str, tuple[float, dict[str, Any]]] = {}
+# REST calls the real-time rules made in this process (the demo prints them; the writer's metric AlertsBitrixCalls)
+CALLS = {"batches": 0}
 
 
 def load_realtime_rules(bucket: str, get: Callable[[str], bytes | None] | None = None,
@@ -161,6 +163,8 @@ def after_writes(
     if not commands:
         return counts
     try:
+        CALLS["batches"] += 1
+        counts["calls"] = counts.get("calls", 0) + 1
         answers = bitrix.batch(commands)
     except Exception as error:
         for claim in claims.values():
@@ -178,7 +182,9 @@ def after_writes(
             obj, due = pending[key]
             ledger.add_pending("hot_lead", obj, due, {"title": f"№{obj.split(':')[1]}", "created": str(int(moment))})
     read = {deal_id: answers.results.get(f"d{deal_id}") for deal_id in deals}
-    counts["notifications"] += _big_deals(settings, bitrix, ledger, rules["big_deal"] if deals else None, read)
+    sent = _big_deals(settings, bitrix, ledger, rules["big_deal"] if deals else None, read)
+    counts["notifications"] += sent
+    counts["calls"] += 1 if sent else 0
     return counts
 
 
@@ -221,6 +227,7 @@ def _big_deals(settings: Any, bitrix: Any, ledger: AlertLedger, rule: Mapping[st
         claims.append((claim, keys))
     if not commands:
         return 0
+    CALLS["batches"] += 1
     answers = bitrix.batch(commands)
     sent = 0
     for claim, keys in claims:

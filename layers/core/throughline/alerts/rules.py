@@ -191,7 +191,7 @@ rules:
     cooldown_hours: 0
     also_notify: []      # the supervisors; empty: the webhook's user
     channels: [bitrix, telegram, email]
-    message: "Лид {title} без звонка и письма {minutes} мин после поступления — {link}"
+    message: "лид {title}: {minutes} мин после поступления — {link}"
   repeat_request:        # a task for the responsible manager of the lead a repeat request landed on
     trigger: realtime
     metric: requests
