@@ -1,5 +1,6 @@
 """Schedule-based alerts (EventBridge Scheduler: hourly, and after the nightly report) and on demand with
-``{"date": "YYYY-MM-DD"}`` (the complete day to check; default yesterday). Each alert goes out once (the ledger);
+``{"date": "YYYY-MM-DD"}`` (the complete day to check; default yesterday); ``{"only": "hot_leads"}`` (every five
+minutes) looks only at hot leads past their deadline. Each alert goes out once (the ledger);
 a delivery that failed on every channel is listed and retried by the next run."""
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ def lambda_handler(event: dict, context: object) -> dict:
     settings.require("data_bucket", "alerts_table")
     event = event if isinstance(event, dict) else {}
     client = side_client(settings, Deadline.from_context(context, reserve=20.0))
-    result = run_check_alerts(settings, S3Objects(settings.data_bucket or ""), client, day=parse_day(event.get("date")))
+    only = event.get("only")
+    if only not in (None, "hot_leads"):
+        raise ValueError(f'"only" may be "hot_leads", got {only!r}')
+    result = run_check_alerts(settings, S3Objects(settings.data_bucket or ""), client, day=parse_day(event.get("date")),
+                              hot_leads_only=only == "hot_leads")  # fmt: skip
     metrics.add_metric(name="AlertsFired", unit=MetricUnit.Count, value=len(result["fired"]))
     metrics.add_metric(name="AlertsBitrixCalls", unit=MetricUnit.Count, value=result["bitrix_calls"])
     if result["failed"]:

@@ -101,3 +101,6 @@ def test_alerts_arrive_once_tasks_follow_new_leads_and_the_digest_reads_well(mak
         "Новых лидов: 3" in message["MESSAGE"]
         and "Отчёт: https://sandbox.bitrix24.ru/marketplace/app/7/" in message["MESSAGE"]
     )
+    # the 5-minute schedule: hot leads only, nothing due yet (the task is due in five minutes), no data read, no call
+    quick = stack.invoke("check_alerts", {"only": "hot_leads"})
+    assert (quick["report_data"], quick["bitrix_calls"], quick["fired"]) == (False, 0, [])

@@ -9,9 +9,10 @@ in the query, ``AUTH_ID`` (the user's access token), ``AUTH_EXPIRES``, ``REFRESH
 2. ``AUTH_ID`` is a live token *of our portal*: ``app.info`` is called with it at the address of
    ``BITRIX24_WEBHOOK_URL`` — never at the ``DOMAIN`` the request names, which a forger controls.
 
-Anything else is 401 and never the report. A valid token is remembered until it expires (at most an hour), so a user
-who switches dates costs the portal one call, not one per page. ``date`` (query or form, ``YYYY-MM-DD``) picks an
-earlier report; the latest otherwise. Kept light: no pydantic, one ``requests`` call.
+Anything else is 401 and never the report. A valid token is remembered for five minutes (never past that, whatever
+the request claims about its expiry), so a user who switches dates costs the portal one call, not one per page.
+``date`` (query or form, ``YYYY-MM-DD``) picks an earlier report; the latest otherwise. Kept light: no pydantic, one
+``requests`` call.
 """
 
 from __future__ import annotations
@@ -48,7 +49,11 @@ class Placement:
 
 
 def parse_placement(body: bytes, query: Mapping[str, str]) -> Placement:
-    form = {key: values[0] for key, values in parse_qs(body.decode("utf-8", "replace"), max_num_fields=50).items()}
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=50)
+    except ValueError:  # more fields than any placement sends
+        raise Refused("not a placement request") from None
+    form = {key: values[0] for key, values in fields.items()}
     merged = {**query, **form}
     auth_id, member_id = str(merged.get("AUTH_ID") or ""), str(merged.get("member_id") or "")
     if not _TOKEN.fullmatch(auth_id):
@@ -70,7 +75,7 @@ class TokenCheck:
         *,
         post: Callable[..., Any] | None = None,
         clock: Callable[[], float] = time.time,
-        lifetime: float = 3000.0,
+        lifetime: float = 300.0,
     ):
         parts = urlsplit(webhook_url)
         self.endpoint = f"{parts.scheme}://{parts.netloc}/rest/app.info.json"

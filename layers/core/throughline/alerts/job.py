@@ -28,8 +28,10 @@ def notifier_for(settings: Any, objects: Any, client: Any) -> Notifier:
 
 
 def run_check_alerts(settings: Any, objects: Any, client: Any, *, day: date | None = None,
-                     now: datetime | None = None) -> dict[str, Any]:  # fmt: skip
-    """Every schedule-based rule for ``day`` (default: yesterday in ``TIMEZONE``, the last complete day)."""
+                     now: datetime | None = None, hot_leads_only: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Every schedule-based rule for ``day`` (default: yesterday in ``TIMEZONE``, the last complete day); with
+    ``hot_leads_only`` (the 5-minute schedule) only the hot leads past their deadline, without reading the report's
+    data."""
     from throughline.alerts.checks import load_report_data, run_checks
 
     now = now or datetime.now(settings.zone)
@@ -38,13 +40,14 @@ def run_check_alerts(settings: Any, objects: Any, client: Any, *, day: date | No
         raise ValueError(f"{day} is not over yet: alerts look at complete days only (yesterday or earlier)")
     notifier = notifier_for(settings, objects, client)
     publish_realtime(objects, notifier.config)  # the writer's real-time rules follow the validated file
-    data = load_report_data(settings, objects, day)
+    data = None if hot_leads_only else load_report_data(settings, objects, day)
     result = run_checks(data, day, now, notifier.config, notifier, webhook_url=settings.bitrix24_webhook_url)
     return {
         "date": day.isoformat(),
         "fired": result.fired,
         "failed": result.failed,
         "report_data": data is not None,
+        "hot_leads_only": hot_leads_only,
         "bitrix_calls": client.calls if client is not None else 0,
     }
 
