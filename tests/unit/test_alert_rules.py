@@ -46,6 +46,10 @@ def test_wrong_trigger_unknown_field_and_bad_yaml_are_refused():
         parse_rules(DEFAULT_YAML.replace(hot, hot.replace("realtime", "schedule"), 1))
     with pytest.raises(AlertsConfigError, match=r"rules.lost_deals.colour: Extra inputs"):
         parse_rules(DEFAULT_YAML.replace("  lost_deals:", "  lost_deals:\n    colour: red"))
+    with pytest.raises(AlertsConfigError, match=r"rules.hot_lead.message: write \{name\} only"):
+        parse_rules(DEFAULT_YAML.replace('"Обработать в течение 5 минут: {title}"', '"{title:>999999999}"'))
+    with pytest.raises(AlertsConfigError, match=r"rules.hot_lead.message: unknown placeholder\(s\) title.__class__"):
+        parse_rules(DEFAULT_YAML.replace('"Обработать в течение 5 минут: {title}"', '"{title.__class__}"'))
     with pytest.raises(AlertsConfigError, match="not valid YAML"):
         parse_rules("rules: [unclosed")
     with pytest.raises(AlertsConfigError, match=r"rules.repeat_request.recipients: Value error, Bitrix24 user ids"):

@@ -126,11 +126,11 @@ class Notifier:
         rule = self.config.rule(rule_id)
         if rule is None:
             return Outcome(False, skipped="rule off")
+        text = render(rule, dict(values))  # before the claim: a claim is never left behind by a rendering error
+        users = self.recipients(rule, recipients)
         claim = self.ledger.claim(rule_id, obj, period, rule.cooldown_hours * 3600)
         if claim is None:
             return Outcome(False, skipped="already sent or cooling down")
-        text = render(rule, dict(values))
-        users = self.recipients(rule, recipients)
         if self.config.settings.quiet:
             self.ledger.mark_sent(claim, "quiet")
             return Outcome(False, skipped="quiet")

@@ -296,7 +296,11 @@ def _rule_problems(rule_id: str, body: dict[str, Any]) -> list[str]:
     message = body.get("message")
     if isinstance(message, str):
         try:
-            names = {name for _, name, _, _ in string.Formatter().parse(message) if name is not None}
+            parts = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(message)
+                     if name is not None]  # fmt: skip
+            names = {name for name, _, _ in parts}
+            if any(spec or conversion for _, spec, conversion in parts):
+                problems.append(f"rules.{rule_id}.message: write {{name}} only, without a format (':…') or '!…'")
         except ValueError as error:
             problems.append(f"rules.{rule_id}.message: {error} (write {{{{ and }}}} for literal braces)")
         else:
