@@ -130,6 +130,18 @@ def test_cpl_spike_fires_once_at_40_percent(ledger):
     assert again.fired == []
 
 
+def test_a_spike_the_import_restates_away_is_withdrawn_once_through_the_same_tag(ledger):
+    config = only("cpl_spike")
+    first, bitrix = run(ledger, config, cpl_history("4200"))
+    assert first.fired == ["cpl_spike yandex_direct:winter 2026-12-06"]
+    restated = cpl_history("3000")  # the 7-day lookback brought the day's final spend: CPL 1 000, no spike
+    notifier = Notifier(config, ledger, bitrix, webhook_url="https://p.bitrix24.ru/rest/1/secret/")
+    later = [run_checks(restated, DAY + timedelta(days=1), NOW, config, notifier) for _ in range(2)]
+    assert later[0].fired == ["withdrawn cpl_spike yandex_direct:winter 2026-12-06"] and later[1].fired == []
+    assert len(bitrix.sent) == 2 and bitrix.sent[1]["TAG"] == bitrix.sent[0]["TAG"]  # the correction replaces it
+    assert bitrix.sent[1]["MESSAGE"].startswith("Отбой: после уточнения расхода рост стоимости лида «winter»")
+
+
 def test_cpl_spike_stays_silent_just_below_and_under_the_minimum_volume(ledger):
     config = only("cpl_spike")
     assert run(ledger, config, cpl_history("4170"))[0].fired == []  # +39 %

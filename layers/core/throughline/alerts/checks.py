@@ -156,36 +156,61 @@ def campaign_days(data: ReportData, day: date, baseline_days: int) -> dict[str, 
     return {key: {"row": labels[key], **{d.isoformat(): m for d, m in days.items()}} for key, days in found.items()}
 
 
+RESTATED_DAYS = 7  # the spend import restates the last 7 days (SPEND_LOOKBACK_DAYS): alerts on them are re-checked
+WITHDRAWN = {
+    "cpl_spike": "Отбой: после уточнения расхода рост стоимости лида «{campaign}» ({source}) за {day} не подтвердился",
+    "spend_without_leads": "Отбой: после уточнения расхода у «{campaign}» ({source}) за {day} нет расхода без лидов",
+}
+
+
+def _cpl_verdict(days: Mapping[str, Any], day: date, spike: Any, idle: Any) -> tuple[str | None, dict[str, Any]]:
+    """Which of the two rules ``day``'s figures of one campaign fire, with the message's values."""
+    row, today = days["row"], days.get(day.isoformat())
+    values: dict[str, Any] = {"campaign": row.campaign or "—", "source": row.source_label or row.source or "—",
+                              "day": _day(day)}  # fmt: skip
+    if today is None:
+        return None, values
+    values |= {"spend": today.spend, "leads": today.leads}
+    if idle and today.leads == 0 and today.spend > 0 and today.spend >= idle.min_volume.spend:
+        return "spend_without_leads", values
+    if spike is None or today.cpl is None or spike.threshold is None:
+        return None, values
+    if today.spend < spike.min_volume.spend or today.leads < spike.min_volume.leads:
+        return None, values
+    first = (day - timedelta(days=spike.window.baseline_days or 14)).isoformat()
+    history = [metrics.cpl for d, metrics in days.items()
+               if d != "row" and first <= d < day.isoformat() and metrics.cpl is not None]  # fmt: skip
+    if len(history) < MIN_BASELINE_DAYS:
+        return None, values
+    middle = Decimal(median(history))
+    if middle <= 0:
+        return None, values
+    rise = (today.cpl - middle) / middle * HUNDRED
+    if rise < spike.threshold:
+        return None, values
+    return "cpl_spike", values | {"cpl": today.cpl, "median": middle.quantize(Decimal("0.01")), "rise": _pct(rise)}
+
+
 def check_cpl(data: ReportData, day: date, config: AlertsConfig, notifier: Notifier, result: CheckResult) -> None:
+    """The day's alerts, and for the restated days before it: an alert sent on figures the import has since
+    restated (the spike or the idle spend is gone) is withdrawn — its notification replaced through the same TAG."""
     spike, idle = config.rule("cpl_spike"), config.rule("spend_without_leads")
     if spike is None and idle is None:
         return
     baseline = (spike.window.baseline_days if spike else None) or 14
-    for key, days in campaign_days(data, day, baseline).items():
-        row, today = days["row"], days.get(day.isoformat())
-        if today is None:
-            continue
-        values = {"campaign": row.campaign or "—", "source": row.source_label or row.source or "—", "day": _day(day),
-                  "spend": today.spend, "leads": today.leads}  # fmt: skip
-        if idle and today.leads == 0 and today.spend > 0 and today.spend >= idle.min_volume.spend:
-            result.send(
-                f"spend_without_leads {key} {day}", notifier, "spend_without_leads", key, day.isoformat(), values
-            )
-            continue
-        if spike is None or today.cpl is None or spike.threshold is None:
-            continue
-        if today.spend < spike.min_volume.spend or today.leads < spike.min_volume.leads:
-            continue
-        history = [days[d].cpl for d in sorted(days) if d not in ("row", day.isoformat()) and days[d].cpl is not None]
-        if len(history) < MIN_BASELINE_DAYS:
-            continue
-        middle = Decimal(median(history))
-        if middle <= 0:
-            continue
-        rise = (today.cpl - middle) / middle * HUNDRED
-        if rise >= spike.threshold:
-            values |= {"cpl": today.cpl, "median": middle.quantize(Decimal("0.01")), "rise": _pct(rise)}
-            result.send(f"cpl_spike {key} {day}", notifier, "cpl_spike", key, day.isoformat(), values)
+    for key, days in campaign_days(data, day, baseline + RESTATED_DAYS - 1).items():
+        for back in range(RESTATED_DAYS - 1, -1, -1):
+            checked = day - timedelta(days=back)
+            fired, values = _cpl_verdict(days, checked, spike, idle)
+            if back == 0 and fired is not None:
+                result.send(f"{fired} {key} {checked}", notifier, fired, key, checked.isoformat(), values)
+            if back == 0 or (days.get(checked.isoformat()) is None and "row" not in days):
+                continue
+            for rule_id, text in WITHDRAWN.items():
+                if rule_id != fired and notifier.ledger.state(rule_id, key, checked.isoformat()) == "sent":
+                    outcome = notifier.withdraw(rule_id, key, checked.isoformat(), text.format_map(values))
+                    if outcome.sent:
+                        result.fired.append(f"withdrawn {rule_id} {key} {checked}")
 
 
 # ---- conversion drop and data quality ----------------------------------------------------------------------------

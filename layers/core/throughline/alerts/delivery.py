@@ -149,6 +149,27 @@ class Notifier:
         self.ledger.release(claim)
         raise DeliveryFailed(f"{rule_id} {obj} {period}: no channel delivered ({'; '.join(errors) or 'none set up'})")
 
+    def withdraw(self, rule_id: str, obj: str, period: str, text: str, recipients: Sequence[int] = ()) -> Outcome:
+        """Take back a sent alert whose figures were restated: once, in Bitrix24, through the alert's own TAG so the
+        correction replaces the notification (other channels cannot take a message back)."""
+        rule = self.config.rule(rule_id)
+        if rule is None or self.bitrix is None:
+            return Outcome(False, skipped="rule off")
+        claim = self.ledger.claim(rule_id, obj, f"{period}~withdrawn")
+        if claim is None:
+            return Outcome(False, skipped="already withdrawn")
+        users = self.recipients(rule, recipients)
+        try:
+            if not self._deliver("bitrix", rule_id, obj, text, users, text):
+                self.ledger.release(claim)
+                return Outcome(False, skipped="no recipient")
+        except Exception:
+            self.ledger.release(claim)
+            raise
+        self.ledger.mark_sent(claim, "bitrix")
+        self.delivered.append(Delivered(rule_id, obj, period, "withdrawn", text, users))
+        return Outcome(True, "bitrix")
+
     def send_grouped(self, rule_id: str, items: Sequence[tuple[str, str, Mapping[str, Any]]], *, header: str,
                      recipients: Sequence[int] = ()) -> Outcome:  # fmt: skip
         """Many alerts of one rule in one message (one REST call): each (object, period, values) is claimed in the
