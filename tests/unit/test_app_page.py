@@ -1,0 +1,70 @@
+"""The report page's gate: hostile placements are refused before any portal call; a verified token is remembered
+for five minutes only; the portal is asked at the configured address, never the one the request names."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import pytest
+
+from throughline.alerts.app_page import Placement, Refused, TokenCheck, check_portal, parse_placement
+
+TOKEN = "a" * 32
+
+
+class Answer:
+    def __init__(self, status: int, body):
+        self.status_code, self._body = status, body
+
+    def json(self):
+        if isinstance(self._body, Exception):
+            raise self._body
+        return self._body
+
+
+def test_hostile_placements_are_refused_before_the_portal_is_asked():
+    with pytest.raises(Refused):
+        parse_placement(b"member_id=x", {})  # no token
+    with pytest.raises(Refused):
+        parse_placement(urlencode({"AUTH_ID": "short", "member_id": "m"}).encode(), {})
+    with pytest.raises(Refused):
+        parse_placement(urlencode({"AUTH_ID": "<script>" * 5, "member_id": "m"}).encode(), {})
+    with pytest.raises(Refused):
+        parse_placement("&".join(f"f{n}=1" for n in range(60)).encode(), {})  # more fields than any placement
+    placement = parse_placement(urlencode({"AUTH_ID": TOKEN, "member_id": "m", "date": "../../secret"}).encode(),
+                                {"DOMAIN": "Portal.Bitrix24.ru"})  # fmt: skip
+    assert placement == Placement(TOKEN, "m", "portal.bitrix24.ru", None)  # a date that is no date is dropped
+
+
+def test_the_portal_must_be_ours():
+    placement = Placement(TOKEN, "m1", "portal.bitrix24.ru", None)
+    check_portal(placement, "m1", "portal.bitrix24.ru")
+    for member, domain in (("m2", None), ("m1", "other.bitrix24.ru"), (None, None)):
+        with pytest.raises(Refused):
+            check_portal(placement, member, domain)
+
+
+def test_the_token_is_checked_at_our_portal_and_remembered_five_minutes():
+    calls = []
+    now = [1000.0]
+
+    def post(url, **options):
+        calls.append((url, options["json"]))
+        return Answer(200, {"result": {"ID": "7", "STATUS": "L"}}) if options["json"]["auth"] == TOKEN else Answer(
+            401, {"error": "invalid_token"})  # fmt: skip
+
+    check = TokenCheck("https://portal.bitrix24.ru/rest/1/secret/", post=post, clock=lambda: now[0])
+    check.verify(TOKEN)
+    check.verify(TOKEN)
+    assert calls == [("https://portal.bitrix24.ru/rest/app.info.json", {"auth": TOKEN})]  # no webhook secret sent
+    now[0] += 301
+    check.verify(TOKEN)
+    assert len(calls) == 2
+    with pytest.raises(Refused):
+        check.verify("b" * 32)
+    broken = TokenCheck("https://portal.bitrix24.ru/rest/1/secret/", post=lambda url, **o: Answer(200, ValueError()))
+    with pytest.raises(Refused):
+        broken.verify(TOKEN)
+    empty = TokenCheck("https://portal.bitrix24.ru/rest/1/secret/", post=lambda url, **o: Answer(200, {"result": []}))
+    with pytest.raises(Refused):
+        empty.verify(TOKEN)
