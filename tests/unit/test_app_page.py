@@ -68,3 +68,58 @@ def test_the_token_is_checked_at_our_portal_and_remembered_five_minutes():
     empty = TokenCheck("https://portal.bitrix24.ru/rest/1/secret/", post=lambda url, **o: Answer(200, {"result": []}))
     with pytest.raises(Refused):
         empty.verify(TOKEN)
+
+
+def _handler(monkeypatch, **environment):
+    """functions/app_report/app.py with ``environment`` only (no secret: the function reads none)."""
+    import importlib.util
+    from pathlib import Path
+
+    from throughline import config
+
+    for name in ("SECRETS_ARN", "BITRIX24_WEBHOOK_URL", "BITRIX24_PORTAL_URL", "BITRIX24_DOMAIN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"POWERTOOLS_METRICS_NAMESPACE": "Throughline", "DATA_BUCKET": "bucket", **environment}.items():
+        monkeypatch.setenv(name, value)
+    config.reset_settings_cache()
+    path = Path(__file__).resolve().parents[2] / "functions/app_report/app.py"
+    spec = importlib.util.spec_from_file_location("app_report_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _open(module, member_id: str = "m1", domain: str = "portal.bitrix24.ru") -> dict:
+    from types import SimpleNamespace
+
+    body = urlencode({"AUTH_ID": TOKEN, "member_id": member_id})
+    event = {"version": "2.0", "rawPath": "/v1/app/report", "rawQueryString": urlencode({"DOMAIN": domain}),
+             "queryStringParameters": {"DOMAIN": domain},
+             "headers": {"content-type": "application/x-www-form-urlencoded"},
+             "requestContext": {"http": {"method": "POST", "path": "/v1/app/report"}, "requestId": "r1"},
+             "body": body, "isBase64Encoded": False}  # fmt: skip
+    arn = "arn:aws:lambda:eu-central-1:123456789012:function:app_report"
+    context = SimpleNamespace(function_name="app_report", memory_limit_in_mb=256, aws_request_id="r1",
+                              invoked_function_arn=arn)  # fmt: skip
+    return module.lambda_handler(event, context)
+
+
+def test_the_handler_asks_our_domain_never_the_webhook_and_refuses_without_a_domain(monkeypatch):
+    import requests
+
+    asked = []
+
+    def post(url, **options):
+        asked.append(url)
+        return Answer(401, {"error": "invalid_token"})
+
+    monkeypatch.setattr(requests, "post", post)
+    # The webhook in the environment is ignored: the token is never checked with it (nor at its host).
+    module = _handler(monkeypatch, BITRIX24_MEMBER_ID="m1", BITRIX24_WEBHOOK_URL="https://webhook.host/rest/1/s3cret/")
+    assert _open(module)["statusCode"] == 401 and asked == []  # no BITRIX24_DOMAIN: nobody is served, nobody asked
+    module = _handler(monkeypatch, BITRIX24_MEMBER_ID="m1", BITRIX24_DOMAIN="portal.bitrix24.ru")
+    assert _open(module)["statusCode"] == 401
+    assert asked == ["https://portal.bitrix24.ru/rest/app.info.json"]
+    module = _handler(monkeypatch, BITRIX24_MEMBER_ID="m1", BITRIX24_DOMAIN="portal.bitrix24.ru",
+                      BITRIX24_PORTAL_URL="http://127.0.0.1:8123/")  # fmt: skip
+    assert _open(module)["statusCode"] == 401 and asked[-1] == "http://127.0.0.1:8123/rest/app.info.json"
