@@ -176,7 +176,8 @@ def test_writer_reads_the_secret_and_the_journey_store_and_writes_only_deletion_
     assert "secretsmanager:GetSecretValue" in actions
     s3 = [s for s in _statements("BitrixWriterFunction") if str(s["Action"]).startswith("s3:")]
     assert [(s["Action"], s["Resource"]) for s in s3] == [
-        ("s3:PutObject", {"Fn::Sub": "${DataBucket.Arn}/crm/deleted/*"})
+        ("s3:PutObject", {"Fn::Sub": "${DataBucket.Arn}/crm/deleted/*"}),
+        ("s3:GetObject", {"Fn::Sub": "${DataBucket.Arn}/config/alerts.realtime.json"}),  # real-time alert rules
     ]
     for statement in _statements("BitrixWriterFunction"):
         if statement["Resource"] == "*":  # only X-Ray, which has no resource-level permissions
@@ -202,7 +203,9 @@ def test_writer_role_names_its_own_queue_log_group_secret_and_tables():
     for statement in _statements("BitrixWriterFunction"):
         actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
         for action in actions:
-            resources[action] = statement["Resource"]
+            # The alerts ledger is the only other table it writes (real-time alerts); checked below.
+            if statement["Resource"] != {"Fn::GetAtt": ["AlertsTable", "Arn"]}:
+                resources[action] = statement["Resource"]
     queue = {"Fn::GetAtt": ["WritesQueue", "Arn"]}
     for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"):
         assert resources[action] == queue
@@ -212,6 +215,9 @@ def test_writer_role_names_its_own_queue_log_group_secret_and_tables():
     assert resources["dynamodb:Query"] == {"Fn::GetAtt": ["JourneyTable", "Arn"]}
     assert resources["dynamodb:DeleteItem"] == {"Fn::GetAtt": ["WriterLocksTable", "Arn"]}
     assert not any(action.endswith(":*") or action == "*" for action in resources)
+    alerts_table = {"Fn::GetAtt": ["AlertsTable", "Arn"]}
+    [ledger] = [s for s in _statements("BitrixWriterFunction") if s["Resource"] == alerts_table]
+    assert sorted(ledger["Action"]) == ["dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
 
 
 def test_the_writer_carries_no_managed_policy():
