@@ -289,7 +289,9 @@ class LocalStack:
 
         self.captcha_sandbox, environment, secret = start_captcha(self.captcha)
         assert self.resources is not None
-        secrets_arn = self.resources.environment()["SECRETS_ARN"]
+        # The captcha keys live beside PERSON_KEY_SECRET (the capture function's only secret); SECRETS_ARN locally
+        # lists every secret, comma-separated, which is no SecretId.
+        secrets_arn = self.resources.physical["Secrets"]
         client = session.client("secretsmanager")
         current = json.loads(client.get_secret_value(SecretId=secrets_arn).get("SecretString") or "{}")
         client.put_secret_value(SecretId=secrets_arn, SecretString=json.dumps({**current, **secret}))
