@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from throughline.alerts.app_page import Placement, Refused, TokenCheck, check_portal, parse_placement
+from throughline.alerts.app_page import Placement, Refused, TokenCheck, check_portal, page_headers, parse_placement
 
 TOKEN = "a" * 32
 
@@ -68,3 +68,19 @@ def test_the_token_is_checked_at_our_portal_and_remembered_five_minutes():
     empty = TokenCheck("https://portal.bitrix24.ru/rest/1/secret/", post=lambda url, **o: Answer(200, {"result": []}))
     with pytest.raises(Refused):
         empty.verify(TOKEN)
+
+
+def test_a_date_must_be_a_real_calendar_day_in_ascii_digits():
+    body = urlencode({"AUTH_ID": TOKEN, "member_id": "m"})
+    for day in ("٢٠٢٦-١٢-٠١", "2026-13-45", "2026-02-30", "2026-12-01\n"):  # Arabic-Indic digits match \d
+        assert parse_placement(f"{body}&{urlencode({'date': day})}".encode(), {}).date is None, day
+    assert parse_placement(f"{body}&date=2026-12-01".encode(), {}).date == "2026-12-01"
+
+
+def test_only_our_portal_may_frame_the_page_even_without_bitrix24_domain():
+    webhook = "https://company.bitrix24.kz/rest/1/secret/"
+    policy = page_headers(None, webhook)["Content-Security-Policy"]
+    assert policy == "frame-ancestors https://company.bitrix24.kz"  # not every *.bitrix24.ru portal, and .kz works
+    both = page_headers("crm.example.com", webhook)["Content-Security-Policy"]
+    assert both == "frame-ancestors https://crm.example.com https://company.bitrix24.kz"
+    assert page_headers(None, None)["Content-Security-Policy"] == "frame-ancestors 'none'"
