@@ -190,3 +190,18 @@ def test_a_big_deal_whose_notification_failed_is_released_so_the_next_event_send
     assert ledger.state("big_deal", f"deal:{deal}", "once") is None
     after_writes(settings, client, bodies, outcomes, ledger=ledger, rules=rules(text), now=lambda: NOW)
     assert [note["USER_ID"] for note in sandbox.notifications()] == [2]
+
+
+def test_the_hook_starts_nothing_when_the_writer_is_near_its_timeout(sandbox, ledger):
+    from throughline.bitrix24 import Deadline
+
+    lead_id = sandbox.call("crm.lead.add", {"fields": {"TITLE": "Поздно", "ASSIGNED_BY_ID": 3}})
+    settings = Settings(sandbox.webhook_url)
+    late = Bitrix24Client(sandbox.webhook_url, deadline=Deadline(lambda: 30.0))  # 25 s left after the reserve
+    body, outcome = form("created", lead_id, "s1")
+    done = after_writes(settings, late, {"m1": body}, {"m1": outcome}, ledger=ledger, rules=rules(), now=lambda: NOW)
+    assert done == {"skipped": 1} and late.calls == 0 and sandbox.tasks() == []
+    assert ledger.state("hot_lead", f"lead:{lead_id}", "once") is None
+    roomy = Bitrix24Client(sandbox.webhook_url, deadline=Deadline(lambda: 60.0))
+    after_writes(settings, roomy, {"m1": body}, {"m1": outcome}, ledger=ledger, rules=rules(), now=lambda: NOW)
+    assert len(sandbox.tasks()) == 1

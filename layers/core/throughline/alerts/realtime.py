@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 REALTIME_KEY = "config/alerts.realtime.json"
 REALTIME_RULES = ("hot_lead", "repeat_request", "big_deal")
 CACHE_SECONDS = 300.0
+HOOK_RESERVE_SECONDS = 35.0  # the writer's time left under which no real-time alert is started
 LINKS = {"LEAD": ("L", "lead"), "DEAL": ("D", "deal")}
 _lock = threading.Lock()
 _cache: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -106,6 +107,9 @@ def after_writes(
     """Apply the real-time rules to one writer invocation's results (message id → decoded body, → outcome)."""
     if not settings.alerts_table or (rules is None and not settings.data_bucket):
         return {}
+    if _out_of_time(bitrix):
+        log.warning("real-time alerts skipped: too little of the writer's time left")
+        return {"skipped": len(outcomes)}
     rules = load_realtime_rules(settings.data_bucket) if rules is None else rules
     if not rules:
         return {}
@@ -151,6 +155,8 @@ def after_writes(
                 pending[f"t{index}"] = (f"{entity}:{record_id}", int(due.timestamp()))
             if rule.get("also_notify"):
                 fields["AUDITORS"] = list(rule["also_notify"])
+            if _out_of_time(bitrix):
+                break
             claim = _claim(ledger, rule_id, f"{entity}:{record_id}", period, rule)
             if claim is None:
                 continue
@@ -191,6 +197,13 @@ def after_writes(
     return counts
 
 
+def _out_of_time(bitrix: Any) -> bool:
+    """The writer's invocation is near its end: a ledger call (DynamoDB, up to three attempts of 10 s) or a batch
+    could push it past its timeout, and a timeout sends the whole batch of writes back to the queue."""
+    deadline = getattr(bitrix, "deadline", None)
+    return deadline is not None and deadline.seconds_left() < HOOK_RESERVE_SECONDS
+
+
 def _claim(ledger: AlertLedger, rule_id: str, obj: str, period: str, rule: Mapping[str, Any]) -> Any:
     """The ledger's claim, or ``None`` — also when the ledger cannot answer (DynamoDB throttled or down): that one
     alert is skipped, while the alerts claimed before it in this invocation still go out (an exception here would
@@ -228,6 +241,8 @@ def _big_deals(settings: Any, bitrix: Any, ledger: AlertLedger, rule: Mapping[st
         users = list(rule.get("recipients") or []) or [int(deal.get("ASSIGNED_BY_ID") or 0) or _user(
             settings.bitrix24_webhook_url)]  # fmt: skip
         users = [user for user in dict.fromkeys([*users, *(rule.get("also_notify") or [])]) if user]
+        if _out_of_time(bitrix):
+            break
         claim = _claim(ledger, "big_deal", f"deal:{deal_id}", "once", rule)
         if claim is None:
             continue
