@@ -142,6 +142,38 @@ def test_a_spike_the_import_restates_away_is_withdrawn_once_through_the_same_tag
     assert bitrix.sent[1]["MESSAGE"].startswith("Отбой: после уточнения расхода рост стоимости лида «winter»")
 
 
+def test_an_alert_recorded_in_quiet_mode_is_never_withdrawn_aloud(ledger):
+    quiet = only("cpl_spike")
+    quiet = quiet.model_copy(update={"settings": quiet.settings.model_copy(update={"quiet": True})})
+    _, bitrix = run(ledger, quiet, cpl_history("4200"))
+    assert bitrix.sent == [] and ledger.state("cpl_spike", "yandex_direct:winter", "2026-12-06") == "sent"
+    loud = only("cpl_spike")  # quiet switched off the next day: the spike nobody was told of is not «called off»
+    notifier = Notifier(loud, ledger, bitrix, webhook_url="https://p.bitrix24.ru/rest/1/secret/")
+    later = run_checks(cpl_history("3000"), DAY + timedelta(days=1), NOW, loud, notifier)
+    assert later.fired == [] and bitrix.sent == []
+
+
+class RefusingBitrix(FakeBitrix):
+    def batch(self, commands):
+        from throughline.bitrix24 import BitrixError
+
+        raise BitrixError("ACCESS_DENIED", "no im scope", 403, "batch")
+
+
+def test_an_alert_delivered_by_telegram_is_withdrawn_by_telegram(ledger):
+    config = only("cpl_spike")
+    texts: list[str] = []
+    bitrix = RefusingBitrix()
+    notifier = Notifier(config, ledger, bitrix, webhook_url="https://p.bitrix24.ru/rest/1/secret/",
+                        telegram=texts.append)  # fmt: skip
+    assert run_checks(cpl_history("4200"), DAY, NOW, config, notifier).fired == [
+        "cpl_spike yandex_direct:winter 2026-12-06"
+    ]
+    later = run_checks(cpl_history("3000"), DAY + timedelta(days=1), NOW, config, notifier)
+    assert later.fired == ["withdrawn cpl_spike yandex_direct:winter 2026-12-06"]
+    assert len(texts) == 2 and texts[1].startswith("Отбой: после уточнения расхода рост стоимости лида «winter»")
+
+
 def test_cpl_spike_stays_silent_just_below_and_under_the_minimum_volume(ledger):
     config = only("cpl_spike")
     assert run(ledger, config, cpl_history("4170"))[0].fired == []  # +39 %

@@ -145,10 +145,16 @@ class AlertLedger:
 
     def state(self, rule: str, obj: str, period: str) -> str | None:
         """``claimed``, ``sent`` or ``None`` (tests, the demo)."""
+        return self.record(rule, obj, period)[0]
+
+    def record(self, rule: str, obj: str, period: str) -> tuple[str | None, str]:
+        """The alert's state and the detail ``mark_sent`` stored (the channel that delivered it, or ``quiet``)."""
         item = self.client.get_item(
             TableName=self.table, Key={"id": {"S": alert_key(rule, obj, period)}}, ConsistentRead=True
         ).get("Item")
-        return item["state"]["S"] if item else None
+        if not item:
+            return None, ""
+        return item["state"]["S"], (item.get("detail") or {}).get("S", "")
 
     # -- pending hot leads: the writer records them, check_alerts looks at them after their deadline ----------------
 

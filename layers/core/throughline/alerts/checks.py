@@ -207,7 +207,7 @@ def check_cpl(data: ReportData, day: date, config: AlertsConfig, notifier: Notif
             if back == 0 or (days.get(checked.isoformat()) is None and "row" not in days):
                 continue
             for rule_id, text in WITHDRAWN.items():
-                if rule_id != fired and notifier.ledger.state(rule_id, key, checked.isoformat()) == "sent":
+                if rule_id != fired:
                     outcome = notifier.withdraw(rule_id, key, checked.isoformat(), text.format_map(values))
                     if outcome.sent:
                         result.fired.append(f"withdrawn {rule_id} {key} {checked}")
