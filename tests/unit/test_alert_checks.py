@@ -333,3 +333,28 @@ def test_a_hot_lead_without_a_call_tells_the_supervisor_once(ledger):
         "• лид Вторая: 11 мин после поступления — https://p.bitrix24.ru/crm/lead/details/44/",
     ]
     assert run(ledger, config, None)[0].fired == []
+
+
+# ---- big deals the writer's hook leaves to the daily check: another currency, or missed by the hook -----------------
+
+
+def test_a_big_deal_in_another_currency_fires_once_at_the_day_rate_and_not_just_below(ledger):
+    config = only("big_deal")
+    big_deal = config.rules["big_deal"].model_copy(update={"threshold": Decimal(500000), "enabled": True})
+    config = config.model_copy(update={"rules": {"big_deal": big_deal}})
+    usd = [{"CURRENCY": "RUB", "AMOUNT": "1", "AMOUNT_CNT": "1", "BASE": "Y"},
+           {"CURRENCY": "USD", "AMOUNT": "90", "AMOUNT_CNT": "1"}]  # fmt: skip
+    modified = {"DATE_MODIFY": f"{DAY}T15:00:00+03:00"}
+    big = deal(None, DAY - timedelta(days=3), TITLE="Экспорт", OPPORTUNITY="5555.56", CURRENCY_ID="USD",
+               ASSIGNED_BY_ID="7", **modified)  # 500 000,4 ₽  # fmt: skip
+    small = deal(None, DAY - timedelta(days=3), TITLE="Мелкий", OPPORTUNITY="5555.55", CURRENCY_ID="USD",
+                 **modified)  # 499 999,5 ₽  # fmt: skip
+    stale = deal(None, DAY - timedelta(days=30), TITLE="Старый", OPPORTUNITY="9000", CURRENCY_ID="USD",
+                 DATE_MODIFY=f"{DAY - timedelta(days=20)}T15:00:00+03:00")  # not touched on the day  # fmt: skip
+    report_data = ReportData([], [big, small, stale], [], [], RateBook("RUB", (), usd), STATUSES, ReportOptions())
+    result, bitrix = run(ledger, config, report_data)
+    assert result.fired == [f"big_deal {big['ID']}"]
+    assert [note["USER_ID"] for note in bitrix.sent] == [7]
+    assert bitrix.sent[0]["MESSAGE"].startswith("Крупная сделка: Экспорт на 5\u00a0556 USD")
+    again, _ = run(ledger, config, report_data)  # the hourly rerun, or the writer's hook that told it already
+    assert again.fired == []

@@ -15,6 +15,8 @@ hourly rerun and the 7-day spend restatement never send it twice.
   ``threshold`` %, or unmatched spend over 10 % of spend.
 - ``stalled_deal`` (per open deal): days in its current stage (from the stage history) above that stage's 90th
   percentile of the stays that ended in the last 90 days (at least ``min_volume.leads`` of them).
+- ``big_deal`` (per deal changed on the day): the amount at the day's rate at or above ``threshold`` — deals in
+  another currency (the writer's hook has no rates) and any the hook missed; the hook's own ledger key.
 - ``lost_deals`` (weekly, when the day checked is a Sunday): the week's lost deals per source (the report's row of
   each deal) and failure stage.
 - ``hot_lead_missed``: hot leads whose deadline passed with no call or e-mail activity: the supervisors are told.
@@ -332,6 +334,38 @@ def check_stalled(data: ReportData, now: datetime, config: AlertsConfig, notifie
             )
 
 
+# ---- big deals the writer's hook could not judge -----------------------------------------------------------------
+
+
+def check_big_deals(data: ReportData, day: date, config: AlertsConfig, notifier: Notifier, result: CheckResult,
+                    webhook_url: str | None = None) -> None:  # fmt: skip
+    """Deals changed on ``day`` whose amount, at the day's rate, reaches the threshold: those in another currency
+    than the report's (the writer's hook has no rates) and any the hook missed (out of time, the ledger throttled).
+    Once per deal: the ledger key is the hook's own, so a deal it told of is not told again."""
+    rule = config.rule("big_deal")
+    if rule is None or rule.threshold is None:
+        return
+    for deal in data.deals:
+        changed = str(deal.get("DATE_MODIFY") or deal.get("DATE_CREATE") or "")[:10]
+        if changed != day.isoformat():
+            continue
+        try:
+            amount = Decimal(str(deal.get("OPPORTUNITY") or "0"))
+        except ArithmeticError:
+            continue
+        currency = str(deal.get("CURRENCY_ID") or data.rates.currency).upper()
+        converted = data.rates.convert(amount, currency, changed)
+        if converted is None or converted < rule.threshold:
+            continue
+        deal_id = int(deal["ID"])
+        values = {"deal_id": deal_id, "title": deal.get("TITLE") or f"№{deal_id}", "currency": currency,
+                  "amount": f"{amount:,.0f}".replace(",", "\u00a0"),
+                  "link": record_link(webhook_url, "deal", deal_id)}  # fmt: skip
+        responsible = int(deal.get("ASSIGNED_BY_ID") or 0)
+        result.send(f"big_deal {deal_id}", notifier, "big_deal", f"deal:{deal_id}", "once", values,
+                    recipients=[responsible] if responsible else [])  # fmt: skip
+
+
 # ---- lost deals, weekly -------------------------------------------------------------------------------------------
 
 
@@ -442,5 +476,6 @@ def run_checks(
         check_conversion(report, day, config, notifier, result)
         check_quality(report, day, config, notifier, result)
     check_stalled(data, now, config, notifier, result, webhook_url)
+    check_big_deals(data, day, config, notifier, result, webhook_url)
     check_lost(data, day, config, notifier, result)
     return result
