@@ -335,6 +335,22 @@ def test_a_hot_lead_without_a_call_tells_the_supervisor_once(ledger):
     assert run(ledger, config, None)[0].fired == []
 
 
+def test_a_hot_lead_another_run_is_still_telling_stays_pending_until_it_is_told(ledger):
+    """The hourly and the 5-minute schedules meet at :00: the run that loses the claim must not drop the follow-up,
+    or the winner's failed delivery (released for a retry) would leave nothing to retry."""
+    config = only("hot_lead_missed")
+    due = int((NOW - timedelta(minutes=1)).timestamp())
+    ledger.add_pending("hot_lead", "lead:51", due, {"title": "Гонка", "created": str(due - 300)})
+    other = ledger.claim("hot_lead_missed", "lead:51", "once", 0)  # the other run, mid-delivery
+    result, bitrix = run(ledger, config, None)
+    assert result.fired == [] and bitrix.sent == []
+    assert [item["obj"] for item in ledger.due_pending("hot_lead", int(NOW.timestamp()))] == ["lead:51"]
+    ledger.release(other)  # the other run's delivery failed
+    retry, bitrix = run(ledger, config, None)
+    assert retry.fired == ["hot_lead_missed lead:51"] and len(bitrix.sent) == 1
+    assert ledger.due_pending("hot_lead", int(NOW.timestamp())) == []
+
+
 # ---- big deals the writer's hook leaves to the daily check: another currency, or missed by the hook -----------------
 
 

@@ -446,7 +446,12 @@ def check_hot_leads(notifier: Notifier, now: datetime, config: AlertsConfig, res
             return  # pending items stay: the next run tries again
         if outcome.sent:
             result.fired += [f"hot_lead_missed {obj}" for obj, _, _ in missed]
+    told = {obj for obj, _, _ in missed}
     for item in due:
+        # A lead another run is still telling (the hourly and 5-minute schedules meet at :00) stays pending: if that
+        # run's delivery fails, it releases its claim and this follow-up is what the next run retries from.
+        if item["obj"] in told and notifier.ledger.state("hot_lead_missed", item["obj"], "once") == "claimed":
+            continue
         notifier.ledger.done_pending("hot_lead", item["obj"])
 
 
