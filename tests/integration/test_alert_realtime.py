@@ -205,3 +205,12 @@ def test_the_hook_starts_nothing_when_the_writer_is_near_its_timeout(sandbox, le
     roomy = Bitrix24Client(sandbox.webhook_url, deadline=Deadline(lambda: 60.0))
     after_writes(settings, roomy, {"m1": body}, {"m1": outcome}, ledger=ledger, rules=rules(), now=lambda: NOW)
     assert len(sandbox.tasks()) == 1
+
+
+def test_quiet_mode_makes_no_task_and_sends_no_notification_from_the_writer(sandbox, ledger):
+    lead_id = sandbox.call("crm.lead.add", {"fields": {"TITLE": "Тихо", "ASSIGNED_BY_ID": 3}})
+    settings, client = Settings(sandbox.webhook_url), Bitrix24Client(sandbox.webhook_url)
+    quiet = rules(DEFAULT_YAML.replace("  quiet: false", "  quiet: true", 1))
+    body, outcome = form("created", lead_id, "s1")
+    after_writes(settings, client, {"m1": body}, {"m1": outcome}, ledger=ledger, rules=quiet, now=lambda: NOW)
+    assert sandbox.tasks() == [] and client.calls == 0  # a dry run delivers nothing, the writer's hook included
