@@ -84,3 +84,15 @@ def test_only_our_portal_may_frame_the_page_even_without_bitrix24_domain():
     both = page_headers("crm.example.com", webhook)["Content-Security-Policy"]
     assert both == "frame-ancestors https://crm.example.com https://company.bitrix24.kz"
     assert page_headers(None, None)["Content-Security-Policy"] == "frame-ancestors 'none'"
+
+
+def test_a_token_of_a_marketplace_application_on_our_portal_is_not_ours():
+    """app.info answers for whichever application the token belongs to; ours is a local application (STATUS L,
+    common/system/app-info.md), so a marketplace application's token (F, D, T, P) opens nothing."""
+    for status in ("F", "D", "T", "P", None):
+        answer = {"result": {"ID": 5, "CODE": "vendor.app", "STATUS": status, "INSTALLED": True}}
+        check = TokenCheck("https://portal.bitrix24.ru/rest/1/secret/", post=lambda url, a=answer, **o: Answer(200, a))
+        with pytest.raises(Refused):
+            check.verify(TOKEN)
+    local = {"result": {"ID": 7, "CODE": "local.abc.123", "STATUS": "L", "INSTALLED": True}}
+    TokenCheck("https://portal.bitrix24.ru/rest/1/secret/", post=lambda url, **o: Answer(200, local)).verify(TOKEN)

@@ -7,7 +7,8 @@ in the query, ``AUTH_ID`` (the user's access token), ``AUTH_EXPIRES``, ``REFRESH
 1. ``member_id`` is our portal's (``BITRIX24_MEMBER_ID``; without it configured nothing is served) and ``DOMAIN``, when
    ``BITRIX24_DOMAIN`` is set, is our portal's; and
 2. ``AUTH_ID`` is a live token *of our portal*: ``app.info`` is called with it at the address of
-   ``BITRIX24_WEBHOOK_URL`` — never at the ``DOMAIN`` the request names, which a forger controls.
+   ``BITRIX24_WEBHOOK_URL`` — never at the ``DOMAIN`` the request names, which a forger controls — and it is a
+   local application's (``STATUS`` ``L``), not a marketplace application's installed on the same portal.
 
 Anything else is 401 and never the report. A valid token is remembered for five minutes (never past that, whatever
 the request claims about its expiry), so a user who switches dates costs the portal one call, not one per page.
@@ -115,6 +116,10 @@ class TokenCheck:
         result = body.get("result") if isinstance(body, dict) else None
         if answer.status_code != 200 or not isinstance(result, dict) or not result.get("ID"):
             raise Refused(f"app.info refused the token ({body.get('error') if isinstance(body, dict) else '?'})")
+        if result.get("STATUS") != "L":
+            # app.info describes whichever application issued the token: ours is a local one (STATUS L); a token
+            # of a marketplace application someone installed on the portal opens nothing here.
+            raise Refused(f"the token is not a local application's (STATUS {str(result.get('STATUS'))[:8]})")
         with self._lock:
             if len(self._valid) >= MAX_TOKEN_CACHE:
                 self._valid = {key: value for key, value in self._valid.items() if value > now}
