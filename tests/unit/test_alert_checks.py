@@ -351,6 +351,38 @@ def test_a_hot_lead_another_run_is_still_telling_stays_pending_until_it_is_told(
     assert ledger.due_pending("hot_lead", int(NOW.timestamp())) == []
 
 
+class ActivitiesByOwner(FakeBitrix):
+    """Activities per (owner type, owner id): a deal's call is not a lead's."""
+
+    def batch(self, commands):
+        self.calls += 1
+        results = {key: self.activities.get((params["filter"]["OWNER_TYPE_ID"], str(params["filter"]["OWNER_ID"])), [])
+                   for key, (method, params) in commands.items() if method == "crm.activity.list"}  # fmt: skip
+        for key, (method, params) in commands.items():
+            if method == "im.notify.system.add":
+                self.sent.append(params)
+                results[key] = len(self.sent)
+
+        class Result:
+            def get(self, key):
+                return results[key]
+
+        return Result()
+
+
+def test_a_hot_deal_of_the_simple_crm_mode_is_looked_up_as_a_deal(ledger):
+    """Simple CRM mode: a form makes a deal, the writer's hot-lead follow-up is ``deal:<id>``; the call made on the
+    deal closes it (no false alarm), and one without a call links to the deal's card."""
+    config = only("hot_lead_missed")
+    due = int((NOW - timedelta(minutes=1)).timestamp())
+    ledger.add_pending("hot_lead", "deal:77", due, {"title": "№77", "created": str(due - 300)})
+    ledger.add_pending("hot_lead", "deal:78", due, {"title": "№78", "created": str(due - 300)})
+    bitrix = ActivitiesByOwner({(2, "77"): [{"ID": "5"}], (1, "78"): [{"ID": "6"}]})  # 78's "call" is a lead's
+    result, bitrix = run(ledger, config, None, bitrix)
+    assert result.fired == ["hot_lead_missed deal:78"]
+    assert bitrix.sent[0]["MESSAGE"].endswith("https://p.bitrix24.ru/crm/deal/details/78/")
+
+
 # ---- big deals the writer's hook leaves to the daily check: another currency, or missed by the hook -----------------
 
 

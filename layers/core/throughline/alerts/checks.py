@@ -411,6 +411,14 @@ def check_lost(data: ReportData, day: date, config: AlertsConfig, notifier: Noti
 # ---- hot leads without a first contact ----------------------------------------------------------------------------
 
 CALL, EMAIL = "2", "4"  # crm.enum.activitytype
+OWNER_TYPES = {"lead": 1, "deal": 2}  # crm.enum.ownertype
+
+
+def _owner(obj: str) -> tuple[str, int, str]:
+    """``lead:12`` → (``lead``, 1, ``12``); ``deal:5`` (a form's deal in the simple CRM mode) → (``deal``, 2, ``5``)."""
+    entity, _, record_id = obj.partition(":")
+    entity = entity if entity in OWNER_TYPES else "lead"
+    return entity, OWNER_TYPES[entity], record_id
 
 
 def check_hot_leads(notifier: Notifier, now: datetime, config: AlertsConfig, result: CheckResult,
@@ -425,17 +433,18 @@ def check_hot_leads(notifier: Notifier, now: datetime, config: AlertsConfig, res
     for start in range(0, len(due), 50):
         chunk = due[start : start + 50]
         commands = {
-            f"a{index}": ("crm.activity.list", {"filter": {"OWNER_TYPE_ID": 1, "OWNER_ID": item["obj"].split(":")[1],
+            f"a{index}": ("crm.activity.list", {"filter": {"OWNER_TYPE_ID": _owner(item["obj"])[1],
+                                                           "OWNER_ID": _owner(item["obj"])[2],
                                                            "TYPE_ID": [CALL, EMAIL]}, "select": ["ID"]})
             for index, item in enumerate(chunk)
         }  # fmt: skip
         answers = notifier.bitrix.batch(commands)
         for index, item in enumerate(chunk):
             if not answers.get(f"a{index}") and rule is not None:
-                lead_id = item["obj"].split(":")[1]
+                entity, _, lead_id = _owner(item["obj"])
                 minutes = int((now.timestamp() - float(item.get("created") or item["due_at"])) // 60)
                 values = {"lead_id": lead_id, "title": item.get("title") or f"№{lead_id}", "minutes": minutes,
-                          "link": record_link(webhook_url, "lead", lead_id)}  # fmt: skip
+                          "link": record_link(webhook_url, entity, lead_id)}  # fmt: skip
                 missed.append((item["obj"], "once", values))
     if missed:
         # One message for the run (one REST call), each lead still claimed once in the ledger.
