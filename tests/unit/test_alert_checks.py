@@ -406,3 +406,54 @@ def test_a_big_deal_in_another_currency_fires_once_at_the_day_rate_and_not_just_
     assert bitrix.sent[0]["MESSAGE"].startswith("Крупная сделка: Экспорт на 5\u00a0556 USD")
     again, _ = run(ledger, config, report_data)  # the hourly rerun, or the writer's hook that told it already
     assert again.fired == []
+
+
+# ---- a day the CRM snapshot does not cover yet is not checked --------------------------------------------------------
+
+
+class Objects:
+    def __init__(self, items: dict[str, bytes]):
+        self.items = dict(items)
+        self.bucket = "bucket"
+
+    def get(self, key):
+        return self.items.get(key)
+
+    def put(self, key, body, content_type=None):
+        self.items[key] = body
+
+    def keys(self, prefix, start_after=None):
+        return iter(sorted(key for key in self.items if key.startswith(prefix) and key > (start_after or "")))
+
+    def prefixes(self, prefix):
+        return iter(sorted({prefix + key[len(prefix):].split("/")[0] + "/" for key in self.items
+                            if key.startswith(prefix) and "/" in key[len(prefix):]}))  # fmt: skip
+
+
+def test_a_day_the_crm_snapshot_does_not_cover_yet_is_not_checked(ledger, monkeypatch):
+    """Spend imports at 03:30, the report (and the CRM snapshot) at 05:00, check_alerts hourly: at 04:20 yesterday's
+    spend is in but yesterday's leads after the last snapshot (05:00 the day before) are not — every campaign would
+    look like spend without leads. Such a run checks hot leads only; after the report it checks the day."""
+    import json
+
+    from throughline.alerts import job
+    from throughline.config import load_settings
+
+    settings = load_settings({"ALERTS_TABLE": "alerts", "DATA_BUCKET": "bucket", "TIMEZONE": "Europe/Moscow"})
+    seen = []
+    monkeypatch.setattr(job, "notifier_for", lambda *a: Notifier(only("spend_without_leads"), ledger, FakeBitrix()))
+    monkeypatch.setattr("throughline.alerts.checks.run_checks",
+                        lambda data, *a, **k: seen.append(data) or __import__("types").SimpleNamespace(
+                            fired=[], failed=[]))  # fmt: skip
+    dictionaries = json.dumps({"statuses": STATUSES, "currencies": [], "info": {"crm_mode": "classic"}}).encode()
+
+    def snapshot_at(moment: str) -> Objects:
+        return Objects({"crm/snapshot/dictionaries.json": dictionaries,
+                        "crm/snapshot/state.json": json.dumps({"last_run_started": moment}).encode()})  # fmt: skip
+
+    early = datetime(2026, 12, 7, 4, 20, tzinfo=MSK)
+    stale = job.run_check_alerts(settings, snapshot_at("2026-12-06T05:00:00+03:00"), None, now=early)
+    assert stale["date"] == "2026-12-06" and stale["report_data"] is False and seen == [None]
+    fresh = job.run_check_alerts(settings, snapshot_at("2026-12-07T05:00:00+03:00"), None,
+                                 now=early + timedelta(hours=1))  # fmt: skip
+    assert fresh["report_data"] is True and seen[-1] is not None
