@@ -127,3 +127,13 @@ def test_helpers():
     parts = split_text("a" * 10 + "\n" + "b" * 10, 12)
     assert parts == ["a" * 10, "b" * 10]
     assert all(len(part) <= 4096 for part in split_text("x" * 10000, 4096))
+
+
+def test_a_notification_cut_to_the_limit_still_ends_with_the_report_link():
+    from throughline.alerts.delivery import NOTIFY_LIMIT, fit_notification
+
+    link = "Отчёт: https://portal.bitrix24.ru/marketplace/app/7/"
+    text = "\n".join(["Источник: 12 лидов, CPL 1 234,5 ₽"] * 2000 + [link])  # ≈ 70 000 characters
+    cut = fit_notification(text)
+    assert len(cut) <= NOTIFY_LIMIT and cut.endswith("\n…\n" + link)
+    assert fit_notification("короткое\n" + link) == "короткое\n" + link

@@ -63,6 +63,16 @@ def split_text(text: str, limit: int) -> list[str]:
     return parts
 
 
+def fit_notification(text: str, limit: int = NOTIFY_LIMIT) -> str:
+    """One notification of at most ``limit`` characters: a longer text is cut at a line break and still ends with its
+    last line when that is a link (a digest's «Отчёт: …»), after «…»."""
+    if len(text) <= limit:
+        return text
+    last = text.rstrip().rsplit("\n", 1)[-1]
+    tail = f"\n…\n{last}" if "://" in last and len(last) < limit // 4 else "\n…"
+    return split_text(text, limit - len(tail))[0] + tail
+
+
 @dataclass
 class Outcome:
     sent: bool
@@ -219,7 +229,7 @@ class Notifier:
             # The docs make a TAG unique within the application, whoever received it: one per recipient, so the
             # notification of one user never removes another's.
             tag = f"throughline|{rule_id}|{obj}"[:240]
-            body = split_text(text, NOTIFY_LIMIT)[0]
+            body = fit_notification(text)
             commands = {
                 f"n{index}": (
                     "im.notify.system.add",
