@@ -67,7 +67,7 @@ def lambda_handler(event: dict, context: object) -> dict:
 
     page = report_page(_Objects(settings.data_bucket or ""), placement.date)
     metrics.add_metric(name="AppReportServed", unit=MetricUnit.Count, value=1)
-    headers = page_headers(settings.bitrix24_domain)
+    headers = page_headers(settings.bitrix24_domain, settings.bitrix24_webhook_url)
     if page is None:
         return {"statusCode": 404, "headers": headers, "body": NOT_BUILT, "isBase64Encoded": False}
     return {"statusCode": 200, "headers": headers, "body": page.decode("utf-8"), "isBase64Encoded": False}

@@ -15,7 +15,8 @@ What the docs say (bitrix24/b24restdocs) and the sandbox does:
   ``UF_CRM_TASK`` links (``L_4``, ``D_10``…); the result is ``{"task": {...}}`` with camel-case keys.
 - ``scope`` (common/system/scope.md): the webhook's (or application's) scopes, ``basic`` left out; ``full`` lists
   every scope of the portal.
-- ``app.info`` (common/system/app-info.md): the local application's record; only with an application token.
+- ``app.info`` (common/system/app-info.md): the local application's record (``ID`` a number); only with an
+  application token — over a webhook 400 ``ACCESS_DENIED`` «Application context required».
 - A method of a scope the webhook lacks answers 401 ``insufficient_scope``.
 """
 
@@ -203,18 +204,21 @@ def _scope(context: CallContext, params: dict[str, Any]) -> MethodResult:
 
 def _app_info(context: CallContext, params: dict[str, Any]) -> MethodResult:
     auth = getattr(context, "auth", None)
-    if auth is None or auth.kind != "app":
-        raise RestError("WRONG_AUTH_TYPE", "Current authorization type is denied for this method", 401)
+    if auth is None or auth.kind != "app":  # app-info.md: "Method called outside the application context"
+        raise RestError("ACCESS_DENIED", "Access denied! Application context required", 400)
     return MethodResult(
         {
-            "ID": "7",
+            "ID": 7,
             "CODE": auth.client_id,
             "VERSION": 1,
             "STATUS": "L",
             "INSTALLED": True,
             "PAYMENT_EXPIRED": "N",
             "DAYS": None,
+            "LANGUAGE_ID": "ru",
             "LICENSE": "ru_project",
+            "LICENSE_TYPE": "project",
+            "LICENSE_FAMILY": "project",
         }
     )
 

@@ -56,10 +56,15 @@ def test_the_sandbox_answers_the_documented_shapes_and_errors(sandbox):
     assert "basic" not in rest(sandbox, "scope").json()["result"]
     assert len(rest(sandbox, "scope", {"full": True}).json()["result"]) > len(rest(sandbox, "scope").json()["result"])
     # app.info needs an application token; a forged or expired one is refused as OAuth refuses it
-    assert rest(sandbox, "app.info").json()["error"] == "WRONG_AUTH_TYPE"
+    # common/system/app-info.md: over a webhook 400 ACCESS_DENIED «Application context required»; ID is a number
+    outside = rest(sandbox, "app.info")
+    assert outside.status_code == 400 and outside.json() == {
+        "error": "ACCESS_DENIED", "error_description": "Access denied! Application context required"}  # fmt: skip
     token = sandbox.issue_app_token(user_id=2)
     info = rest(sandbox, "app.info", auth=token).json()["result"]
-    assert info["STATUS"] == "L" and info["CODE"] == sandbox.app_client_id
+    assert info["STATUS"] == "L" and info["CODE"] == sandbox.app_client_id and isinstance(info["ID"], int)
+    assert {"VERSION", "INSTALLED", "PAYMENT_EXPIRED", "DAYS", "LANGUAGE_ID", "LICENSE", "LICENSE_TYPE",
+            "LICENSE_FAMILY"} <= set(info)  # fmt: skip
     assert rest(sandbox, "user.current", auth=token).json()["result"]["ID"] == "2"  # the token's user
     assert rest(sandbox, "app.info", auth="forged").status_code == 401
     assert rest(sandbox, "app.info", auth="forged").json()["error"] == "invalid_token"
@@ -122,3 +127,13 @@ def test_helpers():
     parts = split_text("a" * 10 + "\n" + "b" * 10, 12)
     assert parts == ["a" * 10, "b" * 10]
     assert all(len(part) <= 4096 for part in split_text("x" * 10000, 4096))
+
+
+def test_a_notification_cut_to_the_limit_still_ends_with_the_report_link():
+    from throughline.alerts.delivery import NOTIFY_LIMIT, fit_notification
+
+    link = "Отчёт: https://portal.bitrix24.ru/marketplace/app/7/"
+    text = "\n".join(["Источник: 12 лидов, CPL 1 234,5 ₽"] * 2000 + [link])  # ≈ 70 000 characters
+    cut = fit_notification(text)
+    assert len(cut) <= NOTIFY_LIMIT and cut.endswith("\n…\n" + link)
+    assert fit_notification("короткое\n" + link) == "короткое\n" + link

@@ -14,7 +14,7 @@ from moto import mock_aws
 from throughline.adapters.alert_ledger import AlertLedger
 from throughline.alerts.realtime import after_writes
 from throughline.alerts.rules import DEFAULT_YAML, parse_rules, realtime_json
-from throughline.bitrix24 import Bitrix24Client
+from throughline.bitrix24 import Bitrix24Client, BitrixError
 
 MSK = ZoneInfo("Europe/Moscow")
 NOW = 1_796_003_600.0  # 2026-11-30 04:53:20 in Moscow
@@ -122,3 +122,95 @@ def test_a_big_deal_notifies_its_responsible_and_the_head_of_sales_once(sandbox,
 def test_nothing_happens_without_rules_or_a_ledger(sandbox):
     settings = Settings(sandbox.webhook_url, alerts_table="")
     assert after_writes(settings, None, {}, {}) == {}
+
+
+class ThrottledLedger:
+    """The ledger with DynamoDB throttling the n-th claim (and every one after it)."""
+
+    def __init__(self, ledger: AlertLedger, fail_from: int):
+        self.ledger, self.fail_from, self.claims = ledger, fail_from, 0
+
+    def __getattr__(self, name):
+        return getattr(self.ledger, name)
+
+    def claim(self, *args, **kwargs):
+        from botocore.exceptions import ClientError
+
+        self.claims += 1
+        if self.claims >= self.fail_from:
+            error = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "throttled"}}
+            raise ClientError(error, "TransactWriteItems")
+        return self.ledger.claim(*args, **kwargs)
+
+
+def test_a_throttled_claim_costs_only_its_own_lead_never_the_task_of_a_lead_claimed_before_it(sandbox, ledger):
+    first = sandbox.call("crm.lead.add", {"fields": {"TITLE": "Первый", "ASSIGNED_BY_ID": 3}})
+    second = sandbox.call("crm.lead.add", {"fields": {"TITLE": "Второй", "ASSIGNED_BY_ID": 2}})
+    settings, client = Settings(sandbox.webhook_url), Bitrix24Client(sandbox.webhook_url)
+    (body1, out1), (body2, out2) = form("created", first, "s1"), form("created", second, "s2")
+    done = after_writes(settings, client, {"m1": body1, "m2": body2}, {"m1": out1, "m2": out2},
+                        ledger=ThrottledLedger(ledger, fail_from=2), rules=rules(), now=lambda: NOW)  # fmt: skip
+    assert [task["ufCrmTask"] for task in sandbox.tasks()] == [[f"L_{first}"]]
+    assert done["tasks"] == 1
+    assert ledger.state("hot_lead", f"lead:{first}", "once") == "sent"
+    assert ledger.state("hot_lead", f"lead:{second}", "once") is None  # not claimed: nothing stuck
+
+
+class FailingNotifications:
+    """The writer's client, with the batch of notifications refused by the portal (not run)."""
+
+    def __init__(self, client: Bitrix24Client):
+        self.client = client
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def batch(self, commands):
+
+        if any(method == "im.notify.system.add" for method, _ in commands.values()):
+            raise BitrixError("INTERNAL_SERVER_ERROR", "refused", 500, "batch")
+        return self.client.batch(commands)
+
+
+def test_a_big_deal_whose_notification_failed_is_released_so_the_next_event_sends_it(sandbox, ledger):
+    text = DEFAULT_YAML.replace(
+        "    enabled: false\n    trigger: realtime\n    metric: opportunity\n    threshold: null",
+        "    enabled: true\n    trigger: realtime\n    metric: opportunity\n    threshold: 500000",
+    )
+    deal = sandbox.call(
+        "crm.deal.add",
+        {"fields": {"TITLE": "Поставка", "OPPORTUNITY": 600000, "CURRENCY_ID": "RUB", "ASSIGNED_BY_ID": 2}},
+    )
+    settings, client = Settings(sandbox.webhook_url), Bitrix24Client(sandbox.webhook_url)
+    bodies = {"e": {"type": "bitrix_event", "entity": "deal", "event": "ONCRMDEALUPDATE", "id": deal}}
+    outcomes = {"e": Out("e", True, "event")}
+    with pytest.raises(BitrixError):  # the handler logs it; the writes stand
+        after_writes(settings, FailingNotifications(client), bodies, outcomes, ledger=ledger, rules=rules(text),
+                     now=lambda: NOW)  # fmt: skip
+    assert ledger.state("big_deal", f"deal:{deal}", "once") is None
+    after_writes(settings, client, bodies, outcomes, ledger=ledger, rules=rules(text), now=lambda: NOW)
+    assert [note["USER_ID"] for note in sandbox.notifications()] == [2]
+
+
+def test_the_hook_starts_nothing_when_the_writer_is_near_its_timeout(sandbox, ledger):
+    from throughline.bitrix24 import Deadline
+
+    lead_id = sandbox.call("crm.lead.add", {"fields": {"TITLE": "Поздно", "ASSIGNED_BY_ID": 3}})
+    settings = Settings(sandbox.webhook_url)
+    late = Bitrix24Client(sandbox.webhook_url, deadline=Deadline(lambda: 30.0))  # 25 s left after the reserve
+    body, outcome = form("created", lead_id, "s1")
+    done = after_writes(settings, late, {"m1": body}, {"m1": outcome}, ledger=ledger, rules=rules(), now=lambda: NOW)
+    assert done == {"skipped": 1} and late.calls == 0 and sandbox.tasks() == []
+    assert ledger.state("hot_lead", f"lead:{lead_id}", "once") is None
+    roomy = Bitrix24Client(sandbox.webhook_url, deadline=Deadline(lambda: 60.0))
+    after_writes(settings, roomy, {"m1": body}, {"m1": outcome}, ledger=ledger, rules=rules(), now=lambda: NOW)
+    assert len(sandbox.tasks()) == 1
+
+
+def test_quiet_mode_makes_no_task_and_sends_no_notification_from_the_writer(sandbox, ledger):
+    lead_id = sandbox.call("crm.lead.add", {"fields": {"TITLE": "Тихо", "ASSIGNED_BY_ID": 3}})
+    settings, client = Settings(sandbox.webhook_url), Bitrix24Client(sandbox.webhook_url)
+    quiet = rules(DEFAULT_YAML.replace("  quiet: false", "  quiet: true", 1))
+    body, outcome = form("created", lead_id, "s1")
+    after_writes(settings, client, {"m1": body}, {"m1": outcome}, ledger=ledger, rules=quiet, now=lambda: NOW)
+    assert sandbox.tasks() == [] and client.calls == 0  # a dry run delivers nothing, the writer's hook included

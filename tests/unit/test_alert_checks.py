@@ -142,6 +142,38 @@ def test_a_spike_the_import_restates_away_is_withdrawn_once_through_the_same_tag
     assert bitrix.sent[1]["MESSAGE"].startswith("Отбой: после уточнения расхода рост стоимости лида «winter»")
 
 
+def test_an_alert_recorded_in_quiet_mode_is_never_withdrawn_aloud(ledger):
+    quiet = only("cpl_spike")
+    quiet = quiet.model_copy(update={"settings": quiet.settings.model_copy(update={"quiet": True})})
+    _, bitrix = run(ledger, quiet, cpl_history("4200"))
+    assert bitrix.sent == [] and ledger.state("cpl_spike", "yandex_direct:winter", "2026-12-06") == "sent"
+    loud = only("cpl_spike")  # quiet switched off the next day: the spike nobody was told of is not «called off»
+    notifier = Notifier(loud, ledger, bitrix, webhook_url="https://p.bitrix24.ru/rest/1/secret/")
+    later = run_checks(cpl_history("3000"), DAY + timedelta(days=1), NOW, loud, notifier)
+    assert later.fired == [] and bitrix.sent == []
+
+
+class RefusingBitrix(FakeBitrix):
+    def batch(self, commands):
+        from throughline.bitrix24 import BitrixError
+
+        raise BitrixError("ACCESS_DENIED", "no im scope", 403, "batch")
+
+
+def test_an_alert_delivered_by_telegram_is_withdrawn_by_telegram(ledger):
+    config = only("cpl_spike")
+    texts: list[str] = []
+    bitrix = RefusingBitrix()
+    notifier = Notifier(config, ledger, bitrix, webhook_url="https://p.bitrix24.ru/rest/1/secret/",
+                        telegram=texts.append)  # fmt: skip
+    assert run_checks(cpl_history("4200"), DAY, NOW, config, notifier).fired == [
+        "cpl_spike yandex_direct:winter 2026-12-06"
+    ]
+    later = run_checks(cpl_history("3000"), DAY + timedelta(days=1), NOW, config, notifier)
+    assert later.fired == ["withdrawn cpl_spike yandex_direct:winter 2026-12-06"]
+    assert len(texts) == 2 and texts[1].startswith("Отбой: после уточнения расхода рост стоимости лида «winter»")
+
+
 def test_cpl_spike_stays_silent_just_below_and_under_the_minimum_volume(ledger):
     config = only("cpl_spike")
     assert run(ledger, config, cpl_history("4170"))[0].fired == []  # +39 %
@@ -301,3 +333,127 @@ def test_a_hot_lead_without_a_call_tells_the_supervisor_once(ledger):
         "• лид Вторая: 11 мин после поступления — https://p.bitrix24.ru/crm/lead/details/44/",
     ]
     assert run(ledger, config, None)[0].fired == []
+
+
+def test_a_hot_lead_another_run_is_still_telling_stays_pending_until_it_is_told(ledger):
+    """The hourly and the 5-minute schedules meet at :00: the run that loses the claim must not drop the follow-up,
+    or the winner's failed delivery (released for a retry) would leave nothing to retry."""
+    config = only("hot_lead_missed")
+    due = int((NOW - timedelta(minutes=1)).timestamp())
+    ledger.add_pending("hot_lead", "lead:51", due, {"title": "Гонка", "created": str(due - 300)})
+    other = ledger.claim("hot_lead_missed", "lead:51", "once", 0)  # the other run, mid-delivery
+    result, bitrix = run(ledger, config, None)
+    assert result.fired == [] and bitrix.sent == []
+    assert [item["obj"] for item in ledger.due_pending("hot_lead", int(NOW.timestamp()))] == ["lead:51"]
+    ledger.release(other)  # the other run's delivery failed
+    retry, bitrix = run(ledger, config, None)
+    assert retry.fired == ["hot_lead_missed lead:51"] and len(bitrix.sent) == 1
+    assert ledger.due_pending("hot_lead", int(NOW.timestamp())) == []
+
+
+class ActivitiesByOwner(FakeBitrix):
+    """Activities per (owner type, owner id): a deal's call is not a lead's."""
+
+    def batch(self, commands):
+        self.calls += 1
+        results = {key: self.activities.get((params["filter"]["OWNER_TYPE_ID"], str(params["filter"]["OWNER_ID"])), [])
+                   for key, (method, params) in commands.items() if method == "crm.activity.list"}  # fmt: skip
+        for key, (method, params) in commands.items():
+            if method == "im.notify.system.add":
+                self.sent.append(params)
+                results[key] = len(self.sent)
+
+        class Result:
+            def get(self, key):
+                return results[key]
+
+        return Result()
+
+
+def test_a_hot_deal_of_the_simple_crm_mode_is_looked_up_as_a_deal(ledger):
+    """Simple CRM mode: a form makes a deal, the writer's hot-lead follow-up is ``deal:<id>``; the call made on the
+    deal closes it (no false alarm), and one without a call links to the deal's card."""
+    config = only("hot_lead_missed")
+    due = int((NOW - timedelta(minutes=1)).timestamp())
+    ledger.add_pending("hot_lead", "deal:77", due, {"title": "№77", "created": str(due - 300)})
+    ledger.add_pending("hot_lead", "deal:78", due, {"title": "№78", "created": str(due - 300)})
+    bitrix = ActivitiesByOwner({(2, "77"): [{"ID": "5"}], (1, "78"): [{"ID": "6"}]})  # 78's "call" is a lead's
+    result, bitrix = run(ledger, config, None, bitrix)
+    assert result.fired == ["hot_lead_missed deal:78"]
+    assert bitrix.sent[0]["MESSAGE"].endswith("https://p.bitrix24.ru/crm/deal/details/78/")
+
+
+# ---- big deals the writer's hook leaves to the daily check: another currency, or missed by the hook -----------------
+
+
+def test_a_big_deal_in_another_currency_fires_once_at_the_day_rate_and_not_just_below(ledger):
+    config = only("big_deal")
+    big_deal = config.rules["big_deal"].model_copy(update={"threshold": Decimal(500000), "enabled": True})
+    config = config.model_copy(update={"rules": {"big_deal": big_deal}})
+    usd = [{"CURRENCY": "RUB", "AMOUNT": "1", "AMOUNT_CNT": "1", "BASE": "Y"},
+           {"CURRENCY": "USD", "AMOUNT": "90", "AMOUNT_CNT": "1"}]  # fmt: skip
+    modified = {"DATE_MODIFY": f"{DAY}T15:00:00+03:00"}
+    big = deal(None, DAY - timedelta(days=3), TITLE="Экспорт", OPPORTUNITY="5555.56", CURRENCY_ID="USD",
+               ASSIGNED_BY_ID="7", **modified)  # 500 000,4 ₽  # fmt: skip
+    small = deal(None, DAY - timedelta(days=3), TITLE="Мелкий", OPPORTUNITY="5555.55", CURRENCY_ID="USD",
+                 **modified)  # 499 999,5 ₽  # fmt: skip
+    stale = deal(None, DAY - timedelta(days=30), TITLE="Старый", OPPORTUNITY="9000", CURRENCY_ID="USD",
+                 DATE_MODIFY=f"{DAY - timedelta(days=20)}T15:00:00+03:00")  # not touched on the day  # fmt: skip
+    report_data = ReportData([], [big, small, stale], [], [], RateBook("RUB", (), usd), STATUSES, ReportOptions())
+    result, bitrix = run(ledger, config, report_data)
+    assert result.fired == [f"big_deal {big['ID']}"]
+    assert [note["USER_ID"] for note in bitrix.sent] == [7]
+    assert bitrix.sent[0]["MESSAGE"].startswith("Крупная сделка: Экспорт на 5\u00a0556 USD")
+    again, _ = run(ledger, config, report_data)  # the hourly rerun, or the writer's hook that told it already
+    assert again.fired == []
+
+
+# ---- a day the CRM snapshot does not cover yet is not checked --------------------------------------------------------
+
+
+class Objects:
+    def __init__(self, items: dict[str, bytes]):
+        self.items = dict(items)
+        self.bucket = "bucket"
+
+    def get(self, key):
+        return self.items.get(key)
+
+    def put(self, key, body, content_type=None):
+        self.items[key] = body
+
+    def keys(self, prefix, start_after=None):
+        return iter(sorted(key for key in self.items if key.startswith(prefix) and key > (start_after or "")))
+
+    def prefixes(self, prefix):
+        return iter(sorted({prefix + key[len(prefix):].split("/")[0] + "/" for key in self.items
+                            if key.startswith(prefix) and "/" in key[len(prefix):]}))  # fmt: skip
+
+
+def test_a_day_the_crm_snapshot_does_not_cover_yet_is_not_checked(ledger, monkeypatch):
+    """Spend imports at 03:30, the report (and the CRM snapshot) at 05:00, check_alerts hourly: at 04:20 yesterday's
+    spend is in but yesterday's leads after the last snapshot (05:00 the day before) are not — every campaign would
+    look like spend without leads. Such a run checks hot leads only; after the report it checks the day."""
+    import json
+
+    from throughline.alerts import job
+    from throughline.config import load_settings
+
+    settings = load_settings({"ALERTS_TABLE": "alerts", "DATA_BUCKET": "bucket", "TIMEZONE": "Europe/Moscow"})
+    seen = []
+    monkeypatch.setattr(job, "notifier_for", lambda *a: Notifier(only("spend_without_leads"), ledger, FakeBitrix()))
+    monkeypatch.setattr("throughline.alerts.checks.run_checks",
+                        lambda data, *a, **k: seen.append(data) or __import__("types").SimpleNamespace(
+                            fired=[], failed=[]))  # fmt: skip
+    dictionaries = json.dumps({"statuses": STATUSES, "currencies": [], "info": {"crm_mode": "classic"}}).encode()
+
+    def snapshot_at(moment: str) -> Objects:
+        return Objects({"crm/snapshot/dictionaries.json": dictionaries,
+                        "crm/snapshot/state.json": json.dumps({"last_run_started": moment}).encode()})  # fmt: skip
+
+    early = datetime(2026, 12, 7, 4, 20, tzinfo=MSK)
+    stale = job.run_check_alerts(settings, snapshot_at("2026-12-06T05:00:00+03:00"), None, now=early)
+    assert stale["date"] == "2026-12-06" and stale["report_data"] is False and seen == [None]
+    fresh = job.run_check_alerts(settings, snapshot_at("2026-12-07T05:00:00+03:00"), None,
+                                 now=early + timedelta(hours=1))  # fmt: skip
+    assert fresh["report_data"] is True and seen[-1] is not None

@@ -103,3 +103,31 @@ def test_pending_follow_ups_come_due_once(client):
     assert due == [{"obj": "lead:5", "due_at": 1000, "responsible": "3", "title": "Заявка"}]
     ledger.done_pending("hot_lead", "lead:5")
     assert ledger.due_pending("hot_lead", 1500) == []
+
+
+class NoScan:
+    """The DynamoDB client with Scan forbidden: the ledger keeps a year of sent alerts, and the 5-minute schedule
+    must not read them all to find the few follow-ups due."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def __getattr__(self, name):
+        if name == "scan":
+            raise AssertionError("the ledger scanned the whole table")
+        return getattr(self.client, name)
+
+
+def test_due_follow_ups_are_found_without_reading_the_whole_ledger(client):
+    ledger = AlertLedger("alerts", NoScan(client), clock=lambda: 1000)
+    for n in range(30):  # sent alerts the table keeps for a year
+        ledger.mark_sent(ledger.claim("cpl_spike", f"campaign:{n}", "2026-12-01"), "bitrix")
+    ledger.add_pending("hot_lead", "lead:7", 1000, {"title": "Заявка"})
+    ledger.add_pending("hot_lead", "lead:8", 4000, {"title": "Позже"})
+    ledger.add_pending("hot_lead", "lead:7", 1000, {"title": "повтор"})  # a redelivery: kept as it was
+    assert ledger.due_pending("hot_lead", 1500) == [{"obj": "lead:7", "due_at": 1000, "title": "Заявка"}]
+    ledger.done_pending("hot_lead", "lead:7")
+    assert ledger.due_pending("hot_lead", 1500) == []
+    assert [item["obj"] for item in ledger.due_pending("hot_lead", 4000)] == ["lead:8"]
+    client.delete_item(TableName="alerts", Key={"id": {"S": "pending|hot_lead|lead:8"}})  # expired by the TTL
+    assert ledger.due_pending("hot_lead", 4000) == []

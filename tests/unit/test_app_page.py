@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from throughline.alerts.app_page import Placement, Refused, TokenCheck, check_portal, parse_placement
+from throughline.alerts.app_page import Placement, Refused, TokenCheck, check_portal, page_headers, parse_placement
 
 TOKEN = "a" * 32
 
@@ -123,3 +123,31 @@ def test_the_handler_asks_our_domain_never_the_webhook_and_refuses_without_a_dom
     module = _handler(monkeypatch, BITRIX24_MEMBER_ID="m1", BITRIX24_DOMAIN="portal.bitrix24.ru",
                       BITRIX24_PORTAL_URL="http://127.0.0.1:8123/")  # fmt: skip
     assert _open(module)["statusCode"] == 401 and asked[-1] == "http://127.0.0.1:8123/rest/app.info.json"
+
+
+def test_a_date_must_be_a_real_calendar_day_in_ascii_digits():
+    body = urlencode({"AUTH_ID": TOKEN, "member_id": "m"})
+    for day in ("٢٠٢٦-١٢-٠١", "2026-13-45", "2026-02-30", "2026-12-01\n"):  # Arabic-Indic digits match \d
+        assert parse_placement(f"{body}&{urlencode({'date': day})}".encode(), {}).date is None, day
+    assert parse_placement(f"{body}&date=2026-12-01".encode(), {}).date == "2026-12-01"
+
+
+def test_only_our_portal_may_frame_the_page_even_without_bitrix24_domain():
+    webhook = "https://company.bitrix24.kz/rest/1/secret/"
+    policy = page_headers(None, webhook)["Content-Security-Policy"]
+    assert policy == "frame-ancestors https://company.bitrix24.kz"  # not every *.bitrix24.ru portal, and .kz works
+    both = page_headers("crm.example.com", webhook)["Content-Security-Policy"]
+    assert both == "frame-ancestors https://crm.example.com https://company.bitrix24.kz"
+    assert page_headers(None, None)["Content-Security-Policy"] == "frame-ancestors 'none'"
+
+
+def test_a_token_of_a_marketplace_application_on_our_portal_is_not_ours():
+    """app.info answers for whichever application the token belongs to; ours is a local application (STATUS L,
+    common/system/app-info.md), so a marketplace application's token (F, D, T, P) opens nothing."""
+    for status in ("F", "D", "T", "P", None):
+        answer = {"result": {"ID": 5, "CODE": "vendor.app", "STATUS": status, "INSTALLED": True}}
+        check = TokenCheck("https://portal.bitrix24.ru/rest/1/secret/", post=lambda url, a=answer, **o: Answer(200, a))
+        with pytest.raises(Refused):
+            check.verify(TOKEN)
+    local = {"result": {"ID": 7, "CODE": "local.abc.123", "STATUS": "L", "INSTALLED": True}}
+    TokenCheck("https://portal.bitrix24.ru/rest/1/secret/", post=lambda url, **o: Answer(200, local)).verify(TOKEN)

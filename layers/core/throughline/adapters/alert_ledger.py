@@ -145,15 +145,23 @@ class AlertLedger:
 
     def state(self, rule: str, obj: str, period: str) -> str | None:
         """``claimed``, ``sent`` or ``None`` (tests, the demo)."""
+        return self.record(rule, obj, period)[0]
+
+    def record(self, rule: str, obj: str, period: str) -> tuple[str | None, str]:
+        """The alert's state and the detail ``mark_sent`` stored (the channel that delivered it, or ``quiet``)."""
         item = self.client.get_item(
             TableName=self.table, Key={"id": {"S": alert_key(rule, obj, period)}}, ConsistentRead=True
         ).get("Item")
-        return item["state"]["S"] if item else None
+        if not item:
+            return None, ""
+        return item["state"]["S"], (item.get("detail") or {}).get("S", "")
 
     # -- pending hot leads: the writer records them, check_alerts looks at them after their deadline ----------------
 
     def add_pending(self, kind: str, obj: str, due_at: int, payload: dict[str, str]) -> None:
-        """Remember a follow-up (``hot_lead``: look for a call or e-mail at ``due_at``); idempotent."""
+        """Remember a follow-up (``hot_lead``: look for a call or e-mail at ``due_at``); idempotent. Its object also
+        joins the kind's index item (``pending-index|<kind>``, a string set), so finding what is due reads that item
+        and the follow-ups it names — never a scan of the table, which keeps a year of sent alerts."""
         item = {
             "id": {"S": f"pending|{kind}|{obj}"},
             "kind": {"S": kind},
@@ -162,27 +170,53 @@ class AlertLedger:
             "expires_at": {"N": str(int(due_at) + 7 * 86400)},
         }
         item |= {f"p_{name}": {"S": str(value)} for name, value in payload.items()}
-        with contextlib.suppress(self.client.exceptions.ConditionalCheckFailedException):
-            self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(id)")
+        with contextlib.suppress(self.client.exceptions.TransactionCanceledException):  # pending already: kept
+            self.client.transact_write_items(
+                TransactItems=[
+                    {"Put": {"TableName": self.table, "Item": item, "ConditionExpression": "attribute_not_exists(id)"}},
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": {"id": {"S": f"pending-index|{kind}"}},
+                            "UpdateExpression": "ADD objs :obj",
+                            "ExpressionAttributeValues": {":obj": {"SS": [obj]}},
+                        }
+                    },
+                ]
+            )
 
     def due_pending(self, kind: str, now: int) -> list[dict[str, Any]]:
-        """Follow-ups of ``kind`` whose time has come (a scan with a filter: the table holds few items)."""
+        """Follow-ups of ``kind`` whose time has come: the index item, then the follow-ups it names; names whose
+        follow-up is gone (done, or expired by the TTL) leave the index."""
+        index = self.client.get_item(
+            TableName=self.table, Key={"id": {"S": f"pending-index|{kind}"}}, ConsistentRead=True
+        ).get("Item")
+        objs = sorted((index or {}).get("objs", {}).get("SS", []))
         rows: list[dict[str, Any]] = []
-        options: dict[str, Any] = {
-            "TableName": self.table,
-            "FilterExpression": "#k = :kind AND due_at <= :now",
-            "ExpressionAttributeNames": {"#k": "kind"},
-            "ExpressionAttributeValues": {":kind": {"S": kind}, ":now": {"N": str(int(now))}},
-            "ConsistentRead": True,
-        }
-        while True:
-            page = self.client.scan(**options)
-            for item in page.get("Items", []):
+        found: set[str] = set()
+        for obj in objs:  # a few (the leads of the last minutes): GetItem each, the only reads the roles allow
+            item = self.client.get_item(
+                TableName=self.table, Key={"id": {"S": f"pending|{kind}|{obj}"}}, ConsistentRead=True
+            ).get("Item")
+            if item is None:
+                continue
+            found.add(obj)
+            if int(item["due_at"]["N"]) <= int(now):
                 payload = {name[2:]: value["S"] for name, value in item.items() if name.startswith("p_")}
-                rows.append({"obj": item["obj"]["S"], "due_at": int(item["due_at"]["N"]), **payload})
-            if "LastEvaluatedKey" not in page:
-                return rows
-            options["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+                rows.append({"obj": obj, "due_at": int(item["due_at"]["N"]), **payload})
+        gone = [obj for obj in objs if obj not in found]
+        if gone:
+            self._unindex(kind, gone)
+        return sorted(rows, key=lambda row: (row["due_at"], row["obj"]))
 
     def done_pending(self, kind: str, obj: str) -> None:
         self.client.delete_item(TableName=self.table, Key={"id": {"S": f"pending|{kind}|{obj}"}})
+        self._unindex(kind, [obj])
+
+    def _unindex(self, kind: str, objs: list[str]) -> None:
+        self.client.update_item(
+            TableName=self.table,
+            Key={"id": {"S": f"pending-index|{kind}"}},
+            UpdateExpression="DELETE objs :objs",
+            ExpressionAttributeValues={":objs": {"SS": objs}},
+        )

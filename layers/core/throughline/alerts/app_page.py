@@ -8,7 +8,8 @@ in the query, ``AUTH_ID`` (the user's access token), ``AUTH_EXPIRES``, ``REFRESH
    our portal's (``BITRIX24_DOMAIN``); and
 2. ``AUTH_ID`` is a live token *of our portal*: ``app.info`` is called with it at ``https://BITRIX24_DOMAIN`` (the
    stack's parameter, or ``BITRIX24_PORTAL_URL`` locally) — never at the ``DOMAIN`` the request names, which a
-   forger controls, and never with the webhook: this public function reads no secret.
+   forger controls, and never with the webhook: this public function reads no secret — and it is a local
+   application's (``STATUS`` ``L``), not a marketplace application's installed on the same portal.
 
 Anything else is 401 and never the report. A valid token is remembered for five minutes (never past that, whatever
 the request claims about its expiry), so a user who switches dates costs the portal one call, not one per page.
@@ -24,12 +25,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 REPORT_PREFIX = "reports/roi/"
 _TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII only: \d also matches other scripts' digits
 MAX_TOKEN_CACHE = 1000
 NOT_BUILT = (
     "<!doctype html><html lang=ru><meta charset=utf-8><title>Отчёт</title>"
@@ -62,9 +64,19 @@ def parse_placement(body: bytes, query: Mapping[str, str]) -> Placement:
     if not member_id:
         raise Refused("no member_id")
     day = merged.get("date") or None
-    if day is not None and not _DATE.fullmatch(day):
+    if day is not None and not _calendar_day(day):
         day = None
     return Placement(auth_id, member_id, str(merged.get("DOMAIN") or "").lower(), day)
+
+
+def _calendar_day(value: str) -> bool:
+    if not _DATE.fullmatch(value):
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 class TokenCheck:
@@ -105,6 +117,10 @@ class TokenCheck:
         result = body.get("result") if isinstance(body, dict) else None
         if answer.status_code != 200 or not isinstance(result, dict) or not result.get("ID"):
             raise Refused(f"app.info refused the token ({body.get('error') if isinstance(body, dict) else '?'})")
+        if result.get("STATUS") != "L":
+            # app.info describes whichever application issued the token: ours is a local one (STATUS L); a token
+            # of a marketplace application someone installed on the portal opens nothing here.
+            raise Refused(f"the token is not a local application's (STATUS {str(result.get('STATUS'))[:8]})")
         with self._lock:
             if len(self._valid) >= MAX_TOKEN_CACHE:
                 self._valid = {key: value for key, value in self._valid.items() if value > now}
@@ -125,8 +141,15 @@ def report_page(objects: Any, day: str | None) -> bytes | None:
     return objects.get(key)
 
 
-def page_headers(domain: str | None) -> dict[str, str]:
-    ancestors = f"https://{domain}" if domain else "https://*.bitrix24.ru https://*.bitrix24.com"
+def page_headers(domain: str | None, webhook_url: str | None = None) -> dict[str, str]:
+    """Only our portal may frame the page: ``BITRIX24_DOMAIN`` and the host of ``BITRIX24_WEBHOOK_URL`` (the portal
+    the token was verified at) — never every ``*.bitrix24.*`` portal, and a portal on another zone or its own domain
+    still can."""
+    hosts = [domain.lower()] if domain else []
+    host = urlsplit(webhook_url).hostname if webhook_url else None
+    if host and host not in hosts:
+        hosts.append(host)
+    ancestors = " ".join(f"https://{name}" for name in hosts) or "'none'"
     return {
         "Content-Type": "text/html; charset=utf-8",
         "Cache-Control": "private, no-store",

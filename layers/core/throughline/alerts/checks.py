@@ -15,6 +15,8 @@ hourly rerun and the 7-day spend restatement never send it twice.
   ``threshold`` %, or unmatched spend over 10 % of spend.
 - ``stalled_deal`` (per open deal): days in its current stage (from the stage history) above that stage's 90th
   percentile of the stays that ended in the last 90 days (at least ``min_volume.leads`` of them).
+- ``big_deal`` (per deal changed on the day): the amount at the day's rate at or above ``threshold`` — deals in
+  another currency (the writer's hook has no rates) and any the hook missed; the hook's own ledger key.
 - ``lost_deals`` (weekly, when the day checked is a Sunday): the week's lost deals per source (the report's row of
   each deal) and failure stage.
 - ``hot_lead_missed``: hot leads whose deadline passed with no call or e-mail activity: the supervisors are told.
@@ -207,7 +209,7 @@ def check_cpl(data: ReportData, day: date, config: AlertsConfig, notifier: Notif
             if back == 0 or (days.get(checked.isoformat()) is None and "row" not in days):
                 continue
             for rule_id, text in WITHDRAWN.items():
-                if rule_id != fired and notifier.ledger.state(rule_id, key, checked.isoformat()) == "sent":
+                if rule_id != fired:
                     outcome = notifier.withdraw(rule_id, key, checked.isoformat(), text.format_map(values))
                     if outcome.sent:
                         result.fired.append(f"withdrawn {rule_id} {key} {checked}")
@@ -332,6 +334,38 @@ def check_stalled(data: ReportData, now: datetime, config: AlertsConfig, notifie
             )
 
 
+# ---- big deals the writer's hook could not judge -----------------------------------------------------------------
+
+
+def check_big_deals(data: ReportData, day: date, config: AlertsConfig, notifier: Notifier, result: CheckResult,
+                    webhook_url: str | None = None) -> None:  # fmt: skip
+    """Deals changed on ``day`` whose amount, at the day's rate, reaches the threshold: those in another currency
+    than the report's (the writer's hook has no rates) and any the hook missed (out of time, the ledger throttled).
+    Once per deal: the ledger key is the hook's own, so a deal it told of is not told again."""
+    rule = config.rule("big_deal")
+    if rule is None or rule.threshold is None:
+        return
+    for deal in data.deals:
+        changed = str(deal.get("DATE_MODIFY") or deal.get("DATE_CREATE") or "")[:10]
+        if changed != day.isoformat():
+            continue
+        try:
+            amount = Decimal(str(deal.get("OPPORTUNITY") or "0"))
+        except ArithmeticError:
+            continue
+        currency = str(deal.get("CURRENCY_ID") or data.rates.currency).upper()
+        converted = data.rates.convert(amount, currency, changed)
+        if converted is None or converted < rule.threshold:
+            continue
+        deal_id = int(deal["ID"])
+        values = {"deal_id": deal_id, "title": deal.get("TITLE") or f"№{deal_id}", "currency": currency,
+                  "amount": f"{amount:,.0f}".replace(",", "\u00a0"),
+                  "link": record_link(webhook_url, "deal", deal_id)}  # fmt: skip
+        responsible = int(deal.get("ASSIGNED_BY_ID") or 0)
+        result.send(f"big_deal {deal_id}", notifier, "big_deal", f"deal:{deal_id}", "once", values,
+                    recipients=[responsible] if responsible else [])  # fmt: skip
+
+
 # ---- lost deals, weekly -------------------------------------------------------------------------------------------
 
 
@@ -377,6 +411,14 @@ def check_lost(data: ReportData, day: date, config: AlertsConfig, notifier: Noti
 # ---- hot leads without a first contact ----------------------------------------------------------------------------
 
 CALL, EMAIL = "2", "4"  # crm.enum.activitytype
+OWNER_TYPES = {"lead": 1, "deal": 2}  # crm.enum.ownertype
+
+
+def _owner(obj: str) -> tuple[str, int, str]:
+    """``lead:12`` → (``lead``, 1, ``12``); ``deal:5`` (a form's deal in the simple CRM mode) → (``deal``, 2, ``5``)."""
+    entity, _, record_id = obj.partition(":")
+    entity = entity if entity in OWNER_TYPES else "lead"
+    return entity, OWNER_TYPES[entity], record_id
 
 
 def check_hot_leads(notifier: Notifier, now: datetime, config: AlertsConfig, result: CheckResult,
@@ -391,17 +433,18 @@ def check_hot_leads(notifier: Notifier, now: datetime, config: AlertsConfig, res
     for start in range(0, len(due), 50):
         chunk = due[start : start + 50]
         commands = {
-            f"a{index}": ("crm.activity.list", {"filter": {"OWNER_TYPE_ID": 1, "OWNER_ID": item["obj"].split(":")[1],
+            f"a{index}": ("crm.activity.list", {"filter": {"OWNER_TYPE_ID": _owner(item["obj"])[1],
+                                                           "OWNER_ID": _owner(item["obj"])[2],
                                                            "TYPE_ID": [CALL, EMAIL]}, "select": ["ID"]})
             for index, item in enumerate(chunk)
         }  # fmt: skip
         answers = notifier.bitrix.batch(commands)
         for index, item in enumerate(chunk):
             if not answers.get(f"a{index}") and rule is not None:
-                lead_id = item["obj"].split(":")[1]
+                entity, _, lead_id = _owner(item["obj"])
                 minutes = int((now.timestamp() - float(item.get("created") or item["due_at"])) // 60)
                 values = {"lead_id": lead_id, "title": item.get("title") or f"№{lead_id}", "minutes": minutes,
-                          "link": record_link(webhook_url, "lead", lead_id)}  # fmt: skip
+                          "link": record_link(webhook_url, entity, lead_id)}  # fmt: skip
                 missed.append((item["obj"], "once", values))
     if missed:
         # One message for the run (one REST call), each lead still claimed once in the ledger.
@@ -412,7 +455,12 @@ def check_hot_leads(notifier: Notifier, now: datetime, config: AlertsConfig, res
             return  # pending items stay: the next run tries again
         if outcome.sent:
             result.fired += [f"hot_lead_missed {obj}" for obj, _, _ in missed]
+    told = {obj for obj, _, _ in missed}
     for item in due:
+        # A lead another run is still telling (the hourly and 5-minute schedules meet at :00) stays pending: if that
+        # run's delivery fails, it releases its claim and this follow-up is what the next run retries from.
+        if item["obj"] in told and notifier.ledger.state("hot_lead_missed", item["obj"], "once") == "claimed":
+            continue
         notifier.ledger.done_pending("hot_lead", item["obj"])
 
 
@@ -442,5 +490,6 @@ def run_checks(
         check_conversion(report, day, config, notifier, result)
         check_quality(report, day, config, notifier, result)
     check_stalled(data, now, config, notifier, result, webhook_url)
+    check_big_deals(data, day, config, notifier, result, webhook_url)
     check_lost(data, day, config, notifier, result)
     return result

@@ -63,6 +63,16 @@ def split_text(text: str, limit: int) -> list[str]:
     return parts
 
 
+def fit_notification(text: str, limit: int = NOTIFY_LIMIT) -> str:
+    """One notification of at most ``limit`` characters: a longer text is cut at a line break and still ends with its
+    last line when that is a link (a digest's «Отчёт: …»), after «…»."""
+    if len(text) <= limit:
+        return text
+    last = text.rstrip().rsplit("\n", 1)[-1]
+    tail = f"\n…\n{last}" if "://" in last and len(last) < limit // 4 else "\n…"
+    return split_text(text, limit - len(tail))[0] + tail
+
+
 @dataclass
 class Outcome:
     sent: bool
@@ -150,25 +160,31 @@ class Notifier:
         raise DeliveryFailed(f"{rule_id} {obj} {period}: no channel delivered ({'; '.join(errors) or 'none set up'})")
 
     def withdraw(self, rule_id: str, obj: str, period: str, text: str, recipients: Sequence[int] = ()) -> Outcome:
-        """Take back a sent alert whose figures were restated: once, in Bitrix24, through the alert's own TAG so the
-        correction replaces the notification (other channels cannot take a message back)."""
+        """Take back a sent alert whose figures were restated: once, through the channel that delivered it — in
+        Bitrix24 through the alert's own TAG, so the correction replaces the notification; elsewhere as a message of
+        its own. Nothing for an alert that was never delivered (recorded in ``quiet`` mode), nor in ``quiet`` mode."""
         rule = self.config.rule(rule_id)
-        if rule is None or self.bitrix is None:
+        if rule is None:
             return Outcome(False, skipped="rule off")
+        state, channel = self.ledger.record(rule_id, obj, period)
+        if state != "sent" or channel not in ("bitrix", "chat", "telegram", "email"):
+            return Outcome(False, skipped="not delivered")
+        if self.config.settings.quiet:
+            return Outcome(False, skipped="quiet")
         claim = self.ledger.claim(rule_id, obj, f"{period}~withdrawn")
         if claim is None:
             return Outcome(False, skipped="already withdrawn")
         users = self.recipients(rule, recipients)
         try:
-            if not self._deliver("bitrix", rule_id, obj, text, users, text):
+            if not self._deliver(channel, rule_id, obj, text, users, _subject(text)):
                 self.ledger.release(claim)
                 return Outcome(False, skipped="no recipient")
         except Exception:
             self.ledger.release(claim)
             raise
-        self.ledger.mark_sent(claim, "bitrix")
-        self.delivered.append(Delivered(rule_id, obj, period, "withdrawn", text, users))
-        return Outcome(True, "bitrix")
+        self.ledger.mark_sent(claim, channel)
+        self.delivered.append(Delivered(rule_id, obj, period, "withdrawn", text, users if channel == "bitrix" else []))
+        return Outcome(True, channel)
 
     def send_grouped(self, rule_id: str, items: Sequence[tuple[str, str, Mapping[str, Any]]], *, header: str,
                      recipients: Sequence[int] = ()) -> Outcome:  # fmt: skip
@@ -213,7 +229,7 @@ class Notifier:
             # The docs make a TAG unique within the application, whoever received it: one per recipient, so the
             # notification of one user never removes another's.
             tag = f"throughline|{rule_id}|{obj}"[:240]
-            body = split_text(text, NOTIFY_LIMIT)[0]
+            body = fit_notification(text)
             commands = {
                 f"n{index}": (
                     "im.notify.system.add",

@@ -19,6 +19,22 @@ def parse_day(value: object) -> date | None:
         raise ValueError(f"not a date (YYYY-MM-DD): {value!r}") from None
 
 
+def snapshot_covers(objects: Any, day: date, zone: Any) -> bool:
+    """Whether the CRM snapshot was refreshed after ``day`` ended (in ``zone``): only then are its leads and deals
+    all in it (``crm/snapshot/state.json``'s ``last_run_started``)."""
+    import json
+
+    from throughline.report.crm import STATE_KEY
+
+    try:
+        started = datetime.fromisoformat(json.loads(objects.get(STATE_KEY) or b"{}").get("last_run_started") or "")
+    except (ValueError, TypeError, AttributeError):
+        return False
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=zone)
+    return started >= datetime.combine(day + timedelta(days=1), datetime.min.time(), zone)
+
+
 def notifier_for(settings: Any, objects: Any, client: Any) -> Notifier:
     settings.require("alerts_table")
     config = load_rules(objects)
@@ -41,12 +57,18 @@ def run_check_alerts(settings: Any, objects: Any, client: Any, *, day: date | No
     notifier = notifier_for(settings, objects, client)
     publish_realtime(objects, notifier.config)  # the writer's real-time rules follow the validated file
     data = None if hot_leads_only else load_report_data(settings, objects, day)
+    covered = data is not None and snapshot_covers(objects, day, settings.zone)
+    if data is not None and not covered:
+        # Yesterday's spend may be imported (03:30) before the report refreshes the CRM snapshot (05:00): its leads
+        # after the last snapshot are missing, and every campaign would look like spend without leads.
+        data = None
     result = run_checks(data, day, now, notifier.config, notifier, webhook_url=settings.bitrix24_webhook_url)
     return {
         "date": day.isoformat(),
         "fired": result.fired,
         "failed": result.failed,
         "report_data": data is not None,
+        **({} if covered or hot_leads_only else {"why": "the CRM snapshot does not cover the day yet"}),
         "hot_leads_only": hot_leads_only,
         "bitrix_calls": client.calls if client is not None else 0,
     }

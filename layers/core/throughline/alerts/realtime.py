@@ -21,6 +21,7 @@ ledger first, so a redelivered message never makes a second task.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,9 +31,12 @@ from typing import Any
 
 from throughline.adapters.alert_ledger import AlertLedger
 
+log = logging.getLogger(__name__)
+
 REALTIME_KEY = "config/alerts.realtime.json"
 REALTIME_RULES = ("hot_lead", "repeat_request", "big_deal")
 CACHE_SECONDS = 300.0
+HOOK_RESERVE_SECONDS = 35.0  # the writer's time left under which no real-time alert is started
 LINKS = {"LEAD": ("L", "lead"), "DEAL": ("D", "deal")}
 _lock = threading.Lock()
 _cache: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -103,6 +107,9 @@ def after_writes(
     """Apply the real-time rules to one writer invocation's results (message id → decoded body, → outcome)."""
     if not settings.alerts_table or (rules is None and not settings.data_bucket):
         return {}
+    if _out_of_time(bitrix):
+        log.warning("real-time alerts skipped: too little of the writer's time left")
+        return {"skipped": len(outcomes)}
     rules = load_realtime_rules(settings.data_bucket) if rules is None else rules
     if not rules:
         return {}
@@ -126,9 +133,6 @@ def after_writes(
             if rule is None or len(commands) >= 48:
                 continue
             period = "once" if rule_id == "hot_lead" else str(outcome.submission_id)[:200]
-            claim = ledger.claim(rule_id, f"{entity}:{record_id}", period, int(rule.get("cooldown_hours") or 0) * 3600)
-            if claim is None:
-                continue
             index = len(claims)
             title = rule["message"].format_map(
                 {
@@ -151,6 +155,11 @@ def after_writes(
                 pending[f"t{index}"] = (f"{entity}:{record_id}", int(due.timestamp()))
             if rule.get("also_notify"):
                 fields["AUDITORS"] = list(rule["also_notify"])
+            if _out_of_time(bitrix):
+                break
+            claim = _claim(ledger, rule_id, f"{entity}:{record_id}", period, rule)
+            if claim is None:
+                continue
             commands[f"r{index}"] = (f"crm.{entity}.get", {"id": record_id})
             commands[f"t{index}"] = ("tasks.task.add", {"fields": fields})
             claims[f"t{index}"] = claim
@@ -188,6 +197,24 @@ def after_writes(
     return counts
 
 
+def _out_of_time(bitrix: Any) -> bool:
+    """The writer's invocation is near its end: a ledger call (DynamoDB, up to three attempts of 10 s) or a batch
+    could push it past its timeout, and a timeout sends the whole batch of writes back to the queue."""
+    deadline = getattr(bitrix, "deadline", None)
+    return deadline is not None and deadline.seconds_left() < HOOK_RESERVE_SECONDS
+
+
+def _claim(ledger: AlertLedger, rule_id: str, obj: str, period: str, rule: Mapping[str, Any]) -> Any:
+    """The ledger's claim, or ``None`` — also when the ledger cannot answer (DynamoDB throttled or down): that one
+    alert is skipped, while the alerts claimed before it in this invocation still go out (an exception here would
+    leave their claims taken and never sent, as nothing retries a write that succeeded)."""
+    try:
+        return ledger.claim(rule_id, obj, period, int(rule.get("cooldown_hours") or 0) * 3600)
+    except Exception:
+        log.warning("real-time alert not claimed: the ledger did not answer", extra={"rule": rule_id}, exc_info=True)
+        return None
+
+
 def _big_deals(settings: Any, bitrix: Any, ledger: AlertLedger, rule: Mapping[str, Any] | None,
                deals: Mapping[int, Any]) -> int:  # fmt: skip
     if rule is None:
@@ -207,9 +234,6 @@ def _big_deals(settings: Any, bitrix: Any, ledger: AlertLedger, rule: Mapping[st
             continue
         if amount < threshold:
             continue
-        claim = ledger.claim("big_deal", f"deal:{deal_id}", "once", int(rule.get("cooldown_hours") or 0) * 3600)
-        if claim is None:
-            continue
         text = rule["message"].format_map({
             "deal_id": deal_id, "title": deal.get("TITLE") or f"№{deal_id}", "currency": deal.get("CURRENCY_ID"),
             "amount": f"{amount:,.0f}".replace(",", "\u00a0"),
@@ -217,6 +241,11 @@ def _big_deals(settings: Any, bitrix: Any, ledger: AlertLedger, rule: Mapping[st
         users = list(rule.get("recipients") or []) or [int(deal.get("ASSIGNED_BY_ID") or 0) or _user(
             settings.bitrix24_webhook_url)]  # fmt: skip
         users = [user for user in dict.fromkeys([*users, *(rule.get("also_notify") or [])]) if user]
+        if _out_of_time(bitrix):
+            break
+        claim = _claim(ledger, "big_deal", f"deal:{deal_id}", "once", rule)
+        if claim is None:
+            continue
         keys = []
         for user in users:
             key = f"n{deal_id}x{user}"
@@ -228,7 +257,13 @@ def _big_deals(settings: Any, bitrix: Any, ledger: AlertLedger, rule: Mapping[st
     if not commands:
         return 0
     CALLS["batches"] += 1
-    answers = bitrix.batch(commands)
+    try:
+        answers = bitrix.batch(commands)
+    except Exception as error:
+        if not getattr(error, "maybe_executed", False):  # not sent: the deal's next event sends it
+            for claim, _ in claims:
+                ledger.release(claim)
+        raise
     sent = 0
     for claim, keys in claims:
         if any(key in answers.errors for key in keys):

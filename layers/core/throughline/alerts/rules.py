@@ -346,9 +346,10 @@ def format_number(value: Decimal | int | float | None, places: int = 2) -> str:
 
 def realtime_json(config: AlertsConfig) -> bytes:
     """The enabled real-time rules as plain JSON (``config/alerts.realtime.json``): the writer reads this, not the
-    YAML, so it needs neither PyYAML nor pydantic."""
+    YAML, so it needs neither PyYAML nor pydantic. In ``quiet`` mode (a dry run: nothing delivered) it holds no rule,
+    so the writer makes no task and sends no notification either."""
     rules = {}
-    for rule_id in ("hot_lead", "repeat_request", "big_deal"):
+    for rule_id in () if config.settings.quiet else ("hot_lead", "repeat_request", "big_deal"):
         rule = config.rule(rule_id)
         if rule is not None:
             rules[rule_id] = {
