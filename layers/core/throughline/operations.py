@@ -37,6 +37,13 @@ def bitrix_setup(args: argparse.Namespace, stack_outputs: Any) -> int:
         os.environ.setdefault("SECRETS_ARN", stack_outputs(args.stack_name)["SecretsArn"])
     settings = load_settings()
     print(report(bitrix_client(settings), LeadRules.from_settings(settings)))
+    if settings.data_bucket:
+        from throughline.adapters.report_store import S3Objects
+        from throughline.alerts.store import ensure_default_rules
+
+        written = ensure_default_rules(S3Objects(settings.data_bucket))
+        where = f"s3://{settings.data_bucket}/config/alerts.yaml"
+        print(f"\nAlert rules: {'the documented default written to' if written else 'kept'} {where}")
     return 0
 
 

@@ -26,6 +26,10 @@ SECRET_HOMES = {
     "GOOGLE_ADS_DEVELOPER_TOKEN": "AdsSecretArn",
     "VK_ADS_CLIENT_ID": "AdsSecretArn",
     "VK_ADS_CLIENT_SECRET": "AdsSecretArn",
+    "TELEGRAM_BOT_TOKEN": "AlertsSecretArn",
+    "TELEGRAM_CHAT_ID": "AlertsSecretArn",
+    "ALERT_EMAIL_FROM": "AlertsSecretArn",
+    "ALERT_EMAILS": "AlertsSecretArn",
 }
 
 
