@@ -20,10 +20,12 @@ from . import errors
 from .errors import RestError
 from .schema import (
     COMPANY,
+    COMPANY_TYPES,
     CONTACT,
     CURRENCIES,
     DEAL,
     DEAL_STAGES,
+    EMPLOYEES,
     ENTITIES,
     EXTRA_SEMANTICS,
     LEAD,
@@ -815,6 +817,9 @@ class Portal:
     def _seed_statuses(self) -> None:
         for position, (status_id, name) in enumerate(SOURCES, start=1):
             self._add_status("SOURCE", status_id, name, sort=position * 10, semantics=None, color=None, system="N")
+        for entity_id, pairs in (("COMPANY_TYPE", COMPANY_TYPES), ("EMPLOYEES", EMPLOYEES)):
+            for position, (status_id, name) in enumerate(pairs, start=1):
+                self._add_status(entity_id, status_id, name, sort=position * 10, semantics=None, color="#", system="Y")
         for entity_id, rows in (("STATUS", LEAD_STATUSES), ("DEAL_STAGE", DEAL_STAGES)):
             for position, (status_id, name, semantics, extra, color, system) in enumerate(rows, start=1):
                 self._add_status(

@@ -197,3 +197,40 @@ def test_a_new_pipeline_brings_its_stage_dictionary_once() -> None:
         second = refresh_snapshot(client_for(sandbox), objects, now=lambda: datetime.now(MSK))
         assert second.info["rest_calls"] == 1  # known since: its dictionary rides in the first batch
         assert {row["ENTITY_ID"] for row in second.statuses} == {"STATUS", "DEAL_STAGE", "DEAL_STAGE_1"}
+
+
+def test_contacts_and_companies_are_kept_beside_leads_and_deals() -> None:
+    """Contacts (person keys, the segment fields written back) and companies (COMPANY_TYPE, EMPLOYEES, REVENUE) ride
+    in the same batches; a changed company is merged, a contact's deletion mark applied, phones never stored."""
+    with Sandbox(app_token="tok", seed=11) as sandbox:
+        client = client_for(sandbox)
+        seed_history(sandbox, "company", [
+            {"TITLE": f"ООО {n}", "DATE_CREATE": "2026-10-01T10:00:00+03:00", "EMPLOYEES": f"EMPLOYEES_{n % 4 + 1}",
+             "REVENUE": 5_000_000 * n, "COMPANY_TYPE": "CUSTOMER"} for n in range(1, 61)
+        ])  # fmt: skip
+        seed_history(sandbox, "contact", [
+            {"NAME": f"Контакт {n}", "DATE_CREATE": "2026-10-02T10:00:00+03:00", "COMPANY_ID": n % 60 + 1,
+             "PHONE": [{"VALUE": f"+7916{n:07d}", "VALUE_TYPE": "WORK"}]} for n in range(120)
+        ])  # fmt: skip
+        dictionary = client.call("crm.status.list", {"filter": {"ENTITY_ID": "EMPLOYEES"}}).result
+        assert [row["STATUS_ID"] for row in dictionary] == ["EMPLOYEES_1", "EMPLOYEES_2", "EMPLOYEES_3", "EMPLOYEES_4"]
+        objects = MemoryObjects()
+        start = datetime.now(MSK)
+        sandbox.reset_stats()
+        first = refresh_snapshot(client, objects, now=lambda: start, options=DEALS_ONLY)
+        assert sandbox.stats()["requests"] == first.info["rest_calls"] == 1  # everything fits the first batch
+        assert (first.info["contacts"], first.info["companies"]) == (120, 60)
+        companies = {int(row["ID"]): row for row in read_snapshot(objects, "company")}
+        assert companies[7]["EMPLOYEES"] == "EMPLOYEES_4" and float(companies[7]["REVENUE"]) == 35_000_000
+        assert companies[7]["COMPANY_TYPE"] == "CUSTOMER" and "TITLE" not in companies[7]
+        contacts = {int(row["ID"]): row for row in read_snapshot(objects, "contact")}
+        assert "PHONE" not in contacts[1] and len(contacts[1]["PERSON_KEY"]) == 64 and contacts[2]["COMPANY_ID"] == "2"
+
+        client.call("crm.company.update", {"id": 7, "fields": {"EMPLOYEES": "EMPLOYEES_1", "REVENUE": 1000}})
+        objects.put("crm/deleted/contact/3.json", b"{}")
+        later = datetime.now(MSK)
+        second = refresh_snapshot(client, objects, now=lambda: later, options=DEALS_ONLY)
+        assert second.info["mode"] == "incremental" and second.info["companies_read"] == 1
+        assert second.info["contacts"] == 119 and second.info["rest_calls"] == 1
+        companies = {int(row["ID"]): row for row in read_snapshot(objects, "company")}
+        assert companies[7]["EMPLOYEES"] == "EMPLOYEES_1" and float(companies[7]["REVENUE"]) == 1000

@@ -526,3 +526,15 @@ def test_the_local_stack_takes_settings_from_the_environment_over_template_defau
     s3 = boto3.session.Session().client("s3")
     rules = s3.get_bucket_lifecycle_configuration(Bucket=stack.resources.physical["DataBucket"])["Rules"]
     assert {rule["ID"]: rule for rule in rules}["ExpireRawForms"]["Expiration"] == {"Days": 3}
+
+
+def test_contacts_and_companies_of_the_crm_snapshot_have_glue_tables_with_every_snapshot_field():
+    from throughline.report.crm import COMPANY_FIELDS, CONTACT_FIELDS
+
+    for resource, entity, fields in (("CrmContactsTable", "contact", (*CONTACT_FIELDS, "PERSON_KEY", "PERSON_KEYS")),
+                                     ("CrmCompaniesTable", "company", COMPANY_FIELDS)):  # fmt: skip
+        table = RESOURCES[resource]["Properties"]["TableInput"]
+        template = table["Parameters"]["storage.location.template"]["Fn::Sub"]
+        assert template == f"s3://${{DataBucket}}/crm/snapshot/entity={entity}/bucket=${{!bucket}}/"
+        columns = [c["Name"] for c in table["StorageDescriptor"]["Columns"]]
+        assert columns == [field.lower() for field in fields]
