@@ -28,9 +28,22 @@ def bitrix_setup(args: argparse.Namespace, stack_outputs: Any) -> int:
     from throughline.writer.leads import LeadRules
 
     if args.stack_name:
-        os.environ.setdefault("SECRETS_ARN", stack_outputs(args.stack_name)["SecretsArn"])
+        outputs = stack_outputs(args.stack_name)
+        os.environ.setdefault("SECRETS_ARN", outputs["SecretsArn"])
+        if outputs.get("DataBucketName"):
+            os.environ.setdefault("DATA_BUCKET", str(outputs["DataBucketName"]))
     settings = load_settings()
-    print(report(bitrix_client(settings), LeadRules.from_settings(settings)))
+    bitrix = bitrix_client(settings)
+    print(report(bitrix, LeadRules.from_settings(settings)))
+    # Segments (throughline.segments): their fields, and config/segments.yaml with the documented defaults.
+    from throughline.segments.fields import setup_report
+
+    objects = None
+    if settings.data_bucket:
+        from throughline.adapters.report_store import S3Objects
+
+        objects = S3Objects(settings.data_bucket)
+    print(setup_report(bitrix, objects))
     return 0
 
 
