@@ -317,7 +317,9 @@ def test_a_function_mounts_the_analytics_layer_exactly_when_its_code_imports_tho
     assert bool(out.stdout.split()) == ({"Ref": "AnalyticsLayer"} in mounts), (name, out.stdout)
 
 
-@pytest.mark.parametrize("name", ["capture_form", "bitrix_writer", "import_ad_spend", "build_roi_report"])
+@pytest.mark.parametrize(
+    "name", ["capture_form", "bitrix_writer", "import_ad_spend", "build_roi_report", "build_segments"]
+)
 def test_every_handler_named_in_design_exists(name):
     assert (ROOT / "functions" / name / "app.py").exists()
     assert any(f["Properties"]["CodeUri"] == f"functions/{name}/" for f in FUNCTIONS.values())
@@ -538,3 +540,32 @@ def test_contacts_and_companies_of_the_crm_snapshot_have_glue_tables_with_every_
         assert template == f"s3://${{DataBucket}}/crm/snapshot/entity={entity}/bucket=${{!bucket}}/"
         columns = [c["Name"] for c in table["StorageDescriptor"]["Columns"]]
         assert columns == [field.lower() for field in fields]
+
+
+def test_build_segments_reads_the_snapshot_and_rules_writes_only_snapshot_and_segments_and_runs_through_the_night():
+    assert _actions("BuildSegmentsFunction") == {"secretsmanager:GetSecretValue", "s3:GetObject", "s3:ListBucket",
+                                                 "s3:PutObject"}  # fmt: skip
+    statements = {s["Sid"]: s for s in _statements("BuildSegmentsFunction")}
+    assert statements["WriteSnapshotAndSegments"]["Resource"] == [
+        {"Fn::Sub": "${DataBucket.Arn}/crm/snapshot/*"}, {"Fn::Sub": "${DataBucket.Arn}/segments/*"}
+    ]  # fmt: skip
+    assert {"Fn::Sub": "${DataBucket.Arn}/config/segments.yaml"} in statements["ReadInputs"]["Resource"]
+    nightly = FUNCTIONS["BuildSegmentsFunction"]["Properties"]["Events"]["Nightly"]["Properties"]
+    assert nightly["ScheduleExpression"] == "cron(10/15 5-8 * * ? *)"  # after the report's 05:00, every 15 minutes
+    assert nightly["ScheduleExpressionTimezone"] == {"Ref": "TimeZone"}
+
+
+def test_segments_and_their_moves_have_glue_tables_with_every_field_the_job_writes():
+    from datetime import date
+
+    from throughline.segments.engine import Customer, assign
+    from throughline.segments.rules import default_rules
+
+    buyer = Customer("company", 1, created=date(2026, 1, 1))
+    rows = assign({buyer.key: buyer}, default_rules(), date(2026, 12, 6), previous={"company:1": {"segment": "VIP"}})
+    for resource, partition, fields in (("SegmentsTable", "snapshot", rows.rows[0]),
+                                        ("SegmentTransitionsTable", "date", rows.transitions[0])):  # fmt: skip
+        table = RESOURCES[resource]["Properties"]["TableInput"]
+        columns = [c["Name"] for c in table["StorageDescriptor"]["Columns"]]
+        assert [key["Name"] for key in table["PartitionKeys"]] == [partition]
+        assert columns == [name for name in fields if name != partition]

@@ -171,3 +171,40 @@ def _compute(
 
 def read_rows(objects: Any, day: str) -> Iterator[dict[str, Any]]:
     yield from _load(objects, snapshot_key(day))
+
+
+def run_segments(
+    settings: Any,
+    client: Bitrix24Client,
+    objects: Any,
+    *,
+    now: Callable[[], datetime] | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+    write_back: bool = True,
+) -> dict[str, Any]:
+    """The function's and the CLI's run: settings → options, under the report's run lock (both write the CRM
+    snapshot). A run that finds the lock held returns ``{"status": "busy"}``: the next scheduled run continues."""
+    import uuid
+
+    from throughline.adapters.report_store import ReportBusy, run_lock
+    from throughline.report.job import lock_lease
+
+    clock = now or (lambda: datetime.now(settings.zone))
+    started = clock()
+    options = SegmentOptions(
+        currency=settings.report_currency,
+        snapshot=SnapshotOptions(
+            full_rescan_days=settings.report_full_rescan_days,
+            modify_margin=timedelta(minutes=settings.report_modify_margin_minutes),
+            profit_field=settings.report_profit_field,
+            person_key_secret=settings.person_key_secret,
+        ),
+        write_back=write_back,
+    )
+    lease = lock_lease(client.deadline.seconds_left() + client.deadline.reserve)
+    try:
+        with run_lock(objects, f"segments {uuid.uuid4().hex[:12]} at {started.isoformat()}", started, lease):
+            return build_segments(client, objects, options=options, now=clock, progress=progress)
+    except ReportBusy as busy:
+        progress(f"segments: {busy}; the next run continues")
+        return {"date": started.date().isoformat(), "status": "busy", "rest_calls": 0}
