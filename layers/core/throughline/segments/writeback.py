@@ -21,6 +21,7 @@ from typing import Any
 
 from throughline.bitrix24 import Bitrix24Client, BitrixAccessDenied, BitrixNotFound
 from throughline.bitrix24.client import MAX_BATCH
+from throughline.bitrix24.errors import BitrixTransientError
 from throughline.report import jsonlines
 from throughline.segments.fields import RFM_FIELD, SEGMENT_FIELD, SINCE_FIELD, SIZE_FIELD, Enumerations
 
@@ -100,19 +101,30 @@ def execute(
     report: Callable[[str], None] = lambda message: None,
 ) -> bool:
     """Send the plan from ``progress.position`` on, 50 updates per ``batch``; ``save`` after each. True when done."""
+    size = min(MAX_BATCH, client.batch_capacity(["crm.contact.update"]))
     while progress.position < len(plan):
         if client.deadline.seconds_left() < BATCH_MARGIN_SECONDS:
             report(f"segments write-back: deadline near, stopped at {progress.position} of {len(plan)}")
             return False
-        chunk = plan[progress.position : progress.position + MAX_BATCH]
-        commands = {
-            f"u{n}": (UPDATE_METHODS[kind], {"id": id_, "fields": fields})
-            for n, (kind, id_, fields) in enumerate(chunk)
-        }
-        result = client.batch(commands)
-        progress.calls += 1
-        for name in commands:
+        chunk = plan[progress.position : progress.position + size]
+        commands = {f"u{n}": (UPDATE_METHODS[kind], {"id": id_, "fields": fields})
+                    for n, (kind, id_, fields) in enumerate(chunk)}  # fmt: skip
+        try:
+            result = client.batch(commands)
+        except BitrixTransientError as error:
+            # The portal is busy, out of operating time or unreachable: nothing is lost, the next run resumes here.
+            report(f"segments write-back: {type(error).__name__}, stopped at {progress.position} of {len(plan)}")
+            return False
+        finally:
+            progress.calls += 1
+        sent = len(chunk)
+        for index, name in enumerate(commands):
             error = result.errors.get(name)
+            if isinstance(error, BitrixTransientError):
+                # OPERATION_TIME_LIMIT (or a limit like it) inside the batch: the commands from here on are sent
+                # again by the next run (an update is idempotent, so any that did run are only repeated).
+                sent = index
+                break
             if error is None:
                 progress.written += 1
             elif isinstance(error, BitrixNotFound):
@@ -121,8 +133,11 @@ def execute(
                 progress.denied += 1
             else:
                 progress.failed += 1
-        progress.position += len(chunk)
+        progress.position += sent
         save(progress)
+        if sent < len(chunk):
+            report(f"segments write-back: {type(error).__name__}, stopped at {progress.position} of {len(plan)}")
+            return False
         if progress.calls % 20 == 0 or progress.position == len(plan):
             report(f"segments write-back: {progress.position} of {len(plan)} records sent")
     return True
