@@ -33,7 +33,8 @@ def objects() -> Objects:
         {"contact:1": "ACTIVE", "contact:2": "ACTIVE", "contact:3": "VIP"})  # fmt: skip
     # End (night of 1 December; a later night is not read): 1 VIP, 2 Спящий, 3 VIP, 4 none, company 5 Активный.
     store["segments/snapshot=2026-12-01/customers.json.gz"] = snapshot(
-        {"contact:1": "VIP", "contact:2": "SLEEPING", "contact:3": "VIP", "contact:4": None, "company:5": "ACTIVE"})
+        {"contact:1": "VIP", "contact:2": "SLEEPING", "contact:3": "VIP", "contact:4": None, "company:5": "ACTIVE"}
+    )
     store["segments/snapshot=2026-12-02/customers.json.gz"] = snapshot({"contact:1": "SLEEPING"})
     moves = {"2026-11-01": [("contact:9", "VIP", "ACTIVE")],  # the start night: before the period's moves
              "2026-11-15": [("contact:1", "ACTIVE", "VIP"), ("contact:2", "ACTIVE", "SLEEPING")],
@@ -45,12 +46,17 @@ def objects() -> Objects:
     return store
 
 
+def won(contact: str, day: str, amount: str, stage: str = "S") -> dict[str, str]:
+    return {"CONTACT_ID": contact, "STAGE_SEMANTIC_ID": stage, "CLOSEDATE": day, "OPPORTUNITY": amount,
+            "CURRENCY_ID": "RUB"}  # fmt: skip
+
+
 DEALS = [
     # contact 1: two wins in November (1 000 and 2 000 ₽), one in October (not counted), one lost.
-    {"CONTACT_ID": "1", "STAGE_SEMANTIC_ID": "S", "CLOSEDATE": "2026-11-03", "OPPORTUNITY": "1000", "CURRENCY_ID": "RUB"},
-    {"CONTACT_ID": "1", "STAGE_SEMANTIC_ID": "S", "CLOSEDATE": "2026-11-30", "OPPORTUNITY": "2000", "CURRENCY_ID": "RUB"},
-    {"CONTACT_ID": "1", "STAGE_SEMANTIC_ID": "S", "CLOSEDATE": "2026-10-31", "OPPORTUNITY": "9999", "CURRENCY_ID": "RUB"},
-    {"CONTACT_ID": "1", "STAGE_SEMANTIC_ID": "F", "CLOSEDATE": "2026-11-04", "OPPORTUNITY": "500", "CURRENCY_ID": "RUB"},
+    won("1", "2026-11-03", "1000"),
+    won("1", "2026-11-30", "2000"),
+    won("1", "2026-10-31", "9999"),
+    won("1", "2026-11-04", "500", stage="F"),
     # contact 3: one win of 100 $ at 90 ₽ (9 000 ₽), no CLOSEDATE: the day of DATE_MODIFY in Moscow (30 November,
     # 23:30); another at 01:30 on 1 December in Moscow (22:30 UTC on the 30th) is outside the period.
     {"CONTACT_ID": "3", "STAGE_SEMANTIC_ID": "S", "DATE_MODIFY": "2026-11-30T20:30:00+00:00", "OPPORTUNITY": "100",
