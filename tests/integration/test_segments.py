@@ -171,3 +171,14 @@ def test_the_write_back_resumes_after_a_deadline_and_finishes_without_rewriting(
         import json
 
         assert json.loads(objects.data[STATE_KEY])["writeback"]["done"] is True
+
+
+def test_without_the_fields_the_segments_are_stored_and_nothing_is_written() -> None:
+    with Sandbox(app_token="tok", seed=24) as sandbox:
+        client = Bitrix24Client(sandbox.webhook_url)
+        objects = MemoryObjects()
+        seed_customers(sandbox, 20)
+        summary = build_segments(client, objects, options=OPTIONS, now=lambda: NIGHT)
+        assert summary["status"] == "done" and "writeback" not in summary and summary["customers"] == 21
+        assert snapshot_key("2026-12-06") in objects.data
+        assert not [row for row in sandbox.entities("contact") if row.get(SEGMENT_FIELD)]

@@ -194,3 +194,12 @@ def test_b2b_deals_belong_to_the_company_and_its_size_comes_from_employees_and_r
 def test_frozen_state_round_trips() -> None:
     frozen = Frozen("2026-12", {"VIP": Decimal("400.50"), "X": None})
     assert Frozen.from_json(frozen.to_json()) == frozen and Frozen.from_json({}) is None
+
+
+def test_an_oversized_rules_file_is_refused_before_parsing() -> None:
+    names = "abcdefghi"
+    bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
+        f"{names[n + 1]}: &{names[n + 1]} [{', '.join(['*' + names[n]] * 4)}]\n" for n in range(8)
+    )
+    with pytest.raises(RulesError, match="larger than"):
+        parse_rules(bomb + "#" * 70_000)

@@ -25,7 +25,7 @@ from throughline.report import jsonlines
 from throughline.report.crm import SnapshotOptions, read_snapshot, refresh_snapshot
 from throughline.report.rates import RateBook
 from throughline.segments.engine import Frozen, assign, collect_customers
-from throughline.segments.fields import enumerations
+from throughline.segments.fields import FieldsMissing, enumerations
 from throughline.segments.rules import load_rules
 from throughline.segments.writeback import Progress, decode_plan, encode_plan, execute, plan_updates
 
@@ -154,10 +154,15 @@ def _compute(
     if options.write_back:
         current = {f"contact:{row['ID']}": row for row in read_snapshot(objects, "contact")}
         current.update({f"company:{row['ID']}": row for row in read_snapshot(objects, "company")})
-        plan = plan_updates(result.rows, current, enumerations(client))
-        objects.put(plan_key(day), encode_plan(plan))
-        new_state["writeback"] = {"day": day, "total": len(plan), "done": not plan, **asdict(Progress(0))}
-        progress(f"segments: {len(plan)} records to write back")
+        try:
+            ids = enumerations(client)
+        except FieldsMissing as missing:  # the segments are stored; only the write-back waits for bitrix-setup
+            progress(f"segments: nothing written back: {missing}")
+        else:
+            plan = plan_updates(result.rows, current, ids)
+            objects.put(plan_key(day), encode_plan(plan))
+            new_state["writeback"] = {"day": day, "total": len(plan), "done": not plan, **asdict(Progress(0))}
+            progress(f"segments: {len(plan)} records to write back")
     objects.put(STATE_KEY, json.dumps(new_state).encode())
     summary = {
         "customers": len(result.rows),

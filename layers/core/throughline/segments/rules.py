@@ -163,8 +163,13 @@ class SegmentRules(BaseModel):
         return next((rule for rule in self.segments if rule.code == code), None)
 
 
+MAX_BYTES = 65_536  # a rules file is a few hundred bytes; a bigger one is a mistake (or an alias bomb)
+
+
 def parse_rules(text: str | bytes) -> SegmentRules:
     """Validate the YAML text of ``config/segments.yaml``."""
+    if len(text) > MAX_BYTES:
+        raise RulesError(f"{CONFIG_KEY} is larger than {MAX_BYTES} bytes")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
