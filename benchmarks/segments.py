@@ -76,7 +76,9 @@ def seed(sandbox: Sandbox, contacts: int) -> int:
     return len(deals)
 
 
-def night(sandbox: Sandbox, objects: MemoryObjects, clock: list[float], at: datetime) -> list[dict[str, Any]]:
+def night(
+    sandbox: Sandbox, objects: MemoryObjects, clock: list[float], at: datetime, seconds: float = INVOCATION_SECONDS
+) -> list[dict[str, Any]]:
     """Invocations 15 minutes apart until the night's work is done."""
     runs = []
     for invocation in range(1, 50):
@@ -84,7 +86,7 @@ def night(sandbox: Sandbox, objects: MemoryObjects, clock: list[float], at: date
         calls_at_start = client.calls
 
         def remaining(client: Bitrix24Client = client, start: int = calls_at_start) -> float:
-            return INVOCATION_SECONDS - (client.calls - start) / RATE
+            return seconds - (client.calls - start) / RATE
 
         client.deadline = Deadline(remaining, reserve=0.0)
         began = time.perf_counter()
@@ -108,7 +110,8 @@ class _PortalTime:
         self.time, self.sleep, self.perf_counter, self.monotonic = now, time.sleep, time.perf_counter, time.monotonic
 
 
-def run(contacts: int) -> dict[str, Any]:
+def run(contacts: int, seconds: float = INVOCATION_SECONDS) -> dict[str, Any]:
+    """Two nights on ``contacts`` contacts; ``seconds``: what each invocation may spend (at 2 requests a second)."""
     from local.bitrix24_sandbox import server
 
     clock = [time.time()]
@@ -121,17 +124,17 @@ def run(contacts: int) -> dict[str, Any]:
         sandbox._operating._clock = portal_now
         real_time, server.time = server.time, _PortalTime(portal_now)  # type: ignore[assignment]
         try:
-            return _nights(sandbox, contacts, clock)
+            return _nights(sandbox, contacts, clock, seconds)
         finally:
             server.time = real_time
 
 
-def _nights(sandbox: Sandbox, contacts: int, clock: list[float]) -> dict[str, Any]:
+def _nights(sandbox: Sandbox, contacts: int, clock: list[float], seconds: float) -> dict[str, Any]:
     objects = MemoryObjects()
     setup_report(Bitrix24Client(sandbox.webhook_url), objects)
     deals = seed(sandbox, contacts)
     sandbox.reset_stats()
-    first = night(sandbox, objects, clock, NIGHT)
+    first = night(sandbox, objects, clock, NIGHT, seconds)
     stats = sandbox.stats()
     clock[0] += stats["requests"] / RATE
     Bitrix24Client(sandbox.webhook_url).call(
@@ -140,7 +143,7 @@ def _nights(sandbox: Sandbox, contacts: int, clock: list[float]) -> dict[str, An
     )
     clock[0] += 1 / RATE
     sandbox.reset_stats()
-    second = night(sandbox, objects, clock, NIGHT + timedelta(days=1))
+    second = night(sandbox, objects, clock, NIGHT + timedelta(days=1), seconds)
     calls = sum(item["rest_calls"] for item in first)
     return {
         "contacts": contacts,
