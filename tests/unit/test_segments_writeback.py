@@ -66,6 +66,14 @@ def test_an_operation_time_limit_inside_a_batch_stops_there_and_the_next_run_res
     assert not execute(client, PLAN, progress, save=lambda p: saved.append(p.position))
     assert (progress.position, progress.written, progress.missing, saved) == (60, 59, 1, [50, 60])
     assert [len(batch) for batch in client.sent] == [50, 50]
+    assert client.sent[0]["u0"] == (
+        "crm.contact.update",
+        {
+            "id": 1,
+            "fields": {"UF_CRM_TL_RFM": "1"},
+            "params": {"REGISTER_SONET_EVENT": "N", "REGISTER_HISTORY_EVENT": "N"},
+        },
+    )
     rest = FakeClient([{}, {}])
     assert execute(rest, PLAN, progress, save=lambda p: None) and progress.position == 120
     assert rest.sent[0]["u0"][1]["id"] == 61 and progress.written == 119

@@ -26,6 +26,9 @@ from throughline.report import jsonlines
 from throughline.segments.fields import RFM_FIELD, SEGMENT_FIELD, SINCE_FIELD, SIZE_FIELD, Enumerations
 
 UPDATE_METHODS = {"contact": "crm.contact.update", "company": "crm.company.update"}
+# crm-contact-update.md: no activity-stream post, and no history entry for a nightly score (the segment's start date
+# and segments/transitions/ keep the history); without them every night would add a line to thousands of cards.
+UPDATE_PARAMS = {"REGISTER_SONET_EVENT": "N", "REGISTER_HISTORY_EVENT": "N"}
 # Seconds kept before the deadline: one batch of 50 updates takes a few seconds on a real portal.
 BATCH_MARGIN_SECONDS = 20.0
 
@@ -109,7 +112,7 @@ def execute(
             report(f"segments write-back: deadline near, stopped at {progress.position} of {len(plan)}")
             return False
         chunk = plan[progress.position : progress.position + size]
-        commands = {f"u{n}": (UPDATE_METHODS[kind], {"id": id_, "fields": fields})
+        commands = {f"u{n}": (UPDATE_METHODS[kind], {"id": id_, "fields": fields, "params": UPDATE_PARAMS})
                     for n, (kind, id_, fields) in enumerate(chunk)}  # fmt: skip
         try:
             result = client.batch(commands)
