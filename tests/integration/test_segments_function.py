@@ -49,3 +49,21 @@ def test_setup_function_command_and_report_on_the_local_stack(make_stack, capsys
     assert rows["Разовый"]["customers"] == 1 and rows["Потенциальный"]["customers"] == 1
     page = s3.get_object(Bucket=bucket, Key="reports/roi/latest/index.html")["Body"].read().decode()
     assert "<h2>Сегменты клиентов</h2>" in page
+
+
+def test_a_run_while_the_report_holds_the_lock_is_busy_and_touches_nothing(make_stack) -> None:
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from throughline.adapters.report_store import S3Objects, run_lock
+
+    stack = make_stack(poll_queues=False)
+    bucket = stack.resources.physical["DataBucket"]
+    s3 = boto3.session.Session().client("s3")
+    objects = S3Objects(bucket, s3)
+    stack.sandbox.reset_stats()
+    with run_lock(objects, "the nightly report", datetime.now(ZoneInfo("Europe/Moscow")), timedelta(minutes=20)):
+        result = stack.invoke("build_segments", {})
+    assert result == {"date": result["date"], "status": "busy", "rest_calls": 0}
+    assert stack.sandbox.stats()["requests"] == 0
+    assert not s3.list_objects_v2(Bucket=bucket, Prefix="segments/").get("Contents")
