@@ -182,3 +182,12 @@ def test_without_the_fields_the_segments_are_stored_and_nothing_is_written() -> 
         assert summary["status"] == "done" and "writeback" not in summary and summary["customers"] == 21
         assert snapshot_key("2026-12-06") in objects.data
         assert not [row for row in sandbox.entities("contact") if row.get(SEGMENT_FIELD)]
+
+
+def test_a_clock_behind_the_last_night_changes_nothing() -> None:
+    objects = MemoryObjects()
+    objects.put(STATE_KEY, b'{"last": "2026-12-06", "writeback": {"done": true}}')
+    client = Bitrix24Client("http://127.0.0.1:9/rest/1/x/")  # never called: nothing listens there
+    summary = build_segments(client, objects, options=OPTIONS, now=lambda: NIGHT - timedelta(days=1))
+    assert summary == {"date": "2026-12-05", "status": "done", "rest_calls": 0} and client.calls == 0
+    assert list(objects.data) == [STATE_KEY]

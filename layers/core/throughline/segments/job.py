@@ -88,6 +88,11 @@ def build_segments(
     elif state.get("last") == today.isoformat():
         progress(f"segments: {today} already computed and written")
         return {**summary, "status": "done", "rest_calls": 0}
+    elif state.get("last") and today.isoformat() < str(state["last"]):
+        # A clock behind the last night (a wrong zone, a skewed host): computing an older day would record moves
+        # backwards and reset the monthly freeze. Nothing is done until the clock passes the last night.
+        progress(f"segments: today {today} is before the last night computed ({state['last']}); nothing done")
+        return {**summary, "status": "done", "rest_calls": 0}
     else:
         computed = _compute(client, objects, state, options, started, progress)
         summary.update(computed.pop("summary"))
