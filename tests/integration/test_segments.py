@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -191,3 +192,19 @@ def test_a_clock_behind_the_last_night_changes_nothing() -> None:
     summary = build_segments(client, objects, options=OPTIONS, now=lambda: NIGHT - timedelta(days=1))
     assert summary == {"date": "2026-12-05", "status": "done", "rest_calls": 0} and client.calls == 0
     assert list(objects.data) == [STATE_KEY]
+
+
+def test_amounts_in_another_currency_use_the_spend_import_s_rate_files() -> None:
+    with Sandbox(app_token="tok", seed=25) as sandbox:
+        client = Bitrix24Client(sandbox.webhook_url)
+        objects = MemoryObjects()
+        objects.put("rates/date=2026-11-30/rates.json",
+                    b'{"date": "2026-11-30", "base": "RUB", "rates": {"USD": "100"}, "source": "cbr"}')  # fmt: skip
+        seed_history(sandbox, "contact", [{"NAME": "К", "DATE_CREATE": "2025-11-01T10:00:00+03:00"}])
+        deal = {"CONTACT_ID": 1, "STAGE_ID": "WON", "OPPORTUNITY": 10, "CURRENCY_ID": "USD", "CLOSEDATE": "2026-12-01",
+                "DATE_CREATE": "2026-11-01T10:00:00+03:00"}  # fmt: skip
+        seed_history(sandbox, "deal", [deal])
+        build_segments(client, objects, options=OPTIONS, now=lambda: NIGHT)
+        [row] = jsonlines.decode(objects.data[snapshot_key("2026-12-06")])
+        # 10 $ at the file's 100, not the CRM's 90
+        assert Decimal(row["revenue_total"]) == 1000 and row["average_check"] == "1000.00"

@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from throughline.bitrix24.client import Bitrix24Client
@@ -58,13 +59,13 @@ def _load(objects: Any, key: str) -> list[dict[str, Any]]:
 
 
 def _rates(objects: Any, currency: str, currencies: list[dict[str, Any]], today: date) -> RateBook:
+    """The spend import's rate files of the window (``rates/date=<d>/rates.json``), then the CRM's own rates."""
+    first = (today - timedelta(days=400)).isoformat()
     files = []
-    try:
-        from throughline.adapters.report_store import read_rates
-
-        files = read_rates(objects, today - timedelta(days=400), today)
-    except Exception:
-        files = []
+    for key in objects.keys("rates/date="):
+        day = key.removeprefix("rates/date=").split("/", 1)[0]
+        if key.endswith("/rates.json") and first <= day <= today.isoformat():
+            files.append(json.loads(objects.get(key) or b"{}", parse_float=Decimal))
     return RateBook(currency, files, currencies)
 
 
