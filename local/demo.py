@@ -6,7 +6,9 @@
    outbound webhooks; a reconciliation sweep follows.
 3. Ad spend for the last 30 days is imported from the Yandex Direct, Google Ads and VK Ads sandboxes, and offline
    spend from a manual CSV dropped into the inbox.
-4. The ROI report is built (the run exports the journeys for attribution first); its headline table is printed and
+4. Customer segments are computed (``bitrix-setup``'s fields and rules, then ``build_segments``), written back to
+   the contacts, and printed.
+5. The ROI report is built (the run exports the journeys for attribution first); its headline table is printed and
    its files are written under ``out/demo/report/`` (open ``index.html``).
 5. What the team saw in Bitrix24: the alerts (real-time ones from the writer, schedule-based ones from check_alerts),
    the tasks, the three digests in the «Маркетинг» chat, and the REST calls all that cost.
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                 month = _play_month(stack, args.seed, say)
             say("  importing 30 days of ad spend (Yandex Direct, Google Ads, VK Ads sandboxes) and a manual CSV…")
             spend = _import_spend(stack)
+            say("  computing customer segments and writing them back to the contacts…")
+            segments = _build_segments(stack)
             say("  exporting the journeys and building the ROI report…")
             report = _build_report(stack, say)
             say("  checking the alert rules and sending the digests…")
@@ -125,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     for (platform, currency), (rows_count, cost) in sorted(spend.items()):
         say(f"  {platform:<14} {currency}  {cost:>14,.2f}  ({rows_count} rows)".replace(",", " "))
 
+    _show_segments(segments, say)
     _show_report(report, say)
     _show_alerts(seen, say)
 
@@ -260,6 +265,26 @@ def _import_spend(stack: LocalStack) -> dict[tuple[str, str], tuple[int, Decimal
                 count, cost = totals.get((row["platform"], row["currency"]), (0, Decimal(0)))
                 totals[(row["platform"], row["currency"])] = (count + 1, cost + row["cost"])
     return totals
+
+
+def _build_segments(stack: LocalStack) -> dict:
+    """bitrix-setup's segments part (the fields, config/segments.yaml), then one build_segments run."""
+    from throughline.adapters.report_store import S3Objects
+    from throughline.bitrix24.client import Bitrix24Client
+    from throughline.segments.fields import setup_report
+
+    setup_report(Bitrix24Client(stack.sandbox.webhook_url), S3Objects(stack.resources.physical["DataBucket"]))
+    return stack.invoke("build_segments", {})
+
+
+def _show_segments(segments: dict, say) -> None:
+    from throughline.segments.rules import default_rules
+
+    labels = {rule.code: rule.label for rule in default_rules().segments}
+    say(f"\nCustomer segments ({segments.get('customers', 0)} customers; written back to Bitrix24:"
+        f" {(segments.get('writeback') or {}).get('written', 0)}):")  # fmt: skip
+    for code, count in sorted((segments.get("segments") or {}).items(), key=lambda item: -item[1]):
+        say(f"  {labels.get(code, 'Без сегмента'):<16} {count:>5}")
 
 
 def _build_report(stack: LocalStack, say) -> dict:

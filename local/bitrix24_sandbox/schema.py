@@ -10,10 +10,12 @@ from dataclasses import dataclass
 
 __all__ = [
     "COMPANY",
+    "COMPANY_TYPES",
     "CONTACT",
     "CURRENCIES",
     "DEAL",
     "DEAL_STAGES",
+    "EMPLOYEES",
     "ENTITIES",
     "EXTRA_SEMANTICS",
     "LEAD",
@@ -236,6 +238,7 @@ COMPANY = EntitySpec(
         Field("CREATED_BY_ID", "user", "Created by", read_only=True),
         Field("MODIFY_BY_ID", "user", "Modified by", read_only=True),
         Field("INDUSTRY", "crm_status", "Industry", status_type="INDUSTRY"),
+        Field("EMPLOYEES", "crm_status", "Number of Employees", status_type="EMPLOYEES"),
         Field("CURRENCY_ID", "crm_currency", "Currency"),
         Field("REVENUE", "double", "Annual revenue"),
         Field("COMMENTS", "string", "Comment"),
@@ -290,6 +293,21 @@ DEAL_STAGES = (
     ("WON", "Сделка успешна", "S", "success", "#7BD500", "Y"),
     ("LOSE", "Сделка провалена", "F", "failure", "#FF5752", "Y"),
     ("APOLOGY", "Анализ причины провала", "F", "apology", "#FF5752", "N"),
+)
+# crm.company.fields: COMPANY_TYPE and EMPLOYEES are crm_status fields (statusType COMPANY_TYPE, EMPLOYEES); a fresh
+# portal's lists (crm.status.list ENTITY_ID=EMPLOYEES answers EMPLOYEES_1 «менее 50» …). (STATUS_ID, NAME).
+COMPANY_TYPES = (
+    ("CUSTOMER", "Клиент"),
+    ("SUPPLIER", "Поставщик"),
+    ("COMPETITOR", "Конкурент"),
+    ("PARTNER", "Партнер"),
+    ("OTHER", "Другое"),
+)
+EMPLOYEES = (
+    ("EMPLOYEES_1", "менее 50"),
+    ("EMPLOYEES_2", "50-250"),
+    ("EMPLOYEES_3", "250-500"),
+    ("EMPLOYEES_4", "более 500"),
 )
 EXTRA_SEMANTICS = {None: "process", "S": "success", "F": "failure"}  # for stages added through crm.status.add
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import re
+from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
@@ -20,10 +21,12 @@ from . import errors
 from .errors import RestError
 from .schema import (
     COMPANY,
+    COMPANY_TYPES,
     CONTACT,
     CURRENCIES,
     DEAL,
     DEAL_STAGES,
+    EMPLOYEES,
     ENTITIES,
     EXTRA_SEMANTICS,
     LEAD,
@@ -304,6 +307,20 @@ class Portal:
         conditions = self._compile_filter(spec, params.get("FILTER"))
         if visible is not None:
             conditions.append(visible)
+        if (_to_int(params.get("START")) or 0) < 0 and _id_ascending(params.get("ORDER")):
+            # The fast scan (``>ID``, ``order ID ASC``, ``start=-1``): the same page, found without reading the whole
+            # table — records are kept in ID order (ids only grow), so the scan starts after the ``>ID`` bound and
+            # stops at the 50th match. A speed-up of the emulator only: what it answers is unchanged.
+            found = []
+            keys = list(self.records[entity])
+            for key in keys[bisect_right(keys, _id_floor(params.get("FILTER"))) :]:
+                record = self.records[entity][key]
+                if all(test(record) for test in conditions):
+                    found.append(record)
+                    if len(found) == PAGE_SIZE:
+                        break
+            select = params.get("SELECT")
+            return ListPage([self.render(entity, record, select or []) for record in found], 0, None)
         rows = [record for record in self.records[entity].values() if all(test(record) for test in conditions)]
         rows = self._order(spec, rows, params.get("ORDER"))
         start = _to_int(params.get("START")) or 0
@@ -822,6 +839,9 @@ class Portal:
     def _seed_statuses(self) -> None:
         for position, (status_id, name) in enumerate(SOURCES, start=1):
             self._add_status("SOURCE", status_id, name, sort=position * 10, semantics=None, color=None, system="N")
+        for entity_id, pairs in (("COMPANY_TYPE", COMPANY_TYPES), ("EMPLOYEES", EMPLOYEES)):
+            for position, (status_id, name) in enumerate(pairs, start=1):
+                self._add_status(entity_id, status_id, name, sort=position * 10, semantics=None, color="#", system="Y")
         for entity_id, rows in (("STATUS", LEAD_STATUSES), ("DEAL_STAGE", DEAL_STAGES)):
             for position, (status_id, name, semantics, extra, color, system) in enumerate(rows, start=1):
                 self._add_status(
@@ -1140,6 +1160,24 @@ def _userfield_kind(userfield: Mapping[str, Any]) -> str:
 
 # Longest prefixes first, so that ">=" is not read as ">" followed by "=FIELD".
 _FILTER_OPERATORS = ("!%=", "!=%", ">=", "<=", "!@", "!=", "=%", "%=", "!%", ">", "<", "@", "=", "!", "%")
+
+
+def _id_ascending(order: Any) -> bool:
+    """``order`` is ``{"ID": "ASC"}`` (any case): the only order the fast path of ``list_page`` serves."""
+    if not isinstance(order, Mapping) or len(order) != 1:
+        return False
+    [(name, direction)] = order.items()
+    return str(name).strip().upper() == "ID" and str(direction).strip().upper() == "ASC"
+
+
+def _id_floor(raw_filter: Any) -> int:
+    """The ``>ID`` bound of a filter (0 without one): the fast path starts after it; other ID conditions still run."""
+    if not isinstance(raw_filter, Mapping):
+        return 0
+    for key, value in raw_filter.items():
+        if str(key).strip().upper() == ">ID":
+            return _to_int(value) or 0
+    return 0
 
 
 def _split_filter_key(key: str) -> tuple[str, str]:

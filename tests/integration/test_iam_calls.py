@@ -2,8 +2,8 @@
 
 The local stack does not enforce IAM, so a call a role lacks (a new S3 prefix, a DynamoDB operation, a queue) passes
 every other test and fails only in production. Here each function is run on its real paths (a form, a held post, the
-writer, CRM events, the sweep, the spend import with a manual file, the report, forget), every botocore call made
-while a function runs is recorded, mapped to the IAM action and resource it needs, and checked against the
+writer, CRM events, the sweep, the spend import with a manual file, segments, the report, forget), every botocore
+call made while a function runs is recorded, mapped to the IAM action and resource it needs, and checked against the
 statements of that function's role: action, resource and the ``s3:prefix`` condition.
 
 Secrets Manager is left out: on the local stack one process reads the settings (and so every secret) once for all
@@ -160,6 +160,7 @@ def test_every_call_each_function_makes_is_allowed_by_its_own_role(make_stack, c
     boto3.client("s3").put_object(Bucket=bucket, Key="spend/manual/inbox/leaflets.csv", Body=csv.encode())
     stack.invoke("import_ad_spend", {"date_from": str(TODAY - timedelta(days=14)), "date_to": str(TODAY)})
     stack.invoke("journey_sweep", {})
+    stack.invoke("build_segments", {})  # before the report, so its segments section reads what this stored
     stack.invoke("build_roi_report", {"date_from": "2026-11-01", "date_to": "2026-12-31"})
     stack.invoke("forget_person", {"phone": "+79161234567"})
 
@@ -168,7 +169,7 @@ def test_every_call_each_function_makes_is_allowed_by_its_own_role(make_stack, c
     ran = {function for function, *_ in calls}
     assert ran >= {
         "capture_form", "bitrix_writer", "bitrix_events", "import_ad_spend", "journey_sweep", "build_roi_report",
-        "forget_person",
+        "forget_person", "build_segments",
     }  # fmt: skip
     assert ("bitrix_writer", "s3", "PutObject") in {call[:3] for call in calls}  # the deletion marker
     denied = set()

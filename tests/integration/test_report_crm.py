@@ -3,6 +3,8 @@ incremental merges, deletion marks, the periodic full rescan, and fast_bitrix24'
 
 from __future__ import annotations
 
+import gzip
+import json
 import math
 import time
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from fast_bitrix24 import Bitrix
 from local.bitrix24_sandbox import Sandbox
 from local.bitrix24_sandbox.server import seed_history
 from throughline.bitrix24.client import Bitrix24Client
-from throughline.report.crm import STATE_KEY, SnapshotOptions, read_snapshot, refresh_snapshot
+from throughline.report.crm import STATE_KEY, SnapshotOptions, read_snapshot, refresh_snapshot, snapshot_key
 
 pytestmark = pytest.mark.filterwarnings("ignore:There is no current event loop:DeprecationWarning")
 MSK = ZoneInfo("Europe/Moscow")
@@ -197,3 +199,75 @@ def test_a_new_pipeline_brings_its_stage_dictionary_once() -> None:
         second = refresh_snapshot(client_for(sandbox), objects, now=lambda: datetime.now(MSK))
         assert second.info["rest_calls"] == 1  # known since: its dictionary rides in the first batch
         assert {row["ENTITY_ID"] for row in second.statuses} == {"STATUS", "DEAL_STAGE", "DEAL_STAGE_1"}
+
+
+def test_contacts_and_companies_are_kept_beside_leads_and_deals() -> None:
+    """Contacts (person keys, the segment fields written back) and companies (COMPANY_TYPE, EMPLOYEES, REVENUE) ride
+    in the same batches; a changed company is merged, a contact's deletion mark applied, phones never stored."""
+    with Sandbox(app_token="tok", seed=11) as sandbox:
+        client = client_for(sandbox)
+        seed_history(sandbox, "company", [
+            {"TITLE": f"ООО {n}", "DATE_CREATE": "2026-10-01T10:00:00+03:00", "EMPLOYEES": f"EMPLOYEES_{n % 4 + 1}",
+             "REVENUE": 5_000_000 * n, "COMPANY_TYPE": "CUSTOMER"} for n in range(1, 61)
+        ])  # fmt: skip
+        seed_history(sandbox, "contact", [
+            {"NAME": f"Контакт {n}", "DATE_CREATE": "2026-10-02T10:00:00+03:00", "COMPANY_ID": n % 60 + 1,
+             "PHONE": [{"VALUE": f"+7916{n:07d}", "VALUE_TYPE": "WORK"}]} for n in range(120)
+        ])  # fmt: skip
+        dictionary = client.call("crm.status.list", {"filter": {"ENTITY_ID": "EMPLOYEES"}}).result
+        assert [row["STATUS_ID"] for row in dictionary] == ["EMPLOYEES_1", "EMPLOYEES_2", "EMPLOYEES_3", "EMPLOYEES_4"]
+        objects = MemoryObjects()
+        start = datetime.now(MSK)
+        sandbox.reset_stats()
+        first = refresh_snapshot(client, objects, now=lambda: start, options=DEALS_ONLY)
+        assert sandbox.stats()["requests"] == first.info["rest_calls"] == 1  # everything fits the first batch
+        assert (first.info["contacts"], first.info["companies"]) == (120, 60)
+        companies = {int(row["ID"]): row for row in read_snapshot(objects, "company")}
+        assert companies[7]["EMPLOYEES"] == "EMPLOYEES_4" and float(companies[7]["REVENUE"]) == 35_000_000
+        assert companies[7]["COMPANY_TYPE"] == "CUSTOMER" and "TITLE" not in companies[7]
+        contacts = {int(row["ID"]): row for row in read_snapshot(objects, "contact")}
+        assert "PHONE" not in contacts[1] and len(contacts[1]["PERSON_KEY"]) == 64 and contacts[2]["COMPANY_ID"] == "2"
+
+        client.call("crm.company.update", {"id": 7, "fields": {"EMPLOYEES": "EMPLOYEES_1", "REVENUE": 1000}})
+        objects.put("crm/deleted/contact/3.json", b"{}")
+        later = datetime.now(MSK)
+        second = refresh_snapshot(client, objects, now=lambda: later, options=DEALS_ONLY)
+        assert second.info["mode"] == "incremental" and second.info["companies_read"] == 1
+        assert second.info["contacts"] == 119 and second.info["rest_calls"] == 1
+        companies = {int(row["ID"]): row for row in read_snapshot(objects, "company")}
+        assert companies[7]["EMPLOYEES"] == "EMPLOYEES_1" and float(companies[7]["REVENUE"]) == 1000
+
+
+@pytest.mark.parametrize("added", ["deals' ASSIGNED_BY_ID only", "contacts and companies only"])
+def test_a_version_4_snapshot_from_either_branch_is_rescanned_whole(added: str) -> None:
+    """Two branches both called their snapshot version 4 (one added deals' ASSIGNED_BY_ID, the other contacts and
+    companies); the merged version (5) makes a stack that ran either one scan everything once, so it gets both."""
+    with Sandbox(app_token="tok", seed=12) as sandbox:
+        client = client_for(sandbox)
+        seed_history(sandbox, "company", [{"TITLE": "ООО Ромашка", "DATE_CREATE": "2026-10-01T10:00:00+03:00",
+                                           "EMPLOYEES": "EMPLOYEES_2", "COMPANY_TYPE": "CUSTOMER"}])  # fmt: skip
+        seed_history(sandbox, "contact", [{"NAME": "Контакт", "DATE_CREATE": "2026-10-02T10:00:00+03:00",
+                                           "COMPANY_ID": 1}])  # fmt: skip
+        seed_history(sandbox, "deal", [{"TITLE": "Сделка", "DATE_CREATE": "2026-10-03T10:00:00+03:00",
+                                        "CONTACT_ID": 1, "ASSIGNED_BY_ID": 1}])  # fmt: skip
+        objects = MemoryObjects()
+        start = datetime.now(MSK)
+        # What a version-4 run left: a recent full scan, so only the version can force a rescan.
+        deal: dict[str, str] = {"ID": "1", "DATE_MODIFY": "2026-10-03T10:00:00+03:00"}
+        deal_key = snapshot_key("deal", 0)
+        if added.startswith("contacts"):
+            refresh_snapshot(client, objects, now=lambda: start, options=DEALS_ONLY)
+            assert [key for key in objects.data if key.startswith("crm/snapshot/entity=deal/")] == [deal_key]
+            objects.put(deal_key, gzip.compress(json.dumps(deal).encode()))  # a version-4 deal: no ASSIGNED_BY_ID
+        state = {"version": 4, "last_run_started": start.isoformat(), "last_full_scan": start.isoformat(),
+                 "counts": {}, "history_last_id": 0, "categories": [0]}  # fmt: skip
+        objects.put(STATE_KEY, json.dumps(state).encode())
+        data = refresh_snapshot(client, objects, now=lambda: start + timedelta(minutes=5), options=DEALS_ONLY)
+        assert data.info["mode"] == "full"
+        assert (data.info["contacts"], data.info["companies"], data.info["deals"]) == (1, 1, 1)
+        assert [row["ASSIGNED_BY_ID"] for row in read_snapshot(objects, "deal")] == ["1"]
+        assert [row["EMPLOYEES"] for row in read_snapshot(objects, "company")] == ["EMPLOYEES_2"]
+        assert json.loads(objects.data[STATE_KEY])["version"] == 5
+        # ... and the run after it is incremental again.
+        later = refresh_snapshot(client, objects, now=lambda: start + timedelta(minutes=10), options=DEALS_ONLY)
+        assert later.info["mode"] == "incremental"

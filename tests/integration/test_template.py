@@ -299,7 +299,7 @@ def test_a_moved_portal_alarms_from_every_function_that_meets_it():
     # Every function whose Bitrix24Client may meet the redirect (app_report's app.info check uses no such client).
     expected = {names[f] for f in ("BitrixEventsFunction", "BitrixWriterFunction", "JourneySweepFunction",
                                     "BuildRoiReportFunction", "CheckAlertsFunction",
-                                    "SendDigestsFunction")}  # fmt: skip
+                                    "SendDigestsFunction", "BuildSegmentsFunction")}  # fmt: skip
     assert services == expected and None not in expected
     [expression] = [m["Expression"] for m in alarm["Metrics"] if m.get("ReturnData")]
     assert all(m["Id"] in expression for m in alarm["Metrics"] if "MetricStat" in m)
@@ -348,7 +348,9 @@ def test_a_function_mounts_the_analytics_layer_exactly_when_its_code_imports_tho
     assert bool(out.stdout.split()) == ({"Ref": "AnalyticsLayer"} in mounts), (name, out.stdout)
 
 
-@pytest.mark.parametrize("name", ["capture_form", "bitrix_writer", "import_ad_spend", "build_roi_report"])
+@pytest.mark.parametrize(
+    "name", ["capture_form", "bitrix_writer", "import_ad_spend", "build_roi_report", "build_segments"]
+)
 def test_every_handler_named_in_design_exists(name):
     assert (ROOT / "functions" / name / "app.py").exists()
     assert any(f["Properties"]["CodeUri"] == f"functions/{name}/" for f in FUNCTIONS.values())
@@ -559,3 +561,49 @@ def test_the_local_stack_takes_settings_from_the_environment_over_template_defau
     s3 = boto3.session.Session().client("s3")
     rules = s3.get_bucket_lifecycle_configuration(Bucket=stack.resources.physical["DataBucket"])["Rules"]
     assert {rule["ID"]: rule for rule in rules}["ExpireRawForms"]["Expiration"] == {"Days": 3}
+
+
+def test_contacts_and_companies_of_the_crm_snapshot_have_glue_tables_with_every_snapshot_field():
+    from throughline.report.crm import COMPANY_FIELDS, CONTACT_FIELDS
+
+    for resource, entity, fields in (("CrmContactsTable", "contact", (*CONTACT_FIELDS, "PERSON_KEY", "PERSON_KEYS")),
+                                     ("CrmCompaniesTable", "company", COMPANY_FIELDS)):  # fmt: skip
+        table = RESOURCES[resource]["Properties"]["TableInput"]
+        template = table["Parameters"]["storage.location.template"]["Fn::Sub"]
+        assert template == f"s3://${{DataBucket}}/crm/snapshot/entity={entity}/bucket=${{!bucket}}/"
+        columns = [c["Name"] for c in table["StorageDescriptor"]["Columns"]]
+        assert columns == [field.lower() for field in fields]
+
+
+def test_build_segments_reads_the_snapshot_and_rules_writes_only_snapshot_and_segments_and_runs_through_the_night():
+    assert _actions("BuildSegmentsFunction") == {"secretsmanager:GetSecretValue", "s3:GetObject", "s3:ListBucket",
+                                                 "s3:PutObject"}  # fmt: skip
+    statements = {s["Sid"]: s for s in _statements("BuildSegmentsFunction")}
+    assert statements["WriteSnapshotAndSegments"]["Resource"] == [
+        {"Fn::Sub": "${DataBucket.Arn}/crm/snapshot/*"}, {"Fn::Sub": "${DataBucket.Arn}/segments/*"}
+    ]  # fmt: skip
+    assert {"Fn::Sub": "${DataBucket.Arn}/config/segments.yaml"} in statements["ReadInputs"]["Resource"]
+    nightly = FUNCTIONS["BuildSegmentsFunction"]["Properties"]["Events"]["Nightly"]["Properties"]
+    assert nightly["ScheduleExpression"] == "cron(10/15 5-8 * * ? *)"  # after the report's 05:00, every 15 minutes
+    assert statements["ReadSecrets"]["Resource"] == [{"Ref": "CrmSecret"}, {"Ref": "Secrets"}]
+    # The report's segments section reads what build_segments stored and the rules' labels, on its own role.
+    report = {s["Sid"]: s for s in _statements("BuildRoiReportFunction")}["ReadInputs"]["Resource"]
+    assert {"Fn::Sub": "${DataBucket.Arn}/segments/*"} in report
+    assert {"Fn::Sub": "${DataBucket.Arn}/config/segments.yaml"} in report
+    assert nightly["ScheduleExpressionTimezone"] == {"Ref": "TimeZone"}
+
+
+def test_segments_and_their_moves_have_glue_tables_with_every_field_the_job_writes():
+    from datetime import date
+
+    from throughline.segments.engine import Customer, assign
+    from throughline.segments.rules import default_rules
+
+    buyer = Customer("company", 1, created=date(2026, 1, 1))
+    rows = assign({buyer.key: buyer}, default_rules(), date(2026, 12, 6), previous={"company:1": {"segment": "VIP"}})
+    for resource, partition, fields in (("SegmentsTable", "snapshot", rows.rows[0]),
+                                        ("SegmentTransitionsTable", "date", rows.transitions[0])):  # fmt: skip
+        table = RESOURCES[resource]["Properties"]["TableInput"]
+        columns = [c["Name"] for c in table["StorageDescriptor"]["Columns"]]
+        assert [key["Name"] for key in table["PartitionKeys"]] == [partition]
+        assert columns == [name for name in fields if name != partition]

@@ -31,6 +31,7 @@ SECRETS_OF = {
     "CheckAlertsFunction": [CRM, ALERTS],  # notifications through the webhook; Telegram, SES
     "SendDigestsFunction": [CRM, ALERTS],
     "AppReportFunction": [],  # public: the token is checked at https://BITRIX24_DOMAIN, never with the webhook
+    "BuildSegmentsFunction": [CRM, PERSON_KEY],  # the write-back; the person keys of the snapshot it refreshes
 }
 
 
@@ -69,7 +70,8 @@ def test_no_schedule_has_a_fixed_name():
         for event in props.get("Events", {}).values()
         if event["Type"] in ("ScheduleV2", "Schedule")
     ]
-    assert len(schedules) == 8  # spend, report, sweep; check_alerts hourly and every 5 minutes; three digests
+    # spend, report, sweep; check_alerts hourly and every 5 minutes; three digests; build_segments
+    assert len(schedules) == 9
     for name, props in schedules:
         assert props.get("OmitName") is True and "Name" not in props, name
     assert not [r for r in RESOURCES.values() if r["Type"] == "AWS::Scheduler::Schedule" and "Name" in r["Properties"]]

@@ -34,16 +34,26 @@ def bitrix_setup(args: argparse.Namespace, stack_outputs: Any) -> int:
     from throughline.writer.leads import LeadRules
 
     if args.stack_name:
-        os.environ.setdefault("SECRETS_ARN", stack_outputs(args.stack_name)["SecretsArn"])
+        outputs = stack_outputs(args.stack_name)
+        os.environ.setdefault("SECRETS_ARN", outputs["SecretsArn"])
+        if outputs.get("DataBucketName"):
+            os.environ.setdefault("DATA_BUCKET", str(outputs["DataBucketName"]))
     settings = load_settings()
-    print(report(bitrix_client(settings), LeadRules.from_settings(settings)))
+    bitrix = bitrix_client(settings)
+    print(report(bitrix, LeadRules.from_settings(settings)))
+    objects = None
     if settings.data_bucket:
         from throughline.adapters.report_store import S3Objects
         from throughline.alerts.store import ensure_default_rules
 
-        written = ensure_default_rules(S3Objects(settings.data_bucket))
+        objects = S3Objects(settings.data_bucket)
+        written = ensure_default_rules(objects)
         where = f"s3://{settings.data_bucket}/config/alerts.yaml"
         print(f"\nAlert rules: {'the documented default written to' if written else 'kept'} {where}")
+    # Segments (throughline.segments): their fields, and config/segments.yaml with the documented defaults.
+    from throughline.segments.fields import setup_report
+
+    print(setup_report(bitrix, objects))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Reading the CRM fast, and only what changed: a compact snapshot of leads and deals kept in S3.
+"""Reading the CRM fast, and only what changed: a compact snapshot of leads, deals, contacts and companies in S3.
 
 - The first run (and every ``REPORT_FULL_RESCAN_DAYS``) scans everything: ``>ID`` windows with ``order ID ASC`` and
   ``start=-1`` (no COUNT query, research/bitrix24.md §3), fifty list commands to a ``batch``, each command starting
@@ -6,11 +6,15 @@
 - Later runs read only records with ``DATE_MODIFY`` at or after the last run's start minus a safety margin (clock
   skew between us and the portal, records saved while the last run read), and merge them into the snapshot.
 - Deletions come from the journey issue's ``crm/deleted/<lead|deal|contact>/<id>.json`` marks; the periodic full
-  rescan catches any deletion that left no mark.
+  rescan catches any deletion that left no mark (companies have none: the writer does not subscribe to their events).
+- Contacts and companies (the customers segments are computed for, ``throughline.segments``) are scanned the same
+  way: contacts with their person keys and the segment fields Throughline writes back (so the write-back compares
+  with what the portal holds), companies with ``COMPANY_TYPE``, ``EMPLOYEES`` (a list value of the portal's
+  ``EMPLOYEES`` dictionary) and ``REVENUE`` (annual revenue, in the company's ``CURRENCY_ID``).
 - Deals' stage history (``crm.stagehistory.list``, append-only) is read the same way after the last entry seen.
 - Dictionaries (stages, currencies) ride in the first batch, so a run with nothing changed costs one REST call.
 
-The snapshot is gzip JSON Lines in ``crm/snapshot/entity=<lead|deal>/bucket=<id // 100 000>/part.json.gz``, so a
+The snapshot is gzip JSON Lines in ``crm/snapshot/entity=<entity>/bucket=<id // 100 000>/part.json.gz``, so a
 merge rewrites only the buckets that changed and Athena reads it through partition projection. Phones and e-mails
 never enter it: only ``PERSON_KEYS``, the person keys of every phone and e-mail (duplicate detection), and
 ``PERSON_KEY``, the key of the first one: the person key of the journey export (``throughline.person_keys``, the one
@@ -36,9 +40,10 @@ STATE_KEY = SNAPSHOT_PREFIX + "state.json"
 DELETED_PREFIX = "crm/deleted/"
 BUCKET_SIZE = 100_000
 # 2: person keys of throughline.person_keys; 3: deals' COMPANY_ID; 4: deals' ASSIGNED_BY_ID (the weekly digest's
-# managers, stalled deals' recipients). A snapshot of another version is rescanned whole.
-SNAPSHOT_VERSION = 4
-ENTITIES = ("lead", "deal")
+# managers, stalled deals' recipients) on one branch, contacts and companies on another; 5: both (a stack that ran
+# either version 4 rescans once to get what the other added). A snapshot of another version is rescanned whole.
+SNAPSHOT_VERSION = 5
+ENTITIES = ("lead", "deal", "contact", "company")
 CRM_MODES = {"1": "classic", "2": "simple"}  # crm.settings.mode.get
 UTM = ("UTM_SOURCE", "UTM_MEDIUM", "UTM_CAMPAIGN", "UTM_CONTENT", "UTM_TERM")
 LEAD_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "STATUS_ID", "STATUS_SEMANTIC_ID", "SOURCE_ID", "CONTACT_ID",
@@ -46,6 +51,14 @@ LEAD_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "STATUS_ID", "STATUS_SEMANTIC
 DEAL_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID", "OPPORTUNITY",
                "CURRENCY_ID", "CLOSEDATE", "LEAD_ID", "CONTACT_ID", "COMPANY_ID", "SOURCE_ID", "ASSIGNED_BY_ID",
                *UTM)  # fmt: skip
+# The segment fields written back on contacts and companies (throughline.segments.writeback): read with them, so a
+# night writes only where the portal's value differs.
+SEGMENT_FIELDS = ("UF_CRM_TL_SEGMENT", "UF_CRM_TL_RFM", "UF_CRM_TL_SEGMENT_SINCE")
+COMPANY_SEGMENT_FIELDS = ("UF_CRM_TL_COMPANY_SIZE",)
+CONTACT_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "TYPE_ID", "SOURCE_ID", "COMPANY_ID", "LEAD_ID", "ASSIGNED_BY_ID",
+                  *UTM, *SEGMENT_FIELDS)  # fmt: skip
+COMPANY_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "COMPANY_TYPE", "EMPLOYEES", "REVENUE", "CURRENCY_ID",
+                  "IS_MY_COMPANY", "ASSIGNED_BY_ID", *COMPANY_SEGMENT_FIELDS)  # fmt: skip
 PERSON_FIELDS = ("PHONE", "EMAIL")  # read from leads, kept only as PERSON_KEYS
 HISTORY = "deal_history"  # crm.stagehistory.list of deals (entityTypeId 2)
 HISTORY_FIELDS = ("ID", "TYPE_ID", "OWNER_ID", "CREATED_TIME", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID")
@@ -68,6 +81,7 @@ class SnapshotOptions:
     profit_field: str | None = None
     person_key_secret: str | None = None  # PERSON_KEY_SECRET; without it the snapshot holds no person keys
     stage_history: bool = True  # also keep deals' stage history (time in stage, where lost deals fell out)
+    customers: bool = True  # also keep contacts and companies (segments)
 
 
 @dataclass
@@ -101,7 +115,8 @@ def refresh_snapshot(
     )
     since = None if full or last_run is None else last_run - options.modify_margin
     profit = (options.profit_field,) if options.profit_field else ()
-    writers = {entity: _SnapshotWriter(objects, entity, options, replace=full) for entity in ENTITIES}
+    entities = ENTITIES if options.customers else ENTITIES[:2]
+    writers = {entity: _SnapshotWriter(objects, entity, options, replace=full) for entity in entities}
     known_categories = {int(category) for category in state.get("categories") or [0]}
     categories = set(known_categories)
 
@@ -113,6 +128,10 @@ def refresh_snapshot(
         _Scan("lead", "crm.lead.list", (*LEAD_FIELDS, *PERSON_FIELDS), since, sink=writers["lead"].add),
         _Scan("deal", "crm.deal.list", (*DEAL_FIELDS, *profit), since, sink=add_deals),
     ]
+    if options.customers:
+        scans.append(_Scan("contact", "crm.contact.list", (*CONTACT_FIELDS, *PERSON_FIELDS), since,
+                           sink=writers["contact"].add))  # fmt: skip
+        scans.append(_Scan("company", "crm.company.list", COMPANY_FIELDS, since, sink=writers["company"].add))
     if options.stage_history:
         # Stage history only grows: each run reads the entries after the last one it has (all of them when full).
         writers[HISTORY] = _SnapshotWriter(objects, HISTORY, options, replace=full)
@@ -129,7 +148,7 @@ def refresh_snapshot(
     if new_categories:  # a pipeline first seen in this run: one more call for its stages
         dictionaries.update(client.batch(_stage_commands(new_categories)).results)
     statuses = [row for name, rows in dictionaries.items() if name.startswith("stages") for row in rows or []]
-    counts = {entity: writers[entity].finish(_deleted_ids(objects, entity)) for entity in ENTITIES}
+    counts = {entity: writers[entity].finish(_deleted_ids(objects, entity)) for entity in entities}
     if HISTORY in writers:
         counts[HISTORY] = writers[HISTORY].finish(set())
     history_last_id = max((item.last_id_seen for item in scans if item.entity == HISTORY), default=0)
@@ -155,6 +174,10 @@ def refresh_snapshot(
         "leads": counts["lead"],
         "deals": counts["deal"],
         "stage_history_read": writers[HISTORY].read if HISTORY in writers else None,
+        "contacts_read": writers["contact"].read if "contact" in writers else None,
+        "companies_read": writers["company"].read if "company" in writers else None,
+        "contacts": counts.get("contact"),
+        "companies": counts.get("company"),
         "crm_mode": CRM_MODES.get(str(dictionaries.get("crm_mode"))),  # None when the portal did not say
     }
     progress(f"CRM: {info['rest_calls']} REST calls, {info['leads_read']} leads and {info['deals_read']} deals read")

@@ -145,6 +145,18 @@ def _run(
         ),
         now=clock,
     )
+    # Customer segments (issue 18): the section reads what the segments job stored, beside the same deals and rates.
+    from throughline.report.segments import segments_section
+    from throughline.segments.rules import RulesError, load_rules
+
+    try:
+        labels = {rule.code: rule.label for rule in load_rules(objects).segments}
+    except RulesError as error:
+        progress(f"segments: {error}; the section uses the codes")
+        labels = {}
+    section = segments_section(objects, period, read_snapshot(objects, "deal"), convert=rates.convert,
+                               zone=settings.zone, labels=labels)  # fmt: skip
+    report = report.model_copy(update={"segments": section})
     # Render all three before writing any: a failure here leaves both the dated folder and latest/ untouched.
     files = {"roi.json": render_json(report), "roi.csv": render_csv(report), "index.html": render_html(report)}
     locations = publish(objects, started.date(), files)

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from throughline.report.segments import SegmentsSection
+
 SCHEMA_VERSION = 2  # 2: money and percentages as decimal strings, the paid rule, cohort CR
 
 
@@ -336,6 +338,9 @@ class RoiReport(_Model):
         default_factory=list, description="monthly acquisition cohorts by source, up to the period's end"
     )
     dynamics: Dynamics | None = Field(default=None, description="the period by day or week (report.dynamics)")
+    segments: SegmentsSection | None = Field(
+        default=None, description="customer segments (report.segments); null before the segments job's first night"
+    )
 
 
 def json_schema() -> str:

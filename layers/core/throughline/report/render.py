@@ -21,6 +21,7 @@ from typing import Any
 
 from throughline.report import dynamics
 from throughline.report.models import RoiReport, Row
+from throughline.report.segments import render_segments
 
 CHART_JS = "chart.umd.min.js"
 LEVELS = {"total": "Итого", "channel": "Канал", "source": "Источник", "campaign": "Кампания"}
@@ -171,6 +172,7 @@ def render_html(report: RoiReport) -> bytes:
         funnels=_funnel_tables(report),
         attribution=_attribution(report),
         cohorts=_cohorts(report),
+        segments=render_segments(report.segments, format_number),
         table=_table(report),
         rates=_rates(report),
         basis=html.escape(_basis(report)),
@@ -692,6 +694,7 @@ _PAGE = """<!doctype html>
 <section class="panel" style="margin-top:16px"><h2>Выручка по каналам в разных моделях атрибуции</h2>
 {attribution}</section>
 <section class="panel" style="margin-top:16px"><h2>Когорты клиентов: LTV по месяцам</h2>{cohorts}</section>
+{segments}
 <section class="panel" style="margin-top:16px"><h2>Воронки по стадиям</h2>{funnels}</section>
 </main>
 <footer>{basis} {rates} Пустая ячейка (—) — делить не на что: нет расхода, лидов или выручки.</footer>

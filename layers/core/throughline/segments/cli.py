@@ -1,0 +1,50 @@
+"""``python -m throughline segments [--no-write-back] [--stack-name NAME]``: the segments run on demand, with
+progress on the terminal; prints the customers per segment. Run it again to continue an unfinished write-back."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from throughline.adapters.stack import use_stack
+
+
+def register(commands: Any, stack_outputs: Any) -> None:
+    segments = commands.add_parser("segments", help="compute customer segments and write them back to Bitrix24")
+    segments.add_argument("--no-write-back", action="store_true", help="compute and store only; write nothing back")
+    segments.add_argument("--stack-name", help="read SECRETS_ARN and DATA_BUCKET from this deployed stack's outputs")
+    segments.set_defaults(run=lambda args: run(args, stack_outputs))
+
+
+def run(args: argparse.Namespace, stack_outputs: Any = None) -> int:
+    if args.stack_name:
+        use_stack(stack_outputs(args.stack_name), "SecretsArn", "DataBucketName")
+
+    from throughline.adapters.report_store import S3Objects
+    from throughline.bitrix24.portal import bitrix_client
+    from throughline.config import load_settings
+    from throughline.segments.job import run_segments
+    from throughline.segments.rules import load_rules
+
+    settings = load_settings()
+    settings.require("data_bucket")
+    started = time.monotonic()
+
+    def progress(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    objects = S3Objects(settings.data_bucket or "")
+    summary = run_segments(settings, bitrix_client(settings), objects, progress=progress,
+                           write_back=not args.no_write_back)  # fmt: skip
+    labels = {rule.code: rule.label for rule in load_rules(objects).segments}
+    for code, count in sorted((summary.get("segments") or {}).items(), key=lambda item: -item[1]):
+        print(f"{labels.get(code, 'Без сегмента'):16} {count:>8}")
+    writeback = summary.get("writeback") or {}
+    if writeback:
+        print(f"written back {writeback.get('written', 0)} of {writeback.get('total', 0)}"
+              f" ({summary.get('status')}); REST calls {summary.get('rest_calls')}")  # fmt: skip
+    else:
+        print(f"status {summary.get('status')}; REST calls {summary.get('rest_calls')}")
+    return 0 if summary.get("status") in ("done", "busy", "unfinished") else 1

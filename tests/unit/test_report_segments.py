@@ -1,0 +1,104 @@
+"""The report's segments section on hand-made snapshots: customers per segment and their change, conversion, average
+check, frequency and revenue of the period per segment, the matrix of moves, and the panel on the page."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from throughline.report import jsonlines
+from throughline.report.models import Period
+from throughline.report.render import format_number
+from throughline.report.segments import render_segments, segments_section
+
+LABELS = {"VIP": "VIP", "ACTIVE": "Активный", "SLEEPING": "Спящий"}
+PERIOD = Period(date_from=date(2026, 11, 1), date_to=date(2026, 11, 30))
+
+
+class Objects(dict):
+    def keys(self, prefix: str = ""):  # type: ignore[override]
+        return iter(sorted(key for key in dict.keys(self) if key.startswith(prefix)))
+
+
+def snapshot(rows: dict[str, str | None]) -> bytes:
+    return jsonlines.encode([{"customer": key, "segment": value} for key, value in rows.items()])
+
+
+def objects() -> Objects:
+    store = Objects()
+    # Start of the period (night of 1 November): 1 and 2 Активный, 3 VIP. An older night is not the start.
+    store["segments/snapshot=2026-10-20/customers.json.gz"] = snapshot({"contact:1": "VIP"})
+    store["segments/snapshot=2026-11-01/customers.json.gz"] = snapshot(
+        {"contact:1": "ACTIVE", "contact:2": "ACTIVE", "contact:3": "VIP"})  # fmt: skip
+    # End (night of 1 December; a later night is not read): 1 VIP, 2 Спящий, 3 VIP, 4 none, company 5 Активный.
+    store["segments/snapshot=2026-12-01/customers.json.gz"] = snapshot(
+        {"contact:1": "VIP", "contact:2": "SLEEPING", "contact:3": "VIP", "contact:4": None, "company:5": "ACTIVE"}
+    )
+    store["segments/snapshot=2026-12-02/customers.json.gz"] = snapshot({"contact:1": "SLEEPING"})
+    moves = {"2026-11-01": [("contact:9", "VIP", "ACTIVE")],  # the start night: before the period's moves
+             "2026-11-15": [("contact:1", "ACTIVE", "VIP"), ("contact:2", "ACTIVE", "SLEEPING")],
+             "2026-12-01": [("contact:4", "NEWCOMER", None), ("contact:6", "ACTIVE", "VIP")],
+             "2026-12-02": [("contact:1", "VIP", "SLEEPING")]}  # fmt: skip
+    for day, rows in moves.items():
+        store[f"segments/transitions/date={day}/transitions.json.gz"] = jsonlines.encode(
+            [{"customer": c, "from": a, "to": b} for c, a, b in rows])  # fmt: skip
+    return store
+
+
+def won(contact: str, day: str, amount: str, stage: str = "S") -> dict[str, str]:
+    return {"CONTACT_ID": contact, "STAGE_SEMANTIC_ID": stage, "CLOSEDATE": day, "OPPORTUNITY": amount,
+            "CURRENCY_ID": "RUB"}  # fmt: skip
+
+
+DEALS = [
+    # contact 1: two wins in November (1 000 and 2 000 ₽), one in October (not counted), one lost.
+    won("1", "2026-11-03", "1000"),
+    won("1", "2026-11-30", "2000"),
+    won("1", "2026-10-31", "9999"),
+    won("1", "2026-11-04", "500", stage="F"),
+    # contact 3: one win of 100 $ at 90 ₽ (9 000 ₽), no CLOSEDATE: the day of DATE_MODIFY in Moscow (30 November,
+    # 23:30); another at 01:30 on 1 December in Moscow (22:30 UTC on the 30th) is outside the period.
+    {"CONTACT_ID": "3", "STAGE_SEMANTIC_ID": "S", "DATE_MODIFY": "2026-11-30T20:30:00+00:00", "OPPORTUNITY": "100",
+     "CURRENCY_ID": "USD"},
+    {"CONTACT_ID": "3", "STAGE_SEMANTIC_ID": "S", "DATE_MODIFY": "2026-11-30T22:30:00+00:00", "OPPORTUNITY": "100",
+     "CURRENCY_ID": "USD"},
+    # company 5 (its contact 2 does not get it): 4 000 ₽.
+    {"COMPANY_ID": "5", "CONTACT_ID": "2", "STAGE_SEMANTIC_ID": "S", "CLOSEDATE": "2026-11-10", "OPPORTUNITY": "4000",
+     "CURRENCY_ID": "RUB"},
+]  # fmt: skip
+RATES = {"RUB": Decimal(1), "USD": Decimal(90)}
+
+
+def section():
+    return segments_section(objects(), PERIOD, DEALS, convert=lambda amount, currency, day: amount * RATES[currency],
+                            zone=ZoneInfo("Europe/Moscow"), labels=LABELS)  # fmt: skip
+
+
+def test_segment_rows_by_hand() -> None:
+    found = section()
+    assert (found.snapshot, found.start_snapshot) == ("2026-12-01", "2026-11-01")
+    rows = {row.label: row for row in found.rows}
+    assert list(rows) == ["VIP", "Активный", "Спящий", "Без сегмента"]
+    vip = rows["VIP"]  # contacts 1 and 3: 3 wins, 1 000 + 2 000 + 9 000 = 12 000
+    assert (vip.customers, vip.customers_start, vip.change, vip.buyers, vip.won_deals) == (2, 1, 1, 2, 3)
+    assert (vip.revenue, vip.conversion, vip.average_check, vip.frequency) == (
+        Decimal("12000.00"), Decimal("100.00"), Decimal("4000.00"), Decimal("1.50"))  # fmt: skip
+    active = rows["Активный"]  # company 5 now; contacts 1 and 2 at the start
+    assert (active.customers, active.customers_start, active.change, active.revenue) == (1, 2, -1, Decimal("4000.00"))
+    sleeping = rows["Спящий"]  # contact 2 bought nothing as a contact
+    assert (sleeping.customers, sleeping.buyers, sleeping.conversion, sleeping.average_check) == (1, 0, Decimal(0),
+                                                                                                   None)  # fmt: skip
+    assert (rows["Без сегмента"].customers, rows["Без сегмента"].customers_start) == (1, 0)
+    moves = [(move.from_label, move.to_label, move.customers) for move in found.moves]
+    # Moves of the nights after the start night up to the end night; largest first, then by name.
+    assert moves == [("Активный", "VIP", 2), ("NEWCOMER", "Без сегмента", 1), ("Активный", "Спящий", 1)]
+
+
+def test_no_section_before_the_first_night_and_the_panel_on_the_page() -> None:
+    assert segments_section(Objects(), PERIOD, [], convert=lambda a, c, d: a, zone=ZoneInfo("UTC"), labels={}) is None
+    page = render_segments(section(), format_number)
+    assert "<h2>Сегменты клиентов</h2>" in page and 'class="segbar"' in page
+    assert "<td>12\u202f000</td>" in page and "<td>+1</td>" in page and "<td>-1</td>" in page
+    assert "<td>Активный</td><td>VIP</td><td>2</td>" in page
+    assert render_segments(None, format_number) == ""
