@@ -9,7 +9,8 @@ import json
 import boto3
 
 from local.bitrix24_sandbox.server import seed_history
-from throughline.segments.fields import SEGMENT_FIELD
+from throughline.bitrix24.client import Bitrix24Client
+from throughline.segments.fields import SEGMENT_FIELD, SIZE_FIELD
 from throughline.segments.rules import CONFIG_KEY
 
 
@@ -31,6 +32,14 @@ def test_setup_function_command_and_report_on_the_local_stack(make_stack, capsys
     out = capsys.readouterr().out
     assert f"segment rules: {CONFIG_KEY} written with the documented defaults" in out
     assert s3.get_object(Bucket=bucket, Key=CONFIG_KEY)["Body"].read().startswith(b"# Throughline customer segments")
+    # ... beside the alerts' rules (and the writer's pre-validated copy): one bitrix-setup writes both defaults.
+    assert "config/alerts.yaml" in out
+    keys = {item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix="config/")["Contents"]}
+    assert keys == {CONFIG_KEY, "config/alerts.yaml", "config/alerts.realtime.json"}
+    client = Bitrix24Client(stack.sandbox.webhook_url)
+    for entity, field in (("contact", SEGMENT_FIELD), ("company", SIZE_FIELD)):
+        found = client.call(f"crm.{entity}.userfield.list", {"filter": {"FIELD_NAME": field}}).result
+        assert [row["FIELD_NAME"] for row in found] == [field], entity
 
     result = stack.invoke("build_segments", {})
     assert result["status"] == "done" and result["segments"] == {"ONE_TIME": 1, "POTENTIAL": 1, "": 2}
