@@ -10,7 +10,7 @@
    the contacts, and printed.
 5. The ROI report is built (the run exports the journeys for attribution first); its headline table is printed and
    its files are written under ``out/demo/report/`` (open ``index.html``).
-5. What the team saw in Bitrix24: the alerts (real-time ones from the writer, schedule-based ones from check_alerts),
+6. What the team saw in Bitrix24: the alerts (real-time ones from the writer, schedule-based ones from check_alerts),
    the tasks, the three digests in the «Маркетинг» chat, and the REST calls all that cost.
 """
 
