@@ -22,10 +22,11 @@ ALL_SECRETS_ENV = {
     "VK_ADS_CLIENT_ID": "vk-cl1ent-id",
     "VK_ADS_CLIENT_SECRET": "vk-cl1ent-s3cret",
     "PERSON_KEY_SECRET": "p3rson-k3y-" + "x" * 32,
+    "METRICA_TOKEN": "ym-t0ken-s3cret",
 }
 SECRET_VALUES = ("w3bh00ks3cr3t", "apptok3n-one", "apptok3n-two", "yd-t0ken-s3cret", "gads-cl1ent-id",
                  "gads-cl1ent-s3cret", "gads-r3fresh-t0ken", "gads-d3v-t0ken",
-                 "vk-cl1ent-id", "vk-cl1ent-s3cret", "p3rson-k3y-")  # fmt: skip
+                 "vk-cl1ent-id", "vk-cl1ent-s3cret", "p3rson-k3y-", "ym-t0ken-s3cret")  # fmt: skip
 
 
 class FetchSpy:

@@ -37,6 +37,7 @@ SECRET_NAMES = (
     "VK_ADS_CLIENT_ID",
     "VK_ADS_CLIENT_SECRET",
     "PERSON_KEY_SECRET",
+    "METRICA_TOKEN",
 )
 SETTINGS_MAX_AGE_SECONDS = 300  # re-read after this long, so a rotated secret reaches warm functions
 
@@ -294,6 +295,19 @@ class Settings:
     vk_ads_client_id: str | None = _setting(None, _optional_text, secret=True)
     vk_ads_client_secret: str | None = _setting(None, _optional_text, secret=True)
     vk_ads_api_url: str = _setting("https://ads.vk.com/api/v2/")
+
+    # Offline conversions (throughline.conversions): each goal setting is "<won goal>[,<qualified goal>]"
+    metrica_token: str | None = _setting(None, _optional_text, secret=True)
+    metrica_counter_id: str | None = _setting(None, _optional_text)
+    metrica_goal: tuple[str, ...] = _setting((), _comma_list)
+    metrica_api_url: str = _setting("https://api-metrika.yandex.net/management/v1/")
+    google_data_manager_api_url: str = _setting("https://datamanager.googleapis.com/v1/")
+    google_ads_conversion_action: tuple[str, ...] = _setting((), _comma_list)
+    vk_ads_pixel_id: str | None = _setting(None, _optional_text)
+    vk_ads_goal: tuple[str, ...] = _setting((), _comma_list)
+    vk_ads_tracker_url: str = _setting("https://top-fwz1.mail.ru/tracker")
+    conversion_qualified_stages: tuple[str, ...] = _setting((), _comma_list)
+    conversions_table: str | None = _setting(None, _optional_text)
 
     # Spend import
     spend_lookback_days: int = _setting(7, _integer(1, 365))
