@@ -1,6 +1,6 @@
 """Operator commands: ``python -m throughline <command>`` — ``bitrix-setup``, ``replay-dlq``, ``import-spend``,
 ``report``, ``attribute``, ``athena-views``, ``athena-paths``, ``journey-index``, ``journey-sweep``,
-``journey-export`` and ``forget``.
+``journey-export``, ``forget`` and ``conversions``.
 
 Each capability plugs its commands in through one registry: a module whose ``register(commands, stack_outputs)``
 adds its subcommands, each with a ``run(args)`` default. Commands that touch the stack read the same configuration
@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "throughline.report.athena",
     "throughline.journey.cli",
     "throughline.privacy.cli",
+    "throughline.conversions.cli",
 )
 
 

@@ -16,7 +16,8 @@ def stack_outputs(stack_name: str) -> dict[str, Any]:
 
 
 # A deployed stack's outputs → the settings the functions read from their environment.
-STACK_SETTINGS = {"SecretsArn": "SECRETS_ARN", "DataBucketName": "DATA_BUCKET", "JourneyTableName": "JOURNEY_TABLE"}
+STACK_SETTINGS = {"SecretsArn": "SECRETS_ARN", "DataBucketName": "DATA_BUCKET", "JourneyTableName": "JOURNEY_TABLE",
+                  "ConversionsTableName": "CONVERSIONS_TABLE"}  # fmt: skip
 
 
 def use_stack(outputs: Mapping[str, Any], *names: str) -> None:

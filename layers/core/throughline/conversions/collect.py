@@ -80,8 +80,10 @@ def collect_conversions(
     today: date,
     qualified_stages: tuple[str, ...] = (),
     currency: str = "RUB",
+    also: Iterable[str] = (),
 ) -> list[Conversion]:
-    """Every conversion whose time falls in ``date_from`` … ``date_to`` (days in ``zone``), oldest first."""
+    """Every conversion whose time falls in ``date_from`` … ``date_to`` (days in ``zone``), oldest first; ``also``:
+    entities to look at beyond those the change log names (the ledger's failed conversions, to send again)."""
     found: list[tuple[str, str, datetime, dict[str, str], str | None]] = []
     items_of: dict[str, list[dict[str, Any]]] = {}
 
@@ -90,7 +92,7 @@ def collect_conversions(
             items_of[entity] = store.entity_items(entity)
         return items_of[entity]
 
-    for entity in sorted(candidate_entities(store, date_from, date_to, today)):
+    for entity in sorted(candidate_entities(store, date_from, date_to, today) | set(also)):
         rows = items(entity)
         meta = next((row for row in rows if row.get("touch") == "#meta"), {})
         if meta.get("deleted") or meta.get("merged_into"):

@@ -406,8 +406,11 @@ def execute(
     clients: Clients | None = None,
     now: Callable[[], datetime] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    retry_failed: bool = False,
 ) -> RunResult:
-    """The whole run from the stack's settings: the journey store, the CRM (amounts), the ledger, the platforms."""
+    """The whole run from the stack's settings: the journey store, the CRM (amounts), the ledger, the platforms.
+    ``retry_failed`` (the hourly run): conversions the ledger holds as failed are looked at again whatever their
+    date, so an outage longer than the hourly window loses nothing."""
     from throughline.adapters.journey_store import JourneyStore
     from throughline.conversions.collect import collect_conversions
 
@@ -422,9 +425,17 @@ def execute(
         from throughline.bitrix24.client import Bitrix24Client
 
         crm = Bitrix24Client(settings.bitrix24_webhook_url, deadline=deadline)
+    ledger = None if dry_run else Ledger(settings.conversions_table or "", clock=clock)
+    also: set[str] = set()
+    if ledger is not None and retry_failed:
+        for row in ledger.items():
+            if row.get("state") == FAILED and row.get("entity") and row.get("at"):
+                also.add(str(row["entity"]))
+                date_from = min(date_from, datetime.fromisoformat(str(row["at"])).astimezone(settings.zone).date())
     conversions = collect_conversions(
         JourneyStore(settings.journey_table or ""),
         crm,
+        also=also,
         date_from=date_from,
         date_to=date_to,
         zone=settings.zone,
@@ -432,7 +443,6 @@ def execute(
         qualified_stages=settings.conversion_qualified_stages,
         currency=settings.report_currency,
     )
-    ledger = None if dry_run else Ledger(settings.conversions_table or "", clock=clock)
     result = run_conversions(
         settings, conversions, date_from=date_from, date_to=date_to, ledger=ledger, clients=clients,
         deadline=deadline, dry_run=dry_run, now=clock, sleep=sleep,
