@@ -7,9 +7,9 @@ Follows developers.google.com/data-manager/api/reference/rest/v1/events/ingest a
   ``productDestinationId`` one of the customer's conversion actions; a customer under a manager needs
   ``loginAccount`` (``PERMISSION_DENIED`` otherwise).
 - ``events`` required, at most 2 000; each needs ``eventTimestamp`` (RFC 3339, not in the future) and an
-  ``adIdentifiers`` click id (``gclid`` / ``gbraid`` / ``wbraid``, URL-safe base64 characters) or ``userData``
-  ``userIdentifiers`` hashed as 64 lower-case hex characters (``encoding: HEX`` then required); ``currency`` three
-  capital letters; ``conversionValue`` not negative; unknown fields are refused.
+  ``adIdentifiers`` click id (``gclid`` / ``gbraid`` / ``wbraid``, URL-safe base64 characters; no length is
+  documented) or ``userData`` ``userIdentifiers`` hashed as 64 lower-case hex characters (``encoding: HEX`` then
+  required); ``currency`` three capital letters; ``conversionValue`` not negative; unknown fields are refused.
 - Any invalid event fails the whole request: 400 ``INVALID_ARGUMENT`` with ``google.rpc.BadRequest``
   ``fieldViolations`` (``field`` = ``events[i]…``). Success: ``{"requestId"}``; ``validateOnly`` checks and stores
   nothing. Events are deduplicated by ``transactionId`` per destination: a second one is ingested but not counted.
@@ -28,7 +28,7 @@ from local.ad_sandboxes.base import SandboxServer, json_answer
 
 EVENT_FIELDS = {"transactionId", "eventTimestamp", "eventSource", "currency", "conversionValue", "adIdentifiers",
                 "userData", "consent", "destinationReferences", "lastUpdatedTimestamp"}  # fmt: skip
-CLICK = re.compile(r"^[A-Za-z0-9_\-]{10,200}$")
+CLICK = re.compile(r"^[A-Za-z0-9_\-]{1,500}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 SOURCES = {"WEB", "APP", "IN_STORE", "PHONE", "OTHER"}
 
