@@ -1,7 +1,8 @@
 """Hourly (and on-demand) offline conversions: won and qualified deals sent to Yandex Metrica, Google Ads and VK Ads.
 
-Events: the schedule's ``{}`` (conversions of the last ``HOURLY_LOOKBACK_DAYS`` days, plus every conversion the
-ledger holds as failed), or an on-demand ``{"date_from": "YYYY-MM-DD", "date_to": "YYYY-MM-DD"}``. What was sent is
+Events: the schedule's ``{}`` (the conversions — of the last ``CONVERSION_WINDOW_DAYS`` days — of every deal and lead
+that changed in the last ``HOURLY_LOOKBACK_DAYS`` days, plus every conversion the ledger holds as failed), or an
+on-demand ``{"date_from": "YYYY-MM-DD", "date_to": "YYYY-MM-DD"}`` (the conversions of those days). What was sent is
 recorded before the function fails on what was not, so the error alarm (and the event in the DLQ) names a platform
 outage while the ledger keeps the failed conversions for the next run.
 """
@@ -18,7 +19,8 @@ from throughline.conversions.run import execute
 from throughline.observability import logger, metrics, tracer
 
 DEADLINE_RESERVE_SECONDS = 30.0  # time to export the ledger and answer
-HOURLY_LOOKBACK_DAYS = 3
+HOURLY_LOOKBACK_DAYS = 3  # deals and leads changed in these days are looked at every hour
+CONVERSION_WINDOW_DAYS = 90  # Google's longest click-through window; Metrica's shorter one is applied per platform
 
 
 class ConversionsFailed(RuntimeError):
@@ -34,13 +36,14 @@ def lambda_handler(event: dict, context: object) -> dict:
     on_demand = bool(event.get("date_from") or event.get("date_to"))
     date_to = date.fromisoformat(event["date_to"]) if event.get("date_to") else today
     date_from = date.fromisoformat(event["date_from"]) if event.get("date_from") else None
-    date_from = date_from or (date_to - timedelta(days=HOURLY_LOOKBACK_DAYS))
+    date_from = date_from or (date_to - timedelta(days=CONVERSION_WINDOW_DAYS))
     result = execute(
         settings,
         date_from=date_from,
         date_to=date_to,
         deadline=Deadline.from_context(context, DEADLINE_RESERVE_SECONDS),
         retry_failed=not on_demand,
+        changed_since=None if on_demand else today - timedelta(days=HOURLY_LOOKBACK_DAYS),
     )
     summary = result.summary()
     for name, platform in result.platforms.items():

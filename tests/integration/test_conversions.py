@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -13,6 +13,7 @@ import boto3
 import pytest
 
 from tests.integration.conversions_helpers import ACTION, BUCKET, NOW, REGION, FakeCrm, World, form, stage
+from throughline.bitrix24 import Deadline
 from throughline.conversions import data_manager, metrica, vk
 from throughline.conversions.collect import Conversion, collect_conversions
 from throughline.conversions.ledger import ACCEPTED, FAILED, NO_IDENTIFIER, REFUSED, REJECTED, SENT
@@ -244,3 +245,37 @@ def test_dry_run_sends_and_records_nothing(world):
     assert result.platforms["google_ads"].states == {"would_send": 1, NO_IDENTIFIER: 3}
     assert world.ledger.get("google_ads#" + ACTION + "#won#DEAL#1") is None
     assert world.metrica.uploads == {} and world.vk.events == []
+
+
+def test_the_hourly_run_looks_at_recently_changed_deals_whatever_their_conversions_date(world):
+    from throughline.adapters.journey_store import JourneyStore
+
+    earlier = JourneyStore("journey", world.dynamodb, clock=lambda: NOW - timedelta(days=10))
+    earlier.put_meta("DEAL#20", {"kind": "DEAL", "id": 20})
+    earlier.new_touches("DEAL#20", [stage("d20:won", NOW - timedelta(days=10), "won", "WON")])
+    world.journey.put_meta("DEAL#21", {"kind": "DEAL", "id": 21})  # won 40 days ago, recorded today (a late sweep)
+    world.journey.new_touches("DEAL#21", [stage("d21:won", NOW - timedelta(days=40), "won", "WON")])
+    found = collect_conversions(world.journey, None, date_from=date(2026, 8, 22), date_to=date(2026, 11, 20),
+                                zone=MOSCOW, today=date(2026, 11, 20), changed_since=date(2026, 11, 17))  # fmt: skip
+    assert [c.entity for c in found] == ["DEAL#21"]
+
+
+def test_a_conversion_recorded_late_in_the_utc_day_before_its_local_day_is_found(world):
+    from throughline.adapters.journey_store import JourneyStore
+
+    at = datetime(2026, 11, 16, 22, 30, tzinfo=UTC)  # 17 November, 01:30 in Moscow; the change log's day is the 16th
+    late = JourneyStore("journey", world.dynamodb, clock=lambda: at)
+    late.put_meta("DEAL#30", {"kind": "DEAL", "id": 30})
+    late.new_touches("DEAL#30", [stage("d30:won", at, "won", "WON")])
+    found = collect_conversions(world.journey, None, date_from=date(2026, 11, 17), date_to=date(2026, 11, 20),
+                                zone=MOSCOW, today=date(2026, 11, 20))  # fmt: skip
+    assert [c.entity for c in found] == ["DEAL#30"]
+
+
+def test_metrica_identifiers_must_be_numbers_and_the_goal_its_event_identifier(world):
+    assert metrica.identifier({"ym_client_id": "17x", "yclid": "123"}) == ("Yclid", "123")
+    assert metrica.identifier({"yclid": "1,2\n3"}) is None
+    client = metrica.MetricaClient(world.metrica.token, world.metrica.counter_id, world.metrica.api_url)
+    assert client.check_goal("deal_won", Deadline()) is None
+    assert "JavaScript event identifier" in client.check_goal("1000", Deadline())
+    assert "does not exist" in client.check_goal("deal_lost", Deadline())

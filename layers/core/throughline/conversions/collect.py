@@ -60,13 +60,14 @@ class Crm(Protocol):
     def list_all(self, method: str, params: dict[str, Any] | None = None, *, id_key: str = "ID") -> Iterator[dict]: ...
 
 
-def candidate_entities(store: Store, date_from: date, date_to: date, today: date) -> set[str]:
-    """Deals and leads that may hold a conversion in the range: those the change log saw change since ``date_from``
-    (a stage move is written on or after the day it happened), or, when the range starts before the change log's
-    memory, every entity of the store."""
-    if date_from < today - timedelta(days=CHANGE_LOG_DAYS - 1):
+def candidate_entities(store: Store, changed_since: date, today: date) -> set[str]:
+    """Deals and leads that may hold a conversion: those the change log saw change since ``changed_since`` (a stage
+    move is written on or after the day it happened; the log's days are UTC, a local day may start the UTC day
+    before), or, when that is before the change log's memory, every entity of the store."""
+    first = changed_since - timedelta(days=1)
+    if first < today - timedelta(days=CHANGE_LOG_DAYS - 1):
         return {str(item["entity"]) for item in store.scan() if str(item["entity"]).startswith(("DEAL#", "LEAD#"))}
-    days = [date_from + timedelta(days=n) for n in range((today - date_from).days + 1)]
+    days = [first + timedelta(days=n) for n in range((today - first).days + 1)]
     return {entity for entity in store.changed(days) if entity.startswith(("DEAL#", "LEAD#"))}
 
 
@@ -81,9 +82,11 @@ def collect_conversions(
     qualified_stages: tuple[str, ...] = (),
     currency: str = "RUB",
     also: Iterable[str] = (),
+    changed_since: date | None = None,
 ) -> list[Conversion]:
-    """Every conversion whose time falls in ``date_from`` … ``date_to`` (days in ``zone``), oldest first; ``also``:
-    entities to look at beyond those the change log names (the ledger's failed conversions, to send again)."""
+    """Every conversion whose time falls in ``date_from`` … ``date_to`` (days in ``zone``), oldest first, among the
+    entities changed since ``changed_since`` (default ``date_from``: the hourly run looks at recent changes, whatever
+    the conversion's date); ``also``: entities to look at beyond those (the ledger's failed conversions)."""
     found: list[tuple[str, str, datetime, dict[str, str], str | None]] = []
     items_of: dict[str, list[dict[str, Any]]] = {}
 
@@ -92,7 +95,7 @@ def collect_conversions(
             items_of[entity] = store.entity_items(entity)
         return items_of[entity]
 
-    for entity in sorted(candidate_entities(store, date_from, date_to, today) | set(also)):
+    for entity in sorted(candidate_entities(store, changed_since or date_from, today) | set(also)):
         rows = items(entity)
         meta = next((row for row in rows if row.get("touch") == "#meta"), {})
         if meta.get("deleted") or meta.get("merged_into"):

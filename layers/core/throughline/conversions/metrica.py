@@ -51,8 +51,8 @@ def identifier(identifiers: dict[str, str]) -> tuple[str, str] | None:
     """The id Metrica joins on: the ClientID of the visit, else the ad click's yclid."""
     for key, (column, _) in COLUMNS.items():
         value = identifiers.get(key, "").strip()
-        if key == "ym_client_id" and value and not re.fullmatch(r"\d{1,30}", value):
-            continue  # a ClientID is digits only (the counter's getClientID)
+        if value and not re.fullmatch(r"\d{1,30}", value):
+            continue  # a ClientID (the counter's getClientID) and a yclid are numbers
         if value:
             return column, value
     return None
@@ -111,12 +111,14 @@ class MetricaClient:
         goals = self._get("goals", deadline).get("goals") or []
         for candidate in goals:
             conditions = candidate.get("conditions") or []
-            if any(str(c.get("url")) == goal for c in conditions) or str(candidate.get("id")) == goal:
+            if any(str(c.get("url")) == goal for c in conditions):
                 if candidate.get("type") != "action":
                     return f"goal {goal} is a {candidate.get('type')} goal; offline conversions need a JavaScript event"
                 if not any(c.get("type") == "exact" and str(c.get("url")) == goal for c in conditions):
                     return f"goal {goal}: its JavaScript event condition must be «matches» (exact) {goal}"
                 return None
+            if str(candidate.get("id")) == goal:
+                return f"METRICA_GOAL {goal} is a goal's number; give its JavaScript event identifier instead"
         return f"goal {goal} does not exist on counter {self.counter_id}"
 
     def upload(self, items: list[Item], deadline: Deadline) -> dict[str, Any]:

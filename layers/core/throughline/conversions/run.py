@@ -407,6 +407,7 @@ def execute(
     now: Callable[[], datetime] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     retry_failed: bool = False,
+    changed_since: date | None = None,
 ) -> RunResult:
     """The whole run from the stack's settings: the journey store, the CRM (amounts), the ledger, the platforms.
     ``retry_failed`` (the hourly run): conversions the ledger holds as failed are looked at again whatever their
@@ -436,6 +437,7 @@ def execute(
         JourneyStore(settings.journey_table or ""),
         crm,
         also=also,
+        changed_since=changed_since,
         date_from=date_from,
         date_to=date_to,
         zone=settings.zone,
