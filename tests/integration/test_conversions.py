@@ -279,3 +279,25 @@ def test_metrica_identifiers_must_be_numbers_and_the_goal_its_event_identifier(w
     assert client.check_goal("deal_won", Deadline()) is None
     assert "JavaScript event identifier" in client.check_goal("1000", Deadline())
     assert "does not exist" in client.check_goal("deal_lost", Deadline())
+
+
+def test_the_cli_dry_run_prints_what_would_be_sent_without_the_ids(world, monkeypatch):
+    import argparse
+    import io
+
+    from throughline.conversions import cli
+
+    seed(world)
+    environment = {"JOURNEY_TABLE": "journey", "METRICA_TOKEN": "t", "METRICA_COUNTER_ID": "1",
+                   "METRICA_GOAL": "deal_won", "VK_ADS_PIXEL_ID": "", "GOOGLE_ADS_CLIENT_ID": ""}  # fmt: skip
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    out = io.StringIO()
+    args = argparse.Namespace(date_from=date(2026, 11, 12), date_to=date(2026, 11, 20), dry_run=True, stack_name=None)
+    assert cli.run(args, out) == 0
+    text = out.getvalue()
+    assert "yandex_metrica: no_identifier 1, would_send 1" in text
+    assert "DEAL#1       won       deal_won 2026-11-18T12:00:00+00:00 0 RUB by ClientId" in text
+    assert "vk_ads: skipped (missing VK_ADS_PIXEL_ID, VK_ADS_GOAL)" in text
+    assert CLIENT_ID not in text and GCLID not in text
+    assert world.ledger.get("yandex_metrica#deal_won#won#DEAL#1") is None
