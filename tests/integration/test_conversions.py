@@ -301,3 +301,16 @@ def test_the_cli_dry_run_prints_what_would_be_sent_without_the_ids(world, monkey
     assert "vk_ads: skipped (missing VK_ADS_PIXEL_ID, VK_ADS_GOAL)" in text
     assert CLIENT_ID not in text and GCLID not in text
     assert world.ledger.get("yandex_metrica#deal_won#won#DEAL#1") is None
+
+
+def test_a_qualified_stage_is_its_own_goal_where_one_is_configured(world):
+    crm = seed(world)
+    world.journey.new_touches("DEAL#1", [stage("d1:qual", datetime(2026, 11, 15, 9, tzinfo=UTC), "stage", "QUAL")])
+    world.metrica.goals["deal_qualified"] = "action"
+    settings = world.settings(METRICA_GOAL="deal_won,deal_qualified", CONVERSION_QUALIFIED_STAGES="QUAL,OTHER")
+    result = run(world, crm, date_from=date(2026, 11, 12), settings=settings)
+    assert sorted((c.entity, c.kind) for c in result.conversions) == [
+        ("DEAL#1", "qualified"), ("DEAL#1", "won"), ("DEAL#4", "won")]  # fmt: skip
+    assert sorted(row["Target"] for row in world.metrica.rows()) == ["deal_qualified", "deal_won"]
+    assert world.ledger.get("yandex_metrica#deal_qualified#qualified#DEAL#1")["state"] == ACCEPTED
+    assert result.platforms["vk_ads"].reasons["no goal for qualified conversions"] == 1
