@@ -1,8 +1,8 @@
 """Google Data Manager API sandbox: ``POST /v1/events:ingest`` for Google Ads offline conversions.
 
 Follows developers.google.com/data-manager/api/reference/rest/v1/events/ingest and the devguides on events:
-- ``Authorization: Bearer`` with an access token the Google OAuth sandbox issued (``GoogleAdsSandbox``); 401
-  ``UNAUTHENTICATED`` otherwise.
+- ``Authorization: Bearer`` with an unexpired access token the Google OAuth sandbox issued (``GoogleAdsSandbox``);
+  401 ``UNAUTHENTICATED`` otherwise.
 - ``destinations`` required: ``operatingAccount.accountType`` ``GOOGLE_ADS`` with a digits-only ``accountId``, and
   ``productDestinationId`` one of the customer's conversion actions; a customer under a manager needs
   ``loginAccount`` (``PERMISSION_DENIED`` otherwise).
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,7 +62,7 @@ class DataManagerSandbox(SandboxServer):
         auth = headers.get("authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else ""
         with self.oauth.lock:
-            valid = token in self.oauth.access_tokens
+            valid = self.oauth.access_tokens.get(token, 0.0) > time.monotonic()
         if not valid:
             return _status(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
         try:

@@ -314,3 +314,17 @@ def test_a_qualified_stage_is_its_own_goal_where_one_is_configured(world):
     assert sorted(row["Target"] for row in world.metrica.rows()) == ["deal_qualified", "deal_won"]
     assert world.ledger.get("yandex_metrica#deal_qualified#qualified#DEAL#1")["state"] == ACCEPTED
     assert result.platforms["vk_ads"].reasons["no goal for qualified conversions"] == 1
+
+
+def test_an_expired_google_token_is_renewed_once(world):
+    crm = seed(world)
+    run(world, crm)
+    world.journey.put_meta("DEAL#40", {"kind": "DEAL", "id": 40})
+    world.journey.new_touches("DEAL#40", [
+        form("s40:form", datetime(2026, 11, 19, 8, tzinfo=UTC), gclid="Cj0Kxyz"),
+        stage("d40:won", datetime(2026, 11, 19, 10, tzinfo=UTC), "won", "WON"),
+    ])  # fmt: skip
+    world.google.expire_access_tokens()
+    result = run(world, crm).platforms["google_ads"]
+    assert result.states[ACCEPTED] == 1 and world.google.tokens_issued == 2
+    assert ("1234567890", "555", "won#DEAL#40") in world.data_manager.conversions
