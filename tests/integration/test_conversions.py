@@ -74,7 +74,7 @@ def test_metrica_csv_is_the_documented_file():
     assert body == (
         b"ClientId,Target,DateTime,Price,Currency\n"
         b"1700000000123456789,deal_won,1795003200,150000.50,RUB\n"
-        b"42,deal_won,1795006800,,\n"
+        b"42,deal_won,1795006800,0.00,RUB\n"
     )
     with pytest.raises(ValueError):
         metrica.conversions_csv([item(conversion, "ClientId", "1"), item(free, "Yclid", "2")])

@@ -69,9 +69,10 @@ def conversions_csv(items: Iterable[Item]) -> bytes:
     writer.writerow([columns.pop(), "Target", "DateTime", "Price", "Currency"])
     for item in items:
         conversion = item.conversion
-        price = money(conversion.amount) if conversion.amount > 0 else ""
-        writer.writerow([item.identifier[1], item.goal, int(conversion.at.timestamp()), price,
-                         conversion.currency if price else ""])  # fmt: skip
+        # Always a price and its currency (0.00 for a deal without an amount): the docs do not say an empty cell is
+        # allowed in a column the file names.
+        writer.writerow([item.identifier[1], item.goal, int(conversion.at.timestamp()), money(conversion.amount),
+                         conversion.currency])  # fmt: skip
     return out.getvalue().encode("utf-8")
 
 
