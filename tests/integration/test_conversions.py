@@ -319,6 +319,7 @@ def test_a_qualified_stage_is_its_own_goal_where_one_is_configured(world):
 def test_an_expired_google_token_is_renewed_once(world):
     crm = seed(world)
     run(world, crm)
+    crm.deals[40] = {"OPPORTUNITY": "700", "CURRENCY_ID": "RUB"}
     world.journey.put_meta("DEAL#40", {"kind": "DEAL", "id": 40})
     world.journey.new_touches("DEAL#40", [
         form("s40:form", datetime(2026, 11, 19, 8, tzinfo=UTC), gclid="Cj0Kxyz"),
@@ -328,3 +329,28 @@ def test_an_expired_google_token_is_renewed_once(world):
     result = run(world, crm).platforms["google_ads"]
     assert result.states[ACCEPTED] == 1 and world.google.tokens_issued == 2
     assert ("1234567890", "555", "won#DEAL#40") in world.data_manager.conversions
+
+
+def test_a_recent_win_after_a_visit_older_than_metricas_window_is_refused(world):
+    crm = seed(world)
+    crm.deals[60] = {"OPPORTUNITY": "1000", "CURRENCY_ID": "RUB"}
+    world.journey.put_meta("DEAL#60", {"kind": "DEAL", "id": 60})
+    world.journey.new_touches("DEAL#60", [
+        form("s60:form", datetime(2026, 10, 25, 9, tzinfo=UTC), ym_client_id="1500000000000000060"),  # 26 days ago
+        stage("d60:won", datetime(2026, 11, 19, 9, tzinfo=UTC), "won", "WON"),
+    ])  # fmt: skip
+    run(world, crm, date_from=date(2026, 11, 19))
+    assert world.ledger.get("yandex_metrica#deal_won#won#DEAL#60")["state"] == REFUSED
+    assert "1500000000000000060" not in {row.get("ClientId") for row in world.metrica.rows()}
+
+
+def test_a_deal_gone_from_the_crm_is_not_sent(world):
+    crm = seed(world)
+    world.journey.put_meta("DEAL#50", {"kind": "DEAL", "id": 50})  # deleted in Bitrix24 after it was won
+    world.journey.new_touches("DEAL#50", [
+        form("s50:form", datetime(2026, 11, 19, 8, tzinfo=UTC), gclid="Cj0Kgone"),
+        stage("d50:won", datetime(2026, 11, 19, 9, tzinfo=UTC), "won", "WON"),
+    ])  # fmt: skip
+    found = collect_conversions(world.journey, crm, date_from=date(2026, 11, 19), date_to=date(2026, 11, 20),
+                                zone=MOSCOW, today=date(2026, 11, 20))  # fmt: skip
+    assert [c.entity for c in found] == []

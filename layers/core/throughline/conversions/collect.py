@@ -42,6 +42,8 @@ class Conversion:
     # The contact's phones and e-mails as typed in the CRM, for platforms that take them hashed (Google). Never
     # stored, logged or written to the ledger.
     contacts: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    # When the person last showed each id (the visit it came with): Metrica joins only recent visits.
+    seen_at: dict[str, datetime] = field(default_factory=dict, compare=False)
 
     @property
     def key(self) -> str:
@@ -123,27 +125,36 @@ def collect_conversions(
             history = touches + (
                 [Touch.from_item(r) for r in items(lead) if str(r.get("touch", "")) > TOUCHES_AFTER] if lead else []
             )
-            found.append((entity, kind, at.astimezone(UTC), identifiers_before(history, at), lead))
+            found.append((entity, kind, at.astimezone(UTC), identifiers_seen(history, at), lead))
     amounts, contact_of = _amounts(crm, [entity for entity, *_ in found], currency)
     contacts = _contacts(crm, contact_of)
     conversions = []
-    for entity, kind, at, identifiers, _lead in found:
+    for entity, kind, at, seen, _lead in found:
+        if crm is not None and entity.startswith("DEAL#") and entity not in amounts:
+            continue  # the deal is gone from the CRM (deleted, or merged away): nothing to tell the platforms
         amount, code, fields = amounts.get(entity, (Decimal(0), currency, {}))
+        identifiers = {key: value for key, (value, _) in seen.items()}
         people = contacts.get(entity, ())
-        conversions.append(Conversion(entity, kind, at, amount, code, {**fields, **identifiers}, people))
+        conversions.append(Conversion(entity, kind, at, amount, code, {**fields, **identifiers}, people,
+                                      {key: when for key, (_, when) in seen.items()}))  # fmt: skip
     return sorted(conversions, key=lambda conversion: (conversion.at, conversion.entity, conversion.kind))
 
 
 def identifiers_before(touches: Iterable[Touch], at: datetime) -> dict[str, str]:
     """The ids the person carried up to the conversion: for each, the latest value seen (the click that led to it)."""
-    found: dict[str, str] = {}
+    return {key: value for key, (value, _) in identifiers_seen(touches, at).items()}
+
+
+def identifiers_seen(touches: Iterable[Touch], at: datetime) -> dict[str, tuple[str, datetime]]:
+    """Each id the person carried up to the conversion → (its latest value, when that touch was)."""
+    found: dict[str, tuple[str, datetime]] = {}
     for touch in sorted(touches, key=lambda touch: touch.at):
         if touch.at > at:
             break
         for key in IDENTIFIER_KEYS:
             value = str(touch.extra.get(key) or "").strip()
             if value:
-                found[key] = value
+                found[key] = (value, touch.at)
     return found
 
 

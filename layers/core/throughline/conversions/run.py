@@ -252,7 +252,12 @@ def _send_metrica(
     oldest = clock() - timedelta(days=days)
     sendable = []
     for item, attempt in claimed:
-        if item.conversion.at < oldest:
+        # Metrica adds a conversion to the visit it follows only while that visit is within the window (the docs:
+        # the time between the user's last session and the file's processing); the visit is the touch that carried
+        # the id, never later than the conversion.
+        key = next(k for k, (column, _) in metrica.COLUMNS.items() if column == item.identifier[0])
+        visit = item.conversion.seen_at.get(key, item.conversion.at)
+        if min(visit, item.conversion.at) < oldest:
             reason = f"older than the counter's {days}-day window for joining conversions to visits"
             ledger.settle(item.ledger_id, REFUSED, reason=reason)
             outcome.count(REFUSED, reason)
