@@ -15,7 +15,7 @@ Follows yandex.com/dev/metrika/en/management/offline-conv and openapi/offline_co
 - ``GET …/offline_conversions/visit_join_threshold`` → ``{"visit_join_threshold": <days>}`` (21 by default). The stored
   docs name the method but not its body; this shape is our reading, and the client also reads a text naming days.
 - ``GET …/goals`` → ``{"goals": [{"id", "name", "type": "action", "conditions": [{"type": "exact", "url"}]}]}``.
-- ``faults``: HTTP statuses answered to the next requests (an outage).
+- ``faults``: HTTP statuses answered to the next requests (an outage); ``status_faults``: to the next status requests.
 Simplification: processing ends after a number of polls, not after time.
 """
 
@@ -57,6 +57,7 @@ class MetricaSandbox(SandboxServer):
         self.join_threshold_days = join_threshold_days
         self.processing_polls = processing_polls
         self.faults: list[int] = []
+        self.status_faults: list[int] = []  # answered to the next upload-status requests only
         self.uploads: dict[int, dict[str, Any]] = {}
         self.known_visitors: set[str] = set()  # ClientIds / yclids Metrica saw (everything joins when empty)
         self.clock = lambda: datetime.now(UTC)
@@ -98,6 +99,9 @@ class MetricaSandbox(SandboxServer):
 
     def _status(self, upload_id: int) -> tuple[int, dict, bytes]:
         with self.lock:
+            if self.status_faults:
+                status = self.status_faults.pop(0)
+                return json_answer(status, _error(status, "backend_error", "Service temporarily unavailable"))
             upload = self.uploads.get(upload_id)
             if upload is None:
                 return json_answer(404, _error(404, "not_found", f"Uploading {upload_id} not found"))

@@ -354,3 +354,15 @@ def test_a_deal_gone_from_the_crm_is_not_sent(world):
     found = collect_conversions(world.journey, crm, date_from=date(2026, 11, 19), date_to=date(2026, 11, 20),
                                 zone=MOSCOW, today=date(2026, 11, 20))  # fmt: skip
     assert [c.entity for c in found] == []
+
+
+def test_metrica_down_while_an_upload_is_followed_never_uploads_it_twice(world):
+    crm = seed(world)
+    world.metrica.status_faults = [503] * 1000  # longer than a run follows an upload
+    result = run(world, crm).platforms["yandex_metrica"]
+    assert result.states[SENT] == 2 and result.states[FAILED] == 0
+    world.metrica.status_faults = []
+    world.metrica.processing_polls = 0  # processed by now
+    result = run(world, crm).platforms["yandex_metrica"]
+    assert result.states[ACCEPTED] == 2
+    assert len(world.metrica.uploads) == 2 and len(world.metrica.rows()) == 2

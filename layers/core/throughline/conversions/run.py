@@ -291,7 +291,10 @@ def _send_metrica(
     waited = 0.0
     while uploads and waited <= POLL_BUDGET_SECONDS and deadline.seconds_left() > POLL_SECONDS + 30:
         for upload_id in list(uploads):
-            status = str(client.uploading(upload_id, deadline).get("status") or "")
+            try:
+                status = str(client.uploading(upload_id, deadline).get("status") or "")
+            except (PlatformError, RetryableError):
+                continue  # uploaded all the same: the next runs ask again (never upload it twice)
             if status in metrica.PENDING_STATUSES:
                 continue
             _settle_upload(ledger, outcome, [item.ledger_id for item, _ in uploads.pop(upload_id)], status)
