@@ -366,3 +366,15 @@ def test_metrica_down_while_an_upload_is_followed_never_uploads_it_twice(world):
     result = run(world, crm).platforms["yandex_metrica"]
     assert result.states[ACCEPTED] == 2
     assert len(world.metrica.uploads) == 2 and len(world.metrica.rows()) == 2
+
+
+def test_validate_only_has_google_check_the_events_and_ingests_and_records_nothing(world):
+    crm = seed(world)
+    world.journey.new_touches("DEAL#4", [form("s4:form", datetime(2026, 11, 14, 9, tzinfo=UTC), gclid="bad gclid")])
+    result = run(world, crm, validate_only=True)
+    google = result.platforms["google_ads"]
+    assert google.states["valid"] == 1 and google.states["invalid"] == 1
+    assert google.reasons["the gclid cannot be decoded"] == 1
+    assert world.data_manager.conversions == {} and world.data_manager.requests_ingested == 0
+    assert world.ledger.get("google_ads#" + ACTION + "#won#DEAL#1") is None
+    assert world.metrica.uploads == {} and world.vk.events == []

@@ -2,7 +2,8 @@
 
 Reads the same configuration as the function (environment, or the deployed stack's outputs and secret with
 ``--stack-name``). ``--dry-run`` sends nothing and records nothing: it prints, per platform, each conversion with
-its goal, time, amount and the kind of identifier it would be joined on (never the identifier itself).
+its goal, time, amount and the kind of identifier it would be joined on (never the identifier itself);
+``--validate`` also sends Google's events with ``validateOnly`` (checked by Google, not ingested).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ def register(commands: argparse._SubParsersAction, stack_outputs: Any = None) ->
     parser.add_argument("--from", dest="date_from", required=True, type=date.fromisoformat, help="YYYY-MM-DD")
     parser.add_argument("--to", dest="date_to", required=True, type=date.fromisoformat, help="YYYY-MM-DD")
     parser.add_argument("--dry-run", action="store_true", help="print what would be sent; send and record nothing")
+    parser.add_argument(
+        "--validate", action="store_true", help="a dry run in which Google checks the events (validateOnly)"
+    )
     parser.add_argument("--stack-name", help="use this deployed stack's tables and secret")
     parser.set_defaults(run=run)
 
@@ -34,8 +38,10 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         use_stack(stack_outputs(args.stack_name), "SecretsArn", "DataBucketName", "JourneyTableName",
                   "ConversionsTableName")  # fmt: skip
     settings = load_settings()
-    result = execute(settings, date_from=args.date_from, date_to=args.date_to, dry_run=args.dry_run)
-    mode = "would send (dry run)" if args.dry_run else "sent"
+    validate = bool(getattr(args, "validate", False))
+    result = execute(settings, date_from=args.date_from, date_to=args.date_to, dry_run=args.dry_run or validate,
+                     validate_only=validate)  # fmt: skip
+    mode = "would send (dry run)" if args.dry_run or validate else "sent"
     out.write(f"conversions {args.date_from}…{args.date_to}: {len(result.conversions)} found; {mode}:\n")
     for name, platform in result.platforms.items():
         if platform.skipped:

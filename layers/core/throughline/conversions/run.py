@@ -159,7 +159,8 @@ def run_conversions(
 ) -> RunResult:
     deadline = deadline or Deadline()
     clock = now or (lambda: datetime.now(UTC))
-    clients = clients or (Clients() if dry_run else default_clients(settings))
+    dry_run = dry_run or validate_only  # validateOnly ingests nothing: nothing may be recorded as sent
+    clients = clients or (Clients() if dry_run and not validate_only else default_clients(settings))
     result = RunResult(date_from, date_to, conversions, {}, dry_run)
     for platform, (platform_goals, skipped) in goals(settings).items():
         outcome = result.platforms[platform] = PlatformResult(platform, skipped)
@@ -168,6 +169,8 @@ def run_conversions(
         if ledger is not None and platform == metrica.PLATFORM and not dry_run and clients.metrica:
             _follow_metrica(clients.metrica, ledger, outcome, deadline)
         items = _claim(platform, platform_goals, conversions, ledger, outcome, dry_run)
+        if dry_run and validate_only and platform == data_manager.PLATFORM and clients.google and items:
+            _validate_google(clients.google, [item for item, _ in items], outcome, deadline)
         if dry_run or not items:
             continue
         assert ledger is not None
@@ -175,7 +178,7 @@ def run_conversions(
             if platform == metrica.PLATFORM and clients.metrica:
                 _send_metrica(clients.metrica, items, ledger, outcome, deadline, clock, sleep)
             elif platform == data_manager.PLATFORM and clients.google:
-                _send_google(clients.google, items, ledger, outcome, deadline, validate_only)
+                _send_google(clients.google, items, ledger, outcome, deadline)
             elif platform == vk.PLATFORM and clients.vk:
                 _send_vk(clients.vk, items, ledger, outcome, deadline)
         except (PlatformError, RetryableError) as error:  # a whole platform failed (its setup, its goal)
@@ -210,6 +213,8 @@ def _claim(
         if dry_run:
             outcome.planned.append({**attributes, "would_send": bool(found)})
             outcome.count("would_send" if found else NO_IDENTIFIER)
+            if found:
+                items.append((Item(item_id, conversion, goal, found), 0))
             continue
         assert ledger is not None
         attempt = ledger.claim(item_id, attributes)
@@ -337,7 +342,6 @@ def _send_google(
     ledger: Ledger,
     outcome: PlatformResult,
     deadline: Deadline,
-    validate_only: bool,
 ) -> None:
     for action in sorted({item.goal for item, _ in claimed}):
         group = [entry for entry in claimed if entry[0].goal == action]
@@ -345,7 +349,7 @@ def _send_google(
             batch = group[start : start + data_manager.MAX_EVENTS]
             for _round in range(2):  # the rest is sent again once after per-event rejections
                 try:
-                    answer = client.ingest([item for item, _ in batch], action, deadline, validate_only=validate_only)
+                    answer = client.ingest([item for item, _ in batch], action, deadline)
                 except (PlatformError, RetryableError) as error:
                     for entry in batch:
                         _fail(ledger, outcome, entry, str(error))
@@ -366,6 +370,24 @@ def _send_google(
             else:
                 for entry in batch:
                     _fail(ledger, outcome, entry, "rejected again after the invalid events were removed")
+
+
+def _validate_google(
+    client: data_manager.DataManagerClient, items: list[Item], outcome: PlatformResult, deadline: Deadline
+) -> None:
+    """A dry run's check at Google: ``validateOnly`` requests (nothing is ingested, nothing recorded)."""
+    for action in sorted({item.goal for item in items}):
+        group = [item for item in items if item.goal == action]
+        for start in range(0, len(group), data_manager.MAX_EVENTS):
+            batch = group[start : start + data_manager.MAX_EVENTS]
+            try:
+                rejected = client.ingest(batch, action, deadline, validate_only=True)["rejected"]
+            except (PlatformError, RetryableError) as error:
+                outcome.count("not_validated", str(error), n=len(batch))
+                continue
+            outcome.count("valid", n=len(batch) - len(rejected))
+            for reason in rejected.values():
+                outcome.count("invalid", reason.split(": ", 1)[-1])
 
 
 def _send_vk(
@@ -416,6 +438,7 @@ def execute(
     sleep: Callable[[float], None] = time.sleep,
     retry_failed: bool = False,
     changed_since: date | None = None,
+    validate_only: bool = False,
 ) -> RunResult:
     """The whole run from the stack's settings: the journey store, the CRM (amounts), the ledger, the platforms.
     ``retry_failed`` (the hourly run): conversions the ledger holds as failed are looked at again whatever their
@@ -455,7 +478,7 @@ def execute(
     )
     result = run_conversions(
         settings, conversions, date_from=date_from, date_to=date_to, ledger=ledger, clients=clients,
-        deadline=deadline, dry_run=dry_run, now=clock, sleep=sleep,
+        deadline=deadline, dry_run=dry_run, validate_only=validate_only, now=clock, sleep=sleep,
     )  # fmt: skip
     if ledger is not None and settings.data_bucket:
         from throughline.adapters.report_store import S3Objects
