@@ -565,3 +565,10 @@ def test_report_margin_accepts_a_share_or_a_percentage() -> None:
     assert load_settings({}).report_margin is None
     with pytest.raises(ConfigError, match="REPORT_MARGIN"):
         load_settings({"REPORT_MARGIN": "140%"})
+
+
+def test_google_conversion_actions_are_resource_names():
+    settings = load_settings({"GOOGLE_ADS_CONVERSION_ACTION": "customers/123-456-7890/conversionActions/555"})
+    assert settings.google_ads_conversion_action == ("customers/1234567890/conversionActions/555",)
+    with pytest.raises(ConfigError, match="GOOGLE_ADS_CONVERSION_ACTION"):
+        load_settings({"GOOGLE_ADS_CONVERSION_ACTION": "555"})
