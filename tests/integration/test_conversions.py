@@ -378,3 +378,17 @@ def test_validate_only_has_google_check_the_events_and_ingests_and_records_nothi
     assert world.data_manager.conversions == {} and world.data_manager.requests_ingested == 0
     assert world.ledger.get("google_ads#" + ACTION + "#won#DEAL#1") is None
     assert world.metrica.uploads == {} and world.vk.events == []
+
+
+def test_setup_checks_each_metrica_goal_and_says_which_platforms_are_skipped(world):
+    from throughline.conversions.setup import setup_lines
+
+    world.metrica.goals["deal_qualified"] = "url"
+    settings = world.settings(METRICA_GOAL="deal_won,deal_qualified", VK_ADS_PIXEL_ID="")
+    assert setup_lines(settings) == [
+        "offline conversions → yandex_metrica: won goal deal_won: a JavaScript event goal, ready",
+        "offline conversions → yandex_metrica: qualified goal deal_qualified: PROBLEM — goal deal_qualified is a url "
+        "goal; offline conversions need a JavaScript event",
+        f"offline conversions → google_ads: won: {ACTION}",
+        "offline conversions → vk_ads: skipped (missing VK_ADS_PIXEL_ID)",
+    ]
