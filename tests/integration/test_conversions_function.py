@@ -55,3 +55,17 @@ def test_the_hourly_run_sends_a_won_deal_and_keeps_it_through_an_outage(make_sta
     assert summary["platforms"]["yandex_metrica"]["already_done"] == 1
     assert tracker.events == [{"goal": "deal_won", "value": "120000", "rb_clickid": "rb-77"}]
     assert metrica.rows()[0]["Price"] == "120000.00" and len(metrica.rows()) == 1
+
+
+def test_the_sample_events_run_and_say_which_platforms_are_not_configured(make_stack):
+    import json
+    from pathlib import Path
+
+    stack = make_stack(poll_queues=False)
+    events = Path(__file__).resolve().parents[2] / "events"
+    for name in ("upload_conversions_range.json", "upload_conversions_schedule.json"):
+        summary = stack.invoke("upload_conversions", json.loads((events / name).read_text(encoding="utf-8")))
+        assert summary["platforms"]["yandex_metrica"] == {
+            "skipped": "missing METRICA_TOKEN, METRICA_COUNTER_ID, METRICA_GOAL"
+        }
+        assert set(summary["platforms"]) == {"yandex_metrica", "google_ads", "vk_ads"}
