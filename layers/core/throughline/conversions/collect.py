@@ -62,15 +62,22 @@ class Crm(Protocol):
     def list_all(self, method: str, params: dict[str, Any] | None = None, *, id_key: str = "ID") -> Iterator[dict]: ...
 
 
-def candidate_entities(store: Store, changed_since: date, today: date) -> set[str]:
+def candidate_entities(
+    store: Store, changed_since: date, today: date
+) -> tuple[set[str], dict[str, list[dict[str, Any]]] | None]:
     """Deals and leads that may hold a conversion: those the change log saw change since ``changed_since`` (a stage
     move is written on or after the day it happened; the log's days are UTC, a local day may start the UTC day
-    before), or, when that is before the change log's memory, every entity of the store."""
+    before), or, when that is before the change log's memory, every entity of the store — then with their items,
+    read by the one scan (a back-fill needs no query per entity)."""
     first = changed_since - timedelta(days=1)
     if first < today - timedelta(days=CHANGE_LOG_DAYS - 1):
-        return {str(item["entity"]) for item in store.scan() if str(item["entity"]).startswith(("DEAL#", "LEAD#"))}
+        items: dict[str, list[dict[str, Any]]] = {}
+        for item in store.scan():
+            if str(item["entity"]).startswith(("DEAL#", "LEAD#")):
+                items.setdefault(str(item["entity"]), []).append(item)
+        return set(items), items
     days = [first + timedelta(days=n) for n in range((today - first).days + 1)]
-    return {entity for entity in store.changed(days) if entity.startswith(("DEAL#", "LEAD#"))}
+    return {entity for entity in store.changed(days) if entity.startswith(("DEAL#", "LEAD#"))}, None
 
 
 def collect_conversions(
@@ -89,15 +96,16 @@ def collect_conversions(
     """Every conversion whose time falls in ``date_from`` … ``date_to`` (days in ``zone``), oldest first, among the
     entities changed since ``changed_since`` (default ``date_from``: the hourly run looks at recent changes, whatever
     the conversion's date); ``also``: entities to look at beyond those (the ledger's failed conversions)."""
-    found: list[tuple[str, str, datetime, dict[str, str], str | None]] = []
-    items_of: dict[str, list[dict[str, Any]]] = {}
+    found: list[tuple[str, str, datetime, dict[str, tuple[str, datetime]], str | None]] = []
+    candidates, scanned = candidate_entities(store, changed_since or date_from, today)
+    items_of: dict[str, list[dict[str, Any]]] = dict(scanned or {})
 
     def items(entity: str) -> list[dict[str, Any]]:
         if entity not in items_of:
-            items_of[entity] = store.entity_items(entity)
+            items_of[entity] = [] if scanned is not None else store.entity_items(entity)
         return items_of[entity]
 
-    for entity in sorted(candidate_entities(store, changed_since or date_from, today) | set(also)):
+    for entity in sorted(candidates | set(also)):
         rows = items(entity)
         meta = next((row for row in rows if row.get("touch") == "#meta"), {})
         if meta.get("deleted") or meta.get("merged_into"):
