@@ -7,7 +7,7 @@
 3. Ad spend for the last 30 days is imported from the Yandex Direct, Google Ads and VK Ads sandboxes, and offline
    spend from a manual CSV dropped into the inbox.
 4. The month's won deals are sent back to the ad platforms as offline conversions (the Yandex Metrica, Google Data
-   Manager and VK tracker sandboxes), as of the month's end.
+   Manager and VK tracker sandboxes), day by day as the hourly schedule would have.
 5. The ROI report is built (the run exports the journeys for attribution first); its headline table is printed and
    its files are written under ``out/demo/report/`` (open ``index.html``).
 """
@@ -23,7 +23,7 @@ import json
 import sys
 import time
 from collections import Counter
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -176,26 +176,45 @@ def _import_spend(stack: LocalStack) -> dict[tuple[str, str], tuple[int, Decimal
 
 
 def _send_conversions(servers: list) -> dict:
-    """Run the conversions job over the played month, as of its end (the month is played forward on the portal's
-    clock, and the platforms refuse conversions from the future), through the three sandboxes; the figures."""
+    """Run the conversions job at the end of every day of the played month (the month is played forward on the
+    portal's clock, and the platforms refuse conversions from the future), through the three sandboxes, as the hourly
+    schedule would have sent them; the figures, from the ledger."""
     from throughline.config import load_settings
     from throughline.conversions.collect import IDENTIFIER_KEYS, WON
+    from throughline.conversions.ledger import Ledger
     from throughline.conversions.run import execute
 
-    month_end = datetime.now(UTC) + timedelta(days=32)
-    for sandbox in servers:
-        sandbox.clock = lambda: month_end
-    today = date.today()
-    result = execute(load_settings(), date_from=today - timedelta(days=30), date_to=today + timedelta(days=31),
-                     now=lambda: month_end, sleep=lambda seconds: None)  # fmt: skip
+    settings = load_settings()
+    today = datetime.now(settings.zone).date()
+    result = None
+    for day in range(33):
+        moment = datetime.combine(today + timedelta(days=day), datetime.max.time(), settings.zone)
+        for sandbox in servers:
+            sandbox.clock = lambda moment=moment: moment
+        result = execute(settings, date_from=today - timedelta(days=30), date_to=moment.date(),
+                         now=lambda moment=moment: moment, sleep=lambda seconds: None)  # fmt: skip
+    assert result is not None
     won = [conversion for conversion in result.conversions if conversion.kind == WON]
+    platforms: dict[str, dict] = {}
+    for row in Ledger(settings.conversions_table or "").items():
+        figures = platforms.setdefault(str(row["platform"]), {"states": Counter(), "reasons": Counter()})
+        figures["states"][str(row["state"])] += 1
+        if row.get("reason"):
+            figures["reasons"][str(row["reason"])] += 1
+    for name, outcome in result.platforms.items():
+        if outcome.skipped:
+            platforms[name] = {"skipped": outcome.skipped}
     return {
         "won_deals": len(won),
         "revenue": str(sum((conversion.amount for conversion in won), Decimal(0))),
         "with_identifier": {key: sum(1 for c in won if c.identifiers.get(key)) for key in IDENTIFIER_KEYS},
         "with_contacts": sum(1 for conversion in won if conversion.contacts),
-        "platforms": result.summary()["platforms"],
+        "platforms": {name: _plain_counts(figures) for name, figures in sorted(platforms.items())},
     }
+
+
+def _plain_counts(figures: dict) -> dict:
+    return {key: dict(value) if isinstance(value, Counter) else value for key, value in figures.items()}
 
 
 def _show_conversions(conversions: dict, say) -> None:
