@@ -170,7 +170,7 @@ def test_report_function_least_privilege() -> None:
     # The nightly journey export reads the journey table, and nothing else of DynamoDB.
     assert by_sid["ExportJourneys"]["Resource"] == {"Fn::GetAtt": ["JourneyTable", "Arn"]}
     reads = {item["Fn::Sub"].split("/", 1)[1] for item in by_sid["ReadInputs"]["Resource"]}
-    assert reads == {"spend/*", "rates/*", "journeys/*", "crm/*", "reports/roi/*"}
+    assert reads == {"spend/*", "rates/*", "journeys/*", "crm/*", "reports/roi/*", "conversions/*"}
     assert "raw/*" not in str(statements)
 
 

@@ -37,6 +37,9 @@ def bitrix_setup(args: argparse.Namespace, stack_outputs: Any) -> int:
         os.environ.setdefault("SECRETS_ARN", stack_outputs(args.stack_name)["SecretsArn"])
     settings = load_settings()
     print(report(bitrix_client(settings), LeadRules.from_settings(settings)))
+    from throughline.conversions.setup import setup_lines
+
+    print("\n".join(setup_lines(settings)))
     return 0
 
 

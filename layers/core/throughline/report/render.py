@@ -19,7 +19,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from throughline.report import dynamics
+from throughline.report import conversions, dynamics
 from throughline.report.models import RoiReport, Row
 
 CHART_JS = "chart.umd.min.js"
@@ -171,6 +171,7 @@ def render_html(report: RoiReport) -> bytes:
         funnels=_funnel_tables(report),
         attribution=_attribution(report),
         cohorts=_cohorts(report),
+        conversions=conversions.render_section(report),
         table=_table(report),
         rates=_rates(report),
         basis=html.escape(_basis(report)),
@@ -692,6 +693,7 @@ _PAGE = """<!doctype html>
 <section class="panel" style="margin-top:16px"><h2>Выручка по каналам в разных моделях атрибуции</h2>
 {attribution}</section>
 <section class="panel" style="margin-top:16px"><h2>Когорты клиентов: LTV по месяцам</h2>{cohorts}</section>
+{conversions}
 <section class="panel" style="margin-top:16px"><h2>Воронки по стадиям</h2>{funnels}</section>
 </main>
 <footer>{basis} {rates} Пустая ячейка (—) — делить не на что: нет расхода, лидов или выручки.</footer>
