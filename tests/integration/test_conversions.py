@@ -392,3 +392,20 @@ def test_setup_checks_each_metrica_goal_and_says_which_platforms_are_skipped(wor
         f"offline conversions → google_ads: won: {ACTION}",
         "offline conversions → vk_ads: skipped (missing VK_ADS_PIXEL_ID)",
     ]
+
+
+def test_a_run_without_the_crm_webhook_sends_nothing_rather_than_every_deal_at_zero(world):
+    # Without the webhook (not in the CRM secret yet, or split-secrets not run) the amounts cannot be read: a run that
+    # went on would send every won deal at 0 and record it, so the right amount could never be sent.
+    from throughline.config import ConfigError
+
+    seed(world)
+    with pytest.raises(ConfigError, match="BITRIX24_WEBHOOK_URL"):
+        execute(world.settings(), date_from=date(2026, 10, 1), date_to=date(2026, 11, 20), now=lambda: NOW,
+                sleep=lambda seconds: None)  # fmt: skip
+    assert world.metrica.uploads == {} and world.vk.events == [] and list(world.data_manager.conversions) == []
+    assert list(world.ledger.items()) == []
+    # A dry run may look without the portal (amounts shown as 0).
+    dry = execute(world.settings(), date_from=date(2026, 10, 1), date_to=date(2026, 11, 20), now=lambda: NOW,
+                  dry_run=True)  # fmt: skip
+    assert dry.platforms["vk_ads"].states == {"would_send": 1, NO_IDENTIFIER: 3}

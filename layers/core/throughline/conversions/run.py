@@ -449,6 +449,8 @@ def execute(
     settings.require("journey_table")
     if not dry_run:
         settings.require("conversions_table")
+        if crm is None:  # the amounts: without them every deal would be sent (and recorded) at 0, never again right
+            settings.require("bitrix24_webhook_url")
     if date_from > date_to:
         raise ValueError(f"date_from {date_from} is after date_to {date_to}")
     deadline = deadline or Deadline()
