@@ -4,12 +4,15 @@ was kept (issue 19)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
+import boto3
 import pytest
 
 from local.ad_sandboxes import GoogleAdsSandbox, start_conversion_sandboxes
 from throughline.adapters.journey_store import JourneyStore
+from throughline.config import reset_settings_cache
 from throughline.conversions.ledger import Ledger
 from throughline.journey.lines import Touch
 
@@ -29,9 +32,17 @@ def sandboxes():
         server.stop()
 
 
+SECRET_KEYS = ("METRICA_TOKEN", "GOOGLE_ADS_CLIENT_ID", "GOOGLE_ADS_CLIENT_SECRET", "GOOGLE_ADS_REFRESH_TOKEN")
+
+
 def test_the_hourly_run_sends_a_won_deal_and_keeps_it_through_an_outage(make_stack, sandboxes):
     (metrica, data_manager, tracker), environment = sandboxes
+    # The credentials go where an operator puts them, the ads secret (template.yaml's AdsSecret), not the environment.
+    secret = {key: environment.pop(key) for key in SECRET_KEYS}
     stack = make_stack(poll_queues=False, environment=environment)
+    ads = stack.resources.physical["AdsSecret"]
+    boto3.client("secretsmanager").put_secret_value(SecretId=ads, SecretString=json.dumps(secret))
+    reset_settings_cache()
     deal = stack.sandbox.call("crm.deal.add", {"fields": {"TITLE": "Кухня", "OPPORTUNITY": 120000,
                                                           "CURRENCY_ID": "RUB"}})  # fmt: skip
     store = JourneyStore(stack.resources.physical["JourneyTable"])
@@ -58,7 +69,6 @@ def test_the_hourly_run_sends_a_won_deal_and_keeps_it_through_an_outage(make_sta
 
 
 def test_the_sample_events_run_and_say_which_platforms_are_not_configured(make_stack):
-    import json
     from pathlib import Path
 
     stack = make_stack(poll_queues=False)
