@@ -409,3 +409,27 @@ def test_a_run_without_the_crm_webhook_sends_nothing_rather_than_every_deal_at_z
     dry = execute(world.settings(), date_from=date(2026, 10, 1), date_to=date(2026, 11, 20), now=lambda: NOW,
                   dry_run=True)  # fmt: skip
     assert dry.platforms["vk_ads"].states == {"would_send": 1, NO_IDENTIFIER: 3}
+
+
+def test_the_portal_is_read_at_its_share_of_the_portals_rate_like_every_other_function(world, monkeypatch):
+    from throughline.bitrix24.client import Bitrix24Client
+    from throughline.bitrix24.portal import reset_portal_state
+
+    seed(world)
+    rates = []
+
+    def list_all(client, method, params=None, *, id_key="ID"):
+        rates.append((method, client.pacer.rate, client.pacer.burst))
+        return iter(())
+
+    monkeypatch.setattr(Bitrix24Client, "list_all", list_all)
+    reset_portal_state()
+    settings = world.settings(
+        BITRIX24_WEBHOOK_URL="https://example.bitrix24.ru/rest/1/abc/",
+        BITRIX24_RATE_PER_SECOND="1",
+        BITRIX24_BURST="40",
+        BITRIX24_WRITER_CONCURRENCY="2",
+    )
+    execute(settings, date_from=date(2026, 10, 1), date_to=date(2026, 11, 20), now=lambda: NOW, dry_run=True)
+    reset_portal_state()
+    assert rates == [("crm.deal.list", 0.5, 20.0)]  # rate and burst shared with the writer's instances

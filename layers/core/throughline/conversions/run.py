@@ -456,9 +456,9 @@ def execute(
     deadline = deadline or Deadline()
     clock = now or (lambda: datetime.now(UTC))
     if crm is None and settings.bitrix24_webhook_url:
-        from throughline.bitrix24.client import Bitrix24Client
+        from throughline.bitrix24.portal import bitrix_client
 
-        crm = Bitrix24Client(settings.bitrix24_webhook_url, deadline=deadline)
+        crm = bitrix_client(settings, deadline)  # the process's share of the portal's rate, as every other function
     ledger = None if dry_run else Ledger(settings.conversions_table or "", clock=clock)
     also: set[str] = set()
     if ledger is not None and retry_failed:
