@@ -10,6 +10,8 @@
    Manager and VK tracker sandboxes), day by day as the hourly schedule would have.
 5. The ROI report is built (the run exports the journeys for attribution first); its headline table is printed and
    its files are written under ``out/demo/report/`` (open ``index.html``).
+5. What the team saw in Bitrix24: the alerts (real-time ones from the writer, schedule-based ones from check_alerts),
+   the tasks, the three digests in the «Маркетинг» chat, and the REST calls all that cost.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             LocalStack(parameters={"AllowedOrigins": SITE}, environment={**quiet, **ad_environment}) as stack,
         ):
             say(f"  local stack at {stack.url}; Bitrix24 sandbox at {stack.sandbox.base_url} (2 req/s, burst 50)")
+            chat = _enable_alerts(stack)
             answers = send(stack.url, traffic.first_wave, concurrency=args.concurrency, progress=say)
             answers += send(stack.url, traffic.second_wave, concurrency=args.concurrency, progress=say)
             say("  waiting for the writer to drain the queue at the portal's pace…")
@@ -87,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             leads = stack.sandbox.entities("lead")
             stats = stack.sandbox.stats()
+            burst_alert_calls = _realtime_calls()
             comments = stack.sandbox.timeline_comments()
             burst_seconds = time.monotonic() - started
             if args.month:
@@ -98,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                 conversions = _send_conversions(conversion_servers)
             say("  exporting the journeys and building the ROI report…")
             report = _build_report(stack, say)
+            say("  checking the alert rules and sending the digests…")
+            seen = _alerts(stack, chat)
+            seen["burst_hook_calls"] = burst_alert_calls
     finally:
         for server in ad_servers:
             server.stop()
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     if conversions:
         _show_conversions(conversions, say)
     _show_report(report, say)
+    _show_alerts(seen, say)
 
     with (OUT / "leads.csv").open("w", newline="", encoding="utf-8-sig") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else ["id"])
@@ -149,6 +157,97 @@ def main(argv: list[str] | None = None) -> int:
     say(f"\nWritten: {OUT / 'leads.csv'}, {OUT / 'summary.json'} (functions' logs: {OUT / 'functions.log'})")
     say(f"The report a marketer opens: {OUT / 'report' / 'index.html'}")
     return 0
+
+
+def _enable_alerts(stack: LocalStack) -> str:
+    """What an operator does once (bitrix-setup writes the default rules; the marketer edits them): big deals from
+    150 000 ₽ to the head of sales (user 3), digests into a «Маркетинг» chat, and their link to the Bitrix24 app."""
+    import boto3
+    import yaml
+
+    from throughline.adapters.report_store import S3Objects
+    from throughline.alerts.rules import DEFAULT_YAML, parse_rules
+    from throughline.alerts.store import publish_realtime
+
+    chat = stack.sandbox.add_chat("Маркетинг", users=[1, 2, 3])
+    config = yaml.safe_load(DEFAULT_YAML)
+    config["rules"]["big_deal"] |= {"enabled": True, "threshold": 150000, "also_notify": [3]}
+    config["settings"] |= {
+        "chat_dialog_id": chat,
+        "report_url": f"https://{stack.sandbox.portal_domain}/marketplace/app/7/",
+    }
+    for kind in ("daily", "weekly", "monthly"):
+        config["rules"][f"digest_{kind}"]["channels"] = ["chat", "bitrix"]
+    text = yaml.safe_dump(config, allow_unicode=True, sort_keys=False)
+    bucket = stack.resources.physical["DataBucket"]
+    boto3.session.Session().client("s3").put_object(Bucket=bucket, Key="config/alerts.yaml", Body=text.encode())
+    publish_realtime(S3Objects(bucket), parse_rules(text))  # the writer's hot-lead, repeat-request and big-deal rules
+    return chat
+
+
+def _realtime_calls() -> int:
+    from throughline.alerts import realtime
+
+    return realtime.CALLS["batches"]
+
+
+def _alerts(stack: LocalStack, chat: str) -> dict:
+    """check_alerts for yesterday (twice: the hourly rerun sends nothing new), hot leads past their 5 minutes, and
+    the three digests; returns what the sandbox holds and the REST calls spent."""
+    from datetime import datetime
+
+    from throughline.adapters.report_store import S3Objects
+    from throughline.alerts import realtime
+    from throughline.alerts.job import run_check_alerts
+    from throughline.bitrix24.portal import side_client
+    from throughline.config import get_settings
+
+    today = date.today()
+    runs = [stack.invoke("check_alerts", {"date": str(today - timedelta(days=1))}) for _ in range(2)]
+    # The 5-minute schedule, as it runs once the hot leads' deadlines have passed (the demo does not wait).
+    settings = get_settings()
+    client = side_client(settings)
+    later = datetime.now(settings.zone) + timedelta(minutes=6)
+    runs.append(run_check_alerts(settings, S3Objects(settings.data_bucket or ""), client, now=later))
+    monday = today + timedelta(days=7 - today.weekday())
+    first = (today.replace(day=1) + timedelta(days=32)).replace(day=1)
+    digests = [
+        stack.invoke("send_digests", {"kind": kind, "date": str(day)})
+        for kind, day in (("daily", today + timedelta(days=1)), ("weekly", monday + timedelta(days=14)),
+                          ("monthly", first))
+    ]  # fmt: skip
+    sandbox = stack.sandbox
+    return {
+        "notifications": sandbox.notifications(),
+        "tasks": sandbox.tasks(),
+        "chat": [message for message in sandbox.chat_messages() if message["DIALOG_ID"] == chat],
+        "runs": runs,
+        "digests": digests,
+        "hook_calls": realtime.CALLS["batches"],
+    }
+
+
+def _show_alerts(seen: dict, say) -> None:
+    say("\nWhat the team saw in Bitrix24")
+    notes, tasks = seen["notifications"], seen["tasks"]
+    say(f"  notifications: {len(notes)}")
+    kinds = Counter(note["MESSAGE"].split(":")[0] for note in notes)
+    for kind, count in kinds.most_common():
+        example = next(note for note in notes if note["MESSAGE"].split(":")[0] == kind)
+        say(f"    {count:>3} × {example['MESSAGE'].splitlines()[0][:150]}  (→ user {example['USER_ID']})")
+    hot = [task for task in tasks if task["title"].startswith("Обработать")]
+    say(f"  tasks: {len(tasks)} ({len(hot)} «Обработать в течение 5 минут», {len(tasks) - len(hot)} repeat requests)")
+    for task in tasks[:3]:
+        say(f"    {task['title']} → user {task['responsibleId']}, due {task['deadline']}, linked {task['ufCrmTask']}")
+    for message in seen["chat"]:
+        say("\n  «Маркетинг» chat:\n    " + message["MESSAGE"].replace("\n", "\n    "))
+    scheduled = sum(run["bitrix_calls"] for run in seen["runs"])
+    digests = sum(result["bitrix_calls"] for result in seen["digests"])
+    fired = sum(len(run["fired"]) for run in seen["runs"])
+    burst, month = seen["burst_hook_calls"], seen["hook_calls"] - seen["burst_hook_calls"]
+    say(f"\nREST calls the alerts cost: real-time (writer hook) {burst} in the burst (tasks for new leads and repeat "
+        f"requests), {month} in the month (big-deal checks of deal events); check_alerts {scheduled} "
+        f"({len(seen['runs'])} runs; {fired} alerts), digests {digests}")  # fmt: skip
 
 
 def _import_spend(stack: LocalStack) -> dict[tuple[str, str], tuple[int, Decimal]]:

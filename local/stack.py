@@ -264,6 +264,9 @@ class LocalStack:
             options = {"app_token": LOCAL_APP_TOKEN, **self.sandbox_options}
             self.sandbox = Sandbox(**options).start()
             secret = {"BITRIX24_WEBHOOK_URL": self.sandbox.webhook_url, "BITRIX24_APP_TOKENS": self.sandbox.app_token}
+            # POST /v1/app/report checks tokens at https://BITRIX24_DOMAIN; the sandbox answers at its own address.
+            parts = urlsplit(self.sandbox.webhook_url)
+            self.extra_environment["BITRIX24_PORTAL_URL"] = f"{parts.scheme}://{parts.netloc}/"
             events_route = next((r for r in self.resources.routes if r.path == "/v1/bitrix/events"), None)
             if events_route:
                 self.sandbox.outbound_url = self.url + events_route.path
@@ -286,7 +289,8 @@ class LocalStack:
 
         self.captcha_sandbox, environment, secret = start_captcha(self.captcha)
         assert self.resources is not None
-        # The person-key secret (template.yaml's Secrets), the one capture_form reads; SECRETS_ARN lists them all here.
+        # The captcha keys live beside PERSON_KEY_SECRET (the capture function's only secret); SECRETS_ARN locally
+        # lists every secret, comma-separated, which is no SecretId.
         secrets_arn = self.resources.physical["Secrets"]
         client = session.client("secretsmanager")
         current = json.loads(client.get_secret_value(SecretId=secrets_arn).get("SecretString") or "{}")
@@ -489,12 +493,14 @@ def _reset_process_caches() -> None:
     """Settings and AWS clients are cached per process; the stack has just changed what they point at."""
     from throughline import config
     from throughline.adapters import aws
+    from throughline.alerts import realtime
     from throughline.bitrix24 import portal
     from throughline.capture import receive
     from throughline.writer import queued
 
     config.reset_settings_cache()
     aws.reset_clients()
+    realtime.reset_cache()  # the writer's rules, cached per bucket name: a new stack's bucket has the same name
     receive.idempotency_for.cache_clear()
     portal.reset_portal_state()
     queued.reset_portal_states()

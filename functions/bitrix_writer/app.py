@@ -42,6 +42,7 @@ def lambda_handler(event: dict, context: object) -> dict:
         for record in records
     ]
     outcomes = write_queued(items, writer, queue, settings)
+    _realtime_alerts(settings, writer, items, outcomes)
 
     actions = [outcome.action for outcome in outcomes.values()]
     metrics.add_metric(name="LeadsCreated", unit=MetricUnit.Count, value=actions.count("created"))
@@ -67,3 +68,28 @@ def lambda_handler(event: dict, context: object) -> dict:
     # A Bitrix24 outage fails whole batches; that is a retry, not a function error (the queue-age alarm watches it).
     processor.raise_on_entire_batch_failure = False
     return process_partial_response(event=event, record_handler=report, processor=processor, context=context)
+
+
+def _realtime_alerts(settings, writer, items: list[QueuedWrite], outcomes: dict) -> None:
+    """Hot leads' and repeat requests' tasks, big deals' notifications (throughline.alerts.realtime): after the
+    writes, never in their way — a failure here is logged and the writes stand."""
+    if not settings.alerts_table:
+        return
+    try:
+        import json
+
+        from throughline.alerts.realtime import after_writes
+
+        bodies = {}
+        for item in items:
+            try:
+                bodies[item.message_id] = json.loads(item.body)
+            except ValueError:
+                continue
+        done = after_writes(settings, writer.bitrix, bodies, outcomes)
+        if done.get("tasks"):
+            metrics.add_metric(name="AlertTasks", unit=MetricUnit.Count, value=done["tasks"])
+        if done.get("calls"):
+            metrics.add_metric(name="AlertsBitrixCalls", unit=MetricUnit.Count, value=done["calls"])
+    except Exception:
+        logger.warning("real-time alerts failed; the writes stand", exc_info=True)

@@ -215,7 +215,9 @@ def _user_get(context: CallContext, params: dict[str, Any]) -> MethodResult:
 
 
 def _user_current(context: CallContext, params: dict[str, Any]) -> MethodResult:
-    return MethodResult(context.portal.user_list({"ID": context.portal.webhook_user_id})[0])
+    auth = getattr(context, "auth", None)  # an application token's own user (messaging.py), else the webhook's
+    user_id = auth.user_id if auth is not None else context.portal.webhook_user_id
+    return MethodResult(context.portal.user_list({"ID": user_id})[0])
 
 
 def _timeline_comment_add(context: CallContext, params: dict[str, Any]) -> MethodResult:
@@ -330,3 +332,6 @@ _register_activities(METHODS)
 from .links import register as _register_links  # noqa: E402
 
 _register_links(METHODS)
+
+# Notifications, chat messages, tasks, scope and app.info: messaging.py adds them to METHODS when the server imports
+# it (it needs this module's types first).

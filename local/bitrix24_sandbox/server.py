@@ -45,6 +45,7 @@ from zoneinfo import ZoneInfo
 from . import errors
 from .errors import RestError
 from .limits import DEFAULT_METHOD_SECONDS, REQUEST_TIME_LIMIT_SECONDS, LeakyBucket, OperatingTime
+from .messaging import check_scope
 from .methods import CRM_MODE_IDS, METHODS, MethodResult, normalize_method_name
 from .outbound import EVENT_NAMES, OutboundEvent, OutboundSender, event_body
 from .php import normalize_php_arrays, parse_query, php_assign, to_php_json
@@ -135,6 +136,10 @@ class Sandbox:
         # Addresses the portal answered at before a rename (see ``rename``): each now answers 302 to the current one.
         self._retired: list[tuple[_HTTPServer, threading.Thread]] = []
         self._hidden: dict[str, frozenset[int]] = {}  # records the webhook's user may not see (``set_access``)
+        # The local application (messaging.py): its client id and the access tokens issued to its placements.
+        self.app_client_id = "local." + self._token(14) + "." + self._token(8)
+        self._app_tokens: dict[str, AppAuth] = {}
+        self._request_auth = threading.local()  # the application token of the request being served, if any
         self.set_faults(error_rate=error_rate, lost_response_rate=lost_response_rate, latency_ms=latency_ms)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------------
@@ -188,17 +193,89 @@ class Sandbox:
         self.portal_domain = portal_domain
         return self.webhook_url
 
-    def set_access(self, *, admin: bool | None = None, hidden: Mapping[str, Iterable[int]] | None = None) -> None:
+    def set_access(
+        self,
+        *,
+        admin: bool | None = None,
+        hidden: Mapping[str, Iterable[int]] | None = None,
+        scopes: Iterable[str] | None = None,
+    ) -> None:
         """The rights of the webhook's user: a webhook works with the rights of the employee who created it. ``admin``
         is what ``user.admin`` answers; ``hidden`` (entity → ids: ``lead``, ``deal``, ``contact``, ``activity``) are
         records that user may not read: ``crm.*.get``/``update``/``delete`` answer ``{"error": "", "error_description":
         "Access denied"}`` (403; per command inside a batch), lists leave them out, and an activity is hidden with its
         owner. ``hidden={}`` shows everything again. Managers (``call``, ``convert_lead``) see everything."""
         with self._store_lock:
+            if scopes is not None:
+                self._portal.scopes = tuple(scopes)  # what ``scope`` answers; other scopes' methods: 401
             if admin is not None:
                 self._portal.webhook_user_admin = bool(admin)
             if hidden is not None:
                 self._hidden = {_entity_name(name): frozenset(int(i) for i in ids) for name, ids in hidden.items()}
+
+    # ---- the local application, notifications, chats and tasks (messaging.py) ------------------------------------
+
+    def issue_app_token(
+        self, user_id: int | None = None, scopes: Iterable[str] | None = None, expires_in: float = 3600
+    ) -> str:
+        """An access token of the portal's local application for ``user_id`` (default: the webhook's user), as a
+        placement's ``AUTH_ID`` carries it; valid for ``expires_in`` seconds (a real one lives an hour)."""
+        token = self._token(32)
+        auth = AppAuth(
+            token=token,
+            user_id=int(user_id or self.user_id),
+            scopes=tuple(scopes if scopes is not None else self._portal.scopes),
+            client_id=self.app_client_id,
+            expires_at=time.time() + expires_in,
+        )
+        with self._state_lock:
+            self._app_tokens[token] = auth
+        return token
+
+    def placement_request(
+        self, user_id: int | None = None, placement: str = "DEFAULT", options: Mapping[str, Any] | None = None
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """What Bitrix24 posts to a local application's handler when a user opens it (app-embedding/placement
+        pages): ``DOMAIN``, ``PROTOCOL``, ``LANG``, ``APP_SID`` in the query, ``AUTH_ID``, ``AUTH_EXPIRES``,
+        ``REFRESH_ID``, ``member_id``, ``status``, ``PLACEMENT``, ``PLACEMENT_OPTIONS`` in the form body."""
+        query = {"DOMAIN": self.portal_domain, "PROTOCOL": "1", "LANG": "ru", "APP_SID": self._token(32)}
+        form = {
+            "AUTH_ID": self.issue_app_token(user_id),
+            "AUTH_EXPIRES": "3600",
+            "REFRESH_ID": self._token(32),
+            "member_id": self.member_id,
+            "status": "L",
+            "PLACEMENT": placement,
+            "PLACEMENT_OPTIONS": json.dumps(dict(options or {})),
+        }
+        return query, form
+
+    def open_application(self, handler_url: str, user_id: int | None = None, **options: Any) -> Any:
+        """Post a placement request to the application's handler, as the portal's frame does; returns the answer."""
+        import requests
+
+        query, form = self.placement_request(user_id, **options)
+        return requests.post(handler_url, params=query, data=form, timeout=30)
+
+    def add_chat(self, title: str, users: Iterable[int] | None = None) -> str:
+        """A group chat (im.chat.add) with these members (default: the webhook's user); returns its ``chatNNN``."""
+        with self._store_lock:
+            chat_id = len(self._portal.chats) + 1
+            members = {int(user) for user in (users or [self.user_id])}
+            self._portal.chats[chat_id] = {"ID": chat_id, "TITLE": title, "USERS": members}
+        return f"chat{chat_id}"
+
+    def notifications(self) -> list[dict[str, Any]]:
+        with self._store_lock:
+            return copy.deepcopy(self._portal.notifications)
+
+    def chat_messages(self) -> list[dict[str, Any]]:
+        with self._store_lock:
+            return copy.deepcopy(self._portal.chat_messages)
+
+    def tasks(self) -> list[dict[str, Any]]:
+        with self._store_lock:
+            return copy.deepcopy(self._portal.tasks)
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -424,8 +501,9 @@ class Sandbox:
             self._count_fault("error")
             return _error_response(errors.internal_server_error())
         try:
-            self._authenticate(request.path)
-            status, payload = self._execute(request.path.method, request.params(), request.received_at)
+            params = request.params()
+            self._request_auth.value = self._authenticate(request.path, params)
+            status, payload = self._execute(request.path.method, params, request.received_at)
         except RestError as error:
             status, payload = _error_response(error)
         except _RequestCutOff:
@@ -438,13 +516,24 @@ class Sandbox:
             return _error_response(errors.internal_server_error())
         return status, payload
 
-    def _authenticate(self, path: _RestPath) -> None:
+    def _authenticate(self, path: _RestPath, params: Mapping[str, Any]) -> AppAuth | None:
+        """The webhook (``None``) or an application's token (``/rest/<method>?auth=…``, oauth/index.md)."""
         if path.kind == "invalid":
             raise errors.method_not_found()
         if path.kind == "anonymous":
-            raise errors.no_auth_found()
+            token = str(params.get("auth") or "")
+            if not token:
+                raise errors.no_auth_found()
+            with self._state_lock:
+                auth = next((a for t, a in self._app_tokens.items() if secrets.compare_digest(t, token)), None)
+            if auth is None:
+                raise RestError("invalid_token", "The access token provided is invalid.", 401)
+            if time.time() >= auth.expires_at:
+                raise RestError("expired_token", "The access token provided has expired.", 401)
+            return auth
         if path.user_id != str(self.user_id) or not secrets.compare_digest(path.secret, self.secret):
             raise errors.invalid_credentials()
+        return None
 
     def _execute(self, method: str, params: dict[str, Any], received_at: float) -> tuple[int, Any]:
         clock = _RequestClock(self.request_time_limit)
@@ -477,6 +566,11 @@ class Sandbox:
         if self._operating.is_blocked(method):
             self._count("operation_time_limited")
             return _CallOutcome(error=errors.operation_time_limit())
+        auth = getattr(self._request_auth, "value", None) if restricted else None
+        try:
+            check_scope(self._portal, method, auth)
+        except RestError as error:
+            return _CallOutcome(error=error)
         if method in LOWER_CASE_PARAMETERS:
             # crm-timeline-comment-add.md: since crm 23.100.0 only lower-case ``fields`` is accepted; ``FIELDS``,
             # ``Fields`` and the like are not seen at all, so the controller reports the parameter as missing.
@@ -494,7 +588,7 @@ class Sandbox:
         self._sleep_simulated(cost)
         with self._store_lock:
             try:
-                outcome = _CallOutcome(result=handler(self._context(restricted), upper_params))
+                outcome = _CallOutcome(result=handler(self._context(restricted, auth), upper_params))
             except RestError as error:
                 outcome = _CallOutcome(error=error)
         self._operating.record(method, cost, started)
@@ -567,8 +661,8 @@ class Sandbox:
             "operating": self._operating.used(method),
         }
 
-    def _context(self, restricted: bool = True) -> _CallContext:
-        return _CallContext(self._portal, self._emit, self._hidden if restricted else {})
+    def _context(self, restricted: bool = True, auth: AppAuth | None = None) -> _CallContext:
+        return _CallContext(self._portal, self._emit, self._hidden if restricted else {}, auth)
 
     def _emit(self, event: str, record_id: int) -> None:
         url = self.outbound_url
@@ -924,11 +1018,24 @@ class _RequestCutOff(Exception):
     """The request ran past the portal's execution time limit and was interrupted."""
 
 
+@dataclass(frozen=True)
+class AppAuth:
+    """An application's access token (a local application's placement ``AUTH_ID``): its user, scopes and expiry."""
+
+    token: str
+    user_id: int
+    scopes: tuple[str, ...]
+    client_id: str
+    expires_at: float
+    kind: str = "app"
+
+
 @dataclass
 class _CallContext:
     portal: Portal
     emit_callback: Callable[[str, int], None]
     hidden: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    auth: AppAuth | None = None  # None: the inbound webhook (or a manager in the UI)
 
     def emit(self, event: str, record_id: int) -> None:
         self.emit_callback(event, record_id)

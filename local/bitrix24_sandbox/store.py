@@ -131,6 +131,7 @@ class Portal:
         self._now = now or (lambda: datetime.now(self.tz))
         self.crm_mode = "classic"  # or "simple": kept across reset(), like a portal setting
         self.webhook_user_admin = True  # user.admin for the webhook's user (Sandbox.set_access)
+        self.scopes: tuple[str, ...] = ("crm", "user", "im", "task", "telephony")  # the webhook's (Sandbox.set_access)
         self.reset()
 
     def reset(self) -> None:
@@ -149,6 +150,12 @@ class Portal:
         # Telephony statistics (voximplant.statistic.get): one row per call, written when the call ends.
         self.call_statistics: list[dict[str, Any]] = []
         self.users = self._seed_users()
+        # Notifications, chat messages and tasks (messaging.py); chats by id with their members.
+        self.notifications: list[dict[str, Any]] = []
+        self.chat_messages: list[dict[str, Any]] = []
+        self.tasks: list[dict[str, Any]] = []
+        self.chats: dict[int, dict[str, Any]] = {}
+        self.next_notification_id = self.next_message_id = self.next_task_id = 0
 
     def now(self) -> datetime:
         return self._now().astimezone(self.tz).replace(microsecond=0)

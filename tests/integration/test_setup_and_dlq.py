@@ -297,9 +297,13 @@ def test_bitrix_setup_command_creates_the_field(sandbox: Sandbox) -> None:
     client = Bitrix24Client(sandbox.webhook_url)
     assert userfields(client, "lead")[0]["EDIT_FORM_LABEL"] == "Путь клиента"
 
+    assert "Webhook scopes: im and task granted" in done.stdout
+
+    sandbox.set_access(scopes=["crm", "user", "im"])  # a webhook made without «task»
     again = run_cli("bitrix-setup", env=cli_env(BITRIX24_WEBHOOK_URL=sandbox.webhook_url))
     assert again.returncode == 0, again.stderr
     assert f"journey field {FIELD} on leads: already there (string)" in again.stdout.splitlines()
+    assert "WARNING: the webhook lacks scope(s) task — tasks" in again.stdout
 
 
 @pytest.mark.parametrize(

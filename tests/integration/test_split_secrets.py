@@ -29,6 +29,8 @@ OLD_SECRET = {
     "VK_ADS_CLIENT_ID": "vk-id",
     "VK_ADS_CLIENT_SECRET": "vk-s3cret",
     "METRICA_TOKEN": "ym-t0ken",  # offline conversions
+    "TELEGRAM_BOT_TOKEN": "123:tg-t0ken",
+    "ALERT_EMAILS": "team@example.ru",
 }
 
 
@@ -50,6 +52,7 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, dict[str, str]
             "CrmSecretArn": create("CrmSecret-new", {}),
             "EventsSecretArn": create("EventsSecret-new", {}),
             "AdsSecretArn": create("AdsSecret-new", {}),
+            "AlertsSecretArn": create("AlertsSecret-new", {}),
         }
         yield client, outputs
     parameters.clear_caches()
@@ -70,9 +73,14 @@ def test_each_key_moves_to_its_consumers_secret_and_the_person_key_stays_the_sam
         "YANDEX_DIRECT_TOKEN": "y4ndex-t0ken", "VK_ADS_CLIENT_ID": "vk-id", "VK_ADS_CLIENT_SECRET": "vk-s3cret",
         "METRICA_TOKEN": "ym-t0ken",
     }  # fmt: skip
+    assert _value(client, outputs["AlertsSecretArn"]) == {
+        "TELEGRAM_BOT_TOKEN": "123:tg-t0ken", "ALERT_EMAILS": "team@example.ru"
+    }  # fmt: skip
     out = capsys.readouterr().out
     assert "moved BITRIX24_WEBHOOK_URL -> CrmSecretArn" in out
-    for secret in (PERSON_KEY, "w3bh00ks3cr3t", "app-t0ken", "y4ndex-t0ken", "vk-s3cret", "ym-t0ken"):
+    assert "moved TELEGRAM_BOT_TOKEN -> AlertsSecretArn" in out
+    for secret in (PERSON_KEY, "w3bh00ks3cr3t", "app-t0ken", "y4ndex-t0ken", "vk-s3cret", "ym-t0ken", "tg-t0ken",
+                   "team@"):  # fmt: skip
         assert secret not in out  # names only, never values
     # What each function now loads with the SECRETS_ARN the template gives it.
     capture = load_settings({"SECRETS_ARN": outputs["PersonKeySecretArn"]})
@@ -82,10 +90,13 @@ def test_each_key_moves_to_its_consumers_secret_and_the_person_key_stays_the_sam
     assert events.bitrix24_app_tokens == ("app-t0ken",) and events.person_key_secret is None
     writer = load_settings({"SECRETS_ARN": f"{outputs['CrmSecretArn']},{outputs['PersonKeySecretArn']}"})
     assert (writer.bitrix24_webhook_url, writer.person_key_secret) == (WEBHOOK, PERSON_KEY)
-    assert writer.vk_ads_client_secret is None
+    assert writer.vk_ads_client_secret is None and writer.telegram_bot_token is None
     conversions = load_settings({"SECRETS_ARN": f"{outputs['AdsSecretArn']},{outputs['CrmSecretArn']}"})
     assert (conversions.metrica_token, conversions.bitrix24_webhook_url) == ("ym-t0ken", WEBHOOK)
     assert conversions.person_key_secret is None
+    alerts = load_settings({"SECRETS_ARN": f"{outputs['CrmSecretArn']},{outputs['AlertsSecretArn']}"})
+    assert (alerts.bitrix24_webhook_url, alerts.telegram_bot_token) == (WEBHOOK, "123:tg-t0ken")
+    assert alerts.alert_emails == ("team@example.ru",) and alerts.person_key_secret is None
     # Again: nothing left to move, nothing changed.
     assert split_secrets(client, outputs).lines() == [
         "nothing to move: the person-key secret holds PERSON_KEY_SECRET only"

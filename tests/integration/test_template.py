@@ -156,6 +156,7 @@ def test_the_local_stack_generates_the_person_key_and_puts_the_sandbox_webhook_a
     assert secret("CrmSecret") == {"BITRIX24_WEBHOOK_URL": stack.sandbox.webhook_url}
     assert secret("EventsSecret") == {"BITRIX24_APP_TOKENS": stack.sandbox.app_token}
     assert secret("AdsSecret") == {}
+    assert secret("AlertsSecret") == {}
     person = secret("Secrets")
     assert list(person) == ["PERSON_KEY_SECRET"]  # the public capture function's secret holds nothing else
     key = person["PERSON_KEY_SECRET"]
@@ -163,7 +164,7 @@ def test_the_local_stack_generates_the_person_key_and_puts_the_sandbox_webhook_a
     # Locally the functions share one process, which reads every secret.
     arns = stack.resources.environment()["SECRETS_ARN"].split(",")
     assert sorted(arns) == sorted(stack.resources.physical[s] for s in ("CrmSecret", "EventsSecret", "AdsSecret",
-                                                                         "Secrets"))  # fmt: skip
+                                                                         "AlertsSecret", "Secrets"))  # fmt: skip
     from throughline.config import get_settings
 
     settings = get_settings()
@@ -175,7 +176,8 @@ def test_writer_reads_the_secret_and_the_journey_store_and_writes_only_deletion_
     assert "secretsmanager:GetSecretValue" in actions
     s3 = [s for s in _statements("BitrixWriterFunction") if str(s["Action"]).startswith("s3:")]
     assert [(s["Action"], s["Resource"]) for s in s3] == [
-        ("s3:PutObject", {"Fn::Sub": "${DataBucket.Arn}/crm/deleted/*"})
+        ("s3:PutObject", {"Fn::Sub": "${DataBucket.Arn}/crm/deleted/*"}),
+        ("s3:GetObject", {"Fn::Sub": "${DataBucket.Arn}/config/alerts.realtime.json"}),  # real-time alert rules
     ]
     for statement in _statements("BitrixWriterFunction"):
         if statement["Resource"] == "*":  # only X-Ray, which has no resource-level permissions
@@ -201,7 +203,9 @@ def test_writer_role_names_its_own_queue_log_group_secret_and_tables():
     for statement in _statements("BitrixWriterFunction"):
         actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
         for action in actions:
-            resources[action] = statement["Resource"]
+            # The alerts ledger is the only other table it writes (real-time alerts); checked below.
+            if statement["Resource"] != {"Fn::GetAtt": ["AlertsTable", "Arn"]}:
+                resources[action] = statement["Resource"]
     queue = {"Fn::GetAtt": ["WritesQueue", "Arn"]}
     for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"):
         assert resources[action] == queue
@@ -211,6 +215,9 @@ def test_writer_role_names_its_own_queue_log_group_secret_and_tables():
     assert resources["dynamodb:Query"] == {"Fn::GetAtt": ["JourneyTable", "Arn"]}
     assert resources["dynamodb:DeleteItem"] == {"Fn::GetAtt": ["WriterLocksTable", "Arn"]}
     assert not any(action.endswith(":*") or action == "*" for action in resources)
+    alerts_table = {"Fn::GetAtt": ["AlertsTable", "Arn"]}
+    [ledger] = [s for s in _statements("BitrixWriterFunction") if s["Resource"] == alerts_table]
+    assert sorted(ledger["Action"]) == ["dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
 
 
 def test_the_writer_carries_no_managed_policy():
@@ -289,8 +296,10 @@ def test_a_moved_portal_alarms_from_every_function_that_meets_it():
         name: f["Properties"].get("Environment", {}).get("Variables", {}).get("POWERTOOLS_SERVICE_NAME")
         for name, f in FUNCTIONS.items()
     }
+    # Every function whose Bitrix24Client may meet the redirect (app_report's app.info check uses no such client).
     expected = {names[f] for f in ("BitrixEventsFunction", "BitrixWriterFunction", "JourneySweepFunction",
-                                    "BuildRoiReportFunction")}  # fmt: skip
+                                    "BuildRoiReportFunction", "CheckAlertsFunction",
+                                    "SendDigestsFunction")}  # fmt: skip
     assert services == expected and None not in expected
     [expression] = [m["Expression"] for m in alarm["Metrics"] if m.get("ReturnData")]
     assert all(m["Id"] in expression for m in alarm["Metrics"] if "MetricStat" in m)

@@ -19,7 +19,7 @@ RESOURCES = TEMPLATE["Resources"]
 FUNCTIONS = {name: r["Properties"] for name, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::Function"}
 
 # What each function's code reads from Secrets Manager (config.SECRET_NAMES by consumer):
-PERSON_KEY, CRM, EVENTS, ADS = "Secrets", "CrmSecret", "EventsSecret", "AdsSecret"
+PERSON_KEY, CRM, EVENTS, ADS, ALERTS = "Secrets", "CrmSecret", "EventsSecret", "AdsSecret", "AlertsSecret"
 SECRETS_OF = {
     "CaptureFormFunction": [PERSON_KEY],  # message group ids
     "BitrixEventsFunction": [EVENTS],  # BITRIX24_APP_TOKENS
@@ -30,6 +30,9 @@ SECRETS_OF = {
     "ForgetPersonFunction": [PERSON_KEY],
     # METRICA_TOKEN and the Google OAuth keys; the deals' amounts and contacts (Google's user data is plain SHA-256).
     "UploadConversionsFunction": [ADS, CRM],
+    "CheckAlertsFunction": [CRM, ALERTS],  # notifications through the webhook; Telegram, SES
+    "SendDigestsFunction": [CRM, ALERTS],
+    "AppReportFunction": [],  # public: the token is checked at https://BITRIX24_DOMAIN, never with the webhook
 }
 
 
@@ -68,7 +71,7 @@ def test_no_schedule_has_a_fixed_name():
         for event in props.get("Events", {}).values()
         if event["Type"] in ("ScheduleV2", "Schedule")
     ]
-    assert len(schedules) == 4
+    assert len(schedules) == 9  # spend, report, sweep, conversions; check_alerts hourly and every 5 minutes; 3 digests
     for name, props in schedules:
         assert props.get("OmitName") is True and "Name" not in props, name
     assert not [r for r in RESOURCES.values() if r["Type"] == "AWS::Scheduler::Schedule" and "Name" in r["Properties"]]
@@ -120,6 +123,11 @@ def test_every_function_has_its_own_role_logging_only_to_its_own_log_group(funct
 def test_each_function_reads_only_its_own_secrets(function):
     expected = SECRETS_OF[function]
     reads = [s for s in _statements(_role(function)) if "secretsmanager:GetSecretValue" in _list(s["Action"])]
+    if not expected:
+        assert not reads and "SECRETS_ARN" not in FUNCTIONS[function]["Environment"]["Variables"]
+        statements = _statements(_role(function))
+        assert not [s for s in statements if any(a.startswith("secretsmanager:") for a in _list(s["Action"]))]
+        return
     assert [_list(s["Action"]) for s in reads] == [["secretsmanager:GetSecretValue"]]
     assert _refs(reads[0]["Resource"]) == expected
     assert _refs(FUNCTIONS[function]["Environment"]["Variables"]["SECRETS_ARN"]) == expected
@@ -143,16 +151,20 @@ def test_the_journey_table_is_never_granted_get_item_which_the_code_never_calls(
         for path in (ROOT / "layers/core/throughline").rglob("*.py")
         if ".get_item(" in path.read_text(encoding="utf-8")
     }
-    assert callers == {
-        "layers/core/throughline/adapters/submission_claims.py",
-        "layers/core/throughline/conversions/ledger.py",
-    }
+    # The alerts ledger reads a sent alert's record (withdrawals) and the hot-lead index: check_alerts only.
+    assert callers == {"layers/core/throughline/adapters/submission_claims.py",
+                       "layers/core/throughline/conversions/ledger.py",
+                       "layers/core/throughline/adapters/alert_ledger.py"}  # fmt: skip
+    granted = set()
     for name, resource in RESOURCES.items():
         if resource["Type"] != "AWS::IAM::Role":
             continue
         for statement in _statements(resource["Properties"]):
             if "dynamodb:GetItem" in _list(statement["Action"]):
-                assert statement["Resource"] == {"Fn::GetAtt": ["IdempotencyTable", "Arn"]}, name
+                table = statement["Resource"]["Fn::GetAtt"][0]
+                assert table in ("IdempotencyTable", "AlertsTable"), name
+                granted.add((name, table))
+    assert {name for name, table in granted if table == "AlertsTable"} == {"CheckAlertsRole"}
 
 
 def _service_statements():
@@ -217,17 +229,17 @@ def test_the_person_key_secret_keeps_its_logical_id_and_every_property_of_its_fi
             "ExcludePunctuation": True,
         },
     }
-    for name in (PERSON_KEY, CRM, EVENTS, ADS):
+    for name in (PERSON_KEY, CRM, EVENTS, ADS, ALERTS):
         assert RESOURCES[name]["Type"] == "AWS::SecretsManager::Secret"
         assert "Name" not in RESOURCES[name]["Properties"]  # a generated name: dev and prod in one account
-    for name in (CRM, EVENTS, ADS):  # created empty; the template never writes them again
+    for name in (CRM, EVENTS, ADS, ALERTS):  # created empty; the template never writes them again
         assert RESOURCES[name]["Properties"]["SecretString"] == "{}"
 
 
 @pytest.mark.parametrize(
     "name",
-    ["Secrets", "CrmSecret", "EventsSecret", "AdsSecret", "JourneyTable", "DataBucket", "AccessLogsBucket",
-     "WritesQueue", "WritesDeadLetterQueue", "ConversionsTable"],
+    ["Secrets", "CrmSecret", "EventsSecret", "AdsSecret", "AlertsSecret", "JourneyTable", "DataBucket",
+     "AccessLogsBucket", "WritesQueue", "WritesDeadLetterQueue", "ConversionsTable"],
 )  # fmt: skip
 def test_stateful_resources_are_retained_on_delete_and_replacement(name):
     assert RESOURCES[name]["DeletionPolicy"] == "Retain"

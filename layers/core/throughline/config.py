@@ -43,6 +43,10 @@ SECRET_NAMES = (
     "SMARTCAPTCHA_SERVER_KEY",
     "TURNSTILE_SECRET_KEY",
     "METRICA_TOKEN",
+    "TELEGRAM_BOT_TOKEN",
+    "TELEGRAM_CHAT_ID",
+    "ALERT_EMAIL_FROM",
+    "ALERT_EMAILS",
 )
 SETTINGS_MAX_AGE_SECONDS = 300  # re-read after this long, so a rotated secret reaches warm functions
 
@@ -305,6 +309,9 @@ class Settings:
     # Outbound webhooks: when set, an event from another portal (member_id / domain) is refused like a wrong token.
     bitrix24_member_id: str | None = _setting(None, _optional_text)
     bitrix24_domain: str | None = _setting(None, _optional_text)
+    # Where POST /v1/app/report checks a placement's token (app.info): https://BITRIX24_DOMAIN unless set (the local
+    # stack points it at the sandbox). Never the webhook: that public function reads no secret.
+    bitrix24_portal_url: str | None = _setting(None, _optional_text)
 
     # Journeys
     journey_max_chars: int = _setting(4000, _integer(200, 1_000_000))
@@ -394,6 +401,14 @@ class Settings:
     idempotency_table: str | None = _setting(None, _optional_text)
     journey_table: str | None = _setting(None, _optional_text)
     locks_table: str | None = _setting(None, _optional_text)
+
+    # Alerts and digests (throughline.alerts): the ledger table, and the optional Telegram and e-mail channels
+    alerts_table: str | None = _setting(None, _optional_text)
+    telegram_bot_token: str | None = _setting(None, _optional_text, secret=True)
+    telegram_chat_id: str | None = _setting(None, _optional_text, secret=True)
+    telegram_api_url: str = _setting("https://api.telegram.org/")
+    alert_email_from: str | None = _setting(None, _optional_text, secret=True)
+    alert_emails: tuple[str, ...] = _setting((), _comma_list, secret=True)  # people's addresses: kept out of logs
 
     # Writer retry pacing (seconds): a failed message returns after base × 2^(attempt−1), capped (SQS allows 12 h).
     writer_retry_base_seconds: int = _setting(30, _integer(0, 43200))

@@ -40,6 +40,13 @@ def bitrix_setup(args: argparse.Namespace, stack_outputs: Any) -> int:
     from throughline.conversions.setup import setup_lines
 
     print("\n".join(setup_lines(settings)))
+    if settings.data_bucket:
+        from throughline.adapters.report_store import S3Objects
+        from throughline.alerts.store import ensure_default_rules
+
+        written = ensure_default_rules(S3Objects(settings.data_bucket))
+        where = f"s3://{settings.data_bucket}/config/alerts.yaml"
+        print(f"\nAlert rules: {'the documented default written to' if written else 'kept'} {where}")
     return 0
 
 

@@ -117,6 +117,28 @@ def webhook_user_admin(bitrix: Bitrix24Client) -> str:
     return NOT_ADMIN
 
 
+ALERT_SCOPES = {
+    "im": "notifications and chat messages (alerts, digests)",
+    "task": "tasks (hot leads, repeat requests)",
+}
+
+
+def webhook_scopes(bitrix: Bitrix24Client) -> str:
+    """Which of the alerts' scopes (``im``, ``task``) the webhook lacks (``scope``, common/system/scope.md)."""
+    try:
+        granted = {str(item) for item in bitrix.call("scope").result or []}
+    except BitrixError as error:
+        return f"Webhook scopes: could not check (scope: {error.code or error.description})"
+    missing = [f"{name} — {why}" for name, why in ALERT_SCOPES.items() if name not in granted]
+    if not missing:
+        return "Webhook scopes: im and task granted: alerts, digests and tasks can be delivered in Bitrix24"
+    return (
+        "WARNING: the webhook lacks scope(s) " + "; ".join(missing) + ". Edit the inbound webhook in Bitrix24 "
+        "(Developer resources → Other → Inbound webhook) and tick them; until then alerts fall back to Telegram or "
+        "e-mail where configured."
+    )
+
+
 def crm_mode(bitrix: Bitrix24Client) -> str:
     """The portal's CRM mode as a line for an operator (``crm.settings.mode.get``: 1 classic, 2 simple)."""
     value = bitrix.call("crm.settings.mode.get").result
@@ -156,5 +178,6 @@ def report(bitrix: Bitrix24Client, rules: LeadRules) -> str:
         name = " ".join(part for part in (user.get("NAME"), user.get("LAST_NAME")) if part)
         lines.append(f"  {user.get('ID'):<6} {name}")
     lines += ["", webhook_user_admin(bitrix)]
+    lines += ["", webhook_scopes(bitrix)]
     lines += ["", f"CRM mode: {crm_mode(bitrix)}"]
     return "\n".join(lines)

@@ -42,6 +42,20 @@ def bitrix_client(settings: Settings, deadline: Deadline | None = None, **option
     return Bitrix24Client(url, pacer=pacer, session=session, deadline=deadline, **options)
 
 
+def side_client(settings: Settings, deadline: Deadline | None = None, **options: Any) -> Bitrix24Client:
+    """A client for a job beside the writer (alerts, digests): the writer's instances share the portal's rate and
+    burst among ``BITRIX24_WRITER_CONCURRENCY``; such a job takes one more share of the rate and a small burst, so
+    it never drains the bucket the writer counts on (its few calls a day, measured in the demo, fit easily)."""
+    settings.require("bitrix24_webhook_url")
+    url = settings.bitrix24_webhook_url or ""
+    share = settings.bitrix24_writer_concurrency + 1
+    with _lock:
+        pacer = _portal_pacer(url + "#side", settings.bitrix24_rate_per_second / share, 3.0)
+        session = _session(url)
+        options.setdefault("times", _portal_times(url))
+    return Bitrix24Client(url, pacer=pacer, session=session, deadline=deadline, **options)
+
+
 def reset_portal_state() -> None:
     """Forget the process's pacers and sessions (the local stack and tests point at new portals)."""
     with _lock:

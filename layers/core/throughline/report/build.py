@@ -170,6 +170,28 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def deal_sources(
+    deals: Iterable[Mapping[str, Any]],
+    *,
+    leads: Iterable[Mapping[str, Any]],
+    spend: Iterable[Mapping[str, Any]],
+    rates: RateBook,
+    options: ReportOptions,
+    period: Period,
+) -> dict[int, tuple[str, str]]:
+    """(channel, source) of each deal's report row — its lead's tags, else its own, else its ``SOURCE_ID`` — exactly
+    as ``build_report`` assigns it (the alerts' weekly loss reasons per source use it)."""
+    builder = _Builder(period, previous_period(period), rates, options)
+    builder.add_spend(spend)
+    builder.add_leads(leads)
+    rows: dict[int, tuple[str, str]] = {}
+    for deal in deals:
+        found = builder._lead_of(int(deal.get("LEAD_ID") or 0))
+        campaign = builder._slots[found[0] if found is not None else builder.slot(deal)].campaign
+        rows[int(deal["ID"])] = (campaign.channel, campaign.source)
+    return rows
+
+
 # ---- internals --------------------------------------------------------------------------------------------------
 
 

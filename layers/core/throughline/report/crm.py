@@ -35,15 +35,17 @@ SNAPSHOT_PREFIX = "crm/snapshot/"
 STATE_KEY = SNAPSHOT_PREFIX + "state.json"
 DELETED_PREFIX = "crm/deleted/"
 BUCKET_SIZE = 100_000
-# 2: person keys of throughline.person_keys; 3: deals' COMPANY_ID. A snapshot of another version is rescanned whole.
-SNAPSHOT_VERSION = 3
+# 2: person keys of throughline.person_keys; 3: deals' COMPANY_ID; 4: deals' ASSIGNED_BY_ID (the weekly digest's
+# managers, stalled deals' recipients). A snapshot of another version is rescanned whole.
+SNAPSHOT_VERSION = 4
 ENTITIES = ("lead", "deal")
 CRM_MODES = {"1": "classic", "2": "simple"}  # crm.settings.mode.get
 UTM = ("UTM_SOURCE", "UTM_MEDIUM", "UTM_CAMPAIGN", "UTM_CONTENT", "UTM_TERM")
 LEAD_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "STATUS_ID", "STATUS_SEMANTIC_ID", "SOURCE_ID", "CONTACT_ID",
                "DATE_CLOSED", *UTM)  # fmt: skip
 DEAL_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID", "OPPORTUNITY",
-               "CURRENCY_ID", "CLOSEDATE", "LEAD_ID", "CONTACT_ID", "COMPANY_ID", "SOURCE_ID", *UTM)  # fmt: skip
+               "CURRENCY_ID", "CLOSEDATE", "LEAD_ID", "CONTACT_ID", "COMPANY_ID", "SOURCE_ID", "ASSIGNED_BY_ID",
+               *UTM)  # fmt: skip
 PERSON_FIELDS = ("PHONE", "EMAIL")  # read from leads, kept only as PERSON_KEYS
 HISTORY = "deal_history"  # crm.stagehistory.list of deals (entityTypeId 2)
 HISTORY_FIELDS = ("ID", "TYPE_ID", "OWNER_ID", "CREATED_TIME", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID")

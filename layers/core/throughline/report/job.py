@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Callable
@@ -38,6 +39,23 @@ class RunResult:
     report: RoiReport
     locations: dict[str, str]
     files: dict[str, bytes]
+
+
+DICTIONARIES_KEY = "crm/snapshot/dictionaries.json"
+
+
+def report_options(settings: Settings, crm_info: dict) -> ReportOptions:
+    """The report's options from the settings: one place, so alerts and digests count as the report does."""
+    return ReportOptions(
+        currency=settings.report_currency,
+        timezone=settings.timezone,
+        margin=settings.report_margin,
+        profit_field=settings.report_profit_field,
+        source_map=settings.bitrix24_source_map,
+        spend_with_vat=settings.report_spend_with_vat,
+        simple_crm={"simple": True, "classic": False}.get(str(crm_info.get("crm_mode"))),  # None: no leads → simple
+        vat_rate=settings.vat_rate,
+    )
 
 
 def periods_for(date_from: date | None, date_to: date | None, today: date) -> tuple[Period, Period]:
@@ -93,6 +111,9 @@ def _run(
         now=clock,
         progress=progress,
     )
+    # The dictionaries beside the snapshot: alerts and digests (throughline.alerts) build from the same data.
+    objects.put(DICTIONARIES_KEY, json.dumps({"statuses": crm.statuses, "currencies": crm.currencies,
+                                              "info": crm.info}, ensure_ascii=False).encode("utf-8"))  # fmt: skip
     earliest, latest = previous.date_from, period.date_to
     rates = RateBook(settings.report_currency, read_rates(objects, earliest, latest), crm.currencies)
     if settings.journey_table:
@@ -115,16 +136,7 @@ def _run(
         spend=read_spend(objects, earliest, latest),
         rates=rates,
         stages=StageBook(crm.statuses),
-        options=ReportOptions(
-            currency=settings.report_currency,
-            timezone=settings.timezone,
-            margin=settings.report_margin,
-            profit_field=settings.report_profit_field,
-            source_map=settings.bitrix24_source_map,
-            spend_with_vat=settings.report_spend_with_vat,
-            simple_crm={"simple": True, "classic": False}.get(str(crm.info.get("crm_mode"))),  # None: no leads → simple
-            vat_rate=settings.vat_rate,
-        ),
+        options=report_options(settings, crm.info),
         crm_info=crm.info,
         journeys=journeys,
         attribution=AttributionOptions(
