@@ -45,6 +45,8 @@ DEFAULT_JOIN_DAYS = 21
 COLUMNS = {"ym_client_id": ("ClientId", "CLIENT_ID"), "yclid": ("Yclid", "YCLID")}
 PENDING_STATUSES = frozenset({"UPLOADED"})
 FAILED_STATUSES = frozenset({"LINKAGE_FAILURE"})
+# Only these end an upload; any other status (UPLOADED, an empty one, one added later) keeps it followed.
+FINAL_STATUSES = frozenset({"PROCESSED"}) | FAILED_STATUSES
 
 
 def identifier(identifiers: dict[str, str]) -> tuple[str, str] | None:

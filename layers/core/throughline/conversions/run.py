@@ -38,6 +38,8 @@ LEDGER_EXPORT_KEY = "conversions/ledger.json.gz"  # the report's input (throughl
 METRICA_BATCH = 10_000  # rows per uploaded file (the documented limit is the file's size, 1 GB)
 POLL_SECONDS = 20.0  # between checks of a Metrica upload within one run
 POLL_BUDGET_SECONDS = 120.0  # then later runs follow it (processing takes up to two hours)
+AHEAD = "its time is ahead of this run's clock: a later run sends it"
+NEGATIVE = "its amount is negative"
 
 
 @dataclass
@@ -168,7 +170,7 @@ def run_conversions(
             continue
         if ledger is not None and platform == metrica.PLATFORM and not dry_run and clients.metrica:
             _follow_metrica(clients.metrica, ledger, outcome, deadline)
-        items = _claim(platform, platform_goals, conversions, ledger, outcome, dry_run)
+        items = _claim(platform, platform_goals, conversions, ledger, outcome, dry_run, clock())
         if dry_run and validate_only and platform == data_manager.PLATFORM and clients.google and items:
             _validate_google(clients.google, [item for item, _ in items], outcome, deadline)
         if dry_run or not items:
@@ -194,6 +196,7 @@ def _claim(
     ledger: Ledger | None,
     outcome: PlatformResult,
     dry_run: bool,
+    now: datetime,
 ) -> list[tuple[Item, int]]:
     items: list[tuple[Item, int]] = []
     for conversion in conversions:
@@ -201,6 +204,11 @@ def _claim(
         if goal is None:
             if conversion.kind == QUALIFIED:
                 outcome.reasons["no goal for qualified conversions"] += 1
+            continue
+        if conversion.at > now:
+            # The CRM's clock ahead of ours: no platform takes a future time (Metrica's DateTime only in the past, an
+            # eventTimestamp in the future is invalid). Not claimed, so a later run sends it rather than never.
+            outcome.reasons[AHEAD] += 1
             continue
         found = identifier_for(platform, conversion)
         item_id = ledger_id(platform, goal, conversion.kind, conversion.entity)
@@ -210,8 +218,12 @@ def _claim(
             "identifier": found[0] if found else None,
         }  # fmt: skip
         attributes = {key: value for key, value in attributes.items() if value is not None}
+        negative = conversion.amount < 0
         if dry_run:
-            outcome.planned.append({**attributes, "would_send": bool(found)})
+            outcome.planned.append({**attributes, "would_send": bool(found) and not negative})
+            if negative:
+                outcome.count(REFUSED, NEGATIVE)
+                continue
             outcome.count("would_send" if found else NO_IDENTIFIER)
             if found:
                 items.append((Item(item_id, conversion, goal, found), 0))
@@ -220,6 +232,11 @@ def _claim(
         attempt = ledger.claim(item_id, attributes)
         if attempt is None:
             outcome.already_done += 1
+            continue
+        if negative:
+            # No platform takes a negative value (Metrica refuses the whole file for one such Price): refused alone.
+            ledger.settle(item_id, REFUSED, reason=NEGATIVE)
+            outcome.count(REFUSED, NEGATIVE)
             continue
         if found is None:
             ledger.settle(item_id, NO_IDENTIFIER, attempts=0)
@@ -300,8 +317,8 @@ def _send_metrica(
                 status = str(client.uploading(upload_id, deadline).get("status") or "")
             except (PlatformError, RetryableError):
                 continue  # uploaded all the same: the next runs ask again (never upload it twice)
-            if status in metrica.PENDING_STATUSES:
-                continue
+            if status not in metrica.FINAL_STATUSES:
+                continue  # UPLOADED, or a status this client does not know: never final on it
             _settle_upload(ledger, outcome, [item.ledger_id for item, _ in uploads.pop(upload_id)], status)
         if uploads:
             sleep(POLL_SECONDS)
@@ -312,7 +329,7 @@ def _send_metrica(
 
 def _settle_upload(ledger: Ledger, outcome: PlatformResult, ids: list[str], status: str) -> None:
     for item_id in ids:
-        if status in metrica.FAILED_STATUSES or status != "PROCESSED":
+        if status in metrica.FAILED_STATUSES:
             reason = f"the upload ended {status}: Metrica could not join it to visits"
             ledger.settle(item_id, REJECTED, reason=reason)
             outcome.count(REJECTED, reason)
@@ -332,7 +349,7 @@ def _follow_metrica(client: metrica.MetricaClient, ledger: Ledger, outcome: Plat
             status = str(client.uploading(upload_id, deadline).get("status") or "")
         except (PlatformError, RetryableError):
             continue  # asked again by the next run
-        if status not in metrica.PENDING_STATUSES:
+        if status in metrica.FINAL_STATUSES:
             _settle_upload(ledger, outcome, ids, status)
 
 

@@ -1,0 +1,71 @@
+"""Hostile review of the offline conversions (issue 19): amounts, times and Metrica statuses the happy path missed."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from tests.integration.conversions_helpers import ACTION, NOW, FakeCrm, World, form, stage
+from throughline.conversions.ledger import ACCEPTED, REFUSED, SENT
+from throughline.conversions.run import execute
+
+pytest_plugins = ["tests.integration.conversions_helpers"]  # the world fixture
+
+
+def won_deal(world: World, crm: FakeCrm, deal: int, won_at: datetime, amount: str, **ids: str) -> None:
+    crm.deals[deal] = {"OPPORTUNITY": amount, "CURRENCY_ID": "RUB"}
+    world.journey.put_meta(f"DEAL#{deal}", {"kind": "DEAL", "id": deal})
+    world.journey.new_touches(f"DEAL#{deal}", [
+        form(f"s{deal}:form", won_at - timedelta(days=1), **ids),
+        stage(f"d{deal}:won", won_at, "won", "WON"),
+    ])  # fmt: skip
+
+
+def run(world: World, crm: FakeCrm, now: datetime = NOW):
+    return execute(world.settings(), date_from=date(2026, 11, 1), date_to=date(2026, 11, 30), crm=crm,
+                   now=lambda: now, sleep=lambda seconds: None)  # fmt: skip
+
+
+def test_a_negative_amount_is_refused_alone_and_never_rejects_the_other_rows_of_a_metrica_file(world):
+    crm = FakeCrm({})
+    won_deal(world, crm, 1, datetime(2026, 11, 18, 12, tzinfo=UTC), "150000.50", ym_client_id="1700000000000000001")
+    won_deal(world, crm, 2, datetime(2026, 11, 18, 13, tzinfo=UTC), "-500", ym_client_id="1700000000000000002",
+             gclid="Cj0Kneg", rb_clickid="rbc-neg")  # fmt: skip
+    result = run(world, crm).platforms
+    assert world.ledger.get("yandex_metrica#deal_won#won#DEAL#1")["state"] == ACCEPTED
+    for platform, goal in (("yandex_metrica", "deal_won"), ("google_ads", ACTION), ("vk_ads", "deal_won")):
+        row = world.ledger.get(f"{platform}#{goal}#won#DEAL#2")
+        assert row["state"] == REFUSED and row["reason"] == "its amount is negative", platform
+        assert result[platform].reasons["its amount is negative"] == 1
+    assert [row["ClientId"] for row in world.metrica.rows()] == ["1700000000000000001"]
+    assert world.data_manager.conversions == {} and world.vk.events == []
+
+
+def test_a_conversion_ahead_of_the_runs_clock_is_left_for_a_later_run_not_refused_for_ever(world):
+    crm = FakeCrm({})
+    ahead = NOW + timedelta(minutes=3)  # the CRM's clock a few minutes ahead of ours
+    won_deal(world, crm, 1, ahead, "1000", ym_client_id="1700000000000000001", gclid="Cj0Kahead", rb_clickid="rbc")
+    first = run(world, crm).platforms
+    for platform, goal in (("yandex_metrica", "deal_won"), ("google_ads", ACTION), ("vk_ads", "deal_won")):
+        assert world.ledger.get(f"{platform}#{goal}#won#DEAL#1") is None, platform
+        assert first[platform].reasons["its time is ahead of this run's clock: a later run sends it"] == 1
+    assert world.metrica.uploads == {} and world.data_manager.conversions == {} and world.vk.events == []
+    later = NOW + timedelta(hours=1)
+    world.metrica.clock = world.data_manager.clock = lambda: later
+    second = run(world, crm, now=later).platforms
+    assert {name: dict(result.states) for name, result in second.items()} == {
+        "yandex_metrica": {ACCEPTED: 1}, "google_ads": {ACCEPTED: 1}, "vk_ads": {ACCEPTED: 1}}  # fmt: skip
+
+
+def test_a_metrica_status_the_client_does_not_know_leaves_the_upload_followed(world):
+    crm = FakeCrm({})
+    won_deal(world, crm, 1, datetime(2026, 11, 18, 12, tzinfo=UTC), "1000", ym_client_id="1700000000000000001")
+    world.metrica.processing_polls = 50
+    run(world, crm)
+    item_id = "yandex_metrica#deal_won#won#DEAL#1"
+    assert world.ledger.get(item_id)["state"] == SENT
+    world.metrica.uploads[1]["status"] = ""  # an answer without a status (or one the docs add later)
+    run(world, crm)
+    assert world.ledger.get(item_id)["state"] == SENT  # still followed, never final on a status it cannot read
+    world.metrica.uploads[1]["status"] = "PROCESSED"
+    run(world, crm)
+    assert world.ledger.get(item_id)["state"] == ACCEPTED
