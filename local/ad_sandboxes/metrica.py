@@ -12,6 +12,7 @@ Follows yandex.com/dev/metrika/en/management/offline-conv and openapi/offline_co
 - ``GET …/offline_conversions/uploading/{id}``: ``UPLOADED`` for ``processing_polls`` polls, then ``PROCESSED`` —
   or ``LINKAGE_FAILURE`` when no row's conversion joins a visit (a row joins when its identifier is among
   ``known_visitors`` and its time is within the join window after that visitor's visit).
+- ``GET …/offline_conversions/uploadings`` → ``{"uploadings": [<the same objects>]}`` (findAll_1).
 - ``GET …/offline_conversions/visit_join_threshold`` → ``{"visit_join_threshold": <days>}`` (21 by default). The stored
   docs name the method but not its body; this shape is our reading, and the client also reads a text naming days.
 - ``GET …/goals`` → ``{"goals": [{"id", "name", "type": "action", "conditions": [{"type": "exact", "url"}]}]}``.
@@ -91,6 +92,9 @@ class MetricaSandbox(SandboxServer):
             return json_answer(200, {"goals": goals})
         if method == "GET" and rest == "offline_conversions/visit_join_threshold":
             return json_answer(200, {"visit_join_threshold": self.join_threshold_days})
+        if method == "GET" and rest == "offline_conversions/uploadings":
+            with self.lock:
+                return json_answer(200, {"uploadings": [_public(upload) for upload in self.uploads.values()]})
         if method == "GET" and (uploading := re.fullmatch(r"offline_conversions/uploading/(\d+)", rest)):
             return self._status(int(uploading.group(1)))
         if method == "POST" and rest == "offline_conversions/upload":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, date, datetime, timedelta
 
 from tests.integration.conversions_helpers import ACTION, NOW, FakeCrm, World, form, stage
@@ -69,3 +70,54 @@ def test_a_metrica_status_the_client_does_not_know_leaves_the_upload_followed(wo
     world.metrica.uploads[1]["status"] = "PROCESSED"
     run(world, crm)
     assert world.ledger.get(item_id)["state"] == ACCEPTED
+
+
+def test_a_run_that_died_after_uploading_to_metrica_never_uploads_the_file_twice(world, monkeypatch):
+    crm = FakeCrm({})
+    won_deal(world, crm, 1, datetime(2026, 11, 18, 12, tzinfo=UTC), "1000", ym_client_id="1700000000000000001")
+    won_deal(world, crm, 2, datetime(2026, 11, 18, 13, tzinfo=UTC), "2000", ym_client_id="1700000000000000002")
+    settle = world.ledger.settle
+
+    def dies_after_the_upload(item_id: str, state: str, **attributes):
+        if state == SENT:
+            raise RuntimeError("the function timed out")
+        return settle(item_id, state, **attributes)
+
+    monkeypatch.setattr(
+        "throughline.conversions.ledger.Ledger.settle", lambda self, *a, **k: dies_after_the_upload(*a, **k)
+    )
+    with contextlib.suppress(RuntimeError):
+        run(world, crm)
+    monkeypatch.undo()
+    assert len(world.metrica.uploads) == 1
+    later = NOW + timedelta(minutes=30)  # the dead run's claims are stale by now
+    world.metrica.clock = lambda: later
+    world.ledger.clock = lambda: later
+    run(world, crm, now=later)
+    assert len(world.metrica.uploads) == 1 and len(world.metrica.rows()) == 2  # found, not uploaded again
+    for deal in (1, 2):
+        row = world.ledger.get(f"yandex_metrica#deal_won#won#DEAL#{deal}")
+        assert row["state"] == ACCEPTED and row["upload_id"] == "1"
+
+
+def test_an_upload_metrica_received_though_the_answer_was_lost_is_not_uploaded_again(world, monkeypatch):
+    crm = FakeCrm({})
+    won_deal(world, crm, 1, datetime(2026, 11, 18, 12, tzinfo=UTC), "1000", ym_client_id="1700000000000000001")
+    handle = world.metrica.handle
+
+    def answer_lost(method, path, headers, body):
+        answer = handle(method, path, headers, body)
+        if method == "POST" and "offline_conversions/upload" in path:
+            return 504, {"Content-Type": "text/plain"}, b"gateway timeout"  # stored, but the answer never came
+        return answer
+
+    world.metrica.handle = answer_lost
+    run(world, crm)  # the upload is answered 504 every time: it is looked for, found, and never sent again
+    assert len(world.metrica.uploads) == 1
+    assert world.ledger.get("yandex_metrica#deal_won#won#DEAL#1")["upload_id"] == "1"
+    world.metrica.handle = handle
+    later = NOW + timedelta(hours=1)
+    world.metrica.clock = lambda: later
+    run(world, crm, now=later)
+    assert len(world.metrica.rows()) == len(world.metrica.uploads) == 1  # the first file, found by its comment
+    assert world.ledger.get("yandex_metrica#deal_won#won#DEAL#1")["state"] == ACCEPTED

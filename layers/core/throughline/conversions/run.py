@@ -8,6 +8,7 @@ conversion, with the platform's reason; a platform that stays unreachable after 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from throughline.conversions.ledger import (
     NO_IDENTIFIER,
     REFUSED,
     REJECTED,
+    SENDING,
     SENT,
     Ledger,
     ledger_id,
@@ -290,12 +292,18 @@ def _send_metrica(
         else:
             sendable.append((item, attempt))
     uploads: dict[str, list[tuple[Item, int]]] = {}
+    sendable = _already_uploaded(client, sendable, ledger, outcome, deadline, uploads)
     for column in sorted({item.identifier[0] for item, _ in sendable}):
         group = [entry for entry in sendable if entry[0].identifier[0] == column]
         for start in range(0, len(group), METRICA_BATCH):
             batch = group[start : start + METRICA_BATCH]
+            # The file's comment is unique and written to its rows before it is sent: a run that dies after the
+            # upload, or an answer that never comes, leaves the next run able to find the file instead of resending.
+            comment = f"throughline {secrets.token_hex(8)}"
+            for item, _ in batch:
+                ledger.settle(item.ledger_id, SENDING, batch=comment)
             try:
-                uploading = client.upload([item for item, _ in batch], deadline)
+                uploading = client.upload([item for item, _ in batch], deadline, comment)
             except Rejected as error:
                 for item, _ in batch:
                     ledger.settle(item.ledger_id, REJECTED, reason=str(error))
@@ -325,6 +333,47 @@ def _send_metrica(
             waited += POLL_SECONDS
     for batch in uploads.values():
         outcome.count(SENT, n=len(batch))
+
+
+def _already_uploaded(
+    client: metrica.MetricaClient,
+    sendable: list[tuple[Item, int]],
+    ledger: Ledger,
+    outcome: PlatformResult,
+    deadline: Deadline,
+    uploads: dict[str, list[tuple[Item, int]]],
+) -> list[tuple[Item, int]]:
+    """Conversions claimed again (a failed upload, a run that died) whose file Metrica has after all: recorded as sent
+    with that upload (followed like the others) rather than uploaded twice. The rest is returned, to be uploaded."""
+    batches = {}
+    for item, attempt in sendable:
+        if attempt > 1:
+            batch = (ledger.get(item.ledger_id) or {}).get("batch")
+            if batch:
+                batches[item.ledger_id] = str(batch)
+    if not batches:
+        return sendable
+    found: dict[str, str] = {}
+    rest = []
+    for comment in sorted(set(batches.values())):
+        try:
+            uploading = client.find_upload(comment, deadline)
+        except (PlatformError, RetryableError) as error:
+            for entry in [e for e in sendable if batches.get(e[0].ledger_id) == comment]:
+                _fail(ledger, outcome, entry, f"could not check whether its earlier upload arrived: {error}")
+            found[comment] = ""
+            continue
+        found[comment] = str(uploading["id"]) if uploading else "-"
+    for entry in sendable:
+        upload_id = found.get(batches.get(entry[0].ledger_id, ""), "-")
+        if upload_id == "":
+            continue  # failed above
+        if upload_id == "-":
+            rest.append(entry)
+            continue
+        ledger.settle(entry[0].ledger_id, SENT, upload_id=upload_id)
+        uploads.setdefault(upload_id, []).append(entry)
+    return rest
 
 
 def _settle_upload(ledger: Ledger, outcome: PlatformResult, ids: list[str], status: str) -> None:
