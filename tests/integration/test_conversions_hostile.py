@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from datetime import UTC, date, datetime, timedelta
 
 from tests.integration.conversions_helpers import ACTION, NOW, FakeCrm, World, form, stage
+from throughline.conversions import data_manager
 from throughline.conversions.ledger import ACCEPTED, REFUSED, SENT
 from throughline.conversions.run import execute
 
@@ -121,3 +123,17 @@ def test_an_upload_metrica_received_though_the_answer_was_lost_is_not_uploaded_a
     run(world, crm, now=later)
     assert len(world.metrica.rows()) == len(world.metrica.uploads) == 1  # the first file, found by its comment
     assert world.ledger.get("yandex_metrica#deal_won#won#DEAL#1")["state"] == ACCEPTED
+
+
+def test_user_data_is_normalized_and_hashed_as_the_data_manager_formatting_guide_shows():
+    # developers.google.com/data-manager/api/devguides/concepts/formatting: its own examples, byte for byte.
+    assert data_manager.normalize_email("cloudy.sanfrancisco+shopping@gmail.com") == "cloudysanfrancisco@gmail.com"
+    assert data_manager.normalize_email("user.name+NYC@Example.com") == "user.name+nyc@example.com"
+    assert data_manager.normalize_email(" Jo.Hn +Deals@GoogleMail.com ") == "john@googlemail.com"  # whitespace trimmed
+    assert data_manager.user_identifiers(("cloudy.sanfrancisco+shopping@gmail.com", "+1 (800) 555-0100")) == [
+        {"emailAddress": hashlib.sha256(b"cloudysanfrancisco@gmail.com").hexdigest()},
+        {"phoneNumber": hashlib.sha256(b"+18005550100").hexdigest()},
+    ]
+    assert data_manager.user_identifiers(("Cloudy.SanFrancisco+shopping@gmail.com",)) == [
+        {"emailAddress": "223ebda6f6889b1494551ba902d9d381daf2f642bae055888e96343d53e9f9c4"}  # SHA-256, lower-case hex
+    ]
