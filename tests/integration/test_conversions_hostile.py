@@ -137,3 +137,29 @@ def test_user_data_is_normalized_and_hashed_as_the_data_manager_formatting_guide
     assert data_manager.user_identifiers(("Cloudy.SanFrancisco+shopping@gmail.com",)) == [
         {"emailAddress": "223ebda6f6889b1494551ba902d9d381daf2f642bae055888e96343d53e9f9c4"}  # SHA-256, lower-case hex
     ]
+
+
+def test_metricas_join_window_boundary_is_exactly_the_counters_days(world):
+    crm = FakeCrm({})
+    edge = NOW - timedelta(days=21)
+    for deal, visit in ((1, edge), (2, edge - timedelta(seconds=1))):
+        crm.deals[deal] = {"OPPORTUNITY": "1000.10", "CURRENCY_ID": "RUB"}
+        world.journey.put_meta(f"DEAL#{deal}", {"kind": "DEAL", "id": deal})
+        world.journey.new_touches(f"DEAL#{deal}", [
+            form(f"s{deal}:form", visit, ym_client_id=f"170000000000000000{deal}"),
+            stage(f"d{deal}:won", visit, "won", "WON"),
+        ])  # fmt: skip
+    result = execute(world.settings(), date_from=date(2026, 10, 29), date_to=date(2026, 11, 30), crm=crm,
+                     now=lambda: NOW, sleep=lambda seconds: None).platforms["yandex_metrica"]  # fmt: skip
+    assert world.ledger.get("yandex_metrica#deal_won#won#DEAL#1")["state"] == ACCEPTED  # exactly 21 days: joins
+    assert world.ledger.get("yandex_metrica#deal_won#won#DEAL#2")["state"] == REFUSED  # one second more: refused
+    assert result.reasons == {"older than the counter's 21-day window for joining conversions to visits": 1}
+    assert world.metrica.rows() == [
+        {
+            "ClientId": "1700000000000000001",
+            "Target": "deal_won",
+            "DateTime": str(int(edge.timestamp())),
+            "Price": "1000.10",
+            "Currency": "RUB",
+        }
+    ]
