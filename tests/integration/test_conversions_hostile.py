@@ -163,3 +163,27 @@ def test_metricas_join_window_boundary_is_exactly_the_counters_days(world):
             "Currency": "RUB",
         }
     ]
+
+
+def test_the_data_manager_sandbox_reads_hashes_in_the_encoding_the_request_names(world):
+    import base64
+    import json
+    import time
+
+    world.google.access_tokens["t"] = time.monotonic() + 600
+    digest = hashlib.sha256(b"john@example.com").digest()
+
+    def ingest(encoding: str, hashed: str) -> int:
+        body = {"destinations": [{"operatingAccount": {"accountType": "GOOGLE_ADS", "accountId": "1234567890"},
+                                  "productDestinationId": "555"}],
+                "events": [{"transactionId": "won#DEAL#1", "eventTimestamp": "2026-11-18T12:00:00Z",
+                            "userData": {"userIdentifiers": [{"emailAddress": hashed}]}}],
+                "encoding": encoding, "validateOnly": True}  # fmt: skip
+        status, _, _ = world.data_manager.handle("POST", "/v1/events:ingest", {"authorization": "Bearer t"},
+                                                 json.dumps(body).encode())  # fmt: skip
+        return status
+
+    assert ingest("HEX", digest.hex()) == 200
+    assert ingest("BASE64", base64.b64encode(digest).decode()) == 200
+    assert ingest("BASE64", digest.hex()) == 400  # hex is not what the request said
+    assert ingest("HEX", base64.b64encode(digest).decode()) == 400
