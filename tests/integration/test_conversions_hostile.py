@@ -187,3 +187,22 @@ def test_the_data_manager_sandbox_reads_hashes_in_the_encoding_the_request_names
     assert ingest("BASE64", base64.b64encode(digest).decode()) == 200
     assert ingest("BASE64", digest.hex()) == 400  # hex is not what the request said
     assert ingest("HEX", base64.b64encode(digest).decode()) == 400
+
+
+def test_a_metrica_upload_stuck_in_processing_for_two_days_is_rejected_with_its_reason(world):
+    crm = FakeCrm({})
+    won_deal(world, crm, 1, datetime(2026, 11, 18, 12, tzinfo=UTC), "1000", ym_client_id="1700000000000000001")
+    world.metrica.processing_polls = 10**6  # never ends
+    run(world, crm)
+    item_id = "yandex_metrica#deal_won#won#DEAL#1"
+    day_later = NOW + timedelta(days=1)
+    world.metrica.clock = lambda: day_later
+    run(world, crm, now=day_later)
+    assert world.ledger.get(item_id)["state"] == SENT  # still within reason: followed
+    later = NOW + timedelta(days=2, minutes=1)
+    world.metrica.clock = lambda: later
+    result = run(world, crm, now=later).platforms["yandex_metrica"]
+    row = world.ledger.get(item_id)
+    assert row["state"] == "rejected"
+    assert row["reason"] == "Metrica had not finished processing the upload two days after it (status UPLOADED)"
+    assert result.reasons[row["reason"]] == 1 and len(world.metrica.uploads) == 1

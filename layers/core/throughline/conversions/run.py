@@ -40,6 +40,7 @@ LEDGER_EXPORT_KEY = "conversions/ledger.json.gz"  # the report's input (throughl
 METRICA_BATCH = 10_000  # rows per uploaded file (the documented limit is the file's size, 1 GB)
 POLL_SECONDS = 20.0  # between checks of a Metrica upload within one run
 POLL_BUDGET_SECONDS = 120.0  # then later runs follow it (processing takes up to two hours)
+STUCK_AFTER = timedelta(days=2)  # a followed Metrica upload not finished by then is given up (rejected)
 AHEAD = "its time is ahead of this run's clock: a later run sends it"
 NEGATIVE = "its amount is negative"
 
@@ -171,7 +172,7 @@ def run_conversions(
         if skipped:
             continue
         if ledger is not None and platform == metrica.PLATFORM and not dry_run and clients.metrica:
-            _follow_metrica(clients.metrica, ledger, outcome, deadline)
+            _follow_metrica(clients.metrica, ledger, outcome, deadline, clock())
         items = _claim(platform, platform_goals, conversions, ledger, outcome, dry_run, clock())
         if dry_run and validate_only and platform == data_manager.PLATFORM and clients.google and items:
             _validate_google(clients.google, [item for item, _ in items], outcome, deadline)
@@ -387,19 +388,35 @@ def _settle_upload(ledger: Ledger, outcome: PlatformResult, ids: list[str], stat
             outcome.count(ACCEPTED)
 
 
-def _follow_metrica(client: metrica.MetricaClient, ledger: Ledger, outcome: PlatformResult, deadline: Deadline) -> None:
-    """Uploads earlier runs left being processed: settle what Metrica has finished."""
+def _follow_metrica(
+    client: metrica.MetricaClient, ledger: Ledger, outcome: PlatformResult, deadline: Deadline, now: datetime
+) -> None:
+    """Uploads earlier runs left being processed: settle what Metrica has finished. Metrica says processing takes up
+    to two hours; an upload still not finished ``STUCK_AFTER`` after it was sent is rejected with that reason (never
+    uploaded again: Metrica may still have it), so it stops being followed and shows in the report."""
     waiting: dict[str, list[str]] = {}
+    since: dict[str, datetime] = {}
     for row in ledger.items():
         if row.get("platform") == metrica.PLATFORM and row.get("state") == SENT and row.get("upload_id"):
-            waiting.setdefault(str(row["upload_id"]), []).append(str(row["id"]))
+            upload_id = str(row["upload_id"])
+            waiting.setdefault(upload_id, []).append(str(row["id"]))
+            try:
+                sent_at = datetime.fromisoformat(str(row.get("settled_at")))
+            except ValueError:
+                continue
+            since[upload_id] = min(since.get(upload_id, sent_at), sent_at)
     for upload_id, ids in waiting.items():
         try:
             status = str(client.uploading(upload_id, deadline).get("status") or "")
-        except (PlatformError, RetryableError):
-            continue  # asked again by the next run
+        except (PlatformError, RetryableError) as error:
+            status = f"not read: {error}"
         if status in metrica.FINAL_STATUSES:
             _settle_upload(ledger, outcome, ids, status)
+        elif upload_id in since and now - since[upload_id] >= STUCK_AFTER:
+            reason = f"Metrica had not finished processing the upload two days after it (status {status or 'none'})"
+            for item_id in ids:
+                ledger.settle(item_id, REJECTED, reason=reason)
+                outcome.count(REJECTED, reason)
 
 
 def _send_google(
