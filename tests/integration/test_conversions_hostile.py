@@ -206,3 +206,15 @@ def test_a_metrica_upload_stuck_in_processing_for_two_days_is_rejected_with_its_
     assert row["state"] == "rejected"
     assert row["reason"] == "Metrica had not finished processing the upload two days after it (status UPLOADED)"
     assert result.reasons[row["reason"]] == 1 and len(world.metrica.uploads) == 1
+
+
+def test_a_currency_that_is_not_an_iso_code_is_refused_alone(world):
+    crm = FakeCrm({})
+    won_deal(world, crm, 1, datetime(2026, 11, 18, 12, tzinfo=UTC), "1000", ym_client_id="1700000000000000001")
+    won_deal(world, crm, 2, datetime(2026, 11, 18, 13, tzinfo=UTC), "2000", ym_client_id="1700000000000000002")
+    crm.deals[2]["CURRENCY_ID"] = "руб"  # a custom currency of the portal
+    result = run(world, crm).platforms["yandex_metrica"]
+    assert world.ledger.get("yandex_metrica#deal_won#won#DEAL#1")["state"] == ACCEPTED
+    row = world.ledger.get("yandex_metrica#deal_won#won#DEAL#2")
+    assert row["state"] == REFUSED and row["reason"] == "its currency is not an ISO 4217 code"
+    assert result.reasons["its currency is not an ISO 4217 code"] == 1

@@ -8,6 +8,7 @@ conversion, with the platform's reason; a platform that stays unreachable after 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from collections import Counter
@@ -43,6 +44,7 @@ POLL_BUDGET_SECONDS = 120.0  # then later runs follow it (processing takes up to
 STUCK_AFTER = timedelta(days=2)  # a followed Metrica upload not finished by then is given up (rejected)
 AHEAD = "its time is ahead of this run's clock: a later run sends it"
 NEGATIVE = "its amount is negative"
+NOT_ISO = "its currency is not an ISO 4217 code"
 
 
 @dataclass
@@ -221,11 +223,15 @@ def _claim(
             "identifier": found[0] if found else None,
         }  # fmt: skip
         attributes = {key: value for key, value in attributes.items() if value is not None}
-        negative = conversion.amount < 0
+        # No platform takes a negative value or a currency that is not an ISO code, and one such row makes Metrica
+        # refuse its whole file: refused alone, with the reason.
+        unsendable = NEGATIVE if conversion.amount < 0 else None
+        if not re.fullmatch(r"[A-Z]{3}", conversion.currency):
+            unsendable = NOT_ISO
         if dry_run:
-            outcome.planned.append({**attributes, "would_send": bool(found) and not negative})
-            if negative:
-                outcome.count(REFUSED, NEGATIVE)
+            outcome.planned.append({**attributes, "would_send": bool(found) and not unsendable})
+            if unsendable:
+                outcome.count(REFUSED, unsendable)
                 continue
             outcome.count("would_send" if found else NO_IDENTIFIER)
             if found:
@@ -236,10 +242,9 @@ def _claim(
         if attempt is None:
             outcome.already_done += 1
             continue
-        if negative:
-            # No platform takes a negative value (Metrica refuses the whole file for one such Price): refused alone.
-            ledger.settle(item_id, REFUSED, reason=NEGATIVE)
-            outcome.count(REFUSED, NEGATIVE)
+        if unsendable:
+            ledger.settle(item_id, REFUSED, reason=unsendable)
+            outcome.count(REFUSED, unsendable)
             continue
         if found is None:
             ledger.settle(item_id, NO_IDENTIFIER, attempts=0)
