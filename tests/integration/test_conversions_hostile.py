@@ -218,3 +218,12 @@ def test_a_currency_that_is_not_an_iso_code_is_refused_alone(world):
     row = world.ledger.get("yandex_metrica#deal_won#won#DEAL#2")
     assert row["state"] == REFUSED and row["reason"] == "its currency is not an ISO 4217 code"
     assert result.reasons["its currency is not an ISO 4217 code"] == 1
+
+
+def test_the_metrica_sandbox_joins_a_conversion_only_to_a_visit_within_the_window(world):
+    crm = FakeCrm({})
+    won_deal(world, crm, 1, datetime(2026, 11, 18, 12, tzinfo=UTC), "1000", ym_client_id="1700000000000000001")
+    world.metrica.known_visitors = {"1700000000000000001": NOW - timedelta(days=22)}  # came back once, long ago
+    run(world, crm)
+    assert world.metrica.uploads[1]["status"] == "LINKAGE_FAILURE"
+    assert world.ledger.get("yandex_metrica#deal_won#won#DEAL#1")["state"] == "rejected"
