@@ -14,7 +14,8 @@ Follows yandex.com/dev/metrika/en/management/offline-conv and openapi/offline_co
   ``known_visitors`` (id → the visitor's last visit) and that visit is within the join window before processing (the
   docs: the time from the user's last session to processing); with no ``known_visitors`` the row's own DateTime
   stands for the visit.
-- ``GET …/offline_conversions/uploadings`` → ``{"uploadings": [<the same objects>]}`` (findAll_1).
+- ``GET …/offline_conversions/uploadings`` → ``{"uploadings": [<the same objects>]}`` (findAll_1), paged by ``limit``
+  (10 000 by default) and ``offset``.
 - ``GET …/offline_conversions/visit_join_threshold`` → ``{"visit_join_threshold": <days>}`` (21 by default). The stored
   docs name the method but not its body; this shape is our reading, and the client also reads a text naming days.
 - ``GET …/goals`` → ``{"goals": [{"id", "name", "type": "action", "conditions": [{"type": "exact", "url"}]}]}``.
@@ -96,8 +97,13 @@ class MetricaSandbox(SandboxServer):
         if method == "GET" and rest == "offline_conversions/visit_join_threshold":
             return json_answer(200, {"visit_join_threshold": self.join_threshold_days})
         if method == "GET" and rest == "offline_conversions/uploadings":
+            try:
+                limit, offset = int(query.get("limit", 10000)), int(query.get("offset", 0))
+            except ValueError:
+                return _invalid("limit and offset must be integers")
             with self.lock:
-                return json_answer(200, {"uploadings": [_public(upload) for upload in self.uploads.values()]})
+                page = list(self.uploads.values())[offset : offset + limit]
+                return json_answer(200, {"uploadings": [_public(upload) for upload in page]})
         if method == "GET" and (uploading := re.fullmatch(r"offline_conversions/uploading/(\d+)", rest)):
             return self._status(int(uploading.group(1)))
         if method == "POST" and rest == "offline_conversions/upload":

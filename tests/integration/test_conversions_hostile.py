@@ -7,7 +7,8 @@ import hashlib
 from datetime import UTC, date, datetime, timedelta
 
 from tests.integration.conversions_helpers import ACTION, NOW, FakeCrm, World, form, stage
-from throughline.conversions import data_manager
+from throughline.bitrix24 import Deadline
+from throughline.conversions import data_manager, metrica
 from throughline.conversions.ledger import ACCEPTED, REFUSED, SENT
 from throughline.conversions.run import execute
 
@@ -227,3 +228,13 @@ def test_the_metrica_sandbox_joins_a_conversion_only_to_a_visit_within_the_windo
     run(world, crm)
     assert world.metrica.uploads[1]["status"] == "LINKAGE_FAILURE"
     assert world.ledger.get("yandex_metrica#deal_won#won#DEAL#1")["state"] == "rejected"
+
+
+def test_an_earlier_file_is_found_past_the_first_page_of_metricas_uploads(world, monkeypatch):
+    monkeypatch.setattr("throughline.conversions.metrica.LIST_PAGE", 2)
+    for n in range(1, 6):
+        world.metrica.uploads[n] = {"id": n, "rows": [], "joined": 0, "status": "PROCESSED", "polls": 0,
+                                    "client_id_type": "CLIENT_ID", "comment": f"throughline file{n}"}  # fmt: skip
+    client = metrica.MetricaClient(world.metrica.token, world.metrica.counter_id, world.metrica.api_url)
+    assert client.find_upload("throughline file5", Deadline())["id"] == 5
+    assert client.find_upload("throughline other", Deadline()) is None

@@ -46,6 +46,7 @@ from throughline.spend.http import new_session
 
 PLATFORM = "yandex_metrica"
 DEFAULT_JOIN_DAYS = 21
+LIST_PAGE = 10_000  # uploads per page of offline_conversions/uploadings (its documented default limit)
 # Our identifier names → the CSV column and the client_id_type that names it.
 COLUMNS = {"ym_client_id": ("ClientId", "CLIENT_ID"), "yclid": ("Yclid", "YCLID")}
 PENDING_STATUSES = frozenset({"UPLOADED"})
@@ -164,11 +165,18 @@ class MetricaClient:
         return uploading
 
     def find_upload(self, comment: str, deadline: Deadline) -> dict[str, Any] | None:
-        """The counter's upload whose comment is ``comment`` (``GET …/offline_conversions/uploadings``), if any."""
-        for uploading in self._get("offline_conversions/uploadings", deadline).get("uploadings") or []:
-            if isinstance(uploading, dict) and uploading.get("comment") == comment and "id" in uploading:
-                return uploading
-        return None
+        """The counter's upload whose comment is ``comment`` (``GET …/offline_conversions/uploadings``, paged by
+        ``limit`` / ``offset``: an hourly run makes thousands of uploads a year), if any."""
+        offset = 0
+        while True:
+            page = self._get(f"offline_conversions/uploadings?limit={LIST_PAGE}&offset={offset}", deadline)
+            uploadings = page.get("uploadings") or []
+            for uploading in uploadings:
+                if isinstance(uploading, dict) and uploading.get("comment") == comment and "id" in uploading:
+                    return uploading
+            if len(uploadings) < LIST_PAGE:
+                return None
+            offset += LIST_PAGE
 
     def uploading(self, upload_id: str, deadline: Deadline) -> dict[str, Any]:
         return self._get(f"offline_conversions/uploading/{upload_id}", deadline).get("uploading") or {}
