@@ -238,3 +238,25 @@ def test_an_earlier_file_is_found_past_the_first_page_of_metricas_uploads(world,
     client = metrica.MetricaClient(world.metrica.token, world.metrica.counter_id, world.metrica.api_url)
     assert client.find_upload("throughline file5", Deadline())["id"] == 5
     assert client.find_upload("throughline other", Deadline()) is None
+
+
+def test_a_run_that_died_after_google_ingested_sends_the_same_transaction_id_again(world, monkeypatch):
+    crm = FakeCrm({})
+    won_deal(world, crm, 1, datetime(2026, 11, 18, 12, tzinfo=UTC), "1000", gclid="Cj0Kdied")
+    settle = world.ledger.settle
+
+    def dies_after_ingest(item_id: str, state: str, **attributes):
+        if state == ACCEPTED and item_id.startswith("google_ads#"):
+            raise RuntimeError("the function timed out")
+        return settle(item_id, state, **attributes)
+
+    monkeypatch.setattr("throughline.conversions.ledger.Ledger.settle", lambda _, *a, **k: dies_after_ingest(*a, **k))
+    with contextlib.suppress(RuntimeError):
+        run(world, crm)
+    monkeypatch.undo()
+    later = NOW + timedelta(minutes=30)
+    world.data_manager.clock = lambda: later
+    run(world, crm, now=later)
+    assert world.data_manager.requests_ingested == 2  # sent again: Google deduplicates on the transactionId
+    assert list(world.data_manager.conversions) == [("1234567890", "555", "won#DEAL#1")]
+    assert world.ledger.get(f"google_ads#{ACTION}#won#DEAL#1")["state"] == ACCEPTED
