@@ -51,7 +51,7 @@ def test_a_conversion_ahead_of_the_runs_clock_is_left_for_a_later_run_not_refuse
     first = run(world, crm).platforms
     for platform, goal in (("yandex_metrica", "deal_won"), ("google_ads", ACTION), ("vk_ads", "deal_won")):
         assert world.ledger.get(f"{platform}#{goal}#won#DEAL#1") is None, platform
-        assert first[platform].reasons["its time is ahead of this run's clock: a later run sends it"] == 1
+        assert first[platform].reasons["its time is less than two minutes ago: a later run sends it"] == 1
     assert world.metrica.uploads == {} and world.data_manager.conversions == {} and world.vk.events == []
     later = NOW + timedelta(hours=1)
     world.metrica.clock = world.data_manager.clock = lambda: later
@@ -260,3 +260,14 @@ def test_a_run_that_died_after_google_ingested_sends_the_same_transaction_id_aga
     assert world.data_manager.requests_ingested == 2  # sent again: Google deduplicates on the transactionId
     assert list(world.data_manager.conversions) == [("1234567890", "555", "won#DEAL#1")]
     assert world.ledger.get(f"google_ads#{ACTION}#won#DEAL#1")["state"] == ACCEPTED
+
+
+def test_a_conversion_seconds_old_waits_for_a_later_run_so_a_platforms_clock_behind_ours_cannot_refuse_the_file(world):
+    crm = FakeCrm({})
+    won_deal(world, crm, 1, datetime(2026, 11, 18, 12, tzinfo=UTC), "1000", ym_client_id="1700000000000000001")
+    won_deal(world, crm, 2, NOW - timedelta(seconds=5), "2000", ym_client_id="1700000000000000002")
+    world.metrica.clock = lambda: NOW - timedelta(seconds=10)  # Yandex's clock 10 s behind ours
+    result = run(world, crm).platforms["yandex_metrica"]
+    assert world.ledger.get("yandex_metrica#deal_won#won#DEAL#1")["state"] == ACCEPTED  # not refused with DEAL#2
+    assert world.ledger.get("yandex_metrica#deal_won#won#DEAL#2") is None
+    assert result.reasons["its time is less than two minutes ago: a later run sends it"] == 1

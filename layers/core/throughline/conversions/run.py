@@ -42,7 +42,8 @@ METRICA_BATCH = 10_000  # rows per uploaded file (the documented limit is the fi
 POLL_SECONDS = 20.0  # between checks of a Metrica upload within one run
 POLL_BUDGET_SECONDS = 120.0  # then later runs follow it (processing takes up to two hours)
 STUCK_AFTER = timedelta(days=2)  # a followed Metrica upload not finished by then is given up (rejected)
-AHEAD = "its time is ahead of this run's clock: a later run sends it"
+AHEAD = "its time is less than two minutes ago: a later run sends it"
+FRESH = timedelta(minutes=2)  # clocks differ: a conversion younger than this may be "in the future" at a platform
 NEGATIVE = "its amount is negative"
 NOT_ISO = "its currency is not an ISO 4217 code"
 
@@ -210,9 +211,10 @@ def _claim(
             if conversion.kind == QUALIFIED:
                 outcome.reasons["no goal for qualified conversions"] += 1
             continue
-        if conversion.at > now:
-            # The CRM's clock ahead of ours: no platform takes a future time (Metrica's DateTime only in the past, an
-            # eventTimestamp in the future is invalid). Not claimed, so a later run sends it rather than never.
+        if conversion.at > now - FRESH:
+            # No platform takes a future time (Metrica refuses the whole file for one DateTime not yet reached there, an
+            # eventTimestamp in the future is invalid), and the CRM's clock, ours and the platform's differ by seconds
+            # or minutes. Not claimed, so a later run sends it rather than never.
             outcome.reasons[AHEAD] += 1
             continue
         found = identifier_for(platform, conversion)
