@@ -8,8 +8,9 @@ Follows developers.google.com/data-manager/api/reference/rest/v1/events/ingest a
   ``loginAccount`` (``PERMISSION_DENIED`` otherwise).
 - ``events`` required, at most 2 000; each needs ``eventTimestamp`` (RFC 3339, not in the future) and an
   ``adIdentifiers`` click id (``gclid`` / ``gbraid`` / ``wbraid``, URL-safe base64 characters; no length is
-  documented) or ``userData`` ``userIdentifiers`` hashed as 64 lower-case hex characters (``encoding: HEX`` then
-  required); ``currency`` three capital letters; ``conversionValue`` not negative; unknown fields are refused.
+  documented) or ``userData`` ``userIdentifiers`` SHA-256 hashes in the request's ``encoding`` (then required): ``HEX``
+  64 lower-case hex characters, ``BASE64`` the base64 of the 32 bytes; ``currency`` three capital letters;
+  ``conversionValue`` not negative; unknown fields are refused.
 - Any invalid event fails the whole request: 400 ``INVALID_ARGUMENT`` with ``google.rpc.BadRequest``
   ``fieldViolations`` (``field`` = ``events[i]…``). Success: ``{"requestId"}``; ``validateOnly`` checks and stores
   nothing. Events are deduplicated by ``transactionId`` per destination: a second one is ingested but not counted.
@@ -18,6 +19,7 @@ Follows developers.google.com/data-manager/api/reference/rest/v1/events/ingest a
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -100,8 +102,10 @@ class DataManagerSandbox(SandboxServer):
         if len(events) > 2000:
             return _bad([("events", "TOO_MANY_EVENTS", "at most 2000 events per request")])
         hashed = False
+        encoding = request.get("encoding")
         for index, event in enumerate(events):
-            violations += [(f"events[{index}].{field}", reason, text) for field, reason, text in self._check(event)]
+            violations += [(f"events[{index}].{field}", reason, text)
+                           for field, reason, text in self._check(event, encoding)]  # fmt: skip
             hashed = hashed or "userData" in event
         if hashed and request.get("encoding") not in ("HEX", "BASE64"):
             violations.append(("encoding", "REQUIRED_FIELD_MISSING", "encoding is required for userData"))
@@ -116,7 +120,7 @@ class DataManagerSandbox(SandboxServer):
                         self.conversions.setdefault(key, event)
         return json_answer(200, {"requestId": secrets.token_hex(12)})
 
-    def _check(self, event: Any) -> list[tuple[str, str, str]]:
+    def _check(self, event: Any, encoding: Any = None) -> list[tuple[str, str, str]]:
         if not isinstance(event, dict):
             return [("", "INVALID_EVENT", "an event must be an object")]
         found: list[tuple[str, str, str]] = []
@@ -147,12 +151,22 @@ class DataManagerSandbox(SandboxServer):
                 found.append((f"adIdentifiers.{name}", "INVALID_CLICK_ID", f"the {name} cannot be decoded"))
         for position, entry in enumerate(users):
             for name, hashed in (entry or {}).items():
-                if name not in ("emailAddress", "phoneNumber") or not HEX64.fullmatch(str(hashed)):
+                if name not in ("emailAddress", "phoneNumber") or not _is_sha256(str(hashed), encoding):
                     found.append((f"userData.userIdentifiers[{position}]", "INVALID_HASH",
-                                  "user identifiers must be SHA-256 hashes, hex encoded"))  # fmt: skip
+                                  f"user identifiers must be SHA-256 hashes, {encoding or 'HEX'} encoded"))  # fmt: skip
         if not ads and not users:
             found.append(("adIdentifiers", "REQUIRED_FIELD_MISSING", "a click id or user data is required"))
         return found
+
+
+def _is_sha256(value: str, encoding: Any) -> bool:
+    """A SHA-256 digest in the request's ``encoding``: 64 hex characters, or the 44-character base64 of 32 bytes."""
+    if encoding == "BASE64":
+        try:
+            return len(value) == 44 and len(base64.b64decode(value, validate=True)) == 32
+        except ValueError:
+            return False
+    return bool(HEX64.fullmatch(value))
 
 
 def _status(code: int, status: str, message: str, details: list | None = None) -> tuple[int, dict, bytes]:

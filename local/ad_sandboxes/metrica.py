@@ -10,8 +10,12 @@ Follows yandex.com/dev/metrika/en/management/offline-conv and openapi/offline_co
   400 ``{"errors": [{"error_type": "invalid_parameter", "message"}], "code": 400, "message"}``. The answer:
   ``{"uploading": {"id", "source_quantity", "line_quantity", "client_id_type", "status": "UPLOADED", "comment"}}``.
 - ``GET …/offline_conversions/uploading/{id}``: ``UPLOADED`` for ``processing_polls`` polls, then ``PROCESSED`` —
-  or ``LINKAGE_FAILURE`` when no row's conversion joins a visit (a row joins when its identifier is among
-  ``known_visitors`` and its time is within the join window after that visitor's visit).
+  or ``LINKAGE_FAILURE`` when no row's conversion joins a visit: a row joins when its identifier is among
+  ``known_visitors`` (id → the visitor's last visit) and that visit is within the join window before processing (the
+  docs: the time from the user's last session to processing); with no ``known_visitors`` the row's own DateTime
+  stands for the visit.
+- ``GET …/offline_conversions/uploadings`` → ``{"uploadings": [<the same objects>]}`` (findAll_1), paged by ``limit``
+  (10 000 by default) and ``offset``.
 - ``GET …/offline_conversions/visit_join_threshold`` → ``{"visit_join_threshold": <days>}`` (21 by default). The stored
   docs name the method but not its body; this shape is our reading, and the client also reads a text naming days.
 - ``GET …/goals`` → ``{"goals": [{"id", "name", "type": "action", "conditions": [{"type": "exact", "url"}]}]}``.
@@ -59,7 +63,8 @@ class MetricaSandbox(SandboxServer):
         self.faults: list[int] = []
         self.status_faults: list[int] = []  # answered to the next upload-status requests only
         self.uploads: dict[int, dict[str, Any]] = {}
-        self.known_visitors: set[str] = set()  # ClientIds / yclids Metrica saw (everything joins when empty)
+        # ClientIds / yclids Metrica saw → their last visit (when empty, every id is known, visited at its DateTime)
+        self.known_visitors: dict[str, datetime] = {}
         self.clock = lambda: datetime.now(UTC)
 
     @property
@@ -91,6 +96,14 @@ class MetricaSandbox(SandboxServer):
             return json_answer(200, {"goals": goals})
         if method == "GET" and rest == "offline_conversions/visit_join_threshold":
             return json_answer(200, {"visit_join_threshold": self.join_threshold_days})
+        if method == "GET" and rest == "offline_conversions/uploadings":
+            try:
+                limit, offset = int(query.get("limit", 10000)), int(query.get("offset", 0))
+            except ValueError:
+                return _invalid("limit and offset must be integers")
+            with self.lock:
+                page = list(self.uploads.values())[offset : offset + limit]
+                return json_answer(200, {"uploadings": [_public(upload) for upload in page]})
         if method == "GET" and (uploading := re.fullmatch(r"offline_conversions/uploading/(\d+)", rest)):
             return self._status(int(uploading.group(1)))
         if method == "POST" and rest == "offline_conversions/upload":
@@ -167,8 +180,14 @@ class MetricaSandbox(SandboxServer):
         if not rows:
             return _invalid("the file has no conversions")
         window = self.join_threshold_days * 86400
-        joined = [row for row in rows if (not self.known_visitors or row[ids[0]] in self.known_visitors)
-                  and now - int(row["DateTime"]) <= window]  # fmt: skip
+
+        def visited(row: dict[str, str]) -> float | None:
+            if not self.known_visitors:
+                return float(row["DateTime"])
+            last = self.known_visitors.get(row[ids[0]])
+            return last.timestamp() if last else None
+
+        joined = [row for row in rows if (at := visited(row)) is not None and now - at <= window]
         with self.lock:
             upload_id = len(self.uploads) + 1
             self.uploads[upload_id] = {

@@ -11,7 +11,8 @@ documented way (developers.google.com/data-manager/api/reference/rest/v1/events/
 - Event: ``transactionId`` (Google deduplicates on it), ``eventTimestamp`` (RFC 3339), ``conversionValue``,
   ``currency``, ``eventSource``, ``adIdentifiers`` (``gclid`` / ``gbraid`` / ``wbraid``) and/or ``userData``
   ``userIdentifiers`` of ``emailAddress`` / ``phoneNumber``, each normalized then SHA-256 hashed, hex-encoded:
-  e-mails trimmed and lower-cased with the dots of a gmail.com / googlemail.com local part removed, phones in E.164.
+  e-mails without whitespace and lower-cased, a gmail.com / googlemail.com local part without its dots and without a
+  ``+`` and what follows it (devguides/concepts/formatting), phones in E.164 with the ``+``.
 - Success answers ``{"requestId"}``; processing is asynchronous (``requestStatus:retrieve`` gives diagnostics — not
   read here: an ingested event counts as accepted). A bad request fails whole (400 ``INVALID_ARGUMENT``) with
   ``google.rpc.BadRequest`` ``fieldViolations`` naming ``events[i]``: those events are rejected with that reason and
@@ -66,14 +67,16 @@ def identifier(identifiers: dict[str, str], contacts: tuple[str, ...] = ()) -> t
 
 
 def normalize_email(raw: str) -> str | None:
-    text = raw.strip().lower()
-    if text.count("@") != 1 or " " in text:
+    """As the Data Manager formatting guide says: whitespace removed (leading, trailing and inside), lower case; for
+    gmail.com / googlemail.com every dot of the local part removed, and a ``+`` with all that follows it."""
+    text = "".join(raw.split()).lower()
+    if text.count("@") != 1:
         return None
     local, domain = text.split("@")
+    if domain in ("gmail.com", "googlemail.com"):
+        local = local.split("+", 1)[0].replace(".", "")
     if not local or "." not in domain:
         return None
-    if domain in ("gmail.com", "googlemail.com"):
-        local = local.replace(".", "")
     return f"{local}@{domain}"
 
 

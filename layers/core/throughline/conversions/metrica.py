@@ -7,6 +7,9 @@ Protocol (yandex.com/dev/metrika/en/management/offline-conv, openapi/offline_con
   ``DateTime`` (Unix time, only in the past), optionally ``Price`` and ``Currency`` (ISO 4217). One file per
   identifier column here (``client_id_type`` names it, as community clients send it). The answer's ``uploading``
   carries ``id`` and ``status``; processing takes up to two hours.
+- ``GET counter/{counterId}/offline_conversions/uploadings`` (findAll_1) lists the counter's uploads with their
+  ``comment``: each file is sent with a comment unique to it, so a file whose answer was lost (or whose run died
+  before recording it) is found there instead of being uploaded twice.
 - ``GET counter/{counterId}/offline_conversions/uploading/{id}`` → ``{"uploading": {"status", …}}``: ``UPLOADED``
   until processed, then ``PROCESSED`` or ``LINKAGE_FAILURE`` (nothing could be joined to visits).
 - ``GET counter/{counterId}/offline_conversions/visit_join_threshold``: how far back conversions join visits (21 days
@@ -21,12 +24,14 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import requests
 
 from throughline.bitrix24 import Deadline
+from throughline.conversions import platforms
 from throughline.conversions.platforms import (
     CONNECT_TIMEOUT,
     READ_TIMEOUT,
@@ -41,10 +46,13 @@ from throughline.spend.http import new_session
 
 PLATFORM = "yandex_metrica"
 DEFAULT_JOIN_DAYS = 21
+LIST_PAGE = 10_000  # uploads per page of offline_conversions/uploadings (its documented default limit)
 # Our identifier names → the CSV column and the client_id_type that names it.
 COLUMNS = {"ym_client_id": ("ClientId", "CLIENT_ID"), "yclid": ("Yclid", "YCLID")}
 PENDING_STATUSES = frozenset({"UPLOADED"})
 FAILED_STATUSES = frozenset({"LINKAGE_FAILURE"})
+# Only these end an upload; any other status (UPLOADED, an empty one, one added later) keeps it followed.
+FINAL_STATUSES = frozenset({"PROCESSED"}) | FAILED_STATUSES
 
 
 def identifier(identifiers: dict[str, str]) -> tuple[str, str] | None:
@@ -122,26 +130,53 @@ class MetricaClient:
                 return f"METRICA_GOAL {goal} is a goal's number; give its JavaScript event identifier instead"
         return f"goal {goal} does not exist on counter {self.counter_id}"
 
-    def upload(self, items: list[Item], deadline: Deadline) -> dict[str, Any]:
-        """Upload one file; the ``uploading`` object (``id``, ``status``)."""
+    def upload(self, items: list[Item], deadline: Deadline, comment: str = "throughline") -> dict[str, Any]:
+        """Upload one file; the ``uploading`` object (``id``, ``status``). An upload is not idempotent: when an attempt
+        fails in a way worth retrying (a 5xx, a lost answer), the file may have arrived all the same, so the counter's
+        uploads are searched for ``comment`` (unique per file) before it is sent again."""
         body = conversions_csv(items)
         id_type = next(t for column, t in COLUMNS.values() if column == items[0].identifier[0])
-        response = with_retries(
-            lambda: self.session.post(
+
+        def send() -> requests.Response:
+            return self.session.post(
                 self._url("offline_conversions/upload"),
-                params={"client_id_type": id_type, "comment": "throughline"},
+                params={"client_id_type": id_type, "comment": comment},
                 files={"file": ("conversions.csv", body, "text/csv")},
                 headers=self._headers(),
                 timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-            ),
-            _classify,
-            deadline,
-            attempts=3,
-        )
+            )
+
+        attempts = 3
+        for attempt in range(1, attempts + 1):
+            try:
+                response = with_retries(send, _classify, deadline, attempts=1)
+                break
+            except RetryableError:
+                found = self.find_upload(comment, deadline)
+                if found:
+                    return found
+                pause = platforms.backoff(attempt)
+                if attempt == attempts or deadline.seconds_left() < pause + CONNECT_TIMEOUT + 5:
+                    raise
+                time.sleep(pause)
         uploading = response.json().get("uploading") or {}
         if "id" not in uploading:
             raise PlatformError("Metrica answered the upload without an uploading id")
         return uploading
+
+    def find_upload(self, comment: str, deadline: Deadline) -> dict[str, Any] | None:
+        """The counter's upload whose comment is ``comment`` (``GET …/offline_conversions/uploadings``, paged by
+        ``limit`` / ``offset``: an hourly run makes thousands of uploads a year), if any."""
+        offset = 0
+        while True:
+            page = self._get(f"offline_conversions/uploadings?limit={LIST_PAGE}&offset={offset}", deadline)
+            uploadings = page.get("uploadings") or []
+            for uploading in uploadings:
+                if isinstance(uploading, dict) and uploading.get("comment") == comment and "id" in uploading:
+                    return uploading
+            if len(uploadings) < LIST_PAGE:
+                return None
+            offset += LIST_PAGE
 
     def uploading(self, upload_id: str, deadline: Deadline) -> dict[str, Any]:
         return self._get(f"offline_conversions/uploading/{upload_id}", deadline).get("uploading") or {}

@@ -8,6 +8,8 @@ conversion, with the platform's reason; a platform that stays unreachable after 
 from __future__ import annotations
 
 import json
+import re
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -27,6 +29,7 @@ from throughline.conversions.ledger import (
     NO_IDENTIFIER,
     REFUSED,
     REJECTED,
+    SENDING,
     SENT,
     Ledger,
     ledger_id,
@@ -38,6 +41,11 @@ LEDGER_EXPORT_KEY = "conversions/ledger.json.gz"  # the report's input (throughl
 METRICA_BATCH = 10_000  # rows per uploaded file (the documented limit is the file's size, 1 GB)
 POLL_SECONDS = 20.0  # between checks of a Metrica upload within one run
 POLL_BUDGET_SECONDS = 120.0  # then later runs follow it (processing takes up to two hours)
+STUCK_AFTER = timedelta(days=2)  # a followed Metrica upload not finished by then is given up (rejected)
+AHEAD = "its time is less than two minutes ago: a later run sends it"
+FRESH = timedelta(minutes=2)  # clocks differ: a conversion younger than this may be "in the future" at a platform
+NEGATIVE = "its amount is negative"
+NOT_ISO = "its currency is not an ISO 4217 code"
 
 
 @dataclass
@@ -167,8 +175,8 @@ def run_conversions(
         if skipped:
             continue
         if ledger is not None and platform == metrica.PLATFORM and not dry_run and clients.metrica:
-            _follow_metrica(clients.metrica, ledger, outcome, deadline)
-        items = _claim(platform, platform_goals, conversions, ledger, outcome, dry_run)
+            _follow_metrica(clients.metrica, ledger, outcome, deadline, clock())
+        items = _claim(platform, platform_goals, conversions, ledger, outcome, dry_run, clock())
         if dry_run and validate_only and platform == data_manager.PLATFORM and clients.google and items:
             _validate_google(clients.google, [item for item, _ in items], outcome, deadline)
         if dry_run or not items:
@@ -194,6 +202,7 @@ def _claim(
     ledger: Ledger | None,
     outcome: PlatformResult,
     dry_run: bool,
+    now: datetime,
 ) -> list[tuple[Item, int]]:
     items: list[tuple[Item, int]] = []
     for conversion in conversions:
@@ -201,6 +210,12 @@ def _claim(
         if goal is None:
             if conversion.kind == QUALIFIED:
                 outcome.reasons["no goal for qualified conversions"] += 1
+            continue
+        if conversion.at > now - FRESH:
+            # No platform takes a future time (Metrica refuses the whole file for one DateTime not yet reached there, an
+            # eventTimestamp in the future is invalid), and the CRM's clock, ours and the platform's differ by seconds
+            # or minutes. Not claimed, so a later run sends it rather than never.
+            outcome.reasons[AHEAD] += 1
             continue
         found = identifier_for(platform, conversion)
         item_id = ledger_id(platform, goal, conversion.kind, conversion.entity)
@@ -210,8 +225,16 @@ def _claim(
             "identifier": found[0] if found else None,
         }  # fmt: skip
         attributes = {key: value for key, value in attributes.items() if value is not None}
+        # No platform takes a negative value or a currency that is not an ISO code, and one such row makes Metrica
+        # refuse its whole file: refused alone, with the reason.
+        unsendable = NEGATIVE if conversion.amount < 0 else None
+        if not re.fullmatch(r"[A-Z]{3}", conversion.currency):
+            unsendable = NOT_ISO
         if dry_run:
-            outcome.planned.append({**attributes, "would_send": bool(found)})
+            outcome.planned.append({**attributes, "would_send": bool(found) and not unsendable})
+            if unsendable:
+                outcome.count(REFUSED, unsendable)
+                continue
             outcome.count("would_send" if found else NO_IDENTIFIER)
             if found:
                 items.append((Item(item_id, conversion, goal, found), 0))
@@ -220,6 +243,10 @@ def _claim(
         attempt = ledger.claim(item_id, attributes)
         if attempt is None:
             outcome.already_done += 1
+            continue
+        if unsendable:
+            ledger.settle(item_id, REFUSED, reason=unsendable)
+            outcome.count(REFUSED, unsendable)
             continue
         if found is None:
             ledger.settle(item_id, NO_IDENTIFIER, attempts=0)
@@ -273,12 +300,18 @@ def _send_metrica(
         else:
             sendable.append((item, attempt))
     uploads: dict[str, list[tuple[Item, int]]] = {}
+    sendable = _already_uploaded(client, sendable, ledger, outcome, deadline, uploads)
     for column in sorted({item.identifier[0] for item, _ in sendable}):
         group = [entry for entry in sendable if entry[0].identifier[0] == column]
         for start in range(0, len(group), METRICA_BATCH):
             batch = group[start : start + METRICA_BATCH]
+            # The file's comment is unique and written to its rows before it is sent: a run that dies after the
+            # upload, or an answer that never comes, leaves the next run able to find the file instead of resending.
+            comment = f"throughline {secrets.token_hex(8)}"
+            for item, _ in batch:
+                ledger.settle(item.ledger_id, SENDING, batch=comment)
             try:
-                uploading = client.upload([item for item, _ in batch], deadline)
+                uploading = client.upload([item for item, _ in batch], deadline, comment)
             except Rejected as error:
                 for item, _ in batch:
                     ledger.settle(item.ledger_id, REJECTED, reason=str(error))
@@ -300,8 +333,8 @@ def _send_metrica(
                 status = str(client.uploading(upload_id, deadline).get("status") or "")
             except (PlatformError, RetryableError):
                 continue  # uploaded all the same: the next runs ask again (never upload it twice)
-            if status in metrica.PENDING_STATUSES:
-                continue
+            if status not in metrica.FINAL_STATUSES:
+                continue  # UPLOADED, or a status this client does not know: never final on it
             _settle_upload(ledger, outcome, [item.ledger_id for item, _ in uploads.pop(upload_id)], status)
         if uploads:
             sleep(POLL_SECONDS)
@@ -310,9 +343,50 @@ def _send_metrica(
         outcome.count(SENT, n=len(batch))
 
 
+def _already_uploaded(
+    client: metrica.MetricaClient,
+    sendable: list[tuple[Item, int]],
+    ledger: Ledger,
+    outcome: PlatformResult,
+    deadline: Deadline,
+    uploads: dict[str, list[tuple[Item, int]]],
+) -> list[tuple[Item, int]]:
+    """Conversions claimed again (a failed upload, a run that died) whose file Metrica has after all: recorded as sent
+    with that upload (followed like the others) rather than uploaded twice. The rest is returned, to be uploaded."""
+    batches = {}
+    for item, attempt in sendable:
+        if attempt > 1:
+            batch = (ledger.get(item.ledger_id) or {}).get("batch")
+            if batch:
+                batches[item.ledger_id] = str(batch)
+    if not batches:
+        return sendable
+    found: dict[str, str] = {}
+    rest = []
+    for comment in sorted(set(batches.values())):
+        try:
+            uploading = client.find_upload(comment, deadline)
+        except (PlatformError, RetryableError) as error:
+            for entry in [e for e in sendable if batches.get(e[0].ledger_id) == comment]:
+                _fail(ledger, outcome, entry, f"could not check whether its earlier upload arrived: {error}")
+            found[comment] = ""
+            continue
+        found[comment] = str(uploading["id"]) if uploading else "-"
+    for entry in sendable:
+        upload_id = found.get(batches.get(entry[0].ledger_id, ""), "-")
+        if upload_id == "":
+            continue  # failed above
+        if upload_id == "-":
+            rest.append(entry)
+            continue
+        ledger.settle(entry[0].ledger_id, SENT, upload_id=upload_id)
+        uploads.setdefault(upload_id, []).append(entry)
+    return rest
+
+
 def _settle_upload(ledger: Ledger, outcome: PlatformResult, ids: list[str], status: str) -> None:
     for item_id in ids:
-        if status in metrica.FAILED_STATUSES or status != "PROCESSED":
+        if status in metrica.FAILED_STATUSES:
             reason = f"the upload ended {status}: Metrica could not join it to visits"
             ledger.settle(item_id, REJECTED, reason=reason)
             outcome.count(REJECTED, reason)
@@ -321,19 +395,35 @@ def _settle_upload(ledger: Ledger, outcome: PlatformResult, ids: list[str], stat
             outcome.count(ACCEPTED)
 
 
-def _follow_metrica(client: metrica.MetricaClient, ledger: Ledger, outcome: PlatformResult, deadline: Deadline) -> None:
-    """Uploads earlier runs left being processed: settle what Metrica has finished."""
+def _follow_metrica(
+    client: metrica.MetricaClient, ledger: Ledger, outcome: PlatformResult, deadline: Deadline, now: datetime
+) -> None:
+    """Uploads earlier runs left being processed: settle what Metrica has finished. Metrica says processing takes up
+    to two hours; an upload still not finished ``STUCK_AFTER`` after it was sent is rejected with that reason (never
+    uploaded again: Metrica may still have it), so it stops being followed and shows in the report."""
     waiting: dict[str, list[str]] = {}
+    since: dict[str, datetime] = {}
     for row in ledger.items():
         if row.get("platform") == metrica.PLATFORM and row.get("state") == SENT and row.get("upload_id"):
-            waiting.setdefault(str(row["upload_id"]), []).append(str(row["id"]))
+            upload_id = str(row["upload_id"])
+            waiting.setdefault(upload_id, []).append(str(row["id"]))
+            try:
+                sent_at = datetime.fromisoformat(str(row.get("settled_at")))
+            except ValueError:
+                continue
+            since[upload_id] = min(since.get(upload_id, sent_at), sent_at)
     for upload_id, ids in waiting.items():
         try:
             status = str(client.uploading(upload_id, deadline).get("status") or "")
-        except (PlatformError, RetryableError):
-            continue  # asked again by the next run
-        if status not in metrica.PENDING_STATUSES:
+        except (PlatformError, RetryableError) as error:
+            status = f"not read: {error}"
+        if status in metrica.FINAL_STATUSES:
             _settle_upload(ledger, outcome, ids, status)
+        elif upload_id in since and now - since[upload_id] >= STUCK_AFTER:
+            reason = f"Metrica had not finished processing the upload two days after it (status {status or 'none'})"
+            for item_id in ids:
+                ledger.settle(item_id, REJECTED, reason=reason)
+                outcome.count(REJECTED, reason)
 
 
 def _send_google(
