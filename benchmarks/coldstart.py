@@ -92,8 +92,14 @@ def measure(rounds: int, before: str | None = None) -> dict[str, dict[str, float
         contextlib.redirect_stdout(io.StringIO()),
         LocalStack(
             poll_queues=False, environment={"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
-        ),
+        ) as stack,
     ):
+        # Each function reads its own secret, as deployed (the local stack's process lists them all): the person key
+        # for capture_form, the application tokens for bitrix_events. One ARN each, which the old layer reads too.
+        own_secret = {
+            "capture_form": stack.resources.physical["Secrets"],
+            "bitrix_events": stack.resources.physical["EventsSecret"],
+        }
         variants: dict[str, tuple[list[str], dict[str, str]]] = {"import boto3": (["-c", _BASELINE], {})}
         shipped = build_layer(Path(folder) / "now", ROOT, compile_it=True)
         for function in FUNCTIONS:
@@ -112,6 +118,9 @@ def measure(rounds: int, before: str | None = None) -> dict[str, dict[str, float
             for variant, (name, (command, extra)) in enumerate(variants.items()):
                 event = _event(name, index, variant)
                 env = {**environment, **extra, "PYTHONDONTWRITEBYTECODE": "1", "BENCH_EVENT": json.dumps(event)}
+                function = extra.get("AWS_LAMBDA_FUNCTION_NAME")
+                if function in own_secret:
+                    env["SECRETS_ARN"] = own_secret[function]
                 output = subprocess.run(
                     [sys.executable, *command], env=env, capture_output=True, text=True, check=False, cwd=folder
                 )

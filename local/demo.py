@@ -6,7 +6,9 @@
    outbound webhooks; a reconciliation sweep follows.
 3. Ad spend for the last 30 days is imported from the Yandex Direct, Google Ads and VK Ads sandboxes, and offline
    spend from a manual CSV dropped into the inbox.
-4. Customer segments are computed (``bitrix-setup``'s fields and rules, then ``build_segments``), written back to
+4. The month's won deals are sent back to the ad platforms as offline conversions (the Yandex Metrica, Google Data
+   Manager and VK tracker sandboxes), day by day as the hourly schedule would have.
+5. Customer segments are computed (``bitrix-setup``'s fields and rules, then ``build_segments``), written back to
    the contacts, and printed.
 5. The ROI report is built (the run exports the journeys for attribution first); its headline table is printed and
    its files are written under ``out/demo/report/`` (open ``index.html``).
@@ -25,11 +27,12 @@ import json
 import sys
 import time
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from local.ad_sandboxes import start_all as start_ad_sandboxes
+from local.ad_sandboxes import start_conversion_sandboxes
 from local.stack import LocalStack
 from local.traffic import SITE, burst, send
 from throughline.sources import CHANNEL_LABELS, SOURCE_LABELS, classify
@@ -69,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     # The sandboxes' second Google customer bills in USD at rouble-sized figures; the demo keeps the RUB one (the
     # KZT Yandex client still shows the currency conversion).
     ad_environment["GOOGLE_ADS_CUSTOMER_IDS"] = "123-456-7890"
-    month = None
+    conversion_servers, conversion_environment = start_conversion_sandboxes(ad_servers[1])
+    ad_servers += conversion_servers
+    ad_environment |= conversion_environment
+    month = conversions = None
     try:
         with (
             functions_output as log,
@@ -93,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
                 month = _play_month(stack, args.seed, say)
             say("  importing 30 days of ad spend (Yandex Direct, Google Ads, VK Ads sandboxes) and a manual CSV…")
             spend = _import_spend(stack)
+            if args.month:
+                say("  sending the won deals to Yandex Metrica, Google Ads and VK Ads as offline conversions…")
+                conversions = _send_conversions(conversion_servers)
             say("  computing customer segments and writing them back to the contacts…")
             segments = _build_segments(stack)
             say("  exporting the journeys and building the ROI report…")
@@ -129,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     for (platform, currency), (rows_count, cost) in sorted(spend.items()):
         say(f"  {platform:<14} {currency}  {cost:>14,.2f}  ({rows_count} rows)".replace(",", " "))
 
+    if conversions:
+        _show_conversions(conversions, say)
     _show_segments(segments, say)
     _show_report(report, say)
     _show_alerts(seen, say)
@@ -140,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     (OUT / "summary.json").write_text(
         json.dumps(
             {"leads": len(leads), "people": args.people, "rest_calls": calls, "rate_limited": stats["rate_limited"],
-             "by_channel": {f"{c} / {s}": n for (c, s), n in table.items()}, "report": report["result"]},
+             "by_channel": {f"{c} / {s}": n for (c, s), n in table.items()}, "report": report["result"],
+             "conversions": conversions},
             ensure_ascii=False,
             indent=2,
             default=str,
@@ -285,6 +297,62 @@ def _show_segments(segments: dict, say) -> None:
         f" {(segments.get('writeback') or {}).get('written', 0)}):")  # fmt: skip
     for code, count in sorted((segments.get("segments") or {}).items(), key=lambda item: -item[1]):
         say(f"  {labels.get(code, 'Без сегмента'):<16} {count:>5}")
+
+
+def _send_conversions(servers: list) -> dict:
+    """Run the conversions job at the end of every day of the played month (the month is played forward on the
+    portal's clock, and the platforms refuse conversions from the future), through the three sandboxes, as the hourly
+    schedule would have sent them; the figures, from the ledger."""
+    from throughline.config import load_settings
+    from throughline.conversions.collect import IDENTIFIER_KEYS, WON
+    from throughline.conversions.ledger import Ledger
+    from throughline.conversions.run import execute
+
+    settings = load_settings()
+    today = datetime.now(settings.zone).date()
+    result = None
+    for day in range(33):
+        moment = datetime.combine(today + timedelta(days=day), datetime.max.time(), settings.zone)
+        for sandbox in servers:
+            sandbox.clock = lambda moment=moment: moment
+        result = execute(settings, date_from=today - timedelta(days=30), date_to=moment.date(),
+                         now=lambda moment=moment: moment, sleep=lambda seconds: None)  # fmt: skip
+    assert result is not None
+    won = [conversion for conversion in result.conversions if conversion.kind == WON]
+    platforms: dict[str, dict] = {}
+    for row in Ledger(settings.conversions_table or "").items():
+        figures = platforms.setdefault(str(row["platform"]), {"states": Counter(), "reasons": Counter()})
+        figures["states"][str(row["state"])] += 1
+        if row.get("reason"):
+            figures["reasons"][str(row["reason"])] += 1
+    for name, outcome in result.platforms.items():
+        if outcome.skipped:
+            platforms[name] = {"skipped": outcome.skipped}
+    return {
+        "won_deals": len(won),
+        "revenue": str(sum((conversion.amount for conversion in won), Decimal(0))),
+        "with_identifier": {key: sum(1 for c in won if c.identifiers.get(key)) for key in IDENTIFIER_KEYS},
+        "with_contacts": sum(1 for conversion in won if conversion.contacts),
+        "platforms": {name: _plain_counts(figures) for name, figures in sorted(platforms.items())},
+    }
+
+
+def _plain_counts(figures: dict) -> dict:
+    return {key: dict(value) if isinstance(value, Counter) else value for key, value in figures.items()}
+
+
+def _show_conversions(conversions: dict, say) -> None:
+    ids = ", ".join(f"{key} {count}" for key, count in conversions["with_identifier"].items())
+    say(f"\nOffline conversions: {conversions['won_deals']} won deals ({_money(conversions['revenue'])} RUB); "
+        f"carrying {ids}; a contact {conversions['with_contacts']}.")  # fmt: skip
+    for platform, figures in conversions["platforms"].items():
+        if "skipped" in figures:
+            say(f"  {platform:<15} skipped: {figures['skipped']}")
+            continue
+        states = ", ".join(f"{state} {count}" for state, count in sorted(figures["states"].items()))
+        say(f"  {platform:<15} {states}")
+        for reason, count in (figures.get("reasons") or {}).items():
+            say(f"  {'':<15} {count} × {reason}")
 
 
 def _build_report(stack: LocalStack, say) -> dict:

@@ -151,6 +151,12 @@ def form_post(person: Person, rng: random.Random, *, form_id: str = "contact", n
         query = "&".join(f"{name}={value}" for name, value in tagged.items())
         if tags.get("click") == "gclid":
             query += f"&gclid=Cj0K{rng.randrange(10**8)}"
+        # Yandex Direct and VK Ads add their click ids to every ad link (derived from the person, not drawn from
+        # ``rng``, so the rest of the traffic stays as it was for a seed).
+        if tags["utm_source"] == "yandex":
+            query += f"&yclid={_person_number(person, 'yclid', 19)}"
+        elif tags["utm_source"] == "vk":
+            query += f"&rb_clickid={_person_number(person, 'rb_clickid', 20)}"
         landing = f"{SITE}/landing?{query}"
         if rng.random() < 0.5:  # half the snippets send tags as fields, half leave them in the landing URL
             body |= tagged
@@ -159,10 +165,18 @@ def form_post(person: Person, rng: random.Random, *, form_id: str = "contact", n
     body["landing_url"] = landing
     if "referrer" in tags:
         body["referrer"] = tags["referrer"]
+    if int(_person_number(person, "metrica", 2)) % 5:  # four in five visitors' browsers ran the Metrica tag
+        body["ym_client_id"] = "17" + _person_number(person, "ym_client_id", 17)
     if rng.random() < 0.3:  # the snippet remembered an earlier organic visit
         first_seen = now - timedelta(days=rng.randint(1, 20))
         body |= {"first_referrer": "https://yandex.ru/", "first_seen_at": first_seen.isoformat()}
     return Post(form_id, body, person, "new", as_json=rng.random() < 0.7)
+
+
+def _person_number(person: Person, purpose: str, digits: int) -> str:
+    """A stable number of ``digits`` digits for one person and purpose (a click id, a Metrica ClientID)."""
+    value = int.from_bytes(hashlib.sha256(f"{purpose}|{person.phone_digits}".encode()).digest()[:12], "big")
+    return str(value % 10**digits).zfill(digits)
 
 
 @dataclass

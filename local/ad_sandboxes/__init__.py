@@ -6,11 +6,15 @@ generated deterministically from (account, campaign, date), so tests can compare
 sandbox holds. See each module's docstring for its sources and the simplifications it makes.
 """
 
+from local.ad_sandboxes.data_manager import DataManagerSandbox
 from local.ad_sandboxes.google_ads import GoogleAdsSandbox
+from local.ad_sandboxes.metrica import MetricaSandbox
 from local.ad_sandboxes.vk_ads import VkAdsSandbox
+from local.ad_sandboxes.vk_tracker import VkTrackerSandbox
 from local.ad_sandboxes.yandex_direct import YandexDirectSandbox
 
-__all__ = ["GoogleAdsSandbox", "VkAdsSandbox", "YandexDirectSandbox"]
+__all__ = ["DataManagerSandbox", "GoogleAdsSandbox", "MetricaSandbox", "VkAdsSandbox", "VkTrackerSandbox",
+           "YandexDirectSandbox"]  # fmt: skip
 
 
 def start_all(campaigns: int = 12, names: dict[str, list[str]] | None = None) -> tuple[list, dict[str, str]]:
@@ -37,3 +41,19 @@ def start_all(campaigns: int = 12, names: dict[str, list[str]] | None = None) ->
         "VK_ADS_CLIENT_ID": vk.client[0], "VK_ADS_CLIENT_SECRET": vk.client[1], "VK_ADS_API_URL": vk.api_url,
     }  # fmt: skip
     return servers, environment
+
+
+def start_conversion_sandboxes(google: GoogleAdsSandbox) -> tuple[list, dict[str, str]]:
+    """Start the offline-conversion sandboxes (Metrica, Google Data Manager with ``google``'s OAuth, the VK tracker)
+    and return them with the environment that points the conversions run at them (a goal per platform for won
+    deals; the Google customer 123-456-7890's conversion action 555)."""
+    metrica = MetricaSandbox(goals={"deal_won": "action"}).start()
+    data_manager = DataManagerSandbox(google, actions={"1234567890": {"555"}}).start()
+    tracker = VkTrackerSandbox(goals={"deal_won"}).start()
+    environment = {
+        "METRICA_TOKEN": metrica.token, "METRICA_COUNTER_ID": metrica.counter_id, "METRICA_GOAL": "deal_won",
+        "METRICA_API_URL": metrica.api_url, "GOOGLE_DATA_MANAGER_API_URL": data_manager.api_url,
+        "GOOGLE_ADS_CONVERSION_ACTION": "customers/1234567890/conversionActions/555",
+        "VK_ADS_PIXEL_ID": tracker.pixel_id, "VK_ADS_GOAL": "deal_won", "VK_ADS_TRACKER_URL": tracker.tracker_url,
+    }  # fmt: skip
+    return [metrica, data_manager, tracker], environment

@@ -2,8 +2,9 @@
 
 The local stack does not enforce IAM, so a call a role lacks (a new S3 prefix, a DynamoDB operation, a queue) passes
 every other test and fails only in production. Here each function is run on its real paths (a form, a held post, the
-writer, CRM events, the sweep, the spend import with a manual file, segments, the report, forget), every botocore
-call made while a function runs is recorded, mapped to the IAM action and resource it needs, and checked against the
+writer, CRM events, the sweep, the spend import with a manual file, offline conversions of a won deal and the hourly
+run, segments, the report, forget), every botocore call made
+while a function runs is recorded, mapped to the IAM action and resource it needs, and checked against the
 statements of that function's role: action, resource and the ``s3:prefix`` condition.
 
 Secrets Manager is left out: on the local stack one process reads the settings (and so every secret) once for all
@@ -15,7 +16,7 @@ from __future__ import annotations
 import fnmatch
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,9 +25,12 @@ import pytest
 import requests
 from botocore.client import BaseClient
 
+from local.ad_sandboxes import MetricaSandbox, VkTrackerSandbox
 from local.stack import LocalStack
 from local.template import load_template
 from tests.integration.test_journey_events import manager_lead, settle
+from throughline.adapters.journey_store import JourneyStore
+from throughline.journey.lines import Touch
 
 RESOURCES = load_template()["Resources"]
 TODAY = date(2026, 12, 1)
@@ -145,8 +149,22 @@ def allowed(role: str, action: str, resource: str, condition: dict, physical: di
     return False
 
 
-def test_every_call_each_function_makes_is_allowed_by_its_own_role(make_stack, calls):
-    stack = make_stack(parameters={"RateLimitPerContact": "1"})
+@pytest.fixture
+def conversion_sandboxes():
+    """Metrica and the VK tracker (Google's Data Manager would hand the spend import Google credentials too)."""
+    metrica = MetricaSandbox(goals={"deal_won": "action"}).start()
+    tracker = VkTrackerSandbox(goals={"deal_won"}).start()
+    yield {
+        "METRICA_TOKEN": metrica.token, "METRICA_COUNTER_ID": metrica.counter_id, "METRICA_GOAL": "deal_won",
+        "METRICA_API_URL": metrica.api_url,
+        "VK_ADS_PIXEL_ID": tracker.pixel_id, "VK_ADS_GOAL": "deal_won", "VK_ADS_TRACKER_URL": tracker.tracker_url,
+    }  # fmt: skip
+    tracker.stop()
+    metrica.stop()
+
+
+def test_every_call_each_function_makes_is_allowed_by_its_own_role(make_stack, calls, conversion_sandboxes):
+    stack = make_stack(parameters={"RateLimitPerContact": "1"}, environment=conversion_sandboxes)
     form = f"{stack.url}/v1/forms/contact/submissions"
     ivan = {"name": "Иван", "phone": "+79161234567", "email": "ivan@example.ru", "utm_source": "yandex"}
     assert requests.post(form, json=ivan, timeout=60).status_code == 202
@@ -160,6 +178,19 @@ def test_every_call_each_function_makes_is_allowed_by_its_own_role(make_stack, c
     boto3.client("s3").put_object(Bucket=bucket, Key="spend/manual/inbox/leaflets.csv", Body=csv.encode())
     stack.invoke("import_ad_spend", {"date_from": str(TODAY - timedelta(days=14)), "date_to": str(TODAY)})
     stack.invoke("journey_sweep", {})
+    # A deal won in January 2026 (its amount from the sandbox portal): a range run claims, sends and records it, and
+    # exports the ledger; the hourly run reads the change log and the ledger's failed conversions.
+    deal = stack.sandbox.call("crm.deal.add", {"fields": {"TITLE": "Кухня", "OPPORTUNITY": 120000}})
+    store = JourneyStore(stack.resources.physical["JourneyTable"])
+    store.put_meta(f"DEAL#{deal}", {"kind": "DEAL", "id": int(deal)})
+    store.new_touches(f"DEAL#{deal}", [
+        Touch("f1:form", datetime(2026, 1, 10, 9, tzinfo=UTC), "form", "paid", "yandex", "cpc",
+              extra={"ym_client_id": "1700000000999000111", "rb_clickid": "rb-77"}),
+        Touch("d1:won", datetime(2026, 1, 12, 9, tzinfo=UTC), "won", "crm", "crm", "stage", extra={"stage_id": "WON"}),
+    ])  # fmt: skip
+    sent = stack.invoke("upload_conversions", {"date_from": "2026-01-01", "date_to": "2026-01-31"})
+    assert sent["platforms"]["vk_ads"]["states"] == {"accepted": 1}
+    stack.invoke("upload_conversions", {})
     stack.invoke("build_segments", {})  # before the report, so its segments section reads what this stored
     stack.invoke("build_roi_report", {"date_from": "2026-11-01", "date_to": "2026-12-31"})
     stack.invoke("forget_person", {"phone": "+79161234567"})
@@ -169,7 +200,7 @@ def test_every_call_each_function_makes_is_allowed_by_its_own_role(make_stack, c
     ran = {function for function, *_ in calls}
     assert ran >= {
         "capture_form", "bitrix_writer", "bitrix_events", "import_ad_spend", "journey_sweep", "build_roi_report",
-        "forget_person", "build_segments",
+        "forget_person", "upload_conversions", "build_segments",
     }  # fmt: skip
     assert ("bitrix_writer", "s3", "PutObject") in {call[:3] for call in calls}  # the deletion marker
     denied = set()

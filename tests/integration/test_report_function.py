@@ -171,7 +171,8 @@ def test_report_function_least_privilege() -> None:
     assert by_sid["ExportJourneys"]["Resource"] == {"Fn::GetAtt": ["JourneyTable", "Arn"]}
     reads = {item["Fn::Sub"].split("/", 1)[1] for item in by_sid["ReadInputs"]["Resource"]}
     # segments/* and config/segments.yaml: the segments section (report/segments.py) and the rules' labels.
-    assert reads == {"spend/*", "rates/*", "journeys/*", "crm/*", "reports/roi/*", "segments/*", "config/segments.yaml"}
+    assert reads == {"spend/*", "rates/*", "journeys/*", "crm/*", "reports/roi/*", "segments/*", "config/segments.yaml",
+                     "conversions/*"}  # fmt: skip
     assert "raw/*" not in str(statements)
 
 

@@ -28,6 +28,7 @@ OLD_SECRET = {
     "YANDEX_DIRECT_TOKEN": "y4ndex-t0ken",
     "VK_ADS_CLIENT_ID": "vk-id",
     "VK_ADS_CLIENT_SECRET": "vk-s3cret",
+    "METRICA_TOKEN": "ym-t0ken",  # offline conversions
     "TELEGRAM_BOT_TOKEN": "123:tg-t0ken",
     "ALERT_EMAILS": "team@example.ru",
 }
@@ -69,7 +70,8 @@ def test_each_key_moves_to_its_consumers_secret_and_the_person_key_stays_the_sam
     assert _value(client, outputs["CrmSecretArn"]) == {"BITRIX24_WEBHOOK_URL": WEBHOOK}
     assert _value(client, outputs["EventsSecretArn"]) == {"BITRIX24_APP_TOKENS": "app-t0ken"}
     assert _value(client, outputs["AdsSecretArn"]) == {
-        "YANDEX_DIRECT_TOKEN": "y4ndex-t0ken", "VK_ADS_CLIENT_ID": "vk-id", "VK_ADS_CLIENT_SECRET": "vk-s3cret"
+        "YANDEX_DIRECT_TOKEN": "y4ndex-t0ken", "VK_ADS_CLIENT_ID": "vk-id", "VK_ADS_CLIENT_SECRET": "vk-s3cret",
+        "METRICA_TOKEN": "ym-t0ken",
     }  # fmt: skip
     assert _value(client, outputs["AlertsSecretArn"]) == {
         "TELEGRAM_BOT_TOKEN": "123:tg-t0ken", "ALERT_EMAILS": "team@example.ru"
@@ -77,7 +79,8 @@ def test_each_key_moves_to_its_consumers_secret_and_the_person_key_stays_the_sam
     out = capsys.readouterr().out
     assert "moved BITRIX24_WEBHOOK_URL -> CrmSecretArn" in out
     assert "moved TELEGRAM_BOT_TOKEN -> AlertsSecretArn" in out
-    for secret in (PERSON_KEY, "w3bh00ks3cr3t", "app-t0ken", "y4ndex-t0ken", "vk-s3cret", "tg-t0ken", "team@"):
+    for secret in (PERSON_KEY, "w3bh00ks3cr3t", "app-t0ken", "y4ndex-t0ken", "vk-s3cret", "ym-t0ken", "tg-t0ken",
+                   "team@"):  # fmt: skip
         assert secret not in out  # names only, never values
     # What each function now loads with the SECRETS_ARN the template gives it.
     capture = load_settings({"SECRETS_ARN": outputs["PersonKeySecretArn"]})
@@ -88,6 +91,9 @@ def test_each_key_moves_to_its_consumers_secret_and_the_person_key_stays_the_sam
     writer = load_settings({"SECRETS_ARN": f"{outputs['CrmSecretArn']},{outputs['PersonKeySecretArn']}"})
     assert (writer.bitrix24_webhook_url, writer.person_key_secret) == (WEBHOOK, PERSON_KEY)
     assert writer.vk_ads_client_secret is None and writer.telegram_bot_token is None
+    conversions = load_settings({"SECRETS_ARN": f"{outputs['AdsSecretArn']},{outputs['CrmSecretArn']}"})
+    assert (conversions.metrica_token, conversions.bitrix24_webhook_url) == ("ym-t0ken", WEBHOOK)
+    assert conversions.person_key_secret is None
     alerts = load_settings({"SECRETS_ARN": f"{outputs['CrmSecretArn']},{outputs['AlertsSecretArn']}"})
     assert (alerts.bitrix24_webhook_url, alerts.telegram_bot_token) == (WEBHOOK, "123:tg-t0ken")
     assert alerts.alert_emails == ("team@example.ru",) and alerts.person_key_secret is None

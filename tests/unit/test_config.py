@@ -24,6 +24,7 @@ ALL_SECRETS_ENV = {
     "PERSON_KEY_SECRET": "p3rson-k3y-" + "x" * 32,
     "SMARTCAPTCHA_SERVER_KEY": "ysc2_sm4rtc4ptch4-s3rver",
     "TURNSTILE_SECRET_KEY": "0x4-turnst1le-s3cret",
+    "METRICA_TOKEN": "ym-t0ken-s3cret",
     "TELEGRAM_BOT_TOKEN": "123:tg-b0t-t0ken",
     "TELEGRAM_CHAT_ID": "-1001234567",
     "ALERT_EMAIL_FROM": "alerts@example.ru",
@@ -32,7 +33,7 @@ ALL_SECRETS_ENV = {
 SECRET_VALUES = ("w3bh00ks3cr3t", "apptok3n-one", "apptok3n-two", "yd-t0ken-s3cret", "gads-cl1ent-id",
                  "gads-cl1ent-s3cret", "gads-r3fresh-t0ken", "gads-d3v-t0ken",
                  "vk-cl1ent-id", "vk-cl1ent-s3cret", "p3rson-k3y-", "sm4rtc4ptch4-s3rver",
-                 "turnst1le-s3cret", "tg-b0t-t0ken")  # fmt: skip
+                 "turnst1le-s3cret", "ym-t0ken-s3cret", "tg-b0t-t0ken")  # fmt: skip
 
 
 class FetchSpy:
@@ -644,3 +645,10 @@ def test_the_template_passes_the_flood_limits_to_capture_form_with_the_same_defa
         template["Parameters"]["ApiThrottlingRate"]["Default"],
         template["Parameters"]["ApiThrottlingBurst"]["Default"],
     ) == (5, 20)
+
+
+def test_google_conversion_actions_are_resource_names():
+    settings = load_settings({"GOOGLE_ADS_CONVERSION_ACTION": "customers/123-456-7890/conversionActions/555"})
+    assert settings.google_ads_conversion_action == ("customers/1234567890/conversionActions/555",)
+    with pytest.raises(ConfigError, match="GOOGLE_ADS_CONVERSION_ACTION"):
+        load_settings({"GOOGLE_ADS_CONVERSION_ACTION": "555"})

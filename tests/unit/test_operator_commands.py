@@ -12,7 +12,8 @@ from throughline.__main__ import COMMAND_MODULES, build_parser, main
 PACKAGE = Path(__file__).resolve().parents[2] / "layers" / "core" / "throughline"
 COMMANDS = {
     "bitrix-setup", "replay-dlq", "split-secrets", "attribute", "import-spend", "report", "athena-views",
-    "athena-paths", "journey-index", "journey-sweep", "journey-export", "forget", "release-held", "alerts", "segments",
+    "athena-paths", "journey-index", "journey-sweep", "journey-export", "forget", "release-held", "alerts",
+    "conversions", "segments",
 }  # fmt: skip
 
 

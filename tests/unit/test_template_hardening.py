@@ -28,6 +28,8 @@ SECRETS_OF = {
     "BuildRoiReportFunction": [CRM, PERSON_KEY],  # the snapshot's person keys
     "ImportAdSpendFunction": [ADS, CRM],  # crm.currency.list for the rates
     "ForgetPersonFunction": [PERSON_KEY],
+    # METRICA_TOKEN and the Google OAuth keys; the deals' amounts and contacts (Google's user data is plain SHA-256).
+    "UploadConversionsFunction": [ADS, CRM],
     "CheckAlertsFunction": [CRM, ALERTS],  # notifications through the webhook; Telegram, SES
     "SendDigestsFunction": [CRM, ALERTS],
     "AppReportFunction": [],  # public: the token is checked at https://BITRIX24_DOMAIN, never with the webhook
@@ -70,8 +72,8 @@ def test_no_schedule_has_a_fixed_name():
         for event in props.get("Events", {}).values()
         if event["Type"] in ("ScheduleV2", "Schedule")
     ]
-    # spend, report, sweep; check_alerts hourly and every 5 minutes; three digests; build_segments
-    assert len(schedules) == 9
+    # spend, report, sweep, conversions; check_alerts hourly and every 5 minutes; three digests; build_segments
+    assert len(schedules) == 10
     for name, props in schedules:
         assert props.get("OmitName") is True and "Name" not in props, name
     assert not [r for r in RESOURCES.values() if r["Type"] == "AWS::Scheduler::Schedule" and "Name" in r["Properties"]]
@@ -144,7 +146,8 @@ def test_public_functions_never_read_the_crm_webhook_or_the_ad_platforms():
 
 
 def test_the_journey_table_is_never_granted_get_item_which_the_code_never_calls():
-    # get_item is called on the double-submit table only (adapters/submission_claims.py and Powertools' idempotency).
+    # get_item is called on the double-submit table only (adapters/submission_claims.py and Powertools' idempotency),
+    # and by the conversions ledger's Ledger.get, which tests and operators use, never upload_conversions' runs.
     callers = {
         path.relative_to(ROOT).as_posix()
         for path in (ROOT / "layers/core/throughline").rglob("*.py")
@@ -152,6 +155,7 @@ def test_the_journey_table_is_never_granted_get_item_which_the_code_never_calls(
     }
     # The alerts ledger reads a sent alert's record (withdrawals) and the hot-lead index: check_alerts only.
     assert callers == {"layers/core/throughline/adapters/submission_claims.py",
+                       "layers/core/throughline/conversions/ledger.py",
                        "layers/core/throughline/adapters/alert_ledger.py"}  # fmt: skip
     granted = set()
     for name, resource in RESOURCES.items():
@@ -237,7 +241,7 @@ def test_the_person_key_secret_keeps_its_logical_id_and_every_property_of_its_fi
 @pytest.mark.parametrize(
     "name",
     ["Secrets", "CrmSecret", "EventsSecret", "AdsSecret", "AlertsSecret", "JourneyTable", "DataBucket",
-     "AccessLogsBucket", "WritesQueue", "WritesDeadLetterQueue"],
+     "AccessLogsBucket", "WritesQueue", "WritesDeadLetterQueue", "ConversionsTable"],
 )  # fmt: skip
 def test_stateful_resources_are_retained_on_delete_and_replacement(name):
     assert RESOURCES[name]["DeletionPolicy"] == "Retain"

@@ -1,6 +1,6 @@
 """Operator commands: ``python -m throughline <command>`` — ``bitrix-setup``, ``replay-dlq``, ``import-spend``,
 ``split-secrets``, ``report``, ``attribute``, ``athena-views``, ``athena-paths``, ``journey-index``,
-``journey-sweep``, ``journey-export``, ``forget``, ``release-held``, ``alerts`` and ``segments``.
+``journey-sweep``, ``journey-export``, ``forget``, ``release-held``, ``alerts``, ``conversions`` and ``segments``.
 
 Each capability plugs its commands in through one registry: a module whose ``register(commands, stack_outputs)``
 adds its subcommands, each with a ``run(args)`` default. Commands that touch the stack read the same configuration
@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "throughline.privacy.cli",
     "throughline.capture.cli",
     "throughline.alerts.cli",
+    "throughline.conversions.cli",
     "throughline.segments.cli",
 )
 

@@ -42,6 +42,7 @@ SECRET_NAMES = (
     "PERSON_KEY_SECRET",
     "SMARTCAPTCHA_SERVER_KEY",
     "TURNSTILE_SECRET_KEY",
+    "METRICA_TOKEN",
     "TELEGRAM_BOT_TOKEN",
     "TELEGRAM_CHAT_ID",
     "ALERT_EMAIL_FROM",
@@ -272,6 +273,16 @@ def _user_field_name(value: str) -> str:
     return value
 
 
+def _conversion_actions(value: str) -> tuple[str, ...]:
+    """GOOGLE_ADS_CONVERSION_ACTION: ``customers/<id>/conversionActions/<id>`` (dashes in the customer id allowed),
+    optionally a second one for qualified conversions."""
+    actions = tuple(part.replace("-", "") for part in _comma_list(value))
+    bad = [part for part in actions if not re.fullmatch(r"customers/\d{1,20}/conversionActions/\d{1,20}", part)]
+    if bad or len(actions) > 2:
+        raise ValueError("must be customers/<customer id>/conversionActions/<id>[,<the same for qualified>]")
+    return actions
+
+
 def _setting(default: Any, parse: Callable[[str], Any] = _text, *, secret: bool = False) -> Any:
     factory = (lambda: dict(default)) if isinstance(default, dict) else None
     metadata = {"parse": parse, "secret": secret}
@@ -321,6 +332,19 @@ class Settings:
     vk_ads_client_id: str | None = _setting(None, _optional_text, secret=True)
     vk_ads_client_secret: str | None = _setting(None, _optional_text, secret=True)
     vk_ads_api_url: str = _setting("https://ads.vk.com/api/v2/")
+
+    # Offline conversions (throughline.conversions): each goal setting is "<won goal>[,<qualified goal>]"
+    metrica_token: str | None = _setting(None, _optional_text, secret=True)
+    metrica_counter_id: str | None = _setting(None, _optional_text)
+    metrica_goal: tuple[str, ...] = _setting((), _comma_list)
+    metrica_api_url: str = _setting("https://api-metrika.yandex.net/management/v1/")
+    google_data_manager_api_url: str = _setting("https://datamanager.googleapis.com/v1/")
+    google_ads_conversion_action: tuple[str, ...] = _setting((), _conversion_actions)
+    vk_ads_pixel_id: str | None = _setting(None, _optional_text)
+    vk_ads_goal: tuple[str, ...] = _setting((), _comma_list)
+    vk_ads_tracker_url: str = _setting("https://top-fwz1.mail.ru/tracker")
+    conversion_qualified_stages: tuple[str, ...] = _setting((), _comma_list)
+    conversions_table: str | None = _setting(None, _optional_text)
 
     # Spend import
     spend_lookback_days: int = _setting(7, _integer(1, 365))

@@ -41,6 +41,9 @@ def bitrix_setup(args: argparse.Namespace, stack_outputs: Any) -> int:
     settings = load_settings()
     bitrix = bitrix_client(settings)
     print(report(bitrix, LeadRules.from_settings(settings)))
+    from throughline.conversions.setup import setup_lines
+
+    print("\n".join(setup_lines(settings)))
     objects = None
     if settings.data_bucket:
         from throughline.adapters.report_store import S3Objects

@@ -26,6 +26,7 @@ SECRET_HOMES = {
     "GOOGLE_ADS_DEVELOPER_TOKEN": "AdsSecretArn",
     "VK_ADS_CLIENT_ID": "AdsSecretArn",
     "VK_ADS_CLIENT_SECRET": "AdsSecretArn",
+    "METRICA_TOKEN": "AdsSecretArn",  # offline conversions (upload_conversions reads the ads secret)
     "TELEGRAM_BOT_TOKEN": "AlertsSecretArn",
     "TELEGRAM_CHAT_ID": "AlertsSecretArn",
     "ALERT_EMAIL_FROM": "AlertsSecretArn",

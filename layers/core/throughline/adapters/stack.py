@@ -21,6 +21,7 @@ STACK_SETTINGS = {
     "DataBucketName": "DATA_BUCKET",
     "JourneyTableName": "JOURNEY_TABLE",
     "WritesQueueUrl": "WRITES_QUEUE_URL",
+    "ConversionsTableName": "CONVERSIONS_TABLE",
 }
 
 

@@ -14,6 +14,7 @@ from throughline.bitrix24.client import Bitrix24Client
 from throughline.config import Settings
 from throughline.report.attribution import AttributionOptions, read_journeys
 from throughline.report.build import ReportOptions, build_report, default_periods, previous_period
+from throughline.report.conversions import with_conversions
 from throughline.report.crm import HISTORY, SnapshotOptions, read_snapshot, refresh_snapshot
 from throughline.report.funnel import StageBook
 from throughline.report.models import Period, RoiReport
@@ -157,6 +158,7 @@ def _run(
     section = segments_section(objects, period, read_snapshot(objects, "deal"), convert=rates.convert,
                                zone=settings.zone, labels=labels)  # fmt: skip
     report = report.model_copy(update={"segments": section})
+    report = with_conversions(report, objects, rates)  # the offline-conversions section (report.conversions)
     # Render all three before writing any: a failure here leaves both the dated folder and latest/ untouched.
     files = {"roi.json": render_json(report), "roi.csv": render_csv(report), "index.html": render_html(report)}
     locations = publish(objects, started.date(), files)

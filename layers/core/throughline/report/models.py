@@ -306,6 +306,30 @@ class Dynamics(_Model):
     romi_by_channel: list[ChannelWeeks] = Field(description="channels with spend in the period, most spend first")
 
 
+class ConversionReason(_Model):
+    reason: str
+    count: int
+
+
+class ConversionsPlatform(_Model):
+    """Won deals of the period sent back to one ad platform as offline conversions (throughline.conversions)."""
+
+    platform: str = Field(description="yandex_metrica, google_ads or vk_ads")
+    label: str
+    won_deals: int = Field(description="won deals of the period the conversions run looked at")
+    revenue: Number = Field(description="their revenue in the report currency")
+    with_identifier: int = Field(description="won deals that carried an id this platform joins on")
+    sent: int = Field(description="delivered to the platform (accepted, rejected or still processing)")
+    accepted: int
+    rejected: int
+    refused: int = Field(description="not sent: older than the platform's join window")
+    pending: int = Field(description="delivered, the platform's processing not finished (Metrica)")
+    failed: int = Field(description="not delivered yet (the platform was unreachable); retried every hour")
+    revenue_accepted: Number = Field(description="revenue of the accepted conversions: what the platform can see")
+    visible_share: Number | None = Field(description="revenue accepted / revenue × 100 %")
+    reasons: list[ConversionReason] = Field(default_factory=list, description="why conversions were rejected/refused")
+
+
 class RoiReport(_Model):
     schema_version: Literal[2] = SCHEMA_VERSION
     generated_at: datetime
@@ -340,6 +364,9 @@ class RoiReport(_Model):
     dynamics: Dynamics | None = Field(default=None, description="the period by day or week (report.dynamics)")
     segments: SegmentsSection | None = Field(
         default=None, description="customer segments (report.segments); null before the segments job's first night"
+    )
+    conversions: list[ConversionsPlatform] = Field(
+        default_factory=list, description="won deals sent back to the ad platforms (report.conversions)"
     )
 
 

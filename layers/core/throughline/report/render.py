@@ -19,7 +19,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from throughline.report import dynamics
+from throughline.report import conversions, dynamics
 from throughline.report.models import RoiReport, Row
 from throughline.report.segments import render_segments
 
@@ -173,6 +173,7 @@ def render_html(report: RoiReport) -> bytes:
         attribution=_attribution(report),
         cohorts=_cohorts(report),
         segments=render_segments(report.segments, format_number),
+        conversions=conversions.render_section(report),
         table=_table(report),
         rates=_rates(report),
         basis=html.escape(_basis(report)),
@@ -695,6 +696,7 @@ _PAGE = """<!doctype html>
 {attribution}</section>
 <section class="panel" style="margin-top:16px"><h2>Когорты клиентов: LTV по месяцам</h2>{cohorts}</section>
 {segments}
+{conversions}
 <section class="panel" style="margin-top:16px"><h2>Воронки по стадиям</h2>{funnels}</section>
 </main>
 <footer>{basis} {rates} Пустая ячейка (—) — делить не на что: нет расхода, лидов или выручки.</footer>
