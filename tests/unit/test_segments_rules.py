@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from throughline.report.build import last_wins
 from throughline.segments.engine import Customer, Frozen, assign, collect_customers, features, percentile, rfm_scores
 from throughline.segments.rules import DEFAULT_RULES_YAML, RulesError, default_rules, parse_rules
 
@@ -180,7 +181,7 @@ def test_b2b_deals_belong_to_the_company_and_its_size_comes_from_employees_and_r
     rates = {"RUB": Decimal(1), "USD": Decimal(90)}
     found, skipped = collect_customers(
         deals, contacts, companies, convert=lambda amount, currency, day: amount * rates[currency or "RUB"],
-        zone=MSK, today=TODAY,
+        zone=MSK, today=TODAY, wins={},
     )  # fmt: skip
     assert skipped == 1 and "company:14" not in found
     assert found["company:7"].wins == [(date(2026, 12, 1), Decimal(1000))] and found["contact:3"].open_deals == 1
@@ -203,3 +204,50 @@ def test_an_oversized_rules_file_is_refused_before_parsing() -> None:
     )
     with pytest.raises(RulesError, match="larger than"):
         parse_rules(bomb + "#" * 70_000)
+
+
+def collect(deals, *, zone=MSK, wins=None, contacts=None):
+    contacts = contacts or [{"ID": "1", "DATE_CREATE": "2025-01-01T10:00:00+03:00"}]
+    found, _ = collect_customers(deals, contacts, [], convert=lambda amount, currency, day: amount, zone=zone,
+                                 today=TODAY, wins=wins or {})  # fmt: skip
+    return found
+
+
+def test_a_win_without_closedate_is_dated_by_the_stage_history_never_by_date_modify() -> None:
+    """The report's rule (issue 13): a later edit (DATE_MODIFY yesterday) must not move a win 200 days old."""
+    deal = {"ID": "5", "CONTACT_ID": "1", "STAGE_SEMANTIC_ID": "S", "OPPORTUNITY": "700", "CURRENCY_ID": "RUB",
+            "DATE_MODIFY": "2026-12-05T12:00:00+03:00"}  # fmt: skip
+    history = [
+        {"OWNER_ID": "5", "STAGE_SEMANTIC_ID": "S", "CREATED_TIME": "2026-05-01T10:00:00+03:00"},  # an early win …
+        {"OWNER_ID": "5", "STAGE_SEMANTIC_ID": "P", "CREATED_TIME": "2026-05-02T10:00:00+03:00"},  # … reopened
+        {"OWNER_ID": "5", "STAGE_SEMANTIC_ID": "S", "CREATED_TIME": "2026-05-20T23:30:00+00:00"},  # won: 21 May, MSK
+    ]
+    wins = last_wins(history)
+    found = collect([deal], wins=wins)
+    assert found["contact:1"].wins == [(date(2026, 5, 21), Decimal(700))]
+    assert segments(*found.values()) == {1: "SLEEPING"}  # 199 days since the win; DATE_MODIFY said 1 → Разовый
+    # Neither CLOSEDATE nor a win in the history: a win with no day (counted, in no window, least recent for RFM).
+    undated = collect([deal, {**deal, "ID": "6", "CONTACT_ID": "2"}],
+                      contacts=[{"ID": "1"}, {"ID": "2"}], wins={5: wins[5]})  # fmt: skip
+    assert undated["contact:2"].wins == [(None, Decimal(700))]
+    rows = {row["customer"]: row for row in assign(undated, RULES, TODAY).rows}
+    assert rows["contact:2"]["segment"] == "ONE_TIME" and rows["contact:2"]["last_win"] is None
+    assert (rows["contact:1"]["r"], rows["contact:2"]["r"]) == (3, 1)
+
+
+def test_closedate_is_the_calendar_day_as_written_whatever_the_report_zone() -> None:
+    """CLOSEDATE is a calendar day: midnight at the portal's +03:00 is that day, not the day before in UTC."""
+    deal = {"ID": "5", "CONTACT_ID": "1", "STAGE_SEMANTIC_ID": "S", "OPPORTUNITY": "700", "CURRENCY_ID": "RUB",
+            "CLOSEDATE": "2026-06-07T00:00:00+03:00"}  # fmt: skip
+    found = collect([deal], zone=ZoneInfo("UTC"))
+    assert found["contact:1"].wins == [(date(2026, 6, 7), Decimal(700))]
+    assert segments(*found.values()) == {1: "ONE_TIME"}  # 182 days; read in UTC it was 183 → Спящий
+
+
+def test_a_win_without_revenue_is_a_win_left_out_of_the_average_check() -> None:
+    base = {"CONTACT_ID": "1", "STAGE_SEMANTIC_ID": "S", "CURRENCY_ID": "RUB", "CLOSEDATE": "2026-12-01"}
+    deals = [{**base, "ID": str(n), "OPPORTUNITY": amount} for n, amount in
+             enumerate(["1000", "", "-50", "abc", "NaN"], start=1)]  # fmt: skip
+    found = collect(deals)
+    item = features(found["contact:1"], TODAY, 365)
+    assert (item.won_in_window, item.average_check, item.revenue_total) == (5, Decimal(1000), Decimal(1000))

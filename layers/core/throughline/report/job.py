@@ -142,8 +142,11 @@ def _run(
     except RulesError as error:
         progress(f"segments: {error}; the section uses the codes")
         labels = {}
+    from throughline.report.build import last_wins, success_stages
+
+    wins = last_wins(read_snapshot(objects, HISTORY), success_stages(StageBook(crm.statuses)), settings.zone)
     section = segments_section(objects, period, read_snapshot(objects, "deal"), convert=rates.convert,
-                               zone=settings.zone, labels=labels)  # fmt: skip
+                               zone=settings.zone, labels=labels, wins=wins)  # fmt: skip
     report = report.model_copy(update={"segments": section})
     # Render all three before writing any: a failure here leaves both the dated folder and latest/ untouched.
     files = {"roi.json": render_json(report), "roi.csv": render_csv(report), "index.html": render_html(report)}

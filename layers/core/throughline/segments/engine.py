@@ -2,9 +2,12 @@
 
 A customer is a contact, or a company for deals that name one (B2B): a deal with ``COMPANY_ID`` belongs to its
 company, else to its ``CONTACT_ID``. Deals naming neither, or a customer not in the snapshot, belong to no one.
-A won deal is one in a success stage (``STAGE_SEMANTIC_ID`` S); its day is ``CLOSEDATE`` as written, else the day of
-``DATE_MODIFY`` in the report's zone (a win dated after today counts as today). Amounts are converted into the report
-currency with the report's ``RateBook``; a deal whose currency has no rate counts as a win without an amount.
+A won deal is one in a success stage (``STAGE_SEMANTIC_ID`` S); its day is the report's (``report.build.won_day``):
+``CLOSEDATE`` as written, else the day in the report's zone of its last move into a success stage in the stage
+history, never ``DATE_MODIFY`` (a later edit must not move a win); a win dated after today counts as today, one with
+neither date counts as a won deal with no day (in ``won_total`` only). Amounts are converted into the report currency
+with the report's ``RateBook``; a deal whose currency has no rate, or whose amount is empty, negative or not a
+number, counts as a win without an amount (the report's rule).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class Customer:
     id: int
     created: date | None = None
     assigned_by_id: str | None = None
-    wins: list[tuple[date, Decimal | None]] = field(default_factory=list)
+    wins: list[tuple[date | None, Decimal | None]] = field(default_factory=list)  # (day, amount); None: unknown
     deals_total: int = 0
     open_deals: int = 0
     employees: str | None = None  # companies: the EMPLOYEES list value
@@ -101,8 +104,12 @@ def collect_customers(
     convert: Callable[[Decimal, str, str], Decimal | None],
     zone: ZoneInfo,
     today: date,
+    wins: Mapping[int, str],
 ) -> tuple[dict[str, Customer], int]:
-    """Customers keyed ``contact:<id>`` / ``company:<id>`` with their deals; and the deals that had no customer."""
+    """Customers keyed ``contact:<id>`` / ``company:<id>`` with their deals; and the deals that had no customer.
+    ``wins``: each deal's last move into a success stage (``report.build.last_wins`` of the stage history)."""
+    from throughline.report.build import won_day
+
     customers: dict[str, Customer] = {}
     for row in contacts:
         customer = Customer(CONTACT, int(row["ID"]), day_of(row.get("DATE_CREATE"), zone), row.get("ASSIGNED_BY_ID"))
@@ -129,10 +136,13 @@ def collect_customers(
         if semantic == "P":
             customer.open_deals += 1
         elif semantic == "S":
-            won = day_of(deal.get("CLOSEDATE"), zone) or day_of(deal.get("DATE_MODIFY"), zone) or today
-            amount = _decimal(deal.get("OPPORTUNITY") or 0)
-            converted = None if amount is None else convert(amount, str(deal.get("CURRENCY_ID") or ""), won.isoformat())
-            customer.wins.append((min(won, today), converted))
+            won = won_day(deal, wins, zone)
+            won = None if won is None else min(won, today)
+            amount = _decimal(deal.get("OPPORTUNITY"))
+            rated_on = (won or today).isoformat()
+            currency = str(deal.get("CURRENCY_ID") or "")
+            converted = None if amount is None or amount <= 0 else convert(amount, currency, rated_on)
+            customer.wins.append((won, converted))
     return customers, skipped
 
 
@@ -151,9 +161,9 @@ class Features:
 
 def features(customer: Customer, today: date, window_days: int) -> Features:
     window_start = today - timedelta(days=window_days)  # 365: a win 365 days ago is still in (as Спящий's 183–365)
-    in_window = [amount for day, amount in customer.wins if day >= window_start]
+    in_window = [amount for day, amount in customer.wins if day is not None and day >= window_start]
     amounts = [amount for amount in in_window if amount is not None]
-    last = max((day for day, _ in customer.wins), default=None)
+    last = max((day for day, _ in customer.wins if day is not None), default=None)
     return Features(
         won_in_window=len(in_window),
         won_total=len(customer.wins),
@@ -206,7 +216,8 @@ def rfm_scores(found: Mapping[str, Features]) -> dict[str, tuple[int, int, int]]
             first_rank.setdefault(value(found[key]), position)
         return {key: first_rank[value(found[key])] * 5 // len(ordered) + 1 for key in buyers}
 
-    recency = scores(lambda item: -(item.days_since_last_win or 0))
+    # A buyer whose wins have no day (no CLOSEDATE, no stage history) ranks as the least recent, not as today's.
+    recency = scores(lambda item: -math.inf if item.days_since_last_win is None else -item.days_since_last_win)
     frequency = scores(lambda item: item.won_total)
     monetary = scores(lambda item: item.revenue_total)
     return {key: (recency[key], frequency[key], monetary[key]) for key in buyers}
