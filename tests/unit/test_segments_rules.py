@@ -153,9 +153,16 @@ def test_rfm_quintiles_by_hand() -> None:
     # Ten buyers: two per quintile. n=1 is the most recent (10 days), fewest wins (1), least money (100).
     assert scores["contact:1"] == (5, 1, 1) and scores["contact:2"] == (5, 1, 1)
     assert scores["contact:5"] == (3, 3, 3) and scores["contact:10"] == (1, 5, 5)
-    # Ties share the score of their first rank.
+    # Ties share the score of the middle of their ranks: five buyers who all won 100 ₽ 10 days ago are not «111»
+    # (the lost-customer score); nor is a lone buyer; four buyers spread symmetrically.
     tied = {f"contact:{n}": features(customer(n, [(10, 100)]), TODAY, 365) for n in range(1, 6)}
-    assert set(rfm_scores(tied).values()) == {(1, 1, 1)}
+    assert set(rfm_scores(tied).values()) == {(3, 3, 3)}
+    assert rfm_scores({"contact:1": features(customer(1, [(1, 100)]), TODAY, 365)}) == {"contact:1": (3, 3, 3)}
+    four = {f"contact:{n}": features(customer(n, [(10 * n, 100 * n)] * n), TODAY, 365) for n in range(1, 5)}
+    assert [rfm_scores(four)[f"contact:{n}"] for n in range(1, 5)] == [(5, 1, 1), (4, 2, 2), (2, 4, 4), (1, 5, 5)]
+    # Eight of ten buyers bought once: they share F 3 (the middle of ranks 1-8), the two repeat buyers 5.
+    many = {f"contact:{n}": features(customer(n, [(10, 100)] * (1 if n <= 7 else 2)), TODAY, 365) for n in range(10)}
+    assert sorted({score[1] for score in rfm_scores(many).values()}) == [3, 5]
     rows = assign(buyers, RULES, TODAY).rows
     assert {row["customer"]: row["rfm"] for row in rows}["contact:10"] == "155"
 
@@ -232,7 +239,7 @@ def test_a_win_without_closedate_is_dated_by_the_stage_history_never_by_date_mod
     assert undated["contact:2"].wins == [(None, Decimal(700))]
     rows = {row["customer"]: row for row in assign(undated, RULES, TODAY).rows}
     assert rows["contact:2"]["segment"] == "ONE_TIME" and rows["contact:2"]["last_win"] is None
-    assert (rows["contact:1"]["r"], rows["contact:2"]["r"]) == (3, 1)
+    assert (rows["contact:1"]["r"], rows["contact:2"]["r"]) == (4, 2)
 
 
 def test_closedate_is_the_calendar_day_as_written_whatever_the_report_zone() -> None:

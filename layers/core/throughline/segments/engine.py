@@ -204,17 +204,22 @@ def _matches(rule: SegmentRule, found: Features, threshold: Decimal | None) -> b
 
 def rfm_scores(found: Mapping[str, Features]) -> dict[str, tuple[int, int, int]]:
     """Quintile scores 1–5 among customers with a won deal: recency (fewer days since the last win scores higher),
-    frequency (won deals) and monetary value (won revenue). Equal values share the score of their first rank."""
+    frequency (won deals) and monetary value (won revenue). A buyer's score is the quintile of the middle of its rank
+    among ``n`` buyers (position ``p`` of 0 … n-1: ``floor(5 (p + ½) / n) + 1``), so the scale is symmetric: with ten
+    buyers two per score, a lone buyer 3 (not 1, the «lost customer» score), four buyers 1, 2, 4, 5. Equal values
+    share the score of the middle of their ranks (five buyers all won 10 days ago: R 3 each, not 1)."""
     buyers = [key for key, item in found.items() if item.won_total]
     if not buyers:
         return {}
 
     def scores(value: Callable[[Features], Any]) -> dict[str, int]:
         ordered = sorted(buyers, key=lambda key: value(found[key]))
-        first_rank: dict[Any, int] = {}
+        span: dict[Any, list[int]] = {}
         for position, key in enumerate(ordered):
-            first_rank.setdefault(value(found[key]), position)
-        return {key: first_rank[value(found[key])] * 5 // len(ordered) + 1 for key in buyers}
+            span.setdefault(value(found[key]), [position, position])[1] = position
+        total = len(ordered)
+        by_value = {found_value: 5 * (low + high + 1) // (2 * total) + 1 for found_value, (low, high) in span.items()}
+        return {key: by_value[value(found[key])] for key in buyers}
 
     # A buyer whose wins have no day (no CLOSEDATE, no stage history) ranks as the least recent, not as today's.
     recency = scores(lambda item: -math.inf if item.days_since_last_win is None else -item.days_since_last_win)
