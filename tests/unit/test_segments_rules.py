@@ -258,3 +258,14 @@ def test_a_win_without_revenue_is_a_win_left_out_of_the_average_check() -> None:
     found = collect(deals)
     item = features(found["contact:1"], TODAY, 365)
     assert (item.won_in_window, item.average_check, item.revenue_total) == (5, Decimal(1000), Decimal(1000))
+
+
+def test_a_month_whose_first_night_had_no_buyer_does_not_freeze_vip_out() -> None:
+    first = assign({c.key: c for c in [customer(1, open_deals=1)]}, RULES, TODAY)
+    assert first.frozen.thresholds == {"VIP": None}
+    vip = customer(2, [(1, 400), (2, 400)])
+    night = TODAY + timedelta(days=1)
+    rows = {row["customer"]: row for row in first.rows}
+    second = assign({c.key: c for c in [*CROWD, vip]}, RULES, night, previous=rows, frozen=first.frozen)
+    assert {row["id"]: row["segment"] for row in second.rows}[2] == "VIP"
+    assert second.frozen.thresholds == {"VIP": Decimal(400)}  # found, then kept for the rest of the month

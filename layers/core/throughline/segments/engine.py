@@ -269,7 +269,9 @@ def assign(
     for rule in rules.segments:
         if rule.average_check_percentile is None:
             continue
-        if rule.freeze and same_month and frozen is not None and rule.code in frozen.thresholds:
+        # A threshold frozen as None (no buyer yet that month: a first night on an empty or fresh portal) is no
+        # threshold: it is computed again each night until there is one, or nobody could be VIP all month.
+        if rule.freeze and same_month and frozen is not None and frozen.thresholds.get(rule.code) is not None:
             thresholds[rule.code] = frozen.thresholds[rule.code]
         else:
             thresholds[rule.code] = percentile(averages, rule.average_check_percentile)
@@ -319,8 +321,8 @@ def assign(
                  "from": before.get("segment"), "to": segment, "assigned_by_id": customer.assigned_by_id}
             )  # fmt: skip
     if same_month and frozen is not None:
-        kept_thresholds = dict(frozen.thresholds)
-        kept_thresholds.update({code: value for code, value in thresholds.items() if code not in frozen.thresholds})
+        kept_thresholds = {code: value for code, value in frozen.thresholds.items() if value is not None}
+        kept_thresholds.update({code: value for code, value in thresholds.items() if code not in kept_thresholds})
         new_frozen = Frozen(month, kept_thresholds)
     else:
         new_frozen = Frozen(month, {code: thresholds[code] for code in thresholds if code in frozen_codes})
