@@ -1115,6 +1115,11 @@ def _coerce_single_userfield_value(user_type: str, value: Any, tz: tzinfo) -> An
         return _to_char(value, default="N") == "Y"
     if user_type in ("integer", "employee"):
         return _to_int(value)
+    if user_type == "enumeration":
+        # main/lib/userfield/types/enumtype.php: an int(18) column and checkFields() that checks nothing. An item's
+        # ID is kept (an unknown number too); anything else (an XML_ID, a label) is no number: the field is empty.
+        number = _to_int(value) if re.fullmatch(r"\s*\d+\s*", str(value or "")) else None
+        return str(number) if number else None
     if user_type == "double":
         return _to_float(value)
     if user_type in _DATE_TYPES:

@@ -1212,3 +1212,19 @@ def test_an_activity_update_moves_its_last_updated_time(sandbox: Sandbox) -> Non
     after = sandbox.call("crm.activity.get", {"id": todo["id"]})
     assert after["COMPLETED"] == "Y" and after["CREATED"] == before["CREATED"]
     assert after["LAST_UPDATED"] > before["LAST_UPDATED"]
+
+
+def test_an_enumeration_field_takes_the_item_id_never_its_xml_id(sandbox: Sandbox) -> None:
+    """Bitrix24's EnumType stores a value in an int(18) column and checks nothing (checkFields returns []): an item's
+    ID is kept; an XML_ID (``VIP``) is no number and leaves the field empty. A writer mixing them up must fail here."""
+    items = [{"VALUE": "VIP", "XML_ID": "VIP"}, {"VALUE": "Спящий", "XML_ID": "SLEEPING"}]
+    fields = {"FIELD_NAME": "TL_SEGMENT", "USER_TYPE_ID": "enumeration", "LIST": items}
+    ok(sandbox, "crm.contact.userfield.add", {"fields": fields})
+    listed = ok(sandbox, "crm.contact.userfield.list", {"filter": {"FIELD_NAME": "UF_CRM_TL_SEGMENT"}})["result"][0]
+    ids = {item["XML_ID"]: item["ID"] for item in listed["LIST"]}
+    contact = ok(sandbox, "crm.contact.add", {"fields": {"NAME": "Ира"}})["result"]
+    ok(sandbox, "crm.contact.update", {"id": contact, "fields": {"UF_CRM_TL_SEGMENT": ids["SLEEPING"]}})
+    got = ok(sandbox, "crm.contact.get", {"id": contact})["result"]
+    assert got["UF_CRM_TL_SEGMENT"] == ids["SLEEPING"]
+    ok(sandbox, "crm.contact.update", {"id": contact, "fields": {"UF_CRM_TL_SEGMENT": "VIP"}})
+    assert ok(sandbox, "crm.contact.get", {"id": contact})["result"]["UF_CRM_TL_SEGMENT"] in (None, "", False)

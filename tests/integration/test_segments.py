@@ -15,7 +15,7 @@ from local.bitrix24_sandbox import Sandbox
 from local.bitrix24_sandbox.server import seed_history
 from throughline.bitrix24.client import Bitrix24Client, Deadline
 from throughline.report import jsonlines
-from throughline.report.crm import SnapshotOptions
+from throughline.report.crm import SnapshotOptions, read_snapshot
 from throughline.segments.fields import RFM_FIELD, SEGMENT_FIELD, SINCE_FIELD, SIZE_FIELD, setup_report
 from throughline.segments.job import STATE_KEY, SegmentOptions, build_segments, snapshot_key, transitions_key
 from throughline.segments.rules import CONFIG_KEY, DEFAULT_RULES_YAML
@@ -208,3 +208,21 @@ def test_amounts_in_another_currency_use_the_spend_import_s_rate_files() -> None
         [row] = jsonlines.decode(objects.data[snapshot_key("2026-12-06")])
         # 10 $ at the file's 100, not the CRM's 90
         assert Decimal(row["revenue_total"]) == 1000 and row["average_check"] == "1000.00"
+
+
+def test_a_night_dates_a_win_without_closedate_by_the_stage_history_not_by_a_later_edit() -> None:
+    """The job reads the stage history it snapshots: won on 21 May (moved to WON then), edited yesterday."""
+    with Sandbox(app_token="tok", seed=26) as sandbox:
+        client = Bitrix24Client(sandbox.webhook_url)
+        objects = MemoryObjects()
+        seed_history(sandbox, "contact", [{"NAME": "К", "DATE_CREATE": "2025-11-01T10:00:00+03:00"}])
+        deal = {"CONTACT_ID": 1, "STAGE_ID": "NEW", "OPPORTUNITY": 700, "CURRENCY_ID": "RUB", "CLOSEDATE": "",
+                "DATE_CREATE": "2026-05-01T10:00:00+03:00", "STAGE_MOVES": [("WON", "2026-05-21T02:30:00+03:00")],
+                "DATE_MODIFY": "2026-12-05T12:00:00+03:00"}  # fmt: skip
+        seed_history(sandbox, "deal", [deal])
+        options = SegmentOptions(snapshot=SnapshotOptions(person_key_secret="test-secret"))
+        build_segments(client, objects, options=options, now=lambda: NIGHT)
+        [stored] = read_snapshot(objects, "deal")
+        assert not stored.get("CLOSEDATE") and stored["DATE_MODIFY"].startswith("2026-12-05")
+        [row] = jsonlines.decode(objects.data[snapshot_key("2026-12-06")])
+        assert (row["last_win"], row["segment"]) == ("2026-05-21", "SLEEPING")  # 199 days; not Разовый of yesterday

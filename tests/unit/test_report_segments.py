@@ -57,22 +57,26 @@ DEALS = [
     won("1", "2026-11-30", "2000"),
     won("1", "2026-10-31", "9999"),
     won("1", "2026-11-04", "500", stage="F"),
-    # contact 3: one win of 100 $ at 90 ₽ (9 000 ₽), no CLOSEDATE: the day of DATE_MODIFY in Moscow (30 November,
-    # 23:30); another at 01:30 on 1 December in Moscow (22:30 UTC on the 30th) is outside the period.
-    {"CONTACT_ID": "3", "STAGE_SEMANTIC_ID": "S", "DATE_MODIFY": "2026-11-30T20:30:00+00:00", "OPPORTUNITY": "100",
-     "CURRENCY_ID": "USD"},
-    {"CONTACT_ID": "3", "STAGE_SEMANTIC_ID": "S", "DATE_MODIFY": "2026-11-30T22:30:00+00:00", "OPPORTUNITY": "100",
-     "CURRENCY_ID": "USD"},
+    # … and a win whose amount is not a number: a won deal without revenue, out of the average check (no crash).
+    won("1", "2026-11-20", "abc"),
+    # contact 3: no CLOSEDATE, so the day of the last move into a success stage (WINS), never DATE_MODIFY: deal 31
+    # won at 23:30 on 30 November in Moscow (edited on 3 December): in, 100 $ at 90 ₽ = 9 000 ₽; deal 32 won at 01:30
+    # on 1 December in Moscow (22:30 UTC on the 30th), edited on 15 November: out.
+    {"ID": "31", "CONTACT_ID": "3", "STAGE_SEMANTIC_ID": "S", "DATE_MODIFY": "2026-12-03T10:00:00+03:00",
+     "OPPORTUNITY": "100", "CURRENCY_ID": "USD"},
+    {"ID": "32", "CONTACT_ID": "3", "STAGE_SEMANTIC_ID": "S", "DATE_MODIFY": "2026-11-15T10:00:00+03:00",
+     "OPPORTUNITY": "200", "CURRENCY_ID": "USD"},
     # company 5 (its contact 2 does not get it): 4 000 ₽.
     {"COMPANY_ID": "5", "CONTACT_ID": "2", "STAGE_SEMANTIC_ID": "S", "CLOSEDATE": "2026-11-10", "OPPORTUNITY": "4000",
      "CURRENCY_ID": "RUB"},
 ]  # fmt: skip
 RATES = {"RUB": Decimal(1), "USD": Decimal(90)}
+WINS = {31: "2026-11-30T20:30:00+00:00", 32: "2026-11-30T22:30:00+00:00"}  # report.build.last_wins of the history
 
 
 def section():
     return segments_section(objects(), PERIOD, DEALS, convert=lambda amount, currency, day: amount * RATES[currency],
-                            zone=ZoneInfo("Europe/Moscow"), labels=LABELS)  # fmt: skip
+                            zone=ZoneInfo("Europe/Moscow"), labels=LABELS, wins=WINS)  # fmt: skip
 
 
 def test_segment_rows_by_hand() -> None:
@@ -80,10 +84,12 @@ def test_segment_rows_by_hand() -> None:
     assert (found.snapshot, found.start_snapshot) == ("2026-12-01", "2026-11-01")
     rows = {row.label: row for row in found.rows}
     assert list(rows) == ["VIP", "Активный", "Спящий", "Без сегмента"]
-    vip = rows["VIP"]  # contacts 1 and 3: 3 wins, 1 000 + 2 000 + 9 000 = 12 000
-    assert (vip.customers, vip.customers_start, vip.change, vip.buyers, vip.won_deals) == (2, 1, 1, 2, 3)
+    # contacts 1 and 3: 4 wins, 3 with revenue: 1 000 + 2 000 + 9 000 = 12 000; average check 12 000 / 3 = 4 000;
+    # frequency 4 wins / 2 buyers = 2.
+    vip = rows["VIP"]
+    assert (vip.customers, vip.customers_start, vip.change, vip.buyers, vip.won_deals) == (2, 1, 1, 2, 4)
     assert (vip.revenue, vip.conversion, vip.average_check, vip.frequency) == (
-        Decimal("12000.00"), Decimal("100.00"), Decimal("4000.00"), Decimal("1.50"))  # fmt: skip
+        Decimal("12000.00"), Decimal("100.00"), Decimal("4000.00"), Decimal("2.00"))  # fmt: skip
     active = rows["Активный"]  # company 5 now; contacts 1 and 2 at the start
     assert (active.customers, active.customers_start, active.change, active.revenue) == (1, 2, -1, Decimal("4000.00"))
     sleeping = rows["Спящий"]  # contact 2 bought nothing as a contact
@@ -96,7 +102,8 @@ def test_segment_rows_by_hand() -> None:
 
 
 def test_no_section_before_the_first_night_and_the_panel_on_the_page() -> None:
-    assert segments_section(Objects(), PERIOD, [], convert=lambda a, c, d: a, zone=ZoneInfo("UTC"), labels={}) is None
+    assert segments_section(Objects(), PERIOD, [], convert=lambda a, c, d: a, zone=ZoneInfo("UTC"), labels={},
+                            wins={}) is None  # fmt: skip
     page = render_segments(section(), format_number)
     assert "<h2>Сегменты клиентов</h2>" in page and 'class="segbar"' in page
     assert "<td>12\u202f000</td>" in page and "<td>+1</td>" in page and "<td>-1</td>" in page

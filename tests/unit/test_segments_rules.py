@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from throughline.report.build import last_wins
 from throughline.segments.engine import Customer, Frozen, assign, collect_customers, features, percentile, rfm_scores
 from throughline.segments.rules import DEFAULT_RULES_YAML, RulesError, default_rules, parse_rules
 
@@ -152,9 +153,16 @@ def test_rfm_quintiles_by_hand() -> None:
     # Ten buyers: two per quintile. n=1 is the most recent (10 days), fewest wins (1), least money (100).
     assert scores["contact:1"] == (5, 1, 1) and scores["contact:2"] == (5, 1, 1)
     assert scores["contact:5"] == (3, 3, 3) and scores["contact:10"] == (1, 5, 5)
-    # Ties share the score of their first rank.
+    # Ties share the score of the middle of their ranks: five buyers who all won 100 ₽ 10 days ago are not «111»
+    # (the lost-customer score); nor is a lone buyer; four buyers spread symmetrically.
     tied = {f"contact:{n}": features(customer(n, [(10, 100)]), TODAY, 365) for n in range(1, 6)}
-    assert set(rfm_scores(tied).values()) == {(1, 1, 1)}
+    assert set(rfm_scores(tied).values()) == {(3, 3, 3)}
+    assert rfm_scores({"contact:1": features(customer(1, [(1, 100)]), TODAY, 365)}) == {"contact:1": (3, 3, 3)}
+    four = {f"contact:{n}": features(customer(n, [(10 * n, 100 * n)] * n), TODAY, 365) for n in range(1, 5)}
+    assert [rfm_scores(four)[f"contact:{n}"] for n in range(1, 5)] == [(5, 1, 1), (4, 2, 2), (2, 4, 4), (1, 5, 5)]
+    # Eight of ten buyers bought once: they share F 3 (the middle of ranks 1-8), the two repeat buyers 5.
+    many = {f"contact:{n}": features(customer(n, [(10, 100)] * (1 if n <= 7 else 2)), TODAY, 365) for n in range(10)}
+    assert sorted({score[1] for score in rfm_scores(many).values()}) == [3, 5]
     rows = assign(buyers, RULES, TODAY).rows
     assert {row["customer"]: row["rfm"] for row in rows}["contact:10"] == "155"
 
@@ -180,7 +188,7 @@ def test_b2b_deals_belong_to_the_company_and_its_size_comes_from_employees_and_r
     rates = {"RUB": Decimal(1), "USD": Decimal(90)}
     found, skipped = collect_customers(
         deals, contacts, companies, convert=lambda amount, currency, day: amount * rates[currency or "RUB"],
-        zone=MSK, today=TODAY,
+        zone=MSK, today=TODAY, wins={},
     )  # fmt: skip
     assert skipped == 1 and "company:14" not in found
     assert found["company:7"].wins == [(date(2026, 12, 1), Decimal(1000))] and found["contact:3"].open_deals == 1
@@ -203,3 +211,61 @@ def test_an_oversized_rules_file_is_refused_before_parsing() -> None:
     )
     with pytest.raises(RulesError, match="larger than"):
         parse_rules(bomb + "#" * 70_000)
+
+
+def collect(deals, *, zone=MSK, wins=None, contacts=None):
+    contacts = contacts or [{"ID": "1", "DATE_CREATE": "2025-01-01T10:00:00+03:00"}]
+    found, _ = collect_customers(deals, contacts, [], convert=lambda amount, currency, day: amount, zone=zone,
+                                 today=TODAY, wins=wins or {})  # fmt: skip
+    return found
+
+
+def test_a_win_without_closedate_is_dated_by_the_stage_history_never_by_date_modify() -> None:
+    """The report's rule (issue 13): a later edit (DATE_MODIFY yesterday) must not move a win 200 days old."""
+    deal = {"ID": "5", "CONTACT_ID": "1", "STAGE_SEMANTIC_ID": "S", "OPPORTUNITY": "700", "CURRENCY_ID": "RUB",
+            "DATE_MODIFY": "2026-12-05T12:00:00+03:00"}  # fmt: skip
+    history = [
+        {"OWNER_ID": "5", "STAGE_SEMANTIC_ID": "S", "CREATED_TIME": "2026-05-01T10:00:00+03:00"},  # an early win …
+        {"OWNER_ID": "5", "STAGE_SEMANTIC_ID": "P", "CREATED_TIME": "2026-05-02T10:00:00+03:00"},  # … reopened
+        {"OWNER_ID": "5", "STAGE_SEMANTIC_ID": "S", "CREATED_TIME": "2026-05-20T23:30:00+00:00"},  # won: 21 May, MSK
+    ]
+    wins = last_wins(history)
+    found = collect([deal], wins=wins)
+    assert found["contact:1"].wins == [(date(2026, 5, 21), Decimal(700))]
+    assert segments(*found.values()) == {1: "SLEEPING"}  # 199 days since the win; DATE_MODIFY said 1 → Разовый
+    # Neither CLOSEDATE nor a win in the history: a win with no day (counted, in no window, least recent for RFM).
+    undated = collect([deal, {**deal, "ID": "6", "CONTACT_ID": "2"}],
+                      contacts=[{"ID": "1"}, {"ID": "2"}], wins={5: wins[5]})  # fmt: skip
+    assert undated["contact:2"].wins == [(None, Decimal(700))]
+    rows = {row["customer"]: row for row in assign(undated, RULES, TODAY).rows}
+    assert rows["contact:2"]["segment"] == "ONE_TIME" and rows["contact:2"]["last_win"] is None
+    assert (rows["contact:1"]["r"], rows["contact:2"]["r"]) == (4, 2)
+
+
+def test_closedate_is_the_calendar_day_as_written_whatever_the_report_zone() -> None:
+    """CLOSEDATE is a calendar day: midnight at the portal's +03:00 is that day, not the day before in UTC."""
+    deal = {"ID": "5", "CONTACT_ID": "1", "STAGE_SEMANTIC_ID": "S", "OPPORTUNITY": "700", "CURRENCY_ID": "RUB",
+            "CLOSEDATE": "2026-06-07T00:00:00+03:00"}  # fmt: skip
+    found = collect([deal], zone=ZoneInfo("UTC"))
+    assert found["contact:1"].wins == [(date(2026, 6, 7), Decimal(700))]
+    assert segments(*found.values()) == {1: "ONE_TIME"}  # 182 days; read in UTC it was 183 → Спящий
+
+
+def test_a_win_without_revenue_is_a_win_left_out_of_the_average_check() -> None:
+    base = {"CONTACT_ID": "1", "STAGE_SEMANTIC_ID": "S", "CURRENCY_ID": "RUB", "CLOSEDATE": "2026-12-01"}
+    deals = [{**base, "ID": str(n), "OPPORTUNITY": amount} for n, amount in
+             enumerate(["1000", "", "-50", "abc", "NaN"], start=1)]  # fmt: skip
+    found = collect(deals)
+    item = features(found["contact:1"], TODAY, 365)
+    assert (item.won_in_window, item.average_check, item.revenue_total) == (5, Decimal(1000), Decimal(1000))
+
+
+def test_a_month_whose_first_night_had_no_buyer_does_not_freeze_vip_out() -> None:
+    first = assign({c.key: c for c in [customer(1, open_deals=1)]}, RULES, TODAY)
+    assert first.frozen.thresholds == {"VIP": None}
+    vip = customer(2, [(1, 400), (2, 400)])
+    night = TODAY + timedelta(days=1)
+    rows = {row["customer"]: row for row in first.rows}
+    second = assign({c.key: c for c in [*CROWD, vip]}, RULES, night, previous=rows, frozen=first.frozen)
+    assert {row["id"]: row["segment"] for row in second.rows}[2] == "VIP"
+    assert second.frozen.thresholds == {"VIP": Decimal(400)}  # found, then kept for the rest of the month

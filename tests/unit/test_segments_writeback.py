@@ -3,6 +3,8 @@ transient error inside a batch (OPERATION_TIME_LIMIT) and a batch that failed as
 
 from __future__ import annotations
 
+import pytest
+
 from throughline.bitrix24 import BatchResult, BitrixNotFound, Deadline
 from throughline.bitrix24.errors import OperationTimeLimit, QueryLimitExceeded
 from throughline.segments.fields import Enumerations
@@ -86,3 +88,26 @@ def test_a_failed_batch_or_a_near_deadline_sends_nothing_more_and_loses_nothing(
     assert progress.position == 0 and progress.calls == 1
     near = FakeClient([], seconds=19.0)
     assert not execute(near, PLAN, progress, save=lambda p: None) and near.sent == []
+
+
+def test_a_crash_between_a_batch_and_its_cursor_write_resends_that_batch_only() -> None:
+    """The invocation dies after the portal took batch 2 but before the cursor was saved: the next run starts from
+    the saved cursor (after batch 1), sends batch 2 again (an update is idempotent) and skips no record."""
+    import dataclasses
+
+    stored: list[Progress] = []
+
+    def save(current: Progress) -> None:
+        if current.position == 100:
+            raise RuntimeError("killed before the cursor write")
+        stored.append(dataclasses.replace(current))
+
+    first = FakeClient([{}, {}, {}])
+    with pytest.raises(RuntimeError):
+        execute(first, PLAN, Progress(0), save=save)
+    assert [p.position for p in stored] == [50] and len(first.sent) == 2
+    second = FakeClient([{}, {}])
+    assert execute(second, PLAN, dataclasses.replace(stored[-1]), save=lambda p: None)
+    ids = [command[1]["id"] for batch in (*first.sent, *second.sent) for command in batch.values()]
+    assert sorted(set(ids)) == list(range(1, 121))  # none skipped
+    assert sorted(n for n in set(ids) if ids.count(n) > 1) == list(range(51, 101))  # only the lost batch, once more

@@ -27,7 +27,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from itertools import repeat
 from typing import Any
@@ -231,10 +231,7 @@ class _Builder:
         self, period: Period, previous: Period, rates: RateBook, options: ReportOptions, stages: StageBook | None = None
     ):
         self.period, self.previous, self.rates, self.options = period, previous, rates, options
-        self._success_stages = {
-            stage_id for entries in (stages.stages.values() if stages else ()) for stage_id, _, kind in entries
-            if kind == "success"
-        }  # fmt: skip
+        self._success_stages = success_stages(stages)
         self._ordinals = tuple(
             (low.toordinal(), high.toordinal())
             for low, high in ((period.date_from, period.date_to), (previous.date_from, previous.date_to))
@@ -544,19 +541,7 @@ class _Builder:
 
     def read_wins(self, history: Iterable[Mapping[str, Any]]) -> None:
         """Each deal's last move into a success stage: the day of a won deal without ``CLOSEDATE``."""
-        wins: dict[int, tuple[datetime, str]] = {}
-        for row in history:
-            if row.get("STAGE_SEMANTIC_ID") == "S" or row.get("STAGE_ID") in self._success_stages:
-                try:  # a malformed entry dates nothing; it must not stop the night's report
-                    owner, text = int(row.get("OWNER_ID") or 0), str(row.get("CREATED_TIME") or "")
-                    at = _time(text)
-                    if at.tzinfo is None:
-                        at = at.replace(tzinfo=self.zone)
-                except (TypeError, ValueError):
-                    continue
-                if owner not in wins or at > wins[owner][0]:
-                    wins[owner] = (at, text)
-        self.win_moments = {owner: text for owner, (_, text) in wins.items()}
+        self.win_moments = last_wins(history, self._success_stages, self.zone)
 
     def _which(self, ordinal: int) -> int | None:
         return next((index for index, (low, high) in enumerate(self._ordinals) if low <= ordinal <= high), None)
@@ -903,6 +888,57 @@ def _tags(drill: tuple[str, str, str]) -> dict[str, str]:
 
 def _time(value: Any) -> datetime:
     return datetime.fromisoformat(str(value))
+
+
+def success_stages(stages: StageBook | None) -> set[str]:
+    """The pipelines' success stages (``STAGE_ID``) of a stage book."""
+    return {
+        stage_id for entries in (stages.stages.values() if stages else ()) for stage_id, _, kind in entries
+        if kind == "success"
+    }  # fmt: skip
+
+
+def last_wins(history: Iterable[Mapping[str, Any]], stages: Iterable[str] = (), zone: ZoneInfo | None = None
+              ) -> dict[int, str]:  # fmt: skip
+    """Each deal's last move into a success stage (``STAGE_SEMANTIC_ID`` S or one of ``stages``) in the stage
+    history: deal ID → the entry's ``CREATED_TIME`` as written. The win of a deal without ``CLOSEDATE``."""
+    known = set(stages)
+    wins: dict[int, tuple[datetime, str]] = {}
+    for row in history:
+        if row.get("STAGE_SEMANTIC_ID") == "S" or row.get("STAGE_ID") in known:
+            try:  # a malformed entry dates nothing; it must not stop the night's run
+                owner, text = int(row.get("OWNER_ID") or 0), str(row.get("CREATED_TIME") or "")
+                at = _time(text)
+                if at.tzinfo is None:
+                    at = at.replace(tzinfo=zone or UTC)
+            except (TypeError, ValueError):
+                continue
+            if owner not in wins or at > wins[owner][0]:
+                wins[owner] = (at, text)
+    return {owner: text for owner, (_, text) in wins.items()}
+
+
+def won_day(deal: Mapping[str, Any], wins: Mapping[int, str], zone: ZoneInfo) -> date | None:
+    """A won deal's day, as the report counts it: ``CLOSEDATE`` as written (a calendar day), else the day in ``zone``
+    of its last move into a success stage (``wins`` from :func:`last_wins`); never ``DATE_MODIFY`` (a later edit
+    must not move revenue). None: neither is known."""
+    closed = str(deal.get("CLOSEDATE") or "")
+    if closed:
+        try:
+            return date.fromisoformat(closed[:10])
+        except ValueError:
+            return None
+    try:
+        text = wins.get(int(deal.get("ID") or 0))
+    except (TypeError, ValueError):
+        return None
+    if not text:
+        return None
+    try:
+        moment = _time(text)
+    except ValueError:
+        return None
+    return moment.date() if moment.tzinfo is None else moment.astimezone(zone).date()
 
 
 def _customer(deal: Mapping[str, Any]) -> str:

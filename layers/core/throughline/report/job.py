@@ -155,8 +155,11 @@ def _run(
     except RulesError as error:
         progress(f"segments: {error}; the section uses the codes")
         labels = {}
+    from throughline.report.build import last_wins, success_stages
+
+    wins = last_wins(read_snapshot(objects, HISTORY), success_stages(StageBook(crm.statuses)), settings.zone)
     section = segments_section(objects, period, read_snapshot(objects, "deal"), convert=rates.convert,
-                               zone=settings.zone, labels=labels)  # fmt: skip
+                               zone=settings.zone, labels=labels, wins=wins)  # fmt: skip
     report = report.model_copy(update={"segments": section})
     report = with_conversions(report, objects, rates)  # the offline-conversions section (report.conversions)
     # Render all three before writing any: a failure here leaves both the dated folder and latest/ untouched.

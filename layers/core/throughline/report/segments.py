@@ -4,10 +4,12 @@ the conversion, average check, purchase frequency and revenue of the period, wit
 Read from what the segments job stores (``throughline.segments.job``): the segments snapshot of the night after the
 period's last day (the latest on or before it) and of the period's first night (the latest on or before it), and the
 moves of the nights in between. A customer's deals are those the segments job gives it (a deal with ``COMPANY_ID``
-belongs to the company, else to its contact); a won deal's day is ``CLOSEDATE``, else its ``DATE_MODIFY`` day.
-Per segment, at the period's end: conversion = customers with a won deal in the period / customers; average check =
-revenue / won deals; purchase frequency = won deals / customers who bought. Customer acquisition cost per segment is
-not computed (it needs each customer's acquisition channel; the report's CAC is per channel).
+belongs to the company, else to its contact); a won deal's day is the report's (``report.build.won_day``:
+``CLOSEDATE``, else its last move into a success stage, never ``DATE_MODIFY``). Per segment, at the period's end:
+conversion = customers with a won deal in the period / customers; average check = revenue / won deals with revenue (a
+win whose amount is empty, negative, not a number or has no rate is a won deal without revenue, left out of the
+average check as in the report); purchase frequency = won deals / customers who bought. Customer acquisition cost per
+segment is not computed (it needs each customer's acquisition channel; the report's CAC is per channel).
 
 A hook, not a rewrite: ``report/job.py`` attaches the section to the built report, ``render.py`` shows it.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -96,10 +98,12 @@ def segments_section(
     convert: Callable[[Decimal, str, str], Decimal | None],
     zone: ZoneInfo,
     labels: Mapping[str, str],
+    wins: Mapping[int, str],
 ) -> SegmentsSection | None:
-    """The section, or None before the segments job's first night."""
+    """The section, or None before the segments job's first night. ``wins``: each deal's last move into a success
+    stage (``report.build.last_wins`` of the stage history), the day of a won deal without ``CLOSEDATE``."""
     from throughline.report import jsonlines
-    from throughline.segments.engine import day_of
+    from throughline.report.build import won_day
 
     days = _days(objects, SNAPSHOTS)
     end_day = _latest(days, period.date_to + timedelta(days=1))
@@ -114,20 +118,25 @@ def segments_section(
         return {row["customer"]: row.get("segment") for row in jsonlines.decode(body)} if body else {}
 
     end, start = rows_of(end_day), rows_of(start_day)
-    won: dict[str, list[Decimal]] = {}
+    won: dict[str, list[Decimal | None]] = {}  # customer → the amount of each won deal (None: no revenue)
     for deal in deals:
         if str(deal.get("STAGE_SEMANTIC_ID") or "") != "S":
             continue
-        day = day_of(deal.get("CLOSEDATE"), zone) or day_of(deal.get("DATE_MODIFY"), zone)
+        day = won_day(deal, wins, zone)
         if day is None or not period.date_from <= day <= period.date_to:
             continue
         company, contact = int(deal.get("COMPANY_ID") or 0), int(deal.get("CONTACT_ID") or 0)
         key = f"company:{company}" if company else f"contact:{contact}" if contact else ""
         if key not in end:
             continue
-        amount = Decimal(str(deal.get("OPPORTUNITY") or 0))
-        converted = convert(amount, str(deal.get("CURRENCY_ID") or ""), day.isoformat())
-        won.setdefault(key, []).append(converted or Decimal(0))
+        try:
+            amount: Decimal | None = Decimal(str(deal.get("OPPORTUNITY")))
+        except (InvalidOperation, ValueError):
+            amount = None
+        if amount is not None and (not amount.is_finite() or amount <= 0):
+            amount = None
+        converted = None if amount is None else convert(amount, str(deal.get("CURRENCY_ID") or ""), day.isoformat())
+        won.setdefault(key, []).append(converted)
     codes = list(labels) + sorted({code for code in (*end.values(), *start.values()) if code and code not in labels})
     rows = []
     for code in [*codes, None]:
@@ -135,7 +144,8 @@ def segments_section(
         before = sum(1 for segment in start.values() if (segment or None) == code)
         buyers = [key for key in members if key in won]
         deals_won = sum(len(won[key]) for key in buyers)
-        revenue = sum((amount for key in buyers for amount in won[key]), Decimal(0))
+        with_revenue = sum(1 for key in buyers for amount in won[key] if amount is not None)
+        revenue = sum((amount for key in buyers for amount in won[key] if amount is not None), Decimal(0))
         rows.append(
             SegmentRow(
                 code=code,
@@ -147,7 +157,7 @@ def segments_section(
                 won_deals=deals_won,
                 revenue=_cents(revenue),
                 conversion=_cents(Decimal(len(buyers) * 100) / len(members)) if members else None,
-                average_check=_cents(revenue / deals_won) if deals_won else None,
+                average_check=_cents(revenue / with_revenue) if with_revenue else None,
                 frequency=_cents(Decimal(deals_won) / len(buyers)) if buyers else None,
             )
         )

@@ -2,9 +2,12 @@
 
 A customer is a contact, or a company for deals that name one (B2B): a deal with ``COMPANY_ID`` belongs to its
 company, else to its ``CONTACT_ID``. Deals naming neither, or a customer not in the snapshot, belong to no one.
-A won deal is one in a success stage (``STAGE_SEMANTIC_ID`` S); its day is ``CLOSEDATE`` as written, else the day of
-``DATE_MODIFY`` in the report's zone (a win dated after today counts as today). Amounts are converted into the report
-currency with the report's ``RateBook``; a deal whose currency has no rate counts as a win without an amount.
+A won deal is one in a success stage (``STAGE_SEMANTIC_ID`` S); its day is the report's (``report.build.won_day``):
+``CLOSEDATE`` as written, else the day in the report's zone of its last move into a success stage in the stage
+history, never ``DATE_MODIFY`` (a later edit must not move a win); a win dated after today counts as today, one with
+neither date counts as a won deal with no day (in ``won_total`` only). Amounts are converted into the report currency
+with the report's ``RateBook``; a deal whose currency has no rate, or whose amount is empty, negative or not a
+number, counts as a win without an amount (the report's rule).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class Customer:
     id: int
     created: date | None = None
     assigned_by_id: str | None = None
-    wins: list[tuple[date, Decimal | None]] = field(default_factory=list)
+    wins: list[tuple[date | None, Decimal | None]] = field(default_factory=list)  # (day, amount); None: unknown
     deals_total: int = 0
     open_deals: int = 0
     employees: str | None = None  # companies: the EMPLOYEES list value
@@ -101,8 +104,12 @@ def collect_customers(
     convert: Callable[[Decimal, str, str], Decimal | None],
     zone: ZoneInfo,
     today: date,
+    wins: Mapping[int, str],
 ) -> tuple[dict[str, Customer], int]:
-    """Customers keyed ``contact:<id>`` / ``company:<id>`` with their deals; and the deals that had no customer."""
+    """Customers keyed ``contact:<id>`` / ``company:<id>`` with their deals; and the deals that had no customer.
+    ``wins``: each deal's last move into a success stage (``report.build.last_wins`` of the stage history)."""
+    from throughline.report.build import won_day
+
     customers: dict[str, Customer] = {}
     for row in contacts:
         customer = Customer(CONTACT, int(row["ID"]), day_of(row.get("DATE_CREATE"), zone), row.get("ASSIGNED_BY_ID"))
@@ -129,10 +136,13 @@ def collect_customers(
         if semantic == "P":
             customer.open_deals += 1
         elif semantic == "S":
-            won = day_of(deal.get("CLOSEDATE"), zone) or day_of(deal.get("DATE_MODIFY"), zone) or today
-            amount = _decimal(deal.get("OPPORTUNITY") or 0)
-            converted = None if amount is None else convert(amount, str(deal.get("CURRENCY_ID") or ""), won.isoformat())
-            customer.wins.append((min(won, today), converted))
+            won = won_day(deal, wins, zone)
+            won = None if won is None else min(won, today)
+            amount = _decimal(deal.get("OPPORTUNITY"))
+            rated_on = (won or today).isoformat()
+            currency = str(deal.get("CURRENCY_ID") or "")
+            converted = None if amount is None or amount <= 0 else convert(amount, currency, rated_on)
+            customer.wins.append((won, converted))
     return customers, skipped
 
 
@@ -151,9 +161,9 @@ class Features:
 
 def features(customer: Customer, today: date, window_days: int) -> Features:
     window_start = today - timedelta(days=window_days)  # 365: a win 365 days ago is still in (as Спящий's 183–365)
-    in_window = [amount for day, amount in customer.wins if day >= window_start]
+    in_window = [amount for day, amount in customer.wins if day is not None and day >= window_start]
     amounts = [amount for amount in in_window if amount is not None]
-    last = max((day for day, _ in customer.wins), default=None)
+    last = max((day for day, _ in customer.wins if day is not None), default=None)
     return Features(
         won_in_window=len(in_window),
         won_total=len(customer.wins),
@@ -194,19 +204,25 @@ def _matches(rule: SegmentRule, found: Features, threshold: Decimal | None) -> b
 
 def rfm_scores(found: Mapping[str, Features]) -> dict[str, tuple[int, int, int]]:
     """Quintile scores 1–5 among customers with a won deal: recency (fewer days since the last win scores higher),
-    frequency (won deals) and monetary value (won revenue). Equal values share the score of their first rank."""
+    frequency (won deals) and monetary value (won revenue). A buyer's score is the quintile of the middle of its rank
+    among ``n`` buyers (position ``p`` of 0 … n-1: ``floor(5 (p + ½) / n) + 1``), so the scale is symmetric: with ten
+    buyers two per score, a lone buyer 3 (not 1, the «lost customer» score), four buyers 1, 2, 4, 5. Equal values
+    share the score of the middle of their ranks (five buyers all won 10 days ago: R 3 each, not 1)."""
     buyers = [key for key, item in found.items() if item.won_total]
     if not buyers:
         return {}
 
     def scores(value: Callable[[Features], Any]) -> dict[str, int]:
         ordered = sorted(buyers, key=lambda key: value(found[key]))
-        first_rank: dict[Any, int] = {}
+        span: dict[Any, list[int]] = {}
         for position, key in enumerate(ordered):
-            first_rank.setdefault(value(found[key]), position)
-        return {key: first_rank[value(found[key])] * 5 // len(ordered) + 1 for key in buyers}
+            span.setdefault(value(found[key]), [position, position])[1] = position
+        total = len(ordered)
+        by_value = {found_value: 5 * (low + high + 1) // (2 * total) + 1 for found_value, (low, high) in span.items()}
+        return {key: by_value[value(found[key])] for key in buyers}
 
-    recency = scores(lambda item: -(item.days_since_last_win or 0))
+    # A buyer whose wins have no day (no CLOSEDATE, no stage history) ranks as the least recent, not as today's.
+    recency = scores(lambda item: -math.inf if item.days_since_last_win is None else -item.days_since_last_win)
     frequency = scores(lambda item: item.won_total)
     monetary = scores(lambda item: item.revenue_total)
     return {key: (recency[key], frequency[key], monetary[key]) for key in buyers}
@@ -253,7 +269,9 @@ def assign(
     for rule in rules.segments:
         if rule.average_check_percentile is None:
             continue
-        if rule.freeze and same_month and frozen is not None and rule.code in frozen.thresholds:
+        # A threshold frozen as None (no buyer yet that month: a first night on an empty or fresh portal) is no
+        # threshold: it is computed again each night until there is one, or nobody could be VIP all month.
+        if rule.freeze and same_month and frozen is not None and frozen.thresholds.get(rule.code) is not None:
             thresholds[rule.code] = frozen.thresholds[rule.code]
         else:
             thresholds[rule.code] = percentile(averages, rule.average_check_percentile)
@@ -303,8 +321,8 @@ def assign(
                  "from": before.get("segment"), "to": segment, "assigned_by_id": customer.assigned_by_id}
             )  # fmt: skip
     if same_month and frozen is not None:
-        kept_thresholds = dict(frozen.thresholds)
-        kept_thresholds.update({code: value for code, value in thresholds.items() if code not in frozen.thresholds})
+        kept_thresholds = {code: value for code, value in frozen.thresholds.items() if value is not None}
+        kept_thresholds.update({code: value for code, value in thresholds.items() if code not in kept_thresholds})
         new_frozen = Frozen(month, kept_thresholds)
     else:
         new_frozen = Frozen(month, {code: thresholds[code] for code in thresholds if code in frozen_codes})

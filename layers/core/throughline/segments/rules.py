@@ -14,7 +14,7 @@ that matches (none: no segment). Every condition is optional:
   ``freeze: month`` the threshold is computed on the first night of a calendar month and kept for that month, and a
   customer who entered the segment keeps it until that monthly review: the segment does not flip night to night.
 
-RFM scores (1–5, quintiles by rank among customers with a won deal: recency of the last win, number of won deals,
+RFM scores (1–5, quintiles by mid-rank among customers with a won deal: recency of the last win, number of won deals,
 their revenue) are stored beside the segment. Company size (B2B) comes from ``EMPLOYEES`` (the portal's own list
 values, mapped to the seed's bounds here) and ``REVENUE`` (annual, in the report currency); the larger wins.
 """
