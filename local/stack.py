@@ -415,10 +415,25 @@ class _GuardedMoto:
     without this any web page the developer opens could read the stack's secret (PERSON_KEY_SECRET, the webhook) and
     the raw submissions in S3, or send messages into the writes queue: no browser has business with our AWS."""
 
+    # DynamoDB applies each write to an item atomically (a conditional update's check and write are one step); the
+    # moto server runs requests in threads and does not: two concurrent conditional updates can both pass their
+    # condition (the flood limits let 37 posts through against 35). Writes run one at a time here, as strict as AWS.
+    _DYNAMODB_WRITES = frozenset(
+        f"DynamoDB_20120810.{name}"
+        for name in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
+    )
+    _dynamodb_writes = threading.Lock()
+
     def __init__(self, app: Callable[..., Any]):
         self.app = app
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("HTTP_X_AMZ_TARGET") in self._DYNAMODB_WRITES:
+            with self._dynamodb_writes:
+                return list(self._call(environ, start_response))  # the whole answer, inside the lock
+        return self._call(environ, start_response)
+
+    def _call(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         headers = {
             key[5:].replace("_", "-").title(): value for key, value in environ.items() if key.startswith("HTTP_")
         }
