@@ -247,7 +247,7 @@
       }
       // A 429 that says "not for a while" (a flood limit's window) is kept for a later page, not hammered now.
       if (!transient(result.code) || attempt >= attempts || result.wait > 10) return result;
-      await sleep(Math.min(result.wait, 10) * 1000 || 1000 * 3 ** (attempt - 1) * (0.8 + Math.random() * 0.4));
+      await sleep(result.wait * 1000 || 1000 * 3 ** (attempt - 1) * (0.8 + Math.random() * 0.4));
     }
   }
 

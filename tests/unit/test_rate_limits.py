@@ -9,6 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tests.moto_atomic import AtomicCalls
 from throughline.capture.limits import EXPIRY_GRACE_SECONDS, RateLimiter
 
 SECRET = "k" * 64
@@ -83,26 +84,6 @@ def test_a_flood_does_not_grow_the_counter_past_the_limit(table):
         limiter.over_limit({"ip": "203.0.113.7"})
     [item] = items(table)
     assert item["n"]["N"] == "4"
-
-
-class AtomicCalls:
-    """DynamoDB applies each request to an item atomically; moto in-process does not (two threads' conditional
-    updates can both pass the condition). This gives moto that guarantee and nothing more: each call runs alone,
-    threads interleave between calls. A limiter that read the count and then wrote it (two calls) would still let
-    more than the limit through here; only a conditional update in one call keeps to it."""
-
-    def __init__(self, client):
-        self._client, self._lock = client, threading.Lock()
-        self.exceptions = client.exceptions
-
-    def __getattr__(self, name):
-        method = getattr(self._client, name)
-
-        def call(*args, **kwargs):
-            with self._lock:
-                return method(*args, **kwargs)
-
-        return call
 
 
 def test_writers_counting_at_once_let_exactly_the_limit_through(table):
