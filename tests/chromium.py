@@ -86,5 +86,7 @@ def open_page(browser: Browser, page_file: Path) -> tuple[Any, list[str], list[s
     requests: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("request", lambda request: requests.append(request.url))
-    page.goto(page_file.as_uri())
+    # A huge report page takes 20–30 s to load on a busy two-core CI machine: what is tested is its layout, not
+    # Chromium's speed, so the load may take up to two minutes (Playwright's default of 30 s failed one CI run).
+    page.goto(page_file.as_uri(), timeout=120_000)
     return page, errors, requests
