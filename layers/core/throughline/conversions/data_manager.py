@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 from typing import Any
 
 import requests
 
+from throughline.adapters.google_oauth import GoogleOAuth
 from throughline.bitrix24 import Deadline
 from throughline.contacts import InvalidContact, normalize_phone
 from throughline.conversions.platforms import (
@@ -145,33 +145,17 @@ class DataManagerClient:
         login_customer_id: str | None = None,
         session: requests.Session | None = None,
     ):
-        self._client = (client_id, client_secret, refresh_token)
-        self.token_url = token_url
         self.api_url = api_url if api_url.endswith("/") else api_url + "/"
         self.login_customer_id = (login_customer_id or "").replace("-", "") or None
         self.session = session or new_session()
-        self._access: tuple[str, float] | None = None
+        self.oauth = GoogleOAuth(client_id=client_id, client_secret=client_secret, refresh_token=refresh_token,
+                                 token_url=token_url, session=self.session)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"DataManagerClient(api={self.api_url})"
 
     def access_token(self, force: bool = False) -> str:
-        if self._access and not force and self._access[1] > time.monotonic() + 60:
-            return self._access[0]
-        client_id, client_secret, refresh_token = self._client
-        form = {"grant_type": "refresh_token", "client_id": client_id, "client_secret": client_secret,
-                "refresh_token": refresh_token}  # fmt: skip
-        try:
-            response = self.session.post(self.token_url, data=form, timeout=(CONNECT_TIMEOUT, 30))
-        except requests.RequestException as error:
-            raise RetryableError(f"Google OAuth unreachable ({type(error).__name__})") from None
-        if response.status_code >= 500:
-            raise RetryableError(f"Google OAuth answered {response.status_code}")
-        payload = response.json() if response.content else {}
-        if response.status_code != 200 or "access_token" not in payload:
-            raise PlatformError(f"Google OAuth refused the refresh token: {payload.get('error', response.status_code)}")
-        self._access = (payload["access_token"], time.monotonic() + float(payload.get("expires_in", 3599)))
-        return self._access[0]
+        return self.oauth.access_token(force)
 
     def ingest(self, items: list[Item], action: str, deadline: Deadline, *, validate_only: bool = False) -> dict:
         """Send up to 2 000 events; item index → the field violation that rejected it (empty: all ingested).

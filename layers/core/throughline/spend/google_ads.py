@@ -21,6 +21,7 @@ from typing import Any
 import requests
 from pydantic import ValidationError
 
+from throughline.adapters.google_oauth import GoogleAuthError, GoogleOAuth
 from throughline.spend.http import CONNECT_TIMEOUT, MAX_ATTEMPTS, READ_TIMEOUT, PlatformError, RetryableError, backoff
 from throughline.spend.importer import Deadline
 from throughline.spend.plan import Chunk
@@ -79,18 +80,16 @@ class GoogleAdsSource:
         chunk_days: int = 31,
         ingested_at: datetime | None = None,
     ):
-        self._client = (client_id, client_secret, refresh_token)
         self.customer_ids = tuple(_digits(c) for c in customer_ids)
         self.login_customer_id = _digits(login_customer_id) if login_customer_id else None
         self._developer_token = developer_token
         self._api = api_url if api_url.endswith("/") else api_url + "/"
-        self._token_url = token_url
         self.session = session or requests.Session()
         self.sleep = sleep
+        self.oauth = GoogleOAuth(client_id=client_id, client_secret=client_secret, refresh_token=refresh_token,
+                                 token_url=token_url, session=self.session, sleep=sleep)  # fmt: skip
         self.chunk_days = chunk_days
         self.ingested_at = ingested_at
-        self._access: tuple[str, float] | None = None
-        self.tokens_issued = 0
 
     def __repr__(self) -> str:
         return f"GoogleAdsSource(customers={self.customer_ids!r})"
@@ -101,25 +100,14 @@ class GoogleAdsSource:
     # -- OAuth ------------------------------------------------------------------------------------------------------
 
     def access_token(self, force: bool = False) -> str:
-        if self._access and not force and self._access[1] > time.monotonic() + 60:
-            return self._access[0]
-        client_id, client_secret, refresh_token = self._client
-        form = {"grant_type": "refresh_token", "client_id": client_id, "client_secret": client_secret,
-                "refresh_token": refresh_token}  # fmt: skip
         try:
-            response = self.session.post(self._token_url, data=form, timeout=(CONNECT_TIMEOUT, 30))
-        except requests.RequestException as error:
-            raise RetryableError(f"Google OAuth unreachable: {type(error).__name__}") from None
-        payload = _json(response)
-        if response.status_code == 429 or response.status_code >= 500:
-            raise RetryableError(f"Google OAuth could not answer: HTTP {response.status_code}")
-        if response.status_code != 200 or "access_token" not in payload:
-            code = str(payload.get("error", f"HTTP {response.status_code}"))
-            hint = HINTS.get(code)
-            raise GoogleAdsError(f"Google OAuth refused the refresh token: {code}" + (f" ({hint})" if hint else ""))
-        self.tokens_issued += 1
-        self._access = (payload["access_token"], time.monotonic() + float(payload.get("expires_in", 3599)))
-        return self._access[0]
+            return self.oauth.access_token(force)
+        except GoogleAuthError as error:
+            raise GoogleAdsError(str(error)) from None
+
+    @property
+    def tokens_issued(self) -> int:
+        return self.oauth.tokens_issued
 
     # -- reports ----------------------------------------------------------------------------------------------------
 
