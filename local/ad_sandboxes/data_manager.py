@@ -15,6 +15,14 @@ Follows developers.google.com/data-manager/api/reference/rest/v1/events/ingest a
   ``fieldViolations`` (``field`` = ``events[i]…``). Success: ``{"requestId"}``; ``validateOnly`` checks and stores
   nothing. Events are deduplicated by ``transactionId`` per destination: a second one is ingested but not counted.
 - ``faults``: HTTP statuses answered to the next requests (an outage).
+
+Customer Match (``POST /v1/audienceMembers:ingest`` and ``:remove``, reference/rest/v1/audienceMembers, limits,
+devguides/audiences): the same bearer and destination checks, ``productDestinationId`` one of the customer's
+``user_lists``; ``audienceMembers`` required, at most 10 000 (the limit is documented for ingest; applied to remove
+too); each member's ``userData.userIdentifiers`` 1–10 entries of exactly one ``emailAddress`` / ``phoneNumber``
+SHA-256 hash in ``encoding`` (required); ingest needs ``termsOfService.customerMatchTermsOfServiceStatus``
+``ACCEPTED`` and takes ``consent`` (ConsentStatus values only); remove takes neither (unknown fields refused).
+Accepted requests are kept in ``audience_requests``; ``list_members`` holds each list's (kind, hash) identifiers.
 """
 
 from __future__ import annotations
@@ -34,14 +42,22 @@ EVENT_FIELDS = {"transactionId", "eventTimestamp", "eventSource", "currency", "c
 CLICK = re.compile(r"^[A-Za-z0-9_\-]{1,500}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 SOURCES = {"WEB", "APP", "IN_STORE", "PHONE", "OTHER"}
+MAX_AUDIENCE_MEMBERS = 10_000  # per IngestAudienceMembersRequest (limits page); the same bound is applied to remove
+MAX_IDENTIFIERS = 10  # user identifiers in the UserData of one AudienceMember
+CONSENT_STATUSES = {"CONSENT_STATUS_UNSPECIFIED", "CONSENT_GRANTED", "CONSENT_DENIED"}
 
 
 class DataManagerSandbox(SandboxServer):
     name = "data-manager-sandbox"
 
     def __init__(self, oauth: Any, actions: dict[str, set[str]] | None = None,
-                 managed_by: dict[str, str] | None = None, **server: Any):  # fmt: skip
+                 managed_by: dict[str, str] | None = None, user_lists: dict[str, set[str]] | None = None,
+                 **server: Any):  # fmt: skip
         super().__init__(**server)
+        # customer → its Customer Match user list ids; (customer, list) → the (kind, hash) identifiers it holds
+        self.user_lists = {customer: set(ids) for customer, ids in (user_lists or {"1234567890": {"777"}}).items()}
+        self.list_members: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        self.audience_requests: list[tuple[str, dict[str, Any]]] = []  # (method, body) of every accepted request
         self.oauth = oauth  # the GoogleAdsSandbox whose /token issued the access tokens
         self.actions = {customer: set(ids) for customer, ids in (actions or {"1234567890": {"555"}}).items()}
         self.managed_by = dict(managed_by or {})
@@ -59,7 +75,8 @@ class DataManagerSandbox(SandboxServer):
             if self.faults:
                 status = self.faults.pop(0)
                 return _status(status, "UNAVAILABLE" if status >= 500 else "RESOURCE_EXHAUSTED", "try again later")
-        if method != "POST" or path != "/v1/events:ingest":
+        audience = path in ("/v1/audienceMembers:ingest", "/v1/audienceMembers:remove")
+        if method != "POST" or (path != "/v1/events:ingest" and not audience):
             return _status(404, "NOT_FOUND", f"no method {method} {path}")
         auth = headers.get("authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else ""
@@ -73,6 +90,8 @@ class DataManagerSandbox(SandboxServer):
             return _status(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
         if not isinstance(request, dict):
             return _status(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
+        if audience:
+            return self._audience(path.rsplit(":", 1)[1], request)
         unknown = set(request) - {"destinations", "events", "consent", "validateOnly", "encoding", "encryptionInfo"}
         if unknown:
             return _status(400, "INVALID_ARGUMENT", f"Unknown name {sorted(unknown)[0]!r}: Cannot find field.")
@@ -120,6 +139,101 @@ class DataManagerSandbox(SandboxServer):
                         self.conversions.setdefault(key, event)
         return json_answer(200, {"requestId": secrets.token_hex(12)})
 
+    def _audience(self, verb: str, request: dict[str, Any]) -> tuple[int, dict, bytes]:
+        """``audienceMembers:ingest`` / ``:remove`` for Customer Match user lists (see the module docstring)."""
+        allowed = {"destinations", "audienceMembers", "validateOnly", "encoding", "encryptionInfo"}
+        if verb == "ingest":
+            allowed |= {"consent", "termsOfService"}
+        unknown = set(request) - allowed
+        if unknown:
+            return _status(400, "INVALID_ARGUMENT", f"Unknown name {sorted(unknown)[0]!r}: Cannot find field.")
+        violations: list[tuple[str, str, str]] = []
+        destinations = request.get("destinations") or []
+        if not isinstance(destinations, list) or not destinations:
+            return _bad([("destinations", "REQUIRED_FIELD_MISSING", "destinations is required")])
+        targets = []
+        for index, destination in enumerate(destinations):
+            account = (destination or {}).get("operatingAccount") or {}
+            customer, user_list = (
+                str(account.get("accountId") or ""),
+                str(destination.get("productDestinationId") or ""),
+            )
+            if account.get("accountType") != "GOOGLE_ADS" or not customer.isdigit():
+                violations.append((f"destinations[{index}].operatingAccount", "INVALID_ACCOUNT", "not a Google Ads id"))
+                continue
+            if user_list not in self.user_lists.get(customer, set()):
+                violations.append((f"destinations[{index}].productDestinationId", "INVALID_PRODUCT_DESTINATION_ID",
+                                   "no such user list in the operating account"))  # fmt: skip
+                continue
+            manager = self.managed_by.get(customer)
+            login = str((destination.get("loginAccount") or {}).get("accountId") or "")
+            if manager and login != manager:
+                return _status(403, "PERMISSION_DENIED", "The caller does not have permission (loginAccount)")
+            targets.append((customer, user_list))
+        members = request.get("audienceMembers") or []
+        if not isinstance(members, list) or not members:
+            violations.append(("audienceMembers", "REQUIRED_FIELD_MISSING", "audienceMembers is required"))
+        elif len(members) > MAX_AUDIENCE_MEMBERS:
+            return _bad([("audienceMembers", "TOO_MANY_AUDIENCE_MEMBERS",
+                          f"at most {MAX_AUDIENCE_MEMBERS} audience members per request")])  # fmt: skip
+        encoding = request.get("encoding")
+        if encoding not in ("HEX", "BASE64"):
+            violations.append(("encoding", "REQUIRED_FIELD_MISSING", "encoding is required for UserData uploads"))
+        if verb == "ingest":
+            terms = (request.get("termsOfService") or {}).get("customerMatchTermsOfServiceStatus")
+            if terms != "ACCEPTED":
+                violations.append(("termsOfService.customerMatchTermsOfServiceStatus", "TERMS_OF_SERVICE_NOT_ACCEPTED",
+                                   "the Customer Match terms of service must be accepted"))  # fmt: skip
+            violations += _consent_violations("consent", request.get("consent"))
+        found: set[tuple[str, str]] = set()
+        for index, member in enumerate(members if isinstance(members, list) else []):
+            problems, identifiers = self._member(member, encoding, verb)
+            violations += [(f"audienceMembers[{index}]{field}", reason, text) for field, reason, text in problems]
+            found |= identifiers
+        if violations:
+            return _bad(violations)
+        with self.lock:
+            self.audience_requests.append((verb, request))
+            if not request.get("validateOnly"):
+                self.requests_ingested += 1
+                for target in targets:
+                    held = self.list_members.setdefault(target, set())
+                    if verb == "ingest":
+                        held |= found
+                    else:
+                        held -= found
+        return json_answer(200, {"requestId": secrets.token_hex(12)})
+
+    def _member(self, member: Any, encoding: Any, verb: str) -> tuple[list[tuple[str, str, str]], set]:
+        if not isinstance(member, dict):
+            return [("", "INVALID_AUDIENCE_MEMBER", "an audience member must be an object")], set()
+        problems: list[tuple[str, str, str]] = []
+        allowed = {"userData", "destinationReferences"} | ({"consent"} if verb == "ingest" else set())
+        for name in sorted(set(member) - allowed):
+            problems.append((f".{name}", "UNKNOWN_FIELD", f"unknown field {name}"))
+        problems += _consent_violations(".consent", member.get("consent"))
+        users = (member.get("userData") or {}).get("userIdentifiers")
+        if not isinstance(users, list) or not users:
+            return [*problems, (".userData", "REQUIRED_FIELD_MISSING", "userData.userIdentifiers is required")], set()
+        if len(users) > MAX_IDENTIFIERS:
+            problems.append((".userData.userIdentifiers", "TOO_MANY_USER_IDENTIFIERS",
+                             f"at most {MAX_IDENTIFIERS} user identifiers per audience member"))  # fmt: skip
+        identifiers: set[tuple[str, str]] = set()
+        for position, entry in enumerate(users):
+            field = f".userData.userIdentifiers[{position}]"
+            if not isinstance(entry, dict) or len(entry) != 1:
+                problems.append((field, "INVALID_USER_IDENTIFIER", "exactly one identifier per UserIdentifier"))
+                continue
+            ((name, hashed),) = entry.items()
+            if name not in ("emailAddress", "phoneNumber"):
+                problems.append((field, "UNKNOWN_FIELD", f"unsupported identifier {name}"))
+            elif not _is_sha256(str(hashed), encoding):
+                problems.append((field, "INVALID_HASH",
+                                 f"user identifiers must be SHA-256 hashes, {encoding or 'HEX'} encoded"))  # fmt: skip
+            else:
+                identifiers.add((name, str(hashed)))
+        return problems, identifiers
+
     def _check(self, event: Any, encoding: Any = None) -> list[tuple[str, str, str]]:
         if not isinstance(event, dict):
             return [("", "INVALID_EVENT", "an event must be an object")]
@@ -157,6 +271,19 @@ class DataManagerSandbox(SandboxServer):
         if not ads and not users:
             found.append(("adIdentifiers", "REQUIRED_FIELD_MISSING", "a click id or user data is required"))
         return found
+
+
+def _consent_violations(field: str, consent: Any) -> list[tuple[str, str, str]]:
+    if consent is None:
+        return []
+    if not isinstance(consent, dict):
+        return [(field, "INVALID_CONSENT", "consent must be an object")]
+    found = [(f"{field}.{name}", "UNKNOWN_FIELD", f"unknown field {name}")
+             for name in sorted(set(consent) - {"adUserData", "adPersonalization"})]  # fmt: skip
+    for name in ("adUserData", "adPersonalization"):
+        if name in consent and consent[name] not in CONSENT_STATUSES:
+            found.append((f"{field}.{name}", "INVALID_ENUM", "not a ConsentStatus"))
+    return found
 
 
 def _is_sha256(value: str, encoding: Any) -> bool:
