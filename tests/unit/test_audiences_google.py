@@ -83,7 +83,7 @@ def test_first_night_ingest_body_is_byte_exact():
     assert state == {"version": 1, "list_id": "customers/1234567890/userLists/777",
                      "emailAddress": sorted([IVAN_EMAIL, ANNA_EMAIL]),
                      "phoneNumber": sorted([IVAN_PHONE, OFFICE_PHONE])}  # fmt: skip
-    assert "Ivan" not in json.dumps(state) and "912" not in json.dumps(state)
+    assert "Ivan" not in json.dumps(state) and "9123456789" not in json.dumps(state)
 
 
 def test_next_night_removes_who_left_and_ingests_the_rest_byte_exact():
@@ -191,3 +191,20 @@ def test_repr_hides_credentials():
     assert "secret" not in repr(SETTINGS) and "refresh" not in repr(SETTINGS)
     assert "secret" not in repr(GoogleOAuth(client_id="i", client_secret="secret", refresh_token="refresh",
                                             token_url="https://o/token"))  # fmt: skip
+
+
+def test_settings_from_the_stack_configuration():
+    from throughline.config import ConfigError, load_settings
+
+    loaded = load_settings({"GOOGLE_ADS_CLIENT_ID": "i", "GOOGLE_ADS_CLIENT_SECRET": "s",
+                            "GOOGLE_ADS_REFRESH_TOKEN": "r", "GOOGLE_ADS_CUSTOMER_IDS": "123-456-7890",
+                            "GOOGLE_CUSTOMER_MATCH_CONSENT": " Granted "})  # fmt: skip
+    found = GoogleAudienceSettings.from_settings(loaded)
+    assert (found.consent, found.customer_ids, found.api_url) == (
+        "granted",
+        ("123-456-7890",),
+        "https://datamanager.googleapis.com/v1/",
+    )
+    assert GoogleAudienceSettings.from_settings(load_settings({})).consent is None
+    with pytest.raises(ConfigError, match="GOOGLE_CUSTOMER_MATCH_CONSENT"):
+        load_settings({"GOOGLE_CUSTOMER_MATCH_CONSENT": "yes"})

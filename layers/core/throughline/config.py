@@ -63,6 +63,13 @@ def _optional_text(value: str) -> str | None:
     return value.strip() or None
 
 
+def _consent_status(value: str) -> str | None:
+    text = value.strip().lower() or None
+    if text not in (None, "granted", "denied"):
+        raise ValueError("must be granted, denied or empty (not sent)")
+    return text
+
+
 def _comma_list(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -340,6 +347,8 @@ class Settings:
     metrica_api_url: str = _setting("https://api-metrika.yandex.net/management/v1/")
     google_data_manager_api_url: str = _setting("https://datamanager.googleapis.com/v1/")
     google_ads_conversion_action: tuple[str, ...] = _setting((), _conversion_actions)
+    # Customer Match (segments.audiences.google): the request-level DMA consent sent with each ingest, or none
+    google_customer_match_consent: str | None = _setting(None, _consent_status)
     vk_ads_pixel_id: str | None = _setting(None, _optional_text)
     vk_ads_goal: tuple[str, ...] = _setting((), _comma_list)
     vk_ads_tracker_url: str = _setting("https://top-fwz1.mail.ru/tracker")
