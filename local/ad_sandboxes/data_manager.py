@@ -22,6 +22,8 @@ devguides/audiences): the same bearer and destination checks, ``productDestinati
 too); each member's ``userData.userIdentifiers`` 1–10 entries of exactly one ``emailAddress`` / ``phoneNumber``
 SHA-256 hash in ``encoding`` (required); ingest needs ``termsOfService.customerMatchTermsOfServiceStatus``
 ``ACCEPTED`` and takes ``consent`` (ConsentStatus values only); remove takes neither (unknown fields refused).
+Field violations carry the documented ``ErrorReason`` values (INVALID_USER_LIST_ID, TOO_MANY_AUDIENCE_MEMBERS,
+TOO_MANY_USER_IDENTIFIERS, TERMS_AND_CONDITIONS_NOT_SIGNED, INVALID_SHA256_FORMAT, REQUIRED_FIELD_MISSING, ...).
 Accepted requests are kept in ``audience_requests``; ``list_members`` holds each list's (kind, hash) identifiers.
 """
 
@@ -162,7 +164,7 @@ class DataManagerSandbox(SandboxServer):
                 violations.append((f"destinations[{index}].operatingAccount", "INVALID_ACCOUNT", "not a Google Ads id"))
                 continue
             if user_list not in self.user_lists.get(customer, set()):
-                violations.append((f"destinations[{index}].productDestinationId", "INVALID_PRODUCT_DESTINATION_ID",
+                violations.append((f"destinations[{index}].productDestinationId", "INVALID_USER_LIST_ID",
                                    "no such user list in the operating account"))  # fmt: skip
                 continue
             manager = self.managed_by.get(customer)
@@ -182,8 +184,11 @@ class DataManagerSandbox(SandboxServer):
         if verb == "ingest":
             terms = (request.get("termsOfService") or {}).get("customerMatchTermsOfServiceStatus")
             if terms != "ACCEPTED":
-                violations.append(("termsOfService.customerMatchTermsOfServiceStatus", "TERMS_OF_SERVICE_NOT_ACCEPTED",
-                                   "the Customer Match terms of service must be accepted"))  # fmt: skip
+                field, text = (
+                    "termsOfService.customerMatchTermsOfServiceStatus",
+                    "the Customer Match terms must be accepted",
+                )
+                violations.append((field, "TERMS_AND_CONDITIONS_NOT_SIGNED", text))
             violations += _consent_violations("consent", request.get("consent"))
         found: set[tuple[str, str]] = set()
         for index, member in enumerate(members if isinstance(members, list) else []):
@@ -222,13 +227,13 @@ class DataManagerSandbox(SandboxServer):
         for position, entry in enumerate(users):
             field = f".userData.userIdentifiers[{position}]"
             if not isinstance(entry, dict) or len(entry) != 1:
-                problems.append((field, "INVALID_USER_IDENTIFIER", "exactly one identifier per UserIdentifier"))
+                problems.append((field, "INVALID_AUDIENCE_MEMBER", "exactly one identifier per UserIdentifier"))
                 continue
             ((name, hashed),) = entry.items()
             if name not in ("emailAddress", "phoneNumber"):
                 problems.append((field, "UNKNOWN_FIELD", f"unsupported identifier {name}"))
             elif not _is_sha256(str(hashed), encoding):
-                problems.append((field, "INVALID_HASH",
+                problems.append((field, "INVALID_SHA256_FORMAT",
                                  f"user identifiers must be SHA-256 hashes, {encoding or 'HEX'} encoded"))  # fmt: skip
             else:
                 identifiers.add((name, str(hashed)))
@@ -282,7 +287,7 @@ def _consent_violations(field: str, consent: Any) -> list[tuple[str, str, str]]:
              for name in sorted(set(consent) - {"adUserData", "adPersonalization"})]  # fmt: skip
     for name in ("adUserData", "adPersonalization"):
         if name in consent and consent[name] not in CONSENT_STATUSES:
-            found.append((f"{field}.{name}", "INVALID_ENUM", "not a ConsentStatus"))
+            found.append((f"{field}.{name}", "INVALID_ENUM_VALUE", "not a ConsentStatus"))
     return found
 
 

@@ -117,7 +117,7 @@ def test_refused_oauth_is_a_clear_failure(world):
 
 def test_unknown_list_is_refused(world):
     google, manager = world
-    with pytest.raises(GoogleAudienceError, match="productDestinationId INVALID_PRODUCT_DESTINATION_ID"):
+    with pytest.raises(GoogleAudienceError, match="productDestinationId INVALID_USER_LIST_ID"):
         sync("vip", [IVAN], list_id="customers/1234567890/userLists/778", settings=settings(google, manager))
 
 
