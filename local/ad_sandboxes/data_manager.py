@@ -155,7 +155,10 @@ class DataManagerSandbox(SandboxServer):
             return _bad([("destinations", "REQUIRED_FIELD_MISSING", "destinations is required")])
         targets = []
         for index, destination in enumerate(destinations):
-            account = (destination or {}).get("operatingAccount") or {}
+            account = destination.get("operatingAccount") if isinstance(destination, dict) else None
+            if not isinstance(account, dict):
+                violations.append((f"destinations[{index}]", "INVALID_DESTINATION", "operatingAccount is required"))
+                continue
             customer, user_list = (
                 str(account.get("accountId") or ""),
                 str(destination.get("productDestinationId") or ""),
@@ -168,7 +171,8 @@ class DataManagerSandbox(SandboxServer):
                                    "no such user list in the operating account"))  # fmt: skip
                 continue
             manager = self.managed_by.get(customer)
-            login = str((destination.get("loginAccount") or {}).get("accountId") or "")
+            login_account = destination.get("loginAccount")
+            login = str(login_account.get("accountId") or "") if isinstance(login_account, dict) else ""
             if manager and login != manager:
                 return _status(403, "PERMISSION_DENIED", "The caller does not have permission (loginAccount)")
             targets.append((customer, user_list))
@@ -182,7 +186,8 @@ class DataManagerSandbox(SandboxServer):
         if encoding not in ("HEX", "BASE64"):
             violations.append(("encoding", "REQUIRED_FIELD_MISSING", "encoding is required for UserData uploads"))
         if verb == "ingest":
-            terms = (request.get("termsOfService") or {}).get("customerMatchTermsOfServiceStatus")
+            terms = request.get("termsOfService")
+            terms = terms.get("customerMatchTermsOfServiceStatus") if isinstance(terms, dict) else None
             if terms != "ACCEPTED":
                 field, text = (
                     "termsOfService.customerMatchTermsOfServiceStatus",
@@ -217,7 +222,8 @@ class DataManagerSandbox(SandboxServer):
         for name in sorted(set(member) - allowed):
             problems.append((f".{name}", "UNKNOWN_FIELD", f"unknown field {name}"))
         problems += _consent_violations(".consent", member.get("consent"))
-        users = (member.get("userData") or {}).get("userIdentifiers")
+        user_data = member.get("userData")
+        users = user_data.get("userIdentifiers") if isinstance(user_data, dict) else None
         if not isinstance(users, list) or not users:
             return [*problems, (".userData", "REQUIRED_FIELD_MISSING", "userData.userIdentifiers is required")], set()
         if len(users) > MAX_IDENTIFIERS:

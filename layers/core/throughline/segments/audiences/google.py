@@ -21,8 +21,10 @@ Entry point (registered by the export orchestrator for the platform ``google``):
   idempotent and renews Google's membership duration. A removed phone that still belongs to a current member is
   ingested again right after.
 - Any failure (OAuth refused, Data Manager unreachable, 4xx / 5xx after retries, deadline) raises
-  ``GoogleAudienceError`` with a secret-free, PII-free message; the caller keeps the previous state, so the next
-  night repeats the removals (harmless) and re-ingests everyone.
+  ``GoogleAudienceError`` with a secret-free, PII-free message. Its ``state``, when not ``None``, is what the caller
+  stores instead (the previous hashes ∪ tonight's: an ingest batch may have landed before the failure, and those
+  members must still be removable once they leave); when ``None`` (nothing reached Google) the previous state stays.
+  The next night repeats the removals (harmless) and re-ingests everyone.
 
 Normalization (developers.google.com/data-manager/api/get-started/formatting): e-mails without leading, trailing
 and inner whitespace, lower-cased, and for gmail.com / googlemail.com without the dots before the ``@``; phones in
@@ -58,7 +60,15 @@ LIST = re.compile(r"^customers/(\d{1,20})/userLists/(\d{1,20})$")
 
 
 class GoogleAudienceError(PlatformError):
-    """The audience could not be sent; the message names the step and Google's status, never a value."""
+    """The audience could not be sent; the message names the step and Google's status, never a value.
+
+    ``state`` (set when requests may have reached Google) is what to remember instead of the previous state: the
+    previous hashes and tonight's, since some of tonight's may already be in the list and must be removable later.
+    """
+
+    def __init__(self, message: str, state: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.state = state
 
 
 @dataclass(frozen=True)
@@ -116,8 +126,11 @@ def identifiers(member: Member, region: str = "RU") -> list[dict[str, str]]:
     """The member's hashed identifiers, e-mails first, without duplicates, at most 10 (invalid values dropped)."""
     found: list[dict[str, str]] = []
     seen: set[tuple[str, str]] = set()
-    candidates: list[tuple[str, str | None]] = [("emailAddress", normalize_email(e)) for e in member.emails]
-    for phone in member.phones:
+    emails = [e for e in member.emails or () if isinstance(e, str)]
+    candidates: list[tuple[str, str | None]] = [("emailAddress", normalize_email(e)) for e in emails]
+    for phone in member.phones or ():
+        if not isinstance(phone, str):
+            continue
         try:
             candidates.append(("phoneNumber", normalize_phone(phone, region)))
         except InvalidContact:
@@ -235,7 +248,10 @@ def sync(
     except PlatformError as error:
         logger.warning("google audience failed", extra={"audience": audience, "list": list_name,
                                                         "calls": client.calls, "reason": str(error)})  # fmt: skip
-        raise GoogleAudienceError(f"Google Customer Match {audience!r} ({list_name}): {error}") from None
+        sent_some = client.calls > 0 and not settings.validate_only
+        union = {kind: sorted(set(before[kind]) | set(now[kind])) for kind in KINDS}
+        state = {"version": STATE_VERSION, "list_id": list_name, **union} if sent_some else None
+        raise GoogleAudienceError(f"Google Customer Match {audience!r} ({list_name}): {error}", state) from None
 
     result = AudienceSync(
         platform=PLATFORM,

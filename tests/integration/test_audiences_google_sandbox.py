@@ -195,3 +195,58 @@ def test_sandbox_limits_and_remove_shape(world):
     assert post(google, manager, "remove", removal).status_code == 400  # termsOfService is no field of remove
     removal.pop("termsOfService")
     assert post(google, manager, "remove", removal).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"destinations": ["x"], "audienceMembers": [1], "encoding": "HEX"},
+        {**good(), "termsOfService": "ACCEPTED"},
+        {**good(), "audienceMembers": [{"userData": ["a"]}]},
+        {**good(), "destinations": [{"operatingAccount": "1234567890", "productDestinationId": "777"}]},
+        {**good(), "consent": "granted"},
+    ],
+)
+def test_sandbox_answers_hostile_bodies_with_400(world, body):
+    google, manager = world
+    assert post(google, manager, "ingest", body).status_code == 400
+
+
+def test_a_failure_after_a_landed_batch_remembers_tonight_too(world):
+    google, manager = world
+    first = [Member(n, (f"+7912{n:07d}",), ()) for n in range(10_001)]  # two ingest requests
+    with pytest.raises(GoogleAudienceError) as raised:
+
+        class Fail:
+            def __init__(self):
+                self.real = requests.Session()
+                self.posts = 0
+
+            def post(self, url, **kw):
+                if url.endswith("audienceMembers:ingest"):
+                    self.posts += 1
+                    if self.posts >= 2:  # every attempt after the first batch
+                        raise requests.ConnectionError("down")
+                return self.real.post(url, **kw)
+
+        session = Fail()
+        oauth = GoogleOAuth(client_id="sandbox-client-id", client_secret="sandbox-client-secret",
+                            refresh_token="sandbox-refresh-token", token_url=google.token_url, session=session,
+                            sleep=lambda s: None)  # fmt: skip
+        sync("vip", first, list_id=LIST, settings=settings(google, manager), session=session, oauth=oauth)
+    assert len(held(manager)) == 10_000  # the first batch landed
+    state = raised.value.state
+    assert state is not None and len(state["phoneNumber"]) == 10_001
+    # the next night everyone has left: all that may be in the list is removed
+    result, _ = sync("vip", [IVAN], list_id=LIST, settings=settings(google, manager), previous=state)
+    assert result.removed == 10_001 and {kind for kind, _ in held(manager)} == {"emailAddress", "phoneNumber"}
+    assert len(held(manager)) == 2
+
+
+def test_nothing_sent_keeps_the_previous_state(world):
+    google, manager = world
+    bad = GoogleAudienceSettings(client_id="x", client_secret="y", refresh_token="z", token_url=google.token_url,
+                                 api_url=manager.api_url)  # fmt: skip
+    with pytest.raises(GoogleAudienceError) as raised:
+        sync("vip", [IVAN], list_id=LIST, settings=bad)
+    assert raised.value.state is None
