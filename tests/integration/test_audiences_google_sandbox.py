@@ -250,3 +250,18 @@ def test_nothing_sent_keeps_the_previous_state(world):
     with pytest.raises(GoogleAudienceError) as raised:
         sync("vip", [IVAN], list_id=LIST, settings=bad)
     assert raised.value.state is None
+
+
+def test_manager_account_is_sent_as_login_account():
+    google = GoogleAdsSandbox().start()
+    manager = DataManagerSandbox(google, user_lists={"1234567890": {"777"}}, managed_by={"1234567890": "9990001111"})
+    manager.start()
+    try:
+        with pytest.raises(GoogleAudienceError, match=r"PERMISSION_DENIED.*GOOGLE_ADS_LOGIN_CUSTOMER_ID"):
+            sync("vip", [IVAN], list_id=LIST, settings=settings(google, manager))
+        result, _ = sync("vip", [IVAN], list_id=LIST,
+                         settings=settings(google, manager, login_customer_id="999-000-1111"))  # fmt: skip
+        assert result.members == 1 and len(held(manager)) == 2
+    finally:
+        manager.stop()
+        google.stop()

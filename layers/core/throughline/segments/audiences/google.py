@@ -335,6 +335,10 @@ def _failure(method: str, response: requests.Response) -> PlatformError:
         message += " (" + "; ".join(fields[:5]) + (f"; +{len(fields) - 5} more" if len(fields) > 5 else "") + ")"
     if response.status_code == 429 or response.status_code >= 500:
         return RetryableError(message)
+    if status == "PERMISSION_DENIED":
+        message += (
+            " (a customer under a manager account needs GOOGLE_ADS_LOGIN_CUSTOMER_ID; the OAuth user needs access)"
+        )
     return GoogleAudienceError(message)
 
 
