@@ -11,10 +11,11 @@ from local.ad_sandboxes.google_ads import GoogleAdsSandbox
 from local.ad_sandboxes.metrica import MetricaSandbox
 from local.ad_sandboxes.vk_ads import VkAdsSandbox
 from local.ad_sandboxes.vk_tracker import VkTrackerSandbox
+from local.ad_sandboxes.yandex_audience import YandexAudienceSandbox
 from local.ad_sandboxes.yandex_direct import YandexDirectSandbox
 
 __all__ = ["DataManagerSandbox", "GoogleAdsSandbox", "MetricaSandbox", "VkAdsSandbox", "VkTrackerSandbox",
-           "YandexDirectSandbox"]  # fmt: skip
+           "YandexAudienceSandbox", "YandexDirectSandbox"]  # fmt: skip
 
 
 def start_all(campaigns: int = 12, names: dict[str, list[str]] | None = None) -> tuple[list, dict[str, str]]:
