@@ -83,10 +83,9 @@ class YandexAudienceSandbox(SandboxServer):
     # -- methods ----------------------------------------------------------------------------------------------------
 
     def _upload(self, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
-        parsed = _file(headers, body)
-        if isinstance(parsed, tuple):
-            return parsed
-        header, rows = parsed
+        error, header, rows = _file(headers, body)
+        if error:
+            return error
         if len(rows) < MIN_RECORDS:
             return _error(400, "invalid_parameter", f"There must be at least {MIN_RECORDS} entries in the file")
         with self.lock:
@@ -129,10 +128,9 @@ class YandexAudienceSandbox(SandboxServer):
             return _error(400, "invalid_parameter", "modification_type must be addition, subtraction or replace")
         if segment["status"] == "uploaded":
             return _error(400, "invalid_parameter", "The segment is not confirmed")
-        parsed = _file(headers, body)
-        if isinstance(parsed, tuple):
-            return parsed
-        header, rows = parsed
+        error, header, rows = _file(headers, body)
+        if error:
+            return error
         if segment["hashed"]:
             problem = _hash_problem(segment.get("hashing_alg"), header, rows)
             if problem:
@@ -149,35 +147,38 @@ class YandexAudienceSandbox(SandboxServer):
             return json_answer(200, {"segment": _public(segment_id, segment)})
 
 
-def _file(headers: dict[str, str], body: bytes) -> tuple[list[str], list[dict[str, str]]] | tuple[int, dict, bytes]:
+def _file(headers: dict[str, str], body: bytes) -> tuple[Any, list[str], list[dict[str, str]]]:
+    """(an error answer or None, the header, the records)."""
     content_type = headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
-        return _error(400, "invalid_parameter", "The file must be sent as multipart/form-data")
+        return _error(400, "invalid_parameter", "The file must be sent as multipart/form-data"), [], []
     if len(body) > MAX_BYTES:
-        return _error(400, "invalid_parameter", "The file is larger than 1 GB")
+        return _error(400, "invalid_parameter", "The file is larger than 1 GB"), [], []
     message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
     files = [part for part in message.iter_parts() if part.get_param("name", header="content-disposition") == "file"]
     if len(files) != 1:
-        return _error(400, "invalid_parameter", "Exactly one multipart part named file is required")
+        return _error(400, "invalid_parameter", "Exactly one multipart part named file is required"), [], []
     try:
         text = files[0].get_payload(decode=True).decode("utf-8")
     except UnicodeDecodeError:
-        return _error(400, "invalid_parameter", "The file must be UTF-8")
+        return _error(400, "invalid_parameter", "The file must be UTF-8"), [], []
     lines = [line for line in csv.reader(io.StringIO(text)) if line]
     if not lines:
-        return _error(400, "invalid_parameter", "The file is empty")
+        return _error(400, "invalid_parameter", "The file is empty"), [], []
     header = [name.strip() for name in lines[0]]
     if "phone" not in header and "email" not in header:
-        return _error(400, "invalid_parameter", "The first line must name the fields, phone or email among them")
+        problem = "The first line must name the fields, phone or email among them"
+        return _error(400, "invalid_parameter", problem), [], []
     rows = []
     for number, line in enumerate(lines[1:], start=2):
         if len(line) != len(header):
-            return _error(400, "invalid_parameter", f"Line {number} has {len(line)} fields, the header {len(header)}")
+            problem = f"Line {number} has {len(line)} fields, the header {len(header)}"
+            return _error(400, "invalid_parameter", problem), [], []
         row = dict(zip(header, line, strict=True))
         if not row.get("phone") and not row.get("email"):
-            return _error(400, "invalid_parameter", f"Line {number} has neither phone nor email")
+            return _error(400, "invalid_parameter", f"Line {number} has neither phone nor email"), [], []
         rows.append(row)
-    return header, rows
+    return None, header, rows
 
 
 def _hash_problem(algorithm: Any, header: list[str], rows: list[dict[str, str]]) -> str | None:
