@@ -42,6 +42,7 @@ class VkAudiences:
         return "VkAudiences()"
 
     def sync(self, name: str, list_id: str | None, members: Iterable[Member]) -> AudienceSync:
+        token = self._token()  # first: a refused client is reported as such, whatever the list's size
         prepared = prepare(members)
         ids, sent, calls, small = [], 0, 0, []
         for kind, values in (("phone", prepared.phones), ("email", prepared.emails)):
@@ -51,7 +52,7 @@ class VkAudiences:
                 continue
             if len(values) > MAX_ITEMS:
                 raise AudienceError(f"VK Ads: a list takes at most {MAX_ITEMS} items; «{name}» has {len(values)}")
-            answer = self._upload(f"{name} ({kind})", kind, vk_list(values))
+            answer = self._upload(token, f"{name} ({kind})", kind, vk_list(values))
             calls += 1
             ids.append(f"{kind}:{answer.get('id')}")
             sent += len(values)
@@ -60,11 +61,11 @@ class VkAudiences:
                                 f"{', '.join(small) or 'none'}")  # fmt: skip
         return AudienceSync(PLATFORM, name, ",".join(ids), prepared.members, sent, calls, skipped=prepared.skipped)
 
-    def _upload(self, name: str, kind: str, body: bytes) -> dict[str, Any]:
+    def _upload(self, token: str, name: str, kind: str, body: bytes) -> dict[str, Any]:
         data, content_type = multipart({"name": name, "type": kind}, f"{kind}s.txt", body)
         try:
             response = self.session.post(self._api + "remarketing/users_lists.json", data=data,
-                                         headers={"Authorization": f"Bearer {self._token()}",
+                                         headers={"Authorization": f"Bearer {token}",
                                                   "Content-Type": content_type},
                                          timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))  # fmt: skip
         except requests.RequestException as error:
