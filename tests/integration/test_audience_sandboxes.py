@@ -74,8 +74,9 @@ def test_yandex_adapter_reports_refusals_without_values() -> None:
         assert (created.members, created.identifiers, created.calls) == (120, 240, 2)
         replaced = adapter.sync("A", created.list_id, members(10, start=500))  # a replace takes any size
         assert replaced.calls == 1 and len(sandbox.segments[int(created.list_id)]["rows"]) == 10
-        with pytest.raises(AudienceError, match="HTTP 404"):
-            adapter.sync("A", "424242", members(120))  # a configured list_id that does not exist
+        recreated = adapter.sync("A", "424242", members(120))  # gone (deleted in the cabinet): created anew
+        assert recreated.calls == 3 and recreated.list_id not in ("424242", created.list_id)
+        assert len(sandbox.segments) == 2
 
 
 def test_vk_sandbox_and_adapter() -> None:

@@ -88,7 +88,8 @@ task_on_moves: [SLEEPING, VIP]
 #   platform  yandex (Yandex Audiences, a CRM segment; YANDEX_AUDIENCE_TOKEN in the ads secret) or
 #             vk (VK Ads remarketing user lists; the spend import's VK_ADS_CLIENT_ID / VK_ADS_CLIENT_SECRET)
 #   segments  the segment codes whose customers make the audience
-#   list_id   optional: an existing segment / list to replace (else one is created and its id remembered)
+#   list_id   optional, Yandex: an existing segment whose data each night replaces (else one is created and its id
+#             remembered); VK documents no replace, so each night makes new lists (ids in segments/audiences/)
 # For example:
 #   audiences:
 #     - {name: "Throughline VIP", platform: yandex, segments: [VIP]}
@@ -161,7 +162,7 @@ class Audience(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     platform: Literal["yandex", "vk", "google"]
     segments: list[str] = Field(min_length=1, max_length=20)
-    list_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_/:.-]{1,128}$")
+    list_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_/:.,-]{1,128}$")
 
 
 class SegmentRules(BaseModel):

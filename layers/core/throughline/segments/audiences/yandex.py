@@ -6,7 +6,8 @@ API (yandex.ru/dev/audience/en/ref/openapi/segments/…; base ``https://api-audi
   ``POST segment/{id}/confirm`` with ``{"segment": {"id", "name", "hashed": true, "hashing_alg": "SHA256",
   "content_type": "crm"}}``;
 - an existing segment (remembered, or ``list_id`` in the configuration): ``POST segment/{id}/modify_data
-  ?modification_type=replace`` with the night's file, which replaces its data.
+  ?modification_type=replace`` with the night's file, which replaces its data; a segment that is gone (404: deleted
+  in the cabinet) is created anew and the new id remembered.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ PLATFORM = "yandex"
 MIN_RECORDS = 100  # "There must be at least 100 entries in the file" (uploadCsvFile)
 
 
+class SegmentGone(AudienceError):
+    """The segment to replace does not exist (HTTP 404)."""
+
+
 class YandexAudiences:
     platform = PLATFORM
 
@@ -39,11 +44,17 @@ class YandexAudiences:
         prepared = prepare(members)
         body, records = yandex_csv(prepared)
         identifiers = len(prepared.phones) + len(prepared.emails)
+        calls = 0
         if list_id:
-            self._post(f"segment/{list_id}/modify_data?modification_type=replace", "replace the segment's data",
-                       file=body)  # fmt: skip
-            return AudienceSync(PLATFORM, name, str(list_id), prepared.members, identifiers, 1,
-                                skipped=prepared.skipped)  # fmt: skip
+            calls += 1
+            try:
+                self._post(f"segment/{list_id}/modify_data?modification_type=replace", "replace the segment's data",
+                           file=body)  # fmt: skip
+            except SegmentGone:
+                pass  # deleted in the cabinet (or a wrong list_id): a new segment is created and its id remembered
+            else:
+                return AudienceSync(PLATFORM, name, str(list_id), prepared.members, identifiers, 1,
+                                    skipped=prepared.skipped)  # fmt: skip
         if records < MIN_RECORDS:
             raise AudienceError(f"Yandex Audiences: a new segment takes at least {MIN_RECORDS} records; "
                                 f"«{name}» has {records}")  # fmt: skip
@@ -54,7 +65,7 @@ class YandexAudiences:
         self._post(f"segment/{segment_id}/confirm", "confirm the segment",
                    json={"segment": {"id": segment_id, "name": name, "hashed": True, "hashing_alg": "SHA256",
                                      "content_type": "crm"}})  # fmt: skip
-        return AudienceSync(PLATFORM, name, str(segment_id), prepared.members, identifiers, 2,
+        return AudienceSync(PLATFORM, name, str(segment_id), prepared.members, identifiers, calls + 2,
                             skipped=prepared.skipped)  # fmt: skip
 
     def _post(self, path: str, step: str, *, file: bytes | None = None, json: Any = None) -> dict[str, Any]:
@@ -77,5 +88,6 @@ class YandexAudiences:
                 reason = "the token was refused (YANDEX_AUDIENCE_TOKEN in the ads secret)"
             else:
                 reason = str(payload.get("message") or "")[:200] if isinstance(payload, dict) else ""
-            raise AudienceError(f"Yandex Audiences could not {step}: HTTP {response.status_code} {reason}".rstrip())
+            error = SegmentGone if response.status_code == 404 else AudienceError
+            raise error(f"Yandex Audiences could not {step}: HTTP {response.status_code} {reason}".rstrip())
         return payload if isinstance(payload, dict) else {}
