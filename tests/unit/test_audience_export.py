@@ -92,3 +92,16 @@ def test_a_failing_platform_is_tried_at_most_three_times_a_night() -> None:
     assert summary["status"] == "done" and summary["failed"]["VIP"] == {
         "platform": "google", "error": "RuntimeError: platform down", "attempts": ATTEMPTS}  # fmt: skip
     assert json.loads(objects.data[STATE_KEY])["lists"] == {}
+
+
+def test_an_audience_waits_for_the_next_run_when_the_invocation_is_nearly_over() -> None:
+    from throughline.bitrix24.client import Deadline
+
+    audiences = [Audience(name="VIP", platform="google", segments=["VIP"])]
+    portal, objects, google = FakePortal(), Objects(), Recorder()
+    portal.deadline = Deadline(lambda: 100.0, reserve=5.0)  # type: ignore[attr-defined]
+    summary = export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"google": lambda: google})  # type: ignore[arg-type]
+    assert summary["status"] == "unfinished" and google.calls == [] and portal.batches == []
+    portal.deadline = Deadline(lambda: 800.0, reserve=5.0)  # type: ignore[attr-defined]
+    summary = export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"google": lambda: google})  # type: ignore[arg-type]
+    assert summary["status"] == "done" and len(google.calls) == 1

@@ -28,6 +28,7 @@ from throughline.segments.rules import Audience
 
 STATE_KEY = "segments/audiences/state.json"
 ATTEMPTS = 3
+SECONDS_PER_AUDIENCE = 180  # reading 100 000 contacts (40 batches at 2/s) and an upload of ~15 MB, with room to spare
 
 
 class Adapter(Protocol):
@@ -97,9 +98,13 @@ def export_audiences(
     if state.get("day") != day:
         state = {"lists": state.get("lists") or {}, "day": day, "sent": {}, "failed": {}}
     people: dict[int, Member] = {}
+    deadline = getattr(client, "deadline", None)
     for audience in audiences:
         if audience.name in state["sent"]:
             continue
+        if deadline is not None and deadline.seconds_left() < SECONDS_PER_AUDIENCE:
+            progress("audiences: too little time left in this run; the next run of the night continues")
+            break
         failed = state["failed"].get(audience.name) or {}
         if failed.get("attempts", 0) >= ATTEMPTS:
             continue
