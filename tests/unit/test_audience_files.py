@@ -125,7 +125,8 @@ def test_a_configured_audience_is_read() -> None:
     [
         ("audiences:\n  - {name: A, platform: yandex, segments: [GOLD]}", "unknown segments: ['GOLD']"),
         (
-            "audiences:\n  - {name: A, platform: yandex, segments: [VIP]}\n  - {name: A, platform: vk, segments: [VIP]}",
+            "audiences:\n  - {name: A, platform: yandex, segments: [VIP]}\n"
+            "  - {name: A, platform: vk, segments: [VIP]}",
             "audience names repeat: ['A']",
         ),
         ("audiences:\n  - {name: A, platform: facebook, segments: [VIP]}", "audiences.0.platform"),
