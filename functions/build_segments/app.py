@@ -28,4 +28,6 @@ def lambda_handler(event: dict, context: object) -> dict:
     metrics.add_metric(name="SegmentsBitrixCalls", unit=MetricUnit.Count, value=client.calls)
     written = (summary.get("writeback") or {}).get("written") or 0
     metrics.add_metric(name="SegmentsWritten", unit=MetricUnit.Count, value=written)
+    failed = len((summary.get("audiences") or {}).get("failed") or {})
+    metrics.add_metric(name="SegmentsAudiencesFailed", unit=MetricUnit.Count, value=failed)
     return {key: value for key, value in summary.items() if key != "crm"}

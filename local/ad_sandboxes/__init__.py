@@ -1,4 +1,5 @@
-"""Sandboxes of the ad platforms' reporting APIs (Yandex Direct Reports v5, Google Ads REST, VK Ads v2).
+"""Sandboxes of the ad platforms' reporting APIs (Yandex Direct Reports v5, Google Ads REST, VK Ads v2), offline
+conversions (Metrica, Data Manager, the VK tracker) and ad audiences (Yandex Audiences, VK Ads remarketing lists).
 
 Each is a standard-library HTTP server on a free port that follows the documented protocol — request shapes,
 headers, status codes, error bodies, limits — and is never more forgiving than the real service. Statistics are
@@ -11,10 +12,11 @@ from local.ad_sandboxes.google_ads import GoogleAdsSandbox
 from local.ad_sandboxes.metrica import MetricaSandbox
 from local.ad_sandboxes.vk_ads import VkAdsSandbox
 from local.ad_sandboxes.vk_tracker import VkTrackerSandbox
+from local.ad_sandboxes.yandex_audience import YandexAudienceSandbox
 from local.ad_sandboxes.yandex_direct import YandexDirectSandbox
 
 __all__ = ["DataManagerSandbox", "GoogleAdsSandbox", "MetricaSandbox", "VkAdsSandbox", "VkTrackerSandbox",
-           "YandexDirectSandbox"]  # fmt: skip
+           "YandexAudienceSandbox", "YandexDirectSandbox"]  # fmt: skip
 
 
 def start_all(campaigns: int = 12, names: dict[str, list[str]] | None = None) -> tuple[list, dict[str, str]]:
@@ -30,7 +32,8 @@ def start_all(campaigns: int = 12, names: dict[str, list[str]] | None = None) ->
                       "vk_ads": vk.campaigns()}  # fmt: skip
     for platform, sandbox in (("yandex_direct", direct), ("google_ads", google), ("vk_ads", vk)):
         sandbox.campaign_names = dict(zip(first_accounts[platform], (names or {}).get(platform, []), strict=False))
-    servers = [direct.start(), google.start(), vk.start()]
+    audience = YandexAudienceSandbox()  # ad audiences (build_segments); VK's remarketing lists are served by ``vk``
+    servers = [direct.start(), google.start(), vk.start(), audience.start()]
     environment = {
         "YANDEX_DIRECT_TOKEN": direct.agency_token, "YANDEX_DIRECT_API_URL": direct.api_url,
         "YANDEX_DIRECT_CLIENT_LOGINS": "demo-client,demo-client-kz",
@@ -39,6 +42,7 @@ def start_all(campaigns: int = 12, names: dict[str, list[str]] | None = None) ->
         "GOOGLE_OAUTH_TOKEN_URL": google.token_url, "GOOGLE_ADS_CUSTOMER_IDS": "123-456-7890,234-567-8901",
         "GOOGLE_ADS_LOGIN_CUSTOMER_ID": "987-654-3210",
         "VK_ADS_CLIENT_ID": vk.client[0], "VK_ADS_CLIENT_SECRET": vk.client[1], "VK_ADS_API_URL": vk.api_url,
+        "YANDEX_AUDIENCE_TOKEN": audience.token, "YANDEX_AUDIENCE_API_URL": audience.api_url,
     }  # fmt: skip
     return servers, environment
 

@@ -12,14 +12,22 @@ api_authorization, api_arrangement; reporting_api_statistics), with the limits c
 - ``GET /api/v2/statistics/ad_plans/day.json?id=…&date_from&date_to&metrics=base`` → ``{"items": [{"id", "rows":
   [{"date", "base": {"shows", "clicks", "goals", "spent", …}}], "total"}], "total"}``, a row for every day (zeros
   included), ``spent`` a decimal string; at most 92 days and 50 ids per request (400 beyond).
+- ``POST /api/v3/remarketing/users_lists.json`` (``multipart/form-data``: ``name``, ``type`` ``phone`` | ``email``,
+  ``file`` one item per line, UTF-8; target.my.com/help/advertisers/sourceuserlists): a list of 2 000 to 5 000 000
+  unique items of one type, each the plain value (digits with the country code / a lower-case address) or its MD5
+  (32 hex digits); a file over 128 MB, a foreign line or too few items get 400 with the field's error. Answers the
+  list (``id``, ``name``, ``type``, ``status`` "receiving"). Lists are kept in ``users_lists`` with their lines.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from datetime import date, timedelta
 from decimal import Decimal
+from email.parser import BytesParser
+from email.policy import HTTP
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -28,6 +36,13 @@ from local.ad_sandboxes.base import SandboxServer, campaign_ids, daily_stats, js
 MAX_DAYS = 92
 MAX_IDS = 50
 MAX_LIMIT = 250
+LIST_MIN_ITEMS = 2000
+LIST_MAX_ITEMS = 5_000_000
+LIST_MAX_BYTES = 128 * 1024 * 1024
+LIST_ITEMS = {
+    "phone": re.compile(r"^(?:[1-9][0-9]{10,14}|[0-9a-f]{32})$"),
+    "email": re.compile(r"^(?:[^@\sA-Z]+@[^@\sA-Z]+\.[^@\sA-Z]+|[0-9a-f]{32})$"),
+}
 
 
 class VkAdsSandbox(SandboxServer):
@@ -60,6 +75,8 @@ class VkAdsSandbox(SandboxServer):
         self.faults: list[int] = []  # HTTP statuses answered to the next API calls
         self.token_faults: list[int] = []  # HTTP statuses answered to the next token requests (an outage)
         self.stat_requests: list[dict[str, str]] = []
+        self.users_lists: dict[int, dict[str, Any]] = {}  # id → {name, type, items (lines as received)}
+        self.list_min_items = LIST_MIN_ITEMS
 
     @property
     def api_url(self) -> str:
@@ -90,7 +107,7 @@ class VkAdsSandbox(SandboxServer):
         query = dict(parse_qsl(parts.query))
         if method == "POST" and parts.path == "/api/v2/oauth2/token.json":
             return self._token(dict(parse_qsl(body.decode())))
-        if method != "GET":
+        if method != "GET" and parts.path != "/api/v3/remarketing/users_lists.json":
             return _error(405, "method_not_allowed", "Method not allowed")
         auth = headers.get("authorization", "")
         with self.lock:
@@ -100,6 +117,13 @@ class VkAdsSandbox(SandboxServer):
             if self.faults:
                 status = self.faults.pop(0)
                 return _error(status, "too_many_requests" if status == 429 else "internal_error", "Try again later")
+        if parts.path == "/api/v3/remarketing/users_lists.json":
+            if method == "GET":
+                with self.lock:
+                    items = [{"id": i, "name": v["name"], "type": v["type"], "status": "ready"}
+                             for i, v in self.users_lists.items()]  # fmt: skip
+                return json_answer(200, {"count": len(items), "offset": 0, "items": items})
+            return self._users_list(headers, body)
         if parts.path == "/api/v2/user.json":
             return json_answer(
                 200, {"id": self.account_id, "username": f"sandbox{self.account_id}", "status": "active"}
@@ -154,6 +178,46 @@ class VkAdsSandbox(SandboxServer):
             },
         )
 
+    def _users_list(self, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
+        content_type = headers.get("content-type", "")
+        if not content_type.startswith("multipart/form-data"):
+            return _field_error("file", "invalid_content_type", "multipart/form-data is required")
+        if len(body) > LIST_MAX_BYTES:
+            return _field_error("file", "file_too_large", "the file is larger than 128 MB")
+        message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+        fields: dict[str, list[bytes]] = {}
+        for part in message.iter_parts():
+            fields.setdefault(str(part.get_param("name", header="content-disposition")), []).append(
+                part.get_payload(decode=True) or b""
+            )
+        for name in ("name", "type", "file"):
+            if len(fields.get(name, [])) != 1:
+                return _field_error(name, "required", f"exactly one {name} is required")
+        kind = fields["type"][0].decode("utf-8", "replace").strip()
+        if kind not in LIST_ITEMS:
+            return _field_error("type", "invalid_choice", "the sandbox takes phone or email lists")
+        name = fields["name"][0].decode("utf-8", "replace").strip()
+        if not 1 <= len(name) <= 255:
+            return _field_error("name", "invalid_length", "1 to 255 characters")
+        try:
+            lines = fields["file"][0].decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            return _field_error("file", "invalid_encoding", "the file must be UTF-8")
+        items = [line.strip() for line in lines if line.strip()]
+        for number, item in enumerate(items, start=1):
+            if not LIST_ITEMS[kind].match(item):
+                return _field_error("file", "invalid_item", f"line {number} is not a {kind} or its MD5")
+        unique = len(set(items))
+        if unique < self.list_min_items:
+            return _field_error("file", "not_enough_ids", f"{unique} unique items; at least {self.list_min_items}")
+        if unique > LIST_MAX_ITEMS:
+            return _field_error("file", "too_many_ids", f"at most {LIST_MAX_ITEMS} items")
+        with self.lock:
+            list_id = 5_100_000 + len(self.users_lists) + 1
+            self.users_lists[list_id] = {"name": name, "type": kind, "items": items}
+        return json_answer(200, {"id": list_id, "name": name, "type": kind, "status": "receiving",
+                                 "entries_count": len(items)})  # fmt: skip
+
     def _ad_plans(self, query: dict[str, str]) -> tuple[int, dict, bytes]:
         try:
             limit, offset = int(query.get("limit", 20)), int(query.get("offset", 0))
@@ -200,6 +264,11 @@ class VkAdsSandbox(SandboxServer):
                 day += timedelta(days=1)
             items.append({"id": int(campaign), "rows": rows, "total": {}})
         return json_answer(200, {"items": items, "total": {}})
+
+
+def _field_error(field: str, code: str, message: str) -> tuple[int, dict, bytes]:
+    return json_answer(400, {"error": {"code": "validation_error", "message": message,
+                                       "fields": {field: [{"code": code, "message": message}]}}})  # fmt: skip
 
 
 def _error(status: int, code: str, message: str) -> tuple[int, dict, bytes]:

@@ -25,7 +25,7 @@ import pytest
 import requests
 from botocore.client import BaseClient
 
-from local.ad_sandboxes import MetricaSandbox, VkTrackerSandbox
+from local.ad_sandboxes import MetricaSandbox, VkAdsSandbox, VkTrackerSandbox, YandexAudienceSandbox
 from local.stack import LocalStack
 from local.template import load_template
 from tests.integration.test_journey_events import manager_lead, settle
@@ -154,11 +154,17 @@ def conversion_sandboxes():
     """Metrica and the VK tracker (Google's Data Manager would hand the spend import Google credentials too)."""
     metrica = MetricaSandbox(goals={"deal_won": "action"}).start()
     tracker = VkTrackerSandbox(goals={"deal_won"}).start()
+    # The ad audiences' platforms (build_segments): VK's token is cached in the bucket beside the spend import's.
+    vk, audience = VkAdsSandbox(campaigns=2).start(), YandexAudienceSandbox().start()
     yield {
         "METRICA_TOKEN": metrica.token, "METRICA_COUNTER_ID": metrica.counter_id, "METRICA_GOAL": "deal_won",
         "METRICA_API_URL": metrica.api_url,
         "VK_ADS_PIXEL_ID": tracker.pixel_id, "VK_ADS_GOAL": "deal_won", "VK_ADS_TRACKER_URL": tracker.tracker_url,
+        "VK_ADS_CLIENT_ID": vk.client[0], "VK_ADS_CLIENT_SECRET": vk.client[1], "VK_ADS_API_URL": vk.api_url,
+        "YANDEX_AUDIENCE_TOKEN": audience.token, "YANDEX_AUDIENCE_API_URL": audience.api_url,
     }  # fmt: skip
+    audience.stop()
+    vk.stop()
     tracker.stop()
     metrica.stop()
 
@@ -191,7 +197,17 @@ def test_every_call_each_function_makes_is_allowed_by_its_own_role(make_stack, c
     sent = stack.invoke("upload_conversions", {"date_from": "2026-01-01", "date_to": "2026-01-31"})
     assert sent["platforms"]["vk_ads"]["states"] == {"accepted": 1}
     stack.invoke("upload_conversions", {})
-    stack.invoke("build_segments", {})  # before the report, so its segments section reads what this stored
+    # Audiences configured: too few customers for either platform, but the export reads the contacts, VK's cached
+    # token (private/vk_ads/) and writes its state (segments/audiences/).
+    from throughline.segments.rules import CONFIG_KEY, DEFAULT_RULES_YAML
+
+    audiences = "audiences:\n  - {name: A, platform: yandex, segments: [NEWCOMER]}\n" \
+                "  - {name: B, platform: vk, segments: [NEWCOMER]}\n"  # fmt: skip
+    boto3.client("s3").put_object(Bucket=bucket, Key=CONFIG_KEY,
+                                  Body=DEFAULT_RULES_YAML.replace("audiences: []\n", audiences).encode())  # fmt: skip
+    segments = stack.invoke("build_segments", {})  # before the report, so its segments section reads what this stored
+    assert set(segments["audiences"]["failed"]) == {"A", "B"}
+    assert "at least 2000" in segments["audiences"]["failed"]["B"]["error"]  # after the token: IAM exercised
     stack.invoke("build_roi_report", {"date_from": "2026-11-01", "date_to": "2026-12-31"})
     stack.invoke("forget_person", {"phone": "+79161234567"})
 

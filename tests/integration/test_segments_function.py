@@ -50,6 +50,8 @@ def test_setup_function_command_and_report_on_the_local_stack(make_stack, capsys
     assert main(["segments"]) == 0  # the same day: done already, no REST call
     out = capsys.readouterr().out
     assert "status done; REST calls 0" in out
+    assert main(["segments", "--audiences"]) == 0  # none configured: nothing exported, nothing run
+    assert "no ad audience exported yet" in capsys.readouterr().out
 
     assert main(["report"]) == 0
     capsys.readouterr()

@@ -29,6 +29,7 @@ OLD_SECRET = {
     "VK_ADS_CLIENT_ID": "vk-id",
     "VK_ADS_CLIENT_SECRET": "vk-s3cret",
     "METRICA_TOKEN": "ym-t0ken",  # offline conversions
+    "YANDEX_AUDIENCE_TOKEN": "ya-aud-t0ken",  # ad audiences
     "TELEGRAM_BOT_TOKEN": "123:tg-t0ken",
     "ALERT_EMAILS": "team@example.ru",
 }
@@ -71,7 +72,7 @@ def test_each_key_moves_to_its_consumers_secret_and_the_person_key_stays_the_sam
     assert _value(client, outputs["EventsSecretArn"]) == {"BITRIX24_APP_TOKENS": "app-t0ken"}
     assert _value(client, outputs["AdsSecretArn"]) == {
         "YANDEX_DIRECT_TOKEN": "y4ndex-t0ken", "VK_ADS_CLIENT_ID": "vk-id", "VK_ADS_CLIENT_SECRET": "vk-s3cret",
-        "METRICA_TOKEN": "ym-t0ken",
+        "METRICA_TOKEN": "ym-t0ken", "YANDEX_AUDIENCE_TOKEN": "ya-aud-t0ken",
     }  # fmt: skip
     assert _value(client, outputs["AlertsSecretArn"]) == {
         "TELEGRAM_BOT_TOKEN": "123:tg-t0ken", "ALERT_EMAILS": "team@example.ru"
@@ -93,6 +94,9 @@ def test_each_key_moves_to_its_consumers_secret_and_the_person_key_stays_the_sam
     assert writer.vk_ads_client_secret is None and writer.telegram_bot_token is None
     conversions = load_settings({"SECRETS_ARN": f"{outputs['AdsSecretArn']},{outputs['CrmSecretArn']}"})
     assert (conversions.metrica_token, conversions.bitrix24_webhook_url) == ("ym-t0ken", WEBHOOK)
+    segments = load_settings({"SECRETS_ARN": f"{outputs['AdsSecretArn']},{outputs['CrmSecretArn']},"
+                                             f"{outputs['PersonKeySecretArn']}"})  # fmt: skip
+    assert (segments.yandex_audience_token, segments.vk_ads_client_secret) == ("ya-aud-t0ken", "vk-s3cret")
     assert conversions.person_key_secret is None
     alerts = load_settings({"SECRETS_ARN": f"{outputs['CrmSecretArn']},{outputs['AlertsSecretArn']}"})
     assert (alerts.bitrix24_webhook_url, alerts.telegram_bot_token) == (WEBHOOK, "123:tg-t0ken")

@@ -25,6 +25,7 @@ ALL_SECRETS_ENV = {
     "SMARTCAPTCHA_SERVER_KEY": "ysc2_sm4rtc4ptch4-s3rver",
     "TURNSTILE_SECRET_KEY": "0x4-turnst1le-s3cret",
     "METRICA_TOKEN": "ym-t0ken-s3cret",
+    "YANDEX_AUDIENCE_TOKEN": "ya-aud1ence-s3cret",
     "TELEGRAM_BOT_TOKEN": "123:tg-b0t-t0ken",
     "TELEGRAM_CHAT_ID": "-1001234567",
     "ALERT_EMAIL_FROM": "alerts@example.ru",
@@ -33,7 +34,7 @@ ALL_SECRETS_ENV = {
 SECRET_VALUES = ("w3bh00ks3cr3t", "apptok3n-one", "apptok3n-two", "yd-t0ken-s3cret", "gads-cl1ent-id",
                  "gads-cl1ent-s3cret", "gads-r3fresh-t0ken", "gads-d3v-t0ken",
                  "vk-cl1ent-id", "vk-cl1ent-s3cret", "p3rson-k3y-", "sm4rtc4ptch4-s3rver",
-                 "turnst1le-s3cret", "ym-t0ken-s3cret", "tg-b0t-t0ken")  # fmt: skip
+                 "turnst1le-s3cret", "ym-t0ken-s3cret", "ya-aud1ence-s3cret", "tg-b0t-t0ken")  # fmt: skip
 
 
 class FetchSpy:

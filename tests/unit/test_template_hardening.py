@@ -33,7 +33,8 @@ SECRETS_OF = {
     "CheckAlertsFunction": [CRM, ALERTS],  # notifications through the webhook; Telegram, SES
     "SendDigestsFunction": [CRM, ALERTS],
     "AppReportFunction": [],  # public: the token is checked at https://BITRIX24_DOMAIN, never with the webhook
-    "BuildSegmentsFunction": [CRM, PERSON_KEY],  # the write-back; the person keys of the snapshot it refreshes
+    # the write-back; the person keys of the snapshot it refreshes; the ad audiences' tokens
+    "BuildSegmentsFunction": [ADS, CRM, PERSON_KEY],
 }
 
 

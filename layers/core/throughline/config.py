@@ -43,6 +43,7 @@ SECRET_NAMES = (
     "SMARTCAPTCHA_SERVER_KEY",
     "TURNSTILE_SECRET_KEY",
     "METRICA_TOKEN",
+    "YANDEX_AUDIENCE_TOKEN",
     "TELEGRAM_BOT_TOKEN",
     "TELEGRAM_CHAT_ID",
     "ALERT_EMAIL_FROM",
@@ -339,6 +340,9 @@ class Settings:
     vk_ads_client_id: str | None = _setting(None, _optional_text, secret=True)
     vk_ads_client_secret: str | None = _setting(None, _optional_text, secret=True)
     vk_ads_api_url: str = _setting("https://ads.vk.com/api/v2/")
+    # Ad audiences (throughline.segments.audiences): Yandex Audiences' OAuth token (audience:use); VK reuses the above
+    yandex_audience_token: str | None = _setting(None, _optional_text, secret=True)
+    yandex_audience_api_url: str = _setting("https://api-audience.yandex.ru/v1/management/")
 
     # Offline conversions (throughline.conversions): each goal setting is "<won goal>[,<qualified goal>]"
     metrica_token: str | None = _setting(None, _optional_text, secret=True)

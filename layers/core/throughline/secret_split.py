@@ -27,6 +27,7 @@ SECRET_HOMES = {
     "VK_ADS_CLIENT_ID": "AdsSecretArn",
     "VK_ADS_CLIENT_SECRET": "AdsSecretArn",
     "METRICA_TOKEN": "AdsSecretArn",  # offline conversions (upload_conversions reads the ads secret)
+    "YANDEX_AUDIENCE_TOKEN": "AdsSecretArn",  # ad audiences (build_segments reads the ads secret)
     "TELEGRAM_BOT_TOKEN": "AlertsSecretArn",
     "TELEGRAM_CHAT_ID": "AlertsSecretArn",
     "ALERT_EMAIL_FROM": "AlertsSecretArn",

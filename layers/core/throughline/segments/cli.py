@@ -1,5 +1,7 @@
-"""``python -m throughline segments [--no-write-back] [--stack-name NAME]``: the segments run on demand, with
-progress on the terminal; prints the customers per segment. Run it again to continue an unfinished write-back."""
+"""``python -m throughline segments [--no-write-back] [--no-audiences] [--audiences] [--stack-name NAME]``: the
+segments run on demand, with progress on the terminal; prints the customers per segment and the ad audiences sent.
+Run it again to continue an unfinished write-back. ``--audiences`` only prints the ad audiences' state (list ids,
+last night's outcome) and runs nothing."""
 
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ from throughline.adapters.stack import use_stack
 def register(commands: Any, stack_outputs: Any) -> None:
     segments = commands.add_parser("segments", help="compute customer segments and write them back to Bitrix24")
     segments.add_argument("--no-write-back", action="store_true", help="compute and store only; write nothing back")
+    segments.add_argument("--no-audiences", action="store_true", help="export no ad audience on this run")
+    segments.add_argument("--audiences", action="store_true",
+                          help="print the ad audiences' export state (list ids, last outcome) and exit")  # fmt: skip
     segments.add_argument("--stack-name", help="read SECRETS_ARN and DATA_BUCKET from this deployed stack's outputs")
     segments.set_defaults(run=lambda args: run(args, stack_outputs))
 
@@ -36,8 +41,10 @@ def run(args: argparse.Namespace, stack_outputs: Any = None) -> int:
         print(f"[{time.monotonic() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
 
     objects = S3Objects(settings.data_bucket or "")
+    if args.audiences:
+        return print_audiences(objects)
     summary = run_segments(settings, bitrix_client(settings), objects, progress=progress,
-                           write_back=not args.no_write_back)  # fmt: skip
+                           write_back=not args.no_write_back, export_audiences=not args.no_audiences)  # fmt: skip
     labels = {rule.code: rule.label for rule in load_rules(objects).segments}
     for code, count in sorted((summary.get("segments") or {}).items(), key=lambda item: -item[1]):
         print(f"{labels.get(code, 'Без сегмента'):16} {count:>8}")
@@ -47,4 +54,33 @@ def run(args: argparse.Namespace, stack_outputs: Any = None) -> int:
               f" ({summary.get('status')}); REST calls {summary.get('rest_calls')}")  # fmt: skip
     else:
         print(f"status {summary.get('status')}; REST calls {summary.get('rest_calls')}")
+    for name, sync in ((summary.get("audiences") or {}).get("sent") or {}).items():
+        print(f"audience «{name}» → {sync['platform']} list {sync['list_id']}: {sync['members']} customers")
+    for name, failure in ((summary.get("audiences") or {}).get("failed") or {}).items():
+        print(f"audience «{name}» → {failure['platform']} failed: {failure['error']}")
     return 0 if summary.get("status") in ("done", "busy", "unfinished") else 1
+
+
+def print_audiences(objects: Any) -> int:
+    """The ad audiences' state: each audience's platform list id and the last night's outcome (ids only)."""
+    import json
+
+    from throughline.segments.audiences.export import STATE_KEY
+
+    state = json.loads(objects.get(STATE_KEY) or b"{}")
+    if not state:
+        print("no ad audience exported yet (config/segments.yaml: audiences)")
+        return 0
+    print(f"night {state.get('day')}")
+    for name, remembered in sorted((state.get("lists") or {}).items()):
+        sent = (state.get("sent") or {}).get(name)
+        failed = (state.get("failed") or {}).get(name)
+        if sent:
+            outcome = f"sent {sent['members']} customers"
+        else:
+            outcome = f"failed ({failed['attempts']}×): {failed['error']}" if failed else "not sent this night"
+        print(f"«{name}» {remembered['platform']} list {remembered['list_id']}: {outcome}")
+    for name, failed in sorted((state.get("failed") or {}).items()):
+        if name not in (state.get("lists") or {}):
+            print(f"«{name}» {failed['platform']} (no list yet): failed ({failed['attempts']}×): {failed['error']}")
+    return 0

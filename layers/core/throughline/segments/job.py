@@ -5,7 +5,11 @@ Stored in the data bucket (gzip JSON Lines, Athena tables ``segments`` and ``seg
 - ``segments/snapshot=<date>/customers.json.gz``: one line per customer (segment, since, RFM, features, size);
 - ``segments/transitions/date=<date>/transitions.json.gz``: the night's moves (``from``, ``to``);
 - ``segments/state.json``: the last snapshots, the monthly frozen thresholds and the write-back cursor;
-- ``segments/writeback/plan=<date>.json.gz``: the records to update, in order.
+- ``segments/writeback/plan=<date>.json.gz``: the records to update, in order;
+- ``segments/audiences/state.json``: the ad audiences' platform list ids and the night's outcome (ids only).
+
+After the write-back, the audiences configured in ``config/segments.yaml`` are exported once a night
+(``throughline.segments.audiences.export``); a later run of the night only retries those that failed.
 
 A run that finds the write-back unfinished only continues it (every run is short and cheap to repeat: the function
 is scheduled every 15 minutes through the night). A run that finds today's snapshot done and written does nothing
@@ -15,7 +19,7 @@ and costs no REST call.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -53,6 +57,7 @@ class SegmentOptions:
     currency: str = "RUB"
     snapshot: SnapshotOptions = field(default_factory=SnapshotOptions)
     write_back: bool = True
+    export_audiences: bool = True
 
 
 def _load(objects: Any, key: str) -> list[dict[str, Any]]:
@@ -78,8 +83,10 @@ def build_segments(
     options: SegmentOptions,
     now: Callable[[], datetime],
     progress: Callable[[str], None] = lambda message: None,
+    adapters: Mapping[str, Callable[[], Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run (or continue) today's segments; a summary for logs and the CLI."""
+    """Run (or continue) today's segments; a summary for logs and the CLI. ``adapters``: the ad-audience platforms
+    (``audiences.export.bound_adapters``); None exports no audience."""
     started = now()
     today = started.date()
     state = json.loads(objects.get(STATE_KEY) or b"{}")
@@ -90,7 +97,10 @@ def build_segments(
         progress(f"segments: continuing the write-back of {writeback['day']} at {writeback['position']}")
     elif state.get("last") == today.isoformat():
         progress(f"segments: {today} already computed and written")
-        return {**summary, "status": "done", "rest_calls": 0}
+        audiences = _audiences(client, objects, options, today.isoformat(), adapters, progress)
+        if audiences:
+            summary["audiences"] = audiences
+        return {**summary, "status": "done", "rest_calls": client.calls - calls_before}
     elif state.get("last") and today.isoformat() < str(state["last"]):
         # A clock behind the last night (a wrong zone, a skewed host): computing an older day would record moves
         # backwards and reset the monthly freeze. Nothing is done until the clock passes the last night.
@@ -114,8 +124,32 @@ def build_segments(
         objects.put(STATE_KEY, json.dumps(state).encode())
         summary["writeback"] = state["writeback"]
     summary["status"] = "done" if (state.get("writeback") or {}).get("done", True) else "unfinished"
+    if summary["status"] == "done" and state.get("last"):
+        audiences = _audiences(client, objects, options, str(state["last"]), adapters, progress)
+        if audiences:
+            summary["audiences"] = audiences
     summary["rest_calls"] = client.calls - calls_before
     return summary
+
+
+def _audiences(
+    client: Bitrix24Client,
+    objects: Any,
+    options: SegmentOptions,
+    day: str,
+    adapters: Mapping[str, Callable[[], Any]] | None,
+    progress: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """The night's ad audiences, once the write-back is done (None: none configured, or not to be exported)."""
+    if not options.export_audiences or adapters is None:
+        return None
+    rules = load_rules(objects)
+    if not rules.audiences:
+        return None
+    from throughline.segments.audiences.export import export_audiences
+
+    return export_audiences(client, objects, rules.audiences, _load(objects, snapshot_key(day)), day, adapters,
+                            progress)  # fmt: skip
 
 
 def _compute(
@@ -196,6 +230,7 @@ def run_segments(
     now: Callable[[], datetime] | None = None,
     progress: Callable[[str], None] = lambda message: None,
     write_back: bool = True,
+    export_audiences: bool = True,
 ) -> dict[str, Any]:
     """The function's and the CLI's run: settings → options, under the report's run lock (both write the CRM
     snapshot). A run that finds the lock held returns ``{"status": "busy"}``: the next scheduled run continues."""
@@ -215,11 +250,15 @@ def run_segments(
             person_key_secret=settings.person_key_secret,
         ),
         write_back=write_back,
+        export_audiences=export_audiences,
     )
     lease = lock_lease(client.deadline.seconds_left() + client.deadline.reserve)
     try:
         with run_lock(objects, f"segments {uuid.uuid4().hex[:12]} at {started.isoformat()}", started, lease):
-            return build_segments(client, objects, options=options, now=clock, progress=progress)
+            from throughline.segments.audiences.export import bound_adapters
+
+            return build_segments(client, objects, options=options, now=clock, progress=progress,
+                                  adapters=bound_adapters(settings, objects))  # fmt: skip
     except ReportBusy as busy:
         progress(f"segments: {busy}; the next run continues")
         return {"date": started.date().isoformat(), "status": "busy", "rest_calls": 0}

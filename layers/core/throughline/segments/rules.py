@@ -82,6 +82,19 @@ company_size:
   revenue_medium_max: 100000000
 # Moves that are to create a Bitrix24 task for the responsible manager. Validated only: no task is created yet.
 task_on_moves: [SLEEPING, VIP]
+# Ad audiences: the customers of chosen segments sent each night (after the write-back) as hashed phones and
+# e-mails, read from Bitrix24 at export time and never stored. Off while the list is empty. Each audience:
+#   name      unique; the segment's name on the platform
+#   platform  yandex (Yandex Audiences, a CRM segment; YANDEX_AUDIENCE_TOKEN in the ads secret) or
+#             vk (VK Ads remarketing user lists; the spend import's VK_ADS_CLIENT_ID / VK_ADS_CLIENT_SECRET)
+#   segments  the segment codes whose customers make the audience
+#   list_id   optional, Yandex: an existing segment whose data each night replaces (else one is created and its id
+#             remembered); VK documents no replace, so each night makes new lists (ids in segments/audiences/)
+# For example:
+#   audiences:
+#     - {name: "Throughline VIP", platform: yandex, segments: [VIP]}
+#     - {name: "Throughline спящие", platform: vk, segments: [SLEEPING]}
+audiences: []
 """
 
 
@@ -139,12 +152,26 @@ class CompanySize(BaseModel):
         return self
 
 
+PLATFORMS = ("yandex", "vk", "google")
+
+
+class Audience(BaseModel):
+    """One exported audience: the customers of ``segments``, sent to ``platform`` under ``name``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1, max_length=64)
+    platform: Literal["yandex", "vk", "google"]
+    segments: list[str] = Field(min_length=1, max_length=20)
+    list_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_/:.,-]{1,128}$")
+
+
 class SegmentRules(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     window_days: int = Field(default=365, ge=1, le=3650)
     segments: list[SegmentRule] = Field(min_length=1, max_length=20)
     company_size: CompanySize = CompanySize()
     task_on_moves: list[str] = Field(default_factory=list)
+    audiences: list[Audience] = Field(default_factory=list, max_length=50)
 
     @model_validator(mode="after")
     def _unique(self) -> SegmentRules:
@@ -157,6 +184,14 @@ class SegmentRules(BaseModel):
         unknown = set(self.task_on_moves) - set(codes)
         if unknown:
             raise ValueError(f"task_on_moves names unknown segments: {sorted(unknown)}")
+        names = [audience.name for audience in self.audiences]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"audience names repeat: {repeated}")
+        for audience in self.audiences:
+            unknown = sorted(set(audience.segments) - set(codes))
+            if unknown:
+                raise ValueError(f"audience {audience.name!r} names unknown segments: {unknown}")
         return self
 
     def rule(self, code: str) -> SegmentRule | None:
