@@ -155,3 +155,45 @@ def test_a_refused_token_and_a_too_small_list_are_reported(world) -> None:
     assert "invalid_client" in summary["failed"]["Новички VK"]["error"] or "401" in summary["failed"]["Новички VK"][
         "error"]  # fmt: skip
     assert world.yandex.segments == {} and world.vk.users_lists == {}
+
+
+def test_google_customer_match_through_the_nightly_export(world) -> None:
+    """The ``google`` platform registered in the export: two nights fill the Customer Match list as a full replace
+    (the customer who left is removed), the hashes between nights are kept under segments/audiences/google/."""
+    from local.ad_sandboxes import DataManagerSandbox, GoogleAdsSandbox
+    from throughline.segments.audiences.export import GOOGLE_STATE_PREFIX
+
+    google = GoogleAdsSandbox().start()
+    manager = DataManagerSandbox(google, user_lists={"1234567890": {"777"}}).start()
+    try:
+        world.settings.__dict__.update(
+            google_ads_client_id="sandbox-client-id", google_ads_client_secret="sandbox-client-secret",
+            google_ads_refresh_token="sandbox-refresh-token", google_oauth_token_url=google.token_url,
+            google_data_manager_api_url=manager.api_url, google_ads_login_customer_id=None,
+            google_ads_customer_ids=["1234567890"], google_customer_match_consent=None,
+            default_phone_region="RU")  # fmt: skip
+        config = 'audiences:\n  - {name: "Новички G", platform: google, segments: [NEWCOMER], list_id: "777"}\n'
+        world.objects.put(CONFIG_KEY, DEFAULT_RULES_YAML.replace("audiences: []", config).encode())
+        log: list[str] = []
+        first = night(world, NIGHT, log)["audiences"]
+        assert first["status"] == "done" and first["failed"] == {}, first
+        sent = first["sent"]["Новички G"]
+        assert (sent["members"], sent["identifiers"], sent["skipped"]) == (2050, 2030 + 2050, 0)
+        held = manager.list_members[("1234567890", "777")]
+        assert ("phoneNumber", sha256("+79160000001")) in held
+        assert ("emailAddress", sha256("client.1@example.ru")) in held
+        (state_key,) = [key for key in world.objects.data if key.startswith(GOOGLE_STATE_PREFIX)]
+        stored = world.objects.data[state_key]
+        assert b"79160000001" not in stored and b"example.ru" not in stored
+
+        # Contact 1 leaves the newcomers (a deal opened: Потенциальный): the next night removes its identifiers.
+        world.client.call("crm.deal.add", {"fields": {"TITLE": "Сделка", "CONTACT_ID": 1}})
+        nxt = night(world, NIGHT + timedelta(days=1), log)["audiences"]
+        assert nxt["status"] == "done" and nxt["sent"]["Новички G"]["removed"] == 2, nxt
+        held = manager.list_members[("1234567890", "777")]
+        assert ("phoneNumber", sha256("+79160000001")) not in held
+        assert ("emailAddress", sha256("client.1@example.ru")) not in held
+        assert ("emailAddress", sha256("client.2@example.ru")) in held
+    finally:
+        manager.stop()
+        google.stop()

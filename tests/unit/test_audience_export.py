@@ -62,7 +62,7 @@ class Recorder:
 
 
 def test_a_platform_is_one_registration_and_each_audience_goes_once_a_night() -> None:
-    assert set(ADAPTERS) == {"yandex", "vk"}  # google registers itself beside them
+    assert set(ADAPTERS) == {"yandex", "vk", "google"}
     audiences = [Audience(name="VIP", platform="google", segments=["VIP", "SLEEPING"])]
     portal, objects, google = FakePortal(), Objects(), Recorder()
     unregistered = export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {})  # type: ignore[arg-type]
