@@ -231,12 +231,14 @@ def test_every_call_each_function_makes_is_allowed_by_its_own_role(make_stack, c
     assert sent["platforms"]["vk_ads"]["states"] == {"accepted": 1}
     stack.invoke("upload_conversions", {})
     stack.sandbox.call("crm.contact.add", {"fields": {"NAME": "Новичок"}})  # a segment (Новичок) tonight
-    stack.invoke("build_segments", {})  # before the report, so its segments section reads what this stored
-    # The night again as if yesterday's customers had no segment and every move made a task: the ledger's calls.
+    # The report computes tonight's segments first (its role writes segments/); build_segments then finds them.
+    stack.invoke("build_roi_report", {"date_from": "2026-11-01", "date_to": "2026-12-31"})
+    assert stack.invoke("build_segments", {})["status"] == "done"
+    # The night again as if yesterday's customers had no segment and every move made a task: build_segments computes
+    # (the CRM snapshot, segments/) and claims the tasks in the alerts ledger.
     previous_night_without_segments(stack.resources.physical["DataBucket"])
     again = stack.invoke("build_segments", {})
     assert again["tasks"]["created"] >= 1, again
-    stack.invoke("build_roi_report", {"date_from": "2026-11-01", "date_to": "2026-12-31"})
     stack.invoke("forget_person", {"phone": "+79161234567"})
 
     physical = stack.resources.physical

@@ -146,6 +146,17 @@ def _run(
         ),
         now=clock,
     )
+    # Customer segments (issue 18): tonight's are computed here first, on the snapshot just refreshed and under the
+    # same lock (build_segments' runs from 05:10 create the tasks and write back), so the section is not a night
+    # behind. A failure there leaves the section on the latest earlier night (it names the snapshot it read).
+    from throughline.segments.job import compute_for_report, segment_options
+
+    try:
+        done = compute_for_report(client, objects, options=segment_options(settings), started=started,
+                                  progress=progress)  # fmt: skip
+        progress(f"segments of tonight: {done}")
+    except Exception as error:  # the report is the product; the segments function computes them at 05:10
+        progress(f"segments not computed before the report: {type(error).__name__}: {str(error)[:200]}")
     # Customer segments (issue 18): the section reads what the segments job stored, beside the same deals and rates.
     from throughline.report.segments import segments_section
     from throughline.segments.rules import RulesError, load_rules

@@ -228,6 +228,44 @@ def read_rows(objects: Any, day: str) -> Iterator[dict[str, Any]]:
     yield from _load(objects, snapshot_key(day))
 
 
+def segment_options(settings: Any, write_back: bool = True) -> SegmentOptions:
+    return SegmentOptions(
+        currency=settings.report_currency,
+        snapshot=SnapshotOptions(
+            full_rescan_days=settings.report_full_rescan_days,
+            modify_margin=timedelta(minutes=settings.report_modify_margin_minutes),
+            profit_field=settings.report_profit_field,
+            person_key_secret=settings.person_key_secret,
+        ),
+        write_back=write_back,
+    )
+
+
+def compute_for_report(
+    client: Bitrix24Client,
+    objects: Any,
+    *,
+    options: SegmentOptions,
+    started: datetime,
+    progress: Callable[[str], None] = lambda message: None,
+) -> str:
+    """The report's hook, under its run lock right after its CRM refresh: compute tonight's segments (and plan their
+    write-back) when nothing of an earlier night is left to do, so the report's segments section reads the same
+    night's snapshot. The tasks and the write-back stay for build_segments' runs (05:10 on). Returns what was done:
+    ``computed``, ``already`` (tonight's are there), ``waiting`` (an earlier night's write-back or tasks are
+    unfinished: computing now would replace their plan; build_segments finishes them, then computes).
+    """
+    state = json.loads(objects.get(STATE_KEY) or b"{}")
+    day = started.date().isoformat()
+    if state.get("last") and str(state["last"]) >= day:
+        return "already"
+    if not (state.get("writeback") or {}).get("done", True) or not (state.get("tasks") or {}).get("done", True):
+        progress(f"segments: the night of {state.get('last')} is not finished; tonight's are computed after it")
+        return "waiting"
+    _compute(client, objects, state, options, started, progress)
+    return "computed"
+
+
 def run_segments(
     settings: Any,
     client: Bitrix24Client,
@@ -246,16 +284,7 @@ def run_segments(
 
     clock = now or (lambda: datetime.now(settings.zone))
     started = clock()
-    options = SegmentOptions(
-        currency=settings.report_currency,
-        snapshot=SnapshotOptions(
-            full_rescan_days=settings.report_full_rescan_days,
-            modify_margin=timedelta(minutes=settings.report_modify_margin_minutes),
-            profit_field=settings.report_profit_field,
-            person_key_secret=settings.person_key_secret,
-        ),
-        write_back=write_back,
-    )
+    options = segment_options(settings, write_back)
     lease = lock_lease(client.deadline.seconds_left() + client.deadline.reserve)
     try:
         with run_lock(objects, f"segments {uuid.uuid4().hex[:12]} at {started.isoformat()}", started, lease):
