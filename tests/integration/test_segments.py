@@ -92,6 +92,13 @@ def test_setup_writes_the_rules_once_and_creates_the_fields() -> None:
         assert since["USER_TYPE_ID"] == "date"
         size = client.call("crm.company.userfield.list", {"filter": {"FIELD_NAME": SIZE_FIELD}}).result[0]
         assert [item["XML_ID"] for item in size["LIST"]] == ["SMALL", "MEDIUM", "LARGE"]
+        # B2B customers carry their segment too: the same three fields on companies.
+        for name in (SEGMENT_FIELD, RFM_FIELD, SINCE_FIELD):
+            [company_field] = client.call("crm.company.userfield.list", {"filter": {"FIELD_NAME": name}}).result
+            assert company_field["USER_TYPE_ID"] == {SEGMENT_FIELD: "enumeration", RFM_FIELD: "string"}.get(
+                name, "date"
+            )
+        assert f"segment field {SEGMENT_FIELD} on companies: created" in first
         objects.data[CONFIG_KEY] = DEFAULT_RULES_YAML.replace("window_days: 365", "window_days: 300").encode()
         again = setup_report(client, objects)
         assert "kept as edited" in again and b"window_days: 300" in objects.data[CONFIG_KEY]
@@ -125,6 +132,13 @@ def test_a_night_writes_only_what_changed_and_the_next_night_almost_nothing() ->
         )
         assert portal[contacts][RFM_FIELD] == rows[f"contact:{contacts}"]["rfm"]
         assert portal[1][SEGMENT_FIELD] in (None, "") and portal[1][RFM_FIELD] in (None, "")
+        # Company 1 (B2B, one win): its segment, RFM and start date beside its size; its contact 1 (named on the
+        # company's deal, none of its own) has no segment of its own.
+        [company] = sandbox.entities("company")
+        one_time = client.call("crm.company.userfield.list", {"filter": {"FIELD_NAME": SEGMENT_FIELD}}).result[0]
+        one_time_item = next(item["ID"] for item in one_time["LIST"] if item["XML_ID"] == "ONE_TIME")
+        assert str(company[SEGMENT_FIELD]) == one_time_item and company[RFM_FIELD] == rows["company:1"]["rfm"]
+        assert company[SINCE_FIELD].startswith("2026-12-06") and company[SIZE_FIELD]
         assert objects.data[transitions_key("2026-12-06")] == jsonlines.encode([])  # no earlier night: no moves
 
         # The same day again: nothing to do, no REST call.
