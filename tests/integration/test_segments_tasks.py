@@ -12,9 +12,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from benchmarks.segments import MemoryObjects
 from local.bitrix24_sandbox import Sandbox
 from local.bitrix24_sandbox.server import seed_history
-from tests.integration.test_segments import MemoryObjects
 from throughline.bitrix24.client import Bitrix24Client
 from throughline.bitrix24.errors import BitrixUnavailable
 from throughline.report.crm import SnapshotOptions
