@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 from throughline.adapters.report_store import S3Objects, publish, read_rates, read_spend, run_lock
 from throughline.bitrix24.client import Bitrix24Client
@@ -127,6 +128,7 @@ def _run(
     journeys = read_journeys(objects)
     progress(f"journeys: snapshot {journeys.snapshot}" if journeys else "journeys: no export yet, no attribution")
     progress("building the report")
+    acquisitions: dict[int, Decimal | None] = {}  # the period's new customers and their source's CAC (segments)
     report = build_report(
         period=period,
         previous=previous,
@@ -145,6 +147,7 @@ def _run(
             markov_order=settings.attribution_markov_order,
         ),
         now=clock,
+        acquisitions=acquisitions,
     )
     # Customer segments (issue 18): tonight's are computed here first, on the snapshot just refreshed and under the
     # same lock (build_segments' runs from 05:10 create the tasks and write back), so the section is not a night
@@ -170,7 +173,7 @@ def _run(
 
     wins = last_wins(read_snapshot(objects, HISTORY), success_stages(StageBook(crm.statuses)), settings.zone)
     section = segments_section(objects, period, read_snapshot(objects, "deal"), convert=rates.convert,
-                               zone=settings.zone, labels=labels, wins=wins)  # fmt: skip
+                               zone=settings.zone, labels=labels, wins=wins, acquisitions=acquisitions)  # fmt: skip
     report = report.model_copy(update={"segments": section})
     report = with_conversions(report, objects, rates)  # the offline-conversions section (report.conversions)
     # Render all three before writing any: a failure here leaves both the dated folder and latest/ untouched.
