@@ -144,3 +144,25 @@ def test_without_a_ledger_no_task_is_created_and_the_night_finishes() -> None:
         night(client, objects, None, NIGHT)
         second = night(client, objects, None, NIGHT + timedelta(days=1))
         assert second["status"] == "done" and second["tasks"]["skipped"] == "no ledger" and sandbox.tasks() == []
+
+
+def test_a_customer_without_a_valid_manager_gets_a_task_for_the_webhook_s_user(ledger) -> None:
+    from datetime import date
+
+    from throughline.segments.rules import default_rules
+    from throughline.segments.tasks import create_move_tasks
+
+    with Sandbox(app_token="tok", seed=34) as sandbox:
+        client = Bitrix24Client(sandbox.webhook_url)
+        moves = [{"customer": f"contact:{n}", "kind": "contact", "id": n, "from": "ONE_TIME", "to": "SLEEPING",
+                  "assigned_by_id": manager} for n, manager in ((1, None), (2, "abc"), (3, "999"))]  # fmt: skip
+        counts, finished = create_move_tasks(client, ledger, moves, {}, default_rules(), today=date(2026, 12, 7),
+                                             zone=MSK, currency="RUB", webhook_url=sandbox.webhook_url)  # fmt: skip
+        webhook_user = str(sandbox.user_id)
+        assert finished and counts.created == 2 and counts.failed == 1  # user 999 does not exist: ERROR_CORE
+        assert [task["responsibleId"] for task in sandbox.tasks()] == [webhook_user, webhook_user]
+        assert [task["ufCrmTask"] for task in sandbox.tasks()] == [["C_1"], ["C_2"]]
+        # The refused one's claim was released: a re-run of the night tries it again (and only it).
+        again, _ = create_move_tasks(client, ledger, moves, {}, default_rules(), today=date(2026, 12, 7), zone=MSK,
+                                     currency="RUB", webhook_url=sandbox.webhook_url)  # fmt: skip
+        assert (again.created, again.already, again.failed) == (0, 2, 1)

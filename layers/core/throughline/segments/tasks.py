@@ -61,6 +61,12 @@ def moves_for_tasks(transitions: Iterable[Mapping[str, Any]], rules: SegmentRule
     return [move for move in transitions if move.get("to") in wanted and move.get("from") != move.get("to")]
 
 
+def _user_id(value: Any) -> int:
+    """A user id from the snapshot (a string of digits); anything else is no user."""
+    text = str(value or "").strip()
+    return int(text) if text.isdigit() else 0
+
+
 def _money(value: Any, currency: str) -> str:
     amount = Decimal(str(value)).quantize(Decimal("1"))
     return f"{amount:,}".replace(",", " ") + f" {currency}"
@@ -145,7 +151,7 @@ def create_move_tasks(
         commands: dict[str, tuple[str, Mapping[str, Any]]] = {}
         for index, move in enumerate(chunk):
             key = str(move["customer"])
-            responsible = int(move.get("assigned_by_id") or (rows.get(key) or {}).get("assigned_by_id") or 0)
+            responsible = _user_id(move.get("assigned_by_id") or (rows.get(key) or {}).get("assigned_by_id"))
             responsible = responsible or (default_user or 0)
             if not responsible:
                 counts.failed += 1
