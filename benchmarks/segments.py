@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -39,6 +39,8 @@ OPTIONS = SegmentOptions(snapshot=SnapshotOptions(stage_history=False, person_ke
 
 
 class MemoryObjects:
+    """The data bucket in memory (get, put, keys): the benchmark's and the segments tests' store."""
+
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
 
@@ -52,28 +54,51 @@ class MemoryObjects:
         return iter(sorted(key for key in self.data if key.startswith(prefix)))
 
 
+def won_deal(contact: int, day: str, amount: int, created: str = "2025-06-02T10:00:00+03:00") -> dict[str, Any]:
+    return {"TITLE": "Сделка", "CONTACT_ID": contact, "STAGE_ID": "WON", "OPPORTUNITY": amount, "CLOSEDATE": day,
+            "DATE_CREATE": created}  # fmt: skip
+
+
+def open_deal(contact: int, created: str = "2026-11-01T10:00:00+03:00") -> dict[str, Any]:
+    return {"TITLE": "Открытая", "CONTACT_ID": contact, "STAGE_ID": "NEW", "DATE_CREATE": created}
+
+
+def seed_customers(
+    sandbox: Sandbox,
+    contacts: int,
+    *,
+    deals_of: Callable[[int], list[dict[str, Any]]],
+    created: Callable[[int], str] = lambda n: "2025-06-01T10:00:00+03:00",
+    extra_deals: Iterable[dict[str, Any]] = (),
+) -> int:
+    """The one builder of segments data (the benchmark's and the segments tests'): contacts 1..n (a name, a phone
+    ``+7916<n>``, created as ``created(n)`` says), then each one's deals (``deals_of(n)``) and ``extra_deals``, as if
+    the portal already had them. Returns the number of deals."""
+    seed_history(sandbox, "contact", [
+        {"NAME": f"Контакт {n}", "DATE_CREATE": created(n), "PHONE": [{"VALUE": f"+7916{n:07d}", "VALUE_TYPE": "WORK"}]}
+        for n in range(1, contacts + 1)
+    ])  # fmt: skip
+    deals = [deal for n in range(1, contacts + 1) for deal in deals_of(n)] + list(extra_deals)
+    seed_history(sandbox, "deal", deals)
+    return len(deals)
+
+
+def _benchmark_deals(n: int) -> list[dict[str, Any]]:
+    """A fifth are newcomers (no deal), the rest bought once, twice or have an open deal."""
+    if n % 5 == 0:
+        return []
+    if n % 4 == 0:
+        return [open_deal(n)]
+    return [won_deal(n, (NIGHT.date() - timedelta(days=(n * 7 + k * 40) % 400)).isoformat(), 1000 + n % 9000)
+            for k in range(n % 4)]  # fmt: skip
+
+
 def seed(sandbox: Sandbox, contacts: int) -> int:
     """Every contact gets a segment or a score: a fifth are newcomers (created last week), the rest bought once,
     twice or have an open deal. Returns the number of deals."""
     week_ago = (NIGHT - timedelta(days=7)).isoformat()
-    seed_history(sandbox, "contact", [
-        {"NAME": f"К{n}", "DATE_CREATE": week_ago if n % 5 == 0 else "2025-06-01T10:00:00+03:00",
-         "PHONE": [{"VALUE": f"+7916{n:07d}", "VALUE_TYPE": "WORK"}]} for n in range(1, contacts + 1)
-    ])  # fmt: skip
-    deals = []
-    for n in range(1, contacts + 1):
-        if n % 5 == 0:
-            continue
-        kind = n % 4
-        if kind == 0:
-            deals.append({"CONTACT_ID": n, "STAGE_ID": "NEW", "DATE_CREATE": "2026-11-01T10:00:00+03:00"})
-            continue
-        for k in range(kind):
-            day = NIGHT.date() - timedelta(days=(n * 7 + k * 40) % 400)
-            deals.append({"CONTACT_ID": n, "STAGE_ID": "WON", "OPPORTUNITY": 1000 + n % 9000,
-                          "CLOSEDATE": day.isoformat(), "DATE_CREATE": "2025-06-02T10:00:00+03:00"})  # fmt: skip
-    seed_history(sandbox, "deal", deals)
-    return len(deals)
+    return seed_customers(sandbox, contacts, deals_of=_benchmark_deals,
+                          created=lambda n: week_ago if n % 5 == 0 else "2025-06-01T10:00:00+03:00")  # fmt: skip
 
 
 def night(

@@ -101,6 +101,19 @@ def needs(service: str, operation: str, params: dict, queues: dict[str, str]) ->
             return [("s3:DeleteObjectVersion", obj(params["Key"]), {})]
         action = {"HeadObject": "GetObject"}.get(operation, operation)
         return [(f"s3:{action}", obj(params["Key"]), {})]
+    if service == "dynamodb" and operation == "TransactWriteItems":
+        # Authorized item by item: a Put needs PutItem, an Update UpdateItem, a Delete DeleteItem on its table.
+        actions = {
+            "Put": "PutItem",
+            "Update": "UpdateItem",
+            "Delete": "DeleteItem",
+            "ConditionCheck": "ConditionCheckItem",
+        }
+        return [
+            (f"dynamodb:{actions[kind]}", f"dynamodb:table/{body['TableName']}", {})
+            for item in params["TransactItems"]
+            for kind, body in item.items()
+        ]
     if service == "dynamodb":
         tables = list(params["RequestItems"]) if operation.startswith("Batch") else [params["TableName"]]
         return [(f"dynamodb:{operation}", f"dynamodb:table/{table}", {}) for table in tables]
@@ -108,6 +121,32 @@ def needs(service: str, operation: str, params: dict, queues: dict[str, str]) ->
         action = operation.removesuffix("Batch")
         return [(f"sqs:{action}", f"sqs:{urlsplit(params['QueueUrl']).path.rsplit('/', 1)[-1]}", {})]
     raise AssertionError(f"a function calls {service}:{operation}: add it to this test and to its role")
+
+
+def previous_night_without_segments(bucket: str) -> None:
+    """Rewrite segments/ as if the last night were yesterday with every customer out of any segment, and configure a
+    task for a move into each segment: the next run recomputes today and claims a task per customer."""
+    import json
+
+    from throughline.report import jsonlines
+    from throughline.segments.rules import CONFIG_KEY, DEFAULT_RULES_YAML
+
+    s3 = boto3.client("s3")
+    state = json.loads(s3.get_object(Bucket=bucket, Key="segments/state.json")["Body"].read())
+    today = date.fromisoformat(state["last"])
+    yesterday = (today - timedelta(days=1)).isoformat()
+    rows = jsonlines.decode(
+        s3.get_object(Bucket=bucket, Key=f"segments/snapshot={today}/customers.json.gz")["Body"].read()
+    )
+    assert any(row["segment"] for row in rows)
+    body = jsonlines.encode({**row, "segment": None, "since": None} for row in rows)
+    s3.put_object(Bucket=bucket, Key=f"segments/snapshot={yesterday}/customers.json.gz", Body=body)
+    state.update({"last": yesterday, "previous": None, "writeback": {"done": True}, "tasks": None})
+    s3.put_object(Bucket=bucket, Key="segments/state.json", Body=json.dumps(state).encode())
+    every = "task_on_moves: [VIP, SLEEPING, ACTIVE, ONE_TIME, POTENTIAL, NEWCOMER]"
+    s3.put_object(
+        Bucket=bucket, Key=CONFIG_KEY, Body=DEFAULT_RULES_YAML.replace("task_on_moves: [SLEEPING, VIP]", every).encode()
+    )
 
 
 def resolve(resource: Any, physical: dict[str, str]) -> list[str]:
@@ -205,10 +244,18 @@ def test_every_call_each_function_makes_is_allowed_by_its_own_role(make_stack, c
                 "  - {name: B, platform: vk, segments: [NEWCOMER]}\n"  # fmt: skip
     boto3.client("s3").put_object(Bucket=bucket, Key=CONFIG_KEY,
                                   Body=DEFAULT_RULES_YAML.replace("audiences: []\n", audiences).encode())  # fmt: skip
-    segments = stack.invoke("build_segments", {})  # before the report, so its segments section reads what this stored
+    stack.sandbox.call("crm.contact.add", {"fields": {"NAME": "Новичок"}})  # a segment (Новичок) tonight
+    # The report computes tonight's segments first (its role writes segments/); build_segments then finds them.
+    stack.invoke("build_roi_report", {"date_from": "2026-11-01", "date_to": "2026-12-31"})
+    segments = stack.invoke("build_segments", {})
+    assert segments["status"] == "done"
     assert set(segments["audiences"]["failed"]) == {"A", "B"}
     assert "at least 2000" in segments["audiences"]["failed"]["B"]["error"]  # after the token: IAM exercised
-    stack.invoke("build_roi_report", {"date_from": "2026-11-01", "date_to": "2026-12-31"})
+    # The night again as if yesterday's customers had no segment and every move made a task: build_segments computes
+    # (the CRM snapshot, segments/) and claims the tasks in the alerts ledger.
+    previous_night_without_segments(stack.resources.physical["DataBucket"])
+    again = stack.invoke("build_segments", {})
+    assert again["tasks"]["created"] >= 1, again
     stack.invoke("forget_person", {"phone": "+79161234567"})
 
     physical = stack.resources.physical

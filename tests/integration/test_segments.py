@@ -4,13 +4,14 @@ transitions, write-back of only what changed), a second night, and a write-back 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from benchmarks.segments import MemoryObjects, open_deal, won_deal
+from benchmarks.segments import seed_customers as seed_builder
 from local.bitrix24_sandbox import Sandbox
 from local.bitrix24_sandbox.server import seed_history
 from throughline.bitrix24.client import Bitrix24Client, Deadline
@@ -26,20 +27,6 @@ NIGHT = datetime(2026, 12, 6, 5, 30, tzinfo=MSK)
 OPTIONS = SegmentOptions(snapshot=SnapshotOptions(stage_history=False, person_key_secret="test-secret"))
 
 
-class MemoryObjects:
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def put(self, key: str, body: bytes) -> None:
-        self.data[key] = body
-
-    def keys(self, prefix: str) -> Iterator[str]:
-        return iter(sorted(key for key in self.data if key.startswith(prefix)))
-
-
 def update_batches(count: int) -> int:
     """Batches for ``count`` updates: 15 in the first (the client's 2 s guess per unknown method within its 30 s
     budget), 50 in each after the portal's answer showed their cost."""
@@ -51,12 +38,8 @@ def seed_customers(sandbox: Sandbox, contacts: int) -> None:
     every 7th one win (Разовый), every 11th an open deal (Потенциальный); company 1 (large by revenue) one win."""
     seed_history(sandbox, "company", [{"TITLE": "ООО Крупная", "DATE_CREATE": "2025-11-01T10:00:00+03:00",
                                        "EMPLOYEES": "EMPLOYEES_1", "REVENUE": 150_000_000}])  # fmt: skip
-    seed_history(sandbox, "contact", [
-        {"NAME": f"Контакт {n}", "DATE_CREATE": "2025-11-01T10:00:00+03:00",
-         "PHONE": [{"VALUE": f"+7916{n:07d}", "VALUE_TYPE": "WORK"}]} for n in range(1, contacts + 1)
-    ])  # fmt: skip
-    deals = []
-    for n in range(1, contacts + 1):
+
+    def deals_of(n: int) -> list[dict]:
         if n == contacts:
             wins = [("2026-11-20", 900_000), ("2026-12-01", 900_000)]
         elif n % 5 == 0:
@@ -65,14 +48,12 @@ def seed_customers(sandbox: Sandbox, contacts: int) -> None:
             wins = [("2026-09-01", 5000)]
         else:
             wins = []
-        deals += [{"TITLE": "Сделка", "CONTACT_ID": n, "STAGE_ID": "WON", "OPPORTUNITY": amount, "CLOSEDATE": day,
-                   "DATE_CREATE": "2025-12-01T10:00:00+03:00"} for day, amount in wins]  # fmt: skip
-        if n % 11 == 0 and not wins:
-            deals.append({"TITLE": "Открытая", "CONTACT_ID": n, "STAGE_ID": "NEW",
-                          "DATE_CREATE": "2026-11-01T10:00:00+03:00"})  # fmt: skip
-    deals.append({"TITLE": "B2B", "COMPANY_ID": 1, "CONTACT_ID": 1, "STAGE_ID": "WON", "OPPORTUNITY": 10,
-                  "CLOSEDATE": "2026-11-15", "DATE_CREATE": "2026-11-01T10:00:00+03:00"})  # fmt: skip
-    seed_history(sandbox, "deal", deals)
+        opened = [open_deal(n)] if n % 11 == 0 and not wins else []
+        return [won_deal(n, day, amount, "2025-12-01T10:00:00+03:00") for day, amount in wins] + opened
+
+    b2b = {"TITLE": "B2B", "COMPANY_ID": 1, "CONTACT_ID": 1, "STAGE_ID": "WON", "OPPORTUNITY": 10,
+           "CLOSEDATE": "2026-11-15", "DATE_CREATE": "2026-11-01T10:00:00+03:00"}  # fmt: skip
+    seed_builder(sandbox, contacts, deals_of=deals_of, created=lambda n: "2025-11-01T10:00:00+03:00", extra_deals=[b2b])
 
 
 def test_setup_writes_the_rules_once_and_creates_the_fields() -> None:
@@ -92,6 +73,13 @@ def test_setup_writes_the_rules_once_and_creates_the_fields() -> None:
         assert since["USER_TYPE_ID"] == "date"
         size = client.call("crm.company.userfield.list", {"filter": {"FIELD_NAME": SIZE_FIELD}}).result[0]
         assert [item["XML_ID"] for item in size["LIST"]] == ["SMALL", "MEDIUM", "LARGE"]
+        # B2B customers carry their segment too: the same three fields on companies.
+        for name in (SEGMENT_FIELD, RFM_FIELD, SINCE_FIELD):
+            [company_field] = client.call("crm.company.userfield.list", {"filter": {"FIELD_NAME": name}}).result
+            assert company_field["USER_TYPE_ID"] == {SEGMENT_FIELD: "enumeration", RFM_FIELD: "string"}.get(
+                name, "date"
+            )
+        assert f"segment field {SEGMENT_FIELD} on companies: created" in first
         objects.data[CONFIG_KEY] = DEFAULT_RULES_YAML.replace("window_days: 365", "window_days: 300").encode()
         again = setup_report(client, objects)
         assert "kept as edited" in again and b"window_days: 300" in objects.data[CONFIG_KEY]
@@ -125,6 +113,13 @@ def test_a_night_writes_only_what_changed_and_the_next_night_almost_nothing() ->
         )
         assert portal[contacts][RFM_FIELD] == rows[f"contact:{contacts}"]["rfm"]
         assert portal[1][SEGMENT_FIELD] in (None, "") and portal[1][RFM_FIELD] in (None, "")
+        # Company 1 (B2B, one win): its segment, RFM and start date beside its size; its contact 1 (named on the
+        # company's deal, none of its own) has no segment of its own.
+        [company] = sandbox.entities("company")
+        one_time = client.call("crm.company.userfield.list", {"filter": {"FIELD_NAME": SEGMENT_FIELD}}).result[0]
+        one_time_item = next(item["ID"] for item in one_time["LIST"] if item["XML_ID"] == "ONE_TIME")
+        assert str(company[SEGMENT_FIELD]) == one_time_item and company[RFM_FIELD] == rows["company:1"]["rfm"]
+        assert company[SINCE_FIELD].startswith("2026-12-06") and company[SIZE_FIELD]
         assert objects.data[transitions_key("2026-12-06")] == jsonlines.encode([])  # no earlier night: no moves
 
         # The same day again: nothing to do, no REST call.

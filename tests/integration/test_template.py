@@ -576,8 +576,10 @@ def test_contacts_and_companies_of_the_crm_snapshot_have_glue_tables_with_every_
 
 
 def test_build_segments_reads_the_snapshot_and_rules_writes_only_snapshot_and_segments_and_runs_through_the_night():
+    # DynamoDB: the alerts ledger's claims of tasks on segment moves (segments/tasks.py), on that table only.
     assert _actions("BuildSegmentsFunction") == {"secretsmanager:GetSecretValue", "s3:GetObject", "s3:ListBucket",
-                                                 "s3:PutObject"}  # fmt: skip
+                                                 "s3:PutObject", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                                 "dynamodb:DeleteItem"}  # fmt: skip
     statements = {s["Sid"]: s for s in _statements("BuildSegmentsFunction")}
     assert statements["WriteSnapshotAndSegments"]["Resource"] == [
         {"Fn::Sub": "${DataBucket.Arn}/crm/snapshot/*"}, {"Fn::Sub": "${DataBucket.Arn}/segments/*"}
@@ -590,6 +592,10 @@ def test_build_segments_reads_the_snapshot_and_rules_writes_only_snapshot_and_se
     report = {s["Sid"]: s for s in _statements("BuildRoiReportFunction")}["ReadInputs"]["Resource"]
     assert {"Fn::Sub": "${DataBucket.Arn}/segments/*"} in report
     assert {"Fn::Sub": "${DataBucket.Arn}/config/segments.yaml"} in report
+    ledger = {s["Sid"]: s for s in _statements("BuildSegmentsFunction")}["MoveTasksLedger"]
+    assert ledger["Resource"] == {"Fn::GetAtt": ["AlertsTable", "Arn"]}
+    env = FUNCTIONS["BuildSegmentsFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["ALERTS_TABLE"] == {"Ref": "AlertsTable"}
     assert nightly["ScheduleExpressionTimezone"] == {"Ref": "TimeZone"}
 
 

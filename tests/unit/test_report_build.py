@@ -51,8 +51,10 @@ def spend(platform: str, cost: str, *, campaign_id: str = "", name: str = "", da
             "include_vat": False, **extra}  # fmt: skip
 
 
-def build(leads, deals, spend_rows, **options):
+def build(leads, deals, spend_rows, *, acquisitions=None, **options):
+    """``acquisitions``: filled with the period's new customers and their source's CAC when given."""
     return build_report(
+        acquisitions=acquisitions,
         period=PERIOD,
         previous=PREVIOUS,
         leads=leads,

@@ -109,3 +109,56 @@ def test_no_section_before_the_first_night_and_the_panel_on_the_page() -> None:
     assert "<td>12\u202f000</td>" in page and "<td>+1</td>" in page and "<td>-1</td>" in page
     assert "<td>Активный</td><td>VIP</td><td>2</td>" in page
     assert render_segments(None, format_number) == ""
+
+
+def test_acquisition_cost_per_segment_by_hand() -> None:
+    """Yandex (campaign 555: 3 000 ₽) acquires contacts 1 and 2 → the source's CAC 1 500 ₽ each; VK («Зима»:
+    2 000 ₽) acquires contact 3 and company 9 (through its contact 6) → 1 000 ₽ each; contact 4 comes by phone (no
+    spend: a new customer, not paid for); contact 5 bought in October too (not new). At the period's end 1 and 4 are
+    VIP, 2 and company 9 Активный, 3 Спящий, 5 Активный. VIP: 2 new, 1 paid, 1 500 ₽, CAC 1 500; Активный: 2 new,
+    2 paid, 1 500 + 1 000 = 2 500 ₽, CAC 1 250; Спящий: 1, 1, 1 000 ₽, CAC 1 000; none: «—»."""
+    from tests.unit.test_report_build import build, deal, lead, spend
+
+    by_yandex = [lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="555") for _ in range(2)]
+    by_vk = [lead(UTM_SOURCE="vk", UTM_MEDIUM="cpc", UTM_CAMPAIGN="Зима") for _ in range(2)]
+    deals = [
+        deal(by_yandex[0], won=True, amount="10000", CONTACT_ID="1"),
+        deal(by_yandex[1], won=True, amount="10000", CONTACT_ID="2"),
+        deal(by_vk[0], won=True, amount="10000", CONTACT_ID="3"),
+        deal(by_vk[1], won=True, amount="10000", CONTACT_ID="6", COMPANY_ID="9"),
+        deal(None, won=True, amount="10000", CONTACT_ID="4", SOURCE_ID="CALL"),
+        deal(None, won=True, amount="10000", CONTACT_ID="5", SOURCE_ID="CALL", day="2026-10-10"),
+        deal(None, won=True, amount="10000", CONTACT_ID="5", SOURCE_ID="CALL"),
+    ]
+    spend_rows = [spend("yandex_direct", "3000", campaign_id="555", name="Поиск"),
+                  spend("vk_ads", "2000", campaign_id="55", name="Зима")]  # fmt: skip
+    acquisitions: dict = {}
+    report = build([*by_yandex, *by_vk], deals, spend_rows, acquisitions=acquisitions)
+    ids = {int(item["CONTACT_ID"]): int(item["ID"]) for item in deals if item["CLOSEDATE"].startswith("2026-11")}
+    assert acquisitions == {ids[1]: Decimal(1500), ids[2]: Decimal(1500), ids[3]: Decimal(1000),
+                            ids[6]: Decimal(1000), ids[4]: None}  # fmt: skip
+    # The report's own CAC per source says the same.
+    sources = {r.source: r.metrics.cac for r in report.rows if r.level == "source"}
+    assert sources["yandex"] == Decimal("1500.00") and sources["vk"] == Decimal("1000.00")
+
+    store = Objects()
+    store["segments/snapshot=2026-12-01/customers.json.gz"] = snapshot({
+        "contact:1": "VIP", "contact:4": "VIP", "contact:2": "ACTIVE", "company:9": "ACTIVE", "contact:3": "SLEEPING",
+        "contact:5": "ACTIVE", "contact:6": None,
+    })  # fmt: skip
+    found = segments_section(store, PERIOD, deals, convert=lambda amount, currency, day: amount, wins={},
+                             zone=ZoneInfo("Europe/Moscow"), labels=LABELS, acquisitions=acquisitions)  # fmt: skip
+    rows = {row.label: row for row in found.rows}
+    got = {label: (row.new_customers, row.paid_new_customers, row.acquisition_spend, row.cac)
+           for label, row in rows.items()}  # fmt: skip
+    assert got == {
+        "VIP": (2, 1, Decimal("1500.00"), Decimal("1500.00")),
+        "Активный": (2, 2, Decimal("2500.00"), Decimal("1250.00")),
+        "Спящий": (1, 1, Decimal("1000.00"), Decimal("1000.00")),
+        "Без сегмента": (0, 0, None, None),
+    }
+    dumped = {row["label"]: row for row in found.model_dump(mode="json")["rows"]}
+    assert dumped["Активный"]["cac"] == "1250.00" and dumped["Без сегмента"]["cac"] is None  # decimal strings
+    page = render_segments(found, format_number)
+    assert "<th>CAC</th>" in page and "<td>1 из 2</td>" in page
+    assert page.count("<td>—</td>") >= 1

@@ -269,3 +269,36 @@ def test_a_month_whose_first_night_had_no_buyer_does_not_freeze_vip_out() -> Non
     second = assign({c.key: c for c in [*CROWD, vip]}, RULES, night, previous=rows, frozen=first.frozen)
     assert {row["id"]: row["segment"] for row in second.rows}[2] == "VIP"
     assert second.frozen.thresholds == {"VIP": Decimal(400)}  # found, then kept for the rest of the month
+
+
+def test_a_contact_speaking_for_a_company_customer_is_not_a_newcomer() -> None:
+    """The rule (engine's docstring): a contact with no deal of its own whose company is the customer — named on a
+    company deal, or belonging to a company with deals — takes no segment; one with its own deals is segmented on
+    them; a contact of a company without deals is judged alone. All created 10 days ago (Новичок by age alone)."""
+    created = "2026-11-26T10:00:00+03:00"
+    contacts = [
+        {"ID": "1", "DATE_CREATE": created},  # named on company 7's won deal
+        {"ID": "2", "DATE_CREATE": created, "COMPANY_ID": "7"},  # company 7's employee, on no deal
+        {"ID": "3", "DATE_CREATE": created, "COMPANY_ID": "8"},  # company 8 has no deal
+        {"ID": "4", "DATE_CREATE": created, "COMPANY_ID": "7"},  # its own open deal beside its company's
+        {"ID": "5", "DATE_CREATE": created},  # nobody's
+        {"ID": "6", "DATE_CREATE": "2026-11-05T10:00:00+03:00"},  # 31 days: too old for Новичок, named on a deal
+    ]
+    companies = [{"ID": "7", "DATE_CREATE": "2025-01-01T10:00:00+03:00"}, {"ID": "8", "DATE_CREATE": created}]
+    deals = [
+        {"ID": "1", "COMPANY_ID": "7", "CONTACT_ID": "1", "STAGE_SEMANTIC_ID": "S", "OPPORTUNITY": "900",
+         "CLOSEDATE": "2026-12-01"},
+        {"ID": "2", "CONTACT_ID": "4", "STAGE_SEMANTIC_ID": "P"},
+        {"ID": "3", "COMPANY_ID": "7", "CONTACT_ID": "6", "STAGE_SEMANTIC_ID": "P"},
+    ]  # fmt: skip
+    found, _ = collect_customers(deals, contacts, companies, convert=lambda amount, currency, day: amount, zone=MSK,
+                                 today=TODAY, wins={})  # fmt: skip
+    rows = {row["customer"]: row["segment"] for row in assign(found, RULES, TODAY).rows}
+    assert rows == {
+        "contact:1": None, "contact:2": None, "contact:3": "NEWCOMER", "contact:4": "POTENTIAL",
+        "contact:5": "NEWCOMER", "contact:6": None, "company:7": "ONE_TIME", "company:8": "NEWCOMER",
+    }  # fmt: skip
+    # At the boundary: the same contact 1 without the company deal is a Новичок (its age alone decides).
+    alone, _ = collect_customers(deals[1:2], contacts[:1], companies, convert=lambda amount, currency, day: amount,
+                                 zone=MSK, today=TODAY, wins={})  # fmt: skip
+    assert {row["customer"]: row["segment"] for row in assign(alone, RULES, TODAY).rows}["contact:1"] == "NEWCOMER"

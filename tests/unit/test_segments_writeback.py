@@ -41,6 +41,23 @@ def test_only_differences_are_planned_whatever_form_the_portal_renders_dates_in(
     assert decode_plan(encode_plan(plan)) == plan
 
 
+def test_companies_get_their_segment_rfm_and_since_once_the_portal_has_the_fields() -> None:
+    rows = [
+        {"customer": "company:7", "kind": "company", "id": 7, "segment": "VIP", "rfm": "545", "since": "2026-12-01",
+         "size": "large"},
+        {"customer": "company:8", "kind": "company", "id": 8, "segment": "GONE", "rfm": "111", "since": "2026-12-01",
+         "size": "large"},
+    ]  # fmt: skip
+    current = {"company:7": {"UF_CRM_TL_COMPANY_SIZE": "33", "UF_CRM_TL_SEGMENT_SINCE": "01.12.2026"}, "company:8": {}}
+    with_fields = Enumerations(segments=IDS.segments, sizes=IDS.sizes, company_segments={"VIP": "71"})
+    assert plan_updates(rows, current, with_fields) == [
+        ["company", 7, {"UF_CRM_TL_SEGMENT": "71", "UF_CRM_TL_RFM": "545"}],
+        ["company", 8, {"UF_CRM_TL_COMPANY_SIZE": "33"}],  # a code the company list lacks: the size still goes
+    ]
+    # A portal whose companies lack the segment fields (bitrix-setup not run again): the size only, as before.
+    assert plan_updates(rows, current, IDS) == [["company", 8, {"UF_CRM_TL_COMPANY_SIZE": "33"}]]
+
+
 class FakeClient:
     def __init__(self, answers: list, seconds: float = 900.0) -> None:
         self.answers, self.sent = answers, []

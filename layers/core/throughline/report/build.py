@@ -135,8 +135,12 @@ def build_report(
     journeys: Journeys | None = None,
     attribution: AttributionOptions = DEFAULT_ATTRIBUTION,
     now: Callable[[], datetime] = datetime.now,
+    acquisitions: dict[int, Decimal | None] | None = None,
 ) -> RoiReport:
-    """``journeys``: the newest journey export (``report.attribution.read_journeys``); without one, roi.json's
+    """``acquisitions``, when given, is filled with the period's new customers (the deal ID of each one's first won
+    deal) and what acquiring each cost: its source row's CAC (the source's spend / its paid new customers, the paid
+    rule) when the deal's campaign row carries spend, else None (the segments section's CAC per segment).
+    ``journeys``: the newest journey export (``report.attribution.read_journeys``); without one, roi.json's
     attribution section is null and data quality says why. ``stage_history`` is read twice (the win of a deal without
     ``CLOSEDATE``, then the funnel): a function returning a fresh iterable, or a list; a one-shot iterator is listed."""
     with _collector_paused():
@@ -151,7 +155,10 @@ def build_report(
         builder.read_wins(history())
         builder.add_deals(deals)
         funnels = build_funnels(builder.lead_statuses, builder.deal_stages, stages, builder.deal_paths(history()))
-        return builder.finish(funnels, crm_info or {}, journeys, attribution, now)
+        report = builder.finish(funnels, crm_info or {}, journeys, attribution, now)
+        if acquisitions is not None:
+            acquisitions.update(builder.acquisitions())
+        return report
 
 
 @contextmanager
@@ -287,6 +294,7 @@ class _Builder:
         self._end = period.date_to.toordinal()
         self.won: list[WonDeal] = []  # the period's won deals with a rate: the conversions of attribution
         self.won_to_date: list[WonDeal] = []  # every won deal up to the period's end: the cohorts
+        self.new_customer_deals: list[tuple[int, _Campaign]] = []  # the period's new customers: first won deal, row
         self.dynamics = DynamicsBook(period)  # the period's figures by row and day or week (report.dynamics)
 
     def day(self, value: Any, *, moment: bool = False) -> tuple[int | None, int]:
@@ -650,6 +658,8 @@ class _Builder:
                     totals.gross_profit = (totals.gross_profit or ZERO) + gross
             if first_won.get(customer) == (closed, deal_id):
                 totals.new_customers += 1
+                if won_which == CURRENT:
+                    self.new_customer_deals.append((deal_id, campaign))
             if started:
                 totals.cycle_days_sum += max(closed - started, 0)
                 totals.cycle_deals += 1
@@ -660,6 +670,24 @@ class _Builder:
                     cell[3] += revenue
                     self.won.append(WonDeal(deal_id, lead_id, date.fromordinal(closed), revenue, customer))
                 self.dynamics.won(campaign, closed, revenue if problem is None else ZERO)  # a won deal all the same
+
+    def acquisitions(self) -> dict[int, Decimal | None]:
+        """Each new customer of the period (its first won deal's ID) → its source row's CAC when its campaign row
+        carries spend (the paid rule: the source's spend / the new customers of its campaign rows that carry spend,
+        the CAC the report shows for the source), else None. Read after ``finish`` (shared campaigns merged)."""
+        spend: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
+        paid_new: Counter[tuple[str, str]] = Counter()
+        for campaign in self.campaigns.values():
+            totals = campaign.totals[CURRENT]
+            spend[campaign.channel, campaign.source] += totals.spend
+            if totals.spend > 0:
+                paid_new[campaign.channel, campaign.source] += totals.new_customers
+        found: dict[int, Decimal | None] = {}
+        for deal_id, campaign in self.new_customer_deals:
+            key = (campaign.channel, campaign.source)
+            paid = campaign.totals[CURRENT].spend > 0 and paid_new[key] > 0 and spend[key] > 0
+            found[deal_id] = spend[key] / paid_new[key] if paid else None
+        return found
 
     def _remember_deal(self, deal_id: int, index: int) -> None:
         rows = self._deal_rows

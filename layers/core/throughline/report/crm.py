@@ -54,7 +54,7 @@ DEAL_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "CATEGORY_ID", "STAGE_ID", "S
 # The segment fields written back on contacts and companies (throughline.segments.writeback): read with them, so a
 # night writes only where the portal's value differs.
 SEGMENT_FIELDS = ("UF_CRM_TL_SEGMENT", "UF_CRM_TL_RFM", "UF_CRM_TL_SEGMENT_SINCE")
-COMPANY_SEGMENT_FIELDS = ("UF_CRM_TL_COMPANY_SIZE",)
+COMPANY_SEGMENT_FIELDS = ("UF_CRM_TL_COMPANY_SIZE", *SEGMENT_FIELDS)  # B2B customers carry their segment too
 CONTACT_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "TYPE_ID", "SOURCE_ID", "COMPANY_ID", "LEAD_ID", "ASSIGNED_BY_ID",
                   *UTM, *SEGMENT_FIELDS)  # fmt: skip
 COMPANY_FIELDS = ("ID", "DATE_CREATE", "DATE_MODIFY", "COMPANY_TYPE", "EMPLOYEES", "REVENUE", "CURRENCY_ID",

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 from throughline.adapters.report_store import S3Objects, publish, read_rates, read_spend, run_lock
 from throughline.bitrix24.client import Bitrix24Client
@@ -127,6 +128,7 @@ def _run(
     journeys = read_journeys(objects)
     progress(f"journeys: snapshot {journeys.snapshot}" if journeys else "journeys: no export yet, no attribution")
     progress("building the report")
+    acquisitions: dict[int, Decimal | None] = {}  # the period's new customers and their source's CAC (segments)
     report = build_report(
         period=period,
         previous=previous,
@@ -145,7 +147,19 @@ def _run(
             markov_order=settings.attribution_markov_order,
         ),
         now=clock,
+        acquisitions=acquisitions,
     )
+    # Customer segments (issue 18): tonight's are computed here first, on the snapshot just refreshed and under the
+    # same lock (build_segments' runs from 05:10 create the tasks and write back), so the section is not a night
+    # behind. A failure there leaves the section on the latest earlier night (it names the snapshot it read).
+    from throughline.segments.job import compute_for_report, segment_options
+
+    try:
+        done = compute_for_report(client, objects, options=segment_options(settings), started=started,
+                                  progress=progress)  # fmt: skip
+        progress(f"segments of tonight: {done}")
+    except Exception as error:  # the report is the product; the segments function computes them at 05:10
+        progress(f"segments not computed before the report: {type(error).__name__}: {str(error)[:200]}")
     # Customer segments (issue 18): the section reads what the segments job stored, beside the same deals and rates.
     from throughline.report.segments import segments_section
     from throughline.segments.rules import RulesError, load_rules
@@ -159,7 +173,7 @@ def _run(
 
     wins = last_wins(read_snapshot(objects, HISTORY), success_stages(StageBook(crm.statuses)), settings.zone)
     section = segments_section(objects, period, read_snapshot(objects, "deal"), convert=rates.convert,
-                               zone=settings.zone, labels=labels, wins=wins)  # fmt: skip
+                               zone=settings.zone, labels=labels, wins=wins, acquisitions=acquisitions)  # fmt: skip
     report = report.model_copy(update={"segments": section})
     report = with_conversions(report, objects, rates)  # the offline-conversions section (report.conversions)
     # Render all three before writing any: a failure here leaves both the dated folder and latest/ untouched.

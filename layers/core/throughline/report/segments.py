@@ -8,8 +8,16 @@ belongs to the company, else to its contact); a won deal's day is the report's (
 ``CLOSEDATE``, else its last move into a success stage, never ``DATE_MODIFY``). Per segment, at the period's end:
 conversion = customers with a won deal in the period / customers; average check = revenue / won deals with revenue (a
 win whose amount is empty, negative, not a number or has no rate is a won deal without revenue, left out of the
-average check as in the report); purchase frequency = won deals / customers who bought. Customer acquisition cost per
-segment is not computed (it needs each customer's acquisition channel; the report's CAC is per channel).
+average check as in the report); purchase frequency = won deals / customers who bought.
+
+Acquisition cost per segment (CAC) follows the report's own CAC and paid rule: a new customer of the period is one
+whose first won deal ever falls in it (the report's count: the contact, without one the company); each costs the CAC
+of the source row its first won deal belongs to (its lead's tags, else its own, else ``SOURCE_ID``) — the source's
+spend / the new customers of its campaign rows that carry spend — when that deal's campaign row carries spend, and
+nothing otherwise (a new customer with no paid source is counted, not paid for). Per segment (the customer's segment
+at the period's end; a B2B deal's customer is its company): paid new customers, the spend attributed to them (the sum
+of their CACs) and CAC = that spend / paid new customers; «—» without one. Spend of sources that acquired no new
+customer in the period is attributed to no segment (as the report's CAC does not spread it either).
 
 A hook, not a rewrite: ``report/job.py`` attaches the section to the built report, ``render.py`` shows it.
 """
@@ -58,6 +66,10 @@ class SegmentRow(_Model):
     conversion: Number | None = Field(description="buyers / customers, in per cent")
     average_check: Number | None = Field(description="revenue / won deals")
     frequency: Number | None = Field(description="won deals / buyers")
+    new_customers: int = Field(description="customers of the segment whose first won deal is in the period")
+    paid_new_customers: int = Field(description="of them, acquired through a source row with spend")
+    acquisition_spend: Number | None = Field(description="spend attributed: the sum of their sources' CAC")
+    cac: Number | None = Field(description="acquisition_spend / paid_new_customers")
 
 
 class SegmentMove(_Model):
@@ -99,9 +111,11 @@ def segments_section(
     zone: ZoneInfo,
     labels: Mapping[str, str],
     wins: Mapping[int, str],
+    acquisitions: Mapping[int, Decimal | None] | None = None,
 ) -> SegmentsSection | None:
     """The section, or None before the segments job's first night. ``wins``: each deal's last move into a success
-    stage (``report.build.last_wins`` of the stage history), the day of a won deal without ``CLOSEDATE``."""
+    stage (``report.build.last_wins`` of the stage history), the day of a won deal without ``CLOSEDATE``.
+    ``acquisitions``: ``build_report``'s new customers of the period (first won deal ID → its source's CAC or None)."""
     from throughline.report import jsonlines
     from throughline.report.build import won_day
 
@@ -119,7 +133,13 @@ def segments_section(
 
     end, start = rows_of(end_day), rows_of(start_day)
     won: dict[str, list[Decimal | None]] = {}  # customer → the amount of each won deal (None: no revenue)
+    acquired: dict[str | None, list[Decimal | None]] = {}  # segment → each new customer's CAC (None: not paid)
     for deal in deals:
+        if acquisitions and int(deal.get("ID") or 0) in acquisitions:
+            company, contact = int(deal.get("COMPANY_ID") or 0), int(deal.get("CONTACT_ID") or 0)
+            key = f"company:{company}" if company else f"contact:{contact}" if contact else ""
+            if key in end:
+                acquired.setdefault(end[key] or None, []).append(acquisitions[int(deal["ID"])])
         if str(deal.get("STAGE_SEMANTIC_ID") or "") != "S":
             continue
         day = won_day(deal, wins, zone)
@@ -146,6 +166,9 @@ def segments_section(
         deals_won = sum(len(won[key]) for key in buyers)
         with_revenue = sum(1 for key in buyers for amount in won[key] if amount is not None)
         revenue = sum((amount for key in buyers for amount in won[key] if amount is not None), Decimal(0))
+        costs = acquired.get(code, [])
+        paid_costs = [cost for cost in costs if cost is not None]
+        spent = sum(paid_costs, Decimal(0))
         rows.append(
             SegmentRow(
                 code=code,
@@ -159,6 +182,10 @@ def segments_section(
                 conversion=_cents(Decimal(len(buyers) * 100) / len(members)) if members else None,
                 average_check=_cents(revenue / with_revenue) if with_revenue else None,
                 frequency=_cents(Decimal(deals_won) / len(buyers)) if buyers else None,
+                new_customers=len(costs),
+                paid_new_customers=len(paid_costs),
+                acquisition_spend=_cents(spent) if paid_costs else None,
+                cac=_cents(spent / len(paid_costs)) if paid_costs else None,
             )
         )
     matrix: dict[tuple[str, str], int] = {}
@@ -189,7 +216,8 @@ def render_segments(section: SegmentsSection | None, fmt: Callable[[Any, str], s
         f'<tr><td class="name">{html.escape(row.label)}</td><td>{fmt(row.customers, "int")}</td>'
         f"<td>{'+' if row.change > 0 else ''}{fmt(row.change, 'int')}</td><td>{fmt(row.conversion, 'pct')}</td>"
         f"<td>{fmt(row.average_check, 'money')}</td><td>{fmt(row.frequency, 'plain')}</td>"
-        f"<td>{fmt(row.revenue, 'money')}</td></tr>"
+        f"<td>{fmt(row.revenue, 'money')}</td><td>{fmt(row.paid_new_customers, 'int')} из "
+        f"{fmt(row.new_customers, 'int')}</td><td>{fmt(row.cac, 'money')}</td></tr>"
         for row in section.rows
     )
     moves = "".join(
@@ -203,7 +231,8 @@ def render_segments(section: SegmentsSection | None, fmt: Callable[[Any, str], s
         f'<p class="sub">На {html.escape(section.snapshot)}{since}</p>'
         f'<div class="segbars">{bars}</div>'
         '<div class="scroll"><table><thead><tr><th>Сегмент</th><th>Клиенты</th><th>Изменение</th><th>Конверсия</th>'
-        f"<th>Средний чек</th><th>Частота покупок</th><th>Выручка</th></tr></thead><tbody>{body}</tbody></table></div>"
+        "<th>Средний чек</th><th>Частота покупок</th><th>Выручка</th><th>Новые клиенты (с расходом)</th>"
+        f"<th>CAC</th></tr></thead><tbody>{body}</tbody></table></div>"
         + (
             '<h3>Переходы между сегментами</h3><div class="scroll"><table><thead><tr><th>Из</th><th>В</th>'
             f"<th>Клиенты</th></tr></thead><tbody>{moves}</tbody></table></div>"

@@ -2,6 +2,10 @@
 
 A customer is a contact, or a company for deals that name one (B2B): a deal with ``COMPANY_ID`` belongs to its
 company, else to its ``CONTACT_ID``. Deals naming neither, or a customer not in the snapshot, belong to no one.
+A contact with no deal of its own that speaks for a company customer — named on one of the company's deals, or
+belonging to (``COMPANY_ID``) a company that has deals — is not a customer of its own: it takes no segment (its
+company carries it), so a B2B buyer's contact created last week is not a «Новичок». A contact with deals of its own
+is segmented on those, whatever its company does.
 A won deal is one in a success stage (``STAGE_SEMANTIC_ID`` S); its day is the report's (``report.build.won_day``):
 ``CLOSEDATE`` as written, else the day in the report's zone of its last move into a success stage in the stage
 history, never ``DATE_MODIFY`` (a later edit must not move a win); a win dated after today counts as today, one with
@@ -36,6 +40,15 @@ class Customer:
     open_deals: int = 0
     employees: str | None = None  # companies: the EMPLOYEES list value
     revenue: Decimal | None = None  # companies: REVENUE in the report currency
+    company_id: int | None = None  # contacts: COMPANY_ID
+    company_deals: int = 0  # contacts: the company deals that name it (CONTACT_ID of a deal with COMPANY_ID)
+
+    def speaks_for_company(self, customers: Mapping[str, Customer]) -> bool:
+        """A contact with no deal of its own whose company is the customer (see the module's docstring)."""
+        if self.kind != CONTACT or self.deals_total:
+            return False
+        company = customers.get(f"{COMPANY}:{self.company_id}") if self.company_id else None
+        return self.company_deals > 0 or (company is not None and company.deals_total > 0)
 
     @property
     def key(self) -> str:
@@ -113,6 +126,7 @@ def collect_customers(
     customers: dict[str, Customer] = {}
     for row in contacts:
         customer = Customer(CONTACT, int(row["ID"]), day_of(row.get("DATE_CREATE"), zone), row.get("ASSIGNED_BY_ID"))
+        customer.company_id = int(row.get("COMPANY_ID") or 0) or None
         customers[customer.key] = customer
     for row in companies:
         if str(row.get("IS_MY_COMPANY") or "N") == "Y":
@@ -128,6 +142,8 @@ def collect_customers(
         company, contact = int(deal.get("COMPANY_ID") or 0), int(deal.get("CONTACT_ID") or 0)
         key = f"{COMPANY}:{company}" if company else f"{CONTACT}:{contact}" if contact else None
         customer = customers.get(key) if key else None
+        if company and contact and customer is not None and f"{CONTACT}:{contact}" in customers:
+            customers[f"{CONTACT}:{contact}"].company_deals += 1
         if customer is None:
             skipped += 1
             continue
@@ -283,7 +299,9 @@ def assign(
         before = previous.get(key) or {}
         segment = None
         kept = before.get("segment")
-        if same_month and kept in frozen_codes and rules.rule(str(kept)) is not None:
+        if customer.speaks_for_company(customers):
+            segment = None  # its company is the customer and carries the segment
+        elif same_month and kept in frozen_codes and rules.rule(str(kept)) is not None:
             segment = kept  # a frozen segment holds until the monthly review
         else:
             for rule in rules.segments:

@@ -2,9 +2,11 @@
 
 Contacts: ``UF_CRM_TL_SEGMENT`` «Сегмент» (enumeration: one value per rule, ``XML_ID`` = the rule's code),
 ``UF_CRM_TL_RFM`` «RFM» (string, e.g. ``534``: recency, frequency, monetary scores 1–5) and
-``UF_CRM_TL_SEGMENT_SINCE`` «Сегмент с» (date). Companies: ``UF_CRM_TL_COMPANY_SIZE`` «Размер компании»
-(enumeration: small, medium, large). ``crm.contact.userfield.add`` takes ``FIELD_NAME`` without the ``UF_CRM_``
-prefix and ``LIST`` as ``[{VALUE, XML_ID, SORT}]``; a value is written as the item's ``ID``.
+``UF_CRM_TL_SEGMENT_SINCE`` «Сегмент с» (date). Companies (B2B customers): the same three, and
+``UF_CRM_TL_COMPANY_SIZE`` «Размер компании» (enumeration: small, medium, large). User fields belong to one entity
+(``CRM_CONTACT``, ``CRM_COMPANY``), so the names repeat on both. ``crm.contact.userfield.add`` takes
+``FIELD_NAME`` without the ``UF_CRM_`` prefix and ``LIST`` as ``[{VALUE, XML_ID, SORT}]``; a value is written as the
+item's ``ID``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ SEGMENT_FIELD = "UF_CRM_TL_SEGMENT"
 RFM_FIELD = "UF_CRM_TL_RFM"
 SINCE_FIELD = "UF_CRM_TL_SEGMENT_SINCE"
 SIZE_FIELD = "UF_CRM_TL_COMPANY_SIZE"
+PLURAL = {"contact": "contacts", "company": "companies"}
 LABELS = {
     SEGMENT_FIELD: {"ru": "Сегмент", "en": "Segment"},
     RFM_FIELD: {"ru": "RFM", "en": "RFM"},
@@ -38,6 +41,9 @@ class Enumerations:
 
     segments: dict[str, str]
     sizes: dict[str, str]
+    # The company segment field's item ids; None on a portal bitrix-setup has not yet given the company fields (then
+    # companies get their size only, and contacts are written as before).
+    company_segments: dict[str, str] | None = None
 
 
 def _field_spec(name: str, user_type: str, items: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -70,6 +76,9 @@ def _specs(rules: SegmentRules) -> list[tuple[str, str, dict[str, Any]]]:
         ("contact", RFM_FIELD, _field_spec(RFM_FIELD, "string")),
         ("contact", SINCE_FIELD, _field_spec(SINCE_FIELD, "date")),
         ("company", SIZE_FIELD, _field_spec(SIZE_FIELD, "enumeration", size_items)),
+        ("company", SEGMENT_FIELD, _field_spec(SEGMENT_FIELD, "enumeration", segment_items)),
+        ("company", RFM_FIELD, _field_spec(RFM_FIELD, "string")),
+        ("company", SINCE_FIELD, _field_spec(SINCE_FIELD, "date")),
     ]
 
 
@@ -80,9 +89,9 @@ def ensure_segment_fields(bitrix: Bitrix24Client, rules: SegmentRules) -> list[s
         existing = bitrix.call(f"crm.{entity}.userfield.list", {"filter": {"FIELD_NAME": name}}).result or []
         if not existing:
             bitrix.call(f"crm.{entity}.userfield.add", {"fields": spec})
-            lines.append(f"segment field {name} on {entity}s: created")
+            lines.append(f"segment field {name} on {PLURAL[entity]}: created")
             continue
-        lines.append(f"segment field {name} on {entity}s: already there ({existing[0].get('USER_TYPE_ID')})")
+        lines.append(f"segment field {name} on {PLURAL[entity]}: already there ({existing[0].get('USER_TYPE_ID')})")
         wanted = {item["XML_ID"] for item in spec.get("LIST") or []}
         have = {str(item.get("XML_ID")) for item in existing[0].get("LIST") or []}
         if wanted - have:
@@ -96,6 +105,7 @@ def enumerations(bitrix: Bitrix24Client) -> Enumerations:
         {
             "segment": ("crm.contact.userfield.list", {"filter": {"FIELD_NAME": SEGMENT_FIELD}}),
             "size": ("crm.company.userfield.list", {"filter": {"FIELD_NAME": SIZE_FIELD}}),
+            "company_segment": ("crm.company.userfield.list", {"filter": {"FIELD_NAME": SEGMENT_FIELD}}),
         }
     )
     maps = []
@@ -104,8 +114,13 @@ def enumerations(bitrix: Bitrix24Client) -> Enumerations:
         if not rows:
             raise FieldsMissing(f"the portal has no {name}: run `python -m throughline bitrix-setup`")
         maps.append({str(item.get("XML_ID")): str(item.get("ID")) for item in rows[0].get("LIST") or []})
+    company = found.get("company_segment") or []
     return Enumerations(
-        segments=maps[0], sizes={size: maps[1][size.upper()] for size in SIZES if size.upper() in maps[1]}
+        segments=maps[0],
+        sizes={size: maps[1][size.upper()] for size in SIZES if size.upper() in maps[1]},
+        company_segments={str(item.get("XML_ID")): str(item.get("ID")) for item in company[0].get("LIST") or []}
+        if company
+        else None,
     )
 
 

@@ -34,6 +34,7 @@ from throughline.report.rates import RateBook
 from throughline.segments.engine import Frozen, assign, collect_customers
 from throughline.segments.fields import FieldsMissing, enumerations
 from throughline.segments.rules import load_rules
+from throughline.segments.tasks import create_move_tasks, moves_for_tasks, never_retaken
 from throughline.segments.writeback import Progress, decode_plan, encode_plan, execute, plan_updates
 
 PREFIX = "segments/"
@@ -84,17 +85,21 @@ def build_segments(
     now: Callable[[], datetime],
     progress: Callable[[str], None] = lambda message: None,
     adapters: Mapping[str, Callable[[], Any]] | None = None,
+    ledger: Any = None,
+    webhook_url: str | None = None,
 ) -> dict[str, Any]:
-    """Run (or continue) today's segments; a summary for logs and the CLI. ``adapters``: the ad-audience platforms
-    (``audiences.export.bound_adapters``); None exports no audience."""
+    """Run (or continue) today's segments; a summary for logs and the CLI. With ``ledger`` (the alerts ledger) the
+    night's configured moves become Bitrix24 tasks (``segments/tasks.py``) before the write-back. ``adapters``: the
+    ad-audience platforms (``audiences.export.bound_adapters``); None exports no audience."""
     started = now()
     today = started.date()
     state = json.loads(objects.get(STATE_KEY) or b"{}")
     calls_before = client.calls
     writeback = state.get("writeback") or {}
     summary: dict[str, Any] = {"date": today.isoformat()}
-    if writeback and not writeback.get("done"):
-        progress(f"segments: continuing the write-back of {writeback['day']} at {writeback['position']}")
+    tasks_pending = (state.get("tasks") or {}).get("done") is False
+    if (writeback and not writeback.get("done")) or tasks_pending:
+        progress(f"segments: continuing the night of {state.get('last')}")
     elif state.get("last") == today.isoformat():
         progress(f"segments: {today} already computed and written")
         audiences = _audiences(client, objects, options, today.isoformat(), adapters, progress)
@@ -111,6 +116,8 @@ def build_segments(
         summary.update(computed.pop("summary"))
         state = computed["state"]
         writeback = state.get("writeback") or {}
+    if (state.get("tasks") or {}).get("done") is False:
+        summary["tasks"] = _move_tasks(client, objects, state, options, ledger, webhook_url, started, progress)
     if options.write_back and writeback and not writeback.get("done"):
         plan = decode_plan(objects.get(plan_key(writeback["day"])) or b"")
         done_before = Progress(**{key: writeback.get(key, 0) for key in Progress.__dataclass_fields__})
@@ -123,7 +130,8 @@ def build_segments(
         state["writeback"] = {**writeback, **asdict(done_before), "done": finished}
         objects.put(STATE_KEY, json.dumps(state).encode())
         summary["writeback"] = state["writeback"]
-    summary["status"] = "done" if (state.get("writeback") or {}).get("done", True) else "unfinished"
+    finished = (state.get("writeback") or {}).get("done", True) and (state.get("tasks") or {}).get("done", True)
+    summary["status"] = "done" if finished else "unfinished"
     if summary["status"] == "done" and state.get("last"):
         audiences = _audiences(client, objects, options, str(state["last"]), adapters, progress)
         if audiences:
@@ -195,6 +203,8 @@ def _compute(
         "frozen_before": frozen.to_json() if frozen else None,
         "writeback": None,
     }
+    if moves_for_tasks(result.transitions, rules):
+        new_state["tasks"] = {"day": day, "done": False}
     if options.write_back:
         current = {f"contact:{row['ID']}": row for row in read_snapshot(objects, "contact")}
         current.update({f"company:{row['ID']}": row for row in read_snapshot(objects, "company")})
@@ -218,8 +228,77 @@ def _compute(
     return {"state": new_state, "summary": summary}
 
 
+def _move_tasks(
+    client: Bitrix24Client,
+    objects: Any,
+    state: dict[str, Any],
+    options: SegmentOptions,
+    ledger: Any,
+    webhook_url: str | None,
+    started: datetime,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """The tasks phase of the night in ``state["tasks"]``: done once every move was tried (or there is no ledger)."""
+    day = state["tasks"]["day"]
+    if ledger is None:
+        progress("segments: moves to tasks found, but no alerts ledger (ALERTS_TABLE) is set: no task created")
+        state["tasks"] = {"day": day, "done": True, "skipped": "no ledger"}
+        objects.put(STATE_KEY, json.dumps(state).encode())
+        return state["tasks"]
+    rules = load_rules(objects)
+    moves = moves_for_tasks(_load(objects, transitions_key(day)), rules)
+    rows = {row["customer"]: row for row in _load(objects, snapshot_key(day))}
+    counts, finished = create_move_tasks(
+        client, ledger, moves, rows, rules, today=date.fromisoformat(day), zone=started.tzinfo,  # type: ignore[arg-type]
+        currency=options.currency, webhook_url=webhook_url, report=progress,
+    )  # fmt: skip
+    state["tasks"] = {"day": day, "done": finished, "moves": len(moves), **asdict(counts)}
+    objects.put(STATE_KEY, json.dumps(state).encode())
+    progress(f"segments: tasks for {len(moves)} moves: {counts.created} created, {counts.already} already created")
+    return state["tasks"]
+
+
 def read_rows(objects: Any, day: str) -> Iterator[dict[str, Any]]:
     yield from _load(objects, snapshot_key(day))
+
+
+def segment_options(settings: Any, write_back: bool = True, export_audiences: bool = True) -> SegmentOptions:
+    return SegmentOptions(
+        currency=settings.report_currency,
+        snapshot=SnapshotOptions(
+            full_rescan_days=settings.report_full_rescan_days,
+            modify_margin=timedelta(minutes=settings.report_modify_margin_minutes),
+            profit_field=settings.report_profit_field,
+            person_key_secret=settings.person_key_secret,
+        ),
+        write_back=write_back,
+        export_audiences=export_audiences,
+    )
+
+
+def compute_for_report(
+    client: Bitrix24Client,
+    objects: Any,
+    *,
+    options: SegmentOptions,
+    started: datetime,
+    progress: Callable[[str], None] = lambda message: None,
+) -> str:
+    """The report's hook, under its run lock right after its CRM refresh: compute tonight's segments (and plan their
+    write-back) when nothing of an earlier night is left to do, so the report's segments section reads the same
+    night's snapshot. The tasks and the write-back stay for build_segments' runs (05:10 on). Returns what was done:
+    ``computed``, ``already`` (tonight's are there), ``waiting`` (an earlier night's write-back or tasks are
+    unfinished: computing now would replace their plan; build_segments finishes them, then computes).
+    """
+    state = json.loads(objects.get(STATE_KEY) or b"{}")
+    day = started.date().isoformat()
+    if state.get("last") and str(state["last"]) >= day:
+        return "already"
+    if not (state.get("writeback") or {}).get("done", True) or not (state.get("tasks") or {}).get("done", True):
+        progress(f"segments: the night of {state.get('last')} is not finished; tonight's are computed after it")
+        return "waiting"
+    _compute(client, objects, state, options, started, progress)
+    return "computed"
 
 
 def run_segments(
@@ -241,24 +320,16 @@ def run_segments(
 
     clock = now or (lambda: datetime.now(settings.zone))
     started = clock()
-    options = SegmentOptions(
-        currency=settings.report_currency,
-        snapshot=SnapshotOptions(
-            full_rescan_days=settings.report_full_rescan_days,
-            modify_margin=timedelta(minutes=settings.report_modify_margin_minutes),
-            profit_field=settings.report_profit_field,
-            person_key_secret=settings.person_key_secret,
-        ),
-        write_back=write_back,
-        export_audiences=export_audiences,
-    )
+    options = segment_options(settings, write_back, export_audiences)
     lease = lock_lease(client.deadline.seconds_left() + client.deadline.reserve)
     try:
         with run_lock(objects, f"segments {uuid.uuid4().hex[:12]} at {started.isoformat()}", started, lease):
             from throughline.segments.audiences.export import bound_adapters
 
             return build_segments(client, objects, options=options, now=clock, progress=progress,
-                                  adapters=bound_adapters(settings, objects))  # fmt: skip
+                                  adapters=bound_adapters(settings, objects),
+                                  ledger=never_retaken(settings.alerts_table) if settings.alerts_table else None,
+                                  webhook_url=settings.bitrix24_webhook_url)  # fmt: skip
     except ReportBusy as busy:
         progress(f"segments: {busy}; the next run continues")
         return {"date": started.date().isoformat(), "status": "busy", "rest_calls": 0}

@@ -80,7 +80,7 @@ company_size:
   employees: {EMPLOYEES_1: small, EMPLOYEES_2: medium, EMPLOYEES_3: large, EMPLOYEES_4: large}
   revenue_small_max: 10000000
   revenue_medium_max: 100000000
-# Moves that are to create a Bitrix24 task for the responsible manager. Validated only: no task is created yet.
+# Moves into these segments create a Bitrix24 task for the responsible manager (once per move; the alerts ledger).
 task_on_moves: [SLEEPING, VIP]
 # Ad audiences: the customers of chosen segments sent each night (after the write-back) as hashed phones and
 # e-mails, read from Bitrix24 at export time and never stored. Off while the list is empty. Each audience:

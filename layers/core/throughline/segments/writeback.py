@@ -2,7 +2,8 @@
 
 The plan compares each customer's computed fields with what the CRM snapshot read from the portal (the snapshot
 selects the segment fields): contacts get ``UF_CRM_TL_SEGMENT`` (the enumeration item's id), ``UF_CRM_TL_RFM`` and
-``UF_CRM_TL_SEGMENT_SINCE``; companies ``UF_CRM_TL_COMPANY_SIZE``. Only records with a difference are in it. The plan
+``UF_CRM_TL_SEGMENT_SINCE``; companies the same three (when bitrix-setup has created them on companies) and
+``UF_CRM_TL_COMPANY_SIZE``. Only records with a difference are in it. The plan
 is saved in S3 (``segments/writeback/plan=<date>.json.gz``) with a cursor in ``segments/state.json``; each invocation
 sends 50 ``crm.contact.update`` / ``crm.company.update`` commands per ``batch`` until its deadline and saves the
 cursor after each batch, so the next one continues where it stopped (100 000 changed contacts: 2 000 batches, about
@@ -58,17 +59,19 @@ def plan_updates(
         if have is None:
             continue  # deleted since the snapshot
         fields: dict[str, Any] = {}
-        if kind == "contact":
-            segment_id = ids.segments.get(str(row["segment"])) if row.get("segment") else ""
-            if segment_id is None:
+        segment_ids = ids.segments if kind == "contact" else ids.company_segments
+        if segment_ids is not None:
+            segment_id = segment_ids.get(str(row["segment"])) if row.get("segment") else ""
+            if segment_id is None and kind == "contact":
                 continue  # a code with no value in the portal's list: bitrix-setup warned about it
-            if str(have.get(SEGMENT_FIELD) or "") != segment_id:
-                fields[SEGMENT_FIELD] = segment_id
-            if str(have.get(RFM_FIELD) or "") != str(row.get("rfm") or ""):
-                fields[RFM_FIELD] = str(row.get("rfm") or "")
-            if not _same_day(have.get(SINCE_FIELD), str(row.get("since") or "")):
-                fields[SINCE_FIELD] = str(row.get("since") or "")
-        elif kind == "company":
+            if segment_id is not None:  # (a company still gets its size)
+                if str(have.get(SEGMENT_FIELD) or "") != segment_id:
+                    fields[SEGMENT_FIELD] = segment_id
+                if str(have.get(RFM_FIELD) or "") != str(row.get("rfm") or ""):
+                    fields[RFM_FIELD] = str(row.get("rfm") or "")
+                if not _same_day(have.get(SINCE_FIELD), str(row.get("since") or "")):
+                    fields[SINCE_FIELD] = str(row.get("since") or "")
+        if kind == "company":
             size_id = ids.sizes.get(str(row.get("size"))) if row.get("size") else ""
             if size_id is not None and str(have.get(SIZE_FIELD) or "") != size_id:
                 fields[SIZE_FIELD] = size_id
