@@ -777,7 +777,8 @@ class _Builder:
         section = None
         if journeys is not None:
             spend = {row.channel: row.metrics.spend for row in rows if row.level == "channel"}
-            section = attribution_section(journeys, self.won, spend, options, zone, self._touch_channel)
+            paid = {(c.channel, c.source) for c in self.campaigns.values() if c.totals[CURRENT].spend > 0}
+            section = attribution_section(journeys, self.won, spend, options, zone, self._touch_row, paid)
         headline_previous = values(grand[PREVIOUS], grand_paid[PREVIOUS])
         return RoiReport(
             generated_at=now(),
@@ -802,15 +803,18 @@ class _Builder:
             dynamics=self.dynamics.section(self.period, lambda campaign: bool(campaign.totals[CURRENT].spend)),
         )
 
-    def _touch_channel(self, entity_type: str, entity_id: int) -> str | None:
-        """The table's channel of a record typed in the CRM, for its journey's crm_lead / crm_deal touch: one mapping
-        of SOURCE_ID and tags (BITRIX24_SOURCE_MAP included) for the table and the attribution paths."""
+    def _touch_row(self, entity_type: str, entity_id: int) -> tuple[str, str] | None:
+        """The table's (channel, source) of a record typed in the CRM, for its journey's crm_lead / crm_deal touch: one
+        mapping of SOURCE_ID and tags (BITRIX24_SOURCE_MAP included) for the table and the attribution paths."""
         if entity_type == "lead":
             found = self._lead_of(entity_id)
             index = found[0] if found is not None else None
         else:
             index = self._deal_row(entity_id)
-        return None if index is None else self._slots[index].campaign.channel
+        if index is None:
+            return None
+        campaign = self._slots[index].campaign
+        return campaign.channel, campaign.source
 
     def _merge_shared(self) -> list[SharedCampaign]:
         """A name two accounts share whose leads matched by name only: one row with both accounts' spend (and the

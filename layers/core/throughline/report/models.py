@@ -239,8 +239,11 @@ class AttributionRow(_Model):
     channel_label: str
     conversions: Number = Field(description="won deals credited to the channel (fractions to 0.0001)")
     revenue: Number = Field(description="revenue credited to the channel, in the report currency")
+    paid_revenue: Number = Field(
+        description="the part credited to the channel's paid touches (their channel and source carry spend)"
+    )
     spend: Number = Field(description="the channel's spend in the period")
-    romi: Number | None = Field(description="(credited revenue − spend) / spend × 100 %; null without spend")
+    romi: Number | None = Field(description="the paid rule: (paid_revenue − spend) / spend × 100 %; null without spend")
 
 
 class AttributionSection(_Model):
