@@ -74,6 +74,11 @@ class MetricValues(_Model):
     unpaid_revenue: Number = Field(
         default=Decimal(0), description="«выручка без расхода»: revenue of the rows below without spend"
     )
+    no_rate_revenue: Number = Field(
+        default=Decimal(0),
+        description="revenue of the rows below whose spend has no exchange rate («нет курса»): out of every ratio, "
+        "and not «выручка без расхода»",
+    )
 
 
 class Change(_Model):
