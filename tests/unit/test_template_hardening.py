@@ -316,9 +316,31 @@ def test_a_nightly_run_that_did_not_happen_alarms_from_its_success_metric(alarm,
     assert dimension == service and metric in _emitted_metric_names(service)
     assert props["TreatMissingData"] == "breaching"  # no success reported is the signal
     assert props["ComparisonOperator"] == "LessThanThreshold" and props["Threshold"] == 1
-    # A day of hourly periods, all without a success: within CloudWatch's one-day evaluation range.
-    assert props["Period"] * props["EvaluationPeriods"] == 86400
     assert props["DatapointsToAlarm"] == props["EvaluationPeriods"]
+    # CloudWatch: a period of an hour or more may be evaluated over up to seven days (under an hour: one day).
+    assert props["Period"] >= 3600 and props["Period"] * props["EvaluationPeriods"] <= 7 * 86400
+    # Nightly at 05:00; the next night's run lands later by `shift` hours. Up to six hours late: never in alarm.
+    for shift in range(7):
+        successes = [5, 24 + 5 + shift]
+        assert not _alarms_between(props, successes, 0, 24 + 5 + shift), (alarm, shift)
+    # The next night never comes: in alarm before the second day is out.
+    assert _alarms_between(props, [5], 0, 48)
+    assert not _alarms_between(props, [5], 0, 5 + 24)  # but not the moment a day has passed
+
+
+def _alarms_between(props: dict, success_hours: list[int], start: int, end: int) -> bool:
+    """Whether the alarm is in ALARM at any hourly evaluation in [start, end) (hours from a midnight), given one
+    success in each hour of ``success_hours`` and breaching missing data (CloudWatch's rule: the last
+    ``EvaluationPeriods`` periods, ``DatapointsToAlarm`` of them breaching; a success is a datapoint of 1, not < 1)."""
+    hours = props["Period"] // 3600
+    periods, needed = props["EvaluationPeriods"], props["DatapointsToAlarm"]
+    first = min(success_hours)  # the stack existed from the first success on (before it, the new stack's case)
+    for now in range(max(start, first + 1), end):
+        window = range(now - periods * hours, now)
+        breaching = sum(1 for hour in window if hour not in success_hours)
+        if breaching >= needed:
+            return True
+    return False
 
 
 def test_forged_events_throttles_and_client_errors_have_alarms():
