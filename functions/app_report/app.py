@@ -58,7 +58,7 @@ def lambda_handler(event: dict, context: object) -> dict:
         portal = settings.bitrix24_portal_url or (f"https://{domain}/" if domain else "")
         if not portal:
             raise Refused("BITRIX24_DOMAIN is not configured: no portal to verify the token with")
-        _token_check(portal).verify(placement.auth_id)
+        _token_check(portal).verify(placement.auth_id, placement.expires_in)
     except Refused as refused:
         logger.warning("report page refused", extra={"reason": str(refused)})
         metrics.add_metric(name="AppReportRefused", unit=MetricUnit.Count, value=1)

@@ -21,6 +21,7 @@ from throughline.conversions.platforms import Item
 from throughline.conversions.run import execute
 
 pytest_plugins = ["tests.integration.conversions_helpers"]  # the world fixture
+PORTAL = data_manager.portal_key(None, None)  # world.settings() names no portal: the key of an empty host
 MOSCOW = ZoneInfo("Europe/Moscow")
 CLIENT_ID = "1700000000123456789"
 GCLID = "Cj0KCQiA-abc123XYZ_def"
@@ -150,7 +151,7 @@ def test_a_run_sends_each_conversion_once_per_platform(world):
         (CLIENT_ID, "150000.50"),
         ("9912", "80000.00"),
     ]
-    assert list(world.data_manager.conversions) == [("1234567890", "555", "won#DEAL#1")]
+    assert list(world.data_manager.conversions) == [("1234567890", "555", f"{PORTAL}:won#DEAL#1")]
     assert world.vk.events == [{"goal": "deal_won", "value": "150000.50", "rb_clickid": "rbc-one"}]
     # Again (the next hour; the deal reopened and won again in between): nothing new is sent.
     again = run(world, crm).summary()["platforms"]
@@ -191,7 +192,7 @@ def test_an_invalid_event_is_rejected_with_the_platforms_reason_and_the_rest_sen
     assert result.states == {ACCEPTED: 1, REJECTED: 1, NO_IDENTIFIER: 2}
     assert result.reasons == {"the gclid cannot be decoded": 1}
     assert world.ledger.get("google_ads#" + ACTION + "#won#DEAL#4")["reason"].startswith("events[0].adIdentifiers")
-    assert list(world.data_manager.conversions) == [("1234567890", "555", "won#DEAL#1")]
+    assert list(world.data_manager.conversions) == [("1234567890", "555", f"{PORTAL}:won#DEAL#1")]
 
 
 def test_a_platform_without_its_settings_is_skipped_and_says_so(world):
@@ -328,7 +329,7 @@ def test_an_expired_google_token_is_renewed_once(world):
     world.google.expire_access_tokens()
     result = run(world, crm).platforms["google_ads"]
     assert result.states[ACCEPTED] == 1 and world.google.tokens_issued == 2
-    assert ("1234567890", "555", "won#DEAL#40") in world.data_manager.conversions
+    assert ("1234567890", "555", f"{PORTAL}:won#DEAL#40") in world.data_manager.conversions
 
 
 def test_a_recent_win_after_a_visit_older_than_metricas_window_is_refused(world):

@@ -5,6 +5,7 @@ was kept (issue 19)."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -57,7 +58,8 @@ def test_the_hourly_run_sends_a_won_deal_and_keeps_it_through_an_outage(make_sta
     with pytest.raises(Exception, match="not delivered"):
         stack.invoke("upload_conversions", {})
     assert [row["ClientId"] for row in metrica.rows()] == [CLIENT_ID]
-    assert [key[2] for key in data_manager.conversions] == [f"won#DEAL#{deal}"]
+    [(_, _, transaction)] = data_manager.conversions  # the portal's key, then the deal: <8 hex>:won#DEAL#<id>
+    assert re.fullmatch(rf"[0-9a-f]{{8}}:won#DEAL#{deal}", transaction), transaction
     ledger = Ledger(stack.resources.physical["ConversionsTable"])
     assert ledger.get(f"vk_ads#deal_won#won#DEAL#{deal}")["state"] == "failed"
     tracker.faults = []

@@ -258,8 +258,35 @@ def test_a_run_that_died_after_google_ingested_sends_the_same_transaction_id_aga
     world.data_manager.clock = lambda: later
     run(world, crm, now=later)
     assert world.data_manager.requests_ingested == 2  # sent again: Google deduplicates on the transactionId
-    assert list(world.data_manager.conversions) == [("1234567890", "555", "won#DEAL#1")]
+    portal = data_manager.portal_key(None, None)  # world.settings() names no portal
+    assert list(world.data_manager.conversions) == [("1234567890", "555", f"{portal}:won#DEAL#1")]
     assert world.ledger.get(f"google_ads#{ACTION}#won#DEAL#1")["state"] == ACCEPTED
+
+
+def test_two_portals_never_share_a_transaction_id_and_what_was_sent_before_keeps_its_own(world, monkeypatch):
+    """Two portals (two stacks) feed one Google Ads account: deal 1 of each is another conversion, so the id carries
+    the portal. A conversion first tried before that (its ledger item has no transaction_id) is retried under the id
+    it had — «won#DEAL#2» — so Google drops it as the duplicate it may be, never counts it twice."""
+    crm = FakeCrm({})
+    won_deal(world, crm, 1, datetime(2026, 11, 18, 12, tzinfo=UTC), "1000", gclid="Cj0Kportal")
+    won_deal(world, crm, 2, datetime(2026, 11, 18, 13, tzinfo=UTC), "2000", gclid="Cj0Klegacy")
+    # What a run before the change left: deal 2 claimed, sent (or perhaps sent), failed on the answer.
+    world.ledger.claim(f"google_ads#{ACTION}#won#DEAL#2", {"platform": "google_ads"})
+    world.ledger.settle(f"google_ads#{ACTION}#won#DEAL#2", "failed", reason="timeout")
+    first = world.settings(BITRIX24_DOMAIN="first.bitrix24.ru")
+    execute(first, date_from=date(2026, 11, 1), date_to=date(2026, 11, 30), crm=crm, now=lambda: NOW,
+            sleep=lambda seconds: None)  # fmt: skip
+    mark = data_manager.portal_key("first.bitrix24.ru", None)
+    assert mark == hashlib.sha256(b"first.bitrix24.ru").hexdigest()[:8]
+    assert sorted(key[2] for key in world.data_manager.conversions) == [f"{mark}:won#DEAL#1", "won#DEAL#2"]
+    assert world.ledger.get(f"google_ads#{ACTION}#won#DEAL#2")["transaction_id"] == "won#DEAL#2"
+    # The second portal's deal 1, in a ledger of its own (its own stack): another transaction.
+    world.dynamodb.delete_item(TableName=world.ledger.table, Key={"id": {"S": f"google_ads#{ACTION}#won#DEAL#1"}})
+    second = world.settings(BITRIX24_WEBHOOK_URL="https://Second.bitrix24.kz/rest/1/abc/")
+    execute(second, date_from=date(2026, 11, 1), date_to=date(2026, 11, 30), crm=crm, now=lambda: NOW,
+            sleep=lambda seconds: None)  # fmt: skip
+    other = data_manager.portal_key(None, "https://Second.bitrix24.kz/rest/1/abc/")
+    assert other != mark and f"{other}:won#DEAL#1" in {key[2] for key in world.data_manager.conversions}
 
 
 def test_a_conversion_seconds_old_waits_for_a_later_run_so_a_platforms_clock_behind_ours_cannot_refuse_the_file(world):

@@ -83,3 +83,62 @@ def test_a_digest_goes_out_once_per_period(ledger):  # noqa: F811
     assert (first["sent"], again["sent"]) == (True, False)
     assert len(bitrix.sent) == 1 and bitrix.sent[0]["USER_ID"] == 1
     assert NOW  # the shared fixtures' clock
+
+
+# ---- a run killed after the post; a snapshot older than the period ---------------------------------------------------
+
+
+def _digest_run(ledger, monkeypatch, clock, state: str):  # noqa: F811
+    import json
+    from datetime import datetime
+
+    from tests.unit.test_alert_checks import MSK, Objects
+    from throughline.adapters.alert_ledger import AlertLedger
+    from throughline.alerts import checks, job
+    from throughline.config import load_settings
+
+    settings = load_settings({"ALERTS_TABLE": "alerts", "DATA_BUCKET": "bucket", "TIMEZONE": "Europe/Moscow",
+                              "BITRIX24_WEBHOOK_URL": "https://p.bitrix24.ru/rest/1/s/"})  # fmt: skip
+    monkeypatch.setattr(checks, "load_report_data", lambda *a: records())
+    monkeypatch.setattr(job, "AlertLedger", lambda table, lease_seconds: AlertLedger(
+        table, ledger.client, clock=lambda: clock[0], lease_seconds=lease_seconds))  # fmt: skip
+    objects = Objects({"crm/snapshot/state.json": json.dumps({"last_run_started": state}).encode()})
+    bitrix = FakeBitrix()
+    now = datetime(2026, 12, 7, 9, 0, tzinfo=MSK)
+    return bitrix, lambda: job.run_send_digests(settings, objects, bitrix, kind="daily", now=now)
+
+
+def test_a_run_killed_between_the_post_and_the_ledger_does_not_post_the_digest_twice(ledger, monkeypatch):  # noqa: F811
+    """The 09:00 run posts the digest and dies (timeout) before the ledger says «sent». Lambda retries it minutes
+    later — past the five-minute lease of an alert, within the digest's six hours: not posted again."""
+    from throughline.adapters.alert_ledger import AlertLedger
+
+    clock = [NOW.timestamp()]
+    bitrix, run = _digest_run(ledger, monkeypatch, clock, "2026-12-07T05:00:00+03:00")
+    with monkeypatch.context() as killed:
+        killed.setattr(AlertLedger, "mark_sent", lambda *a, **k: (_ for _ in ()).throw(TimeoutError("killed")))
+        with pytest.raises(TimeoutError):
+            run()
+    assert len(bitrix.sent) == 1
+    clock[0] += 10 * 60  # Lambda's retry of the failed event
+    retry = run()
+    assert retry["sent"] is False and len(bitrix.sent) == 1
+    clock[0] += 6 * 3600  # past the lease: a run by hand sends it (the post may have been lost before it was made)
+    assert run()["sent"] is True and len(bitrix.sent) == 2
+
+
+def test_a_digest_on_a_snapshot_older_than_its_period_says_so(ledger, monkeypatch):  # noqa: F811
+    """The night's report failed: the CRM snapshot is from 05:00 of the day before yesterday ended. The 09:00 digest
+    still goes out (no later run would send it) with a warning under its title; a fresh one has none."""
+    clock = [NOW.timestamp()]
+    _, run = _digest_run(ledger, monkeypatch, clock, "2026-12-06T05:00:00+03:00")
+    stale = run()
+    assert stale["sent"] is True and stale["snapshot_fresh"] is False
+    assert stale["text"].splitlines()[:2] == [
+        "Ежедневный отчёт за 06.12.2026",
+        "⚠ Данные CRM последний раз обновлены 06.12.2026 05:00 — до конца 06.12.2026: ночной отчёт ещё не построен, "
+        "лиды и сделки за период учтены не все.",
+    ]
+    _, run = _digest_run(ledger, monkeypatch, clock, "2026-12-07T05:01:00+03:00")  # after 06.12 ended
+    fresh = run()  # already sent for 06.12: the ledger holds it; the text is built all the same
+    assert fresh["snapshot_fresh"] is True and "⚠" not in fresh["text"] and fresh["sent"] is False

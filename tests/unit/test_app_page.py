@@ -151,3 +151,68 @@ def test_a_token_of_a_marketplace_application_on_our_portal_is_not_ours():
             check.verify(TOKEN)
     local = {"result": {"ID": 7, "CODE": "local.abc.123", "STATUS": "L", "INSTALLED": True}}
     TokenCheck("https://portal.bitrix24.ru/rest/1/secret/", post=lambda url, **o: Answer(200, local)).verify(TOKEN)
+
+
+def test_a_token_is_remembered_no_longer_than_its_auth_expires():
+    """A placement whose token has 40 s left (AUTH_EXPIRES=40) is asked again after 40 s, not after five minutes; a
+    claim of an hour never stretches the five minutes; an expired one (0) is served once and not remembered."""
+    calls, now = [], [1000.0]
+
+    def post(url, **options):
+        calls.append(options["json"]["auth"])
+        return Answer(200, {"result": {"ID": "7", "STATUS": "L"}})
+
+    check = TokenCheck("https://portal.bitrix24.ru/", post=post, clock=lambda: now[0])
+    body = urlencode({"AUTH_ID": TOKEN, "member_id": "m", "AUTH_EXPIRES": "40"}).encode()
+    placement = parse_placement(body, {})
+    assert placement.expires_in == 40
+    check.verify(placement.auth_id, placement.expires_in)
+    now[0] += 39
+    check.verify(TOKEN, 1)
+    assert len(calls) == 1
+    now[0] += 2  # 41 s after the check: the token may be dead, ask again
+    check.verify(TOKEN, 3600)
+    assert len(calls) == 2
+    now[0] += 299
+    check.verify(TOKEN, 3600)
+    assert len(calls) == 2
+    now[0] += 2  # past five minutes whatever AUTH_EXPIRES claimed
+    check.verify(TOKEN, 3600)
+    assert len(calls) == 3
+    other = "c" * 32
+    check.verify(other, 0)
+    check.verify(other, 0)
+    assert calls[3:] == [other, other]
+    for junk in ("", "soon", "1e9", "3600.5"):
+        assert parse_placement(urlencode({"AUTH_ID": TOKEN, "member_id": "m", "AUTH_EXPIRES": junk}).encode(),
+                               {}).expires_in is None, junk  # fmt: skip
+
+
+def test_forged_tokens_cost_the_portal_a_bounded_number_of_calls():
+    """A refused token is not asked again for a minute; unknown tokens past 30 a minute are refused without a call;
+    a network failure is not remembered as a refusal."""
+    calls, now = [], [1000.0]
+
+    def post(url, **options):
+        calls.append(options["json"]["auth"])
+        if options["json"]["auth"] == "n" * 32:
+            raise ConnectionError("portal down")
+        return Answer(401, {"error": "invalid_token"})
+
+    check = TokenCheck("https://portal.bitrix24.ru/", post=post, clock=lambda: now[0])
+    for _ in range(5):
+        with pytest.raises(Refused):
+            check.verify("f" * 32)
+    assert len(calls) == 1  # the same forged token: one call a minute
+    for number in range(100):
+        with pytest.raises(Refused):
+            check.verify(f"forged{number:026d}")
+    assert len(calls) == 30  # 1 + 29 new tokens, then nothing reaches the portal this minute
+    now[0] += 61
+    with pytest.raises(Refused):
+        check.verify("f" * 32)
+    assert len(calls) == 31  # a minute later: asked again
+    for _ in range(2):
+        with pytest.raises(Refused):
+            check.verify("n" * 32)
+    assert calls.count("n" * 32) == 2

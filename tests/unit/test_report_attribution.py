@@ -261,3 +261,33 @@ def test_access_denied_answers_from_the_export_reach_the_data_quality_and_the_pa
     )
     objects["journeys/latest.json"] = json.dumps({**latest, "access_denied": "7; drop"}).encode()
     assert build([lead()], [], objects).data_quality.records_access_denied == 0  # only a count is believed
+
+
+def test_a_models_romi_counts_only_the_revenue_of_paid_touches() -> None:
+    """The paid rule in the attribution columns. Spend: 1 000 on Yandex Direct (paid_search / yandex). P1 clicked the
+    Yandex ad and won 500; P2 came by a Google cpc link nobody paid for here (paid_search / google, no spend) and won
+    5 000. Last click credits paid_search with 5 500, of which 500 through a paid source: ROMI (500 − 1 000) / 1 000
+    = −50 %, not (5 500 − 1 000) / 1 000 = 450 %. Google's unpaid credit stays in the revenue."""
+    ad_lead = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")  # the campaign id of SPEND
+    free_lead = lead(UTM_SOURCE="google", UTM_MEDIUM="cpc")
+    ad_deal = deal(ad_lead, won=True, amount="500", day="2026-11-10")
+    free_deal = deal(free_lead, won=True, amount="5000", day="2026-11-11")
+    touches = [
+        touch("P1", "2026-11-02T09:00:00Z", "paid_search", kind="form", source="yandex", campaign="c"),
+        touch("P2", "2026-11-03T09:00:00Z", "paid_search", kind="form", source="google"),
+    ]
+    entities = [
+        entity("lead", ad_lead["ID"], "P1"),
+        entity("lead", free_lead["ID"], "P2"),
+        entity("deal", ad_deal["ID"], "P1", ad_lead["ID"]),
+        entity("deal", free_deal["ID"], "P2", free_lead["ID"]),
+    ]
+    report = build([ad_lead, free_lead], [ad_deal, free_deal], export(touches, entities))
+    for model in ("last_click", "first_click", "linear", "markov", "shapley"):
+        (row,) = [row for row in report.attribution.models[model] if row.channel == "paid_search"]
+        assert (row.revenue, row.paid_revenue, row.spend) == (Decimal("5500"), Decimal("500"), Decimal("1000")), model
+        assert row.romi == Decimal("-50"), model
+    table = {row.source: row for row in report.rows if row.level == "source" and row.channel == "paid_search"}
+    assert table["yandex"].metrics.romi == Decimal("-50")  # the table agrees
+    channel_line = next(line for line in render_csv(report).decode("utf-8-sig").splitlines() if "Контекстная" in line)
+    assert ";Последний клик;2,0000;5500,00;-50,00;" in channel_line, channel_line  # roi.csv: ROMI (модель)

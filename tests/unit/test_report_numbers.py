@@ -321,9 +321,14 @@ def test_spend_without_a_rate_is_its_own_row_out_of_every_ratio() -> None:
     assert kzt.matched == "no_rate" and kzt.unconverted_spend == {"KZT": Decimal("1250.50")}
     assert kzt.metrics.romi is None and kzt.metrics.cpl is None
     assert report.headline.spend == Decimal("300.00") and report.headline.romi == Decimal("-100.00")
-    assert report.headline.unpaid_revenue == Decimal("9000.00")
+    # The 9 000 of the KZT campaign had spend (with no rate): never «выручка без расхода», out of every ratio.
+    assert (report.headline.unpaid_revenue, report.headline.no_rate_revenue) == (Decimal("0.00"), Decimal("9000.00"))
+    source = row(report, "source", source="yandex")
+    assert (source.metrics.paid_revenue, source.metrics.unpaid_revenue) == (Decimal("0.00"), Decimal("0.00"))
+    assert source.metrics.no_rate_revenue == Decimal("9000.00")
     page = render_html(report).decode()
     assert "нет курса" in page and "KZT без курса" in page and "лиды без расхода" not in page
+    assert "выручка без расхода: 0 RUB" in page and "выручка кампаний с расходом без курса: 9\u202f000 RUB" in page
 
 
 # ---- 12. the page shows what the README promises ---------------------------------------------------------------------

@@ -317,9 +317,32 @@ def test_a_nightly_run_that_did_not_happen_alarms_from_its_success_metric(alarm,
     assert dimension == service and metric in _emitted_metric_names(service)
     assert props["TreatMissingData"] == "breaching"  # no success reported is the signal
     assert props["ComparisonOperator"] == "LessThanThreshold" and props["Threshold"] == 1
-    # A day of hourly periods, all without a success: within CloudWatch's one-day evaluation range.
-    assert props["Period"] * props["EvaluationPeriods"] == 86400
     assert props["DatapointsToAlarm"] == props["EvaluationPeriods"]
+    # CloudWatch: a period of an hour or more may be evaluated over up to seven days (under an hour: one day).
+    assert props["Period"] >= 3600 and props["Period"] * props["EvaluationPeriods"] <= 7 * 86400
+    # Nightly at 05:00; the next night's run lands later by `shift` hours. Up to six hours late: never in alarm.
+    for shift in range(7):
+        successes = [5, 24 + 5 + shift]
+        # evaluated up to the hour the late run lands in (its datapoint not in yet)
+        assert not _alarms_between(props, successes, 0, 24 + 5 + shift + 1), (alarm, shift)
+    # The next night never comes: in alarm before the second day is out.
+    assert _alarms_between(props, [5], 0, 48)
+    assert not _alarms_between(props, [5], 0, 5 + 24)  # but not the moment a day has passed
+
+
+def _alarms_between(props: dict, success_hours: list[int], start: int, end: int) -> bool:
+    """Whether the alarm is in ALARM at any hourly evaluation in [start, end) (hours from a midnight), given one
+    success in each hour of ``success_hours`` and breaching missing data (CloudWatch's rule: the last
+    ``EvaluationPeriods`` periods, ``DatapointsToAlarm`` of them breaching; a success is a datapoint of 1, not < 1)."""
+    hours = props["Period"] // 3600
+    periods, needed = props["EvaluationPeriods"], props["DatapointsToAlarm"]
+    first = min(success_hours)  # the stack existed from the first success on (before it, the new stack's case)
+    for now in range(max(start, first + 1), end):
+        window = range(now - periods * hours, now)
+        breaching = sum(1 for hour in window if hour not in success_hours)
+        if breaching >= needed:
+            return True
+    return False
 
 
 def test_forged_events_throttles_and_client_errors_have_alarms():
@@ -364,3 +387,52 @@ def test_the_dashboard_shows_only_metrics_that_exist():
             assert metric[2] == "QueueName" and RESOURCES[metric[3]]["Type"] == "AWS::SQS::Queue"
     shown = {metric[1] for metric in own}
     assert {"EventsForged", "ReportsBuilt", "SpendImportsCompleted", "LeadsCreated", "WritesFailed"} <= shown
+
+
+# -- noticed at the last stop: pacing, the Glue database's name, prod without AlarmEmail ------------------------------
+
+PACING = ("BITRIX24_RATE_PER_SECOND", "BITRIX24_BURST", "BITRIX24_WRITER_CONCURRENCY")
+
+
+def test_every_function_that_reads_the_crm_webhook_paces_its_calls_to_the_portal():
+    """import_ad_spend calls crm.currency.list with the webhook: it takes the process's share of the portal's rate like
+    every other function that holds the webhook (not the library's defaults)."""
+    for name, props in FUNCTIONS.items():
+        if CRM not in SECRETS_OF[name]:
+            continue
+        variables = props["Environment"]["Variables"]
+        assert {key: variables.get(key) for key in PACING} == {
+            "BITRIX24_RATE_PER_SECOND": {"Ref": "BitrixRatePerSecond"},
+            "BITRIX24_BURST": {"Ref": "BitrixBurst"},
+            "BITRIX24_WRITER_CONCURRENCY": {"Ref": "WriterMaxConcurrency"},
+        }, name
+
+
+@pytest.mark.parametrize(("stack", "database"), [("throughline-prod", "throughline_prod"),
+                                                 ("throughline-prod-b", "throughline_prod_b"),
+                                                 ("throughline", "throughline")])  # fmt: skip
+def test_the_glue_database_is_named_after_the_stack_so_two_stacks_of_one_stage_never_share_it(stack, database):
+    from local.template import _Resolver
+
+    name = RESOURCES["AnalyticsDatabase"]["Properties"]["DatabaseInput"]["Name"]
+    resolver = _Resolver(TEMPLATE, stack, "eu-central-1", {"Stage": "prod"})
+    assert resolver.resolve(name) == database
+    assert re.fullmatch(r"[a-z0-9_]{1,255}", database)  # what Athena takes unquoted
+    # Everything else names it through the resource (tables, the output the CLI reads), never by a stage.
+    assert "throughline_${Stage}" not in (ROOT / "template.yaml").read_text()
+    assert TEMPLATE["Outputs"]["AnalyticsDatabaseName"]["Value"] == {"Ref": "AnalyticsDatabase"}
+
+
+def test_the_prod_profile_fails_for_want_of_an_alarm_email_and_the_readme_says_what_to_do():
+    """samconfig.toml's prod profile carries no address (none may be invented): `sam deploy --config-env prod` stops
+    at the template's Rules until one is given, and the README's deploy section says so and how."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    overrides = config["prod"]["deploy"]["parameters"]["parameter_overrides"]
+    assert "Stage=prod" in overrides and "AlarmEmail" not in overrides
+    [rule] = TEMPLATE["Rules"].values()
+    readme = (ROOT / "README.md").read_text()
+    section = " ".join(readme[readme.index("**Prod needs `AlarmEmail`**") :][:1200].split())
+    assert rule["Assertions"][0]["AssertDescription"].split(" (")[0] in section  # the error the deploy stops with
+    assert "--config-env prod --parameter-overrides" in section and "AlarmEmail=" in section

@@ -1,4 +1,4 @@
-"""A deployed stack's outputs (CloudFormation), for the operator commands' ``--stack-name``."""
+"""A deployed stack's outputs and parameters (CloudFormation), for the operator commands' ``--stack-name``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,47 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def stack_outputs(stack_name: str) -> dict[str, Any]:
-    """``OutputKey → OutputValue`` of the stack (SecretsArn, DataBucketName, JourneyTableName, …)."""
+def describe_stack(stack_name: str) -> dict[str, Any]:
+    """The stack as CloudFormation describes it (its ``Outputs`` and ``Parameters``)."""
     import boto3
 
-    stacks = boto3.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
-    return {output["OutputKey"]: output["OutputValue"] for output in stacks[0].get("Outputs", [])}
+    return boto3.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]
+
+
+def stack_outputs(stack_name: str) -> dict[str, Any]:
+    """``OutputKey → OutputValue`` of the stack (SecretsArn, DataBucketName, JourneyTableName, …)."""
+    return {output["OutputKey"]: output["OutputValue"] for output in describe_stack(stack_name).get("Outputs", [])}
+
+
+def stack_parameters(stack: Mapping[str, Any]) -> dict[str, str]:
+    """``ParameterKey → ParameterValue`` of a described stack (the values the deploy gave, or their defaults)."""
+    return {
+        str(parameter["ParameterKey"]): str(parameter.get("ResolvedValue") or parameter.get("ParameterValue") or "")
+        for parameter in stack.get("Parameters", [])
+    }
+
+
+# The stack's parameters upload_conversions reads from its environment (template.yaml), for the conversions command.
+CONVERSIONS_PARAMETERS = {
+    "MetricaCounterId": "METRICA_COUNTER_ID",
+    "MetricaGoal": "METRICA_GOAL",
+    "GoogleAdsConversionAction": "GOOGLE_ADS_CONVERSION_ACTION",
+    "GoogleAdsLoginCustomerId": "GOOGLE_ADS_LOGIN_CUSTOMER_ID",
+    "VkAdsPixelId": "VK_ADS_PIXEL_ID",
+    "VkAdsGoal": "VK_ADS_GOAL",
+    "ConversionQualifiedStages": "CONVERSION_QUALIFIED_STAGES",
+    "TimeZone": "TIMEZONE",
+    "ReportCurrency": "REPORT_CURRENCY",
+}
+
+
+def use_parameters(parameters: Mapping[str, str], settings: Mapping[str, str]) -> None:
+    """Fill each setting from its stack parameter (``ParameterKey → SETTING``), unless the environment already holds
+    it; an empty parameter (the feature off) or a NoEcho one (``****``) sets nothing."""
+    for name, setting in settings.items():
+        value = parameters.get(name) or ""
+        if value and value != "****":
+            os.environ.setdefault(setting, value)
 
 
 # A deployed stack's outputs → the settings the functions read from their environment.

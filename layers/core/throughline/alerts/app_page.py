@@ -11,18 +11,24 @@ in the query, ``AUTH_ID`` (the user's access token), ``AUTH_EXPIRES``, ``REFRESH
    forger controls, and never with the webhook: this public function reads no secret — and it is a local
    application's (``STATUS`` ``L``), not a marketplace application's installed on the same portal.
 
-Anything else is 401 and never the report. A valid token is remembered for five minutes (never past that, whatever
-the request claims about its expiry), so a user who switches dates costs the portal one call, not one per page.
+Anything else is 401 and never the report. A valid token is remembered for five minutes, or until the ``AUTH_EXPIRES``
+seconds the placement gives run out when that comes first (a claim can only shorten the five minutes), so a user who
+switches dates costs the portal one call, not one per page. A token the portal refused is remembered (by its SHA-256)
+for a minute, and at most ``MAX_CHECKS_PER_MINUTE`` unknown tokens a minute are sent to ``app.info`` per process: a
+flood of forged tokens costs the portal a bounded number of calls (the rest are 401 without asking; a real user's
+token in that minute is refused too and works on the next open).
 ``date`` (query or form, ``YYYY-MM-DD``) picks an earlier report; the latest otherwise. Kept light: no pydantic, one
 ``requests`` call.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -33,6 +39,8 @@ REPORT_PREFIX = "reports/roi/"
 _TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII only: \d also matches other scripts' digits
 MAX_TOKEN_CACHE = 1000
+REFUSED_SECONDS = 60.0  # a refused token is not re-asked for this long
+MAX_CHECKS_PER_MINUTE = 30  # app.info calls for tokens not already known, per process
 NOT_BUILT = (
     "<!doctype html><html lang=ru><meta charset=utf-8><title>Отчёт</title>"
     "<p>Отчёт за этот день ещё не построен. Он строится каждую ночь; последний — без параметра date.</p></html>"
@@ -49,6 +57,7 @@ class Placement:
     member_id: str
     domain: str
     date: str | None
+    expires_in: float | None = None  # AUTH_EXPIRES: the token's remaining seconds, as the request claims
 
 
 def parse_placement(body: bytes, query: Mapping[str, str]) -> Placement:
@@ -66,7 +75,18 @@ def parse_placement(body: bytes, query: Mapping[str, str]) -> Placement:
     day = merged.get("date") or None
     if day is not None and not _calendar_day(day):
         day = None
-    return Placement(auth_id, member_id, str(merged.get("DOMAIN") or "").lower(), day)
+    return Placement(
+        auth_id, member_id, str(merged.get("DOMAIN") or "").lower(), day, _seconds(merged.get("AUTH_EXPIRES"))
+    )
+
+
+def _seconds(value: Any) -> float | None:
+    """``AUTH_EXPIRES`` as seconds (Bitrix24 sends the token's lifetime, e.g. ``3600``); ``None`` when absent or not
+    a whole number (then the five minutes apply). Zero or less: already expired, nothing to remember."""
+    text = str(value or "").strip()
+    if not re.fullmatch(r"-?[0-9]{1,10}", text):
+        return None
+    return float(max(int(text), 0))
 
 
 def _calendar_day(value: str) -> bool:
@@ -89,21 +109,37 @@ class TokenCheck:
         post: Callable[..., Any] | None = None,
         clock: Callable[[], float] = time.time,
         lifetime: float = 300.0,
+        refused_lifetime: float = REFUSED_SECONDS,
+        checks_per_minute: int = MAX_CHECKS_PER_MINUTE,
     ):
         parts = urlsplit(portal_url)
         self.endpoint = f"{parts.scheme}://{parts.netloc}/rest/app.info.json"
         self._post = post
         self._clock = clock
         self.lifetime = lifetime
+        self.refused_lifetime = refused_lifetime
+        self.checks_per_minute = checks_per_minute
         self._valid: dict[str, float] = {}
+        self._refused: dict[bytes, float] = {}  # SHA-256 of a refused token → until when it is not re-asked
+        self._calls: deque[float] = deque()  # moments of app.info calls in the last minute
         self._lock = threading.Lock()
 
-    def verify(self, token: str) -> None:
+    def verify(self, token: str, expires_in: float | None = None) -> None:
+        """Refused unless ``app.info`` confirms the token (or confirmed it lately). ``expires_in``: the placement's
+        ``AUTH_EXPIRES``; the token is remembered for the shorter of it and ``lifetime``."""
         now = self._clock()
+        digest = hashlib.sha256(token.encode()).digest()
         with self._lock:
             until = self._valid.get(token)
             if until is not None and until > now:
                 return
+            if self._refused.get(digest, 0.0) > now:
+                raise Refused("the portal refused this token a moment ago")
+            while self._calls and self._calls[0] <= now - 60.0:
+                self._calls.popleft()
+            if len(self._calls) >= self.checks_per_minute:
+                raise Refused("too many unknown tokens this minute: not asking the portal")
+            self._calls.append(now)
         post = self._post
         if post is None:
             import requests
@@ -116,15 +152,28 @@ class TokenCheck:
             raise Refused("the portal did not confirm the token") from None
         result = body.get("result") if isinstance(body, dict) else None
         if answer.status_code != 200 or not isinstance(result, dict) or not result.get("ID"):
+            self._refuse(digest, now)
             raise Refused(f"app.info refused the token ({body.get('error') if isinstance(body, dict) else '?'})")
         if result.get("STATUS") != "L":
             # app.info describes whichever application issued the token: ours is a local one (STATUS L); a token
             # of a marketplace application someone installed on the portal opens nothing here.
+            self._refuse(digest, now)
             raise Refused(f"the token is not a local application's (STATUS {str(result.get('STATUS'))[:8]})")
+        lifetime = self.lifetime if expires_in is None else min(self.lifetime, expires_in)
+        if lifetime <= 0:
+            return  # valid now, expiring now: served, not remembered
         with self._lock:
             if len(self._valid) >= MAX_TOKEN_CACHE:
                 self._valid = {key: value for key, value in self._valid.items() if value > now}
-            self._valid[token] = now + self.lifetime
+            self._valid[token] = now + lifetime
+
+    def _refuse(self, digest: bytes, now: float) -> None:
+        with self._lock:
+            if len(self._refused) >= MAX_TOKEN_CACHE:
+                self._refused = {key: value for key, value in self._refused.items() if value > now}
+                if len(self._refused) >= MAX_TOKEN_CACHE:  # a minute's flood fills it: the rate bound still holds
+                    self._refused.clear()
+            self._refused[digest] = now + self.refused_lifetime
 
 
 def check_portal(placement: Placement, member_id: str | None, domain: str | None) -> None:

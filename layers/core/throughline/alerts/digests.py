@@ -165,8 +165,8 @@ def monthly(report: RoiReport) -> str:
 
 
 def digest_text(kind: str, day: date, data: ReportData, *, users: Mapping[str, str] | None = None,
-                report_url: str | None = None) -> tuple[str, str]:  # fmt: skip
-    """(the digest's text, its ledger period) for a digest sent on ``day``."""
+                report_url: str | None = None, note: str | None = None) -> tuple[str, str]:  # fmt: skip
+    """(the digest's text, its ledger period) for a digest sent on ``day``; ``note`` goes right under the title."""
     period, previous, key = periods(kind, day)
     report = data.build(period, previous)
     if kind == "daily":
@@ -175,6 +175,9 @@ def digest_text(kind: str, day: date, data: ReportData, *, users: Mapping[str, s
         text = weekly(report, data, users or {})
     else:
         text = monthly(report)
+    if note:
+        title, _, rest = text.partition("\n")
+        text = f"{title}\n{note}\n{rest}"
     if report_url:
         text += f"\nОтчёт: {report_url}"
     return text, key
@@ -193,7 +196,8 @@ def user_names(client: Any) -> dict[str, str]:
 
 
 def send_digest(kind: str, day: date, data: ReportData | None, notifier: Any,
-                users: Callable[[], Mapping[str, str]] | None = None) -> dict[str, Any]:  # fmt: skip
+                users: Callable[[], Mapping[str, str]] | None = None, *,
+                note: str | None = None) -> dict[str, Any]:  # fmt: skip
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if data is None:
@@ -202,7 +206,7 @@ def send_digest(kind: str, day: date, data: ReportData | None, notifier: Any,
     if rule is None:
         return {"kind": kind, "sent": False, "why": "off in the rules file"}
     names = users() if kind == "weekly" and users is not None else {}
-    text, key = digest_text(kind, day, data, users=names, report_url=notifier.config.settings.report_url)
+    text, key = digest_text(kind, day, data, users=names, report_url=notifier.config.settings.report_url, note=note)
     outcome = notifier.send(f"digest_{kind}", "portal", key, {"text": text}, subject=text.splitlines()[0])
     return {"kind": kind, "period": key, "sent": outcome.sent, "channel": outcome.channel, "why": outcome.skipped,
             "text": text}  # fmt: skip

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from throughline.adapters.alert_ledger import AlertLedger
+from throughline.adapters.alert_ledger import LEASE_SECONDS, AlertLedger
 from throughline.alerts.delivery import Notifier, optional_channels
 from throughline.alerts.store import load_rules, publish_realtime
+
+KINDS = ("daily", "weekly", "monthly")
 
 
 def parse_day(value: object) -> date | None:
@@ -19,9 +21,8 @@ def parse_day(value: object) -> date | None:
         raise ValueError(f"not a date (YYYY-MM-DD): {value!r}") from None
 
 
-def snapshot_covers(objects: Any, day: date, zone: Any) -> bool:
-    """Whether the CRM snapshot was refreshed after ``day`` ended (in ``zone``): only then are its leads and deals
-    all in it (``crm/snapshot/state.json``'s ``last_run_started``)."""
+def snapshot_started(objects: Any, zone: Any) -> datetime | None:
+    """When the newest CRM snapshot's run started (``crm/snapshot/state.json``'s ``last_run_started``), or ``None``."""
     import json
 
     from throughline.report.crm import STATE_KEY
@@ -29,17 +30,35 @@ def snapshot_covers(objects: Any, day: date, zone: Any) -> bool:
     try:
         started = datetime.fromisoformat(json.loads(objects.get(STATE_KEY) or b"{}").get("last_run_started") or "")
     except (ValueError, TypeError, AttributeError):
-        return False
-    if started.tzinfo is None:
-        started = started.replace(tzinfo=zone)
-    return started >= datetime.combine(day + timedelta(days=1), datetime.min.time(), zone)
+        return None
+    return started.replace(tzinfo=zone) if started.tzinfo is None else started
 
 
-def notifier_for(settings: Any, objects: Any, client: Any) -> Notifier:
+def snapshot_covers(objects: Any, day: date, zone: Any) -> bool:
+    """Whether the CRM snapshot was refreshed after ``day`` ended (in ``zone``): only then are its leads and deals
+    all in it (``crm/snapshot/state.json``'s ``last_run_started``)."""
+    started = snapshot_started(objects, zone)
+    return started is not None and started >= datetime.combine(day + timedelta(days=1), datetime.min.time(), zone)
+
+
+DIGEST_LEASE_SECONDS = 6 * 3600  # Lambda keeps an asynchronous event (and retries it) for up to six hours
+
+
+def stale_note(started: datetime | None, last_day: date) -> str:
+    """The digest's warning when the CRM snapshot ends before the period does."""
+    when = started.strftime("%d.%m.%Y %H:%M") if started else "никогда"
+    return (
+        f"⚠ Данные CRM последний раз обновлены {when} — до конца {last_day.strftime('%d.%m.%Y')}: ночной отчёт "
+        "ещё не построен, лиды и сделки за период учтены не все."
+    )
+
+
+def notifier_for(settings: Any, objects: Any, client: Any, *, lease_seconds: int = LEASE_SECONDS) -> Notifier:
     settings.require("alerts_table")
     config = load_rules(objects)
     channels = optional_channels(settings)
-    return Notifier(config, AlertLedger(settings.alerts_table or ""), client, webhook_url=settings.bitrix24_webhook_url,
+    ledger = AlertLedger(settings.alerts_table or "", lease_seconds=lease_seconds)
+    return Notifier(config, ledger, client, webhook_url=settings.bitrix24_webhook_url,
                     telegram=channels.get("telegram"), email=channels.get("email"))  # fmt: skip
 
 
@@ -77,14 +96,31 @@ def run_check_alerts(settings: Any, objects: Any, client: Any, *, day: date | No
 def run_send_digests(settings: Any, objects: Any, client: Any, *, kind: str, day: date | None = None,
                      now: datetime | None = None) -> dict[str, Any]:  # fmt: skip
     """The ``kind`` digest sent on ``day`` (default today in ``TIMEZONE``): daily covers the day before, weekly the
-    week before, monthly the month before."""
+    week before, monthly the month before.
+
+    - Claimed in the ledger for ``DIGEST_LEASE_SECONDS`` before it is posted: a run killed after ``im.message.add``
+      and before the ledger's ``sent`` leaves a claim that every retry within six hours (Lambda's own retry, the
+      scheduler's, a re-run by hand) respects, so the digest is not posted twice. The price: a run killed after the
+      claim and *before* the post leaves no digest for those six hours (at most once); after them a run by hand
+      (``{"kind": ..., "date": ...}``) sends it. A delivery that fails cleanly releases the claim at once.
+    - A CRM snapshot that does not cover the period's last day (the night's report has not run yet, or failed) does
+      not hold the digest back — there is no later run to wait for — but the digest says so in its second line.
+    """
     from throughline.alerts.checks import load_report_data
-    from throughline.alerts.digests import send_digest, user_names
+    from throughline.alerts.digests import periods, send_digest, user_names
 
     now = now or datetime.now(settings.zone)
     day = day or now.date()
-    notifier = notifier_for(settings, objects, client)
+    notifier = notifier_for(settings, objects, client, lease_seconds=DIGEST_LEASE_SECONDS)
     data = load_report_data(settings, objects, day - timedelta(days=1))
-    result = send_digest(kind, day, data, notifier, users=(lambda: user_names(client)) if client else None)
+    stale = None
+    if data is not None and kind in KINDS:
+        last_day = periods(kind, day)[0].date_to
+        if not snapshot_covers(objects, last_day, settings.zone):
+            stale = snapshot_started(objects, settings.zone)
+            stale = stale_note(stale.astimezone(settings.zone) if stale else None, last_day)
+    result = send_digest(kind, day, data, notifier, users=(lambda: user_names(client)) if client else None,
+                         note=stale)  # fmt: skip
+    result["snapshot_fresh"] = stale is None
     result["bitrix_calls"] = client.calls if client is not None else 0
     return result

@@ -1,9 +1,11 @@
 """``python -m throughline conversions --from … --to … [--dry-run]``: send (or show) a range's offline conversions.
 
-Reads the same configuration as the function (environment, or the deployed stack's outputs and secret with
-``--stack-name``). ``--dry-run`` sends nothing and records nothing: it prints, per platform, each conversion with
-its goal, time, amount and the kind of identifier it would be joined on (never the identifier itself);
-``--validate`` also sends Google's events with ``validateOnly`` (checked by Google, not ingested).
+Reads the same configuration as the function (environment, or with ``--stack-name`` the deployed stack's outputs,
+secret and the parameters upload_conversions reads: the Metrica counter and goals, Google's conversion action, VK's
+pixel and goal, the qualified stages, the time zone and currency; the environment still wins). ``--dry-run`` sends
+nothing and records nothing: it prints, per platform, each conversion with its goal, time, amount and the kind of
+identifier it would be joined on (never the identifier itself); ``--validate`` also sends Google's events with
+``validateOnly`` (checked by Google, not ingested).
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     from throughline.conversions.run import execute
 
     if args.stack_name:
-        from throughline.adapters.stack import stack_outputs
+        from throughline.adapters.stack import CONVERSIONS_PARAMETERS, describe_stack, stack_parameters, use_parameters
 
-        use_stack(stack_outputs(args.stack_name), "SecretsArn", "DataBucketName", "JourneyTableName",
-                  "ConversionsTableName")  # fmt: skip
+        stack = describe_stack(args.stack_name)
+        outputs = {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
+        use_stack(outputs, "SecretsArn", "DataBucketName", "JourneyTableName", "ConversionsTableName")
+        # The counter, goals and conversion action are the stack's parameters, not its outputs.
+        use_parameters(stack_parameters(stack), CONVERSIONS_PARAMETERS)
     settings = load_settings()
     validate = bool(getattr(args, "validate", False))
     result = execute(settings, date_from=args.date_from, date_to=args.date_to, dry_run=args.dry_run or validate,

@@ -101,10 +101,31 @@ def user_identifiers(contacts: tuple[str, ...], region: str = "RU") -> list[dict
     return unique[:10]
 
 
+def legacy_transaction_id(ledger_id: str) -> str:
+    """The id conversions sent before the portal was part of it carry: ``<kind>#<entity>`` (``won#DEAL#5``)."""
+    return ledger_id.split("#", 2)[2]
+
+
+def portal_key(domain: str | None, webhook_url: str | None) -> str:
+    """Eight hex digits of SHA-256 of the portal's host — the webhook's (the function and the CLI both read it from
+    the secret), else ``BITRIX24_DOMAIN`` — lower-cased: two portals feeding one Google Ads account never share a
+    deal's transactionId. (A ledger item keeps the id it was first sent with, whatever this gives later.)"""
+    from urllib.parse import urlsplit
+
+    host = ((urlsplit(webhook_url).hostname if webhook_url else "") or domain or "").strip().lower()
+    return hashlib.sha256(host.encode()).hexdigest()[:8]
+
+
+def transaction_id(portal: str, ledger_id: str) -> str:
+    """``<portal key>:<kind>#<entity>`` (``1a2b3c4d:won#DEAL#5``): one per portal, deal and goal, stable across runs."""
+    return f"{portal}:{legacy_transaction_id(ledger_id)}"
+
+
 def event(item: Item) -> dict[str, Any]:
     conversion = item.conversion
     body: dict[str, Any] = {
-        "transactionId": item.ledger_id.split("#", 2)[2],  # kind#entity: one per deal and goal, stable across runs
+        # Stored in the ledger with the claim: a retry sends the id the first attempt used (legacy ones included).
+        "transactionId": item.transaction_id or legacy_transaction_id(item.ledger_id),
         "eventTimestamp": conversion.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "eventSource": "OTHER",
         "currency": conversion.currency,

@@ -55,18 +55,60 @@ class Ledger:
         """Take a conversion for sending: only when it was never seen, is waiting for an id, failed before, or its
         claim is stale. ``attributes`` (platform, goal, entity, amount, …) are written with the claim. Returns the
         claim's attempt number, or None when the conversion is not to be sent again."""
+        found = self._claim(item_id, attributes)
+        return None if found is None else found[0]
+
+    def claim_with_transaction(
+        self, item_id: str, attributes: dict[str, Any], transaction_id: str, legacy_id: str
+    ) -> tuple[int, str] | None:
+        """:meth:`claim`, and the id the platform deduplicates on (``transaction_id`` attribute): ``transaction_id``
+        for a conversion never sent, the one stored for a conversion tried before; a conversion tried before ids were
+        stored (it was sent, or may have been, as ``legacy_id``) keeps ``legacy_id``, so a retry is a duplicate the
+        platform drops, never a second conversion."""
+        found = self._claim(item_id, {**attributes, "transaction_id": transaction_id}, keep=("transaction_id",))
+        if found is None:
+            return None
+        attempt, old = found
+        if old and old.get("transaction_id"):
+            return attempt, str(old["transaction_id"])
+        if old and int(old.get("attempts") or 0) > 0:  # tried (sent, or perhaps sent) before ids were stored
+            self.settle_attributes(item_id, transaction_id=legacy_id)
+            return attempt, legacy_id
+        return attempt, transaction_id
+
+    def settle_attributes(self, item_id: str, **attributes: Any) -> None:
+        serializer = TypeSerializer()
+        names = {f"#a{i}": key for i, key in enumerate(attributes)}
+        self.client.update_item(
+            TableName=self.table,
+            Key={"id": {"S": item_id}},
+            UpdateExpression="SET " + ", ".join(f"{name} = :v{i}" for i, name in enumerate(names)),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={
+                f":v{i}": serializer.serialize(_plain(v)) for i, v in enumerate(attributes.values())
+            },
+        )
+
+    def _claim(
+        self, item_id: str, attributes: dict[str, Any], keep: tuple[str, ...] = ()
+    ) -> tuple[int, dict[str, Any] | None] | None:
+        """The claim's attempt number and the item as it was before (``None`` when new). Attributes named in
+        ``keep`` are written only when absent."""
         now = self.clock()
         values = {**attributes, "state": SENDING, "claimed_at": now.isoformat()}
         serializer = TypeSerializer()
         names = {f"#a{i}": key for i, key in enumerate(values)}
-        expression = "SET " + ", ".join(f"{name} = :v{i}" for i, name in enumerate(names))
+        expression = "SET " + ", ".join(
+            f"{name} = if_not_exists({name}, :v{i})" if values[key] is not None and key in keep else f"{name} = :v{i}"
+            for i, (name, key) in enumerate(names.items())
+        )
         expression += ", #attempts = if_not_exists(#attempts, :zero) + :one"
         try:
             answer = self.client.update_item(
                 TableName=self.table,
                 Key={"id": {"S": item_id}},
                 UpdateExpression=expression,
-                ReturnValues="UPDATED_NEW",
+                ReturnValues="ALL_OLD",
                 ConditionExpression=(
                     "attribute_not_exists(id) OR #state IN (:r0, :r1) OR (#state = :sending AND #claimed < :stale)"
                 ),
@@ -88,7 +130,8 @@ class Ledger:
             )
         except self.client.exceptions.ConditionalCheckFailedException:
             return None
-        return int(answer["Attributes"]["attempts"]["N"])
+        old = _decode(answer["Attributes"]) if answer.get("Attributes") else None
+        return int((old or {}).get("attempts") or 0) + 1, old
 
     def settle(self, item_id: str, state: str, **attributes: Any) -> None:
         """Record what became of a claimed conversion (``reason`` for a refusal, rejection or failure)."""

@@ -29,6 +29,7 @@ class Item:
     conversion: Conversion
     goal: str
     identifier: tuple[str, str]  # (kind, value): ("ClientId", "1234…"), ("gclid", "…"), ("rb_clickid", "…")
+    transaction_id: str | None = None  # Google's: the id it deduplicates on (data_manager.transaction_id)
 
 
 @dataclass(frozen=True)

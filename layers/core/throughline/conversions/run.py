@@ -176,7 +176,8 @@ def run_conversions(
             continue
         if ledger is not None and platform == metrica.PLATFORM and not dry_run and clients.metrica:
             _follow_metrica(clients.metrica, ledger, outcome, deadline, clock())
-        items = _claim(platform, platform_goals, conversions, ledger, outcome, dry_run, clock())
+        portal = data_manager.portal_key(settings.bitrix24_domain, settings.bitrix24_webhook_url)
+        items = _claim(platform, platform_goals, conversions, ledger, outcome, dry_run, clock(), portal)
         if dry_run and validate_only and platform == data_manager.PLATFORM and clients.google and items:
             _validate_google(clients.google, [item for item, _ in items], outcome, deadline)
         if dry_run or not items:
@@ -203,6 +204,7 @@ def _claim(
     outcome: PlatformResult,
     dry_run: bool,
     now: datetime,
+    portal: str = "",
 ) -> list[tuple[Item, int]]:
     items: list[tuple[Item, int]] = []
     for conversion in conversions:
@@ -219,6 +221,8 @@ def _claim(
             continue
         found = identifier_for(platform, conversion)
         item_id = ledger_id(platform, goal, conversion.kind, conversion.entity)
+        google = platform == data_manager.PLATFORM
+        transaction = data_manager.transaction_id(portal, item_id) if google else None
         attributes = {
             "platform": platform, "goal": goal, "kind": conversion.kind, "entity": conversion.entity,
             "at": conversion.at.isoformat(), "amount": str(conversion.amount), "currency": conversion.currency,
@@ -237,10 +241,16 @@ def _claim(
                 continue
             outcome.count("would_send" if found else NO_IDENTIFIER)
             if found:
-                items.append((Item(item_id, conversion, goal, found), 0))
+                items.append((Item(item_id, conversion, goal, found, transaction), 0))
             continue
         assert ledger is not None
-        attempt = ledger.claim(item_id, attributes)
+        if transaction is not None:
+            claimed = ledger.claim_with_transaction(
+                item_id, attributes, transaction, data_manager.legacy_transaction_id(item_id)
+            )
+            attempt, transaction = claimed if claimed is not None else (None, None)
+        else:
+            attempt = ledger.claim(item_id, attributes)
         if attempt is None:
             outcome.already_done += 1
             continue
@@ -252,7 +262,7 @@ def _claim(
             ledger.settle(item_id, NO_IDENTIFIER, attempts=0)
             outcome.count(NO_IDENTIFIER)
             continue
-        items.append((Item(item_id, conversion, goal, found), attempt))
+        items.append((Item(item_id, conversion, goal, found, transaction), attempt))
     return items
 
 

@@ -304,7 +304,7 @@ def _target(args: Any, stack_outputs: Any) -> tuple[Any, str, str | None]:
     settings = load_settings()
     database = args.database or outputs.get("AnalyticsDatabaseName")
     if not database:
-        raise ValueError("name the Glue database: --database throughline_<stage>, or --stack-name")
+        raise ValueError("name the Glue database: --database <the stack name with _ for ->, or --stack-name")
     output = args.output or (f"s3://{settings.data_bucket}/athena/" if settings.data_bucket and not args.workgroup
                              else None)  # fmt: skip
     if not output and not args.workgroup:

@@ -13,7 +13,11 @@
   person converts on the one-touch path "(no touches)": its revenue is still counted.
 - A conversion happens when the journey recorded the deal's ``won`` touch; without one, at the end of its
   ``CLOSEDATE`` day in the report's time zone.
-- ROMI of a channel under a model: (credited revenue − the channel's spend) / spend × 100 %.
+- The paid rule (as in the table): ROMI of a channel under a model counts only the revenue credited to its paid
+  touches: (revenue credited to touches whose channel and source carry spend in the period − the channel's spend) /
+  spend × 100 %. A touch of a record typed in the CRM takes its table row's channel and source. Models run with a
+  channel's paid and unpaid touches as two labels, summed back into one row per channel; the row's ``revenue`` is
+  all the credit, its ``paid_revenue`` the part behind ROMI.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
@@ -49,6 +53,7 @@ SALES_CHANNEL = "crm"  # sales-side touches in the journey export: not a marketi
 MARKETING_KINDS = frozenset({"first_visit", "form", "repeat_request", "crm_lead", "crm_deal"})
 CRM_KINDS = frozenset({"crm_lead", "crm_deal"})  # records typed in the CRM: their channel is the report's
 UNTRACKED_LABEL = "Без касаний"
+PAID_MARK = "\x1fpaid"  # a paid touch's model label: its channel and this mark (no channel code holds \x1f)
 
 
 class Objects(Protocol):
@@ -90,9 +95,9 @@ class Journeys:
     access_denied: int = 0  # «Access denied» answers the writers met (records the webhook's user may not see)
     streamed: bool = False  # every part read: won_at is complete
 
-    def touches(self, channel_of: Callable[[str, int], str | None] | None = None) -> Iterator[TouchPoint]:
-        """``channel_of(entity_type, entity_id)``: the report's channel of a record typed in the CRM; its
-        ``crm_lead`` / ``crm_deal`` touch takes it, so a deal has one channel in the table and in every model."""
+    def touches(self, channel_of: Callable[[str, int], tuple[str, str] | None] | None = None) -> Iterator[TouchPoint]:
+        """``channel_of(entity_type, entity_id)``: the report's (channel, source) of a record typed in the CRM; its
+        ``crm_lead`` / ``crm_deal`` touch takes them, so a deal has one row in the table and in every model."""
         self.streamed = False
         names: dict[str, str] = {}  # one string object per distinct channel, source, campaign: millions of touches
         name, won_at, parse = names.setdefault, self.won_at, _at
@@ -110,7 +115,9 @@ class Journeys:
                     continue
                 source, campaign = get("source") or "", get("campaign") or ""
                 if channel_of is not None and kind in CRM_KINDS and str(get("entity_id")).isdigit():
-                    channel = channel_of(str(get("entity_type")), int(line["entity_id"])) or channel
+                    row = channel_of(str(get("entity_type")), int(line["entity_id"]))
+                    if row is not None:
+                        channel, source = row
                 yield TouchPoint(person, parse(line["at"]), name(channel, channel), name(source, source),
                                  name(campaign, campaign))  # fmt: skip
         self.streamed = True
@@ -165,10 +172,12 @@ def attribution_section(
     spend_by_channel: Mapping[str, Decimal],
     options: AttributionOptions,
     zone: tzinfo,
-    channel_of: Callable[[str, int], str | None] | None = None,
+    channel_of: Callable[[str, int], tuple[str, str] | None] | None = None,
+    paid_sources: Collection[tuple[str, str]] = (),
 ) -> AttributionSection:
     """Every model over the export's paths and the period's won deals. Each model has a row for every channel it
-    credits and every channel with spend (0 and −100 % when no path reached it): the rows add up to the total."""
+    credits and every channel with spend (0 and −100 % when no path reached it): the rows add up to the total.
+    ``paid_sources``: the (channel, source) pairs whose rows carry spend in the period (the paid rule)."""
     journeys.read_entities(won)
     counted = {"touches": 0, "without_person": 0}
 
@@ -190,24 +199,37 @@ def attribution_section(
             at = journeys.won_at.get(deal.deal_id) or _end_of_day(deal.closed, zone)
             yield Conversion(person, at, deal.revenue)
 
-    table = build_paths(touches(), conversions())
+    paid = frozenset(paid_sources)
+
+    def label(touch: TouchPoint) -> str:
+        return touch.channel + PAID_MARK if (touch.channel, touch.source) in paid else touch.channel
+
+    table = build_paths(touches(), conversions(), by=label if paid else "channel")
     results = run_models(table, ALL_MODELS, half_life_days=options.half_life_days, markov_order=options.markov_order)
     models = {}
     for model, credits in results.items():
-        credited = {credit.channel: (credit.conversions, credit.revenue) for credit in credits}
+        credited: dict[str, list[Decimal]] = {}  # channel → [conversions, revenue, paid revenue]
+        for credit in credits:
+            channel, mark, _ = credit.channel.partition(PAID_MARK)
+            sums = credited.setdefault(channel, [Decimal(0), Decimal(0), Decimal(0)])
+            sums[0] += credit.conversions
+            sums[1] += credit.revenue
+            if mark:
+                sums[2] += credit.revenue
         for channel, spent in spend_by_channel.items():
             if spent and channel not in credited:
-                credited[channel] = (Decimal(0), Decimal(0))
+                credited[channel] = [Decimal(0), Decimal(0), Decimal(0)]
         models[model] = [
             AttributionRow(
                 channel=channel,
                 channel_label=UNTRACKED_LABEL if channel == UNTRACKED else channel_label(channel),
                 conversions=conversions,
                 revenue=revenue,
+                paid_revenue=paid_revenue,
                 spend=metrics.money(spend_by_channel.get(channel, metrics.ZERO)),
-                romi=_romi(revenue, spend_by_channel.get(channel, metrics.ZERO)),
+                romi=_romi(paid_revenue, spend_by_channel.get(channel, metrics.ZERO)),
             )
-            for channel, (conversions, revenue) in sorted(credited.items())
+            for channel, (conversions, revenue, paid_revenue) in sorted(credited.items())
         ]
     return AttributionSection(
         default_model=options.default_model,
@@ -225,7 +247,8 @@ def attribution_section(
 
 
 def _romi(revenue: Decimal, spend: Decimal) -> Decimal | None:
-    """A model's ROMI of a channel; none without positive spend (a refund larger than the cost)."""
+    """A model's ROMI of a channel from the revenue credited to its paid touches; none without positive spend (a
+    refund larger than the cost)."""
     return metrics.percent(revenue - spend, spend) if spend > 0 else None
 
 

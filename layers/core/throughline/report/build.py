@@ -754,12 +754,16 @@ class _Builder:
         grand = (Totals(), Totals())
         grand_paid = (Totals(), Totals())
 
-        def values(part: Totals, paid: Totals | None) -> MetricValues:
-            return _values(metrics.compute(part, paid, margin=margin, profit_field=profit_field))
+        grand_no_rate = [ZERO, ZERO]
+
+        def values(part: Totals, paid: Totals | None, no_rate: Decimal) -> MetricValues:
+            computed = metrics.compute(part, paid, margin=margin, profit_field=profit_field, no_rate_revenue=no_rate)
+            return _values(computed)
 
         def add_row(level: str, channel: str, source: str | None, campaigns: list[_Campaign], **extra: Any) -> None:
             totals, paid = _sum(campaigns)
-            current, previous = values(totals[CURRENT], paid[CURRENT]), values(totals[PREVIOUS], paid[PREVIOUS])
+            current = values(totals[CURRENT], paid[CURRENT], _no_rate_revenue(campaigns, CURRENT))
+            previous = values(totals[PREVIOUS], paid[PREVIOUS], _no_rate_revenue(campaigns, PREVIOUS))
             unconverted: dict[str, Decimal] = {}
             for campaign in campaigns:
                 for currency, amount in campaign.unconverted[CURRENT].items():
@@ -800,13 +804,15 @@ class _Builder:
             for index in (CURRENT, PREVIOUS):
                 grand[index].add(totals[index])
                 grand_paid[index].add(paid[index])
-        headline = values(grand[CURRENT], grand_paid[CURRENT])
+                grand_no_rate[index] += _no_rate_revenue(everything, index)
+        headline = values(grand[CURRENT], grand_paid[CURRENT], grand_no_rate[CURRENT])
         zone = ZoneInfo(self.options.timezone)
         section = None
         if journeys is not None:
             spend = {row.channel: row.metrics.spend for row in rows if row.level == "channel"}
-            section = attribution_section(journeys, self.won, spend, options, zone, self._touch_channel)
-        headline_previous = values(grand[PREVIOUS], grand_paid[PREVIOUS])
+            paid = {(c.channel, c.source) for c in self.campaigns.values() if c.totals[CURRENT].spend > 0}
+            section = attribution_section(journeys, self.won, spend, options, zone, self._touch_row, paid)
+        headline_previous = values(grand[PREVIOUS], grand_paid[PREVIOUS], grand_no_rate[PREVIOUS])
         return RoiReport(
             generated_at=now(),
             currency=self.options.currency,
@@ -830,15 +836,18 @@ class _Builder:
             dynamics=self.dynamics.section(self.period, lambda campaign: bool(campaign.totals[CURRENT].spend)),
         )
 
-    def _touch_channel(self, entity_type: str, entity_id: int) -> str | None:
-        """The table's channel of a record typed in the CRM, for its journey's crm_lead / crm_deal touch: one mapping
-        of SOURCE_ID and tags (BITRIX24_SOURCE_MAP included) for the table and the attribution paths."""
+    def _touch_row(self, entity_type: str, entity_id: int) -> tuple[str, str] | None:
+        """The table's (channel, source) of a record typed in the CRM, for its journey's crm_lead / crm_deal touch: one
+        mapping of SOURCE_ID and tags (BITRIX24_SOURCE_MAP included) for the table and the attribution paths."""
         if entity_type == "lead":
             found = self._lead_of(entity_id)
             index = found[0] if found is not None else None
         else:
             index = self._deal_row(entity_id)
-        return None if index is None else self._slots[index].campaign.channel
+        if index is None:
+            return None
+        campaign = self._slots[index].campaign
+        return campaign.channel, campaign.source
 
     def _merge_shared(self) -> list[SharedCampaign]:
         """A name two accounts share whose leads matched by name only: one row with both accounts' spend (and the
@@ -1026,6 +1035,14 @@ def _sum(campaigns: Iterable[_Campaign]) -> tuple[tuple[Totals, Totals], tuple[T
             if totals.spend > 0:  # a refund larger than the cost is no paid row
                 paid_part.add(totals)
     return result, paid
+
+
+def _no_rate_revenue(campaigns: Iterable[_Campaign], index: int) -> Decimal:
+    """Revenue of the campaign rows whose only spend in that period has no exchange rate («нет курса»): there is spend,
+    so it is no «выручка без расхода»; with no rate, it is out of every ratio as well."""
+    return sum(
+        (c.totals[index].revenue for c in campaigns if c.unconverted[index] and c.totals[index].spend <= 0), ZERO
+    )
 
 
 def _rank(sources: Mapping[str, list[_Campaign]]) -> tuple:

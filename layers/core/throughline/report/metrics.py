@@ -79,16 +79,24 @@ class Metrics:
     paid_won_deals: int
     paid_revenue: Decimal
     unpaid_revenue: Decimal  # «выручка без расхода»: revenue of the rows below this one that carry no spend
+    no_rate_revenue: Decimal  # revenue of the rows below whose spend has no exchange rate: neither paid nor unpaid
 
 
 def compute(
-    totals: Totals, paid_part: Totals | None = None, *, margin: Decimal | None = None, profit_field: bool = False
+    totals: Totals,
+    paid_part: Totals | None = None,
+    *,
+    margin: Decimal | None = None,
+    profit_field: bool = False,
+    no_rate_revenue: Decimal = ZERO,
 ) -> Metrics:
     """Metrics of one row. ``paid_part``: the totals of the rows under this one that carry spend (the paid rule:
     ROMI, ROI, ROAS, ДРР, CPL, CPO and CAC count only their leads, deals and revenue); by default the row itself
     when it has spend. ``margin`` (0..1) turns revenue into gross profit; with ``profit_field`` the deals' own gross
     profit is used, and a row with no known profit has no ROI (unknown, not −100 %). A row whose spend is not
-    positive (a platform's refund larger than the cost) has no ROMI, ROI, ROAS, ДРР or cost-per metric."""
+    positive (a platform's refund larger than the cost) has no ROMI, ROI, ROAS, ДРР or cost-per metric.
+    ``no_rate_revenue``: the revenue of rows below whose spend has no exchange rate: out of the paid part (no ratio
+    can use it) and out of «выручка без расхода» (there was spend)."""
     spend, revenue = totals.spend, totals.revenue
     paid = spend > 0  # no spend, or a refund larger than the cost: no cost-per metric and no return on it
     if paid_part is None:
@@ -133,7 +141,8 @@ def compute(
         paid_leads=paid_part.leads,
         paid_won_deals=paid_part.won_deals,
         paid_revenue=money(paid_revenue),
-        unpaid_revenue=money(revenue - paid_revenue),
+        unpaid_revenue=money(revenue - paid_revenue - no_rate_revenue),
+        no_rate_revenue=money(no_rate_revenue),
     )
 
 

@@ -74,6 +74,11 @@ class MetricValues(_Model):
     unpaid_revenue: Number = Field(
         default=Decimal(0), description="«выручка без расхода»: revenue of the rows below without spend"
     )
+    no_rate_revenue: Number = Field(
+        default=Decimal(0),
+        description="revenue of the rows below whose spend has no exchange rate («нет курса»): out of every ratio, "
+        "and not «выручка без расхода»",
+    )
 
 
 class Change(_Model):
@@ -239,8 +244,11 @@ class AttributionRow(_Model):
     channel_label: str
     conversions: Number = Field(description="won deals credited to the channel (fractions to 0.0001)")
     revenue: Number = Field(description="revenue credited to the channel, in the report currency")
+    paid_revenue: Number = Field(
+        description="the part credited to the channel's paid touches (their channel and source carry spend)"
+    )
     spend: Number = Field(description="the channel's spend in the period")
-    romi: Number | None = Field(description="(credited revenue − spend) / spend × 100 %; null without spend")
+    romi: Number | None = Field(description="the paid rule: (paid_revenue − spend) / spend × 100 %; null without spend")
 
 
 class AttributionSection(_Model):

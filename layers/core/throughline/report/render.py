@@ -303,6 +303,11 @@ def _cards(report: RoiReport) -> str:
         f'<div class="delta">из них выручка без расхода: {html.escape(format_number(head.unpaid_revenue, "money"))}'
         f" {html.escape(currency)}</div>"
     )
+    if head.no_rate_revenue:  # spend in a currency with no rate: there was spend, so not «без расхода»
+        unpaid += (
+            f'<div class="delta">выручка кампаний с расходом без курса: '
+            f"{html.escape(format_number(head.no_rate_revenue, 'money'))} {html.escape(currency)}</div>"
+        )
     requests = "Обращения" if report.simple_crm else "Лиды"
     cards = [
         ("Расход", format_number(head.spend, "money") + f" {currency}",

@@ -1,7 +1,8 @@
 -- roi_by_channel: the main table's aggregate rows by calendar month: level 'total' (the headline), 'channel' and
 -- 'source'. DESIGN.md's paid rule: the cost ratios (CPL, CPO, CAC, ROMI, ROI, ROAS, ДРР) count only the leads, won
 -- deals, new customers and revenue of the campaign rows that carry spend in the month (paid_*); the rest is shown
--- beside them (unpaid_*), never mixed in. CTR, CPC and CPM come from spend rows; CR (cohort) and the average check
+-- beside them (unpaid_*), never mixed in; the revenue of rows whose only spend has no exchange rate («нет курса») is
+-- no_rate_revenue, neither paid nor unpaid. CTR, CPC and CPM come from spend rows; CR (cohort) and the average check
 -- count every row (the average check: the won deals whose amount is money).
 -- Ratios as throughline.report.metrics computes them: money to kopecks and percentages to hundredths, half up; an
 -- empty cell (nothing to divide by, or a cost ratio of a row without spend) is NULL. They are computed in double and
@@ -32,7 +33,8 @@ grouped AS (
     CAST(sum(CASE WHEN paid THEN leads ELSE 0 END) AS bigint) AS paid_leads,
     CAST(sum(CASE WHEN paid THEN won_deals ELSE 0 END) AS bigint) AS paid_won_deals,
     CAST(sum(CASE WHEN paid THEN new_customers ELSE 0 END) AS bigint) AS paid_new_customers,
-    CAST(sum(CASE WHEN paid THEN revenue ELSE 0 END) AS decimal(38, 2)) AS paid_revenue
+    CAST(sum(CASE WHEN paid THEN revenue ELSE 0 END) AS decimal(38, 2)) AS paid_revenue,
+    CAST(sum(CASE WHEN NOT paid AND unconverted_spend <> 0 THEN revenue ELSE 0 END) AS decimal(38, 2)) AS no_rate_revenue
   FROM campaign_rows
   GROUP BY GROUPING SETS ((month), (month, channel), (month, channel, source))
 ),
@@ -59,7 +61,8 @@ SELECT
   paid_leads, paid_won_deals, paid_new_customers, paid_revenue,
   leads - paid_leads AS unpaid_leads,
   won_deals - paid_won_deals AS unpaid_won_deals,
-  revenue - paid_revenue AS unpaid_revenue,
+  revenue - paid_revenue - no_rate_revenue AS unpaid_revenue,
+  no_rate_revenue,
   CAST(sign(ctr) * floor(abs(ctr) * 100 + 0.500001) / 100 AS decimal(38, 2)) AS ctr,
   CAST(sign(cpc) * floor(abs(cpc) * 100 + 0.500001) / 100 AS decimal(38, 2)) AS cpc,
   CAST(sign(cpm) * floor(abs(cpm) * 100 + 0.500001) / 100 AS decimal(38, 2)) AS cpm,
