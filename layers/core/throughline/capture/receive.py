@@ -163,15 +163,11 @@ class Capture:
         redirect_to = None
         if not builder:  # a builder's server posts, not a browser: nobody to send to a thank-you page
             redirect_to = forms.redirect_target(fields.get("_next"), headers.get("origin"), settings.allowed_origins)
-        captcha_unavailable = False
-        if self.captcha is not None and self.captcha.enabled and not builder:
-            verdict = self.captcha.verify(tokens, source_ip)
-            if not verdict.passed and not self._accepted_before(fingerprint):
-                return self._hold(submission, record, "captcha", verdict.reason)
-            if verdict.unavailable:
-                captcha_unavailable = True
-                logger.error("captcha not verified; the post passes", extra={"reason": verdict.reason})
-        limits_unavailable = False
+        # The limits before the captcha: a held post costs one DynamoDB update per limit, never a (billed) call to the
+        # captcha provider, so a bot's junk tokens stop costing money once its address or contact is over the limit.
+        # A post held by a limit keeps its token in the held copy, unverified (a token lives minutes: release-held
+        # queues what the operator judges real, without asking the provider).
+        limits_unavailable, repeat = False, False
         if self.limiter is not None:
             contact = submission.phone or submission.email
             try:
@@ -181,9 +177,19 @@ class Capture:
                 # claim below still answers 503 when DynamoDB is down for it too), logged and counted.
                 over, limits_unavailable = None, True
                 logger.error("rate limits not counted; the post passes", extra={"error": type(error).__name__})
-            if over and not self._accepted_before(fingerprint):
-                held = self._hold(submission, record, over, f"more than the {over} limit in the window")
-                return replace(held, retry_after=self.limiter.seconds_left())
+            if over:
+                if not self._accepted_before(fingerprint):
+                    held = self._hold(submission, record, over, f"more than the {over} limit in the window")
+                    return replace(held, retry_after=self.limiter.seconds_left())
+                repeat = True  # answered with the accepted post below: its token was spent on that one
+        captcha_unavailable = False
+        if self.captcha is not None and self.captcha.enabled and not builder and not repeat:
+            verdict = self.captcha.verify(tokens, source_ip)
+            if not verdict.passed and not self._accepted_before(fingerprint):
+                return self._hold(submission, record, "captcha", verdict.reason)
+            if verdict.unavailable:
+                captcha_unavailable = True
+                logger.error("captcha not verified; the post passes", extra={"reason": verdict.reason})
         result = self._accept_once({"fingerprint": fingerprint, "message": submission.to_message(), "raw": record})
         accepted_id = result["submission_id"]
         duplicate = accepted_id != submission.submission_id
