@@ -9,10 +9,12 @@ code). ``PYTHONDONTWRITEBYTECODE=1`` stands for Lambda's read-only mount: withou
 
 ``--before COMMIT`` measures the sources and layer requirements of an older commit (e.g. the one before the two
 layers and the precompile step: ``git log --oneline -- layers/ template.yaml``), shipped without byte code as they
-were then. Libraries are the installed versions in both cases (only their byte code differs).
+were then. ``--since COMMIT`` measures an older commit's sources packaged as now (precompiled): the effect of a code
+change alone. Libraries are the installed versions in every case (only their byte code differs).
 
     PYTHONPATH=layers/core:. .venv/bin/python -m benchmarks.coldstart                  # as shipped now
     PYTHONPATH=layers/core:. .venv/bin/python -m benchmarks.coldstart --before 520f269 # and as it was
+    PYTHONPATH=layers/core:. .venv/bin/python -m benchmarks.coldstart --since 1bab511  # a code change, same packaging
 """
 
 from __future__ import annotations
@@ -66,10 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="5 rounds: a smoke run")
     parser.add_argument("--rounds", type=int, help="fresh interpreters per variant (default 15)")
     parser.add_argument("--before", metavar="COMMIT", help="also measure this commit's layer, shipped without .pyc")
+    parser.add_argument(
+        "--since", metavar="COMMIT", help="also measure this commit's layer precompiled as now (a code change's effect)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     rounds = args.rounds or (5 if args.quick else 15)
-    figures = measure(rounds, before=args.before)
+    figures = measure(rounds, before=args.before, since=args.since)
     print(f"First invocation in a fresh interpreter (import + first call), {rounds} runs each, interleaved; median:")
     for name, figure in figures.items():
         note = f"   target ≤ {TARGET_RATIO}×: {'met' if figure['ratio'] <= TARGET_RATIO else 'MISSED'}"
@@ -83,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure(rounds: int, before: str | None = None) -> dict[str, dict[str, float]]:
-    """Median figures per variant: ``import boto3``, then each HTTP function as shipped (and as it was)."""
+def measure(rounds: int, before: str | None = None, since: str | None = None) -> dict[str, dict[str, float]]:
+    """Median figures per variant: ``import boto3``, then each HTTP function as shipped (and as it was: ``before``
+    as it shipped then, ``since`` with today's packaging)."""
     from local.stack import LocalStack
 
     with (
@@ -104,12 +110,13 @@ def measure(rounds: int, before: str | None = None) -> dict[str, dict[str, float
         shipped = build_layer(Path(folder) / "now", ROOT, compile_it=True)
         for function in FUNCTIONS:
             variants[f"{function} (as shipped)"] = _variant(shipped, function)
-        if before:
-            source = Path(folder) / "source"
-            _export(before, source)
-            old = build_layer(Path(folder) / "before", source, compile_it=False)
-            for function in FUNCTIONS:
-                variants[f"{function} (before {before[:7]})"] = _variant(old, function)
+        for commit, label, compiled in ((since, "at", True), (before, "before", False)):
+            if commit:
+                source = Path(folder) / f"source-{label}"
+                _export(commit, source)
+                old = build_layer(Path(folder) / label, source, compile_it=compiled)
+                for function in FUNCTIONS:
+                    variants[f"{function} ({label} {commit[:7]})"] = _variant(old, function)
         environment = {
             key: value for key, value in os.environ.items() if not key.startswith("PYTHON") and key != "VIRTUAL_ENV"
         }
