@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from throughline.adapters.raw_store import RawStore
 from throughline.adapters.submission_claims import SubmissionClaims
-from throughline.adapters.writes_queue import WritesQueue
+from throughline.adapters.writes_queue import WritesQueue, message_body
 from throughline.capture import forms, hooks
 from throughline.capture.captcha import TOKEN_FIELDS, CaptchaVerifier
 from throughline.capture.limits import RateLimiter
@@ -294,7 +294,7 @@ class Capture:
         # message is as durable as an S3 object (and ends in the DLQ, copy included, if the writer never manages),
         # and the HTTP path builds no S3 client. A copy too large to travel (a builder's long post) is put first.
         with_copy = {**message, RAW_COPY: raw}
-        if len(json.dumps(with_copy, ensure_ascii=False).encode()) <= MESSAGE_MAX_BYTES:
+        if len(message_body(with_copy).encode()) <= MESSAGE_MAX_BYTES:
             message = with_copy
         else:
             self.raw_store.put(submission.raw_key or forms.raw_key(submission), raw.encode())
