@@ -11,6 +11,7 @@ import pytest
 
 from local.bitrix24_sandbox import Sandbox
 from local.stack import LocalStack
+from throughline.adapters.aws import ModelLoader
 
 
 class _SearchPaths(list):
@@ -27,7 +28,7 @@ def _share_botocore_loader() -> None:
     parsed the services' JSON models again (about 0.4 s per client on a busy 2-core machine), and every local stack a
     test starts resets the clients. The models are files of the installed botocore: parsing them once changes
     nothing a test sees."""
-    shared = botocore.loaders.create_loader()
+    shared = ModelLoader()  # the loader adapters.aws gives its session (else it makes its own)
     shared._search_paths = _SearchPaths(shared.search_paths)
 
     def register(self: botocore.session.Session) -> None:

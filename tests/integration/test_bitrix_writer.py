@@ -315,3 +315,45 @@ def test_random_portal_faults_end_in_exactly_one_lead_per_person(stack, fault):
     stack.sandbox.set_faults(**{fault: 0.0})
     phones = sorted(lead["PHONE"][0]["VALUE"] for lead in leads(stack))
     assert phones == [f"+7916888000{index}" for index in range(10)]
+
+
+def test_the_raw_copy_travels_in_the_message_and_the_writer_puts_it_first_or_the_lead_waits(stack, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    from throughline.adapters.raw_store import RawStore
+
+    s3, bucket = boto3.client("s3"), stack.resources.physical["DataBucket"]
+    submission_id = post(stack, {"name": "Анна", "phone": "+79165550011", "comment": "позвоните"})
+    assert s3.list_objects_v2(Bucket=bucket, Prefix="raw/forms/").get("KeyCount") == 0  # capture built no S3 client
+    [message] = receive(stack)
+    body = json.loads(message["Body"])
+    copy = json.loads(body["raw_copy"])
+    assert copy["submission_id"] == submission_id and json.loads(copy["body"])["comment"] == "позвоните"
+
+    def refuse(self, key, data, content_type="application/json"):
+        raise ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"}}, "PutObject")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RawStore, "put", refuse)
+        assert invoke(stack, [message]) == {message["MessageId"]}  # comes back later, copy included
+    assert leads(stack) == []  # the lead waits for its copy
+    assert invoke(stack, [message]) == set()
+    assert len(leads(stack)) == 1
+    key = body["submission"]["raw_key"]
+    assert key.startswith("raw/forms/date=") and key.endswith(f"/form=contact/{submission_id}.json")
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body["raw_copy"].encode()
+
+
+def test_a_copy_too_large_to_travel_is_put_by_capture(stack):
+    s3, bucket = boto3.client("s3"), stack.resources.physical["DataBucket"]
+    # 62 000 bytes posted (under the 64 KiB body limit): a backslash doubles in JSON, once more in the copy's text
+    # and again in the message's; the message with its copy would be over SQS's 262 144 bytes.
+    fields = {"comment": "\\" * 9_000} | {f"field{index}": "\\" * 1_100 for index in range(20)}
+    submission_id = post(stack, {"name": "Анна", "phone": "+79165550012", **fields})
+    [message] = receive(stack)
+    body = json.loads(message["Body"])
+    assert "raw_copy" not in body and len(message["Body"].encode()) < 240_000
+    [item] = s3.list_objects_v2(Bucket=bucket, Prefix="raw/forms/")["Contents"]
+    assert item["Key"] == body["submission"]["raw_key"] and submission_id in item["Key"]
+    assert invoke(stack, [message]) == set()
+    assert len(leads(stack)) == 1

@@ -171,12 +171,13 @@ def test_the_local_stack_generates_the_person_key_and_puts_the_sandbox_webhook_a
     assert settings.person_key_secret == key and settings.bitrix24_webhook_url == stack.sandbox.webhook_url
 
 
-def test_writer_reads_the_secret_and_the_journey_store_and_writes_only_deletion_markers_to_the_bucket():
+def test_writer_reads_the_secret_and_the_journey_store_and_writes_only_deletion_markers_and_raw_copies():
     actions = _actions("BitrixWriterFunction")
     assert "secretsmanager:GetSecretValue" in actions
     s3 = [s for s in _statements("BitrixWriterFunction") if str(s["Action"]).startswith("s3:")]
     assert [(s["Action"], s["Resource"]) for s in s3] == [
         ("s3:PutObject", {"Fn::Sub": "${DataBucket.Arn}/crm/deleted/*"}),
+        ("s3:PutObject", {"Fn::Sub": "${DataBucket.Arn}/raw/forms/*"}),  # the raw copies queued with the forms
         ("s3:GetObject", {"Fn::Sub": "${DataBucket.Arn}/config/alerts.realtime.json"}),  # real-time alert rules
     ]
     for statement in _statements("BitrixWriterFunction"):

@@ -653,3 +653,35 @@ def test_google_conversion_actions_are_resource_names():
     assert settings.google_ads_conversion_action == ("customers/1234567890/conversionActions/555",)
     with pytest.raises(ConfigError, match="GOOGLE_ADS_CONVERSION_ACTION"):
         load_settings({"GOOGLE_ADS_CONVERSION_ACTION": "555"})
+
+
+class _Secrets:
+    def __init__(self, answer: dict):
+        self.answer, self.asked = answer, []
+
+    def get_secret_value(self, SecretId: str) -> dict:
+        self.asked.append(SecretId)
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ({"SecretString": '{"PERSON_KEY_SECRET": "k"}'}, {"PERSON_KEY_SECRET": "k"}),
+        ({"SecretBinary": b'{"PERSON_KEY_SECRET": "b"}'}, {"PERSON_KEY_SECRET": "b"}),
+        ({"SecretString": "not json"}, None),
+        ({"SecretString": '["a list"]'}, None),
+    ],
+)
+def test_the_secret_is_one_get_secret_value_call_and_must_be_a_json_object(monkeypatch, answer, expected):
+    from throughline.adapters import aws
+
+    secrets = _Secrets(answer)
+    monkeypatch.setattr(aws, "client", lambda service: {"secretsmanager": secrets}[service])
+    arn = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:x"
+    if expected is None:
+        with pytest.raises(ConfigError, match="must be a JSON object"):
+            config._fetch_secret(arn)
+    else:
+        assert config._fetch_secret(arn) == expected
+    assert secrets.asked == [arn]

@@ -477,16 +477,18 @@ def secret_arns_of(value: str) -> list[str]:
 
 
 def _fetch_secret(arn: str) -> Mapping[str, Any]:
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider
-    from aws_lambda_powertools.utilities.parameters.exceptions import TransformParameterError
-
+    """The secret's JSON object. One ``GetSecretValue`` through our cached client (one place decides endpoints and
+    retries); ``get_settings`` keeps it for ``SETTINGS_MAX_AGE_SECONDS``. Not Powertools' SecretsProvider: its import
+    cost more of capture_form's cold start than the call, and its cache (per provider) added nothing to ours."""
     from throughline.adapters import aws
 
-    # Our cached client rather than Powertools' global provider: one place decides endpoints and retries.
-    provider = SecretsProvider(boto3_client=aws.client("secretsmanager"))
+    answer = aws.client("secretsmanager").get_secret_value(SecretId=arn)
+    text = answer.get("SecretString")
+    if text is None:
+        text = bytes(answer.get("SecretBinary") or b"").decode("utf-8", errors="replace")
     try:
-        secret = provider.get(arn, transform="json", max_age=SETTINGS_MAX_AGE_SECONDS)
-    except TransformParameterError:
+        secret = json.loads(text)
+    except ValueError:
         raise ConfigError("the secret named by SECRETS_ARN must be a JSON object") from None
     if not isinstance(secret, dict):
         raise ConfigError("the secret named by SECRETS_ARN must be a JSON object")

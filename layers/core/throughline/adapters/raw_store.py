@@ -1,4 +1,4 @@
-"""Raw copies of what arrived, in the data bucket: written before anything else, so nothing is lost."""
+"""Raw copies of what arrived, in the data bucket: stored before anything is written from them, so nothing is lost."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Receive a web-form post: decode, drop spam, validate, then make it durable (raw copy in S3, message in SQS).
+"""Receive a web-form post: decode, drop spam, validate, count the rate limits, ask the captcha, then make it durable:
+one SQS message that carries the raw copy (the writer puts it in S3 first; a copy too large to travel is put here).
 
 A double-submitted form (same content from the same form within the window) is accepted once: Powertools
 idempotency keyed on the submission's fingerprint answers the second post with the first post's submission id. When
@@ -22,11 +23,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from throughline.adapters.raw_store import RawStore
 from throughline.adapters.submission_claims import SubmissionClaims
-from throughline.adapters.writes_queue import WritesQueue
+from throughline.adapters.writes_queue import WritesQueue, message_body
 from throughline.capture import forms, hooks
 from throughline.capture.captcha import TOKEN_FIELDS, CaptchaVerifier
 from throughline.capture.limits import RateLimiter
-from throughline.capture.submissions import Submission
+from throughline.capture.submissions import RAW_COPY, Submission
 from throughline.config import Settings
 from throughline.contacts import mask_email, mask_phone
 from throughline.observability import logger
@@ -41,6 +42,9 @@ HOOK_BODY_FACTOR = 8
 # content, so a retry is the same submission however late it comes (the writer finds its lead by ORIGIN_ID).
 DELIVERY_NAMESPACE = uuid.UUID("6b1f3c1e-2f4d-5a7e-9c2b-7e0d4f1a8b35")
 _translate = forms.rejecting_unreadable_input(hooks.translate)
+# The largest message that carries its raw copy (``submissions.RAW_COPY``): SQS takes 256 KiB (262 144 bytes) per
+# message; the rest is headroom.
+MESSAGE_MAX_BYTES = 240_000
 
 
 @dataclass(frozen=True)
@@ -163,15 +167,11 @@ class Capture:
         redirect_to = None
         if not builder:  # a builder's server posts, not a browser: nobody to send to a thank-you page
             redirect_to = forms.redirect_target(fields.get("_next"), headers.get("origin"), settings.allowed_origins)
-        captcha_unavailable = False
-        if self.captcha is not None and self.captcha.enabled and not builder:
-            verdict = self.captcha.verify(tokens, source_ip)
-            if not verdict.passed and not self._accepted_before(fingerprint):
-                return self._hold(submission, record, "captcha", verdict.reason)
-            if verdict.unavailable:
-                captcha_unavailable = True
-                logger.error("captcha not verified; the post passes", extra={"reason": verdict.reason})
-        limits_unavailable = False
+        # The limits before the captcha: a held post costs one DynamoDB update per limit, never a (billed) call to the
+        # captcha provider, so a bot's junk tokens stop costing money once its address or contact is over the limit.
+        # A post held by a limit keeps its token in the held copy, unverified (a token lives minutes: release-held
+        # queues what the operator judges real, without asking the provider).
+        limits_unavailable, repeat = False, False
         if self.limiter is not None:
             contact = submission.phone or submission.email
             try:
@@ -181,9 +181,19 @@ class Capture:
                 # claim below still answers 503 when DynamoDB is down for it too), logged and counted.
                 over, limits_unavailable = None, True
                 logger.error("rate limits not counted; the post passes", extra={"error": type(error).__name__})
-            if over and not self._accepted_before(fingerprint):
-                held = self._hold(submission, record, over, f"more than the {over} limit in the window")
-                return replace(held, retry_after=self.limiter.seconds_left())
+            if over:
+                if not self._accepted_before(fingerprint):
+                    held = self._hold(submission, record, over, f"more than the {over} limit in the window")
+                    return replace(held, retry_after=self.limiter.seconds_left())
+                repeat = True  # answered with the accepted post below: its token was spent on that one
+        captcha_unavailable = False
+        if self.captcha is not None and self.captcha.enabled and not builder and not repeat:
+            verdict = self.captcha.verify(tokens, source_ip)
+            if not verdict.passed and not self._accepted_before(fingerprint):
+                return self._hold(submission, record, "captcha", verdict.reason)
+            if verdict.unavailable:
+                captcha_unavailable = True
+                logger.error("captcha not verified; the post passes", extra={"reason": verdict.reason})
         result = self._accept_once({"fingerprint": fingerprint, "message": submission.to_message(), "raw": record})
         accepted_id = result["submission_id"]
         duplicate = accepted_id != submission.submission_id
@@ -280,13 +290,32 @@ class Capture:
                 record = json.loads(raw)
                 record.update(submission_id=first_id, received_at=first_at, message=message)
                 raw = json.dumps(record, ensure_ascii=False)
-        self.raw_store.put(submission.raw_key or forms.raw_key(submission), raw.encode())
+        # The raw copy travels inside the message, and the writer puts it under raw/forms/ before anything else: the
+        # message is as durable as an S3 object (and ends in the DLQ, copy included, if the writer never manages),
+        # and the HTTP path builds no S3 client. A copy too large to travel (a builder's long post) is put first.
+        with_copy = {**message, RAW_COPY: raw}
+        if len(message_body(with_copy).encode()) <= MESSAGE_MAX_BYTES:
+            message = with_copy
+        else:
+            self.raw_store.put(submission.raw_key or forms.raw_key(submission), raw.encode())
         # The group id shows in consoles and the DLQ: a keyed hash, never one anyone can reverse from a phone book.
         group_id = person_key(submission.identity(), self.settings.person_key_secret)
-        self.queue.send(message, group_id=group_id, deduplication_id=submission.submission_id)
+        try:
+            self.queue.send(message, group_id=group_id, deduplication_id=submission.submission_id)
+        except Exception:
+            if RAW_COPY in message:  # the sender is told to retry; the copy is kept for a human all the same
+                self._keep_unqueued(submission.raw_key or forms.raw_key(submission), raw)
+            raise
         result = {"submission_id": submission.submission_id}
         self._stored.result = result
         return result
+
+    def _keep_unqueued(self, key: str, raw: str) -> None:
+        """The raw copy of a post the queue refused (the answer is 503), where it would have been put first."""
+        try:
+            self.raw_store.put(key, raw.encode())
+        except Exception:
+            logger.warning("could not keep the raw copy of an unqueued submission", exc_info=True)
 
     def _keep_rejected(
         self, submission_id: str, received_at: datetime, body: bytes, content_type: str | None, rejected: Exception

@@ -11,6 +11,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 MESSAGE_TYPE = "form_submission"
 MESSAGE_VERSION = 1
+# A queued submission may carry its raw copy (the JSON text to put under its ``raw_key``): capture puts it in the
+# message when the message still fits SQS's limit, and the writer puts it in S3 before it writes anything else.
+RAW_COPY = "raw_copy"
 UTM_TAGS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
 MAX_VALUE = 2000  # the longest value of one field we keep
 # Click ids set by ad platforms and search engines (what each implies: throughline.sources); rb_clickid is VK Ads'.

@@ -97,8 +97,9 @@ def _follow_form_writes(
 
 def index_raw_copies(store: JourneyStore, secret: str, submissions: Iterable[Submission], retention_days: int) -> None:
     """File each submission's raw copy (``raw/forms/…``) under its phone's and e-mail's person keys, so that
-    ``python -m throughline forget`` finds a person's copies. Done here, off the HTTP path: capture only writes the
-    copy. The entries expire a day after the bucket's lifecycle rule deletes the copies (``RAW_RETENTION_DAYS``)."""
+    ``python -m throughline forget`` finds a person's copies. Done here, off the HTTP path (``queued.keep_raw_copies``
+    puts the copies that travelled in the messages). The entries expire a day after the bucket's lifecycle rule
+    deletes the copies (``RAW_RETENTION_DAYS``)."""
     entries = []
     for submission in submissions:
         contacts = [value for value in (submission.phone, submission.email) if value]

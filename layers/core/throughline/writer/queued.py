@@ -24,10 +24,11 @@ from typing import Any
 
 from throughline.adapters.journey_store import JourneyStore
 from throughline.adapters.locks import LEASE_SECONDS, Locks
+from throughline.adapters.raw_store import RawStore
 from throughline.adapters.writes_queue import WritesQueue
 from throughline.bitrix24 import Deadline
 from throughline.bitrix24.portal import bitrix_client
-from throughline.capture.submissions import MESSAGE_TYPE, Submission
+from throughline.capture.submissions import MESSAGE_TYPE, RAW_COPY, Submission
 from throughline.config import ConfigError, Settings, get_settings
 from throughline.journey.events import MESSAGE_TYPE as EVENT_MESSAGE
 from throughline.journey.events import CrmEvent
@@ -73,6 +74,7 @@ def write_form_submissions(messages: dict[str, dict[str, Any]], writer: LeadWrit
             submissions[message_id] = submission
         except Exception as error:
             outcomes[message_id] = _poison(message_id, error)
+    keep_raw_copies(messages, submissions, outcomes)
     journeys = writer.crm_events
     if journeys is not None and submissions and writer.journeys.table:
         # Before the leads: a person's raw copies must be findable (forget) even when their write fails for good.
@@ -88,6 +90,34 @@ def write_form_submissions(messages: dict[str, dict[str, Any]], writer: LeadWrit
     if journeys is not None and any(outcome.action in ("created", "appended") for outcome in by_submission.values()):
         follow_form_writes(journeys, submissions, by_submission)  # the person index and the field's projection
     return outcomes
+
+
+def keep_raw_copies(
+    messages: dict[str, dict[str, Any]], submissions: dict[str, Submission], outcomes: dict[str, Outcome]
+) -> None:
+    """Put the raw copies that travelled in the messages (``capture.receive``) under their ``raw_key``, before
+    anything else is written for them. A copy that cannot be put fails its message, and its lead waits with it: the
+    message comes back (or ends in the DLQ, copy included), so the copy is never lost. Putting it again on a later
+    receive writes the same bytes."""
+    store: RawStore | None = None
+    for message_id, submission in list(submissions.items()):
+        copy = messages[message_id].get(RAW_COPY)
+        if copy is None:  # put by capture itself (too large to travel), or a message from release-held
+            continue
+        if not isinstance(copy, str) or not submission.raw_key:
+            del submissions[message_id]
+            outcomes[message_id] = _poison(message_id, ValueError("a raw copy must be text with its raw_key"))
+            continue
+        try:
+            if store is None:
+                settings = get_settings()
+                settings.require("data_bucket")
+                store = RawStore(settings.data_bucket or "")
+            store.put(submission.raw_key, copy.encode())
+        except Exception as error:
+            logger.error("raw copy not stored; the submission waits", extra={"message_id": message_id}, exc_info=True)
+            del submissions[message_id]
+            outcomes[message_id] = Outcome(submission.submission_id, False, "failed", error=error)
 
 
 def write_crm_events(messages: dict[str, dict[str, Any]], writer: LeadWriter) -> dict[str, Outcome]:
