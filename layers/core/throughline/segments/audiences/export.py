@@ -63,16 +63,42 @@ class _BucketJson:
         self.objects.put(key, json.dumps(value).encode())
 
 
-def _vk(settings: Any, objects: Any) -> Adapter:
-    from throughline.segments.audiences.vk import VkAudiences
-    from throughline.spend.vk_ads import VkAdsSource
+VK_STATE_PREFIX = "segments/audiences/vk/"  # the base lists' ids and MD5 hashes (expired after 35 days unused)
 
-    if not (settings.vk_ads_client_id and settings.vk_ads_client_secret):
-        raise AudienceError("VK Ads is not configured: put VK_ADS_CLIENT_ID and VK_ADS_CLIENT_SECRET in the ads secret")
-    # The spend import's token (cached at private/vk_ads/token.json in the data bucket): VK allows few per client.
-    source = VkAdsSource(client_id=settings.vk_ads_client_id, client_secret=settings.vk_ads_client_secret,
-                         api_url=settings.vk_ads_api_url, token_store=_BucketJson(objects))  # type: ignore[arg-type]  # fmt: skip
-    return VkAudiences(token=source.access_token, api_url=settings.vk_ads_api_url)
+
+class _VkAdapter:
+    """VK Ads user lists (``vk.VkAudiences``) with their state between nights: the base lists and what they hold."""
+
+    platform = "vk"
+
+    def __init__(self, settings: Any, objects: Any):
+        from throughline.segments.audiences.vk import VkAudiences
+        from throughline.spend.vk_ads import VkAdsSource
+
+        if not (settings.vk_ads_client_id and settings.vk_ads_client_secret):
+            raise AudienceError("VK Ads is not configured: put VK_ADS_CLIENT_ID and VK_ADS_CLIENT_SECRET in the ads "
+                                "secret")  # fmt: skip
+        # The spend import's token (cached at private/vk_ads/token.json in the data bucket): VK allows few per client.
+        source = VkAdsSource(client_id=settings.vk_ads_client_id, client_secret=settings.vk_ads_client_secret,
+                             api_url=settings.vk_ads_api_url, token_store=_BucketJson(objects))  # type: ignore[arg-type]  # fmt: skip
+        self.vk = VkAudiences(token=source.access_token, api_url=settings.vk_ads_api_url)
+        self.objects = objects
+
+    def sync(self, name: str, list_id: str | None, members: list[Member]) -> AudienceSync:
+        key = VK_STATE_PREFIX + quote(name, safe="") + ".json"
+        body = self.objects.get(key)
+        previous = json.loads(body) if body else None
+
+        def save(state: dict[str, Any]) -> None:  # after every accepted upload: a run cut short resumes from it
+            self.objects.put(key, json.dumps(state).encode())
+
+        result, state = self.vk.sync(name, list_id, members, previous=previous, save=save)
+        save(state)
+        return result
+
+
+def _vk(settings: Any, objects: Any) -> Adapter:
+    return _VkAdapter(settings, objects)
 
 
 GOOGLE_STATE_PREFIX = "segments/audiences/google/"  # the SHA-256 hashes Google was sent (expired after 35 days unused)
@@ -172,8 +198,15 @@ def export_audiences(
             state["lists"][audience.name] = {"platform": audience.platform, "list_id": sync.list_id}
             state["sent"][audience.name] = asdict(sync)
             state["failed"].pop(audience.name, None)
+            changes = "".join(
+                [
+                    f", {sync.removed} removed" if sync.removed else "",
+                    f", {sync.pending} changes wait for a later night" if sync.pending else "",
+                ]
+            )
             progress(f"audiences: «{audience.name}» → {audience.platform} list {sync.list_id}: {sync.members} "
-                     f"customers, {sync.identifiers} identifiers, {sync.skipped} without a usable one")  # fmt: skip
+                     f"customers, {sync.identifiers} identifiers, {sync.skipped} without a usable one"
+                     f"{changes}")  # fmt: skip
         objects.put(STATE_KEY, json.dumps(state, ensure_ascii=False).encode())
     pending = [a.name for a in audiences if a.name not in state["sent"]
                and (state["failed"].get(a.name) or {}).get("attempts", 0) < ATTEMPTS]  # fmt: skip

@@ -30,3 +30,4 @@ class AudienceSync:
     calls: int  # HTTP calls made
     removed: int = 0  # identifiers removed (platforms that take removals)
     skipped: int = 0  # customers without any usable phone or e-mail
+    pending: int = 0  # identifiers whose joining or leaving waits for a later night (VK: diffs of at least 25)
