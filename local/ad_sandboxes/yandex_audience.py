@@ -11,7 +11,9 @@ Follows yandex.ru/dev/audience (ref/openapi/segments/uploadCsvFile, confirm, mod
   ``content_type`` ``crm`` for a CRM file; ``hashed: true`` makes every value a hash of ``hashing_alg``
   (``SHA256``; MD5 uploads are refused since January 2025) — a value that is not such a hash is refused.
 - ``POST segment/{id}/modify_data?modification_type=replace|addition|subtraction`` with a multipart ``file``: new
-  data for a confirmed segment of the same content type, hashed as it was confirmed.
+  data for a confirmed segment of the same content type, hashed as it was confirmed. A ``replace`` file is the
+  segment's whole data, so the file requirements' minimum (100 records) holds for it too (not verified against the
+  live API: the modifyUploadingData page states no minimum of its own).
 - ``GET segments`` lists the segments.
 Errors: ``{"errors": [{"error_type", "message"}], "code", "message"}``. Simplification: processing is instant
 (status ``is_processed`` right after a confirm or a modification).
@@ -131,6 +133,8 @@ class YandexAudienceSandbox(SandboxServer):
         error, header, rows = _file(headers, body)
         if error:
             return error
+        if kind == "replace" and len(rows) < MIN_RECORDS:  # the whole data: the file requirements' minimum holds
+            return _error(400, "invalid_parameter", f"There must be at least {MIN_RECORDS} entries in the file")
         if segment["hashed"]:
             problem = _hash_problem(segment.get("hashing_alg"), header, rows)
             if problem:

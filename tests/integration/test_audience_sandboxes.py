@@ -74,8 +74,18 @@ def test_yandex_adapter_reports_refusals_without_values() -> None:
         assert "7916" not in str(error.value) and "@" not in str(error.value)
         created = adapter.sync("A", None, members(120))
         assert (created.members, created.identifiers, created.calls) == (120, 240, 2)
-        replaced = adapter.sync("A", created.list_id, members(10, start=500))  # a replace takes any size
-        assert replaced.calls == 1 and len(sandbox.segments[int(created.list_id)]["rows"]) == 10
+        # A replacement is the segment's whole data: under 100 records nothing is sent, and the error says why.
+        with pytest.raises(AudienceError, match=r"«A» has 10 \(the segment keeps its previous data\)"):
+            adapter.sync("A", created.list_id, members(10, start=500))
+        assert len(sandbox.segments[int(created.list_id)]["rows"]) == 120
+        small = csv_file([f"{sha256(str(n))},{sha256(f'{n}@a.ru')}" for n in range(99)])
+        data, content_type = multipart({}, "a.csv", small)
+        refused = requests.post(f"{sandbox.api_url}segment/{created.list_id}/modify_data?modification_type=replace",
+                                data=data, timeout=10, headers={"Authorization": f"OAuth {sandbox.token}",
+                                                                "Content-Type": content_type})  # fmt: skip
+        assert refused.status_code == 400 and refused.json()["message"].startswith("There must be at least 100")
+        replaced = adapter.sync("A", created.list_id, members(100, start=500))
+        assert replaced.calls == 1 and len(sandbox.segments[int(created.list_id)]["rows"]) == 100
         recreated = adapter.sync("A", "424242", members(120))  # gone (deleted in the cabinet): created anew
         assert recreated.calls == 3 and recreated.list_id not in ("424242", created.list_id)
         assert len(sandbox.segments) == 2

@@ -2,7 +2,8 @@
 
 API (yandex.ru/dev/audience/en/ref/openapi/segments/…; base ``https://api-audience.yandex.ru/v1/management/``,
 ``Authorization: OAuth <token>``):
-- new segment: ``POST segments/upload_csv_file`` (multipart ``file``; at least 100 records) → ``segment.id``, then
+- new segment: ``POST segments/upload_csv_file`` (multipart ``file``; at least 100 records — a replacement too: below
+  that nothing is sent and the failure says so) → ``segment.id``, then
   ``POST segment/{id}/confirm`` with ``{"segment": {"id", "name", "hashed": true, "hashing_alg": "SHA256",
   "content_type": "crm"}}``;
 - an existing segment (remembered, or ``list_id`` in the configuration): ``POST segment/{id}/modify_data
@@ -45,6 +46,10 @@ class YandexAudiences:
         body, records = yandex_csv(prepared)
         identifiers = len(prepared.phones) + len(prepared.emails)
         calls = 0
+        if records < MIN_RECORDS:  # neither a new segment nor a replacement takes a smaller file
+            kept = " (the segment keeps its previous data)" if list_id else ""
+            raise AudienceError(f"Yandex Audiences: a segment's file takes at least {MIN_RECORDS} records; "
+                                f"«{name}» has {records}{kept}")  # fmt: skip
         if list_id:
             calls += 1
             try:
@@ -55,9 +60,6 @@ class YandexAudiences:
             else:
                 return AudienceSync(PLATFORM, name, str(list_id), prepared.members, identifiers, 1,
                                     skipped=prepared.skipped)  # fmt: skip
-        if records < MIN_RECORDS:
-            raise AudienceError(f"Yandex Audiences: a new segment takes at least {MIN_RECORDS} records; "
-                                f"«{name}» has {records}")  # fmt: skip
         uploaded = self._post("segments/upload_csv_file", "upload the file", file=body)
         segment_id = (uploaded.get("segment") or {}).get("id")
         if segment_id is None:
