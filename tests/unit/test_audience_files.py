@@ -61,6 +61,13 @@ VK_EMAILS = b"48718ac6f05666dc76d00d458e0440ca\nbee5cfc75cddd66ea1c335a957cf92aa
         ("8 800 100 00 0000", None),
         ("", None),
         ("+1234567890123456", None),  # 16 digits: longer than E.164 allows
+        # Found by the hostile review: an extension dropped the whole number; digits of another script were hashed
+        # as they were (a hash that never matches); an unassigned country code was kept.
+        ("+7 (912) 345-67-89 доб. 123", "79123456789"),
+        ("8 912 345 67 89 ext. 5", "79123456789"),
+        ("+7 ９１２ ３４５ ６７ ８９", "79123456789"),  # full-width digits
+        ("+89123456789", None),  # no country code 89
+        ("+7 912 345 67 89, +7 912 000 00 00", None),  # two numbers in one field: not guessed
     ],
 )
 def test_phones_become_e164_digits(raw: str, expected: str | None) -> None:

@@ -46,7 +46,11 @@ def _yandex(settings: Any, objects: Any) -> Adapter:
 
     if not settings.yandex_audience_token:
         raise AudienceError("Yandex Audiences is not configured: put YANDEX_AUDIENCE_TOKEN in the ads secret")
-    return YandexAudiences(token=settings.yandex_audience_token, api_url=settings.yandex_audience_api_url)
+    return YandexAudiences(
+        token=settings.yandex_audience_token,
+        api_url=settings.yandex_audience_api_url,
+        phone_region=getattr(settings, "default_phone_region", "RU"),
+    )
 
 
 class _BucketJson:
@@ -81,7 +85,11 @@ class _VkAdapter:
         # The spend import's token (cached at private/vk_ads/token.json in the data bucket): VK allows few per client.
         source = VkAdsSource(client_id=settings.vk_ads_client_id, client_secret=settings.vk_ads_client_secret,
                              api_url=settings.vk_ads_api_url, token_store=_BucketJson(objects))  # type: ignore[arg-type]  # fmt: skip
-        self.vk = VkAudiences(token=source.access_token, api_url=settings.vk_ads_api_url)
+        self.vk = VkAudiences(
+            token=source.access_token,
+            api_url=settings.vk_ads_api_url,
+            phone_region=getattr(settings, "default_phone_region", "RU"),
+        )
         self.objects = objects
 
     def sync(self, name: str, list_id: str | None, members: list[Member]) -> AudienceSync:

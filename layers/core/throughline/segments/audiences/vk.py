@@ -67,10 +67,18 @@ class BaseListGone(AudienceError):
 class VkAudiences:
     platform = PLATFORM
 
-    def __init__(self, *, token: Callable[[], str], api_url: str, session: requests.Session | None = None):
+    def __init__(
+        self,
+        *,
+        token: Callable[[], str],
+        api_url: str,
+        session: requests.Session | None = None,
+        phone_region: str = "RU",
+    ):
         self._token = token
         self._api = audience_url(api_url)
         self.session = session or requests.Session()
+        self.phone_region = phone_region  # where a national number (without its country code) is read
 
     def __repr__(self) -> str:
         return "VkAudiences()"
@@ -84,7 +92,7 @@ class VkAudiences:
         save: Callable[[dict[str, Any]], None] = lambda state: None,
     ) -> tuple[AudienceSync, dict[str, Any]]:
         token = self._token()  # first: a refused client is reported as such, whatever the list's size
-        prepared = prepare(members)
+        prepared = prepare(members, self.phone_region)
         state = _state(previous, parse_list_id(list_id))
         sent = calls = removed = pending = 0
         small: list[str] = []

@@ -33,16 +33,17 @@ class SegmentGone(AudienceError):
 class YandexAudiences:
     platform = PLATFORM
 
-    def __init__(self, *, token: str, api_url: str, session: requests.Session | None = None):
+    def __init__(self, *, token: str, api_url: str, session: requests.Session | None = None, phone_region: str = "RU"):
         self._token = token
         self._api = api_url if api_url.endswith("/") else api_url + "/"
         self.session = session or requests.Session()
+        self.phone_region = phone_region  # where a national number (without its country code) is read
 
     def __repr__(self) -> str:
         return "YandexAudiences()"
 
     def sync(self, name: str, list_id: str | None, members: Iterable[Member]) -> AudienceSync:
-        prepared = prepare(members)
+        prepared = prepare(members, self.phone_region)
         body, records = yandex_csv(prepared)
         identifiers = len(prepared.phones) + len(prepared.emails)
         calls = 0
