@@ -46,7 +46,7 @@ class YandexAudienceSandbox(SandboxServer):
         self.token = token
         self.segments: dict[int, dict[str, Any]] = {}  # id → {name, status, content_type, hashed, rows, header}
         self.uploads: list[bytes] = []  # every file received, as received
-        self.faults: list[int] = []  # HTTP statuses answered to the next calls (an outage)
+        self.faults: list[int] = []  # HTTP statuses answered to the next calls (an outage; 0 lets a call pass)
         self._next_id = 9_000_001
 
     @property
@@ -59,8 +59,8 @@ class YandexAudienceSandbox(SandboxServer):
         if headers.get("authorization", "") != f"OAuth {self.token}":
             return _error(401, "invalid_token", "Invalid oauth_token")
         with self.lock:
-            if self.faults:
-                status = self.faults.pop(0)
+            status = self.faults.pop(0) if self.faults else 0
+            if status:  # 0: this call passes (a fault for a later call of a sequence)
                 return _error(status, "backend_error" if status >= 500 else "quota", "Try again later")
         route = parts.path.removeprefix(PREFIX)
         if method == "GET" and route == "segments":

@@ -226,3 +226,29 @@ def test_vk_adopts_configured_lists_and_refuses_a_malformed_list_id() -> None:
         assert adopted.list_id.startswith(f"phone:{phones_id},email:") and adopted.removed == 0
         assert len(sandbox.users_lists[phones_id]["items"]) == 2100
         assert state["lists"]["phone"]["known"] is True
+
+
+def test_yandex_finishes_a_segment_left_by_a_run_cut_short_instead_of_orphaning_it() -> None:
+    """Found by the hostile review: a failure between the upload and the confirm (or before the id was stored) left
+    an unconfirmed segment in the cabinet and the next run uploaded another; a list_id deleted in the cabinet made a
+    new segment every night."""
+    with YandexAudienceSandbox() as sandbox:
+        adapter = YandexAudiences(token=sandbox.token, api_url=sandbox.api_url)
+        remembered: list[str] = []
+        sandbox.faults = [0, 503]  # the upload passes, the confirm fails
+        with pytest.raises(AudienceError, match="confirm the segment: HTTP 503"):
+            adapter.sync("A", None, members(120), remember=remembered.append)
+        ((orphan, segment),) = sandbox.segments.items()
+        assert segment["status"] == "uploaded" and remembered == [str(orphan)]
+        # The next run: that segment confirmed and filled with tonight's data; no second upload.
+        finished = adapter.sync("A", None, members(130), created=remembered[-1], remember=remembered.append)
+        assert finished.list_id == str(orphan) and list(sandbox.segments) == [orphan]
+        assert segment["status"] == "is_processed" and len(segment["rows"]) == 130 and segment["name"] == "A"
+        assert len(sandbox.uploads) == 2  # the first file and tonight's replacement
+        # A configured list_id deleted in the cabinet: one new segment, then the same one every night.
+        made = adapter.sync("A", "424242", members(120), created=remembered[-1], remember=remembered.append)
+        assert made.list_id == str(orphan)  # the audience's own segment still exists: filled, nothing new
+        del sandbox.segments[orphan]
+        fresh = adapter.sync("A", "424242", members(120), created=remembered[-1], remember=remembered.append)
+        again = adapter.sync("A", "424242", members(120), created=remembered[-1], remember=remembered.append)
+        assert fresh.list_id == again.list_id == remembered[-1] and len(sandbox.segments) == 1

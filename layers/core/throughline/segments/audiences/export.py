@@ -41,16 +41,37 @@ class Adapter(Protocol):
 AdapterFactory = Callable[[Any, Any], Adapter]
 
 
-def _yandex(settings: Any, objects: Any) -> Adapter:
-    from throughline.segments.audiences.yandex import YandexAudiences
+YANDEX_STATE_PREFIX = "segments/audiences/yandex/"  # the last segment made per audience (its id only)
 
-    if not settings.yandex_audience_token:
-        raise AudienceError("Yandex Audiences is not configured: put YANDEX_AUDIENCE_TOKEN in the ads secret")
-    return YandexAudiences(
-        token=settings.yandex_audience_token,
-        api_url=settings.yandex_audience_api_url,
-        phone_region=getattr(settings, "default_phone_region", "RU"),
-    )
+
+class _YandexAdapter:
+    """Yandex Audiences (``yandex.YandexAudiences``) remembering a segment uploaded by a run cut short, so the next
+    run finishes that one instead of leaving it orphaned in the cabinet and uploading another."""
+
+    platform = "yandex"
+
+    def __init__(self, settings: Any, objects: Any):
+        from throughline.segments.audiences.yandex import YandexAudiences
+
+        if not settings.yandex_audience_token:
+            raise AudienceError("Yandex Audiences is not configured: put YANDEX_AUDIENCE_TOKEN in the ads secret")
+        self.yandex = YandexAudiences(token=settings.yandex_audience_token, api_url=settings.yandex_audience_api_url,
+                                      phone_region=getattr(settings, "default_phone_region", "RU"))  # fmt: skip
+        self.objects = objects
+
+    def sync(self, name: str, list_id: str | None, members: list[Member]) -> AudienceSync:
+        key = YANDEX_STATE_PREFIX + quote(name, safe="") + ".json"
+        body = self.objects.get(key)
+        created = (json.loads(body) if body else {}).get("created")
+
+        def remember(segment_id: str) -> None:  # before the confirm: a run cut short leaves no unknown segment
+            self.objects.put(key, json.dumps({"created": segment_id}).encode())
+
+        return self.yandex.sync(name, list_id, members, created=created, remember=remember)
+
+
+def _yandex(settings: Any, objects: Any) -> Adapter:
+    return _YandexAdapter(settings, objects)
 
 
 class _BucketJson:

@@ -13,7 +13,7 @@ API (yandex.ru/dev/audience/en/ref/openapi/segments/…; base ``https://api-audi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import requests
@@ -42,7 +42,18 @@ class YandexAudiences:
     def __repr__(self) -> str:
         return "YandexAudiences()"
 
-    def sync(self, name: str, list_id: str | None, members: Iterable[Member]) -> AudienceSync:
+    def sync(
+        self,
+        name: str,
+        list_id: str | None,
+        members: Iterable[Member],
+        created: str | None = None,
+        remember: Callable[[str], None] = lambda segment_id: None,
+    ) -> AudienceSync:
+        """``created``: the last segment made for this audience (``remember(id)`` is called right after an upload).
+        When a new segment is needed — no ``list_id`` (a run cut short between the upload, the confirm and the write
+        of its id) or one that is gone — that segment, if it still exists, is finished (confirmed when it was not)
+        and filled instead of uploading another: no orphan in the cabinet, no new segment every night."""
         prepared = prepare(members, self.phone_region)
         body, records = yandex_csv(prepared)
         identifiers = len(prepared.phones) + len(prepared.emails)
@@ -61,15 +72,47 @@ class YandexAudiences:
             else:
                 return AudienceSync(PLATFORM, name, str(list_id), prepared.members, identifiers, 1,
                                     skipped=prepared.skipped)  # fmt: skip
+        if created:
+            calls += 1
+            listed = self._get("segments", "list the segments").get("segments") or []
+            status = next((str(item.get("status")) for item in listed if isinstance(item, dict)
+                           and str(item.get("id")) == str(created)), None)  # fmt: skip
+            if status is not None:
+                if status == "uploaded":  # never confirmed: confirmed now, then filled with tonight's data
+                    calls += 1
+                    self._confirm(created, name)
+                calls += 1
+                self._post(f"segment/{created}/modify_data?modification_type=replace", "replace the segment's data",
+                           file=body)  # fmt: skip
+                return AudienceSync(PLATFORM, name, str(created), prepared.members, identifiers, calls,
+                                    skipped=prepared.skipped)  # fmt: skip
         uploaded = self._post("segments/upload_csv_file", "upload the file", file=body)
         segment_id = (uploaded.get("segment") or {}).get("id")
         if segment_id is None:
             raise AudienceError("Yandex Audiences: the upload answered no segment id")
-        self._post(f"segment/{segment_id}/confirm", "confirm the segment",
-                   json={"segment": {"id": segment_id, "name": name, "hashed": True, "hashing_alg": "SHA256",
-                                     "content_type": "crm"}})  # fmt: skip
+        remember(str(segment_id))
+        self._confirm(segment_id, name)
         return AudienceSync(PLATFORM, name, str(segment_id), prepared.members, identifiers, calls + 2,
                             skipped=prepared.skipped)  # fmt: skip
+
+    def _confirm(self, segment_id: Any, name: str) -> None:
+        self._post(f"segment/{segment_id}/confirm", "confirm the segment",
+                   json={"segment": {"id": int(segment_id), "name": name, "hashed": True, "hashing_alg": "SHA256",
+                                     "content_type": "crm"}})  # fmt: skip
+
+    def _get(self, path: str, step: str) -> dict[str, Any]:
+        try:
+            response = self.session.get(self._api + path, headers={"Authorization": f"OAuth {self._token}"},
+                                        timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))  # fmt: skip
+        except requests.RequestException as error:
+            raise AudienceError(f"Yandex Audiences unreachable ({step}): {type(error).__name__}") from None
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = {}
+        if response.status_code != 200 or not isinstance(payload, dict):
+            raise AudienceError(f"Yandex Audiences could not {step}: HTTP {response.status_code}")
+        return payload
 
     def _post(self, path: str, step: str, *, file: bytes | None = None, json: Any = None) -> dict[str, Any]:
         headers = {"Authorization": f"OAuth {self._token}"}
