@@ -105,3 +105,25 @@ def test_an_audience_waits_for_the_next_run_when_the_invocation_is_nearly_over()
     portal.deadline = Deadline(lambda: 800.0, reserve=5.0)  # type: ignore[attr-defined]
     summary = export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"google": lambda: google})  # type: ignore[arg-type]
     assert summary["status"] == "done" and len(google.calls) == 1
+
+
+def test_the_invocations_deadline_reaches_an_adapter_that_takes_one() -> None:
+    """Found by the hostile review: Google's adapter had no deadline (a run killed mid-upload stored no state)."""
+    from throughline.bitrix24.client import Deadline
+
+    audiences = [Audience(name="VIP", platform="google", segments=["VIP"])]
+    portal, objects, google = FakePortal(), Objects(), Recorder()
+    google.deadline = None  # type: ignore[attr-defined]
+    portal.deadline = Deadline(lambda: 800.0, reserve=5.0)  # type: ignore[attr-defined]
+    export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"google": lambda: google})  # type: ignore[arg-type]
+    assert google.deadline is portal.deadline  # type: ignore[attr-defined]
+    assert ADAPTERS["google"](_google_settings(), objects).deadline is None  # set by the export, not by the factory
+
+
+def _google_settings() -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(google_ads_client_id="id", google_ads_client_secret="secret",
+                           google_ads_refresh_token="refresh", google_oauth_token_url="https://oauth/token",
+                           google_data_manager_api_url="https://dm/v1/", google_ads_login_customer_id=None,
+                           google_ads_customer_ids=["1234567890"], default_phone_region="RU")  # fmt: skip

@@ -137,6 +137,7 @@ class _GoogleAdapter:
     """Google Customer Match (``google.sync``) with its state between nights: the hashes Google was last sent."""
 
     platform = "google"
+    deadline: Any = None  # the invocation's (set by the export): no request is started that cannot finish in time
 
     def __init__(self, settings: Any, objects: Any):
         from throughline.segments.audiences import google
@@ -154,7 +155,7 @@ class _GoogleAdapter:
         previous = json.loads(body) if body else None
         try:
             result, state = self.google.sync(name, members, list_id=list_id, settings=self.settings,
-                                             previous=previous)  # fmt: skip
+                                             previous=previous, deadline=self.deadline)  # fmt: skip
         except self.google.GoogleAudienceError as error:
             if error.state is not None:  # some of tonight's may be in the list: keep them removable
                 self.objects.put(key, json.dumps(error.state).encode())
@@ -211,6 +212,8 @@ def export_audiences(
             if factory is None:
                 raise AudienceError(f"no adapter for the platform {audience.platform!r} in this version")
             adapter = factory()
+            if deadline is not None and hasattr(adapter, "deadline"):
+                adapter.deadline = deadline  # type: ignore[attr-defined]
             ids = _members_of(rows, audience)
             missing = [contact_id for contact_id in ids if contact_id not in people]
             for member in read_members(client, missing, progress):
