@@ -596,7 +596,10 @@ def test_build_segments_reads_the_snapshot_and_rules_writes_only_snapshot_and_se
     assert rules["ExpireVkAudienceHashes"]["ExpirationInDays"] == 35
     # The report's segments section reads what build_segments stored and the rules' labels, on its own role.
     report = {s["Sid"]: s for s in _statements("BuildRoiReportFunction")}["ReadInputs"]["Resource"]
-    assert {"Fn::Sub": "${DataBucket.Arn}/segments/*"} in report
+    assert {"Fn::Sub": "${DataBucket.Arn}/segments/snapshot=*"} in report
+    assert {"Fn::Sub": "${DataBucket.Arn}/segments/transitions/*"} in report
+    # Least privilege: the audiences' hashes (segments/audiences/google|vk/) are build_segments' alone.
+    assert not [r for r in report if "segments/*" in r["Fn::Sub"] or "segments/audiences" in r["Fn::Sub"]]
     assert {"Fn::Sub": "${DataBucket.Arn}/config/segments.yaml"} in report
     assert nightly["ScheduleExpressionTimezone"] == {"Ref": "TimeZone"}
 
