@@ -199,6 +199,15 @@ def test_vk_keeps_one_list_and_sends_the_nights_changes() -> None:
         assert resumed.calls == 1 and resumed.removed == 35  # only the e-mails' removal was left
         assert len(sandbox.users_lists[phones_id]["items"]) == len(sandbox.users_lists[emails_id]["items"]) == 1950
 
+        # Too little time left in the invocation: no upload starts; what was sent before is saved (found by the review).
+        class Deadline:
+            def seconds_left(self) -> float:
+                return 100.0
+
+        with pytest.raises(AudienceError, match="too little time left"):
+            adapter.sync("A", first.list_id, members(1900, start=140), previous=state, deadline=Deadline())
+        assert len(sandbox.users_lists[emails_id]["items"]) == 1950
+
         # The base list deleted in the cabinet: uploaded anew (a new id, reported); the configured id is not retried.
         del sandbox.users_lists[emails_id]
         again, state = adapter.sync("A", f"phone:{phones_id},email:{emails_id}", members(2000, start=90),

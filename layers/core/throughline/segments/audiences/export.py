@@ -95,6 +95,7 @@ class _VkAdapter:
     """VK Ads user lists (``vk.VkAudiences``) with their state between nights: the base lists and what they hold."""
 
     platform = "vk"
+    deadline: Any = None  # the invocation's (set by the export)
 
     def __init__(self, settings: Any, objects: Any):
         from throughline.segments.audiences.vk import VkAudiences
@@ -121,7 +122,7 @@ class _VkAdapter:
         def save(state: dict[str, Any]) -> None:  # after every accepted upload: a run cut short resumes from it
             self.objects.put(key, json.dumps(state).encode())
 
-        result, state = self.vk.sync(name, list_id, members, previous=previous, save=save)
+        result, state = self.vk.sync(name, list_id, members, previous=previous, save=save, deadline=self.deadline)
         save(state)
         return result
 

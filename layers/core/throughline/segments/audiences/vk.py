@@ -90,7 +90,9 @@ class VkAudiences:
         members: Iterable[Member],
         previous: Mapping[str, Any] | None = None,
         save: Callable[[dict[str, Any]], None] = lambda state: None,
+        deadline: Any = None,
     ) -> tuple[AudienceSync, dict[str, Any]]:
+        self._deadline = deadline  # no upload starts that might not finish before the invocation ends
         token = self._token()  # first: a refused client is reported as such, whatever the list's size
         prepared = prepare(members, self.phone_region)
         state = _state(previous, parse_list_id(list_id))
@@ -156,7 +158,12 @@ class VkAudiences:
             removed = len(left)
         return added, removed, calls
 
+    _deadline: Any = None
+
     def _upload(self, token: str, name: str, kind: str, body: bytes, *, base: int | None) -> dict[str, Any]:
+        if self._deadline is not None and self._deadline.seconds_left() < CONNECT_TIMEOUT + READ_TIMEOUT + 5:
+            # What was sent is saved already; the next run of the night continues from it.
+            raise AudienceError("VK Ads: too little time left in this run for another upload; the next run continues")
         fields = {"name": name[:255], "type": kind}
         if base is not None:
             fields["base"] = str(base)
