@@ -184,3 +184,10 @@ def test_a_list_id_in_the_wrong_form_is_refused_when_the_rules_are_read(entry: s
 def test_list_ids_in_their_platforms_form_are_accepted(entry: str) -> None:
     rules = parse_rules(DEFAULT_RULES_YAML.replace("audiences: []", f"audiences:\n  - {entry}\n"))
     assert rules.audiences[0].name == "A"
+
+
+def test_a_members_repr_holds_no_phone_or_email() -> None:
+    """Found by the hostile review: the dataclass repr printed the raw values (a log line or an assertion away)."""
+    member = Member(7, ("+7 912 345-67-89",), ("Ivan@Example.ru",))
+    assert repr(member) == "Member(contact_id=7, phones=1, emails=1)" and str(member) == repr(member)
+    assert "345" not in f"{member!r} {[member]}" and "Ivan" not in f"{[member]}"
