@@ -15,8 +15,15 @@ api_authorization, api_arrangement; reporting_api_statistics), with the limits c
 - ``POST /api/v3/remarketing/users_lists.json`` (``multipart/form-data``: ``name``, ``type`` ``phone`` | ``email``,
   ``file`` one item per line, UTF-8; target.my.com/help/advertisers/sourceuserlists): a list of 2 000 to 5 000 000
   unique items of one type, each the plain value (digits with the country code / a lower-case address) or its MD5
-  (32 hex digits); a file over 128 MB, a foreign line or too few items get 400 with the field's error. Answers the
-  list (``id``, ``name``, ``type``, ``status`` "receiving"). Lists are kept in ``users_lists`` with their lines.
+  (32 hex digits); a file over 128 MB, a foreign line, a line twice (``duplicated_user_id``) or too few items get 400
+  with the field's error. Answers the list (``id``, ``name``, ``type``, ``base``, ``status`` "receiving"). Lists are
+  kept in ``users_lists`` with their lines.
+- A differential list (ads.vk.com/en/doc/api/resource/RemarketingUsersLists: "You can add/remove users to/from a list
+  that have already been uploaded … upload a new list with … ``base``"): ``base`` = ``<list id>`` adds its lines to
+  that list, ``-<list id>`` removes them; 25 to 5 000 000 lines; the base must exist (``not_found``), be no differential
+  list itself (``unallowed_value``) and have the same type (``type_mismatch``). The base list keeps its id.
+- ``DELETE /api/v3/remarketing/users_lists/<id>.json`` (…/resource/RemarketingUsersList): 204, 404 unknown, 409 when the
+  list is used (``in_use``: ids the test marks as targeted).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ MAX_DAYS = 92
 MAX_IDS = 50
 MAX_LIMIT = 250
 LIST_MIN_ITEMS = 2000
+DIFF_MIN_ITEMS = 25
 LIST_MAX_ITEMS = 5_000_000
 LIST_MAX_BYTES = 128 * 1024 * 1024
 LIST_ITEMS = {
@@ -77,6 +85,8 @@ class VkAdsSandbox(SandboxServer):
         self.stat_requests: list[dict[str, str]] = []
         self.users_lists: dict[int, dict[str, Any]] = {}  # id → {name, type, items (lines as received)}
         self.list_min_items = LIST_MIN_ITEMS
+        self.in_use: set[int] = set()
+        self._next_list = 5_100_000  # lists used in an audience (a DELETE answers 409)
 
     @property
     def api_url(self) -> str:
@@ -107,7 +117,12 @@ class VkAdsSandbox(SandboxServer):
         query = dict(parse_qsl(parts.query))
         if method == "POST" and parts.path == "/api/v2/oauth2/token.json":
             return self._token(dict(parse_qsl(body.decode())))
-        if method != "GET" and parts.path != "/api/v3/remarketing/users_lists.json":
+        one_list = re.fullmatch(r"/api/v3/remarketing/users_lists/(\d+)\.json", parts.path)
+        if (
+            method != "GET"
+            and parts.path != "/api/v3/remarketing/users_lists.json"
+            and not (method == "DELETE" and one_list)
+        ):
             return _error(405, "method_not_allowed", "Method not allowed")
         auth = headers.get("authorization", "")
         with self.lock:
@@ -117,6 +132,20 @@ class VkAdsSandbox(SandboxServer):
             if self.faults:
                 status = self.faults.pop(0)
                 return _error(status, "too_many_requests" if status == 429 else "internal_error", "Try again later")
+        if one_list:
+            list_id = int(one_list.group(1))
+            with self.lock:
+                if list_id not in self.users_lists:
+                    return _error(404, "not_found", "The list cannot be found")
+                if method == "GET":
+                    item = self.users_lists[list_id]
+                    return json_answer(200, {"id": list_id, "name": item["name"], "type": item["type"],
+                                             "base": item["base"], "status": "ready",
+                                             "entries_count": len(item["items"])})  # fmt: skip
+                if list_id in self.in_use:
+                    return _error(409, "in_use", "The list is used in an audience configuration or Look-alike")
+                del self.users_lists[list_id]
+                return 204, {}, b""
         if parts.path == "/api/v3/remarketing/users_lists.json":
             if method == "GET":
                 with self.lock:
@@ -193,6 +222,12 @@ class VkAdsSandbox(SandboxServer):
         for name in ("name", "type", "file"):
             if len(fields.get(name, [])) != 1:
                 return _field_error(name, "required", f"exactly one {name} is required")
+        base = 0
+        if fields.get("base"):
+            try:
+                base = int(fields["base"][0].decode("ascii").strip())
+            except ValueError:
+                return _field_error("base", "invalid_int", "base must be a list id or its negative")
         kind = fields["type"][0].decode("utf-8", "replace").strip()
         if kind not in LIST_ITEMS:
             return _field_error("type", "invalid_choice", "the sandbox takes phone or email lists")
@@ -207,15 +242,34 @@ class VkAdsSandbox(SandboxServer):
         for number, item in enumerate(items, start=1):
             if not LIST_ITEMS[kind].match(item):
                 return _field_error("file", "invalid_item", f"line {number} is not a {kind} or its MD5")
-        unique = len(set(items))
-        if unique < self.list_min_items:
-            return _field_error("file", "not_enough_ids", f"{unique} unique items; at least {self.list_min_items}")
-        if unique > LIST_MAX_ITEMS:
+        seen: set[str] = set()
+        for number, item in enumerate(items, start=1):
+            if item in seen:
+                return _field_error("file", "duplicated_user_id", f"line {number} is already in the file")
+            seen.add(item)
+        least = DIFF_MIN_ITEMS if base else self.list_min_items
+        if len(items) < least:
+            return _field_error("file", "not_enough_ids", f"{len(items)} items; at least {least}")
+        if len(items) > LIST_MAX_ITEMS:
             return _field_error("file", "too_many_ids", f"at most {LIST_MAX_ITEMS} items")
         with self.lock:
-            list_id = 5_100_000 + len(self.users_lists) + 1
-            self.users_lists[list_id] = {"name": name, "type": kind, "items": items}
-        return json_answer(200, {"id": list_id, "name": name, "type": kind, "status": "receiving",
+            if base:
+                source = self.users_lists.get(abs(base))
+                if source is None:
+                    return _field_error("base", "not_found", "Unknown base list")
+                if source["base"]:
+                    return _field_error("base", "unallowed_value", "a differential list cannot be a base")
+                if source["type"] != kind:
+                    return _field_error("base", "type_mismatch", "a differential list has the type of its base")
+                if base > 0:
+                    held = set(source["items"])
+                    source["items"] = source["items"] + [item for item in items if item not in held]
+                else:
+                    source["items"] = [item for item in source["items"] if item not in seen]
+            self._next_list += 1
+            list_id = self._next_list
+            self.users_lists[list_id] = {"name": name, "type": kind, "items": items, "base": base}
+        return json_answer(200, {"id": list_id, "name": name, "type": kind, "base": base, "status": "receiving",
                                  "entries_count": len(items)})  # fmt: skip
 
     def _ad_plans(self, query: dict[str, str]) -> tuple[int, dict, bytes]:

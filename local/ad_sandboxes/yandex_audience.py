@@ -11,7 +11,9 @@ Follows yandex.ru/dev/audience (ref/openapi/segments/uploadCsvFile, confirm, mod
   ``content_type`` ``crm`` for a CRM file; ``hashed: true`` makes every value a hash of ``hashing_alg``
   (``SHA256``; MD5 uploads are refused since January 2025) — a value that is not such a hash is refused.
 - ``POST segment/{id}/modify_data?modification_type=replace|addition|subtraction`` with a multipart ``file``: new
-  data for a confirmed segment of the same content type, hashed as it was confirmed.
+  data for a confirmed segment of the same content type, hashed as it was confirmed. A ``replace`` file is the
+  segment's whole data, so the file requirements' minimum (100 records) holds for it too (not verified against the
+  live API: the modifyUploadingData page states no minimum of its own).
 - ``GET segments`` lists the segments.
 Errors: ``{"errors": [{"error_type", "message"}], "code", "message"}``. Simplification: processing is instant
 (status ``is_processed`` right after a confirm or a modification).
@@ -44,7 +46,7 @@ class YandexAudienceSandbox(SandboxServer):
         self.token = token
         self.segments: dict[int, dict[str, Any]] = {}  # id → {name, status, content_type, hashed, rows, header}
         self.uploads: list[bytes] = []  # every file received, as received
-        self.faults: list[int] = []  # HTTP statuses answered to the next calls (an outage)
+        self.faults: list[int] = []  # HTTP statuses answered to the next calls (an outage; 0 lets a call pass)
         self._next_id = 9_000_001
 
     @property
@@ -57,8 +59,8 @@ class YandexAudienceSandbox(SandboxServer):
         if headers.get("authorization", "") != f"OAuth {self.token}":
             return _error(401, "invalid_token", "Invalid oauth_token")
         with self.lock:
-            if self.faults:
-                status = self.faults.pop(0)
+            status = self.faults.pop(0) if self.faults else 0
+            if status:  # 0: this call passes (a fault for a later call of a sequence)
                 return _error(status, "backend_error" if status >= 500 else "quota", "Try again later")
         route = parts.path.removeprefix(PREFIX)
         if method == "GET" and route == "segments":
@@ -131,6 +133,8 @@ class YandexAudienceSandbox(SandboxServer):
         error, header, rows = _file(headers, body)
         if error:
             return error
+        if kind == "replace" and len(rows) < MIN_RECORDS:  # the whole data: the file requirements' minimum holds
+            return _error(400, "invalid_parameter", f"There must be at least {MIN_RECORDS} entries in the file")
         if segment["hashed"]:
             problem = _hash_problem(segment.get("hashing_alg"), header, rows)
             if problem:

@@ -172,9 +172,10 @@ def test_report_function_least_privilege() -> None:
     # The nightly journey export reads the journey table, and nothing else of DynamoDB.
     assert by_sid["ExportJourneys"]["Resource"] == {"Fn::GetAtt": ["JourneyTable", "Arn"]}
     reads = {item["Fn::Sub"].split("/", 1)[1] for item in by_sid["ReadInputs"]["Resource"]}
-    # segments/* and config/segments.yaml: the segments section (report/segments.py) and the rules' labels.
-    assert reads == {"spend/*", "rates/*", "journeys/*", "crm/*", "reports/roi/*", "segments/*", "config/segments.yaml",
-                     "conversions/*"}  # fmt: skip
+    # The segments' snapshots and moves and config/segments.yaml: the segments section (report/segments.py) and the
+    # rules' labels; never segments/audiences/ (the hashes sent to ad platforms).
+    assert reads == {"spend/*", "rates/*", "journeys/*", "crm/*", "reports/roi/*", "segments/snapshot=*",
+                     "segments/transitions/*", "config/segments.yaml", "conversions/*"}  # fmt: skip
     assert "raw/*" not in str(statements)
 
 

@@ -17,7 +17,7 @@ from local.bitrix24_sandbox.server import seed_history
 from tests.integration.test_segments import MemoryObjects
 from throughline.bitrix24.client import Bitrix24Client
 from throughline.report.crm import SnapshotOptions
-from throughline.segments.audiences.export import STATE_KEY, bound_adapters
+from throughline.segments.audiences.export import STATE_KEY, VK_STATE_PREFIX, bound_adapters
 from throughline.segments.audiences.files import sha256
 from throughline.segments.job import SegmentOptions, build_segments
 from throughline.segments.rules import CONFIG_KEY, DEFAULT_RULES_YAML
@@ -111,7 +111,8 @@ def test_a_new_segment_then_the_next_night_replaced(world) -> None:
     again = night(world, NIGHT + timedelta(minutes=15), log)
     assert again["rest_calls"] == 0 and (len(world.yandex.requests), len(world.vk.requests)) == requests_before
 
-    # The next night: the Yandex segment's data replaced in place (one modify_data call); VK gets fresh lists.
+    # The next night: the Yandex segment's data replaced in place (one modify_data call); the VK lists keep their ids
+    # (nothing changed among the newcomers: no upload at all).
     segment["rows"] = segment["rows"][:5]  # what replace must undo
     nxt = night(world, NIGHT + timedelta(days=1), log)["audiences"]
     assert nxt["status"] == "done"
@@ -120,7 +121,10 @@ def test_a_new_segment_then_the_next_night_replaced(world) -> None:
     assert len(world.yandex.uploads) == 2 and len(segment["rows"]) == 2050
     assert world.yandex.requests[-1] == ("POST", f"/v1/management/segment/{segment_id}/modify_data"
                                                  "?modification_type=replace")  # fmt: skip
-    assert len(world.vk.users_lists) == 4
+    assert len(world.vk.users_lists) == 2 and nxt["sent"]["Новички VK"]["list_id"] == vk["list_id"]
+    assert nxt["sent"]["Новички VK"]["calls"] == 0
+    assert [key for key in world.objects.data if key.startswith(VK_STATE_PREFIX)] == [
+        VK_STATE_PREFIX + "%D0%9D%D0%BE%D0%B2%D0%B8%D1%87%D0%BA%D0%B8%20VK.json"]  # fmt: skip
     state = json.loads(world.objects.get(STATE_KEY))
     assert state["lists"]["Новички Я"] == {"platform": "yandex", "list_id": str(segment_id)}
 

@@ -588,10 +588,21 @@ def test_build_segments_reads_the_snapshot_and_rules_writes_only_snapshot_and_se
     assert {"Fn::Sub": "${DataBucket.Arn}/config/segments.yaml"} in statements["ReadInputs"]["Resource"]
     nightly = FUNCTIONS["BuildSegmentsFunction"]["Properties"]["Events"]["Nightly"]["Properties"]
     assert nightly["ScheduleExpression"] == "cron(10/15 5-8 * * ? *)"  # after the report's 05:00, every 15 minutes
-    assert statements["ReadSecrets"]["Resource"] == [{"Ref": "CrmSecret"}, {"Ref": "Secrets"}]
+    # The ads secret for the ad audiences; VK's cached token (shared with the spend import) and nothing else private.
+    assert statements["ReadSecrets"]["Resource"] == [{"Ref": "AdsSecret"}, {"Ref": "CrmSecret"}, {"Ref": "Secrets"}]
+    assert statements["PlatformTokens"]["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/private/vk_ads/*"}
+    assert set(statements["PlatformTokens"]["Action"]) == {"s3:GetObject", "s3:PutObject"}
+    # The hashes kept between nights for Google and VK expire once the export stops using them.
+    rules = {r["Id"]: r for r in RESOURCES["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    assert rules["ExpireAudienceHashes"]["Prefix"] == "segments/audiences/google/"
+    assert rules["ExpireVkAudienceHashes"]["Prefix"] == "segments/audiences/vk/"
+    assert rules["ExpireVkAudienceHashes"]["ExpirationInDays"] == 35
     # The report's segments section reads what build_segments stored and the rules' labels, on its own role.
     report = {s["Sid"]: s for s in _statements("BuildRoiReportFunction")}["ReadInputs"]["Resource"]
-    assert {"Fn::Sub": "${DataBucket.Arn}/segments/*"} in report
+    assert {"Fn::Sub": "${DataBucket.Arn}/segments/snapshot=*"} in report
+    assert {"Fn::Sub": "${DataBucket.Arn}/segments/transitions/*"} in report
+    # Least privilege: the audiences' hashes (segments/audiences/google|vk/) are build_segments' alone.
+    assert not [r for r in report if "segments/*" in r["Fn::Sub"] or "segments/audiences" in r["Fn::Sub"]]
     assert {"Fn::Sub": "${DataBucket.Arn}/config/segments.yaml"} in report
     ledger = {s["Sid"]: s for s in _statements("BuildSegmentsFunction")}["MoveTasksLedger"]
     assert ledger["Resource"] == {"Fn::GetAtt": ["AlertsTable", "Arn"]}

@@ -63,11 +63,11 @@ class Recorder:
 
 def test_a_platform_is_one_registration_and_each_audience_goes_once_a_night() -> None:
     assert set(ADAPTERS) == {"yandex", "vk", "google"}
-    audiences = [Audience(name="VIP", platform="google", segments=["VIP", "SLEEPING"])]
+    audiences = [Audience(name="VIP", platform="yandex", segments=["VIP", "SLEEPING"])]
     portal, objects, google = FakePortal(), Objects(), Recorder()
     unregistered = export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {})  # type: ignore[arg-type]
-    assert "no adapter for the platform 'google'" in unregistered["failed"]["VIP"]["error"]
-    summary = export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"google": lambda: google})  # type: ignore[arg-type]
+    assert "no adapter for the platform 'yandex'" in unregistered["failed"]["VIP"]["error"]
+    summary = export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"yandex": lambda: google})  # type: ignore[arg-type]
     assert summary["status"] == "done" and summary["sent"]["VIP"]["list_id"] == "customers/1/userLists/77"
     ((name, list_id, members),) = google.calls
     assert (name, list_id) == ("VIP", None)
@@ -75,33 +75,55 @@ def test_a_platform_is_one_registration_and_each_audience_goes_once_a_night() ->
     assert portal.batches[0]["c0"][1]["filter"] == {"@ID": [1, 2]}
     assert portal.batches[0]["c0"][1]["select"] == ["ID", "PHONE", "EMAIL"]
     # Again the same night: nothing; the next night: the remembered list id.
-    export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"google": lambda: google})  # type: ignore[arg-type]
+    export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"yandex": lambda: google})  # type: ignore[arg-type]
     assert len(google.calls) == 1
-    export_audiences(portal, objects, audiences, ROWS, "2026-12-07", {"google": lambda: google})  # type: ignore[arg-type]
+    export_audiences(portal, objects, audiences, ROWS, "2026-12-07", {"yandex": lambda: google})  # type: ignore[arg-type]
     assert google.calls[-1][1] == "customers/1/userLists/77"
     state = objects.data[STATE_KEY]
     assert b"A@B.RU" not in state and b"345" not in state and b"c@d.ru" not in state
 
 
 def test_a_failing_platform_is_tried_at_most_three_times_a_night() -> None:
-    audiences = [Audience(name="VIP", platform="google", segments=["VIP"])]
+    audiences = [Audience(name="VIP", platform="yandex", segments=["VIP"])]
     portal, objects, google = FakePortal(), Objects(), Recorder(fail=True)
     for _ in range(ATTEMPTS + 2):
-        summary = export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"google": lambda: google})  # type: ignore[arg-type]
+        summary = export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"yandex": lambda: google})  # type: ignore[arg-type]
     assert len(google.calls) == ATTEMPTS
     assert summary["status"] == "done" and summary["failed"]["VIP"] == {
-        "platform": "google", "error": "RuntimeError: platform down", "attempts": ATTEMPTS}  # fmt: skip
+        "platform": "yandex", "error": "RuntimeError: platform down", "attempts": ATTEMPTS}  # fmt: skip
     assert json.loads(objects.data[STATE_KEY])["lists"] == {}
 
 
 def test_an_audience_waits_for_the_next_run_when_the_invocation_is_nearly_over() -> None:
     from throughline.bitrix24.client import Deadline
 
-    audiences = [Audience(name="VIP", platform="google", segments=["VIP"])]
+    audiences = [Audience(name="VIP", platform="yandex", segments=["VIP"])]
     portal, objects, google = FakePortal(), Objects(), Recorder()
     portal.deadline = Deadline(lambda: 100.0, reserve=5.0)  # type: ignore[attr-defined]
-    summary = export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"google": lambda: google})  # type: ignore[arg-type]
+    summary = export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"yandex": lambda: google})  # type: ignore[arg-type]
     assert summary["status"] == "unfinished" and google.calls == [] and portal.batches == []
     portal.deadline = Deadline(lambda: 800.0, reserve=5.0)  # type: ignore[attr-defined]
-    summary = export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"google": lambda: google})  # type: ignore[arg-type]
+    summary = export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"yandex": lambda: google})  # type: ignore[arg-type]
     assert summary["status"] == "done" and len(google.calls) == 1
+
+
+def test_the_invocations_deadline_reaches_an_adapter_that_takes_one() -> None:
+    """Found by the hostile review: Google's adapter had no deadline (a run killed mid-upload stored no state)."""
+    from throughline.bitrix24.client import Deadline
+
+    audiences = [Audience(name="VIP", platform="yandex", segments=["VIP"])]
+    portal, objects, google = FakePortal(), Objects(), Recorder()
+    google.deadline = None  # type: ignore[attr-defined]
+    portal.deadline = Deadline(lambda: 800.0, reserve=5.0)  # type: ignore[attr-defined]
+    export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"yandex": lambda: google})  # type: ignore[arg-type]
+    assert google.deadline is portal.deadline  # type: ignore[attr-defined]
+    assert ADAPTERS["google"](_google_settings(), objects).deadline is None  # set by the export, not by the factory
+
+
+def _google_settings() -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(google_ads_client_id="id", google_ads_client_secret="secret",
+                           google_ads_refresh_token="refresh", google_oauth_token_url="https://oauth/token",
+                           google_data_manager_api_url="https://dm/v1/", google_ads_login_customer_id=None,
+                           google_ads_customer_ids=["1234567890"], default_phone_region="RU")  # fmt: skip

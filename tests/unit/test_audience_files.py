@@ -61,6 +61,13 @@ VK_EMAILS = b"48718ac6f05666dc76d00d458e0440ca\nbee5cfc75cddd66ea1c335a957cf92aa
         ("8 800 100 00 0000", None),
         ("", None),
         ("+1234567890123456", None),  # 16 digits: longer than E.164 allows
+        # Found by the hostile review: an extension dropped the whole number; digits of another script were hashed
+        # as they were (a hash that never matches); an unassigned country code was kept.
+        ("+7 (912) 345-67-89 доб. 123", "79123456789"),
+        ("8 912 345 67 89 ext. 5", "79123456789"),
+        ("+7 ９１２ ３４５ ６７ ８９", "79123456789"),  # full-width digits
+        ("+89123456789", None),  # no country code 89
+        ("+7 912 345 67 89, +7 912 000 00 00", None),  # two numbers in one field: not guessed
     ],
 )
 def test_phones_become_e164_digits(raw: str, expected: str | None) -> None:
@@ -138,3 +145,49 @@ def test_bad_audiences_are_refused_clearly(audiences: str, message: str) -> None
     with pytest.raises(RulesError, match=r"segments\.yaml") as error:
         parse_rules(_with(audiences))
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            '{name: A, platform: vk, segments: [VIP], list_id: "12345"}',
+            "audiences.0: audience 'A': list_id for vk must be phone:<list id>,email:<list id>",
+        ),
+        ('{name: A, platform: vk, segments: [VIP], list_id: "phone:1email:2"}', "list_id for vk must be"),
+        (
+            '{name: A, platform: yandex, segments: [VIP], list_id: "abc"}',
+            "list_id for yandex must be a segment id (digits)",
+        ),
+        ("{name: A, platform: google, segments: [VIP]}", "audience 'A': Google needs list_id"),
+        ('{name: A, platform: google, segments: [VIP], list_id: "userLists/7"}', "list_id for google must be"),
+    ],
+)
+def test_a_list_id_in_the_wrong_form_is_refused_when_the_rules_are_read(entry: str, message: str) -> None:
+    """Found by the hostile review: these were accepted and failed only at the night's export."""
+    with pytest.raises(RulesError) as raised:
+        parse_rules(DEFAULT_RULES_YAML.replace("audiences: []", f"audiences:\n  - {entry}\n"))
+    assert message in str(raised.value) and "Value error" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        '{name: A, platform: vk, segments: [VIP], list_id: "phone:1,email:2"}',
+        '{name: A, platform: vk, segments: [VIP], list_id: "email:2"}',
+        '{name: A, platform: yandex, segments: [VIP], list_id: "9000001"}',
+        '{name: A, platform: google, segments: [VIP], list_id: "customers/123-456-7890/userLists/777"}',
+        '{name: A, platform: google, segments: [VIP], list_id: "777"}',
+        "{name: A, platform: yandex, segments: [VIP]}",
+    ],
+)
+def test_list_ids_in_their_platforms_form_are_accepted(entry: str) -> None:
+    rules = parse_rules(DEFAULT_RULES_YAML.replace("audiences: []", f"audiences:\n  - {entry}\n"))
+    assert rules.audiences[0].name == "A"
+
+
+def test_a_members_repr_holds_no_phone_or_email() -> None:
+    """Found by the hostile review: the dataclass repr printed the raw values (a log line or an assertion away)."""
+    member = Member(7, ("+7 912 345-67-89",), ("Ivan@Example.ru",))
+    assert repr(member) == "Member(contact_id=7, phones=1, emails=1)" and str(member) == repr(member)
+    assert "345" not in f"{member!r} {[member]}" and "Ivan" not in f"{[member]}"

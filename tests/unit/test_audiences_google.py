@@ -208,3 +208,24 @@ def test_settings_from_the_stack_configuration():
     assert GoogleAudienceSettings.from_settings(load_settings({})).consent is None
     with pytest.raises(ConfigError, match="GOOGLE_CUSTOMER_MATCH_CONSENT"):
         load_settings({"GOOGLE_CUSTOMER_MATCH_CONSENT": "yes"})
+
+
+def test_no_request_starts_that_cannot_finish_before_the_invocation_ends():
+    """Found by the hostile review: the export gave Google no deadline, so a run could be killed mid-upload with no
+    state stored — members ingested that night could never be removed. Now the request that might not finish is not
+    started, and the error's state keeps tonight's hashes removable."""
+
+    class Deadline:
+        def __init__(self, session: Recorder):
+            self.session = session
+
+        def seconds_left(self) -> float:
+            return 600.0 if not self.session.sent else 100.0  # one request made: too little time for another
+
+    members = [Member(n, (f"+7912{n:07d}",), ()) for n in range(10_001)]
+    session = Recorder()
+    with pytest.raises(GoogleAudienceError, match="too little time left") as raised:
+        sync("vip", members, list_id="customers/1234567890/userLists/777", settings=SETTINGS, session=session,
+             deadline=Deadline(session))  # fmt: skip
+    assert [method for method, _ in session.sent] == ["audienceMembers:ingest"]
+    assert raised.value.state is not None and len(raised.value.state["phoneNumber"]) == 10_001

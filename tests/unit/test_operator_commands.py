@@ -70,3 +70,9 @@ def test_a_stacks_outputs_fill_only_the_settings_the_environment_lacks(monkeypat
         "mine",
         "journeys",
     )
+
+
+def test_segments_refuses_printing_and_skipping_the_audiences_at_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["segments", "--audiences", "--no-audiences"])
+    assert "argument --no-audiences: not allowed with argument --audiences" in capsys.readouterr().err

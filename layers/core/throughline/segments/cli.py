@@ -16,9 +16,10 @@ from throughline.adapters.stack import use_stack
 def register(commands: Any, stack_outputs: Any) -> None:
     segments = commands.add_parser("segments", help="compute customer segments and write them back to Bitrix24")
     segments.add_argument("--no-write-back", action="store_true", help="compute and store only; write nothing back")
-    segments.add_argument("--no-audiences", action="store_true", help="export no ad audience on this run")
-    segments.add_argument("--audiences", action="store_true",
-                          help="print the ad audiences' export state (list ids, last outcome) and exit")  # fmt: skip
+    audiences = segments.add_mutually_exclusive_group()  # "print only" and "export none" contradict each other
+    audiences.add_argument("--no-audiences", action="store_true", help="export no ad audience on this run")
+    audiences.add_argument("--audiences", action="store_true",
+                           help="print the ad audiences' export state (list ids, last outcome) and exit")  # fmt: skip
     segments.add_argument("--stack-name", help="read SECRETS_ARN and DATA_BUCKET from this deployed stack's outputs")
     segments.set_defaults(run=lambda args: run(args, stack_outputs))
 
@@ -55,7 +56,13 @@ def run(args: argparse.Namespace, stack_outputs: Any = None) -> int:
     else:
         print(f"status {summary.get('status')}; REST calls {summary.get('rest_calls')}")
     for name, sync in ((summary.get("audiences") or {}).get("sent") or {}).items():
-        print(f"audience «{name}» → {sync['platform']} list {sync['list_id']}: {sync['members']} customers")
+        changes = "".join(
+            [
+                f", {sync['removed']} removed" if sync.get("removed") else "",
+                f", {sync['pending']} changes wait for a later night" if sync.get("pending") else "",
+            ]
+        )
+        print(f"audience «{name}» → {sync['platform']} list {sync['list_id']}: {sync['members']} customers{changes}")
     for name, failure in ((summary.get("audiences") or {}).get("failed") or {}).items():
         print(f"audience «{name}» → {failure['platform']} failed: {failure['error']}")
     return 0 if summary.get("status") in ("done", "busy", "unfinished") else 1

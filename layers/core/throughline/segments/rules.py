@@ -21,6 +21,7 @@ values, mapped to the seed's bounds here) and ``REVENUE`` (annual, in the report
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import yaml
@@ -85,11 +86,14 @@ task_on_moves: [SLEEPING, VIP]
 # Ad audiences: the customers of chosen segments sent each night (after the write-back) as hashed phones and
 # e-mails, read from Bitrix24 at export time and never stored. Off while the list is empty. Each audience:
 #   name      unique; the segment's name on the platform
-#   platform  yandex (Yandex Audiences, a CRM segment; YANDEX_AUDIENCE_TOKEN in the ads secret) or
-#             vk (VK Ads remarketing user lists; the spend import's VK_ADS_CLIENT_ID / VK_ADS_CLIENT_SECRET)
+#   platform  yandex (Yandex Audiences, a CRM segment; YANDEX_AUDIENCE_TOKEN in the ads secret),
+#             vk (VK Ads remarketing user lists; the spend import's VK_ADS_CLIENT_ID / VK_ADS_CLIENT_SECRET) or
+#             google (Customer Match through the Data Manager API; the GOOGLE_ADS_* settings)
 #   segments  the segment codes whose customers make the audience
-#   list_id   optional, Yandex: an existing segment whose data each night replaces (else one is created and its id
-#             remembered); VK documents no replace, so each night makes new lists (ids in segments/audiences/)
+#   list_id   Yandex, optional: an existing segment (digits) whose data each night replaces (else one is created
+#             and its id remembered); VK, optional: phone:<id>,email:<id> — existing lists that each night's
+#             changes are sent to (else they are uploaded once and kept); Google, required:
+#             customers/<customer id>/userLists/<user list id> (the Customer Match list made in Google Ads)
 # For example:
 #   audiences:
 #     - {name: "Throughline VIP", platform: yandex, segments: [VIP]}
@@ -164,6 +168,25 @@ class Audience(BaseModel):
     segments: list[str] = Field(min_length=1, max_length=20)
     list_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_/:.,-]{1,128}$")
 
+    @model_validator(mode="after")
+    def _list_id_for_the_platform(self) -> Audience:
+        """Each platform's list id in its own form, refused when the file is read rather than at night's export."""
+        forms = {
+            "yandex": (r"^\d{1,20}$", "a segment id (digits)"),
+            "vk": (
+                r"^(phone:\d{1,20}(,email:\d{1,20})?|email:\d{1,20})$",
+                "phone:<list id>,email:<list id> (either part)",
+            ),
+            "google": (r"^(customers/[\d-]{1,24}/userLists/)?\d{1,20}$", "customers/<customer id>/userLists/<id>"),
+        }
+        pattern, form = forms[self.platform]
+        if self.platform == "google" and not self.list_id:
+            raise ValueError(f"audience {self.name!r}: Google needs list_id ({form}); the Customer Match list is "
+                             "made once in Google Ads")  # fmt: skip
+        if self.list_id and not re.fullmatch(pattern, self.list_id):
+            raise ValueError(f"audience {self.name!r}: list_id for {self.platform} must be {form}")
+        return self
+
 
 class SegmentRules(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -214,7 +237,11 @@ def parse_rules(text: str | bytes) -> SegmentRules:
     try:
         return SegmentRules.model_validate(data)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors())
+        problems = "; ".join(
+            (f"{'.'.join(str(part) for part in item['loc'])}: " if item["loc"] else "")
+            + str(item["msg"]).removeprefix("Value error, ")
+            for item in error.errors()
+        )
         raise RulesError(f"{CONFIG_KEY}: {problems}") from None
 
 

@@ -41,12 +41,37 @@ class Adapter(Protocol):
 AdapterFactory = Callable[[Any, Any], Adapter]
 
 
-def _yandex(settings: Any, objects: Any) -> Adapter:
-    from throughline.segments.audiences.yandex import YandexAudiences
+YANDEX_STATE_PREFIX = "segments/audiences/yandex/"  # the last segment made per audience (its id only)
 
-    if not settings.yandex_audience_token:
-        raise AudienceError("Yandex Audiences is not configured: put YANDEX_AUDIENCE_TOKEN in the ads secret")
-    return YandexAudiences(token=settings.yandex_audience_token, api_url=settings.yandex_audience_api_url)
+
+class _YandexAdapter:
+    """Yandex Audiences (``yandex.YandexAudiences``) remembering a segment uploaded by a run cut short, so the next
+    run finishes that one instead of leaving it orphaned in the cabinet and uploading another."""
+
+    platform = "yandex"
+
+    def __init__(self, settings: Any, objects: Any):
+        from throughline.segments.audiences.yandex import YandexAudiences
+
+        if not settings.yandex_audience_token:
+            raise AudienceError("Yandex Audiences is not configured: put YANDEX_AUDIENCE_TOKEN in the ads secret")
+        self.yandex = YandexAudiences(token=settings.yandex_audience_token, api_url=settings.yandex_audience_api_url,
+                                      phone_region=getattr(settings, "default_phone_region", "RU"))  # fmt: skip
+        self.objects = objects
+
+    def sync(self, name: str, list_id: str | None, members: list[Member]) -> AudienceSync:
+        key = YANDEX_STATE_PREFIX + quote(name, safe="") + ".json"
+        body = self.objects.get(key)
+        created = (json.loads(body) if body else {}).get("created")
+
+        def remember(segment_id: str) -> None:  # before the confirm: a run cut short leaves no unknown segment
+            self.objects.put(key, json.dumps({"created": segment_id}).encode())
+
+        return self.yandex.sync(name, list_id, members, created=created, remember=remember)
+
+
+def _yandex(settings: Any, objects: Any) -> Adapter:
+    return _YandexAdapter(settings, objects)
 
 
 class _BucketJson:
@@ -63,16 +88,47 @@ class _BucketJson:
         self.objects.put(key, json.dumps(value).encode())
 
 
-def _vk(settings: Any, objects: Any) -> Adapter:
-    from throughline.segments.audiences.vk import VkAudiences
-    from throughline.spend.vk_ads import VkAdsSource
+VK_STATE_PREFIX = "segments/audiences/vk/"  # the base lists' ids and MD5 hashes (expired after 35 days unused)
 
-    if not (settings.vk_ads_client_id and settings.vk_ads_client_secret):
-        raise AudienceError("VK Ads is not configured: put VK_ADS_CLIENT_ID and VK_ADS_CLIENT_SECRET in the ads secret")
-    # The spend import's token (cached at private/vk_ads/token.json in the data bucket): VK allows few per client.
-    source = VkAdsSource(client_id=settings.vk_ads_client_id, client_secret=settings.vk_ads_client_secret,
-                         api_url=settings.vk_ads_api_url, token_store=_BucketJson(objects))  # type: ignore[arg-type]  # fmt: skip
-    return VkAudiences(token=source.access_token, api_url=settings.vk_ads_api_url)
+
+class _VkAdapter:
+    """VK Ads user lists (``vk.VkAudiences``) with their state between nights: the base lists and what they hold."""
+
+    platform = "vk"
+    deadline: Any = None  # the invocation's (set by the export)
+
+    def __init__(self, settings: Any, objects: Any):
+        from throughline.segments.audiences.vk import VkAudiences
+        from throughline.spend.vk_ads import VkAdsSource
+
+        if not (settings.vk_ads_client_id and settings.vk_ads_client_secret):
+            raise AudienceError("VK Ads is not configured: put VK_ADS_CLIENT_ID and VK_ADS_CLIENT_SECRET in the ads "
+                                "secret")  # fmt: skip
+        # The spend import's token (cached at private/vk_ads/token.json in the data bucket): VK allows few per client.
+        source = VkAdsSource(client_id=settings.vk_ads_client_id, client_secret=settings.vk_ads_client_secret,
+                             api_url=settings.vk_ads_api_url, token_store=_BucketJson(objects))  # type: ignore[arg-type]  # fmt: skip
+        self.vk = VkAudiences(
+            token=source.access_token,
+            api_url=settings.vk_ads_api_url,
+            phone_region=getattr(settings, "default_phone_region", "RU"),
+        )
+        self.objects = objects
+
+    def sync(self, name: str, list_id: str | None, members: list[Member]) -> AudienceSync:
+        key = VK_STATE_PREFIX + quote(name, safe="") + ".json"
+        body = self.objects.get(key)
+        previous = json.loads(body) if body else None
+
+        def save(state: dict[str, Any]) -> None:  # after every accepted upload: a run cut short resumes from it
+            self.objects.put(key, json.dumps(state).encode())
+
+        result, state = self.vk.sync(name, list_id, members, previous=previous, save=save, deadline=self.deadline)
+        save(state)
+        return result
+
+
+def _vk(settings: Any, objects: Any) -> Adapter:
+    return _VkAdapter(settings, objects)
 
 
 GOOGLE_STATE_PREFIX = "segments/audiences/google/"  # the SHA-256 hashes Google was sent (expired after 35 days unused)
@@ -82,6 +138,7 @@ class _GoogleAdapter:
     """Google Customer Match (``google.sync``) with its state between nights: the hashes Google was last sent."""
 
     platform = "google"
+    deadline: Any = None  # the invocation's (set by the export): no request is started that cannot finish in time
 
     def __init__(self, settings: Any, objects: Any):
         from throughline.segments.audiences import google
@@ -99,7 +156,7 @@ class _GoogleAdapter:
         previous = json.loads(body) if body else None
         try:
             result, state = self.google.sync(name, members, list_id=list_id, settings=self.settings,
-                                             previous=previous)  # fmt: skip
+                                             previous=previous, deadline=self.deadline)  # fmt: skip
         except self.google.GoogleAudienceError as error:
             if error.state is not None:  # some of tonight's may be in the list: keep them removable
                 self.objects.put(key, json.dumps(error.state).encode())
@@ -156,6 +213,8 @@ def export_audiences(
             if factory is None:
                 raise AudienceError(f"no adapter for the platform {audience.platform!r} in this version")
             adapter = factory()
+            if deadline is not None and hasattr(adapter, "deadline"):
+                adapter.deadline = deadline  # type: ignore[attr-defined]
             ids = _members_of(rows, audience)
             missing = [contact_id for contact_id in ids if contact_id not in people]
             for member in read_members(client, missing, progress):
@@ -172,8 +231,15 @@ def export_audiences(
             state["lists"][audience.name] = {"platform": audience.platform, "list_id": sync.list_id}
             state["sent"][audience.name] = asdict(sync)
             state["failed"].pop(audience.name, None)
+            changes = "".join(
+                [
+                    f", {sync.removed} removed" if sync.removed else "",
+                    f", {sync.pending} changes wait for a later night" if sync.pending else "",
+                ]
+            )
             progress(f"audiences: «{audience.name}» → {audience.platform} list {sync.list_id}: {sync.members} "
-                     f"customers, {sync.identifiers} identifiers, {sync.skipped} without a usable one")  # fmt: skip
+                     f"customers, {sync.identifiers} identifiers, {sync.skipped} without a usable one"
+                     f"{changes}")  # fmt: skip
         objects.put(STATE_KEY, json.dumps(state, ensure_ascii=False).encode())
     pending = [a.name for a in audiences if a.name not in state["sent"]
                and (state["failed"].get(a.name) or {}).get("attempts", 0) < ATTEMPTS]  # fmt: skip

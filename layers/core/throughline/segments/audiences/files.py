@@ -41,12 +41,13 @@ class Prepared:
         return [email for _, emails in self.rows for email in emails]
 
 
-def prepare(members: Iterable[Member]) -> Prepared:
+def prepare(members: Iterable[Member], region: str = "RU") -> Prepared:
+    """Each member's phones (national numbers read in ``region``) and e-mails, normalized, each identifier once."""
     seen: set[str] = set()
     rows: list[tuple[list[str], list[str]]] = []
     skipped = 0
     for member in members:
-        phones = _fresh((phone_digits(value) for value in member.phones), seen)
+        phones = _fresh((phone_digits(value, region) for value in member.phones), seen)
         emails = _fresh((email_address(value) for value in member.emails), seen)
         if phones or emails:
             rows.append((phones, emails))

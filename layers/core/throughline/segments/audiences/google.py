@@ -241,8 +241,10 @@ def sync(
 
     try:
         for batch in _chunks(gone, MAX_MEMBERS):
+            client.in_time()
             client.post("audienceMembers:remove", remove_body(dest, batch, validate_only=settings.validate_only))
         for batch in _chunks(current, MAX_MEMBERS):
+            client.in_time()
             body = ingest_body(dest, batch, consent=settings.consent or None, validate_only=settings.validate_only)
             client.post("audienceMembers:ingest", body)
     except PlatformError as error:
@@ -286,6 +288,12 @@ class _Client:
         self.session, self.oauth, self.deadline = session, oauth, deadline
         self.calls = 0
         self.request_ids: list[str] = []
+
+    def in_time(self) -> None:
+        """Refuse a request that might not finish before the invocation's end: a run killed mid-request would store
+        no state, and members ingested on that night could never be removed (the error's state keeps them)."""
+        if self.deadline is not None and self.deadline.seconds_left() < CONNECT_TIMEOUT + READ_TIMEOUT + 5:
+            raise PlatformError("too little time left in this run for another Data Manager request")
 
     def post(self, method: str, body: dict) -> None:
         data = json.dumps(body, separators=(",", ":"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -14,8 +14,11 @@ class Member:
     """
 
     contact_id: int
-    phones: tuple[str, ...]
-    emails: tuple[str, ...]
+    phones: tuple[str, ...] = field(repr=False)  # never in a log line, a traceback's repr or an error message
+    emails: tuple[str, ...] = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"Member(contact_id={self.contact_id}, phones={len(self.phones)}, emails={len(self.emails)})"
 
 
 @dataclass(frozen=True)
@@ -30,3 +33,4 @@ class AudienceSync:
     calls: int  # HTTP calls made
     removed: int = 0  # identifiers removed (platforms that take removals)
     skipped: int = 0  # customers without any usable phone or e-mail
+    pending: int = 0  # identifiers whose joining or leaving waits for a later night (VK: diffs of at least 25)

@@ -4,37 +4,35 @@ Both Yandex Audiences (yandex.com/support/audience/file) and VK Ads / myTarget (
 sourceuserlists) take a phone as the digits of the full international number — country code first, no ``+``, no
 spaces or other characters (``79995551111``) — and an e-mail in lower case (``mail@yandex.ru``, never
 ``Mail@yandex.ru``). Portals in Russia mostly hold Russian numbers typed as people type them: ``8 (912) …`` with the
-trunk prefix 8, or ten digits without any prefix; both become ``7…``. A number that cannot be a full international
-number (fewer than 11 or more than 15 digits — E.164's maximum —, a leading 0, a Russian number of the wrong length)
-is dropped, never guessed.
+trunk prefix 8, or ten digits without any prefix; both become ``7…``. A number that is not valid in its country's
+numbering plan (a digit short, an unassigned country code) is dropped, never guessed.
 """
 
 from __future__ import annotations
 
 import re
 
+from throughline.contacts import InvalidContact, normalize_phone
+
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def phone_digits(raw: str) -> str | None:
-    """The E.164 digits of ``raw`` (no ``+``), or None when it is no usable number."""
+def phone_digits(raw: str, region: str = "RU") -> str | None:
+    """The E.164 digits of ``raw`` (no ``+``), or None when it is no valid number.
+
+    The project's one phone reader (``throughline.contacts.normalize_phone``: libphonenumber's numbering plans and
+    validity, the Russian habits, an extension such as ``доб. 123`` or ``ext. 5`` left out, any script's digits read
+    as digits), so an audience matches what the forms and Google Customer Match read. ``00`` before the country code
+    is read as ``+`` (the international prefix of most of the world; Russia's own is 810).
+    """
     text = str(raw or "").strip()
-    digits = "".join(char for char in text if char.isdigit())
-    international = text.startswith("+") or text.startswith("00")
     if text.startswith("00"):
-        digits = digits[2:]
-    if not international:
-        if len(digits) == 11 and digits.startswith("8"):
-            digits = "7" + digits[1:]  # the Russian trunk prefix
-        elif len(digits) == 10 and digits.startswith("9"):
-            digits = "7" + digits  # a Russian mobile number written without a prefix
-        elif digits.startswith("8"):
-            return None  # the trunk prefix with a wrong length: no country code to read
-    if not 11 <= len(digits) <= 15 or digits.startswith("0"):
+        text = "+" + text[2:]
+    try:
+        number = normalize_phone(text, region)
+    except InvalidContact:
         return None
-    if digits.startswith("7") and len(digits) != 11:
-        return None
-    return digits
+    return number.removeprefix("+")
 
 
 def email_address(raw: str) -> str | None:
