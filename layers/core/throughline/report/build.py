@@ -472,14 +472,19 @@ class _Builder:
         lead_slot, lead_day, far = self._lead_slot, self._lead_day, self._far_leads
         seen, simple = self._leads_seen, self.simple  # simple mode set by the portal (leads left from before it)
         statuses, unknown_tags, person_keys = self.lead_statuses, self.unknown_tags, self._person_keys
+        add_key = person_keys.add
         total, with_source, webform, duplicates = 0, 0, 0, 0
         by_day: dict[int, int] = {}  # slot << DAY_BITS | day ordinal → leads of the period
         for lead in leads:
             get = lead.get
             tags = (get("UTM_SOURCE") or "", get("UTM_MEDIUM") or "", get("UTM_CAMPAIGN") or "", get("SOURCE_ID") or "")
             index = slot_index.get(tags)
-            if index is None or slots[index].by_content:
+            if index is None:
                 index = self.slot(lead)
+            elif slots[index].by_content:  # its row is its utm_content's: looked up at once, as ``slot`` would
+                index = slot_index.get((*tags, get("UTM_CONTENT") or ""))
+                if index is None:
+                    index = self.slot(lead)
             created = get("DATE_CREATE") or ""
             which, ordinal = days.get(created[:10] + created[19:]) or self.day(created, moment=True)
             lead_id = int(lead["ID"])
@@ -519,9 +524,17 @@ class _Builder:
                 webform += 1
             keys = get("PERSON_KEYS")
             if keys:
-                if not person_keys.isdisjoint(keys):
-                    duplicates += 1
-                person_keys.update(keys)
+                if keys.__class__ is list and len(keys) == 1:  # nearly every lead: one lookup and add, not
+                    # isdisjoint and update
+                    key = keys[0]
+                    if key in person_keys:
+                        duplicates += 1
+                    else:
+                        add_key(key)
+                else:
+                    if not person_keys.isdisjoint(keys):
+                        duplicates += 1
+                    person_keys.update(keys)
             day_key = index << DAY_BITS | ordinal
             by_day[day_key] = by_day.get(day_key, 0) + 1
         self._leads_seen = seen
