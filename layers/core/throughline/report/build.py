@@ -546,8 +546,8 @@ class _Builder:
             self.dynamics.lead(slots[day_key >> DAY_BITS].campaign, day_key & DAY_MASK, count)
 
     @staticmethod
-    def _drill(campaign: _Campaign, record: Mapping[str, Any]) -> list[Any]:
-        key = (record.get("UTM_MEDIUM") or "", record.get("UTM_CONTENT") or "", record.get("UTM_TERM") or "")
+    def _drill(campaign: _Campaign, key: tuple[str, str, str]) -> list[Any]:
+        """The drill-down cell of (utm_medium, utm_content, utm_term), each "" when absent."""
         cell = campaign.drill.get(key)
         if cell is None:
             cell = campaign.drill[key] = [0, 0, 0, ZERO]
@@ -572,7 +572,10 @@ class _Builder:
         self.win_moments = {owner: text for owner, (_, text) in wins.items()}
 
     def _which(self, ordinal: int) -> int | None:
-        return next((index for index, (low, high) in enumerate(self._ordinals) if low <= ordinal <= high), None)
+        for index, (low, high) in enumerate(self._ordinals):  # a loop, not next() over a generator: once a deal
+            if low <= ordinal <= high:
+                return index
+        return None
 
     def _lead_of(self, lead_id: int) -> tuple[int, int] | None:
         """(slot, creation day ordinal) of a lead read, or ``None``."""
@@ -641,9 +644,9 @@ class _Builder:
                     totals.leads += 1
                     totals.converted_leads += bool(closed)
                 if created_which == CURRENT:
-                    self._drill(campaign, _tags(drill))[1] += 1
+                    self._drill(campaign, drill)[1] += 1
                     if self.simple:
-                        self._drill(campaign, _tags(drill))[0] += 1
+                        self._drill(campaign, drill)[0] += 1
                         self.leads_total += 1
                         self.leads_with_source += slot.known
                         if slot.unknown_tag:
@@ -682,7 +685,7 @@ class _Builder:
                 totals.cycle_days_sum += max(closed - started, 0)
                 totals.cycle_deals += 1
             if won_which == CURRENT:
-                cell = self._drill(campaign, _tags(drill))
+                cell = self._drill(campaign, drill)
                 cell[2] += 1
                 if problem is None:
                     cell[3] += revenue
@@ -908,10 +911,6 @@ class _Builder:
             journeys=None if journeys is not None else NO_JOURNEYS,
             records_access_denied=journeys.access_denied if journeys is not None else 0,
         )
-
-
-def _tags(drill: tuple[str, str, str]) -> dict[str, str]:
-    return {"UTM_MEDIUM": drill[0], "UTM_CONTENT": drill[1], "UTM_TERM": drill[2]}
 
 
 def _time(value: Any) -> datetime:
