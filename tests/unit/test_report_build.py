@@ -168,6 +168,10 @@ def test_funnel_from_current_stages() -> None:
 def test_suspected_duplicates_by_person_keys() -> None:
     leads = [lead(PERSON_KEYS=["p1"]), lead(PERSON_KEYS=["p2", "e1"]), lead(PERSON_KEYS=["e1"])]
     assert build(leads, [], []).data_quality.suspected_duplicates == 1
+    # One key (the common case, a lookup and an add) and several keys (isdisjoint and update), mixed either way.
+    keys = (["e1"], ["p2", "e1"], ["p2"], ["p3"], [], ["p4", "p5"], ["p5"], ["p6"])
+    leads = [lead(PERSON_KEYS=person_keys) for person_keys in keys]
+    assert build(leads, [], []).data_quality.suspected_duplicates == 3
 
 
 def test_default_periods() -> None:

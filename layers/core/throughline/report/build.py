@@ -469,14 +469,19 @@ class _Builder:
         lead_slot, lead_day, far = self._lead_slot, self._lead_day, self._far_leads
         seen, simple = self._leads_seen, self.simple  # simple mode set by the portal (leads left from before it)
         statuses, unknown_tags, person_keys = self.lead_statuses, self.unknown_tags, self._person_keys
+        add_key = person_keys.add
         total, with_source, webform, duplicates = 0, 0, 0, 0
         by_day: dict[int, int] = {}  # slot << DAY_BITS | day ordinal → leads of the period
         for lead in leads:
             get = lead.get
             tags = (get("UTM_SOURCE") or "", get("UTM_MEDIUM") or "", get("UTM_CAMPAIGN") or "", get("SOURCE_ID") or "")
             index = slot_index.get(tags)
-            if index is None or slots[index].by_content:
+            if index is None:
                 index = self.slot(lead)
+            elif slots[index].by_content:  # its row is its utm_content's: looked up at once, as ``slot`` would
+                index = slot_index.get((*tags, get("UTM_CONTENT") or ""))
+                if index is None:
+                    index = self.slot(lead)
             created = get("DATE_CREATE") or ""
             which, ordinal = days.get(created[:10] + created[19:]) or self.day(created, moment=True)
             lead_id = int(lead["ID"])
@@ -516,9 +521,17 @@ class _Builder:
                 webform += 1
             keys = get("PERSON_KEYS")
             if keys:
-                if not person_keys.isdisjoint(keys):
-                    duplicates += 1
-                person_keys.update(keys)
+                if keys.__class__ is list and len(keys) == 1:  # nearly every lead: one lookup and add, not
+                    # isdisjoint and update
+                    key = keys[0]
+                    if key in person_keys:
+                        duplicates += 1
+                    else:
+                        add_key(key)
+                else:
+                    if not person_keys.isdisjoint(keys):
+                        duplicates += 1
+                    person_keys.update(keys)
             day_key = index << DAY_BITS | ordinal
             by_day[day_key] = by_day.get(day_key, 0) + 1
         self._leads_seen = seen
@@ -530,8 +543,8 @@ class _Builder:
             self.dynamics.lead(slots[day_key >> DAY_BITS].campaign, day_key & DAY_MASK, count)
 
     @staticmethod
-    def _drill(campaign: _Campaign, record: Mapping[str, Any]) -> list[Any]:
-        key = (record.get("UTM_MEDIUM") or "", record.get("UTM_CONTENT") or "", record.get("UTM_TERM") or "")
+    def _drill(campaign: _Campaign, key: tuple[str, str, str]) -> list[Any]:
+        """The drill-down cell of (utm_medium, utm_content, utm_term), each "" when absent."""
         cell = campaign.drill.get(key)
         if cell is None:
             cell = campaign.drill[key] = [0, 0, 0, ZERO]
@@ -544,7 +557,10 @@ class _Builder:
         self.win_moments = last_wins(history, self._success_stages, self.zone)
 
     def _which(self, ordinal: int) -> int | None:
-        return next((index for index, (low, high) in enumerate(self._ordinals) if low <= ordinal <= high), None)
+        for index, (low, high) in enumerate(self._ordinals):  # a loop, not next() over a generator: once a deal
+            if low <= ordinal <= high:
+                return index
+        return None
 
     def _lead_of(self, lead_id: int) -> tuple[int, int] | None:
         """(slot, creation day ordinal) of a lead read, or ``None``."""
@@ -613,9 +629,9 @@ class _Builder:
                     totals.leads += 1
                     totals.converted_leads += bool(closed)
                 if created_which == CURRENT:
-                    self._drill(campaign, _tags(drill))[1] += 1
+                    self._drill(campaign, drill)[1] += 1
                     if self.simple:
-                        self._drill(campaign, _tags(drill))[0] += 1
+                        self._drill(campaign, drill)[0] += 1
                         self.leads_total += 1
                         self.leads_with_source += slot.known
                         if slot.unknown_tag:
@@ -654,7 +670,7 @@ class _Builder:
                 totals.cycle_days_sum += max(closed - started, 0)
                 totals.cycle_deals += 1
             if won_which == CURRENT:
-                cell = self._drill(campaign, _tags(drill))
+                cell = self._drill(campaign, drill)
                 cell[2] += 1
                 if problem is None:
                     cell[3] += revenue
@@ -880,10 +896,6 @@ class _Builder:
             journeys=None if journeys is not None else NO_JOURNEYS,
             records_access_denied=journeys.access_denied if journeys is not None else 0,
         )
-
-
-def _tags(drill: tuple[str, str, str]) -> dict[str, str]:
-    return {"UTM_MEDIUM": drill[0], "UTM_CONTENT": drill[1], "UTM_TERM": drill[2]}
 
 
 def _time(value: Any) -> datetime:
