@@ -137,20 +137,18 @@ def build_report(
     now: Callable[[], datetime] = datetime.now,
 ) -> RoiReport:
     """``journeys``: the newest journey export (``report.attribution.read_journeys``); without one, roi.json's
-    attribution section is null and data quality says why. ``stage_history`` is read twice (the win of a deal without
-    ``CLOSEDATE``, then the funnel): a function returning a fresh iterable, or a list; a one-shot iterator is listed."""
+    attribution section is null and data quality says why. ``stage_history`` is read once: an iterable, or a function
+    returning one (the job passes a reader of the snapshot). The one pass dates the wins of deals without
+    ``CLOSEDATE`` (needed before the deals) and keeps a compact copy of the moves the funnel needs after them."""
     with _collector_paused():
-        if callable(stage_history):
-            history = stage_history
-        else:
-            kept = stage_history if isinstance(stage_history, list | tuple) else list(stage_history)
-            history = lambda: kept  # noqa: E731
         builder = _Builder(period, previous, rates, options, stages)
         builder.add_spend(spend)
         builder.add_leads(leads)
-        builder.read_wins(history())
+        moves = _Moves()
+        builder.read_wins(moves.kept(stage_history() if callable(stage_history) else stage_history))
         builder.add_deals(deals)
-        funnels = build_funnels(builder.lead_statuses, builder.deal_stages, stages, builder.deal_paths(history()))
+        funnels = build_funnels(builder.lead_statuses, builder.deal_stages, stages, builder.deal_paths(moves))
+        del moves
         return builder.finish(funnels, crm_info or {}, journeys, attribution, now)
 
 
@@ -703,11 +701,22 @@ class _Builder:
         return None, 0
 
     def deal_paths(
-        self, history: Iterable[Mapping[str, Any]]
+        self, history: Iterable[Mapping[str, Any]] | _Moves
     ) -> dict[int, list[tuple[str, list[tuple[str, datetime]]]]]:
-        """The stage history of the period's deals, per pipeline: (current stage, [(stage, entered)…] oldest first)."""
+        """The stage history of the period's deals, per pipeline: (current stage, [(stage, entered)…] oldest first).
+        ``history``: the entries, or the compact copy :class:`_Moves` kept of them while the wins were read."""
         entries: dict[int, list[tuple[int, str, datetime]]] = defaultdict(list)
-        for row in history:
+        rows = history
+        if isinstance(history, _Moves):
+            rows, names, zone, deals = history.odd(self.period_deals), history.stage_names, self.zone, self.period_deals
+            for owner, entry, code, text in history.plain():
+                if owner in deals:
+                    try:
+                        at = _time(text)
+                    except (TypeError, ValueError):
+                        continue
+                    entries[owner].append((entry, names[code], at if at.tzinfo else at.replace(tzinfo=zone)))
+        for row in rows:
             try:  # a malformed entry is skipped, not fatal
                 owner = int(row.get("OWNER_ID") or 0)
                 if owner in self.period_deals and row.get("CREATED_TIME"):
@@ -896,6 +905,56 @@ class _Builder:
             journeys=None if journeys is not None else NO_JOURNEYS,
             records_access_denied=journeys.access_denied if journeys is not None else 0,
         )
+
+
+class _Moves:
+    """A compact copy of the stage history taken as it streams past (read once, not twice): per entry its deal
+    (``OWNER_ID``), ``ID``, ``STAGE_ID`` and ``CREATED_TIME`` as written. Deals and entries IDs go to integer arrays
+    and stages to a short list of the distinct ones, so a million entries cost about 20 MB beside their time strings.
+    An entry the funnel would skip whatever the deal (no time, an unreadable deal) is not kept; an entry whose fields
+    are not plain is kept whole, so :meth:`of` gives :meth:`_Builder.deal_paths` what the stream gave it."""
+
+    def __init__(self) -> None:
+        self._owners = array("q")
+        self._ids = array("q")
+        self._stages = array("i")
+        self.stage_names: list[str] = []
+        self._stage_codes: dict[Any, int] = {}
+        self._times: list[Any] = []
+        self._odd: dict[int, list[Mapping[str, Any]]] = {}  # deal → its entries not kept in the arrays
+
+    def kept(self, history: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+        owners, ids, stages, times, codes = self._owners, self._ids, self._stages, self._times, self._stage_codes
+        for row in history:
+            yield row
+            try:
+                owner = int(row.get("OWNER_ID") or 0)
+            except (TypeError, ValueError):
+                continue  # deal_paths skips it whatever the period's deals are
+            if not row.get("CREATED_TIME"):
+                continue
+            entry, stage = row.get("ID"), row.get("STAGE_ID")
+            if type(entry) is int and -(2**63) <= entry < 2**63 and type(stage) is str and -(2**63) <= owner < 2**63:
+                code = codes.get(stage)
+                if code is None:
+                    code = codes[stage] = len(self.stage_names)
+                    self.stage_names.append(stage)
+                owners.append(owner)
+                ids.append(entry)
+                stages.append(code)
+                times.append(row["CREATED_TIME"])
+            else:  # an ID written as text, a missing or odd field: the entry as read, for deal_paths to judge
+                self._odd.setdefault(owner, []).append(row)
+
+    def plain(self) -> Iterator[tuple[int, int, int, Any]]:
+        """(deal, entry ID, stage code in :attr:`stage_names`, ``CREATED_TIME``) of each entry kept in the arrays."""
+        return zip(self._owners, self._ids, self._stages, self._times, strict=True)
+
+    def odd(self, deals: Mapping[int, Any]) -> Iterator[Mapping[str, Any]]:
+        """The entries kept whole, of these deals, as read."""
+        for owner, rows in self._odd.items():
+            if owner in deals:
+                yield from rows
 
 
 def _time(value: Any) -> datetime:
