@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from itertools import count
@@ -247,10 +248,10 @@ def test_stage_history_is_read_once_and_its_odd_entries_still_reach_the_funnel()
         {"ID": 8, "OWNER_ID": fresh["ID"], "STAGE_ID": "EXECUTING", "CREATED_TIME": "не дата"},  # skipped
         {"ID": 9, "OWNER_ID": "x", "STAGE_ID": "WON", "CREATED_TIME": "2026-11-05T10:00:00+03:00"},  # skipped
         {"ID": 10, "OWNER_ID": fresh["ID"], "STAGE_ID": "EXECUTING", "CREATED_TIME": ""},  # skipped
-    ]
+    ]  # fmt: skip
     calls = []
 
-    def read() -> list[dict]:
+    def read() -> Iterator[dict]:
         calls.append(1)
         return iter(history)
 
