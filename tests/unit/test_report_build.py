@@ -249,7 +249,7 @@ def test_stage_history_is_read_once_and_its_odd_entries_still_reach_the_funnel()
         {"ID": 9, "OWNER_ID": "x", "STAGE_ID": "WON", "CREATED_TIME": "2026-11-05T10:00:00+03:00"},  # skipped
         {"ID": 10, "OWNER_ID": fresh["ID"], "STAGE_ID": "EXECUTING", "CREATED_TIME": ""},  # skipped
     ]  # fmt: skip
-    calls = []
+    calls, wins = [], {}
 
     def read() -> Iterator[dict]:
         calls.append(1)
@@ -257,9 +257,10 @@ def test_stage_history_is_read_once_and_its_odd_entries_still_reach_the_funnel()
 
     report = build_report(
         period=PERIOD, previous=PREVIOUS, leads=[], deals=[won, lost, fresh], spend=[], rates=RateBook("RUB"),
-        stages=StageBook(STATUSES), stage_history=read, now=lambda: datetime(2026, 12, 1),
+        stages=StageBook(STATUSES), stage_history=read, now=lambda: datetime(2026, 12, 1), wins=wins,
     )  # fmt: skip
     assert len(calls) == 1
+    assert wins == {int(won["ID"]): "2026-11-09T10:00:00"}  # as last_wins dates it: the segments section's wins
     [pipeline] = report.funnels
     stages = {stage.stage_id: stage for stage in pipeline.stages}
     assert [stages[s].reached for s in ("NEW", "EXECUTING", "WON")] == [3, 2, 1]

@@ -135,17 +135,22 @@ def build_report(
     journeys: Journeys | None = None,
     attribution: AttributionOptions = DEFAULT_ATTRIBUTION,
     now: Callable[[], datetime] = datetime.now,
+    wins: dict[int, str] | None = None,
 ) -> RoiReport:
     """``journeys``: the newest journey export (``report.attribution.read_journeys``); without one, roi.json's
     attribution section is null and data quality says why. ``stage_history`` is read once: an iterable, or a function
     returning one (the job passes a reader of the snapshot). The one pass dates the wins of deals without
-    ``CLOSEDATE`` (needed before the deals) and keeps a compact copy of the moves the funnel needs after them."""
+    ``CLOSEDATE`` (needed before the deals) and keeps a compact copy of the moves the funnel needs after them.
+    ``wins``: a dict to fill with what :func:`last_wins` gives for that history (the job's segments section dates
+    wins the same way), so a caller need not read the history again."""
     with _collector_paused():
         builder = _Builder(period, previous, rates, options, stages)
         builder.add_spend(spend)
         builder.add_leads(leads)
         moves = _Moves()
         builder.read_wins(moves.kept(stage_history() if callable(stage_history) else stage_history))
+        if wins is not None:
+            wins.update(builder.win_moments)
         builder.add_deals(deals)
         funnels = build_funnels(builder.lead_statuses, builder.deal_stages, stages, builder.deal_paths(moves))
         del moves

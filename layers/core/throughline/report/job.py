@@ -127,12 +127,13 @@ def _run(
     journeys = read_journeys(objects)
     progress(f"journeys: snapshot {journeys.snapshot}" if journeys else "journeys: no export yet, no attribution")
     progress("building the report")
+    wins: dict[int, str] = {}  # each deal's last win in the stage history: the segments section's too
     report = build_report(
         period=period,
         previous=previous,
         leads=read_snapshot(objects, "lead"),
         deals=read_snapshot(objects, "deal"),
-        stage_history=lambda: read_snapshot(objects, HISTORY),  # read twice: wins without CLOSEDATE, the funnel
+        stage_history=lambda: read_snapshot(objects, HISTORY),  # read once: wins without CLOSEDATE, the funnel
         spend=read_spend(objects, earliest, latest),
         rates=rates,
         stages=StageBook(crm.statuses),
@@ -145,6 +146,7 @@ def _run(
             markov_order=settings.attribution_markov_order,
         ),
         now=clock,
+        wins=wins,
     )
     # Customer segments (issue 18): the section reads what the segments job stored, beside the same deals and rates.
     from throughline.report.segments import segments_section
@@ -155,9 +157,6 @@ def _run(
     except RulesError as error:
         progress(f"segments: {error}; the section uses the codes")
         labels = {}
-    from throughline.report.build import last_wins, success_stages
-
-    wins = last_wins(read_snapshot(objects, HISTORY), success_stages(StageBook(crm.statuses)), settings.zone)
     section = segments_section(objects, period, read_snapshot(objects, "deal"), convert=rates.convert,
                                zone=settings.zone, labels=labels, wins=wins)  # fmt: skip
     report = report.model_copy(update={"segments": section})
