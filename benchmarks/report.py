@@ -7,6 +7,7 @@ targets: under 30 s of CPU and under 1 000 MB.
 
     PYTHONPATH=layers/core:. python benchmarks/report.py            # full size
     PYTHONPATH=layers/core:. python benchmarks/report.py --quick    # a CI smoke run (a hundredth of the size)
+    PYTHONPATH=layers/core:. python benchmarks/report.py --scale 5 --data /tmp/roi-5 --only year  # kept data, one run
 """
 
 from __future__ import annotations
