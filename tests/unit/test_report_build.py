@@ -276,3 +276,32 @@ def test_mytarget_and_vk_ads_tags_meet_vk_ads_spend_by_campaign_name() -> None:
     campaign = row(report, "campaign", campaign_id="9001")
     assert campaign.metrics.leads == 2 and campaign.metrics.cpl == Decimal("1500.00")
     assert campaign.matched == "spend_and_leads" and campaign.channel == "social"
+
+
+def test_the_kept_copy_of_the_stage_history_gives_the_funnel_what_the_entries_give_it() -> None:
+    # Hostile entries (IDs as text, floats, booleans, beyond 64 bits, missing fields, lone surrogates, bad times):
+    # the funnel's paths from the compact copy equal those from the entries themselves, errors included.
+    import random
+
+    from throughline.report.build import _Builder, _Moves
+
+    rng = random.Random(7)
+    choices = {"ID": [1, 2, 3, "4", "x", None, 2**70, 5.0, True], "OWNER_ID": [1, 2, 3, "2", "x", None, 0, 2**70, 3.0],
+               "STAGE_ID": ["NEW", "WON", "", None, 5, "Ё"],
+               "CREATED_TIME": ["2026-11-02T10:00:00+03:00", "2026-11-02T10:00:00", "не дата", "", None, 5,
+                                "2026-11-03T01:00:00Z", "\ud800"]}  # fmt: skip
+    builder = _Builder(PERIOD, PREVIOUS, RateBook("RUB"), ReportOptions())
+    builder.period_deals = {1: (0, "NEW"), 2: (0, "WON"), 3: (1, "NEW")}
+
+    def paths(history):
+        try:
+            return builder.deal_paths(history)
+        except Exception as error:  # the same error either way is what is compared
+            return type(error).__name__
+
+    for _ in range(500):
+        rows = [{key: rng.choice(values) for key, values in choices.items() if rng.random() < 0.9}
+                for _ in range(rng.randrange(12))]  # fmt: skip
+        moves = _Moves()
+        assert len(list(moves.kept(rows))) == len(rows)
+        assert paths(moves) == paths(rows)
