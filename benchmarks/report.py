@@ -7,11 +7,13 @@ targets: under 30 s of CPU and under 1 000 MB.
 
     PYTHONPATH=layers/core:. python benchmarks/report.py            # full size
     PYTHONPATH=layers/core:. python benchmarks/report.py --quick    # a CI smoke run (a hundredth of the size)
+    PYTHONPATH=layers/core:. python benchmarks/report.py --scale 5 --data /tmp/roi-5 --only year  # kept data, one run
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -49,24 +51,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a hundredth of the size: a smoke run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--scale", type=int, help="a 1/SCALE-size run (20 and 5 are what outputs are compared at)")
+    parser.add_argument("--data", type=Path, help="generate into (or reuse) this folder and keep it")
+    parser.add_argument("--only", choices=("nightly-bare", "nightly", "year"), help="build this run only")
+    parser.add_argument("--out", type=Path, help="the child: also write roi.json, roi.csv, index.html here")
     parser.add_argument("--run", type=Path, help=argparse.SUPPRESS)  # the child: build from this folder
     parser.add_argument("--year", action="store_true", help=argparse.SUPPRESS)  # the child: a 365-day period
     parser.add_argument("--no-journeys", action="store_true", help=argparse.SUPPRESS)  # the child: no attribution
     args = parser.parse_args(argv)
     if args.run:
-        return _build(args.run, args.year, not args.no_journeys)
-    scale = 100 if args.quick else 1
+        return _build(args.run, args.year, not args.no_journeys, args.out)
+    scale = args.scale or (100 if args.quick else 1)
     leads, deals, days, campaigns = 1_000_000 // scale, 200_000 // scale, 365, 1_000 // scale
-    with tempfile.TemporaryDirectory(prefix="roi-bench-") as folder:
+    with contextlib.ExitStack() as stack:
+        folder = str(args.data) if args.data else stack.enter_context(tempfile.TemporaryDirectory(prefix="roi-bench-"))
         started = time.perf_counter()
-        sizes = _generate(Path(folder), leads, deals, days, campaigns)
-        print(
-            f"data: {leads} leads, {deals} deals, {days} × {campaigns} spend rows "
-            f"({sizes / 1e6:.0f} MB gzip) written in {time.perf_counter() - started:.1f} s"
-        )
+        if args.data and (args.data / "journeys/latest.json").exists():
+            print(f"data: reusing {args.data}")
+        else:
+            sizes = _generate(Path(folder), leads, deals, days, campaigns)
+            print(
+                f"data: {leads} leads, {deals} deals, {days} × {campaigns} spend rows "
+                f"({sizes / 1e6:.0f} MB gzip) written in {time.perf_counter() - started:.1f} s"
+            )
         env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers/core'}:{ROOT}"}
         runs = []
-        for year, journeys in ((False, False), (False, True), (True, True)):
+        chosen = {"nightly-bare": (False, False), "nightly": (False, True), "year": (True, True)}
+        for year, journeys in [chosen[args.only]] if args.only else chosen.values():
             command = [sys.executable, __file__, "--run", folder, *(["--year"] if year else []),
                        *([] if journeys else ["--no-journeys"])]  # fmt: skip
             child = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -322,7 +333,7 @@ def _own_peak_kb() -> float:
     return peak / 1024 if sys.platform == "darwin" else float(peak)
 
 
-def _build(folder: Path, whole_year: bool, with_journeys: bool = True) -> int:
+def _build(folder: Path, whole_year: bool, with_journeys: bool = True, out: Path | None = None) -> int:
     from throughline.adapters.report_store import read_spend
     from throughline.report.attribution import read_journeys
     from throughline.report.build import ReportOptions, build_report, default_periods, previous_period
@@ -359,6 +370,11 @@ def _build(folder: Path, whole_year: bool, with_journeys: bool = True) -> int:
     files = {"json": render_json(report), "csv": render_csv(report), "html": render_html(report)}
     finished = time.perf_counter()
     peak_kb = _own_peak_kb()
+    if out is not None:  # outside the figures: the files as the job writes them, to compare byte for byte
+        out.mkdir(parents=True, exist_ok=True)
+        for name, kind in (("roi.json", "json"), ("roi.csv", "csv"), ("index.html", "html")):
+            text = files[kind]
+            (out / name).write_bytes(text if isinstance(text, bytes) else text.encode())
     print(
         json.dumps(
             {

@@ -92,6 +92,25 @@ def test_invoke_writes_dated_and_latest_with_the_seed_figures(report_stack) -> N
     assert again["crm"]["mode"] == "incremental" and again["crm"]["rest_calls"] == 1
 
 
+def test_the_stage_history_is_read_once_a_run(report_stack, monkeypatch) -> None:
+    # The wins without CLOSEDATE, the funnel and the segments section all come from one read of the snapshot's
+    # stage history (it was read three times a night: a million entries decoded each time at portal scale).
+    stack, s3, bucket = report_stack
+    reads: list[str] = []
+    real = job.read_snapshot
+
+    def counted(objects, entity, *args, **kwargs):
+        reads.append(entity)
+        return real(objects, entity, *args, **kwargs)
+
+    monkeypatch.setattr(job, "read_snapshot", counted)
+    stack.invoke("build_roi_report", {"date_from": "2026-11-01", "date_to": "2026-11-30"})
+    assert reads.count(job.HISTORY) == 1
+    latest = json.loads(s3.get_object(Bucket=bucket, Key="reports/roi/latest/roi.json")["Body"].read())
+    [deal_funnel] = [funnel for funnel in latest["funnels"] if funnel["entity"] == "deal"]
+    assert deal_funnel["source"] == "stage_history" and deal_funnel["won"] == 30
+
+
 def emitted_metrics(out: str) -> dict[str, list]:
     """Metric name -> values, from the CloudWatch embedded-metric-format lines Powertools printed."""
     metrics: dict[str, list] = {}

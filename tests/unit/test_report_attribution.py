@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from tests.unit.test_report_build import PERIOD, PREVIOUS, STATUSES, deal, lead
@@ -291,3 +291,25 @@ def test_a_models_romi_counts_only_the_revenue_of_paid_touches() -> None:
     assert table["yandex"].metrics.romi == Decimal("-50")  # the table agrees
     channel_line = next(line for line in render_csv(report).decode("utf-8-sig").splitlines() if "Контекстная" in line)
     assert ";Последний клик;2,0000;5500,00;-50,00;" in channel_line, channel_line  # roi.csv: ROMI (модель)
+
+
+def test_touch_lines_without_some_fields_are_read_as_with_them_empty() -> None:
+    """The export writes every field, and the touch loop picks them in one call; a line without source, campaign or
+    kind (an older export, a hand-made one) is read field by field: the same touches, the same won moments."""
+    full = [touch("p1", "2026-11-02T09:00:00Z", "paid_search", kind="form", source="yandex", campaign="c1"),
+            touch("p1", "2026-11-03T09:00:00Z", "email"),
+            touch("p1", "2026-11-04T10:00:00+03:00", "crm", kind="won", entity=("deal", 7))]  # fmt: skip
+    partial = [dict(line) for line in full]
+    del partial[1]["source"], partial[1]["campaign"]
+    del partial[0]["campaign"]
+    partial[0]["source"], partial[0]["campaign"] = "yandex", "c1"  # the same values, in another key order
+    del partial[2]["channel"]
+    for lines in (full, partial):
+        journeys = read_journeys(export(lines, []))
+        got = list(journeys.touches())
+        assert [(t.person_key, t.at, t.channel, t.source, t.campaign) for t in got] == [
+            ("p1", datetime(2026, 11, 2, 9, tzinfo=UTC), "paid_search", "yandex", "c1"),
+            ("p1", datetime(2026, 11, 3, 9, tzinfo=UTC), "email", "", ""),
+        ]
+        assert journeys.won_at == {7: datetime(2026, 11, 4, 7, tzinfo=UTC)} and journeys.streamed
+        assert all(type(t).__name__ == "TouchPoint" and t.at.tzinfo is not None for t in got)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from itertools import count
@@ -170,6 +171,10 @@ def test_funnel_from_current_stages() -> None:
 def test_suspected_duplicates_by_person_keys() -> None:
     leads = [lead(PERSON_KEYS=["p1"]), lead(PERSON_KEYS=["p2", "e1"]), lead(PERSON_KEYS=["e1"])]
     assert build(leads, [], []).data_quality.suspected_duplicates == 1
+    # One key (the common case, a lookup and an add) and several keys (isdisjoint and update), mixed either way.
+    keys = (["e1"], ["p2", "e1"], ["p2"], ["p3"], [], ["p4", "p5"], ["p5"], ["p6"])
+    leads = [lead(PERSON_KEYS=person_keys) for person_keys in keys]
+    assert build(leads, [], []).data_quality.suspected_duplicates == 3
 
 
 def test_default_periods() -> None:
@@ -226,6 +231,46 @@ def test_funnel_from_stage_history_counts_where_lost_deals_fell_out_and_time_in_
     assert pipeline.loss_reasons == {"Сделка провалена": 1}
 
 
+def test_stage_history_is_read_once_and_its_odd_entries_still_reach_the_funnel() -> None:
+    # The job's reader of the snapshot is called once (it was called twice: the wins, then the funnel, a million
+    # entries JSON-decoded twice a night). Entries with an ID written as text, a naive time or a deal ID as text are
+    # kept whole beside the compact copy; a malformed one is skipped. The figures are the funnel test's above.
+    won = deal(None, won=True, day="2026-11-02", CLOSEDATE="")
+    lost = deal(None, won=False, day="2026-11-02", STAGE_ID="LOSE", STAGE_SEMANTIC_ID="F")
+    fresh = deal(None, won=False, day="2026-11-02", STAGE_ID="NEW")
+    history = [
+        {"ID": 1, "OWNER_ID": won["ID"], "STAGE_ID": "NEW", "CREATED_TIME": "2026-11-02T10:00:00+03:00"},
+        {"ID": "2", "OWNER_ID": won["ID"], "STAGE_ID": "EXECUTING", "CREATED_TIME": "2026-11-04T10:00:00+03:00"},
+        {"ID": 3, "OWNER_ID": str(won["ID"]), "STAGE_ID": "WON", "STAGE_SEMANTIC_ID": "S",
+         "CREATED_TIME": "2026-11-09T10:00:00"},  # naive: the report's zone (Moscow, +03:00)
+        {"ID": 4, "OWNER_ID": lost["ID"], "STAGE_ID": "NEW", "CREATED_TIME": "2026-11-02T10:00:00+03:00"},
+        {"ID": 5, "OWNER_ID": lost["ID"], "STAGE_ID": "EXECUTING", "CREATED_TIME": "2026-11-03T10:00:00+03:00"},
+        {"ID": 6, "OWNER_ID": lost["ID"], "STAGE_ID": "LOSE", "CREATED_TIME": "2026-11-06T10:00:00+03:00"},
+        {"ID": 7, "OWNER_ID": fresh["ID"], "STAGE_ID": "NEW", "CREATED_TIME": "2026-11-02T10:00:00+03:00"},
+        {"ID": 8, "OWNER_ID": fresh["ID"], "STAGE_ID": "EXECUTING", "CREATED_TIME": "не дата"},  # skipped
+        {"ID": 9, "OWNER_ID": "x", "STAGE_ID": "WON", "CREATED_TIME": "2026-11-05T10:00:00+03:00"},  # skipped
+        {"ID": 10, "OWNER_ID": fresh["ID"], "STAGE_ID": "EXECUTING", "CREATED_TIME": ""},  # skipped
+    ]  # fmt: skip
+    calls, wins = [], {}
+
+    def read() -> Iterator[dict]:
+        calls.append(1)
+        return iter(history)
+
+    report = build_report(
+        period=PERIOD, previous=PREVIOUS, leads=[], deals=[won, lost, fresh], spend=[], rates=RateBook("RUB"),
+        stages=StageBook(STATUSES), stage_history=read, now=lambda: datetime(2026, 12, 1), wins=wins,
+    )  # fmt: skip
+    assert len(calls) == 1
+    assert wins == {int(won["ID"]): "2026-11-09T10:00:00"}  # as last_wins dates it: the segments section's wins
+    [pipeline] = report.funnels
+    stages = {stage.stage_id: stage for stage in pipeline.stages}
+    assert [stages[s].reached for s in ("NEW", "EXECUTING", "WON")] == [3, 2, 1]
+    assert stages["NEW"].mean_days_in_stage == Decimal("1.5")
+    assert stages["EXECUTING"].mean_days_in_stage == Decimal("4.0")
+    assert report.headline.won_deals == 1  # dated by its win in the history (no CLOSEDATE): 9 Nov, in the period
+
+
 def test_mytarget_and_vk_ads_tags_meet_vk_ads_spend_by_campaign_name() -> None:
     leads = [lead(UTM_SOURCE="mytarget", UTM_MEDIUM="cpm", UTM_CAMPAIGN="Лето"),
              lead(UTM_SOURCE="vk_ads", UTM_MEDIUM="cpc", UTM_CAMPAIGN="лето ")]  # fmt: skip
@@ -233,3 +278,32 @@ def test_mytarget_and_vk_ads_tags_meet_vk_ads_spend_by_campaign_name() -> None:
     campaign = row(report, "campaign", campaign_id="9001")
     assert campaign.metrics.leads == 2 and campaign.metrics.cpl == Decimal("1500.00")
     assert campaign.matched == "spend_and_leads" and campaign.channel == "social"
+
+
+def test_the_kept_copy_of_the_stage_history_gives_the_funnel_what_the_entries_give_it() -> None:
+    # Hostile entries (IDs as text, floats, booleans, beyond 64 bits, missing fields, lone surrogates, bad times):
+    # the funnel's paths from the compact copy equal those from the entries themselves, errors included.
+    import random
+
+    from throughline.report.build import _Builder, _Moves
+
+    rng = random.Random(7)
+    choices = {"ID": [1, 2, 3, "4", "x", None, 2**70, 5.0, True], "OWNER_ID": [1, 2, 3, "2", "x", None, 0, 2**70, 3.0],
+               "STAGE_ID": ["NEW", "WON", "", None, 5, "Ё"],
+               "CREATED_TIME": ["2026-11-02T10:00:00+03:00", "2026-11-02T10:00:00", "не дата", "", None, 5,
+                                "2026-11-03T01:00:00Z", "\ud800"]}  # fmt: skip
+    builder = _Builder(PERIOD, PREVIOUS, RateBook("RUB"), ReportOptions())
+    builder.period_deals = {1: (0, "NEW"), 2: (0, "WON"), 3: (1, "NEW")}
+
+    def paths(history):
+        try:
+            return builder.deal_paths(history)
+        except Exception as error:  # the same error either way is what is compared
+            return type(error).__name__
+
+    for _ in range(500):
+        rows = [{key: rng.choice(values) for key, values in choices.items() if rng.random() < 0.9}
+                for _ in range(rng.randrange(12))]  # fmt: skip
+        moves = _Moves()
+        assert len(list(moves.kept(rows))) == len(rows)
+        assert paths(moves) == paths(rows)

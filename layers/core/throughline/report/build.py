@@ -136,25 +136,28 @@ def build_report(
     attribution: AttributionOptions = DEFAULT_ATTRIBUTION,
     now: Callable[[], datetime] = datetime.now,
     acquisitions: dict[int, Decimal | None] | None = None,
+    wins: dict[int, str] | None = None,
 ) -> RoiReport:
     """``acquisitions``, when given, is filled with the period's new customers (the deal ID of each one's first won
     deal) and what acquiring each cost: its source row's CAC (the source's spend / its paid new customers, the paid
     rule) when the deal's campaign row carries spend, else None (the segments section's CAC per segment).
     ``journeys``: the newest journey export (``report.attribution.read_journeys``); without one, roi.json's
-    attribution section is null and data quality says why. ``stage_history`` is read twice (the win of a deal without
-    ``CLOSEDATE``, then the funnel): a function returning a fresh iterable, or a list; a one-shot iterator is listed."""
+    attribution section is null and data quality says why. ``stage_history`` is read once: an iterable, or a function
+    returning one (the job passes a reader of the snapshot). The one pass dates the wins of deals without
+    ``CLOSEDATE`` (needed before the deals) and keeps a compact copy of the moves the funnel needs after them.
+    ``wins``: a dict to fill with what :func:`last_wins` gives for that history (the job's segments section dates
+    wins the same way), so a caller need not read the history again."""
     with _collector_paused():
-        if callable(stage_history):
-            history = stage_history
-        else:
-            kept = stage_history if isinstance(stage_history, list | tuple) else list(stage_history)
-            history = lambda: kept  # noqa: E731
         builder = _Builder(period, previous, rates, options, stages)
         builder.add_spend(spend)
         builder.add_leads(leads)
-        builder.read_wins(history())
+        moves = _Moves()
+        builder.read_wins(moves.kept(stage_history() if callable(stage_history) else stage_history))
+        if wins is not None:
+            wins.update(builder.win_moments)
         builder.add_deals(deals)
-        funnels = build_funnels(builder.lead_statuses, builder.deal_stages, stages, builder.deal_paths(history()))
+        funnels = build_funnels(builder.lead_statuses, builder.deal_stages, stages, builder.deal_paths(moves))
+        del moves
         report = builder.finish(funnels, crm_info or {}, journeys, attribution, now)
         if acquisitions is not None:
             acquisitions.update(builder.acquisitions())
@@ -477,14 +480,19 @@ class _Builder:
         lead_slot, lead_day, far = self._lead_slot, self._lead_day, self._far_leads
         seen, simple = self._leads_seen, self.simple  # simple mode set by the portal (leads left from before it)
         statuses, unknown_tags, person_keys = self.lead_statuses, self.unknown_tags, self._person_keys
+        add_key = person_keys.add
         total, with_source, webform, duplicates = 0, 0, 0, 0
         by_day: dict[int, int] = {}  # slot << DAY_BITS | day ordinal → leads of the period
         for lead in leads:
             get = lead.get
             tags = (get("UTM_SOURCE") or "", get("UTM_MEDIUM") or "", get("UTM_CAMPAIGN") or "", get("SOURCE_ID") or "")
             index = slot_index.get(tags)
-            if index is None or slots[index].by_content:
+            if index is None:
                 index = self.slot(lead)
+            elif slots[index].by_content:  # its row is its utm_content's: looked up at once, as ``slot`` would
+                index = slot_index.get((*tags, get("UTM_CONTENT") or ""))
+                if index is None:
+                    index = self.slot(lead)
             created = get("DATE_CREATE") or ""
             which, ordinal = days.get(created[:10] + created[19:]) or self.day(created, moment=True)
             lead_id = int(lead["ID"])
@@ -524,9 +532,17 @@ class _Builder:
                 webform += 1
             keys = get("PERSON_KEYS")
             if keys:
-                if not person_keys.isdisjoint(keys):
-                    duplicates += 1
-                person_keys.update(keys)
+                if keys.__class__ is list and len(keys) == 1:  # nearly every lead: one lookup and add, not
+                    # isdisjoint and update
+                    key = keys[0]
+                    if key in person_keys:
+                        duplicates += 1
+                    else:
+                        add_key(key)
+                else:
+                    if not person_keys.isdisjoint(keys):
+                        duplicates += 1
+                    person_keys.update(keys)
             day_key = index << DAY_BITS | ordinal
             by_day[day_key] = by_day.get(day_key, 0) + 1
         self._leads_seen = seen
@@ -538,8 +554,8 @@ class _Builder:
             self.dynamics.lead(slots[day_key >> DAY_BITS].campaign, day_key & DAY_MASK, count)
 
     @staticmethod
-    def _drill(campaign: _Campaign, record: Mapping[str, Any]) -> list[Any]:
-        key = (record.get("UTM_MEDIUM") or "", record.get("UTM_CONTENT") or "", record.get("UTM_TERM") or "")
+    def _drill(campaign: _Campaign, key: tuple[str, str, str]) -> list[Any]:
+        """The drill-down cell of (utm_medium, utm_content, utm_term), each "" when absent."""
         cell = campaign.drill.get(key)
         if cell is None:
             cell = campaign.drill[key] = [0, 0, 0, ZERO]
@@ -552,7 +568,10 @@ class _Builder:
         self.win_moments = last_wins(history, self._success_stages, self.zone)
 
     def _which(self, ordinal: int) -> int | None:
-        return next((index for index, (low, high) in enumerate(self._ordinals) if low <= ordinal <= high), None)
+        for index, (low, high) in enumerate(self._ordinals):  # a loop, not next() over a generator: once a deal
+            if low <= ordinal <= high:
+                return index
+        return None
 
     def _lead_of(self, lead_id: int) -> tuple[int, int] | None:
         """(slot, creation day ordinal) of a lead read, or ``None``."""
@@ -621,9 +640,9 @@ class _Builder:
                     totals.leads += 1
                     totals.converted_leads += bool(closed)
                 if created_which == CURRENT:
-                    self._drill(campaign, _tags(drill))[1] += 1
+                    self._drill(campaign, drill)[1] += 1
                     if self.simple:
-                        self._drill(campaign, _tags(drill))[0] += 1
+                        self._drill(campaign, drill)[0] += 1
                         self.leads_total += 1
                         self.leads_with_source += slot.known
                         if slot.unknown_tag:
@@ -664,7 +683,7 @@ class _Builder:
                 totals.cycle_days_sum += max(closed - started, 0)
                 totals.cycle_deals += 1
             if won_which == CURRENT:
-                cell = self._drill(campaign, _tags(drill))
+                cell = self._drill(campaign, drill)
                 cell[2] += 1
                 if problem is None:
                     cell[3] += revenue
@@ -715,11 +734,22 @@ class _Builder:
         return None, 0
 
     def deal_paths(
-        self, history: Iterable[Mapping[str, Any]]
+        self, history: Iterable[Mapping[str, Any]] | _Moves
     ) -> dict[int, list[tuple[str, list[tuple[str, datetime]]]]]:
-        """The stage history of the period's deals, per pipeline: (current stage, [(stage, entered)…] oldest first)."""
+        """The stage history of the period's deals, per pipeline: (current stage, [(stage, entered)…] oldest first).
+        ``history``: the entries, or the compact copy :class:`_Moves` kept of them while the wins were read."""
         entries: dict[int, list[tuple[int, str, datetime]]] = defaultdict(list)
-        for row in history:
+        rows = history
+        if isinstance(history, _Moves):
+            rows, names, zone, deals = history.odd(self.period_deals), history.stage_names, self.zone, self.period_deals
+            for owner, entry, code, text in history.plain():
+                if owner in deals:
+                    try:
+                        at = _time(text)
+                    except (TypeError, ValueError):
+                        continue
+                    entries[owner].append((entry, names[code], at if at.tzinfo else at.replace(tzinfo=zone)))
+        for row in rows:
             try:  # a malformed entry is skipped, not fatal
                 owner = int(row.get("OWNER_ID") or 0)
                 if owner in self.period_deals and row.get("CREATED_TIME"):
@@ -919,8 +949,63 @@ class _Builder:
         )
 
 
-def _tags(drill: tuple[str, str, str]) -> dict[str, str]:
-    return {"UTM_MEDIUM": drill[0], "UTM_CONTENT": drill[1], "UTM_TERM": drill[2]}
+class _Moves:
+    """A compact copy of the stage history taken as it streams past (read once, not twice): per entry its deal
+    (``OWNER_ID``), ``ID``, ``STAGE_ID`` and ``CREATED_TIME`` as written. Deals and entries IDs go to integer arrays
+    and stages to a short list of the distinct ones, times to one UTF-8 buffer: about 50 bytes an entry.
+    An entry the funnel would skip whatever the deal (no time, an unreadable deal) is not kept; an entry whose fields
+    are not plain is kept whole, so :meth:`of` gives :meth:`_Builder.deal_paths` what the stream gave it."""
+
+    def __init__(self) -> None:
+        self._owners = array("q")
+        self._ids = array("q")
+        self._stages = array("i")
+        self.stage_names: list[str] = []
+        self._stage_codes: dict[Any, int] = {}
+        # CREATED_TIME of each entry as written, UTF-8 in one buffer (not half a million small strings kept across
+        # the deals: freed after them, they left the allocator's arenas fragmented, +50 MB of peak at full size).
+        self._times = bytearray()
+        self._ends = array("q")  # where each entry's time ends in _times
+        self._odd: dict[int, list[Mapping[str, Any]]] = {}  # deal → its entries not kept in the arrays
+
+    def kept(self, history: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+        owners, ids, stages, codes = self._owners, self._ids, self._stages, self._stage_codes
+        times, ends = self._times, self._ends
+        for row in history:
+            yield row
+            try:
+                owner = int(row.get("OWNER_ID") or 0)
+            except (TypeError, ValueError):
+                continue  # deal_paths skips it whatever the period's deals are
+            if not row.get("CREATED_TIME"):
+                continue
+            entry, stage, text = row.get("ID"), row.get("STAGE_ID"), row["CREATED_TIME"]
+            if (type(entry) is int and type(stage) is str and type(text) is str
+                    and -(2**63) <= entry < 2**63 and -(2**63) <= owner < 2**63):  # fmt: skip
+                code = codes.get(stage)
+                if code is None:
+                    code = codes[stage] = len(self.stage_names)
+                    self.stage_names.append(stage)
+                owners.append(owner)
+                ids.append(entry)
+                stages.append(code)
+                times += text.encode("utf-8", "surrogatepass")
+                ends.append(len(times))
+            else:  # an ID written as text, a missing or odd field: the entry as read, for deal_paths to judge
+                self._odd.setdefault(owner, []).append(row)
+
+    def plain(self) -> Iterator[tuple[int, int, int, Any]]:
+        """(deal, entry ID, stage code in :attr:`stage_names`, ``CREATED_TIME``) of each entry kept in the arrays."""
+        times, start = self._times, 0
+        for owner, entry, code, end in zip(self._owners, self._ids, self._stages, self._ends, strict=True):
+            yield owner, entry, code, times[start:end].decode("utf-8", "surrogatepass")
+            start = end
+
+    def odd(self, deals: Mapping[int, Any]) -> Iterator[Mapping[str, Any]]:
+        """The entries kept whole, of these deals, as read."""
+        for owner, rows in self._odd.items():
+            if owner in deals:
+                yield from rows
 
 
 def _time(value: Any) -> datetime:

@@ -129,12 +129,13 @@ def _run(
     progress(f"journeys: snapshot {journeys.snapshot}" if journeys else "journeys: no export yet, no attribution")
     progress("building the report")
     acquisitions: dict[int, Decimal | None] = {}  # the period's new customers and their source's CAC (segments)
+    wins: dict[int, str] = {}  # each deal's last win in the stage history: the segments section's too
     report = build_report(
         period=period,
         previous=previous,
         leads=read_snapshot(objects, "lead"),
         deals=read_snapshot(objects, "deal"),
-        stage_history=lambda: read_snapshot(objects, HISTORY),  # read twice: wins without CLOSEDATE, the funnel
+        stage_history=lambda: read_snapshot(objects, HISTORY),  # read once: wins without CLOSEDATE, the funnel
         spend=read_spend(objects, earliest, latest),
         rates=rates,
         stages=StageBook(crm.statuses),
@@ -148,6 +149,7 @@ def _run(
         ),
         now=clock,
         acquisitions=acquisitions,
+        wins=wins,
     )
     # Customer segments (issue 18): tonight's are computed here first, on the snapshot just refreshed and under the
     # same lock (build_segments' runs from 05:10 create the tasks and write back), so the section is not a night
@@ -169,9 +171,6 @@ def _run(
     except RulesError as error:
         progress(f"segments: {error}; the section uses the codes")
         labels = {}
-    from throughline.report.build import last_wins, success_stages
-
-    wins = last_wins(read_snapshot(objects, HISTORY), success_stages(StageBook(crm.statuses)), settings.zone)
     section = segments_section(objects, period, read_snapshot(objects, "deal"), convert=rates.convert,
                                zone=settings.zone, labels=labels, wins=wins, acquisitions=acquisitions)  # fmt: skip
     report = report.model_copy(update={"segments": section})

@@ -12,7 +12,6 @@ import io
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
-from itertools import islice
 from typing import Any
 
 import orjson
@@ -34,19 +33,31 @@ def decode(data: bytes, *, decimals: bool = False) -> list[dict[str, Any]]:
 
 
 CHUNK_LINES = 10_000
+BLOCK_BYTES = 4 << 20  # decompressed bytes split into lines at a time
 
 
 def iter_decode(data: bytes, *, chunk_lines: int = CHUNK_LINES) -> Iterator[dict[str, Any]]:
     """The rows of a gzip JSON Lines object (strings and integers, as ``decode``), ``chunk_lines`` at a time: the
     object is decompressed as it is read and never held whole, decoded or not (a bucket of 100 000 leads decoded at
-    once held some 200 MB of dicts; the journey export's entities, 1.2 M lines, several times that)."""
+    once held some 200 MB of dicts; the journey export's entities, 1.2 M lines, several times that). It is read in
+    blocks of ``BLOCK_BYTES`` split into lines here: reading it a line at a time (``GzipFile.readline``, a Python call
+    per line) took a third of the time to read the CRM snapshot."""
     if not data:
         return
     with gzip.GzipFile(fileobj=io.BytesIO(data)) as file:
-        while chunk := list(islice(file, chunk_lines)):
-            lines = [line for line in chunk if line.strip()]
-            if lines:
-                yield from orjson.loads(b"[" + b",".join(lines) + b"]")
+        rest = b""
+        while True:
+            block = file.read(BLOCK_BYTES)
+            if block:
+                lines = (rest + block).split(b"\n")
+                rest = lines.pop()  # a line the next block finishes
+            else:
+                lines, rest = [rest], b""
+            lines = [line for line in lines if line.strip()]
+            for start in range(0, len(lines), chunk_lines):
+                yield from orjson.loads(b"[" + b",".join(lines[start : start + chunk_lines]) + b"]")
+            if not block:
+                return
 
 
 def encode(rows: Iterable[Mapping[str, Any]]) -> bytes:
