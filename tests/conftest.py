@@ -87,7 +87,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     hands out the list in order); interleaved, each worker starts one of them and the rest go to whichever is free."""
     slow = sorted((item for item in items if expected_seconds(item)), key=expected_seconds, reverse=True)
     quick = [item for item in items if not expected_seconds(item)]
+    # The partners come from the end of the list (unit tests, whose fixtures are cheap), so that no end-to-end module
+    # with a costly module-scoped fixture (`make serve`, Chromium) is split and set up twice.
+    partners = quick[len(quick) - len(slow) :] if len(quick) > len(slow) else quick
+    rest = quick[: len(quick) - len(partners)]
     ordered: list[pytest.Item] = []
     for index, item in enumerate(slow):
-        ordered += [item, *quick[index : index + 1]]
-    items[:] = ordered + quick[len(slow) :]
+        ordered += [item, *partners[index : index + 1]]
+    items[:] = ordered + partners[len(slow) :] + rest
