@@ -58,7 +58,7 @@ serve: venv ## Keep the local stack up at http://127.0.0.1:3000 (another port: P
 	PYTHONPATH=layers/core:. $(PY) -m local.serve --port $(PORT)
 
 test: venv ## Run every test: unit, integration (moto + sandboxes) and end-to-end over HTTP (TEST_WORKERS=3)
-	$(PY) -m pytest -n $(TEST_WORKERS) --durations=15
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 --durations=15
 
 test-unit: venv ## Unit tests only
 	$(PY) -m pytest tests/unit

@@ -72,7 +72,27 @@ def stack(make_stack: Callable[..., LocalStack]) -> LocalStack:
     return make_stack(poll_queues=False)
 
 
+SLOW_DEFAULT_SECONDS = 30  # a ``slow`` test that does not say how long it takes
+
+
+def expected_seconds(item: pytest.Item) -> float:
+    """How long a ``slow`` test takes in CI (``@pytest.mark.slow(seconds=190)``); 0 for the others."""
+    marker = item.get_closest_marker("slow")
+    return float(marker.kwargs.get("seconds", SLOW_DEFAULT_SECONDS)) if marker else 0.0
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long end-to-end runs (marked ``slow``) start first, so that parallel workers (``make test`` runs
-    pytest-xdist) finish together instead of one worker starting a three-minute run at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The long runs (marked ``slow``) start first, longest first, each next to a quick test: ``make test`` runs
+    pytest-xdist with ``--maxschedchunk 1``, which gives each worker the first two pending tests and then one test
+    whenever it finishes one. Listed back to back, the long runs went to the same worker one after the other (xdist
+    hands out the list in order); interleaved, each worker starts one of them and the rest go to whichever is free."""
+    slow = sorted((item for item in items if expected_seconds(item)), key=expected_seconds, reverse=True)
+    quick = [item for item in items if not expected_seconds(item)]
+    # The partners come from the end of the list (unit tests, whose fixtures are cheap), so that no end-to-end module
+    # with a costly module-scoped fixture (`make serve`, Chromium) is split and set up twice.
+    partners = quick[len(quick) - len(slow) :] if len(quick) > len(slow) else quick
+    rest = quick[: len(quick) - len(partners)]
+    ordered: list[pytest.Item] = []
+    for index, item in enumerate(slow):
+        ordered += [item, *partners[index : index + 1]]
+    items[:] = ordered + partners[len(slow) :] + rest

@@ -7,9 +7,9 @@ under the rate limit. Three portals:
 - slow: seconds per write (crm.lead.add 6.5 s: a batch of ten would pass the portal's 60 s cut-off), fewer people;
   the portal's seconds are simulated, a tenth of them slept (``time_scale``): its answers' ``time`` blocks and its
   60 s cut-off count them in full, so the writer sizes its batches as against a portal that sleeps them all;
-- simple CRM mode: no leads, contacts and deals, on an Enterprise portal's rate (5/s; the writer is told so): its
-  ~230 calls would take two minutes at 2/s, and the pacing is the normal portal's test (the portal's seconds
-  simulated, none slept).
+- simple CRM mode: 60 people, no leads, contacts and deals, on an Enterprise portal's rate (5/s; the writer is told
+  so): the pacing is the normal portal's test (the portal's seconds simulated, none slept), and what matters is that
+  every kind of fault is met, which a few dozen failed calls do.
 
 The figures (REST calls per lead, 503 share, batches cut off, replays from the DLQ) are printed for the issue's
 closing note.
@@ -97,6 +97,7 @@ def report(name: str, stack, run: dict, people: int) -> dict:
     return {**stats, "paced": paced}
 
 
+@pytest.mark.slow(seconds=190)
 def test_500_people_under_faults_outage_and_rate_limit_make_500_leads(make_stack):
     # A portal whose bucket (2/s, burst 20) the writer must respect: with burst 50 a run this size fits in the
     # burst on a slow machine, and then the pacing would not be tested at all. The writer is told the same limits.
@@ -118,6 +119,7 @@ def test_500_people_under_faults_outage_and_rate_limit_make_500_leads(make_stack
     assert stats["paced"] > 1
 
 
+@pytest.mark.slow(seconds=20)
 def test_a_slow_portal_with_the_60_second_cut_off_loses_no_lead(make_stack):
     # 6.5 s per crm.lead.add: the writer's former batch of ten adds (one SQS batch) would run 65 s and be cut off
     # part-way. Batches are sized from measured write times instead; whatever is cut off is found by ORIGIN_ID.
@@ -139,8 +141,12 @@ def test_a_slow_portal_with_the_60_second_cut_off_loses_no_lead(make_stack):
     assert stats.get("cut_off", 0) == 0  # no batch ran into the portal's 60 s limit
 
 
+@pytest.mark.slow(seconds=70)
 def test_a_simple_mode_portal_gets_one_deal_and_one_contact_per_person(make_stack):
-    people = 150
+    # What is tested here is simple mode's shape (a contact and a deal per person, never a lead) through every kind of
+    # fault, not the size of the crowd (the 500-person run above) nor the pacing (the writer never waits for this
+    # bucket): 60 people meet a few dozen failed and in-doubt calls, as 150 did, in well under half the time.
+    people = 60
     stack = make_stack(
         sandbox_options={"seed": 150, "rate": 5.0, "burst": BURST, "crm_mode": "simple", "time_scale": 0},
         environment={**LOCAL_WRITER, "BITRIX24_RATE_PER_SECOND": "5", "WRITER_SETTLE_SECONDS": "2"},
@@ -155,4 +161,5 @@ def test_a_simple_mode_portal_gets_one_deal_and_one_contact_per_person(make_stac
         lambda deal: contacts[str(deal["CONTACT_ID"])]["PHONE"][0]["VALUE"],
         run["traffic"],
     )
-    report("simple CRM mode", stack, run, people)
+    stats = report("simple CRM mode", stack, run, people)
+    assert stats["faults"]["error"] >= 5 and stats["faults"]["lost_response"] >= 5  # both kinds of fault were met

@@ -7,11 +7,10 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import boto3
 import pytest
 import requests
-from moto import mock_aws
 
+from tests.moto_tables import id_keyed_table
 from throughline.adapters.alert_ledger import AlertLedger
 from throughline.alerts.delivery import DeliveryFailed, Notifier, split_text, webhook_user_id
 from throughline.alerts.rules import DEFAULT_YAML, parse_rules
@@ -20,16 +19,7 @@ from throughline.bitrix24 import Bitrix24Client
 
 @pytest.fixture
 def ledger(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("dynamodb")
-        client.create_table(
-            TableName="alerts",
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+    with id_keyed_table(monkeypatch, "alerts") as client:
         yield AlertLedger("alerts", client)
 
 

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-import boto3
 import pytest
-from moto import mock_aws
 
+from tests.moto_tables import id_keyed_table
 from throughline.adapters.alert_ledger import AlertLedger
 from throughline.alerts.realtime import after_writes
 from throughline.alerts.rules import DEFAULT_YAML, parse_rules, realtime_json
@@ -40,16 +39,7 @@ class Out:
 
 @pytest.fixture
 def ledger(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("dynamodb")
-        client.create_table(
-            TableName="alerts",
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+    with id_keyed_table(monkeypatch, "alerts") as client:
         yield AlertLedger("alerts", client, clock=lambda: NOW)
 
 

@@ -37,7 +37,9 @@ def b24_token(sandbox: Sandbox) -> BitrixWebhook:
 
 @pytest.fixture
 def tls_sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    with Sandbox(app_token="tok", seed=3, tls=True) as running:
+    # The portal's seconds per call are simulated, none slept (time_scale 0): these tests are about what the SDKs send
+    # and read, not about pacing; the answers' ``time`` blocks still carry the simulated seconds.
+    with Sandbox(app_token="tok", seed=3, tls=True, time_scale=0) as running:
         assert running.ca_file is not None
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", running.ca_file)
         yield running
@@ -128,7 +130,7 @@ def test_b24pysdk_retries_query_limit_exceeded(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_fast_bitrix24_call_get_all_and_get_by_id_over_http() -> None:
-    with Sandbox(app_token="tok", seed=4) as sandbox:
+    with Sandbox(app_token="tok", seed=4, time_scale=0) as sandbox:  # seconds simulated, none slept (as above)
         # verbose=False turns the tqdm progress bar off. The default pool (50 requests, then 2/s) matches the
         # sandbox's default bucket, and this test sends 7 requests, so neither side ever has to wait.
         bitrix = Bitrix(sandbox.webhook_url, verbose=False)
@@ -164,8 +166,9 @@ def test_fast_bitrix24_call_get_all_and_get_by_id_over_http() -> None:
 
 def test_fast_bitrix24_backs_off_on_query_limit_exceeded() -> None:
     # fast_bitrix24 sends all 8 batches at once (its own pool allows 50); a bucket of 2 refuses most of them with
-    # 503, which the library retries with a back-off until every batch has gone through.
-    with Sandbox(rate=5, burst=2) as sandbox:
+    # 503, which the library retries with a back-off until every batch has gone through. The adds take no time
+    # (time_scale 0): the back-off is the point here, not the 40 s a portal would spend on 400 adds.
+    with Sandbox(rate=5, burst=2, time_scale=0) as sandbox:
         ids = Bitrix(sandbox.webhook_url, verbose=False).call(
             "crm.lead.add", [{"fields": {"TITLE": f"Burst {n}"}} for n in range(400)]
         )
@@ -189,7 +192,7 @@ print(json.dumps({"ids": sorted(ids), "rows": sorted((int(r["ID"]), r["TITLE"]) 
 
 
 def test_fast_bitrix24_over_tls_with_ssl_cert_file() -> None:
-    with Sandbox(tls=True) as sandbox:
+    with Sandbox(tls=True, time_scale=0) as sandbox:  # seconds simulated, none slept (as above)
         assert sandbox.ca_file is not None
         completed = subprocess.run(
             [sys.executable, "-W", "ignore::DeprecationWarning", "-c", _FAST_BITRIX24_OVER_TLS, sandbox.webhook_url],

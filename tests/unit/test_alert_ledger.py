@@ -5,26 +5,16 @@ from __future__ import annotations
 
 import threading
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from tests.moto_atomic import AtomicCalls
+from tests.moto_tables import id_keyed_table
 from throughline.adapters.alert_ledger import AlertLedger
 
 
 @pytest.fixture
 def client(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("dynamodb")
-        client.create_table(
-            TableName="alerts",
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+    with id_keyed_table(monkeypatch, "alerts") as client:
         yield client
 
 

@@ -3,25 +3,15 @@ keys that do not reveal the contact."""
 
 from __future__ import annotations
 
-import boto3
 import pytest
-from moto import mock_aws
 
+from tests.moto_tables import id_keyed_table
 from throughline.adapters.locks import Locks
 
 
 @pytest.fixture
 def table(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("dynamodb")
-        client.create_table(
-            TableName="locks",
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+    with id_keyed_table(monkeypatch, "locks") as client:
         yield client
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import threading
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from tests.moto_atomic import AtomicCalls
+from tests.moto_tables import id_keyed_table
 from throughline.capture.limits import EXPIRY_GRACE_SECONDS, RateLimiter
 
 SECRET = "k" * 64
@@ -18,16 +17,7 @@ T0 = 1_796_000_000.0  # 2026-11-30 00:53:20 UTC, a fixed clock
 
 @pytest.fixture
 def table(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("dynamodb")
-        client.create_table(
-            TableName="idem",
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+    with id_keyed_table(monkeypatch, "idem") as client:
         yield client
 
 
