@@ -176,3 +176,24 @@ def test_a_post_over_a_limit_is_held_without_a_call_to_the_captcha_provider(make
     other = post(stack, {"name": "Бот", "phone": "+7 926 222-33-99", "smart-token": "junk-x"}, "198.51.100.32")
     assert other.status_code == 422
     assert stack.captcha_sandbox.verifications == 2
+
+
+def test_junk_tokens_with_a_victims_phone_do_not_use_up_the_victims_contact_limit(make_stack):
+    # A bot posting a real customer's phone with junk tokens from many addresses: its posts fail the captcha and are
+    # held for it, and must not count against that phone's limit, or the customer's own post (a good token) would be
+    # held with 429 and never become a lead.
+    stack = make_stack(
+        poll_queues=False,
+        captcha="smartcaptcha",
+        parameters={"AllowedOrigins": ORIGIN, "RateLimitPerIp": "5", "RateLimitPerContact": "2"},
+    )
+    victim = "+7 926 555-44-33"
+    for index in range(4):
+        junk = post(stack, {"name": "Бот", "phone": victim, "smart-token": f"junk-{index}"}, f"203.0.113.{index + 1}")
+        assert junk.status_code == 422
+    real = post(stack, {"name": "Анна", "phone": victim, "smart-token": stack.captcha_sandbox.issue()}, "198.51.100.77")
+    assert real.status_code == 202
+    [message] = queued(stack)
+    assert message["submission"]["submission_id"] == real.json()["submission_id"]
+    held = objects(stack, "raw/held/")
+    assert sorted(record["held"]["reason"] for record in held.values()) == ["captcha"] * 4
