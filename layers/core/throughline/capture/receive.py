@@ -175,21 +175,24 @@ class Capture:
         # its token in the held copy, unverified (a token lives minutes: release-held queues what the operator judges
         # real, without asking the provider).
         contact = submission.phone or submission.email
-        held, repeat, limits_unavailable = self._limit(
-            "ip", None if builder else source_ip, submission, record, fingerprint
-        )
+        asks_captcha = self.captcha is not None and self.captcha.enabled and not builder
+        unchecked = "not checked" if asks_captcha else None
+        address = None if builder else source_ip
+        held, repeat, limits_unavailable = self._limit("ip", address, submission, record, fingerprint, unchecked)
         if held is not None:
             return held
         captcha_unavailable = False
-        if self.captcha is not None and self.captcha.enabled and not builder and not repeat:
+        checked = None
+        if asks_captcha and not repeat and self.captcha is not None:
             verdict = self.captcha.verify(tokens, source_ip)
+            checked = "unavailable" if verdict.unavailable else "passed" if verdict.passed else "refused"
             if not verdict.passed and not self._accepted_before(fingerprint):
                 return self._hold(submission, record, "captcha", verdict.reason)
             if verdict.unavailable:
                 captcha_unavailable = True
                 logger.error("captcha not verified; the post passes", extra={"reason": verdict.reason})
         if not repeat:
-            held, repeat, unavailable = self._limit("contact", contact, submission, record, fingerprint)
+            held, repeat, unavailable = self._limit("contact", contact, submission, record, fingerprint, checked)
             if held is not None:
                 return held
             limits_unavailable = limits_unavailable or unavailable
@@ -215,10 +218,12 @@ class Capture:
         )
 
     def _limit(
-        self, kind: str, value: str | None, submission: Submission, record: str, fingerprint: str
+        self, kind: str, value: str | None, submission: Submission, record: str, fingerprint: str, captcha: str | None
     ) -> tuple[Accepted | None, bool, bool]:
         """Count the post against one limit: (the held answer or None, a repeat of accepted content over the limit,
-        the counter could not be read). A repeat is answered with the accepted post (its token was spent on that)."""
+        the counter could not be read). A repeat is answered with the accepted post (its token was spent on that).
+        ``captcha``: what the held copy says of its token (``not checked``, ``passed``, ``unavailable``; None: no
+        captcha applies), so that whoever releases it knows whether a bot's junk token may be in it."""
         if self.limiter is None or not value:
             return None, False, False
         try:
@@ -232,7 +237,7 @@ class Capture:
             return None, False, False
         if self._accepted_before(fingerprint):
             return None, True, False
-        held = self._hold(submission, record, over, f"more than the {over} limit in the window")
+        held = self._hold(submission, record, over, f"more than the {over} limit in the window", captcha)
         return replace(held, retry_after=self.limiter.seconds_left()), False, False
 
     def _accepted_before(self, fingerprint: str) -> bool:
@@ -248,11 +253,15 @@ class Capture:
             logger.info("a held post repeats an accepted one: answered as a double submission", extra={"first": first})
         return first is not None
 
-    def _hold(self, submission: Submission, record: str, reason: str, detail: str) -> Accepted:
+    def _hold(
+        self, submission: Submission, record: str, reason: str, detail: str, captcha: str | None = None
+    ) -> Accepted:
         """Keep a post that a limit or the captcha stopped, with the reason, where ``release-held`` finds it; it is
         not queued, so it costs the portal nothing. Storage errors propagate (503: the sender retries)."""
         kept = json.loads(record)
         kept["held"] = {"reason": reason, "detail": detail}
+        if captcha:
+            kept["held"]["captcha"] = captcha
         self.raw_store.put(held_key(submission), json.dumps(kept, ensure_ascii=False).encode())
         logger.warning(
             "submission held",
