@@ -588,7 +588,8 @@ def test_build_segments_reads_the_snapshot_and_rules_writes_only_snapshot_and_se
     assert {"Fn::Sub": "${DataBucket.Arn}/config/segments.yaml"} in statements["ReadInputs"]["Resource"]
     nightly = FUNCTIONS["BuildSegmentsFunction"]["Properties"]["Events"]["Nightly"]["Properties"]
     assert nightly["ScheduleExpression"] == "cron(10/15 5-8 * * ? *)"  # after the report's 05:00, every 15 minutes
-    assert statements["ReadSecrets"]["Resource"] == [{"Ref": "CrmSecret"}, {"Ref": "Secrets"}]
+    # The ads secret too: YANDEX_AUDIENCE_TOKEN and the Google customer settings of the audience export.
+    assert statements["ReadSecrets"]["Resource"] == [{"Ref": "AdsSecret"}, {"Ref": "CrmSecret"}, {"Ref": "Secrets"}]
     # The report's segments section reads what build_segments stored and the rules' labels, on its own role.
     report = {s["Sid"]: s for s in _statements("BuildRoiReportFunction")}["ReadInputs"]["Resource"]
     assert {"Fn::Sub": "${DataBucket.Arn}/segments/*"} in report
