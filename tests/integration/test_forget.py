@@ -149,7 +149,7 @@ def test_raw_copy_index_entries_expire_with_the_copies():
     expires_at = int(datetime(2027, 1, 1, 12, 0, tzinfo=UTC).timestamp())  # 30 days + 1 after arrival
     both = Submission("s3", "contact", at, Visit(), phone="+79035550101", email="o@example.ru", raw_key="raw/forms/z")
     recorder.calls.clear()
-    index_raw_copies(recorder, "k" * 32, [submission, no_contact, both], 30)
+    index_raw_copies(recorder, "k" * 32, [submission, no_contact, both], 30, now=at)
     assert recorder.calls == [  # one call for the whole batch
         [
             (person_key("+79161234567", "k" * 32), "raw/forms/x.json", expires_at),
@@ -157,6 +157,31 @@ def test_raw_copy_index_entries_expire_with_the_copies():
             (person_key("o@example.ru", "k" * 32), "raw/forms/z", expires_at),
         ]
     ]
+
+
+def test_a_raw_copy_put_days_after_arrival_stays_findable_until_the_bucket_deletes_it():
+    # The writer puts the copy that travelled in the message when it takes the message: days after the post when
+    # the portal was down or the message came back from the DLQ. The bucket's lifecycle counts from that put, so the
+    # index entry (what forget reads) must outlive it, or forget would miss a copy that still holds the phone.
+    from datetime import UTC, datetime
+
+    from throughline.capture.submissions import Submission, Visit
+    from throughline.writer.journey_wiring import index_raw_copies
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def raw_keys_put(self, entries):
+            self.calls.append(list(entries))
+
+    arrived = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    written = datetime(2026, 12, 10, 8, 0, tzinfo=UTC)  # redriven from the DLQ nine days later
+    submission = Submission("s1", "contact", arrived, Visit(), phone="+79161234567", raw_key="raw/forms/x.json")
+    recorder = Recorder()
+    index_raw_copies(recorder, "k" * 32, [submission], 30, now=written)
+    expires_at = int(datetime(2027, 1, 10, 8, 0, tzinfo=UTC).timestamp())  # 30 days + 1 after the put
+    assert recorder.calls == [[(person_key("+79161234567", "k" * 32), "raw/forms/x.json", expires_at)]]
 
 
 def test_a_shared_phone_on_another_record_does_not_widen_the_erasure(make_stack):

@@ -604,6 +604,11 @@ def test_build_segments_reads_the_snapshot_and_rules_writes_only_snapshot_and_se
     # Least privilege: the audiences' hashes (segments/audiences/google|vk/) are build_segments' alone.
     assert not [r for r in report if "segments/*" in r["Fn::Sub"] or "segments/audiences" in r["Fn::Sub"]]
     assert {"Fn::Sub": "${DataBucket.Arn}/config/segments.yaml"} in report
+    # It computes tonight's segments first: reads their state, writes the night's files, never the audiences'.
+    assert {"Fn::Sub": "${DataBucket.Arn}/segments/state.json"} in report
+    writes = {s["Sid"]: s for s in _statements("BuildRoiReportFunction")}["WriteReportsSnapshotAndJourneys"]["Resource"]
+    assert not [r for r in writes if "segments/*" in r["Fn::Sub"] or "segments/audiences" in r["Fn::Sub"]]
+    assert {"Fn::Sub": "${DataBucket.Arn}/segments/writeback/*"} in writes
     ledger = {s["Sid"]: s for s in _statements("BuildSegmentsFunction")}["MoveTasksLedger"]
     assert ledger["Resource"] == {"Fn::GetAtt": ["AlertsTable", "Arn"]}
     env = FUNCTIONS["BuildSegmentsFunction"]["Properties"]["Environment"]["Variables"]

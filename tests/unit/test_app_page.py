@@ -216,3 +216,25 @@ def test_forged_tokens_cost_the_portal_a_bounded_number_of_calls():
         with pytest.raises(Refused):
             check.verify("n" * 32)
     assert calls.count("n" * 32) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}), (500, {"error": "INTERNAL"})],
+)
+def test_a_busy_or_broken_portal_is_not_remembered_as_a_refusal_of_a_real_token(status, body):
+    """The portal over its request limit (503 QUERY_LIMIT_EXCEEDED) or failing (5xx) did not judge the token: the
+    user's next open within the minute is asked again and served, not refused from the negative cache."""
+    answers = [Answer(status, body), Answer(200, {"result": {"ID": "7", "STATUS": "L"}})]
+    calls, now = [], [1000.0]
+
+    def post(url, **options):
+        calls.append(options["json"]["auth"])
+        return answers.pop(0)
+
+    check = TokenCheck("https://portal.bitrix24.ru/", post=post, clock=lambda: now[0])
+    with pytest.raises(Refused):
+        check.verify(TOKEN, 3600)
+    now[0] += 5
+    check.verify(TOKEN, 3600)
+    assert calls == [TOKEN, TOKEN]

@@ -152,7 +152,11 @@ class TokenCheck:
             raise Refused("the portal did not confirm the token") from None
         result = body.get("result") if isinstance(body, dict) else None
         if answer.status_code != 200 or not isinstance(result, dict) or not result.get("ID"):
-            self._refuse(digest, now)
+            # Remembered only when the portal judged the token (401 invalid_token / expired_token, a 200 without our
+            # application): a portal over its request limit (503 QUERY_LIMIT_EXCEEDED, 429) or failing (5xx) did
+            # not, and a real user's next open must be asked again.
+            if answer.status_code < 500 and answer.status_code != 429:
+                self._refuse(digest, now)
             raise Refused(f"app.info refused the token ({body.get('error') if isinstance(body, dict) else '?'})")
         if result.get("STATUS") != "L":
             # app.info describes whichever application issued the token: ours is a local one (STATUS L); a token

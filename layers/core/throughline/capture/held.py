@@ -1,7 +1,8 @@
 """Form posts held by a rate limit or the captcha (``raw/held/``), and releasing the ones a real customer sent.
 
 A held object is the raw copy capture would have stored (``forms.raw_record``: the body as received, the parsed
-message) plus ``held: {reason, detail}``. Releasing one does what capture does for an accepted post, in the same
+message) plus ``held: {reason, detail, captcha}`` (``captcha``: ``not checked``, ``passed``, ``unavailable`` or
+absent without a captcha). Releasing one does what capture does for an accepted post, in the same
 order: the raw copy under ``raw/forms/`` (where the writer and ``forget`` look), the message in the writes queue
 (group: the person key; deduplication id: the submission id), and only then the held object is deleted. A release
 that dies half-way is simply run again: the same submission id is the same lead (the writer finds it by ORIGIN_ID).
@@ -41,7 +42,9 @@ class HeldPost:
         submission = self.submission
         contact = mask_phone(submission.phone) or mask_email(submission.email) or "-"
         arrived = f"{submission.received_at:%Y-%m-%d %H:%M}"
-        return f"{arrived} {self.reason:<8} {submission.form_id:<20} {contact:<18} {self.key}"
+        # An ``ip``-held post with a captcha on was never checked: its token may be a bot's junk.
+        captcha = str((self.record.get("held") or {}).get("captcha") or "-")
+        return f"{arrived} {self.reason:<8} {submission.form_id:<20} {contact:<18} captcha:{captcha:<12} {self.key}"
 
 
 @dataclass

@@ -167,33 +167,35 @@ class Capture:
         redirect_to = None
         if not builder:  # a builder's server posts, not a browser: nobody to send to a thank-you page
             redirect_to = forms.redirect_target(fields.get("_next"), headers.get("origin"), settings.allowed_origins)
-        # The limits before the captcha: a held post costs one DynamoDB update per limit, never a (billed) call to the
-        # captcha provider, so a bot's junk tokens stop costing money once its address or contact is over the limit.
-        # A post held by a limit keeps its token in the held copy, unverified (a token lives minutes: release-held
-        # queues what the operator judges real, without asking the provider).
-        limits_unavailable, repeat = False, False
-        if self.limiter is not None:
-            contact = submission.phone or submission.email
-            try:
-                over = self.limiter.over_limit({"ip": None if builder else source_ip, "contact": contact})
-            except (ClientError, BotoCoreError) as error:
-                # A defence must not turn real leads away: a counter that cannot be read lets the post pass (the
-                # claim below still answers 503 when DynamoDB is down for it too), logged and counted.
-                over, limits_unavailable = None, True
-                logger.error("rate limits not counted; the post passes", extra={"error": type(error).__name__})
-            if over:
-                if not self._accepted_before(fingerprint):
-                    held = self._hold(submission, record, over, f"more than the {over} limit in the window")
-                    return replace(held, retry_after=self.limiter.seconds_left())
-                repeat = True  # answered with the accepted post below: its token was spent on that one
+        # The address's limit before the captcha: a post held by it costs one DynamoDB update, never a (billed) call
+        # to the captcha provider, so a bot's junk tokens stop costing money once its address is over the limit. The
+        # contact's limit only after the captcha passed: a contact is whatever the post claims (anyone can type a
+        # customer's phone), so a post that fails the captcha must not count against it, or a bot with junk tokens
+        # from many addresses would hold that customer's own post with 429. A post held by the address's limit keeps
+        # its token in the held copy, unverified (a token lives minutes: release-held queues what the operator judges
+        # real, without asking the provider).
+        contact = submission.phone or submission.email
+        asks_captcha = self.captcha is not None and self.captcha.enabled and not builder
+        unchecked = "not checked" if asks_captcha else None
+        address = None if builder else source_ip
+        held, repeat, limits_unavailable = self._limit("ip", address, submission, record, fingerprint, unchecked)
+        if held is not None:
+            return held
         captcha_unavailable = False
-        if self.captcha is not None and self.captcha.enabled and not builder and not repeat:
+        checked = None
+        if asks_captcha and not repeat and self.captcha is not None:
             verdict = self.captcha.verify(tokens, source_ip)
+            checked = "unavailable" if verdict.unavailable else "passed" if verdict.passed else "refused"
             if not verdict.passed and not self._accepted_before(fingerprint):
                 return self._hold(submission, record, "captcha", verdict.reason)
             if verdict.unavailable:
                 captcha_unavailable = True
                 logger.error("captcha not verified; the post passes", extra={"reason": verdict.reason})
+        if not repeat:
+            held, repeat, unavailable = self._limit("contact", contact, submission, record, fingerprint, checked)
+            if held is not None:
+                return held
+            limits_unavailable = limits_unavailable or unavailable
         result = self._accept_once({"fingerprint": fingerprint, "message": submission.to_message(), "raw": record})
         accepted_id = result["submission_id"]
         duplicate = accepted_id != submission.submission_id
@@ -215,6 +217,29 @@ class Capture:
             limits_unavailable=limits_unavailable,
         )
 
+    def _limit(
+        self, kind: str, value: str | None, submission: Submission, record: str, fingerprint: str, captcha: str | None
+    ) -> tuple[Accepted | None, bool, bool]:
+        """Count the post against one limit: (the held answer or None, a repeat of accepted content over the limit,
+        the counter could not be read). A repeat is answered with the accepted post (its token was spent on that).
+        ``captcha``: what the held copy says of its token (``not checked``, ``passed``, ``unavailable``; None: no
+        captcha applies), so that whoever releases it knows whether a bot's junk token may be in it."""
+        if self.limiter is None or not value:
+            return None, False, False
+        try:
+            over = self.limiter.over_limit({kind: value})
+        except (ClientError, BotoCoreError) as error:
+            # A defence must not turn real leads away: a counter that cannot be read lets the post pass (the claim
+            # still answers 503 when DynamoDB is down for it too), logged and counted.
+            logger.error("rate limits not counted; the post passes", extra={"error": type(error).__name__})
+            return None, False, True
+        if not over:
+            return None, False, False
+        if self._accepted_before(fingerprint):
+            return None, True, False
+        held = self._hold(submission, record, over, f"more than the {over} limit in the window", captcha)
+        return replace(held, retry_after=self.limiter.seconds_left()), False, False
+
     def _accepted_before(self, fingerprint: str) -> bool:
         """This content was accepted within the double-submit window: the post is a retry of it (its answer was
         lost, a 503 after the captcha passed, a double click), not a new lead. Its one-time captcha token is spent
@@ -228,11 +253,15 @@ class Capture:
             logger.info("a held post repeats an accepted one: answered as a double submission", extra={"first": first})
         return first is not None
 
-    def _hold(self, submission: Submission, record: str, reason: str, detail: str) -> Accepted:
+    def _hold(
+        self, submission: Submission, record: str, reason: str, detail: str, captcha: str | None = None
+    ) -> Accepted:
         """Keep a post that a limit or the captcha stopped, with the reason, where ``release-held`` finds it; it is
         not queued, so it costs the portal nothing. Storage errors propagate (503: the sender retries)."""
         kept = json.loads(record)
         kept["held"] = {"reason": reason, "detail": detail}
+        if captcha:
+            kept["held"]["captcha"] = captcha
         self.raw_store.put(held_key(submission), json.dumps(kept, ensure_ascii=False).encode())
         logger.warning(
             "submission held",

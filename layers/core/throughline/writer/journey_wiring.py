@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from throughline.adapters.journey_store import JourneyStore
@@ -95,17 +95,22 @@ def _follow_form_writes(
         journeys.projector.project(repeats)
 
 
-def index_raw_copies(store: JourneyStore, secret: str, submissions: Iterable[Submission], retention_days: int) -> None:
+def index_raw_copies(
+    store: JourneyStore, secret: str, submissions: Iterable[Submission], retention_days: int, *, now: datetime
+) -> None:
     """File each submission's raw copy (``raw/forms/…``) under its phone's and e-mail's person keys, so that
     ``python -m throughline forget`` finds a person's copies. Done here, off the HTTP path (``queued.keep_raw_copies``
-    puts the copies that travelled in the messages). The entries expire a day after the bucket's lifecycle rule
-    deletes the copies (``RAW_RETENTION_DAYS``)."""
+    puts the copies that travelled in the messages, ``now``). The entries expire a day after the bucket's lifecycle
+    rule deletes the copies (``RAW_RETENTION_DAYS``), counted from the later of the arrival and ``now``: the
+    lifecycle counts from the copy's last put, which the writer makes when it takes the message (days after the post
+    when the portal was down or the message came back from the DLQ)."""
     entries = []
     for submission in submissions:
         contacts = [value for value in (submission.phone, submission.email) if value]
         if not submission.raw_key or not contacts:
             continue
-        expires_at = int((submission.received_at + timedelta(days=retention_days + 1)).timestamp())
+        stored_at = max(submission.received_at, now)
+        expires_at = int((stored_at + timedelta(days=retention_days + 1)).timestamp())
         entries += [(person_key(value, secret), submission.raw_key, expires_at) for value in contacts]
     if entries:
         store.raw_keys_put(entries)

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -79,7 +80,11 @@ def write_form_submissions(messages: dict[str, dict[str, Any]], writer: LeadWrit
     if journeys is not None and submissions and writer.journeys.table:
         # Before the leads: a person's raw copies must be findable (forget) even when their write fails for good.
         index_raw_copies(
-            writer.journeys, journeys.person_secret, submissions.values(), get_settings().raw_retention_days
+            writer.journeys,
+            journeys.person_secret,
+            submissions.values(),
+            get_settings().raw_retention_days,
+            now=datetime.now(UTC),
         )
     by_submission = writer.write(submissions.values())
     for message_id, submission in submissions.items():
