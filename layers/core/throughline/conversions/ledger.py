@@ -77,6 +77,7 @@ class Ledger:
         return attempt, transaction_id
 
     def settle_attributes(self, item_id: str, **attributes: Any) -> None:
+        """Set these attributes of the item (no condition)."""
         serializer = TypeSerializer()
         names = {f"#a{i}": key for i, key in enumerate(attributes)}
         self.client.update_item(
@@ -135,18 +136,7 @@ class Ledger:
 
     def settle(self, item_id: str, state: str, **attributes: Any) -> None:
         """Record what became of a claimed conversion (``reason`` for a refusal, rejection or failure)."""
-        values = {**attributes, "state": state, "settled_at": self.clock().isoformat()}
-        serializer = TypeSerializer()
-        names = {f"#a{i}": key for i, key in enumerate(values)}
-        self.client.update_item(
-            TableName=self.table,
-            Key={"id": {"S": item_id}},
-            UpdateExpression="SET " + ", ".join(f"{name} = :v{i}" for i, name in enumerate(names)),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues={
-                f":v{i}": serializer.serialize(_plain(v)) for i, v in enumerate(values.values())
-            },
-        )
+        self.settle_attributes(item_id, **attributes, state=state, settled_at=self.clock().isoformat())
 
     def get(self, item_id: str) -> dict[str, Any] | None:
         item = self.client.get_item(TableName=self.table, Key={"id": {"S": item_id}}, ConsistentRead=True).get("Item")

@@ -101,28 +101,21 @@ class YandexAudiences:
                                      "content_type": "crm"}})  # fmt: skip
 
     def _get(self, path: str, step: str) -> dict[str, Any]:
-        try:
-            response = self.session.get(self._api + path, headers={"Authorization": f"OAuth {self._token}"},
-                                        timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))  # fmt: skip
-        except requests.RequestException as error:
-            raise AudienceError(f"Yandex Audiences unreachable ({step}): {type(error).__name__}") from None
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = {}
-        if response.status_code != 200 or not isinstance(payload, dict):
-            raise AudienceError(f"Yandex Audiences could not {step}: HTTP {response.status_code}")
-        return payload
+        return self._post(path, step, method="GET")
 
-    def _post(self, path: str, step: str, *, file: bytes | None = None, json: Any = None) -> dict[str, Any]:
+    def _post(
+        self, path: str, step: str, *, file: bytes | None = None, json: Any = None, method: str = "POST"
+    ) -> dict[str, Any]:
+        """One call of the API; an answer other than 200 raises ``AudienceError`` (``SegmentGone`` for 404) naming the
+        step and Yandex's message (never a value: the file's rows are hashes, and the message is cut)."""
         headers = {"Authorization": f"OAuth {self._token}"}
         if file is not None:
             data, headers["Content-Type"] = multipart({}, "audience.csv", file)
         else:
             data = None
         try:
-            response = self.session.post(self._api + path, data=data, json=json, headers=headers,
-                                         timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))  # fmt: skip
+            response = self.session.request(method, self._api + path, data=data, json=json, headers=headers,
+                                            timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))  # fmt: skip
         except requests.RequestException as error:
             raise AudienceError(f"Yandex Audiences unreachable ({step}): {type(error).__name__}") from None
         try:
