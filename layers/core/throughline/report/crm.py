@@ -83,6 +83,16 @@ class SnapshotOptions:
     stage_history: bool = True  # also keep deals' stage history (time in stage, where lost deals fell out)
     customers: bool = True  # also keep contacts and companies (segments)
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> SnapshotOptions:
+        """The nightly jobs' options (the report, segments): one snapshot, read and refreshed the same way."""
+        return cls(
+            full_rescan_days=settings.report_full_rescan_days,
+            modify_margin=timedelta(minutes=settings.report_modify_margin_minutes),
+            profit_field=settings.report_profit_field,
+            person_key_secret=settings.person_key_secret,
+        )
+
 
 @dataclass
 class CrmData:

@@ -103,12 +103,7 @@ def _run(
     crm = refresh_snapshot(
         client,
         objects,
-        options=SnapshotOptions(
-            full_rescan_days=settings.report_full_rescan_days,
-            modify_margin=timedelta(minutes=settings.report_modify_margin_minutes),
-            profit_field=settings.report_profit_field,
-            person_key_secret=settings.person_key_secret,
-        ),
+        options=SnapshotOptions.from_settings(settings),
         now=clock,
         progress=progress,
     )

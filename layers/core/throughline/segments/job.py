@@ -265,12 +265,7 @@ def read_rows(objects: Any, day: str) -> Iterator[dict[str, Any]]:
 def segment_options(settings: Any, write_back: bool = True, export_audiences: bool = True) -> SegmentOptions:
     return SegmentOptions(
         currency=settings.report_currency,
-        snapshot=SnapshotOptions(
-            full_rescan_days=settings.report_full_rescan_days,
-            modify_margin=timedelta(minutes=settings.report_modify_margin_minutes),
-            profit_field=settings.report_profit_field,
-            person_key_secret=settings.person_key_secret,
-        ),
+        snapshot=SnapshotOptions.from_settings(settings),
         write_back=write_back,
         export_audiences=export_audiences,
     )
