@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from benchmarks.segments import MemoryObjects
 from throughline.bitrix24.client import BatchResult
 from throughline.segments.audiences.export import ADAPTERS, ATTEMPTS, STATE_KEY, export_audiences
 from throughline.segments.audiences.members import AudienceSync, Member
@@ -36,17 +37,6 @@ class FakePortal:
         return BatchResult(results, {}, {}, {})
 
 
-class Objects:
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def put(self, key: str, body: bytes) -> None:
-        self.data[key] = body
-
-
 class Recorder:
     platform = "google"
 
@@ -64,7 +54,7 @@ class Recorder:
 def test_a_platform_is_one_registration_and_each_audience_goes_once_a_night() -> None:
     assert set(ADAPTERS) == {"yandex", "vk", "google"}
     audiences = [Audience(name="VIP", platform="yandex", segments=["VIP", "SLEEPING"])]
-    portal, objects, google = FakePortal(), Objects(), Recorder()
+    portal, objects, google = FakePortal(), MemoryObjects(), Recorder()
     unregistered = export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {})  # type: ignore[arg-type]
     assert "no adapter for the platform 'yandex'" in unregistered["failed"]["VIP"]["error"]
     summary = export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"yandex": lambda: google})  # type: ignore[arg-type]
@@ -85,7 +75,7 @@ def test_a_platform_is_one_registration_and_each_audience_goes_once_a_night() ->
 
 def test_a_failing_platform_is_tried_at_most_three_times_a_night() -> None:
     audiences = [Audience(name="VIP", platform="yandex", segments=["VIP"])]
-    portal, objects, google = FakePortal(), Objects(), Recorder(fail=True)
+    portal, objects, google = FakePortal(), MemoryObjects(), Recorder(fail=True)
     for _ in range(ATTEMPTS + 2):
         summary = export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"yandex": lambda: google})  # type: ignore[arg-type]
     assert len(google.calls) == ATTEMPTS
@@ -98,7 +88,7 @@ def test_an_audience_waits_for_the_next_run_when_the_invocation_is_nearly_over()
     from throughline.bitrix24.client import Deadline
 
     audiences = [Audience(name="VIP", platform="yandex", segments=["VIP"])]
-    portal, objects, google = FakePortal(), Objects(), Recorder()
+    portal, objects, google = FakePortal(), MemoryObjects(), Recorder()
     portal.deadline = Deadline(lambda: 100.0, reserve=5.0)  # type: ignore[attr-defined]
     summary = export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"yandex": lambda: google})  # type: ignore[arg-type]
     assert summary["status"] == "unfinished" and google.calls == [] and portal.batches == []
@@ -112,7 +102,7 @@ def test_the_invocations_deadline_reaches_an_adapter_that_takes_one() -> None:
     from throughline.bitrix24.client import Deadline
 
     audiences = [Audience(name="VIP", platform="yandex", segments=["VIP"])]
-    portal, objects, google = FakePortal(), Objects(), Recorder()
+    portal, objects, google = FakePortal(), MemoryObjects(), Recorder()
     google.deadline = None  # type: ignore[attr-defined]
     portal.deadline = Deadline(lambda: 800.0, reserve=5.0)  # type: ignore[attr-defined]
     export_audiences(portal, objects, audiences, ROWS, "2026-12-06", {"yandex": lambda: google})  # type: ignore[arg-type]
