@@ -8,6 +8,9 @@ default to Спящий and to VIP) gives the customer's responsible manager a t
   :data:`DEADLINE_DAYS` days after the night at 18:00 in the report's zone.
 - Pacing: up to 50 ``tasks.task.add`` in one ``batch`` (fewer while the client has not yet seen what the method costs,
   as the write-back does); the invocation's deadline stops the phase, and the next run continues it.
+- Limit: at most ``task_limit`` (``config/segments.yaml``, 200 by default) tasks a night — an edit of the rules can
+  move thousands of customers at once. The first moves in ``task_on_moves``' order of segments get them; the rest are
+  counted (``over_limit``) and logged, and get no task on a later night either (their move is that night's).
 - Once: each move is claimed in the alerts ledger (``ALERTS_TABLE``; rule ``segment_move``, object
   ``contact:<id>`` / ``company:<id>``, period ``<night>><segment>``) before the batch that creates its task and marked
   sent with the task's id after. A re-run of the night finds the claim or the sent record and creates nothing.
@@ -56,9 +59,17 @@ class TaskCounts:
 
 
 def moves_for_tasks(transitions: Iterable[Mapping[str, Any]], rules: SegmentRules) -> list[Mapping[str, Any]]:
-    """The night's moves into a segment of ``task_on_moves`` (a first night has no moves at all)."""
-    wanted = set(rules.task_on_moves)
-    return [move for move in transitions if move.get("to") in wanted and move.get("from") != move.get("to")]
+    """The night's moves into a segment of ``task_on_moves`` (a first night has no moves at all), in the list's order
+    of segments (then as the night recorded them): the order :func:`within_limit` keeps."""
+    rank = {code: index for index, code in enumerate(rules.task_on_moves)}
+    moves = [move for move in transitions if move.get("to") in rank and move.get("from") != move.get("to")]
+    return sorted(moves, key=lambda move: rank[move["to"]])
+
+
+def within_limit(moves: list[Mapping[str, Any]], rules: SegmentRules) -> tuple[list[Mapping[str, Any]], int]:
+    """The moves that get a task tonight (the first ``task_limit``) and how many are over the limit. Deterministic:
+    a re-run of the night keeps to the same moves."""
+    return moves[: rules.task_limit], max(0, len(moves) - rules.task_limit)
 
 
 def _user_id(value: Any) -> int:
