@@ -85,3 +85,38 @@ def test_the_default_limit_is_two_hundred_and_zero_turns_tasks_off() -> None:
     client = FakeClient()
     tasks = night(objects, client, FakeLedger())
     assert client.sent == [] and tasks["over_limit"] == 1 and tasks["created"] == 0
+
+
+class RefusingClient(FakeClient):
+    """A portal that refuses tasks for user 2 (fired: the method answers an error for that command only)."""
+
+    def batch(self, commands):
+        from throughline.bitrix24.errors import BitrixBadRequest
+
+        results, errors = {}, {}
+        for name, (_, params) in commands.items():
+            if params["fields"]["RESPONSIBLE_ID"] == 2:
+                errors[name] = BitrixBadRequest("ERROR_CORE", "responsible is not active")
+            else:
+                self.sent.append(params["fields"])
+                results[name] = {"task": {"id": len(self.sent)}}
+        return BatchResult(results, errors, {}, {})
+
+
+def test_a_task_the_portal_refuses_for_a_fired_manager_goes_to_the_webhook_s_user_once() -> None:
+    objects = MemoryObjects()
+    moves = [{"customer": f"contact:{n}", "kind": "contact", "id": n, "from": "ACTIVE", "to": "SLEEPING",
+              "assigned_by_id": str(manager)} for n, manager in ((1, 2), (2, 3))]  # fmt: skip
+    objects.put(transitions_key(DAY), jsonlines.encode(moves))
+    client, ledger = RefusingClient(), FakeLedger()
+    state = {"last": DAY, "tasks": {"day": DAY, "done": False}}
+    tasks = _move_tasks(client, objects, state, SegmentOptions(), ledger, "https://p.example/rest/1/secret/", NIGHT,
+                        lambda message: None)  # fmt: skip
+    assert sorted((fields["UF_CRM_TASK"][0], fields["RESPONSIBLE_ID"]) for fields in client.sent) == [
+        ("C_1", 1), ("C_2", 3)]  # fmt: skip
+    assert (tasks["created"], tasks["failed"], tasks["calls"]) == (2, 0, 2)
+    # Without a webhook user to fall back on, the refusal is a failure and the claim is released (a re-run retries).
+    client, ledger = RefusingClient(), FakeLedger()
+    tasks = _move_tasks(client, objects, {"last": DAY, "tasks": {"day": DAY, "done": False}}, SegmentOptions(),
+                        ledger, None, NIGHT, lambda message: None)  # fmt: skip
+    assert (tasks["created"], tasks["failed"]) == (1, 1) and len(ledger.claimed) == 1
