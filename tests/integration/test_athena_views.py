@@ -83,7 +83,8 @@ def report_run(make_stack, tmp_path: Path):
         + [{"DATE_CREATE": "2026-11-13T10:00:00+03:00", "LEAD_ID": ids[159], "STAGE_ID": "NEW", "OPPORTUNITY": 1}]
         + [won(ids[163], 999, "2026-10-25", DATE_CREATE="2026-10-21T10:00:00+03:00")]  # October
         + [won(ids[164], 4000, "2026-11-23", COMPANY_ID="77"), won(ids[165], 6000, "2026-11-24", COMPANY_ID="77")]
-        + [won(ids[166], -500, "2026-11-24"), won(ids[167], "abc", "2026-11-25")],  # no money: won, no revenue
+        + [won(ids[166], -500, "2026-11-24"), won(ids[167], "abc", "2026-11-25")]  # no money: won, no revenue
+        + [won(ids[167], 2500, "2026-11-26")],  # «Весна»: spend with no rate — revenue neither paid nor unpaid
     )
     stack.invoke("build_roi_report", {"date_from": "2026-11-01", "date_to": "2026-11-30"})
     report = json.loads(s3.get_object(Bucket=bucket, Key="reports/roi/latest/roi.json")["Body"].read())
@@ -126,7 +127,7 @@ def test_roi_by_campaign_equals_the_reports_campaign_rows(report_run) -> None:
     spring = views[("social", "vk", "vk_ads", "56", "Весна", True)]
     assert (spring["matched"], spring["unconverted_currency"], spring["unconverted_spend"]) == (
         "no_rate", "UZS", Decimal("1000.00"))  # fmt: skip
-    assert (spring["spend"], spring["leads"], spring["won_deals"], spring["revenue"]) == (0, 1, 1, 0)
+    assert (spring["spend"], spring["leads"], spring["won_deals"], spring["revenue"]) == (0, 1, 2, Decimal(2500))
     renamed = views[("paid_search", "yandex", "yandex_direct", "778", "Ретаргет", False)]
     assert renamed["leads"] == 2 and renamed["spend"] == Decimal("3000.30") and renamed["revenue"] == Decimal("9212.00")
     assert views[("paid_search", "google", "google_ads", "9", "Brand", False)]["spend"] == Decimal(
@@ -148,7 +149,7 @@ def test_roi_by_channel_equals_the_reports_aggregates_and_applies_the_paid_rule(
         metrics = rows[key]
         for name in METRICS:  # the cost ratios by the paid rule on both sides
             assert view[name] == _number(metrics[name]), (key, name, view[name], metrics[name])
-        for name in ("paid_revenue", "unpaid_revenue"):  # «выручка без расхода» beside the ratios
+        for name in ("paid_revenue", "unpaid_revenue", "no_rate_revenue"):  # beside the ratios
             assert view[name] == _number(metrics[name]), (key, name, view[name], metrics[name])
         compared += 1
     assert compared == len(views) >= 10
@@ -163,3 +164,7 @@ def test_roi_by_channel_equals_the_reports_aggregates_and_applies_the_paid_rule(
     assert paid["cpl"] == Decimal("887.74") and paid["cpo"] == Decimal("3214.23")  # 93 212.76 / 105, / 29
     total = views[("total", None, None)]
     assert total["spend"] == _number(report["headline"]["spend"]) == Decimal("123212.76")
+    # «Весна» (1 000 UZS, no rate): its 2 500 are «нет курса» revenue — neither paid nor unpaid, on both sides.
+    social = views[("channel", "social", None)]
+    assert (social["no_rate_revenue"], total["no_rate_revenue"]) == (Decimal(2500), Decimal(2500))
+    assert social["revenue"] == social["paid_revenue"] + social["unpaid_revenue"] + social["no_rate_revenue"]

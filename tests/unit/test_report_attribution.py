@@ -313,3 +313,40 @@ def test_touch_lines_without_some_fields_are_read_as_with_them_empty() -> None:
         ]
         assert journeys.won_at == {7: datetime(2026, 11, 4, 7, tzinfo=UTC)} and journeys.streamed
         assert all(type(t).__name__ == "TouchPoint" and t.at.tzinfo is not None for t in got)
+
+
+def test_the_paid_split_leaves_each_channels_markov_and_shapley_credit_as_the_unsplit_model_gives_it() -> None:
+    """P1: organic (11-02), the paid Yandex ad (11-03), an unpaid Google cpc link (11-04), won 100. P2: organic, won
+    100. P3: the Yandex ad, no deal. By channel (O, S): Markov — P(conv) = 2/3·(1/2 + 1/2·1/2) + 1/3·1/2 = 2/3;
+    removing O leaves 1/6 (effect 3/4), removing S leaves 1/3 (effect 1/2): O 3/5 = 120, S 2/5 = 80. Shapley —
+    v(O) = 1, v(S) = 0, v(OS) = 2: O 1.5 = 150, S 0.5 = 50. Run on three labels (O, S paid, S unpaid) the models gave
+    S 114.28 and 66.66: a channel's credit depended on which of its sources carry spend. The channel keeps the
+    unsplit credit; its paid part is the split's share: Markov effects P 1/2, U 1/2 (half: 40), Shapley P 1/3,
+    U 1/3 (half: 25)."""
+    paid_lead = lead(UTM_SOURCE="yandex", UTM_MEDIUM="cpc", UTM_CAMPAIGN="1")
+    free_lead = lead(UTM_SOURCE="google", UTM_MEDIUM="organic")
+    paid_deal = deal(paid_lead, won=True, amount="100", day="2026-11-10")
+    free_deal = deal(free_lead, won=True, amount="100", day="2026-11-11")
+    touches = [
+        touch("P1", "2026-11-02T09:00:00Z", "organic_search", source="google"),
+        touch("P1", "2026-11-03T09:00:00Z", "paid_search", kind="form", source="yandex", campaign="c"),
+        touch("P1", "2026-11-04T09:00:00Z", "paid_search", kind="form", source="google"),
+        touch("P2", "2026-11-02T10:00:00Z", "organic_search", source="google", entity=("lead", 2)),
+        touch("P3", "2026-11-05T09:00:00Z", "paid_search", kind="form", source="yandex", entity=("lead", 3)),
+    ]
+    entities = [
+        entity("lead", paid_lead["ID"], "P1"),
+        entity("lead", free_lead["ID"], "P2"),
+        entity("deal", paid_deal["ID"], "P1", paid_lead["ID"]),
+        entity("deal", free_deal["ID"], "P2", free_lead["ID"]),
+    ]
+    report = build([paid_lead, free_lead], [paid_deal, free_deal], export(touches, entities))
+    got = {model: {row.channel: (row.revenue, row.paid_revenue) for row in rows}
+           for model, rows in report.attribution.models.items()}  # fmt: skip
+    assert got["markov"] == {"organic_search": (Decimal("120.00"), Decimal(0)),
+                             "paid_search": (Decimal("80.00"), Decimal("40.00"))}  # fmt: skip
+    assert got["shapley"] == {"organic_search": (Decimal("150.00"), Decimal(0)),
+                              "paid_search": (Decimal("50.00"), Decimal("25.00"))}  # fmt: skip
+    assert got["last_click"]["paid_search"] == (Decimal("100.00"), Decimal(0))  # P1's last touch: unpaid Google
+    for model, rows in got.items():
+        assert sum(revenue for revenue, _ in rows.values()) == Decimal(200), model

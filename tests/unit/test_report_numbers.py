@@ -329,6 +329,14 @@ def test_spend_without_a_rate_is_its_own_row_out_of_every_ratio() -> None:
     page = render_html(report).decode()
     assert "нет курса" in page and "KZT без курса" in page and "лиды без расхода" not in page
     assert "выручка без расхода: 0 RUB" in page and "выручка кампаний с расходом без курса: 9\u202f000 RUB" in page
+    # roi.csv: the 9 000 in a column of its own, so revenue = paid + «без расхода» + «без курса» there too.
+    lines = [line.split(";") for line in render_csv(report).decode("utf-8-sig").splitlines()]
+    header = lines[0]
+    column = header.index("Выручка без курса")
+    by_level = {(line[0], line[2], line[3]): line for line in lines[1:]}
+    assert by_level[("Источник", "Яндекс", "")][column] == "9000,00"
+    assert by_level[("Итого", "", "")][column] == "9000,00"
+    assert by_level[("Итого", "", "")][header.index("Выручка без расхода")] == "0,00"
 
 
 # ---- 12. the page shows what the README promises ---------------------------------------------------------------------

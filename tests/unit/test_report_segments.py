@@ -162,3 +162,33 @@ def test_acquisition_cost_per_segment_by_hand() -> None:
     page = render_segments(found, format_number)
     assert "<th>CAC</th>" in page and "<td>1 из 2</td>" in page
     assert page.count("<td>—</td>") >= 1
+
+
+def test_a_company_whose_two_contacts_each_buy_first_is_one_new_customer_of_its_segment() -> None:
+    """The report counts a new customer by contact (contacts 6 and 7 of company 9 each buy for the first time: two
+    acquisitions, 1 000 ₽ and 600 ₽ of CAC); the segment's customer is the company: one new customer, paid, carrying
+    both costs (1 600 ₽, CAC 1 600 — the spend is not lost). Company 8: contact 10 paid (500 ₽), contact 11 not
+    (no paid source): one new customer, paid, 500 ₽. Contact 1 (VIP, 700 ₽): one more. Активный: 2 new, 2 paid,
+    2 100 ₽, CAC 1 050; VIP: 1, 1, 700 ₽."""
+    deals = [
+        {"ID": "61", "CONTACT_ID": "6", "COMPANY_ID": "9", "STAGE_SEMANTIC_ID": "S", "CLOSEDATE": "2026-11-05"},
+        {"ID": "71", "CONTACT_ID": "7", "COMPANY_ID": "9", "STAGE_SEMANTIC_ID": "S", "CLOSEDATE": "2026-11-06"},
+        {"ID": "101", "CONTACT_ID": "10", "COMPANY_ID": "8", "STAGE_SEMANTIC_ID": "S", "CLOSEDATE": "2026-11-07"},
+        {"ID": "111", "CONTACT_ID": "11", "COMPANY_ID": "8", "STAGE_SEMANTIC_ID": "S", "CLOSEDATE": "2026-11-08"},
+        {"ID": "12", "CONTACT_ID": "1", "STAGE_SEMANTIC_ID": "S", "CLOSEDATE": "2026-11-09"},
+    ]
+    for item in deals:
+        item["OPPORTUNITY"] = "1000"
+    acquisitions = {61: Decimal(1000), 71: Decimal(600), 101: Decimal(500), 111: None, 12: Decimal(700)}
+    store = Objects()
+    store["segments/snapshot=2026-12-01/customers.json.gz"] = snapshot(
+        {"company:9": "ACTIVE", "company:8": "ACTIVE", "contact:1": "VIP"})  # fmt: skip
+    found = segments_section(store, PERIOD, deals, convert=lambda amount, currency, day: amount, wins={},
+                             zone=ZoneInfo("Europe/Moscow"), labels=LABELS, acquisitions=acquisitions)  # fmt: skip
+    got = {row.label: (row.new_customers, row.paid_new_customers, row.acquisition_spend, row.cac)
+           for row in found.rows}  # fmt: skip
+    assert got["Активный"] == (2, 2, Decimal("2100.00"), Decimal("1050.00"))
+    assert got["VIP"] == (1, 1, Decimal("700.00"), Decimal("700.00"))
+    # Every acquisition's cost lands in one segment: the spend adds up to the report's.
+    spent = sum((row.acquisition_spend or Decimal(0) for row in found.rows), Decimal(0))
+    assert spent == sum(cost for cost in acquisitions.values() if cost is not None)

@@ -302,3 +302,29 @@ def test_a_contact_speaking_for_a_company_customer_is_not_a_newcomer() -> None:
     alone, _ = collect_customers(deals[1:2], contacts[:1], companies, convert=lambda amount, currency, day: amount,
                                  zone=MSK, today=TODAY, wins={})  # fmt: skip
     assert {row["customer"]: row["segment"] for row in assign(alone, RULES, TODAY).rows}["contact:1"] == "NEWCOMER"
+
+
+def test_speaking_for_a_company_at_the_boundaries_lost_deals_and_two_companies() -> None:
+    """Contact 1: only a lost deal of its own, in company 7 that has deals — its own deal makes it a customer of its
+    own (segmented on it, as the rule says: no win, no open deal, too old for Новичок: no segment, but not for its
+    company's sake). Contact 2: COMPANY_ID 8 (no deals) yet named on company 7's deal — it speaks for company 7 and
+    takes no segment. Contact 3: in company 8 only, created 10 days ago — judged alone (Новичок)."""
+    contacts = [
+        {"ID": "1", "DATE_CREATE": "2025-01-01T10:00:00+03:00", "COMPANY_ID": "7"},
+        {"ID": "2", "DATE_CREATE": "2026-11-26T10:00:00+03:00", "COMPANY_ID": "8"},
+        {"ID": "3", "DATE_CREATE": "2026-11-26T10:00:00+03:00", "COMPANY_ID": "8"},
+    ]
+    companies = [{"ID": "7", "DATE_CREATE": "2025-01-01T10:00:00+03:00"},
+                 {"ID": "8", "DATE_CREATE": "2025-01-01T10:00:00+03:00"}]  # fmt: skip
+    deals = [
+        {"ID": "1", "CONTACT_ID": "1", "STAGE_SEMANTIC_ID": "F"},
+        {"ID": "2", "COMPANY_ID": "7", "CONTACT_ID": "2", "STAGE_SEMANTIC_ID": "S", "OPPORTUNITY": "900",
+         "CLOSEDATE": "2026-12-01"},
+    ]  # fmt: skip
+    found, skipped = collect_customers(deals, contacts, companies, convert=lambda amount, currency, day: amount,
+                                       zone=MSK, today=TODAY, wins={})  # fmt: skip
+    assert skipped == 0
+    assert not found["contact:1"].speaks_for_company(found) and found["contact:1"].deals_total == 1
+    assert found["contact:2"].speaks_for_company(found)
+    rows = {row["customer"]: row["segment"] for row in assign(found, RULES, TODAY).rows}
+    assert (rows["contact:2"], rows["contact:3"], rows["company:7"]) == (None, "NEWCOMER", "ONE_TIME")

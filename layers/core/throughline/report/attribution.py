@@ -17,7 +17,10 @@
   touches: (revenue credited to touches whose channel and source carry spend in the period − the channel's spend) /
   spend × 100 %. A touch of a record typed in the CRM takes its table row's channel and source. Models run with a
   channel's paid and unpaid touches as two labels, summed back into one row per channel; the row's ``revenue`` is
-  all the credit, its ``paid_revenue`` the part behind ROMI.
+  all the credit, its ``paid_revenue`` the part behind ROMI. Markov and Shapley credit a label by what removing it
+  loses, so two labels of one channel on a path take more than the channel would: their rows' conversions and
+  revenue come from a second run on the unsplit paths (the channel's credit does not depend on which of its sources
+  carry spend), and ``paid_revenue`` is that revenue times the paid label's share of the split run's credit.
 """
 
 from __future__ import annotations
@@ -39,9 +42,11 @@ from throughline.attribution import (
     UNTRACKED,
     CohortDeal,
     Conversion,
+    PathTable,
     TouchPoint,
     acquisition_cohorts,
     build_paths,
+    path_table,
 )
 from throughline.attribution import attribute as run_models
 from throughline.report import jsonlines, metrics
@@ -54,6 +59,7 @@ SALES_CHANNEL = "crm"  # sales-side touches in the journey export: not a marketi
 MARKETING_KINDS = frozenset({"first_visit", "form", "repeat_request", "crm_lead", "crm_deal"})
 CRM_KINDS = frozenset({"crm_lead", "crm_deal"})  # records typed in the CRM: their channel is the report's
 UNTRACKED_LABEL = "Без касаний"
+SPLIT_SENSITIVE = ("markov", "shapley")  # models whose per-channel credit changes when a channel is two labels
 PAID_MARK = "\x1fpaid"  # a paid touch's model label: its channel and this mark (no channel code holds \x1f)
 _FIELDS = itemgetter("kind", "person_key", "channel", "at", "source", "campaign")
 
@@ -214,6 +220,14 @@ def attribution_section(
 
     table = build_paths(touches(), conversions(), by=label if paid else "channel")
     results = run_models(table, ALL_MODELS, half_life_days=options.half_life_days, markov_order=options.markov_order)
+    # Markov and Shapley credit a label for what removing it loses: two labels of one channel on one path take more
+    # than the channel would (a channel's credit would depend on which of its sources carry spend). Their channel
+    # rows come from the unsplit paths; the split gives only the paid share of each channel's credit.
+    whole_models = [model for model in SPLIT_SENSITIVE if model in results]
+    whole: dict[str, Any] = {}
+    if paid and whole_models:
+        whole = run_models(_by_channel(table), whole_models, half_life_days=options.half_life_days,
+                           markov_order=options.markov_order)  # fmt: skip
     models = {}
     for model, credits in results.items():
         credited: dict[str, list[Decimal]] = {}  # channel → [conversions, revenue, paid revenue]
@@ -224,6 +238,13 @@ def attribution_section(
             sums[1] += credit.revenue
             if mark:
                 sums[2] += credit.revenue
+        if model in whole:
+            split, credited = credited, {}
+            for credit in whole[model]:
+                _, revenue, paid_part = split.get(credit.channel, [Decimal(0), Decimal(0), Decimal(0)])
+                share = paid_part / revenue if revenue > 0 else Decimal(0)
+                paid_revenue = min(credit.revenue, (credit.revenue * share).quantize(metrics.KOPECK))
+                credited[credit.channel] = [credit.conversions, credit.revenue, paid_revenue]
         for channel, spent in spend_by_channel.items():
             if spent and channel not in credited:
                 credited[channel] = [Decimal(0), Decimal(0), Decimal(0)]
@@ -252,6 +273,22 @@ def attribution_section(
         deals_without_person=counted["without_person"],
         models=models,
     )
+
+
+def _by_channel(table: PathTable) -> PathTable:
+    """The split table's paths with each channel's paid and unpaid labels made one again (no times: the models that
+    need this table use none)."""
+    rows = [
+        (
+            tuple(label.partition(PAID_MARK)[0] for label in path),
+            Decimal(round(float(table.conversions[index]) * 10_000)) / 10_000,
+            Decimal(round(float(table.revenue[index]) * 100)) / 100,
+            float(table.nulls[index]),
+            None,
+        )
+        for index, path in enumerate(table.paths)
+    ]
+    return path_table(rows, direct_label=table.direct_label)
 
 
 def _romi(revenue: Decimal, spend: Decimal) -> Decimal | None:

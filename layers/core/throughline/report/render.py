@@ -95,13 +95,14 @@ def render_csv(report: RoiReport) -> bytes:
     """The main table; channel rows also carry the default attribution model's won deals, revenue and ROMI, with the
     model's name in a column of its own (empty when there is no journey export yet). A channel the model credits that
     has no row of the table («Без касаний», a channel seen only in journeys) gets a row of its own, so the channel
-    rows of the attributed columns add up to «Итого»."""
+    rows of the attributed columns add up to «Итого». «Выручка без курса»: the revenue of rows whose spend has no
+    exchange rate — neither paid nor «без расхода», so revenue = paid + «без расхода» + «без курса» on every row."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
     writer.writerow(["Уровень", "Канал", "Источник", "Кампания", "ID кампании", "Площадка", "Сопоставление"]
                     + [_header(report, header) for _, header, _ in COLUMNS]
                     + [_header(report, header) for _, header in PREVIOUS_COLUMNS]
-                    + list(ATTRIBUTED_COLUMNS) + ["Расход без курса"])  # fmt: skip
+                    + list(ATTRIBUTED_COLUMNS) + ["Расход без курса", "Выручка без курса"])  # fmt: skip
     attribution = report.attribution
     model = attribution.default_model if attribution else None
     credited = {row.channel: row for row in attribution.models.get(model or "", [])} if attribution else {}
@@ -115,7 +116,7 @@ def render_csv(report: RoiReport) -> bytes:
             + [_csv_number(getattr(previous, name)) if previous else "" for name, _ in PREVIOUS_COLUMNS]
             + ([MODEL_LABELS.get(model or "", model), _csv_number(credit.conversions), _csv_number(credit.revenue),
                 _csv_number(credit.romi)] if credit else ["", "", "", ""])
-            + [_unconverted(row.unconverted_spend)]
+            + [_unconverted(row.unconverted_spend), _csv_number(row.metrics.no_rate_revenue)]
         )  # fmt: skip
     in_table = {row.channel for row in report.rows if row.level == "channel"}
     for channel, credit in credited.items():
@@ -123,7 +124,7 @@ def render_csv(report: RoiReport) -> bytes:
             writer.writerow(["Канал", _csv_text(credit.channel_label), "", "", "", "", ""]
                             + [""] * (len(COLUMNS) + len(PREVIOUS_COLUMNS))
                             + [MODEL_LABELS.get(model or "", model), _csv_number(credit.conversions),
-                               _csv_number(credit.revenue), _csv_number(credit.romi), ""])  # fmt: skip
+                               _csv_number(credit.revenue), _csv_number(credit.romi), "", ""])  # fmt: skip
     totals = [_csv_number(getattr(report.headline, name)) for name, _, _ in COLUMNS]
     previous_totals = [_csv_number(getattr(report.headline_previous, name)) for name, _ in PREVIOUS_COLUMNS]
     attributed = ["", "", "", ""]
@@ -131,7 +132,8 @@ def render_csv(report: RoiReport) -> bytes:
         attributed = [MODEL_LABELS.get(model or "", model), _csv_number(attribution.conversions),
                       _csv_number(attribution.revenue), ""]  # fmt: skip
     unconverted = _unconverted(report.data_quality.spend_without_rate)
-    writer.writerow(["Итого", "", "", "", "", "", "", *totals, *previous_totals, *attributed, unconverted])
+    writer.writerow(["Итого", "", "", "", "", "", "", *totals, *previous_totals, *attributed, unconverted,
+                     _csv_number(report.headline.no_rate_revenue)])  # fmt: skip
     return ("\ufeff" + buffer.getvalue()).encode("utf-8")
 
 

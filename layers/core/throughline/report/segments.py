@@ -15,8 +15,11 @@ whose first won deal ever falls in it (the report's count: the contact, without 
 of the source row its first won deal belongs to (its lead's tags, else its own, else ``SOURCE_ID``) — the source's
 spend / the new customers of its campaign rows that carry spend — when that deal's campaign row carries spend, and
 nothing otherwise (a new customer with no paid source is counted, not paid for). Per segment (the customer's segment
-at the period's end; a B2B deal's customer is its company): paid new customers, the spend attributed to them (the sum
-of their CACs) and CAC = that spend / paid new customers; «—» without one. Spend of sources that acquired no new
+at the period's end; a B2B deal's customer is its company): new customers — the segment's customers holding at least
+one of the report's new customers (the report counts by contact: two contacts of one company who each buy for the
+first time are two of the report's, one of the company's segment) — paid new customers (holding at least one paid
+for), the spend attributed to them (the sum of all their acquisitions' CACs, so no spend is lost) and CAC = that
+spend / paid new customers; «—» without one. Spend of sources that acquired no new
 customer in the period is attributed to no segment (as the report's CAC does not spread it either).
 
 A hook, not a rewrite: ``report/job.py`` attaches the section to the built report, ``render.py`` shows it.
@@ -66,8 +69,9 @@ class SegmentRow(_Model):
     conversion: Number | None = Field(description="buyers / customers, in per cent")
     average_check: Number | None = Field(description="revenue / won deals")
     frequency: Number | None = Field(description="won deals / buyers")
-    new_customers: int = Field(description="customers of the segment whose first won deal is in the period")
-    paid_new_customers: int = Field(description="of them, acquired through a source row with spend")
+    new_customers: int = Field(description="customers of the segment holding one of the report's new customers of the "
+                               "period (a company whose contacts bought first counts once)")  # fmt: skip
+    paid_new_customers: int = Field(description="of them, those with an acquisition through a source row with spend")
     acquisition_spend: Number | None = Field(description="spend attributed: the sum of their sources' CAC")
     cac: Number | None = Field(description="acquisition_spend / paid_new_customers")
 
@@ -133,13 +137,16 @@ def segments_section(
 
     end, start = rows_of(end_day), rows_of(start_day)
     won: dict[str, list[Decimal | None]] = {}  # customer → the amount of each won deal (None: no revenue)
-    acquired: dict[str | None, list[Decimal | None]] = {}  # segment → each new customer's CAC (None: not paid)
+    # Segment customer → the CACs of the report's new customers it holds (None: not paid). The report counts by
+    # contact, the segments by company: two contacts of one company acquired in the period are one new customer of
+    # the company's segment, carrying both costs.
+    acquired: dict[str, list[Decimal | None]] = {}
     for deal in deals:
         if acquisitions and int(deal.get("ID") or 0) in acquisitions:
             company, contact = int(deal.get("COMPANY_ID") or 0), int(deal.get("CONTACT_ID") or 0)
             key = f"company:{company}" if company else f"contact:{contact}" if contact else ""
             if key in end:
-                acquired.setdefault(end[key] or None, []).append(acquisitions[int(deal["ID"])])
+                acquired.setdefault(key, []).append(acquisitions[int(deal["ID"])])
         if str(deal.get("STAGE_SEMANTIC_ID") or "") != "S":
             continue
         day = won_day(deal, wins, zone)
@@ -166,9 +173,10 @@ def segments_section(
         deals_won = sum(len(won[key]) for key in buyers)
         with_revenue = sum(1 for key in buyers for amount in won[key] if amount is not None)
         revenue = sum((amount for key in buyers for amount in won[key] if amount is not None), Decimal(0))
-        costs = acquired.get(code, [])
-        paid_costs = [cost for cost in costs if cost is not None]
-        spent = sum(paid_costs, Decimal(0))
+        new = [acquired[key] for key in members if key in acquired]
+        paid = [[cost for cost in costs if cost is not None] for costs in new]
+        paid = [costs for costs in paid if costs]
+        spent = sum((cost for costs in paid for cost in costs), Decimal(0))
         rows.append(
             SegmentRow(
                 code=code,
@@ -182,10 +190,10 @@ def segments_section(
                 conversion=_cents(Decimal(len(buyers) * 100) / len(members)) if members else None,
                 average_check=_cents(revenue / with_revenue) if with_revenue else None,
                 frequency=_cents(Decimal(deals_won) / len(buyers)) if buyers else None,
-                new_customers=len(costs),
-                paid_new_customers=len(paid_costs),
-                acquisition_spend=_cents(spent) if paid_costs else None,
-                cac=_cents(spent / len(paid_costs)) if paid_costs else None,
+                new_customers=len(new),
+                paid_new_customers=len(paid),
+                acquisition_spend=_cents(spent) if paid else None,
+                cac=_cents(spent / len(paid)) if paid else None,
             )
         )
     matrix: dict[tuple[str, str], int] = {}

@@ -34,7 +34,7 @@ from throughline.report.rates import RateBook
 from throughline.segments.engine import Frozen, assign, collect_customers
 from throughline.segments.fields import FieldsMissing, enumerations
 from throughline.segments.rules import load_rules
-from throughline.segments.tasks import create_move_tasks, moves_for_tasks, never_retaken
+from throughline.segments.tasks import create_move_tasks, moves_for_tasks, never_retaken, within_limit
 from throughline.segments.writeback import Progress, decode_plan, encode_plan, execute, plan_updates
 
 PREFIX = "segments/"
@@ -247,12 +247,16 @@ def _move_tasks(
         return state["tasks"]
     rules = load_rules(objects)
     moves = moves_for_tasks(_load(objects, transitions_key(day)), rules)
+    kept, over = within_limit(moves, rules)
+    if over:
+        progress(f"segments: {len(moves)} moves to tasks, over the nightly limit of {rules.task_limit} (task_limit): "
+                 f"{over} get no task")  # fmt: skip
     rows = {row["customer"]: row for row in _load(objects, snapshot_key(day))}
     counts, finished = create_move_tasks(
-        client, ledger, moves, rows, rules, today=date.fromisoformat(day), zone=started.tzinfo,  # type: ignore[arg-type]
+        client, ledger, kept, rows, rules, today=date.fromisoformat(day), zone=started.tzinfo,  # type: ignore[arg-type]
         currency=options.currency, webhook_url=webhook_url, report=progress,
     )  # fmt: skip
-    state["tasks"] = {"day": day, "done": finished, "moves": len(moves), **asdict(counts)}
+    state["tasks"] = {"day": day, "done": finished, "moves": len(moves), "over_limit": over, **asdict(counts)}
     objects.put(STATE_KEY, json.dumps(state).encode())
     progress(f"segments: tasks for {len(moves)} moves: {counts.created} created, {counts.already} already created")
     return state["tasks"]

@@ -83,6 +83,10 @@ company_size:
   revenue_medium_max: 100000000
 # Moves into these segments create a Bitrix24 task for the responsible manager (once per move; the alerts ledger).
 task_on_moves: [SLEEPING, VIP]
+# At most this many such tasks a night (0: none). An edit of the rules above can move thousands of customers in one
+# night: the first moves get tasks (those into the segment listed first in task_on_moves first), the rest are only
+# counted and logged as over the limit — they get no task later either.
+task_limit: 200
 # Ad audiences: the customers of chosen segments sent each night (after the write-back) as hashed phones and
 # e-mails, read from Bitrix24 at export time and never stored. Off while the list is empty. Each audience:
 #   name      unique; the segment's name on the platform
@@ -194,6 +198,7 @@ class SegmentRules(BaseModel):
     segments: list[SegmentRule] = Field(min_length=1, max_length=20)
     company_size: CompanySize = CompanySize()
     task_on_moves: list[str] = Field(default_factory=list)
+    task_limit: int = Field(default=200, ge=0, le=10000)
     audiences: list[Audience] = Field(default_factory=list, max_length=50)
 
     @model_validator(mode="after")

@@ -8,6 +8,9 @@ default to Спящий and to VIP) gives the customer's responsible manager a t
   :data:`DEADLINE_DAYS` days after the night at 18:00 in the report's zone.
 - Pacing: up to 50 ``tasks.task.add`` in one ``batch`` (fewer while the client has not yet seen what the method costs,
   as the write-back does); the invocation's deadline stops the phase, and the next run continues it.
+- Limit: at most ``task_limit`` (``config/segments.yaml``, 200 by default) tasks a night — an edit of the rules can
+  move thousands of customers at once. The first moves in ``task_on_moves``' order of segments get them; the rest are
+  counted (``over_limit``) and logged, and get no task on a later night either (their move is that night's).
 - Once: each move is claimed in the alerts ledger (``ALERTS_TABLE``; rule ``segment_move``, object
   ``contact:<id>`` / ``company:<id>``, period ``<night>><segment>``) before the batch that creates its task and marked
   sent with the task's id after. A re-run of the night finds the claim or the sent record and creates nothing.
@@ -15,8 +18,10 @@ default to Спящий and to VIP) gives the customer's responsible manager a t
   ledger's ``mark_sent``, or a batch whose answer was lost (the portal may have created the tasks), leaves those
   moves claimed and unconfirmed — they get no second task; at worst (the request never reached the portal) a move
   gets no task at all, and the log names the moves left claimed. At most once, never twice.
-- A command the portal refuses (a responsible fired meanwhile…) releases its claim and is counted ``failed``: a
-  re-run of the same night tries it again; the nightly runs do not retry it in a loop.
+- A command the portal refuses for a manager (fired, deactivated, without access to tasks) is sent once more, under
+  the same claim, with the webhook's user as the responsible. A command refused for the webhook's user releases its
+  claim and is counted ``failed``: a re-run of the same night tries it again; the nightly runs do not retry it in a
+  loop.
 """
 
 from __future__ import annotations
@@ -56,9 +61,17 @@ class TaskCounts:
 
 
 def moves_for_tasks(transitions: Iterable[Mapping[str, Any]], rules: SegmentRules) -> list[Mapping[str, Any]]:
-    """The night's moves into a segment of ``task_on_moves`` (a first night has no moves at all)."""
-    wanted = set(rules.task_on_moves)
-    return [move for move in transitions if move.get("to") in wanted and move.get("from") != move.get("to")]
+    """The night's moves into a segment of ``task_on_moves`` (a first night has no moves at all), in the list's order
+    of segments (then as the night recorded them): the order :func:`within_limit` keeps."""
+    rank = {code: index for index, code in enumerate(rules.task_on_moves)}
+    moves = [move for move in transitions if move.get("to") in rank and move.get("from") != move.get("to")]
+    return sorted(moves, key=lambda move: rank[move["to"]])
+
+
+def within_limit(moves: list[Mapping[str, Any]], rules: SegmentRules) -> tuple[list[Mapping[str, Any]], int]:
+    """The moves that get a task tonight (the first ``task_limit``) and how many are over the limit. Deterministic:
+    a re-run of the night keeps to the same moves."""
+    return moves[: rules.task_limit], max(0, len(moves) - rules.task_limit)
 
 
 def _user_id(value: Any) -> int:
@@ -147,8 +160,7 @@ def create_move_tasks(
         size = min(MAX_BATCH, client.batch_capacity([METHOD]))
         chunk = moves[position : position + size]
         position += len(chunk)
-        claimed: dict[str, tuple[Claim, Mapping[str, Any]]] = {}
-        commands: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        claimed: dict[str, tuple[Claim, Mapping[str, Any], int]] = {}
         for index, move in enumerate(chunk):
             key = str(move["customer"])
             responsible = _user_id(move.get("assigned_by_id") or (rows.get(key) or {}).get("assigned_by_id"))
@@ -161,40 +173,50 @@ def create_move_tasks(
             if claim is None:
                 counts.already += 1
                 continue
-            fields = task_fields(move, rows.get(key) or {}, rules, today=today, zone=zone, currency=currency,
-                                 responsible=responsible, webhook_url=webhook_url)  # fmt: skip
-            name = f"t{index}"
-            claimed[name] = (claim, move)
-            commands[name] = (METHOD, {"fields": fields})
-        if not commands:
-            continue
-        try:
-            result = client.batch(commands)
-        except BitrixTransientError as error:
+            claimed[f"t{index}"] = (claim, move, responsible)
+        while claimed:
+            commands = {
+                name: (METHOD, {"fields": task_fields(move, rows.get(str(move["customer"])) or {}, rules, today=today,
+                                                      zone=zone, currency=currency, responsible=responsible,
+                                                      webhook_url=webhook_url)})
+                for name, (_, move, responsible) in claimed.items()
+            }  # fmt: skip
+            try:
+                result = client.batch(commands)
+            except BitrixTransientError as error:
+                counts.calls += 1
+                if getattr(error, "maybe_executed", False):
+                    # The portal may have created them: the claims stay (never retaken), so no move gets two tasks.
+                    counts.unconfirmed += len(claimed)
+                    report(f"segments tasks: the answer was lost ({type(error).__name__}); left claimed, not re-sent: "
+                           + ", ".join(str(move["customer"]) for _, move, _ in claimed.values()))  # fmt: skip
+                    return counts, True
+                for claim, _, _ in claimed.values():
+                    ledger.release(claim)
+                report(f"segments tasks: {type(error).__name__}; the next run continues")
+                return counts, False
+            except Exception:
+                for claim, _, _ in claimed.values():
+                    ledger.release(claim)
+                raise
             counts.calls += 1
-            if getattr(error, "maybe_executed", False):
-                # The portal may have created them: the claims stay (never retaken), so no move gets two tasks.
-                counts.unconfirmed += len(claimed)
-                report(f"segments tasks: the answer was lost ({type(error).__name__}); left claimed, not re-sent: "
-                       + ", ".join(str(move["customer"]) for _, move in claimed.values()))  # fmt: skip
-                return counts, True
-            for claim, _ in claimed.values():
-                ledger.release(claim)
-            report(f"segments tasks: {type(error).__name__}; the next run continues")
-            return counts, False
-        except Exception:
-            for claim, _ in claimed.values():
-                ledger.release(claim)
-            raise
-        counts.calls += 1
-        for name, (claim, move) in claimed.items():
-            error = result.errors.get(name)
-            if error is None:
-                task = (result.results.get(name) or {}).get("task") or {}
-                ledger.mark_sent(claim, f"task {task.get('id', '')}")
-                counts.created += 1
-            else:
-                ledger.release(claim)
-                counts.failed += 1
-                report(f"segments tasks: {move['customer']}: {type(error).__name__} {getattr(error, 'code', '')}")
+            again: dict[str, tuple[Claim, Mapping[str, Any], int]] = {}
+            for name, (claim, move, responsible) in claimed.items():
+                error = result.errors.get(name)
+                if error is None:
+                    task = (result.results.get(name) or {}).get("task") or {}
+                    ledger.mark_sent(claim, f"task {task.get('id', '')}")
+                    counts.created += 1
+                elif default_user and responsible != default_user and not isinstance(error, BitrixTransientError):
+                    # The manager refused (fired, deactivated, no access): the webhook's user takes the task, under
+                    # the same claim, in the next batch.
+                    code = f"{type(error).__name__} {getattr(error, 'code', '')}"
+                    report(f"segments tasks: {move['customer']}: manager {responsible} refused ({code}); "
+                           "the webhook's user takes it")  # fmt: skip
+                    again[name] = (claim, move, default_user)
+                else:
+                    ledger.release(claim)
+                    counts.failed += 1
+                    report(f"segments tasks: {move['customer']}: {type(error).__name__} {getattr(error, 'code', '')}")
+            claimed = again
     return counts, True
