@@ -185,7 +185,7 @@ def test_the_state_update_is_atomic_against_a_writer_in_between(store):
     assert [c["account_id"] for c in store.get_json(key)["pending"]] == ["b", "a"]
 
 
-def test_no_function_but_the_import_and_no_athena_table_can_read_the_vk_token():
+def test_no_function_but_the_import_and_the_audiences_and_no_athena_table_can_read_the_vk_token():
     # Before: the token (and its refresh token, which manages the ad account) lay in spend/_state/, readable by the
     # report function's spend/* grant and by every analyst granted the spend table's location.
     from local.template import load_template
@@ -237,7 +237,8 @@ def test_no_function_but_the_import_and_no_athena_table_can_read_the_vk_token():
         for prefix in patterns(location):
             prefix = prefix.removeprefix("s3://")
             assert not TOKEN_KEY.startswith(prefix), f"the Athena table {name} reads {prefix}"
-    assert readers == {"ImportAdSpendFunction"}
+    # The ad audiences' VK remarketing lists use the same token (VK issues few per client): build_segments reads it.
+    assert readers == {"ImportAdSpendFunction", "BuildSegmentsFunction"}
 
 
 def test_a_platform_named_twice_is_imported_once():
