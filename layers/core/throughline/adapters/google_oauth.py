@@ -91,7 +91,7 @@ class GoogleOAuth:
             response = self.session.post(self.token_url, data=form, timeout=(CONNECT_TIMEOUT, 30))
         except requests.RequestException as error:
             raise RetryableError(f"Google OAuth unreachable: {type(error).__name__}") from None
-        payload = _json(response)
+        payload = json_object(response)
         if response.status_code == 429 or response.status_code >= 500:
             raise RetryableError(
                 f"Google OAuth could not answer: HTTP {response.status_code}", retry_after=_retry_after(response)
@@ -109,7 +109,8 @@ class GoogleOAuth:
         return self._access[0]
 
 
-def _json(response: requests.Response) -> dict[str, Any]:
+def json_object(response: requests.Response) -> dict[str, Any]:
+    """A Google answer's JSON object; {} for a body that is not one (an HTML error page, a list)."""
     try:
         payload = response.json()
     except ValueError:

@@ -43,7 +43,7 @@ from typing import Any
 
 import requests
 
-from throughline.adapters.google_oauth import GoogleOAuth
+from throughline.adapters.google_oauth import GoogleOAuth, json_object
 from throughline.contacts import InvalidContact, normalize_phone
 from throughline.observability import logger
 from throughline.segments.audiences.members import AudienceSync, Member
@@ -312,7 +312,7 @@ class _Client:
                 failure = RetryableError(f"Data Manager unreachable: {type(error).__name__}")
             else:
                 if response.status_code == 200:
-                    self.request_ids.append(str(_json(response).get("requestId") or ""))
+                    self.request_ids.append(str(json_object(response).get("requestId") or ""))
                     return
                 failure = _failure(method, response)
                 if response.status_code == 401 and not refreshed:
@@ -329,7 +329,7 @@ class _Client:
 
 
 def _failure(method: str, response: requests.Response) -> PlatformError:
-    error = _json(response).get("error") or {}
+    error = json_object(response).get("error") or {}
     status = str(error.get("status") or f"HTTP {response.status_code}")
     message = f"{method} answered {status}: {str(error.get('message') or '')[:200]}"
     fields = [
@@ -348,11 +348,3 @@ def _failure(method: str, response: requests.Response) -> PlatformError:
             " (a customer under a manager account needs GOOGLE_ADS_LOGIN_CUSTOMER_ID; the OAuth user needs access)"
         )
     return GoogleAudienceError(message)
-
-
-def _json(response: requests.Response) -> dict[str, Any]:
-    try:
-        payload = response.json()
-    except ValueError:
-        return {}
-    return payload if isinstance(payload, dict) else {}
