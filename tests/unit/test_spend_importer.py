@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import tracemalloc
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -143,3 +145,50 @@ def test_google_errors_inside_the_stream_array_are_found():
     assert "queryError.UNRECOGNIZED_FIELD: bad field" in str(error) and "request r1" in str(error)
     assert _failure(200, [{"results": []}]) is None
     assert _failure(503, {"error": {"code": 503, "status": "UNAVAILABLE", "message": "x"}}).retryable
+
+
+class PartitionsCountedS3(MemoryS3):
+    """Keeps the state and counts the partitions' rows, not their bytes (so memory held is the importer's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = 0
+
+    def put_object(self, *, Bucket, Key, Body, **_):
+        if Key.startswith("spend/platform="):
+            self.rows += gzip.decompress(Body).count(b"\n")
+        else:
+            self.objects[Key] = Body
+
+
+def test_the_import_holds_one_chunk_as_lines_and_lets_it_go_before_reading_the_next():
+    # Before: a chunk's rows were kept as SpendRow objects (about 1.6 kB each) and still referenced while the next
+    # chunk was read, so the import held two chunks per platform at its peak. Now a chunk is held as its stored
+    # lines (about 0.4 kB a row here) and each day's lines go once stored.
+    per_chunk = 10 * 300
+    at_start: list[int] = []
+
+    class Big(FakePlatform):
+        def fetch(self, chunk, deadline):
+            at_start.append(tracemalloc.get_traced_memory()[0])
+            for day in chunk.days():
+                for campaign in range(300):
+                    yield SpendRow(date=day, platform="vk_ads", account_id=chunk.account_id,
+                                   campaign_id=str(1_000_000 + campaign), campaign_name=f"Кампания {campaign} «Поиск»",
+                                   impressions=1000 + campaign, clicks=12, cost=Decimal("1234.56"), currency="RUB",
+                                   include_vat=False, account_timezone="Europe/Moscow", ingested_at=NOW)  # fmt: skip
+
+    s3 = PartitionsCountedS3()
+    store = SpendStore("bucket", client=s3)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        result = import_spend([Big()], store, date(2026, 1, 1), date(2026, 1, 30), deadline=Forever())
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert result.platforms["vk_ads"].chunks_done == 3 and s3.rows == result.platforms["vk_ads"].rows == 3 * per_chunk
+    held = [now - at_start[0] for now in at_start[1:]]  # what is still held from the chunks read before
+    assert all(bytes_ < 100_000 for bytes_ in held), held  # a chunk's rows are megabytes; its state is a few kB
+    assert peak < per_chunk * 800, peak  # one chunk, as lines; as rows (or two chunks as lines) it would be more

@@ -187,11 +187,10 @@ def _import_platform(
             failed_accounts.add(chunk.account_id)
             outcome.pending.append(chunk)
             continue
-        rows = 0
+        rows = sum(len(lines) for lines in by_day.values())
         for day in chunk.days():  # every day, empty ones too: a restated day with no spend left must be emptied
-            day_rows = by_day.get(day, [])
-            store.write_partition(platform, day, chunk.account_id, (r.to_json_line() for r in day_rows))
-            rows += len(day_rows)
+            # Popped: each day's lines go as soon as they are stored, and none are left while the next chunk is read.
+            store.write_partition(platform, day, chunk.account_id, by_day.pop(day, []))
         outcome.chunks_done += 1
         outcome.partitions += len(chunk.days())
         outcome.rows += rows
@@ -204,12 +203,14 @@ def _import_platform(
     return outcome
 
 
-def _collect(rows: Iterable[SpendRow], chunk: Chunk) -> dict[date, list[SpendRow]]:
-    by_day: dict[date, list[SpendRow]] = defaultdict(list)
+def _collect(rows: Iterable[SpendRow], chunk: Chunk) -> dict[date, list[bytes]]:
+    """A chunk's rows as their stored lines (UTF-8 JSON), by day. The chunk is held whole until every row has come
+    (a report cut short stores nothing); as lines it takes about a fifth of the memory of the rows themselves."""
+    by_day: dict[date, list[bytes]] = defaultdict(list)
     for row in rows:
         if not (chunk.date_from <= row.date <= chunk.date_to) or row.account_id != chunk.account_id:
             raise ValueError(f"the platform returned a row outside the request ({row.account_id} {row.date})")
-        by_day[row.date].append(row)
+        by_day[row.date].append(row.to_json_line().encode("utf-8"))
     return by_day
 
 
