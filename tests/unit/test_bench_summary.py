@@ -35,17 +35,17 @@ def test_rest_calls_and_the_scan_against_fast_bitrix24():
 
 def test_spend_memory_growth_is_measured_above_the_warm_process():
     runs = [
-        {"days": 31, "rows": 1000, "baseline_rss_mb": 60.0, "peak_rss_mb": 80.0, "peak_reset": True},
-        {"days": 124, "rows": 4000, "baseline_rss_mb": 61.0, "peak_rss_mb": 85.0, "peak_reset": True},
+        {"days": 62, "rows": 1000, "baseline_rss_mb": 60.0, "peak_rss_mb": 80.0, "peak_reset": True},
+        {"days": 248, "rows": 4000, "baseline_rss_mb": 61.0, "peak_rss_mb": 85.0, "peak_reset": True},
     ]
-    rows = {t: (f, m) for t, f, m in table({"spend": {"campaigns": 200, "runs": runs}}, quick=True)}
+    rows = {t: (f, m) for t, f, m in table({"spend": {"campaigns": 100, "runs": runs}}, quick=True)}
     # (85 - 61) / (80 - 60) = 24 / 20 = 1.20
     assert rows["spend import memory flat: peak growth ≤ 1.25× for 4.0× rows"] == (
-        "1.20× (20 → 24 MB above the warm process; 31 → 124 days × 200 campaigns)",
+        "1.20× (20 → 24 MB above the warm process; 62 → 248 days × 100 campaigns)",
         "yes",
     )
     runs[1]["peak_rss_mb"] = 87.0  # 26 / 20 = 1.30: growing with the rows
-    rows = {t: (f, m) for t, f, m in table({"spend": {"campaigns": 200, "runs": runs}}, quick=True)}
+    rows = {t: (f, m) for t, f, m in table({"spend": {"campaigns": 100, "runs": runs}}, quick=True)}
     assert rows["spend import memory flat: peak growth ≤ 1.25× for 4.0× rows"][1] == "NO"
 
 
