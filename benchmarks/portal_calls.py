@@ -2,8 +2,9 @@
 manager's activities and stage moves on existing records), and reading the CRM for the report against
 fast_bitrix24's ``get_all`` on the same portal. Counted by the Bitrix24 sandbox; asserts nothing.
 
-Targets: a lead costs at most 0.25 calls when the writer gets full batches of ten (one look-up batch and one write
-batch per ten: 0.2); an event less than one call (batched reads and writes); the scan fewer calls than get_all.
+Targets: a lead costs at most 0.3 calls when the writer gets full batches of ten (a round is at most three batch
+calls: the look-up, the open records, the write; issue 2 asked for 0.5 or less); an event less than one call
+(batched reads and writes); the scan fewer calls than get_all.
 
     PYTHONPATH=layers/core:. .venv/bin/python -m benchmarks.portal_calls [--quick] [--json out.json]
 """
@@ -21,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-TARGET_CALLS_PER_LEAD = 0.25
+TARGET_CALLS_PER_LEAD = 0.3
 TARGET_CALLS_PER_EVENT = 1.0
 
 
