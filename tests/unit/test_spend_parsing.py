@@ -139,6 +139,17 @@ def test_split_and_plan_merge_overlapping_work():
     ]
 
 
+def test_every_free_text_field_of_a_row_has_a_utf8_line_even_with_a_lone_surrogate():
+    # A platform's JSON may carry half a surrogate pair in any string it sends (Google's customer time zone too):
+    # before, a time zone holding one had no UTF-8 line, and its account's chunks failed every night.
+    fields = ("campaign_id", "campaign_name", "ad_group_id", "ad_group_name", "utm_source", "utm_medium",
+              "utm_campaign", "account_timezone")  # fmt: skip
+    row = _row(**{name: f"x\ud83d{name}" for name in fields})
+    line = row.to_json_line().encode("utf-8").decode("utf-8")
+    assert all(getattr(SpendRow.from_json_line(line), name) == f"x\ufffd{name}" for name in fields)
+    assert _row(campaign_name="ok 😀").campaign_name == "ok 😀"  # a whole pair is one character, kept
+
+
 def test_partition_object_is_byte_identical_for_identical_rows():
     from throughline.adapters.spend_store import SpendStore
 

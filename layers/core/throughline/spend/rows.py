@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -53,12 +53,13 @@ class SpendRow(BaseModel):
         return value
 
     @field_validator("campaign_id", "campaign_name", "ad_group_id", "ad_group_name", "utm_source", "utm_medium",
-                     "utm_campaign")  # fmt: skip
+                     "utm_campaign", "account_timezone", mode="before")  # fmt: skip
     @classmethod
-    def _storable(cls, value: str | None) -> str | None:
+    def _storable(cls, value: Any) -> Any:
         # A lone surrogate (JSON's "\\ud83d": a name cut in the middle of an emoji) has no UTF-8 form, so no line
-        # could store the row: it becomes U+FFFD, as on the capture path. The name is worth less than the spend.
-        return _LONE_SURROGATE.sub("\ufffd", value) if value and _LONE_SURROGATE.search(value) else value
+        # could store the row (and pydantic refuses it in a constrained string): it becomes U+FFFD, as on the
+        # capture path. A name is worth less than the spend it comes with.
+        return _LONE_SURROGATE.sub("\ufffd", value) if isinstance(value, str) else value
 
     @field_validator("ingested_at")
     @classmethod
