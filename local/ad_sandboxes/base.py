@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -95,8 +96,13 @@ class SandboxServer(ABC):
         """One request of the platform's protocol: (status, headers, body or streamed body parts)."""
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def json_answer(status: int, payload: Any, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
-    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    # A lone surrogate (a name cut in the middle of an emoji) goes as its JSON escape, as JSON.stringify writes it.
+    text = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(payload, ensure_ascii=False))
+    body = text.encode("utf-8")
     return status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, body
 
 

@@ -382,3 +382,52 @@ def test_excel_unicode_text_is_read_and_nul_bytes_are_refused_plainly(store):
     assert (row["utm_source"], row["utm_campaign"], row["cost"]) == ("радио", "осень", Decimal("1500.50"))
     assert len(result.failures) == 1 and "nul.csv" in result.failures[0]
     assert "NUL" in _rejects(store, "nul.csv") and "\x00" not in _rejects(store, "nul.csv")
+
+
+class _Restating:
+    """VK figures that change between runs: ``cost[day]`` per day; a day not listed has no rows at all."""
+
+    platform = "vk_ads"
+    chunk_days = 10
+
+    def __init__(self, cost: dict[date, str]):
+        self.cost = cost
+
+    def accounts(self):
+        return ["a"]
+
+    def fetch(self, chunk, deadline):
+        for day in chunk.days():
+            if day in self.cost:
+                yield SpendRow(date=day, platform="vk_ads", account_id="a", campaign_id="1", campaign_name="c",
+                               impressions=1, clicks=1, cost=Decimal(self.cost[day]), currency="RUB",
+                               include_vat=False, account_timezone="Europe/Moscow", ingested_at=NOW)  # fmt: skip
+
+
+def test_an_s3_error_mid_chunk_leaves_the_chunk_recorded_and_the_rerun_stores_what_a_clean_run_does(store):
+    # Fault injection below the store (botocore's own event, after its retries): the 5th day's PUT of the
+    # second chunk is refused. S3 has no transaction over ten objects: what holds is that each day is one whole
+    # object, the chunk stays recorded, and the next run writes every day of it again.
+    first, last = date(2026, 10, 1), date(2026, 10, 20)
+    old = {first.replace(day=d): "1.00" for d in range(1, 21)}
+    import_spend([_Restating(old)], store, first, last, deadline=Clock(), ingested_at=NOW)
+    new = {first.replace(day=d): "2.50" for d in range(1, 21) if d not in (3, 14, 17)}  # 3 days restated to none
+    refused = "spend/platform=vk_ads/date=2026-10-15/a.json.gz"
+
+    def refuse(params, **_):
+        if params["Key"] == refused:
+            raise RuntimeError("InternalError")
+
+    store.client.meta.events.register("before-parameter-build.s3.PutObject", refuse)
+    result = import_spend([_Restating(new)], store, first, last, deadline=Clock(), ingested_at=NOW)
+    assert result.failures == ["vk_ads: storing failed: InternalError"]
+    assert _pending(store) == [("2026-10-11", "2026-10-20")]  # the half-stored chunk is still owed
+    # Days 11–14 were replaced (14 now empty), 15 and later keep the earlier figures until the rerun.
+    assert total(stored_rows(store, "vk_ads")) == Decimal("2.50") * 9 + Decimal("2.50") * 3 + Decimal("1.00") * 6
+    store.client.meta.events.unregister("before-parameter-build.s3.PutObject", refuse)
+    again = import_spend([_Restating(new)], store, first, last, deadline=Clock(), ingested_at=NOW)
+    assert again.failures == [] and _pending(store) == []
+    assert total(stored_rows(store, "vk_ads")) == Decimal("2.50") * 17  # 20 days, 3 of them restated to nothing
+    for day in (3, 14, 17):  # an emptied day is an object with no lines, not the old figures
+        assert store.get_bytes(f"spend/platform=vk_ads/date=2026-10-{day:02d}/a.json.gz") is not None
+        assert store.read_partition("vk_ads", date(2026, 10, day), "a") == []

@@ -109,3 +109,16 @@ def test_campaign_names_an_advertiser_gave_reach_the_spend_rows(vk, store):
     names = {r["campaign_id"]: r["campaign_name"] for r in stored_rows(store, "vk_ads")}
     assert names[first_id] == "lookalike"
     assert all(name == f"VK кампания {key}" for key, name in names.items() if key != first_id)
+
+
+def test_a_name_cut_in_the_middle_of_an_emoji_keeps_its_spend(vk, store):
+    # VK's JSON may carry half a surrogate pair ("\ud83d") in a name cut at a length: before, no UTF-8 line could
+    # hold that row, so the account's chunk failed every night and its spend was never imported.
+    first_id = vk.campaigns()[0]
+    vk.campaign_names = {first_id: "Осень \ud83d"}
+    first, last = days("2026-10-01", "2026-10-07")
+    result = import_spend([_source(vk, store)], store, first, last, deadline=Clock(), ingested_at=NOW)
+    assert result.failures == []
+    rows = stored_rows(store, "vk_ads")
+    assert total(rows) == vk.expected_cost(first, last)
+    assert {r["campaign_name"] for r in rows if r["campaign_id"] == first_id} == {"Осень \ufffd"}

@@ -50,9 +50,10 @@ def test_spend_memory_growth_is_measured_above_the_warm_process():
 
 
 def test_spend_memory_of_a_chunk_lost_in_the_allocators_noise_is_not_held_against_the_target():
+    # Both runs within the noise (the larger at most 1.25 × the 5 MB floor): no ratio is a figure.
     runs = [
         {"days": 31, "rows": 1000, "baseline_rss_mb": 50.0, "peak_rss_mb": 54.7, "peak_reset": True},
-        {"days": 62, "rows": 2000, "baseline_rss_mb": 50.0, "peak_rss_mb": 58.2, "peak_reset": True},
+        {"days": 62, "rows": 2000, "baseline_rss_mb": 50.0, "peak_rss_mb": 55.9, "peak_reset": True},
     ]
     (row,) = [row for row in table({"spend": {"campaigns": 20, "runs": runs}}, quick=True) if "spend" in row[0]]
     assert row == (
@@ -60,6 +61,26 @@ def test_spend_memory_of_a_chunk_lost_in_the_allocators_noise_is_not_held_agains
         "not measured: 4.7 MB above the warm process is noise (31 → 62 days × 20 campaigns)",
         "—",
     )
+
+
+def test_a_leak_is_held_against_the_target_even_when_the_small_run_is_below_the_noise_floor():
+    # Before: any small run under 5 MB was "not measured" whatever the large run did, so a leak of every row
+    # (4 MB → 200 MB above the warm process) passed as "—" instead of "NO".
+    runs = [
+        {"days": 62, "rows": 1000, "baseline_rss_mb": 50.0, "peak_rss_mb": 54.0, "peak_reset": True},
+        {"days": 248, "rows": 4000, "baseline_rss_mb": 50.0, "peak_rss_mb": 250.0, "peak_reset": True},
+    ]
+    (row,) = [row for row in table({"spend": {"campaigns": 20, "runs": runs}}, quick=True) if "spend" in row[0]]
+    # 200 MB against the 5 MB floor (the small run's 4 MB is noise): 200 / 5 = 40.00
+    assert row == (
+        "spend import memory flat: peak growth ≤ 1.25× for 4.0× rows",
+        "≥ 40.00× (4 → 200 MB above the warm process, the smaller run under the 5 MB noise floor; "
+        "62 → 248 days × 20 campaigns)",
+        "NO",
+    )
+    runs[1]["peak_rss_mb"] = 56.25  # 6.25 MB = 1.25 × the floor: within the noise, still not measured
+    (row,) = [row for row in table({"spend": {"campaigns": 20, "runs": runs}}, quick=True) if "spend" in row[0]]
+    assert row[2] == "—" and row[1].startswith("not measured: 4.0 MB")
 
 
 def test_a_module_that_did_not_run_is_a_row_saying_so_and_the_table_lines_up():

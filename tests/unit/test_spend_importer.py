@@ -147,24 +147,30 @@ def test_google_errors_inside_the_stream_array_are_found():
     assert _failure(503, {"error": {"code": 503, "status": "UNAVAILABLE", "message": "x"}}).retryable
 
 
-def test_a_row_that_cannot_be_stored_fails_its_chunk_before_any_of_its_days_is_written(store):
-    # A campaign name with a lone surrogate (JSON may carry "\ud83d"): no UTF-8 line can hold it. Before: the rows
-    # became lines while the partitions were written, so the chunk's earlier days were stored, the rest not (a
-    # chunk half written), and the error escaped as "storing failed", ending the platform's run.
+def test_a_lone_surrogate_in_a_name_costs_the_name_not_the_spend(store):
+    # A campaign name with a lone surrogate (JSON may carry "\ud83d": a name cut in the middle of an emoji) has no
+    # UTF-8 line. Before: the chunk failed (the account's spend was never imported while the name stayed, night after
+    # night); earlier still, the chunk was half written. Now the name keeps U+FFFD where the surrogate was, as the
+    # capture path does, and every rouble is stored.
     class Surrogate(FakePlatform):
         def fetch(self, chunk, deadline):
             for row in super().fetch(chunk, deadline):
-                yield row.model_copy(update={"campaign_name": "\ud83d"}) if row.date == date(2026, 10, 15) else row
+                if row.date == date(2026, 10, 15):
+                    row = SpendRow.model_validate(
+                        {**row.model_dump(), "campaign_name": "Осень \ud83d", "ad_group_name": "\udc00"}
+                    )
+                yield row
 
     result = import_spend([Surrogate()], store, date(2026, 10, 1), date(2026, 10, 30), deadline=Forever())
-    (failure,) = result.failures
-    assert failure.startswith("vk_ads account a (2026-10-11…2026-10-20): ") and "surrogates not allowed" in failure
+    assert result.failures == [] and result.pending == []
     days = sorted(k.split("date=")[1][:10] for k in store.client.objects if k.startswith("spend/platform="))
-    assert days == [f"2026-10-{day:02d}" for day in range(1, 11)]  # the first chunk whole, nothing of the second
-    assert [(c.date_from.isoformat(), c.date_to.isoformat()) for c in result.pending] == [
-        ("2026-10-11", "2026-10-20"),
-        ("2026-10-21", "2026-10-30"),  # the account's later chunks wait with it
-    ]
+    assert days == [f"2026-10-{day:02d}" for day in range(1, 31)]
+    (line,) = store.read_partition("vk_ads", date(2026, 10, 15), "a")
+    row = SpendRow.from_json_line(line)
+    assert (row.campaign_name, row.ad_group_name, row.cost) == ("Осень \ufffd", "\ufffd", Decimal("1.50"))
+    total = sum(SpendRow.from_json_line(line).cost for day in range(1, 31)
+                for line in store.read_partition("vk_ads", date(2026, 10, day), "a"))  # fmt: skip
+    assert total == Decimal("45.00")  # 30 days × 1.50
 
 
 class PartitionsCountedS3(MemoryS3):

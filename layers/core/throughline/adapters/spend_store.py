@@ -11,6 +11,8 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import struct
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from typing import Any
@@ -36,6 +38,19 @@ def partition_key(platform: str, day: date, account_id: str) -> str:
     return f"{SPEND_PREFIX}platform={platform}/date={day.isoformat()}/{account_id}.json.gz"
 
 
+# The gzip member as GzipFile(mtime=0) writes it at level 9 (RFC 1952): no name, mtime 0 — the same rows give the same
+# bytes, so a rerun writes an identical object —, XFL 2 (best compression), OS 255 (unknown). Not a GzipFile: in
+# Python 3.12 and 3.13.0 a writing GzipFile is a reference cycle (CPython gh-129640), and its 32 kB buffer stays until
+# a full garbage collection — a long import piled one up per partition. Not gzip.compress(mtime=0) either: in Python
+# 3.11 and 3.12 it lets zlib write the header (OS 3), so the bytes would depend on the Python that wrote them.
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+
+
+def _gzip(data: bytes) -> bytes:
+    trailer = struct.pack("<LL", zlib.crc32(data), len(data) & 0xFFFFFFFF)
+    return _GZIP_HEADER + zlib.compress(data, level=9, wbits=-15) + trailer  # wbits -15: a raw deflate stream
+
+
 class SpendStore:
     def __init__(self, bucket: str, client: Any = None):
         self.bucket = bucket
@@ -52,10 +67,7 @@ class SpendStore:
         """Replace one partition object with these JSON lines (zero lines is a valid, 'imported, no spend' object);
         a line as bytes is already UTF-8."""
         text = b"".join((line if isinstance(line, bytes) else line.encode("utf-8")) + b"\n" for line in lines)
-        # mtime=0: the same rows give the same bytes, so a rerun writes an identical object. gzip.compress, not a
-        # GzipFile: in Python 3.12 and 3.13.0 a writing GzipFile is a reference cycle (CPython gh-129640), and its
-        # 32 kB buffer stays until a full garbage collection — a long import piled one up per partition.
-        body = gzip.compress(text, mtime=0)
+        body = _gzip(text)
         key = partition_key(platform, day, account_id)
         self.client.put_object(
             Bucket=self.bucket,
