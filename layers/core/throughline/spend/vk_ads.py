@@ -205,8 +205,8 @@ class VkAdsSource:
             except requests.RequestException as error:
                 failure = RetryableError(f"VK Ads unreachable: {type(error).__name__}")
             else:
-                if response.status_code == 200:
-                    return response.json()
+                if response.status_code == 200:  # a number VK sends for money is read as its digits, not a float
+                    return response.json(parse_float=Decimal)
                 payload = _json(response)
                 error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
                 message = (
