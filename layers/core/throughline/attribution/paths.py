@@ -104,21 +104,69 @@ def build_paths(
     (``channel == direct_channel``) is always labelled ``direct_channel``, so last-non-direct works at every level.
     """
     by_person, names = _journeys(touches, by, direct_channel)
-    # Label codes in the order of the labels themselves, so a plain sort of the packed touches orders each journey by
-    # time and, at one instant, by label.
+    rank, label_at = _ranks(names)
+    journeys = (
+        (person, sorted([touch & ~_LABEL_MASK | rank[touch & _LABEL_MASK] for touch in packed]))
+        for person, packed in by_person.items()
+    )
+    return _cut(journeys, label_at, conversions, direct_channel, untracked_label)
+
+
+def packed_paths(
+    people: list[Any],
+    person: np.ndarray,
+    micros: np.ndarray,
+    code: np.ndarray,
+    names: list[str],
+    conversions: Iterable[Any],
+    *,
+    direct_channel: str = DIRECT,
+    untracked_label: str = UNTRACKED,
+) -> PathTable:
+    """:func:`build_paths` of touches given as columns, already labelled: touch ``i`` is person ``people[person[i]]``
+    at ``micros[i]`` (microseconds since the epoch, UTC) labelled ``names[code[i]]``. People are taken in the order of
+    their numbers, which should be the order of their first touch (the path table's order, as ``build_paths``'s)."""
+    if len(names) > _LABEL_MASK + 1:
+        raise ValueError(f"more than {_LABEL_MASK + 1} distinct labels")
+    rank, label_at = _ranks(names)
+    ranks = np.asarray(rank, dtype=np.int64)[np.asarray(code, dtype=np.int64)]
+    order = np.lexsort((ranks, micros, person))
+    owners = np.asarray(person)[order]
+    # The journeys' touches packed as build_paths packs them (exact integers: a time in microseconds needs 51 bits)
+    packed = ((np.asarray(micros)[order].astype(object) << _LABEL_BITS) | ranks[order].astype(object)).tolist()
+    starts = [0, *(np.flatnonzero(owners[1:] != owners[:-1]) + 1).tolist()] if len(owners) else []
+    ends = [*starts[1:], len(owners)]
+    keys = [people[owner] for owner in owners[starts].tolist()] if starts else []
+    journeys = ((key, packed[start:end]) for key, start, end in zip(keys, starts, ends, strict=True))
+    return _cut(journeys, label_at, conversions, direct_channel, untracked_label)
+
+
+def _ranks(names: list[str]) -> tuple[list[int], list[str]]:
+    """Label codes in the order of the labels themselves, so a plain sort of the packed touches orders each journey by
+    time and, at one instant, by label: each code's rank, and the labels by rank."""
     order = sorted(range(len(names)), key=names.__getitem__)
     rank = [0] * len(names)
     for position, code in enumerate(order):
         rank[code] = position
-    label_at = [names[code] for code in order]
+    return rank, [names[code] for code in order]
+
+
+def _cut(
+    journeys: Iterable[tuple[Any, list[int]]],
+    label_at: list[str],
+    conversions: Iterable[Any],
+    direct_channel: str,
+    untracked_label: str,
+) -> PathTable:
+    """The path table of each person's journey (touches packed with their label's rank, sorted), cut at their
+    conversions."""
     won: dict[Any, list[tuple[datetime, Decimal]]] = defaultdict(list)
     for conversion in conversions:
         won[conversion.person_key].append((conversion.at, Decimal(conversion.revenue)))
 
     table = _Aggregate()
     nulls: Counter[tuple[str, ...]] = Counter()  # most journeys never convert: count them in one place
-    for person, packed in by_person.items():
-        journey = sorted([touch & ~_LABEL_MASK | rank[touch & _LABEL_MASK] for touch in packed])
+    for person, journey in journeys:
         person_won = won.pop(person, None)
         if person_won is None:
             nulls[tuple([label_at[touch & _LABEL_MASK] for touch in journey])] += 1

@@ -41,6 +41,7 @@ import io
 import json
 import re
 import threading
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,8 @@ from typing import Any
 
 from throughline.adapters.journey_store import CHANGE_LOG_DAYS, META, PERSON_PREFIX, JourneyStore
 from throughline.adapters.raw_store import RawStore
+from throughline.journey.packed import VERSION as PACKED_VERSION
+from throughline.journey.packed import NotPackable, PackedWriter, pack_lines, packed_folder, packed_name, pointer
 from throughline.privacy.masking import mask_contacts
 
 PREFIX = "journeys"
@@ -81,17 +84,27 @@ def export_journeys(
     folder = f"{PREFIX}/snapshot={day.isoformat()}"
     previous = _previous(target)
     reason = _full_reason(previous, day, started, buckets, full)
+    # The packed copy (journey/packed.py) goes to a folder of its own each run: never one the current latest.json names.
+    run = f"run={started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    packing = _Packing(day.isoformat(), packed_folder(day.isoformat(), run))
+    if previous and previous.get("snapshot") == day.isoformat() and previous.get("packed"):
+        # This run rewrites the parts of the folder latest.json names: until it ends, readers take the JSON parts.
+        unpacked = {key: value for key, value in previous.items() if key != "packed"}
+        target.put(LATEST, json.dumps(unpacked).encode(), "application/json")
     if not reason:
         assert previous is not None
         count = int(previous["buckets"])
         try:
-            parts, touches, entities = _incremental(store, target, folder, previous, count, started, lines_per_part)
+            parts, touches, entities = _incremental(
+                store, target, folder, previous, count, started, lines_per_part, packing
+            )
             rebuilt = str(previous["rebuilt"])
         except _Rebuild as missing:
             reason = str(missing)
+            packing = _Packing(packing.snapshot, packing.folder + "-full")
     if reason:
         count = buckets or _bucket_count(store, lines_per_part)
-        parts, touches, entities = _full(store, target, folder, count, segments, lines_per_part)
+        parts, touches, entities = _full(store, target, folder, count, segments, lines_per_part, packing)
         rebuilt = day.isoformat()
     latest = {
         "snapshot": day.isoformat(),
@@ -102,8 +115,41 @@ def export_journeys(
         # «Access denied» answers so far: records the webhook's user may not see, missing from every journey.
         "access_denied": store.access_denied(),
     }
+    if packing.ok and set(packing.names) >= set(parts):
+        latest["packed"] = pointer([packing.names[part] for part in parts])
     target.put(LATEST, json.dumps(latest).encode(), "application/json")  # last: the snapshot is complete
     return {**latest, "mode": "full" if reason else "incremental", "reason": reason, **touches, "entities": entities}
+
+
+class _Packing:
+    """The packed copies of one run's parts (part → packed key); ``ok`` turns false for good when a line cannot be
+    packed (the snapshot then has no packed copy: the report reads its JSON parts)."""
+
+    def __init__(self, snapshot: str, folder: str):
+        self.snapshot, self.folder = snapshot, folder
+        self.names: dict[str, str] = {}
+        self.ok = True
+        self.lock = threading.Lock()
+
+    def put(self, target: RawStore, part: str, body: bytes | None) -> None:
+        """Store a part's packed copy (``None``: it could not be packed)."""
+        if body is None or not self.ok:
+            self.ok = False
+            return
+        name = packed_name(self.folder, part)
+        target.put(name, body, "application/octet-stream")
+        with self.lock:
+            self.names[part] = name
+
+    def pack(self, target: RawStore, part: str, lines: Iterable[str]) -> None:
+        """Pack a part from its JSON lines."""
+        if not self.ok:
+            return
+        try:
+            body = pack_lines(self.snapshot, part, (json.loads(line) for line in lines))
+        except NotPackable:
+            body = None
+        self.put(target, part, body)
 
 
 class _Rebuild(Exception):
@@ -164,10 +210,16 @@ def _bucket_of_part(name: str) -> int:
 
 
 def _full(
-    store: JourneyStore, target: RawStore, folder: str, buckets: int, segments: int, lines_per_part: int
+    store: JourneyStore,
+    target: RawStore,
+    folder: str,
+    buckets: int,
+    segments: int,
+    lines_per_part: int,
+    packing: _Packing,
 ) -> tuple[list[str], dict[str, int], int]:
     entities = _entities(store, segments)
-    writer = _BucketWriter(target, folder, buckets, lines_per_part)
+    writer = _BucketWriter(target, folder, buckets, lines_per_part, packing)
     touches = [0] * segments
 
     def export(segment: int) -> None:
@@ -175,7 +227,7 @@ def _full(
             entity, touch = item["entity"], item["touch"]
             if touch.startswith("#") or entity.startswith(PERSON_PREFIX) or entity.split("#")[0] not in ENTITY_TYPES:
                 continue
-            writer.add(bucket_of(entity, buckets), json.dumps(_touch_line(entity, item, entities), ensure_ascii=False))
+            writer.add(bucket_of(entity, buckets), _touch_line(entity, item, entities))
             touches[segment] += 1
 
     with ThreadPoolExecutor(max_workers=segments) as pool:
@@ -190,32 +242,42 @@ class _BucketWriter:
     """One gzip stream per bucket, shared by the scan threads; a bucket's file is written when it holds
     ``lines_per_part`` lines, or early (its largest first) when the buffers pass ``BUFFER_BUDGET``."""
 
-    def __init__(self, target: RawStore, folder: str, buckets: int, lines_per_part: int):
-        self.target, self.folder, self.lines_per_part = target, folder, lines_per_part
+    def __init__(self, target: RawStore, folder: str, buckets: int, lines_per_part: int, packing: _Packing):
+        self.target, self.folder, self.lines_per_part, self.packing = target, folder, lines_per_part, packing
+        self.snapshot = folder.rpartition("snapshot=")[2]
         self.lock = threading.Lock()
-        self.streams: dict[int, tuple[io.BytesIO, gzip.GzipFile, list[int]]] = {}
+        self.streams: dict[int, tuple[io.BytesIO, gzip.GzipFile, list[int], PackedWriter | None]] = {}
         self.seq = [0] * buckets
         self.names: list[str] = []
 
-    def add(self, bucket: int, line: str) -> None:
+    def add(self, bucket: int, line: dict[str, Any]) -> None:
+        text = json.dumps(line, ensure_ascii=False)
         with self.lock:
             if bucket not in self.streams:
                 buffer = io.BytesIO()
-                self.streams[bucket] = (buffer, gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0), [0])
-            buffer, archive, count = self.streams[bucket]
-            archive.write(line.encode("utf-8") + b"\n")
+                part = _part_name(self.folder, bucket, self.seq[bucket])
+                packer = PackedWriter(self.snapshot, part) if self.packing.ok else None
+                self.streams[bucket] = (buffer, gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0), [0], packer)
+            buffer, archive, count, packer = self.streams[bucket]
+            archive.write(text.encode("utf-8") + b"\n")
+            if packer is not None and self.packing.ok:
+                try:
+                    packer.add(line)
+                except NotPackable:
+                    self.packing.ok = False
             count[0] += 1
             if count[0] >= self.lines_per_part:
                 self._flush(bucket)
-            elif sum(stream[0].tell() for stream in self.streams.values()) > BUFFER_BUDGET:
+            elif sum(s[0].tell() + (s[3].nbytes if s[3] else 0) for s in self.streams.values()) > BUFFER_BUDGET:
                 self._flush(max(self.streams, key=lambda b: self.streams[b][0].tell()))
 
     def _flush(self, bucket: int) -> None:
-        buffer, archive, _ = self.streams.pop(bucket)
+        buffer, archive, _, packer = self.streams.pop(bucket)
         archive.close()
         name = _part_name(self.folder, bucket, self.seq[bucket])
         self.seq[bucket] += 1
         self.target.put(name, buffer.getvalue(), "application/gzip")
+        self.packing.put(self.target, name, packer.to_bytes() if packer is not None and self.packing.ok else None)
         self.names.append(name)
 
     def close(self) -> list[str]:
@@ -259,6 +321,7 @@ def _incremental(
     buckets: int,
     started: datetime,
     lines_per_part: int,
+    packing: _Packing,
 ) -> tuple[list[str], dict[str, int], int]:
     old_folder = f"{PREFIX}/snapshot={previous['snapshot']}"
     since = datetime.fromisoformat(previous["changes_since"]) - CHANGE_MARGIN
@@ -306,6 +369,7 @@ def _incremental(
         for seq, start in enumerate(range(0, len(lines), lines_per_part)):
             names.append(_part_name(folder, bucket, seq))
             target.put(names[-1], gzip_lines(lines[start : start + lines_per_part]), "application/gzip")
+            packing.pack(target, names[-1], lines[start : start + lines_per_part])
         return names
 
     def _part(name: str) -> bytes:
@@ -322,7 +386,24 @@ def _incremental(
             if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
                 raise
             raise _Rebuild("a previous part is missing") from error
+        packed = old_packed.get(name)
+        if packed is not None and packing.ok:  # its packed copy too, else packed from the part (once, after an upgrade)
+            try:
+                target.copy(packed, packed_name(packing.folder, new))
+                with packing.lock:
+                    packing.names[new] = packed_name(packing.folder, new)
+                return new
+            except target.client.exceptions.ClientError as error:
+                if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                    raise
+        if packing.ok:
+            packing.pack(target, new, _lines(_part(name)))
         return new
+
+    old_packed: dict[str, str] = {}
+    named = previous.get("packed")
+    if isinstance(named, dict) and named.get("version") == PACKED_VERSION:
+        old_packed = dict(zip(previous["parts"], named.get("parts") or [], strict=False))
 
     copies = [name for bucket, names in old_parts.items() if bucket not in rewritten for name in names]
     with ThreadPoolExecutor(max_workers=8) as pool:
