@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from throughline.attribution import Conversion, TouchPoint, build_paths, packed_paths
+from throughline.attribution import Conversion, TouchPoint, build_paths, packed_paths, paths
 from throughline.journey.packed import (
     VERSION,
     NotPackable,
@@ -142,7 +142,9 @@ def test_the_packed_copy_gives_the_attribution_the_json_parts_give(paid, markov_
     assert rows["(no touches)"].revenue == Decimal("101.01")  # deal 9 (a person without touches) and deal 11
 
 
-def test_packed_paths_equal_build_paths_on_random_journeys():
+@pytest.mark.parametrize("block", [3, 1 << 16])  # people taken a few at a time, or all at once
+def test_packed_paths_equal_build_paths_on_random_journeys(block, monkeypatch):
+    monkeypatch.setattr(paths, "_BLOCK", block)
     rng = random.Random(7)
     labels = ["social", "direct", "paid_search", "email", "b", "a"]
     base = datetime(2026, 11, 1, tzinfo=UTC)
@@ -161,6 +163,8 @@ def test_packed_paths_equal_build_paths_on_random_journeys():
     for column in ("conversions", "revenue", "nulls"):
         assert getattr(got, column).tolist() == getattr(expected, column).tolist()
     assert (got.total_conversions, got.total_revenue) == (expected.total_conversions, expected.total_revenue)
+    with pytest.raises(ValueError, match="numbered"):  # a person number without a touch
+        packed_paths([*people, "nobody"], person, micros, code, names, conversions)
 
 
 def fallback(objects: Objects, won) -> None:

@@ -206,10 +206,11 @@ class Journeys:
                     codes[at] = code(label(str(channel), source or ""))
             owners = touches.person[rows]
             local, first = np.unique(owners, return_index=True)
-            number = np.zeros(len(touches.people), dtype=np.int64)
-            for owner in local[np.argsort(first, kind="stable")].tolist():
-                number[owner] = people.setdefault(touches.people[owner], len(people))
-            chunks.append((number[owners], touches.micros[rows], codes))
+            local = local[np.argsort(first, kind="stable")]  # this part's people in the order of their first touch
+            number = np.zeros(len(touches.people), dtype=np.int32)
+            listed = touches.people
+            number[local] = [people.setdefault(listed[owner], len(people)) for owner in local.tolist()]
+            chunks.append((number[owners], touches.micros[rows], codes.astype(np.int32)))
         self.won_at.update(won_at)
         self.streamed, self.read_from = True, "packed"
         if not chunks:
