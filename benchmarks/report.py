@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _generate(folder: Path, leads: int, deals: int, days: int, campaigns: int) -> int:
-    from throughline.journey.packed import pack_lines, packed_folder, packed_name, pointer
+    from throughline.journey.packed import ENTITIES_NAME, pack_entities, pack_lines, packed_folder, packed_name, pointer
 
     rng = random.Random(42)
     first_day = LAST_DAY - timedelta(days=days - 1)
@@ -272,12 +272,14 @@ def _generate(folder: Path, leads: int, deals: int, days: int, campaigns: int) -
                [{"person_key": f"p{lead_id}", "entity_type": "deal", "entity_id": deal_id, "at": won_at,
                  "kind": "won", "channel": "crm", "source": "", "campaign": ""}
                 for deal_id, lead_id, won_at in deal_leads if won_at])  # fmt: skip
-    write(folder / f"{folder_name}/entities.json.gz", (
+    entities = [
         *({"entity_type": "lead", "entity_id": lead_id, "person_key": f"p{lead_id}", "deleted": False, "lead_id": None}
           for lead_id in range(1, leads + 1)),
         *({"entity_type": "deal", "entity_id": deal_id, "person_key": f"p{lead_id}", "deleted": False,
-           "lead_id": lead_id} for deal_id, lead_id, _ in deal_leads)))  # fmt: skip
-    latest = {"snapshot": "2026-12-01", "parts": parts, "packed": pointer(packed)}
+           "lead_id": lead_id} for deal_id, lead_id, _ in deal_leads)]  # fmt: skip
+    write(folder / f"{folder_name}/entities.json.gz", iter(entities))
+    (folder / packed_at / ENTITIES_NAME).write_bytes(pack_entities("2026-12-01", entities))
+    latest = {"snapshot": "2026-12-01", "parts": parts, "packed": pointer(packed, f"{packed_at}/{ENTITIES_NAME}")}
     (folder / "journeys/latest.json").write_text(json.dumps(latest))
 
     for offset in range(days):

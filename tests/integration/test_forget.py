@@ -18,7 +18,7 @@ from throughline.adapters.journey_store import PERSON_PREFIX, RAW_PREFIX, Journe
 from throughline.config import get_settings
 from throughline.contacts import mask_phone
 from throughline.journey.export import export_journeys
-from throughline.journey.packed import read_packed
+from throughline.journey.packed import read_packed, read_packed_entities
 from throughline.person_keys import person_key
 
 IVAN = {"name": "Иван", "phone": "8 (916) 123-45-67", "email": "Ivan@Example.ru", "utm_source": "yandex"}
@@ -40,10 +40,11 @@ def snapshot_rows(s3, bucket: str) -> list[dict]:
 
 
 def packed_people(s3, bucket: str) -> list[str]:
-    """The person of every row of the packed copies (journey/packed.py) of the touch parts."""
+    """The person of every row of the packed copies (journey/packed.py) of the touch parts and entities.json.gz."""
     found = []
     for item in s3.list_objects_v2(Bucket=bucket, Prefix="journeys-packed/snapshot=").get("Contents", []):
-        part = read_packed(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+        body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+        part = read_packed_entities(body) if item["Key"].endswith("/entities.bin") else read_packed(body)
         found += [part.people[index] for index in part.person.tolist()]
     return found
 

@@ -17,7 +17,7 @@ from throughline.adapters.raw_store import RawStore
 from throughline.config import get_settings
 from throughline.journey.export import export_journeys
 from throughline.journey.lines import Touch
-from throughline.journey.packed import read_packed
+from throughline.journey.packed import read_packed, read_packed_entities
 
 REGION = "eu-central-1"
 TABLE = "journeys"
@@ -124,6 +124,14 @@ def packed_matches(s3, bucket: str) -> bool:
             assert list(packed.labels[packed.label[index]]) == fields and packed.entity[index] == line["entity_id"]
             at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(packed.micros[index]))
             assert at == datetime.fromisoformat(line["at"])
+    entities = read_packed_entities(s3.get_object(Bucket=bucket, Key=latest["packed"]["entities"])["Body"].read())
+    assert latest["packed"]["entities"].startswith(f"journeys-packed/snapshot={latest['snapshot']}/run=")
+    lines = [json.loads(line) for line in read(s3, bucket, f"journeys/snapshot={latest['snapshot']}/entities.json.gz")]
+    assert [
+        (entities.kinds[kind], entity, entities.people[person], lead or None)
+        for kind, entity, person, lead in zip(entities.kind.tolist(), entities.entity.tolist(),
+                                              entities.person.tolist(), entities.lead.tolist(), strict=True)
+    ] == [(line["entity_type"], line["entity_id"], line["person_key"], line["lead_id"]) for line in lines]  # fmt: skip
     return True
 
 
@@ -220,8 +228,9 @@ def test_reads_follow_the_changes_not_the_table(aws):
     assert snapshot(s3, "data") == snapshot(s3, "full")
 
 
-# writes: a changed bucket and its packed copy, 15 buckets copied and their 15 packed copies, entities.json.gz, latest
-@pytest.mark.parametrize("after", [0, 1, 3, 16, 17, 31, 32, 33])
+# writes: a changed bucket and its packed copy, 15 buckets copied and their 15 packed copies, entities.json.gz and
+# its packed copy, latest.json
+@pytest.mark.parametrize("after", [0, 1, 3, 16, 17, 31, 32, 33, 34])
 def test_a_crash_half_way_leaves_the_previous_snapshot_latest(aws, after):
     dynamodb, s3 = aws
     seed_history(dynamodb, 200)
@@ -250,10 +259,10 @@ def test_the_last_write_is_latest_json_and_the_crash_test_reaches_it(aws):
     store_at(dynamodb, TODAY).put("LEAD#3", [touch("new", TODAY)], state="applied")
     counting = FailingPut(s3, 10**6)
     export_journeys(store_at(dynamodb, SECOND), RawStore("data", counting), date(2026, 12, 1), now=SECOND)
-    assert 10**6 - counting.left == 34  # so after=33 above fails on latest.json itself
+    assert 10**6 - counting.left == 35  # so after=34 above fails on latest.json itself
 
 
-@pytest.mark.parametrize("after", [0, 1, 2, 9, 17, 18])  # 19 writes: latest, 8 buckets, 8 copies, entities, latest
+@pytest.mark.parametrize("after", [0, 1, 2, 9, 17, 18, 19])  # 20 writes: latest, 8+8 parts, entities x2, latest
 def test_a_same_day_rerun_that_crashes_never_leaves_latest_naming_copies_of_other_parts(aws, after):
     """A same-day rerun rewrites the folder latest.json names: it first takes the packed copies out of latest.json."""
     dynamodb, s3 = aws

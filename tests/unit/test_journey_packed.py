@@ -15,9 +15,11 @@ import pytest
 
 from throughline.attribution import Conversion, TouchPoint, build_paths, packed_paths, paths
 from throughline.journey.packed import (
+    ENTITIES_NAME,
     VERSION,
     NotPackable,
     drop_rows,
+    pack_entities,
     pack_lines,
     packed_folder,
     packed_name,
@@ -85,6 +87,9 @@ def crafted() -> tuple[list[list[dict]], list[dict], list[WonDeal]]:
         {"entity_type": "deal", "entity_id": 3, "person_key": None, "deleted": False, "lead_id": 3},
         {"entity_type": "deal", "entity_id": 5, "person_key": "p5", "deleted": True, "lead_id": 5},
         {"entity_type": "deal", "entity_id": 9, "person_key": "p9", "deleted": False, "lead_id": None},  # no touches
+        {"entity_type": "deal", "entity_id": 12, "person_key": None, "deleted": False, "lead_id": 3},  # via its lead
+        {"entity_type": "contact", "entity_id": 12, "person_key": "c12", "deleted": False, "lead_id": None},
+        {"entity_type": "deal", "entity_id": 1, "person_key": "p1", "deleted": False, "lead_id": 0},  # again: the last
     ]
     won = [
         WonDeal(1, 0, date(2026, 11, 10), Decimal("10000.00")),
@@ -92,6 +97,7 @@ def crafted() -> tuple[list[list[dict]], list[dict], list[WonDeal]]:
         WonDeal(5, 5, date(2026, 11, 20), Decimal("999.99")),  # no won touch: the end of its day
         WonDeal(9, 0, date(2026, 11, 21), Decimal("100.00")),
         WonDeal(11, 0, date(2026, 11, 22), Decimal("1.01")),  # unknown to the export: "(no touches)"
+        WonDeal(12, 0, date(2026, 11, 23), Decimal("7.00")),  # the CRM names no lead: its export line does (p3)
     ]
     return [first, second, third], entities, won
 
@@ -105,9 +111,10 @@ def export(parts: list[list[dict]], entities: list[dict], *, packed: bool = True
         copies.append(packed_name(PACKED, names[-1]))
         objects[copies[-1]] = pack_lines(SNAPSHOT, names[-1], lines)
     objects[f"{FOLDER}/entities.json.gz"] = gz(entities)
+    objects[f"{PACKED}/{ENTITIES_NAME}"] = pack_entities(SNAPSHOT, entities)
     latest = {"snapshot": SNAPSHOT, "parts": names}
     if packed:
-        latest["packed"] = pointer(copies)
+        latest["packed"] = pointer(copies, f"{PACKED}/{ENTITIES_NAME}")
     objects["journeys/latest.json"] = json.dumps(latest).encode()
     return objects
 
@@ -136,10 +143,13 @@ def test_the_packed_copy_gives_the_attribution_the_json_parts_give(paid, markov_
     assert (from_json.read_from, from_packed.read_from) == ("json", "packed")
     assert got == expected
     assert from_packed.won_at == from_json.won_at
+    for found in ("deal_person", "deal_lead", "lead_person"):
+        assert getattr(from_packed, found) == getattr(from_json, found)
+    assert from_packed.lead_person == {3: "p3", 5: "p5"} and from_packed.deal_person[1] == "p1"
     # The crafted set reaches what it should: p1 converts, p4's CRM touch takes its row's label, every rouble lands.
-    assert expected.touches == 13 and expected.conversions == 5 and expected.revenue == Decimal("13601.50")
+    assert expected.touches == 13 and expected.conversions == 6 and expected.revenue == Decimal("13608.50")
     rows = {row.channel: row for row in expected.models["last_click"]}
-    assert rows["(no touches)"].revenue == Decimal("101.01")  # deal 9 (a person without touches) and deal 11
+    assert rows["(no touches)"].revenue == Decimal("108.01")  # deals 9, 11 and 12 (p3: touches used by deal 3)
 
 
 @pytest.mark.parametrize("block", [3, 1 << 16])  # people taken a few at a time, or all at once
@@ -243,3 +253,29 @@ def test_forget_drops_a_persons_rows_and_keeps_the_rest_in_order():
     expected = [row for row in parts[0] if row["person_key"] != "p1" and row["entity_id"] != 4]
     assert kept == pack_lines(SNAPSHOT, "part", expected)
     assert drop_rows(body, lambda *_: False) == (body, 0)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "another kind"])
+def test_a_missing_or_damaged_entities_copy_means_entities_json_gz(damage):
+    parts, entities, won = crafted()
+    objects = export(parts, entities)
+    key = f"{PACKED}/{ENTITIES_NAME}"
+    if damage == "missing":
+        del objects[key]
+    elif damage == "truncated":
+        objects[key] = objects[key][:-3]
+    else:
+        objects[key] = objects[json.loads(objects["journeys/latest.json"])["packed"]["parts"][0]]
+    _, expected = section(export(parts, entities, packed=False), won)
+    journeys, got = section(objects, won)
+    assert journeys.read_from == "packed" and got == expected and journeys.lead_person == {3: "p3", 5: "p5"}
+
+
+def test_forget_drops_a_persons_entity_lines():
+    _, entities, _ = crafted()
+    body = pack_entities(SNAPSHOT, entities)
+    kept, dropped = drop_rows(body, lambda person, kind, entity: person == "p5" or (kind, entity) == ("deal", 12))
+    assert dropped == 3
+    expected = [{**row, "lead_id": row["lead_id"] or None} for row in entities
+                if row["person_key"] != "p5" and (row["entity_type"], row["entity_id"]) != ("deal", 12)]  # fmt: skip
+    assert kept == pack_entities(SNAPSHOT, expected)

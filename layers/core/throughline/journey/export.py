@@ -50,8 +50,17 @@ from typing import Any
 
 from throughline.adapters.journey_store import CHANGE_LOG_DAYS, META, PERSON_PREFIX, JourneyStore
 from throughline.adapters.raw_store import RawStore
+from throughline.journey.packed import (
+    ENTITIES_NAME,
+    NotPackable,
+    PackedWriter,
+    pack_entities,
+    pack_lines,
+    packed_folder,
+    packed_name,
+    pointer,
+)
 from throughline.journey.packed import VERSION as PACKED_VERSION
-from throughline.journey.packed import NotPackable, PackedWriter, pack_lines, packed_folder, packed_name, pointer
 from throughline.privacy.masking import mask_contacts
 
 PREFIX = "journeys"
@@ -115,8 +124,8 @@ def export_journeys(
         # «Access denied» answers so far: records the webhook's user may not see, missing from every journey.
         "access_denied": store.access_denied(),
     }
-    if packing.ok and set(packing.names) >= set(parts):
-        latest["packed"] = pointer([packing.names[part] for part in parts])
+    if packing.ok and set(packing.names) >= set(parts) and packing.entities:
+        latest["packed"] = pointer([packing.names[part] for part in parts], packing.entities)
     target.put(LATEST, json.dumps(latest).encode(), "application/json")  # last: the snapshot is complete
     return {**latest, "mode": "full" if reason else "incremental", "reason": reason, **touches, "entities": entities}
 
@@ -128,8 +137,22 @@ class _Packing:
     def __init__(self, snapshot: str, folder: str):
         self.snapshot, self.folder = snapshot, folder
         self.names: dict[str, str] = {}
+        self.entities: str | None = None
         self.ok = True
         self.lock = threading.Lock()
+
+    def pack_entities(self, target: RawStore, lines: Iterable[str]) -> None:
+        """entities.json.gz's packed copy, from its lines."""
+        if not self.ok:
+            return
+        try:
+            body = pack_entities(self.snapshot, (json.loads(line) for line in lines))
+        except NotPackable:
+            self.ok = False
+            return
+        name = f"{self.folder}/{ENTITIES_NAME}"
+        target.put(name, body, "application/octet-stream")
+        self.entities = name
 
     def put(self, target: RawStore, part: str, body: bytes | None) -> None:
         """Store a part's packed copy (``None``: it could not be packed)."""
@@ -235,6 +258,7 @@ def _full(
     parts = writer.close()
     lines = [_entity_line(entity, meta, entities) for entity, meta in sorted(entities.items())]
     target.put(f"{folder}/entities.json.gz", gzip_lines(lines), "application/gzip")
+    packing.pack_entities(target, lines)
     return parts, {"touches": sum(touches)}, len(lines)
 
 
@@ -415,6 +439,7 @@ def _incremental(
     kept_lines = ((key, line) for key, line in _entity_keys(old_entities) if key not in affected)
     merged = [line for _, line in heapq.merge(kept_lines, new_lines, key=lambda pair: pair[0])]
     target.put(f"{folder}/entities.json.gz", gzip_lines(merged), "application/gzip")
+    packing.pack_entities(target, merged)
     return (
         sorted(parts),
         {"touches_rewritten": touches, "changed": len(changed), "affected": len(affected)},

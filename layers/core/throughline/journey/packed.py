@@ -35,6 +35,8 @@ from typing import Any
 PACKED_PREFIX = "journeys-packed"
 VERSION = 1
 MAGIC = b"TLJP"
+ENTITIES_MAGIC = b"TLJE"
+ENTITIES_NAME = "entities.bin"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
@@ -91,28 +93,102 @@ class PackedWriter:
         return 24 * len(self.micros)
 
     def to_bytes(self) -> bytes:
-        header = json.dumps(
-            {
-                "snapshot": self.snapshot,
-                "part": self.part,
-                "rows": len(self.micros),
-                "people": list(self.people),
-                "labels": [list(label) for label in self.labels],
-            },
-            ensure_ascii=False,
-        ).encode()
-        columns = [self.person, self.label, self.micros, self.entity]
-        if struct.pack("=I", 1) != struct.pack("<I", 1):  # pragma: no cover - big-endian hosts
-            columns = [array(column.typecode, column) for column in columns]
-            for column in columns:
-                column.byteswap()
-        body = struct.pack("<I", len(header)) + header + b"".join(column.tobytes() for column in columns)
-        return MAGIC + struct.pack("<H", VERSION) + zlib.compress(body, 6)
+        header = {
+            "snapshot": self.snapshot,
+            "part": self.part,
+            "rows": len(self.micros),
+            "people": list(self.people),
+            "labels": [list(label) for label in self.labels],
+        }
+        return _encode(MAGIC, header, [self.person, self.label, self.micros, self.entity])
 
 
-def pointer(names: list[str]) -> dict[str, Any]:
-    """``latest.json``'s ``packed``: the packed copies, one per part in the parts' order."""
-    return {"version": VERSION, "parts": list(names)}
+def pointer(names: list[str], entities: str | None = None) -> dict[str, Any]:
+    """``latest.json``'s ``packed``: the packed copies, one per part in the parts' order, and of entities.json.gz."""
+    found: dict[str, Any] = {"version": VERSION, "parts": list(names)}
+    if entities:
+        found["entities"] = entities
+    return found
+
+
+def pack_entities(snapshot: str, lines: Iterable[Mapping[str, Any]]) -> bytes:
+    """``entities.json.gz``'s packed copy (``entities.bin`` in the run's folder): per line the entity type (an index
+    into the file's list), the id, the person (an index) and ``lead_id`` (0 for none: the report reads a missing, null
+    and 0 ``lead_id`` alike). ``deleted`` and ``contact_id`` are not kept."""
+    people: dict[str | None, int] = {}
+    kinds: dict[str | None, int] = {}
+    kind, person, entity, lead = array("I"), array("I"), array("q"), array("q")
+    for line in lines:
+        get = line.get
+        type_, key, id_, lead_id = get("entity_type"), get("person_key"), get("entity_id"), get("lead_id")
+        if not all(value is None or type(value) is str for value in (type_, key)):
+            raise NotPackable("an entity's type or person is not a string")
+        for number in (id_, lead_id or 0):
+            if type(number) is not int or not -_INT64 <= number < _INT64:
+                raise NotPackable(f"entity id {number!r} is not a 64-bit integer")
+        kind.append(kinds.setdefault(type_, len(kinds)))
+        person.append(people.setdefault(key, len(people)))
+        entity.append(id_)
+        lead.append(lead_id or 0)
+    header = {"snapshot": snapshot, "rows": len(entity), "people": list(people), "kinds": list(kinds)}
+    return _encode(ENTITIES_MAGIC, header, [kind, person, entity, lead])
+
+
+@dataclass(frozen=True)
+class PackedEntities:
+    snapshot: str
+    kinds: list[str | None]
+    people: list[str | None]
+    kind: Any  # numpy uint32
+    person: Any  # numpy uint32
+    entity: Any  # numpy int64
+    lead: Any  # numpy int64, 0: none
+
+
+def read_packed_entities(body: bytes) -> PackedEntities:
+    header, (kind, person, entity, lead) = _decode(ENTITIES_MAGIC, body, ["<u4", "<u4", "<i8", "<i8"])
+    try:
+        kinds, people = list(header["kinds"]), list(header["people"])
+    except (KeyError, TypeError) as error:
+        raise NotPackable(f"a damaged packed entities copy: {error}") from error
+    if len(kind) and (int(kind.max()) >= len(kinds) or int(person.max()) >= len(people)):
+        raise NotPackable("a packed entities copy names a type or person it does not list")
+    return PackedEntities(str(header.get("snapshot")), kinds, people, kind, person, entity, lead)
+
+
+def _encode(magic: bytes, header: dict[str, Any], columns: list[array]) -> bytes:
+    text = json.dumps(header, ensure_ascii=False).encode()
+    if struct.pack("=I", 1) != struct.pack("<I", 1):  # pragma: no cover - big-endian hosts
+        columns = [array(column.typecode, column) for column in columns]
+        for column in columns:
+            column.byteswap()
+    body = struct.pack("<I", len(text)) + text + b"".join(column.tobytes() for column in columns)
+    return magic + struct.pack("<H", VERSION) + zlib.compress(body, 6)
+
+
+def _decode(magic: bytes, body: bytes, dtypes: list[str]) -> tuple[dict[str, Any], list[Any]]:
+    import numpy as np
+
+    if body[:4] != magic or len(body) < 6:
+        raise NotPackable("not a packed journey copy of this kind")
+    (version,) = struct.unpack("<H", body[4:6])
+    if version != VERSION:
+        raise NotPackable(f"packed version {version}, this code reads {VERSION}")
+    try:
+        data = zlib.decompress(body[6:])
+        (size,) = struct.unpack("<I", data[:4])
+        header = json.loads(data[4 : 4 + size])
+        rows = int(header["rows"])
+        offset, widths = 4 + size, [np.dtype(dtype).itemsize for dtype in dtypes]
+        if len(data) != offset + sum(widths) * rows:
+            raise NotPackable("a packed copy of the wrong length")
+        columns = []
+        for dtype, width in zip(dtypes, widths, strict=True):
+            columns.append(np.frombuffer(data, dtype, rows, offset))
+            offset += width * rows
+    except (zlib.error, struct.error, ValueError, KeyError, TypeError) as error:
+        raise NotPackable(f"a damaged packed copy: {error}") from error
+    return header, columns
 
 
 def pack_lines(snapshot: str, part: str, lines: Iterable[Mapping[str, Any]]) -> bytes:
@@ -141,38 +217,40 @@ class PackedPart:
 
 
 def read_packed(body: bytes) -> PackedPart:
-    """Decode a packed copy; ``NotPackable`` when it is not one of this version or is damaged."""
-    import numpy as np
-
-    if body[:4] != MAGIC or len(body) < 6:
-        raise NotPackable("not a packed journey part")
-    (version,) = struct.unpack("<H", body[4:6])
-    if version != VERSION:
-        raise NotPackable(f"packed version {version}, this code reads {VERSION}")
+    """Decode a part's packed copy; ``NotPackable`` when it is not one of this version or is damaged."""
+    header, (person, label, micros, entity) = _decode(MAGIC, body, ["<u4", "<u4", "<i8", "<i8"])
     try:
-        data = zlib.decompress(body[6:])
-        (size,) = struct.unpack("<I", data[:4])
-        header = json.loads(data[4 : 4 + size])
-        rows = int(header["rows"])
-        offset = 4 + size
-        if len(data) != offset + 24 * rows:
-            raise NotPackable("a packed part of the wrong length")
-        person = np.frombuffer(data, "<u4", rows, offset)
-        label = np.frombuffer(data, "<u4", rows, offset + 4 * rows)
-        micros = np.frombuffer(data, "<i8", rows, offset + 8 * rows)
-        entity = np.frombuffer(data, "<i8", rows, offset + 16 * rows)
         people, labels = list(header["people"]), [tuple(label) for label in header["labels"]]
-    except (zlib.error, struct.error, ValueError, KeyError, TypeError) as error:
+    except (KeyError, TypeError) as error:
         raise NotPackable(f"a damaged packed part: {error}") from error
-    if rows and (int(person.max()) >= len(people) or int(label.max()) >= len(labels)):
+    if len(person) and (int(person.max()) >= len(people) or int(label.max()) >= len(labels)):
         raise NotPackable("a packed part names a person or label it does not list")
     return PackedPart(str(header.get("snapshot")), str(header.get("part")), people, labels, person, label, micros,
                       entity)  # fmt: skip
 
 
 def drop_rows(body: bytes, doomed: Any) -> tuple[bytes, int]:
-    """The packed copy without the lines ``doomed(person_key, entity_type, entity_id)`` names (``forget``), and how
-    many were dropped; the same bytes when none was."""
+    """A packed copy (of a part or of entities.json.gz) without the lines ``doomed(person_key, entity_type,
+    entity_id)`` names (``forget``), and how many were dropped; the same bytes when none was."""
+    if body[:4] == ENTITIES_MAGIC:
+        entities = read_packed_entities(body)
+        keep = [
+            not doomed(entities.people[person], entities.kinds[kind], entity)
+            for kind, person, entity in zip(
+                entities.kind.tolist(), entities.person.tolist(), entities.entity.tolist(), strict=True
+            )
+        ]
+        if all(keep):
+            return body, 0
+        lines = (
+            {"entity_type": entities.kinds[kind], "entity_id": entity, "person_key": entities.people[person],
+             "lead_id": lead or None}
+            for kind, person, entity, lead, kept in zip(entities.kind.tolist(), entities.person.tolist(),
+                                                        entities.entity.tolist(), entities.lead.tolist(), keep,
+                                                        strict=True)
+            if kept
+        )  # fmt: skip
+        return pack_entities(entities.snapshot, lines), keep.count(False)
     part = read_packed(body)
     writer = PackedWriter(part.snapshot, part.part)
     dropped = 0

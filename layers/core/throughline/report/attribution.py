@@ -53,7 +53,7 @@ from throughline.attribution import (
 )
 from throughline.attribution import attribute as run_models
 from throughline.journey.packed import VERSION as PACKED_VERSION
-from throughline.journey.packed import NotPackable, read_packed
+from throughline.journey.packed import NotPackable, read_packed, read_packed_entities
 from throughline.report import jsonlines, metrics
 from throughline.report.channels import channel_label, source_label
 from throughline.report.models import AttributionRow, AttributionSection, CohortRow
@@ -108,6 +108,7 @@ class Journeys:
     access_denied: int = 0  # «Access denied» answers the writers met (records the webhook's user may not see)
     streamed: bool = False  # every part read: won_at is complete
     packed: list[str] | None = None  # the parts' packed copies (journey/packed.py), one per part, when named
+    packed_entities: str | None = None  # entities.json.gz's packed copy, when named
     read_from: str = "json"  # what the last read took the touches from: "packed" or "json"
 
     def touches(self, channel_of: Callable[[str, int], tuple[str, str] | None] | None = None) -> Iterator[TouchPoint]:
@@ -228,6 +229,8 @@ class Journeys:
         """The people of the won deals: their own lines, and the lines of the leads they came from."""
         deals = {deal.deal_id for deal in won}
         leads = {deal.lead_id for deal in won if deal.lead_id}
+        if self.packed_entities and self._read_packed_entities(deals, leads):
+            return
         key = f"journeys/snapshot={self.snapshot}/entities.json.gz"
         missing: set[int] = set()
         for line in jsonlines.iter_decode(self.objects.get(key) or b""):
@@ -244,6 +247,42 @@ class Journeys:
             for line in jsonlines.iter_decode(self.objects.get(key) or b""):
                 if line.get("entity_type") == "lead" and int(line["entity_id"]) in missing:
                     self.lead_person[int(line["entity_id"])] = line.get("person_key")
+
+    def _read_packed_entities(self, deals: set[int], leads: set[int]) -> bool:
+        """read_entities from the packed copy: the same lines taken in the same order; False (nothing read) when the
+        copy is missing or not one this code reads."""
+        body = self.objects.get(self.packed_entities or "")
+        try:
+            if body is None:
+                raise NotPackable("the packed entities copy is missing")
+            entities = read_packed_entities(body)
+        except NotPackable:
+            return False
+        kinds = entities.kinds
+        deal_code = kinds.index("deal") if "deal" in kinds else -1
+        lead_code = kinds.index("lead") if "lead" in kinds else -1
+        people, ids, leads_of, persons = entities.people, entities.entity, entities.lead, entities.person
+        try:
+            wanted_deals = np.fromiter(deals, dtype=np.int64, count=len(deals))
+            wanted_leads = np.fromiter(leads, dtype=np.int64, count=len(leads))
+        except OverflowError:  # an id past 64 bits is in no packed copy: the JSON lines say what becomes of it
+            return False
+        is_lead = entities.kind == lead_code
+        missing: set[int] = set()
+        for row in np.flatnonzero((entities.kind == deal_code) & np.isin(ids, wanted_deals)).tolist():
+            deal, person, lead = int(ids[row]), people[persons[row]], int(leads_of[row])
+            self.deal_person[deal] = person
+            if lead:
+                self.deal_lead[deal] = lead
+                if not person and lead not in leads:
+                    missing.add(lead)
+        for row in np.flatnonzero(is_lead & np.isin(ids, wanted_leads)).tolist():
+            self.lead_person[int(ids[row])] = people[persons[row]]
+        if missing:  # a deal linked to a lead the CRM's LEAD_ID does not name: those leads too
+            wanted = np.fromiter(missing, dtype=np.int64, count=len(missing))
+            for row in np.flatnonzero(is_lead & np.isin(ids, wanted)).tolist():
+                self.lead_person[int(ids[row])] = people[persons[row]]
+        return True
 
     def person_of(self, deal: WonDeal) -> str | None:
         person = self.deal_person.get(deal.deal_id)
@@ -279,12 +318,14 @@ def read_journeys(objects: Objects) -> Journeys | None:
     named = None
     if isinstance(packed, dict) and packed.get("version") == PACKED_VERSION and isinstance(packed.get("parts"), list):
         named = [str(key) for key in packed["parts"]] if len(packed["parts"]) == len(parts) else None
+    entities = packed.get("entities") if named is not None and isinstance(packed, dict) else None
     return Journeys(
         objects,
         str(latest["snapshot"]),
         parts,
         access_denied=denied if isinstance(denied, int) and denied > 0 else 0,
         packed=named,
+        packed_entities=str(entities) if entities else None,
     )
 
 
