@@ -280,12 +280,16 @@ def test_a_same_day_rerun_that_crashes_never_leaves_latest_naming_copies_of_othe
     assert rerun["reason"] == "same-day rerun" and packed_matches(s3, "data")
 
 
-def test_after_an_upgrade_the_first_incremental_run_packs_the_copied_parts(aws):
+@pytest.mark.parametrize("previous", ["without packed copies", "with fewer copies than parts"])
+def test_after_an_upgrade_the_first_incremental_run_packs_the_copied_parts(aws, previous):
     dynamodb, s3 = aws
     seed_history(dynamodb, 200)
     export_journeys(store_at(dynamodb, FIRST), "data", date(2026, 11, 30), buckets=16, now=FIRST)
     latest = json.loads(s3.get_object(Bucket="data", Key="journeys/latest.json")["Body"].read())
-    del latest["packed"]  # as written by the code before packed copies
+    if previous == "without packed copies":
+        del latest["packed"]  # as written by the code before packed copies
+    else:  # which copy is whose cannot be told: none is carried over
+        latest["packed"]["parts"] = latest["packed"]["parts"][1:]
     s3.put_object(Bucket="data", Key="journeys/latest.json", Body=json.dumps(latest).encode())
     store_at(dynamodb, TODAY).put("LEAD#3", [touch("new", TODAY)], state="applied")
     result = export_journeys(store_at(dynamodb, SECOND), "data", date(2026, 12, 1), now=SECOND)

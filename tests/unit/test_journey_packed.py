@@ -279,3 +279,9 @@ def test_forget_drops_a_persons_entity_lines():
     expected = [{**row, "lead_id": row["lead_id"] or None} for row in entities
                 if row["person_key"] != "p5" and (row["entity_type"], row["entity_id"]) != ("deal", 12)]  # fmt: skip
     assert kept == pack_entities(SNAPSHOT, expected)
+
+
+def test_any_string_a_json_line_holds_is_packed_even_a_lone_surrogate():
+    lines = [line("\ud800p", "2026-11-02T09:00:00Z", "Ёж", source="\udfff", campaign="\x00")]
+    packed = read_packed(pack_lines(SNAPSHOT, "part", lines))
+    assert packed.people == ["\ud800p"] and packed.labels == [("first_visit", "lead", "Ёж", "\udfff", "\x00")]

@@ -427,7 +427,9 @@ def _incremental(
     old_packed: dict[str, str] = {}
     named = previous.get("packed")
     if isinstance(named, dict) and named.get("version") == PACKED_VERSION:
-        old_packed = dict(zip(previous["parts"], named.get("parts") or [], strict=False))
+        copies = named.get("parts") or []
+        if len(copies) == len(previous["parts"]):  # else they cannot be told apart: packed again from the parts
+            old_packed = dict(zip(previous["parts"], copies, strict=True))
 
     copies = [name for bucket, names in old_parts.items() if bucket not in rewritten for name in names]
     with ThreadPoolExecutor(max_workers=8) as pool:

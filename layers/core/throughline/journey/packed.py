@@ -157,7 +157,7 @@ def read_packed_entities(body: bytes) -> PackedEntities:
 
 
 def _encode(magic: bytes, header: dict[str, Any], columns: list[array]) -> bytes:
-    text = json.dumps(header, ensure_ascii=False).encode()
+    text = json.dumps(header).encode()  # ASCII escapes: any string the JSON lines held, even a lone surrogate
     if struct.pack("=I", 1) != struct.pack("<I", 1):  # pragma: no cover - big-endian hosts
         columns = [array(column.typecode, column) for column in columns]
         for column in columns:
