@@ -166,10 +166,15 @@ class _Packing:
 
     def pack(self, target: RawStore, part: str, lines: Iterable[str]) -> None:
         """Pack a part from its JSON lines."""
+        if self.ok:
+            self.pack_rows(target, part, (json.loads(line) for line in lines))
+
+    def pack_rows(self, target: RawStore, part: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Pack a part from its lines' fields."""
         if not self.ok:
             return
         try:
-            body = pack_lines(self.snapshot, part, (json.loads(line) for line in lines))
+            body = pack_lines(self.snapshot, part, rows)
         except NotPackable:
             body = None
         self.put(target, part, body)
@@ -372,13 +377,13 @@ def _incremental(
     lookup = {**store.metas(sorted(linked)), **entities}
 
     # Touch lines by bucket: the affected buckets rewritten, the others copied.
-    fresh: dict[int, list[str]] = {}
+    fresh: dict[int, list[tuple[str, dict[str, Any]]]] = {}  # (line, its fields: for the packed copy)
     touches = 0
     for entity in sorted(entities):
         for item in items[entity]:
             if not item["touch"].startswith("#"):
-                line = json.dumps(_touch_line(entity, item, lookup), ensure_ascii=False)
-                fresh.setdefault(bucket_of(entity, buckets), []).append(line)
+                row = _touch_line(entity, item, lookup)
+                fresh.setdefault(bucket_of(entity, buckets), []).append((json.dumps(row, ensure_ascii=False), row))
                 touches += 1
     rewritten = {bucket_of(entity, buckets) for entity in affected}
     old_parts: dict[int, list[str]] = {}
@@ -387,13 +392,19 @@ def _incremental(
     gone = {(ENTITY_TYPES[e.split("#")[0]], int(e.split("#")[1])) for e in affected}
 
     def rewrite(bucket: int) -> list[str]:
-        kept = [line for name in old_parts.get(bucket, []) for line in _lines(_part(name)) if _owner(line) not in gone]
+        kept = []
+        for name in old_parts.get(bucket, []):
+            for line in _lines(_part(name)):
+                row = json.loads(line)  # each kept line decoded once: for its owner and for the packed copy
+                if (row["entity_type"], int(row["entity_id"])) not in gone:
+                    kept.append((line, row))
         lines = kept + fresh.get(bucket, [])
         names = []
         for seq, start in enumerate(range(0, len(lines), lines_per_part)):
+            chunk = lines[start : start + lines_per_part]
             names.append(_part_name(folder, bucket, seq))
-            target.put(names[-1], gzip_lines(lines[start : start + lines_per_part]), "application/gzip")
-            packing.pack(target, names[-1], lines[start : start + lines_per_part])
+            target.put(names[-1], gzip_lines(line for line, _ in chunk), "application/gzip")
+            packing.pack_rows(target, names[-1], [row for _, row in chunk])
         return names
 
     def _part(name: str) -> bytes:
@@ -468,11 +479,6 @@ def _entity_keys(entities_gz: bytes) -> Iterator[tuple[str, str]]:
     for raw in _lines(entities_gz):
         line = json.loads(raw)
         yield f"{KINDS[line['entity_type']]}#{line['entity_id']}", raw
-
-
-def _owner(raw: str) -> tuple[str, int]:
-    line = json.loads(raw)
-    return line["entity_type"], int(line["entity_id"])
 
 
 def _lines(body: bytes) -> Iterator[str]:

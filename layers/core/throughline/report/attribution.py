@@ -1,11 +1,12 @@
 """roi.json's ``attribution`` and ``cohorts`` sections: the journey export meets the period's won deals.
 
 - Touches come from the journey export (``journey/export.py``): ``journeys/latest.json`` names the snapshot's parts,
-  read one at a time. Only marketing touches take credit: the site's visits, forms and repeat requests, and the
-  first touch of a record typed in the CRM (its source: an ad, a call, an e-mail). Activities on a record already in
-  the sales process — our calls, e-mails and meetings, and the person's replies to them (incoming calls, e-mails,
-  chats), stage moves, the win itself — are the sales process, not a channel, and take no credit (else last click
-  would hand the deal to whoever phoned last). Direct visits stay (last non-direct needs them).
+  read one at a time — their packed copies (``journey/packed.py``) when it names them, else the JSON Lines. Only
+  marketing touches take credit: the site's visits, forms and repeat requests, and the first touch of a record typed
+  in the CRM (its source: an ad, a call, an e-mail). Activities on a record already in the sales process — our calls,
+  e-mails and meetings, and the person's replies to them (incoming calls, e-mails, chats), stage moves, the win itself
+  — are the sales process, not a channel, and take no credit (else last click would hand the deal to whoever phoned
+  last). Direct visits stay (last non-direct needs them).
 - Conversions are the period's won deals whose revenue converted into the report currency: exactly the deals behind
   the headline revenue, so every model's total equals it to the kopeck.
 - A deal's person: its line in ``entities.json.gz`` (the export resolves it through the deal's lead or contact),
@@ -151,7 +152,7 @@ class Journeys:
     ) -> Columns | None:
         """The marketing touches of the packed copies as columns, labelled by ``label(channel, source)`` (the same
         touches, labels and order as :meth:`touches`); ``None``, with nothing read into this object, when a copy is
-        missing, of another version or another snapshot's (the caller then reads the JSON parts)."""
+        missing, damaged, of another version or another part's (the caller then reads the JSON parts)."""
         if not self.packed or len(self.packed) != len(self.parts):
             return None
         won_at: dict[int, datetime] = {}
