@@ -515,9 +515,12 @@ def test_forget_person_may_only_find_and_delete_a_persons_items_copies_and_snaps
     }
     statements = {s["Sid"]: s for s in _statements("ForgetPersonFunction")}
     assert statements["DeleteRawCopies"]["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/raw/forms/*"}
-    assert statements["RewriteSnapshots"]["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/journeys/snapshot=*"}
+    assert statements["RewriteSnapshots"]["Resource"] == [
+        {"Fn::Sub": "${DataBucket.Arn}/journeys/snapshot=*"},
+        {"Fn::Sub": "${DataBucket.Arn}/journeys-packed/snapshot=*"},  # the parts' packed copies
+    ]
     assert statements["ListRawCopiesAndSnapshots"]["Condition"] == {
-        "StringLike": {"s3:prefix": ["raw/forms/*", "raw/held/*", "journeys/snapshot=*"]}
+        "StringLike": {"s3:prefix": ["raw/forms/*", "raw/held/*", "journeys/snapshot=*", "journeys-packed/snapshot=*"]}
     }
     # Held posts (the flood limits, the captcha) are read for their contact and deleted; nothing else under raw/.
     assert statements["FindAndDeleteHeldPosts"]["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/raw/held/*"}
