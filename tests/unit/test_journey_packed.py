@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import zlib
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -285,3 +286,14 @@ def test_any_string_a_json_line_holds_is_packed_even_a_lone_surrogate():
     lines = [line("\ud800p", "2026-11-02T09:00:00Z", "Ёж", source="\udfff", campaign="\x00")]
     packed = read_packed(pack_lines(SNAPSHOT, "part", lines))
     assert packed.people == ["\ud800p"] and packed.labels == [("first_visit", "lead", "Ёж", "\udfff", "\x00")]
+
+
+@pytest.mark.parametrize("header", [{"labels": [["form", "lead", "email"]]}, {"people": [5]}, {"labels": [[1] * 5]}])
+def test_a_copy_whose_lists_are_not_what_the_writer_writes_is_refused(header):
+    body = pack_lines(SNAPSHOT, "part", [line("p1", "2026-11-02T09:00:00Z", "email")])
+    data = zlib.decompress(body[6:])
+    size = int.from_bytes(data[:4], "little")
+    text = json.dumps({**json.loads(data[4 : 4 + size]), **header}).encode()
+    forged = body[:6] + zlib.compress(len(text).to_bytes(4, "little") + text + data[4 + size :])
+    with pytest.raises(NotPackable):
+        read_packed(forged)

@@ -153,7 +153,14 @@ def read_packed_entities(body: bytes) -> PackedEntities:
         raise NotPackable(f"a damaged packed entities copy: {error}") from error
     if len(kind) and (int(kind.max()) >= len(kinds) or int(person.max()) >= len(people)):
         raise NotPackable("a packed entities copy names a type or person it does not list")
+    if not _strings(kinds, people):
+        raise NotPackable("a packed entities copy's types or people are not what this version writes")
     return PackedEntities(str(header.get("snapshot")), kinds, people, kind, person, entity, lead)
+
+
+def _strings(*lists: Any) -> bool:
+    """Every value a string or null, as the writer allows."""
+    return all(value is None or type(value) is str for values in lists for value in values)
 
 
 def _encode(magic: bytes, header: dict[str, Any], columns: list[array]) -> bytes:
@@ -225,6 +232,8 @@ def read_packed(body: bytes) -> PackedPart:
         raise NotPackable(f"a damaged packed part: {error}") from error
     if len(person) and (int(person.max()) >= len(people) or int(label.max()) >= len(labels)):
         raise NotPackable("a packed part names a person or label it does not list")
+    if not all(len(fields) == len(_LABEL_FIELDS) for fields in labels) or not _strings(people, *labels):
+        raise NotPackable("a packed part's people or labels are not what this version writes")
     return PackedPart(str(header.get("snapshot")), str(header.get("part")), people, labels, person, label, micros,
                       entity)  # fmt: skip
 
