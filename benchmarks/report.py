@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _generate(folder: Path, leads: int, deals: int, days: int, campaigns: int) -> int:
+    from throughline.journey.packed import ENTITIES_NAME, pack_entities, pack_lines, packed_folder, packed_name, pointer
+
     rng = random.Random(42)
     first_day = LAST_DAY - timedelta(days=days - 1)
     weights = [share for *_, share in SOURCES]
@@ -249,21 +251,36 @@ def _generate(folder: Path, leads: int, deals: int, days: int, campaigns: int) -
                    "kind": "form", "channel": CHANNELS[lead_channels[lead_id - 1]],
                    "source": SOURCES[lead_channels[lead_id - 1]][0], "campaign": ""}  # fmt: skip
 
-    for number, start in enumerate(range(1, leads + 1, bucket_size)):
-        name = f"{folder_name}/part-{number:05d}.json.gz"
-        write(folder / name, touch_rows(start, min(start + bucket_size, leads + 1)))
+    # Each part's packed copy, as the export writes it (journey/packed.py), named by latest.json's "packed".
+    packed_at = packed_folder("2026-12-01", "run=bench")
+    packed: list[str] = []
+
+    def write_part(name: str, rows: list[dict]) -> None:
+        nonlocal written
+        write(folder / name, iter(rows))
         parts.append(name)
-    name = f"{folder_name}/part-{len(parts):05d}.json.gz"
-    write(folder / name, ({"person_key": f"p{lead_id}", "entity_type": "deal", "entity_id": deal_id, "at": won_at,
-                           "kind": "won", "channel": "crm", "source": "", "campaign": ""}
-                          for deal_id, lead_id, won_at in deal_leads if won_at))  # fmt: skip
-    parts.append(name)
-    write(folder / f"{folder_name}/entities.json.gz", (
+        packed.append(packed_name(packed_at, name))
+        body = pack_lines("2026-12-01", name, rows)
+        (folder / packed[-1]).parent.mkdir(parents=True, exist_ok=True)
+        (folder / packed[-1]).write_bytes(body)
+        written += len(body)
+
+    for number, start in enumerate(range(1, leads + 1, bucket_size)):
+        rows = list(touch_rows(start, min(start + bucket_size, leads + 1)))
+        write_part(f"{folder_name}/part-{number:05d}.json.gz", rows)
+    write_part(f"{folder_name}/part-{len(parts):05d}.json.gz",
+               [{"person_key": f"p{lead_id}", "entity_type": "deal", "entity_id": deal_id, "at": won_at,
+                 "kind": "won", "channel": "crm", "source": "", "campaign": ""}
+                for deal_id, lead_id, won_at in deal_leads if won_at])  # fmt: skip
+    entities = [
         *({"entity_type": "lead", "entity_id": lead_id, "person_key": f"p{lead_id}", "deleted": False, "lead_id": None}
           for lead_id in range(1, leads + 1)),
         *({"entity_type": "deal", "entity_id": deal_id, "person_key": f"p{lead_id}", "deleted": False,
-           "lead_id": lead_id} for deal_id, lead_id, _ in deal_leads)))  # fmt: skip
-    (folder / "journeys/latest.json").write_text(json.dumps({"snapshot": "2026-12-01", "parts": parts}))
+           "lead_id": lead_id} for deal_id, lead_id, _ in deal_leads)]  # fmt: skip
+    write(folder / f"{folder_name}/entities.json.gz", iter(entities))
+    (folder / packed_at / ENTITIES_NAME).write_bytes(pack_entities("2026-12-01", entities))
+    latest = {"snapshot": "2026-12-01", "parts": parts, "packed": pointer(packed, f"{packed_at}/{ENTITIES_NAME}")}
+    (folder / "journeys/latest.json").write_text(json.dumps(latest))
 
     for offset in range(days):
         day = (first_day + timedelta(days=offset)).isoformat()

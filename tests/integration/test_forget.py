@@ -18,6 +18,7 @@ from throughline.adapters.journey_store import PERSON_PREFIX, RAW_PREFIX, Journe
 from throughline.config import get_settings
 from throughline.contacts import mask_phone
 from throughline.journey.export import export_journeys
+from throughline.journey.packed import read_packed, read_packed_entities
 from throughline.person_keys import person_key
 
 IVAN = {"name": "Иван", "phone": "8 (916) 123-45-67", "email": "Ivan@Example.ru", "utm_source": "yandex"}
@@ -36,6 +37,16 @@ def snapshot_rows(s3, bucket: str) -> list[dict]:
         body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
         rows += [json.loads(line) for line in gzip.decompress(body).decode().splitlines() if line]
     return rows
+
+
+def packed_people(s3, bucket: str) -> list[str]:
+    """The person of every row of the packed copies (journey/packed.py) of the touch parts and entities.json.gz."""
+    found = []
+    for item in s3.list_objects_v2(Bucket=bucket, Prefix="journeys-packed/snapshot=").get("Contents", []):
+        body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+        part = read_packed_entities(body) if item["Key"].endswith("/entities.bin") else read_packed(body)
+        found += [part.people[index] for index in part.person.tolist()]
+    return found
 
 
 def versions(s3, bucket: str, prefix: str) -> list[dict]:
@@ -75,6 +86,7 @@ def test_forget_by_phone_removes_their_touches_index_raw_copies_and_exported_row
     assert len(store.journey(ivan_lead)) >= 2  # the form and the repeat request
     rows = snapshot_rows(s3, bucket)
     assert {row["person_key"] for row in rows if row.get("touch_id")} == {ivan[0], olga[0]}
+    assert set(packed_people(s3, bucket)) == {ivan[0], olga[0]}  # the packed copy the report reads holds both
 
     assert main(["forget", "--phone", "+7 916 123 45 67"]) == 0
     printed = capsys.readouterr().out
@@ -90,9 +102,14 @@ def test_forget_by_phone_removes_their_touches_index_raw_copies_and_exported_row
     rows = snapshot_rows(s3, bucket)
     assert rows and all(row["person_key"] != ivan[0] for row in rows)
     assert all(f"{row['entity_type'].upper()}#{row['entity_id']}" != ivan_lead for row in rows)
+    # The packed copies lost his touches too, and the report still reads them (they match their parts).
+    assert ivan[0] not in packed_people(s3, bucket) and olga[0] in packed_people(s3, bucket)
+    latest = json.loads(s3.get_object(Bucket=bucket, Key="journeys/latest.json")["Body"].read())
+    assert len(latest["packed"]["parts"]) == len(latest["parts"])
     # Rewritten snapshot objects keep no older version holding Ivan's rows.
-    for item in s3.list_objects_v2(Bucket=bucket, Prefix="journeys/snapshot=")["Contents"]:
-        assert len(versions(s3, bucket, item["Key"])) == 1
+    for prefix in ("journeys/snapshot=", "journeys-packed/snapshot="):
+        for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]:
+            assert len(versions(s3, bucket, item["Key"])) == 1
     # Olga is untouched; the e-mail key of Ivan went too (the index filed him under both).
     assert store.index_lookup(olga) == {olga_lead} and len(store.journey(olga_lead)) >= 1
     assert len(store.raw_keys(olga)) == 1 and any(row["person_key"] == olga[0] for row in rows)

@@ -17,6 +17,7 @@ from throughline.adapters.raw_store import RawStore
 from throughline.config import get_settings
 from throughline.journey.export import export_journeys
 from throughline.journey.lines import Touch
+from throughline.journey.packed import read_packed, read_packed_entities
 
 REGION = "eu-central-1"
 TABLE = "journeys"
@@ -105,6 +106,35 @@ def snapshot(s3, bucket: str) -> tuple[list[str], list[str]]:
     return touches, entities
 
 
+def packed_matches(s3, bucket: str) -> bool:
+    """Whether latest.json names a packed copy of each of its parts that holds the part's lines, in order
+    (journey/packed.py); raises when it names copies that do not match."""
+    latest = json.loads(s3.get_object(Bucket=bucket, Key="journeys/latest.json")["Body"].read())
+    if "packed" not in latest:
+        return False
+    assert len(latest["packed"]["parts"]) == len(latest["parts"])
+    for part, key in zip(latest["parts"], latest["packed"]["parts"], strict=True):
+        assert key.startswith(f"journeys-packed/snapshot={latest['snapshot']}/run=")
+        packed = read_packed(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        lines = [json.loads(line) for line in read(s3, bucket, part)]
+        assert packed.part.rsplit("/", 1)[-1] == part.rsplit("/", 1)[-1] and len(packed) == len(lines)
+        for index, line in enumerate(lines):
+            fields = [line[name] for name in ("kind", "entity_type", "channel", "source", "campaign")]
+            assert packed.people[packed.person[index]] == line["person_key"]
+            assert list(packed.labels[packed.label[index]]) == fields and packed.entity[index] == line["entity_id"]
+            at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(packed.micros[index]))
+            assert at == datetime.fromisoformat(line["at"])
+    entities = read_packed_entities(s3.get_object(Bucket=bucket, Key=latest["packed"]["entities"])["Body"].read())
+    assert latest["packed"]["entities"].startswith(f"journeys-packed/snapshot={latest['snapshot']}/run=")
+    lines = [json.loads(line) for line in read(s3, bucket, f"journeys/snapshot={latest['snapshot']}/entities.json.gz")]
+    assert [
+        (entities.kinds[kind], entity, entities.people[person], lead or None)
+        for kind, entity, person, lead in zip(entities.kind.tolist(), entities.entity.tolist(),
+                                              entities.person.tolist(), entities.lead.tolist(), strict=True)
+    ] == [(line["entity_type"], line["entity_id"], line["person_key"], line["lead_id"]) for line in lines]  # fmt: skip
+    return True
+
+
 def seed_history(dynamodb, entities: int, touches_each: int = 2, offset: int = 0) -> None:
     """``entities`` leads (half with a deal linked to them) written straight to the table, as years of history."""
     requests = []
@@ -167,6 +197,7 @@ def test_incremental_equals_full_after_a_day_of_changes(aws):
     export_journeys(store_at(dynamodb, SECOND), "full", date(2026, 12, 1), buckets=16, now=SECOND)
     incremental, full = snapshot(s3, "data"), snapshot(s3, "full")
     assert incremental == full
+    assert packed_matches(s3, "data") and packed_matches(s3, "full")  # rewritten buckets repacked, the others copied
     touches, entities = incremental
     by_id = {json.loads(line)["touch_id"]: json.loads(line) for line in touches}
     assert by_id["d20"]["person_key"] == "bob-merged" and by_id["d30"]["person_key"] == "carol"
@@ -197,23 +228,72 @@ def test_reads_follow_the_changes_not_the_table(aws):
     assert snapshot(s3, "data") == snapshot(s3, "full")
 
 
-@pytest.mark.parametrize("after", [0, 3, 16, 17])  # writes: 16 buckets, entities.json.gz, latest.json
+# writes: a changed bucket and its packed copy, 15 buckets copied and their 15 packed copies, entities.json.gz and
+# its packed copy, latest.json
+@pytest.mark.parametrize("after", [0, 1, 3, 16, 17, 31, 32, 33, 34])
 def test_a_crash_half_way_leaves_the_previous_snapshot_latest(aws, after):
     dynamodb, s3 = aws
     seed_history(dynamodb, 200)
     export_journeys(store_at(dynamodb, FIRST), "data", date(2026, 11, 30), buckets=16, now=FIRST)
     before = snapshot(s3, "data")
+    assert packed_matches(s3, "data")
     store_at(dynamodb, TODAY).put("LEAD#3", [touch("new", TODAY)], state="applied")
     failing = FailingPut(s3, after)
     with pytest.raises(ConnectionError):
         export_journeys(store_at(dynamodb, SECOND), RawStore("data", failing), date(2026, 12, 1), now=SECOND)
     latest = json.loads(s3.get_object(Bucket="data", Key="journeys/latest.json")["Body"].read())
     assert latest["snapshot"] == "2026-11-30" and snapshot(s3, "data") == before
+    assert packed_matches(s3, "data")  # latest.json still names the previous run's copies, which match its parts
     # the retry (the next night or the Lambda's retry) still sees the change: the log was not consumed
     retry = export_journeys(store_at(dynamodb, SECOND), "data", date(2026, 12, 1), now=SECOND)
     assert retry["mode"] == "incremental"
     export_journeys(store_at(dynamodb, SECOND), "full", date(2026, 12, 1), buckets=16, now=SECOND)
     assert snapshot(s3, "data") == snapshot(s3, "full") != before
+    assert packed_matches(s3, "data")
+
+
+def test_the_last_write_is_latest_json_and_the_crash_test_reaches_it(aws):
+    dynamodb, s3 = aws
+    seed_history(dynamodb, 200)
+    export_journeys(store_at(dynamodb, FIRST), "data", date(2026, 11, 30), buckets=16, now=FIRST)
+    store_at(dynamodb, TODAY).put("LEAD#3", [touch("new", TODAY)], state="applied")
+    counting = FailingPut(s3, 10**6)
+    export_journeys(store_at(dynamodb, SECOND), RawStore("data", counting), date(2026, 12, 1), now=SECOND)
+    assert 10**6 - counting.left == 35  # so after=34 above fails on latest.json itself
+
+
+@pytest.mark.parametrize("after", [0, 1, 2, 9, 17, 18, 19])  # 20 writes: latest, 8+8 parts, entities x2, latest
+def test_a_same_day_rerun_that_crashes_never_leaves_latest_naming_copies_of_other_parts(aws, after):
+    """A same-day rerun rewrites the folder latest.json names: it first takes the packed copies out of latest.json."""
+    dynamodb, s3 = aws
+    seed_history(dynamodb, 200)
+    export_journeys(store_at(dynamodb, FIRST), "data", date(2026, 11, 30), buckets=16, now=FIRST)
+    assert packed_matches(s3, "data")
+    store_at(dynamodb, TODAY).put("LEAD#3", [touch("new", TODAY)], state="applied")
+    with pytest.raises(ConnectionError):
+        export_journeys(store_at(dynamodb, TODAY), RawStore("data", FailingPut(s3, after)), date(2026, 11, 30),
+                        now=TODAY)  # fmt: skip
+    latest = json.loads(s3.get_object(Bucket="data", Key="journeys/latest.json")["Body"].read())
+    assert latest["snapshot"] == "2026-11-30"
+    assert packed_matches(s3, "data") == (after == 0)  # only when nothing was written do its copies stay named
+    rerun = export_journeys(store_at(dynamodb, TODAY), "data", date(2026, 11, 30), now=TODAY)
+    assert rerun["reason"] == "same-day rerun" and packed_matches(s3, "data")
+
+
+@pytest.mark.parametrize("previous", ["without packed copies", "with fewer copies than parts"])
+def test_after_an_upgrade_the_first_incremental_run_packs_the_copied_parts(aws, previous):
+    dynamodb, s3 = aws
+    seed_history(dynamodb, 200)
+    export_journeys(store_at(dynamodb, FIRST), "data", date(2026, 11, 30), buckets=16, now=FIRST)
+    latest = json.loads(s3.get_object(Bucket="data", Key="journeys/latest.json")["Body"].read())
+    if previous == "without packed copies":
+        del latest["packed"]  # as written by the code before packed copies
+    else:  # which copy is whose cannot be told: none is carried over
+        latest["packed"]["parts"] = latest["packed"]["parts"][1:]
+    s3.put_object(Bucket="data", Key="journeys/latest.json", Body=json.dumps(latest).encode())
+    store_at(dynamodb, TODAY).put("LEAD#3", [touch("new", TODAY)], state="applied")
+    result = export_journeys(store_at(dynamodb, SECOND), "data", date(2026, 12, 1), now=SECOND)
+    assert result["mode"] == "incremental" and packed_matches(s3, "data")
 
 
 def test_when_it_rebuilds_in_full(aws):

@@ -469,6 +469,10 @@ def test_journey_snapshots_expire_after_seven_days_but_never_latest_json():
     assert TEMPLATE["Parameters"]["ReportSchedule"]["Default"] == "cron(0 5 * * ? *)"  # every night
     assert rule["ExpirationInDays"] == 7
     assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+    # The touch parts' packed copies (journey/packed.py) expire with them, outside the Glue table's location.
+    packed = _lifecycle_rules()["ExpireJourneyPackedCopies"]
+    assert packed["Prefix"] == "journeys-packed/snapshot=" and not packed["Prefix"].startswith("journeys/")
+    assert packed["ExpirationInDays"] == 7 and packed["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
 
 
 def test_incomplete_uploads_are_aborted_and_old_versions_and_dangling_delete_markers_go():
@@ -480,7 +484,7 @@ def test_incomplete_uploads_are_aborted_and_old_versions_and_dangling_delete_mar
     assert versions["NoncurrentVersionExpiration"]["NoncurrentDays"] <= 30
     # Every prefix holding personal data has an expiry.
     prefixes = {rule["Prefix"] for rule in rules.values() if "ExpirationInDays" in rule}
-    assert {"raw/forms/", "raw/rejected/", "raw/spam/", "journeys/snapshot="} <= prefixes
+    assert {"raw/forms/", "raw/rejected/", "raw/spam/", "journeys/snapshot=", "journeys-packed/snapshot="} <= prefixes
 
 
 def test_the_local_bucket_gets_the_lifecycle_rules_with_the_retention_given(make_stack):
@@ -511,9 +515,12 @@ def test_forget_person_may_only_find_and_delete_a_persons_items_copies_and_snaps
     }
     statements = {s["Sid"]: s for s in _statements("ForgetPersonFunction")}
     assert statements["DeleteRawCopies"]["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/raw/forms/*"}
-    assert statements["RewriteSnapshots"]["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/journeys/snapshot=*"}
+    assert statements["RewriteSnapshots"]["Resource"] == [
+        {"Fn::Sub": "${DataBucket.Arn}/journeys/snapshot=*"},
+        {"Fn::Sub": "${DataBucket.Arn}/journeys-packed/snapshot=*"},  # the parts' packed copies
+    ]
     assert statements["ListRawCopiesAndSnapshots"]["Condition"] == {
-        "StringLike": {"s3:prefix": ["raw/forms/*", "raw/held/*", "journeys/snapshot=*"]}
+        "StringLike": {"s3:prefix": ["raw/forms/*", "raw/held/*", "journeys/snapshot=*", "journeys-packed/snapshot=*"]}
     }
     # Held posts (the flood limits, the captcha) are read for their contact and deleted; nothing else under raw/.
     assert statements["FindAndDeleteHeldPosts"]["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/raw/held/*"}

@@ -28,6 +28,7 @@ from throughline.attribution.paths import (
     PathTable,
     TouchPoint,
     build_paths,
+    packed_paths,
     path_table,
 )
 
@@ -45,5 +46,6 @@ __all__ = [
     "acquisition_cohorts",
     "attribute",
     "build_paths",
+    "packed_paths",
     "path_table",
 ]

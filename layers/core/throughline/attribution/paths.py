@@ -104,49 +104,150 @@ def build_paths(
     (``channel == direct_channel``) is always labelled ``direct_channel``, so last-non-direct works at every level.
     """
     by_person, names = _journeys(touches, by, direct_channel)
-    # Label codes in the order of the labels themselves, so a plain sort of the packed touches orders each journey by
-    # time and, at one instant, by label.
-    order = sorted(range(len(names)), key=names.__getitem__)
-    rank = [0] * len(names)
-    for position, code in enumerate(order):
-        rank[code] = position
-    label_at = [names[code] for code in order]
+    rank, label_at = _ranks(names)
+    journeys = (
+        (person, sorted([touch & ~_LABEL_MASK | rank[touch & _LABEL_MASK] for touch in packed]))
+        for person, packed in by_person.items()
+    )
+    return _cut(journeys, label_at, conversions, direct_channel, untracked_label)
+
+
+def packed_paths(
+    people: list[Any],
+    person: np.ndarray,
+    micros: np.ndarray,
+    code: np.ndarray,
+    names: list[str],
+    conversions: Iterable[Any],
+    *,
+    direct_channel: str = DIRECT,
+    untracked_label: str = UNTRACKED,
+) -> PathTable:
+    """:func:`build_paths` of touches given as columns, already labelled: touch ``i`` is person ``people[person[i]]``
+    at ``micros[i]`` (microseconds since the epoch, UTC) labelled ``names[code[i]]``. People are taken in the order of
+    their numbers, which should be the order of their first touch (the path table's order, as ``build_paths``'s)."""
+    if len(names) > _LABEL_MASK + 1:
+        raise ValueError(f"more than {_LABEL_MASK + 1} distinct labels")
+    rank, label_at = _ranks(names)
+    ranks = np.asarray(rank, dtype=np.int32)[np.asarray(code, dtype=np.int64)]
+    order = np.lexsort((ranks, micros, person))
+    owners, ranks, times = np.asarray(person)[order], ranks[order], np.asarray(micros)[order]
+    del order
+    starts = np.flatnonzero(np.concatenate(([True], owners[1:] != owners[:-1]))) if len(owners) else owners[:0]
+    if len(starts) != len(people) or not np.array_equal(owners[starts], np.arange(len(people))):
+        raise ValueError("people must be numbered 0, 1, … and each must have a touch")
+    del owners
+    labels = np.array(label_at, dtype=object)[ranks].tolist() if len(label_at) else []
+    return _cut_columns(people, starts, labels, times, ranks, label_at, conversions, direct_channel, untracked_label)
+
+
+def _cut_columns(
+    people: list[Any],
+    starts: np.ndarray,
+    labels: list[str],
+    times: np.ndarray,
+    ranks: np.ndarray,
+    label_at: list[str],
+    conversions: Iterable[Any],
+    direct_channel: str,
+    untracked_label: str,
+) -> PathTable:
+    """``_cut`` over journeys given as sorted columns (person ``k``'s touches from ``starts[k]``): a journey that never
+    converts needs only its labels; only a converting person's touches are packed in integers."""
     won: dict[Any, list[tuple[datetime, Decimal]]] = defaultdict(list)
     for conversion in conversions:
         won[conversion.person_key].append((conversion.at, Decimal(conversion.revenue)))
-
     table = _Aggregate()
-    nulls: Counter[tuple[str, ...]] = Counter()  # most journeys never convert: count them in one place
-    for person, packed in by_person.items():
-        journey = sorted([touch & ~_LABEL_MASK | rank[touch & _LABEL_MASK] for touch in packed])
-        person_won = won.pop(person, None)
-        if person_won is None:
-            nulls[tuple([label_at[touch & _LABEL_MASK] for touch in journey])] += 1
-            continue
-        start = 0
-        for at, count, revenue in _by_instant(person_won):
-            moment = _micros(at)
-            limit = moment << _LABEL_BITS | _LABEL_MASK  # every touch at or before the conversion
-            end = start
-            while end < len(journey) and journey[end] <= limit:
-                end += 1
-            window = journey[start:end]
-            if window:
-                path = tuple([label_at[touch & _LABEL_MASK] for touch in window])
-                # as timedelta.total_seconds() / SECONDS_PER_DAY, to the last bit
-                ages = tuple([(moment - (touch >> _LABEL_BITS)) / 1_000_000 / SECONDS_PER_DAY for touch in window])
-            else:
-                path, ages = (untracked_label,), (0.0,)
-            table.add_conversions(path, ages, count, revenue)
-            start = end
-        if start < len(journey):
-            nulls[tuple([label_at[touch & _LABEL_MASK] for touch in journey[start:]])] += 1
+    nulls: Counter[tuple[str, ...]] = Counter()
+    block = _BLOCK
+    for first in range(0, len(starts), block):
+        bounds = starts[first : first + block + 1].tolist()
+        if first + block >= len(starts):
+            bounds.append(len(labels))
+        for person, start, end in zip(people[first : first + block], bounds, bounds[1:], strict=False):
+            person_won = won.pop(person, None)
+            if person_won is None:
+                nulls[tuple(labels[start:end])] += 1
+                continue
+            journey = [
+                at << _LABEL_BITS | label
+                for at, label in zip(times[start:end].tolist(), ranks[start:end].tolist(), strict=True)
+            ]
+            _cut_one(journey, person_won, label_at, table, nulls, untracked_label)
     for person_won in won.values():  # people who converted without a single touch
         for _, count, revenue in _by_instant(person_won):
             table.add_conversions((untracked_label,), (0.0,), count, revenue)
     for path, count in nulls.items():
         table.add_null(path, count)
     return table.build(direct_channel)
+
+
+def _ranks(names: list[str]) -> tuple[list[int], list[str]]:
+    """Label codes in the order of the labels themselves, so a plain sort of the packed touches orders each journey by
+    time and, at one instant, by label: each code's rank, and the labels by rank."""
+    order = sorted(range(len(names)), key=names.__getitem__)
+    rank = [0] * len(names)
+    for position, code in enumerate(order):
+        rank[code] = position
+    return rank, [names[code] for code in order]
+
+
+def _cut(
+    journeys: Iterable[tuple[Any, list[int]]],
+    label_at: list[str],
+    conversions: Iterable[Any],
+    direct_channel: str,
+    untracked_label: str,
+) -> PathTable:
+    """The path table of each person's journey (touches packed with their label's rank, sorted), cut at their
+    conversions."""
+    won: dict[Any, list[tuple[datetime, Decimal]]] = defaultdict(list)
+    for conversion in conversions:
+        won[conversion.person_key].append((conversion.at, Decimal(conversion.revenue)))
+
+    table = _Aggregate()
+    nulls: Counter[tuple[str, ...]] = Counter()  # most journeys never convert: count them in one place
+    for person, journey in journeys:
+        person_won = won.pop(person, None)
+        if person_won is None:
+            nulls[tuple([label_at[touch & _LABEL_MASK] for touch in journey])] += 1
+            continue
+        _cut_one(journey, person_won, label_at, table, nulls, untracked_label)
+    for person_won in won.values():  # people who converted without a single touch
+        for _, count, revenue in _by_instant(person_won):
+            table.add_conversions((untracked_label,), (0.0,), count, revenue)
+    for path, count in nulls.items():
+        table.add_null(path, count)
+    return table.build(direct_channel)
+
+
+def _cut_one(
+    journey: list[int],
+    person_won: list[tuple[datetime, Decimal]],
+    label_at: list[str],
+    table: _Aggregate,
+    nulls: Counter[tuple[str, ...]],
+    untracked_label: str,
+) -> None:
+    """One converting person's journey (packed touches, sorted) cut at their conversions."""
+    start = 0
+    for at, count, revenue in _by_instant(person_won):
+        moment = _micros(at)
+        limit = moment << _LABEL_BITS | _LABEL_MASK  # every touch at or before the conversion
+        end = start
+        while end < len(journey) and journey[end] <= limit:
+            end += 1
+        window = journey[start:end]
+        if window:
+            path = tuple([label_at[touch & _LABEL_MASK] for touch in window])
+            # as timedelta.total_seconds() / SECONDS_PER_DAY, to the last bit
+            ages = tuple([(moment - (touch >> _LABEL_BITS)) / 1_000_000 / SECONDS_PER_DAY for touch in window])
+        else:
+            path, ages = (untracked_label,), (0.0,)
+        table.add_conversions(path, ages, count, revenue)
+        start = end
+    if start < len(journey):
+        nulls[tuple([label_at[touch & _LABEL_MASK] for touch in journey[start:]])] += 1
 
 
 def path_table(
@@ -169,6 +270,7 @@ def path_table(
     return table.build(direct_label)
 
 
+_BLOCK = 1 << 16  # people whose start offsets are made Python integers at a time (packed_paths)
 _LABEL_BITS = 24  # a touch packed in one integer: microseconds since the epoch << 24 | the label's code
 _LABEL_MASK = (1 << _LABEL_BITS) - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -41,6 +41,7 @@ import io
 import json
 import re
 import threading
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,17 @@ from typing import Any
 
 from throughline.adapters.journey_store import CHANGE_LOG_DAYS, META, PERSON_PREFIX, JourneyStore
 from throughline.adapters.raw_store import RawStore
+from throughline.journey.packed import (
+    ENTITIES_NAME,
+    NotPackable,
+    PackedWriter,
+    pack_entities,
+    pack_lines,
+    packed_folder,
+    packed_name,
+    pointer,
+)
+from throughline.journey.packed import VERSION as PACKED_VERSION
 from throughline.privacy.masking import mask_contacts
 
 PREFIX = "journeys"
@@ -81,17 +93,27 @@ def export_journeys(
     folder = f"{PREFIX}/snapshot={day.isoformat()}"
     previous = _previous(target)
     reason = _full_reason(previous, day, started, buckets, full)
+    # The packed copy (journey/packed.py) goes to a folder of its own each run: never one the current latest.json names.
+    run = f"run={started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    packing = _Packing(day.isoformat(), packed_folder(day.isoformat(), run))
+    if previous and previous.get("snapshot") == day.isoformat() and previous.get("packed"):
+        # This run rewrites the parts of the folder latest.json names: until it ends, readers take the JSON parts.
+        unpacked = {key: value for key, value in previous.items() if key != "packed"}
+        target.put(LATEST, json.dumps(unpacked).encode(), "application/json")
     if not reason:
         assert previous is not None
         count = int(previous["buckets"])
         try:
-            parts, touches, entities = _incremental(store, target, folder, previous, count, started, lines_per_part)
+            parts, touches, entities = _incremental(
+                store, target, folder, previous, count, started, lines_per_part, packing
+            )
             rebuilt = str(previous["rebuilt"])
         except _Rebuild as missing:
             reason = str(missing)
+            packing = _Packing(packing.snapshot, packing.folder + "-full")
     if reason:
         count = buckets or _bucket_count(store, lines_per_part)
-        parts, touches, entities = _full(store, target, folder, count, segments, lines_per_part)
+        parts, touches, entities = _full(store, target, folder, count, segments, lines_per_part, packing)
         rebuilt = day.isoformat()
     latest = {
         "snapshot": day.isoformat(),
@@ -102,8 +124,60 @@ def export_journeys(
         # «Access denied» answers so far: records the webhook's user may not see, missing from every journey.
         "access_denied": store.access_denied(),
     }
+    if packing.ok and set(packing.names) >= set(parts) and packing.entities:
+        latest["packed"] = pointer([packing.names[part] for part in parts], packing.entities)
     target.put(LATEST, json.dumps(latest).encode(), "application/json")  # last: the snapshot is complete
     return {**latest, "mode": "full" if reason else "incremental", "reason": reason, **touches, "entities": entities}
+
+
+class _Packing:
+    """The packed copies of one run's parts (part → packed key); ``ok`` turns false for good when a line cannot be
+    packed (the snapshot then has no packed copy: the report reads its JSON parts)."""
+
+    def __init__(self, snapshot: str, folder: str):
+        self.snapshot, self.folder = snapshot, folder
+        self.names: dict[str, str] = {}
+        self.entities: str | None = None
+        self.ok = True
+        self.lock = threading.Lock()
+
+    def pack_entities(self, target: RawStore, lines: Iterable[str]) -> None:
+        """entities.json.gz's packed copy, from its lines."""
+        if not self.ok:
+            return
+        try:
+            body = pack_entities(self.snapshot, (json.loads(line) for line in lines))
+        except NotPackable:
+            self.ok = False
+            return
+        name = f"{self.folder}/{ENTITIES_NAME}"
+        target.put(name, body, "application/octet-stream")
+        self.entities = name
+
+    def put(self, target: RawStore, part: str, body: bytes | None) -> None:
+        """Store a part's packed copy (``None``: it could not be packed)."""
+        if body is None or not self.ok:
+            self.ok = False
+            return
+        name = packed_name(self.folder, part)
+        target.put(name, body, "application/octet-stream")
+        with self.lock:
+            self.names[part] = name
+
+    def pack(self, target: RawStore, part: str, lines: Iterable[str]) -> None:
+        """Pack a part from its JSON lines."""
+        if self.ok:
+            self.pack_rows(target, part, (json.loads(line) for line in lines))
+
+    def pack_rows(self, target: RawStore, part: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Pack a part from its lines' fields."""
+        if not self.ok:
+            return
+        try:
+            body = pack_lines(self.snapshot, part, rows)
+        except NotPackable:
+            body = None
+        self.put(target, part, body)
 
 
 class _Rebuild(Exception):
@@ -164,10 +238,16 @@ def _bucket_of_part(name: str) -> int:
 
 
 def _full(
-    store: JourneyStore, target: RawStore, folder: str, buckets: int, segments: int, lines_per_part: int
+    store: JourneyStore,
+    target: RawStore,
+    folder: str,
+    buckets: int,
+    segments: int,
+    lines_per_part: int,
+    packing: _Packing,
 ) -> tuple[list[str], dict[str, int], int]:
     entities = _entities(store, segments)
-    writer = _BucketWriter(target, folder, buckets, lines_per_part)
+    writer = _BucketWriter(target, folder, buckets, lines_per_part, packing)
     touches = [0] * segments
 
     def export(segment: int) -> None:
@@ -175,7 +255,7 @@ def _full(
             entity, touch = item["entity"], item["touch"]
             if touch.startswith("#") or entity.startswith(PERSON_PREFIX) or entity.split("#")[0] not in ENTITY_TYPES:
                 continue
-            writer.add(bucket_of(entity, buckets), json.dumps(_touch_line(entity, item, entities), ensure_ascii=False))
+            writer.add(bucket_of(entity, buckets), _touch_line(entity, item, entities))
             touches[segment] += 1
 
     with ThreadPoolExecutor(max_workers=segments) as pool:
@@ -183,6 +263,7 @@ def _full(
     parts = writer.close()
     lines = [_entity_line(entity, meta, entities) for entity, meta in sorted(entities.items())]
     target.put(f"{folder}/entities.json.gz", gzip_lines(lines), "application/gzip")
+    packing.pack_entities(target, lines)
     return parts, {"touches": sum(touches)}, len(lines)
 
 
@@ -190,32 +271,42 @@ class _BucketWriter:
     """One gzip stream per bucket, shared by the scan threads; a bucket's file is written when it holds
     ``lines_per_part`` lines, or early (its largest first) when the buffers pass ``BUFFER_BUDGET``."""
 
-    def __init__(self, target: RawStore, folder: str, buckets: int, lines_per_part: int):
-        self.target, self.folder, self.lines_per_part = target, folder, lines_per_part
+    def __init__(self, target: RawStore, folder: str, buckets: int, lines_per_part: int, packing: _Packing):
+        self.target, self.folder, self.lines_per_part, self.packing = target, folder, lines_per_part, packing
+        self.snapshot = folder.rpartition("snapshot=")[2]
         self.lock = threading.Lock()
-        self.streams: dict[int, tuple[io.BytesIO, gzip.GzipFile, list[int]]] = {}
+        self.streams: dict[int, tuple[io.BytesIO, gzip.GzipFile, list[int], PackedWriter | None]] = {}
         self.seq = [0] * buckets
         self.names: list[str] = []
 
-    def add(self, bucket: int, line: str) -> None:
+    def add(self, bucket: int, line: dict[str, Any]) -> None:
+        text = json.dumps(line, ensure_ascii=False)
         with self.lock:
             if bucket not in self.streams:
                 buffer = io.BytesIO()
-                self.streams[bucket] = (buffer, gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0), [0])
-            buffer, archive, count = self.streams[bucket]
-            archive.write(line.encode("utf-8") + b"\n")
+                part = _part_name(self.folder, bucket, self.seq[bucket])
+                packer = PackedWriter(self.snapshot, part) if self.packing.ok else None
+                self.streams[bucket] = (buffer, gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0), [0], packer)
+            buffer, archive, count, packer = self.streams[bucket]
+            archive.write(text.encode("utf-8") + b"\n")
+            if packer is not None and self.packing.ok:
+                try:
+                    packer.add(line)
+                except NotPackable:
+                    self.packing.ok = False
             count[0] += 1
             if count[0] >= self.lines_per_part:
                 self._flush(bucket)
-            elif sum(stream[0].tell() for stream in self.streams.values()) > BUFFER_BUDGET:
+            elif sum(s[0].tell() + (s[3].nbytes if s[3] else 0) for s in self.streams.values()) > BUFFER_BUDGET:
                 self._flush(max(self.streams, key=lambda b: self.streams[b][0].tell()))
 
     def _flush(self, bucket: int) -> None:
-        buffer, archive, _ = self.streams.pop(bucket)
+        buffer, archive, _, packer = self.streams.pop(bucket)
         archive.close()
         name = _part_name(self.folder, bucket, self.seq[bucket])
         self.seq[bucket] += 1
         self.target.put(name, buffer.getvalue(), "application/gzip")
+        self.packing.put(self.target, name, packer.to_bytes() if packer is not None and self.packing.ok else None)
         self.names.append(name)
 
     def close(self) -> list[str]:
@@ -259,6 +350,7 @@ def _incremental(
     buckets: int,
     started: datetime,
     lines_per_part: int,
+    packing: _Packing,
 ) -> tuple[list[str], dict[str, int], int]:
     old_folder = f"{PREFIX}/snapshot={previous['snapshot']}"
     since = datetime.fromisoformat(previous["changes_since"]) - CHANGE_MARGIN
@@ -285,13 +377,13 @@ def _incremental(
     lookup = {**store.metas(sorted(linked)), **entities}
 
     # Touch lines by bucket: the affected buckets rewritten, the others copied.
-    fresh: dict[int, list[str]] = {}
+    fresh: dict[int, list[tuple[str, dict[str, Any]]]] = {}  # (line, its fields: for the packed copy)
     touches = 0
     for entity in sorted(entities):
         for item in items[entity]:
             if not item["touch"].startswith("#"):
-                line = json.dumps(_touch_line(entity, item, lookup), ensure_ascii=False)
-                fresh.setdefault(bucket_of(entity, buckets), []).append(line)
+                row = _touch_line(entity, item, lookup)
+                fresh.setdefault(bucket_of(entity, buckets), []).append((json.dumps(row, ensure_ascii=False), row))
                 touches += 1
     rewritten = {bucket_of(entity, buckets) for entity in affected}
     old_parts: dict[int, list[str]] = {}
@@ -300,12 +392,19 @@ def _incremental(
     gone = {(ENTITY_TYPES[e.split("#")[0]], int(e.split("#")[1])) for e in affected}
 
     def rewrite(bucket: int) -> list[str]:
-        kept = [line for name in old_parts.get(bucket, []) for line in _lines(_part(name)) if _owner(line) not in gone]
+        kept = []
+        for name in old_parts.get(bucket, []):
+            for line in _lines(_part(name)):
+                row = json.loads(line)  # each kept line decoded once: for its owner and for the packed copy
+                if (row["entity_type"], int(row["entity_id"])) not in gone:
+                    kept.append((line, row))
         lines = kept + fresh.get(bucket, [])
         names = []
         for seq, start in enumerate(range(0, len(lines), lines_per_part)):
+            chunk = lines[start : start + lines_per_part]
             names.append(_part_name(folder, bucket, seq))
-            target.put(names[-1], gzip_lines(lines[start : start + lines_per_part]), "application/gzip")
+            target.put(names[-1], gzip_lines(line for line, _ in chunk), "application/gzip")
+            packing.pack_rows(target, names[-1], [row for _, row in chunk])
         return names
 
     def _part(name: str) -> bytes:
@@ -322,7 +421,26 @@ def _incremental(
             if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
                 raise
             raise _Rebuild("a previous part is missing") from error
+        packed = old_packed.get(name)
+        if packed is not None and packing.ok:  # its packed copy too, else packed from the part (once, after an upgrade)
+            try:
+                target.copy(packed, packed_name(packing.folder, new))
+                with packing.lock:
+                    packing.names[new] = packed_name(packing.folder, new)
+                return new
+            except target.client.exceptions.ClientError as error:
+                if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                    raise
+        if packing.ok:
+            packing.pack(target, new, _lines(_part(name)))
         return new
+
+    old_packed: dict[str, str] = {}
+    named = previous.get("packed")
+    if isinstance(named, dict) and named.get("version") == PACKED_VERSION:
+        copies = named.get("parts") or []
+        if len(copies) == len(previous["parts"]):  # else they cannot be told apart: packed again from the parts
+            old_packed = dict(zip(previous["parts"], copies, strict=True))
 
     copies = [name for bucket, names in old_parts.items() if bucket not in rewritten for name in names]
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -334,6 +452,7 @@ def _incremental(
     kept_lines = ((key, line) for key, line in _entity_keys(old_entities) if key not in affected)
     merged = [line for _, line in heapq.merge(kept_lines, new_lines, key=lambda pair: pair[0])]
     target.put(f"{folder}/entities.json.gz", gzip_lines(merged), "application/gzip")
+    packing.pack_entities(target, merged)
     return (
         sorted(parts),
         {"touches_rewritten": touches, "changed": len(changed), "affected": len(affected)},
@@ -360,11 +479,6 @@ def _entity_keys(entities_gz: bytes) -> Iterator[tuple[str, str]]:
     for raw in _lines(entities_gz):
         line = json.loads(raw)
         yield f"{KINDS[line['entity_type']]}#{line['entity_id']}", raw
-
-
-def _owner(raw: str) -> tuple[str, int]:
-    line = json.loads(raw)
-    return line["entity_type"], int(line["entity_id"])
 
 
 def _lines(body: bytes) -> Iterator[str]:

@@ -2,13 +2,12 @@
 and e-mail (``throughline.person_keys``), never by scanning for the contact itself.
 
 Removed: the raw copies of their form posts (every version: the bucket is versioned), their posts held by the flood
-limits or the captcha (``raw/held/``: never written to the journey store, so found by reading each held copy's
-contact's person key — they expire with the raw copies, so there are at most that many days of them), their rows in
-every journey
-snapshot (the parts are rewritten without them, and the older versions of those parts deleted), their records'
-touches and bookkeeping in the journey store, and their person-index and raw-copy index entries, in that order —
-the indexes are what finds the rest, so a run that fails half-way can simply be run again. Only the contacts given
-are searched by: the other contacts the records carried lose their index entries for those records, nothing more
+limits or the captcha (``raw/held/``: never written to the journey store, so found by reading each held copy's contact's
+person key — they expire with the raw copies, so there are at most that many days of them), their rows in every journey
+snapshot and its packed copy (the parts are rewritten without them, and the older versions of those parts deleted),
+their records' touches and bookkeeping in the journey store, and their person-index and raw-copy index entries, in that
+order — the indexes are what finds the rest, so a run that fails half-way can simply be run again. Only the contacts
+given are searched by: the other contacts the records carried lose their index entries for those records, nothing more
 (a shared office phone must not widen one person's erasure to everyone who ever gave it).
 
 Not touched: Bitrix24. The portal owner erases the person there (the leads, deals and contacts); until then the
@@ -27,9 +26,11 @@ from typing import Any
 from throughline.adapters.journey_store import PERSON_PREFIX, RAW_PREFIX, JourneyStore
 from throughline.contacts import mask_email, mask_phone, normalize_email, normalize_phone
 from throughline.journey.export import ENTITY_TYPES, PREFIX, gzip_lines
+from throughline.journey.packed import PACKED_PREFIX, drop_rows
 from throughline.person_keys import person_key
 
 SNAPSHOTS = f"{PREFIX}/snapshot="
+PACKED_SNAPSHOTS = f"{PACKED_PREFIX}/snapshot="  # the touch parts' packed copies (journey/packed.py)
 HELD = "raw/held/"  # throughline.capture.receive.HELD_PREFIX (not imported: it would load the capture path)
 NOT_BITRIX24 = (
     "Bitrix24 is not touched: the portal owner erases this person's leads, deals and contacts in the portal "
@@ -162,8 +163,20 @@ def _held_copies(s3: Any, bucket: str, keys: set[str], secret: str) -> list[str]
 
 def _forget_in_snapshots(s3: Any, bucket: str, keys: set[str], entities: set[str], result: Forgotten) -> None:
     """Rewrite every snapshot object that holds the person's rows without them (touch parts and entities.json.gz
-    share the columns used here: person_key, entity_type, entity_id)."""
+    share the columns used here: person_key, entity_type, entity_id). The parts' packed copies go first: a run that
+    stops half-way leaves a copy without the person beside a part still with them, never the other way round."""
     ids = {(ENTITY_TYPES.get(entity.split("#")[0]), entity.partition("#")[2]) for entity in entities}
+    for key in _keys(s3, bucket, PACKED_SNAPSHOTS):
+        if not key.endswith(".bin"):
+            continue
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        kept, dropped = drop_rows(body, lambda person, kind, entity: person in keys or (kind, str(entity)) in ids)
+        if not dropped:
+            continue
+        s3.put_object(Bucket=bucket, Key=key, Body=kept, ContentType="application/octet-stream")
+        _delete_every_version(s3, bucket, key, keep_current=True)
+        result.snapshot_rows += dropped
+        result.snapshot_objects.append(key)
     for key in _keys(s3, bucket, SNAPSHOTS):
         if not key.endswith(".json.gz"):
             continue

@@ -1,11 +1,12 @@
 """roi.json's ``attribution`` and ``cohorts`` sections: the journey export meets the period's won deals.
 
 - Touches come from the journey export (``journey/export.py``): ``journeys/latest.json`` names the snapshot's parts,
-  read one at a time. Only marketing touches take credit: the site's visits, forms and repeat requests, and the
-  first touch of a record typed in the CRM (its source: an ad, a call, an e-mail). Activities on a record already in
-  the sales process — our calls, e-mails and meetings, and the person's replies to them (incoming calls, e-mails,
-  chats), stage moves, the win itself — are the sales process, not a channel, and take no credit (else last click
-  would hand the deal to whoever phoned last). Direct visits stay (last non-direct needs them).
+  read one at a time — their packed copies (``journey/packed.py``) when it names them, else the JSON Lines. Only
+  marketing touches take credit: the site's visits, forms and repeat requests, and the first touch of a record typed
+  in the CRM (its source: an ad, a call, an e-mail). Activities on a record already in the sales process — our calls,
+  e-mails and meetings, and the person's replies to them (incoming calls, e-mails, chats), stage moves, the win itself
+  — are the sales process, not a channel, and take no credit (else last click would hand the deal to whoever phoned
+  last). Direct visits stay (last non-direct needs them).
 - Conversions are the period's won deals whose revenue converted into the report currency: exactly the deals behind
   the headline revenue, so every model's total equals it to the kopeck.
 - A deal's person: its line in ``entities.json.gz`` (the export resolves it through the deal's lead or contact),
@@ -35,10 +36,12 @@ from decimal import Decimal
 from operator import itemgetter
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 
 from throughline.attribution import (
     ALL_MODELS,
+    DIRECT,
     UNTRACKED,
     CohortDeal,
     Conversion,
@@ -46,9 +49,12 @@ from throughline.attribution import (
     TouchPoint,
     acquisition_cohorts,
     build_paths,
+    packed_paths,
     path_table,
 )
 from throughline.attribution import attribute as run_models
+from throughline.journey.packed import VERSION as PACKED_VERSION
+from throughline.journey.packed import NotPackable, read_packed, read_packed_entities
 from throughline.report import jsonlines, metrics
 from throughline.report.channels import channel_label, source_label
 from throughline.report.models import AttributionRow, AttributionSection, CohortRow
@@ -102,6 +108,9 @@ class Journeys:
     won_at: dict[int, datetime] = field(default_factory=dict)  # deal → its `won` touch, filled while streaming
     access_denied: int = 0  # «Access denied» answers the writers met (records the webhook's user may not see)
     streamed: bool = False  # every part read: won_at is complete
+    packed: list[str] | None = None  # the parts' packed copies (journey/packed.py), one per part, when named
+    packed_entities: str | None = None  # entities.json.gz's packed copy, when named
+    read_from: str = "json"  # what the last read took the touches from: "packed" or "json"
 
     def touches(self, channel_of: Callable[[str, int], tuple[str, str] | None] | None = None) -> Iterator[TouchPoint]:
         """``channel_of(entity_type, entity_id)``: the report's (channel, source) of a record typed in the CRM; its
@@ -136,10 +145,93 @@ class Journeys:
                 yield new(TouchPoint, (person, moment, channel, source or "", campaign or ""))
         self.streamed = True
 
+    def packed_touches(
+        self,
+        channel_of: Callable[[str, int], tuple[str, str] | None] | None,
+        label: Callable[[str, str], str],
+    ) -> Columns | None:
+        """The marketing touches of the packed copies as columns, labelled by ``label(channel, source)`` (the same
+        touches, labels and order as :meth:`touches`); ``None``, with nothing read into this object, when a copy is
+        missing, damaged, of another version or another part's (the caller then reads the JSON parts)."""
+        if not self.packed or len(self.packed) != len(self.parts):
+            return None
+        won_at: dict[int, datetime] = {}
+        people: dict[str, int] = {}  # person → number, in the order of their first marketing touch
+        names: dict[str, int] = {}
+        chunks: list[tuple[Any, Any, Any]] = []
+        marketing_kinds, crm_kinds = MARKETING_KINDS, CRM_KINDS
+
+        def code(name: str) -> int:
+            found = names.get(name)
+            if found is None:
+                found = names[name] = len(names)
+            return found
+
+        for part, key in zip(self.parts, self.packed, strict=True):
+            body = self.objects.get(key)
+            try:
+                if body is None:
+                    raise NotPackable(f"{key} is missing")
+                touches = read_packed(body)
+            except NotPackable:
+                return None
+            if touches.part.rsplit("/", 1)[-1] != part.rsplit("/", 1)[-1]:
+                return None  # not this part's copy (a copy carried over from an earlier snapshot keeps its file name)
+            labels = touches.labels
+            won = np.array([kind == "won" and kind_of == "deal" for kind, kind_of, *_ in labels], dtype=bool)
+            for row in np.flatnonzero(won[touches.label]).tolist():
+                moment = _EPOCH + timedelta(microseconds=int(touches.micros[row]))
+                deal = int(touches.entity[row])
+                if deal not in won_at or moment > won_at[deal]:
+                    won_at[deal] = moment
+            counted = np.array(
+                [bool(channel) and channel != SALES_CHANNEL and kind in marketing_kinds
+                 for kind, _, channel, *_ in labels], dtype=bool)  # fmt: skip
+            known = np.array([bool(person) for person in touches.people], dtype=bool)
+            rows = np.flatnonzero(counted[touches.label] & known[touches.person])
+            if not len(rows):
+                continue
+            row_labels = touches.label[rows]
+            crm = [channel_of is not None and kind in crm_kinds for kind, *_ in labels]
+            codes_of = np.array(
+                [-1 if crm[index] else code(label(str(fields[2]), fields[3] or "")) if counted[index] else -1
+                 for index, fields in enumerate(labels)], dtype=np.int64)  # fmt: skip
+            codes = codes_of[row_labels]
+            if channel_of is not None and any(crm):
+                for at in np.flatnonzero(np.array(crm, dtype=bool)[row_labels]).tolist():
+                    _, kind_of, channel, source, _ = labels[row_labels[at]]
+                    entity = int(touches.entity[rows[at]])
+                    if entity >= 0:  # str(entity_id).isdigit(), as the JSON reader asks
+                        found = channel_of(str(kind_of), entity)
+                        if found is not None:
+                            channel, source = found
+                    codes[at] = code(label(str(channel), source or ""))
+            owners = touches.person[rows]
+            local, first = np.unique(owners, return_index=True)
+            local = local[np.argsort(first, kind="stable")]  # this part's people in the order of their first touch
+            number = np.zeros(len(touches.people), dtype=np.int32)
+            listed = touches.people
+            number[local] = [people.setdefault(listed[owner], len(people)) for owner in local.tolist()]
+            chunks.append((number[owners], touches.micros[rows], codes.astype(np.int32)))
+        self.won_at.update(won_at)
+        self.streamed, self.read_from = True, "packed"
+        if not chunks:
+            empty = np.zeros(0, dtype=np.int64)
+            return Columns(list(people), empty, empty, empty, list(names))
+        return Columns(
+            list(people),
+            np.concatenate([chunk[0] for chunk in chunks]),
+            np.concatenate([chunk[1] for chunk in chunks]),
+            np.concatenate([chunk[2] for chunk in chunks]),
+            list(names),
+        )
+
     def read_entities(self, won: list[WonDeal]) -> None:
         """The people of the won deals: their own lines, and the lines of the leads they came from."""
         deals = {deal.deal_id for deal in won}
         leads = {deal.lead_id for deal in won if deal.lead_id}
+        if self.packed_entities and self._read_packed_entities(deals, leads):
+            return
         key = f"journeys/snapshot={self.snapshot}/entities.json.gz"
         missing: set[int] = set()
         for line in jsonlines.iter_decode(self.objects.get(key) or b""):
@@ -157,12 +249,62 @@ class Journeys:
                 if line.get("entity_type") == "lead" and int(line["entity_id"]) in missing:
                     self.lead_person[int(line["entity_id"])] = line.get("person_key")
 
+    def _read_packed_entities(self, deals: set[int], leads: set[int]) -> bool:
+        """read_entities from the packed copy: the same lines taken in the same order; False (nothing read) when the
+        copy is missing or not one this code reads."""
+        body = self.objects.get(self.packed_entities or "")
+        try:
+            if body is None:
+                raise NotPackable("the packed entities copy is missing")
+            entities = read_packed_entities(body)
+        except NotPackable:
+            return False
+        kinds = entities.kinds
+        deal_code = kinds.index("deal") if "deal" in kinds else -1
+        lead_code = kinds.index("lead") if "lead" in kinds else -1
+        people, ids, leads_of, persons = entities.people, entities.entity, entities.lead, entities.person
+        try:
+            wanted_deals = np.fromiter(deals, dtype=np.int64, count=len(deals))
+            wanted_leads = np.fromiter(leads, dtype=np.int64, count=len(leads))
+        except OverflowError:  # an id past 64 bits is in no packed copy: the JSON lines say what becomes of it
+            return False
+        is_lead = entities.kind == lead_code
+        missing: set[int] = set()
+        for row in np.flatnonzero((entities.kind == deal_code) & np.isin(ids, wanted_deals)).tolist():
+            deal, person, lead = int(ids[row]), people[persons[row]], int(leads_of[row])
+            self.deal_person[deal] = person
+            if lead:
+                self.deal_lead[deal] = lead
+                if not person and lead not in leads:
+                    missing.add(lead)
+        for row in np.flatnonzero(is_lead & np.isin(ids, wanted_leads)).tolist():
+            self.lead_person[int(ids[row])] = people[persons[row]]
+        if missing:  # a deal linked to a lead the CRM's LEAD_ID does not name: those leads too
+            wanted = np.fromiter(missing, dtype=np.int64, count=len(missing))
+            for row in np.flatnonzero(is_lead & np.isin(ids, wanted)).tolist():
+                self.lead_person[int(ids[row])] = people[persons[row]]
+        return True
+
     def person_of(self, deal: WonDeal) -> str | None:
         person = self.deal_person.get(deal.deal_id)
         if person:
             return person
         lead_id = self.deal_lead.get(deal.deal_id) or deal.lead_id
         return self.lead_person.get(lead_id) if lead_id else None
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Touches as columns (``attribution.packed_paths``'s input): person number, time in microseconds, label code."""
+
+    people: list[str]
+    person: Any
+    micros: Any
+    code: Any
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.micros)
 
 
 def read_journeys(objects: Objects) -> Journeys | None:
@@ -172,11 +314,19 @@ def read_journeys(objects: Objects) -> Journeys | None:
         return None
     latest = json.loads(raw)
     denied = latest.get("access_denied")
+    parts = list(latest.get("parts") or [])
+    packed = latest.get("packed")
+    named = None
+    if isinstance(packed, dict) and packed.get("version") == PACKED_VERSION and isinstance(packed.get("parts"), list):
+        named = [str(key) for key in packed["parts"]] if len(packed["parts"]) == len(parts) else None
+    entities = packed.get("entities") if named is not None and isinstance(packed, dict) else None
     return Journeys(
         objects,
         str(latest["snapshot"]),
-        list(latest.get("parts") or []),
+        parts,
         access_denied=denied if isinstance(denied, int) and denied > 0 else 0,
+        packed=named,
+        packed_entities=str(entities) if entities else None,
     )
 
 
@@ -218,7 +368,19 @@ def attribution_section(
     def label(touch: TouchPoint) -> str:
         return touch.channel + PAID_MARK if (touch.channel, touch.source) in paid else touch.channel
 
-    table = build_paths(touches(), conversions(), by=label if paid else "channel")
+    def label_of(channel: str, source: str) -> str:  # label(), for a touch given as its channel and source
+        if channel == DIRECT or (channel, source) not in paid:
+            return channel
+        return channel + PAID_MARK
+
+    columns = journeys.packed_touches(channel_of, label_of)
+    if columns is not None:
+        counted["touches"] = len(columns)
+        table = packed_paths(columns.people, columns.person, columns.micros, columns.code, columns.names,
+                             conversions())  # fmt: skip
+    else:
+        journeys.read_from = "json"
+        table = build_paths(touches(), conversions(), by=label if paid else "channel")
     results = run_models(table, ALL_MODELS, half_life_days=options.half_life_days, markov_order=options.markov_order)
     # Markov and Shapley credit a label for what removing it loses: two labels of one channel on one path take more
     # than the channel would (a channel's credit would depend on which of its sources carry spend). Their channel
@@ -344,6 +506,9 @@ def _lines(data: bytes | None) -> Iterator[dict[str, Any]]:
         for raw in io.BytesIO(gzip.decompress(data)):
             if raw.strip():
                 yield orjson.loads(raw)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _end_of_day(day: date, zone: tzinfo) -> datetime:

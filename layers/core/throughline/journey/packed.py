@@ -1,0 +1,278 @@
+"""The packed copy of the journey export's touch parts: what the ROI report's attribution reads, without decoding two
+million JSON objects a year.
+
+Each touch part ``journeys/snapshot=<date>/part-….json.gz`` gets a twin ``journeys-packed/snapshot=<date>/<run>/
+part-….bin`` holding the same lines, in the same order, as columns: per line the person (an index into the file's
+list of person keys), the label (an index into its list of distinct ``(kind, entity_type, channel, source,
+campaign)``), the time (microseconds since the epoch, UTC; a time without offset is UTC) and the entity id. The other
+fields (``touch_id``, ``medium``, ``detail``, …) are not kept: attribution does not read them.
+
+Layout (version 1): ``TLJP`` + version (uint16 little-endian) + zlib of: header length (uint32) + the header (JSON:
+``snapshot``, ``part``, ``rows``, ``people``, ``labels``) + the columns (uint32 person, uint32 label, int64 time, int64
+entity id, little-endian).
+
+The JSON Lines parts stay the contract (Athena reads them; DESIGN.md): the packed copy lives outside the Glue table's
+location, expires with the snapshots (``journeys-packed/snapshot=``, 7 days) and is named by ``journeys/latest.json``
+(``"packed": {"version": 1, "parts": [...]}``, one per part, in the parts' order), written last. The run folder
+``<run>`` is new each run, so a later run never rewrites a copy that the current ``latest.json`` names. A reader
+falls back to the JSON parts when ``latest.json`` names no copy, another version, a missing or damaged copy, or one
+whose header names a part of another file name (an unchanged bucket's copy is carried to the next snapshot by a
+server-side copy: its header keeps the snapshot it was packed in). A line the format cannot hold exactly (a field of
+another type, an unreadable time) makes the whole snapshot go without a packed copy (:class:`NotPackable`).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from array import array
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+PACKED_PREFIX = "journeys-packed"
+VERSION = 1
+MAGIC = b"TLJP"
+ENTITIES_MAGIC = b"TLJE"
+ENTITIES_NAME = "entities.bin"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+_INT64 = 2**63
+_LABEL_FIELDS = ("kind", "entity_type", "channel", "source", "campaign")
+
+
+class NotPackable(ValueError):
+    """A touch line the packed format cannot hold exactly: the snapshot goes without a packed copy."""
+
+
+def packed_folder(snapshot: str, run: str) -> str:
+    return f"{PACKED_PREFIX}/snapshot={snapshot}/{run}"
+
+
+def packed_name(folder: str, part: str) -> str:
+    """The packed twin of a part: its file name, ``.bin`` for ``.json.gz``, in the run's folder."""
+    base = part.rsplit("/", 1)[-1]
+    return f"{folder}/{base.removesuffix('.json.gz')}.bin"
+
+
+class PackedWriter:
+    """One part's packed copy, built line by line (``add``) as the part is written."""
+
+    def __init__(self, snapshot: str, part: str):
+        self.snapshot, self.part = snapshot, part
+        self.people: dict[str | None, int] = {}
+        self.labels: dict[tuple[str | None, ...], int] = {}
+        self.person, self.label = array("I"), array("I")
+        self.micros, self.entity = array("q"), array("q")
+
+    def add(self, line: Mapping[str, Any]) -> None:
+        get = line.get
+        person = get("person_key")
+        label = tuple([get(name) for name in _LABEL_FIELDS])
+        entity, at = get("entity_id"), get("at")
+        if not all(value is None or type(value) is str for value in (person, *label)):
+            raise NotPackable("a touch's person, kind, type, channel, source or campaign is not a string")
+        if type(entity) is not int or not -_INT64 <= entity < _INT64:
+            raise NotPackable(f"entity_id {entity!r} is not a 64-bit integer")
+        try:
+            moment = datetime.fromisoformat(at)  # as the report reads it: a trailing "Z" is UTC
+        except (TypeError, ValueError) as error:
+            raise NotPackable(f"unreadable time {at!r}") from error
+        micros = (moment - (_NAIVE_EPOCH if moment.tzinfo is None else _EPOCH)) // _MICROSECOND
+        people, labels = self.people, self.labels
+        self.person.append(people.setdefault(person, len(people)))
+        self.label.append(labels.setdefault(label, len(labels)))
+        self.micros.append(micros)
+        self.entity.append(entity)
+
+    @property
+    def nbytes(self) -> int:
+        return 24 * len(self.micros)
+
+    def to_bytes(self) -> bytes:
+        header = {
+            "snapshot": self.snapshot,
+            "part": self.part,
+            "rows": len(self.micros),
+            "people": list(self.people),
+            "labels": [list(label) for label in self.labels],
+        }
+        return _encode(MAGIC, header, [self.person, self.label, self.micros, self.entity])
+
+
+def pointer(names: list[str], entities: str | None = None) -> dict[str, Any]:
+    """``latest.json``'s ``packed``: the packed copies, one per part in the parts' order, and of entities.json.gz."""
+    found: dict[str, Any] = {"version": VERSION, "parts": list(names)}
+    if entities:
+        found["entities"] = entities
+    return found
+
+
+def pack_entities(snapshot: str, lines: Iterable[Mapping[str, Any]]) -> bytes:
+    """``entities.json.gz``'s packed copy (``entities.bin`` in the run's folder): per line the entity type (an index
+    into the file's list), the id, the person (an index) and ``lead_id`` (0 for none: the report reads a missing, null
+    and 0 ``lead_id`` alike). ``deleted`` and ``contact_id`` are not kept."""
+    people: dict[str | None, int] = {}
+    kinds: dict[str | None, int] = {}
+    kind, person, entity, lead = array("I"), array("I"), array("q"), array("q")
+    for line in lines:
+        get = line.get
+        type_, key, id_, lead_id = get("entity_type"), get("person_key"), get("entity_id"), get("lead_id")
+        if not all(value is None or type(value) is str for value in (type_, key)):
+            raise NotPackable("an entity's type or person is not a string")
+        for number in (id_, lead_id or 0):
+            if type(number) is not int or not -_INT64 <= number < _INT64:
+                raise NotPackable(f"entity id {number!r} is not a 64-bit integer")
+        kind.append(kinds.setdefault(type_, len(kinds)))
+        person.append(people.setdefault(key, len(people)))
+        entity.append(id_)
+        lead.append(lead_id or 0)
+    header = {"snapshot": snapshot, "rows": len(entity), "people": list(people), "kinds": list(kinds)}
+    return _encode(ENTITIES_MAGIC, header, [kind, person, entity, lead])
+
+
+@dataclass(frozen=True)
+class PackedEntities:
+    snapshot: str
+    kinds: list[str | None]
+    people: list[str | None]
+    kind: Any  # numpy uint32
+    person: Any  # numpy uint32
+    entity: Any  # numpy int64
+    lead: Any  # numpy int64, 0: none
+
+
+def read_packed_entities(body: bytes) -> PackedEntities:
+    header, (kind, person, entity, lead) = _decode(ENTITIES_MAGIC, body, ["<u4", "<u4", "<i8", "<i8"])
+    try:
+        kinds, people = list(header["kinds"]), list(header["people"])
+    except (KeyError, TypeError) as error:
+        raise NotPackable(f"a damaged packed entities copy: {error}") from error
+    if len(kind) and (int(kind.max()) >= len(kinds) or int(person.max()) >= len(people)):
+        raise NotPackable("a packed entities copy names a type or person it does not list")
+    if not _strings(kinds, people):
+        raise NotPackable("a packed entities copy's types or people are not what this version writes")
+    return PackedEntities(str(header.get("snapshot")), kinds, people, kind, person, entity, lead)
+
+
+def _strings(*lists: Any) -> bool:
+    """Every value a string or null, as the writer allows."""
+    return all(value is None or type(value) is str for values in lists for value in values)
+
+
+def _encode(magic: bytes, header: dict[str, Any], columns: list[array]) -> bytes:
+    text = json.dumps(header).encode()  # ASCII escapes: any string the JSON lines held, even a lone surrogate
+    if struct.pack("=I", 1) != struct.pack("<I", 1):  # pragma: no cover - big-endian hosts
+        columns = [array(column.typecode, column) for column in columns]
+        for column in columns:
+            column.byteswap()
+    body = struct.pack("<I", len(text)) + text + b"".join(column.tobytes() for column in columns)
+    return magic + struct.pack("<H", VERSION) + zlib.compress(body, 6)
+
+
+def _decode(magic: bytes, body: bytes, dtypes: list[str]) -> tuple[dict[str, Any], list[Any]]:
+    import numpy as np
+
+    if body[:4] != magic or len(body) < 6:
+        raise NotPackable("not a packed journey copy of this kind")
+    (version,) = struct.unpack("<H", body[4:6])
+    if version != VERSION:
+        raise NotPackable(f"packed version {version}, this code reads {VERSION}")
+    try:
+        data = zlib.decompress(body[6:])
+        (size,) = struct.unpack("<I", data[:4])
+        header = json.loads(data[4 : 4 + size])
+        rows = int(header["rows"])
+        offset, widths = 4 + size, [np.dtype(dtype).itemsize for dtype in dtypes]
+        if len(data) != offset + sum(widths) * rows:
+            raise NotPackable("a packed copy of the wrong length")
+        columns = []
+        for dtype, width in zip(dtypes, widths, strict=True):
+            columns.append(np.frombuffer(data, dtype, rows, offset))
+            offset += width * rows
+    except (zlib.error, struct.error, ValueError, KeyError, TypeError) as error:
+        raise NotPackable(f"a damaged packed copy: {error}") from error
+    return header, columns
+
+
+def pack_lines(snapshot: str, part: str, lines: Iterable[Mapping[str, Any]]) -> bytes:
+    """A part's packed copy from its decoded lines."""
+    writer = PackedWriter(snapshot, part)
+    for line in lines:
+        writer.add(line)
+    return writer.to_bytes()
+
+
+@dataclass(frozen=True)
+class PackedPart:
+    """A decoded packed copy: the columns as numpy arrays, the people and labels as lists."""
+
+    snapshot: str
+    part: str
+    people: list[str | None]
+    labels: list[tuple[str | None, ...]]
+    person: Any  # numpy uint32
+    label: Any  # numpy uint32
+    micros: Any  # numpy int64
+    entity: Any  # numpy int64
+
+    def __len__(self) -> int:
+        return len(self.micros)
+
+
+def read_packed(body: bytes) -> PackedPart:
+    """Decode a part's packed copy; ``NotPackable`` when it is not one of this version or is damaged."""
+    header, (person, label, micros, entity) = _decode(MAGIC, body, ["<u4", "<u4", "<i8", "<i8"])
+    try:
+        people, labels = list(header["people"]), [tuple(label) for label in header["labels"]]
+    except (KeyError, TypeError) as error:
+        raise NotPackable(f"a damaged packed part: {error}") from error
+    if len(person) and (int(person.max()) >= len(people) or int(label.max()) >= len(labels)):
+        raise NotPackable("a packed part names a person or label it does not list")
+    if not all(len(fields) == len(_LABEL_FIELDS) for fields in labels) or not _strings(people, *labels):
+        raise NotPackable("a packed part's people or labels are not what this version writes")
+    return PackedPart(str(header.get("snapshot")), str(header.get("part")), people, labels, person, label, micros,
+                      entity)  # fmt: skip
+
+
+def drop_rows(body: bytes, doomed: Any) -> tuple[bytes, int]:
+    """A packed copy (of a part or of entities.json.gz) without the lines ``doomed(person_key, entity_type,
+    entity_id)`` names (``forget``), and how many were dropped; the same bytes when none was."""
+    if body[:4] == ENTITIES_MAGIC:
+        entities = read_packed_entities(body)
+        keep = [
+            not doomed(entities.people[person], entities.kinds[kind], entity)
+            for kind, person, entity in zip(
+                entities.kind.tolist(), entities.person.tolist(), entities.entity.tolist(), strict=True
+            )
+        ]
+        if all(keep):
+            return body, 0
+        lines = (
+            {"entity_type": entities.kinds[kind], "entity_id": entity, "person_key": entities.people[person],
+             "lead_id": lead or None}
+            for kind, person, entity, lead, kept in zip(entities.kind.tolist(), entities.person.tolist(),
+                                                        entities.entity.tolist(), entities.lead.tolist(), keep,
+                                                        strict=True)
+            if kept
+        )  # fmt: skip
+        return pack_entities(entities.snapshot, lines), keep.count(False)
+    part = read_packed(body)
+    writer = PackedWriter(part.snapshot, part.part)
+    dropped = 0
+    for person, label, micros, entity in zip(
+        part.person.tolist(), part.label.tolist(), part.micros.tolist(), part.entity.tolist(), strict=True
+    ):
+        key, fields = part.people[person], part.labels[label]
+        if doomed(key, fields[1], entity):
+            dropped += 1
+            continue
+        people, labels = writer.people, writer.labels
+        writer.person.append(people.setdefault(key, len(people)))
+        writer.label.append(labels.setdefault(fields, len(labels)))
+        writer.micros.append(micros)
+        writer.entity.append(entity)
+    return (writer.to_bytes() if dropped else body), dropped
