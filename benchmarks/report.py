@@ -355,7 +355,12 @@ def _build(folder: Path, whole_year: bool, with_journeys: bool = True, out: Path
     from throughline.adapters.report_store import read_spend
     from throughline.report.attribution import read_journeys
     from throughline.report.build import ReportOptions, build_report, default_periods, previous_period
-    from throughline.report.crm import read_rows, read_snapshot
+    from throughline.report.crm import read_snapshot
+
+    try:
+        from throughline.report.crm import read_rows
+    except ImportError:  # an older layers/core (report_identical.py's base): the JSON buckets, as it read them
+        read_rows = read_snapshot  # type: ignore[assignment]
     from throughline.report.funnel import StageBook
     from throughline.report.models import Period
     from throughline.report.rates import RateBook
