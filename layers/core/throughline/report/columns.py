@@ -111,8 +111,12 @@ def decode(data: bytes | None, source: bytes, columns: Sequence[str]) -> Iterato
 
 
 def tuples(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
-    """JSON rows as the copy gives them: a tuple of ``columns``, None for a field a row lacks."""
+    """JSON rows as the copy gives them: a tuple of ``columns``, None for a field a row lacks. A row without the first
+    column (the ID: every row the snapshot's writer keeps has one) is no record: ``KeyError``, as ``row["ID"]``."""
+    first = columns[0] if columns else None
     for row in rows:
+        if first is not None and first not in row:
+            raise KeyError(first)
         yield tuple(map(row.get, columns))
 
 
