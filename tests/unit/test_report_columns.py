@@ -236,3 +236,12 @@ def test_the_copy_lies_outside_every_glue_table_and_athena_partition() -> None:
     for location in locations:
         plain = location.split("${", 1)[0]  # a projection template: the part before its first variable
         assert not columns.key_of("lead", 0).startswith(plain), location
+
+
+def test_a_value_orjson_cannot_hold_leaves_that_bucket_to_the_json() -> None:
+    objects = MemoryObjects()
+    rows = [{"ID": "007", "DATE_CREATE": "2026-11-05T10:00:00+03:00", "STATUS_ID": 2**70}]  # an integer past 64 bits
+    write_snapshot(objects, "lead", [rows])
+    assert columns.key_of("lead", 0) not in objects.data
+    reader = read_rows(objects, "lead")
+    assert [(row[0], row[2]) for row in reader] == [("007", 2**70)] and reader.from_json == 1
