@@ -245,3 +245,16 @@ def test_a_value_orjson_cannot_hold_leaves_that_bucket_to_the_json() -> None:
     assert columns.key_of("lead", 0) not in objects.data
     reader = read_rows(objects, "lead")
     assert [(row[0], row[2]) for row in reader] == [("007", 2**70)] and reader.from_json == 1
+
+
+def test_a_deleted_lead_s_person_keys_leave_the_copy_with_the_bucket() -> None:
+    """What erases a person's lead from the snapshot (Bitrix24's deletion, its crm/deleted mark) erases it from the
+    copy in the same write: no byte of its person keys is left in either."""
+    objects = MemoryObjects()
+    write_snapshot(objects, "lead", [[{"ID": "1", "PERSON_KEYS": ["a" * 64]}, {"ID": "2", "PERSON_KEYS": ["b" * 64]}]])
+    assert b"a" * 64 in gzip.decompress(objects.data[columns.key_of("lead", 0)])
+    _SnapshotWriter(objects, "lead", SnapshotOptions(), replace=False).finish({1})
+    for key in (snapshot_key("lead", 0), columns.key_of("lead", 0)):
+        text = gzip.decompress(objects.data[key])
+        assert b"a" * 64 not in text and b"b" * 64 in text
+    assert [row[0] for row in read_rows(objects, "lead")] == ["2"]
