@@ -1,7 +1,8 @@
 """The ROI report at portal scale: 1 000 000 leads, 200 000 deals, 365 × 1 000 spend rows, built in one process.
 
-The data is written first as the report reads it in production — the CRM snapshot as gzip JSON Lines buckets, spend
-rows as gzip JSON Lines partitions — then a fresh child process reads it all and builds the report and its three
+The data is written first as the report reads it in production — the CRM snapshot as gzip JSON Lines buckets with
+the report's columnar copy of leads and deals (by the snapshot refresh's own writer, ``report.crm.write_snapshot``),
+spend rows as gzip JSON Lines partitions — then a fresh child process reads it all and builds the report and its three
 files. The child prints its CPU and wall time and its own peak memory (VmHWM), the figures to compare with the
 targets: under 30 s of CPU and under 1 000 MB.
 
