@@ -125,8 +125,8 @@ def build_report(
     *,
     period: Period,
     previous: Period,
-    leads: Iterable[Mapping[str, Any]],
-    deals: Iterable[Mapping[str, Any]],
+    leads: Iterable[Mapping[str, Any]] | columns.Rows,
+    deals: Iterable[Mapping[str, Any]] | columns.Rows,
     spend: Iterable[Mapping[str, Any]],
     rates: RateBook,
     stages: StageBook,
@@ -147,7 +147,8 @@ def build_report(
     returning one (the job passes a reader of the snapshot). The one pass dates the wins of deals without
     ``CLOSEDATE`` (needed before the deals) and keeps a compact copy of the moves the funnel needs after them.
     ``wins``: a dict to fill with what :func:`last_wins` gives for that history (the job's segments section dates
-    wins the same way), so a caller need not read the history again."""
+    wins the same way), so a caller need not read the history again. ``leads`` and ``deals``: JSON rows, or the
+    snapshot's columnar copy (``report.crm.read_rows``: tuples, cheaper to read; the same report)."""
     with _collector_paused():
         builder = _Builder(period, previous, rates, options, stages)
         builder.add_spend(spend)
@@ -596,7 +597,7 @@ class _Builder:
             return self._lead_slot[lead_id], self._lead_day[lead_id]
         return self._far_leads.get(lead_id)
 
-    def add_deals(self, deals: Iterable[Mapping[str, Any]]) -> None:
+    def add_deals(self, deals: Iterable[Mapping[str, Any]] | columns.Rows) -> None:
         """First pass: each deal to a compact tuple (its row, when it counts) and every customer's first win; second
         pass: the totals, now that "new customer" can be told."""
         if self.options.simple_crm is None:
