@@ -258,3 +258,27 @@ def test_a_deleted_lead_s_person_keys_leave_the_copy_with_the_bucket() -> None:
         text = gzip.decompress(objects.data[key])
         assert b"a" * 64 not in text and b"b" * 64 in text
     assert [row[0] for row in read_rows(objects, "lead")] == ["2"]
+
+
+class WriterMidRead(MemoryObjects):
+    """Another run rewrites the bucket and its copy between the report's read of the bucket and of its copy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rewrite: list[dict] | None = None
+
+    def get(self, key: str) -> bytes | None:
+        if key.startswith(columns.PREFIX) and self.rewrite is not None:
+            rows, self.rewrite = self.rewrite, None
+            write_snapshot(self, "lead", [rows])
+        return super().get(key)
+
+
+def test_a_bucket_rewritten_while_the_report_reads_it_is_read_whole_from_one_version() -> None:
+    objects = WriterMidRead()
+    write_snapshot(objects, "lead", [[{"ID": "1", "UTM_SOURCE": "vk"}]])
+    objects.rewrite = [{"ID": "1", "UTM_SOURCE": "google"}, {"ID": "2", "UTM_SOURCE": "google"}]
+    reader = read_rows(objects, "lead")
+    assert [(row[0], row[4]) for row in reader] == [("1", "vk")]  # the bucket it read, not the newer copy
+    assert (reader.from_copy, reader.from_json) == (0, 1)
+    assert [(row[0], row[4]) for row in read_rows(objects, "lead")] == [("1", "google"), ("2", "google")]
