@@ -282,3 +282,18 @@ def test_a_bucket_rewritten_while_the_report_reads_it_is_read_whole_from_one_ver
     assert [(row[0], row[4]) for row in reader] == [("1", "vk")]  # the bucket it read, not the newer copy
     assert (reader.from_copy, reader.from_json) == (0, 1)
     assert [(row[0], row[4]) for row in read_rows(objects, "lead")] == [("1", "google"), ("2", "google")]
+
+
+def test_a_bucket_rewritten_without_a_copy_leaves_no_older_copy_behind() -> None:
+    """A bucket rewritten with a value its copy cannot hold (an integer past 64 bits, in the rows as the API gave them)
+    must not keep the copy of its previous version: that one still holds the person keys of a lead deleted since."""
+    objects = MemoryObjects()
+    write_snapshot(objects, "lead", [[{"ID": "1", "PERSON_KEYS": ["a" * 64]}, {"ID": "2", "PERSON_KEYS": ["b" * 64]}]])
+    writer = _SnapshotWriter(objects, "lead", SnapshotOptions(), replace=False)
+    writer.add([{"ID": "2", "STATUS_ID": 2**70, "PERSON_KEYS": ["b" * 64]}])
+    writer.finish({1})  # lead 1 deleted in the portal, lead 2 changed in the same run
+    assert b"a" * 64 not in gzip.decompress(objects.data[snapshot_key("lead", 0)])
+    left = objects.data.get(columns.key_of("lead", 0)) or b""
+    assert not left or b"a" * 64 not in gzip.decompress(left)
+    reader = read_rows(objects, "lead")
+    assert [row[0] for row in reader] == ["2"] and reader.from_json == 1

@@ -382,9 +382,14 @@ class _SnapshotWriter:
         wanted = columns.columns_of(self.entity, self.options.profit_field)
         if wanted is None:
             return
+        key = columns.key_of(self.entity, bucket)
         copy = columns.encode(self.entity, rows, wanted, data)
-        if copy is not None:  # else a value orjson cannot hold: the report reads that bucket's JSON
-            self.objects.put(columns.key_of(self.entity, bucket), copy)
+        if copy is not None:
+            self.objects.put(key, copy)
+        elif self.objects.get(key):
+            # A value orjson cannot hold: the report reads that bucket's JSON. The copy of its previous version is
+            # emptied (the store has no delete here), not left holding records deleted since (their person keys).
+            self.objects.put(key, b"")
 
 
 def _deleted_ids(objects: Objects, entity: str) -> set[int]:
