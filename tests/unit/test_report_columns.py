@@ -297,3 +297,19 @@ def test_a_bucket_rewritten_without_a_copy_leaves_no_older_copy_behind() -> None
     assert not left or b"a" * 64 not in gzip.decompress(left)
     reader = read_rows(objects, "lead")
     assert [row[0] for row in reader] == ["2"] and reader.from_json == 1
+
+
+@pytest.mark.parametrize("rows", ["missing", "a string", "short"])
+def test_a_copy_with_a_broken_row_count_is_not_read(rows: str) -> None:
+    """A hand-edited copy naming the right bucket but no usable row count: read from the JSON, not a crash."""
+    objects = crafted()
+    key = columns.key_of("deal", 0)
+    inflate = __import__("zlib").decompressobj(wbits=31)
+    head = orjson.loads(inflate.decompress(objects.data[key]))
+    if rows == "missing":
+        del head["rows"]
+    else:
+        head["rows"] = "3" if rows == "a string" else 2
+    objects.data[key] = gzip.compress(orjson.dumps(head) + b"\n", mtime=0) + inflate.unused_data
+    reader = read_rows(objects, "deal", "UF_PROFIT")
+    assert [row[0] for row in reader] == ["1", "2", "3"] and (reader.from_copy, reader.from_json) == (0, 1)

@@ -105,7 +105,7 @@ def decode(data: bytes | None, source: bytes, columns: Sequence[str]) -> Iterato
         picked = [stored[column] for column in columns]
     except (OSError, EOFError, zlib.error, orjson.JSONDecodeError, KeyError):
         return None
-    if any(not isinstance(values, list) or len(values) != found["rows"] for values in picked):
+    if any(not isinstance(values, list) or len(values) != found.get("rows") for values in picked):
         return None
     return zip(*picked, strict=True) if picked else iter(())
 
