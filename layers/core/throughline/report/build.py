@@ -22,6 +22,7 @@ moved into that zone first; ``CLOSEDATE`` and spend dates are calendar days and 
 from __future__ import annotations
 
 import gc
+import heapq
 from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -33,7 +34,7 @@ from itertools import repeat
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from throughline.report import metrics
+from throughline.report import columns, metrics
 from throughline.report.attribution import AttributionOptions, Journeys, WonDeal, attribution_section, cohort_rows
 from throughline.report.channels import (
     NO_CAMPAIGN,
@@ -124,8 +125,8 @@ def build_report(
     *,
     period: Period,
     previous: Period,
-    leads: Iterable[Mapping[str, Any]],
-    deals: Iterable[Mapping[str, Any]],
+    leads: Iterable[Mapping[str, Any]] | columns.Rows,
+    deals: Iterable[Mapping[str, Any]] | columns.Rows,
     spend: Iterable[Mapping[str, Any]],
     rates: RateBook,
     stages: StageBook,
@@ -146,7 +147,8 @@ def build_report(
     returning one (the job passes a reader of the snapshot). The one pass dates the wins of deals without
     ``CLOSEDATE`` (needed before the deals) and keeps a compact copy of the moves the funnel needs after them.
     ``wins``: a dict to fill with what :func:`last_wins` gives for that history (the job's segments section dates
-    wins the same way), so a caller need not read the history again."""
+    wins the same way), so a caller need not read the history again. ``leads`` and ``deals``: JSON rows, or the
+    snapshot's columnar copy (``report.crm.read_rows``: tuples, cheaper to read; the same report)."""
     with _collector_paused():
         builder = _Builder(period, previous, rates, options, stages)
         builder.add_spend(spend)
@@ -231,6 +233,8 @@ class _Slot:
     known: bool
     unknown_tag: str | None
     by_content: bool = False  # utm_campaign met no spend: the row depends on utm_content (a campaign id there)
+    medium: str = ""  # its utm_medium (the drill-down's first key)
+    webform: bool = False  # Bitrix24's own CRM form (SOURCE_ID WEBFORM) posted without UTM tags
 
 
 class _Builder:
@@ -413,12 +417,16 @@ class _Builder:
     def slot(self, record: Mapping[str, Any]) -> int:
         tags = (record.get("UTM_SOURCE") or "", record.get("UTM_MEDIUM") or "", record.get("UTM_CAMPAIGN") or "",
                 record.get("SOURCE_ID") or "")  # fmt: skip
+        return self._slot_for(tags, record.get("UTM_CONTENT") or "")
+
+    def _slot_for(self, tags: tuple[str, str, str, str], content: str) -> int:
+        """The slot of (utm_source, utm_medium, utm_campaign, SOURCE_ID), each "" when absent, and utm_content."""
         index = self._slot_index.get(tags)
         if index is None:
             index = self._slot_index[tags] = len(self._slots)
             self._slots.append(self._new_slot(*tags))
         if self._slots[index].by_content:
-            return self._content_slot(tags, record.get("UTM_CONTENT") or "")
+            return self._content_slot(tags, content)
         return index
 
     def _content_slot(self, tags: tuple[str, str, str, str], content: str) -> int:
@@ -470,32 +478,38 @@ class _Builder:
             )
         # The canonical source, as the rows group it: "Partner-XYZ " and "partner-xyz" are one unknown tag, not two.
         unknown = origin.source if utm_source.strip() and not is_known_source(origin.source) else None
-        return _Slot(campaign, origin.known, unknown)
+        return _Slot(campaign, origin.known, unknown, medium=utm_medium,
+                     webform=source_id == "WEBFORM" and not (utm_source or utm_medium))  # fmt: skip
 
-    def add_leads(self, leads: Iterable[Mapping[str, Any]]) -> None:
-        # The hot loop of the report (a million leads): lookups are bound to locals, the common case is two dict hits,
-        # and a lead of the period costs a few more (its drill-down cell, its status, its person keys); its day in the
-        # dynamics is counted per (slot, day) here and handed to the book once, after the loop.
+    def add_leads(self, leads: Iterable[Mapping[str, Any]] | columns.Rows) -> None:
+        """Leads as JSON rows, or as tuples of ``columns.LEAD_COLUMNS`` (``crm.read_rows``: the columnar copy)."""
+        # The hot loop of the report (a million leads): a lead is a tuple unpacked into locals, the common case is
+        # two dict hits, and a lead of the period costs a few more (its drill-down cell, its status, its person keys).
+        # What depends only on its row (the row's lead count, known source, unknown tag, web form) is counted per
+        # (slot, day) here and added to the rows, the data quality and the dynamics once, after the loop.
         slots, slot_index, days = self._slots, self._slot_index, self._days
         lead_slot, lead_day, far = self._lead_slot, self._lead_day, self._far_leads
         seen, simple = self._leads_seen, self.simple  # simple mode set by the portal (leads left from before it)
-        statuses, unknown_tags, person_keys = self.lead_statuses, self.unknown_tags, self._person_keys
+        person_keys = self._person_keys
         add_key = person_keys.add
-        total, with_source, webform, duplicates = 0, 0, 0, 0
+        duplicates = 0
         by_day: dict[int, int] = {}  # slot << DAY_BITS | day ordinal → leads of the period
-        for lead in leads:
-            get = lead.get
-            tags = (get("UTM_SOURCE") or "", get("UTM_MEDIUM") or "", get("UTM_CAMPAIGN") or "", get("SOURCE_ID") or "")
+        previous: dict[int, int] = {}  # slot → leads of the previous period
+        cells: dict[tuple[int, str, str], int] = {}  # (slot, utm_content, utm_term) → leads of the period
+        statuses: dict[str, int] = {}
+        for (lead_id, created, status, source_id, utm_source, utm_medium, utm_campaign, utm_content, utm_term,
+             keys) in _rows(leads, columns.LEAD_COLUMNS):  # fmt: skip
+            tags = (utm_source or "", utm_medium or "", utm_campaign or "", source_id or "")
             index = slot_index.get(tags)
             if index is None:
-                index = self.slot(lead)
+                index = self._slot_for(tags, utm_content or "")
             elif slots[index].by_content:  # its row is its utm_content's: looked up at once, as ``slot`` would
-                index = slot_index.get((*tags, get("UTM_CONTENT") or ""))
+                index = slot_index.get((*tags, utm_content or ""))
                 if index is None:
-                    index = self.slot(lead)
-            created = get("DATE_CREATE") or ""
+                    index = self._slot_for(tags, utm_content or "")
+            created = created or ""
             which, ordinal = days.get(created[:10] + created[19:]) or self.day(created, moment=True)
-            lead_id = int(lead["ID"])
+            lead_id = int(lead_id)
             seen += 1
             if lead_id >= len(lead_slot):
                 # The arrays stay dense: they grow only while IDs are near the number of leads read (a portal that
@@ -512,25 +526,14 @@ class _Builder:
                 lead_day[lead_id] = ordinal
             if which is None or simple:  # simple mode: the deal is the request; a lead only lends it its tags
                 continue
-            slot = slots[index]
-            campaign = slot.campaign
-            campaign.totals[which].leads += 1
             if which != CURRENT:
+                previous[index] = previous.get(index, 0) + 1
                 continue
-            drill = campaign.drill
-            key = (tags[1], get("UTM_CONTENT") or "", get("UTM_TERM") or "")
-            cell = drill.get(key)
-            if cell is None:
-                cell = drill[key] = [0, 0, 0, ZERO]
-            cell[0] += 1
-            statuses[str(get("STATUS_ID") or "")] += 1
-            total += 1
-            with_source += slot.known
-            if slot.unknown_tag:
-                unknown_tags[slot.unknown_tag] += 1
-            if tags[3] == "WEBFORM" and not (tags[0] or tags[1]):
-                webform += 1
-            keys = get("PERSON_KEYS")
+            key = (index, utm_content or "", utm_term or "")
+            cells[key] = cells.get(key, 0) + 1
+            if status.__class__ is not str:
+                status = str(status or "")
+            statuses[status] = statuses.get(status, 0) + 1
             if keys:
                 if keys.__class__ is list and len(keys) == 1:  # nearly every lead: one lookup and add, not
                     # isdisjoint and update
@@ -546,12 +549,27 @@ class _Builder:
             day_key = index << DAY_BITS | ordinal
             by_day[day_key] = by_day.get(day_key, 0) + 1
         self._leads_seen = seen
-        self.leads_total += total
-        self.leads_with_source += with_source
-        self.webform_leads_without_tags += webform
         self.duplicates += duplicates
+        self.lead_statuses.update(statuses)
+        for index, count in previous.items():
+            slots[index].campaign.totals[PREVIOUS].leads += count
+        current: dict[int, int] = {}  # slot → leads of the period, in the order the slots first had one
         for day_key, count in by_day.items():
-            self.dynamics.lead(slots[day_key >> DAY_BITS].campaign, day_key & DAY_MASK, count)
+            index = day_key >> DAY_BITS
+            current[index] = current.get(index, 0) + count
+            self.dynamics.lead(slots[index].campaign, day_key & DAY_MASK, count)
+        for index, count in current.items():
+            slot = slots[index]
+            slot.campaign.totals[CURRENT].leads += count
+            self.leads_total += count
+            self.leads_with_source += count if slot.known else 0
+            if slot.unknown_tag:  # first met in the order the leads first met them (most_common breaks ties so)
+                self.unknown_tags[slot.unknown_tag] += count
+            if slot.webform:
+                self.webform_leads_without_tags += count
+        for (index, content, term), count in cells.items():
+            slot = slots[index]
+            self._drill(slot.campaign, (slot.medium, content, term))[0] += count
 
     @staticmethod
     def _drill(campaign: _Campaign, key: tuple[str, str, str]) -> list[Any]:
@@ -579,7 +597,7 @@ class _Builder:
             return self._lead_slot[lead_id], self._lead_day[lead_id]
         return self._far_leads.get(lead_id)
 
-    def add_deals(self, deals: Iterable[Mapping[str, Any]]) -> None:
+    def add_deals(self, deals: Iterable[Mapping[str, Any]] | columns.Rows) -> None:
         """First pass: each deal to a compact tuple (its row, when it counts) and every customer's first win; second
         pass: the totals, now that "new customer" can be told."""
         if self.options.simple_crm is None:
@@ -590,14 +608,18 @@ class _Builder:
         first_won: dict[str, tuple[int, int]] = {}  # customer → (day, deal ID) of their first won deal
         converted: set[int] = set()  # leads that became a deal: counted once however many deals they have
         compact = []
-        for deal in deals:
-            created_which, created = self.day(deal.get("DATE_CREATE"), moment=True)
-            won = deal.get("STAGE_SEMANTIC_ID") == "S"
-            won_which, closed = self._closed(deal) if won else (None, 0)
-            customer, deal_id = _customer(deal), int(deal["ID"])
+        wanted = columns.columns_of("deal", self.options.profit_field) or ()
+        profit_at = wanted.index(self.options.profit_field) if self.options.profit_field else None
+        for row in _rows(deals, wanted):
+            (deal_id, created, category, stage, semantic, opportunity, currency, closedate, lead_id, contact, company,
+             source_id, utm_source, utm_medium, utm_campaign, utm_content, utm_term) = row[:17]  # fmt: skip
+            created_which, created = self.day(created, moment=True)
+            won = semantic == "S"
+            won_which, closed = self._closed(closedate, deal_id) if won else (None, 0)
+            customer, deal_id = _customer_of(contact, company, deal_id), int(deal_id)
             if won and closed and (customer not in first_won or (closed, deal_id) < first_won[customer]):
                 first_won[customer] = (closed, deal_id)
-            lead_id = int(deal.get("LEAD_ID") or 0)
+            lead_id = int(lead_id or 0)
             if lead_id and lead_id not in converted and not self.simple:
                 found = self._lead_of(lead_id)
                 if found is not None and (which := self._which(found[1])) is not None:
@@ -607,14 +629,15 @@ class _Builder:
             if found is not None:
                 index, started = found
             else:  # a deal typed in the CRM: its journey's crm_deal touch takes this row's channel
-                index, started = self.slot(deal), created
+                tags = (utm_source or "", utm_medium or "", utm_campaign or "", source_id or "")
+                index, started = self._slot_for(tags, utm_content or ""), created
                 self._remember_deal(deal_id, index)
+            currency = str(currency or "")
             if won and closed and closed <= self._end:
-                amount, _ = _amount(deal.get("OPPORTUNITY"))
+                amount, _ = _amount(opportunity)
                 revenue = None
                 if amount is not None:
-                    revenue = self._money(amount, str(deal.get("CURRENCY_ID") or ""),
-                                          date.fromordinal(closed).isoformat())  # fmt: skip
+                    revenue = self._money(amount, currency, date.fromordinal(closed).isoformat())
                 if revenue is not None:
                     campaign = self._slots[index].campaign
                     self.won_to_date.append(WonDeal(deal_id, lead_id, date.fromordinal(closed), revenue, customer,
@@ -622,13 +645,13 @@ class _Builder:
             if created_which is None and won_which is None:
                 continue
             if created_which == CURRENT:
-                category, stage = int(deal.get("CATEGORY_ID") or 0), str(deal.get("STAGE_ID") or "")
+                category, stage = int(category or 0), str(stage or "")
                 self.deal_stages[category][stage] += 1
                 self.period_deals[deal_id] = (category, stage)
-            profit = deal.get(self.options.profit_field) if self.options.profit_field else None
-            drill = (deal.get("UTM_MEDIUM") or "", deal.get("UTM_CONTENT") or "", deal.get("UTM_TERM") or "")
-            compact.append((index, created_which, won_which, closed, started, customer, deal.get("OPPORTUNITY"),
-                            str(deal.get("CURRENCY_ID") or ""), profit, drill, deal_id, lead_id))  # fmt: skip
+            profit = row[profit_at] if profit_at is not None else None
+            drill = (utm_medium or "", utm_content or "", utm_term or "")
+            compact.append((index, created_which, won_which, closed, started, customer, opportunity, currency, profit,
+                            drill, deal_id, lead_id))  # fmt: skip
         for (index, created_which, won_which, closed, started, customer, raw, currency, profit, drill, deal_id,
              lead_id) in compact:  # fmt: skip
             slot = self._slots[index]
@@ -722,12 +745,12 @@ class _Builder:
             return self._deal_rows[deal_id] - 1
         return self._far_deals.get(deal_id)
 
-    def _closed(self, deal: Mapping[str, Any]) -> tuple[int | None, int]:
+    def _closed(self, closedate: Any, deal_id: Any) -> tuple[int | None, int]:
         """A won deal's day: its ``CLOSEDATE``, else its last move into a success stage in the stage history; never
         ``DATE_MODIFY`` (any later edit would move the revenue to another month). Without either: in no period."""
-        if deal.get("CLOSEDATE"):
-            return self.day(deal["CLOSEDATE"])
-        won_at = self.win_moments.get(int(deal["ID"]))
+        if closedate:
+            return self.day(closedate)
+        won_at = self.win_moments.get(int(deal_id))
         if won_at:
             return self.day(won_at, moment=True)
         self.won_without_date += 1
@@ -1065,10 +1088,22 @@ def won_day(deal: Mapping[str, Any], wins: Mapping[int, str], zone: ZoneInfo) ->
 
 def _customer(deal: Mapping[str, Any]) -> str:
     """The contact; without one, the company (its deals are one customer's); without either, the deal itself."""
-    contact, company = deal.get("CONTACT_ID"), deal.get("COMPANY_ID")
+    return _customer_of(deal.get("CONTACT_ID"), deal.get("COMPANY_ID"), deal.get("ID"))
+
+
+def _customer_of(contact: Any, company: Any, deal_id: Any) -> str:
     if contact and str(contact) != "0":
         return f"c{contact}"
-    return f"o{company}" if company and str(company) != "0" else f"d{deal.get('ID')}"
+    return f"o{company}" if company and str(company) != "0" else f"d{deal_id}"
+
+
+def _rows(records: Iterable[Mapping[str, Any]] | columns.Rows, wanted: tuple[str, ...]) -> Iterable[tuple[Any, ...]]:
+    """Records as tuples of ``wanted``: the columnar reader's own (asked again for other columns), or JSON rows'."""
+    if isinstance(records, columns.Rows):
+        if records.columns == wanted:
+            return records
+        return columns.Rows(records.objects, records.entity, wanted, records.snapshot_prefix)
+    return columns.tuples(records, wanted)
 
 
 MAX_AMOUNT = Decimal("1e16")  # Bitrix24 keeps OPPORTUNITY as DECIMAL(18,2): anything past it is no money
@@ -1152,12 +1187,25 @@ DRILLDOWN_LIMIT = 50
 
 def _drilldown(campaign: _Campaign) -> list[Drilldown]:
     """The campaign's medium × content × term cells, most leads first; past the first fifty, one "(другие)" cell."""
-    cells = sorted(campaign.drill.items(), key=lambda item: (-item[1][0], -item[1][3], item[0]))
-    if len(cells) > DRILLDOWN_LIMIT:
-        rest = [0, 0, 0, ZERO]
-        for _, values in cells[DRILLDOWN_LIMIT - 1 :]:
-            rest = [total + value for total, value in zip(rest, values, strict=True)]
-        cells = [*cells[: DRILLDOWN_LIMIT - 1], (("(другие)", "", ""), rest)]
+    # Ordered by (-leads, -revenue, cell): decorated in one pass (no key function called per cell), and past the
+    # limit only the first 49 picked out (a campaign of a year has a thousand cells); the rest is summed whatever
+    # its order (integers and kopecks: exact).
+    order = [(-values[0], -values[3], key, values) for key, values in campaign.drill.items()]
+    if len(order) > DRILLDOWN_LIMIT:
+        first = heapq.nsmallest(DRILLDOWN_LIMIT - 1, order)
+        shown = {key for _, _, key, _ in first}
+        leads_rest, deals_rest, won_rest, revenue_rest = 0, 0, 0, ZERO
+        for key, (leads, deals, won, revenue) in campaign.drill.items():
+            if key not in shown:
+                leads_rest += leads
+                deals_rest += deals
+                won_rest += won
+                revenue_rest += revenue
+        rest = [leads_rest, deals_rest, won_rest, revenue_rest]
+        cells = [*((key, values) for _, _, key, values in first), (("(другие)", "", ""), rest)]
+    else:
+        order.sort()
+        cells = [(key, values) for _, _, key, values in order]
     return [
         Drilldown(
             medium=medium,

@@ -16,7 +16,7 @@ from throughline.config import Settings
 from throughline.report.attribution import AttributionOptions, read_journeys
 from throughline.report.build import ReportOptions, build_report, default_periods, previous_period
 from throughline.report.conversions import with_conversions
-from throughline.report.crm import HISTORY, SnapshotOptions, read_snapshot, refresh_snapshot
+from throughline.report.crm import HISTORY, SnapshotOptions, read_rows, read_snapshot, refresh_snapshot
 from throughline.report.funnel import StageBook
 from throughline.report.models import Period, RoiReport
 from throughline.report.rates import RateBook
@@ -128,8 +128,9 @@ def _run(
     report = build_report(
         period=period,
         previous=previous,
-        leads=read_snapshot(objects, "lead"),
-        deals=read_snapshot(objects, "deal"),
+        # Leads and deals from the snapshot's columnar copy (report.columns), bucket by bucket where it is current.
+        leads=read_rows(objects, "lead"),
+        deals=read_rows(objects, "deal", settings.report_profit_field),
         stage_history=lambda: read_snapshot(objects, HISTORY),  # read once: wins without CLOSEDATE, the funnel
         spend=read_spend(objects, earliest, latest),
         rates=rates,
