@@ -3,7 +3,11 @@ approximate counts (visible, in flight, delayed), without GetQueueAttributes wal
 
 from __future__ import annotations
 
+import threading
+import time
+
 import boto3
+import requests
 
 from local.stack import LocalStack
 
@@ -23,3 +27,46 @@ def test_the_backend_count_equals_the_apis_visible_in_flight_and_delayed(stack: 
     assert stack._depth(None, url) == 3  # counted in the backend: no API call (no client to make one)
     sqs.purge_queue(QueueUrl=url)
     assert stack._depth(sqs, url) == LocalStack.queue_depth(sqs, url) == 0
+
+
+def test_the_pollers_ask_moto_only_when_a_message_is_receivable(make_stack, monkeypatch) -> None:
+    """An idle consumed queue costs no ReceiveMessage (it cost one per poller every 0.2 s, each walking every message
+    in flight with two clock reads); a form posted is received and written all the same."""
+    from moto.sqs.models import SQSBackend
+
+    receives: list[str] = []
+    original = SQSBackend.receive_message
+
+    def counted(self, queue_name, *args, **kwargs):
+        receives.append(queue_name)
+        return original(self, queue_name, *args, **kwargs)
+
+    monkeypatch.setattr(SQSBackend, "receive_message", counted)
+    stack = make_stack()  # its two pollers consume the writes queue
+    time.sleep(1.5)  # the former pollers asked about 2 x 7 times in this while
+    assert receives == []
+    form = {"name": "Вера", "phone": "+7 916 700-00-02"}
+    assert requests.post(f"{stack.url}/v1/forms/contact/submissions", json=form, timeout=30).status_code == 202
+    assert stack.wait_until_idle(timeout=60)
+    [lead] = stack.sandbox.entities("lead")
+    assert lead["PHONE"][0]["VALUE"] == "+79167000002"
+    assert receives and len(receives) <= 3  # the message's receive (and at most one race of the two pollers)
+
+
+def test_receivable_means_visible_and_not_delayed(stack: LocalStack) -> None:
+    sqs = boto3.client("sqs")
+    url = sqs.create_queue(QueueName="receivable-check")["QueueUrl"]
+    assert stack._receivable(url, pause=False) is False  # empty
+    sqs.send_message(QueueUrl=url, MessageBody="delayed", DelaySeconds=600)
+    assert stack._receivable(url, pause=False) is False
+    sqs.send_message(QueueUrl=url, MessageBody="visible")
+    assert stack._receivable(url, pause=False) is True
+    [message] = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=600)["Messages"]
+    assert message["Body"] == "visible"
+    assert stack._receivable(url, pause=False) is False  # in flight
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+    time.sleep(0.01)
+    assert stack._receivable(url, pause=False) is True  # visible again
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    threading.Timer(0.05, lambda: sqs.send_message(QueueUrl=url, MessageBody="sent while it waits")).start()
+    assert stack._receivable(url, pause=False) is True
