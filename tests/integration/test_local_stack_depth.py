@@ -70,3 +70,21 @@ def test_receivable_means_visible_and_not_delayed(stack: LocalStack) -> None:
     sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     threading.Timer(0.05, lambda: sqs.send_message(QueueUrl=url, MessageBody="sent while it waits")).start()
     assert stack._receivable(url, pause=False) is True
+
+
+def test_moto_looks_up_the_backend_of_a_host_once(make_stack, monkeypatch) -> None:
+    """moto's server found the backend for each request's host by listing its package's folders (a stat each) and
+    matching every service's URL patterns: the stack's dispatcher keeps the answer per host."""
+    from moto import backends
+
+    listings: list[int] = []
+    original = backends.list_of_moto_modules
+    monkeypatch.setattr(backends, "list_of_moto_modules", lambda: listings.append(1) or original())
+    stack = make_stack(poll_queues=False)  # provisioning calls S3, SQS, DynamoDB, Secrets Manager, ...
+    after_start = len(listings)
+    assert 0 < after_start <= 12  # once per service host, not once per request
+    sqs, dynamodb = boto3.client("sqs"), boto3.client("dynamodb")
+    for _ in range(5):
+        assert stack.resources.physical["WritesQueue"] in sqs.list_queues()["QueueUrls"]
+        assert stack.resources.physical["JourneyTable"] in dynamodb.list_tables()["TableNames"]
+    assert len(listings) == after_start
