@@ -282,6 +282,7 @@ class LocalStack:
             import logging
 
             logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
+            _count_sqs_messages_at_one_instant()
             self._moto = _guarded_moto_server(ip_address="127.0.0.1", port=0, verbose=False)
             self._moto.start()
             host, port = self._moto.get_host_and_port()
@@ -522,6 +523,43 @@ def _guarded_moto_server(**options: Any) -> Any:
             self._server.serve_forever(poll_interval=0.05)  # stop() returns within 50 ms, not moto's 0.5 s
 
     return GuardedMotoServer(**options)
+
+
+def _count_sqs_messages_at_one_instant() -> None:
+    """moto's SQS queue counts its visible, in-flight and delayed messages by asking each message whether it is
+    visible or delayed, and each answer reads the clock (a datetime built and subtracted from the epoch). Its queue
+    attributes hold all three counts, and a FIFO SendMessage builds them four times (to read
+    ContentBasedDeduplication), a ReceiveMessage walks the visible ones: under a backlog of 500 messages, sending
+    them cost 7 s of CPU and receiving them 4 s. Here each count reads the clock once and compares every message
+    with that instant (the same comparisons as Message.visible and Message.delayed): 2.3 s and 0.7 s."""
+    from moto.sqs import models
+
+    queue = models.Queue
+    if getattr(queue, "_local_one_instant", False):
+        return
+
+    def visible(message: Any, now: float) -> bool:
+        return now > message.visible_at  # Message.visible
+
+    def delayed(message: Any, now: float) -> bool:
+        return now < message.delayed_until  # Message.delayed
+
+    def receivable(self: Any) -> list[Any]:
+        now = models.unix_time_millis()
+        return [m for m in self._messages if visible(m, now) and not delayed(m, now)]
+
+    def not_visible(self: Any) -> int:
+        now = models.unix_time_millis()
+        return sum(1 for m in self._messages if not visible(m, now))
+
+    def delayed_count(self: Any) -> int:
+        now = models.unix_time_millis()
+        return sum(1 for m in self._messages if delayed(m, now))
+
+    queue.messages = property(receivable)
+    queue.approximate_number_of_messages_not_visible = property(not_visible)
+    queue.approximate_number_of_messages_delayed = property(delayed_count)
+    queue._local_one_instant = True
 
 
 _metrics_lock = threading.RLock()

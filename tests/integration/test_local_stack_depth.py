@@ -88,3 +88,42 @@ def test_moto_looks_up_the_backend_of_a_host_once(make_stack, monkeypatch) -> No
         assert stack.resources.physical["WritesQueue"] in sqs.list_queues()["QueueUrls"]
         assert stack.resources.physical["JourneyTable"] in dynamodb.list_tables()["TableNames"]
     assert len(listings) == after_start
+
+
+def test_moto_counts_a_queues_messages_at_one_instant(stack: LocalStack, monkeypatch) -> None:
+    """The counts equal the API's (visible, in flight, delayed), and each reads the clock once, not once or twice per
+    message: a FIFO SendMessage builds them four times, so a backlog made every send slower."""
+    from moto.sqs import models
+
+    sqs = boto3.client("sqs")
+    url = sqs.create_queue(QueueName="instant-check.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    for n in range(30):
+        sqs.send_message(QueueUrl=url, MessageBody=f"m{n}", MessageGroupId=f"g{n}", MessageDeduplicationId=f"d{n}")
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=600)["Messages"]
+    assert len(received) == 10
+    standard = sqs.create_queue(QueueName="instant-check-delays")["QueueUrl"]
+    for n in range(4):
+        sqs.send_message(QueueUrl=standard, MessageBody=f"later {n}", DelaySeconds=600)
+    sqs.send_message(QueueUrl=standard, MessageBody="now")
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
+    counts = {
+        queue_url: [
+            int(v)
+            for v in map(sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"].get, names)
+        ]
+        for queue_url in (url, standard)
+    }
+    # 20 visible and 10 in flight; 1 visible and 4 delayed (not counted in flight, as in SQS)
+    assert counts == {url: [20, 10, 0], standard: [1, 0, 4]}
+
+    reads: list[int] = []
+    clock = models.unix_time_millis
+    monkeypatch.setattr(models, "unix_time_millis", lambda *args: reads.append(1) or clock(*args))
+    queue = stack._backend_queue(url)
+    assert (len(queue.messages), queue.approximate_number_of_messages_not_visible) == (20, 10)
+    assert queue.approximate_number_of_messages_delayed == 0
+    assert len(reads) == 3
