@@ -58,8 +58,7 @@ def lambda_handler(event: dict, context: object) -> dict:
         logger.warning("form posted from an origin not in ALLOWED_ORIGINS", extra={"origin": origin[:200]})
         metrics.add_metric(name="PostsFromUnlistedOrigins", unit=MetricUnit.Count, value=1)
 
-    capture, idempotency_config = capture_from_settings(settings)
-    idempotency_config.register_lambda_context(context)
+    capture = capture_from_settings(settings)
     try:
         accepted = capture.receive(
             request.path_parameters.get("form_id", ""),
