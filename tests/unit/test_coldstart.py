@@ -103,3 +103,15 @@ def test_the_http_functions_import_without_a_collector_pass_in_lambda_only(funct
     assert imported(LAMBDA) == {"passes": 0, "enabled": False}  # off from before boto3 to the first call
     elsewhere = imported(None)
     assert elsewhere["enabled"] and elsewhere["passes"] > 0
+
+
+def test_the_capture_path_imports_phonenumbers_only_for_a_phone():
+    """An e-mail-only form's cold start does not pay phonenumbers' import (~15 ms: every module, every region)."""
+    probe = (
+        "import sys; from throughline.capture import forms, receive; from throughline import contacts; "
+        "assert 'phonenumbers' not in sys.modules; contacts.normalize_email('Ivan@Example.ru'); "
+        "assert 'phonenumbers' not in sys.modules; print(contacts.normalize_phone('8 916 123-45-67'))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers/core")}
+    output = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert output.stdout.strip() == "+79161234567"
