@@ -141,3 +141,19 @@ def test_a_twin_that_finds_the_claim_in_progress_stores_the_same_submission(stac
     assert depth(stack) == 1
     [message] = boto3.client("sqs").receive_message(QueueUrl=stack.resources.physical["WritesQueue"])["Messages"]
     assert json.loads(message["Body"])["submission"]["submission_id"] == first.submission_id
+
+
+def test_a_completed_claim_past_its_window_gives_way_to_a_new_submission(stack):
+    settings = get_settings()
+    now = [1_780_000_000.0]
+    claims = SubmissionClaims(settings.idempotency_table, settings.person_key_secret, 600, clock=lambda: now[0])
+    first = claims.claim("fingerprint", "first", "2026-06-01T10:00:00+00:00")
+    assert (first.submission_id, first.completed) == ("first", False)
+    claims.complete("fingerprint")
+    now[0] += 600  # the last second of the window: still the first one, queued
+    assert claims.claim("fingerprint", "second", "2026-06-01T10:10:00+00:00").submission_id == "first"
+    assert claims.claim("fingerprint", "second", "2026-06-01T10:10:00+00:00").completed
+    now[0] += 1  # past it: a new submission, not yet queued (the mark went with the old item)
+    later = claims.claim("fingerprint", "second", "2026-06-01T10:10:01+00:00")
+    assert (later.submission_id, later.completed) == ("second", False)
+    assert claims.claimed("fingerprint") == "second"
