@@ -177,7 +177,13 @@ def build_layer(target: Path, source: Path, *, compile_it: bool) -> Path:
 
 def _variant(layer: Path, function: str) -> tuple[list[str], dict[str, str]]:
     path = f"{layer / 'task' / function}:{layer / 'layer' / 'python'}"
-    environment = {"PYTHONPATH": path, "AWS_LAMBDA_FUNCTION_NAME": function, "POWERTOOLS_SERVICE_NAME": function}
+    # AWS_EXECUTION_ENV as Lambda sets it for the runtime (throughline.coldstart reads it).
+    environment = {
+        "PYTHONPATH": path,
+        "AWS_LAMBDA_FUNCTION_NAME": function,
+        "POWERTOOLS_SERVICE_NAME": function,
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}",
+    }
     return ["-c", _PROBE], environment
 
 

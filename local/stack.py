@@ -606,13 +606,11 @@ def _reset_process_caches() -> None:
     from throughline.adapters import aws
     from throughline.alerts import realtime
     from throughline.bitrix24 import portal
-    from throughline.capture import receive
     from throughline.writer import queued
 
     config.reset_settings_cache()
     aws.reset_clients()
     realtime.reset_cache()  # the writer's rules, cached per bucket name: a new stack's bucket has the same name
-    receive.idempotency_for.cache_clear()
     portal.reset_portal_state()
     queued.reset_portal_states()
 

@@ -7,6 +7,10 @@ No Tracer and no Bitrix24 call on this path: Bitrix24 widens its intervals for s
 
 from __future__ import annotations
 
+# isort: off
+from throughline import coldstart  # first of all: no garbage collector until the first call is answered
+# isort: on
+
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -18,6 +22,7 @@ from throughline.observability import logger, metrics
 
 
 # log_event=False whatever POWERTOOLS_LOGGER_LOG_EVENT says: the body carries the application token.
+@coldstart.after_first_call
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: object) -> dict:

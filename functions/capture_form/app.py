@@ -11,6 +11,10 @@ tracing still records the invocation).
 
 from __future__ import annotations
 
+# isort: off
+from throughline import coldstart  # first of all: no garbage collector until the first call is answered
+# isort: on
+
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -29,6 +33,7 @@ from throughline.observability import logger, metrics
 
 
 # log_event=False whatever POWERTOOLS_LOGGER_LOG_EVENT says: the event holds the phone and e-mail unmasked.
+@coldstart.after_first_call
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: object) -> dict:
@@ -53,8 +58,7 @@ def lambda_handler(event: dict, context: object) -> dict:
         logger.warning("form posted from an origin not in ALLOWED_ORIGINS", extra={"origin": origin[:200]})
         metrics.add_metric(name="PostsFromUnlistedOrigins", unit=MetricUnit.Count, value=1)
 
-    capture, idempotency_config = capture_from_settings(settings)
-    idempotency_config.register_lambda_context(context)
+    capture = capture_from_settings(settings)
     try:
         accepted = capture.receive(
             request.path_parameters.get("form_id", ""),

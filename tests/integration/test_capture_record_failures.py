@@ -1,17 +1,20 @@
-"""The idempotency record may fail to save after the raw copy and the message are stored (or an attempt may die
-between the two): the sender still gets its submission id, and a retry of the same post stores the same submission
-again — one raw copy, one queued message — never a second lead."""
+"""The claim of a post's content may fail to be marked completed after the raw copy and the message are stored (or an
+attempt may die between the two): the sender still gets its submission id, and a retry of the same post stores the
+same submission again — one raw copy, one queued message — never a second lead. And a new post costs one DynamoDB
+write for it (issue 15 #9: the claim carries the double-submit answer the Powertools idempotency record gave)."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from botocore.exceptions import ClientError
 
+from throughline.adapters import aws
+from throughline.adapters.submission_claims import SubmissionClaims
 from throughline.adapters.writes_queue import WritesQueue
 from throughline.capture.receive import capture_from_settings
 from throughline.config import get_settings
@@ -20,8 +23,8 @@ BODY = json.dumps({"name": "Иван", "phone": "+79161234567", "utm_source": "y
 THROTTLED = ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}, "op")
 
 
-def receive(capture):
-    return capture.receive("contact", BODY, "application/json", {})
+def receive(capture, body: bytes = BODY, source_ip: str | None = None):
+    return capture.receive("contact", body, "application/json", {}, source_ip=source_ip)
 
 
 def depth(stack) -> int:
@@ -32,40 +35,29 @@ def raw_copies(bucket: str) -> list[str]:
     return [item["Key"] for item in boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
-def forget_powertools_records(table: str) -> None:
-    """What a retry meets once the stuck in-progress record has expired: Powertools runs the post afresh."""
-    dynamodb = boto3.client("dynamodb")
-    for item in dynamodb.scan(TableName=table)["Items"]:
-        if not item["id"]["S"].startswith("claim#"):
-            dynamodb.delete_item(TableName=table, Key={"id": item["id"]})
-
-
 @pytest.fixture
 def capture(stack):
     settings = get_settings()
-    return capture_from_settings(settings)[0]
+    return capture_from_settings(settings)
 
 
-def test_a_record_that_fails_to_save_after_the_message_is_queued_still_answers_and_a_retry_queues_nothing(
-    stack, capture, monkeypatch
-):
+def test_a_claim_not_marked_completed_still_answers_and_a_retry_queues_nothing(stack, capture, monkeypatch):
     settings = get_settings()
 
     def fail(*args, **kwargs):
         raise THROTTLED
 
     with monkeypatch.context() as patch:
-        patch.setattr(DynamoDBPersistenceLayer, "_update_record", fail)
-        first = receive(capture)  # was: IdempotencyPersistenceLayerError, answered 503, so the site posted again
+        patch.setattr(SubmissionClaims, "complete", fail)
+        first = receive(capture)  # was (issue 15 #15): answered 503, so the site posted again
     assert first.submission_id and not first.duplicate
     assert depth(stack) == 1 and raw_copies(settings.data_bucket) == []  # the copy travels in the message
 
-    forget_powertools_records(settings.idempotency_table)
-    retry = receive(capture)
+    retry = receive(capture)  # finds the claim not completed: stores the same submission again
     assert retry.submission_id == first.submission_id  # the same submission, not a second one
-    assert depth(stack) == 1
+    assert depth(stack) == 1  # the FIFO queue dropped the repeat (same deduplication id)
     assert raw_copies(settings.data_bucket) == []
-    assert receive(capture).submission_id == first.submission_id  # and the record now answers doubles again
+    assert receive(capture).submission_id == first.submission_id  # and the claim now answers doubles again
     assert depth(stack) == 1
 
 
@@ -95,7 +87,73 @@ def test_claims_hold_no_personal_data_and_expire_with_the_window(stack, capture)
     receive(capture)
     items = boto3.client("dynamodb").scan(TableName=settings.idempotency_table)["Items"]
     [claim] = [item for item in items if item["id"]["S"].startswith("claim#")]
-    assert set(claim) == {"id", "submission_id", "received_at", "expiration"}
+    assert set(claim) == {"id", "submission_id", "received_at", "expiration", "state"}
+    assert claim["state"] == {"S": "completed"}
     assert "79161234567" not in json.dumps(claim) and "Иван" not in json.dumps(claim, ensure_ascii=False)
     assert len(claim["id"]["S"]) == len("claim#") + 64
     assert 0 < int(claim["expiration"]["N"]) - time.time() <= settings.double_submit_window_seconds
+
+
+@pytest.fixture
+def calls(stack):
+    """The AWS operations the capture's clients make from here on."""
+    counted: Counter = Counter()
+    clients = [aws.client(service) for service in ("dynamodb", "sqs")]
+    for client in clients:
+        client.meta.events.register(
+            "before-call", lambda model, **kwargs: counted.update([model.name]), unique_id="count-calls"
+        )
+    yield counted
+    for client in clients:
+        client.meta.events.unregister("before-call", unique_id="count-calls")
+
+
+def test_a_new_post_costs_the_two_counters_one_claim_its_mark_and_one_message(stack, capture, calls):
+    first = receive(capture, source_ip="203.0.113.7")
+    # was: PutItem ×2 (the Powertools record, the claim) and UpdateItem ×3 (the counters, the record's completion)
+    assert calls == {"UpdateItem": 3, "PutItem": 1, "SendMessage": 1}
+    calls.clear()
+    double = receive(capture, source_ip="203.0.113.7")
+    assert double.duplicate and double.submission_id == first.submission_id
+    assert calls == {"UpdateItem": 2, "PutItem": 1}  # the counters, then the claim answers: nothing stored
+    assert depth(stack) == 1
+
+
+def test_a_twin_that_finds_the_claim_in_progress_stores_the_same_submission(stack, capture):
+    """Two posts of one content at once: the second finds the first's claim not yet completed and stores that same
+    submission (the queue drops the repeat) instead of a second one."""
+    settings = get_settings()
+    body = json.dumps({"phone": "+79161234599"}).encode()
+    first = receive(capture, body)
+    # What the twin meets while the first is between its claim and its mark: the claim without the mark.
+    dynamodb = boto3.client("dynamodb")
+    [claim] = [
+        item
+        for item in dynamodb.scan(TableName=settings.idempotency_table)["Items"]
+        if item["id"]["S"].startswith("claim#")
+    ]
+    dynamodb.update_item(
+        TableName=settings.idempotency_table, Key={"id": claim["id"]}, UpdateExpression="REMOVE #s",
+        ExpressionAttributeNames={"#s": "state"},
+    )  # fmt: skip
+    twin = receive(capture, body)
+    assert twin.submission_id == first.submission_id and twin.duplicate
+    assert depth(stack) == 1
+    [message] = boto3.client("sqs").receive_message(QueueUrl=stack.resources.physical["WritesQueue"])["Messages"]
+    assert json.loads(message["Body"])["submission"]["submission_id"] == first.submission_id
+
+
+def test_a_completed_claim_past_its_window_gives_way_to_a_new_submission(stack):
+    settings = get_settings()
+    now = [1_780_000_000.0]
+    claims = SubmissionClaims(settings.idempotency_table, settings.person_key_secret, 600, clock=lambda: now[0])
+    first = claims.claim("fingerprint", "first", "2026-06-01T10:00:00+00:00")
+    assert (first.submission_id, first.completed) == ("first", False)
+    claims.complete("fingerprint")
+    now[0] += 600  # the last second of the window: still the first one, queued
+    assert claims.claim("fingerprint", "second", "2026-06-01T10:10:00+00:00").submission_id == "first"
+    assert claims.claim("fingerprint", "second", "2026-06-01T10:10:00+00:00").completed
+    now[0] += 1  # past it: a new submission, not yet queued (the mark went with the old item)
+    later = claims.claim("fingerprint", "second", "2026-06-01T10:10:01+00:00")
+    assert (later.submission_id, later.completed) == ("second", False)
+    assert claims.claimed("fingerprint") == "second"

@@ -104,8 +104,7 @@ def test_capture_form_may_only_write_raw_copies_enqueue_guard_double_submits_and
         "sqs:SendMessage",
         "dynamodb:GetItem",
         "dynamodb:PutItem",
-        "dynamodb:UpdateItem",
-        "dynamodb:DeleteItem",
+        "dynamodb:UpdateItem",  # no DeleteItem since issue 15 #9: nothing on the capture path deletes
     }
     resources = [s["Resource"] for s in _statements("CaptureFormFunction") if s["Sid"] != "Traces"]
     assert {"Fn::Sub": "${DataBucket.Arn}/raw/*"} in resources  # not the whole bucket

@@ -1,22 +1,20 @@
 """Receive a web-form post: decode, drop spam, validate, count the rate limits, ask the captcha, then make it durable:
 one SQS message that carries the raw copy (the writer puts it in S3 first; a copy too large to travel is put here).
 
-A double-submitted form (same content from the same form within the window) is accepted once: Powertools
-idempotency keyed on the submission's fingerprint answers the second post with the first post's submission id. When
-that record fails to save after the submission was stored, the sender still gets 202, and a claim of the content
-(``adapters.submission_claims``) makes any retry store the same submission again rather than a second one.
+A double-submitted form (same content from the same form within the window) is accepted once: a claim of the
+content (``adapters.submission_claims``), put before anything is stored, answers the second post with the first
+post's submission id once the first is queued, and makes any retry of an attempt that did not finish store the same
+submission again rather than a second one. When the claim fails to be marked completed after the submission was
+stored, the sender still gets 202.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -33,7 +31,6 @@ from throughline.contacts import mask_email, mask_phone
 from throughline.observability import logger
 from throughline.person_keys import person_key
 
-IN_PROGRESS_WAIT_SECONDS = 2.0
 # A builder's server posts urlencoded text where our snippet posts JSON: a Cyrillic letter is 6 bytes there (2 in
 # UTF-8 JSON), and Elementor's «Advanced Data» sends every value twice (value, raw_value). The same text may take
 # this many times MAX_BODY_BYTES on a hook.
@@ -68,7 +65,6 @@ class Capture:
         settings: Settings,
         raw_store: RawStore,
         queue: WritesQueue,
-        idempotent: Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         claims: SubmissionClaims | None = None,
         limiter: RateLimiter | None = None,
@@ -81,8 +77,6 @@ class Capture:
         self.queue = queue
         self.claims = claims
         self._clock = clock
-        self._stored = threading.local()  # what this thread's last _store_and_enqueue made durable
-        self._accept = idempotent(self._store_and_enqueue) if idempotent else self._store_and_enqueue
 
     def receive(
         self,
@@ -277,48 +271,39 @@ class Capture:
         return Accepted(submission.submission_id, held=reason)
 
     def _accept_once(self, request: dict[str, Any]) -> dict[str, Any]:
-        from aws_lambda_powertools.utilities.idempotency.exceptions import (
-            IdempotencyAlreadyInProgressError,
-            IdempotencyPersistenceLayerError,
-        )
-
-        waited = 0.0
-        while True:
-            self._stored.result = None
-            try:
-                return self._accept(request=request)
-            except IdempotencyPersistenceLayerError:
-                stored = self._stored.result
-                if stored is None:
-                    raise
-                # The raw copy and the message are stored; only the record of that failed. The submission is durable:
-                # say so (a 503 would make the site post again), and a retry still finds the claim.
-                logger.warning("idempotency record not saved after the submission was stored", exc_info=True)
-                return stored
-            except IdempotencyAlreadyInProgressError:
-                # The twin of this post is being stored right now; its answer is ours a moment later.
-                if waited >= IN_PROGRESS_WAIT_SECONDS:
-                    raise
-                time.sleep(0.1)
-                waited += 0.1
-
-    def _store_and_enqueue(self, *, request: dict[str, Any]) -> dict[str, Any]:
+        """Store and queue the submission once per content within the window; a repeat is answered with the
+        submission id its content was first accepted under. Without claims (tests' stores) every post is stored."""
         submission = Submission.from_message(request["message"])
-        message, raw = request["message"], request["raw"]
-        if self.claims is not None:
-            first_id, first_at = self.claims.claim(
-                request["fingerprint"], submission.submission_id, submission.received_at.isoformat()
+        message, raw, fingerprint = request["message"], request["raw"], request["fingerprint"]
+        if self.claims is None:
+            return self._store_and_enqueue(submission, message, raw)
+        claim = self.claims.claim(fingerprint, submission.submission_id, submission.received_at.isoformat())
+        if claim.completed:  # a double submission: the first one is queued
+            return {"submission_id": claim.submission_id}
+        if claim.submission_id != submission.submission_id:
+            # Claimed by an earlier attempt that did not finish (or by a twin storing it right now), which may have
+            # queued it: store that submission again, under its id and arrival time (the queue drops the repeat).
+            submission = replace(
+                submission,
+                submission_id=claim.submission_id,
+                received_at=datetime.fromisoformat(claim.received_at),
+                raw_key=None,
             )
-            if first_id != submission.submission_id:
-                # A retry of content an earlier attempt claimed (and may have queued): store that submission again.
-                submission = replace(
-                    submission, submission_id=first_id, received_at=datetime.fromisoformat(first_at), raw_key=None
-                )
-                submission = replace(submission, raw_key=forms.raw_key(submission))
-                message = submission.to_message()
-                record = json.loads(raw)
-                record.update(submission_id=first_id, received_at=first_at, message=message)
-                raw = json.dumps(record, ensure_ascii=False)
+            submission = replace(submission, raw_key=forms.raw_key(submission))
+            message = submission.to_message()
+            record = json.loads(raw)
+            record.update(submission_id=claim.submission_id, received_at=claim.received_at, message=message)
+            raw = json.dumps(record, ensure_ascii=False)
+        result = self._store_and_enqueue(submission, message, raw)
+        try:
+            self.claims.complete(fingerprint)
+        except Exception:
+            # The raw copy and the message are stored; only the mark failed. The submission is durable: say so (a
+            # 503 would make the site post again), and a retry still finds the claim and stores the same one.
+            logger.warning("the claim not marked completed after the submission was stored", exc_info=True)
+        return result
+
+    def _store_and_enqueue(self, submission: Submission, message: dict[str, Any], raw: str) -> dict[str, Any]:
         # The raw copy travels inside the message, and the writer puts it under raw/forms/ before anything else: the
         # message is as durable as an S3 object (and ends in the DLQ, copy included, if the writer never manages),
         # and the HTTP path builds no S3 client. A copy too large to travel (a builder's long post) is put first.
@@ -335,9 +320,7 @@ class Capture:
             if RAW_COPY in message:  # the sender is told to retry; the copy is kept for a human all the same
                 self._keep_unqueued(submission.raw_key or forms.raw_key(submission), raw)
             raise
-        result = {"submission_id": submission.submission_id}
-        self._stored.result = result
-        return result
+        return {"submission_id": submission.submission_id}
 
     def _keep_unqueued(self, key: str, raw: str) -> None:
         """The raw copy of a post the queue refused (the answer is 503), where it would have been put first."""
@@ -366,31 +349,8 @@ def held_key(submission: Submission) -> str:
     return HELD_PREFIX + forms.raw_key(submission).removeprefix("raw/forms/")
 
 
-@cache
-def idempotency_for(table: str, window_seconds: int) -> tuple[Callable[..., Any], Any]:
-    """The idempotency decorator backed by the DynamoDB table, and its config (to register the Lambda context)."""
-    from aws_lambda_powertools.utilities.idempotency import (
-        DynamoDBPersistenceLayer,
-        IdempotencyConfig,
-        idempotent_function,
-    )
-
-    from throughline.adapters import aws
-
-    persistence = DynamoDBPersistenceLayer(table_name=table, boto3_client=aws.client("dynamodb"))
-    config = IdempotencyConfig(event_key_jmespath="fingerprint", expires_after_seconds=window_seconds)
-
-    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
-        return idempotent_function(
-            function, data_keyword_argument="request", persistence_store=persistence, config=config
-        )
-
-    return decorate, config
-
-
-def capture_from_settings(settings: Settings) -> tuple[Capture, Any]:
+def capture_from_settings(settings: Settings) -> Capture:
     settings.require("data_bucket", "writes_queue_url", "idempotency_table", "person_key_secret")
-    decorate, config = idempotency_for(settings.idempotency_table, settings.double_submit_window_seconds)
     claims = SubmissionClaims(
         settings.idempotency_table or "", settings.person_key_secret or "", settings.double_submit_window_seconds
     )
@@ -406,13 +366,11 @@ def capture_from_settings(settings: Settings) -> tuple[Capture, Any]:
         turnstile_key=settings.turnstile_secret_key,
         turnstile_url=settings.turnstile_verify_url,
     )
-    capture = Capture(
+    return Capture(
         settings,
         RawStore(settings.data_bucket),
         WritesQueue(settings.writes_queue_url),
-        decorate,
         claims=claims,
         limiter=limiter,
         captcha=captcha,
     )
-    return capture, config
