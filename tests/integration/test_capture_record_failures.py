@@ -6,8 +6,10 @@ write for it (issue 15 #9: the claim carries the double-submit answer the Powert
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
@@ -176,3 +178,20 @@ def test_a_late_mark_does_not_complete_a_newer_claim_of_the_content(stack):
     assert (retry.submission_id, retry.completed) == ("newer", False)  # stores it again, not answered as queued
     claims.complete("fingerprint", "newer")
     assert claims.claim("fingerprint", "double", "2026-06-01T10:00:13+00:00").completed
+
+
+def test_identical_posts_at_once_make_one_submission_and_one_message(stack, capture):
+    """A double click's posts arriving together (threads against the local stack): whichever claims first, every post
+    is answered with that one submission and the queue holds one message."""
+    body = json.dumps({"phone": "+79161234588", "name": "Пётр"}).encode()
+    start = threading.Barrier(6)
+
+    def post(_):
+        start.wait()
+        return receive(capture, body, source_ip="203.0.113.9")
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(post, range(6)))
+    assert len({answer.submission_id for answer in answers}) == 1
+    assert sum(not answer.duplicate for answer in answers) == 1  # the one that claimed it
+    assert depth(stack) == 1
