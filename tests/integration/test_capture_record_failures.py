@@ -6,8 +6,10 @@ write for it (issue 15 #9: the claim carries the double-submit answer the Powert
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
@@ -149,7 +151,7 @@ def test_a_completed_claim_past_its_window_gives_way_to_a_new_submission(stack):
     claims = SubmissionClaims(settings.idempotency_table, settings.person_key_secret, 600, clock=lambda: now[0])
     first = claims.claim("fingerprint", "first", "2026-06-01T10:00:00+00:00")
     assert (first.submission_id, first.completed) == ("first", False)
-    claims.complete("fingerprint")
+    claims.complete("fingerprint", "first")
     now[0] += 600  # the last second of the window: still the first one, queued
     assert claims.claim("fingerprint", "second", "2026-06-01T10:10:00+00:00").submission_id == "first"
     assert claims.claim("fingerprint", "second", "2026-06-01T10:10:00+00:00").completed
@@ -157,3 +159,39 @@ def test_a_completed_claim_past_its_window_gives_way_to_a_new_submission(stack):
     later = claims.claim("fingerprint", "second", "2026-06-01T10:10:01+00:00")
     assert (later.submission_id, later.completed) == ("second", False)
     assert claims.claimed("fingerprint") == "second"
+
+
+def test_a_late_mark_does_not_complete_a_newer_claim_of_the_content(stack):
+    """An attempt slower than the window (a short DOUBLE_SUBMIT_WINDOW_SECONDS, the queue's retries) marks its own
+    claim only: marking the newer submission that replaced it would answer that one's retry (after a 503) as a
+    double of a submission never queued: its id answered 202, nothing stored."""
+    settings = get_settings()
+    now = [1_780_000_000.0]
+    claims = SubmissionClaims(settings.idempotency_table, settings.person_key_secret, 10, clock=lambda: now[0])
+    assert claims.claim("fingerprint", "slow", "2026-06-01T10:00:00+00:00").submission_id == "slow"
+    now[0] += 11  # the slow attempt is still sending when the same content is posted anew, past the window
+    newer = claims.claim("fingerprint", "newer", "2026-06-01T10:00:11+00:00")
+    assert (newer.submission_id, newer.completed) == ("newer", False)
+    with pytest.raises(ClientError, match="ConditionalCheckFailed"):  # capture logs it; the sender still gets 202
+        claims.complete("fingerprint", "slow")  # the slow attempt's mark arrives: not its claim any more
+    retry = claims.claim("fingerprint", "retry", "2026-06-01T10:00:12+00:00")  # the newer one's retry after a 503
+    assert (retry.submission_id, retry.completed) == ("newer", False)  # stores it again, not answered as queued
+    claims.complete("fingerprint", "newer")
+    assert claims.claim("fingerprint", "double", "2026-06-01T10:00:13+00:00").completed
+
+
+def test_identical_posts_at_once_make_one_submission_and_one_message(stack, capture):
+    """A double click's posts arriving together (threads against the local stack): whichever claims first, every post
+    is answered with that one submission and the queue holds one message."""
+    body = json.dumps({"phone": "+79161234588", "name": "Пётр"}).encode()
+    start = threading.Barrier(6)
+
+    def post(_):
+        start.wait()
+        return receive(capture, body, source_ip="203.0.113.9")
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(post, range(6)))
+    assert len({answer.submission_id for answer in answers}) == 1
+    assert sum(not answer.duplicate for answer in answers) == 1  # the one that claimed it
+    assert depth(stack) == 1

@@ -87,13 +87,17 @@ class SubmissionClaims:
             state = item.get("state", {}).get("S")
             return Claim(item["submission_id"]["S"], item["received_at"]["S"], completed=state == COMPLETED)
 
-    def complete(self, fingerprint: str) -> None:
-        """Mark the content's claim queued: repeats within the window are answered without storing anything."""
+    def complete(self, fingerprint: str, submission_id: str) -> None:
+        """Mark the content's claim queued: repeats within the window are answered without storing anything.
+
+        Only the claim of ``submission_id``: an attempt slower than the window may find its claim replaced by a newer
+        submission of the content, and marking that one would answer its retry (after a 503) as a double of a
+        submission never queued. Raises ``ConditionalCheckFailedException`` then (the caller logs it)."""
         self.client.update_item(
             TableName=self.table,
             Key={"id": {"S": self._key_of(fingerprint)}},
             UpdateExpression="SET #state = :completed",
-            ConditionExpression="attribute_exists(id)",
+            ConditionExpression="submission_id = :submission",
             ExpressionAttributeNames={"#state": "state"},
-            ExpressionAttributeValues={":completed": {"S": COMPLETED}},
+            ExpressionAttributeValues={":completed": {"S": COMPLETED}, ":submission": {"S": submission_id}},
         )

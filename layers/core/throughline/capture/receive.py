@@ -296,7 +296,7 @@ class Capture:
             raw = json.dumps(record, ensure_ascii=False)
         result = self._store_and_enqueue(submission, message, raw)
         try:
-            self.claims.complete(fingerprint)
+            self.claims.complete(fingerprint, submission.submission_id)
         except Exception:
             # The raw copy and the message are stored; only the mark failed. The submission is durable: say so (a
             # 503 would make the site post again), and a retry still finds the claim and stores the same one.
