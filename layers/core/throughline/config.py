@@ -369,7 +369,9 @@ class Settings:
     honeypot_field: str = _setting("_gotcha")
     max_body_bytes: int = _setting(65536, _integer(1024, 1_000_000))
     default_phone_region: str = _setting("RU")
-    double_submit_window_seconds: int = _setting(600, _integer(1, 86400))
+    # At least a minute: an attempt (10 s function, 30 s API Gateway) never outlives its claim, or a slow first try
+    # and its retry could become two submissions.
+    double_submit_window_seconds: int = _setting(600, _integer(60, 86400))
     # Days a raw copy of a post (raw/forms/) is kept: the bucket's lifecycle rule (template RawRetentionDays) deletes
     # it, and the index that finds a person's copies (throughline.privacy) expires with it.
     raw_retention_days: int = _setting(30, _integer(1, 3650))
