@@ -19,6 +19,7 @@ from throughline.journey.packed import (
     ENTITIES_NAME,
     VERSION,
     NotPackable,
+    PackedWriter,
     drop_rows,
     pack_entities,
     pack_lines,
@@ -297,3 +298,29 @@ def test_a_copy_whose_lists_are_not_what_the_writer_writes_is_refused(header):
     forged = body[:6] + zlib.compress(len(text).to_bytes(4, "little") + text + data[4 + size :])
     with pytest.raises(NotPackable):
         read_packed(forged)
+
+
+@pytest.mark.parametrize("at", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00"])
+def test_a_time_past_a_datetimes_range_in_utc_is_refused_and_a_forged_one_means_the_json_parts(at):
+    # A won touch's time is turned back into a datetime in UTC: one past year 9999 (or before year 1) there crashed
+    # the packed read, where the JSON parts keep its own offset and read it fine.
+    won_line = line("p1", at, "crm", "won", entity=("deal", 1))
+    with pytest.raises(NotPackable, match="range"):
+        pack_lines(SNAPSHOT, "part", [won_line])
+    parts, entities, won = crafted()
+    objects = export(parts, entities)
+    parts[1].append(won_line)
+    objects[f"{FOLDER}/part-0001-0000.json.gz"] = gz(parts[1])
+    json_only = Objects(objects)
+    json_only["journeys/latest.json"] = json.dumps({"snapshot": SNAPSHOT, "parts": sorted(
+        key for key in objects if key.startswith(f"{FOLDER}/part-"))}).encode()  # fmt: skip
+    _, expected = section(json_only, won)
+    key = json.loads(objects["journeys/latest.json"])["packed"]["parts"][1]
+    writer = PackedWriter(SNAPSHOT, f"{FOLDER}/part-0001-0000.json.gz")  # a copy the writer would refuse
+    for row in parts[1][:-1]:
+        writer.add(row)
+    writer.add({**won_line, "at": "2026-11-10T12:00:00Z"})
+    writer.micros[-1] = (datetime.fromisoformat(at) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    objects[key] = writer.to_bytes()
+    journeys, got = section(objects, won)
+    assert journeys.read_from == "json" and got == expected

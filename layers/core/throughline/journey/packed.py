@@ -41,6 +41,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
 _INT64 = 2**63
+# The instants a datetime can hold in UTC (the report turns a `won` touch's time back into one): a time whose offset
+# takes it past year 1 or 9999 in UTC is refused.
+_MIN_MICROS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
+_MAX_MICROS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
 _LABEL_FIELDS = ("kind", "entity_type", "channel", "source", "campaign")
 
 
@@ -82,6 +86,8 @@ class PackedWriter:
         except (TypeError, ValueError) as error:
             raise NotPackable(f"unreadable time {at!r}") from error
         micros = (moment - (_NAIVE_EPOCH if moment.tzinfo is None else _EPOCH)) // _MICROSECOND
+        if not _MIN_MICROS <= micros <= _MAX_MICROS:
+            raise NotPackable(f"time {at!r} is out of a datetime's range in UTC")
         people, labels = self.people, self.labels
         self.person.append(people.setdefault(person, len(people)))
         self.label.append(labels.setdefault(label, len(labels)))
