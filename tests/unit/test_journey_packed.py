@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from throughline.attribution import Conversion, TouchPoint, build_paths, packed_paths, paths
+from throughline.journey import packed
 from throughline.journey.packed import (
     ENTITIES_NAME,
     VERSION,
@@ -324,3 +325,34 @@ def test_a_time_past_a_datetimes_range_in_utc_is_refused_and_a_forged_one_means_
     objects[key] = writer.to_bytes()
     journeys, got = section(objects, won)
     assert journeys.read_from == "json" and got == expected
+
+
+def test_a_copy_that_unpacks_past_the_limit_is_refused_before_it_is_unpacked(monkeypatch):
+    # A zlib bomb (or a damaged copy) is stopped at the limit: the reader never holds more than that.
+    parts, _, _ = crafted()
+    body = pack_lines(SNAPSHOT, "part", parts[0] * 50)
+    size = len(zlib.decompress(body[6:]))
+    monkeypatch.setattr(packed, "MAX_UNPACKED", size - 1)
+    seen = []
+    real = zlib.decompressobj
+
+    class Spy:
+        def __init__(self):
+            self.inflate = real()
+
+        def decompress(self, data, limit=0):
+            seen.append(limit)
+            return self.inflate.decompress(data, limit)
+
+        @property
+        def eof(self):
+            return self.inflate.eof
+
+    monkeypatch.setattr(zlib, "decompressobj", Spy)
+    with pytest.raises(NotPackable, match="unpacks past"):
+        read_packed(body)
+    assert seen == [size]  # asked for at most one byte past the limit
+    monkeypatch.setattr(packed, "MAX_UNPACKED", size)
+    assert len(read_packed(body)) == 50 * len(parts[0])
+    with pytest.raises(NotPackable, match="truncated"):
+        read_packed(body[:-9])  # a stream cut short, where the lengths alone might agree
