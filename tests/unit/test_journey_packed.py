@@ -9,6 +9,7 @@ import random
 import zlib
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -356,3 +357,29 @@ def test_a_copy_that_unpacks_past_the_limit_is_refused_before_it_is_unpacked(mon
     assert len(read_packed(body)) == 50 * len(parts[0])
     with pytest.raises(NotPackable, match="truncated"):
         read_packed(body[:-9])  # a stream cut short, where the lengths alone might agree
+
+
+def test_forget_drops_rows_without_numpy():
+    # forget_person runs on the core layer alone (numpy is in the analytics layer): drop_rows imported numpy and the
+    # deployed erasure failed at the first packed copy.
+    parts, entities, _ = crafted()
+    bodies = [pack_lines(SNAPSHOT, "part", parts[0]), pack_entities(SNAPSHOT, entities)]
+    doomed = lambda person, kind, entity: person in ("p1", "p5") or (kind, entity) == ("lead", 4)  # noqa: E731
+    expected = [drop_rows(body, doomed) for body in bodies]
+    script = (
+        "import sys, pickle\n"
+        "sys.modules['numpy'] = None  # any import of numpy fails, as on the core layer\n"
+        "from throughline.journey.packed import drop_rows\n"
+        "bodies = pickle.loads(sys.stdin.buffer.read())\n"
+        "doomed = lambda person, kind, entity: person in ('p1', 'p5') or (kind, entity) == ('lead', 4)\n"
+        "sys.stdout.buffer.write(pickle.dumps([drop_rows(body, doomed) for body in bodies]))\n"
+    )
+    import pickle
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(bodies), capture_output=True, check=False,
+                          env={"PYTHONPATH": str(Path(packed.__file__).parents[2])})  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    got = pickle.loads(done.stdout)
+    assert got == expected and got[0][1] == 6 and got[1][1] == 4  # p1 twice, p5 twice
