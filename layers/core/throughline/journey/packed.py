@@ -292,32 +292,28 @@ def read_packed(body: bytes, *, numpy: bool = True) -> PackedPart:
 
 def drop_rows(body: bytes, doomed: Any) -> tuple[bytes, int]:
     """A packed copy (of a part or of entities.json.gz) without the lines ``doomed(person_key, entity_type,
-    entity_id)`` names (``forget``), and how many were dropped; the same bytes when none was."""
+    entity_id)`` names (``forget``), and how many were dropped; the same bytes when none was. Decoded without numpy
+    (the core layer has none), the columns iterated in place (no list of millions of integers)."""
     if body[:4] == ENTITIES_MAGIC:
         entities = read_packed_entities(body, numpy=False)
-        keep = [
-            not doomed(entities.people[person], entities.kinds[kind], entity)
-            for kind, person, entity in zip(
-                entities.kind.tolist(), entities.person.tolist(), entities.entity.tolist(), strict=True
-            )
-        ]
+        people, kinds = entities.people, entities.kinds
+        keep = bytearray(
+            not doomed(people[person], kinds[kind], entity)
+            for kind, person, entity in zip(entities.kind, entities.person, entities.entity, strict=True)
+        )
         if all(keep):
             return body, 0
         lines = (
-            {"entity_type": entities.kinds[kind], "entity_id": entity, "person_key": entities.people[person],
-             "lead_id": lead or None}
-            for kind, person, entity, lead, kept in zip(entities.kind.tolist(), entities.person.tolist(),
-                                                        entities.entity.tolist(), entities.lead.tolist(), keep,
-                                                        strict=True)
+            {"entity_type": kinds[kind], "entity_id": entity, "person_key": people[person], "lead_id": lead or None}
+            for kind, person, entity, lead, kept in zip(entities.kind, entities.person, entities.entity, entities.lead,
+                                                        keep, strict=True)
             if kept
         )  # fmt: skip
-        return pack_entities(entities.snapshot, lines), keep.count(False)
+        return pack_entities(entities.snapshot, lines), keep.count(0)
     part = read_packed(body, numpy=False)
     writer = PackedWriter(part.snapshot, part.part)
     dropped = 0
-    for person, label, micros, entity in zip(
-        part.person.tolist(), part.label.tolist(), part.micros.tolist(), part.entity.tolist(), strict=True
-    ):
+    for person, label, micros, entity in zip(part.person, part.label, part.micros, part.entity, strict=True):
         key, fields = part.people[person], part.labels[label]
         if doomed(key, fields[1], entity):
             dropped += 1
