@@ -383,3 +383,16 @@ def test_forget_drops_rows_without_numpy():
     assert done.returncode == 0, done.stderr.decode()
     got = pickle.loads(done.stdout)
     assert got == expected and got[0][1] == 6 and got[1][1] == 4  # p1 twice, p5 twice
+
+
+def test_a_pointer_to_an_expired_snapshot_gives_the_json_answer_and_no_crash():
+    # The export failed for a week: latest.json still names a snapshot whose parts, copies and entities the 7-day
+    # lifecycle rules removed. The report reads what the JSON reader would: no touches, every deal "(no touches)".
+    parts, entities, won = crafted()
+    objects = export(parts, entities)
+    expired = Objects({"journeys/latest.json": objects["journeys/latest.json"]})
+    journeys, got = section(expired, won)
+    unpacked = export(parts, entities, packed=False)["journeys/latest.json"]
+    _, expected = section(Objects({"journeys/latest.json": unpacked}), won)
+    assert journeys.read_from == "json" and got == expected
+    assert got.touches == 0 and {row.channel for row in got.models["last_click"] if row.revenue} == {"(no touches)"}
