@@ -148,8 +148,8 @@ class PackedEntities:
     snapshot: str
     kinds: list[str | None]
     people: list[str | None]
-    kind: Any  # numpy uint32
-    person: Any  # numpy uint32
+    kind: Any  # numpy uint32 (array.array with numpy=False)
+    person: Any  # numpy uint32 (array.array with numpy=False)
     entity: Any  # numpy int64
     lead: Any  # numpy int64, 0: none
 
@@ -262,7 +262,7 @@ class PackedPart:
     part: str
     people: list[str | None]
     labels: list[tuple[str | None, ...]]
-    person: Any  # numpy uint32
+    person: Any  # numpy uint32 (array.array with numpy=False)
     label: Any  # numpy uint32
     micros: Any  # numpy int64
     entity: Any  # numpy int64
