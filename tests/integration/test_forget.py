@@ -244,3 +244,25 @@ def test_forget_removes_the_persons_posts_held_by_a_flood_limit_and_nobody_elses
     assert "raw copies: 2 deleted" in printed and ivan_held in printed
     assert versions(s3, bucket, ivan_held) == []  # every version, not merely a delete marker
     assert len(versions(s3, bucket, olga_held)) == 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "a later version"])
+def test_a_packed_copy_forget_cannot_read_is_deleted_and_the_erasure_goes_on(two_people, capsys, damage):
+    # A packed copy is only the report's shortcut to its part: one forget cannot read (damaged, or written by a later
+    # version of the format before a rollback) stopped the whole erasure — the JSON parts, the journey store and the
+    # indexes kept the person. It is deleted instead (every version): the report then reads the JSON parts.
+    settings = get_settings()
+    bucket, secret = settings.data_bucket, settings.person_key_secret
+    s3 = boto3.client("s3")
+    ivan = person_key("+79161234567", secret)
+    latest = json.loads(s3.get_object(Bucket=bucket, Key="journeys/latest.json")["Body"].read())
+    key = latest["packed"]["parts"][0]
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    body = body[:-7] if damage == "truncated" else body[:4] + (2).to_bytes(2, "little") + body[6:]
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+    assert main(["forget", "--phone", "+7 916 123 45 67"]) == 0
+    capsys.readouterr()
+    assert versions(s3, bucket, key) == []
+    assert all(row["person_key"] != ivan for row in snapshot_rows(s3, bucket))
+    assert ivan not in packed_people(s3, bucket)
+    assert JourneyStore(settings.journey_table).index_lookup([ivan]) == set()

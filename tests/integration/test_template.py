@@ -636,3 +636,12 @@ def test_segments_and_their_moves_have_glue_tables_with_every_field_the_job_writ
         columns = [c["Name"] for c in table["StorageDescriptor"]["Columns"]]
         assert [key["Name"] for key in table["PartitionKeys"]] == [partition]
         assert columns == [name for name in fields if name != partition]
+
+
+def test_the_report_reads_and_writes_only_the_packed_copies_snapshots():
+    # Least privilege: the packed copies live under journeys-packed/snapshot=<date>/ only (journey/packed.py); the
+    # report's role once read and wrote the whole journeys-packed/ prefix.
+    statements = {s["Sid"]: s for s in _statements("BuildRoiReportFunction")}
+    for sid in ("ReadInputs", "WriteReportsSnapshotAndJourneys"):
+        packed = [r["Fn::Sub"] for r in statements[sid]["Resource"] if "journeys-packed" in r["Fn::Sub"]]
+        assert packed == ["${DataBucket.Arn}/journeys-packed/snapshot=*"]

@@ -9,16 +9,19 @@ import random
 import zlib
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
 
 from throughline.attribution import Conversion, TouchPoint, build_paths, packed_paths, paths
+from throughline.journey import packed
 from throughline.journey.packed import (
     ENTITIES_NAME,
     VERSION,
     NotPackable,
+    PackedWriter,
     drop_rows,
     pack_entities,
     pack_lines,
@@ -297,3 +300,99 @@ def test_a_copy_whose_lists_are_not_what_the_writer_writes_is_refused(header):
     forged = body[:6] + zlib.compress(len(text).to_bytes(4, "little") + text + data[4 + size :])
     with pytest.raises(NotPackable):
         read_packed(forged)
+
+
+@pytest.mark.parametrize("at", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00"])
+def test_a_time_past_a_datetimes_range_in_utc_is_refused_and_a_forged_one_means_the_json_parts(at):
+    # A won touch's time is turned back into a datetime in UTC: one past year 9999 (or before year 1) there crashed
+    # the packed read, where the JSON parts keep its own offset and read it fine.
+    won_line = line("p1", at, "crm", "won", entity=("deal", 1))
+    with pytest.raises(NotPackable, match="range"):
+        pack_lines(SNAPSHOT, "part", [won_line])
+    parts, entities, won = crafted()
+    objects = export(parts, entities)
+    parts[1].append(won_line)
+    objects[f"{FOLDER}/part-0001-0000.json.gz"] = gz(parts[1])
+    json_only = Objects(objects)
+    json_only["journeys/latest.json"] = json.dumps({"snapshot": SNAPSHOT, "parts": sorted(
+        key for key in objects if key.startswith(f"{FOLDER}/part-"))}).encode()  # fmt: skip
+    _, expected = section(json_only, won)
+    key = json.loads(objects["journeys/latest.json"])["packed"]["parts"][1]
+    writer = PackedWriter(SNAPSHOT, f"{FOLDER}/part-0001-0000.json.gz")  # a copy the writer would refuse
+    for row in parts[1][:-1]:
+        writer.add(row)
+    writer.add({**won_line, "at": "2026-11-10T12:00:00Z"})
+    writer.micros[-1] = (datetime.fromisoformat(at) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    objects[key] = writer.to_bytes()
+    journeys, got = section(objects, won)
+    assert journeys.read_from == "json" and got == expected
+
+
+def test_a_copy_that_unpacks_past_the_limit_is_refused_before_it_is_unpacked(monkeypatch):
+    # A zlib bomb (or a damaged copy) is stopped at the limit: the reader never holds more than that.
+    parts, _, _ = crafted()
+    body = pack_lines(SNAPSHOT, "part", parts[0] * 50)
+    size = len(zlib.decompress(body[6:]))
+    monkeypatch.setattr(packed, "MAX_UNPACKED", size - 1)
+    seen = []
+    real = zlib.decompressobj
+
+    class Spy:
+        def __init__(self):
+            self.inflate = real()
+
+        def decompress(self, data, limit=0):
+            seen.append(limit)
+            return self.inflate.decompress(data, limit)
+
+        @property
+        def eof(self):
+            return self.inflate.eof
+
+    monkeypatch.setattr(zlib, "decompressobj", Spy)
+    with pytest.raises(NotPackable, match="unpacks past"):
+        read_packed(body)
+    assert seen == [size]  # asked for at most one byte past the limit
+    monkeypatch.setattr(packed, "MAX_UNPACKED", size)
+    assert len(read_packed(body)) == 50 * len(parts[0])
+    with pytest.raises(NotPackable, match="truncated"):
+        read_packed(body[:-9])  # a stream cut short, where the lengths alone might agree
+
+
+def test_forget_drops_rows_without_numpy():
+    # forget_person runs on the core layer alone (numpy is in the analytics layer): drop_rows imported numpy and the
+    # deployed erasure failed at the first packed copy.
+    parts, entities, _ = crafted()
+    bodies = [pack_lines(SNAPSHOT, "part", parts[0]), pack_entities(SNAPSHOT, entities)]
+    doomed = lambda person, kind, entity: person in ("p1", "p5") or (kind, entity) == ("lead", 4)  # noqa: E731
+    expected = [drop_rows(body, doomed) for body in bodies]
+    script = (
+        "import sys, pickle\n"
+        "sys.modules['numpy'] = None  # any import of numpy fails, as on the core layer\n"
+        "from throughline.journey.packed import drop_rows\n"
+        "bodies = pickle.loads(sys.stdin.buffer.read())\n"
+        "doomed = lambda person, kind, entity: person in ('p1', 'p5') or (kind, entity) == ('lead', 4)\n"
+        "sys.stdout.buffer.write(pickle.dumps([drop_rows(body, doomed) for body in bodies]))\n"
+    )
+    import pickle
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(bodies), capture_output=True, check=False,
+                          env={"PYTHONPATH": str(Path(packed.__file__).parents[2])})  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    got = pickle.loads(done.stdout)
+    assert got == expected and got[0][1] == 6 and got[1][1] == 4  # p1 twice, p5 twice
+
+
+def test_a_pointer_to_an_expired_snapshot_gives_the_json_answer_and_no_crash():
+    # The export failed for a week: latest.json still names a snapshot whose parts, copies and entities the 7-day
+    # lifecycle rules removed. The report reads what the JSON reader would: no touches, every deal "(no touches)".
+    parts, entities, won = crafted()
+    objects = export(parts, entities)
+    expired = Objects({"journeys/latest.json": objects["journeys/latest.json"]})
+    journeys, got = section(expired, won)
+    unpacked = export(parts, entities, packed=False)["journeys/latest.json"]
+    _, expected = section(Objects({"journeys/latest.json": unpacked}), won)
+    assert journeys.read_from == "json" and got == expected
+    assert got.touches == 0 and {row.channel for row in got.models["last_click"] if row.revenue} == {"(no touches)"}

@@ -41,6 +41,13 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
 _INT64 = 2**63
+# The instants a datetime can hold in UTC (the report turns a `won` touch's time back into one): a time whose offset
+# takes it past year 1 or 9999 in UTC is refused.
+_MIN_MICROS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
+_MAX_MICROS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
+# The most a copy may unpack to: a forged or damaged one (a zlib bomb) is refused before it takes the report's memory.
+# Columns are 24 bytes a line; a part holds 100 000 lines, entities.bin one line per record of the portal.
+MAX_UNPACKED = 512 * 2**20
 _LABEL_FIELDS = ("kind", "entity_type", "channel", "source", "campaign")
 
 
@@ -82,6 +89,8 @@ class PackedWriter:
         except (TypeError, ValueError) as error:
             raise NotPackable(f"unreadable time {at!r}") from error
         micros = (moment - (_NAIVE_EPOCH if moment.tzinfo is None else _EPOCH)) // _MICROSECOND
+        if not _MIN_MICROS <= micros <= _MAX_MICROS:
+            raise NotPackable(f"time {at!r} is out of a datetime's range in UTC")
         people, labels = self.people, self.labels
         self.person.append(people.setdefault(person, len(people)))
         self.label.append(labels.setdefault(label, len(labels)))
@@ -139,23 +148,32 @@ class PackedEntities:
     snapshot: str
     kinds: list[str | None]
     people: list[str | None]
-    kind: Any  # numpy uint32
-    person: Any  # numpy uint32
+    kind: Any  # numpy uint32 (array.array with numpy=False)
+    person: Any  # numpy uint32 (array.array with numpy=False)
     entity: Any  # numpy int64
     lead: Any  # numpy int64, 0: none
 
 
-def read_packed_entities(body: bytes) -> PackedEntities:
-    header, (kind, person, entity, lead) = _decode(ENTITIES_MAGIC, body, ["<u4", "<u4", "<i8", "<i8"])
+def read_packed_entities(body: bytes, *, numpy: bool = True) -> PackedEntities:
+    """Decode an entities copy: columns as numpy arrays, or as ``array.array`` (``numpy=False``: ``forget``)."""
+    if numpy:
+        header, (kind, person, entity, lead) = _decode(ENTITIES_MAGIC, body, ["<u4", "<u4", "<i8", "<i8"])
+    else:
+        header, (kind, person, entity, lead) = _decode_arrays(ENTITIES_MAGIC, body, "IIqq")
     try:
         kinds, people = list(header["kinds"]), list(header["people"])
     except (KeyError, TypeError) as error:
         raise NotPackable(f"a damaged packed entities copy: {error}") from error
-    if len(kind) and (int(kind.max()) >= len(kinds) or int(person.max()) >= len(people)):
+    if len(kind) and (_largest(kind) >= len(kinds) or _largest(person) >= len(people)):
         raise NotPackable("a packed entities copy names a type or person it does not list")
     if not _strings(kinds, people):
         raise NotPackable("a packed entities copy's types or people are not what this version writes")
     return PackedEntities(str(header.get("snapshot")), kinds, people, kind, person, entity, lead)
+
+
+def _largest(column: Any) -> int:
+    """A column's largest value: numpy's max, or the built-in's for an ``array.array``."""
+    return int(column.max()) if hasattr(column, "max") else max(column)
 
 
 def _strings(*lists: Any) -> bool:
@@ -174,28 +192,58 @@ def _encode(magic: bytes, header: dict[str, Any], columns: list[array]) -> bytes
 
 
 def _decode(magic: bytes, body: bytes, dtypes: list[str]) -> tuple[dict[str, Any], list[Any]]:
+    """The header and the columns as numpy arrays (views of the unpacked bytes)."""
     import numpy as np
 
+    header, data, offset, rows = _unpack(magic, body, [np.dtype(dtype).itemsize for dtype in dtypes])
+    columns = []
+    for dtype in dtypes:
+        columns.append(np.frombuffer(data, dtype, rows, offset))
+        offset += np.dtype(dtype).itemsize * rows
+    return header, columns
+
+
+def _decode_arrays(magic: bytes, body: bytes, typecodes: str) -> tuple[dict[str, Any], list[array]]:
+    """:func:`_decode` without numpy (``forget`` runs on the core layer alone): the columns as ``array.array``."""
+    widths = [array(code).itemsize for code in typecodes]
+    if widths != [{"I": 4, "q": 8}[code] for code in typecodes]:  # pragma: no cover - exotic hosts
+        raise NotPackable("this host's array sizes differ from the format's")
+    header, data, offset, rows = _unpack(magic, body, widths)
+    columns = []
+    for code, width in zip(typecodes, widths, strict=True):
+        column = array(code, data[offset : offset + width * rows])
+        if struct.pack("=I", 1) != struct.pack("<I", 1):  # pragma: no cover - big-endian hosts
+            column.byteswap()
+        columns.append(column)
+        offset += width * rows
+    return header, columns
+
+
+def _unpack(magic: bytes, body: bytes, widths: list[int]) -> tuple[dict[str, Any], bytes, int, int]:
+    """The header, the unpacked bytes, where the columns start and the row count (checked against the length)."""
     if body[:4] != magic or len(body) < 6:
         raise NotPackable("not a packed journey copy of this kind")
     (version,) = struct.unpack("<H", body[4:6])
     if version != VERSION:
         raise NotPackable(f"packed version {version}, this code reads {VERSION}")
     try:
-        data = zlib.decompress(body[6:])
+        inflate = zlib.decompressobj()
+        data = inflate.decompress(body[6:], MAX_UNPACKED + 1)
+        if len(data) > MAX_UNPACKED:
+            raise NotPackable(f"a packed copy unpacks past {MAX_UNPACKED} bytes")
+        if not inflate.eof:
+            raise NotPackable("a truncated packed copy")
         (size,) = struct.unpack("<I", data[:4])
         header = json.loads(data[4 : 4 + size])
         rows = int(header["rows"])
-        offset, widths = 4 + size, [np.dtype(dtype).itemsize for dtype in dtypes]
-        if len(data) != offset + sum(widths) * rows:
+        offset = 4 + size
+        if rows < 0 or len(data) != offset + sum(widths) * rows:
             raise NotPackable("a packed copy of the wrong length")
-        columns = []
-        for dtype, width in zip(dtypes, widths, strict=True):
-            columns.append(np.frombuffer(data, dtype, rows, offset))
-            offset += width * rows
     except (zlib.error, struct.error, ValueError, KeyError, TypeError) as error:
+        if isinstance(error, NotPackable):
+            raise
         raise NotPackable(f"a damaged packed copy: {error}") from error
-    return header, columns
+    return header, data, offset, rows
 
 
 def pack_lines(snapshot: str, part: str, lines: Iterable[Mapping[str, Any]]) -> bytes:
@@ -214,7 +262,7 @@ class PackedPart:
     part: str
     people: list[str | None]
     labels: list[tuple[str | None, ...]]
-    person: Any  # numpy uint32
+    person: Any  # numpy uint32 (array.array with numpy=False)
     label: Any  # numpy uint32
     micros: Any  # numpy int64
     entity: Any  # numpy int64
@@ -223,14 +271,18 @@ class PackedPart:
         return len(self.micros)
 
 
-def read_packed(body: bytes) -> PackedPart:
-    """Decode a part's packed copy; ``NotPackable`` when it is not one of this version or is damaged."""
-    header, (person, label, micros, entity) = _decode(MAGIC, body, ["<u4", "<u4", "<i8", "<i8"])
+def read_packed(body: bytes, *, numpy: bool = True) -> PackedPart:
+    """Decode a part's packed copy; ``NotPackable`` when it is not one of this version or is damaged. The columns are
+    numpy arrays, or ``array.array`` with ``numpy=False`` (``forget`` runs on the core layer, which has no numpy)."""
+    if numpy:
+        header, (person, label, micros, entity) = _decode(MAGIC, body, ["<u4", "<u4", "<i8", "<i8"])
+    else:
+        header, (person, label, micros, entity) = _decode_arrays(MAGIC, body, "IIqq")
     try:
         people, labels = list(header["people"]), [tuple(label) for label in header["labels"]]
     except (KeyError, TypeError) as error:
         raise NotPackable(f"a damaged packed part: {error}") from error
-    if len(person) and (int(person.max()) >= len(people) or int(label.max()) >= len(labels)):
+    if len(person) and (_largest(person) >= len(people) or _largest(label) >= len(labels)):
         raise NotPackable("a packed part names a person or label it does not list")
     if not all(len(fields) == len(_LABEL_FIELDS) for fields in labels) or not _strings(people, *labels):
         raise NotPackable("a packed part's people or labels are not what this version writes")
@@ -240,32 +292,28 @@ def read_packed(body: bytes) -> PackedPart:
 
 def drop_rows(body: bytes, doomed: Any) -> tuple[bytes, int]:
     """A packed copy (of a part or of entities.json.gz) without the lines ``doomed(person_key, entity_type,
-    entity_id)`` names (``forget``), and how many were dropped; the same bytes when none was."""
+    entity_id)`` names (``forget``), and how many were dropped; the same bytes when none was. Decoded without numpy
+    (the core layer has none), the columns iterated in place (no list of millions of integers)."""
     if body[:4] == ENTITIES_MAGIC:
-        entities = read_packed_entities(body)
-        keep = [
-            not doomed(entities.people[person], entities.kinds[kind], entity)
-            for kind, person, entity in zip(
-                entities.kind.tolist(), entities.person.tolist(), entities.entity.tolist(), strict=True
-            )
-        ]
+        entities = read_packed_entities(body, numpy=False)
+        people, kinds = entities.people, entities.kinds
+        keep = bytearray(
+            not doomed(people[person], kinds[kind], entity)
+            for kind, person, entity in zip(entities.kind, entities.person, entities.entity, strict=True)
+        )
         if all(keep):
             return body, 0
         lines = (
-            {"entity_type": entities.kinds[kind], "entity_id": entity, "person_key": entities.people[person],
-             "lead_id": lead or None}
-            for kind, person, entity, lead, kept in zip(entities.kind.tolist(), entities.person.tolist(),
-                                                        entities.entity.tolist(), entities.lead.tolist(), keep,
-                                                        strict=True)
+            {"entity_type": kinds[kind], "entity_id": entity, "person_key": people[person], "lead_id": lead or None}
+            for kind, person, entity, lead, kept in zip(entities.kind, entities.person, entities.entity, entities.lead,
+                                                        keep, strict=True)
             if kept
         )  # fmt: skip
-        return pack_entities(entities.snapshot, lines), keep.count(False)
-    part = read_packed(body)
+        return pack_entities(entities.snapshot, lines), keep.count(0)
+    part = read_packed(body, numpy=False)
     writer = PackedWriter(part.snapshot, part.part)
     dropped = 0
-    for person, label, micros, entity in zip(
-        part.person.tolist(), part.label.tolist(), part.micros.tolist(), part.entity.tolist(), strict=True
-    ):
+    for person, label, micros, entity in zip(part.person, part.label, part.micros, part.entity, strict=True):
         key, fields = part.people[person], part.labels[label]
         if doomed(key, fields[1], entity):
             dropped += 1

@@ -26,7 +26,7 @@ from typing import Any
 from throughline.adapters.journey_store import PERSON_PREFIX, RAW_PREFIX, JourneyStore
 from throughline.contacts import mask_email, mask_phone, normalize_email, normalize_phone
 from throughline.journey.export import ENTITY_TYPES, PREFIX, gzip_lines
-from throughline.journey.packed import PACKED_PREFIX, drop_rows
+from throughline.journey.packed import PACKED_PREFIX, NotPackable, drop_rows
 from throughline.person_keys import person_key
 
 SNAPSHOTS = f"{PREFIX}/snapshot="
@@ -164,13 +164,21 @@ def _held_copies(s3: Any, bucket: str, keys: set[str], secret: str) -> list[str]
 def _forget_in_snapshots(s3: Any, bucket: str, keys: set[str], entities: set[str], result: Forgotten) -> None:
     """Rewrite every snapshot object that holds the person's rows without them (touch parts and entities.json.gz
     share the columns used here: person_key, entity_type, entity_id). The parts' packed copies go first: a run that
-    stops half-way leaves a copy without the person beside a part still with them, never the other way round."""
+    stops half-way leaves a copy without the person beside a part still with them, never the other way round. A copy
+    that cannot be read is deleted."""
     ids = {(ENTITY_TYPES.get(entity.split("#")[0]), entity.partition("#")[2]) for entity in entities}
     for key in _keys(s3, bucket, PACKED_SNAPSHOTS):
         if not key.endswith(".bin"):
             continue
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        kept, dropped = drop_rows(body, lambda person, kind, entity: person in keys or (kind, str(entity)) in ids)
+        try:
+            kept, dropped = drop_rows(body, lambda person, kind, entity: person in keys or (kind, str(entity)) in ids)
+        except NotPackable:
+            # A copy this code cannot read (damaged, or of a later format version) may hold the person: it is only
+            # the report's shortcut to its part, so it goes, every version (the report then reads the JSON parts).
+            _delete_every_version(s3, bucket, key)
+            result.snapshot_objects.append(key)
+            continue
         if not dropped:
             continue
         s3.put_object(Bucket=bucket, Key=key, Body=kept, ContentType="application/octet-stream")

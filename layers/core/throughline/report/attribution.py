@@ -180,7 +180,10 @@ class Journeys:
             labels = touches.labels
             won = np.array([kind == "won" and kind_of == "deal" for kind, kind_of, *_ in labels], dtype=bool)
             for row in np.flatnonzero(won[touches.label]).tolist():
-                moment = _EPOCH + timedelta(microseconds=int(touches.micros[row]))
+                try:
+                    moment = _EPOCH + timedelta(microseconds=int(touches.micros[row]))
+                except OverflowError:  # past year 9999 (or before year 1) in UTC: no copy this code writes
+                    return None
                 deal = int(touches.entity[row])
                 if deal not in won_at or moment > won_at[deal]:
                     won_at[deal] = moment
