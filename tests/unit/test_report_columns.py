@@ -282,3 +282,101 @@ def test_a_bucket_rewritten_while_the_report_reads_it_is_read_whole_from_one_ver
     assert [(row[0], row[4]) for row in reader] == [("1", "vk")]  # the bucket it read, not the newer copy
     assert (reader.from_copy, reader.from_json) == (0, 1)
     assert [(row[0], row[4]) for row in read_rows(objects, "lead")] == [("1", "google"), ("2", "google")]
+
+
+# ---- the stage history (deal_history) -------------------------------------------------------------------------------
+
+WON_LATE = {"ID": "4", "DATE_CREATE": "2026-11-12T12:00:00+03:00", "STAGE_ID": "WON", "STAGE_SEMANTIC_ID": "S",
+            "OPPORTUNITY": "200", "CURRENCY_ID": "RUB", "CATEGORY_ID": "0", **TAGS}  # fmt: skip  # no CLOSEDATE
+HISTORY = [
+    {"ID": 1, "TYPE_ID": 1, "OWNER_ID": 1, "CREATED_TIME": "2026-11-09T12:00:00+03:00", "CATEGORY_ID": 0,
+     "STAGE_ID": "NEW"},
+    {"ID": 2, "TYPE_ID": 2, "OWNER_ID": 1, "CREATED_TIME": "2026-11-10T12:00:00+03:00", "CATEGORY_ID": 0,
+     "STAGE_ID": "WON", "STAGE_SEMANTIC_ID": "S"},
+    {"ID": 3, "TYPE_ID": 1, "OWNER_ID": 4, "CREATED_TIME": "2026-11-13T00:00:00+03:00", "STAGE_ID": "NEW"},
+    # Won, then won again later (the last win dates it): a time without an offset is the report's zone (Moscow).
+    {"ID": 4, "TYPE_ID": 2, "OWNER_ID": 4, "CREATED_TIME": "2026-11-18T10:00:00", "STAGE_ID": "WON"},
+    {"ID": 5, "TYPE_ID": 2, "OWNER_ID": "4", "CREATED_TIME": "2026-11-20T10:00:00", "STAGE_ID": "WON"},
+    # Not plain: an ID written as text (read whole, still counted), a null ID (skipped), no time (skipped).
+    {"ID": "6", "OWNER_ID": 3, "CREATED_TIME": "2026-11-12T01:00:00+03:00", "STAGE_ID": "NEW"},
+    {"ID": None, "OWNER_ID": 3, "CREATED_TIME": "2026-11-12T02:00:00+03:00", "STAGE_ID": "WON"},
+    {"ID": 8, "OWNER_ID": 3, "STAGE_ID": "WON", "STAGE_SEMANTIC_ID": "S"},
+]  # fmt: skip
+
+
+def with_history(rows: list[dict]) -> MemoryObjects:
+    """The crafted snapshot, deal 4 (won without CLOSEDATE) and a stage history bucket with its copy if it has one."""
+    objects = crafted()
+    deals = [*DEALS, WON_LATE]
+    data = jsonlines.encode(deals)
+    objects.put(snapshot_key("deal", 0), data)
+    objects.put(columns.key_of("deal", 0), columns.encode("deal", deals, columns.columns_of("deal", "UF_PROFIT"), data))
+    data = jsonlines.encode(rows)
+    objects.put(snapshot_key("deal_history", 0), data)
+    copy = columns.encode("deal_history", rows, columns.HISTORY_COLUMNS, data)
+    if copy is not None:
+        objects.put(columns.key_of("deal_history", 0), copy)
+    return objects
+
+
+def build_with_history(objects: MemoryObjects, history, wins: dict | None = None):
+    return build_report(
+        period=PERIOD, previous=previous_period(PERIOD), leads=read_rows(objects, "lead"),
+        deals=read_rows(objects, "deal", "UF_PROFIT"), spend=SPEND, rates=RateBook("RUB", []), stages=STAGES,
+        stage_history=history, options=ReportOptions(profit_field="UF_PROFIT"), now=lambda: datetime(2026, 12, 1, 5),
+        wins=wins,
+    )  # fmt: skip
+
+
+def test_the_stage_history_from_its_copy_gives_the_report_from_the_json_and_the_hand_count() -> None:
+    objects = with_history(HISTORY)
+    reader = read_rows(objects, "deal_history")
+    assert list(reader) == [tuple(row.get(column) for column in columns.HISTORY_COLUMNS) for row in HISTORY]
+    assert (reader.from_copy, reader.from_json) == (1, 0)
+    wins_copy: dict[int, str] = {}
+    wins_json: dict[int, str] = {}
+    from_copy = build_with_history(objects, lambda: read_rows(objects, "deal_history"), wins_copy)
+    from_json = build_with_history(objects, lambda: read_snapshot(objects, "deal_history"), wins_json)
+    assert render_json(from_copy) == render_json(from_json) and render_csv(from_copy) == render_csv(from_json)
+    assert wins_copy == wins_json == {1: "2026-11-10T12:00:00+03:00", 4: "2026-11-20T10:00:00",
+                                      3: "2026-11-12T02:00:00+03:00"}  # fmt: skip
+
+    # By hand: deal 4 is dated by its last win (November 20th): Yandex 777's revenue 1 000 + 500 + 200.
+    (yandex,) = [r for r in from_copy.rows if r.level == "campaign" and r.source == "yandex"]
+    assert (yandex.metrics.deals, yandex.metrics.won_deals, yandex.metrics.revenue) == (3, 3, Decimal("1700.00"))
+    (deals,) = [funnel for funnel in from_copy.funnels if funnel.entity == "deal"]
+    assert deals.source == "stage_history"
+    new = next(stage for stage in deals.stages if stage.stage_id == "NEW")
+    # Days in NEW: deal 1 one day (09 12:00 → 10 12:00), deal 4 five days (13 00:00 → 18 10:00 Moscow is 5.42),
+    # deal 3's text-ID entry has nothing after it (its null-ID entry is skipped): (1 + 5.4167) / 2 = 3.2.
+    assert new.mean_days_in_stage == Decimal("3.2")
+    assert new.reached == 4 and next(s for s in deals.stages if s.stage_id == "WON").reached == 4
+
+
+def test_a_history_entry_without_an_id_keeps_its_bucket_in_json_and_means_what_it_did() -> None:
+    """A copy cannot tell a missing ID from a null one; the funnel can (``row["ID"]`` of a missing one raises): such
+    a bucket keeps no copy, and the report reads its JSON, raising where it raised and skipping what it skipped."""
+    far = {"OWNER_ID": 99, "CREATED_TIME": "2026-11-12T03:00:00+03:00", "STAGE_ID": "NEW"}  # not a period deal
+    objects = with_history([*HISTORY, far])
+    assert columns.key_of("deal_history", 0) not in objects.data
+    reader = read_rows(objects, "deal_history")
+    assert list(reader)[-1] == (columns.ABSENT, 99, "2026-11-12T03:00:00+03:00", "NEW", None)
+    assert (reader.from_copy, reader.from_json) == (0, 1)
+    from_rows = build_with_history(objects, lambda: read_rows(objects, "deal_history"))
+    assert render_json(from_rows) == render_json(
+        build_with_history(objects, list(read_snapshot(objects, "deal_history")))
+    )
+    assert render_json(from_rows) == render_json(build_with_history(with_history(HISTORY), HISTORY))
+
+    # A period deal's entry without an ID: KeyError from either read, as from the JSON rows before the copy.
+    objects = with_history([*HISTORY, {**far, "OWNER_ID": 4}])
+    for history in (lambda: read_rows(objects, "deal_history"), lambda: read_snapshot(objects, "deal_history")):
+        with pytest.raises(KeyError, match="ID"):
+            build_with_history(objects, history)
+
+
+def test_the_snapshot_writer_keeps_a_copy_of_the_stage_history() -> None:
+    objects = MemoryObjects()
+    write_snapshot(objects, "deal_history", [[row for row in HISTORY if isinstance(row["ID"], int)]])
+    reader = read_rows(objects, "deal_history")
+    assert [row[0] for row in reader] == [1, 2, 3, 4, 5, 8] and (reader.from_copy, reader.from_json) == (1, 0)
