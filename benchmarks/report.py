@@ -350,7 +350,7 @@ def _own_peak_kb() -> float:
     return peak / 1024 if sys.platform == "darwin" else float(peak)
 
 
-def _history(objects: FolderObjects, read_rows, read_snapshot):  # noqa: ANN001, ANN202
+def _history(objects: FolderObjects, read_rows, read_snapshot):
     """The stage history as the job reads it: its columnar copy; an older layers/core without one, the JSON."""
     try:
         return read_rows(objects, "deal_history")
