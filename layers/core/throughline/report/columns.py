@@ -1,6 +1,7 @@
-"""The report's columnar copy of the CRM snapshot's leads and deals: what the report reads, cheaper to decode.
+"""The report's columnar copy of the CRM snapshot's leads, deals and deals' stage history: what the report reads,
+cheaper to decode.
 
-Each bucket of ``crm/snapshot/entity=<lead|deal>/`` (gzip JSON Lines, read by Athena) gets a copy in
+Each bucket of ``crm/snapshot/entity=<lead|deal|deal_history>/`` (gzip JSON Lines, read by Athena) gets a copy in
 ``crm/snapshot/columns/entity=<entity>/bucket=<id // 100 000>/part.columns.gz``, outside every Glue table's location.
 It is two gzip members (``zcat`` shows both): a header line, then one JSON array per column, each holding that field of
 every row of the bucket in the bucket's order::
@@ -12,7 +13,9 @@ every row of the bucket in the bucket's order::
     …
 
 Values are as in the JSON rows (strings as written, ``PERSON_KEYS`` lists); a field a row lacks is ``null`` (the
-report reads every field with ``.get``: missing and null are one to it; "" stays ""). Decoding a column is one
+report reads every field with ``.get``: missing and null are one to it; "" stays ""), except the ID (the first
+column): a bucket with a row without one keeps no copy (the funnel's ``row["ID"]`` of a stage history entry without
+one raises, of a null one skips it; the JSON reader gives :data:`ABSENT` for it). Decoding a column is one
 orjson call over one array, and rows come out as tuples (``zip``): a third of the time of decoding a JSON object per
 row. A copy is used only when its version is this module's, it holds every column asked for, and its
 ``source_sha256`` is the hash of the JSON bucket now in place: a bucket rewritten after its copy (a crash between
