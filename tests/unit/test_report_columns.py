@@ -380,3 +380,13 @@ def test_the_snapshot_writer_keeps_a_copy_of_the_stage_history() -> None:
     write_snapshot(objects, "deal_history", [[row for row in HISTORY if isinstance(row["ID"], int)]])
     reader = read_rows(objects, "deal_history")
     assert [row[0] for row in reader] == [1, 2, 3, 4, 5, 8] and (reader.from_copy, reader.from_json) == (1, 0)
+
+
+def test_the_segments_job_s_wins_from_the_copy_are_those_from_the_json() -> None:
+    from throughline.report.build import last_wins
+
+    objects = with_history(HISTORY)
+    zone = __import__("zoneinfo").ZoneInfo("Europe/Moscow")
+    from_copy = last_wins(read_rows(objects, "deal_history"), {"WON"}, zone)
+    assert from_copy == last_wins(read_snapshot(objects, "deal_history"), {"WON"}, zone)
+    assert from_copy == {1: "2026-11-10T12:00:00+03:00", 4: "2026-11-20T10:00:00", 3: "2026-11-12T02:00:00+03:00"}
