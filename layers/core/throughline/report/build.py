@@ -346,6 +346,9 @@ class _Builder:
 
     def add_spend(self, rows: Iterable[Mapping[str, Any]]) -> None:
         vat = Decimal(1) + self.options.vat_rate
+        # The period's spend per (campaign, day), handed to the dynamics once each after the rows (exact Decimal sums:
+        # the same cells, in the same first-seen order, as one call a row).
+        by_day: dict[tuple[int, int], list[Any]] = {}
         for row in rows:
             which, spend_day = self.day(row.get("date"))
             if which is None:
@@ -406,7 +409,13 @@ class _Builder:
             totals.impressions += int(row.get("impressions") or 0)
             totals.clicks += int(row.get("clicks") or 0)
             if which == CURRENT:
-                self.dynamics.spend(campaign, spend_day, cost)
+                found = by_day.get((id(campaign), spend_day))
+                if found is None:
+                    by_day[id(campaign), spend_day] = [campaign, ZERO + cost]
+                else:
+                    found[1] += cost
+        for (_, spend_day), (campaign, cost) in by_day.items():
+            self.dynamics.spend(campaign, spend_day, cost)
 
     def _money(self, amount: Decimal, currency: str, day: str) -> Decimal | None:
         """``amount`` in the report currency, rounded to kopecks here, once per spend row or deal: every row, total
