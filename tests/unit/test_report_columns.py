@@ -390,3 +390,43 @@ def test_the_segments_job_s_wins_from_the_copy_are_those_from_the_json() -> None
     from_copy = last_wins(read_rows(objects, "deal_history"), {"WON"}, zone)
     assert from_copy == last_wins(read_snapshot(objects, "deal_history"), {"WON"}, zone)
     assert from_copy == {1: "2026-11-10T12:00:00+03:00", 4: "2026-11-20T10:00:00", 3: "2026-11-12T02:00:00+03:00"}
+
+
+def test_hostile_history_entries_read_from_the_copy_give_the_funnel_and_wins_of_the_json() -> None:
+    # IDs as text, floats, booleans, null; owners odd; stages not text; times odd or missing; a row without an ID in
+    # some buckets (those keep no copy). The wins and the funnel's paths from the copy equal those from the JSON rows.
+    import random
+
+    from throughline.report.build import _Builder, _history, _last_wins, _Moves
+
+    rng = random.Random(11)
+    choices = {"ID": [1, 2, 3, "4", "x", None, 5.5, True, 2**62], "OWNER_ID": [1, 2, 3, "2", "x", None, 0, 3.0],
+               "STAGE_ID": ["NEW", "WON", "", None, 5, "Ё"], "STAGE_SEMANTIC_ID": ["S", "F", None, 1],
+               "CREATED_TIME": ["2026-11-02T10:00:00+03:00", "2026-11-02T10:00:00", "bad", "", None, 5]}  # fmt: skip
+    builder = _Builder(PERIOD, previous_period(PERIOD), RateBook("RUB"), ReportOptions())
+    builder.period_deals = {1: (0, "NEW"), 2: (0, "WON"), 3: (1, "NEW")}
+
+    def outcome(history):
+        moves = _Moves()
+        try:
+            wins = _last_wins(moves.kept(_history(history)), {"WON"})
+            return wins, builder.deal_paths(moves)
+        except Exception as error:  # the same error either way is what is compared
+            return type(error).__name__
+
+    copies = 0
+    for _ in range(300):
+        rows = [{key: rng.choice(values) for key, values in choices.items() if rng.random() < 0.9 or key == "ID"}
+                for _ in range(rng.randrange(1, 10))]  # fmt: skip
+        if rng.random() < 0.2:
+            del rows[0]["ID"]
+        objects = MemoryObjects()
+        data = jsonlines.encode(rows)
+        objects.put(snapshot_key("deal_history", 0), data)
+        copy = columns.encode("deal_history", rows, columns.HISTORY_COLUMNS, data)
+        if copy is not None:
+            objects.put(columns.key_of("deal_history", 0), copy)
+        reader = read_rows(objects, "deal_history")
+        assert outcome(reader) == outcome(read_snapshot(objects, "deal_history"))
+        copies += reader.from_copy
+    assert 150 < copies < 300  # both ways were taken
