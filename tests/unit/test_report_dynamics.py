@@ -135,13 +135,15 @@ def test_spend_reaches_the_dynamics_once_per_campaign_and_day_with_every_row_s_k
     from throughline.report import dynamics
 
     calls: list[tuple[str, int, Decimal]] = []
-    real = dynamics.DynamicsBook.spend
+    real = dynamics.DynamicsBook.add
 
-    def counted(self, row, day, cost):
-        calls.append((row.campaign, day, cost))
-        return real(self, row, day, cost)
+    def counted(self, position, items):
+        items = list(items)
+        if position == dynamics.SPEND:
+            calls.extend((row.campaign, day, cost) for row, day, cost in items)
+        return real(self, position, items)
 
-    monkeypatch.setattr(dynamics.DynamicsBook, "spend", counted)
+    monkeypatch.setattr(dynamics.DynamicsBook, "add", counted)
     rows = [
         spend("yandex_direct", "100.10", campaign_id="777", name="Поиск", day="2026-11-03"),
         spend("yandex_direct", "0.015", campaign_id="777", name="Поиск", day="2026-11-03", account_id="b"),
@@ -161,3 +163,40 @@ def test_spend_reaches_the_dynamics_once_per_campaign_and_day_with_every_row_s_k
                      ("Ноль", third, Decimal("0.00"))]  # fmt: skip
     points = {p.date_from.day: p.spend for p in report.dynamics.points if p.spend}
     assert points == {3: Decimal("281.12"), 4: Decimal("50.00")} and report.headline.spend == Decimal("331.12")
+
+
+def test_many_cells_at_once_are_the_cells_one_at_a_time() -> None:
+    # A 365-day period (by ISO week), days on both sides of it, two rows interleaved: add() fills what spend() and
+    # lead() fill, cell for cell; by hand, Monday 2026-11-30's week starts that day, the period's first days its own.
+    import random
+
+    from throughline.report import dynamics
+
+    year = Period(date_from=date(2025, 12, 1), date_to=date(2026, 11, 30))
+    rng = random.Random(3)
+    first, second = object(), object()
+    start = year.date_from.toordinal()
+    items = [(rng.choice((first, second)), start + rng.randrange(-10, 375), rng.randrange(1, 5)) for _ in range(500)]
+    one, many = dynamics.DynamicsBook(year), dynamics.DynamicsBook(year)
+    for row, day, count in items:
+        one.lead(row, day, count)
+        one.spend(row, day, Decimal(count) / 4)
+    many.add(dynamics.LEADS, items)
+    many.add(dynamics.SPEND, [(row, day, Decimal(count) / 4) for row, day, count in items])
+    assert [(key, cells.days) for key, cells in one._rows.items()] == [
+        (key, cells.days) for key, cells in many._rows.items()
+    ]
+    hand = dynamics.DynamicsBook(year)
+    hand.add(
+        dynamics.LEADS,
+        [
+            (first, date(2026, 11, 30).toordinal(), 1),
+            (first, date(2026, 11, 29).toordinal(), 2),
+            (first, date(2025, 12, 3).toordinal(), 4),
+            (first, date(2025, 11, 30).toordinal(), 8),
+        ],
+    )
+    assert hand._rows[id(first)].days == {date(2026, 11, 30).toordinal(): [0, 1, 0, 0],
+                                          date(2026, 11, 23).toordinal(): [0, 2, 0, 0],
+                                          date(2025, 12, 1).toordinal(): [0, 4, 0, 0],
+                                          date(2025, 11, 30).toordinal(): [0, 8, 0, 0]}  # fmt: skip

@@ -48,6 +48,8 @@ from throughline.report.channels import (
     spend_source,
     tag_key,
 )
+from throughline.report.dynamics import LEADS as DYNAMICS_LEADS
+from throughline.report.dynamics import SPEND as DYNAMICS_SPEND
 from throughline.report.dynamics import DynamicsBook
 from throughline.report.funnel import StageBook, build_funnels
 from throughline.report.metrics import ZERO, Totals
@@ -414,8 +416,7 @@ class _Builder:
                     by_day[id(campaign), spend_day] = [campaign, ZERO + cost]
                 else:
                     found[1] += cost
-        for (_, spend_day), (campaign, cost) in by_day.items():
-            self.dynamics.spend(campaign, spend_day, cost)
+        self.dynamics.add(DYNAMICS_SPEND, ((campaign, day, cost) for (_, day), (campaign, cost) in by_day.items()))
 
     def _money(self, amount: Decimal, currency: str, day: str) -> Decimal | None:
         """``amount`` in the report currency, rounded to kopecks here, once per spend row or deal: every row, total
@@ -569,7 +570,8 @@ class _Builder:
         for day_key, count in by_day.items():
             index = day_key >> DAY_BITS
             current[index] = current.get(index, 0) + count
-            self.dynamics.lead(slots[index].campaign, day_key & DAY_MASK, count)
+        self.dynamics.add(DYNAMICS_LEADS, ((slots[key >> DAY_BITS].campaign, key & DAY_MASK, count)
+                                           for key, count in by_day.items()))  # fmt: skip
         for index, count in current.items():
             slot = slots[index]
             slot.campaign.totals[CURRENT].leads += count
