@@ -96,16 +96,20 @@ def test_the_stage_history_is_read_once_a_run(report_stack, monkeypatch) -> None
     # The wins without CLOSEDATE, the funnel and the segments section all come from one read of the snapshot's
     # stage history (it was read three times a night: a million entries decoded each time at portal scale).
     stack, s3, bucket = report_stack
+    # Read from its columnar copy (report.columns), as leads and deals are.
     reads: list[str] = []
-    real = job.read_snapshot
 
-    def counted(objects, entity, *args, **kwargs):
-        reads.append(entity)
-        return real(objects, entity, *args, **kwargs)
+    def counted(real):
+        def read(objects, entity, *args, **kwargs):
+            reads.append(f"{real.__name__} {entity}")
+            return real(objects, entity, *args, **kwargs)
 
-    monkeypatch.setattr(job, "read_snapshot", counted)
+        return read
+
+    monkeypatch.setattr(job, "read_snapshot", counted(job.read_snapshot))
+    monkeypatch.setattr(job, "read_rows", counted(job.read_rows))
     stack.invoke("build_roi_report", {"date_from": "2026-11-01", "date_to": "2026-11-30"})
-    assert reads.count(job.HISTORY) == 1
+    assert [read for read in reads if read.endswith(job.HISTORY)] == [f"read_rows {job.HISTORY}"]
     latest = json.loads(s3.get_object(Bucket=bucket, Key="reports/roi/latest/roi.json")["Body"].read())
     [deal_funnel] = [funnel for funnel in latest["funnels"] if funnel["entity"] == "deal"]
     assert deal_funnel["source"] == "stage_history" and deal_funnel["won"] == 30

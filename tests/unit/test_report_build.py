@@ -285,7 +285,7 @@ def test_the_kept_copy_of_the_stage_history_gives_the_funnel_what_the_entries_gi
     # the funnel's paths from the compact copy equal those from the entries themselves, errors included.
     import random
 
-    from throughline.report.build import _Builder, _Moves
+    from throughline.report.build import _Builder, _history, _Moves
 
     rng = random.Random(7)
     choices = {"ID": [1, 2, 3, "4", "x", None, 2**70, 5.0, True], "OWNER_ID": [1, 2, 3, "2", "x", None, 0, 2**70, 3.0],
@@ -305,5 +305,5 @@ def test_the_kept_copy_of_the_stage_history_gives_the_funnel_what_the_entries_gi
         rows = [{key: rng.choice(values) for key, values in choices.items() if rng.random() < 0.9}
                 for _ in range(rng.randrange(12))]  # fmt: skip
         moves = _Moves()
-        assert len(list(moves.kept(rows))) == len(rows)
+        assert len(list(moves.kept(_history(rows)))) == len(rows)  # as tuples, the columnar copy's or the JSON rows'
         assert paths(moves) == paths(rows)

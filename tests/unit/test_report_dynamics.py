@@ -127,3 +127,76 @@ def test_the_json_and_the_page_carry_the_series() -> None:
     chart = json.loads(embedded)["dynamics"]
     assert chart["labels"][2] == "03.11" and chart["spend"][2] == 1000.0 and chart["leads"][2] == 2
     assert chart["weeks"][1] == "02.11–08.11" and chart["romi"][0]["values"][2] == 499.34
+
+
+def test_spend_reaches_the_dynamics_once_per_campaign_and_day_with_every_row_s_kopecks(monkeypatch) -> None:
+    # Two accounts' rows of one campaign on one day, a row in dollars (90.5 ₽), a zero row of another campaign and
+    # a row of the previous period: the dynamics gets each (campaign, day) once, as the sum of its rows' kopecks.
+    from throughline.report import dynamics
+
+    calls: list[tuple[str, int, Decimal]] = []
+    real = dynamics.DynamicsBook.add
+
+    def counted(self, position, items):
+        items = list(items)
+        if position == dynamics.SPEND:
+            calls.extend((row.campaign, day, cost) for row, day, cost in items)
+        return real(self, position, items)
+
+    monkeypatch.setattr(dynamics.DynamicsBook, "add", counted)
+    rows = [
+        spend("yandex_direct", "100.10", campaign_id="777", name="Поиск", day="2026-11-03"),
+        spend("yandex_direct", "0.015", campaign_id="777", name="Поиск", day="2026-11-03", account_id="b"),
+        spend("yandex_direct", "2", campaign_id="777", name="Поиск", day="2026-11-03", currency="USD"),
+        spend("yandex_direct", "50", campaign_id="777", name="Поиск", day="2026-11-04"),
+        spend("vk_ads", "0", campaign_id="9", name="Ноль", day="2026-11-03"),
+        spend("yandex_direct", "400", campaign_id="777", name="Поиск", day="2026-10-31"),
+    ]
+    report = build_report(
+        period=NOVEMBER, previous=previous_period(NOVEMBER), leads=[], deals=[], spend=rows,
+        rates=RateBook("RUB", [{"date": "2026-11-01", "base": "RUB", "rates": {"USD": "90.5"}, "source": "cbr"}]),
+        stages=StageBook(STATUSES), now=lambda: datetime(2026, 12, 1, 5, 0),
+    )  # fmt: skip
+    third, fourth = date(2026, 11, 3).toordinal(), date(2026, 11, 4).toordinal()
+    # 100.10 + 0.02 (0.015 to the kopeck, half-up) + 181.00 (2 × 90.5) on the 3rd; 50 on the 4th; 0 for «Ноль».
+    assert calls == [("Поиск", third, Decimal("281.12")), ("Поиск", fourth, Decimal("50.00")),
+                     ("Ноль", third, Decimal("0.00"))]  # fmt: skip
+    points = {p.date_from.day: p.spend for p in report.dynamics.points if p.spend}
+    assert points == {3: Decimal("281.12"), 4: Decimal("50.00")} and report.headline.spend == Decimal("331.12")
+
+
+def test_many_cells_at_once_are_the_cells_one_at_a_time() -> None:
+    # A 365-day period (by ISO week), days on both sides of it, two rows interleaved: add() fills what spend() and
+    # lead() fill, cell for cell; by hand, Monday 2026-11-30's week starts that day, the period's first days its own.
+    import random
+
+    from throughline.report import dynamics
+
+    year = Period(date_from=date(2025, 12, 1), date_to=date(2026, 11, 30))
+    rng = random.Random(3)
+    first, second = object(), object()
+    start = year.date_from.toordinal()
+    items = [(rng.choice((first, second)), start + rng.randrange(-10, 375), rng.randrange(1, 5)) for _ in range(500)]
+    one, many = dynamics.DynamicsBook(year), dynamics.DynamicsBook(year)
+    for row, day, count in items:
+        one.lead(row, day, count)
+        one.spend(row, day, Decimal(count) / 4)
+    many.add(dynamics.LEADS, items)
+    many.add(dynamics.SPEND, [(row, day, Decimal(count) / 4) for row, day, count in items])
+    assert [(key, cells.days) for key, cells in one._rows.items()] == [
+        (key, cells.days) for key, cells in many._rows.items()
+    ]
+    hand = dynamics.DynamicsBook(year)
+    hand.add(
+        dynamics.LEADS,
+        [
+            (first, date(2026, 11, 30).toordinal(), 1),
+            (first, date(2026, 11, 29).toordinal(), 2),
+            (first, date(2025, 12, 3).toordinal(), 4),
+            (first, date(2025, 11, 30).toordinal(), 8),
+        ],
+    )
+    assert hand._rows[id(first)].days == {date(2026, 11, 30).toordinal(): [0, 1, 0, 0],
+                                          date(2026, 11, 23).toordinal(): [0, 2, 0, 0],
+                                          date(2025, 12, 1).toordinal(): [0, 4, 0, 0],
+                                          date(2025, 11, 30).toordinal(): [0, 8, 0, 0]}  # fmt: skip

@@ -48,6 +48,8 @@ from throughline.report.channels import (
     spend_source,
     tag_key,
 )
+from throughline.report.dynamics import LEADS as DYNAMICS_LEADS
+from throughline.report.dynamics import SPEND as DYNAMICS_SPEND
 from throughline.report.dynamics import DynamicsBook
 from throughline.report.funnel import StageBook, build_funnels
 from throughline.report.metrics import ZERO, Totals
@@ -121,6 +123,9 @@ def previous_period(period: Period) -> Period:
     return Period(date_from=end - timedelta(days=period.days - 1), date_to=end)
 
 
+_History = Iterable[Mapping[str, Any]] | columns.Rows  # JSON rows, or the columnar reader (report.crm.read_rows)
+
+
 def build_report(
     *,
     period: Period,
@@ -130,7 +135,7 @@ def build_report(
     spend: Iterable[Mapping[str, Any]],
     rates: RateBook,
     stages: StageBook,
-    stage_history: Iterable[Mapping[str, Any]] | Callable[[], Iterable[Mapping[str, Any]]] = (),
+    stage_history: _History | Callable[[], _History] = (),
     options: ReportOptions = ReportOptions(),
     crm_info: Mapping[str, int | str | None] | None = None,
     journeys: Journeys | None = None,
@@ -154,7 +159,7 @@ def build_report(
         builder.add_spend(spend)
         builder.add_leads(leads)
         moves = _Moves()
-        builder.read_wins(moves.kept(stage_history() if callable(stage_history) else stage_history))
+        builder.read_wins(moves.kept(_history(stage_history() if callable(stage_history) else stage_history)))
         if wins is not None:
             wins.update(builder.win_moments)
         builder.add_deals(deals)
@@ -343,6 +348,9 @@ class _Builder:
 
     def add_spend(self, rows: Iterable[Mapping[str, Any]]) -> None:
         vat = Decimal(1) + self.options.vat_rate
+        # The period's spend per (campaign, day), handed to the dynamics once each after the rows (exact Decimal sums:
+        # the same cells, in the same first-seen order, as one call a row).
+        by_day: dict[tuple[int, int], list[Any]] = {}
         for row in rows:
             which, spend_day = self.day(row.get("date"))
             if which is None:
@@ -403,7 +411,12 @@ class _Builder:
             totals.impressions += int(row.get("impressions") or 0)
             totals.clicks += int(row.get("clicks") or 0)
             if which == CURRENT:
-                self.dynamics.spend(campaign, spend_day, cost)
+                found = by_day.get((id(campaign), spend_day))
+                if found is None:
+                    by_day[id(campaign), spend_day] = [campaign, ZERO + cost]
+                else:
+                    found[1] += cost
+        self.dynamics.add(DYNAMICS_SPEND, ((campaign, day, cost) for (_, day), (campaign, cost) in by_day.items()))
 
     def _money(self, amount: Decimal, currency: str, day: str) -> Decimal | None:
         """``amount`` in the report currency, rounded to kopecks here, once per spend row or deal: every row, total
@@ -557,7 +570,8 @@ class _Builder:
         for day_key, count in by_day.items():
             index = day_key >> DAY_BITS
             current[index] = current.get(index, 0) + count
-            self.dynamics.lead(slots[index].campaign, day_key & DAY_MASK, count)
+        self.dynamics.add(DYNAMICS_LEADS, ((slots[key >> DAY_BITS].campaign, key & DAY_MASK, count)
+                                           for key, count in by_day.items()))  # fmt: skip
         for index, count in current.items():
             slot = slots[index]
             slot.campaign.totals[CURRENT].leads += count
@@ -581,9 +595,10 @@ class _Builder:
 
     # -- deals ------------------------------------------------------------------------------------------------------
 
-    def read_wins(self, history: Iterable[Mapping[str, Any]]) -> None:
-        """Each deal's last move into a success stage: the day of a won deal without ``CLOSEDATE``."""
-        self.win_moments = last_wins(history, self._success_stages, self.zone)
+    def read_wins(self, history: Iterable[tuple[Any, ...]]) -> None:
+        """Each deal's last move into a success stage: the day of a won deal without ``CLOSEDATE``. ``history``:
+        tuples of ``columns.HISTORY_COLUMNS`` (:func:`_history`)."""
+        self.win_moments = _last_wins(history, self._success_stages, self.zone)
 
     def _which(self, ordinal: int) -> int | None:
         for index, (low, high) in enumerate(self._ordinals):  # a loop, not next() over a generator: once a deal
@@ -977,7 +992,8 @@ class _Moves:
     (``OWNER_ID``), ``ID``, ``STAGE_ID`` and ``CREATED_TIME`` as written. Deals and entries IDs go to integer arrays
     and stages to a short list of the distinct ones, times to one UTF-8 buffer: about 50 bytes an entry.
     An entry the funnel would skip whatever the deal (no time, an unreadable deal) is not kept; an entry whose fields
-    are not plain is kept whole, so :meth:`of` gives :meth:`_Builder.deal_paths` what the stream gave it."""
+    are not plain is kept as a dict of the fields the funnel reads, as read (without ``ID`` when its JSON row had
+    none: ``columns.ABSENT``), so :meth:`odd` gives :meth:`_Builder.deal_paths` what the JSON rows gave it."""
 
     def __init__(self) -> None:
         self._owners = array("q")
@@ -991,18 +1007,19 @@ class _Moves:
         self._ends = array("q")  # where each entry's time ends in _times
         self._odd: dict[int, list[Mapping[str, Any]]] = {}  # deal → its entries not kept in the arrays
 
-    def kept(self, history: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+    def kept(self, history: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+        """Passes ``history`` (tuples of ``columns.HISTORY_COLUMNS``, :func:`_history`) on, keeping what it needs."""
         owners, ids, stages, codes = self._owners, self._ids, self._stages, self._stage_codes
         times, ends = self._times, self._ends
         for row in history:
             yield row
+            entry, raw_owner, text, stage = row[0], row[1], row[2], row[3]
             try:
-                owner = int(row.get("OWNER_ID") or 0)
+                owner = int(raw_owner or 0)
             except (TypeError, ValueError):
                 continue  # deal_paths skips it whatever the period's deals are
-            if not row.get("CREATED_TIME"):
+            if not text:
                 continue
-            entry, stage, text = row.get("ID"), row.get("STAGE_ID"), row["CREATED_TIME"]
             if (type(entry) is int and type(stage) is str and type(text) is str
                     and -(2**63) <= entry < 2**63 and -(2**63) <= owner < 2**63):  # fmt: skip
                 code = codes.get(stage)
@@ -1015,7 +1032,10 @@ class _Moves:
                 times += text.encode("utf-8", "surrogatepass")
                 ends.append(len(times))
             else:  # an ID written as text, a missing or odd field: the entry as read, for deal_paths to judge
-                self._odd.setdefault(owner, []).append(row)
+                whole = {"OWNER_ID": raw_owner, "CREATED_TIME": text, "STAGE_ID": stage}
+                if entry is not columns.ABSENT:  # a JSON row without an ID: row["ID"] raises, as it did
+                    whole["ID"] = entry
+                self._odd.setdefault(owner, []).append(whole)
 
     def plain(self) -> Iterator[tuple[int, int, int, Any]]:
         """(deal, entry ID, stage code in :attr:`stage_names`, ``CREATED_TIME``) of each entry kept in the arrays."""
@@ -1043,16 +1063,23 @@ def success_stages(stages: StageBook | None) -> set[str]:
     }  # fmt: skip
 
 
-def last_wins(history: Iterable[Mapping[str, Any]], stages: Iterable[str] = (), zone: ZoneInfo | None = None
-              ) -> dict[int, str]:  # fmt: skip
+def last_wins(history: Iterable[Mapping[str, Any]] | columns.Rows, stages: Iterable[str] = (),
+              zone: ZoneInfo | None = None) -> dict[int, str]:  # fmt: skip
     """Each deal's last move into a success stage (``STAGE_SEMANTIC_ID`` S or one of ``stages``) in the stage
-    history: deal ID → the entry's ``CREATED_TIME`` as written. The win of a deal without ``CLOSEDATE``."""
+    history: deal ID → the entry's ``CREATED_TIME`` as written. The win of a deal without ``CLOSEDATE``.
+    ``history``: JSON rows, or the snapshot's columnar reader (``report.crm.read_rows``)."""
+    return _last_wins(_history(history), stages, zone)
+
+
+def _last_wins(history: Iterable[tuple[Any, ...]], stages: Iterable[str] = (), zone: ZoneInfo | None = None
+               ) -> dict[int, str]:  # fmt: skip
+    """:func:`last_wins` of tuples of ``columns.HISTORY_COLUMNS``."""
     known = set(stages)
     wins: dict[int, tuple[datetime, str]] = {}
-    for row in history:
-        if row.get("STAGE_SEMANTIC_ID") == "S" or row.get("STAGE_ID") in known:
+    for _, raw_owner, created, stage, semantic in history:
+        if semantic == "S" or stage in known:
             try:  # a malformed entry dates nothing; it must not stop the night's run
-                owner, text = int(row.get("OWNER_ID") or 0), str(row.get("CREATED_TIME") or "")
+                owner, text = int(raw_owner or 0), str(created or "")
                 at = _time(text)
                 if at.tzinfo is None:
                     at = at.replace(tzinfo=zone or UTC)
@@ -1061,6 +1088,14 @@ def last_wins(history: Iterable[Mapping[str, Any]], stages: Iterable[str] = (), 
             if owner not in wins or at > wins[owner][0]:
                 wins[owner] = (at, text)
     return {owner: text for owner, (_, text) in wins.items()}
+
+
+def _history(history: Iterable[Mapping[str, Any]] | columns.Rows) -> Iterable[tuple[Any, ...]]:
+    """The stage history as tuples of ``columns.HISTORY_COLUMNS``: the columnar reader's, or JSON rows' (an entry
+    without an ``ID`` gives ``columns.ABSENT`` there: no error until the funnel reads ``row["ID"]`` of it)."""
+    if isinstance(history, columns.Rows):
+        return _rows(history, columns.HISTORY_COLUMNS)
+    return columns.tuples(history, columns.HISTORY_COLUMNS, columns.ABSENT)
 
 
 def won_day(deal: Mapping[str, Any], wins: Mapping[int, str], zone: ZoneInfo) -> date | None:

@@ -1,6 +1,7 @@
-"""The report's columnar copy of the CRM snapshot's leads and deals: what the report reads, cheaper to decode.
+"""The report's columnar copy of the CRM snapshot's leads, deals and deals' stage history: what the report reads,
+cheaper to decode.
 
-Each bucket of ``crm/snapshot/entity=<lead|deal>/`` (gzip JSON Lines, read by Athena) gets a copy in
+Each bucket of ``crm/snapshot/entity=<lead|deal|deal_history>/`` (gzip JSON Lines, read by Athena) gets a copy in
 ``crm/snapshot/columns/entity=<entity>/bucket=<id // 100 000>/part.columns.gz``, outside every Glue table's location.
 It is two gzip members (``zcat`` shows both): a header line, then one JSON array per column, each holding that field of
 every row of the bucket in the bucket's order::
@@ -12,7 +13,9 @@ every row of the bucket in the bucket's order::
     …
 
 Values are as in the JSON rows (strings as written, ``PERSON_KEYS`` lists); a field a row lacks is ``null`` (the
-report reads every field with ``.get``: missing and null are one to it; "" stays ""). Decoding a column is one
+report reads every field with ``.get``: missing and null are one to it; "" stays ""), except the ID (the first
+column): a bucket with a row without one keeps no copy (the funnel's ``row["ID"]`` of a stage history entry without
+one raises, of a null one skips it; the JSON reader gives :data:`ABSENT` for it). Decoding a column is one
 orjson call over one array, and rows come out as tuples (``zip``): a third of the time of decoding a JSON object per
 row. A copy is used only when its version is this module's, it holds every column asked for, and its
 ``source_sha256`` is the hash of the JSON bucket now in place: a bucket rewritten after its copy (a crash between
@@ -38,6 +41,18 @@ UTM = ("UTM_SOURCE", "UTM_MEDIUM", "UTM_CAMPAIGN", "UTM_CONTENT", "UTM_TERM")
 LEAD_COLUMNS = ("ID", "DATE_CREATE", "STATUS_ID", "SOURCE_ID", *UTM, "PERSON_KEYS")
 DEAL_COLUMNS = ("ID", "DATE_CREATE", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID", "OPPORTUNITY", "CURRENCY_ID",
                 "CLOSEDATE", "LEAD_ID", "CONTACT_ID", "COMPANY_ID", "SOURCE_ID", *UTM)  # fmt: skip
+# What the report reads of a stage history entry (report.build: last wins, the funnel's moves), in this order.
+HISTORY_COLUMNS = ("ID", "OWNER_ID", "CREATED_TIME", "STAGE_ID", "STAGE_SEMANTIC_ID")
+
+
+class _Absent:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT = _Absent()  # a stage history entry's ID its JSON row lacks (no copy holds one): ``row["ID"]`` of it raises
 
 
 def columns_of(entity: str, profit_field: str | None = None) -> tuple[str, ...] | None:
@@ -46,6 +61,8 @@ def columns_of(entity: str, profit_field: str | None = None) -> tuple[str, ...] 
         return LEAD_COLUMNS
     if entity == "deal":
         return DEAL_COLUMNS + ((profit_field,) if profit_field and profit_field not in DEAL_COLUMNS else ())
+    if entity == "deal_history":
+        return HISTORY_COLUMNS
     return None
 
 
@@ -59,7 +76,10 @@ def source_hash(source: bytes) -> str:
 
 def encode(entity: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str], source: bytes) -> bytes | None:
     """The copy of a bucket whose JSON object is ``source`` and whose rows are ``rows`` (in the object's order).
-    None when a value does not survive orjson (an integer past 64 bits): that bucket is then read from the JSON."""
+    None when a value does not survive orjson (an integer past 64 bits), or a row lacks the first column (the ID: a
+    copy cannot tell it from null, the report can): that bucket is then read from the JSON."""
+    if columns and any(columns[0] not in row for row in rows):
+        return None
     header = {"format": FORMAT, "version": VERSION, "entity": entity, "columns": list(columns), "rows": len(rows),
               "source_sha256": source_hash(source)}  # fmt: skip
     try:
@@ -110,14 +130,19 @@ def decode(data: bytes | None, source: bytes, columns: Sequence[str]) -> Iterato
     return zip(*picked, strict=True) if picked else iter(())
 
 
-def tuples(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+def tuples(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], absent: Any = None) -> Iterator[tuple[Any, ...]]:
     """JSON rows as the copy gives them: a tuple of ``columns``, None for a field a row lacks. A row without the first
-    column (the ID: every row the snapshot's writer keeps has one) is no record: ``KeyError``, as ``row["ID"]``."""
+    column (the ID: every row the snapshot's writer keeps has one) is no record: ``KeyError``, as ``row["ID"]``;
+    with ``absent`` (the stage history: :data:`ABSENT`), that value in its place instead, for the reader to judge."""
     first = columns[0] if columns else None
+    rest = columns[1:]
     for row in rows:
         if first is not None and first not in row:
-            raise KeyError(first)
-        yield tuple(map(row.get, columns))
+            if absent is None:
+                raise KeyError(first)
+            yield (absent, *map(row.get, rest))
+        else:
+            yield tuple(map(row.get, columns))
 
 
 class Rows:
@@ -127,6 +152,8 @@ class Rows:
     def __init__(self, objects: Any, entity: str, columns: Sequence[str], snapshot_prefix: str):
         self.objects, self.entity, self.columns = objects, entity, tuple(columns)
         self.snapshot_prefix = snapshot_prefix
+        # The stage history's entries without an ID are no error to the report (it skips what it cannot read).
+        self.absent = ABSENT if entity == "deal_history" else None
         self.from_copy = 0
         self.from_json = 0
 
@@ -146,7 +173,7 @@ class Rows:
                 yield from rows
             else:
                 self.from_json += 1
-                yield from tuples(jsonlines.iter_decode(source), self.columns)
+                yield from tuples(jsonlines.iter_decode(source), self.columns, self.absent)
 
 
 def _bucket_of(key: str) -> int | None:

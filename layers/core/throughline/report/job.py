@@ -131,7 +131,8 @@ def _run(
         # Leads and deals from the snapshot's columnar copy (report.columns), bucket by bucket where it is current.
         leads=read_rows(objects, "lead"),
         deals=read_rows(objects, "deal", settings.report_profit_field),
-        stage_history=lambda: read_snapshot(objects, HISTORY),  # read once: wins without CLOSEDATE, the funnel
+        # Read once (wins without CLOSEDATE, the funnel's moves), from its columnar copy too.
+        stage_history=lambda: read_rows(objects, HISTORY),
         spend=read_spend(objects, earliest, latest),
         rates=rates,
         stages=StageBook(crm.statuses),

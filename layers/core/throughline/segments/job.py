@@ -29,6 +29,7 @@ from throughline.bitrix24.client import Bitrix24Client
 from throughline.report import jsonlines
 from throughline.report.build import last_wins, success_stages
 from throughline.report.crm import HISTORY, SnapshotOptions, read_snapshot, refresh_snapshot
+from throughline.report.crm import read_rows as read_columns
 from throughline.report.funnel import StageBook
 from throughline.report.rates import RateBook
 from throughline.segments.engine import Frozen, assign, collect_customers
@@ -182,7 +183,8 @@ def _compute(
         zone=zone,  # type: ignore[arg-type]
         today=today,
         # Wins dated as the report dates them: CLOSEDATE, else the last move into a success stage (never DATE_MODIFY).
-        wins=last_wins(read_snapshot(objects, HISTORY), success_stages(StageBook(crm.statuses)), zone),  # type: ignore[arg-type]
+        # The stage history from its columnar copy (report.columns), as the report reads it.
+        wins=last_wins(read_columns(objects, HISTORY), success_stages(StageBook(crm.statuses)), zone),  # type: ignore[arg-type]
     )
     # Last night's rows: the latest snapshot before today (a second run on one day compares with the same night).
     previous_day = state.get("previous") if state.get("last") == day else state.get("last")
