@@ -17,6 +17,7 @@ from fast_bitrix24 import Bitrix
 
 from local.bitrix24_sandbox import Sandbox
 from local.bitrix24_sandbox.server import seed_history
+from tests.memory_objects import MemoryObjects
 from throughline.bitrix24.client import Bitrix24Client
 from throughline.report.crm import STATE_KEY, SnapshotOptions, read_snapshot, refresh_snapshot, snapshot_key
 
@@ -26,22 +27,6 @@ DEALS = 6_000
 LEADS = 120
 # The N-deal budget is about deals; history is tested below.
 DEALS_ONLY = SnapshotOptions(stage_history=False, person_key_secret="test-secret")
-
-
-class MemoryObjects:
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-        self.puts: list[str] = []
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def put(self, key: str, body: bytes) -> None:
-        self.data[key] = body
-        self.puts.append(key)
-
-    def keys(self, prefix: str) -> Iterator[str]:
-        return iter(sorted(key for key in self.data if key.startswith(prefix)))
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import re
-from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.memory_objects import MemoryObjects
 from throughline.report import columns, jsonlines
 from throughline.report.build import ReportOptions, build_report, previous_period
 from throughline.report.crm import (
@@ -68,22 +68,6 @@ DEALS = [
 SPEND = [{"date": "2026-11-03", "platform": "yandex_direct", "account_id": "a", "campaign_id": "777",
           "campaign_name": "Осень", "impressions": 10, "clicks": 1, "cost": Decimal("300"), "currency": "RUB",
           "include_vat": False}]  # fmt: skip
-
-
-class MemoryObjects:
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-        self.puts: list[str] = []
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def put(self, key: str, body: bytes) -> None:
-        self.data[key] = body
-        self.puts.append(key)
-
-    def keys(self, prefix: str) -> Iterator[str]:
-        return iter(sorted(key for key in self.data if key.startswith(prefix)))
 
 
 def crafted(profit_field: str | None = "UF_PROFIT") -> MemoryObjects:

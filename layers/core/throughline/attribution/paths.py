@@ -174,12 +174,7 @@ def _cut_columns(
                 for at, label in zip(times[start:end].tolist(), ranks[start:end].tolist(), strict=True)
             ]
             _cut_one(journey, person_won, label_at, table, nulls, untracked_label)
-    for person_won in won.values():  # people who converted without a single touch
-        for _, count, revenue in _by_instant(person_won):
-            table.add_conversions((untracked_label,), (0.0,), count, revenue)
-    for path, count in nulls.items():
-        table.add_null(path, count)
-    return table.build(direct_channel)
+    return _finish(won, table, nulls, untracked_label, direct_channel)
 
 
 def _ranks(names: list[str]) -> tuple[list[int], list[str]]:
@@ -213,6 +208,17 @@ def _cut(
             nulls[tuple([label_at[touch & _LABEL_MASK] for touch in journey])] += 1
             continue
         _cut_one(journey, person_won, label_at, table, nulls, untracked_label)
+    return _finish(won, table, nulls, untracked_label, direct_channel)
+
+
+def _finish(
+    won: dict[Any, list[tuple[datetime, Decimal]]],
+    table: _Aggregate,
+    nulls: Counter[tuple[str, ...]],
+    untracked_label: str,
+    direct_channel: str,
+) -> PathTable:
+    """The table, once every journey is cut: the conversions of people without a single touch, and the nulls."""
     for person_won in won.values():  # people who converted without a single touch
         for _, count, revenue in _by_instant(person_won):
             table.add_conversions((untracked_label,), (0.0,), count, revenue)
