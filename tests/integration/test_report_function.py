@@ -192,15 +192,16 @@ def test_report_function_least_privilege() -> None:
     # Tonight's segments, computed before the section reads them (segments.job.compute_for_report): the night's
     # files and state, never segments/audiences/ (build_segments' list ids and hashes).
     assert writes == {"${DataBucket.Arn}/reports/*", "${DataBucket.Arn}/crm/snapshot/*", "${DataBucket.Arn}/journeys/*",
-                      "${DataBucket.Arn}/journeys-packed/snapshot=*", "${DataBucket.Arn}/segments/snapshot=*", "${DataBucket.Arn}/segments/transitions/*",
-                      "${DataBucket.Arn}/segments/state.json", "${DataBucket.Arn}/segments/writeback/*"}  # fmt: skip
+                      "${DataBucket.Arn}/journeys-packed/snapshot=*", "${DataBucket.Arn}/segments/snapshot=*",
+                      "${DataBucket.Arn}/segments/transitions/*", "${DataBucket.Arn}/segments/state.json",
+                      "${DataBucket.Arn}/segments/writeback/*"}  # fmt: skip
     # The nightly journey export reads the journey table, and nothing else of DynamoDB.
     assert by_sid["ExportJourneys"]["Resource"] == {"Fn::GetAtt": ["JourneyTable", "Arn"]}
     reads = {item["Fn::Sub"].split("/", 1)[1] for item in by_sid["ReadInputs"]["Resource"]}
     # The segments' snapshots and moves and config/segments.yaml: the segments section (report/segments.py) and the
     # rules' labels; never segments/audiences/ (the hashes sent to ad platforms).
-    assert reads == {"spend/*", "rates/*", "journeys/*", "journeys-packed/snapshot=*", "crm/*", "reports/roi/*", "segments/snapshot=*",
-                     "segments/transitions/*", "segments/state.json", "config/segments.yaml",
+    assert reads == {"spend/*", "rates/*", "journeys/*", "journeys-packed/snapshot=*", "crm/*", "reports/roi/*",
+                     "segments/snapshot=*", "segments/transitions/*", "segments/state.json", "config/segments.yaml",
                      "conversions/*"}  # fmt: skip
     assert "raw/*" not in str(statements)
 
