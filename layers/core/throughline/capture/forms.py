@@ -33,6 +33,7 @@ from throughline.capture.submissions import (
 )
 from throughline.capture.submissions import MAX_VALUE as MAX_FIELD
 from throughline.contacts import InvalidContact, normalize_email, normalize_phone
+from throughline.text import storable
 
 FORM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_COMMENT = 10000
@@ -225,7 +226,7 @@ def parse_submission(
             overflow.append(f"{name}: {value}")
 
     for posted_name, raw_value in fields.items():
-        raw_name = _text(str(posted_name))
+        raw_name = storable(str(posted_name))
         name = _canonical(raw_name)
         if name.startswith("_") or not name:
             continue  # meta fields (_gotcha, _next, _subject…) are instructions, not data
@@ -294,7 +295,7 @@ def parse_submission(
         first_click_ids=first_click_ids,
         client_ids=_client_ids(values),
         extra=extra,
-        origin=_text(origin)[:MAX_FIELD] if isinstance(origin, str) else None,
+        origin=storable(origin)[:MAX_FIELD] if isinstance(origin, str) else None,
     )
 
 
@@ -322,7 +323,7 @@ def raw_record(
         "form_id": submission.form_id,
         "received_at": submission.received_at.isoformat(),
         "content_type": content_type,
-        "headers": {key: _text(str(value)) for key, value in headers.items() if key.lower() in _KEPT_HEADERS},
+        "headers": {key: storable(str(value)) for key, value in headers.items() if key.lower() in _KEPT_HEADERS},
         "body": text if text is not None else body.hex(),
         "body_encoding": "utf-8" if text is not None else "hex",
         "message": submission.to_message(),
@@ -369,14 +370,6 @@ _URL_SAFE = "/:@!$&'()*+,;=-._~%"
 
 # -- helpers --------------------------------------------------------------------------------------------------------
 
-# Text SQS and UTF-8 cannot carry: lone surrogates (JSON's "\\ud83d" decodes to one) and the noncharacters U+FFFE/FFFF.
-_UNSTORABLE = re.compile("[\ud800-\udfff\ufffe\uffff]")
-
-
-def _text(value: str) -> str:
-    return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
-
-
 # Never part of what a person wrote: C0 and C1 controls (NUL, ESC, …; tab and line breaks only where lines are allowed)
 # and the bidi embeddings, overrides and isolates that make a name read backwards in the CRM.
 _CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -394,16 +387,16 @@ def _storable(data: Any, depth: int = 0) -> Any:
     if depth > MAX_NESTING:
         raise FormRejected(400, "body is nested too deeply", {"body": f"more than {MAX_NESTING} nested levels"})
     if isinstance(data, str):
-        return _text(data)
+        return storable(data)
     if isinstance(data, dict):
-        return {_text(str(key)): _storable(value, depth + 1) for key, value in data.items()}
+        return {storable(str(key)): _storable(value, depth + 1) for key, value in data.items()}
     if isinstance(data, list):
         return [_storable(value, depth + 1) for value in data]
     return data
 
 
 def _reason(error: BaseException) -> str:
-    return _text(f"{type(error).__name__}: {error}"[:300])
+    return storable(f"{type(error).__name__}: {error}"[:300])
 
 
 def _canonical(field_name: str) -> str:
@@ -549,7 +542,7 @@ def _scripted_value(value: Any, *, first_of_many: bool) -> tuple[str | None, boo
         if first_of_many:  # a tag posted twice (``utm_source=a&utm_source=b``): the first one given
             return next((text for text in map(_scalar_text, value) if text), None), True
         return ", ".join(str(_scalar_text(item)) for item in value), True  # a checkbox group
-    return _text(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)), False
+    return storable(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)), False
 
 
 _NOT_SCALAR: Any = object()
@@ -563,7 +556,7 @@ def _scalar_text(value: Any) -> str | None:
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, str):
-        return _text(value).strip()
+        return storable(value).strip()
     return _NOT_SCALAR
 
 

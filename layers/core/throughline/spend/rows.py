@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from throughline.text import storable
 
 Platform = Literal["yandex_direct", "google_ads", "vk_ads", "manual"]
 PLATFORMS: tuple[str, ...] = ("yandex_direct", "google_ads", "vk_ads", "manual")
@@ -59,7 +60,7 @@ class SpendRow(BaseModel):
         # A lone surrogate (JSON's "\\ud83d": a name cut in the middle of an emoji) has no UTF-8 form, so no line
         # could store the row (and pydantic refuses it in a constrained string): it becomes U+FFFD, as on the
         # capture path. A name is worth less than the spend it comes with.
-        return _LONE_SURROGATE.sub("\ufffd", value) if isinstance(value, str) else value
+        return storable(value) if isinstance(value, str) else value
 
     @field_validator("ingested_at")
     @classmethod
@@ -92,8 +93,6 @@ class SpendRow(BaseModel):
         return cls.model_validate(json.loads(line, parse_float=Decimal))
 
 
-# In a str every surrogate is a lone one (a JSON pair decodes to one code point).
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # Characters that some line readers (Python's str.splitlines among them) take for the end of a line, though JSON may
 # carry them raw: escaped, a campaign name holding one cannot cut its JSON line in two for any reader.
 _LINE_BREAKS = {ord(ch): f"\\u{ord(ch):04x}" for ch in "\x85\u2028\u2029"}
