@@ -78,6 +78,9 @@ def test_a_reloaded_tab_does_not_bring_its_old_ad_back(browser: Browser, web: We
     try:
         old_tab, new_tab = context.new_page(), context.new_page()
         old_tab.goto(shop(web, query="utm_source=yandex&utm_medium=cpc&utm_campaign=zima&yclid=123"))
+        # The ad visit is recorded before the organic one starts (on a loaded machine the snippet stamped it after the
+        # other tab's, and the ad was then rightly the latest touch).
+        old_tab.wait_for_function("() => (Throughline.touch().current || {}).utm_source === 'yandex'")
         new_tab.goto(web.url("www.google.com", "/link?to=" + quote(shop(web), safe="")))
         with new_tab.expect_navigation(url=lambda address: "/link?" not in address):
             new_tab.click("#go")  # found the shop again through organic search
