@@ -4,8 +4,9 @@ invocation (import + first call) over ``import boto3`` in a fresh interpreter (t
 
 The layer is laid out as ``sam build`` ships it — ``<tmp>/layer/python/`` with throughline and the core layer's
 libraries (the installed distributions named by its requirements.txt, with their dependencies), ``<tmp>/task/`` with
-the function's ``app.py`` — and, as shipped since issue 15 #6, compiled with ``local.precompile`` (unchecked-hash byte
-code). ``PYTHONDONTWRITEBYTECODE=1`` stands for Lambda's read-only mount: without the byte code every start compiles.
+the function's ``app.py`` — and prepared as ``make build`` prepares it with ``local.precompile``: unchecked-hash byte
+code (issue 15 #6) and botocore's endpoints.json trimmed to the services the code names. ``PYTHONDONTWRITEBYTECODE=1``
+stands for Lambda's read-only mount: without the byte code every start compiles.
 
 ``--before COMMIT`` measures the sources and layer requirements of an older commit (e.g. the one before the two
 layers and the precompile step: ``git log --oneline -- layers/ template.yaml``), shipped without byte code as they
@@ -168,10 +169,12 @@ def build_layer(target: Path, source: Path, *, compile_it: bool) -> Path:
     for function in FUNCTIONS:
         shutil.copytree(source / "functions" / function, target / "task" / function, ignore=_no_bytecode)
     if compile_it:
-        from local.precompile import compile_tree, missing_bytecode
+        from local.precompile import compile_tree, missing_bytecode, trim_endpoints, untrimmed_endpoints
 
         assert compile_tree(target), "the layer did not compile"
         assert not missing_bytecode(target), "sources without byte code"
+        trim_endpoints(target)  # as `make build` ships it: botocore's endpoints.json for the services named
+        assert not untrimmed_endpoints(target), "endpoints.json not trimmed"
     return target
 
 

@@ -58,5 +58,5 @@ def test_a_service_botocore_does_not_know_still_raises_its_error():
 
 
 def test_the_session_of_the_clients_uses_the_model_loader():
-    assert isinstance(aws._session()._session.get_component("data_loader"), aws.ModelLoader)
+    assert isinstance(aws._session().get_component("data_loader"), aws.ModelLoader)
     assert aws.client("sqs").meta.service_model.service_name == "sqs"
