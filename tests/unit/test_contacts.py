@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
 
+import phonenumbers
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from throughline import contacts
 from throughline.contacts import InvalidContact, mask_email, mask_phone, normalize_email, normalize_phone
 
 
@@ -266,3 +277,111 @@ def test_invisible_and_control_characters_are_refused_with_a_clear_reason(invisi
 def test_a_domain_idna_refuses_is_not_an_address(raw):
     with pytest.raises(InvalidContact, match="not an e-mail address"):
         normalize_email(raw)
+
+
+# A plain Russian mobile number is read without phonenumbers (issue 15 #9): the reader's two claims against the
+# installed numbering plan, then the two readers compared.
+FAST_CODES = [f"9{second}" for second in "01245678 9".replace(" ", "")]  # 90-92, 94-99: the fast reader's
+
+
+def _slow(raw: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """What phonenumbers answers for ``raw`` (the fast reader switched off), or the error's message."""
+    with monkeypatch.context() as patched:
+        patched.setattr(contacts, "_RU_MOBILE", re.compile(r"(?!)"))
+        try:
+            return normalize_phone(raw, "RU")
+        except InvalidContact as error:
+            return f"refused: {error}"
+
+
+def test_every_number_from_90_to_92_and_94_to_99_is_a_valid_russian_mobile_in_the_installed_plan():
+    from phonenumbers.data.region_RU import PHONE_METADATA_RU as plan
+
+    assert plan.mobile.national_number_pattern.startswith(r"9(?:[0-24-9]\d{4}|3")  # the gaps are all in 93X
+    others = [plan.fixed_line, plan.toll_free, plan.premium_rate, plan.shared_cost, plan.personal_number, plan.voip]
+    others += [plan.pager, plan.uan, plan.voicemail]
+    rnd = random.Random(7)
+    for code in FAST_CODES:
+        for third in range(10):
+            for _ in range(20):
+                national = f"{code}{third}{rnd.randrange(10**7):07d}"
+                number = phonenumbers.parse("+7" + national, None)
+                assert phonenumbers.is_valid_number(number), national
+                assert phonenumbers.region_code_for_number(number) == "RU"
+                assert phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.MOBILE
+                assert not any(desc and re.fullmatch(desc.national_number_pattern, national) for desc in others)
+
+
+def _spellings(rnd: random.Random, count: int) -> list[str]:
+    """Ways people type a Russian number: the fast reader's shapes and near misses (other separators, 93X, a bare 7,
+    unbalanced brackets, a digit too many or too few, other digits than ASCII ones)."""
+    prefixes = ["", "+7", "8", "+7 ", "8 ", "+7-", "8-", "7", "7 ", "+8", "+ 7", "+7  ", "-", "+", "++7", "8(", "+7("]
+    codes = [*FAST_CODES, "93", "80", "49", "81", "70"]
+    separators = ["", " ", "-", "  ", ".", "--", " - ", "\t", "\u00a0", "/"]
+    spellings = []
+    for index in range(count):
+        if index % 2:  # every other one typed plainly: the fast reader's shapes (its 93X excepted)
+            code = rnd.choice([*FAST_CODES, "93"]) + str(rnd.randrange(10))
+            parts = [rnd.choice(["", "+7", "8"]), rnd.choice(["({})", "{}"]).format(code), f"{rnd.randrange(1000):03d}"]
+            parts += [f"{rnd.randrange(100):02d}", f"{rnd.randrange(100):02d}"]
+            spellings.append("".join(part + rnd.choice(["", " ", "-"]) for part in parts).rstrip(" -"))
+            continue
+        code = rnd.choice(codes) + str(rnd.randrange(10))
+        brackets = rnd.choice(["({})", "{}", "{}", "({}", "{})", "(({}))"]).format(code)
+        groups = [f"{rnd.randrange(1000):03d}", f"{rnd.randrange(100):02d}", f"{rnd.randrange(100):02d}"]
+        if rnd.random() < 0.1:
+            groups[rnd.randrange(3)] += str(rnd.randrange(10))
+        if rnd.random() < 0.1:
+            groups[rnd.randrange(3)] = groups[0][:-1] or "1"
+        parts = [rnd.choice(prefixes), brackets, *groups]
+        text = "".join(part + rnd.choice(separators[:3] if rnd.random() < 0.6 else separators) for part in parts)
+        if rnd.random() < 0.05:
+            text = text.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))  # Arabic-Indic digits
+        spellings.append(rnd.choice(["", " ", "  "]) + text.rstrip("-/ "))
+    return spellings
+
+
+def test_the_fast_reader_answers_what_phonenumbers_answers(monkeypatch):
+    fast = 0
+    for raw in _spellings(random.Random(11), 4000):
+        fast += bool(contacts._RU_MOBILE.fullmatch(raw.strip()))
+        try:
+            ours = normalize_phone(raw, "RU")
+        except InvalidContact as error:
+            ours = f"refused: {error}"
+        assert ours == _slow(raw, monkeypatch), raw
+    assert 1500 < fast < 2000  # the plain half (less its 93X) and a few near misses that are plain after all
+
+
+@given(st.from_regex(contacts._RU_MOBILE, fullmatch=True))
+@settings(max_examples=300, deadline=None)
+def test_every_spelling_the_fast_reader_takes_is_the_number_phonenumbers_reads(raw):
+    expected = phonenumbers.format_number(phonenumbers.parse(raw, "RU"), phonenumbers.PhoneNumberFormat.E164)
+    assert normalize_phone(raw, "RU") == normalize_phone(" " + raw + " ") == expected
+
+
+def test_the_fast_reader_is_for_russia_only():
+    assert normalize_phone("916 123 45 67", "RU") == "+79161234567"
+    with pytest.raises(InvalidContact):  # read in Kazakhstan's plan, as before
+        normalize_phone("8 916 123 45 67 89", "KZ")
+
+
+def test_the_mask_of_a_plus_seven_number_is_the_one_phonenumbers_gives():
+    rnd = random.Random(3)
+    for _ in range(500):
+        digits = "7" + "".join(str(rnd.randrange(10)) for _ in range(10))
+        spelled = "+" + " ".join([digits[:1], digits[1:4], digits[4:7], digits[7:9], digits[9:]])
+        country = phonenumbers.parse("+" + digits, None).country_code
+        assert mask_phone(spelled) == mask_phone("+" + digits) == f"+{country}*******{digits[-2:]}"
+
+
+def test_a_plain_russian_mobile_is_read_and_masked_without_importing_phonenumbers():
+    probe = (
+        "import sys; from throughline.contacts import normalize_phone, mask_phone; "
+        "assert normalize_phone('+7 (916) 123-45-67') == '+79161234567'; "
+        "assert mask_phone('+79161234567') == '+7*******67'; print('phonenumbers' in sys.modules); "
+        "normalize_phone('+44 20 7946 0958'); print('phonenumbers' in sys.modules)"
+    )
+    layer = {**os.environ, "PYTHONPATH": str(Path(contacts.__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=layer)
+    assert out.stdout.split() == ["False", "True"]
