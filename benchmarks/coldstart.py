@@ -169,11 +169,18 @@ def build_layer(target: Path, source: Path, *, compile_it: bool) -> Path:
     for function in FUNCTIONS:
         shutil.copytree(source / "functions" / function, target / "task" / function, ignore=_no_bytecode)
     if compile_it:
-        from local.precompile import compile_tree, missing_bytecode, trim_endpoints, untrimmed_endpoints
+        from local.precompile import (
+            compile_tree,
+            inflate_models,
+            missing_bytecode,
+            trim_endpoints,
+            untrimmed_endpoints,
+        )
 
         assert compile_tree(target), "the layer did not compile"
         assert not missing_bytecode(target), "sources without byte code"
-        trim_endpoints(target)  # as `make build` ships it: botocore's endpoints.json for the services named
+        trim_endpoints(target)  # as `make build` ships it: botocore's endpoints.json for the services named,
+        inflate_models(target)  # and their models uncompressed
         assert not untrimmed_endpoints(target), "endpoints.json not trimmed"
     return target
 

@@ -4,16 +4,26 @@ compiled it, botocore's endpoints.json keeps the services the code names, and th
 from __future__ import annotations
 
 import ast
+import gzip
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import botocore
+from botocore.loaders import Loader
 from botocore.regions import EndpointResolver
 
-from local.precompile import main, missing_bytecode, named_services, trim_endpoints, untrimmed_endpoints
+from local.precompile import (
+    inflate_models,
+    main,
+    missing_bytecode,
+    named_services,
+    trim_endpoints,
+    untrimmed_endpoints,
+)
 
 
 def layer(tmp_path: Path) -> Path:
@@ -61,12 +71,15 @@ NAMED = {"sqs": "sqs", "sesv2": "email", "s3": "s3", "secretsmanager": "secretsm
 
 
 def built(tmp_path: Path) -> Path:
-    """A build with the installed botocore's endpoints.json and models (linked, as the benchmark's layer links
-    them) and code that names four services, one of them under another endpoint prefix (sesv2 → email)."""
+    """A build with the installed botocore's endpoints.json (linked, as the benchmark's layer links it) and models
+    (three copied, three linked folders), and code that names four services, one of them under another endpoint
+    prefix (sesv2 → email)."""
     data = tmp_path / "Layer" / "python" / "botocore" / "data"
     data.mkdir(parents=True)
     (data / "endpoints.json").symlink_to(BOTOCORE_DATA / "endpoints.json")
-    for service in (*NAMED, "dynamodb", "athena"):
+    for service in ("sqs", "sesv2", "secretsmanager"):
+        shutil.copytree(BOTOCORE_DATA / service, data / service)
+    for service in ("s3", "dynamodb", "athena"):  # linked, as from an installed botocore
         (data / service).symlink_to(BOTOCORE_DATA / service, target_is_directory=True)
     code = tmp_path / "Function"
     code.mkdir()
@@ -151,3 +164,20 @@ def test_every_client_the_shipped_code_makes_names_its_service_as_a_literal() ->
     assert {"dynamodb", "s3", "sqs", "secretsmanager", "athena", "sesv2"} <= named_services(root / "functions").union(
         named_services(root / "layers" / "core")
     )
+
+
+def test_the_named_services_models_are_stored_uncompressed_and_load_as_before(tmp_path: Path) -> None:
+    root = built(tmp_path)
+    data = root / "Layer" / "python" / "botocore" / "data"
+    copied = ("sqs", "sesv2", "secretsmanager")
+    packed = {path.relative_to(data): path.read_bytes() for name in copied for path in data.glob(f"{name}/*/*.gz")}
+    inflated = inflate_models(root)
+    assert {path.relative_to(data).parts[0] for path in inflated} == set(copied) and len(packed) >= 6
+    for name, body in packed.items():  # each plain file holds what its compressed one did, which is gone
+        assert (data / name).with_suffix("").read_bytes() == gzip.decompress(body) and not (data / name).exists()
+    assert list((BOTOCORE_DATA / "s3").glob("*/service-2.json.gz"))  # a linked folder: never written through
+    ours, installed = Loader(extra_search_paths=[str(data)]), Loader()
+    for service in copied:
+        for kind in ("service-2", "endpoint-rule-set-1"):
+            assert ours.load_service_model(service, kind) == installed.load_service_model(service, kind)
+    assert inflate_models(root) == []  # a second build step finds nothing left to do
