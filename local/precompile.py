@@ -51,8 +51,12 @@ def compile_tree(root: Path) -> bool:
 
 
 # A client factory called with a service's name: boto3.client("s3"), aws.client("sqs"), create_client("sts", …),
-# _build_boto3_client(service_name="ssm").
-_CLIENT_CALL = re.compile(r"""\w*client\(\s*(?:service_name\s*=\s*)?["']([a-z0-9][a-z0-9.-]*)["']""")
+# _build_boto3_client(service_name="ssm"), boto3.resource("dynamodb"), and botocore's credential providers'
+# self._client_creator('sts', …) and create_nested_client(self._session, "sso-oidc", …).
+_CLIENT_CALL = re.compile(
+    r"""(?:\w*(?:client|client_creator|resource)\(|create_nested_client\(\s*[\w.]+\s*,)"""
+    r"""\s*(?:service_name\s*=\s*)?["']([a-z0-9][a-z0-9.-]*)["']"""
+)
 ENDPOINTS = Path("botocore", "data", "endpoints.json")
 
 

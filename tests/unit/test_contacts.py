@@ -385,3 +385,70 @@ def test_a_plain_russian_mobile_is_read_and_masked_without_importing_phonenumber
     layer = {**os.environ, "PYTHONPATH": str(Path(contacts.__file__).resolve().parents[1])}
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=layer)
     assert out.stdout.split() == ["False", "True"]
+
+
+def _answer(raw: str, region: str, *, fast: bool) -> str:
+    """normalize_phone's answer (or refusal) with the fast reader on or off (no fixture: hypothesis reruns this)."""
+    kept = contacts._RU_MOBILE
+    contacts._RU_MOBILE = kept if fast else re.compile(r"(?!)")
+    try:
+        return normalize_phone(raw, region)
+    except InvalidContact as error:
+        return f"refused: {error}"
+    finally:
+        contacts._RU_MOBILE = kept
+
+
+def _mask_by_phonenumbers(phone: str) -> str:
+    """mask_phone as it was before the +7 shortcut: the country code is whatever phonenumbers reads."""
+    digits = re.sub(r"\D", "", phone)
+    if len(digits) < 5:
+        return "*" * len(phone)
+    country = ""
+    if phone.lstrip().startswith("+"):
+        try:
+            country = str(phonenumbers.parse("+" + digits, None).country_code)
+        except phonenumbers.NumberParseException:
+            country = ""
+        country = "+" + (country if digits.startswith(country) else "")
+    return country + "*******" + digits[-2:]
+
+
+# Near misses of the fast reader's shapes, one or two at a time.
+_ODD_PREFIXES = ["7", "+8", "+78", "8+7", "+ 7", "+77", "\uff0b7", "+\uff17", "\uff18", "-", "(", "+7+7", "88"]
+_ODD_SEPARATORS = ["\u00a0", "\u2009", "\u3000", "\n", "\t", "  ", "--", ".", "/", "(", ")", " -", "\r"]
+_ODD_BRACKETS = ["({}", "{})", "(({}))", "[{}]", "({})\n"]
+_ODD_TAILS = ["\n", "x", " \u0434\u043e\u0431. 12", "#", "\n5", ";", "0", "\uff10", " 8", "\x00", "\u200b"]
+_OTHER_DIGITS = ["".join(chr(zero + digit) for digit in range(10)) for zero in (0xFF10, 0x0660, 0x1D7CE)]
+
+
+@given(st.data())
+@settings(max_examples=1500, deadline=None)
+def test_odd_spaces_digits_tails_and_regions_get_the_answers_phonenumbers_gives(data):
+    """The fast reader's shapes with one or two things off: another space, a full-width digit, a line break, a tail,
+    a region other than Russia. Whatever it takes, phonenumbers must read the same; the mask is the one phonenumbers
+    gives."""
+    draw = data.draw
+    code, body = draw(st.integers(900, 999)), draw(st.integers(0, 10**7 - 1).map("{:07d}".format))
+    prefix = draw(st.sampled_from(["", "+7", "8"]))
+    brackets = draw(st.sampled_from(["{}", "({})"]))
+    separators = draw(st.lists(st.sampled_from(["", " ", "-"]), min_size=4, max_size=4))
+    tail, region = "", "RU"
+    for twist in draw(st.lists(st.integers(0, 5), max_size=2)):
+        if twist == 0:
+            prefix = draw(st.sampled_from(_ODD_PREFIXES))
+        elif twist == 1:
+            separators[draw(st.integers(0, 3))] = draw(st.sampled_from(_ODD_SEPARATORS))
+        elif twist == 2:
+            brackets = draw(st.sampled_from(_ODD_BRACKETS))
+        elif twist == 3:
+            tail = draw(st.sampled_from(_ODD_TAILS))
+        elif twist == 4:
+            region = draw(st.sampled_from(["KZ", "BY", "US", "UA", "ru"]))
+        else:  # one digit of the body in another script
+            at, script = draw(st.integers(0, 6)), draw(st.sampled_from(_OTHER_DIGITS))
+            body = body[:at] + script[int(body[at])] + body[at + 1 :]
+    groups = [brackets.format(code), body[:3], body[3:5], body[5:]]
+    raw = prefix + "".join(sep + group for sep, group in zip(separators, groups, strict=True)) + tail
+    assert _answer(raw, region, fast=True) == _answer(raw, region, fast=False), (raw, region)
+    assert mask_phone(raw) == _mask_by_phonenumbers(raw), raw

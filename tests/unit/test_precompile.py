@@ -181,3 +181,38 @@ def test_the_named_services_models_are_stored_uncompressed_and_load_as_before(tm
         for kind in ("service-2", "endpoint-rule-set-1"):
             assert ours.load_service_model(service, kind) == installed.load_service_model(service, kind)
     assert inflate_models(root) == []  # a second build step finds nothing left to do
+
+
+def test_the_clients_botocore_and_boto3_make_themselves_are_named(tmp_path: Path) -> None:
+    """The credential providers make their clients through a creator (``_client_creator('sts', …)``,
+    ``create_nested_client(session, "sso-oidc", …)``) and boto3's resources through ``resource(…)``: the scan names
+    them, or a role assumed through STS would lose its global and FIPS endpoints (``aws-global`` →
+    ``sts.amazonaws.com`` signed for us-east-1) in the build."""
+    code = tmp_path / "Layer" / "python" / "botocore"
+    code.mkdir(parents=True)
+    (code / "credentials.py").write_text(
+        "def _assume_role(self):\n    client = self._client_creator('sts', config=config)\n"
+        "def _sso(self):\n    client = self._client_creator(\n        'sso', config=config)\n"
+        'def _oidc(self):\n    return create_nested_client(self._session, "sso-oidc", config=config)\n'
+        'table = boto3.resource("dynamodb").Table("x")\n'
+    )
+    assert named_services(tmp_path) == {"sts", "sso", "sso-oidc", "dynamodb"}
+    # And the installed botocore's own providers, whatever else its sources mention.
+    installed = named_services(Path(botocore.__file__).parent)
+    assert {"sts", "sso", "sso-oidc"} <= installed
+
+
+def test_sts_keeps_its_global_endpoint_when_only_the_credential_provider_names_it(tmp_path: Path) -> None:
+    root = built(tmp_path)
+    data = root / "Layer" / "python" / "botocore" / "data"
+    (data / "sts").symlink_to(BOTOCORE_DATA / "sts", target_is_directory=True)
+    (root / "Layer" / "python" / "botocore" / "credentials.py").write_text(
+        "client = self._client_creator('sts', config=config)\n"
+    )
+    ((path, _),) = trim_endpoints(root).items()
+    full = EndpointResolver(json.loads((BOTOCORE_DATA / "endpoints.json").read_text()), uses_builtin_data=True)
+    ours = EndpointResolver(json.loads(path.read_text()), uses_builtin_data=True)
+    for region in ("aws-global", "us-east-1", "us-east-1-fips", "eu-central-1", "us-gov-west-1", "cn-north-1"):
+        variant = {"use_fips_endpoint": False, "use_dualstack_endpoint": False}
+        assert resolve(ours, "sts", region, variant) == resolve(full, "sts", region, variant), region
+    assert ours.construct_endpoint("sts", "aws-global")["hostname"] == "sts.amazonaws.com"
