@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from throughline.capture import forms
+from throughline.adapters.submission_claims import SubmissionClaims
+from throughline.capture import forms, receive
 from throughline.capture.receive import HELD_PREFIX
 from throughline.capture.submissions import Submission
 from throughline.contacts import mask_email, mask_phone
+from throughline.observability import logger
 from throughline.person_keys import person_key
 
 REASONS = ("ip", "contact", "captcha")
@@ -88,12 +90,53 @@ def held_posts(s3: Any, bucket: str, selection: Selection) -> Iterator[HeldPost]
                     yield post
 
 
+@dataclass(frozen=True)
+class Released:
+    submission_id: str  # the submission the content is a lead under
+    queued: bool  # False: its content was already accepted under ``submission_id``, nothing was queued
+
+
+def content_fingerprint(post: HeldPost) -> str:
+    """The key capture claims the post's content under (``receive.content_fingerprint``)."""
+    return receive.content_fingerprint(post.submission, post.record.get("builder"))
+
+
 def release(
-    s3: Any, sqs: Any, bucket: str, queue_url: str, secret: str, post: HeldPost, now: datetime | None = None
-) -> str:
-    """Queue one held post as capture queues an accepted one; returns its submission id."""
+    s3: Any,
+    sqs: Any,
+    bucket: str,
+    queue_url: str,
+    secret: str,
+    post: HeldPost,
+    now: datetime | None = None,
+    claims: SubmissionClaims | None = None,
+) -> Released:
+    """Queue one held post as capture queues an accepted one, claiming its content first as capture does.
+
+    Content accepted under another submission id within the double-submit window (the customer, held, sent the form
+    again and got through) is not queued again: the held copy is deleted and the accepted id returned. Content
+    claimed by a post being stored right now (a twin racing this release) is queued under that post's id and arrival
+    time, as capture's own retry would: the FIFO queue drops the repeat, and the writer finds the lead by ORIGIN_ID.
+    Without ``claims`` (no idempotency table given) every post is queued."""
     submission = post.submission
+    fingerprint = content_fingerprint(post)
+    message = post.record["message"]
     record = {key: value for key, value in post.record.items() if key != "held"}
+    if claims is not None:
+        claim = claims.claim(fingerprint, submission.submission_id, submission.received_at.isoformat())
+        if claim.submission_id != submission.submission_id:
+            if claim.completed:
+                s3.delete_object(Bucket=bucket, Key=post.key)
+                return Released(claim.submission_id, queued=False)
+            submission = replace(
+                submission,
+                submission_id=claim.submission_id,
+                received_at=datetime.fromisoformat(claim.received_at),
+                raw_key=None,
+            )
+            submission = replace(submission, raw_key=forms.raw_key(submission))
+            message = submission.to_message()
+            record.update(submission_id=claim.submission_id, received_at=claim.received_at, message=message)
     record["released"] = {**(post.record.get("held") or {}), "at": (now or datetime.now(UTC)).isoformat()}
     s3.put_object(
         Bucket=bucket,
@@ -103,9 +146,16 @@ def release(
     )
     sqs.send_message(
         QueueUrl=queue_url,
-        MessageBody=json.dumps(post.record["message"], ensure_ascii=False),
+        MessageBody=json.dumps(message, ensure_ascii=False),
         MessageGroupId=person_key(submission.identity(), secret),
         MessageDeduplicationId=submission.submission_id,
     )
+    if claims is not None:
+        # A capture of the same content from now on, within the window, is answered with this submission. Not marked
+        # (a failure here): the content stays claimed, and a later post of it is queued under this id again.
+        try:
+            claims.complete(fingerprint, submission.submission_id)
+        except Exception:
+            logger.warning("the claim not marked completed after the release was queued", exc_info=True)
     s3.delete_object(Bucket=bucket, Key=post.key)
-    return submission.submission_id
+    return Released(submission.submission_id, queued=True)

@@ -147,11 +147,7 @@ class Capture:
             if translated is not None:  # name each field as the builder posted it: that is what its user sees
                 rejected.fields = {translated.name_in_post(name): reason for name, reason in rejected.fields.items()}
             raise
-        # The content alone, without the builder's id of this post: Tilda gives a form sent twice two tranids, and
-        # that is a double submission all the same.
-        delivery_fields = hooks.DELIVERY_ID_FIELDS if builder else frozenset()
-        content = {name: value for name, value in submission.extra.items() if name not in delivery_fields}
-        fingerprint = replace(submission, extra=content).fingerprint()
+        fingerprint = content_fingerprint(submission, builder)
         if delivery_id:
             derived = uuid.uuid5(DELIVERY_NAMESPACE, f"{builder}|{form_id}|{delivery_id}|{fingerprint}")
             submission = replace(submission, submission_id=str(derived))
@@ -342,6 +338,15 @@ class Capture:
 
 
 HELD_PREFIX = "raw/held/"
+
+
+def content_fingerprint(submission: Submission, builder: str | None) -> str:
+    """What makes two posts one submission (the claim's key): the content alone, without the builder's id of this
+    post: Tilda gives a form sent twice two tranids, and that is a double submission all the same. ``release-held``
+    keys a held copy's claim with it too (the copy's ``builder``)."""
+    delivery_fields = hooks.DELIVERY_ID_FIELDS if builder else frozenset()
+    content = {name: value for name, value in submission.extra.items() if name not in delivery_fields}
+    return replace(submission, extra=content).fingerprint()
 
 
 def held_key(submission: Submission) -> str:
