@@ -49,6 +49,7 @@ class Accepted:
     submission_id: str
     spam: bool = False
     duplicate: bool = False
+    redelivered: bool = False  # a builder's retry of one delivery (the same tranid), answered from its claim
     redirect_to: str | None = None
     check: bool = False  # a form builder's connection check: answered, nothing stored
     held: str | None = None  # "ip", "contact" or "captcha": kept under raw/held/, not queued
@@ -189,8 +190,13 @@ class Capture:
         result = self._accept_once({"fingerprint": fingerprint, "message": submission.to_message(), "raw": record})
         accepted_id = result["submission_id"]
         duplicate = accepted_id != submission.submission_id
+        redelivered = bool(result.get("redelivered"))
+        if redelivered:
+            outcome = "redelivery: answered from its claim"
+        else:
+            outcome = "double submission: answered with the first one" if duplicate else "submission accepted"
         logger.info(
-            "submission accepted" if not duplicate else "double submission: answered with the first one",
+            outcome,
             extra={
                 "submission_id": accepted_id,
                 "form_id": form_id,
@@ -202,6 +208,7 @@ class Capture:
         return Accepted(
             accepted_id,
             duplicate=duplicate,
+            redelivered=redelivered,
             redirect_to=redirect_to,
             captcha_unavailable=captcha_unavailable,
             limits_unavailable=limits_unavailable,
@@ -275,7 +282,10 @@ class Capture:
             return self._store_and_enqueue(submission, message, raw)
         claim = self.claims.claim(fingerprint, submission.submission_id, submission.received_at.isoformat())
         if claim.completed:  # a double submission: the first one is queued
-            return {"submission_id": claim.submission_id}
+            # The same submission id: the builder delivers the post it delivered before (Tilda's retry of a tranid),
+            # not a second send of the form; counted apart, so that accepted counts distinct submissions.
+            redelivered = claim.submission_id == submission.submission_id
+            return {"submission_id": claim.submission_id, "redelivered": redelivered}
         if claim.submission_id != submission.submission_id:
             # Claimed by an earlier attempt that did not finish (or by a twin storing it right now), which may have
             # queued it: store that submission again, under its id and arrival time (the queue drops the repeat).
