@@ -28,16 +28,17 @@ def register(commands: Any, stack_outputs: Any) -> None:
 
 def run(args: argparse.Namespace, stack_outputs: Any) -> int:
     from throughline.adapters import aws
+    from throughline.adapters.journey_store import JourneyStore
     from throughline.adapters.submission_claims import SubmissionClaims
     from throughline.capture.held import Selection, content_fingerprint, held_posts, release
     from throughline.config import load_settings
     from throughline.contacts import normalize_email, normalize_phone
 
     if args.stack_name:
-        outputs = ("SecretsArn", "DataBucketName", "WritesQueueUrl", "IdempotencyTableName")
+        outputs = ("SecretsArn", "DataBucketName", "WritesQueueUrl", "IdempotencyTableName", "JourneyTableName")
         use_stack(stack_outputs(args.stack_name), *outputs)
     settings = load_settings()
-    releasing = ("writes_queue_url", "person_key_secret", "idempotency_table") if args.release else ()
+    releasing = ("writes_queue_url", "person_key_secret", "idempotency_table", "journey_table") if args.release else ()
     settings.require("data_bucket", *releasing)
     if args.release and not (args.date or args.reason or args.phone or args.email or args.form or args.submission_id):
         raise SystemExit("--release needs a filter (--phone, --email, --submission-id, --date, --reason, --form)")
@@ -51,9 +52,11 @@ def run(args: argparse.Namespace, stack_outputs: Any) -> int:
     )
     s3, bucket, queue = aws.client("s3"), settings.data_bucket or "", settings.writes_queue_url or ""
     secret = settings.person_key_secret or ""
-    # Each release claims its content as capture does: content accepted meanwhile (the customer sent the form again
-    # and got through) is not queued a second time, nor is a post racing a capture of the same content.
+    # Content accepted since the post was held (the customer sent the form again and got through: among the person's
+    # raw copies, or in the claim within the window) is not queued a second time; each release claims its content as
+    # capture does, so a post racing a capture of the same content is not queued twice either.
     claims = SubmissionClaims(settings.idempotency_table or "", secret, settings.double_submit_window_seconds)
+    index = JourneyStore(settings.journey_table or "")
     reasons: Counter[str] = Counter()
     accepted = 0
     # The same form sent again while held (the snippet retries a 429, a visitor clicks twice) is one post: released
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace, stack_outputs: Any) -> int:
             reasons[post.reason] += 1
             print(post.line())
             continue
-        released = release(s3, aws.client("sqs"), bucket, queue, secret, post, claims=claims)
+        released = release(s3, aws.client("sqs"), bucket, queue, secret, post, claims=claims, index=index)
         if not released.queued:
             accepted += 1
             print(f"dropped (already accepted as {released.submission_id})", post.line())

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from throughline.adapters.journey_store import JourneyStore
 from throughline.adapters.submission_claims import SubmissionClaims
 from throughline.capture import forms, receive
 from throughline.capture.receive import HELD_PREFIX
@@ -101,6 +102,35 @@ def content_fingerprint(post: HeldPost) -> str:
     return receive.content_fingerprint(post.submission, post.record.get("builder"))
 
 
+def accepted_since(s3: Any, bucket: str, index: JourneyStore, secret: str, post: HeldPost, window: int) -> str | None:
+    """The submission id the held post's content was accepted under after it was held (from the double-submit window
+    before it on: an earlier one would have been answered, not held), found among the raw copies the writer filed
+    under the post's phone and e-mail (``journey_wiring.index_raw_copies``, what ``forget`` reads); None if none.
+    The claim knows only the last window; this knows every copy the bucket keeps."""
+    submission = post.submission
+    contacts = [value for value in (submission.phone, submission.email) if value]
+    if not contacts:
+        return None
+    fingerprint = content_fingerprint(post)
+    earliest = submission.received_at - timedelta(seconds=window)
+    own = f"/{submission.submission_id}.json"
+    for key in sorted(index.raw_keys(person_key(contact, secret) for contact in contacts)):
+        day = key.partition("date=")[2][:10]
+        if f"/form={submission.form_id}/" not in key or key.endswith(own) or day < f"{earliest:%Y-%m-%d}":
+            continue
+        try:
+            record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            other = Submission.from_message(record["message"])
+        except s3.exceptions.NoSuchKey:
+            continue  # deleted (forget, the lifecycle) since the writer filed it
+        except (ValueError, KeyError, TypeError):
+            logger.warning("an unreadable raw copy skipped", extra={"key": key})
+            continue
+        if other.received_at >= earliest and receive.content_fingerprint(other, record.get("builder")) == fingerprint:
+            return other.submission_id
+    return None
+
+
 def release(
     s3: Any,
     sqs: Any,
@@ -110,18 +140,27 @@ def release(
     post: HeldPost,
     now: datetime | None = None,
     claims: SubmissionClaims | None = None,
+    index: JourneyStore | None = None,
 ) -> Released:
     """Queue one held post as capture queues an accepted one, claiming its content first as capture does.
 
-    Content accepted under another submission id within the double-submit window (the customer, held, sent the form
-    again and got through) is not queued again: the held copy is deleted and the accepted id returned. Content
-    claimed by a post being stored right now (a twin racing this release) is queued under that post's id and arrival
-    time, as capture's own retry would: the FIFO queue drops the repeat, and the writer finds the lead by ORIGIN_ID.
-    Without ``claims`` (no idempotency table given) every post is queued."""
+    Content accepted under another submission id since the post was held (the customer, held, sent the form again
+    and got through) is not queued again: the held copy is deleted and the accepted id returned. ``index`` finds it
+    among the person's raw copies once the writer has filed them; the claim finds it within the double-submit window
+    (a copy still in the queue included). Content claimed by a post being stored right now (a twin racing this
+    release) is queued under that post's id and arrival time, as capture's own retry would: the FIFO queue drops the
+    repeat, and the writer finds the lead by ORIGIN_ID. Without ``claims`` and ``index`` every post is queued."""
     submission = post.submission
     fingerprint = content_fingerprint(post)
     message = post.record["message"]
     record = {key: value for key, value in post.record.items() if key != "held"}
+    if index is not None and claims is not None:
+        # Before the claim: a claim put for a post then dropped would make the next post of the content (within the
+        # window) store this held one's submission id.
+        accepted = accepted_since(s3, bucket, index, secret, post, claims.window_seconds)
+        if accepted is not None:
+            s3.delete_object(Bucket=bucket, Key=post.key)
+            return Released(accepted, queued=False)
     if claims is not None:
         claim = claims.claim(fingerprint, submission.submission_id, submission.received_at.isoformat())
         if claim.submission_id != submission.submission_id:
