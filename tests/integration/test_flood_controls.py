@@ -15,7 +15,7 @@ import requests
 
 from throughline.__main__ import main
 from throughline.adapters.submission_claims import SubmissionClaims
-from throughline.capture.held import Selection, held_posts, release
+from throughline.capture.held import Selection, content_fingerprint, held_posts, release
 from throughline.capture.receive import capture_from_settings
 from throughline.config import get_settings
 
@@ -322,3 +322,38 @@ def test_a_release_racing_a_new_post_of_the_same_content_queues_one_submission(m
     by_phone = Counter(message["submission"]["phone"] for message in messages)
     assert by_phone == {"+79260000000": 1, **{f"+7926000001{index}": 1 for index in range(rounds)}}
     assert objects(stack, "raw/held/") == {}
+
+
+def test_a_release_finding_the_content_claimed_by_a_post_being_stored_queues_that_one_submission(make_stack):
+    # The customer's new post of the held form claimed the content and has not queued it yet (or died before it did,
+    # and answered 503): the release stores that submission, under its id and arrival time, as the post's own retry
+    # would. The FIFO queue drops the repeat; if the post had died, the content is still queued, once.
+    stack = make_stack(poll_queues=False, parameters={"AllowedOrigins": ORIGIN, "RateLimitPerIp": "1"})
+    settings = get_settings()
+    capture = capture_from_settings(settings)
+    claims = SubmissionClaims(settings.idempotency_table, settings.person_key_secret, 600)
+    s3, bucket = boto3.client("s3"), settings.data_bucket
+    capture.receive("contact", b'{"phone": "+79260000001"}', "application/json", {}, source_ip="198.51.100.90")
+    body = b'{"name": "\\u0418\\u0440\\u0430", "phone": "+79260000002"}'
+    assert capture.receive("contact", body, "application/json", {}, source_ip="198.51.100.90").held == "ip"
+    [post] = list(held_posts(s3, bucket, Selection(phones=("+79260000002",))))
+    fingerprint = content_fingerprint(post)
+    assert claims.claim(fingerprint, "the-new-post", "2026-12-06T10:00:00+00:00").submission_id == "the-new-post"
+
+    released = release(
+        s3, boto3.client("sqs"), bucket, settings.writes_queue_url, settings.person_key_secret, post, claims=claims
+    )
+    assert (released.submission_id, released.queued) == ("the-new-post", True)
+    messages = queued(stack)
+    [message] = [message for message in messages if message["submission"]["phone"] == "+79260000002"]
+    assert message["submission"]["submission_id"] == "the-new-post"
+    assert message["submission"]["received_at"] == "2026-12-06T10:00:00+00:00"
+    key = "raw/forms/date=2026-12-06/form=contact/the-new-post.json"
+    assert message["submission"]["raw_key"] == key
+    copy = objects(stack, "raw/forms/date=2026-12-06/form=contact/the-new-post.json")[key]
+    assert copy["released"]["reason"] == "ip" and copy["submission_id"] == "the-new-post"
+    assert objects(stack, "raw/held/") == {}
+    # The claim is marked: a post of the content within the window is answered with it, nothing queued.
+    again = capture.receive("contact", body, "application/json", {}, source_ip="198.51.100.91")
+    assert (again.submission_id, again.duplicate) == ("the-new-post", True)
+    assert queued(stack) == []
