@@ -95,7 +95,14 @@ def lambda_handler(event: dict, context: object) -> dict:
     if accepted.check:
         metrics.add_metric(name="HookChecksAnswered", unit=MetricUnit.Count, value=1)
         return json_response(200, {"ok": True})
-    metric = "SpamDropped" if accepted.spam else "DoubleSubmissions" if accepted.duplicate else "SubmissionsAccepted"
+    # SubmissionsAccepted counts distinct submissions: a builder's redelivery of one (the same tranid, answered from
+    # its claim) and a second send of the same form (another tranid, or the form route's double click) apart.
+    if accepted.spam:
+        metric = "SpamDropped"
+    elif accepted.redelivered:
+        metric = "SubmissionsRedelivered"
+    else:
+        metric = "DoubleSubmissions" if accepted.duplicate else "SubmissionsAccepted"
     metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
     if builder:  # Tilda and Elementor count anything but 200 as a failed delivery
         return json_response(200, {"submission_id": accepted.submission_id})

@@ -11,6 +11,8 @@ import boto3
 import pytest
 import requests
 
+from tests.integration.test_report_function import emitted_metrics
+
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 FIELD_MAPS = {
     "okna-quiz": {
@@ -116,6 +118,27 @@ def test_a_tilda_retry_is_the_same_lead(held):
     second = replay(held, "capture_hook_tilda.json")  # Tilda got no 200 within 5 s and sends it again
     assert first.status_code == second.status_code == 200
     assert first.json()["submission_id"] == second.json()["submission_id"]
+    assert len(queued(held)) == 1
+
+
+def test_a_tilda_redelivery_is_counted_as_redelivered_not_as_a_second_accepted_submission(held, capsys):
+    # Tilda sends the same tranid again (it got no 200 in time); the claim answers it. Accepted counts distinct
+    # submissions: a redelivery has its own metric, and a second send of the form (another tranid) stays a double.
+    path, body, content_type = recorded("capture_hook_tilda.json")
+    capsys.readouterr()
+    first = replay(held, "capture_hook_tilda.json")
+    assert emitted_metrics(capsys.readouterr().out).get("SubmissionsAccepted") == [1.0]
+    for _ in range(2):
+        again = replay(held, "capture_hook_tilda.json")
+        assert again.json() == first.json()
+        metrics = emitted_metrics(capsys.readouterr().out)
+        assert (metrics.get("SubmissionsRedelivered"), metrics.get("SubmissionsAccepted")) == ([1.0], None)
+        assert metrics.get("DoubleSubmissions") is None
+    sent_twice = body.replace(b"tranid=4235609%3A5361738361", b"tranid=4235609%3A5361738999")
+    second = requests.post(held.url + path, data=sent_twice, headers={"Content-Type": content_type})
+    assert second.json() == first.json()
+    metrics = emitted_metrics(capsys.readouterr().out)
+    assert (metrics.get("DoubleSubmissions"), metrics.get("SubmissionsAccepted")) == ([1.0], None)
     assert len(queued(held)) == 1
 
 

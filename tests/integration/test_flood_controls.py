@@ -4,12 +4,20 @@ where it is kept, a form builder's post over the limit, and ``release-held`` tur
 from __future__ import annotations
 
 import json
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode
 
 import boto3
 import pytest
 import requests
 
 from throughline.__main__ import main
+from throughline.adapters.submission_claims import SubmissionClaims
+from throughline.capture.held import Selection, content_fingerprint, held_posts, release
+from throughline.capture.receive import capture_from_settings
+from throughline.config import get_settings
 
 ORIGIN = "https://shop.example.ru"
 
@@ -206,3 +214,146 @@ def test_junk_tokens_with_a_victims_phone_do_not_use_up_the_victims_contact_limi
     assert post(stack, third, "198.51.100.79").status_code == 429
     [over] = [record for record in objects(stack, "raw/held/").values() if record["held"]["reason"] == "contact"]
     assert over["held"]["captcha"] == "passed"
+
+
+@pytest.mark.parametrize("past_the_window", [False, True])
+def test_releasing_a_held_post_whose_content_was_accepted_meanwhile_queues_nothing_new(
+    make_stack, capsys, past_the_window
+):
+    # Held over its address's limit, the customer sends the same form again from another address (the phone's network
+    # instead of the office's) and gets through. Before the fix, releasing the held copy queued the content again:
+    # the writer filed it on the lead as a repeat request («Повторное обращение» in the journey field and a timeline
+    # notice to the manager) for a request the customer made once. Past the double-submit window (the operator
+    # releases the next morning) the claim is gone: the person's raw copies still say it was accepted.
+    stack = make_stack(parameters={"AllowedOrigins": ORIGIN, "RateLimitPerIp": "1"})
+    assert post(stack, {"name": "Анна", "phone": "+79261110001"}, "198.51.100.41").status_code == 202
+    oleg = {"name": "Олег", "phone": "+79261110002", "comment": "перезвоните"}
+    held = post(stack, oleg, "198.51.100.41")
+    assert held.status_code == 429
+    again = post(stack, oleg, "198.51.100.41")  # the snippet's retry, held too: a copy of the same form
+    assert again.status_code == 429
+    accepted = post(stack, oleg, "198.51.100.42")
+    assert accepted.status_code == 202
+    assert stack.wait_until_idle(timeout=120)
+    leads, comments = stack.sandbox.entities("lead"), stack.sandbox.timeline_comments()
+    assert [lead["NAME"] for lead in leads] == ["Анна", "Олег"] and comments == []
+    if past_the_window:
+        table, dynamodb = stack.resources.physical["IdempotencyTable"], boto3.client("dynamodb")
+        for item in dynamodb.scan(TableName=table)["Items"]:
+            if item["id"]["S"].startswith("claim#"):
+                dynamodb.delete_item(TableName=table, Key={"id": item["id"]})
+
+    capsys.readouterr()
+    assert main(["release-held", "--phone", "+7 926 111-00-02", "--release"]) == 0
+    out = capsys.readouterr().out
+    assert f"dropped (already accepted as {accepted.json()['submission_id']})" in out
+    assert "released: 0 (none); copies of the same form: 1; already accepted: 1" in out
+    assert stack.wait_until_idle(timeout=120)
+    assert stack.sandbox.entities("lead") == leads  # no second lead, no repeat request on Oleg's
+    assert stack.sandbox.timeline_comments() == []
+    assert objects(stack, "raw/held/") == {}
+    assert not [record for record in objects(stack, "raw/forms/").values() if "released" in record]
+    if not past_the_window:  # a new post of the content within the window is still answered with the accepted one
+        assert post(stack, oleg, "198.51.100.43").json() == accepted.json()
+
+
+def test_a_held_builders_post_is_matched_by_its_content_not_its_tranid(make_stack, capsys):
+    # Tilda gives every send its own tranid: the held copy and the one accepted later carry different ones, and are
+    # the same content all the same (capture's double-submit rule).
+    stack = make_stack(poll_queues=False, parameters={"RateLimitPerContact": "1"})
+    url = f"{stack.url}/v1/hooks/tilda/landing"
+    first = {"Name": "Мария", "Phone": "+79261112266", "tranid": "t1", "Comments": "первая"}
+    assert requests.post(url, data=first).status_code == 200
+    second = {"Name": "Мария", "Phone": "+79261112266", "Comments": "вторая"}
+    assert requests.post(url, data={**second, "tranid": "t2"}).status_code == 200  # over the contact's limit: held
+    [held_copy] = objects(stack, "raw/held/").values()
+    # The window over, she sends it again (a capture without the limit stands for the next window).
+    capture = capture_from_settings(get_settings())
+    capture.limiter = None
+    body = urlencode({**second, "tranid": "t3"}).encode()
+    accepted = capture.receive("landing", body, "application/x-www-form-urlencoded", {}, builder="tilda")
+    assert not accepted.duplicate and accepted.submission_id != held_copy["submission_id"]
+
+    capsys.readouterr()
+    assert main(["release-held", "--form", "landing", "--release"]) == 0
+    assert f"dropped (already accepted as {accepted.submission_id})" in capsys.readouterr().out
+    ids = sorted(message["submission"]["submission_id"] for message in queued(stack))
+    assert len(ids) == 2 and accepted.submission_id in ids and held_copy["submission_id"] not in ids
+
+
+def test_a_release_racing_a_new_post_of_the_same_content_queues_one_submission(make_stack):
+    # The operator releases the held copy while the customer's new post of the same form is being captured: both
+    # claim the content, and whichever claims first is the one submission; the other stores that same one (the
+    # FIFO queue drops the repeat) or answers with it.
+    stack = make_stack(poll_queues=False, parameters={"AllowedOrigins": ORIGIN, "RateLimitPerIp": "1"})
+    settings = get_settings()
+    capture = capture_from_settings(settings)
+    claims = SubmissionClaims(settings.idempotency_table, settings.person_key_secret, 600)
+    s3, sqs = boto3.client("s3"), boto3.client("sqs")
+    bucket, queue = settings.data_bucket, settings.writes_queue_url
+    assert capture.receive("contact", b'{"phone": "+79260000000"}', "application/json", {}, source_ip="1").submission_id
+    rounds = 6
+    for index in range(rounds):
+        body = json.dumps({"name": "Ира", "phone": f"+7926000001{index}"}).encode()
+        assert capture.receive("contact", body, "application/json", {}, source_ip="1").held == "ip"
+    posts = {post.submission.phone: post for post in held_posts(s3, bucket, Selection())}
+    assert len(posts) == rounds
+    outcomes = []
+    for index in range(rounds):
+        body = json.dumps({"name": "Ира", "phone": f"+7926000001{index}"}).encode()
+        start = threading.Barrier(2)
+
+        def new_post(body=body, start=start, address=f"198.51.100.{index + 60}"):
+            start.wait()
+            return capture.receive("contact", body, "application/json", {}, source_ip=address)
+
+        def released(post=posts[f"+7926000001{index}"], start=start):
+            start.wait()
+            return release(s3, sqs, bucket, queue, settings.person_key_secret, post, claims=claims)
+
+        with ThreadPoolExecutor(2) as pool:
+            answer, outcome = pool.submit(new_post), pool.submit(released)
+            answer, outcome = answer.result(), outcome.result()
+        assert answer.submission_id == outcome.submission_id  # one submission, whichever claimed first
+        outcomes.append(outcome.queued)
+    messages = []
+    while batch := queued(stack):
+        messages += batch
+    by_phone = Counter(message["submission"]["phone"] for message in messages)
+    assert by_phone == {"+79260000000": 1, **{f"+7926000001{index}": 1 for index in range(rounds)}}
+    assert objects(stack, "raw/held/") == {}
+
+
+def test_a_release_finding_the_content_claimed_by_a_post_being_stored_queues_that_one_submission(make_stack):
+    # The customer's new post of the held form claimed the content and has not queued it yet (or died before it did,
+    # and answered 503): the release stores that submission, under its id and arrival time, as the post's own retry
+    # would. The FIFO queue drops the repeat; if the post had died, the content is still queued, once.
+    stack = make_stack(poll_queues=False, parameters={"AllowedOrigins": ORIGIN, "RateLimitPerIp": "1"})
+    settings = get_settings()
+    capture = capture_from_settings(settings)
+    claims = SubmissionClaims(settings.idempotency_table, settings.person_key_secret, 600)
+    s3, bucket = boto3.client("s3"), settings.data_bucket
+    capture.receive("contact", b'{"phone": "+79260000001"}', "application/json", {}, source_ip="198.51.100.90")
+    body = b'{"name": "\\u0418\\u0440\\u0430", "phone": "+79260000002"}'
+    assert capture.receive("contact", body, "application/json", {}, source_ip="198.51.100.90").held == "ip"
+    [post] = list(held_posts(s3, bucket, Selection(phones=("+79260000002",))))
+    fingerprint = content_fingerprint(post)
+    assert claims.claim(fingerprint, "the-new-post", "2026-12-06T10:00:00+00:00").submission_id == "the-new-post"
+
+    released = release(
+        s3, boto3.client("sqs"), bucket, settings.writes_queue_url, settings.person_key_secret, post, claims=claims
+    )
+    assert (released.submission_id, released.queued) == ("the-new-post", True)
+    messages = queued(stack)
+    [message] = [message for message in messages if message["submission"]["phone"] == "+79260000002"]
+    assert message["submission"]["submission_id"] == "the-new-post"
+    assert message["submission"]["received_at"] == "2026-12-06T10:00:00+00:00"
+    key = "raw/forms/date=2026-12-06/form=contact/the-new-post.json"
+    assert message["submission"]["raw_key"] == key
+    copy = objects(stack, "raw/forms/date=2026-12-06/form=contact/the-new-post.json")[key]
+    assert copy["released"]["reason"] == "ip" and copy["submission_id"] == "the-new-post"
+    assert objects(stack, "raw/held/") == {}
+    # The claim is marked: a post of the content within the window is answered with it, nothing queued.
+    again = capture.receive("contact", body, "application/json", {}, source_ip="198.51.100.91")
+    assert (again.submission_id, again.duplicate) == ("the-new-post", True)
+    assert queued(stack) == []

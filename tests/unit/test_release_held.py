@@ -11,7 +11,7 @@ import pytest
 from moto import mock_aws
 
 from throughline.capture.forms import parse_submission
-from throughline.capture.held import Selection, held_posts
+from throughline.capture.held import Selection, accepted_since, held_posts
 
 
 @pytest.fixture
@@ -46,3 +46,50 @@ def test_a_held_post_released_by_another_run_after_this_one_listed_it_is_skipped
     assert next(posts).key == first
     s3.delete_object(Bucket="data", Key=second)  # the other run released (and deleted) it meanwhile
     assert [post.key for post in posts] == [third]
+
+
+class RawIndex:
+    """The writer's index of raw copies (``JourneyStore.raw_keys``): here, every key under the one person."""
+
+    def __init__(self, keys):
+        self.keys = keys
+
+    def raw_keys(self, person_keys):
+        assert list(person_keys)  # asked by the post's phone's key
+        return set(self.keys)
+
+
+def accepted_copy(s3, submission_id: str, at: datetime, comment: str = "", form: str = "contact", builder=None) -> str:
+    submission = parse_submission(
+        form,
+        {"name": "Анна", "phone": "+79261110001", **({"comment": comment} if comment else {})},
+        submission_id=submission_id,
+        received_at=at,
+        origin=None,
+        default_region="RU",
+        zone=ZoneInfo("Europe/Moscow"),
+    )
+    key = f"raw/forms/date={at:%Y-%m-%d}/form={form}/{submission_id}.json"
+    record = {"message": submission.to_message(), **({"builder": builder} if builder else {})}
+    s3.put_object(Bucket="data", Key=key, Body=json.dumps(record).encode())
+    return key
+
+
+def test_the_content_accepted_after_the_post_was_held_is_found_among_the_persons_raw_copies(s3):
+    key = held(s3, "held-1")  # 2026-11-30 10:00 UTC
+    [post] = held_posts(s3, "data", Selection())
+    keys = [
+        accepted_copy(s3, "days-before", datetime(2026, 11, 27, 9, 0, tzinfo=UTC)),  # an earlier request: not it
+        accepted_copy(s3, "other-text", datetime(2026, 11, 30, 12, 0, tzinfo=UTC), comment="другое"),
+        accepted_copy(s3, "other-form", datetime(2026, 11, 30, 12, 0, tzinfo=UTC), form="callback"),
+        "raw/forms/date=2026-11-30/form=contact/gone.json",  # filed, then deleted by forget: skipped
+        key.replace("raw/held/", "raw/forms/"),  # its own copy (a release that died before deleting the held one)
+    ]
+    s3.put_object(Bucket="data", Key=keys[-1], Body=json.dumps(post.record).encode())
+    assert accepted_since(s3, "data", RawIndex(keys), "secret", post, 600) is None
+    # The window before it counts (a twin answered while this one was held by the limit it raced); before that, not.
+    keys.append(accepted_copy(s3, "minute-before", datetime(2026, 11, 30, 9, 59, tzinfo=UTC)))
+    assert accepted_since(s3, "data", RawIndex(keys), "secret", post, 600) == "minute-before"
+    assert accepted_since(s3, "data", RawIndex(keys), "secret", post, 30) is None
+    keys.append(accepted_copy(s3, "next-day", datetime(2026, 12, 1, 8, 0, tzinfo=UTC)))
+    assert accepted_since(s3, "data", RawIndex(keys[:-2] + keys[-1:]), "secret", post, 600) == "next-day"

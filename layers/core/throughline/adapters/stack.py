@@ -56,6 +56,7 @@ STACK_SETTINGS = {
     "DataBucketName": "DATA_BUCKET",
     "JourneyTableName": "JOURNEY_TABLE",
     "WritesQueueUrl": "WRITES_QUEUE_URL",
+    "IdempotencyTableName": "IDEMPOTENCY_TABLE",
     "ConversionsTableName": "CONVERSIONS_TABLE",
 }
 

@@ -28,14 +28,18 @@ def register(commands: Any, stack_outputs: Any) -> None:
 
 def run(args: argparse.Namespace, stack_outputs: Any) -> int:
     from throughline.adapters import aws
-    from throughline.capture.held import Selection, held_posts, release
+    from throughline.adapters.journey_store import JourneyStore
+    from throughline.adapters.submission_claims import SubmissionClaims
+    from throughline.capture.held import Selection, content_fingerprint, held_posts, release
     from throughline.config import load_settings
     from throughline.contacts import normalize_email, normalize_phone
 
     if args.stack_name:
-        use_stack(stack_outputs(args.stack_name), "SecretsArn", "DataBucketName", "WritesQueueUrl")
+        outputs = ("SecretsArn", "DataBucketName", "WritesQueueUrl", "IdempotencyTableName", "JourneyTableName")
+        use_stack(stack_outputs(args.stack_name), *outputs)
     settings = load_settings()
-    settings.require("data_bucket", *(("writes_queue_url", "person_key_secret") if args.release else ()))
+    releasing = ("writes_queue_url", "person_key_secret", "idempotency_table", "journey_table") if args.release else ()
+    settings.require("data_bucket", *releasing)
     if args.release and not (args.date or args.reason or args.phone or args.email or args.form or args.submission_id):
         raise SystemExit("--release needs a filter (--phone, --email, --submission-id, --date, --reason, --form)")
     selection = Selection(
@@ -47,13 +51,20 @@ def run(args: argparse.Namespace, stack_outputs: Any) -> int:
         forms=tuple(args.form),
     )
     s3, bucket, queue = aws.client("s3"), settings.data_bucket or "", settings.writes_queue_url or ""
+    secret = settings.person_key_secret or ""
+    # Content accepted since the post was held (the customer sent the form again and got through: among the person's
+    # raw copies, or in the claim within the window) is not queued a second time; each release claims its content as
+    # capture does, so a post racing a capture of the same content is not queued twice either.
+    claims = SubmissionClaims(settings.idempotency_table or "", secret, settings.double_submit_window_seconds)
+    index = JourneyStore(settings.journey_table or "")
     reasons: Counter[str] = Counter()
+    accepted = 0
     # The same form sent again while held (the snippet retries a 429, a visitor clicks twice) is one post: released
     # once, its copies dropped, as capture answers a double submission once.
     seen: dict[str, str] = {}
     copies = 0
     for post in held_posts(s3, bucket, selection):
-        fingerprint = post.submission.fingerprint()
+        fingerprint = content_fingerprint(post)
         if fingerprint in seen:
             copies += 1
             if args.release:
@@ -61,13 +72,22 @@ def run(args: argparse.Namespace, stack_outputs: Any) -> int:
             print(f"{'dropped' if args.release else 'copy'} (the same form as {seen[fingerprint]})", post.line())
             continue
         seen[fingerprint] = post.submission.submission_id
-        reasons[post.reason] += 1
-        if args.release:
-            release(s3, aws.client("sqs"), bucket, queue, settings.person_key_secret or "", post)
-            print("released", post.line())
-        else:
+        if not args.release:
+            reasons[post.reason] += 1
             print(post.line())
+            continue
+        released = release(s3, aws.client("sqs"), bucket, queue, secret, post, claims=claims, index=index)
+        if not released.queued:
+            accepted += 1
+            print(f"dropped (already accepted as {released.submission_id})", post.line())
+            continue
+        reasons[post.reason] += 1
+        if released.submission_id != post.submission.submission_id:
+            print(f"released (as {released.submission_id}, the same form accepted at this moment)", post.line())
+        else:
+            print("released", post.line())
     total = sum(reasons.values())
     summary = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items())) or "none"
-    print(f"{'released' if args.release else 'held'}: {total} ({summary}); copies of the same form: {copies}")
+    tail = f"; already accepted: {accepted}" if args.release else ""
+    print(f"{'released' if args.release else 'held'}: {total} ({summary}); copies of the same form: {copies}{tail}")
     return 0

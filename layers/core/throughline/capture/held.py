@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from throughline.capture import forms
+from throughline.adapters.journey_store import JourneyStore
+from throughline.adapters.submission_claims import SubmissionClaims
+from throughline.capture import forms, receive
 from throughline.capture.receive import HELD_PREFIX
 from throughline.capture.submissions import Submission
 from throughline.contacts import mask_email, mask_phone
+from throughline.observability import logger
 from throughline.person_keys import person_key
 
 REASONS = ("ip", "contact", "captcha")
@@ -88,12 +91,91 @@ def held_posts(s3: Any, bucket: str, selection: Selection) -> Iterator[HeldPost]
                     yield post
 
 
-def release(
-    s3: Any, sqs: Any, bucket: str, queue_url: str, secret: str, post: HeldPost, now: datetime | None = None
-) -> str:
-    """Queue one held post as capture queues an accepted one; returns its submission id."""
+@dataclass(frozen=True)
+class Released:
+    submission_id: str  # the submission the content is a lead under
+    queued: bool  # False: its content was already accepted under ``submission_id``, nothing was queued
+
+
+def content_fingerprint(post: HeldPost) -> str:
+    """The key capture claims the post's content under (``receive.content_fingerprint``)."""
+    return receive.content_fingerprint(post.submission, post.record.get("builder"))
+
+
+def accepted_since(s3: Any, bucket: str, index: JourneyStore, secret: str, post: HeldPost, window: int) -> str | None:
+    """The submission id the held post's content was accepted under after it was held (from the double-submit window
+    before it on: an earlier one would have been answered, not held), found among the raw copies the writer filed
+    under the post's phone and e-mail (``journey_wiring.index_raw_copies``, what ``forget`` reads); None if none.
+    The claim knows only the last window; this knows every copy the bucket keeps."""
     submission = post.submission
+    contacts = [value for value in (submission.phone, submission.email) if value]
+    if not contacts:
+        return None
+    fingerprint = content_fingerprint(post)
+    earliest = submission.received_at - timedelta(seconds=window)
+    own = f"/{submission.submission_id}.json"
+    for key in sorted(index.raw_keys(person_key(contact, secret) for contact in contacts)):
+        day = key.partition("date=")[2][:10]
+        if f"/form={submission.form_id}/" not in key or key.endswith(own) or day < f"{earliest:%Y-%m-%d}":
+            continue
+        try:
+            record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            other = Submission.from_message(record["message"])
+        except s3.exceptions.NoSuchKey:
+            continue  # deleted (forget, the lifecycle) since the writer filed it
+        except (ValueError, KeyError, TypeError):
+            logger.warning("an unreadable raw copy skipped", extra={"key": key})
+            continue
+        if other.received_at >= earliest and receive.content_fingerprint(other, record.get("builder")) == fingerprint:
+            return other.submission_id
+    return None
+
+
+def release(
+    s3: Any,
+    sqs: Any,
+    bucket: str,
+    queue_url: str,
+    secret: str,
+    post: HeldPost,
+    now: datetime | None = None,
+    claims: SubmissionClaims | None = None,
+    index: JourneyStore | None = None,
+) -> Released:
+    """Queue one held post as capture queues an accepted one, claiming its content first as capture does.
+
+    Content accepted under another submission id since the post was held (the customer, held, sent the form again
+    and got through) is not queued again: the held copy is deleted and the accepted id returned. ``index`` finds it
+    among the person's raw copies once the writer has filed them; the claim finds it within the double-submit window
+    (a copy still in the queue included). Content claimed by a post being stored right now (a twin racing this
+    release) is queued under that post's id and arrival time, as capture's own retry would: the FIFO queue drops the
+    repeat, and the writer finds the lead by ORIGIN_ID. Without ``claims`` and ``index`` every post is queued."""
+    submission = post.submission
+    fingerprint = content_fingerprint(post)
+    message = post.record["message"]
     record = {key: value for key, value in post.record.items() if key != "held"}
+    if index is not None and claims is not None:
+        # Before the claim: a claim put for a post then dropped would make the next post of the content (within the
+        # window) store this held one's submission id.
+        accepted = accepted_since(s3, bucket, index, secret, post, claims.window_seconds)
+        if accepted is not None:
+            s3.delete_object(Bucket=bucket, Key=post.key)
+            return Released(accepted, queued=False)
+    if claims is not None:
+        claim = claims.claim(fingerprint, submission.submission_id, submission.received_at.isoformat())
+        if claim.submission_id != submission.submission_id:
+            if claim.completed:
+                s3.delete_object(Bucket=bucket, Key=post.key)
+                return Released(claim.submission_id, queued=False)
+            submission = replace(
+                submission,
+                submission_id=claim.submission_id,
+                received_at=datetime.fromisoformat(claim.received_at),
+                raw_key=None,
+            )
+            submission = replace(submission, raw_key=forms.raw_key(submission))
+            message = submission.to_message()
+            record.update(submission_id=claim.submission_id, received_at=claim.received_at, message=message)
     record["released"] = {**(post.record.get("held") or {}), "at": (now or datetime.now(UTC)).isoformat()}
     s3.put_object(
         Bucket=bucket,
@@ -103,9 +185,16 @@ def release(
     )
     sqs.send_message(
         QueueUrl=queue_url,
-        MessageBody=json.dumps(post.record["message"], ensure_ascii=False),
+        MessageBody=json.dumps(message, ensure_ascii=False),
         MessageGroupId=person_key(submission.identity(), secret),
         MessageDeduplicationId=submission.submission_id,
     )
+    if claims is not None:
+        # A capture of the same content from now on, within the window, is answered with this submission. Not marked
+        # (a failure here): the content stays claimed, and a later post of it is queued under this id again.
+        try:
+            claims.complete(fingerprint, submission.submission_id)
+        except Exception:
+            logger.warning("the claim not marked completed after the release was queued", exc_info=True)
     s3.delete_object(Bucket=bucket, Key=post.key)
-    return submission.submission_id
+    return Released(submission.submission_id, queued=True)

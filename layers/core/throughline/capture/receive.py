@@ -49,6 +49,7 @@ class Accepted:
     submission_id: str
     spam: bool = False
     duplicate: bool = False
+    redelivered: bool = False  # a builder's retry of one delivery (the same tranid), answered from its claim
     redirect_to: str | None = None
     check: bool = False  # a form builder's connection check: answered, nothing stored
     held: str | None = None  # "ip", "contact" or "captcha": kept under raw/held/, not queued
@@ -147,11 +148,7 @@ class Capture:
             if translated is not None:  # name each field as the builder posted it: that is what its user sees
                 rejected.fields = {translated.name_in_post(name): reason for name, reason in rejected.fields.items()}
             raise
-        # The content alone, without the builder's id of this post: Tilda gives a form sent twice two tranids, and
-        # that is a double submission all the same.
-        delivery_fields = hooks.DELIVERY_ID_FIELDS if builder else frozenset()
-        content = {name: value for name, value in submission.extra.items() if name not in delivery_fields}
-        fingerprint = replace(submission, extra=content).fingerprint()
+        fingerprint = content_fingerprint(submission, builder)
         if delivery_id:
             derived = uuid.uuid5(DELIVERY_NAMESPACE, f"{builder}|{form_id}|{delivery_id}|{fingerprint}")
             submission = replace(submission, submission_id=str(derived))
@@ -193,8 +190,13 @@ class Capture:
         result = self._accept_once({"fingerprint": fingerprint, "message": submission.to_message(), "raw": record})
         accepted_id = result["submission_id"]
         duplicate = accepted_id != submission.submission_id
+        redelivered = bool(result.get("redelivered"))
+        if redelivered:
+            outcome = "redelivery: answered from its claim"
+        else:
+            outcome = "double submission: answered with the first one" if duplicate else "submission accepted"
         logger.info(
-            "submission accepted" if not duplicate else "double submission: answered with the first one",
+            outcome,
             extra={
                 "submission_id": accepted_id,
                 "form_id": form_id,
@@ -206,6 +208,7 @@ class Capture:
         return Accepted(
             accepted_id,
             duplicate=duplicate,
+            redelivered=redelivered,
             redirect_to=redirect_to,
             captcha_unavailable=captcha_unavailable,
             limits_unavailable=limits_unavailable,
@@ -279,7 +282,10 @@ class Capture:
             return self._store_and_enqueue(submission, message, raw)
         claim = self.claims.claim(fingerprint, submission.submission_id, submission.received_at.isoformat())
         if claim.completed:  # a double submission: the first one is queued
-            return {"submission_id": claim.submission_id}
+            # The same submission id: the builder delivers the post it delivered before (Tilda's retry of a tranid),
+            # not a second send of the form; counted apart, so that accepted counts distinct submissions.
+            redelivered = claim.submission_id == submission.submission_id
+            return {"submission_id": claim.submission_id, "redelivered": redelivered}
         if claim.submission_id != submission.submission_id:
             # Claimed by an earlier attempt that did not finish (or by a twin storing it right now), which may have
             # queued it: store that submission again, under its id and arrival time (the queue drops the repeat).
@@ -342,6 +348,15 @@ class Capture:
 
 
 HELD_PREFIX = "raw/held/"
+
+
+def content_fingerprint(submission: Submission, builder: str | None) -> str:
+    """What makes two posts one submission (the claim's key): the content alone, without the builder's id of this
+    post: Tilda gives a form sent twice two tranids, and that is a double submission all the same. ``release-held``
+    keys a held copy's claim with it too (the copy's ``builder``)."""
+    delivery_fields = hooks.DELIVERY_ID_FIELDS if builder else frozenset()
+    content = {name: value for name, value in submission.extra.items() if name not in delivery_fields}
+    return replace(submission, extra=content).fingerprint()
 
 
 def held_key(submission: Submission) -> str:
