@@ -93,11 +93,10 @@ def array_items(chunks: Iterable[str]) -> Iterator[Any]:
                 depth -= 1
                 if depth == 0:
                     parts.append(chunk[begin:at])
-                    text = "".join(parts)
-                    parts = []
-                    state = "after"
-                    yield json.loads(text)
-                    del text
+                    item = json.loads("".join(parts))  # the text goes before the element is handed on
+                    parts, state = [], "after"
+                    yield item
+                    del item
         if depth > 0:
             parts.append(chunk[begin:])
     if state != "done":
