@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAST_DAY = date(2026, 10, 31)
 QUICK_CAMPAIGNS, QUICK_DAYS = 100, (62, 248)
 FULL_DAYS = (92, 365)
+PLATFORMS = ("yandex_direct", "google_ads", "vk_ads")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,17 +44,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--campaigns", type=int, default=500)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--tracemalloc", action="store_true", help="also trace Python allocations (about 4× slower)")
+    parser.add_argument("--platform", action="append", choices=PLATFORMS, help="only this platform (repeatable)")
+    parser.add_argument("--days", type=int, nargs=2, help="the two ranges to compare, in days")
     parser.add_argument("--worker-days", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker_days:
-        print(json.dumps(_work(args.worker_days, args.campaigns, args.tracemalloc)))
+        print(json.dumps(_work(args.worker_days, args.campaigns, args.tracemalloc, tuple(args.platform or PLATFORMS))))
         return 0
     # Sizes whose import holds megabytes above the warm process: the allocator's noise (a megabyte or two of RSS)
     # must not be the figure. Several chunks per platform against four times as many (2 and 8 in the smoke run): the
     # first chunks settle the allocator (freed memory it keeps, threads' arenas); what grows after that is held.
     campaigns = QUICK_CAMPAIGNS if args.quick else args.campaigns
-    sizes = QUICK_DAYS if args.quick else FULL_DAYS
-    print(f"spend import benchmark: {campaigns} campaigns per platform, 3 platforms in parallel")
+    sizes = tuple(args.days) if args.days else QUICK_DAYS if args.quick else FULL_DAYS
+    platforms = tuple(args.platform or PLATFORMS)
+    print(f"spend import benchmark: {campaigns} campaigns per platform, {', '.join(platforms)} in parallel")
     header = ["days", "rows", "objects", "MB gz", "wall s", "rows/s", "warm RSS MB", "peak RSS MB", "import MB"]
     header += ["peak traced MB"] if args.tracemalloc else []
     print(" ".join(f"{name:>12}" for name in header))
@@ -61,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     for days in sizes:
         command = [sys.executable, "-m", "benchmarks.spend", "--worker-days", str(days), "--campaigns", str(campaigns)]
         command += ["--tracemalloc"] if args.tracemalloc else []
+        command += [option for platform in platforms for option in ("--platform", platform)]
         environment = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers/core'}:{ROOT}"}
         output = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, check=True).stdout
         figure = json.loads(output.strip().splitlines()[-1])
@@ -84,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _work(days: int, campaigns: int, traced: bool) -> dict[str, Any]:
+def _work(days: int, campaigns: int, traced: bool, platforms: tuple[str, ...] = ()) -> dict[str, Any]:
     from local.ad_sandboxes import GoogleAdsSandbox, VkAdsSandbox, YandexDirectSandbox
     from throughline.adapters.spend_store import SpendStore
     from throughline.spend.google_ads import GoogleAdsSource
@@ -113,6 +118,7 @@ def _work(days: int, campaigns: int, traced: bool) -> dict[str, Any]:
             VkAdsSource(client_id="vk-sandbox-client", client_secret="vk-sandbox-secret", api_url=vk.api_url,
                         token_store=store, ingested_at=now),
         ]  # fmt: skip
+        sources = [source for source in sources if source.platform in (platforms or PLATFORMS)]
         # Warm-up: a day before the range, every platform (lazy imports, connections, caches, the VK token).
         warm_day = first - timedelta(days=1)
         warm = import_spend(sources, store, warm_day, warm_day, deadline=Unbounded(), ingested_at=now)

@@ -13,6 +13,11 @@ Follows yandex.com/dev/direct/doc/en/reports (spec, headers, mode, codes, report
 - A report holds at most ``Page.Limit`` rows (1,000,000 when not given); the summary counts the rows sent.
 - ``cut_reports``: the next reports end early, cleanly, after that many rows and without the summary line — what a
   client sees when the service stops streaming a report half way; only the summary tells.
+- A tab, a line break, a backslash or a quote in a campaign or ad-group name: the docs say only "TSV" (the IANA
+  registration they link allows no tab or line break in a value) and do not say how Direct writes one, so the sandbox
+  writes it in the form ``special_characters`` names — ``escaped`` (default: ``\\t``, ``\\n``, ``\\r``, ``\\\\`` as
+  ClickHouse's TabSeparated writes them), ``quoted`` (CSV-style: such a value in ``"…"``, its quotes doubled) or
+  ``raw`` (as typed: the row breaks, which the client must refuse, never read shifted).
 Simplification: an offline report becomes ready after a number of polls (``offline_polls``), not after time.
 """
 
@@ -57,8 +62,12 @@ class YandexDirectSandbox(SandboxServer):
         retry_in: int = 1,
         queue_limit: int = 5,
         rate_limit: tuple[int, float] = (20, 10.0),
+        special_characters: str = "escaped",
         **server: Any,
     ):
+        if special_characters not in WRITERS:
+            raise ValueError(f"special_characters must be one of {sorted(WRITERS)}")
+        self.special_characters = special_characters
         super().__init__(**server)
         advertisers = advertisers or {"client-one": ("RUB", 5)}
         self.advertisers = {login: Advertiser(login, cur, n) for login, (cur, n) in advertisers.items()}
@@ -226,7 +235,8 @@ class YandexDirectSandbox(SandboxServer):
                     "Cost": str(int(cost * 1_000_000)) if micros else f"{cost:.2f}",
                     "Date": stat.day.isoformat(),
                 }
-                batch.append("\t".join(str(row[name]) for name in fields))
+                write = WRITERS[self.special_characters]
+                batch.append("\t".join(write(str(row[name])) if name in TEXT else str(row[name]) for name in fields))
                 count += 1
             if len(batch) >= 500:
                 yield ("\n".join(batch) + "\n").encode()
@@ -235,6 +245,18 @@ class YandexDirectSandbox(SandboxServer):
             yield ("\n".join(batch) + "\n").encode()
         if headers.get("skipreportsummary", "false").lower() != "true":
             yield f"Total rows: {count}\n".encode()
+
+
+def _escaped(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"' if any(c in value for c in '\t\n\r"') else value
+
+
+TEXT = {"CampaignName", "AdGroupName"}
+WRITERS = {"escaped": _escaped, "quoted": _quoted, "raw": str}
 
 
 def _campaign_row(stat: Any) -> dict[str, Any]:

@@ -13,8 +13,9 @@ import pytest
 import requests
 
 from local.ad_sandboxes import GoogleAdsSandbox, VkAdsSandbox, YandexDirectSandbox
+from local.ad_sandboxes.base import daily_stats
 from tests.integration.test_report_function import emitted_metrics
-from throughline.spend.importer import SpendImportFailed
+from throughline.spend.importer import RunResult, SpendImportFailed
 
 GOOGLE_CUSTOMER = "1112223334"
 
@@ -143,3 +144,53 @@ def test_an_inbox_event_imports_manual_files_and_ignores_its_own_rejects(make_st
     assert "SpendImportsCompleted" not in emitted_metrics(capsys.readouterr().out)  # a file is not the nightly run
     rejects = {**event, "detail": {"object": {"key": "spend/manual/inbox/x.csv.rejects.txt"}}}
     assert stack.invoke("import_ad_spend", rejects) == {"ignored": "spend/manual/inbox/x.csv.rejects.txt"}
+
+
+def test_a_refused_s3_write_shows_in_the_summary_with_the_rows_fetched_and_not_written(make_stack, ads, monkeypatch):
+    # Before: the platform whose partition PUT failed showed 0 rows and no status, though rows had been fetched
+    # (and some stored). S3 (moto) refuses VK's partitions from the fourth on, after botocore's retries.
+    import botocore.client
+    from botocore.exceptions import ClientError
+
+    direct, google, vk = ads
+    stack = make_stack(poll_queues=False, environment=_environment(direct, google, vk))
+    original = botocore.client.BaseClient._make_api_call
+    allowed = [3]
+
+    def make_api_call(client, operation, params):
+        if operation == "PutObject" and str(params.get("Key", "")).startswith("spend/platform=vk_ads/"):
+            if allowed[0] <= 0:
+                raise ClientError({"Error": {"Code": "InternalError", "Message": "injected"}}, operation)
+            allowed[0] -= 1
+        return original(client, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", make_api_call)
+    summaries: list[dict] = []  # what the function logs as «spend import finished» before it fails
+    summary_of = RunResult.summary
+    monkeypatch.setattr(RunResult, "summary", lambda result: summaries.append(summary_of(result)) or summaries[-1])
+    first, last = date(2026, 11, 1), date(2026, 11, 5)
+    with pytest.raises(SpendImportFailed) as failed:
+        stack.invoke("import_ad_spend", {"date_from": first.isoformat(), "date_to": last.isoformat()})
+    assert "vk_ads" in str(failed.value) and "storing failed" in str(failed.value)
+    [summary] = summaries
+    shown = summary["platforms"]["vk_ads"]
+    stored = {key: body for key, body in _objects(stack).items() if "platform=vk_ads/" in key}
+    stored_rows = sum(len(gzip.decompress(body).decode().splitlines()) for body in stored.values())
+    fetched = len(list(daily_stats(str(vk.account_id), vk.campaigns(), first, last, names=vk.campaign_names)))
+    assert len(stored) == 3 and stored_rows > 0
+    assert shown["status"] == "failed" and shown["rows"] == stored_rows and shown["rows_fetched"] == fetched
+    assert shown["rows_not_written"] == fetched - stored_rows > 0
+    assert "InternalError" in shown["not_written"][0] and f"{fetched - stored_rows} of {fetched} rows" in \
+        shown["not_written"][0]  # fmt: skip
+    assert shown["pending"] and summary["ok"] is False
+    assert summary["platforms"]["yandex_direct"]["status"] == "ok" == summary["platforms"]["google_ads"]["status"]
+    # The state still names the chunk: the rerun (S3 back) stores it whole.
+    s3 = boto3.session.Session().client("s3")
+    bucket = stack.resources.physical["DataBucket"]
+    state = json.loads(s3.get_object(Bucket=bucket, Key="spend/_state/vk_ads.json")["Body"].read())
+    assert [(p["date_from"], p["date_to"]) for p in state["pending"]] == [(first.isoformat(), last.isoformat())]
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", original)
+    assert stack.invoke("import_ad_spend", {"date_from": first.isoformat(), "date_to": last.isoformat()})["ok"]
+    again = [body for key, body in _objects(stack).items() if "platform=vk_ads/" in key]
+    assert sum(len(gzip.decompress(body).decode().splitlines()) for body in again) == fetched
+    assert _totals(_objects(stack))["vk_ads"] == vk.expected_cost(first, last)

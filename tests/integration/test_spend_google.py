@@ -10,6 +10,7 @@ import pytest
 from local.ad_sandboxes import GoogleAdsSandbox
 from tests.integration.spend_helpers import NOW, Clock, days, store, stored_objects, stored_rows, total
 from throughline.spend.google_ads import GoogleAdsError, GoogleAdsSource
+from throughline.spend.http import PlatformError
 from throughline.spend.importer import import_spend
 from throughline.spend.plan import Chunk
 
@@ -128,3 +129,66 @@ def test_a_brief_outage_of_the_oauth_endpoint_is_retried(google, store):
     assert result.failures == [] and google.token_faults == [] and len(source.sleeps) == 2
     expected = Decimal(google.expected_micros("1112223334", first, last)) / 1_000_000
     assert total(stored_rows(store, "google_ads")) == expected
+
+
+def test_the_stream_is_read_batch_by_batch_and_only_one_batch_is_held(monkeypatch):
+    # Before: the whole answer was read (response.json()) and then parsed: text and objects of every batch at once,
+    # about 2.4 kB a row — an account of 4,000 campaigns neared Lambda's 512 MB in one 31-day chunk.
+    import tracemalloc
+
+    from local.ad_sandboxes import google_ads as sandbox
+
+    monkeypatch.setattr(sandbox, "BATCH_ROWS", 100)
+    with GoogleAdsSandbox({"1112223334": ("RUB", "Europe/Moscow", 200)}) as google:
+        source = _source(google, customers=("1112223334",), login=None)
+        chunk = Chunk("google_ads", "1112223334", date(2026, 10, 1), date(2026, 10, 31))
+        list(source.fetch(Chunk("google_ads", "1112223334", date(2026, 9, 1), date(2026, 9, 1)), Clock()))  # warm
+        rows, cost = 0, Decimal(0)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            for row in source.fetch(chunk, Clock()):
+                rows, cost = rows + 1, cost + row.cost
+            peak = tracemalloc.get_traced_memory()[1] - before
+        finally:
+            tracemalloc.stop()
+        assert cost == Decimal(google.expected_micros("1112223334", chunk.date_from, chunk.date_to)) / 1_000_000
+    assert rows > 5000  # 53 batches of 100 rows
+    assert peak < 2_000_000, peak  # the whole answer, as text and parsed, is about 13 MB
+
+
+def test_a_stream_that_fails_after_its_first_batch_fails_the_chunk_and_keeps_it_for_the_next_run(store, monkeypatch):
+    from local.ad_sandboxes import google_ads as sandbox
+
+    monkeypatch.setattr(sandbox, "BATCH_ROWS", 10)
+    original = sandbox.GoogleAdsSandbox._batches
+    error = b'{"error": {"code": 503, "status": "UNAVAILABLE", "message": "The service is unavailable."}}'
+
+    def failing(self, *args):
+        answer = original(self, *args)
+        yield next(answer)  # "["
+        yield next(answer)  # the first batch
+        yield b"," + error + b"]"
+
+    def cut(self, *args):
+        answer = original(self, *args)
+        yield next(answer)
+        yield next(answer)
+        yield b',{"results": [{"segme'
+
+    with GoogleAdsSandbox({"1112223334": ("RUB", "Europe/Moscow", 4)}) as google:
+        source = _source(google, customers=("1112223334",), login=None)
+        chunk = Chunk("google_ads", "1112223334", date(2026, 11, 1), date(2026, 11, 5))
+        for broken, reason in ((failing, "UNAVAILABLE"), (cut, "cut short")):
+            monkeypatch.setattr(sandbox.GoogleAdsSandbox, "_batches", broken)
+            with pytest.raises(PlatformError, match=reason):
+                list(source.fetch(chunk, Clock()))
+            result = import_spend([source], store, chunk.date_from, chunk.date_to, deadline=Clock(), ingested_at=NOW)
+            assert reason in result.failures[0] and [str(c) for c in result.pending] == [str(chunk)]
+            assert stored_objects(store) == {}  # nothing of the chunk: it is stored whole or not at all
+        monkeypatch.setattr(sandbox.GoogleAdsSandbox, "_batches", original)
+        result = import_spend([source], store, chunk.date_from, chunk.date_to, deadline=Clock(), ingested_at=NOW)
+        assert result.failures == [] and len(stored_objects(store)) == 5
+        assert total(stored_rows(store, "google_ads")) == Decimal(google.expected_micros("1112223334", *days(
+            "2026-11-01", "2026-11-05"))) / 1_000_000  # fmt: skip

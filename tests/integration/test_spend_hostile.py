@@ -340,7 +340,11 @@ def test_a_storage_error_in_one_platform_is_named_and_the_others_are_kept(store)
 
     store.write_partition = refusing  # type: ignore[method-assign]
     result = import_spend([_Platform(), Other()], store, date(2026, 11, 1), date(2026, 11, 3), deadline=Clock())
-    assert result.failures == ["vk_ads: storing failed: SlowDown"]
+    assert result.failures == [
+        "vk_ads account a (2026-11-01…2026-11-03): storing failed (3 of 3 rows not written): SlowDown"
+    ]
+    vk = result.platforms["vk_ads"]
+    assert (vk.status, vk.rows_fetched, vk.rows, vk.rows_not_written) == ("failed", 3, 0, 3)
     assert result.platforms["google_ads"].rows == 3 and total(stored_rows(store, "google_ads")) == Decimal(3)
     assert _pending(store) == [("2026-11-01", "2026-11-03")]  # recorded for the next run
 
@@ -420,7 +424,11 @@ def test_an_s3_error_mid_chunk_leaves_the_chunk_recorded_and_the_rerun_stores_wh
 
     store.client.meta.events.register("before-parameter-build.s3.PutObject", refuse)
     result = import_spend([_Restating(new)], store, first, last, deadline=Clock(), ingested_at=NOW)
-    assert result.failures == ["vk_ads: storing failed: InternalError"]
+    assert result.failures == [
+        "vk_ads account a (2026-10-11…2026-10-20): storing failed (5 of 8 rows not written): InternalError"
+    ]
+    vk = result.platforms["vk_ads"]  # 9 rows of the first chunk stored, 3 of the second (11–13; 14 is empty)
+    assert (vk.rows_fetched, vk.rows, vk.rows_not_written, vk.partitions, vk.chunks_done) == (17, 12, 5, 14, 1)
     assert _pending(store) == [("2026-10-11", "2026-10-20")]  # the half-stored chunk is still owed
     # Days 11–14 were replaced (14 now empty), 15 and later keep the earlier figures until the rerun.
     assert total(stored_rows(store, "vk_ads")) == Decimal("2.50") * 9 + Decimal("2.50") * 3 + Decimal("1.00") * 6

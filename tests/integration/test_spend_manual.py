@@ -86,3 +86,27 @@ def test_account_ids_are_stable_and_safe():
     cyrillic = account_id("Офлайн реклама.csv")
     assert cyrillic == account_id("Офлайн реклама.csv") and cyrillic != account_id("Офлайн реклама 2.csv")
     assert all(ch.isascii() for ch in cyrillic)
+
+
+def test_a_file_whose_partition_write_is_refused_says_how_many_rows_were_not_written(store, monkeypatch):
+    # Before: 0 rows and a bare failure, though one of the file's three days was stored.
+    text = "date,utm_source,utm_medium,utm_campaign,cost,currency\n" + "".join(
+        f"2026-11-0{day},radio,offline,{campaign},{day},RUB\n"
+        for day, campaign in ((1, "a"), (2, "a"), (2, "b"), (3, "a"))
+    )
+    _drop(store, "radio.csv", text)
+    put = store.client.put_object
+    allowed = [1]
+
+    def refusing(**kwargs):
+        if kwargs["Key"].startswith("spend/platform=manual/"):
+            if allowed[0] <= 0:
+                raise RuntimeError("InternalError")
+            allowed[0] -= 1
+        return put(**kwargs)
+
+    monkeypatch.setattr(store.client, "put_object", refusing)
+    result = process_inbox(store, settings(), now=NOW)
+    assert (result.rows_fetched, result.rows, result.rows_not_written, result.status) == (4, 1, 3, "failed"), result
+    assert "3 of 4 rows not written" in result.not_written[0] and "InternalError" in result.not_written[0]
+    assert INBOX + "radio.csv" in set(store.keys(INBOX))  # stays for the next run

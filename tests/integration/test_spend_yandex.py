@@ -190,3 +190,49 @@ def test_campaign_names_with_unicode_line_separators_stay_in_their_row(direct, s
     rows = stored_rows(store, "yandex_direct")
     assert total(rows) == direct.expected_cost("client-one", first, last)
     assert {r["campaign_name"] for r in rows} == {odd}
+
+
+NAMES = ["Весна\tЛето", "Осень\nЗима", "Мир\r\nТруд", '5" монитор', '"Акция"', '"', "Конец\t", "Строка\n\nдве"]
+# A backslash: in the escaped form it is written doubled; in the quoted form it is written as it is, and a backslash
+# before t, n, r, 0, b, f, ' or another backslash is then read as an escape (the one ambiguity of reading both forms).
+BACKSLASHES = ["C:\\new\\tab", "\\", "a\\b"]
+
+
+@pytest.mark.parametrize("form", ["escaped", "quoted"])
+def test_names_with_tabs_line_breaks_quotes_and_backslashes_come_back_whole_in_either_form(store, monkeypatch, form):
+    # Before: the sandbox wrote such a name raw and the parser split it (a tab made a row of seven columns, a line break
+    # two rows): the login's import failed every night. Direct's docs do not say which form it writes; both are read.
+    from local.ad_sandboxes import yandex_direct as sandbox
+
+    original = sandbox._campaign_row
+    names = NAMES + (BACKSLASHES if form == "escaped" else ["Путь\\Папка"])  # a backslash before no escape letter
+
+    def named(stat):
+        row = original(stat)
+        return {**row, "CampaignName": names[int(row["CampaignId"]) % len(names)]}
+
+    monkeypatch.setattr(sandbox, "_campaign_row", named)
+    with YandexDirectSandbox({"client-one": ("RUB", 12)}, online_max_rows=1000, special_characters=form) as direct:
+        first, last = days("2026-11-01", "2026-11-05")
+        result = import_spend([_source(direct, logins=("client-one",))], store, first, last, deadline=Clock())
+        assert result.failures == []
+        rows = stored_rows(store, "yandex_direct")
+        assert total(rows) == direct.expected_cost("client-one", first, last)
+        expected = {c: names[int(c) % len(names)] for c in direct.campaigns("client-one")}
+    assert {row["campaign_id"]: row["campaign_name"] for row in rows} == {
+        c: name.strip() for c, name in expected.items() if c in {row["campaign_id"] for row in rows}
+    }
+    assert len({row["campaign_name"] for row in rows}) >= 8  # most of the names were in the report
+
+
+def test_a_name_the_report_does_not_escape_refuses_the_report_naming_its_line(store, monkeypatch):
+    from local.ad_sandboxes import yandex_direct as sandbox
+
+    original = sandbox._campaign_row
+    monkeypatch.setattr(sandbox, "_campaign_row", lambda stat: {**original(stat), "CampaignName": "Весна\tЛето"})
+    with YandexDirectSandbox({"client-one": ("RUB", 2)}, special_characters="raw") as direct:
+        first, last = days("2026-11-01", "2026-11-02")
+        result = import_spend([_source(direct, logins=("client-one",))], store, first, last, deadline=Clock())
+    [failure] = result.failures
+    assert "line 2 has 7 columns, expected 6" in failure and "Весна" in failure
+    assert stored_rows(store, "yandex_direct") == []  # nothing of the chunk is stored

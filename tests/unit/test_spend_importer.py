@@ -218,3 +218,58 @@ def test_the_import_holds_one_chunk_as_lines_and_lets_it_go_before_reading_the_n
     held = [now - at_start[0] for now in at_start[1:]]  # what is still held from the chunks read before
     assert all(bytes_ < 100_000 for bytes_ in held), held  # a chunk's rows are megabytes; its state is a few kB
     assert peak < per_chunk * 800, peak  # one chunk, as lines; as rows (or two chunks as lines) it would be more
+
+
+class RefusingS3(MemoryS3):
+    """Accepts the first ``allowed`` partition writes, then refuses every partition PUT (the state's go through)."""
+
+    def __init__(self, allowed: int):
+        super().__init__()
+        self.allowed = allowed
+
+    def put_object(self, *, Bucket, Key, Body, **_):
+        if Key.startswith("spend/platform="):
+            if self.allowed <= 0:
+                raise RuntimeError("InternalError: we encountered an internal error")
+            self.allowed -= 1
+        super().put_object(Bucket=Bucket, Key=Key, Body=Body)
+
+
+def test_a_refused_write_is_reported_with_the_rows_fetched_and_not_written_and_the_state_kept():
+    # Before: the platform's result was replaced by an empty one — 0 rows, while 13 days had been stored.
+    store = SpendStore("bucket", client=RefusingS3(allowed=13))
+    platform = FakePlatform()  # one row a day, chunks of 10 days
+    result = import_spend([platform], store, date(2026, 10, 1), date(2026, 10, 30), deadline=Forever())
+    vk = result.platforms["vk_ads"]
+    # Chunk 1 (10 days) whole; chunk 2: days 11-13 stored, day 14 refused; chunk 3 never fetched.
+    assert (vk.rows_fetched, vk.rows, vk.rows_not_written, vk.partitions, vk.chunks_done) == (20, 13, 7, 13, 1)
+    assert vk.status == "failed" and len(vk.failures) == 1
+    [reason] = vk.not_written
+    assert "2026-10-11…2026-10-20" in reason and "7 of 10 rows not written" in reason and "InternalError" in reason
+    summary = result.summary()
+    assert summary["ok"] is False
+    shown = summary["platforms"]["vk_ads"]
+    assert (shown["status"], shown["rows"], shown["rows_fetched"], shown["rows_not_written"]) == ("failed", 13, 20, 7)
+    assert shown["pending"] == [str(c) for c in vk.pending] and len(vk.pending) == 2
+    # The state still names the refused chunk and the one not reached; the stored chunk left it.
+    pending = store.get_json(state_key("vk_ads"))["pending"]
+    assert [(p["date_from"], p["date_to"]) for p in pending] == [
+        ("2026-10-11", "2026-10-20"),
+        ("2026-10-21", "2026-10-30"),
+    ]
+    assert platform.fetched == [Chunk("vk_ads", "a", date(2026, 10, 1), date(2026, 10, 10)),
+                                Chunk("vk_ads", "a", date(2026, 10, 11), date(2026, 10, 20))]  # fmt: skip
+
+
+def test_a_run_whose_plan_cannot_be_recorded_fetches_nothing_and_says_so():
+    class NoPuts(MemoryS3):
+        def put_object(self, **_):
+            raise RuntimeError("AccessDenied")
+
+    store = SpendStore("bucket", client=NoPuts())
+    platform = FakePlatform()
+    result = import_spend([platform], store, date(2026, 10, 1), date(2026, 10, 5), deadline=Forever())
+    vk = result.platforms["vk_ads"]
+    assert platform.fetched == [] and vk.rows_fetched == 0 and vk.status == "failed"
+    assert "recording the plan" in vk.failures[0] and "AccessDenied" in vk.failures[0]
+    assert [str(c) for c in vk.pending] == [str(Chunk("vk_ads", "a", date(2026, 10, 1), date(2026, 10, 5)))]

@@ -6,6 +6,7 @@ import gc
 import gzip
 import io
 import json
+import re
 import zlib
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -269,3 +270,50 @@ def test_yandex_names_may_hold_quotes_and_carriage_returns():
     body = [header + "\r", '2026-03-01\t7\t"Акция" 50%\rитоги\t1\t1\t1.00', "Total rows: 1"]
     [row] = list(_source().parse(iter(body), "client-one", "RUB"))
     assert row.campaign_name == '"Акция" 50%\rитоги' and row.cost == Decimal("1.00")
+
+
+HEADER = "Date\tCampaignId\tCampaignName\tImpressions\tClicks\tCost"
+
+
+def _names(*rows: str, summary: int | None = None) -> list[str]:
+    lines = [HEADER, *"\n".join(rows).split("\n"), f"Total rows: {len(rows) if summary is None else summary}"]
+    return [row.campaign_name for row in _source().parse(iter(lines), "client-one", "RUB")]
+
+
+def test_yandex_names_escaped_or_quoted_are_read_whole():
+    assert _names(
+        "2026-03-01\t7\tВесна\\tЛето\t1\t1\t1.00",  # backslash escapes
+        "2026-03-01\t8\tОсень\\nЗима \\\\ C:\\\\new\t1\t1\t1.00",
+        '2026-03-01\t9\t"Мир\tТруд"\t1\t1\t1.00',  # CSV-style quoting, a tab inside
+        '2026-03-01\t10\t"Две\n\nстроки ""в кавычках"""\t1\t1\t1.00',  # …and line breaks: one row over three lines
+        '2026-03-01\t11\t"5"" монитор"\t1\t1\t1.00',  # quoted for its quote alone: splits cleanly
+        '2026-03-01\t12\t"Акция"\t1\t1\t1.00',  # a name typed in quotes: quoting would have doubled them
+        '2026-03-01\t13\tЦена 5"\t1\t1\t1.00',
+    ) == ["Весна\tЛето", "Осень\nЗима \\ C:\\new", "Мир\tТруд", 'Две\n\nстроки "в кавычках"', '5" монитор', '"Акция"',
+          'Цена 5"']  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rows", "summary", "message"),
+    [
+        # Before: "report row has 7 columns, expected 6" — which of a million rows, and why, was not said.
+        (["2026-03-01\t7\tВесна\tЛето\t1\t1\t1.00"], None, "line 2 has 7 columns, expected 6 (a tab or line break"),
+        (["2026-03-01\t7\tA\t1\t1\t1.00", "2026-03-01\t8\tОсень\nЗима\t1\t1\t1.00"], None, "line 3 has 3 columns"),
+        # A raw tab and line break that make the first part a row of six: its second part is no row, and the report
+        # is refused (its first part was never stored: a chunk is stored whole or not at all).
+        (["2026-03-01\t7\tx\t\t\t\ny\t\t\t1\t1\t1.00"], None, "line 3: '' is no campaign id"),
+        (["2026-03-01\t7\tx\t\t\t\n2026-03-01\t7\tz\t1\t1\t1.00"], 1, "summary says 1 rows, 2 arrived"),
+        (['2026-03-01\t7\t"Не\tзакрыта\t1\t1\t1.00'] + ["ещё"] * 25, None, "line 2 has 7 columns"),  # 20 lines at most
+        (['2026-03-01\t7\t"Закрыта" и нет\t1\t1\t1.00\tлишнее'], None, "line 2 has 7 columns"),
+    ],
+)
+def test_yandex_rows_whose_columns_do_not_add_up_are_refused_naming_their_line(rows, summary, message):
+    with pytest.raises(PlatformError, match=re.escape(message)):
+        _names(*rows, summary=summary)
+
+
+def test_yandex_report_lines_are_cut_at_newlines_only_and_chunk_ends_add_no_empty_lines():
+    from throughline.spend.yandex_direct import _lines
+
+    chunks = ["Date\tName\n", "2026-03-01\tВесна\u2028Лето\n", "\n", "Total", " rows: 1\n"]
+    assert list(_lines(chunks)) == ["Date\tName", "2026-03-01\tВесна\u2028Лето", "", "Total rows: 1"]

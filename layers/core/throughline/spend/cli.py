@@ -53,7 +53,12 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         if name.startswith("_"):
             continue
         out.write(
-            f"{name}: {platform.rows} rows in {platform.partitions} partitions"
+            f"{name}: {platform.status}, {platform.rows} rows in {platform.partitions} partitions"
+            + (
+                f", {platform.rows_not_written} of {platform.rows_fetched} fetched rows not written"
+                if platform.rows_not_written
+                else ""
+            )
             + (f", {len(platform.pending)} chunks left for the next run" if platform.pending else "")
             + "\n"
         )

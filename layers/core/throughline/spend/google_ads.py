@@ -10,10 +10,11 @@ Campaign level on purpose: Performance Max spend is missing at lower grains.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 from throughline.adapters.google_oauth import GoogleAuthError, GoogleOAuth
 from throughline.spend.http import CONNECT_TIMEOUT, MAX_ATTEMPTS, READ_TIMEOUT, PlatformError, RetryableError, backoff
 from throughline.spend.importer import Deadline
+from throughline.spend.json_stream import array_items
 from throughline.spend.plan import Chunk
 from throughline.spend.rows import SpendRow, invalid_reason
 
@@ -48,6 +50,7 @@ HINTS = {
     "invalid_client": "GOOGLE_ADS_CLIENT_ID / GOOGLE_ADS_CLIENT_SECRET are wrong",
 }
 MICROS = Decimal(1_000_000)
+STREAM_CHUNK = 64 * 1024  # characters of the answer read at a time
 
 
 class GoogleAdsError(PlatformError):
@@ -123,17 +126,34 @@ class GoogleAdsSource:
                     headers["login-customer-id"] = self.login_customer_id
                 if self._developer_token:
                     headers["developer-token"] = self._developer_token
-                response = self.session.post(url, data=body, headers=headers, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
-                payload = _json(response)
+                response = self.session.post(
+                    url, data=body, headers=headers, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), stream=True
+                )
+                if response.status_code == 200:
+                    # Read batch by batch: the answer whole is ~2.5 kB a row as text and as much again parsed.
+                    # The first batch decides about retrying (an error comes alone, as the array's one element).
+                    response.encoding = "utf-8"
+                    batches = array_items(response.iter_content(chunk_size=STREAM_CHUNK, decode_unicode=True))
+                    first = next(batches, None)
+                    payload: Any = [] if first is None else [first]
+                else:
+                    payload = _json(response)  # an error: a small envelope (or an HTML page)
             except RetryableError as error:  # the OAuth endpoint could not answer: back off like any call
                 failure: PlatformError = error
             except requests.RequestException as error:
                 failure = RetryableError(f"Google Ads unreachable: {type(error).__name__}")
+            except ValueError as error:  # no JSON array of batches
+                response.close()
+                raise GoogleAdsError(f"Google Ads searchStream answered no JSON array of batches ({error})") from None
             else:
                 failure_or_none = _failure(response.status_code, payload)
                 if failure_or_none is None:
-                    yield from self.parse(payload, chunk.account_id)
+                    try:
+                        yield from self.parse(itertools.chain(payload, batches), chunk.account_id)
+                    finally:
+                        response.close()
                     return
+                response.close()
                 failure = failure_or_none
                 if response.status_code == 401 and not refreshed:
                     self.access_token(force=True)  # expired early or revoked: one fresh token, then give up
@@ -147,22 +167,37 @@ class GoogleAdsSource:
                 raise failure
             self.sleep(wait)
 
-    def parse(self, batches: Any, account_id: str) -> Iterator[SpendRow]:
-        if not isinstance(batches, list):
+    def parse(self, batches: Iterable[Any], account_id: str) -> Iterator[SpendRow]:
+        """Rows of searchStream batches (a list, or the stream's batches as they arrive). An error after rows were
+        read (the stream failing part way) fails the chunk: its rows are already handed on, so it is not retried in
+        this run, and the chunk — stored whole or not at all — is left for the next."""
+        if isinstance(batches, dict | str | bytes) or not isinstance(batches, Iterable):
             raise GoogleAdsError("Google Ads searchStream answered something other than a JSON array of batches")
         number = 0
-        for batch in batches:
-            results = batch.get("results", []) if isinstance(batch, dict) else None
-            if not isinstance(results, list):
-                raise GoogleAdsError("Google Ads searchStream sent a batch that is no object with a list of results")
-            for result in results:
-                number += 1
-                try:
-                    yield self._row(result, account_id)
-                except (KeyError, TypeError, AttributeError, ValueError, ArithmeticError) as error:
-                    # A result without its date or currency, a count that is no integer, a negative cost…: the
-                    # answer is not what the API documents, and the chunk is refused whole with the reason.
-                    raise GoogleAdsError(f"Google Ads searchStream result {number}: {_reason(error)}") from None
+        try:
+            for batch in batches:
+                if isinstance(batch, dict) and "error" in batch:
+                    failure = _failure(200, [batch]) or GoogleAdsError("Google Ads searchStream sent an error")
+                    raise type(failure)(f"{failure} (after {number} rows of the stream)")
+                results = batch.get("results", []) if isinstance(batch, dict) else None
+                if not isinstance(results, list):
+                    message = "Google Ads searchStream sent a batch that is no object with a list of results"
+                    raise GoogleAdsError(message)
+                for result in results:
+                    number += 1
+                    try:
+                        row = self._row(result, account_id)
+                    except (KeyError, TypeError, AttributeError, ValueError, ArithmeticError) as error:
+                        # A result without its date or currency, a count that is no integer, a negative cost…: the
+                        # answer is not what the API documents, and the chunk is refused whole with the reason.
+                        raise GoogleAdsError(f"Google Ads searchStream result {number}: {_reason(error)}") from None
+                    yield row
+                del results, batch  # the batch goes before the next is read
+        except requests.RequestException as error:
+            broke = f"Google Ads searchStream broke off after {number} rows: {type(error).__name__}"
+            raise RetryableError(broke) from None
+        except ValueError as error:  # the stream's text is no JSON array (cut short, malformed)
+            raise GoogleAdsError(f"Google Ads searchStream answer after {number} rows: {error}") from None
 
     def _row(self, result: dict[str, Any], account_id: str) -> SpendRow:
         segments, campaign = result.get("segments", {}), result.get("campaign", {})

@@ -46,12 +46,23 @@ class SpendImportFailed(RuntimeError):
 
 @dataclass
 class PlatformResult:
+    """``rows`` are the rows stored; ``rows_fetched`` those the platform answered, ``rows_not_written`` those of them
+    the bucket refused (their chunk stays in the state for the next run; ``not_written`` says why)."""
+
     platform: str
     chunks_done: int = 0
     partitions: int = 0
     rows: int = 0
     pending: list[Chunk] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    rows_fetched: int = 0
+    rows_not_written: int = 0
+    not_written: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """``ok``; ``incomplete`` (work left for the next run, nothing failed); ``failed``."""
+        return "failed" if self.failures else "incomplete" if self.pending else "ok"
 
 
 @dataclass
@@ -74,9 +85,13 @@ class RunResult:
             "date_to": self.date_to.isoformat(),
             "platforms": {
                 name: {
+                    "status": r.status,
                     "chunks": r.chunks_done,
                     "partitions": r.partitions,
                     "rows": r.rows,
+                    "rows_fetched": r.rows_fetched,
+                    "rows_not_written": r.rows_not_written,
+                    "not_written": r.not_written,
                     "pending": [str(c) for c in r.pending],
                     "failures": r.failures,
                 }
@@ -113,10 +128,8 @@ def import_spend(
     def run(source: SpendSource) -> None:
         try:
             outcome = _import_platform(source, store, date_from, date_to, deadline, progress, ingested_at, lock)
-        except Exception as error:  # the bucket refused a write: the state still holds this platform's unfinished work
-            outcome = PlatformResult(
-                source.platform, failures=[f"{source.platform}: storing failed: {_describe(error)}"]
-            )
+        except Exception as error:  # e.g. the bucket refused to read the state: whatever is recorded stays as it is
+            outcome = PlatformResult(source.platform, failures=[f"{source.platform}: {_describe(error)}"])
         result.platforms[source.platform] = outcome
 
     if parallel and len(sources) > 1:
@@ -163,7 +176,12 @@ def _import_platform(
         planned[:] = plan_chunks([*left, *wanted], source.chunk_days)
         return _state(platform, planned)
 
-    store.update_json(state_key(platform), claim)
+    try:
+        store.update_json(state_key(platform), claim)
+    except Exception as error:  # nothing is fetched before the plan is recorded; the state is as it was
+        outcome.failures.append(f"{platform}: storing failed (recording the plan, nothing fetched): {_describe(error)}")
+        outcome.pending = list(planned)
+        return outcome
     chunks = list(planned)
     failed_accounts: set[str] = set()
     slowest = 0.0
@@ -188,14 +206,40 @@ def _import_platform(
             outcome.pending.append(chunk)
             continue
         rows = sum(len(lines) for lines in by_day.values())
-        for day in chunk.days():  # every day, empty ones too: a restated day with no spend left must be emptied
-            # Popped: each day's lines go as soon as they are stored, and none are left while the next chunk is read.
-            store.write_partition(platform, day, chunk.account_id, by_day.pop(day, []))
+        outcome.rows_fetched += rows
+        written = 0
+        try:
+            for day in chunk.days():  # every day, empty ones too: a restated day with no spend left must be emptied
+                # Popped: each day's lines go as soon as they are stored, none are left while the next chunk is read.
+                count = len(by_day.get(day, ()))
+                store.write_partition(platform, day, chunk.account_id, by_day.pop(day, []))
+                written += count
+                outcome.partitions += 1
+        except Exception as error:
+            # The bucket refused a write (after botocore's retries): the chunk stays in the state, whole, for the
+            # next run, which rewrites its days; the partitions written before the refusal are whole and counted.
+            # The platform stops here: what follows would be fetched only to be refused too.
+            outcome.rows += written
+            outcome.rows_not_written += rows - written
+            reason = f"{platform} account {chunk.account_id} ({chunk.date_from}…{chunk.date_to}): storing failed"
+            reason += f" ({rows - written} of {rows} rows not written): {_describe(error)}"
+            outcome.not_written.append(reason)
+            outcome.failures.append(reason)
+            outcome.pending.extend(chunks[index:])
+            return outcome
         outcome.chunks_done += 1
-        outcome.partitions += len(chunk.days())
         outcome.rows += rows
         slowest = max(slowest, time.monotonic() - started)
-        _done(store, platform, chunk, source.chunk_days)
+        try:
+            _done(store, platform, chunk, source.chunk_days)
+        except Exception as error:
+            # Stored, but the state still names the chunk: the next run fetches and rewrites it (same partitions).
+            outcome.failures.append(
+                f"{platform}: recording {chunk.account_id} ({chunk.date_from}…{chunk.date_to}) as done failed"
+                f" (its {rows} rows are stored; the next run imports it again): {_describe(error)}"
+            )
+            outcome.pending.extend(chunks[index:])
+            return outcome
         if progress:
             with lock:
                 progress(platform, chunk, index + 1, len(chunks), rows)

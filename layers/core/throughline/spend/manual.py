@@ -128,9 +128,21 @@ def _store_file(store: SpendStore, key: str, name: str, rows: list[SpendRow], re
     # cleared — read from the stored partitions, not from the old file (which may be gone, or read differently now).
     for day in store.partition_days(PLATFORM, account) - set(by_day):
         store.delete_partition(PLATFORM, day, account)
-    for day, day_rows in sorted(by_day.items()):
-        store.write_partition(PLATFORM, day, account, (row.to_json_line() for row in day_rows))
-        result.partitions += 1
+    result.rows_fetched += len(rows)
+    written = 0
+    try:
+        for day, day_rows in sorted(by_day.items()):
+            store.write_partition(PLATFORM, day, account, (row.to_json_line() for row in day_rows))
+            result.partitions += 1
+            written += len(day_rows)
+    except Exception as error:  # the file stays in the inbox: the next run writes it again, whole
+        result.rows += written
+        result.rows_not_written += len(rows) - written
+        result.not_written.append(
+            f"manual file {name}: storing failed ({len(rows) - written} of {len(rows)} rows not written): "
+            f"{type(error).__name__}: {error}"
+        )
+        raise
     result.rows += len(rows)
     result.chunks_done += 1
     store.move(key, MANUAL_PROCESSED + name)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -32,6 +32,11 @@ CAMPAIGN_FIELDS = ["Date", "CampaignId", "CampaignName", "Impressions", "Clicks"
 AD_GROUP_FIELDS = ["Date", "CampaignId", "CampaignName", "AdGroupId", "AdGroupName", "Impressions", "Clicks", "Cost"]
 # A report holds at most this many rows unless Page.Limit says otherwise (the spec): one that reaches it may be cut.
 ROW_LIMIT = 1_000_000
+TEXT_FIELDS = {"CampaignName", "AdGroupName"}  # the values a user types: the only ones a tab or a quote can be in
+MAX_LINES_PER_ROW = 20  # a quoted value spanning more lines than this is no name: the report is refused
+# Backslash escapes as ClickHouse's TabSeparated writes them; an unknown one (``\x``) stays as it is.
+_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\", "0": "\0", "b": "\b", "f": "\f", "'": "'"}
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 RETRY_CODES = {52, 56, 506, 1000, 1001, 1002, 9000}  # auth server busy, limits, queue full, server errors
 ERROR_HINTS = {
     53: "the OAuth token is invalid or expired — issue a new YANDEX_DIRECT_TOKEN",
@@ -148,10 +153,8 @@ class YandexDirectSource:
             response = self._post("reports", body, login, headers, stream=True)
             if response.status_code == 200:
                 response.encoding = "utf-8"  # reports are UTF-8; requests would guess Latin-1 for a bare text/* type
-                # Rows end at "\n" only: without a delimiter iter_lines() uses str.splitlines(), which also breaks
-                # inside a campaign name at U+2028, U+0085, U+001C and the like.
-                lines = response.iter_lines(decode_unicode=True, delimiter="\n")
-                yield from self.parse(lines, chunk.account_id, currency)
+                chunks = response.iter_content(chunk_size=64 * 1024, decode_unicode=True)
+                yield from self.parse(_lines(chunks), chunk.account_id, currency)
                 return
             if response.status_code in (201, 202):
                 wait = _seconds(response.headers.get("retryIn"), default=5.0)
@@ -172,19 +175,28 @@ class YandexDirectSource:
     def parse(self, lines: Iterator[str], account_id: str, currency: str) -> Iterator[SpendRow]:
         """Rows of a TSV report: the column header first (columns are read by name, not position), the statistics,
         and the summary line with their number last. A report without its summary, or whose summary disagrees with
-        the rows read, was cut short and is refused whole (nothing of the chunk is stored)."""
-        # TSV as Direct writes it: no quoting, a tab between values, "\n" after each line. Split by hand: the csv module
-        # refuses a carriage return inside a value, which a name may hold.
-        reader = (line.removesuffix("\r").split("\t") for line in lines)
-        header = next(reader, None)
-        if header is None:
+        the rows read, was cut short and is refused whole (nothing of the chunk is stored).
+
+        How Direct writes a tab, a line break or a quote inside a name is not documented (the docs say TSV, whose
+        IANA registration allows neither a tab nor a line break in a value). Both plausible forms are read: backslash
+        escapes (``\\t``, ``\\n``, ``\\\\`` as ClickHouse's TabSeparated writes them) and CSV-style quoting (a value in
+        ``"…"`` with its quotes doubled, which may span lines). A row whose columns still do not add up is refused
+        with its line number, never read shifted."""
+        # Split by hand: the csv module refuses a carriage return inside a value, which a name may hold.
+        lines = iter(lines)
+        first = next(lines, None)
+        if first is None:
             raise PlatformError("Yandex Direct sent an empty report (not even the column names)")
+        header = first.removesuffix("\r").split("\t")
         missing = [name for name in self.fields if name not in header]
         if missing:
             raise PlatformError(f"Yandex Direct report lacks columns {missing}")
         position = {name: header.index(name) for name in self.fields}
-        count, summary = 0, None
-        for values in reader:
+        count, summary, number = 0, None, 1
+        for line in lines:
+            number += 1
+            start = number
+            values = line.removesuffix("\r").split("\t")
             if not values or values == [""]:
                 continue
             if summary is not None:
@@ -193,12 +205,35 @@ class YandexDirectSource:
                 # ASCII digits, few enough for int(): "Total rows: ٣" or 5,000 digits are no summary Direct writes.
                 found = re.search(r"(?<![0-9])([0-9]{1,12})\s*$", values[0])
                 if not found:
-                    raise PlatformError(f"Yandex Direct report line {values[0][:80]!r} is neither a row nor a summary")
+                    raise PlatformError(
+                        f"Yandex Direct report line {number} {values[0][:80]!r} is neither a row nor a summary"
+                    )
                 summary = int(found.group(1))
                 continue
+            quoted = False
             if len(values) != len(header):
-                raise PlatformError(f"Yandex Direct report row has {len(values)} columns, expected {len(header)}")
+                # A tab or a line break inside a quoted value: read the record as CSV-style quoted fields.
+                record, (fields, state) = line, _quoted_fields(line)
+                while state == "open" and number - start < MAX_LINES_PER_ROW:
+                    following = next(lines, None)
+                    if following is None:
+                        break
+                    number += 1
+                    record += "\n" + following
+                    fields, state = _quoted_fields(record)
+                if state != "ok" or len(fields) != len(header):
+                    raise PlatformError(
+                        f"Yandex Direct report line {start} has {len(values)} columns, expected {len(header)} (a tab"
+                        f" or line break in a name, not escaped?): {line[:120]!r}"
+                    )
+                values, quoted = fields, True
             field = {name: values[index] for name, index in position.items()}
+            for name in TEXT_FIELDS & field.keys():
+                field[name] = _unescape(field[name] if quoted else _unquote(field[name]))
+            if not re.fullmatch(r"[0-9]{1,20}", field["CampaignId"]):  # Direct's ids are numbers: a shifted row is not
+                raise PlatformError(
+                    f"Yandex Direct report line {start}: {field['CampaignId'][:40]!r} is no campaign id"
+                )
             count += 1
             yield _row(
                 count,
@@ -288,6 +323,72 @@ def _error(error: dict) -> PlatformError:
     if code in RETRY_CODES:
         return RetryableError(str(failure), retry_after=10.0)
     return failure
+
+
+def _lines(chunks: Iterable[str]) -> Iterator[str]:
+    """The report's lines, cut at "\\n" only. Not ``iter_lines()``: without a delimiter it uses str.splitlines(), which
+    also breaks inside a name at U+2028, U+0085, U+001C and the like; with one it yields an empty line wherever a chunk
+    ends at a line's end — which shifts the line numbers an error names and adds line breaks to a quoted name."""
+    pending = ""
+    for chunk in chunks:
+        *complete, pending = (pending + chunk).split("\n")
+        yield from complete
+    if pending:
+        yield pending
+
+
+def _unescape(value: str) -> str:
+    """``\\t``, ``\\n``, ``\\\\`` … as the characters they stand for (a backslash alone, or before another letter,
+    stays)."""
+    if "\\" not in value:
+        return value
+    return _ESCAPE.sub(lambda found: _ESCAPES.get(found.group(1), found.group(0)), value)
+
+
+def _unquote(value: str) -> str:
+    """A value that split cleanly but is CSV-quoted because it holds a quote (``"5"" монитор"``). One merely wrapped
+    in quotes (``"Весна"``, a name as typed) is no quoted value: quoting it would have doubled those quotes."""
+    if len(value) >= 2 and value[0] == '"' == value[-1]:
+        inner = value[1:-1]
+        if '""' in inner and '"' not in inner.replace('""', ""):
+            return inner.replace('""', '"')
+    return value
+
+
+def _quoted_fields(record: str) -> tuple[list[str], str]:
+    """A record's tab-separated fields where a field starting with ``"`` runs to its closing quote (``""`` is a quote
+    inside it) and may hold tabs and line breaks. State: ``ok``; ``open`` (a quote not closed yet: the record goes on
+    on the next line); ``bad`` (text after a closing quote)."""
+    fields: list[str] = []
+    at, end = 0, len(record)
+    while True:
+        if at < end and record[at] == '"':
+            parts: list[str] = []
+            at += 1
+            while True:
+                close = record.find('"', at)
+                if close < 0:
+                    return fields, "open"
+                parts.append(record[at:close])
+                if record.startswith('"', close + 1):
+                    parts.append('"')
+                    at = close + 2
+                    continue
+                at = close + 1
+                break
+            fields.append("".join(parts))
+            if at == end:
+                return fields, "ok"
+            if record[at] != "\t":
+                return fields, "bad"
+            at += 1
+        else:
+            tab = record.find("\t", at)
+            if tab < 0:
+                fields.append(record[at:].removesuffix("\r"))
+                return fields, "ok"
+            fields.append(record[at:tab])
+            at = tab + 1
 
 
 def _date(value: str) -> date:
