@@ -487,3 +487,21 @@ def test_hostile_history_entries_read_from_the_copy_give_the_funnel_and_wins_of_
         assert outcome(reader) == outcome(read_snapshot(objects, "deal_history"))
         copies += reader.from_copy
     assert 150 < copies < 300  # both ways were taken
+
+
+def test_a_lead_with_a_lone_surrogate_leaves_the_snapshot_readable_and_its_copy_current() -> None:
+    """A tag cut in the middle of an emoji (JSON's "\\ud83d" decodes to a str no UTF-8 can carry): the snapshot keeps
+    U+FFFD in its place, so the bucket is written, read back by the JSON reader and Athena, and has its copy."""
+    objects = MemoryObjects()
+    rows = [{"ID": "1", "DATE_CREATE": "2026-11-05T10:00:00+03:00", "UTM_CAMPAIGN": "brand\ud83d",
+             "UTM_CONTENT": ["\udc25 list", {"\ud83dkey": "x"}]},
+            {"ID": "2", "DATE_CREATE": "2026-11-06T10:00:00+03:00", "UTM_CAMPAIGN": "ok 🔥"}]  # fmt: skip
+    assert write_snapshot(objects, "lead", [rows]) == 2
+    text = gzip.decompress(objects.data[snapshot_key("lead", 0)]).decode("utf-8")  # strict: valid UTF-8 throughout
+    assert "brand\ufffd" in text and "ok 🔥" in text
+    [first, second] = read_snapshot(objects, "lead")
+    assert first["UTM_CAMPAIGN"] == "brand\ufffd" and first["UTM_CONTENT"] == ["\ufffd list", {"\ufffdkey": "x"}]
+    assert second["UTM_CAMPAIGN"] == "ok 🔥"
+    reader = read_rows(objects, "lead")
+    campaign = columns.LEAD_COLUMNS.index("UTM_CAMPAIGN")
+    assert [row[campaign] for row in reader] == ["brand\ufffd", "ok 🔥"] and reader.from_copy == 1

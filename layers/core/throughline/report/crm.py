@@ -34,6 +34,7 @@ from throughline.bitrix24.client import MAX_BATCH, PAGE_SIZE, Bitrix24Client
 from throughline.contacts import InvalidContact, normalize_email, normalize_phone
 from throughline.person_keys import first_contact, person_key
 from throughline.report import columns, jsonlines
+from throughline.text import storable, storable_values
 
 SNAPSHOT_PREFIX = "crm/snapshot/"
 STATE_KEY = SNAPSHOT_PREFIX + "state.json"
@@ -402,7 +403,13 @@ def _deleted_ids(objects: Objects, entity: str) -> set[int]:
 
 
 def _compact(row: Mapping[str, Any], options: SnapshotOptions) -> dict[str, Any]:
-    compact = {key: value for key, value in row.items() if key not in PERSON_FIELDS and value not in (None, "")}
+    """What the snapshot keeps of a record: its texts storable (a title or a tag cut in the middle of an emoji, JSON's
+    "\\ud83d", has no UTF-8 form: the bucket could not be written, nor read by Athena), no phones or e-mails."""
+    compact = {
+        key: storable(value) if type(value) is str else storable_values(value)
+        for key, value in row.items()
+        if key not in PERSON_FIELDS and value not in (None, "")
+    }
     if options.person_key_secret:
         phones = _normalized(row.get("PHONE"), normalize_phone)
         emails = _normalized(row.get("EMAIL"), normalize_email)
