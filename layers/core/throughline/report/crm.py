@@ -293,9 +293,12 @@ def snapshot_key(entity: str, bucket: int) -> str:
 
 
 def read_snapshot(objects: Objects, entity: str) -> Iterator[dict[str, Any]]:
+    """An entity's records as JSON rows. A record whose ID cannot be read (a hand edit) is ``columns.DamagedRow``, as
+    from ``read_rows``; the stage history's entries are given as they are (the report judges each one)."""
     for key in sorted(objects.keys(f"{SNAPSHOT_PREFIX}entity={entity}/")):
         if key.endswith(".json.gz"):
-            yield from jsonlines.iter_decode(objects.get(key) or b"")  # a chunk of a bucket at a time
+            rows = jsonlines.iter_decode(objects.get(key) or b"")  # a chunk of a bucket at a time
+            yield from rows if entity == HISTORY else columns.checked(key, rows)
 
 
 def read_rows(objects: Objects, entity: str, profit_field: str | None = None) -> columns.Rows:
@@ -353,10 +356,8 @@ class _SnapshotWriter:
             if self.replace:
                 rows = changed
             elif changed or bucket in deleted_buckets:
-                rows = {
-                    int(row["ID"]): row
-                    for row in _read_lines(self.objects.get(snapshot_key(self.entity, bucket)) or b"")
-                }
+                key = snapshot_key(self.entity, bucket)
+                rows = {int(row["ID"]): row for row in columns.checked(key, _read_lines(self.objects.get(key) or b""))}
                 rows.update(changed)
             else:
                 data = self.objects.get(snapshot_key(self.entity, bucket)) or b""
