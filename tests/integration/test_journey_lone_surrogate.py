@@ -47,6 +47,10 @@ def test_a_cut_emoji_in_a_title_and_a_subject_flows_to_the_store_the_export_the_
         "TITLE": "Звонок", "SOURCE_ID": "CALL", "SOURCE_DESCRIPTION": f"Звонок {CUT} с сайта",
         "PHONE": [{"VALUE": "+79990000002"}]}})  # fmt: skip
     call(live, (1, tagged), f"Консультация {CUT}", start="2026-11-17T12:00:00+03:00")
+    # A stage added by an integration, its code and name cut too: the stage line, #meta and the report's funnel.
+    live.sandbox.call("crm.status.add", {"fields": {"ENTITY_ID": "STATUS", "STATUS_ID": f"UC_CUT{CUT}",
+                                                    "NAME": f"Думает {CUT}", "SORT": 15}})  # fmt: skip
+    live.sandbox.call("crm.lead.update", {"id": untagged, "fields": {"STATUS_ID": f"UC_CUT{CUT}"}})
     settle(live)
     deal = live.sandbox.convert_lead(tagged, {"OPPORTUNITY": "1000.00", "CURRENCY_ID": "RUB"})
     live.sandbox.call("crm.deal.update", {"id": deal, "fields": {"STAGE_ID": "WON", "CLOSEDATE": "2026-11-20"}})
@@ -60,13 +64,16 @@ def test_a_cut_emoji_in_a_title_and_a_subject_flows_to_the_store_the_export_the_
     assert activity.detail == "Консультация \ufffd"
     [created] = [touch for touch in store().journey(f"DEAL#{deal}") if touch.kind == "deal_created"]
     assert created.detail == "«Заявка \ufffd»"
-    [first] = store().journey(f"LEAD#{untagged}")
-    assert first.detail == "Звонок \ufffd с сайта"
+    first, moved = store().journey(f"LEAD#{untagged}")
+    assert first.detail == "Звонок \ufffd с сайта" and moved.detail == "«Думает \ufffd»"
+    assert moved.extra["stage_id"] == "UC_CUT\ufffd"
+    assert store().metas([f"LEAD#{untagged}"])[f"LEAD#{untagged}"]["stage"] == "UC_CUT\ufffd"
 
     # The journey fields in Bitrix24.
     assert lines(live, "lead", tagged)[0].endswith(" — Яндекс — CPC — «brand\ufffd»")
     assert "17.11.2026 — Телефон — Исходящий звонок — Консультация \ufffd" in lines(live, "lead", tagged)
     assert lines(live, "lead", untagged)[0].endswith(" — Звонок \ufffd с сайта")
+    assert lines(live, "lead", untagged)[1].endswith(" — «Думает \ufffd»")
     assert any(line.endswith(" — «Заявка \ufffd»") for line in lines(live, "deal", deal))
     assert all(CUT not in (row.get(JOURNEY) or "") for row in live.sandbox.entities("lead"))
 
@@ -87,7 +94,7 @@ def test_a_cut_emoji_in_a_title_and_a_subject_flows_to_the_store_the_export_the_
     report = json.loads(s3.get_object(Bucket=bucket, Key="reports/roi/latest/roi.json")["Body"].read())
     assert report["headline"]["won_deals"] == 1 and Decimal(report["attribution"]["conversions"]) == 1
     campaigns = json.dumps(report, ensure_ascii=False)
-    assert "brand\ufffd" in campaigns and CUT not in campaigns
+    assert "brand\ufffd" in campaigns and "Думает \ufffd" in campaigns and CUT not in campaigns
 
 
 class _OlderStore(JourneyStore):

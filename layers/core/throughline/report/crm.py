@@ -192,7 +192,8 @@ def refresh_snapshot(
         "crm_mode": CRM_MODES.get(str(dictionaries.get("crm_mode"))),  # None when the portal did not say
     }
     progress(f"CRM: {info['rest_calls']} REST calls, {info['leads_read']} leads and {info['deals_read']} deals read")
-    return CrmData(statuses, dictionaries.get("currencies") or [], info)
+    # Stage and currency names are the portal's text too: storable, as the records' (``_compact``) they name.
+    return CrmData(storable_values(statuses), storable_values(dictionaries.get("currencies") or []), info)
 
 
 # ---- the batched fast scan ----------------------------------------------------------------------------------------
