@@ -15,7 +15,8 @@ every row of the bucket in the bucket's order::
 Values are as in the JSON rows (strings as written, ``PERSON_KEYS`` lists); a field a row lacks is ``null`` (the
 report reads every field with ``.get``: missing and null are one to it; "" stays ""), except the ID (the first
 column): a bucket with a row without one keeps no copy (the funnel's ``row["ID"]`` of a stage history entry without
-one raises, of a null one skips it; the JSON reader gives :data:`ABSENT` for it). Decoding a column is one
+one raises, of a null one skips it; the JSON reader gives :data:`ABSENT` for it). A lead or deal whose ID cannot be
+read is :class:`DamagedRow`, from the copy and from the JSON alike. Decoding a column is one
 orjson call over one array, and rows come out as tuples (``zip``): a third of the time of decoding a JSON object per
 row. A copy is used only when its version is this module's, it holds every column asked for, and its
 ``source_sha256`` is the hash of the JSON bucket now in place: a bucket rewritten after its copy (a crash between
@@ -64,9 +65,9 @@ class DamagedRow(ValueError):
 
     def __init__(self, key: str, position: int, value: Any):
         self.key, self.position = key, position
-        found = "no ID" if value is MISSING else f"ID {value!r}"
+        found = "has no ID" if value is MISSING else f"has ID {repr(value)[:40]}, not a record ID"
         super().__init__(
-            f"CRM snapshot {key}: row {position} has {found}, not a record ID; correct or remove that line, or delete "
+            f"CRM snapshot {key}: row {position} {found}; correct or remove that line, or delete "
             f"crm/snapshot/state.json so that the next run scans the CRM in full and rewrites the snapshot"
         )
 
