@@ -61,6 +61,7 @@ FAULT_KEYS = ("error_rate", "lost_response_rate", "latency_ms", "outage_seconds"
 SETTING_KEYS = ("crm_mode", "method_seconds", "operating_cost_seconds", "time_scale", "request_time_limit")
 
 _BATCH_REFERENCE = re.compile(r"\$(result|result_total|result_next)((?:\[[^\]]*\])+)")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Sandbox:
@@ -906,7 +907,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.rfile.readline()
 
     def _send_json(self, status: int, payload: Any) -> None:
-        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        # A lone surrogate (a title cut in the middle of an emoji) goes as its JSON escape, "\\ud83d", as a portal's
+        # JSON carries it; it has no UTF-8 form to go as.
+        text = json.dumps(payload, ensure_ascii=False)
+        body = _LONE_SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))

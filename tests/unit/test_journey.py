@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -306,3 +307,20 @@ def test_touch_item_leaves_out_empty_values():
 def test_touch_from_item_ignores_unknown_keys():
     item = {**touch().to_item(), "entity": "LEAD:1", "line": "whatever"}
     assert Touch.from_item(item) == touch()
+
+
+def test_a_touch_keeps_no_lone_surrogate_whoever_makes_it() -> None:
+    """CRM text cut in the middle of an emoji (JSON's "\\ud83d": a str with no UTF-8 form) becomes U+FFFD in every
+    text of a touch, extra's keys and values too: the store, the export and the field can then carry it."""
+    from throughline.adapters.journey_store import encode_item
+
+    touch = Touch(touch_id="activity:\ud83d", at=datetime(2026, 11, 17, 9, tzinfo=UTC), kind="call", channel="crm",
+                  source="phone", medium="call", campaign="brand\ud83d", content="\udc25", term="t\uffff",
+                  detail="Консультация \ud83d", extra={"label\ud83d": "Телефон\ud83d", "seq": "1"})  # fmt: skip
+    assert (touch.touch_id, touch.campaign, touch.content, touch.term, touch.detail) == (
+        "activity:\ufffd", "brand\ufffd", "\ufffd", "t\ufffd", "Консультация \ufffd")  # fmt: skip
+    assert touch.extra == {"label\ufffd": "Телефон\ufffd", "seq": "1"}
+    json.dumps(encode_item("LEAD#1", touch, "applied"), ensure_ascii=False).encode("utf-8")
+    assert format_line(touch, ZoneInfo("Europe/Moscow")).endswith("«brand\ufffd»")
+    intact = Touch(touch_id="a", at=touch.at, kind="k", channel="crm", source="s", medium="m", detail="🔥 ok")
+    assert intact.detail == "🔥 ok" and Touch.from_item(touch.to_item()) == touch

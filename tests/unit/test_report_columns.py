@@ -487,3 +487,74 @@ def test_hostile_history_entries_read_from_the_copy_give_the_funnel_and_wins_of_
         assert outcome(reader) == outcome(read_snapshot(objects, "deal_history"))
         copies += reader.from_copy
     assert 150 < copies < 300  # both ways were taken
+
+
+def test_a_lead_with_a_lone_surrogate_leaves_the_snapshot_readable_and_its_copy_current() -> None:
+    """A tag cut in the middle of an emoji (JSON's "\\ud83d" decodes to a str no UTF-8 can carry): the snapshot keeps
+    U+FFFD in its place, so the bucket is written, read back by the JSON reader and Athena, and has its copy."""
+    objects = MemoryObjects()
+    rows = [{"ID": "1", "DATE_CREATE": "2026-11-05T10:00:00+03:00", "UTM_CAMPAIGN": "brand\ud83d",
+             "UTM_CONTENT": ["\udc25 list", {"\ud83dkey": "x"}]},
+            {"ID": "2", "DATE_CREATE": "2026-11-06T10:00:00+03:00", "UTM_CAMPAIGN": "ok 🔥"}]  # fmt: skip
+    assert write_snapshot(objects, "lead", [rows]) == 2
+    text = gzip.decompress(objects.data[snapshot_key("lead", 0)]).decode("utf-8")  # strict: valid UTF-8 throughout
+    assert "brand\ufffd" in text and "ok 🔥" in text
+    [first, second] = read_snapshot(objects, "lead")
+    assert first["UTM_CAMPAIGN"] == "brand\ufffd" and first["UTM_CONTENT"] == ["\ufffd list", {"\ufffdkey": "x"}]
+    assert second["UTM_CAMPAIGN"] == "ok 🔥"
+    reader = read_rows(objects, "lead")
+    campaign = columns.LEAD_COLUMNS.index("UTM_CAMPAIGN")
+    assert [row[campaign] for row in reader] == ["brand\ufffd", "ok 🔥"] and reader.from_copy == 1
+
+
+@pytest.mark.parametrize("entity", ["lead", "deal"])
+@pytest.mark.parametrize("damage", ["missing", None, "", "x", "²", [1]])
+def test_a_hand_edited_row_without_a_readable_id_is_one_clear_error_from_the_copy_and_the_json(entity, damage) -> None:
+    """A bucket edited by hand, its second row left without a usable ID (gone, null, "", text, a digit int() refuses,
+    a list): the report stops with the same DamagedRow naming the bucket and the row, whichever way it is read."""
+    objects = crafted()
+    key = snapshot_key(entity, 0)
+    rows = jsonlines.decode(objects.data[key])
+    if damage == "missing":
+        del rows[1]["ID"]
+    else:
+        rows[1]["ID"] = damage
+    objects.put(key, jsonlines.encode(rows))
+    # The refresh remakes the copy of a bucket it finds changed (none for a row without an ID: the JSON is read).
+    _SnapshotWriter(objects, entity, SnapshotOptions(profit_field="UF_PROFIT"), replace=False).finish(set())
+    made = bool(objects.data.get(columns.key_of(entity, 0)))
+    assert made is (damage != "missing")
+    leads, deals = read_rows(objects, "lead"), read_rows(objects, "deal", "UF_PROFIT")
+    readers = {
+        "copy or json": lambda: build(leads, deals, profit_field="UF_PROFIT"),
+        "json rows": lambda: build(read_snapshot(objects, "lead"), read_snapshot(objects, "deal")),
+    }
+    messages = set()
+    for name, run in readers.items():
+        with pytest.raises(columns.DamagedRow) as raised:
+            run()
+        assert (raised.value.key, raised.value.position) == (key, 2), name
+        messages.add(str(raised.value))
+    [message] = messages
+    assert message.startswith(f"CRM snapshot {key}: row 2 has ") and "state.json" in message
+    assert ("no ID" in message) is (damage == "missing")
+    reader = leads if entity == "lead" else deals
+    assert (reader.from_copy, reader.from_json) == ((0, 1) if damage == "missing" else (1, 0))
+
+    # An incremental run that changes that bucket names the same row instead of failing with a KeyError.
+    writer = _SnapshotWriter(objects, entity, SnapshotOptions(), replace=False)
+    writer.add([{"ID": "1", "DATE_CREATE": "2026-11-05T10:00:00+03:00"}])
+    with pytest.raises(columns.DamagedRow, match="row 2 has"):
+        writer.finish(set())
+
+
+def test_a_snapshot_with_integer_ids_is_read_as_before() -> None:
+    """IDs the report has always read (integers, digit strings) pass the check, from the copy and from the JSON."""
+    objects = MemoryObjects()
+    rows = [{"ID": 1, "DATE_CREATE": "2026-11-05T10:00:00+03:00"}, {"ID": "2", "DATE_CREATE": "2026-11-06T10:00"}]
+    write_snapshot(objects, "lead", [rows])
+    reader = read_rows(objects, "lead")
+    assert [row[0] for row in reader] == [1, "2"] and reader.from_copy == 1
+    del objects.data[columns.key_of("lead", 0)]
+    assert [row[0] for row in read_rows(objects, "lead")] == [1, "2"]
+    assert [row["ID"] for row in read_snapshot(objects, "lead")] == [1, "2"]

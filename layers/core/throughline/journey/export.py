@@ -62,6 +62,7 @@ from throughline.journey.packed import (
 )
 from throughline.journey.packed import VERSION as PACKED_VERSION
 from throughline.privacy.masking import mask_contacts
+from throughline.text import storable_values
 
 PREFIX = "journeys"
 LATEST = f"{PREFIX}/latest.json"
@@ -280,7 +281,7 @@ class _BucketWriter:
         self.names: list[str] = []
 
     def add(self, bucket: int, line: dict[str, Any]) -> None:
-        text = json.dumps(line, ensure_ascii=False)
+        _, data, line = _encoded(line)
         with self.lock:
             if bucket not in self.streams:
                 buffer = io.BytesIO()
@@ -288,7 +289,7 @@ class _BucketWriter:
                 packer = PackedWriter(self.snapshot, part) if self.packing.ok else None
                 self.streams[bucket] = (buffer, gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0), [0], packer)
             buffer, archive, count, packer = self.streams[bucket]
-            archive.write(text.encode("utf-8") + b"\n")
+            archive.write(data + b"\n")
             if packer is not None and self.packing.ok:
                 try:
                     packer.add(line)
@@ -382,8 +383,8 @@ def _incremental(
     for entity in sorted(entities):
         for item in items[entity]:
             if not item["touch"].startswith("#"):
-                row = _touch_line(entity, item, lookup)
-                fresh.setdefault(bucket_of(entity, buckets), []).append((json.dumps(row, ensure_ascii=False), row))
+                text, _, row = _encoded(_touch_line(entity, item, lookup))
+                fresh.setdefault(bucket_of(entity, buckets), []).append((text, row))
                 touches += 1
     rewritten = {bucket_of(entity, buckets) for entity in affected}
     old_parts: dict[int, list[str]] = {}
@@ -501,6 +502,19 @@ def _touch_line(entity: str, item: dict[str, Any], entities: dict[str, dict[str,
     line.update({name: item.get(name) for name in TOUCH_FIELDS})
     line["detail"] = mask_contacts(line["detail"])  # touches stored before the store masked them
     return line
+
+
+def _encoded(line: dict[str, Any]) -> tuple[str, bytes, dict[str, Any]]:
+    """A touch line's JSON text, its UTF-8 bytes and the line itself. A text no UTF-8 can carry (a lone surrogate a
+    touch stored before ``journey.lines.Touch`` made its texts storable) is made storable here rather than stopping
+    the night's export; found by the encoding failing, so the other lines cost no search."""
+    text = json.dumps(line, ensure_ascii=False)
+    try:
+        return text, text.encode("utf-8"), line
+    except UnicodeEncodeError:
+        line = storable_values(line)
+        text = json.dumps(line, ensure_ascii=False)
+        return text, text.encode("utf-8"), line
 
 
 def _entity_line(entity: str, meta: dict[str, Any], entities: dict[str, dict[str, Any]]) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from throughline.sources import CHANNEL_LABELS, SOURCE_LABELS
+from throughline.text import storable
 
 FIRST_CONTACT = "Первичный контакт: "
 SEPARATOR = " — "
@@ -43,6 +44,7 @@ _MEDIUM_LABELS = {
 }
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]+")
 _MAX_PART = 120
+_TEXTS = ("touch_id", "kind", "channel", "source", "medium", "campaign", "content", "term", "detail")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,19 @@ class Touch:
     term: str | None = None
     detail: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Outside text enters the journey here, whoever makes the touch (a CRM title, an activity's subject, a stage
+        or source name, a form's tags): a lone surrogate (JSON's "\\ud83d", an emoji a portal cut in half) has no
+        UTF-8 form, so no store, export or field could take it; it becomes U+FFFD (``throughline.text``)."""
+        for name in _TEXTS:
+            value = getattr(self, name)
+            if isinstance(value, str) and value is not (clean := storable(value)):
+                object.__setattr__(self, name, clean)
+        extra = self.extra
+        if any(isinstance(value, str) and storable(value) is not value for value in (*extra, *extra.values())):
+            object.__setattr__(self, "extra", {storable(str(key)): storable(value) if isinstance(value, str) else value
+                                               for key, value in extra.items()})  # fmt: skip
 
     def to_item(self) -> dict[str, Any]:
         item = asdict(self)

@@ -15,7 +15,8 @@ every row of the bucket in the bucket's order::
 Values are as in the JSON rows (strings as written, ``PERSON_KEYS`` lists); a field a row lacks is ``null`` (the
 report reads every field with ``.get``: missing and null are one to it; "" stays ""), except the ID (the first
 column): a bucket with a row without one keeps no copy (the funnel's ``row["ID"]`` of a stage history entry without
-one raises, of a null one skips it; the JSON reader gives :data:`ABSENT` for it). Decoding a column is one
+one raises, of a null one skips it; the JSON reader gives :data:`ABSENT` for it). A lead or deal whose ID cannot be
+read is :class:`DamagedRow`, from the copy and from the JSON alike. Decoding a column is one
 orjson call over one array, and rows come out as tuples (``zip``): a third of the time of decoding a JSON object per
 row. A copy is used only when its version is this module's, it holds every column asked for, and its
 ``source_sha256`` is the hash of the JSON bucket now in place: a bucket rewritten after its copy (a crash between
@@ -53,6 +54,25 @@ class _Absent:
 
 
 ABSENT = _Absent()  # a stage history entry's ID its JSON row lacks (no copy holds one): ``row["ID"]`` of it raises
+
+
+class DamagedRow(ValueError):
+    """A lead or deal of the CRM snapshot whose ``ID`` the report cannot read (missing, null, not a whole number: a hand
+    edit): the report stops with this one error, naming the bucket's JSON object and the row's position in it (its
+    n-th JSON line), whether the bucket was read from its columnar copy or from the JSON. A record without its ID
+    cannot be counted or joined to its deals, and skipping it would change the report's numbers unseen (the damaged
+    fields of a readable record are judged instead: no date, no amount)."""
+
+    def __init__(self, key: str, position: int, value: Any):
+        self.key, self.position = key, position
+        found = "has no ID" if value is MISSING else f"has ID {repr(value)[:40]}, not a record ID"
+        super().__init__(
+            f"CRM snapshot {key}: row {position} {found}; correct or remove that line, or delete "
+            f"crm/snapshot/state.json so that the next run scans the CRM in full and rewrites the snapshot"
+        )
+
+
+MISSING = object()  # a row's field it lacks (not null)
 
 
 def columns_of(entity: str, profit_field: str | None = None) -> tuple[str, ...] | None:
@@ -115,6 +135,14 @@ def matches(data: bytes | None, source: bytes, columns: Iterable[str]) -> bool:
 
 def decode(data: bytes | None, source: bytes, columns: Sequence[str]) -> Iterator[tuple[Any, ...]] | None:
     """The rows of a current copy of ``source`` as tuples of ``columns``; None when it is none (read the JSON)."""
+    picked = _decode_columns(data, source, columns)
+    if picked is None:
+        return None
+    return zip(*picked, strict=True) if picked else iter(())
+
+
+def _decode_columns(data: bytes | None, source: bytes, columns: Sequence[str]) -> list[list[Any]] | None:
+    """The values of ``columns`` (one list each) of a current copy of ``source``; None when it is none."""
     if not data or not matches(data, source, columns):
         return None
     inflate = zlib.decompressobj(wbits=31)
@@ -127,7 +155,40 @@ def decode(data: bytes | None, source: bytes, columns: Sequence[str]) -> Iterato
         return None
     if any(not isinstance(values, list) or len(values) != found.get("rows") for values in picked):
         return None
-    return zip(*picked, strict=True) if picked else iter(())
+    return picked
+
+
+def readable_id(value: Any) -> bool:
+    """Whether the report reads ``value`` as a record ID (``int()`` of it, as the report does)."""
+    if type(value) is str and value.isdigit() and value.isascii():  # what Bitrix24 sends: at once
+        return True
+    try:
+        int(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
+def _unreadable_id(ids: list[Any]) -> int | None:
+    """The index of the first value of an ID column the report cannot read, else None. A bucket of digit strings (every
+    one the snapshot's writer makes) is passed in a few C calls, not a Python call per row."""
+    try:
+        joined = "".join(ids)
+    except TypeError:  # not all strings (a null, an integer): each one looked at
+        joined = None
+    if joined is not None and all(ids) and joined.isascii() and joined.isdigit():
+        return None
+    return next((index for index, value in enumerate(ids) if not readable_id(value)), None)
+
+
+def checked(key: str, rows: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+    """The JSON rows of one lead, deal, contact or company bucket (``key``), each with an ID the report reads (as a
+    copy's IDs are checked), else :class:`DamagedRow` naming the first that has none."""
+    for position, row in enumerate(rows, 1):
+        value = row.get("ID", MISSING)
+        if not (type(value) is str and value.isdigit() and value.isascii()) and not readable_id(value):
+            raise DamagedRow(key, position, value)
+        yield row
 
 
 def tuples(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], absent: Any = None) -> Iterator[tuple[Any, ...]]:
@@ -166,11 +227,18 @@ class Rows:
                 continue
             source = self.objects.get(key) or b""
             bucket = _bucket_of(key)
-            rows = None if bucket is None else decode(self.objects.get(key_of(self.entity, bucket)), source,
-                                                      self.columns)  # fmt: skip
-            if rows is not None:
+            picked = None if bucket is None else _decode_columns(self.objects.get(key_of(self.entity, bucket)), source,
+                                                                 self.columns)  # fmt: skip
+            if picked is not None:
                 self.from_copy += 1
-                yield from rows
+                if self.absent is None and picked:
+                    position = _unreadable_id(picked[0])
+                    if position is not None:
+                        raise DamagedRow(key, position + 1, picked[0][position])
+                yield from zip(*picked, strict=True) if picked else iter(())
+            elif self.absent is None:
+                self.from_json += 1
+                yield from tuples(checked(key, jsonlines.iter_decode(source)), self.columns)
             else:
                 self.from_json += 1
                 yield from tuples(jsonlines.iter_decode(source), self.columns, self.absent)

@@ -34,6 +34,7 @@ from throughline.bitrix24.client import MAX_BATCH, PAGE_SIZE, Bitrix24Client
 from throughline.contacts import InvalidContact, normalize_email, normalize_phone
 from throughline.person_keys import first_contact, person_key
 from throughline.report import columns, jsonlines
+from throughline.text import storable, storable_values
 
 SNAPSHOT_PREFIX = "crm/snapshot/"
 STATE_KEY = SNAPSHOT_PREFIX + "state.json"
@@ -191,7 +192,8 @@ def refresh_snapshot(
         "crm_mode": CRM_MODES.get(str(dictionaries.get("crm_mode"))),  # None when the portal did not say
     }
     progress(f"CRM: {info['rest_calls']} REST calls, {info['leads_read']} leads and {info['deals_read']} deals read")
-    return CrmData(statuses, dictionaries.get("currencies") or [], info)
+    # Stage and currency names are the portal's text too: storable, as the records' (``_compact``) they name.
+    return CrmData(storable_values(statuses), storable_values(dictionaries.get("currencies") or []), info)
 
 
 # ---- the batched fast scan ----------------------------------------------------------------------------------------
@@ -292,9 +294,12 @@ def snapshot_key(entity: str, bucket: int) -> str:
 
 
 def read_snapshot(objects: Objects, entity: str) -> Iterator[dict[str, Any]]:
+    """An entity's records as JSON rows. A record whose ID cannot be read (a hand edit) is ``columns.DamagedRow``, as
+    from ``read_rows``; the stage history's entries are given as they are (the report judges each one)."""
     for key in sorted(objects.keys(f"{SNAPSHOT_PREFIX}entity={entity}/")):
         if key.endswith(".json.gz"):
-            yield from jsonlines.iter_decode(objects.get(key) or b"")  # a chunk of a bucket at a time
+            rows = jsonlines.iter_decode(objects.get(key) or b"")  # a chunk of a bucket at a time
+            yield from rows if entity == HISTORY else columns.checked(key, rows)
 
 
 def read_rows(objects: Objects, entity: str, profit_field: str | None = None) -> columns.Rows:
@@ -352,10 +357,8 @@ class _SnapshotWriter:
             if self.replace:
                 rows = changed
             elif changed or bucket in deleted_buckets:
-                rows = {
-                    int(row["ID"]): row
-                    for row in _read_lines(self.objects.get(snapshot_key(self.entity, bucket)) or b"")
-                }
+                key = snapshot_key(self.entity, bucket)
+                rows = {int(row["ID"]): row for row in columns.checked(key, _read_lines(self.objects.get(key) or b""))}
                 rows.update(changed)
             else:
                 data = self.objects.get(snapshot_key(self.entity, bucket)) or b""
@@ -402,7 +405,13 @@ def _deleted_ids(objects: Objects, entity: str) -> set[int]:
 
 
 def _compact(row: Mapping[str, Any], options: SnapshotOptions) -> dict[str, Any]:
-    compact = {key: value for key, value in row.items() if key not in PERSON_FIELDS and value not in (None, "")}
+    """What the snapshot keeps of a record: its texts storable (a title or a tag cut in the middle of an emoji, JSON's
+    "\\ud83d", has no UTF-8 form: the bucket could not be written, nor read by Athena), no phones or e-mails."""
+    compact = {
+        key: storable(value) if type(value) is str else storable_values(value)
+        for key, value in row.items()
+        if key not in PERSON_FIELDS and value not in (None, "")
+    }
     if options.person_key_secret:
         phones = _normalized(row.get("PHONE"), normalize_phone)
         emails = _normalized(row.get("EMAIL"), normalize_email)

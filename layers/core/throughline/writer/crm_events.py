@@ -30,6 +30,7 @@ from throughline.observability import logger
 from throughline.person_keys import first_contact, person_key
 from throughline.source_ids import SourceIds, channel_label
 from throughline.sources import DIRECT, EMAIL, MESSENGER, OFFLINE, PAID_SEARCH, REFERRAL, classify
+from throughline.text import storable_values
 from throughline.writer.leads import ORIGINATOR_ID, Outcome
 
 LEAD, DEAL, CONTACT, COMPANY, ACTIVITY = "lead", "deal", "contact", "company", "activity"
@@ -160,6 +161,9 @@ class CrmEventWriter:
             [key for key in keys if key[0] in (ACTIVITY, DEAL)],
         )  # fmt: skip
         self._resolve_links(batch, keys)
+        # Text as the portal sent it may hold a lone surrogate (JSON's "\\ud83d": a title cut in the middle of an
+        # emoji), which no store or field can take: made storable once here, for the touches and the #meta alike.
+        batch.records = {key: storable_values(record) for key, record in batch.records.items()}
         self._refresh_dictionary_for(batch)
         for kind in (CONTACT, LEAD, DEAL, ACTIVITY):  # people first: deals and activities inherit from them
             for key in keys:
@@ -236,7 +240,7 @@ class CrmEventWriter:
             for name in ("STATUS", "DEAL_STAGE", "SOURCE"):
                 rows = found.results.get(f"dict{name.replace('_', '')}")
                 if isinstance(rows, list):
-                    self._dictionary[name] = {row["STATUS_ID"]: row["NAME"] for row in rows}
+                    self._dictionary[name] = _names(rows)
                     _DICTIONARY_AT[0] = time.monotonic()
             for kind, id_ in history_keys:
                 history = found.results.get(f"hist{kind}{id_}")
@@ -267,7 +271,7 @@ class CrmEventWriter:
             _DICTIONARY_TRIED[name] = now
             rows = found.results.get(f"dict{name.replace('_', '')}")
             if isinstance(rows, list):
-                self._dictionary[name] = {row["STATUS_ID"]: row["NAME"] for row in rows}
+                self._dictionary[name] = _names(rows)
 
     def _resolve_links(self, batch: _Batch, keys: list[tuple[str, int]]) -> None:
         """Second read, only when needed: a contact's deals and leads (an activity on a contact; a deal not converted
@@ -802,6 +806,11 @@ class CrmEventWriter:
         self.store.index_drop(meta.get("index_keys") or [], entity)
         if self.mark_deleted:
             self.mark_deleted(event.entity, event.entity_id, {"deleted_at": deleted_at, "event_ts": event.ts})
+
+
+def _names(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """crm.status.list rows → STATUS_ID → NAME, storable as the records' stages are (``handle``): they match."""
+    return {row["STATUS_ID"]: row["NAME"] for row in storable_values(rows)}
 
 
 def _skip_denied(key: str) -> None:
