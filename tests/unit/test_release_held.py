@@ -24,13 +24,13 @@ def s3(monkeypatch):
         yield client
 
 
-def held(s3, submission_id: str) -> str:
-    key = f"raw/held/date=2026-11-30/form=contact/{submission_id}.json"
+def held(s3, submission_id: str, at: datetime = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)) -> str:
+    key = f"raw/held/date={at.astimezone(UTC):%Y-%m-%d}/form=contact/{submission_id}.json"
     submission = parse_submission(
         "contact",
         {"name": "Анна", "phone": "+79261110001"},
         submission_id=submission_id,
-        received_at=datetime(2026, 11, 30, 10, 0, tzinfo=UTC),
+        received_at=at,
         origin=None,
         default_region="RU",
         zone=ZoneInfo("Europe/Moscow"),
@@ -93,3 +93,28 @@ def test_the_content_accepted_after_the_post_was_held_is_found_among_the_persons
     assert accepted_since(s3, "data", RawIndex(keys), "secret", post, 30) is None
     keys.append(accepted_copy(s3, "next-day", datetime(2026, 12, 1, 8, 0, tzinfo=UTC)))
     assert accepted_since(s3, "data", RawIndex(keys[:-2] + keys[-1:]), "secret", post, 600) == "next-day"
+
+
+def test_the_same_content_accepted_days_after_the_post_was_held_is_a_request_of_its_own_not_its_resend(s3):
+    # Held on Monday (the office's address over its limit; a builder's post is even answered 200), nobody releases it;
+    # on Friday the customer sends the same short form again for a new order and gets through. Before the fix the
+    # Monday post was dropped on release as «already accepted»: Monday's request was lost (no repeat request, no
+    # notice to the manager). A resend because of the hold comes within a day; later, the held post is released.
+    held(s3, "held-1")  # 2026-11-30 10:00 UTC
+    [post] = held_posts(s3, "data", Selection())
+    friday = accepted_copy(s3, "friday", datetime(2026, 12, 4, 10, 0, tzinfo=UTC))
+    assert accepted_since(s3, "data", RawIndex([friday]), "secret", post, 600) is None
+    evening = accepted_copy(s3, "evening", datetime(2026, 11, 30, 21, 0, tzinfo=UTC))  # resent the same evening
+    assert accepted_since(s3, "data", RawIndex([friday, evening]), "secret", post, 600) == "evening"
+    next_morning = accepted_copy(s3, "morning", datetime(2026, 12, 1, 10, 10, tzinfo=UTC))  # a day + the window
+    assert accepted_since(s3, "data", RawIndex([friday, next_morning]), "secret", post, 600) == "morning"
+
+
+def test_a_held_post_timed_in_another_offset_finds_the_copy_in_the_utc_day_partition(s3):
+    # Raw copies are partitioned by the UTC day (forms.raw_key); a held time written with an offset (+03:00, past
+    # Moscow's midnight) named the next day and skipped the copy accepted minutes later, filed under the UTC day.
+    held(s3, "held-1", at=datetime(2026, 12, 1, 1, 0, tzinfo=ZoneInfo("Europe/Moscow")))  # 2026-11-30 22:00 UTC
+    [post] = held_posts(s3, "data", Selection())
+    assert post.submission.received_at.utcoffset().total_seconds() == 3 * 3600
+    copy = accepted_copy(s3, "minutes-later", datetime(2026, 11, 30, 22, 5, tzinfo=UTC))
+    assert accepted_since(s3, "data", RawIndex([copy]), "secret", post, 600) == "minutes-later"

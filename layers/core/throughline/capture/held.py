@@ -26,6 +26,12 @@ from throughline.observability import logger
 from throughline.person_keys import person_key
 
 REASONS = ("ip", "contact", "captcha")
+# How long after a held post the same content sent again is the customer's resend of it (the snippet's retry after the
+# 429's Retry-After, at most the longest rate-limit window, a day; «solve the captcha again»; a builder's customer
+# answered 200 who calls again the same evening), on top of the double-submit window. Later, the same text is a
+# request of its own (a repeat order on the same short form): the held post is released, one more request on the lead,
+# not dropped. A missed resend costs a repeat-request notice; a dropped request is lost.
+RESEND_HORIZON = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -104,19 +110,24 @@ def content_fingerprint(post: HeldPost) -> str:
 
 def accepted_since(s3: Any, bucket: str, index: JourneyStore, secret: str, post: HeldPost, window: int) -> str | None:
     """The submission id the held post's content was accepted under after it was held (from the double-submit window
-    before it on: an earlier one would have been answered, not held), found among the raw copies the writer filed
-    under the post's phone and e-mail (``journey_wiring.index_raw_copies``, what ``forget`` reads); None if none.
-    The claim knows only the last window; this knows every copy the bucket keeps."""
+    before it on: an earlier one would have been answered, not held; up to ``RESEND_HORIZON`` and the window after
+    it), found among the raw copies the writer filed under the post's phone and e-mail
+    (``journey_wiring.index_raw_copies``, what ``forget`` reads); None if none. The claim knows only the last window;
+    this knows every copy the bucket keeps."""
     submission = post.submission
     contacts = [value for value in (submission.phone, submission.email) if value]
     if not contacts:
         return None
     fingerprint = content_fingerprint(post)
-    earliest = submission.received_at - timedelta(seconds=window)
+    # Keys are partitioned by the UTC day (``forms.raw_key``), whatever offset the held time was written with.
+    earliest = (submission.received_at - timedelta(seconds=window)).astimezone(UTC)
+    latest = (submission.received_at + RESEND_HORIZON + timedelta(seconds=window)).astimezone(UTC)
     own = f"/{submission.submission_id}.json"
     for key in sorted(index.raw_keys(person_key(contact, secret) for contact in contacts)):
         day = key.partition("date=")[2][:10]
-        if f"/form={submission.form_id}/" not in key or key.endswith(own) or day < f"{earliest:%Y-%m-%d}":
+        if f"/form={submission.form_id}/" not in key or key.endswith(own):
+            continue
+        if not f"{earliest:%Y-%m-%d}" <= day <= f"{latest:%Y-%m-%d}":
             continue
         try:
             record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
@@ -126,7 +137,9 @@ def accepted_since(s3: Any, bucket: str, index: JourneyStore, secret: str, post:
         except (ValueError, KeyError, TypeError):
             logger.warning("an unreadable raw copy skipped", extra={"key": key})
             continue
-        if other.received_at >= earliest and receive.content_fingerprint(other, record.get("builder")) == fingerprint:
+        if not earliest <= other.received_at <= latest:
+            continue  # an earlier request, or a later one of its own
+        if receive.content_fingerprint(other, record.get("builder")) == fingerprint:
             return other.submission_id
     return None
 
