@@ -118,3 +118,39 @@ def test_a_held_post_timed_in_another_offset_finds_the_copy_in_the_utc_day_parti
     assert post.submission.received_at.utcoffset().total_seconds() == 3 * 3600
     copy = accepted_copy(s3, "minutes-later", datetime(2026, 11, 30, 22, 5, tzinfo=UTC))
     assert accepted_since(s3, "data", RawIndex([copy]), "secret", post, 600) == "minutes-later"
+
+
+def test_a_release_that_finds_the_content_claimed_by_a_new_request_days_later_queues_the_held_post_as_its_own(s3):
+    # Held on Monday; on Friday the customer sends the same form for a new order, and the operator releases Monday's
+    # post minutes later, within the double-submit window: the claim is Friday's. Before the fix the held post was
+    # dropped as «already accepted» (a completed claim) or queued under Friday's id (one in progress): Monday's request
+    # was lost either way. The claim's arrival time is a day past the held one: a request of its own.
+    from throughline.adapters.submission_claims import SubmissionClaims
+    from throughline.capture.held import content_fingerprint, release
+
+    dynamodb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
+    dynamodb.create_table(
+        TableName="claims",
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    queue = sqs.create_queue(QueueName="writes.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    friday = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
+    claims = SubmissionClaims("claims", "secret", 600, client=dynamodb, clock=lambda: friday.timestamp() + 300)
+    for submission_id, completed in (("held-1", True), ("held-2", False)):
+        held(s3, submission_id)  # 2026-11-30 10:00 UTC
+        [post] = held_posts(s3, "data", Selection())
+        fingerprint = content_fingerprint(post)
+        dynamodb.delete_item(TableName="claims", Key={"id": {"S": claims._key_of(fingerprint)}})
+        assert claims.claim(fingerprint, "friday", friday.isoformat()).submission_id == "friday"
+        if completed:
+            claims.complete(fingerprint, "friday")
+        released = release(s3, sqs, "data", queue, "secret", post, now=friday, claims=claims, index=RawIndex([]))
+        assert released.queued and released.submission_id == submission_id
+        [message] = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+        sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+        assert json.loads(message["Body"])["submission"]["submission_id"] == submission_id
+        assert s3.get_object(Bucket="data", Key=f"raw/forms/date=2026-11-30/form=contact/{submission_id}.json")
+        assert claims.claim(fingerprint, "later", friday.isoformat()).submission_id == "friday"  # still Friday's
+        assert not s3.list_objects_v2(Bucket="data", Prefix="raw/held/").get("KeyCount")

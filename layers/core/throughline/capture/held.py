@@ -162,7 +162,9 @@ def release(
     among the person's raw copies once the writer has filed them; the claim finds it within the double-submit window
     (a copy still in the queue included). Content claimed by a post being stored right now (a twin racing this
     release) is queued under that post's id and arrival time, as capture's own retry would: the FIFO queue drops the
-    repeat, and the writer finds the lead by ORIGIN_ID. Without ``claims`` and ``index`` every post is queued."""
+    repeat, and the writer finds the lead by ORIGIN_ID. Content accepted (or claimed) more than ``RESEND_HORIZON``
+    and the window after the held post is a request of its own: the held post is queued under its own id.
+    Without ``claims`` and ``index`` every post is queued."""
     submission = post.submission
     fingerprint = content_fingerprint(post)
     message = post.record["message"]
@@ -174,9 +176,17 @@ def release(
         if accepted is not None:
             s3.delete_object(Bucket=bucket, Key=post.key)
             return Released(accepted, queued=False)
+    claimed = claims is not None
     if claims is not None:
         claim = claims.claim(fingerprint, submission.submission_id, submission.received_at.isoformat())
-        if claim.submission_id != submission.submission_id:
+        later = datetime.fromisoformat(claim.received_at) - submission.received_at
+        horizon = RESEND_HORIZON + timedelta(seconds=claims.window_seconds)
+        if claim.submission_id != submission.submission_id and later > horizon:
+            # The content claimed now by a post a day or more after the held one (a new order on the same short form,
+            # sent while this one waited): a request of its own. The held one is queued under its own id, and the
+            # claim stays the new post's.
+            claimed = False
+        elif claim.submission_id != submission.submission_id:
             if claim.completed:
                 s3.delete_object(Bucket=bucket, Key=post.key)
                 return Released(claim.submission_id, queued=False)
@@ -202,7 +212,7 @@ def release(
         MessageGroupId=person_key(submission.identity(), secret),
         MessageDeduplicationId=submission.submission_id,
     )
-    if claims is not None:
+    if claims is not None and claimed:
         # A capture of the same content from now on, within the window, is answered with this submission. Not marked
         # (a failure here): the content stays claimed, and a later post of it is queued under this id again.
         try:
