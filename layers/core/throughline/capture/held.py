@@ -144,6 +144,13 @@ def accepted_since(s3: Any, bucket: str, index: JourneyStore, secret: str, post:
     return None
 
 
+def resend(held: Submission, claim: Any, window: int) -> bool:
+    """Whether the submission that claimed the held post's content arrived as its resend would: from the window before
+    it (a double submission) to ``RESEND_HORIZON`` and the window after it (what ``accepted_since`` looks through)."""
+    apart = datetime.fromisoformat(claim.received_at) - held.received_at
+    return -timedelta(seconds=window) <= apart <= RESEND_HORIZON + timedelta(seconds=window)
+
+
 def release(
     s3: Any,
     sqs: Any,
@@ -179,12 +186,10 @@ def release(
     claimed = claims is not None
     if claims is not None:
         claim = claims.claim(fingerprint, submission.submission_id, submission.received_at.isoformat())
-        later = datetime.fromisoformat(claim.received_at) - submission.received_at
-        horizon = RESEND_HORIZON + timedelta(seconds=claims.window_seconds)
-        if claim.submission_id != submission.submission_id and later > horizon:
+        if claim.submission_id != submission.submission_id and not resend(submission, claim, claims.window_seconds):
             # The content claimed now by a post a day or more after the held one (a new order on the same short form,
-            # sent while this one waited): a request of its own. The held one is queued under its own id, and the
-            # claim stays the new post's.
+            # sent while this one waited), or by the release of a held post from days before: a request of its own.
+            # The held one is queued under its own id, and the claim stays the other's.
             claimed = False
         elif claim.submission_id != submission.submission_id:
             if claim.completed:
