@@ -154,3 +154,35 @@ def test_a_release_that_finds_the_content_claimed_by_a_new_request_days_later_qu
         assert s3.get_object(Bucket="data", Key=f"raw/forms/date=2026-11-30/form=contact/{submission_id}.json")
         assert claims.claim(fingerprint, "later", friday.isoformat()).submission_id == "friday"  # still Friday's
         assert not s3.list_objects_v2(Bucket="data", Prefix="raw/held/").get("KeyCount")
+
+
+def test_a_held_copy_released_in_another_run_is_the_same_form_not_a_request_of_its_own(s3):
+    # The snippet retried a 429 half an hour later and was held again; one operator releases the first copy (by its
+    # submission id), another the rest (by phone). The second must drop its copy as one run does: found by the
+    # released copy among the raw copies, or by the claim the first release put (its arrival half an hour earlier).
+    from throughline.adapters.submission_claims import SubmissionClaims
+    from throughline.capture.held import content_fingerprint, release
+
+    held(s3, "retry", at=datetime(2026, 11, 30, 10, 30, tzinfo=UTC))
+    [post] = held_posts(s3, "data", Selection())
+    first = accepted_copy(s3, "first", datetime(2026, 11, 30, 10, 0, tzinfo=UTC))
+    assert accepted_since(s3, "data", RawIndex([first]), "secret", post, 600) is None  # a captured one: earlier
+    record = json.loads(s3.get_object(Bucket="data", Key=first)["Body"].read())
+    s3.put_object(Bucket="data", Key=first, Body=json.dumps({**record, "released": {"reason": "ip"}}).encode())
+    assert accepted_since(s3, "data", RawIndex([first]), "secret", post, 600) == "first"  # a released copy
+
+    dynamodb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
+    dynamodb.create_table(
+        TableName="claims",
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    queue = sqs.create_queue(QueueName="writes.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    claims = SubmissionClaims("claims", "secret", 600, client=dynamodb, clock=now.timestamp)
+    claims.claim(content_fingerprint(post), "first", "2026-11-30T10:00:00+00:00")
+    claims.complete(content_fingerprint(post), "first")  # the first run's release, not yet filed by the writer
+    released = release(s3, sqs, "data", queue, "secret", post, now=now, claims=claims, index=RawIndex([]))
+    assert (released.submission_id, released.queued) == ("first", False)
+    assert "Messages" not in sqs.receive_message(QueueUrl=queue)

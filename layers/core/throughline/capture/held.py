@@ -122,12 +122,15 @@ def accepted_since(s3: Any, bucket: str, index: JourneyStore, secret: str, post:
     # Keys are partitioned by the UTC day (``forms.raw_key``), whatever offset the held time was written with.
     earliest = (submission.received_at - timedelta(seconds=window)).astimezone(UTC)
     latest = (submission.received_at + RESEND_HORIZON + timedelta(seconds=window)).astimezone(UTC)
+    # A released held copy is a copy of this one within a day either way (the run that released it would have dropped
+    # this one as its copy), as the release-held command's own copies are.
+    earliest_released = (submission.received_at - RESEND_HORIZON - timedelta(seconds=window)).astimezone(UTC)
     own = f"/{submission.submission_id}.json"
     for key in sorted(index.raw_keys(person_key(contact, secret) for contact in contacts)):
         day = key.partition("date=")[2][:10]
         if f"/form={submission.form_id}/" not in key or key.endswith(own):
             continue
-        if not f"{earliest:%Y-%m-%d}" <= day <= f"{latest:%Y-%m-%d}":
+        if not f"{earliest_released:%Y-%m-%d}" <= day <= f"{latest:%Y-%m-%d}":
             continue
         try:
             record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
@@ -137,7 +140,7 @@ def accepted_since(s3: Any, bucket: str, index: JourneyStore, secret: str, post:
         except (ValueError, KeyError, TypeError):
             logger.warning("an unreadable raw copy skipped", extra={"key": key})
             continue
-        if not earliest <= other.received_at <= latest:
+        if not (earliest_released if "released" in record else earliest) <= other.received_at <= latest:
             continue  # an earlier request, or a later one of its own
         if receive.content_fingerprint(other, record.get("builder")) == fingerprint:
             return other.submission_id
@@ -145,10 +148,12 @@ def accepted_since(s3: Any, bucket: str, index: JourneyStore, secret: str, post:
 
 
 def resend(held: Submission, claim: Any, window: int) -> bool:
-    """Whether the submission that claimed the held post's content arrived as its resend would: from the window before
-    it (a double submission) to ``RESEND_HORIZON`` and the window after it (what ``accepted_since`` looks through)."""
+    """Whether the submission that claimed the held post's content is one with it: arrived within ``RESEND_HORIZON``
+    and the window of it (what ``accepted_since`` looks through). A capture's claim lives a window from its arrival,
+    so one that arrived earlier than the window before the held post was put by the release of an earlier held copy:
+    a copy within a day, as the command's own copies."""
     apart = datetime.fromisoformat(claim.received_at) - held.received_at
-    return -timedelta(seconds=window) <= apart <= RESEND_HORIZON + timedelta(seconds=window)
+    return abs(apart) <= RESEND_HORIZON + timedelta(seconds=window)
 
 
 def release(
