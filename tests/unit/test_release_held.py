@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import boto3
@@ -186,3 +186,37 @@ def test_a_held_copy_released_in_another_run_is_the_same_form_not_a_request_of_i
     released = release(s3, sqs, "data", queue, "secret", post, now=now, claims=claims, index=RawIndex([]))
     assert (released.submission_id, released.queued) == ("first", False)
     assert "Messages" not in sqs.receive_message(QueueUrl=queue)
+
+
+def test_releasing_a_post_held_days_ago_leaves_the_content_unclaimed_for_a_new_request_sent_meanwhile(s3):
+    # Monday's post is released on Friday; minutes later the customer sends the same short form for a new order.
+    # Before the fix the release claimed the content (completed) for the double-submit window: Friday's post was
+    # answered as a double submission of Monday's and nothing was queued for it — that request was lost. A release
+    # claims only what a capture now could be a resend of (a post held within a day).
+    from throughline.adapters.submission_claims import SubmissionClaims
+    from throughline.capture.held import content_fingerprint, release
+
+    dynamodb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
+    dynamodb.create_table(
+        TableName="claims",
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    queue = sqs.create_queue(QueueName="writes.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    friday = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
+    claims = SubmissionClaims("claims", "secret", 600, client=dynamodb, clock=friday.timestamp)
+    held(s3, "monday")  # 2026-11-30 10:00 UTC
+    [post] = held_posts(s3, "data", Selection())
+    released = release(s3, sqs, "data", queue, "secret", post, now=friday, claims=claims, index=RawIndex([]))
+    assert (released.submission_id, released.queued) == ("monday", True)
+    claim = claims.claim(content_fingerprint(post), "friday", (friday + timedelta(minutes=5)).isoformat())
+    assert (claim.submission_id, claim.completed) == ("friday", False)  # the new post is a submission of its own
+
+    # Held yesterday evening, released this morning: still claimed (the customer's resend now is the same request).
+    evening = datetime(2026, 12, 3, 20, 0, tzinfo=UTC)
+    held(s3, "evening", at=evening)
+    [post] = held_posts(s3, "data", Selection(submission_ids=("evening",)))
+    released = release(s3, sqs, "data", queue, "secret", post, now=friday, claims=claims, index=RawIndex([]))
+    fingerprint = content_fingerprint(post)
+    assert claims.claim(fingerprint, "resend", friday.isoformat()).submission_id == released.submission_id

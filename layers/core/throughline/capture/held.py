@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from throughline.adapters.journey_store import JourneyStore
-from throughline.adapters.submission_claims import SubmissionClaims
+from throughline.adapters.submission_claims import Claim, SubmissionClaims
 from throughline.capture import forms, receive
 from throughline.capture.receive import HELD_PREFIX
 from throughline.capture.submissions import Submission
@@ -188,18 +188,30 @@ def release(
         if accepted is not None:
             s3.delete_object(Bucket=bucket, Key=post.key)
             return Released(accepted, queued=False)
-    claimed = claims is not None
+    moment = now or datetime.now(UTC)
+    claimed = False
     if claims is not None:
-        claim = claims.claim(fingerprint, submission.submission_id, submission.received_at.isoformat())
-        if claim.submission_id != submission.submission_id and not resend(submission, claim, claims.window_seconds):
+        # Claimed only if a post of the content now could be this one's resend (held within a day): a claim of a post
+        # held days ago would answer the customer's new request of the same text, sent now, as a double submission of
+        # it, and queue nothing for it. An older one only reads the claim (a copy another run is releasing).
+        horizon = RESEND_HORIZON + timedelta(seconds=claims.window_seconds)
+        claimed = moment - submission.received_at <= horizon
+        claim: Claim | None
+        if claimed:
+            claim = claims.claim(fingerprint, submission.submission_id, submission.received_at.isoformat())
+        else:
+            claim = claims.current(fingerprint)
+        if claim is None or claim.submission_id == submission.submission_id:
+            pass
+        elif not resend(submission, claim, claims.window_seconds):
             # The content claimed now by a post a day or more after the held one (a new order on the same short form,
             # sent while this one waited), or by the release of a held post from days before: a request of its own.
             # The held one is queued under its own id, and the claim stays the other's.
             claimed = False
-        elif claim.submission_id != submission.submission_id:
-            if claim.completed:
-                s3.delete_object(Bucket=bucket, Key=post.key)
-                return Released(claim.submission_id, queued=False)
+        elif claim.completed:
+            s3.delete_object(Bucket=bucket, Key=post.key)
+            return Released(claim.submission_id, queued=False)
+        else:
             submission = replace(
                 submission,
                 submission_id=claim.submission_id,
@@ -209,7 +221,8 @@ def release(
             submission = replace(submission, raw_key=forms.raw_key(submission))
             message = submission.to_message()
             record.update(submission_id=claim.submission_id, received_at=claim.received_at, message=message)
-    record["released"] = {**(post.record.get("held") or {}), "at": (now or datetime.now(UTC)).isoformat()}
+            claimed = True  # that post's claim: marked queued once this is (a crashed attempt's is never marked)
+    record["released"] = {**(post.record.get("held") or {}), "at": moment.isoformat()}
     s3.put_object(
         Bucket=bucket,
         Key=submission.raw_key or forms.raw_key(submission),
