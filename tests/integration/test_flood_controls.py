@@ -7,6 +7,7 @@ import json
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 import boto3
@@ -338,7 +339,9 @@ def test_a_release_finding_the_content_claimed_by_a_post_being_stored_queues_tha
     assert capture.receive("contact", body, "application/json", {}, source_ip="198.51.100.90").held == "ip"
     [post] = list(held_posts(s3, bucket, Selection(phones=("+79260000002",))))
     fingerprint = content_fingerprint(post)
-    assert claims.claim(fingerprint, "the-new-post", "2026-12-06T10:00:00+00:00").submission_id == "the-new-post"
+    # A minute after the held one (the customer's new post; a fixed date would be days from the held one's real time)
+    arrived = (post.submission.received_at + timedelta(minutes=1)).isoformat()
+    assert claims.claim(fingerprint, "the-new-post", arrived).submission_id == "the-new-post"
 
     released = release(
         s3, boto3.client("sqs"), bucket, settings.writes_queue_url, settings.person_key_secret, post, claims=claims
@@ -347,13 +350,51 @@ def test_a_release_finding_the_content_claimed_by_a_post_being_stored_queues_tha
     messages = queued(stack)
     [message] = [message for message in messages if message["submission"]["phone"] == "+79260000002"]
     assert message["submission"]["submission_id"] == "the-new-post"
-    assert message["submission"]["received_at"] == "2026-12-06T10:00:00+00:00"
-    key = "raw/forms/date=2026-12-06/form=contact/the-new-post.json"
+    assert message["submission"]["received_at"] == arrived
+    key = f"raw/forms/date={arrived[:10]}/form=contact/the-new-post.json"
     assert message["submission"]["raw_key"] == key
-    copy = objects(stack, "raw/forms/date=2026-12-06/form=contact/the-new-post.json")[key]
+    copy = objects(stack, key)[key]
     assert copy["released"]["reason"] == "ip" and copy["submission_id"] == "the-new-post"
     assert objects(stack, "raw/held/") == {}
     # The claim is marked: a post of the content within the window is answered with it, nothing queued.
     again = capture.receive("contact", body, "application/json", {}, source_ip="198.51.100.91")
     assert (again.submission_id, again.duplicate) == ("the-new-post", True)
     assert queued(stack) == []
+
+
+@pytest.mark.parametrize("separately", [False, True])
+def test_two_held_posts_of_the_same_form_days_apart_are_two_requests_not_a_post_and_its_copy(
+    make_stack, capsys, separately
+):
+    # The office's address is over its limit on Monday and again on Friday; the same person sends the same short form
+    # both days (two orders), and nobody releases anything until Friday evening. Capture would have taken them as two
+    # submissions (days past the double-submit window); before the fix release-held dropped Friday's as a copy of
+    # Monday's (or, released apart, as «already accepted» under the claim Monday's release had just put), and that
+    # request was lost. A copy is a resend within a day (the snippet's retry of a 429).
+    stack = make_stack(poll_queues=False, parameters={"AllowedOrigins": ORIGIN, "RateLimitPerIp": "1"})
+    assert post(stack, {"name": "Анна", "phone": "+79261110001"}, "198.51.100.51").status_code == 202
+    oleg = {"name": "Олег", "phone": "+79261110002", "comment": "перезвоните"}
+    assert post(stack, oleg, "198.51.100.51").status_code == 429
+    [friday] = objects(stack, "raw/held/").values()
+    monday = json.loads(json.dumps(friday))
+    at = datetime.fromisoformat(friday["received_at"]) - timedelta(days=4)
+    monday_id = "9b4f6c1e-2f55-4d1b-9a43-0d3c2f1e7a10"
+    monday.update(submission_id=monday_id, received_at=at.isoformat())
+    monday["message"]["submission"].update(submission_id=monday_id, received_at=at.isoformat())
+    bucket = stack.resources.physical["DataBucket"]
+    monday_key = f"raw/held/date={at:%Y-%m-%d}/form=contact/{monday_id}.json"
+    boto3.client("s3").put_object(Bucket=bucket, Key=monday_key, Body=json.dumps(monday).encode())
+    queued(stack)  # Анна's message: received (and left invisible) so that only the releases are read below
+
+    capsys.readouterr()
+    if separately:
+        assert main(["release-held", "--submission-id", monday_id, "--release"]) == 0
+        assert "released: 1 (ip 1); copies of the same form: 0" in capsys.readouterr().out
+        assert main(["release-held", "--submission-id", friday["submission_id"], "--release"]) == 0
+        assert "released: 1 (ip 1); copies of the same form: 0; already accepted: 0" in capsys.readouterr().out
+    else:
+        assert main(["release-held", "--phone", "+7 926 111-00-02", "--release"]) == 0
+        assert "released: 2 (ip 2); copies of the same form: 0" in capsys.readouterr().out
+    ids = sorted(message["submission"]["submission_id"] for message in queued(stack))
+    assert ids == sorted([monday_id, friday["submission_id"]])
+    assert objects(stack, "raw/held/") == {}

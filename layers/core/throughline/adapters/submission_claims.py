@@ -60,6 +60,16 @@ class SubmissionClaims:
             return None
         return item["submission_id"]["S"]
 
+    def current(self, fingerprint: str) -> Claim | None:
+        """The content's claim within the window as it stands, or None; nothing is written."""
+        item = self.client.get_item(
+            TableName=self.table, Key={"id": {"S": self._key_of(fingerprint)}}, ConsistentRead=True
+        ).get("Item")
+        if not item or int(item.get("expiration", {}).get("N", "0")) < int(self._clock()):
+            return None
+        state = item.get("state", {}).get("S")
+        return Claim(item["submission_id"]["S"], item["received_at"]["S"], completed=state == COMPLETED)
+
     def claim(self, fingerprint: str, submission_id: str, received_at: str) -> Claim:
         """The claim of the content within the window: the one given when this is the first (not completed), else
         the first one's, as it stands. One conditional ``PutItem``; a refused one returns the item it found."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from datetime import datetime, timedelta
 from typing import Any
 
 from throughline.adapters.stack import use_stack
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace, stack_outputs: Any) -> int:
     from throughline.adapters import aws
     from throughline.adapters.journey_store import JourneyStore
     from throughline.adapters.submission_claims import SubmissionClaims
-    from throughline.capture.held import Selection, content_fingerprint, held_posts, release
+    from throughline.capture.held import RESEND_HORIZON, Selection, content_fingerprint, held_posts, release
     from throughline.config import load_settings
     from throughline.contacts import normalize_email, normalize_phone
 
@@ -60,18 +61,21 @@ def run(args: argparse.Namespace, stack_outputs: Any) -> int:
     reasons: Counter[str] = Counter()
     accepted = 0
     # The same form sent again while held (the snippet retries a 429, a visitor clicks twice) is one post: released
-    # once, its copies dropped, as capture answers a double submission once.
-    seen: dict[str, str] = {}
+    # once, its copies dropped, as capture answers a double submission once. Sent again days later (a new order on the
+    # same short form, held again), it is a request of its own: released too (a repeat request on the lead).
+    seen: dict[str, list[tuple[datetime, str]]] = {}
+    horizon = RESEND_HORIZON + timedelta(seconds=settings.double_submit_window_seconds)
     copies = 0
     for post in held_posts(s3, bucket, selection):
-        fingerprint = content_fingerprint(post)
-        if fingerprint in seen:
+        fingerprint, arrived = content_fingerprint(post), post.submission.received_at
+        first = next((held for at, held in seen.get(fingerprint, []) if abs(arrived - at) <= horizon), None)
+        if first is not None:
             copies += 1
             if args.release:
                 s3.delete_object(Bucket=bucket, Key=post.key)
-            print(f"{'dropped' if args.release else 'copy'} (the same form as {seen[fingerprint]})", post.line())
+            print(f"{'dropped' if args.release else 'copy'} (the same form as {first})", post.line())
             continue
-        seen[fingerprint] = post.submission.submission_id
+        seen.setdefault(fingerprint, []).append((arrived, post.submission.submission_id))
         if not args.release:
             reasons[post.reason] += 1
             print(post.line())

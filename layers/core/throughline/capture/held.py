@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from throughline.adapters.journey_store import JourneyStore
-from throughline.adapters.submission_claims import SubmissionClaims
+from throughline.adapters.submission_claims import Claim, SubmissionClaims
 from throughline.capture import forms, receive
 from throughline.capture.receive import HELD_PREFIX
 from throughline.capture.submissions import Submission
@@ -26,6 +26,12 @@ from throughline.observability import logger
 from throughline.person_keys import person_key
 
 REASONS = ("ip", "contact", "captcha")
+# How long after a held post the same content sent again is the customer's resend of it (the snippet's retry after the
+# 429's Retry-After, at most the longest rate-limit window, a day; «solve the captcha again»; a builder's customer
+# answered 200 who calls again the same evening), on top of the double-submit window. Later, the same text is a
+# request of its own (a repeat order on the same short form): the held post is released, one more request on the lead,
+# not dropped. A missed resend costs a repeat-request notice; a dropped request is lost.
+RESEND_HORIZON = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -104,19 +110,27 @@ def content_fingerprint(post: HeldPost) -> str:
 
 def accepted_since(s3: Any, bucket: str, index: JourneyStore, secret: str, post: HeldPost, window: int) -> str | None:
     """The submission id the held post's content was accepted under after it was held (from the double-submit window
-    before it on: an earlier one would have been answered, not held), found among the raw copies the writer filed
-    under the post's phone and e-mail (``journey_wiring.index_raw_copies``, what ``forget`` reads); None if none.
-    The claim knows only the last window; this knows every copy the bucket keeps."""
+    before it on: an earlier one would have been answered, not held; up to ``RESEND_HORIZON`` and the window after
+    it), found among the raw copies the writer filed under the post's phone and e-mail
+    (``journey_wiring.index_raw_copies``, what ``forget`` reads); None if none. The claim knows only the last window;
+    this knows every copy the bucket keeps."""
     submission = post.submission
     contacts = [value for value in (submission.phone, submission.email) if value]
     if not contacts:
         return None
     fingerprint = content_fingerprint(post)
-    earliest = submission.received_at - timedelta(seconds=window)
+    # Keys are partitioned by the UTC day (``forms.raw_key``), whatever offset the held time was written with.
+    earliest = (submission.received_at - timedelta(seconds=window)).astimezone(UTC)
+    latest = (submission.received_at + RESEND_HORIZON + timedelta(seconds=window)).astimezone(UTC)
+    # A released held copy is a copy of this one within a day either way (the run that released it would have dropped
+    # this one as its copy), as the release-held command's own copies are.
+    earliest_released = (submission.received_at - RESEND_HORIZON - timedelta(seconds=window)).astimezone(UTC)
     own = f"/{submission.submission_id}.json"
     for key in sorted(index.raw_keys(person_key(contact, secret) for contact in contacts)):
         day = key.partition("date=")[2][:10]
-        if f"/form={submission.form_id}/" not in key or key.endswith(own) or day < f"{earliest:%Y-%m-%d}":
+        if f"/form={submission.form_id}/" not in key or key.endswith(own):
+            continue
+        if not f"{earliest_released:%Y-%m-%d}" <= day <= f"{latest:%Y-%m-%d}":
             continue
         try:
             record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
@@ -126,9 +140,20 @@ def accepted_since(s3: Any, bucket: str, index: JourneyStore, secret: str, post:
         except (ValueError, KeyError, TypeError):
             logger.warning("an unreadable raw copy skipped", extra={"key": key})
             continue
-        if other.received_at >= earliest and receive.content_fingerprint(other, record.get("builder")) == fingerprint:
+        if not (earliest_released if "released" in record else earliest) <= other.received_at <= latest:
+            continue  # an earlier request, or a later one of its own
+        if receive.content_fingerprint(other, record.get("builder")) == fingerprint:
             return other.submission_id
     return None
+
+
+def resend(held: Submission, claim: Any, window: int) -> bool:
+    """Whether the submission that claimed the held post's content is one with it: arrived within ``RESEND_HORIZON``
+    and the window of it (what ``accepted_since`` looks through). A capture's claim lives a window from its arrival,
+    so one that arrived earlier than the window before the held post was put by the release of an earlier held copy:
+    a copy within a day, as the command's own copies."""
+    apart = datetime.fromisoformat(claim.received_at) - held.received_at
+    return abs(apart) <= RESEND_HORIZON + timedelta(seconds=window)
 
 
 def release(
@@ -149,7 +174,9 @@ def release(
     among the person's raw copies once the writer has filed them; the claim finds it within the double-submit window
     (a copy still in the queue included). Content claimed by a post being stored right now (a twin racing this
     release) is queued under that post's id and arrival time, as capture's own retry would: the FIFO queue drops the
-    repeat, and the writer finds the lead by ORIGIN_ID. Without ``claims`` and ``index`` every post is queued."""
+    repeat, and the writer finds the lead by ORIGIN_ID. Content accepted (or claimed) more than ``RESEND_HORIZON``
+    and the window after the held post is a request of its own: the held post is queued under its own id.
+    Without ``claims`` and ``index`` every post is queued."""
     submission = post.submission
     fingerprint = content_fingerprint(post)
     message = post.record["message"]
@@ -161,12 +188,30 @@ def release(
         if accepted is not None:
             s3.delete_object(Bucket=bucket, Key=post.key)
             return Released(accepted, queued=False)
+    moment = now or datetime.now(UTC)
+    claimed = False
     if claims is not None:
-        claim = claims.claim(fingerprint, submission.submission_id, submission.received_at.isoformat())
-        if claim.submission_id != submission.submission_id:
-            if claim.completed:
-                s3.delete_object(Bucket=bucket, Key=post.key)
-                return Released(claim.submission_id, queued=False)
+        # Claimed only if a post of the content now could be this one's resend (held within a day): a claim of a post
+        # held days ago would answer the customer's new request of the same text, sent now, as a double submission of
+        # it, and queue nothing for it. An older one only reads the claim (a copy another run is releasing).
+        horizon = RESEND_HORIZON + timedelta(seconds=claims.window_seconds)
+        claimed = moment - submission.received_at <= horizon
+        claim: Claim | None
+        if claimed:
+            claim = claims.claim(fingerprint, submission.submission_id, submission.received_at.isoformat())
+        else:
+            claim = claims.current(fingerprint)
+        if claim is None or claim.submission_id == submission.submission_id:
+            pass
+        elif not resend(submission, claim, claims.window_seconds):
+            # The content claimed now by a post a day or more after the held one (a new order on the same short form,
+            # sent while this one waited), or by the release of a held post from days before: a request of its own.
+            # The held one is queued under its own id, and the claim stays the other's.
+            claimed = False
+        elif claim.completed:
+            s3.delete_object(Bucket=bucket, Key=post.key)
+            return Released(claim.submission_id, queued=False)
+        else:
             submission = replace(
                 submission,
                 submission_id=claim.submission_id,
@@ -176,7 +221,8 @@ def release(
             submission = replace(submission, raw_key=forms.raw_key(submission))
             message = submission.to_message()
             record.update(submission_id=claim.submission_id, received_at=claim.received_at, message=message)
-    record["released"] = {**(post.record.get("held") or {}), "at": (now or datetime.now(UTC)).isoformat()}
+            claimed = True  # that post's claim: marked queued once this is (a crashed attempt's is never marked)
+    record["released"] = {**(post.record.get("held") or {}), "at": moment.isoformat()}
     s3.put_object(
         Bucket=bucket,
         Key=submission.raw_key or forms.raw_key(submission),
@@ -189,7 +235,7 @@ def release(
         MessageGroupId=person_key(submission.identity(), secret),
         MessageDeduplicationId=submission.submission_id,
     )
-    if claims is not None:
+    if claims is not None and claimed:
         # A capture of the same content from now on, within the window, is answered with this submission. Not marked
         # (a failure here): the content stays claimed, and a later post of it is queued under this id again.
         try:
