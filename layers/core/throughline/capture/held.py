@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -212,15 +212,7 @@ def release(
             s3.delete_object(Bucket=bucket, Key=post.key)
             return Released(claim.submission_id, queued=False)
         else:
-            submission = replace(
-                submission,
-                submission_id=claim.submission_id,
-                received_at=datetime.fromisoformat(claim.received_at),
-                raw_key=None,
-            )
-            submission = replace(submission, raw_key=forms.raw_key(submission))
-            message = submission.to_message()
-            record.update(submission_id=claim.submission_id, received_at=claim.received_at, message=message)
+            submission, message = receive.as_claimed(submission, claim, record)
             claimed = True  # that post's claim: marked queued once this is (a crashed attempt's is never marked)
     record["released"] = {**(post.record.get("held") or {}), "at": moment.isoformat()}
     s3.put_object(

@@ -20,7 +20,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from throughline.adapters.raw_store import RawStore
-from throughline.adapters.submission_claims import SubmissionClaims
+from throughline.adapters.submission_claims import Claim, SubmissionClaims
 from throughline.adapters.writes_queue import WritesQueue, message_body
 from throughline.capture import forms, hooks
 from throughline.capture.captcha import TOKEN_FIELDS, CaptchaVerifier
@@ -289,16 +289,8 @@ class Capture:
         if claim.submission_id != submission.submission_id:
             # Claimed by an earlier attempt that did not finish (or by a twin storing it right now), which may have
             # queued it: store that submission again, under its id and arrival time (the queue drops the repeat).
-            submission = replace(
-                submission,
-                submission_id=claim.submission_id,
-                received_at=datetime.fromisoformat(claim.received_at),
-                raw_key=None,
-            )
-            submission = replace(submission, raw_key=forms.raw_key(submission))
-            message = submission.to_message()
             record = json.loads(raw)
-            record.update(submission_id=claim.submission_id, received_at=claim.received_at, message=message)
+            submission, message = as_claimed(submission, claim, record)
             raw = json.dumps(record, ensure_ascii=False)
         result = self._store_and_enqueue(submission, message, raw)
         try:
@@ -348,6 +340,22 @@ class Capture:
 
 
 HELD_PREFIX = "raw/held/"
+
+
+def as_claimed(submission: Submission, claim: Claim, record: dict[str, Any]) -> tuple[Submission, dict[str, Any]]:
+    """The submission under the id and arrival time of the attempt whose claim it found (and that attempt's raw key),
+    with its message; ``record``, the raw copy to store, is updated to match. Storing it again is harmless: the queue
+    drops the repeat, and the writer finds the lead by its id."""
+    submission = replace(
+        submission,
+        submission_id=claim.submission_id,
+        received_at=datetime.fromisoformat(claim.received_at),
+        raw_key=None,
+    )
+    submission = replace(submission, raw_key=forms.raw_key(submission))
+    message = submission.to_message()
+    record.update(submission_id=claim.submission_id, received_at=claim.received_at, message=message)
+    return submission, message
 
 
 def content_fingerprint(submission: Submission, builder: str | None) -> str:
