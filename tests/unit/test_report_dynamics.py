@@ -166,8 +166,8 @@ def test_spend_reaches_the_dynamics_once_per_campaign_and_day_with_every_row_s_k
 
 
 def test_many_cells_at_once_are_the_cells_one_at_a_time() -> None:
-    # A 365-day period (by ISO week), days on both sides of it, two rows interleaved: add() fills what spend() and
-    # lead() fill, cell for cell; by hand, Monday 2026-11-30's week starts that day, the period's first days its own.
+    # A 365-day period (by ISO week), days on both sides of it, two rows interleaved: add() fills the cells one at a
+    # time would, cell for cell; by hand, Monday 2026-11-30's week starts that day, the period's first days its own.
     import random
 
     from throughline.report import dynamics
@@ -179,8 +179,8 @@ def test_many_cells_at_once_are_the_cells_one_at_a_time() -> None:
     items = [(rng.choice((first, second)), start + rng.randrange(-10, 375), rng.randrange(1, 5)) for _ in range(500)]
     one, many = dynamics.DynamicsBook(year), dynamics.DynamicsBook(year)
     for row, day, count in items:
-        one.lead(row, day, count)
-        one.spend(row, day, Decimal(count) / 4)
+        one._cell(row, day)[dynamics.LEADS] += count
+        one._cell(row, day)[dynamics.SPEND] += Decimal(count) / 4
     many.add(dynamics.LEADS, items)
     many.add(dynamics.SPEND, [(row, day, Decimal(count) / 4) for row, day, count in items])
     assert [(key, cells.days) for key, cells in one._rows.items()] == [

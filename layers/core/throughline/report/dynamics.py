@@ -57,30 +57,11 @@ class DynamicsBook:
         return cell
 
     def add(self, position: int, items: Iterable[tuple[Any, int, Any]]) -> None:
-        """Many (row, day ordinal, value) at once, each ``value`` added at ``position`` (``SPEND``, ``LEADS``…) of
-        the same cell as :meth:`_cell` gives, in the same order (the builder's per-(row, day) sums: one call, not one
-        a day of every campaign)."""
-        rows, weeks = self._rows, self._weeks
-        last: Any = None
-        days: dict[int, list] = {}
+        """Many (row, day ordinal, value) at once, each ``value`` added at ``position`` (``SPEND``, ``LEADS``) of its
+        cell: the builder's per-(row, day) sums, in their order."""
+        cell = self._cell
         for row, day, value in items:
-            if row is not last:
-                cells = rows.get(id(row))
-                if cells is None:
-                    cells = rows[id(row)] = _Cells(row, {})
-                last, days = row, cells.days
-            if weeks is not None and weeks[0] <= day <= weeks[1]:
-                day = max(day - (day - 1) % 7, weeks[0])
-            cell = days.get(day)
-            if cell is None:
-                cell = days[day] = [ZERO, 0, 0, ZERO]
-            cell[position] += value
-
-    def spend(self, row: Any, day: int, cost: Decimal) -> None:
-        self._cell(row, day)[SPEND] += cost
-
-    def lead(self, row: Any, day: int, count: int = 1) -> None:
-        self._cell(row, day)[LEADS] += count
+            cell(row, day)[position] += value
 
     def won(self, row: Any, day: int, revenue: Decimal) -> None:
         cell = self._cell(row, day)
