@@ -254,7 +254,7 @@ class LocalStack:
         with queue._messages_lock:  # add_message notifies it
             for attempt in range(2):
                 now = unix_time_millis()  # moto's clock, as Message.visible and Message.delayed read it
-                if any(now > message.visible_at and now >= message.delayed_until for message in queue._messages):
+                if any(_receivable_at(message, now) for message in queue._messages):
                     return True
                 if attempt == 0 and not self._stopping.is_set():
                     queue._messages_lock.wait(0.2)
@@ -525,6 +525,21 @@ def _guarded_moto_server(**options: Any) -> Any:
     return GuardedMotoServer(**options)
 
 
+def _visible_at(message: Any, now: float) -> bool:
+    """moto's ``Message.visible`` at ``now`` (its clock, ``unix_time_millis``)."""
+    return now > message.visible_at
+
+
+def _delayed_at(message: Any, now: float) -> bool:
+    """moto's ``Message.delayed`` at ``now``."""
+    return now < message.delayed_until
+
+
+def _receivable_at(message: Any, now: float) -> bool:
+    """What moto's ReceiveMessage would hand out at ``now``: visible and not delayed."""
+    return _visible_at(message, now) and not _delayed_at(message, now)
+
+
 def _count_sqs_messages_at_one_instant() -> None:
     """moto's SQS queue counts its visible, in-flight and delayed messages by asking each message whether it is
     visible or delayed, and each answer reads the clock (a datetime built and subtracted from the epoch). Its queue
@@ -538,23 +553,17 @@ def _count_sqs_messages_at_one_instant() -> None:
     if getattr(queue, "_local_one_instant", False):
         return
 
-    def visible(message: Any, now: float) -> bool:
-        return now > message.visible_at  # Message.visible
-
-    def delayed(message: Any, now: float) -> bool:
-        return now < message.delayed_until  # Message.delayed
-
     def receivable(self: Any) -> list[Any]:
         now = models.unix_time_millis()
-        return [m for m in self._messages if visible(m, now) and not delayed(m, now)]
+        return [m for m in self._messages if _receivable_at(m, now)]
 
     def not_visible(self: Any) -> int:
         now = models.unix_time_millis()
-        return sum(1 for m in self._messages if not visible(m, now))
+        return sum(1 for m in self._messages if not _visible_at(m, now))
 
     def delayed_count(self: Any) -> int:
         now = models.unix_time_millis()
-        return sum(1 for m in self._messages if delayed(m, now))
+        return sum(1 for m in self._messages if _delayed_at(m, now))
 
     queue.messages = property(receivable)
     queue.approximate_number_of_messages_not_visible = property(not_visible)

@@ -12,7 +12,7 @@ import pytest
 from test_report_build import STATUSES, lead
 
 from throughline.report.build import build_report, previous_period
-from throughline.report.dynamics import DynamicsBook
+from throughline.report.dynamics import LEADS, SPEND, DynamicsBook
 from throughline.report.funnel import StageBook
 from throughline.report.models import Period
 from throughline.report.rates import RateBook
@@ -26,13 +26,13 @@ def test_a_long_period_keeps_one_cell_a_week_and_the_same_points() -> None:
     day = YEAR.date_from
     while day <= YEAR.date_to:
         for book in (weekly, daily):
-            book.spend(row, day.toordinal(), Decimal("10.01"))
-            book.lead(row, day.toordinal(), 2)
+            book.add(SPEND, [(row, day.toordinal(), Decimal("10.01"))])
+            book.add(LEADS, [(row, day.toordinal(), 2)])
             book.won(row, day.toordinal(), Decimal("100"))
         day += timedelta(days=1)
     for book in (weekly, daily):  # a day either side of the period is in no point, kept under no week
-        book.spend(row, (YEAR.date_from - timedelta(days=1)).toordinal(), Decimal("1"))
-        book.spend(row, (YEAR.date_to + timedelta(days=1)).toordinal(), Decimal("1"))
+        book.add(SPEND, [(row, (YEAR.date_from - timedelta(days=1)).toordinal(), Decimal("1"))])
+        book.add(SPEND, [(row, (YEAR.date_to + timedelta(days=1)).toordinal(), Decimal("1"))])
     assert len(weekly._rows[id(row)].days) == 53 + 2  # 53 weeks (clipped at both ends) + the two days outside
     assert YEAR.days == 364 and len(daily._rows[id(row)].days) == 364 + 2
     first, second = weekly.section(YEAR, lambda _: True), daily.section(YEAR, lambda _: True)
