@@ -34,6 +34,7 @@ AD_GROUP_FIELDS = ["Date", "CampaignId", "CampaignName", "AdGroupId", "AdGroupNa
 ROW_LIMIT = 1_000_000
 TEXT_FIELDS = {"CampaignName", "AdGroupName"}  # the values a user types: the only ones a tab or a quote can be in
 MAX_LINES_PER_ROW = 20  # a quoted value spanning more lines than this is no name: the report is refused
+MAX_LINE_CHARS = 1_000_000  # a report line longer than this is no row (names are short): refused, not held
 # Backslash escapes as ClickHouse's TabSeparated writes them; an unknown one (``\x``) stays as it is.
 _ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\", "0": "\0", "b": "\b", "f": "\f", "'": "'"}
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
@@ -329,12 +330,22 @@ def _lines(chunks: Iterable[str]) -> Iterator[str]:
     """The report's lines, cut at "\\n" only. Not ``iter_lines()``: without a delimiter it uses str.splitlines(), which
     also breaks inside a name at U+2028, U+0085, U+001C and the like; with one it yields an empty line wherever a chunk
     ends at a line's end — which shifts the line numbers an error names and adds line breaks to a quoted name."""
-    pending = ""
+    pending: list[str] = []  # the current line's pieces: joined once, not copied again with every chunk
+    held = 0
     for chunk in chunks:
-        *complete, pending = (pending + chunk).split("\n")
+        if "\n" not in chunk:
+            pending.append(chunk)
+            held += len(chunk)
+            if held > MAX_LINE_CHARS:
+                raise PlatformError(f"Yandex Direct sent a report line longer than {MAX_LINE_CHARS} characters")
+            continue
+        first, *complete, last = chunk.split("\n")
+        pending.append(first)
+        yield "".join(pending)
         yield from complete
-    if pending:
-        yield pending
+        pending, held = [last], len(last)
+    if "".join(pending):
+        yield "".join(pending)
 
 
 def _unescape(value: str) -> str:
