@@ -342,3 +342,12 @@ def test_yandex_report_line_without_an_end_is_refused_not_held_whole():
     chunks = ("x" * 65536 for _ in range(MAX_LINE_CHARS // 65536 + 2))
     with pytest.raises(PlatformError, match="report line longer than"):
         list(_lines(chunks))
+
+
+def test_yandex_a_name_quoted_for_its_carriage_return_alone_loses_its_quotes():
+    # Before: CSV-style quoting wraps a value holding a carriage return (and nothing else that needs it) in quotes; it
+    # splits cleanly, and the quotes stayed in the name ('"Акция\rитоги"') because only doubled quotes were looked for.
+    assert _names('2026-03-01\t7\t"Акция\rитоги"\t1\t1\t1.00', '2026-03-01\t8\t"Акция ""А""\rитоги"\t1\t1\t1.00') == [
+        "Акция\rитоги",
+        'Акция "А"\rитоги',
+    ]

@@ -357,11 +357,12 @@ def _unescape(value: str) -> str:
 
 
 def _unquote(value: str) -> str:
-    """A value that split cleanly but is CSV-quoted because it holds a quote (``"5"" монитор"``). One merely wrapped
-    in quotes (``"Весна"``, a name as typed) is no quoted value: quoting it would have doubled those quotes."""
+    """A value that split cleanly but is CSV-quoted because it holds a quote (``"5"" монитор"``) or a carriage return
+    (a tab or a line break would not have split cleanly; escaped, a carriage return is ``\\r``). One merely wrapped in
+    quotes (``"Весна"``, a name as typed) is no quoted value: quoting it would have doubled those quotes."""
     if len(value) >= 2 and value[0] == '"' == value[-1]:
         inner = value[1:-1]
-        if '""' in inner and '"' not in inner.replace('""', ""):
+        if ('""' in inner or "\r" in inner) and '"' not in inner.replace('""', ""):
             return inner.replace('""', '"')
     return value
 
