@@ -315,3 +315,36 @@ def test_a_large_chunk_is_held_compressed_and_stored_byte_for_byte_as_its_lines(
                                                                    date(2026, 1, day)), None)]  # fmt: skip
         key = f"spend/platform=vk_ads/date=2026-01-0{day}/a.json.gz"
         assert s3.objects[key] == _gzip("".join(line + "\n" for line in lines).encode()), day
+
+
+def test_a_refused_state_write_after_a_stored_chunk_keeps_it_owed_and_the_rerun_replaces_not_adds():
+    # The chunk's 10 days are stored, then recording it as done is refused: the run fails naming it, its rows count
+    # as stored (none as not written), the state still names it and everything after it, and the rerun rewrites the
+    # same partitions — the stored spend is the same, not doubled.
+    class StateRefusedOnce(MemoryS3):
+        state_puts = 0
+
+        def put_object(self, *, Bucket, Key, Body, **_):
+            if Key.startswith("spend/_state/"):
+                self.state_puts += 1
+                if self.state_puts == 2:  # the first records the plan; the second would record chunk 1 as done
+                    raise RuntimeError("SlowDown")
+            super().put_object(Bucket=Bucket, Key=Key, Body=Body)
+
+    s3 = StateRefusedOnce()
+    store = SpendStore("bucket", client=s3)
+    result = import_spend([FakePlatform()], store, date(2026, 10, 1), date(2026, 10, 20), deadline=Forever())
+    vk = result.platforms["vk_ads"]
+    assert (vk.status, vk.rows_fetched, vk.rows, vk.rows_not_written, vk.chunks_done) == ("failed", 10, 10, 0, 1)
+    assert "as done failed" in vk.failures[0] and "SlowDown" in vk.failures[0] and not vk.not_written
+    pending = [(p["date_from"], p["date_to"]) for p in store.get_json(state_key("vk_ads"))["pending"]]
+    assert pending == [("2026-10-01", "2026-10-10"), ("2026-10-11", "2026-10-20")]
+
+    def spend() -> Decimal:
+        return sum((SpendRow.from_json_line(line).cost for day in range(1, 21)
+                    for line in store.read_partition("vk_ads", date(2026, 10, day), "a")), Decimal(0))  # fmt: skip
+
+    assert spend() == Decimal("15.00")  # 10 days × 1.50
+    again = import_spend([FakePlatform()], store, date(2026, 10, 1), date(2026, 10, 20), deadline=Forever())
+    assert again.failures == [] and store.get_json(state_key("vk_ads"))["pending"] == []
+    assert spend() == Decimal("30.00")  # 20 days × 1.50, the first ten written twice, counted once
