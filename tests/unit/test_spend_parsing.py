@@ -351,3 +351,11 @@ def test_yandex_a_name_quoted_for_its_carriage_return_alone_loses_its_quotes():
         "Акция\rитоги",
         'Акция "А"\rитоги',
     ]
+
+
+def test_yandex_report_starting_with_a_byte_order_mark_is_read():
+    # Before: "\ufeffDate" was no "Date" and the report was refused as lacking its Date column — every night, since
+    # the next run asks for the same report. The docs promise UTF-8; a BOM is no column name.
+    lines = ["\ufeff" + HEADER + "\r", "2026-03-01\t7\tВесна\t10\t2\t3.50\r", "Total rows: 1\r"]
+    [row] = list(_source().parse(iter(lines), "client-one", "RUB"))
+    assert (row.date, row.campaign_name, row.cost) == (date(2026, 3, 1), "Весна", Decimal("3.50"))

@@ -188,7 +188,7 @@ class YandexDirectSource:
         first = next(lines, None)
         if first is None:
             raise PlatformError("Yandex Direct sent an empty report (not even the column names)")
-        header = first.removesuffix("\r").split("\t")
+        header = first.removeprefix("\ufeff").removesuffix("\r").split("\t")  # a BOM is no part of a name
         missing = [name for name in self.fields if name not in header]
         if missing:
             raise PlatformError(f"Yandex Direct report lacks columns {missing}")
