@@ -110,3 +110,21 @@ def test_a_file_whose_partition_write_is_refused_says_how_many_rows_were_not_wri
     assert (result.rows_fetched, result.rows, result.rows_not_written, result.status) == (4, 1, 3, "failed"), result
     assert "3 of 4 rows not written" in result.not_written[0] and "InternalError" in result.not_written[0]
     assert INBOX + "radio.csv" in set(store.keys(INBOX))  # stays for the next run
+
+
+def test_a_corrected_file_whose_stale_day_cannot_be_cleared_counts_all_its_rows_as_not_written(store, monkeypatch):
+    # Before: the refused delete (of a day the corrected file no longer lists) failed the file with 0 rows fetched
+    # and 0 not written, though none of its rows were stored — the summary hid them as the old one did.
+    header = "date,utm_source,utm_medium,utm_campaign,cost,currency\n"
+    _drop(store, "radio.csv", header + "2026-11-01,radio,offline,a,100,RUB\n2026-11-02,radio,offline,a,200,RUB\n")
+    process_inbox(store, settings(), now=NOW)
+    _drop(store, "radio.csv", header + "2026-11-02,radio,offline,a,250,RUB\n2026-11-03,radio,offline,a,50,RUB\n")
+
+    def refusing(**kwargs):
+        raise RuntimeError("AccessDenied")
+
+    monkeypatch.setattr(store.client, "delete_object", refusing)
+    result = process_inbox(store, settings(), now=NOW)
+    assert (result.rows_fetched, result.rows, result.rows_not_written, result.status) == (2, 0, 2, "failed"), result
+    assert "2 of 2 rows not written" in result.not_written[0] and "AccessDenied" in result.not_written[0]
+    assert INBOX + "radio.csv" in set(store.keys(INBOX))  # stays for the next run

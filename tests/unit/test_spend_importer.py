@@ -273,3 +273,78 @@ def test_a_run_whose_plan_cannot_be_recorded_fetches_nothing_and_says_so():
     assert platform.fetched == [] and vk.rows_fetched == 0 and vk.status == "failed"
     assert "recording the plan" in vk.failures[0] and "AccessDenied" in vk.failures[0]
     assert [str(c) for c in vk.pending] == [str(Chunk("vk_ads", "a", date(2026, 10, 1), date(2026, 10, 5)))]
+
+
+def test_a_large_chunk_is_held_compressed_and_stored_byte_for_byte_as_its_lines():
+    # Before: a chunk was held as plain lines, ~0.4 kB a row: a Direct chunk near its 1,000,000-row limit (an agency in
+    # ad-group mode) held ~420 MB in a 512 MB function and was killed every night, the chunk owed for ever. Now a
+    # large day is compressed as its rows come; the objects stored are the same bytes as before.
+    days, per_day = 5, 6000
+
+    class Large(FakePlatform):
+        chunk_days = days
+
+        def fetch(self, chunk, deadline):
+            for day in chunk.days():
+                for campaign in range(per_day):
+                    yield SpendRow(date=day, platform="vk_ads", account_id=chunk.account_id,
+                                   campaign_id=str(7_000_000 + campaign * 7919), impressions=1000 + campaign % 997,
+                                   campaign_name=f"Кампания {campaign} «Поиск» {day.day}", clicks=campaign % 31,
+                                   cost=Decimal(campaign % 100_000) / 100, currency="RUB", include_vat=False,
+                                   account_timezone="Europe/Moscow", ingested_at=NOW)  # fmt: skip
+
+    s3 = MemoryS3()
+    store = SpendStore("bucket", client=s3)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        result = import_spend([Large()], store, date(2026, 1, 1), date(2026, 1, days), deadline=Forever())
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    rows = days * per_day
+    stored = sum(len(body) for key, body in s3.objects.items() if key.startswith("spend/platform="))
+    assert result.platforms["vk_ads"].rows == rows and stored < rows * 100
+    assert peak < rows * 150 + stored, (peak, rows)  # as plain lines: ≥ rows × 400
+    # The same bytes as the lines gzip'd whole (what a small day, held as lines, is stored as).
+    from throughline.adapters.spend_store import _gzip
+
+    for day in range(1, days + 1):
+        lines = [row.to_json_line() for row in Large().fetch(Chunk("vk_ads", "a", date(2026, 1, day),
+                                                                   date(2026, 1, day)), None)]  # fmt: skip
+        key = f"spend/platform=vk_ads/date=2026-01-0{day}/a.json.gz"
+        assert s3.objects[key] == _gzip("".join(line + "\n" for line in lines).encode()), day
+
+
+def test_a_refused_state_write_after_a_stored_chunk_keeps_it_owed_and_the_rerun_replaces_not_adds():
+    # The chunk's 10 days are stored, then recording it as done is refused: the run fails naming it, its rows count
+    # as stored (none as not written), the state still names it and everything after it, and the rerun rewrites the
+    # same partitions — the stored spend is the same, not doubled.
+    class StateRefusedOnce(MemoryS3):
+        state_puts = 0
+
+        def put_object(self, *, Bucket, Key, Body, **_):
+            if Key.startswith("spend/_state/"):
+                self.state_puts += 1
+                if self.state_puts == 2:  # the first records the plan; the second would record chunk 1 as done
+                    raise RuntimeError("SlowDown")
+            super().put_object(Bucket=Bucket, Key=Key, Body=Body)
+
+    s3 = StateRefusedOnce()
+    store = SpendStore("bucket", client=s3)
+    result = import_spend([FakePlatform()], store, date(2026, 10, 1), date(2026, 10, 20), deadline=Forever())
+    vk = result.platforms["vk_ads"]
+    assert (vk.status, vk.rows_fetched, vk.rows, vk.rows_not_written, vk.chunks_done) == ("failed", 10, 10, 0, 1)
+    assert "as done failed" in vk.failures[0] and "SlowDown" in vk.failures[0] and not vk.not_written
+    pending = [(p["date_from"], p["date_to"]) for p in store.get_json(state_key("vk_ads"))["pending"]]
+    assert pending == [("2026-10-01", "2026-10-10"), ("2026-10-11", "2026-10-20")]
+
+    def spend() -> Decimal:
+        return sum((SpendRow.from_json_line(line).cost for day in range(1, 21)
+                    for line in store.read_partition("vk_ads", date(2026, 10, day), "a")), Decimal(0))  # fmt: skip
+
+    assert spend() == Decimal("15.00")  # 10 days × 1.50
+    again = import_spend([FakePlatform()], store, date(2026, 10, 1), date(2026, 10, 20), deadline=Forever())
+    assert again.failures == [] and store.get_json(state_key("vk_ads"))["pending"] == []
+    assert spend() == Decimal("30.00")  # 20 days × 1.50, the first ten written twice, counted once

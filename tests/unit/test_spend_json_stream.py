@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from throughline.spend.json_stream import array_items
 
@@ -65,3 +68,50 @@ def test_batches_are_handed_on_as_they_complete():
 def test_anything_but_an_array_of_objects_is_refused(text, reason):
     with pytest.raises(ValueError, match=reason):
         list(array_items([text]))
+
+
+def test_an_element_nested_deeper_than_the_parser_goes_is_a_value_error():
+    # Before: json.loads' RecursionError escaped — no ValueError, so the Google source neither named the stream nor
+    # closed the response; the contract is "anything else is a ValueError".
+    text = '[{"a": ' + "[" * 100_000 + "]" * 100_000 + "}]"
+    with pytest.raises(ValueError, match="nested too deep"):
+        list(array_items([text[i : i + 4096] for i in range(0, len(text), 4096)]))
+
+
+_TRICKY = st.text(alphabet='[]{},"\\:\u00e9\u20ac😀 \n\tab01\u2028', max_size=10)
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _TRICKY,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TRICKY, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+def _reference(text: str):
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return "refused"
+    return value if isinstance(value, list) and all(isinstance(v, dict) for v in value) else "refused"
+
+
+def _read(chunks):
+    try:
+        return list(array_items(chunks))
+    except ValueError:
+        return "refused"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.dictionaries(_TRICKY, _VALUES, max_size=3), max_size=3), st.booleans(), st.sampled_from([None, 1]))
+def test_split_at_every_position_the_reader_agrees_with_json_loads(batches, ascii_only, indent):
+    text = json.dumps(batches, ensure_ascii=ascii_only, indent=indent)
+    for at in range(len(text) + 1):
+        assert _read([text[:at], text[at:]]) == batches, (text, at)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet='[]{},"\\:ab01 \n-.eE', max_size=30), st.lists(st.integers(0, 30), max_size=4))
+def test_any_text_any_chunks_the_reader_agrees_with_json_loads(text, cuts):
+    bounds = [0, *sorted(set(cuts)), len(text)]
+    chunks = [text[a:b] for a, b in itertools.pairwise(bounds)]
+    assert _read(chunks) == _reference(text), chunks

@@ -6,8 +6,8 @@ its closing brace arrives and its text is let go: what is held is one element's 
 
 Only what the element boundaries need is scanned: brackets and braces outside strings, found by regular expressions
 that step over whole strings and whole small objects; each element is then parsed by ``json.loads``, which checks it
-in full. Anything else — no array, an element that is no object, text after the array, an array cut short — is a
-``ValueError``.
+in full. Anything else — no array, an element that is no object (or nested too deep for the parser), text after the
+array, an array cut short — is a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -93,7 +93,10 @@ def array_items(chunks: Iterable[str]) -> Iterator[Any]:
                 depth -= 1
                 if depth == 0:
                     parts.append(chunk[begin:at])
-                    item = json.loads("".join(parts))  # the text goes before the element is handed on
+                    try:
+                        item = json.loads("".join(parts))  # the text goes before the element is handed on
+                    except RecursionError:
+                        raise ValueError("an element of the array is nested too deep") from None
                     parts, state = [], "after"
                     yield item
                     del item

@@ -126,11 +126,11 @@ def _store_file(store: SpendStore, key: str, name: str, rows: list[SpendRow], re
         by_day[row.date].append(row)
     # A file replaces its earlier version whole: every day the account holds and the new file does not list is
     # cleared — read from the stored partitions, not from the old file (which may be gone, or read differently now).
-    for day in store.partition_days(PLATFORM, account) - set(by_day):
-        store.delete_partition(PLATFORM, day, account)
     result.rows_fetched += len(rows)
     written = 0
     try:
+        for day in store.partition_days(PLATFORM, account) - set(by_day):
+            store.delete_partition(PLATFORM, day, account)
         for day, day_rows in sorted(by_day.items()):
             store.write_partition(PLATFORM, day, account, (row.to_json_line() for row in day_rows))
             result.partitions += 1

@@ -34,6 +34,7 @@ AD_GROUP_FIELDS = ["Date", "CampaignId", "CampaignName", "AdGroupId", "AdGroupNa
 ROW_LIMIT = 1_000_000
 TEXT_FIELDS = {"CampaignName", "AdGroupName"}  # the values a user types: the only ones a tab or a quote can be in
 MAX_LINES_PER_ROW = 20  # a quoted value spanning more lines than this is no name: the report is refused
+MAX_LINE_CHARS = 1_000_000  # a report line longer than this is no row (names are short): refused, not held
 # Backslash escapes as ClickHouse's TabSeparated writes them; an unknown one (``\x``) stays as it is.
 _ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\", "0": "\0", "b": "\b", "f": "\f", "'": "'"}
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
@@ -187,7 +188,7 @@ class YandexDirectSource:
         first = next(lines, None)
         if first is None:
             raise PlatformError("Yandex Direct sent an empty report (not even the column names)")
-        header = first.removesuffix("\r").split("\t")
+        header = first.removeprefix("\ufeff").removesuffix("\r").split("\t")  # a BOM is no part of a name
         missing = [name for name in self.fields if name not in header]
         if missing:
             raise PlatformError(f"Yandex Direct report lacks columns {missing}")
@@ -329,12 +330,22 @@ def _lines(chunks: Iterable[str]) -> Iterator[str]:
     """The report's lines, cut at "\\n" only. Not ``iter_lines()``: without a delimiter it uses str.splitlines(), which
     also breaks inside a name at U+2028, U+0085, U+001C and the like; with one it yields an empty line wherever a chunk
     ends at a line's end — which shifts the line numbers an error names and adds line breaks to a quoted name."""
-    pending = ""
+    pending: list[str] = []  # the current line's pieces: joined once, not copied again with every chunk
+    held = 0
     for chunk in chunks:
-        *complete, pending = (pending + chunk).split("\n")
+        if "\n" not in chunk:
+            pending.append(chunk)
+            held += len(chunk)
+            if held > MAX_LINE_CHARS:
+                raise PlatformError(f"Yandex Direct sent a report line longer than {MAX_LINE_CHARS} characters")
+            continue
+        first, *complete, last = chunk.split("\n")
+        pending.append(first)
+        yield "".join(pending)
         yield from complete
-    if pending:
-        yield pending
+        pending, held = [last], len(last)
+    if "".join(pending):
+        yield "".join(pending)
 
 
 def _unescape(value: str) -> str:
@@ -346,11 +357,12 @@ def _unescape(value: str) -> str:
 
 
 def _unquote(value: str) -> str:
-    """A value that split cleanly but is CSV-quoted because it holds a quote (``"5"" монитор"``). One merely wrapped
-    in quotes (``"Весна"``, a name as typed) is no quoted value: quoting it would have doubled those quotes."""
+    """A value that split cleanly but is CSV-quoted because it holds a quote (``"5"" монитор"``) or a carriage return
+    (a tab or a line break would not have split cleanly; escaped, a carriage return is ``\\r``). One merely wrapped in
+    quotes (``"Весна"``, a name as typed) is no quoted value: quoting it would have doubled those quotes."""
     if len(value) >= 2 and value[0] == '"' == value[-1]:
         inner = value[1:-1]
-        if '""' in inner and '"' not in inner.replace('""', ""):
+        if ('""' in inner or "\r" in inner) and '"' not in inner.replace('""', ""):
             return inner.replace('""', '"')
     return value
 
