@@ -685,3 +685,17 @@ def test_the_secret_is_one_get_secret_value_call_and_must_be_a_json_object(monke
     else:
         assert config._fetch_secret(arn) == expected
     assert secrets.asked == [arn]
+
+
+def test_settings_are_built_by_name_and_refuse_what_they_do_not_know():
+    """Settings' written-out ``__init__`` (issue 15 #9) does what the generated one did: names only, defaults for the
+    rest (a fresh map each), an unknown name refused by name, ``dataclasses.replace`` working."""
+    settings = Settings(timezone="Asia/Omsk", rate_limit_per_ip=7)
+    assert (settings.timezone, settings.rate_limit_per_ip, settings.journey_max_chars) == ("Asia/Omsk", 7, 4000)
+    with pytest.raises(TypeError, match="rate_limit_per_ipp"):
+        Settings(rate_limit_per_ipp=7)
+    with pytest.raises(TypeError):
+        Settings("https://portal.bitrix24.ru/rest/1/x/")  # type: ignore[misc]
+    moved = dataclasses.replace(settings, timezone="UTC")
+    assert (moved.timezone, moved.rate_limit_per_ip, str(moved.zone)) == ("UTC", 7, "UTC")
+    assert [spec.name for spec in dataclasses.fields(moved)] == [spec.name for spec in dataclasses.fields(Settings)]

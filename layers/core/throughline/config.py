@@ -299,9 +299,13 @@ def _setting(default: Any, parse: Callable[[str], Any] = _text, *, secret: bool 
     return field(default=default, metadata=metadata, repr=not secret)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False, eq=False)
 class Settings:
-    """Every setting of the bundle. Field names are the environment names in lower case."""
+    """Every setting of the bundle. Field names are the environment names in lower case.
+
+    Its ``__init__`` is written out, not generated, and settings compare by identity (nothing compares two): for 88
+    fields ``dataclass`` compiles the source of an ``__init__``, an ``__eq__`` and a ``__hash__`` at every import,
+    ~3 ms of capture_form's cold start (issue 15 #9), where a written ``__init__`` is byte code like the rest."""
 
     # Bitrix24
     bitrix24_webhook_url: str | None = _setting(None, _webhook_url, secret=True)
@@ -430,6 +434,21 @@ class Settings:
     writer_retry_max_seconds: int = _setting(900, _integer(0, 43200))
     # A write whose outcome is unknown is looked at again only after the portal surely ended the request (60 s).
     writer_settle_seconds: int = _setting(65, _integer(0, 3600))
+
+    def __init__(self, **values: Any) -> None:
+        """Settings by name (keyword arguments only); each one not given takes its default."""
+        specs = dataclasses.fields(self)
+        unknown = values.keys() - {spec.name for spec in specs}
+        if unknown:
+            raise TypeError(f"Settings() got unexpected settings: {', '.join(sorted(unknown))}")
+        for spec in specs:
+            if spec.name in values:
+                value = values[spec.name]
+            elif spec.default_factory is not dataclasses.MISSING:
+                value = spec.default_factory()
+            else:
+                value = spec.default
+            object.__setattr__(self, spec.name, value)
 
     @cached_property
     def zone(self) -> ZoneInfo:
