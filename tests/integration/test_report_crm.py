@@ -19,7 +19,14 @@ from local.bitrix24_sandbox import Sandbox
 from local.bitrix24_sandbox.server import seed_history
 from tests.memory_objects import MemoryObjects
 from throughline.bitrix24.client import Bitrix24Client
-from throughline.report.crm import STATE_KEY, SnapshotOptions, read_snapshot, refresh_snapshot, snapshot_key
+from throughline.report.crm import (
+    SNAPSHOT_VERSION,
+    STATE_KEY,
+    SnapshotOptions,
+    read_snapshot,
+    refresh_snapshot,
+    snapshot_key,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:There is no current event loop:DeprecationWarning")
 MSK = ZoneInfo("Europe/Moscow")
@@ -252,7 +259,34 @@ def test_a_version_4_snapshot_from_either_branch_is_rescanned_whole(added: str) 
         assert (data.info["contacts"], data.info["companies"], data.info["deals"]) == (1, 1, 1)
         assert [row["ASSIGNED_BY_ID"] for row in read_snapshot(objects, "deal")] == ["1"]
         assert [row["EMPLOYEES"] for row in read_snapshot(objects, "company")] == ["EMPLOYEES_2"]
-        assert json.loads(objects.data[STATE_KEY])["version"] == 5
+        assert json.loads(objects.data[STATE_KEY])["version"] == SNAPSHOT_VERSION
         # ... and the run after it is incremental again.
         later = refresh_snapshot(client, objects, now=lambda: start + timedelta(minutes=10), options=DEALS_ONLY)
         assert later.info["mode"] == "incremental"
+
+
+def test_a_snapshot_written_before_texts_were_made_storable_is_rescanned_whole() -> None:
+    """A stage code holding U+FFFF (a noncharacter: valid UTF-8, so a version-5 snapshot kept it as sent) is now
+    U+FFFD in the stage dictionaries the report joins it with (``storable_values``), and in every row ``_compact``
+    writes from now on. A bucket no change touches would keep the old code until the weekly full scan: its leads'
+    stage missing from the funnel. The version after it makes the first run a full scan, which rewrites them all."""
+    stage = "UC_CUT\uffff"
+    with Sandbox(app_token="tok", seed=13) as sandbox:
+        client = client_for(sandbox)
+        client.call("crm.status.add", {"fields": {"ENTITY_ID": "STATUS", "STATUS_ID": stage, "NAME": "Думает",
+                                                  "SORT": 15}})  # fmt: skip
+        seed_history(sandbox, "lead", [{"TITLE": "Лид", "DATE_CREATE": "2026-10-02T10:00:00+03:00",
+                                        "STATUS_ID": stage}])  # fmt: skip
+        objects = MemoryObjects()
+        start = datetime.now(MSK)
+        # What a version-5 run left: the row as sent, a recent full scan, so only the version can force a rescan.
+        objects.put(snapshot_key("lead", 0), gzip.compress(json.dumps(
+            {"ID": "1", "DATE_CREATE": "2026-10-02T10:00:00+03:00", "STATUS_ID": stage}).encode()))  # fmt: skip
+        state = {"version": 5, "last_run_started": start.isoformat(), "last_full_scan": start.isoformat(),
+                 "counts": {}, "history_last_id": 0, "categories": [0]}  # fmt: skip
+        objects.put(STATE_KEY, json.dumps(state).encode())
+        data = refresh_snapshot(client, objects, now=lambda: start + timedelta(minutes=5), options=DEALS_ONLY)
+        names = {row["STATUS_ID"] for row in data.statuses if row["ENTITY_ID"] == "STATUS"}
+        assert "UC_CUT\ufffd" in names and stage not in names
+        assert [row["STATUS_ID"] for row in read_snapshot(objects, "lead")] == ["UC_CUT\ufffd"]
+        assert data.info["mode"] == "full"

@@ -452,3 +452,24 @@ def test_odd_spaces_digits_tails_and_regions_get_the_answers_phonenumbers_gives(
     raw = prefix + "".join(sep + group for sep, group in zip(separators, groups, strict=True)) + tail
     assert _answer(raw, region, fast=True) == _answer(raw, region, fast=False), (raw, region)
     assert mask_phone(raw) == _mask_by_phonenumbers(raw), raw
+
+
+def test_an_e_mail_cut_in_the_middle_of_an_emoji_keys_no_person_in_the_journey_nor_the_snapshot() -> None:
+    """An address whose JSON held a lone surrogate ("ivan\\ud83d@…", an emoji cut in half) is made storable (U+FFFD)
+    by the events writer before it keys people, while the CRM snapshot keys the record as sent: both must find no
+    person (the address is unknown), else the journey and the report disagree on who the lead is, and two addresses
+    cut differently ("\\ud83d", "\\ud83c") become one person."""
+    from throughline.report.crm import SnapshotOptions, _compact
+    from throughline.text import storable_values
+    from throughline.writer.crm_events import CrmEventWriter
+
+    with pytest.raises(InvalidContact):
+        normalize_email("ivan\ufffd@example.ru")
+    for cut in ("\ud83d", "\ud83c"):
+        record = {"ID": "7", "EMAIL": [{"VALUE": f"ivan{cut}@example.ru"}], "PHONE": [{"VALUE": "+7 916 123-45-67"}]}
+        snapshot = _compact(record, SnapshotOptions(person_key_secret="s"))
+        writer = CrmEventWriter.__new__(CrmEventWriter)
+        writer.person_secret = "s"
+        assert writer._contact_keys(storable_values(record)) == snapshot["PERSON_KEYS"]  # the phone's key only
+        assert len(snapshot["PERSON_KEYS"]) == 1
+    assert normalize_email("ivan🔥@example.ru") == "ivan🔥@example.ru"  # a whole emoji is the sender's business

@@ -324,3 +324,22 @@ def test_a_touch_keeps_no_lone_surrogate_whoever_makes_it() -> None:
     assert format_line(touch, ZoneInfo("Europe/Moscow")).endswith("«brand\ufffd»")
     intact = Touch(touch_id="a", at=touch.at, kind="k", channel="crm", source="s", medium="m", detail="🔥 ok")
     assert intact.detail == "🔥 ok" and Touch.from_item(touch.to_item()) == touch
+
+
+def test_storable_values_takes_a_record_nested_deeper_than_the_recursion_limit() -> None:
+    """A CRM record is made storable whole before its touches (``CrmEventWriter.handle``): a value nested as deep as
+    the portal's JSON decoder takes (far past Python's recursion limit) must not stop the record's events with a
+    RecursionError; keys and values are cleaned, the last of two keys cleaned alike wins, as a dict literal's does."""
+    import sys
+
+    from throughline.text import storable_values
+
+    depth = sys.getrecursionlimit() * 3
+    deep = json.loads("[" * depth + '{"a\\ud83d": "\\udc25", "n": 1}' + "]" * depth)
+    clean = storable_values(deep)
+    for _ in range(depth):
+        [clean] = clean
+    assert clean == {"a\ufffd": "\ufffd", "n": 1}
+    assert storable_values(dict([("k\ud83d", 1), ("k\ud83c", 2), ("x", [None, True, 1.5, "🔥"])])) == {
+        "k\ufffd": 2, "x": [None, True, 1.5, "🔥"]}  # fmt: skip
+    assert storable_values("a\ud83d") == "a\ufffd" and storable_values(7) == 7

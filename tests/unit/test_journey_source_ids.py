@@ -37,3 +37,14 @@ def test_the_first_line_and_the_report_agree_on_the_channel(record, source_map, 
     table = ReportSourceIds(source_map).origin(record.get("SOURCE_ID"))
     assert (touch.channel, touch.extra["label_medium"]) == (channel, label)
     assert table.channel == touch.channel
+
+
+def test_a_mapped_source_id_cut_in_the_middle_of_an_emoji_keeps_its_channel() -> None:
+    """A portal's own source whose code JSON carries with a lone surrogate ("UC_VK\\ud83d"), mapped by an operator who
+    copied it as sent into BITRIX24_SOURCE_MAP: the record's SOURCE_ID reaches the touch and the CRM snapshot as
+    "UC_VK\\ufffd" (throughline.text), so the map's code must be read alike, or the channel is lost in both."""
+    source_map = {"social/vk": "UC_VK\ud83d"}
+    record = {"SOURCE_ID": "UC_VK\ufffd"}  # as the events writer and the snapshot hold it
+    touch = first_touch(record, source_map)
+    table = ReportSourceIds(source_map).origin(record["SOURCE_ID"])
+    assert touch.channel == table.channel == "social" and table.known

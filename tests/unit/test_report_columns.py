@@ -508,10 +508,12 @@ def test_a_lead_with_a_lone_surrogate_leaves_the_snapshot_readable_and_its_copy_
 
 
 @pytest.mark.parametrize("entity", ["lead", "deal"])
-@pytest.mark.parametrize("damage", ["missing", None, "", "x", "²", [1]])
+@pytest.mark.parametrize("damage", ["missing", None, "", "x", "²", [1], True, 2.5, "-2", -2])
 def test_a_hand_edited_row_without_a_readable_id_is_one_clear_error_from_the_copy_and_the_json(entity, damage) -> None:
     """A bucket edited by hand, its second row left without a usable ID (gone, null, "", text, a digit int() refuses,
-    a list): the report stops with the same DamagedRow naming the bucket and the row, whichever way it is read."""
+    a list; true, which int() reads as 1, another record's ID; 2.5, not a whole number; a negative one, which the
+    builder's per-ID arrays would index from their end): the report stops with the same DamagedRow naming the bucket
+    and the row, whichever way it is read."""
     objects = crafted()
     key = snapshot_key(entity, 0)
     rows = jsonlines.decode(objects.data[key])

@@ -72,6 +72,11 @@ def normalize_email(raw: str) -> str:
     email = unicodedata.normalize("NFKC", raw).strip()
     if any(unicodedata.category(char) in _INVISIBLE for char in email):
         raise InvalidContact("contains invisible or control characters")
+    if "\ufffd" in email:
+        # U+FFFD stands for text lost on the way (a lone surrogate made storable, ``throughline.text``): the address
+        # is unknown, and keying it would make the journey (which cleans first) disagree with the CRM snapshot (which
+        # keys the raw text) and make addresses cut differently one person.
+        raise InvalidContact("contains a character lost in transmission (U+FFFD)")
     local, _, domain = email.lower().rpartition("@")
     try:
         # IDNA 2003 (the stdlib codec): a Unicode and a punycode spelling of one domain give one text.

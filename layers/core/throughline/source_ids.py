@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from throughline.sources import CHANNEL_LABELS, DIRECT, EMAIL, OFFLINE, PAID_SEARCH, REFERRAL
+from throughline.text import storable
 
 UNKNOWN = "unknown"
 LABELS = {**CHANNEL_LABELS, UNKNOWN: "Источник не указан"}
@@ -60,7 +61,8 @@ class SourceIds:
         for key, source_id in (source_map or {}).items():
             channel, _, source = key.partition("/")
             if channel in CHANNEL_LABELS and source_id not in ("ADVERTISING", "WEB", "OTHER"):
-                self._map[source_id] = (channel, source or NOT_SET)
+                # A code copied as the portal's JSON sent it ("UC_VK\ud83d"): as the records hold it (U+FFFD).
+                self._map[storable(source_id)] = (channel, source or NOT_SET)
 
     def origin(self, source_id: str | None) -> Origin:
         mapped = self._map.get(source_id or "")

@@ -16,11 +16,31 @@ def storable(value: str) -> str:
 
 
 def storable_values(value: Any) -> Any:
-    """Decoded JSON (a CRM record) with every text in it storable, keys too (a copy); other values as they are."""
+    """Decoded JSON (a CRM record) with every text in it storable, keys too (a copy); other values as they are. Walked
+    with a stack of its own, not by recursion: a value nested as deep as a JSON decoder takes (the portal's answer is
+    decoded by the standard one, far past Python's recursion limit) must not stop the record's events."""
     if isinstance(value, str):
         return storable(value)
-    if isinstance(value, dict):
-        return {storable_values(key): storable_values(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [storable_values(item) for item in value]
-    return value
+    if not isinstance(value, (dict, list)):
+        return value
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]  # (a value, the copy it goes into, its key or index there)
+    while stack:
+        item, into, slot = stack.pop()
+        if isinstance(item, str):
+            into[slot] = storable(item)
+        elif isinstance(item, dict):
+            copy: dict[Any, Any] = {}
+            into[slot] = copy
+            pending = []
+            for key, inner in item.items():
+                key = storable(key) if isinstance(key, str) else key
+                copy[key] = None  # the keys' order as given; of two keys cleaned alike the last one's value wins
+                pending.append((inner, copy, key))
+            stack.extend(reversed(pending))
+        elif isinstance(item, list):
+            into[slot] = listed = [None] * len(item)
+            stack.extend((inner, listed, index) for index, inner in reversed(list(enumerate(item))))
+        else:
+            into[slot] = item
+    return root[0]

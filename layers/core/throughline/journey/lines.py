@@ -66,12 +66,21 @@ class Touch:
     def __post_init__(self) -> None:
         """Outside text enters the journey here, whoever makes the touch (a CRM title, an activity's subject, a stage
         or source name, a form's tags): a lone surrogate (JSON's "\\ud83d", an emoji a portal cut in half) has no
-        UTF-8 form, so no store, export or field could take it; it becomes U+FFFD (``throughline.text``)."""
+        UTF-8 form, so no store, export or field could take it; it becomes U+FFFD (``throughline.text``). Every text
+        is searched at once (one join, one search): a touch read from the store (``from_item``) costs little more."""
+        extra = self.extra
+        try:
+            texts = (self.touch_id, self.kind, self.channel, self.source, self.medium, self.campaign or "",
+                     self.content or "", self.term or "", self.detail or "", *extra, *extra.values())  # fmt: skip
+            joined = "".join(texts)
+        except TypeError:  # a value not text (an item written by hand): each one looked at below
+            joined = None
+        if joined is not None and storable(joined) is joined:
+            return
         for name in _TEXTS:
             value = getattr(self, name)
             if isinstance(value, str) and value is not (clean := storable(value)):
                 object.__setattr__(self, name, clean)
-        extra = self.extra
         if any(isinstance(value, str) and storable(value) is not value for value in (*extra, *extra.values())):
             object.__setattr__(self, "extra", {storable(str(key)): storable(value) if isinstance(value, str) else value
                                                for key, value in extra.items()})  # fmt: skip

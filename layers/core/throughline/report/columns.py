@@ -159,14 +159,17 @@ def _decode_columns(data: bytes | None, source: bytes, columns: Sequence[str]) -
 
 
 def readable_id(value: Any) -> bool:
-    """Whether the report reads ``value`` as a record ID (``int()`` of it, as the report does)."""
+    """Whether the report reads ``value`` as a record ID: ``int()`` of it, as the report does, a whole number and not
+    negative. Not ``true`` (``int()`` makes it 1: another record's ID, counted twice), nor 2.5 (``int()`` cuts it to
+    2), nor -2 (the builder's per-ID arrays would take it from their end: an IndexError, or another deal's slot)."""
     if type(value) is str and value.isdigit() and value.isascii():  # what Bitrix24 sends: at once
         return True
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        return False
     try:
-        int(value)
+        return int(value) >= 0
     except (TypeError, ValueError, OverflowError):
         return False
-    return True
 
 
 def _unreadable_id(ids: list[Any]) -> int | None:

@@ -42,8 +42,10 @@ DELETED_PREFIX = "crm/deleted/"
 BUCKET_SIZE = 100_000
 # 2: person keys of throughline.person_keys; 3: deals' COMPANY_ID; 4: deals' ASSIGNED_BY_ID (the weekly digest's
 # managers, stalled deals' recipients) on one branch, contacts and companies on another; 5: both (a stack that ran
-# either version 4 rescans once to get what the other added). A snapshot of another version is rescanned whole.
-SNAPSHOT_VERSION = 5
+# either version 4 rescans once to get what the other added); 6: texts storable (``_compact``: U+FFFE/FFFF, which a
+# version 5 kept, become U+FFFD as in the stage dictionaries, so a bucket no change touches joins them too). A
+# snapshot of another version is rescanned whole.
+SNAPSHOT_VERSION = 6
 ENTITIES = ("lead", "deal", "contact", "company")
 CRM_MODES = {"1": "classic", "2": "simple"}  # crm.settings.mode.get
 UTM = ("UTM_SOURCE", "UTM_MEDIUM", "UTM_CAMPAIGN", "UTM_CONTENT", "UTM_TERM")
