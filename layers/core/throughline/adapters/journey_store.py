@@ -12,9 +12,9 @@ Beside the touches, sort keys starting with ``#`` (which sort before any time) h
 ``applied`` is the version last rendered into the field) and ``#links`` (a lead's deals, re-rendered with it).
 The person index lives under ``PERSON#<hmac>`` partitions (one item per lead/deal/contact of that phone or e-mail),
 the raw copies of a person's form posts under ``RAW#<hmac>`` (sort key = the S3 key, ``expires_at`` = when the
-bucket's lifecycle deletes the copy, DynamoDB's TTL), ``forget``'s erasure marks under ``FORGOTTEN#<hmac>`` / ``#erased``
-(``erased_at``, ``expires_at``: ``FORGET_MARK_DAYS`` later; ``privacy.erasure``), and the sweep's cursor under
-``#SWEEP``.
+bucket's lifecycle deletes the copy, DynamoDB's TTL), ``forget``'s erasure marks under ``FORGOTTEN#<hmac>`` /
+``#erased`` (``erased_at``, ``expires_at``: ``FORGET_MARK_DAYS`` later; ``privacy.erasure``), and the sweep's cursor
+under ``#SWEEP``.
 
 The change log: every write into an entity's partition (touches, ``#meta``, ``#version``, ``#links``) first puts
 ``#CHANGED#<UTC day>#<shard>`` / ``<entity>`` (at most once per entity, day and store object; expiring after
