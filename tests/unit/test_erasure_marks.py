@@ -154,3 +154,23 @@ def test_if_the_marks_cannot_be_read_the_batch_waits(aws):
     outcomes: dict[str, Outcome] = {}
     drop_erased(JourneyStore("no-such-table", client=dynamodb), SECRET, posts, outcomes)
     assert posts == {} and outcomes["m0"].action == "failed" and not outcomes["m0"].ok
+
+
+def test_forget_dates_the_erasure_by_dynamodbs_clock_when_this_machines_lags(aws, monkeypatch):
+    # The operator's laptop runs five minutes behind AWS: a post the capture function received a minute ago would
+    # seem to follow the erasure and be written. The mark takes DynamoDB's time (its Date header).
+    from throughline.privacy import forget
+
+    dynamodb, s3 = aws
+    aws_now = datetime(2026, 12, 1, 12, 0, 7, tzinfo=UTC)
+
+    def dated(response_dict, **kwargs):
+        response_dict["headers"]["date"] = "Tue, 01 Dec 2026 12:00:07 GMT"
+
+    dynamodb.meta.events.register("before-parse.dynamodb.Query", dated)
+    lagging = aws_now - timedelta(minutes=5)
+    monkeypatch.setattr(forget, "datetime", type("Lagging", (datetime,), {"now": staticmethod(lambda tz: lagging)}))
+    result = forget.forget_person(store(dynamodb), s3, "data", SECRET, phones=[IVAN_PHONE])
+    assert result.erased_at == "2026-12-01T12:00:07.000000+00:00"
+    post = [submission("a-minute-ago", aws_now - timedelta(minutes=1))]
+    assert erased(store(dynamodb, aws_now), SECRET, post) == {"a-minute-ago": aws_now}

@@ -29,6 +29,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -351,6 +352,23 @@ class JourneyStore:
         ]
         for start in range(0, len(requests), 25):
             self._write(requests[start : start + 25])
+
+    def server_now(self) -> datetime | None:
+        """DynamoDB's clock (its answer's ``Date`` header: whole seconds), or None when it gives none: an erasure time
+        read from the operator's machine alone could lag the capture function's clock, and a post received before the
+        erasure would seem to follow it."""
+        response = self.client.query(
+            TableName=self.table,
+            KeyConditionExpression="#e = :e",
+            ExpressionAttributeNames={"#e": "entity"},
+            ExpressionAttributeValues={":e": {"S": FORGOTTEN_PREFIX}},
+            Limit=1,
+        )
+        header = (response.get("ResponseMetadata") or {}).get("HTTPHeaders", {}).get("date")
+        try:
+            return parsedate_to_datetime(header).astimezone(UTC) if header else None
+        except (TypeError, ValueError):
+            return None
 
     def forgotten(self, person_keys: Iterable[str]) -> dict[str, datetime]:
         """Person key → erasure time, for the keys with a mark not yet expired (DynamoDB's TTL deletes expired items

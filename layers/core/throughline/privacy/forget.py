@@ -123,7 +123,11 @@ def forget_person(
     keys = contact_keys(phones, emails, secret, region)
     if not keys:
         raise ValueError("give a phone or an e-mail")
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    if now is None:
+        # The later of this machine's clock and DynamoDB's: an operator's laptop running behind would date the
+        # erasure before posts the capture function (AWS's clock) received before it, and the writer would keep them.
+        now = max(datetime.now(UTC), store.server_now() or datetime.min.replace(tzinfo=UTC))
+    moment = now.astimezone(UTC)
     result = Forgotten(contacts=list(keys.values()), erased_at=moment.isoformat(timespec="microseconds"))
     person = set(keys)
     # First: from now on the writer drops their posts received until now (still queued, dead-lettered, held), so none
