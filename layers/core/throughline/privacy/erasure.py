@@ -7,6 +7,10 @@ keys of a submission's phone and e-mail up (one BatchGetItem per receive batch) 
 before the latest mark of any of its keys: no lead, no comment, no raw copy, no index entry. A submission received
 after the erasure (the person came back and posted again) is written: a new consent.
 
+Not covered: a submission the writer had already checked when the mark was written (an invocation in flight, at most
+the writer's timeout) is written; ``forget`` run again a few minutes later erases it. A message redriven from the DLQ
+after the mark expired (``FORGET_MARK_DAYS``: two rounds of the queue's and the DLQ's retention) is not recognised.
+
 CRM events (``writer.crm_events``) are not checked: the portal owner erases the person in Bitrix24 first (the
 ``forget`` output says so), after which the portal sends no event about them.
 """
