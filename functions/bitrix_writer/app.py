@@ -47,6 +47,8 @@ def lambda_handler(event: dict, context: object) -> dict:
     actions = [outcome.action for outcome in outcomes.values()]
     metrics.add_metric(name="LeadsCreated", unit=MetricUnit.Count, value=actions.count("created"))
     metrics.add_metric(name="RepeatRequests", unit=MetricUnit.Count, value=actions.count("appended"))
+    # Posts of people erased (forget) after they posted, dropped unwritten (privacy.erasure).
+    metrics.add_metric(name="SubmissionsErased", unit=MetricUnit.Count, value=actions.count("erased"))
     metrics.add_metric(name="WritesFailed", unit=MetricUnit.Count, value=sum(not o.ok for o in outcomes.values()))
     poison = sum(isinstance(o.error, PoisonMessage | Unwritable) for o in outcomes.values())
     metrics.add_metric(name="PoisonMessages", unit=MetricUnit.Count, value=poison)

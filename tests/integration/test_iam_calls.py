@@ -14,6 +14,7 @@ functions; the template test checks which secrets each function may read.
 from __future__ import annotations
 
 import fnmatch
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -126,8 +127,6 @@ def needs(service: str, operation: str, params: dict, queues: dict[str, str]) ->
 def previous_night_without_segments(bucket: str) -> None:
     """Rewrite segments/ as if the last night were yesterday with every customer out of any segment, and configure a
     task for a move into each segment: the next run recomputes today and claims a task per customer."""
-    import json
-
     from throughline.report import jsonlines
     from throughline.segments.rules import CONFIG_KEY, DEFAULT_RULES_YAML
 
@@ -257,6 +256,21 @@ def test_every_call_each_function_makes_is_allowed_by_its_own_role(make_stack, c
     again = stack.invoke("build_segments", {})
     assert again["tasks"]["created"] >= 1, again
     stack.invoke("forget_person", {"phone": "+79161234567"})
+    # A post of Ivan's received before the erasure reaches the writer only now (it sat in the DLQ, say): the writer
+    # drops it and deletes the raw copy capture stored, every version (privacy.erasure).
+    from dataclasses import replace
+    from zoneinfo import ZoneInfo
+
+    from throughline.capture.forms import parse_submission, raw_key
+
+    late = parse_submission("contact", ivan, submission_id="late-1", received_at=datetime(2026, 1, 5, tzinfo=UTC),
+                            origin=None, default_region="RU", zone=ZoneInfo("Europe/Moscow"))  # fmt: skip
+    late = replace(late, raw_key=raw_key(late))
+    boto3.client("s3").put_object(Bucket=bucket, Key=late.raw_key, Body=b"{}")
+    boto3.client("sqs").send_message(QueueUrl=stack.resources.physical["WritesQueue"], MessageBody=json.dumps(
+        late.to_message()), MessageGroupId="late", MessageDeduplicationId="late-1")  # fmt: skip
+    settle(stack)
+    assert ("bitrix_writer", "s3", "DeleteObjects") in {call[:3] for call in calls}
 
     physical = stack.resources.physical
     queues = {url.rsplit("/", 1)[-1]: logical for logical, url in physical.items() if str(url).startswith("http")}

@@ -177,6 +177,9 @@ def test_writer_reads_the_secret_and_the_journey_store_and_writes_only_deletion_
     assert [(s["Action"], s["Resource"]) for s in s3] == [
         ("s3:PutObject", {"Fn::Sub": "${DataBucket.Arn}/crm/deleted/*"}),
         ("s3:PutObject", {"Fn::Sub": "${DataBucket.Arn}/raw/forms/*"}),  # the raw copies queued with the forms
+        # the raw copy of a post whose person was erased after it was received (privacy.erasure), every version
+        ("s3:DeleteObjectVersion", {"Fn::Sub": "${DataBucket.Arn}/raw/forms/*"}),
+        ("s3:ListBucketVersions", {"Fn::GetAtt": ["DataBucket", "Arn"]}),
         ("s3:GetObject", {"Fn::Sub": "${DataBucket.Arn}/config/alerts.realtime.json"}),  # real-time alert rules
     ]
     for statement in _statements("BitrixWriterFunction"):

@@ -51,8 +51,12 @@ def test_a_held_post_released_by_another_run_after_this_one_listed_it_is_skipped
 class RawIndex:
     """The writer's index of raw copies (``JourneyStore.raw_keys``): here, every key under the one person."""
 
-    def __init__(self, keys):
+    def __init__(self, keys, marks=None):
         self.keys = keys
+        self.marks = marks or {}  # person key → erasure time (``JourneyStore.forgotten``)
+
+    def forgotten(self, person_keys):
+        return {key: self.marks[key] for key in person_keys if key in self.marks}
 
     def raw_keys(self, person_keys):
         assert list(person_keys)  # asked by the post's phone's key
@@ -220,3 +224,35 @@ def test_releasing_a_post_held_days_ago_leaves_the_content_unclaimed_for_a_new_r
     released = release(s3, sqs, "data", queue, "secret", post, now=friday, claims=claims, index=RawIndex([]))
     fingerprint = content_fingerprint(post)
     assert claims.claim(fingerprint, "resend", friday.isoformat()).submission_id == released.submission_id
+
+
+def test_a_held_post_of_a_person_erased_after_it_arrived_is_deleted_not_queued(s3):
+    # forget deletes held posts, but a release-held run that listed this one before (or a hold racing forget) must not
+    # queue it: the erasure mark of its phone says the person was erased after the post arrived.
+    from throughline.capture.held import release
+    from throughline.person_keys import person_key
+
+    sqs = boto3.client("sqs")
+    s3.put_bucket_versioning(Bucket="data", VersioningConfiguration={"Status": "Enabled"})
+    queue = sqs.create_queue(QueueName="writes.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    key = held(s3, "held-1")  # 2026-11-30 10:00 UTC
+    [post] = held_posts(s3, "data", Selection())
+    mark = {person_key("+79261110001", "secret"): datetime(2026, 11, 30, 10, 0, tzinfo=UTC)}  # the same instant
+    released = release(s3, sqs, "data", queue, "secret", post, index=RawIndex([], mark))
+    assert released.erased and not released.queued
+    assert "Messages" not in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
+    assert "Versions" not in s3.list_object_versions(Bucket="data", Prefix=key)  # every version
+    assert not s3.list_objects_v2(Bucket="data", Prefix="raw/forms/").get("KeyCount")  # no raw copy put
+
+
+def test_a_held_post_sent_after_the_erasure_is_released(s3):
+    from throughline.capture.held import release
+    from throughline.person_keys import person_key
+
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="writes.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    held(s3, "held-1")  # 2026-11-30 10:00 UTC
+    [post] = held_posts(s3, "data", Selection())
+    mark = {person_key("+79261110001", "secret"): datetime(2026, 11, 30, 9, 59, tzinfo=UTC)}  # a minute before
+    released = release(s3, sqs, "data", queue, "secret", post, index=RawIndex([], mark))
+    assert released.queued and not released.erased

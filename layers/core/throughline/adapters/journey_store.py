@@ -12,7 +12,9 @@ Beside the touches, sort keys starting with ``#`` (which sort before any time) h
 ``applied`` is the version last rendered into the field) and ``#links`` (a lead's deals, re-rendered with it).
 The person index lives under ``PERSON#<hmac>`` partitions (one item per lead/deal/contact of that phone or e-mail),
 the raw copies of a person's form posts under ``RAW#<hmac>`` (sort key = the S3 key, ``expires_at`` = when the
-bucket's lifecycle deletes the copy, DynamoDB's TTL), and the sweep's cursor under ``#SWEEP``.
+bucket's lifecycle deletes the copy, DynamoDB's TTL), ``forget``'s erasure marks under ``FORGOTTEN#<hmac>`` /
+``#erased`` (``erased_at``, ``expires_at``: ``FORGET_MARK_DAYS`` later; ``privacy.erasure``), and the sweep's cursor
+under ``#SWEEP``.
 
 The change log: every write into an entity's partition (touches, ``#meta``, ``#version``, ``#links``) first puts
 ``#CHANGED#<UTC day>#<shard>`` / ``<entity>`` (at most once per entity, day and store object; expiring after
@@ -27,6 +29,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -44,6 +47,13 @@ LINKS = "#links"  # entities whose rendered journey includes this entity's touch
 TOUCHES_AFTER = "#~"  # every touch sort key (a UTC time) sorts after this; bookkeeping keys sort before it
 PERSON_PREFIX = "PERSON#"
 RAW_PREFIX = "RAW#"
+FORGOTTEN_PREFIX = "FORGOTTEN#"  # erasure marks (privacy.erasure): FORGOTTEN#<hmac> / #erased, erased_at, expires_at
+ERASED = "#erased"
+# How long an erasure mark outlives the erasure: every message that could predate it is gone by then. A form post
+# waits at most 14 days in the writes queue (MessageRetentionPeriod, template.yaml) and, dead-lettered, 14 days in
+# the DLQ (a FIFO DLQ restarts the clock on arrival); `python -m throughline dlq` sends it anew (14 + 14 days more).
+# Two rounds of queue and DLQ: 56 days. Held posts (raw/held/) are deleted by forget itself.
+FORGET_MARK_DAYS = 2 * (14 + 14)
 CHANGED_PREFIX = "#CHANGED#"  # the change log's partitions: #CHANGED#<UTC day>#<shard>, sort key = the entity
 CHANGE_SHARDS = 8  # a day's marks spread over this many partitions (no hot key when a sweep touches thousands)
 CHANGE_LOG_DAYS = 35  # marks expire (TTL attribute `expires_at`) after this; the export rebuilds in full weekly
@@ -321,6 +331,56 @@ class JourneyStore:
         ]
         for start in range(0, len(requests), 25):
             self._write(requests[start : start + 25])
+
+    def mark_forgotten(self, person_keys: Iterable[str], at: datetime) -> None:
+        """Record that the people behind these keys were erased at ``at`` (a later mark replaces an earlier one);
+        the marks expire ``FORGET_MARK_DAYS`` later (the table's TTL attribute ``expires_at``)."""
+        at = at.astimezone(UTC)
+        expires_at = int((at + timedelta(days=FORGET_MARK_DAYS)).timestamp())
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "entity": {"S": FORGOTTEN_PREFIX + key},
+                        "touch": {"S": ERASED},
+                        "erased_at": {"S": at.isoformat(timespec="microseconds")},
+                        "expires_at": {"N": str(expires_at)},
+                    }
+                }
+            }
+            for key in dict.fromkeys(person_keys)
+        ]
+        for start in range(0, len(requests), 25):
+            self._write(requests[start : start + 25])
+
+    def server_now(self) -> datetime | None:
+        """DynamoDB's clock (its answer's ``Date`` header: whole seconds), or None when it gives none: an erasure time
+        read from the operator's machine alone could lag the capture function's clock, and a post received before the
+        erasure would seem to follow it."""
+        response = self.client.query(
+            TableName=self.table,
+            KeyConditionExpression="#e = :e",
+            ExpressionAttributeNames={"#e": "entity"},
+            ExpressionAttributeValues={":e": {"S": FORGOTTEN_PREFIX}},
+            Limit=1,
+        )
+        header = (response.get("ResponseMetadata") or {}).get("HTTPHeaders", {}).get("date")
+        try:
+            return parsedate_to_datetime(header).astimezone(UTC) if header else None
+        except (TypeError, ValueError):
+            return None
+
+    def forgotten(self, person_keys: Iterable[str]) -> dict[str, datetime]:
+        """Person key → erasure time, for the keys with a mark not yet expired (DynamoDB's TTL deletes expired items
+        within days, so ``expires_at`` is checked here too). One BatchGetItem per hundred keys."""
+        now = self.clock().timestamp()
+        found = self._get_items([(FORGOTTEN_PREFIX + key, ERASED) for key in person_keys])
+        marks: dict[str, datetime] = {}
+        for (entity, _), item in found.items():
+            if int(item.get("expires_at", 0)) <= now:
+                continue
+            marks[entity.removeprefix(FORGOTTEN_PREFIX)] = datetime.fromisoformat(str(item["erased_at"]))
+        return marks
 
     def raw_keys(self, person_keys: Iterable[str]) -> set[str]:
         """The S3 keys of raw copies filed under any of these person keys."""

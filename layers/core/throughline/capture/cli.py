@@ -60,6 +60,7 @@ def run(args: argparse.Namespace, stack_outputs: Any) -> int:
     index = JourneyStore(settings.journey_table or "")
     reasons: Counter[str] = Counter()
     accepted = 0
+    erased = 0
     # The same form sent again while held (the snippet retries a 429, a visitor clicks twice) is one post: released
     # once, its copies dropped, as capture answers a double submission once. Sent again days later (a new order on the
     # same short form, held again), it is a request of its own: released too (a repeat request on the lead).
@@ -81,6 +82,10 @@ def run(args: argparse.Namespace, stack_outputs: Any) -> int:
             print(post.line())
             continue
         released = release(s3, aws.client("sqs"), bucket, queue, secret, post, claims=claims, index=index)
+        if released.erased:
+            erased += 1
+            print("dropped (its person was erased by forget after it was held)", post.line())
+            continue
         if not released.queued:
             accepted += 1
             print(f"dropped (already accepted as {released.submission_id})", post.line())
@@ -92,6 +97,6 @@ def run(args: argparse.Namespace, stack_outputs: Any) -> int:
             print("released", post.line())
     total = sum(reasons.values())
     summary = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items())) or "none"
-    tail = f"; already accepted: {accepted}" if args.release else ""
+    tail = f"; already accepted: {accepted}; erased: {erased}" if args.release else ""
     print(f"{'released' if args.release else 'held'}: {total} ({summary}); copies of the same form: {copies}{tail}")
     return 0

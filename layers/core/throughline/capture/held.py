@@ -24,6 +24,7 @@ from throughline.capture.submissions import Submission
 from throughline.contacts import mask_email, mask_phone
 from throughline.observability import logger
 from throughline.person_keys import person_key
+from throughline.privacy.erasure import delete_every_version, erased
 
 REASONS = ("ip", "contact", "captcha")
 # How long after a held post the same content sent again is the customer's resend of it (the snippet's retry after the
@@ -101,6 +102,7 @@ def held_posts(s3: Any, bucket: str, selection: Selection) -> Iterator[HeldPost]
 class Released:
     submission_id: str  # the submission the content is a lead under
     queued: bool  # False: its content was already accepted under ``submission_id``, nothing was queued
+    erased: bool = False  # its person was erased (forget) after it was held: deleted, nothing queued
 
 
 def content_fingerprint(post: HeldPost) -> str:
@@ -176,11 +178,17 @@ def release(
     release) is queued under that post's id and arrival time, as capture's own retry would: the FIFO queue drops the
     repeat, and the writer finds the lead by ORIGIN_ID. Content accepted (or claimed) more than ``RESEND_HORIZON``
     and the window after the held post is a request of its own: the held post is queued under its own id.
+    A post whose person ``forget`` erased after it arrived (``index``'s erasure marks) is deleted, not queued.
     Without ``claims`` and ``index`` every post is queued."""
     submission = post.submission
     fingerprint = content_fingerprint(post)
     message = post.record["message"]
     record = {key: value for key, value in post.record.items() if key != "held"}
+    if index is not None and erased(index, secret, [submission]):
+        # Its person was erased after it was held (forget deletes held posts; this one was listed before that, or
+        # held in a run racing it): never queued, so never written again (the writer checks the same marks).
+        delete_every_version(s3, bucket, post.key)
+        return Released(submission.submission_id, queued=False, erased=True)
     if index is not None and claims is not None:
         # Before the claim: a claim put for a post then dropped would make the next post of the content (within the
         # window) store this held one's submission id.

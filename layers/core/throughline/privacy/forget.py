@@ -11,8 +11,13 @@ given are searched by: the other contacts the records carried lose their index e
 (a shared office phone must not widen one person's erasure to everyone who ever gave it).
 
 Not touched: Bitrix24. The portal owner erases the person there (the leads, deals and contacts); until then the
-portal's next event about those records brings their journey back. Messages still waiting in the writes queue
-(minutes) are not reachable one by one either.
+portal's next event about those records brings their journey back (CRM events are not checked against the marks
+below: the portal owner erases there first).
+
+First of all, an erasure mark per person key searched by (``FORGOTTEN#<hmac>``: the time, nothing else;
+``privacy.erasure``): a post of theirs still in the writes queue, in its DLQ (redriven later) or held and released
+afterwards, received before the erasure, is dropped by the writer (and by release-held) with its raw copy, instead of
+writing the person again. A post received after the erasure is a new consent and is written.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import gzip
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from throughline.adapters.journey_store import PERSON_PREFIX, RAW_PREFIX, JourneyStore
@@ -28,6 +34,7 @@ from throughline.contacts import mask_email, mask_phone, normalize_email, normal
 from throughline.journey.export import ENTITY_TYPES, PREFIX, gzip_lines
 from throughline.journey.packed import PACKED_PREFIX, NotPackable, drop_rows
 from throughline.person_keys import person_key
+from throughline.privacy.erasure import delete_every_version
 
 SNAPSHOTS = f"{PREFIX}/snapshot="
 PACKED_SNAPSHOTS = f"{PACKED_PREFIX}/snapshot="  # the touch parts' packed copies (journey/packed.py)
@@ -50,6 +57,7 @@ class Forgotten:
     snapshot_rows: int = 0  # lines dropped from journey snapshots
     snapshot_objects: list[str] = field(default_factory=list)  # snapshot objects rewritten
     other_contacts: int = 0  # further phones or e-mails the erased records carried (not searched by)
+    erased_at: str = ""  # the erasure marks' time (ISO, UTC): posts received up to it are dropped by the writer
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -61,12 +69,15 @@ class Forgotten:
             "snapshot_rows": self.snapshot_rows,
             "snapshot_objects": self.snapshot_objects,
             "other_contacts": self.other_contacts,
+            "erased_at": self.erased_at,
             "bitrix24": NOT_BITRIX24,
         }
 
     def lines(self) -> list[str]:
         return [
             f"person: {', '.join(self.contacts)}",
+            f"erasure marks: {len(self.contacts)} (posts received until {self.erased_at} and still queued, "
+            "dead-lettered or held are dropped by the writer and release-held)",
             f"journey store: {len(self.entities)} records ({', '.join(self.entities) or 'none'}), "
             f"{self.touches} touches deleted",
             f"indexes: {self.index_entries} entries deleted",
@@ -107,12 +118,21 @@ def forget_person(
     phones: Iterable[str] = (),
     emails: Iterable[str] = (),
     region: str = "RU",
+    now: datetime | None = None,
 ) -> Forgotten:
     keys = contact_keys(phones, emails, secret, region)
     if not keys:
         raise ValueError("give a phone or an e-mail")
-    result = Forgotten(contacts=list(keys.values()))
+    if now is None:
+        # The later of this machine's clock and DynamoDB's: an operator's laptop running behind would date the
+        # erasure before posts the capture function (AWS's clock) received before it, and the writer would keep them.
+        now = max(datetime.now(UTC), store.server_now() or datetime.min.replace(tzinfo=UTC))
+    moment = now.astimezone(UTC)
+    result = Forgotten(contacts=list(keys.values()), erased_at=moment.isoformat(timespec="microseconds"))
     person = set(keys)
+    # First: from now on the writer drops their posts received until now (still queued, dead-lettered, held), so none
+    # written while this run deletes can bring them back once it has passed.
+    store.mark_forgotten(sorted(person), moment)
     entities = store.index_lookup(person)
     entities |= {entity for values in store.links(entities).values() for entity in values}  # a lead's deals
     result.entities = sorted(entities)
@@ -122,7 +142,7 @@ def forget_person(
     result.other_contacts = len(others)
 
     for raw_key in sorted(store.raw_keys(person)):
-        if _delete_every_version(s3, bucket, raw_key):
+        if delete_every_version(s3, bucket, raw_key):
             result.raw_copies.append(raw_key)
     _forget_in_snapshots(s3, bucket, person, entities, result)
     for entity in result.entities:
@@ -139,7 +159,7 @@ def forget_person(
     # Last: held posts are found by reading each one (a flood may have left many), and need no index to be found
     # again, so a run that runs out of time here has erased everything else and can simply be run again.
     for held_key in _held_copies(s3, bucket, person, secret):
-        if _delete_every_version(s3, bucket, held_key):
+        if delete_every_version(s3, bucket, held_key):
             result.raw_copies.append(held_key)
     return result
 
@@ -176,13 +196,13 @@ def _forget_in_snapshots(s3: Any, bucket: str, keys: set[str], entities: set[str
         except NotPackable:
             # A copy this code cannot read (damaged, or of a later format version) may hold the person: it is only
             # the report's shortcut to its part, so it goes, every version (the report then reads the JSON parts).
-            _delete_every_version(s3, bucket, key)
+            delete_every_version(s3, bucket, key)
             result.snapshot_objects.append(key)
             continue
         if not dropped:
             continue
         s3.put_object(Bucket=bucket, Key=key, Body=kept, ContentType="application/octet-stream")
-        _delete_every_version(s3, bucket, key, keep_current=True)
+        delete_every_version(s3, bucket, key, keep_current=True)
         result.snapshot_rows += dropped
         result.snapshot_objects.append(key)
     for key in _keys(s3, bucket, SNAPSHOTS):
@@ -194,7 +214,7 @@ def _forget_in_snapshots(s3: Any, bucket: str, keys: set[str], entities: set[str
         if len(kept) == len(lines):
             continue
         s3.put_object(Bucket=bucket, Key=key, Body=gzip_lines(kept), ContentType="application/gzip")
-        _delete_every_version(s3, bucket, key, keep_current=True)
+        delete_every_version(s3, bucket, key, keep_current=True)
         result.snapshot_rows += len(lines) - len(kept)
         result.snapshot_objects.append(key)
 
@@ -211,18 +231,3 @@ def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys += [item["Key"] for item in page.get("Contents", [])]
     return keys
-
-
-def _delete_every_version(s3: Any, bucket: str, key: str, *, keep_current: bool = False) -> bool:
-    """Delete the object's versions and delete markers (all, or all but the current version); True if any."""
-    doomed: list[dict[str, str]] = []
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
-        for version in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
-            if version["Key"] != key or (keep_current and version.get("IsLatest") and "Size" in version):
-                continue
-            doomed.append({"Key": key, "VersionId": version["VersionId"]})
-    for start in range(0, len(doomed), 1000):
-        response = s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed[start : start + 1000], "Quiet": True})
-        if response.get("Errors"):
-            raise RuntimeError(f"could not delete {len(response['Errors'])} versions of {key}")
-    return bool(doomed)

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+from throughline.adapters import aws
 from throughline.adapters.journey_store import JourneyStore
 from throughline.adapters.locks import LEASE_SECONDS, Locks
 from throughline.adapters.raw_store import RawStore
@@ -31,9 +32,11 @@ from throughline.bitrix24 import Deadline
 from throughline.bitrix24.portal import bitrix_client
 from throughline.capture.submissions import MESSAGE_TYPE, RAW_COPY, Submission
 from throughline.config import ConfigError, Settings, get_settings
+from throughline.contacts import mask_email, mask_phone
 from throughline.journey.events import MESSAGE_TYPE as EVENT_MESSAGE
 from throughline.journey.events import CrmEvent
 from throughline.observability import logger
+from throughline.privacy.erasure import delete_every_version, erased
 from throughline.writer.journey_wiring import crm_event_writer, follow_form_writes, index_raw_copies, person_index
 from throughline.writer.leads import LeadRules, LeadWriter, Outcome, PortalState, Unwritable
 
@@ -75,8 +78,10 @@ def write_form_submissions(messages: dict[str, dict[str, Any]], writer: LeadWrit
             submissions[message_id] = submission
         except Exception as error:
             outcomes[message_id] = _poison(message_id, error)
-    keep_raw_copies(messages, submissions, outcomes)
     journeys = writer.crm_events
+    if journeys is not None and submissions and writer.journeys.table:
+        drop_erased(writer.journeys, journeys.person_secret, submissions, outcomes)
+    keep_raw_copies(messages, submissions, outcomes)
     if journeys is not None and submissions and writer.journeys.table:
         # Before the leads: a person's raw copies must be findable (forget) even when their write fails for good.
         index_raw_copies(
@@ -95,6 +100,51 @@ def write_form_submissions(messages: dict[str, dict[str, Any]], writer: LeadWrit
     if journeys is not None and any(outcome.action in ("created", "appended") for outcome in by_submission.values()):
         follow_form_writes(journeys, submissions, by_submission)  # the person index and the field's projection
     return outcomes
+
+
+def drop_erased(
+    store: JourneyStore, secret: str, submissions: dict[str, Submission], outcomes: dict[str, Outcome]
+) -> None:
+    """Drop the submissions of people ``forget`` erased after they posted (``privacy.erasure``): no lead, no raw copy
+    (the one capture or release-held stored is deleted, every version; the one the message carries is never put),
+    no index entry. Their outcome is ``erased`` (ok: the message leaves the queue). One BatchGetItem for the batch;
+    if it fails, the batch's posts wait (a post must never be written without the check)."""
+    if not submissions:
+        return
+    try:
+        found = erased(store, secret, submissions.values())
+    except Exception as error:
+        logger.error("erasure marks not read; the submissions wait", exc_info=True)
+        for message_id, submission in list(submissions.items()):
+            del submissions[message_id]
+            outcomes[message_id] = Outcome(submission.submission_id, False, "failed", error=error)
+        return
+    for message_id, submission in list(submissions.items()):
+        if submission.submission_id not in found:
+            continue
+        try:
+            if submission.raw_key:
+                settings = get_settings()
+                settings.require("data_bucket")
+                delete_every_version(aws.client("s3"), settings.data_bucket or "", submission.raw_key)
+        except Exception as error:
+            logger.error("raw copy of an erased person not deleted; the submission waits", exc_info=True)
+            del submissions[message_id]
+            outcomes[message_id] = Outcome(submission.submission_id, False, "failed", error=error)
+            continue
+        del submissions[message_id]
+        outcomes[message_id] = Outcome(submission.submission_id, True, "erased")
+        logger.info(
+            "submission dropped: its person was erased after it was received",
+            extra={
+                "message_id": message_id,
+                "submission_id": submission.submission_id,
+                "phone": mask_phone(submission.phone),
+                "email": mask_email(submission.email),
+                "received_at": submission.received_at.isoformat(),
+                "erased_at": found[submission.submission_id].isoformat(),
+            },
+        )
 
 
 def keep_raw_copies(
