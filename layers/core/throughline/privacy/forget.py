@@ -120,6 +120,7 @@ def forget_person(
     region: str = "RU",
     now: datetime | None = None,
 ) -> Forgotten:
+    emails = list(emails)  # read twice: the keys, and whether the marks name e-mails
     keys = contact_keys(phones, emails, secret, region)
     if not keys:
         raise ValueError("give a phone or an e-mail")
@@ -132,7 +133,7 @@ def forget_person(
     person = set(keys)
     # First: from now on the writer drops their posts received until now (still queued, dead-lettered, held), so none
     # written while this run deletes can bring them back once it has passed.
-    store.mark_forgotten(sorted(person), moment)
+    store.mark_forgotten(sorted(person), moment, emails_named=bool(emails))
     entities = store.index_lookup(person)
     entities |= {entity for values in store.links(entities).values() for entity in values}  # a lead's deals
     result.entities = sorted(entities)
