@@ -172,9 +172,9 @@ def test_forget_dates_the_erasure_by_dynamodbs_clock_when_this_machines_lags(aws
     lagging = aws_now - timedelta(minutes=5)
     monkeypatch.setattr(forget, "datetime", type("Lagging", (datetime,), {"now": staticmethod(lambda tz: lagging)}))
     result = forget.forget_person(store(dynamodb), s3, "data", SECRET, phones=[IVAN_PHONE])
-    assert result.erased_at == "2026-12-01T12:00:07.000000+00:00"
+    assert result.erased_at == "2026-12-01T12:00:08.000000+00:00"  # the header's second, rounded up
     post = [submission("a-minute-ago", aws_now - timedelta(minutes=1))]
-    assert erased(store(dynamodb, aws_now), SECRET, post) == {"a-minute-ago": aws_now}
+    assert erased(store(dynamodb, aws_now), SECRET, post) == {"a-minute-ago": aws_now + timedelta(seconds=1)}
 
 
 def test_a_colleague_sharing_the_erased_persons_office_phone_keeps_their_lead(aws):
@@ -211,3 +211,34 @@ def test_erased_by_the_phone_alone_every_post_of_that_phone_before_it_goes(aws):
     forget.forget_person(store(dynamodb), s3, "data", SECRET, phones=[IVAN_PHONE], now=ERASURE)
     posts = [submission("olga", ERASURE - timedelta(minutes=1), email=OLGA_MAIL)]
     assert erased(store(dynamodb), SECRET, posts) == {"olga": ERASURE}
+
+
+def _forget_at_aws_time(aws, monkeypatch, laptop: datetime, header: str):
+    from throughline.privacy import forget
+
+    dynamodb, s3 = aws
+
+    def dated(response_dict, **kwargs):
+        response_dict["headers"]["date"] = header
+
+    dynamodb.meta.events.register("before-parse.dynamodb.Query", dated)
+    monkeypatch.setattr(forget, "datetime", type("Skewed", (datetime,), {"now": staticmethod(lambda tz: laptop)}))
+    return forget.forget_person(store(dynamodb), s3, "data", SECRET, phones=[IVAN_PHONE])
+
+
+def test_an_operators_clock_running_ahead_does_not_drop_the_persons_new_posts(aws, monkeypatch):
+    # The laptop runs two hours ahead of AWS. Ivan, erased at 12:00:07 (AWS), posts again at 12:10 (capture's clock):
+    # a new consent, his lead. Dated by the laptop, the mark would drop every post of his for two hours.
+    aws_now = datetime(2026, 12, 1, 12, 0, 7, 900000, tzinfo=UTC)
+    _forget_at_aws_time(aws, monkeypatch, aws_now + timedelta(hours=2), "Tue, 01 Dec 2026 12:00:07 GMT")
+    post = [submission("came-back", aws_now + timedelta(minutes=10))]
+    assert erased(store(aws[0], aws_now + timedelta(hours=1)), SECRET, post) == {}
+
+
+def test_a_post_received_within_the_date_headers_second_before_the_erasure_is_dropped(aws, monkeypatch):
+    # The Date header gives whole seconds (12:00:07 for 12:00:07.900): a post capture received at 12:00:07.400,
+    # before the erasure, must not seem to follow it.
+    aws_now = datetime(2026, 12, 1, 12, 0, 7, 900000, tzinfo=UTC)
+    result = _forget_at_aws_time(aws, monkeypatch, aws_now - timedelta(minutes=5), "Tue, 01 Dec 2026 12:00:07 GMT")
+    post = [submission("just-before", aws_now - timedelta(milliseconds=500))]
+    assert erased(store(aws[0], aws_now), SECRET, post) == {"just-before": datetime.fromisoformat(result.erased_at)}

@@ -26,7 +26,7 @@ import gzip
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from throughline.adapters.journey_store import PERSON_PREFIX, RAW_PREFIX, JourneyStore
@@ -125,9 +125,12 @@ def forget_person(
     if not keys:
         raise ValueError("give a phone or an e-mail")
     if now is None:
-        # The later of this machine's clock and DynamoDB's: an operator's laptop running behind would date the
-        # erasure before posts the capture function (AWS's clock) received before it, and the writer would keep them.
-        now = max(datetime.now(UTC), store.server_now() or datetime.min.replace(tzinfo=UTC))
+        # AWS's clock (DynamoDB's Date header), the one capture dates posts by, never this machine's: an operator's
+        # laptop running behind would date the erasure before posts received before it (kept), one running ahead
+        # after the person's new posts (dropped: real leads lost). The header gives whole seconds, rounded down: the
+        # next second is not before now. This machine's clock only when DynamoDB gives no Date.
+        server = store.server_now()
+        now = server + timedelta(seconds=1) if server is not None else datetime.now(UTC)
     moment = now.astimezone(UTC)
     result = Forgotten(contacts=list(keys.values()), erased_at=moment.isoformat(timespec="microseconds"))
     person = set(keys)
