@@ -242,3 +242,15 @@ def test_a_post_received_within_the_date_headers_second_before_the_erasure_is_dr
     result = _forget_at_aws_time(aws, monkeypatch, aws_now - timedelta(minutes=5), "Tue, 01 Dec 2026 12:00:07 GMT")
     post = [submission("just-before", aws_now - timedelta(milliseconds=500))]
     assert erased(store(aws[0], aws_now), SECRET, post) == {"just-before": datetime.fromisoformat(result.erased_at)}
+
+
+def test_a_clock_in_step_with_aws_dates_the_erasure_to_the_microsecond(aws, monkeypatch):
+    # In step with the header's second: this machine's finer time, so a post a moment after the erasure is a lead.
+    laptop = datetime(2026, 12, 1, 12, 0, 7, 250000, tzinfo=UTC)
+    result = _forget_at_aws_time(aws, monkeypatch, laptop, "Tue, 01 Dec 2026 12:00:07 GMT")
+    assert result.erased_at == "2026-12-01T12:00:07.250000+00:00"
+    posts = [
+        submission("before", laptop - timedelta(milliseconds=1)),
+        submission("after", laptop + timedelta(milliseconds=1)),
+    ]
+    assert erased(store(aws[0], laptop), SECRET, posts) == {"before": laptop}

@@ -125,12 +125,17 @@ def forget_person(
     if not keys:
         raise ValueError("give a phone or an e-mail")
     if now is None:
-        # AWS's clock (DynamoDB's Date header), the one capture dates posts by, never this machine's: an operator's
-        # laptop running behind would date the erasure before posts received before it (kept), one running ahead
-        # after the person's new posts (dropped: real leads lost). The header gives whole seconds, rounded down: the
-        # next second is not before now. This machine's clock only when DynamoDB gives no Date.
+        # AWS's clock (DynamoDB's Date header), the one capture dates posts by: an operator's laptop running behind
+        # would date the erasure before posts received before it (kept), one running ahead after the person's new
+        # posts (dropped: real leads lost). The header gives whole seconds, rounded down: this machine's clock (read
+        # after it) where it falls in that second (the same clock, finer), else the next second, not before now.
+        # This machine's clock alone only when DynamoDB gives no Date.
         server = store.server_now()
-        now = server + timedelta(seconds=1) if server is not None else datetime.now(UTC)
+        local = datetime.now(UTC)
+        if server is None or server <= local < server + timedelta(seconds=1):
+            now = local
+        else:
+            now = server + timedelta(seconds=1)
     moment = now.astimezone(UTC)
     result = Forgotten(contacts=list(keys.values()), erased_at=moment.isoformat(timespec="microseconds"))
     person = set(keys)
