@@ -58,3 +58,15 @@ def test_a_dead_lettered_post_redriven_after_forget_is_dropped(make_stack):
     drain(stack)
     assert leads(stack) == []
     assert raw_copies(get_settings().data_bucket) == []
+
+
+def test_a_colleagues_post_queued_from_the_erased_persons_office_phone_is_still_a_lead(make_stack):
+    # Ivan's phone is his office's switchboard; Olga posted from the same office (that phone, her own e-mail) just
+    # before Ivan asked to be forgotten by his phone and e-mail. Her post is her lead: written, not dropped.
+    stack = make_stack(poll_queues=False)
+    post(stack, IVAN)
+    post(stack, {**OLGA, "phone": IVAN["phone"]})
+    post(stack, {"name": "Секретарь", "phone": IVAN["phone"]})  # the phone alone: cannot be told from Ivan's
+    assert main(["forget", "--phone", "+79161234567", "--email", "ivan@example.ru"]) == 0
+    drain(stack)
+    assert [lead["NAME"] for lead in leads(stack)] == ["Ольга"]

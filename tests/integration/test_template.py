@@ -182,6 +182,9 @@ def test_writer_reads_the_secret_and_the_journey_store_and_writes_only_deletion_
         ("s3:ListBucketVersions", {"Fn::GetAtt": ["DataBucket", "Arn"]}),
         ("s3:GetObject", {"Fn::Sub": "${DataBucket.Arn}/config/alerts.realtime.json"}),  # real-time alert rules
     ]
+    # Listing versions is confined to the raw copies (the bucket also holds snapshots and the CRM copy).
+    [listing] = [s for s in s3 if s["Action"] == "s3:ListBucketVersions"]
+    assert listing.get("Condition") == {"StringLike": {"s3:prefix": "raw/forms/*"}}
     for statement in _statements("BitrixWriterFunction"):
         if statement["Resource"] == "*":  # only X-Ray, which has no resource-level permissions
             assert set(statement["Action"]) <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}

@@ -61,7 +61,7 @@ def submission(submission_id: str, at: datetime, phone: str | None = IVAN_PHONE,
     )
 
 
-def test_a_mark_holds_only_the_key_the_time_and_an_expiry_56_days_on(aws):
+def test_a_mark_holds_only_the_key_the_time_whether_emails_were_named_and_an_expiry_56_days_on(aws):
     dynamodb, _ = aws
     store(dynamodb).mark_forgotten([person_key(IVAN_PHONE, SECRET)], ERASURE)
     [item] = dynamodb.scan(TableName="journeys")["Items"]
@@ -70,6 +70,7 @@ def test_a_mark_holds_only_the_key_the_time_and_an_expiry_56_days_on(aws):
         "touch": {"S": ERASED},
         "erased_at": {"S": "2026-12-01T12:00:00.500000+00:00"},
         "expires_at": {"N": str(int(datetime(2027, 1, 26, 12, 0, 0, tzinfo=UTC).timestamp()))},  # + 56 days
+        "emails_named": {"BOOL": False},  # the erasure named no e-mail: any post of the phone is theirs
     }
 
 
@@ -171,6 +172,85 @@ def test_forget_dates_the_erasure_by_dynamodbs_clock_when_this_machines_lags(aws
     lagging = aws_now - timedelta(minutes=5)
     monkeypatch.setattr(forget, "datetime", type("Lagging", (datetime,), {"now": staticmethod(lambda tz: lagging)}))
     result = forget.forget_person(store(dynamodb), s3, "data", SECRET, phones=[IVAN_PHONE])
-    assert result.erased_at == "2026-12-01T12:00:07.000000+00:00"
+    assert result.erased_at == "2026-12-01T12:00:08.000000+00:00"  # the header's second, rounded up
     post = [submission("a-minute-ago", aws_now - timedelta(minutes=1))]
-    assert erased(store(dynamodb, aws_now), SECRET, post) == {"a-minute-ago": aws_now}
+    assert erased(store(dynamodb, aws_now), SECRET, post) == {"a-minute-ago": aws_now + timedelta(seconds=1)}
+
+
+def test_a_colleague_sharing_the_erased_persons_office_phone_keeps_their_lead(aws):
+    # Ivan is erased by his phone and e-mail; the phone is the office's switchboard. Olga's post from the same office
+    # (the switchboard and her own e-mail), received before the erasure and still queued, is her lead, not Ivan's:
+    # forget named Ivan's e-mail, and hers is another. A post with the phone alone cannot be told apart: dropped.
+    from throughline.privacy import forget
+
+    dynamodb, s3 = aws
+    moment = ERASURE
+    forget.forget_person(store(dynamodb), s3, "data", SECRET, phones=[IVAN_PHONE], emails=[IVAN_MAIL], now=moment)
+    before = ERASURE - timedelta(minutes=1)
+    posts = [
+        submission("olga", before, email=OLGA_MAIL),
+        submission("phone-only", before),
+        submission("ivan", before, email=IVAN_MAIL),
+        submission("ivan-mail-only", before, phone=None, email=IVAN_MAIL),
+        submission("ivan-new-phone", before, phone="+79035550101", email=IVAN_MAIL),
+    ]
+    assert erased(store(dynamodb), SECRET, posts) == {
+        "phone-only": ERASURE,
+        "ivan": ERASURE,
+        "ivan-mail-only": ERASURE,
+        "ivan-new-phone": ERASURE,
+    }
+
+
+def test_erased_by_the_phone_alone_every_post_of_that_phone_before_it_goes(aws):
+    # No e-mail named: forget erased whoever gave the phone (its records are gone from the journey store), and the
+    # writer cannot tell a colleague's post from the person's: it is dropped with the rest.
+    from throughline.privacy import forget
+
+    dynamodb, s3 = aws
+    forget.forget_person(store(dynamodb), s3, "data", SECRET, phones=[IVAN_PHONE], now=ERASURE)
+    posts = [submission("olga", ERASURE - timedelta(minutes=1), email=OLGA_MAIL)]
+    assert erased(store(dynamodb), SECRET, posts) == {"olga": ERASURE}
+
+
+def _forget_at_aws_time(aws, monkeypatch, laptop: datetime, header: str):
+    from throughline.privacy import forget
+
+    dynamodb, s3 = aws
+
+    def dated(response_dict, **kwargs):
+        response_dict["headers"]["date"] = header
+
+    dynamodb.meta.events.register("before-parse.dynamodb.Query", dated)
+    monkeypatch.setattr(forget, "datetime", type("Skewed", (datetime,), {"now": staticmethod(lambda tz: laptop)}))
+    return forget.forget_person(store(dynamodb), s3, "data", SECRET, phones=[IVAN_PHONE])
+
+
+def test_an_operators_clock_running_ahead_does_not_drop_the_persons_new_posts(aws, monkeypatch):
+    # The laptop runs two hours ahead of AWS. Ivan, erased at 12:00:07 (AWS), posts again at 12:10 (capture's clock):
+    # a new consent, his lead. Dated by the laptop, the mark would drop every post of his for two hours.
+    aws_now = datetime(2026, 12, 1, 12, 0, 7, 900000, tzinfo=UTC)
+    _forget_at_aws_time(aws, monkeypatch, aws_now + timedelta(hours=2), "Tue, 01 Dec 2026 12:00:07 GMT")
+    post = [submission("came-back", aws_now + timedelta(minutes=10))]
+    assert erased(store(aws[0], aws_now + timedelta(hours=1)), SECRET, post) == {}
+
+
+def test_a_post_received_within_the_date_headers_second_before_the_erasure_is_dropped(aws, monkeypatch):
+    # The Date header gives whole seconds (12:00:07 for 12:00:07.900): a post capture received at 12:00:07.400,
+    # before the erasure, must not seem to follow it.
+    aws_now = datetime(2026, 12, 1, 12, 0, 7, 900000, tzinfo=UTC)
+    result = _forget_at_aws_time(aws, monkeypatch, aws_now - timedelta(minutes=5), "Tue, 01 Dec 2026 12:00:07 GMT")
+    post = [submission("just-before", aws_now - timedelta(milliseconds=500))]
+    assert erased(store(aws[0], aws_now), SECRET, post) == {"just-before": datetime.fromisoformat(result.erased_at)}
+
+
+def test_a_clock_in_step_with_aws_dates_the_erasure_to_the_microsecond(aws, monkeypatch):
+    # In step with the header's second: this machine's finer time, so a post a moment after the erasure is a lead.
+    laptop = datetime(2026, 12, 1, 12, 0, 7, 250000, tzinfo=UTC)
+    result = _forget_at_aws_time(aws, monkeypatch, laptop, "Tue, 01 Dec 2026 12:00:07 GMT")
+    assert result.erased_at == "2026-12-01T12:00:07.250000+00:00"
+    posts = [
+        submission("before", laptop - timedelta(milliseconds=1)),
+        submission("after", laptop + timedelta(milliseconds=1)),
+    ]
+    assert erased(store(aws[0], laptop), SECRET, posts) == {"before": laptop}

@@ -53,10 +53,10 @@ class RawIndex:
 
     def __init__(self, keys, marks=None):
         self.keys = keys
-        self.marks = marks or {}  # person key → erasure time (``JourneyStore.forgotten``)
+        self.marks = marks or {}  # person key → erasure time
 
-    def forgotten(self, person_keys):
-        return {key: self.marks[key] for key in person_keys if key in self.marks}
+    def forgotten(self, person_keys):  # as ``JourneyStore.forgotten``: (erasure time, whether it named e-mails)
+        return {key: (self.marks[key], False) for key in person_keys if key in self.marks}
 
     def raw_keys(self, person_keys):
         assert list(person_keys)  # asked by the post's phone's key

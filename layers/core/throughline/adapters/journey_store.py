@@ -332,9 +332,11 @@ class JourneyStore:
         for start in range(0, len(requests), 25):
             self._write(requests[start : start + 25])
 
-    def mark_forgotten(self, person_keys: Iterable[str], at: datetime) -> None:
+    def mark_forgotten(self, person_keys: Iterable[str], at: datetime, *, emails_named: bool = False) -> None:
         """Record that the people behind these keys were erased at ``at`` (a later mark replaces an earlier one);
-        the marks expire ``FORGET_MARK_DAYS`` later (the table's TTL attribute ``expires_at``)."""
+        the marks expire ``FORGET_MARK_DAYS`` later (the table's TTL attribute ``expires_at``). ``emails_named``:
+        the erasure named the person's e-mail(s), so a post of a marked phone with another e-mail is someone else's
+        (a shared office phone; ``privacy.erasure``)."""
         at = at.astimezone(UTC)
         expires_at = int((at + timedelta(days=FORGET_MARK_DAYS)).timestamp())
         requests = [
@@ -345,6 +347,7 @@ class JourneyStore:
                         "touch": {"S": ERASED},
                         "erased_at": {"S": at.isoformat(timespec="microseconds")},
                         "expires_at": {"N": str(expires_at)},
+                        "emails_named": {"BOOL": emails_named},
                     }
                 }
             }
@@ -370,16 +373,18 @@ class JourneyStore:
         except (TypeError, ValueError):
             return None
 
-    def forgotten(self, person_keys: Iterable[str]) -> dict[str, datetime]:
-        """Person key → erasure time, for the keys with a mark not yet expired (DynamoDB's TTL deletes expired items
-        within days, so ``expires_at`` is checked here too). One BatchGetItem per hundred keys."""
+    def forgotten(self, person_keys: Iterable[str]) -> dict[str, tuple[datetime, bool]]:
+        """Person key → (erasure time, whether that erasure named e-mails), for the keys with a mark not yet expired
+        (DynamoDB's TTL deletes expired items within days, so ``expires_at`` is checked here too). One BatchGetItem
+        per hundred keys."""
         now = self.clock().timestamp()
         found = self._get_items([(FORGOTTEN_PREFIX + key, ERASED) for key in person_keys])
-        marks: dict[str, datetime] = {}
+        marks: dict[str, tuple[datetime, bool]] = {}
         for (entity, _), item in found.items():
             if int(item.get("expires_at", 0)) <= now:
                 continue
-            marks[entity.removeprefix(FORGOTTEN_PREFIX)] = datetime.fromisoformat(str(item["erased_at"]))
+            at = datetime.fromisoformat(str(item["erased_at"]))
+            marks[entity.removeprefix(FORGOTTEN_PREFIX)] = (at, bool(item.get("emails_named", False)))
         return marks
 
     def raw_keys(self, person_keys: Iterable[str]) -> set[str]:

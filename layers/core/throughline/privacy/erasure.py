@@ -2,10 +2,12 @@
 dead-lettered and redriven later, or held and released) is dropped instead of writing the person again.
 
 ``forget`` puts one item per person key it searched by (``FORGOTTEN#<hmac>`` / ``#erased`` in the journey table:
-the erasure time and nothing else, ``JourneyStore.mark_forgotten``). The form writer and ``release-held`` look the
-keys of a submission's phone and e-mail up (one BatchGetItem per receive batch) and drop a submission received at or
-before the latest mark of any of its keys: no lead, no comment, no raw copy, no index entry. A submission received
-after the erasure (the person came back and posted again) is written: a new consent.
+the erasure time, whether it named e-mails, nothing else; ``JourneyStore.mark_forgotten``). The form writer and
+``release-held`` look the keys of a submission's phone and e-mail up (one BatchGetItem per receive batch) and drop a
+submission received at or before the latest mark of its keys: no lead, no comment, no raw copy, no index entry. A
+submission received after the erasure (the person came back and posted again) is written: a new consent. A marked
+phone does not make a post carrying another e-mail the person's when the erasure named their e-mail: that is a
+colleague on a shared office phone, and their lead is written (erased by the phone alone, it cannot be told apart).
 
 Not covered: a submission the writer had already checked when the mark was written (an invocation in flight, at most
 the writer's timeout) is written; ``forget`` run again a few minutes later erases it. A message redriven from the DLQ
@@ -42,10 +44,24 @@ def erased(store: JourneyStore, secret: str, submissions: Iterable[Submission]) 
     marks = store.forgotten(wanted)
     found: dict[str, datetime] = {}
     for submission in submissions:
-        times = [marks[key] for key in keys[submission.submission_id] if key in marks]
+        times = _mark_times(submission, secret, marks)
         if times and submission.received_at <= max(times):
             found[submission.submission_id] = max(times)
     return found
+
+
+def _mark_times(submission: Submission, secret: str, marks: dict[str, tuple[datetime, bool]]) -> list[datetime]:
+    """The erasure times that make the submission the erased person's: a marked e-mail's always; a marked phone's
+    unless that erasure named the person's e-mail(s) and the post carries another one (a colleague's post from a
+    shared office phone: forget's own rule, a shared phone must not widen one person's erasure)."""
+    times = []
+    if submission.email and (mark := marks.get(person_key(submission.email, secret))):
+        times.append(mark[0])
+    if submission.phone and (mark := marks.get(person_key(submission.phone, secret))):
+        at, emails_named = mark
+        if not (submission.email and emails_named):
+            times.append(at)
+    return times
 
 
 def delete_every_version(s3: Any, bucket: str, key: str, *, keep_current: bool = False) -> bool:

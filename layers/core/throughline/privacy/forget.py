@@ -26,7 +26,7 @@ import gzip
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from throughline.adapters.journey_store import PERSON_PREFIX, RAW_PREFIX, JourneyStore
@@ -120,19 +120,28 @@ def forget_person(
     region: str = "RU",
     now: datetime | None = None,
 ) -> Forgotten:
+    emails = list(emails)  # read twice: the keys, and whether the marks name e-mails
     keys = contact_keys(phones, emails, secret, region)
     if not keys:
         raise ValueError("give a phone or an e-mail")
     if now is None:
-        # The later of this machine's clock and DynamoDB's: an operator's laptop running behind would date the
-        # erasure before posts the capture function (AWS's clock) received before it, and the writer would keep them.
-        now = max(datetime.now(UTC), store.server_now() or datetime.min.replace(tzinfo=UTC))
+        # AWS's clock (DynamoDB's Date header), the one capture dates posts by: an operator's laptop running behind
+        # would date the erasure before posts received before it (kept), one running ahead after the person's new
+        # posts (dropped: real leads lost). The header gives whole seconds, rounded down: this machine's clock (read
+        # after it) where it falls in that second (the same clock, finer), else the next second, not before now.
+        # This machine's clock alone only when DynamoDB gives no Date.
+        server = store.server_now()
+        local = datetime.now(UTC)
+        if server is None or server <= local < server + timedelta(seconds=1):
+            now = local
+        else:
+            now = server + timedelta(seconds=1)
     moment = now.astimezone(UTC)
     result = Forgotten(contacts=list(keys.values()), erased_at=moment.isoformat(timespec="microseconds"))
     person = set(keys)
     # First: from now on the writer drops their posts received until now (still queued, dead-lettered, held), so none
     # written while this run deletes can bring them back once it has passed.
-    store.mark_forgotten(sorted(person), moment)
+    store.mark_forgotten(sorted(person), moment, emails_named=bool(emails))
     entities = store.index_lookup(person)
     entities |= {entity for values in store.links(entities).values() for entity in values}  # a lead's deals
     result.entities = sorted(entities)
