@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import boto3
@@ -124,14 +125,9 @@ def test_a_held_post_timed_in_another_offset_finds_the_copy_in_the_utc_day_parti
     assert accepted_since(s3, "data", RawIndex([copy]), "secret", post, 600) == "minutes-later"
 
 
-def test_a_release_that_finds_the_content_claimed_by_a_new_request_days_later_queues_the_held_post_as_its_own(s3):
-    # Held on Monday; on Friday the customer sends the same form for a new order, and the operator releases Monday's
-    # post minutes later, within the double-submit window: the claim is Friday's. Before the fix the held post was
-    # dropped as «already accepted» (a completed claim) or queued under Friday's id (one in progress): Monday's request
-    # was lost either way. The claim's arrival time is a day past the held one: a request of its own.
-    from throughline.adapters.submission_claims import SubmissionClaims
-    from throughline.capture.held import content_fingerprint, release
-
+def claims_table_and_queue() -> tuple[Any, Any, str]:
+    """In the test's moto: the claims table (keyed by ``id``, as the template's idempotency table), the writes FIFO
+    queue; their clients and the queue's URL."""
     dynamodb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
     dynamodb.create_table(
         TableName="claims",
@@ -140,6 +136,18 @@ def test_a_release_that_finds_the_content_claimed_by_a_new_request_days_later_qu
         BillingMode="PAY_PER_REQUEST",
     )
     queue = sqs.create_queue(QueueName="writes.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    return dynamodb, sqs, queue
+
+
+def test_a_release_that_finds_the_content_claimed_by_a_new_request_days_later_queues_the_held_post_as_its_own(s3):
+    # Held on Monday; on Friday the customer sends the same form for a new order, and the operator releases Monday's
+    # post minutes later, within the double-submit window: the claim is Friday's. Before the fix the held post was
+    # dropped as «already accepted» (a completed claim) or queued under Friday's id (one in progress): Monday's request
+    # was lost either way. The claim's arrival time is a day past the held one: a request of its own.
+    from throughline.adapters.submission_claims import SubmissionClaims
+    from throughline.capture.held import content_fingerprint, release
+
+    dynamodb, sqs, queue = claims_table_and_queue()
     friday = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
     claims = SubmissionClaims("claims", "secret", 600, client=dynamodb, clock=lambda: friday.timestamp() + 300)
     for submission_id, completed in (("held-1", True), ("held-2", False)):
@@ -175,14 +183,7 @@ def test_a_held_copy_released_in_another_run_is_the_same_form_not_a_request_of_i
     s3.put_object(Bucket="data", Key=first, Body=json.dumps({**record, "released": {"reason": "ip"}}).encode())
     assert accepted_since(s3, "data", RawIndex([first]), "secret", post, 600) == "first"  # a released copy
 
-    dynamodb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
-    dynamodb.create_table(
-        TableName="claims",
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    queue = sqs.create_queue(QueueName="writes.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    dynamodb, sqs, queue = claims_table_and_queue()
     now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
     claims = SubmissionClaims("claims", "secret", 600, client=dynamodb, clock=now.timestamp)
     claims.claim(content_fingerprint(post), "first", "2026-11-30T10:00:00+00:00")
@@ -200,14 +201,7 @@ def test_releasing_a_post_held_days_ago_leaves_the_content_unclaimed_for_a_new_r
     from throughline.adapters.submission_claims import SubmissionClaims
     from throughline.capture.held import content_fingerprint, release
 
-    dynamodb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
-    dynamodb.create_table(
-        TableName="claims",
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    queue = sqs.create_queue(QueueName="writes.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    dynamodb, sqs, queue = claims_table_and_queue()
     friday = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
     claims = SubmissionClaims("claims", "secret", 600, client=dynamodb, clock=friday.timestamp)
     held(s3, "monday")  # 2026-11-30 10:00 UTC
