@@ -154,8 +154,12 @@ class LocalStack:
         if self._http:
             self._http.shutdown()
             self._http.server_close()
+        # One deadline for them all (they stop together): ten seconds each added up past the e2e fixture's 30-s wait
+        # for `make serve` to end when several pollers were mid-invocation. They are daemons: one still busy then is
+        # left to the process's end.
+        deadline = time.monotonic() + 10
         for thread in self._threads:
-            thread.join(timeout=10)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self.sandbox:
             self.sandbox.stop()
         if self.captcha_sandbox:

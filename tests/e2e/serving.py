@@ -79,4 +79,4 @@ def serve() -> Iterator[Served]:
         yield Served(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{site_port}", "".join(banner))
     finally:
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        process.wait(timeout=60)  # the stack's threads get 10 s together, then its servers stop
